@@ -1,0 +1,2204 @@
+/*
+peft.c: parameter-efficient fine-tuning (LoRA) of Llama-family models in one C file.
+
+Read it top to bottom:
+  utilities -> JSON -> safetensors -> model config and weights -> tokenizer ->
+  layers (each *_forward followed by its *_backward) -> model forward/backward ->
+  LoRA and adapters -> data and training -> sampling and generation -> CLI main.
+
+Conventions (llm.c's): outputs first, then inputs, then sizes (B, T, C, OC, NH, HS, V).
+Backward functions accumulate (+=) into gradient buffers; the caller zeroes once per step.
+Internally q/k projection rows are kept in Hugging Face's rotate-half RoPE layout; llama2.c
+files (interleaved RoPE pairs) are permuted on load and un-permuted on save.
+
+Build with -DPEFT_FP64 to run every tensor in double precision (used by the gradient checks).
+Only libc, libm and optionally OpenMP.
+*/
+#ifndef _POSIX_C_SOURCE
+#define _POSIX_C_SOURCE 200809L
+#endif
+#include <stdio.h>
+#include <stdlib.h>
+#include <stdint.h>
+#include <stdarg.h>
+#include <string.h>
+#include <math.h>
+#include <time.h>
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <float.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
+#include <dirent.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#ifdef PEFT_FP64
+typedef double floatX;      // every parameter, activation and gradient
+#define EXPX exp
+#define LOGX log
+#define SQRTX sqrt
+#else
+typedef float floatX;
+#define EXPX expf
+#define LOGX logf
+#define SQRTX sqrtf
+#endif
+
+// ----------------------------------------------------------------------------
+// utilities: errors, checked allocation and I/O, RNG, time
+
+// Loaders never exit: they return -1 and leave one line in peft_errbuf ("<file>: <what is wrong>").
+// The CLI prints it as "peft: <file>: <what is wrong>" and exits with status 1.
+static char peft_errbuf[1024];
+static int set_error(const char *file, const char *fmt, ...) {
+    char msg[768];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    snprintf(peft_errbuf, sizeof(peft_errbuf), "%s: %s", file ? file : "(input)", msg);
+    return -1;
+}
+
+static void fatal(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "peft: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    exit(1);
+}
+// print the last loader error and exit
+static void fatal_error(void) { fatal("%s", peft_errbuf); }
+
+static void *malloc_check_(size_t size, const char *file, int line) {
+    void *p = malloc(size ? size : 1);
+    if (!p) fatal("out of memory allocating %zu bytes (%s:%d)", size, file, line);
+    return p;
+}
+static void *calloc_check_(size_t n, size_t size, const char *file, int line) {
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (!p) fatal("out of memory allocating %zu x %zu bytes (%s:%d)", n, size, file, line);
+    return p;
+}
+static void *realloc_check_(void *ptr, size_t size, const char *file, int line) {
+    void *p = realloc(ptr, size ? size : 1);
+    if (!p) fatal("out of memory allocating %zu bytes (%s:%d)", size, file, line);
+    return p;
+}
+#define malloc_check(size) malloc_check_(size, __FILE__, __LINE__)
+#define calloc_check(n, size) calloc_check_(n, size, __FILE__, __LINE__)
+#define realloc_check(p, size) realloc_check_(p, size, __FILE__, __LINE__)
+
+static char *strdup_check(const char *s) {
+    size_t n = strlen(s) + 1;
+    char *d = (char *)malloc_check(n);
+    memcpy(d, s, n);
+    return d;
+}
+
+// a * b without overflow (returns -1 on overflow); sizes in this file are size_t
+static int mul_ok(size_t a, size_t b, size_t *out) {
+    if (a != 0 && b > SIZE_MAX / a) return 0;
+    *out = a * b;
+    return 1;
+}
+
+// Read a whole file into memory (NUL-terminated). Returns NULL and sets the error on failure.
+static char *read_file(const char *path, size_t *len_out, size_t max_len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) { set_error(path, "cannot open: %s", strerror(errno)); return NULL; }
+    if (fseek(f, 0, SEEK_END) != 0) { fclose(f); set_error(path, "cannot seek"); return NULL; }
+    long n = ftell(f);
+    if (n < 0) { fclose(f); set_error(path, "cannot tell size (not a regular file?)"); return NULL; }
+    if ((size_t)n > max_len) { fclose(f); set_error(path, "file too large (%ld bytes, limit %zu)", n, max_len); return NULL; }
+    rewind(f);
+    char *buf = (char *)malloc_check((size_t)n + 1);
+    if (fread(buf, 1, (size_t)n, f) != (size_t)n) { fclose(f); free(buf); set_error(path, "read failed"); return NULL; }
+    fclose(f);
+    buf[n] = 0;
+    if (len_out) *len_out = (size_t)n;
+    return buf;
+}
+
+static int file_exists(const char *path) { struct stat st; return stat(path, &st) == 0 && S_ISREG(st.st_mode); }
+static int dir_exists(const char *path) { struct stat st; return stat(path, &st) == 0 && S_ISDIR(st.st_mode); }
+
+static void path_join(char *out, size_t n, const char *dir, const char *name) {
+    size_t dl = strlen(dir);
+    snprintf(out, n, "%s%s%s", dir, (dl && dir[dl - 1] == '/') ? "" : "/", name);
+}
+
+// Atomic writes: write to "<path>.tmp.<pid>", fsync-free fclose, then rename over path.
+typedef struct { FILE *f; char tmp[4096]; char path[4096]; int failed; } AtomicFile;
+static int atomic_open(AtomicFile *af, const char *path) {
+    memset(af, 0, sizeof(*af));
+    snprintf(af->path, sizeof(af->path), "%s", path);
+    snprintf(af->tmp, sizeof(af->tmp), "%s.tmp.%d", path, (int)getpid());
+    af->f = fopen(af->tmp, "wb");
+    if (!af->f) return set_error(path, "cannot write: %s", strerror(errno));
+    return 0;
+}
+static void atomic_write(AtomicFile *af, const void *p, size_t n) {
+    if (!af->failed && n && fwrite(p, 1, n, af->f) != n) af->failed = 1;
+}
+static int atomic_commit(AtomicFile *af) {
+    int bad = af->failed | ferror(af->f);
+    if (fclose(af->f) != 0) bad = 1;
+    if (bad) { remove(af->tmp); return set_error(af->path, "write failed (disk full?)"); }
+    if (rename(af->tmp, af->path) != 0) { remove(af->tmp); return set_error(af->path, "cannot rename into place: %s", strerror(errno)); }
+    return 0;
+}
+static void atomic_abort(AtomicFile *af) { if (af->f) fclose(af->f); remove(af->tmp); }
+
+// make a directory (and parents); 0 on success
+static int mkdir_p(const char *path) {
+    char buf[4096];
+    snprintf(buf, sizeof(buf), "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p == '/') { *p = 0; if (!dir_exists(buf) && mkdir(buf, 0755) != 0 && errno != EEXIST) return set_error(path, "cannot create directory: %s", strerror(errno)); *p = '/'; }
+    }
+    if (!dir_exists(buf) && mkdir(buf, 0755) != 0 && errno != EEXIST) return set_error(path, "cannot create directory: %s", strerror(errno));
+    return 0;
+}
+
+// xorshift* RNG (llm.c's), state is one uint64
+static uint32_t random_u32(uint64_t *state) {
+    *state ^= *state >> 12;
+    *state ^= *state << 25;
+    *state ^= *state >> 27;
+    return (uint32_t)((*state * 0x2545F4914F6CDD1Dull) >> 32);
+}
+static float random_f32(uint64_t *state) { return (random_u32(state) >> 8) / 16777216.0f; } // [0,1)
+static double random_normal(uint64_t *state) { // Box-Muller
+    double u1 = (random_u32(state) + 1.0) / 4294967297.0, u2 = random_u32(state) / 4294967296.0;
+    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+static double time_sec(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+// half-precision conversions (round to nearest even when narrowing)
+static float bf16_to_f32(uint16_t h) { uint32_t u = (uint32_t)h << 16; float f; memcpy(&f, &u, 4); return f; }
+static uint16_t f32_to_bf16(float f) {
+    uint32_t u; memcpy(&u, &f, 4);
+    if ((u & 0x7fffffff) > 0x7f800000) return (uint16_t)((u >> 16) | 0x40); // NaN stays NaN
+    u += 0x7fff + ((u >> 16) & 1);
+    return (uint16_t)(u >> 16);
+}
+static float f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff, u;
+    if (exp == 0) {
+        if (man == 0) u = sign;
+        else { // subnormal: normalise
+            exp = 127 - 15 + 1;
+            while (!(man & 0x400)) { man <<= 1; exp--; }
+            u = sign | (exp << 23) | ((man & 0x3ff) << 13);
+        }
+    } else if (exp == 31) u = sign | 0x7f800000 | (man << 13);
+    else u = sign | ((exp + 127 - 15) << 23) | (man << 13);
+    float f; memcpy(&f, &u, 4); return f;
+}
+static uint16_t f32_to_f16(float f) {
+    uint32_t u; memcpy(&u, &f, 4);
+    uint32_t sign = (u >> 16) & 0x8000;
+    int32_t exp = (int32_t)((u >> 23) & 0xff) - 127 + 15;
+    uint32_t man = u & 0x7fffff;
+    if (((u >> 23) & 0xff) == 0xff) return (uint16_t)(sign | 0x7c00 | (man ? 0x200 : 0));
+    if (exp >= 31) return (uint16_t)(sign | 0x7c00);
+    if (exp <= 0) {
+        if (exp < -10) return (uint16_t)sign;
+        man |= 0x800000;
+        uint32_t shift = (uint32_t)(14 - exp);
+        uint32_t half = man >> shift, rem = man & ((1u << shift) - 1), mid = 1u << (shift - 1);
+        if (rem > mid || (rem == mid && (half & 1))) half++;
+        return (uint16_t)(sign | half);
+    }
+    uint32_t half = sign | ((uint32_t)exp << 10) | (man >> 13), rem = man & 0x1fff;
+    if (rem > 0x1000 || (rem == 0x1000 && (half & 1))) half++; // may carry into exponent: correct
+    return (uint16_t)half;
+}
+
+// ----------------------------------------------------------------------------
+// JSON: a small strict parser (RFC 8259) for config.json, adapter_config.json,
+// tokenizer.json and safetensors headers. Depth-limited, no NaN/Infinity, UTF-8 output.
+
+typedef enum { JSON_NULL, JSON_FALSE, JSON_TRUE, JSON_NUMBER, JSON_STRING, JSON_ARRAY, JSON_OBJECT } JsonType;
+typedef struct Json {
+    JsonType type;
+    double num;           // JSON_NUMBER
+    char *str;            // JSON_STRING (NUL-terminated, may contain NUL: see len)
+    size_t len;           // string length in bytes
+    int n;                // JSON_ARRAY / JSON_OBJECT: number of items
+    struct Json *items;   // the items
+    char **keys;          // JSON_OBJECT: item names
+} Json;
+
+#define JSON_MAX_DEPTH 128
+typedef struct { const char *s, *end; const char *err; size_t errpos; const char *start; } JsonParser;
+
+static int json_fail(JsonParser *p, const char *msg) { if (!p->err) { p->err = msg; p->errpos = (size_t)(p->s - p->start); } return -1; }
+static void json_ws(JsonParser *p) { while (p->s < p->end && (*p->s == ' ' || *p->s == '\t' || *p->s == '\n' || *p->s == '\r')) p->s++; }
+
+static void json_free_items(Json *j) {
+    if (j->type == JSON_STRING) free(j->str);
+    if (j->type == JSON_ARRAY || j->type == JSON_OBJECT) {
+        for (int i = 0; i < j->n; i++) { json_free_items(&j->items[i]); if (j->keys) free(j->keys[i]); }
+        free(j->items); free(j->keys);
+    }
+}
+static void json_free(Json *j) { if (j) { json_free_items(j); free(j); } }
+
+static int json_hex4(JsonParser *p, uint32_t *out) {
+    if (p->end - p->s < 4) return json_fail(p, "truncated \\u escape");
+    uint32_t v = 0;
+    for (int i = 0; i < 4; i++) {
+        char c = *p->s++; v <<= 4;
+        if (c >= '0' && c <= '9') v |= (uint32_t)(c - '0');
+        else if (c >= 'a' && c <= 'f') v |= (uint32_t)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F') v |= (uint32_t)(c - 'A' + 10);
+        else return json_fail(p, "bad \\u escape");
+    }
+    *out = v; return 0;
+}
+static int utf8_encode(char *out, uint32_t cp) {
+    if (cp < 0x80) { out[0] = (char)cp; return 1; }
+    if (cp < 0x800) { out[0] = (char)(0xC0 | (cp >> 6)); out[1] = (char)(0x80 | (cp & 0x3F)); return 2; }
+    if (cp < 0x10000) { out[0] = (char)(0xE0 | (cp >> 12)); out[1] = (char)(0x80 | ((cp >> 6) & 0x3F)); out[2] = (char)(0x80 | (cp & 0x3F)); return 3; }
+    out[0] = (char)(0xF0 | (cp >> 18)); out[1] = (char)(0x80 | ((cp >> 12) & 0x3F)); out[2] = (char)(0x80 | ((cp >> 6) & 0x3F)); out[3] = (char)(0x80 | (cp & 0x3F)); return 4;
+}
+// p->s is just past the opening quote
+static int json_string(JsonParser *p, char **out, size_t *outlen) {
+    const char *q = p->s;
+    size_t cap = 0;
+    while (q < p->end && *q != '"') { if (*q == '\\') q++; q++; cap++; }
+    if (q >= p->end) return json_fail(p, "unterminated string");
+    char *buf = (char *)malloc_check(cap * 4 + 1); // every input char yields at most 4 bytes
+    size_t n = 0;
+    while (*p->s != '"') {
+        unsigned char c = (unsigned char)*p->s++;
+        if (c < 0x20) { free(buf); return json_fail(p, "control character in string"); }
+        if (c != '\\') { buf[n++] = (char)c; continue; }
+        char e = *p->s++;
+        switch (e) {
+            case '"': buf[n++] = '"'; break;
+            case '\\': buf[n++] = '\\'; break;
+            case '/': buf[n++] = '/'; break;
+            case 'b': buf[n++] = '\b'; break;
+            case 'f': buf[n++] = '\f'; break;
+            case 'n': buf[n++] = '\n'; break;
+            case 'r': buf[n++] = '\r'; break;
+            case 't': buf[n++] = '\t'; break;
+            case 'u': {
+                uint32_t cp;
+                if (json_hex4(p, &cp)) { free(buf); return -1; }
+                if (cp >= 0xD800 && cp <= 0xDBFF) { // surrogate pair
+                    uint32_t lo;
+                    if (p->end - p->s < 6 || p->s[0] != '\\' || p->s[1] != 'u') { free(buf); return json_fail(p, "lone high surrogate"); }
+                    p->s += 2;
+                    if (json_hex4(p, &lo)) { free(buf); return -1; }
+                    if (lo < 0xDC00 || lo > 0xDFFF) { free(buf); return json_fail(p, "bad low surrogate"); }
+                    cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                } else if (cp >= 0xDC00 && cp <= 0xDFFF) { free(buf); return json_fail(p, "lone low surrogate"); }
+                n += (size_t)utf8_encode(buf + n, cp);
+                break;
+            }
+            default: free(buf); return json_fail(p, "bad escape in string");
+        }
+    }
+    p->s++; // closing quote
+    buf[n] = 0;
+    *out = buf; *outlen = n;
+    return 0;
+}
+
+static int json_value(JsonParser *p, Json *out, int depth);
+static int json_container(JsonParser *p, Json *out, int depth, int is_obj) {
+    char close = is_obj ? '}' : ']';
+    int cap = 0;
+    out->type = is_obj ? JSON_OBJECT : JSON_ARRAY;
+    p->s++; // opening bracket
+    json_ws(p);
+    if (p->s < p->end && *p->s == close) { p->s++; return 0; }
+    for (;;) {
+        if (out->n == cap) {
+            cap = cap ? cap * 2 : 4;
+            out->items = (Json *)realloc_check(out->items, (size_t)cap * sizeof(Json));
+            if (is_obj) out->keys = (char **)realloc_check(out->keys, (size_t)cap * sizeof(char *));
+        }
+        json_ws(p);
+        if (is_obj) {
+            size_t kl;
+            if (p->s >= p->end || *p->s != '"') return json_fail(p, "expected object key");
+            p->s++;
+            if (json_string(p, &out->keys[out->n], &kl)) return -1;
+            json_ws(p);
+            if (p->s >= p->end || *p->s != ':') { free(out->keys[out->n]); return json_fail(p, "expected ':'"); }
+            p->s++;
+        }
+        memset(&out->items[out->n], 0, sizeof(Json));
+        int rc = json_value(p, &out->items[out->n], depth + 1);
+        out->n++; // the item is counted even when it failed, so json_free releases what it holds
+        if (rc) return -1;
+        json_ws(p);
+        if (p->s < p->end && *p->s == ',') { p->s++; continue; }
+        if (p->s < p->end && *p->s == close) { p->s++; return 0; }
+        return json_fail(p, is_obj ? "expected ',' or '}'" : "expected ',' or ']'");
+    }
+}
+
+static int json_value(JsonParser *p, Json *out, int depth) {
+    if (depth > JSON_MAX_DEPTH) return json_fail(p, "nesting too deep");
+    json_ws(p);
+    if (p->s >= p->end) return json_fail(p, "unexpected end of input");
+    char c = *p->s;
+    if (c == '{' || c == '[') return json_container(p, out, depth, c == '{');
+    if (c == '"') { p->s++; out->type = JSON_STRING; return json_string(p, &out->str, &out->len); }
+    if (p->end - p->s >= 4 && !strncmp(p->s, "null", 4)) { p->s += 4; out->type = JSON_NULL; return 0; }
+    if (p->end - p->s >= 4 && !strncmp(p->s, "true", 4)) { p->s += 4; out->type = JSON_TRUE; return 0; }
+    if (p->end - p->s >= 5 && !strncmp(p->s, "false", 5)) { p->s += 5; out->type = JSON_FALSE; return 0; }
+    if (c == '-' || (c >= '0' && c <= '9')) {
+        // validate the RFC 8259 number grammar, then convert with strtod
+        const char *q = p->s;
+        char tmp[64];
+        if (*q == '-') q++;
+        if (q >= p->end || !isdigit((unsigned char)*q)) return json_fail(p, "bad number");
+        if (*q == '0') q++; else while (q < p->end && isdigit((unsigned char)*q)) q++;
+        if (q < p->end && *q == '.') { q++; if (q >= p->end || !isdigit((unsigned char)*q)) return json_fail(p, "bad number"); while (q < p->end && isdigit((unsigned char)*q)) q++; }
+        if (q < p->end && (*q == 'e' || *q == 'E')) {
+            q++; if (q < p->end && (*q == '+' || *q == '-')) q++;
+            if (q >= p->end || !isdigit((unsigned char)*q)) return json_fail(p, "bad number");
+            while (q < p->end && isdigit((unsigned char)*q)) q++;
+        }
+        size_t len = (size_t)(q - p->s);
+        if (len >= sizeof(tmp)) return json_fail(p, "number too long");
+        memcpy(tmp, p->s, len); tmp[len] = 0;
+        out->type = JSON_NUMBER;
+        out->num = strtod(tmp, NULL);
+        if (!isfinite(out->num)) return json_fail(p, "number out of range");
+        p->s = q;
+        return 0;
+    }
+    return json_fail(p, "unexpected character (NaN, Infinity and comments are not JSON)");
+}
+
+// Parse text[0..len). Returns NULL and sets the error (naming `file`) on failure.
+static Json *json_parse(const char *text, size_t len, const char *file) {
+    JsonParser p = { text, text + len, NULL, 0, text };
+    Json *j = (Json *)calloc_check(1, sizeof(Json));
+    int rc = json_value(&p, j, 0);
+    if (!rc) { json_ws(&p); if (p.s != p.end) rc = json_fail(&p, "trailing characters after JSON value"); }
+    if (rc) { json_free(j); set_error(file, "invalid JSON at byte %zu: %s", p.errpos, p.err); return NULL; }
+    return j;
+}
+static Json *json_load(const char *path) {
+    size_t len;
+    char *text = read_file(path, &len, (size_t)1 << 30);
+    if (!text) return NULL;
+    Json *j = json_parse(text, len, path);
+    free(text);
+    return j;
+}
+
+static Json *json_get(const Json *obj, const char *key) {
+    if (!obj || obj->type != JSON_OBJECT) return NULL;
+    for (int i = 0; i < obj->n; i++) if (!strcmp(obj->keys[i], key)) return &obj->items[i];
+    return NULL;
+}
+static int json_is_num(const Json *j) { return j && j->type == JSON_NUMBER; }
+static int json_is_int(const Json *j) { return json_is_num(j) && j->num == floor(j->num) && fabs(j->num) < 9007199254740992.0; }
+static const char *json_str(const Json *j) { return (j && j->type == JSON_STRING) ? j->str : NULL; }
+static double json_num_or(const Json *obj, const char *key, double def) { Json *v = json_get(obj, key); return json_is_num(v) ? v->num : def; }
+static int json_bool_or(const Json *obj, const char *key, int def) {
+    Json *v = json_get(obj, key);
+    if (v && v->type == JSON_TRUE) return 1;
+    if (v && v->type == JSON_FALSE) return 0;
+    return def;
+}
+
+// A growable string for writing JSON
+typedef struct { char *s; size_t n, cap; } StrBuf;
+static void sb_putn(StrBuf *b, const char *s, size_t n) {
+    if (b->n + n + 1 > b->cap) { b->cap = (b->n + n + 1) * 2; b->s = (char *)realloc_check(b->s, b->cap); }
+    memcpy(b->s + b->n, s, n); b->n += n; b->s[b->n] = 0;
+}
+static void sb_puts(StrBuf *b, const char *s) { sb_putn(b, s, strlen(s)); }
+static void sb_printf(StrBuf *b, const char *fmt, ...) {
+    char tmp[512];
+    va_list ap; va_start(ap, fmt); int n = vsnprintf(tmp, sizeof(tmp), fmt, ap); va_end(ap);
+    if (n < 0) return;
+    if ((size_t)n < sizeof(tmp)) { sb_putn(b, tmp, (size_t)n); return; }
+    char *big = (char *)malloc_check((size_t)n + 1);
+    va_start(ap, fmt); vsnprintf(big, (size_t)n + 1, fmt, ap); va_end(ap);
+    sb_putn(b, big, (size_t)n); free(big);
+}
+static void sb_json_string(StrBuf *b, const char *s) {
+    sb_puts(b, "\"");
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') { char e[2] = { '\\', (char)c }; sb_putn(b, e, 2); }
+        else if (c < 0x20) sb_printf(b, "\\u%04x", c);
+        else sb_putn(b, (const char *)&c, 1);
+    }
+    sb_puts(b, "\"");
+}
+
+// ----------------------------------------------------------------------------
+// safetensors: 8-byte little-endian header length N, N bytes of JSON
+// {"name": {"dtype": "F32", "shape": [..], "data_offsets": [begin, end]}, "__metadata__": {..}},
+// then the data; offsets are relative to the end of the header. Every field is checked.
+
+enum { DT_F32, DT_F16, DT_BF16, DT_F64, DT_I64, DT_I32, DT_I16, DT_I8, DT_U8, DT_BOOL, DT_COUNT };
+static const char *dtype_names[DT_COUNT] = { "F32", "F16", "BF16", "F64", "I64", "I32", "I16", "I8", "U8", "BOOL" };
+static const size_t dtype_sizes[DT_COUNT] = { 4, 2, 2, 8, 8, 4, 2, 1, 1, 1 };
+static int dtype_from_name(const char *s) {
+    for (int i = 0; s && i < DT_COUNT; i++) if (!strcmp(s, dtype_names[i])) return i;
+    return -1;
+}
+
+#define ST_MAX_DIMS 8
+#define ST_MAX_HEADER (100u << 20)  // 100 MiB, the limit of the reference implementation
+typedef struct {
+    char *name;
+    int dtype, ndim;
+    int64_t shape[ST_MAX_DIMS];
+    size_t numel;
+    size_t begin, end;    // byte range inside the data section
+} STTensor;
+typedef struct {
+    char path[4096];
+    FILE *f;
+    size_t data_start;    // 8 + header length
+    size_t data_size;     // file size - data_start
+    int n;
+    STTensor *t;
+} SafeTensors;
+
+static int st_cmp_begin(const void *a, const void *b) {
+    const STTensor *x = *(const STTensor *const *)a, *y = *(const STTensor *const *)b;
+    return x->begin < y->begin ? -1 : x->begin > y->begin ? 1 : (x->end < y->end ? -1 : x->end > y->end);
+}
+
+static void st_close(SafeTensors *st) {
+    if (st->f) fclose(st->f);
+    for (int i = 0; i < st->n; i++) free(st->t[i].name);
+    free(st->t);
+    memset(st, 0, sizeof(*st));
+}
+
+static int st_open(SafeTensors *st, const char *path) {
+    memset(st, 0, sizeof(*st));
+    snprintf(st->path, sizeof(st->path), "%s", path);
+    st->f = fopen(path, "rb");
+    if (!st->f) return set_error(path, "cannot open: %s", strerror(errno));
+    if (fseek(st->f, 0, SEEK_END) != 0) { st_close(st); return set_error(path, "cannot seek"); }
+    long fsize = ftell(st->f);
+    rewind(st->f);
+    unsigned char lenbuf[8];
+    if (fsize < 8 || fread(lenbuf, 1, 8, st->f) != 8) { st_close(st); return set_error(path, "truncated safetensors file (no header length)"); }
+    uint64_t hlen = 0;
+    for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | lenbuf[i];
+    if (hlen > ST_MAX_HEADER) { st_close(st); return set_error(path, "safetensors header length %llu exceeds the %u byte limit", (unsigned long long)hlen, ST_MAX_HEADER); }
+    if (hlen > (uint64_t)fsize - 8) { st_close(st); return set_error(path, "safetensors header length %llu runs past the end of the file (%ld bytes)", (unsigned long long)hlen, fsize); }
+    char *hdr = (char *)malloc_check((size_t)hlen + 1);
+    if (fread(hdr, 1, (size_t)hlen, st->f) != (size_t)hlen) { free(hdr); st_close(st); return set_error(path, "truncated safetensors header"); }
+    hdr[hlen] = 0;
+    st->data_start = 8 + (size_t)hlen;
+    st->data_size = (size_t)fsize - st->data_start;
+    Json *j = json_parse(hdr, (size_t)hlen, path);
+    free(hdr);
+    if (!j) { char e[1024]; snprintf(e, sizeof(e), "%s", peft_errbuf); st_close(st); snprintf(peft_errbuf, sizeof(peft_errbuf), "%s", e); return -1; }
+    int rc = 0;
+    if (j->type != JSON_OBJECT) { rc = set_error(path, "safetensors header is not a JSON object"); goto done; }
+    st->t = (STTensor *)calloc_check((size_t)j->n, sizeof(STTensor));
+    for (int i = 0; i < j->n; i++) {
+        const char *name = j->keys[i];
+        Json *v = &j->items[i];
+        if (!strcmp(name, "__metadata__")) continue;
+        STTensor *t = &st->t[st->n];
+        Json *dt = json_get(v, "dtype"), *shape = json_get(v, "shape"), *off = json_get(v, "data_offsets");
+        if (v->type != JSON_OBJECT || !dt || !shape || !off) { rc = set_error(path, "tensor '%s': header entry needs dtype, shape and data_offsets", name); goto done; }
+        t->dtype = dtype_from_name(json_str(dt));
+        if (t->dtype < 0) { rc = set_error(path, "tensor '%s': unsupported dtype %s", name, json_str(dt) ? json_str(dt) : "(not a string)"); goto done; }
+        if (shape->type != JSON_ARRAY || shape->n > ST_MAX_DIMS) { rc = set_error(path, "tensor '%s': shape must be an array of at most %d dims", name, ST_MAX_DIMS); goto done; }
+        t->ndim = shape->n;
+        size_t numel = 1;
+        for (int d = 0; d < shape->n; d++) {
+            Json *s = &shape->items[d];
+            if (!json_is_int(s) || s->num < 0) { rc = set_error(path, "tensor '%s': shape entries must be non-negative integers", name); goto done; }
+            t->shape[d] = (int64_t)s->num;
+            if (!mul_ok(numel, (size_t)t->shape[d], &numel)) { rc = set_error(path, "tensor '%s': shape overflows", name); goto done; }
+        }
+        t->numel = numel;
+        if (off->type != JSON_ARRAY || off->n != 2 || !json_is_int(&off->items[0]) || !json_is_int(&off->items[1]) || off->items[0].num < 0 || off->items[1].num < off->items[0].num) {
+            rc = set_error(path, "tensor '%s': data_offsets must be [begin, end] with 0 <= begin <= end", name); goto done;
+        }
+        t->begin = (size_t)off->items[0].num; t->end = (size_t)off->items[1].num;
+        if (t->end > st->data_size) { rc = set_error(path, "tensor '%s': data_offsets [%zu, %zu] run past the end of the file (data section is %zu bytes)", name, t->begin, t->end, st->data_size); goto done; }
+        size_t nbytes = 0;
+        if (!mul_ok(numel, dtype_sizes[t->dtype], &nbytes) || nbytes != t->end - t->begin) { rc = set_error(path, "tensor '%s': shape x dtype is %zu bytes but data_offsets span %zu", name, nbytes, t->end - t->begin); goto done; }
+        t->name = strdup_check(name);
+        st->n++;
+    }
+    { // tensors must not overlap
+        STTensor **order = (STTensor **)malloc_check((size_t)(st->n ? st->n : 1) * sizeof(STTensor *));
+        for (int i = 0; i < st->n; i++) order[i] = &st->t[i];
+        qsort(order, (size_t)st->n, sizeof(STTensor *), st_cmp_begin);
+        for (int i = 1; i < st->n; i++) {
+            if (order[i]->begin < order[i - 1]->end) { rc = set_error(path, "tensors '%s' and '%s' overlap", order[i - 1]->name, order[i]->name); break; }
+        }
+        free(order);
+    }
+done:
+    json_free(j);
+    if (rc) { char e[1024]; snprintf(e, sizeof(e), "%s", peft_errbuf); st_close(st); snprintf(peft_errbuf, sizeof(peft_errbuf), "%s", e); }
+    return rc;
+}
+
+static STTensor *st_find(const SafeTensors *st, const char *name) {
+    for (int i = 0; i < st->n; i++) if (!strcmp(st->t[i].name, name)) return &st->t[i];
+    return NULL;
+}
+
+static int st_read_raw(SafeTensors *st, const STTensor *t, void *dst) {
+    if (t->end == t->begin) return 0;
+    if (fseek(st->f, (long)(st->data_start + t->begin), SEEK_SET) != 0 || fread(dst, 1, t->end - t->begin, st->f) != t->end - t->begin)
+        return set_error(st->path, "tensor '%s': read failed", t->name);
+    return 0;
+}
+
+// Read a floating tensor into floatX, converting from F32/F16/BF16/F64. Rejects NaN/Inf.
+static int st_read_floatX(SafeTensors *st, const STTensor *t, floatX *dst) {
+    if (t->dtype != DT_F32 && t->dtype != DT_F16 && t->dtype != DT_BF16 && t->dtype != DT_F64)
+        return set_error(st->path, "tensor '%s': dtype %s is not a float type", t->name, dtype_names[t->dtype]);
+    size_t chunk = 1 << 16, es = dtype_sizes[t->dtype];
+    unsigned char *buf = (unsigned char *)malloc_check(chunk * es);
+    if (fseek(st->f, (long)(st->data_start + t->begin), SEEK_SET) != 0) { free(buf); return set_error(st->path, "tensor '%s': seek failed", t->name); }
+    for (size_t i = 0; i < t->numel; i += chunk) {
+        size_t n = t->numel - i < chunk ? t->numel - i : chunk;
+        if (fread(buf, es, n, st->f) != n) { free(buf); return set_error(st->path, "tensor '%s': read failed", t->name); }
+        for (size_t k = 0; k < n; k++) {
+            double v;
+            if (t->dtype == DT_F32) { float f; memcpy(&f, buf + 4 * k, 4); v = f; }
+            else if (t->dtype == DT_F64) { memcpy(&v, buf + 8 * k, 8); }
+            else { uint16_t h; memcpy(&h, buf + 2 * k, 2); v = t->dtype == DT_BF16 ? bf16_to_f32(h) : f16_to_f32(h); }
+            if (!isfinite(v)) { free(buf); return set_error(st->path, "tensor '%s': non-finite value at index %zu", t->name, i + k); }
+            dst[i + k] = (floatX)v;
+        }
+    }
+    free(buf);
+    return 0;
+}
+
+// check a tensor's shape against what the model expects; ndim dims given as int64
+static int st_check_shape(const SafeTensors *st, const STTensor *t, int ndim, const int64_t *shape) {
+    int ok = t->ndim == ndim;
+    for (int d = 0; ok && d < ndim; d++) ok = t->shape[d] == shape[d];
+    if (ok) return 0;
+    char want[128] = "[", got[128] = "[";
+    for (int d = 0; d < ndim; d++) snprintf(want + strlen(want), sizeof(want) - strlen(want), "%s%lld", d ? ", " : "", (long long)shape[d]);
+    for (int d = 0; d < t->ndim; d++) snprintf(got + strlen(got), sizeof(got) - strlen(got), "%s%lld", d ? ", " : "", (long long)t->shape[d]);
+    return set_error(st->path, "tensor '%s': expected shape %s] but found %s]", t->name, want, got);
+}
+
+// Writing: each entry is a float tensor (written as dtype F32/F16/BF16) or an int32 tensor.
+typedef struct {
+    char name[256];
+    int dtype;            // on-disk dtype
+    int ndim;
+    int64_t shape[4];
+    const floatX *fdata;  // float source (for F32/F16/BF16)
+    const int32_t *idata; // int source (for I32)
+} STWrite;
+
+static int st_write_cmp(const void *a, const void *b) { return strcmp(((const STWrite *)a)->name, ((const STWrite *)b)->name); }
+
+static int st_write(const char *path, STWrite *ts, int n, const char *metadata_json) {
+    qsort(ts, (size_t)n, sizeof(STWrite), st_write_cmp);
+    StrBuf h = { 0 };
+    sb_puts(&h, "{");
+    if (metadata_json) { sb_puts(&h, "\"__metadata__\":"); sb_puts(&h, metadata_json); }
+    size_t off = 0;
+    for (int i = 0; i < n; i++) {
+        size_t numel = 1;
+        for (int d = 0; d < ts[i].ndim; d++) numel *= (size_t)ts[i].shape[d];
+        size_t nb = numel * dtype_sizes[ts[i].dtype];
+        if (i || metadata_json) sb_puts(&h, ",");
+        sb_json_string(&h, ts[i].name);
+        sb_printf(&h, ":{\"dtype\":\"%s\",\"shape\":[", dtype_names[ts[i].dtype]);
+        for (int d = 0; d < ts[i].ndim; d++) sb_printf(&h, "%s%lld", d ? "," : "", (long long)ts[i].shape[d]);
+        sb_printf(&h, "],\"data_offsets\":[%zu,%zu]}", off, off + nb);
+        off += nb;
+    }
+    sb_puts(&h, "}");
+    while (h.n % 8) sb_puts(&h, " "); // pad so the data section is 8-byte aligned
+    AtomicFile af;
+    if (atomic_open(&af, path)) { free(h.s); return -1; }
+    unsigned char lenbuf[8];
+    for (int i = 0; i < 8; i++) lenbuf[i] = (unsigned char)(((uint64_t)h.n >> (8 * i)) & 0xff);
+    atomic_write(&af, lenbuf, 8);
+    atomic_write(&af, h.s, h.n);
+    free(h.s);
+    unsigned char buf[4096 * 4];
+    for (int i = 0; i < n; i++) {
+        size_t numel = 1;
+        for (int d = 0; d < ts[i].ndim; d++) numel *= (size_t)ts[i].shape[d];
+        size_t es = dtype_sizes[ts[i].dtype], per = sizeof(buf) / 4;
+        for (size_t j = 0; j < numel; j += per) {
+            size_t m = numel - j < per ? numel - j : per;
+            for (size_t k = 0; k < m; k++) {
+                if (ts[i].dtype == DT_I32) { int32_t v = ts[i].idata[j + k]; memcpy(buf + 4 * k, &v, 4); }
+                else if (ts[i].dtype == DT_F32) { float v = (float)ts[i].fdata[j + k]; memcpy(buf + 4 * k, &v, 4); }
+                else { uint16_t v = ts[i].dtype == DT_BF16 ? f32_to_bf16((float)ts[i].fdata[j + k]) : f32_to_f16((float)ts[i].fdata[j + k]); memcpy(buf + 2 * k, &v, 2); }
+            }
+            atomic_write(&af, buf, m * es);
+        }
+    }
+    return atomic_commit(&af);
+}
+
+// ----------------------------------------------------------------------------
+// model config and weights: llama2.c .bin (legacy, v1 fp32, v2 int8) and Hugging Face folders
+
+typedef struct {
+    int dim;          // C, model width
+    int hidden_dim;   // H, SwiGLU width
+    int n_layers;     // L
+    int n_heads;      // NH
+    int n_kv_heads;   // KVH, grouped-query attention: NH % KVH == 0
+    int head_dim;     // HS
+    int vocab_size;   // V
+    int seq_len;      // max positions
+    int tied;         // classifier shares the token embedding
+    float rope_theta;
+    float norm_eps;
+    int rope_llama3;  // Llama 3 rope_scaling
+    float rope_factor, rope_low_freq_factor, rope_high_freq_factor;
+    int rope_orig_max_pos;
+    int bos_id, eos_id;
+} Config;
+
+// where a model came from, so that a trained or merged model is written back the same way
+enum { FMT_BIN_LEGACY, FMT_BIN_V1, FMT_BIN_V2, FMT_HF };
+
+#define NUM_PARAM_TENSORS 12
+typedef struct {
+    floatX *embed;      // (V, C)
+    floatX *rms_att;    // (L, C)
+    floatX *wq;         // (L, NH*HS, C)  rows in rotate-half RoPE layout
+    floatX *wk;         // (L, KVH*HS, C) rows in rotate-half RoPE layout
+    floatX *wv;         // (L, KVH*HS, C)
+    floatX *wo;         // (L, C, NH*HS)
+    floatX *rms_ffn;    // (L, C)
+    floatX *w1;         // (L, H, C) gate_proj
+    floatX *w2;         // (L, C, H) down_proj
+    floatX *w3;         // (L, H, C) up_proj
+    floatX *rms_final;  // (C)
+    floatX *wcls;       // (V, C); points at embed when tied (no storage of its own)
+} ParameterTensors;
+
+static void fill_in_parameter_sizes(size_t *sizes, const Config *c) {
+    size_t C = (size_t)c->dim, H = (size_t)c->hidden_dim, L = (size_t)c->n_layers, V = (size_t)c->vocab_size;
+    size_t QD = (size_t)c->n_heads * c->head_dim, KD = (size_t)c->n_kv_heads * c->head_dim;
+    sizes[0] = V * C;   // embed
+    sizes[1] = L * C;   // rms_att
+    sizes[2] = L * QD * C;
+    sizes[3] = L * KD * C;
+    sizes[4] = L * KD * C;
+    sizes[5] = L * C * QD;
+    sizes[6] = L * C;   // rms_ffn
+    sizes[7] = L * H * C;
+    sizes[8] = L * C * H;
+    sizes[9] = L * H * C;
+    sizes[10] = C;      // rms_final
+    sizes[11] = c->tied ? 0 : V * C;
+}
+
+// carve one allocation into the named tensors
+static floatX *point_parameters(ParameterTensors *p, floatX *memory, const size_t *sizes, int tied) {
+    floatX **ptrs[NUM_PARAM_TENSORS] = { &p->embed, &p->rms_att, &p->wq, &p->wk, &p->wv, &p->wo, &p->rms_ffn, &p->w1, &p->w2, &p->w3, &p->rms_final, &p->wcls };
+    floatX *it = memory;
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) { *(ptrs[i]) = it; it += sizes[i]; }
+    if (tied) p->wcls = p->embed;
+    return memory;
+}
+
+typedef struct {
+    Config config;
+    ParameterTensors params;
+    size_t param_sizes[NUM_PARAM_TENSORS];
+    size_t num_parameters;
+    floatX *params_memory;
+    int format;          // FMT_*
+    int hf_dtype;        // DT_F32/F16/BF16 of the HF folder's weights
+    int v2_group_size;   // for FMT_BIN_V2
+    char path[4096];
+} Model;
+
+static void model_alloc(Model *m) {
+    fill_in_parameter_sizes(m->param_sizes, &m->config);
+    m->num_parameters = 0;
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) m->num_parameters += m->param_sizes[i];
+    m->params_memory = (floatX *)malloc_check(m->num_parameters * sizeof(floatX));
+    point_parameters(&m->params, m->params_memory, m->param_sizes, m->config.tied);
+}
+static void model_free(Model *m) { free(m->params_memory); m->params_memory = NULL; }
+
+// Sanity limits so hostile headers cannot ask for absurd allocations.
+static int config_validate(const Config *c, const char *path) {
+    if (c->dim <= 0 || c->hidden_dim <= 0 || c->n_layers <= 0 || c->n_heads <= 0 || c->n_kv_heads <= 0 || c->vocab_size <= 0 || c->seq_len <= 0 || c->head_dim <= 0)
+        return set_error(path, "config has a non-positive size (dim %d hidden %d layers %d heads %d kv_heads %d vocab %d seq_len %d head_dim %d)",
+                         c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->vocab_size, c->seq_len, c->head_dim);
+    if (c->dim > 65536 || c->hidden_dim > 262144 || c->n_layers > 1024 || c->n_heads > 1024 || c->vocab_size > 4000000 || c->seq_len > 1048576 || c->head_dim > 1024)
+        return set_error(path, "config sizes are implausibly large");
+    if (c->n_heads % c->n_kv_heads != 0) return set_error(path, "n_heads %d is not a multiple of n_kv_heads %d", c->n_heads, c->n_kv_heads);
+    if (c->head_dim % 2) return set_error(path, "head_dim %d must be even for RoPE", c->head_dim);
+    if (!(c->norm_eps > 0) || !(c->rope_theta > 0)) return set_error(path, "rms_norm_eps and rope_theta must be positive");
+    return 0;
+}
+
+// llama2.c checkpoints pair RoPE dimensions as (2i, 2i+1) ("interleaved"); Hugging Face pairs (i, i+HS/2)
+// ("rotate-half"). HF's conversion permutes the rows of each head: hf[i] = meta[2i], hf[i+HS/2] = meta[2i+1].
+// w is (n_heads*HS, C). to_hf=1 permutes interleaved -> rotate-half; 0 is the inverse.
+static void permute_rope_rows(floatX *w, int n_heads, int HS, int C, int to_hf) {
+    floatX *tmp = (floatX *)malloc_check((size_t)HS * C * sizeof(floatX));
+    for (int h = 0; h < n_heads; h++) {
+        floatX *head = w + (size_t)h * HS * C;
+        memcpy(tmp, head, (size_t)HS * C * sizeof(floatX));
+        for (int i = 0; i < HS / 2; i++) {
+            for (int j = 0; j < 2; j++) {
+                int meta = 2 * i + j, hf = j * (HS / 2) + i;
+                int dst = to_hf ? hf : meta, src = to_hf ? meta : hf;
+                memcpy(head + (size_t)dst * C, tmp + (size_t)src * C, (size_t)C * sizeof(floatX));
+            }
+        }
+    }
+    free(tmp);
+}
+static void model_permute_qk(Model *m, int to_hf) {
+    Config *c = &m->config;
+    size_t qsz = (size_t)c->n_heads * c->head_dim * c->dim, ksz = (size_t)c->n_kv_heads * c->head_dim * c->dim;
+    for (int l = 0; l < c->n_layers; l++) {
+        permute_rope_rows(m->params.wq + l * qsz, c->n_heads, c->head_dim, c->dim, to_hf);
+        permute_rope_rows(m->params.wk + l * ksz, c->n_kv_heads, c->head_dim, c->dim, to_hf);
+    }
+}
+
+// read n float32 values from f into dst (as floatX), rejecting NaN/Inf
+static int fread_f32(floatX *dst, size_t n, FILE *f, const char *path, const char *what) {
+    float buf[4096];
+    for (size_t i = 0; i < n; i += 4096) {
+        size_t k = n - i < 4096 ? n - i : 4096;
+        if (fread(buf, sizeof(float), k, f) != k) return set_error(path, "truncated while reading %s", what);
+        for (size_t j = 0; j < k; j++) {
+            if (!isfinite(buf[j])) return set_error(path, "non-finite value in %s at index %zu", what, i + j);
+            dst[i + j] = buf[j];
+        }
+    }
+    return 0;
+}
+
+#define BIN_MAGIC 0x616b3432u  // "ak42" in little-endian
+static void config_defaults(Config *c) {
+    c->rope_theta = 10000.0f; c->norm_eps = 1e-5f; c->bos_id = 1; c->eos_id = 2; c->rope_llama3 = 0;
+}
+
+// llama2.c checkpoints. Legacy: 7 int32 (dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size
+// (negative: unshared classifier), seq_len), then fp32 tensors. v1: 256-byte header with magic "ak42",
+// version 1, the 7 ints and a shared_classifier byte. v2: like v1 plus group_size, int8 weights in groups.
+static int load_bin(Model *m, const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return set_error(path, "cannot open: %s", strerror(errno));
+    fseek(f, 0, SEEK_END);
+    long fsize = ftell(f);
+    rewind(f);
+    Config *c = &m->config;
+    memset(c, 0, sizeof(*c));
+    config_defaults(c);
+    int32_t h[9] = { 0 };
+    uint32_t magic = 0;
+    if (fread(&magic, 4, 1, f) != 1) { fclose(f); return set_error(path, "truncated header"); }
+    int version = 0, gs = 0;
+    size_t header_size;
+    if (magic == BIN_MAGIC) {
+        unsigned char hdr[256];
+        if (fsize < 256 || fread(hdr + 4, 1, 252, f) != 252) { fclose(f); return set_error(path, "truncated version header"); }
+        memcpy(&version, hdr + 4, 4);
+        memcpy(h, hdr + 8, 7 * 4);
+        c->tied = hdr[36];
+        if (version == 2) memcpy(&gs, hdr + 37, 4);
+        if (version != 1 && version != 2) { fclose(f); return set_error(path, "unsupported llama2.c checkpoint version %d (1 and 2 are supported)", version); }
+        if (c->tied > 1) { fclose(f); return set_error(path, "bad shared_classifier flag %d", c->tied); }
+        header_size = 256;
+    } else {
+        memcpy(&h[0], &magic, 4);
+        if (fread(h + 1, 4, 6, f) != 6) { fclose(f); return set_error(path, "truncated header"); }
+        header_size = 28;
+        if (h[5] == INT32_MIN) { fclose(f); return set_error(path, "bad vocab_size in header"); }
+        c->tied = h[5] > 0;
+        h[5] = abs(h[5]);
+    }
+    c->dim = h[0]; c->hidden_dim = h[1]; c->n_layers = h[2]; c->n_heads = h[3]; c->n_kv_heads = h[4]; c->vocab_size = h[5]; c->seq_len = h[6];
+    c->head_dim = c->n_heads > 0 ? c->dim / c->n_heads : 0;
+    if (config_validate(c, path)) { fclose(f); return -1; }
+    if (c->dim % c->n_heads) { fclose(f); return set_error(path, "dim %d is not a multiple of n_heads %d", c->dim, c->n_heads); }
+    m->format = version == 0 ? FMT_BIN_LEGACY : version == 1 ? FMT_BIN_V1 : FMT_BIN_V2;
+    model_alloc(m);
+    ParameterTensors *p = &m->params;
+    size_t *sz = m->param_sizes;
+    size_t C = (size_t)c->dim, L = (size_t)c->n_layers, V = (size_t)c->vocab_size, HS = (size_t)c->head_dim;
+    // expected file size, so that a truncated or padded file is an error and not a silent wrong answer
+    size_t weights = 0;
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) weights += sz[i];
+    size_t expect;
+    int rc = 0;
+    if (version == 2) {
+        if (gs <= 0 || gs > 4096) { rc = set_error(path, "bad int8 group size %d", gs); goto out; }
+        size_t norms = sz[1] + sz[6] + sz[10], qn = weights - norms;
+        // each quantized tensor must be a whole number of groups
+        for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+            if (i == 1 || i == 6 || i == 10) continue;
+            size_t per = (i == 0 || i == 11) ? sz[i] : sz[i] / L;
+            if (per % (size_t)gs) { rc = set_error(path, "tensor size %zu is not a multiple of group size %d", per, gs); goto out; }
+        }
+        expect = header_size + norms * 4 + qn + qn / (size_t)gs * 4;
+        m->v2_group_size = gs;
+    } else {
+        expect = header_size + weights * 4 + (version == 0 ? (size_t)c->seq_len * HS * 4 : 0); // legacy files carry freq_cis
+    }
+    if ((size_t)fsize != expect) { rc = set_error(path, "file is %ld bytes but its header (dim %d, layers %d, vocab %d) implies %zu", fsize, c->dim, c->n_layers, c->vocab_size, expect); goto out; }
+    fseek(f, (long)header_size, SEEK_SET);
+    if (version == 0) {
+        floatX *order[9] = { p->embed, p->rms_att, p->wq, p->wk, p->wv, p->wo, p->rms_ffn, p->w1, p->w2 };
+        size_t osz[9] = { sz[0], sz[1], sz[2], sz[3], sz[4], sz[5], sz[6], sz[7], sz[8] };
+        for (int i = 0; i < 9; i++) if ((rc = fread_f32(order[i], osz[i], f, path, "weights"))) goto out;
+        if ((rc = fread_f32(p->w3, sz[9], f, path, "w3"))) goto out;
+        if ((rc = fread_f32(p->rms_final, sz[10], f, path, "rms_final"))) goto out;
+        fseek(f, (long)((size_t)c->seq_len * HS * 4), SEEK_CUR); // skip freq_cis_real and freq_cis_imag
+        if (!c->tied && (rc = fread_f32(p->wcls, sz[11], f, path, "classifier"))) goto out;
+    } else if (version == 1) {
+        floatX *order[11] = { p->rms_att, p->rms_ffn, p->rms_final, p->embed, p->wq, p->wk, p->wv, p->wo, p->w1, p->w2, p->w3 };
+        size_t osz[11] = { sz[1], sz[6], sz[10], sz[0], sz[2], sz[3], sz[4], sz[5], sz[7], sz[8], sz[9] };
+        for (int i = 0; i < 11; i++) if ((rc = fread_f32(order[i], osz[i], f, path, "weights"))) goto out;
+        if (!c->tied && (rc = fread_f32(p->wcls, sz[11], f, path, "classifier"))) goto out;
+    } else {
+        // v2: fp32 norms, then each matrix as int8 values followed by fp32 group scales: w = q * scale
+        if ((rc = fread_f32(p->rms_att, sz[1], f, path, "rms_att")) || (rc = fread_f32(p->rms_ffn, sz[6], f, path, "rms_ffn")) ||
+            (rc = fread_f32(p->rms_final, sz[10], f, path, "rms_final"))) goto out;
+        floatX *mats[8] = { p->embed, p->wq, p->wk, p->wv, p->wo, p->w1, p->w2, p->w3 };
+        size_t msz[8] = { sz[0], sz[2], sz[3], sz[4], sz[5], sz[7], sz[8], sz[9] };
+        int nmats = c->tied ? 8 : 9;
+        int8_t *q = NULL;
+        floatX *s = NULL;
+        for (int i = 0; i < nmats && !rc; i++) {
+            floatX *dst = i < 8 ? mats[i] : p->wcls;
+            size_t total = i < 8 ? msz[i] : sz[11];
+            size_t count = (i == 0 || i == 8) ? 1 : L, per = total / count;
+            q = (int8_t *)realloc_check(q, per);
+            s = (floatX *)realloc_check(s, per / (size_t)gs * sizeof(floatX));
+            for (size_t k = 0; k < count && !rc; k++) {
+                if (fread(q, 1, per, f) != per) { rc = set_error(path, "truncated int8 weights"); break; }
+                if ((rc = fread_f32(s, per / (size_t)gs, f, path, "int8 scales"))) break;
+                for (size_t j = 0; j < per; j++) dst[k * per + j] = q[j] * s[j / (size_t)gs];
+            }
+        }
+        free(q); free(s);
+        if (rc) goto out;
+    }
+    model_permute_qk(m, 1);
+    (void)V; (void)C;
+out:
+    fclose(f);
+    if (rc) model_free(m);
+    return rc;
+}
+
+// Hugging Face folder: config.json + model.safetensors or shards listed in model.safetensors.index.json
+static int config_from_hf(Config *c, const Json *j, const char *path) {
+    memset(c, 0, sizeof(*c));
+    config_defaults(c);
+    if (!j || j->type != JSON_OBJECT) return set_error(path, "config.json is not a JSON object");
+    Json *arch = json_get(j, "architectures");
+    int known = 0;
+    if (arch && arch->type == JSON_ARRAY) {
+        for (int i = 0; i < arch->n; i++) {
+            const char *a = json_str(&arch->items[i]);
+            if (a && (!strcmp(a, "LlamaForCausalLM") || !strcmp(a, "MistralForCausalLM"))) known = 1;
+        }
+        if (!known) return set_error(path, "unsupported architecture %s (LlamaForCausalLM and MistralForCausalLM are supported)", arch->n ? (json_str(&arch->items[0]) ? json_str(&arch->items[0]) : "?") : "[]");
+    } else {
+        const char *mt = json_str(json_get(j, "model_type"));
+        if (!mt || (strcmp(mt, "llama") && strcmp(mt, "mistral"))) return set_error(path, "unsupported model: no LlamaForCausalLM/MistralForCausalLM architecture or llama/mistral model_type");
+    }
+    const char *int_keys[] = { "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size" };
+    int *int_dst[] = { &c->dim, &c->hidden_dim, &c->n_layers, &c->n_heads, &c->vocab_size };
+    for (int i = 0; i < 5; i++) {
+        Json *v = json_get(j, int_keys[i]);
+        if (!json_is_int(v) || v->num <= 0 || v->num > INT_MAX) return set_error(path, "config needs a positive integer '%s'", int_keys[i]);
+        *int_dst[i] = (int)v->num;
+    }
+    Json *v = json_get(j, "num_key_value_heads");
+    c->n_kv_heads = (json_is_int(v) && v->num > 0 && v->num <= INT_MAX) ? (int)v->num : c->n_heads;
+    if (v && v->type != JSON_NULL && !json_is_int(v)) return set_error(path, "num_key_value_heads must be an integer");
+    v = json_get(j, "head_dim");
+    c->head_dim = (json_is_int(v) && v->num > 0 && v->num <= 4096) ? (int)v->num : c->dim / c->n_heads;
+    v = json_get(j, "max_position_embeddings");
+    c->seq_len = (json_is_int(v) && v->num > 0 && v->num <= 1048576) ? (int)v->num : 2048;
+    v = json_get(j, "sliding_window"); // Mistral: attention limited to a window; identical to full attention within it
+    if (json_is_int(v) && v->num > 0 && v->num < c->seq_len) c->seq_len = (int)v->num;
+    c->norm_eps = (float)json_num_or(j, "rms_norm_eps", 1e-6);
+    c->tied = json_bool_or(j, "tie_word_embeddings", 0);
+    const char *act = json_str(json_get(j, "hidden_act"));
+    if (act && strcmp(act, "silu")) return set_error(path, "unsupported hidden_act '%s' (only silu)", act);
+    if (json_bool_or(j, "attention_bias", 0) || json_bool_or(j, "mlp_bias", 0)) return set_error(path, "attention_bias/mlp_bias are not supported");
+    // rope: transformers 4 writes rope_theta + rope_scaling; transformers 5 writes rope_parameters {rope_theta, rope_type, ...}
+    Json *rp = json_get(j, "rope_parameters"), *rs = json_get(j, "rope_scaling");
+    c->rope_theta = (float)json_num_or(j, "rope_theta", json_num_or(rp, "rope_theta", 10000.0));
+    Json *scaling = (rs && rs->type == JSON_OBJECT) ? rs : (rp && rp->type == JSON_OBJECT) ? rp : NULL;
+    if (rs && rs->type != JSON_OBJECT && rs->type != JSON_NULL) return set_error(path, "rope_scaling must be an object or null");
+    if (scaling) {
+        const char *type = json_str(json_get(scaling, "rope_type"));
+        if (!type) type = json_str(json_get(scaling, "type"));
+        if (!type || !strcmp(type, "default")) { /* plain RoPE */ }
+        else if (!strcmp(type, "llama3")) {
+            c->rope_llama3 = 1;
+            c->rope_factor = (float)json_num_or(scaling, "factor", 8.0);
+            c->rope_low_freq_factor = (float)json_num_or(scaling, "low_freq_factor", 1.0);
+            c->rope_high_freq_factor = (float)json_num_or(scaling, "high_freq_factor", 4.0);
+            c->rope_orig_max_pos = (int)json_num_or(scaling, "original_max_position_embeddings", 8192);
+            if (!(c->rope_factor > 0) || !(c->rope_high_freq_factor > c->rope_low_freq_factor) || c->rope_orig_max_pos <= 0)
+                return set_error(path, "bad llama3 rope_scaling values");
+        } else return set_error(path, "unsupported rope scaling type '%s' (default and llama3 are supported)", type);
+    }
+    Json *b = json_get(j, "bos_token_id"), *e = json_get(j, "eos_token_id");
+    if (json_is_int(b)) c->bos_id = (int)b->num;
+    if (json_is_int(e)) c->eos_id = (int)e->num;
+    else if (e && e->type == JSON_ARRAY && e->n > 0 && json_is_int(&e->items[0])) c->eos_id = (int)e->items[0].num;
+    return config_validate(c, path);
+}
+
+// find a tensor among the shards, check its shape (d1 == 0: a vector) and read it
+static int hf_read(Model *m, SafeTensors *st, int nfiles, const char *dir, const char *name, floatX *dst, int64_t d0, int64_t d1) {
+    STTensor *t = NULL;
+    int i;
+    for (i = 0; i < nfiles && !(t = st_find(&st[i], name)); i++) {}
+    if (!t) return set_error(dir, "missing tensor '%s'", name);
+    int64_t shape[2] = { d0, d1 };
+    if (st_check_shape(&st[i], t, d1 ? 2 : 1, shape) || st_read_floatX(&st[i], t, dst)) return -1;
+    if (m->hf_dtype < 0 && d1) m->hf_dtype = t->dtype; // the folder's dtype, for writing it back alike
+    return 0;
+}
+
+static int load_hf(Model *m, const char *dir) {
+    char path[4096], cpath[4096];
+    path_join(cpath, sizeof(cpath), dir, "config.json");
+    Json *cj = json_load(cpath);
+    if (!cj) return -1;
+    int rc = config_from_hf(&m->config, cj, cpath);
+    json_free(cj);
+    if (rc) return -1;
+    Config *c = &m->config;
+    // the shards: either one model.safetensors or the files of the index's weight_map
+    int nfiles = 0;
+    char **files = NULL;
+    path_join(path, sizeof(path), dir, "model.safetensors.index.json");
+    if (file_exists(path)) {
+        Json *idx = json_load(path);
+        if (!idx) return -1;
+        Json *wm = json_get(idx, "weight_map");
+        if (!wm || wm->type != JSON_OBJECT) { json_free(idx); return set_error(path, "index has no weight_map object"); }
+        files = (char **)calloc_check((size_t)wm->n + 1, sizeof(char *));
+        for (int i = 0; i < wm->n; i++) {
+            const char *fn = json_str(&wm->items[i]);
+            if (!fn || strchr(fn, '/') || !strcmp(fn, "..")) { for (int k = 0; k < nfiles; k++) free(files[k]); free(files); json_free(idx); return set_error(path, "bad shard file name for '%s'", wm->keys[i]); }
+            int seen = 0;
+            for (int k = 0; k < nfiles; k++) if (!strcmp(files[k], fn)) seen = 1;
+            if (!seen) files[nfiles++] = strdup_check(fn);
+        }
+        json_free(idx);
+    } else {
+        files = (char **)calloc_check(1, sizeof(char *));
+        files[nfiles++] = strdup_check("model.safetensors");
+    }
+    SafeTensors *st = (SafeTensors *)calloc_check((size_t)nfiles, sizeof(SafeTensors));
+    rc = 0;
+    int opened = 0;
+    for (int i = 0; i < nfiles && !rc; i++) {
+        path_join(path, sizeof(path), dir, files[i]);
+        rc = st_open(&st[i], path);
+        if (!rc) opened++;
+    }
+    m->format = FMT_HF;
+    if (!rc) {
+        model_alloc(m);
+        ParameterTensors *p = &m->params;
+        int64_t C = c->dim, H = c->hidden_dim, V = c->vocab_size, QD = (int64_t)c->n_heads * c->head_dim, KD = (int64_t)c->n_kv_heads * c->head_dim;
+        m->hf_dtype = -1;
+        rc = hf_read(m, st, nfiles, dir, "model.embed_tokens.weight", p->embed, V, C);
+        for (int l = 0; l < c->n_layers && !rc; l++) {
+            const char *sub[9] = { "input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "post_attention_layernorm", "mlp.gate_proj", "mlp.down_proj", "mlp.up_proj" };
+            floatX *d[9] = { p->rms_att + l * C, p->wq + l * QD * C, p->wk + l * KD * C, p->wv + l * KD * C, p->wo + l * C * QD, p->rms_ffn + l * C, p->w1 + l * H * C, p->w2 + l * C * H, p->w3 + l * H * C };
+            int64_t sh[9][2] = { { C, 0 }, { QD, C }, { KD, C }, { KD, C }, { C, QD }, { C, 0 }, { H, C }, { C, H }, { H, C } };
+            for (int k = 0; k < 9 && !rc; k++) {
+                char name[128];
+                snprintf(name, sizeof(name), "model.layers.%d.%s.weight", l, sub[k]);
+                rc = hf_read(m, st, nfiles, dir, name, d[k], sh[k][0], sh[k][1]);
+            }
+        }
+        if (!rc) rc = hf_read(m, st, nfiles, dir, "model.norm.weight", p->rms_final, C, 0);
+        if (!rc && !c->tied) rc = hf_read(m, st, nfiles, dir, "lm_head.weight", p->wcls, V, C);
+        if (rc) model_free(m);
+    }
+    for (int i = 0; i < opened; i++) st_close(&st[i]);
+    free(st);
+    for (int i = 0; i < nfiles; i++) free(files[i]);
+    free(files);
+    return rc;
+}
+
+// MODEL is a llama2.c .bin file or a Hugging Face folder
+static int model_load(Model *m, const char *path) {
+    memset(m, 0, sizeof(*m));
+    snprintf(m->path, sizeof(m->path), "%s", path);
+    if (dir_exists(path)) return load_hf(m, path);
+    if (!file_exists(path)) return set_error(path, "no such file or folder");
+    return load_bin(m, path);
+}
+
+// ----------------------------------------------------------------------------
+// layers: each *_forward is followed by its *_backward. N = B*T rows.
+// These few functions are the whole numerical core; a GPU file can replace them.
+
+// out = inp @ W^T: inp is (N,C), weight is (OC,C), out is (N,OC)
+static void matmul_forward(floatX *out, const floatX *inp, const floatX *weight, int N, int C, int OC) {
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (int n = 0; n < N; n++) {
+        for (int o = 0; o < OC; o++) {
+            const floatX *x = inp + (size_t)n * C, *w = weight + (size_t)o * C;
+            floatX acc[8] = { 0 }; // 8 independent sums let the compiler vectorise the dot product
+            int c = 0;
+            for (; c + 8 <= C; c += 8)
+                for (int k = 0; k < 8; k++) acc[k] += x[c + k] * w[c + k];
+            floatX val = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+            for (; c < C; c++) val += x[c] * w[c];
+            out[(size_t)n * OC + o] = val;
+        }
+    }
+}
+// dinp += dout @ W (N,C); dweight += dout^T @ inp (OC,C). Either output may be NULL.
+static void matmul_backward(floatX *dinp, floatX *dweight, const floatX *dout, const floatX *inp, const floatX *weight, int N, int C, int OC) {
+    if (dinp) {
+        #pragma omp parallel for schedule(static)
+        for (int n = 0; n < N; n++) {
+            floatX *dx = dinp + (size_t)n * C;
+            const floatX *dy = dout + (size_t)n * OC;
+            for (int o = 0; o < OC; o++) {
+                floatX d = dy[o];
+                const floatX *w = weight + (size_t)o * C;
+                for (int c = 0; c < C; c++) dx[c] += d * w[c];
+            }
+        }
+    }
+    if (dweight) {
+        #pragma omp parallel for schedule(static)
+        for (int o = 0; o < OC; o++) {
+            floatX *dw = dweight + (size_t)o * C;
+            for (int n = 0; n < N; n++) {
+                floatX d = dout[(size_t)n * OC + o];
+                const floatX *x = inp + (size_t)n * C;
+                for (int c = 0; c < C; c++) dw[c] += d * x[c];
+            }
+        }
+    }
+}
+
+// LoRA on a linear layer: y = x W^T + scale * dropout(x) A^T B^T
+typedef struct {
+    int r;            // rank; 0 means no adapter on this module
+    int in, out;      // x is (N,in), y is (N,out)
+    float scale;      // lora_alpha / r, or lora_alpha / sqrt(r) with rsLoRA
+    floatX *A;        // (r, in)
+    floatX *B;        // (out, r)
+    floatX *dA, *dB;  // gradients, NULL when frozen
+    floatX *u;        // (N, r) = dropout(x) A^T, kept for the backward
+    floatX *mask;     // (N, in) dropout mask, 0 or 1/(1-p); NULL without dropout
+} LoraModule;
+
+// scratch shared by all LoRA modules (the ops run one after another)
+typedef struct { floatX *xd, *t; size_t cap; } LoraScratch;
+static LoraScratch lora_scratch;
+static void lora_scratch_reserve(size_t n) {
+    if (n <= lora_scratch.cap) return;
+    free(lora_scratch.xd); free(lora_scratch.t);
+    lora_scratch.xd = (floatX *)malloc_check(n * sizeof(floatX));
+    lora_scratch.t = (floatX *)malloc_check(n * sizeof(floatX));
+    lora_scratch.cap = n;
+}
+
+// out += scale * dropout(inp) A^T B^T. inp is (N,in), out is (N,out).
+// new_mask: draw a fresh dropout mask (training); otherwise reuse lm->mask (recompute) when present.
+static void lora_forward(floatX *out, const floatX *inp, LoraModule *lm, int N, float dropout, int new_mask, uint64_t *rng) {
+    const floatX *x = inp;
+    size_t nin = (size_t)N * lm->in;
+    if (lm->mask) {
+        floatX keep = (floatX)(1.0 / (1.0 - dropout));
+        if (new_mask) for (size_t i = 0; i < nin; i++) lm->mask[i] = random_f32(rng) < dropout ? 0 : keep;
+        for (size_t i = 0; i < nin; i++) lora_scratch.xd[i] = inp[i] * lm->mask[i];
+        x = lora_scratch.xd;
+    }
+    matmul_forward(lm->u, x, lm->A, N, lm->in, lm->r);            // u = xd A^T    (N, r)
+    matmul_forward(lora_scratch.t, lm->u, lm->B, N, lm->r, lm->out); // t = u B^T  (N, out)
+    floatX s = (floatX)lm->scale;
+    for (size_t i = 0, n = (size_t)N * lm->out; i < n; i++) out[i] += s * lora_scratch.t[i];
+}
+// dB += scale * dout^T u; du = scale * dout B; dA += du^T xd; dinp += (du A) * mask
+static void lora_backward(floatX *dinp, const floatX *dout, const floatX *inp, LoraModule *lm, int N) {
+    size_t nr = (size_t)N * lm->r, nin = (size_t)N * lm->in;
+    floatX s = (floatX)lm->scale;
+    const floatX *x = inp;
+    if (lm->mask) { for (size_t i = 0; i < nin; i++) lora_scratch.xd[i] = inp[i] * lm->mask[i]; x = lora_scratch.xd; }
+    floatX *du = lora_scratch.t; // (N, r)
+    memset(du, 0, nr * sizeof(floatX));
+    matmul_backward(du, NULL, dout, NULL, lm->B, N, lm->r, lm->out);   // du = dout B
+    for (size_t i = 0; i < nr; i++) du[i] *= s;
+    if (lm->dB) {
+        // dB (out, r) += scale * dout^T u
+        #pragma omp parallel for schedule(static)
+        for (int o = 0; o < lm->out; o++)
+            for (int n = 0; n < N; n++) {
+                floatX d = s * dout[(size_t)n * lm->out + o];
+                for (int k = 0; k < lm->r; k++) lm->dB[(size_t)o * lm->r + k] += d * lm->u[(size_t)n * lm->r + k];
+            }
+    }
+    if (lm->dA) matmul_backward(NULL, lm->dA, du, x, NULL, N, lm->in, lm->r); // dA += du^T xd
+    if (!dinp) return;
+    if (lm->mask) {
+        // dxd = du A; dinp += dxd * mask. xd is no longer needed, reuse its scratch
+        floatX *dxd = lora_scratch.xd;
+        memset(dxd, 0, nin * sizeof(floatX));
+        matmul_backward(dxd, NULL, du, NULL, lm->A, N, lm->in, lm->r);
+        for (size_t i = 0; i < nin; i++) dinp[i] += dxd[i] * lm->mask[i];
+    } else {
+        matmul_backward(dinp, NULL, du, NULL, lm->A, N, lm->in, lm->r); // dinp += du A
+    }
+}
+
+// a linear layer with an optional LoRA: out = inp W^T (+ LoRA)
+static void linear_forward(floatX *out, const floatX *inp, const floatX *weight, LoraModule *lm, int N, int C, int OC, float dropout, int new_mask, uint64_t *rng) {
+    matmul_forward(out, inp, weight, N, C, OC);
+    if (lm && lm->r) lora_forward(out, inp, lm, N, dropout, new_mask, rng);
+}
+static void linear_backward(floatX *dinp, floatX *dweight, const floatX *dout, const floatX *inp, const floatX *weight, LoraModule *lm, int N, int C, int OC) {
+    matmul_backward(dinp, dweight, dout, inp, weight, N, C, OC);
+    if (lm && lm->r) lora_backward(dinp, dout, inp, lm, N);
+}
+
+// out = embed[tokens]: out is (N,C)
+static void encoder_forward(floatX *out, const int *tokens, const floatX *embed, int N, int C) {
+    for (int n = 0; n < N; n++) memcpy(out + (size_t)n * C, embed + (size_t)tokens[n] * C, (size_t)C * sizeof(floatX));
+}
+// dembed[token] += dout
+static void encoder_backward(floatX *dembed, const floatX *dout, const int *tokens, int N, int C) {
+    for (int n = 0; n < N; n++) {
+        floatX *d = dembed + (size_t)tokens[n] * C;
+        for (int c = 0; c < C; c++) d[c] += dout[(size_t)n * C + c];
+    }
+}
+
+// RMSNorm: y = x * rstd * w, rstd = 1/sqrt(mean(x^2) + eps). inp, out (N,C); rstd (N)
+static void rmsnorm_forward(floatX *out, floatX *rstd, const floatX *inp, const floatX *weight, int N, int C, float eps) {
+    #pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        const floatX *x = inp + (size_t)n * C;
+        double ss = 0;
+        for (int c = 0; c < C; c++) ss += (double)x[c] * x[c];
+        floatX r = (floatX)(1.0 / sqrt(ss / C + eps));
+        floatX *y = out + (size_t)n * C;
+        for (int c = 0; c < C; c++) y[c] = x[c] * r * weight[c];
+        if (rstd) rstd[n] = r;
+    }
+}
+// dx += rstd * (w*dy) - rstd^3/C * x * sum(w*dy*x);  dw += sum_n dy * x * rstd
+static void rmsnorm_backward(floatX *dinp, floatX *dweight, const floatX *dout, const floatX *inp, const floatX *weight, const floatX *rstd, int N, int C) {
+    #pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        const floatX *x = inp + (size_t)n * C, *dy = dout + (size_t)n * C;
+        floatX *dx = dinp + (size_t)n * C, r = rstd[n];
+        double dot = 0;
+        for (int c = 0; c < C; c++) dot += (double)weight[c] * dy[c] * x[c];
+        floatX k = (floatX)(dot * r * r * r / C);
+        for (int c = 0; c < C; c++) dx[c] += r * weight[c] * dy[c] - k * x[c];
+    }
+    if (dweight) {
+        for (int n = 0; n < N; n++) {
+            const floatX *x = inp + (size_t)n * C, *dy = dout + (size_t)n * C;
+            for (int c = 0; c < C; c++) dweight[c] += dy[c] * x[c] * rstd[n];
+        }
+    }
+}
+
+// RoPE, rotate-half pairing (i, i+HS/2): x' = x*cos + rotate_half(x)*sin, at positions t = 0..T-1 of each row.
+// x is (B,T,NH,HS), rotated in place; cos/sin are (max_pos, HS/2). pos0 offsets the positions.
+static void rope_forward(floatX *x, const floatX *cos_t, const floatX *sin_t, int B, int T, int NH, int HS, int pos0) {
+    int half = HS / 2;
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            const floatX *cs = cos_t + (size_t)(pos0 + t) * half, *sn = sin_t + (size_t)(pos0 + t) * half;
+            for (int h = 0; h < NH; h++) {
+                floatX *v = x + (((size_t)b * T + t) * NH + h) * HS;
+                for (int i = 0; i < half; i++) {
+                    floatX a = v[i], c = v[i + half];
+                    v[i] = a * cs[i] - c * sn[i];
+                    v[i + half] = c * cs[i] + a * sn[i];
+                }
+            }
+        }
+}
+// the rotation is orthogonal, so the backward rotates the gradient by -angle, in place
+static void rope_backward(floatX *dx, const floatX *cos_t, const floatX *sin_t, int B, int T, int NH, int HS) {
+    int half = HS / 2;
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            const floatX *cs = cos_t + (size_t)t * half, *sn = sin_t + (size_t)t * half;
+            for (int h = 0; h < NH; h++) {
+                floatX *v = dx + (((size_t)b * T + t) * NH + h) * HS;
+                for (int i = 0; i < half; i++) {
+                    floatX a = v[i], c = v[i + half];
+                    v[i] = a * cs[i] + c * sn[i];
+                    v[i + half] = c * cs[i] - a * sn[i];
+                }
+            }
+        }
+}
+
+// Causal grouped-query attention. q is (B,T,NH,HS), k and v are (B,T,KVH,HS), out is (B,T,NH,HS),
+// att (B,NH,T,T) keeps the softmax probabilities for the backward (entries s > t stay unused).
+// Query head h reads key/value head h / (NH/KVH).
+static void attention_forward(floatX *out, floatX *att, const floatX *q, const floatX *k, const floatX *v, int B, int T, int NH, int KVH, int HS) {
+    int G = NH / KVH;
+    floatX scale = (floatX)(1.0 / sqrt((double)HS));
+    size_t qs = (size_t)NH * HS, ks = (size_t)KVH * HS;
+    #pragma omp parallel for collapse(3) schedule(static)
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++)
+            for (int t = 0; t < T; t++) {
+                const floatX *qt = q + ((size_t)b * T + t) * qs + (size_t)h * HS;
+                floatX *p = att + (((size_t)b * NH + h) * T + t) * T;
+                int kh = h / G;
+                floatX maxv = -INFINITY;
+                for (int s = 0; s <= t; s++) {
+                    const floatX *ks_ = k + ((size_t)b * T + s) * ks + (size_t)kh * HS;
+                    floatX dot = 0;
+                    for (int i = 0; i < HS; i++) dot += qt[i] * ks_[i];
+                    p[s] = dot * scale;
+                    if (p[s] > maxv) maxv = p[s];
+                }
+                floatX sum = 0;
+                for (int s = 0; s <= t; s++) { p[s] = EXPX(p[s] - maxv); sum += p[s]; }
+                floatX inv = 1 / sum;
+                for (int s = 0; s <= t; s++) p[s] *= inv;
+                floatX *o = out + ((size_t)b * T + t) * qs + (size_t)h * HS;
+                for (int i = 0; i < HS; i++) o[i] = 0;
+                for (int s = 0; s <= t; s++) {
+                    const floatX *vs = v + ((size_t)b * T + s) * ks + (size_t)kh * HS;
+                    for (int i = 0; i < HS; i++) o[i] += p[s] * vs[i];
+                }
+            }
+}
+// dp_s = dout_t . v_s;  dv_s += p_s dout_t;  dscore_s = p_s (dp_s - sum_j p_j dp_j);
+// dq_t += scale * sum_s dscore_s k_s;  dk_s += scale * dscore_s q_t.
+// Parallel over (b, kv head) so that the heads sharing a k/v head never race. scratch is (B*NH*T).
+static void attention_backward(floatX *dq, floatX *dk, floatX *dv, floatX *scratch, const floatX *dout, const floatX *q, const floatX *k, const floatX *v, const floatX *att,
+                               int B, int T, int NH, int KVH, int HS) {
+    int G = NH / KVH;
+    floatX scale = (floatX)(1.0 / sqrt((double)HS));
+    size_t qs = (size_t)NH * HS, ks = (size_t)KVH * HS;
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++)
+        for (int kh = 0; kh < KVH; kh++)
+            for (int h = kh * G; h < (kh + 1) * G; h++) {
+                floatX *dp = scratch + ((size_t)b * NH + h) * T;
+                for (int t = 0; t < T; t++) {
+                    const floatX *p = att + (((size_t)b * NH + h) * T + t) * T;
+                    const floatX *dot = dout + ((size_t)b * T + t) * qs + (size_t)h * HS;
+                    const floatX *qt = q + ((size_t)b * T + t) * qs + (size_t)h * HS;
+                    floatX *dqt = dq + ((size_t)b * T + t) * qs + (size_t)h * HS;
+                    floatX sum = 0;
+                    for (int s = 0; s <= t; s++) {
+                        const floatX *vs = v + ((size_t)b * T + s) * ks + (size_t)kh * HS;
+                        floatX *dvs = dv + ((size_t)b * T + s) * ks + (size_t)kh * HS;
+                        floatX d = 0;
+                        for (int i = 0; i < HS; i++) { d += dot[i] * vs[i]; dvs[i] += p[s] * dot[i]; }
+                        dp[s] = d;
+                        sum += p[s] * d;
+                    }
+                    for (int s = 0; s <= t; s++) {
+                        floatX ds = p[s] * (dp[s] - sum) * scale;
+                        const floatX *kss = k + ((size_t)b * T + s) * ks + (size_t)kh * HS;
+                        floatX *dks = dk + ((size_t)b * T + s) * ks + (size_t)kh * HS;
+                        for (int i = 0; i < HS; i++) { dqt[i] += ds * kss[i]; dks[i] += ds * qt[i]; }
+                    }
+                }
+            }
+}
+
+// SwiGLU: out = silu(g) * u, silu(g) = g * sigmoid(g). All (N,H).
+static void swiglu_forward(floatX *out, const floatX *g, const floatX *u, size_t n) {
+    #pragma omp parallel for schedule(static)
+    for (long i = 0; i < (long)n; i++) {
+        floatX sg = 1 / (1 + EXPX(-g[i]));
+        out[i] = g[i] * sg * u[i];
+    }
+}
+// dg += dout * u * sig(g) * (1 + g (1 - sig(g)));  du += dout * silu(g)
+static void swiglu_backward(floatX *dg, floatX *du, const floatX *dout, const floatX *g, const floatX *u, size_t n) {
+    #pragma omp parallel for schedule(static)
+    for (long i = 0; i < (long)n; i++) {
+        floatX sg = 1 / (1 + EXPX(-g[i]));
+        dg[i] += dout[i] * u[i] * sg * (1 + g[i] * (1 - sg));
+        du[i] += dout[i] * g[i] * sg;
+    }
+}
+
+// out = a + b (the backward of a residual is the identity: the gradient flows to both)
+static void residual_forward(floatX *out, const floatX *a, const floatX *b, size_t n) {
+    for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+}
+
+// Cross-entropy: probs = softmax(logits) in place; losses[n] = -log probs[n][target].
+// Targets < 0 (Hugging Face's -100) are ignored. Returns the number of counted positions.
+static int crossentropy_forward(floatX *losses, floatX *probs, const int *targets, int N, int V) {
+    int count = 0;
+    #pragma omp parallel for schedule(static) reduction(+:count)
+    for (int n = 0; n < N; n++) {
+        floatX *p = probs + (size_t)n * V;
+        floatX maxv = p[0];
+        for (int i = 1; i < V; i++) if (p[i] > maxv) maxv = p[i];
+        double sum = 0;
+        for (int i = 0; i < V; i++) { p[i] = EXPX(p[i] - maxv); sum += p[i]; }
+        floatX inv = (floatX)(1.0 / sum);
+        for (int i = 0; i < V; i++) p[i] *= inv;
+        int t = targets ? targets[n] : -1;
+        if (t >= 0) { losses[n] = (floatX)(-log((double)p[t] > 1e-300 ? (double)p[t] : 1e-300)); count++; }
+        else losses[n] = 0;
+    }
+    return count;
+}
+// dlogits = (probs - onehot(target)) * dloss, computed in place over probs
+static void crossentropy_backward(floatX *dlogits, const int *targets, floatX dloss, int N, int V) {
+    #pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        floatX *d = dlogits + (size_t)n * V;
+        int t = targets[n];
+        if (t < 0) { memset(d, 0, (size_t)V * sizeof(floatX)); continue; }
+        for (int i = 0; i < V; i++) d[i] *= dloss;
+        d[t] -= dloss;
+    }
+}
+
+// ----------------------------------------------------------------------------
+// model forward and backward over a batch (B,T), and the single-token path with a KV cache
+
+// the LoRA modules of a model: one per (layer, target), rank 0 where there is none
+enum { TGT_Q, TGT_K, TGT_V, TGT_O, TGT_GATE, TGT_UP, TGT_DOWN, NUM_TARGETS };
+static const char *target_names[NUM_TARGETS] = { "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj" };
+typedef struct {
+    int n_layers;
+    LoraModule *mods;    // (L, NUM_TARGETS)
+    floatX *params;      // every A and B, one allocation
+    floatX *grads;       // same layout; NULL when not training
+    size_t num_params;
+    float dropout;       // on the LoRA branch input, training only
+    int training;        // draw dropout masks
+    uint64_t rng;        // dropout RNG
+} Lora;
+static LoraModule *lora_mod(const Lora *lo, int l, int t) { return (lo && lo->mods && lo->mods[l * NUM_TARGETS + t].r) ? &lo->mods[l * NUM_TARGETS + t] : NULL; }
+
+// the activations of one layer, kept for the backward
+typedef struct {
+    floatX *xn1, *rstd1;   // (N,C), (N): attention RMSNorm output and 1/rms
+    floatX *q, *k, *v;     // (N,NH*HS), (N,KVH*HS) x2: after RoPE (q, k)
+    floatX *att;           // (B,NH,T,T) softmax probabilities
+    floatX *ao;            // (N,NH*HS) attention output, before o_proj
+    floatX *xmid;          // (N,C) residual stream after attention
+    floatX *xn2, *rstd2;   // (N,C), (N): MLP RMSNorm
+    floatX *g, *u, *h;     // (N,H): gate, up, silu(gate)*up
+} LayerActs;
+#define NUM_LAYER_ACTS 13
+
+typedef struct {
+    int B, T, checkpoint;  // checkpoint: keep only each layer's input, recompute the rest in the backward
+    floatX *x;             // (L+1, N, C): input of every layer; x[L] feeds the final norm
+    floatX *layer_memory;  // L (or 1 with checkpointing) sets of LayerActs
+    LayerActs *layers;     // (L)
+    floatX *xf, *rstdf;    // (N,C), (N) final norm
+    floatX *logits;        // (N,V); holds probabilities after the loss, then dlogits in the backward
+    floatX *losses;        // (N)
+    int *inputs, *targets; // (N)
+    int count;             // number of counted targets
+    // gradient buffers for activations, reused layer by layer
+    floatX *dx, *dxn, *dq, *dk, *dv, *dao, *dg, *du, *dh, *dscratch;
+    size_t bytes;
+} Activations;
+
+static void layer_act_sizes(size_t *s, const Config *c, int B, int T) {
+    size_t N = (size_t)B * T, C = (size_t)c->dim, H = (size_t)c->hidden_dim, QD = (size_t)c->n_heads * c->head_dim, KD = (size_t)c->n_kv_heads * c->head_dim;
+    size_t sz[NUM_LAYER_ACTS] = { N * C, N, N * QD, N * KD, N * KD, (size_t)B * c->n_heads * T * T, N * QD, N * C, N * C, N, N * H, N * H, N * H };
+    memcpy(s, sz, sizeof(sz));
+}
+static void point_layer_acts(LayerActs *la, floatX *mem, const size_t *s) {
+    floatX **p[NUM_LAYER_ACTS] = { &la->xn1, &la->rstd1, &la->q, &la->k, &la->v, &la->att, &la->ao, &la->xmid, &la->xn2, &la->rstd2, &la->g, &la->u, &la->h };
+    for (int i = 0; i < NUM_LAYER_ACTS; i++) { *p[i] = mem; mem += s[i]; }
+}
+
+static floatX *alloc_floats(size_t n, size_t *bytes) { *bytes += n * sizeof(floatX); return (floatX *)calloc_check(n, sizeof(floatX)); }
+
+static void acts_alloc(Activations *a, const Config *c, int B, int T, int checkpoint) {
+    memset(a, 0, sizeof(*a));
+    a->B = B; a->T = T; a->checkpoint = checkpoint;
+    size_t N = (size_t)B * T, C = (size_t)c->dim, H = (size_t)c->hidden_dim, V = (size_t)c->vocab_size, L = (size_t)c->n_layers;
+    size_t QD = (size_t)c->n_heads * c->head_dim, KD = (size_t)c->n_kv_heads * c->head_dim;
+    size_t s[NUM_LAYER_ACTS], per = 0;
+    layer_act_sizes(s, c, B, T);
+    for (int i = 0; i < NUM_LAYER_ACTS; i++) per += s[i];
+    size_t nsets = checkpoint ? 1 : L;
+    a->x = alloc_floats((L + 1) * N * C, &a->bytes);
+    a->layer_memory = alloc_floats(nsets * per, &a->bytes);
+    a->layers = (LayerActs *)calloc_check(L, sizeof(LayerActs));
+    for (size_t l = 0; l < L; l++) point_layer_acts(&a->layers[l], a->layer_memory + (checkpoint ? 0 : l * per), s);
+    a->xf = alloc_floats(N * C, &a->bytes);
+    a->rstdf = alloc_floats(N, &a->bytes);
+    a->logits = alloc_floats(N * V, &a->bytes);
+    a->losses = alloc_floats(N, &a->bytes);
+    a->inputs = (int *)calloc_check(N, sizeof(int));
+    a->targets = (int *)calloc_check(N, sizeof(int));
+    a->dx = alloc_floats(N * C, &a->bytes);
+    a->dxn = alloc_floats(N * C, &a->bytes);
+    a->dq = alloc_floats(N * QD, &a->bytes);
+    a->dk = alloc_floats(N * KD, &a->bytes);
+    a->dv = alloc_floats(N * KD, &a->bytes);
+    a->dao = alloc_floats(N * QD, &a->bytes);
+    a->dg = alloc_floats(N * H, &a->bytes);
+    a->du = alloc_floats(N * H, &a->bytes);
+    a->dh = alloc_floats(N * H, &a->bytes);
+    a->dscratch = alloc_floats((size_t)B * c->n_heads * T, &a->bytes);
+}
+static void acts_free(Activations *a) {
+    floatX *ptrs[] = { a->x, a->layer_memory, a->xf, a->rstdf, a->logits, a->losses, a->dx, a->dxn, a->dq, a->dk, a->dv, a->dao, a->dg, a->du, a->dh, a->dscratch };
+    for (size_t i = 0; i < sizeof(ptrs) / sizeof(ptrs[0]); i++) free(ptrs[i]);
+    free(a->layers); free(a->inputs); free(a->targets);
+    memset(a, 0, sizeof(*a));
+}
+
+// RoPE tables (max_pos, HS/2), computed in double. Llama 3 scaling stretches the low frequencies.
+static void rope_tables(floatX **cos_out, floatX **sin_out, const Config *c) {
+    int half = c->head_dim / 2;
+    floatX *cs = (floatX *)malloc_check((size_t)c->seq_len * half * sizeof(floatX));
+    floatX *sn = (floatX *)malloc_check((size_t)c->seq_len * half * sizeof(floatX));
+    for (int i = 0; i < half; i++) {
+        double inv_freq = 1.0 / pow((double)c->rope_theta, (2.0 * i) / c->head_dim);
+        if (c->rope_llama3) {
+            double low_wl = c->rope_orig_max_pos / c->rope_low_freq_factor, high_wl = c->rope_orig_max_pos / c->rope_high_freq_factor;
+            double wl = 2 * 3.14159265358979323846 / inv_freq;
+            if (wl > low_wl) inv_freq /= c->rope_factor;
+            else if (wl >= high_wl) {
+                double smooth = (c->rope_orig_max_pos / wl - c->rope_low_freq_factor) / (c->rope_high_freq_factor - c->rope_low_freq_factor);
+                inv_freq = (1 - smooth) * inv_freq / c->rope_factor + smooth * inv_freq;
+            }
+        }
+        for (int p = 0; p < c->seq_len; p++) {
+            cs[(size_t)p * half + i] = (floatX)cos(p * inv_freq);
+            sn[(size_t)p * half + i] = (floatX)sin(p * inv_freq);
+        }
+    }
+    *cos_out = cs; *sin_out = sn;
+}
+
+typedef struct {
+    Model *model;
+    Lora *lora;              // may be NULL
+    floatX *rope_cos, *rope_sin;
+} Net;
+
+static void layer_forward(Net *net, Activations *a, int l, const floatX *x, int new_mask) {
+    Config *c = &net->model->config;
+    ParameterTensors *p = &net->model->params;
+    LayerActs *la = &a->layers[l];
+    int B = a->B, T = a->T, N = B * T, C = c->dim, H = c->hidden_dim, NH = c->n_heads, KVH = c->n_kv_heads, HS = c->head_dim;
+    int QD = NH * HS, KD = KVH * HS;
+    Lora *lo = net->lora;
+    float p_drop = lo ? lo->dropout : 0;
+    uint64_t *rng = lo ? &lo->rng : NULL;
+    rmsnorm_forward(la->xn1, la->rstd1, x, p->rms_att + (size_t)l * C, N, C, c->norm_eps);
+    linear_forward(la->q, la->xn1, p->wq + (size_t)l * QD * C, lora_mod(lo, l, TGT_Q), N, C, QD, p_drop, new_mask, rng);
+    linear_forward(la->k, la->xn1, p->wk + (size_t)l * KD * C, lora_mod(lo, l, TGT_K), N, C, KD, p_drop, new_mask, rng);
+    linear_forward(la->v, la->xn1, p->wv + (size_t)l * KD * C, lora_mod(lo, l, TGT_V), N, C, KD, p_drop, new_mask, rng);
+    rope_forward(la->q, net->rope_cos, net->rope_sin, B, T, NH, HS, 0);
+    rope_forward(la->k, net->rope_cos, net->rope_sin, B, T, KVH, HS, 0);
+    attention_forward(la->ao, la->att, la->q, la->k, la->v, B, T, NH, KVH, HS);
+    linear_forward(la->xmid, la->ao, p->wo + (size_t)l * C * QD, lora_mod(lo, l, TGT_O), N, QD, C, p_drop, new_mask, rng);
+    residual_forward(la->xmid, la->xmid, x, (size_t)N * C);                     // xmid = x + attn
+    rmsnorm_forward(la->xn2, la->rstd2, la->xmid, p->rms_ffn + (size_t)l * C, N, C, c->norm_eps);
+    linear_forward(la->g, la->xn2, p->w1 + (size_t)l * H * C, lora_mod(lo, l, TGT_GATE), N, C, H, p_drop, new_mask, rng);
+    linear_forward(la->u, la->xn2, p->w3 + (size_t)l * H * C, lora_mod(lo, l, TGT_UP), N, C, H, p_drop, new_mask, rng);
+    swiglu_forward(la->h, la->g, la->u, (size_t)N * H);
+    floatX *xout = a->x + (size_t)(l + 1) * N * C;
+    linear_forward(xout, la->h, p->w2 + (size_t)l * C * H, lora_mod(lo, l, TGT_DOWN), N, H, C, p_drop, new_mask, rng);
+    residual_forward(xout, xout, la->xmid, (size_t)N * C);                      // x' = xmid + mlp
+}
+
+// a->dx holds dL/d(output of layer l); on return it holds dL/d(input of layer l).
+// g: weight gradients (NULL: no weight of this layer is trainable)
+static void layer_backward(Net *net, Activations *a, int l, const floatX *x, ParameterTensors *g) {
+    Config *c = &net->model->config;
+    ParameterTensors *p = &net->model->params;
+    LayerActs *la = &a->layers[l];
+    int B = a->B, T = a->T, N = B * T, C = c->dim, H = c->hidden_dim, NH = c->n_heads, KVH = c->n_kv_heads, HS = c->head_dim;
+    int QD = NH * HS, KD = KVH * HS;
+    Lora *lo = net->lora;
+    size_t lC = (size_t)l * C;
+    // x' = xmid + h W2^T
+    memset(a->dh, 0, (size_t)N * H * sizeof(floatX));
+    linear_backward(a->dh, g ? g->w2 + lC * H : NULL, a->dx, la->h, p->w2 + lC * H, lora_mod(lo, l, TGT_DOWN), N, H, C);
+    memset(a->dg, 0, (size_t)N * H * sizeof(floatX));
+    memset(a->du, 0, (size_t)N * H * sizeof(floatX));
+    swiglu_backward(a->dg, a->du, a->dh, la->g, la->u, (size_t)N * H);
+    memset(a->dxn, 0, (size_t)N * C * sizeof(floatX));
+    linear_backward(a->dxn, g ? g->w1 + lC * H : NULL, a->dg, la->xn2, p->w1 + lC * H, lora_mod(lo, l, TGT_GATE), N, C, H);
+    linear_backward(a->dxn, g ? g->w3 + lC * H : NULL, a->du, la->xn2, p->w3 + lC * H, lora_mod(lo, l, TGT_UP), N, C, H);
+    rmsnorm_backward(a->dx, g ? g->rms_ffn + lC : NULL, a->dxn, la->xmid, p->rms_ffn + lC, la->rstd2, N, C); // dx is now dL/dxmid
+    // xmid = x + ao Wo^T
+    memset(a->dao, 0, (size_t)N * QD * sizeof(floatX));
+    linear_backward(a->dao, g ? g->wo + lC * QD : NULL, a->dx, la->ao, p->wo + lC * QD, lora_mod(lo, l, TGT_O), N, QD, C);
+    memset(a->dq, 0, (size_t)N * QD * sizeof(floatX));
+    memset(a->dk, 0, (size_t)N * KD * sizeof(floatX));
+    memset(a->dv, 0, (size_t)N * KD * sizeof(floatX));
+    attention_backward(a->dq, a->dk, a->dv, a->dscratch, a->dao, la->q, la->k, la->v, la->att, B, T, NH, KVH, HS);
+    rope_backward(a->dq, net->rope_cos, net->rope_sin, B, T, NH, HS);
+    rope_backward(a->dk, net->rope_cos, net->rope_sin, B, T, KVH, HS);
+    memset(a->dxn, 0, (size_t)N * C * sizeof(floatX));
+    linear_backward(a->dxn, g ? g->wq + (size_t)l * QD * C : NULL, a->dq, la->xn1, p->wq + (size_t)l * QD * C, lora_mod(lo, l, TGT_Q), N, C, QD);
+    linear_backward(a->dxn, g ? g->wk + (size_t)l * KD * C : NULL, a->dk, la->xn1, p->wk + (size_t)l * KD * C, lora_mod(lo, l, TGT_K), N, C, KD);
+    linear_backward(a->dxn, g ? g->wv + (size_t)l * KD * C : NULL, a->dv, la->xn1, p->wv + (size_t)l * KD * C, lora_mod(lo, l, TGT_V), N, C, KD);
+    rmsnorm_backward(a->dx, g ? g->rms_att + lC : NULL, a->dxn, x, p->rms_att + lC, la->rstd1, N, C);        // dx is now dL/dx
+}
+
+// Forward over inputs (B,T): a->logits holds the logits (N,V).
+static void peft_forward(Net *net, Activations *a, const int *inputs) {
+    Config *c = &net->model->config;
+    ParameterTensors *p = &net->model->params;
+    int N = a->B * a->T, C = c->dim, V = c->vocab_size;
+    memcpy(a->inputs, inputs, (size_t)N * sizeof(int));
+    int new_mask = net->lora && net->lora->training && net->lora->dropout > 0;
+    encoder_forward(a->x, inputs, p->embed, N, C);
+    for (int l = 0; l < c->n_layers; l++) layer_forward(net, a, l, a->x + (size_t)l * N * C, new_mask);
+    rmsnorm_forward(a->xf, a->rstdf, a->x + (size_t)c->n_layers * N * C, p->rms_final, N, C, c->norm_eps);
+    matmul_forward(a->logits, a->xf, p->wcls, N, C, V);
+}
+// Mean cross-entropy of the logits against targets (N); a->logits then holds the probabilities.
+static float peft_loss(Activations *a, const Config *c, const int *targets) {
+    int N = a->B * a->T;
+    memcpy(a->targets, targets, (size_t)N * sizeof(int));
+    a->count = crossentropy_forward(a->losses, a->logits, targets, N, c->vocab_size);
+    double sum = 0;
+    for (int n = 0; n < N; n++) sum += a->losses[n];
+    return a->count ? (float)(sum / a->count) : 0;
+}
+
+// Backward of the mean loss of the last peft_forward (which must have had targets).
+// LoRA gradients go to the modules' dA/dB; weight gradients to g (NULL: none) for layers >= g_layer_from,
+// and to the embedding/classifier/final norm when g_outer.
+static void peft_backward(Net *net, Activations *a, ParameterTensors *g, int g_layer_from, int g_outer) {
+    Config *c = &net->model->config;
+    ParameterTensors *p = &net->model->params;
+    int N = a->B * a->T, C = c->dim, V = c->vocab_size, L = c->n_layers;
+    floatX dloss = a->count ? (floatX)(1.0 / a->count) : 0;
+    crossentropy_backward(a->logits, a->targets, dloss, N, V);                  // logits now hold dlogits
+    memset(a->dxn, 0, (size_t)N * C * sizeof(floatX));
+    matmul_backward(a->dxn, g && g_outer ? g->wcls : NULL, a->logits, a->xf, p->wcls, N, C, V);
+    memset(a->dx, 0, (size_t)N * C * sizeof(floatX));
+    rmsnorm_backward(a->dx, g && g_outer ? g->rms_final : NULL, a->dxn, a->x + (size_t)L * N * C, p->rms_final, a->rstdf, N, C);
+    for (int l = L - 1; l >= 0; l--) {
+        const floatX *x = a->x + (size_t)l * N * C;
+        if (a->checkpoint) layer_forward(net, a, l, x, 0); // recompute this layer's activations (same dropout masks)
+        layer_backward(net, a, l, x, (g && l >= g_layer_from) ? g : NULL);
+    }
+    if (g && g_outer) encoder_backward(g->embed, a->dx, a->inputs, N, C);
+}
+
+// Generation: one token at position pos, with a KV cache. Uses the same layers with N = 1.
+typedef struct {
+    floatX *x, *xn, *q, *k, *v, *ao, *g, *u, *h, *att, *logits, *rstd;
+    floatX *key_cache, *value_cache;   // (L, seq_len, KVH*HS)
+} RunState;
+
+static void runstate_alloc(RunState *s, const Config *c) {
+    size_t C = (size_t)c->dim, H = (size_t)c->hidden_dim, QD = (size_t)c->n_heads * c->head_dim, KD = (size_t)c->n_kv_heads * c->head_dim;
+    size_t D = C > QD ? C : QD;
+    s->x = (floatX *)calloc_check(C, sizeof(floatX));
+    s->xn = (floatX *)calloc_check(D, sizeof(floatX));
+    s->q = (floatX *)calloc_check(QD, sizeof(floatX));
+    s->k = (floatX *)calloc_check(KD, sizeof(floatX));
+    s->v = (floatX *)calloc_check(KD, sizeof(floatX));
+    s->ao = (floatX *)calloc_check(QD, sizeof(floatX));
+    s->g = (floatX *)calloc_check(H, sizeof(floatX));
+    s->u = (floatX *)calloc_check(H, sizeof(floatX));
+    s->h = (floatX *)calloc_check(H, sizeof(floatX));
+    s->att = (floatX *)calloc_check((size_t)c->n_heads * c->seq_len, sizeof(floatX));
+    s->logits = (floatX *)calloc_check((size_t)c->vocab_size, sizeof(floatX));
+    s->rstd = (floatX *)calloc_check(1, sizeof(floatX));
+    s->key_cache = (floatX *)calloc_check((size_t)c->n_layers * c->seq_len * KD, sizeof(floatX));
+    s->value_cache = (floatX *)calloc_check((size_t)c->n_layers * c->seq_len * KD, sizeof(floatX));
+}
+static void runstate_free(RunState *s) {
+    floatX *ptrs[] = { s->x, s->xn, s->q, s->k, s->v, s->ao, s->g, s->u, s->h, s->att, s->logits, s->rstd, s->key_cache, s->value_cache };
+    for (size_t i = 0; i < sizeof(ptrs) / sizeof(ptrs[0]); i++) free(ptrs[i]);
+}
+
+static floatX *forward_token(Net *net, RunState *s, int token, int pos) {
+    Config *c = &net->model->config;
+    ParameterTensors *p = &net->model->params;
+    int C = c->dim, H = c->hidden_dim, NH = c->n_heads, KVH = c->n_kv_heads, HS = c->head_dim, QD = NH * HS, KD = KVH * HS, G = NH / KVH;
+    Lora *lo = net->lora;
+    floatX scale = (floatX)(1.0 / sqrt((double)HS));
+    memcpy(s->x, p->embed + (size_t)token * C, (size_t)C * sizeof(floatX));
+    for (int l = 0; l < c->n_layers; l++) {
+        floatX *kc = s->key_cache + ((size_t)l * c->seq_len) * KD, *vc = s->value_cache + ((size_t)l * c->seq_len) * KD;
+        rmsnorm_forward(s->xn, s->rstd, s->x, p->rms_att + (size_t)l * C, 1, C, c->norm_eps);
+        linear_forward(s->q, s->xn, p->wq + (size_t)l * QD * C, lora_mod(lo, l, TGT_Q), 1, C, QD, 0, 0, NULL);
+        linear_forward(kc + (size_t)pos * KD, s->xn, p->wk + (size_t)l * KD * C, lora_mod(lo, l, TGT_K), 1, C, KD, 0, 0, NULL);
+        linear_forward(vc + (size_t)pos * KD, s->xn, p->wv + (size_t)l * KD * C, lora_mod(lo, l, TGT_V), 1, C, KD, 0, 0, NULL);
+        rope_forward(s->q, net->rope_cos, net->rope_sin, 1, 1, NH, HS, pos);
+        rope_forward(kc + (size_t)pos * KD, net->rope_cos, net->rope_sin, 1, 1, KVH, HS, pos);
+        #pragma omp parallel for schedule(static)
+        for (int h = 0; h < NH; h++) {
+            const floatX *qh = s->q + (size_t)h * HS;
+            floatX *att = s->att + (size_t)h * c->seq_len, maxv = -INFINITY, sum = 0;
+            int kh = h / G;
+            for (int t = 0; t <= pos; t++) {
+                const floatX *kt = kc + (size_t)t * KD + (size_t)kh * HS;
+                floatX dot = 0;
+                for (int i = 0; i < HS; i++) dot += qh[i] * kt[i];
+                att[t] = dot * scale;
+                if (att[t] > maxv) maxv = att[t];
+            }
+            for (int t = 0; t <= pos; t++) { att[t] = EXPX(att[t] - maxv); sum += att[t]; }
+            floatX *o = s->ao + (size_t)h * HS;
+            for (int i = 0; i < HS; i++) o[i] = 0;
+            for (int t = 0; t <= pos; t++) {
+                const floatX *vt = vc + (size_t)t * KD + (size_t)kh * HS;
+                floatX w = att[t] / sum;
+                for (int i = 0; i < HS; i++) o[i] += w * vt[i];
+            }
+        }
+        linear_forward(s->xn, s->ao, p->wo + (size_t)l * C * QD, lora_mod(lo, l, TGT_O), 1, QD, C, 0, 0, NULL);
+        residual_forward(s->x, s->x, s->xn, (size_t)C);
+        rmsnorm_forward(s->xn, s->rstd, s->x, p->rms_ffn + (size_t)l * C, 1, C, c->norm_eps);
+        linear_forward(s->g, s->xn, p->w1 + (size_t)l * H * C, lora_mod(lo, l, TGT_GATE), 1, C, H, 0, 0, NULL);
+        linear_forward(s->u, s->xn, p->w3 + (size_t)l * H * C, lora_mod(lo, l, TGT_UP), 1, C, H, 0, 0, NULL);
+        swiglu_forward(s->h, s->g, s->u, (size_t)H);
+        linear_forward(s->xn, s->h, p->w2 + (size_t)l * C * H, lora_mod(lo, l, TGT_DOWN), 1, H, C, 0, 0, NULL);
+        residual_forward(s->x, s->x, s->xn, (size_t)C);
+    }
+    rmsnorm_forward(s->xn, s->rstd, s->x, p->rms_final, 1, C, c->norm_eps);
+    matmul_forward(s->logits, s->xn, p->wcls, 1, C, c->vocab_size);
+    return s->logits;
+}
+
+static void net_init(Net *net, Model *m, Lora *lo) {
+    net->model = m; net->lora = lo;
+    rope_tables(&net->rope_cos, &net->rope_sin, &m->config);
+}
+static void net_free(Net *net) { free(net->rope_cos); free(net->rope_sin); }
+
+// ----------------------------------------------------------------------------
+// LoRA: injection, initialisation, and adapters in Hugging Face PEFT's format
+// (adapter_config.json + adapter_model.safetensors, keys
+//  base_model.model.model.layers.N.self_attn.q_proj.lora_A.weight (r, in) and .lora_B.weight (out, r))
+
+typedef struct {
+    int r;                 // rank
+    float alpha;           // lora_alpha
+    int rslora;            // scale alpha/sqrt(r) instead of alpha/r
+    float dropout;
+    unsigned targets;      // bit t set: inject into target_names[t]
+    unsigned char *layers; // (L) 1 = inject into this layer; NULL = all layers
+    int init_gaussian;     // A ~ N(0, 1/r) instead of kaiming-uniform(a=sqrt(5))
+    uint64_t seed;
+} LoraConfig;
+
+static void target_dims(const Config *c, int t, int *in, int *out) {
+    int C = c->dim, H = c->hidden_dim, QD = c->n_heads * c->head_dim, KD = c->n_kv_heads * c->head_dim;
+    int ins[NUM_TARGETS] = { C, C, C, QD, C, C, H }, outs[NUM_TARGETS] = { QD, KD, KD, C, H, H, C };
+    *in = ins[t]; *out = outs[t];
+}
+static const char *target_block(int t) { return t <= TGT_O ? "self_attn" : "mlp"; }
+
+// Lay out the modules with ranks[l*NUM_TARGETS+t] (0 = none) and scales; allocate params (and grads if training).
+static void lora_alloc(Lora *lo, const Config *c, const int *ranks, const float *scales, int training) {
+    memset(lo, 0, sizeof(*lo));
+    lo->n_layers = c->n_layers;
+    lo->mods = (LoraModule *)calloc_check((size_t)c->n_layers * NUM_TARGETS, sizeof(LoraModule));
+    size_t total = 0;
+    for (int i = 0; i < c->n_layers * NUM_TARGETS; i++) {
+        LoraModule *m = &lo->mods[i];
+        target_dims(c, i % NUM_TARGETS, &m->in, &m->out);
+        m->r = ranks[i];
+        m->scale = scales[i];
+        total += (size_t)m->r * (m->in + m->out);
+    }
+    lo->num_params = total;
+    lo->params = (floatX *)calloc_check(total, sizeof(floatX));
+    if (training) lo->grads = (floatX *)calloc_check(total, sizeof(floatX));
+    size_t off = 0;
+    for (int i = 0; i < c->n_layers * NUM_TARGETS; i++) {
+        LoraModule *m = &lo->mods[i];
+        if (!m->r) continue;
+        m->A = lo->params + off;
+        if (training) m->dA = lo->grads + off;
+        off += (size_t)m->r * m->in;
+        m->B = lo->params + off;
+        if (training) m->dB = lo->grads + off;
+        off += (size_t)m->r * m->out;
+    }
+}
+
+// activation buffers for N rows (u, and dropout masks when training with dropout)
+static floatX *lora_act_memory;
+static void lora_alloc_acts(Lora *lo, int N) {
+    size_t total = 0, maxdim = 0;
+    for (int i = 0; i < lo->n_layers * NUM_TARGETS; i++) {
+        LoraModule *m = &lo->mods[i];
+        if (!m->r) continue;
+        total += (size_t)N * m->r + (lo->dropout > 0 ? (size_t)N * m->in : 0);
+        size_t d = (size_t)(m->in > m->out ? m->in : m->out);
+        if (d > maxdim) maxdim = d;
+    }
+    free(lora_act_memory);
+    lora_act_memory = (floatX *)calloc_check(total, sizeof(floatX));
+    size_t off = 0;
+    for (int i = 0; i < lo->n_layers * NUM_TARGETS; i++) {
+        LoraModule *m = &lo->mods[i];
+        if (!m->r) continue;
+        m->u = lora_act_memory + off; off += (size_t)N * m->r;
+        if (lo->dropout > 0) { m->mask = lora_act_memory + off; off += (size_t)N * m->in; }
+        else m->mask = NULL;
+    }
+    lora_scratch_reserve((size_t)N * maxdim);
+}
+static void lora_free(Lora *lo) {
+    if (!lo) return;
+    free(lo->mods); free(lo->params); free(lo->grads);
+    memset(lo, 0, sizeof(*lo));
+}
+
+static float lora_scale(float alpha, int r, int rslora) { return rslora ? alpha / sqrtf((float)r) : alpha / (float)r; }
+
+// New adapter: A kaiming-uniform with a=sqrt(5), i.e. U(-1/sqrt(in), 1/sqrt(in)) (PEFT's default), B = 0.
+static int lora_create(Lora *lo, const Config *c, const LoraConfig *lc, int training) {
+    int n = c->n_layers * NUM_TARGETS;
+    int *ranks = (int *)calloc_check((size_t)n, sizeof(int));
+    float *scales = (float *)calloc_check((size_t)n, sizeof(float));
+    for (int l = 0; l < c->n_layers; l++)
+        for (int t = 0; t < NUM_TARGETS; t++)
+            if ((lc->targets >> t & 1) && (!lc->layers || lc->layers[l])) {
+                ranks[l * NUM_TARGETS + t] = lc->r;
+                scales[l * NUM_TARGETS + t] = lora_scale(lc->alpha, lc->r, lc->rslora);
+            }
+    lora_alloc(lo, c, ranks, scales, training);
+    free(ranks); free(scales);
+    lo->dropout = lc->dropout;
+    lo->rng = lc->seed ^ 0x9E3779B97F4A7C15ull;
+    uint64_t rng = lc->seed * 0x2545F4914F6CDD1Dull + 1;
+    for (int i = 0; i < n; i++) {
+        LoraModule *m = &lo->mods[i];
+        for (size_t k = 0; k < (size_t)m->r * m->in; k++)
+            m->A[k] = lc->init_gaussian ? (floatX)(random_normal(&rng) / m->r) : (floatX)((2 * random_f32(&rng) - 1) / sqrt((double)m->in));
+    }
+    return 0;
+}
+
+static void lora_key(char *buf, size_t n, int l, int t, const char *ab, const char *prefix) {
+    snprintf(buf, n, "%s%smodel.layers.%d.%s.%s.lora_%s.weight", prefix ? prefix : "", "base_model.model.", l, target_block(t), target_names[t], ab);
+}
+
+// adapter_config.json as PEFT writes it (the fields PEFT 0.21 reads; the rest take PEFT's defaults)
+static char *lora_config_json(const Lora *lo, const LoraConfig *lc, const char *base_model) {
+    StrBuf b = { 0 };
+    sb_puts(&b, "{\n  \"alpha_pattern\": {},\n  \"auto_mapping\": null,\n  \"base_model_name_or_path\": ");
+    if (base_model) sb_json_string(&b, base_model); else sb_puts(&b, "null");
+    sb_puts(&b, ",\n  \"bias\": \"none\",\n  \"fan_in_fan_out\": false,\n  \"inference_mode\": true,\n  \"init_lora_weights\": true,\n");
+    // layers_to_transform: the layers that carry modules, when not all of them
+    int all = 1;
+    for (int l = 0; l < lo->n_layers; l++) {
+        int any = 0;
+        for (int t = 0; t < NUM_TARGETS; t++) any |= lo->mods[l * NUM_TARGETS + t].r > 0;
+        if (!any) all = 0;
+    }
+    if (all) sb_puts(&b, "  \"layers_to_transform\": null,\n");
+    else {
+        sb_puts(&b, "  \"layers_to_transform\": [");
+        int first = 1;
+        for (int l = 0; l < lo->n_layers; l++) {
+            int any = 0;
+            for (int t = 0; t < NUM_TARGETS; t++) any |= lo->mods[l * NUM_TARGETS + t].r > 0;
+            if (any) { sb_printf(&b, "%s%d", first ? "" : ", ", l); first = 0; }
+        }
+        sb_puts(&b, "],\n  \"layers_pattern\": \"layers\",\n");
+    }
+    sb_printf(&b, "  \"lora_alpha\": %.9g,\n  \"lora_dropout\": %.9g,\n  \"modules_to_save\": null,\n  \"peft_type\": \"LORA\",\n  \"r\": %d,\n  \"rank_pattern\": {},\n  \"revision\": null,\n  \"target_modules\": [",
+              lc->alpha, lc->dropout, lc->r);
+    int first = 1;
+    for (int t = 0; t < NUM_TARGETS; t++) if (lc->targets >> t & 1) { sb_printf(&b, "%s\"%s\"", first ? "" : ", ", target_names[t]); first = 0; }
+    sb_printf(&b, "],\n  \"task_type\": \"CAUSAL_LM\",\n  \"use_dora\": false,\n  \"use_rslora\": %s\n}\n", lc->rslora ? "true" : "false");
+    return b.s;
+}
+
+// Write OUTDIR/adapter_model.safetensors and OUTDIR/adapter_config.json (each atomically).
+static int lora_save(const Lora *lo, const LoraConfig *lc, const char *dir, const char *base_model) {
+    if (mkdir_p(dir)) return -1;
+    int n = 0;
+    STWrite *ts = (STWrite *)calloc_check((size_t)lo->n_layers * NUM_TARGETS * 2, sizeof(STWrite));
+    for (int l = 0; l < lo->n_layers; l++)
+        for (int t = 0; t < NUM_TARGETS; t++) {
+            LoraModule *m = &lo->mods[l * NUM_TARGETS + t];
+            if (!m->r) continue;
+            STWrite *a = &ts[n++], *bw = &ts[n++];
+            lora_key(a->name, sizeof(a->name), l, t, "A", NULL);
+            a->dtype = DT_F32; a->ndim = 2; a->shape[0] = m->r; a->shape[1] = m->in; a->fdata = m->A;
+            lora_key(bw->name, sizeof(bw->name), l, t, "B", NULL);
+            bw->dtype = DT_F32; bw->ndim = 2; bw->shape[0] = m->out; bw->shape[1] = m->r; bw->fdata = m->B;
+        }
+    char path[4096];
+    path_join(path, sizeof(path), dir, "adapter_model.safetensors");
+    int rc = st_write(path, ts, n, "{\"format\":\"pt\"}");
+    free(ts);
+    if (rc) return -1;
+    char *cfg = lora_config_json(lo, lc, base_model);
+    path_join(path, sizeof(path), dir, "adapter_config.json");
+    AtomicFile af;
+    if (atomic_open(&af, path)) { free(cfg); return -1; }
+    atomic_write(&af, cfg, strlen(cfg));
+    free(cfg);
+    return atomic_commit(&af);
+}
+
+// does PEFT's pattern key (from rank_pattern / alpha_pattern) select module `name`?
+// PEFT matches keys as a regex "(.*\.)?key$"; plain keys (the common case) are matched as that suffix.
+static int peft_key_matches(const char *key, const char *name) {
+    size_t kl = strlen(key), nl = strlen(name);
+    if (kl > nl) return 0;
+    if (strcmp(name + nl - kl, key)) return 0;
+    return kl == nl || name[nl - kl - 1] == '.';
+}
+
+// Parse module name "...layers.<l>.<block>.<target>.lora_<A|B>[.<adapter>].weight"; returns 0 and fills l, t, ab.
+static int parse_lora_key(const char *key, int *l, int *t, char *ab) {
+    const char *p = strstr(key, "layers.");
+    if (!p) return -1;
+    p += 7;
+    char *end;
+    long v = strtol(p, &end, 10);
+    if (end == p || *end != '.' || v < 0 || v > 100000) return -1;
+    *l = (int)v;
+    p = end + 1;
+    for (int i = 0; i < NUM_TARGETS; i++) {
+        size_t bl = strlen(target_block(i)), tl = strlen(target_names[i]);
+        if (!strncmp(p, target_block(i), bl) && p[bl] == '.' && !strncmp(p + bl + 1, target_names[i], tl) && p[bl + 1 + tl] == '.') {
+            const char *q = p + bl + 1 + tl + 1;
+            if (strncmp(q, "lora_", 5) || (q[5] != 'A' && q[5] != 'B') || q[6] != '.') return -1;
+            *ab = q[5];
+            q += 7;
+            const char *w = strstr(q, "weight");
+            if (!w || strcmp(w, "weight")) return -1; // ".weight" or ".<adapter>.weight"
+            *t = i;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+// Load a PEFT LoRA adapter folder for model config c. lc receives the adapter's settings.
+static int lora_load(Lora *lo, LoraConfig *lc, const Config *c, const char *dir, int training) {
+    char cpath[4096], wpath[4096];
+    path_join(cpath, sizeof(cpath), dir, "adapter_config.json");
+    path_join(wpath, sizeof(wpath), dir, "adapter_model.safetensors");
+    if (!dir_exists(dir)) return set_error(dir, "adapter folder not found");
+    if (!file_exists(wpath)) {
+        char bpath[4096];
+        path_join(bpath, sizeof(bpath), dir, "adapter_model.bin");
+        if (file_exists(bpath)) return set_error(bpath, "pickled adapters are not supported; convert to adapter_model.safetensors");
+        return set_error(wpath, "missing adapter weights");
+    }
+    Json *j = json_load(cpath);
+    if (!j) return -1;
+    int rc = 0;
+    memset(lc, 0, sizeof(*lc));
+    const char *pt = json_str(json_get(j, "peft_type"));
+    Json *jr = json_get(j, "r"), *ja = json_get(j, "lora_alpha");
+    const char *bias = json_str(json_get(j, "bias"));
+    Json *rp = json_get(j, "rank_pattern"), *ap = json_get(j, "alpha_pattern"), *lt = json_get(j, "layers_to_transform"), *mts = json_get(j, "modules_to_save");
+    if (j->type != JSON_OBJECT) { rc = set_error(cpath, "not a JSON object"); goto done; }
+    if (!pt || strcmp(pt, "LORA")) { rc = set_error(cpath, "peft_type is %s, only LORA is supported", pt ? pt : "missing"); goto done; }
+    if (!json_is_int(jr) || jr->num < 1 || jr->num > 65536) { rc = set_error(cpath, "'r' must be a positive integer"); goto done; }
+    if (!json_is_num(ja)) { rc = set_error(cpath, "'lora_alpha' must be a number"); goto done; }
+    if (bias && strcmp(bias, "none")) { rc = set_error(cpath, "bias '%s' is not supported (only \"none\")", bias); goto done; }
+    if (json_bool_or(j, "fan_in_fan_out", 0)) { rc = set_error(cpath, "fan_in_fan_out=true is not supported for Llama linear layers"); goto done; }
+    if (json_bool_or(j, "use_dora", 0)) { rc = set_error(cpath, "use_dora adapters are not supported yet"); goto done; }
+    if (mts && mts->type != JSON_NULL && !(mts->type == JSON_ARRAY && mts->n == 0)) { rc = set_error(cpath, "modules_to_save is not supported yet"); goto done; }
+    lc->r = (int)jr->num;
+    lc->alpha = (float)ja->num;
+    lc->rslora = json_bool_or(j, "use_rslora", 0);
+    lc->dropout = (float)json_num_or(j, "lora_dropout", 0);
+    if (lc->dropout < 0 || lc->dropout >= 1) { rc = set_error(cpath, "lora_dropout must be in [0, 1)"); goto done; }
+    if (lt && lt->type != JSON_NULL) {
+        lc->layers = (unsigned char *)calloc_check((size_t)c->n_layers, 1);
+        if (json_is_int(lt) && lt->num >= 0 && lt->num < c->n_layers) lc->layers[(int)lt->num] = 1;
+        else if (lt->type == JSON_ARRAY) {
+            for (int i = 0; i < lt->n; i++) {
+                if (!json_is_int(&lt->items[i]) || lt->items[i].num < 0 || lt->items[i].num >= c->n_layers) { rc = set_error(cpath, "layers_to_transform entry out of range (model has %d layers)", c->n_layers); goto done; }
+                lc->layers[(int)lt->items[i].num] = 1;
+            }
+        } else { rc = set_error(cpath, "bad layers_to_transform"); goto done; }
+    }
+    {
+        SafeTensors st;
+        if (st_open(&st, wpath)) { rc = -1; goto done; }
+        int n = c->n_layers * NUM_TARGETS;
+        int *ranks = (int *)calloc_check((size_t)n, sizeof(int));
+        float *scales = (float *)calloc_check((size_t)n, sizeof(float));
+        // ranks from the tensors themselves, checked against the config
+        for (int i = 0; i < st.n && !rc; i++) {
+            int l, t; char ab;
+            if (parse_lora_key(st.t[i].name, &l, &t, &ab)) { rc = set_error(wpath, "unexpected tensor '%s' (not a LoRA A/B weight of a Llama layer)", st.t[i].name); break; }
+            if (l >= c->n_layers) { rc = set_error(wpath, "tensor '%s' is for layer %d but the model has %d layers", st.t[i].name, l, c->n_layers); break; }
+            if (st.t[i].ndim != 2) { rc = set_error(wpath, "tensor '%s' must be 2-D", st.t[i].name); break; }
+            int r = (int)(ab == 'A' ? st.t[i].shape[0] : st.t[i].shape[1]);
+            if (r <= 0) { rc = set_error(wpath, "tensor '%s' has rank 0", st.t[i].name); break; }
+            if (ranks[l * NUM_TARGETS + t] && ranks[l * NUM_TARGETS + t] != r) { rc = set_error(wpath, "lora_A and lora_B of layer %d %s disagree on the rank", l, target_names[t]); break; }
+            ranks[l * NUM_TARGETS + t] = r;
+            lc->targets |= 1u << t;
+        }
+        for (int i = 0; i < n && !rc; i++) {
+            if (!ranks[i]) continue;
+            int l = i / NUM_TARGETS, t = i % NUM_TARGETS;
+            char mname[128];
+            snprintf(mname, sizeof(mname), "model.layers.%d.%s.%s", l, target_block(t), target_names[t]);
+            int want_r = lc->r;
+            float alpha = lc->alpha;
+            for (int k = 0; rp && rp->type == JSON_OBJECT && k < rp->n; k++) if (peft_key_matches(rp->keys[k], mname) && json_is_int(&rp->items[k])) want_r = (int)rp->items[k].num;
+            for (int k = 0; ap && ap->type == JSON_OBJECT && k < ap->n; k++) if (peft_key_matches(ap->keys[k], mname) && json_is_num(&ap->items[k])) alpha = (float)ap->items[k].num;
+            if (ranks[i] != want_r) { rc = set_error(wpath, "layer %d %s has rank %d but adapter_config.json says r=%d", l, target_names[t], ranks[i], want_r); break; }
+            if (lc->layers && !lc->layers[l]) { rc = set_error(wpath, "layer %d has LoRA weights but is not in layers_to_transform", l); break; }
+            scales[i] = lora_scale(alpha, ranks[i], lc->rslora);
+        }
+        if (!rc) {
+            lora_alloc(lo, c, ranks, scales, training);
+            lo->dropout = lc->dropout;
+            for (int i = 0; i < n && !rc; i++) {
+                LoraModule *m = &lo->mods[i];
+                if (!m->r) continue;
+                int l = i / NUM_TARGETS, t = i % NUM_TARGETS;
+                for (int ab = 0; ab < 2 && !rc; ab++) {
+                    // the key with or without an adapter-name segment
+                    STTensor *tt = NULL;
+                    for (int k = 0; k < st.n && !tt; k++) {
+                        int kl, kt; char kab;
+                        if (!parse_lora_key(st.t[k].name, &kl, &kt, &kab) && kl == l && kt == t && kab == (ab ? 'B' : 'A')) tt = &st.t[k];
+                    }
+                    if (!tt) { rc = set_error(wpath, "layer %d %s has lora_%c but no lora_%c", l, target_names[t], ab ? 'A' : 'B', ab ? 'B' : 'A'); break; }
+                    int64_t shape[2] = { ab ? m->out : m->r, ab ? m->r : m->in };
+                    if (st_check_shape(&st, tt, 2, shape) || st_read_floatX(&st, tt, ab ? m->B : m->A)) rc = -1;
+                }
+            }
+            if (rc) lora_free(lo);
+        }
+        free(ranks); free(scales);
+        st_close(&st);
+    }
+done:
+    json_free(j);
+    if (rc) { free(lc->layers); lc->layers = NULL; }
+    return rc;
+}
+
+// ----------------------------------------------------------------------------
+// sampling and generation
+
+// xorshift-based sampler state, llama2.c's
+typedef struct { int index; float prob; } ProbIndex;
+static int sample_argmax(const floatX *logits, int n) {
+    int best = 0;
+    for (int i = 1; i < n; i++) if (logits[i] > logits[best]) best = i;
+    return best;
+}
+static int cmp_probindex(const void *a, const void *b) {
+    float x = ((const ProbIndex *)a)->prob, y = ((const ProbIndex *)b)->prob;
+    return x > y ? -1 : x < y;
+}
+// softmax(logits / temperature), then top-p (nucleus) sampling; coin in [0,1)
+static int sample(const floatX *logits, int n, float temperature, float topp, float coin, float *probs, ProbIndex *pi) {
+    if (temperature <= 0) return sample_argmax(logits, n);
+    float maxv = (float)logits[0];
+    for (int i = 1; i < n; i++) if ((float)logits[i] > maxv) maxv = (float)logits[i];
+    double sum = 0;
+    for (int i = 0; i < n; i++) { probs[i] = expf(((float)logits[i] - maxv) / temperature); sum += probs[i]; }
+    for (int i = 0; i < n; i++) probs[i] = (float)(probs[i] / sum);
+    if (topp <= 0 || topp >= 1) {
+        float cdf = 0;
+        for (int i = 0; i < n; i++) { cdf += probs[i]; if (coin < cdf) return i; }
+        return n - 1;
+    }
+    // keep the smallest set of tokens whose probability reaches topp; cut the tail cheaply first
+    int n0 = 0;
+    float cutoff = (1.0f - topp) / (n - 1);
+    for (int i = 0; i < n; i++) if (probs[i] >= cutoff) { pi[n0].index = i; pi[n0].prob = probs[i]; n0++; }
+    qsort(pi, (size_t)n0, sizeof(ProbIndex), cmp_probindex);
+    float cum = 0;
+    int last = n0 - 1;
+    for (int i = 0; i < n0; i++) { cum += pi[i].prob; if (cum > topp) { last = i; break; } }
+    float r = coin * cum, cdf = 0;
+    for (int i = 0; i <= last; i++) { cdf += pi[i].prob; if (r < cdf) return pi[i].index; }
+    return pi[last].index;
+}
+
+// ----------------------------------------------------------------------------
+// CLI
+
+static int st_read_ints(SafeTensors *st, const STTensor *t, int *dst) {
+    if (t->dtype != DT_I32 && t->dtype != DT_I64) return set_error(st->path, "tensor '%s' must be I32 or I64, not %s", t->name, dtype_names[t->dtype]);
+    unsigned char *raw = (unsigned char *)malloc_check(t->end - t->begin);
+    if (st_read_raw(st, t, raw)) { free(raw); return -1; }
+    for (size_t i = 0; i < t->numel; i++) {
+        int64_t v;
+        if (t->dtype == DT_I32) { int32_t x; memcpy(&x, raw + 4 * i, 4); v = x; } else memcpy(&v, raw + 8 * i, 8);
+        if (v < INT_MIN || v > INT_MAX) { free(raw); return set_error(st->path, "tensor '%s': value out of range", t->name); }
+        dst[i] = (int)v;
+    }
+    free(raw);
+    return 0;
+}
+
+// load -a adapters onto a model (one for now; several adapters come with the adapters work)
+static void load_model_or_die(Model *m, const char *path) { if (model_load(m, path)) fatal_error(); }
+
+static void error_usage_dump(void) {
+    fprintf(stderr, "Usage: peft dump MODEL -i IN.safetensors -o OUT.safetensors [options]\n"
+                    "  Reads input_ids [B,T] (and optional targets [B,T]) and writes logits [B,T,V] fp32;\n"
+                    "  with targets also loss [1], and with an adapter grad.<PEFT key> of every adapter tensor.\n"
+                    "  -i FILE      input safetensors (required)\n"
+                    "  -o FILE      output safetensors (required)\n"
+                    "  -a DIR       PEFT LoRA adapter folder to apply (default: none)\n");
+    exit(1);
+}
+
+static int cmd_dump(int argc, char **argv) {
+    const char *model_path = NULL, *in = NULL, *out = NULL, *adapter = NULL;
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) error_usage_dump();
+        else if (argv[i][0] != '-') { if (model_path) fatal("unexpected argument '%s'", argv[i]); model_path = argv[i]; }
+        else if (i + 1 >= argc) fatal("flag %s needs a value", argv[i]);
+        else if (!strcmp(argv[i], "-i")) in = argv[++i];
+        else if (!strcmp(argv[i], "-o")) out = argv[++i];
+        else if (!strcmp(argv[i], "-a")) adapter = argv[++i];
+        else fatal("unknown flag '%s' for dump (see peft dump --help)", argv[i]);
+    }
+    if (!model_path || !in || !out) error_usage_dump();
+    Model m;
+    load_model_or_die(&m, model_path);
+    Config *c = &m.config;
+    SafeTensors st;
+    if (st_open(&st, in)) fatal_error();
+    STTensor *ti = st_find(&st, "input_ids"), *tt = st_find(&st, "targets");
+    if (!ti) fatal("%s: no 'input_ids' tensor", in);
+    if (ti->ndim != 2 || ti->shape[0] < 1 || ti->shape[1] < 1) fatal("%s: input_ids must be [B,T]", in);
+    int B = (int)ti->shape[0], T = (int)ti->shape[1], N = B * T;
+    if (ti->shape[0] > 4096 || ti->shape[1] > c->seq_len) fatal("%s: input_ids is [%d,%d] but the model allows at most %d positions", in, B, T, c->seq_len);
+    int *inputs = (int *)malloc_check((size_t)N * sizeof(int)), *targets = NULL;
+    if (st_read_ints(&st, ti, inputs)) fatal_error();
+    for (int i = 0; i < N; i++) if (inputs[i] < 0 || inputs[i] >= c->vocab_size) fatal("%s: input_ids[%d] = %d is outside the vocabulary (%d)", in, i, inputs[i], c->vocab_size);
+    if (tt) {
+        if (tt->ndim != 2 || tt->shape[0] != B || tt->shape[1] != T) fatal("%s: targets must have the shape of input_ids [%d,%d]", in, B, T);
+        targets = (int *)malloc_check((size_t)N * sizeof(int));
+        if (st_read_ints(&st, tt, targets)) fatal_error();
+        for (int i = 0; i < N; i++) if (targets[i] >= c->vocab_size || (targets[i] < 0 && targets[i] != -100)) fatal("%s: targets[%d] = %d is outside the vocabulary", in, i, targets[i]);
+    }
+    st_close(&st);
+    Lora lora, *lo = NULL;
+    LoraConfig lc;
+    if (adapter) {
+        if (lora_load(&lora, &lc, c, adapter, targets != NULL)) fatal_error();
+        lo = &lora;
+        lo->dropout = 0; // dump is evaluation: no dropout
+        lora_alloc_acts(lo, N);
+    }
+    Net net;
+    net_init(&net, &m, lo);
+    Activations a;
+    acts_alloc(&a, c, B, T, 0);
+    peft_forward(&net, &a, inputs);
+    size_t nl = (size_t)N * c->vocab_size;
+    floatX *logits = (floatX *)malloc_check(nl * sizeof(floatX));
+    memcpy(logits, a.logits, nl * sizeof(floatX));
+    floatX loss = 0;
+    int nt = 0;
+    STWrite *ts = (STWrite *)calloc_check(2 + (lo ? (size_t)lo->n_layers * NUM_TARGETS * 2 : 0), sizeof(STWrite));
+    snprintf(ts[nt].name, sizeof(ts[nt].name), "logits");
+    ts[nt].dtype = DT_F32; ts[nt].ndim = 3; ts[nt].shape[0] = B; ts[nt].shape[1] = T; ts[nt].shape[2] = c->vocab_size; ts[nt].fdata = logits; nt++;
+    if (targets) {
+        loss = peft_loss(&a, c, targets);
+        snprintf(ts[nt].name, sizeof(ts[nt].name), "loss");
+        ts[nt].dtype = DT_F32; ts[nt].ndim = 1; ts[nt].shape[0] = 1; ts[nt].fdata = &loss; nt++;
+        if (lo) {
+            peft_backward(&net, &a, NULL, c->n_layers, 0);
+            for (int l = 0; l < lo->n_layers; l++)
+                for (int t = 0; t < NUM_TARGETS; t++) {
+                    LoraModule *lm = &lo->mods[l * NUM_TARGETS + t];
+                    if (!lm->r) continue;
+                    for (int ab = 0; ab < 2; ab++) {
+                        char key[200];
+                        lora_key(key, sizeof(key), l, t, ab ? "B" : "A", NULL);
+                        snprintf(ts[nt].name, sizeof(ts[nt].name), "grad.%s", key);
+                        ts[nt].dtype = DT_F32; ts[nt].ndim = 2;
+                        ts[nt].shape[0] = ab ? lm->out : lm->r; ts[nt].shape[1] = ab ? lm->r : lm->in;
+                        ts[nt].fdata = ab ? lm->dB : lm->dA; nt++;
+                    }
+                }
+        }
+    }
+    if (st_write(out, ts, nt, "{\"format\":\"pt\"}")) fatal_error();
+    fprintf(stderr, "wrote %s: logits [%d,%d,%d]%s", out, B, T, c->vocab_size, targets ? "" : "\n");
+    if (targets) fprintf(stderr, ", loss %.6f%s\n", (double)loss, lo ? ", adapter gradients" : "");
+    free(ts); free(logits); free(inputs); free(targets);
+    acts_free(&a); net_free(&net); lora_free(lo); model_free(&m);
+    return 0;
+}
+
+static void error_usage(void) {
+    fprintf(stderr, "peft.c: LoRA fine-tuning of Llama-family models in one C file\n"
+                    "Usage: peft <command> [args]   (peft <command> --help for its flags)\n"
+                    "  dump MODEL -i IN -o OUT         logits/loss/gradients for given ids (regression use)\n");
+    exit(1);
+}
+
+#ifndef PEFT_NO_MAIN
+int main(int argc, char **argv) {
+    if (argc < 2) error_usage();
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "dump")) return cmd_dump(argc - 2, argv + 2);
+    if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h")) error_usage();
+    fatal("unknown command '%s' (see peft --help)", cmd);
+    return 1;
+}
+#endif
