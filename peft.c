@@ -1607,13 +1607,13 @@ static void peft_forward(Net *net, Activations *a, const int *inputs) {
     matmul_forward(a->logits, a->xf, p->wcls, N, C, V);
 }
 // Mean cross-entropy of the logits against targets (N); a->logits then holds the probabilities.
-static float peft_loss(Activations *a, const Config *c, const int *targets) {
+static double peft_loss(Activations *a, const Config *c, const int *targets) {
     int N = a->B * a->T;
     memcpy(a->targets, targets, (size_t)N * sizeof(int));
     a->count = crossentropy_forward(a->losses, a->logits, targets, N, c->vocab_size);
     double sum = 0;
     for (int n = 0; n < N; n++) sum += a->losses[n];
-    return a->count ? (float)(sum / a->count) : 0;
+    return a->count ? sum / a->count : 0;
 }
 
 // Backward of the mean loss of the last peft_forward (which must have had targets).
