@@ -1074,6 +1074,111 @@ static int model_load(Model *m, const char *path) {
     return load_bin(m, path);
 }
 
+// Writing models: llama2.c v1 (or legacy) .bin with q/k rows back in interleaved order, or a
+// Hugging Face folder (config.json + model.safetensors in dtype). Both written atomically.
+static void write_f32s(AtomicFile *af, const floatX *x, size_t n) {
+    float buf[4096];
+    for (size_t i = 0; i < n; i += 4096) {
+        size_t k = n - i < 4096 ? n - i : 4096;
+        for (size_t j = 0; j < k; j++) buf[j] = (float)x[i + j];
+        atomic_write(af, buf, k * sizeof(float));
+    }
+}
+static int model_save_bin(Model *m, const char *path, int legacy) {
+    Config *c = &m->config;
+    ParameterTensors *p = &m->params;
+    size_t *sz = m->param_sizes;
+    AtomicFile af;
+    if (atomic_open(&af, path)) return -1;
+    model_permute_qk(m, 0); // to llama2.c's interleaved RoPE layout for writing
+    if (legacy) {
+        int32_t h[7] = { c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->tied ? c->vocab_size : -c->vocab_size, c->seq_len };
+        atomic_write(&af, h, sizeof(h));
+        floatX *order[10] = { p->embed, p->rms_att, p->wq, p->wk, p->wv, p->wo, p->rms_ffn, p->w1, p->w2, p->w3 };
+        size_t osz[10] = { sz[0], sz[1], sz[2], sz[3], sz[4], sz[5], sz[6], sz[7], sz[8], sz[9] };
+        for (int i = 0; i < 10; i++) write_f32s(&af, order[i], osz[i]);
+        write_f32s(&af, p->rms_final, sz[10]);
+        // freq_cis_real/imag in llama2.c's interleaved convention (unused by readers, kept for the format)
+        int half = c->head_dim / 2;
+        floatX *fc = (floatX *)malloc_check((size_t)c->seq_len * half * 2 * sizeof(floatX));
+        for (int pass = 0; pass < 2; pass++) {
+            for (int t = 0; t < c->seq_len; t++)
+                for (int i = 0; i < half; i++) {
+                    double f = 1.0 / pow((double)c->rope_theta, (2.0 * i) / c->head_dim);
+                    fc[(size_t)t * half + i] = (floatX)(pass ? sin(t * f) : cos(t * f));
+                }
+            write_f32s(&af, fc, (size_t)c->seq_len * half);
+        }
+        free(fc);
+    } else {
+        unsigned char hdr[256] = { 0 };
+        uint32_t magic = BIN_MAGIC; int32_t version = 1;
+        int32_t h[7] = { c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->vocab_size, c->seq_len };
+        memcpy(hdr, &magic, 4); memcpy(hdr + 4, &version, 4); memcpy(hdr + 8, h, sizeof(h));
+        hdr[36] = (unsigned char)c->tied;
+        atomic_write(&af, hdr, 256);
+        floatX *order[11] = { p->rms_att, p->rms_ffn, p->rms_final, p->embed, p->wq, p->wk, p->wv, p->wo, p->w1, p->w2, p->w3 };
+        size_t osz[11] = { sz[1], sz[6], sz[10], sz[0], sz[2], sz[3], sz[4], sz[5], sz[7], sz[8], sz[9] };
+        for (int i = 0; i < 11; i++) write_f32s(&af, order[i], osz[i]);
+    }
+    if (!c->tied) write_f32s(&af, p->wcls, sz[11]);
+    model_permute_qk(m, 1);
+    return atomic_commit(&af);
+}
+
+static int model_save_hf(Model *m, const char *dir, int dtype) {
+    Config *c = &m->config;
+    ParameterTensors *p = &m->params;
+    if (mkdir_p(dir)) return -1;
+    int64_t C = c->dim, H = c->hidden_dim, V = c->vocab_size, QD = (int64_t)c->n_heads * c->head_dim, KD = (int64_t)c->n_kv_heads * c->head_dim;
+    int n = 0, cap = 9 * c->n_layers + 3;
+    STWrite *ts = (STWrite *)calloc_check((size_t)cap, sizeof(STWrite));
+    #define ADD_T(nm, ptr, d0, d1) do { STWrite *w_ = &ts[n++]; snprintf(w_->name, sizeof(w_->name), "%s", nm); w_->dtype = dtype; w_->fdata = ptr; \
+        w_->ndim = (d1) ? 2 : 1; w_->shape[0] = d0; w_->shape[1] = d1; } while (0)
+    ADD_T("model.embed_tokens.weight", p->embed, V, C);
+    for (int l = 0; l < c->n_layers; l++) {
+        const char *sub[9] = { "input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "post_attention_layernorm", "mlp.gate_proj", "mlp.down_proj", "mlp.up_proj" };
+        const floatX *d[9] = { p->rms_att + l * C, p->wq + l * QD * C, p->wk + l * KD * C, p->wv + l * KD * C, p->wo + l * C * QD, p->rms_ffn + l * C, p->w1 + l * H * C, p->w2 + l * C * H, p->w3 + l * H * C };
+        int64_t sh[9][2] = { { C, 0 }, { QD, C }, { KD, C }, { KD, C }, { C, QD }, { C, 0 }, { H, C }, { C, H }, { H, C } };
+        for (int k = 0; k < 9; k++) {
+            char name[128];
+            snprintf(name, sizeof(name), "model.layers.%d.%s.weight", l, sub[k]);
+            ADD_T(name, d[k], sh[k][0], sh[k][1]);
+        }
+    }
+    ADD_T("model.norm.weight", p->rms_final, C, 0);
+    if (!c->tied) ADD_T("lm_head.weight", p->wcls, V, C);
+    #undef ADD_T
+    char path[4096];
+    path_join(path, sizeof(path), dir, "model.safetensors");
+    int rc = st_write(path, ts, n, "{\"format\":\"pt\"}");
+    free(ts);
+    if (rc) return -1;
+    StrBuf b = { 0 };
+    sb_printf(&b, "{\n  \"architectures\": [\"LlamaForCausalLM\"],\n  \"model_type\": \"llama\",\n  \"hidden_act\": \"silu\",\n  \"hidden_size\": %d,\n  \"intermediate_size\": %d,\n"
+                  "  \"num_hidden_layers\": %d,\n  \"num_attention_heads\": %d,\n  \"num_key_value_heads\": %d,\n  \"head_dim\": %d,\n  \"vocab_size\": %d,\n"
+                  "  \"max_position_embeddings\": %d,\n  \"rms_norm_eps\": %.9g,\n  \"rope_theta\": %.9g,\n  \"tie_word_embeddings\": %s,\n"
+                  "  \"attention_bias\": false,\n  \"mlp_bias\": false,\n  \"bos_token_id\": %d,\n  \"eos_token_id\": %d,\n  \"torch_dtype\": \"%s\"",
+              c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, c->vocab_size, c->seq_len, c->norm_eps, c->rope_theta,
+              c->tied ? "true" : "false", c->bos_id, c->eos_id, dtype == DT_BF16 ? "bfloat16" : dtype == DT_F16 ? "float16" : "float32");
+    if (c->rope_llama3)
+        sb_printf(&b, ",\n  \"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": %.9g, \"low_freq_factor\": %.9g, \"high_freq_factor\": %.9g, \"original_max_position_embeddings\": %d}",
+                  c->rope_factor, c->rope_low_freq_factor, c->rope_high_freq_factor, c->rope_orig_max_pos);
+    sb_puts(&b, "\n}\n");
+    path_join(path, sizeof(path), dir, "config.json");
+    AtomicFile af;
+    if (atomic_open(&af, path)) { free(b.s); return -1; }
+    atomic_write(&af, b.s, b.n);
+    free(b.s);
+    return atomic_commit(&af);
+}
+
+// write the model the way it came: .bin (v1; legacy stays legacy) or a Hugging Face folder
+static int model_save(Model *m, const char *path, int dtype) {
+    if (m->format == FMT_HF) return model_save_hf(m, path, dtype >= 0 ? dtype : m->hf_dtype);
+    return model_save_bin(m, path, m->format == FMT_BIN_LEGACY);
+}
+
 // ----------------------------------------------------------------------------
 // layers: each *_forward is followed by its *_backward. N = B*T rows.
 // These few functions are the whole numerical core; a GPU file can replace them.
@@ -2031,6 +2136,213 @@ done:
     json_free(j);
     if (rc) { free(lc->layers); lc->layers = NULL; }
     return rc;
+}
+
+// ----------------------------------------------------------------------------
+// data and training: tokenized text, AdamW, the training loop, checkpoints, evaluation
+
+// AdamW (PyTorch's): p -= lr*wd*p; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+// p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps)
+static void adamw_update(floatX *params, const floatX *grads, floatX *m, floatX *v, size_t n, int t, float lr, float beta1, float beta2, float eps, float wd) {
+    double bc1 = 1.0 - pow(beta1, t), bc2 = 1.0 - pow(beta2, t);
+    floatX step = (floatX)(lr / bc1), rbc2 = (floatX)(1.0 / sqrt(bc2));
+    #pragma omp parallel for schedule(static)
+    for (long i = 0; i < (long)n; i++) {
+        floatX g = grads[i];
+        params[i] -= (floatX)(lr * wd) * params[i];
+        m[i] = beta1 * m[i] + (1 - beta1) * g;
+        v[i] = beta2 * v[i] + (1 - beta2) * g * g;
+        params[i] -= step * m[i] / (SQRTX(v[i]) * rbc2 + eps);
+    }
+}
+
+// The trainable parameters as contiguous segments (param, grad): LoRA's one block, or model tensors.
+typedef struct { floatX *p, *g; size_t n; } Segment;
+typedef struct {
+    Segment seg[NUM_PARAM_TENSORS + 1];
+    int nseg;
+    size_t total;
+    floatX *m, *v;   // AdamW moments, (total) each, in segment order
+} Trainable;
+
+enum { TUNE_LORA, TUNE_FREEZE, TUNE_FULL };
+static const char *tune_names[] = { "lora", "freeze", "full" };
+
+// freeze: the last n_train layers' weights; full: every weight.
+static void trainable_init(Trainable *tr, Model *m, ParameterTensors *g, Lora *lo, int mode, int layer_from) {
+    memset(tr, 0, sizeof(*tr));
+    if (mode == TUNE_LORA) {
+        tr->seg[0].p = lo->params; tr->seg[0].g = lo->grads; tr->seg[0].n = lo->num_params; tr->nseg = 1;
+    } else {
+        floatX *pp[NUM_PARAM_TENSORS] = { m->params.embed, m->params.rms_att, m->params.wq, m->params.wk, m->params.wv, m->params.wo, m->params.rms_ffn, m->params.w1, m->params.w2, m->params.w3, m->params.rms_final, m->params.wcls };
+        floatX *gp[NUM_PARAM_TENSORS] = { g->embed, g->rms_att, g->wq, g->wk, g->wv, g->wo, g->rms_ffn, g->w1, g->w2, g->w3, g->rms_final, g->wcls };
+        int L = m->config.n_layers;
+        for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+            size_t n = m->param_sizes[i];
+            if (!n) continue;
+            int per_layer = i >= 1 && i <= 9;
+            if (mode == TUNE_FREEZE && !per_layer) continue;
+            size_t off = (mode == TUNE_FREEZE) ? n / (size_t)L * (size_t)layer_from : 0; // layers are the outer dimension
+            tr->seg[tr->nseg].p = pp[i] + off; tr->seg[tr->nseg].g = gp[i] + off; tr->seg[tr->nseg].n = n - off;
+            tr->nseg++;
+        }
+    }
+    for (int i = 0; i < tr->nseg; i++) tr->total += tr->seg[i].n;
+    tr->m = (floatX *)calloc_check(tr->total, sizeof(floatX));
+    tr->v = (floatX *)calloc_check(tr->total, sizeof(floatX));
+}
+static void trainable_free(Trainable *tr) { free(tr->m); free(tr->v); }
+static void trainable_zero_grad(Trainable *tr) { for (int i = 0; i < tr->nseg; i++) memset(tr->seg[i].g, 0, tr->seg[i].n * sizeof(floatX)); }
+static double trainable_grad_norm(Trainable *tr) {
+    double s = 0;
+    for (int i = 0; i < tr->nseg; i++) for (size_t k = 0; k < tr->seg[i].n; k++) s += (double)tr->seg[i].g[k] * tr->seg[i].g[k];
+    return sqrt(s);
+}
+static void trainable_scale_grad(Trainable *tr, double f) { for (int i = 0; i < tr->nseg; i++) for (size_t k = 0; k < tr->seg[i].n; k++) tr->seg[i].g[k] *= (floatX)f; }
+static void trainable_update(Trainable *tr, int t, float lr, float wd) {
+    size_t off = 0;
+    for (int i = 0; i < tr->nseg; i++) {
+        adamw_update(tr->seg[i].p, tr->seg[i].g, tr->m + off, tr->v + off, tr->seg[i].n, t, lr, 0.9f, 0.999f, 1e-8f, wd);
+        off += tr->seg[i].n;
+    }
+}
+
+// learning rate at step (0-based): linear warmup, then cosine or linear decay to 0, or constant
+enum { SCHED_COSINE, SCHED_LINEAR, SCHED_CONSTANT };
+static float lr_at(int step, int total, int warmup, float lr, int schedule) {
+    if (step < warmup) return lr * (step + 1) / (float)warmup;
+    if (schedule == SCHED_CONSTANT || total <= warmup) return lr;
+    double progress = (double)(step - warmup) / (double)(total - warmup);
+    if (schedule == SCHED_LINEAR) return (float)(lr * (1.0 - progress));
+    return (float)(lr * 0.5 * (1.0 + cos(3.14159265358979323846 * progress)));
+}
+
+// mean next-token loss over tokens in non-overlapping windows of T (the last one partial),
+// B windows at a time; returns the loss and the number of predicted tokens. max_windows <= 0: all.
+static double evaluate(Net *net, Activations *a, const int *tokens, int n, int max_windows, long *count_out) {
+    int B = a->B, T = a->T;
+    int *inp = (int *)malloc_check((size_t)B * T * sizeof(int)), *tgt = (int *)malloc_check((size_t)B * T * sizeof(int));
+    double sum = 0;
+    long count = 0;
+    int windows = 0;
+    int saved_training = net->lora ? net->lora->training : 0;
+    if (net->lora) net->lora->training = 0;
+    // masks off: evaluation has no dropout
+    LoraModule *mods = net->lora ? net->lora->mods : NULL;
+    floatX **masks = NULL;
+    if (mods) {
+        masks = (floatX **)malloc_check((size_t)net->lora->n_layers * NUM_TARGETS * sizeof(floatX *));
+        for (int i = 0; i < net->lora->n_layers * NUM_TARGETS; i++) { masks[i] = mods[i].mask; mods[i].mask = NULL; }
+    }
+    for (int pos = 0; pos + 1 < n && (max_windows <= 0 || windows < max_windows);) {
+        for (int b = 0; b < B; b++) {
+            for (int t = 0; t < T; t++) {
+                int i = pos + t;
+                inp[b * T + t] = i < n ? tokens[i] : 0;
+                tgt[b * T + t] = i + 1 < n ? tokens[i + 1] : -100;
+            }
+            if (pos + 1 < n) windows++;
+            pos += T;
+        }
+        peft_forward(net, a, inp);
+        peft_loss(a, &net->model->config, tgt);
+        for (int i = 0; i < B * T; i++) if (tgt[i] >= 0) { sum += a->losses[i]; count++; }
+    }
+    if (mods) { for (int i = 0; i < net->lora->n_layers * NUM_TARGETS; i++) mods[i].mask = masks[i]; free(masks); }
+    if (net->lora) net->lora->training = saved_training;
+    free(inp); free(tgt);
+    *count_out = count;
+    return count ? sum / count : 0;
+}
+
+static volatile sig_atomic_t stop_requested = 0;
+static void on_sigint(int sig) { (void)sig; stop_requested = 1; }
+
+typedef struct {
+    const char *model_path, *data_path, *tok_path, *outdir, *val_path, *resume, *resume_adapter;
+    int mode, B, T, steps, warmup, grad_accum, eval_every, save_every, eval_batches, schedule, freeze_layers, checkpoint_acts, log_every;
+    float epochs, lr, wd, clip, val_frac;
+    LoraConfig lc;
+    uint64_t seed;
+} TrainArgs;
+
+// trainer_state.json + optimizer.safetensors: everything needed to continue bit-for-bit
+static int save_trainer_state(const char *dir, const TrainArgs *ta, Trainable *tr, int step, uint64_t data_rng, uint64_t dropout_rng) {
+    if (mkdir_p(dir)) return -1;
+    char path[4096];
+    STWrite ts[2];
+    memset(ts, 0, sizeof(ts));
+    snprintf(ts[0].name, sizeof(ts[0].name), "adamw.m"); ts[0].dtype = DT_F32; ts[0].ndim = 1; ts[0].shape[0] = (int64_t)tr->total; ts[0].fdata = tr->m;
+    snprintf(ts[1].name, sizeof(ts[1].name), "adamw.v"); ts[1].dtype = DT_F32; ts[1].ndim = 1; ts[1].shape[0] = (int64_t)tr->total; ts[1].fdata = tr->v;
+    path_join(path, sizeof(path), dir, "optimizer.safetensors");
+    if (st_write(path, ts, 2, "{\"format\":\"pt\"}")) return -1;
+    StrBuf b = { 0 };
+    sb_printf(&b, "{\n  \"step\": %d,\n  \"data_rng\": \"%llu\",\n  \"dropout_rng\": \"%llu\",\n  \"mode\": \"%s\",\n  \"batch_size\": %d,\n  \"seq_len\": %d,\n  \"grad_accum\": %d,\n  \"trainable\": %zu\n}\n",
+              step, (unsigned long long)data_rng, (unsigned long long)dropout_rng, tune_names[ta->mode], ta->B, ta->T, ta->grad_accum, tr->total);
+    path_join(path, sizeof(path), dir, "trainer_state.json");
+    AtomicFile af;
+    if (atomic_open(&af, path)) { free(b.s); return -1; }
+    atomic_write(&af, b.s, b.n);
+    free(b.s);
+    return atomic_commit(&af);
+}
+
+static int load_trainer_state(const char *dir, const TrainArgs *ta, Trainable *tr, int *step, uint64_t *data_rng, uint64_t *dropout_rng) {
+    char path[4096];
+    path_join(path, sizeof(path), dir, "trainer_state.json");
+    Json *j = json_load(path);
+    if (!j) return -1;
+    int rc = 0;
+    const char *dr = json_str(json_get(j, "data_rng")), *pr = json_str(json_get(j, "dropout_rng")), *mode = json_str(json_get(j, "mode"));
+    Json *js = json_get(j, "step");
+    if (!json_is_int(js) || js->num < 0 || !dr || !pr || !mode) rc = set_error(path, "missing step, data_rng, dropout_rng or mode");
+    else if (strcmp(mode, tune_names[ta->mode]) || (int)json_num_or(j, "batch_size", -1) != ta->B || (int)json_num_or(j, "seq_len", -1) != ta->T ||
+             (int)json_num_or(j, "grad_accum", -1) != ta->grad_accum || (size_t)json_num_or(j, "trainable", -1) != tr->total)
+        rc = set_error(path, "checkpoint was made with different settings (mode %s, batch %d, seq_len %d, grad_accum %d); resume with the same ones",
+                       mode, (int)json_num_or(j, "batch_size", -1), (int)json_num_or(j, "seq_len", -1), (int)json_num_or(j, "grad_accum", -1));
+    else {
+        *step = (int)js->num;
+        *data_rng = strtoull(dr, NULL, 10);
+        *dropout_rng = strtoull(pr, NULL, 10);
+    }
+    json_free(j);
+    if (rc) return -1;
+    SafeTensors st;
+    path_join(path, sizeof(path), dir, "optimizer.safetensors");
+    if (st_open(&st, path)) return -1;
+    STTensor *tm = st_find(&st, "adamw.m"), *tv = st_find(&st, "adamw.v");
+    int64_t shape[1] = { (int64_t)tr->total };
+    if (!tm || !tv) rc = set_error(path, "missing adamw.m / adamw.v");
+    else if (st_check_shape(&st, tm, 1, shape) || st_check_shape(&st, tv, 1, shape) || st_read_floatX(&st, tm, tr->m) || st_read_floatX(&st, tv, tr->v)) rc = -1;
+    st_close(&st);
+    return rc;
+}
+
+// save the trained result: the adapter (lora) or the model (freeze/full), into dir
+static int save_result(const TrainArgs *ta, Model *m, Lora *lo, const char *dir) {
+    if (ta->mode == TUNE_LORA) return lora_save(lo, &ta->lc, dir, ta->model_path);
+    if (mkdir_p(dir)) return -1;
+    if (m->format == FMT_HF) return model_save_hf(m, dir, m->hf_dtype);
+    char path[4096];
+    path_join(path, sizeof(path), dir, "model.bin");
+    return model_save_bin(m, path, m->format == FMT_BIN_LEGACY);
+}
+static int save_checkpoint(const TrainArgs *ta, Model *m, Lora *lo, Trainable *tr, const char *dir, int step, uint64_t data_rng) {
+    if (save_result(ta, m, lo, dir)) return -1;
+    return save_trainer_state(dir, ta, tr, step, data_rng, lo ? lo->rng : 0);
+}
+
+static void fmt_time(char *buf, size_t n, double s) {
+    if (s < 0 || s > 1e7) { snprintf(buf, n, "?"); return; }
+    int t = (int)(s + 0.5);
+    if (t >= 3600) snprintf(buf, n, "%dh%02dm", t / 3600, t / 60 % 60);
+    else if (t >= 60) snprintf(buf, n, "%dm%02ds", t / 60, t % 60);
+    else snprintf(buf, n, "%ds", t);
+}
+static void fmt_bytes(char *buf, size_t n, double b) {
+    if (b >= 1 << 30) snprintf(buf, n, "%.2f GiB", b / (1 << 30));
+    else if (b >= 1 << 20) snprintf(buf, n, "%.1f MiB", b / (1 << 20));
+    else snprintf(buf, n, "%.1f KiB", b / 1024);
 }
 
 // ----------------------------------------------------------------------------

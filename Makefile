@@ -1,0 +1,58 @@
+# peft.c: `make` builds ./peft (optimised, OpenMP when the compiler has it) and tokenizer.bin;
+# `make test` runs the suite; `make debug` builds and runs it under ASan+UBSan.
+CC ?= cc
+PYTHON ?= python3
+TOKENIZER_MODEL ?= ../shared/tokenizers/llama2/tokenizer.model
+
+# OpenMP if the compiler supports it; PORTABLE=1 builds plain C99 without OpenMP or -march=native
+HAVE_OPENMP := $(shell echo 'int main(void){return 0;}' | $(CC) -fopenmp -x c - -o /dev/null 2>/dev/null && echo 1)
+ifeq ($(PORTABLE),1)
+  OPT = -O2
+  OMP = -Wno-unknown-pragmas
+else
+  OPT = -O3 -march=native
+  ifeq ($(HAVE_OPENMP),1)
+    OMP = -fopenmp
+  else
+    OMP = -Wno-unknown-pragmas
+  endif
+endif
+CFLAGS ?= $(OPT) -std=c99 -Wall -Wextra
+LDLIBS = -lm
+SAN = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+
+.PHONY: all test debug clean tokenizer
+all: peft tokenizer
+
+peft: peft.c
+	$(CC) $(CFLAGS) $(OMP) peft.c -o peft $(LDLIBS)
+
+# tokenizer.bin from the Llama 2 sentencepiece model, with export.py (standard library only)
+tokenizer: tokenizer.bin
+tokenizer.bin: export.py
+	@if [ -f "$(TOKENIZER_MODEL)" ]; then \
+		$(PYTHON) export.py tokenizer "$(TOKENIZER_MODEL)" -o tokenizer.bin; \
+	else \
+		echo "note: no Llama 2 tokenizer.model at $(TOKENIZER_MODEL); tokenizer.bin not built."; \
+		echo "      get it from meta-llama/Llama-2-7b-hf (tokenizer.model) and run: make TOKENIZER_MODEL=path/to/tokenizer.model"; \
+	fi
+
+test_all: test_all.c peft.c
+	$(CC) $(CFLAGS) $(OMP) test_all.c -o test_all $(LDLIBS)
+test_all_fp64: test_all.c peft.c
+	$(CC) $(CFLAGS) $(OMP) -DPEFT_FP64 test_all.c -o test_all_fp64 $(LDLIBS)
+
+# the suite: test_all runs ./test_all_fp64 (finite differences in double) and ./peft (CLI tests)
+test: peft tokenizer test_all test_all_fp64
+	./test_all
+
+# AddressSanitizer + UndefinedBehaviorSanitizer build of everything, then the suite
+# (separate binaries, so the fast ones stay as they are)
+debug: tokenizer
+	$(CC) $(SAN) -std=c99 -Wall -Wextra -Wno-unknown-pragmas peft.c -o peft_debug $(LDLIBS)
+	$(CC) $(SAN) -std=c99 -Wall -Wextra -Wno-unknown-pragmas test_all.c -o test_all_debug $(LDLIBS)
+	$(CC) $(SAN) -std=c99 -Wall -Wextra -Wno-unknown-pragmas -DPEFT_FP64 test_all.c -o test_all_fp64_debug $(LDLIBS)
+	ASAN_OPTIONS=detect_leaks=1 PEFT_BIN=./peft_debug PEFT_FP64_TEST=./test_all_fp64_debug ./test_all_debug
+
+clean:
+	rm -f peft test_all test_all_fp64 peft_debug test_all_debug test_all_fp64_debug
