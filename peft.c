@@ -1226,32 +1226,50 @@ static void matmul_backward(floatX *dinp, floatX *dweight, const floatX *dout, c
     }
 }
 
-// LoRA on a linear layer: y = x W^T + scale * dropout(x) A^T B^T
+// LoRA on a linear layer: y = x W^T + scale * dropout(x) A^T B^T.
+// DoRA (PEFT's use_dora): y = x W^T + (g - 1) * (xd W^T) + g * scale * xd A^T B^T, g = mag / ||W + scale B A||
+// per output row, with xd = dropout(x); the norm is treated as a constant in the backward, as PEFT does.
 typedef struct {
     int r;            // rank; 0 means no adapter on this module
     int in, out;      // x is (N,in), y is (N,out)
     float scale;      // lora_alpha / r, or lora_alpha / sqrt(r) with rsLoRA
     floatX *A;        // (r, in)
     floatX *B;        // (out, r)
-    floatX *dA, *dB;  // gradients, NULL when frozen
+    floatX *mag;      // (out) DoRA magnitude; NULL for plain LoRA
+    floatX *dA, *dB, *dmag; // gradients, NULL when frozen
+    floatX *wnorm;    // (out) DoRA: ||W + scale B A|| per row, from the last forward
+    int wnorm_fixed;  // tests: keep wnorm as it is (to check the gradient that treats it as constant)
     floatX *u;        // (N, r) = dropout(x) A^T, kept for the backward
     floatX *mask;     // (N, in) dropout mask, 0 or 1/(1-p); NULL without dropout
 } LoraModule;
 
-// scratch shared by all LoRA modules (the ops run one after another)
-typedef struct { floatX *xd, *t; size_t cap; } LoraScratch;
+// scratch shared by all LoRA modules (the ops run one after another), each (N * largest dim)
+typedef struct { floatX *xd, *dxd, *t, *z, *du; size_t cap; } LoraScratch;
 static LoraScratch lora_scratch;
 static void lora_scratch_reserve(size_t n) {
     if (n <= lora_scratch.cap) return;
-    free(lora_scratch.xd); free(lora_scratch.t);
-    lora_scratch.xd = (floatX *)malloc_check(n * sizeof(floatX));
-    lora_scratch.t = (floatX *)malloc_check(n * sizeof(floatX));
+    floatX **b[5] = { &lora_scratch.xd, &lora_scratch.dxd, &lora_scratch.t, &lora_scratch.z, &lora_scratch.du };
+    for (int i = 0; i < 5; i++) { free(*b[i]); *b[i] = (floatX *)malloc_check(n * sizeof(floatX)); }
     lora_scratch.cap = n;
 }
 
-// out += scale * dropout(inp) A^T B^T. inp is (N,in), out is (N,out).
+// DoRA: wnorm[o] = || W[o,:] + scale * B[o,:] A ||
+static void dora_weight_norm(floatX *wnorm, const floatX *W, const LoraModule *lm) {
+    #pragma omp parallel for schedule(static)
+    for (int o = 0; o < lm->out; o++) {
+        double ss = 0;
+        for (int x = 0; x < lm->in; x++) {
+            double v = W[(size_t)o * lm->in + x];
+            for (int k = 0; k < lm->r; k++) v += (double)lm->scale * lm->B[(size_t)o * lm->r + k] * lm->A[(size_t)k * lm->in + x];
+            ss += v * v;
+        }
+        wnorm[o] = (floatX)sqrt(ss);
+    }
+}
+
+// out (which holds x W^T) += the adapter's part. inp is (N,in), out is (N,out), W is (out,in).
 // new_mask: draw a fresh dropout mask (training); otherwise reuse lm->mask (recompute) when present.
-static void lora_forward(floatX *out, const floatX *inp, LoraModule *lm, int N, float dropout, int new_mask, uint64_t *rng) {
+static void lora_forward(floatX *out, const floatX *inp, const floatX *W, LoraModule *lm, int N, float dropout, int new_mask, uint64_t *rng) {
     const floatX *x = inp;
     size_t nin = (size_t)N * lm->in;
     if (lm->mask) {
@@ -1263,48 +1281,76 @@ static void lora_forward(floatX *out, const floatX *inp, LoraModule *lm, int N, 
     matmul_forward(lm->u, x, lm->A, N, lm->in, lm->r);            // u = xd A^T    (N, r)
     matmul_forward(lora_scratch.t, lm->u, lm->B, N, lm->r, lm->out); // t = u B^T  (N, out)
     floatX s = (floatX)lm->scale;
-    for (size_t i = 0, n = (size_t)N * lm->out; i < n; i++) out[i] += s * lora_scratch.t[i];
+    if (!lm->mag) {
+        for (size_t i = 0, n = (size_t)N * lm->out; i < n; i++) out[i] += s * lora_scratch.t[i];
+        return;
+    }
+    if (!lm->wnorm_fixed) dora_weight_norm(lm->wnorm, W, lm);
+    const floatX *base = out; // xd W^T: the base output itself without dropout
+    if (lm->mask) { matmul_forward(lora_scratch.z, x, W, N, lm->in, lm->out); base = lora_scratch.z; }
+    for (int n = 0; n < N; n++)
+        for (int o = 0; o < lm->out; o++) {
+            size_t i = (size_t)n * lm->out + o;
+            floatX g = lm->mag[o] / lm->wnorm[o];
+            out[i] += (g - 1) * base[i] + g * s * lora_scratch.t[i];
+        }
 }
-// dB += scale * dout^T u; du = scale * dout B; dA += du^T xd; dinp += (du A) * mask
-static void lora_backward(floatX *dinp, const floatX *dout, const floatX *inp, LoraModule *lm, int N) {
-    size_t nr = (size_t)N * lm->r, nin = (size_t)N * lm->in;
+// LoRA: dB += scale * dout^T u; du = scale * dout B; dA += du^T xd; dinp += (du A) * mask.
+// DoRA: dmag += sum_n dout * (xd W^T + scale u B^T) / wnorm; the LoRA path sees dout * g, and
+// dinp also gets ((g - 1) * dout) W through the dropout mask.
+static void lora_backward(floatX *dinp, const floatX *dout, const floatX *inp, const floatX *W, LoraModule *lm, int N) {
+    size_t nr = (size_t)N * lm->r, nin = (size_t)N * lm->in, nout = (size_t)N * lm->out;
     floatX s = (floatX)lm->scale;
-    const floatX *x = inp;
+    const floatX *x = inp, *dy = dout;
     if (lm->mask) { for (size_t i = 0; i < nin; i++) lora_scratch.xd[i] = inp[i] * lm->mask[i]; x = lora_scratch.xd; }
-    floatX *du = lora_scratch.t; // (N, r)
+    if (lm->mag) {
+        matmul_forward(lora_scratch.z, x, W, N, lm->in, lm->out);        // z = xd W^T
+        matmul_forward(lora_scratch.t, lm->u, lm->B, N, lm->r, lm->out); // t = u B^T
+        if (lm->dmag) {
+            #pragma omp parallel for schedule(static)
+            for (int o = 0; o < lm->out; o++) {
+                double acc = 0;
+                for (int n = 0; n < N; n++) { size_t i = (size_t)n * lm->out + o; acc += (double)dout[i] * (lora_scratch.z[i] + s * lora_scratch.t[i]); }
+                lm->dmag[o] += (floatX)(acc / lm->wnorm[o]);
+            }
+        }
+        for (size_t i = 0; i < nout; i++) {
+            floatX g = lm->mag[i % lm->out] / lm->wnorm[i % lm->out];
+            lora_scratch.t[i] = dout[i] * g;         // the LoRA path's gradient
+            lora_scratch.z[i] = dout[i] * (g - 1);   // the (g-1) xd W^T path's gradient
+        }
+        dy = lora_scratch.t;
+    }
+    floatX *du = lora_scratch.du; // (N, r)
     memset(du, 0, nr * sizeof(floatX));
-    matmul_backward(du, NULL, dout, NULL, lm->B, N, lm->r, lm->out);   // du = dout B
+    matmul_backward(du, NULL, dy, NULL, lm->B, N, lm->r, lm->out);   // du = dy B
     for (size_t i = 0; i < nr; i++) du[i] *= s;
     if (lm->dB) {
-        // dB (out, r) += scale * dout^T u
+        // dB (out, r) += scale * dy^T u
         #pragma omp parallel for schedule(static)
         for (int o = 0; o < lm->out; o++)
             for (int n = 0; n < N; n++) {
-                floatX d = s * dout[(size_t)n * lm->out + o];
+                floatX d = s * dy[(size_t)n * lm->out + o];
                 for (int k = 0; k < lm->r; k++) lm->dB[(size_t)o * lm->r + k] += d * lm->u[(size_t)n * lm->r + k];
             }
     }
     if (lm->dA) matmul_backward(NULL, lm->dA, du, x, NULL, N, lm->in, lm->r); // dA += du^T xd
     if (!dinp) return;
-    if (lm->mask) {
-        // dxd = du A; dinp += dxd * mask. xd is no longer needed, reuse its scratch
-        floatX *dxd = lora_scratch.xd;
-        memset(dxd, 0, nin * sizeof(floatX));
-        matmul_backward(dxd, NULL, du, NULL, lm->A, N, lm->in, lm->r);
-        for (size_t i = 0; i < nin; i++) dinp[i] += dxd[i] * lm->mask[i];
-    } else {
-        matmul_backward(dinp, NULL, du, NULL, lm->A, N, lm->in, lm->r); // dinp += du A
-    }
+    floatX *dx = dinp;
+    if (lm->mask) { dx = lora_scratch.dxd; memset(dx, 0, nin * sizeof(floatX)); }
+    matmul_backward(dx, NULL, du, NULL, lm->A, N, lm->in, lm->r);          // dxd += du A
+    if (lm->mag) matmul_backward(dx, NULL, lora_scratch.z, NULL, W, N, lm->in, lm->out); // dxd += ((g-1) dy) W
+    if (lm->mask) for (size_t i = 0; i < nin; i++) dinp[i] += dx[i] * lm->mask[i];
 }
 
 // a linear layer with an optional LoRA: out = inp W^T (+ LoRA)
 static void linear_forward(floatX *out, const floatX *inp, const floatX *weight, LoraModule *lm, int N, int C, int OC, float dropout, int new_mask, uint64_t *rng) {
     matmul_forward(out, inp, weight, N, C, OC);
-    if (lm && lm->r) lora_forward(out, inp, lm, N, dropout, new_mask, rng);
+    if (lm && lm->r) lora_forward(out, inp, weight, lm, N, dropout, new_mask, rng);
 }
 static void linear_backward(floatX *dinp, floatX *dweight, const floatX *dout, const floatX *inp, const floatX *weight, LoraModule *lm, int N, int C, int OC) {
     matmul_backward(dinp, dweight, dout, inp, weight, N, C, OC);
-    if (lm && lm->r) lora_backward(dinp, dout, inp, lm, N);
+    if (lm && lm->r) lora_backward(dinp, dout, inp, weight, lm, N);
 }
 
 // out = embed[tokens]: out is (N,C)
@@ -1527,6 +1573,8 @@ typedef struct {
     float dropout;       // on the LoRA branch input, training only
     int training;        // draw dropout masks
     uint64_t rng;        // dropout RNG
+    int dora;            // modules carry DoRA magnitudes
+    floatX *wnorm_memory, *act_memory;
 } Lora;
 static LoraModule *lora_mod(const Lora *lo, int l, int t) { return (lo && lo->mods && lo->mods[l * NUM_TARGETS + t].r) ? &lo->mods[l * NUM_TARGETS + t] : NULL; }
 
@@ -1840,6 +1888,7 @@ typedef struct {
     unsigned targets;      // bit t set: inject into target_names[t]
     unsigned char *layers; // (L) 1 = inject into this layer; NULL = all layers
     int init_gaussian;     // A ~ N(0, 1/r) instead of kaiming-uniform(a=sqrt(5))
+    int dora;              // DoRA (use_dora)
     uint64_t seed;
 } LoraConfig;
 
@@ -1851,22 +1900,26 @@ static void target_dims(const Config *c, int t, int *in, int *out) {
 static const char *target_block(int t) { return t <= TGT_O ? "self_attn" : "mlp"; }
 
 // Lay out the modules with ranks[l*NUM_TARGETS+t] (0 = none) and scales; allocate params (and grads if training).
-static void lora_alloc(Lora *lo, const Config *c, const int *ranks, const float *scales, int training) {
+static void lora_alloc(Lora *lo, const Config *c, const int *ranks, const float *scales, int dora, int training) {
     memset(lo, 0, sizeof(*lo));
     lo->n_layers = c->n_layers;
+    lo->dora = dora;
     lo->mods = (LoraModule *)calloc_check((size_t)c->n_layers * NUM_TARGETS, sizeof(LoraModule));
-    size_t total = 0;
+    size_t total = 0, nout = 0;
     for (int i = 0; i < c->n_layers * NUM_TARGETS; i++) {
         LoraModule *m = &lo->mods[i];
         target_dims(c, i % NUM_TARGETS, &m->in, &m->out);
         m->r = ranks[i];
         m->scale = scales[i];
-        total += (size_t)m->r * (m->in + m->out);
+        if (!m->r) continue;
+        total += (size_t)m->r * (m->in + m->out) + (dora ? (size_t)m->out : 0);
+        nout += (size_t)m->out;
     }
     lo->num_params = total;
     lo->params = (floatX *)calloc_check(total, sizeof(floatX));
     if (training) lo->grads = (floatX *)calloc_check(total, sizeof(floatX));
-    size_t off = 0;
+    if (dora) lo->wnorm_memory = (floatX *)calloc_check(nout, sizeof(floatX));
+    size_t off = 0, woff = 0;
     for (int i = 0; i < c->n_layers * NUM_TARGETS; i++) {
         LoraModule *m = &lo->mods[i];
         if (!m->r) continue;
@@ -1876,11 +1929,17 @@ static void lora_alloc(Lora *lo, const Config *c, const int *ranks, const float 
         m->B = lo->params + off;
         if (training) m->dB = lo->grads + off;
         off += (size_t)m->r * m->out;
+        if (dora) {
+            m->mag = lo->params + off;
+            if (training) m->dmag = lo->grads + off;
+            off += (size_t)m->out;
+            m->wnorm = lo->wnorm_memory + woff;
+            woff += (size_t)m->out;
+        }
     }
 }
 
 // activation buffers for N rows (u, and dropout masks when training with dropout)
-static floatX *lora_act_memory;
 static void lora_alloc_acts(Lora *lo, int N) {
     size_t total = 0, maxdim = 0;
     for (int i = 0; i < lo->n_layers * NUM_TARGETS; i++) {
@@ -1890,25 +1949,43 @@ static void lora_alloc_acts(Lora *lo, int N) {
         size_t d = (size_t)(m->in > m->out ? m->in : m->out);
         if (d > maxdim) maxdim = d;
     }
-    free(lora_act_memory);
-    lora_act_memory = (floatX *)calloc_check(total, sizeof(floatX));
+    free(lo->act_memory);
+    lo->act_memory = (floatX *)calloc_check(total, sizeof(floatX));
     size_t off = 0;
     for (int i = 0; i < lo->n_layers * NUM_TARGETS; i++) {
         LoraModule *m = &lo->mods[i];
         if (!m->r) continue;
-        m->u = lora_act_memory + off; off += (size_t)N * m->r;
-        if (lo->dropout > 0) { m->mask = lora_act_memory + off; off += (size_t)N * m->in; }
+        m->u = lo->act_memory + off; off += (size_t)N * m->r;
+        if (lo->dropout > 0) { m->mask = lo->act_memory + off; off += (size_t)N * m->in; }
         else m->mask = NULL;
     }
     lora_scratch_reserve((size_t)N * maxdim);
 }
 static void lora_free(Lora *lo) {
     if (!lo) return;
-    free(lo->mods); free(lo->params); free(lo->grads);
+    free(lo->mods); free(lo->params); free(lo->grads); free(lo->wnorm_memory); free(lo->act_memory);
     memset(lo, 0, sizeof(*lo));
 }
 
 static float lora_scale(float alpha, int r, int rslora) { return rslora ? alpha / sqrtf((float)r) : alpha / (float)r; }
+
+// the base weight (out, in) that module t of layer l adapts
+static floatX *model_weight(Model *model, int l, int t) {
+    Config *c = &model->config;
+    ParameterTensors *p = &model->params;
+    size_t C = (size_t)c->dim, H = (size_t)c->hidden_dim, QD = (size_t)c->n_heads * c->head_dim, KD = (size_t)c->n_kv_heads * c->head_dim;
+    floatX *W[NUM_TARGETS] = { p->wq + l * QD * C, p->wk + l * KD * C, p->wv + l * KD * C, p->wo + l * C * QD, p->w1 + l * H * C, p->w3 + l * H * C, p->w2 + l * C * H };
+    return W[t];
+}
+
+// DoRA's magnitude starts as the row norms of the (merged) weight, so that a new adapter changes nothing
+static void lora_init_dora(Lora *lo, Model *model) {
+    for (int i = 0; i < lo->n_layers * NUM_TARGETS; i++) {
+        LoraModule *m = &lo->mods[i];
+        if (!m->r || !m->mag) continue;
+        dora_weight_norm(m->mag, model_weight(model, i / NUM_TARGETS, i % NUM_TARGETS), m);
+    }
+}
 
 // New adapter: A kaiming-uniform with a=sqrt(5), i.e. U(-1/sqrt(in), 1/sqrt(in)) (PEFT's default), B = 0.
 static int lora_create(Lora *lo, const Config *c, const LoraConfig *lc, int training) {
@@ -1921,7 +1998,7 @@ static int lora_create(Lora *lo, const Config *c, const LoraConfig *lc, int trai
                 ranks[l * NUM_TARGETS + t] = lc->r;
                 scales[l * NUM_TARGETS + t] = lora_scale(lc->alpha, lc->r, lc->rslora);
             }
-    lora_alloc(lo, c, ranks, scales, training);
+    lora_alloc(lo, c, ranks, scales, lc->dora, training);
     free(ranks); free(scales);
     lo->dropout = lc->dropout;
     lo->rng = lc->seed ^ 0x9E3779B97F4A7C15ull;
@@ -1966,7 +2043,7 @@ static char *lora_config_json(const Lora *lo, const LoraConfig *lc, const char *
               lc->alpha, lc->dropout, lc->r);
     int first = 1;
     for (int t = 0; t < NUM_TARGETS; t++) if (lc->targets >> t & 1) { sb_printf(&b, "%s\"%s\"", first ? "" : ", ", target_names[t]); first = 0; }
-    sb_printf(&b, "],\n  \"task_type\": \"CAUSAL_LM\",\n  \"use_dora\": false,\n  \"use_rslora\": %s\n}\n", lc->rslora ? "true" : "false");
+    sb_printf(&b, "],\n  \"task_type\": \"CAUSAL_LM\",\n  \"use_dora\": %s,\n  \"use_rslora\": %s\n}\n", lo->dora ? "true" : "false", lc->rslora ? "true" : "false");
     return b.s;
 }
 
@@ -1974,7 +2051,7 @@ static char *lora_config_json(const Lora *lo, const LoraConfig *lc, const char *
 static int lora_save(const Lora *lo, const LoraConfig *lc, const char *dir, const char *base_model) {
     if (mkdir_p(dir)) return -1;
     int n = 0;
-    STWrite *ts = (STWrite *)calloc_check((size_t)lo->n_layers * NUM_TARGETS * 2, sizeof(STWrite));
+    STWrite *ts = (STWrite *)calloc_check((size_t)lo->n_layers * NUM_TARGETS * 3, sizeof(STWrite));
     for (int l = 0; l < lo->n_layers; l++)
         for (int t = 0; t < NUM_TARGETS; t++) {
             LoraModule *m = &lo->mods[l * NUM_TARGETS + t];
@@ -1984,6 +2061,11 @@ static int lora_save(const Lora *lo, const LoraConfig *lc, const char *dir, cons
             a->dtype = DT_F32; a->ndim = 2; a->shape[0] = m->r; a->shape[1] = m->in; a->fdata = m->A;
             lora_key(bw->name, sizeof(bw->name), l, t, "B", NULL);
             bw->dtype = DT_F32; bw->ndim = 2; bw->shape[0] = m->out; bw->shape[1] = m->r; bw->fdata = m->B;
+            if (m->mag) {
+                STWrite *mw = &ts[n++];
+                snprintf(mw->name, sizeof(mw->name), "base_model.model.model.layers.%d.%s.%s.lora_magnitude_vector", l, target_block(t), target_names[t]);
+                mw->dtype = DT_F32; mw->ndim = 1; mw->shape[0] = m->out; mw->fdata = m->mag;
+            }
         }
     char path[4096];
     path_join(path, sizeof(path), dir, "adapter_model.safetensors");
@@ -2008,7 +2090,8 @@ static int peft_key_matches(const char *key, const char *name) {
     return kl == nl || name[nl - kl - 1] == '.';
 }
 
-// Parse module name "...layers.<l>.<block>.<target>.lora_<A|B>[.<adapter>].weight"; returns 0 and fills l, t, ab.
+// Parse "...layers.<l>.<block>.<target>.lora_<A|B>[.<adapter>].weight" (ab = A or B) or
+// "....lora_magnitude_vector[.<adapter>][.weight]" (ab = M, DoRA); returns 0 and fills l, t, ab.
 static int parse_lora_key(const char *key, int *l, int *t, char *ab) {
     const char *p = strstr(key, "layers.");
     if (!p) return -1;
@@ -2022,6 +2105,14 @@ static int parse_lora_key(const char *key, int *l, int *t, char *ab) {
         size_t bl = strlen(target_block(i)), tl = strlen(target_names[i]);
         if (!strncmp(p, target_block(i), bl) && p[bl] == '.' && !strncmp(p + bl + 1, target_names[i], tl) && p[bl + 1 + tl] == '.') {
             const char *q = p + bl + 1 + tl + 1;
+            if (!strncmp(q, "lora_magnitude_vector", 21) && (q[21] == 0 || q[21] == '.')) {
+                // DoRA magnitude: "...lora_magnitude_vector" [".<adapter>"] [".weight"]
+                *ab = 'M';
+                q += 21;
+                if (*q == '.') { q++; const char *dot = strchr(q, '.'); if (dot && strcmp(dot, ".weight")) return -1; if (!*q) return -1; }
+                *t = i;
+                return 0;
+            }
             if (strncmp(q, "lora_", 5) || (q[5] != 'A' && q[5] != 'B') || q[6] != '.') return -1;
             *ab = q[5];
             q += 7;
@@ -2060,7 +2151,7 @@ static int lora_load(Lora *lo, LoraConfig *lc, const Config *c, const char *dir,
     if (!json_is_num(ja)) { rc = set_error(cpath, "'lora_alpha' must be a number"); goto done; }
     if (bias && strcmp(bias, "none")) { rc = set_error(cpath, "bias '%s' is not supported (only \"none\")", bias); goto done; }
     if (json_bool_or(j, "fan_in_fan_out", 0)) { rc = set_error(cpath, "fan_in_fan_out=true is not supported for Llama linear layers"); goto done; }
-    if (json_bool_or(j, "use_dora", 0)) { rc = set_error(cpath, "use_dora adapters are not supported yet"); goto done; }
+    lc->dora = json_bool_or(j, "use_dora", 0);
     if (mts && mts->type != JSON_NULL && !(mts->type == JSON_ARRAY && mts->n == 0)) { rc = set_error(cpath, "modules_to_save is not supported yet"); goto done; }
     lc->r = (int)jr->num;
     lc->alpha = (float)ja->num;
@@ -2083,11 +2174,18 @@ static int lora_load(Lora *lo, LoraConfig *lc, const Config *c, const char *dir,
         int n = c->n_layers * NUM_TARGETS;
         int *ranks = (int *)calloc_check((size_t)n, sizeof(int));
         float *scales = (float *)calloc_check((size_t)n, sizeof(float));
+        unsigned char *seen = (unsigned char *)calloc_check((size_t)n * 3, 1);
         // ranks from the tensors themselves, checked against the config
         for (int i = 0; i < st.n && !rc; i++) {
             int l, t; char ab;
             if (parse_lora_key(st.t[i].name, &l, &t, &ab)) { rc = set_error(wpath, "unexpected tensor '%s' (not a LoRA A/B weight of a Llama layer)", st.t[i].name); break; }
             if (l >= c->n_layers) { rc = set_error(wpath, "tensor '%s' is for layer %d but the model has %d layers", st.t[i].name, l, c->n_layers); break; }
+            int slot = (l * NUM_TARGETS + t) * 3 + (ab == 'A' ? 0 : ab == 'B' ? 1 : 2);
+            if (seen[slot]++) { rc = set_error(wpath, "tensor '%s' appears twice (with and without an adapter name?)", st.t[i].name); break; }
+            if (ab == 'M') {
+                if (!lc->dora) { rc = set_error(wpath, "tensor '%s' is a DoRA magnitude but adapter_config.json has use_dora false", st.t[i].name); break; }
+                continue;
+            }
             if (st.t[i].ndim != 2) { rc = set_error(wpath, "tensor '%s' must be 2-D", st.t[i].name); break; }
             int r = (int)(ab == 'A' ? st.t[i].shape[0] : st.t[i].shape[1]);
             if (r <= 0) { rc = set_error(wpath, "tensor '%s' has rank 0", st.t[i].name); break; }
@@ -2105,37 +2203,89 @@ static int lora_load(Lora *lo, LoraConfig *lc, const Config *c, const char *dir,
             for (int k = 0; rp && rp->type == JSON_OBJECT && k < rp->n; k++) if (peft_key_matches(rp->keys[k], mname) && json_is_int(&rp->items[k])) want_r = (int)rp->items[k].num;
             for (int k = 0; ap && ap->type == JSON_OBJECT && k < ap->n; k++) if (peft_key_matches(ap->keys[k], mname) && json_is_num(&ap->items[k])) alpha = (float)ap->items[k].num;
             if (ranks[i] != want_r) { rc = set_error(wpath, "layer %d %s has rank %d but adapter_config.json says r=%d", l, target_names[t], ranks[i], want_r); break; }
+            if (lc->dora && !seen[i * 3 + 2]) { rc = set_error(wpath, "layer %d %s has no lora_magnitude_vector but use_dora is true", l, target_names[t]); break; }
             if (lc->layers && !lc->layers[l]) { rc = set_error(wpath, "layer %d has LoRA weights but is not in layers_to_transform", l); break; }
             scales[i] = lora_scale(alpha, ranks[i], lc->rslora);
         }
         if (!rc) {
-            lora_alloc(lo, c, ranks, scales, training);
+            lora_alloc(lo, c, ranks, scales, lc->dora, training);
             lo->dropout = lc->dropout;
             for (int i = 0; i < n && !rc; i++) {
                 LoraModule *m = &lo->mods[i];
                 if (!m->r) continue;
                 int l = i / NUM_TARGETS, t = i % NUM_TARGETS;
-                for (int ab = 0; ab < 2 && !rc; ab++) {
+                for (int ab = 0; ab < (lc->dora ? 3 : 2) && !rc; ab++) {
                     // the key with or without an adapter-name segment
+                    const char want = "ABM"[ab];
                     STTensor *tt = NULL;
                     for (int k = 0; k < st.n && !tt; k++) {
                         int kl, kt; char kab;
-                        if (!parse_lora_key(st.t[k].name, &kl, &kt, &kab) && kl == l && kt == t && kab == (ab ? 'B' : 'A')) tt = &st.t[k];
+                        if (!parse_lora_key(st.t[k].name, &kl, &kt, &kab) && kl == l && kt == t && kab == want) tt = &st.t[k];
                     }
                     if (!tt) { rc = set_error(wpath, "layer %d %s has lora_%c but no lora_%c", l, target_names[t], ab ? 'A' : 'B', ab ? 'B' : 'A'); break; }
-                    int64_t shape[2] = { ab ? m->out : m->r, ab ? m->r : m->in };
-                    if (st_check_shape(&st, tt, 2, shape) || st_read_floatX(&st, tt, ab ? m->B : m->A)) rc = -1;
+                    int64_t shape[2] = { ab == 0 ? m->r : m->out, ab == 0 ? m->in : m->r };
+                    if (st_check_shape(&st, tt, ab == 2 ? 1 : 2, shape) || st_read_floatX(&st, tt, ab == 0 ? m->A : ab == 1 ? m->B : m->mag)) rc = -1;
                 }
             }
             if (rc) lora_free(lo);
         }
-        free(ranks); free(scales);
+        free(ranks); free(scales); free(seen);
         st_close(&st);
     }
 done:
     json_free(j);
     if (rc) { free(lc->layers); lc->layers = NULL; }
     return rc;
+}
+
+// Several adapters at once: the exact weighted sum of their deltas, sum_i w_i * s_i * B_i A_i, as one
+// LoRA of rank sum_i r_i with A = [w_i s_i A_i] stacked and B = [B_i] side by side, scale 1.
+// (PEFT's add_weighted_adapter with combination_type="cat" builds the same thing.)
+static void lora_combine(Lora *out, Lora *const *ins, const float *w, int n, const Config *c) {
+    int nm = c->n_layers * NUM_TARGETS;
+    int *ranks = (int *)calloc_check((size_t)nm, sizeof(int));
+    float *scales = (float *)calloc_check((size_t)nm, sizeof(float));
+    for (int i = 0; i < nm; i++) {
+        for (int k = 0; k < n; k++) ranks[i] += ins[k]->mods[i].r;
+        scales[i] = 1;
+    }
+    lora_alloc(out, c, ranks, scales, 0, 0);
+    for (int i = 0; i < nm; i++) {
+        LoraModule *m = &out->mods[i];
+        int r0 = 0;
+        for (int k = 0; k < n; k++) {
+            LoraModule *s = &ins[k]->mods[i];
+            for (int j = 0; j < s->r; j++)
+                for (int x = 0; x < s->in; x++) m->A[(size_t)(r0 + j) * m->in + x] = (floatX)(w[k] * s->scale) * s->A[(size_t)j * s->in + x];
+            for (int o = 0; o < s->out; o++)
+                for (int j = 0; j < s->r; j++) m->B[(size_t)o * m->r + r0 + j] = s->B[(size_t)o * s->r + j];
+            r0 += s->r;
+        }
+    }
+    free(ranks); free(scales);
+}
+
+// Merge into the base weights: W' = W + scale * B A; DoRA: W' = mag / ||W + scale B A|| * (W + scale B A) per row.
+// Unmerge (sign -1) subtracts the LoRA delta again (plain LoRA only: DoRA keeps the original weights instead).
+static void lora_merge(Model *model, const Lora *lo, int sign) {
+    for (int l = 0; l < lo->n_layers; l++)
+        for (int t = 0; t < NUM_TARGETS; t++) {
+            LoraModule *m = &lo->mods[l * NUM_TARGETS + t];
+            if (!m->r) continue;
+            floatX *w = model_weight(model, l, t), s = (floatX)(sign * m->scale);
+            floatX *norm = m->mag ? (floatX *)malloc_check((size_t)m->out * sizeof(floatX)) : NULL;
+            if (norm) dora_weight_norm(norm, w, m);
+            #pragma omp parallel for schedule(static)
+            for (int o = 0; o < m->out; o++) {
+                floatX *row = w + (size_t)o * m->in;
+                for (int k = 0; k < m->r; k++) {
+                    floatX b = s * m->B[(size_t)o * m->r + k];
+                    for (int x = 0; x < m->in; x++) row[x] += b * m->A[(size_t)k * m->in + x];
+                }
+                if (norm) { floatX g = m->mag[o] / norm[o]; for (int x = 0; x < m->in; x++) row[x] *= g; }
+            }
+            free(norm);
+        }
 }
 
 // ----------------------------------------------------------------------------
@@ -2465,7 +2615,7 @@ static int cmd_dump(int argc, char **argv) {
     memcpy(logits, a.logits, nl * sizeof(floatX));
     floatX loss = 0;
     int nt = 0;
-    STWrite *ts = (STWrite *)calloc_check(2 + (lo ? (size_t)lo->n_layers * NUM_TARGETS * 2 : 0), sizeof(STWrite));
+    STWrite *ts = (STWrite *)calloc_check(2 + (lo ? (size_t)lo->n_layers * NUM_TARGETS * 3 : 0), sizeof(STWrite));
     snprintf(ts[nt].name, sizeof(ts[nt].name), "logits");
     ts[nt].dtype = DT_F32; ts[nt].ndim = 3; ts[nt].shape[0] = B; ts[nt].shape[1] = T; ts[nt].shape[2] = c->vocab_size; ts[nt].fdata = logits; nt++;
     if (targets) {
@@ -2485,6 +2635,10 @@ static int cmd_dump(int argc, char **argv) {
                         ts[nt].dtype = DT_F32; ts[nt].ndim = 2;
                         ts[nt].shape[0] = ab ? lm->out : lm->r; ts[nt].shape[1] = ab ? lm->r : lm->in;
                         ts[nt].fdata = ab ? lm->dB : lm->dA; nt++;
+                    }
+                    if (lm->mag) { // PEFT names the magnitude's gradient after its nn.Parameter: ...lora_magnitude_vector.weight
+                        snprintf(ts[nt].name, sizeof(ts[nt].name), "grad.base_model.model.model.layers.%d.%s.%s.lora_magnitude_vector.weight", l, target_block(t), target_names[t]);
+                        ts[nt].dtype = DT_F32; ts[nt].ndim = 1; ts[nt].shape[0] = lm->out; ts[nt].fdata = lm->dmag; nt++;
                     }
                 }
         }
