@@ -158,27 +158,49 @@ static void test_fd_crossentropy(void) {
     free(c.logits); free(c.probs); free(c.losses); free(d);
 }
 
-typedef struct { floatX *out, *inp; LoraModule *m; int N; } LoraCtx;
-static void fd_lora_fwd(void *p) { LoraCtx *c = (LoraCtx *)p; memset(c->out, 0, (size_t)c->N * c->m->out * sizeof(floatX)); lora_forward(c->out, c->inp, c->m, c->N, 0.3f, 0, NULL); }
-static void test_fd_lora(int with_dropout) {
+typedef struct { floatX *out, *inp, *W; LoraModule *m; int N; } LoraCtx;
+static void fd_lora_fwd(void *p) {
+    LoraCtx *c = (LoraCtx *)p;
+    matmul_forward(c->out, c->inp, c->W, c->N, c->m->in, c->m->out); // DoRA reads the base output
+    lora_forward(c->out, c->inp, c->W, c->m, c->N, 0.3f, 0, NULL);
+}
+// LoRA (and DoRA with its weight norm held constant, as PEFT's backward treats it), with and without dropout
+static void test_fd_lora(int with_dropout, int dora) {
     int N = 6, in = 10, out = 9, r = 3;
     LoraModule m = { 0 };
     m.r = r; m.in = in; m.out = out; m.scale = 1.7f;
     m.A = malloc_check(r * in * sizeof(floatX)); m.B = malloc_check(out * r * sizeof(floatX));
     m.dA = calloc_check(r * in, sizeof(floatX)); m.dB = calloc_check(out * r, sizeof(floatX));
     m.u = malloc_check(N * r * sizeof(floatX));
+    floatX *W = malloc_check(out * in * sizeof(floatX));
+    fill_random(W, out * in, 1);
     if (with_dropout) { m.mask = malloc_check(N * in * sizeof(floatX)); for (int i = 0; i < N * in; i++) m.mask[i] = random_f32(&fd_rng) < 0.3f ? 0 : (floatX)(1 / 0.7); }
     lora_scratch_reserve((size_t)N * 16);
-    LoraCtx c = { malloc_check(N * out * sizeof(floatX)), malloc_check(N * in * sizeof(floatX)), &m, N };
+    LoraCtx c = { malloc_check(N * out * sizeof(floatX)), malloc_check(N * in * sizeof(floatX)), W, &m, N };
     floatX *R = malloc_check(N * out * sizeof(floatX)), *dinp = calloc_check(N * in, sizeof(floatX));
     fill_random(m.A, r * in, 1); fill_random(m.B, out * r, 1); fill_random(c.inp, N * in, 1); fill_random(R, N * out, 1);
+    if (dora) {
+        m.mag = malloc_check(out * sizeof(floatX)); m.dmag = calloc_check(out, sizeof(floatX)); m.wnorm = malloc_check(out * sizeof(floatX));
+        fill_random(m.mag, out, 1);
+        for (int o = 0; o < out; o++) m.mag[o] += 2;
+        dora_weight_norm(m.wnorm, W, &m);
+        m.wnorm_fixed = 1;
+    }
     fd_lora_fwd(&c);
-    lora_backward(dinp, R, c.inp, &m, N);
+    matmul_backward(dinp, NULL, R, c.inp, W, N, in, out); // the base path, as linear_backward does
+    lora_backward(dinp, R, c.inp, W, &m, N);
     FDObjective o = { c.out, (size_t)N * out, R };
-    fd_compare(with_dropout ? "fd lora dA (dropout)" : "fd lora dA", m.A, r * in, m.dA, fd_lora_fwd, &c, &o);
-    fd_compare(with_dropout ? "fd lora dB (dropout)" : "fd lora dB", m.B, out * r, m.dB, fd_lora_fwd, &c, &o);
-    fd_compare(with_dropout ? "fd lora dinp (dropout)" : "fd lora dinp", c.inp, N * in, dinp, fd_lora_fwd, &c, &o);
-    free(m.A); free(m.B); free(m.dA); free(m.dB); free(m.u); free(m.mask); free(c.out); free(c.inp); free(R); free(dinp);
+    char name[128];
+    const char *kind = dora ? "dora" : "lora";
+    snprintf(name, sizeof(name), "fd %s dA%s", kind, with_dropout ? " (dropout)" : "");
+    fd_compare(name, m.A, r * in, m.dA, fd_lora_fwd, &c, &o);
+    snprintf(name, sizeof(name), "fd %s dB%s", kind, with_dropout ? " (dropout)" : "");
+    fd_compare(name, m.B, out * r, m.dB, fd_lora_fwd, &c, &o);
+    snprintf(name, sizeof(name), "fd %s dinp%s", kind, with_dropout ? " (dropout)" : "");
+    fd_compare(name, c.inp, N * in, dinp, fd_lora_fwd, &c, &o);
+    if (dora) { snprintf(name, sizeof(name), "fd dora dmagnitude%s", with_dropout ? " (dropout)" : ""); fd_compare(name, m.mag, out, m.dmag, fd_lora_fwd, &c, &o); }
+    free(m.A); free(m.B); free(m.dA); free(m.dB); free(m.u); free(m.mask); free(m.mag); free(m.dmag); free(m.wnorm);
+    free(W); free(c.out); free(c.inp); free(R); free(dinp);
 }
 
 // --- whole-model checks on a tiny random model
@@ -215,8 +237,10 @@ static void test_fd_model(const char *mode, int tied, int checkpoint) {
         LoraConfig lc = { 0 };
         lc.r = 2; lc.alpha = 3; lc.targets = (1u << NUM_TARGETS) - 1; lc.seed = 7;
         lc.dropout = strstr(mode, "dropout") ? 0.25f : 0;
+        lc.dora = strstr(mode, "dora") != NULL;
         lora_create(&lora, c, &lc, 1);
         fill_random(lora.params, lora.num_params, 0.5); // B must not be zero for a meaningful check
+        if (lc.dora) lora_init_dora(&lora, &m);
         lo = &lora;
         lora_alloc_acts(lo, N);
         lo->training = 1;
@@ -228,6 +252,7 @@ static void test_fd_model(const char *mode, int tied, int checkpoint) {
     ModelCtx ctx = { &net, &a, inputs, targets, 0 };
     fd_model_fwd(&ctx);      // with dropout: draws the masks once
     if (lo) lo->training = 0; // later forwards reuse the same masks
+    if (lo && lo->dora) for (int i = 0; i < c->n_layers * NUM_TARGETS; i++) lo->mods[i].wnorm_fixed = 1; // PEFT: norm is a constant
     fd_model_fwd(&ctx);
     // gradients
     floatX *gmem = NULL;
@@ -281,10 +306,14 @@ static void run_fd_tests(void) {
     test_fd_attention();
     test_fd_swiglu();
     test_fd_crossentropy();
-    test_fd_lora(0);
-    test_fd_lora(1);
+    test_fd_lora(0, 0);
+    test_fd_lora(1, 0);
+    test_fd_lora(0, 1);
+    test_fd_lora(1, 1);
     test_fd_model("lora", 0, 0);
     test_fd_model("lora dropout", 0, 0);
+    test_fd_model("lora dora", 0, 0);
+    test_fd_model("lora dora dropout", 1, 0);
     test_fd_model("lora", 1, 1);
     test_fd_model("full", 0, 0);
     test_fd_model("full", 1, 0);
@@ -667,15 +696,16 @@ static void test_peft_reference(const char *name) {
         for (int t = 0; t < NUM_TARGETS; t++) {
             LoraModule *lm = &lo.mods[l * NUM_TARGETS + t];
             if (!lm->r) continue;
-            for (int ab = 0; ab < 2; ab++) {
+            for (int ab = 0; ab < (lm->mag ? 3 : 2); ab++) {
                 char key[256], gk[300];
                 lora_key(key, sizeof(key), l, t, ab ? "B" : "A", NULL);
                 snprintf(gk, sizeof(gk), "grad.%s", key);
+                if (ab == 2) snprintf(gk, sizeof(gk), "grad.base_model.model.model.layers.%d.%s.%s.lora_magnitude_vector.weight", l, target_block(t), target_names[t]);
                 size_t gn;
                 float *rg = load_f32(ref, gk, &gn);
                 if (!rg) { check(0, "PEFT gradient present", "%s missing in reference", gk); continue; }
                 double *x = malloc_check(gn * sizeof(double)), *y = malloc_check(gn * sizeof(double));
-                floatX *g = ab ? lm->dB : lm->dA;
+                floatX *g = ab == 0 ? lm->dA : ab == 1 ? lm->dB : lm->dmag;
                 for (size_t i = 0; i < gn; i++) { x[i] = g[i]; y[i] = rg[i]; }
                 double r = rel_err(x, y, gn);
                 if (r > worst) { worst = r; snprintf(worst_name, sizeof(worst_name), "%s", gk); }
@@ -706,6 +736,30 @@ static void test_peft_reference(const char *name) {
         trainable_free(&tr);
         free(rl);
     }
+    // merging: the merged model (HF folder and the llama2.c .bin of the same weights) gives logits_merged
+    float *rmerged = load_f32(ref, "logits_merged", &n);
+    const char *bases[2] = { SHARED "/models/stories260K-hf-f32", SHARED "/models/stories260K/stories260K.bin" };
+    for (int v = 0; v < 2 && rmerged; v++) {
+        Model mm;
+        Lora lo2; LoraConfig lc2;
+        if (model_load(&mm, bases[v]) || lora_load(&lo2, &lc2, &mm.config, dir, 0)) { check(0, "merge", "%s", peft_errbuf); continue; }
+        floatX *orig = malloc_check(mm.num_parameters * sizeof(floatX));
+        memcpy(orig, mm.params_memory, mm.num_parameters * sizeof(floatX));
+        lora_merge(&mm, &lo2, 1);
+        float *lg = dump_logits(&mm, NULL, ids, B, T, NULL, NULL);
+        double em = max_abs_diff(lg, rmerged, nl, &where);
+        snprintf(label, sizeof(label), "%s: merged into %s == logits_merged", name, bases[v]);
+        check(em <= 1e-4, label, "max abs error %.2e <= 1e-4", em);
+        if (!lo2.dora) { // unmerge restores the weights to fp32 rounding
+            lora_merge(&mm, &lo2, -1);
+            double worst_w = 0, maxw = 0;
+            for (size_t i = 0; i < mm.num_parameters; i++) { worst_w = fmax(worst_w, fabs((double)mm.params_memory[i] - orig[i])); maxw = fmax(maxw, fabs((double)orig[i])); }
+            snprintf(label, sizeof(label), "%s: unmerge restores the weights (%s)", name, bases[v]);
+            check(worst_w <= 4 * FLT_EPSILON * maxw, label, "max abs change %.2e (weights up to %.2f; fp32 rounding is %.1e)", worst_w, maxw, FLT_EPSILON * maxw);
+        }
+        free(lg); free(orig); lora_free(&lo2); free(lc2.layers); model_free(&mm);
+    }
+    free(rmerged);
     free(got); free(ids); free(tg); free(rloss); free(rlog);
     acts_free(&a); net_free(&net); lora_free(&lo); free(lc.layers); model_free(&m);
 }
@@ -718,6 +772,7 @@ static void run_fp32_tests(void) {
     test_generation();
     test_peft_reference("qv_r4");
     test_peft_reference("all_r8_rslora");
+    test_peft_reference("qkvo_r4_dora");
 }
 
 // run the fp64 finite-difference binary and fold its counts into ours
