@@ -131,8 +131,12 @@ static int file_exists(const char *path) { struct stat st; return stat(path, &st
 static int dir_exists(const char *path) { struct stat st; return stat(path, &st) == 0 && S_ISDIR(st.st_mode); }
 
 static void path_join(char *out, size_t n, const char *dir, const char *name) {
-    size_t dl = strlen(dir);
-    snprintf(out, n, "%s%s%s", dir, (dl && dir[dl - 1] == '/') ? "" : "/", name);
+    size_t dl = strlen(dir), nl = strlen(name);
+    int slash = !(dl && dir[dl - 1] == '/');
+    if (dl + (size_t)slash + nl + 1 > n) fatal("path too long: %s/%s", dir, name);
+    memcpy(out, dir, dl);
+    if (slash) out[dl] = '/';
+    memcpy(out + dl + slash, name, nl + 1);
 }
 
 // Atomic writes: write to "<path>.tmp.<pid>", fsync-free fclose, then rename over path.
@@ -155,7 +159,6 @@ static int atomic_commit(AtomicFile *af) {
     if (rename(af->tmp, af->path) != 0) { remove(af->tmp); return set_error(af->path, "cannot rename into place: %s", strerror(errno)); }
     return 0;
 }
-static void atomic_abort(AtomicFile *af) { if (af->f) fclose(af->f); remove(af->tmp); }
 
 // make a directory (and parents); 0 on success
 static int mkdir_p(const char *path) {
@@ -1177,6 +1180,1113 @@ static int model_save_hf(Model *m, const char *dir, int dtype) {
 static int model_save(Model *m, const char *path, int dtype) {
     if (m->format == FMT_HF) return model_save_hf(m, path, dtype >= 0 ? dtype : m->hf_dtype);
     return model_save_bin(m, path, m->format == FMT_BIN_LEGACY);
+}
+
+// ----------------------------------------------------------------------------
+// tokenizer: llama2.c tokenizer.bin and Hugging Face tokenizer.json (BPE models)
+//
+// Three flavours share one BPE merge loop:
+//   llama2.c tokenizer.bin (a sentencepiece export): int32 max_token_length, then for each id
+//     float32 score, int32 length, the piece's bytes. Encoding is run.c's: a dummy prefix " ",
+//     each UTF-8 character as a piece (else its bytes as <0xNN> pieces), then repeatedly merge
+//     the adjacent pair whose concatenation is a piece with the highest score, leftmost on ties.
+//   tokenizer.json, sentencepiece-style (Llama 2, Mistral, TinyLlama): spaces become "▁" (the
+//     normalizer Prepend + Replace, or the pre-tokenizer Metaspace), characters not in the vocab
+//     fall back to <0xNN> pieces, pairs merge by rank (their order in model.merges).
+//   tokenizer.json, byte-level (GPT-2, Llama 3, Qwen2, SmolLM): the text is split by GPT-2's or
+//     Llama 3's regex (matched by hand below, no regex engine), each byte becomes a printable
+//     character (GPT-2's bytes_to_unicode), then pairs merge by rank within each piece.
+// The merge loop keeps the symbols in a doubly linked list and the candidate pairs in a heap:
+// O(n log n) instead of run.c's rescan after every merge, with the same result.
+// Added tokens (<s>, <|eot_id|>, ...) written in the text are matched as Hugging Face does for
+// tokenizer.json (leftmost, longest first, on the raw text; their lstrip/rstrip/single_word flags
+// are ignored); a tokenizer.bin treats all text as text, like sentencepiece.
+
+#define TOK_MAX_VOCAB (1 << 24)
+#define TOK_MAX_STEPS 16
+#define TOK_MAX_TEXT ((size_t)1 << 28)  // bytes of text one tokenizer_encode call takes
+
+enum { TOK_LLAMA2C, TOK_SENTENCEPIECE, TOK_BYTELEVEL };        // Tokenizer.kind
+enum { PIECE_TEXT, PIECE_BYTE, PIECE_CONTROL, PIECE_ADDED };    // how a piece decodes: text, one raw
+                                                                // byte <0xNN>, nothing, verbatim
+enum { STEP_PREPEND, STEP_REPLACE, STEP_METASPACE, STEP_SPLIT, STEP_DIGITS, STEP_BYTELEVEL };
+enum { PAT_GPT2, PAT_LLAMA3, PAT_QWEN2 };                       // the regexes of STEP_SPLIT
+
+// one normalizer or pre-tokenizer step of a tokenizer.json
+typedef struct {
+    int op;       // STEP_*
+    char *a, *b;  // PREPEND: a; REPLACE: a -> b; METASPACE: a is the replacement ("▁")
+    int x, y;     // METASPACE: x = prepend (0 never, 1 always, 2 first), y = split;
+                  // SPLIT: x = PAT_*; DIGITS: x = individual_digits; BYTELEVEL: x = add_prefix_space, y = use_regex
+} TokStep;
+
+typedef struct { int left, right, id; float prio; } TokMerge;  // (left, right) -> id; left < 0: empty slot
+
+typedef struct Tokenizer {
+    int kind;                     // TOK_*
+    int vocab_size;               // ids are 0..vocab_size-1
+    int bos_id, eos_id, unk_id;   // -1 if none
+    char **pieces;                // (vocab_size) the bytes of each piece, NUL-terminated; NULL: unused id
+    int *piece_len;               // (vocab_size)
+    unsigned char *attr;          // (vocab_size) PIECE_*
+    char *arena;                  // storage of all pieces
+    int *lookup;                  // hash table piece -> id over the model's vocabulary, -1 = empty slot
+    size_t lookup_mask;
+    TokMerge *merges;             // hash table of merges; prio: higher merges first (score, or -rank)
+    size_t merge_mask;
+    int byte_id[256];             // the byte fallback piece <0xNN> of each byte, -1 if none
+    int char_id[256];             // byte-level: the one-character piece of each byte, -1 if none
+    int byte_fallback, fuse_unk, ignore_merges;
+    int strip_space;              // decode drops the leading space of the first piece (the dummy prefix)
+    TokStep norm[TOK_MAX_STEPS];  // normalizer steps, in order
+    int n_norm;
+    TokStep pre[TOK_MAX_STEPS];   // pre-tokenizer steps, in order
+    int n_pre;
+    int *added;                   // ids of the added tokens matched in the text, longest first
+    int n_added;
+    unsigned char added_first[256]; // 1 where some added token starts with this byte
+    char *path;                   // the file, for error messages
+} Tokenizer;
+
+// Unicode classes of the pre-tokenizer regexes: \p{L}, \p{N}, \s
+
+// generated by wip/gen_unicode_tables.py from Unicode 15.0.0: inclusive code point ranges lo,hi
+// \p{L} (Lu Ll Lt Lm Lo): 659 ranges
+static const uint32_t unicode_letter_ranges[] = {
+    0x41,0x5A, 0x61,0x7A, 0xAA,0xAA, 0xB5,0xB5, 0xBA,0xBA, 0xC0,0xD6, 0xD8,0xF6, 0xF8,0x2C1,
+    0x2C6,0x2D1, 0x2E0,0x2E4, 0x2EC,0x2EC, 0x2EE,0x2EE, 0x370,0x374, 0x376,0x377, 0x37A,0x37D, 0x37F,0x37F,
+    0x386,0x386, 0x388,0x38A, 0x38C,0x38C, 0x38E,0x3A1, 0x3A3,0x3F5, 0x3F7,0x481, 0x48A,0x52F, 0x531,0x556,
+    0x559,0x559, 0x560,0x588, 0x5D0,0x5EA, 0x5EF,0x5F2, 0x620,0x64A, 0x66E,0x66F, 0x671,0x6D3, 0x6D5,0x6D5,
+    0x6E5,0x6E6, 0x6EE,0x6EF, 0x6FA,0x6FC, 0x6FF,0x6FF, 0x710,0x710, 0x712,0x72F, 0x74D,0x7A5, 0x7B1,0x7B1,
+    0x7CA,0x7EA, 0x7F4,0x7F5, 0x7FA,0x7FA, 0x800,0x815, 0x81A,0x81A, 0x824,0x824, 0x828,0x828, 0x840,0x858,
+    0x860,0x86A, 0x870,0x887, 0x889,0x88E, 0x8A0,0x8C9, 0x904,0x939, 0x93D,0x93D, 0x950,0x950, 0x958,0x961,
+    0x971,0x980, 0x985,0x98C, 0x98F,0x990, 0x993,0x9A8, 0x9AA,0x9B0, 0x9B2,0x9B2, 0x9B6,0x9B9, 0x9BD,0x9BD,
+    0x9CE,0x9CE, 0x9DC,0x9DD, 0x9DF,0x9E1, 0x9F0,0x9F1, 0x9FC,0x9FC, 0xA05,0xA0A, 0xA0F,0xA10, 0xA13,0xA28,
+    0xA2A,0xA30, 0xA32,0xA33, 0xA35,0xA36, 0xA38,0xA39, 0xA59,0xA5C, 0xA5E,0xA5E, 0xA72,0xA74, 0xA85,0xA8D,
+    0xA8F,0xA91, 0xA93,0xAA8, 0xAAA,0xAB0, 0xAB2,0xAB3, 0xAB5,0xAB9, 0xABD,0xABD, 0xAD0,0xAD0, 0xAE0,0xAE1,
+    0xAF9,0xAF9, 0xB05,0xB0C, 0xB0F,0xB10, 0xB13,0xB28, 0xB2A,0xB30, 0xB32,0xB33, 0xB35,0xB39, 0xB3D,0xB3D,
+    0xB5C,0xB5D, 0xB5F,0xB61, 0xB71,0xB71, 0xB83,0xB83, 0xB85,0xB8A, 0xB8E,0xB90, 0xB92,0xB95, 0xB99,0xB9A,
+    0xB9C,0xB9C, 0xB9E,0xB9F, 0xBA3,0xBA4, 0xBA8,0xBAA, 0xBAE,0xBB9, 0xBD0,0xBD0, 0xC05,0xC0C, 0xC0E,0xC10,
+    0xC12,0xC28, 0xC2A,0xC39, 0xC3D,0xC3D, 0xC58,0xC5A, 0xC5D,0xC5D, 0xC60,0xC61, 0xC80,0xC80, 0xC85,0xC8C,
+    0xC8E,0xC90, 0xC92,0xCA8, 0xCAA,0xCB3, 0xCB5,0xCB9, 0xCBD,0xCBD, 0xCDD,0xCDE, 0xCE0,0xCE1, 0xCF1,0xCF2,
+    0xD04,0xD0C, 0xD0E,0xD10, 0xD12,0xD3A, 0xD3D,0xD3D, 0xD4E,0xD4E, 0xD54,0xD56, 0xD5F,0xD61, 0xD7A,0xD7F,
+    0xD85,0xD96, 0xD9A,0xDB1, 0xDB3,0xDBB, 0xDBD,0xDBD, 0xDC0,0xDC6, 0xE01,0xE30, 0xE32,0xE33, 0xE40,0xE46,
+    0xE81,0xE82, 0xE84,0xE84, 0xE86,0xE8A, 0xE8C,0xEA3, 0xEA5,0xEA5, 0xEA7,0xEB0, 0xEB2,0xEB3, 0xEBD,0xEBD,
+    0xEC0,0xEC4, 0xEC6,0xEC6, 0xEDC,0xEDF, 0xF00,0xF00, 0xF40,0xF47, 0xF49,0xF6C, 0xF88,0xF8C, 0x1000,0x102A,
+    0x103F,0x103F, 0x1050,0x1055, 0x105A,0x105D, 0x1061,0x1061, 0x1065,0x1066, 0x106E,0x1070, 0x1075,0x1081, 0x108E,0x108E,
+    0x10A0,0x10C5, 0x10C7,0x10C7, 0x10CD,0x10CD, 0x10D0,0x10FA, 0x10FC,0x1248, 0x124A,0x124D, 0x1250,0x1256, 0x1258,0x1258,
+    0x125A,0x125D, 0x1260,0x1288, 0x128A,0x128D, 0x1290,0x12B0, 0x12B2,0x12B5, 0x12B8,0x12BE, 0x12C0,0x12C0, 0x12C2,0x12C5,
+    0x12C8,0x12D6, 0x12D8,0x1310, 0x1312,0x1315, 0x1318,0x135A, 0x1380,0x138F, 0x13A0,0x13F5, 0x13F8,0x13FD, 0x1401,0x166C,
+    0x166F,0x167F, 0x1681,0x169A, 0x16A0,0x16EA, 0x16F1,0x16F8, 0x1700,0x1711, 0x171F,0x1731, 0x1740,0x1751, 0x1760,0x176C,
+    0x176E,0x1770, 0x1780,0x17B3, 0x17D7,0x17D7, 0x17DC,0x17DC, 0x1820,0x1878, 0x1880,0x1884, 0x1887,0x18A8, 0x18AA,0x18AA,
+    0x18B0,0x18F5, 0x1900,0x191E, 0x1950,0x196D, 0x1970,0x1974, 0x1980,0x19AB, 0x19B0,0x19C9, 0x1A00,0x1A16, 0x1A20,0x1A54,
+    0x1AA7,0x1AA7, 0x1B05,0x1B33, 0x1B45,0x1B4C, 0x1B83,0x1BA0, 0x1BAE,0x1BAF, 0x1BBA,0x1BE5, 0x1C00,0x1C23, 0x1C4D,0x1C4F,
+    0x1C5A,0x1C7D, 0x1C80,0x1C88, 0x1C90,0x1CBA, 0x1CBD,0x1CBF, 0x1CE9,0x1CEC, 0x1CEE,0x1CF3, 0x1CF5,0x1CF6, 0x1CFA,0x1CFA,
+    0x1D00,0x1DBF, 0x1E00,0x1F15, 0x1F18,0x1F1D, 0x1F20,0x1F45, 0x1F48,0x1F4D, 0x1F50,0x1F57, 0x1F59,0x1F59, 0x1F5B,0x1F5B,
+    0x1F5D,0x1F5D, 0x1F5F,0x1F7D, 0x1F80,0x1FB4, 0x1FB6,0x1FBC, 0x1FBE,0x1FBE, 0x1FC2,0x1FC4, 0x1FC6,0x1FCC, 0x1FD0,0x1FD3,
+    0x1FD6,0x1FDB, 0x1FE0,0x1FEC, 0x1FF2,0x1FF4, 0x1FF6,0x1FFC, 0x2071,0x2071, 0x207F,0x207F, 0x2090,0x209C, 0x2102,0x2102,
+    0x2107,0x2107, 0x210A,0x2113, 0x2115,0x2115, 0x2119,0x211D, 0x2124,0x2124, 0x2126,0x2126, 0x2128,0x2128, 0x212A,0x212D,
+    0x212F,0x2139, 0x213C,0x213F, 0x2145,0x2149, 0x214E,0x214E, 0x2183,0x2184, 0x2C00,0x2CE4, 0x2CEB,0x2CEE, 0x2CF2,0x2CF3,
+    0x2D00,0x2D25, 0x2D27,0x2D27, 0x2D2D,0x2D2D, 0x2D30,0x2D67, 0x2D6F,0x2D6F, 0x2D80,0x2D96, 0x2DA0,0x2DA6, 0x2DA8,0x2DAE,
+    0x2DB0,0x2DB6, 0x2DB8,0x2DBE, 0x2DC0,0x2DC6, 0x2DC8,0x2DCE, 0x2DD0,0x2DD6, 0x2DD8,0x2DDE, 0x2E2F,0x2E2F, 0x3005,0x3006,
+    0x3031,0x3035, 0x303B,0x303C, 0x3041,0x3096, 0x309D,0x309F, 0x30A1,0x30FA, 0x30FC,0x30FF, 0x3105,0x312F, 0x3131,0x318E,
+    0x31A0,0x31BF, 0x31F0,0x31FF, 0x3400,0x4DBF, 0x4E00,0xA48C, 0xA4D0,0xA4FD, 0xA500,0xA60C, 0xA610,0xA61F, 0xA62A,0xA62B,
+    0xA640,0xA66E, 0xA67F,0xA69D, 0xA6A0,0xA6E5, 0xA717,0xA71F, 0xA722,0xA788, 0xA78B,0xA7CA, 0xA7D0,0xA7D1, 0xA7D3,0xA7D3,
+    0xA7D5,0xA7D9, 0xA7F2,0xA801, 0xA803,0xA805, 0xA807,0xA80A, 0xA80C,0xA822, 0xA840,0xA873, 0xA882,0xA8B3, 0xA8F2,0xA8F7,
+    0xA8FB,0xA8FB, 0xA8FD,0xA8FE, 0xA90A,0xA925, 0xA930,0xA946, 0xA960,0xA97C, 0xA984,0xA9B2, 0xA9CF,0xA9CF, 0xA9E0,0xA9E4,
+    0xA9E6,0xA9EF, 0xA9FA,0xA9FE, 0xAA00,0xAA28, 0xAA40,0xAA42, 0xAA44,0xAA4B, 0xAA60,0xAA76, 0xAA7A,0xAA7A, 0xAA7E,0xAAAF,
+    0xAAB1,0xAAB1, 0xAAB5,0xAAB6, 0xAAB9,0xAABD, 0xAAC0,0xAAC0, 0xAAC2,0xAAC2, 0xAADB,0xAADD, 0xAAE0,0xAAEA, 0xAAF2,0xAAF4,
+    0xAB01,0xAB06, 0xAB09,0xAB0E, 0xAB11,0xAB16, 0xAB20,0xAB26, 0xAB28,0xAB2E, 0xAB30,0xAB5A, 0xAB5C,0xAB69, 0xAB70,0xABE2,
+    0xAC00,0xD7A3, 0xD7B0,0xD7C6, 0xD7CB,0xD7FB, 0xF900,0xFA6D, 0xFA70,0xFAD9, 0xFB00,0xFB06, 0xFB13,0xFB17, 0xFB1D,0xFB1D,
+    0xFB1F,0xFB28, 0xFB2A,0xFB36, 0xFB38,0xFB3C, 0xFB3E,0xFB3E, 0xFB40,0xFB41, 0xFB43,0xFB44, 0xFB46,0xFBB1, 0xFBD3,0xFD3D,
+    0xFD50,0xFD8F, 0xFD92,0xFDC7, 0xFDF0,0xFDFB, 0xFE70,0xFE74, 0xFE76,0xFEFC, 0xFF21,0xFF3A, 0xFF41,0xFF5A, 0xFF66,0xFFBE,
+    0xFFC2,0xFFC7, 0xFFCA,0xFFCF, 0xFFD2,0xFFD7, 0xFFDA,0xFFDC, 0x10000,0x1000B, 0x1000D,0x10026, 0x10028,0x1003A, 0x1003C,0x1003D,
+    0x1003F,0x1004D, 0x10050,0x1005D, 0x10080,0x100FA, 0x10280,0x1029C, 0x102A0,0x102D0, 0x10300,0x1031F, 0x1032D,0x10340, 0x10342,0x10349,
+    0x10350,0x10375, 0x10380,0x1039D, 0x103A0,0x103C3, 0x103C8,0x103CF, 0x10400,0x1049D, 0x104B0,0x104D3, 0x104D8,0x104FB, 0x10500,0x10527,
+    0x10530,0x10563, 0x10570,0x1057A, 0x1057C,0x1058A, 0x1058C,0x10592, 0x10594,0x10595, 0x10597,0x105A1, 0x105A3,0x105B1, 0x105B3,0x105B9,
+    0x105BB,0x105BC, 0x10600,0x10736, 0x10740,0x10755, 0x10760,0x10767, 0x10780,0x10785, 0x10787,0x107B0, 0x107B2,0x107BA, 0x10800,0x10805,
+    0x10808,0x10808, 0x1080A,0x10835, 0x10837,0x10838, 0x1083C,0x1083C, 0x1083F,0x10855, 0x10860,0x10876, 0x10880,0x1089E, 0x108E0,0x108F2,
+    0x108F4,0x108F5, 0x10900,0x10915, 0x10920,0x10939, 0x10980,0x109B7, 0x109BE,0x109BF, 0x10A00,0x10A00, 0x10A10,0x10A13, 0x10A15,0x10A17,
+    0x10A19,0x10A35, 0x10A60,0x10A7C, 0x10A80,0x10A9C, 0x10AC0,0x10AC7, 0x10AC9,0x10AE4, 0x10B00,0x10B35, 0x10B40,0x10B55, 0x10B60,0x10B72,
+    0x10B80,0x10B91, 0x10C00,0x10C48, 0x10C80,0x10CB2, 0x10CC0,0x10CF2, 0x10D00,0x10D23, 0x10E80,0x10EA9, 0x10EB0,0x10EB1, 0x10F00,0x10F1C,
+    0x10F27,0x10F27, 0x10F30,0x10F45, 0x10F70,0x10F81, 0x10FB0,0x10FC4, 0x10FE0,0x10FF6, 0x11003,0x11037, 0x11071,0x11072, 0x11075,0x11075,
+    0x11083,0x110AF, 0x110D0,0x110E8, 0x11103,0x11126, 0x11144,0x11144, 0x11147,0x11147, 0x11150,0x11172, 0x11176,0x11176, 0x11183,0x111B2,
+    0x111C1,0x111C4, 0x111DA,0x111DA, 0x111DC,0x111DC, 0x11200,0x11211, 0x11213,0x1122B, 0x1123F,0x11240, 0x11280,0x11286, 0x11288,0x11288,
+    0x1128A,0x1128D, 0x1128F,0x1129D, 0x1129F,0x112A8, 0x112B0,0x112DE, 0x11305,0x1130C, 0x1130F,0x11310, 0x11313,0x11328, 0x1132A,0x11330,
+    0x11332,0x11333, 0x11335,0x11339, 0x1133D,0x1133D, 0x11350,0x11350, 0x1135D,0x11361, 0x11400,0x11434, 0x11447,0x1144A, 0x1145F,0x11461,
+    0x11480,0x114AF, 0x114C4,0x114C5, 0x114C7,0x114C7, 0x11580,0x115AE, 0x115D8,0x115DB, 0x11600,0x1162F, 0x11644,0x11644, 0x11680,0x116AA,
+    0x116B8,0x116B8, 0x11700,0x1171A, 0x11740,0x11746, 0x11800,0x1182B, 0x118A0,0x118DF, 0x118FF,0x11906, 0x11909,0x11909, 0x1190C,0x11913,
+    0x11915,0x11916, 0x11918,0x1192F, 0x1193F,0x1193F, 0x11941,0x11941, 0x119A0,0x119A7, 0x119AA,0x119D0, 0x119E1,0x119E1, 0x119E3,0x119E3,
+    0x11A00,0x11A00, 0x11A0B,0x11A32, 0x11A3A,0x11A3A, 0x11A50,0x11A50, 0x11A5C,0x11A89, 0x11A9D,0x11A9D, 0x11AB0,0x11AF8, 0x11C00,0x11C08,
+    0x11C0A,0x11C2E, 0x11C40,0x11C40, 0x11C72,0x11C8F, 0x11D00,0x11D06, 0x11D08,0x11D09, 0x11D0B,0x11D30, 0x11D46,0x11D46, 0x11D60,0x11D65,
+    0x11D67,0x11D68, 0x11D6A,0x11D89, 0x11D98,0x11D98, 0x11EE0,0x11EF2, 0x11F02,0x11F02, 0x11F04,0x11F10, 0x11F12,0x11F33, 0x11FB0,0x11FB0,
+    0x12000,0x12399, 0x12480,0x12543, 0x12F90,0x12FF0, 0x13000,0x1342F, 0x13441,0x13446, 0x14400,0x14646, 0x16800,0x16A38, 0x16A40,0x16A5E,
+    0x16A70,0x16ABE, 0x16AD0,0x16AED, 0x16B00,0x16B2F, 0x16B40,0x16B43, 0x16B63,0x16B77, 0x16B7D,0x16B8F, 0x16E40,0x16E7F, 0x16F00,0x16F4A,
+    0x16F50,0x16F50, 0x16F93,0x16F9F, 0x16FE0,0x16FE1, 0x16FE3,0x16FE3, 0x17000,0x187F7, 0x18800,0x18CD5, 0x18D00,0x18D08, 0x1AFF0,0x1AFF3,
+    0x1AFF5,0x1AFFB, 0x1AFFD,0x1AFFE, 0x1B000,0x1B122, 0x1B132,0x1B132, 0x1B150,0x1B152, 0x1B155,0x1B155, 0x1B164,0x1B167, 0x1B170,0x1B2FB,
+    0x1BC00,0x1BC6A, 0x1BC70,0x1BC7C, 0x1BC80,0x1BC88, 0x1BC90,0x1BC99, 0x1D400,0x1D454, 0x1D456,0x1D49C, 0x1D49E,0x1D49F, 0x1D4A2,0x1D4A2,
+    0x1D4A5,0x1D4A6, 0x1D4A9,0x1D4AC, 0x1D4AE,0x1D4B9, 0x1D4BB,0x1D4BB, 0x1D4BD,0x1D4C3, 0x1D4C5,0x1D505, 0x1D507,0x1D50A, 0x1D50D,0x1D514,
+    0x1D516,0x1D51C, 0x1D51E,0x1D539, 0x1D53B,0x1D53E, 0x1D540,0x1D544, 0x1D546,0x1D546, 0x1D54A,0x1D550, 0x1D552,0x1D6A5, 0x1D6A8,0x1D6C0,
+    0x1D6C2,0x1D6DA, 0x1D6DC,0x1D6FA, 0x1D6FC,0x1D714, 0x1D716,0x1D734, 0x1D736,0x1D74E, 0x1D750,0x1D76E, 0x1D770,0x1D788, 0x1D78A,0x1D7A8,
+    0x1D7AA,0x1D7C2, 0x1D7C4,0x1D7CB, 0x1DF00,0x1DF1E, 0x1DF25,0x1DF2A, 0x1E030,0x1E06D, 0x1E100,0x1E12C, 0x1E137,0x1E13D, 0x1E14E,0x1E14E,
+    0x1E290,0x1E2AD, 0x1E2C0,0x1E2EB, 0x1E4D0,0x1E4EB, 0x1E7E0,0x1E7E6, 0x1E7E8,0x1E7EB, 0x1E7ED,0x1E7EE, 0x1E7F0,0x1E7FE, 0x1E800,0x1E8C4,
+    0x1E900,0x1E943, 0x1E94B,0x1E94B, 0x1EE00,0x1EE03, 0x1EE05,0x1EE1F, 0x1EE21,0x1EE22, 0x1EE24,0x1EE24, 0x1EE27,0x1EE27, 0x1EE29,0x1EE32,
+    0x1EE34,0x1EE37, 0x1EE39,0x1EE39, 0x1EE3B,0x1EE3B, 0x1EE42,0x1EE42, 0x1EE47,0x1EE47, 0x1EE49,0x1EE49, 0x1EE4B,0x1EE4B, 0x1EE4D,0x1EE4F,
+    0x1EE51,0x1EE52, 0x1EE54,0x1EE54, 0x1EE57,0x1EE57, 0x1EE59,0x1EE59, 0x1EE5B,0x1EE5B, 0x1EE5D,0x1EE5D, 0x1EE5F,0x1EE5F, 0x1EE61,0x1EE62,
+    0x1EE64,0x1EE64, 0x1EE67,0x1EE6A, 0x1EE6C,0x1EE72, 0x1EE74,0x1EE77, 0x1EE79,0x1EE7C, 0x1EE7E,0x1EE7E, 0x1EE80,0x1EE89, 0x1EE8B,0x1EE9B,
+    0x1EEA1,0x1EEA3, 0x1EEA5,0x1EEA9, 0x1EEAB,0x1EEBB, 0x20000,0x2A6DF, 0x2A700,0x2B739, 0x2B740,0x2B81D, 0x2B820,0x2CEA1, 0x2CEB0,0x2EBE0,
+    0x2F800,0x2FA1D, 0x30000,0x3134A, 0x31350,0x323AF,
+};
+// \p{N} (Nd Nl No): 137 ranges
+static const uint32_t unicode_number_ranges[] = {
+    0x30,0x39, 0xB2,0xB3, 0xB9,0xB9, 0xBC,0xBE, 0x660,0x669, 0x6F0,0x6F9, 0x7C0,0x7C9, 0x966,0x96F,
+    0x9E6,0x9EF, 0x9F4,0x9F9, 0xA66,0xA6F, 0xAE6,0xAEF, 0xB66,0xB6F, 0xB72,0xB77, 0xBE6,0xBF2, 0xC66,0xC6F,
+    0xC78,0xC7E, 0xCE6,0xCEF, 0xD58,0xD5E, 0xD66,0xD78, 0xDE6,0xDEF, 0xE50,0xE59, 0xED0,0xED9, 0xF20,0xF33,
+    0x1040,0x1049, 0x1090,0x1099, 0x1369,0x137C, 0x16EE,0x16F0, 0x17E0,0x17E9, 0x17F0,0x17F9, 0x1810,0x1819, 0x1946,0x194F,
+    0x19D0,0x19DA, 0x1A80,0x1A89, 0x1A90,0x1A99, 0x1B50,0x1B59, 0x1BB0,0x1BB9, 0x1C40,0x1C49, 0x1C50,0x1C59, 0x2070,0x2070,
+    0x2074,0x2079, 0x2080,0x2089, 0x2150,0x2182, 0x2185,0x2189, 0x2460,0x249B, 0x24EA,0x24FF, 0x2776,0x2793, 0x2CFD,0x2CFD,
+    0x3007,0x3007, 0x3021,0x3029, 0x3038,0x303A, 0x3192,0x3195, 0x3220,0x3229, 0x3248,0x324F, 0x3251,0x325F, 0x3280,0x3289,
+    0x32B1,0x32BF, 0xA620,0xA629, 0xA6E6,0xA6EF, 0xA830,0xA835, 0xA8D0,0xA8D9, 0xA900,0xA909, 0xA9D0,0xA9D9, 0xA9F0,0xA9F9,
+    0xAA50,0xAA59, 0xABF0,0xABF9, 0xFF10,0xFF19, 0x10107,0x10133, 0x10140,0x10178, 0x1018A,0x1018B, 0x102E1,0x102FB, 0x10320,0x10323,
+    0x10341,0x10341, 0x1034A,0x1034A, 0x103D1,0x103D5, 0x104A0,0x104A9, 0x10858,0x1085F, 0x10879,0x1087F, 0x108A7,0x108AF, 0x108FB,0x108FF,
+    0x10916,0x1091B, 0x109BC,0x109BD, 0x109C0,0x109CF, 0x109D2,0x109FF, 0x10A40,0x10A48, 0x10A7D,0x10A7E, 0x10A9D,0x10A9F, 0x10AEB,0x10AEF,
+    0x10B58,0x10B5F, 0x10B78,0x10B7F, 0x10BA9,0x10BAF, 0x10CFA,0x10CFF, 0x10D30,0x10D39, 0x10E60,0x10E7E, 0x10F1D,0x10F26, 0x10F51,0x10F54,
+    0x10FC5,0x10FCB, 0x11052,0x1106F, 0x110F0,0x110F9, 0x11136,0x1113F, 0x111D0,0x111D9, 0x111E1,0x111F4, 0x112F0,0x112F9, 0x11450,0x11459,
+    0x114D0,0x114D9, 0x11650,0x11659, 0x116C0,0x116C9, 0x11730,0x1173B, 0x118E0,0x118F2, 0x11950,0x11959, 0x11C50,0x11C6C, 0x11D50,0x11D59,
+    0x11DA0,0x11DA9, 0x11F50,0x11F59, 0x11FC0,0x11FD4, 0x12400,0x1246E, 0x16A60,0x16A69, 0x16AC0,0x16AC9, 0x16B50,0x16B59, 0x16B5B,0x16B61,
+    0x16E80,0x16E96, 0x1D2C0,0x1D2D3, 0x1D2E0,0x1D2F3, 0x1D360,0x1D378, 0x1D7CE,0x1D7FF, 0x1E140,0x1E149, 0x1E2F0,0x1E2F9, 0x1E4F0,0x1E4F9,
+    0x1E8C7,0x1E8CF, 0x1E950,0x1E959, 0x1EC71,0x1ECAB, 0x1ECAD,0x1ECAF, 0x1ECB1,0x1ECB4, 0x1ED01,0x1ED2D, 0x1ED2F,0x1ED3D, 0x1F100,0x1F10C,
+    0x1FBF0,0x1FBF9,
+};
+// \s (White_Space): 10 ranges
+static const uint32_t unicode_space_ranges[] = {
+    0x9,0xD, 0x20,0x20, 0x85,0x85, 0xA0,0xA0, 0x1680,0x1680, 0x2000,0x200A, 0x2028,0x2029, 0x202F,0x202F,
+    0x205F,0x205F, 0x3000,0x3000,
+};
+
+enum { UC_LETTER = 1, UC_NUMBER = 2, UC_SPACE = 4 };
+#define UC_INVALID 0xFFFFFFFFu  // a byte that is not valid UTF-8: in no class
+
+static int in_ranges(const uint32_t *r, size_t nr, uint32_t cp) { // r holds nr sorted lo,hi pairs
+    size_t lo = 0, hi = nr;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (cp < r[2 * mid]) hi = mid;
+        else if (cp > r[2 * mid + 1]) lo = mid + 1;
+        else return 1;
+    }
+    return 0;
+}
+static int unicode_class(uint32_t cp) {
+    if (cp < 0x80) {
+        if ((cp | 0x20) >= 'a' && (cp | 0x20) <= 'z') return UC_LETTER;
+        if (cp >= '0' && cp <= '9') return UC_NUMBER;
+        return (cp == ' ' || (cp >= 0x09 && cp <= 0x0D)) ? UC_SPACE : 0;
+    }
+    if (cp == UC_INVALID) return 0;
+#define UC_IN(table) in_ranges(table, sizeof(table) / sizeof(table[0]) / 2, cp)
+    return (UC_IN(unicode_letter_ranges) ? UC_LETTER : 0) | (UC_IN(unicode_number_ranges) ? UC_NUMBER : 0) |
+           (UC_IN(unicode_space_ranges) ? UC_SPACE : 0);
+#undef UC_IN
+}
+
+// Decode the UTF-8 character at s[0..n), n >= 1; returns its length. A byte that does not start a
+// valid, complete, shortest-form sequence is a character of its own with *cp = UC_INVALID.
+static size_t utf8_decode(const char *s, size_t n, uint32_t *cp) {
+    const unsigned char *u = (const unsigned char *)s;
+    size_t len = u[0] < 0x80 ? 1 : u[0] < 0xC2 ? 0 : u[0] < 0xE0 ? 2 : u[0] < 0xF0 ? 3 : u[0] < 0xF5 ? 4 : 0;
+    *cp = UC_INVALID;
+    if (len == 1) { *cp = u[0]; return 1; }
+    if (len == 0 || len > n) return 1;
+    uint32_t c = u[0] & (0x7F >> len);
+    for (size_t i = 1; i < len; i++) {
+        if ((u[i] & 0xC0) != 0x80) return 1;
+        c = (c << 6) | (u[i] & 0x3F);
+    }
+    // overlong forms, surrogates and values past U+10FFFF are invalid
+    if ((len == 3 && c < 0x800) || (len == 4 && (c < 0x10000 || c > 0x10FFFF)) || (c >= 0xD800 && c <= 0xDFFF)) return 1;
+    *cp = c;
+    return len;
+}
+static int class_at(const char *s, size_t n, size_t i, size_t *len) { // class and length of the char at s[i]
+    uint32_t cp;
+    *len = utf8_decode(s + i, n - i, &cp);
+    return unicode_class(cp);
+}
+
+// GPT-2's bytes_to_unicode: the printable Latin-1 bytes stand for themselves, the other 68 bytes
+// (0-32, 127-160, 173), in order, for U+0100..U+0143, so that every byte is a visible character.
+static uint32_t byte_to_unicode(unsigned char b) {
+    if (b <= 32) return 256 + b;
+    if (b >= 127 && b <= 160) return 256 + 33 + (b - 127);
+    if (b == 173) return 256 + 67;
+    return b;
+}
+static int unicode_to_byte(uint32_t cp) { // the inverse; -1 for a character outside the table
+    if (cp >= 256 + 68) return -1;
+    if (cp >= 256) { uint32_t k = cp - 256; return (int)(k <= 32 ? k : k <= 66 ? k - 33 + 127 : 173); }
+    if (cp <= 32 || (cp >= 127 && cp <= 160) || cp == 173) return -1;
+    return (int)cp;
+}
+
+// ----------------------------------------------------------------------------
+// tokenizer: the pre-tokenizer regexes, matched by hand. Each returns the length of the match at s[i]
+// (>= 1: the patterns match every character), trying the alternatives in order as a
+// backtracking regex engine (Oniguruma, used by Hugging Face) does.
+
+// 's|'t|'re|'ve|'m|'ll|'d after the apostrophe at s[i-1]; with ignore_case also their capitals
+// (and U+017F LONG S, which case-folds to s). Returns the length after the apostrophe, or 0.
+static size_t match_contraction(const char *s, size_t n, size_t i, int ignore_case) {
+    static const char *const suffixes[] = { "s", "t", "re", "ve", "m", "ll", "d" };
+    for (int k = 0; k < 7; k++) {
+        size_t len = strlen(suffixes[k]), j = 0;
+        while (j < len && i + j < n && (s[i + j] == suffixes[k][j] || (ignore_case && s[i + j] == suffixes[k][j] - 32))) j++;
+        if (j == len) return len;
+    }
+    if (ignore_case && n - i >= 2 && (unsigned char)s[i] == 0xC5 && (unsigned char)s[i + 1] == 0xBF) return 2;
+    return 0;
+}
+
+// the length of the run of characters at s[i..n) whose class is in `want` (want == 0: in no class)
+static size_t match_run(const char *s, size_t n, size_t i, int want, size_t max_chars) {
+    size_t j = i, len;
+    for (size_t count = 0; j < n && count < max_chars; count++) {
+        int c = class_at(s, n, j, &len);
+        if (want ? !(c & want) : c != 0) break;
+        j += len;
+    }
+    return j - i;
+}
+
+// at a \s character: \s*[\r\n]+ (only if newline_rule) | \s+(?!\S) | \s+
+static size_t match_spaces(const char *s, size_t n, size_t i, int newline_rule) {
+    size_t j = i, last = i, len, after_newline = 0;
+    while (j < n && (class_at(s, n, j, &len) & UC_SPACE)) {
+        if (s[j] == '\r' || s[j] == '\n') after_newline = j + 1;
+        last = j;
+        j += len;
+    }
+    if (newline_rule && after_newline) return after_newline - i; // \s* backs off to the last newline
+    if (j == n || last == i) return j - i;                       // \s+ (at the end of the text: (?!\S) holds)
+    return last - i;                                             // \s+(?!\S): leave one space to the next word
+}
+
+// Llama 3: (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
+// Qwen2: the same with \p{N} in place of \p{N}{1,3} (max_digits 1)
+static size_t match_llama3(const char *s, size_t n, size_t i, size_t max_digits) {
+    size_t len, len2, m;
+    int c = class_at(s, n, i, &len);
+    if (s[i] == '\'' && (m = match_contraction(s, n, i + 1, 1))) return 1 + m;
+    if (c & UC_LETTER) return match_run(s, n, i, UC_LETTER, SIZE_MAX);
+    if (s[i] != '\r' && s[i] != '\n' && !(c & UC_NUMBER) && i + len < n && (class_at(s, n, i + len, &len2) & UC_LETTER))
+        return len + match_run(s, n, i + len, UC_LETTER, SIZE_MAX);
+    if (c & UC_NUMBER) return match_run(s, n, i, UC_NUMBER, max_digits);
+    size_t j = i + (s[i] == ' ');
+    if ((m = match_run(s, n, j, 0, SIZE_MAX)) > 0) {
+        for (j += m; j < n && (s[j] == '\r' || s[j] == '\n'); j++) {}
+        return j - i;
+    }
+    return match_spaces(s, n, i, 1);
+}
+
+// GPT-2: 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+static size_t match_gpt2(const char *s, size_t n, size_t i) {
+    size_t len, m;
+    if (s[i] == '\'' && (m = match_contraction(s, n, i + 1, 0))) return 1 + m;
+    size_t j = i + (s[i] == ' ');
+    if (j < n) {
+        int c = class_at(s, n, j, &len);
+        if (c & UC_LETTER) return j - i + match_run(s, n, j, UC_LETTER, SIZE_MAX);
+        if (c & UC_NUMBER) return j - i + match_run(s, n, j, UC_NUMBER, SIZE_MAX);
+        if (c == 0) return j - i + match_run(s, n, j, 0, SIZE_MAX);
+    }
+    return match_spaces(s, n, i, 0);
+}
+
+static size_t pretok_match(int pattern, const char *s, size_t n, size_t i) {
+    if (pattern == PAT_GPT2) return match_gpt2(s, n, i);
+    return match_llama3(s, n, i, pattern == PAT_LLAMA3 ? 3 : 1);
+}
+
+// ----------------------------------------------------------------------------
+// tokenizer: vocabulary and merge tables
+
+static uint32_t tok_hash(const char *s, size_t n) { // FNV-1a
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++) { h ^= (unsigned char)s[i]; h *= 16777619u; }
+    return h;
+}
+static int tok_lookup(const Tokenizer *t, const char *s, size_t n) { // id of the piece s[0..n), or -1
+    for (size_t i = tok_hash(s, n) & t->lookup_mask;; i = (i + 1) & t->lookup_mask) {
+        int id = t->lookup[i];
+        if (id < 0) return -1;
+        if ((size_t)t->piece_len[id] == n && memcmp(t->pieces[id], s, n) == 0) return id;
+    }
+}
+static void tok_lookup_insert(Tokenizer *t, int id) { // a duplicate piece keeps its first id
+    if (tok_lookup(t, t->pieces[id], (size_t)t->piece_len[id]) >= 0) return;
+    size_t i = tok_hash(t->pieces[id], (size_t)t->piece_len[id]) & t->lookup_mask;
+    while (t->lookup[i] >= 0) i = (i + 1) & t->lookup_mask;
+    t->lookup[i] = id;
+}
+
+static size_t tok_pair_hash(int left, int right) {
+    uint64_t k = (((uint64_t)(uint32_t)left << 32) | (uint32_t)right) * 0x9E3779B97F4A7C15ull;
+    return (size_t)(k >> 32);
+}
+static const TokMerge *tok_merge_find(const Tokenizer *t, int left, int right) {
+    for (size_t i = tok_pair_hash(left, right) & t->merge_mask;; i = (i + 1) & t->merge_mask) {
+        const TokMerge *m = &t->merges[i];
+        if (m->left < 0) return NULL;
+        if (m->left == left && m->right == right) return m;
+    }
+}
+// Build the merge table from list[0..n); a pair listed twice keeps its last entry (as HF does).
+static void tok_build_merges(Tokenizer *t, const TokMerge *list, int n) {
+    size_t size = 16;
+    while (size < 2 * (size_t)n) size *= 2;
+    t->merges = (TokMerge *)malloc_check(size * sizeof(TokMerge));
+    for (size_t i = 0; i < size; i++) t->merges[i].left = -1;
+    t->merge_mask = size - 1;
+    for (int k = 0; k < n; k++) {
+        size_t i = tok_pair_hash(list[k].left, list[k].right) & t->merge_mask;
+        while (t->merges[i].left >= 0 && !(t->merges[i].left == list[k].left && t->merges[i].right == list[k].right))
+            i = (i + 1) & t->merge_mask;
+        t->merges[i] = list[k];
+    }
+}
+
+// Allocate the per-id arrays and the piece storage; every id starts unused.
+static void tok_alloc(Tokenizer *t, int vocab_size, size_t arena_bytes) {
+    t->vocab_size = vocab_size;
+    t->pieces = (char **)calloc_check((size_t)vocab_size, sizeof(char *));
+    t->piece_len = (int *)calloc_check((size_t)vocab_size, sizeof(int));
+    t->attr = (unsigned char *)calloc_check((size_t)vocab_size, 1);
+    t->arena = (char *)malloc_check(arena_bytes);
+    size_t size = 16;
+    while (size < 2 * (size_t)vocab_size) size *= 2;
+    t->lookup = (int *)malloc_check(size * sizeof(int));
+    for (size_t i = 0; i < size; i++) t->lookup[i] = -1;
+    t->lookup_mask = size - 1;
+}
+static void tok_set_piece(Tokenizer *t, int id, const char *s, size_t n, size_t *arena_used) {
+    t->pieces[id] = t->arena + *arena_used;
+    memcpy(t->pieces[id], s, n);
+    t->pieces[id][n] = 0;
+    t->piece_len[id] = (int)n;
+    *arena_used += n + 1;
+}
+// the byte fallback pieces "<0x00>".."<0xFF>" (uppercase hex, as sentencepiece writes them)
+static void tok_find_byte_pieces(Tokenizer *t) {
+    for (int b = 0; b < 256; b++) {
+        char name[8];
+        snprintf(name, sizeof(name), "<0x%02X>", b);
+        t->byte_id[b] = tok_lookup(t, name, 6);
+        if (t->byte_id[b] >= 0) t->attr[t->byte_id[b]] = PIECE_BYTE;
+    }
+}
+
+static void tokenizer_free(Tokenizer *t) {
+    free(t->pieces); free(t->piece_len); free(t->attr); free(t->arena);
+    free(t->lookup); free(t->merges); free(t->added); free(t->path);
+    for (int i = 0; i < t->n_norm; i++) { free(t->norm[i].a); free(t->norm[i].b); }
+    for (int i = 0; i < t->n_pre; i++) { free(t->pre[i].a); free(t->pre[i].b); }
+    memset(t, 0, sizeof(*t));
+}
+
+// ----------------------------------------------------------------------------
+// tokenizer: loading llama2.c's tokenizer.bin
+
+static int tokenizer_load_bin(Tokenizer *t, const char *path, int model_vocab_size) {
+    size_t size;
+    char *buf = read_file(path, &size, (size_t)1 << 30);
+    if (!buf) return -1;
+    int32_t max_len;
+    if (size < 4) { free(buf); return set_error(path, "too short for a llama2.c tokenizer.bin (%zu bytes)", size); }
+    memcpy(&max_len, buf, 4);
+    if (max_len <= 0 || max_len > (1 << 20)) { free(buf); return set_error(path, "max_token_length %d is not in 1..%d", (int)max_len, 1 << 20); }
+    // first pass: count and check the entries (float score, int32 length, bytes) up to the end of the file
+    int count = 0;
+    for (size_t off = 4; off < size; count++) {
+        float score;
+        int32_t len;
+        if (size - off < 8) { free(buf); return set_error(path, "piece %d: truncated (%zu bytes left, need 8 for score and length)", count, size - off); }
+        memcpy(&score, buf + off, 4);
+        memcpy(&len, buf + off + 4, 4);
+        if (!isfinite(score)) { free(buf); return set_error(path, "piece %d: score is not finite", count); }
+        if (len < 0 || len > max_len) { free(buf); return set_error(path, "piece %d: length %d is not in 0..max_token_length (%d)", count, (int)len, (int)max_len); }
+        if ((size_t)len > size - off - 8) { free(buf); return set_error(path, "piece %d: its %d bytes run past the end of the file", count, (int)len); }
+        if (count >= TOK_MAX_VOCAB) { free(buf); return set_error(path, "more than %d pieces", TOK_MAX_VOCAB); }
+        off += 8 + (size_t)len;
+    }
+    if (count == 0) { free(buf); return set_error(path, "no pieces"); }
+    if (model_vocab_size > 0 && count > model_vocab_size) {
+        free(buf);
+        return set_error(path, "has %d pieces but the model's vocabulary has %d", count, model_vocab_size);
+    }
+    t->kind = TOK_LLAMA2C;
+    tok_alloc(t, count, size);
+    float *scores = (float *)malloc_check((size_t)count * sizeof(float));
+    size_t off = 4, used = 0;
+    for (int id = 0; id < count; id++) {
+        int32_t len;
+        memcpy(&scores[id], buf + off, 4);
+        memcpy(&len, buf + off + 4, 4);
+        tok_set_piece(t, id, buf + off + 8, (size_t)len, &used);
+        off += 8 + (size_t)len;
+        const char *p = t->pieces[id];
+        if (!strcmp(p, "<unk>") || !strcmp(p, "\n<s>\n") || !strcmp(p, "\n</s>\n")) t->attr[id] = PIECE_CONTROL;
+        tok_lookup_insert(t, id);
+    }
+    free(buf);
+    tok_find_byte_pieces(t);
+    t->unk_id = tok_lookup(t, "<unk>", 5);
+    t->bos_id = tok_lookup(t, "\n<s>\n", 5);
+    t->eos_id = tok_lookup(t, "\n</s>\n", 6);
+    if (t->bos_id < 0 && count > 2) t->bos_id = 1; // llama2.c's fixed ids
+    if (t->eos_id < 0 && count > 2) t->eos_id = 2;
+    t->strip_space = 1;
+    // The merges run.c can make: every split of a piece into two pieces. Control and byte pieces are
+    // never merge results (sentencepiece's rule; run.c could merge the text "<0x0A>" into a newline),
+    // and run.c's best score starts at -1e10, so a pair scored at or below that never merges.
+    int n = 0, cap = 1024;
+    TokMerge *list = (TokMerge *)malloc_check((size_t)cap * sizeof(TokMerge));
+    for (int id = 0; id < count; id++) {
+        if (t->attr[id] != PIECE_TEXT || scores[id] <= -1e10f) continue;
+        for (int k = 1; k < t->piece_len[id]; k++) {
+            int left = tok_lookup(t, t->pieces[id], (size_t)k);
+            int right = tok_lookup(t, t->pieces[id] + k, (size_t)(t->piece_len[id] - k));
+            if (left < 0 || right < 0) continue;
+            if (n == cap) { cap *= 2; list = (TokMerge *)realloc_check(list, (size_t)cap * sizeof(TokMerge)); }
+            TokMerge m = { left, right, id, scores[id] };
+            list[n++] = m;
+        }
+    }
+    tok_build_merges(t, list, n);
+    free(list);
+    free(scores);
+    return 0;
+}
+
+// ----------------------------------------------------------------------------
+// tokenizer: loading a Hugging Face tokenizer.json
+
+static int tok_add_step(Tokenizer *t, int is_norm, const char *path, int op, const char *a, const char *b, int x, int y) {
+    TokStep *steps = is_norm ? t->norm : t->pre;
+    int *n = is_norm ? &t->n_norm : &t->n_pre;
+    if (*n == TOK_MAX_STEPS) return set_error(path, "more than %d %s steps", TOK_MAX_STEPS, is_norm ? "normalizer" : "pre-tokenizer");
+    TokStep s = { op, a ? strdup_check(a) : NULL, b ? strdup_check(b) : NULL, x, y };
+    steps[(*n)++] = s;
+    return 0;
+}
+
+// the exact pattern strings of the Split pre-tokenizers we implement
+static const char *const tok_pattern_llama3 =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+static const char *const tok_pattern_qwen2 =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+static const char *const tok_pattern_gpt2 = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
+
+// normalizer: null, Sequence, Prepend, Replace (string pattern), NFC (accepted as a no-op: text is
+// taken to be NFC already, as nearly all text is)
+static int tok_parse_normalizer(Tokenizer *t, const Json *j, const char *path) {
+    if (!j || j->type == JSON_NULL) return 0;
+    const char *type = json_str(json_get(j, "type"));
+    if (!type) return set_error(path, "normalizer has no \"type\"");
+    if (!strcmp(type, "Sequence")) {
+        const Json *list = json_get(j, "normalizers");
+        if (!list || list->type != JSON_ARRAY) return set_error(path, "Sequence normalizer needs a \"normalizers\" array");
+        for (int i = 0; i < list->n; i++) if (tok_parse_normalizer(t, &list->items[i], path)) return -1;
+        return 0;
+    }
+    if (!strcmp(type, "Prepend")) {
+        const char *p = json_str(json_get(j, "prepend"));
+        if (!p) return set_error(path, "Prepend normalizer needs a \"prepend\" string");
+        return tok_add_step(t, 1, path, STEP_PREPEND, p, NULL, 0, 0);
+    }
+    if (!strcmp(type, "Replace")) {
+        const char *pat = json_str(json_get(json_get(j, "pattern"), "String")), *content = json_str(json_get(j, "content"));
+        if (!pat || !*pat || !content) return set_error(path, "unsupported Replace normalizer (only a non-empty \"String\" pattern and a \"content\" string)");
+        return tok_add_step(t, 1, path, STEP_REPLACE, pat, content, 0, 0);
+    }
+    if (!strcmp(type, "NFC")) return 0;
+    return set_error(path, "unsupported normalizer \"%s\"", type);
+}
+
+// pre-tokenizer: null, Sequence, Metaspace, ByteLevel, Split (the Llama 3, Qwen2 or GPT-2 regex), Digits
+static int tok_parse_pretokenizer(Tokenizer *t, const Json *j, const char *path) {
+    if (!j || j->type == JSON_NULL) return 0;
+    const char *type = json_str(json_get(j, "type"));
+    if (!type) return set_error(path, "pre_tokenizer has no \"type\"");
+    if (!strcmp(type, "Sequence")) {
+        const Json *list = json_get(j, "pretokenizers");
+        if (!list || list->type != JSON_ARRAY) return set_error(path, "Sequence pre-tokenizer needs a \"pretokenizers\" array");
+        for (int i = 0; i < list->n; i++) if (tok_parse_pretokenizer(t, &list->items[i], path)) return -1;
+        return 0;
+    }
+    if (!strcmp(type, "Metaspace")) {
+        const Json *r = json_get(j, "replacement");
+        const char *repl = r ? json_str(r) : "\xE2\x96\x81", *scheme = json_str(json_get(j, "prepend_scheme"));
+        if (!repl || !*repl) return set_error(path, "Metaspace pre-tokenizer needs a non-empty \"replacement\" string");
+        int prepend = json_bool_or(j, "add_prefix_space", 1); // files before prepend_scheme existed
+        if (scheme) {
+            if (!strcmp(scheme, "never")) prepend = 0;
+            else if (!strcmp(scheme, "always")) prepend = 1;
+            else if (!strcmp(scheme, "first")) prepend = 2;
+            else return set_error(path, "Metaspace prepend_scheme \"%s\" is not never, always or first", scheme);
+        }
+        return tok_add_step(t, 0, path, STEP_METASPACE, repl, NULL, prepend, json_bool_or(j, "split", 1));
+    }
+    if (!strcmp(type, "ByteLevel"))
+        return tok_add_step(t, 0, path, STEP_BYTELEVEL, NULL, NULL, json_bool_or(j, "add_prefix_space", 1), json_bool_or(j, "use_regex", 1));
+    if (!strcmp(type, "Digits"))
+        return tok_add_step(t, 0, path, STEP_DIGITS, NULL, NULL, json_bool_or(j, "individual_digits", 0), 0);
+    if (!strcmp(type, "Split")) {
+        const char *re = json_str(json_get(json_get(j, "pattern"), "Regex")), *behavior = json_str(json_get(j, "behavior"));
+        int pattern = !re ? -1 : !strcmp(re, tok_pattern_llama3) ? PAT_LLAMA3 : !strcmp(re, tok_pattern_qwen2) ? PAT_QWEN2 :
+                      !strcmp(re, tok_pattern_gpt2) ? PAT_GPT2 : -1;
+        if (pattern < 0 || !behavior || strcmp(behavior, "Isolated") || json_bool_or(j, "invert", 0))
+            return set_error(path, "unsupported pre-tokenizer pattern (only the Llama 3, Qwen2 and GPT-2 regexes, Isolated, not inverted)");
+        return tok_add_step(t, 0, path, STEP_SPLIT, NULL, NULL, pattern, 0);
+    }
+    return set_error(path, "unsupported pre-tokenizer \"%s\"", type);
+}
+
+// A merge is "left right" (one space) or ["left", "right"]; returns 0 and the two pieces.
+static int tok_merge_strings(const Json *m, const char **a, size_t *alen, const char **b, size_t *blen) {
+    if (m->type == JSON_ARRAY && m->n == 2 && m->items[0].type == JSON_STRING && m->items[1].type == JSON_STRING) {
+        *a = m->items[0].str; *alen = m->items[0].len; *b = m->items[1].str; *blen = m->items[1].len;
+        return 0;
+    }
+    if (m->type != JSON_STRING) return -1;
+    const char *sp = memchr(m->str, ' ', m->len);
+    if (!sp || memchr(sp + 1, ' ', m->len - (size_t)(sp + 1 - m->str))) return -1;
+    *a = m->str; *alen = (size_t)(sp - m->str); *b = sp + 1; *blen = m->len - *alen - 1;
+    return 0;
+}
+
+// id of an added token with this content, or -1
+static int tok_find_added(const Tokenizer *t, const char *content) {
+    for (int i = 0; content && i < t->n_added; i++) if (!strcmp(t->pieces[t->added[i]], content)) return t->added[i];
+    return -1;
+}
+static void tok_sort_added(Tokenizer *t) { // insertion sort, longest first (qsort has no context argument)
+    for (int i = 1; i < t->n_added; i++)
+        for (int j = i; j > 0 && t->piece_len[t->added[j - 1]] < t->piece_len[t->added[j]]; j--) {
+            int tmp = t->added[j]; t->added[j] = t->added[j - 1]; t->added[j - 1] = tmp;
+        }
+}
+
+// bos/eos: tokenizer_config.json beside the file if it names them, else the token the
+// post-processor puts first, else the usual names of added tokens
+static int tok_bos_eos(Tokenizer *t, const Json *root, const char *path) {
+    const Json *post = json_get(root, "post_processor");
+    const Json *procs = json_get(post, "processors");
+    for (int i = -1; i < (procs && procs->type == JSON_ARRAY ? procs->n : 0) && t->bos_id < 0; i++) {
+        const Json *p = i < 0 ? post : &procs->items[i];
+        const Json *single = json_get(p, "single");
+        if (!single || single->type != JSON_ARRAY || single->n == 0) continue;
+        const char *name = json_str(json_get(json_get(&single->items[0], "SpecialToken"), "id"));
+        const Json *ids = json_get(json_get(json_get(p, "special_tokens"), name ? name : ""), "ids");
+        if (ids && ids->type == JSON_ARRAY && ids->n > 0 && json_is_int(&ids->items[0]) && ids->items[0].num >= 0 && ids->items[0].num < t->vocab_size)
+            t->bos_id = (int)ids->items[0].num;
+    }
+    if (t->bos_id < 0) t->bos_id = tok_find_added(t, "<s>");
+    if (t->bos_id < 0) t->bos_id = tok_find_added(t, "<|begin_of_text|>");
+    static const char *const eos_names[] = { "</s>", "<|end_of_text|>", "<|endoftext|>" };
+    for (int i = 0; i < 3 && t->eos_id < 0; i++) t->eos_id = tok_find_added(t, eos_names[i]);
+
+    char cfg[4096];
+    const char *slash = strrchr(path, '/');
+    snprintf(cfg, sizeof(cfg), "%.*stokenizer_config.json", slash ? (int)(slash - path + 1) : 0, path);
+    if (!file_exists(cfg)) return 0;
+    Json *c = json_load(cfg);
+    if (!c) return -1;
+    const char *keys[2] = { "bos_token", "eos_token" };
+    int *ids[2] = { &t->bos_id, &t->eos_id };
+    for (int k = 0; k < 2; k++) {
+        const Json *v = json_get(c, keys[k]);
+        if (v && v->type == JSON_OBJECT) v = json_get(v, "content");
+        if (v && v->type == JSON_NULL) *ids[k] = -1;
+        const char *s = json_str(v);
+        int id = s ? tok_find_added(t, s) : -1;
+        if (s && id < 0) id = tok_lookup(t, s, strlen(s));
+        if (id >= 0) *ids[k] = id;
+    }
+    json_free(c);
+    return 0;
+}
+
+static int tok_from_json(Tokenizer *t, const Json *root, const char *path, int model_vocab_size) {
+    const Json *model = json_get(root, "model");
+    if (!model || model->type != JSON_OBJECT) return set_error(path, "no \"model\" object (not a Hugging Face tokenizer.json?)");
+    const char *type = json_str(json_get(model, "type"));
+    const Json *vocab = json_get(model, "vocab"), *merges = json_get(model, "merges"), *added = json_get(root, "added_tokens");
+    if (type ? strcmp(type, "BPE") != 0 : !merges) return set_error(path, "model type \"%s\" is not supported (only BPE)", type ? type : "(none)");
+    if (!vocab || vocab->type != JSON_OBJECT) return set_error(path, "model.vocab must be an object {piece: id}");
+    if (!merges || merges->type != JSON_ARRAY) return set_error(path, "model.merges must be an array");
+    if (added && added->type != JSON_ARRAY && added->type != JSON_NULL) return set_error(path, "added_tokens must be an array");
+    const Json *dropout = json_get(model, "dropout");
+    if (dropout && dropout->type != JSON_NULL && !(json_is_num(dropout) && dropout->num == 0)) return set_error(path, "BPE dropout is not supported");
+    const char *affix[2] = { "continuing_subword_prefix", "end_of_word_suffix" };
+    for (int i = 0; i < 2; i++) {
+        const Json *v = json_get(model, affix[i]);
+        if (v && v->type != JSON_NULL && !(v->type == JSON_STRING && v->len == 0)) return set_error(path, "BPE %s is not supported", affix[i]);
+    }
+    // ids: model.vocab, then added_tokens (which may repeat vocab entries)
+    int max_id = -1;
+    size_t arena = 0;
+    for (int i = 0; i < vocab->n; i++) {
+        const Json *v = &vocab->items[i];
+        if (!json_is_int(v) || v->num < 0 || v->num >= TOK_MAX_VOCAB) return set_error(path, "model.vocab[\"%s\"]: id must be an integer in 0..%d", vocab->keys[i], TOK_MAX_VOCAB - 1);
+        if ((int)v->num > max_id) max_id = (int)v->num;
+        arena += strlen(vocab->keys[i]) + 1;
+    }
+    for (int i = 0; added && i < added->n; i++) {
+        const Json *id = json_get(&added->items[i], "id"), *content = json_get(&added->items[i], "content");
+        if (!json_is_int(id) || id->num < 0 || id->num >= TOK_MAX_VOCAB || !content || content->type != JSON_STRING || content->len == 0)
+            return set_error(path, "added_tokens[%d] needs an integer \"id\" in 0..%d and a non-empty \"content\" string", i, TOK_MAX_VOCAB - 1);
+        if ((int)id->num > max_id) max_id = (int)id->num;
+        arena += content->len + 1;
+    }
+    if (max_id < 0) return set_error(path, "empty vocabulary");
+    if (model_vocab_size > 0 && max_id + 1 > model_vocab_size)
+        return set_error(path, "has ids up to %d but the model's vocabulary has %d", max_id, model_vocab_size);
+    tok_alloc(t, max_id + 1, arena);
+    size_t used = 0;
+    for (int i = 0; i < vocab->n; i++) {
+        int id = (int)vocab->items[i].num;
+        if (t->pieces[id]) return set_error(path, "id %d appears twice in model.vocab", id);
+        tok_set_piece(t, id, vocab->keys[i], strlen(vocab->keys[i]), &used);
+        tok_lookup_insert(t, id);
+    }
+    t->added = (int *)malloc_check((size_t)(added ? added->n : 0) * sizeof(int));
+    for (int i = 0; added && i < added->n; i++) {
+        const Json *a = &added->items[i], *content = json_get(a, "content");
+        int id = (int)json_get(a, "id")->num, special = json_bool_or(a, "special", 0);
+        if (!t->pieces[id]) { tok_set_piece(t, id, content->str, content->len, &used); t->attr[id] = special ? PIECE_CONTROL : PIECE_ADDED; }
+        else if ((size_t)t->piece_len[id] != content->len || memcmp(t->pieces[id], content->str, content->len))
+            return set_error(path, "added_tokens[%d] \"%s\" has id %d, which is \"%s\" in model.vocab", i, content->str, id, t->pieces[id]);
+        else if (special) t->attr[id] = PIECE_CONTROL;
+        int dup = 0;
+        for (int k = 0; k < t->n_added; k++) dup |= t->added[k] == id;
+        if (!dup) t->added[t->n_added++] = id;
+        t->added_first[(unsigned char)t->pieces[id][0]] = 1;
+    }
+    tok_sort_added(t);
+
+    if (tok_parse_normalizer(t, json_get(root, "normalizer"), path) || tok_parse_pretokenizer(t, json_get(root, "pre_tokenizer"), path)) return -1;
+    // byte-level if a ByteLevel pre-tokenizer maps bytes to characters; otherwise sentencepiece-style,
+    // where decoding drops the space that encoding prepends (Prepend normalizer, Metaspace)
+    t->kind = TOK_SENTENCEPIECE;
+    for (int i = 0; i < t->n_pre; i++) if (t->pre[i].op == STEP_BYTELEVEL) t->kind = TOK_BYTELEVEL;
+    for (int i = 0; i < t->n_norm; i++) if (t->norm[i].op == STEP_PREPEND) t->strip_space = 1;
+    for (int i = 0; i < t->n_pre; i++) if (t->pre[i].op == STEP_METASPACE && t->pre[i].x) t->strip_space = 1;
+    if (t->kind == TOK_BYTELEVEL) t->strip_space = 0;
+    t->byte_fallback = json_bool_or(model, "byte_fallback", 0);
+    t->fuse_unk = json_bool_or(model, "fuse_unk", 0);
+    t->ignore_merges = json_bool_or(model, "ignore_merges", 0);
+    const Json *unk = json_get(model, "unk_token");
+    t->unk_id = t->bos_id = t->eos_id = -1;
+    if (unk && unk->type != JSON_NULL) {
+        if (unk->type != JSON_STRING || (t->unk_id = tok_lookup(t, unk->str, unk->len)) < 0) return set_error(path, "model.unk_token is not in the vocabulary");
+    }
+    for (int b = 0; b < 256; b++) t->byte_id[b] = -1;
+    if (t->kind == TOK_SENTENCEPIECE) tok_find_byte_pieces(t);
+    for (int b = 0; b < 256; b++) {
+        char ch[4];
+        t->char_id[b] = tok_lookup(t, ch, (size_t)utf8_encode(ch, byte_to_unicode((unsigned char)b)));
+    }
+    // merges by rank: the i-th merge has priority -i (exact in a float below 2^24)
+    if (merges->n >= TOK_MAX_VOCAB) return set_error(path, "more than %d merges", TOK_MAX_VOCAB);
+    TokMerge *list = (TokMerge *)malloc_check((size_t)merges->n * sizeof(TokMerge));
+    char *both = NULL;
+    size_t both_cap = 0;
+    int rc = 0;
+    for (int i = 0; i < merges->n && !rc; i++) {
+        const char *a, *b;
+        size_t alen, blen;
+        if (tok_merge_strings(&merges->items[i], &a, &alen, &b, &blen)) { rc = set_error(path, "model.merges[%d] is not \"left right\" or [\"left\", \"right\"]", i); break; }
+        if (alen + blen + 1 > both_cap) { both_cap = 2 * (alen + blen + 1); both = (char *)realloc_check(both, both_cap); }
+        memcpy(both, a, alen); memcpy(both + alen, b, blen); both[alen + blen] = 0;
+        TokMerge m = { tok_lookup(t, a, alen), tok_lookup(t, b, blen), tok_lookup(t, both, alen + blen), -(float)i };
+        if (m.left < 0 || m.right < 0 || m.id < 0)
+            rc = set_error(path, "model.merges[%d]: \"%.*s\" is not in the vocabulary", i, (int)(m.left < 0 ? alen : m.right < 0 ? blen : alen + blen), m.left < 0 ? a : m.right < 0 ? b : both);
+        list[i] = m;
+    }
+    if (!rc) tok_build_merges(t, list, merges->n);
+    free(list); free(both);
+    if (rc) return rc;
+    return tok_bos_eos(t, root, path);
+}
+
+// Load a llama2.c tokenizer.bin or a Hugging Face tokenizer.json (chosen by the name's extension,
+// else by a leading '{'); a folder means its tokenizer.json, else its tokenizer.bin. With
+// model_vocab_size > 0, every id must be below it (a model may pad its vocabulary, so fewer is fine).
+static int tokenizer_load(Tokenizer *t, const char *path, int model_vocab_size) {
+    char file[4096];
+    memset(t, 0, sizeof(*t));
+    snprintf(file, sizeof(file), "%s", path);
+    if (dir_exists(path)) {
+        path_join(file, sizeof(file), path, "tokenizer.json");
+        if (!file_exists(file)) path_join(file, sizeof(file), path, "tokenizer.bin");
+    }
+    size_t n = strlen(file);
+    int json = n >= 5 && !strcmp(file + n - 5, ".json");
+    if (!json && !(n >= 4 && !strcmp(file + n - 4, ".bin"))) {
+        FILE *f = fopen(file, "rb");
+        if (!f) return set_error(file, "cannot open: %s", strerror(errno));
+        json = fgetc(f) == '{';
+        fclose(f);
+    }
+    int rc;
+    if (json) {
+        Json *root = json_load(file);
+        if (!root) return -1;
+        rc = tok_from_json(t, root, file, model_vocab_size);
+        json_free(root);
+    } else {
+        rc = tokenizer_load_bin(t, file, model_vocab_size);
+    }
+    if (rc) { tokenizer_free(t); return -1; }
+    t->path = strdup_check(file);
+    return 0;
+}
+
+// ----------------------------------------------------------------------------
+// tokenizer: encoding
+
+typedef struct { float prio; int pos, left, right, id; } TokPair; // candidate: merge the symbol at pos (= left) with its right neighbour (= right) into id
+typedef struct { StrBuf text; size_t *end; int n, cap; } TokPieces; // piece i is text.s[end[i-1] .. end[i])
+typedef struct {
+    int *ids, *prev, *next;   // (cap) symbols of the word being merged, a doubly linked list
+    TokPair *heap;            // (3 * cap) candidate pairs
+    int cap;
+    StrBuf norm, tmp;         // normalized text, scratch
+    TokPieces pa, pb;         // pre-tokenizer pieces, before and after a step
+} TokWork;
+typedef struct { int *out; int n, cap; } TokOut; // counts every token, stores the first cap
+
+static void tok_emit(TokOut *o, int id) { if (o->n < o->cap) o->out[o->n] = id; o->n++; }
+
+static void tok_work_reserve(TokWork *w, size_t n) { // n <= TOK_MAX_TEXT + 1
+    if (n <= (size_t)w->cap) return;
+    w->cap = (int)n;
+    w->ids = (int *)realloc_check(w->ids, n * sizeof(int));
+    w->prev = (int *)realloc_check(w->prev, n * sizeof(int));
+    w->next = (int *)realloc_check(w->next, n * sizeof(int));
+    w->heap = (TokPair *)realloc_check(w->heap, 3 * n * sizeof(TokPair));
+}
+static void tok_work_free(TokWork *w) {
+    free(w->ids); free(w->prev); free(w->next); free(w->heap);
+    free(w->norm.s); free(w->tmp.s); free(w->pa.text.s); free(w->pa.end); free(w->pb.text.s); free(w->pb.end);
+}
+
+// the heap's order: higher priority first, then the leftmost position
+static int tok_pair_before(const TokPair *a, const TokPair *b) { return a->prio > b->prio || (a->prio == b->prio && a->pos < b->pos); }
+static void tok_heap_push(TokPair *h, int *n, TokPair p) {
+    int i = (*n)++;
+    for (; i > 0 && tok_pair_before(&p, &h[(i - 1) / 2]); i = (i - 1) / 2) h[i] = h[(i - 1) / 2];
+    h[i] = p;
+}
+static TokPair tok_heap_pop(TokPair *h, int *n) {
+    TokPair top = h[0], last = h[--*n];
+    int i = 0;
+    for (;;) {
+        int c = 2 * i + 1;
+        if (c >= *n) break;
+        if (c + 1 < *n && tok_pair_before(&h[c + 1], &h[c])) c++;
+        if (!tok_pair_before(&h[c], &last)) break;
+        h[i] = h[c];
+        i = c;
+    }
+    h[i] = last;
+    return top;
+}
+static void tok_push_pair(const Tokenizer *t, TokWork *w, int *nh, int pos, int left, int right) {
+    const TokMerge *m = tok_merge_find(t, left, right);
+    if (m) { TokPair p = { m->prio, pos, left, right, m->id }; tok_heap_push(w->heap, nh, p); }
+}
+
+// BPE: merge the adjacent pair of symbols w->ids[0..n) with the highest priority, leftmost on
+// ties, until no pair merges. Returns the new count. A heap entry is stale once either of its
+// symbols has changed (the left one merged or removed, or a new right neighbour): skip it.
+static int bpe_merge_heap(const Tokenizer *t, TokWork *w, int n) {
+    int *ids = w->ids, *prev = w->prev, *next = w->next, nh = 0;
+    if (n < 2) return n;
+    for (int i = 0; i < n; i++) { prev[i] = i - 1; next[i] = i + 1 < n ? i + 1 : -1; }
+    for (int i = 0; i + 1 < n; i++) tok_push_pair(t, w, &nh, i, ids[i], ids[i + 1]);
+    while (nh > 0) {
+        TokPair p = tok_heap_pop(w->heap, &nh);
+        int pos = p.pos, r = next[pos];
+        if (ids[pos] != p.left || r < 0 || ids[r] != p.right) continue;
+        ids[pos] = p.id;                    // the left symbol becomes the merged one,
+        ids[r] = -1;                        // the right one leaves the list
+        next[pos] = next[r];
+        if (next[r] >= 0) prev[next[r]] = pos;
+        if (prev[pos] >= 0) tok_push_pair(t, w, &nh, prev[pos], ids[prev[pos]], p.id);
+        if (next[pos] >= 0) tok_push_pair(t, w, &nh, pos, p.id, ids[next[pos]]);
+    }
+    int m = 0;
+    for (int i = 0; i >= 0; i = next[i]) ids[m++] = ids[i]; // symbol 0 is never removed
+    return m;
+}
+
+// The same merges the obvious way (run.c's loop): rescan all pairs after every merge. O(n^2);
+// kept as the reference that bpe_merge is tested against.
+static int bpe_merge_naive(const Tokenizer *t, int *ids, int n) {
+    for (;;) {
+        int best = -1;
+        const TokMerge *best_m = NULL;
+        for (int i = 0; i + 1 < n; i++) {
+            const TokMerge *m = tok_merge_find(t, ids[i], ids[i + 1]);
+            if (m && (!best_m || m->prio > best_m->prio)) { best = i; best_m = m; }
+        }
+        if (best < 0) return n;
+        ids[best] = best_m->id;
+        memmove(ids + best + 1, ids + best + 2, (size_t)(n - best - 2) * sizeof(int));
+        n--;
+    }
+}
+// short words (most pre-tokenized pieces) merge faster the obvious way
+static int bpe_merge(const Tokenizer *t, TokWork *w, int n) { return n <= 16 ? bpe_merge_naive(t, w->ids, n) : bpe_merge_heap(t, w, n); }
+
+// a character that is not a piece becomes its byte pieces (or the unknown piece)
+static int tok_add_char(const Tokenizer *t, int *ids, int n, const char *s, size_t len) {
+    int id = tok_lookup(t, s, len);
+    if (id >= 0) { ids[n++] = id; return n; }
+    for (size_t i = 0; i < len; i++) {
+        id = t->byte_id[(unsigned char)s[i]] >= 0 ? t->byte_id[(unsigned char)s[i]] : t->unk_id;
+        if (id >= 0) ids[n++] = id;
+    }
+    return n;
+}
+
+// llama2.c's symbols before merging: the dummy prefix " ", then characters grouped as run.c does
+// (a byte and up to 3 continuation bytes after it; invalid UTF-8 falls back to bytes).
+// ids has room for len + 1; returns the count.
+static int llama2c_symbols(const Tokenizer *t, const char *text, size_t len, int *ids) {
+    if (len == 0) return 0;
+    int n = tok_add_char(t, ids, 0, " ", 1);
+    for (size_t i = 0, k; i < len; i += k) {
+        for (k = 1; k < 4 && i + k < len && ((unsigned char)text[i + k] & 0xC0) == 0x80; k++) {}
+        n = tok_add_char(t, ids, n, text + i, k);
+    }
+    return n;
+}
+static void encode_llama2c(const Tokenizer *t, const char *text, size_t len, TokWork *w, TokOut *o) {
+    tok_work_reserve(w, len + 1);
+    int n = bpe_merge(t, w, llama2c_symbols(t, text, len, w->ids));
+    for (int i = 0; i < n; i++) tok_emit(o, w->ids[i]);
+}
+
+// Hugging Face's BPE model on one pre-tokenized piece: its characters (byte-level: its bytes, as
+// their printable characters) as pieces; one missing from the vocab becomes byte pieces if
+// byte_fallback, else the unknown piece (consecutive ones fused if fuse_unk), else nothing;
+// then merges by rank. With ignore_merges a piece that is in the vocab is one token.
+static void bpe_word(const Tokenizer *t, const char *s, size_t n, TokWork *w, TokOut *o) {
+    int byte_level = t->kind == TOK_BYTELEVEL;
+    if (t->ignore_merges) {
+        const char *key = s;
+        size_t klen = n;
+        if (byte_level) {
+            w->tmp.n = 0;
+            for (size_t i = 0; i < n; i++) { char ch[4]; sb_putn(&w->tmp, ch, (size_t)utf8_encode(ch, byte_to_unicode((unsigned char)s[i]))); }
+            key = w->tmp.s; klen = w->tmp.n;
+        }
+        int id = tok_lookup(t, key, klen);
+        if (id >= 0) { tok_emit(o, id); return; }
+    }
+    tok_work_reserve(w, n + 1);
+    int m = 0, unk_pending = 0;
+    for (size_t i = 0, k; i < n; i += k) {
+        uint32_t cp;
+        int id;
+        if (byte_level) { k = 1; id = t->char_id[(unsigned char)s[i]]; }
+        else { k = utf8_decode(s + i, n - i, &cp); id = tok_lookup(t, s + i, k); }
+        int all_bytes = t->byte_fallback;
+        for (size_t b = 0; b < k && all_bytes; b++) all_bytes = t->byte_id[(unsigned char)s[i + b]] >= 0;
+        if (id >= 0) {
+            if (unk_pending) { w->ids[m++] = t->unk_id; unk_pending = 0; }
+            w->ids[m++] = id;
+        } else if (all_bytes) { // (a pending unknown piece stays pending here, as in HF)
+            for (size_t b = 0; b < k; b++) w->ids[m++] = t->byte_id[(unsigned char)s[i + b]];
+        } else if (t->unk_id >= 0) {
+            if (unk_pending && !t->fuse_unk) w->ids[m++] = t->unk_id;
+            unk_pending = 1;
+        }
+    }
+    if (unk_pending) w->ids[m++] = t->unk_id;
+    m = bpe_merge(t, w, m);
+    for (int i = 0; i < m; i++) tok_emit(o, w->ids[i]);
+}
+
+static void pieces_put(TokPieces *p, const char *s, size_t n) { sb_putn(&p->text, s, n); }
+static void pieces_cut(TokPieces *p) { // end the current piece (pieces are never empty)
+    if (p->text.n == (p->n ? p->end[p->n - 1] : 0)) return;
+    if (p->n == p->cap) { p->cap = p->cap ? 2 * p->cap : 64; p->end = (size_t *)realloc_check(p->end, (size_t)p->cap * sizeof(size_t)); }
+    p->end[p->n++] = p->text.n;
+}
+
+// one pre-tokenizer step: every piece of `in` becomes one or more pieces of `out`;
+// at_start: in's first piece starts the text (Metaspace's prepend_scheme "first")
+static void pretok_step(const TokStep *st, const TokPieces *in, TokPieces *out, StrBuf *tmp, int at_start) {
+    out->text.n = 0;
+    out->n = 0;
+    for (int i = 0; i < in->n; i++) {
+        size_t begin = i ? in->end[i - 1] : 0, n = in->end[i] - begin, len;
+        const char *s = in->text.s + begin;
+        if (st->op == STEP_METASPACE) {
+            // spaces become the replacement, which is prepended unless there; split before each one
+            size_t rl = strlen(st->a);
+            int starts = s[0] == ' ' || (n >= rl && !memcmp(s, st->a, rl));
+            if (!starts && (st->x == 1 || (st->x == 2 && at_start && i == 0))) pieces_put(out, st->a, rl);
+            for (size_t j = 0; j < n; j++) {
+                int is_repl = s[j] == ' ' || (n - j >= rl && !memcmp(s + j, st->a, rl));
+                if (is_repl && st->y) pieces_cut(out);
+                if (s[j] == ' ') pieces_put(out, st->a, rl);
+                else if (is_repl) { pieces_put(out, s + j, rl); j += rl - 1; }
+                else pieces_put(out, s + j, 1);
+            }
+        } else if (st->op == STEP_SPLIT || st->op == STEP_BYTELEVEL) {
+            if (st->op == STEP_BYTELEVEL && st->x && s[0] != ' ') { // add_prefix_space
+                tmp->n = 0;
+                sb_putn(tmp, " ", 1);
+                sb_putn(tmp, s, n);
+                s = tmp->s; n = tmp->n;
+            }
+            if (st->op == STEP_BYTELEVEL && !st->y) pieces_put(out, s, n);
+            else
+                for (size_t j = 0, m; j < n; j += m) {
+                    m = pretok_match(st->op == STEP_SPLIT ? st->x : PAT_GPT2, s, n, j);
+                    pieces_put(out, s + j, m);
+                    pieces_cut(out);
+                }
+        } else if (st->op == STEP_DIGITS) {
+            // numeric characters split off: each alone (individual_digits) or as runs
+            int prev_num = 0;
+            for (size_t j = 0; j < n; j += len) {
+                int num = (class_at(s, n, j, &len) & UC_NUMBER) != 0;
+                if (num != prev_num || (num && st->x)) pieces_cut(out);
+                pieces_put(out, s + j, len);
+                prev_num = num;
+            }
+        }
+        pieces_cut(out);
+    }
+}
+
+// normalizer, pre-tokenizer and model on a stretch of text without added tokens
+static void encode_segment(const Tokenizer *t, const char *s, size_t n, int at_start, TokWork *w, TokOut *o) {
+    if (n == 0) return;
+    w->norm.n = 0;
+    sb_putn(&w->norm, s, n);
+    for (int i = 0; i < t->n_norm; i++) {
+        const TokStep *st = &t->norm[i];
+        w->tmp.n = 0;
+        if (st->op == STEP_PREPEND) {
+            if (w->norm.n == 0) continue;
+            sb_puts(&w->tmp, st->a);
+            sb_putn(&w->tmp, w->norm.s, w->norm.n);
+        } else { // STEP_REPLACE: every occurrence, left to right
+            size_t pl = strlen(st->a);
+            for (size_t j = 0; j < w->norm.n;) {
+                if (w->norm.n - j >= pl && !memcmp(w->norm.s + j, st->a, pl)) { sb_puts(&w->tmp, st->b); j += pl; }
+                else sb_putn(&w->tmp, w->norm.s + j++, 1);
+            }
+        }
+        StrBuf swap = w->norm; w->norm = w->tmp; w->tmp = swap;
+    }
+    w->pa.text.n = 0;
+    w->pa.n = 0;
+    pieces_put(&w->pa, w->norm.s, w->norm.n);
+    pieces_cut(&w->pa);
+    for (int i = 0; i < t->n_pre; i++) {
+        pretok_step(&t->pre[i], &w->pa, &w->pb, &w->tmp, at_start);
+        TokPieces swap = w->pa; w->pa = w->pb; w->pb = swap;
+    }
+    for (int i = 0; i < w->pa.n; i++) {
+        size_t begin = i ? w->pa.end[i - 1] : 0;
+        bpe_word(t, w->pa.text.s + begin, w->pa.end[i] - begin, w, o);
+    }
+}
+
+// the longest added token at text[i], or 0
+static size_t match_added(const Tokenizer *t, const char *text, size_t len, size_t i, int *id) {
+    if (!t->added_first[(unsigned char)text[i]]) return 0;
+    for (int k = 0; k < t->n_added; k++) {
+        size_t n = (size_t)t->piece_len[t->added[k]];
+        if (n <= len - i && !memcmp(text + i, t->pieces[t->added[k]], n)) { *id = t->added[k]; return n; }
+    }
+    return 0;
+}
+
+// Encode text[0..len) (any bytes) into tokens[0..max_tokens), with bos/eos ids around it if asked
+// (and the tokenizer has them). Returns the count, or -1 if more than max_tokens are needed.
+static int tokenizer_encode(const Tokenizer *t, const char *text, size_t len, int bos, int eos, int *tokens, int max_tokens) {
+    TokOut o = { tokens, 0, max_tokens > 0 ? max_tokens : 0 };
+    TokWork w;
+    if (len > TOK_MAX_TEXT) return set_error(t->path, "text of %zu bytes is too long to encode at once (limit %zu)", len, TOK_MAX_TEXT);
+    memset(&w, 0, sizeof(w));
+    if (bos && t->bos_id >= 0) tok_emit(&o, t->bos_id);
+    if (t->kind == TOK_LLAMA2C) {
+        encode_llama2c(t, text, len, &w, &o);
+    } else {
+        size_t start = 0;
+        for (size_t i = 0, k; i < len; i += k ? k : 1) {
+            int id;
+            if ((k = match_added(t, text, len, i, &id)) == 0) continue;
+            encode_segment(t, text + start, i - start, start == 0, &w, &o);
+            tok_emit(&o, id);
+            start = i + k;
+        }
+        encode_segment(t, text + start, len - start, start == 0, &w, &o);
+    }
+    if (eos && t->eos_id >= 0) tok_emit(&o, t->eos_id);
+    tok_work_free(&w);
+    if (o.n > o.cap) return set_error(t->path, "the text needs %d tokens, more than max_tokens = %d", o.n, max_tokens);
+    return o.n;
+}
+
+// ----------------------------------------------------------------------------
+// tokenizer: decoding
+
+// The bytes of `token` as text, NUL-terminated in out[0..cap); returns how many (the piece is cut
+// short if cap is too small). sentencepiece-style: "▁" is a space, <0xNN> is that raw byte, and
+// the first piece after BOS (or at the start, prev_token < 0) loses its leading space, the dummy
+// prefix, as in llama2.c. Byte-level: each character maps back to its byte. Control tokens
+// (<s>, <|eot_id|>) and unused ids decode to nothing, other added tokens to their text.
+static int tokenizer_decode(const Tokenizer *t, int prev_token, int token, char *out, int cap) {
+    int n = 0;
+    if (cap <= 0) return 0;
+    out[0] = 0;
+    if (token < 0 || token >= t->vocab_size || !t->pieces[token] || t->attr[token] == PIECE_CONTROL) return 0;
+    const char *p = t->pieces[token];
+    size_t len = (size_t)t->piece_len[token];
+    if (t->attr[token] == PIECE_BYTE) {
+        if (cap > 1) out[n++] = (char)strtol(p + 3, NULL, 16);
+    } else if (t->attr[token] == PIECE_ADDED || t->kind == TOK_LLAMA2C) {
+        for (size_t i = 0; i < len && n < cap - 1; i++) out[n++] = p[i];
+    } else if (t->kind == TOK_SENTENCEPIECE) {
+        for (size_t i = 0; i < len && n < cap - 1; i++) {
+            if (len - i >= 3 && !memcmp(p + i, "\xE2\x96\x81", 3)) { out[n++] = ' '; i += 2; }
+            else out[n++] = p[i];
+        }
+    } else { // byte-level
+        for (size_t i = 0, k; i < len && n < cap - 1; i += k) {
+            uint32_t cp;
+            k = utf8_decode(p + i, len - i, &cp);
+            int b = unicode_to_byte(cp);
+            if (b >= 0) out[n++] = (char)b;
+            else for (size_t j = 0; j < k && n < cap - 1; j++) out[n++] = p[i + j];
+        }
+    }
+    if (t->strip_space && t->attr[token] == PIECE_TEXT && (prev_token < 0 || prev_token == t->bos_id) && n > 0 && out[0] == ' ') {
+        memmove(out, out + 1, (size_t)n - 1);
+        n--;
+    }
+    out[n] = 0;
+    return n;
 }
 
 // ----------------------------------------------------------------------------
@@ -2291,6 +3401,47 @@ static void lora_merge(Model *model, const Lora *lo, int sign) {
 // ----------------------------------------------------------------------------
 // data and training: tokenized text, AdamW, the training loop, checkpoints, evaluation
 
+// Tokenize a UTF-8 text file: documents are separated by blank lines, each starts with BOS.
+static int *tokenize_file(const Tokenizer *tok, const char *path, int *n_out) {
+    size_t len;
+    char *text = read_file(path, &len, (size_t)1 << 31);
+    if (!text) return NULL;
+    if (len == 0) { free(text); set_error(path, "data file is empty"); return NULL; }
+    size_t cap = len + 16, n = 0;
+    int *tokens = (int *)malloc_check(cap * sizeof(int));
+    int *buf = (int *)malloc_check((len + 3) * sizeof(int));
+    size_t start = 0;
+    while (start < len) {
+        // a document ends at a blank line ("\n\n", allowing "\r\n") or at the end of the text
+        size_t end = start;
+        while (end < len) {
+            if (text[end] == '\n') {
+                size_t k = end + 1;
+                while (k < len && (text[k] == '\r' || text[k] == ' ' || text[k] == '\t')) k++;
+                if (k < len && text[k] == '\n') break;
+            }
+            end++;
+        }
+        size_t dl = end - start;
+        int only_space = 1;
+        for (size_t k = start; k < end; k++) if (!isspace((unsigned char)text[k])) { only_space = 0; break; }
+        if (!only_space) {
+            int cnt = tokenizer_encode(tok, text + start, dl, 1, 0, buf, (int)(dl + 3));
+            if (cnt < 0) { free(text); free(tokens); free(buf); return NULL; }
+            if (n + (size_t)cnt > cap) { cap = (n + (size_t)cnt) * 2; tokens = (int *)realloc_check(tokens, cap * sizeof(int)); }
+            memcpy(tokens + n, buf, (size_t)cnt * sizeof(int));
+            n += (size_t)cnt;
+        }
+        start = end;
+        while (start < len && isspace((unsigned char)text[start])) start++; // skip the blank lines
+    }
+    free(text); free(buf);
+    if (n == 0) { free(tokens); set_error(path, "data file has no text"); return NULL; }
+    if (n > INT_MAX) { free(tokens); set_error(path, "data file too large"); return NULL; }
+    *n_out = (int)n;
+    return tokens;
+}
+
 // AdamW (PyTorch's): p -= lr*wd*p; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
 // p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps)
 static void adamw_update(floatX *params, const floatX *grads, floatX *m, floatX *v, size_t n, int t, float lr, float beta1, float beta2, float eps, float wd) {
@@ -2472,10 +3623,10 @@ static int load_trainer_state(const char *dir, const TrainArgs *ta, Trainable *t
 static int save_result(const TrainArgs *ta, Model *m, Lora *lo, const char *dir) {
     if (ta->mode == TUNE_LORA) return lora_save(lo, &ta->lc, dir, ta->model_path);
     if (mkdir_p(dir)) return -1;
-    if (m->format == FMT_HF) return model_save_hf(m, dir, m->hf_dtype);
+    if (m->format == FMT_HF) return model_save(m, dir, -1);
     char path[4096];
     path_join(path, sizeof(path), dir, "model.bin");
-    return model_save_bin(m, path, m->format == FMT_BIN_LEGACY);
+    return model_save(m, path, -1);
 }
 static int save_checkpoint(const TrainArgs *ta, Model *m, Lora *lo, Trainable *tr, const char *dir, int step, uint64_t data_rng) {
     if (save_result(ta, m, lo, dir)) return -1;
@@ -2494,6 +3645,188 @@ static void fmt_bytes(char *buf, size_t n, double b) {
     else if (b >= 1 << 20) snprintf(buf, n, "%.1f MiB", b / (1 << 20));
     else snprintf(buf, n, "%.1f KiB", b / 1024);
 }
+
+static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
+    Config *c = &m->config;
+    int B = ta->B, T = ta->T, N = B * T;
+    // data
+    int ntok;
+    int *tokens = tokenize_file(tok, ta->data_path, &ntok);
+    if (!tokens) return -1;
+    int *val = NULL, nval = 0, ntrain = ntok;
+    if (ta->val_path) {
+        val = tokenize_file(tok, ta->val_path, &nval);
+        if (!val) { free(tokens); return -1; }
+    } else if (ta->val_frac > 0) {
+        nval = (int)(ntok * (double)ta->val_frac);
+        if (nval < T + 1) nval = 0; // too little to hold out a window: train on everything
+        ntrain = ntok - nval;
+        val = nval ? tokens + ntrain : NULL;
+    }
+    for (int i = 0; i < ntok; i++) if (tokens[i] >= c->vocab_size) { free(tokens); return set_error(ta->data_path, "token id %d from the tokenizer exceeds the model's vocabulary (%d): wrong tokenizer?", tokens[i], c->vocab_size); }
+    if (ntrain < T + 1) { free(tokens); if (ta->val_path) free(val); return set_error(ta->data_path, "data is shorter than one window: %d tokens, need at least T+1 = %d (lower -T)", ntrain, T + 1); }
+    int steps = ta->steps;
+    if (steps <= 0) {
+        double per_step = (double)N * ta->grad_accum;
+        steps = (int)ceil(ta->epochs * ntrain / per_step);
+        if (steps < 1) steps = 1;
+    }
+    if (ta->warmup < 0) ta->warmup = steps / 20;                          // 5% of the steps
+    if (ta->eval_every <= 0) ta->eval_every = steps >= 10 ? steps / 10 : 1; // about 10 validations
+    if (ta->log_every <= 0) ta->log_every = steps <= 200 ? 1 : steps / 100;
+    // model, adapter, trainable set
+    Lora lora, *lo = NULL;
+    floatX *gmem = NULL;
+    ParameterTensors g;
+    int layer_from = c->n_layers;
+    if (ta->mode == TUNE_LORA) {
+        if (ta->resume_adapter) {
+            LoraConfig lc;
+            if (lora_load(&lora, &lc, c, ta->resume_adapter, 1)) { free(tokens); return -1; }
+            lc.dropout = ta->lc.dropout;
+            lc.seed = ta->lc.seed;
+            ta->lc = lc;
+            lora.dropout = lc.dropout;
+            lora.rng = lc.seed ^ 0x9E3779B97F4A7C15ull;
+        } else {
+            lora_create(&lora, c, &ta->lc, 1);
+            if (ta->lc.dora) lora_init_dora(&lora, m);
+        }
+        lo = &lora;
+        lora_alloc_acts(lo, N);
+        lo->training = 1;
+    } else {
+        gmem = (floatX *)calloc_check(m->num_parameters, sizeof(floatX));
+        point_parameters(&g, gmem, m->param_sizes, c->tied);
+        layer_from = ta->mode == TUNE_FULL ? 0 : c->n_layers - ta->freeze_layers;
+    }
+    Trainable tr;
+    trainable_init(&tr, m, &g, lo, ta->mode, layer_from);
+    Net net;
+    net_init(&net, m, lo);
+    Activations a;
+    acts_alloc(&a, c, B, T, ta->checkpoint_acts);
+    uint64_t data_rng = ta->seed * 0x9E3779B97F4A7C15ull + 12345;
+    int step0 = 0;
+    if (ta->resume) {
+        if (ta->mode == TUNE_LORA) {
+            LoraConfig lc2; Lora l2;
+            if (lora_load(&l2, &lc2, c, ta->resume, 0)) return -1;
+            if (l2.num_params != lora.num_params) return set_error(ta->resume, "checkpoint adapter does not match the requested LoRA setup");
+            memcpy(lora.params, l2.params, lora.num_params * sizeof(floatX));
+            lora_free(&l2); free(lc2.layers);
+        } else {
+            Model m2;
+            char path[4096];
+            if (m->format == FMT_HF) snprintf(path, sizeof(path), "%s", ta->resume); else path_join(path, sizeof(path), ta->resume, "model.bin");
+            if (model_load(&m2, path)) return -1;
+            if (m2.num_parameters != m->num_parameters) return set_error(ta->resume, "checkpoint model does not match");
+            memcpy(m->params_memory, m2.params_memory, m->num_parameters * sizeof(floatX));
+            model_free(&m2);
+        }
+        uint64_t drop_rng = 0;
+        if (load_trainer_state(ta->resume, ta, &tr, &step0, &data_rng, &drop_rng)) return -1;
+        if (lo) lo->rng = drop_rng;
+        fprintf(stderr, "resumed from %s at step %d\n", ta->resume, step0);
+    }
+    // the memory plan
+    {
+        char w[32], ac[32], gr[32], op[32], lw[32];
+        fmt_bytes(w, sizeof(w), (double)m->num_parameters * sizeof(floatX));
+        fmt_bytes(ac, sizeof(ac), (double)a.bytes);
+        fmt_bytes(gr, sizeof(gr), (double)(ta->mode == TUNE_LORA ? lora.num_params : m->num_parameters) * sizeof(floatX));
+        fmt_bytes(op, sizeof(op), (double)tr.total * 2 * sizeof(floatX));
+        fmt_bytes(lw, sizeof(lw), lo ? (double)lora.num_params * sizeof(floatX) : 0);
+        fprintf(stderr, "model: %s (dim %d, %d layers, %d heads / %d kv, vocab %d), %.2fM parameters\n", ta->model_path, c->dim, c->n_layers, c->n_heads, c->n_kv_heads, c->vocab_size, m->num_parameters / 1e6);
+        fprintf(stderr, "tuning: %s, %zu trainable parameters (%.3f%% of the model)\n", tune_names[ta->mode], tr.total, 100.0 * tr.total / (double)m->num_parameters);
+        fprintf(stderr, "data: %d train tokens, %d validation tokens; batch %d x %d x accum %d = %d tokens/step; %d steps\n", ntrain, nval, B, T, ta->grad_accum, N * ta->grad_accum, steps);
+        fprintf(stderr, "memory: weights %s, LoRA %s, activations %s%s, gradients %s, AdamW state %s\n", w, lw, ac, ta->checkpoint_acts ? " (checkpointed)" : "", gr, op);
+    }
+    char path[4096];
+    FILE *log = NULL;
+    if (mkdir_p(ta->outdir)) return -1;
+    path_join(path, sizeof(path), ta->outdir, "log.jsonl");
+    log = fopen(path, ta->resume ? "ab" : "wb");
+    if (!log) return set_error(path, "cannot write: %s", strerror(errno));
+    signal(SIGINT, on_sigint);
+    Activations eval_a;
+    int have_eval = val && nval >= 2;
+    if (have_eval) acts_alloc(&eval_a, c, B, T, 0);
+    int *inp = (int *)malloc_check((size_t)N * sizeof(int)), *tgt = (int *)malloc_check((size_t)N * sizeof(int));
+    double t_start = time_sec(), first_loss = -1, last_loss = -1, last_val = -1;
+    long tokens_done = 0;
+    int rc = 0, step;
+    for (step = step0; step < steps; step++) {
+        double t0 = time_sec();
+        trainable_zero_grad(&tr);
+        double loss = 0;
+        for (int micro = 0; micro < ta->grad_accum; micro++) {
+            for (int b = 0; b < B; b++) { // a random window of T+1 tokens
+                int start = (int)(random_u32(&data_rng) % (uint32_t)(ntrain - T));
+                for (int t = 0; t < T; t++) { inp[b * T + t] = tokens[start + t]; tgt[b * T + t] = tokens[start + t + 1]; }
+            }
+            peft_forward(&net, &a, inp);
+            loss += peft_loss(&a, c, tgt) / ta->grad_accum;
+            peft_backward(&net, &a, lo ? NULL : &g, layer_from, ta->mode == TUNE_FULL);
+        }
+        if (ta->grad_accum > 1) trainable_scale_grad(&tr, 1.0 / ta->grad_accum);
+        double gnorm = trainable_grad_norm(&tr);
+        if (ta->clip > 0 && gnorm > ta->clip) trainable_scale_grad(&tr, ta->clip / gnorm);
+        float lr = lr_at(step, steps, ta->warmup, ta->lr, ta->schedule);
+        trainable_update(&tr, step + 1, lr, ta->wd);
+        double dt = time_sec() - t0;
+        tokens_done += (long)N * ta->grad_accum;
+        if (first_loss < 0) first_loss = loss;
+        last_loss = loss;
+        int last = step == steps - 1;
+        double vloss = -1;
+        if (have_eval && ta->eval_every > 0 && ((step + 1) % ta->eval_every == 0 || last)) {
+            long cnt;
+            vloss = evaluate(&net, &eval_a, val, nval, ta->eval_batches * B, &cnt);
+            last_val = vloss;
+        }
+        double elapsed = time_sec() - t_start, eta = elapsed / (step + 1 - step0) * (steps - step - 1);
+        char eta_s[32];
+        fmt_time(eta_s, sizeof(eta_s), eta);
+        if ((step + 1) % ta->log_every == 0 || last || vloss >= 0 || step == step0) {
+            fprintf(stderr, "step %5d/%d | loss %.4f", step + 1, steps, loss);
+            if (vloss >= 0) fprintf(stderr, " | val %.4f", vloss);
+            fprintf(stderr, " | lr %.2e | grad norm %.3f | %.0f tok/s | ETA %s\n", lr, gnorm, N * ta->grad_accum / dt, eta_s);
+        }
+        char vbuf[32];
+        if (vloss >= 0) snprintf(vbuf, sizeof(vbuf), "%.6f", vloss); else snprintf(vbuf, sizeof(vbuf), "null");
+        fprintf(log, "{\"step\": %d, \"loss\": %.6f, \"val_loss\": %s, \"lr\": %.6g, \"grad_norm\": %.6f, \"tokens_per_s\": %.1f, \"elapsed_s\": %.3f}\n",
+                step + 1, loss, vbuf, lr, gnorm, N * ta->grad_accum / dt, elapsed);
+        fflush(log);
+        if ((ta->save_every > 0 && (step + 1) % ta->save_every == 0 && !last) || stop_requested) {
+            char ck[4096], name[64];
+            snprintf(name, sizeof(name), "checkpoint-%d", step + 1);
+            path_join(ck, sizeof(ck), ta->outdir, name);
+            if (save_checkpoint(ta, m, lo, &tr, ck, step + 1, data_rng)) { rc = -1; break; }
+            fprintf(stderr, "saved checkpoint %s\n", ck);
+            if (stop_requested) { fprintf(stderr, "interrupted: resume with --resume %s\n", ck); step++; break; }
+        }
+    }
+    if (!rc) {
+        if (save_result(ta, m, lo, ta->outdir) || save_trainer_state(ta->outdir, ta, &tr, step, data_rng, lo ? lo->rng : 0)) rc = -1;
+        else {
+            char el[32];
+            fmt_time(el, sizeof(el), time_sec() - t_start);
+            fprintf(stderr, "done: %d steps in %s, %.0f tok/s; train loss %.4f -> %.4f", step - step0, el, tokens_done / (time_sec() - t_start), first_loss, last_loss);
+            if (last_val >= 0) fprintf(stderr, "; final val loss %.4f", last_val);
+            fprintf(stderr, "\nwrote %s to %s\n", ta->mode == TUNE_LORA ? "adapter_config.json + adapter_model.safetensors" : "the trained model", ta->outdir);
+        }
+    }
+    fclose(log);
+    free(inp); free(tgt);
+    if (have_eval) acts_free(&eval_a);
+    acts_free(&a); net_free(&net); trainable_free(&tr); free(gmem);
+    if (lo) lora_free(lo);
+    free(tokens);
+    if (ta->val_path) free(val);
+    return rc;
+}
+
 
 // ----------------------------------------------------------------------------
 // sampling and generation
@@ -2555,25 +3888,243 @@ static int st_read_ints(SafeTensors *st, const STTensor *t, int *dst) {
 // load -a adapters onto a model (one for now; several adapters come with the adapters work)
 static void load_model_or_die(Model *m, const char *path) { if (model_load(m, path)) fatal_error(); }
 
+
+// the tokenizer: -z PATH, else the model folder's tokenizer.json (or tokenizer.bin), else ./tokenizer.bin
+static void load_tokenizer_or_die(Tokenizer *tok, const char *zpath, const char *model_path, const Config *c) {
+    char path[4096] = "";
+    if (zpath) snprintf(path, sizeof(path), "%s", zpath);
+    else if (dir_exists(model_path)) {
+        path_join(path, sizeof(path), model_path, "tokenizer.json");
+        if (!file_exists(path)) path_join(path, sizeof(path), model_path, "tokenizer.bin");
+        if (!file_exists(path)) snprintf(path, sizeof(path), "tokenizer.bin");
+    } else snprintf(path, sizeof(path), "tokenizer.bin");
+    if (!file_exists(path)) fatal("%s: tokenizer not found (give one with -z; `make` builds ./tokenizer.bin from the Llama 2 tokenizer.model)", path);
+    if (tokenizer_load(tok, path, c->vocab_size)) fatal_error();
+}
+
+static int parse_int(const char *flag, const char *v, int lo, int hi) {
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || end == v || *end || x < lo || x > hi) fatal("%s: '%s' is not an integer in [%d, %d]", flag, v, lo, hi);
+    return (int)x;
+}
+static float parse_float(const char *flag, const char *v, double lo, double hi) {
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (errno || end == v || *end || !(x >= lo && x <= hi)) fatal("%s: '%s' is not a number in [%g, %g]", flag, v, lo, hi);
+    return (float)x;
+}
+
+// -a DIR: one adapter (several adapters at once come with the adapters work)
+static void load_adapter_or_die(Lora *lo, const char *dir, const Config *c) {
+    LoraConfig lc;
+    if (lora_load(lo, &lc, c, dir, 0)) fatal_error();
+    free(lc.layers);
+    lo->dropout = 0;
+}
+
+// ADAPTER or ADAPTER:WEIGHT (the weight after the last ':' if it parses as a number)
+static const char *split_adapter_weight(const char *arg, char *dir, size_t n, float *w) {
+    snprintf(dir, n, "%s", arg);
+    *w = 1;
+    char *colon = strrchr(dir, ':');
+    if (colon) {
+        char *end;
+        double v = strtod(colon + 1, &end);
+        if (end != colon + 1 && !*end && isfinite(v)) { *w = (float)v; *colon = 0; }
+    }
+    return dir;
+}
+
+#define MAX_ADAPTERS 16
+// load every -a ADAPTER[:W] and combine them into one exact weighted delta (no combining for one at weight 1)
+static void load_adapters_or_die(Lora *out, int n, char **args, const Config *c) {
+    if (n == 1) {
+        char dir[4096]; float w;
+        split_adapter_weight(args[0], dir, sizeof(dir), &w);
+        load_adapter_or_die(out, dir, c);
+        if (w != 1 && out->dora) fatal("%s: a DoRA adapter cannot be weighted", dir);
+        if (w != 1) for (int i = 0; i < c->n_layers * NUM_TARGETS; i++) out->mods[i].scale *= w;
+        return;
+    }
+    Lora *los = (Lora *)calloc_check((size_t)n, sizeof(Lora));
+    Lora *ptrs[MAX_ADAPTERS];
+    float ws[MAX_ADAPTERS];
+    for (int k = 0; k < n; k++) {
+        char dir[4096];
+        split_adapter_weight(args[k], dir, sizeof(dir), &ws[k]);
+        load_adapter_or_die(&los[k], dir, c);
+        if (los[k].dora) fatal("%s: DoRA adapters cannot be combined with others (their magnitudes do not add)", dir);
+        ptrs[k] = &los[k];
+    }
+    lora_combine(out, ptrs, ws, n, c);
+    for (int k = 0; k < n; k++) lora_free(&los[k]);
+    free(los);
+}
+
+// ---- generate
+static void error_usage_generate(void) {
+    fprintf(stderr, "Usage: peft generate MODEL [options]\n"
+                    "  Prints the prompt and its continuation on stdout; speed on stderr.\n"
+                    "  MODEL         llama2.c .bin file or Hugging Face model folder\n"
+                    "  -z PATH       tokenizer.bin or tokenizer.json (default: the folder's tokenizer.json, else ./tokenizer.bin)\n"
+                    "  -a DIR[:W]    PEFT LoRA adapter to apply, weight W (default 1); repeat to sum several (default: none)\n"
+                    "  -p TEXT       prompt (default: empty, start from BOS)\n"
+                    "  -n N          tokens to generate (default 256, capped by the model's max positions)\n"
+                    "  -t T          temperature, 0 = greedy (default 1.0)\n"
+                    "  --top-p P     nucleus sampling threshold (default 0.9; 1 = off)\n"
+                    "  -s SEED       random seed (default: time)\n");
+    exit(1);
+}
+static void print_piece(const char *p, int n) {
+    // print only printable text and whitespace (llama2.c's safe_printf), byte pieces as they come
+    if (n == 1 && !(isprint((unsigned char)p[0]) || isspace((unsigned char)p[0]))) return;
+    fwrite(p, 1, (size_t)n, stdout);
+}
+static int cmd_generate(int argc, char **argv) {
+    const char *model_path = NULL, *zpath = NULL, *prompt = "";
+    char *adapters[MAX_ADAPTERS];
+    int na = 0, steps = 256;
+    float temperature = 1.0f, topp = 0.9f;
+    uint64_t seed = (uint64_t)time(NULL);
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) error_usage_generate();
+        else if (argv[i][0] != '-') { if (model_path) fatal("unexpected argument '%s'", argv[i]); model_path = argv[i]; }
+        else if (i + 1 >= argc) fatal("flag %s needs a value", argv[i]);
+        else if (!strcmp(argv[i], "-z")) zpath = argv[++i];
+        else if (!strcmp(argv[i], "-a")) { if (na == MAX_ADAPTERS) fatal("at most %d adapters", MAX_ADAPTERS); adapters[na++] = argv[++i]; }
+        else if (!strcmp(argv[i], "-p")) prompt = argv[++i];
+        else if (!strcmp(argv[i], "-n")) steps = parse_int("-n", argv[++i], 0, 1 << 30);
+        else if (!strcmp(argv[i], "-t")) temperature = parse_float("-t", argv[++i], 0, 100);
+        else if (!strcmp(argv[i], "--top-p")) topp = parse_float("--top-p", argv[++i], 0, 1);
+        else if (!strcmp(argv[i], "-s")) seed = (uint64_t)parse_int("-s", argv[++i], 0, INT_MAX);
+        else fatal("unknown flag '%s' for generate (see peft generate --help)", argv[i]);
+    }
+    if (!model_path) error_usage_generate();
+    Model m;
+    load_model_or_die(&m, model_path);
+    Config *c = &m.config;
+    Tokenizer tok;
+    load_tokenizer_or_die(&tok, zpath, model_path, c);
+    Lora lora, *lo = NULL;
+    if (na) { load_adapters_or_die(&lora, na, adapters, c); lo = &lora; lora_alloc_acts(lo, 1); }
+    Net net;
+    net_init(&net, &m, lo);
+    RunState s;
+    runstate_alloc(&s, c);
+    size_t plen = strlen(prompt);
+    int *ptoks = (int *)malloc_check((plen + 3) * sizeof(int));
+    int np = tokenizer_encode(&tok, prompt, plen, 1, 0, ptoks, (int)plen + 3);
+    if (np < 1) fatal_error();
+    int bos = tok.bos_id >= 0 ? tok.bos_id : c->bos_id, eos = tok.eos_id >= 0 ? tok.eos_id : c->eos_id;
+    int total = np + steps < c->seq_len ? np + steps : c->seq_len;
+    if (np >= c->seq_len) fatal("prompt is %d tokens but the model allows %d positions", np, c->seq_len);
+    float *probs = (float *)malloc_check((size_t)c->vocab_size * sizeof(float));
+    ProbIndex *pi = (ProbIndex *)malloc_check((size_t)c->vocab_size * sizeof(ProbIndex));
+    uint64_t rng = seed ? seed : 1;
+    int token = ptoks[0], next, generated = 0;
+    char piece[256];
+    double t0 = 0;
+    for (int pos = 0; pos < total - 1 || (pos == 0 && total == 1); pos++) {
+        if (pos == total - 1) break;
+        floatX *logits = forward_token(&net, &s, token, pos);
+        if (pos + 1 < np) next = ptoks[pos + 1]; // still reading the prompt
+        else {
+            next = sample(logits, c->vocab_size, temperature, topp, random_f32(&rng), probs, pi);
+            generated++;
+        }
+        if (next == eos || (next == bos && pos + 1 >= np)) break;
+        int n = tokenizer_decode(&tok, token, next, piece, (int)sizeof(piece));
+        print_piece(piece, n);
+        fflush(stdout);
+        token = next;
+        if (t0 == 0) t0 = time_sec(); // time from the first step on, as llama2.c does
+    }
+    printf("\n");
+    if (generated > 1) fprintf(stderr, "achieved tok/s: %.1f (%d tokens)\n", (generated - 1) / (time_sec() - t0), generated);
+    free(probs); free(pi); free(ptoks);
+    runstate_free(&s); net_free(&net); lora_free(lo); tokenizer_free(&tok); model_free(&m);
+    return 0;
+}
+
+// ---- eval
+static void error_usage_eval(void) {
+    fprintf(stderr, "Usage: peft eval MODEL DATA [options]\n"
+                    "  Mean next-token loss over the whole text in non-overlapping windows; last line:\n"
+                    "  loss <L> perplexity <P> tokens <N>\n"
+                    "  -z PATH       tokenizer (default as for generate)\n"
+                    "  -a DIR[:W]    PEFT LoRA adapter, weight W; repeat to sum several (default: none)\n"
+                    "  -T N          window length (default: min(256, the model's max positions))\n"
+                    "  -b N          windows per batch (default 4)\n");
+    exit(1);
+}
+static int cmd_eval(int argc, char **argv) {
+    const char *model_path = NULL, *data = NULL, *zpath = NULL;
+    char *adapters[MAX_ADAPTERS];
+    int na = 0, T = 0, B = 4;
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) error_usage_eval();
+        else if (argv[i][0] != '-') { if (!model_path) model_path = argv[i]; else if (!data) data = argv[i]; else fatal("unexpected argument '%s'", argv[i]); }
+        else if (i + 1 >= argc) fatal("flag %s needs a value", argv[i]);
+        else if (!strcmp(argv[i], "-z")) zpath = argv[++i];
+        else if (!strcmp(argv[i], "-a")) { if (na == MAX_ADAPTERS) fatal("at most %d adapters", MAX_ADAPTERS); adapters[na++] = argv[++i]; }
+        else if (!strcmp(argv[i], "-T")) T = parse_int("-T", argv[++i], 1, 1 << 20);
+        else if (!strcmp(argv[i], "-b")) B = parse_int("-b", argv[++i], 1, 4096);
+        else fatal("unknown flag '%s' for eval (see peft eval --help)", argv[i]);
+    }
+    if (!model_path || !data) error_usage_eval();
+    Model m;
+    load_model_or_die(&m, model_path);
+    Config *c = &m.config;
+    if (!T) T = c->seq_len < 256 ? c->seq_len : 256;
+    if (T > c->seq_len) fatal("-T %d exceeds the model's %d positions", T, c->seq_len);
+    Tokenizer tok;
+    load_tokenizer_or_die(&tok, zpath, model_path, c);
+    int n;
+    int *tokens = tokenize_file(&tok, data, &n);
+    if (!tokens) fatal_error();
+    for (int i = 0; i < n; i++) if (tokens[i] >= c->vocab_size) fatal("%s: token id %d exceeds the model's vocabulary (%d): wrong tokenizer?", data, tokens[i], c->vocab_size);
+    if (n < 2) fatal("%s: need at least 2 tokens to evaluate", data);
+    Lora lora, *lo = NULL;
+    if (na) { load_adapters_or_die(&lora, na, adapters, c); lo = &lora; lora_alloc_acts(lo, B * T); }
+    Net net;
+    net_init(&net, &m, lo);
+    Activations a;
+    acts_alloc(&a, c, B, T, 0);
+    long count;
+    double t0 = time_sec();
+    double loss = evaluate(&net, &a, tokens, n, 0, &count);
+    fprintf(stderr, "evaluated %ld tokens in %.1fs\n", count, time_sec() - t0);
+    printf("loss %.6f perplexity %.4f tokens %ld\n", loss, exp(loss), count);
+    free(tokens);
+    acts_free(&a); net_free(&net); lora_free(lo); tokenizer_free(&tok); model_free(&m);
+    return 0;
+}
+
 static void error_usage_dump(void) {
     fprintf(stderr, "Usage: peft dump MODEL -i IN.safetensors -o OUT.safetensors [options]\n"
                     "  Reads input_ids [B,T] (and optional targets [B,T]) and writes logits [B,T,V] fp32;\n"
                     "  with targets also loss [1], and with an adapter grad.<PEFT key> of every adapter tensor.\n"
                     "  -i FILE      input safetensors (required)\n"
                     "  -o FILE      output safetensors (required)\n"
-                    "  -a DIR       PEFT LoRA adapter folder to apply (default: none)\n");
+                    "  -a DIR[:W]   PEFT LoRA adapter folder to apply (default: none); repeat to sum several\n"
+                    "               (gradients are written for a single unweighted adapter)\n");
     exit(1);
 }
 
 static int cmd_dump(int argc, char **argv) {
-    const char *model_path = NULL, *in = NULL, *out = NULL, *adapter = NULL;
+    const char *model_path = NULL, *in = NULL, *out = NULL;
+    char *adapters[MAX_ADAPTERS];
+    int na = 0;
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) error_usage_dump();
         else if (argv[i][0] != '-') { if (model_path) fatal("unexpected argument '%s'", argv[i]); model_path = argv[i]; }
         else if (i + 1 >= argc) fatal("flag %s needs a value", argv[i]);
         else if (!strcmp(argv[i], "-i")) in = argv[++i];
         else if (!strcmp(argv[i], "-o")) out = argv[++i];
-        else if (!strcmp(argv[i], "-a")) adapter = argv[++i];
+        else if (!strcmp(argv[i], "-a")) { if (na == MAX_ADAPTERS) fatal("at most %d adapters", MAX_ADAPTERS); adapters[na++] = argv[++i]; }
         else fatal("unknown flag '%s' for dump (see peft dump --help)", argv[i]);
     }
     if (!model_path || !in || !out) error_usage_dump();
@@ -2599,10 +4150,15 @@ static int cmd_dump(int argc, char **argv) {
     st_close(&st);
     Lora lora, *lo = NULL;
     LoraConfig lc;
-    if (adapter) {
-        if (lora_load(&lora, &lc, c, adapter, targets != NULL)) fatal_error();
+    if (na == 1 && !strchr(adapters[0], ':')) { // one adapter: also its gradients
+        if (lora_load(&lora, &lc, c, adapters[0], targets != NULL)) fatal_error();
+        free(lc.layers);
         lo = &lora;
         lo->dropout = 0; // dump is evaluation: no dropout
+        lora_alloc_acts(lo, N);
+    } else if (na) { // several (or weighted): their summed delta, no gradients
+        load_adapters_or_die(&lora, na, adapters, c);
+        lo = &lora;
         lora_alloc_acts(lo, N);
     }
     Net net;
@@ -2622,7 +4178,7 @@ static int cmd_dump(int argc, char **argv) {
         loss = peft_loss(&a, c, targets);
         snprintf(ts[nt].name, sizeof(ts[nt].name), "loss");
         ts[nt].dtype = DT_F32; ts[nt].ndim = 1; ts[nt].shape[0] = 1; ts[nt].fdata = &loss; nt++;
-        if (lo) {
+        if (lo && lo->grads) {
             peft_backward(&net, &a, NULL, c->n_layers, 0);
             for (int l = 0; l < lo->n_layers; l++)
                 for (int t = 0; t < NUM_TARGETS; t++) {
@@ -2645,16 +4201,294 @@ static int cmd_dump(int argc, char **argv) {
     }
     if (st_write(out, ts, nt, "{\"format\":\"pt\"}")) fatal_error();
     fprintf(stderr, "wrote %s: logits [%d,%d,%d]%s", out, B, T, c->vocab_size, targets ? "" : "\n");
-    if (targets) fprintf(stderr, ", loss %.6f%s\n", (double)loss, lo ? ", adapter gradients" : "");
+    if (targets) fprintf(stderr, ", loss %.6f%s\n", (double)loss, lo && lo->grads ? ", adapter gradients" : "");
     free(ts); free(logits); free(inputs); free(targets);
     acts_free(&a); net_free(&net); lora_free(lo); model_free(&m);
     return 0;
 }
 
+// ---- train
+static void error_usage_train(void) {
+    fprintf(stderr, "Usage: peft train MODEL DATA [options]\n"
+                    "  Fine-tunes MODEL on DATA (UTF-8 text; blank lines separate documents, each gets BOS).\n"
+                    "  Writes OUTDIR/adapter_config.json + adapter_model.safetensors (PEFT's format), log.jsonl.\n"
+                    "  -z PATH                   tokenizer (default as for generate)\n"
+                    "  -o DIR                    output folder (default out)\n"
+                    "  --finetuning-type T       lora | freeze | full (default lora)\n"
+                    "  --freeze-trainable-layers N  freeze: train the last N layers (default 2)\n"
+                    "  -r N                      LoRA rank (default 8)\n"
+                    "  --alpha A                 lora_alpha (default 8, PEFT's); scale = alpha/r\n"
+                    "  --rslora                  scale = alpha/sqrt(r)\n"
+                    "  --dora                    DoRA: learn a magnitude per output row too (PEFT's use_dora)\n"
+                    "  --dropout P               LoRA dropout on the branch input (default 0)\n"
+                    "  --targets LIST            q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj or all-linear (default q_proj,v_proj)\n"
+                    "  --layers LIST             layers to adapt, e.g. 0,1,4-7 (default all)\n"
+                    "  --init I                  kaiming | gaussian (default kaiming: PEFT's)\n"
+                    "  -b N                      batch size (default 8)\n"
+                    "  -T N                      sequence length (default min(256, max positions))\n"
+                    "  --steps N                 optimizer steps (default: --epochs worth)\n"
+                    "  --epochs E                passes over the training tokens (default 1)\n"
+                    "  --lr LR                   peak learning rate (default 1e-3)\n"
+                    "  --warmup N                linear warmup steps (default 5%% of steps)\n"
+                    "  --schedule S              cosine | linear | constant (default cosine)\n"
+                    "  --weight-decay W          AdamW decoupled weight decay (default 0)\n"
+                    "  --clip NORM               clip the global gradient norm, 0 = off (default 1.0)\n"
+                    "  --grad-accum K            micro-batches per step (default 1)\n"
+                    "  --val-frac F              hold out the last F of the tokens (default 0.05)\n"
+                    "  --val FILE                validation text instead of --val-frac\n"
+                    "  --eval-every N            validate every N steps (default: 10 times per run)\n"
+                    "  --eval-batches N          batches per validation, 0 = all (default 16)\n"
+                    "  --save-every N            checkpoint every N steps into OUTDIR/checkpoint-N (default 0: end only)\n"
+                    "  --resume DIR              continue from a checkpoint folder, bit-for-bit\n"
+                    "  --resume-adapter DIR      start from an existing PEFT adapter (PEFT's is_trainable=True)\n"
+                    "  --checkpoint-activations  recompute layer activations in the backward (less memory)\n"
+                    "  --log-every N             print every N steps (default: about 100 lines per run)\n"
+                    "  -s SEED                   random seed (default 1337)\n");
+    exit(1);
+}
+static unsigned parse_targets(const char *s) {
+    if (!strcmp(s, "all-linear")) return (1u << NUM_TARGETS) - 1;
+    unsigned mask = 0;
+    char buf[512];
+    snprintf(buf, sizeof(buf), "%s", s);
+    for (char *tkn = strtok(buf, ","); tkn; tkn = strtok(NULL, ",")) {
+        int found = -1;
+        for (int t = 0; t < NUM_TARGETS; t++) if (!strcmp(tkn, target_names[t])) found = t;
+        if (found < 0) fatal("--targets: unknown module '%s' (known: q_proj k_proj v_proj o_proj gate_proj up_proj down_proj, or all-linear)", tkn);
+        mask |= 1u << found;
+    }
+    if (!mask) fatal("--targets: empty list");
+    return mask;
+}
+static unsigned char *parse_layers(const char *s, int L) {
+    unsigned char *layers = (unsigned char *)calloc_check((size_t)L, 1);
+    char buf[512];
+    snprintf(buf, sizeof(buf), "%s", s);
+    for (char *tkn = strtok(buf, ","); tkn; tkn = strtok(NULL, ",")) {
+        int a, b;
+        char extra;
+        if (sscanf(tkn, "%d-%d%c", &a, &b, &extra) == 2) {}
+        else if (sscanf(tkn, "%d%c", &a, &extra) == 1) b = a;
+        else fatal("--layers: bad entry '%s'", tkn);
+        if (a < 0 || b >= L || a > b) fatal("--layers: '%s' is outside the model's layers 0-%d", tkn, L - 1);
+        for (int l = a; l <= b; l++) layers[l] = 1;
+    }
+    return layers;
+}
+static int cmd_train(int argc, char **argv) {
+    TrainArgs ta;
+    memset(&ta, 0, sizeof(ta));
+    ta.outdir = "out"; ta.mode = TUNE_LORA; ta.B = 8; ta.grad_accum = 1; ta.epochs = 1; ta.lr = 1e-3f; ta.warmup = -1; ta.clip = 1.0f;
+    ta.val_frac = 0.05f; ta.eval_batches = 16; ta.schedule = SCHED_COSINE; ta.freeze_layers = 2; ta.seed = 1337;
+    ta.lc.r = 8; ta.lc.alpha = 8; ta.lc.targets = (1u << TGT_Q) | (1u << TGT_V);
+    const char *layers = NULL;
+    int alpha_set = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *f = argv[i];
+        if (!strcmp(f, "--help") || !strcmp(f, "-h")) error_usage_train();
+        else if (f[0] != '-') { if (!ta.model_path) ta.model_path = f; else if (!ta.data_path) ta.data_path = f; else fatal("unexpected argument '%s'", f); }
+        else if (!strcmp(f, "--rslora")) ta.lc.rslora = 1;
+        else if (!strcmp(f, "--dora")) ta.lc.dora = 1;
+        else if (!strcmp(f, "--checkpoint-activations")) ta.checkpoint_acts = 1;
+        else if (i + 1 >= argc) fatal("flag %s needs a value (see peft train --help)", f);
+        else if (!strcmp(f, "-z")) ta.tok_path = argv[++i];
+        else if (!strcmp(f, "-o")) ta.outdir = argv[++i];
+        else if (!strcmp(f, "--finetuning-type")) {
+            const char *v = argv[++i];
+            if (!strcmp(v, "lora")) ta.mode = TUNE_LORA; else if (!strcmp(v, "freeze")) ta.mode = TUNE_FREEZE; else if (!strcmp(v, "full")) ta.mode = TUNE_FULL;
+            else fatal("--finetuning-type: '%s' is not lora, freeze or full", v);
+        }
+        else if (!strcmp(f, "--freeze-trainable-layers")) ta.freeze_layers = parse_int(f, argv[++i], 1, 1 << 20);
+        else if (!strcmp(f, "-r")) ta.lc.r = parse_int(f, argv[++i], 1, 1 << 20);
+        else if (!strcmp(f, "--alpha")) { ta.lc.alpha = parse_float(f, argv[++i], 1e-6, 1e6); alpha_set = 1; }
+        else if (!strcmp(f, "--dropout")) ta.lc.dropout = parse_float(f, argv[++i], 0, 0.999);
+        else if (!strcmp(f, "--targets")) ta.lc.targets = parse_targets(argv[++i]);
+        else if (!strcmp(f, "--layers")) layers = argv[++i];
+        else if (!strcmp(f, "--init")) {
+            const char *v = argv[++i];
+            if (!strcmp(v, "kaiming")) ta.lc.init_gaussian = 0; else if (!strcmp(v, "gaussian")) ta.lc.init_gaussian = 1;
+            else fatal("--init: '%s' is not kaiming or gaussian", v);
+        }
+        else if (!strcmp(f, "-b")) ta.B = parse_int(f, argv[++i], 1, 4096);
+        else if (!strcmp(f, "-T")) ta.T = parse_int(f, argv[++i], 1, 1 << 20);
+        else if (!strcmp(f, "--steps")) ta.steps = parse_int(f, argv[++i], 1, INT_MAX);
+        else if (!strcmp(f, "--epochs")) ta.epochs = parse_float(f, argv[++i], 1e-6, 1e6);
+        else if (!strcmp(f, "--lr")) ta.lr = parse_float(f, argv[++i], 0, 10);
+        else if (!strcmp(f, "--warmup")) ta.warmup = parse_int(f, argv[++i], 0, INT_MAX);
+        else if (!strcmp(f, "--schedule")) {
+            const char *v = argv[++i];
+            if (!strcmp(v, "cosine")) ta.schedule = SCHED_COSINE; else if (!strcmp(v, "linear")) ta.schedule = SCHED_LINEAR; else if (!strcmp(v, "constant")) ta.schedule = SCHED_CONSTANT;
+            else fatal("--schedule: '%s' is not cosine, linear or constant", v);
+        }
+        else if (!strcmp(f, "--weight-decay")) ta.wd = parse_float(f, argv[++i], 0, 10);
+        else if (!strcmp(f, "--clip")) ta.clip = parse_float(f, argv[++i], 0, 1e9);
+        else if (!strcmp(f, "--grad-accum")) ta.grad_accum = parse_int(f, argv[++i], 1, 1 << 20);
+        else if (!strcmp(f, "--val-frac")) ta.val_frac = parse_float(f, argv[++i], 0, 0.9);
+        else if (!strcmp(f, "--val")) ta.val_path = argv[++i];
+        else if (!strcmp(f, "--eval-every")) ta.eval_every = parse_int(f, argv[++i], 0, INT_MAX);
+        else if (!strcmp(f, "--eval-batches")) ta.eval_batches = parse_int(f, argv[++i], 0, INT_MAX);
+        else if (!strcmp(f, "--save-every")) ta.save_every = parse_int(f, argv[++i], 0, INT_MAX);
+        else if (!strcmp(f, "--resume")) ta.resume = argv[++i];
+        else if (!strcmp(f, "--resume-adapter")) ta.resume_adapter = argv[++i];
+        else if (!strcmp(f, "--log-every")) ta.log_every = parse_int(f, argv[++i], 1, INT_MAX);
+        else if (!strcmp(f, "-s")) ta.seed = (uint64_t)parse_int(f, argv[++i], 0, INT_MAX);
+        else fatal("unknown flag '%s' for train (see peft train --help)", f);
+    }
+    (void)alpha_set;
+    if (!ta.model_path || !ta.data_path) error_usage_train();
+    Model m;
+    load_model_or_die(&m, ta.model_path);
+    Config *c = &m.config;
+    if (!ta.T) ta.T = c->seq_len < 256 ? c->seq_len : 256;
+    if (ta.T > c->seq_len) fatal("-T %d exceeds the model's %d positions", ta.T, c->seq_len);
+    if (ta.mode == TUNE_FREEZE && ta.freeze_layers > c->n_layers) fatal("--freeze-trainable-layers %d exceeds the model's %d layers", ta.freeze_layers, c->n_layers);
+    if (ta.mode == TUNE_LORA && !ta.resume_adapter) {
+        for (int t = 0; t < NUM_TARGETS; t++) {
+            int in, out;
+            target_dims(c, t, &in, &out);
+            if ((ta.lc.targets >> t & 1) && ta.lc.r > (in < out ? in : out))
+                fatal("-r %d is larger than the %s layer allows (%d x %d)", ta.lc.r, target_names[t], out, in);
+        }
+        if (layers) ta.lc.layers = parse_layers(layers, c->n_layers);
+    }
+    ta.lc.seed = ta.seed;
+    Tokenizer tok;
+    load_tokenizer_or_die(&tok, ta.tok_path, ta.model_path, c);
+    // resolve the defaults that depend on the step count inside train() via steps; warmup/eval/log here
+    int rc = train(&ta, &m, &tok);
+    free(ta.lc.layers);
+    tokenizer_free(&tok);
+    model_free(&m);
+    if (rc) fatal_error();
+    return 0;
+}
+
+// ---- merge
+static void error_usage_merge(void) {
+    fprintf(stderr, "Usage: peft merge MODEL ADAPTER[:WEIGHT]... -o OUT [--dtype f32|f16|bf16]\n"
+                    "  Writes W' = W + sum_i weight_i * scale_i * B_i A_i for every adapted layer, in MODEL's format:\n"
+                    "  a .bin file (llama2.c v1, or legacy for a legacy input) or a Hugging Face folder.\n"
+                    "  -o OUT        output file (.bin input) or folder (Hugging Face input); required\n"
+                    "  --dtype D     dtype of a written folder (default: the input folder's)\n");
+    exit(1);
+}
+
+static void copy_file_if_exists(const char *src_dir, const char *dst_dir, const char *name) {
+    char src[4096], dst[4096];
+    path_join(src, sizeof(src), src_dir, name);
+    path_join(dst, sizeof(dst), dst_dir, name);
+    size_t n;
+    if (!file_exists(src)) return;
+    char *data = read_file(src, &n, (size_t)1 << 30);
+    if (!data) return;
+    AtomicFile af;
+    if (!atomic_open(&af, dst)) { atomic_write(&af, data, n); if (atomic_commit(&af)) fatal_error(); }
+    free(data);
+}
+
+static int cmd_merge(int argc, char **argv) {
+    const char *model_path = NULL, *out = NULL;
+    char *adapters[MAX_ADAPTERS];
+    int na = 0, dtype = -1;
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) error_usage_merge();
+        else if (argv[i][0] != '-') {
+            if (!model_path) model_path = argv[i];
+            else if (na < MAX_ADAPTERS) adapters[na++] = argv[i];
+            else fatal("at most %d adapters", MAX_ADAPTERS);
+        }
+        else if (i + 1 >= argc) fatal("flag %s needs a value", argv[i]);
+        else if (!strcmp(argv[i], "-o")) out = argv[++i];
+        else if (!strcmp(argv[i], "-a")) { if (na < MAX_ADAPTERS) adapters[na++] = argv[++i]; else fatal("at most %d adapters", MAX_ADAPTERS); }
+        else if (!strcmp(argv[i], "--dtype")) {
+            const char *v = argv[++i];
+            dtype = !strcmp(v, "f32") ? DT_F32 : !strcmp(v, "f16") ? DT_F16 : !strcmp(v, "bf16") ? DT_BF16 : -2;
+            if (dtype == -2) fatal("--dtype: '%s' is not f32, f16 or bf16", v);
+        }
+        else fatal("unknown flag '%s' for merge (see peft merge --help)", argv[i]);
+    }
+    if (!model_path || !out || !na) error_usage_merge();
+    Model m;
+    load_model_or_die(&m, model_path);
+    if (m.format != FMT_HF && dtype >= 0 && dtype != DT_F32) fatal("--dtype %s applies to Hugging Face folders; .bin files are written in fp32", dtype_names[dtype]);
+    Lora lo;
+    load_adapters_or_die(&lo, na, adapters, &m.config);
+    lora_merge(&m, &lo, 1);
+    int rc;
+    if (m.format == FMT_HF) {
+        rc = model_save_hf(&m, out, dtype >= 0 ? dtype : m.hf_dtype);
+        const char *extra[] = { "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "generation_config.json" };
+        if (!rc) for (size_t k = 0; k < sizeof(extra) / sizeof(extra[0]); k++) copy_file_if_exists(model_path, out, extra[k]);
+    } else rc = model_save_bin(&m, out, m.format == FMT_BIN_LEGACY);
+    if (rc) fatal_error();
+    fprintf(stderr, "merged %d adapter%s into %s -> %s (%s)\n", na, na > 1 ? "s" : "", model_path, out,
+            m.format == FMT_HF ? dtype_names[dtype >= 0 ? dtype : m.hf_dtype] : m.format == FMT_BIN_LEGACY ? "llama2.c legacy .bin" : "llama2.c v1 .bin");
+    lora_free(&lo); model_free(&m);
+    return 0;
+}
+
+// ---- info
+static int cmd_info(int argc, char **argv) {
+    if (argc != 1 || !strcmp(argv[0], "--help") || !strcmp(argv[0], "-h")) {
+        fprintf(stderr, "Usage: peft info PATH\n  What a model (.bin or folder), adapter folder or .safetensors file holds.\n");
+        exit(1);
+    }
+    const char *path = argv[0];
+    char p2[4096];
+    path_join(p2, sizeof(p2), path, "adapter_config.json");
+    if (dir_exists(path) && file_exists(p2)) {
+        Json *j = json_load(p2);
+        if (!j) fatal_error();
+        Json *tm = json_get(j, "target_modules");
+        printf("adapter %s: peft_type %s, r %g, lora_alpha %g, use_rslora %s, use_dora %s, dropout %g\n", path, json_str(json_get(j, "peft_type")) ? json_str(json_get(j, "peft_type")) : "?",
+               json_num_or(j, "r", 0), json_num_or(j, "lora_alpha", 0), json_bool_or(j, "use_rslora", 0) ? "true" : "false", json_bool_or(j, "use_dora", 0) ? "true" : "false", json_num_or(j, "lora_dropout", 0));
+        printf("target_modules:");
+        if (tm && tm->type == JSON_ARRAY) for (int i = 0; i < tm->n; i++) printf(" %s", json_str(&tm->items[i]) ? json_str(&tm->items[i]) : "?");
+        else if (json_str(tm)) printf(" %s", json_str(tm));
+        printf("\n");
+        json_free(j);
+        path_join(p2, sizeof(p2), path, "adapter_model.safetensors");
+        path = p2;
+    } else if (dir_exists(path) || (file_exists(path) && !strstr(path, ".safetensors"))) {
+        Model m;
+        load_model_or_die(&m, path);
+        Config *c = &m.config;
+        const char *fmt[] = { "llama2.c legacy .bin", "llama2.c v1 .bin (fp32)", "llama2.c v2 .bin (int8 groups, dequantized on load)", "Hugging Face folder" };
+        printf("model %s: %s%s%s\n", path, fmt[m.format], m.format == FMT_HF ? ", weights " : "", m.format == FMT_HF ? dtype_names[m.hf_dtype] : "");
+        printf("dim %d, hidden %d, layers %d, heads %d, kv heads %d, head_dim %d, vocab %d, max positions %d, rope_theta %g%s, rms_norm_eps %g, tied classifier %s\n",
+               c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, c->vocab_size, c->seq_len, c->rope_theta, c->rope_llama3 ? " (llama3 scaling)" : "", c->norm_eps, c->tied ? "yes" : "no");
+        const char *tn[NUM_PARAM_TENSORS] = { "embed_tokens", "input_layernorm", "q_proj", "k_proj", "v_proj", "o_proj", "post_attention_layernorm", "gate_proj", "down_proj", "up_proj", "norm", "lm_head" };
+        for (int i = 0; i < NUM_PARAM_TENSORS; i++) if (m.param_sizes[i]) printf("  %-26s %12zu\n", tn[i], m.param_sizes[i]);
+        printf("parameters: %zu (%.2fM)\n", m.num_parameters, m.num_parameters / 1e6);
+        model_free(&m);
+        return 0;
+    }
+    SafeTensors st;
+    if (st_open(&st, path)) fatal_error();
+    size_t total = 0;
+    printf("%s: %d tensors\n", path, st.n);
+    for (int i = 0; i < st.n; i++) {
+        STTensor *t = &st.t[i];
+        printf("  %-72s %-4s [", t->name, dtype_names[t->dtype]);
+        for (int d = 0; d < t->ndim; d++) printf("%s%lld", d ? ", " : "", (long long)t->shape[d]);
+        printf("]\n");
+        total += t->numel;
+    }
+    printf("parameters: %zu\n", total);
+    st_close(&st);
+    return 0;
+}
+
 static void error_usage(void) {
     fprintf(stderr, "peft.c: LoRA fine-tuning of Llama-family models in one C file\n"
-                    "Usage: peft <command> [args]   (peft <command> --help for its flags)\n"
-                    "  dump MODEL -i IN -o OUT         logits/loss/gradients for given ids (regression use)\n");
+                    "Usage: peft <command> [args]   (peft <command> --help lists its flags)\n"
+                    "  train MODEL DATA [-o OUT]      fine-tune (LoRA, DoRA, freeze, full); writes a PEFT adapter\n"
+                    "  generate MODEL [-p PROMPT]     sample text (with -a ADAPTER[:W]...)\n"
+                    "  eval MODEL DATA                loss and perplexity over a text\n"
+                    "  dump MODEL -i IN -o OUT        logits/loss/gradients for given ids (regression use)\n"
+                    "  merge MODEL ADAPTER... -o OUT  merge adapters into the weights\n"
+                    "  info PATH                      what a model, adapter or .safetensors file holds\n"
+                    "MODEL is a llama2.c .bin file or a Hugging Face folder (config.json + safetensors).\n");
     exit(1);
 }
 
@@ -2662,7 +4496,12 @@ static void error_usage(void) {
 int main(int argc, char **argv) {
     if (argc < 2) error_usage();
     const char *cmd = argv[1];
+    if (!strcmp(cmd, "train")) return cmd_train(argc - 2, argv + 2);
+    if (!strcmp(cmd, "generate")) return cmd_generate(argc - 2, argv + 2);
+    if (!strcmp(cmd, "eval")) return cmd_eval(argc - 2, argv + 2);
     if (!strcmp(cmd, "dump")) return cmd_dump(argc - 2, argv + 2);
+    if (!strcmp(cmd, "merge")) return cmd_merge(argc - 2, argv + 2);
+    if (!strcmp(cmd, "info")) return cmd_info(argc - 2, argv + 2);
     if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h")) error_usage();
     fatal("unknown command '%s' (see peft --help)", cmd);
     return 1;
