@@ -764,8 +764,688 @@ static void test_peft_reference(const char *name) {
     acts_free(&a); net_free(&net); lora_free(&lo); free(lc.layers); model_free(&m);
 }
 
+// ----------------------------------------------------------------------------
+// tokenizer tests. Paths are relative to the repository root (make test runs there).
+// Uses check(ok, name, fmt, ...) and skip(name, why) from the test driver. The tests:
+//   test_tokenizer_llama2_reference   test_tokenizer_tok512_roundtrip   test_tokenizer_bytebpe_reference
+//   test_tokenizer_spbpe_reference    test_tokenizer_gpt2bpe_reference  test_tokenizer_pretok_patterns
+//   test_tokenizer_merge_naive        test_tokenizer_split_words        test_tokenizer_special_and_limits
+//   test_tokenizer_hostile            test_tokenizer_fuzz               test_tokenizer_speed
+
+#define TOKTEST_LLAMA2 "../shared/tokenizers/llama2/tokenizer.bin"
+#define TOKTEST_LLAMA2_REF "../shared/tokenizers/llama2/llama2-tokenization-reference.json"
+#define TOKTEST_TOK512 "../shared/models/stories260K/tok512.bin"
+#define TOKTEST_SHAKESPEARE "../shared/data/tinyshakespeare.txt"
+
+// encode into a fresh array (room for any text: at most 3 tokens per byte, plus bos/eos/prefixes)
+static int *toktest_encode(const Tokenizer *t, const char *text, size_t len, int bos, int eos, int *n) {
+    int cap = (int)(3 * len + 8);
+    int *ids = (int *)malloc_check((size_t)cap * sizeof(int));
+    *n = tokenizer_encode(t, text, len, bos, eos, ids, cap);
+    return ids;
+}
+// decode a whole sequence the way a generation loop prints it
+static char *toktest_decode(const Tokenizer *t, const int *ids, int n, size_t *len) {
+    StrBuf b = { 0 };
+    char piece[1024];
+    sb_putn(&b, "", 0);
+    for (int i = 0; i < n; i++) sb_putn(&b, piece, (size_t)tokenizer_decode(t, i ? ids[i - 1] : -1, ids[i], piece, sizeof(piece)));
+    *len = b.n;
+    return b.s;
+}
+// printable excerpt of a string, for failure messages
+static const char *toktest_show(const char *s, size_t n, char *buf, size_t cap) {
+    size_t k = 0;
+    for (size_t i = 0; i < n && k + 8 < cap; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '\\' && c != 0x7f) buf[k++] = (char)c;
+        else k += (size_t)snprintf(buf + k, cap - k, "\\x%02x", c);
+    }
+    buf[k] = 0;
+    return buf;
+}
+// compare ids with a JSON array; describe the first difference in msg (when msg is still empty)
+static int toktest_same(const int *ids, int n, const Json *want, const char *text, size_t len, char *msg, size_t msgsz) {
+    int same = want && want->type == JSON_ARRAY && n == want->n, at = 0;
+    if (want && want->type == JSON_ARRAY)
+        for (at = 0; at < n && at < want->n && ids[at] == (int)want->items[at].num; at++) {}
+    same = same && at == n;
+    if (!same && !msg[0]) {
+        char show[200];
+        snprintf(msg, msgsz, "first mismatch: \"%s\" token %d: expected %d, got %d (%d tokens expected, %d got)",
+                 toktest_show(text, len, show, sizeof(show)), at, want && at < want->n ? (int)want->items[at].num : -1,
+                 at < n ? ids[at] : -1, want ? want->n : -1, n);
+    }
+    return same;
+}
+
+// Every string of a reference file ([{"text", key: [ids]}]) must encode to exactly those ids;
+// with roundtrip, decoding them must give the text back.
+static void toktest_reference(const char *name, const char *tok_path, const char *ref_path, const char *key, int bos, int roundtrip) {
+    if (!file_exists(tok_path) || !file_exists(ref_path)) { skip(name, "fixture missing (tests/ or ../shared/)"); return; }
+    Tokenizer t;
+    if (tokenizer_load(&t, tok_path, 0)) { check(0, name, "%s", peft_errbuf); return; }
+    Json *ref = json_load(ref_path);
+    if (!ref || ref->type != JSON_ARRAY) { check(0, name, "%s", ref ? "reference is not an array" : peft_errbuf); json_free(ref); tokenizer_free(&t); return; }
+    int same = 0, back = 0, tried_back = 0, total = 0;
+    char msg[600] = "", backmsg[400] = "";
+    for (int i = 0; i < ref->n; i++) {
+        const Json *e = &ref->items[i], *text = json_get(e, "text"), *want = json_get(e, key);
+        if (!text || text->type != JSON_STRING || !want) continue;
+        total++;
+        int n;
+        int *ids = toktest_encode(&t, text->str, text->len, bos, 0, &n);
+        same += toktest_same(ids, n, want, text->str, text->len, msg, sizeof(msg));
+        if (roundtrip && !json_bool_or(e, "special", 0) && !strstr(text->str, "\xE2\x96\x81")) {
+            size_t len;
+            char *s = toktest_decode(&t, ids, n, &len), show[150], show2[150];
+            tried_back++;
+            if (len == text->len && !memcmp(s, text->str, len)) back++;
+            else if (!backmsg[0]) snprintf(backmsg, sizeof(backmsg), "; decode(\"%s\") gave \"%s\"", toktest_show(text->str, text->len, show, sizeof(show)), toktest_show(s, len, show2, sizeof(show2)));
+            free(s);
+        }
+        free(ids);
+    }
+    check(total > 0 && same == total && back == tried_back, name, "%s: %d/%d strings give the reference ids (%s)%s%s%s, %d/%d decode back%s",
+          tok_path, same, total, key, bos ? " with BOS" : "", msg[0] ? "; " : "", msg, back, tried_back, backmsg);
+    json_free(ref);
+    tokenizer_free(&t);
+}
+
+static void test_tokenizer_llama2_reference(void) {
+    toktest_reference("tokenizer_llama2_reference", TOKTEST_LLAMA2, TOKTEST_LLAMA2_REF, "sentencepiece_ids", 0, 1);
+}
+static void test_tokenizer_bytebpe_reference(void) {
+    toktest_reference("tokenizer_bytebpe_reference", "tests/bytebpe/tokenizer.json", "tests/bytebpe/reference.json", "ids", 0, 1);
+}
+static void test_tokenizer_spbpe_reference(void) {
+    toktest_reference("tokenizer_spbpe_reference", "tests/spbpe/tokenizer.json", "tests/spbpe/reference.json", "ids", 0, 1);
+    toktest_reference("tokenizer_spbpe_reference_bos", "tests/spbpe/tokenizer.json", "tests/spbpe/reference.json", "ids_bos", 1, 0);
+    toktest_reference("tokenizer_spbpe_metaspace_reference", "tests/spbpe/tokenizer_metaspace.json", "tests/spbpe/reference.json", "ids_metaspace", 0, 0);
+    toktest_reference("tokenizer_spbpe_metaspace_split_reference", "tests/spbpe/tokenizer_metaspace_split.json", "tests/spbpe/reference.json", "ids_metaspace_split", 0, 0);
+}
+static void test_tokenizer_gpt2bpe_reference(void) {
+    // (add_prefix_space: decoding gives the text with a leading space, so no round trip)
+    toktest_reference("tokenizer_gpt2bpe_reference", "tests/gpt2bpe/tokenizer.json", "tests/gpt2bpe/reference.json", "ids", 0, 0);
+    // SmolLM's Sequence[Digits, ByteLevel] and a non-special added token
+    toktest_reference("tokenizer_gpt2bpe_digits_reference", "tests/gpt2bpe/tokenizer_digits.json", "tests/gpt2bpe/reference.json", "ids_digits", 0, 1);
+}
+
+static void test_tokenizer_tok512_roundtrip(void) {
+    const char *name = "tokenizer_tok512_roundtrip";
+    if (!file_exists(TOKTEST_TOK512)) { skip(name, "needs " TOKTEST_TOK512); return; }
+    Tokenizer t;
+    if (tokenizer_load(&t, TOKTEST_TOK512, 512)) { check(0, name, "%s", peft_errbuf); return; }
+#define TOKTEST_TEXT(s) { s, sizeof(s) - 1 }
+    static const struct { const char *s; size_t len; } texts[] = {
+        TOKTEST_TEXT("Once upon a time, there was a little girl named Lily."), TOKTEST_TEXT("  two  spaces  "),
+        TOKTEST_TEXT("na\xC3\xAFve \xE6\x9D\xB1\xE4\xBA\xAC \xF0\x9F\x98\x80"), TOKTEST_TEXT("\xFF\xFE invalid \xC3 utf-8 \x80\x80\x80\x80\x80"),
+        TOKTEST_TEXT("tab\there\nnewline\r\n"), TOKTEST_TEXT("a\0b"), TOKTEST_TEXT("") };
+#undef TOKTEST_TEXT
+    int ok = 0, nt = (int)(sizeof(texts) / sizeof(texts[0]));
+    char msg[300] = "";
+    for (int i = 0; i < nt; i++) {
+        int n;
+        size_t len;
+        int *ids = toktest_encode(&t, texts[i].s, texts[i].len, 1, 1, &n);
+        int framed = n >= 2 && ids[0] == 1 && ids[n - 1] == 2; // BOS ... EOS
+        char *s = toktest_decode(&t, ids, n, &len), show[120], show2[120];
+        if (framed && len == texts[i].len && !memcmp(s, texts[i].s, len)) ok++;
+        else if (!msg[0]) snprintf(msg, sizeof(msg), "; \"%s\" came back as \"%s\"%s", toktest_show(texts[i].s, texts[i].len, show, sizeof(show)),
+                                   toktest_show(s, len, show2, sizeof(show2)), framed ? "" : " (not between BOS and EOS)");
+        free(s);
+        free(ids);
+    }
+    check(t.vocab_size == 512 && ok == nt, name, "vocab %d, %d/%d strings survive encode (BOS, EOS) and decode%s", t.vocab_size, ok, nt, msg);
+    tokenizer_free(&t);
+}
+
+// the hand-written regexes against Oniguruma's splits (tests/pretok/reference.json)
+static void test_tokenizer_pretok_patterns(void) {
+    const char *name = "tokenizer_pretok_patterns", *path = "tests/pretok/reference.json";
+    if (!file_exists(path)) { skip(name, "needs tests/pretok/reference.json"); return; }
+    Json *ref = json_load(path);
+    if (!ref || ref->type != JSON_ARRAY) { check(0, name, "%s", ref ? "not an array" : peft_errbuf); json_free(ref); return; }
+    static const char *const keys[3] = { "gpt2", "llama3", "qwen2" }; // indexed by PAT_*
+    int same[3] = { 0 }, total = 0;
+    char msg[400] = "";
+    for (int i = 0; i < ref->n; i++) {
+        const Json *text = json_get(&ref->items[i], "text");
+        if (!text || text->type != JSON_STRING) continue;
+        total++;
+        for (int p = 0; p < 3; p++) {
+            const Json *want = json_get(&ref->items[i], keys[p]);
+            int k = 0, ok = want && want->type == JSON_ARRAY;
+            for (size_t j = 0, m; ok && j < text->len; j += m, k++) {
+                m = pretok_match(p, text->str, text->len, j);
+                ok = k < want->n && want->items[k].len == m && !memcmp(want->items[k].str, text->str + j, m);
+            }
+            ok = ok && k == want->n;
+            same[p] += ok;
+            if (!ok && !msg[0]) { char show[160]; snprintf(msg, sizeof(msg), "; first mismatch: %s on \"%s\"", keys[p], toktest_show(text->str, text->len, show, sizeof(show))); }
+        }
+    }
+    check(total > 0 && same[0] == total && same[1] == total && same[2] == total, name,
+          "strings split as Hugging Face does: GPT-2 %d/%d, Llama 3 %d/%d, Qwen2 %d/%d%s", same[0], total, same[1], total, same[2], total, msg);
+    json_free(ref);
+}
+
+// the heap merge loop against the obvious O(n^2) one, on random text and on Shakespeare
+static void test_tokenizer_merge_naive(void) {
+    const char *name = "tokenizer_merge_naive";
+    const char *paths[2] = { file_exists(TOKTEST_LLAMA2) ? TOKTEST_LLAMA2 : TOKTEST_TOK512, "tests/spbpe/tokenizer.json" };
+    if (!file_exists(paths[0]) || !file_exists(paths[1]) || !file_exists(TOKTEST_SHAKESPEARE)) { skip(name, "needs a tokenizer.bin, tests/spbpe and tinyshakespeare"); return; }
+    size_t shlen;
+    char *sh = read_file(TOKTEST_SHAKESPEARE, &shlen, (size_t)1 << 26);
+    if (!sh) { check(0, name, "%s", peft_errbuf); return; }
+    static const char *const pool[] = { "e", "t", "a", "th", " ", "  ", "\n", "the", "ing", "\xC3\xA9", "\xE6\x9D\xB1", "aaaa", ",", "'", "er", "\xFF", "\xE2\x96\x81" };
+    uint64_t rng = 42;
+    int runs = 0, same = 0;
+    char msg[300] = "";
+    for (int f = 0; f < 2; f++) {
+        Tokenizer t;
+        if (tokenizer_load(&t, paths[f], 0)) { check(0, name, "%s", peft_errbuf); free(sh); return; }
+        TokWork w;
+        memset(&w, 0, sizeof(w));
+        for (int r = 0; r < 300; r++) {
+            char text[4096];
+            size_t len = 0;
+            if (r < 40) { // Shakespeare slices up to 4 KB
+                size_t off = random_u32(&rng) % (shlen - sizeof(text)), n = 1 + random_u32(&rng) % (sizeof(text) - 1);
+                memcpy(text, sh + off, n); len = n;
+            } else {
+                for (int k = 1 + (int)(random_u32(&rng) % 200); k > 0; k--) {
+                    const char *p = pool[random_u32(&rng) % (sizeof(pool) / sizeof(pool[0]))];
+                    memcpy(text + len, p, strlen(p)); len += strlen(p);
+                }
+            }
+            // symbols: llama2.c's, or the sentencepiece-style characters of "▁"-joined text
+            tok_work_reserve(&w, 3 * len + 4);
+            int n = 0;
+            if (t.kind == TOK_LLAMA2C) n = llama2c_symbols(&t, text, len, 1, w.ids);
+            else for (size_t i = 0, k; i < len; i += k) { uint32_t cp; k = utf8_decode(text + i, len - i, &cp); n = tok_add_char(&t, w.ids, n, text + i, k); }
+            int *copy = (int *)malloc_check((size_t)(n + 1) * sizeof(int));
+            memcpy(copy, w.ids, (size_t)n * sizeof(int));
+            int a = bpe_merge_heap(&t, &w, n), b = bpe_merge_naive(&t, copy, n);
+            runs++;
+            if (a == b && !memcmp(w.ids, copy, (size_t)a * sizeof(int))) same++;
+            else if (!msg[0]) { char show[120]; snprintf(msg, sizeof(msg), "; %s differs on \"%s\" (%d vs %d tokens)", paths[f], toktest_show(text, len < 60 ? len : 60, show, sizeof(show)), a, b); }
+            free(copy);
+        }
+        tok_work_free(&w);
+        tokenizer_free(&t);
+    }
+    free(sh);
+    check(same == runs, name, "heap merges equal the naive rescan on %d/%d texts (score-based %s and rank-based spbpe)%s", same, runs, paths[0], msg);
+}
+
+// Merging word by word (split_words) must give what merging the whole text at once gives.
+static void test_tokenizer_split_words(void) {
+    const char *name = "tokenizer_split_words";
+    const char *paths[3] = { TOKTEST_LLAMA2, TOKTEST_TOK512, "tests/spbpe/tokenizer.json" };
+    size_t shlen;
+    if (!file_exists(TOKTEST_SHAKESPEARE)) { skip(name, "needs " TOKTEST_SHAKESPEARE); return; }
+    char *sh = read_file(TOKTEST_SHAKESPEARE, &shlen, (size_t)1 << 26);
+    if (!sh) { check(0, name, "%s", peft_errbuf); return; }
+    static const char *const pool[] = { "the", " ", "  ", "   ", "\n", "\t", "a", "\xC3\xA9", "\xE6\x9D\xB1", "\xF0\x9F\x98\x80", "\xFF", ".", "\xE2\x96\x81", "<s>" };
+    uint64_t rng = 3;
+    int tested = 0, same = 0, files = 0;
+    char msg[300] = "";
+    for (int f = 0; f < 3; f++) {
+        Tokenizer t;
+        if (!file_exists(paths[f])) continue;
+        if (tokenizer_load(&t, paths[f], 0)) { check(0, name, "%s", peft_errbuf); continue; }
+        files += t.split_words;
+        for (int r = 0; r < 201 && t.split_words; r++) {
+            char text[2048];
+            size_t len = 0;
+            const char *s = text;
+            if (r == 200) { s = sh; len = shlen; } // all of Shakespeare
+            else for (int k = (int)(random_u32(&rng) % 40); k > 0; k--) {
+                const char *p = pool[random_u32(&rng) % (sizeof(pool) / sizeof(pool[0]))];
+                memcpy(text + len, p, strlen(p)); len += strlen(p);
+            }
+            int na, nb;
+            int *a = toktest_encode(&t, s, len, 1, 1, &na);
+            t.split_words = 0;
+            int *b = toktest_encode(&t, s, len, 1, 1, &nb);
+            t.split_words = 1;
+            tested++;
+            if (na == nb && !memcmp(a, b, (size_t)na * sizeof(int))) same++;
+            else if (!msg[0]) { char show[120]; snprintf(msg, sizeof(msg), "; %s differs on \"%s\"", paths[f], toktest_show(s, len < 60 ? len : 60, show, sizeof(show))); }
+            free(a); free(b);
+        }
+        tokenizer_free(&t);
+    }
+    free(sh);
+    if (!tested) { skip(name, "no tokenizer with split_words found"); return; }
+    check(same == tested, name, "%d tokenizers merge word by word; same tokens as whole-text merging on %d/%d texts (incl. all of Shakespeare)%s", files, same, tested, msg);
+}
+
+static void test_tokenizer_special_and_limits(void) {
+    const char *name = "tokenizer_special_and_limits";
+    if (!file_exists(TOKTEST_TOK512) || !file_exists("tests/bytebpe/tokenizer.json") || !file_exists("tests/spbpe/tokenizer.json") || !file_exists("tests/gpt2bpe/tokenizer.json")) {
+        skip(name, "needs tok512.bin and tests/{bytebpe,spbpe,gpt2bpe}");
+        return;
+    }
+    Tokenizer a, b, c, d;
+    if (tokenizer_load(&a, TOKTEST_TOK512, 512) || tokenizer_load(&b, "tests/spbpe/tokenizer.json", 800) ||
+        tokenizer_load(&c, "tests/bytebpe/tokenizer.json", 1024) || tokenizer_load(&d, "tests/gpt2bpe", 0)) {
+        check(0, name, "%s", peft_errbuf);
+        return;
+    }
+    int ok = 1, ids[64], n;
+    char out[64], why[200] = "";
+#define TOKTEST_EXPECT(cond) do { if (!(cond) && ok) { ok = 0; snprintf(why, sizeof(why), "failed: %s", #cond); } } while (0)
+    TOKTEST_EXPECT(a.bos_id == 1 && a.eos_id == 2 && b.bos_id == 1 && b.eos_id == 2);
+    TOKTEST_EXPECT(c.bos_id == 1000 && c.eos_id == 1001 && d.bos_id == -1 && d.eos_id == 0);
+    // control tokens print nothing; the first piece after BOS loses its dummy-prefix space
+    TOKTEST_EXPECT(tokenizer_decode(&a, 0, 1, out, sizeof(out)) == 0 && out[0] == 0);
+    TOKTEST_EXPECT(tokenizer_decode(&c, 0, 1000, out, sizeof(out)) == 0);
+    n = tokenizer_encode(&a, "Once", 4, 1, 0, ids, 64);
+    TOKTEST_EXPECT(n == 2 && tokenizer_decode(&a, 1, ids[1], out, sizeof(out)) == 4 && !strcmp(out, "Once"));
+    TOKTEST_EXPECT(n == 2 && tokenizer_decode(&a, 300, ids[1], out, sizeof(out)) == 5 && !strcmp(out, " Once"));
+    n = tokenizer_encode(&b, "Once", 4, 1, 1, ids, 64);
+    TOKTEST_EXPECT(n >= 3 && ids[0] == 1 && ids[n - 1] == 2 && tokenizer_decode(&b, 1, ids[1], out, sizeof(out)) > 0 && out[0] != ' ');
+    // unused ids and ids past the vocabulary print nothing; a small buffer cuts the piece short
+    TOKTEST_EXPECT(tokenizer_decode(&a, -1, 512, out, sizeof(out)) == 0 && tokenizer_decode(&a, -1, -3, out, sizeof(out)) == 0);
+    n = tokenizer_encode(&c, " the", 4, 0, 0, ids, 64);
+    TOKTEST_EXPECT(n == 1 && tokenizer_decode(&c, -1, ids[0], out, 3) == 2 && !strcmp(out, " t"));
+    // too small a buffer: -1 and a message naming the file
+    TOKTEST_EXPECT(tokenizer_encode(&a, "Once upon a time", 16, 1, 1, ids, 2) == -1 && strstr(peft_errbuf, "max_tokens") && strstr(peft_errbuf, "tok512.bin"));
+    TOKTEST_EXPECT(tokenizer_encode(&a, "", 0, 0, 0, ids, 0) == 0 && tokenizer_encode(&a, "", 0, 1, 1, ids, 2) == 2);
+    // added tokens written in the text are matched in tokenizer.json files, not in tokenizer.bin
+    n = tokenizer_encode(&c, "<|end_of_text|>x<|begin_of_text|>", 33, 0, 0, ids, 64);
+    TOKTEST_EXPECT(n == 3 && ids[0] == 1001 && ids[2] == 1000);
+    TOKTEST_EXPECT(tokenizer_encode(&a, "<s>", 3, 0, 0, ids, 64) > 1);
+    // the model may pad its vocabulary, but not have fewer ids than the tokenizer
+    Tokenizer e;
+    TOKTEST_EXPECT(tokenizer_load(&e, TOKTEST_TOK512, 511) == -1 && strstr(peft_errbuf, "512"));
+    TOKTEST_EXPECT(tokenizer_load(&e, "tests/bytebpe/tokenizer.json", 1001) == -1);
+    // tokenizer_config.json beside tokenizer.json names bos/eos (null: none)
+    char dir[128], file[256];
+    size_t jlen;
+    char *json = read_file("tests/bytebpe/tokenizer.json", &jlen, (size_t)1 << 24);
+    const char *cfg = "{\"bos_token\": null, \"eos_token\": {\"content\": \"<|begin_of_text|>\", \"special\": true}}";
+    snprintf(dir, sizeof(dir), "/tmp/peft_toktest_%d_dir", (int)getpid());
+    TOKTEST_EXPECT(json && mkdir_p(dir) == 0);
+    if (json) {
+        FILE *f;
+        path_join(file, sizeof(file), dir, "tokenizer.json");
+        if ((f = fopen(file, "wb"))) { fwrite(json, 1, jlen, f); fclose(f); }
+        path_join(file, sizeof(file), dir, "tokenizer_config.json");
+        if ((f = fopen(file, "wb"))) { fputs(cfg, f); fclose(f); }
+        int loaded = tokenizer_load(&e, dir, 0) == 0;
+        TOKTEST_EXPECT(loaded && e.bos_id == -1 && e.eos_id == 1000);
+        if (loaded) tokenizer_free(&e);
+        remove(file);
+        path_join(file, sizeof(file), dir, "tokenizer.json");
+        remove(file);
+        rmdir(dir);
+        free(json);
+    }
+    check(ok, name, "bos/eos ids (also from tokenizer_config.json), decoding of control tokens and the dummy prefix, max_tokens, added tokens in text, vocab size checks%s%s", why[0] ? ": " : "", why);
+#undef TOKTEST_EXPECT
+    tokenizer_free(&a); tokenizer_free(&b); tokenizer_free(&c); tokenizer_free(&d);
+}
+
+// write bytes to a scratch file; returns its path (static buffer)
+static const char *toktest_file(const char *suffix, const void *data, size_t n) {
+    static char path[256];
+    snprintf(path, sizeof(path), "/tmp/peft_toktest_%d%s", (int)getpid(), suffix);
+    FILE *f = fopen(path, "wb");
+    if (f) { fwrite(data, 1, n, f); fclose(f); }
+    return path;
+}
+static size_t toktest_bin(unsigned char *buf, int32_t max_len, int count, const float *scores, const int32_t *lens, const char *const *pieces) {
+    size_t n = 0;
+    memcpy(buf, &max_len, 4); n += 4;
+    for (int i = 0; i < count; i++) {
+        memcpy(buf + n, &scores[i], 4); memcpy(buf + n + 4, &lens[i], 4); n += 8;
+        size_t real = strlen(pieces[i]);
+        memcpy(buf + n, pieces[i], real); n += real;
+    }
+    return n;
+}
+
+// Broken files: every one is refused with a message naming the file and the problem.
+static void test_tokenizer_hostile(void) {
+    const char *name = "tokenizer_hostile";
+    unsigned char buf[256];
+    int refused = 0, cases = 0;
+    char msg[600] = "";
+    Tokenizer t;
+    float sc[3] = { 0, -1, -2 };
+    const char *pcs[3] = { "a", "b", "ab" };
+    struct { const char *what, *expect; int32_t max_len, len1; float score1; int cut, model_vocab; } bins[] = {
+        { "empty file", "too short", 4, 1, -1, -1000, 0 },
+        { "no pieces", "no pieces", 4, 1, -1, -1001, 0 },
+        { "max_token_length 0", "max_token_length", 0, 1, -1, 0, 0 },
+        { "negative max_token_length", "max_token_length", -5, 1, -1, 0, 0 },
+        { "negative length", "length -7", 4, -7, -1, 0, 0 },
+        { "huge length", "length 2000000000", 4, 2000000000, -1, 0, 0 },
+        { "length over max_token_length", "max_token_length", 1, 2, -1, 0, 0 },
+        { "truncated header", "truncated", 4, 1, -1, 3, 0 },
+        { "bytes past the end", "past the end", 4, 1, -1, 1, 0 },
+        { "NaN score", "not finite", 4, 1, NAN, 0, 0 },
+        { "more pieces than the model", "model's vocabulary", 4, 1, -1, 0, 2 },
+    };
+    for (size_t i = 0; i < sizeof(bins) / sizeof(bins[0]); i++) {
+        int32_t lens[3] = { 1, 1, 2 };
+        float s2[3] = { sc[0], bins[i].score1, sc[2] };
+        lens[1] = bins[i].len1;
+        size_t n = toktest_bin(buf, bins[i].max_len, 3, s2, lens, pcs);
+        if (bins[i].cut == -1000) n = 0;
+        else if (bins[i].cut == -1001) n = 4;
+        else n -= (size_t)bins[i].cut;
+        const char *path = toktest_file(".bin", buf, n);
+        cases++;
+        int rc = tokenizer_load(&t, path, bins[i].model_vocab);
+        if (rc == -1 && strstr(peft_errbuf, path) && strstr(peft_errbuf, bins[i].expect)) refused++;
+        else if (!msg[0]) snprintf(msg, sizeof(msg), "; %s: rc %d, \"%.300s\"", bins[i].what, rc, rc ? peft_errbuf : "");
+        if (rc == 0) tokenizer_free(&t);
+    }
+    static const struct { const char *json, *expect; } jsons[] = {
+        { "{}", "no \"model\"" },
+        { "[1, 2]", "no \"model\"" },
+        { "{\"model\": {", "invalid JSON" },
+        { "{\"model\": \"BPE\"}", "no \"model\"" },
+        { "{\"model\": {\"type\": \"WordPiece\", \"vocab\": {\"a\": 0}}}", "not supported" },
+        { "{\"model\": {\"type\": \"Unigram\", \"vocab\": [[\"a\", 0.0]]}}", "not supported" },
+        { "{\"model\": {\"type\": \"BPE\", \"merges\": []}}", "model.vocab" },
+        { "{\"model\": {\"type\": \"BPE\", \"vocab\": [], \"merges\": []}}", "model.vocab" },
+        { "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}}}", "model.merges" },
+        { "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": {}}}", "model.merges" },
+        { "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": \"0\"}, \"merges\": []}}", "integer" },
+        { "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": -1}, \"merges\": []}}", "integer" },
+        { "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 1.5}, \"merges\": []}}", "integer" },
+        { "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 99999999}, \"merges\": []}}", "integer" },
+        { "{\"model\": {\"type\": \"BPE\", \"vocab\": {}, \"merges\": []}}", "empty vocabulary" },
+        { "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 0}, \"merges\": []}}", "twice" },
+        { "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1}, \"merges\": [\"a c\"]}}", "\"c\" is not in the vocabulary" },
+        { "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1}, \"merges\": [\"a b\"]}}", "\"ab\" is not in the vocabulary" },
+        { "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1}, \"merges\": [\"ab\"]}}", "merges[0]" },
+        { "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1}, \"merges\": [[\"a\"]]}}", "merges[0]" },
+        { "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1}, \"merges\": [7]}}", "merges[0]" },
+        { "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": [], \"dropout\": 0.1}}", "dropout" },
+        { "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": [], \"continuing_subword_prefix\": \"##\"}}", "continuing_subword_prefix" },
+        { "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": [], \"unk_token\": \"<unk>\"}}", "unk_token" },
+        { "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"added_tokens\": [{\"id\": \"x\", \"content\": \"<s>\"}]}", "added_tokens[0]" },
+        { "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"added_tokens\": [{\"id\": 0, \"content\": \"<s>\"}]}", "added_tokens[0]" },
+        { "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"added_tokens\": {}}", "added_tokens" },
+        { "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"normalizer\": {\"type\": \"Lowercase\"}}", "unsupported normalizer \"Lowercase\"" },
+        { "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"normalizer\": {\"type\": \"Replace\", \"pattern\": {\"Regex\": \" +\"}, \"content\": \" \"}}", "Replace" },
+        { "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"normalizer\": {\"normalizers\": []}}", "no \"type\"" },
+        { "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"pre_tokenizer\": {\"type\": \"Whitespace\"}}", "unsupported pre-tokenizer \"Whitespace\"" },
+        { "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"pre_tokenizer\": {\"type\": \"Split\", \"pattern\": {\"Regex\": \"\\\\w+\"}, \"behavior\": \"Isolated\"}}", "unsupported pre-tokenizer pattern" },
+        { "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"pre_tokenizer\": {\"type\": \"Sequence\", \"pretokenizers\": 3}}", "pretokenizers" },
+        { "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"pre_tokenizer\": {\"type\": \"Metaspace\", \"prepend_scheme\": \"sometimes\"}}", "prepend_scheme" },
+    };
+    for (size_t i = 0; i < sizeof(jsons) / sizeof(jsons[0]); i++) {
+        const char *path = toktest_file(".json", jsons[i].json, strlen(jsons[i].json));
+        cases++;
+        int rc = tokenizer_load(&t, path, 0);
+        if (rc == -1 && strstr(peft_errbuf, path) && strstr(peft_errbuf, jsons[i].expect)) refused++;
+        else if (!msg[0]) snprintf(msg, sizeof(msg), "; json case %d: rc %d, \"%.300s\" (wanted \"%.100s\")", (int)i, rc, rc ? peft_errbuf : "", jsons[i].expect);
+        if (rc == 0) tokenizer_free(&t);
+    }
+    cases++;
+    if (tokenizer_load(&t, "/nonexistent/tokenizer.json", 0) == -1 && strstr(peft_errbuf, "cannot open")) refused++;
+    remove(toktest_file(".bin", "", 0));
+    remove(toktest_file(".json", "", 0));
+    // and a good minimal file works: "ab" merges, "ba" does not
+    const char *good = "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1, \"ab\": 2}, \"merges\": [\"a b\"]}}";
+    const char *path = toktest_file(".json", good, strlen(good));
+    int ids[8], works = tokenizer_load(&t, path, 3) == 0;
+    if (works) {
+        works = tokenizer_encode(&t, "abba", 4, 1, 1, ids, 8) == 3 && ids[0] == 2 && ids[1] == 1 && ids[2] == 0;
+        tokenizer_free(&t);
+    }
+    remove(path);
+    check(refused == cases && works, name, "%d/%d broken tokenizer files refused with the expected message, a minimal good one works: %s%s",
+          refused, cases, works ? "yes" : "no", msg);
+}
+
+// Corrupted and truncated copies of real files must load or fail cleanly (run it under ASan).
+static void test_tokenizer_fuzz(void) {
+    const char *name = "tokenizer_fuzz";
+    const char *paths[2] = { TOKTEST_TOK512, "tests/spbpe/tokenizer.json" };
+    if (!file_exists(paths[0]) || !file_exists(paths[1])) { skip(name, "needs tok512.bin and tests/spbpe/tokenizer.json"); return; }
+    uint64_t rng = 7;
+    int loads = 0, ok = 0, bad_rc = 0;
+    for (int f = 0; f < 2; f++) {
+        size_t n;
+        char *orig = read_file(paths[f], &n, (size_t)1 << 24);
+        if (!orig) { check(0, name, "%s", peft_errbuf); return; }
+        char *copy = (char *)malloc_check(n);
+        for (int r = 0; r < 300; r++) {
+            memcpy(copy, orig, n);
+            size_t len = n;
+            if (r % 3 == 0) len = random_u32(&rng) % n;                    // truncate
+            else for (int k = 0; k < 1 + r % 8; k++) copy[random_u32(&rng) % n] = (char)random_u32(&rng); // flip bytes
+            Tokenizer t;
+            int rc = tokenizer_load(&t, toktest_file(f ? ".json" : ".bin", copy, len), 0);
+            loads++;
+            if (rc == 0) {
+                int ids[256];
+                ok += tokenizer_encode(&t, "Hello, world! \xE6\x9D\xB1 \xFF", 19, 1, 1, ids, 256) >= 0;
+                tokenizer_free(&t);
+            } else {
+                ok += rc == -1 && peft_errbuf[0];
+                bad_rc += rc != -1;
+            }
+        }
+        free(copy);
+        free(orig);
+    }
+    remove(toktest_file(".bin", "", 0));
+    remove(toktest_file(".json", "", 0));
+    check(ok == loads && bad_rc == 0, name, "%d/%d corrupted or truncated files loaded and encoded, or were refused with a message", ok, loads);
+}
+
+// Encoding speed on tinyshakespeare (1.1 MB); the bound only catches an O(n^2) regression.
+static void test_tokenizer_speed(void) {
+    const char *name = "tokenizer_speed";
+    const char *paths[4] = { TOKTEST_LLAMA2, "tests/spbpe/tokenizer.json", "tests/bytebpe/tokenizer.json", "tests/gpt2bpe/tokenizer.json" };
+    size_t len;
+    if (!file_exists(TOKTEST_SHAKESPEARE)) { skip(name, "needs " TOKTEST_SHAKESPEARE); return; }
+    char *text = read_file(TOKTEST_SHAKESPEARE, &len, (size_t)1 << 26);
+    if (!text) { check(0, name, "%s", peft_errbuf); return; }
+    int *ids = (int *)malloc_check((3 * len + 8) * sizeof(int));
+    for (int f = 0; f < 4; f++) {
+        char what[64];
+        snprintf(what, sizeof(what), "%s_%s", name, f == 0 ? "llama2_bin" : f == 1 ? "spbpe" : f == 2 ? "bytebpe" : "gpt2bpe");
+        if (!file_exists(paths[f])) { skip(what, "tokenizer missing"); continue; }
+        Tokenizer t;
+        double t0 = time_sec();
+        if (tokenizer_load(&t, paths[f], 0)) { check(0, what, "%s", peft_errbuf); continue; }
+        double t1 = time_sec();
+        int n = tokenizer_encode(&t, text, len, 1, 0, ids, (int)(3 * len + 8));
+        double t2 = time_sec();
+        check(n > 0 && t2 - t1 < 20.0, what, "%s: load %.3f s, encode %zu bytes -> %d tokens in %.3f s (%.1f MB/s)",
+              paths[f], t1 - t0, len, n, t2 - t1, len / 1e6 / (t2 - t1));
+        tokenizer_free(&t);
+    }
+    free(ids);
+    free(text);
+}
+
+// make builds ./tokenizer.bin from the Llama 2 tokenizer.model with export.py: byte-identical to llama2.c's
+static void test_tokenizer_bin_built(void) {
+    const char *ref = SHARED "/tokenizers/llama2/tokenizer.bin";
+    if (!have(ref)) { skip("tokenizer.bin built by make", "needs " SHARED "/tokenizers/llama2"); return; }
+    if (!have("tokenizer.bin")) { check(0, "tokenizer.bin built by make", "./tokenizer.bin missing although %s exists (run make)", SHARED "/tokenizers/llama2/tokenizer.model"); return; }
+    size_t n1, n2;
+    char *a = read_file("tokenizer.bin", &n1, 1 << 26), *b = read_file(ref, &n2, 1 << 26);
+    check(a && b && n1 == n2 && !memcmp(a, b, n1), "tokenizer.bin built by make == llama2.c's", "%zu bytes, byte-identical", n1);
+    free(a); free(b);
+}
+
+// --- CLI: run ./peft, check exit status and output
+static int run_cmd(const char *args, char *err, size_t errn, char *out, size_t outn) {
+    char cmd[8192], ef[600], of[600];
+    tmp_path(ef, sizeof(ef), "stderr.txt");
+    tmp_path(of, sizeof(of), "stdout.txt");
+    snprintf(cmd, sizeof(cmd), "%s %s >%s 2>%s", peft_bin(), args, of, ef);
+    int rc = system(cmd);
+    size_t n;
+    char *e = read_file(ef, &n, 1 << 24), *o = read_file(of, &n, 1 << 24);
+    if (err) snprintf(err, errn, "%s", e ? e : "");
+    if (out) snprintf(out, outn, "%s", o ? o : "");
+    free(e); free(o);
+    return rc;
+}
+static int count_lines(const char *s) { int n = 0; for (; *s; s++) n += *s == '\n'; return n; }
+
+#define STORIES SHARED "/models/stories260K/stories260K.bin"
+#define TOK512 SHARED "/models/stories260K/tok512.bin"
+
+// bad input: one line "peft: ...", non-zero exit, and no output folder left behind
+static void expect_cli_error(const char *label, const char *args, const char *want, const char *must_not_exist) {
+    char err[4096];
+    int rc = run_cmd(args, err, sizeof(err), NULL, 0);
+    int ok = rc != 0 && !strncmp(err, "peft: ", 6) && count_lines(err) == 1 && (!want || strstr(err, want));
+    if (must_not_exist) ok &= !have(must_not_exist);
+    char *nl = strchr(err, '\n'); if (nl) *nl = 0;
+    check(ok, "bad input", "%s -> exit %d, \"%s\"%s", label, rc, err, must_not_exist && have(must_not_exist) ? " (but output was written)" : "");
+}
+
+static void test_cli(void) {
+    if (!file_exists(peft_bin())) { check(0, "CLI tests", "%s not built", peft_bin()); return; }
+    if (!have(STORIES) || !have(TOK512)) { skip("CLI tests", "need " STORIES " and " TOK512); return; }
+    char data[600], tiny[600], empty[600], out[600], args[4096], err[4096], o[4096];
+    tmp_path(data, sizeof(data), "data.txt");
+    tmp_path(tiny, sizeof(tiny), "tiny.txt");
+    tmp_path(empty, sizeof(empty), "empty.txt");
+    tmp_path(out, sizeof(out), "out_should_not_exist");
+    // a few documents of real text (TinyStories style, separated by blank lines)
+    const char *text = "Once upon a time, there was a little girl named Lily. She loved to play outside in the sun.\n\n"
+                       "One day, a big dog came to the park. The dog was friendly and wanted to play with Lily.\n\n"
+                       "Tom had a red ball. He liked to throw it high in the sky. His mom said, \"Be careful, Tom!\"\n\n"
+                       "The cat sat on the mat. It was warm and happy. The sun was shining and the birds sang.\n";
+    StrBuf big = { 0 };
+    for (int i = 0; i < 6; i++) sb_puts(&big, text), sb_puts(&big, "\n");
+    write_bytes(data, big.s, big.n);
+    free(big.s);
+    write_bytes(tiny, "Hi.", 3);
+    write_bytes(empty, "", 0);
+    // unknown flags and commands
+    expect_cli_error("unknown command", "frobnicate", "unknown command", NULL);
+    expect_cli_error("unknown flag for train", "train " STORIES " x.txt --frob 1", "unknown flag", NULL);
+    expect_cli_error("unknown flag for generate", "generate " STORIES " --frob", "unknown flag", NULL);
+    // bad training input: a clear error and nothing written
+    snprintf(args, sizeof(args), "train %s %s -z %s -o %s", STORIES, empty, TOK512, out);
+    expect_cli_error("empty data file", args, "empty", out);
+    snprintf(args, sizeof(args), "train %s %s -z %s -o %s -T 64", STORIES, tiny, TOK512, out);
+    expect_cli_error("data shorter than one window", args, "shorter than one window", out);
+    snprintf(args, sizeof(args), "train %s %s -z %s -o %s -r 0", STORIES, data, TOK512, out);
+    expect_cli_error("rank 0", args, "-r", out);
+    snprintf(args, sizeof(args), "train %s %s -z %s -o %s -r 100", STORIES, data, TOK512, out);
+    expect_cli_error("rank larger than the layer", args, "larger than", out);
+    snprintf(args, sizeof(args), "train %s %s -z %s -o %s --targets q_proj,foo_proj", STORIES, data, TOK512, out);
+    expect_cli_error("unknown target", args, "unknown module 'foo_proj'", out);
+    snprintf(args, sizeof(args), "train %s %s -z %s -o /proc/peft_cannot_write_here --steps 2 -T 32 -b 2", STORIES, data, TOK512);
+    expect_cli_error("unwritable output folder", args, "/proc/peft_cannot_write_here", NULL);
+    snprintf(args, sizeof(args), "train %s %s -o %s", STORIES, data, out);
+    expect_cli_error("wrong tokenizer (./tokenizer.bin has 32000 pieces, the model 512)", args, NULL, out);
+    snprintf(args, sizeof(args), "train %s /nonexistent/data.txt -z %s -o %s", STORIES, TOK512, out);
+    expect_cli_error("missing data file", args, "/nonexistent/data.txt", out);
+    // resume: stop at step 3 of 6, resume, and the final adapter is byte-identical to an uninterrupted run
+    char a[600], b[600], fa[700], fb[700];
+    tmp_path(a, sizeof(a), "run_a");
+    tmp_path(b, sizeof(b), "run_b");
+    snprintf(args, sizeof(args), "train %s %s -z %s -o %s --steps 6 --save-every 3 -T 32 -b 2 --dropout 0.1 --targets all-linear --val-frac 0.2 -s 5", STORIES, data, TOK512, a);
+    int rc1 = run_cmd(args, err, sizeof(err), NULL, 0);
+    snprintf(args, sizeof(args), "train %s %s -z %s -o %s --steps 6 -T 32 -b 2 --dropout 0.1 --targets all-linear --val-frac 0.2 -s 5 --resume %s/checkpoint-3", STORIES, data, TOK512, b, a);
+    int rc2 = run_cmd(args, err, sizeof(err), NULL, 0);
+    snprintf(fa, sizeof(fa), "%s/adapter_model.safetensors", a);
+    snprintf(fb, sizeof(fb), "%s/adapter_model.safetensors", b);
+    size_t na = 0, nb = 0;
+    char *ba = read_file(fa, &na, 1 << 26), *bb = read_file(fb, &nb, 1 << 26);
+    check(rc1 == 0 && rc2 == 0 && ba && bb && na == nb && !memcmp(ba, bb, na), "resume is bit-for-bit", "uninterrupted %s (%zu bytes) vs resumed at step 3 %s: %s", fa, na, fb,
+          ba && bb && na == nb && !memcmp(ba, bb, na) ? "identical" : err);
+    free(ba); free(bb);
+    // the trained adapter loads back, and save -> load -> save gives the same bytes
+    Model m;
+    if (!model_load(&m, STORIES)) {
+        Lora lo; LoraConfig lc;
+        char re[700];
+        tmp_path(re, sizeof(re), "resaved");
+        int ok = !lora_load(&lo, &lc, &m.config, a, 0) && !lora_save(&lo, &lc, re, NULL);
+        char fr[800];
+        snprintf(fr, sizeof(fr), "%s/adapter_model.safetensors", re);
+        char *x = read_file(fa, &na, 1 << 26), *y = read_file(fr, &nb, 1 << 26);
+        check(ok && x && y && na == nb && !memcmp(x, y, na), "adapter load -> save round trip", "%s and %s byte-identical", fa, fr);
+        free(x); free(y);
+        if (ok) { lora_free(&lo); free(lc.layers); }
+        model_free(&m);
+    }
+    // PEFT's own adapter: load -> save gives the same tensors and an equivalent config
+    const char *pdir = SHARED "/reference/peft/all_r8_rslora";
+    if (have(pdir) && !model_load(&m, SHARED "/models/stories260K-hf-f32")) {
+        Lora lo; LoraConfig lc;
+        char re[700];
+        tmp_path(re, sizeof(re), "peft_resaved");
+        int ok = !lora_load(&lo, &lc, &m.config, pdir, 0) && !lora_save(&lo, &lc, re, NULL);
+        SafeTensors s1, s2;
+        char f1[700], f2[800];
+        snprintf(f1, sizeof(f1), "%s/adapter_model.safetensors", pdir);
+        snprintf(f2, sizeof(f2), "%s/adapter_model.safetensors", re);
+        int same = ok && !st_open(&s1, f1) && !st_open(&s2, f2) && s1.n == s2.n;
+        for (int i = 0; same && i < s1.n; i++) {
+            STTensor *t2 = st_find(&s2, s1.t[i].name);
+            same = t2 && t2->dtype == s1.t[i].dtype && t2->numel == s1.t[i].numel;
+            if (same) {
+                char *r1 = malloc_check(s1.t[i].end - s1.t[i].begin), *r2 = malloc_check(t2->end - t2->begin);
+                same = !st_read_raw(&s1, &s1.t[i], r1) && !st_read_raw(&s2, t2, r2) && !memcmp(r1, r2, s1.t[i].end - s1.t[i].begin);
+                free(r1); free(r2);
+            }
+        }
+        LoraConfig lc2; Lora lo2;
+        int eq = same && !lora_load(&lo2, &lc2, &m.config, re, 0) && lc2.r == lc.r && lc2.alpha == lc.alpha && lc2.rslora == lc.rslora && lc2.targets == lc.targets;
+        check(eq, "PEFT adapter -> load -> save", "%d tensors byte-equal, config r=%d alpha=%g rslora=%d targets equal", s1.n, lc.r, lc.alpha, lc.rslora);
+        if (same) { st_close(&s1); st_close(&s2); }
+        if (eq) { lora_free(&lo2); free(lc2.layers); }
+        if (ok) { lora_free(&lo); free(lc.layers); }
+        model_free(&m);
+    }
+    // eval prints "loss L perplexity P tokens N" last, and the adapter changes it
+    snprintf(args, sizeof(args), "eval %s %s -z %s -T 32", STORIES, data, TOK512);
+    int rc = run_cmd(args, err, sizeof(err), o, sizeof(o));
+    double l0 = 0, p0 = 0; long n0 = 0;
+    int parsed = sscanf(o, "loss %lf perplexity %lf tokens %ld", &l0, &p0, &n0) == 3;
+    check(rc == 0 && parsed && fabs(exp(l0) - p0) < 1e-3 * p0 && n0 > 100, "eval output", "%s", o);
+    // freeze and full fine-tuning write a model that loads
+    char fz[600], fm[700];
+    tmp_path(fz, sizeof(fz), "run_freeze");
+    snprintf(args, sizeof(args), "train %s %s -z %s -o %s --finetuning-type freeze --freeze-trainable-layers 1 --steps 2 -T 32 -b 2", STORIES, data, TOK512, fz);
+    rc = run_cmd(args, err, sizeof(err), NULL, 0);
+    snprintf(fm, sizeof(fm), "%s/model.bin", fz);
+    Model mf;
+    int lok = !rc && !model_load(&mf, fm);
+    if (lok) { Model m0; if (!model_load(&m0, STORIES)) { // only the last layer's weights changed
+            size_t L = (size_t)m0.config.n_layers, per = m0.param_sizes[2] / L; int first_same = !memcmp(mf.params.wq, m0.params.wq, per * (L - 1) * sizeof(floatX)), last_diff = memcmp(mf.params.wq + per * (L - 1), m0.params.wq + per * (L - 1), per * sizeof(floatX)) != 0;
+            int emb_same = !memcmp(mf.params.embed, m0.params.embed, m0.param_sizes[0] * sizeof(floatX));
+            check(first_same && last_diff && emb_same, "freeze trains only the last layer", "layers 0-%zu and embeddings unchanged, layer %zu changed", L - 2, L - 1); model_free(&m0); }
+        model_free(&mf); }
+    else check(0, "freeze fine-tuning", "%s", err);
+}
+
 static void run_fp32_tests(void) {
     test_json();
+    test_tokenizer_llama2_reference();
+    test_tokenizer_tok512_roundtrip();
+    test_tokenizer_bytebpe_reference();
+    test_tokenizer_spbpe_reference();
+    test_tokenizer_gpt2bpe_reference();
+    test_tokenizer_pretok_patterns();
+    test_tokenizer_merge_naive();
+    test_tokenizer_split_words();
+    test_tokenizer_special_and_limits();
+    test_tokenizer_hostile();
+    test_tokenizer_fuzz();
+    test_tokenizer_speed();
+    test_tokenizer_bin_built();
     test_safetensors();
     test_hostile_models();
     test_reference_logits();
@@ -773,6 +1453,7 @@ static void run_fp32_tests(void) {
     test_peft_reference("qv_r4");
     test_peft_reference("all_r8_rslora");
     test_peft_reference("qkvo_r4_dora");
+    test_cli();
 }
 
 // run the fp64 finite-difference binary and fold its counts into ours
