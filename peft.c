@@ -110,20 +110,28 @@ static int mul_ok(size_t a, size_t b, size_t *out) {
     return 1;
 }
 
-// Read a whole file into memory (NUL-terminated). Returns NULL and sets the error on failure.
+// Read a whole file into memory (NUL-terminated); pipes work too. Returns NULL and sets the error on failure.
 static char *read_file(const char *path, size_t *len_out, size_t max_len) {
     FILE *f = fopen(path, "rb");
     if (!f) { set_error(path, "cannot open: %s", strerror(errno)); return NULL; }
-    if (fseek(f, 0, SEEK_END) != 0) { fclose(f); set_error(path, "cannot seek"); return NULL; }
-    long n = ftell(f);
-    if (n < 0) { fclose(f); set_error(path, "cannot tell size (not a regular file?)"); return NULL; }
-    if ((size_t)n > max_len) { fclose(f); set_error(path, "file too large (%ld bytes, limit %zu)", n, max_len); return NULL; }
-    rewind(f);
-    char *buf = (char *)malloc_check((size_t)n + 1);
-    if (fread(buf, 1, (size_t)n, f) != (size_t)n) { fclose(f); free(buf); set_error(path, "read failed"); return NULL; }
+    size_t cap = 1 << 16, n = 0;
+    char *buf = (char *)malloc_check(cap + 1);
+    for (;;) {
+        if (n == cap) {
+            if (cap > max_len) { fclose(f); free(buf); set_error(path, "file too large (limit %zu bytes)", max_len); return NULL; }
+            cap *= 2;
+            buf = (char *)realloc_check(buf, cap + 1);
+        }
+        size_t got = fread(buf + n, 1, cap - n, f);
+        n += got;
+        if (got == 0) break;
+    }
+    int bad = ferror(f);
     fclose(f);
+    if (bad) { free(buf); set_error(path, "read failed (is it a folder?)"); return NULL; }
+    if (n > max_len) { free(buf); set_error(path, "file too large (%zu bytes, limit %zu)", n, max_len); return NULL; }
     buf[n] = 0;
-    if (len_out) *len_out = (size_t)n;
+    if (len_out) *len_out = n;
     return buf;
 }
 
@@ -3792,7 +3800,14 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
     int have_eval = val && nval >= 2;
     if (have_eval) acts_alloc(&eval_a, c, B, T, 0);
     int *inp = (int *)malloc_check((size_t)N * sizeof(int)), *tgt = (int *)malloc_check((size_t)N * sizeof(int));
-    double t_start = time_sec(), first_loss = -1, last_loss = -1, last_val = -1;
+    double t_start = time_sec(), first_loss = -1, last_loss = -1, last_val = -1, first_val = -1;
+    if (have_eval && step0 == 0) { // where the held-out loss starts
+        long cnt;
+        first_val = evaluate(&net, &eval_a, val, nval, ta->eval_batches * B, &cnt);
+        fprintf(stderr, "step %5d/%d | val %.4f (before training, %ld tokens)\n", 0, steps, first_val, cnt);
+        fprintf(log, "{\"step\": 0, \"loss\": null, \"val_loss\": %.6f, \"lr\": 0, \"grad_norm\": null, \"tokens_per_s\": null, \"elapsed_s\": 0}\n", first_val);
+        t_start = time_sec();
+    }
     long tokens_done = 0;
     int rc = 0, step;
     for (step = step0; step < steps; step++) {
@@ -3852,7 +3867,8 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
             char el[32];
             fmt_time(el, sizeof(el), time_sec() - t_start);
             fprintf(stderr, "done: %d steps in %s, %.0f tok/s; train loss %.4f -> %.4f", step - step0, el, tokens_done / (time_sec() - t_start), first_loss, last_loss);
-            if (last_val >= 0) fprintf(stderr, "; final val loss %.4f", last_val);
+            if (last_val >= 0 && first_val >= 0) fprintf(stderr, "; val loss %.4f -> %.4f", first_val, last_val);
+            else if (last_val >= 0) fprintf(stderr, "; final val loss %.4f", last_val);
             fprintf(stderr, "\nwrote %s to %s\n", ta->mode == TUNE_LORA ? "adapter_config.json + adapter_model.safetensors" : "the trained model", ta->outdir);
         }
     }
@@ -4087,6 +4103,7 @@ static int cmd_generate(int argc, char **argv) {
         if (t0 == 0) t0 = time_sec(); // time from the first step on, as llama2.c does
     }
     printf("\n");
+    fflush(stdout);
     if (generated > 1) fprintf(stderr, "achieved tok/s: %.1f (%d tokens)\n", (generated - 1) / (time_sec() - t0), generated);
     free(probs); free(pi); free(ptoks);
     runstate_free(&s); net_free(&net); lora_free(lo); tokenizer_free(&tok); model_free(&m);
