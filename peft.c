@@ -2515,7 +2515,7 @@ static struct { int on; double flops, secs; } mm_stats;
 #define GEMM_MR 6
 #define GEMM_NR (2 * VLEN)
 #define GEMM_KC 384
-#define GEMM_NC 256
+#define GEMM_NC 512
 static float **gemm_bpack;  // per thread: GEMM_KC * GEMM_NC floats, allocated on first use
 static int gemm_nbpack;
 
@@ -2768,18 +2768,13 @@ static void lora_backward(floatX *dinp, const floatX *dout, const floatX *inp, c
         dy = lora_scratch.t;
     }
     floatX *du = lora_scratch.du; // (N, r)
+    if (lm->dB) { // dB (out, r) += dy^T (scale u), with du holding scale * u for the moment
+        for (size_t i = 0; i < nr; i++) du[i] = s * lm->u[i];
+        matmul_backward(NULL, lm->dB, dy, du, NULL, N, lm->r, lm->out);
+    }
     memset(du, 0, nr * sizeof(floatX));
     matmul_backward(du, NULL, dy, NULL, lm->B, N, lm->r, lm->out);   // du = dy B
     for (size_t i = 0; i < nr; i++) du[i] *= s;
-    if (lm->dB) {
-        // dB (out, r) += scale * dy^T u
-        #pragma omp parallel for schedule(static)
-        for (int o = 0; o < lm->out; o++)
-            for (int n = 0; n < N; n++) {
-                floatX d = s * dy[(size_t)n * lm->out + o];
-                for (int k = 0; k < lm->r; k++) lm->dB[(size_t)o * lm->r + k] += d * lm->u[(size_t)n * lm->r + k];
-            }
-    }
     if (lm->dA) matmul_backward(NULL, lm->dA, du, x, NULL, N, lm->in, lm->r); // dA += du^T xd
     if (!dinp) return;
     floatX *dx = dinp;
