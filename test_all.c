@@ -376,14 +376,14 @@ static double rel_max_diff(const float *a, const float *ref, size_t n) {
     for (size_t i = 0; i < n; i++) { double d = fabs((double)a[i] - ref[i]); if (d > m || d != d) m = d; if (fabs(ref[i]) > r) r = fabs(ref[i]); }
     return r > 0 ? m / r : m;
 }
-static void set_threads(int n) {
+MAYBE_UNUSED static void set_threads(int n) {
 #ifdef _OPENMP
     omp_set_num_threads(n);
 #else
     (void)n;
 #endif
 }
-static int max_threads(void) {
+MAYBE_UNUSED static int max_threads(void) {
 #ifdef _OPENMP
     return omp_get_max_threads();
 #else
