@@ -2450,6 +2450,10 @@ static void row_scale(float *x, int n, float s) {
 }
 #endif
 
+// Loops with less work than this (multiply-adds or elements) run on one thread: a parallel region
+// costs microseconds, and much more when another process holds a core (generation has many small ones).
+#define PAR_MIN_WORK 100000L
+
 #if defined(__GNUC__)
 #define MAYBE_UNUSED __attribute__((unused)) // the reference kernels, when only the tests call them
 #else
@@ -2627,7 +2631,7 @@ static void gemm(float *c, size_t ldc, const float *a, size_t rsa, size_t csa, c
 
 // out (N,OC) = inp (N,C) W^T for a few rows (generation): a dot product per output, 4 rows of W at once
 static void gemv_rows(float *out, const float *inp, const float *weight, int N, int C, int OC) {
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if ((long)N * C * OC >= PAR_MIN_WORK)
     for (int o0 = 0; o0 < OC; o0 += 4) {
         int no = OC - o0 < 4 ? OC - o0 : 4;
         for (int n = 0; n < N; n++) {
@@ -2808,7 +2812,7 @@ static void encoder_backward(floatX *dembed, const floatX *dout, const int *toke
 
 // RMSNorm: y = x * rstd * w, rstd = 1/sqrt(mean(x^2) + eps). inp, out (N,C); rstd (N)
 static void rmsnorm_forward(floatX *out, floatX *rstd, const floatX *inp, const floatX *weight, int N, int C, float eps) {
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if ((long)N * C >= PAR_MIN_WORK)
     for (int n = 0; n < N; n++) {
         const floatX *x = inp + (size_t)n * C;
         double ss = 0;
@@ -2821,7 +2825,7 @@ static void rmsnorm_forward(floatX *out, floatX *rstd, const floatX *inp, const 
 }
 // dx += rstd * (w*dy) - rstd^3/C * x * sum(w*dy*x);  dw += sum_n dy * x * rstd
 static void rmsnorm_backward(floatX *dinp, floatX *dweight, const floatX *dout, const floatX *inp, const floatX *weight, const floatX *rstd, int N, int C) {
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if ((long)N * C >= PAR_MIN_WORK)
     for (int n = 0; n < N; n++) {
         const floatX *x = inp + (size_t)n * C, *dy = dout + (size_t)n * C;
         floatX *dx = dinp + (size_t)n * C, r = rstd[n];
@@ -2842,7 +2846,7 @@ static void rmsnorm_backward(floatX *dinp, floatX *dweight, const floatX *dout, 
 // x is (B,T,NH,HS), rotated in place; cos/sin are (max_pos, HS/2). pos0 offsets the positions.
 static void rope_forward(floatX *x, const floatX *cos_t, const floatX *sin_t, int B, int T, int NH, int HS, int pos0) {
     int half = HS / 2;
-    #pragma omp parallel for collapse(2) schedule(static)
+    #pragma omp parallel for collapse(2) schedule(static) if ((long)B * T * NH * HS >= PAR_MIN_WORK)
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++) {
             const floatX *cs = cos_t + (size_t)(pos0 + t) * half, *sn = sin_t + (size_t)(pos0 + t) * half;
@@ -2859,7 +2863,7 @@ static void rope_forward(floatX *x, const floatX *cos_t, const floatX *sin_t, in
 // the rotation is orthogonal, so the backward rotates the gradient by -angle, in place
 static void rope_backward(floatX *dx, const floatX *cos_t, const floatX *sin_t, int B, int T, int NH, int HS) {
     int half = HS / 2;
-    #pragma omp parallel for collapse(2) schedule(static)
+    #pragma omp parallel for collapse(2) schedule(static) if ((long)B * T * NH * HS >= PAR_MIN_WORK)
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++) {
             const floatX *cs = cos_t + (size_t)t * half, *sn = sin_t + (size_t)t * half;
@@ -3037,7 +3041,7 @@ static void attention_backward(floatX *dq, floatX *dk, floatX *dv, floatX *scrat
 static void swiglu_forward(floatX *out, const floatX *g, const floatX *u, size_t n) {
 #ifdef PEFT_SIMD
     long nv = (long)(n / VLEN);
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if ((long)n >= PAR_MIN_WORK)
     for (long j = 0; j < nv; j++) {
         size_t i = (size_t)j * VLEN;
         vfloat gi = v_load(g + i), sg = v_div(v_set1(1.0f), v_add(v_set1(1.0f), v_exp(v_sub(v_zero(), gi))));
@@ -3045,7 +3049,7 @@ static void swiglu_forward(floatX *out, const floatX *g, const floatX *u, size_t
     }
     for (size_t i = (size_t)nv * VLEN; i < n; i++) out[i] = g[i] / (1 + EXPX(-g[i])) * u[i];
 #else
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if ((long)n >= PAR_MIN_WORK)
     for (long i = 0; i < (long)n; i++) {
         floatX sg = 1 / (1 + EXPX(-g[i]));
         out[i] = g[i] * sg * u[i];
@@ -3056,7 +3060,7 @@ static void swiglu_forward(floatX *out, const floatX *g, const floatX *u, size_t
 static void swiglu_backward(floatX *dg, floatX *du, const floatX *dout, const floatX *g, const floatX *u, size_t n) {
 #ifdef PEFT_SIMD
     long nv = (long)(n / VLEN);
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if ((long)n >= PAR_MIN_WORK)
     for (long j = 0; j < nv; j++) {
         size_t i = (size_t)j * VLEN;
         vfloat one = v_set1(1.0f), gi = v_load(g + i), d = v_load(dout + i);
@@ -3070,7 +3074,7 @@ static void swiglu_backward(floatX *dg, floatX *du, const floatX *dout, const fl
         du[i] += dout[i] * g[i] * sg;
     }
 #else
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if ((long)n >= PAR_MIN_WORK)
     for (long i = 0; i < (long)n; i++) {
         floatX sg = 1 / (1 + EXPX(-g[i]));
         dg[i] += dout[i] * u[i] * sg * (1 + g[i] * (1 - sg));
@@ -3397,7 +3401,7 @@ static floatX *forward_token(Net *net, RunState *s, int token, int pos) {
         linear_forward(vc + (size_t)pos * KD, s->xn, p->wv + (size_t)l * KD * C, lora_mod(lo, l, TGT_V), 1, C, KD, 0, 0, NULL);
         rope_forward(s->q, net->rope_cos, net->rope_sin, 1, 1, NH, HS, pos);
         rope_forward(kc + (size_t)pos * KD, net->rope_cos, net->rope_sin, 1, 1, KVH, HS, pos);
-        #pragma omp parallel for schedule(static)
+        #pragma omp parallel for schedule(static) if ((long)NH * (pos + 1) * HS >= PAR_MIN_WORK)
         for (int h = 0; h < NH; h++) {
             const floatX *qh = s->q + (size_t)h * HS;
             floatX *att = s->att + (size_t)h * c->seq_len, maxv = -INFINITY, sum = 0;
