@@ -3144,6 +3144,15 @@ typedef struct {
     floatX *wnorm_memory, *act_memory;
 } Lora;
 static LoraModule *lora_mod(const Lora *lo, int l, int t) { return (lo && lo->mods && lo->mods[l * NUM_TARGETS + t].r) ? &lo->mods[l * NUM_TARGETS + t] : NULL; }
+// does any layer below l have an adapter with gradients? (if not, the backward can stop at layer l)
+static int lora_trainable_below(const Lora *lo, int l) {
+    for (int k = 0; k < l && k < lo->n_layers; k++)
+        for (int t = 0; t < NUM_TARGETS; t++) {
+            const LoraModule *m = &lo->mods[k * NUM_TARGETS + t];
+            if (m->r && (m->dA || m->dB || m->dmag)) return 1;
+        }
+    return 0;
+}
 
 // the activations of one layer, kept for the backward
 typedef struct {
@@ -3278,9 +3287,10 @@ static void layer_forward(Net *net, Activations *a, int l, const floatX *x, int 
     residual_forward(xout, xout, la->xmid, (size_t)N * C);                      // x' = xmid + mlp
 }
 
-// a->dx holds dL/d(output of layer l); on return it holds dL/d(input of layer l).
+// a->dx holds dL/d(output of layer l); on return it holds dL/d(input of layer l), unless need_dx is 0
+// (nothing below the layer is trainable: the q/k/v input gradient is skipped, a->dx is left as it is).
 // g: weight gradients (NULL: no weight of this layer is trainable)
-static void layer_backward(Net *net, Activations *a, int l, const floatX *x, ParameterTensors *g) {
+static void layer_backward(Net *net, Activations *a, int l, const floatX *x, ParameterTensors *g, int need_dx) {
     Config *c = &net->model->config;
     ParameterTensors *p = &net->model->params;
     LayerActs *la = &a->layers[l];
@@ -3307,11 +3317,12 @@ static void layer_backward(Net *net, Activations *a, int l, const floatX *x, Par
     attention_backward(a->dq, a->dk, a->dv, a->dscratch, a->dao, la->q, la->k, la->v, la->att, B, T, NH, KVH, HS);
     rope_backward(a->dq, net->rope_cos, net->rope_sin, B, T, NH, HS);
     rope_backward(a->dk, net->rope_cos, net->rope_sin, B, T, KVH, HS);
-    memset(a->dxn, 0, (size_t)N * C * sizeof(floatX));
-    linear_backward(a->dxn, g ? g->wq + (size_t)l * QD * C : NULL, a->dq, la->xn1, p->wq + (size_t)l * QD * C, lora_mod(lo, l, TGT_Q), N, C, QD);
-    linear_backward(a->dxn, g ? g->wk + (size_t)l * KD * C : NULL, a->dk, la->xn1, p->wk + (size_t)l * KD * C, lora_mod(lo, l, TGT_K), N, C, KD);
-    linear_backward(a->dxn, g ? g->wv + (size_t)l * KD * C : NULL, a->dv, la->xn1, p->wv + (size_t)l * KD * C, lora_mod(lo, l, TGT_V), N, C, KD);
-    rmsnorm_backward(a->dx, g ? g->rms_att + lC : NULL, a->dxn, x, p->rms_att + lC, la->rstd1, N, C);        // dx is now dL/dx
+    floatX *dxn = need_dx || g ? a->dxn : NULL; // NULL: only the adapters' gradients (PyTorch's autograd prunes the same)
+    if (dxn) memset(dxn, 0, (size_t)N * C * sizeof(floatX));
+    linear_backward(dxn, g ? g->wq + (size_t)l * QD * C : NULL, a->dq, la->xn1, p->wq + (size_t)l * QD * C, lora_mod(lo, l, TGT_Q), N, C, QD);
+    linear_backward(dxn, g ? g->wk + (size_t)l * KD * C : NULL, a->dk, la->xn1, p->wk + (size_t)l * KD * C, lora_mod(lo, l, TGT_K), N, C, KD);
+    linear_backward(dxn, g ? g->wv + (size_t)l * KD * C : NULL, a->dv, la->xn1, p->wv + (size_t)l * KD * C, lora_mod(lo, l, TGT_V), N, C, KD);
+    if (dxn) rmsnorm_backward(a->dx, g ? g->rms_att + lC : NULL, dxn, x, p->rms_att + lC, la->rstd1, N, C); // dx is now dL/dx
 }
 
 // Forward over inputs (B,T): a->logits holds the logits (N,V).
@@ -3352,7 +3363,8 @@ static void peft_backward(Net *net, Activations *a, ParameterTensors *g, int g_l
     for (int l = L - 1; l >= 0; l--) {
         const floatX *x = a->x + (size_t)l * N * C;
         if (a->checkpoint) layer_forward(net, a, l, x, 0); // recompute this layer's activations (same dropout masks)
-        layer_backward(net, a, l, x, (g && l >= g_layer_from) ? g : NULL);
+        int below = (g && g_outer) || (g && l > g_layer_from) || (net->lora && lora_trainable_below(net->lora, l));
+        layer_backward(net, a, l, x, (g && l >= g_layer_from) ? g : NULL, below);
     }
     if (g && g_outer) encoder_backward(g->embed, a->dx, a->inputs, N, C);
 }
