@@ -2518,10 +2518,12 @@ static struct { int on; double flops, secs; } mm_stats;
 // lies and whatever the thread count, so results are bit-identical for any number of threads.
 #define GEMM_MR 6
 #define GEMM_NR (2 * VLEN)
-#define GEMM_KC 384
-#define GEMM_NC 512
-static float **gemm_bpack;  // per thread: GEMM_KC * GEMM_NC floats, allocated on first use
-static int gemm_nbpack;
+#define GEMM_KC 384  // K block: an A slice (MR x KC) stays in L1
+#define GEMM_NC 512  // N block: the packed B block (KC x NC) stays in L2
+#define GEMM_MB 256  // A is packed once per K block, GEMM_MB * MR rows at a time
+typedef struct { float *a, *b; } GemmBuffers;
+static GemmBuffers *gemm_buf; // one per thread, allocated on first use
+static int gemm_nbuf;
 
 // c (MR,NR) with row stride ldc (+)= ap (packed: MR floats per k) @ bp (packed: NR floats per k)
 static inline void gemm_kernel(int kc, const float *ap, const float *bp, float *c, size_t ldc, int load_c) {
@@ -2541,67 +2543,80 @@ static inline void gemm_kernel(int kc, const float *ap, const float *bp, float *
     for (int i = 0; i < GEMM_MR; i++) { v_store(c + i * ldc, acc[i][0]); v_store(c + i * ldc + VLEN, acc[i][1]); }
 }
 
-static void gemm_reserve(void) { // one B-packing buffer per thread
+static void gemm_reserve(void) {
     int nthreads = 1;
 #ifdef _OPENMP
     nthreads = omp_get_max_threads();
 #endif
-    if (nthreads <= gemm_nbpack) return;
-    gemm_bpack = (float **)realloc_check(gemm_bpack, (size_t)nthreads * sizeof(float *));
-    for (int t = gemm_nbpack; t < nthreads; t++)
-        if (posix_memalign((void **)&gemm_bpack[t], 64, (size_t)GEMM_KC * GEMM_NC * sizeof(float))) fatal("out of memory for the matmul buffers");
-    gemm_nbpack = nthreads;
+    if (nthreads <= gemm_nbuf) return;
+    gemm_buf = (GemmBuffers *)realloc_check(gemm_buf, (size_t)nthreads * sizeof(GemmBuffers));
+    for (int t = gemm_nbuf; t < nthreads; t++)
+        if (posix_memalign((void **)&gemm_buf[t].b, 64, (size_t)GEMM_KC * GEMM_NC * sizeof(float)) ||
+            posix_memalign((void **)&gemm_buf[t].a, 64, (size_t)GEMM_MB * GEMM_MR * GEMM_KC * sizeof(float))) fatal("out of memory for the matmul buffers");
+    gemm_nbuf = nthreads;
 }
-static float *gemm_buffer(void) {
+static GemmBuffers *gemm_thread_buffers(void) {
 #ifdef _OPENMP
-    return gemm_bpack[omp_get_thread_num()];
+    return &gemm_buf[omp_get_thread_num()];
 #else
-    return gemm_bpack[0];
+    return &gemm_buf[0];
 #endif
 }
 
-// One thread's share of the GEMM: rows [mb_lo*MR, mb_hi*MR) of C, with bpack its packing buffer.
-static void gemm_rows(float *bpack, float *c, size_t ldc, const float *a, size_t rsa, size_t csa, const float *b, size_t rsb, size_t csb,
-                      int M, int N, int K, int accumulate, int mb_lo, int mb_hi) {
-    float ap[GEMM_MR * GEMM_KC], tile[GEMM_MR * GEMM_NR];
+// One thread's share of the GEMM: row blocks [mb_lo, mb_hi) (of MR rows) and panels [p_lo, p_hi)
+// (of NR columns) of C.
+static void gemm_part(GemmBuffers *buf, float *c, size_t ldc, const float *a, size_t rsa, size_t csa, const float *b, size_t rsb, size_t csb,
+                      int M, int N, int K, int accumulate, int mb_lo, int mb_hi, int p_lo, int p_hi) {
+    float tile[GEMM_MR * GEMM_NR];
+    int j_lo = p_lo * GEMM_NR, j_hi = p_hi * GEMM_NR < N ? p_hi * GEMM_NR : N;
+    if (mb_lo >= mb_hi || j_lo >= j_hi) return;
     if (K <= 0) { // C = 0 (or unchanged)
-        for (int i = mb_lo * GEMM_MR; i < M && i < mb_hi * GEMM_MR && !accumulate; i++) memset(c + (size_t)i * ldc, 0, (size_t)N * sizeof(float));
+        for (int i = mb_lo * GEMM_MR; i < M && i < mb_hi * GEMM_MR && !accumulate; i++) memset(c + (size_t)i * ldc + j_lo, 0, (size_t)(j_hi - j_lo) * sizeof(float));
         return;
     }
     int nkb = (K + GEMM_KC - 1) / GEMM_KC, KC = (K + nkb - 1) / nkb; // equal K blocks
-    for (int k0 = 0; k0 < K && mb_lo < mb_hi; k0 += KC) {
+    for (int k0 = 0; k0 < K; k0 += KC) {
         int kc = K - k0 < KC ? K - k0 : KC, load_c = accumulate || k0 > 0;
-        for (int j0 = 0; j0 < N; j0 += GEMM_NC) {
-            int nc = N - j0 < GEMM_NC ? N - j0 : GEMM_NC, npanels = (nc + GEMM_NR - 1) / GEMM_NR;
-            // pack B[k0:k0+kc, j0:j0+nc] into panels bp[p][k][0..NR), zero padded
-            for (int p = 0; p < npanels; p++) {
-                float *bp = bpack + (size_t)p * kc * GEMM_NR;
-                int jn = nc - p * GEMM_NR < GEMM_NR ? nc - p * GEMM_NR : GEMM_NR;
-                const float *src = b + (size_t)k0 * rsb + (size_t)(j0 + p * GEMM_NR) * csb;
-                if (csb == 1) {
-                    for (int k = 0; k < kc; k++)
-                        for (int j = 0; j < GEMM_NR; j++) bp[(size_t)k * GEMM_NR + j] = j < jn ? src[(size_t)k * rsb + j] : 0;
-                } else {
-                    for (int j = 0; j < GEMM_NR; j++)
-                        for (int k = 0; k < kc; k++) bp[(size_t)k * GEMM_NR + j] = j < jn ? src[(size_t)k * rsb + (size_t)j * csb] : 0;
-                }
-            }
-            // MR-row slices of A (packed k-major) against every panel
-            for (int mb = mb_lo; mb < mb_hi; mb++) {
+        for (int m0 = mb_lo; m0 < mb_hi; m0 += GEMM_MB) {
+            int m1 = mb_hi - m0 < GEMM_MB ? mb_hi : m0 + GEMM_MB;
+            // pack A[rows of m0..m1, k0:k0+kc] into MR-row slices, k-major, zero padded
+            for (int mb = m0; mb < m1; mb++) {
+                float *ap = buf->a + (size_t)(mb - m0) * GEMM_MR * kc;
                 int i0 = mb * GEMM_MR, mr = M - i0 < GEMM_MR ? M - i0 : GEMM_MR;
                 for (int k = 0; k < kc; k++)
                     for (int i = 0; i < GEMM_MR; i++)
                         ap[k * GEMM_MR + i] = i < mr ? a[(size_t)(i0 + i) * rsa + (size_t)(k0 + k) * csa] : 0;
+            }
+            for (int j0 = j_lo; j0 < j_hi; j0 += GEMM_NC) {
+                int nc = j_hi - j0 < GEMM_NC ? j_hi - j0 : GEMM_NC, npanels = (nc + GEMM_NR - 1) / GEMM_NR;
+                // pack B[k0:k0+kc, j0:j0+nc] into panels bp[p][k][0..NR), zero padded
                 for (int p = 0; p < npanels; p++) {
-                    const float *bp = bpack + (size_t)p * kc * GEMM_NR;
+                    float *bp = buf->b + (size_t)p * kc * GEMM_NR;
                     int jn = nc - p * GEMM_NR < GEMM_NR ? nc - p * GEMM_NR : GEMM_NR;
-                    float *ct = c + (size_t)i0 * ldc + j0 + p * GEMM_NR;
-                    if (mr == GEMM_MR && jn == GEMM_NR) { gemm_kernel(kc, ap, bp, ct, ldc, load_c); continue; }
-                    // an edge tile goes through a full-size copy, so its arithmetic is the same
-                    for (int i = 0; i < GEMM_MR; i++)
-                        for (int j = 0; j < GEMM_NR; j++) tile[i * GEMM_NR + j] = (load_c && i < mr && j < jn) ? ct[(size_t)i * ldc + j] : 0;
-                    gemm_kernel(kc, ap, bp, tile, GEMM_NR, 1);
-                    for (int i = 0; i < mr; i++) memcpy(ct + (size_t)i * ldc, tile + i * GEMM_NR, (size_t)jn * sizeof(float));
+                    const float *src = b + (size_t)k0 * rsb + (size_t)(j0 + p * GEMM_NR) * csb;
+                    if (csb == 1) {
+                        for (int k = 0; k < kc; k++)
+                            for (int j = 0; j < GEMM_NR; j++) bp[(size_t)k * GEMM_NR + j] = j < jn ? src[(size_t)k * rsb + j] : 0;
+                    } else {
+                        for (int j = 0; j < GEMM_NR; j++)
+                            for (int k = 0; k < kc; k++) bp[(size_t)k * GEMM_NR + j] = j < jn ? src[(size_t)k * rsb + (size_t)j * csb] : 0;
+                    }
+                }
+                // each A slice against every panel
+                for (int mb = m0; mb < m1; mb++) {
+                    const float *ap = buf->a + (size_t)(mb - m0) * GEMM_MR * kc;
+                    int i0 = mb * GEMM_MR, mr = M - i0 < GEMM_MR ? M - i0 : GEMM_MR;
+                    for (int p = 0; p < npanels; p++) {
+                        const float *bp = buf->b + (size_t)p * kc * GEMM_NR;
+                        int jn = nc - p * GEMM_NR < GEMM_NR ? nc - p * GEMM_NR : GEMM_NR;
+                        float *ct = c + (size_t)i0 * ldc + j0 + p * GEMM_NR;
+                        if (mr == GEMM_MR && jn == GEMM_NR) { gemm_kernel(kc, ap, bp, ct, ldc, load_c); continue; }
+                        // an edge tile goes through a full-size copy, so its arithmetic is the same
+                        for (int i = 0; i < GEMM_MR; i++)
+                            for (int j = 0; j < GEMM_NR; j++) tile[i * GEMM_NR + j] = (load_c && i < mr && j < jn) ? ct[(size_t)i * ldc + j] : 0;
+                        gemm_kernel(kc, ap, bp, tile, GEMM_NR, 1);
+                        for (int i = 0; i < mr; i++) memcpy(ct + (size_t)i * ldc, tile + i * GEMM_NR, (size_t)jn * sizeof(float));
+                    }
                 }
             }
         }
@@ -2609,23 +2624,28 @@ static void gemm_rows(float *bpack, float *c, size_t ldc, const float *a, size_t
 }
 // the whole GEMM on one thread (callers that are parallel already)
 MAYBE_UNUSED static void gemm_serial(float *c, size_t ldc, const float *a, size_t rsa, size_t csa, const float *b, size_t rsb, size_t csb, int M, int N, int K, int accumulate) {
-    if (M > 0 && N > 0) gemm_rows(gemm_buffer(), c, ldc, a, rsa, csa, b, rsb, csb, M, N, K, accumulate, 0, (M + GEMM_MR - 1) / GEMM_MR);
+    if (M > 0 && N > 0)
+        gemm_part(gemm_thread_buffers(), c, ldc, a, rsa, csa, b, rsb, csb, M, N, K, accumulate, 0, (M + GEMM_MR - 1) / GEMM_MR, 0, (N + GEMM_NR - 1) / GEMM_NR);
 }
-// Threads split the rows of C and each packs its own copy of B: no barrier inside, which keeps the
-// speed when another process takes a core (a shared pack needs two barriers per block).
+// Threads split C into row or column bands, whichever makes each pack less of the other operand
+// again, and each packs its own slices: no barrier inside, which keeps the speed when another
+// process takes a core (a shared pack needs two barriers per block).
 static void gemm(float *c, size_t ldc, const float *a, size_t rsa, size_t csa, const float *b, size_t rsb, size_t csb,
                  int M, int N, int K, int accumulate) {
     if (M <= 0 || N <= 0) return;
     gemm_reserve();
-    int mblocks = (M + GEMM_MR - 1) / GEMM_MR;
+    int mblocks = (M + GEMM_MR - 1) / GEMM_MR, panels = (N + GEMM_NR - 1) / GEMM_NR;
+    int by_cols = N > M && panels >= 4; // column bands: every thread packs all of A (the smaller) and a share of B
     #pragma omp parallel
     {
         int tid = 0, nth = 1;
 #ifdef _OPENMP
         tid = omp_get_thread_num(); nth = omp_get_num_threads();
 #endif
-        gemm_rows(gemm_bpack[tid], c, ldc, a, rsa, csa, b, rsb, csb, M, N, K, accumulate,
-                  (int)((long)mblocks * tid / nth), (int)((long)mblocks * (tid + 1) / nth));
+        if (by_cols) gemm_part(&gemm_buf[tid], c, ldc, a, rsa, csa, b, rsb, csb, M, N, K, accumulate, 0, mblocks,
+                               (int)((long)panels * tid / nth), (int)((long)panels * (tid + 1) / nth));
+        else gemm_part(&gemm_buf[tid], c, ldc, a, rsa, csa, b, rsb, csb, M, N, K, accumulate,
+                       (int)((long)mblocks * tid / nth), (int)((long)mblocks * (tid + 1) / nth), 0, panels);
     }
 }
 
