@@ -21,8 +21,9 @@ sgemm on the reference machine).
 
 PyTorch runs under TORCH_PYTHON (default /usr/bin/python3, Debian's python3-torch). If its BLAS
 is the reference (netlib) one and an OpenBLAS libblas.so.3 is found (Debian's openblas-openmp or
-openblas-pthread folders, or the folder in PEFT_BENCH_OPENBLAS), PyTorch is run on OpenBLAS too,
-through LD_LIBRARY_PATH, and the ratio is taken against the faster PyTorch.
+openblas-pthread folders, bench/cache/openblas/usr/lib/*/openblas-* from `dpkg -x`, or the folder in
+PEFT_BENCH_OPENBLAS), PyTorch runs on that OpenBLAS instead, through LD_LIBRARY_PATH (the
+reference BLAS makes PyTorch 10-20x slower, which says nothing about peft.c).
 
 Other processes on the machine skew every number: the 'others' column is the CPU (in cores) that
 processes other than the benchmark used while each row ran, read from /proc/stat.
@@ -208,7 +209,9 @@ def probe(py, env):
         return None
 
 def find_openblas():
-    cands = ([os.environ["PEFT_BENCH_OPENBLAS"]] if os.environ.get("PEFT_BENCH_OPENBLAS") else []) + OPENBLAS_DIRS
+    import glob
+    local = sorted(glob.glob(os.path.join(CACHE, "openblas", "usr", "lib", "*", "openblas-*")))  # dpkg -x'ed there, see PERF.md
+    cands = ([os.environ["PEFT_BENCH_OPENBLAS"]] if os.environ.get("PEFT_BENCH_OPENBLAS") else []) + OPENBLAS_DIRS + local
     for d in cands:
         if os.path.exists(os.path.join(d, "libblas.so.3")):
             return d
@@ -348,6 +351,9 @@ def main():
         print(f"PyTorch: {info['torch']} under {py}, BLAS: {blas_name}")
     else:
         print(f"PyTorch: not available under {py} ({(info or {}).get('torch_error', 'import failed')})")
+    if have_torch and not torch_blas_fast:
+        print("note: PyTorch runs on the reference BLAS here; for a meaningful baseline get OpenBLAS (PERF.md: "
+              "apt-get download libopenblas0-openmp; dpkg -x it into bench/cache/openblas) and run again")
     if peak_src:
         print(f"sgemm peak ({peak_src}, best of Llama layer shapes): 1 thread {fmt(peak.get(1), '.1f')}, 2 threads {fmt(peak.get(2), '.1f')} GFLOP/s")
     print(f"matmul share is against {ref2_src}")
