@@ -1431,6 +1431,173 @@ static void test_cli(void) {
     else check(0, "freeze fine-tuning", "%s", err);
 }
 
+// --- adapters: hostile files, several adapters, merge/info CLI, training from an adapter
+static void write_text(const char *path, const char *s) { write_bytes(path, s, strlen(s)); }
+
+// copy the qv_r4 adapter into dir, with its config replaced (cfg != NULL) and tensors edited by `edit`
+typedef void (*TensorEdit)(STWrite *ts, int *n, floatX **bufs);
+static int make_adapter(const char *dir, const char *cfg, TensorEdit edit) {
+    const char *src = SHARED "/reference/peft/qv_r4";
+    char p[700];
+    mkdir_p(dir);
+    snprintf(p, sizeof(p), "%s/adapter_config.json", src);
+    size_t n;
+    char *c = read_file(p, &n, 1 << 20);
+    if (!c) return -1;
+    snprintf(p, sizeof(p), "%s/adapter_config.json", dir);
+    write_text(p, cfg ? cfg : c);
+    free(c);
+    SafeTensors st;
+    snprintf(p, sizeof(p), "%s/adapter_model.safetensors", src);
+    if (st_open(&st, p)) return -1;
+    STWrite ts[64];
+    floatX *bufs[64];
+    int nt = 0;
+    memset(ts, 0, sizeof(ts));
+    for (int i = 0; i < st.n && nt < 60; i++) {
+        STTensor *t = &st.t[i];
+        snprintf(ts[nt].name, sizeof(ts[nt].name), "%s", t->name);
+        ts[nt].dtype = DT_F32; ts[nt].ndim = t->ndim;
+        for (int d = 0; d < t->ndim; d++) ts[nt].shape[d] = t->shape[d];
+        bufs[nt] = malloc_check((t->numel + 64) * sizeof(floatX));
+        st_read_floatX(&st, t, bufs[nt]);
+        ts[nt].fdata = bufs[nt];
+        nt++;
+    }
+    st_close(&st);
+    if (edit) edit(ts, &nt, bufs);
+    snprintf(p, sizeof(p), "%s/adapter_model.safetensors", dir);
+    int rc = st_write(p, ts, nt, NULL);
+    for (int i = 0; i < nt; i++) free(bufs[i]);
+    return rc;
+}
+static void edit_wrong_shape(STWrite *ts, int *n, floatX **b) { (void)n; (void)b; ts[0].shape[1] = 32; } // lora_A (4,64) -> (4,32): fewer values, fine for writing
+static void edit_missing(STWrite *ts, int *n, floatX **b) { (void)ts; free(b[*n - 1]); (*n)--; }   // drop the last tensor (a lora_B)
+static void edit_extra(STWrite *ts, int *n, floatX **b) { ts[*n] = ts[0]; b[*n] = malloc_check(4 * 64 * sizeof(floatX)); ts[*n].fdata = b[*n]; memset(b[*n], 0, 4 * 64 * sizeof(floatX)); snprintf(ts[*n].name, sizeof(ts[*n].name), "base_model.model.lm_head.weight"); (*n)++; }
+static void edit_nan(STWrite *ts, int *n, floatX **b) { (void)ts; (void)n; b[1][3] = NAN; }
+static void edit_rank8(STWrite *ts, int *n, floatX **b) { // both A and B of every module rank 4 -> claim via config r=8 instead
+    (void)ts; (void)n; (void)b; }
+static void edit_layer99(STWrite *ts, int *n, floatX **b) { (void)n; (void)b; char *p = strstr(ts[0].name, "layers.0."); if (p) { char tmp[256]; snprintf(tmp, sizeof(tmp), "%.*slayers.99.%s", (int)(p - ts[0].name), ts[0].name, p + 9); snprintf(ts[0].name, sizeof(ts[0].name), "%s", tmp); } }
+
+static void expect_adapter_error(const char *label, const char *cfg, TensorEdit edit, const char *want) {
+    char dir[600];
+    tmp_path(dir, sizeof(dir), "bad_adapter");
+    char cmd[700]; snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir); if (system(cmd)) {}
+    if (make_adapter(dir, cfg, edit)) { check(0, "hostile adapter", "%s: could not build the fixture: %s", label, peft_errbuf); return; }
+    Model m;
+    if (model_load(&m, SHARED "/models/stories260K-hf-f32")) return;
+    Lora lo; LoraConfig lc;
+    int rc = lora_load(&lo, &lc, &m.config, dir, 0);
+    if (!rc) { lora_free(&lo); free(lc.layers); }
+    check(rc == -1 && (!want || strstr(peft_errbuf, want)), "hostile adapter", "%s -> %s", label, rc ? peft_errbuf : "ACCEPTED");
+    model_free(&m);
+}
+
+static void test_adapters(void) {
+    const char *qv = SHARED "/reference/peft/qv_r4", *all = SHARED "/reference/peft/all_r8_rslora";
+    if (!have(qv) || !have(all)) { skip("adapter tests", "need " SHARED "/reference/peft"); return; }
+    const char *cfg_ok = "{\"peft_type\":\"LORA\",\"r\":4,\"lora_alpha\":8,\"target_modules\":[\"q_proj\",\"v_proj\"],\"bias\":\"none\"}";
+    {
+        char dir[600]; tmp_path(dir, sizeof(dir), "good_adapter");
+        make_adapter(dir, cfg_ok, NULL);
+        Model m; Lora lo; LoraConfig lc;
+        int ok = !model_load(&m, SHARED "/models/stories260K-hf-f32") && !lora_load(&lo, &lc, &m.config, dir, 0);
+        check(ok, "adapter rewritten from PEFT's loads (control for the hostile cases)", "%s", ok ? "loads" : peft_errbuf);
+        if (ok) { lora_free(&lo); free(lc.layers); model_free(&m); }
+    }
+    expect_adapter_error("wrong tensor shape", cfg_ok, edit_wrong_shape, "expected shape [4, 64] but found [4, 32]");
+    expect_adapter_error("missing tensor", cfg_ok, edit_missing, "but no lora_");
+    expect_adapter_error("extra tensor", cfg_ok, edit_extra, "unexpected tensor 'base_model.model.lm_head.weight'");
+    expect_adapter_error("NaN value", cfg_ok, edit_nan, "non-finite");
+    expect_adapter_error("rank mismatch between config and tensors", "{\"peft_type\":\"LORA\",\"r\":8,\"lora_alpha\":8,\"target_modules\":[\"q_proj\",\"v_proj\"]}", edit_rank8, "says r=8");
+    expect_adapter_error("layer beyond the model", cfg_ok, edit_layer99, "layer 99");
+    expect_adapter_error("config JSON error", "{\"peft_type\":\"LORA\",\"r\":4,", NULL, "invalid JSON");
+    expect_adapter_error("config with NaN", "{\"peft_type\":\"LORA\",\"r\":4,\"lora_alpha\":NaN}", NULL, "invalid JSON");
+    expect_adapter_error("not LoRA", "{\"peft_type\":\"IA3\",\"r\":4,\"lora_alpha\":8}", NULL, "only LORA");
+    expect_adapter_error("bias all", "{\"peft_type\":\"LORA\",\"r\":4,\"lora_alpha\":8,\"bias\":\"all\"}", NULL, "bias 'all'");
+    expect_adapter_error("fan_in_fan_out", "{\"peft_type\":\"LORA\",\"r\":4,\"lora_alpha\":8,\"fan_in_fan_out\":true}", NULL, "fan_in_fan_out");
+    expect_adapter_error("r missing", "{\"peft_type\":\"LORA\",\"lora_alpha\":8}", NULL, "'r'");
+    {
+        char dir[600]; tmp_path(dir, sizeof(dir), "pickled");
+        mkdir_p(dir);
+        char p[700]; snprintf(p, sizeof(p), "%s/adapter_config.json", dir); write_text(p, cfg_ok);
+        snprintf(p, sizeof(p), "%s/adapter_model.bin", dir); write_text(p, "PK");
+        Model m; Lora lo; LoraConfig lc;
+        if (!model_load(&m, SHARED "/models/stories260K-hf-f32")) {
+            int rc = lora_load(&lo, &lc, &m.config, dir, 0);
+            check(rc == -1 && strstr(peft_errbuf, "pickled"), "hostile adapter", "adapter_model.bin pickle -> %s", peft_errbuf);
+            model_free(&m);
+        }
+    }
+    // two adapters with weights 0.7 and 0.3 == the model with 0.7*s1*B1A1 + 0.3*s2*B2A2 added by plain arithmetic
+    Model m, ref;
+    if (model_load(&m, SHARED "/models/stories260K-hf-f32") || model_load(&ref, SHARED "/models/stories260K-hf-f32")) return;
+    Lora l1, l2, comb; LoraConfig c1, c2;
+    if (lora_load(&l1, &c1, &m.config, qv, 0) || lora_load(&l2, &c2, &m.config, all, 0)) { check(0, "two adapters", "%s", peft_errbuf); return; }
+    Lora *ins[2] = { &l1, &l2 };
+    float ws[2] = { 0.7f, 0.3f };
+    lora_combine(&comb, ins, ws, 2, &m.config);
+    for (int k = 0; k < 2; k++) {
+        Lora *lo = ins[k];
+        for (int i = 0; i < lo->n_layers * NUM_TARGETS; i++) {
+            LoraModule *md = &lo->mods[i];
+            if (!md->r) continue;
+            floatX *W = model_weight(&ref, i / NUM_TARGETS, i % NUM_TARGETS);
+            for (int o = 0; o < md->out; o++)
+                for (int x = 0; x < md->in; x++) {
+                    double d = 0;
+                    for (int j = 0; j < md->r; j++) d += (double)md->B[(size_t)o * md->r + j] * md->A[(size_t)j * md->in + x];
+                    W[(size_t)o * md->in + x] += (floatX)(ws[k] * md->scale * d);
+                }
+        }
+    }
+    int B = 2, T = 32, ids[64];
+    uint64_t rng = 3;
+    for (int i = 0; i < B * T; i++) ids[i] = (int)(random_u32(&rng) % 512);
+    float *got = dump_logits(&m, &comb, ids, B, T, NULL, NULL), *want = dump_logits(&ref, NULL, ids, B, T, NULL, NULL);
+    float *single = dump_logits(&m, &l1, ids, B, T, NULL, NULL);
+    size_t where, nl = (size_t)B * T * m.config.vocab_size;
+    double e = max_abs_diff(got, want, nl, &where), e1 = max_abs_diff(single, want, nl, &where);
+    check(e <= 1e-4 && e1 > 1e-2, "two adapters 0.7 + 0.3 == arithmetic merge of their scaled deltas", "max abs error %.2e <= 1e-4 (one adapter alone differs by %.2f)", e, e1);
+    free(got); free(want); free(single);
+    lora_free(&l1); lora_free(&l2); lora_free(&comb); free(c1.layers); free(c2.layers); model_free(&m); model_free(&ref);
+    // the CLI: several -a, merge with --dtype bf16, info
+    char out[600], args[4096], err[4096], o[8192], mdir[600];
+    tmp_path(out, sizeof(out), "two.safetensors");
+    tmp_path(mdir, sizeof(mdir), "merged_bf16");
+    char in[600];
+    tmp_path(in, sizeof(in), "ids.safetensors");
+    STWrite iw; memset(&iw, 0, sizeof(iw));
+    snprintf(iw.name, sizeof(iw.name), "input_ids"); iw.dtype = DT_I32; iw.ndim = 2; iw.shape[0] = B; iw.shape[1] = T; iw.idata = ids;
+    st_write(in, &iw, 1, NULL);
+    snprintf(args, sizeof(args), "merge %s/models/stories260K-hf-f32 %s:0.7 %s:0.3 -o %s --dtype bf16", SHARED, qv, all, mdir);
+    int rc = run_cmd(args, err, sizeof(err), NULL, 0);
+    Model mb;
+    int ok = !rc && !model_load(&mb, mdir);
+    check(ok && mb.hf_dtype == DT_BF16, "merge --dtype bf16 writes a loadable BF16 folder", "%s", ok ? "dtype BF16" : err);
+    if (ok) model_free(&mb);
+    snprintf(args, sizeof(args), "info %s", qv);
+    rc = run_cmd(args, err, sizeof(err), o, sizeof(o));
+    check(!rc && strstr(o, "r 4") && strstr(o, "q_proj") && strstr(o, "lora_B.weight") && strstr(o, "parameters:"), "info on an adapter", "%.120s...", o);
+    snprintf(args, sizeof(args), "info %s/models/stories260K/stories260K.bin", SHARED);
+    rc = run_cmd(args, err, sizeof(err), o, sizeof(o));
+    check(!rc && strstr(o, "dim 64") && strstr(o, "parameters: 260032"), "info on a model", "%.160s...", o);
+    // training from an existing PEFT adapter (is_trainable=True): same keys and config, new values
+    if (have(STORIES) && have(TOK512)) {
+        char data[600], od[600];
+        tmp_path(data, sizeof(data), "data.txt");
+        tmp_path(od, sizeof(od), "from_adapter");
+        snprintf(args, sizeof(args), "train %s/models/stories260K-hf-f32 %s -z %s -o %s --resume-adapter %s --steps 3 -T 32 -b 2 --val-frac 0", SHARED, data, TOK512, od, qv);
+        rc = run_cmd(args, err, sizeof(err), NULL, 0);
+        Model mm; Lora a0, a1; LoraConfig k0, k1;
+        ok = !rc && !model_load(&mm, STORIES) && !lora_load(&a0, &k0, &mm.config, qv, 0) && !lora_load(&a1, &k1, &mm.config, od, 0);
+        int same_shape = ok && a0.num_params == a1.num_params && k0.r == k1.r && k0.alpha == k1.alpha && k0.targets == k1.targets;
+        int changed = same_shape && memcmp(a0.params, a1.params, a0.num_params * sizeof(floatX)) != 0;
+        check(same_shape && changed, "train --resume-adapter continues a PEFT adapter", "%s", ok ? "same r, alpha, targets; values trained" : err);
+        if (ok) { lora_free(&a0); lora_free(&a1); free(k0.layers); free(k1.layers); model_free(&mm); }
+    }
+}
+
 static void run_fp32_tests(void) {
     test_json();
     test_tokenizer_llama2_reference();
@@ -1454,6 +1621,7 @@ static void run_fp32_tests(void) {
     test_peft_reference("all_r8_rslora");
     test_peft_reference("qkvo_r4_dora");
     test_cli();
+    test_adapters();
 }
 
 // run the fp64 finite-difference binary and fold its counts into ours
