@@ -691,7 +691,7 @@ static void test_peft_reference(const char *name) {
     snprintf(label, sizeof(label), "%s: loss", name);
     check(fabs(loss - rloss[0]) / rloss[0] <= 1e-5, label, "peft.c %.7f, PEFT %.7f, relative error %.1e <= 1e-5", loss, rloss[0], fabs(loss - rloss[0]) / rloss[0]);
     peft_backward(&net, &a, NULL, m.config.n_layers, 0);
-    double worst = 0; int ngrads = 0; char worst_name[256] = "";
+    double worst = 0; int ngrads = 0; char worst_name[320] = "";
     for (int l = 0; l < lo.n_layers; l++)
         for (int t = 0; t < NUM_TARGETS; t++) {
             LoraModule *lm = &lo.mods[l * NUM_TARGETS + t];
