@@ -4536,6 +4536,7 @@ static int cmd_info(int argc, char **argv) {
     return 0;
 }
 
+#ifndef PEFT_NO_MAIN
 static void error_usage(void) {
     fprintf(stderr, "peft.c: LoRA fine-tuning of Llama-family models in one C file\n"
                     "Usage: peft <command> [args]   (peft <command> --help lists its flags)\n"
@@ -4549,7 +4550,6 @@ static void error_usage(void) {
     exit(1);
 }
 
-#ifndef PEFT_NO_MAIN
 int main(int argc, char **argv) {
     if (argc < 2) error_usage();
     const char *cmd = argv[1];
