@@ -4536,7 +4536,6 @@ static int cmd_info(int argc, char **argv) {
     return 0;
 }
 
-#ifndef PEFT_NO_MAIN
 static void error_usage(void) {
     fprintf(stderr, "peft.c: LoRA fine-tuning of Llama-family models in one C file\n"
                     "Usage: peft <command> [args]   (peft <command> --help lists its flags)\n"
@@ -4550,7 +4549,13 @@ static void error_usage(void) {
     exit(1);
 }
 
+// test_all.c includes this file with PEFT_NO_MAIN and calls the CLI as peft_main
+#ifdef PEFT_NO_MAIN
+int peft_main(int argc, char **argv);
+int peft_main(int argc, char **argv) {
+#else
 int main(int argc, char **argv) {
+#endif
     if (argc < 2) error_usage();
     const char *cmd = argv[1];
     if (!strcmp(cmd, "train")) return cmd_train(argc - 2, argv + 2);
@@ -4563,4 +4568,3 @@ int main(int argc, char **argv) {
     fatal("unknown command '%s' (see peft --help)", cmd);
     return 1;
 }
-#endif

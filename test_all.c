@@ -16,7 +16,9 @@ static void check(int ok, const char *name, const char *fmt, ...) {
     fflush(stdout);
     if (ok) n_pass++; else n_fail++;
 }
+#ifndef PEFT_FP64
 static void skip(const char *name, const char *why) { printf("SKIP %s: %s\n", name, why); fflush(stdout); n_skip++; }
+#endif
 
 static double rel_err(const double *a, const double *b, size_t n) { // ||a-b|| / ||b||
     double num = 0, den = 0;
