@@ -3724,6 +3724,7 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
     Lora lora, *lo = NULL;
     floatX *gmem = NULL;
     ParameterTensors g;
+    memset(&g, 0, sizeof(g));
     int layer_from = c->n_layers;
     if (ta->mode == TUNE_LORA) {
         if (ta->resume_adapter) {
@@ -4011,8 +4012,8 @@ static void load_adapters_or_die(Lora *out, int n, char **args, const Config *c)
         return;
     }
     Lora *los = (Lora *)calloc_check((size_t)n, sizeof(Lora));
-    Lora *ptrs[MAX_ADAPTERS];
-    float ws[MAX_ADAPTERS];
+    Lora *ptrs[MAX_ADAPTERS] = { 0 };
+    float ws[MAX_ADAPTERS] = { 0 };
     for (int k = 0; k < n; k++) {
         char dir[4096];
         split_adapter_weight(args[k], dir, sizeof(dir), &ws[k]);
