@@ -2731,6 +2731,8 @@ typedef struct {
     uint64_t rng;        // dropout RNG
     int dora;            // modules carry DoRA magnitudes
     floatX *wnorm_memory, *act_memory;
+    floatX *embed;       // (V,C) modules_to_save: a full replacement of embed_tokens, or NULL
+    floatX *lm_head;     // (V,C) modules_to_save: a full replacement of lm_head, or NULL
 } Lora;
 static LoraModule *lora_mod(const Lora *lo, int l, int t) { return (lo && lo->mods && lo->mods[l * NUM_TARGETS + t].r) ? &lo->mods[l * NUM_TARGETS + t] : NULL; }
 
@@ -2840,6 +2842,10 @@ typedef struct {
     floatX *rope_cos, *rope_sin;
 } Net;
 
+// embeddings and classifier: the model's, or an adapter's modules_to_save replacement
+static const floatX *net_embed(const Net *net) { return net->lora && net->lora->embed ? net->lora->embed : net->model->params.embed; }
+static const floatX *net_cls(const Net *net) { return net->lora && net->lora->lm_head ? net->lora->lm_head : net->model->params.wcls; }
+
 static void layer_forward(Net *net, Activations *a, int l, const floatX *x, int new_mask) {
     Config *c = &net->model->config;
     ParameterTensors *p = &net->model->params;
@@ -2910,10 +2916,10 @@ static void peft_forward(Net *net, Activations *a, const int *inputs) {
     int N = a->B * a->T, C = c->dim, V = c->vocab_size;
     memcpy(a->inputs, inputs, (size_t)N * sizeof(int));
     int new_mask = net->lora && net->lora->training && net->lora->dropout > 0;
-    encoder_forward(a->x, inputs, p->embed, N, C);
+    encoder_forward(a->x, inputs, net_embed(net), N, C);
     for (int l = 0; l < c->n_layers; l++) layer_forward(net, a, l, a->x + (size_t)l * N * C, new_mask);
     rmsnorm_forward(a->xf, a->rstdf, a->x + (size_t)c->n_layers * N * C, p->rms_final, N, C, c->norm_eps);
-    matmul_forward(a->logits, a->xf, p->wcls, N, C, V);
+    matmul_forward(a->logits, a->xf, net_cls(net), N, C, V);
 }
 // Mean cross-entropy of the logits against targets (N); a->logits then holds the probabilities.
 static double peft_loss(Activations *a, const Config *c, const int *targets) {
@@ -2935,7 +2941,7 @@ static void peft_backward(Net *net, Activations *a, ParameterTensors *g, int g_l
     floatX dloss = a->count ? (floatX)(1.0 / a->count) : 0;
     crossentropy_backward(a->logits, a->targets, dloss, N, V);                  // logits now hold dlogits
     memset(a->dxn, 0, (size_t)N * C * sizeof(floatX));
-    matmul_backward(a->dxn, g && g_outer ? g->wcls : NULL, a->logits, a->xf, p->wcls, N, C, V);
+    matmul_backward(a->dxn, g && g_outer ? g->wcls : NULL, a->logits, a->xf, net_cls(net), N, C, V);
     memset(a->dx, 0, (size_t)N * C * sizeof(floatX));
     rmsnorm_backward(a->dx, g && g_outer ? g->rms_final : NULL, a->dxn, a->x + (size_t)L * N * C, p->rms_final, a->rstdf, N, C);
     for (int l = L - 1; l >= 0; l--) {
@@ -2981,7 +2987,7 @@ static floatX *forward_token(Net *net, RunState *s, int token, int pos) {
     int C = c->dim, H = c->hidden_dim, NH = c->n_heads, KVH = c->n_kv_heads, HS = c->head_dim, QD = NH * HS, KD = KVH * HS, G = NH / KVH;
     Lora *lo = net->lora;
     floatX scale = (floatX)(1.0 / sqrt((double)HS));
-    memcpy(s->x, p->embed + (size_t)token * C, (size_t)C * sizeof(floatX));
+    memcpy(s->x, net_embed(net) + (size_t)token * C, (size_t)C * sizeof(floatX));
     for (int l = 0; l < c->n_layers; l++) {
         floatX *kc = s->key_cache + ((size_t)l * c->seq_len) * KD, *vc = s->value_cache + ((size_t)l * c->seq_len) * KD;
         rmsnorm_forward(s->xn, s->rstd, s->x, p->rms_att + (size_t)l * C, 1, C, c->norm_eps);
@@ -3021,7 +3027,7 @@ static floatX *forward_token(Net *net, RunState *s, int token, int pos) {
         residual_forward(s->x, s->x, s->xn, (size_t)C);
     }
     rmsnorm_forward(s->xn, s->rstd, s->x, p->rms_final, 1, C, c->norm_eps);
-    matmul_forward(s->logits, s->xn, p->wcls, 1, C, c->vocab_size);
+    matmul_forward(s->logits, s->xn, net_cls(net), 1, C, c->vocab_size);
     return s->logits;
 }
 
@@ -3119,7 +3125,7 @@ static void lora_alloc_acts(Lora *lo, int N) {
 }
 static void lora_free(Lora *lo) {
     if (!lo) return;
-    free(lo->mods); free(lo->params); free(lo->grads); free(lo->wnorm_memory); free(lo->act_memory);
+    free(lo->mods); free(lo->params); free(lo->grads); free(lo->wnorm_memory); free(lo->act_memory); free(lo->embed); free(lo->lm_head);
     memset(lo, 0, sizeof(*lo));
 }
 
@@ -3246,6 +3252,20 @@ static int peft_key_matches(const char *key, const char *name) {
     return kl == nl || name[nl - kl - 1] == '.';
 }
 
+// modules_to_save weights as PEFT saves them: "base_model.model.model.embed_tokens.weight" (1) or
+// "base_model.model.lm_head.weight" (2), possibly with a "modules_to_save.<adapter>." segment; else 0
+static int saved_module_key(const char *key) {
+    const char *names[2] = { "embed_tokens", "lm_head" };
+    for (int i = 0; i < 2; i++) {
+        const char *p = strstr(key, names[i]);
+        if (!p || (p != key && p[-1] != '.')) continue;
+        p += strlen(names[i]);
+        if (!strcmp(p, ".weight")) return i + 1;
+        if (!strncmp(p, ".modules_to_save.", 17)) { const char *w = strchr(p + 17, '.'); if (w && !strcmp(w, ".weight")) return i + 1; }
+    }
+    return 0;
+}
+
 // Parse "...layers.<l>.<block>.<target>.lora_<A|B>[.<adapter>].weight" (ab = A or B) or
 // "....lora_magnitude_vector[.<adapter>][.weight]" (ab = M, DoRA); returns 0 and fills l, t, ab.
 static int parse_lora_key(const char *key, int *l, int *t, char *ab) {
@@ -3308,7 +3328,15 @@ static int lora_load(Lora *lo, LoraConfig *lc, const Config *c, const char *dir,
     if (bias && strcmp(bias, "none")) { rc = set_error(cpath, "bias '%s' is not supported (only \"none\")", bias); goto done; }
     if (json_bool_or(j, "fan_in_fan_out", 0)) { rc = set_error(cpath, "fan_in_fan_out=true is not supported for Llama linear layers"); goto done; }
     lc->dora = json_bool_or(j, "use_dora", 0);
-    if (mts && mts->type != JSON_NULL && !(mts->type == JSON_ARRAY && mts->n == 0)) { rc = set_error(cpath, "modules_to_save is not supported yet"); goto done; }
+    int save_embed = 0, save_head = 0; // modules_to_save: full replacement weights
+    if (mts && mts->type == JSON_ARRAY) {
+        for (int i = 0; i < mts->n; i++) {
+            const char *s = json_str(&mts->items[i]);
+            if (s && !strcmp(s, "embed_tokens")) save_embed = 1;
+            else if (s && !strcmp(s, "lm_head")) save_head = 1;
+            else { rc = set_error(cpath, "modules_to_save entry '%s' is not supported (embed_tokens and lm_head are)", s ? s : "?"); goto done; }
+        }
+    } else if (mts && mts->type != JSON_NULL) { rc = set_error(cpath, "modules_to_save must be a list or null"); goto done; }
     lc->r = (int)jr->num;
     lc->alpha = (float)ja->num;
     lc->rslora = json_bool_or(j, "use_rslora", 0);
@@ -3334,6 +3362,11 @@ static int lora_load(Lora *lo, LoraConfig *lc, const Config *c, const char *dir,
         // ranks from the tensors themselves, checked against the config
         for (int i = 0; i < st.n && !rc; i++) {
             int l, t; char ab;
+            int which = saved_module_key(st.t[i].name);
+            if (which) {
+                if ((which == 1 && !save_embed) || (which == 2 && !save_head)) { rc = set_error(wpath, "tensor '%s' is not listed in modules_to_save", st.t[i].name); break; }
+                continue;
+            }
             if (parse_lora_key(st.t[i].name, &l, &t, &ab)) { rc = set_error(wpath, "unexpected tensor '%s' (not a LoRA A/B weight of a Llama layer)", st.t[i].name); break; }
             if (l >= c->n_layers) { rc = set_error(wpath, "tensor '%s' is for layer %d but the model has %d layers", st.t[i].name, l, c->n_layers); break; }
             int slot = (l * NUM_TARGETS + t) * 3 + (ab == 'A' ? 0 : ab == 'B' ? 1 : 2);
@@ -3382,6 +3415,17 @@ static int lora_load(Lora *lo, LoraConfig *lc, const Config *c, const char *dir,
                     int64_t shape[2] = { ab == 0 ? m->r : m->out, ab == 0 ? m->in : m->r };
                     if (st_check_shape(&st, tt, ab == 2 ? 1 : 2, shape) || st_read_floatX(&st, tt, ab == 0 ? m->A : ab == 1 ? m->B : m->mag)) rc = -1;
                 }
+            }
+            // modules_to_save: the replacement weights, (V, C) each
+            for (int which = 1; which <= 2 && !rc; which++) {
+                if ((which == 1 && !save_embed) || (which == 2 && !save_head)) continue;
+                STTensor *tt = NULL;
+                for (int k = 0; k < st.n && !tt; k++) if (saved_module_key(st.t[k].name) == which) tt = &st.t[k];
+                if (!tt) { rc = set_error(wpath, "modules_to_save lists %s but the file has no such weight", which == 1 ? "embed_tokens" : "lm_head"); break; }
+                int64_t shape[2] = { c->vocab_size, c->dim };
+                floatX *w = (floatX *)malloc_check((size_t)c->vocab_size * c->dim * sizeof(floatX));
+                if (which == 1) lo->embed = w; else lo->lm_head = w;
+                if (st_check_shape(&st, tt, 2, shape) || st_read_floatX(&st, tt, w)) rc = -1;
             }
             if (rc) lora_free(lo);
         }
@@ -4019,6 +4063,7 @@ static void load_adapters_or_die(Lora *out, int n, char **args, const Config *c)
         split_adapter_weight(args[k], dir, sizeof(dir), &ws[k]);
         load_adapter_or_die(&los[k], dir, c);
         if (los[k].dora) fatal("%s: DoRA adapters cannot be combined with others (their magnitudes do not add)", dir);
+        if (los[k].embed || los[k].lm_head) fatal("%s: adapters with modules_to_save cannot be combined with others", dir);
         ptrs[k] = &los[k];
     }
     lora_combine(out, ptrs, ws, n, c);
@@ -4472,6 +4517,12 @@ static int cmd_merge(int argc, char **argv) {
     Lora lo;
     load_adapters_or_die(&lo, na, adapters, &m.config);
     lora_merge(&m, &lo, 1);
+    if (lo.embed || lo.lm_head) { // modules_to_save: the adapter's full weights replace the model's
+        if (m.config.tied) fatal("%s: modules_to_save cannot be merged into a model with tied embeddings", adapters[0]);
+        size_t n = (size_t)m.config.vocab_size * m.config.dim * sizeof(floatX);
+        if (lo.embed) memcpy(m.params.embed, lo.embed, n);
+        if (lo.lm_head) memcpy(m.params.wcls, lo.lm_head, n);
+    }
     int rc;
     if (m.format == FMT_HF) {
         rc = model_save_hf(&m, out, dtype >= 0 ? dtype : m.hf_dtype);

@@ -1506,8 +1506,18 @@ static int make_adapter(const char *dir, const char *cfg, TensorEdit edit) {
 }
 static void edit_wrong_shape(STWrite *ts, int *n, floatX **b) { (void)n; (void)b; ts[0].shape[1] = 32; } // lora_A (4,64) -> (4,32): fewer values, fine for writing
 static void edit_missing(STWrite *ts, int *n, floatX **b) { (void)ts; free(b[*n - 1]); (*n)--; }   // drop the last tensor (a lora_B)
-static void edit_extra(STWrite *ts, int *n, floatX **b) { ts[*n] = ts[0]; b[*n] = malloc_check(4 * 64 * sizeof(floatX)); ts[*n].fdata = b[*n]; memset(b[*n], 0, 4 * 64 * sizeof(floatX)); snprintf(ts[*n].name, sizeof(ts[*n].name), "base_model.model.lm_head.weight"); (*n)++; }
+static void edit_extra(STWrite *ts, int *n, floatX **b) { ts[*n] = ts[0]; b[*n] = malloc_check(4 * 64 * sizeof(floatX)); ts[*n].fdata = b[*n]; memset(b[*n], 0, 4 * 64 * sizeof(floatX)); snprintf(ts[*n].name, sizeof(ts[*n].name), "base_model.model.model.layers.0.self_attn.q_proj.lora_C.weight"); (*n)++; }
 static void edit_nan(STWrite *ts, int *n, floatX **b) { (void)ts; (void)n; b[1][3] = NAN; }
+static floatX *mts_head; // modules_to_save: a replacement lm_head (512 x 64)
+static void edit_add_head(STWrite *ts, int *n, floatX **b) {
+    memset(&ts[*n], 0, sizeof(STWrite));
+    snprintf(ts[*n].name, sizeof(ts[*n].name), "base_model.model.lm_head.weight");
+    ts[*n].dtype = DT_F32; ts[*n].ndim = 2; ts[*n].shape[0] = 512; ts[*n].shape[1] = 64;
+    b[*n] = malloc_check(512 * 64 * sizeof(floatX));
+    memcpy(b[*n], mts_head, 512 * 64 * sizeof(floatX));
+    ts[*n].fdata = b[*n];
+    (*n)++;
+}
 static void edit_rank8(STWrite *ts, int *n, floatX **b) { // both A and B of every module rank 4 -> claim via config r=8 instead
     (void)ts; (void)n; (void)b; }
 static void edit_layer99(STWrite *ts, int *n, floatX **b) { (void)n; (void)b; char *p = strstr(ts[0].name, "layers.0."); if (p) { char tmp[256]; snprintf(tmp, sizeof(tmp), "%.*slayers.99.%s", (int)(p - ts[0].name), ts[0].name, p + 9); snprintf(ts[0].name, sizeof(ts[0].name), "%s", tmp); } }
@@ -1540,7 +1550,7 @@ static void test_adapters(void) {
     }
     expect_adapter_error("wrong tensor shape", cfg_ok, edit_wrong_shape, "expected shape [4, 64] but found [4, 32]");
     expect_adapter_error("missing tensor", cfg_ok, edit_missing, "but no lora_");
-    expect_adapter_error("extra tensor", cfg_ok, edit_extra, "unexpected tensor 'base_model.model.lm_head.weight'");
+    expect_adapter_error("extra tensor", cfg_ok, edit_extra, "unexpected tensor 'base_model.model.model.layers.0.self_attn.q_proj.lora_C.weight'");
     expect_adapter_error("NaN value", cfg_ok, edit_nan, "non-finite");
     expect_adapter_error("rank mismatch between config and tensors", "{\"peft_type\":\"LORA\",\"r\":8,\"lora_alpha\":8,\"target_modules\":[\"q_proj\",\"v_proj\"]}", edit_rank8, "says r=8");
     expect_adapter_error("layer beyond the model", cfg_ok, edit_layer99, "layer 99");
@@ -1561,6 +1571,52 @@ static void test_adapters(void) {
             check(rc == -1 && strstr(peft_errbuf, "pickled"), "hostile adapter", "adapter_model.bin pickle -> %s", peft_errbuf);
             model_free(&m);
         }
+    }
+    // modules_to_save: an adapter carrying a full lm_head replaces the (tied) classifier, not the embedding
+    {
+        Model mt;
+        if (!model_load(&mt, SHARED "/models/stories260K-hf-f32")) {
+            uint64_t r = 9;
+            mts_head = malloc_check(512 * 64 * sizeof(floatX));
+            for (int i = 0; i < 512 * 64; i++) mts_head[i] = mt.params.embed[i] + (floatX)((random_f32(&r) - 0.5f) * 0.5f);
+            char dir[600]; tmp_path(dir, sizeof(dir), "mts_adapter");
+            make_adapter(dir, "{\"peft_type\":\"LORA\",\"r\":4,\"lora_alpha\":8,\"modules_to_save\":[\"lm_head\"]}", edit_add_head);
+            Lora la, lq; LoraConfig ka, kq;
+            int ok = !lora_load(&la, &ka, &mt.config, dir, 0) && !lora_load(&lq, &kq, &mt.config, SHARED "/reference/peft/qv_r4", 0);
+            if (ok) {
+                int ids2[32];
+                for (int i = 0; i < 32; i++) ids2[i] = (i * 37 + 5) % 512;
+                float *got = dump_logits(&mt, &la, ids2, 1, 32, NULL, NULL);
+                // reference: the same model untied, its classifier replaced, with the plain qv_r4 adapter
+                Model mu = mt;
+                mu.config.tied = 0;
+                model_alloc(&mu);
+                memcpy(mu.params_memory, mt.params_memory, mt.num_parameters * sizeof(floatX));
+                memcpy(mu.params.wcls, mts_head, 512 * 64 * sizeof(floatX));
+                float *want = dump_logits(&mu, &lq, ids2, 1, 32, NULL, NULL);
+                size_t where;
+                double e = max_abs_diff(got, want, 32 * 512, &where);
+                check(e <= 1e-5, "modules_to_save lm_head replaces the classifier", "max abs diff %.2e vs an untied model with that head", e);
+                free(got); free(want); model_free(&mu);
+                lora_free(&la); lora_free(&lq); free(ka.layers); free(kq.layers);
+            } else check(0, "modules_to_save adapter loads", "%s", peft_errbuf);
+            expect_adapter_error("modules_to_save weight not listed in the config", cfg_ok, edit_add_head, "not listed in modules_to_save");
+            expect_adapter_error("modules_to_save entry unsupported", "{\"peft_type\":\"LORA\",\"r\":4,\"lora_alpha\":8,\"modules_to_save\":[\"score\"]}", NULL, "'score' is not supported");
+            expect_adapter_error("modules_to_save weight missing", "{\"peft_type\":\"LORA\",\"r\":4,\"lora_alpha\":8,\"modules_to_save\":[\"embed_tokens\"]}", NULL, "no such weight");
+            free(mts_head);
+            model_free(&mt);
+        }
+    }
+    // alpha_pattern and rank_pattern pick per-module values
+    {
+        Model mt; Lora la; LoraConfig ka;
+        char dir[600]; tmp_path(dir, sizeof(dir), "pattern_adapter");
+        make_adapter(dir, "{\"peft_type\":\"LORA\",\"r\":4,\"lora_alpha\":8,\"alpha_pattern\":{\"model.layers.0.self_attn.q_proj\":16,\"v_proj\":2},\"rank_pattern\":{\"layers.1.self_attn.q_proj\":4}}", NULL);
+        int ok = !model_load(&mt, SHARED "/models/stories260K-hf-f32") && !lora_load(&la, &ka, &mt.config, dir, 0);
+        check(ok && la.mods[0 * NUM_TARGETS + TGT_Q].scale == 4 && la.mods[1 * NUM_TARGETS + TGT_Q].scale == 2 && la.mods[2 * NUM_TARGETS + TGT_V].scale == 0.5f,
+              "alpha_pattern / rank_pattern", "layer 0 q_proj scale 16/4, layer 1 q_proj 8/4, v_proj 2/4%s", ok ? "" : peft_errbuf);
+        if (ok) { lora_free(&la); free(ka.layers); model_free(&mt); }
+        expect_adapter_error("rank_pattern disagreeing with the tensors", "{\"peft_type\":\"LORA\",\"r\":4,\"lora_alpha\":8,\"rank_pattern\":{\"layers.1.self_attn.q_proj\":2}}", NULL, "says r=2");
     }
     // two adapters with weights 0.7 and 0.3 == the model with 0.7*s1*B1A1 + 0.3*s2*B2A2 added by plain arithmetic
     Model m, ref;
