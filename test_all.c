@@ -1607,6 +1607,31 @@ static void test_adapters(void) {
             model_free(&mt);
         }
     }
+    // modules_to_save written by real PEFT 0.21 (tests/make_mts_fixture.py): embed_tokens and lm_head replaced
+    {
+        Model mt;
+        size_t nr;
+        int fb, ft;
+        float *rl = load_f32("tests/mts/reference.safetensors", "logits", &nr);
+        int *fid = load_ints("tests/mts/reference.safetensors", "input_ids", &fb, &ft);
+        if (rl && fid && !model_load(&mt, SHARED "/models/stories260K-hf-f32")) {
+            Model mu = mt; // the fixture's base: stories260K untied, lm_head a copy of the embedding
+            mu.config.tied = 0;
+            model_alloc(&mu);
+            memcpy(mu.params_memory, mt.params_memory, mt.num_parameters * sizeof(floatX));
+            memcpy(mu.params.wcls, mt.params.embed, (size_t)512 * 64 * sizeof(floatX));
+            Lora la; LoraConfig ka;
+            if (!lora_load(&la, &ka, &mu.config, "tests/mts/adapter", 0)) {
+                float *got = dump_logits(&mu, &la, fid, fb, ft, NULL, NULL);
+                size_t where;
+                double e = max_abs_diff(got, rl, nr, &where);
+                check(e <= 1e-4 && la.embed && la.lm_head, "PEFT modules_to_save adapter (embed_tokens + lm_head)", "max abs error %.2e vs transformers + PEFT", e);
+                free(got); lora_free(&la); free(ka.layers);
+            } else check(0, "PEFT modules_to_save adapter loads", "%s", peft_errbuf);
+            model_free(&mu); model_free(&mt);
+        }
+        free(rl); free(fid);
+    }
     // alpha_pattern and rank_pattern pick per-module values
     {
         Model mt; Lora la; LoraConfig ka;
