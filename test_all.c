@@ -1712,6 +1712,69 @@ static void test_adapters(void) {
     }
 }
 
+
+// llama2.c version-2 checkpoints (int8, groups of 64), written here the way llama2.c's export.py does
+// (scale = max|w|/127, q = round(w/scale) over the flattened tensor), read by load_bin
+static void q80_write(FILE *f, const floatX *w, size_t n, int gs, floatX *deq) {
+    for (size_t g = 0; g < n / gs; g++) {
+        double wmax = 0;
+        for (int i = 0; i < gs; i++) wmax = fmax(wmax, fabs((double)w[g * gs + i]));
+        float scale = (float)(wmax / 127.0);
+        for (int i = 0; i < gs; i++) {
+            float qf = scale > 0 ? (float)w[g * gs + i] / scale : 0;
+            int8_t q = (int8_t)lrintf(qf);
+            fwrite(&q, 1, 1, f);
+            deq[g * gs + i] = q * scale;
+        }
+    }
+    for (size_t g = 0; g < n / gs; g++) {
+        double wmax = 0;
+        for (int i = 0; i < gs; i++) wmax = fmax(wmax, fabs((double)w[g * gs + i]));
+        float scale = (float)(wmax / 127.0);
+        fwrite(&scale, 4, 1, f);
+    }
+}
+static void test_bin_v2(void) {
+    if (!have(STORIES)) { skip("llama2.c v2 (int8) checkpoint", "needs " STORIES); return; }
+    Model m, d;
+    if (model_load(&m, STORIES) || model_load(&d, STORIES)) return;
+    Config *c = &m.config;
+    char path[600];
+    tmp_path(path, sizeof(path), "v2.bin");
+    FILE *f = fopen(path, "wb");
+    unsigned char hdr[256] = { 0 };
+    uint32_t magic = 0x616b3432; int32_t version = 2, gs = 64;
+    int32_t h[7] = { c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->vocab_size, c->seq_len };
+    memcpy(hdr, &magic, 4); memcpy(hdr + 4, &version, 4); memcpy(hdr + 8, h, 28); hdr[36] = 1; memcpy(hdr + 37, &gs, 4);
+    fwrite(hdr, 1, 256, f);
+    model_permute_qk(&m, 0); model_permute_qk(&d, 0); // the file holds llama2.c's interleaved q/k rows
+    ParameterTensors *p = &m.params, *q = &d.params;
+    size_t *sz = m.param_sizes, L = (size_t)c->n_layers;
+    for (size_t i = 0; i < sz[1]; i++) { float v = (float)p->rms_att[i]; fwrite(&v, 4, 1, f); }
+    for (size_t i = 0; i < sz[6]; i++) { float v = (float)p->rms_ffn[i]; fwrite(&v, 4, 1, f); }
+    for (size_t i = 0; i < sz[10]; i++) { float v = (float)p->rms_final[i]; fwrite(&v, 4, 1, f); }
+    q80_write(f, p->embed, sz[0], gs, q->embed);
+    floatX *src[7] = { p->wq, p->wk, p->wv, p->wo, p->w1, p->w2, p->w3 }, *dst[7] = { q->wq, q->wk, q->wv, q->wo, q->w1, q->w2, q->w3 };
+    size_t tsz[7] = { sz[2], sz[3], sz[4], sz[5], sz[7], sz[8], sz[9] };
+    for (int t = 0; t < 7; t++) for (size_t l = 0; l < L; l++) q80_write(f, src[t] + l * tsz[t] / L, tsz[t] / L, gs, dst[t] + l * tsz[t] / L);
+    fclose(f);
+    model_permute_qk(&d, 1); // d: the expected dequantized model, in peft.c's layout
+    Model v;
+    int rc = model_load(&v, path);
+    int same = !rc && v.num_parameters == d.num_parameters && !memcmp(v.params_memory, d.params_memory, d.num_parameters * sizeof(floatX));
+    check(same && v.format == FMT_BIN_V2, "llama2.c v2 (int8) checkpoint loads", "%s", rc ? peft_errbuf : same ? "every weight equals q*scale of llama2.c's q80" : "weights differ");
+    if (!rc) {
+        model_permute_qk(&m, 1);
+        int ids[32];
+        for (int i = 0; i < 32; i++) ids[i] = (i * 53 + 7) % 512;
+        float *a = dump_logits(&m, NULL, ids, 1, 32, NULL, NULL), *b = dump_logits(&v, NULL, ids, 1, 32, NULL, NULL);
+        size_t where;
+        printf("INFO v2 int8 vs fp32 logits: max abs diff %.4f\n", max_abs_diff(a, b, 32 * 512, &where));
+        free(a); free(b); model_free(&v);
+    }
+    model_free(&m); model_free(&d);
+}
+
 static void run_fp32_tests(void) {
     test_json();
     test_tokenizer_llama2_reference();
@@ -1729,6 +1792,7 @@ static void run_fp32_tests(void) {
     test_tokenizer_bin_built();
     test_safetensors();
     test_hostile_models();
+    test_bin_v2();
     test_reference_logits();
     test_generation();
     test_peft_reference("qv_r4");
