@@ -633,7 +633,7 @@ static void test_generation(void) {
         if (!have(models[v])) { skip("greedy generation", "needs ../shared models"); continue; }
         if (model_load(&m, models[v])) { check(0, "greedy generation", "%s", peft_errbuf); continue; }
         Net net; net_init(&net, &m, NULL);
-        RunState s; runstate_alloc(&s, &m.config);
+        RunState s; runstate_alloc(&s, &m.config, m.config.seq_len);
         int token = 1, first_bad = -1, n = tk->n;
         int *seq = malloc_check((n + 1) * sizeof(int));
         seq[0] = 1;
@@ -649,7 +649,7 @@ static void test_generation(void) {
         if (v == 0) { // the batch forward over the generated sequence gives the same logits as the KV-cache path
             Activations a; acts_alloc(&a, &m.config, 1, 64, 0);
             peft_forward(&net, &a, seq);
-            RunState s2; runstate_alloc(&s2, &m.config);
+            RunState s2; runstate_alloc(&s2, &m.config, m.config.seq_len);
             double e = 0;
             for (int pos = 0; pos < 64; pos++) {
                 floatX *lg = forward_token(&net, &s2, seq[pos], pos);
