@@ -819,16 +819,20 @@ static int qtensor_quantize(QTensor *t, const floatX *w, const char *path, const
             float qmax = t->type == QT_INT8 ? 127.0f : 7.0f, scale = amax / qmax;
             t->scale[b] = scale;
             for (size_t i = i0; i < i1; i++) {
-                int q = scale > 0 ? (int)roundf((float)w[i] / scale) : 0;
-                if (q > (int)qmax) q = (int)qmax;
-                if (q < -(int)qmax) q = -(int)qmax;
+                float v = scale > 0 ? (float)w[i] / scale : 0; // clamped first: a denormal scale can overflow it
+                v = v > qmax ? qmax : v < -qmax ? -qmax : v;
+                int q = (int)roundf(v);
                 if (t->type == QT_INT8) t->q[i] = (uint8_t)(int8_t)q;
                 else t->q[i >> 1] |= (uint8_t)((q + 8) << (i & 1 ? 0 : 4));
             }
         } else {
-            float inv = amax > 0 ? 1.0f / amax : 0; // bitsandbytes multiplies by the reciprocal
+            // bitsandbytes multiplies by the reciprocal; a denormal absmax (reciprocal overflows) divides
+            float inv = amax > 0 ? 1.0f / amax : 0;
             if (t->scale) t->scale[b] = amax;
-            for (size_t i = i0; i < i1; i++) t->q[i >> 1] |= (uint8_t)(nf4_quantize_value((float)w[i] * inv) << (i & 1 ? 0 : 4));
+            for (size_t i = i0; i < i1; i++) {
+                float x = isfinite(inv) ? (float)w[i] * inv : (float)w[i] / amax;
+                t->q[i >> 1] |= (uint8_t)(nf4_quantize_value(amax > 0 ? x : 0) << (i & 1 ? 0 : 4));
+            }
         }
     }
     if (t->qabsmax) { // double quantization of the nf4 absmax values
@@ -842,7 +846,10 @@ static int qtensor_quantize(QTensor *t, const floatX *w, const char *path, const
             for (size_t b = b0; b < b1; b++) { float a = fabsf(absmax[b] - t->offset); if (a > amax) amax = a; }
             t->absmax2[b2] = amax;
             float inv = amax > 0 ? 1.0f / amax : 0;
-            for (size_t b = b0; b < b1; b++) t->qabsmax[b] = (uint8_t)dyn_quantize_value(dyn_code, (absmax[b] - t->offset) * inv);
+            for (size_t b = b0; b < b1; b++) {
+                float x = isfinite(inv) ? (absmax[b] - t->offset) * inv : (absmax[b] - t->offset) / amax;
+                t->qabsmax[b] = (uint8_t)dyn_quantize_value(dyn_code, amax > 0 ? x : 0);
+            }
         }
     }
     free(absmax);
@@ -4468,7 +4475,13 @@ static void load_model_q_or_die(Model *m, const char *path, const QuantOpts *qo)
     if ((qo->embed || qo->dq) && qo->type < 0) fatal("--quant-embeddings and --double-quant need --quant");
     if (qo->dq && qo->type != QT_NF4) fatal("--double-quant applies to --quant nf4");
     if (model_load_q(m, path, qo)) fatal_error();
-    if (m->quant) fprintf(stderr, "base: %s weights%s%s\n", qtype_names[m->quant], m->quant_dq ? " (double-quantized absmax)" : "", m->quant_embed ? ", embeddings quantized" : ", embeddings fp32");
+}
+// "base: nf4 weights (double-quantized absmax), embeddings fp32" for the stderr reports; "" for float models
+static const char *quant_desc(const Model *m) {
+    static char buf[160];
+    buf[0] = 0;
+    if (m->quant) snprintf(buf, sizeof(buf), "base: %s weights%s, embeddings %s\n", qtype_names[m->quant], m->quant_dq ? " (double-quantized absmax)" : "", m->quant_embed ? "quantized" : "fp32");
+    return buf;
 }
 
 static int parse_int(const char *flag, const char *v, int lo, int hi) {
@@ -4615,6 +4628,7 @@ static int cmd_generate(int argc, char **argv) {
     }
     printf("\n");
     fflush(stdout);
+    fprintf(stderr, "%s", quant_desc(&m));
     if (generated > 1) fprintf(stderr, "achieved tok/s: %.1f (%d tokens)\n", (generated - 1) / (time_sec() - t0), generated);
     free(probs); free(pi); free(ptoks);
     runstate_free(&s); net_free(&net); lora_free(lo); tokenizer_free(&tok); model_free(&m);
@@ -4670,7 +4684,7 @@ static int cmd_eval(int argc, char **argv) {
     long count;
     double t0 = time_sec();
     double loss = evaluate(&net, &a, tokens, n, 0, &count);
-    fprintf(stderr, "evaluated %ld tokens in %.1fs\n", count, time_sec() - t0);
+    fprintf(stderr, "%sevaluated %ld tokens in %.1fs\n", quant_desc(&m), count, time_sec() - t0);
     printf("loss %.6f perplexity %.4f tokens %ld\n", loss, exp(loss), count);
     free(tokens);
     acts_free(&a); net_free(&net); lora_free(lo); tokenizer_free(&tok); model_free(&m);
@@ -4920,6 +4934,7 @@ static int cmd_train(int argc, char **argv) {
     Config *c = &m.config;
     if (m.quant && ta.mode != TUNE_LORA) fatal("%s: a quantized base is frozen: --finetuning-type %s needs a float model (--quant none)", ta.model_path, ta.mode == TUNE_FULL ? "full" : "freeze");
     if (m.quant && ta.lc.dora) fatal("%s: --dora needs the float base weight (use --quant none)", ta.model_path);
+    fprintf(stderr, "%s", quant_desc(&m));
     if (!ta.T) ta.T = c->seq_len < 256 ? c->seq_len : 256;
     if (ta.T > c->seq_len) fatal("-T %d exceeds the model's %d positions", ta.T, c->seq_len);
     if (ta.mode == TUNE_FREEZE && ta.freeze_layers > c->n_layers) fatal("--freeze-trainable-layers %d exceeds the model's %d layers", ta.freeze_layers, c->n_layers);
@@ -5015,7 +5030,7 @@ static int cmd_merge(int argc, char **argv) {
     if (rc) fatal_error();
     if (requant) fprintf(stderr, "%s is %s-quantized: dequantized, merged and requantized to %s (--dtype f32 writes a float model)\n", model_path, qtype_names[rq_type], qtype_names[rq_type]);
     else if (m.format == FMT_BIN_V1 && dtype >= 0) fprintf(stderr, "%s is quantized: dequantized and merged; written as a float model (--dtype)\n", model_path);
-    fprintf(stderr, "merged %d adapter%s into %s -> %s (%s)\n", na, na > 1 ? "s" : "", model_path, out,
+    fprintf(stderr, "merged %d adapter%s into %s -> %s (%s)\n", na, na > 1 ? "s" : "", model_path, out, requant ? qtype_names[rq_type] :
             m.format == FMT_HF ? dtype_names[dtype >= 0 ? dtype : m.hf_dtype] : m.format == FMT_BIN_LEGACY ? "llama2.c legacy .bin" : "llama2.c v1 .bin");
     lora_free(&lo); model_free(&m);
     return 0;
