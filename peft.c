@@ -891,8 +891,28 @@ static float *qrow_reserve(size_t C) {
     return qrow_scratch;
 }
 
-// out = inp @ W^T with W quantized (OC,C): each thread dequantizes one row of W at a time
+// x . (row of int8 groups): sum over groups of scale * sum(x * q); C a multiple of bs
+static floatX dot_int8(const floatX *x, const int8_t *q, const float *s, int C, int bs) {
+    floatX val = 0;
+    for (int g = 0; g < C; g += bs) {
+        floatX acc[8] = { 0 };
+        for (int c = 0; c < bs; c += 8)
+            for (int k = 0; k < 8; k++) acc[k] += x[g + c + k] * (floatX)q[g + c + k];
+        val += (((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))) * s[g / bs];
+    }
+    return val;
+}
+
+// out = inp @ W^T with W quantized (OC,C): each thread dequantizes one row of W at a time.
+// Generation (N small) with int8 rows of whole groups reads the int8 values directly.
 static void qmatmul_forward(floatX *out, const floatX *inp, const QTensor *w, int N, int C, int OC) {
+    if (w->type == QT_INT8 && C % w->bs == 0 && w->bs % 8 == 0 && N <= 4) {
+        #pragma omp parallel for schedule(static)
+        for (int o = 0; o < OC; o++)
+            for (int n = 0; n < N; n++)
+                out[(size_t)n * OC + o] = dot_int8(inp + (size_t)n * C, (const int8_t *)w->q + (size_t)o * C, w->scale + (size_t)o * (C / w->bs), C, w->bs);
+        return;
+    }
     float *scratch = qrow_reserve((size_t)C);
     #pragma omp parallel for schedule(static)
     for (int o = 0; o < OC; o++) {
@@ -1185,6 +1205,25 @@ static void model_get_matrix(floatX *tmp, const Model *m, int i, int l) {
     memcpy(tmp, ptrs[i] + (size_t)l * n, n * sizeof(floatX));
 }
 
+// permute_rope_rows on a quantized tensor whose rows are whole blocks (a row is moved with its scales)
+static void qtensor_permute_rope_rows(QTensor *t, int n_heads, int HS, int to_hf) {
+    size_t rb = qtensor_qbytes(t->type, (size_t)t->cols), rs = (size_t)t->cols / t->bs;
+    uint8_t *tq = (uint8_t *)malloc_check((size_t)HS * rb);
+    float *ts = (float *)malloc_check((size_t)HS * rs * sizeof(float));
+    for (int h = 0; h < n_heads; h++) {
+        uint8_t *hq = t->q + (size_t)h * HS * rb;
+        float *hs = t->scale + (size_t)h * HS * rs;
+        memcpy(tq, hq, (size_t)HS * rb); memcpy(ts, hs, (size_t)HS * rs * sizeof(float));
+        for (int i = 0; i < HS / 2; i++)
+            for (int j = 0; j < 2; j++) {
+                int meta = 2 * i + j, hf = j * (HS / 2) + i, dst = to_hf ? hf : meta, src = to_hf ? meta : hf;
+                memcpy(hq + (size_t)dst * rb, tq + (size_t)src * rb, rb);
+                memcpy(hs + (size_t)dst * rs, ts + (size_t)src * rs, rs * sizeof(float));
+            }
+    }
+    free(tq); free(ts);
+}
+
 // read a serialized quantized tensor (layout in the file-format comment of load_bin) into t (allocated)
 static int qtensor_read(QTensor *t, FILE *f, const char *path) {
     size_t qb = qtensor_qbytes(t->type, t->n);
@@ -1301,7 +1340,7 @@ static int load_bin(Model *m, const char *path, const QuantOpts *qo) {
     // the matrices, one layer at a time through tmp (the largest matrix)
     size_t maxm = 0;
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) { size_t per = (i == 0 || i == 11) ? sz[i] : sz[i] / L; if (per > maxm) maxm = per; }
-    floatX *tmp = (floatX *)malloc_check(maxm * sizeof(floatX));
+    floatX *tmp = (floatX *)malloc_check(maxm * sizeof(floatX)); // untouched (not resident) when tensors load directly
     int8_t *q8 = NULL;
     floatX *s8 = NULL;
     // file order of the tensors (norms are read straight into place)
@@ -1318,6 +1357,16 @@ static int load_bin(Model *m, const char *path, const QuantOpts *qo) {
         for (size_t l = 0; l < count && !rc; l++) {
             if (version <= 1 || (version >= 3 && outer && !st_embed)) {
                 if ((rc = fread_f32(tmp, per, f, path, param_names[i]))) break;
+            } else if (version == 2 && m->quant == QT_INT8 && gs == qtype_block[QT_INT8] && (!outer || m->quant_embed) && (c->dim % gs == 0 || (i != 2 && i != 3))) {
+                // int8 kept as int8: read straight into the tensor (q/k rows permuted with their scales)
+                int rows, cols;
+                param_dims(c, i, &rows, &cols);
+                QTensor *t = outer ? (i == 0 ? &m->qembed : &m->qcls) : &m->qw[l * NUM_TARGETS + param_target(i)];
+                qtensor_alloc(t, QT_INT8, rows, cols, 0);
+                if (fread(t->q, 1, per, f) != per || fread(t->scale, 4, t->nblocks, f) != t->nblocks) { rc = set_error(path, "truncated int8 weights"); break; }
+                for (size_t b = 0; b < t->nblocks; b++) if (!isfinite(t->scale[b])) { rc = set_error(path, "non-finite value in int8 scales of %s", param_names[i]); break; }
+                if (!rc && (i == 2 || i == 3)) qtensor_permute_rope_rows(t, i == 2 ? c->n_heads : c->n_kv_heads, c->head_dim, 1);
+                continue;
             } else if (version == 2) {
                 q8 = (int8_t *)realloc_check(q8, per);
                 s8 = (floatX *)realloc_check(s8, per / (size_t)gs * sizeof(floatX));
