@@ -718,6 +718,8 @@ static const float nf4_code[16] = {
     0.07958029955625534f, 0.16093020141124725f, 0.24611230194568634f, 0.33791524171829224f,
     0.44070982933044434f, 0.5626170039176941f, 0.7229568362236023f, 1.0f };
 
+static const float int4_code[16] = { -8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7 }; // nibble - 8
+
 // bitsandbytes' dQuantizeNF4 (csrc/kernels.cu): a decision tree on the midpoints between the codes;
 // x exactly on a midpoint gets the lower code (every test is '>').
 static int nf4_quantize_value(float x) {
@@ -798,12 +800,13 @@ static size_t qtensor_bytes(const QTensor *t) {
     return qtensor_qbytes(t->type, t->n) + (qtensor_dq(t) ? t->nblocks + (t->nblocks + DQ_BLOCK - 1) / DQ_BLOCK * 4 + 4 : t->nblocks * 4);
 }
 
+static size_t qtensor_bytes_of(const QTensor *t) { return t->memory ? qtensor_bytes(t) : 0; }
+
 // the scale of block b (nf4 with double quantization: the dequantized absmax)
 static inline float qtensor_scale(const QTensor *t, size_t b) {
     if (!t->qabsmax) return t->scale[b];
     return dyn_code[t->qabsmax[b]] * t->absmax2[b / DQ_BLOCK] + t->offset;
 }
-static inline int qtensor_nibble(const QTensor *t, size_t i) { return i & 1 ? t->q[i >> 1] & 15 : t->q[i >> 1] >> 4; }
 
 // quantize w (rows*cols values) into t (allocated). Non-finite input is an error naming what.
 static int qtensor_quantize(QTensor *t, const floatX *w, const char *path, const char *what) {
@@ -862,9 +865,12 @@ static void qtensor_dequant(float *out, const QTensor *t, size_t start, size_t n
     while (i < end) {
         size_t b = i / t->bs, bend = (b + 1) * t->bs < end ? (b + 1) * t->bs : end;
         float s = qtensor_scale(t, b);
-        if (t->type == QT_INT8) for (; i < bend; i++) *out++ = (float)(int8_t)t->q[i] * s;
-        else if (t->type == QT_INT4) for (; i < bend; i++) *out++ = (float)(qtensor_nibble(t, i) - 8) * s;
-        else for (; i < bend; i++) *out++ = nf4_code[qtensor_nibble(t, i)] * s;
+        if (t->type == QT_INT8) { for (; i < bend; i++) *out++ = (float)(int8_t)t->q[i] * s; continue; }
+        // 4-bit: a code book of 16 values (int4: -8..7), two values per byte (element 2i high)
+        const float *code = t->type == QT_INT4 ? int4_code : nf4_code;
+        if ((i & 1) && i < bend) { *out++ = code[t->q[i >> 1] & 15] * s; i++; }
+        for (; i + 1 < bend; i += 2) { uint8_t b = t->q[i >> 1]; out[0] = code[b >> 4] * s; out[1] = code[b & 15] * s; out += 2; }
+        if (i < bend) { *out++ = code[t->q[i >> 1] >> 4] * s; i++; }
     }
 }
 
@@ -1069,6 +1075,13 @@ static void model_free(Model *m) {
     if (m->qw) for (int i = 0; i < m->config.n_layers * NUM_TARGETS; i++) qtensor_free(&m->qw[i]);
     free(m->qw); m->qw = NULL;
     qtensor_free(&m->qembed); qtensor_free(&m->qcls);
+}
+
+// bytes held by the quantized tensors
+static size_t model_quant_bytes(const Model *m) {
+    size_t b = qtensor_bytes_of(&m->qembed) + qtensor_bytes_of(&m->qcls);
+    if (m->qw) for (int i = 0; i < m->config.n_layers * NUM_TARGETS; i++) b += qtensor_bytes_of(&m->qw[i]);
+    return b;
 }
 
 // the base weight of a linear layer: a float (out, in) matrix or a quantized one
@@ -4327,7 +4340,7 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
     // the memory plan
     {
         char w[32], ac[32], gr[32], op[32], lw[32];
-        fmt_bytes(w, sizeof(w), (double)m->num_parameters * sizeof(floatX));
+        fmt_bytes(w, sizeof(w), (double)m->num_parameters * sizeof(floatX) + (double)model_quant_bytes(m));
         fmt_bytes(ac, sizeof(ac), (double)a.bytes);
         fmt_bytes(gr, sizeof(gr), (double)(ta->mode == TUNE_LORA ? lora.num_params : m->num_parameters) * sizeof(floatX));
         fmt_bytes(op, sizeof(op), (double)tr.total * 2 * sizeof(floatX));
