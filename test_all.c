@@ -633,7 +633,7 @@ static void test_generation(void) {
         if (!have(models[v])) { skip("greedy generation", "needs ../shared models"); continue; }
         if (model_load(&m, models[v])) { check(0, "greedy generation", "%s", peft_errbuf); continue; }
         Net net; net_init(&net, &m, NULL);
-        RunState s; runstate_alloc(&s, &m.config);
+        RunState s; runstate_alloc(&s, &m.config, m.config.seq_len);
         int token = 1, first_bad = -1, n = tk->n;
         int *seq = malloc_check((n + 1) * sizeof(int));
         seq[0] = 1;
@@ -649,7 +649,7 @@ static void test_generation(void) {
         if (v == 0) { // the batch forward over the generated sequence gives the same logits as the KV-cache path
             Activations a; acts_alloc(&a, &m.config, 1, 64, 0);
             peft_forward(&net, &a, seq);
-            RunState s2; runstate_alloc(&s2, &m.config);
+            RunState s2; runstate_alloc(&s2, &m.config, m.config.seq_len);
             double e = 0;
             for (int pos = 0; pos < 64; pos++) {
                 floatX *lg = forward_token(&net, &s2, seq[pos], pos);
@@ -1761,8 +1761,20 @@ static void test_bin_v2(void) {
     model_permute_qk(&d, 1); // d: the expected dequantized model, in peft.c's layout
     Model v;
     int rc = model_load(&v, path);
-    int same = !rc && v.num_parameters == d.num_parameters && !memcmp(v.params_memory, d.params_memory, d.num_parameters * sizeof(floatX));
-    check(same && v.format == FMT_BIN_V2, "llama2.c v2 (int8) checkpoint loads", "%s", rc ? peft_errbuf : same ? "every weight equals q*scale of llama2.c's q80" : "weights differ");
+    // every matrix, dequantized, must equal q*scale as llama2.c computes it (v2 files stay int8 in memory)
+    int same = !rc;
+    for (int l = 0; same && l < c->n_layers; l++)
+        for (int t = 0; same && t < NUM_TARGETS; t++) {
+            Weight w = layer_weight(&v, l, t);
+            const floatX *want = model_weight(&d, l, t);
+            int in, out;
+            target_dims(c, t, &in, &out);
+            float *row = malloc_check((size_t)in * out * sizeof(float));
+            if (w.q) qtensor_dequant(row, w.q, 0, (size_t)in * out);
+            for (size_t i = 0; i < (size_t)in * out; i++) same &= (w.q ? row[i] : (float)w.f[i]) == (float)want[i];
+            free(row);
+        }
+    check(same && v.format == FMT_BIN_V2, "llama2.c v2 (int8) checkpoint loads", "%s", rc ? peft_errbuf : same ? "every matrix equals q*scale of llama2.c's q80" : "weights differ");
     if (!rc) {
         model_permute_qk(&m, 1);
         int ids[32];
@@ -1773,6 +1785,300 @@ static void test_bin_v2(void) {
         free(a); free(b); model_free(&v);
     }
     model_free(&m); model_free(&d);
+}
+
+// --- quantization: formats, bounds, bitsandbytes' NF4, quantized matmuls, QLoRA gradients, files
+// bitsandbytes' NF4 code values as published in bitsandbytes/functional.py (get_4bit_type "nf4") and
+// csrc/kernels.cu (dDequantizeNF4), https://github.com/bitsandbytes-foundation/bitsandbytes
+static const float bnb_nf4[16] = { -1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f,
+    -0.28444138169288635f, -0.18477343022823334f, -0.09105003625154495f, 0.0f, 0.07958029955625534f, 0.16093020141124725f,
+    0.24611230194568634f, 0.33791524171829224f, 0.44070982933044434f, 0.5626170039176941f, 0.7229568362236023f, 1.0f };
+// the thresholds of bitsandbytes' dQuantizeNF4 decision tree, in code order
+static const float bnb_nf4_mid[15] = { -0.8480964004993439f, -0.6106329262256622f, -0.4599952697753906f, -0.33967943489551544f,
+    -0.23460740596055984f, -0.13791173323988914f, -0.045525018125772476f, 0.03979014977812767f, 0.1202552504837513f,
+    0.2035212516784668f, 0.2920137718319893f, 0.3893125355243683f, 0.5016634166240692f, 0.6427869200706482f, 0.8614784181118011f };
+
+static void test_nf4_bitsandbytes(void) {
+    int same = !memcmp(nf4_code, bnb_nf4, sizeof(bnb_nf4));
+    check(same, "nf4 code book == bitsandbytes'", "16 values bit-identical");
+    // every threshold is the float midpoint of its neighbours; on it the lower code wins, just above it the upper
+    int bad = 0, badmid = 0;
+    for (int i = 0; i < 15; i++) {
+        if (nf4_quantize_value(bnb_nf4_mid[i]) != i) bad++;
+        if (nf4_quantize_value(nextafterf(bnb_nf4_mid[i], 2.0f)) != i + 1) bad++;
+        float mid = (float)(((double)bnb_nf4[i] + bnb_nf4[i + 1]) / 2);
+        if (fabsf(mid - bnb_nf4_mid[i]) > 1e-7f) badmid++;
+    }
+    for (int i = 0; i < 16; i++) if (nf4_quantize_value(bnb_nf4[i]) != i) bad++;
+    check(!bad && !badmid, "nf4 ties at the midpoints (bitsandbytes' tree)", "15 midpoints -> lower code, next float -> upper, 16 codes -> themselves; %d wrong, %d thresholds off the midpoint", bad, badmid);
+    // nearest-value choice against a brute-force search (ties to the lower code) on 200k values
+    uint64_t r = 5;
+    int wrong = 0;
+    for (int k = 0; k < 200000; k++) {
+        float x = 2.2f * random_f32(&r) - 1.1f;
+        int best = 0;
+        for (int j = 1; j < 16; j++) if (x > bnb_nf4_mid[j - 1]) best = j;
+        float d = fabsf(x - bnb_nf4[best]);
+        for (int j = 0; j < 16; j++) if (fabsf(x - bnb_nf4[j]) < d) wrong++; // nothing strictly nearer
+        if (nf4_quantize_value(x) != best) wrong++;
+    }
+    check(!wrong, "nf4 nearest value", "200000 random values in [-1.1, 1.1]: %d disagree with brute force", wrong);
+    // block math: a block of 64 = 3 * code values: absmax 3, codes exact, element 2i in the high nibble
+    QTensor t;
+    qtensor_alloc(&t, QT_NF4, 1, 64, 0);
+    floatX w[64];
+    for (int i = 0; i < 64; i++) w[i] = 3.0f * bnb_nf4[(i * 7) % 16];
+    w[5] = 3.0f; // absmax
+    qtensor_quantize(&t, w, "test", "block");
+    float back[64];
+    qtensor_dequant(back, &t, 0, 64);
+    int exact = t.scale[0] == 3.0f && (t.q[0] >> 4) == 0 && (t.q[0] & 15) == 7;
+    for (int i = 0; i < 64; i++) if (back[i] != (float)w[i]) exact = 0;
+    check(exact, "nf4 block math", "absmax %g, first byte 0x%02x (codes 0 then 7), all 64 values exact", t.scale[0], t.q[0]);
+    qtensor_free(&t);
+    // the dynamic map of double quantization: 256 sorted values, 0 and 1 present, 1e-6 scale smallest
+    dynamic_map(dyn_code);
+    int sorted = 1, has0 = 0, has1 = 0;
+    for (int i = 0; i < 256; i++) { if (i && dyn_code[i] < dyn_code[i - 1]) sorted = 0; has0 |= dyn_code[i] == 0; has1 |= dyn_code[i] == 1.0f; }
+    check(sorted && has0 && has1 && fabsf(dyn_code[0] + 0.99296875f) < 1e-6f, "double-quant dynamic map", "256 sorted values in [%.8f, %g], 0 and 1 present", dyn_code[0], dyn_code[255]);
+}
+
+// quantize -> dequantize errors within each format's bound on random and adversarial blocks
+static void test_quant_bounds(void) {
+    const int n = 64 * 40;
+    floatX *w = malloc_check(n * sizeof(floatX));
+    float *back = malloc_check(n * sizeof(float));
+    const char *cases[] = { "random", "zeros", "outlier", "denormals", "mixed scales" };
+    for (int type = QT_INT8; type <= QT_NF4; type++)
+        for (int dq = 0; dq <= (type == QT_NF4); dq++)
+            for (int cs = 0; cs < 5; cs++) {
+                uint64_t r = 100 + cs;
+                for (int i = 0; i < n; i++) {
+                    float g = (random_f32(&r) + random_f32(&r) + random_f32(&r) - 1.5f) * 0.1f;
+                    w[i] = cs == 1 ? 0 : cs == 3 ? g * 1e-39f : cs == 4 ? g * powf(10.0f, (float)((i / 64) % 9) - 4) : g;
+                }
+                if (cs == 2) { w[70] = 1e30f; w[200] = -3e4f; }
+                QTensor t;
+                qtensor_alloc(&t, type, 40, 64, dq);
+                int rc = qtensor_quantize(&t, w, "test", "w");
+                qtensor_dequant(back, &t, 0, n);
+                double worst = 0; // error / bound
+                for (int i = 0; i < n; i++) {
+                    size_t b = i / t.bs;
+                    float amax = 0;
+                    for (size_t j = b * t.bs; j < (b + 1) * t.bs; j++) amax = fmaxf(amax, fabsf((float)w[j]));
+                    double bound;
+                    if (type == QT_INT8) bound = amax / 127.0 / 2 * (1 + 1e-5) + 1e-44;
+                    else if (type == QT_INT4) bound = amax / 7.0 / 2 * (1 + 1e-5) + 1e-44;
+                    else {
+                        // half the widest gap between neighbouring codes (-1 .. -0.6962) times absmax; with double
+                        // quantization plus the absmax's own error, scaled
+                        double s = qtensor_scale(&t, b);
+                        bound = 0.1519036 * fmax(amax, s) * (1 + 1e-5) + fabs(s - amax) + 1e-44;
+                    }
+                    double e = fabs((double)back[i] - w[i]);
+                    if (e / bound > worst) worst = e / bound;
+                }
+                char name[96];
+                snprintf(name, sizeof(name), "%s%s quantize bound: %s", qtype_names[type], dq ? "+dq" : "", cases[cs]);
+                check(!rc && worst <= 1.0, name, "worst error %.3f of the bound over %d values", worst, n);
+                qtensor_free(&t);
+            }
+    // non-finite input is an error naming the tensor
+    for (int type = QT_INT8; type <= QT_NF4; type++) {
+        QTensor t;
+        qtensor_alloc(&t, type, 1, 64, 0);
+        for (int i = 0; i < 64; i++) w[i] = 0.1f;
+        w[9] = NAN;
+        int rc1 = qtensor_quantize(&t, w, "m.bin", "wq of layer 0");
+        int ok = rc1 && strstr(peft_errbuf, "non-finite") && strstr(peft_errbuf, "wq of layer 0");
+        w[9] = INFINITY;
+        int rc2 = qtensor_quantize(&t, w, "m.bin", "wq of layer 0");
+        check(ok && rc2, "quantize rejects NaN/Inf", "%s: %s", qtype_names[type], peft_errbuf);
+        qtensor_free(&t);
+    }
+    free(w); free(back);
+}
+
+// quantized matmuls == float matmuls on the dequantized matrix
+static void test_qmatmul(void) {
+    int N = 5, C = 96, OC = 40; // C not a multiple of 64: blocks cross rows
+    uint64_t r = 9;
+    floatX *x = malloc_check((size_t)N * C * sizeof(floatX)), *w = malloc_check((size_t)OC * C * sizeof(floatX)), *wd = malloc_check((size_t)OC * C * sizeof(floatX));
+    floatX *y1 = malloc_check((size_t)N * OC * sizeof(floatX)), *y2 = malloc_check((size_t)N * OC * sizeof(floatX)), *dy = malloc_check((size_t)N * OC * sizeof(floatX));
+    floatX *dx1 = calloc_check((size_t)N * C, sizeof(floatX)), *dx2 = calloc_check((size_t)N * C, sizeof(floatX));
+    float *row = malloc_check((size_t)OC * C * sizeof(float));
+    for (int i = 0; i < N * C; i++) x[i] = random_f32(&r) - 0.5f;
+    for (int i = 0; i < OC * C; i++) w[i] = random_f32(&r) - 0.5f;
+    for (int i = 0; i < N * OC; i++) dy[i] = random_f32(&r) - 0.5f;
+    for (int type = QT_INT8; type <= QT_NF4; type++) {
+        QTensor t;
+        qtensor_alloc(&t, type, OC, C, type == QT_NF4);
+        qtensor_quantize(&t, w, "test", "w");
+        qtensor_dequant(row, &t, 0, (size_t)OC * C);
+        for (int i = 0; i < OC * C; i++) wd[i] = row[i];
+        matmul_forward(y1, x, wd, N, C, OC);
+        qmatmul_forward(y2, x, &t, N, C, OC);
+        memset(dx1, 0, (size_t)N * C * sizeof(floatX)); memset(dx2, 0, (size_t)N * C * sizeof(floatX));
+        matmul_backward(dx1, NULL, dy, x, wd, N, C, OC);
+        qmatmul_backward(dx2, dy, &t, N, C, OC);
+        double e1 = 0, e2 = 0;
+        for (int i = 0; i < N * OC; i++) e1 = fmax(e1, fabs((double)y1[i] - y2[i]));
+        for (int i = 0; i < N * C; i++) e2 = fmax(e2, fabs((double)dx1[i] - dx2[i]));
+        char name[64];
+        snprintf(name, sizeof(name), "%s matmul on blocks", qtype_names[type]);
+        check(e1 < 1e-5 && e2 < 1e-5, name, "forward max diff %.2e, backward dx max diff %.2e vs float on the dequantized matrix", e1, e2);
+        qtensor_free(&t);
+    }
+    free(x); free(w); free(wd); free(y1); free(y2); free(dy); free(dx1); free(dx2); free(row);
+}
+
+// QLoRA: LoRA gradients on a quantized base == those on an fp32 model holding the dequantized weights
+static void test_qlora_grads(void) {
+    if (!have(STORIES)) { skip("qlora gradients", "no " STORIES); return; }
+    for (int type = QT_INT8; type <= QT_NF4; type++) {
+        QuantOpts qo = { type, 1, type == QT_NF4 }, fl = { QT_NONE, 0, 0 };
+        Model mq, mf;
+        if (model_load_q(&mq, STORIES, &qo) || model_load_q(&mf, STORIES, &fl)) { check(0, "qlora gradients", "%s", peft_errbuf); return; }
+        // the fp32 reference: every quantized matrix dequantized into the float model
+        Config *c = &mf.config;
+        for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+            if (i == 1 || i == 6 || i == 10 || (i == 11 && c->tied)) continue;
+            floatX *ptrs[NUM_PARAM_TENSORS] = { mf.params.embed, mf.params.rms_att, mf.params.wq, mf.params.wk, mf.params.wv, mf.params.wo, mf.params.rms_ffn, mf.params.w1, mf.params.w2, mf.params.w3, mf.params.rms_final, mf.params.wcls };
+            int outer = i == 0 || i == 11, rows, cols;
+            param_dims(c, i, &rows, &cols);
+            for (int l = 0; l < (outer ? 1 : c->n_layers); l++) model_get_matrix(ptrs[i] + (size_t)l * rows * cols, &mq, i, l);
+        }
+        LoraConfig lc = { 0 };
+        lc.r = 4; lc.alpha = 8; lc.targets = (1u << NUM_TARGETS) - 1; lc.seed = 3;
+        Lora l1, l2;
+        lora_create(&l1, c, &lc, 1); lora_create(&l2, c, &lc, 1);
+        uint64_t r = 77;
+        for (size_t i = 0; i < l1.num_params; i++) l1.params[i] = l2.params[i] = (floatX)((random_f32(&r) - 0.5f) * 0.1f);
+        int B = 2, T = 32, N = B * T;
+        lora_alloc_acts(&l1, N); lora_alloc_acts(&l2, N);
+        int *in = malloc_check((size_t)N * sizeof(int)), *tg = malloc_check((size_t)N * sizeof(int));
+        for (int i = 0; i < N; i++) { in[i] = (int)(random_u32(&r) % (uint32_t)c->vocab_size); tg[i] = (int)(random_u32(&r) % (uint32_t)c->vocab_size); }
+        Net n1, n2; Activations a1, a2;
+        net_init(&n1, &mq, &l1); net_init(&n2, &mf, &l2);
+        acts_alloc(&a1, c, B, T, 0); acts_alloc(&a2, c, B, T, 0);
+        peft_forward(&n1, &a1, in); double L1 = peft_loss(&a1, c, tg); peft_backward(&n1, &a1, NULL, c->n_layers, 0);
+        peft_forward(&n2, &a2, in); double L2 = peft_loss(&a2, c, tg); peft_backward(&n2, &a2, NULL, c->n_layers, 0);
+        double num = 0, den = 0;
+        for (size_t i = 0; i < l1.num_params; i++) { double d = (double)l1.grads[i] - l2.grads[i]; num += d * d; den += (double)l2.grads[i] * l2.grads[i]; }
+        double rel = sqrt(num / den);
+        char name[64];
+        snprintf(name, sizeof(name), "qlora gradients (%s%s)", qtype_names[type], type == QT_NF4 ? "+dq" : "");
+        check(rel <= 1e-4 && fabs(L1 - L2) <= 1e-5 * fabs(L2), name, "loss %.7f vs %.7f on the dequantized fp32 model; LoRA gradients relative error %.2e over %zu (bar 1e-4)", L1, L2, rel, l1.num_params);
+        free(in); free(tg);
+        acts_free(&a1); acts_free(&a2); net_free(&n1); net_free(&n2); lora_free(&l1); lora_free(&l2); model_free(&mq); model_free(&mf);
+    }
+}
+
+// files: quantize -> load gives the same weights; int8 is a llama2.c v2 file; hostile 4-bit files
+static void test_quant_files(void) {
+    if (!have(STORIES)) { skip("quantized files", "no " STORIES); return; }
+    for (int type = QT_INT8; type <= QT_NF4; type++)
+        for (int emb = 0; emb <= 1; emb++) {
+            if (type == QT_INT8 && !emb) continue;
+            QuantOpts qo = { type, emb, type == QT_NF4 && emb };
+            Model mq, mr;
+            char path[600], name[96];
+            tmp_path(path, sizeof(path), "q.bin");
+            if (model_load_q(&mq, STORIES, &qo) || model_save_quant(&mq, path, type, emb, qo.dq) || model_load(&mr, path)) { check(0, "quantized file", "%s", peft_errbuf); return; }
+            Config *c = &mq.config;
+            double worst = 0;
+            floatX *a = malloc_check((size_t)c->vocab_size * c->dim * sizeof(floatX)), *b = malloc_check((size_t)c->vocab_size * c->dim * sizeof(floatX));
+            for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+                if (i == 1 || i == 6 || i == 10 || (i == 11 && c->tied)) continue;
+                int outer = i == 0 || i == 11, rows, cols;
+                param_dims(c, i, &rows, &cols);
+                for (int l = 0; l < (outer ? 1 : c->n_layers); l++) {
+                    model_get_matrix(a, &mq, i, l); model_get_matrix(b, &mr, i, l);
+                    for (int k = 0; k < rows * cols; k++) worst = fmax(worst, fabs((double)a[k] - b[k]) / (fabs((double)a[k]) + 1e-30));
+                }
+            }
+            snprintf(name, sizeof(name), "%s file round trip%s", qtype_names[type], emb ? " (embeddings quantized)" : "");
+            check(mr.quant == type && mr.quant_embed == emb && worst <= 1e-6, name, "loaded as %s, weights max relative difference %.2e (int8: requantized through llama2.c's interleaved q/k order)", qtype_names[mr.quant], worst);
+            if (type == QT_INT8) { // llama2.c's reader: v2 dequantized on load (--quant none) == our int8 weights
+                QuantOpts fl = { QT_NONE, 0, 0 };
+                Model mf;
+                if (!model_load_q(&mf, path, &fl)) {
+                    double e = 0;
+                    for (int l = 0; l < c->n_layers; l++) { model_get_matrix(a, &mr, 2, l); model_get_matrix(b, &mf, 2, l); for (int k = 0; k < c->dim * c->dim; k++) e = fmax(e, fabs((double)a[k] - b[k])); }
+                    check(e == 0, "int8 v2 read as llama2.c does", "wq dequantized on load == int8 blocks: max diff %.2e", e);
+                    model_free(&mf);
+                }
+            }
+            free(a); free(b);
+            model_free(&mq); model_free(&mr);
+        }
+    // hostile 4-bit files: truncated, bad flags, bad block size, NaN scale
+    char path[600];
+    tmp_path(path, sizeof(path), "q4.bin");
+    QuantOpts qo = { QT_NF4, 0, 0 };
+    Model mq;
+    if (model_load_q(&mq, STORIES, &qo) || model_save_quant(&mq, path, QT_NF4, 0, 0)) { check(0, "hostile 4-bit files", "%s", peft_errbuf); return; }
+    model_free(&mq);
+    size_t n;
+    char *buf = read_file(path, &n, 1 << 26);
+    char bad[600];
+    tmp_path(bad, sizeof(bad), "bad4.bin");
+    write_bytes(bad, buf, n - 5);
+    expect_model_error("truncated nf4 file", bad, "implies");
+    char *b2 = malloc_check(n); memcpy(b2, buf, n);
+    b2[41] = 9; write_bytes(bad, b2, n);
+    expect_model_error("nf4 file with bad flags", bad, "bad block size");
+    memcpy(b2, buf, n); b2[37] = 16; write_bytes(bad, b2, n);
+    expect_model_error("nf4 file with bad block size", bad, "bad block size");
+    // the first scale of wq in layer 0 (after the norms and the fp32 embedding, after wq's nibbles)
+    Config c0;
+    { Model m0; if (model_load(&m0, STORIES)) return; c0 = m0.config; model_free(&m0); }
+    size_t off = 256 + ((size_t)2 * c0.n_layers * c0.dim + c0.dim) * 4 + (size_t)c0.vocab_size * c0.dim * 4 + (size_t)c0.dim * c0.dim / 2;
+    memcpy(b2, buf, n); float nanv = NAN; memcpy(b2 + off, &nanv, 4); write_bytes(bad, b2, n);
+    expect_model_error("nf4 file with a NaN scale", bad, "non-finite");
+    free(buf); free(b2);
+}
+
+// CLI: quantize, then eval/generate/merge on the file; --quant flags
+static void test_quant_cli(void) {
+    if (!have(STORIES) || !have(TOK512)) { skip("quantize CLI", "no stories260K"); return; }
+    char q8[600], q4[600], data[600], args[4096], err[4096], out[4096], merged[600], ad[600];
+    tmp_path(q8, sizeof(q8), "s_int8.bin"); tmp_path(q4, sizeof(q4), "s_nf4.bin"); tmp_path(data, sizeof(data), "qdata.txt");
+    tmp_path(merged, sizeof(merged), "merged_nf4.bin"); tmp_path(ad, sizeof(ad), "qad");
+    const char *text = "Once upon a time, there was a little girl named Lily. She loved to play outside in the sun.\n\nOne day, a big dog came to the park. The dog was friendly and wanted to play with Lily.\n";
+    write_bytes(data, text, strlen(text));
+    snprintf(args, sizeof(args), "quantize %s -o %s --quant int8", STORIES, q8);
+    int rc = run_cmd(args, err, sizeof(err), NULL, 0);
+    check(rc == 0 && strstr(err, "llama2.c v2"), "quantize --quant int8", "%s", err);
+    snprintf(args, sizeof(args), "quantize %s -o %s --quant nf4 --double-quant", STORIES, q4);
+    rc = run_cmd(args, err, sizeof(err), NULL, 0);
+    check(rc == 0 && strstr(err, "v4 nf4"), "quantize --quant nf4 --double-quant", "%s", err);
+    double loss[3] = { 0 };
+    const char *files[3] = { STORIES, q8, q4 };
+    for (int k = 0; k < 3; k++) {
+        snprintf(args, sizeof(args), "eval %s %s -z %s", files[k], data, TOK512);
+        rc = run_cmd(args, err, sizeof(err), out, sizeof(out));
+        if (rc == 0) sscanf(out, "loss %lf", &loss[k]);
+    }
+    check(loss[0] > 0 && fabs(loss[1] - loss[0]) < 0.01 * loss[0] && fabs(loss[2] - loss[0]) < 0.1 * loss[0], "eval on quantized files", "loss fp32 %.4f, int8 file %.4f, nf4 file %.4f", loss[0], loss[1], loss[2]);
+    snprintf(args, sizeof(args), "train %s %s -z %s -o %s --steps 2 -b 2 -T 32 --val-frac 0 --quant nf4", STORIES, data, TOK512, ad);
+    rc = run_cmd(args, err, sizeof(err), NULL, 0);
+    check(rc == 0 && strstr(err, "base: nf4"), "train --quant nf4 (QLoRA)", "exit %d", rc);
+    snprintf(args, sizeof(args), "merge %s %s -o %s", q4, ad, merged);
+    rc = run_cmd(args, err, sizeof(err), NULL, 0);
+    Model mm;
+    int ok = rc == 0 && strstr(err, "requantized") && !model_load(&mm, merged);
+    check(ok && mm.quant == QT_NF4 && mm.quant_dq, "merge into an nf4 file requantizes", "%s", err);
+    if (ok) model_free(&mm);
+    snprintf(args, sizeof(args), "generate %s -z %s -n 8 -t 0 --quant int4", STORIES, TOK512);
+    rc = run_cmd(args, err, sizeof(err), out, sizeof(out));
+    check(rc == 0 && strlen(out) > 5, "generate --quant int4", "%s", out);
+    expect_cli_error("--quant bogus", "eval x y --quant int3", "is not int8", NULL);
+    snprintf(args, sizeof(args), "train %s %s -z %s --quant int8 --finetuning-type full", STORIES, data, TOK512);
+    expect_cli_error("--quant with full fine-tuning", args, "frozen", NULL);
+    snprintf(args, sizeof(args), "eval %s %s -z %s --quant int4 --double-quant", STORIES, data, TOK512);
+    expect_cli_error("--double-quant without nf4", args, "applies to --quant nf4", NULL);
 }
 
 static void run_fp32_tests(void) {
@@ -1800,6 +2106,12 @@ static void run_fp32_tests(void) {
     test_peft_reference("qkvo_r4_dora");
     test_cli();
     test_adapters();
+    test_nf4_bitsandbytes();
+    test_quant_bounds();
+    test_qmatmul();
+    test_qlora_grads();
+    test_quant_files();
+    test_quant_cli();
 }
 
 // run the fp64 finite-difference binary and fold its counts into ours
