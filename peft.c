@@ -2,7 +2,8 @@
 peft.c: parameter-efficient fine-tuning (LoRA) of Llama-family models in one C file.
 
 Read it top to bottom:
-  utilities -> JSON -> safetensors -> model config and weights -> tokenizer ->
+  utilities -> JSON -> safetensors -> quantization (int8/int4/nf4 blocks, quantized matmuls) ->
+  model config and weights -> tokenizer ->
   layers (each *_forward followed by its *_backward) -> model forward/backward ->
   LoRA and adapters -> data and training -> sampling and generation -> CLI main.
 
@@ -10,6 +11,9 @@ Conventions (llm.c's): outputs first, then inputs, then sizes (B, T, C, OC, NH, 
 Backward functions accumulate (+=) into gradient buffers; the caller zeroes once per step.
 Internally q/k projection rows are kept in Hugging Face's rotate-half RoPE layout; llama2.c
 files (interleaved RoPE pairs) are permuted on load and un-permuted on save.
+
+A quantized base (--quant, or a quantized .bin) holds its linear layers as QTensor blocks that the
+matmuls read directly; it is frozen (QLoRA); LoRA weights, gradients and optimizer state stay fp32.
 
 Build with -DPEFT_FP64 to run every tensor in double precision (used by the gradient checks).
 Only libc, libm and optionally OpenMP.
@@ -5131,7 +5135,16 @@ static int cmd_info(int argc, char **argv) {
                c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, c->vocab_size, c->seq_len, c->rope_theta, c->rope_llama3 ? " (llama3 scaling)" : "", c->norm_eps, c->tied ? "yes" : "no");
         const char *tn[NUM_PARAM_TENSORS] = { "embed_tokens", "input_layernorm", "q_proj", "k_proj", "v_proj", "o_proj", "post_attention_layernorm", "gate_proj", "down_proj", "up_proj", "norm", "lm_head" };
         for (int i = 0; i < NUM_PARAM_TENSORS; i++) if (m.param_sizes[i]) printf("  %-26s %12zu\n", tn[i], m.param_sizes[i]);
-        printf("parameters: %zu (%.2fM)\n", m.num_parameters, m.num_parameters / 1e6);
+        size_t nq = 0;
+        if (m.quant) {
+            size_t per[NUM_TARGETS] = { 0 };
+            for (int i = 0; i < m.config.n_layers * NUM_TARGETS; i++) per[i % NUM_TARGETS] += m.qw[i].n;
+            for (int t = 0; t < NUM_TARGETS; t++) { printf("  %-26s %12zu %s\n", target_names[t], per[t], qtype_names[m.quant]); nq += per[t]; }
+            if (m.quant_embed) { printf("  %-26s %12zu %s\n", "embed_tokens", m.qembed.n, qtype_names[m.quant]); nq += m.qembed.n + m.qcls.n; }
+            if (m.quant_embed && m.qcls.n) printf("  %-26s %12zu %s\n", "lm_head", m.qcls.n, qtype_names[m.quant]);
+            printf("quantized weights: %.2f MB\n", model_quant_bytes(&m) / 1e6);
+        }
+        printf("parameters: %zu (%.2fM)\n", m.num_parameters + nq, (m.num_parameters + nq) / 1e6);
         model_free(&m);
         return 0;
     }
