@@ -813,11 +813,12 @@ static inline float qtensor_scale(const QTensor *t, size_t b) {
 }
 
 // quantize w (rows*cols values) into t (allocated). Non-finite input is an error naming what.
-static int qtensor_quantize(QTensor *t, const floatX *w, const char *path, const char *what) {
-    for (size_t i = 0; i < t->n; i++) if (!isfinite((double)w[i])) return set_error(path, "cannot quantize %s: non-finite value at index %zu", what, i);
-    float *absmax = (float *)malloc_check(t->nblocks * sizeof(float));
-    memset(t->q, 0, qtensor_qbytes(t->type, t->n));
-    for (size_t b = 0; b < t->nblocks; b++) {
+// Quantize blocks [b0, b1) of t from w, which holds the values from element b0*bs on (finite; the
+// caller zeroed t->q); absmax[b] receives each block's max |w| (for double quantization).
+// Loading quantizes a large matrix this way in chunks, never holding all of it in float.
+static void qtensor_quantize_blocks(QTensor *t, const floatX *w, size_t b0, size_t b1, float *absmax) {
+    w -= b0 * t->bs; // index w by the element number
+    for (size_t b = b0; b < b1; b++) {
         size_t i0 = b * t->bs, i1 = i0 + t->bs < t->n ? i0 + t->bs : t->n;
         float amax = 0;
         for (size_t i = i0; i < i1; i++) { float a = fabsf((float)w[i]); if (a > amax) amax = a; }
@@ -842,7 +843,10 @@ static int qtensor_quantize(QTensor *t, const floatX *w, const char *path, const
             }
         }
     }
-    if (t->qabsmax) { // double quantization of the nf4 absmax values
+}
+// after all blocks: nf4 double quantization of the absmax values
+static void qtensor_quantize_absmax(QTensor *t, const float *absmax) {
+    if (t->qabsmax) {
         if (!dyn_code_ready) { dynamic_map(dyn_code); dyn_code_ready = 1; }
         double sum = 0;
         for (size_t b = 0; b < t->nblocks; b++) sum += absmax[b];
@@ -859,6 +863,14 @@ static int qtensor_quantize(QTensor *t, const floatX *w, const char *path, const
             }
         }
     }
+}
+// quantize w (rows*cols values) into t (allocated). Non-finite input is an error naming what.
+static int qtensor_quantize(QTensor *t, const floatX *w, const char *path, const char *what) {
+    for (size_t i = 0; i < t->n; i++) if (!isfinite((double)w[i])) return set_error(path, "cannot quantize %s: non-finite value at index %zu", what, i);
+    float *absmax = (float *)malloc_check(t->nblocks * sizeof(float));
+    memset(t->q, 0, qtensor_qbytes(t->type, t->n));
+    qtensor_quantize_blocks(t, w, 0, t->nblocks, absmax);
+    qtensor_quantize_absmax(t, absmax);
     free(absmax);
     return 0;
 }
@@ -1372,6 +1384,23 @@ static int load_bin(Model *m, const char *path, const QuantOpts *qo) {
         int outer = i == 0 || i == 11;
         size_t count = outer ? 1 : L, per = sz[i] / count;
         for (size_t l = 0; l < count && !rc; l++) {
+            QTensor *qd = outer ? (m->quant_embed ? (i == 0 ? &m->qembed : &m->qcls) : NULL) : (m->quant ? &m->qw[l * NUM_TARGETS + param_target(i)] : NULL);
+            size_t chunk = (size_t)qtype_block[m->quant ? m->quant : 1] * 4096;
+            if (qd && i != 2 && i != 3 && per > chunk && (version <= 1 || (version >= 3 && outer && !st_embed))) {
+                // a large fp32 matrix that needs no RoPE permutation: quantized in chunks of whole blocks
+                int rows, cols;
+                param_dims(c, i, &rows, &cols);
+                qtensor_alloc(qd, m->quant, rows, cols, m->quant_dq);
+                memset(qd->q, 0, qtensor_qbytes(qd->type, qd->n));
+                float *absmax = (float *)malloc_check(qd->nblocks * sizeof(float));
+                for (size_t j = 0; j < per && !rc; j += chunk) {
+                    size_t k = per - j < chunk ? per - j : chunk;
+                    if (!(rc = fread_f32(tmp, k, f, path, param_names[i]))) qtensor_quantize_blocks(qd, tmp, j / qd->bs, (j + k + qd->bs - 1) / qd->bs, absmax);
+                }
+                if (!rc) qtensor_quantize_absmax(qd, absmax);
+                free(absmax);
+                continue;
+            }
             if (version <= 1 || (version >= 3 && outer && !st_embed)) {
                 if ((rc = fread_f32(tmp, per, f, path, param_names[i]))) break;
             } else if (version == 2 && m->quant == QT_INT8 && gs == qtype_block[QT_INT8] && (!outer || m->quant_embed) && (c->dim % gs == 0 || (i != 2 && i != 3))) {
