@@ -1401,6 +1401,12 @@ static int load_bin(Model *m, const char *path, const QuantOpts *qo) {
                 free(absmax);
                 continue;
             }
+            if (!qd && (version <= 1 || (version >= 3 && outer && !st_embed))) { // fp32 kept fp32: read into place
+                floatX *dst = ptrs[i] + l * per;
+                if ((rc = fread_f32(dst, per, f, path, param_names[i]))) break;
+                if (version <= 1 && (i == 2 || i == 3)) permute_rope_rows(dst, i == 2 ? c->n_heads : c->n_kv_heads, c->head_dim, c->dim, 1);
+                continue;
+            }
             if (version <= 1 || (version >= 3 && outer && !st_embed)) {
                 if ((rc = fread_f32(tmp, per, f, path, param_names[i]))) break;
             } else if (version == 2 && m->quant == QT_INT8 && gs == qtype_block[QT_INT8] && (!outer || m->quant_embed) && (c->dim % gs == 0 || (i != 2 && i != 3))) {
