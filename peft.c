@@ -687,7 +687,8 @@ static int st_write(const char *path, STWrite *ts, int n, const char *metadata_j
 // A quantized tensor is a row-major (rows, cols) matrix whose flattened values are cut into blocks of
 // bs consecutive weights (blocks may cross rows, as in llama2.c and bitsandbytes), each with one scale:
 //   int8 (bs 64): llama2.c's q80: scale = max|w| / 127, q = round(w / scale) in int8, w ~ q * scale
-//   int4 (bs 32): scale = max|w| / 7, q = round(w / scale) in [-7, 7], stored as q + 8 in a nibble
+//   int4 (bs 32): scale = max|w| / 7 rounded up to bf16 (stored in 16 bits: 4.5 bits/weight),
+//                 q = round(w / scale) in [-7, 7], stored as q + 8 in a nibble
 //   nf4  (bs 64): bitsandbytes' NormalFloat4: absmax = max|w|, q = the nearest of the 16 code values
 //                 below to w / absmax (bitsandbytes' decision tree, ties go to the lower code),
 //                 w ~ nf4_code[q] * absmax
@@ -708,7 +709,8 @@ typedef struct {
     int rows, cols;      // the matrix is (rows, cols); blocks run over the flattened rows*cols values
     size_t n, nblocks;
     uint8_t *q;          // int8: n bytes (as int8_t); int4/nf4: (n+1)/2 bytes
-    float *scale;        // (nblocks) int8/int4 scale, nf4 absmax; NULL with double quantization
+    float *scale;        // (nblocks) int8 scale, nf4 absmax; NULL for int4 and with double quantization
+    uint16_t *scale16;   // (nblocks) int4: bf16 scale
     uint8_t *qabsmax;    // (nblocks) nf4 double quantization: codes of absmax - offset
     float *absmax2;      // (ceil(nblocks/256)) their block absmax
     float offset;        // mean absmax
@@ -793,21 +795,23 @@ static void qtensor_alloc(QTensor *t, int type, int rows, int cols, int dq) {
     t->n = (size_t)rows * cols;
     t->nblocks = (t->n + t->bs - 1) / t->bs;
     size_t qb = (qtensor_qbytes(type, t->n) + 3) & ~(size_t)3, n2 = (t->nblocks + DQ_BLOCK - 1) / DQ_BLOCK;
-    size_t sb = dq ? ((t->nblocks + 3) & ~(size_t)3) + n2 * sizeof(float) : t->nblocks * sizeof(float);
+    size_t sb = dq ? ((t->nblocks + 3) & ~(size_t)3) + n2 * sizeof(float) : t->nblocks * (type == QT_INT4 ? 2 : sizeof(float));
     t->memory = malloc_check(qb + sb);
     t->q = (uint8_t *)t->memory;
     if (dq) { t->qabsmax = t->q + qb; t->absmax2 = (float *)(t->qabsmax + ((t->nblocks + 3) & ~(size_t)3)); }
+    else if (type == QT_INT4) t->scale16 = (uint16_t *)(t->q + qb);
     else t->scale = (float *)(t->q + qb);
 }
 static void qtensor_free(QTensor *t) { free(t->memory); memset(t, 0, sizeof(*t)); }
 static size_t qtensor_bytes(const QTensor *t) {
-    return qtensor_qbytes(t->type, t->n) + (qtensor_dq(t) ? t->nblocks + (t->nblocks + DQ_BLOCK - 1) / DQ_BLOCK * 4 + 4 : t->nblocks * 4);
+    return qtensor_qbytes(t->type, t->n) + (qtensor_dq(t) ? t->nblocks + (t->nblocks + DQ_BLOCK - 1) / DQ_BLOCK * 4 + 4 : t->nblocks * (t->type == QT_INT4 ? 2 : 4));
 }
 
 static size_t qtensor_bytes_of(const QTensor *t) { return t->memory ? qtensor_bytes(t) : 0; }
 
 // the scale of block b (nf4 with double quantization: the dequantized absmax)
 static inline float qtensor_scale(const QTensor *t, size_t b) {
+    if (t->scale16) return bf16_to_f32(t->scale16[b]);
     if (!t->qabsmax) return t->scale[b];
     return dyn_code[t->qabsmax[b]] * t->absmax2[b / DQ_BLOCK] + t->offset;
 }
@@ -825,7 +829,14 @@ static void qtensor_quantize_blocks(QTensor *t, const floatX *w, size_t b0, size
         absmax[b] = amax;
         if (t->type == QT_INT8 || t->type == QT_INT4) {
             float qmax = t->type == QT_INT8 ? 127.0f : 7.0f, scale = amax / qmax;
-            t->scale[b] = scale;
+            if (t->type == QT_INT8) t->scale[b] = scale;
+            else { // bf16, rounded up so that 7 * scale >= max|w|
+                uint32_t u;
+                memcpy(&u, &scale, 4);
+                if (u & 0xFFFF) u = (u & 0xFFFF0000u) + 0x10000u;
+                t->scale16[b] = (uint16_t)(u >> 16);
+                scale = bf16_to_f32(t->scale16[b]);
+            }
             for (size_t i = i0; i < i1; i++) {
                 float v = scale > 0 ? (float)w[i] / scale : 0; // clamped first: a denormal scale can overflow it
                 v = v > qmax ? qmax : v < -qmax ? -qmax : v;
@@ -1263,6 +1274,9 @@ static int qtensor_read(QTensor *t, FILE *f, const char *path) {
             return set_error(path, "truncated quantized scales");
         for (size_t b = 0; b < n2; b++) if (!isfinite(t->absmax2[b])) return set_error(path, "non-finite quantization scale");
         if (!isfinite(t->offset)) return set_error(path, "non-finite quantization offset");
+    } else if (t->scale16) {
+        if (fread(t->scale16, 2, t->nblocks, f) != t->nblocks) return set_error(path, "truncated quantized scales");
+        for (size_t b = 0; b < t->nblocks; b++) if (!isfinite(bf16_to_f32(t->scale16[b]))) return set_error(path, "non-finite quantization scale");
     } else {
         if (fread(t->scale, 4, t->nblocks, f) != t->nblocks) return set_error(path, "truncated quantized scales");
         for (size_t b = 0; b < t->nblocks; b++) if (!isfinite(t->scale[b])) return set_error(path, "non-finite quantization scale");
@@ -1730,7 +1744,8 @@ static void qtensor_write(AtomicFile *af, const QTensor *t) {
         atomic_write(af, t->qabsmax, t->nblocks);
         atomic_write(af, t->absmax2, (t->nblocks + DQ_BLOCK - 1) / DQ_BLOCK * sizeof(float));
         atomic_write(af, &t->offset, sizeof(float));
-    } else atomic_write(af, t->scale, t->nblocks * sizeof(float));
+    } else if (t->scale16) atomic_write(af, t->scale16, t->nblocks * 2);
+    else atomic_write(af, t->scale, t->nblocks * sizeof(float));
 }
 static int model_save_quant(Model *m, const char *path, int type, int embed, int dq) {
     Config *c = &m->config;

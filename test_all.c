@@ -1713,7 +1713,11 @@ static void test_quant_bounds(void) {
                     for (size_t j = b * t.bs; j < (b + 1) * t.bs; j++) amax = fmaxf(amax, fabsf((float)w[j]));
                     double bound;
                     if (type == QT_INT8) bound = amax / 127.0 / 2 * (1 + 1e-5) + 1e-44;
-                    else if (type == QT_INT4) bound = amax / 7.0 / 2 * (1 + 1e-5) + 1e-44;
+                    else if (type == QT_INT4) { // the bf16 scale is rounded up: at most 2^-7 above max|w|/7
+                        double s = qtensor_scale(&t, b);
+                        bound = s / 2 * (1 + 1e-5) + 1e-44;
+                        if (s < amax / 7.0 || (amax / 7.0 >= FLT_MIN && s > amax / 7.0 * (1 + 1.0 / 128))) bound = 0; // (denormals: bf16 keeps fewer bits)
+                    }
                     else {
                         // half the widest gap between neighbouring codes (-1 .. -0.6962) times absmax; with double
                         // quantization plus the absmax's own error, scaled
@@ -1912,6 +1916,7 @@ static void test_quant_chunked_load(void) {
             const QTensor *g = got[k];
             same &= !memcmp(ref.q, g->q, qtensor_qbytes(type, ref.n)) && ref.offset == g->offset;
             if (qo.dq) same &= !memcmp(ref.qabsmax, g->qabsmax, ref.nblocks) && !memcmp(ref.absmax2, g->absmax2, (ref.nblocks + DQ_BLOCK - 1) / DQ_BLOCK * sizeof(float));
+            else if (ref.scale16) same &= !memcmp(ref.scale16, g->scale16, ref.nblocks * 2);
             else same &= !memcmp(ref.scale, g->scale, ref.nblocks * sizeof(float));
             qtensor_free(&ref);
         }
