@@ -2,7 +2,8 @@
 peft.c: parameter-efficient fine-tuning (LoRA) of Llama-family models in one C file.
 
 Read it top to bottom:
-  utilities -> JSON -> safetensors -> model config and weights -> tokenizer ->
+  utilities -> JSON -> safetensors -> quantization (int8/int4/nf4 blocks, quantized matmuls) ->
+  model config and weights -> tokenizer ->
   layers (each *_forward followed by its *_backward) -> model forward/backward ->
   LoRA and adapters -> data and training -> sampling and generation -> CLI main.
 
@@ -10,6 +11,9 @@ Conventions (llm.c's): outputs first, then inputs, then sizes (B, T, C, OC, NH, 
 Backward functions accumulate (+=) into gradient buffers; the caller zeroes once per step.
 Internally q/k projection rows are kept in Hugging Face's rotate-half RoPE layout; llama2.c
 files (interleaved RoPE pairs) are permuted on load and un-permuted on save.
+
+A quantized base (--quant, or a quantized .bin) holds its linear layers as QTensor blocks that the
+matmuls read directly; it is frozen (QLoRA); LoRA weights, gradients and optimizer state stay fp32.
 
 Build with -DPEFT_FP64 to run every tensor in double precision (used by the gradient checks).
 Only libc, libm and optionally OpenMP.
@@ -683,7 +687,8 @@ static int st_write(const char *path, STWrite *ts, int n, const char *metadata_j
 // A quantized tensor is a row-major (rows, cols) matrix whose flattened values are cut into blocks of
 // bs consecutive weights (blocks may cross rows, as in llama2.c and bitsandbytes), each with one scale:
 //   int8 (bs 64): llama2.c's q80: scale = max|w| / 127, q = round(w / scale) in int8, w ~ q * scale
-//   int4 (bs 32): scale = max|w| / 7, q = round(w / scale) in [-7, 7], stored as q + 8 in a nibble
+//   int4 (bs 32): scale = max|w| / 7 rounded up to bf16 (stored in 16 bits: 4.5 bits/weight),
+//                 q = round(w / scale) in [-7, 7], stored as q + 8 in a nibble
 //   nf4  (bs 64): bitsandbytes' NormalFloat4: absmax = max|w|, q = the nearest of the 16 code values
 //                 below to w / absmax (bitsandbytes' decision tree, ties go to the lower code),
 //                 w ~ nf4_code[q] * absmax
@@ -704,7 +709,8 @@ typedef struct {
     int rows, cols;      // the matrix is (rows, cols); blocks run over the flattened rows*cols values
     size_t n, nblocks;
     uint8_t *q;          // int8: n bytes (as int8_t); int4/nf4: (n+1)/2 bytes
-    float *scale;        // (nblocks) int8/int4 scale, nf4 absmax; NULL with double quantization
+    float *scale;        // (nblocks) int8 scale, nf4 absmax; NULL for int4 and with double quantization
+    uint16_t *scale16;   // (nblocks) int4: bf16 scale
     uint8_t *qabsmax;    // (nblocks) nf4 double quantization: codes of absmax - offset
     float *absmax2;      // (ceil(nblocks/256)) their block absmax
     float offset;        // mean absmax
@@ -789,38 +795,48 @@ static void qtensor_alloc(QTensor *t, int type, int rows, int cols, int dq) {
     t->n = (size_t)rows * cols;
     t->nblocks = (t->n + t->bs - 1) / t->bs;
     size_t qb = (qtensor_qbytes(type, t->n) + 3) & ~(size_t)3, n2 = (t->nblocks + DQ_BLOCK - 1) / DQ_BLOCK;
-    size_t sb = dq ? ((t->nblocks + 3) & ~(size_t)3) + n2 * sizeof(float) : t->nblocks * sizeof(float);
+    size_t sb = dq ? ((t->nblocks + 3) & ~(size_t)3) + n2 * sizeof(float) : t->nblocks * (type == QT_INT4 ? 2 : sizeof(float));
     t->memory = malloc_check(qb + sb);
     t->q = (uint8_t *)t->memory;
     if (dq) { t->qabsmax = t->q + qb; t->absmax2 = (float *)(t->qabsmax + ((t->nblocks + 3) & ~(size_t)3)); }
+    else if (type == QT_INT4) t->scale16 = (uint16_t *)(t->q + qb);
     else t->scale = (float *)(t->q + qb);
 }
 static void qtensor_free(QTensor *t) { free(t->memory); memset(t, 0, sizeof(*t)); }
 static size_t qtensor_bytes(const QTensor *t) {
-    return qtensor_qbytes(t->type, t->n) + (qtensor_dq(t) ? t->nblocks + (t->nblocks + DQ_BLOCK - 1) / DQ_BLOCK * 4 + 4 : t->nblocks * 4);
+    return qtensor_qbytes(t->type, t->n) + (qtensor_dq(t) ? t->nblocks + (t->nblocks + DQ_BLOCK - 1) / DQ_BLOCK * 4 + 4 : t->nblocks * (t->type == QT_INT4 ? 2 : 4));
 }
 
 static size_t qtensor_bytes_of(const QTensor *t) { return t->memory ? qtensor_bytes(t) : 0; }
 
 // the scale of block b (nf4 with double quantization: the dequantized absmax)
 static inline float qtensor_scale(const QTensor *t, size_t b) {
+    if (t->scale16) return bf16_to_f32(t->scale16[b]);
     if (!t->qabsmax) return t->scale[b];
     return dyn_code[t->qabsmax[b]] * t->absmax2[b / DQ_BLOCK] + t->offset;
 }
 
 // quantize w (rows*cols values) into t (allocated). Non-finite input is an error naming what.
-static int qtensor_quantize(QTensor *t, const floatX *w, const char *path, const char *what) {
-    for (size_t i = 0; i < t->n; i++) if (!isfinite((double)w[i])) return set_error(path, "cannot quantize %s: non-finite value at index %zu", what, i);
-    float *absmax = (float *)malloc_check(t->nblocks * sizeof(float));
-    memset(t->q, 0, qtensor_qbytes(t->type, t->n));
-    for (size_t b = 0; b < t->nblocks; b++) {
+// Quantize blocks [b0, b1) of t from w, which holds the values from element b0*bs on (finite; the
+// caller zeroed t->q); absmax[b] receives each block's max |w| (for double quantization).
+// Loading quantizes a large matrix this way in chunks, never holding all of it in float.
+static void qtensor_quantize_blocks(QTensor *t, const floatX *w, size_t b0, size_t b1, float *absmax) {
+    w -= b0 * t->bs; // index w by the element number
+    for (size_t b = b0; b < b1; b++) {
         size_t i0 = b * t->bs, i1 = i0 + t->bs < t->n ? i0 + t->bs : t->n;
         float amax = 0;
         for (size_t i = i0; i < i1; i++) { float a = fabsf((float)w[i]); if (a > amax) amax = a; }
         absmax[b] = amax;
         if (t->type == QT_INT8 || t->type == QT_INT4) {
             float qmax = t->type == QT_INT8 ? 127.0f : 7.0f, scale = amax / qmax;
-            t->scale[b] = scale;
+            if (t->type == QT_INT8) t->scale[b] = scale;
+            else { // bf16, rounded up so that 7 * scale >= max|w|
+                uint32_t u;
+                memcpy(&u, &scale, 4);
+                if (u & 0xFFFF) u = (u & 0xFFFF0000u) + 0x10000u;
+                t->scale16[b] = (uint16_t)(u >> 16);
+                scale = bf16_to_f32(t->scale16[b]);
+            }
             for (size_t i = i0; i < i1; i++) {
                 float v = scale > 0 ? (float)w[i] / scale : 0; // clamped first: a denormal scale can overflow it
                 v = v > qmax ? qmax : v < -qmax ? -qmax : v;
@@ -838,7 +854,10 @@ static int qtensor_quantize(QTensor *t, const floatX *w, const char *path, const
             }
         }
     }
-    if (t->qabsmax) { // double quantization of the nf4 absmax values
+}
+// after all blocks: nf4 double quantization of the absmax values
+static void qtensor_quantize_absmax(QTensor *t, const float *absmax) {
+    if (t->qabsmax) {
         if (!dyn_code_ready) { dynamic_map(dyn_code); dyn_code_ready = 1; }
         double sum = 0;
         for (size_t b = 0; b < t->nblocks; b++) sum += absmax[b];
@@ -855,6 +874,14 @@ static int qtensor_quantize(QTensor *t, const floatX *w, const char *path, const
             }
         }
     }
+}
+// quantize w (rows*cols values) into t (allocated). Non-finite input is an error naming what.
+static int qtensor_quantize(QTensor *t, const floatX *w, const char *path, const char *what) {
+    for (size_t i = 0; i < t->n; i++) if (!isfinite((double)w[i])) return set_error(path, "cannot quantize %s: non-finite value at index %zu", what, i);
+    float *absmax = (float *)malloc_check(t->nblocks * sizeof(float));
+    memset(t->q, 0, qtensor_qbytes(t->type, t->n));
+    qtensor_quantize_blocks(t, w, 0, t->nblocks, absmax);
+    qtensor_quantize_absmax(t, absmax);
     free(absmax);
     return 0;
 }
@@ -1247,6 +1274,9 @@ static int qtensor_read(QTensor *t, FILE *f, const char *path) {
             return set_error(path, "truncated quantized scales");
         for (size_t b = 0; b < n2; b++) if (!isfinite(t->absmax2[b])) return set_error(path, "non-finite quantization scale");
         if (!isfinite(t->offset)) return set_error(path, "non-finite quantization offset");
+    } else if (t->scale16) {
+        if (fread(t->scale16, 2, t->nblocks, f) != t->nblocks) return set_error(path, "truncated quantized scales");
+        for (size_t b = 0; b < t->nblocks; b++) if (!isfinite(bf16_to_f32(t->scale16[b]))) return set_error(path, "non-finite quantization scale");
     } else {
         if (fread(t->scale, 4, t->nblocks, f) != t->nblocks) return set_error(path, "truncated quantized scales");
         for (size_t b = 0; b < t->nblocks; b++) if (!isfinite(t->scale[b])) return set_error(path, "non-finite quantization scale");
@@ -1368,6 +1398,29 @@ static int load_bin(Model *m, const char *path, const QuantOpts *qo) {
         int outer = i == 0 || i == 11;
         size_t count = outer ? 1 : L, per = sz[i] / count;
         for (size_t l = 0; l < count && !rc; l++) {
+            QTensor *qd = outer ? (m->quant_embed ? (i == 0 ? &m->qembed : &m->qcls) : NULL) : (m->quant ? &m->qw[l * NUM_TARGETS + param_target(i)] : NULL);
+            size_t chunk = (size_t)qtype_block[m->quant ? m->quant : 1] * 4096;
+            if (qd && i != 2 && i != 3 && per > chunk && (version <= 1 || (version >= 3 && outer && !st_embed))) {
+                // a large fp32 matrix that needs no RoPE permutation: quantized in chunks of whole blocks
+                int rows, cols;
+                param_dims(c, i, &rows, &cols);
+                qtensor_alloc(qd, m->quant, rows, cols, m->quant_dq);
+                memset(qd->q, 0, qtensor_qbytes(qd->type, qd->n));
+                float *absmax = (float *)malloc_check(qd->nblocks * sizeof(float));
+                for (size_t j = 0; j < per && !rc; j += chunk) {
+                    size_t k = per - j < chunk ? per - j : chunk;
+                    if (!(rc = fread_f32(tmp, k, f, path, param_names[i]))) qtensor_quantize_blocks(qd, tmp, j / qd->bs, (j + k + qd->bs - 1) / qd->bs, absmax);
+                }
+                if (!rc) qtensor_quantize_absmax(qd, absmax);
+                free(absmax);
+                continue;
+            }
+            if (!qd && (version <= 1 || (version >= 3 && outer && !st_embed))) { // fp32 kept fp32: read into place
+                floatX *dst = ptrs[i] + l * per;
+                if ((rc = fread_f32(dst, per, f, path, param_names[i]))) break;
+                if (version <= 1 && (i == 2 || i == 3)) permute_rope_rows(dst, i == 2 ? c->n_heads : c->n_kv_heads, c->head_dim, c->dim, 1);
+                continue;
+            }
             if (version <= 1 || (version >= 3 && outer && !st_embed)) {
                 if ((rc = fread_f32(tmp, per, f, path, param_names[i]))) break;
             } else if (version == 2 && m->quant == QT_INT8 && gs == qtype_block[QT_INT8] && (!outer || m->quant_embed) && (c->dim % gs == 0 || (i != 2 && i != 3))) {
@@ -1691,7 +1744,8 @@ static void qtensor_write(AtomicFile *af, const QTensor *t) {
         atomic_write(af, t->qabsmax, t->nblocks);
         atomic_write(af, t->absmax2, (t->nblocks + DQ_BLOCK - 1) / DQ_BLOCK * sizeof(float));
         atomic_write(af, &t->offset, sizeof(float));
-    } else atomic_write(af, t->scale, t->nblocks * sizeof(float));
+    } else if (t->scale16) atomic_write(af, t->scale16, t->nblocks * 2);
+    else atomic_write(af, t->scale, t->nblocks * sizeof(float));
 }
 static int model_save_quant(Model *m, const char *path, int type, int embed, int dq) {
     Config *c = &m->config;
@@ -5186,7 +5240,16 @@ static int cmd_info(int argc, char **argv) {
                c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, c->vocab_size, c->seq_len, c->rope_theta, c->rope_llama3 ? " (llama3 scaling)" : "", c->norm_eps, c->tied ? "yes" : "no");
         const char *tn[NUM_PARAM_TENSORS] = { "embed_tokens", "input_layernorm", "q_proj", "k_proj", "v_proj", "o_proj", "post_attention_layernorm", "gate_proj", "down_proj", "up_proj", "norm", "lm_head" };
         for (int i = 0; i < NUM_PARAM_TENSORS; i++) if (m.param_sizes[i]) printf("  %-26s %12zu\n", tn[i], m.param_sizes[i]);
-        printf("parameters: %zu (%.2fM)\n", m.num_parameters, m.num_parameters / 1e6);
+        size_t nq = 0;
+        if (m.quant) {
+            size_t per[NUM_TARGETS] = { 0 };
+            for (int i = 0; i < m.config.n_layers * NUM_TARGETS; i++) per[i % NUM_TARGETS] += m.qw[i].n;
+            for (int t = 0; t < NUM_TARGETS; t++) { printf("  %-26s %12zu %s\n", target_names[t], per[t], qtype_names[m.quant]); nq += per[t]; }
+            if (m.quant_embed) { printf("  %-26s %12zu %s\n", "embed_tokens", m.qembed.n, qtype_names[m.quant]); nq += m.qembed.n + m.qcls.n; }
+            if (m.quant_embed && m.qcls.n) printf("  %-26s %12zu %s\n", "lm_head", m.qcls.n, qtype_names[m.quant]);
+            printf("quantized weights: %.2f MB\n", model_quant_bytes(&m) / 1e6);
+        }
+        printf("parameters: %zu (%.2fM)\n", m.num_parameters + nq, (m.num_parameters + nq) / 1e6);
         model_free(&m);
         return 0;
     }

@@ -1869,7 +1869,11 @@ static void test_quant_bounds(void) {
                     for (size_t j = b * t.bs; j < (b + 1) * t.bs; j++) amax = fmaxf(amax, fabsf((float)w[j]));
                     double bound;
                     if (type == QT_INT8) bound = amax / 127.0 / 2 * (1 + 1e-5) + 1e-44;
-                    else if (type == QT_INT4) bound = amax / 7.0 / 2 * (1 + 1e-5) + 1e-44;
+                    else if (type == QT_INT4) { // the bf16 scale is rounded up: at most 2^-7 above max|w|/7
+                        double s = qtensor_scale(&t, b);
+                        bound = s / 2 * (1 + 1e-5) + 1e-44;
+                        if (s < amax / 7.0 || (amax / 7.0 >= FLT_MIN && s > amax / 7.0 * (1 + 1.0 / 128))) bound = 0; // (denormals: bf16 keeps fewer bits)
+                    }
                     else {
                         // half the widest gap between neighbouring codes (-1 .. -0.6962) times absmax; with double
                         // quantization plus the absmax's own error, scaled
@@ -2040,6 +2044,46 @@ static void test_quant_files(void) {
     free(buf); free(b2);
 }
 
+// loading an fp32 .bin quantizes large matrices in chunks: the same bytes as quantizing the whole matrix
+static void test_quant_chunked_load(void) {
+    Model fm;
+    memset(&fm, 0, sizeof(fm));
+    config_defaults(&fm.config);
+    Config *c = &fm.config;
+    c->dim = 64; c->hidden_dim = 4160; c->n_layers = 1; c->n_heads = 4; c->n_kv_heads = 4; c->head_dim = 16; c->vocab_size = 5000; c->seq_len = 16; c->tied = 0;
+    fm.format = FMT_BIN_V1;
+    model_alloc(&fm);
+    uint64_t r = 21;
+    for (size_t i = 0; i < fm.num_parameters; i++) fm.params_memory[i] = (floatX)((random_f32(&r) - 0.5f) * 0.2f);
+    char path[600];
+    tmp_path(path, sizeof(path), "chunked.bin");
+    if (model_save_bin(&fm, path, 0)) { check(0, "chunked quantization", "%s", peft_errbuf); model_free(&fm); return; }
+    for (int type = QT_INT8; type <= QT_NF4; type++) {
+        QuantOpts qo = { type, 1, type == QT_NF4 };
+        Model mq;
+        if (model_load_q(&mq, path, &qo)) { check(0, "chunked quantization", "%s", peft_errbuf); continue; }
+        const floatX *src[3] = { fm.params.embed, fm.params.wcls, fm.params.w1 };
+        const QTensor *got[3] = { &mq.qembed, &mq.qcls, &mq.qw[TGT_GATE] };
+        int same = 1;
+        for (int k = 0; k < 3; k++) {
+            QTensor ref;
+            qtensor_alloc(&ref, type, got[k]->rows, got[k]->cols, qo.dq);
+            qtensor_quantize(&ref, src[k], "ref", "ref");
+            const QTensor *g = got[k];
+            same &= !memcmp(ref.q, g->q, qtensor_qbytes(type, ref.n)) && ref.offset == g->offset;
+            if (qo.dq) same &= !memcmp(ref.qabsmax, g->qabsmax, ref.nblocks) && !memcmp(ref.absmax2, g->absmax2, (ref.nblocks + DQ_BLOCK - 1) / DQ_BLOCK * sizeof(float));
+            else if (ref.scale16) same &= !memcmp(ref.scale16, g->scale16, ref.nblocks * 2);
+            else same &= !memcmp(ref.scale, g->scale, ref.nblocks * sizeof(float));
+            qtensor_free(&ref);
+        }
+        char name[64];
+        snprintf(name, sizeof(name), "%s chunked quantization on load", qtype_names[type]);
+        check(same, name, "embedding (320000 values), classifier and a 266240-value w1 read in chunks == quantized whole%s", qo.dq ? " (with double quantization)" : "");
+        model_free(&mq);
+    }
+    model_free(&fm);
+}
+
 // CLI: quantize, then eval/generate/merge on the file; --quant flags
 static void test_quant_cli(void) {
     if (!have(STORIES) || !have(TOK512)) { skip("quantize CLI", "no stories260K"); return; }
@@ -2111,6 +2155,7 @@ static void run_fp32_tests(void) {
     test_qmatmul();
     test_qlora_grads();
     test_quant_files();
+    test_quant_chunked_load();
     test_quant_cli();
 }
 
