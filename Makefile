@@ -1,5 +1,5 @@
 # peft.c: `make` builds ./peft (optimised, OpenMP when the compiler has it) and tokenizer.bin;
-# `make test` runs the suite; `make debug` builds and runs it under ASan+UBSan.
+# `make test` runs the suite; `make debug` builds and runs it under ASan+UBSan; `make bench` measures speed.
 CC ?= cc
 PYTHON ?= python3
 TOKENIZER_MODEL ?= ../shared/tokenizers/llama2/tokenizer.model
@@ -21,7 +21,7 @@ CFLAGS ?= $(OPT) -std=c99 -Wall -Wextra
 LDLIBS = -lm
 SAN = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 
-.PHONY: all test debug clean tokenizer
+.PHONY: all test debug clean tokenizer bench
 all: peft tokenizer
 
 peft: peft.c
@@ -53,6 +53,11 @@ debug: tokenizer
 	$(CC) $(SAN) -std=c99 -Wall -Wextra -Wno-unknown-pragmas test_all.c -o test_all_debug $(LDLIBS)
 	$(CC) $(SAN) -std=c99 -Wall -Wextra -Wno-unknown-pragmas -DPEFT_FP64 test_all.c -o test_all_fp64_debug $(LDLIBS)
 	ASAN_OPTIONS=detect_leaks=1 PEFT_BIN=./peft_debug PEFT_FP64_TEST=./test_all_fp64_debug ./test_all_debug
+
+# speed: peft.c vs PyTorch on the same LoRA step, matmul throughput vs the sgemm peak, generation
+# (random-weight models of llama2.c's shapes in bench/cache/; see bench/bench.py and PERF.md)
+bench: peft tokenizer
+	$(PYTHON) bench/bench.py
 
 clean:
 	rm -f peft test_all test_all_fp64 peft_debug test_all_debug test_all_fp64_debug

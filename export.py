@@ -11,6 +11,7 @@ using nothing but the Python standard library:
   python3 export.py hf2bin  HF_MODEL_DIR -o model.bin             # HF Llama/Mistral folder -> llama2.c
   python3 export.py bin2hf  model.bin -o HF_MODEL_DIR             # llama2.c -> HF Llama folder
   python3 export.py compare A B                                   # tensor-by-tensor diff of two models
+  python3 export.py random --shape stories15M -o model.bin        # random weights of a known shape (benchmarks)
 
 Two more subcommands are a small PyTorch reference implementation (torch is
 imported only there), used to make the test fixtures that peft.c is checked
@@ -32,6 +33,7 @@ import argparse
 import json
 import math
 import os
+import random
 import struct
 import sys
 from array import array
@@ -856,6 +858,48 @@ def cmd_bin2hf(args):
     write_hf(args.output, model, args.dtype)
     print(f"wrote {args.output}/ ({args.dtype}) from a {model.format} file: {describe(model)}")
 
+# llama2.c's published shapes (karpathy/tinyllamas), for benchmarks with random weights
+SHAPES = {
+    "stories260K": dict(dim=64, hidden_dim=172, n_layers=5, n_heads=8, n_kv_heads=4, vocab_size=512, max_seq_len=512),
+    "stories15M": dict(dim=288, hidden_dim=768, n_layers=6, n_heads=6, n_kv_heads=6, vocab_size=32000, max_seq_len=256),
+    "stories42M": dict(dim=512, hidden_dim=1376, n_layers=8, n_heads=8, n_kv_heads=8, vocab_size=32000, max_seq_len=1024),
+    "stories110M": dict(dim=768, hidden_dim=2048, n_layers=12, n_heads=12, n_kv_heads=12, vocab_size=32000, max_seq_len=1024),
+}
+
+def random_f32(n, exponent, rng):
+    """ n float32 with random sign and mantissa and a fixed exponent: uniform in
+    +-[2^exponent, 2^(exponent+1)). Built with bit operations on one big integer
+    per chunk, so 100M values take seconds in pure Python. """
+    out = bytearray()
+    chunk = 1 << 20
+    keep = int.from_bytes(struct.pack('<I', 0x807FFFFF) * chunk, 'little')  # sign and mantissa
+    expo = int.from_bytes(struct.pack('<I', (127 + exponent) << 23) * chunk, 'little')
+    while n > 0:
+        k = min(n, chunk)
+        r = int.from_bytes(rng.randbytes(4 * chunk), 'little') & keep | expo
+        out += r.to_bytes(4 * chunk, 'little')[:4 * k]
+        n -= k
+    return bytes(out)
+
+def cmd_random(args):
+    cfg = dict(SHAPES[args.shape])
+    cfg.update(shared_classifier=True, rope_theta=10000.0, norm_eps=1e-5)
+    model = Model(cfg, {})
+    shapes = model.shapes()
+    w = model.w
+    rng = random.Random(args.seed)
+    ones = f32_bytes(array('f', [1.0] * cfg["dim"]))
+    for name in Model.LAYER_TENSORS:
+        if name.endswith("norm"):
+            w[name] = [ones] * cfg["n_layers"]
+        else:  # |w| in [2^-7, 2^-6): about 0.01, so activations stay O(1) at these sizes
+            w[name] = [random_f32(numel(shapes[name]), -7, rng) for _ in range(cfg["n_layers"])]
+    w["norm"] = ones
+    w["tok_embeddings"] = random_f32(numel(shapes["tok_embeddings"]), -7, rng)
+    w["output"] = None
+    write_llama2c(args.output, model, version=1)
+    print(f"wrote {args.output}: {args.shape} shape with random weights ({describe(model)})")
+
 def cmd_compare(args):
     a, b = read_model(args.a), read_model(args.b)
     keys = ["dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "max_seq_len"]
@@ -1076,6 +1120,15 @@ def main():
     s.add_argument("--tol", type=float, default=0.0, help="max abs difference allowed (default 0: equal)")
     s.add_argument("-v", "--verbose", action="store_true", help="print every tensor")
     s.set_defaults(func=cmd_compare)
+
+    s = sub.add_parser("random", help="a llama2.c model.bin of a known shape with small random weights (benchmarks)",
+                       description="Write a llama2.c version 1 model.bin with the shape of a published llama2.c "
+                                   "model and random weights (|w| about 0.01, norms 1, shared classifier). "
+                                   "For speed measurements only: the model knows nothing.")
+    s.add_argument("--shape", required=True, choices=sorted(SHAPES), help="which shape")
+    s.add_argument("--seed", type=int, default=1337, help="random seed (default 1337)")
+    s.add_argument("-o", "--output", required=True, help="output model.bin")
+    s.set_defaults(func=cmd_random)
 
     s = sub.add_parser("ref-generate", help="[PyTorch] greedy generation with the reference forward -> JSON",
                        description="Greedy (argmax) decoding with a minimal fp32 PyTorch Llama forward "

@@ -40,6 +40,9 @@ Only libc, libm and optionally OpenMP.
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#if defined(__AVX2__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #ifdef PEFT_FP64
 typedef double floatX;      // every parameter, activation and gradient
@@ -2946,8 +2949,127 @@ static int tokenizer_decode(const Tokenizer *t, int prev_token, int token, char 
 // layers: each *_forward is followed by its *_backward. N = B*T rows.
 // These few functions are the whole numerical core; a GPU file can replace them.
 
-// out = inp @ W^T: inp is (N,C), weight is (OC,C), out is (N,OC)
-static void matmul_forward(floatX *out, const floatX *inp, const floatX *weight, int N, int C, int OC) {
+// SIMD: fp32 vectors of VLEN floats (AVX-512: 16, AVX2+FMA: 8). Without either, or with PEFT_FP64,
+// PEFT_SIMD stays undefined and every kernel below is its plain loop.
+#if !defined(PEFT_FP64) && defined(__AVX512F__)
+#define PEFT_SIMD 1
+#define VLEN 16
+typedef __m512 vfloat;
+#define v_zero() _mm512_setzero_ps()
+#define v_set1(x) _mm512_set1_ps(x)
+#define v_load(p) _mm512_loadu_ps(p)
+#define v_store(p, v) _mm512_storeu_ps(p, v)
+#define v_fma(a, b, c) _mm512_fmadd_ps(a, b, c)   // a*b + c, one rounding
+#define v_add(a, b) _mm512_add_ps(a, b)
+#define v_sub(a, b) _mm512_sub_ps(a, b)
+#define v_mul(a, b) _mm512_mul_ps(a, b)
+#define v_div(a, b) _mm512_div_ps(a, b)
+#define v_max(a, b) _mm512_max_ps(a, b)
+#define v_sum(v) _mm512_reduce_add_ps(v)
+#define v_hmax(v) _mm512_reduce_max_ps(v)
+// e^x: x = n ln2 + r, |r| <= ln2/2, e^r by Cephes' degree-7 polynomial, times 2^n by scalef
+// (which also gives the right 0 and inf far out); within 2 ulp of expf
+static inline vfloat v_exp(vfloat x) {
+    x = _mm512_max_ps(_mm512_min_ps(x, v_set1(88.72f)), v_set1(-104.0f));
+    vfloat n = _mm512_roundscale_ps(v_mul(x, v_set1(1.44269504f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    vfloat r = _mm512_fnmadd_ps(n, v_set1(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, v_set1(-2.12194440e-4f), r);
+    vfloat p = v_fma(v_set1(1.9875691500e-4f), r, v_set1(1.3981999507e-3f));
+    p = v_fma(p, r, v_set1(8.3334519073e-3f)); p = v_fma(p, r, v_set1(4.1665795894e-2f));
+    p = v_fma(p, r, v_set1(1.6666665459e-1f)); p = v_fma(p, r, v_set1(5.0000001201e-1f));
+    p = v_fma(p, v_mul(r, r), v_add(r, v_set1(1.0f)));
+    return _mm512_scalef_ps(p, n);
+}
+#elif !defined(PEFT_FP64) && defined(__AVX2__) && defined(__FMA__)
+#define PEFT_SIMD 1
+#define VLEN 8
+typedef __m256 vfloat;
+#define v_zero() _mm256_setzero_ps()
+#define v_set1(x) _mm256_set1_ps(x)
+#define v_load(p) _mm256_loadu_ps(p)
+#define v_store(p, v) _mm256_storeu_ps(p, v)
+#define v_fma(a, b, c) _mm256_fmadd_ps(a, b, c)
+#define v_add(a, b) _mm256_add_ps(a, b)
+#define v_sub(a, b) _mm256_sub_ps(a, b)
+#define v_mul(a, b) _mm256_mul_ps(a, b)
+#define v_div(a, b) _mm256_div_ps(a, b)
+#define v_max(a, b) _mm256_max_ps(a, b)
+static inline float v_sum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+static inline float v_hmax(__m256 v) {
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_max_ss(s, _mm_movehdup_ps(s)));
+}
+// e^x as in the AVX-512 version, with 2^n built in the exponent bits: x is clamped to [-87.3, 88.3]
+// (so e^x >= 1.2e-38 rather than 0 far left of zero)
+static inline vfloat v_exp(vfloat x) {
+    x = _mm256_max_ps(_mm256_min_ps(x, v_set1(88.3f)), v_set1(-87.3f));
+    vfloat n = _mm256_round_ps(v_mul(x, v_set1(1.44269504f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    vfloat r = _mm256_fnmadd_ps(n, v_set1(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, v_set1(-2.12194440e-4f), r);
+    vfloat p = v_fma(v_set1(1.9875691500e-4f), r, v_set1(1.3981999507e-3f));
+    p = v_fma(p, r, v_set1(8.3334519073e-3f)); p = v_fma(p, r, v_set1(4.1665795894e-2f));
+    p = v_fma(p, r, v_set1(1.6666665459e-1f)); p = v_fma(p, r, v_set1(5.0000001201e-1f));
+    p = v_fma(p, v_mul(r, r), v_add(r, v_set1(1.0f)));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return v_mul(p, _mm256_castsi256_ps(e));
+}
+#endif
+
+#ifdef PEFT_SIMD
+// Row helpers for the softmaxes. The last n % VLEN elements go through a padded vector, so every
+// element sees the same arithmetic.
+static float row_max(const float *x, int n) {
+    vfloat m = v_set1(-INFINITY);
+    int i = 0;
+    for (; i + VLEN <= n; i += VLEN) m = v_max(m, v_load(x + i));
+    float r = v_hmax(m);
+    for (; i < n; i++) if (x[i] > r) r = x[i];
+    return r;
+}
+// x[i] = exp(a * x[i] - b) for i < n; returns the sum
+static double row_exp(float *x, int n, float a, float b) {
+    vfloat s0 = v_zero(), s1 = v_zero(), va = v_set1(a), vb = v_set1(b);
+    int i = 0;
+    for (; i + 2 * VLEN <= n; i += 2 * VLEN) {
+        vfloat e0 = v_exp(v_sub(v_mul(va, v_load(x + i)), vb)), e1 = v_exp(v_sub(v_mul(va, v_load(x + i + VLEN)), vb));
+        v_store(x + i, e0); v_store(x + i + VLEN, e1);
+        s0 = v_add(s0, e0); s1 = v_add(s1, e1);
+    }
+    double sum = v_sum(v_add(s0, s1));
+    for (; i < n; i += VLEN) {
+        float buf[VLEN];
+        int k = n - i < VLEN ? n - i : VLEN;
+        for (int j = 0; j < VLEN; j++) buf[j] = j < k ? x[i + j] : 0;
+        v_store(buf, v_exp(v_sub(v_mul(va, v_load(buf)), vb)));
+        for (int j = 0; j < k; j++) { x[i + j] = buf[j]; sum += buf[j]; }
+    }
+    return sum;
+}
+static void row_scale(float *x, int n, float s) {
+    int i = 0;
+    for (; i + VLEN <= n; i += VLEN) v_store(x + i, v_mul(v_load(x + i), v_set1(s)));
+    for (; i < n; i++) x[i] *= s;
+}
+#endif
+
+// Loops with less work than this (multiply-adds or elements) run on one thread: a parallel region
+// costs microseconds, and much more when another process holds a core (generation has many small ones).
+#define PAR_MIN_WORK 100000L
+
+#if defined(__GNUC__)
+#define MAYBE_UNUSED __attribute__((unused)) // the reference kernels, when only the tests call them
+#else
+#define MAYBE_UNUSED
+#endif
+
+// out = inp @ W^T: inp is (N,C), weight is (OC,C), out is (N,OC). The reference loop; the fast
+// matmul_forward below falls back to it under PEFT_FP64 and on builds without SIMD (PORTABLE=1).
+MAYBE_UNUSED static void matmul_forward_naive(floatX *out, const floatX *inp, const floatX *weight, int N, int C, int OC) {
     #pragma omp parallel for collapse(2) schedule(static)
     for (int n = 0; n < N; n++) {
         for (int o = 0; o < OC; o++) {
@@ -2963,7 +3085,7 @@ static void matmul_forward(floatX *out, const floatX *inp, const floatX *weight,
     }
 }
 // dinp += dout @ W (N,C); dweight += dout^T @ inp (OC,C). Either output may be NULL.
-static void matmul_backward(floatX *dinp, floatX *dweight, const floatX *dout, const floatX *inp, const floatX *weight, int N, int C, int OC) {
+MAYBE_UNUSED static void matmul_backward_naive(floatX *dinp, floatX *dweight, const floatX *dout, const floatX *inp, const floatX *weight, int N, int C, int OC) {
     if (dinp) {
         #pragma omp parallel for schedule(static)
         for (int n = 0; n < N; n++) {
@@ -2987,6 +3109,178 @@ static void matmul_backward(floatX *dinp, floatX *dweight, const floatX *dout, c
             }
         }
     }
+}
+
+// Timing of the matmuls for `peft train --bench`: FLOPs (2 per multiply-add) and seconds inside them.
+static struct { int on; double flops, secs; } mm_stats;
+
+#ifdef PEFT_SIMD
+// The fast matmuls are one GEMM, C (M,N) (+)= A (M,K) @ B (K,N), with A(i,k) = a[i*rsa + k*csa] and
+// B(k,j) = b[k*rsb + j*csb], so that W and W^T, dout and dout^T need no copies. BLIS's scheme:
+// K is cut into blocks of at most GEMM_KC and N into blocks of GEMM_NC; each KC x NC block of B is
+// packed into panels of GEMM_NR columns (contiguous per k, zero padded) that stay in L2; each
+// GEMM_MR-row slice of A is packed (k-major) into L1; a micro-kernel keeps an MR x NR tile of C in
+// registers (12 vectors) for the whole K block. Threads split the rows of C.
+// Every C element is the same chain of fused multiply-adds over k = 0, 1, ..., K-1 wherever its tile
+// lies and whatever the thread count, so results are bit-identical for any number of threads.
+#define GEMM_MR 6
+#define GEMM_NR (2 * VLEN)
+#define GEMM_KC 384
+#define GEMM_NC 512
+static float **gemm_bpack;  // per thread: GEMM_KC * GEMM_NC floats, allocated on first use
+static int gemm_nbpack;
+
+// c (MR,NR) with row stride ldc (+)= ap (packed: MR floats per k) @ bp (packed: NR floats per k)
+static inline void gemm_kernel(int kc, const float *ap, const float *bp, float *c, size_t ldc, int load_c) {
+    vfloat acc[GEMM_MR][2];
+    for (int i = 0; i < GEMM_MR; i++) {
+        acc[i][0] = load_c ? v_load(c + i * ldc) : v_zero();
+        acc[i][1] = load_c ? v_load(c + i * ldc + VLEN) : v_zero();
+    }
+    for (int k = 0; k < kc; k++, ap += GEMM_MR, bp += GEMM_NR) {
+        vfloat b0 = v_load(bp), b1 = v_load(bp + VLEN);
+        for (int i = 0; i < GEMM_MR; i++) {
+            vfloat a = v_set1(ap[i]);
+            acc[i][0] = v_fma(a, b0, acc[i][0]);
+            acc[i][1] = v_fma(a, b1, acc[i][1]);
+        }
+    }
+    for (int i = 0; i < GEMM_MR; i++) { v_store(c + i * ldc, acc[i][0]); v_store(c + i * ldc + VLEN, acc[i][1]); }
+}
+
+static void gemm_reserve(void) { // one B-packing buffer per thread
+    int nthreads = 1;
+#ifdef _OPENMP
+    nthreads = omp_get_max_threads();
+#endif
+    if (nthreads <= gemm_nbpack) return;
+    gemm_bpack = (float **)realloc_check(gemm_bpack, (size_t)nthreads * sizeof(float *));
+    for (int t = gemm_nbpack; t < nthreads; t++)
+        if (posix_memalign((void **)&gemm_bpack[t], 64, (size_t)GEMM_KC * GEMM_NC * sizeof(float))) fatal("out of memory for the matmul buffers");
+    gemm_nbpack = nthreads;
+}
+static float *gemm_buffer(void) {
+#ifdef _OPENMP
+    return gemm_bpack[omp_get_thread_num()];
+#else
+    return gemm_bpack[0];
+#endif
+}
+
+// One thread's share of the GEMM: rows [mb_lo*MR, mb_hi*MR) of C, with bpack its packing buffer.
+static void gemm_rows(float *bpack, float *c, size_t ldc, const float *a, size_t rsa, size_t csa, const float *b, size_t rsb, size_t csb,
+                      int M, int N, int K, int accumulate, int mb_lo, int mb_hi) {
+    float ap[GEMM_MR * GEMM_KC], tile[GEMM_MR * GEMM_NR];
+    if (K <= 0) { // C = 0 (or unchanged)
+        for (int i = mb_lo * GEMM_MR; i < M && i < mb_hi * GEMM_MR && !accumulate; i++) memset(c + (size_t)i * ldc, 0, (size_t)N * sizeof(float));
+        return;
+    }
+    int nkb = (K + GEMM_KC - 1) / GEMM_KC, KC = (K + nkb - 1) / nkb; // equal K blocks
+    for (int k0 = 0; k0 < K && mb_lo < mb_hi; k0 += KC) {
+        int kc = K - k0 < KC ? K - k0 : KC, load_c = accumulate || k0 > 0;
+        for (int j0 = 0; j0 < N; j0 += GEMM_NC) {
+            int nc = N - j0 < GEMM_NC ? N - j0 : GEMM_NC, npanels = (nc + GEMM_NR - 1) / GEMM_NR;
+            // pack B[k0:k0+kc, j0:j0+nc] into panels bp[p][k][0..NR), zero padded
+            for (int p = 0; p < npanels; p++) {
+                float *bp = bpack + (size_t)p * kc * GEMM_NR;
+                int jn = nc - p * GEMM_NR < GEMM_NR ? nc - p * GEMM_NR : GEMM_NR;
+                const float *src = b + (size_t)k0 * rsb + (size_t)(j0 + p * GEMM_NR) * csb;
+                if (csb == 1) {
+                    for (int k = 0; k < kc; k++)
+                        for (int j = 0; j < GEMM_NR; j++) bp[(size_t)k * GEMM_NR + j] = j < jn ? src[(size_t)k * rsb + j] : 0;
+                } else {
+                    for (int j = 0; j < GEMM_NR; j++)
+                        for (int k = 0; k < kc; k++) bp[(size_t)k * GEMM_NR + j] = j < jn ? src[(size_t)k * rsb + (size_t)j * csb] : 0;
+                }
+            }
+            // MR-row slices of A (packed k-major) against every panel
+            for (int mb = mb_lo; mb < mb_hi; mb++) {
+                int i0 = mb * GEMM_MR, mr = M - i0 < GEMM_MR ? M - i0 : GEMM_MR;
+                for (int k = 0; k < kc; k++)
+                    for (int i = 0; i < GEMM_MR; i++)
+                        ap[k * GEMM_MR + i] = i < mr ? a[(size_t)(i0 + i) * rsa + (size_t)(k0 + k) * csa] : 0;
+                for (int p = 0; p < npanels; p++) {
+                    const float *bp = bpack + (size_t)p * kc * GEMM_NR;
+                    int jn = nc - p * GEMM_NR < GEMM_NR ? nc - p * GEMM_NR : GEMM_NR;
+                    float *ct = c + (size_t)i0 * ldc + j0 + p * GEMM_NR;
+                    if (mr == GEMM_MR && jn == GEMM_NR) { gemm_kernel(kc, ap, bp, ct, ldc, load_c); continue; }
+                    // an edge tile goes through a full-size copy, so its arithmetic is the same
+                    for (int i = 0; i < GEMM_MR; i++)
+                        for (int j = 0; j < GEMM_NR; j++) tile[i * GEMM_NR + j] = (load_c && i < mr && j < jn) ? ct[(size_t)i * ldc + j] : 0;
+                    gemm_kernel(kc, ap, bp, tile, GEMM_NR, 1);
+                    for (int i = 0; i < mr; i++) memcpy(ct + (size_t)i * ldc, tile + i * GEMM_NR, (size_t)jn * sizeof(float));
+                }
+            }
+        }
+    }
+}
+// the whole GEMM on one thread (callers that are parallel already)
+MAYBE_UNUSED static void gemm_serial(float *c, size_t ldc, const float *a, size_t rsa, size_t csa, const float *b, size_t rsb, size_t csb, int M, int N, int K, int accumulate) {
+    if (M > 0 && N > 0) gemm_rows(gemm_buffer(), c, ldc, a, rsa, csa, b, rsb, csb, M, N, K, accumulate, 0, (M + GEMM_MR - 1) / GEMM_MR);
+}
+// Threads split the rows of C and each packs its own copy of B: no barrier inside, which keeps the
+// speed when another process takes a core (a shared pack needs two barriers per block).
+static void gemm(float *c, size_t ldc, const float *a, size_t rsa, size_t csa, const float *b, size_t rsb, size_t csb,
+                 int M, int N, int K, int accumulate) {
+    if (M <= 0 || N <= 0) return;
+    gemm_reserve();
+    int mblocks = (M + GEMM_MR - 1) / GEMM_MR;
+    #pragma omp parallel
+    {
+        int tid = 0, nth = 1;
+#ifdef _OPENMP
+        tid = omp_get_thread_num(); nth = omp_get_num_threads();
+#endif
+        gemm_rows(gemm_bpack[tid], c, ldc, a, rsa, csa, b, rsb, csb, M, N, K, accumulate,
+                  (int)((long)mblocks * tid / nth), (int)((long)mblocks * (tid + 1) / nth));
+    }
+}
+
+// out (N,OC) = inp (N,C) W^T for a few rows (generation): a dot product per output, 4 rows of W at once
+static void gemv_rows(float *out, const float *inp, const float *weight, int N, int C, int OC) {
+    #pragma omp parallel for schedule(static) if ((long)N * C * OC >= PAR_MIN_WORK)
+    for (int o0 = 0; o0 < OC; o0 += 4) {
+        int no = OC - o0 < 4 ? OC - o0 : 4;
+        for (int n = 0; n < N; n++) {
+            const float *x = inp + (size_t)n * C;
+            for (int q = 0; q < no; q++) {
+                const float *w = weight + (size_t)(o0 + q) * C;
+                vfloat acc0 = v_zero(), acc1 = v_zero();
+                int c = 0;
+                for (; c + 2 * VLEN <= C; c += 2 * VLEN) {
+                    acc0 = v_fma(v_load(x + c), v_load(w + c), acc0);
+                    acc1 = v_fma(v_load(x + c + VLEN), v_load(w + c + VLEN), acc1);
+                }
+                float val = v_sum(v_add(acc0, acc1));
+                for (; c < C; c++) val += x[c] * w[c];
+                out[(size_t)n * OC + o0 + q] = val;
+            }
+        }
+    }
+}
+#endif
+
+// out = inp @ W^T: inp is (N,C), weight is (OC,C), out is (N,OC)
+static void matmul_forward(floatX *out, const floatX *inp, const floatX *weight, int N, int C, int OC) {
+    double t0 = mm_stats.on ? time_sec() : 0;
+#ifdef PEFT_SIMD
+    if (N < GEMM_MR) gemv_rows(out, inp, weight, N, C, OC);
+    else gemm(out, (size_t)OC, inp, (size_t)C, 1, weight, 1, (size_t)C, N, OC, C, 0);
+#else
+    matmul_forward_naive(out, inp, weight, N, C, OC);
+#endif
+    if (mm_stats.on) { mm_stats.secs += time_sec() - t0; mm_stats.flops += 2.0 * N * C * OC; }
+}
+// dinp += dout @ W (N,C); dweight += dout^T @ inp (OC,C). Either output may be NULL.
+static void matmul_backward(floatX *dinp, floatX *dweight, const floatX *dout, const floatX *inp, const floatX *weight, int N, int C, int OC) {
+    double t0 = mm_stats.on ? time_sec() : 0;
+#ifdef PEFT_SIMD
+    if (dinp) gemm(dinp, (size_t)C, dout, (size_t)OC, 1, weight, (size_t)C, 1, N, C, OC, 1);
+    if (dweight) gemm(dweight, (size_t)C, dout, 1, (size_t)OC, inp, (size_t)C, 1, OC, C, N, 1);
+#else
+    matmul_backward_naive(dinp, dweight, dout, inp, weight, N, C, OC);
+#endif
+    if (mm_stats.on) { mm_stats.secs += time_sec() - t0; mm_stats.flops += 2.0 * N * C * OC * ((dinp != NULL) + (dweight != NULL)); }
 }
 
 // LoRA on a linear layer: y = x W^T + scale * dropout(x) A^T B^T.
@@ -3085,18 +3379,13 @@ static void lora_backward(floatX *dinp, const floatX *dout, const floatX *inp, c
         dy = lora_scratch.t;
     }
     floatX *du = lora_scratch.du; // (N, r)
+    if (lm->dB) { // dB (out, r) += dy^T (scale u), with du holding scale * u for the moment
+        for (size_t i = 0; i < nr; i++) du[i] = s * lm->u[i];
+        matmul_backward(NULL, lm->dB, dy, du, NULL, N, lm->r, lm->out);
+    }
     memset(du, 0, nr * sizeof(floatX));
     matmul_backward(du, NULL, dy, NULL, lm->B, N, lm->r, lm->out);   // du = dy B
     for (size_t i = 0; i < nr; i++) du[i] *= s;
-    if (lm->dB) {
-        // dB (out, r) += scale * dy^T u
-        #pragma omp parallel for schedule(static)
-        for (int o = 0; o < lm->out; o++)
-            for (int n = 0; n < N; n++) {
-                floatX d = s * dy[(size_t)n * lm->out + o];
-                for (int k = 0; k < lm->r; k++) lm->dB[(size_t)o * lm->r + k] += d * lm->u[(size_t)n * lm->r + k];
-            }
-    }
     if (lm->dA) matmul_backward(NULL, lm->dA, du, x, NULL, N, lm->in, lm->r); // dA += du^T xd
     if (!dinp) return;
     floatX *dx = dinp;
@@ -3133,7 +3422,7 @@ static void encoder_backward(floatX *dembed, const floatX *dout, const int *toke
 
 // RMSNorm: y = x * rstd * w, rstd = 1/sqrt(mean(x^2) + eps). inp, out (N,C); rstd (N)
 static void rmsnorm_forward(floatX *out, floatX *rstd, const floatX *inp, const floatX *weight, int N, int C, float eps) {
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if ((long)N * C >= PAR_MIN_WORK)
     for (int n = 0; n < N; n++) {
         const floatX *x = inp + (size_t)n * C;
         double ss = 0;
@@ -3146,7 +3435,7 @@ static void rmsnorm_forward(floatX *out, floatX *rstd, const floatX *inp, const 
 }
 // dx += rstd * (w*dy) - rstd^3/C * x * sum(w*dy*x);  dw += sum_n dy * x * rstd
 static void rmsnorm_backward(floatX *dinp, floatX *dweight, const floatX *dout, const floatX *inp, const floatX *weight, const floatX *rstd, int N, int C) {
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if ((long)N * C >= PAR_MIN_WORK)
     for (int n = 0; n < N; n++) {
         const floatX *x = inp + (size_t)n * C, *dy = dout + (size_t)n * C;
         floatX *dx = dinp + (size_t)n * C, r = rstd[n];
@@ -3167,7 +3456,7 @@ static void rmsnorm_backward(floatX *dinp, floatX *dweight, const floatX *dout, 
 // x is (B,T,NH,HS), rotated in place; cos/sin are (max_pos, HS/2). pos0 offsets the positions.
 static void rope_forward(floatX *x, const floatX *cos_t, const floatX *sin_t, int B, int T, int NH, int HS, int pos0) {
     int half = HS / 2;
-    #pragma omp parallel for collapse(2) schedule(static)
+    #pragma omp parallel for collapse(2) schedule(static) if ((long)B * T * NH * HS >= PAR_MIN_WORK)
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++) {
             const floatX *cs = cos_t + (size_t)(pos0 + t) * half, *sn = sin_t + (size_t)(pos0 + t) * half;
@@ -3184,7 +3473,7 @@ static void rope_forward(floatX *x, const floatX *cos_t, const floatX *sin_t, in
 // the rotation is orthogonal, so the backward rotates the gradient by -angle, in place
 static void rope_backward(floatX *dx, const floatX *cos_t, const floatX *sin_t, int B, int T, int NH, int HS) {
     int half = HS / 2;
-    #pragma omp parallel for collapse(2) schedule(static)
+    #pragma omp parallel for collapse(2) schedule(static) if ((long)B * T * NH * HS >= PAR_MIN_WORK)
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++) {
             const floatX *cs = cos_t + (size_t)t * half, *sn = sin_t + (size_t)t * half;
@@ -3201,8 +3490,9 @@ static void rope_backward(floatX *dx, const floatX *cos_t, const floatX *sin_t, 
 
 // Causal grouped-query attention. q is (B,T,NH,HS), k and v are (B,T,KVH,HS), out is (B,T,NH,HS),
 // att (B,NH,T,T) keeps the softmax probabilities for the backward (entries s > t stay unused).
-// Query head h reads key/value head h / (NH/KVH).
-static void attention_forward(floatX *out, floatX *att, const floatX *q, const floatX *k, const floatX *v, int B, int T, int NH, int KVH, int HS) {
+// Query head h reads key/value head h / (NH/KVH). The reference loops, one query row at a time;
+// the SIMD build uses the GEMM-based attention_forward/attention_backward below.
+MAYBE_UNUSED static void attention_forward_naive(floatX *out, floatX *att, const floatX *q, const floatX *k, const floatX *v, int B, int T, int NH, int KVH, int HS) {
     int G = NH / KVH;
     floatX scale = (floatX)(1.0 / sqrt((double)HS));
     size_t qs = (size_t)NH * HS, ks = (size_t)KVH * HS;
@@ -3235,9 +3525,10 @@ static void attention_forward(floatX *out, floatX *att, const floatX *q, const f
 }
 // dp_s = dout_t . v_s;  dv_s += p_s dout_t;  dscore_s = p_s (dp_s - sum_j p_j dp_j);
 // dq_t += scale * sum_s dscore_s k_s;  dk_s += scale * dscore_s q_t.
-// Parallel over (b, kv head) so that the heads sharing a k/v head never race. scratch is (B*NH*T).
-static void attention_backward(floatX *dq, floatX *dk, floatX *dv, floatX *scratch, const floatX *dout, const floatX *q, const floatX *k, const floatX *v, const floatX *att,
-                               int B, int T, int NH, int KVH, int HS) {
+// Parallel over (b, kv head) so that the heads sharing a k/v head never race. scratch is (B*NH*T) here,
+// (B*KVH*T*T) for the fast version.
+MAYBE_UNUSED static void attention_backward_naive(floatX *dq, floatX *dk, floatX *dv, floatX *scratch, const floatX *dout, const floatX *q, const floatX *k, const floatX *v, const floatX *att,
+                                     int B, int T, int NH, int KVH, int HS) {
     int G = NH / KVH;
     floatX scale = (floatX)(1.0 / sqrt((double)HS));
     size_t qs = (size_t)NH * HS, ks = (size_t)KVH * HS;
@@ -3270,22 +3561,136 @@ static void attention_backward(floatX *dq, floatX *dk, floatX *dv, floatX *scrat
             }
 }
 
+#ifdef PEFT_SIMD
+// Per (b, h): S = Q K^T, P = softmax(S / sqrt(HS)) row by row, O = P V, as GEMMs on one thread each
+// (threads split the (b, h) pairs). Causal: query rows go in chunks of ATT_RC, and a chunk that
+// ends at row t1 needs keys 0..t1 only. P's upper triangle (s > t) is stored as zeros.
+#define ATT_RC 48
+static void attention_forward(floatX *out, floatX *att, const floatX *q, const floatX *k, const floatX *v, int B, int T, int NH, int KVH, int HS) {
+    int G = NH / KVH;
+    float scale = (float)(1.0 / sqrt((double)HS));
+    size_t qs = (size_t)NH * HS, ks = (size_t)KVH * HS;
+    gemm_reserve();
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++) {
+            const float *qb = q + (size_t)b * T * qs + (size_t)h * HS;
+            const float *kb = k + (size_t)b * T * ks + (size_t)(h / G) * HS, *vb = v + (size_t)b * T * ks + (size_t)(h / G) * HS;
+            float *p = att + ((size_t)b * NH + h) * T * T, *ob = out + (size_t)b * T * qs + (size_t)h * HS;
+            for (int t0 = 0; t0 < T; t0 += ATT_RC) {
+                int rows = T - t0 < ATT_RC ? T - t0 : ATT_RC, keys = t0 + rows;
+                gemm_serial(p + (size_t)t0 * T, (size_t)T, qb + (size_t)t0 * qs, qs, 1, kb, 1, ks, rows, keys, HS, 0); // S = Q K^T
+                for (int t = t0; t < keys; t++) {
+                    float *pt = p + (size_t)t * T;
+                    float mx = row_max(pt, t + 1);
+                    double sum = row_exp(pt, t + 1, scale, scale * mx);
+                    row_scale(pt, t + 1, (float)(1.0 / sum));
+                    memset(pt + t + 1, 0, (size_t)(T - t - 1) * sizeof(float));
+                }
+                gemm_serial(ob + (size_t)t0 * qs, qs, p + (size_t)t0 * T, (size_t)T, 1, vb, ks, 1, rows, HS, keys, 0); // O = P V
+            }
+        }
+}
+// dP = dO V^T; dS = P * (dP - rowsum(P * dP)) / sqrt(HS); dQ += dS K; dK += dS^T Q; dV += P^T dO.
+// Threads split the (b, kv head) pairs so that heads sharing a k/v head never race. scratch holds
+// dP and then dS: (B*KVH*T*T) floats.
+static void attention_backward(floatX *dq, floatX *dk, floatX *dv, floatX *scratch, const floatX *dout, const floatX *q, const floatX *k, const floatX *v, const floatX *att,
+                               int B, int T, int NH, int KVH, int HS) {
+    int G = NH / KVH;
+    float scale = (float)(1.0 / sqrt((double)HS));
+    size_t qs = (size_t)NH * HS, ks = (size_t)KVH * HS;
+    gemm_reserve();
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++)
+        for (int kh = 0; kh < KVH; kh++) {
+            const float *kb = k + (size_t)b * T * ks + (size_t)kh * HS, *vb = v + (size_t)b * T * ks + (size_t)kh * HS;
+            float *dkb = dk + (size_t)b * T * ks + (size_t)kh * HS, *dvb = dv + (size_t)b * T * ks + (size_t)kh * HS;
+            float *ds = scratch + ((size_t)b * KVH + kh) * T * T;
+            for (int h = kh * G; h < (kh + 1) * G; h++) {
+                const float *p = att + ((size_t)b * NH + h) * T * T;
+                const float *qb = q + (size_t)b * T * qs + (size_t)h * HS, *dob = dout + (size_t)b * T * qs + (size_t)h * HS;
+                float *dqb = dq + (size_t)b * T * qs + (size_t)h * HS;
+                for (int t0 = 0; t0 < T; t0 += ATT_RC) {
+                    int rows = T - t0 < ATT_RC ? T - t0 : ATT_RC, keys = t0 + rows;
+                    gemm_serial(ds + (size_t)t0 * T, (size_t)T, dob + (size_t)t0 * qs, qs, 1, vb, 1, ks, rows, keys, HS, 0); // dP = dO V^T
+                    for (int t = t0; t < keys; t++) {
+                        const float *pt = p + (size_t)t * T;
+                        float *dt = ds + (size_t)t * T;
+                        vfloat acc = v_zero();
+                        int s = 0;
+                        for (; s + VLEN <= t + 1; s += VLEN) acc = v_fma(v_load(pt + s), v_load(dt + s), acc);
+                        float sum = v_sum(acc);
+                        for (; s <= t; s++) sum += pt[s] * dt[s];
+                        for (s = 0; s + VLEN <= t + 1; s += VLEN)
+                            v_store(dt + s, v_mul(v_mul(v_load(pt + s), v_sub(v_load(dt + s), v_set1(sum))), v_set1(scale)));
+                        for (; s <= t; s++) dt[s] = pt[s] * (dt[s] - sum) * scale;
+                        memset(dt + t + 1, 0, (size_t)(T - t - 1) * sizeof(float));
+                    }
+                    gemm_serial(dqb + (size_t)t0 * qs, qs, ds + (size_t)t0 * T, (size_t)T, 1, kb, ks, 1, rows, HS, keys, 1); // dQ += dS K
+                }
+                for (int s0 = 0; s0 < T; s0 += ATT_RC) { // key rows s0.. get queries t >= s0 only
+                    int rows = T - s0 < ATT_RC ? T - s0 : ATT_RC;
+                    size_t off = (size_t)s0 * T + s0;
+                    gemm_serial(dvb + (size_t)s0 * ks, ks, p + off, 1, (size_t)T, dob + (size_t)s0 * qs, qs, 1, rows, HS, T - s0, 1); // dV += P^T dO
+                    gemm_serial(dkb + (size_t)s0 * ks, ks, ds + off, 1, (size_t)T, qb + (size_t)s0 * qs, qs, 1, rows, HS, T - s0, 1); // dK += dS^T Q
+                }
+            }
+        }
+}
+#else
+static void attention_forward(floatX *out, floatX *att, const floatX *q, const floatX *k, const floatX *v, int B, int T, int NH, int KVH, int HS) {
+    attention_forward_naive(out, att, q, k, v, B, T, NH, KVH, HS);
+}
+static void attention_backward(floatX *dq, floatX *dk, floatX *dv, floatX *scratch, const floatX *dout, const floatX *q, const floatX *k, const floatX *v, const floatX *att,
+                               int B, int T, int NH, int KVH, int HS) {
+    attention_backward_naive(dq, dk, dv, scratch, dout, q, k, v, att, B, T, NH, KVH, HS);
+}
+#endif
+
 // SwiGLU: out = silu(g) * u, silu(g) = g * sigmoid(g). All (N,H).
 static void swiglu_forward(floatX *out, const floatX *g, const floatX *u, size_t n) {
-    #pragma omp parallel for schedule(static)
+#ifdef PEFT_SIMD
+    long nv = (long)(n / VLEN);
+    #pragma omp parallel for schedule(static) if ((long)n >= PAR_MIN_WORK)
+    for (long j = 0; j < nv; j++) {
+        size_t i = (size_t)j * VLEN;
+        vfloat gi = v_load(g + i), sg = v_div(v_set1(1.0f), v_add(v_set1(1.0f), v_exp(v_sub(v_zero(), gi))));
+        v_store(out + i, v_mul(v_mul(gi, sg), v_load(u + i)));
+    }
+    for (size_t i = (size_t)nv * VLEN; i < n; i++) out[i] = g[i] / (1 + EXPX(-g[i])) * u[i];
+#else
+    #pragma omp parallel for schedule(static) if ((long)n >= PAR_MIN_WORK)
     for (long i = 0; i < (long)n; i++) {
         floatX sg = 1 / (1 + EXPX(-g[i]));
         out[i] = g[i] * sg * u[i];
     }
+#endif
 }
 // dg += dout * u * sig(g) * (1 + g (1 - sig(g)));  du += dout * silu(g)
 static void swiglu_backward(floatX *dg, floatX *du, const floatX *dout, const floatX *g, const floatX *u, size_t n) {
-    #pragma omp parallel for schedule(static)
+#ifdef PEFT_SIMD
+    long nv = (long)(n / VLEN);
+    #pragma omp parallel for schedule(static) if ((long)n >= PAR_MIN_WORK)
+    for (long j = 0; j < nv; j++) {
+        size_t i = (size_t)j * VLEN;
+        vfloat one = v_set1(1.0f), gi = v_load(g + i), d = v_load(dout + i);
+        vfloat sg = v_div(one, v_add(one, v_exp(v_sub(v_zero(), gi))));
+        v_store(dg + i, v_fma(v_mul(v_mul(d, v_load(u + i)), sg), v_fma(gi, v_sub(one, sg), one), v_load(dg + i)));
+        v_store(du + i, v_fma(v_mul(d, gi), sg, v_load(du + i)));
+    }
+    for (size_t i = (size_t)nv * VLEN; i < n; i++) {
+        floatX sg = 1 / (1 + EXPX(-g[i]));
+        dg[i] += dout[i] * u[i] * sg * (1 + g[i] * (1 - sg));
+        du[i] += dout[i] * g[i] * sg;
+    }
+#else
+    #pragma omp parallel for schedule(static) if ((long)n >= PAR_MIN_WORK)
     for (long i = 0; i < (long)n; i++) {
         floatX sg = 1 / (1 + EXPX(-g[i]));
         dg[i] += dout[i] * u[i] * sg * (1 + g[i] * (1 - sg));
         du[i] += dout[i] * g[i] * sg;
     }
+#endif
 }
 
 // out = a + b (the backward of a residual is the identity: the gradient flows to both)
@@ -3300,12 +3705,18 @@ static int crossentropy_forward(floatX *losses, floatX *probs, const int *target
     #pragma omp parallel for schedule(static) reduction(+:count)
     for (int n = 0; n < N; n++) {
         floatX *p = probs + (size_t)n * V;
+#ifdef PEFT_SIMD
+        float maxv = row_max(p, V);
+        double sum = row_exp(p, V, 1.0f, maxv);
+        row_scale(p, V, (float)(1.0 / sum));
+#else
         floatX maxv = p[0];
         for (int i = 1; i < V; i++) if (p[i] > maxv) maxv = p[i];
         double sum = 0;
         for (int i = 0; i < V; i++) { p[i] = EXPX(p[i] - maxv); sum += p[i]; }
         floatX inv = (floatX)(1.0 / sum);
         for (int i = 0; i < V; i++) p[i] *= inv;
+#endif
         int t = targets ? targets[n] : -1;
         if (t >= 0) { losses[n] = (floatX)(-log((double)p[t] > 1e-300 ? (double)p[t] : 1e-300)); count++; }
         else losses[n] = 0;
@@ -3411,7 +3822,7 @@ static void acts_alloc(Activations *a, const Config *c, int B, int T, int checkp
     a->dg = alloc_floats(N * H, &a->bytes);
     a->du = alloc_floats(N * H, &a->bytes);
     a->dh = alloc_floats(N * H, &a->bytes);
-    a->dscratch = alloc_floats((size_t)B * c->n_heads * T, &a->bytes);
+    a->dscratch = alloc_floats((size_t)B * c->n_heads * T * T, &a->bytes); // attention_backward's dP / dS
 }
 static void acts_free(Activations *a) {
     floatX *ptrs[] = { a->x, a->layer_memory, a->xf, a->rstdf, a->logits, a->losses, a->dx, a->dxn, a->dq, a->dk, a->dv, a->dao, a->dg, a->du, a->dh, a->dscratch };
@@ -3612,7 +4023,7 @@ static floatX *forward_token(Net *net, RunState *s, int token, int pos) {
         linear_forward(vc + (size_t)pos * KD, s->xn, layer_weight(net->model, l, TGT_V), lora_mod(lo, l, TGT_V), 1, C, KD, 0, 0, NULL);
         rope_forward(s->q, net->rope_cos, net->rope_sin, 1, 1, NH, HS, pos);
         rope_forward(kc + (size_t)pos * KD, net->rope_cos, net->rope_sin, 1, 1, KVH, HS, pos);
-        #pragma omp parallel for schedule(static)
+        #pragma omp parallel for schedule(static) if ((long)NH * (pos + 1) * HS >= PAR_MIN_WORK)
         for (int h = 0; h < NH; h++) {
             const floatX *qh = s->q + (size_t)h * HS;
             floatX *att = s->att + (size_t)h * s->npos, maxv = -INFINITY, sum = 0;
@@ -4262,7 +4673,7 @@ static void on_sigint(int sig) { (void)sig; stop_requested = 1; }
 
 typedef struct {
     const char *model_path, *data_path, *tok_path, *outdir, *val_path, *resume, *resume_adapter;
-    int mode, B, T, steps, warmup, grad_accum, eval_every, save_every, eval_batches, schedule, freeze_layers, checkpoint_acts, log_every;
+    int mode, B, T, steps, warmup, grad_accum, eval_every, save_every, eval_batches, schedule, freeze_layers, checkpoint_acts, log_every, bench;
     float epochs, lr, wd, clip, val_frac;
     LoraConfig lc;
     uint64_t seed;
@@ -4345,6 +4756,20 @@ static void fmt_bytes(char *buf, size_t n, double b) {
     if (b >= 1 << 30) snprintf(buf, n, "%.2f GiB", b / (1 << 30));
     else if (b >= 1 << 20) snprintf(buf, n, "%.1f MiB", b / (1 << 20));
     else snprintf(buf, n, "%.1f KiB", b / 1024);
+}
+
+static int cmp_double(const void *a, const void *b) { double x = *(const double *)a, y = *(const double *)b; return (x > y) - (x < y); }
+static double median(double *v, int n) { qsort(v, (size_t)n, sizeof(double), cmp_double); return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]); }
+// --bench: medians over the steps after the first (warm-up) one or two; one line, for bench/bench.py
+static void bench_report(double *step_s, double *mm_s, double *mm_flops, int n, int tokens_per_step) {
+    int warm = n >= 4 ? 2 : 1, k = n - warm, threads = 1;
+#ifdef _OPENMP
+    threads = omp_get_max_threads();
+#endif
+    double s = median(step_s + warm, k), ms = median(mm_s + warm, k), mf = median(mm_flops + warm, k);
+    fprintf(stderr, "bench: threads %d | steps %d after %d warm-up | median step %.4f s | %.1f tok/s | "
+                    "matmul %.3f GFLOP/step in %.4f s = %.1f GFLOP/s (%.1f GFLOP/s over the whole step)\n",
+            threads, k, warm, s, tokens_per_step / s, mf * 1e-9, ms, mf * 1e-9 / ms, mf * 1e-9 / s);
 }
 
 static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
@@ -4467,8 +4892,14 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
     }
     long tokens_done = 0;
     int rc = 0, step;
+    double *step_s = (double *)calloc_check((size_t)(steps - step0) + 1, sizeof(double)), *step_mm_s = NULL, *step_mm_flops = NULL;
+    if (ta->bench) {
+        step_mm_s = (double *)calloc_check((size_t)(steps - step0) + 1, sizeof(double));
+        step_mm_flops = (double *)calloc_check((size_t)(steps - step0) + 1, sizeof(double));
+    }
     for (step = step0; step < steps; step++) {
         double t0 = time_sec();
+        mm_stats.on = ta->bench; mm_stats.flops = mm_stats.secs = 0;
         trainable_zero_grad(&tr);
         double loss = 0;
         for (int micro = 0; micro < ta->grad_accum; micro++) {
@@ -4486,6 +4917,9 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
         float lr = lr_at(step, steps, ta->warmup, ta->lr, ta->schedule);
         trainable_update(&tr, step + 1, lr, ta->wd);
         double dt = time_sec() - t0;
+        mm_stats.on = 0;
+        step_s[step - step0] = dt;
+        if (ta->bench) { step_mm_s[step - step0] = mm_stats.secs; step_mm_flops[step - step0] = mm_stats.flops; }
         tokens_done += (long)N * ta->grad_accum;
         if (first_loss < 0) first_loss = loss;
         last_loss = loss;
@@ -4529,6 +4963,8 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
             fprintf(stderr, "\nwrote %s to %s\n", ta->mode == TUNE_LORA ? "adapter_config.json + adapter_model.safetensors" : "the trained model", ta->outdir);
         }
     }
+    if (ta->bench && step - step0 >= 2) bench_report(step_s, step_mm_s, step_mm_flops, step - step0, N * ta->grad_accum);
+    free(step_s); free(step_mm_s); free(step_mm_flops);
     fclose(log);
     free(inp); free(tgt);
     if (have_eval) acts_free(&eval_a);
@@ -4998,6 +5434,8 @@ static void error_usage_train(void) {
                     "  --resume-adapter DIR      start from an existing PEFT adapter (PEFT's is_trainable=True)\n"
                     "  --checkpoint-activations  recompute layer activations in the backward (less memory)\n"
                     "  --log-every N             print every N steps (default: about 100 lines per run)\n"
+                    "  --bench                   at the end, print the median step time and tokens/s after warm-up and\n"
+                    "                            the FLOPs and time inside the matmuls (make bench uses it)\n"
                     "  -s SEED                   random seed (default 1337)\n"
                     "  QLoRA (LoRA on a quantized frozen base; LoRA weights, gradients and AdamW stay fp32):\n"
                     QUANT_HELP);
@@ -5049,6 +5487,7 @@ static int cmd_train(int argc, char **argv) {
         else if (!strcmp(f, "--rslora")) ta.lc.rslora = 1;
         else if (!strcmp(f, "--dora")) ta.lc.dora = 1;
         else if (!strcmp(f, "--checkpoint-activations")) ta.checkpoint_acts = 1;
+        else if (!strcmp(f, "--bench")) ta.bench = 1;
         else if (!strcmp(f, "-z")) ta.tok_path = next_arg(argc, argv, &i);
         else if (!strcmp(f, "-o")) ta.outdir = next_arg(argc, argv, &i);
         else if (!strcmp(f, "--finetuning-type")) {

@@ -363,6 +363,184 @@ static double max_abs_diff(const float *a, const float *b, size_t n, size_t *whe
     return m;
 }
 
+// --- fast kernels (SIMD GEMM, GEMM-based attention, vectorised exp) against the reference loops,
+// on shapes that are not multiples of the tiles, and the same bits for 1 and 2 threads
+static uint64_t kern_rng = 4242;
+static float *rand_f32(size_t n, float scale) {
+    float *x = malloc_check((n ? n : 1) * sizeof(float));
+    for (size_t i = 0; i < n; i++) x[i] = (2 * random_f32(&kern_rng) - 1) * scale;
+    return x;
+}
+static float *copy_f32(const float *x, size_t n) { float *y = malloc_check((n ? n : 1) * sizeof(float)); memcpy(y, x, n * sizeof(float)); return y; }
+// max |a - ref| / max |ref|
+static double rel_max_diff(const float *a, const float *ref, size_t n) {
+    double m = 0, r = 0;
+    for (size_t i = 0; i < n; i++) { double d = fabs((double)a[i] - ref[i]); if (d > m || d != d) m = d; if (fabs(ref[i]) > r) r = fabs(ref[i]); }
+    return r > 0 ? m / r : m;
+}
+MAYBE_UNUSED static void set_threads(int n) {
+#ifdef _OPENMP
+    omp_set_num_threads(n);
+#else
+    (void)n;
+#endif
+}
+MAYBE_UNUSED static int max_threads(void) {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+static void test_kernels_matmul(void) {
+#ifndef PEFT_SIMD
+    skip("fast matmul vs reference loops", "this build has no SIMD (PORTABLE=1 or no AVX2): matmul_* are the reference loops");
+    return;
+#else
+    // N, C, OC: 1, 7, 33, 65 and friends (tiles are 6 x 32 or 6 x 16); C = 700 > GEMM_KC (two K blocks),
+    // OC = 600 > GEMM_NC (two N blocks); N < 6 takes the dot-product path of the forward
+    int dims[][3] = { {1, 7, 33}, {7, 33, 65}, {33, 65, 7}, {65, 1, 33}, {5, 65, 65}, {6, 288, 8}, {13, 700, 37}, {97, 33, 600}, {64, 8, 40} };
+    int nd = (int)(sizeof(dims) / sizeof(dims[0])), saved = max_threads();
+    double wf = 0, wi = 0, ww = 0;
+    int same = 1;
+    char where[128] = "";
+    for (int d = 0; d < nd; d++) {
+        int N = dims[d][0], C = dims[d][1], OC = dims[d][2];
+        size_t nx = (size_t)N * C, nw = (size_t)OC * C, ny = (size_t)N * OC;
+        float *x = rand_f32(nx, 1), *w = rand_f32(nw, 1), *dy = rand_f32(ny, 1), *dx0 = rand_f32(nx, 1), *dw0 = rand_f32(nw, 1);
+        float *y_ref = malloc_check(ny * sizeof(float)), *dx_ref = copy_f32(dx0, nx), *dw_ref = copy_f32(dw0, nw);
+        matmul_forward_naive(y_ref, x, w, N, C, OC);
+        matmul_backward_naive(dx_ref, dw_ref, dy, x, w, N, C, OC);
+        float *y[2], *dx[2], *dw[2];
+        for (int t = 0; t < 2; t++) { // 1 thread, then 2
+            set_threads(t + 1);
+            y[t] = malloc_check(ny * sizeof(float)); dx[t] = copy_f32(dx0, nx); dw[t] = copy_f32(dw0, nw);
+            matmul_forward(y[t], x, w, N, C, OC);
+            matmul_backward(dx[t], dw[t], dy, x, w, N, C, OC);
+        }
+        double ef = rel_max_diff(y[0], y_ref, ny), ei = rel_max_diff(dx[0], dx_ref, nx), ew = rel_max_diff(dw[0], dw_ref, nw);
+        if (ef > wf) wf = ef;
+        if (ei > wi) wi = ei;
+        if (ew > ww) ww = ew;
+        if (memcmp(y[0], y[1], ny * sizeof(float)) || memcmp(dx[0], dx[1], nx * sizeof(float)) || memcmp(dw[0], dw[1], nw * sizeof(float))) {
+            if (same) snprintf(where, sizeof(where), " (first difference at N %d C %d OC %d)", N, C, OC);
+            same = 0;
+        }
+        for (int t = 0; t < 2; t++) { free(y[t]); free(dx[t]); free(dw[t]); }
+        free(x); free(w); free(dy); free(dx0); free(dw0); free(y_ref); free(dx_ref); free(dw_ref);
+    }
+    set_threads(saved);
+    check(wf < 1e-5 && wi < 1e-5 && ww < 1e-5, "fast matmul vs reference loops",
+          "%d shapes (N, C, OC from 1 to 700), worst relative difference: forward %.2e, dinp %.2e, dweight %.2e", nd, wf, wi, ww);
+    check(same, "fast matmul: 1 and 2 threads give the same bits", "forward, dinp and dweight on %d shapes%s", nd, same ? "" : where);
+#endif
+}
+
+static void test_kernels_attention(void) {
+#ifndef PEFT_SIMD
+    skip("fast attention vs reference loops", "this build has no SIMD: attention_* are the reference loops");
+    return;
+#else
+    // B, T, NH, KVH, HS: T = 1, 7, 50 and 100 cross the 48-row causal chunks; grouped-query heads
+    int dims[][5] = { {1, 1, 1, 1, 5}, {2, 7, 4, 2, 3}, {1, 50, 2, 1, 16}, {2, 100, 3, 3, 48}, {1, 97, 4, 2, 33} };
+    int nd = (int)(sizeof(dims) / sizeof(dims[0])), saved = max_threads(), same = 1;
+    double wo = 0, wp = 0, wq = 0, wk = 0, wv = 0;
+    for (int d = 0; d < nd; d++) {
+        int B = dims[d][0], T = dims[d][1], NH = dims[d][2], KVH = dims[d][3], HS = dims[d][4];
+        size_t nq = (size_t)B * T * NH * HS, nk = (size_t)B * T * KVH * HS, na = (size_t)B * NH * T * T;
+        float *q = rand_f32(nq, 1), *k = rand_f32(nk, 1), *v = rand_f32(nk, 1), *dout = rand_f32(nq, 1);
+        float *dq0 = rand_f32(nq, 1), *dk0 = rand_f32(nk, 1), *dv0 = rand_f32(nk, 1);
+        float *o_ref = malloc_check(nq * sizeof(float)), *att_ref = calloc_check(na, sizeof(float)), *scr_ref = calloc_check(na, sizeof(float));
+        float *dq_ref = copy_f32(dq0, nq), *dk_ref = copy_f32(dk0, nk), *dv_ref = copy_f32(dv0, nk);
+        attention_forward_naive(o_ref, att_ref, q, k, v, B, T, NH, KVH, HS);
+        attention_backward_naive(dq_ref, dk_ref, dv_ref, scr_ref, dout, q, k, v, att_ref, B, T, NH, KVH, HS);
+        float *o[2], *att[2], *dq[2], *dk[2], *dv[2];
+        for (int t = 0; t < 2; t++) {
+            set_threads(t + 1);
+            float *scr = calloc_check(na, sizeof(float));
+            o[t] = malloc_check(nq * sizeof(float)); att[t] = calloc_check(na, sizeof(float));
+            dq[t] = copy_f32(dq0, nq); dk[t] = copy_f32(dk0, nk); dv[t] = copy_f32(dv0, nk);
+            attention_forward(o[t], att[t], q, k, v, B, T, NH, KVH, HS);
+            attention_backward(dq[t], dk[t], dv[t], scr, dout, q, k, v, att[t], B, T, NH, KVH, HS);
+            free(scr);
+        }
+        for (size_t r = 0; r < (size_t)B * NH; r++) // the reference leaves s > t unset: compare s <= t
+            for (int t = 0; t < T; t++)
+                for (int s = 0; s < T; s++) if (s > t) att_ref[(r * T + t) * T + s] = att[0][(r * T + t) * T + s];
+        double e;
+        if ((e = rel_max_diff(o[0], o_ref, nq)) > wo) wo = e;
+        if ((e = rel_max_diff(att[0], att_ref, na)) > wp) wp = e;
+        if ((e = rel_max_diff(dq[0], dq_ref, nq)) > wq) wq = e;
+        if ((e = rel_max_diff(dk[0], dk_ref, nk)) > wk) wk = e;
+        if ((e = rel_max_diff(dv[0], dv_ref, nk)) > wv) wv = e;
+        same &= !memcmp(o[0], o[1], nq * sizeof(float)) && !memcmp(att[0], att[1], na * sizeof(float)) && !memcmp(dq[0], dq[1], nq * sizeof(float)) &&
+                !memcmp(dk[0], dk[1], nk * sizeof(float)) && !memcmp(dv[0], dv[1], nk * sizeof(float));
+        for (int t = 0; t < 2; t++) { free(o[t]); free(att[t]); free(dq[t]); free(dk[t]); free(dv[t]); }
+        free(q); free(k); free(v); free(dout); free(dq0); free(dk0); free(dv0);
+        free(o_ref); free(att_ref); free(scr_ref); free(dq_ref); free(dk_ref); free(dv_ref);
+    }
+    set_threads(saved);
+    check(wo < 1e-5 && wp < 1e-5 && wq < 1e-5 && wk < 1e-5 && wv < 1e-5, "fast attention vs reference loops",
+          "%d shapes (T 1 to 100, grouped-query), worst relative difference: out %.2e, probs %.2e, dq %.2e, dk %.2e, dv %.2e", nd, wo, wp, wq, wk, wv);
+    check(same, "fast attention: 1 and 2 threads give the same bits", "out, probs, dq, dk, dv on %d shapes", nd);
+#endif
+}
+
+// the vectorised exp inside softmax, cross-entropy and SwiGLU, against exp() in double
+static void test_kernels_exp(void) {
+#ifndef PEFT_SIMD
+    skip("vectorised exp", "this build has no SIMD: expf is used");
+    return;
+#else
+    int n = 200003; // odd: the padded tail too
+    float *x = malloc_check((size_t)n * sizeof(float));
+    for (int i = 0; i < n; i++) x[i] = -87.0f + 175.0f * (float)i / (float)(n - 1); // e^x normal in float
+    float *e = copy_f32(x, (size_t)n), *e2 = copy_f32(x, (size_t)n);
+    row_exp(e, n, 1.0f, 0.0f);
+    double sum = row_exp(e2, n, 1.0f, 88.0f), worst = 0, ref_sum = 0; // as softmax uses it: exp(x - max), summed
+    int at = 0;
+    for (int i = 0; i < n; i++) {
+        double r = exp((double)x[i]), rel = fabs(e[i] - r) / r;
+        ref_sum += exp((double)x[i] - 88.0);
+        if (rel > worst) { worst = rel; at = i; }
+    }
+    check(worst < 3e-7 && fabs(sum - ref_sum) / ref_sum < 1e-5, "vectorised exp", "%d values in [-87, 88]: worst relative error %.2e at x = %g (float epsilon 1.2e-7), sum within %.1e",
+          n, worst, x[at], fabs(sum - ref_sum) / ref_sum);
+    // cross-entropy and SwiGLU on odd sizes against double references
+    int N = 5, V = 1003;
+    float *logits = rand_f32((size_t)N * V, 8), *probs = copy_f32(logits, (size_t)N * V), losses[5];
+    int targets[5] = { 0, 17, -100, 1002, 500 };
+    int cnt = crossentropy_forward(losses, probs, targets, N, V);
+    double wl = 0, wpr = 0;
+    for (int r = 0; r < N; r++) {
+        const float *l = logits + (size_t)r * V;
+        double mx = l[0], s = 0;
+        for (int i = 1; i < V; i++) if (l[i] > mx) mx = l[i];
+        for (int i = 0; i < V; i++) s += exp(l[i] - mx);
+        for (int i = 0; i < V; i++) { double p = exp(l[i] - mx) / s, d = fabs(probs[(size_t)r * V + i] - p) / (p > 1e-30 ? p : 1e-30); if (p > 1e-30 && d > wpr) wpr = d; }
+        double loss = targets[r] >= 0 ? -(l[targets[r]] - mx - log(s)) : 0;
+        if (fabs(losses[r] - loss) > wl) wl = fabs(losses[r] - loss);
+    }
+    check(cnt == 4 && wl < 1e-5 && wpr < 1e-5, "cross-entropy (vectorised softmax)", "N %d, V %d: worst |loss error| %.2e, worst relative prob error %.2e, %d counted", N, V, wl, wpr, cnt);
+    size_t ns = 1003;
+    float *g = rand_f32(ns, 12), *u = rand_f32(ns, 1), *dy = rand_f32(ns, 1), *h = malloc_check(ns * sizeof(float));
+    float *dg = calloc_check(ns, sizeof(float)), *du = calloc_check(ns, sizeof(float));
+    swiglu_forward(h, g, u, ns);
+    swiglu_backward(dg, du, dy, g, u, ns);
+    double wh = 0, wd = 0;
+    for (size_t i = 0; i < ns; i++) {
+        double sg = 1 / (1 + exp(-(double)g[i])), hr = g[i] * sg * u[i];
+        double dgr = dy[i] * u[i] * sg * (1 + g[i] * (1 - sg)), dur = dy[i] * g[i] * sg;
+        if (fabs(h[i] - hr) > wh) wh = fabs(h[i] - hr);
+        if (fabs(dg[i] - dgr) > wd) wd = fabs(dg[i] - dgr);
+        if (fabs(du[i] - dur) > wd) wd = fabs(du[i] - dur);
+    }
+    check(wh < 1e-5 && wd < 1e-5, "SwiGLU (vectorised sigmoid)", "%zu values, g in [-12, 12]: worst |error| forward %.2e, backward %.2e", ns, wh, wd);
+    free(x); free(e); free(e2); free(logits); free(probs); free(g); free(u); free(dy); free(h); free(dg); free(du);
+#endif
+}
+
 // --- JSON
 static void test_json(void) {
     const char *good[] = { "{\"a\": [1, 2.5e3, -0.5, true, false, null, \"x\\u00e9\\ud83d\\ude00\"]}", "[]", "\"\"", "0", " {\"k\" : {}} " };
@@ -1394,6 +1572,29 @@ static void test_cli(void) {
     check(rc1 == 0 && rc2 == 0 && ba && bb && na == nb && !memcmp(ba, bb, na), "resume is bit-for-bit", "uninterrupted %s (%zu bytes) vs resumed at step 3 %s: %s", fa, na, fb,
           ba && bb && na == nb && !memcmp(ba, bb, na) ? "identical" : err);
     free(ba); free(bb);
+    // the same training with 1 and with 2 threads: byte-identical adapters (every kernel sums in a fixed order)
+    {
+        char t1[600], t2[600], f1[700], f2[700];
+        tmp_path(t1, sizeof(t1), "threads_1");
+        tmp_path(t2, sizeof(t2), "threads_2");
+        const char *saved = getenv("OMP_NUM_THREADS");
+        char keep[64] = "";
+        if (saved) snprintf(keep, sizeof(keep), "%s", saved);
+        setenv("OMP_NUM_THREADS", "1", 1);
+        snprintf(args, sizeof(args), "train %s %s -z %s -o %s --steps 3 -T 64 -b 3 --dropout 0.1 --targets all-linear --val-frac 0 -s 7", STORIES, data, TOK512, t1);
+        int r1 = run_cmd(args, err, sizeof(err), NULL, 0);
+        setenv("OMP_NUM_THREADS", "2", 1);
+        snprintf(args, sizeof(args), "train %s %s -z %s -o %s --steps 3 -T 64 -b 3 --dropout 0.1 --targets all-linear --val-frac 0 -s 7", STORIES, data, TOK512, t2);
+        int r2 = run_cmd(args, err, sizeof(err), NULL, 0);
+        if (saved) setenv("OMP_NUM_THREADS", keep, 1); else unsetenv("OMP_NUM_THREADS");
+        snprintf(f1, sizeof(f1), "%s/adapter_model.safetensors", t1);
+        snprintf(f2, sizeof(f2), "%s/adapter_model.safetensors", t2);
+        size_t n1 = 0, n2 = 0;
+        char *x1 = read_file(f1, &n1, 1 << 26), *x2 = read_file(f2, &n2, 1 << 26);
+        int same = r1 == 0 && r2 == 0 && x1 && x2 && n1 == n2 && !memcmp(x1, x2, n1);
+        check(same, "training with 1 and 2 threads is bit-for-bit the same", "3 steps, all-linear, dropout: %s vs %s %s", f1, f2, same ? "identical" : err);
+        free(x1); free(x2);
+    }
     // the trained adapter loads back, and save -> load -> save gives the same bytes
     Model m;
     if (!model_load(&m, STORIES)) {
@@ -2126,6 +2327,9 @@ static void test_quant_cli(void) {
 }
 
 static void run_fp32_tests(void) {
+    test_kernels_matmul();
+    test_kernels_attention();
+    test_kernels_exp();
     test_json();
     test_tokenizer_llama2_reference();
     test_tokenizer_tok512_roundtrip();

@@ -1,0 +1,387 @@
+#!/usr/bin/env python3
+"""
+make bench: peft.c's speed on this machine, next to PyTorch doing the same work, in one table.
+
+  python3 bench/bench.py            # what `make bench` runs (after building ./peft)
+  python3 bench/bench.py --quick    # fewer steps, no stories110M: a smoke run
+
+Workloads (random weights of llama2.c's shapes, written once by `export.py random` into
+bench/cache/):
+  - LoRA training, stories15M shape, B=4 T=256 r=8 on q_proj,v_proj, AdamW: 1 and 2 threads
+  - the same with the stories110M shape: 2 threads
+  - generation, one stream, fp32, stories15M shape: tokens/s (plus int8 when peft has --quant)
+peft.c is timed by `peft train --bench` (median step time over >= 5 steps after 2 warm-up
+steps, and the FLOPs and seconds spent inside its matmuls); PyTorch by bench/torch_lora.py, the
+same model and step (PEFT-style LoRA, AdamW on the adapter), median over the same steps.
+
+The sgemm peak: numpy's matmul at Llama layer shapes when numpy runs on OpenBLAS, else torch.mm
+(either BLAS as installed, run with OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE unset for that command
+only). Without OpenBLAS the matmul share is also given against 190 GFLOP/s (OpenBLAS's 2-thread
+sgemm on the reference machine).
+
+PyTorch runs under TORCH_PYTHON (default /usr/bin/python3, Debian's python3-torch). If its BLAS
+is the reference (netlib) one and an OpenBLAS libblas.so.3 is found (Debian's openblas-openmp or
+openblas-pthread folders, or the folder in PEFT_BENCH_OPENBLAS), PyTorch is run on OpenBLAS too,
+through LD_LIBRARY_PATH, and the ratio is taken against the faster PyTorch.
+
+Other processes on the machine skew every number: the 'others' column is the CPU (in cores) that
+processes other than the benchmark used while each row ran, read from /proc/stat.
+"""
+import argparse
+import os
+import platform
+import re
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CACHE = os.path.join(ROOT, "bench", "cache")
+SHARED = os.path.join(ROOT, "..", "shared")
+OPENBLAS_DIRS = ["/usr/lib/x86_64-linux-gnu/openblas-openmp", "/usr/lib/x86_64-linux-gnu/openblas-pthread",
+                 "/usr/lib/aarch64-linux-gnu/openblas-openmp", "/usr/lib/aarch64-linux-gnu/openblas-pthread"]
+REF_PEAK = 190.0  # GFLOP/s: OpenBLAS sgemm, 2 threads, on the reference machine (AMD EPYC Zen 4, 2 cores)
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+# --- CPU use of other processes while a command runs
+
+def cpu_busy_jiffies():
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return sum(v) - v[3] - v[4]  # all but idle and iowait
+
+def run(cmd, env=None, timeout=3600):
+    """ run cmd; return (stdout+stderr, seconds, cores used by other processes meanwhile) """
+    hz = os.sysconf("SC_CLK_TCK")
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    b0, t0 = cpu_busy_jiffies(), time.time()
+    p = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout, cwd=ROOT)
+    b1, t1 = cpu_busy_jiffies(), time.time()
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    ours = (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
+    others = max(0.0, (b1 - b0) / hz - ours) / max(t1 - t0, 1e-9)
+    out = p.stdout.decode("utf-8", "replace")
+    if p.returncode != 0:
+        log(f"command failed ({p.returncode}): {' '.join(cmd)}\n{out[-2000:]}")
+        return None, t1 - t0, others
+    return out, t1 - t0, others
+
+def env_with(**kw):
+    e = dict(os.environ)
+    for k, v in kw.items():
+        if v is None:
+            e.pop(k, None)
+        else:
+            e[k] = str(v)
+    return e
+
+# --- inputs
+
+def ensure_model(shape):
+    path = os.path.join(CACHE, f"{shape}.bin")
+    if not os.path.exists(path):
+        os.makedirs(CACHE, exist_ok=True)
+        log(f"writing {path} (random weights)")
+        subprocess.run([sys.executable, os.path.join(ROOT, "export.py"), "random", "--shape", shape, "-o", path + ".tmp"],
+                       check=True, stdout=subprocess.DEVNULL)
+        os.replace(path + ".tmp", path)
+    return path
+
+def ensure_data():
+    """ ~200 KB of text: tinyshakespeare from ../shared when present, else generated words """
+    path = os.path.join(CACHE, "data.txt")
+    if not os.path.exists(path):
+        os.makedirs(CACHE, exist_ok=True)
+        src = os.path.join(SHARED, "data", "tinyshakespeare.txt")
+        if os.path.exists(src):
+            with open(src, "rb") as f:
+                text = f.read(200000)
+        else:
+            words = "the a little girl named lily loved to play outside in sun one day big dog came park".split()
+            text = " ".join(words[(i * 7919) % len(words)] for i in range(40000)).encode()
+        with open(path, "wb") as f:
+            f.write(text)
+    return path
+
+def find_tokenizer():
+    for p in [os.path.join(ROOT, "tokenizer.bin"), os.path.join(SHARED, "tokenizers", "llama2", "tokenizer.bin")]:
+        if os.path.exists(p):
+            return p
+    sys.exit("bench: no 32000-piece tokenizer.bin (make builds it from ../shared/tokenizers/llama2/tokenizer.model)")
+
+# --- peft.c
+
+def peft_train(model, data, tok, threads, steps, warmup):
+    cmd = [os.path.join(ROOT, "peft"), "train", model, data, "-z", tok, "-b", "4", "-T", "256", "-r", "8",
+           "--targets", "q_proj,v_proj", "--steps", str(steps + warmup), "--val-frac", "0", "--log-every", "100000",
+           "-o", os.path.join(CACHE, "out"), "--bench"]
+    out, _, others = run(cmd, env_with(OMP_NUM_THREADS=threads))
+    m = out and re.search(r"bench: threads (\d+) \| steps (\d+) after (\d+) warm-up \| median step ([\d.]+) s \| ([\d.]+) tok/s \| "
+                          r"matmul ([\d.]+) GFLOP/step in ([\d.]+) s = ([\d.]+) GFLOP/s \(([\d.]+) GFLOP/s", out)
+    if not m:
+        return None
+    return dict(tok_s=float(m[5]), step_s=float(m[4]), gflop=float(m[6]), mm_gflops=float(m[8]), step_gflops=float(m[9]), others=others)
+
+def peft_generate(model, tok, threads, extra, reps=3):
+    cmd = [os.path.join(ROOT, "peft"), "generate", model, "-z", tok, "-n", "255", "-t", "0", "-s", "1"] + extra
+    speeds, oth = [], []
+    for _ in range(reps):
+        out, _, others = run(cmd, env_with(OMP_NUM_THREADS=threads))
+        m = out and re.search(r"achieved tok/s: ([\d.]+)", out)
+        if not m:
+            return None
+        speeds.append(float(m[1])); oth.append(others)
+    return dict(tok_s=statistics.median(speeds), others=max(oth))
+
+# --- PyTorch and the sgemm peak
+
+PROBE = r"""
+import sys, json
+info = {"torch": None, "numpy": None, "blas": "?"}
+try:
+    import torch; info["torch"] = torch.__version__
+    torch.mm(torch.ones(64, 64), torch.ones(64, 64))
+except Exception as e:
+    info["torch_error"] = str(e)
+try:
+    import numpy as np; info["numpy"] = np.__version__
+    np.ones((64, 64), dtype=np.float32) @ np.ones((64, 64), dtype=np.float32)
+except Exception:
+    pass
+libs = set()
+for line in open("/proc/self/maps"):
+    p = line.split()[-1]
+    if "blas" in p or "mkl" in p:
+        libs.add(p)
+import os
+real = sorted({os.path.realpath(p) for p in libs})
+info["blas_libs"] = real
+info["blas"] = "OpenBLAS" if any("openblas" in p for p in real) else ("MKL" if any("mkl" in p for p in real) else
+               ("reference BLAS (netlib)" if any("blas" in p for p in real) else "none found"))
+print(json.dumps(info))
+"""
+
+SGEMM = r"""
+import os, sys, time, json
+threads, use = int(sys.argv[1]), sys.argv[2]
+shapes = [(1024, 288, 768), (1024, 768, 2048), (1024, 2048, 768), (1024, 768, 32000)]
+res = {}
+if use == "numpy":
+    import numpy as np
+    mk = lambda m, n: np.random.rand(m, n).astype(np.float32)
+    mm = lambda a, b: a @ b
+else:
+    import torch
+    torch.set_num_threads(threads)
+    mk = lambda m, n: torch.rand(m, n)
+    mm = torch.mm
+for (M, K, N) in shapes:
+    a, b = mk(M, K), mk(K, N)
+    mm(a, b)
+    ts = []
+    reps = 5 if N < 10000 else 3
+    for _ in range(reps):
+        t = time.perf_counter(); mm(a, b); ts.append(time.perf_counter() - t)
+    res["%dx%dx%d" % (M, K, N)] = 2.0 * M * K * N / min(ts) * 1e-9
+print(json.dumps(res))
+"""
+
+def torch_python():
+    p = os.environ.get("TORCH_PYTHON")
+    if p:
+        return p
+    return "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+
+def probe(py, env):
+    import json
+    out, _, _ = run([py, "-c", PROBE], env)
+    if not out:
+        return None
+    try:
+        return json.loads(out.strip().splitlines()[-1])
+    except ValueError:
+        return None
+
+def find_openblas():
+    cands = ([os.environ["PEFT_BENCH_OPENBLAS"]] if os.environ.get("PEFT_BENCH_OPENBLAS") else []) + OPENBLAS_DIRS
+    for d in cands:
+        if os.path.exists(os.path.join(d, "libblas.so.3")):
+            return d
+    return None
+
+def blas_env(openblas_dir, threads=None):
+    kw = {"OPENBLAS_CORETYPE": None, "OPENBLAS_L2_SIZE": None}  # these slow a current OpenBLAS: unset for this command only
+    if openblas_dir:
+        kw["LD_LIBRARY_PATH"] = openblas_dir + (":" + os.environ["LD_LIBRARY_PATH"] if os.environ.get("LD_LIBRARY_PATH") else "")
+    if threads:
+        kw.update(OMP_NUM_THREADS=threads, OPENBLAS_NUM_THREADS=threads)
+    return env_with(**kw)
+
+def sgemm_peak(py, use, openblas_dir, threads):
+    import json
+    out, _, others = run([py, "-c", SGEMM, str(threads), use], blas_env(openblas_dir, threads))
+    if not out:
+        return None, others
+    try:
+        return json.loads(out.strip().splitlines()[-1]), others
+    except ValueError:
+        return None, others
+
+def torch_train(py, openblas_dir, shape, threads, steps, warmup):
+    cmd = [py, os.path.join(ROOT, "bench", "torch_lora.py"), "--shape", shape, "-b", "4", "-T", "256", "-r", "8",
+           "--threads", str(threads), "--steps", str(steps), "--warmup", str(warmup)]
+    out, _, others = run(cmd, blas_env(openblas_dir, threads))
+    m = out and re.search(r"median step ([\d.]+) s \| ([\d.]+) tok/s", out)
+    return (dict(tok_s=float(m[2]), step_s=float(m[1]), others=others) if m else None)
+
+# --- the table
+
+def machine():
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    name = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    flags = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            fl = next((l for l in f if l.startswith("flags")), "")
+        flags = "AVX-512" if " avx512f" in fl else ("AVX2" if " avx2" in fl else "no AVX2")
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{name}, {os.cpu_count()} cores ({flags}), {mem:.0f} GiB"
+
+def fmt(x, spec=".0f"):
+    return format(x, spec) if isinstance(x, (int, float)) else str(x)
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="3 steps after 1 warm-up, stories15M only (a smoke run)")
+    ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch rows")
+    ap.add_argument("--steps", type=int, default=6, help="timed steps after warm-up (default 6)")
+    a = ap.parse_args()
+    steps, warmup = (3, 1) if a.quick else (max(a.steps, 5), 2)
+    if not os.path.exists(os.path.join(ROOT, "peft")):
+        sys.exit("bench: build ./peft first (make)")
+    tok, data = find_tokenizer(), ensure_data()
+    m15 = ensure_model("stories15M")
+    m110 = None if a.quick else ensure_model("stories110M")
+
+    # PyTorch and its BLAS
+    py = torch_python()
+    info = None if a.no_torch else probe(py, blas_env(None))
+    have_torch = bool(info and info.get("torch"))
+    have_numpy = bool(info and info.get("numpy"))
+    openblas = None
+    if info and info["blas"] != "OpenBLAS":
+        openblas = find_openblas()
+    blas_name = (info or {}).get("blas", "none found")
+    if openblas:
+        info2 = probe(py, blas_env(openblas))
+        if info2 and info2["blas"] == "OpenBLAS":
+            blas_name = f"OpenBLAS from {openblas} (the system's libblas.so.3 is {info['blas']})"
+        else:
+            openblas = None
+    torch_blas_fast = "OpenBLAS" in blas_name or "MKL" in blas_name
+
+    # sgemm peak: numpy on OpenBLAS, else torch.mm
+    peak, peak_src = {}, None
+    if have_numpy and "OpenBLAS" in blas_name:
+        peak_src = "numpy " + info["numpy"] + " on OpenBLAS"
+        use = "numpy"
+    elif have_torch:
+        peak_src = f"torch.mm ({blas_name})"
+        use = "torch"
+    if peak_src:
+        for t in (1, 2):
+            r, _ = sgemm_peak(py, use, openblas, t)
+            peak[t] = max(r.values()) if r else None
+            if r:
+                log(f"sgemm {t} thread(s), {peak_src}: " + ", ".join(f"{k} {v:.1f}" for k, v in r.items()) + " GFLOP/s")
+    ref2 = peak.get(2) if ("OpenBLAS" in blas_name or "MKL" in blas_name) and peak.get(2) else REF_PEAK
+    ref2_src = f"{ref2:.1f} GFLOP/s measured ({peak_src}, 2 threads)" if ref2 != REF_PEAK else \
+               f"{REF_PEAK:.0f} GFLOP/s (no OpenBLAS here: OpenBLAS's 2-thread sgemm on the reference machine)"
+
+    rows = []
+    work = [("LoRA train stories15M", "stories15M", m15, 1), ("LoRA train stories15M", "stories15M", m15, 2)]
+    if m110:
+        work.append(("LoRA train stories110M", "stories110M", m110, 2))
+    for label, shape, model, t in work:
+        log(f"{label}, {t} thread(s): peft.c ...")
+        p = peft_train(model, data, tok, t, steps, warmup)
+        tr = None
+        if have_torch:
+            if shape == "stories110M" and not torch_blas_fast:
+                tr = "SKIP (reference BLAS: about 20 min)"
+            else:
+                log(f"{label}, {t} thread(s): PyTorch ...")
+                tr = torch_train(py, openblas, shape, t, steps, warmup) or "failed"
+        else:
+            tr = "SKIP (no torch)"
+        rows.append((label, t, p, tr))
+    gen = [("generate stories15M fp32", [])]
+    helptext = subprocess.run([os.path.join(ROOT, "peft"), "generate", "--help"], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT).stdout.decode("utf-8", "replace")
+    if "--quant" in helptext:
+        gen.append(("generate stories15M int8", ["--quant", "int8"]))
+    for label, extra in gen:
+        for t in (1, 2):
+            log(f"{label}, {t} thread(s) ...")
+            rows.append((label, t, peft_generate(m15, tok, t, extra), None))
+
+    # print
+    cc = subprocess.run(["sh", "-c", "${CC:-cc} --version | head -1"], stdout=subprocess.PIPE).stdout.decode().strip()
+    print()
+    print(f"machine: {machine()}")
+    print(f"peft.c: {cc}, make (-O3 -march=native, OpenMP); steps: median of {steps} after {warmup} warm-up, B=4 T=256 r=8 q_proj,v_proj")
+    if have_torch:
+        print(f"PyTorch: {info['torch']} under {py}, BLAS: {blas_name}")
+    else:
+        print(f"PyTorch: not available under {py} ({(info or {}).get('torch_error', 'import failed')})")
+    if peak_src:
+        print(f"sgemm peak ({peak_src}, best of Llama layer shapes): 1 thread {fmt(peak.get(1), '.1f')}, 2 threads {fmt(peak.get(2), '.1f')} GFLOP/s")
+    print(f"matmul share is against {ref2_src}")
+    print()
+    print("| workload | threads | peft.c tok/s | PyTorch tok/s | ratio | matmul GFLOP/s in matmuls (share) | whole step GFLOP/s | others |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    verdicts = []
+    for label, t, p, tr in rows:
+        if p is None:
+            print(f"| {label} | {t} | failed | | | | | |")
+            continue
+        ptok = p["tok_s"]
+        ttok = tr["tok_s"] if isinstance(tr, dict) else None
+        ratio = f"{ptok / ttok:.2f}x" if ttok else ""
+        tcol = f"{ttok:.0f}" if ttok else (tr or "")
+        oth = max(p["others"], tr["others"] if isinstance(tr, dict) else 0)
+        if "mm_gflops" in p:
+            ref = ref2 if t == 2 else (peak.get(1) if peak.get(1) and ("OpenBLAS" in blas_name or "MKL" in blas_name) else ref2 / 2)
+            share = f"{p['mm_gflops']:.1f} ({100 * p['mm_gflops'] / ref:.0f}% of {ref:.0f})"
+            print(f"| {label} | {t} | {ptok:.0f} | {tcol} | {ratio} | {share} | {p['step_gflops']:.1f} | {oth:.2f} |")
+            if t == 2:
+                verdicts.append((f"{label} matmul >= 70% of {ref:.0f} GFLOP/s", p["mm_gflops"] >= 0.7 * ref, f"{p['mm_gflops']:.1f}"))
+            if ttok:
+                need = 2.0 if ("15M" in label and t == 2) else (1.2 if t == 1 else 1.8)
+                verdicts.append((f"{label} {t} thread(s) >= {need}x PyTorch", ptok / ttok >= need, f"{ptok / ttok:.2f}x"))
+        else:
+            print(f"| {label} | {t} | {ptok:.1f} | | | | | {oth:.2f} |")
+    print()
+    for what, ok, val in verdicts:
+        print(f"bar: {what}: {'met' if ok else 'NOT met'} ({val})")
+    worst = max([max(p["others"], tr["others"] if isinstance(tr, dict) else 0) for _, _, p, tr in rows if p] or [0])
+    if worst > 0.2:
+        print(f"note: other processes used up to {worst:.2f} cores during this run; the numbers (2 threads above all) are low. "
+              "Run again on a quiet machine; OMP_WAIT_POLICY=passive limits the damage on a busy one.")
+
+if __name__ == "__main__":
+    main()
