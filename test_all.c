@@ -366,14 +366,14 @@ static double max_abs_diff(const float *a, const float *b, size_t n, size_t *whe
 // --- fast kernels (SIMD GEMM, GEMM-based attention, vectorised exp) against the reference loops,
 // on shapes that are not multiples of the tiles, and the same bits for 1 and 2 threads
 static uint64_t kern_rng = 4242;
-static float *rand_f32(size_t n, float scale) {
+MAYBE_UNUSED static float *rand_f32(size_t n, float scale) {
     float *x = malloc_check((n ? n : 1) * sizeof(float));
     for (size_t i = 0; i < n; i++) x[i] = (2 * random_f32(&kern_rng) - 1) * scale;
     return x;
 }
-static float *copy_f32(const float *x, size_t n) { float *y = malloc_check((n ? n : 1) * sizeof(float)); memcpy(y, x, n * sizeof(float)); return y; }
+MAYBE_UNUSED static float *copy_f32(const float *x, size_t n) { float *y = malloc_check((n ? n : 1) * sizeof(float)); memcpy(y, x, n * sizeof(float)); return y; }
 // max |a - ref| / max |ref|
-static double rel_max_diff(const float *a, const float *ref, size_t n) {
+MAYBE_UNUSED static double rel_max_diff(const float *a, const float *ref, size_t n) {
     double m = 0, r = 0;
     for (size_t i = 0; i < n; i++) { double d = fabs((double)a[i] - ref[i]); if (d > m || d != d) m = d; if (fabs(ref[i]) > r) r = fabs(ref[i]); }
     return r > 0 ? m / r : m;
