@@ -2,7 +2,8 @@
 peft.c: parameter-efficient fine-tuning (LoRA) of Llama-family models in one C file.
 
 Read it top to bottom:
-  utilities -> JSON -> safetensors -> model config and weights -> tokenizer ->
+  utilities -> JSON -> safetensors -> quantization (int8/int4/nf4 blocks, quantized matmuls) ->
+  model config and weights -> tokenizer ->
   layers (each *_forward followed by its *_backward) -> model forward/backward ->
   LoRA and adapters -> data and training -> sampling and generation -> CLI main.
 
@@ -10,6 +11,9 @@ Conventions (llm.c's): outputs first, then inputs, then sizes (B, T, C, OC, NH, 
 Backward functions accumulate (+=) into gradient buffers; the caller zeroes once per step.
 Internally q/k projection rows are kept in Hugging Face's rotate-half RoPE layout; llama2.c
 files (interleaved RoPE pairs) are permuted on load and un-permuted on save.
+
+A quantized base (--quant, or a quantized .bin) holds its linear layers as QTensor blocks that the
+matmuls read directly; it is frozen (QLoRA); LoRA weights, gradients and optimizer state stay fp32.
 
 Build with -DPEFT_FP64 to run every tensor in double precision (used by the gradient checks).
 Only libc, libm and optionally OpenMP.
@@ -681,6 +685,336 @@ static int st_write(const char *path, STWrite *ts, int n, const char *metadata_j
 }
 
 // ----------------------------------------------------------------------------
+// quantization: int8, int4 and NF4 blocks with exact reference (de)quantizers
+//
+// A quantized tensor is a row-major (rows, cols) matrix whose flattened values are cut into blocks of
+// bs consecutive weights (blocks may cross rows, as in llama2.c and bitsandbytes), each with one scale:
+//   int8 (bs 64): llama2.c's q80: scale = max|w| / 127, q = round(w / scale) in int8, w ~ q * scale
+//   int4 (bs 32): scale = max|w| / 7 rounded up to bf16 (stored in 16 bits: 4.5 bits/weight),
+//                 q = round(w / scale) in [-7, 7], stored as q + 8 in a nibble
+//   nf4  (bs 64): bitsandbytes' NormalFloat4: absmax = max|w|, q = the nearest of the 16 code values
+//                 below to w / absmax (bitsandbytes' decision tree, ties go to the lower code),
+//                 w ~ nf4_code[q] * absmax
+// 4-bit values are packed two per byte, element 2i in the high nibble (bitsandbytes' order).
+// NF4 double quantization (bitsandbytes' compress_statistics=True, functional.py quantize_4bit):
+//   offset = mean(absmax); the values absmax - offset are quantized blockwise (blocks of 256) with
+//   bitsandbytes' signed 8-bit dynamic map (create_dynamic_map) and an fp32 absmax per block:
+//   absmax[b] ~ dyn_code[qabsmax[b]] * absmax2[b / 256] + offset.
+// The matmuls below read these blocks directly, a row at a time; no float copy of a matrix exists.
+enum { QT_NONE, QT_INT8, QT_INT4, QT_NF4, NUM_QTYPES };
+static const char *qtype_names[NUM_QTYPES] = { "none", "int8", "int4", "nf4" };
+static const int qtype_block[NUM_QTYPES] = { 0, 64, 32, 64 };
+#define DQ_BLOCK 256
+
+typedef struct {
+    int type;            // QT_*
+    int bs;              // weights per block
+    int rows, cols;      // the matrix is (rows, cols); blocks run over the flattened rows*cols values
+    size_t n, nblocks;
+    uint8_t *q;          // int8: n bytes (as int8_t); int4/nf4: (n+1)/2 bytes
+    float *scale;        // (nblocks) int8 scale, nf4 absmax; NULL for int4 and with double quantization
+    uint16_t *scale16;   // (nblocks) int4: bf16 scale
+    uint8_t *qabsmax;    // (nblocks) nf4 double quantization: codes of absmax - offset
+    float *absmax2;      // (ceil(nblocks/256)) their block absmax
+    float offset;        // mean absmax
+    void *memory;        // one allocation holding all of the above
+} QTensor;
+
+// bitsandbytes' NF4 code book (csrc/kernels.cu dDequantizeNF4, functional.py get_4bit_type("nf4"))
+static const float nf4_code[16] = {
+    -1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f,
+    -0.28444138169288635f, -0.18477343022823334f, -0.09105003625154495f, 0.0f,
+    0.07958029955625534f, 0.16093020141124725f, 0.24611230194568634f, 0.33791524171829224f,
+    0.44070982933044434f, 0.5626170039176941f, 0.7229568362236023f, 1.0f };
+
+static const float int4_code[16] = { -8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7 }; // nibble - 8
+
+// bitsandbytes' dQuantizeNF4 (csrc/kernels.cu): a decision tree on the midpoints between the codes;
+// x exactly on a midpoint gets the lower code (every test is '>').
+static int nf4_quantize_value(float x) {
+    if (x > 0.03979014977812767f) {
+        if (x > 0.3893125355243683f) {
+            if (x > 0.6427869200706482f) return x > 0.8614784181118011f ? 15 : 14;
+            return x > 0.5016634166240692f ? 13 : 12;
+        }
+        if (x > 0.2035212516784668f) return x > 0.2920137718319893f ? 11 : 10;
+        return x > 0.1202552504837513f ? 9 : 8;
+    }
+    if (x > -0.33967943489551544f) {
+        if (x > -0.13791173323988914f) return x > -0.045525018125772476f ? 7 : 6;
+        return x > -0.23460740596055984f ? 5 : 4;
+    }
+    if (x > -0.6106329262256622f) return x > -0.4599952697753906f ? 3 : 2;
+    return x > -0.8480964004993439f ? 1 : 0;
+}
+
+// bitsandbytes' create_dynamic_map(signed=True, max_exponent_bits=7, total_bits=8) (functional.py):
+// for i in 0..6 the midpoints of linspace(0.1, 1, 2^i + 1) scaled by 10^(i-6), both signs (254 values),
+// then 0 and 1; sorted. Computed here in float from double linspace values (torch's linspace may
+// differ in the last bit; this only affects the 8-bit absmax codes of --double-quant).
+static void dynamic_map(float code[256]) {
+    int n = 0;
+    for (int i = 0; i < 7; i++) {
+        int items = (1 << i) + 1;
+        float p10 = (float)pow(10.0, -6 + i);
+        for (int k = 0; k + 1 < items; k++) {
+            float b0 = (float)(0.1 + 0.9 * k / (items - 1)), b1 = (float)(0.1 + 0.9 * (k + 1) / (items - 1));
+            float mean = (b0 + b1) / 2.0f;
+            code[n++] = p10 * mean;
+            code[n++] = -p10 * mean;
+        }
+    }
+    code[n++] = 0; code[n++] = 1.0f; // 254 + 2 = 256
+    for (int i = 1; i < 256; i++) // insertion sort
+        for (int j = i; j > 0 && code[j - 1] > code[j]; j--) { float t = code[j]; code[j] = code[j - 1]; code[j - 1] = t; }
+}
+static float dyn_code[256];
+static int dyn_code_ready;
+
+// bitsandbytes' dQuantize<STOCHASTIC=0> (csrc/kernels.cu): binary search in the sorted code, then the
+// nearer neighbour by midpoint
+static int dyn_quantize_value(const float *code, float x) {
+    int pivot = 127, upper_pivot = 255, lower_pivot = 0;
+    float lower = -1.0f, upper = 1.0f, val = code[pivot];
+    for (int i = 64; i > 0; i >>= 1) {
+        if (x > val) { lower_pivot = pivot; lower = val; pivot += i; }
+        else { upper_pivot = pivot; upper = val; pivot -= i; }
+        val = code[pivot];
+    }
+    if (upper_pivot == 255) upper = code[upper_pivot];
+    if (lower_pivot == 0) lower = code[lower_pivot];
+    if (x > val) return x > (upper + val) * 0.5f ? upper_pivot : pivot;
+    return x < (lower + val) * 0.5f ? lower_pivot : pivot;
+}
+
+static size_t qtensor_qbytes(int type, size_t n) { return type == QT_INT8 ? n : (n + 1) / 2; }
+static int qtensor_dq(const QTensor *t) { return t->qabsmax != NULL; }
+
+// allocate a (rows, cols) tensor of the type; dq: nf4 with double-quantized absmax
+static void qtensor_alloc(QTensor *t, int type, int rows, int cols, int dq) {
+    memset(t, 0, sizeof(*t));
+    if (dq && !dyn_code_ready) { dynamic_map(dyn_code); dyn_code_ready = 1; }
+    t->type = type; t->bs = qtype_block[type]; t->rows = rows; t->cols = cols;
+    t->n = (size_t)rows * cols;
+    t->nblocks = (t->n + t->bs - 1) / t->bs;
+    size_t qb = (qtensor_qbytes(type, t->n) + 3) & ~(size_t)3, n2 = (t->nblocks + DQ_BLOCK - 1) / DQ_BLOCK;
+    size_t sb = dq ? ((t->nblocks + 3) & ~(size_t)3) + n2 * sizeof(float) : t->nblocks * (type == QT_INT4 ? 2 : sizeof(float));
+    t->memory = malloc_check(qb + sb);
+    t->q = (uint8_t *)t->memory;
+    if (dq) { t->qabsmax = t->q + qb; t->absmax2 = (float *)(t->qabsmax + ((t->nblocks + 3) & ~(size_t)3)); }
+    else if (type == QT_INT4) t->scale16 = (uint16_t *)(t->q + qb);
+    else t->scale = (float *)(t->q + qb);
+}
+static void qtensor_free(QTensor *t) { free(t->memory); memset(t, 0, sizeof(*t)); }
+static size_t qtensor_bytes(const QTensor *t) {
+    return qtensor_qbytes(t->type, t->n) + (qtensor_dq(t) ? t->nblocks + (t->nblocks + DQ_BLOCK - 1) / DQ_BLOCK * 4 + 4 : t->nblocks * (t->type == QT_INT4 ? 2 : 4));
+}
+
+static size_t qtensor_bytes_of(const QTensor *t) { return t->memory ? qtensor_bytes(t) : 0; }
+
+// the scale of block b (nf4 with double quantization: the dequantized absmax)
+static inline float qtensor_scale(const QTensor *t, size_t b) {
+    if (t->scale16) return bf16_to_f32(t->scale16[b]);
+    if (!t->qabsmax) return t->scale[b];
+    return dyn_code[t->qabsmax[b]] * t->absmax2[b / DQ_BLOCK] + t->offset;
+}
+
+// quantize w (rows*cols values) into t (allocated). Non-finite input is an error naming what.
+// Quantize blocks [b0, b1) of t from w, which holds the values from element b0*bs on (finite; the
+// caller zeroed t->q); absmax[b] receives each block's max |w| (for double quantization).
+// Loading quantizes a large matrix this way in chunks, never holding all of it in float.
+static void qtensor_quantize_blocks(QTensor *t, const floatX *w, size_t b0, size_t b1, float *absmax) {
+    w -= b0 * t->bs; // index w by the element number
+    for (size_t b = b0; b < b1; b++) {
+        size_t i0 = b * t->bs, i1 = i0 + t->bs < t->n ? i0 + t->bs : t->n;
+        float amax = 0;
+        for (size_t i = i0; i < i1; i++) { float a = fabsf((float)w[i]); if (a > amax) amax = a; }
+        absmax[b] = amax;
+        if (t->type == QT_INT8 || t->type == QT_INT4) {
+            float qmax = t->type == QT_INT8 ? 127.0f : 7.0f, scale = amax / qmax;
+            if (t->type == QT_INT8) t->scale[b] = scale;
+            else { // bf16, rounded up so that 7 * scale >= max|w|
+                uint32_t u;
+                memcpy(&u, &scale, 4);
+                if (u & 0xFFFF) u = (u & 0xFFFF0000u) + 0x10000u;
+                t->scale16[b] = (uint16_t)(u >> 16);
+                scale = bf16_to_f32(t->scale16[b]);
+            }
+            for (size_t i = i0; i < i1; i++) {
+                float v = scale > 0 ? (float)w[i] / scale : 0; // clamped first: a denormal scale can overflow it
+                v = v > qmax ? qmax : v < -qmax ? -qmax : v;
+                int q = (int)roundf(v);
+                if (t->type == QT_INT8) t->q[i] = (uint8_t)(int8_t)q;
+                else t->q[i >> 1] |= (uint8_t)((q + 8) << (i & 1 ? 0 : 4));
+            }
+        } else {
+            // bitsandbytes multiplies by the reciprocal; a denormal absmax (reciprocal overflows) divides
+            float inv = amax > 0 ? 1.0f / amax : 0;
+            if (t->scale) t->scale[b] = amax;
+            for (size_t i = i0; i < i1; i++) {
+                float x = isfinite(inv) ? (float)w[i] * inv : (float)w[i] / amax;
+                t->q[i >> 1] |= (uint8_t)(nf4_quantize_value(amax > 0 ? x : 0) << (i & 1 ? 0 : 4));
+            }
+        }
+    }
+}
+// after all blocks: nf4 double quantization of the absmax values
+static void qtensor_quantize_absmax(QTensor *t, const float *absmax) {
+    if (t->qabsmax) {
+        if (!dyn_code_ready) { dynamic_map(dyn_code); dyn_code_ready = 1; }
+        double sum = 0;
+        for (size_t b = 0; b < t->nblocks; b++) sum += absmax[b];
+        t->offset = (float)(sum / (double)t->nblocks);
+        for (size_t b2 = 0; b2 * DQ_BLOCK < t->nblocks; b2++) {
+            size_t b0 = b2 * DQ_BLOCK, b1 = b0 + DQ_BLOCK < t->nblocks ? b0 + DQ_BLOCK : t->nblocks;
+            float amax = 0;
+            for (size_t b = b0; b < b1; b++) { float a = fabsf(absmax[b] - t->offset); if (a > amax) amax = a; }
+            t->absmax2[b2] = amax;
+            float inv = amax > 0 ? 1.0f / amax : 0;
+            for (size_t b = b0; b < b1; b++) {
+                float x = isfinite(inv) ? (absmax[b] - t->offset) * inv : (absmax[b] - t->offset) / amax;
+                t->qabsmax[b] = (uint8_t)dyn_quantize_value(dyn_code, amax > 0 ? x : 0);
+            }
+        }
+    }
+}
+// quantize w (rows*cols values) into t (allocated). Non-finite input is an error naming what.
+static int qtensor_quantize(QTensor *t, const floatX *w, const char *path, const char *what) {
+    for (size_t i = 0; i < t->n; i++) if (!isfinite((double)w[i])) return set_error(path, "cannot quantize %s: non-finite value at index %zu", what, i);
+    float *absmax = (float *)malloc_check(t->nblocks * sizeof(float));
+    memset(t->q, 0, qtensor_qbytes(t->type, t->n));
+    qtensor_quantize_blocks(t, w, 0, t->nblocks, absmax);
+    qtensor_quantize_absmax(t, absmax);
+    free(absmax);
+    return 0;
+}
+
+// out[0..n) = the dequantized values start..start+n of t
+static void qtensor_dequant(float *out, const QTensor *t, size_t start, size_t n) {
+    size_t i = start, end = start + n;
+    while (i < end) {
+        size_t b = i / t->bs, bend = (b + 1) * t->bs < end ? (b + 1) * t->bs : end;
+        float s = qtensor_scale(t, b);
+        if (t->type == QT_INT8) { for (; i < bend; i++) *out++ = (float)(int8_t)t->q[i] * s; continue; }
+        // 4-bit: a code book of 16 values (int4: -8..7), two values per byte (element 2i high)
+        const float *code = t->type == QT_INT4 ? int4_code : nf4_code;
+        if ((i & 1) && i < bend) { *out++ = code[t->q[i >> 1] & 15] * s; i++; }
+        for (; i + 1 < bend; i += 2) { uint8_t b = t->q[i >> 1]; out[0] = code[b >> 4] * s; out[1] = code[b & 15] * s; out += 2; }
+        if (i < bend) { *out++ = code[t->q[i >> 1] >> 4] * s; i++; }
+    }
+}
+
+// one dequantized weight row per thread
+static float *qrow_scratch;
+static size_t qrow_cap;
+static int num_threads(void) {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+static int thread_id(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+static float *qrow_reserve(size_t C) {
+    size_t need = (size_t)num_threads() * C;
+    if (need > qrow_cap) { free(qrow_scratch); qrow_scratch = (float *)malloc_check(need * sizeof(float)); qrow_cap = need; }
+    return qrow_scratch;
+}
+
+// x . (row of int8 groups): sum over groups of scale * sum(x * q); C a multiple of bs
+#if !defined(PEFT_FP64) && defined(__AVX2__) && defined(__FMA__)
+// the same dot product with AVX2: 8 int8 weights widened to floats per step, one FMA each
+static floatX dot_int8(const floatX *x, const int8_t *q, const float *s, int C, int bs) {
+    __m256 total = _mm256_setzero_ps();
+    for (int g = 0; g < C; g += bs) {
+        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+        int c = 0;
+        for (; c + 16 <= bs; c += 16) {
+            __m128i q16 = _mm_loadu_si128((const __m128i *)(q + g + c));
+            __m256 w0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q16));
+            __m256 w1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(q16, 8)));
+            acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + g + c), w0, acc0);
+            acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + g + c + 8), w1, acc1);
+        }
+        for (; c < bs; c += 8) {
+            __m256 w0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(q + g + c))));
+            acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + g + c), w0, acc0);
+        }
+        total = _mm256_fmadd_ps(_mm256_add_ps(acc0, acc1), _mm256_set1_ps(s[g / bs]), total);
+    }
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(total), _mm256_extractf128_ps(total, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
+    return _mm_cvtss_f32(h);
+}
+#else
+static floatX dot_int8(const floatX *x, const int8_t *q, const float *s, int C, int bs) {
+    floatX val = 0;
+    for (int g = 0; g < C; g += bs) {
+        floatX acc[8] = { 0 };
+        for (int c = 0; c < bs; c += 8)
+            for (int k = 0; k < 8; k++) acc[k] += x[g + c + k] * (floatX)q[g + c + k];
+        val += (((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))) * s[g / bs];
+    }
+    return val;
+}
+#endif
+
+// out = inp @ W^T with W quantized (OC,C): each thread dequantizes one row of W at a time.
+// Generation (N small) with int8 rows of whole groups reads the int8 values directly.
+static void qmatmul_forward(floatX *out, const floatX *inp, const QTensor *w, int N, int C, int OC) {
+    if (w->type == QT_INT8 && C % w->bs == 0 && w->bs % 8 == 0 && N <= 4) {
+        #pragma omp parallel for schedule(static)
+        for (int o = 0; o < OC; o++)
+            for (int n = 0; n < N; n++)
+                out[(size_t)n * OC + o] = dot_int8(inp + (size_t)n * C, (const int8_t *)w->q + (size_t)o * C, w->scale + (size_t)o * (C / w->bs), C, w->bs);
+        return;
+    }
+    float *scratch = qrow_reserve((size_t)C);
+    #pragma omp parallel for schedule(static)
+    for (int o = 0; o < OC; o++) {
+        float *row = scratch + (size_t)thread_id() * C;
+        qtensor_dequant(row, w, (size_t)o * C, (size_t)C);
+        for (int n = 0; n < N; n++) {
+            const floatX *x = inp + (size_t)n * C;
+            floatX acc[8] = { 0 };
+            int c = 0;
+            for (; c + 8 <= C; c += 8)
+                for (int k = 0; k < 8; k++) acc[k] += x[c + k] * row[c + k];
+            floatX val = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+            for (; c < C; c++) val += x[c] * row[c];
+            out[(size_t)n * OC + o] = val;
+        }
+    }
+}
+// dinp += dout @ W with W quantized (OC,C): each thread owns a range of rows n and walks the rows of W
+static void qmatmul_backward(floatX *dinp, const floatX *dout, const QTensor *w, int N, int C, int OC) {
+    float *scratch = qrow_reserve((size_t)C);
+    #pragma omp parallel
+    {
+        int nt = 1, tid = 0;
+#ifdef _OPENMP
+        nt = omp_get_num_threads(); tid = omp_get_thread_num();
+#endif
+        int n0 = (int)((long)N * tid / nt), n1 = (int)((long)N * (tid + 1) / nt);
+        float *row = scratch + (size_t)tid * C;
+        for (int o = 0; o < OC && n0 < n1; o++) {
+            qtensor_dequant(row, w, (size_t)o * C, (size_t)C);
+            for (int n = n0; n < n1; n++) {
+                floatX d = dout[(size_t)n * OC + o], *dx = dinp + (size_t)n * C;
+                for (int c = 0; c < C; c++) dx[c] += d * row[c];
+            }
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------
 // model config and weights: llama2.c .bin (legacy, v1 fp32, v2 int8) and Hugging Face folders
 
 typedef struct {
@@ -702,7 +1036,16 @@ typedef struct {
 } Config;
 
 // where a model came from, so that a trained or merged model is written back the same way
-enum { FMT_BIN_LEGACY, FMT_BIN_V1, FMT_BIN_V2, FMT_HF };
+enum { FMT_BIN_LEGACY, FMT_BIN_V1, FMT_BIN_V2, FMT_HF, FMT_BIN_Q4 };
+
+// the linear layers of a block (the modules LoRA can target), in PEFT's names
+enum { TGT_Q, TGT_K, TGT_V, TGT_O, TGT_GATE, TGT_UP, TGT_DOWN, NUM_TARGETS };
+static const char *target_names[NUM_TARGETS] = { "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj" };
+static void target_dims(const Config *c, int t, int *in, int *out) {
+    int C = c->dim, H = c->hidden_dim, QD = c->n_heads * c->head_dim, KD = c->n_kv_heads * c->head_dim;
+    int ins[NUM_TARGETS] = { C, C, C, QD, C, C, H }, outs[NUM_TARGETS] = { QD, KD, KD, C, H, H, C };
+    *in = ins[t]; *out = outs[t];
+}
 
 #define NUM_PARAM_TENSORS 12
 typedef struct {
@@ -756,16 +1099,79 @@ typedef struct {
     int hf_dtype;        // DT_F32/F16/BF16 of the HF folder's weights
     int v2_group_size;   // for FMT_BIN_V2
     char path[4096];
+    // quantized models: the tensors below replace the float ones (whose sizes are then 0)
+    int quant;           // QT_* of the linear layers' weights; QT_NONE: all float
+    int quant_embed;     // the embedding (and an untied classifier) quantized too
+    int quant_dq;        // nf4 absmax double-quantized
+    QTensor *qw;         // (L, NUM_TARGETS) when quant
+    QTensor qembed, qcls;
 } Model;
+
+// --quant, --quant-embeddings, --double-quant; type -1: as the file stores it
+typedef struct { int type, embed, dq; } QuantOpts;
+
+// ParameterTensors index of each target's weight, and back
+static const int target_param[NUM_TARGETS] = { 2, 3, 4, 5, 7, 9, 8 };
+static int param_target(int i) { for (int t = 0; t < NUM_TARGETS; t++) if (target_param[t] == i) return t; return -1; }
+static const char *param_names[NUM_PARAM_TENSORS] = { "embed", "rms_att", "wq", "wk", "wv", "wo", "rms_ffn", "w1", "w2", "w3", "rms_final", "wcls" };
 
 static void model_alloc(Model *m) {
     fill_in_parameter_sizes(m->param_sizes, &m->config);
+    if (m->quant) { // quantized tensors have no float storage
+        for (int t = 0; t < NUM_TARGETS; t++) m->param_sizes[target_param[t]] = 0;
+        m->qw = (QTensor *)calloc_check((size_t)m->config.n_layers * NUM_TARGETS, sizeof(QTensor));
+        if (m->quant_embed) m->param_sizes[0] = m->param_sizes[11] = 0;
+    }
     m->num_parameters = 0;
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) m->num_parameters += m->param_sizes[i];
     m->params_memory = (floatX *)malloc_check(m->num_parameters * sizeof(floatX));
     point_parameters(&m->params, m->params_memory, m->param_sizes, m->config.tied);
 }
-static void model_free(Model *m) { free(m->params_memory); m->params_memory = NULL; }
+static void model_free(Model *m) {
+    free(m->params_memory); m->params_memory = NULL;
+    if (m->qw) for (int i = 0; i < m->config.n_layers * NUM_TARGETS; i++) qtensor_free(&m->qw[i]);
+    free(m->qw); m->qw = NULL;
+    qtensor_free(&m->qembed); qtensor_free(&m->qcls);
+}
+
+// bytes held by the quantized tensors
+static size_t model_quant_bytes(const Model *m) {
+    size_t b = qtensor_bytes_of(&m->qembed) + qtensor_bytes_of(&m->qcls);
+    if (m->qw) for (int i = 0; i < m->config.n_layers * NUM_TARGETS; i++) b += qtensor_bytes_of(&m->qw[i]);
+    return b;
+}
+
+// the base weight of a linear layer: a float (out, in) matrix or a quantized one
+typedef struct { const floatX *f; const QTensor *q; } Weight;
+static Weight layer_weight(const Model *m, int l, int t) {
+    Weight w = { NULL, NULL };
+    if (m->quant) { w.q = &m->qw[l * NUM_TARGETS + t]; return w; }
+    const ParameterTensors *p = &m->params;
+    int in, out;
+    target_dims(&m->config, t, &in, &out);
+    const floatX *base[NUM_TARGETS] = { p->wq, p->wk, p->wv, p->wo, p->w1, p->w3, p->w2 };
+    w.f = base[t] + (size_t)l * in * out;
+    return w;
+}
+// the classifier (V, C)
+static Weight cls_weight(const Model *m) {
+    Weight w = { NULL, NULL };
+    if (m->quant && m->quant_embed) w.q = m->config.tied ? &m->qembed : &m->qcls;
+    else w.f = m->params.wcls;
+    return w;
+}
+// out (C) = the embedding of token
+static void embed_row(floatX *out, const Model *m, int token) {
+    int C = m->config.dim;
+    if (!(m->quant && m->quant_embed)) { memcpy(out, m->params.embed + (size_t)token * C, (size_t)C * sizeof(floatX)); return; }
+    float buf[1024];
+    for (int c = 0; c < C; c += 1024) {
+        int k = C - c < 1024 ? C - c : 1024;
+        qtensor_dequant(buf, &m->qembed, (size_t)token * C + c, (size_t)k);
+        for (int j = 0; j < k; j++) out[c + j] = buf[j];
+    }
+}
+
 
 // Sanity limits so hostile headers cannot ask for absurd allocations.
 static int config_validate(const Config *c, const char *path) {
@@ -826,10 +1232,101 @@ static void config_defaults(Config *c) {
     c->rope_theta = 10000.0f; c->norm_eps = 1e-5f; c->bos_id = 1; c->eos_id = 2; c->rope_llama3 = 0;
 }
 
+// one matrix as read from a file: tensor i (ParameterTensors order) of layer l (0 for embed/classifier),
+// w (rows, cols) in float; interleaved: its q/k rows are in llama2.c's RoPE order (permuted here).
+// Quantized tensors are quantized here, one matrix at a time: a quantized model never holds its float weights.
+static void param_dims(const Config *c, int i, int *rows, int *cols) {
+    if (i == 0 || i == 11) { *rows = c->vocab_size; *cols = c->dim; return; }
+    target_dims(c, param_target(i), cols, rows);
+}
+static int model_put_matrix(Model *m, int i, int l, floatX *w, int interleaved) {
+    Config *c = &m->config;
+    int rows, cols, t = param_target(i);
+    param_dims(c, i, &rows, &cols);
+    if (interleaved && (i == 2 || i == 3)) permute_rope_rows(w, i == 2 ? c->n_heads : c->n_kv_heads, c->head_dim, c->dim, 1);
+    QTensor *q = t >= 0 ? (m->quant ? &m->qw[l * NUM_TARGETS + t] : NULL) : (m->quant && m->quant_embed ? (i == 0 ? &m->qembed : &m->qcls) : NULL);
+    if (!q) {
+        floatX *ptrs[NUM_PARAM_TENSORS] = { m->params.embed, m->params.rms_att, m->params.wq, m->params.wk, m->params.wv, m->params.wo, m->params.rms_ffn, m->params.w1, m->params.w2, m->params.w3, m->params.rms_final, m->params.wcls };
+        memcpy(ptrs[i] + (size_t)l * rows * cols, w, (size_t)rows * cols * sizeof(floatX));
+        return 0;
+    }
+    qtensor_alloc(q, m->quant, rows, cols, m->quant_dq);
+    char what[64];
+    snprintf(what, sizeof(what), "%s of layer %d", param_names[i], l);
+    return qtensor_quantize(q, w, m->path, what);
+}
+// tmp (rows, cols) = matrix i of layer l, float or dequantized, in rotate-half order
+static void model_get_matrix(floatX *tmp, const Model *m, int i, int l) {
+    const Config *c = &m->config;
+    int rows, cols, t = param_target(i);
+    param_dims(c, i, &rows, &cols);
+    const QTensor *q = t >= 0 ? (m->quant ? &m->qw[l * NUM_TARGETS + t] : NULL) : (m->quant && m->quant_embed ? (i == 11 && !c->tied ? &m->qcls : &m->qembed) : NULL);
+    size_t n = (size_t)rows * cols;
+    if (q) {
+        float buf[4096];
+        for (size_t k = 0; k < n; k += 4096) {
+            size_t kk = n - k < 4096 ? n - k : 4096;
+            qtensor_dequant(buf, q, k, kk);
+            for (size_t j = 0; j < kk; j++) tmp[k + j] = buf[j];
+        }
+        return;
+    }
+    const floatX *ptrs[NUM_PARAM_TENSORS] = { m->params.embed, m->params.rms_att, m->params.wq, m->params.wk, m->params.wv, m->params.wo, m->params.rms_ffn, m->params.w1, m->params.w2, m->params.w3, m->params.rms_final, m->params.wcls };
+    memcpy(tmp, ptrs[i] + (size_t)l * n, n * sizeof(floatX));
+}
+
+// permute_rope_rows on a quantized tensor whose rows are whole blocks (a row is moved with its scales)
+static void qtensor_permute_rope_rows(QTensor *t, int n_heads, int HS, int to_hf) {
+    size_t rb = qtensor_qbytes(t->type, (size_t)t->cols), rs = (size_t)t->cols / t->bs;
+    uint8_t *tq = (uint8_t *)malloc_check((size_t)HS * rb);
+    float *ts = (float *)malloc_check((size_t)HS * rs * sizeof(float));
+    for (int h = 0; h < n_heads; h++) {
+        uint8_t *hq = t->q + (size_t)h * HS * rb;
+        float *hs = t->scale + (size_t)h * HS * rs;
+        memcpy(tq, hq, (size_t)HS * rb); memcpy(ts, hs, (size_t)HS * rs * sizeof(float));
+        for (int i = 0; i < HS / 2; i++)
+            for (int j = 0; j < 2; j++) {
+                int meta = 2 * i + j, hf = j * (HS / 2) + i, dst = to_hf ? hf : meta, src = to_hf ? meta : hf;
+                memcpy(hq + (size_t)dst * rb, tq + (size_t)src * rb, rb);
+                memcpy(hs + (size_t)dst * rs, ts + (size_t)src * rs, rs * sizeof(float));
+            }
+    }
+    free(tq); free(ts);
+}
+
+// read a serialized quantized tensor (layout in the file-format comment of load_bin) into t (allocated)
+static int qtensor_read(QTensor *t, FILE *f, const char *path) {
+    size_t qb = qtensor_qbytes(t->type, t->n);
+    if (fread(t->q, 1, qb, f) != qb) return set_error(path, "truncated quantized weights");
+    if (t->qabsmax) {
+        size_t n2 = (t->nblocks + DQ_BLOCK - 1) / DQ_BLOCK;
+        if (fread(t->qabsmax, 1, t->nblocks, f) != t->nblocks || fread(t->absmax2, 4, n2, f) != n2 || fread(&t->offset, 4, 1, f) != 1)
+            return set_error(path, "truncated quantized scales");
+        for (size_t b = 0; b < n2; b++) if (!isfinite(t->absmax2[b])) return set_error(path, "non-finite quantization scale");
+        if (!isfinite(t->offset)) return set_error(path, "non-finite quantization offset");
+    } else if (t->scale16) {
+        if (fread(t->scale16, 2, t->nblocks, f) != t->nblocks) return set_error(path, "truncated quantized scales");
+        for (size_t b = 0; b < t->nblocks; b++) if (!isfinite(bf16_to_f32(t->scale16[b]))) return set_error(path, "non-finite quantization scale");
+    } else {
+        if (fread(t->scale, 4, t->nblocks, f) != t->nblocks) return set_error(path, "truncated quantized scales");
+        for (size_t b = 0; b < t->nblocks; b++) if (!isfinite(t->scale[b])) return set_error(path, "non-finite quantization scale");
+    }
+    return 0;
+}
+
 // llama2.c checkpoints. Legacy: 7 int32 (dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size
 // (negative: unshared classifier), seq_len), then fp32 tensors. v1: 256-byte header with magic "ak42",
-// version 1, the 7 ints and a shared_classifier byte. v2: like v1 plus group_size, int8 weights in groups.
-static int load_bin(Model *m, const char *path) {
+// version 1, the 7 ints and a shared_classifier byte. v2 (llama2.c's int8): like v1 plus int32 group_size
+// at byte 37; fp32 norms (rms_att, rms_ffn, rms_final), then embed, wq, wk, wv, wo, w1, w2, w3 (and wcls
+// when not shared), each layer's matrix as int8 values then fp32 group scales (w = q * scale).
+// peft.c's 4-bit files, version 3 (int4) and 4 (nf4): the v2 header, the block size at byte 37 (32 or 64)
+// and a flags byte at 41 (bit 0: nf4 absmax double-quantized, bit 1: embeddings quantized); fp32 norms,
+// then embed, wq, wk, wv, wo, w1, w2, w3, (wcls), each layer's matrix as a quantized tensor (fp32 when
+// the embeddings are not quantized): (n+1)/2 bytes of nibbles (element 2i high), then nblocks fp32
+// scales (int4: max|w|/7; nf4: absmax), or with double quantization nblocks uint8 absmax codes,
+// ceil(nblocks/256) fp32 second-level absmax and one fp32 offset. Unlike v1/v2, the q/k rows of
+// versions 3 and 4 are stored in rotate-half order (as peft.c keeps them: no requantization on load).
+static int load_bin(Model *m, const char *path, const QuantOpts *qo) {
     FILE *f = fopen(path, "rb");
     if (!f) return set_error(path, "cannot open: %s", strerror(errno));
     fseek(f, 0, SEEK_END);
@@ -841,7 +1338,7 @@ static int load_bin(Model *m, const char *path) {
     int32_t h[9] = { 0 };
     uint32_t magic = 0;
     if (fread(&magic, 4, 1, f) != 1) { fclose(f); return set_error(path, "truncated header"); }
-    int version = 0, gs = 0;
+    int version = 0, gs = 0, flags = 0;
     size_t header_size;
     if (magic == BIN_MAGIC) {
         unsigned char hdr[256];
@@ -849,9 +1346,11 @@ static int load_bin(Model *m, const char *path) {
         memcpy(&version, hdr + 4, 4);
         memcpy(h, hdr + 8, 7 * 4);
         c->tied = hdr[36];
-        if (version == 2) memcpy(&gs, hdr + 37, 4);
-        if (version != 1 && version != 2) { fclose(f); return set_error(path, "unsupported llama2.c checkpoint version %d (1 and 2 are supported)", version); }
+        if (version >= 2) memcpy(&gs, hdr + 37, 4);
+        flags = hdr[41];
+        if (version < 1 || version > 4) { fclose(f); return set_error(path, "unsupported llama2.c checkpoint version %d (1 and 2 are supported, and peft.c's 3 and 4)", version); }
         if (c->tied > 1) { fclose(f); return set_error(path, "bad shared_classifier flag %d", c->tied); }
+        if (version >= 3 && (gs != qtype_block[version == 3 ? QT_INT4 : QT_NF4] || flags > 3 || (version == 3 && (flags & 1)))) { fclose(f); return set_error(path, "bad block size %d or flags %d for version %d", gs, flags, version); }
         header_size = 256;
     } else {
         memcpy(&h[0], &magic, 4);
@@ -865,72 +1364,131 @@ static int load_bin(Model *m, const char *path) {
     c->head_dim = c->n_heads > 0 ? c->dim / c->n_heads : 0;
     if (config_validate(c, path)) { fclose(f); return -1; }
     if (c->dim % c->n_heads) { fclose(f); return set_error(path, "dim %d is not a multiple of n_heads %d", c->dim, c->n_heads); }
-    m->format = version == 0 ? FMT_BIN_LEGACY : version == 1 ? FMT_BIN_V1 : FMT_BIN_V2;
-    model_alloc(m);
-    ParameterTensors *p = &m->params;
-    size_t *sz = m->param_sizes;
-    size_t C = (size_t)c->dim, L = (size_t)c->n_layers, V = (size_t)c->vocab_size, HS = (size_t)c->head_dim;
+    m->format = version == 0 ? FMT_BIN_LEGACY : version == 1 ? FMT_BIN_V1 : version == 2 ? FMT_BIN_V2 : FMT_BIN_Q4;
+    // the stored quantization, and the one asked for
+    int st_type = version == 2 ? QT_INT8 : version == 3 ? QT_INT4 : version == 4 ? QT_NF4 : QT_NONE;
+    int st_embed = version == 2 || (flags & 2), st_dq = flags & 1;
+    int as_stored = !qo || qo->type < 0;
+    m->quant = as_stored ? st_type : qo->type;
+    m->quant_embed = m->quant ? (as_stored ? st_embed : qo->embed) : 0;
+    m->quant_dq = m->quant == QT_NF4 ? (as_stored ? st_dq : qo->dq) : 0;
+    size_t sz[NUM_PARAM_TENSORS];
+    fill_in_parameter_sizes(sz, c);
+    size_t L = (size_t)c->n_layers, HS = (size_t)c->head_dim;
     // expected file size, so that a truncated or padded file is an error and not a silent wrong answer
     size_t weights = 0;
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) weights += sz[i];
-    size_t expect;
-    int rc = 0;
+    size_t norms = sz[1] + sz[6] + sz[10], expect = header_size;
     if (version == 2) {
-        if (gs <= 0 || gs > 4096) { rc = set_error(path, "bad int8 group size %d", gs); goto out; }
-        size_t norms = sz[1] + sz[6] + sz[10], qn = weights - norms;
+        if (gs <= 0 || gs > 4096) { fclose(f); return set_error(path, "bad int8 group size %d", gs); }
         // each quantized tensor must be a whole number of groups
         for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
             if (i == 1 || i == 6 || i == 10) continue;
             size_t per = (i == 0 || i == 11) ? sz[i] : sz[i] / L;
-            if (per % (size_t)gs) { rc = set_error(path, "tensor size %zu is not a multiple of group size %d", per, gs); goto out; }
+            if (per % (size_t)gs) { fclose(f); return set_error(path, "tensor size %zu is not a multiple of group size %d", per, gs); }
         }
-        expect = header_size + norms * 4 + qn + qn / (size_t)gs * 4;
+        size_t qn = weights - norms;
+        expect += norms * 4 + qn + qn / (size_t)gs * 4;
         m->v2_group_size = gs;
-    } else {
-        expect = header_size + weights * 4 + (version == 0 ? (size_t)c->seq_len * HS * 4 : 0); // legacy files carry freq_cis
-    }
-    if ((size_t)fsize != expect) { rc = set_error(path, "file is %ld bytes but its header (dim %d, layers %d, vocab %d) implies %zu", fsize, c->dim, c->n_layers, c->vocab_size, expect); goto out; }
-    fseek(f, (long)header_size, SEEK_SET);
-    if (version == 0) {
-        floatX *order[9] = { p->embed, p->rms_att, p->wq, p->wk, p->wv, p->wo, p->rms_ffn, p->w1, p->w2 };
-        size_t osz[9] = { sz[0], sz[1], sz[2], sz[3], sz[4], sz[5], sz[6], sz[7], sz[8] };
-        for (int i = 0; i < 9; i++) if ((rc = fread_f32(order[i], osz[i], f, path, "weights"))) goto out;
-        if ((rc = fread_f32(p->w3, sz[9], f, path, "w3"))) goto out;
-        if ((rc = fread_f32(p->rms_final, sz[10], f, path, "rms_final"))) goto out;
-        fseek(f, (long)((size_t)c->seq_len * HS * 4), SEEK_CUR); // skip freq_cis_real and freq_cis_imag
-        if (!c->tied && (rc = fread_f32(p->wcls, sz[11], f, path, "classifier"))) goto out;
-    } else if (version == 1) {
-        floatX *order[11] = { p->rms_att, p->rms_ffn, p->rms_final, p->embed, p->wq, p->wk, p->wv, p->wo, p->w1, p->w2, p->w3 };
-        size_t osz[11] = { sz[1], sz[6], sz[10], sz[0], sz[2], sz[3], sz[4], sz[5], sz[7], sz[8], sz[9] };
-        for (int i = 0; i < 11; i++) if ((rc = fread_f32(order[i], osz[i], f, path, "weights"))) goto out;
-        if (!c->tied && (rc = fread_f32(p->wcls, sz[11], f, path, "classifier"))) goto out;
-    } else {
-        // v2: fp32 norms, then each matrix as int8 values followed by fp32 group scales: w = q * scale
-        if ((rc = fread_f32(p->rms_att, sz[1], f, path, "rms_att")) || (rc = fread_f32(p->rms_ffn, sz[6], f, path, "rms_ffn")) ||
-            (rc = fread_f32(p->rms_final, sz[10], f, path, "rms_final"))) goto out;
-        floatX *mats[8] = { p->embed, p->wq, p->wk, p->wv, p->wo, p->w1, p->w2, p->w3 };
-        size_t msz[8] = { sz[0], sz[2], sz[3], sz[4], sz[5], sz[7], sz[8], sz[9] };
-        int nmats = c->tied ? 8 : 9;
-        int8_t *q = NULL;
-        floatX *s = NULL;
-        for (int i = 0; i < nmats && !rc; i++) {
-            floatX *dst = i < 8 ? mats[i] : p->wcls;
-            size_t total = i < 8 ? msz[i] : sz[11];
-            size_t count = (i == 0 || i == 8) ? 1 : L, per = total / count;
-            q = (int8_t *)realloc_check(q, per);
-            s = (floatX *)realloc_check(s, per / (size_t)gs * sizeof(floatX));
-            for (size_t k = 0; k < count && !rc; k++) {
-                if (fread(q, 1, per, f) != per) { rc = set_error(path, "truncated int8 weights"); break; }
-                if ((rc = fread_f32(s, per / (size_t)gs, f, path, "int8 scales"))) break;
-                for (size_t j = 0; j < per; j++) dst[k * per + j] = q[j] * s[j / (size_t)gs];
-            }
+    } else if (version >= 3) {
+        expect += norms * 4;
+        for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+            if (i == 1 || i == 6 || i == 10 || !sz[i]) continue;
+            int outer = i == 0 || i == 11, rows, cols;
+            if (outer && !st_embed) { expect += sz[i] * 4; continue; }
+            param_dims(c, i, &rows, &cols);
+            QTensor t = { 0 };
+            t.type = st_type; t.bs = gs; t.n = (size_t)rows * cols; t.nblocks = (t.n + gs - 1) / gs;
+            if (st_dq) t.qabsmax = (uint8_t *)&t; // only marks double quantization for qtensor_bytes
+            expect += qtensor_bytes(&t) * (outer ? 1 : L);
         }
-        free(q); free(s);
-        if (rc) goto out;
+    } else {
+        expect += weights * 4 + (version == 0 ? (size_t)c->seq_len * HS * 4 : 0); // legacy files carry freq_cis
     }
-    model_permute_qk(m, 1);
-    (void)V; (void)C;
-out:
+    if ((size_t)fsize != expect) { fclose(f); return set_error(path, "file is %ld bytes but its header (dim %d, layers %d, vocab %d) implies %zu", fsize, c->dim, c->n_layers, c->vocab_size, expect); }
+    model_alloc(m);
+    ParameterTensors *p = &m->params;
+    fseek(f, (long)header_size, SEEK_SET);
+    int rc = 0;
+    // the matrices, one layer at a time through tmp (the largest matrix)
+    size_t maxm = 0;
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) { size_t per = (i == 0 || i == 11) ? sz[i] : sz[i] / L; if (per > maxm) maxm = per; }
+    floatX *tmp = (floatX *)malloc_check(maxm * sizeof(floatX)); // untouched (not resident) when tensors load directly
+    int8_t *q8 = NULL;
+    floatX *s8 = NULL;
+    // file order of the tensors (norms are read straight into place)
+    int order_legacy[12] = { 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11 }, order_v1[12] = { 1, 6, 10, 0, 2, 3, 4, 5, 7, 8, 9, 11 };
+    const int *order = version == 0 ? order_legacy : order_v1;
+    for (int k = 0; k < NUM_PARAM_TENSORS && !rc; k++) {
+        int i = order[k];
+        if (i == 11 && c->tied) continue;
+        if (version == 0 && i == 11) fseek(f, (long)((size_t)c->seq_len * HS * 4), SEEK_CUR); // skip freq_cis_real and freq_cis_imag
+        floatX *ptrs[NUM_PARAM_TENSORS] = { p->embed, p->rms_att, p->wq, p->wk, p->wv, p->wo, p->rms_ffn, p->w1, p->w2, p->w3, p->rms_final, p->wcls };
+        if (i == 1 || i == 6 || i == 10) { rc = fread_f32(ptrs[i], sz[i], f, path, param_names[i]); continue; }
+        int outer = i == 0 || i == 11;
+        size_t count = outer ? 1 : L, per = sz[i] / count;
+        for (size_t l = 0; l < count && !rc; l++) {
+            QTensor *qd = outer ? (m->quant_embed ? (i == 0 ? &m->qembed : &m->qcls) : NULL) : (m->quant ? &m->qw[l * NUM_TARGETS + param_target(i)] : NULL);
+            size_t chunk = (size_t)qtype_block[m->quant ? m->quant : 1] * 4096;
+            if (qd && i != 2 && i != 3 && per > chunk && (version <= 1 || (version >= 3 && outer && !st_embed))) {
+                // a large fp32 matrix that needs no RoPE permutation: quantized in chunks of whole blocks
+                int rows, cols;
+                param_dims(c, i, &rows, &cols);
+                qtensor_alloc(qd, m->quant, rows, cols, m->quant_dq);
+                memset(qd->q, 0, qtensor_qbytes(qd->type, qd->n));
+                float *absmax = (float *)malloc_check(qd->nblocks * sizeof(float));
+                for (size_t j = 0; j < per && !rc; j += chunk) {
+                    size_t k = per - j < chunk ? per - j : chunk;
+                    if (!(rc = fread_f32(tmp, k, f, path, param_names[i]))) qtensor_quantize_blocks(qd, tmp, j / qd->bs, (j + k + qd->bs - 1) / qd->bs, absmax);
+                }
+                if (!rc) qtensor_quantize_absmax(qd, absmax);
+                free(absmax);
+                continue;
+            }
+            if (!qd && (version <= 1 || (version >= 3 && outer && !st_embed))) { // fp32 kept fp32: read into place
+                floatX *dst = ptrs[i] + l * per;
+                if ((rc = fread_f32(dst, per, f, path, param_names[i]))) break;
+                if (version <= 1 && (i == 2 || i == 3)) permute_rope_rows(dst, i == 2 ? c->n_heads : c->n_kv_heads, c->head_dim, c->dim, 1);
+                continue;
+            }
+            if (version <= 1 || (version >= 3 && outer && !st_embed)) {
+                if ((rc = fread_f32(tmp, per, f, path, param_names[i]))) break;
+            } else if (version == 2 && m->quant == QT_INT8 && gs == qtype_block[QT_INT8] && (!outer || m->quant_embed) && (c->dim % gs == 0 || (i != 2 && i != 3))) {
+                // int8 kept as int8: read straight into the tensor (q/k rows permuted with their scales)
+                int rows, cols;
+                param_dims(c, i, &rows, &cols);
+                QTensor *t = outer ? (i == 0 ? &m->qembed : &m->qcls) : &m->qw[l * NUM_TARGETS + param_target(i)];
+                qtensor_alloc(t, QT_INT8, rows, cols, 0);
+                if (fread(t->q, 1, per, f) != per || fread(t->scale, 4, t->nblocks, f) != t->nblocks) { rc = set_error(path, "truncated int8 weights"); break; }
+                for (size_t b = 0; b < t->nblocks; b++) if (!isfinite(t->scale[b])) { rc = set_error(path, "non-finite value in int8 scales of %s", param_names[i]); break; }
+                if (!rc && (i == 2 || i == 3)) qtensor_permute_rope_rows(t, i == 2 ? c->n_heads : c->n_kv_heads, c->head_dim, 1);
+                continue;
+            } else if (version == 2) {
+                q8 = (int8_t *)realloc_check(q8, per);
+                s8 = (floatX *)realloc_check(s8, per / (size_t)gs * sizeof(floatX));
+                if (fread(q8, 1, per, f) != per) { rc = set_error(path, "truncated int8 weights"); break; }
+                if ((rc = fread_f32(s8, per / (size_t)gs, f, path, "int8 scales"))) break;
+                for (size_t j = 0; j < per; j++) tmp[j] = q8[j] * s8[j / (size_t)gs];
+            } else { // versions 3, 4: read the tensor; keep it when it is what was asked for
+                int rows, cols;
+                param_dims(c, i, &rows, &cols);
+                QTensor t;
+                qtensor_alloc(&t, st_type, rows, cols, st_dq);
+                if ((rc = qtensor_read(&t, f, path))) { qtensor_free(&t); break; }
+                QTensor *dst = outer ? (m->quant_embed ? (i == 0 ? &m->qembed : &m->qcls) : NULL) : (m->quant ? &m->qw[l * NUM_TARGETS + param_target(i)] : NULL);
+                if (dst && m->quant == st_type && m->quant_dq == st_dq) { *dst = t; continue; }
+                float buf[4096];
+                for (size_t j = 0; j < per; j += 4096) {
+                    size_t kk = per - j < 4096 ? per - j : 4096;
+                    qtensor_dequant(buf, &t, j, kk);
+                    for (size_t x = 0; x < kk; x++) tmp[j + x] = buf[x];
+                }
+                qtensor_free(&t);
+            }
+            rc = model_put_matrix(m, i, (int)l, tmp, version <= 2);
+        }
+    }
+    free(q8); free(s8); free(tmp);
     fclose(f);
     if (rc) model_free(m);
     return rc;
@@ -1012,7 +1570,7 @@ static int hf_read(Model *m, SafeTensors *st, int nfiles, const char *dir, const
     return 0;
 }
 
-static int load_hf(Model *m, const char *dir) {
+static int load_hf(Model *m, const char *dir, const QuantOpts *qo) {
     char path[4096], cpath[4096];
     path_join(cpath, sizeof(cpath), dir, "config.json");
     Json *cj = json_load(cpath);
@@ -1052,12 +1610,20 @@ static int load_hf(Model *m, const char *dir) {
         if (!rc) opened++;
     }
     m->format = FMT_HF;
+    m->quant = qo && qo->type > 0 ? qo->type : QT_NONE;
+    m->quant_embed = m->quant ? qo->embed : 0;
+    m->quant_dq = m->quant == QT_NF4 ? qo->dq : 0;
     if (!rc) {
         model_alloc(m);
+        size_t maxm = (size_t)c->dim * (size_t)(c->vocab_size > c->hidden_dim ? c->vocab_size : c->hidden_dim);
+        if ((size_t)c->n_heads * c->head_dim * c->dim > maxm) maxm = (size_t)c->n_heads * c->head_dim * c->dim;
+        floatX *tmp = m->quant ? (floatX *)malloc_check(maxm * sizeof(floatX)) : NULL;
+        int qe = m->quant && m->quant_embed;
         ParameterTensors *p = &m->params;
         int64_t C = c->dim, H = c->hidden_dim, V = c->vocab_size, QD = (int64_t)c->n_heads * c->head_dim, KD = (int64_t)c->n_kv_heads * c->head_dim;
         m->hf_dtype = -1;
-        rc = hf_read(m, st, nfiles, dir, "model.embed_tokens.weight", p->embed, V, C);
+        rc = hf_read(m, st, nfiles, dir, "model.embed_tokens.weight", qe ? tmp : p->embed, V, C);
+        if (!rc && qe) rc = model_put_matrix(m, 0, 0, tmp, 0);
         for (int l = 0; l < c->n_layers && !rc; l++) {
             const char *sub[9] = { "input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "post_attention_layernorm", "mlp.gate_proj", "mlp.down_proj", "mlp.up_proj" };
             floatX *d[9] = { p->rms_att + l * C, p->wq + l * QD * C, p->wk + l * KD * C, p->wv + l * KD * C, p->wo + l * C * QD, p->rms_ffn + l * C, p->w1 + l * H * C, p->w2 + l * C * H, p->w3 + l * H * C };
@@ -1065,11 +1631,15 @@ static int load_hf(Model *m, const char *dir) {
             for (int k = 0; k < 9 && !rc; k++) {
                 char name[128];
                 snprintf(name, sizeof(name), "model.layers.%d.%s.weight", l, sub[k]);
-                rc = hf_read(m, st, nfiles, dir, name, d[k], sh[k][0], sh[k][1]);
+                int pi = k + 1, q = m->quant && param_target(pi) >= 0; // ParameterTensors index k + 1
+                rc = hf_read(m, st, nfiles, dir, name, q ? tmp : d[k], sh[k][0], sh[k][1]);
+                if (!rc && q) rc = model_put_matrix(m, pi, l, tmp, 0);
             }
         }
         if (!rc) rc = hf_read(m, st, nfiles, dir, "model.norm.weight", p->rms_final, C, 0);
-        if (!rc && !c->tied) rc = hf_read(m, st, nfiles, dir, "lm_head.weight", p->wcls, V, C);
+        if (!rc && !c->tied) rc = hf_read(m, st, nfiles, dir, "lm_head.weight", qe ? tmp : p->wcls, V, C);
+        if (!rc && !c->tied && qe) rc = model_put_matrix(m, 11, 0, tmp, 0);
+        free(tmp);
         if (rc) model_free(m);
     }
     for (int i = 0; i < opened; i++) st_close(&st[i]);
@@ -1080,13 +1650,15 @@ static int load_hf(Model *m, const char *dir) {
 }
 
 // MODEL is a llama2.c .bin file or a Hugging Face folder
-static int model_load(Model *m, const char *path) {
+// qo: quantize the base while loading (NULL or type -1: as stored; QT_NONE: float)
+static int model_load_q(Model *m, const char *path, const QuantOpts *qo) {
     memset(m, 0, sizeof(*m));
     snprintf(m->path, sizeof(m->path), "%s", path);
-    if (dir_exists(path)) return load_hf(m, path);
+    if (dir_exists(path)) return load_hf(m, path, qo);
     if (!file_exists(path)) return set_error(path, "no such file or folder");
-    return load_bin(m, path);
+    return load_bin(m, path, qo);
 }
+static int model_load(Model *m, const char *path) { return model_load_q(m, path, NULL); }
 
 // Writing models: llama2.c v1 (or legacy) .bin with q/k rows back in interleaved order, or a
 // Hugging Face folder (config.json + model.safetensors in dtype). Both written atomically.
@@ -1191,6 +1763,68 @@ static int model_save_hf(Model *m, const char *dir, int dtype) {
 static int model_save(Model *m, const char *path, int dtype) {
     if (m->format == FMT_HF) return model_save_hf(m, path, dtype >= 0 ? dtype : m->hf_dtype);
     return model_save_bin(m, path, m->format == FMT_BIN_LEGACY);
+}
+
+// Quantized .bin files (format in load_bin's comment): int8 as llama2.c version 2 (group 64, everything
+// but the norms quantized, q/k rows interleaved), int4/nf4 as peft.c versions 3/4. Works from a float or
+// a quantized model, one matrix at a time; a tensor already in the wanted format is written as it is.
+static void qtensor_write(AtomicFile *af, const QTensor *t) {
+    atomic_write(af, t->q, qtensor_qbytes(t->type, t->n));
+    if (t->qabsmax) {
+        atomic_write(af, t->qabsmax, t->nblocks);
+        atomic_write(af, t->absmax2, (t->nblocks + DQ_BLOCK - 1) / DQ_BLOCK * sizeof(float));
+        atomic_write(af, &t->offset, sizeof(float));
+    } else if (t->scale16) atomic_write(af, t->scale16, t->nblocks * 2);
+    else atomic_write(af, t->scale, t->nblocks * sizeof(float));
+}
+static int model_save_quant(Model *m, const char *path, int type, int embed, int dq) {
+    Config *c = &m->config;
+    ParameterTensors *p = &m->params;
+    size_t sz[NUM_PARAM_TENSORS];
+    fill_in_parameter_sizes(sz, c);
+    if (type == QT_INT8) embed = 1; // llama2.c's version 2 quantizes the embeddings too
+    if (type != QT_NF4) dq = 0;
+    AtomicFile af;
+    if (atomic_open(&af, path)) return -1;
+    unsigned char hdr[256] = { 0 };
+    uint32_t magic = BIN_MAGIC; int32_t version = type == QT_INT8 ? 2 : type == QT_INT4 ? 3 : 4, gs = qtype_block[type];
+    int32_t h[7] = { c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->vocab_size, c->seq_len };
+    memcpy(hdr, &magic, 4); memcpy(hdr + 4, &version, 4); memcpy(hdr + 8, h, sizeof(h));
+    hdr[36] = (unsigned char)c->tied;
+    memcpy(hdr + 37, &gs, 4);
+    if (type != QT_INT8) hdr[41] = (unsigned char)((dq ? 1 : 0) | (embed ? 2 : 0));
+    atomic_write(&af, hdr, 256);
+    write_f32s(&af, p->rms_att, sz[1]);
+    write_f32s(&af, p->rms_ffn, sz[6]);
+    write_f32s(&af, p->rms_final, sz[10]);
+    size_t maxm = 0;
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) { size_t per = (i == 0 || i == 11) ? sz[i] : sz[i] / (size_t)c->n_layers; if (per > maxm) maxm = per; }
+    floatX *tmp = (floatX *)malloc_check(maxm * sizeof(floatX));
+    int order[9] = { 0, 2, 3, 4, 5, 7, 8, 9, 11 }, rc = 0;
+    for (int k = 0; k < 9 && !rc; k++) {
+        int i = order[k], outer = i == 0 || i == 11, rows, cols;
+        if (i == 11 && c->tied) continue;
+        param_dims(c, i, &rows, &cols);
+        for (int l = 0; l < (outer ? 1 : c->n_layers) && !rc; l++) {
+            const QTensor *have = outer ? (m->quant_embed ? (i == 0 ? &m->qembed : &m->qcls) : NULL) : (m->quant ? &m->qw[l * NUM_TARGETS + param_target(i)] : NULL);
+            if (type != QT_INT8 && have && have->type == type && (have->qabsmax != NULL) == dq && (!outer || embed)) { qtensor_write(&af, have); continue; }
+            model_get_matrix(tmp, m, i, l);
+            if (outer && !embed) { write_f32s(&af, tmp, (size_t)rows * cols); continue; }
+            if (type == QT_INT8 && (i == 2 || i == 3)) permute_rope_rows(tmp, i == 2 ? c->n_heads : c->n_kv_heads, c->head_dim, c->dim, 0);
+            QTensor t;
+            qtensor_alloc(&t, type, rows, cols, dq);
+            char what[64];
+            snprintf(what, sizeof(what), "%s of layer %d", param_names[i], l);
+            if (!(rc = qtensor_quantize(&t, tmp, path, what))) {
+                if (type == QT_INT8) { atomic_write(&af, t.q, t.n); atomic_write(&af, t.scale, t.nblocks * sizeof(float)); }
+                else qtensor_write(&af, &t);
+            }
+            qtensor_free(&t);
+        }
+    }
+    free(tmp);
+    if (rc) { fclose(af.f); remove(af.tmp); return -1; }
+    return atomic_commit(&af);
 }
 
 // ----------------------------------------------------------------------------
@@ -2809,13 +3443,16 @@ static void lora_backward(floatX *dinp, const floatX *dout, const floatX *inp, c
 }
 
 // a linear layer with an optional LoRA: out = inp W^T (+ LoRA)
-static void linear_forward(floatX *out, const floatX *inp, const floatX *weight, LoraModule *lm, int N, int C, int OC, float dropout, int new_mask, uint64_t *rng) {
-    matmul_forward(out, inp, weight, N, C, OC);
-    if (lm && lm->r) lora_forward(out, inp, weight, lm, N, dropout, new_mask, rng);
+// The base weight is float or quantized (then frozen: no dweight, and no DoRA, which needs W itself).
+static void linear_forward(floatX *out, const floatX *inp, Weight w, LoraModule *lm, int N, int C, int OC, float dropout, int new_mask, uint64_t *rng) {
+    if (w.q) qmatmul_forward(out, inp, w.q, N, C, OC);
+    else matmul_forward(out, inp, w.f, N, C, OC);
+    if (lm && lm->r) lora_forward(out, inp, w.f, lm, N, dropout, new_mask, rng);
 }
-static void linear_backward(floatX *dinp, floatX *dweight, const floatX *dout, const floatX *inp, const floatX *weight, LoraModule *lm, int N, int C, int OC) {
-    matmul_backward(dinp, dweight, dout, inp, weight, N, C, OC);
-    if (lm && lm->r) lora_backward(dinp, dout, inp, weight, lm, N);
+static void linear_backward(floatX *dinp, floatX *dweight, const floatX *dout, const floatX *inp, Weight w, LoraModule *lm, int N, int C, int OC) {
+    if (w.q) { if (dinp) qmatmul_backward(dinp, dout, w.q, N, C, OC); }
+    else matmul_backward(dinp, dweight, dout, inp, w.f, N, C, OC);
+    if (lm && lm->r) lora_backward(dinp, dout, inp, w.f, lm, N);
 }
 
 // out = embed[tokens]: out is (N,C)
@@ -3149,8 +3786,6 @@ static void crossentropy_backward(floatX *dlogits, const int *targets, floatX dl
 // model forward and backward over a batch (B,T), and the single-token path with a KV cache
 
 // the LoRA modules of a model: one per (layer, target), rank 0 where there is none
-enum { TGT_Q, TGT_K, TGT_V, TGT_O, TGT_GATE, TGT_UP, TGT_DOWN, NUM_TARGETS };
-static const char *target_names[NUM_TARGETS] = { "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj" };
 typedef struct {
     int n_layers;
     LoraModule *mods;    // (L, NUM_TARGETS)
@@ -3162,6 +3797,8 @@ typedef struct {
     uint64_t rng;        // dropout RNG
     int dora;            // modules carry DoRA magnitudes
     floatX *wnorm_memory, *act_memory;
+    floatX *embed;       // (V,C) modules_to_save: a full replacement of embed_tokens, or NULL
+    floatX *lm_head;     // (V,C) modules_to_save: a full replacement of lm_head, or NULL
 } Lora;
 static LoraModule *lora_mod(const Lora *lo, int l, int t) { return (lo && lo->mods && lo->mods[l * NUM_TARGETS + t].r) ? &lo->mods[l * NUM_TARGETS + t] : NULL; }
 // does any layer below l have an adapter with gradients? (if not, the backward can stop at layer l)
@@ -3280,6 +3917,12 @@ typedef struct {
     floatX *rope_cos, *rope_sin;
 } Net;
 
+// embeddings and classifier: the model's, or an adapter's modules_to_save replacement
+static Weight net_cls(const Net *net) {
+    if (net->lora && net->lora->lm_head) { Weight w = { net->lora->lm_head, NULL }; return w; }
+    return cls_weight(net->model);
+}
+
 static void layer_forward(Net *net, Activations *a, int l, const floatX *x, int new_mask) {
     Config *c = &net->model->config;
     ParameterTensors *p = &net->model->params;
@@ -3290,20 +3933,20 @@ static void layer_forward(Net *net, Activations *a, int l, const floatX *x, int 
     float p_drop = lo ? lo->dropout : 0;
     uint64_t *rng = lo ? &lo->rng : NULL;
     rmsnorm_forward(la->xn1, la->rstd1, x, p->rms_att + (size_t)l * C, N, C, c->norm_eps);
-    linear_forward(la->q, la->xn1, p->wq + (size_t)l * QD * C, lora_mod(lo, l, TGT_Q), N, C, QD, p_drop, new_mask, rng);
-    linear_forward(la->k, la->xn1, p->wk + (size_t)l * KD * C, lora_mod(lo, l, TGT_K), N, C, KD, p_drop, new_mask, rng);
-    linear_forward(la->v, la->xn1, p->wv + (size_t)l * KD * C, lora_mod(lo, l, TGT_V), N, C, KD, p_drop, new_mask, rng);
+    linear_forward(la->q, la->xn1, layer_weight(net->model, l, TGT_Q), lora_mod(lo, l, TGT_Q), N, C, QD, p_drop, new_mask, rng);
+    linear_forward(la->k, la->xn1, layer_weight(net->model, l, TGT_K), lora_mod(lo, l, TGT_K), N, C, KD, p_drop, new_mask, rng);
+    linear_forward(la->v, la->xn1, layer_weight(net->model, l, TGT_V), lora_mod(lo, l, TGT_V), N, C, KD, p_drop, new_mask, rng);
     rope_forward(la->q, net->rope_cos, net->rope_sin, B, T, NH, HS, 0);
     rope_forward(la->k, net->rope_cos, net->rope_sin, B, T, KVH, HS, 0);
     attention_forward(la->ao, la->att, la->q, la->k, la->v, B, T, NH, KVH, HS);
-    linear_forward(la->xmid, la->ao, p->wo + (size_t)l * C * QD, lora_mod(lo, l, TGT_O), N, QD, C, p_drop, new_mask, rng);
+    linear_forward(la->xmid, la->ao, layer_weight(net->model, l, TGT_O), lora_mod(lo, l, TGT_O), N, QD, C, p_drop, new_mask, rng);
     residual_forward(la->xmid, la->xmid, x, (size_t)N * C);                     // xmid = x + attn
     rmsnorm_forward(la->xn2, la->rstd2, la->xmid, p->rms_ffn + (size_t)l * C, N, C, c->norm_eps);
-    linear_forward(la->g, la->xn2, p->w1 + (size_t)l * H * C, lora_mod(lo, l, TGT_GATE), N, C, H, p_drop, new_mask, rng);
-    linear_forward(la->u, la->xn2, p->w3 + (size_t)l * H * C, lora_mod(lo, l, TGT_UP), N, C, H, p_drop, new_mask, rng);
+    linear_forward(la->g, la->xn2, layer_weight(net->model, l, TGT_GATE), lora_mod(lo, l, TGT_GATE), N, C, H, p_drop, new_mask, rng);
+    linear_forward(la->u, la->xn2, layer_weight(net->model, l, TGT_UP), lora_mod(lo, l, TGT_UP), N, C, H, p_drop, new_mask, rng);
     swiglu_forward(la->h, la->g, la->u, (size_t)N * H);
     floatX *xout = a->x + (size_t)(l + 1) * N * C;
-    linear_forward(xout, la->h, p->w2 + (size_t)l * C * H, lora_mod(lo, l, TGT_DOWN), N, H, C, p_drop, new_mask, rng);
+    linear_forward(xout, la->h, layer_weight(net->model, l, TGT_DOWN), lora_mod(lo, l, TGT_DOWN), N, H, C, p_drop, new_mask, rng);
     residual_forward(xout, xout, la->xmid, (size_t)N * C);                      // x' = xmid + mlp
 }
 
@@ -3320,17 +3963,17 @@ static void layer_backward(Net *net, Activations *a, int l, const floatX *x, Par
     size_t lC = (size_t)l * C;
     // x' = xmid + h W2^T
     memset(a->dh, 0, (size_t)N * H * sizeof(floatX));
-    linear_backward(a->dh, g ? g->w2 + lC * H : NULL, a->dx, la->h, p->w2 + lC * H, lora_mod(lo, l, TGT_DOWN), N, H, C);
+    linear_backward(a->dh, g ? g->w2 + lC * H : NULL, a->dx, la->h, layer_weight(net->model, l, TGT_DOWN), lora_mod(lo, l, TGT_DOWN), N, H, C);
     memset(a->dg, 0, (size_t)N * H * sizeof(floatX));
     memset(a->du, 0, (size_t)N * H * sizeof(floatX));
     swiglu_backward(a->dg, a->du, a->dh, la->g, la->u, (size_t)N * H);
     memset(a->dxn, 0, (size_t)N * C * sizeof(floatX));
-    linear_backward(a->dxn, g ? g->w1 + lC * H : NULL, a->dg, la->xn2, p->w1 + lC * H, lora_mod(lo, l, TGT_GATE), N, C, H);
-    linear_backward(a->dxn, g ? g->w3 + lC * H : NULL, a->du, la->xn2, p->w3 + lC * H, lora_mod(lo, l, TGT_UP), N, C, H);
+    linear_backward(a->dxn, g ? g->w1 + lC * H : NULL, a->dg, la->xn2, layer_weight(net->model, l, TGT_GATE), lora_mod(lo, l, TGT_GATE), N, C, H);
+    linear_backward(a->dxn, g ? g->w3 + lC * H : NULL, a->du, la->xn2, layer_weight(net->model, l, TGT_UP), lora_mod(lo, l, TGT_UP), N, C, H);
     rmsnorm_backward(a->dx, g ? g->rms_ffn + lC : NULL, a->dxn, la->xmid, p->rms_ffn + lC, la->rstd2, N, C); // dx is now dL/dxmid
     // xmid = x + ao Wo^T
     memset(a->dao, 0, (size_t)N * QD * sizeof(floatX));
-    linear_backward(a->dao, g ? g->wo + lC * QD : NULL, a->dx, la->ao, p->wo + lC * QD, lora_mod(lo, l, TGT_O), N, QD, C);
+    linear_backward(a->dao, g ? g->wo + lC * QD : NULL, a->dx, la->ao, layer_weight(net->model, l, TGT_O), lora_mod(lo, l, TGT_O), N, QD, C);
     memset(a->dq, 0, (size_t)N * QD * sizeof(floatX));
     memset(a->dk, 0, (size_t)N * KD * sizeof(floatX));
     memset(a->dv, 0, (size_t)N * KD * sizeof(floatX));
@@ -3339,9 +3982,9 @@ static void layer_backward(Net *net, Activations *a, int l, const floatX *x, Par
     rope_backward(a->dk, net->rope_cos, net->rope_sin, B, T, KVH, HS);
     floatX *dxn = need_dx || g ? a->dxn : NULL; // NULL: only the adapters' gradients (PyTorch's autograd prunes the same)
     if (dxn) memset(dxn, 0, (size_t)N * C * sizeof(floatX));
-    linear_backward(dxn, g ? g->wq + (size_t)l * QD * C : NULL, a->dq, la->xn1, p->wq + (size_t)l * QD * C, lora_mod(lo, l, TGT_Q), N, C, QD);
-    linear_backward(dxn, g ? g->wk + (size_t)l * KD * C : NULL, a->dk, la->xn1, p->wk + (size_t)l * KD * C, lora_mod(lo, l, TGT_K), N, C, KD);
-    linear_backward(dxn, g ? g->wv + (size_t)l * KD * C : NULL, a->dv, la->xn1, p->wv + (size_t)l * KD * C, lora_mod(lo, l, TGT_V), N, C, KD);
+    linear_backward(dxn, g ? g->wq + (size_t)l * QD * C : NULL, a->dq, la->xn1, layer_weight(net->model, l, TGT_Q), lora_mod(lo, l, TGT_Q), N, C, QD);
+    linear_backward(dxn, g ? g->wk + (size_t)l * KD * C : NULL, a->dk, la->xn1, layer_weight(net->model, l, TGT_K), lora_mod(lo, l, TGT_K), N, C, KD);
+    linear_backward(dxn, g ? g->wv + (size_t)l * KD * C : NULL, a->dv, la->xn1, layer_weight(net->model, l, TGT_V), lora_mod(lo, l, TGT_V), N, C, KD);
     if (dxn) rmsnorm_backward(a->dx, g ? g->rms_att + lC : NULL, dxn, x, p->rms_att + lC, la->rstd1, N, C); // dx is now dL/dx
 }
 
@@ -3352,10 +3995,12 @@ static void peft_forward(Net *net, Activations *a, const int *inputs) {
     int N = a->B * a->T, C = c->dim, V = c->vocab_size;
     memcpy(a->inputs, inputs, (size_t)N * sizeof(int));
     int new_mask = net->lora && net->lora->training && net->lora->dropout > 0;
-    encoder_forward(a->x, inputs, p->embed, N, C);
+    if (net->lora && net->lora->embed) encoder_forward(a->x, inputs, net->lora->embed, N, C); // modules_to_save
+    else if (net->model->quant_embed) for (int n = 0; n < N; n++) embed_row(a->x + (size_t)n * C, net->model, inputs[n]);
+    else encoder_forward(a->x, inputs, p->embed, N, C);
     for (int l = 0; l < c->n_layers; l++) layer_forward(net, a, l, a->x + (size_t)l * N * C, new_mask);
     rmsnorm_forward(a->xf, a->rstdf, a->x + (size_t)c->n_layers * N * C, p->rms_final, N, C, c->norm_eps);
-    matmul_forward(a->logits, a->xf, p->wcls, N, C, V);
+    linear_forward(a->logits, a->xf, net_cls(net), NULL, N, C, V, 0, 0, NULL);
 }
 // Mean cross-entropy of the logits against targets (N); a->logits then holds the probabilities.
 static double peft_loss(Activations *a, const Config *c, const int *targets) {
@@ -3377,7 +4022,7 @@ static void peft_backward(Net *net, Activations *a, ParameterTensors *g, int g_l
     floatX dloss = a->count ? (floatX)(1.0 / a->count) : 0;
     crossentropy_backward(a->logits, a->targets, dloss, N, V);                  // logits now hold dlogits
     memset(a->dxn, 0, (size_t)N * C * sizeof(floatX));
-    matmul_backward(a->dxn, g && g_outer ? g->wcls : NULL, a->logits, a->xf, p->wcls, N, C, V);
+    linear_backward(a->dxn, g && g_outer ? g->wcls : NULL, a->logits, a->xf, net_cls(net), NULL, N, C, V);
     memset(a->dx, 0, (size_t)N * C * sizeof(floatX));
     rmsnorm_backward(a->dx, g && g_outer ? g->rms_final : NULL, a->dxn, a->x + (size_t)L * N * C, p->rms_final, a->rstdf, N, C);
     for (int l = L - 1; l >= 0; l--) {
@@ -3392,10 +4037,13 @@ static void peft_backward(Net *net, Activations *a, ParameterTensors *g, int g_l
 // Generation: one token at position pos, with a KV cache. Uses the same layers with N = 1.
 typedef struct {
     floatX *x, *xn, *q, *k, *v, *ao, *g, *u, *h, *att, *logits, *rstd;
-    floatX *key_cache, *value_cache;   // (L, seq_len, KVH*HS)
+    floatX *key_cache, *value_cache;   // (L, npos, KVH*HS)
+    int npos;                          // positions the cache holds
 } RunState;
 
-static void runstate_alloc(RunState *s, const Config *c) {
+// npos: the positions generation will use (at most seq_len); the KV cache holds only those
+static void runstate_alloc(RunState *s, const Config *c, int npos) {
+    s->npos = npos < c->seq_len ? (npos > 0 ? npos : 1) : c->seq_len;
     size_t C = (size_t)c->dim, H = (size_t)c->hidden_dim, QD = (size_t)c->n_heads * c->head_dim, KD = (size_t)c->n_kv_heads * c->head_dim;
     size_t D = C > QD ? C : QD;
     s->x = (floatX *)calloc_check(C, sizeof(floatX));
@@ -3407,11 +4055,11 @@ static void runstate_alloc(RunState *s, const Config *c) {
     s->g = (floatX *)calloc_check(H, sizeof(floatX));
     s->u = (floatX *)calloc_check(H, sizeof(floatX));
     s->h = (floatX *)calloc_check(H, sizeof(floatX));
-    s->att = (floatX *)calloc_check((size_t)c->n_heads * c->seq_len, sizeof(floatX));
+    s->att = (floatX *)calloc_check((size_t)c->n_heads * s->npos, sizeof(floatX));
     s->logits = (floatX *)calloc_check((size_t)c->vocab_size, sizeof(floatX));
     s->rstd = (floatX *)calloc_check(1, sizeof(floatX));
-    s->key_cache = (floatX *)calloc_check((size_t)c->n_layers * c->seq_len * KD, sizeof(floatX));
-    s->value_cache = (floatX *)calloc_check((size_t)c->n_layers * c->seq_len * KD, sizeof(floatX));
+    s->key_cache = (floatX *)calloc_check((size_t)c->n_layers * s->npos * KD, sizeof(floatX));
+    s->value_cache = (floatX *)calloc_check((size_t)c->n_layers * s->npos * KD, sizeof(floatX));
 }
 static void runstate_free(RunState *s) {
     floatX *ptrs[] = { s->x, s->xn, s->q, s->k, s->v, s->ao, s->g, s->u, s->h, s->att, s->logits, s->rstd, s->key_cache, s->value_cache };
@@ -3424,19 +4072,20 @@ static floatX *forward_token(Net *net, RunState *s, int token, int pos) {
     int C = c->dim, H = c->hidden_dim, NH = c->n_heads, KVH = c->n_kv_heads, HS = c->head_dim, QD = NH * HS, KD = KVH * HS, G = NH / KVH;
     Lora *lo = net->lora;
     floatX scale = (floatX)(1.0 / sqrt((double)HS));
-    memcpy(s->x, p->embed + (size_t)token * C, (size_t)C * sizeof(floatX));
+    if (net->lora && net->lora->embed) memcpy(s->x, net->lora->embed + (size_t)token * C, (size_t)C * sizeof(floatX));
+    else embed_row(s->x, net->model, token);
     for (int l = 0; l < c->n_layers; l++) {
-        floatX *kc = s->key_cache + ((size_t)l * c->seq_len) * KD, *vc = s->value_cache + ((size_t)l * c->seq_len) * KD;
+        floatX *kc = s->key_cache + ((size_t)l * s->npos) * KD, *vc = s->value_cache + ((size_t)l * s->npos) * KD;
         rmsnorm_forward(s->xn, s->rstd, s->x, p->rms_att + (size_t)l * C, 1, C, c->norm_eps);
-        linear_forward(s->q, s->xn, p->wq + (size_t)l * QD * C, lora_mod(lo, l, TGT_Q), 1, C, QD, 0, 0, NULL);
-        linear_forward(kc + (size_t)pos * KD, s->xn, p->wk + (size_t)l * KD * C, lora_mod(lo, l, TGT_K), 1, C, KD, 0, 0, NULL);
-        linear_forward(vc + (size_t)pos * KD, s->xn, p->wv + (size_t)l * KD * C, lora_mod(lo, l, TGT_V), 1, C, KD, 0, 0, NULL);
+        linear_forward(s->q, s->xn, layer_weight(net->model, l, TGT_Q), lora_mod(lo, l, TGT_Q), 1, C, QD, 0, 0, NULL);
+        linear_forward(kc + (size_t)pos * KD, s->xn, layer_weight(net->model, l, TGT_K), lora_mod(lo, l, TGT_K), 1, C, KD, 0, 0, NULL);
+        linear_forward(vc + (size_t)pos * KD, s->xn, layer_weight(net->model, l, TGT_V), lora_mod(lo, l, TGT_V), 1, C, KD, 0, 0, NULL);
         rope_forward(s->q, net->rope_cos, net->rope_sin, 1, 1, NH, HS, pos);
         rope_forward(kc + (size_t)pos * KD, net->rope_cos, net->rope_sin, 1, 1, KVH, HS, pos);
         #pragma omp parallel for schedule(static) if ((long)NH * (pos + 1) * HS >= PAR_MIN_WORK)
         for (int h = 0; h < NH; h++) {
             const floatX *qh = s->q + (size_t)h * HS;
-            floatX *att = s->att + (size_t)h * c->seq_len, maxv = -INFINITY, sum = 0;
+            floatX *att = s->att + (size_t)h * s->npos, maxv = -INFINITY, sum = 0;
             int kh = h / G;
             for (int t = 0; t <= pos; t++) {
                 const floatX *kt = kc + (size_t)t * KD + (size_t)kh * HS;
@@ -3454,17 +4103,17 @@ static floatX *forward_token(Net *net, RunState *s, int token, int pos) {
                 for (int i = 0; i < HS; i++) o[i] += w * vt[i];
             }
         }
-        linear_forward(s->xn, s->ao, p->wo + (size_t)l * C * QD, lora_mod(lo, l, TGT_O), 1, QD, C, 0, 0, NULL);
+        linear_forward(s->xn, s->ao, layer_weight(net->model, l, TGT_O), lora_mod(lo, l, TGT_O), 1, QD, C, 0, 0, NULL);
         residual_forward(s->x, s->x, s->xn, (size_t)C);
         rmsnorm_forward(s->xn, s->rstd, s->x, p->rms_ffn + (size_t)l * C, 1, C, c->norm_eps);
-        linear_forward(s->g, s->xn, p->w1 + (size_t)l * H * C, lora_mod(lo, l, TGT_GATE), 1, C, H, 0, 0, NULL);
-        linear_forward(s->u, s->xn, p->w3 + (size_t)l * H * C, lora_mod(lo, l, TGT_UP), 1, C, H, 0, 0, NULL);
+        linear_forward(s->g, s->xn, layer_weight(net->model, l, TGT_GATE), lora_mod(lo, l, TGT_GATE), 1, C, H, 0, 0, NULL);
+        linear_forward(s->u, s->xn, layer_weight(net->model, l, TGT_UP), lora_mod(lo, l, TGT_UP), 1, C, H, 0, 0, NULL);
         swiglu_forward(s->h, s->g, s->u, (size_t)H);
-        linear_forward(s->xn, s->h, p->w2 + (size_t)l * C * H, lora_mod(lo, l, TGT_DOWN), 1, H, C, 0, 0, NULL);
+        linear_forward(s->xn, s->h, layer_weight(net->model, l, TGT_DOWN), lora_mod(lo, l, TGT_DOWN), 1, H, C, 0, 0, NULL);
         residual_forward(s->x, s->x, s->xn, (size_t)C);
     }
     rmsnorm_forward(s->xn, s->rstd, s->x, p->rms_final, 1, C, c->norm_eps);
-    matmul_forward(s->logits, s->xn, p->wcls, 1, C, c->vocab_size);
+    linear_forward(s->logits, s->xn, net_cls(net), NULL, 1, C, c->vocab_size, 0, 0, NULL);
     return s->logits;
 }
 
@@ -3491,11 +4140,6 @@ typedef struct {
     uint64_t seed;
 } LoraConfig;
 
-static void target_dims(const Config *c, int t, int *in, int *out) {
-    int C = c->dim, H = c->hidden_dim, QD = c->n_heads * c->head_dim, KD = c->n_kv_heads * c->head_dim;
-    int ins[NUM_TARGETS] = { C, C, C, QD, C, C, H }, outs[NUM_TARGETS] = { QD, KD, KD, C, H, H, C };
-    *in = ins[t]; *out = outs[t];
-}
 static const char *target_block(int t) { return t <= TGT_O ? "self_attn" : "mlp"; }
 
 // Lay out the modules with ranks[l*NUM_TARGETS+t] (0 = none) and scales; allocate params (and grads if training).
@@ -3562,7 +4206,7 @@ static void lora_alloc_acts(Lora *lo, int N) {
 }
 static void lora_free(Lora *lo) {
     if (!lo) return;
-    free(lo->mods); free(lo->params); free(lo->grads); free(lo->wnorm_memory); free(lo->act_memory);
+    free(lo->mods); free(lo->params); free(lo->grads); free(lo->wnorm_memory); free(lo->act_memory); free(lo->embed); free(lo->lm_head);
     memset(lo, 0, sizeof(*lo));
 }
 
@@ -3689,6 +4333,20 @@ static int peft_key_matches(const char *key, const char *name) {
     return kl == nl || name[nl - kl - 1] == '.';
 }
 
+// modules_to_save weights as PEFT saves them: "base_model.model.model.embed_tokens.weight" (1) or
+// "base_model.model.lm_head.weight" (2), possibly with a "modules_to_save.<adapter>." segment; else 0
+static int saved_module_key(const char *key) {
+    const char *names[2] = { "embed_tokens", "lm_head" };
+    for (int i = 0; i < 2; i++) {
+        const char *p = strstr(key, names[i]);
+        if (!p || (p != key && p[-1] != '.')) continue;
+        p += strlen(names[i]);
+        if (!strcmp(p, ".weight")) return i + 1;
+        if (!strncmp(p, ".modules_to_save.", 17)) { const char *w = strchr(p + 17, '.'); if (w && !strcmp(w, ".weight")) return i + 1; }
+    }
+    return 0;
+}
+
 // Parse "...layers.<l>.<block>.<target>.lora_<A|B>[.<adapter>].weight" (ab = A or B) or
 // "....lora_magnitude_vector[.<adapter>][.weight]" (ab = M, DoRA); returns 0 and fills l, t, ab.
 static int parse_lora_key(const char *key, int *l, int *t, char *ab) {
@@ -3751,7 +4409,15 @@ static int lora_load(Lora *lo, LoraConfig *lc, const Config *c, const char *dir,
     if (bias && strcmp(bias, "none")) { rc = set_error(cpath, "bias '%s' is not supported (only \"none\")", bias); goto done; }
     if (json_bool_or(j, "fan_in_fan_out", 0)) { rc = set_error(cpath, "fan_in_fan_out=true is not supported for Llama linear layers"); goto done; }
     lc->dora = json_bool_or(j, "use_dora", 0);
-    if (mts && mts->type != JSON_NULL && !(mts->type == JSON_ARRAY && mts->n == 0)) { rc = set_error(cpath, "modules_to_save is not supported yet"); goto done; }
+    int save_embed = 0, save_head = 0; // modules_to_save: full replacement weights
+    if (mts && mts->type == JSON_ARRAY) {
+        for (int i = 0; i < mts->n; i++) {
+            const char *s = json_str(&mts->items[i]);
+            if (s && !strcmp(s, "embed_tokens")) save_embed = 1;
+            else if (s && !strcmp(s, "lm_head")) save_head = 1;
+            else { rc = set_error(cpath, "modules_to_save entry '%s' is not supported (embed_tokens and lm_head are)", s ? s : "?"); goto done; }
+        }
+    } else if (mts && mts->type != JSON_NULL) { rc = set_error(cpath, "modules_to_save must be a list or null"); goto done; }
     lc->r = (int)jr->num;
     lc->alpha = (float)ja->num;
     lc->rslora = json_bool_or(j, "use_rslora", 0);
@@ -3777,6 +4443,11 @@ static int lora_load(Lora *lo, LoraConfig *lc, const Config *c, const char *dir,
         // ranks from the tensors themselves, checked against the config
         for (int i = 0; i < st.n && !rc; i++) {
             int l, t; char ab;
+            int which = saved_module_key(st.t[i].name);
+            if (which) {
+                if ((which == 1 && !save_embed) || (which == 2 && !save_head)) { rc = set_error(wpath, "tensor '%s' is not listed in modules_to_save", st.t[i].name); break; }
+                continue;
+            }
             if (parse_lora_key(st.t[i].name, &l, &t, &ab)) { rc = set_error(wpath, "unexpected tensor '%s' (not a LoRA A/B weight of a Llama layer)", st.t[i].name); break; }
             if (l >= c->n_layers) { rc = set_error(wpath, "tensor '%s' is for layer %d but the model has %d layers", st.t[i].name, l, c->n_layers); break; }
             int slot = (l * NUM_TARGETS + t) * 3 + (ab == 'A' ? 0 : ab == 'B' ? 1 : 2);
@@ -3825,6 +4496,17 @@ static int lora_load(Lora *lo, LoraConfig *lc, const Config *c, const char *dir,
                     int64_t shape[2] = { ab == 0 ? m->r : m->out, ab == 0 ? m->in : m->r };
                     if (st_check_shape(&st, tt, ab == 2 ? 1 : 2, shape) || st_read_floatX(&st, tt, ab == 0 ? m->A : ab == 1 ? m->B : m->mag)) rc = -1;
                 }
+            }
+            // modules_to_save: the replacement weights, (V, C) each
+            for (int which = 1; which <= 2 && !rc; which++) {
+                if ((which == 1 && !save_embed) || (which == 2 && !save_head)) continue;
+                STTensor *tt = NULL;
+                for (int k = 0; k < st.n && !tt; k++) if (saved_module_key(st.t[k].name) == which) tt = &st.t[k];
+                if (!tt) { rc = set_error(wpath, "modules_to_save lists %s but the file has no such weight", which == 1 ? "embed_tokens" : "lm_head"); break; }
+                int64_t shape[2] = { c->vocab_size, c->dim };
+                floatX *w = (floatX *)malloc_check((size_t)c->vocab_size * c->dim * sizeof(floatX));
+                if (which == 1) lo->embed = w; else lo->lm_head = w;
+                if (st_check_shape(&st, tt, 2, shape) || st_read_floatX(&st, tt, w)) rc = -1;
             }
             if (rc) lora_free(lo);
         }
@@ -4181,6 +4863,7 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
     Lora lora, *lo = NULL;
     floatX *gmem = NULL;
     ParameterTensors g;
+    memset(&g, 0, sizeof(g));
     int layer_from = c->n_layers;
     if (ta->mode == TUNE_LORA) {
         if (ta->resume_adapter) {
@@ -4196,6 +4879,7 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
             if (ta->lc.dora) lora_init_dora(&lora, m);
         }
         lo = &lora;
+        if (m->quant && lo->dora) return set_error(ta->model_path, "DoRA needs the float base weight (use --quant none)");
         lora_alloc_acts(lo, N);
         lo->training = 1;
     } else {
@@ -4242,7 +4926,7 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
     // the memory plan
     {
         char w[32], ac[32], gr[32], op[32], lw[32];
-        fmt_bytes(w, sizeof(w), (double)m->num_parameters * sizeof(floatX));
+        fmt_bytes(w, sizeof(w), (double)m->num_parameters * sizeof(floatX) + (double)model_quant_bytes(m));
         fmt_bytes(ac, sizeof(ac), (double)a.bytes);
         fmt_bytes(gr, sizeof(gr), (double)(ta->mode == TUNE_LORA ? lora.num_params : m->num_parameters) * sizeof(floatX));
         fmt_bytes(op, sizeof(op), (double)tr.total * 2 * sizeof(floatX));
@@ -4412,6 +5096,7 @@ static int st_read_ints(SafeTensors *st, const STTensor *t, int *dst) {
 static void load_model_or_die(Model *m, const char *path) { if (model_load(m, path)) fatal_error(); }
 
 
+
 // the tokenizer: -z PATH, else the model folder's tokenizer.json (or tokenizer.bin), else ./tokenizer.bin
 static void load_tokenizer_or_die(Tokenizer *tok, const char *zpath, const char *model_path, const Config *c) {
     char path[4096] = "";
@@ -4429,6 +5114,33 @@ static void load_tokenizer_or_die(Tokenizer *tok, const char *zpath, const char 
 static const char *next_arg(int argc, char **argv, int *i) {
     if (*i + 1 >= argc) fatal("flag %s needs a value", argv[*i]);
     return argv[++*i];
+}
+
+// --quant T, --quant-embeddings, --double-quant (generate, eval, dump, train, quantize)
+#define QUANT_HELP "  --quant T     quantize the frozen base while loading: int8 | int4 | nf4 | none (default: as the file stores it)\n" \
+                   "  --quant-embeddings  with --quant: quantize the embedding and classifier too (default: fp32)\n" \
+                   "  --double-quant      with --quant nf4: double-quantize the block absmax values (bitsandbytes')\n"
+static int parse_quant_flag(int argc, char **argv, int *i, QuantOpts *qo) {
+    if (!strcmp(argv[*i], "--quant-embeddings")) { qo->embed = 1; return 1; }
+    if (!strcmp(argv[*i], "--double-quant")) { qo->dq = 1; return 1; }
+    if (strcmp(argv[*i], "--quant")) return 0;
+    const char *v = next_arg(argc, argv, i);
+    qo->type = -2;
+    for (int t = 0; t < NUM_QTYPES; t++) if (!strcmp(v, qtype_names[t])) qo->type = t;
+    if (qo->type == -2) fatal("--quant: '%s' is not int8, int4, nf4 or none", v);
+    return 1;
+}
+static void load_model_q_or_die(Model *m, const char *path, const QuantOpts *qo) {
+    if ((qo->embed || qo->dq) && qo->type < 0) fatal("--quant-embeddings and --double-quant need --quant");
+    if (qo->dq && qo->type != QT_NF4) fatal("--double-quant applies to --quant nf4");
+    if (model_load_q(m, path, qo)) fatal_error();
+}
+// "base: nf4 weights (double-quantized absmax), embeddings fp32" for the stderr reports; "" for float models
+static const char *quant_desc(const Model *m) {
+    static char buf[160];
+    buf[0] = 0;
+    if (m->quant) snprintf(buf, sizeof(buf), "base: %s weights%s, embeddings %s\n", qtype_names[m->quant], m->quant_dq ? " (double-quantized absmax)" : "", m->quant_embed ? "quantized" : "fp32");
+    return buf;
 }
 
 static int parse_int(const char *flag, const char *v, int lo, int hi) {
@@ -4479,13 +5191,14 @@ static void load_adapters_or_die(Lora *out, int n, char **args, const Config *c)
         return;
     }
     Lora *los = (Lora *)calloc_check((size_t)n, sizeof(Lora));
-    Lora *ptrs[MAX_ADAPTERS];
-    float ws[MAX_ADAPTERS];
+    Lora *ptrs[MAX_ADAPTERS] = { 0 };
+    float ws[MAX_ADAPTERS] = { 0 };
     for (int k = 0; k < n; k++) {
         char dir[4096];
         split_adapter_weight(args[k], dir, sizeof(dir), &ws[k]);
         load_adapter_or_die(&los[k], dir, c);
         if (los[k].dora) fatal("%s: DoRA adapters cannot be combined with others (their magnitudes do not add)", dir);
+        if (los[k].embed || los[k].lm_head) fatal("%s: adapters with modules_to_save cannot be combined with others", dir);
         ptrs[k] = &los[k];
     }
     lora_combine(out, ptrs, ws, n, c);
@@ -4504,7 +5217,8 @@ static void error_usage_generate(void) {
                     "  -n N          tokens to generate (default 256, capped by the model's max positions)\n"
                     "  -t T          temperature, 0 = greedy (default 1.0)\n"
                     "  --top-p P     nucleus sampling threshold (default 0.9; 1 = off)\n"
-                    "  -s SEED       random seed (default: time)\n");
+                    "  -s SEED       random seed (default: time)\n"
+                    QUANT_HELP);
     exit(1);
 }
 static void print_piece(const char *p, int n) {
@@ -4518,8 +5232,10 @@ static int cmd_generate(int argc, char **argv) {
     int na = 0, steps = 256;
     float temperature = 1.0f, topp = 0.9f;
     uint64_t seed = (uint64_t)time(NULL);
+    QuantOpts qo = { -1, 0, 0 };
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) error_usage_generate();
+        else if (parse_quant_flag(argc, argv, &i, &qo)) {}
         else if (argv[i][0] != '-') { if (model_path) fatal("unexpected argument '%s'", argv[i]); model_path = argv[i]; }
         else if (!strcmp(argv[i], "-z")) zpath = next_arg(argc, argv, &i);
         else if (!strcmp(argv[i], "-a")) { if (na == MAX_ADAPTERS) fatal("at most %d adapters", MAX_ADAPTERS); adapters[na++] = (char *)next_arg(argc, argv, &i); }
@@ -4532,22 +5248,22 @@ static int cmd_generate(int argc, char **argv) {
     }
     if (!model_path) error_usage_generate();
     Model m;
-    load_model_or_die(&m, model_path);
+    load_model_q_or_die(&m, model_path, &qo);
     Config *c = &m.config;
     Tokenizer tok;
     load_tokenizer_or_die(&tok, zpath, model_path, c);
     Lora lora, *lo = NULL;
-    if (na) { load_adapters_or_die(&lora, na, adapters, c); lo = &lora; lora_alloc_acts(lo, 1); }
+    if (na) { load_adapters_or_die(&lora, na, adapters, c); lo = &lora; if (m.quant && lo->dora) fatal("%s: DoRA adapters need the float base weight (use --quant none)", model_path); lora_alloc_acts(lo, 1); }
     Net net;
     net_init(&net, &m, lo);
     RunState s;
-    runstate_alloc(&s, c);
     size_t plen = strlen(prompt);
     int *ptoks = (int *)malloc_check((plen + 3) * sizeof(int));
     int np = tokenizer_encode(&tok, prompt, plen, 1, 0, ptoks, (int)plen + 3);
     if (np < 1) fatal_error();
     int bos = tok.bos_id >= 0 ? tok.bos_id : c->bos_id, eos = tok.eos_id >= 0 ? tok.eos_id : c->eos_id;
     int total = np + steps < c->seq_len ? np + steps : c->seq_len;
+    runstate_alloc(&s, c, total); // the KV cache for the positions used, not all seq_len
     if (np >= c->seq_len) fatal("prompt is %d tokens but the model allows %d positions", np, c->seq_len);
     float *probs = (float *)malloc_check((size_t)c->vocab_size * sizeof(float));
     ProbIndex *pi = (ProbIndex *)malloc_check((size_t)c->vocab_size * sizeof(ProbIndex));
@@ -4572,6 +5288,7 @@ static int cmd_generate(int argc, char **argv) {
     }
     printf("\n");
     fflush(stdout);
+    fprintf(stderr, "%s", quant_desc(&m));
     if (generated > 1) fprintf(stderr, "achieved tok/s: %.1f (%d tokens)\n", (generated - 1) / (time_sec() - t0), generated);
     free(probs); free(pi); free(ptoks);
     runstate_free(&s); net_free(&net); lora_free(lo); tokenizer_free(&tok); model_free(&m);
@@ -4586,15 +5303,18 @@ static void error_usage_eval(void) {
                     "  -z PATH       tokenizer (default as for generate)\n"
                     "  -a DIR[:W]    PEFT LoRA adapter, weight W; repeat to sum several (default: none)\n"
                     "  -T N          window length (default: min(256, the model's max positions))\n"
-                    "  -b N          windows per batch (default 4)\n");
+                    "  -b N          windows per batch (default 4)\n"
+                    QUANT_HELP);
     exit(1);
 }
 static int cmd_eval(int argc, char **argv) {
     const char *model_path = NULL, *data = NULL, *zpath = NULL;
     char *adapters[MAX_ADAPTERS];
     int na = 0, T = 0, B = 4;
+    QuantOpts qo = { -1, 0, 0 };
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) error_usage_eval();
+        else if (parse_quant_flag(argc, argv, &i, &qo)) {}
         else if (argv[i][0] != '-') { if (!model_path) model_path = argv[i]; else if (!data) data = argv[i]; else fatal("unexpected argument '%s'", argv[i]); }
         else if (!strcmp(argv[i], "-z")) zpath = next_arg(argc, argv, &i);
         else if (!strcmp(argv[i], "-a")) { if (na == MAX_ADAPTERS) fatal("at most %d adapters", MAX_ADAPTERS); adapters[na++] = (char *)next_arg(argc, argv, &i); }
@@ -4604,7 +5324,7 @@ static int cmd_eval(int argc, char **argv) {
     }
     if (!model_path || !data) error_usage_eval();
     Model m;
-    load_model_or_die(&m, model_path);
+    load_model_q_or_die(&m, model_path, &qo);
     Config *c = &m.config;
     if (!T) T = c->seq_len < 256 ? c->seq_len : 256;
     if (T > c->seq_len) fatal("-T %d exceeds the model's %d positions", T, c->seq_len);
@@ -4616,7 +5336,7 @@ static int cmd_eval(int argc, char **argv) {
     for (int i = 0; i < n; i++) if (tokens[i] >= c->vocab_size) fatal("%s: token id %d exceeds the model's vocabulary (%d): wrong tokenizer?", data, tokens[i], c->vocab_size);
     if (n < 2) fatal("%s: need at least 2 tokens to evaluate", data);
     Lora lora, *lo = NULL;
-    if (na) { load_adapters_or_die(&lora, na, adapters, c); lo = &lora; lora_alloc_acts(lo, B * T); }
+    if (na) { load_adapters_or_die(&lora, na, adapters, c); lo = &lora; if (m.quant && lo->dora) fatal("%s: DoRA adapters need the float base weight (use --quant none)", model_path); lora_alloc_acts(lo, B * T); }
     Net net;
     net_init(&net, &m, lo);
     Activations a;
@@ -4624,7 +5344,7 @@ static int cmd_eval(int argc, char **argv) {
     long count;
     double t0 = time_sec();
     double loss = evaluate(&net, &a, tokens, n, 0, &count);
-    fprintf(stderr, "evaluated %ld tokens in %.1fs\n", count, time_sec() - t0);
+    fprintf(stderr, "%sevaluated %ld tokens in %.1fs\n", quant_desc(&m), count, time_sec() - t0);
     printf("loss %.6f perplexity %.4f tokens %ld\n", loss, exp(loss), count);
     free(tokens);
     acts_free(&a); net_free(&net); lora_free(lo); tokenizer_free(&tok); model_free(&m);
@@ -4638,7 +5358,8 @@ static void error_usage_dump(void) {
                     "  -i FILE      input safetensors (required)\n"
                     "  -o FILE      output safetensors (required)\n"
                     "  -a DIR[:W]   PEFT LoRA adapter folder to apply (default: none); repeat to sum several\n"
-                    "               (gradients are written for a single unweighted adapter)\n");
+                    "               (gradients are written for a single unweighted adapter)\n"
+                    QUANT_HELP);
     exit(1);
 }
 
@@ -4646,8 +5367,10 @@ static int cmd_dump(int argc, char **argv) {
     const char *model_path = NULL, *in = NULL, *out = NULL;
     char *adapters[MAX_ADAPTERS];
     int na = 0;
+    QuantOpts qo = { -1, 0, 0 };
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) error_usage_dump();
+        else if (parse_quant_flag(argc, argv, &i, &qo)) {}
         else if (argv[i][0] != '-') { if (model_path) fatal("unexpected argument '%s'", argv[i]); model_path = argv[i]; }
         else if (!strcmp(argv[i], "-i")) in = next_arg(argc, argv, &i);
         else if (!strcmp(argv[i], "-o")) out = next_arg(argc, argv, &i);
@@ -4656,7 +5379,7 @@ static int cmd_dump(int argc, char **argv) {
     }
     if (!model_path || !in || !out) error_usage_dump();
     Model m;
-    load_model_or_die(&m, model_path);
+    load_model_q_or_die(&m, model_path, &qo);
     Config *c = &m.config;
     SafeTensors st;
     if (st_open(&st, in)) fatal_error();
@@ -4680,12 +5403,12 @@ static int cmd_dump(int argc, char **argv) {
     if (na == 1 && !strchr(adapters[0], ':')) { // one adapter: also its gradients
         if (lora_load(&lora, &lc, c, adapters[0], targets != NULL)) fatal_error();
         free(lc.layers);
-        lo = &lora;
+        lo = &lora; if (m.quant && lo->dora) fatal("%s: DoRA adapters need the float base weight (use --quant none)", model_path);
         lo->dropout = 0; // dump is evaluation: no dropout
         lora_alloc_acts(lo, N);
     } else if (na) { // several (or weighted): their summed delta, no gradients
         load_adapters_or_die(&lora, na, adapters, c);
-        lo = &lora;
+        lo = &lora; if (m.quant && lo->dora) fatal("%s: DoRA adapters need the float base weight (use --quant none)", model_path);
         lora_alloc_acts(lo, N);
     }
     Net net;
@@ -4772,7 +5495,9 @@ static void error_usage_train(void) {
                     "  --log-every N             print every N steps (default: about 100 lines per run)\n"
                     "  --bench                   at the end, print the median step time and tokens/s after warm-up and\n"
                     "                            the FLOPs and time inside the matmuls (make bench uses it)\n"
-                    "  -s SEED                   random seed (default 1337)\n");
+                    "  -s SEED                   random seed (default 1337)\n"
+                    "  QLoRA (LoRA on a quantized frozen base; LoRA weights, gradients and AdamW stay fp32):\n"
+                    QUANT_HELP);
     exit(1);
 }
 static unsigned parse_targets(const char *s) {
@@ -4812,9 +5537,11 @@ static int cmd_train(int argc, char **argv) {
     ta.lc.r = 8; ta.lc.alpha = 8; ta.lc.targets = (1u << TGT_Q) | (1u << TGT_V);
     const char *layers = NULL;
     int alpha_set = 0;
+    QuantOpts qo = { -1, 0, 0 };
     for (int i = 0; i < argc; i++) {
         const char *f = argv[i];
         if (!strcmp(f, "--help") || !strcmp(f, "-h")) error_usage_train();
+        else if (parse_quant_flag(argc, argv, &i, &qo)) {}
         else if (f[0] != '-') { if (!ta.model_path) ta.model_path = f; else if (!ta.data_path) ta.data_path = f; else fatal("unexpected argument '%s'", f); }
         else if (!strcmp(f, "--rslora")) ta.lc.rslora = 1;
         else if (!strcmp(f, "--dora")) ta.lc.dora = 1;
@@ -4866,8 +5593,11 @@ static int cmd_train(int argc, char **argv) {
     (void)alpha_set;
     if (!ta.model_path || !ta.data_path) error_usage_train();
     Model m;
-    load_model_or_die(&m, ta.model_path);
+    load_model_q_or_die(&m, ta.model_path, &qo);
     Config *c = &m.config;
+    if (m.quant && ta.mode != TUNE_LORA) fatal("%s: a quantized base is frozen: --finetuning-type %s needs a float model (--quant none)", ta.model_path, ta.mode == TUNE_FULL ? "full" : "freeze");
+    if (m.quant && ta.lc.dora) fatal("%s: --dora needs the float base weight (use --quant none)", ta.model_path);
+    fprintf(stderr, "%s", quant_desc(&m));
     if (!ta.T) ta.T = c->seq_len < 256 ? c->seq_len : 256;
     if (ta.T > c->seq_len) fatal("-T %d exceeds the model's %d positions", ta.T, c->seq_len);
     if (ta.mode == TUNE_FREEZE && ta.freeze_layers > c->n_layers) fatal("--freeze-trainable-layers %d exceeds the model's %d layers", ta.freeze_layers, c->n_layers);
@@ -4898,7 +5628,8 @@ static void error_usage_merge(void) {
                     "  Writes W' = W + sum_i weight_i * scale_i * B_i A_i for every adapted layer, in MODEL's format:\n"
                     "  a .bin file (llama2.c v1, or legacy for a legacy input) or a Hugging Face folder.\n"
                     "  -o OUT        output file (.bin input) or folder (Hugging Face input); required\n"
-                    "  --dtype D     dtype of a written folder (default: the input folder's)\n");
+                    "  --dtype D     dtype of a written folder (default: the input folder's); for a quantized .bin\n"
+                    "                (int8 v2, int4/nf4): --dtype f32 writes a float v1 .bin instead of requantizing\n");
     exit(1);
 }
 
@@ -4937,19 +5668,38 @@ static int cmd_merge(int argc, char **argv) {
     }
     if (!model_path || !out || !na) error_usage_merge();
     Model m;
-    load_model_or_die(&m, model_path);
+    QuantOpts as_float = { QT_NONE, 0, 0 };
+    if (model_load_q(&m, model_path, &as_float)) fatal_error(); // a quantized base is dequantized to merge
+    int requant = m.format == FMT_BIN_V2 || m.format == FMT_BIN_Q4 ? -1 : 0, rq_type = 0, rq_embed = 0, rq_dq = 0;
+    if (requant) { // the stored quantization, to write the merged model the same way
+        Model q;
+        if (model_load(&q, model_path)) fatal_error();
+        rq_type = q.quant; rq_embed = q.quant_embed; rq_dq = q.quant_dq;
+        model_free(&q);
+        requant = dtype < 0;
+        if (dtype >= 0) m.format = FMT_BIN_V1;
+    }
     if (m.format != FMT_HF && dtype >= 0 && dtype != DT_F32) fatal("--dtype %s applies to Hugging Face folders; .bin files are written in fp32", dtype_names[dtype]);
     Lora lo;
     load_adapters_or_die(&lo, na, adapters, &m.config);
     lora_merge(&m, &lo, 1);
+    if (lo.embed || lo.lm_head) { // modules_to_save: the adapter's full weights replace the model's
+        if (m.config.tied) fatal("%s: modules_to_save cannot be merged into a model with tied embeddings", adapters[0]);
+        size_t n = (size_t)m.config.vocab_size * m.config.dim * sizeof(floatX);
+        if (lo.embed) memcpy(m.params.embed, lo.embed, n);
+        if (lo.lm_head) memcpy(m.params.wcls, lo.lm_head, n);
+    }
     int rc;
     if (m.format == FMT_HF) {
         rc = model_save_hf(&m, out, dtype >= 0 ? dtype : m.hf_dtype);
         const char *extra[] = { "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "generation_config.json" };
         if (!rc) for (size_t k = 0; k < sizeof(extra) / sizeof(extra[0]); k++) copy_file_if_exists(model_path, out, extra[k]);
-    } else rc = model_save_bin(&m, out, m.format == FMT_BIN_LEGACY);
+    } else if (requant) rc = model_save_quant(&m, out, rq_type, rq_embed, rq_dq);
+    else rc = model_save_bin(&m, out, m.format == FMT_BIN_LEGACY);
     if (rc) fatal_error();
-    fprintf(stderr, "merged %d adapter%s into %s -> %s (%s)\n", na, na > 1 ? "s" : "", model_path, out,
+    if (requant) fprintf(stderr, "%s is %s-quantized: dequantized, merged and requantized to %s (--dtype f32 writes a float model)\n", model_path, qtype_names[rq_type], qtype_names[rq_type]);
+    else if (m.format == FMT_BIN_V1 && dtype >= 0) fprintf(stderr, "%s is quantized: dequantized and merged; written as a float model (--dtype)\n", model_path);
+    fprintf(stderr, "merged %d adapter%s into %s -> %s (%s)\n", na, na > 1 ? "s" : "", model_path, out, requant ? qtype_names[rq_type] :
             m.format == FMT_HF ? dtype_names[dtype >= 0 ? dtype : m.hf_dtype] : m.format == FMT_BIN_LEGACY ? "llama2.c legacy .bin" : "llama2.c v1 .bin");
     lora_free(&lo); model_free(&m);
     return 0;
@@ -4981,13 +5731,23 @@ static int cmd_info(int argc, char **argv) {
         Model m;
         load_model_or_die(&m, path);
         Config *c = &m.config;
-        const char *fmt[] = { "llama2.c legacy .bin", "llama2.c v1 .bin (fp32)", "llama2.c v2 .bin (int8 groups, dequantized on load)", "Hugging Face folder" };
+        const char *fmt[] = { "llama2.c legacy .bin", "llama2.c v1 .bin (fp32)", "llama2.c v2 .bin (int8 groups of 64)", "Hugging Face folder", "peft.c 4-bit .bin" };
         printf("model %s: %s%s%s\n", path, fmt[m.format], m.format == FMT_HF ? ", weights " : "", m.format == FMT_HF ? dtype_names[m.hf_dtype] : "");
+        if (m.quant) printf("quantized: %s linear weights%s, embeddings %s\n", qtype_names[m.quant], m.quant_dq ? " (double-quantized absmax)" : "", m.quant_embed ? qtype_names[m.quant] : "fp32");
         printf("dim %d, hidden %d, layers %d, heads %d, kv heads %d, head_dim %d, vocab %d, max positions %d, rope_theta %g%s, rms_norm_eps %g, tied classifier %s\n",
                c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, c->vocab_size, c->seq_len, c->rope_theta, c->rope_llama3 ? " (llama3 scaling)" : "", c->norm_eps, c->tied ? "yes" : "no");
         const char *tn[NUM_PARAM_TENSORS] = { "embed_tokens", "input_layernorm", "q_proj", "k_proj", "v_proj", "o_proj", "post_attention_layernorm", "gate_proj", "down_proj", "up_proj", "norm", "lm_head" };
         for (int i = 0; i < NUM_PARAM_TENSORS; i++) if (m.param_sizes[i]) printf("  %-26s %12zu\n", tn[i], m.param_sizes[i]);
-        printf("parameters: %zu (%.2fM)\n", m.num_parameters, m.num_parameters / 1e6);
+        size_t nq = 0;
+        if (m.quant) {
+            size_t per[NUM_TARGETS] = { 0 };
+            for (int i = 0; i < m.config.n_layers * NUM_TARGETS; i++) per[i % NUM_TARGETS] += m.qw[i].n;
+            for (int t = 0; t < NUM_TARGETS; t++) { printf("  %-26s %12zu %s\n", target_names[t], per[t], qtype_names[m.quant]); nq += per[t]; }
+            if (m.quant_embed) { printf("  %-26s %12zu %s\n", "embed_tokens", m.qembed.n, qtype_names[m.quant]); nq += m.qembed.n + m.qcls.n; }
+            if (m.quant_embed && m.qcls.n) printf("  %-26s %12zu %s\n", "lm_head", m.qcls.n, qtype_names[m.quant]);
+            printf("quantized weights: %.2f MB\n", model_quant_bytes(&m) / 1e6);
+        }
+        printf("parameters: %zu (%.2fM)\n", m.num_parameters + nq, (m.num_parameters + nq) / 1e6);
         model_free(&m);
         return 0;
     }
@@ -5007,6 +5767,40 @@ static int cmd_info(int argc, char **argv) {
     return 0;
 }
 
+// ---- quantize
+static void error_usage_quantize(void) {
+    fprintf(stderr, "Usage: peft quantize MODEL -o OUT --quant int8|int4|nf4 [options]\n"
+                    "  Writes a quantized model file that every command loads directly: int8 as a llama2.c version 2\n"
+                    "  .bin (groups of 64, embeddings included), int4/nf4 as peft.c version 3/4 .bin. MODEL is read\n"
+                    "  and quantized one matrix at a time (a float copy of the model never exists).\n"
+                    "  -o OUT        output .bin (required)\n"
+                    "  --quant T     int8 | int4 | nf4 (required)\n"
+                    "  --quant-embeddings  int4/nf4: quantize the embedding and classifier too (default: fp32)\n"
+                    "  --double-quant      nf4: double-quantize the block absmax values (bitsandbytes')\n");
+    exit(1);
+}
+static int cmd_quantize(int argc, char **argv) {
+    const char *model_path = NULL, *out = NULL;
+    QuantOpts qo = { -1, 0, 0 };
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) error_usage_quantize();
+        else if (parse_quant_flag(argc, argv, &i, &qo)) {}
+        else if (argv[i][0] != '-') { if (model_path) fatal("unexpected argument '%s'", argv[i]); model_path = argv[i]; }
+        else if (!strcmp(argv[i], "-o")) out = next_arg(argc, argv, &i);
+        else fatal("unknown flag '%s' for quantize (see peft quantize --help)", argv[i]);
+    }
+    if (!model_path || !out || qo.type < 0) error_usage_quantize();
+    if (qo.type == QT_NONE) fatal("--quant none: nothing to quantize (merge --dtype f32 writes float models)");
+    if (qo.type == QT_INT8) qo.embed = 1;
+    Model m;
+    load_model_q_or_die(&m, model_path, &qo);
+    if (model_save_quant(&m, out, qo.type, qo.embed, qo.dq)) fatal_error();
+    fprintf(stderr, "wrote %s: %s%s, %s\n", out, qo.type == QT_INT8 ? "llama2.c v2 int8" : qo.type == QT_INT4 ? "peft.c v3 int4" : "peft.c v4 nf4",
+            qo.dq ? " (double-quantized absmax)" : "", qo.embed ? "embeddings quantized" : "embeddings fp32");
+    model_free(&m);
+    return 0;
+}
+
 static void error_usage(void) {
     fprintf(stderr, "peft.c: LoRA fine-tuning of Llama-family models in one C file\n"
                     "Usage: peft <command> [args]   (peft <command> --help lists its flags)\n"
@@ -5015,13 +5809,19 @@ static void error_usage(void) {
                     "  eval MODEL DATA                loss and perplexity over a text\n"
                     "  dump MODEL -i IN -o OUT        logits/loss/gradients for given ids (regression use)\n"
                     "  merge MODEL ADAPTER... -o OUT  merge adapters into the weights\n"
+                    "  quantize MODEL -o OUT --quant T  write an int8 (llama2.c v2), int4 or nf4 model file\n"
                     "  info PATH                      what a model, adapter or .safetensors file holds\n"
                     "MODEL is a llama2.c .bin file or a Hugging Face folder (config.json + safetensors).\n");
     exit(1);
 }
 
-#ifndef PEFT_NO_MAIN
+// test_all.c includes this file with PEFT_NO_MAIN and calls the CLI as peft_main
+#ifdef PEFT_NO_MAIN
+int peft_main(int argc, char **argv);
+int peft_main(int argc, char **argv) {
+#else
 int main(int argc, char **argv) {
+#endif
     if (argc < 2) error_usage();
     const char *cmd = argv[1];
     if (!strcmp(cmd, "train")) return cmd_train(argc - 2, argv + 2);
@@ -5030,8 +5830,8 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "dump")) return cmd_dump(argc - 2, argv + 2);
     if (!strcmp(cmd, "merge")) return cmd_merge(argc - 2, argv + 2);
     if (!strcmp(cmd, "info")) return cmd_info(argc - 2, argv + 2);
+    if (!strcmp(cmd, "quantize")) return cmd_quantize(argc - 2, argv + 2);
     if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h")) error_usage();
     fatal("unknown command '%s' (see peft --help)", cmd);
     return 1;
 }
-#endif

@@ -16,7 +16,9 @@ static void check(int ok, const char *name, const char *fmt, ...) {
     fflush(stdout);
     if (ok) n_pass++; else n_fail++;
 }
+#ifndef PEFT_FP64
 static void skip(const char *name, const char *why) { printf("SKIP %s: %s\n", name, why); fflush(stdout); n_skip++; }
+#endif
 
 static double rel_err(const double *a, const double *b, size_t n) { // ||a-b|| / ||b||
     double num = 0, den = 0;
@@ -364,14 +366,14 @@ static double max_abs_diff(const float *a, const float *b, size_t n, size_t *whe
 // --- fast kernels (SIMD GEMM, GEMM-based attention, vectorised exp) against the reference loops,
 // on shapes that are not multiples of the tiles, and the same bits for 1 and 2 threads
 static uint64_t kern_rng = 4242;
-static float *rand_f32(size_t n, float scale) {
+MAYBE_UNUSED static float *rand_f32(size_t n, float scale) {
     float *x = malloc_check((n ? n : 1) * sizeof(float));
     for (size_t i = 0; i < n; i++) x[i] = (2 * random_f32(&kern_rng) - 1) * scale;
     return x;
 }
-static float *copy_f32(const float *x, size_t n) { float *y = malloc_check((n ? n : 1) * sizeof(float)); memcpy(y, x, n * sizeof(float)); return y; }
+MAYBE_UNUSED static float *copy_f32(const float *x, size_t n) { float *y = malloc_check((n ? n : 1) * sizeof(float)); memcpy(y, x, n * sizeof(float)); return y; }
 // max |a - ref| / max |ref|
-static double rel_max_diff(const float *a, const float *ref, size_t n) {
+MAYBE_UNUSED static double rel_max_diff(const float *a, const float *ref, size_t n) {
     double m = 0, r = 0;
     for (size_t i = 0; i < n; i++) { double d = fabs((double)a[i] - ref[i]); if (d > m || d != d) m = d; if (fabs(ref[i]) > r) r = fabs(ref[i]); }
     return r > 0 ? m / r : m;
@@ -809,7 +811,7 @@ static void test_generation(void) {
         if (!have(models[v])) { skip("greedy generation", "needs ../shared models"); continue; }
         if (model_load(&m, models[v])) { check(0, "greedy generation", "%s", peft_errbuf); continue; }
         Net net; net_init(&net, &m, NULL);
-        RunState s; runstate_alloc(&s, &m.config);
+        RunState s; runstate_alloc(&s, &m.config, m.config.seq_len);
         int token = 1, first_bad = -1, n = tk->n;
         int *seq = malloc_check((n + 1) * sizeof(int));
         seq[0] = 1;
@@ -825,7 +827,7 @@ static void test_generation(void) {
         if (v == 0) { // the batch forward over the generated sequence gives the same logits as the KV-cache path
             Activations a; acts_alloc(&a, &m.config, 1, 64, 0);
             peft_forward(&net, &a, seq);
-            RunState s2; runstate_alloc(&s2, &m.config);
+            RunState s2; runstate_alloc(&s2, &m.config, m.config.seq_len);
             double e = 0;
             for (int pos = 0; pos < 64; pos++) {
                 floatX *lg = forward_token(&net, &s2, seq[pos], pos);
@@ -869,7 +871,7 @@ static void test_peft_reference(const char *name) {
     snprintf(label, sizeof(label), "%s: loss", name);
     check(fabs(loss - rloss[0]) / rloss[0] <= 1e-5, label, "peft.c %.7f, PEFT %.7f, relative error %.1e <= 1e-5", loss, rloss[0], fabs(loss - rloss[0]) / rloss[0]);
     peft_backward(&net, &a, NULL, m.config.n_layers, 0);
-    double worst = 0; int ngrads = 0; char worst_name[256] = "";
+    double worst = 0; int ngrads = 0; char worst_name[320] = "";
     for (int l = 0; l < lo.n_layers; l++)
         for (int t = 0; t < NUM_TARGETS; t++) {
             LoraModule *lm = &lo.mods[l * NUM_TARGETS + t];
@@ -1490,7 +1492,32 @@ static void expect_cli_error(const char *label, const char *args, const char *wa
 
 static void test_cli(void) {
     if (!file_exists(peft_bin())) { check(0, "CLI tests", "%s not built", peft_bin()); return; }
-    if (!have(STORIES) || !have(TOK512)) { skip("CLI tests", "need " STORIES " and " TOK512); return; }
+    // a small random model with the vocabulary of the committed tests/spbpe tokenizer, so these tests need no ../shared
+    char STORIES_[600];
+    const char *TOK_ = "tests/spbpe/tokenizer.json";
+    Tokenizer tk;
+    if (tokenizer_load(&tk, TOK_, 0)) { check(0, "CLI tests", "%s", peft_errbuf); return; }
+    {
+        Model tm;
+        memset(&tm, 0, sizeof(tm));
+        config_defaults(&tm.config);
+        Config *c = &tm.config;
+        c->dim = 48; c->hidden_dim = 96; c->n_layers = 3; c->n_heads = 6; c->n_kv_heads = 3; c->head_dim = 8; c->vocab_size = tk.vocab_size; c->seq_len = 128; c->tied = 1;
+        tm.format = FMT_BIN_V1;
+        model_alloc(&tm);
+        uint64_t r = 11;
+        for (size_t i = 0; i < tm.num_parameters; i++) tm.params_memory[i] = (floatX)((random_f32(&r) - 0.5f) * 0.2f);
+        for (int i = 0; i < c->n_layers * c->dim; i++) { tm.params.rms_att[i] = 1; tm.params.rms_ffn[i] = 1; }
+        for (int i = 0; i < c->dim; i++) tm.params.rms_final[i] = 1;
+        tmp_path(STORIES_, sizeof(STORIES_), "tiny.bin");
+        if (model_save_bin(&tm, STORIES_, 0)) { check(0, "CLI tests", "%s", peft_errbuf); model_free(&tm); tokenizer_free(&tk); return; }
+        model_free(&tm);
+    }
+    tokenizer_free(&tk);
+#undef STORIES
+#undef TOK512
+#define STORIES STORIES_
+#define TOK512 TOK_
     char data[600], tiny[600], empty[600], out[600], args[4096], err[4096], o[4096];
     tmp_path(data, sizeof(data), "data.txt");
     tmp_path(tiny, sizeof(tiny), "tiny.txt");
@@ -1509,8 +1536,10 @@ static void test_cli(void) {
     write_bytes(empty, "", 0);
     // unknown flags and commands
     expect_cli_error("unknown command", "frobnicate", "unknown command", NULL);
-    expect_cli_error("unknown flag for train", "train " STORIES " x.txt --frob 1", "unknown flag", NULL);
-    expect_cli_error("unknown flag for generate", "generate " STORIES " --frob", "unknown flag", NULL);
+    snprintf(args, sizeof(args), "train %s x.txt --frob 1", STORIES);
+    expect_cli_error("unknown flag for train", args, "unknown flag", NULL);
+    snprintf(args, sizeof(args), "generate %s --frob", STORIES);
+    expect_cli_error("unknown flag for generate", args, "unknown flag", NULL);
     // bad training input: a clear error and nothing written
     snprintf(args, sizeof(args), "train %s %s -z %s -o %s", STORIES, empty, TOK512, out);
     expect_cli_error("empty data file", args, "empty", out);
@@ -1518,14 +1547,14 @@ static void test_cli(void) {
     expect_cli_error("data shorter than one window", args, "shorter than one window", out);
     snprintf(args, sizeof(args), "train %s %s -z %s -o %s -r 0", STORIES, data, TOK512, out);
     expect_cli_error("rank 0", args, "-r", out);
-    snprintf(args, sizeof(args), "train %s %s -z %s -o %s -r 100", STORIES, data, TOK512, out);
+    snprintf(args, sizeof(args), "train %s %s -z %s -o %s -r 100", STORIES, data, TOK512, out); // dim 48
     expect_cli_error("rank larger than the layer", args, "larger than", out);
     snprintf(args, sizeof(args), "train %s %s -z %s -o %s --targets q_proj,foo_proj", STORIES, data, TOK512, out);
     expect_cli_error("unknown target", args, "unknown module 'foo_proj'", out);
     snprintf(args, sizeof(args), "train %s %s -z %s -o /proc/peft_cannot_write_here --steps 2 -T 32 -b 2", STORIES, data, TOK512);
     expect_cli_error("unwritable output folder", args, "/proc/peft_cannot_write_here", NULL);
-    snprintf(args, sizeof(args), "train %s %s -o %s", STORIES, data, out);
-    expect_cli_error("wrong tokenizer (./tokenizer.bin has 32000 pieces, the model 512)", args, NULL, out);
+    snprintf(args, sizeof(args), "train %s %s -z tests/bytebpe/tokenizer.json -o %s", STORIES, data, out);
+    expect_cli_error("wrong tokenizer (1002 ids for a model of 800)", args, "vocabulary", out);
     snprintf(args, sizeof(args), "train %s /nonexistent/data.txt -z %s -o %s", STORIES, TOK512, out);
     expect_cli_error("missing data file", args, "/nonexistent/data.txt", out);
     // resume: stop at step 3 of 6, resume, and the final adapter is byte-identical to an uninterrupted run
@@ -1630,6 +1659,671 @@ static void test_cli(void) {
             check(first_same && last_diff && emb_same, "freeze trains only the last layer", "layers 0-%zu and embeddings unchanged, layer %zu changed", L - 2, L - 1); model_free(&m0); }
         model_free(&mf); }
     else check(0, "freeze fine-tuning", "%s", err);
+#undef STORIES
+#undef TOK512
+#define STORIES SHARED "/models/stories260K/stories260K.bin"
+#define TOK512 SHARED "/models/stories260K/tok512.bin"
+}
+
+// --- adapters: hostile files, several adapters, merge/info CLI, training from an adapter
+static void write_text(const char *path, const char *s) { write_bytes(path, s, strlen(s)); }
+
+// copy the qv_r4 adapter into dir, with its config replaced (cfg != NULL) and tensors edited by `edit`
+typedef void (*TensorEdit)(STWrite *ts, int *n, floatX **bufs);
+static int make_adapter(const char *dir, const char *cfg, TensorEdit edit) {
+    const char *src = SHARED "/reference/peft/qv_r4";
+    char p[700];
+    mkdir_p(dir);
+    snprintf(p, sizeof(p), "%s/adapter_config.json", src);
+    size_t n;
+    char *c = read_file(p, &n, 1 << 20);
+    if (!c) return -1;
+    snprintf(p, sizeof(p), "%s/adapter_config.json", dir);
+    write_text(p, cfg ? cfg : c);
+    free(c);
+    SafeTensors st;
+    snprintf(p, sizeof(p), "%s/adapter_model.safetensors", src);
+    if (st_open(&st, p)) return -1;
+    STWrite ts[64];
+    floatX *bufs[64];
+    int nt = 0;
+    memset(ts, 0, sizeof(ts));
+    for (int i = 0; i < st.n && nt < 60; i++) {
+        STTensor *t = &st.t[i];
+        snprintf(ts[nt].name, sizeof(ts[nt].name), "%s", t->name);
+        ts[nt].dtype = DT_F32; ts[nt].ndim = t->ndim;
+        for (int d = 0; d < t->ndim; d++) ts[nt].shape[d] = t->shape[d];
+        bufs[nt] = malloc_check((t->numel + 64) * sizeof(floatX));
+        st_read_floatX(&st, t, bufs[nt]);
+        ts[nt].fdata = bufs[nt];
+        nt++;
+    }
+    st_close(&st);
+    if (edit) edit(ts, &nt, bufs);
+    snprintf(p, sizeof(p), "%s/adapter_model.safetensors", dir);
+    int rc = st_write(p, ts, nt, NULL);
+    for (int i = 0; i < nt; i++) free(bufs[i]);
+    return rc;
+}
+static void edit_wrong_shape(STWrite *ts, int *n, floatX **b) { (void)n; (void)b; ts[0].shape[1] = 32; } // lora_A (4,64) -> (4,32): fewer values, fine for writing
+static void edit_missing(STWrite *ts, int *n, floatX **b) { (void)ts; free(b[*n - 1]); (*n)--; }   // drop the last tensor (a lora_B)
+static void edit_extra(STWrite *ts, int *n, floatX **b) { ts[*n] = ts[0]; b[*n] = malloc_check(4 * 64 * sizeof(floatX)); ts[*n].fdata = b[*n]; memset(b[*n], 0, 4 * 64 * sizeof(floatX)); snprintf(ts[*n].name, sizeof(ts[*n].name), "base_model.model.model.layers.0.self_attn.q_proj.lora_C.weight"); (*n)++; }
+static void edit_nan(STWrite *ts, int *n, floatX **b) { (void)ts; (void)n; b[1][3] = NAN; }
+static floatX *mts_head; // modules_to_save: a replacement lm_head (512 x 64)
+static void edit_add_head(STWrite *ts, int *n, floatX **b) {
+    memset(&ts[*n], 0, sizeof(STWrite));
+    snprintf(ts[*n].name, sizeof(ts[*n].name), "base_model.model.lm_head.weight");
+    ts[*n].dtype = DT_F32; ts[*n].ndim = 2; ts[*n].shape[0] = 512; ts[*n].shape[1] = 64;
+    b[*n] = malloc_check(512 * 64 * sizeof(floatX));
+    memcpy(b[*n], mts_head, 512 * 64 * sizeof(floatX));
+    ts[*n].fdata = b[*n];
+    (*n)++;
+}
+static void edit_rank8(STWrite *ts, int *n, floatX **b) { // both A and B of every module rank 4 -> claim via config r=8 instead
+    (void)ts; (void)n; (void)b; }
+static void edit_layer99(STWrite *ts, int *n, floatX **b) { (void)n; (void)b; char *p = strstr(ts[0].name, "layers.0."); if (p) { char tmp[256]; snprintf(tmp, sizeof(tmp), "%.*slayers.99.%s", (int)(p - ts[0].name), ts[0].name, p + 9); snprintf(ts[0].name, sizeof(ts[0].name), "%s", tmp); } }
+
+static void expect_adapter_error(const char *label, const char *cfg, TensorEdit edit, const char *want) {
+    char dir[600];
+    tmp_path(dir, sizeof(dir), "bad_adapter");
+    char cmd[700]; snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir); if (system(cmd)) {}
+    if (make_adapter(dir, cfg, edit)) { check(0, "hostile adapter", "%s: could not build the fixture: %s", label, peft_errbuf); return; }
+    Model m;
+    if (model_load(&m, SHARED "/models/stories260K-hf-f32")) return;
+    Lora lo; LoraConfig lc;
+    int rc = lora_load(&lo, &lc, &m.config, dir, 0);
+    if (!rc) { lora_free(&lo); free(lc.layers); }
+    check(rc == -1 && (!want || strstr(peft_errbuf, want)), "hostile adapter", "%s -> %s", label, rc ? peft_errbuf : "ACCEPTED");
+    model_free(&m);
+}
+
+static void test_adapters(void) {
+    const char *qv = SHARED "/reference/peft/qv_r4", *all = SHARED "/reference/peft/all_r8_rslora";
+    if (!have(qv) || !have(all)) { skip("adapter tests", "need " SHARED "/reference/peft"); return; }
+    const char *cfg_ok = "{\"peft_type\":\"LORA\",\"r\":4,\"lora_alpha\":8,\"target_modules\":[\"q_proj\",\"v_proj\"],\"bias\":\"none\"}";
+    {
+        char dir[600]; tmp_path(dir, sizeof(dir), "good_adapter");
+        make_adapter(dir, cfg_ok, NULL);
+        Model m; Lora lo; LoraConfig lc;
+        int ok = !model_load(&m, SHARED "/models/stories260K-hf-f32") && !lora_load(&lo, &lc, &m.config, dir, 0);
+        check(ok, "adapter rewritten from PEFT's loads (control for the hostile cases)", "%s", ok ? "loads" : peft_errbuf);
+        if (ok) { lora_free(&lo); free(lc.layers); model_free(&m); }
+    }
+    expect_adapter_error("wrong tensor shape", cfg_ok, edit_wrong_shape, "expected shape [4, 64] but found [4, 32]");
+    expect_adapter_error("missing tensor", cfg_ok, edit_missing, "but no lora_");
+    expect_adapter_error("extra tensor", cfg_ok, edit_extra, "unexpected tensor 'base_model.model.model.layers.0.self_attn.q_proj.lora_C.weight'");
+    expect_adapter_error("NaN value", cfg_ok, edit_nan, "non-finite");
+    expect_adapter_error("rank mismatch between config and tensors", "{\"peft_type\":\"LORA\",\"r\":8,\"lora_alpha\":8,\"target_modules\":[\"q_proj\",\"v_proj\"]}", edit_rank8, "says r=8");
+    expect_adapter_error("layer beyond the model", cfg_ok, edit_layer99, "layer 99");
+    expect_adapter_error("config JSON error", "{\"peft_type\":\"LORA\",\"r\":4,", NULL, "invalid JSON");
+    expect_adapter_error("config with NaN", "{\"peft_type\":\"LORA\",\"r\":4,\"lora_alpha\":NaN}", NULL, "invalid JSON");
+    expect_adapter_error("not LoRA", "{\"peft_type\":\"IA3\",\"r\":4,\"lora_alpha\":8}", NULL, "only LORA");
+    expect_adapter_error("bias all", "{\"peft_type\":\"LORA\",\"r\":4,\"lora_alpha\":8,\"bias\":\"all\"}", NULL, "bias 'all'");
+    expect_adapter_error("fan_in_fan_out", "{\"peft_type\":\"LORA\",\"r\":4,\"lora_alpha\":8,\"fan_in_fan_out\":true}", NULL, "fan_in_fan_out");
+    expect_adapter_error("r missing", "{\"peft_type\":\"LORA\",\"lora_alpha\":8}", NULL, "'r'");
+    {
+        char dir[600]; tmp_path(dir, sizeof(dir), "pickled");
+        mkdir_p(dir);
+        char p[700]; snprintf(p, sizeof(p), "%s/adapter_config.json", dir); write_text(p, cfg_ok);
+        snprintf(p, sizeof(p), "%s/adapter_model.bin", dir); write_text(p, "PK");
+        Model m; Lora lo; LoraConfig lc;
+        if (!model_load(&m, SHARED "/models/stories260K-hf-f32")) {
+            int rc = lora_load(&lo, &lc, &m.config, dir, 0);
+            check(rc == -1 && strstr(peft_errbuf, "pickled"), "hostile adapter", "adapter_model.bin pickle -> %s", peft_errbuf);
+            model_free(&m);
+        }
+    }
+    // modules_to_save: an adapter carrying a full lm_head replaces the (tied) classifier, not the embedding
+    {
+        Model mt;
+        if (!model_load(&mt, SHARED "/models/stories260K-hf-f32")) {
+            uint64_t r = 9;
+            mts_head = malloc_check(512 * 64 * sizeof(floatX));
+            for (int i = 0; i < 512 * 64; i++) mts_head[i] = mt.params.embed[i] + (floatX)((random_f32(&r) - 0.5f) * 0.5f);
+            char dir[600]; tmp_path(dir, sizeof(dir), "mts_adapter");
+            make_adapter(dir, "{\"peft_type\":\"LORA\",\"r\":4,\"lora_alpha\":8,\"modules_to_save\":[\"lm_head\"]}", edit_add_head);
+            Lora la, lq; LoraConfig ka, kq;
+            int ok = !lora_load(&la, &ka, &mt.config, dir, 0) && !lora_load(&lq, &kq, &mt.config, SHARED "/reference/peft/qv_r4", 0);
+            if (ok) {
+                int ids2[32];
+                for (int i = 0; i < 32; i++) ids2[i] = (i * 37 + 5) % 512;
+                float *got = dump_logits(&mt, &la, ids2, 1, 32, NULL, NULL);
+                // reference: the same model untied, its classifier replaced, with the plain qv_r4 adapter
+                Model mu = mt;
+                mu.config.tied = 0;
+                model_alloc(&mu);
+                memcpy(mu.params_memory, mt.params_memory, mt.num_parameters * sizeof(floatX));
+                memcpy(mu.params.wcls, mts_head, 512 * 64 * sizeof(floatX));
+                float *want = dump_logits(&mu, &lq, ids2, 1, 32, NULL, NULL);
+                size_t where;
+                double e = max_abs_diff(got, want, 32 * 512, &where);
+                check(e <= 1e-5, "modules_to_save lm_head replaces the classifier", "max abs diff %.2e vs an untied model with that head", e);
+                free(got); free(want); model_free(&mu);
+                lora_free(&la); lora_free(&lq); free(ka.layers); free(kq.layers);
+            } else check(0, "modules_to_save adapter loads", "%s", peft_errbuf);
+            expect_adapter_error("modules_to_save weight not listed in the config", cfg_ok, edit_add_head, "not listed in modules_to_save");
+            expect_adapter_error("modules_to_save entry unsupported", "{\"peft_type\":\"LORA\",\"r\":4,\"lora_alpha\":8,\"modules_to_save\":[\"score\"]}", NULL, "'score' is not supported");
+            expect_adapter_error("modules_to_save weight missing", "{\"peft_type\":\"LORA\",\"r\":4,\"lora_alpha\":8,\"modules_to_save\":[\"embed_tokens\"]}", NULL, "no such weight");
+            free(mts_head);
+            model_free(&mt);
+        }
+    }
+    // modules_to_save written by real PEFT 0.21 (tests/make_mts_fixture.py): embed_tokens and lm_head replaced
+    {
+        Model mt;
+        size_t nr;
+        int fb, ft;
+        float *rl = load_f32("tests/mts/reference.safetensors", "logits", &nr);
+        int *fid = load_ints("tests/mts/reference.safetensors", "input_ids", &fb, &ft);
+        if (rl && fid && !model_load(&mt, SHARED "/models/stories260K-hf-f32")) {
+            Model mu = mt; // the fixture's base: stories260K untied, lm_head a copy of the embedding
+            mu.config.tied = 0;
+            model_alloc(&mu);
+            memcpy(mu.params_memory, mt.params_memory, mt.num_parameters * sizeof(floatX));
+            memcpy(mu.params.wcls, mt.params.embed, (size_t)512 * 64 * sizeof(floatX));
+            Lora la; LoraConfig ka;
+            if (!lora_load(&la, &ka, &mu.config, "tests/mts/adapter", 0)) {
+                float *got = dump_logits(&mu, &la, fid, fb, ft, NULL, NULL);
+                size_t where;
+                double e = max_abs_diff(got, rl, nr, &where);
+                check(e <= 1e-4 && la.embed && la.lm_head, "PEFT modules_to_save adapter (embed_tokens + lm_head)", "max abs error %.2e vs transformers + PEFT", e);
+                free(got); lora_free(&la); free(ka.layers);
+            } else check(0, "PEFT modules_to_save adapter loads", "%s", peft_errbuf);
+            model_free(&mu); model_free(&mt);
+        }
+        free(rl); free(fid);
+    }
+    // alpha_pattern and rank_pattern pick per-module values
+    {
+        Model mt; Lora la; LoraConfig ka;
+        char dir[600]; tmp_path(dir, sizeof(dir), "pattern_adapter");
+        make_adapter(dir, "{\"peft_type\":\"LORA\",\"r\":4,\"lora_alpha\":8,\"alpha_pattern\":{\"model.layers.0.self_attn.q_proj\":16,\"v_proj\":2},\"rank_pattern\":{\"layers.1.self_attn.q_proj\":4}}", NULL);
+        int ok = !model_load(&mt, SHARED "/models/stories260K-hf-f32") && !lora_load(&la, &ka, &mt.config, dir, 0);
+        check(ok && la.mods[0 * NUM_TARGETS + TGT_Q].scale == 4 && la.mods[1 * NUM_TARGETS + TGT_Q].scale == 2 && la.mods[2 * NUM_TARGETS + TGT_V].scale == 0.5f,
+              "alpha_pattern / rank_pattern", "layer 0 q_proj scale 16/4, layer 1 q_proj 8/4, v_proj 2/4%s", ok ? "" : peft_errbuf);
+        if (ok) { lora_free(&la); free(ka.layers); model_free(&mt); }
+        expect_adapter_error("rank_pattern disagreeing with the tensors", "{\"peft_type\":\"LORA\",\"r\":4,\"lora_alpha\":8,\"rank_pattern\":{\"layers.1.self_attn.q_proj\":2}}", NULL, "says r=2");
+    }
+    // two adapters with weights 0.7 and 0.3 == the model with 0.7*s1*B1A1 + 0.3*s2*B2A2 added by plain arithmetic
+    Model m, ref;
+    if (model_load(&m, SHARED "/models/stories260K-hf-f32") || model_load(&ref, SHARED "/models/stories260K-hf-f32")) return;
+    Lora l1, l2, comb; LoraConfig c1, c2;
+    if (lora_load(&l1, &c1, &m.config, qv, 0) || lora_load(&l2, &c2, &m.config, all, 0)) { check(0, "two adapters", "%s", peft_errbuf); return; }
+    Lora *ins[2] = { &l1, &l2 };
+    float ws[2] = { 0.7f, 0.3f };
+    lora_combine(&comb, ins, ws, 2, &m.config);
+    for (int k = 0; k < 2; k++) {
+        Lora *lo = ins[k];
+        for (int i = 0; i < lo->n_layers * NUM_TARGETS; i++) {
+            LoraModule *md = &lo->mods[i];
+            if (!md->r) continue;
+            floatX *W = model_weight(&ref, i / NUM_TARGETS, i % NUM_TARGETS);
+            for (int o = 0; o < md->out; o++)
+                for (int x = 0; x < md->in; x++) {
+                    double d = 0;
+                    for (int j = 0; j < md->r; j++) d += (double)md->B[(size_t)o * md->r + j] * md->A[(size_t)j * md->in + x];
+                    W[(size_t)o * md->in + x] += (floatX)(ws[k] * md->scale * d);
+                }
+        }
+    }
+    int B = 2, T = 32, ids[64];
+    uint64_t rng = 3;
+    for (int i = 0; i < B * T; i++) ids[i] = (int)(random_u32(&rng) % 512);
+    float *got = dump_logits(&m, &comb, ids, B, T, NULL, NULL), *want = dump_logits(&ref, NULL, ids, B, T, NULL, NULL);
+    float *single = dump_logits(&m, &l1, ids, B, T, NULL, NULL);
+    size_t where, nl = (size_t)B * T * m.config.vocab_size;
+    double e = max_abs_diff(got, want, nl, &where), e1 = max_abs_diff(single, want, nl, &where);
+    check(e <= 1e-4 && e1 > 1e-2, "two adapters 0.7 + 0.3 == arithmetic merge of their scaled deltas", "max abs error %.2e <= 1e-4 (one adapter alone differs by %.2f)", e, e1);
+    free(got); free(want); free(single);
+    lora_free(&l1); lora_free(&l2); lora_free(&comb); free(c1.layers); free(c2.layers); model_free(&m); model_free(&ref);
+    // the CLI: several -a, merge with --dtype bf16, info
+    char out[600], args[4096], err[4096], o[8192], mdir[600];
+    tmp_path(out, sizeof(out), "two.safetensors");
+    tmp_path(mdir, sizeof(mdir), "merged_bf16");
+    char in[600];
+    tmp_path(in, sizeof(in), "ids.safetensors");
+    STWrite iw; memset(&iw, 0, sizeof(iw));
+    snprintf(iw.name, sizeof(iw.name), "input_ids"); iw.dtype = DT_I32; iw.ndim = 2; iw.shape[0] = B; iw.shape[1] = T; iw.idata = ids;
+    st_write(in, &iw, 1, NULL);
+    snprintf(args, sizeof(args), "merge %s/models/stories260K-hf-f32 %s:0.7 %s:0.3 -o %s --dtype bf16", SHARED, qv, all, mdir);
+    int rc = run_cmd(args, err, sizeof(err), NULL, 0);
+    Model mb;
+    int ok = !rc && !model_load(&mb, mdir);
+    check(ok && mb.hf_dtype == DT_BF16, "merge --dtype bf16 writes a loadable BF16 folder", "%s", ok ? "dtype BF16" : err);
+    if (ok) model_free(&mb);
+    snprintf(args, sizeof(args), "info %s", qv);
+    rc = run_cmd(args, err, sizeof(err), o, sizeof(o));
+    check(!rc && strstr(o, "r 4") && strstr(o, "q_proj") && strstr(o, "lora_B.weight") && strstr(o, "parameters:"), "info on an adapter", "%.120s...", o);
+    snprintf(args, sizeof(args), "info %s/models/stories260K/stories260K.bin", SHARED);
+    rc = run_cmd(args, err, sizeof(err), o, sizeof(o));
+    check(!rc && strstr(o, "dim 64") && strstr(o, "parameters: 260032"), "info on a model", "%.160s...", o);
+    // training from an existing PEFT adapter (is_trainable=True): same keys and config, new values
+    if (have(STORIES) && have(TOK512)) {
+        char data[600], od[600];
+        tmp_path(data, sizeof(data), "data.txt");
+        tmp_path(od, sizeof(od), "from_adapter");
+        snprintf(args, sizeof(args), "train %s/models/stories260K-hf-f32 %s -z %s -o %s --resume-adapter %s --steps 3 -T 32 -b 2 --val-frac 0", SHARED, data, TOK512, od, qv);
+        rc = run_cmd(args, err, sizeof(err), NULL, 0);
+        Model mm; Lora a0, a1; LoraConfig k0, k1;
+        ok = !rc && !model_load(&mm, STORIES) && !lora_load(&a0, &k0, &mm.config, qv, 0) && !lora_load(&a1, &k1, &mm.config, od, 0);
+        int same_shape = ok && a0.num_params == a1.num_params && k0.r == k1.r && k0.alpha == k1.alpha && k0.targets == k1.targets;
+        int changed = same_shape && memcmp(a0.params, a1.params, a0.num_params * sizeof(floatX)) != 0;
+        check(same_shape && changed, "train --resume-adapter continues a PEFT adapter", "%s", ok ? "same r, alpha, targets; values trained" : err);
+        if (ok) { lora_free(&a0); lora_free(&a1); free(k0.layers); free(k1.layers); model_free(&mm); }
+    }
+}
+
+
+// llama2.c version-2 checkpoints (int8, groups of 64), written here the way llama2.c's export.py does
+// (scale = max|w|/127, q = round(w/scale) over the flattened tensor), read by load_bin
+static void q80_write(FILE *f, const floatX *w, size_t n, int gs, floatX *deq) {
+    for (size_t g = 0; g < n / gs; g++) {
+        double wmax = 0;
+        for (int i = 0; i < gs; i++) wmax = fmax(wmax, fabs((double)w[g * gs + i]));
+        float scale = (float)(wmax / 127.0);
+        for (int i = 0; i < gs; i++) {
+            float qf = scale > 0 ? (float)w[g * gs + i] / scale : 0;
+            int8_t q = (int8_t)lrintf(qf);
+            fwrite(&q, 1, 1, f);
+            deq[g * gs + i] = q * scale;
+        }
+    }
+    for (size_t g = 0; g < n / gs; g++) {
+        double wmax = 0;
+        for (int i = 0; i < gs; i++) wmax = fmax(wmax, fabs((double)w[g * gs + i]));
+        float scale = (float)(wmax / 127.0);
+        fwrite(&scale, 4, 1, f);
+    }
+}
+static void test_bin_v2(void) {
+    if (!have(STORIES)) { skip("llama2.c v2 (int8) checkpoint", "needs " STORIES); return; }
+    Model m, d;
+    if (model_load(&m, STORIES) || model_load(&d, STORIES)) return;
+    Config *c = &m.config;
+    char path[600];
+    tmp_path(path, sizeof(path), "v2.bin");
+    FILE *f = fopen(path, "wb");
+    unsigned char hdr[256] = { 0 };
+    uint32_t magic = 0x616b3432; int32_t version = 2, gs = 64;
+    int32_t h[7] = { c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->vocab_size, c->seq_len };
+    memcpy(hdr, &magic, 4); memcpy(hdr + 4, &version, 4); memcpy(hdr + 8, h, 28); hdr[36] = 1; memcpy(hdr + 37, &gs, 4);
+    fwrite(hdr, 1, 256, f);
+    model_permute_qk(&m, 0); model_permute_qk(&d, 0); // the file holds llama2.c's interleaved q/k rows
+    ParameterTensors *p = &m.params, *q = &d.params;
+    size_t *sz = m.param_sizes, L = (size_t)c->n_layers;
+    for (size_t i = 0; i < sz[1]; i++) { float v = (float)p->rms_att[i]; fwrite(&v, 4, 1, f); }
+    for (size_t i = 0; i < sz[6]; i++) { float v = (float)p->rms_ffn[i]; fwrite(&v, 4, 1, f); }
+    for (size_t i = 0; i < sz[10]; i++) { float v = (float)p->rms_final[i]; fwrite(&v, 4, 1, f); }
+    q80_write(f, p->embed, sz[0], gs, q->embed);
+    floatX *src[7] = { p->wq, p->wk, p->wv, p->wo, p->w1, p->w2, p->w3 }, *dst[7] = { q->wq, q->wk, q->wv, q->wo, q->w1, q->w2, q->w3 };
+    size_t tsz[7] = { sz[2], sz[3], sz[4], sz[5], sz[7], sz[8], sz[9] };
+    for (int t = 0; t < 7; t++) for (size_t l = 0; l < L; l++) q80_write(f, src[t] + l * tsz[t] / L, tsz[t] / L, gs, dst[t] + l * tsz[t] / L);
+    fclose(f);
+    model_permute_qk(&d, 1); // d: the expected dequantized model, in peft.c's layout
+    Model v;
+    int rc = model_load(&v, path);
+    // every matrix, dequantized, must equal q*scale as llama2.c computes it (v2 files stay int8 in memory)
+    int same = !rc;
+    for (int l = 0; same && l < c->n_layers; l++)
+        for (int t = 0; same && t < NUM_TARGETS; t++) {
+            Weight w = layer_weight(&v, l, t);
+            const floatX *want = model_weight(&d, l, t);
+            int in, out;
+            target_dims(c, t, &in, &out);
+            float *row = malloc_check((size_t)in * out * sizeof(float));
+            if (w.q) qtensor_dequant(row, w.q, 0, (size_t)in * out);
+            for (size_t i = 0; i < (size_t)in * out; i++) same &= (w.q ? row[i] : (float)w.f[i]) == (float)want[i];
+            free(row);
+        }
+    check(same && v.format == FMT_BIN_V2, "llama2.c v2 (int8) checkpoint loads", "%s", rc ? peft_errbuf : same ? "every matrix equals q*scale of llama2.c's q80" : "weights differ");
+    if (!rc) {
+        model_permute_qk(&m, 1);
+        int ids[32];
+        for (int i = 0; i < 32; i++) ids[i] = (i * 53 + 7) % 512;
+        float *a = dump_logits(&m, NULL, ids, 1, 32, NULL, NULL), *b = dump_logits(&v, NULL, ids, 1, 32, NULL, NULL);
+        size_t where;
+        printf("INFO v2 int8 vs fp32 logits: max abs diff %.4f\n", max_abs_diff(a, b, 32 * 512, &where));
+        free(a); free(b); model_free(&v);
+    }
+    model_free(&m); model_free(&d);
+}
+
+// --- quantization: formats, bounds, bitsandbytes' NF4, quantized matmuls, QLoRA gradients, files
+// bitsandbytes' NF4 code values as published in bitsandbytes/functional.py (get_4bit_type "nf4") and
+// csrc/kernels.cu (dDequantizeNF4), https://github.com/bitsandbytes-foundation/bitsandbytes
+static const float bnb_nf4[16] = { -1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f,
+    -0.28444138169288635f, -0.18477343022823334f, -0.09105003625154495f, 0.0f, 0.07958029955625534f, 0.16093020141124725f,
+    0.24611230194568634f, 0.33791524171829224f, 0.44070982933044434f, 0.5626170039176941f, 0.7229568362236023f, 1.0f };
+// the thresholds of bitsandbytes' dQuantizeNF4 decision tree, in code order
+static const float bnb_nf4_mid[15] = { -0.8480964004993439f, -0.6106329262256622f, -0.4599952697753906f, -0.33967943489551544f,
+    -0.23460740596055984f, -0.13791173323988914f, -0.045525018125772476f, 0.03979014977812767f, 0.1202552504837513f,
+    0.2035212516784668f, 0.2920137718319893f, 0.3893125355243683f, 0.5016634166240692f, 0.6427869200706482f, 0.8614784181118011f };
+
+static void test_nf4_bitsandbytes(void) {
+    int same = !memcmp(nf4_code, bnb_nf4, sizeof(bnb_nf4));
+    check(same, "nf4 code book == bitsandbytes'", "16 values bit-identical");
+    // every threshold is the float midpoint of its neighbours; on it the lower code wins, just above it the upper
+    int bad = 0, badmid = 0;
+    for (int i = 0; i < 15; i++) {
+        if (nf4_quantize_value(bnb_nf4_mid[i]) != i) bad++;
+        if (nf4_quantize_value(nextafterf(bnb_nf4_mid[i], 2.0f)) != i + 1) bad++;
+        float mid = (float)(((double)bnb_nf4[i] + bnb_nf4[i + 1]) / 2);
+        if (fabsf(mid - bnb_nf4_mid[i]) > 1e-7f) badmid++;
+    }
+    for (int i = 0; i < 16; i++) if (nf4_quantize_value(bnb_nf4[i]) != i) bad++;
+    check(!bad && !badmid, "nf4 ties at the midpoints (bitsandbytes' tree)", "15 midpoints -> lower code, next float -> upper, 16 codes -> themselves; %d wrong, %d thresholds off the midpoint", bad, badmid);
+    // nearest-value choice against a brute-force search (ties to the lower code) on 200k values
+    uint64_t r = 5;
+    int wrong = 0;
+    for (int k = 0; k < 200000; k++) {
+        float x = 2.2f * random_f32(&r) - 1.1f;
+        int best = 0;
+        for (int j = 1; j < 16; j++) if (x > bnb_nf4_mid[j - 1]) best = j;
+        float d = fabsf(x - bnb_nf4[best]);
+        for (int j = 0; j < 16; j++) if (fabsf(x - bnb_nf4[j]) < d) wrong++; // nothing strictly nearer
+        if (nf4_quantize_value(x) != best) wrong++;
+    }
+    check(!wrong, "nf4 nearest value", "200000 random values in [-1.1, 1.1]: %d disagree with brute force", wrong);
+    // block math: a block of 64 = 3 * code values: absmax 3, codes exact, element 2i in the high nibble
+    QTensor t;
+    qtensor_alloc(&t, QT_NF4, 1, 64, 0);
+    floatX w[64];
+    for (int i = 0; i < 64; i++) w[i] = 3.0f * bnb_nf4[(i * 7) % 16];
+    w[5] = 3.0f; // absmax
+    qtensor_quantize(&t, w, "test", "block");
+    float back[64];
+    qtensor_dequant(back, &t, 0, 64);
+    int exact = t.scale[0] == 3.0f && (t.q[0] >> 4) == 0 && (t.q[0] & 15) == 7;
+    for (int i = 0; i < 64; i++) if (back[i] != (float)w[i]) exact = 0;
+    check(exact, "nf4 block math", "absmax %g, first byte 0x%02x (codes 0 then 7), all 64 values exact", t.scale[0], t.q[0]);
+    qtensor_free(&t);
+    // the dynamic map of double quantization: 256 sorted values, 0 and 1 present, 1e-6 scale smallest
+    dynamic_map(dyn_code);
+    int sorted = 1, has0 = 0, has1 = 0;
+    for (int i = 0; i < 256; i++) { if (i && dyn_code[i] < dyn_code[i - 1]) sorted = 0; has0 |= dyn_code[i] == 0; has1 |= dyn_code[i] == 1.0f; }
+    check(sorted && has0 && has1 && fabsf(dyn_code[0] + 0.99296875f) < 1e-6f, "double-quant dynamic map", "256 sorted values in [%.8f, %g], 0 and 1 present", dyn_code[0], dyn_code[255]);
+}
+
+// quantize -> dequantize errors within each format's bound on random and adversarial blocks
+static void test_quant_bounds(void) {
+    const int n = 64 * 40;
+    floatX *w = malloc_check(n * sizeof(floatX));
+    float *back = malloc_check(n * sizeof(float));
+    const char *cases[] = { "random", "zeros", "outlier", "denormals", "mixed scales" };
+    for (int type = QT_INT8; type <= QT_NF4; type++)
+        for (int dq = 0; dq <= (type == QT_NF4); dq++)
+            for (int cs = 0; cs < 5; cs++) {
+                uint64_t r = 100 + cs;
+                for (int i = 0; i < n; i++) {
+                    float g = (random_f32(&r) + random_f32(&r) + random_f32(&r) - 1.5f) * 0.1f;
+                    w[i] = cs == 1 ? 0 : cs == 3 ? g * 1e-39f : cs == 4 ? g * powf(10.0f, (float)((i / 64) % 9) - 4) : g;
+                }
+                if (cs == 2) { w[70] = 1e30f; w[200] = -3e4f; }
+                QTensor t;
+                qtensor_alloc(&t, type, 40, 64, dq);
+                int rc = qtensor_quantize(&t, w, "test", "w");
+                qtensor_dequant(back, &t, 0, n);
+                double worst = 0; // error / bound
+                for (int i = 0; i < n; i++) {
+                    size_t b = i / t.bs;
+                    float amax = 0;
+                    for (size_t j = b * t.bs; j < (b + 1) * t.bs; j++) amax = fmaxf(amax, fabsf((float)w[j]));
+                    double bound;
+                    if (type == QT_INT8) bound = amax / 127.0 / 2 * (1 + 1e-5) + 1e-44;
+                    else if (type == QT_INT4) { // the bf16 scale is rounded up: at most 2^-7 above max|w|/7
+                        double s = qtensor_scale(&t, b);
+                        bound = s / 2 * (1 + 1e-5) + 1e-44;
+                        if (s < amax / 7.0 || (amax / 7.0 >= FLT_MIN && s > amax / 7.0 * (1 + 1.0 / 128))) bound = 0; // (denormals: bf16 keeps fewer bits)
+                    }
+                    else {
+                        // half the widest gap between neighbouring codes (-1 .. -0.6962) times absmax; with double
+                        // quantization plus the absmax's own error, scaled
+                        double s = qtensor_scale(&t, b);
+                        bound = 0.1519036 * fmax(amax, s) * (1 + 1e-5) + fabs(s - amax) + 1e-44;
+                    }
+                    double e = fabs((double)back[i] - w[i]);
+                    if (e / bound > worst) worst = e / bound;
+                }
+                char name[96];
+                snprintf(name, sizeof(name), "%s%s quantize bound: %s", qtype_names[type], dq ? "+dq" : "", cases[cs]);
+                check(!rc && worst <= 1.0, name, "worst error %.3f of the bound over %d values", worst, n);
+                qtensor_free(&t);
+            }
+    // non-finite input is an error naming the tensor
+    for (int type = QT_INT8; type <= QT_NF4; type++) {
+        QTensor t;
+        qtensor_alloc(&t, type, 1, 64, 0);
+        for (int i = 0; i < 64; i++) w[i] = 0.1f;
+        w[9] = NAN;
+        int rc1 = qtensor_quantize(&t, w, "m.bin", "wq of layer 0");
+        int ok = rc1 && strstr(peft_errbuf, "non-finite") && strstr(peft_errbuf, "wq of layer 0");
+        w[9] = INFINITY;
+        int rc2 = qtensor_quantize(&t, w, "m.bin", "wq of layer 0");
+        check(ok && rc2, "quantize rejects NaN/Inf", "%s: %s", qtype_names[type], peft_errbuf);
+        qtensor_free(&t);
+    }
+    free(w); free(back);
+}
+
+// quantized matmuls == float matmuls on the dequantized matrix
+static void test_qmatmul(void) {
+    int N = 5, C = 96, OC = 40; // C not a multiple of 64: blocks cross rows
+    uint64_t r = 9;
+    floatX *x = malloc_check((size_t)N * C * sizeof(floatX)), *w = malloc_check((size_t)OC * C * sizeof(floatX)), *wd = malloc_check((size_t)OC * C * sizeof(floatX));
+    floatX *y1 = malloc_check((size_t)N * OC * sizeof(floatX)), *y2 = malloc_check((size_t)N * OC * sizeof(floatX)), *dy = malloc_check((size_t)N * OC * sizeof(floatX));
+    floatX *dx1 = calloc_check((size_t)N * C, sizeof(floatX)), *dx2 = calloc_check((size_t)N * C, sizeof(floatX));
+    float *row = malloc_check((size_t)OC * C * sizeof(float));
+    for (int i = 0; i < N * C; i++) x[i] = random_f32(&r) - 0.5f;
+    for (int i = 0; i < OC * C; i++) w[i] = random_f32(&r) - 0.5f;
+    for (int i = 0; i < N * OC; i++) dy[i] = random_f32(&r) - 0.5f;
+    for (int type = QT_INT8; type <= QT_NF4; type++) {
+        QTensor t;
+        qtensor_alloc(&t, type, OC, C, type == QT_NF4);
+        qtensor_quantize(&t, w, "test", "w");
+        qtensor_dequant(row, &t, 0, (size_t)OC * C);
+        for (int i = 0; i < OC * C; i++) wd[i] = row[i];
+        matmul_forward(y1, x, wd, N, C, OC);
+        qmatmul_forward(y2, x, &t, N, C, OC);
+        memset(dx1, 0, (size_t)N * C * sizeof(floatX)); memset(dx2, 0, (size_t)N * C * sizeof(floatX));
+        matmul_backward(dx1, NULL, dy, x, wd, N, C, OC);
+        qmatmul_backward(dx2, dy, &t, N, C, OC);
+        double e1 = 0, e2 = 0;
+        for (int i = 0; i < N * OC; i++) e1 = fmax(e1, fabs((double)y1[i] - y2[i]));
+        for (int i = 0; i < N * C; i++) e2 = fmax(e2, fabs((double)dx1[i] - dx2[i]));
+        char name[64];
+        snprintf(name, sizeof(name), "%s matmul on blocks", qtype_names[type]);
+        check(e1 < 1e-5 && e2 < 1e-5, name, "forward max diff %.2e, backward dx max diff %.2e vs float on the dequantized matrix", e1, e2);
+        qtensor_free(&t);
+    }
+    free(x); free(w); free(wd); free(y1); free(y2); free(dy); free(dx1); free(dx2); free(row);
+}
+
+// QLoRA: LoRA gradients on a quantized base == those on an fp32 model holding the dequantized weights
+static void test_qlora_grads(void) {
+    if (!have(STORIES)) { skip("qlora gradients", "no " STORIES); return; }
+    for (int type = QT_INT8; type <= QT_NF4; type++) {
+        QuantOpts qo = { type, 1, type == QT_NF4 }, fl = { QT_NONE, 0, 0 };
+        Model mq, mf;
+        if (model_load_q(&mq, STORIES, &qo) || model_load_q(&mf, STORIES, &fl)) { check(0, "qlora gradients", "%s", peft_errbuf); return; }
+        // the fp32 reference: every quantized matrix dequantized into the float model
+        Config *c = &mf.config;
+        for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+            if (i == 1 || i == 6 || i == 10 || (i == 11 && c->tied)) continue;
+            floatX *ptrs[NUM_PARAM_TENSORS] = { mf.params.embed, mf.params.rms_att, mf.params.wq, mf.params.wk, mf.params.wv, mf.params.wo, mf.params.rms_ffn, mf.params.w1, mf.params.w2, mf.params.w3, mf.params.rms_final, mf.params.wcls };
+            int outer = i == 0 || i == 11, rows, cols;
+            param_dims(c, i, &rows, &cols);
+            for (int l = 0; l < (outer ? 1 : c->n_layers); l++) model_get_matrix(ptrs[i] + (size_t)l * rows * cols, &mq, i, l);
+        }
+        LoraConfig lc = { 0 };
+        lc.r = 4; lc.alpha = 8; lc.targets = (1u << NUM_TARGETS) - 1; lc.seed = 3;
+        Lora l1, l2;
+        lora_create(&l1, c, &lc, 1); lora_create(&l2, c, &lc, 1);
+        uint64_t r = 77;
+        for (size_t i = 0; i < l1.num_params; i++) l1.params[i] = l2.params[i] = (floatX)((random_f32(&r) - 0.5f) * 0.1f);
+        int B = 2, T = 32, N = B * T;
+        lora_alloc_acts(&l1, N); lora_alloc_acts(&l2, N);
+        int *in = malloc_check((size_t)N * sizeof(int)), *tg = malloc_check((size_t)N * sizeof(int));
+        for (int i = 0; i < N; i++) { in[i] = (int)(random_u32(&r) % (uint32_t)c->vocab_size); tg[i] = (int)(random_u32(&r) % (uint32_t)c->vocab_size); }
+        Net n1, n2; Activations a1, a2;
+        net_init(&n1, &mq, &l1); net_init(&n2, &mf, &l2);
+        acts_alloc(&a1, c, B, T, 0); acts_alloc(&a2, c, B, T, 0);
+        peft_forward(&n1, &a1, in); double L1 = peft_loss(&a1, c, tg); peft_backward(&n1, &a1, NULL, c->n_layers, 0);
+        peft_forward(&n2, &a2, in); double L2 = peft_loss(&a2, c, tg); peft_backward(&n2, &a2, NULL, c->n_layers, 0);
+        double num = 0, den = 0;
+        for (size_t i = 0; i < l1.num_params; i++) { double d = (double)l1.grads[i] - l2.grads[i]; num += d * d; den += (double)l2.grads[i] * l2.grads[i]; }
+        double rel = sqrt(num / den);
+        char name[64];
+        snprintf(name, sizeof(name), "qlora gradients (%s%s)", qtype_names[type], type == QT_NF4 ? "+dq" : "");
+        check(rel <= 1e-4 && fabs(L1 - L2) <= 1e-5 * fabs(L2), name, "loss %.7f vs %.7f on the dequantized fp32 model; LoRA gradients relative error %.2e over %zu (bar 1e-4)", L1, L2, rel, l1.num_params);
+        free(in); free(tg);
+        acts_free(&a1); acts_free(&a2); net_free(&n1); net_free(&n2); lora_free(&l1); lora_free(&l2); model_free(&mq); model_free(&mf);
+    }
+}
+
+// files: quantize -> load gives the same weights; int8 is a llama2.c v2 file; hostile 4-bit files
+static void test_quant_files(void) {
+    if (!have(STORIES)) { skip("quantized files", "no " STORIES); return; }
+    for (int type = QT_INT8; type <= QT_NF4; type++)
+        for (int emb = 0; emb <= 1; emb++) {
+            if (type == QT_INT8 && !emb) continue;
+            QuantOpts qo = { type, emb, type == QT_NF4 && emb };
+            Model mq, mr;
+            char path[600], name[96];
+            tmp_path(path, sizeof(path), "q.bin");
+            if (model_load_q(&mq, STORIES, &qo) || model_save_quant(&mq, path, type, emb, qo.dq) || model_load(&mr, path)) { check(0, "quantized file", "%s", peft_errbuf); return; }
+            Config *c = &mq.config;
+            double worst = 0;
+            floatX *a = malloc_check((size_t)c->vocab_size * c->dim * sizeof(floatX)), *b = malloc_check((size_t)c->vocab_size * c->dim * sizeof(floatX));
+            for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+                if (i == 1 || i == 6 || i == 10 || (i == 11 && c->tied)) continue;
+                int outer = i == 0 || i == 11, rows, cols;
+                param_dims(c, i, &rows, &cols);
+                for (int l = 0; l < (outer ? 1 : c->n_layers); l++) {
+                    model_get_matrix(a, &mq, i, l); model_get_matrix(b, &mr, i, l);
+                    for (int k = 0; k < rows * cols; k++) worst = fmax(worst, fabs((double)a[k] - b[k]) / (fabs((double)a[k]) + 1e-30));
+                }
+            }
+            snprintf(name, sizeof(name), "%s file round trip%s", qtype_names[type], emb ? " (embeddings quantized)" : "");
+            check(mr.quant == type && mr.quant_embed == emb && worst <= 1e-6, name, "loaded as %s, weights max relative difference %.2e (int8: requantized through llama2.c's interleaved q/k order)", qtype_names[mr.quant], worst);
+            if (type == QT_INT8) { // llama2.c's reader: v2 dequantized on load (--quant none) == our int8 weights
+                QuantOpts fl = { QT_NONE, 0, 0 };
+                Model mf;
+                if (!model_load_q(&mf, path, &fl)) {
+                    double e = 0;
+                    for (int l = 0; l < c->n_layers; l++) { model_get_matrix(a, &mr, 2, l); model_get_matrix(b, &mf, 2, l); for (int k = 0; k < c->dim * c->dim; k++) e = fmax(e, fabs((double)a[k] - b[k])); }
+                    check(e == 0, "int8 v2 read as llama2.c does", "wq dequantized on load == int8 blocks: max diff %.2e", e);
+                    model_free(&mf);
+                }
+            }
+            free(a); free(b);
+            model_free(&mq); model_free(&mr);
+        }
+    // hostile 4-bit files: truncated, bad flags, bad block size, NaN scale
+    char path[600];
+    tmp_path(path, sizeof(path), "q4.bin");
+    QuantOpts qo = { QT_NF4, 0, 0 };
+    Model mq;
+    if (model_load_q(&mq, STORIES, &qo) || model_save_quant(&mq, path, QT_NF4, 0, 0)) { check(0, "hostile 4-bit files", "%s", peft_errbuf); return; }
+    model_free(&mq);
+    size_t n;
+    char *buf = read_file(path, &n, 1 << 26);
+    char bad[600];
+    tmp_path(bad, sizeof(bad), "bad4.bin");
+    write_bytes(bad, buf, n - 5);
+    expect_model_error("truncated nf4 file", bad, "implies");
+    char *b2 = malloc_check(n); memcpy(b2, buf, n);
+    b2[41] = 9; write_bytes(bad, b2, n);
+    expect_model_error("nf4 file with bad flags", bad, "bad block size");
+    memcpy(b2, buf, n); b2[37] = 16; write_bytes(bad, b2, n);
+    expect_model_error("nf4 file with bad block size", bad, "bad block size");
+    // the first scale of wq in layer 0 (after the norms and the fp32 embedding, after wq's nibbles)
+    Config c0;
+    { Model m0; if (model_load(&m0, STORIES)) return; c0 = m0.config; model_free(&m0); }
+    size_t off = 256 + ((size_t)2 * c0.n_layers * c0.dim + c0.dim) * 4 + (size_t)c0.vocab_size * c0.dim * 4 + (size_t)c0.dim * c0.dim / 2;
+    memcpy(b2, buf, n); float nanv = NAN; memcpy(b2 + off, &nanv, 4); write_bytes(bad, b2, n);
+    expect_model_error("nf4 file with a NaN scale", bad, "non-finite");
+    free(buf); free(b2);
+}
+
+// loading an fp32 .bin quantizes large matrices in chunks: the same bytes as quantizing the whole matrix
+static void test_quant_chunked_load(void) {
+    Model fm;
+    memset(&fm, 0, sizeof(fm));
+    config_defaults(&fm.config);
+    Config *c = &fm.config;
+    c->dim = 64; c->hidden_dim = 4160; c->n_layers = 1; c->n_heads = 4; c->n_kv_heads = 4; c->head_dim = 16; c->vocab_size = 5000; c->seq_len = 16; c->tied = 0;
+    fm.format = FMT_BIN_V1;
+    model_alloc(&fm);
+    uint64_t r = 21;
+    for (size_t i = 0; i < fm.num_parameters; i++) fm.params_memory[i] = (floatX)((random_f32(&r) - 0.5f) * 0.2f);
+    char path[600];
+    tmp_path(path, sizeof(path), "chunked.bin");
+    if (model_save_bin(&fm, path, 0)) { check(0, "chunked quantization", "%s", peft_errbuf); model_free(&fm); return; }
+    for (int type = QT_INT8; type <= QT_NF4; type++) {
+        QuantOpts qo = { type, 1, type == QT_NF4 };
+        Model mq;
+        if (model_load_q(&mq, path, &qo)) { check(0, "chunked quantization", "%s", peft_errbuf); continue; }
+        const floatX *src[3] = { fm.params.embed, fm.params.wcls, fm.params.w1 };
+        const QTensor *got[3] = { &mq.qembed, &mq.qcls, &mq.qw[TGT_GATE] };
+        int same = 1;
+        for (int k = 0; k < 3; k++) {
+            QTensor ref;
+            qtensor_alloc(&ref, type, got[k]->rows, got[k]->cols, qo.dq);
+            qtensor_quantize(&ref, src[k], "ref", "ref");
+            const QTensor *g = got[k];
+            same &= !memcmp(ref.q, g->q, qtensor_qbytes(type, ref.n)) && ref.offset == g->offset;
+            if (qo.dq) same &= !memcmp(ref.qabsmax, g->qabsmax, ref.nblocks) && !memcmp(ref.absmax2, g->absmax2, (ref.nblocks + DQ_BLOCK - 1) / DQ_BLOCK * sizeof(float));
+            else if (ref.scale16) same &= !memcmp(ref.scale16, g->scale16, ref.nblocks * 2);
+            else same &= !memcmp(ref.scale, g->scale, ref.nblocks * sizeof(float));
+            qtensor_free(&ref);
+        }
+        char name[64];
+        snprintf(name, sizeof(name), "%s chunked quantization on load", qtype_names[type]);
+        check(same, name, "embedding (320000 values), classifier and a 266240-value w1 read in chunks == quantized whole%s", qo.dq ? " (with double quantization)" : "");
+        model_free(&mq);
+    }
+    model_free(&fm);
+}
+
+// CLI: quantize, then eval/generate/merge on the file; --quant flags
+static void test_quant_cli(void) {
+    if (!have(STORIES) || !have(TOK512)) { skip("quantize CLI", "no stories260K"); return; }
+    char q8[600], q4[600], data[600], args[4096], err[4096], out[4096], merged[600], ad[600];
+    tmp_path(q8, sizeof(q8), "s_int8.bin"); tmp_path(q4, sizeof(q4), "s_nf4.bin"); tmp_path(data, sizeof(data), "qdata.txt");
+    tmp_path(merged, sizeof(merged), "merged_nf4.bin"); tmp_path(ad, sizeof(ad), "qad");
+    const char *text = "Once upon a time, there was a little girl named Lily. She loved to play outside in the sun.\n\nOne day, a big dog came to the park. The dog was friendly and wanted to play with Lily.\n";
+    write_bytes(data, text, strlen(text));
+    snprintf(args, sizeof(args), "quantize %s -o %s --quant int8", STORIES, q8);
+    int rc = run_cmd(args, err, sizeof(err), NULL, 0);
+    check(rc == 0 && strstr(err, "llama2.c v2"), "quantize --quant int8", "%s", err);
+    snprintf(args, sizeof(args), "quantize %s -o %s --quant nf4 --double-quant", STORIES, q4);
+    rc = run_cmd(args, err, sizeof(err), NULL, 0);
+    check(rc == 0 && strstr(err, "v4 nf4"), "quantize --quant nf4 --double-quant", "%s", err);
+    double loss[3] = { 0 };
+    const char *files[3] = { STORIES, q8, q4 };
+    for (int k = 0; k < 3; k++) {
+        snprintf(args, sizeof(args), "eval %s %s -z %s", files[k], data, TOK512);
+        rc = run_cmd(args, err, sizeof(err), out, sizeof(out));
+        if (rc == 0) sscanf(out, "loss %lf", &loss[k]);
+    }
+    check(loss[0] > 0 && fabs(loss[1] - loss[0]) < 0.01 * loss[0] && fabs(loss[2] - loss[0]) < 0.1 * loss[0], "eval on quantized files", "loss fp32 %.4f, int8 file %.4f, nf4 file %.4f", loss[0], loss[1], loss[2]);
+    snprintf(args, sizeof(args), "train %s %s -z %s -o %s --steps 2 -b 2 -T 32 --val-frac 0 --quant nf4", STORIES, data, TOK512, ad);
+    rc = run_cmd(args, err, sizeof(err), NULL, 0);
+    check(rc == 0 && strstr(err, "base: nf4"), "train --quant nf4 (QLoRA)", "exit %d", rc);
+    snprintf(args, sizeof(args), "merge %s %s -o %s", q4, ad, merged);
+    rc = run_cmd(args, err, sizeof(err), NULL, 0);
+    Model mm;
+    int ok = rc == 0 && strstr(err, "requantized") && !model_load(&mm, merged);
+    check(ok && mm.quant == QT_NF4 && mm.quant_dq, "merge into an nf4 file requantizes", "%s", err);
+    if (ok) model_free(&mm);
+    snprintf(args, sizeof(args), "generate %s -z %s -n 8 -t 0 --quant int4", STORIES, TOK512);
+    rc = run_cmd(args, err, sizeof(err), out, sizeof(out));
+    check(rc == 0 && strlen(out) > 5, "generate --quant int4", "%s", out);
+    expect_cli_error("--quant bogus", "eval x y --quant int3", "is not int8", NULL);
+    snprintf(args, sizeof(args), "train %s %s -z %s --quant int8 --finetuning-type full", STORIES, data, TOK512);
+    expect_cli_error("--quant with full fine-tuning", args, "frozen", NULL);
+    snprintf(args, sizeof(args), "eval %s %s -z %s --quant int4 --double-quant", STORIES, data, TOK512);
+    expect_cli_error("--double-quant without nf4", args, "applies to --quant nf4", NULL);
 }
 
 static void run_fp32_tests(void) {
@@ -1652,12 +2346,21 @@ static void run_fp32_tests(void) {
     test_tokenizer_bin_built();
     test_safetensors();
     test_hostile_models();
+    test_bin_v2();
     test_reference_logits();
     test_generation();
     test_peft_reference("qv_r4");
     test_peft_reference("all_r8_rslora");
     test_peft_reference("qkvo_r4_dora");
     test_cli();
+    test_adapters();
+    test_nf4_bitsandbytes();
+    test_quant_bounds();
+    test_qmatmul();
+    test_qlora_grads();
+    test_quant_files();
+    test_quant_chunked_load();
+    test_quant_cli();
 }
 
 // run the fp64 finite-difference binary and fold its counts into ours
