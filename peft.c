@@ -4848,7 +4848,13 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
         ntrain = ntok - nval;
         val = nval ? tokens + ntrain : NULL;
     }
-    for (int i = 0; i < ntok; i++) if (tokens[i] >= c->vocab_size) { free(tokens); return set_error(ta->data_path, "token id %d from the tokenizer exceeds the model's vocabulary (%d): wrong tokenizer?", tokens[i], c->vocab_size); }
+    for (int i = 0; i < ntok; i++)
+        if (tokens[i] >= c->vocab_size) {
+            int id = tokens[i];
+            free(tokens);
+            if (ta->val_path) free(val);
+            return set_error(ta->data_path, "token id %d from the tokenizer exceeds the model's vocabulary (%d): wrong tokenizer?", id, c->vocab_size);
+        }
     if (ntrain < T + 1) { free(tokens); if (ta->val_path) free(val); return set_error(ta->data_path, "data is shorter than one window: %d tokens, need at least T+1 = %d (lower -T)", ntrain, T + 1); }
     int steps = ta->steps;
     if (steps <= 0) {
