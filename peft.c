@@ -927,53 +927,64 @@ static float *qrow_reserve(size_t C) {
     return qrow_scratch;
 }
 
-// x . (row of int8 groups): sum over groups of scale * sum(x * q); C a multiple of bs
+// x . (one row of an int8 tensor): groups of bs run over the flattened tensor, so a row of C values
+// starting at flat index `start` may begin and end inside a group (e.g. C = 288, bs = 64).
+// sum over the row's pieces of scale[group] * sum(x * q). bs must be a multiple of 8 (llama2.c's is 64).
 #if !defined(PEFT_FP64) && defined(__AVX2__) && defined(__FMA__)
-// the same dot product with AVX2: 8 int8 weights widened to floats per step, one FMA each
-static floatX dot_int8(const floatX *x, const int8_t *q, const float *s, int C, int bs) {
-    __m256 total = _mm256_setzero_ps();
-    for (int g = 0; g < C; g += bs) {
-        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-        int c = 0;
-        for (; c + 16 <= bs; c += 16) {
-            __m128i q16 = _mm_loadu_si128((const __m128i *)(q + g + c));
-            __m256 w0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q16));
-            __m256 w1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(q16, 8)));
-            acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + g + c), w0, acc0);
-            acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + g + c + 8), w1, acc1);
-        }
-        for (; c < bs; c += 8) {
-            __m256 w0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(q + g + c))));
-            acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + g + c), w0, acc0);
-        }
-        total = _mm256_fmadd_ps(_mm256_add_ps(acc0, acc1), _mm256_set1_ps(s[g / bs]), total);
-    }
-    __m128 h = _mm_add_ps(_mm256_castps256_ps128(total), _mm256_extractf128_ps(total, 1));
+static float hsum256(__m256 v) {
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     h = _mm_add_ps(h, _mm_movehl_ps(h, h));
     h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
     return _mm_cvtss_f32(h);
 }
+// AVX2: 8 int8 weights widened to floats per step, one FMA each
+static floatX dot_int8(const floatX *x, const int8_t *q, const float *scale, size_t start, int C, int bs) {
+    __m256 total = _mm256_setzero_ps();
+    float tail = 0;
+    for (int i = 0; i < C;) {
+        size_t g = (start + (size_t)i) / (size_t)bs;
+        int end = (int)((g + 1) * (size_t)bs - start);
+        if (end > C) end = C;
+        __m256 acc = _mm256_setzero_ps();
+        int c = i;
+        for (; c + 8 <= end; c += 8)
+            acc = _mm256_fmadd_ps(_mm256_loadu_ps(x + c), _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(q + c)))), acc);
+        float t = 0;
+        for (; c < end; c++) t += x[c] * (float)q[c];
+        total = _mm256_fmadd_ps(acc, _mm256_set1_ps(scale[g]), total);
+        tail += t * scale[g];
+        i = end;
+    }
+    return hsum256(total) + tail;
+}
 #else
-static floatX dot_int8(const floatX *x, const int8_t *q, const float *s, int C, int bs) {
+static floatX dot_int8(const floatX *x, const int8_t *q, const float *scale, size_t start, int C, int bs) {
     floatX val = 0;
-    for (int g = 0; g < C; g += bs) {
+    for (int i = 0; i < C;) {
+        size_t g = (start + (size_t)i) / (size_t)bs;
+        int end = (int)((g + 1) * (size_t)bs - start);
+        if (end > C) end = C;
         floatX acc[8] = { 0 };
-        for (int c = 0; c < bs; c += 8)
-            for (int k = 0; k < 8; k++) acc[k] += x[g + c + k] * (floatX)q[g + c + k];
-        val += (((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))) * s[g / bs];
+        int c = i;
+        for (; c + 8 <= end; c += 8)
+            for (int k = 0; k < 8; k++) acc[k] += x[c + k] * (floatX)q[c + k];
+        floatX s = (((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])));
+        for (; c < end; c++) s += x[c] * (floatX)q[c];
+        val += s * scale[g];
+        i = end;
     }
     return val;
 }
 #endif
 
 // out = inp @ W^T with W quantized (OC,C): each thread dequantizes one row of W at a time.
-// Generation (N small) with int8 rows of whole groups reads the int8 values directly.
+// Generation (N small) with int8 reads the int8 values directly.
 static void qmatmul_forward(floatX *out, const floatX *inp, const QTensor *w, int N, int C, int OC) {
-    if (w->type == QT_INT8 && C % w->bs == 0 && w->bs % 8 == 0 && N <= 4) {
+    if (w->type == QT_INT8 && w->bs % 8 == 0 && N <= 4) {
         #pragma omp parallel for schedule(static)
         for (int o = 0; o < OC; o++)
             for (int n = 0; n < N; n++)
-                out[(size_t)n * OC + o] = dot_int8(inp + (size_t)n * C, (const int8_t *)w->q + (size_t)o * C, w->scale + (size_t)o * (C / w->bs), C, w->bs);
+                out[(size_t)n * OC + o] = dot_int8(inp + (size_t)n * C, (const int8_t *)w->q + (size_t)o * C, w->scale, (size_t)o * C, C, w->bs);
         return;
     }
     float *scratch = qrow_reserve((size_t)C);

@@ -336,7 +336,7 @@ def main():
     helptext = subprocess.run([os.path.join(ROOT, "peft"), "generate", "--help"], stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT).stdout.decode("utf-8", "replace")
     if "--quant" in helptext:
-        gen.append(("generate stories15M int8", ["--quant", "int8"]))
+        gen.append(("generate stories15M int8", ["--quant", "int8", "--quant-embeddings"]))  # as llama2.c v2 files
     for label, extra in gen:
         for t in (1, 2):
             log(f"{label}, {t} thread(s) ...")
