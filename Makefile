@@ -24,7 +24,12 @@ SAN = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-
 .PHONY: all test debug clean tokenizer bench
 all: peft tokenizer
 
-peft: peft.c
+# rebuild when the flags change (e.g. after make PORTABLE=1)
+.cflags: FORCE
+	@echo '$(CC) $(CFLAGS) $(OMP)' | cmp -s - $@ || echo '$(CC) $(CFLAGS) $(OMP)' > $@
+FORCE:
+
+peft: peft.c .cflags
 	$(CC) $(CFLAGS) $(OMP) peft.c -o peft $(LDLIBS)
 
 # tokenizer.bin from the Llama 2 sentencepiece model, with export.py (standard library only)
@@ -37,9 +42,9 @@ tokenizer.bin: export.py
 		echo "      get it from meta-llama/Llama-2-7b-hf (tokenizer.model) and run: make TOKENIZER_MODEL=path/to/tokenizer.model"; \
 	fi
 
-test_all: test_all.c peft.c
+test_all: test_all.c peft.c .cflags
 	$(CC) $(CFLAGS) $(OMP) test_all.c -o test_all $(LDLIBS)
-test_all_fp64: test_all.c peft.c
+test_all_fp64: test_all.c peft.c .cflags
 	$(CC) $(CFLAGS) $(OMP) -DPEFT_FP64 test_all.c -o test_all_fp64 $(LDLIBS)
 
 # the suite: test_all runs ./test_all_fp64 (finite differences in double) and ./peft (CLI tests)
@@ -60,4 +65,4 @@ bench: peft tokenizer
 	$(PYTHON) bench/bench.py
 
 clean:
-	rm -f peft test_all test_all_fp64 peft_debug test_all_debug test_all_fp64_debug
+	rm -f peft test_all test_all_fp64 peft_debug test_all_debug test_all_fp64_debug .cflags
