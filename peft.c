@@ -5223,6 +5223,16 @@ static void load_adapters_or_die(Lora *out, int n, char **args, const Config *c)
     free(los);
 }
 
+// -a DIR[:W], repeatable
+static void push_adapter(char **adapters, int *na, const char *arg) {
+    if (*na == MAX_ADAPTERS) fatal("at most %d adapters", MAX_ADAPTERS);
+    adapters[(*na)++] = (char *)arg;
+}
+// DoRA's weight norm needs W itself, which a quantized base does not keep
+static void require_float_base(const Model *m, const Lora *lo, const char *path) {
+    if (m->quant && lo->dora) fatal("%s: DoRA adapters need the float base weight (use --quant none)", path);
+}
+
 // ---- generate
 static void error_usage_generate(void) {
     fprintf(stderr, "Usage: peft generate MODEL [options]\n"
@@ -5255,7 +5265,7 @@ static int cmd_generate(int argc, char **argv) {
         else if (parse_quant_flag(argc, argv, &i, &qo)) {}
         else if (argv[i][0] != '-') { if (model_path) fatal("unexpected argument '%s'", argv[i]); model_path = argv[i]; }
         else if (!strcmp(argv[i], "-z")) zpath = next_arg(argc, argv, &i);
-        else if (!strcmp(argv[i], "-a")) { if (na == MAX_ADAPTERS) fatal("at most %d adapters", MAX_ADAPTERS); adapters[na++] = (char *)next_arg(argc, argv, &i); }
+        else if (!strcmp(argv[i], "-a")) push_adapter(adapters, &na, next_arg(argc, argv, &i));
         else if (!strcmp(argv[i], "-p")) prompt = next_arg(argc, argv, &i);
         else if (!strcmp(argv[i], "-n")) steps = parse_int("-n", next_arg(argc, argv, &i), 0, 1 << 30);
         else if (!strcmp(argv[i], "-t")) temperature = parse_float("-t", next_arg(argc, argv, &i), 0, 100);
@@ -5270,7 +5280,7 @@ static int cmd_generate(int argc, char **argv) {
     Tokenizer tok;
     load_tokenizer_or_die(&tok, zpath, model_path, c);
     Lora lora, *lo = NULL;
-    if (na) { load_adapters_or_die(&lora, na, adapters, c); lo = &lora; if (m.quant && lo->dora) fatal("%s: DoRA adapters need the float base weight (use --quant none)", model_path); lora_alloc_acts(lo, 1); }
+    if (na) { load_adapters_or_die(&lora, na, adapters, c); lo = &lora; require_float_base(&m, lo, model_path); lora_alloc_acts(lo, 1); }
     Net net;
     net_init(&net, &m, lo);
     RunState s;
@@ -5334,7 +5344,7 @@ static int cmd_eval(int argc, char **argv) {
         else if (parse_quant_flag(argc, argv, &i, &qo)) {}
         else if (argv[i][0] != '-') { if (!model_path) model_path = argv[i]; else if (!data) data = argv[i]; else fatal("unexpected argument '%s'", argv[i]); }
         else if (!strcmp(argv[i], "-z")) zpath = next_arg(argc, argv, &i);
-        else if (!strcmp(argv[i], "-a")) { if (na == MAX_ADAPTERS) fatal("at most %d adapters", MAX_ADAPTERS); adapters[na++] = (char *)next_arg(argc, argv, &i); }
+        else if (!strcmp(argv[i], "-a")) push_adapter(adapters, &na, next_arg(argc, argv, &i));
         else if (!strcmp(argv[i], "-T")) T = parse_int("-T", next_arg(argc, argv, &i), 1, 1 << 20);
         else if (!strcmp(argv[i], "-b")) B = parse_int("-b", next_arg(argc, argv, &i), 1, 4096);
         else fatal("unknown flag '%s' for eval (see peft eval --help)", argv[i]);
@@ -5353,7 +5363,7 @@ static int cmd_eval(int argc, char **argv) {
     for (int i = 0; i < n; i++) if (tokens[i] >= c->vocab_size) fatal("%s: token id %d exceeds the model's vocabulary (%d): wrong tokenizer?", data, tokens[i], c->vocab_size);
     if (n < 2) fatal("%s: need at least 2 tokens to evaluate", data);
     Lora lora, *lo = NULL;
-    if (na) { load_adapters_or_die(&lora, na, adapters, c); lo = &lora; if (m.quant && lo->dora) fatal("%s: DoRA adapters need the float base weight (use --quant none)", model_path); lora_alloc_acts(lo, B * T); }
+    if (na) { load_adapters_or_die(&lora, na, adapters, c); lo = &lora; require_float_base(&m, lo, model_path); lora_alloc_acts(lo, B * T); }
     Net net;
     net_init(&net, &m, lo);
     Activations a;
@@ -5391,7 +5401,7 @@ static int cmd_dump(int argc, char **argv) {
         else if (argv[i][0] != '-') { if (model_path) fatal("unexpected argument '%s'", argv[i]); model_path = argv[i]; }
         else if (!strcmp(argv[i], "-i")) in = next_arg(argc, argv, &i);
         else if (!strcmp(argv[i], "-o")) out = next_arg(argc, argv, &i);
-        else if (!strcmp(argv[i], "-a")) { if (na == MAX_ADAPTERS) fatal("at most %d adapters", MAX_ADAPTERS); adapters[na++] = (char *)next_arg(argc, argv, &i); }
+        else if (!strcmp(argv[i], "-a")) push_adapter(adapters, &na, next_arg(argc, argv, &i));
         else fatal("unknown flag '%s' for dump (see peft dump --help)", argv[i]);
     }
     if (!model_path || !in || !out) error_usage_dump();
@@ -5420,12 +5430,12 @@ static int cmd_dump(int argc, char **argv) {
     if (na == 1 && !strchr(adapters[0], ':')) { // one adapter: also its gradients
         if (lora_load(&lora, &lc, c, adapters[0], targets != NULL)) fatal_error();
         free(lc.layers);
-        lo = &lora; if (m.quant && lo->dora) fatal("%s: DoRA adapters need the float base weight (use --quant none)", model_path);
+        lo = &lora; require_float_base(&m, lo, model_path);
         lo->dropout = 0; // dump is evaluation: no dropout
         lora_alloc_acts(lo, N);
     } else if (na) { // several (or weighted): their summed delta, no gradients
         load_adapters_or_die(&lora, na, adapters, c);
-        lo = &lora; if (m.quant && lo->dora) fatal("%s: DoRA adapters need the float base weight (use --quant none)", model_path);
+        lo = &lora; require_float_base(&m, lo, model_path);
         lora_alloc_acts(lo, N);
     }
     Net net;
@@ -5671,11 +5681,10 @@ static int cmd_merge(int argc, char **argv) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) error_usage_merge();
         else if (argv[i][0] != '-') {
             if (!model_path) model_path = argv[i];
-            else if (na < MAX_ADAPTERS) adapters[na++] = argv[i];
-            else fatal("at most %d adapters", MAX_ADAPTERS);
+            else push_adapter(adapters, &na, argv[i]);
         }
         else if (!strcmp(argv[i], "-o")) out = next_arg(argc, argv, &i);
-        else if (!strcmp(argv[i], "-a")) { if (na < MAX_ADAPTERS) adapters[na++] = (char *)next_arg(argc, argv, &i); else fatal("at most %d adapters", MAX_ADAPTERS); }
+        else if (!strcmp(argv[i], "-a")) push_adapter(adapters, &na, next_arg(argc, argv, &i));
         else if (!strcmp(argv[i], "--dtype")) {
             const char *v = next_arg(argc, argv, &i);
             dtype = !strcmp(v, "f32") ? DT_F32 : !strcmp(v, "f16") ? DT_F16 : !strcmp(v, "bf16") ? DT_BF16 : -2;
