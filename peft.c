@@ -685,6 +685,130 @@ static int st_write(const char *path, STWrite *ts, int n, const char *metadata_j
 }
 
 // ----------------------------------------------------------------------------
+// tensor memory: where the kernels' operands live
+// On the CPU, host memory. With a GPU (make CUDA=1, --device cuda) peft_cuda.cu runs the kernels
+// below on device memory. Weights, adapters and optimizer state keep their host copy for loading
+// and saving and get a device mirror (tensor_mirror): kernels take the host pointer and run on the
+// mirror, and host code that reads or writes such a tensor syncs it first (tensor_to_host) or after
+// (tensor_to_device). Activations live on the device only (tensor_alloc). Above the kernels, code
+// never reads or writes tensor memory itself.
+static int gpu_on;   // the kernels run on the GPU (--device cuda)
+static int gpu_bf16; // GPU matmuls round their operands to bf16 and accumulate in fp32 (--dtype bf16)
+#ifdef PEFT_CUDA
+#ifdef PEFT_FP64
+#error "PEFT_CUDA works in fp32 (floatX float)"
+#endif
+// peft_cuda.cu: device memory, the mirrors, and one GPU kernel per kernel function below
+int gpu_init(char *err, size_t errlen);                  // 0, or -1 with the reason in err
+void *gpu_alloc(size_t bytes);                           // zeroed device memory; NULL when out of memory
+void gpu_free(void *p);
+int gpu_mirror(void *host, size_t bytes);                // device copy of host[0..bytes), uploaded; -1: out of memory
+void gpu_unmirror(void *host);
+void gpu_sync_mirror(void *host, int to_device);         // copy the whole mirror of host one way
+void gpu_copy(void *dst, const void *src, size_t bytes, int to_device); // host buffer <-> tensor
+size_t gpu_free_bytes(void);
+// the GPU twin of each kernel function (same arguments, in the same order; a quantized weight as its fields)
+#define GPU_QARGS int qtype, int bs, const uint8_t *q, const float *scale, const uint16_t *scale16, const uint8_t *qabsmax, const float *absmax2, float offset, const float *code256
+void gpu_matmul_forward(float *out, const float *inp, const float *weight, int N, int C, int OC);
+void gpu_matmul_backward(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight, int N, int C, int OC);
+void gpu_qmatmul_forward(float *out, const float *inp, GPU_QARGS, int N, int C, int OC);
+void gpu_qmatmul_backward(float *dinp, const float *dout, GPU_QARGS, int N, int C, int OC);
+void gpu_encoder_forward_q(float *out, const int *tokens, GPU_QARGS, int N, int C);
+void gpu_dora_weight_norm(float *wnorm, const float *W, const float *A, const float *B, float scale, int r, int in, int out);
+void gpu_dropout_forward(float *xd, float *mask, const float *inp, size_t n, float p, uint64_t seed, int new_mask);
+void gpu_add_scaled(float *out, const float *x, float s, size_t n);
+void gpu_scale_copy(float *out, const float *x, float s, size_t n);
+void gpu_add_masked(float *out, const float *x, const float *mask, size_t n);
+void gpu_dora_forward(float *out, const float *base, const float *t, const float *mag, const float *wnorm, float s, int N, int OC);
+void gpu_dora_backward(float *dmag, float *t, float *z, const float *dout, const float *mag, const float *wnorm, float s, int N, int OC);
+void gpu_encoder_forward(float *out, const int *tokens, const float *embed, int N, int C);
+void gpu_encoder_backward(float *dembed, const float *dout, const int *tokens, int N, int C);
+void gpu_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int N, int C, float eps);
+void gpu_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight, const float *rstd, int N, int C);
+void gpu_rope_forward(float *x, const float *cos_t, const float *sin_t, int B, int T, int NH, int HS, int pos0);
+void gpu_rope_backward(float *dx, const float *cos_t, const float *sin_t, int B, int T, int NH, int HS);
+void gpu_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T, int NH, int KVH, int HS);
+void gpu_attention_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout, const float *q, const float *k, const float *v, const float *out, const float *lse,
+                            int B, int T, int NH, int KVH, int HS);
+void gpu_attention_decode(float *out, float *att, const float *q, const float *kc, const float *vc, int pos, int NH, int KVH, int HS);
+void gpu_swiglu_forward(float *out, const float *g, const float *u, size_t n);
+void gpu_swiglu_backward(float *dg, float *du, const float *dout, const float *g, const float *u, size_t n);
+void gpu_residual_forward(float *out, const float *a, const float *b, size_t n);
+void gpu_crossentropy_forward(float *losses, float *probs, const int *targets, int N, int V);
+void gpu_crossentropy_backward(float *dlogits, const int *targets, float dloss, int N, int V);
+void gpu_zero(void *p, size_t bytes);
+double gpu_sum(const float *x, size_t n);
+double gpu_sumsq(const float *x, size_t n);
+void gpu_adamw(float *params, const float *grads, float *m, float *v, size_t n, float lr, float beta1, float beta2, float eps, float wd, float step, float rbc2);
+#define ON_GPU(call) do { if (gpu_on) { call; return; } } while (0)
+#else
+#define ON_GPU(call) do { } while (0)
+#endif
+
+// n zeroed bytes of tensor memory
+static void *tensor_alloc(size_t bytes) {
+#ifdef PEFT_CUDA
+    if (gpu_on) {
+        void *p = gpu_alloc(bytes);
+        if (!p) fatal("out of GPU memory allocating %.1f MiB (%.1f MiB free); lower -b or -T, or use --checkpoint-activations or --quant nf4",
+                      bytes / 1048576.0, gpu_free_bytes() / 1048576.0);
+        return p;
+    }
+#endif
+    return calloc_check(bytes, 1);
+}
+static void tensor_free(void *p) {
+#ifdef PEFT_CUDA
+    if (gpu_on) { gpu_free(p); return; }
+#endif
+    free(p);
+}
+// give host memory a device mirror (kernels can then take pointers into it); no-op on the CPU
+static void tensor_mirror(void *host, size_t bytes) {
+#ifdef PEFT_CUDA
+    if (gpu_on && host && gpu_mirror(host, bytes))
+        fatal("out of GPU memory mirroring %.1f MiB (%.1f MiB free); lower -b or -T, or use --quant nf4", bytes / 1048576.0, gpu_free_bytes() / 1048576.0);
+#else
+    (void)host; (void)bytes;
+#endif
+}
+static void tensor_unmirror(void *host) {
+#ifdef PEFT_CUDA
+    if (gpu_on && host) gpu_unmirror(host);
+#else
+    (void)host;
+#endif
+}
+// after host code wrote a mirrored tensor / before host code reads one
+static void tensor_to_device(void *host) {
+#ifdef PEFT_CUDA
+    if (gpu_on && host) gpu_sync_mirror(host, 1);
+#else
+    (void)host;
+#endif
+}
+static void tensor_to_host(void *host) {
+#ifdef PEFT_CUDA
+    if (gpu_on && host) gpu_sync_mirror(host, 0);
+#else
+    (void)host;
+#endif
+}
+// copy a host buffer into tensor memory, and back
+static void tensor_upload(void *dst, const void *src, size_t bytes) {
+#ifdef PEFT_CUDA
+    if (gpu_on) { gpu_copy(dst, src, bytes, 1); return; }
+#endif
+    memcpy(dst, src, bytes);
+}
+static void tensor_download(void *dst, const void *src, size_t bytes) {
+#ifdef PEFT_CUDA
+    if (gpu_on) { gpu_copy(dst, src, bytes, 0); return; }
+#endif
+    memcpy(dst, src, bytes);
+}
+
+// ----------------------------------------------------------------------------
 // quantization: int8, int4 and NF4 blocks with exact reference (de)quantizers
 //
 // A quantized tensor is a row-major (rows, cols) matrix whose flattened values are cut into blocks of
@@ -718,6 +842,7 @@ typedef struct {
     float *absmax2;      // (ceil(nblocks/256)) their block absmax
     float offset;        // mean absmax
     void *memory;        // one allocation holding all of the above
+    size_t memory_bytes; // its size
 } QTensor;
 
 // bitsandbytes' NF4 code book (csrc/kernels.cu dDequantizeNF4, functional.py get_4bit_type("nf4"))
@@ -800,6 +925,7 @@ static void qtensor_alloc(QTensor *t, int type, int rows, int cols, int dq) {
     size_t qb = (qtensor_qbytes(type, t->n) + 3) & ~(size_t)3, n2 = (t->nblocks + DQ_BLOCK - 1) / DQ_BLOCK;
     size_t sb = dq ? ((t->nblocks + 3) & ~(size_t)3) + n2 * sizeof(float) : t->nblocks * (type == QT_INT4 ? 2 : sizeof(float));
     t->memory = malloc_check(qb + sb);
+    t->memory_bytes = qb + sb;
     t->q = (uint8_t *)t->memory;
     if (dq) { t->qabsmax = t->q + qb; t->absmax2 = (float *)(t->qabsmax + ((t->nblocks + 3) & ~(size_t)3)); }
     else if (type == QT_INT4) t->scale16 = (uint16_t *)(t->q + qb);
@@ -979,7 +1105,10 @@ static floatX dot_int8(const floatX *x, const int8_t *q, const float *scale, siz
 
 // out = inp @ W^T with W quantized (OC,C): each thread dequantizes one row of W at a time.
 // Generation (N small) with int8 reads the int8 values directly.
+// a quantized tensor's fields for the GPU twins
+#define QT_FIELDS(w) (w)->type, (w)->bs, (w)->q, (w)->scale, (w)->scale16, (w)->qabsmax, (w)->absmax2, (w)->offset, dyn_code
 static void qmatmul_forward(floatX *out, const floatX *inp, const QTensor *w, int N, int C, int OC) {
+    ON_GPU(gpu_qmatmul_forward(out, inp, QT_FIELDS(w), N, C, OC));
     if (w->type == QT_INT8 && w->bs % 8 == 0 && N <= 4) {
         #pragma omp parallel for schedule(static)
         for (int o = 0; o < OC; o++)
@@ -1006,6 +1135,7 @@ static void qmatmul_forward(floatX *out, const floatX *inp, const QTensor *w, in
 }
 // dinp += dout @ W with W quantized (OC,C): each thread owns a range of rows n and walks the rows of W
 static void qmatmul_backward(floatX *dinp, const floatX *dout, const QTensor *w, int N, int C, int OC) {
+    ON_GPU(gpu_qmatmul_backward(dinp, dout, QT_FIELDS(w), N, C, OC));
     float *scratch = qrow_reserve((size_t)C);
     #pragma omp parallel
     {
@@ -1170,17 +1300,6 @@ static Weight cls_weight(const Model *m) {
     if (m->quant && m->quant_embed) w.q = m->config.tied ? &m->qembed : &m->qcls;
     else w.f = m->params.wcls;
     return w;
-}
-// out (C) = the embedding of token
-static void embed_row(floatX *out, const Model *m, int token) {
-    int C = m->config.dim;
-    if (!(m->quant && m->quant_embed)) { memcpy(out, m->params.embed + (size_t)token * C, (size_t)C * sizeof(floatX)); return; }
-    float buf[1024];
-    for (int c = 0; c < C; c += 1024) {
-        int k = C - c < 1024 ? C - c : 1024;
-        qtensor_dequant(buf, &m->qembed, (size_t)token * C + c, (size_t)k);
-        for (int j = 0; j < k; j++) out[c + j] = buf[j];
-    }
 }
 
 
@@ -3095,6 +3214,32 @@ static void row_scale(float *x, int n, float s) {
 }
 #endif
 
+// whole-tensor helpers: x = 0; sum of x; acc + sum of x^2 (serial, in order: results do not depend
+// on the thread count); x *= s
+static void tensor_zero(floatX *x, size_t n) {
+    ON_GPU(gpu_zero(x, n * sizeof(floatX)));
+    memset(x, 0, n * sizeof(floatX));
+}
+static double tensor_sum(const floatX *x, size_t n) {
+#ifdef PEFT_CUDA
+    if (gpu_on) return gpu_sum(x, n);
+#endif
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += x[i];
+    return s;
+}
+static double tensor_sumsq(const floatX *x, size_t n, double acc) {
+#ifdef PEFT_CUDA
+    if (gpu_on) return acc + gpu_sumsq(x, n);
+#endif
+    for (size_t i = 0; i < n; i++) acc += (double)x[i] * x[i];
+    return acc;
+}
+static void tensor_scale(floatX *x, floatX s, size_t n) {
+    ON_GPU(gpu_scale_copy(x, x, s, n));
+    for (size_t i = 0; i < n; i++) x[i] *= s;
+}
+
 // Loops with less work than this (multiply-adds or elements) run on one thread: a parallel region
 // costs microseconds, and much more when another process holds a core (generation has many small ones).
 #define PAR_MIN_WORK 100000L
@@ -3320,6 +3465,7 @@ static void gemv_rows(float *out, const float *inp, const float *weight, int N, 
 
 // out = inp @ W^T: inp is (N,C), weight is (OC,C), out is (N,OC)
 static void matmul_forward(floatX *out, const floatX *inp, const floatX *weight, int N, int C, int OC) {
+    ON_GPU(gpu_matmul_forward(out, inp, weight, N, C, OC));
     double t0 = mm_stats.on ? time_sec() : 0;
 #ifdef PEFT_SIMD
     if (N < GEMM_MR) gemv_rows(out, inp, weight, N, C, OC);
@@ -3331,6 +3477,7 @@ static void matmul_forward(floatX *out, const floatX *inp, const floatX *weight,
 }
 // dinp += dout @ W (N,C); dweight += dout^T @ inp (OC,C). Either output may be NULL.
 static void matmul_backward(floatX *dinp, floatX *dweight, const floatX *dout, const floatX *inp, const floatX *weight, int N, int C, int OC) {
+    ON_GPU(gpu_matmul_backward(dinp, dweight, dout, inp, weight, N, C, OC));
     double t0 = mm_stats.on ? time_sec() : 0;
 #ifdef PEFT_SIMD
     if (dinp) gemm(dinp, (size_t)C, dout, (size_t)OC, 1, weight, (size_t)C, 1, N, C, OC, 1);
@@ -3364,12 +3511,13 @@ static LoraScratch lora_scratch;
 static void lora_scratch_reserve(size_t n) {
     if (n <= lora_scratch.cap) return;
     floatX **b[5] = { &lora_scratch.xd, &lora_scratch.dxd, &lora_scratch.t, &lora_scratch.z, &lora_scratch.du };
-    for (int i = 0; i < 5; i++) { free(*b[i]); *b[i] = (floatX *)malloc_check(n * sizeof(floatX)); }
+    for (int i = 0; i < 5; i++) { tensor_free(*b[i]); *b[i] = (floatX *)tensor_alloc(n * sizeof(floatX)); }
     lora_scratch.cap = n;
 }
 
 // DoRA: wnorm[o] = || W[o,:] + scale * B[o,:] A ||
 static void dora_weight_norm(floatX *wnorm, const floatX *W, const LoraModule *lm) {
+    ON_GPU(gpu_dora_weight_norm(wnorm, W, lm->A, lm->B, lm->scale, lm->r, lm->in, lm->out));
     #pragma omp parallel for schedule(static)
     for (int o = 0; o < lm->out; o++) {
         double ss = 0;
@@ -3382,75 +3530,113 @@ static void dora_weight_norm(floatX *wnorm, const floatX *W, const LoraModule *l
     }
 }
 
+// a uniform number in [0,1) from (seed, i) alone (splitmix64's finaliser, top 24 bits), so that any
+// element of a dropout mask can be drawn anywhere, in any order: on CPU threads and on the GPU alike
+static inline float hash_uniform(uint64_t seed, uint64_t i) {
+    uint64_t z = seed + (i + 1) * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return (float)(z >> 40) * (1.0f / 16777216.0f);
+}
+// dropout: new_mask draws mask[i] = 0 with probability p, else 1/(1-p); then xd = inp * mask. All (n)
+static void dropout_forward(floatX *xd, floatX *mask, const floatX *inp, size_t n, float p, uint64_t seed, int new_mask) {
+    ON_GPU(gpu_dropout_forward(xd, mask, inp, n, p, seed, new_mask));
+    floatX keep = (floatX)(1.0 / (1.0 - p));
+    if (new_mask) for (size_t i = 0; i < n; i++) mask[i] = hash_uniform(seed, i) < p ? 0 : keep;
+    for (size_t i = 0; i < n; i++) xd[i] = inp[i] * mask[i];
+}
+// out += s * x;  out = s * x;  out += x * mask. All (n)
+static void add_scaled(floatX *out, const floatX *x, floatX s, size_t n) {
+    ON_GPU(gpu_add_scaled(out, x, s, n));
+    for (size_t i = 0; i < n; i++) out[i] += s * x[i];
+}
+static void scale_copy(floatX *out, const floatX *x, floatX s, size_t n) {
+    ON_GPU(gpu_scale_copy(out, x, s, n));
+    for (size_t i = 0; i < n; i++) out[i] = s * x[i];
+}
+static void add_masked(floatX *out, const floatX *x, const floatX *mask, size_t n) {
+    ON_GPU(gpu_add_masked(out, x, mask, n));
+    for (size_t i = 0; i < n; i++) out[i] += x[i] * mask[i];
+}
+// DoRA's output: out += (g - 1) * base + g * s * t, g = mag / wnorm per output o. out, base, t (N,OC);
+// base may be out itself
+static void dora_forward(floatX *out, const floatX *base, const floatX *t, const floatX *mag, const floatX *wnorm, floatX s, int N, int OC) {
+    ON_GPU(gpu_dora_forward(out, base, t, mag, wnorm, s, N, OC));
+    for (int n = 0; n < N; n++)
+        for (int o = 0; o < OC; o++) {
+            size_t i = (size_t)n * OC + o;
+            floatX g = mag[o] / wnorm[o];
+            out[i] += (g - 1) * base[i] + g * s * t[i];
+        }
+}
+// dmag += sum_n dout * (z + s t) / wnorm (when dmag), with z = xd W^T and t = u B^T; then
+// t = dout * g (the LoRA path's gradient) and z = dout * (g - 1) (the (g-1) xd W^T path's)
+static void dora_backward(floatX *dmag, floatX *t, floatX *z, const floatX *dout, const floatX *mag, const floatX *wnorm, floatX s, int N, int OC) {
+    ON_GPU(gpu_dora_backward(dmag, t, z, dout, mag, wnorm, s, N, OC));
+    if (dmag) {
+        #pragma omp parallel for schedule(static)
+        for (int o = 0; o < OC; o++) {
+            double acc = 0;
+            for (int n = 0; n < N; n++) { size_t i = (size_t)n * OC + o; acc += (double)dout[i] * (z[i] + s * t[i]); }
+            dmag[o] += (floatX)(acc / wnorm[o]);
+        }
+    }
+    for (size_t i = 0, nout = (size_t)N * OC; i < nout; i++) {
+        floatX g = mag[i % OC] / wnorm[i % OC];
+        t[i] = dout[i] * g;
+        z[i] = dout[i] * (g - 1);
+    }
+}
+
 // out (which holds x W^T) += the adapter's part. inp is (N,in), out is (N,out), W is (out,in).
 // new_mask: draw a fresh dropout mask (training); otherwise reuse lm->mask (recompute) when present.
 static void lora_forward(floatX *out, const floatX *inp, const floatX *W, LoraModule *lm, int N, float dropout, int new_mask, uint64_t *rng) {
     const floatX *x = inp;
-    size_t nin = (size_t)N * lm->in;
     if (lm->mask) {
-        floatX keep = (floatX)(1.0 / (1.0 - dropout));
-        if (new_mask) for (size_t i = 0; i < nin; i++) lm->mask[i] = random_f32(rng) < dropout ? 0 : keep;
-        for (size_t i = 0; i < nin; i++) lora_scratch.xd[i] = inp[i] * lm->mask[i];
+        uint64_t seed = 0;
+        if (new_mask) { seed = random_u32(rng); seed = seed << 32 | random_u32(rng); }
+        dropout_forward(lora_scratch.xd, lm->mask, inp, (size_t)N * lm->in, dropout, seed, new_mask);
         x = lora_scratch.xd;
     }
     matmul_forward(lm->u, x, lm->A, N, lm->in, lm->r);            // u = xd A^T    (N, r)
     matmul_forward(lora_scratch.t, lm->u, lm->B, N, lm->r, lm->out); // t = u B^T  (N, out)
     floatX s = (floatX)lm->scale;
-    if (!lm->mag) {
-        for (size_t i = 0, n = (size_t)N * lm->out; i < n; i++) out[i] += s * lora_scratch.t[i];
-        return;
-    }
+    if (!lm->mag) { add_scaled(out, lora_scratch.t, s, (size_t)N * lm->out); return; }
     if (!lm->wnorm_fixed) dora_weight_norm(lm->wnorm, W, lm);
     const floatX *base = out; // xd W^T: the base output itself without dropout
     if (lm->mask) { matmul_forward(lora_scratch.z, x, W, N, lm->in, lm->out); base = lora_scratch.z; }
-    for (int n = 0; n < N; n++)
-        for (int o = 0; o < lm->out; o++) {
-            size_t i = (size_t)n * lm->out + o;
-            floatX g = lm->mag[o] / lm->wnorm[o];
-            out[i] += (g - 1) * base[i] + g * s * lora_scratch.t[i];
-        }
+    dora_forward(out, base, lora_scratch.t, lm->mag, lm->wnorm, s, N, lm->out);
 }
 // LoRA: dB += scale * dout^T u; du = scale * dout B; dA += du^T xd; dinp += (du A) * mask.
 // DoRA: dmag += sum_n dout * (xd W^T + scale u B^T) / wnorm; the LoRA path sees dout * g, and
 // dinp also gets ((g - 1) * dout) W through the dropout mask.
 static void lora_backward(floatX *dinp, const floatX *dout, const floatX *inp, const floatX *W, LoraModule *lm, int N) {
-    size_t nr = (size_t)N * lm->r, nin = (size_t)N * lm->in, nout = (size_t)N * lm->out;
+    size_t nr = (size_t)N * lm->r, nin = (size_t)N * lm->in;
     floatX s = (floatX)lm->scale;
     const floatX *x = inp, *dy = dout;
-    if (lm->mask) { for (size_t i = 0; i < nin; i++) lora_scratch.xd[i] = inp[i] * lm->mask[i]; x = lora_scratch.xd; }
+    if (lm->mask) { dropout_forward(lora_scratch.xd, lm->mask, inp, nin, 0, 0, 0); x = lora_scratch.xd; }
     if (lm->mag) {
         matmul_forward(lora_scratch.z, x, W, N, lm->in, lm->out);        // z = xd W^T
         matmul_forward(lora_scratch.t, lm->u, lm->B, N, lm->r, lm->out); // t = u B^T
-        if (lm->dmag) {
-            #pragma omp parallel for schedule(static)
-            for (int o = 0; o < lm->out; o++) {
-                double acc = 0;
-                for (int n = 0; n < N; n++) { size_t i = (size_t)n * lm->out + o; acc += (double)dout[i] * (lora_scratch.z[i] + s * lora_scratch.t[i]); }
-                lm->dmag[o] += (floatX)(acc / lm->wnorm[o]);
-            }
-        }
-        for (size_t i = 0; i < nout; i++) {
-            floatX g = lm->mag[i % lm->out] / lm->wnorm[i % lm->out];
-            lora_scratch.t[i] = dout[i] * g;         // the LoRA path's gradient
-            lora_scratch.z[i] = dout[i] * (g - 1);   // the (g-1) xd W^T path's gradient
-        }
+        dora_backward(lm->dmag, lora_scratch.t, lora_scratch.z, dout, lm->mag, lm->wnorm, s, N, lm->out);
         dy = lora_scratch.t;
     }
     floatX *du = lora_scratch.du; // (N, r)
     if (lm->dB) { // dB (out, r) += dy^T (scale u), with du holding scale * u for the moment
-        for (size_t i = 0; i < nr; i++) du[i] = s * lm->u[i];
+        scale_copy(du, lm->u, s, nr);
         matmul_backward(NULL, lm->dB, dy, du, NULL, N, lm->r, lm->out);
     }
-    memset(du, 0, nr * sizeof(floatX));
+    tensor_zero(du, nr);
     matmul_backward(du, NULL, dy, NULL, lm->B, N, lm->r, lm->out);   // du = dy B
-    for (size_t i = 0; i < nr; i++) du[i] *= s;
+    scale_copy(du, du, s, nr);
     if (lm->dA) matmul_backward(NULL, lm->dA, du, x, NULL, N, lm->in, lm->r); // dA += du^T xd
     if (!dinp) return;
     floatX *dx = dinp;
-    if (lm->mask) { dx = lora_scratch.dxd; memset(dx, 0, nin * sizeof(floatX)); }
+    if (lm->mask) { dx = lora_scratch.dxd; tensor_zero(dx, nin); }
     matmul_backward(dx, NULL, du, NULL, lm->A, N, lm->in, lm->r);          // dxd += du A
     if (lm->mag) matmul_backward(dx, NULL, lora_scratch.z, NULL, W, N, lm->in, lm->out); // dxd += ((g-1) dy) W
-    if (lm->mask) for (size_t i = 0; i < nin; i++) dinp[i] += dx[i] * lm->mask[i];
+    if (lm->mask) add_masked(dinp, dx, lm->mask, nin);
 }
 
 // a linear layer with an optional LoRA: out = inp W^T (+ LoRA)
@@ -3468,10 +3654,17 @@ static void linear_backward(floatX *dinp, floatX *dweight, const floatX *dout, c
 
 // out = embed[tokens]: out is (N,C)
 static void encoder_forward(floatX *out, const int *tokens, const floatX *embed, int N, int C) {
+    ON_GPU(gpu_encoder_forward(out, tokens, embed, N, C));
     for (int n = 0; n < N; n++) memcpy(out + (size_t)n * C, embed + (size_t)tokens[n] * C, (size_t)C * sizeof(floatX));
+}
+// out = the dequantized embedding rows of tokens, from a quantized (V,C) table: out is (N,C)
+static void encoder_forward_q(floatX *out, const int *tokens, const QTensor *embed, int N, int C) {
+    ON_GPU(gpu_encoder_forward_q(out, tokens, QT_FIELDS(embed), N, C));
+    for (int n = 0; n < N; n++) qtensor_dequant(out + (size_t)n * C, embed, (size_t)tokens[n] * C, (size_t)C);
 }
 // dembed[token] += dout
 static void encoder_backward(floatX *dembed, const floatX *dout, const int *tokens, int N, int C) {
+    ON_GPU(gpu_encoder_backward(dembed, dout, tokens, N, C));
     for (int n = 0; n < N; n++) {
         floatX *d = dembed + (size_t)tokens[n] * C;
         for (int c = 0; c < C; c++) d[c] += dout[(size_t)n * C + c];
@@ -3480,6 +3673,7 @@ static void encoder_backward(floatX *dembed, const floatX *dout, const int *toke
 
 // RMSNorm: y = x * rstd * w, rstd = 1/sqrt(mean(x^2) + eps). inp, out (N,C); rstd (N)
 static void rmsnorm_forward(floatX *out, floatX *rstd, const floatX *inp, const floatX *weight, int N, int C, float eps) {
+    ON_GPU(gpu_rmsnorm_forward(out, rstd, inp, weight, N, C, eps));
     #pragma omp parallel for schedule(static) if ((long)N * C >= PAR_MIN_WORK)
     for (int n = 0; n < N; n++) {
         const floatX *x = inp + (size_t)n * C;
@@ -3493,6 +3687,7 @@ static void rmsnorm_forward(floatX *out, floatX *rstd, const floatX *inp, const 
 }
 // dx += rstd * (w*dy) - rstd^3/C * x * sum(w*dy*x);  dw += sum_n dy * x * rstd
 static void rmsnorm_backward(floatX *dinp, floatX *dweight, const floatX *dout, const floatX *inp, const floatX *weight, const floatX *rstd, int N, int C) {
+    ON_GPU(gpu_rmsnorm_backward(dinp, dweight, dout, inp, weight, rstd, N, C));
     #pragma omp parallel for schedule(static) if ((long)N * C >= PAR_MIN_WORK)
     for (int n = 0; n < N; n++) {
         const floatX *x = inp + (size_t)n * C, *dy = dout + (size_t)n * C;
@@ -3513,6 +3708,7 @@ static void rmsnorm_backward(floatX *dinp, floatX *dweight, const floatX *dout, 
 // RoPE, rotate-half pairing (i, i+HS/2): x' = x*cos + rotate_half(x)*sin, at positions t = 0..T-1 of each row.
 // x is (B,T,NH,HS), rotated in place; cos/sin are (max_pos, HS/2). pos0 offsets the positions.
 static void rope_forward(floatX *x, const floatX *cos_t, const floatX *sin_t, int B, int T, int NH, int HS, int pos0) {
+    ON_GPU(gpu_rope_forward(x, cos_t, sin_t, B, T, NH, HS, pos0));
     int half = HS / 2;
     #pragma omp parallel for collapse(2) schedule(static) if ((long)B * T * NH * HS >= PAR_MIN_WORK)
     for (int b = 0; b < B; b++)
@@ -3530,6 +3726,7 @@ static void rope_forward(floatX *x, const floatX *cos_t, const floatX *sin_t, in
 }
 // the rotation is orthogonal, so the backward rotates the gradient by -angle, in place
 static void rope_backward(floatX *dx, const floatX *cos_t, const floatX *sin_t, int B, int T, int NH, int HS) {
+    ON_GPU(gpu_rope_backward(dx, cos_t, sin_t, B, T, NH, HS));
     int half = HS / 2;
     #pragma omp parallel for collapse(2) schedule(static) if ((long)B * T * NH * HS >= PAR_MIN_WORK)
     for (int b = 0; b < B; b++)
@@ -3619,12 +3816,15 @@ MAYBE_UNUSED static void attention_backward_naive(floatX *dq, floatX *dk, floatX
             }
 }
 
+// The public attention_forward/attention_backward at the end choose: the GPU's flash attention
+// (att then holds only the log-sum-exp of each row, (B,NH,T), and the backward recomputes P from it),
+// the GEMM-based versions (SIMD builds) or the reference loops.
 #ifdef PEFT_SIMD
 // Per (b, h): S = Q K^T, P = softmax(S / sqrt(HS)) row by row, O = P V, as GEMMs on one thread each
 // (threads split the (b, h) pairs). Causal: query rows go in chunks of ATT_RC, and a chunk that
 // ends at row t1 needs keys 0..t1 only. P's upper triangle (s > t) is stored as zeros.
 #define ATT_RC 48
-static void attention_forward(floatX *out, floatX *att, const floatX *q, const floatX *k, const floatX *v, int B, int T, int NH, int KVH, int HS) {
+static void attention_forward_gemm(floatX *out, floatX *att, const floatX *q, const floatX *k, const floatX *v, int B, int T, int NH, int KVH, int HS) {
     int G = NH / KVH;
     float scale = (float)(1.0 / sqrt((double)HS));
     size_t qs = (size_t)NH * HS, ks = (size_t)KVH * HS;
@@ -3652,8 +3852,8 @@ static void attention_forward(floatX *out, floatX *att, const floatX *q, const f
 // dP = dO V^T; dS = P * (dP - rowsum(P * dP)) / sqrt(HS); dQ += dS K; dK += dS^T Q; dV += P^T dO.
 // Threads split the (b, kv head) pairs so that heads sharing a k/v head never race. scratch holds
 // dP and then dS: (B*KVH*T*T) floats.
-static void attention_backward(floatX *dq, floatX *dk, floatX *dv, floatX *scratch, const floatX *dout, const floatX *q, const floatX *k, const floatX *v, const floatX *att,
-                               int B, int T, int NH, int KVH, int HS) {
+static void attention_backward_gemm(floatX *dq, floatX *dk, floatX *dv, floatX *scratch, const floatX *dout, const floatX *q, const floatX *k, const floatX *v, const floatX *att,
+                                    int B, int T, int NH, int KVH, int HS) {
     int G = NH / KVH;
     float scale = (float)(1.0 / sqrt((double)HS));
     size_t qs = (size_t)NH * HS, ks = (size_t)KVH * HS;
@@ -3695,18 +3895,58 @@ static void attention_backward(floatX *dq, floatX *dk, floatX *dv, floatX *scrat
             }
         }
 }
-#else
-static void attention_forward(floatX *out, floatX *att, const floatX *q, const floatX *k, const floatX *v, int B, int T, int NH, int KVH, int HS) {
-    attention_forward_naive(out, att, q, k, v, B, T, NH, KVH, HS);
-}
-static void attention_backward(floatX *dq, floatX *dk, floatX *dv, floatX *scratch, const floatX *dout, const floatX *q, const floatX *k, const floatX *v, const floatX *att,
-                               int B, int T, int NH, int KVH, int HS) {
-    attention_backward_naive(dq, dk, dv, scratch, dout, q, k, v, att, B, T, NH, KVH, HS);
-}
 #endif
+static void attention_forward(floatX *out, floatX *att, const floatX *q, const floatX *k, const floatX *v, int B, int T, int NH, int KVH, int HS) {
+    ON_GPU(gpu_attention_forward(out, att, q, k, v, B, T, NH, KVH, HS));
+#ifdef PEFT_SIMD
+    attention_forward_gemm(out, att, q, k, v, B, T, NH, KVH, HS);
+#else
+    attention_forward_naive(out, att, q, k, v, B, T, NH, KVH, HS);
+#endif
+}
+// out is the forward's output (the GPU's backward needs rowsum(dout * out))
+static void attention_backward(floatX *dq, floatX *dk, floatX *dv, floatX *scratch, const floatX *dout, const floatX *q, const floatX *k, const floatX *v,
+                               const floatX *out, const floatX *att, int B, int T, int NH, int KVH, int HS) {
+    ON_GPU(gpu_attention_backward(dq, dk, dv, scratch, dout, q, k, v, out, att, B, T, NH, KVH, HS));
+    (void)out;
+#ifdef PEFT_SIMD
+    attention_backward_gemm(dq, dk, dv, scratch, dout, q, k, v, att, B, T, NH, KVH, HS);
+#else
+    attention_backward_naive(dq, dk, dv, scratch, dout, q, k, v, att, B, T, NH, KVH, HS);
+#endif
+}
+// One query (generation at position pos) against the KV cache kc, vc (pos+1, KVH*HS): out (NH*HS);
+// att (NH, >= pos+1) scratch
+static void attention_decode(floatX *out, floatX *att, const floatX *q, const floatX *kc, const floatX *vc, int pos, int npos, int NH, int KVH, int HS) {
+    ON_GPU(gpu_attention_decode(out, att, q, kc, vc, pos, NH, KVH, HS));
+    int G = NH / KVH, KD = KVH * HS;
+    floatX scale = (floatX)(1.0 / sqrt((double)HS));
+    #pragma omp parallel for schedule(static) if ((long)NH * (pos + 1) * HS >= PAR_MIN_WORK)
+    for (int h = 0; h < NH; h++) {
+        const floatX *qh = q + (size_t)h * HS;
+        floatX *a = att + (size_t)h * npos, maxv = -INFINITY, sum = 0;
+        int kh = h / G;
+        for (int t = 0; t <= pos; t++) {
+            const floatX *kt = kc + (size_t)t * KD + (size_t)kh * HS;
+            floatX dot = 0;
+            for (int i = 0; i < HS; i++) dot += qh[i] * kt[i];
+            a[t] = dot * scale;
+            if (a[t] > maxv) maxv = a[t];
+        }
+        for (int t = 0; t <= pos; t++) { a[t] = EXPX(a[t] - maxv); sum += a[t]; }
+        floatX *o = out + (size_t)h * HS;
+        for (int i = 0; i < HS; i++) o[i] = 0;
+        for (int t = 0; t <= pos; t++) {
+            const floatX *vt = vc + (size_t)t * KD + (size_t)kh * HS;
+            floatX w = a[t] / sum;
+            for (int i = 0; i < HS; i++) o[i] += w * vt[i];
+        }
+    }
+}
 
 // SwiGLU: out = silu(g) * u, silu(g) = g * sigmoid(g). All (N,H).
 static void swiglu_forward(floatX *out, const floatX *g, const floatX *u, size_t n) {
+    ON_GPU(gpu_swiglu_forward(out, g, u, n));
 #ifdef PEFT_SIMD
     long nv = (long)(n / VLEN);
     #pragma omp parallel for schedule(static) if ((long)n >= PAR_MIN_WORK)
@@ -3726,6 +3966,7 @@ static void swiglu_forward(floatX *out, const floatX *g, const floatX *u, size_t
 }
 // dg += dout * u * sig(g) * (1 + g (1 - sig(g)));  du += dout * silu(g)
 static void swiglu_backward(floatX *dg, floatX *du, const floatX *dout, const floatX *g, const floatX *u, size_t n) {
+    ON_GPU(gpu_swiglu_backward(dg, du, dout, g, u, n));
 #ifdef PEFT_SIMD
     long nv = (long)(n / VLEN);
     #pragma omp parallel for schedule(static) if ((long)n >= PAR_MIN_WORK)
@@ -3753,14 +3994,15 @@ static void swiglu_backward(floatX *dg, floatX *du, const floatX *dout, const fl
 
 // out = a + b (the backward of a residual is the identity: the gradient flows to both)
 static void residual_forward(floatX *out, const floatX *a, const floatX *b, size_t n) {
+    ON_GPU(gpu_residual_forward(out, a, b, n));
     for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
 }
 
 // Cross-entropy: probs = softmax(logits) in place; losses[n] = -log probs[n][target].
-// Targets < 0 (Hugging Face's -100) are ignored. Returns the number of counted positions.
-static int crossentropy_forward(floatX *losses, floatX *probs, const int *targets, int N, int V) {
-    int count = 0;
-    #pragma omp parallel for schedule(static) reduction(+:count)
+// Targets < 0 (Hugging Face's -100) are ignored (loss 0).
+static void crossentropy_forward(floatX *losses, floatX *probs, const int *targets, int N, int V) {
+    ON_GPU(gpu_crossentropy_forward(losses, probs, targets, N, V));
+    #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) {
         floatX *p = probs + (size_t)n * V;
 #ifdef PEFT_SIMD
@@ -3776,13 +4018,13 @@ static int crossentropy_forward(floatX *losses, floatX *probs, const int *target
         for (int i = 0; i < V; i++) p[i] *= inv;
 #endif
         int t = targets ? targets[n] : -1;
-        if (t >= 0) { losses[n] = (floatX)(-log((double)p[t] > 1e-300 ? (double)p[t] : 1e-300)); count++; }
+        if (t >= 0) losses[n] = (floatX)(-log((double)p[t] > 1e-300 ? (double)p[t] : 1e-300));
         else losses[n] = 0;
     }
-    return count;
 }
 // dlogits = (probs - onehot(target)) * dloss, computed in place over probs
 static void crossentropy_backward(floatX *dlogits, const int *targets, floatX dloss, int N, int V) {
+    ON_GPU(gpu_crossentropy_backward(dlogits, targets, dloss, N, V));
     #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) {
         floatX *d = dlogits + (size_t)n * V;
@@ -3851,7 +4093,8 @@ typedef struct {
 
 static void layer_act_sizes(size_t *s, const Config *c, int B, int T) {
     size_t N = (size_t)B * T, C = (size_t)c->dim, H = (size_t)c->hidden_dim, QD = (size_t)c->n_heads * c->head_dim, KD = (size_t)c->n_kv_heads * c->head_dim;
-    size_t sz[NUM_LAYER_ACTS] = { N * C, N, N * QD, N * KD, N * KD, (size_t)B * c->n_heads * T * T, N * QD, N * C, N * C, N, N * H, N * H, N * H };
+    size_t att = (size_t)B * c->n_heads * T * (gpu_on ? 1 : T); // the GPU's flash attention keeps one log-sum-exp per row
+    size_t sz[NUM_LAYER_ACTS] = { N * C, N, N * QD, N * KD, N * KD, att, N * QD, N * C, N * C, N, N * H, N * H, N * H };
     memcpy(s, sz, sizeof(sz));
 }
 static void point_layer_acts(LayerActs *la, floatX *mem, const size_t *s) {
@@ -3859,7 +4102,7 @@ static void point_layer_acts(LayerActs *la, floatX *mem, const size_t *s) {
     for (int i = 0; i < NUM_LAYER_ACTS; i++) { *p[i] = mem; mem += s[i]; }
 }
 
-static floatX *alloc_floats(size_t n, size_t *bytes) { *bytes += n * sizeof(floatX); return (floatX *)calloc_check(n, sizeof(floatX)); }
+static floatX *alloc_floats(size_t n, size_t *bytes) { *bytes += n * sizeof(floatX); return (floatX *)tensor_alloc(n * sizeof(floatX)); }
 
 static void acts_alloc(Activations *a, const Config *c, int B, int T, int checkpoint) {
     memset(a, 0, sizeof(*a));
@@ -3878,8 +4121,8 @@ static void acts_alloc(Activations *a, const Config *c, int B, int T, int checkp
     a->rstdf = alloc_floats(N, &a->bytes);
     a->logits = alloc_floats(N * V, &a->bytes);
     a->losses = alloc_floats(N, &a->bytes);
-    a->inputs = (int *)calloc_check(N, sizeof(int));
-    a->targets = (int *)calloc_check(N, sizeof(int));
+    a->inputs = (int *)tensor_alloc(N * sizeof(int));
+    a->targets = (int *)tensor_alloc(N * sizeof(int));
     a->dx = alloc_floats(N * C, &a->bytes);
     a->dxn = alloc_floats(N * C, &a->bytes);
     a->dq = alloc_floats(N * QD, &a->bytes);
@@ -3889,12 +4132,12 @@ static void acts_alloc(Activations *a, const Config *c, int B, int T, int checkp
     a->dg = alloc_floats(N * H, &a->bytes);
     a->du = alloc_floats(N * H, &a->bytes);
     a->dh = alloc_floats(N * H, &a->bytes);
-    a->dscratch = alloc_floats((size_t)B * c->n_heads * T * T, &a->bytes); // attention_backward's dP / dS
+    a->dscratch = alloc_floats((size_t)B * c->n_heads * T * (gpu_on ? 1 : T), &a->bytes); // attention_backward's dP / dS (GPU: rowsum(dO * O))
 }
 static void acts_free(Activations *a) {
     floatX *ptrs[] = { a->x, a->layer_memory, a->xf, a->rstdf, a->logits, a->losses, a->dx, a->dxn, a->dq, a->dk, a->dv, a->dao, a->dg, a->du, a->dh, a->dscratch };
-    for (size_t i = 0; i < sizeof(ptrs) / sizeof(ptrs[0]); i++) free(ptrs[i]);
-    free(a->layers); free(a->inputs); free(a->targets);
+    for (size_t i = 0; i < sizeof(ptrs) / sizeof(ptrs[0]); i++) tensor_free(ptrs[i]);
+    free(a->layers); tensor_free(a->inputs); tensor_free(a->targets);
     memset(a, 0, sizeof(*a));
 }
 
@@ -3973,26 +4216,26 @@ static void layer_backward(Net *net, Activations *a, int l, const floatX *x, Par
     Lora *lo = net->lora;
     size_t lC = (size_t)l * C;
     // x' = xmid + h W2^T
-    memset(a->dh, 0, (size_t)N * H * sizeof(floatX));
+    tensor_zero(a->dh, (size_t)N * H);
     linear_backward(a->dh, g ? g->w2 + lC * H : NULL, a->dx, la->h, layer_weight(net->model, l, TGT_DOWN), lora_mod(lo, l, TGT_DOWN), N, H, C);
-    memset(a->dg, 0, (size_t)N * H * sizeof(floatX));
-    memset(a->du, 0, (size_t)N * H * sizeof(floatX));
+    tensor_zero(a->dg, (size_t)N * H);
+    tensor_zero(a->du, (size_t)N * H);
     swiglu_backward(a->dg, a->du, a->dh, la->g, la->u, (size_t)N * H);
-    memset(a->dxn, 0, (size_t)N * C * sizeof(floatX));
+    tensor_zero(a->dxn, (size_t)N * C);
     linear_backward(a->dxn, g ? g->w1 + lC * H : NULL, a->dg, la->xn2, layer_weight(net->model, l, TGT_GATE), lora_mod(lo, l, TGT_GATE), N, C, H);
     linear_backward(a->dxn, g ? g->w3 + lC * H : NULL, a->du, la->xn2, layer_weight(net->model, l, TGT_UP), lora_mod(lo, l, TGT_UP), N, C, H);
     rmsnorm_backward(a->dx, g ? g->rms_ffn + lC : NULL, a->dxn, la->xmid, p->rms_ffn + lC, la->rstd2, N, C); // dx is now dL/dxmid
     // xmid = x + ao Wo^T
-    memset(a->dao, 0, (size_t)N * QD * sizeof(floatX));
+    tensor_zero(a->dao, (size_t)N * QD);
     linear_backward(a->dao, g ? g->wo + lC * QD : NULL, a->dx, la->ao, layer_weight(net->model, l, TGT_O), lora_mod(lo, l, TGT_O), N, QD, C);
-    memset(a->dq, 0, (size_t)N * QD * sizeof(floatX));
-    memset(a->dk, 0, (size_t)N * KD * sizeof(floatX));
-    memset(a->dv, 0, (size_t)N * KD * sizeof(floatX));
-    attention_backward(a->dq, a->dk, a->dv, a->dscratch, a->dao, la->q, la->k, la->v, la->att, B, T, NH, KVH, HS);
+    tensor_zero(a->dq, (size_t)N * QD);
+    tensor_zero(a->dk, (size_t)N * KD);
+    tensor_zero(a->dv, (size_t)N * KD);
+    attention_backward(a->dq, a->dk, a->dv, a->dscratch, a->dao, la->q, la->k, la->v, la->ao, la->att, B, T, NH, KVH, HS);
     rope_backward(a->dq, net->rope_cos, net->rope_sin, B, T, NH, HS);
     rope_backward(a->dk, net->rope_cos, net->rope_sin, B, T, KVH, HS);
     floatX *dxn = need_dx || g ? a->dxn : NULL; // NULL: only the adapters' gradients (PyTorch's autograd prunes the same)
-    if (dxn) memset(dxn, 0, (size_t)N * C * sizeof(floatX));
+    if (dxn) tensor_zero(dxn, (size_t)N * C);
     linear_backward(dxn, g ? g->wq + (size_t)l * QD * C : NULL, a->dq, la->xn1, layer_weight(net->model, l, TGT_Q), lora_mod(lo, l, TGT_Q), N, C, QD);
     linear_backward(dxn, g ? g->wk + (size_t)l * KD * C : NULL, a->dk, la->xn1, layer_weight(net->model, l, TGT_K), lora_mod(lo, l, TGT_K), N, C, KD);
     linear_backward(dxn, g ? g->wv + (size_t)l * KD * C : NULL, a->dv, la->xn1, layer_weight(net->model, l, TGT_V), lora_mod(lo, l, TGT_V), N, C, KD);
@@ -4004,11 +4247,11 @@ static void peft_forward(Net *net, Activations *a, const int *inputs) {
     Config *c = &net->model->config;
     ParameterTensors *p = &net->model->params;
     int N = a->B * a->T, C = c->dim, V = c->vocab_size;
-    memcpy(a->inputs, inputs, (size_t)N * sizeof(int));
+    tensor_upload(a->inputs, inputs, (size_t)N * sizeof(int));
     int new_mask = net->lora && net->lora->training && net->lora->dropout > 0;
-    if (net->lora && net->lora->embed) encoder_forward(a->x, inputs, net->lora->embed, N, C); // modules_to_save
-    else if (net->model->quant_embed) for (int n = 0; n < N; n++) embed_row(a->x + (size_t)n * C, net->model, inputs[n]);
-    else encoder_forward(a->x, inputs, p->embed, N, C);
+    if (net->lora && net->lora->embed) encoder_forward(a->x, a->inputs, net->lora->embed, N, C); // modules_to_save
+    else if (net->model->quant && net->model->quant_embed) encoder_forward_q(a->x, a->inputs, &net->model->qembed, N, C);
+    else encoder_forward(a->x, a->inputs, p->embed, N, C);
     for (int l = 0; l < c->n_layers; l++) layer_forward(net, a, l, a->x + (size_t)l * N * C, new_mask);
     rmsnorm_forward(a->xf, a->rstdf, a->x + (size_t)c->n_layers * N * C, p->rms_final, N, C, c->norm_eps);
     linear_forward(a->logits, a->xf, net_cls(net), NULL, N, C, V, 0, 0, NULL);
@@ -4016,10 +4259,11 @@ static void peft_forward(Net *net, Activations *a, const int *inputs) {
 // Mean cross-entropy of the logits against targets (N); a->logits then holds the probabilities.
 static double peft_loss(Activations *a, const Config *c, const int *targets) {
     int N = a->B * a->T;
-    memcpy(a->targets, targets, (size_t)N * sizeof(int));
-    a->count = crossentropy_forward(a->losses, a->logits, targets, N, c->vocab_size);
-    double sum = 0;
-    for (int n = 0; n < N; n++) sum += a->losses[n];
+    tensor_upload(a->targets, targets, (size_t)N * sizeof(int));
+    a->count = 0;
+    for (int n = 0; n < N; n++) a->count += targets[n] >= 0;
+    crossentropy_forward(a->losses, a->logits, a->targets, N, c->vocab_size);
+    double sum = tensor_sum(a->losses, (size_t)N);
     return a->count ? sum / a->count : 0;
 }
 
@@ -4032,9 +4276,9 @@ static void peft_backward(Net *net, Activations *a, ParameterTensors *g, int g_l
     int N = a->B * a->T, C = c->dim, V = c->vocab_size, L = c->n_layers;
     floatX dloss = a->count ? (floatX)(1.0 / a->count) : 0;
     crossentropy_backward(a->logits, a->targets, dloss, N, V);                  // logits now hold dlogits
-    memset(a->dxn, 0, (size_t)N * C * sizeof(floatX));
+    tensor_zero(a->dxn, (size_t)N * C);
     linear_backward(a->dxn, g && g_outer ? g->wcls : NULL, a->logits, a->xf, net_cls(net), NULL, N, C, V);
-    memset(a->dx, 0, (size_t)N * C * sizeof(floatX));
+    tensor_zero(a->dx, (size_t)N * C);
     rmsnorm_backward(a->dx, g && g_outer ? g->rms_final : NULL, a->dxn, a->x + (size_t)L * N * C, p->rms_final, a->rstdf, N, C);
     for (int l = L - 1; l >= 0; l--) {
         const floatX *x = a->x + (size_t)l * N * C;
@@ -4049,6 +4293,8 @@ static void peft_backward(Net *net, Activations *a, ParameterTensors *g, int g_l
 typedef struct {
     floatX *x, *xn, *q, *k, *v, *ao, *g, *u, *h, *att, *logits, *rstd;
     floatX *key_cache, *value_cache;   // (L, npos, KVH*HS)
+    int *token;                        // (1) the input token, in tensor memory
+    floatX *logits_host;               // (V) the logits, copied out for sampling
     int npos;                          // positions the cache holds
 } RunState;
 
@@ -4056,35 +4302,41 @@ typedef struct {
 static void runstate_alloc(RunState *s, const Config *c, int npos) {
     s->npos = npos < c->seq_len ? (npos > 0 ? npos : 1) : c->seq_len;
     size_t C = (size_t)c->dim, H = (size_t)c->hidden_dim, QD = (size_t)c->n_heads * c->head_dim, KD = (size_t)c->n_kv_heads * c->head_dim;
-    size_t D = C > QD ? C : QD;
-    s->x = (floatX *)calloc_check(C, sizeof(floatX));
-    s->xn = (floatX *)calloc_check(D, sizeof(floatX));
-    s->q = (floatX *)calloc_check(QD, sizeof(floatX));
-    s->k = (floatX *)calloc_check(KD, sizeof(floatX));
-    s->v = (floatX *)calloc_check(KD, sizeof(floatX));
-    s->ao = (floatX *)calloc_check(QD, sizeof(floatX));
-    s->g = (floatX *)calloc_check(H, sizeof(floatX));
-    s->u = (floatX *)calloc_check(H, sizeof(floatX));
-    s->h = (floatX *)calloc_check(H, sizeof(floatX));
-    s->att = (floatX *)calloc_check((size_t)c->n_heads * s->npos, sizeof(floatX));
-    s->logits = (floatX *)calloc_check((size_t)c->vocab_size, sizeof(floatX));
-    s->rstd = (floatX *)calloc_check(1, sizeof(floatX));
-    s->key_cache = (floatX *)calloc_check((size_t)c->n_layers * s->npos * KD, sizeof(floatX));
-    s->value_cache = (floatX *)calloc_check((size_t)c->n_layers * s->npos * KD, sizeof(floatX));
+    size_t D = C > QD ? C : QD, f = sizeof(floatX);
+    s->x = (floatX *)tensor_alloc(C * f);
+    s->xn = (floatX *)tensor_alloc(D * f);
+    s->q = (floatX *)tensor_alloc(QD * f);
+    s->k = (floatX *)tensor_alloc(KD * f);
+    s->v = (floatX *)tensor_alloc(KD * f);
+    s->ao = (floatX *)tensor_alloc(QD * f);
+    s->g = (floatX *)tensor_alloc(H * f);
+    s->u = (floatX *)tensor_alloc(H * f);
+    s->h = (floatX *)tensor_alloc(H * f);
+    s->att = (floatX *)tensor_alloc((size_t)c->n_heads * s->npos * f);
+    s->logits = (floatX *)tensor_alloc((size_t)c->vocab_size * f);
+    s->rstd = (floatX *)tensor_alloc(f);
+    s->key_cache = (floatX *)tensor_alloc((size_t)c->n_layers * s->npos * KD * f);
+    s->value_cache = (floatX *)tensor_alloc((size_t)c->n_layers * s->npos * KD * f);
+    s->token = (int *)tensor_alloc(sizeof(int));
+    s->logits_host = (floatX *)calloc_check((size_t)c->vocab_size, f);
 }
 static void runstate_free(RunState *s) {
     floatX *ptrs[] = { s->x, s->xn, s->q, s->k, s->v, s->ao, s->g, s->u, s->h, s->att, s->logits, s->rstd, s->key_cache, s->value_cache };
-    for (size_t i = 0; i < sizeof(ptrs) / sizeof(ptrs[0]); i++) free(ptrs[i]);
+    for (size_t i = 0; i < sizeof(ptrs) / sizeof(ptrs[0]); i++) tensor_free(ptrs[i]);
+    tensor_free(s->token);
+    free(s->logits_host);
 }
 
+// the logits (host memory) of token at position pos
 static floatX *forward_token(Net *net, RunState *s, int token, int pos) {
     Config *c = &net->model->config;
     ParameterTensors *p = &net->model->params;
-    int C = c->dim, H = c->hidden_dim, NH = c->n_heads, KVH = c->n_kv_heads, HS = c->head_dim, QD = NH * HS, KD = KVH * HS, G = NH / KVH;
+    int C = c->dim, H = c->hidden_dim, NH = c->n_heads, KVH = c->n_kv_heads, HS = c->head_dim, QD = NH * HS, KD = KVH * HS;
     Lora *lo = net->lora;
-    floatX scale = (floatX)(1.0 / sqrt((double)HS));
-    if (net->lora && net->lora->embed) memcpy(s->x, net->lora->embed + (size_t)token * C, (size_t)C * sizeof(floatX));
-    else embed_row(s->x, net->model, token);
+    tensor_upload(s->token, &token, sizeof(int));
+    if (net->lora && net->lora->embed) encoder_forward(s->x, s->token, net->lora->embed, 1, C);
+    else if (net->model->quant && net->model->quant_embed) encoder_forward_q(s->x, s->token, &net->model->qembed, 1, C);
+    else encoder_forward(s->x, s->token, p->embed, 1, C);
     for (int l = 0; l < c->n_layers; l++) {
         floatX *kc = s->key_cache + ((size_t)l * s->npos) * KD, *vc = s->value_cache + ((size_t)l * s->npos) * KD;
         rmsnorm_forward(s->xn, s->rstd, s->x, p->rms_att + (size_t)l * C, 1, C, c->norm_eps);
@@ -4093,27 +4345,7 @@ static floatX *forward_token(Net *net, RunState *s, int token, int pos) {
         linear_forward(vc + (size_t)pos * KD, s->xn, layer_weight(net->model, l, TGT_V), lora_mod(lo, l, TGT_V), 1, C, KD, 0, 0, NULL);
         rope_forward(s->q, net->rope_cos, net->rope_sin, 1, 1, NH, HS, pos);
         rope_forward(kc + (size_t)pos * KD, net->rope_cos, net->rope_sin, 1, 1, KVH, HS, pos);
-        #pragma omp parallel for schedule(static) if ((long)NH * (pos + 1) * HS >= PAR_MIN_WORK)
-        for (int h = 0; h < NH; h++) {
-            const floatX *qh = s->q + (size_t)h * HS;
-            floatX *att = s->att + (size_t)h * s->npos, maxv = -INFINITY, sum = 0;
-            int kh = h / G;
-            for (int t = 0; t <= pos; t++) {
-                const floatX *kt = kc + (size_t)t * KD + (size_t)kh * HS;
-                floatX dot = 0;
-                for (int i = 0; i < HS; i++) dot += qh[i] * kt[i];
-                att[t] = dot * scale;
-                if (att[t] > maxv) maxv = att[t];
-            }
-            for (int t = 0; t <= pos; t++) { att[t] = EXPX(att[t] - maxv); sum += att[t]; }
-            floatX *o = s->ao + (size_t)h * HS;
-            for (int i = 0; i < HS; i++) o[i] = 0;
-            for (int t = 0; t <= pos; t++) {
-                const floatX *vt = vc + (size_t)t * KD + (size_t)kh * HS;
-                floatX w = att[t] / sum;
-                for (int i = 0; i < HS; i++) o[i] += w * vt[i];
-            }
-        }
+        attention_decode(s->ao, s->att, s->q, kc, vc, pos, s->npos, NH, KVH, HS);
         linear_forward(s->xn, s->ao, layer_weight(net->model, l, TGT_O), lora_mod(lo, l, TGT_O), 1, QD, C, 0, 0, NULL);
         residual_forward(s->x, s->x, s->xn, (size_t)C);
         rmsnorm_forward(s->xn, s->rstd, s->x, p->rms_ffn + (size_t)l * C, 1, C, c->norm_eps);
@@ -4125,14 +4357,48 @@ static floatX *forward_token(Net *net, RunState *s, int token, int pos) {
     }
     rmsnorm_forward(s->xn, s->rstd, s->x, p->rms_final, 1, C, c->norm_eps);
     linear_forward(s->logits, s->xn, net_cls(net), NULL, 1, C, c->vocab_size, 0, 0, NULL);
-    return s->logits;
+    tensor_download(s->logits_host, s->logits, (size_t)c->vocab_size * sizeof(floatX));
+    return s->logits_host;
 }
+
+// the tensors of a model and its adapter that the kernels read, mirrored on the GPU (no-op on the CPU)
+static void model_mirror(Model *m, int on) {
+    if (on) tensor_mirror(m->params_memory, m->num_parameters * sizeof(floatX)); else tensor_unmirror(m->params_memory);
+    QTensor *qs[2] = { &m->qembed, &m->qcls };
+    int nq = m->quant ? m->config.n_layers * NUM_TARGETS : 0;
+    for (int i = 0; i < nq + 2; i++) {
+        QTensor *q = i < nq ? &m->qw[i] : qs[i - nq];
+        if (!q->memory) continue;
+        if (on) tensor_mirror(q->memory, q->memory_bytes); else tensor_unmirror(q->memory);
+    }
+}
+static void lora_mirror(Lora *lo, const Config *c, int on) {
+    if (!lo) return;
+    floatX *ps[4] = { lo->params, lo->grads, lo->embed, lo->lm_head };
+    size_t vc = (size_t)c->vocab_size * c->dim, ns[4] = { lo->num_params, lo->num_params, vc, vc };
+    for (int i = 0; i < 4; i++) {
+        if (!ps[i]) continue;
+        if (on) tensor_mirror(ps[i], ns[i] * sizeof(floatX)); else tensor_unmirror(ps[i]);
+    }
+}
+// adapter tensors written or read by host code (loading, saving, resuming)
+static void lora_to_device(Lora *lo) { if (lo) { tensor_to_device(lo->params); tensor_to_device(lo->embed); tensor_to_device(lo->lm_head); } }
+static void lora_to_host(Lora *lo) { if (lo) { tensor_to_host(lo->params); tensor_to_host(lo->grads); tensor_to_host(lo->embed); tensor_to_host(lo->lm_head); } }
 
 static void net_init(Net *net, Model *m, Lora *lo) {
     net->model = m; net->lora = lo;
     rope_tables(&net->rope_cos, &net->rope_sin, &m->config);
+    size_t nrope = (size_t)m->config.seq_len * (m->config.head_dim / 2) * sizeof(floatX);
+    tensor_mirror(net->rope_cos, nrope); tensor_mirror(net->rope_sin, nrope);
+    model_mirror(m, 1);
+    lora_mirror(lo, &m->config, 1);
 }
-static void net_free(Net *net) { free(net->rope_cos); free(net->rope_sin); }
+static void net_free(Net *net) {
+    lora_mirror(net->lora, &net->model->config, 0);
+    model_mirror(net->model, 0);
+    tensor_unmirror(net->rope_cos); tensor_unmirror(net->rope_sin);
+    free(net->rope_cos); free(net->rope_sin);
+}
 
 // ----------------------------------------------------------------------------
 // LoRA: injection, initialisation, and adapters in Hugging Face PEFT's format
@@ -4172,7 +4438,7 @@ static void lora_alloc(Lora *lo, const Config *c, const int *ranks, const float 
     lo->num_params = total;
     lo->params = (floatX *)calloc_check(total, sizeof(floatX));
     if (training) lo->grads = (floatX *)calloc_check(total, sizeof(floatX));
-    if (dora) lo->wnorm_memory = (floatX *)calloc_check(nout, sizeof(floatX));
+    if (dora) lo->wnorm_memory = (floatX *)tensor_alloc(nout * sizeof(floatX));
     size_t off = 0, woff = 0;
     for (int i = 0; i < c->n_layers * NUM_TARGETS; i++) {
         LoraModule *m = &lo->mods[i];
@@ -4203,8 +4469,8 @@ static void lora_alloc_acts(Lora *lo, int N) {
         size_t d = (size_t)(m->in > m->out ? m->in : m->out);
         if (d > maxdim) maxdim = d;
     }
-    free(lo->act_memory);
-    lo->act_memory = (floatX *)calloc_check(total, sizeof(floatX));
+    tensor_free(lo->act_memory);
+    lo->act_memory = (floatX *)tensor_alloc(total * sizeof(floatX));
     size_t off = 0;
     for (int i = 0; i < lo->n_layers * NUM_TARGETS; i++) {
         LoraModule *m = &lo->mods[i];
@@ -4217,7 +4483,7 @@ static void lora_alloc_acts(Lora *lo, int N) {
 }
 static void lora_free(Lora *lo) {
     if (!lo) return;
-    free(lo->mods); free(lo->params); free(lo->grads); free(lo->wnorm_memory); free(lo->act_memory); free(lo->embed); free(lo->lm_head);
+    free(lo->mods); free(lo->params); free(lo->grads); tensor_free(lo->wnorm_memory); tensor_free(lo->act_memory); free(lo->embed); free(lo->lm_head);
     memset(lo, 0, sizeof(*lo));
 }
 
@@ -4629,6 +4895,7 @@ static int *tokenize_file(const Tokenizer *tok, const char *path, int *n_out) {
 static void adamw_update(floatX *params, const floatX *grads, floatX *m, floatX *v, size_t n, int t, float lr, float beta1, float beta2, float eps, float wd) {
     double bc1 = 1.0 - pow(beta1, t), bc2 = 1.0 - pow(beta2, t);
     floatX step = (floatX)(lr / bc1), rbc2 = (floatX)(1.0 / sqrt(bc2));
+    ON_GPU(gpu_adamw(params, grads, m, v, n, lr, beta1, beta2, eps, wd, step, rbc2));
     #pragma omp parallel for schedule(static)
     for (long i = 0; i < (long)n; i++) {
         floatX g = grads[i];
@@ -4673,15 +4940,17 @@ static void trainable_init(Trainable *tr, Model *m, ParameterTensors *g, Lora *l
     for (int i = 0; i < tr->nseg; i++) tr->total += tr->seg[i].n;
     tr->m = (floatX *)calloc_check(tr->total, sizeof(floatX));
     tr->v = (floatX *)calloc_check(tr->total, sizeof(floatX));
+    tensor_mirror(tr->m, tr->total * sizeof(floatX)); // saved and restored by checkpoints
+    tensor_mirror(tr->v, tr->total * sizeof(floatX));
 }
-static void trainable_free(Trainable *tr) { free(tr->m); free(tr->v); }
-static void trainable_zero_grad(Trainable *tr) { for (int i = 0; i < tr->nseg; i++) memset(tr->seg[i].g, 0, tr->seg[i].n * sizeof(floatX)); }
+static void trainable_free(Trainable *tr) { tensor_unmirror(tr->m); tensor_unmirror(tr->v); free(tr->m); free(tr->v); }
+static void trainable_zero_grad(Trainable *tr) { for (int i = 0; i < tr->nseg; i++) tensor_zero(tr->seg[i].g, tr->seg[i].n); }
 static double trainable_grad_norm(Trainable *tr) {
     double s = 0;
-    for (int i = 0; i < tr->nseg; i++) for (size_t k = 0; k < tr->seg[i].n; k++) s += (double)tr->seg[i].g[k] * tr->seg[i].g[k];
+    for (int i = 0; i < tr->nseg; i++) s = tensor_sumsq(tr->seg[i].g, tr->seg[i].n, s);
     return sqrt(s);
 }
-static void trainable_scale_grad(Trainable *tr, double f) { for (int i = 0; i < tr->nseg; i++) for (size_t k = 0; k < tr->seg[i].n; k++) tr->seg[i].g[k] *= (floatX)f; }
+static void trainable_scale_grad(Trainable *tr, double f) { for (int i = 0; i < tr->nseg; i++) tensor_scale(tr->seg[i].g, (floatX)f, tr->seg[i].n); }
 static void trainable_update(Trainable *tr, int t, float lr, float wd) {
     size_t off = 0;
     for (int i = 0; i < tr->nseg; i++) {
@@ -4729,7 +4998,8 @@ static double evaluate(Net *net, Activations *a, const int *tokens, int n, int m
         }
         peft_forward(net, a, inp);
         peft_loss(a, &net->model->config, tgt);
-        for (int i = 0; i < B * T; i++) if (tgt[i] >= 0) { sum += a->losses[i]; count++; }
+        sum += tensor_sum(a->losses, (size_t)B * T); // 0 where tgt < 0
+        count += a->count;
     }
     if (mods) { for (int i = 0; i < net->lora->n_layers * NUM_TARGETS; i++) mods[i].mask = masks[i]; free(masks); }
     if (net->lora) net->lora->training = saved_training;
@@ -4752,6 +5022,7 @@ typedef struct {
 // trainer_state.json + optimizer.safetensors: everything needed to continue bit-for-bit
 static int save_trainer_state(const char *dir, const TrainArgs *ta, Trainable *tr, int step, uint64_t data_rng, uint64_t dropout_rng) {
     if (mkdir_p(dir)) return -1;
+    tensor_to_host(tr->m); tensor_to_host(tr->v);
     char path[4096];
     STWrite ts[2];
     memset(ts, 0, sizeof(ts));
@@ -4798,13 +5069,15 @@ static int load_trainer_state(const char *dir, const TrainArgs *ta, Trainable *t
     if (!tm || !tv) rc = set_error(path, "missing adamw.m / adamw.v");
     else if (st_check_shape(&st, tm, 1, shape) || st_check_shape(&st, tv, 1, shape) || st_read_floatX(&st, tm, tr->m) || st_read_floatX(&st, tv, tr->v)) rc = -1;
     st_close(&st);
+    tensor_to_device(tr->m); tensor_to_device(tr->v);
     return rc;
 }
 
 // save the trained result: the adapter (lora) or the model (freeze/full), into dir
 static int save_result(const TrainArgs *ta, Model *m, Lora *lo, const char *dir) {
-    if (ta->mode == TUNE_LORA) return lora_save(lo, &ta->lc, dir, ta->model_path);
+    if (ta->mode == TUNE_LORA) { lora_to_host(lo); return lora_save(lo, &ta->lc, dir, ta->model_path); }
     if (mkdir_p(dir)) return -1;
+    tensor_to_host(m->params_memory);
     if (m->format == FMT_HF) return model_save(m, dir, -1);
     char path[4096];
     path_join(path, sizeof(path), dir, "model.bin");
@@ -4893,21 +5166,21 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
             lora.rng = lc.seed ^ 0x9E3779B97F4A7C15ull;
         } else {
             lora_create(&lora, c, &ta->lc, 1);
-            if (ta->lc.dora) lora_init_dora(&lora, m);
         }
         lo = &lora;
         if (m->quant && lo->dora) return set_error(ta->model_path, "DoRA needs the float base weight (use --quant none)");
         lora_alloc_acts(lo, N);
         lo->training = 1;
     } else {
-        gmem = (floatX *)calloc_check(m->num_parameters, sizeof(floatX));
+        gmem = (floatX *)tensor_alloc(m->num_parameters * sizeof(floatX));
         point_parameters(&g, gmem, m->param_sizes, c->tied);
         layer_from = ta->mode == TUNE_FULL ? 0 : c->n_layers - ta->freeze_layers;
     }
-    Trainable tr;
-    trainable_init(&tr, m, &g, lo, ta->mode, layer_from);
     Net net;
     net_init(&net, m, lo);
+    if (lo && ta->lc.dora && !ta->resume_adapter) lora_init_dora(lo, m);
+    Trainable tr;
+    trainable_init(&tr, m, &g, lo, ta->mode, layer_from);
     Activations a;
     acts_alloc(&a, c, B, T, ta->checkpoint_acts);
     uint64_t data_rng = ta->seed * 0x9E3779B97F4A7C15ull + 12345;
@@ -4918,6 +5191,7 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
             if (lora_load(&l2, &lc2, c, ta->resume, 0)) return -1;
             if (l2.num_params != lora.num_params) return set_error(ta->resume, "checkpoint adapter does not match the requested LoRA setup");
             memcpy(lora.params, l2.params, lora.num_params * sizeof(floatX));
+            lora_to_device(&lora);
             lora_free(&l2); free(lc2.layers);
         } else {
             Model m2;
@@ -4926,6 +5200,7 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
             if (model_load(&m2, path)) return -1;
             if (m2.num_parameters != m->num_parameters) return set_error(ta->resume, "checkpoint model does not match");
             memcpy(m->params_memory, m2.params_memory, m->num_parameters * sizeof(floatX));
+            tensor_to_device(m->params_memory);
             model_free(&m2);
         }
         uint64_t drop_rng = 0;
@@ -4949,6 +5224,7 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
         fmt_bytes(op, sizeof(op), (double)tr.total * 2 * sizeof(floatX));
         fmt_bytes(lw, sizeof(lw), lo ? (double)lora.num_params * sizeof(floatX) : 0);
         fprintf(stderr, "model: %s (dim %d, %d layers, %d heads / %d kv, vocab %d), %.2fM parameters\n", ta->model_path, c->dim, c->n_layers, c->n_heads, c->n_kv_heads, c->vocab_size, m->num_parameters / 1e6);
+        if (gpu_on) fprintf(stderr, "device: cuda, %s matmuls\n", gpu_bf16 ? "bf16 (fp32 accumulation)" : "fp32");
         fprintf(stderr, "tuning: %s, %zu trainable parameters (%.3f%% of the model)\n", tune_names[ta->mode], tr.total, 100.0 * tr.total / (double)m->num_parameters);
         fprintf(stderr, "data: %d train tokens, %d validation tokens; batch %d x %d x accum %d = %d tokens/step; %d steps\n", ntrain, nval, B, T, ta->grad_accum, N * ta->grad_accum, steps);
         fprintf(stderr, "memory: weights %s, LoRA %s, activations %s%s, gradients %s, AdamW state %s\n", w, lw, ac, ta->checkpoint_acts ? " (checkpointed)" : "", gr, op);
@@ -5044,7 +5320,7 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
     fclose(log);
     free(inp); free(tgt);
     if (have_eval) acts_free(&eval_a);
-    acts_free(&a); net_free(&net); trainable_free(&tr); free(gmem);
+    acts_free(&a); trainable_free(&tr); net_free(&net); tensor_free(gmem);
     if (lo) lora_free(lo);
     free(tokens);
     if (ta->val_path) free(val);
@@ -5160,6 +5436,42 @@ static const char *quant_desc(const Model *m) {
     return buf;
 }
 
+// --device cpu|cuda and --dtype fp32|bf16 (train, generate, eval, dump)
+#define DEVICE_HELP "  --device D    cpu | cuda (default: cuda when built with `make CUDA=1` and a GPU is present, else cpu)\n" \
+                    "  --dtype T     GPU matmul precision: bf16 (operands rounded to bf16, fp32 accumulation; the GPU default) | fp32 (exact)\n"
+typedef struct { int device, dtype; } DeviceOpts; // device -1 default, 0 cpu, 1 cuda; dtype -1 default, 0 fp32, 1 bf16
+static int parse_device_flag(int argc, char **argv, int *i, DeviceOpts *d) {
+    if (!strcmp(argv[*i], "--device")) {
+        const char *v = next_arg(argc, argv, i);
+        if (!strcmp(v, "cpu")) d->device = 0;
+        else if (!strcmp(v, "cuda") || !strcmp(v, "gpu")) d->device = 1;
+        else fatal("--device: '%s' is not cpu or cuda", v);
+        return 1;
+    }
+    if (!strcmp(argv[*i], "--dtype")) {
+        const char *v = next_arg(argc, argv, i);
+        if (!strcmp(v, "fp32") || !strcmp(v, "f32")) d->dtype = 0;
+        else if (!strcmp(v, "bf16")) d->dtype = 1;
+        else fatal("--dtype: '%s' is not fp32 or bf16", v);
+        return 1;
+    }
+    return 0;
+}
+// choose where the kernels run, before anything is allocated
+static void device_start(const DeviceOpts *d) {
+#ifdef PEFT_CUDA
+    if (d->device != 0) {
+        char err[512];
+        if (gpu_init(err, sizeof(err)) == 0) { gpu_on = 1; gpu_bf16 = d->dtype != 0; }
+        else if (d->device == 1) fatal("--device cuda: %s (--device cpu runs on the CPU)", err);
+        else fprintf(stderr, "note: %s; running on the CPU\n", err);
+    }
+#else
+    if (d->device == 1) fatal("--device cuda: this peft was built without CUDA (build with make CUDA=1)");
+#endif
+    if (!gpu_on && d->dtype == 1) fatal("--dtype bf16 needs the GPU (--device cuda); the CPU computes in fp32");
+}
+
 static int parse_int(const char *flag, const char *v, int lo, int hi) {
     char *end;
     errno = 0;
@@ -5245,7 +5557,7 @@ static void error_usage_generate(void) {
                     "  -t T          temperature, 0 = greedy (default 1.0)\n"
                     "  --top-p P     nucleus sampling threshold (default 0.9; 1 = off)\n"
                     "  -s SEED       random seed (default: time)\n"
-                    QUANT_HELP);
+                    QUANT_HELP DEVICE_HELP);
     exit(1);
 }
 static void print_piece(const char *p, int n) {
@@ -5260,9 +5572,11 @@ static int cmd_generate(int argc, char **argv) {
     float temperature = 1.0f, topp = 0.9f;
     uint64_t seed = (uint64_t)time(NULL);
     QuantOpts qo = { -1, 0, 0 };
+    DeviceOpts dev = { -1, -1 };
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) error_usage_generate();
         else if (parse_quant_flag(argc, argv, &i, &qo)) {}
+        else if (parse_device_flag(argc, argv, &i, &dev)) {}
         else if (argv[i][0] != '-') { if (model_path) fatal("unexpected argument '%s'", argv[i]); model_path = argv[i]; }
         else if (!strcmp(argv[i], "-z")) zpath = next_arg(argc, argv, &i);
         else if (!strcmp(argv[i], "-a")) push_adapter(adapters, &na, next_arg(argc, argv, &i));
@@ -5275,6 +5589,7 @@ static int cmd_generate(int argc, char **argv) {
     }
     if (!model_path) error_usage_generate();
     Model m;
+    device_start(&dev);
     load_model_q_or_die(&m, model_path, &qo);
     Config *c = &m.config;
     Tokenizer tok;
@@ -5331,7 +5646,7 @@ static void error_usage_eval(void) {
                     "  -a DIR[:W]    PEFT LoRA adapter, weight W; repeat to sum several (default: none)\n"
                     "  -T N          window length (default: min(256, the model's max positions))\n"
                     "  -b N          windows per batch (default 4)\n"
-                    QUANT_HELP);
+                    QUANT_HELP DEVICE_HELP);
     exit(1);
 }
 static int cmd_eval(int argc, char **argv) {
@@ -5339,9 +5654,11 @@ static int cmd_eval(int argc, char **argv) {
     char *adapters[MAX_ADAPTERS];
     int na = 0, T = 0, B = 4;
     QuantOpts qo = { -1, 0, 0 };
+    DeviceOpts dev = { -1, -1 };
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) error_usage_eval();
         else if (parse_quant_flag(argc, argv, &i, &qo)) {}
+        else if (parse_device_flag(argc, argv, &i, &dev)) {}
         else if (argv[i][0] != '-') { if (!model_path) model_path = argv[i]; else if (!data) data = argv[i]; else fatal("unexpected argument '%s'", argv[i]); }
         else if (!strcmp(argv[i], "-z")) zpath = next_arg(argc, argv, &i);
         else if (!strcmp(argv[i], "-a")) push_adapter(adapters, &na, next_arg(argc, argv, &i));
@@ -5351,6 +5668,7 @@ static int cmd_eval(int argc, char **argv) {
     }
     if (!model_path || !data) error_usage_eval();
     Model m;
+    device_start(&dev);
     load_model_q_or_die(&m, model_path, &qo);
     Config *c = &m.config;
     if (!T) T = c->seq_len < 256 ? c->seq_len : 256;
@@ -5386,7 +5704,7 @@ static void error_usage_dump(void) {
                     "  -o FILE      output safetensors (required)\n"
                     "  -a DIR[:W]   PEFT LoRA adapter folder to apply (default: none); repeat to sum several\n"
                     "               (gradients are written for a single unweighted adapter)\n"
-                    QUANT_HELP);
+                    QUANT_HELP DEVICE_HELP);
     exit(1);
 }
 
@@ -5395,9 +5713,11 @@ static int cmd_dump(int argc, char **argv) {
     char *adapters[MAX_ADAPTERS];
     int na = 0;
     QuantOpts qo = { -1, 0, 0 };
+    DeviceOpts dev = { -1, -1 };
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) error_usage_dump();
         else if (parse_quant_flag(argc, argv, &i, &qo)) {}
+        else if (parse_device_flag(argc, argv, &i, &dev)) {}
         else if (argv[i][0] != '-') { if (model_path) fatal("unexpected argument '%s'", argv[i]); model_path = argv[i]; }
         else if (!strcmp(argv[i], "-i")) in = next_arg(argc, argv, &i);
         else if (!strcmp(argv[i], "-o")) out = next_arg(argc, argv, &i);
@@ -5406,6 +5726,7 @@ static int cmd_dump(int argc, char **argv) {
     }
     if (!model_path || !in || !out) error_usage_dump();
     Model m;
+    device_start(&dev);
     load_model_q_or_die(&m, model_path, &qo);
     Config *c = &m.config;
     SafeTensors st;
@@ -5445,7 +5766,7 @@ static int cmd_dump(int argc, char **argv) {
     peft_forward(&net, &a, inputs);
     size_t nl = (size_t)N * c->vocab_size;
     floatX *logits = (floatX *)malloc_check(nl * sizeof(floatX));
-    memcpy(logits, a.logits, nl * sizeof(floatX));
+    tensor_download(logits, a.logits, nl * sizeof(floatX));
     floatX loss = 0;
     int nt = 0;
     STWrite *ts = (STWrite *)calloc_check(2 + (lo ? (size_t)lo->n_layers * NUM_TARGETS * 3 : 0), sizeof(STWrite));
@@ -5457,6 +5778,7 @@ static int cmd_dump(int argc, char **argv) {
         ts[nt].dtype = DT_F32; ts[nt].ndim = 1; ts[nt].shape[0] = 1; ts[nt].fdata = &loss; nt++;
         if (lo && lo->grads) {
             peft_backward(&net, &a, NULL, c->n_layers, 0);
+            lora_to_host(lo);
             for (int l = 0; l < lo->n_layers; l++)
                 for (int t = 0; t < NUM_TARGETS; t++) {
                     LoraModule *lm = &lo->mods[l * NUM_TARGETS + t];
@@ -5524,7 +5846,7 @@ static void error_usage_train(void) {
                     "                            the FLOPs and time inside the matmuls (make bench uses it)\n"
                     "  -s SEED                   random seed (default 1337)\n"
                     "  QLoRA (LoRA on a quantized frozen base; LoRA weights, gradients and AdamW stay fp32):\n"
-                    QUANT_HELP);
+                    QUANT_HELP DEVICE_HELP);
     exit(1);
 }
 static unsigned parse_targets(const char *s) {
@@ -5565,10 +5887,12 @@ static int cmd_train(int argc, char **argv) {
     const char *layers = NULL;
     int alpha_set = 0;
     QuantOpts qo = { -1, 0, 0 };
+    DeviceOpts dev = { -1, -1 };
     for (int i = 0; i < argc; i++) {
         const char *f = argv[i];
         if (!strcmp(f, "--help") || !strcmp(f, "-h")) error_usage_train();
         else if (parse_quant_flag(argc, argv, &i, &qo)) {}
+        else if (parse_device_flag(argc, argv, &i, &dev)) {}
         else if (f[0] != '-') { if (!ta.model_path) ta.model_path = f; else if (!ta.data_path) ta.data_path = f; else fatal("unexpected argument '%s'", f); }
         else if (!strcmp(f, "--rslora")) ta.lc.rslora = 1;
         else if (!strcmp(f, "--dora")) ta.lc.dora = 1;
@@ -5620,6 +5944,7 @@ static int cmd_train(int argc, char **argv) {
     (void)alpha_set;
     if (!ta.model_path || !ta.data_path) error_usage_train();
     Model m;
+    device_start(&dev);
     load_model_q_or_die(&m, ta.model_path, &qo);
     Config *c = &m.config;
     if (m.quant && ta.mode != TUNE_LORA) fatal("%s: a quantized base is frozen: --finetuning-type %s needs a float model (--quant none)", ta.model_path, ta.mode == TUNE_FULL ? "full" : "freeze");
