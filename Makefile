@@ -19,18 +19,33 @@ else
 endif
 CFLAGS ?= $(OPT) -std=c99 -Wall -Wextra
 LDLIBS = -lm
+
+# CUDA=1: the kernels also run on an NVIDIA GPU (peft_cuda.cu, CUDA runtime only; sm_80 and newer,
+# with Hopper's own machine code). `make test-cuda` builds that way and runs the suite with the GPU tests.
+NVCC ?= $(shell command -v nvcc 2>/dev/null || echo /usr/local/cuda/bin/nvcc)
+CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+CUDA_ARCH ?= -gencode=arch=compute_80,code=sm_80 -gencode=arch=compute_90,code=sm_90 -gencode=arch=compute_90,code=compute_90
+NVCCFLAGS ?= -O3 -std=c++17 $(CUDA_ARCH) -Xcompiler -Wall,-Wextra
+ifeq ($(CUDA),1)
+  GPU_DEFS = -DPEFT_CUDA
+  GPU_OBJ = peft_cuda.o
+  LDLIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lstdc++
+endif
 SAN = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 
-.PHONY: all test debug clean tokenizer bench
+.PHONY: all test test-cuda debug clean tokenizer bench bench-cuda
 all: peft tokenizer
 
 # rebuild when the flags change (e.g. after make PORTABLE=1)
 .cflags: FORCE
-	@echo '$(CC) $(CFLAGS) $(OMP)' | cmp -s - $@ || echo '$(CC) $(CFLAGS) $(OMP)' > $@
+	@echo '$(CC) $(CFLAGS) $(OMP) $(GPU_DEFS)' | cmp -s - $@ || echo '$(CC) $(CFLAGS) $(OMP) $(GPU_DEFS)' > $@
 FORCE:
 
-peft: peft.c .cflags
-	$(CC) $(CFLAGS) $(OMP) peft.c -o peft $(LDLIBS)
+peft: peft.c $(GPU_OBJ) .cflags
+	$(CC) $(CFLAGS) $(OMP) $(GPU_DEFS) peft.c $(GPU_OBJ) -o peft $(LDLIBS)
+
+peft_cuda.o: peft_cuda.cu .cflags
+	$(NVCC) $(NVCCFLAGS) -c peft_cuda.cu -o peft_cuda.o
 
 # tokenizer.bin from the Llama 2 sentencepiece model, with export.py (standard library only)
 tokenizer: tokenizer.bin
@@ -42,14 +57,18 @@ tokenizer.bin: export.py
 		echo "      get it from meta-llama/Llama-2-7b-hf (tokenizer.model) and run: make TOKENIZER_MODEL=path/to/tokenizer.model"; \
 	fi
 
-test_all: test_all.c peft.c .cflags
-	$(CC) $(CFLAGS) $(OMP) test_all.c -o test_all $(LDLIBS)
+test_all: test_all.c peft.c $(GPU_OBJ) .cflags
+	$(CC) $(CFLAGS) $(OMP) $(GPU_DEFS) test_all.c $(GPU_OBJ) -o test_all $(LDLIBS)
 test_all_fp64: test_all.c peft.c .cflags
 	$(CC) $(CFLAGS) $(OMP) -DPEFT_FP64 test_all.c -o test_all_fp64 $(LDLIBS)
 
 # the suite: test_all runs ./test_all_fp64 (finite differences in double) and ./peft (CLI tests)
 test: peft tokenizer test_all test_all_fp64
 	./test_all
+
+# the suite built with CUDA=1: every test above on the CPU, then the GPU's (SKIP without a GPU)
+test-cuda:
+	$(MAKE) CUDA=1 test
 
 # AddressSanitizer + UndefinedBehaviorSanitizer build of everything, then the suite
 # (separate binaries, so the fast ones stay as they are)
@@ -65,4 +84,4 @@ bench: peft tokenizer
 	$(PYTHON) bench/bench.py
 
 clean:
-	rm -f peft test_all test_all_fp64 peft_debug test_all_debug test_all_fp64_debug .cflags
+	rm -f peft test_all test_all_fp64 peft_debug test_all_debug test_all_fp64_debug peft_cuda.o .cflags

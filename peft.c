@@ -693,13 +693,12 @@ static int st_write(const char *path, STWrite *ts, int n, const char *metadata_j
 // (tensor_to_device). Activations live on the device only (tensor_alloc). Above the kernels, code
 // never reads or writes tensor memory itself.
 static int gpu_on;   // the kernels run on the GPU (--device cuda)
-static int gpu_bf16; // GPU matmuls round their operands to bf16 and accumulate in fp32 (--dtype bf16)
 #ifdef PEFT_CUDA
 #ifdef PEFT_FP64
 #error "PEFT_CUDA works in fp32 (floatX float)"
 #endif
 // peft_cuda.cu: device memory, the mirrors, and one GPU kernel per kernel function below
-int gpu_init(char *err, size_t errlen);                  // 0, or -1 with the reason in err
+int gpu_init(int bf16, char *err, size_t errlen);        // 0 (and a "device:" line), or -1 with the reason in err
 void *gpu_alloc(size_t bytes);                           // zeroed device memory; NULL when out of memory
 void gpu_free(void *p);
 int gpu_mirror(void *host, size_t bytes);                // device copy of host[0..bytes), uploaded; -1: out of memory
@@ -3506,13 +3505,18 @@ typedef struct {
 } LoraModule;
 
 // scratch shared by all LoRA modules (the ops run one after another), each (N * largest dim)
-typedef struct { floatX *xd, *dxd, *t, *z, *du; size_t cap; } LoraScratch;
+typedef struct { floatX *xd, *dxd, *t, *z, *du; size_t cap; int gpu; } LoraScratch;
 static LoraScratch lora_scratch;
 static void lora_scratch_reserve(size_t n) {
-    if (n <= lora_scratch.cap) return;
+    if (n <= lora_scratch.cap && lora_scratch.gpu == gpu_on) return;
     floatX **b[5] = { &lora_scratch.xd, &lora_scratch.dxd, &lora_scratch.t, &lora_scratch.z, &lora_scratch.du };
-    for (int i = 0; i < 5; i++) { tensor_free(*b[i]); *b[i] = (floatX *)tensor_alloc(n * sizeof(floatX)); }
+    int on = gpu_on;
+    gpu_on = lora_scratch.gpu; // free them where they were made (the tests switch devices)
+    for (int i = 0; i < 5; i++) tensor_free(*b[i]);
+    gpu_on = on;
+    for (int i = 0; i < 5; i++) *b[i] = (floatX *)tensor_alloc(n * sizeof(floatX));
     lora_scratch.cap = n;
+    lora_scratch.gpu = gpu_on;
 }
 
 // DoRA: wnorm[o] = || W[o,:] + scale * B[o,:] A ||
@@ -5224,7 +5228,6 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
         fmt_bytes(op, sizeof(op), (double)tr.total * 2 * sizeof(floatX));
         fmt_bytes(lw, sizeof(lw), lo ? (double)lora.num_params * sizeof(floatX) : 0);
         fprintf(stderr, "model: %s (dim %d, %d layers, %d heads / %d kv, vocab %d), %.2fM parameters\n", ta->model_path, c->dim, c->n_layers, c->n_heads, c->n_kv_heads, c->vocab_size, m->num_parameters / 1e6);
-        if (gpu_on) fprintf(stderr, "device: cuda, %s matmuls\n", gpu_bf16 ? "bf16 (fp32 accumulation)" : "fp32");
         fprintf(stderr, "tuning: %s, %zu trainable parameters (%.3f%% of the model)\n", tune_names[ta->mode], tr.total, 100.0 * tr.total / (double)m->num_parameters);
         fprintf(stderr, "data: %d train tokens, %d validation tokens; batch %d x %d x accum %d = %d tokens/step; %d steps\n", ntrain, nval, B, T, ta->grad_accum, N * ta->grad_accum, steps);
         fprintf(stderr, "memory: weights %s, LoRA %s, activations %s%s, gradients %s, AdamW state %s\n", w, lw, ac, ta->checkpoint_acts ? " (checkpointed)" : "", gr, op);
@@ -5437,7 +5440,7 @@ static const char *quant_desc(const Model *m) {
 }
 
 // --device cpu|cuda and --dtype fp32|bf16 (train, generate, eval, dump)
-#define DEVICE_HELP "  --device D    cpu | cuda (default: cuda when built with `make CUDA=1` and a GPU is present, else cpu)\n" \
+#define DEVICE_HELP "  --device D    cpu | cuda (default: $PEFT_DEVICE, else cuda when built with `make CUDA=1` and a GPU is present, else cpu)\n" \
                     "  --dtype T     GPU matmul precision: bf16 (operands rounded to bf16, fp32 accumulation; the GPU default) | fp32 (exact)\n"
 typedef struct { int device, dtype; } DeviceOpts; // device -1 default, 0 cpu, 1 cuda; dtype -1 default, 0 fp32, 1 bf16
 static int parse_device_flag(int argc, char **argv, int *i, DeviceOpts *d) {
@@ -5458,11 +5461,14 @@ static int parse_device_flag(int argc, char **argv, int *i, DeviceOpts *d) {
     return 0;
 }
 // choose where the kernels run, before anything is allocated
-static void device_start(const DeviceOpts *d) {
+static void device_start(const DeviceOpts *dopts) {
+    DeviceOpts dd = *dopts, *d = &dd;
+    const char *env = getenv("PEFT_DEVICE"); // the default of --device
+    if (d->device < 0 && env && *env) d->device = !strcmp(env, "cpu") ? 0 : !strcmp(env, "cuda") ? 1 : -1;
 #ifdef PEFT_CUDA
     if (d->device != 0) {
         char err[512];
-        if (gpu_init(err, sizeof(err)) == 0) { gpu_on = 1; gpu_bf16 = d->dtype != 0; }
+        if (gpu_init(d->dtype != 0, err, sizeof(err)) == 0) gpu_on = 1; // bf16 matmuls unless --dtype fp32
         else if (d->device == 1) fatal("--device cuda: %s (--device cpu runs on the CPU)", err);
         else fprintf(stderr, "note: %s; running on the CPU\n", err);
     }

@@ -750,7 +750,7 @@ static float *dump_logits(Model *m, Lora *lo, const int *ids, int B, int T, doub
     peft_forward(&net, &a, ids);
     size_t n = (size_t)B * T * m->config.vocab_size;
     float *out = malloc_check(n * sizeof(float));
-    for (size_t i = 0; i < n; i++) out[i] = (float)a.logits[i];
+    tensor_download(out, a.logits, n * sizeof(float));
     if (loss && targets) *loss = peft_loss(&a, &m->config, targets);
     acts_free(&a); net_free(&net);
     return out;
@@ -864,15 +864,16 @@ static void test_peft_reference(const char *name) {
     peft_forward(&net, &a, ids);
     size_t where, nl = (size_t)B * T * m.config.vocab_size;
     float *got = malloc_check(nl * sizeof(float));
-    for (size_t i = 0; i < nl; i++) got[i] = (float)a.logits[i];
+    tensor_download(got, a.logits, nl * sizeof(float));
     double e = max_abs_diff(got, rlog, nl, &where);
     char label[256];
-    snprintf(label, sizeof(label), "%s: logits_adapter", name);
+    snprintf(label, sizeof(label), "%s%s: logits_adapter", gpu_on ? "cuda fp32 " : "", name);
     check(e <= 1e-4, label, "max abs error %.2e <= 1e-4", e);
     loss = peft_loss(&a, &m.config, tg);
-    snprintf(label, sizeof(label), "%s: loss", name);
+    snprintf(label, sizeof(label), "%s%s: loss", gpu_on ? "cuda fp32 " : "", name);
     check(fabs(loss - rloss[0]) / rloss[0] <= 1e-5, label, "peft.c %.7f, PEFT %.7f, relative error %.1e <= 1e-5", loss, rloss[0], fabs(loss - rloss[0]) / rloss[0]);
     peft_backward(&net, &a, NULL, m.config.n_layers, 0);
+    lora_to_host(&lo);
     double worst = 0; int ngrads = 0; char worst_name[320] = "";
     for (int l = 0; l < lo.n_layers; l++)
         for (int t = 0; t < NUM_TARGETS; t++) {
@@ -895,7 +896,7 @@ static void test_peft_reference(const char *name) {
                 free(x); free(y); free(rg);
             }
         }
-    snprintf(label, sizeof(label), "%s: every grad.* (%d tensors)", name, ngrads);
+    snprintf(label, sizeof(label), "%s%s: every grad.* (%d tensors)", gpu_on ? "cuda fp32 " : "", name, ngrads);
     check(worst <= 1e-4 && ngrads > 0, label, "worst relative error %.2e <= 1e-4 (%s)", worst, worst_name);
     // 10 AdamW steps (lr 1e-3, betas 0.9/0.999, eps 1e-8, wd 0, no clipping, constant lr) on the same batch
     float *rl = load_f32(ref, "adamw_losses", &n);
@@ -913,7 +914,7 @@ static void test_peft_reference(const char *name) {
             worst_l = fmax(worst_l, fabs(l - rl[step]) / rl[step]);
             if (step == 0 || step == (int)n - 1) snprintf(seq + strlen(seq), sizeof(seq) - strlen(seq), "step %d: %.6f vs %.6f; ", step, l, rl[step]);
         }
-        snprintf(label, sizeof(label), "%s: 10 AdamW steps reproduce adamw_losses", name);
+        snprintf(label, sizeof(label), "%s%s: 10 AdamW steps reproduce adamw_losses", gpu_on ? "cuda fp32 " : "", name);
         check(worst_l <= 1e-4, label, "%sworst relative error %.2e <= 1e-4", seq, worst_l);
         trainable_free(&tr);
         free(rl);
@@ -921,7 +922,7 @@ static void test_peft_reference(const char *name) {
     // merging: the merged model (HF folder and the llama2.c .bin of the same weights) gives logits_merged
     float *rmerged = load_f32(ref, "logits_merged", &n);
     const char *bases[2] = { SHARED "/models/stories260K-hf-f32", SHARED "/models/stories260K/stories260K.bin" };
-    for (int v = 0; v < 2 && rmerged; v++) {
+    for (int v = 0; v < 2 && rmerged && !gpu_on; v++) { // merging is host code: the CPU run checks it
         Model mm;
         Lora lo2; LoraConfig lc2;
         if (model_load(&mm, bases[v]) || lora_load(&lo2, &lc2, &mm.config, dir, 0)) { check(0, "merge", "%s", peft_errbuf); continue; }
@@ -930,7 +931,7 @@ static void test_peft_reference(const char *name) {
         lora_merge(&mm, &lo2, 1);
         float *lg = dump_logits(&mm, NULL, ids, B, T, NULL, NULL);
         double em = max_abs_diff(lg, rmerged, nl, &where);
-        snprintf(label, sizeof(label), "%s: merged into %s == logits_merged", name, bases[v]);
+        snprintf(label, sizeof(label), "%s%s: merged into %s == logits_merged", gpu_on ? "cuda fp32 " : "", name, bases[v]);
         check(em <= 1e-4, label, "max abs error %.2e <= 1e-4", em);
         if (!lo2.dora) { // unmerge restores the weights to fp32 rounding
             lora_merge(&mm, &lo2, -1);
@@ -2387,8 +2388,423 @@ static void run_fp64_suite(void) {
 }
 #endif // !PEFT_FP64
 
+
+// ----------------------------------------------------------------------------
+// GPU tests (make test-cuda): each GPU kernel against its CPU twin on odd shapes, the whole model on
+// the GPU in fp32 against PEFT's references, and train/generate/resume through the CLI on the GPU.
+// A build without CUDA, or a machine without a GPU, prints SKIP lines instead.
+#ifdef PEFT_CUDA
+void gpu_set_bf16(int on); // peft_cuda.cu (tests only)
+
+// ||a - ref|| / ||ref||
+static double rel_l2(const float *a, const float *ref, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) { double d = (double)a[i] - ref[i]; num += d * d; den += (double)ref[i] * ref[i]; }
+    if (!(num == num)) return INFINITY; // NaN never passes
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+// device copies of host data, and back (gpu_on must be 1)
+static float *dev_f32(const float *h, size_t n) { float *d = (float *)tensor_alloc((n ? n : 1) * sizeof(float)); tensor_upload(d, h, n * sizeof(float)); return d; }
+static int *dev_int(const int *h, size_t n) { int *d = (int *)tensor_alloc((n ? n : 1) * sizeof(int)); tensor_upload(d, h, n * sizeof(int)); return d; }
+static float *host_f32(const float *d, size_t n) { float *h = malloc_check((n ? n : 1) * sizeof(float)); tensor_download(h, d, n * sizeof(float)); return h; }
+// worst error of one kernel over its shapes
+typedef struct { double worst; char where[160]; } Worst;
+static void worst_of(Worst *w, double e, const char *fmt, ...) {
+    if (!(e <= w->worst) || (w->where[0] == 0 && e == 0)) {
+        w->worst = e == e ? (e > w->worst ? e : w->worst) : INFINITY;
+        va_list ap; va_start(ap, fmt); vsnprintf(w->where, sizeof(w->where), fmt, ap); va_end(ap);
+    }
+}
+#define FP32_TOL 1e-5
+// bf16 operands: each product carries two roundings of at most 2^-9 relative; summed with random
+// signs the output's relative error in norm stays well under 2 * 2^-8 = 7.8e-3
+#define BF16_TOL 1e-2
+
+static void cuda_test_matmul(int bf16) {
+    int dims[][3] = { {1, 64, 33}, {37, 64, 97}, {77, 288, 288}, {33, 2048, 130}, {5, 2048, 5632}, {130, 8, 512}, {64, 700, 37} };
+    int nd = (int)(sizeof(dims) / sizeof(dims[0]));
+    Worst wf = { 0, "" }, wi = { 0, "" }, ww = { 0, "" };
+    gpu_set_bf16(bf16);
+    for (int d = 0; d < nd; d++) {
+        int N = dims[d][0], C = dims[d][1], OC = dims[d][2];
+        size_t nx = (size_t)N * C, nw = (size_t)OC * C, ny = (size_t)N * OC;
+        float *x = rand_f32(nx, 1), *w = rand_f32(nw, 1), *dy = rand_f32(ny, 1), *dx0 = rand_f32(nx, 1), *dw0 = rand_f32(nw, 1);
+        float *y = malloc_check(ny * sizeof(float)), *dx = copy_f32(dx0, nx), *dw = copy_f32(dw0, nw);
+        gpu_on = 0;
+        matmul_forward_naive(y, x, w, N, C, OC);
+        matmul_backward_naive(dx, dw, dy, x, w, N, C, OC);
+        for (size_t i = 0; i < nx; i++) dx[i] -= dx0[i]; // compare the increments (dx0 is large next to them)
+        for (size_t i = 0; i < nw; i++) dw[i] -= dw0[i];
+        gpu_on = 1;
+        float *gx = dev_f32(x, nx), *gw = dev_f32(w, nw), *gdy = dev_f32(dy, ny), *gy = dev_f32(y, ny), *gdx = dev_f32(dx0, nx), *gdw = dev_f32(dw0, nw);
+        matmul_forward(gy, gx, gw, N, C, OC);
+        matmul_backward(gdx, gdw, gdy, gx, gw, N, C, OC);
+        float *hy = host_f32(gy, ny), *hdx = host_f32(gdx, nx), *hdw = host_f32(gdw, nw);
+        for (size_t i = 0; i < nx; i++) hdx[i] -= dx0[i];
+        for (size_t i = 0; i < nw; i++) hdw[i] -= dw0[i];
+        worst_of(&wf, rel_l2(hy, y, ny), "N %d C %d OC %d", N, C, OC);
+        worst_of(&wi, rel_l2(hdx, dx, nx), "N %d C %d OC %d", N, C, OC);
+        worst_of(&ww, rel_l2(hdw, dw, nw), "N %d C %d OC %d", N, C, OC);
+        float *gs[] = { gx, gw, gdy, gy, gdx, gdw };
+        for (int i = 0; i < 6; i++) tensor_free(gs[i]);
+        gpu_on = 0;
+        free(x); free(w); free(dy); free(dx0); free(dw0); free(y); free(dx); free(dw); free(hy); free(hdx); free(hdw);
+    }
+    gpu_set_bf16(0);
+    double tol = bf16 ? BF16_TOL : FP32_TOL;
+    char name[64]; snprintf(name, sizeof(name), "cuda matmul %s vs CPU", bf16 ? "bf16" : "fp32");
+    check(wf.worst <= tol && wi.worst <= tol && ww.worst <= tol, name, "%d shapes (N 1..130, C 8..2048, OC 33..5632), relative L2 error: forward %.2e (%s), dinp %.2e, dweight %.2e <= %.0e%s",
+          nd, wf.worst, wf.where, wi.worst, ww.worst, tol, bf16 ? " (bf16 operands)" : "");
+}
+
+static void cuda_test_attention(void) {
+    // T not a multiple of the tiles (8 rows, 32 keys); GQA ratios 1, 2, 8; head sizes 8, 64, 128
+    int cfg[][5] = { {2, 77, 8, 8, 64}, {1, 130, 8, 4, 8}, {2, 33, 8, 1, 128}, {1, 1, 4, 2, 16}, {3, 200, 4, 2, 64} };
+    int nc = (int)(sizeof(cfg) / sizeof(cfg[0]));
+    Worst wo = { 0, "" }, wq = { 0, "" }, wk = { 0, "" }, wv = { 0, "" };
+    for (int ci = 0; ci < nc; ci++) {
+        int B = cfg[ci][0], T = cfg[ci][1], NH = cfg[ci][2], KVH = cfg[ci][3], HS = cfg[ci][4];
+        size_t nq = (size_t)B * T * NH * HS, nk = (size_t)B * T * KVH * HS, na = (size_t)B * NH * T * T;
+        float *q = rand_f32(nq, 1), *k = rand_f32(nk, 1), *v = rand_f32(nk, 1), *dout = rand_f32(nq, 1);
+        float *o = malloc_check(nq * sizeof(float)), *att = calloc_check(na, sizeof(float)), *scr = calloc_check(na, sizeof(float));
+        float *dq = calloc_check(nq, sizeof(float)), *dk = calloc_check(nk, sizeof(float)), *dv = calloc_check(nk, sizeof(float));
+        gpu_on = 0;
+        attention_forward(o, att, q, k, v, B, T, NH, KVH, HS);
+        attention_backward(dq, dk, dv, scr, dout, q, k, v, o, att, B, T, NH, KVH, HS);
+        gpu_on = 1;
+        size_t nl = (size_t)B * NH * T;
+        float *gq = dev_f32(q, nq), *gk = dev_f32(k, nk), *gv = dev_f32(v, nk), *gdo = dev_f32(dout, nq);
+        float *go = (float *)tensor_alloc(nq * sizeof(float)), *glse = (float *)tensor_alloc(nl * sizeof(float)), *gscr = (float *)tensor_alloc(nl * sizeof(float));
+        float *gdq = (float *)tensor_alloc(nq * sizeof(float)), *gdk = (float *)tensor_alloc(nk * sizeof(float)), *gdv = (float *)tensor_alloc(nk * sizeof(float));
+        attention_forward(go, glse, gq, gk, gv, B, T, NH, KVH, HS);
+        attention_backward(gdq, gdk, gdv, gscr, gdo, gq, gk, gv, go, glse, B, T, NH, KVH, HS);
+        float *ho = host_f32(go, nq), *hdq = host_f32(gdq, nq), *hdk = host_f32(gdk, nk), *hdv = host_f32(gdv, nk);
+        worst_of(&wo, rel_l2(ho, o, nq), "B %d T %d NH %d KVH %d HS %d", B, T, NH, KVH, HS);
+        worst_of(&wq, rel_l2(hdq, dq, nq), "B %d T %d NH %d KVH %d HS %d", B, T, NH, KVH, HS);
+        worst_of(&wk, rel_l2(hdk, dk, nk), "B %d T %d NH %d KVH %d HS %d", B, T, NH, KVH, HS);
+        worst_of(&wv, rel_l2(hdv, dv, nk), "B %d T %d NH %d KVH %d HS %d", B, T, NH, KVH, HS);
+        float *gs[] = { gq, gk, gv, gdo, go, glse, gscr, gdq, gdk, gdv };
+        for (int i = 0; i < 10; i++) tensor_free(gs[i]);
+        gpu_on = 0;
+        free(q); free(k); free(v); free(dout); free(o); free(att); free(scr); free(dq); free(dk); free(dv); free(ho); free(hdq); free(hdk); free(hdv);
+    }
+    double w = fmax(fmax(wo.worst, wq.worst), fmax(wk.worst, wv.worst));
+    check(w <= FP32_TOL, "cuda flash attention forward + backward vs CPU", "%d shapes (T 1..200, GQA 1/2/8, HS 8..128): relative L2 error out %.2e (%s), dq %.2e, dk %.2e, dv %.2e <= %.0e",
+          nc, wo.worst, wo.where, wq.worst, wk.worst, wv.worst, FP32_TOL);
+}
+
+// the small kernels: one run each on odd sizes, GPU against the CPU twin
+static void cuda_test_small_kernels(void) {
+    Worst wn = { 0, "" }, wr = { 0, "" }, we = { 0, "" }, ws = { 0, "" }, wc = { 0, "" }, wd = { 0, "" }, wm = { 0, "" };
+    int Cs[3] = { 64, 288, 2048 };
+    for (int ci = 0; ci < 3; ci++) { // RMSNorm forward and backward
+        int N = 37, C = Cs[ci];
+        size_t n = (size_t)N * C;
+        float *x = rand_f32(n, 2), *w = rand_f32(C, 1), *dy = rand_f32(n, 1), *y = malloc_check(n * sizeof(float)), *r = malloc_check(N * sizeof(float));
+        float *dx = rand_f32(n, 1), *dw = rand_f32(C, 1), *dx0 = copy_f32(dx, n), *dw0 = copy_f32(dw, C);
+        gpu_on = 0;
+        rmsnorm_forward(y, r, x, w, N, C, 1e-5f);
+        rmsnorm_backward(dx, dw, dy, x, w, r, N, C);
+        gpu_on = 1;
+        float *gx = dev_f32(x, n), *gw = dev_f32(w, C), *gdy = dev_f32(dy, n), *gy = (float *)tensor_alloc(n * 4), *gr = (float *)tensor_alloc(N * 4), *gdx = dev_f32(dx0, n), *gdw = dev_f32(dw0, C);
+        rmsnorm_forward(gy, gr, gx, gw, N, C, 1e-5f);
+        rmsnorm_backward(gdx, gdw, gdy, gx, gw, gr, N, C);
+        float *hy = host_f32(gy, n), *hdx = host_f32(gdx, n), *hdw = host_f32(gdw, C);
+        worst_of(&wn, fmax(rel_l2(hy, y, n), fmax(rel_l2(hdx, dx, n), rel_l2(hdw, dw, C))), "C %d", C);
+        float *gs[] = { gx, gw, gdy, gy, gr, gdx, gdw };
+        for (int i = 0; i < 7; i++) tensor_free(gs[i]);
+        gpu_on = 0;
+        free(x); free(w); free(dy); free(y); free(r); free(dx); free(dw); free(dx0); free(dw0); free(hy); free(hdx); free(hdw);
+    }
+    check(wn.worst <= FP32_TOL, "cuda rmsnorm forward + backward vs CPU", "N 37, C 64/288/2048: worst relative L2 error %.2e (%s) <= %.0e", wn.worst, wn.where, FP32_TOL);
+    { // RoPE forward (at an offset) and backward
+        Config cfg = { 0 };
+        cfg.head_dim = 64; cfg.seq_len = 300; cfg.rope_theta = 10000;
+        floatX *cs, *sn;
+        rope_tables(&cs, &sn, &cfg);
+        int B = 2, T = 77, NH = 6, HS = 64;
+        size_t n = (size_t)B * T * NH * HS, nt = (size_t)cfg.seq_len * HS / 2;
+        float *x = rand_f32(n, 1), *xf = copy_f32(x, n), *xb = copy_f32(x, n);
+        gpu_on = 0;
+        rope_forward(xf, cs, sn, B, T, NH, HS, 11);
+        rope_backward(xb, cs, sn, B, T, NH, HS);
+        gpu_on = 1;
+        float *gc = dev_f32(cs, nt), *gs_ = dev_f32(sn, nt), *g1 = dev_f32(x, n), *g2 = dev_f32(x, n);
+        rope_forward(g1, gc, gs_, B, T, NH, HS, 11);
+        rope_backward(g2, gc, gs_, B, T, NH, HS);
+        float *h1 = host_f32(g1, n), *h2 = host_f32(g2, n);
+        worst_of(&wr, fmax(rel_l2(h1, xf, n), rel_l2(h2, xb, n)), "B 2 T 77 NH 6 HS 64");
+        tensor_free(gc); tensor_free(gs_); tensor_free(g1); tensor_free(g2);
+        gpu_on = 0;
+        free(cs); free(sn); free(x); free(xf); free(xb); free(h1); free(h2);
+        check(wr.worst <= FP32_TOL, "cuda rope forward + backward vs CPU", "%s, positions from 11: relative L2 error %.2e <= %.0e", wr.where, wr.worst, FP32_TOL);
+    }
+    { // embedding forward and backward (repeated tokens), SwiGLU, residual, scaled adds
+        int N = 37, C = 288, V = 512;
+        size_t n = (size_t)N * C, ne = (size_t)V * C;
+        int tok[37];
+        for (int i = 0; i < N; i++) tok[i] = (i * 7) % 13 + (i % 3) * 200; // repeats
+        float *emb = rand_f32(ne, 1), *dout = rand_f32(n, 1), *demb = rand_f32(ne, 1), *demb0 = copy_f32(demb, ne), *out = malloc_check(n * 4);
+        float *g = rand_f32(n, 4), *u = rand_f32(n, 2), *h = malloc_check(n * 4), *dg = rand_f32(n, 1), *du = rand_f32(n, 1), *dg0 = copy_f32(dg, n), *du0 = copy_f32(du, n);
+        float *a1 = rand_f32(n, 1), *a0 = copy_f32(a1, n), *msk = rand_f32(n, 1), *res = malloc_check(n * 4), *sc = malloc_check(n * 4);
+        gpu_on = 0;
+        encoder_forward(out, tok, emb, N, C);
+        encoder_backward(demb, dout, tok, N, C);
+        swiglu_forward(h, g, u, n);
+        swiglu_backward(dg, du, dout, g, u, n);
+        add_scaled(a1, dout, 0.37f, n);
+        add_masked(a1, g, msk, n);
+        residual_forward(res, g, u, n);
+        scale_copy(sc, u, -1.7f, n);
+        gpu_on = 1;
+        int *gt = dev_int(tok, N);
+        float *gemb = dev_f32(emb, ne), *gdo = dev_f32(dout, n), *gdemb = dev_f32(demb0, ne), *gout = (float *)tensor_alloc(n * 4);
+        float *gg = dev_f32(g, n), *gu = dev_f32(u, n), *gh = (float *)tensor_alloc(n * 4), *gdg = dev_f32(dg0, n), *gdu = dev_f32(du0, n);
+        float *ga = dev_f32(a0, n), *gm = dev_f32(msk, n), *gres = (float *)tensor_alloc(n * 4), *gsc = (float *)tensor_alloc(n * 4);
+        encoder_forward(gout, gt, gemb, N, C);
+        encoder_backward(gdemb, gdo, gt, N, C);
+        swiglu_forward(gh, gg, gu, n);
+        swiglu_backward(gdg, gdu, gdo, gg, gu, n);
+        add_scaled(ga, gdo, 0.37f, n);
+        add_masked(ga, gg, gm, n);
+        residual_forward(gres, gg, gu, n);
+        scale_copy(gsc, gu, -1.7f, n);
+        float *hout = host_f32(gout, n), *hdemb = host_f32(gdemb, ne), *hh = host_f32(gh, n), *hdg = host_f32(gdg, n), *hdu = host_f32(gdu, n), *ha = host_f32(ga, n), *hres = host_f32(gres, n), *hsc = host_f32(gsc, n);
+        worst_of(&we, fmax(rel_l2(hout, out, n), rel_l2(hdemb, demb, ne)), "embedding");
+        worst_of(&ws, fmax(fmax(rel_l2(hh, h, n), rel_l2(hdg, dg, n)), rel_l2(hdu, du, n)), "swiglu");
+        worst_of(&we, fmax(fmax(rel_l2(ha, a1, n), rel_l2(hres, res, n)), rel_l2(hsc, sc, n)), "add_scaled/add_masked/residual/scale_copy");
+        check(we.worst <= FP32_TOL && ws.worst <= FP32_TOL, "cuda embedding, SwiGLU and elementwise kernels vs CPU",
+              "N 37 C 288 (repeated tokens): worst relative L2 error %.2e (%s), SwiGLU forward + backward %.2e <= %.0e", we.worst, we.where, ws.worst, FP32_TOL);
+        void *gs[] = { gt, gemb, gdo, gdemb, gout, gg, gu, gh, gdg, gdu, ga, gm, gres, gsc };
+        for (int i = 0; i < 14; i++) tensor_free(gs[i]);
+        gpu_on = 0;
+        float *fs[] = { emb, dout, demb, demb0, out, g, u, h, dg, du, dg0, du0, a1, a0, msk, res, sc, hout, hdemb, hh, hdg, hdu, ha, hres, hsc };
+        for (int i = 0; i < 25; i++) free(fs[i]);
+    }
+    int Vs[2] = { 512, 32000 };
+    for (int vi = 0; vi < 2; vi++) { // cross-entropy forward and backward, with an ignored target
+        int N = 37, V = Vs[vi];
+        size_t n = (size_t)N * V;
+        int tg[37];
+        for (int i = 0; i < N; i++) tg[i] = i % 5 == 2 ? -100 : (i * 7919) % V;
+        float *lg = rand_f32(n, 8), *p = copy_f32(lg, n), *l = malloc_check(N * 4);
+        gpu_on = 0;
+        crossentropy_forward(l, p, tg, N, V);
+        crossentropy_backward(p, tg, 1.0f / 30, N, V);
+        gpu_on = 1;
+        int *gt = dev_int(tg, N);
+        float *gp = dev_f32(lg, n), *gl = (float *)tensor_alloc(N * 4);
+        crossentropy_forward(gl, gp, gt, N, V);
+        double sum_gpu = tensor_sum(gl, N);
+        crossentropy_backward(gp, gt, 1.0f / 30, N, V);
+        float *hl = host_f32(gl, N), *hp = host_f32(gp, n);
+        gpu_on = 0;
+        double sum_cpu = tensor_sum(l, N);
+        worst_of(&wc, fmax(fmax(rel_l2(hl, l, N), rel_l2(hp, p, n)), fabs(sum_gpu - sum_cpu) / sum_cpu), "V %d", V);
+        gpu_on = 1; tensor_free(gt); tensor_free(gp); tensor_free(gl); gpu_on = 0;
+        free(lg); free(p); free(l); free(hl); free(hp);
+    }
+    check(wc.worst <= FP32_TOL, "cuda cross-entropy forward + backward and loss sum vs CPU", "N 37, V 512 and 32000, every 5th target ignored: worst relative error %.2e (%s) <= %.0e", wc.worst, wc.where, FP32_TOL);
+    { // dropout (the mask must be identical), DoRA's kernels, AdamW, sums
+        int N = 37, IN = 288, OC = 97, R = 8;
+        size_t nin = (size_t)N * IN, nout = (size_t)N * OC;
+        float *x = rand_f32(nin, 1), *xd = malloc_check(nin * 4), *mask = malloc_check(nin * 4);
+        gpu_on = 0;
+        dropout_forward(xd, mask, x, nin, 0.1f, 0x1234567890abcdefull, 1);
+        gpu_on = 1;
+        float *gx = dev_f32(x, nin), *gxd = (float *)tensor_alloc(nin * 4), *gmask = (float *)tensor_alloc(nin * 4);
+        dropout_forward(gxd, gmask, gx, nin, 0.1f, 0x1234567890abcdefull, 1);
+        float *hxd = host_f32(gxd, nin), *hmask = host_f32(gmask, nin);
+        tensor_free(gx); tensor_free(gxd); tensor_free(gmask);
+        gpu_on = 0;
+        int dropped = 0;
+        for (size_t i = 0; i < nin; i++) dropped += mask[i] == 0;
+        check(!memcmp(hmask, mask, nin * 4) && !memcmp(hxd, xd, nin * 4), "cuda dropout mask == CPU's, bit for bit", "%zu elements, p 0.1: %d dropped (%.1f%%)", nin, dropped, 100.0 * dropped / nin);
+        free(x); free(xd); free(mask); free(hxd); free(hmask);
+        // DoRA: weight norm, forward combination, backward (dmag and the split gradients)
+        float *W = rand_f32((size_t)OC * IN, 1), *A = rand_f32((size_t)R * IN, 0.1f), *Bm = rand_f32((size_t)OC * R, 0.1f), *mag = rand_f32(OC, 1);
+        for (int o = 0; o < OC; o++) mag[o] = 1 + fabsf(mag[o]);
+        LoraModule lm = { 0 };
+        lm.r = R; lm.in = IN; lm.out = OC; lm.scale = 2; lm.A = A; lm.B = Bm;
+        float *wn = malloc_check(OC * 4), *out = rand_f32(nout, 1), *base = rand_f32(nout, 1), *t = rand_f32(nout, 1), *z = rand_f32(nout, 1), *dy = rand_f32(nout, 1), *dmag = rand_f32(OC, 1);
+        float *out0 = copy_f32(out, nout), *t0 = copy_f32(t, nout), *z0 = copy_f32(z, nout), *dmag0 = copy_f32(dmag, OC);
+        gpu_on = 0;
+        dora_weight_norm(wn, W, &lm);
+        dora_forward(out, base, t, mag, wn, 2, N, OC);
+        dora_backward(dmag, t, z, dy, mag, wn, 2, N, OC);
+        gpu_on = 1;
+        float *gW = dev_f32(W, (size_t)OC * IN), *gA = dev_f32(A, (size_t)R * IN), *gB = dev_f32(Bm, (size_t)OC * R), *gmag = dev_f32(mag, OC), *gwn = (float *)tensor_alloc(OC * 4);
+        float *gout = dev_f32(out0, nout), *gbase = dev_f32(base, nout), *gt = dev_f32(t0, nout), *gz = dev_f32(z0, nout), *gdy = dev_f32(dy, nout), *gdmag = dev_f32(dmag0, OC);
+        LoraModule glm = lm;
+        glm.A = gA; glm.B = gB;
+        dora_weight_norm(gwn, gW, &glm);
+        dora_forward(gout, gbase, gt, gmag, gwn, 2, N, OC);
+        dora_backward(gdmag, gt, gz, gdy, gmag, gwn, 2, N, OC);
+        float *hwn = host_f32(gwn, OC), *hout = host_f32(gout, nout), *ht = host_f32(gt, nout), *hz = host_f32(gz, nout), *hdmag = host_f32(gdmag, OC);
+        worst_of(&wd, fmax(fmax(rel_l2(hwn, wn, OC), rel_l2(hout, out, nout)), fmax(fmax(rel_l2(ht, t, nout), rel_l2(hz, z, nout)), rel_l2(hdmag, dmag, OC))), "N 37 in 288 out 97 r 8");
+        void *gs[] = { gW, gA, gB, gmag, gwn, gout, gbase, gt, gz, gdy, gdmag };
+        for (int i = 0; i < 11; i++) tensor_free(gs[i]);
+        gpu_on = 0;
+        check(wd.worst <= FP32_TOL, "cuda DoRA weight norm, forward and backward vs CPU", "%s: worst relative L2 error %.2e <= %.0e", wd.where, wd.worst, FP32_TOL);
+        float *fs[] = { W, A, Bm, mag, wn, out, base, t, z, dy, dmag, out0, t0, z0, dmag0, hwn, hout, ht, hz, hdmag };
+        for (int i = 0; i < 20; i++) free(fs[i]);
+    }
+    { // AdamW (3 steps, weight decay) and the gradient norm's sum of squares
+        size_t n = 100003;
+        float *p = rand_f32(n, 1), *g = rand_f32(n, 0.01f), *m = calloc_check(n, 4), *v = calloc_check(n, 4), *p0 = copy_f32(p, n);
+        gpu_on = 1;
+        float *gp = dev_f32(p, n), *gg = dev_f32(g, n), *gm = (float *)tensor_alloc(n * 4), *gv = (float *)tensor_alloc(n * 4);
+        for (int t = 1; t <= 3; t++) adamw_update(gp, gg, gm, gv, n, t, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f);
+        double ss_gpu = tensor_sumsq(gg, n, 0);
+        float *hp = host_f32(gp, n);
+        tensor_free(gp); tensor_free(gg); tensor_free(gm); tensor_free(gv);
+        gpu_on = 0;
+        for (int t = 1; t <= 3; t++) adamw_update(p, g, m, v, n, t, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f);
+        double ss_cpu = tensor_sumsq(g, n, 0);
+        for (size_t i = 0; i < n; i++) { hp[i] -= p0[i]; p[i] -= p0[i]; } // compare the updates
+        worst_of(&wm, fmax(rel_l2(hp, p, n), fabs(ss_gpu - ss_cpu) / ss_cpu), "n 100003");
+        check(wm.worst <= FP32_TOL, "cuda AdamW (3 steps) and sum of squares vs CPU", "%s: relative error of the updates %.2e, of sum(g^2) %.2e <= %.0e", wm.where, rel_l2(hp, p, n), fabs(ss_gpu - ss_cpu) / ss_cpu, FP32_TOL);
+        free(p); free(g); free(m); free(v); free(p0); free(hp);
+    }
+    { // generation's attention against a KV cache
+        int NH = 8, KVH = 2, HS = 64, pos = 40, npos = 50, KD = KVH * HS;
+        float *q = rand_f32((size_t)NH * HS, 1), *kc = rand_f32((size_t)npos * KD, 1), *vc = rand_f32((size_t)npos * KD, 1), *o = malloc_check((size_t)NH * HS * 4), *att = malloc_check((size_t)NH * npos * 4);
+        gpu_on = 0;
+        attention_decode(o, att, q, kc, vc, pos, npos, NH, KVH, HS);
+        gpu_on = 1;
+        float *gq = dev_f32(q, (size_t)NH * HS), *gk = dev_f32(kc, (size_t)npos * KD), *gv = dev_f32(vc, (size_t)npos * KD), *go = (float *)tensor_alloc((size_t)NH * HS * 4), *ga = (float *)tensor_alloc((size_t)NH * npos * 4);
+        attention_decode(go, ga, gq, gk, gv, pos, npos, NH, KVH, HS);
+        float *ho = host_f32(go, (size_t)NH * HS);
+        tensor_free(gq); tensor_free(gk); tensor_free(gv); tensor_free(go); tensor_free(ga);
+        gpu_on = 0;
+        double e = rel_l2(ho, o, (size_t)NH * HS);
+        check(e <= FP32_TOL, "cuda attention_decode (KV cache) vs CPU", "NH 8 KVH 2 HS 64 at position 40: relative L2 error %.2e <= %.0e", e, FP32_TOL);
+        free(q); free(kc); free(vc); free(o); free(att); free(ho);
+    }
+}
+
+// quantized matmuls (int8, int4, nf4, nf4 with double quantization) and the quantized embedding
+static void cuda_test_qmatmul(void) {
+    int N = 37, C = 288, OC = 97;
+    Worst w = { 0, "" };
+    for (int type = QT_INT8; type <= QT_NF4 + 1; type++) {
+        int qt = type > QT_NF4 ? QT_NF4 : type, dq = type > QT_NF4;
+        size_t nw = (size_t)OC * C, nx = (size_t)N * C, ny = (size_t)N * OC;
+        float *wf = rand_f32(nw, 1), *x = rand_f32(nx, 1), *dy = rand_f32(ny, 1), *y = malloc_check(ny * 4), *dx = calloc_check(nx, 4), *e = malloc_check(nx * 4);
+        QTensor qw;
+        qtensor_alloc(&qw, qt, OC, C, dq);
+        if (qtensor_quantize(&qw, wf, "test", "w")) { check(0, "cuda qmatmul", "%s", peft_errbuf); return; }
+        int tok[37];
+        for (int i = 0; i < N; i++) tok[i] = (i * 31) % OC;
+        gpu_on = 0;
+        qmatmul_forward(y, x, &qw, N, C, OC);
+        qmatmul_backward(dx, dy, &qw, N, C, OC);
+        encoder_forward_q(e, tok, &qw, N, C);
+        gpu_on = 1;
+        tensor_mirror(qw.memory, qw.memory_bytes);
+        float *gx = dev_f32(x, nx), *gdy = dev_f32(dy, ny), *gy = (float *)tensor_alloc(ny * 4), *gdx = (float *)tensor_alloc(nx * 4), *ge = (float *)tensor_alloc(nx * 4);
+        int *gt = dev_int(tok, N);
+        qmatmul_forward(gy, gx, &qw, N, C, OC);
+        qmatmul_backward(gdx, gdy, &qw, N, C, OC);
+        encoder_forward_q(ge, gt, &qw, N, C);
+        float *hy = host_f32(gy, ny), *hdx = host_f32(gdx, nx), *he = host_f32(ge, nx);
+        worst_of(&w, fmax(fmax(rel_l2(hy, y, ny), rel_l2(hdx, dx, nx)), rel_l2(he, e, nx)), "%s%s", qtype_names[qt], dq ? "+dq" : "");
+        tensor_unmirror(qw.memory);
+        void *gs[] = { gx, gdy, gy, gdx, ge, gt };
+        for (int i = 0; i < 6; i++) tensor_free(gs[i]);
+        gpu_on = 0;
+        qtensor_free(&qw);
+        free(wf); free(x); free(dy); free(y); free(dx); free(e); free(hy); free(hdx); free(he);
+    }
+    check(w.worst <= FP32_TOL, "cuda quantized matmuls and embedding vs CPU", "int8, int4, nf4, nf4 double-quantized, N 37 C 288 OC 97: worst relative L2 error %.2e (%s) <= %.0e", w.worst, w.where, FP32_TOL);
+}
+
+// train, resume and generate through the CLI on the GPU
+static double val_loss_of(const char *err) { // "... val loss A -> B" on the done line
+    const char *p = strstr(err, "val loss ");
+    if (!p || !(p = strstr(p, "-> "))) return -1;
+    return atof(p + 3);
+}
+static void cuda_test_cli(void) {
+    if (!have(STORIES) || !have(TOKTEST_SHAKESPEARE)) { skip("cuda CLI", "needs " STORIES " and " TOKTEST_SHAKESPEARE); return; }
+    char args[4096], err[1 << 16], out[8192], o1[600], o2[600], o3[600];
+    tmp_path(o1, sizeof(o1), "cuda_shk"); tmp_path(o2, sizeof(o2), "cpu_shk");
+    // README's Shakespeare run: bf16 on the GPU against fp32 on the CPU
+    const char *common = STORIES " " TOKTEST_SHAKESPEARE " -z " TOK512 " --steps 300 --val-frac 0.1 --eval-batches 0 --targets all-linear -r 16 --alpha 32 --lr 3e-3";
+    snprintf(args, sizeof(args), "train %s -o %s --device cuda", common, o1);
+    double t0 = time_sec();
+    int rc = run_cmd(args, err, sizeof(err), NULL, 0);
+    double tg = time_sec() - t0, vg = val_loss_of(err);
+    snprintf(args, sizeof(args), "train %s -o %s --device cpu", common, o2);
+    t0 = time_sec();
+    int rc2 = run_cmd(args, err, sizeof(err), NULL, 0);
+    double tc = time_sec() - t0, vc = val_loss_of(err);
+    check(rc == 0 && rc2 == 0 && vg > 0 && vc > 0 && fabs(vg - vc) / vc <= 0.02, "cuda bf16 Shakespeare run (README's) vs CPU fp32",
+          "held-out loss after 300 steps: GPU bf16 %.4f, CPU fp32 %.4f, difference %.2f%% <= 2%% (GPU %.1f s, CPU %.1f s)", vg, vc, 100 * fabs(vg - vc) / vc, tg, tc);
+    // resume on the GPU is bit-exact: 6 steps at once, or 3 then --resume
+    tmp_path(o1, sizeof(o1), "cuda_r6"); tmp_path(o2, sizeof(o2), "cuda_r3"); tmp_path(o3, sizeof(o3), "cuda_r3/checkpoint-3");
+    const char *rcommon = STORIES " " TOKTEST_SHAKESPEARE " -z " TOK512 " -b 4 -T 64 --targets all-linear --dropout 0.1 --lr 1e-2 --device cuda --val-frac 0";
+    snprintf(args, sizeof(args), "train %s -o %s --steps 6", rcommon, o1);
+    int r1 = run_cmd(args, err, sizeof(err), NULL, 0);
+    snprintf(args, sizeof(args), "train %s -o %s --steps 6 --save-every 3", rcommon, o2);
+    int r2 = run_cmd(args, err, sizeof(err), NULL, 0);
+    char o4[600]; tmp_path(o4, sizeof(o4), "cuda_r3b");
+    snprintf(args, sizeof(args), "train %s -o %s --steps 6 --resume %s", rcommon, o4, o3);
+    int r3 = run_cmd(args, err, sizeof(err), NULL, 0);
+    char f1[700], f2[700];
+    snprintf(f1, sizeof(f1), "%s/adapter_model.safetensors", o1); snprintf(f2, sizeof(f2), "%s/adapter_model.safetensors", o4);
+    size_t n1 = 0, n2 = 0;
+    char *b1 = read_file(f1, &n1, 1 << 26), *b2 = read_file(f2, &n2, 1 << 26);
+    check(r1 == 0 && r2 == 0 && r3 == 0 && b1 && b2 && n1 == n2 && !memcmp(b1, b2, n1), "cuda resume is bit-for-bit",
+          "6 steps (dropout 0.1, all-linear, bf16) == 3 steps + --resume checkpoint-3: adapters %zu and %zu bytes%s", n1, n2, b1 && b2 && n1 == n2 && !memcmp(b1, b2, n1) ? ", identical" : ", DIFFERENT");
+    free(b1); free(b2);
+    // greedy generation on the GPU in fp32 equals the PyTorch reference (tests/fixtures/stories260K_greedy.json)
+    Json *g = json_load("tests/fixtures/stories260K_greedy.json");
+    const Json *ids = g ? json_get(g, "ids") : NULL;
+    if (!ids) { skip("cuda greedy generation", "tests/fixtures/stories260K_greedy.json has no ids"); json_free(g); return; }
+    snprintf(args, sizeof(args), "generate %s -z %s -t 0 -n 200 --device cuda --dtype fp32", STORIES, TOK512);
+    int rg = run_cmd(args, err, sizeof(err), out, sizeof(out));
+    snprintf(args, sizeof(args), "generate %s -z %s -t 0 -n 200 --device cpu", STORIES, TOK512);
+    char out_cpu[8192];
+    int rcpu = run_cmd(args, err, sizeof(err), out_cpu, sizeof(out_cpu));
+    check(rg == 0 && rcpu == 0 && !strcmp(out, out_cpu), "cuda fp32 greedy generation == CPU", "200 tokens from BOS: %s (%zu bytes of text)", !strcmp(out, out_cpu) ? "same text" : "texts DIFFER", strlen(out));
+    json_free(g);
+}
+
+static void run_cuda_tests(void) {
+    char err[512];
+    if (gpu_init(0, err, sizeof(err))) { skip("cuda tests", err); return; }
+    printf("== GPU kernels vs their CPU twins\n");
+    cuda_test_matmul(0);
+    cuda_test_matmul(1);
+    cuda_test_attention();
+    cuda_test_small_kernels();
+    cuda_test_qmatmul();
+    printf("== whole model on the GPU (fp32) vs PEFT\n");
+    gpu_on = 1;
+    test_peft_reference("qv_r4");
+    test_peft_reference("all_r8_rslora");
+    test_peft_reference("qkvo_r4_dora");
+    gpu_on = 0;
+    printf("== CLI on the GPU\n");
+    cuda_test_cli();
+}
+#else
+static void run_cuda_tests(void) { skip("cuda tests", "this test_all was built without CUDA (make test-cuda builds with it)"); }
+#endif
+
 int main(int argc, char **argv) {
     (void)argc; (void)argv;
+#ifndef PEFT_FP64
+    if (argc > 1 && !strcmp(argv[1], "--cuda")) { // the GPU tests alone
+        char tmpl[] = "/tmp/peft_test_XXXXXX";
+        if (!mkdtemp(tmpl)) { perror("mkdtemp"); return 1; }
+        snprintf(tmpdir, sizeof(tmpdir), "%s", tmpl);
+        run_cuda_tests();
+        printf("%d passed, %d failed, %d skipped\n", n_pass, n_fail, n_skip);
+        return n_fail ? 1 : 0;
+    }
+#endif
 #ifdef PEFT_FP64
     printf("== finite-difference gradient checks (fp64)\n");
     run_fd_tests();
@@ -2397,7 +2813,10 @@ int main(int argc, char **argv) {
     if (!mkdtemp(tmpl)) { perror("mkdtemp"); return 1; }
     snprintf(tmpdir, sizeof(tmpdir), "%s", tmpl);
     printf("== fp32 suite (temporary files in %s)\n", tmpdir);
+    setenv("PEFT_DEVICE", "cpu", 1); // the CPU tests' ./peft runs stay on the CPU in a CUDA build
     run_fp32_tests();
+    printf("== GPU tests\n");
+    run_cuda_tests();
     printf("== finite-difference gradient checks (fp64, ./test_all_fp64)\n");
     run_fp64_suite();
     char cmd[512]; snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);

@@ -1,0 +1,832 @@
+// peft_cuda.cu: the GPU half of peft.c, built only with `make CUDA=1` (CUDA runtime only, no cuBLAS).
+// peft.c calls each kernel function through ON_GPU(gpu_<name>(...)) when --device cuda is on; this file
+// holds the device memory and one kernel per kernel function, each small and named for what it
+// computes. peft.c's loops are the CPU twins that `make test-cuda` compares every kernel against.
+//
+// Memory: tensors that host code loads and saves (weights, adapters, optimizer moments, RoPE tables)
+// are host allocations with a device mirror: kernels are handed the host pointer and D() translates it
+// into the mirror. Activations are device allocations handed out by gpu_alloc, used as they are.
+#include <cuda_runtime.h>
+#include <cuda_bf16.h>
+#include <mma.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+
+#define GPU_QARGS int qtype, int bs, const uint8_t *q, const float *scale, const uint16_t *scale16, const uint8_t *qabsmax, const float *absmax2, float offset, const float *code256
+enum { QT_NONE, QT_INT8, QT_INT4, QT_NF4 }; // peft.c's QT_*
+#define DQ_BLOCK 256
+
+// ----------------------------------------------------------------------------
+// errors: any failing CUDA call ends the program with one "peft:" line
+
+static void cuda_check(cudaError_t e, const char *what, const char *file, int line) {
+    if (e == cudaSuccess) return;
+    fprintf(stderr, "peft: CUDA error: %s (%s at %s:%d)\n", cudaGetErrorString(e), what, file, line);
+    exit(1);
+}
+#define CK(call) cuda_check((call), #call, __FILE__, __LINE__)
+static int sync_each; // PEFT_CUDA_SYNC=1: wait for every kernel, so an error names the kernel that made it
+static void launched(const char *name) {
+    cuda_check(cudaGetLastError(), name, __FILE__, __LINE__);
+    if (sync_each) cuda_check(cudaDeviceSynchronize(), name, __FILE__, __LINE__);
+}
+#define LAUNCHED(name) launched(name)
+
+static int bf16_matmuls; // --dtype bf16
+static int num_sms = 132;
+
+// ----------------------------------------------------------------------------
+// device memory and the mirrors of host tensors
+
+typedef struct { char *host, *dev; size_t bytes; } Mirror;
+static Mirror *mirrors;
+static int nmirrors, cap_mirrors;
+
+static Mirror *find_mirror(const void *p) {
+    const char *c = (const char *)p;
+    for (int i = 0; i < nmirrors; i++)
+        if (c >= mirrors[i].host && (c < mirrors[i].host + mirrors[i].bytes || c == mirrors[i].host)) return &mirrors[i];
+    return NULL;
+}
+// the device address of a tensor pointer: a pointer into a mirrored host tensor, or a device pointer
+template <typename T> static T *D(T *p) {
+    if (!p) return p;
+    Mirror *m = find_mirror((const void *)p);
+    if (m) return (T *)(m->dev + ((const char *)p - m->host));
+    return p;
+}
+
+extern "C" int gpu_init(int bf16, char *err, size_t errlen) {
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess || n == 0) { snprintf(err, errlen, "no CUDA GPU found (%s)", e != cudaSuccess ? cudaGetErrorString(e) : "0 devices"); return -1; }
+    cudaDeviceProp p;
+    CK(cudaGetDeviceProperties(&p, 0));
+    if (p.major < 8) { snprintf(err, errlen, "GPU %s has compute capability %d.%d; peft's kernels need 8.0 (Ampere) or newer", p.name, p.major, p.minor); return -1; }
+    CK(cudaSetDevice(0));
+    num_sms = p.multiProcessorCount;
+    bf16_matmuls = bf16;
+    const char *s = getenv("PEFT_CUDA_SYNC");
+    sync_each = s && *s && *s != '0';
+    size_t fr = 0, tot = 0;
+    CK(cudaMemGetInfo(&fr, &tot));
+    fprintf(stderr, "device: %s (compute capability %d.%d, %.1f GiB, %.1f GiB free), %s matmuls\n", p.name, p.major, p.minor,
+            tot / 1073741824.0, fr / 1073741824.0, bf16 ? "bf16 (fp32 accumulation)" : "fp32");
+    return 0;
+}
+extern "C" void gpu_set_bf16(int on) { bf16_matmuls = on; } // the tests switch between the two
+extern "C" size_t gpu_free_bytes(void) { size_t fr = 0, tot = 0; cudaMemGetInfo(&fr, &tot); return fr; }
+extern "C" void *gpu_alloc(size_t bytes) {
+    void *p = NULL;
+    if (cudaMalloc(&p, bytes ? bytes : 1) != cudaSuccess) { cudaGetLastError(); return NULL; }
+    CK(cudaMemset(p, 0, bytes ? bytes : 1));
+    return p;
+}
+extern "C" void gpu_free(void *p) { if (p) CK(cudaFree(p)); }
+extern "C" int gpu_mirror(void *host, size_t bytes) {
+    Mirror *m = find_mirror(host);
+    if (m && m->host == (char *)host && m->bytes == bytes) { CK(cudaMemcpy(m->dev, host, bytes, cudaMemcpyHostToDevice)); return 0; }
+    void *dev = gpu_alloc(bytes);
+    if (!dev) return -1;
+    if (bytes) CK(cudaMemcpy(dev, host, bytes, cudaMemcpyHostToDevice));
+    if (nmirrors == cap_mirrors) {
+        cap_mirrors = cap_mirrors ? 2 * cap_mirrors : 64;
+        mirrors = (Mirror *)realloc(mirrors, (size_t)cap_mirrors * sizeof(Mirror));
+        if (!mirrors) { fprintf(stderr, "peft: out of memory\n"); exit(1); }
+    }
+    mirrors[nmirrors].host = (char *)host; mirrors[nmirrors].dev = (char *)dev; mirrors[nmirrors].bytes = bytes;
+    nmirrors++;
+    return 0;
+}
+extern "C" void gpu_unmirror(void *host) {
+    for (int i = 0; i < nmirrors; i++)
+        if (mirrors[i].host == (char *)host) { CK(cudaFree(mirrors[i].dev)); mirrors[i] = mirrors[--nmirrors]; return; }
+}
+extern "C" void gpu_sync_mirror(void *host, int to_device) {
+    Mirror *m = find_mirror(host);
+    if (!m || m->host != (char *)host) { fprintf(stderr, "peft: internal error: tensor %p has no GPU mirror\n", host); exit(1); }
+    if (to_device) CK(cudaMemcpy(m->dev, m->host, m->bytes, cudaMemcpyHostToDevice));
+    else CK(cudaMemcpy(m->host, m->dev, m->bytes, cudaMemcpyDeviceToHost));
+}
+extern "C" void gpu_copy(void *dst, const void *src, size_t bytes, int to_device) {
+    if (!bytes) return;
+    if (to_device) CK(cudaMemcpy(D(dst), src, bytes, cudaMemcpyHostToDevice));
+    else CK(cudaMemcpy(dst, D(src), bytes, cudaMemcpyDeviceToHost));
+}
+
+// scratch that grows to the largest request (one user at a time)
+static void *scratch_reserve(void **buf, size_t *cap, size_t bytes) {
+    if (bytes <= *cap) return *buf;
+    if (*buf) CK(cudaFree(*buf));
+    *buf = gpu_alloc(bytes);
+    if (!*buf) { fprintf(stderr, "peft: out of GPU memory allocating %.1f MiB of scratch (%.1f MiB free)\n", bytes / 1048576.0, gpu_free_bytes() / 1048576.0); exit(1); }
+    *cap = bytes;
+    return *buf;
+}
+
+static unsigned blocks_for(size_t n, int threads) {
+    size_t b = (n + threads - 1) / threads, most = (size_t)num_sms * 32;
+    return (unsigned)(b < 1 ? 1 : b > most ? most : b);
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+__device__ __forceinline__ double warp_sum_d(double v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+// sum of v over the block (blockDim.x a multiple of 32, at most 1024); every thread gets it
+template <typename T> __device__ T block_sum(T v, T *shared32) {
+    int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nw = blockDim.x / 32;
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    __syncthreads();
+    if (lane == 0) shared32[warp] = v;
+    __syncthreads();
+    T s = 0;
+    for (int w = 0; w < nw; w++) s += shared32[w];
+    return s;
+}
+__device__ float block_max(float v, float *shared32) {
+    int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nw = blockDim.x / 32;
+    v = warp_max(v);
+    __syncthreads();
+    if (lane == 0) shared32[warp] = v;
+    __syncthreads();
+    float m = -INFINITY;
+    for (int w = 0; w < nw; w++) m = fmaxf(m, shared32[w]);
+    return m;
+}
+
+// ----------------------------------------------------------------------------
+// GEMM: C (M,N) (+)= A (M,K) @ B (K,N), A(i,k) = a[i*rsa + k*csa], B(k,j) = b[k*rsb + j*csb], as peft.c's
+// gemm, so that W and W^T, dout and dout^T need no copies. Each block computes a 64x64 tile of C,
+// stepping through K; each tile of A and B is staged in shared memory, read along its contiguous axis.
+
+// fp32: 256 threads, each a 4x4 of C at rows ty + 16 r, columns tx + 16 c (conflict-free reads)
+#define GM 64
+#define GK 16
+__global__ void gemm_f32_kernel(float *c, long ldc, const float *a, long rsa, long csa, const float *b, long rsb, long csb, int M, int N, int K, int accumulate) {
+    __shared__ float As[GK][GM + 1], Bs[GK][GM + 1];
+    int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
+    int i0 = blockIdx.y * GM, j0 = blockIdx.x * GM;
+    float acc[4][4] = { { 0 } };
+    for (int k0 = 0; k0 < K; k0 += GK) {
+        for (int e = tid; e < GM * GK; e += 256) {
+            int ii = csa == 1 ? e / GK : e % GM, kk = csa == 1 ? e % GK : e / GM; // the contiguous axis fastest
+            int gi = i0 + ii, gk = k0 + kk;
+            As[kk][ii] = (gi < M && gk < K) ? a[gi * rsa + gk * csa] : 0.0f;
+            int jj = csb == 1 ? e % GM : e / GK, kb = csb == 1 ? e / GM : e % GK;
+            int gj = j0 + jj, gkb = k0 + kb;
+            Bs[kb][jj] = (gj < N && gkb < K) ? b[gkb * rsb + gj * csb] : 0.0f;
+        }
+        __syncthreads();
+        #pragma unroll
+        for (int kk = 0; kk < GK; kk++) {
+            float av[4], bv[4];
+            #pragma unroll
+            for (int r = 0; r < 4; r++) { av[r] = As[kk][ty + 16 * r]; bv[r] = Bs[kk][tx + 16 * r]; }
+            #pragma unroll
+            for (int r = 0; r < 4; r++)
+                #pragma unroll
+                for (int q = 0; q < 4; q++) acc[r][q] = fmaf(av[r], bv[q], acc[r][q]);
+        }
+        __syncthreads();
+    }
+    #pragma unroll
+    for (int r = 0; r < 4; r++)
+        #pragma unroll
+        for (int q = 0; q < 4; q++) {
+            int i = i0 + ty + 16 * r, j = j0 + tx + 16 * q;
+            if (i < M && j < N) c[i * ldc + j] = (accumulate ? c[i * ldc + j] : 0.0f) + acc[r][q];
+        }
+}
+
+// bf16 operands on the tensor cores (wmma 16x16x16, fp32 accumulation): 128 threads, 4 warps in 2x2,
+// each warp a 32x32 piece of the tile. A and B are rounded to bf16 as they are staged.
+using namespace nvcuda;
+#define WK 32
+__global__ void gemm_bf16_kernel(float *c, long ldc, const float *a, long rsa, long csa, const float *b, long rsb, long csb, int M, int N, int K, int accumulate) {
+    __shared__ __align__(32) __nv_bfloat16 As[GM][WK + 8];
+    __shared__ __align__(32) __nv_bfloat16 Bs[WK][GM + 8];
+    __shared__ __align__(32) float Cs[GM][GM + 4];
+    int tid = threadIdx.x, warp = tid / 32, wr = warp / 2, wc = warp % 2;
+    int i0 = blockIdx.y * GM, j0 = blockIdx.x * GM;
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2][2];
+    for (int x = 0; x < 2; x++) for (int y = 0; y < 2; y++) wmma::fill_fragment(acc[x][y], 0.0f);
+    for (int k0 = 0; k0 < K; k0 += WK) {
+        for (int e = tid; e < GM * WK; e += 128) {
+            int ii = csa == 1 ? e / WK : e % GM, kk = csa == 1 ? e % WK : e / GM;
+            int gi = i0 + ii, gk = k0 + kk;
+            As[ii][kk] = __float2bfloat16((gi < M && gk < K) ? a[gi * rsa + gk * csa] : 0.0f);
+            int jj = csb == 1 ? e % GM : e / WK, kb = csb == 1 ? e / GM : e % WK;
+            int gj = j0 + jj, gkb = k0 + kb;
+            Bs[kb][jj] = __float2bfloat16((gj < N && gkb < K) ? b[gkb * rsb + gj * csb] : 0.0f);
+        }
+        __syncthreads();
+        #pragma unroll
+        for (int kk = 0; kk < WK; kk += 16) {
+            wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> fa[2];
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> fb[2];
+            for (int x = 0; x < 2; x++) wmma::load_matrix_sync(fa[x], &As[wr * 32 + x * 16][kk], WK + 8);
+            for (int y = 0; y < 2; y++) wmma::load_matrix_sync(fb[y], &Bs[kk][wc * 32 + y * 16], GM + 8);
+            for (int x = 0; x < 2; x++) for (int y = 0; y < 2; y++) wmma::mma_sync(acc[x][y], fa[x], fb[y], acc[x][y]);
+        }
+        __syncthreads();
+    }
+    for (int x = 0; x < 2; x++)
+        for (int y = 0; y < 2; y++) wmma::store_matrix_sync(&Cs[wr * 32 + x * 16][wc * 32 + y * 16], acc[x][y], GM + 4, wmma::mem_row_major);
+    __syncthreads();
+    for (int e = tid; e < GM * GM; e += 128) {
+        int ii = e / GM, jj = e % GM, i = i0 + ii, j = j0 + jj;
+        if (i < M && j < N) c[i * ldc + j] = (accumulate ? c[i * ldc + j] : 0.0f) + Cs[ii][jj];
+    }
+}
+
+static void gemm(float *c, long ldc, const float *a, long rsa, long csa, const float *b, long rsb, long csb, int M, int N, int K, int accumulate) {
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0) { // C = 0 (or unchanged)
+        if (!accumulate) for (int i = 0; i < M; i++) CK(cudaMemset(c + i * ldc, 0, (size_t)N * sizeof(float)));
+        return;
+    }
+    dim3 grid((N + GM - 1) / GM, (M + GM - 1) / GM);
+    if (bf16_matmuls) { gemm_bf16_kernel<<<grid, 128>>>(c, ldc, a, rsa, csa, b, rsb, csb, M, N, K, accumulate); LAUNCHED("gemm_bf16_kernel"); }
+    else { gemm_f32_kernel<<<grid, 256>>>(c, ldc, a, rsa, csa, b, rsb, csb, M, N, K, accumulate); LAUNCHED("gemm_f32_kernel"); }
+}
+
+// out (N,OC) = inp (N,C) W^T
+extern "C" void gpu_matmul_forward(float *out, const float *inp, const float *weight, int N, int C, int OC) {
+    gemm(D(out), OC, D(inp), C, 1, D(weight), 1, C, N, OC, C, 0);
+}
+// dinp (N,C) += dout (N,OC) W;  dweight (OC,C) += dout^T inp
+extern "C" void gpu_matmul_backward(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight, int N, int C, int OC) {
+    if (dinp) gemm(D(dinp), C, D(dout), OC, 1, D(weight), C, 1, N, C, OC, 1);
+    if (dweight) gemm(D(dweight), C, D(dout), 1, OC, D(inp), C, 1, OC, C, N, 1);
+}
+
+// ----------------------------------------------------------------------------
+// quantized weights: int8, int4 and NF4 blocks (peft.c's formats), dequantized on the fly
+
+__constant__ float nf4_code_c[16] = {
+    -1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f,
+    -0.28444138169288635f, -0.18477343022823334f, -0.09105003625154495f, 0.0f,
+    0.07958029955625534f, 0.16093020141124725f, 0.24611230194568634f, 0.33791524171829224f,
+    0.44070982933044434f, 0.5626170039176941f, 0.7229568362236023f, 1.0f };
+__constant__ float dyn_code_c[256]; // bitsandbytes' dynamic map, for double-quantized absmax
+static int dyn_code_loaded;
+
+typedef struct { int type, bs; const uint8_t *q; const float *scale; const uint16_t *scale16; const uint8_t *qabsmax; const float *absmax2; float offset; } QDev;
+static QDev qdev(GPU_QARGS) {
+    if (qabsmax && !dyn_code_loaded) { CK(cudaMemcpyToSymbol(dyn_code_c, code256, 256 * sizeof(float))); dyn_code_loaded = 1; }
+    QDev t = { qtype, bs, D(q), D(scale), D(scale16), D(qabsmax), D(absmax2), offset };
+    return t;
+}
+// element i of the flattened matrix
+__device__ __forceinline__ float qvalue(const QDev &t, size_t i) {
+    size_t b = i / t.bs;
+    float s;
+    if (t.scale16) s = __uint_as_float((uint32_t)t.scale16[b] << 16);
+    else if (t.qabsmax) s = dyn_code_c[t.qabsmax[b]] * t.absmax2[b / DQ_BLOCK] + t.offset;
+    else s = t.scale[b];
+    if (t.type == QT_INT8) return (float)(int8_t)t.q[i] * s;
+    uint8_t byte = t.q[i >> 1], nib = (i & 1) ? (byte & 15) : (byte >> 4);
+    return (t.type == QT_INT4 ? (float)nib - 8.0f : nf4_code_c[nib]) * s;
+}
+__global__ void dequantize_kernel(float *out, QDev t, size_t i0, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) out[i] = qvalue(t, i0 + i);
+}
+// the whole (OC,C) matrix in fp32 scratch, then the float GEMM
+static void *qscratch;
+static size_t qscratch_cap;
+static float *dequantize_matrix(const QDev &t, int C, int OC) {
+    size_t n = (size_t)C * OC;
+    float *w = (float *)scratch_reserve(&qscratch, &qscratch_cap, n * sizeof(float));
+    dequantize_kernel<<<blocks_for(n, 256), 256>>>(w, t, 0, n);
+    LAUNCHED("dequantize_kernel");
+    return w;
+}
+extern "C" void gpu_qmatmul_forward(float *out, const float *inp, GPU_QARGS, int N, int C, int OC) {
+    float *w = dequantize_matrix(qdev(qtype, bs, q, scale, scale16, qabsmax, absmax2, offset, code256), C, OC);
+    gemm(D(out), OC, D(inp), C, 1, w, 1, C, N, OC, C, 0);
+}
+extern "C" void gpu_qmatmul_backward(float *dinp, const float *dout, GPU_QARGS, int N, int C, int OC) {
+    float *w = dequantize_matrix(qdev(qtype, bs, q, scale, scale16, qabsmax, absmax2, offset, code256), C, OC);
+    gemm(D(dinp), C, D(dout), OC, 1, w, C, 1, N, C, OC, 1);
+}
+__global__ void encoder_q_kernel(float *out, const int *tokens, QDev t, int N, int C) {
+    size_t n = (size_t)N * C;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        out[i] = qvalue(t, (size_t)tokens[i / C] * C + i % C);
+}
+extern "C" void gpu_encoder_forward_q(float *out, const int *tokens, GPU_QARGS, int N, int C) {
+    QDev t = qdev(qtype, bs, q, scale, scale16, qabsmax, absmax2, offset, code256);
+    encoder_q_kernel<<<blocks_for((size_t)N * C, 256), 256>>>(D(out), D(tokens), t, N, C);
+    LAUNCHED("encoder_q_kernel");
+}
+
+// ----------------------------------------------------------------------------
+// elementwise kernels (grid-stride loops)
+
+#define FOR_EACH(i, n) for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (n); i += (size_t)gridDim.x * blockDim.x)
+
+// peft.c's hash_uniform: the same dropout mask as the CPU draws
+__device__ __forceinline__ float hash_uniform(uint64_t seed, uint64_t i) {
+    uint64_t z = seed + (i + 1) * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return (float)(z >> 40) * (1.0f / 16777216.0f);
+}
+__global__ void dropout_kernel(float *xd, float *mask, const float *inp, size_t n, float p, float keep, uint64_t seed, int new_mask) {
+    FOR_EACH(i, n) {
+        if (new_mask) mask[i] = hash_uniform(seed, i) < p ? 0.0f : keep;
+        xd[i] = inp[i] * mask[i];
+    }
+}
+extern "C" void gpu_dropout_forward(float *xd, float *mask, const float *inp, size_t n, float p, uint64_t seed, int new_mask) {
+    dropout_kernel<<<blocks_for(n, 256), 256>>>(D(xd), D(mask), D(inp), n, p, (float)(1.0 / (1.0 - p)), seed, new_mask);
+    LAUNCHED("dropout_kernel");
+}
+__global__ void add_scaled_kernel(float *out, const float *x, float s, size_t n) { FOR_EACH(i, n) out[i] += s * x[i]; }
+__global__ void scale_copy_kernel(float *out, const float *x, float s, size_t n) { FOR_EACH(i, n) out[i] = s * x[i]; }
+__global__ void add_masked_kernel(float *out, const float *x, const float *mask, size_t n) { FOR_EACH(i, n) out[i] += x[i] * mask[i]; }
+__global__ void residual_kernel(float *out, const float *a, const float *b, size_t n) { FOR_EACH(i, n) out[i] = a[i] + b[i]; }
+extern "C" void gpu_add_scaled(float *out, const float *x, float s, size_t n) { add_scaled_kernel<<<blocks_for(n, 256), 256>>>(D(out), D(x), s, n); LAUNCHED("add_scaled_kernel"); }
+extern "C" void gpu_scale_copy(float *out, const float *x, float s, size_t n) { scale_copy_kernel<<<blocks_for(n, 256), 256>>>(D(out), D(x), s, n); LAUNCHED("scale_copy_kernel"); }
+extern "C" void gpu_add_masked(float *out, const float *x, const float *mask, size_t n) { add_masked_kernel<<<blocks_for(n, 256), 256>>>(D(out), D(x), D(mask), n); LAUNCHED("add_masked_kernel"); }
+extern "C" void gpu_residual_forward(float *out, const float *a, const float *b, size_t n) { residual_kernel<<<blocks_for(n, 256), 256>>>(D(out), D(a), D(b), n); LAUNCHED("residual_kernel"); }
+
+// SwiGLU: out = silu(g) * u;  dg += dout * u * sig(g) * (1 + g (1 - sig(g)));  du += dout * silu(g)
+__global__ void swiglu_forward_kernel(float *out, const float *g, const float *u, size_t n) {
+    FOR_EACH(i, n) { float sg = 1.0f / (1.0f + expf(-g[i])); out[i] = g[i] * sg * u[i]; }
+}
+__global__ void swiglu_backward_kernel(float *dg, float *du, const float *dout, const float *g, const float *u, size_t n) {
+    FOR_EACH(i, n) {
+        float sg = 1.0f / (1.0f + expf(-g[i]));
+        dg[i] += dout[i] * u[i] * sg * (1.0f + g[i] * (1.0f - sg));
+        du[i] += dout[i] * g[i] * sg;
+    }
+}
+extern "C" void gpu_swiglu_forward(float *out, const float *g, const float *u, size_t n) { swiglu_forward_kernel<<<blocks_for(n, 256), 256>>>(D(out), D(g), D(u), n); LAUNCHED("swiglu_forward_kernel"); }
+extern "C" void gpu_swiglu_backward(float *dg, float *du, const float *dout, const float *g, const float *u, size_t n) {
+    swiglu_backward_kernel<<<blocks_for(n, 256), 256>>>(D(dg), D(du), D(dout), D(g), D(u), n);
+    LAUNCHED("swiglu_backward_kernel");
+}
+
+// AdamW (PyTorch's): p -= lr*wd*p; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; p -= step * m / (sqrt(v) * rbc2 + eps)
+__global__ void adamw_kernel(float *p, const float *g, float *m, float *v, size_t n, float lrwd, float b1, float b2, float eps, float step, float rbc2) {
+    FOR_EACH(i, n) {
+        float gi = g[i];
+        p[i] -= lrwd * p[i];
+        m[i] = b1 * m[i] + (1 - b1) * gi;
+        v[i] = b2 * v[i] + (1 - b2) * gi * gi;
+        p[i] -= step * m[i] / (sqrtf(v[i]) * rbc2 + eps);
+    }
+}
+extern "C" void gpu_adamw(float *params, const float *grads, float *m, float *v, size_t n, float lr, float beta1, float beta2, float eps, float wd, float step, float rbc2) {
+    adamw_kernel<<<blocks_for(n, 256), 256>>>(D(params), D(grads), D(m), D(v), n, (float)(lr * wd), beta1, beta2, eps, step, rbc2);
+    LAUNCHED("adamw_kernel");
+}
+
+extern "C" void gpu_zero(void *p, size_t bytes) { if (bytes) CK(cudaMemset(D(p), 0, bytes)); }
+
+// sum of x (or of x^2) in double: 256 blocks of partial sums over fixed slices, then one block; the
+// same order every time
+#define SUM_BLOCKS 256
+__global__ void partial_sums_kernel(double *partial, const float *x, size_t n, int squares) {
+    __shared__ double sh[32];
+    double s = 0;
+    FOR_EACH(i, n) { double v = x[i]; s += squares ? v * v : v; }
+    s = block_sum(s, sh);
+    if (threadIdx.x == 0) partial[blockIdx.x] = s;
+}
+__global__ void final_sum_kernel(double *out, const double *partial, int n) {
+    __shared__ double sh[32];
+    double s = 0;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) s += partial[i];
+    s = block_sum(s, sh);
+    if (threadIdx.x == 0) *out = s;
+}
+static void *sum_scratch;
+static size_t sum_scratch_cap;
+static double sum_of(const float *x, size_t n, int squares) {
+    if (!n) return 0;
+    double *partial = (double *)scratch_reserve(&sum_scratch, &sum_scratch_cap, (SUM_BLOCKS + 1) * sizeof(double)), r;
+    partial_sums_kernel<<<SUM_BLOCKS, 256>>>(partial, D(x), n, squares);
+    LAUNCHED("partial_sums_kernel");
+    final_sum_kernel<<<1, 256>>>(partial + SUM_BLOCKS, partial, SUM_BLOCKS);
+    LAUNCHED("final_sum_kernel");
+    CK(cudaMemcpy(&r, partial + SUM_BLOCKS, sizeof(double), cudaMemcpyDeviceToHost));
+    return r;
+}
+extern "C" double gpu_sum(const float *x, size_t n) { return sum_of(x, n, 0); }
+extern "C" double gpu_sumsq(const float *x, size_t n) { return sum_of(x, n, 1); }
+
+// ----------------------------------------------------------------------------
+// embedding, RMSNorm, RoPE
+
+__global__ void encoder_forward_kernel(float *out, const int *tokens, const float *embed, int N, int C) {
+    FOR_EACH(i, (size_t)N * C) out[i] = embed[(size_t)tokens[i / C] * C + i % C];
+}
+// dembed[token] += dout: one thread per column walks the rows in order (no atomics: deterministic)
+__global__ void encoder_backward_kernel(float *dembed, const float *dout, const int *tokens, int N, int C) {
+    int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= C) return;
+    for (int n = 0; n < N; n++) dembed[(size_t)tokens[n] * C + c] += dout[(size_t)n * C + c];
+}
+extern "C" void gpu_encoder_forward(float *out, const int *tokens, const float *embed, int N, int C) {
+    encoder_forward_kernel<<<blocks_for((size_t)N * C, 256), 256>>>(D(out), D(tokens), D(embed), N, C);
+    LAUNCHED("encoder_forward_kernel");
+}
+extern "C" void gpu_encoder_backward(float *dembed, const float *dout, const int *tokens, int N, int C) {
+    encoder_backward_kernel<<<(C + 127) / 128, 128>>>(D(dembed), D(dout), D(tokens), N, C);
+    LAUNCHED("encoder_backward_kernel");
+}
+
+// RMSNorm, one block per row: y = x * rstd * w, rstd = 1/sqrt(mean(x^2) + eps)
+__global__ void rmsnorm_forward_kernel(float *out, float *rstd, const float *inp, const float *w, int C, float eps) {
+    __shared__ float sh[32];
+    const float *x = inp + (size_t)blockIdx.x * C;
+    float ss = 0;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) ss += x[c] * x[c];
+    ss = block_sum(ss, sh);
+    float r = rsqrtf(ss / C + eps);
+    float *y = out + (size_t)blockIdx.x * C;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) y[c] = x[c] * r * w[c];
+    if (rstd && threadIdx.x == 0) rstd[blockIdx.x] = r;
+}
+// dx += rstd * (w*dy) - rstd^3/C * x * sum(w*dy*x), one block per row
+__global__ void rmsnorm_backward_dx_kernel(float *dinp, const float *dout, const float *inp, const float *w, const float *rstd, int C) {
+    __shared__ float sh[32];
+    size_t off = (size_t)blockIdx.x * C;
+    const float *x = inp + off, *dy = dout + off;
+    float *dx = dinp + off, r = rstd[blockIdx.x];
+    float dot = 0;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) dot += w[c] * dy[c] * x[c];
+    dot = block_sum(dot, sh);
+    float k = dot * r * r * r / C;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) dx[c] += r * w[c] * dy[c] - k * x[c];
+}
+// dw += sum_n dy * x * rstd: one thread per column, rows in order
+__global__ void rmsnorm_backward_dw_kernel(float *dw, const float *dout, const float *inp, const float *rstd, int N, int C) {
+    int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= C) return;
+    float acc = 0;
+    for (int n = 0; n < N; n++) acc += dout[(size_t)n * C + c] * inp[(size_t)n * C + c] * rstd[n];
+    dw[c] += acc;
+}
+static int row_threads(int C) { int t = 32; while (t < C && t < 1024) t *= 2; return t; }
+extern "C" void gpu_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int N, int C, float eps) {
+    rmsnorm_forward_kernel<<<N, row_threads(C)>>>(D(out), D(rstd), D(inp), D(weight), C, eps);
+    LAUNCHED("rmsnorm_forward_kernel");
+}
+extern "C" void gpu_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight, const float *rstd, int N, int C) {
+    rmsnorm_backward_dx_kernel<<<N, row_threads(C)>>>(D(dinp), D(dout), D(inp), D(weight), D(rstd), C);
+    LAUNCHED("rmsnorm_backward_dx_kernel");
+    if (dweight) { rmsnorm_backward_dw_kernel<<<(C + 127) / 128, 128>>>(D(dweight), D(dout), D(inp), D(rstd), N, C); LAUNCHED("rmsnorm_backward_dw_kernel"); }
+}
+
+// RoPE, rotate-half pairs (i, i + HS/2) of x (B,T,NH,HS) at positions pos0 + t; dir -1 rotates back (the backward)
+__global__ void rope_kernel(float *x, const float *cs, const float *sn, int B, int T, int NH, int HS, int pos0, float dir) {
+    int half = HS / 2;
+    FOR_EACH(e, (size_t)B * T * NH * half) {
+        int i = (int)(e % half);
+        size_t row = e / half; // (b, t, h)
+        int t = (int)(row / NH % T);
+        float *v = x + row * HS;
+        float c = cs[(size_t)(pos0 + t) * half + i], s = dir * sn[(size_t)(pos0 + t) * half + i];
+        float a = v[i], b = v[i + half];
+        v[i] = a * c - b * s;
+        v[i + half] = b * c + a * s;
+    }
+}
+extern "C" void gpu_rope_forward(float *x, const float *cos_t, const float *sin_t, int B, int T, int NH, int HS, int pos0) {
+    rope_kernel<<<blocks_for((size_t)B * T * NH * (HS / 2), 256), 256>>>(D(x), D(cos_t), D(sin_t), B, T, NH, HS, pos0, 1.0f);
+    LAUNCHED("rope_kernel");
+}
+extern "C" void gpu_rope_backward(float *dx, const float *cos_t, const float *sin_t, int B, int T, int NH, int HS) {
+    rope_kernel<<<blocks_for((size_t)B * T * NH * (HS / 2), 256), 256>>>(D(dx), D(cos_t), D(sin_t), B, T, NH, HS, 0, -1.0f);
+    LAUNCHED("rope_kernel");
+}
+
+// ----------------------------------------------------------------------------
+// causal grouped-query attention, flash style: no T x T matrix in device memory. q, out (B,T,NH,HS),
+// k, v (B,T,KVH,HS); query head h reads k/v head h / (NH/KVH); scale = 1/sqrt(HS).
+// Forward: a warp per query row streams the keys in tiles of 32 (one key per lane for the scores,
+// the head dimensions spread over the lanes for the output), keeping the running max m and sum l of
+// the online softmax; it stores the row's log-sum-exp lse = m + log(l) for the backward.
+// Backward (no atomics, so deterministic): D_t = dO_t . O_t; then one kernel for dQ (a warp per query
+// row, over its keys) and one for dK, dV (a warp per key row, over its queries in every head of the
+// group), both recomputing P = exp(S - lse) and dS = P (dP - D) scale, dP = dO V^T.
+#define ATT_TILE 32
+#define ATT_ROWS 8   // warps (rows) per block
+#define ATT_MAXJ 8   // head dimensions per lane: HS <= 256
+
+__global__ void attention_forward_kernel(float *out, float *lse, const float *q, const float *k, const float *v, int T, int NH, int KVH, int HS, float scale) {
+    extern __shared__ float sm[];
+    int hp = HS + 1; // padded rows: lanes reading different rows hit different banks
+    float *Ks = sm, *Vs = Ks + ATT_TILE * hp, *Qs = Vs + ATT_TILE * hp;
+    int b = blockIdx.z, h = blockIdx.y, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    int t = blockIdx.x * ATT_ROWS + warp, kh = h / (NH / KVH);
+    int t_last = min(T - 1, (int)(blockIdx.x * ATT_ROWS + ATT_ROWS - 1));
+    size_t qs = (size_t)NH * HS, ks = (size_t)KVH * HS;
+    float *qw = Qs + warp * HS;
+    if (t < T) for (int i = lane; i < HS; i += 32) qw[i] = q[((size_t)b * T + t) * qs + (size_t)h * HS + i];
+    float m = -INFINITY, l = 0, o[ATT_MAXJ];
+    #pragma unroll
+    for (int j = 0; j < ATT_MAXJ; j++) o[j] = 0;
+    for (int s0 = 0; s0 <= t_last; s0 += ATT_TILE) {
+        __syncthreads();
+        for (int e = threadIdx.x; e < ATT_TILE * HS; e += blockDim.x) {
+            int r = e / HS, i = e % HS, s = s0 + r;
+            size_t g = ((size_t)b * T + s) * ks + (size_t)kh * HS + i;
+            Ks[r * hp + i] = s < T ? k[g] : 0.0f;
+            Vs[r * hp + i] = s < T ? v[g] : 0.0f;
+        }
+        __syncthreads();
+        if (t >= T || s0 > t) continue;
+        int s = s0 + lane;
+        float sc = -INFINITY;
+        if (s <= t) {
+            float d = 0;
+            for (int i = 0; i < HS; i++) d += qw[i] * Ks[lane * hp + i];
+            sc = d * scale;
+        }
+        float m_new = fmaxf(m, warp_max(sc));
+        float p = s <= t ? expf(sc - m_new) : 0.0f, corr = expf(m - m_new);
+        l = l * corr + warp_sum(p);
+        #pragma unroll
+        for (int j = 0; j < ATT_MAXJ; j++) o[j] *= corr;
+        for (int r = 0; r < ATT_TILE && s0 + r <= t; r++) {
+            float pr = __shfl_sync(0xffffffffu, p, r);
+            #pragma unroll
+            for (int j = 0; j < ATT_MAXJ; j++) { int i = lane + 32 * j; if (i < HS) o[j] += pr * Vs[r * hp + i]; }
+        }
+        m = m_new;
+    }
+    if (t >= T) return;
+    float inv = 1.0f / l;
+    #pragma unroll
+    for (int j = 0; j < ATT_MAXJ; j++) { int i = lane + 32 * j; if (i < HS) out[((size_t)b * T + t) * qs + (size_t)h * HS + i] = o[j] * inv; }
+    if (lane == 0) lse[((size_t)b * NH + h) * T + t] = m + logf(l);
+}
+extern "C" void gpu_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T, int NH, int KVH, int HS) {
+    if (HS > 32 * ATT_MAXJ) { fprintf(stderr, "peft: head_dim %d is over the GPU attention's limit of %d\n", HS, 32 * ATT_MAXJ); exit(1); }
+    size_t smem = (size_t)(2 * ATT_TILE * (HS + 1) + ATT_ROWS * HS) * sizeof(float);
+    CK(cudaFuncSetAttribute(attention_forward_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    dim3 grid((T + ATT_ROWS - 1) / ATT_ROWS, NH, B);
+    attention_forward_kernel<<<grid, 32 * ATT_ROWS, smem>>>(D(out), D(lse), D(q), D(k), D(v), T, NH, KVH, HS, (float)(1.0 / sqrt((double)HS)));
+    LAUNCHED("attention_forward_kernel");
+}
+
+// D[b,h,t] = dO_t . O_t, a warp per row
+__global__ void attention_rowdot_kernel(float *Dt, const float *dout, const float *out, int B, int T, int NH, int HS) {
+    size_t row = blockIdx.x * (size_t)(blockDim.x / 32) + threadIdx.x / 32; // (b, t, h)
+    int lane = threadIdx.x % 32;
+    if (row >= (size_t)B * T * NH) return;
+    float s = 0;
+    for (int i = lane; i < HS; i += 32) s += dout[row * HS + i] * out[row * HS + i];
+    s = warp_sum(s);
+    int h = (int)(row % NH), t = (int)(row / NH % T), b = (int)(row / NH / T);
+    if (lane == 0) Dt[((size_t)b * NH + h) * T + t] = s;
+}
+// dQ: a warp per query row t of head h; lane r of a tile takes key s0 + r
+__global__ void attention_backward_dq_kernel(float *dq, const float *dout, const float *q, const float *k, const float *v, const float *lse, const float *Dt,
+                                             int T, int NH, int KVH, int HS, float scale) {
+    extern __shared__ float sm[];
+    int hp = HS + 1;
+    float *Ks = sm, *Vs = Ks + ATT_TILE * hp, *Qs = Vs + ATT_TILE * hp, *dOs = Qs + ATT_ROWS * HS;
+    int b = blockIdx.z, h = blockIdx.y, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    int t = blockIdx.x * ATT_ROWS + warp, kh = h / (NH / KVH);
+    int t_last = min(T - 1, (int)(blockIdx.x * ATT_ROWS + ATT_ROWS - 1));
+    size_t qs = (size_t)NH * HS, ks = (size_t)KVH * HS;
+    float *qw = Qs + warp * HS, *dow = dOs + warp * HS;
+    float L = 0, Dr = 0;
+    if (t < T) {
+        for (int i = lane; i < HS; i += 32) {
+            qw[i] = q[((size_t)b * T + t) * qs + (size_t)h * HS + i];
+            dow[i] = dout[((size_t)b * T + t) * qs + (size_t)h * HS + i];
+        }
+        L = lse[((size_t)b * NH + h) * T + t]; Dr = Dt[((size_t)b * NH + h) * T + t];
+    }
+    float acc[ATT_MAXJ];
+    #pragma unroll
+    for (int j = 0; j < ATT_MAXJ; j++) acc[j] = 0;
+    for (int s0 = 0; s0 <= t_last; s0 += ATT_TILE) {
+        __syncthreads();
+        for (int e = threadIdx.x; e < ATT_TILE * HS; e += blockDim.x) {
+            int r = e / HS, i = e % HS, s = s0 + r;
+            size_t g = ((size_t)b * T + s) * ks + (size_t)kh * HS + i;
+            Ks[r * hp + i] = s < T ? k[g] : 0.0f;
+            Vs[r * hp + i] = s < T ? v[g] : 0.0f;
+        }
+        __syncthreads();
+        if (t >= T || s0 > t) continue;
+        int s = s0 + lane;
+        float ds = 0;
+        if (s <= t) {
+            float d = 0, dp = 0;
+            for (int i = 0; i < HS; i++) { d += qw[i] * Ks[lane * hp + i]; dp += dow[i] * Vs[lane * hp + i]; }
+            float p = expf(d * scale - L);
+            ds = p * (dp - Dr) * scale;
+        }
+        for (int r = 0; r < ATT_TILE && s0 + r <= t; r++) {
+            float dr = __shfl_sync(0xffffffffu, ds, r);
+            #pragma unroll
+            for (int j = 0; j < ATT_MAXJ; j++) { int i = lane + 32 * j; if (i < HS) acc[j] += dr * Ks[r * hp + i]; }
+        }
+    }
+    if (t >= T) return;
+    #pragma unroll
+    for (int j = 0; j < ATT_MAXJ; j++) { int i = lane + 32 * j; if (i < HS) dq[((size_t)b * T + t) * qs + (size_t)h * HS + i] += acc[j]; }
+}
+// dK, dV: a warp per key row s of k/v head kh; over the heads of its group and the query tiles from s on
+__global__ void attention_backward_dkv_kernel(float *dk, float *dv, const float *dout, const float *q, const float *k, const float *v, const float *lse, const float *Dt,
+                                              int T, int NH, int KVH, int HS, float scale) {
+    extern __shared__ float sm[];
+    int hp = HS + 1;
+    float *Qt = sm, *dOt = Qt + ATT_TILE * hp, *Kw = dOt + ATT_TILE * hp, *Vw = Kw + ATT_ROWS * HS, *Lt = Vw + ATT_ROWS * HS, *Dtt = Lt + ATT_TILE;
+    int b = blockIdx.z, kh = blockIdx.y, warp = threadIdx.x / 32, lane = threadIdx.x % 32, G = NH / KVH;
+    int s = blockIdx.x * ATT_ROWS + warp, s_first = blockIdx.x * ATT_ROWS;
+    size_t qs = (size_t)NH * HS, ks = (size_t)KVH * HS;
+    float *kw = Kw + warp * HS, *vw = Vw + warp * HS;
+    if (s < T) for (int i = lane; i < HS; i += 32) { kw[i] = k[((size_t)b * T + s) * ks + (size_t)kh * HS + i]; vw[i] = v[((size_t)b * T + s) * ks + (size_t)kh * HS + i]; }
+    float ak[ATT_MAXJ], av[ATT_MAXJ];
+    #pragma unroll
+    for (int j = 0; j < ATT_MAXJ; j++) ak[j] = av[j] = 0;
+    for (int h = kh * G; h < (kh + 1) * G; h++)
+        for (int t0 = s_first; t0 < T; t0 += ATT_TILE) {
+            __syncthreads();
+            for (int e = threadIdx.x; e < ATT_TILE * HS; e += blockDim.x) {
+                int r = e / HS, i = e % HS, t = t0 + r;
+                size_t g = ((size_t)b * T + t) * qs + (size_t)h * HS + i;
+                Qt[r * hp + i] = t < T ? q[g] : 0.0f;
+                dOt[r * hp + i] = t < T ? dout[g] : 0.0f;
+            }
+            for (int r = threadIdx.x; r < ATT_TILE; r += blockDim.x) {
+                int t = t0 + r;
+                Lt[r] = t < T ? lse[((size_t)b * NH + h) * T + t] : 0.0f;
+                Dtt[r] = t < T ? Dt[((size_t)b * NH + h) * T + t] : 0.0f;
+            }
+            __syncthreads();
+            if (s >= T || t0 + ATT_TILE - 1 < s) continue;
+            int t = t0 + lane;
+            float p = 0, ds = 0;
+            if (t >= s && t < T) {
+                float d = 0, dp = 0;
+                for (int i = 0; i < HS; i++) { d += Qt[lane * hp + i] * kw[i]; dp += dOt[lane * hp + i] * vw[i]; }
+                p = expf(d * scale - Lt[lane]);
+                ds = p * (dp - Dtt[lane]) * scale;
+            }
+            for (int r = 0; r < ATT_TILE && t0 + r < T; r++) {
+                float pr = __shfl_sync(0xffffffffu, p, r), dr = __shfl_sync(0xffffffffu, ds, r);
+                #pragma unroll
+                for (int j = 0; j < ATT_MAXJ; j++) {
+                    int i = lane + 32 * j;
+                    if (i < HS) { av[j] += pr * dOt[r * hp + i]; ak[j] += dr * Qt[r * hp + i]; }
+                }
+            }
+        }
+    if (s >= T) return;
+    #pragma unroll
+    for (int j = 0; j < ATT_MAXJ; j++) {
+        int i = lane + 32 * j;
+        if (i < HS) { dk[((size_t)b * T + s) * ks + (size_t)kh * HS + i] += ak[j]; dv[((size_t)b * T + s) * ks + (size_t)kh * HS + i] += av[j]; }
+    }
+}
+extern "C" void gpu_attention_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout, const float *q, const float *k, const float *v, const float *out,
+                                       const float *lse, int B, int T, int NH, int KVH, int HS) {
+    float scale = (float)(1.0 / sqrt((double)HS));
+    size_t rows = (size_t)B * T * NH;
+    attention_rowdot_kernel<<<(unsigned)((rows + 7) / 8), 256>>>(D(scratch), D(dout), D(out), B, T, NH, HS);
+    LAUNCHED("attention_rowdot_kernel");
+    size_t smem_q = (size_t)(2 * ATT_TILE * (HS + 1) + 2 * ATT_ROWS * HS) * sizeof(float);
+    CK(cudaFuncSetAttribute(attention_backward_dq_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_q));
+    dim3 gq((T + ATT_ROWS - 1) / ATT_ROWS, NH, B);
+    attention_backward_dq_kernel<<<gq, 32 * ATT_ROWS, smem_q>>>(D(dq), D(dout), D(q), D(k), D(v), D(lse), D(scratch), T, NH, KVH, HS, scale);
+    LAUNCHED("attention_backward_dq_kernel");
+    size_t smem_kv = (size_t)(2 * ATT_TILE * (HS + 1) + 2 * ATT_ROWS * HS + 2 * ATT_TILE) * sizeof(float);
+    CK(cudaFuncSetAttribute(attention_backward_dkv_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_kv));
+    dim3 gkv((T + ATT_ROWS - 1) / ATT_ROWS, KVH, B);
+    attention_backward_dkv_kernel<<<gkv, 32 * ATT_ROWS, smem_kv>>>(D(dk), D(dv), D(dout), D(q), D(k), D(v), D(lse), D(scratch), T, NH, KVH, HS, scale);
+    LAUNCHED("attention_backward_dkv_kernel");
+}
+
+// generation: one query per head against the KV cache (pos+1 rows); a block per head
+__global__ void attention_decode_kernel(float *out, float *att, const float *q, const float *kc, const float *vc, int pos, int NH, int KVH, int HS, float scale) {
+    __shared__ float sh[32];
+    int h = blockIdx.x, kh = h / (NH / KVH), KD = KVH * HS, n = pos + 1;
+    float *a = att + (size_t)h * n;
+    const float *qh = q + (size_t)h * HS;
+    float mx = -INFINITY;
+    for (int t = threadIdx.x; t < n; t += blockDim.x) {
+        const float *kt = kc + (size_t)t * KD + (size_t)kh * HS;
+        float d = 0;
+        for (int i = 0; i < HS; i++) d += qh[i] * kt[i];
+        a[t] = d * scale;
+        mx = fmaxf(mx, a[t]);
+    }
+    mx = block_max(mx, sh);
+    float sum = 0;
+    for (int t = threadIdx.x; t < n; t += blockDim.x) { a[t] = expf(a[t] - mx); sum += a[t]; }
+    sum = block_sum(sum, sh);
+    __syncthreads(); // every a[t] written
+    for (int i = threadIdx.x; i < HS; i += blockDim.x) {
+        float o = 0;
+        for (int t = 0; t < n; t++) o += a[t] * vc[(size_t)t * KD + (size_t)kh * HS + i];
+        out[(size_t)h * HS + i] = o / sum;
+    }
+}
+extern "C" void gpu_attention_decode(float *out, float *att, const float *q, const float *kc, const float *vc, int pos, int NH, int KVH, int HS) {
+    attention_decode_kernel<<<NH, 128>>>(D(out), D(att), D(q), D(kc), D(vc), pos, NH, KVH, HS, (float)(1.0 / sqrt((double)HS)));
+    LAUNCHED("attention_decode_kernel");
+}
+
+// ----------------------------------------------------------------------------
+// LoRA and DoRA
+
+// wnorm[o] = || W[o,:] + scale * B[o,:] A ||, a block per row, in double as on the CPU
+__global__ void dora_weight_norm_kernel(float *wnorm, const float *W, const float *A, const float *Bm, float scale, int r, int in) {
+    __shared__ double sh[32];
+    int o = blockIdx.x;
+    double ss = 0;
+    for (int x = threadIdx.x; x < in; x += blockDim.x) {
+        double v = W[(size_t)o * in + x];
+        for (int k = 0; k < r; k++) v += (double)scale * Bm[(size_t)o * r + k] * A[(size_t)k * in + x];
+        ss += v * v;
+    }
+    ss = block_sum(ss, sh);
+    if (threadIdx.x == 0) wnorm[o] = (float)sqrt(ss);
+}
+extern "C" void gpu_dora_weight_norm(float *wnorm, const float *W, const float *A, const float *B, float scale, int r, int in, int out) {
+    dora_weight_norm_kernel<<<out, 256>>>(D(wnorm), D(W), D(A), D(B), scale, r, in);
+    LAUNCHED("dora_weight_norm_kernel");
+}
+// out += (g - 1) * base + g * s * t, g = mag / wnorm per column
+__global__ void dora_forward_kernel(float *out, const float *base, const float *t, const float *mag, const float *wnorm, float s, int N, int OC) {
+    FOR_EACH(i, (size_t)N * OC) { int o = (int)(i % OC); float g = mag[o] / wnorm[o]; out[i] += (g - 1) * base[i] + g * s * t[i]; }
+}
+extern "C" void gpu_dora_forward(float *out, const float *base, const float *t, const float *mag, const float *wnorm, float s, int N, int OC) {
+    dora_forward_kernel<<<blocks_for((size_t)N * OC, 256), 256>>>(D(out), D(base), D(t), D(mag), D(wnorm), s, N, OC);
+    LAUNCHED("dora_forward_kernel");
+}
+// dmag[o] += sum_n dout * (z + s t) / wnorm: a thread per column, rows in order, in double
+__global__ void dora_dmag_kernel(float *dmag, const float *dout, const float *z, const float *t, const float *wnorm, float s, int N, int OC) {
+    int o = blockIdx.x * blockDim.x + threadIdx.x;
+    if (o >= OC) return;
+    double acc = 0;
+    for (int n = 0; n < N; n++) { size_t i = (size_t)n * OC + o; acc += (double)dout[i] * (z[i] + s * t[i]); }
+    dmag[o] += (float)(acc / wnorm[o]);
+}
+// t = dout * g, z = dout * (g - 1)
+__global__ void dora_split_kernel(float *t, float *z, const float *dout, const float *mag, const float *wnorm, int N, int OC) {
+    FOR_EACH(i, (size_t)N * OC) { int o = (int)(i % OC); float g = mag[o] / wnorm[o]; t[i] = dout[i] * g; z[i] = dout[i] * (g - 1); }
+}
+extern "C" void gpu_dora_backward(float *dmag, float *t, float *z, const float *dout, const float *mag, const float *wnorm, float s, int N, int OC) {
+    if (dmag) { dora_dmag_kernel<<<(OC + 127) / 128, 128>>>(D(dmag), D(dout), D(z), D(t), D(wnorm), s, N, OC); LAUNCHED("dora_dmag_kernel"); }
+    dora_split_kernel<<<blocks_for((size_t)N * OC, 256), 256>>>(D(t), D(z), D(dout), D(mag), D(wnorm), N, OC);
+    LAUNCHED("dora_split_kernel");
+}
+
+// ----------------------------------------------------------------------------
+// cross-entropy: probs = softmax(logits) in place, losses[n] = -log probs[n][target] (0 where target < 0);
+// a block per row
+__global__ void crossentropy_forward_kernel(float *losses, float *probs, const int *targets, int V) {
+    __shared__ float sh[32];
+    float *p = probs + (size_t)blockIdx.x * V;
+    float mx = -INFINITY;
+    for (int i = threadIdx.x; i < V; i += blockDim.x) mx = fmaxf(mx, p[i]);
+    mx = block_max(mx, sh);
+    float sum = 0;
+    for (int i = threadIdx.x; i < V; i += blockDim.x) { float e = expf(p[i] - mx); p[i] = e; sum += e; }
+    sum = block_sum(sum, sh);
+    float inv = 1.0f / sum;
+    for (int i = threadIdx.x; i < V; i += blockDim.x) p[i] *= inv;
+    if (threadIdx.x == 0) {
+        int t = targets[blockIdx.x];
+        losses[blockIdx.x] = t >= 0 ? -(float)log(fmax((double)p[t], 1e-300)) : 0.0f;
+    }
+}
+// dlogits = (probs - onehot(target)) * dloss, in place; rows with target < 0 get 0
+__global__ void crossentropy_backward_kernel(float *d, const int *targets, float dloss, int N, int V) {
+    FOR_EACH(i, (size_t)N * V) {
+        int n = (int)(i / V), t = targets[n];
+        d[i] = t < 0 ? 0.0f : (d[i] * dloss - ((int)(i % V) == t ? dloss : 0.0f));
+    }
+}
+extern "C" void gpu_crossentropy_forward(float *losses, float *probs, const int *targets, int N, int V) {
+    crossentropy_forward_kernel<<<N, 512>>>(D(losses), D(probs), D(targets), V);
+    LAUNCHED("crossentropy_forward_kernel");
+}
+extern "C" void gpu_crossentropy_backward(float *dlogits, const int *targets, float dloss, int N, int V) {
+    crossentropy_backward_kernel<<<blocks_for((size_t)N * V, 256), 256>>>(D(dlogits), D(targets), dloss, N, V);
+    LAUNCHED("crossentropy_backward_kernel");
+}
