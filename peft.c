@@ -706,6 +706,8 @@ void gpu_unmirror(void *host);
 void gpu_sync_mirror(void *host, int to_device);         // copy the whole mirror of host one way
 void gpu_copy(void *dst, const void *src, size_t bytes, int to_device); // host buffer <-> tensor
 size_t gpu_free_bytes(void);
+void gpu_release(void);                                  // the GPU file's own scratch
+size_t gpu_peak_bytes(void);                             // the most device memory in use so far (context included)
 // the GPU twin of each kernel function (same arguments, in the same order; a quantized weight as its fields)
 #define GPU_QARGS int qtype, int bs, const uint8_t *q, const float *scale, const uint16_t *scale16, const uint8_t *qabsmax, const float *absmax2, float offset, const float *code256
 void gpu_matmul_forward(float *out, const float *inp, const float *weight, int N, int C, int OC);
@@ -3643,6 +3645,20 @@ static void lora_backward(floatX *dinp, const floatX *dout, const floatX *inp, c
     if (lm->mask) add_masked(dinp, dx, lm->mask, nin);
 }
 
+// the kernels' scratch, freed when a command is done (rc passes through)
+static int kernels_done(int rc) {
+    floatX **b[5] = { &lora_scratch.xd, &lora_scratch.dxd, &lora_scratch.t, &lora_scratch.z, &lora_scratch.du };
+    int on = gpu_on;
+    gpu_on = lora_scratch.gpu;
+    for (int i = 0; i < 5; i++) { tensor_free(*b[i]); *b[i] = NULL; }
+    gpu_on = on;
+    lora_scratch.cap = 0;
+#ifdef PEFT_CUDA
+    if (gpu_on) gpu_release();
+#endif
+    return rc;
+}
+
 // a linear layer with an optional LoRA: out = inp W^T (+ LoRA)
 // The base weight is float or quantized (then frozen: no dweight, and no DoRA, which needs W itself).
 static void linear_forward(floatX *out, const floatX *inp, Weight w, LoraModule *lm, int N, int C, int OC, float dropout, int new_mask, uint64_t *rng) {
@@ -5114,6 +5130,13 @@ static void bench_report(double *step_s, double *mm_s, double *mm_flops, int n, 
     threads = omp_get_max_threads();
 #endif
     double s = median(step_s + warm, k), ms = median(mm_s + warm, k), mf = median(mm_flops + warm, k);
+#ifdef PEFT_CUDA
+    if (gpu_on) { // the matmuls run asynchronously: only whole steps are timed
+        fprintf(stderr, "bench: cuda | steps %d after %d warm-up | median step %.4f s | %.1f tok/s | GPU memory peak %.2f GiB\n",
+                k, warm, s, tokens_per_step / s, gpu_peak_bytes() / 1073741824.0);
+        return;
+    }
+#endif
     fprintf(stderr, "bench: threads %d | steps %d after %d warm-up | median step %.4f s | %.1f tok/s | "
                     "matmul %.3f GFLOP/step in %.4f s = %.1f GFLOP/s (%.1f GFLOP/s over the whole step)\n",
             threads, k, warm, s, tokens_per_step / s, mf * 1e-9, ms, mf * 1e-9 / ms, mf * 1e-9 / s);
@@ -6181,10 +6204,10 @@ int main(int argc, char **argv) {
 #endif
     if (argc < 2) error_usage();
     const char *cmd = argv[1];
-    if (!strcmp(cmd, "train")) return cmd_train(argc - 2, argv + 2);
-    if (!strcmp(cmd, "generate")) return cmd_generate(argc - 2, argv + 2);
-    if (!strcmp(cmd, "eval")) return cmd_eval(argc - 2, argv + 2);
-    if (!strcmp(cmd, "dump")) return cmd_dump(argc - 2, argv + 2);
+    if (!strcmp(cmd, "train")) return kernels_done(cmd_train(argc - 2, argv + 2));
+    if (!strcmp(cmd, "generate")) return kernels_done(cmd_generate(argc - 2, argv + 2));
+    if (!strcmp(cmd, "eval")) return kernels_done(cmd_eval(argc - 2, argv + 2));
+    if (!strcmp(cmd, "dump")) return kernels_done(cmd_dump(argc - 2, argv + 2));
     if (!strcmp(cmd, "merge")) return cmd_merge(argc - 2, argv + 2);
     if (!strcmp(cmd, "info")) return cmd_info(argc - 2, argv + 2);
     if (!strcmp(cmd, "quantize")) return cmd_quantize(argc - 2, argv + 2);

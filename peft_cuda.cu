@@ -79,10 +79,14 @@ extern "C" int gpu_init(int bf16, char *err, size_t errlen) {
 }
 extern "C" void gpu_set_bf16(int on) { bf16_matmuls = on; } // the tests switch between the two
 extern "C" size_t gpu_free_bytes(void) { size_t fr = 0, tot = 0; cudaMemGetInfo(&fr, &tot); return fr; }
+static size_t peak_used; // device memory in use (all of it, as cudaMemGetInfo sees it) after each allocation
+extern "C" size_t gpu_peak_bytes(void) { return peak_used; }
 extern "C" void *gpu_alloc(size_t bytes) {
     void *p = NULL;
     if (cudaMalloc(&p, bytes ? bytes : 1) != cudaSuccess) { cudaGetLastError(); return NULL; }
     CK(cudaMemset(p, 0, bytes ? bytes : 1));
+    size_t fr = 0, tot = 0;
+    if (cudaMemGetInfo(&fr, &tot) == cudaSuccess && tot - fr > peak_used) peak_used = tot - fr;
     return p;
 }
 extern "C" void gpu_free(void *p) { if (p) CK(cudaFree(p)); }
@@ -829,4 +833,11 @@ extern "C" void gpu_crossentropy_forward(float *losses, float *probs, const int 
 extern "C" void gpu_crossentropy_backward(float *dlogits, const int *targets, float dloss, int N, int V) {
     crossentropy_backward_kernel<<<blocks_for((size_t)N * V, 256), 256>>>(D(dlogits), D(targets), dloss, N, V);
     LAUNCHED("crossentropy_backward_kernel");
+}
+
+// the scratch above, at the end of a command
+extern "C" void gpu_release(void) {
+    void **bufs[3] = { &qscratch, &sum_scratch, NULL };
+    size_t *caps[3] = { &qscratch_cap, &sum_scratch_cap, NULL };
+    for (int i = 0; bufs[i]; i++) { if (*bufs[i]) CK(cudaFree(*bufs[i])); *bufs[i] = NULL; *caps[i] = 0; }
 }

@@ -2758,17 +2758,14 @@ static void cuda_test_cli(void) {
     check(r1 == 0 && r2 == 0 && r3 == 0 && b1 && b2 && n1 == n2 && !memcmp(b1, b2, n1), "cuda resume is bit-for-bit",
           "6 steps (dropout 0.1, all-linear, bf16) == 3 steps + --resume checkpoint-3: adapters %zu and %zu bytes%s", n1, n2, b1 && b2 && n1 == n2 && !memcmp(b1, b2, n1) ? ", identical" : ", DIFFERENT");
     free(b1); free(b2);
-    // greedy generation on the GPU in fp32 equals the PyTorch reference (tests/fixtures/stories260K_greedy.json)
-    Json *g = json_load("tests/fixtures/stories260K_greedy.json");
-    const Json *ids = g ? json_get(g, "ids") : NULL;
-    if (!ids) { skip("cuda greedy generation", "tests/fixtures/stories260K_greedy.json has no ids"); json_free(g); return; }
+    // greedy generation on the GPU in fp32 equals the CPU's (which the CPU suite checks against PyTorch)
     snprintf(args, sizeof(args), "generate %s -z %s -t 0 -n 200 --device cuda --dtype fp32", STORIES, TOK512);
     int rg = run_cmd(args, err, sizeof(err), out, sizeof(out));
     snprintf(args, sizeof(args), "generate %s -z %s -t 0 -n 200 --device cpu", STORIES, TOK512);
     char out_cpu[8192];
     int rcpu = run_cmd(args, err, sizeof(err), out_cpu, sizeof(out_cpu));
-    check(rg == 0 && rcpu == 0 && !strcmp(out, out_cpu), "cuda fp32 greedy generation == CPU", "200 tokens from BOS: %s (%zu bytes of text)", !strcmp(out, out_cpu) ? "same text" : "texts DIFFER", strlen(out));
-    json_free(g);
+    check(rg == 0 && rcpu == 0 && strlen(out) > 100 && !strcmp(out, out_cpu), "cuda fp32 greedy generation == CPU", "200 tokens from BOS: %s (%zu bytes of text)",
+          !strcmp(out, out_cpu) ? "same text" : "texts DIFFER", strlen(out));
 }
 
 static void run_cuda_tests(void) {
