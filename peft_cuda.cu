@@ -9,11 +9,13 @@
 #include <cuda_runtime.h>
 #include <cuda_bf16.h>
 #include <mma.h>
+#include <type_traits>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <math.h>
+#include <time.h>
 
 #define GPU_QARGS int qtype, int bs, const uint8_t *q, const float *scale, const uint16_t *scale16, const uint8_t *qabsmax, const float *absmax2, float offset, const float *code256
 enum { QT_NONE, QT_INT8, QT_INT4, QT_NF4 }; // peft.c's QT_*
@@ -29,13 +31,29 @@ static void cuda_check(cudaError_t e, const char *what, const char *file, int li
 }
 #define CK(call) cuda_check((call), #call, __FILE__, __LINE__)
 static int sync_each; // PEFT_CUDA_SYNC=1: wait for every kernel, so an error names the kernel that made it
+// PEFT_CUDA_PROFILE=1: wait for every kernel too, and add the time since the previous one to its name's
+// total (a rough breakdown: small kernels carry the launch and the wait); printed at the end of a command
+static int profile;
+static struct { const char *name; double secs, flops; long calls; } prof[64];
+static int nprof;
+static double prof_last, prof_flops;
+static double now_sec(void) { struct timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts); return ts.tv_sec + ts.tv_nsec * 1e-9; }
 static void launched(const char *name) {
     cuda_check(cudaGetLastError(), name, __FILE__, __LINE__);
-    if (sync_each) cuda_check(cudaDeviceSynchronize(), name, __FILE__, __LINE__);
+    if (sync_each || profile) cuda_check(cudaDeviceSynchronize(), name, __FILE__, __LINE__);
+    if (!profile) return;
+    double t = now_sec();
+    int i = 0;
+    while (i < nprof && strcmp(prof[i].name, name)) i++;
+    if (i == nprof && nprof < 64) { prof[i].name = name; nprof++; }
+    if (i < 64 && prof_last > 0) { prof[i].secs += t - prof_last; prof[i].flops += prof_flops; prof[i].calls++; }
+    prof_flops = 0;
+    prof_last = t;
 }
 #define LAUNCHED(name) launched(name)
 
 static int bf16_matmuls; // --dtype bf16
+static int large_gemm = 1; // PEFT_CUDA_GEMM=small: only the 64x64 tiles (for comparison)
 static int num_sms = 132;
 
 // ----------------------------------------------------------------------------
@@ -71,6 +89,10 @@ extern "C" int gpu_init(int bf16, char *err, size_t errlen) {
     bf16_matmuls = bf16;
     const char *s = getenv("PEFT_CUDA_SYNC");
     sync_each = s && *s && *s != '0';
+    s = getenv("PEFT_CUDA_GEMM");
+    large_gemm = !(s && !strcmp(s, "small"));
+    s = getenv("PEFT_CUDA_PROFILE");
+    profile = s && *s && *s != '0';
     size_t fr = 0, tot = 0;
     CK(cudaMemGetInfo(&fr, &tot));
     fprintf(stderr, "device: %s (compute capability %d.%d, %.1f GiB, %.1f GiB free), %s matmuls\n", p.name, p.major, p.minor,
@@ -255,6 +277,122 @@ __global__ void gemm_bf16_kernel(float *c, long ldc, const float *a, long rsa, l
     }
 }
 
+// The large bf16 GEMM: 128x128 tiles, K in steps of 32, 256 threads (8 warps in 2x4, each a 64x32 piece:
+// 4x2 wmma accumulators). Each operand is read along its contiguous axis in 16-byte vectors (AK: A's
+// rows are contiguous in k, else its columns in i; BK: B's columns contiguous in k, else its rows in
+// j) and kept in shared memory in that orientation, which the fragments then read as row- or
+// column-major. Two shared stages: the next tile's loads are in flight while the tensor cores work.
+#define BT 128
+#define BKK 32
+// one 128 x 32 (or 32 x 128) slab of an operand: 1024 vectors of 4, 4 per thread. The slab's rows
+// ("other" axis, LO of them) hold LC contiguous values each; element (o, c) of the slab is
+// p[(o0 + o) * so + (c0 + c)] (the contiguous axis has stride 1), inside extents (no, nc)
+template <int LC, int LO> struct Slab {
+    float4 r[4];
+    __device__ void load(const float *p, long so, int o0, int c0, int no, int nc, int tid) {
+        #pragma unroll
+        for (int k = 0; k < 4; k++) {
+            int v = tid + 256 * k, oo = v / (LC / 4), cc = (v % (LC / 4)) * 4, go = o0 + oo, gc = c0 + cc;
+            const float *src = p + go * so + gc;
+            if (go < no && gc + 3 < nc && ((uintptr_t)src & 15) == 0) r[k] = *(const float4 *)src;
+            else {
+                float t[4];
+                for (int e = 0; e < 4; e++) t[e] = (go < no && gc + e < nc) ? src[e] : 0.0f;
+                r[k] = make_float4(t[0], t[1], t[2], t[3]);
+            }
+        }
+    }
+    __device__ void store(__nv_bfloat16 *s, int tid) { // s is [LO][LC + 8]
+        #pragma unroll
+        for (int k = 0; k < 4; k++) {
+            int v = tid + 256 * k, oo = v / (LC / 4), cc = (v % (LC / 4)) * 4;
+            __nv_bfloat162 *d = (__nv_bfloat162 *)(s + oo * (LC + 8) + cc);
+            d[0] = __floats2bfloat162_rn(r[k].x, r[k].y);
+            d[1] = __floats2bfloat162_rn(r[k].z, r[k].w);
+        }
+    }
+};
+template <bool AK, bool BK>
+__global__ void __launch_bounds__(256) gemm_bf16_large_kernel(float *c, long ldc, const float *a, long rsa, long csa, const float *b, long rsb, long csb,
+                                                              int M, int N, int K, int accumulate) {
+    // A slab: AK ? [128 i][32 k] : [32 k][128 i];  B slab: BK ? [128 j][32 k] : [32 k][128 j]
+    constexpr int ALC = AK ? BKK : BT, ALO = AK ? BT : BKK, BLC = BK ? BKK : BT, BLO = BK ? BT : BKK;
+    constexpr int ASZ = ALO * (ALC + 8), BSZ = BLO * (BLC + 8);
+    __shared__ __align__(128) __nv_bfloat16 smem[2 * (ASZ + BSZ)];
+    int tid = threadIdx.x, warp = tid / 32, wm = warp / 4, wn = warp % 4;
+    int i0 = blockIdx.y * BT, j0 = blockIdx.x * BT;
+    Slab<ALC, ALO> sa;
+    Slab<BLC, BLO> sb;
+    typedef typename std::conditional<AK, wmma::row_major, wmma::col_major>::type ALayout;
+    typedef typename std::conditional<BK, wmma::col_major, wmma::row_major>::type BLayout;
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[4][2];
+    #pragma unroll
+    for (int x = 0; x < 4; x++) for (int y = 0; y < 2; y++) wmma::fill_fragment(acc[x][y], 0.0f);
+    // the slab of k0: A's other axis is i (AK) or k; its contiguous axis k (AK) or i
+    #define LOAD_SLABS(k0) do { \
+        if (AK) sa.load(a, rsa, i0, (k0), M, K, tid); else sa.load(a, csa, (k0), i0, K, M, tid); \
+        if (BK) sb.load(b, csb, j0, (k0), N, K, tid); else sb.load(b, rsb, (k0), j0, K, N, tid); } while (0)
+    int nt = (K + BKK - 1) / BKK;
+    LOAD_SLABS(0);
+    sa.store(smem, tid); sb.store(smem + ASZ, tid);
+    __syncthreads();
+    for (int t = 0; t < nt; t++) {
+        __nv_bfloat16 *As = smem + (t & 1) * (ASZ + BSZ), *Bs = As + ASZ;
+        if (t + 1 < nt) LOAD_SLABS((t + 1) * BKK);
+        #pragma unroll
+        for (int kk = 0; kk < BKK; kk += 16) {
+            wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, ALayout> fa[4];
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, BLayout> fb[2];
+            #pragma unroll
+            for (int x = 0; x < 4; x++) {
+                int i = wm * 64 + x * 16;
+                if (AK) wmma::load_matrix_sync(fa[x], As + i * (ALC + 8) + kk, ALC + 8);
+                else wmma::load_matrix_sync(fa[x], As + kk * (ALC + 8) + i, ALC + 8);
+            }
+            #pragma unroll
+            for (int y = 0; y < 2; y++) {
+                int j = wn * 32 + y * 16;
+                if (BK) wmma::load_matrix_sync(fb[y], Bs + j * (BLC + 8) + kk, BLC + 8);
+                else wmma::load_matrix_sync(fb[y], Bs + kk * (BLC + 8) + j, BLC + 8);
+            }
+            #pragma unroll
+            for (int x = 0; x < 4; x++)
+                #pragma unroll
+                for (int y = 0; y < 2; y++) wmma::mma_sync(acc[x][y], fa[x], fb[y], acc[x][y]);
+        }
+        if (t + 1 < nt) { __nv_bfloat16 *An = smem + ((t + 1) & 1) * (ASZ + BSZ); sa.store(An, tid); sb.store(An + ASZ, tid); }
+        __syncthreads();
+    }
+    #undef LOAD_SLABS
+    // epilogue: a whole aligned 16x16 piece goes straight to C (added to it when accumulating); an edge
+    // piece goes through this warp's 16x16 of shared memory
+    float *cw = (float *)smem + warp * 256;
+    #pragma unroll
+    for (int x = 0; x < 4; x++)
+        #pragma unroll
+        for (int y = 0; y < 2; y++) {
+            int i = i0 + wm * 64 + x * 16, j = j0 + wn * 32 + y * 16;
+            if (i >= M || j >= N) continue;
+            float *cp = c + i * ldc + j;
+            if (i + 16 <= M && j + 16 <= N && ldc % 4 == 0 && ((uintptr_t)cp & 31) == 0) {
+                if (accumulate) {
+                    wmma::fragment<wmma::accumulator, 16, 16, 16, float> old;
+                    wmma::load_matrix_sync(old, cp, (unsigned)ldc, wmma::mem_row_major);
+                    for (int e = 0; e < old.num_elements; e++) acc[x][y].x[e] += old.x[e];
+                }
+                wmma::store_matrix_sync(cp, acc[x][y], (unsigned)ldc, wmma::mem_row_major);
+            } else {
+                wmma::store_matrix_sync(cw, acc[x][y], 16, wmma::mem_row_major);
+                __syncwarp();
+                for (int e = threadIdx.x % 32; e < 256; e += 32) {
+                    int ii = i + e / 16, jj = j + e % 16;
+                    if (ii < M && jj < N) c[ii * ldc + jj] = (accumulate ? c[ii * ldc + jj] : 0.0f) + cw[e];
+                }
+                __syncwarp();
+            }
+        }
+}
+
 static void gemm(float *c, long ldc, const float *a, long rsa, long csa, const float *b, long rsb, long csb, int M, int N, int K, int accumulate) {
     if (M <= 0 || N <= 0) return;
     if (K <= 0) { // C = 0 (or unchanged)
@@ -262,7 +400,15 @@ static void gemm(float *c, long ldc, const float *a, long rsa, long csa, const f
         return;
     }
     dim3 grid((N + GM - 1) / GM, (M + GM - 1) / GM);
-    if (bf16_matmuls) { gemm_bf16_kernel<<<grid, 128>>>(c, ldc, a, rsa, csa, b, rsb, csb, M, N, K, accumulate); LAUNCHED("gemm_bf16_kernel"); }
+    prof_flops = 2.0 * M * N * K;
+    if (bf16_matmuls && M >= BT && N >= BT && (csa == 1 || rsa == 1) && (csb == 1 || rsb == 1) && large_gemm) {
+        dim3 g((N + BT - 1) / BT, (M + BT - 1) / BT);
+        if (csa == 1 && rsb == 1) gemm_bf16_large_kernel<true, true><<<g, 256>>>(c, ldc, a, rsa, csa, b, rsb, csb, M, N, K, accumulate);
+        else if (csa == 1) gemm_bf16_large_kernel<true, false><<<g, 256>>>(c, ldc, a, rsa, csa, b, rsb, csb, M, N, K, accumulate);
+        else if (rsb == 1) gemm_bf16_large_kernel<false, true><<<g, 256>>>(c, ldc, a, rsa, csa, b, rsb, csb, M, N, K, accumulate);
+        else gemm_bf16_large_kernel<false, false><<<g, 256>>>(c, ldc, a, rsa, csa, b, rsb, csb, M, N, K, accumulate);
+        LAUNCHED("gemm_bf16_large_kernel");
+    } else if (bf16_matmuls) { gemm_bf16_kernel<<<grid, 128>>>(c, ldc, a, rsa, csa, b, rsb, csb, M, N, K, accumulate); LAUNCHED("gemm_bf16_kernel"); }
     else { gemm_f32_kernel<<<grid, 256>>>(c, ldc, a, rsa, csa, b, rsb, csb, M, N, K, accumulate); LAUNCHED("gemm_f32_kernel"); }
 }
 
@@ -837,6 +983,17 @@ extern "C" void gpu_crossentropy_backward(float *dlogits, const int *targets, fl
 
 // the scratch above, at the end of a command
 extern "C" void gpu_release(void) {
+    if (profile && nprof) {
+        double total = 0;
+        for (int i = 0; i < nprof; i++) total += prof[i].secs;
+        fprintf(stderr, "GPU profile (PEFT_CUDA_PROFILE: every kernel waited for): %.3f s in kernels\n", total);
+        for (int i = 0; i < nprof; i++) {
+            fprintf(stderr, "  %-32s %8ld calls %9.4f s %5.1f%%", prof[i].name, prof[i].calls, prof[i].secs, 100 * prof[i].secs / total);
+            if (prof[i].flops > 0) fprintf(stderr, "  %.1f TFLOP/s", prof[i].flops / prof[i].secs * 1e-12);
+            fprintf(stderr, "\n");
+        }
+        nprof = 0;
+    }
     void **bufs[3] = { &qscratch, &sum_scratch, NULL };
     size_t *caps[3] = { &qscratch_cap, &sum_scratch_cap, NULL };
     for (int i = 0; bufs[i]; i++) { if (*bufs[i]) CK(cudaFree(*bufs[i])); *bufs[i] = NULL; *caps[i] = 0; }
