@@ -158,6 +158,7 @@ static unsigned blocks_for(size_t n, int threads) {
     return (unsigned)(b < 1 ? 1 : b > most ? most : b);
 }
 
+#define FOR_EACH_(i, n) for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (n); i += (size_t)gridDim.x * blockDim.x)
 __device__ __forceinline__ float warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;
@@ -200,8 +201,12 @@ __device__ float block_max(float v, float *shared32) {
 // fp32: 256 threads, each a 4x4 of C at rows ty + 16 r, columns tx + 16 c (conflict-free reads)
 #define GM 64
 #define GK 16
-__global__ void gemm_f32_kernel(float *c, long ldc, const float *a, long rsa, long csa, const float *b, long rsb, long csb, int M, int N, int K, int accumulate) {
+// Split-K (blockIdx.z > 0 in use): block z takes k in [z kchunk, (z+1) kchunk) and writes its own C at
+// c + z * zstride. Every kernel below follows that.
+#define SPLIT_K_SETUP() do { int kb_ = blockIdx.z * kchunk; a += kb_ * csa; b += kb_ * rsb; K = min(K - kb_, kchunk); c += blockIdx.z * zstride; } while (0)
+__global__ void gemm_f32_kernel(float *c, long ldc, const float *a, long rsa, long csa, const float *b, long rsb, long csb, int M, int N, int K, int accumulate, int kchunk, long zstride) {
     __shared__ float As[GK][GM + 1], Bs[GK][GM + 1];
+    SPLIT_K_SETUP();
     int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
     int i0 = blockIdx.y * GM, j0 = blockIdx.x * GM;
     float acc[4][4] = { { 0 } };
@@ -240,7 +245,8 @@ __global__ void gemm_f32_kernel(float *c, long ldc, const float *a, long rsa, lo
 // each warp a 32x32 piece of the tile. A and B are rounded to bf16 as they are staged.
 using namespace nvcuda;
 #define WK 32
-__global__ void gemm_bf16_kernel(float *c, long ldc, const float *a, long rsa, long csa, const float *b, long rsb, long csb, int M, int N, int K, int accumulate) {
+__global__ void gemm_bf16_kernel(float *c, long ldc, const float *a, long rsa, long csa, const float *b, long rsb, long csb, int M, int N, int K, int accumulate, int kchunk, long zstride) {
+    SPLIT_K_SETUP();
     __shared__ __align__(32) __nv_bfloat16 As[GM][WK + 8];
     __shared__ __align__(32) __nv_bfloat16 Bs[WK][GM + 8];
     __shared__ __align__(32) float Cs[GM][GM + 4];
@@ -393,13 +399,24 @@ __global__ void __launch_bounds__(256) gemm_bf16_large_kernel(float *c, long ldc
         }
 }
 
+// c (M,N) (+)= the sum of the S partial products at partial (S, M, N), added in order s = 0..S-1
+__global__ void splitk_reduce_kernel(float *c, long ldc, const float *partial, int S, int M, int N, int accumulate) {
+    FOR_EACH_(e, (size_t)M * N) {
+        int i = (int)(e / N), j = (int)(e % N);
+        float s = 0;
+        for (int z = 0; z < S; z++) s += partial[(size_t)z * M * N + e];
+        c[i * ldc + j] = (accumulate ? c[i * ldc + j] : 0.0f) + s;
+    }
+}
+static void *splitk_scratch;
+static size_t splitk_cap;
+
 static void gemm(float *c, long ldc, const float *a, long rsa, long csa, const float *b, long rsb, long csb, int M, int N, int K, int accumulate) {
     if (M <= 0 || N <= 0) return;
     if (K <= 0) { // C = 0 (or unchanged)
         if (!accumulate) for (int i = 0; i < M; i++) CK(cudaMemset(c + i * ldc, 0, (size_t)N * sizeof(float)));
         return;
     }
-    dim3 grid((N + GM - 1) / GM, (M + GM - 1) / GM);
     prof_flops = 2.0 * M * N * K;
     if (bf16_matmuls && M >= BT && N >= BT && (csa == 1 || rsa == 1) && (csb == 1 || rsb == 1) && large_gemm) {
         dim3 g((N + BT - 1) / BT, (M + BT - 1) / BT);
@@ -408,8 +425,31 @@ static void gemm(float *c, long ldc, const float *a, long rsa, long csa, const f
         else if (rsb == 1) gemm_bf16_large_kernel<false, true><<<g, 256>>>(c, ldc, a, rsa, csa, b, rsb, csb, M, N, K, accumulate);
         else gemm_bf16_large_kernel<false, false><<<g, 256>>>(c, ldc, a, rsa, csa, b, rsb, csb, M, N, K, accumulate);
         LAUNCHED("gemm_bf16_large_kernel");
-    } else if (bf16_matmuls) { gemm_bf16_kernel<<<grid, 128>>>(c, ldc, a, rsa, csa, b, rsb, csb, M, N, K, accumulate); LAUNCHED("gemm_bf16_kernel"); }
-    else { gemm_f32_kernel<<<grid, 256>>>(c, ldc, a, rsa, csa, b, rsb, csb, M, N, K, accumulate); LAUNCHED("gemm_f32_kernel"); }
+        return;
+    }
+    // few output tiles and a long K (LoRA's dA = du^T x, dB = dy^T u: r x in and out x r over all tokens):
+    // split K over S blocks per tile so that the GPU is full; the partial products are summed in order
+    int tiles = ((N + GM - 1) / GM) * ((M + GM - 1) / GM), S = 1;
+    if (tiles < num_sms && K >= 2048) {
+        S = 2 * num_sms / tiles;
+        if (S > K / 512) S = K / 512;
+        if (S > 64) S = 64;
+        if (S < 1) S = 1;
+    }
+    int kchunk = (K + S - 1) / S;
+    kchunk = (kchunk + 31) / 32 * 32;
+    S = (K + kchunk - 1) / kchunk;
+    float *cc = c;
+    long ldcc = ldc, zstride = 0;
+    int acc = accumulate;
+    if (S > 1) {
+        cc = (float *)scratch_reserve(&splitk_scratch, &splitk_cap, (size_t)S * M * N * sizeof(float));
+        ldcc = N; zstride = (long)M * N; acc = 0;
+    }
+    dim3 grid((N + GM - 1) / GM, (M + GM - 1) / GM, S);
+    if (bf16_matmuls) { gemm_bf16_kernel<<<grid, 128>>>(cc, ldcc, a, rsa, csa, b, rsb, csb, M, N, K, acc, kchunk, zstride); LAUNCHED("gemm_bf16_kernel"); }
+    else { gemm_f32_kernel<<<grid, 256>>>(cc, ldcc, a, rsa, csa, b, rsb, csb, M, N, K, acc, kchunk, zstride); LAUNCHED("gemm_f32_kernel"); }
+    if (S > 1) { splitk_reduce_kernel<<<blocks_for((size_t)M * N, 256), 256>>>(c, ldc, cc, S, M, N, accumulate); LAUNCHED("splitk_reduce_kernel"); }
 }
 
 // out (N,OC) = inp (N,C) W^T
@@ -679,10 +719,28 @@ extern "C" void gpu_rope_backward(float *dx, const float *cos_t, const float *si
 #define ATT_TILE 32
 #define ATT_ROWS 8   // warps (rows) per block
 #define ATT_MAXJ 8   // head dimensions per lane: HS <= 256
+// The kernels are compiled for HS = 64 and 128 (and 8, 16, 32), where the loops unroll and the rows are
+// read in 16-byte vectors (rows padded to HS + 4 floats: lanes reading different rows then hit
+// different banks), and for any other HS (HST 0, rows padded to HS + 1).
+template <int HST> __device__ __forceinline__ float dot_row(const float *x, const float *y, int HS) {
+    float s = 0;
+    if (HST && HST % 4 == 0) {
+        #pragma unroll
+        for (int i = 0; i < HST; i += 4) {
+            float4 a = *(const float4 *)(x + i), b = *(const float4 *)(y + i);
+            s += a.x * b.x + a.y * b.y + a.z * b.z + a.w * b.w;
+        }
+        return s;
+    }
+    for (int i = 0; i < HS; i++) s += x[i] * y[i];
+    return s;
+}
+#define ATT_PAD(HS, HST) ((HST) && (HST) % 4 == 0 ? (HS) + 4 : (HS) + 1)
 
-__global__ void attention_forward_kernel(float *out, float *lse, const float *q, const float *k, const float *v, int T, int NH, int KVH, int HS, float scale) {
-    extern __shared__ float sm[];
-    int hp = HS + 1; // padded rows: lanes reading different rows hit different banks
+template <int HST>
+__global__ void attention_forward_kernel(float *out, float *lse, const float *q, const float *k, const float *v, int T, int NH, int KVH, int hs, float scale) {
+    extern __shared__ __align__(16) float sm[];
+    const int HS = HST ? HST : hs, hp = ATT_PAD(HS, HST);
     float *Ks = sm, *Vs = Ks + ATT_TILE * hp, *Qs = Vs + ATT_TILE * hp;
     int b = blockIdx.z, h = blockIdx.y, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     int t = blockIdx.x * ATT_ROWS + warp, kh = h / (NH / KVH);
@@ -704,12 +762,7 @@ __global__ void attention_forward_kernel(float *out, float *lse, const float *q,
         __syncthreads();
         if (t >= T || s0 > t) continue;
         int s = s0 + lane;
-        float sc = -INFINITY;
-        if (s <= t) {
-            float d = 0;
-            for (int i = 0; i < HS; i++) d += qw[i] * Ks[lane * hp + i];
-            sc = d * scale;
-        }
+        float sc = s <= t ? dot_row<HST>(qw, Ks + lane * hp, HS) * scale : -INFINITY;
         float m_new = fmaxf(m, warp_max(sc));
         float p = s <= t ? expf(sc - m_new) : 0.0f, corr = expf(m - m_new);
         l = l * corr + warp_sum(p);
@@ -728,13 +781,25 @@ __global__ void attention_forward_kernel(float *out, float *lse, const float *q,
     for (int j = 0; j < ATT_MAXJ; j++) { int i = lane + 32 * j; if (i < HS) out[((size_t)b * T + t) * qs + (size_t)h * HS + i] = o[j] * inv; }
     if (lane == 0) lse[((size_t)b * NH + h) * T + t] = m + logf(l);
 }
+template <int HST> static void attention_forward_launch(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T, int NH, int KVH, int HS) {
+    size_t smem = (size_t)(2 * ATT_TILE * ATT_PAD(HS, HST) + ATT_ROWS * HS) * sizeof(float);
+    CK(cudaFuncSetAttribute(attention_forward_kernel<HST>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    dim3 grid((T + ATT_ROWS - 1) / ATT_ROWS, NH, B);
+    attention_forward_kernel<HST><<<grid, 32 * ATT_ROWS, smem>>>(out, lse, q, k, v, T, NH, KVH, HS, (float)(1.0 / sqrt((double)HS)));
+    LAUNCHED("attention_forward_kernel");
+}
 extern "C" void gpu_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T, int NH, int KVH, int HS) {
     if (HS > 32 * ATT_MAXJ) { fprintf(stderr, "peft: head_dim %d is over the GPU attention's limit of %d\n", HS, 32 * ATT_MAXJ); exit(1); }
-    size_t smem = (size_t)(2 * ATT_TILE * (HS + 1) + ATT_ROWS * HS) * sizeof(float);
-    CK(cudaFuncSetAttribute(attention_forward_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    dim3 grid((T + ATT_ROWS - 1) / ATT_ROWS, NH, B);
-    attention_forward_kernel<<<grid, 32 * ATT_ROWS, smem>>>(D(out), D(lse), D(q), D(k), D(v), T, NH, KVH, HS, (float)(1.0 / sqrt((double)HS)));
-    LAUNCHED("attention_forward_kernel");
+    float *o = D(out), *l = D(lse);
+    const float *qd = D(q), *kd = D(k), *vd = D(v);
+    switch (HS) {
+    case 8: attention_forward_launch<8>(o, l, qd, kd, vd, B, T, NH, KVH, HS); break;
+    case 16: attention_forward_launch<16>(o, l, qd, kd, vd, B, T, NH, KVH, HS); break;
+    case 32: attention_forward_launch<32>(o, l, qd, kd, vd, B, T, NH, KVH, HS); break;
+    case 64: attention_forward_launch<64>(o, l, qd, kd, vd, B, T, NH, KVH, HS); break;
+    case 128: attention_forward_launch<128>(o, l, qd, kd, vd, B, T, NH, KVH, HS); break;
+    default: attention_forward_launch<0>(o, l, qd, kd, vd, B, T, NH, KVH, HS);
+    }
 }
 
 // D[b,h,t] = dO_t . O_t, a warp per row
@@ -749,10 +814,11 @@ __global__ void attention_rowdot_kernel(float *Dt, const float *dout, const floa
     if (lane == 0) Dt[((size_t)b * NH + h) * T + t] = s;
 }
 // dQ: a warp per query row t of head h; lane r of a tile takes key s0 + r
+template <int HST>
 __global__ void attention_backward_dq_kernel(float *dq, const float *dout, const float *q, const float *k, const float *v, const float *lse, const float *Dt,
-                                             int T, int NH, int KVH, int HS, float scale) {
-    extern __shared__ float sm[];
-    int hp = HS + 1;
+                                             int T, int NH, int KVH, int hs, float scale) {
+    extern __shared__ __align__(16) float sm[];
+    const int HS = HST ? HST : hs, hp = ATT_PAD(HS, HST);
     float *Ks = sm, *Vs = Ks + ATT_TILE * hp, *Qs = Vs + ATT_TILE * hp, *dOs = Qs + ATT_ROWS * HS;
     int b = blockIdx.z, h = blockIdx.y, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     int t = blockIdx.x * ATT_ROWS + warp, kh = h / (NH / KVH);
@@ -783,10 +849,8 @@ __global__ void attention_backward_dq_kernel(float *dq, const float *dout, const
         int s = s0 + lane;
         float ds = 0;
         if (s <= t) {
-            float d = 0, dp = 0;
-            for (int i = 0; i < HS; i++) { d += qw[i] * Ks[lane * hp + i]; dp += dow[i] * Vs[lane * hp + i]; }
-            float p = expf(d * scale - L);
-            ds = p * (dp - Dr) * scale;
+            float p = expf(dot_row<HST>(qw, Ks + lane * hp, HS) * scale - L);
+            ds = p * (dot_row<HST>(dow, Vs + lane * hp, HS) - Dr) * scale;
         }
         for (int r = 0; r < ATT_TILE && s0 + r <= t; r++) {
             float dr = __shfl_sync(0xffffffffu, ds, r);
@@ -799,10 +863,11 @@ __global__ void attention_backward_dq_kernel(float *dq, const float *dout, const
     for (int j = 0; j < ATT_MAXJ; j++) { int i = lane + 32 * j; if (i < HS) dq[((size_t)b * T + t) * qs + (size_t)h * HS + i] += acc[j]; }
 }
 // dK, dV: a warp per key row s of k/v head kh; over the heads of its group and the query tiles from s on
+template <int HST>
 __global__ void attention_backward_dkv_kernel(float *dk, float *dv, const float *dout, const float *q, const float *k, const float *v, const float *lse, const float *Dt,
-                                              int T, int NH, int KVH, int HS, float scale) {
-    extern __shared__ float sm[];
-    int hp = HS + 1;
+                                              int T, int NH, int KVH, int hs, float scale) {
+    extern __shared__ __align__(16) float sm[];
+    const int HS = HST ? HST : hs, hp = ATT_PAD(HS, HST);
     float *Qt = sm, *dOt = Qt + ATT_TILE * hp, *Kw = dOt + ATT_TILE * hp, *Vw = Kw + ATT_ROWS * HS, *Lt = Vw + ATT_ROWS * HS, *Dtt = Lt + ATT_TILE;
     int b = blockIdx.z, kh = blockIdx.y, warp = threadIdx.x / 32, lane = threadIdx.x % 32, G = NH / KVH;
     int s = blockIdx.x * ATT_ROWS + warp, s_first = blockIdx.x * ATT_ROWS;
@@ -831,10 +896,8 @@ __global__ void attention_backward_dkv_kernel(float *dk, float *dv, const float 
             int t = t0 + lane;
             float p = 0, ds = 0;
             if (t >= s && t < T) {
-                float d = 0, dp = 0;
-                for (int i = 0; i < HS; i++) { d += Qt[lane * hp + i] * kw[i]; dp += dOt[lane * hp + i] * vw[i]; }
-                p = expf(d * scale - Lt[lane]);
-                ds = p * (dp - Dtt[lane]) * scale;
+                p = expf(dot_row<HST>(Qt + lane * hp, kw, HS) * scale - Lt[lane]);
+                ds = p * (dot_row<HST>(dOt + lane * hp, vw, HS) - Dtt[lane]) * scale;
             }
             for (int r = 0; r < ATT_TILE && t0 + r < T; r++) {
                 float pr = __shfl_sync(0xffffffffu, p, r), dr = __shfl_sync(0xffffffffu, ds, r);
@@ -852,22 +915,34 @@ __global__ void attention_backward_dkv_kernel(float *dk, float *dv, const float 
         if (i < HS) { dk[((size_t)b * T + s) * ks + (size_t)kh * HS + i] += ak[j]; dv[((size_t)b * T + s) * ks + (size_t)kh * HS + i] += av[j]; }
     }
 }
+template <int HST> static void attention_backward_launch(float *dq, float *dk, float *dv, float *scratch, const float *dout, const float *q, const float *k, const float *v,
+                                                         const float *lse, int B, int T, int NH, int KVH, int HS, float scale) {
+    int hp = ATT_PAD(HS, HST);
+    size_t smem_q = (size_t)(2 * ATT_TILE * hp + 2 * ATT_ROWS * HS) * sizeof(float);
+    CK(cudaFuncSetAttribute(attention_backward_dq_kernel<HST>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_q));
+    dim3 gq((T + ATT_ROWS - 1) / ATT_ROWS, NH, B);
+    attention_backward_dq_kernel<HST><<<gq, 32 * ATT_ROWS, smem_q>>>(D(dq), D(dout), D(q), D(k), D(v), D(lse), D(scratch), T, NH, KVH, HS, scale);
+    LAUNCHED("attention_backward_dq_kernel");
+    size_t smem_kv = (size_t)(2 * ATT_TILE * hp + 2 * ATT_ROWS * HS + 2 * ATT_TILE) * sizeof(float);
+    CK(cudaFuncSetAttribute(attention_backward_dkv_kernel<HST>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_kv));
+    dim3 gkv((T + ATT_ROWS - 1) / ATT_ROWS, KVH, B);
+    attention_backward_dkv_kernel<HST><<<gkv, 32 * ATT_ROWS, smem_kv>>>(D(dk), D(dv), D(dout), D(q), D(k), D(v), D(lse), D(scratch), T, NH, KVH, HS, scale);
+    LAUNCHED("attention_backward_dkv_kernel");
+}
 extern "C" void gpu_attention_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout, const float *q, const float *k, const float *v, const float *out,
                                        const float *lse, int B, int T, int NH, int KVH, int HS) {
     float scale = (float)(1.0 / sqrt((double)HS));
     size_t rows = (size_t)B * T * NH;
     attention_rowdot_kernel<<<(unsigned)((rows + 7) / 8), 256>>>(D(scratch), D(dout), D(out), B, T, NH, HS);
     LAUNCHED("attention_rowdot_kernel");
-    size_t smem_q = (size_t)(2 * ATT_TILE * (HS + 1) + 2 * ATT_ROWS * HS) * sizeof(float);
-    CK(cudaFuncSetAttribute(attention_backward_dq_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_q));
-    dim3 gq((T + ATT_ROWS - 1) / ATT_ROWS, NH, B);
-    attention_backward_dq_kernel<<<gq, 32 * ATT_ROWS, smem_q>>>(D(dq), D(dout), D(q), D(k), D(v), D(lse), D(scratch), T, NH, KVH, HS, scale);
-    LAUNCHED("attention_backward_dq_kernel");
-    size_t smem_kv = (size_t)(2 * ATT_TILE * (HS + 1) + 2 * ATT_ROWS * HS + 2 * ATT_TILE) * sizeof(float);
-    CK(cudaFuncSetAttribute(attention_backward_dkv_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_kv));
-    dim3 gkv((T + ATT_ROWS - 1) / ATT_ROWS, KVH, B);
-    attention_backward_dkv_kernel<<<gkv, 32 * ATT_ROWS, smem_kv>>>(D(dk), D(dv), D(dout), D(q), D(k), D(v), D(lse), D(scratch), T, NH, KVH, HS, scale);
-    LAUNCHED("attention_backward_dkv_kernel");
+    switch (HS) {
+    case 8: attention_backward_launch<8>(dq, dk, dv, scratch, dout, q, k, v, lse, B, T, NH, KVH, HS, scale); break;
+    case 16: attention_backward_launch<16>(dq, dk, dv, scratch, dout, q, k, v, lse, B, T, NH, KVH, HS, scale); break;
+    case 32: attention_backward_launch<32>(dq, dk, dv, scratch, dout, q, k, v, lse, B, T, NH, KVH, HS, scale); break;
+    case 64: attention_backward_launch<64>(dq, dk, dv, scratch, dout, q, k, v, lse, B, T, NH, KVH, HS, scale); break;
+    case 128: attention_backward_launch<128>(dq, dk, dv, scratch, dout, q, k, v, lse, B, T, NH, KVH, HS, scale); break;
+    default: attention_backward_launch<0>(dq, dk, dv, scratch, dout, q, k, v, lse, B, T, NH, KVH, HS, scale);
+    }
 }
 
 // generation: one query per head against the KV cache (pos+1 rows); a block per head
@@ -994,7 +1069,7 @@ extern "C" void gpu_release(void) {
         }
         nprof = 0;
     }
-    void **bufs[3] = { &qscratch, &sum_scratch, NULL };
-    size_t *caps[3] = { &qscratch_cap, &sum_scratch_cap, NULL };
+    void **bufs[4] = { &qscratch, &sum_scratch, &splitk_scratch, NULL };
+    size_t *caps[4] = { &qscratch_cap, &sum_scratch_cap, &splitk_cap, NULL };
     for (int i = 0; bufs[i]; i++) { if (*bufs[i]) CK(cudaFree(*bufs[i])); *bufs[i] = NULL; *caps[i] = 0; }
 }
