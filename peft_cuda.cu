@@ -724,15 +724,15 @@ extern "C" void gpu_rope_backward(float *dx, const float *cos_t, const float *si
 // different banks), and for any other HS (HST 0, rows padded to HS + 1).
 template <int HST> __device__ __forceinline__ float dot_row(const float *x, const float *y, int HS) {
     float s = 0;
-    if (HST && HST % 4 == 0) {
+    if constexpr (HST && HST % 4 == 0) {
         #pragma unroll
         for (int i = 0; i < HST; i += 4) {
             float4 a = *(const float4 *)(x + i), b = *(const float4 *)(y + i);
             s += a.x * b.x + a.y * b.y + a.z * b.z + a.w * b.w;
         }
-        return s;
+    } else {
+        for (int i = 0; i < HS; i++) s += x[i] * y[i];
     }
-    for (int i = 0; i < HS; i++) s += x[i] * y[i];
     return s;
 }
 #define ATT_PAD(HS, HST) ((HST) && (HST) % 4 == 0 ? (HS) + 4 : (HS) + 1)
