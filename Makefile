@@ -83,5 +83,10 @@ debug: tokenizer
 bench: peft tokenizer
 	$(PYTHON) bench/bench.py
 
+# GPU speed: peft.c (built with CUDA=1) vs transformers + PEFT on the same GPU (bench/bench_cuda.py)
+bench-cuda:
+	$(MAKE) CUDA=1 peft
+	$(PYTHON) bench/bench_cuda.py
+
 clean:
 	rm -f peft test_all test_all_fp64 peft_debug test_all_debug test_all_fp64_debug peft_cuda.o .cflags

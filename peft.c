@@ -4124,6 +4124,15 @@ static void point_layer_acts(LayerActs *la, floatX *mem, const size_t *s) {
 
 static floatX *alloc_floats(size_t n, size_t *bytes) { *bytes += n * sizeof(floatX); return (floatX *)tensor_alloc(n * sizeof(floatX)); }
 
+// bytes acts_alloc will take
+MAYBE_UNUSED static size_t acts_bytes(const Config *c, int B, int T, int checkpoint) {
+    size_t N = (size_t)B * T, C = (size_t)c->dim, H = (size_t)c->hidden_dim, V = (size_t)c->vocab_size, L = (size_t)c->n_layers;
+    size_t QD = (size_t)c->n_heads * c->head_dim, KD = (size_t)c->n_kv_heads * c->head_dim, s[NUM_LAYER_ACTS], per = 0;
+    layer_act_sizes(s, c, B, T);
+    for (int i = 0; i < NUM_LAYER_ACTS; i++) per += s[i];
+    size_t n = (L + 1) * N * C + (checkpoint ? 1 : L) * per + N * C + N + N * V + N + 2 * N * C + 2 * N * QD + 2 * N * KD + 3 * N * H + s[5];
+    return n * sizeof(floatX) + 2 * N * sizeof(int);
+}
 static void acts_alloc(Activations *a, const Config *c, int B, int T, int checkpoint) {
     memset(a, 0, sizeof(*a));
     a->B = B; a->T = T; a->checkpoint = checkpoint;
@@ -5142,6 +5151,11 @@ static void bench_report(double *step_s, double *mm_s, double *mm_flops, int n, 
             threads, k, warm, s, tokens_per_step / s, mf * 1e-9, ms, mf * 1e-9 / ms, mf * 1e-9 / s);
 }
 
+#ifdef PEFT_CUDA
+// the GPU memory plan's parts: evaluation gets its own activations; AdamW keeps two moments
+static int val_fits_eval(const TrainArgs *ta) { return ta->val_path || ta->val_frac > 0; }
+static double tr_bytes(const Model *m, const Lora *lo, int mode) { return (double)(mode == TUNE_LORA ? lo->num_params : m->num_parameters) * sizeof(floatX); }
+#endif
 static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
     Config *c = &m->config;
     int B = ta->B, T = ta->T, N = B * T;
@@ -5206,6 +5220,15 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
     Net net;
     net_init(&net, m, lo);
     if (lo && ta->lc.dora && !ta->resume_adapter) lora_init_dora(lo, m);
+#ifdef PEFT_CUDA
+    if (gpu_on) { // what the activations will need, against what is free, before taking any of it
+        double need = (double)acts_bytes(c, B, T, ta->checkpoint_acts) + (val_fits_eval(ta) ? (double)acts_bytes(c, B, T, 0) : 0) + 2.0 * tr_bytes(m, lo, ta->mode),
+               have = (double)gpu_free_bytes();
+        if (need > have) fatal("out of GPU memory: training needs %.2f GiB more for activations and optimizer state (batch %d x %d%s), %.2f GiB are free; "
+                               "lower -b or -T, or use --checkpoint-activations, --eval-batches or --quant nf4", need / 1073741824.0, B, T,
+                               ta->checkpoint_acts ? ", checkpointed" : "", have / 1073741824.0);
+    }
+#endif
     Trainable tr;
     trainable_init(&tr, m, &g, lo, ta->mode, layer_from);
     Activations a;
