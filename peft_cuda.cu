@@ -54,6 +54,7 @@ static void launched(const char *name) {
 
 static int bf16_matmuls; // --dtype bf16
 static int large_gemm = 1; // PEFT_CUDA_GEMM=small: only the 64x64 tiles (for comparison)
+static int tc_attention = 1; // PEFT_CUDA_ATTN=cuda-cores: bf16 attention on the CUDA cores too (for comparison)
 static int num_sms = 132;
 
 // ----------------------------------------------------------------------------
@@ -91,6 +92,8 @@ extern "C" int gpu_init(int bf16, char *err, size_t errlen) {
     sync_each = s && *s && *s != '0';
     s = getenv("PEFT_CUDA_GEMM");
     large_gemm = !(s && !strcmp(s, "small"));
+    s = getenv("PEFT_CUDA_ATTN");
+    tc_attention = !(s && !strcmp(s, "cuda-cores"));
     s = getenv("PEFT_CUDA_PROFILE");
     profile = s && *s && *s != '0';
     size_t fr = 0, tot = 0;
@@ -781,6 +784,264 @@ __global__ void attention_forward_kernel(float *out, float *lse, const float *q,
     for (int j = 0; j < ATT_MAXJ; j++) { int i = lane + 32 * j; if (i < HS) out[((size_t)b * T + t) * qs + (size_t)h * HS + i] = o[j] * inv; }
     if (lane == 0) lse[((size_t)b * NH + h) * T + t] = m + logf(l);
 }
+// ----------------------------------------------------------------------------
+// the same attention on the tensor cores (--dtype bf16, head sizes 64 and 128): Q, K, V, dO, P and dS
+// rounded to bf16; scores, the softmax state and every accumulation in fp32. A block takes 64 rows
+// (queries for the forward and dQ, keys for dK/dV) in 4 warps of 16; the other side comes in tiles
+// of 64 rows staged as bf16 in shared memory; each warp's 16 x 64 scores pass through shared memory
+// for the softmax (two lanes per row), and the output accumulates in shared memory (forward: it is
+// rescaled row by row) or in wmma fragments (backward). Deterministic like the kernels above.
+#define TCR 64 // rows per block and per tile
+template <int HS> struct TcLayout {
+    static constexpr int LD = HS + 8, SLD = TCR + 4, PLD = TCR + 8, OLD = HS + 4;
+    static constexpr size_t TILE = (size_t)TCR * LD * 2, SW = 16 * SLD * 4, PW = 16 * PLD * 2, OW = 16 * OLD * 4;
+};
+// rows [r0, r0 + 64) of a head slice, x[((b*T + t) * stride + off + d], into s[64][HS + 8] as bf16 (zeros past T)
+template <int HS> __device__ void tc_load_rows(__nv_bfloat16 *s, const float *x, int b, int T, int r0, long stride, long off) {
+    for (int e = threadIdx.x; e < TCR * HS / 4; e += blockDim.x) {
+        int r = e / (HS / 4), d = (e % (HS / 4)) * 4, t = r0 + r;
+        float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (t < T) v = *(const float4 *)(x + ((long)b * T + t) * stride + off + d);
+        __nv_bfloat162 *dst = (__nv_bfloat162 *)(s + r * (HS + 8) + d);
+        dst[0] = __floats2bfloat162_rn(v.x, v.y);
+        dst[1] = __floats2bfloat162_rn(v.z, v.w);
+    }
+}
+typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> AccFrag;
+// acc[0..4) (16 x 64) = A (16 rows of a [.][LD] tile, row-major) times B^T, B the 64 rows of a [.][LD] tile
+template <int HS> __device__ void tc_scores(AccFrag *acc, const __nv_bfloat16 *a, const __nv_bfloat16 *bt) {
+    constexpr int LD = HS + 8;
+    #pragma unroll
+    for (int j = 0; j < 4; j++) wmma::fill_fragment(acc[j], 0.0f);
+    #pragma unroll
+    for (int d = 0; d < HS; d += 16) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> fa;
+        wmma::load_matrix_sync(fa, a + d, LD);
+        #pragma unroll
+        for (int j = 0; j < 4; j++) {
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> fb;
+            wmma::load_matrix_sync(fb, bt + j * 16 * LD + d, LD); // B(d, row) = bt[row][d]
+            wmma::mma_sync(acc[j], fa, fb, acc[j]);
+        }
+    }
+}
+// acc[0..HS/16) (16 x HS) += P (16 x 64, row-major, ld PLD) times the 64 x HS tile v ([64][LD])
+template <int HS> __device__ void tc_mul_tile(AccFrag *acc, const __nv_bfloat16 *p, const __nv_bfloat16 *v) {
+    constexpr int LD = HS + 8, PLD = TCR + 8;
+    #pragma unroll
+    for (int c = 0; c < TCR; c += 16) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> fp;
+        wmma::load_matrix_sync(fp, p + c, PLD);
+        #pragma unroll
+        for (int d = 0; d < HS / 16; d++) {
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> fv;
+            wmma::load_matrix_sync(fv, v + c * LD + d * 16, LD);
+            wmma::mma_sync(acc[d], fp, fv, acc[d]);
+        }
+    }
+}
+
+template <int HS>
+__global__ void __launch_bounds__(128) attention_forward_tc_kernel(float *out, float *lse, const float *q, const float *k, const float *v, int T, int NH, int KVH, float scale) {
+    typedef TcLayout<HS> Lay;
+    extern __shared__ __align__(128) unsigned char sm8[];
+    __nv_bfloat16 *Qs = (__nv_bfloat16 *)sm8, *Ks = (__nv_bfloat16 *)(sm8 + Lay::TILE), *Vs = (__nv_bfloat16 *)(sm8 + 2 * Lay::TILE);
+    int b = blockIdx.z, h = blockIdx.y, qt = blockIdx.x, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    unsigned char *wbase = sm8 + 3 * Lay::TILE + warp * (Lay::SW + Lay::PW + Lay::OW + 64);
+    float *Sw = (float *)wbase, *Ow = (float *)(wbase + Lay::SW + Lay::PW), *cw = (float *)(wbase + Lay::SW + Lay::PW + Lay::OW);
+    __nv_bfloat16 *Pw = (__nv_bfloat16 *)(wbase + Lay::SW);
+    int kh = h / (NH / KVH), q0 = qt * TCR;
+    long qs = (long)NH * HS, ks = (long)KVH * HS;
+    tc_load_rows<HS>(Qs, q, b, T, q0, qs, (long)h * HS);
+    for (int e = lane; e < 16 * Lay::OLD; e += 32) Ow[e] = 0;
+    int r = lane / 2, half = lane % 2, tq = q0 + warp * 16 + r; // lanes 2r, 2r+1 keep row r's softmax state
+    float m = -INFINITY, l = 0;
+    for (int kt = 0; kt <= qt; kt++) {
+        int k0 = kt * TCR;
+        __syncthreads();
+        tc_load_rows<HS>(Ks, k, b, T, k0, ks, (long)kh * HS);
+        tc_load_rows<HS>(Vs, v, b, T, k0, ks, (long)kh * HS);
+        __syncthreads();
+        AccFrag sf[4];
+        tc_scores<HS>(sf, Qs + warp * 16 * Lay::LD, Ks);
+        #pragma unroll
+        for (int j = 0; j < 4; j++) wmma::store_matrix_sync(Sw + j * 16, sf[j], Lay::SLD, wmma::mem_row_major);
+        __syncwarp();
+        float mx = -INFINITY;
+        for (int c = half * 32; c < half * 32 + 32; c++) {
+            float x = k0 + c <= tq ? Sw[r * Lay::SLD + c] * scale : -INFINITY;
+            Sw[r * Lay::SLD + c] = x;
+            mx = fmaxf(mx, x);
+        }
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        float m_new = fmaxf(m, mx), sum = 0; // finite: key k0 <= tq in every tile of the loop
+        for (int c = half * 32; c < half * 32 + 32; c++) {
+            float p = expf(Sw[r * Lay::SLD + c] - m_new);
+            sum += p;
+            Pw[r * Lay::PLD + c] = __float2bfloat16(p);
+        }
+        sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+        float cr = expf(m - m_new);
+        l = l * cr + sum;
+        m = m_new;
+        if (half == 0) cw[r] = cr;
+        __syncwarp();
+        for (int e = lane; e < 16 * HS; e += 32) Ow[(e / HS) * Lay::OLD + e % HS] *= cw[e / HS];
+        __syncwarp();
+        AccFrag of[HS / 16];
+        #pragma unroll
+        for (int d = 0; d < HS / 16; d++) wmma::load_matrix_sync(of[d], Ow + d * 16, Lay::OLD, wmma::mem_row_major);
+        tc_mul_tile<HS>(of, Pw, Vs);
+        #pragma unroll
+        for (int d = 0; d < HS / 16; d++) wmma::store_matrix_sync(Ow + d * 16, of[d], Lay::OLD, wmma::mem_row_major);
+        __syncwarp();
+    }
+    if (tq < T) {
+        float inv = 1.0f / l;
+        for (int d = half * (HS / 2); d < (half + 1) * (HS / 2); d++) out[((long)b * T + tq) * qs + (long)h * HS + d] = Ow[r * Lay::OLD + d] * inv;
+        if (half == 0) lse[((long)b * NH + h) * T + tq] = m + logf(l);
+    }
+}
+
+// dQ = dS K over the key tiles up to the query block, dS = P (dP - D) scale, P = exp(S scale - lse), dP = dO V^T
+template <int HS>
+__global__ void __launch_bounds__(128) attention_backward_dq_tc_kernel(float *dq, const float *dout, const float *q, const float *k, const float *v, const float *lse, const float *Dt,
+                                                                       int T, int NH, int KVH, float scale) {
+    typedef TcLayout<HS> Lay;
+    extern __shared__ __align__(128) unsigned char sm8[];
+    __nv_bfloat16 *Qs = (__nv_bfloat16 *)sm8, *dOs = (__nv_bfloat16 *)(sm8 + Lay::TILE), *Ks = (__nv_bfloat16 *)(sm8 + 2 * Lay::TILE), *Vs = (__nv_bfloat16 *)(sm8 + 3 * Lay::TILE);
+    int b = blockIdx.z, h = blockIdx.y, qt = blockIdx.x, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    unsigned char *wbase = sm8 + 4 * Lay::TILE + warp * (2 * Lay::SW + Lay::PW + Lay::OW);
+    float *Sw = (float *)wbase, *dPw = (float *)(wbase + Lay::SW), *Ow = (float *)(wbase + 2 * Lay::SW + Lay::PW);
+    __nv_bfloat16 *dSw = (__nv_bfloat16 *)(wbase + 2 * Lay::SW);
+    int kh = h / (NH / KVH), q0 = qt * TCR;
+    long qs = (long)NH * HS, ks = (long)KVH * HS;
+    tc_load_rows<HS>(Qs, q, b, T, q0, qs, (long)h * HS);
+    tc_load_rows<HS>(dOs, dout, b, T, q0, qs, (long)h * HS);
+    int r = lane / 2, half = lane % 2, tq = q0 + warp * 16 + r;
+    float L = tq < T ? lse[((long)b * NH + h) * T + tq] : 0.0f, Dr = tq < T ? Dt[((long)b * NH + h) * T + tq] : 0.0f;
+    AccFrag acc[HS / 16];
+    #pragma unroll
+    for (int d = 0; d < HS / 16; d++) wmma::fill_fragment(acc[d], 0.0f);
+    for (int kt = 0; kt <= qt; kt++) {
+        int k0 = kt * TCR;
+        __syncthreads();
+        tc_load_rows<HS>(Ks, k, b, T, k0, ks, (long)kh * HS);
+        tc_load_rows<HS>(Vs, v, b, T, k0, ks, (long)kh * HS);
+        __syncthreads();
+        AccFrag sf[4];
+        tc_scores<HS>(sf, Qs + warp * 16 * Lay::LD, Ks);
+        #pragma unroll
+        for (int j = 0; j < 4; j++) wmma::store_matrix_sync(Sw + j * 16, sf[j], Lay::SLD, wmma::mem_row_major);
+        tc_scores<HS>(sf, dOs + warp * 16 * Lay::LD, Vs);
+        #pragma unroll
+        for (int j = 0; j < 4; j++) wmma::store_matrix_sync(dPw + j * 16, sf[j], Lay::SLD, wmma::mem_row_major);
+        __syncwarp();
+        for (int c = half * 32; c < half * 32 + 32; c++) {
+            float p = k0 + c <= tq ? expf(Sw[r * Lay::SLD + c] * scale - L) : 0.0f;
+            dSw[r * Lay::PLD + c] = __float2bfloat16(p * (dPw[r * Lay::SLD + c] - Dr) * scale);
+        }
+        __syncwarp();
+        tc_mul_tile<HS>(acc, dSw, Ks);
+    }
+    #pragma unroll
+    for (int d = 0; d < HS / 16; d++) wmma::store_matrix_sync(Ow + d * 16, acc[d], Lay::OLD, wmma::mem_row_major);
+    __syncwarp();
+    if (tq < T)
+        for (int d = half * (HS / 2); d < (half + 1) * (HS / 2); d++) dq[((long)b * T + tq) * qs + (long)h * HS + d] += Ow[r * Lay::OLD + d];
+}
+
+// dV = P^T dO and dK = dS^T Q for a block of 64 key rows, over the heads of its group and the query tiles from it on
+template <int HS>
+__global__ void __launch_bounds__(128) attention_backward_dkv_tc_kernel(float *dk, float *dv, const float *dout, const float *q, const float *k, const float *v, const float *lse, const float *Dt,
+                                                                        int T, int NH, int KVH, float scale) {
+    typedef TcLayout<HS> Lay;
+    extern __shared__ __align__(128) unsigned char sm8[];
+    __nv_bfloat16 *Ks = (__nv_bfloat16 *)sm8, *Vs = (__nv_bfloat16 *)(sm8 + Lay::TILE), *Qs = (__nv_bfloat16 *)(sm8 + 2 * Lay::TILE), *dOs = (__nv_bfloat16 *)(sm8 + 3 * Lay::TILE);
+    float *Ls = (float *)(sm8 + 4 * Lay::TILE), *Ds = Ls + TCR;
+    int b = blockIdx.z, kh = blockIdx.y, kt = blockIdx.x, warp = threadIdx.x / 32, lane = threadIdx.x % 32, G = NH / KVH;
+    unsigned char *wbase = sm8 + 4 * Lay::TILE + 2 * TCR * 4 + warp * (2 * Lay::SW + 2 * Lay::PW + Lay::OW);
+    float *St = (float *)wbase, *dPt = (float *)(wbase + Lay::SW), *Ow = (float *)(wbase + 2 * Lay::SW + 2 * Lay::PW);
+    __nv_bfloat16 *Pt = (__nv_bfloat16 *)(wbase + 2 * Lay::SW), *dSt = (__nv_bfloat16 *)(wbase + 2 * Lay::SW + Lay::PW);
+    int k0 = kt * TCR, nqt = (T + TCR - 1) / TCR;
+    long qs = (long)NH * HS, ks = (long)KVH * HS;
+    tc_load_rows<HS>(Ks, k, b, T, k0, ks, (long)kh * HS);
+    tc_load_rows<HS>(Vs, v, b, T, k0, ks, (long)kh * HS);
+    int r = lane / 2, half = lane % 2, s = k0 + warp * 16 + r;
+    AccFrag adk[HS / 16], adv[HS / 16];
+    #pragma unroll
+    for (int d = 0; d < HS / 16; d++) { wmma::fill_fragment(adk[d], 0.0f); wmma::fill_fragment(adv[d], 0.0f); }
+    for (int h = kh * G; h < (kh + 1) * G; h++)
+        for (int qt = kt; qt < nqt; qt++) {
+            int q0 = qt * TCR;
+            __syncthreads();
+            tc_load_rows<HS>(Qs, q, b, T, q0, qs, (long)h * HS);
+            tc_load_rows<HS>(dOs, dout, b, T, q0, qs, (long)h * HS);
+            for (int e = threadIdx.x; e < TCR; e += blockDim.x) {
+                int t = q0 + e;
+                Ls[e] = t < T ? lse[((long)b * NH + h) * T + t] : 0.0f;
+                Ds[e] = t < T ? Dt[((long)b * NH + h) * T + t] : 0.0f;
+            }
+            __syncthreads();
+            AccFrag sf[4];
+            tc_scores<HS>(sf, Ks + warp * 16 * Lay::LD, Qs); // S^T (16 keys x 64 queries)
+            #pragma unroll
+            for (int j = 0; j < 4; j++) wmma::store_matrix_sync(St + j * 16, sf[j], Lay::SLD, wmma::mem_row_major);
+            tc_scores<HS>(sf, Vs + warp * 16 * Lay::LD, dOs); // dP^T
+            #pragma unroll
+            for (int j = 0; j < 4; j++) wmma::store_matrix_sync(dPt + j * 16, sf[j], Lay::SLD, wmma::mem_row_major);
+            __syncwarp();
+            for (int c = half * 32; c < half * 32 + 32; c++) {
+                int t = q0 + c;
+                float p = (t >= s && t < T) ? expf(St[r * Lay::SLD + c] * scale - Ls[c]) : 0.0f;
+                Pt[r * Lay::PLD + c] = __float2bfloat16(p);
+                dSt[r * Lay::PLD + c] = __float2bfloat16(p * (dPt[r * Lay::SLD + c] - Ds[c]) * scale);
+            }
+            __syncwarp();
+            tc_mul_tile<HS>(adv, Pt, dOs);
+            tc_mul_tile<HS>(adk, dSt, Qs);
+        }
+    #pragma unroll
+    for (int d = 0; d < HS / 16; d++) wmma::store_matrix_sync(Ow + d * 16, adk[d], Lay::OLD, wmma::mem_row_major);
+    __syncwarp();
+    if (s < T) for (int d = half * (HS / 2); d < (half + 1) * (HS / 2); d++) dk[((long)b * T + s) * ks + (long)kh * HS + d] += Ow[r * Lay::OLD + d];
+    __syncwarp();
+    #pragma unroll
+    for (int d = 0; d < HS / 16; d++) wmma::store_matrix_sync(Ow + d * 16, adv[d], Lay::OLD, wmma::mem_row_major);
+    __syncwarp();
+    if (s < T) for (int d = half * (HS / 2); d < (half + 1) * (HS / 2); d++) dv[((long)b * T + s) * ks + (long)kh * HS + d] += Ow[r * Lay::OLD + d];
+}
+
+// the tensor-core path applies: bf16, HS 64 or 128, every operand 16-byte aligned
+static int tc_attention_ok(int HS, const void *const *ptrs, int n) {
+    if (!bf16_matmuls || !tc_attention || (HS != 64 && HS != 128)) return 0;
+    for (int i = 0; i < n; i++) if ((uintptr_t)ptrs[i] & 15) return 0;
+    return 1;
+}
+template <int HS> static void attention_forward_tc(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T, int NH, int KVH) {
+    typedef TcLayout<HS> Lay;
+    size_t smem = 3 * Lay::TILE + 4 * (Lay::SW + Lay::PW + Lay::OW + 64);
+    CK(cudaFuncSetAttribute(attention_forward_tc_kernel<HS>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    dim3 grid((T + TCR - 1) / TCR, NH, B);
+    attention_forward_tc_kernel<HS><<<grid, 128, smem>>>(out, lse, q, k, v, T, NH, KVH, (float)(1.0 / sqrt((double)HS)));
+    LAUNCHED("attention_forward_tc_kernel");
+}
+template <int HS> static void attention_backward_tc(float *dq, float *dk, float *dv, const float *Dt, const float *dout, const float *q, const float *k, const float *v,
+                                                    const float *lse, int B, int T, int NH, int KVH) {
+    typedef TcLayout<HS> Lay;
+    float scale = (float)(1.0 / sqrt((double)HS));
+    size_t smem_q = 4 * Lay::TILE + 4 * (2 * Lay::SW + Lay::PW + Lay::OW);
+    CK(cudaFuncSetAttribute(attention_backward_dq_tc_kernel<HS>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_q));
+    dim3 gq((T + TCR - 1) / TCR, NH, B);
+    attention_backward_dq_tc_kernel<HS><<<gq, 128, smem_q>>>(dq, dout, q, k, v, lse, Dt, T, NH, KVH, scale);
+    LAUNCHED("attention_backward_dq_tc_kernel");
+    size_t smem_kv = 4 * Lay::TILE + 2 * TCR * 4 + 4 * (2 * Lay::SW + 2 * Lay::PW + Lay::OW);
+    CK(cudaFuncSetAttribute(attention_backward_dkv_tc_kernel<HS>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_kv));
+    dim3 gkv((T + TCR - 1) / TCR, KVH, B);
+    attention_backward_dkv_tc_kernel<HS><<<gkv, 128, smem_kv>>>(dk, dv, dout, q, k, v, lse, Dt, T, NH, KVH, scale);
+    LAUNCHED("attention_backward_dkv_tc_kernel");
+}
+
 template <int HST> static void attention_forward_launch(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T, int NH, int KVH, int HS) {
     size_t smem = (size_t)(2 * ATT_TILE * ATT_PAD(HS, HST) + ATT_ROWS * HS) * sizeof(float);
     CK(cudaFuncSetAttribute(attention_forward_kernel<HST>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
@@ -792,6 +1053,11 @@ extern "C" void gpu_attention_forward(float *out, float *lse, const float *q, co
     if (HS > 32 * ATT_MAXJ) { fprintf(stderr, "peft: head_dim %d is over the GPU attention's limit of %d\n", HS, 32 * ATT_MAXJ); exit(1); }
     float *o = D(out), *l = D(lse);
     const float *qd = D(q), *kd = D(k), *vd = D(v);
+    const void *ptrs[5] = { o, l, qd, kd, vd };
+    if (tc_attention_ok(HS, ptrs, 5)) {
+        if (HS == 64) attention_forward_tc<64>(o, l, qd, kd, vd, B, T, NH, KVH); else attention_forward_tc<128>(o, l, qd, kd, vd, B, T, NH, KVH);
+        return;
+    }
     switch (HS) {
     case 8: attention_forward_launch<8>(o, l, qd, kd, vd, B, T, NH, KVH, HS); break;
     case 16: attention_forward_launch<16>(o, l, qd, kd, vd, B, T, NH, KVH, HS); break;
@@ -935,6 +1201,12 @@ extern "C" void gpu_attention_backward(float *dq, float *dk, float *dv, float *s
     size_t rows = (size_t)B * T * NH;
     attention_rowdot_kernel<<<(unsigned)((rows + 7) / 8), 256>>>(D(scratch), D(dout), D(out), B, T, NH, HS);
     LAUNCHED("attention_rowdot_kernel");
+    const void *ptrs[9] = { D(dq), D(dk), D(dv), D(dout), D(q), D(k), D(v), D(lse), D(scratch) };
+    if (tc_attention_ok(HS, ptrs, 9)) {
+        if (HS == 64) attention_backward_tc<64>(D(dq), D(dk), D(dv), D(scratch), D(dout), D(q), D(k), D(v), D(lse), B, T, NH, KVH);
+        else attention_backward_tc<128>(D(dq), D(dk), D(dv), D(scratch), D(dout), D(q), D(k), D(v), D(lse), B, T, NH, KVH);
+        return;
+    }
     switch (HS) {
     case 8: attention_backward_launch<8>(dq, dk, dv, scratch, dout, q, k, v, lse, B, T, NH, KVH, HS, scale); break;
     case 16: attention_backward_launch<16>(dq, dk, dv, scratch, dout, q, k, v, lse, B, T, NH, KVH, HS, scale); break;

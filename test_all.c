@@ -2457,10 +2457,16 @@ static void cuda_test_matmul(int bf16) {
           nd, wf.worst, wf.where, wi.worst, ww.worst, tol, bf16 ? " (bf16 operands)" : "");
 }
 
-static void cuda_test_attention(void) {
-    // T not a multiple of the tiles (8 rows, 32 keys); GQA ratios 1, 2, 8; head sizes 8, 64, 128
-    int cfg[][5] = { {2, 77, 8, 8, 64}, {1, 130, 8, 4, 8}, {2, 33, 8, 1, 128}, {1, 1, 4, 2, 16}, {3, 200, 4, 2, 64}, {1, 50, 6, 3, 96}, {2, 40, 4, 4, 32} };
-    int nc = (int)(sizeof(cfg) / sizeof(cfg[0]));
+// bf16 (the tensor-core kernels, head sizes 64 and 128): Q, K, V, dO, P and dS rounded to bf16 (2^-9
+// relative each), fp32 elsewhere; errors of a few 2^-9 in norm, bound 2e-2
+#define BF16_ATT_TOL 2e-2
+static void cuda_test_attention(int bf16) {
+    // T not a multiple of the tiles (8 or 64 rows, 32 or 64 keys); GQA ratios 1, 2, 8; head sizes 8 to 128
+    int cfg32[][5] = { {2, 77, 8, 8, 64}, {1, 130, 8, 4, 8}, {2, 33, 8, 1, 128}, {1, 1, 4, 2, 16}, {3, 200, 4, 2, 64}, {1, 50, 6, 3, 96}, {2, 40, 4, 4, 32} };
+    int cfg16[][5] = { {2, 77, 8, 8, 64}, {2, 33, 8, 1, 128}, {1, 1, 4, 2, 64}, {3, 200, 4, 2, 64}, {1, 300, 8, 4, 128}, {2, 64, 4, 4, 64}, {1, 129, 16, 2, 64} };
+    int (*cfg)[5] = bf16 ? cfg16 : cfg32;
+    int nc = bf16 ? (int)(sizeof(cfg16) / sizeof(cfg16[0])) : (int)(sizeof(cfg32) / sizeof(cfg32[0]));
+    gpu_set_bf16(bf16);
     Worst wo = { 0, "" }, wq = { 0, "" }, wk = { 0, "" }, wv = { 0, "" };
     for (int ci = 0; ci < nc; ci++) {
         int B = cfg[ci][0], T = cfg[ci][1], NH = cfg[ci][2], KVH = cfg[ci][3], HS = cfg[ci][4];
@@ -2488,9 +2494,11 @@ static void cuda_test_attention(void) {
         gpu_on = 0;
         free(q); free(k); free(v); free(dout); free(o); free(att); free(scr); free(dq); free(dk); free(dv); free(ho); free(hdq); free(hdk); free(hdv);
     }
-    double w = fmax(fmax(wo.worst, wq.worst), fmax(wk.worst, wv.worst));
-    check(w <= FP32_TOL, "cuda flash attention forward + backward vs CPU", "%d shapes (T 1..200, GQA 1/2/8, HS 8..128 incl. 96): relative L2 error out %.2e (%s), dq %.2e, dk %.2e, dv %.2e <= %.0e",
-          nc, wo.worst, wo.where, wq.worst, wk.worst, wv.worst, FP32_TOL);
+    gpu_set_bf16(0);
+    double w = fmax(fmax(wo.worst, wq.worst), fmax(wk.worst, wv.worst)), tol = bf16 ? BF16_ATT_TOL : FP32_TOL;
+    check(w <= tol, bf16 ? "cuda flash attention bf16 (tensor cores) forward + backward vs CPU" : "cuda flash attention fp32 forward + backward vs CPU",
+          "%d shapes (T 1..%d, GQA 1/2/8, HS %s): relative L2 error out %.2e (%s), dq %.2e, dk %.2e, dv %.2e <= %.0e",
+          nc, bf16 ? 300 : 200, bf16 ? "64 and 128" : "8..128 incl. 96", wo.worst, wo.where, wq.worst, wk.worst, wv.worst, tol);
 }
 
 // the small kernels: one run each on odd sizes, GPU against the CPU twin
@@ -2774,7 +2782,8 @@ static void run_cuda_tests(void) {
     printf("== GPU kernels vs their CPU twins\n");
     cuda_test_matmul(0);
     cuda_test_matmul(1);
-    cuda_test_attention();
+    cuda_test_attention(0);
+    cuda_test_attention(1);
     cuda_test_small_kernels();
     cuda_test_qmatmul();
     printf("== whole model on the GPU (fp32) vs PEFT\n");
