@@ -5,7 +5,7 @@ OUT=${OUT:-/tmp/peft_round}; mkdir -p "$OUT"
 [ -e ../shared ] || ln -sfn "$PWD/.carry/shared" ../shared
 S=../shared
 ( make CUDA=1 -j16 peft test_all ) > "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
-./test_all --cuda > "$OUT/test_cuda.log" 2>&1; grep -v "^PASS" "$OUT/test_cuda.log" | cut -c1-300 | tail -6; grep "matmul\|attention" "$OUT/test_cuda.log" | cut -c1-330
+./test_all --cuda > "$OUT/test_cuda.log" 2>&1; grep -v "^PASS" "$OUT/test_cuda.log" | cut -c1-300 | tail -6; grep "matmul\|attention\|Shakespeare\|resume" "$OUT/test_cuda.log" | cut -c1-330
 compute-sanitizer --tool racecheck --error-exitcode 9 ./peft train $S/models/stories260K/stories260K.bin $S/data/tinyshakespeare.txt -z $S/models/stories260K/tok512.bin --steps 1 -b 2 -T 40 -o /tmp/san_r --device cuda > "$OUT/san_race.log" 2>&1; echo "racecheck rc=$?"; tail -1 "$OUT/san_race.log"
 timeout 600 python3 bench/bench_cuda.py > "$OUT/bench.log" 2>&1; tail -4 "$OUT/bench.log"
 M=bench/cache/stories110M-hf-bf16
