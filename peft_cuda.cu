@@ -54,6 +54,7 @@ static void launched(const char *name) {
 
 static int bf16_matmuls; // --dtype bf16
 static int large_gemm = 1; // PEFT_CUDA_GEMM=small: only the 64x64 tiles (for comparison)
+static int narrow_gemm = 1; // PEFT_CUDA_GEMM=small: no narrow kernels either
 static int tc_attention = 1; // PEFT_CUDA_ATTN=cuda-cores: bf16 attention on the CUDA cores too (for comparison)
 static int num_sms = 132;
 
@@ -91,7 +92,7 @@ extern "C" int gpu_init(int bf16, char *err, size_t errlen) {
     const char *s = getenv("PEFT_CUDA_SYNC");
     sync_each = s && *s && *s != '0';
     s = getenv("PEFT_CUDA_GEMM");
-    large_gemm = !(s && !strcmp(s, "small"));
+    large_gemm = narrow_gemm = !(s && !strcmp(s, "small"));
     s = getenv("PEFT_CUDA_ATTN");
     tc_attention = !(s && !strcmp(s, "cuda-cores"));
     s = getenv("PEFT_CUDA_PROFILE");
@@ -414,6 +415,38 @@ __global__ void splitk_reduce_kernel(float *c, long ldc, const float *partial, i
 static void *splitk_scratch;
 static size_t splitk_cap;
 
+// LoRA's narrow products, in fp32 on the CUDA cores (they move bytes, not FLOPs):
+// K <= 16 (t = u B^T, dx += du A: a rank-r update of a wide C): a thread per element of C, r FMAs
+__global__ void gemm_small_k_kernel(float *c, long ldc, const float *a, long rsa, long csa, const float *b, long rsb, long csb, int M, int N, int K, int accumulate) {
+    FOR_EACH_(e, (size_t)M * N) {
+        int i = (int)(e / N), j = (int)(e % N);
+        float s = 0;
+        for (int k = 0; k < K; k++) s += a[i * rsa + k * csa] * b[k * rsb + j * csb];
+        c[i * ldc + j] = (accumulate ? c[i * ldc + j] : 0.0f) + s;
+    }
+}
+// N <= 16 with A's rows contiguous (u = x A^T, du = dy B): a warp per row of C; the lanes stride over k
+// (coalesced reads of A's row), keep N partial sums, and add them across the warp at the end
+#define SMALL_N 16
+__global__ void gemm_small_n_kernel(float *c, long ldc, const float *a, long rsa, const float *b, long rsb, long csb, int M, int N, int K, int accumulate) {
+    int i = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (i >= M) return;
+    float s[SMALL_N];
+    #pragma unroll
+    for (int j = 0; j < SMALL_N; j++) s[j] = 0;
+    const float *ar = a + i * rsa;
+    for (int k = lane; k < K; k += 32) {
+        float x = ar[k];
+        #pragma unroll
+        for (int j = 0; j < SMALL_N; j++) if (j < N) s[j] += x * b[k * rsb + j * csb];
+    }
+    #pragma unroll
+    for (int j = 0; j < SMALL_N; j++) {
+        float v = warp_sum(s[j]);
+        if (j < N && lane == j) c[i * ldc + j] = (accumulate ? c[i * ldc + j] : 0.0f) + v;
+    }
+}
+
 static void gemm(float *c, long ldc, const float *a, long rsa, long csa, const float *b, long rsb, long csb, int M, int N, int K, int accumulate) {
     if (M <= 0 || N <= 0) return;
     if (K <= 0) { // C = 0 (or unchanged)
@@ -428,6 +461,16 @@ static void gemm(float *c, long ldc, const float *a, long rsa, long csa, const f
         else if (rsb == 1) gemm_bf16_large_kernel<false, true><<<g, 256>>>(c, ldc, a, rsa, csa, b, rsb, csb, M, N, K, accumulate);
         else gemm_bf16_large_kernel<false, false><<<g, 256>>>(c, ldc, a, rsa, csa, b, rsb, csb, M, N, K, accumulate);
         LAUNCHED("gemm_bf16_large_kernel");
+        return;
+    }
+    if (K <= 16 && narrow_gemm) {
+        gemm_small_k_kernel<<<blocks_for((size_t)M * N, 256), 256>>>(c, ldc, a, rsa, csa, b, rsb, csb, M, N, K, accumulate);
+        LAUNCHED("gemm_small_k_kernel");
+        return;
+    }
+    if (N <= SMALL_N && csa == 1 && M >= 64 && narrow_gemm) {
+        gemm_small_n_kernel<<<(M + 7) / 8, 256>>>(c, ldc, a, rsa, b, rsb, csb, M, N, K, accumulate);
+        LAUNCHED("gemm_small_n_kernel");
         return;
     }
     // few output tiles and a long K (LoRA's dA = du^T x, dB = dy^T u: r x in and out x r over all tokens):
