@@ -5114,16 +5114,32 @@ static void load_model_or_die(Model *m, const char *path) { if (model_load(m, pa
 
 
 
-// the tokenizer: -z PATH, else the model folder's tokenizer.json (or tokenizer.bin), else ./tokenizer.bin
+// The tokenizer: -z PATH; else beside the model: a folder's tokenizer.json (or tokenizer.bin), a .bin file's
+// neighbours tokenizer.bin, tokenizer.json or tok<vocab>.bin (llama2.c's name: tok512.bin for stories260K);
+// else ./tokenizer.bin. The one picked is named on stderr.
+static void find_tokenizer(char *path, size_t n, const char *zpath, const char *model_path, const Config *c) {
+    if (zpath) { snprintf(path, n, "%s", zpath); return; }
+    char dir[4096], name[64];
+    if (dir_exists(model_path)) snprintf(dir, sizeof(dir), "%s", model_path);
+    else {
+        snprintf(dir, sizeof(dir), "%s", model_path);
+        char *slash = strrchr(dir, '/');
+        if (slash) *slash = 0; else snprintf(dir, sizeof(dir), ".");
+    }
+    snprintf(name, sizeof(name), "tok%d.bin", c->vocab_size);
+    const char *names[3] = { "tokenizer.json", "tokenizer.bin", name };
+    if (!dir_exists(model_path)) { names[0] = "tokenizer.bin"; names[1] = "tokenizer.json"; }
+    for (int i = 0; i < 3; i++) {
+        path_join(path, n, dir, names[i]);
+        if (file_exists(path)) return;
+    }
+    snprintf(path, n, "tokenizer.bin");
+}
 static void load_tokenizer_or_die(Tokenizer *tok, const char *zpath, const char *model_path, const Config *c) {
-    char path[4096] = "";
-    if (zpath) snprintf(path, sizeof(path), "%s", zpath);
-    else if (dir_exists(model_path)) {
-        path_join(path, sizeof(path), model_path, "tokenizer.json");
-        if (!file_exists(path)) path_join(path, sizeof(path), model_path, "tokenizer.bin");
-        if (!file_exists(path)) snprintf(path, sizeof(path), "tokenizer.bin");
-    } else snprintf(path, sizeof(path), "tokenizer.bin");
-    if (!file_exists(path)) fatal("%s: tokenizer not found (give one with -z; `make` builds ./tokenizer.bin from the Llama 2 tokenizer.model)", path);
+    char path[4096];
+    find_tokenizer(path, sizeof(path), zpath, model_path, c);
+    if (!file_exists(path)) fatal("%s: tokenizer not found (give one with -z, or put tokenizer.bin / tok%d.bin beside the model)", path, c->vocab_size);
+    if (!zpath) fprintf(stderr, "tokenizer: %s\n", path);
     if (tokenizer_load(tok, path, c->vocab_size)) fatal_error();
 }
 

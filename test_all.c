@@ -329,6 +329,35 @@ static void run_fd_tests(void) {
 
 #define SHARED "../shared"
 static char tmpdir[256];
+
+// Test data, by its path under ../shared. A fresh clone has no ../shared, so the project commits what the tests
+// need: the default model (models/stories260K/), data/tinyshakespeare.txt, ./tokenizer.bin (llama2.c's Llama 2
+// tokenizer), tests/reference/peft (PEFT's reference adapters) and tests/fixtures/llama2-tokenization-reference.json
+// (tests/make_llama2_tokenization.py). Those committed copies are used always. The Hugging Face folders
+// (models/stories260K-hf-*) are ../shared's, written by transformers, when present; otherwise
+// tests/make_hf_folders.py writes the same tensors from the committed .bin into the temporary folder.
+static int hf_folders_made = 0; // 0 not tried, 1 made, -1 failed
+static const char *SH(const char *rel) {
+    static char pool[64][600];
+    static int next = 0;
+    char *out = pool[next++ % 64];
+    if (!strncmp(rel, "models/stories260K-hf", 21)) {
+        snprintf(out, 600, "%s/%s", SHARED, rel);
+        if (dir_exists(SHARED "/models/stories260K-hf-f32")) return out;
+        if (hf_folders_made == 0) {
+            char cmd[1024];
+            snprintf(cmd, sizeof(cmd), "python3 tests/make_hf_folders.py models/stories260K/stories260K.bin '%s/hf' >/dev/null", tmpdir);
+            hf_folders_made = system(cmd) == 0 ? 1 : -1;
+            if (hf_folders_made < 0) printf("note: %s failed; tests of Hugging Face folders will fail\n", cmd);
+        }
+        snprintf(out, 600, "%s/hf/%s", tmpdir, rel + strlen("models/"));
+    } else if (!strncmp(rel, "models/stories260K/", 19) || !strncmp(rel, "data/", 5)) snprintf(out, 600, "%s", rel);
+    else if (!strcmp(rel, "tokenizers/llama2/tokenizer.bin")) snprintf(out, 600, "tokenizer.bin");
+    else if (!strcmp(rel, "tokenizers/llama2/llama2-tokenization-reference.json")) snprintf(out, 600, "tests/fixtures/llama2-tokenization-reference.json");
+    else if (!strncmp(rel, "reference/", 10)) snprintf(out, 600, "tests/%s", rel);
+    else snprintf(out, 600, "%s/%s", SHARED, rel);
+    return out;
+}
 static const char *peft_bin(void) { const char *b = getenv("PEFT_BIN"); return b ? b : "./peft"; }
 static void tmp_path(char *out, size_t n, const char *name) { snprintf(out, n, "%s/%s", tmpdir, name); }
 static int have(const char *path) { return file_exists(path) || dir_exists(path); }
@@ -676,8 +705,8 @@ static void expect_model_error(const char *label, const char *path, const char *
     check(rc == -1 && (!want || strstr(peft_errbuf, want)), "hostile model", "%s -> %s", label, rc ? peft_errbuf : "ACCEPTED");
 }
 static void test_hostile_models(void) {
-    const char *bin = SHARED "/models/stories260K/stories260K.bin";
-    if (!have(bin)) { skip("hostile model files", "needs " SHARED "/models/stories260K (run from the repo root beside ../shared)"); return; }
+    const char *bin = SH("models/stories260K/stories260K.bin");
+    if (!have(bin)) { skip("hostile model files", "needs models/stories260K (run from the repo root)"); return; }
     size_t n;
     char *bytes = read_file(bin, &n, 1 << 30);
     char path[512];
@@ -725,7 +754,7 @@ static void test_hostile_models(void) {
         { "config with NaN", "{\"architectures\":[\"LlamaForCausalLM\"],\"hidden_size\":NaN}", "invalid JSON" },
         { "shapes that do not match the config", "{\"architectures\":[\"LlamaForCausalLM\"],\"hidden_size\":64,\"intermediate_size\":170,\"num_hidden_layers\":5,\"num_attention_heads\":8,\"num_key_value_heads\":4,\"vocab_size\":512,\"tie_word_embeddings\":true}", "expected shape" },
     };
-    const char *weights = SHARED "/models/stories260K-hf-f32/model.safetensors";
+    const char *weights = SH("models/stories260K-hf-f32/model.safetensors");
     size_t wn;
     char *w = read_file(weights, &wn, 1 << 30);
     char wpath[600];
@@ -754,13 +783,13 @@ static float *dump_logits(Model *m, Lora *lo, const int *ids, int B, int T, doub
     return out;
 }
 static void test_reference_logits(void) {
-    const char *ref = SHARED "/reference/peft/qv_r4/reference.safetensors";
-    if (!have(ref)) { skip("reference logits", "needs " SHARED "/reference/peft/qv_r4/reference.safetensors"); return; }
+    const char *ref = SH("reference/peft/qv_r4/reference.safetensors");
+    if (!have(ref)) { skip("reference logits", "needs tests/reference/peft/qv_r4/reference.safetensors"); return; }
     int B, T;
     int *ids = load_ints(ref, "input_ids", &B, &T);
     size_t nref;
     float *base = load_f32(ref, "logits_base", &nref);
-    const char *variants[] = { SHARED "/models/stories260K/stories260K.bin", SHARED "/models/stories260K-hf-f32" };
+    const char *variants[] = { SH("models/stories260K/stories260K.bin"), SH("models/stories260K-hf-f32") };
     for (int v = 0; v < 2; v++) {
         Model m;
         if (model_load(&m, variants[v])) { check(0, "reference logits", "%s: %s", variants[v], peft_errbuf); continue; }
@@ -779,7 +808,7 @@ static void test_reference_logits(void) {
     int fb, ft;
     int *fids = load_ints(fx, "input_ids", &fb, &ft);
     float *prev = NULL;
-    const char *bf[] = { SHARED "/models/stories260K-hf-bf16", SHARED "/models/stories260K-hf-f32-sharded" };
+    const char *bf[] = { SH("models/stories260K-hf-bf16"), SH("models/stories260K-hf-f32-sharded") };
     for (int v = 0; v < 2 && bref && fids; v++) {
         Model m;
         if (model_load(&m, bf[v])) { check(0, "bf16 logits", "%s: %s", bf[v], peft_errbuf); continue; }
@@ -805,7 +834,7 @@ static void test_generation(void) {
     Json *j = json_load(fx);
     if (!j) { check(0, "greedy fixture", "%s", peft_errbuf); return; }
     Json *tk = json_get(j, "tokens");
-    const char *models[] = { SHARED "/models/stories260K/stories260K.bin", SHARED "/models/stories260K-hf-f32", SHARED "/models/stories260K-hf-f32-sharded" };
+    const char *models[] = { SH("models/stories260K/stories260K.bin"), SH("models/stories260K-hf-f32"), SH("models/stories260K-hf-f32-sharded") };
     for (int v = 0; v < 3; v++) {
         Model m;
         if (!have(models[v])) { skip("greedy generation", "needs ../shared models"); continue; }
@@ -844,11 +873,11 @@ static void test_generation(void) {
 // --- PEFT references: loss, every gradient, and 10 AdamW steps from the saved adapter
 static void test_peft_reference(const char *name) {
     char dir[512], ref[600];
-    snprintf(dir, sizeof(dir), SHARED "/reference/peft/%s", name);
+    snprintf(dir, sizeof(dir), "%s/%s", SH("reference/peft"), name);
     path_join(ref, sizeof(ref), dir, "reference.safetensors");
-    if (!have(ref)) { skip("PEFT reference", "needs " SHARED "/reference/peft"); return; }
+    if (!have(ref)) { skip("PEFT reference", "needs tests/reference/peft"); return; }
     Model m;
-    if (model_load(&m, SHARED "/models/stories260K-hf-f32")) { check(0, "PEFT reference", "%s", peft_errbuf); return; }
+    if (model_load(&m, SH("models/stories260K-hf-f32"))) { check(0, "PEFT reference", "%s", peft_errbuf); return; }
     Lora lo; LoraConfig lc;
     if (lora_load(&lo, &lc, &m.config, dir, 1)) { check(0, "PEFT adapter loads", "%s", peft_errbuf); model_free(&m); return; }
     int B, T;
@@ -918,7 +947,7 @@ static void test_peft_reference(const char *name) {
     }
     // merging: the merged model (HF folder and the llama2.c .bin of the same weights) gives logits_merged
     float *rmerged = load_f32(ref, "logits_merged", &n);
-    const char *bases[2] = { SHARED "/models/stories260K-hf-f32", SHARED "/models/stories260K/stories260K.bin" };
+    const char *bases[2] = { SH("models/stories260K-hf-f32"), SH("models/stories260K/stories260K.bin") };
     for (int v = 0; v < 2 && rmerged; v++) {
         Model mm;
         Lora lo2; LoraConfig lc2;
@@ -952,10 +981,10 @@ static void test_peft_reference(const char *name) {
 //   test_tokenizer_merge_naive        test_tokenizer_split_words        test_tokenizer_special_and_limits
 //   test_tokenizer_hostile            test_tokenizer_fuzz               test_tokenizer_speed
 
-#define TOKTEST_LLAMA2 "../shared/tokenizers/llama2/tokenizer.bin"
-#define TOKTEST_LLAMA2_REF "../shared/tokenizers/llama2/llama2-tokenization-reference.json"
-#define TOKTEST_TOK512 "../shared/models/stories260K/tok512.bin"
-#define TOKTEST_SHAKESPEARE "../shared/data/tinyshakespeare.txt"
+#define TOKTEST_LLAMA2 SH("tokenizers/llama2/tokenizer.bin")
+#define TOKTEST_LLAMA2_REF SH("tokenizers/llama2/llama2-tokenization-reference.json")
+#define TOKTEST_TOK512 SH("models/stories260K/tok512.bin")
+#define TOKTEST_SHAKESPEARE SH("data/tinyshakespeare.txt")
 
 // encode into a fresh array (room for any text: at most 3 tokens per byte, plus bos/eos/prefixes)
 static int *toktest_encode(const Tokenizer *t, const char *text, size_t len, int bos, int eos, int *n) {
@@ -1053,7 +1082,7 @@ static void test_tokenizer_gpt2bpe_reference(void) {
 
 static void test_tokenizer_tok512_roundtrip(void) {
     const char *name = "tokenizer_tok512_roundtrip";
-    if (!file_exists(TOKTEST_TOK512)) { skip(name, "needs " TOKTEST_TOK512); return; }
+    if (!file_exists(TOKTEST_TOK512)) { skip(name, "needs models/stories260K/tok512.bin"); return; }
     Tokenizer t;
     if (tokenizer_load(&t, TOKTEST_TOK512, 512)) { check(0, name, "%s", peft_errbuf); return; }
 #define TOKTEST_TEXT(s) { s, sizeof(s) - 1 }
@@ -1164,7 +1193,7 @@ static void test_tokenizer_split_words(void) {
     const char *name = "tokenizer_split_words";
     const char *paths[3] = { TOKTEST_LLAMA2, TOKTEST_TOK512, "tests/spbpe/tokenizer.json" };
     size_t shlen;
-    if (!file_exists(TOKTEST_SHAKESPEARE)) { skip(name, "needs " TOKTEST_SHAKESPEARE); return; }
+    if (!file_exists(TOKTEST_SHAKESPEARE)) { skip(name, "needs data/tinyshakespeare.txt"); return; }
     char *sh = read_file(TOKTEST_SHAKESPEARE, &shlen, (size_t)1 << 26);
     if (!sh) { check(0, name, "%s", peft_errbuf); return; }
     static const char *const pool[] = { "the", " ", "  ", "   ", "\n", "\t", "a", "\xC3\xA9", "\xE6\x9D\xB1", "\xF0\x9F\x98\x80", "\xFF", ".", "\xE2\x96\x81", "<s>" };
@@ -1428,7 +1457,7 @@ static void test_tokenizer_speed(void) {
     const char *name = "tokenizer_speed";
     const char *paths[4] = { TOKTEST_LLAMA2, "tests/spbpe/tokenizer.json", "tests/bytebpe/tokenizer.json", "tests/gpt2bpe/tokenizer.json" };
     size_t len;
-    if (!file_exists(TOKTEST_SHAKESPEARE)) { skip(name, "needs " TOKTEST_SHAKESPEARE); return; }
+    if (!file_exists(TOKTEST_SHAKESPEARE)) { skip(name, "needs data/tinyshakespeare.txt"); return; }
     char *text = read_file(TOKTEST_SHAKESPEARE, &len, (size_t)1 << 26);
     if (!text) { check(0, name, "%s", peft_errbuf); return; }
     int *ids = (int *)malloc_check((3 * len + 8) * sizeof(int));
@@ -1450,15 +1479,24 @@ static void test_tokenizer_speed(void) {
     free(text);
 }
 
-// make builds ./tokenizer.bin from the Llama 2 tokenizer.model with export.py: byte-identical to llama2.c's
+// ./tokenizer.bin is committed (llama2.c's Llama 2 tokenizer); `make` rebuilds it from tokenizer.model with export.py
+// where that is found and stops if they differ. Here: byte-identical to llama2.c's file in ../shared when present,
+// else the size and FNV-1a 64 of llama2.c's file (433869 bytes, 0x045eadbfca0657b3)
 static void test_tokenizer_bin_built(void) {
-    const char *ref = SHARED "/tokenizers/llama2/tokenizer.bin";
-    if (!have(ref)) { skip("tokenizer.bin built by make", "needs " SHARED "/tokenizers/llama2"); return; }
-    if (!have("tokenizer.bin")) { check(0, "tokenizer.bin built by make", "./tokenizer.bin missing although %s exists (run make)", SHARED "/tokenizers/llama2/tokenizer.model"); return; }
-    size_t n1, n2;
-    char *a = read_file("tokenizer.bin", &n1, 1 << 26), *b = read_file(ref, &n2, 1 << 26);
-    check(a && b && n1 == n2 && !memcmp(a, b, n1), "tokenizer.bin built by make == llama2.c's", "%zu bytes, byte-identical", n1);
-    free(a); free(b);
+    const char *name = "./tokenizer.bin == llama2.c's";
+    size_t n1, n2 = 0;
+    char *a = read_file("tokenizer.bin", &n1, 1 << 26);
+    if (!a) { check(0, name, "%s", peft_errbuf); return; }
+    if (have(SHARED "/tokenizers/llama2/tokenizer.bin")) {
+        char *b = read_file(SHARED "/tokenizers/llama2/tokenizer.bin", &n2, 1 << 26);
+        check(b && n1 == n2 && !memcmp(a, b, n1), name, "%zu bytes, byte-identical to " SHARED "/tokenizers/llama2/tokenizer.bin", n1);
+        free(b);
+    } else {
+        uint64_t h = 0xcbf29ce484222325ull;
+        for (size_t i = 0; i < n1; i++) h = (h ^ (unsigned char)a[i]) * 0x100000001b3ull;
+        check(n1 == 433869 && h == 0x045eadbfca0657b3ull, name, "%zu bytes, FNV-1a 0x%016llx (llama2.c's: 433869, 0x045eadbfca0657b3)", n1, (unsigned long long)h);
+    }
+    free(a);
 }
 
 // --- CLI: run ./peft, check exit status and output
@@ -1477,8 +1515,8 @@ static int run_cmd(const char *args, char *err, size_t errn, char *out, size_t o
 }
 static int count_lines(const char *s) { int n = 0; for (; *s; s++) n += *s == '\n'; return n; }
 
-#define STORIES SHARED "/models/stories260K/stories260K.bin"
-#define TOK512 SHARED "/models/stories260K/tok512.bin"
+#define STORIES SH("models/stories260K/stories260K.bin")
+#define TOK512 SH("models/stories260K/tok512.bin")
 
 // bad input: one line "peft: ...", non-zero exit, and no output folder left behind
 static void expect_cli_error(const char *label, const char *args, const char *want, const char *must_not_exist) {
@@ -1611,8 +1649,8 @@ static void test_cli(void) {
         model_free(&m);
     }
     // PEFT's own adapter: load -> save gives the same tensors and an equivalent config
-    const char *pdir = SHARED "/reference/peft/all_r8_rslora";
-    if (have(pdir) && !model_load(&m, SHARED "/models/stories260K-hf-f32")) {
+    const char *pdir = SH("reference/peft/all_r8_rslora");
+    if (have(pdir) && !model_load(&m, SH("models/stories260K-hf-f32"))) {
         Lora lo; LoraConfig lc;
         char re[700];
         tmp_path(re, sizeof(re), "peft_resaved");
@@ -1661,8 +1699,8 @@ static void test_cli(void) {
     else check(0, "freeze fine-tuning", "%s", err);
 #undef STORIES
 #undef TOK512
-#define STORIES SHARED "/models/stories260K/stories260K.bin"
-#define TOK512 SHARED "/models/stories260K/tok512.bin"
+#define STORIES SH("models/stories260K/stories260K.bin")
+#define TOK512 SH("models/stories260K/tok512.bin")
 }
 
 // --- adapters: hostile files, several adapters, merge/info CLI, training from an adapter
@@ -1671,7 +1709,7 @@ static void write_text(const char *path, const char *s) { write_bytes(path, s, s
 // copy the qv_r4 adapter into dir, with its config replaced (cfg != NULL) and tensors edited by `edit`
 typedef void (*TensorEdit)(STWrite *ts, int *n, floatX **bufs);
 static int make_adapter(const char *dir, const char *cfg, TensorEdit edit) {
-    const char *src = SHARED "/reference/peft/qv_r4";
+    const char *src = SH("reference/peft/qv_r4");
     char p[700];
     mkdir_p(dir);
     snprintf(p, sizeof(p), "%s/adapter_config.json", src);
@@ -1729,7 +1767,7 @@ static void expect_adapter_error(const char *label, const char *cfg, TensorEdit 
     char cmd[700]; snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir); if (system(cmd)) {}
     if (make_adapter(dir, cfg, edit)) { check(0, "hostile adapter", "%s: could not build the fixture: %s", label, peft_errbuf); return; }
     Model m;
-    if (model_load(&m, SHARED "/models/stories260K-hf-f32")) return;
+    if (model_load(&m, SH("models/stories260K-hf-f32"))) return;
     Lora lo; LoraConfig lc;
     int rc = lora_load(&lo, &lc, &m.config, dir, 0);
     if (!rc) { lora_free(&lo); free(lc.layers); }
@@ -1738,14 +1776,14 @@ static void expect_adapter_error(const char *label, const char *cfg, TensorEdit 
 }
 
 static void test_adapters(void) {
-    const char *qv = SHARED "/reference/peft/qv_r4", *all = SHARED "/reference/peft/all_r8_rslora";
-    if (!have(qv) || !have(all)) { skip("adapter tests", "need " SHARED "/reference/peft"); return; }
+    const char *qv = SH("reference/peft/qv_r4"), *all = SH("reference/peft/all_r8_rslora");
+    if (!have(qv) || !have(all)) { skip("adapter tests", "need tests/reference/peft"); return; }
     const char *cfg_ok = "{\"peft_type\":\"LORA\",\"r\":4,\"lora_alpha\":8,\"target_modules\":[\"q_proj\",\"v_proj\"],\"bias\":\"none\"}";
     {
         char dir[600]; tmp_path(dir, sizeof(dir), "good_adapter");
         make_adapter(dir, cfg_ok, NULL);
         Model m; Lora lo; LoraConfig lc;
-        int ok = !model_load(&m, SHARED "/models/stories260K-hf-f32") && !lora_load(&lo, &lc, &m.config, dir, 0);
+        int ok = !model_load(&m, SH("models/stories260K-hf-f32")) && !lora_load(&lo, &lc, &m.config, dir, 0);
         check(ok, "adapter rewritten from PEFT's loads (control for the hostile cases)", "%s", ok ? "loads" : peft_errbuf);
         if (ok) { lora_free(&lo); free(lc.layers); model_free(&m); }
     }
@@ -1767,7 +1805,7 @@ static void test_adapters(void) {
         char p[700]; snprintf(p, sizeof(p), "%s/adapter_config.json", dir); write_text(p, cfg_ok);
         snprintf(p, sizeof(p), "%s/adapter_model.bin", dir); write_text(p, "PK");
         Model m; Lora lo; LoraConfig lc;
-        if (!model_load(&m, SHARED "/models/stories260K-hf-f32")) {
+        if (!model_load(&m, SH("models/stories260K-hf-f32"))) {
             int rc = lora_load(&lo, &lc, &m.config, dir, 0);
             check(rc == -1 && strstr(peft_errbuf, "pickled"), "hostile adapter", "adapter_model.bin pickle -> %s", peft_errbuf);
             model_free(&m);
@@ -1776,14 +1814,14 @@ static void test_adapters(void) {
     // modules_to_save: an adapter carrying a full lm_head replaces the (tied) classifier, not the embedding
     {
         Model mt;
-        if (!model_load(&mt, SHARED "/models/stories260K-hf-f32")) {
+        if (!model_load(&mt, SH("models/stories260K-hf-f32"))) {
             uint64_t r = 9;
             mts_head = malloc_check(512 * 64 * sizeof(floatX));
             for (int i = 0; i < 512 * 64; i++) mts_head[i] = mt.params.embed[i] + (floatX)((random_f32(&r) - 0.5f) * 0.5f);
             char dir[600]; tmp_path(dir, sizeof(dir), "mts_adapter");
             make_adapter(dir, "{\"peft_type\":\"LORA\",\"r\":4,\"lora_alpha\":8,\"modules_to_save\":[\"lm_head\"]}", edit_add_head);
             Lora la, lq; LoraConfig ka, kq;
-            int ok = !lora_load(&la, &ka, &mt.config, dir, 0) && !lora_load(&lq, &kq, &mt.config, SHARED "/reference/peft/qv_r4", 0);
+            int ok = !lora_load(&la, &ka, &mt.config, dir, 0) && !lora_load(&lq, &kq, &mt.config, SH("reference/peft/qv_r4"), 0);
             if (ok) {
                 int ids2[32];
                 for (int i = 0; i < 32; i++) ids2[i] = (i * 37 + 5) % 512;
@@ -1815,7 +1853,7 @@ static void test_adapters(void) {
         int fb, ft;
         float *rl = load_f32("tests/mts/reference.safetensors", "logits", &nr);
         int *fid = load_ints("tests/mts/reference.safetensors", "input_ids", &fb, &ft);
-        if (rl && fid && !model_load(&mt, SHARED "/models/stories260K-hf-f32")) {
+        if (rl && fid && !model_load(&mt, SH("models/stories260K-hf-f32"))) {
             Model mu = mt; // the fixture's base: stories260K untied, lm_head a copy of the embedding
             mu.config.tied = 0;
             model_alloc(&mu);
@@ -1838,7 +1876,7 @@ static void test_adapters(void) {
         Model mt; Lora la; LoraConfig ka;
         char dir[600]; tmp_path(dir, sizeof(dir), "pattern_adapter");
         make_adapter(dir, "{\"peft_type\":\"LORA\",\"r\":4,\"lora_alpha\":8,\"alpha_pattern\":{\"model.layers.0.self_attn.q_proj\":16,\"v_proj\":2},\"rank_pattern\":{\"layers.1.self_attn.q_proj\":4}}", NULL);
-        int ok = !model_load(&mt, SHARED "/models/stories260K-hf-f32") && !lora_load(&la, &ka, &mt.config, dir, 0);
+        int ok = !model_load(&mt, SH("models/stories260K-hf-f32")) && !lora_load(&la, &ka, &mt.config, dir, 0);
         check(ok && la.mods[0 * NUM_TARGETS + TGT_Q].scale == 4 && la.mods[1 * NUM_TARGETS + TGT_Q].scale == 2 && la.mods[2 * NUM_TARGETS + TGT_V].scale == 0.5f,
               "alpha_pattern / rank_pattern", "layer 0 q_proj scale 16/4, layer 1 q_proj 8/4, v_proj 2/4%s", ok ? "" : peft_errbuf);
         if (ok) { lora_free(&la); free(ka.layers); model_free(&mt); }
@@ -1846,7 +1884,7 @@ static void test_adapters(void) {
     }
     // two adapters with weights 0.7 and 0.3 == the model with 0.7*s1*B1A1 + 0.3*s2*B2A2 added by plain arithmetic
     Model m, ref;
-    if (model_load(&m, SHARED "/models/stories260K-hf-f32") || model_load(&ref, SHARED "/models/stories260K-hf-f32")) return;
+    if (model_load(&m, SH("models/stories260K-hf-f32")) || model_load(&ref, SH("models/stories260K-hf-f32"))) return;
     Lora l1, l2, comb; LoraConfig c1, c2;
     if (lora_load(&l1, &c1, &m.config, qv, 0) || lora_load(&l2, &c2, &m.config, all, 0)) { check(0, "two adapters", "%s", peft_errbuf); return; }
     Lora *ins[2] = { &l1, &l2 };
@@ -1885,7 +1923,7 @@ static void test_adapters(void) {
     STWrite iw; memset(&iw, 0, sizeof(iw));
     snprintf(iw.name, sizeof(iw.name), "input_ids"); iw.dtype = DT_I32; iw.ndim = 2; iw.shape[0] = B; iw.shape[1] = T; iw.idata = ids;
     st_write(in, &iw, 1, NULL);
-    snprintf(args, sizeof(args), "merge %s/models/stories260K-hf-f32 %s:0.7 %s:0.3 -o %s --dtype bf16", SHARED, qv, all, mdir);
+    snprintf(args, sizeof(args), "merge %s %s:0.7 %s:0.3 -o %s --dtype bf16", SH("models/stories260K-hf-f32"), qv, all, mdir);
     int rc = run_cmd(args, err, sizeof(err), NULL, 0);
     Model mb;
     int ok = !rc && !model_load(&mb, mdir);
@@ -1894,7 +1932,7 @@ static void test_adapters(void) {
     snprintf(args, sizeof(args), "info %s", qv);
     rc = run_cmd(args, err, sizeof(err), o, sizeof(o));
     check(!rc && strstr(o, "r 4") && strstr(o, "q_proj") && strstr(o, "lora_B.weight") && strstr(o, "parameters:"), "info on an adapter", "%.120s...", o);
-    snprintf(args, sizeof(args), "info %s/models/stories260K/stories260K.bin", SHARED);
+    snprintf(args, sizeof(args), "info %s", SH("models/stories260K/stories260K.bin"));
     rc = run_cmd(args, err, sizeof(err), o, sizeof(o));
     check(!rc && strstr(o, "dim 64") && strstr(o, "parameters: 260032"), "info on a model", "%.160s...", o);
     // training from an existing PEFT adapter (is_trainable=True): same keys and config, new values
@@ -1902,7 +1940,7 @@ static void test_adapters(void) {
         char data[600], od[600];
         tmp_path(data, sizeof(data), "data.txt");
         tmp_path(od, sizeof(od), "from_adapter");
-        snprintf(args, sizeof(args), "train %s/models/stories260K-hf-f32 %s -z %s -o %s --resume-adapter %s --steps 3 -T 32 -b 2 --val-frac 0", SHARED, data, TOK512, od, qv);
+        snprintf(args, sizeof(args), "train %s %s -z %s -o %s --resume-adapter %s --steps 3 -T 32 -b 2 --val-frac 0", SH("models/stories260K-hf-f32"), data, TOK512, od, qv);
         rc = run_cmd(args, err, sizeof(err), NULL, 0);
         Model mm; Lora a0, a1; LoraConfig k0, k1;
         ok = !rc && !model_load(&mm, STORIES) && !lora_load(&a0, &k0, &mm.config, qv, 0) && !lora_load(&a1, &k1, &mm.config, od, 0);
@@ -1936,7 +1974,7 @@ static void q80_write(FILE *f, const floatX *w, size_t n, int gs, floatX *deq) {
     }
 }
 static void test_bin_v2(void) {
-    if (!have(STORIES)) { skip("llama2.c v2 (int8) checkpoint", "needs " STORIES); return; }
+    if (!have(STORIES)) { skip("llama2.c v2 (int8) checkpoint", "needs models/stories260K/stories260K.bin"); return; }
     Model m, d;
     if (model_load(&m, STORIES) || model_load(&d, STORIES)) return;
     Config *c = &m.config;
@@ -2140,7 +2178,7 @@ static void test_qmatmul(void) {
 
 // QLoRA: LoRA gradients on a quantized base == those on an fp32 model holding the dequantized weights
 static void test_qlora_grads(void) {
-    if (!have(STORIES)) { skip("qlora gradients", "no " STORIES); return; }
+    if (!have(STORIES)) { skip("qlora gradients", "no models/stories260K/stories260K.bin"); return; }
     for (int type = QT_INT8; type <= QT_NF4; type++) {
         QuantOpts qo = { type, 1, type == QT_NF4 }, fl = { QT_NONE, 0, 0 };
         Model mq, mf;
@@ -2182,7 +2220,7 @@ static void test_qlora_grads(void) {
 
 // files: quantize -> load gives the same weights; int8 is a llama2.c v2 file; hostile 4-bit files
 static void test_quant_files(void) {
-    if (!have(STORIES)) { skip("quantized files", "no " STORIES); return; }
+    if (!have(STORIES)) { skip("quantized files", "no models/stories260K/stories260K.bin"); return; }
     for (int type = QT_INT8; type <= QT_NF4; type++)
         for (int emb = 0; emb <= 1; emb++) {
             if (type == QT_INT8 && !emb) continue;
