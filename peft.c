@@ -4581,6 +4581,454 @@ static void lora_merge(Model *model, const Lora *lo, int sign) {
 }
 
 // ----------------------------------------------------------------------------
+// instruction data: LLaMA-Factory's alpaca and sharegpt datasets, chat templates, prompt masking
+//
+// A row becomes a conversation: an optional system message, then user/assistant turns that alternate and end
+// with the assistant. alpaca: {"instruction", "input", "output", "system"?, "history"?: [[prompt, response], ...]},
+// the user turn being instruction + "\n" + input (LLaMA-Factory's AlpacaDatasetConverter); sharegpt:
+// {"conversations": [{"from": "human"|"gpt"|"system", "value"}], "system"?} or {"messages": [{"role": "user"|
+// "assistant"|"system", "content"}]}. A file is a JSON array of rows or JSONL (one row per line).
+// The conversation is rendered by a model's chat template, exactly as transformers' apply_chat_template renders
+// it (tests/make_chat_fixtures.py holds the real template strings and checks the renders). The render is a list
+// of parts: text, or the BOS / EOS token (whose strings bos_token / eos_token the template wrote); each part is
+// prompt or response. Text between BOS/EOS is tokenized as one string (as a tokenizer does with the whole
+// render); a token is a response token when its first byte lies in a response part. The loss counts the
+// response tokens only (--train-on-prompt: all). Each example ends with the template's end of turn (EOS, or
+// <|eot_id|> / <|im_end|>). Truncation to --cutoff-len is LLaMA-Factory's infer_seqlen, turn by turn.
+
+enum { DATA_TEXT, DATA_ALPACA, DATA_SHAREGPT };
+enum { ROLE_SYSTEM, ROLE_USER, ROLE_ASSISTANT };
+static const char *role_names[] = { "system", "user", "assistant" };
+typedef struct { int role; const char *s; size_t n; } ChatMsg;
+
+enum { TPL_ALPACA, TPL_LLAMA2, TPL_LLAMA3, TPL_MISTRAL, TPL_CHATML, TPL_VICUNA, NUM_TEMPLATES };
+static const char *template_names[NUM_TEMPLATES] = { "alpaca", "llama2", "llama3", "mistral", "chatml", "vicuna" };
+// the strings the templates write for bos_token / eos_token (the models' own)
+static const char *template_bos[NUM_TEMPLATES] = { "<s>", "<s>", "<|begin_of_text|>", "<s>", "<s>", "<s>" }; // (chatml writes none)
+static const char *template_eos[NUM_TEMPLATES] = { "</s>", "</s>", "<|eot_id|>", "</s>", "<|im_end|>", "</s>" };
+
+enum { PART_TEXT, PART_BOS, PART_EOS };
+typedef struct { int kind, response; size_t off, len; } ChatPart;  // text[off..off+len) (specials: their string)
+typedef struct { StrBuf text; ChatPart *parts; int n, cap; } ChatRender;
+
+static void cr_add(ChatRender *r, int kind, int response, const char *s, size_t n) {
+    if (n == 0 && kind == PART_TEXT) return;
+    if (r->n == r->cap) { r->cap = r->cap ? 2 * r->cap : 16; r->parts = (ChatPart *)realloc_check(r->parts, (size_t)r->cap * sizeof(ChatPart)); }
+    ChatPart *p = &r->parts[r->n++];
+    p->kind = kind; p->response = response; p->off = r->text.n; p->len = n;
+    sb_putn(&r->text, s, n);
+}
+static void cr_text(ChatRender *r, int response, const char *s) { cr_add(r, PART_TEXT, response, s, strlen(s)); }
+static void cr_free(ChatRender *r) { free(r->text.s); free(r->parts); memset(r, 0, sizeof(*r)); }
+
+// Python's str.strip() (jinja's .strip() and |trim): the whitespace characters at both ends
+static size_t py_space_at(const char *s, size_t n, size_t i) { // length of the whitespace character at s[i], or 0
+    unsigned char c = (unsigned char)s[i];
+    if (c == ' ' || (c >= 0x09 && c <= 0x0d) || (c >= 0x1c && c <= 0x1f)) return 1;
+    if (c < 0x80) return 0;
+    uint32_t cp;
+    size_t k = utf8_decode(s + i, n - i, &cp);
+    int ws = cp == 0x85 || cp == 0xa0 || cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200a) || cp == 0x2028 || cp == 0x2029 ||
+             cp == 0x202f || cp == 0x205f || cp == 0x3000;
+    return ws ? k : 0;
+}
+static void py_strip(const char **s, size_t *n) {
+    size_t k;
+    while (*n && (k = py_space_at(*s, *n, 0)) > 0) { *s += k; *n -= k; }
+    for (;;) { // the last character: step back over UTF-8 continuation bytes
+        if (!*n) break;
+        size_t i = *n - 1;
+        while (i > 0 && ((unsigned char)(*s)[i] & 0xC0) == 0x80 && *n - i < 4) i--;
+        if ((k = py_space_at(*s, *n, i)) == 0 || i + k != *n) break;
+        *n = i;
+    }
+}
+
+// Render msgs[0..n) with a template. Returns 0, or -1 with the template's own raise_exception message in err.
+static int chat_render(ChatRender *r, int tpl, const ChatMsg *msgs, int n, char *err, size_t errn) {
+    static const char *alternate = "Conversation roles must alternate user/assistant/user/assistant/...";
+    memset(r, 0, sizeof(*r));
+    if (tpl == TPL_LLAMA2) {
+        // Llama-2-chat: the system message goes inside the first user turn
+        int first = n > 0 && msgs[0].role == ROLE_SYSTEM ? 1 : 0;
+        for (int i = first; i < n; i++) {
+            const ChatMsg *m = &msgs[i];
+            if ((m->role == ROLE_USER) != ((i - first) % 2 == 0)) { snprintf(err, errn, "%s", alternate); cr_free(r); return -1; }
+            StrBuf content = { 0 };
+            if (i == first && first) { sb_puts(&content, "<<SYS>>\n"); sb_putn(&content, msgs[0].s, msgs[0].n); sb_puts(&content, "\n<</SYS>>\n\n"); }
+            sb_putn(&content, m->s, m->n);
+            const char *c = content.s ? content.s : "";
+            size_t cn = content.n;
+            py_strip(&c, &cn);
+            if (m->role == ROLE_USER) {
+                cr_add(r, PART_BOS, 0, template_bos[tpl], strlen(template_bos[tpl]));
+                cr_text(r, 0, "[INST] "); cr_add(r, PART_TEXT, 0, c, cn); cr_text(r, 0, " [/INST]");
+            } else if (m->role == ROLE_ASSISTANT) {
+                cr_text(r, 1, " "); cr_add(r, PART_TEXT, 1, c, cn); cr_text(r, 1, " ");
+                cr_add(r, PART_EOS, 1, template_eos[tpl], strlen(template_eos[tpl]));
+            }
+            free(content.s);
+        }
+    } else if (tpl == TPL_MISTRAL) {
+        // Mistral-7B-Instruct-v0.1 / Mixtral-8x7B-Instruct-v0.1: no system role
+        cr_add(r, PART_BOS, 0, template_bos[tpl], strlen(template_bos[tpl]));
+        for (int i = 0; i < n; i++) {
+            const ChatMsg *m = &msgs[i];
+            if ((m->role == ROLE_USER) != (i % 2 == 0)) { snprintf(err, errn, "%s", alternate); cr_free(r); return -1; }
+            if (m->role == ROLE_USER) { cr_text(r, 0, "[INST] "); cr_add(r, PART_TEXT, 0, m->s, m->n); cr_text(r, 0, " [/INST]"); }
+            else if (m->role == ROLE_ASSISTANT) { cr_add(r, PART_TEXT, 1, m->s, m->n); cr_add(r, PART_EOS, 1, template_eos[tpl], strlen(template_eos[tpl])); }
+            else { snprintf(err, errn, "Only user and assistant roles are supported!"); cr_free(r); return -1; }
+        }
+    } else if (tpl == TPL_LLAMA3) {
+        // Meta-Llama-3-Instruct: a header per message, content trimmed, <|eot_id|> after each
+        for (int i = 0; i < n; i++) {
+            const ChatMsg *m = &msgs[i];
+            const char *c = m->s;
+            size_t cn = m->n;
+            py_strip(&c, &cn);
+            if (i == 0) cr_add(r, PART_BOS, 0, template_bos[tpl], strlen(template_bos[tpl]));
+            cr_text(r, 0, "<|start_header_id|>"); cr_text(r, 0, role_names[m->role]); cr_text(r, 0, "<|end_header_id|>\n\n");
+            int resp = m->role == ROLE_ASSISTANT;
+            cr_add(r, PART_TEXT, resp, c, cn); cr_text(r, resp, "<|eot_id|>");
+        }
+    } else if (tpl == TPL_CHATML) {
+        // ChatML (OpenHermes-2.5, Qwen-style): <|im_start|>role\ncontent<|im_end|>\n
+        for (int i = 0; i < n; i++) {
+            const ChatMsg *m = &msgs[i];
+            int resp = m->role == ROLE_ASSISTANT;
+            cr_text(r, 0, "<|im_start|>"); cr_text(r, 0, role_names[m->role]); cr_text(r, 0, "\n");
+            cr_add(r, PART_TEXT, resp, m->s, m->n); cr_text(r, resp, "<|im_end|>\n");
+        }
+    } else { // alpaca, vicuna: LLaMA-Factory's templates, as its _get_jinja_template writes them for the tokenizer
+        const char *def_system = tpl == TPL_ALPACA
+            ? "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n"
+            : "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, detailed, and polite answers to the user's questions.";
+        const char *u1 = tpl == TPL_ALPACA ? "### Instruction:\n" : "USER: ", *u2 = tpl == TPL_ALPACA ? "\n\n### Response:\n" : " ASSISTANT:";
+        const char *a2 = tpl == TPL_ALPACA ? "\n\n" : "";
+        int first = 0;
+        if (n > 0 && msgs[0].role == ROLE_SYSTEM) { cr_add(r, PART_TEXT, 0, msgs[0].s, msgs[0].n); first = 1; }
+        else cr_text(r, 0, def_system);
+        for (int i = first; i < n; i++) {
+            const ChatMsg *m = &msgs[i];
+            if (m->role == ROLE_USER) { cr_text(r, 0, u1); cr_add(r, PART_TEXT, 0, m->s, m->n); cr_text(r, 0, u2); }
+            else if (m->role == ROLE_ASSISTANT) { cr_add(r, PART_TEXT, 1, m->s, m->n); cr_add(r, PART_EOS, 1, template_eos[tpl], strlen(template_eos[tpl])); cr_text(r, 1, a2); }
+        }
+    }
+    return 0;
+}
+
+// Token ids of a render: text runs between BOS/EOS parts encoded as one string each; resp[i] = 1 for response tokens.
+// Returns the count, or -1 (error set).
+static int chat_tokenize(const Tokenizer *t, const ChatRender *r, int **ids_out, unsigned char **resp_out) {
+    size_t cap = r->text.n + 2 * (size_t)r->n + 16;
+    int *ids = (int *)malloc_check(cap * sizeof(int));
+    unsigned char *resp = (unsigned char *)malloc_check(cap);
+    int n = 0;
+    char buf[512];
+    for (int i = 0; i < r->n;) {
+        const ChatPart *p = &r->parts[i];
+        if (p->kind != PART_TEXT) {
+            int id = p->kind == PART_BOS ? t->bos_id : t->eos_id;
+            if (id >= 0) { ids[n] = id; resp[n++] = (unsigned char)p->response; }
+            i++;
+            continue;
+        }
+        int j = i;
+        while (j < r->n && r->parts[j].kind == PART_TEXT) j++;
+        size_t off = p->off, len = r->parts[j - 1].off + r->parts[j - 1].len - off;
+        int k = tokenizer_encode(t, r->text.s + off, len, 0, 0, ids + n, (int)(cap - (size_t)n));
+        if (k < 0) { free(ids); free(resp); return -1; }
+        // each token's first byte, from the bytes its piece decodes to (the first piece may carry the dummy prefix)
+        size_t pos = 0, total = 0;
+        for (int q = 0; q < k; q++) total += (size_t)tokenizer_decode(t, q ? ids[n + q - 1] : -1, ids[n + q], buf, sizeof(buf));
+        if (total == len) {
+            int part = i;
+            for (int q = 0; q < k; q++) {
+                while (part < j - 1 && pos >= r->parts[part].off + r->parts[part].len - off) part++;
+                resp[n + q] = (unsigned char)r->parts[part].response;
+                pos += (size_t)tokenizer_decode(t, q ? ids[n + q - 1] : -1, ids[n + q], buf, sizeof(buf));
+            }
+            n += k;
+        } else { // the pieces do not spell the text (unknown pieces, a lossy normalizer): encode part by part
+            for (int q = i; q < j; q++) {
+                const ChatPart *pq = &r->parts[q];
+                k = tokenizer_encode(t, r->text.s + pq->off, pq->len, 0, 0, ids + n, (int)(cap - (size_t)n));
+                if (k < 0) { free(ids); free(resp); return -1; }
+                memset(resp + n, pq->response, (size_t)k);
+                n += k;
+            }
+        }
+        i = j;
+    }
+    *ids_out = ids; *resp_out = resp;
+    return n;
+}
+
+// LLaMA-Factory's infer_seqlen: how much of a (source, target) turn fits in cutoff tokens
+static void infer_seqlen(int *src, int *tgt, int cutoff) {
+    int max_target;
+    if (*tgt * 2 < cutoff) max_target = cutoff;
+    else if (*src * 2 < cutoff) max_target = cutoff - *src;
+    else max_target = (int)(cutoff * ((double)*tgt / (double)(*src + *tgt)));
+    int new_tgt = *tgt < max_target ? *tgt : max_target;
+    int max_src = cutoff - new_tgt > 0 ? cutoff - new_tgt : 0;
+    *src = *src < max_src ? *src : max_src;
+    *tgt = new_tgt;
+}
+// Truncate ids/resp in place to cutoff tokens, turn by turn (a turn: prompt tokens then response tokens).
+static int truncate_turns(int *ids, unsigned char *resp, int n, int cutoff) {
+    int out = 0, total = 0;
+    for (int i = 0; i < n;) {
+        int s0 = i;
+        while (i < n && !resp[i]) i++;
+        int t0 = i;
+        while (i < n && resp[i]) i++;
+        if (total >= cutoff) break;
+        int src = t0 - s0, tgt = i - t0;
+        infer_seqlen(&src, &tgt, cutoff - total);
+        memmove(ids + out, ids + s0, (size_t)src * sizeof(int)); memmove(resp + out, resp + s0, (size_t)src);
+        out += src;
+        memmove(ids + out, ids + t0, (size_t)tgt * sizeof(int)); memmove(resp + out, resp + t0, (size_t)tgt);
+        out += tgt;
+        total += src + tgt;
+    }
+    return out;
+}
+
+// Examples back to back: example e is tokens[start[e] .. start[e+1]); train[i] = 1 if token i is a target
+typedef struct {
+    int *tokens;
+    unsigned char *train;
+    int *start;
+    int count, n, max_len;
+    int truncated;           // examples cut by --cutoff-len
+    long response_tokens;
+} Examples;
+static void examples_free(Examples *ex) { free(ex->tokens); free(ex->train); free(ex->start); memset(ex, 0, sizeof(*ex)); }
+
+// first byte offset that is not valid UTF-8 (overlong, surrogates and > U+10FFFF are invalid), or n
+static size_t utf8_invalid_at(const unsigned char *s, size_t n) {
+    for (size_t i = 0; i < n;) {
+        unsigned char c = s[i];
+        if (c < 0x80) { i++; continue; }
+        size_t k = c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+        if (!k || i + k > n) return i;
+        for (size_t j = 1; j < k; j++) if ((s[i + j] & 0xC0) != 0x80) return i;
+        if ((c == 0xE0 && s[i + 1] < 0xA0) || (c == 0xED && s[i + 1] >= 0xA0) || (c == 0xF0 && s[i + 1] < 0x90) || (c == 0xF4 && s[i + 1] >= 0x90)) return i;
+        i += k;
+    }
+    return n;
+}
+static void warn_if_not_utf8(const char *path, const char *text, size_t len) {
+    size_t bad = utf8_invalid_at((const unsigned char *)text, len);
+    if (bad < len) fprintf(stderr, "peft: warning: %s: not valid UTF-8: first bad byte 0x%02X at offset %zu (the tokenizer reads the bytes as they are)\n",
+                           path, (unsigned char)text[bad], bad);
+}
+
+// a string field of a row (NULL if absent); -1 when present but not a string
+static int row_string(const Json *row, const char *key, const char **s, size_t *n) {
+    const Json *v = json_get(row, key);
+    *s = NULL; *n = 0;
+    if (!v || v->type == JSON_NULL) return 0;
+    if (v->type != JSON_STRING) return -1;
+    *s = v->str; *n = v->len;
+    return 0;
+}
+
+#define ROW_ERR(...) do { snprintf(err, errn, __VA_ARGS__); return -1; } while (0)
+// one row -> messages (pointing into the row); the concatenated alpaca user turns go to scratch
+static int row_messages(const Json *row, int format, ChatMsg **msgs, int *nmsg, StrBuf *scratch, char *err, size_t errn) {
+    if (!row || row->type != JSON_OBJECT) ROW_ERR("a row must be a JSON object");
+    int cap = 8, n = 0;
+    ChatMsg *m = (ChatMsg *)malloc_check((size_t)cap * sizeof(ChatMsg));
+#define PUSH(r, str, len) do { if (n == cap) { cap *= 2; m = (ChatMsg *)realloc_check(m, (size_t)cap * sizeof(ChatMsg)); } m[n].role = (r); m[n].s = (str); m[n].n = (len); n++; } while (0)
+#define FAIL(...) do { free(m); ROW_ERR(__VA_ARGS__); } while (0)
+    const char *sys, *s1, *s2;
+    size_t nsys, n1, n2;
+    if (row_string(row, "system", &sys, &nsys)) FAIL("\"system\" must be a string");
+    if (sys && nsys) PUSH(ROLE_SYSTEM, sys, nsys);
+    if (format == DATA_ALPACA) {
+        const Json *h = json_get(row, "history");
+        if (h && h->type != JSON_NULL) {
+            if (h->type != JSON_ARRAY) FAIL("\"history\" must be a list of [prompt, response] pairs");
+            for (int i = 0; i < h->n; i++) {
+                const Json *pr = &h->items[i];
+                if (pr->type != JSON_ARRAY || pr->n != 2 || pr->items[0].type != JSON_STRING || pr->items[1].type != JSON_STRING)
+                    FAIL("\"history\" item %d is not a [prompt, response] pair of strings", i);
+                PUSH(ROLE_USER, pr->items[0].str, pr->items[0].len);
+                PUSH(ROLE_ASSISTANT, pr->items[1].str, pr->items[1].len);
+            }
+        }
+        if (row_string(row, "instruction", &s1, &n1)) FAIL("\"instruction\" must be a string");
+        if (row_string(row, "input", &s2, &n2)) FAIL("\"input\" must be a string");
+        if ((!s1 || !n1) && (!s2 || !n2)) FAIL("alpaca row needs a non-empty \"instruction\" (or \"input\")");
+        // LLaMA-Factory: the user turn is "\n".join of the non-empty instruction and input
+        size_t at = scratch->n;
+        if (s1 && n1) sb_putn(scratch, s1, n1);
+        if (s1 && n1 && s2 && n2) sb_puts(scratch, "\n");
+        if (s2 && n2) sb_putn(scratch, s2, n2);
+        PUSH(ROLE_USER, scratch->s + at, scratch->n - at); // scratch grows no more for this row
+        if (row_string(row, "output", &s1, &n1)) FAIL("\"output\" must be a string");
+        if (!s1) FAIL("alpaca row needs an \"output\" string");
+        PUSH(ROLE_ASSISTANT, s1, n1);
+    } else {
+        const Json *conv = json_get(row, "conversations");
+        const char *rk = "from", *ck = "value", *user = "human", *asst = "gpt", *field = "conversations";
+        if (!conv) { conv = json_get(row, "messages"); rk = "role"; ck = "content"; user = "user"; asst = "assistant"; field = "messages"; }
+        if (!conv || conv->type != JSON_ARRAY) FAIL("sharegpt row needs a \"conversations\" (from/value) or \"messages\" (role/content) list");
+        for (int i = 0; i < conv->n; i++) {
+            const Json *turn = &conv->items[i];
+            const char *role, *content;
+            size_t rl, cl;
+            if (turn->type != JSON_OBJECT || row_string(turn, rk, &role, &rl) || !role || row_string(turn, ck, &content, &cl) || !content)
+                FAIL("\"%s\" item %d needs string \"%s\" and \"%s\"", field, i, rk, ck);
+            if (!strcmp(role, "system")) {
+                if (i != 0) FAIL("\"%s\" item %d: a system turn may only come first", field, i);
+                if (n) FAIL("both a \"system\" field and a system turn");
+                if (cl) PUSH(ROLE_SYSTEM, content, cl);
+                continue;
+            }
+            int r = !strcmp(role, user) ? ROLE_USER : !strcmp(role, asst) ? ROLE_ASSISTANT : -1;
+            if (r < 0) FAIL("\"%s\" item %d: role '%s' is not %s, %s or system", field, i, role, user, asst);
+            int k = n - (n && m[0].role == ROLE_SYSTEM); // turns so far
+            if ((r == ROLE_USER) != (k % 2 == 0)) FAIL("\"%s\" item %d is '%s': turns must alternate %s/%s, starting with %s", field, i, role, user, asst, user);
+            PUSH(r, content, cl);
+        }
+        int k = n - (n && m[0].role == ROLE_SYSTEM);
+        if (k == 0 || k % 2) FAIL("\"%s\" must end with an %s turn (it has %d turns)", field, asst, k);
+    }
+#undef PUSH
+#undef FAIL
+    *msgs = m; *nmsg = n;
+    return 0;
+}
+#undef ROW_ERR
+
+// "FILE:LINE: message"
+static int set_error_at(const char *path, size_t line, const char *fmt, const char *msg) {
+    char fl[4200];
+    snprintf(fl, sizeof(fl), "%s:%zu", path, line);
+    return set_error(fl, fmt, msg);
+}
+
+// Read an alpaca or sharegpt file (a JSON array of rows, or JSONL) into examples. A bad row is an error
+// "FILE:LINE: ..." and nothing is returned.
+static int load_examples(Examples *ex, const char *path, int format, int tpl, const Tokenizer *t, int cutoff, int train_on_prompt) {
+    memset(ex, 0, sizeof(*ex));
+    size_t len;
+    char *text = read_file(path, &len, (size_t)1 << 31);
+    if (!text) return -1;
+    warn_if_not_utf8(path, text, len);
+    // the rows: [begin, end) byte ranges of each top-level element (array) or non-blank line (JSONL)
+    size_t nrows = 0, rcap = 64, *rb = (size_t *)malloc_check(rcap * sizeof(size_t)), *re = (size_t *)malloc_check(rcap * sizeof(size_t));
+    size_t i = 0;
+    while (i < len && isspace((unsigned char)text[i])) i++;
+    int rc = 0;
+    char err[600] = "";
+    if (i < len && text[i] == '[') {
+        Json *all = json_parse(text, len, path); // syntax first, for its error message (with the line)
+        if (!all) {
+            size_t at = 0, line = 1;
+            char msg[sizeof(peft_errbuf)];
+            snprintf(msg, sizeof(msg), "%s", peft_errbuf + strlen(path) + 2);
+            if (sscanf(msg, "invalid JSON at byte %zu", &at) == 1) for (size_t k = 0; k < at && k < len; k++) line += text[k] == '\n';
+            rc = set_error_at(path, line, "%s", msg);
+        }
+        json_free(all);
+        int depth = 0, in_str = 0;
+        size_t begin = 0;
+        for (size_t k = i + 1; !rc && k < len; k++) {
+            char c = text[k];
+            if (in_str) { if (c == '\\') k++; else if (c == '"') in_str = 0; continue; }
+            if (c == '"') { in_str = 1; if (depth == 0 && !begin) begin = k; continue; }
+            if (depth == 0 && (c == ',' || c == ']')) {
+                if (begin) { if (nrows == rcap) { rcap *= 2; rb = (size_t *)realloc_check(rb, rcap * sizeof(size_t)); re = (size_t *)realloc_check(re, rcap * sizeof(size_t)); } rb[nrows] = begin; re[nrows++] = k; }
+                begin = 0;
+                if (c == ']') break;
+                continue;
+            }
+            if (c == '{' || c == '[') { if (depth == 0 && !begin) begin = k; depth++; }
+            else if (c == '}' || c == ']') depth--;
+            else if (depth == 0 && !begin && !isspace((unsigned char)c)) begin = k;
+        }
+    } else {
+        for (size_t k = 0; k < len;) {
+            size_t e = k;
+            while (e < len && text[e] != '\n') e++;
+            size_t b = k;
+            while (b < e && isspace((unsigned char)text[b])) b++;
+            if (b < e) { if (nrows == rcap) { rcap *= 2; rb = (size_t *)realloc_check(rb, rcap * sizeof(size_t)); re = (size_t *)realloc_check(re, rcap * sizeof(size_t)); } rb[nrows] = b; re[nrows++] = e; }
+            k = e + 1;
+        }
+    }
+    if (!rc && nrows == 0) rc = set_error(path, "no rows (expected a JSON array of objects, or one JSON object per line)");
+    size_t tcap = 1 << 16, ecap = nrows + 1;
+    ex->tokens = (int *)malloc_check(tcap * sizeof(int));
+    ex->train = (unsigned char *)malloc_check(tcap);
+    ex->start = (int *)malloc_check(ecap * sizeof(int));
+    size_t line = 1, at = 0;
+    for (size_t r = 0; !rc && r < nrows; r++) {
+        for (; at < rb[r]; at++) line += text[at] == '\n';
+        Json *row = json_parse(text + rb[r], re[r] - rb[r], path);
+        if (!row) { // JSONL: the parser's message, with the line
+            char msg[sizeof(peft_errbuf)];
+            snprintf(msg, sizeof(msg), "%s", peft_errbuf + strlen(path) + 2);
+            rc = set_error_at(path, line, "%s", msg);
+            break;
+        }
+        ChatMsg *msgs = NULL;
+        int nmsg = 0;
+        StrBuf scratch = { 0 };
+        ChatRender cr;
+        memset(&cr, 0, sizeof(cr));
+        int *ids = NULL;
+        unsigned char *resp = NULL;
+        int n = -1;
+        if (row_messages(row, format, &msgs, &nmsg, &scratch, err, sizeof(err))) rc = -1;
+        else if (chat_render(&cr, tpl, msgs, nmsg, err, sizeof(err))) { rc = -1; char m2[600]; snprintf(m2, sizeof(m2), "template %s: %.500s", template_names[tpl], err); snprintf(err, sizeof(err), "%s", m2); }
+        else if ((n = chat_tokenize(t, &cr, &ids, &resp)) < 0) { rc = -1; snprintf(err, sizeof(err), "%.500s", peft_errbuf); }
+        if (rc) { set_error_at(path, line, "%s", err); }
+        else {
+            if (cutoff > 0 && n > cutoff) { n = truncate_turns(ids, resp, n, cutoff); ex->truncated++; }
+            if ((size_t)ex->n + (size_t)n > tcap) {
+                while ((size_t)ex->n + (size_t)n > tcap) tcap *= 2;
+                ex->tokens = (int *)realloc_check(ex->tokens, tcap * sizeof(int));
+                ex->train = (unsigned char *)realloc_check(ex->train, tcap);
+            }
+            if ((size_t)ex->n + (size_t)n > INT_MAX / 2) rc = set_error(path, "too many tokens");
+            else {
+                ex->start[ex->count++] = ex->n;
+                for (int q = 0; q < n; q++) {
+                    if (ids[q] < 0) ids[q] = 0;
+                    ex->tokens[ex->n + q] = ids[q];
+                    ex->train[ex->n + q] = (unsigned char)(train_on_prompt || resp[q]);
+                    ex->response_tokens += resp[q];
+                }
+                ex->n += n;
+                if (n > ex->max_len) ex->max_len = n;
+            }
+        }
+        free(ids); free(resp); cr_free(&cr); free(msgs); free(scratch.s);
+        json_free(row);
+    }
+    free(rb); free(re); free(text);
+    if (rc) { examples_free(ex); return -1; }
+    ex->start[ex->count] = ex->n;
+    return 0;
+}
+
+// One batch row per example, right-padded: inputs are the example's tokens (padding: 0), targets the next
+// token where it is trained, else -100. Causal attention never looks right, so the padding changes nothing
+// for the real tokens: the loss and gradients are those of each example alone, at positions 0.. as in inference.
+static void examples_fill_row(const Examples *ex, int e, int *inp, int *tgt, int T) {
+    int s = ex->start[e], L = ex->start[e + 1] - s;
+    for (int t = 0; t < T; t++) {
+        inp[t] = t < L ? ex->tokens[s + t] : 0;
+        tgt[t] = t + 1 < L && ex->train[s + t + 1] ? ex->tokens[s + t + 1] : -100;
+    }
+}
+
+// ----------------------------------------------------------------------------
 // data and training: tokenized text, AdamW, the training loop, checkpoints, evaluation
 
 // Tokenize a UTF-8 text file: documents are separated by blank lines, each starts with BOS.
@@ -4738,16 +5186,92 @@ static double evaluate(Net *net, Activations *a, const int *tokens, int n, int m
     return count ? sum / count : 0;
 }
 
+// mean loss over the trained tokens of held-out examples, B examples (rows) at a time; max_rows <= 0: all
+static double evaluate_examples(Net *net, Activations *a, const Examples *ex, int max_rows, long *count_out) {
+    int B = a->B, T = a->T;
+    int *inp = (int *)malloc_check((size_t)B * T * sizeof(int)), *tgt = (int *)malloc_check((size_t)B * T * sizeof(int));
+    double sum = 0;
+    long count = 0;
+    int saved_training = net->lora ? net->lora->training : 0;
+    if (net->lora) net->lora->training = 0;
+    LoraModule *mods = net->lora ? net->lora->mods : NULL;
+    floatX **masks = NULL;
+    if (mods) { // no dropout
+        masks = (floatX **)malloc_check((size_t)net->lora->n_layers * NUM_TARGETS * sizeof(floatX *));
+        for (int i = 0; i < net->lora->n_layers * NUM_TARGETS; i++) { masks[i] = mods[i].mask; mods[i].mask = NULL; }
+    }
+    int rows = max_rows > 0 && max_rows < ex->count ? max_rows : ex->count;
+    for (int e0 = 0; e0 < rows; e0 += B) {
+        for (int b = 0; b < B; b++) {
+            if (e0 + b < rows) examples_fill_row(ex, e0 + b, inp + b * T, tgt + b * T, T);
+            else for (int t = 0; t < T; t++) { inp[b * T + t] = 0; tgt[b * T + t] = -100; }
+        }
+        peft_forward(net, a, inp);
+        peft_loss(a, &net->model->config, tgt);
+        for (int i = 0; i < B * T; i++) if (tgt[i] >= 0) { sum += a->losses[i]; count++; }
+    }
+    if (mods) { for (int i = 0; i < net->lora->n_layers * NUM_TARGETS; i++) mods[i].mask = masks[i]; free(masks); }
+    if (net->lora) net->lora->training = saved_training;
+    free(inp); free(tgt);
+    *count_out = count;
+    return count ? sum / count : 0;
+}
+
 static volatile sig_atomic_t stop_requested = 0;
 static void on_sigint(int sig) { (void)sig; stop_requested = 1; }
 
 typedef struct {
     const char *model_path, *data_path, *tok_path, *outdir, *val_path, *resume, *resume_adapter;
     int mode, B, T, steps, warmup, grad_accum, eval_every, save_every, eval_batches, schedule, freeze_layers, checkpoint_acts, log_every, bench;
+    int format, tpl, cutoff_len, train_on_prompt;   // instruction data (DATA_ALPACA / DATA_SHAREGPT): template, truncation
     float epochs, lr, wd, clip, val_frac;
     LoraConfig lc;
     uint64_t seed;
 } TrainArgs;
+
+// instruction data: load the examples, hold out the last val_frac of them (or read --val), pick T
+static int train_load_examples(TrainArgs *ta, const Config *c, const Tokenizer *tok, Examples *ex, Examples *vex) {
+    int cutoff = ta->cutoff_len ? ta->cutoff_len : (ta->T ? ta->T : c->seq_len) + 1;
+    if (load_examples(ex, ta->data_path, ta->format, ta->tpl, tok, cutoff, ta->train_on_prompt)) return -1;
+    memset(vex, 0, sizeof(*vex));
+    if (ta->val_path) {
+        if (load_examples(vex, ta->val_path, ta->format, ta->tpl, tok, cutoff, ta->train_on_prompt)) { examples_free(ex); return -1; }
+    } else if (ta->val_frac > 0 && ex->count >= 2) { // the last val_frac of the examples (at least one each side)
+        int nv = (int)(ex->count * (double)ta->val_frac);
+        if (nv >= 1 && nv < ex->count) {
+            int first = ex->count - nv, s0 = ex->start[first], nt = ex->n - s0;
+            vex->tokens = (int *)malloc_check((size_t)nt * sizeof(int));
+            vex->train = (unsigned char *)malloc_check((size_t)nt + 1);
+            vex->start = (int *)malloc_check((size_t)(nv + 1) * sizeof(int));
+            memcpy(vex->tokens, ex->tokens + s0, (size_t)nt * sizeof(int));
+            memcpy(vex->train, ex->train + s0, (size_t)nt);
+            for (int e = 0; e <= nv; e++) vex->start[e] = ex->start[first + e] - s0;
+            vex->count = nv; vex->n = nt;
+            for (int e = 0; e < nv; e++) if (vex->start[e + 1] - vex->start[e] > vex->max_len) vex->max_len = vex->start[e + 1] - vex->start[e];
+            ex->count = first; ex->n = s0;
+        }
+    }
+    for (int k = 0; k < 2; k++) {
+        const Examples *x = k ? vex : ex;
+        for (int i = 0; i < x->n; i++) if (x->tokens[i] >= c->vocab_size) {
+            int id = x->tokens[i];
+            examples_free(ex); examples_free(vex);
+            return set_error(k && ta->val_path ? ta->val_path : ta->data_path, "token id %d from the tokenizer exceeds the model's vocabulary (%d): wrong tokenizer?", id, c->vocab_size);
+        }
+    }
+    if (!ta->T) { // the longest example (after truncation) sets the row length
+        int longest = ex->max_len > vex->max_len ? ex->max_len : vex->max_len;
+        ta->T = longest - 1 < 1 ? 1 : longest - 1;
+        if (ta->T > c->seq_len) ta->T = c->seq_len;
+    }
+    long trained = 0;
+    for (int e = 0; e < ex->count; e++) for (int i = ex->start[e] + 1; i < ex->start[e + 1]; i++) trained += ex->train[i]; // targets
+    fprintf(stderr, "data: %s, template %s: %d training examples (%d tokens, %ld trained on%s), %d held out; %d truncated to --cutoff-len %d; "
+                    "one example per row, right-padded to T = %d\n",
+            ta->format == DATA_ALPACA ? "alpaca" : "sharegpt", template_names[ta->tpl], ex->count, ex->n, trained, ta->train_on_prompt ? ", prompts included" : ": responses only",
+            vex->count, ex->truncated + vex->truncated, cutoff, ta->T);
+    return 0;
+}
 
 // trainer_state.json + optimizer.safetensors: everything needed to continue bit-for-bit
 static int save_trainer_state(const char *dir, const TrainArgs *ta, Trainable *tr, int step, uint64_t data_rng, uint64_t dropout_rng) {
@@ -4842,15 +5366,28 @@ static void bench_report(double *step_s, double *mm_s, double *mm_flops, int n, 
             threads, k, warm, s, tokens_per_step / s, mf * 1e-9, ms, mf * 1e-9 / ms, mf * 1e-9 / s);
 }
 
+static void note_tokenizer(void); // CLI: names the tokenizer found beside the model
 static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
     Config *c = &m->config;
+    // data: instruction examples, or text
+    Examples ex, vex;
+    memset(&ex, 0, sizeof(ex)); memset(&vex, 0, sizeof(vex));
+    int is_ex = ta->format != DATA_TEXT;
+    if (is_ex && train_load_examples(ta, c, tok, &ex, &vex)) return -1;
     int B = ta->B, T = ta->T, N = B * T;
-    // data
-    int ntok;
-    int *tokens = tokenize_file(tok, ta->data_path, &ntok);
-    if (!tokens) return -1;
+    int ntok = 0;
+    int *tokens = NULL;
+    if (!is_ex) {
+        size_t dlen;
+        char *dtext = read_file(ta->data_path, &dlen, (size_t)1 << 31);
+        if (dtext) warn_if_not_utf8(ta->data_path, dtext, dlen);
+        free(dtext);
+        tokens = tokenize_file(tok, ta->data_path, &ntok);
+        if (!tokens) return -1;
+    }
     int *val = NULL, nval = 0, ntrain = ntok;
-    if (ta->val_path) {
+    if (is_ex) { ntrain = ex.n; nval = vex.n; }
+    else if (ta->val_path) {
         val = tokenize_file(tok, ta->val_path, &nval);
         if (!val) { free(tokens); return -1; }
     } else if (ta->val_frac > 0) {
@@ -4866,11 +5403,12 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
             if (ta->val_path) free(val);
             return set_error(ta->data_path, "token id %d from the tokenizer exceeds the model's vocabulary (%d): wrong tokenizer?", id, c->vocab_size);
         }
-    if (ntrain < T + 1) { free(tokens); if (ta->val_path) free(val); return set_error(ta->data_path, "data is shorter than one window: %d tokens, need at least T+1 = %d (lower -T)", ntrain, T + 1); }
+    if (!is_ex && ntrain < T + 1) { free(tokens); if (ta->val_path) free(val); return set_error(ta->data_path, "data is shorter than one window: %d tokens, need at least T+1 = %d (lower -T)", ntrain, T + 1); }
     int steps = ta->steps;
     if (steps <= 0) {
         double per_step = (double)N * ta->grad_accum;
         steps = (int)ceil(ta->epochs * ntrain / per_step);
+        if (is_ex) steps = (int)ceil(ta->epochs * ex.count / ((double)B * ta->grad_accum)); // epochs of examples
         if (steps < 1) steps = 1;
     }
     if (ta->warmup < 0) ta->warmup = steps / 20;                          // 5% of the steps
@@ -4948,20 +5486,21 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
         fmt_bytes(gr, sizeof(gr), (double)(ta->mode == TUNE_LORA ? lora.num_params : m->num_parameters) * sizeof(floatX));
         fmt_bytes(op, sizeof(op), (double)tr.total * 2 * sizeof(floatX));
         fmt_bytes(lw, sizeof(lw), lo ? (double)lora.num_params * sizeof(floatX) : 0);
+        note_tokenizer();
         fprintf(stderr, "model: %s (dim %d, %d layers, %d heads / %d kv, vocab %d), %.2fM parameters\n", ta->model_path, c->dim, c->n_layers, c->n_heads, c->n_kv_heads, c->vocab_size, m->num_parameters / 1e6);
         fprintf(stderr, "tuning: %s, %zu trainable parameters (%.3f%% of the model)\n", tune_names[ta->mode], tr.total, 100.0 * tr.total / (double)m->num_parameters);
-        fprintf(stderr, "data: %d train tokens, %d validation tokens; batch %d x %d x accum %d = %d tokens/step; %d steps\n", ntrain, nval, B, T, ta->grad_accum, N * ta->grad_accum, steps);
+        fprintf(stderr, "data: %d train tokens, %d validation tokens; batch %d x %d x accum %d = %d %s/step; %d steps\n", ntrain, nval, B, T, ta->grad_accum, is_ex ? B * ta->grad_accum : N * ta->grad_accum, is_ex ? "examples" : "tokens", steps);
         fprintf(stderr, "memory: weights %s, LoRA %s, activations %s%s, gradients %s, AdamW state %s\n", w, lw, ac, ta->checkpoint_acts ? " (checkpointed)" : "", gr, op);
     }
     signal(SIGINT, on_sigint);
     Activations eval_a;
-    int have_eval = val && nval >= 2;
+    int have_eval = is_ex ? vex.count > 0 : (val && nval >= 2);
     if (have_eval) acts_alloc(&eval_a, c, B, T, 0);
     int *inp = (int *)malloc_check((size_t)N * sizeof(int)), *tgt = (int *)malloc_check((size_t)N * sizeof(int));
     double t_start = time_sec(), first_loss = -1, last_loss = -1, last_val = -1, first_val = -1;
     if (have_eval && step0 == 0) { // where the held-out loss starts
         long cnt;
-        first_val = evaluate(&net, &eval_a, val, nval, ta->eval_batches * B, &cnt);
+        first_val = is_ex ? evaluate_examples(&net, &eval_a, &vex, ta->eval_batches * B, &cnt) : evaluate(&net, &eval_a, val, nval, ta->eval_batches * B, &cnt);
         fprintf(stderr, "step %5d/%d | val %.4f (before training, %ld tokens)\n", 0, steps, first_val, cnt);
         fprintf(log, "{\"step\": 0, \"loss\": null, \"val_loss\": %.6f, \"lr\": 0, \"grad_norm\": null, \"tokens_per_s\": null, \"elapsed_s\": 0}\n", first_val);
         t_start = time_sec();
@@ -4979,7 +5518,8 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
         trainable_zero_grad(&tr);
         double loss = 0;
         for (int micro = 0; micro < ta->grad_accum; micro++) {
-            for (int b = 0; b < B; b++) { // a random window of T+1 tokens
+            for (int b = 0; b < B; b++) { // a random window of T+1 tokens, or a random example
+                if (is_ex) { examples_fill_row(&ex, (int)(random_u32(&data_rng) % (uint32_t)ex.count), inp + b * T, tgt + b * T, T); continue; }
                 int start = (int)(random_u32(&data_rng) % (uint32_t)(ntrain - T));
                 for (int t = 0; t < T; t++) { inp[b * T + t] = tokens[start + t]; tgt[b * T + t] = tokens[start + t + 1]; }
             }
@@ -5003,7 +5543,7 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
         double vloss = -1;
         if (have_eval && ta->eval_every > 0 && ((step + 1) % ta->eval_every == 0 || last)) {
             long cnt;
-            vloss = evaluate(&net, &eval_a, val, nval, ta->eval_batches * B, &cnt);
+            vloss = is_ex ? evaluate_examples(&net, &eval_a, &vex, ta->eval_batches * B, &cnt) : evaluate(&net, &eval_a, val, nval, ta->eval_batches * B, &cnt);
             last_val = vloss;
         }
         double elapsed = time_sec() - t_start, eta = elapsed / (step + 1 - step0) * (steps - step - 1);
@@ -5048,6 +5588,7 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
     if (lo) lora_free(lo);
     free(tokens);
     if (ta->val_path) free(val);
+    examples_free(&ex); examples_free(&vex);
     return rc;
 }
 
@@ -5135,12 +5676,17 @@ static void find_tokenizer(char *path, size_t n, const char *zpath, const char *
     }
     snprintf(path, n, "tokenizer.bin");
 }
+static char tokenizer_picked[4096]; // the tokenizer found without -z, named once the command has loaded everything
 static void load_tokenizer_or_die(Tokenizer *tok, const char *zpath, const char *model_path, const Config *c) {
     char path[4096];
     find_tokenizer(path, sizeof(path), zpath, model_path, c);
     if (!file_exists(path)) fatal("%s: tokenizer not found (give one with -z, or put tokenizer.bin / tok%d.bin beside the model)", path, c->vocab_size);
-    if (!zpath) fprintf(stderr, "tokenizer: %s\n", path);
     if (tokenizer_load(tok, path, c->vocab_size)) fatal_error();
+    if (!zpath) snprintf(tokenizer_picked, sizeof(tokenizer_picked), "%s", path);
+}
+static void note_tokenizer(void) {
+    if (tokenizer_picked[0]) fprintf(stderr, "tokenizer: %s%s\n", tokenizer_picked, strcmp(tokenizer_picked, "tokenizer.bin") ? " (beside the model)" : " (./tokenizer.bin)");
+    tokenizer_picked[0] = 0;
 }
 
 // the value after flag argv[*i]; a missing value is an error
@@ -5299,6 +5845,7 @@ static int cmd_generate(int argc, char **argv) {
     if (na) { load_adapters_or_die(&lora, na, adapters, c); lo = &lora; require_float_base(&m, lo, model_path); lora_alloc_acts(lo, 1); }
     Net net;
     net_init(&net, &m, lo);
+    note_tokenizer();
     RunState s;
     size_t plen = strlen(prompt);
     int *ptoks = (int *)malloc_check((plen + 3) * sizeof(int));
@@ -5380,6 +5927,7 @@ static int cmd_eval(int argc, char **argv) {
     if (n < 2) fatal("%s: need at least 2 tokens to evaluate", data);
     Lora lora, *lo = NULL;
     if (na) { load_adapters_or_die(&lora, na, adapters, c); lo = &lora; require_float_base(&m, lo, model_path); lora_alloc_acts(lo, B * T); }
+    note_tokenizer();
     Net net;
     net_init(&net, &m, lo);
     Activations a;
@@ -5503,9 +6051,14 @@ static int cmd_dump(int argc, char **argv) {
 // ---- train
 static void error_usage_train(void) {
     fprintf(stderr, "Usage: peft train MODEL DATA [options]\n"
-                    "  Fine-tunes MODEL on DATA (UTF-8 text; blank lines separate documents, each gets BOS).\n"
+                    "  Fine-tunes MODEL on DATA (UTF-8 text; blank lines separate documents, each gets BOS; or --format).\n"
                     "  Writes OUTDIR/adapter_config.json + adapter_model.safetensors (PEFT's format), log.jsonl.\n"
                     "  -z PATH                   tokenizer (default as for generate)\n"
+                    "  --format F                text | alpaca | sharegpt (LLaMA-Factory's JSON / JSONL datasets) (default text)\n"
+                    "  --template NAME           chat template for alpaca/sharegpt data: alpaca | llama2 | llama3 | mistral | chatml |\n"
+                    "                            vicuna (default alpaca); prompts are masked out of the loss, one example per row\n"
+                    "  --train-on-prompt         instruction data: train on the prompt tokens too\n"
+                    "  --cutoff-len N            instruction data: truncate examples to N tokens as LLaMA-Factory does (default T+1)\n"
                     "  -o DIR                    output folder (default out)\n"
                     "  --finetuning-type T       lora | freeze | full (default lora)\n"
                     "  --freeze-trainable-layers N  freeze: train the last N layers (default 2)\n"
@@ -5518,7 +6071,7 @@ static void error_usage_train(void) {
                     "  --layers LIST             layers to adapt, e.g. 0,1,4-7 (default all)\n"
                     "  --init I                  kaiming | gaussian (default kaiming: PEFT's)\n"
                     "  -b N                      batch size (default 8)\n"
-                    "  -T N                      sequence length (default min(256, max positions))\n"
+                    "  -T N                      sequence length (default min(256, max positions); instruction data: the longest example)\n"
                     "  --steps N                 optimizer steps (default: --epochs worth)\n"
                     "  --epochs E                passes over the training tokens (default 1)\n"
                     "  --lr LR                   peak learning rate (default 1e-3)\n"
@@ -5579,7 +6132,7 @@ static int cmd_train(int argc, char **argv) {
     ta.val_frac = 0.05f; ta.eval_batches = 16; ta.schedule = SCHED_COSINE; ta.freeze_layers = 2; ta.seed = 1337;
     ta.lc.r = 8; ta.lc.alpha = 8; ta.lc.targets = (1u << TGT_Q) | (1u << TGT_V);
     const char *layers = NULL;
-    int alpha_set = 0;
+    int alpha_set = 0, template_set = 0;
     QuantOpts qo = { -1, 0, 0 };
     for (int i = 0; i < argc; i++) {
         const char *f = argv[i];
@@ -5590,6 +6143,20 @@ static int cmd_train(int argc, char **argv) {
         else if (!strcmp(f, "--dora")) ta.lc.dora = 1;
         else if (!strcmp(f, "--checkpoint-activations")) ta.checkpoint_acts = 1;
         else if (!strcmp(f, "--bench")) ta.bench = 1;
+        else if (!strcmp(f, "--train-on-prompt")) ta.train_on_prompt = 1;
+        else if (!strcmp(f, "--format")) {
+            const char *v = next_arg(argc, argv, &i);
+            if (!strcmp(v, "text")) ta.format = DATA_TEXT; else if (!strcmp(v, "alpaca")) ta.format = DATA_ALPACA; else if (!strcmp(v, "sharegpt")) ta.format = DATA_SHAREGPT;
+            else fatal("--format: '%s' is not text, alpaca or sharegpt", v);
+        }
+        else if (!strcmp(f, "--template")) {
+            const char *v = next_arg(argc, argv, &i);
+            ta.tpl = -1;
+            for (int k = 0; k < NUM_TEMPLATES; k++) if (!strcmp(v, template_names[k])) ta.tpl = k;
+            if (ta.tpl < 0) fatal("--template: '%s' is not alpaca, llama2, llama3, mistral, chatml or vicuna", v);
+            template_set = 1;
+        }
+        else if (!strcmp(f, "--cutoff-len")) ta.cutoff_len = parse_int(f, next_arg(argc, argv, &i), 2, 1 << 24);
         else if (!strcmp(f, "-z")) ta.tok_path = next_arg(argc, argv, &i);
         else if (!strcmp(f, "-o")) ta.outdir = next_arg(argc, argv, &i);
         else if (!strcmp(f, "--finetuning-type")) {
@@ -5641,8 +6208,12 @@ static int cmd_train(int argc, char **argv) {
     if (m.quant && ta.mode != TUNE_LORA) fatal("%s: a quantized base is frozen: --finetuning-type %s needs a float model (--quant none)", ta.model_path, ta.mode == TUNE_FULL ? "full" : "freeze");
     if (m.quant && ta.lc.dora) fatal("%s: --dora needs the float base weight (use --quant none)", ta.model_path);
     fprintf(stderr, "%s", quant_desc(&m));
-    if (!ta.T) ta.T = c->seq_len < 256 ? c->seq_len : 256;
+    if (ta.format == DATA_TEXT && (template_set || ta.cutoff_len || ta.train_on_prompt)) fatal("--template, --cutoff-len and --train-on-prompt apply to --format alpaca or sharegpt");
+    if (ta.format == DATA_TEXT && !ta.T) ta.T = c->seq_len < 256 ? c->seq_len : 256;
     if (ta.T > c->seq_len) fatal("-T %d exceeds the model's %d positions", ta.T, c->seq_len);
+    // instruction data: one example per row of T positions, so an example holds at most T+1 tokens
+    if (ta.format != DATA_TEXT && ta.cutoff_len && ta.cutoff_len > (ta.T ? ta.T : c->seq_len) + 1)
+        fatal("--cutoff-len %d needs rows of %d positions, more than %s %d", ta.cutoff_len, ta.cutoff_len - 1, ta.T ? "-T" : "the model's", ta.T ? ta.T : c->seq_len);
     if (ta.mode == TUNE_FREEZE && ta.freeze_layers > c->n_layers) fatal("--freeze-trainable-layers %d exceeds the model's %d layers", ta.freeze_layers, c->n_layers);
     if (ta.mode == TUNE_LORA && !ta.resume_adapter) {
         for (int t = 0; t < NUM_TARGETS; t++) {
@@ -5662,6 +6233,152 @@ static int cmd_train(int argc, char **argv) {
     tokenizer_free(&tok);
     model_free(&m);
     if (rc) fatal_error();
+    return 0;
+}
+
+// ---- tokenize
+static void error_usage_tokenize(void) {
+    fprintf(stderr, "Usage: peft tokenize [-z TOKENIZER | MODEL] [TEXT | -f FILE | -] [options]\n"
+                    "  Prints the token ids of TEXT (or of FILE, or of standard input with -), like llama.cpp's llama-tokenize.\n"
+                    "  -z PATH       tokenizer.bin or tokenizer.json (or give MODEL: its tokenizer is found as for generate)\n"
+                    "  -f FILE       read the text from FILE\n"
+                    "  --pieces      one line per token: id -> 'piece'\n"
+                    "  --json        print {\"ids\": [...]} (with --pieces: {\"ids\": [...], \"pieces\": [...]})\n"
+                    "  --bos, --eos  add the tokenizer's BOS / EOS id (default: neither)\n"
+                    "  --decode      the input is ids ([1, 2, 3], 1 2 3 or 1,2,3); prints the text they decode to\n");
+    exit(1);
+}
+// vocabulary size of a model from its header or config.json, without loading the weights; -1 if unknown
+static int model_vocab_probe(const char *path) {
+    if (dir_exists(path)) {
+        char file[4096];
+        path_join(file, sizeof(file), path, "config.json");
+        Json *j = json_load(file);
+        if (!j) return -1;
+        Json *tc = json_get(j, "text_config");
+        int v = (int)json_num_or(json_get(j, "vocab_size") ? j : (tc ? tc : j), "vocab_size", -1);
+        json_free(j);
+        return v;
+    }
+    FILE *f = fopen(path, "rb");
+    if (!f) return -1;
+    int32_t h[8];
+    size_t got = fread(h, sizeof(int32_t), 8, f);
+    fclose(f);
+    if (got != 8) return -1;
+    int v = (uint32_t)h[0] == BIN_MAGIC ? h[7] : h[5];
+    return v < 0 ? -v : v;
+}
+// a piece for display: printable bytes as they are, others as \xNN (and \n, \t, \r)
+static void print_escaped(FILE *f, const char *p, int n) {
+    for (int i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if (c == '\n') fputs("\\n", f); else if (c == '\t') fputs("\\t", f); else if (c == '\r') fputs("\\r", f);
+        else if (c == '\\') fputs("\\\\", f); else if (c < 0x20 || c == 0x7f) fprintf(f, "\\x%02x", c);
+        else fputc(c, f);
+    }
+}
+static int cmd_tokenize(int argc, char **argv) {
+    const char *zpath = NULL, *file = NULL, *pos[2] = { NULL, NULL };
+    int npos = 0, pieces = 0, json = 0, bos = 0, eos = 0, decode = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *f = argv[i];
+        if (!strcmp(f, "--help") || !strcmp(f, "-h")) error_usage_tokenize();
+        else if (!strcmp(f, "-z")) zpath = next_arg(argc, argv, &i);
+        else if (!strcmp(f, "-f")) file = next_arg(argc, argv, &i);
+        else if (!strcmp(f, "--pieces")) pieces = 1;
+        else if (!strcmp(f, "--json")) json = 1;
+        else if (!strcmp(f, "--bos")) bos = 1;
+        else if (!strcmp(f, "--eos")) eos = 1;
+        else if (!strcmp(f, "--decode")) decode = 1;
+        else if (f[0] != '-' || !strcmp(f, "-")) { if (npos == 2) fatal("unexpected argument '%s'", f); pos[npos++] = f; }
+        else fatal("unknown flag '%s' for tokenize (see peft tokenize --help)", f);
+    }
+    // -z TOK [TEXT] or MODEL [TEXT]
+    const char *model = NULL, *text_arg = NULL;
+    if (zpath) { if (npos > 1) fatal("unexpected argument '%s'", pos[1]); text_arg = pos[0]; }
+    else { model = pos[0]; text_arg = pos[1]; }
+    if (!zpath && !model) error_usage_tokenize();
+    if ((text_arg != NULL) + (file != NULL) != 1) fatal("tokenize needs exactly one of TEXT, -f FILE or - (standard input)");
+    Tokenizer tok;
+    if (zpath) { if (tokenizer_load(&tok, zpath, 0)) fatal_error(); }
+    else {
+        Config c;
+        memset(&c, 0, sizeof(c));
+        c.vocab_size = model_vocab_probe(model);
+        if (c.vocab_size <= 0) fatal("%s: cannot read the vocabulary size (not a llama2.c .bin or a folder with config.json)", model);
+        load_tokenizer_or_die(&tok, NULL, model, &c);
+    }
+    size_t len;
+    char *text;
+    if (file || !strcmp(text_arg, "-")) {
+        const char *path = file ? file : "/dev/stdin";
+        text = read_file(path, &len, TOK_MAX_TEXT);
+        if (!text) { tokenizer_free(&tok); fatal_error(); }
+    } else { len = strlen(text_arg); text = strdup_check(text_arg); }
+    int n, cap = 0, *ids = NULL;
+    if (decode) { // ids separated by spaces, commas, brackets
+        cap = 16; n = 0;
+        ids = (int *)malloc_check((size_t)cap * sizeof(int));
+        for (char *p = text; *p;) {
+            if (isspace((unsigned char)*p) || *p == ',' || *p == '[' || *p == ']') { p++; continue; }
+            char *end;
+            errno = 0;
+            long v = strtol(p, &end, 10);
+            if (end == p || errno || v < 0 || v >= tok.vocab_size) {
+                char bad[24];
+                snprintf(bad, sizeof(bad), "%.*s", (int)strcspn(p, " \t\r\n,[]"), p);
+                fatal("%s: '%s' is not a token id of this tokenizer (0..%d)", file ? file : "ids", bad, tok.vocab_size - 1);
+            }
+            if (n == cap) { cap *= 2; ids = (int *)realloc_check(ids, (size_t)cap * sizeof(int)); }
+            ids[n++] = (int)v;
+            p = end;
+        }
+    } else {
+        cap = (int)(len < (size_t)INT_MAX / 2 - 8 ? len + 3 : (size_t)INT_MAX / 2);
+        ids = (int *)malloc_check((size_t)cap * sizeof(int));
+        n = tokenizer_encode(&tok, text, len, bos, eos, ids, cap);
+        if (n < 0) { free(text); free(ids); tokenizer_free(&tok); fatal_error(); }
+    }
+    char buf[1024];
+    if (decode) {
+        for (int i = 0; i < n; i++) {
+            int k = tokenizer_decode(&tok, i ? ids[i - 1] : -1, ids[i], buf, sizeof(buf));
+            fwrite(buf, 1, (size_t)k, stdout);
+        }
+        if (n && !json) fputc('\n', stdout);
+    } else if (json) {
+        StrBuf b = { 0 };
+        sb_puts(&b, "{\"ids\": [");
+        for (int i = 0; i < n; i++) sb_printf(&b, "%s%d", i ? ", " : "", ids[i]);
+        sb_puts(&b, "]");
+        if (pieces) {
+            sb_puts(&b, ", \"pieces\": [");
+            for (int i = 0; i < n; i++) {
+                if (i) sb_puts(&b, ", ");
+                char *pc = strdup_check(tok.pieces[ids[i]] ? tok.pieces[ids[i]] : "");
+                sb_json_string(&b, pc);
+                free(pc);
+            }
+            sb_puts(&b, "]");
+        }
+        sb_puts(&b, "}\n");
+        fputs(b.s, stdout);
+        free(b.s);
+    } else if (pieces) {
+        for (int i = 0; i < n; i++) {
+            printf("%6d -> '", ids[i]);
+            if (tok.pieces[ids[i]]) print_escaped(stdout, tok.pieces[ids[i]], tok.piece_len[ids[i]]);
+            printf("'\n");
+        }
+    } else {
+        printf("[");
+        for (int i = 0; i < n; i++) printf("%s%d", i ? ", " : "", ids[i]);
+        printf("]\n");
+    }
+    free(text); free(ids);
+    tokenizer_free(&tok);
+    note_tokenizer();
     return 0;
 }
 
@@ -5853,6 +6570,7 @@ static void error_usage(void) {
                     "  merge MODEL ADAPTER... -o OUT  merge adapters into the weights\n"
                     "  quantize MODEL -o OUT --quant T  write an int8 (llama2.c v2), int4 or nf4 model file\n"
                     "  info PATH                      what a model, adapter or .safetensors file holds\n"
+                    "  tokenize [-z TOK | MODEL] TEXT the token ids of a text (--pieces, --json, --decode)\n"
                     "MODEL is a llama2.c .bin file or a Hugging Face folder (config.json + safetensors).\n");
     exit(1);
 }
@@ -5873,6 +6591,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "merge")) return cmd_merge(argc - 2, argv + 2);
     if (!strcmp(cmd, "info")) return cmd_info(argc - 2, argv + 2);
     if (!strcmp(cmd, "quantize")) return cmd_quantize(argc - 2, argv + 2);
+    if (!strcmp(cmd, "tokenize")) return cmd_tokenize(argc - 2, argv + 2);
     if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h")) error_usage();
     fatal("unknown command '%s' (see peft --help)", cmd);
     return 1;

@@ -2364,6 +2364,274 @@ static void test_quant_cli(void) {
     expect_cli_error("--double-quant without nf4", args, "applies to --quant nf4", NULL);
 }
 
+// peft tokenize: the CLI reproduces the reference ids (sentencepiece's for Llama 2; HF tokenizers' for the
+// tokenizer.json fixtures) for every string, and --decode gives the text back
+static void test_tokenize_cli(void) {
+    // (the gpt2bpe fixture's normalizer is lossy, so its text does not decode back; as in tokenizer_gpt2bpe_reference)
+    struct { const char *tok, *ref, *key; int roundtrip; } cases[4] = {
+        { "tokenizer.bin", NULL, "sentencepiece_ids", 1 }, { "tests/spbpe/tokenizer.json", "tests/spbpe/reference.json", "ids", 1 },
+        { "tests/bytebpe/tokenizer.json", "tests/bytebpe/reference.json", "ids", 1 }, { "tests/gpt2bpe/tokenizer.json", "tests/gpt2bpe/reference.json", "ids", 0 } };
+    cases[0].ref = TOKTEST_LLAMA2_REF;
+    char args[2048], err[4096], out[1 << 16], txt[600];
+    tmp_path(txt, sizeof(txt), "tokenize_input.txt");
+    for (int c = 0; c < 4; c++) {
+        Json *ref = json_load(cases[c].ref);
+        if (!ref || ref->type != JSON_ARRAY) { check(0, "peft tokenize", "%s: %s", cases[c].ref, peft_errbuf); json_free(ref); continue; }
+        int total = 0, same = 0, back = 0, tried = 0;
+        char why[300] = "";
+        for (int i = 0; i < ref->n; i++) {
+            const Json *e = &ref->items[i], *text = json_get(e, "text"), *want = json_get(e, cases[c].key);
+            if (!text || text->type != JSON_STRING || !want || want->type != JSON_ARRAY) continue;
+            total++;
+            write_bytes(txt, text->str, text->len);
+            snprintf(args, sizeof(args), "tokenize -z %s -f %s --json", cases[c].tok, txt);
+            int rc = run_cmd(args, err, sizeof(err), out, sizeof(out));
+            Json *got = rc == 0 ? json_parse(out, strlen(out), "stdout") : NULL;
+            const Json *ids = got ? json_get(got, "ids") : NULL;
+            int ok = ids && ids->type == JSON_ARRAY && ids->n == want->n;
+            for (int k = 0; ok && k < ids->n; k++) ok = ids->items[k].num == want->items[k].num;
+            same += ok;
+            if (!ok && !why[0]) snprintf(why, sizeof(why), "; string %d differs (exit %d)", i, rc);
+            if (ok && cases[c].roundtrip && !json_bool_or(e, "special", 0) && text->len > 0 && !strstr(text->str, "\xE2\x96\x81")) { // --decode back
+                StrBuf b = { 0 };
+                for (int k = 0; k < ids->n; k++) sb_printf(&b, "%d ", (int)ids->items[k].num);
+                write_bytes(txt, b.s ? b.s : "", b.n);
+                free(b.s);
+                snprintf(args, sizeof(args), "tokenize -z %s -f %s --decode --json", cases[c].tok, txt);
+                size_t olen = 0;
+                rc = run_cmd(args, err, sizeof(err), NULL, 0);
+                char of[600];
+                tmp_path(of, sizeof(of), "stdout.txt");
+                char *o = read_file(of, &olen, 1 << 20);
+                tried++;
+                back += rc == 0 && o && olen == text->len && !memcmp(o, text->str, olen);
+                free(o);
+            }
+            json_free(got);
+        }
+        check(total > 0 && same == total && back == tried, "peft tokenize == reference ids", "-z %s: %d/%d strings give %s's %s%s; --decode gives %d/%d texts back",
+              cases[c].tok, same, total, cases[c].ref, cases[c].key, why, back, tried);
+        json_free(ref);
+    }
+    // MODEL instead of -z: the tokenizer beside a .bin (tok512.bin), named on stderr; --pieces, --bos/--eos
+    snprintf(args, sizeof(args), "tokenize %s \"Once upon a time\" --pieces --bos --eos", SH("models/stories260K/stories260K.bin"));
+    int rc = run_cmd(args, err, sizeof(err), out, sizeof(out));
+    check(rc == 0 && strstr(err, "tok512.bin") && strstr(out, "     1 -> '") && strstr(out, "   403 -> ' Once'") && strstr(out, "     2 -> '") && count_lines(out) == 6,
+          "peft tokenize MODEL --pieces --bos --eos", "picks %s; %d lines", strstr(err, "tok512.bin") ? "tok512.bin beside the model" : err, count_lines(out));
+    rc = run_cmd("tokenize -z tokenizer.bin \"Hello world\"", err, sizeof(err), out, sizeof(out));
+    check(rc == 0 && !strcmp(out, "[15043, 3186]\n"), "peft tokenize prints ids like llama-tokenize --ids", "%s", out);
+    expect_cli_error("tokenize --decode with an id outside the vocabulary", "tokenize -z tokenizer.bin \"1 32000\" --decode", "'32000' is not a token id", NULL);
+    expect_cli_error("tokenize without text", "tokenize -z tokenizer.bin", "exactly one of TEXT", NULL);
+    expect_cli_error("tokenize with a missing tokenizer", "tokenize -z nowhere/tok.bin hi", "nowhere/tok.bin", NULL);
+}
+
+// --template: every render of tests/chat/renders.json (made by tests/make_chat_fixtures.py with the real template
+// strings, rendered the way transformers' apply_chat_template does) equals peft.c's, text and errors alike
+static void test_chat_templates(void) {
+    const char *path = "tests/chat/renders.json";
+    Json *root = json_load(path);
+    const Json *renders = root ? json_get(root, "renders") : NULL;
+    if (!renders || renders->type != JSON_ARRAY) { check(0, "chat templates", "%s", root ? "no renders" : peft_errbuf); json_free(root); return; }
+    int per[NUM_TEMPLATES] = { 0 }, ok[NUM_TEMPLATES] = { 0 }, errors = 0;
+    char why[NUM_TEMPLATES][400];
+    memset(why, 0, sizeof(why));
+    for (int i = 0; i < renders->n; i++) {
+        const Json *e = &renders->items[i], *msgs = json_get(e, "messages"), *text = json_get(e, "text"), *err = json_get(e, "error");
+        const char *name = json_str(json_get(e, "template")), *bos = json_str(json_get(e, "bos_token")), *eos = json_str(json_get(e, "eos_token"));
+        int tpl = -1;
+        for (int k = 0; k < NUM_TEMPLATES; k++) if (name && !strcmp(name, template_names[k])) tpl = k;
+        if (tpl < 0 || !msgs || msgs->type != JSON_ARRAY) continue;
+        per[tpl]++;
+        ChatMsg m[16];
+        int n = 0;
+        for (int k = 0; k < msgs->n && n < 16; k++) {
+            const char *role = json_str(json_get(&msgs->items[k], "role"));
+            const Json *c = json_get(&msgs->items[k], "content");
+            m[n].role = !strcmp(role, "system") ? ROLE_SYSTEM : !strcmp(role, "user") ? ROLE_USER : ROLE_ASSISTANT;
+            m[n].s = c->str; m[n].n = c->len; n++;
+        }
+        ChatRender r;
+        char msg[300] = "";
+        int rc = chat_render(&r, tpl, m, n, msg, sizeof(msg));
+        int same;
+        if (err) { same = rc != 0 && !strcmp(msg, err->str); errors += same; }
+        else same = rc == 0 && text && r.text.n == text->len && !memcmp(r.text.s, text->str, text->len) && !strcmp(bos, template_bos[tpl]) && (!strcmp(eos, template_eos[tpl]));
+        if (same) ok[tpl]++;
+        else if (!why[tpl][0]) snprintf(why[tpl], sizeof(why[tpl]), "; conversation %d: got \"%.120s\" (rc %d %.100s)", (int)json_num_or(e, "conversation", -1), rc ? msg : (r.text.s ? r.text.s : ""), rc, msg);
+        if (rc == 0) cr_free(&r);
+    }
+    for (int k = 0; k < NUM_TEMPLATES; k++)
+        check(per[k] > 0 && ok[k] == per[k], "chat template == transformers' render", "%s: %d/%d renders of %s equal%s", template_names[k], ok[k], per[k], path, why[k]);
+    check(errors >= 3, "chat template errors == raise_exception's", "%d renders raise the template's own message (alternation, mistral's system role)", errors);
+    json_free(root);
+}
+
+// instruction data: the trained targets are exactly the response tokens; prompt tokens contribute no gradient;
+// LLaMA-Factory's truncation; bad rows
+static void test_instruction_data(void) {
+    char path[600], args[4096], err[4096], out[4096];
+    Tokenizer t;
+    if (tokenizer_load(&t, SH("models/stories260K/tok512.bin"), 512)) { check(0, "instruction data", "%s", peft_errbuf); return; }
+    tmp_path(path, sizeof(path), "alpaca.json");
+    const char *rows = "[\n {\"instruction\": \"Say hello.\", \"input\": \"\", \"output\": \"Hello! How are you?\"},\n"
+                       " {\"instruction\": \"Add the numbers.\", \"input\": \"2 and 3\", \"output\": \"Five.\", \"system\": \"You are a calculator.\"},\n"
+                       " {\"instruction\": \"Name a colour.\", \"output\": \"Blue.\", \"history\": [[\"Hi\", \"Hello there.\"]]}\n]\n";
+    write_bytes(path, rows, strlen(rows));
+    for (int tpl = 0; tpl < NUM_TEMPLATES; tpl++) {
+        Examples ex;
+        int lrc = load_examples(&ex, path, DATA_ALPACA, tpl, &t, 0, 0);
+        if (tpl == TPL_MISTRAL) { // its template has no system role: row 3 (line 3) has a system message
+            check(lrc && strstr(peft_errbuf, "alpaca.json:3: template mistral: Conversation roles must alternate"), "instruction data: mistral has no system role", "%s", peft_errbuf);
+            if (!lrc) examples_free(&ex);
+            continue;
+        }
+        if (lrc) { check(0, "instruction data", "%s: %s", template_names[tpl], peft_errbuf); continue; }
+        // the trained tokens of each example decode to exactly its responses (with EOS counted, not printed)
+        const char *want[3][2] = { { "Hello! How are you?", NULL }, { "Five.", NULL }, { "Hello there.", "Blue." } };
+        int good = 1, eos_end = 1;
+        char got[600] = "", expect[600] = "";
+        for (int e = 0; e < ex.count && good; e++) {
+            StrBuf b = { 0 }, w = { 0 };
+            int s0 = ex.start[e], s1 = ex.start[e + 1], eos = 0;
+            for (int i = s0; i < s1; i++) if (ex.train[i]) {
+                if (ex.tokens[i] == t.eos_id) { eos++; continue; }
+                char buf[64];
+                // a text run after BOS/EOS starts afresh (sentencepiece's dummy prefix): decode it as a start
+                int prev = i > s0 && ex.tokens[i - 1] != t.eos_id && ex.tokens[i - 1] != t.bos_id ? ex.tokens[i - 1] : -1;
+                int k = tokenizer_decode(&t, prev, ex.tokens[i], buf, sizeof(buf));
+                sb_putn(&b, buf, (size_t)k);
+            }
+            for (int r = 0; r < 2 && want[e][r]; r++) { // the template's text around each response
+                if (tpl == TPL_LLAMA2) sb_puts(&w, " ");
+                sb_puts(&w, want[e][r]);
+                if (tpl == TPL_LLAMA2) sb_puts(&w, " ");
+                if (tpl == TPL_LLAMA3) sb_puts(&w, "<|eot_id|>");
+                if (tpl == TPL_CHATML) sb_puts(&w, "<|im_end|>\n");
+                if (tpl == TPL_ALPACA) sb_puts(&w, "\n\n");
+            }
+            int n_resp = (want[e][1] ? 2 : 1);
+            int want_eos = (tpl == TPL_LLAMA3 || tpl == TPL_CHATML) ? 0 : n_resp;
+            // llama2/tok512: the dummy prefix makes the leading space part of the first piece
+            good = b.s && w.s && !strcmp(b.s, w.s) && eos == want_eos;
+            if (!good) { snprintf(got, sizeof(got), "%.250s (%d EOS)", b.s ? b.s : "", eos); snprintf(expect, sizeof(expect), "%.250s (%d EOS)", w.s ? w.s : "", want_eos); }
+            if (tpl != TPL_ALPACA && tpl != TPL_LLAMA3 && tpl != TPL_CHATML) eos_end &= ex.tokens[s1 - 1] == t.eos_id && ex.train[s1 - 1];
+            free(b.s); free(w.s);
+        }
+        check(good && eos_end, "instruction data: trained tokens == the responses", "--template %s: %d examples, %d tokens%s%s%s%s", template_names[tpl], ex.count, ex.n,
+              good ? "" : "; trained ", got, good ? "" : " vs expected ", expect);
+        examples_free(&ex);
+    }
+    // prompt tokens contribute no gradient: LoRA gradients of the masked batch equal those of the same batch with
+    // every prompt position's target replaced by another token, and differ from --train-on-prompt's
+    {
+        Model m;
+        Examples ex, exp_;
+        if (!model_load(&m, SH("models/stories260K/stories260K.bin")) && !load_examples(&ex, path, DATA_ALPACA, TPL_LLAMA2, &t, 0, 0) &&
+            !load_examples(&exp_, path, DATA_ALPACA, TPL_LLAMA2, &t, 0, 1)) {
+            int B = ex.count, T = ex.max_len - 1;
+            LoraConfig lc; memset(&lc, 0, sizeof(lc));
+            lc.r = 4; lc.alpha = 8; lc.targets = (1u << NUM_TARGETS) - 1; lc.seed = 3; lc.init_gaussian = 1;
+            Lora lo; lora_create(&lo, &m.config, &lc, 1);
+            for (size_t i = 0; i < lo.num_params; i++) lo.params[i] = (floatX)(0.02 * sin(0.37 * (double)i)); // B != 0
+            lora_alloc_acts(&lo, B * T); lo.training = 1;
+            Net net; net_init(&net, &m, &lo);
+            Activations a; acts_alloc(&a, &m.config, B, T, 0);
+            int *inp = malloc_check((size_t)B * T * sizeof(int)), *tgt = malloc_check((size_t)B * T * sizeof(int)), *tgt2 = malloc_check((size_t)B * T * sizeof(int));
+            floatX *g[3];
+            int masked = 0;
+            for (int run = 0; run < 3; run++) {
+                for (int b = 0; b < B; b++) examples_fill_row(run == 2 ? &exp_ : &ex, b, inp + b * T, tgt + b * T, T);
+                if (run == 1) { // the prompt positions (next token is a prompt token) get the loss of a different target: ignored
+                    memcpy(tgt2, tgt, (size_t)B * T * sizeof(int));
+                    for (int b = 0; b < B; b++) for (int tt = 0; tt + 1 < ex.start[b + 1] - ex.start[b]; tt++)
+                        if (!ex.train[ex.start[b] + tt + 1]) { if (tgt[b * T + tt] != -100) masked = -1000000; masked++; }
+                }
+                memset(lo.grads, 0, lo.num_params * sizeof(floatX));
+                peft_forward(&net, &a, inp);
+                peft_loss(&a, &m.config, tgt);
+                peft_backward(&net, &a, NULL, m.config.n_layers, 0);
+                g[run] = malloc_check(lo.num_params * sizeof(floatX));
+                memcpy(g[run], lo.grads, lo.num_params * sizeof(floatX));
+            }
+            double d01 = 0, d02 = 0, nrm = 0;
+            for (size_t i = 0; i < lo.num_params; i++) { d01 += fabs((double)g[0][i] - g[1][i]); d02 += fabs((double)g[0][i] - g[2][i]); nrm += fabs((double)g[0][i]); }
+            check(masked > 0 && d01 == 0 && d02 > 1e-3 * nrm && nrm > 0, "prompt tokens contribute no gradient",
+                  "%d prompt positions have target -100; LoRA gradients identical run to run (sum |diff| %.3g), --train-on-prompt's differ by %.3g of %.3g", masked, d01, d02, nrm);
+            for (int k = 0; k < 3; k++) free(g[k]);
+            free(inp); free(tgt); free(tgt2);
+            acts_free(&a); net_free(&net); lora_free(&lo);
+            examples_free(&ex); examples_free(&exp_);
+            model_free(&m);
+        } else check(0, "prompt tokens contribute no gradient", "%s", peft_errbuf);
+    }
+    // LLaMA-Factory's infer_seqlen on its three branches, and a whole example truncated turn by turn
+    {
+        int s1 = 10, t1 = 3, s2 = 3, t2 = 20, s3 = 30, t3 = 20;
+        infer_seqlen(&s1, &t1, 8); infer_seqlen(&s2, &t2, 10); infer_seqlen(&s3, &t3, 10);
+        Examples ex;
+        int ok = !load_examples(&ex, path, DATA_ALPACA, TPL_LLAMA2, &t, 12, 0);
+        int maxlen = ok ? ex.max_len : -1, trunc = ok ? ex.truncated : -1;
+        if (ok) examples_free(&ex);
+        check(s1 == 5 && t1 == 3 && s2 == 3 && t2 == 7 && s3 == 6 && t3 == 4 && maxlen == 12 && trunc == 3, "--cutoff-len truncates like LLaMA-Factory",
+              "infer_seqlen (10,3,8)->(%d,%d) (3,20,10)->(%d,%d) (30,20,10)->(%d,%d); examples at cutoff 12: longest %d, %d truncated", s1, t1, s2, t2, s3, t3, maxlen, trunc);
+    }
+    // sharegpt (both variants) and JSONL train end to end with the prompt masked; bad rows are FILE:LINE errors
+    char sg[600], od[600];
+    tmp_path(sg, sizeof(sg), "sharegpt.jsonl");
+    const char *sgrows = "{\"conversations\": [{\"from\": \"human\", \"value\": \"Tell me a story.\"}, {\"from\": \"gpt\", \"value\": \"Once upon a time, there was a cat.\"}]}\n"
+                         "{\"messages\": [{\"role\": \"system\", \"content\": \"Be kind.\"}, {\"role\": \"user\", \"content\": \"Hi\"}, {\"role\": \"assistant\", \"content\": \"Hello, friend.\"}]}\n"
+                         "{\"conversations\": [{\"from\": \"human\", \"value\": \"Q1\"}, {\"from\": \"gpt\", \"value\": \"A1\"}, {\"from\": \"human\", \"value\": \"Q2\"}, {\"from\": \"gpt\", \"value\": \"A2\"}], \"system\": \"S\"}\n";
+    write_bytes(sg, sgrows, strlen(sgrows));
+    tmp_path(od, sizeof(od), "sg_out");
+    snprintf(args, sizeof(args), "train %s %s --format sharegpt --template chatml --steps 2 -b 2 --val-frac 0.34 -o %s", SH("models/stories260K/stories260K.bin"), sg, od);
+    int rc = run_cmd(args, err, sizeof(err), out, sizeof(out));
+    check(rc == 0 && strstr(err, "2 training examples") && strstr(err, "1 held out") && strstr(err, "responses only"), "train --format sharegpt --template chatml", "exit %d: %.300s", rc, err);
+    snprintf(args, sizeof(args), "train %s %s --format alpaca --template llama3 --train-on-prompt --steps 2 -b 2 --val-frac 0 -o %s", SH("models/stories260K/stories260K.bin"), path, od);
+    rc = run_cmd(args, err, sizeof(err), out, sizeof(out));
+    check(rc == 0 && strstr(err, "prompts included"), "train --format alpaca --train-on-prompt", "exit %d", rc);
+    struct { const char *label, *text, *want; } bad[] = {
+        { "alpaca row without output", "[\n {\"instruction\": \"a\", \"output\": \"b\"},\n\n {\"instruction\": \"c\"}\n]\n", ":4: alpaca row needs an \"output\"" },
+        { "alpaca row that is not an object", "[{\"instruction\": \"a\", \"output\": \"b\"},\n 42]\n", ":2: a row must be a JSON object" },
+        { "broken JSON", "[{\"instruction\": \"a\", \"output\": \"b\"},\n {\"instruction\": }]\n", ":2: invalid JSON" },
+        { "broken JSONL line", "{\"instruction\": \"a\", \"output\": \"b\"}\n{\"instruction\": \"a\" \"output\": \"b\"}\n", ":2: invalid JSON" },
+        { "sharegpt turns out of order", "{\"conversations\": [{\"from\": \"gpt\", \"value\": \"x\"}, {\"from\": \"human\", \"value\": \"y\"}]}\n", ":1: \"conversations\" item 0 is 'gpt'" },
+        { "sharegpt ending with the user", "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}]}\n", ":1: \"messages\" must end with an assistant turn" },
+        { "sharegpt unknown role", "{\"conversations\": [{\"from\": \"bot\", \"value\": \"x\"}]}\n", "role 'bot' is not human, gpt or system" },
+        { "mistral template with a system message", "[{\"instruction\": \"a\", \"output\": \"b\", \"system\": \"s\"}]\n", ":1: template mistral: Conversation roles must alternate" },
+    };
+    for (size_t k = 0; k < sizeof(bad) / sizeof(bad[0]); k++) {
+        char bp[600];
+        tmp_path(bp, sizeof(bp), "bad_rows.json");
+        write_bytes(bp, bad[k].text, strlen(bad[k].text));
+        int sharegpt = strstr(bad[k].label, "sharegpt") != NULL, mistral = strstr(bad[k].label, "mistral") != NULL;
+        char od2[600];
+        tmp_path(od2, sizeof(od2), "bad_out");
+        snprintf(args, sizeof(args), "train %s %s --format %s --template %s --steps 1 -o %s", SH("models/stories260K/stories260K.bin"), bp,
+                 sharegpt ? "sharegpt" : "alpaca", mistral ? "mistral" : "alpaca", od2);
+        expect_cli_error(bad[k].label, args, bad[k].want, od2);
+    }
+    snprintf(args, sizeof(args), "train %s %s --template llama2", SH("models/stories260K/stories260K.bin"), SH("data/tinyshakespeare.txt"));
+    expect_cli_error("--template with text data", args, "apply to --format alpaca or sharegpt", NULL);
+    tokenizer_free(&t);
+}
+
+// training data that is not valid UTF-8: a warning naming the first bad byte's offset
+static void test_utf8_warning(void) {
+    char path[600], args[2048], err[4096], od[600];
+    tmp_path(path, sizeof(path), "latin1.txt");
+    const char *text = "Once upon a time there was a caf\xE9 in a little town, and everybody loved it very much indeed.\n";
+    write_bytes(path, text, strlen(text));
+    tmp_path(od, sizeof(od), "utf8_out");
+    snprintf(args, sizeof(args), "train %s %s -T 8 -b 1 --steps 1 --val-frac 0 -o %s", SH("models/stories260K/stories260K.bin"), path, od);
+    int rc = run_cmd(args, err, sizeof(err), NULL, 0);
+    check(rc == 0 && strstr(err, "not valid UTF-8: first bad byte 0xE9 at offset 32"), "non-UTF-8 training data warns", "exit %d: %.200s", rc, err);
+    static const unsigned char cases[][5] = { { 0xC0, 0x80 }, { 0xED, 0xA0, 0x80 }, { 0xF4, 0x90, 0x80, 0x80 }, { 0xE2, 0x82 }, { 0xF0, 0x9F, 0x98, 0x80 } };
+    static const size_t lens[] = { 2, 3, 4, 2, 4 }, want[] = { 0, 0, 0, 0, 4 };
+    int ok = 1;
+    for (int k = 0; k < 5; k++) ok &= utf8_invalid_at(cases[k], lens[k]) == want[k];
+    check(ok, "UTF-8 validation", "overlong, surrogate, > U+10FFFF and truncated sequences rejected; an emoji accepted");
+}
+
 static void run_fp32_tests(void) {
     test_kernels_matmul();
     test_kernels_attention();
@@ -2391,6 +2659,10 @@ static void run_fp32_tests(void) {
     test_peft_reference("all_r8_rslora");
     test_peft_reference("qkvo_r4_dora");
     test_cli();
+    test_tokenize_cli();
+    test_chat_templates();
+    test_instruction_data();
+    test_utf8_warning();
     test_adapters();
     test_nf4_bitsandbytes();
     test_quant_bounds();
