@@ -6382,6 +6382,135 @@ static int cmd_tokenize(int argc, char **argv) {
     return 0;
 }
 
+// ---- export-gguf
+// llama.cpp's LoRA adapter file, as its convert_lora_to_gguf.py writes it: GGUF v3 with general.architecture
+// "llama", general.type "adapter", adapter.type "lora", adapter.lora.alpha (float32) and the base model's llama.*
+// hyperparameters; per adapted weight the tensors blk.N.<attn_q|attn_k|attn_v|attn_output|ffn_gate|ffn_up|
+// ffn_down>.weight.lora_a (PEFT's A, [r, in]: ggml ne = {in, r}) and .lora_b (B, [out, r]: ne = {r, out}), F32.
+// llama.cpp keeps Meta's interleaved RoPE layout, so the rows of q/k's lora_b are permuted back from
+// rotate-half (its LlamaModel.permute; the inverse of transformers' conversion). llama.cpp scales by
+// alpha / r with one alpha per file: rsLoRA (alpha / sqrt(r)) and rank_pattern / alpha_pattern scales are
+// written as alpha = scale * r of the first module, and other modules' B are multiplied by their scale ratio.
+static const char *gguf_module_names[NUM_TARGETS] = { "attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down" };
+enum { GGUF_U32 = 4, GGUF_F32 = 6, GGUF_STRING = 8 };
+static void gguf_str(StrBuf *b, const char *s) { uint64_t n = strlen(s); sb_putn(b, (const char *)&n, 8); sb_putn(b, s, (size_t)n); }
+static void gguf_kv_str(StrBuf *b, const char *k, const char *v) { uint32_t t = GGUF_STRING; gguf_str(b, k); sb_putn(b, (const char *)&t, 4); gguf_str(b, v); }
+static void gguf_kv_u32(StrBuf *b, const char *k, uint32_t v) { uint32_t t = GGUF_U32; gguf_str(b, k); sb_putn(b, (const char *)&t, 4); sb_putn(b, (const char *)&v, 4); }
+static void gguf_kv_f32(StrBuf *b, const char *k, float v) { uint32_t t = GGUF_F32; gguf_str(b, k); sb_putn(b, (const char *)&t, 4); sb_putn(b, (const char *)&v, 4); }
+
+static int export_gguf(const Lora *lo, const LoraConfig *lc, const Config *c, const char *name, const char *out) {
+    if (lo->dora) return set_error(out, "DoRA adapters have no llama.cpp form (its LoRA is W + scale B A)");
+    if (lo->embed || lo->lm_head) return set_error(out, "modules_to_save (full embed_tokens / lm_head) have no llama.cpp LoRA form; merge them instead");
+    int L = c->n_layers, ntensors = 0;
+    double alpha = -1;
+    for (int i = 0; i < L * NUM_TARGETS; i++) if (lo->mods[i].r) { if (alpha < 0) alpha = (double)lo->mods[i].scale * lo->mods[i].r; ntensors += 2; }
+    if (!ntensors) return set_error(out, "the adapter has no LoRA modules");
+    (void)lc;
+    // header and key/values
+    StrBuf h = { 0 };
+    uint32_t version = 3;
+    uint64_t nt = (uint64_t)ntensors, nkv = 15;
+    sb_putn(&h, "GGUF", 4); sb_putn(&h, (const char *)&version, 4); sb_putn(&h, (const char *)&nt, 8); sb_putn(&h, (const char *)&nkv, 8);
+    gguf_kv_str(&h, "general.architecture", "llama");
+    gguf_kv_str(&h, "general.type", "adapter");
+    gguf_kv_str(&h, "general.name", name);
+    gguf_kv_u32(&h, "general.file_type", 0); // all F32
+    gguf_kv_str(&h, "adapter.type", "lora");
+    gguf_kv_f32(&h, "adapter.lora.alpha", (float)alpha);
+    gguf_kv_u32(&h, "llama.block_count", (uint32_t)L);
+    gguf_kv_u32(&h, "llama.context_length", (uint32_t)c->seq_len);
+    gguf_kv_u32(&h, "llama.embedding_length", (uint32_t)c->dim);
+    gguf_kv_u32(&h, "llama.feed_forward_length", (uint32_t)c->hidden_dim);
+    gguf_kv_u32(&h, "llama.attention.head_count", (uint32_t)c->n_heads);
+    gguf_kv_u32(&h, "llama.attention.head_count_kv", (uint32_t)c->n_kv_heads);
+    gguf_kv_f32(&h, "llama.rope.freq_base", c->rope_theta);
+    gguf_kv_f32(&h, "llama.attention.layer_norm_rms_epsilon", c->norm_eps);
+    gguf_kv_u32(&h, "llama.rope.dimension_count", (uint32_t)c->head_dim);
+    // tensor infos: offsets into the data section, each aligned to 32 bytes (general.alignment's default)
+    uint64_t off = 0;
+    for (int l = 0; l < L; l++) for (int t = 0; t < NUM_TARGETS; t++) {
+        const LoraModule *md = &lo->mods[l * NUM_TARGETS + t];
+        if (!md->r) continue;
+        for (int ab = 0; ab < 2; ab++) {
+            char tname[96];
+            snprintf(tname, sizeof(tname), "blk.%d.%s.weight.lora_%c", l, gguf_module_names[t], ab ? 'b' : 'a');
+            uint32_t nd = 2, type = 0;
+            uint64_t ne[2] = { (uint64_t)(ab ? md->r : md->in), (uint64_t)(ab ? md->out : md->r) };
+            gguf_str(&h, tname); sb_putn(&h, (const char *)&nd, 4); sb_putn(&h, (const char *)ne, 16); sb_putn(&h, (const char *)&type, 4); sb_putn(&h, (const char *)&off, 8);
+            off += (ne[0] * ne[1] * 4 + 31) / 32 * 32;
+        }
+    }
+    static const char zeros[32] = { 0 };
+    AtomicFile af;
+    if (atomic_open(&af, out)) { free(h.s); return -1; }
+    atomic_write(&af, h.s, h.n);
+    atomic_write(&af, zeros, (32 - h.n % 32) % 32);
+    free(h.s);
+    for (int l = 0; l < L; l++) for (int t = 0; t < NUM_TARGETS; t++) {
+        const LoraModule *md = &lo->mods[l * NUM_TARGETS + t];
+        if (!md->r) continue;
+        size_t na = (size_t)md->r * md->in, nb = (size_t)md->out * md->r;
+        float *buf = (float *)malloc_check((na > nb ? na : nb) * sizeof(float));
+        for (size_t i = 0; i < na; i++) buf[i] = (float)md->A[i];
+        atomic_write(&af, buf, na * 4);
+        atomic_write(&af, zeros, (32 - na * 4 % 32) % 32);
+        double ratio = (double)md->scale * md->r / alpha;  // 1 unless the scales differ between modules
+        floatX *Bp = (floatX *)malloc_check(nb * sizeof(floatX));
+        memcpy(Bp, md->B, nb * sizeof(floatX));
+        if (t == TGT_Q || t == TGT_K) permute_rope_rows(Bp, t == TGT_Q ? c->n_heads : c->n_kv_heads, c->head_dim, md->r, 0);
+        for (size_t i = 0; i < nb; i++) buf[i] = fabs(ratio - 1) < 1e-6 ? (float)Bp[i] : (float)(Bp[i] * ratio);
+        atomic_write(&af, buf, nb * 4);
+        atomic_write(&af, zeros, (32 - nb * 4 % 32) % 32);
+        free(Bp); free(buf);
+    }
+    return atomic_commit(&af);
+}
+
+static void error_usage_export_gguf(void) {
+    fprintf(stderr, "Usage: peft export-gguf ADAPTER -o OUT.gguf [-m MODEL]\n"
+                    "  Writes a PEFT LoRA adapter as a llama.cpp LoRA adapter (GGUF v3, as convert_lora_to_gguf.py does):\n"
+                    "  llama-cli -m model.gguf --lora OUT.gguf\n"
+                    "  -o FILE       output .gguf file; required\n"
+                    "  -m MODEL      the base model (.bin or folder), for its shapes (default: adapter_config.json's\n"
+                    "                base_model_name_or_path when that is a local path)\n");
+    exit(1);
+}
+static int cmd_export_gguf(int argc, char **argv) {
+    const char *adapter = NULL, *out = NULL, *model_path = NULL;
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) error_usage_export_gguf();
+        else if (!strcmp(argv[i], "-o")) out = next_arg(argc, argv, &i);
+        else if (!strcmp(argv[i], "-m")) model_path = next_arg(argc, argv, &i);
+        else if (argv[i][0] != '-' && !adapter) adapter = argv[i];
+        else fatal("unexpected argument '%s' for export-gguf (see peft export-gguf --help)", argv[i]);
+    }
+    if (!adapter || !out) error_usage_export_gguf();
+    char cpath[4096], base[4096] = "";
+    path_join(cpath, sizeof(cpath), adapter, "adapter_config.json");
+    if (!model_path) {
+        Json *j = json_load(cpath);
+        if (!j) fatal_error();
+        const char *b = json_str(json_get(j, "base_model_name_or_path"));
+        if (b) snprintf(base, sizeof(base), "%s", b);
+        json_free(j);
+        if (!base[0] || !(file_exists(base) || dir_exists(base))) fatal("%s: base model '%s' is not a local path; give the base model with -m", cpath, base);
+        model_path = base;
+    }
+    Model m;
+    load_model_or_die(&m, model_path);
+    Lora lo;
+    LoraConfig lc;
+    if (lora_load(&lo, &lc, &m.config, adapter, 0)) fatal_error();
+    const char *name = strrchr(adapter, '/');
+    name = name && name[1] ? name + 1 : adapter;
+    int rc = export_gguf(&lo, &lc, &m.config, name, out);
+    lora_free(&lo); free(lc.layers);
+    model_free(&m);
+    if (rc) fatal_error();
+    fprintf(stderr, "wrote %s (llama.cpp LoRA adapter, GGUF v3, F32)\n", out);
+    return 0;
+}
+
 // ---- merge
 static void error_usage_merge(void) {
     fprintf(stderr, "Usage: peft merge MODEL ADAPTER[:WEIGHT]... -o OUT [--dtype f32|f16|bf16]\n"
@@ -6571,6 +6700,7 @@ static void error_usage(void) {
                     "  quantize MODEL -o OUT --quant T  write an int8 (llama2.c v2), int4 or nf4 model file\n"
                     "  info PATH                      what a model, adapter or .safetensors file holds\n"
                     "  tokenize [-z TOK | MODEL] TEXT the token ids of a text (--pieces, --json, --decode)\n"
+                    "  export-gguf ADAPTER -o OUT     write a LoRA adapter for llama.cpp (GGUF)\n"
                     "MODEL is a llama2.c .bin file or a Hugging Face folder (config.json + safetensors).\n");
     exit(1);
 }
@@ -6592,6 +6722,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "info")) return cmd_info(argc - 2, argv + 2);
     if (!strcmp(cmd, "quantize")) return cmd_quantize(argc - 2, argv + 2);
     if (!strcmp(cmd, "tokenize")) return cmd_tokenize(argc - 2, argv + 2);
+    if (!strcmp(cmd, "export-gguf")) return cmd_export_gguf(argc - 2, argv + 2);
     if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h")) error_usage();
     fatal("unknown command '%s' (see peft --help)", cmd);
     return 1;

@@ -2632,6 +2632,75 @@ static void test_utf8_warning(void) {
     check(ok, "UTF-8 validation", "overlong, surrogate, > U+10FFFF and truncated sequences rejected; an emoji accepted");
 }
 
+// peft export-gguf, read back by Hugging Face's GGUF reader (npm @huggingface/gguf, tests/gguf/read_gguf.mjs):
+// the metadata llama.cpp's loader reads, and every tensor equal to the adapter's after undoing llama.cpp's q/k
+// row permutation (written here from its LlamaModel.permute: reshape(n_head, 2, hd/2, r).swapaxes(1, 2))
+static void test_export_gguf(void) {
+    const char *name = "export-gguf read by @huggingface/gguf";
+    if (system("node --version >/dev/null 2>&1") != 0) { skip(name, "node is not installed (.ci/run installs nodejs)"); return; }
+    if (!have("tests/gguf/node_modules/@huggingface/gguf/package.json")) {
+        printf("note: installing @huggingface/gguf into tests/gguf/node_modules (npm ci)\n");
+        if (system("cd tests/gguf && npm ci --no-audit --no-fund >/dev/null 2>&1") != 0 || !have("tests/gguf/node_modules/@huggingface/gguf/package.json")) {
+            skip(name, "npm could not install @huggingface/gguf (cd tests/gguf && npm ci)"); return;
+        }
+    }
+    char ad[600], args[2048], err[4096], gg[600], js[600];
+    tmp_path(ad, sizeof(ad), "gguf_adapter");
+    // a peft.c adapter (q,k,v,o + MLP, r 4, layers 1-3) and PEFT's rsLoRA all-linear adapter
+    snprintf(args, sizeof(args), "train %s %s -o %s --steps 2 -b 2 -T 32 --val-frac 0 --targets all-linear -r 4 --alpha 16 --layers 1-3 --lr 1e-2",
+             SH("models/stories260K/stories260K.bin"), SH("data/tinyshakespeare.txt"), ad);
+    if (run_cmd(args, err, sizeof(err), NULL, 0)) { check(0, name, "train failed: %s", err); return; }
+    const char *adapters[2] = { ad, SH("reference/peft/all_r8_rslora") };
+    Model m;
+    if (model_load(&m, SH("models/stories260K/stories260K.bin"))) { check(0, name, "%s", peft_errbuf); return; }
+    const Config *c = &m.config;
+    for (int k = 0; k < 2; k++) {
+        tmp_path(gg, sizeof(gg), k ? "rslora.gguf" : "adapter.gguf");
+        tmp_path(js, sizeof(js), "gguf.json");
+        snprintf(args, sizeof(args), "export-gguf %s -o %s -m %s", adapters[k], gg, SH("models/stories260K/stories260K.bin"));
+        int rc = run_cmd(args, err, sizeof(err), NULL, 0);
+        char cmd[2048];
+        snprintf(cmd, sizeof(cmd), "node tests/gguf/read_gguf.mjs '%s' > '%s' 2>&1", gg, js);
+        Json *j = rc == 0 && system(cmd) == 0 ? json_load(js) : NULL;
+        Lora lo; LoraConfig lc;
+        if (!j || lora_load(&lo, &lc, c, adapters[k], 0)) { check(0, name, "%s: export exit %d, reader: %s", adapters[k], rc, j ? peft_errbuf : "failed (see output)"); json_free(j); continue; }
+        const Json *md = json_get(j, "metadata"), *ts = json_get(j, "tensors");
+        const char *arch = json_str(json_get(md, "general.architecture")), *type = json_str(json_get(md, "general.type")), *atype = json_str(json_get(md, "adapter.type"));
+        double alpha = json_num_or(md, "adapter.lora.alpha", -1);
+        int meta_ok = json_num_or(md, "version", 0) == 3 && arch && !strcmp(arch, "llama") && type && !strcmp(type, "adapter") && atype && !strcmp(atype, "lora");
+        int ntens = 0, tens_ok = 1, scale_ok = 1;
+        double maxdiff = 0;
+        for (int l = 0; l < c->n_layers; l++) for (int t = 0; t < NUM_TARGETS; t++) {
+            const LoraModule *mo = &lo.mods[l * NUM_TARGETS + t];
+            if (!mo->r) continue;
+            static const char *gn[NUM_TARGETS] = { "attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down" };
+            char na[128], nb[128];
+            snprintf(na, sizeof(na), "blk.%d.%s.weight.lora_a", l, gn[t]);
+            snprintf(nb, sizeof(nb), "blk.%d.%s.weight.lora_b", l, gn[t]);
+            const Json *ta = json_get(ts, na), *tb = json_get(ts, nb);
+            const Json *da = ta ? json_get(ta, "data") : NULL, *db = tb ? json_get(tb, "data") : NULL, *sa = ta ? json_get(ta, "shape") : NULL, *sb = tb ? json_get(tb, "shape") : NULL;
+            if (!da || !db || !sa || !sb || da->n != mo->r * mo->in || db->n != mo->out * mo->r || sa->n != 2 || sb->n != 2 ||
+                sa->items[0].num != mo->in || sa->items[1].num != mo->r || sb->items[0].num != mo->r || sb->items[1].num != mo->out) { tens_ok = 0; continue; }
+            ntens += 2;
+            scale_ok &= fabs(alpha / mo->r - mo->scale) <= 1e-6 * mo->scale; // llama.cpp's scale alpha / r
+            for (int i = 0; i < da->n; i++) { double d = fabs(da->items[i].num - (double)mo->A[i]); if (d > maxdiff) maxdiff = d; }
+            int heads = t == TGT_Q ? c->n_heads : t == TGT_K ? c->n_kv_heads : 0, hd = c->head_dim;
+            for (int row = 0; row < mo->out; row++) {
+                int src = row; // the GGUF row holding transformers' row `row`
+                if (heads) { int h = row / hd, w = row % hd, j = w / (hd / 2), i = w % (hd / 2); src = h * hd + 2 * i + j; }
+                for (int q = 0; q < mo->r; q++) { double d = fabs(db->items[src * mo->r + q].num - (double)mo->B[row * mo->r + q]); if (d > maxdiff) maxdiff = d; }
+            }
+        }
+        check(meta_ok && tens_ok && scale_ok && ntens > 0 && ntens == ts->n && maxdiff == 0, name, "%s: GGUF v%d, general.type %s, adapter.type %s, alpha %.4f; %d tensors, max |diff| %.3g after undoing the q/k permutation%s",
+              adapters[k], (int)json_num_or(md, "version", 0), type ? type : "?", atype ? atype : "?", alpha, ntens, maxdiff, scale_ok ? "; alpha / r == each module's scale" : "; scale mismatch");
+        lora_free(&lo); free(lc.layers); json_free(j);
+    }
+    model_free(&m);
+    snprintf(args, sizeof(args), "export-gguf %s -o %s/dora.gguf -m %s", SH("reference/peft/qkvo_r4_dora"), tmpdir, SH("models/stories260K/stories260K.bin"));
+    char dora_out[700]; snprintf(dora_out, sizeof(dora_out), "%s/dora.gguf", tmpdir);
+    expect_cli_error("export-gguf of a DoRA adapter", args, "DoRA adapters have no llama.cpp form", dora_out);
+}
+
 static void run_fp32_tests(void) {
     test_kernels_matmul();
     test_kernels_attention();
@@ -2663,6 +2732,7 @@ static void run_fp32_tests(void) {
     test_chat_templates();
     test_instruction_data();
     test_utf8_warning();
+    test_export_gguf();
     test_adapters();
     test_nf4_bitsandbytes();
     test_quant_bounds();
