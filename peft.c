@@ -5366,6 +5366,84 @@ static void bench_report(double *step_s, double *mm_s, double *mm_flops, int n, 
             threads, k, warm, s, tokens_per_step / s, mf * 1e-9, ms, mf * 1e-9 / ms, mf * 1e-9 / s);
 }
 
+// OUT/loss.svg: training loss (per step) and held-out loss (per validation) against the step, with the learning
+// rate on a second axis. Plain SVG 1.1 (lines, polylines, text), written atomically; any browser shows it.
+typedef struct { double *step_loss, *lr, *val_loss; int *val_step; int n, nval; } LossCurve;
+static double nice_step(double range, int ticks) { // 1, 2 or 5 times a power of ten, about range/ticks
+    double raw = range / ticks, p = pow(10, floor(log10(raw))), f = raw / p;
+    return (f < 1.5 ? 1 : f < 3.5 ? 2 : f < 7.5 ? 5 : 10) * p;
+}
+static int write_loss_svg(const char *path, const LossCurve *lc, int total_steps, const char *title) {
+    const double W = 800, H = 480, x0 = 70, x1 = 720, y0 = 50, y1 = 420;
+    double lo = INFINITY, hi = -INFINITY, lrmax = 0;
+    for (int i = 0; i < lc->n; i++) { if (lc->step_loss[i] < lo) lo = lc->step_loss[i]; if (lc->step_loss[i] > hi) hi = lc->step_loss[i]; if (lc->lr[i] > lrmax) lrmax = lc->lr[i]; }
+    for (int i = 0; i < lc->nval; i++) { if (lc->val_loss[i] < lo) lo = lc->val_loss[i]; if (lc->val_loss[i] > hi) hi = lc->val_loss[i]; }
+    if (!(lo <= hi)) { lo = 0; hi = 1; }
+    if (hi - lo < 1e-6) { lo -= 0.5; hi += 0.5; }
+    double ys = nice_step(hi - lo, 6);
+    lo = floor(lo / ys) * ys; hi = ceil(hi / ys) * ys;
+    int xmax = total_steps > 0 ? total_steps : 1;
+    double xs = nice_step(xmax, 8);
+    if (lrmax <= 0) lrmax = 1;
+    double ls = nice_step(lrmax, 5), lrtop = ceil(lrmax / ls) * ls;
+#define SX(v) (x0 + (x1 - x0) * (double)(v) / xmax)
+#define SY(v) (y1 - (y1 - y0) * ((v) - lo) / (hi - lo))
+#define SL(v) (y1 - (y1 - y0) * (v) / lrtop)
+    StrBuf b = { 0 };
+    sb_printf(&b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" font-family=\"sans-serif\" font-size=\"12\">\n", W, H, W, H);
+    sb_printf(&b, "<rect x=\"0\" y=\"0\" width=\"%.0f\" height=\"%.0f\" fill=\"#ffffff\"/>\n", W, H);
+    sb_puts(&b, "<text x=\"400\" y=\"24\" text-anchor=\"middle\" font-size=\"15\">");
+    for (const char *q = title; *q; q++) { if (*q == '<') sb_puts(&b, "&lt;"); else if (*q == '&') sb_puts(&b, "&amp;"); else if (*q == '>') sb_puts(&b, "&gt;"); else sb_putn(&b, q, 1); }
+    sb_puts(&b, "</text>\n");
+    for (double v = lo; v <= hi + ys * 1e-6; v += ys) { // loss grid and ticks (left)
+        sb_printf(&b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#e0e0e0\"/>\n", x0, SY(v), x1, SY(v));
+        sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%.4g</text>\n", x0 - 6, SY(v) + 4, v);
+    }
+    for (double v = 0; v <= xmax + xs * 1e-6; v += xs) {
+        sb_printf(&b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#e0e0e0\"/>\n", SX(v), y0, SX(v), y1);
+        sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%.0f</text>\n", SX(v), y1 + 18, v);
+    }
+    for (double v = 0; v <= lrtop + ls * 1e-6; v += ls) sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\" fill=\"#2ca02c\">%.2g</text>\n", x1 + 6, SL(v) + 4, v);
+    sb_printf(&b, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"none\" stroke=\"#333333\"/>\n", x0, y0, x1 - x0, y1 - y0);
+    sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">step</text>\n", (x0 + x1) / 2, H - 20);
+    sb_printf(&b, "<text x=\"18\" y=\"%.1f\" text-anchor=\"middle\" transform=\"rotate(-90 18 %.1f)\">loss</text>\n", (y0 + y1) / 2, (y0 + y1) / 2);
+    sb_printf(&b, "<text x=\"785\" y=\"%.1f\" text-anchor=\"middle\" fill=\"#2ca02c\" transform=\"rotate(90 785 %.1f)\">learning rate</text>\n", (y0 + y1) / 2, (y0 + y1) / 2);
+    // curves: at most ~1000 points each (means over buckets of steps)
+    int bucket = lc->n > 1000 ? (lc->n + 999) / 1000 : 1;
+    for (int curve = 0; curve < 2; curve++) {
+        sb_printf(&b, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"%s\" points=\"", curve ? "#2ca02c" : "#1f77b4", curve ? "1" : "1.5");
+        for (int i = 0; i < lc->n; i += bucket) {
+            double sum = 0, st = 0;
+            int k = 0;
+            for (; k < bucket && i + k < lc->n; k++) { sum += curve ? lc->lr[i + k] : lc->step_loss[i + k]; st += i + k + 1; }
+            sb_printf(&b, "%.1f,%.1f ", SX(st / k), curve ? SL(sum / k) : SY(sum / k));
+        }
+        sb_puts(&b, "\"/>\n");
+    }
+    if (lc->nval) {
+        sb_puts(&b, "<polyline fill=\"none\" stroke=\"#d62728\" stroke-width=\"2\" points=\"");
+        for (int i = 0; i < lc->nval; i++) sb_printf(&b, "%.1f,%.1f ", SX(lc->val_step[i]), SY(lc->val_loss[i]));
+        sb_puts(&b, "\"/>\n");
+        for (int i = 0; i < lc->nval; i++) sb_printf(&b, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"#d62728\"/>\n", SX(lc->val_step[i]), SY(lc->val_loss[i]));
+    }
+    // legend
+    const char *names[3] = { "train loss", "held-out loss", "learning rate (right axis)" }, *cols[3] = { "#1f77b4", "#d62728", "#2ca02c" };
+    for (int i = 0; i < 3; i++) {
+        double ly = y0 + 16 + 18 * i;
+        sb_printf(&b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" stroke-width=\"2\"/>\n", x1 - 190, ly, x1 - 165, ly, cols[i]);
+        sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\">%s</text>\n", x1 - 160, ly + 4, names[i]);
+    }
+    sb_puts(&b, "</svg>\n");
+#undef SX
+#undef SY
+#undef SL
+    AtomicFile af;
+    if (atomic_open(&af, path)) { free(b.s); return -1; }
+    atomic_write(&af, b.s, b.n);
+    free(b.s);
+    return atomic_commit(&af);
+}
+
 static void note_tokenizer(void); // CLI: names the tokenizer found beside the model
 static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
     Config *c = &m->config;
@@ -5507,6 +5585,15 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
     }
     long tokens_done = 0;
     int rc = 0, step;
+    LossCurve curve = { 0 };
+    curve.step_loss = (double *)calloc_check((size_t)steps + 1, sizeof(double));
+    curve.lr = (double *)calloc_check((size_t)steps + 1, sizeof(double));
+    curve.val_loss = (double *)calloc_check((size_t)steps + 2, sizeof(double));
+    curve.val_step = (int *)calloc_check((size_t)steps + 2, sizeof(int));
+    char svg_path[4096], svg_title[512];
+    path_join(svg_path, sizeof(svg_path), ta->outdir, "loss.svg");
+    snprintf(svg_title, sizeof(svg_title), "peft.c: %.200s on %.200s", ta->model_path, ta->data_path);
+    if (first_val >= 0) { curve.val_step[0] = 0; curve.val_loss[0] = first_val; curve.nval = 1; }
     double *step_s = (double *)calloc_check((size_t)(steps - step0) + 1, sizeof(double)), *step_mm_s = NULL, *step_mm_flops = NULL;
     if (ta->bench) {
         step_mm_s = (double *)calloc_check((size_t)(steps - step0) + 1, sizeof(double));
@@ -5554,6 +5641,9 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
             if (vloss >= 0) fprintf(stderr, " | val %.4f", vloss);
             fprintf(stderr, " | lr %.2e | grad norm %.3f | %.0f tok/s | ETA %s\n", lr, gnorm, N * ta->grad_accum / dt, eta_s);
         }
+        curve.step_loss[curve.n] = loss; curve.lr[curve.n] = lr; curve.n++;
+        if (vloss >= 0) { curve.val_step[curve.nval] = step + 1; curve.val_loss[curve.nval++] = vloss; }
+        if ((vloss >= 0 || last) && write_loss_svg(svg_path, &curve, steps, svg_title)) { rc = -1; break; } // refreshed at each validation
         char vbuf[32];
         if (vloss >= 0) snprintf(vbuf, sizeof(vbuf), "%.6f", vloss); else snprintf(vbuf, sizeof(vbuf), "null");
         fprintf(log, "{\"step\": %d, \"loss\": %.6f, \"val_loss\": %s, \"lr\": %.6g, \"grad_norm\": %.6f, \"tokens_per_s\": %.1f, \"elapsed_s\": %.3f}\n",
@@ -5581,6 +5671,7 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
     }
     if (ta->bench && step - step0 >= 2) bench_report(step_s, step_mm_s, step_mm_flops, step - step0, N * ta->grad_accum);
     free(step_s); free(step_mm_s); free(step_mm_flops);
+    free(curve.step_loss); free(curve.lr); free(curve.val_loss); free(curve.val_step);
     fclose(log);
     free(inp); free(tgt);
     if (have_eval) acts_free(&eval_a);

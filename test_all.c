@@ -2701,6 +2701,30 @@ static void test_export_gguf(void) {
     expect_cli_error("export-gguf of a DoRA adapter", args, "DoRA adapters have no llama.cpp form", dora_out);
 }
 
+// OUT/loss.svg: one point per validation, rendered by a real SVG renderer (librsvg's rsvg-convert) to a PNG
+// that shows the three curves (tests/check_png.py decodes it)
+static void test_loss_svg(void) {
+    char od[600], args[2048], err[4096], svg[700], png[700], cmd[4096], out[1024];
+    tmp_path(od, sizeof(od), "svg_out");
+    snprintf(args, sizeof(args), "train %s %s -o %s --steps 6 -b 2 -T 32 --eval-every 2 --eval-batches 2 --lr 1e-2", SH("models/stories260K/stories260K.bin"), SH("data/tinyshakespeare.txt"), od);
+    int rc = run_cmd(args, err, sizeof(err), NULL, 0);
+    snprintf(svg, sizeof(svg), "%s/loss.svg", od);
+    size_t n = 0;
+    char *text = rc == 0 ? read_file(svg, &n, 1 << 24) : NULL;
+    int circles = 0;
+    for (const char *q = text; q && (q = strstr(q, "<circle")); q++) circles++;
+    check(text && strstr(text, "<svg") && strstr(text, "</svg>") && circles == 4 && strstr(text, "held-out loss"), "train writes OUT/loss.svg", "exit %d, %zu bytes, %d held-out points (before training + 3 validations)", rc, n, circles);
+    free(text);
+    if (system("rsvg-convert --version >/dev/null 2>&1") != 0) { skip("loss.svg renders", "rsvg-convert is not installed (apt-get install librsvg2-bin; .ci/run does)"); return; }
+    snprintf(png, sizeof(png), "%s/loss.png", od);
+    snprintf(cmd, sizeof(cmd), "rsvg-convert '%s' -o '%s' 2>&1 && python3 tests/check_png.py '%s' 2>&1", svg, png, png);
+    FILE *p = popen(cmd, "r");
+    out[0] = 0;
+    if (p) { if (!fgets(out, sizeof(out), p)) out[0] = 0; rc = pclose(p); } else rc = -1;
+    char *nl = strchr(out, '\n'); if (nl) *nl = 0;
+    check(rc == 0 && !strncmp(out, "ok ", 3), "loss.svg renders (rsvg-convert -> PNG)", "%s", out);
+}
+
 static void run_fp32_tests(void) {
     test_kernels_matmul();
     test_kernels_attention();
@@ -2733,6 +2757,7 @@ static void run_fp32_tests(void) {
     test_instruction_data();
     test_utf8_warning();
     test_export_gguf();
+    test_loss_svg();
     test_adapters();
     test_nf4_bitsandbytes();
     test_quant_bounds();
