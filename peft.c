@@ -459,6 +459,20 @@ static void sb_printf(StrBuf *b, const char *fmt, ...) {
     va_start(ap, fmt); vsnprintf(big, (size_t)n + 1, fmt, ap); va_end(ap);
     sb_putn(b, big, (size_t)n); free(big);
 }
+// The shortest decimal that reads back as the same float (what Python's repr does for its doubles), for
+// numbers written into JSON configs: 0.1f is "0.1", not "0.100000001"; 1e-5f is "1e-05". Up to 8 at once.
+static const char *json_float(float v) {
+    static char pool[8][32];
+    static int next = 0;
+    char *buf = pool[next++ % 8];
+    if (!isfinite(v)) { snprintf(buf, 32, "null"); return buf; }
+    if (v == floorf(v) && fabsf(v) < 1e15f) { snprintf(buf, 32, "%.0f", (double)v); return buf; } // 10000, not 1e+04
+    for (int p = 1; p <= 9; p++) {
+        snprintf(buf, 32, "%.*g", p, (double)v);
+        if ((float)strtod(buf, NULL) == v) break;
+    }
+    return buf;
+}
 static void sb_json_string(StrBuf *b, const char *s) {
     sb_puts(b, "\"");
     for (; *s; s++) {
@@ -1754,13 +1768,13 @@ static int model_save_hf(Model *m, const char *dir, int dtype) {
     StrBuf b = { 0 };
     sb_printf(&b, "{\n  \"architectures\": [\"LlamaForCausalLM\"],\n  \"model_type\": \"llama\",\n  \"hidden_act\": \"silu\",\n  \"hidden_size\": %d,\n  \"intermediate_size\": %d,\n"
                   "  \"num_hidden_layers\": %d,\n  \"num_attention_heads\": %d,\n  \"num_key_value_heads\": %d,\n  \"head_dim\": %d,\n  \"vocab_size\": %d,\n"
-                  "  \"max_position_embeddings\": %d,\n  \"rms_norm_eps\": %.9g,\n  \"rope_theta\": %.9g,\n  \"tie_word_embeddings\": %s,\n"
+                  "  \"max_position_embeddings\": %d,\n  \"rms_norm_eps\": %s,\n  \"rope_theta\": %s,\n  \"tie_word_embeddings\": %s,\n"
                   "  \"attention_bias\": false,\n  \"mlp_bias\": false,\n  \"bos_token_id\": %d,\n  \"eos_token_id\": %d,\n  \"torch_dtype\": \"%s\"",
-              c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, c->vocab_size, c->seq_len, c->norm_eps, c->rope_theta,
+              c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, c->vocab_size, c->seq_len, json_float(c->norm_eps), json_float(c->rope_theta),
               c->tied ? "true" : "false", c->bos_id, c->eos_id, dtype == DT_BF16 ? "bfloat16" : dtype == DT_F16 ? "float16" : "float32");
     if (c->rope_llama3)
-        sb_printf(&b, ",\n  \"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": %.9g, \"low_freq_factor\": %.9g, \"high_freq_factor\": %.9g, \"original_max_position_embeddings\": %d}",
-                  c->rope_factor, c->rope_low_freq_factor, c->rope_high_freq_factor, c->rope_orig_max_pos);
+        sb_printf(&b, ",\n  \"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": %s, \"low_freq_factor\": %s, \"high_freq_factor\": %s, \"original_max_position_embeddings\": %d}",
+                  json_float(c->rope_factor), json_float(c->rope_low_freq_factor), json_float(c->rope_high_freq_factor), c->rope_orig_max_pos);
     sb_puts(&b, "\n}\n");
     path_join(path, sizeof(path), dir, "config.json");
     AtomicFile af;
@@ -3810,10 +3824,13 @@ typedef struct {
     floatX *wnorm_memory, *act_memory;
     floatX *embed;       // (V,C) modules_to_save: a full replacement of embed_tokens, or NULL
     floatX *lm_head;     // (V,C) modules_to_save: a full replacement of lm_head, or NULL
+    floatX *dembed, *dlm_head; // their gradients when they are trained (train --modules-to-save), else NULL
+    int mts_rows, mts_cols;    // (V, C) of embed / lm_head
 } Lora;
 static LoraModule *lora_mod(const Lora *lo, int l, int t) { return (lo && lo->mods && lo->mods[l * NUM_TARGETS + t].r) ? &lo->mods[l * NUM_TARGETS + t] : NULL; }
 // does any layer below l have an adapter with gradients? (if not, the backward can stop at layer l)
 static int lora_trainable_below(const Lora *lo, int l) {
+    if (lo->dembed) return 1; // a trained embedding needs the gradient down to the input
     for (int k = 0; k < l && k < lo->n_layers; k++)
         for (int t = 0; t < NUM_TARGETS; t++) {
             const LoraModule *m = &lo->mods[k * NUM_TARGETS + t];
@@ -4033,7 +4050,7 @@ static void peft_backward(Net *net, Activations *a, ParameterTensors *g, int g_l
     floatX dloss = a->count ? (floatX)(1.0 / a->count) : 0;
     crossentropy_backward(a->logits, a->targets, dloss, N, V);                  // logits now hold dlogits
     memset(a->dxn, 0, (size_t)N * C * sizeof(floatX));
-    linear_backward(a->dxn, g && g_outer ? g->wcls : NULL, a->logits, a->xf, net_cls(net), NULL, N, C, V);
+    linear_backward(a->dxn, g && g_outer ? g->wcls : (net->lora ? net->lora->dlm_head : NULL), a->logits, a->xf, net_cls(net), NULL, N, C, V);
     memset(a->dx, 0, (size_t)N * C * sizeof(floatX));
     rmsnorm_backward(a->dx, g && g_outer ? g->rms_final : NULL, a->dxn, a->x + (size_t)L * N * C, p->rms_final, a->rstdf, N, C);
     for (int l = L - 1; l >= 0; l--) {
@@ -4043,6 +4060,7 @@ static void peft_backward(Net *net, Activations *a, ParameterTensors *g, int g_l
         layer_backward(net, a, l, x, (g && l >= g_layer_from) ? g : NULL, below);
     }
     if (g && g_outer) encoder_backward(g->embed, a->dx, a->inputs, N, C);
+    if (net->lora && net->lora->dembed) encoder_backward(net->lora->dembed, a->dx, a->inputs, N, C); // modules_to_save
 }
 
 // Generation: one token at position pos, with a KV cache. Uses the same layers with N = 1.
@@ -4135,6 +4153,192 @@ static void net_init(Net *net, Model *m, Lora *lo) {
 static void net_free(Net *net) { free(net->rope_cos); free(net->rope_sin); }
 
 // ----------------------------------------------------------------------------
+// regular expressions: PEFT's target_modules given as one string is a Python regex that must match a module's
+// whole name (re.fullmatch, e.g. "model.layers.0.self_attn.q_proj"). This is a small backtracking matcher for
+// the part of Python's syntax such patterns use: literals, ., [classes] with ranges and negation, \d \w \s (and
+// \D \W \S) and escaped characters, groups (...) and (?:...) with |, lookahead (?=...) (?!...), the quantifiers
+// * + ? {m} {m,} {m,n} (greedy; a lazy ? suffix is accepted and matches the same for fullmatch), ^ and $.
+
+enum { RX_CHAR, RX_ANY, RX_CLASS, RX_GROUP, RX_BOL, RX_EOL, RX_AHEAD, RX_NAHEAD };
+typedef struct RxNode RxNode;
+typedef struct { RxNode *items; int n; } RxSeq;
+struct RxNode {
+    int kind, min, max;           // max < 0: unbounded
+    unsigned char set[32];        // RX_CHAR (one bit) and RX_CLASS: the bytes that match
+    RxSeq *alts; int nalts;       // RX_GROUP / RX_AHEAD / RX_NAHEAD: alternatives
+};
+typedef struct { const char *p; const char *err; } RxParser;
+
+static void rx_set(unsigned char *set, int c) { set[c >> 3] |= (unsigned char)(1 << (c & 7)); }
+static int rx_has(const unsigned char *set, int c) { return set[c >> 3] >> (c & 7) & 1; }
+static void rx_escape_class(unsigned char *set, int e) { // \d \w \s and their negations into set; 0 if e is none of them
+    unsigned char tmp[32];
+    memset(tmp, 0, sizeof(tmp));
+    int lower = tolower(e);
+    for (int c = 0; c < 256; c++)
+        if ((lower == 'd' && isdigit(c)) || (lower == 'w' && (isalnum(c) || c == '_')) || (lower == 's' && (c == ' ' || (c >= 9 && c <= 13)))) rx_set(tmp, c);
+    for (int i = 0; i < 32; i++) set[i] |= e == lower ? tmp[i] : (unsigned char)~tmp[i];
+}
+static int rx_escape_char(int e) { return e == 'n' ? '\n' : e == 't' ? '\t' : e == 'r' ? '\r' : e == 'f' ? '\f' : e == 'v' ? '\v' : e; }
+static void rx_free_seq(RxSeq *s);
+static void rx_free_node(RxNode *n) { for (int i = 0; i < n->nalts; i++) rx_free_seq(&n->alts[i]); free(n->alts); }
+static void rx_free_seq(RxSeq *s) { for (int i = 0; i < s->n; i++) rx_free_node(&s->items[i]); free(s->items); s->items = NULL; s->n = 0; }
+
+static int rx_parse_alts(RxParser *ps, RxNode *group);
+static int rx_parse_seq(RxParser *ps, RxSeq *seq) {
+    int cap = 0;
+    seq->items = NULL; seq->n = 0;
+    while (*ps->p && *ps->p != '|' && *ps->p != ')') {
+        RxNode nd;
+        memset(&nd, 0, sizeof(nd));
+        nd.min = nd.max = 1;
+        char c = *ps->p++;
+        if (c == '.') { nd.kind = RX_ANY; }
+        else if (c == '^') nd.kind = RX_BOL;
+        else if (c == '$') nd.kind = RX_EOL;
+        else if (c == '\\') {
+            if (!*ps->p) { ps->err = "pattern ends with a backslash"; return -1; }
+            int e = (unsigned char)*ps->p++;
+            if (strchr("dDwWsS", e)) { nd.kind = RX_CLASS; rx_escape_class(nd.set, e); }
+            else if (isalnum(e) && !strchr("ntrfv", e)) { ps->err = "unsupported escape (backreferences and \\b are not supported)"; return -1; }
+            else { nd.kind = RX_CHAR; rx_set(nd.set, rx_escape_char(e)); }
+        } else if (c == '[') {
+            nd.kind = RX_CLASS;
+            int neg = *ps->p == '^';
+            if (neg) ps->p++;
+            int first = 1;
+            while (*ps->p && (*ps->p != ']' || first)) {
+                int lo = (unsigned char)*ps->p++;
+                first = 0;
+                if (lo == '\\') {
+                    if (!*ps->p) break;
+                    int e = (unsigned char)*ps->p++;
+                    if (strchr("dDwWsS", e)) { rx_escape_class(nd.set, e); continue; }
+                    lo = rx_escape_char(e);
+                }
+                int hi = lo;
+                if (ps->p[0] == '-' && ps->p[1] && ps->p[1] != ']') {
+                    ps->p++;
+                    hi = (unsigned char)*ps->p++;
+                    if (hi == '\\' && *ps->p) hi = rx_escape_char((unsigned char)*ps->p++);
+                    if (hi < lo) { ps->err = "bad character range"; return -1; }
+                }
+                for (int k = lo; k <= hi; k++) rx_set(nd.set, k);
+            }
+            if (*ps->p != ']') { ps->err = "unterminated [class]"; return -1; }
+            ps->p++;
+            if (neg) for (int i = 0; i < 32; i++) nd.set[i] = (unsigned char)~nd.set[i];
+        } else if (c == '(') {
+            nd.kind = RX_GROUP;
+            if (ps->p[0] == '?') {
+                if (ps->p[1] == ':') nd.kind = RX_GROUP;
+                else if (ps->p[1] == '=') nd.kind = RX_AHEAD;
+                else if (ps->p[1] == '!') nd.kind = RX_NAHEAD;
+                else { ps->err = "unsupported (?...) group"; return -1; }
+                ps->p += 2;
+            }
+            if (rx_parse_alts(ps, &nd)) { rx_free_node(&nd); return -1; }
+            if (*ps->p != ')') { rx_free_node(&nd); ps->err = "missing )"; return -1; }
+            ps->p++;
+        } else if (c == '*' || c == '+' || c == '?' || c == '{') { ps->err = "nothing to repeat"; return -1; }
+        else { nd.kind = RX_CHAR; rx_set(nd.set, (unsigned char)c); }
+        // a quantifier
+        if (nd.kind != RX_BOL && nd.kind != RX_EOL && nd.kind != RX_AHEAD && nd.kind != RX_NAHEAD) {
+            if (*ps->p == '*') { nd.min = 0; nd.max = -1; ps->p++; }
+            else if (*ps->p == '+') { nd.min = 1; nd.max = -1; ps->p++; }
+            else if (*ps->p == '?') { nd.min = 0; nd.max = 1; ps->p++; }
+            else if (*ps->p == '{' && isdigit((unsigned char)ps->p[1])) {
+                char *end;
+                long a = strtol(ps->p + 1, &end, 10), b = a;
+                if (*end == ',') { if (end[1] == '}') { b = -1; end++; } else b = strtol(end + 1, &end, 10); }
+                if (*end != '}' || a > 1000 || b > 1000 || (b >= 0 && b < a)) { rx_free_node(&nd); ps->err = "bad {m,n}"; return -1; }
+                nd.min = (int)a; nd.max = (int)b; ps->p = end + 1;
+            }
+            if (nd.min != 1 || nd.max != 1) { if (*ps->p == '?') ps->p++; } // lazy: same set of full matches
+        }
+        if (seq->n == cap) { cap = cap ? 2 * cap : 8; seq->items = (RxNode *)realloc_check(seq->items, (size_t)cap * sizeof(RxNode)); }
+        seq->items[seq->n++] = nd;
+    }
+    return 0;
+}
+static int rx_parse_alts(RxParser *ps, RxNode *group) {
+    for (;;) {
+        group->alts = (RxSeq *)realloc_check(group->alts, (size_t)(group->nalts + 1) * sizeof(RxSeq));
+        if (rx_parse_seq(ps, &group->alts[group->nalts++])) return -1;
+        if (*ps->p != '|') return 0;
+        ps->p++;
+    }
+}
+
+// continuations: after a sequence ends, go on with the rest of the enclosing one, or repeat a group again
+typedef struct RxCont { int kind; const RxSeq *seq; int idx; const RxNode *node; int count; size_t start; const struct RxCont *next; } RxCont;
+enum { RXK_SEQ, RXK_REP, RXK_END, RXK_ACCEPT };
+typedef struct { const char *s; size_t n; long steps; } RxText;
+
+static int rx_match(RxText *t, const RxSeq *seq, int idx, size_t pos, const RxCont *k);
+static int rx_cont(RxText *t, size_t pos, const RxCont *k);
+static int rx_group_once(RxText *t, const RxNode *nd, size_t pos, const RxCont *k) {
+    for (int a = 0; a < nd->nalts; a++) if (rx_match(t, &nd->alts[a], 0, pos, k)) return 1;
+    return 0;
+}
+static int rx_rep(RxText *t, const RxNode *nd, int count, size_t start, size_t pos, const RxCont *k) {
+    // greedy: one more iteration first (never an empty one beyond the minimum), else continue
+    if ((nd->max < 0 || count < nd->max) && (count < nd->min || pos != start || count == 0)) {
+        RxCont again = { RXK_REP, NULL, 0, nd, count + 1, pos, k };
+        if (rx_group_once(t, nd, pos, &again)) return 1;
+    }
+    return count >= nd->min && rx_cont(t, pos, k);
+}
+static int rx_cont(RxText *t, size_t pos, const RxCont *k) {
+    if (k->kind == RXK_END) return pos == t->n;
+    if (k->kind == RXK_ACCEPT) return 1;
+    if (k->kind == RXK_SEQ) return rx_match(t, k->seq, k->idx, pos, k->next);
+    return rx_rep(t, k->node, k->count, k->start, pos, k->next);
+}
+static int rx_match(RxText *t, const RxSeq *seq, int idx, size_t pos, const RxCont *k) {
+    if (++t->steps > 1000000) return 0; // a pathological pattern: give up (no match)
+    if (idx == seq->n) return rx_cont(t, pos, k);
+    const RxNode *nd = &seq->items[idx];
+    RxCont rest = { RXK_SEQ, seq, idx + 1, NULL, 0, 0, k };
+    switch (nd->kind) {
+    case RX_BOL: return pos == 0 && rx_match(t, seq, idx + 1, pos, k);
+    case RX_EOL: return (pos == t->n || (pos + 1 == t->n && t->s[pos] == '\n')) && rx_match(t, seq, idx + 1, pos, k);
+    case RX_AHEAD: case RX_NAHEAD: {
+        RxCont acc = { RXK_ACCEPT, NULL, 0, NULL, 0, 0, NULL };
+        int m = rx_group_once(t, nd, pos, &acc);
+        return m == (nd->kind == RX_AHEAD) && rx_match(t, seq, idx + 1, pos, k);
+    }
+    case RX_GROUP: return rx_rep(t, nd, 0, pos, pos, &rest);
+    default: { // one character: count how many repeat, then back off (greedy)
+        size_t most = 0;
+        while ((nd->max < 0 || (int)most < nd->max) && pos + most < t->n) {
+            unsigned char c = (unsigned char)t->s[pos + most];
+            if (nd->kind == RX_ANY ? c == '\n' : !rx_has(nd->set, c)) break;
+            most++;
+        }
+        for (long m = (long)most; m >= nd->min; m--) if (rx_match(t, seq, idx + 1, pos + (size_t)m, k)) return 1;
+        return 0;
+    }
+    }
+}
+
+// re.fullmatch(pattern, text): 1 match, 0 no match, -1 bad pattern (message in err)
+static int regex_fullmatch(const char *pattern, const char *text, const char **err) {
+    RxParser ps = { pattern, NULL };
+    RxNode top;
+    memset(&top, 0, sizeof(top));
+    top.kind = RX_GROUP; top.min = top.max = 1;
+    int rc = rx_parse_alts(&ps, &top);
+    if (!rc && *ps.p) { ps.err = "unbalanced )"; rc = -1; }
+    if (rc) { rx_free_node(&top); if (err) *err = ps.err; return -1; }
+    RxText t = { text, strlen(text), 0 };
+    RxCont end = { RXK_END, NULL, 0, NULL, 0, 0, NULL };
+    int m = rx_group_once(&t, &top, 0, &end);
+    rx_free_node(&top);
+    return m;
+}
+
+// ----------------------------------------------------------------------------
 // LoRA: injection, initialisation, and adapters in Hugging Face PEFT's format
 // (adapter_config.json + adapter_model.safetensors, keys
 //  base_model.model.model.layers.N.self_attn.q_proj.lora_A.weight (r, in) and .lora_B.weight (out, r))
@@ -4149,6 +4353,7 @@ typedef struct {
     int init_gaussian;     // A ~ N(0, 1/r) instead of kaiming-uniform(a=sqrt(5))
     int dora;              // DoRA (use_dora)
     uint64_t seed;
+    char target_regex[512]; // target_modules as one regex string (PEFT: re.fullmatch on the module name); "" = none
 } LoraConfig;
 
 static const char *target_block(int t) { return t <= TGT_O ? "self_attn" : "mlp"; }
@@ -4217,7 +4422,7 @@ static void lora_alloc_acts(Lora *lo, int N) {
 }
 static void lora_free(Lora *lo) {
     if (!lo) return;
-    free(lo->mods); free(lo->params); free(lo->grads); free(lo->wnorm_memory); free(lo->act_memory); free(lo->embed); free(lo->lm_head);
+    free(lo->mods); free(lo->params); free(lo->grads); free(lo->wnorm_memory); free(lo->act_memory); free(lo->embed); free(lo->lm_head); free(lo->dembed); free(lo->dlm_head);
     memset(lo, 0, sizeof(*lo));
 }
 
@@ -4242,13 +4447,19 @@ static void lora_init_dora(Lora *lo, Model *model) {
 }
 
 // New adapter: A kaiming-uniform with a=sqrt(5), i.e. U(-1/sqrt(in), 1/sqrt(in)) (PEFT's default), B = 0.
+// target_modules as a regex: does it match the whole name of layer l's module t (as PEFT names it)?
+static int lora_regex_selects(const char *regex, int l, int t) {
+    char name[128];
+    snprintf(name, sizeof(name), "model.layers.%d.%s.%s", l, target_block(t), target_names[t]);
+    return regex_fullmatch(regex, name, NULL) == 1;
+}
 static int lora_create(Lora *lo, const Config *c, const LoraConfig *lc, int training) {
     int n = c->n_layers * NUM_TARGETS;
     int *ranks = (int *)calloc_check((size_t)n, sizeof(int));
     float *scales = (float *)calloc_check((size_t)n, sizeof(float));
     for (int l = 0; l < c->n_layers; l++)
         for (int t = 0; t < NUM_TARGETS; t++)
-            if ((lc->targets >> t & 1) && (!lc->layers || lc->layers[l])) {
+            if (lc->target_regex[0] ? lora_regex_selects(lc->target_regex, l, t) : ((lc->targets >> t & 1) && (!lc->layers || lc->layers[l]))) {
                 ranks[l * NUM_TARGETS + t] = lc->r;
                 scales[l * NUM_TARGETS + t] = lora_scale(lc->alpha, lc->r, lc->rslora);
             }
@@ -4282,7 +4493,7 @@ static char *lora_config_json(const Lora *lo, const LoraConfig *lc, const char *
         for (int t = 0; t < NUM_TARGETS; t++) any |= lo->mods[l * NUM_TARGETS + t].r > 0;
         if (!any) all = 0;
     }
-    if (all) sb_puts(&b, "  \"layers_to_transform\": null,\n");
+    if (all || lc->target_regex[0]) sb_puts(&b, "  \"layers_to_transform\": null,\n"); // (PEFT ignores it for a regex)
     else {
         sb_puts(&b, "  \"layers_to_transform\": [");
         int first = 1;
@@ -4293,11 +4504,12 @@ static char *lora_config_json(const Lora *lo, const LoraConfig *lc, const char *
         }
         sb_puts(&b, "],\n  \"layers_pattern\": \"layers\",\n");
     }
-    sb_printf(&b, "  \"lora_alpha\": %.9g,\n  \"lora_dropout\": %.9g,\n  \"modules_to_save\": null,\n  \"peft_type\": \"LORA\",\n  \"r\": %d,\n  \"rank_pattern\": {},\n  \"revision\": null,\n  \"target_modules\": [",
-              lc->alpha, lc->dropout, lc->r);
+    sb_printf(&b, "  \"lora_alpha\": %s,\n  \"lora_dropout\": %s,\n  \"modules_to_save\": %s,\n  \"peft_type\": \"LORA\",\n  \"r\": %d,\n  \"rank_pattern\": {},\n  \"revision\": null,\n  \"target_modules\": [",
+              json_float(lc->alpha), json_float(lc->dropout), lo->embed && lo->lm_head ? "[\"embed_tokens\", \"lm_head\"]" : lo->embed ? "[\"embed_tokens\"]" : lo->lm_head ? "[\"lm_head\"]" : "null", lc->r);
     int first = 1;
-    for (int t = 0; t < NUM_TARGETS; t++) if (lc->targets >> t & 1) { sb_printf(&b, "%s\"%s\"", first ? "" : ", ", target_names[t]); first = 0; }
-    sb_printf(&b, "],\n  \"task_type\": \"CAUSAL_LM\",\n  \"use_dora\": %s,\n  \"use_rslora\": %s\n}\n", lo->dora ? "true" : "false", lc->rslora ? "true" : "false");
+    if (lc->target_regex[0]) { b.n -= 1; b.s[b.n] = 0; sb_json_string(&b, lc->target_regex); } // a string: PEFT's regex form
+    else for (int t = 0; t < NUM_TARGETS; t++) if (lc->targets >> t & 1) { sb_printf(&b, "%s\"%s\"", first ? "" : ", ", target_names[t]); first = 0; }
+    sb_printf(&b, "%s,\n  \"task_type\": \"CAUSAL_LM\",\n  \"use_dora\": %s,\n  \"use_rslora\": %s\n}\n", lc->target_regex[0] ? "" : "]", lo->dora ? "true" : "false", lc->rslora ? "true" : "false");
     return b.s;
 }
 
@@ -4305,7 +4517,7 @@ static char *lora_config_json(const Lora *lo, const LoraConfig *lc, const char *
 static int lora_save(const Lora *lo, const LoraConfig *lc, const char *dir, const char *base_model) {
     if (mkdir_p(dir)) return -1;
     int n = 0;
-    STWrite *ts = (STWrite *)calloc_check((size_t)lo->n_layers * NUM_TARGETS * 3, sizeof(STWrite));
+    STWrite *ts = (STWrite *)calloc_check((size_t)lo->n_layers * NUM_TARGETS * 3 + 2, sizeof(STWrite));
     for (int l = 0; l < lo->n_layers; l++)
         for (int t = 0; t < NUM_TARGETS; t++) {
             LoraModule *m = &lo->mods[l * NUM_TARGETS + t];
@@ -4321,6 +4533,13 @@ static int lora_save(const Lora *lo, const LoraConfig *lc, const char *dir, cons
                 mw->dtype = DT_F32; mw->ndim = 1; mw->shape[0] = m->out; mw->fdata = m->mag;
             }
         }
+    for (int which = 0; which < 2; which++) { // modules_to_save: full weights under PEFT's saved names
+        floatX *w = which ? lo->lm_head : lo->embed;
+        if (!w) continue;
+        STWrite *e = &ts[n++];
+        snprintf(e->name, sizeof(e->name), "%s", which ? "base_model.model.lm_head.weight" : "base_model.model.model.embed_tokens.weight");
+        e->dtype = DT_F32; e->ndim = 2; e->shape[0] = lo->mts_rows; e->shape[1] = lo->mts_cols; e->fdata = w;
+    }
     char path[4096];
     path_join(path, sizeof(path), dir, "adapter_model.safetensors");
     int rc = st_write(path, ts, n, "{\"format\":\"pt\"}");
@@ -4420,6 +4639,15 @@ static int lora_load(Lora *lo, LoraConfig *lc, const Config *c, const char *dir,
     if (bias && strcmp(bias, "none")) { rc = set_error(cpath, "bias '%s' is not supported (only \"none\")", bias); goto done; }
     if (json_bool_or(j, "fan_in_fan_out", 0)) { rc = set_error(cpath, "fan_in_fan_out=true is not supported for Llama linear layers"); goto done; }
     lc->dora = json_bool_or(j, "use_dora", 0);
+    {   // target_modules as one string other than "all-linear": a regex on the whole module name (PEFT's re.fullmatch)
+        Json *tm = json_get(j, "target_modules");
+        const char *rerr = NULL;
+        if (tm && tm->type == JSON_STRING && strcmp(tm->str, "all-linear")) {
+            if (tm->len >= sizeof(lc->target_regex) || strlen(tm->str) != tm->len) { rc = set_error(cpath, "target_modules regex is too long (or holds a NUL)"); goto done; }
+            if (regex_fullmatch(tm->str, "", &rerr) < 0) { rc = set_error(cpath, "target_modules '%s': %s", tm->str, rerr); goto done; }
+            memcpy(lc->target_regex, tm->str, tm->len + 1);
+        }
+    }
     int save_embed = 0, save_head = 0; // modules_to_save: full replacement weights
     if (mts && mts->type == JSON_ARRAY) {
         for (int i = 0; i < mts->n; i++) {
@@ -4461,6 +4689,9 @@ static int lora_load(Lora *lo, LoraConfig *lc, const Config *c, const char *dir,
             }
             if (parse_lora_key(st.t[i].name, &l, &t, &ab)) { rc = set_error(wpath, "unexpected tensor '%s' (not a LoRA A/B weight of a Llama layer)", st.t[i].name); break; }
             if (l >= c->n_layers) { rc = set_error(wpath, "tensor '%s' is for layer %d but the model has %d layers", st.t[i].name, l, c->n_layers); break; }
+            if (lc->target_regex[0] && !lora_regex_selects(lc->target_regex, l, t)) {
+                rc = set_error(wpath, "tensor '%s': target_modules '%s' does not match model.layers.%d.%s.%s", st.t[i].name, lc->target_regex, l, target_block(t), target_names[t]); break;
+            }
             int slot = (l * NUM_TARGETS + t) * 3 + (ab == 'A' ? 0 : ab == 'B' ? 1 : 2);
             if (seen[slot]++) { rc = set_error(wpath, "tensor '%s' appears twice (with and without an adapter name?)", st.t[i].name); break; }
             if (ab == 'M') {
@@ -4517,6 +4748,7 @@ static int lora_load(Lora *lo, LoraConfig *lc, const Config *c, const char *dir,
                 int64_t shape[2] = { c->vocab_size, c->dim };
                 floatX *w = (floatX *)malloc_check((size_t)c->vocab_size * c->dim * sizeof(floatX));
                 if (which == 1) lo->embed = w; else lo->lm_head = w;
+                lo->mts_rows = c->vocab_size; lo->mts_cols = c->dim;
                 if (st_check_shape(&st, tt, 2, shape) || st_read_floatX(&st, tt, w)) rc = -1;
             }
             if (rc) lora_free(lo);
@@ -5123,6 +5355,27 @@ static void trainable_init(Trainable *tr, Model *m, ParameterTensors *g, Lora *l
     tr->v = (floatX *)calloc_check(tr->total, sizeof(floatX));
 }
 static void trainable_free(Trainable *tr) { free(tr->m); free(tr->v); }
+// one more trainable tensor (LoRA's modules_to_save), with zeroed AdamW moments
+static void trainable_add(Trainable *tr, floatX *p, floatX *g, size_t n) {
+    tr->seg[tr->nseg].p = p; tr->seg[tr->nseg].g = g; tr->seg[tr->nseg].n = n; tr->nseg++;
+    tr->m = (floatX *)realloc_check(tr->m, (tr->total + n) * sizeof(floatX));
+    tr->v = (floatX *)realloc_check(tr->v, (tr->total + n) * sizeof(floatX));
+    memset(tr->m + tr->total, 0, n * sizeof(floatX)); memset(tr->v + tr->total, 0, n * sizeof(floatX));
+    tr->total += n;
+}
+// modules_to_save (PEFT's, LLaMA-Factory's additional_target): full copies of embed_tokens / lm_head in the
+// adapter, trained with it; with tied embeddings each copy is its own weight, as PEFT's wrappers make them
+static int lora_setup_mts(Lora *lo, const Model *m, int mts, const char *path) {
+    const Config *c = &m->config;
+    size_t n = (size_t)c->vocab_size * c->dim;
+    if ((mts || lo->embed || lo->lm_head) && m->quant && m->quant_embed) return set_error(path, "modules_to_save needs float embeddings (drop --quant-embeddings)");
+    if ((mts & 1) && !lo->embed) { lo->embed = (floatX *)malloc_check(n * sizeof(floatX)); memcpy(lo->embed, m->params.embed, n * sizeof(floatX)); }
+    if ((mts & 2) && !lo->lm_head) { lo->lm_head = (floatX *)malloc_check(n * sizeof(floatX)); memcpy(lo->lm_head, m->params.wcls, n * sizeof(floatX)); }
+    lo->mts_rows = c->vocab_size; lo->mts_cols = c->dim;
+    if (lo->embed) lo->dembed = (floatX *)calloc_check(n, sizeof(floatX));
+    if (lo->lm_head) lo->dlm_head = (floatX *)calloc_check(n, sizeof(floatX));
+    return 0;
+}
 static void trainable_zero_grad(Trainable *tr) { for (int i = 0; i < tr->nseg; i++) memset(tr->seg[i].g, 0, tr->seg[i].n * sizeof(floatX)); }
 static double trainable_grad_norm(Trainable *tr) {
     double s = 0;
@@ -5224,6 +5477,7 @@ typedef struct {
     const char *model_path, *data_path, *tok_path, *outdir, *val_path, *resume, *resume_adapter;
     int mode, B, T, steps, warmup, grad_accum, eval_every, save_every, eval_batches, schedule, freeze_layers, checkpoint_acts, log_every, bench;
     int format, tpl, cutoff_len, train_on_prompt;   // instruction data (DATA_ALPACA / DATA_SHAREGPT): template, truncation
+    int mts;                                         // modules_to_save: bit 0 embed_tokens, bit 1 lm_head (fully trained)
     float epochs, lr, wd, clip, val_frac;
     LoraConfig lc;
     uint64_t seed;
@@ -5520,8 +5774,11 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
         point_parameters(&g, gmem, m->param_sizes, c->tied);
         layer_from = ta->mode == TUNE_FULL ? 0 : c->n_layers - ta->freeze_layers;
     }
+    if (lo && lora_setup_mts(lo, m, ta->mts, ta->model_path)) return -1;
     Trainable tr;
     trainable_init(&tr, m, &g, lo, ta->mode, layer_from);
+    if (lo && lo->embed) trainable_add(&tr, lo->embed, lo->dembed, (size_t)c->vocab_size * c->dim);
+    if (lo && lo->lm_head) trainable_add(&tr, lo->lm_head, lo->dlm_head, (size_t)c->vocab_size * c->dim);
     Net net;
     net_init(&net, m, lo);
     Activations a;
@@ -5534,6 +5791,9 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
             if (lora_load(&l2, &lc2, c, ta->resume, 0)) return -1;
             if (l2.num_params != lora.num_params) return set_error(ta->resume, "checkpoint adapter does not match the requested LoRA setup");
             memcpy(lora.params, l2.params, lora.num_params * sizeof(floatX));
+            if ((l2.embed != NULL) != (lora.embed != NULL) || (l2.lm_head != NULL) != (lora.lm_head != NULL)) return set_error(ta->resume, "checkpoint's modules_to_save differ from the requested ones");
+            if (l2.embed) memcpy(lora.embed, l2.embed, (size_t)c->vocab_size * c->dim * sizeof(floatX));
+            if (l2.lm_head) memcpy(lora.lm_head, l2.lm_head, (size_t)c->vocab_size * c->dim * sizeof(floatX));
             lora_free(&l2); free(lc2.layers);
         } else {
             Model m2;
@@ -6158,9 +6418,12 @@ static void error_usage_train(void) {
                     "  --rslora                  scale = alpha/sqrt(r)\n"
                     "  --dora                    DoRA: learn a magnitude per output row too (PEFT's use_dora)\n"
                     "  --dropout P               LoRA dropout on the branch input (default 0)\n"
-                    "  --targets LIST            q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj or all-linear (default q_proj,v_proj)\n"
+                    "  --targets LIST            q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj or all-linear (default q_proj,v_proj),\n"
+                    "                            or a regex on whole module names as PEFT takes a string, e.g. '.*\\.(1|3)\\.self_attn\\.(q|v)_proj'\n"
                     "  --layers LIST             layers to adapt, e.g. 0,1,4-7 (default all)\n"
                     "  --init I                  kaiming | gaussian (default kaiming: PEFT's)\n"
+                    "  --modules-to-save LIST    embed_tokens,lm_head: also train full copies of these, saved in the adapter\n"
+                    "                            (PEFT's modules_to_save; LLaMA-Factory's --additional_target, also accepted)\n"
                     "  -b N                      batch size (default 8)\n"
                     "  -T N                      sequence length (default min(256, max positions); instruction data: the longest example)\n"
                     "  --steps N                 optimizer steps (default: --epochs worth)\n"
@@ -6187,8 +6450,17 @@ static void error_usage_train(void) {
                     QUANT_HELP);
     exit(1);
 }
-static unsigned parse_targets(const char *s) {
+// --targets: all-linear, a comma list of module names, or a regex on whole module names (PEFT's string form),
+// recognised by its regex characters; a regex goes to lc->target_regex and the mask is 0
+static unsigned parse_targets(const char *s, LoraConfig *lc) {
     if (!strcmp(s, "all-linear")) return (1u << NUM_TARGETS) - 1;
+    if (strpbrk(s, ".*+?[](){}|\\^$")) {
+        const char *err = NULL;
+        if (strlen(s) >= sizeof(lc->target_regex)) fatal("--targets: regex too long");
+        if (regex_fullmatch(s, "", &err) < 0) fatal("--targets: '%s' is not a regex peft.c reads: %s", s, err);
+        snprintf(lc->target_regex, sizeof(lc->target_regex), "%s", s);
+        return 0;
+    }
     unsigned mask = 0;
     char buf[512];
     snprintf(buf, sizeof(buf), "%s", s);
@@ -6248,6 +6520,13 @@ static int cmd_train(int argc, char **argv) {
             template_set = 1;
         }
         else if (!strcmp(f, "--cutoff-len")) ta.cutoff_len = parse_int(f, next_arg(argc, argv, &i), 2, 1 << 24);
+        else if (!strcmp(f, "--modules-to-save") || !strcmp(f, "--additional-target")) {
+            char buf[256];
+            snprintf(buf, sizeof(buf), "%s", next_arg(argc, argv, &i));
+            for (char *tkn = strtok(buf, ","); tkn; tkn = strtok(NULL, ","))
+                if (!strcmp(tkn, "embed_tokens")) ta.mts |= 1; else if (!strcmp(tkn, "lm_head")) ta.mts |= 2;
+                else fatal("%s: '%s' is not embed_tokens or lm_head", f, tkn);
+        }
         else if (!strcmp(f, "-z")) ta.tok_path = next_arg(argc, argv, &i);
         else if (!strcmp(f, "-o")) ta.outdir = next_arg(argc, argv, &i);
         else if (!strcmp(f, "--finetuning-type")) {
@@ -6259,7 +6538,7 @@ static int cmd_train(int argc, char **argv) {
         else if (!strcmp(f, "-r")) ta.lc.r = parse_int(f, next_arg(argc, argv, &i), 1, 1 << 20);
         else if (!strcmp(f, "--alpha")) { ta.lc.alpha = parse_float(f, next_arg(argc, argv, &i), 1e-6, 1e6); alpha_set = 1; }
         else if (!strcmp(f, "--dropout")) ta.lc.dropout = parse_float(f, next_arg(argc, argv, &i), 0, 0.999);
-        else if (!strcmp(f, "--targets")) ta.lc.targets = parse_targets(next_arg(argc, argv, &i));
+        else if (!strcmp(f, "--targets")) { ta.lc.target_regex[0] = 0; ta.lc.targets = parse_targets(next_arg(argc, argv, &i), &ta.lc); }
         else if (!strcmp(f, "--layers")) layers = next_arg(argc, argv, &i);
         else if (!strcmp(f, "--init")) {
             const char *v = next_arg(argc, argv, &i);
@@ -6298,6 +6577,7 @@ static int cmd_train(int argc, char **argv) {
     Config *c = &m.config;
     if (m.quant && ta.mode != TUNE_LORA) fatal("%s: a quantized base is frozen: --finetuning-type %s needs a float model (--quant none)", ta.model_path, ta.mode == TUNE_FULL ? "full" : "freeze");
     if (m.quant && ta.lc.dora) fatal("%s: --dora needs the float base weight (use --quant none)", ta.model_path);
+    if (ta.mts && ta.mode != TUNE_LORA) fatal("--modules-to-save applies to LoRA (--finetuning-type full trains the embeddings already)");
     fprintf(stderr, "%s", quant_desc(&m));
     if (ta.format == DATA_TEXT && (template_set || ta.cutoff_len || ta.train_on_prompt)) fatal("--template, --cutoff-len and --train-on-prompt apply to --format alpaca or sharegpt");
     if (ta.format == DATA_TEXT && !ta.T) ta.T = c->seq_len < 256 ? c->seq_len : 256;
@@ -6314,6 +6594,12 @@ static int cmd_train(int argc, char **argv) {
                 fatal("-r %d is larger than the %s layer allows (%d x %d)", ta.lc.r, target_names[t], out, in);
         }
         if (layers) ta.lc.layers = parse_layers(layers, c->n_layers);
+        if (ta.lc.target_regex[0]) {
+            if (layers) fatal("--layers does not apply to a --targets regex (PEFT ignores layers_to_transform for one); put the layers in the regex");
+            int any = 0;
+            for (int l = 0; l < c->n_layers; l++) for (int t = 0; t < NUM_TARGETS; t++) if (lora_regex_selects(ta.lc.target_regex, l, t)) { any = 1; ta.lc.targets |= 1u << t; }
+            if (!any) fatal("--targets '%s' matches no module (names are like model.layers.0.self_attn.q_proj, model.layers.0.mlp.up_proj)", ta.lc.target_regex);
+        }
     }
     ta.lc.seed = ta.seed;
     Tokenizer tok;

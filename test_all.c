@@ -2725,6 +2725,152 @@ static void test_loss_svg(void) {
     check(rc == 0 && !strncmp(out, "ok ", 3), "loss.svg renders (rsvg-convert -> PNG)", "%s", out);
 }
 
+// target_modules as a regex: peft.c's matcher against Python's re.fullmatch (tests/fixtures/regex_cases.json,
+// tests/make_regex_cases.py); train --targets REGEX writes PEFT's string form and adapts exactly the matches
+static void test_target_regex(void) {
+    Json *cases = json_load("tests/fixtures/regex_cases.json");
+    if (!cases || cases->type != JSON_ARRAY) { check(0, "regex == Python re.fullmatch", "%s", peft_errbuf); json_free(cases); return; }
+    int same = 0, total = 0;
+    char why[300] = "";
+    for (int i = 0; i < cases->n; i++) {
+        const Json *e = &cases->items[i];
+        const char *pat = json_str(json_get(e, "pattern")), *text = json_str(json_get(e, "text"));
+        const char *err = NULL;
+        int got = regex_fullmatch(pat, text ? text : "", &err), want = json_bool_or(e, "error", 0) ? -1 : json_bool_or(e, "match", 0);
+        total++;
+        if (got == want) same++;
+        else if (!why[0]) snprintf(why, sizeof(why), "; /%s/ on '%s': %d, Python %d", pat, text ? text : "", got, want);
+    }
+    check(same == total && total > 1000, "regex == Python re.fullmatch", "%d/%d cases%s", same, total, why);
+    json_free(cases);
+    char od[600], args[2048], err[4096];
+    tmp_path(od, sizeof(od), "regex_adapter");
+    const char *re = "model\\.layers\\.[13]\\.(self_attn\\.(q|v)|mlp\\.down)_proj";
+    snprintf(args, sizeof(args), "train %s %s -o %s --steps 1 -b 1 -T 16 --val-frac 0 --targets '%s'", SH("models/stories260K/stories260K.bin"), SH("data/tinyshakespeare.txt"), od, re);
+    int rc = run_cmd(args, err, sizeof(err), NULL, 0);
+    char cfg[700];
+    snprintf(cfg, sizeof(cfg), "%s/adapter_config.json", od);
+    Json *j = rc == 0 ? json_load(cfg) : NULL;
+    const Json *tm = j ? json_get(j, "target_modules") : NULL;
+    Model m; Lora lo; LoraConfig lc;
+    int ok = tm && tm->type == JSON_STRING && !strcmp(tm->str, re) && json_get(j, "layers_to_transform") && json_get(j, "layers_to_transform")->type == JSON_NULL;
+    int nmods = 0, right = 1;
+    if (ok && !model_load(&m, SH("models/stories260K/stories260K.bin"))) {
+        if (!lora_load(&lo, &lc, &m.config, od, 0)) {
+            for (int l = 0; l < m.config.n_layers; l++) for (int t = 0; t < NUM_TARGETS; t++) {
+                int want = (l == 1 || l == 3) && (t == TGT_Q || t == TGT_V || t == TGT_DOWN);
+                nmods += lo.mods[l * NUM_TARGETS + t].r > 0;
+                right &= (lo.mods[l * NUM_TARGETS + t].r > 0) == want;
+            }
+            ok &= !strcmp(lc.target_regex, re);
+            lora_free(&lo); free(lc.layers);
+        } else ok = 0;
+        model_free(&m);
+    } else ok = 0;
+    check(ok && right && nmods == 6, "train --targets REGEX", "target_modules \"%s\" written as a string; %d modules adapted (layers 1, 3: q, v, down)", re, nmods);
+    json_free(j);
+    // a regex adapter whose weights include a module the regex does not match: an error naming it
+    char bad[600], path[700];
+    tmp_path(bad, sizeof(bad), "regex_bad");
+    snprintf(args, sizeof(args), "train %s %s -o %s --steps 1 -b 1 -T 16 --val-frac 0 --targets q_proj", SH("models/stories260K/stories260K.bin"), SH("data/tinyshakespeare.txt"), bad);
+    run_cmd(args, err, sizeof(err), NULL, 0);
+    snprintf(path, sizeof(path), "%s/adapter_config.json", bad);
+    size_t n;
+    char *txt = read_file(path, &n, 1 << 20);
+    if (txt) {
+        char *at = strstr(txt, "\"target_modules\": [\"q_proj\"]");
+        if (at) {
+            StrBuf b = { 0 };
+            sb_putn(&b, txt, (size_t)(at - txt));
+            sb_puts(&b, "\"target_modules\": \".*\\\\.[0-3]\\\\.self_attn\\\\.q_proj\"");
+            sb_puts(&b, at + strlen("\"target_modules\": [\"q_proj\"]"));
+            write_bytes(path, b.s, b.n);
+            free(b.s);
+        }
+        free(txt);
+    }
+    snprintf(args, sizeof(args), "generate %s -a %s -n 2", SH("models/stories260K/stories260K.bin"), bad);
+    expect_cli_error("adapter weights outside its target_modules regex", args, "does not match model.layers.4.self_attn.q_proj", NULL);
+    snprintf(args, sizeof(args), "train %s %s --targets 'model\\.layers\\.9\\..*'", SH("models/stories260K/stories260K.bin"), SH("data/tinyshakespeare.txt"));
+    expect_cli_error("--targets regex matching nothing", args, "matches no module", NULL);
+}
+
+// modules_to_save trained with LoRA: on the tied stories260K model the gradients of the embed_tokens and
+// lm_head copies add up to full fine-tuning's gradient of the tied embedding (LoRA's B = 0: the same model);
+// the trained copies are saved under PEFT's names and load back
+static void test_modules_to_save_training(void) {
+    Model m;
+    if (model_load(&m, SH("models/stories260K/stories260K.bin"))) { check(0, "modules_to_save gradients", "%s", peft_errbuf); return; }
+    const Config *c = &m.config;
+    int B = 2, T = 16, N = B * T;
+    int *inp = malloc_check(N * sizeof(int)), *tgt = malloc_check(N * sizeof(int));
+    uint64_t rng = 7;
+    for (int i = 0; i < N; i++) { inp[i] = (int)(random_u32(&rng) % 512); tgt[i] = (int)(random_u32(&rng) % 512); }
+    LoraConfig lc; memset(&lc, 0, sizeof(lc));
+    lc.r = 4; lc.alpha = 8; lc.targets = (1u << TGT_Q) | (1u << TGT_V); lc.seed = 1;
+    Lora lo; lora_create(&lo, c, &lc, 1);
+    lora_alloc_acts(&lo, N); lo.training = 1;
+    lora_setup_mts(&lo, &m, 3, "test");
+    Net net; net_init(&net, &m, &lo);
+    Activations a; acts_alloc(&a, c, B, T, 0);
+    size_t ne = (size_t)c->vocab_size * c->dim;
+    memset(lo.dembed, 0, ne * sizeof(floatX)); memset(lo.dlm_head, 0, ne * sizeof(floatX)); memset(lo.grads, 0, lo.num_params * sizeof(floatX));
+    peft_forward(&net, &a, inp);
+    double l1 = peft_loss(&a, c, tgt);
+    peft_backward(&net, &a, NULL, c->n_layers, 0);
+    // full fine-tuning of the same (tied) model
+    floatX *gmem = calloc_check(m.num_parameters, sizeof(floatX));
+    ParameterTensors g; point_parameters(&g, gmem, m.param_sizes, c->tied);
+    Net net2; net_init(&net2, &m, NULL);
+    Activations a2; acts_alloc(&a2, c, B, T, 0);
+    peft_forward(&net2, &a2, inp);
+    double l2 = peft_loss(&a2, c, tgt);
+    peft_backward(&net2, &a2, &g, 0, 1);
+    double num = 0, den = 0, ne_e = 0, ne_h = 0;
+    for (size_t i = 0; i < ne; i++) { double d = (double)lo.dembed[i] + lo.dlm_head[i] - g.embed[i]; num += d * d; den += (double)g.embed[i] * g.embed[i]; ne_e += fabs((double)lo.dembed[i]); ne_h += fabs((double)lo.dlm_head[i]); }
+    double rel = sqrt(num / den);
+    check(c->tied && fabs(l1 - l2) < 1e-6 && rel < 1e-5 && ne_e > 0 && ne_h > 0, "modules_to_save gradients", "tied model: d(embed copy) + d(lm_head copy) vs full fine-tuning's d(embedding): relative error %.2e; loss %.6f vs %.6f", rel, l1, l2);
+    free(gmem); free(inp); free(tgt); acts_free(&a); acts_free(&a2); net_free(&net); net_free(&net2); lora_free(&lo); model_free(&m);
+    // the CLI: trained copies saved under PEFT's names, listed in modules_to_save, loaded back, and they moved
+    char od[600], args[2048], err[4096], cfg[700];
+    tmp_path(od, sizeof(od), "mts_adapter");
+    snprintf(args, sizeof(args), "train %s %s -o %s --steps 3 -b 2 -T 32 --val-frac 0 --additional-target embed_tokens,lm_head --lr 1e-2", SH("models/stories260K/stories260K.bin"), SH("data/tinyshakespeare.txt"), od);
+    int rc = run_cmd(args, err, sizeof(err), NULL, 0);
+    snprintf(cfg, sizeof(cfg), "%s/adapter_config.json", od);
+    Json *j = rc == 0 ? json_load(cfg) : NULL;
+    const Json *mts = j ? json_get(j, "modules_to_save") : NULL;
+    int ok = mts && mts->type == JSON_ARRAY && mts->n == 2 && !strcmp(mts->items[0].str, "embed_tokens") && !strcmp(mts->items[1].str, "lm_head");
+    double moved = 0;
+    if (ok && !model_load(&m, SH("models/stories260K/stories260K.bin"))) {
+        LoraConfig lc2;
+        if (!lora_load(&lo, &lc2, &m.config, od, 0)) {
+            for (size_t i = 0; i < ne; i++) moved += fabs((double)lo.embed[i] - m.params.embed[i]) + fabs((double)lo.lm_head[i] - m.params.wcls[i]);
+            lora_free(&lo); free(lc2.layers);
+        } else ok = 0;
+        model_free(&m);
+    } else ok = 0;
+    check(ok && moved > 0, "train --modules-to-save / --additional-target", "adapter lists modules_to_save [embed_tokens, lm_head]; trained copies load back, sum |change| %.3g", moved);
+    json_free(j);
+}
+
+// floats written into configs are the shortest decimals that read back as the same float
+static void test_config_floats(void) {
+    char od[600], args[2048], err[4096], cfg[700];
+    tmp_path(od, sizeof(od), "float_adapter");
+    snprintf(args, sizeof(args), "train %s %s -o %s --steps 1 -b 1 -T 16 --val-frac 0 --dropout 0.1 --alpha 0.3", SH("models/stories260K/stories260K.bin"), SH("data/tinyshakespeare.txt"), od);
+    int rc = run_cmd(args, err, sizeof(err), NULL, 0);
+    snprintf(cfg, sizeof(cfg), "%s/adapter_config.json", od);
+    size_t n = 0;
+    char *txt = rc == 0 ? read_file(cfg, &n, 1 << 20) : NULL;
+    int ok = txt && strstr(txt, "\"lora_dropout\": 0.1,") && strstr(txt, "\"lora_alpha\": 0.3,");
+    float vals[6] = { 0.1f, 1e-5f, 1e-6f, 10000.0f, 500000.0f, 3.14159274f };
+    const char *want[6] = { "0.1", "1e-05", "1e-06", "10000", "500000", "3.1415927" };
+    for (int k = 0; k < 6; k++) ok &= !strcmp(json_float(vals[k]), want[k]);
+    for (uint32_t bits = 0x3f800000u, k = 0; k < 100000; k++, bits += 977) { float f; memcpy(&f, &bits, 4); ok &= (float)strtod(json_float(f), NULL) == f; }
+    check(ok, "shortest round-trip floats in configs", "lora_dropout 0.1 and lora_alpha 0.3 written as 0.1 / 0.3; rms_norm_eps 1e-5 as 1e-05; 100000 floats read back exactly");
+    free(txt);
+}
+
 static void run_fp32_tests(void) {
     test_kernels_matmul();
     test_kernels_attention();
@@ -2758,6 +2904,9 @@ static void run_fp32_tests(void) {
     test_utf8_warning();
     test_export_gguf();
     test_loss_svg();
+    test_target_regex();
+    test_modules_to_save_training();
+    test_config_floats();
     test_adapters();
     test_nf4_bitsandbytes();
     test_quant_bounds();
