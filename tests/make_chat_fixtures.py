@@ -17,6 +17,7 @@ raises gives {"error": message}. Run from the repository root:
 
     python3 tests/make_chat_fixtures.py            # writes tests/chat/renders.json
     python3 tests/make_chat_fixtures.py --check    # renders again and compares with the committed file (PASS/FAIL)
+    python3 tests/make_chat_fixtures.py --check --require-transformers   # the same, failing unless transformers renders
 
 On a machine with transformers, --check confirms the committed renders (made with jinja2 if transformers was
 missing) equal transformers' own.
@@ -110,10 +111,13 @@ CONVERSATIONS = [
 
 def environment():
     try:
+        import transformers
         from transformers.utils.chat_template_utils import _compile_jinja_template
-        return "transformers", _compile_jinja_template
-    except Exception:
-        pass
+        return "transformers " + transformers.__version__, _compile_jinja_template
+    except Exception as e:
+        if "--require-transformers" in sys.argv:
+            print("FAIL: transformers' chat-template compiler is not importable (%s)" % e)
+            sys.exit(1)
     import jinja2
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
