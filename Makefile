@@ -1,4 +1,4 @@
-# peft.c: `make` builds ./peft (optimised, OpenMP when the compiler has it) and tokenizer.bin;
+# peft.c: `make` builds ./peft (optimised, OpenMP when the compiler has it) and checks tokenizer.bin;
 # `make test` runs the suite; `make debug` builds and runs it under ASan+UBSan; `make bench` measures speed.
 CC ?= cc
 PYTHON ?= python3
@@ -47,15 +47,19 @@ peft: peft.c $(GPU_OBJ) .cflags
 peft_cuda.o: peft_cuda.cu .cflags
 	$(NVCC) $(NVCCFLAGS) -c peft_cuda.cu -o peft_cuda.o
 
-# tokenizer.bin from the Llama 2 sentencepiece model, with export.py (standard library only)
-tokenizer: tokenizer.bin
-tokenizer.bin: export.py
+# tokenizer.bin (llama2.c's Llama 2 tokenizer) is committed. Where the sentencepiece tokenizer.model is found,
+# make rebuilds it with export.py (standard library only) and stops if the result differs from the committed file.
+tokenizer: .tokenizer-checked
+.tokenizer-checked: export.py $(wildcard tokenizer.bin) $(wildcard $(TOKENIZER_MODEL))
 	@if [ -f "$(TOKENIZER_MODEL)" ]; then \
-		$(PYTHON) export.py tokenizer "$(TOKENIZER_MODEL)" -o tokenizer.bin; \
-	else \
-		echo "note: no Llama 2 tokenizer.model at $(TOKENIZER_MODEL); tokenizer.bin not built."; \
-		echo "      get it from meta-llama/Llama-2-7b-hf (tokenizer.model) and run: make TOKENIZER_MODEL=path/to/tokenizer.model"; \
+		$(PYTHON) export.py tokenizer "$(TOKENIZER_MODEL)" -o tokenizer.bin.new || exit 1; \
+		if [ ! -f tokenizer.bin ]; then mv tokenizer.bin.new tokenizer.bin; \
+		elif cmp -s tokenizer.bin.new tokenizer.bin; then rm -f tokenizer.bin.new; echo "tokenizer.bin: rebuilt from $(TOKENIZER_MODEL), identical"; \
+		else echo "tokenizer.bin differs from the one export.py builds from $(TOKENIZER_MODEL) (see tokenizer.bin.new)"; exit 1; fi; \
+	elif [ ! -f tokenizer.bin ]; then \
+		echo "no tokenizer.bin and no Llama 2 tokenizer.model at $(TOKENIZER_MODEL): git checkout tokenizer.bin, or make TOKENIZER_MODEL=path"; exit 1; \
 	fi
+	@touch $@
 
 test_all: test_all.c peft.c $(GPU_OBJ) .cflags
 	$(CC) $(CFLAGS) $(OMP) $(GPU_DEFS) test_all.c $(GPU_OBJ) -o test_all $(LDLIBS)
@@ -89,4 +93,4 @@ bench-cuda:
 	$(PYTHON) bench/bench_cuda.py
 
 clean:
-	rm -f peft test_all test_all_fp64 peft_debug test_all_debug test_all_fp64_debug peft_cuda.o .cflags
+	rm -f peft test_all test_all_fp64 peft_debug test_all_debug test_all_fp64_debug peft_cuda.o .cflags .tokenizer-checked

@@ -459,6 +459,20 @@ static void sb_printf(StrBuf *b, const char *fmt, ...) {
     va_start(ap, fmt); vsnprintf(big, (size_t)n + 1, fmt, ap); va_end(ap);
     sb_putn(b, big, (size_t)n); free(big);
 }
+// The shortest decimal that reads back as the same float (what Python's repr does for its doubles), for
+// numbers written into JSON configs: 0.1f is "0.1", not "0.100000001"; 1e-5f is "1e-05". Up to 8 at once.
+static const char *json_float(float v) {
+    static char pool[8][32];
+    static int next = 0;
+    char *buf = pool[next++ % 8];
+    if (!isfinite(v)) { snprintf(buf, 32, "null"); return buf; }
+    if (v == floorf(v) && fabsf(v) < 1e15f) { snprintf(buf, 32, "%.0f", (double)v); return buf; } // 10000, not 1e+04
+    for (int p = 1; p <= 9; p++) {
+        snprintf(buf, 32, "%.*g", p, (double)v);
+        if ((float)strtod(buf, NULL) == v) break;
+    }
+    return buf;
+}
 static void sb_json_string(StrBuf *b, const char *s) {
     sb_puts(b, "\"");
     for (; *s; s++) {
@@ -1874,13 +1888,13 @@ static int model_save_hf(Model *m, const char *dir, int dtype) {
     StrBuf b = { 0 };
     sb_printf(&b, "{\n  \"architectures\": [\"LlamaForCausalLM\"],\n  \"model_type\": \"llama\",\n  \"hidden_act\": \"silu\",\n  \"hidden_size\": %d,\n  \"intermediate_size\": %d,\n"
                   "  \"num_hidden_layers\": %d,\n  \"num_attention_heads\": %d,\n  \"num_key_value_heads\": %d,\n  \"head_dim\": %d,\n  \"vocab_size\": %d,\n"
-                  "  \"max_position_embeddings\": %d,\n  \"rms_norm_eps\": %.9g,\n  \"rope_theta\": %.9g,\n  \"tie_word_embeddings\": %s,\n"
+                  "  \"max_position_embeddings\": %d,\n  \"rms_norm_eps\": %s,\n  \"rope_theta\": %s,\n  \"tie_word_embeddings\": %s,\n"
                   "  \"attention_bias\": false,\n  \"mlp_bias\": false,\n  \"bos_token_id\": %d,\n  \"eos_token_id\": %d,\n  \"torch_dtype\": \"%s\"",
-              c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, c->vocab_size, c->seq_len, c->norm_eps, c->rope_theta,
+              c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, c->vocab_size, c->seq_len, json_float(c->norm_eps), json_float(c->rope_theta),
               c->tied ? "true" : "false", c->bos_id, c->eos_id, dtype == DT_BF16 ? "bfloat16" : dtype == DT_F16 ? "float16" : "float32");
     if (c->rope_llama3)
-        sb_printf(&b, ",\n  \"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": %.9g, \"low_freq_factor\": %.9g, \"high_freq_factor\": %.9g, \"original_max_position_embeddings\": %d}",
-                  c->rope_factor, c->rope_low_freq_factor, c->rope_high_freq_factor, c->rope_orig_max_pos);
+        sb_printf(&b, ",\n  \"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": %s, \"low_freq_factor\": %s, \"high_freq_factor\": %s, \"original_max_position_embeddings\": %d}",
+                  json_float(c->rope_factor), json_float(c->rope_low_freq_factor), json_float(c->rope_high_freq_factor), c->rope_orig_max_pos);
     sb_puts(&b, "\n}\n");
     path_join(path, sizeof(path), dir, "config.json");
     AtomicFile af;
@@ -4072,10 +4086,13 @@ typedef struct {
     floatX *wnorm_memory, *act_memory;
     floatX *embed;       // (V,C) modules_to_save: a full replacement of embed_tokens, or NULL
     floatX *lm_head;     // (V,C) modules_to_save: a full replacement of lm_head, or NULL
+    floatX *dembed, *dlm_head; // their gradients when they are trained (train --modules-to-save), else NULL
+    int mts_rows, mts_cols;    // (V, C) of embed / lm_head
 } Lora;
 static LoraModule *lora_mod(const Lora *lo, int l, int t) { return (lo && lo->mods && lo->mods[l * NUM_TARGETS + t].r) ? &lo->mods[l * NUM_TARGETS + t] : NULL; }
 // does any layer below l have an adapter with gradients? (if not, the backward can stop at layer l)
 static int lora_trainable_below(const Lora *lo, int l) {
+    if (lo->dembed) return 1; // a trained embedding needs the gradient down to the input
     for (int k = 0; k < l && k < lo->n_layers; k++)
         for (int t = 0; t < NUM_TARGETS; t++) {
             const LoraModule *m = &lo->mods[k * NUM_TARGETS + t];
@@ -4306,7 +4323,7 @@ static void peft_backward(Net *net, Activations *a, ParameterTensors *g, int g_l
     floatX dloss = a->count ? (floatX)(1.0 / a->count) : 0;
     crossentropy_backward(a->logits, a->targets, dloss, N, V);                  // logits now hold dlogits
     tensor_zero(a->dxn, (size_t)N * C);
-    linear_backward(a->dxn, g && g_outer ? g->wcls : NULL, a->logits, a->xf, net_cls(net), NULL, N, C, V);
+    linear_backward(a->dxn, g && g_outer ? g->wcls : (net->lora ? net->lora->dlm_head : NULL), a->logits, a->xf, net_cls(net), NULL, N, C, V);
     tensor_zero(a->dx, (size_t)N * C);
     rmsnorm_backward(a->dx, g && g_outer ? g->rms_final : NULL, a->dxn, a->x + (size_t)L * N * C, p->rms_final, a->rstdf, N, C);
     for (int l = L - 1; l >= 0; l--) {
@@ -4316,6 +4333,7 @@ static void peft_backward(Net *net, Activations *a, ParameterTensors *g, int g_l
         layer_backward(net, a, l, x, (g && l >= g_layer_from) ? g : NULL, below);
     }
     if (g && g_outer) encoder_backward(g->embed, a->dx, a->inputs, N, C);
+    if (net->lora && net->lora->dembed) encoder_backward(net->lora->dembed, a->dx, a->inputs, N, C); // modules_to_save
 }
 
 // Generation: one token at position pos, with a KV cache. Uses the same layers with N = 1.
@@ -4403,9 +4421,9 @@ static void model_mirror(Model *m, int on) {
 }
 static void lora_mirror(Lora *lo, const Config *c, int on) {
     if (!lo) return;
-    floatX *ps[4] = { lo->params, lo->grads, lo->embed, lo->lm_head };
-    size_t vc = (size_t)c->vocab_size * c->dim, ns[4] = { lo->num_params, lo->num_params, vc, vc };
-    for (int i = 0; i < 4; i++) {
+    floatX *ps[6] = { lo->params, lo->grads, lo->embed, lo->lm_head, lo->dembed, lo->dlm_head };
+    size_t vc = (size_t)c->vocab_size * c->dim, ns[6] = { lo->num_params, lo->num_params, vc, vc, vc, vc };
+    for (int i = 0; i < 6; i++) {
         if (!ps[i]) continue;
         if (on) tensor_mirror(ps[i], ns[i] * sizeof(floatX)); else tensor_unmirror(ps[i]);
     }
@@ -4430,6 +4448,192 @@ static void net_free(Net *net) {
 }
 
 // ----------------------------------------------------------------------------
+// regular expressions: PEFT's target_modules given as one string is a Python regex that must match a module's
+// whole name (re.fullmatch, e.g. "model.layers.0.self_attn.q_proj"). This is a small backtracking matcher for
+// the part of Python's syntax such patterns use: literals, ., [classes] with ranges and negation, \d \w \s (and
+// \D \W \S) and escaped characters, groups (...) and (?:...) with |, lookahead (?=...) (?!...), the quantifiers
+// * + ? {m} {m,} {m,n} (greedy; a lazy ? suffix is accepted and matches the same for fullmatch), ^ and $.
+
+enum { RX_CHAR, RX_ANY, RX_CLASS, RX_GROUP, RX_BOL, RX_EOL, RX_AHEAD, RX_NAHEAD };
+typedef struct RxNode RxNode;
+typedef struct { RxNode *items; int n; } RxSeq;
+struct RxNode {
+    int kind, min, max;           // max < 0: unbounded
+    unsigned char set[32];        // RX_CHAR (one bit) and RX_CLASS: the bytes that match
+    RxSeq *alts; int nalts;       // RX_GROUP / RX_AHEAD / RX_NAHEAD: alternatives
+};
+typedef struct { const char *p; const char *err; } RxParser;
+
+static void rx_set(unsigned char *set, int c) { set[c >> 3] |= (unsigned char)(1 << (c & 7)); }
+static int rx_has(const unsigned char *set, int c) { return set[c >> 3] >> (c & 7) & 1; }
+static void rx_escape_class(unsigned char *set, int e) { // \d \w \s and their negations into set; 0 if e is none of them
+    unsigned char tmp[32];
+    memset(tmp, 0, sizeof(tmp));
+    int lower = tolower(e);
+    for (int c = 0; c < 256; c++)
+        if ((lower == 'd' && isdigit(c)) || (lower == 'w' && (isalnum(c) || c == '_')) || (lower == 's' && (c == ' ' || (c >= 9 && c <= 13)))) rx_set(tmp, c);
+    for (int i = 0; i < 32; i++) set[i] |= e == lower ? tmp[i] : (unsigned char)~tmp[i];
+}
+static int rx_escape_char(int e) { return e == 'n' ? '\n' : e == 't' ? '\t' : e == 'r' ? '\r' : e == 'f' ? '\f' : e == 'v' ? '\v' : e; }
+static void rx_free_seq(RxSeq *s);
+static void rx_free_node(RxNode *n) { for (int i = 0; i < n->nalts; i++) rx_free_seq(&n->alts[i]); free(n->alts); }
+static void rx_free_seq(RxSeq *s) { for (int i = 0; i < s->n; i++) rx_free_node(&s->items[i]); free(s->items); s->items = NULL; s->n = 0; }
+
+static int rx_parse_alts(RxParser *ps, RxNode *group);
+static int rx_parse_seq(RxParser *ps, RxSeq *seq) {
+    int cap = 0;
+    seq->items = NULL; seq->n = 0;
+    while (*ps->p && *ps->p != '|' && *ps->p != ')') {
+        RxNode nd;
+        memset(&nd, 0, sizeof(nd));
+        nd.min = nd.max = 1;
+        char c = *ps->p++;
+        if (c == '.') { nd.kind = RX_ANY; }
+        else if (c == '^') nd.kind = RX_BOL;
+        else if (c == '$') nd.kind = RX_EOL;
+        else if (c == '\\') {
+            if (!*ps->p) { ps->err = "pattern ends with a backslash"; return -1; }
+            int e = (unsigned char)*ps->p++;
+            if (strchr("dDwWsS", e)) { nd.kind = RX_CLASS; rx_escape_class(nd.set, e); }
+            else if (isalnum(e) && !strchr("ntrfv", e)) { ps->err = "unsupported escape (backreferences and \\b are not supported)"; return -1; }
+            else { nd.kind = RX_CHAR; rx_set(nd.set, rx_escape_char(e)); }
+        } else if (c == '[') {
+            nd.kind = RX_CLASS;
+            int neg = *ps->p == '^';
+            if (neg) ps->p++;
+            int first = 1;
+            while (*ps->p && (*ps->p != ']' || first)) {
+                int lo = (unsigned char)*ps->p++;
+                first = 0;
+                if (lo == '\\') {
+                    if (!*ps->p) break;
+                    int e = (unsigned char)*ps->p++;
+                    if (strchr("dDwWsS", e)) { rx_escape_class(nd.set, e); continue; }
+                    lo = rx_escape_char(e);
+                }
+                int hi = lo;
+                if (ps->p[0] == '-' && ps->p[1] && ps->p[1] != ']') {
+                    ps->p++;
+                    hi = (unsigned char)*ps->p++;
+                    if (hi == '\\' && *ps->p) hi = rx_escape_char((unsigned char)*ps->p++);
+                    if (hi < lo) { ps->err = "bad character range"; return -1; }
+                }
+                for (int k = lo; k <= hi; k++) rx_set(nd.set, k);
+            }
+            if (*ps->p != ']') { ps->err = "unterminated [class]"; return -1; }
+            ps->p++;
+            if (neg) for (int i = 0; i < 32; i++) nd.set[i] = (unsigned char)~nd.set[i];
+        } else if (c == '(') {
+            nd.kind = RX_GROUP;
+            if (ps->p[0] == '?') {
+                if (ps->p[1] == ':') nd.kind = RX_GROUP;
+                else if (ps->p[1] == '=') nd.kind = RX_AHEAD;
+                else if (ps->p[1] == '!') nd.kind = RX_NAHEAD;
+                else { ps->err = "unsupported (?...) group"; return -1; }
+                ps->p += 2;
+            }
+            if (rx_parse_alts(ps, &nd)) { rx_free_node(&nd); return -1; }
+            if (*ps->p != ')') { rx_free_node(&nd); ps->err = "missing )"; return -1; }
+            ps->p++;
+        } else if (c == '*' || c == '+' || c == '?' || c == '{') { ps->err = "nothing to repeat"; return -1; }
+        else { nd.kind = RX_CHAR; rx_set(nd.set, (unsigned char)c); }
+        // a quantifier
+        if (nd.kind != RX_BOL && nd.kind != RX_EOL && nd.kind != RX_AHEAD && nd.kind != RX_NAHEAD) {
+            if (*ps->p == '*') { nd.min = 0; nd.max = -1; ps->p++; }
+            else if (*ps->p == '+') { nd.min = 1; nd.max = -1; ps->p++; }
+            else if (*ps->p == '?') { nd.min = 0; nd.max = 1; ps->p++; }
+            else if (*ps->p == '{' && isdigit((unsigned char)ps->p[1])) {
+                char *end;
+                long a = strtol(ps->p + 1, &end, 10), b = a;
+                if (*end == ',') { if (end[1] == '}') { b = -1; end++; } else b = strtol(end + 1, &end, 10); }
+                if (*end != '}' || a > 1000 || b > 1000 || (b >= 0 && b < a)) { rx_free_node(&nd); ps->err = "bad {m,n}"; return -1; }
+                nd.min = (int)a; nd.max = (int)b; ps->p = end + 1;
+            }
+            if (nd.min != 1 || nd.max != 1) { if (*ps->p == '?') ps->p++; } // lazy: same set of full matches
+        }
+        if (seq->n == cap) { cap = cap ? 2 * cap : 8; seq->items = (RxNode *)realloc_check(seq->items, (size_t)cap * sizeof(RxNode)); }
+        seq->items[seq->n++] = nd;
+    }
+    return 0;
+}
+static int rx_parse_alts(RxParser *ps, RxNode *group) {
+    for (;;) {
+        group->alts = (RxSeq *)realloc_check(group->alts, (size_t)(group->nalts + 1) * sizeof(RxSeq));
+        if (rx_parse_seq(ps, &group->alts[group->nalts++])) return -1;
+        if (*ps->p != '|') return 0;
+        ps->p++;
+    }
+}
+
+// continuations: after a sequence ends, go on with the rest of the enclosing one, or repeat a group again
+typedef struct RxCont { int kind; const RxSeq *seq; int idx; const RxNode *node; int count; size_t start; const struct RxCont *next; } RxCont;
+enum { RXK_SEQ, RXK_REP, RXK_END, RXK_ACCEPT };
+typedef struct { const char *s; size_t n; long steps; } RxText;
+
+static int rx_match(RxText *t, const RxSeq *seq, int idx, size_t pos, const RxCont *k);
+static int rx_cont(RxText *t, size_t pos, const RxCont *k);
+static int rx_group_once(RxText *t, const RxNode *nd, size_t pos, const RxCont *k) {
+    for (int a = 0; a < nd->nalts; a++) if (rx_match(t, &nd->alts[a], 0, pos, k)) return 1;
+    return 0;
+}
+static int rx_rep(RxText *t, const RxNode *nd, int count, size_t start, size_t pos, const RxCont *k) {
+    // greedy: one more iteration first (never an empty one beyond the minimum), else continue
+    if ((nd->max < 0 || count < nd->max) && (count < nd->min || pos != start || count == 0)) {
+        RxCont again = { RXK_REP, NULL, 0, nd, count + 1, pos, k };
+        if (rx_group_once(t, nd, pos, &again)) return 1;
+    }
+    return count >= nd->min && rx_cont(t, pos, k);
+}
+static int rx_cont(RxText *t, size_t pos, const RxCont *k) {
+    if (k->kind == RXK_END) return pos == t->n;
+    if (k->kind == RXK_ACCEPT) return 1;
+    if (k->kind == RXK_SEQ) return rx_match(t, k->seq, k->idx, pos, k->next);
+    return rx_rep(t, k->node, k->count, k->start, pos, k->next);
+}
+static int rx_match(RxText *t, const RxSeq *seq, int idx, size_t pos, const RxCont *k) {
+    if (++t->steps > 1000000) return 0; // a pathological pattern: give up (no match)
+    if (idx == seq->n) return rx_cont(t, pos, k);
+    const RxNode *nd = &seq->items[idx];
+    RxCont rest = { RXK_SEQ, seq, idx + 1, NULL, 0, 0, k };
+    switch (nd->kind) {
+    case RX_BOL: return pos == 0 && rx_match(t, seq, idx + 1, pos, k);
+    case RX_EOL: return (pos == t->n || (pos + 1 == t->n && t->s[pos] == '\n')) && rx_match(t, seq, idx + 1, pos, k);
+    case RX_AHEAD: case RX_NAHEAD: {
+        RxCont acc = { RXK_ACCEPT, NULL, 0, NULL, 0, 0, NULL };
+        int m = rx_group_once(t, nd, pos, &acc);
+        return m == (nd->kind == RX_AHEAD) && rx_match(t, seq, idx + 1, pos, k);
+    }
+    case RX_GROUP: return rx_rep(t, nd, 0, pos, pos, &rest);
+    default: { // one character: count how many repeat, then back off (greedy)
+        size_t most = 0;
+        while ((nd->max < 0 || (int)most < nd->max) && pos + most < t->n) {
+            unsigned char c = (unsigned char)t->s[pos + most];
+            if (nd->kind == RX_ANY ? c == '\n' : !rx_has(nd->set, c)) break;
+            most++;
+        }
+        for (long m = (long)most; m >= nd->min; m--) if (rx_match(t, seq, idx + 1, pos + (size_t)m, k)) return 1;
+        return 0;
+    }
+    }
+}
+
+// re.fullmatch(pattern, text): 1 match, 0 no match, -1 bad pattern (message in err)
+static int regex_fullmatch(const char *pattern, const char *text, const char **err) {
+    RxParser ps = { pattern, NULL };
+    RxNode top;
+    memset(&top, 0, sizeof(top));
+    top.kind = RX_GROUP; top.min = top.max = 1;
+    int rc = rx_parse_alts(&ps, &top);
+    if (!rc && *ps.p) { ps.err = "unbalanced )"; rc = -1; }
+    if (rc) { rx_free_node(&top); if (err) *err = ps.err; return -1; }
+    RxText t = { text, strlen(text), 0 };
+    RxCont end = { RXK_END, NULL, 0, NULL, 0, 0, NULL };
+    int m = rx_group_once(&t, &top, 0, &end);
+    rx_free_node(&top);
+    return m;
+}
+
+// ----------------------------------------------------------------------------
 // LoRA: injection, initialisation, and adapters in Hugging Face PEFT's format
 // (adapter_config.json + adapter_model.safetensors, keys
 //  base_model.model.model.layers.N.self_attn.q_proj.lora_A.weight (r, in) and .lora_B.weight (out, r))
@@ -4444,6 +4648,7 @@ typedef struct {
     int init_gaussian;     // A ~ N(0, 1/r) instead of kaiming-uniform(a=sqrt(5))
     int dora;              // DoRA (use_dora)
     uint64_t seed;
+    char target_regex[512]; // target_modules as one regex string (PEFT: re.fullmatch on the module name); "" = none
 } LoraConfig;
 
 static const char *target_block(int t) { return t <= TGT_O ? "self_attn" : "mlp"; }
@@ -4512,7 +4717,7 @@ static void lora_alloc_acts(Lora *lo, int N) {
 }
 static void lora_free(Lora *lo) {
     if (!lo) return;
-    free(lo->mods); free(lo->params); free(lo->grads); tensor_free(lo->wnorm_memory); tensor_free(lo->act_memory); free(lo->embed); free(lo->lm_head);
+    free(lo->mods); free(lo->params); free(lo->grads); tensor_free(lo->wnorm_memory); tensor_free(lo->act_memory); free(lo->embed); free(lo->lm_head); free(lo->dembed); free(lo->dlm_head);
     memset(lo, 0, sizeof(*lo));
 }
 
@@ -4537,13 +4742,19 @@ static void lora_init_dora(Lora *lo, Model *model) {
 }
 
 // New adapter: A kaiming-uniform with a=sqrt(5), i.e. U(-1/sqrt(in), 1/sqrt(in)) (PEFT's default), B = 0.
+// target_modules as a regex: does it match the whole name of layer l's module t (as PEFT names it)?
+static int lora_regex_selects(const char *regex, int l, int t) {
+    char name[128];
+    snprintf(name, sizeof(name), "model.layers.%d.%s.%s", l, target_block(t), target_names[t]);
+    return regex_fullmatch(regex, name, NULL) == 1;
+}
 static int lora_create(Lora *lo, const Config *c, const LoraConfig *lc, int training) {
     int n = c->n_layers * NUM_TARGETS;
     int *ranks = (int *)calloc_check((size_t)n, sizeof(int));
     float *scales = (float *)calloc_check((size_t)n, sizeof(float));
     for (int l = 0; l < c->n_layers; l++)
         for (int t = 0; t < NUM_TARGETS; t++)
-            if ((lc->targets >> t & 1) && (!lc->layers || lc->layers[l])) {
+            if (lc->target_regex[0] ? lora_regex_selects(lc->target_regex, l, t) : ((lc->targets >> t & 1) && (!lc->layers || lc->layers[l]))) {
                 ranks[l * NUM_TARGETS + t] = lc->r;
                 scales[l * NUM_TARGETS + t] = lora_scale(lc->alpha, lc->r, lc->rslora);
             }
@@ -4577,7 +4788,7 @@ static char *lora_config_json(const Lora *lo, const LoraConfig *lc, const char *
         for (int t = 0; t < NUM_TARGETS; t++) any |= lo->mods[l * NUM_TARGETS + t].r > 0;
         if (!any) all = 0;
     }
-    if (all) sb_puts(&b, "  \"layers_to_transform\": null,\n");
+    if (all || lc->target_regex[0]) sb_puts(&b, "  \"layers_to_transform\": null,\n"); // (PEFT ignores it for a regex)
     else {
         sb_puts(&b, "  \"layers_to_transform\": [");
         int first = 1;
@@ -4588,11 +4799,12 @@ static char *lora_config_json(const Lora *lo, const LoraConfig *lc, const char *
         }
         sb_puts(&b, "],\n  \"layers_pattern\": \"layers\",\n");
     }
-    sb_printf(&b, "  \"lora_alpha\": %.9g,\n  \"lora_dropout\": %.9g,\n  \"modules_to_save\": null,\n  \"peft_type\": \"LORA\",\n  \"r\": %d,\n  \"rank_pattern\": {},\n  \"revision\": null,\n  \"target_modules\": [",
-              lc->alpha, lc->dropout, lc->r);
+    sb_printf(&b, "  \"lora_alpha\": %s,\n  \"lora_dropout\": %s,\n  \"modules_to_save\": %s,\n  \"peft_type\": \"LORA\",\n  \"r\": %d,\n  \"rank_pattern\": {},\n  \"revision\": null,\n  \"target_modules\": [",
+              json_float(lc->alpha), json_float(lc->dropout), lo->embed && lo->lm_head ? "[\"embed_tokens\", \"lm_head\"]" : lo->embed ? "[\"embed_tokens\"]" : lo->lm_head ? "[\"lm_head\"]" : "null", lc->r);
     int first = 1;
-    for (int t = 0; t < NUM_TARGETS; t++) if (lc->targets >> t & 1) { sb_printf(&b, "%s\"%s\"", first ? "" : ", ", target_names[t]); first = 0; }
-    sb_printf(&b, "],\n  \"task_type\": \"CAUSAL_LM\",\n  \"use_dora\": %s,\n  \"use_rslora\": %s\n}\n", lo->dora ? "true" : "false", lc->rslora ? "true" : "false");
+    if (lc->target_regex[0]) { b.n -= 1; b.s[b.n] = 0; sb_json_string(&b, lc->target_regex); } // a string: PEFT's regex form
+    else for (int t = 0; t < NUM_TARGETS; t++) if (lc->targets >> t & 1) { sb_printf(&b, "%s\"%s\"", first ? "" : ", ", target_names[t]); first = 0; }
+    sb_printf(&b, "%s,\n  \"task_type\": \"CAUSAL_LM\",\n  \"use_dora\": %s,\n  \"use_rslora\": %s\n}\n", lc->target_regex[0] ? "" : "]", lo->dora ? "true" : "false", lc->rslora ? "true" : "false");
     return b.s;
 }
 
@@ -4600,7 +4812,7 @@ static char *lora_config_json(const Lora *lo, const LoraConfig *lc, const char *
 static int lora_save(const Lora *lo, const LoraConfig *lc, const char *dir, const char *base_model) {
     if (mkdir_p(dir)) return -1;
     int n = 0;
-    STWrite *ts = (STWrite *)calloc_check((size_t)lo->n_layers * NUM_TARGETS * 3, sizeof(STWrite));
+    STWrite *ts = (STWrite *)calloc_check((size_t)lo->n_layers * NUM_TARGETS * 3 + 2, sizeof(STWrite));
     for (int l = 0; l < lo->n_layers; l++)
         for (int t = 0; t < NUM_TARGETS; t++) {
             LoraModule *m = &lo->mods[l * NUM_TARGETS + t];
@@ -4616,6 +4828,13 @@ static int lora_save(const Lora *lo, const LoraConfig *lc, const char *dir, cons
                 mw->dtype = DT_F32; mw->ndim = 1; mw->shape[0] = m->out; mw->fdata = m->mag;
             }
         }
+    for (int which = 0; which < 2; which++) { // modules_to_save: full weights under PEFT's saved names
+        floatX *w = which ? lo->lm_head : lo->embed;
+        if (!w) continue;
+        STWrite *e = &ts[n++];
+        snprintf(e->name, sizeof(e->name), "%s", which ? "base_model.model.lm_head.weight" : "base_model.model.model.embed_tokens.weight");
+        e->dtype = DT_F32; e->ndim = 2; e->shape[0] = lo->mts_rows; e->shape[1] = lo->mts_cols; e->fdata = w;
+    }
     char path[4096];
     path_join(path, sizeof(path), dir, "adapter_model.safetensors");
     int rc = st_write(path, ts, n, "{\"format\":\"pt\"}");
@@ -4715,6 +4934,15 @@ static int lora_load(Lora *lo, LoraConfig *lc, const Config *c, const char *dir,
     if (bias && strcmp(bias, "none")) { rc = set_error(cpath, "bias '%s' is not supported (only \"none\")", bias); goto done; }
     if (json_bool_or(j, "fan_in_fan_out", 0)) { rc = set_error(cpath, "fan_in_fan_out=true is not supported for Llama linear layers"); goto done; }
     lc->dora = json_bool_or(j, "use_dora", 0);
+    {   // target_modules as one string other than "all-linear": a regex on the whole module name (PEFT's re.fullmatch)
+        Json *tm = json_get(j, "target_modules");
+        const char *rerr = NULL;
+        if (tm && tm->type == JSON_STRING && strcmp(tm->str, "all-linear")) {
+            if (tm->len >= sizeof(lc->target_regex) || strlen(tm->str) != tm->len) { rc = set_error(cpath, "target_modules regex is too long (or holds a NUL)"); goto done; }
+            if (regex_fullmatch(tm->str, "", &rerr) < 0) { rc = set_error(cpath, "target_modules '%s': %s", tm->str, rerr); goto done; }
+            memcpy(lc->target_regex, tm->str, tm->len + 1);
+        }
+    }
     int save_embed = 0, save_head = 0; // modules_to_save: full replacement weights
     if (mts && mts->type == JSON_ARRAY) {
         for (int i = 0; i < mts->n; i++) {
@@ -4756,6 +4984,9 @@ static int lora_load(Lora *lo, LoraConfig *lc, const Config *c, const char *dir,
             }
             if (parse_lora_key(st.t[i].name, &l, &t, &ab)) { rc = set_error(wpath, "unexpected tensor '%s' (not a LoRA A/B weight of a Llama layer)", st.t[i].name); break; }
             if (l >= c->n_layers) { rc = set_error(wpath, "tensor '%s' is for layer %d but the model has %d layers", st.t[i].name, l, c->n_layers); break; }
+            if (lc->target_regex[0] && !lora_regex_selects(lc->target_regex, l, t)) {
+                rc = set_error(wpath, "tensor '%s': target_modules '%s' does not match model.layers.%d.%s.%s", st.t[i].name, lc->target_regex, l, target_block(t), target_names[t]); break;
+            }
             int slot = (l * NUM_TARGETS + t) * 3 + (ab == 'A' ? 0 : ab == 'B' ? 1 : 2);
             if (seen[slot]++) { rc = set_error(wpath, "tensor '%s' appears twice (with and without an adapter name?)", st.t[i].name); break; }
             if (ab == 'M') {
@@ -4812,6 +5043,7 @@ static int lora_load(Lora *lo, LoraConfig *lc, const Config *c, const char *dir,
                 int64_t shape[2] = { c->vocab_size, c->dim };
                 floatX *w = (floatX *)malloc_check((size_t)c->vocab_size * c->dim * sizeof(floatX));
                 if (which == 1) lo->embed = w; else lo->lm_head = w;
+                lo->mts_rows = c->vocab_size; lo->mts_cols = c->dim;
                 if (st_check_shape(&st, tt, 2, shape) || st_read_floatX(&st, tt, w)) rc = -1;
             }
             if (rc) lora_free(lo);
@@ -4873,6 +5105,454 @@ static void lora_merge(Model *model, const Lora *lo, int sign) {
             }
             free(norm);
         }
+}
+
+// ----------------------------------------------------------------------------
+// instruction data: LLaMA-Factory's alpaca and sharegpt datasets, chat templates, prompt masking
+//
+// A row becomes a conversation: an optional system message, then user/assistant turns that alternate and end
+// with the assistant. alpaca: {"instruction", "input", "output", "system"?, "history"?: [[prompt, response], ...]},
+// the user turn being instruction + "\n" + input (LLaMA-Factory's AlpacaDatasetConverter); sharegpt:
+// {"conversations": [{"from": "human"|"gpt"|"system", "value"}], "system"?} or {"messages": [{"role": "user"|
+// "assistant"|"system", "content"}]}. A file is a JSON array of rows or JSONL (one row per line).
+// The conversation is rendered by a model's chat template, exactly as transformers' apply_chat_template renders
+// it (tests/make_chat_fixtures.py holds the real template strings and checks the renders). The render is a list
+// of parts: text, or the BOS / EOS token (whose strings bos_token / eos_token the template wrote); each part is
+// prompt or response. Text between BOS/EOS is tokenized as one string (as a tokenizer does with the whole
+// render); a token is a response token when its first byte lies in a response part. The loss counts the
+// response tokens only (--train-on-prompt: all). Each example ends with the template's end of turn (EOS, or
+// <|eot_id|> / <|im_end|>). Truncation to --cutoff-len is LLaMA-Factory's infer_seqlen, turn by turn.
+
+enum { DATA_TEXT, DATA_ALPACA, DATA_SHAREGPT };
+enum { ROLE_SYSTEM, ROLE_USER, ROLE_ASSISTANT };
+static const char *role_names[] = { "system", "user", "assistant" };
+typedef struct { int role; const char *s; size_t n; } ChatMsg;
+
+enum { TPL_ALPACA, TPL_LLAMA2, TPL_LLAMA3, TPL_MISTRAL, TPL_CHATML, TPL_VICUNA, NUM_TEMPLATES };
+static const char *template_names[NUM_TEMPLATES] = { "alpaca", "llama2", "llama3", "mistral", "chatml", "vicuna" };
+// the strings the templates write for bos_token / eos_token (the models' own)
+static const char *template_bos[NUM_TEMPLATES] = { "<s>", "<s>", "<|begin_of_text|>", "<s>", "<s>", "<s>" }; // (chatml writes none)
+static const char *template_eos[NUM_TEMPLATES] = { "</s>", "</s>", "<|eot_id|>", "</s>", "<|im_end|>", "</s>" };
+
+enum { PART_TEXT, PART_BOS, PART_EOS };
+typedef struct { int kind, response; size_t off, len; } ChatPart;  // text[off..off+len) (specials: their string)
+typedef struct { StrBuf text; ChatPart *parts; int n, cap; } ChatRender;
+
+static void cr_add(ChatRender *r, int kind, int response, const char *s, size_t n) {
+    if (n == 0 && kind == PART_TEXT) return;
+    if (r->n == r->cap) { r->cap = r->cap ? 2 * r->cap : 16; r->parts = (ChatPart *)realloc_check(r->parts, (size_t)r->cap * sizeof(ChatPart)); }
+    ChatPart *p = &r->parts[r->n++];
+    p->kind = kind; p->response = response; p->off = r->text.n; p->len = n;
+    sb_putn(&r->text, s, n);
+}
+static void cr_text(ChatRender *r, int response, const char *s) { cr_add(r, PART_TEXT, response, s, strlen(s)); }
+static void cr_free(ChatRender *r) { free(r->text.s); free(r->parts); memset(r, 0, sizeof(*r)); }
+
+// Python's str.strip() (jinja's .strip() and |trim): the whitespace characters at both ends
+static size_t py_space_at(const char *s, size_t n, size_t i) { // length of the whitespace character at s[i], or 0
+    unsigned char c = (unsigned char)s[i];
+    if (c == ' ' || (c >= 0x09 && c <= 0x0d) || (c >= 0x1c && c <= 0x1f)) return 1;
+    if (c < 0x80) return 0;
+    uint32_t cp;
+    size_t k = utf8_decode(s + i, n - i, &cp);
+    int ws = cp == 0x85 || cp == 0xa0 || cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200a) || cp == 0x2028 || cp == 0x2029 ||
+             cp == 0x202f || cp == 0x205f || cp == 0x3000;
+    return ws ? k : 0;
+}
+static void py_strip(const char **s, size_t *n) {
+    size_t k;
+    while (*n && (k = py_space_at(*s, *n, 0)) > 0) { *s += k; *n -= k; }
+    for (;;) { // the last character: step back over UTF-8 continuation bytes
+        if (!*n) break;
+        size_t i = *n - 1;
+        while (i > 0 && ((unsigned char)(*s)[i] & 0xC0) == 0x80 && *n - i < 4) i--;
+        if ((k = py_space_at(*s, *n, i)) == 0 || i + k != *n) break;
+        *n = i;
+    }
+}
+
+// Render msgs[0..n) with a template. Returns 0, or -1 with the template's own raise_exception message in err.
+static int chat_render(ChatRender *r, int tpl, const ChatMsg *msgs, int n, char *err, size_t errn) {
+    static const char *alternate = "Conversation roles must alternate user/assistant/user/assistant/...";
+    memset(r, 0, sizeof(*r));
+    if (tpl == TPL_LLAMA2) {
+        // Llama-2-chat: the system message goes inside the first user turn
+        int first = n > 0 && msgs[0].role == ROLE_SYSTEM ? 1 : 0;
+        for (int i = first; i < n; i++) {
+            const ChatMsg *m = &msgs[i];
+            if ((m->role == ROLE_USER) != ((i - first) % 2 == 0)) { snprintf(err, errn, "%s", alternate); cr_free(r); return -1; }
+            StrBuf content = { 0 };
+            if (i == first && first) { sb_puts(&content, "<<SYS>>\n"); sb_putn(&content, msgs[0].s, msgs[0].n); sb_puts(&content, "\n<</SYS>>\n\n"); }
+            sb_putn(&content, m->s, m->n);
+            const char *c = content.s ? content.s : "";
+            size_t cn = content.n;
+            py_strip(&c, &cn);
+            if (m->role == ROLE_USER) {
+                cr_add(r, PART_BOS, 0, template_bos[tpl], strlen(template_bos[tpl]));
+                cr_text(r, 0, "[INST] "); cr_add(r, PART_TEXT, 0, c, cn); cr_text(r, 0, " [/INST]");
+            } else if (m->role == ROLE_ASSISTANT) {
+                cr_text(r, 1, " "); cr_add(r, PART_TEXT, 1, c, cn); cr_text(r, 1, " ");
+                cr_add(r, PART_EOS, 1, template_eos[tpl], strlen(template_eos[tpl]));
+            }
+            free(content.s);
+        }
+    } else if (tpl == TPL_MISTRAL) {
+        // Mistral-7B-Instruct-v0.1 / Mixtral-8x7B-Instruct-v0.1: no system role
+        cr_add(r, PART_BOS, 0, template_bos[tpl], strlen(template_bos[tpl]));
+        for (int i = 0; i < n; i++) {
+            const ChatMsg *m = &msgs[i];
+            if ((m->role == ROLE_USER) != (i % 2 == 0)) { snprintf(err, errn, "%s", alternate); cr_free(r); return -1; }
+            if (m->role == ROLE_USER) { cr_text(r, 0, "[INST] "); cr_add(r, PART_TEXT, 0, m->s, m->n); cr_text(r, 0, " [/INST]"); }
+            else if (m->role == ROLE_ASSISTANT) { cr_add(r, PART_TEXT, 1, m->s, m->n); cr_add(r, PART_EOS, 1, template_eos[tpl], strlen(template_eos[tpl])); }
+            else { snprintf(err, errn, "Only user and assistant roles are supported!"); cr_free(r); return -1; }
+        }
+    } else if (tpl == TPL_LLAMA3) {
+        // Meta-Llama-3-Instruct: a header per message, content trimmed, <|eot_id|> after each
+        for (int i = 0; i < n; i++) {
+            const ChatMsg *m = &msgs[i];
+            const char *c = m->s;
+            size_t cn = m->n;
+            py_strip(&c, &cn);
+            if (i == 0) cr_add(r, PART_BOS, 0, template_bos[tpl], strlen(template_bos[tpl]));
+            cr_text(r, 0, "<|start_header_id|>"); cr_text(r, 0, role_names[m->role]); cr_text(r, 0, "<|end_header_id|>\n\n");
+            int resp = m->role == ROLE_ASSISTANT;
+            cr_add(r, PART_TEXT, resp, c, cn); cr_text(r, resp, "<|eot_id|>");
+        }
+    } else if (tpl == TPL_CHATML) {
+        // ChatML (OpenHermes-2.5, Qwen-style): <|im_start|>role\ncontent<|im_end|>\n
+        for (int i = 0; i < n; i++) {
+            const ChatMsg *m = &msgs[i];
+            int resp = m->role == ROLE_ASSISTANT;
+            cr_text(r, 0, "<|im_start|>"); cr_text(r, 0, role_names[m->role]); cr_text(r, 0, "\n");
+            cr_add(r, PART_TEXT, resp, m->s, m->n); cr_text(r, resp, "<|im_end|>\n");
+        }
+    } else { // alpaca, vicuna: LLaMA-Factory's templates, as its _get_jinja_template writes them for the tokenizer
+        const char *def_system = tpl == TPL_ALPACA
+            ? "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n"
+            : "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, detailed, and polite answers to the user's questions.";
+        const char *u1 = tpl == TPL_ALPACA ? "### Instruction:\n" : "USER: ", *u2 = tpl == TPL_ALPACA ? "\n\n### Response:\n" : " ASSISTANT:";
+        const char *a2 = tpl == TPL_ALPACA ? "\n\n" : "";
+        int first = 0;
+        if (n > 0 && msgs[0].role == ROLE_SYSTEM) { cr_add(r, PART_TEXT, 0, msgs[0].s, msgs[0].n); first = 1; }
+        else cr_text(r, 0, def_system);
+        for (int i = first; i < n; i++) {
+            const ChatMsg *m = &msgs[i];
+            if (m->role == ROLE_USER) { cr_text(r, 0, u1); cr_add(r, PART_TEXT, 0, m->s, m->n); cr_text(r, 0, u2); }
+            else if (m->role == ROLE_ASSISTANT) { cr_add(r, PART_TEXT, 1, m->s, m->n); cr_add(r, PART_EOS, 1, template_eos[tpl], strlen(template_eos[tpl])); cr_text(r, 1, a2); }
+        }
+    }
+    return 0;
+}
+
+// Token ids of a render: text runs between BOS/EOS parts encoded as one string each; resp[i] = 1 for response tokens.
+// Returns the count, or -1 (error set).
+static int chat_tokenize(const Tokenizer *t, const ChatRender *r, int **ids_out, unsigned char **resp_out) {
+    size_t cap = r->text.n + 2 * (size_t)r->n + 16;
+    int *ids = (int *)malloc_check(cap * sizeof(int));
+    unsigned char *resp = (unsigned char *)malloc_check(cap);
+    int n = 0;
+    char buf[512];
+    for (int i = 0; i < r->n;) {
+        const ChatPart *p = &r->parts[i];
+        if (p->kind != PART_TEXT) {
+            int id = p->kind == PART_BOS ? t->bos_id : t->eos_id;
+            if (id >= 0) { ids[n] = id; resp[n++] = (unsigned char)p->response; }
+            i++;
+            continue;
+        }
+        int j = i;
+        while (j < r->n && r->parts[j].kind == PART_TEXT) j++;
+        size_t off = p->off, len = r->parts[j - 1].off + r->parts[j - 1].len - off;
+        int k = tokenizer_encode(t, r->text.s + off, len, 0, 0, ids + n, (int)(cap - (size_t)n));
+        if (k < 0) { free(ids); free(resp); return -1; }
+        // each token's first byte, from the bytes its piece decodes to (the first piece may carry the dummy prefix)
+        size_t pos = 0, total = 0;
+        for (int q = 0; q < k; q++) total += (size_t)tokenizer_decode(t, q ? ids[n + q - 1] : -1, ids[n + q], buf, sizeof(buf));
+        if (total == len) {
+            int part = i;
+            for (int q = 0; q < k; q++) {
+                while (part < j - 1 && pos >= r->parts[part].off + r->parts[part].len - off) part++;
+                resp[n + q] = (unsigned char)r->parts[part].response;
+                pos += (size_t)tokenizer_decode(t, q ? ids[n + q - 1] : -1, ids[n + q], buf, sizeof(buf));
+            }
+            n += k;
+        } else { // the pieces do not spell the text (unknown pieces, a lossy normalizer): encode part by part
+            for (int q = i; q < j; q++) {
+                const ChatPart *pq = &r->parts[q];
+                k = tokenizer_encode(t, r->text.s + pq->off, pq->len, 0, 0, ids + n, (int)(cap - (size_t)n));
+                if (k < 0) { free(ids); free(resp); return -1; }
+                memset(resp + n, pq->response, (size_t)k);
+                n += k;
+            }
+        }
+        i = j;
+    }
+    *ids_out = ids; *resp_out = resp;
+    return n;
+}
+
+// LLaMA-Factory's infer_seqlen: how much of a (source, target) turn fits in cutoff tokens
+static void infer_seqlen(int *src, int *tgt, int cutoff) {
+    int max_target;
+    if (*tgt * 2 < cutoff) max_target = cutoff;
+    else if (*src * 2 < cutoff) max_target = cutoff - *src;
+    else max_target = (int)(cutoff * ((double)*tgt / (double)(*src + *tgt)));
+    int new_tgt = *tgt < max_target ? *tgt : max_target;
+    int max_src = cutoff - new_tgt > 0 ? cutoff - new_tgt : 0;
+    *src = *src < max_src ? *src : max_src;
+    *tgt = new_tgt;
+}
+// Truncate ids/resp in place to cutoff tokens, turn by turn (a turn: prompt tokens then response tokens).
+static int truncate_turns(int *ids, unsigned char *resp, int n, int cutoff) {
+    int out = 0, total = 0;
+    for (int i = 0; i < n;) {
+        int s0 = i;
+        while (i < n && !resp[i]) i++;
+        int t0 = i;
+        while (i < n && resp[i]) i++;
+        if (total >= cutoff) break;
+        int src = t0 - s0, tgt = i - t0;
+        infer_seqlen(&src, &tgt, cutoff - total);
+        memmove(ids + out, ids + s0, (size_t)src * sizeof(int)); memmove(resp + out, resp + s0, (size_t)src);
+        out += src;
+        memmove(ids + out, ids + t0, (size_t)tgt * sizeof(int)); memmove(resp + out, resp + t0, (size_t)tgt);
+        out += tgt;
+        total += src + tgt;
+    }
+    return out;
+}
+
+// Examples back to back: example e is tokens[start[e] .. start[e+1]); train[i] = 1 if token i is a target
+typedef struct {
+    int *tokens;
+    unsigned char *train;
+    int *start;
+    int count, n, max_len;
+    int truncated;           // examples cut by --cutoff-len
+    long response_tokens;
+} Examples;
+static void examples_free(Examples *ex) { free(ex->tokens); free(ex->train); free(ex->start); memset(ex, 0, sizeof(*ex)); }
+
+// first byte offset that is not valid UTF-8 (overlong, surrogates and > U+10FFFF are invalid), or n
+static size_t utf8_invalid_at(const unsigned char *s, size_t n) {
+    for (size_t i = 0; i < n;) {
+        unsigned char c = s[i];
+        if (c < 0x80) { i++; continue; }
+        size_t k = c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+        if (!k || i + k > n) return i;
+        for (size_t j = 1; j < k; j++) if ((s[i + j] & 0xC0) != 0x80) return i;
+        if ((c == 0xE0 && s[i + 1] < 0xA0) || (c == 0xED && s[i + 1] >= 0xA0) || (c == 0xF0 && s[i + 1] < 0x90) || (c == 0xF4 && s[i + 1] >= 0x90)) return i;
+        i += k;
+    }
+    return n;
+}
+static void warn_if_not_utf8(const char *path, const char *text, size_t len) {
+    size_t bad = utf8_invalid_at((const unsigned char *)text, len);
+    if (bad < len) fprintf(stderr, "peft: warning: %s: not valid UTF-8: first bad byte 0x%02X at offset %zu (the tokenizer reads the bytes as they are)\n",
+                           path, (unsigned char)text[bad], bad);
+}
+
+// a string field of a row (NULL if absent); -1 when present but not a string
+static int row_string(const Json *row, const char *key, const char **s, size_t *n) {
+    const Json *v = json_get(row, key);
+    *s = NULL; *n = 0;
+    if (!v || v->type == JSON_NULL) return 0;
+    if (v->type != JSON_STRING) return -1;
+    *s = v->str; *n = v->len;
+    return 0;
+}
+
+#define ROW_ERR(...) do { snprintf(err, errn, __VA_ARGS__); return -1; } while (0)
+// one row -> messages (pointing into the row); the concatenated alpaca user turns go to scratch
+static int row_messages(const Json *row, int format, ChatMsg **msgs, int *nmsg, StrBuf *scratch, char *err, size_t errn) {
+    if (!row || row->type != JSON_OBJECT) ROW_ERR("a row must be a JSON object");
+    int cap = 8, n = 0;
+    ChatMsg *m = (ChatMsg *)malloc_check((size_t)cap * sizeof(ChatMsg));
+#define PUSH(r, str, len) do { if (n == cap) { cap *= 2; m = (ChatMsg *)realloc_check(m, (size_t)cap * sizeof(ChatMsg)); } m[n].role = (r); m[n].s = (str); m[n].n = (len); n++; } while (0)
+#define FAIL(...) do { free(m); ROW_ERR(__VA_ARGS__); } while (0)
+    const char *sys, *s1, *s2;
+    size_t nsys, n1, n2;
+    if (row_string(row, "system", &sys, &nsys)) FAIL("\"system\" must be a string");
+    if (sys && nsys) PUSH(ROLE_SYSTEM, sys, nsys);
+    if (format == DATA_ALPACA) {
+        const Json *h = json_get(row, "history");
+        if (h && h->type != JSON_NULL) {
+            if (h->type != JSON_ARRAY) FAIL("\"history\" must be a list of [prompt, response] pairs");
+            for (int i = 0; i < h->n; i++) {
+                const Json *pr = &h->items[i];
+                if (pr->type != JSON_ARRAY || pr->n != 2 || pr->items[0].type != JSON_STRING || pr->items[1].type != JSON_STRING)
+                    FAIL("\"history\" item %d is not a [prompt, response] pair of strings", i);
+                PUSH(ROLE_USER, pr->items[0].str, pr->items[0].len);
+                PUSH(ROLE_ASSISTANT, pr->items[1].str, pr->items[1].len);
+            }
+        }
+        if (row_string(row, "instruction", &s1, &n1)) FAIL("\"instruction\" must be a string");
+        if (row_string(row, "input", &s2, &n2)) FAIL("\"input\" must be a string");
+        if ((!s1 || !n1) && (!s2 || !n2)) FAIL("alpaca row needs a non-empty \"instruction\" (or \"input\")");
+        // LLaMA-Factory: the user turn is "\n".join of the non-empty instruction and input
+        size_t at = scratch->n;
+        if (s1 && n1) sb_putn(scratch, s1, n1);
+        if (s1 && n1 && s2 && n2) sb_puts(scratch, "\n");
+        if (s2 && n2) sb_putn(scratch, s2, n2);
+        PUSH(ROLE_USER, scratch->s + at, scratch->n - at); // scratch grows no more for this row
+        if (row_string(row, "output", &s1, &n1)) FAIL("\"output\" must be a string");
+        if (!s1) FAIL("alpaca row needs an \"output\" string");
+        PUSH(ROLE_ASSISTANT, s1, n1);
+    } else {
+        const Json *conv = json_get(row, "conversations");
+        const char *rk = "from", *ck = "value", *user = "human", *asst = "gpt", *field = "conversations";
+        if (!conv) { conv = json_get(row, "messages"); rk = "role"; ck = "content"; user = "user"; asst = "assistant"; field = "messages"; }
+        if (!conv || conv->type != JSON_ARRAY) FAIL("sharegpt row needs a \"conversations\" (from/value) or \"messages\" (role/content) list");
+        for (int i = 0; i < conv->n; i++) {
+            const Json *turn = &conv->items[i];
+            const char *role, *content;
+            size_t rl, cl;
+            if (turn->type != JSON_OBJECT || row_string(turn, rk, &role, &rl) || !role || row_string(turn, ck, &content, &cl) || !content)
+                FAIL("\"%s\" item %d needs string \"%s\" and \"%s\"", field, i, rk, ck);
+            if (!strcmp(role, "system")) {
+                if (i != 0) FAIL("\"%s\" item %d: a system turn may only come first", field, i);
+                if (n) FAIL("both a \"system\" field and a system turn");
+                if (cl) PUSH(ROLE_SYSTEM, content, cl);
+                continue;
+            }
+            int r = !strcmp(role, user) ? ROLE_USER : !strcmp(role, asst) ? ROLE_ASSISTANT : -1;
+            if (r < 0) FAIL("\"%s\" item %d: role '%s' is not %s, %s or system", field, i, role, user, asst);
+            int k = n - (n && m[0].role == ROLE_SYSTEM); // turns so far
+            if ((r == ROLE_USER) != (k % 2 == 0)) FAIL("\"%s\" item %d is '%s': turns must alternate %s/%s, starting with %s", field, i, role, user, asst, user);
+            PUSH(r, content, cl);
+        }
+        int k = n - (n && m[0].role == ROLE_SYSTEM);
+        if (k == 0 || k % 2) FAIL("\"%s\" must end with an %s turn (it has %d turns)", field, asst, k);
+    }
+#undef PUSH
+#undef FAIL
+    *msgs = m; *nmsg = n;
+    return 0;
+}
+#undef ROW_ERR
+
+// "FILE:LINE: message"
+static int set_error_at(const char *path, size_t line, const char *fmt, const char *msg) {
+    char fl[4200];
+    snprintf(fl, sizeof(fl), "%s:%zu", path, line);
+    return set_error(fl, fmt, msg);
+}
+
+// Read an alpaca or sharegpt file (a JSON array of rows, or JSONL) into examples. A bad row is an error
+// "FILE:LINE: ..." and nothing is returned.
+static int load_examples(Examples *ex, const char *path, int format, int tpl, const Tokenizer *t, int cutoff, int train_on_prompt) {
+    memset(ex, 0, sizeof(*ex));
+    size_t len;
+    char *text = read_file(path, &len, (size_t)1 << 31);
+    if (!text) return -1;
+    warn_if_not_utf8(path, text, len);
+    // the rows: [begin, end) byte ranges of each top-level element (array) or non-blank line (JSONL)
+    size_t nrows = 0, rcap = 64, *rb = (size_t *)malloc_check(rcap * sizeof(size_t)), *re = (size_t *)malloc_check(rcap * sizeof(size_t));
+    size_t i = 0;
+    while (i < len && isspace((unsigned char)text[i])) i++;
+    int rc = 0;
+    char err[600] = "";
+    if (i < len && text[i] == '[') {
+        Json *all = json_parse(text, len, path); // syntax first, for its error message (with the line)
+        if (!all) {
+            size_t at = 0, line = 1;
+            char msg[sizeof(peft_errbuf)];
+            snprintf(msg, sizeof(msg), "%s", peft_errbuf + strlen(path) + 2);
+            if (sscanf(msg, "invalid JSON at byte %zu", &at) == 1) for (size_t k = 0; k < at && k < len; k++) line += text[k] == '\n';
+            rc = set_error_at(path, line, "%s", msg);
+        }
+        json_free(all);
+        int depth = 0, in_str = 0;
+        size_t begin = 0;
+        for (size_t k = i + 1; !rc && k < len; k++) {
+            char c = text[k];
+            if (in_str) { if (c == '\\') k++; else if (c == '"') in_str = 0; continue; }
+            if (c == '"') { in_str = 1; if (depth == 0 && !begin) begin = k; continue; }
+            if (depth == 0 && (c == ',' || c == ']')) {
+                if (begin) { if (nrows == rcap) { rcap *= 2; rb = (size_t *)realloc_check(rb, rcap * sizeof(size_t)); re = (size_t *)realloc_check(re, rcap * sizeof(size_t)); } rb[nrows] = begin; re[nrows++] = k; }
+                begin = 0;
+                if (c == ']') break;
+                continue;
+            }
+            if (c == '{' || c == '[') { if (depth == 0 && !begin) begin = k; depth++; }
+            else if (c == '}' || c == ']') depth--;
+            else if (depth == 0 && !begin && !isspace((unsigned char)c)) begin = k;
+        }
+    } else {
+        for (size_t k = 0; k < len;) {
+            size_t e = k;
+            while (e < len && text[e] != '\n') e++;
+            size_t b = k;
+            while (b < e && isspace((unsigned char)text[b])) b++;
+            if (b < e) { if (nrows == rcap) { rcap *= 2; rb = (size_t *)realloc_check(rb, rcap * sizeof(size_t)); re = (size_t *)realloc_check(re, rcap * sizeof(size_t)); } rb[nrows] = b; re[nrows++] = e; }
+            k = e + 1;
+        }
+    }
+    if (!rc && nrows == 0) rc = set_error(path, "no rows (expected a JSON array of objects, or one JSON object per line)");
+    size_t tcap = 1 << 16, ecap = nrows + 1;
+    ex->tokens = (int *)malloc_check(tcap * sizeof(int));
+    ex->train = (unsigned char *)malloc_check(tcap);
+    ex->start = (int *)malloc_check(ecap * sizeof(int));
+    size_t line = 1, at = 0;
+    for (size_t r = 0; !rc && r < nrows; r++) {
+        for (; at < rb[r]; at++) line += text[at] == '\n';
+        Json *row = json_parse(text + rb[r], re[r] - rb[r], path);
+        if (!row) { // JSONL: the parser's message, with the line
+            char msg[sizeof(peft_errbuf)];
+            snprintf(msg, sizeof(msg), "%s", peft_errbuf + strlen(path) + 2);
+            rc = set_error_at(path, line, "%s", msg);
+            break;
+        }
+        ChatMsg *msgs = NULL;
+        int nmsg = 0;
+        StrBuf scratch = { 0 };
+        ChatRender cr;
+        memset(&cr, 0, sizeof(cr));
+        int *ids = NULL;
+        unsigned char *resp = NULL;
+        int n = -1;
+        if (row_messages(row, format, &msgs, &nmsg, &scratch, err, sizeof(err))) rc = -1;
+        else if (chat_render(&cr, tpl, msgs, nmsg, err, sizeof(err))) { rc = -1; char m2[600]; snprintf(m2, sizeof(m2), "template %s: %.500s", template_names[tpl], err); snprintf(err, sizeof(err), "%s", m2); }
+        else if ((n = chat_tokenize(t, &cr, &ids, &resp)) < 0) { rc = -1; snprintf(err, sizeof(err), "%.500s", peft_errbuf); }
+        if (rc) { set_error_at(path, line, "%s", err); }
+        else {
+            if (cutoff > 0 && n > cutoff) { n = truncate_turns(ids, resp, n, cutoff); ex->truncated++; }
+            if ((size_t)ex->n + (size_t)n > tcap) {
+                while ((size_t)ex->n + (size_t)n > tcap) tcap *= 2;
+                ex->tokens = (int *)realloc_check(ex->tokens, tcap * sizeof(int));
+                ex->train = (unsigned char *)realloc_check(ex->train, tcap);
+            }
+            if ((size_t)ex->n + (size_t)n > INT_MAX / 2) rc = set_error(path, "too many tokens");
+            else {
+                ex->start[ex->count++] = ex->n;
+                for (int q = 0; q < n; q++) {
+                    if (ids[q] < 0) ids[q] = 0;
+                    ex->tokens[ex->n + q] = ids[q];
+                    ex->train[ex->n + q] = (unsigned char)(train_on_prompt || resp[q]);
+                    ex->response_tokens += resp[q];
+                }
+                ex->n += n;
+                if (n > ex->max_len) ex->max_len = n;
+            }
+        }
+        free(ids); free(resp); cr_free(&cr); free(msgs); free(scratch.s);
+        json_free(row);
+    }
+    free(rb); free(re); free(text);
+    if (rc) { examples_free(ex); return -1; }
+    ex->start[ex->count] = ex->n;
+    return 0;
+}
+
+// One batch row per example, right-padded: inputs are the example's tokens (padding: 0), targets the next
+// token where it is trained, else -100. Causal attention never looks right, so the padding changes nothing
+// for the real tokens: the loss and gradients are those of each example alone, at positions 0.. as in inference.
+static void examples_fill_row(const Examples *ex, int e, int *inp, int *tgt, int T) {
+    int s = ex->start[e], L = ex->start[e + 1] - s;
+    for (int t = 0; t < T; t++) {
+        inp[t] = t < L ? ex->tokens[s + t] : 0;
+        tgt[t] = t + 1 < L && ex->train[s + t + 1] ? ex->tokens[s + t + 1] : -100;
+    }
 }
 
 // ----------------------------------------------------------------------------
@@ -4973,6 +5653,30 @@ static void trainable_init(Trainable *tr, Model *m, ParameterTensors *g, Lora *l
     tensor_mirror(tr->v, tr->total * sizeof(floatX));
 }
 static void trainable_free(Trainable *tr) { tensor_unmirror(tr->m); tensor_unmirror(tr->v); free(tr->m); free(tr->v); }
+// one more trainable tensor (LoRA's modules_to_save), with zeroed AdamW moments
+static void trainable_add(Trainable *tr, floatX *p, floatX *g, size_t n) {
+    tr->seg[tr->nseg].p = p; tr->seg[tr->nseg].g = g; tr->seg[tr->nseg].n = n; tr->nseg++;
+    tensor_unmirror(tr->m); tensor_unmirror(tr->v);
+    tr->m = (floatX *)realloc_check(tr->m, (tr->total + n) * sizeof(floatX));
+    tr->v = (floatX *)realloc_check(tr->v, (tr->total + n) * sizeof(floatX));
+    memset(tr->m + tr->total, 0, n * sizeof(floatX)); memset(tr->v + tr->total, 0, n * sizeof(floatX));
+    tr->total += n;
+    tensor_mirror(tr->m, tr->total * sizeof(floatX));
+    tensor_mirror(tr->v, tr->total * sizeof(floatX));
+}
+// modules_to_save (PEFT's, LLaMA-Factory's additional_target): full copies of embed_tokens / lm_head in the
+// adapter, trained with it; with tied embeddings each copy is its own weight, as PEFT's wrappers make them
+static int lora_setup_mts(Lora *lo, const Model *m, int mts, const char *path) {
+    const Config *c = &m->config;
+    size_t n = (size_t)c->vocab_size * c->dim;
+    if ((mts || lo->embed || lo->lm_head) && m->quant && m->quant_embed) return set_error(path, "modules_to_save needs float embeddings (drop --quant-embeddings)");
+    if ((mts & 1) && !lo->embed) { lo->embed = (floatX *)malloc_check(n * sizeof(floatX)); memcpy(lo->embed, m->params.embed, n * sizeof(floatX)); }
+    if ((mts & 2) && !lo->lm_head) { lo->lm_head = (floatX *)malloc_check(n * sizeof(floatX)); memcpy(lo->lm_head, m->params.wcls, n * sizeof(floatX)); }
+    lo->mts_rows = c->vocab_size; lo->mts_cols = c->dim;
+    if (lo->embed) lo->dembed = (floatX *)calloc_check(n, sizeof(floatX));
+    if (lo->lm_head) lo->dlm_head = (floatX *)calloc_check(n, sizeof(floatX));
+    return 0;
+}
 static void trainable_zero_grad(Trainable *tr) { for (int i = 0; i < tr->nseg; i++) tensor_zero(tr->seg[i].g, tr->seg[i].n); }
 static double trainable_grad_norm(Trainable *tr) {
     double s = 0;
@@ -5037,16 +5741,93 @@ static double evaluate(Net *net, Activations *a, const int *tokens, int n, int m
     return count ? sum / count : 0;
 }
 
+// mean loss over the trained tokens of held-out examples, B examples (rows) at a time; max_rows <= 0: all
+static double evaluate_examples(Net *net, Activations *a, const Examples *ex, int max_rows, long *count_out) {
+    int B = a->B, T = a->T;
+    int *inp = (int *)malloc_check((size_t)B * T * sizeof(int)), *tgt = (int *)malloc_check((size_t)B * T * sizeof(int));
+    double sum = 0;
+    long count = 0;
+    int saved_training = net->lora ? net->lora->training : 0;
+    if (net->lora) net->lora->training = 0;
+    LoraModule *mods = net->lora ? net->lora->mods : NULL;
+    floatX **masks = NULL;
+    if (mods) { // no dropout
+        masks = (floatX **)malloc_check((size_t)net->lora->n_layers * NUM_TARGETS * sizeof(floatX *));
+        for (int i = 0; i < net->lora->n_layers * NUM_TARGETS; i++) { masks[i] = mods[i].mask; mods[i].mask = NULL; }
+    }
+    int rows = max_rows > 0 && max_rows < ex->count ? max_rows : ex->count;
+    for (int e0 = 0; e0 < rows; e0 += B) {
+        for (int b = 0; b < B; b++) {
+            if (e0 + b < rows) examples_fill_row(ex, e0 + b, inp + b * T, tgt + b * T, T);
+            else for (int t = 0; t < T; t++) { inp[b * T + t] = 0; tgt[b * T + t] = -100; }
+        }
+        peft_forward(net, a, inp);
+        peft_loss(a, &net->model->config, tgt);
+        for (int i = 0; i < B * T; i++) if (tgt[i] >= 0) { sum += a->losses[i]; count++; }
+    }
+    if (mods) { for (int i = 0; i < net->lora->n_layers * NUM_TARGETS; i++) mods[i].mask = masks[i]; free(masks); }
+    if (net->lora) net->lora->training = saved_training;
+    free(inp); free(tgt);
+    *count_out = count;
+    return count ? sum / count : 0;
+}
+
 static volatile sig_atomic_t stop_requested = 0;
 static void on_sigint(int sig) { (void)sig; stop_requested = 1; }
 
 typedef struct {
     const char *model_path, *data_path, *tok_path, *outdir, *val_path, *resume, *resume_adapter;
     int mode, B, T, steps, warmup, grad_accum, eval_every, save_every, eval_batches, schedule, freeze_layers, checkpoint_acts, log_every, bench;
+    int format, tpl, cutoff_len, train_on_prompt;   // instruction data (DATA_ALPACA / DATA_SHAREGPT): template, truncation
+    int mts;                                         // modules_to_save: bit 0 embed_tokens, bit 1 lm_head (fully trained)
     float epochs, lr, wd, clip, val_frac;
     LoraConfig lc;
     uint64_t seed;
 } TrainArgs;
+
+// instruction data: load the examples, hold out the last val_frac of them (or read --val), pick T
+static int train_load_examples(TrainArgs *ta, const Config *c, const Tokenizer *tok, Examples *ex, Examples *vex) {
+    int cutoff = ta->cutoff_len ? ta->cutoff_len : (ta->T ? ta->T : c->seq_len) + 1;
+    if (load_examples(ex, ta->data_path, ta->format, ta->tpl, tok, cutoff, ta->train_on_prompt)) return -1;
+    memset(vex, 0, sizeof(*vex));
+    if (ta->val_path) {
+        if (load_examples(vex, ta->val_path, ta->format, ta->tpl, tok, cutoff, ta->train_on_prompt)) { examples_free(ex); return -1; }
+    } else if (ta->val_frac > 0 && ex->count >= 2) { // the last val_frac of the examples (at least one each side)
+        int nv = (int)(ex->count * (double)ta->val_frac);
+        if (nv >= 1 && nv < ex->count) {
+            int first = ex->count - nv, s0 = ex->start[first], nt = ex->n - s0;
+            vex->tokens = (int *)malloc_check((size_t)nt * sizeof(int));
+            vex->train = (unsigned char *)malloc_check((size_t)nt + 1);
+            vex->start = (int *)malloc_check((size_t)(nv + 1) * sizeof(int));
+            memcpy(vex->tokens, ex->tokens + s0, (size_t)nt * sizeof(int));
+            memcpy(vex->train, ex->train + s0, (size_t)nt);
+            for (int e = 0; e <= nv; e++) vex->start[e] = ex->start[first + e] - s0;
+            vex->count = nv; vex->n = nt;
+            for (int e = 0; e < nv; e++) if (vex->start[e + 1] - vex->start[e] > vex->max_len) vex->max_len = vex->start[e + 1] - vex->start[e];
+            ex->count = first; ex->n = s0;
+        }
+    }
+    for (int k = 0; k < 2; k++) {
+        const Examples *x = k ? vex : ex;
+        for (int i = 0; i < x->n; i++) if (x->tokens[i] >= c->vocab_size) {
+            int id = x->tokens[i];
+            examples_free(ex); examples_free(vex);
+            return set_error(k && ta->val_path ? ta->val_path : ta->data_path, "token id %d from the tokenizer exceeds the model's vocabulary (%d): wrong tokenizer?", id, c->vocab_size);
+        }
+    }
+    if (!ta->T) { // the longest example (after truncation) sets the row length
+        int longest = ex->max_len > vex->max_len ? ex->max_len : vex->max_len;
+        ta->T = longest - 1 < 1 ? 1 : longest - 1;
+        if (ta->T > c->seq_len) ta->T = c->seq_len;
+    }
+    long trained = 0;
+    for (int e = 0; e < ex->count; e++) for (int i = ex->start[e] + 1; i < ex->start[e + 1]; i++) trained += ex->train[i]; // targets
+    fprintf(stderr, "data: %s, template %s: %d training examples (%d tokens, %ld trained on%s), %d held out; %d truncated to --cutoff-len %d; "
+                    "one example per row, right-padded to T = %d\n",
+            ta->format == DATA_ALPACA ? "alpaca" : "sharegpt", template_names[ta->tpl], ex->count, ex->n, trained, ta->train_on_prompt ? ", prompts included" : ": responses only",
+            vex->count, ex->truncated + vex->truncated, cutoff, ta->T);
+    return 0;
+}
 
 // trainer_state.json + optimizer.safetensors: everything needed to continue bit-for-bit
 static int save_trainer_state(const char *dir, const TrainArgs *ta, Trainable *tr, int step, uint64_t data_rng, uint64_t dropout_rng) {
@@ -5156,15 +5937,106 @@ static void bench_report(double *step_s, double *mm_s, double *mm_flops, int n, 
 static int val_fits_eval(const TrainArgs *ta) { return ta->val_path || ta->val_frac > 0; }
 static double tr_bytes(const Model *m, const Lora *lo, int mode) { return (double)(mode == TUNE_LORA ? lo->num_params : m->num_parameters) * sizeof(floatX); }
 #endif
+// OUT/loss.svg: training loss (per step) and held-out loss (per validation) against the step, with the learning
+// rate on a second axis. Plain SVG 1.1 (lines, polylines, text), written atomically; any browser shows it.
+typedef struct { double *step_loss, *lr, *val_loss; int *val_step; int n, nval; } LossCurve;
+static double nice_step(double range, int ticks) { // 1, 2 or 5 times a power of ten, about range/ticks
+    double raw = range / ticks, p = pow(10, floor(log10(raw))), f = raw / p;
+    return (f < 1.5 ? 1 : f < 3.5 ? 2 : f < 7.5 ? 5 : 10) * p;
+}
+static int write_loss_svg(const char *path, const LossCurve *lc, int total_steps, const char *title) {
+    const double W = 800, H = 480, x0 = 70, x1 = 720, y0 = 50, y1 = 420;
+    double lo = INFINITY, hi = -INFINITY, lrmax = 0;
+    for (int i = 0; i < lc->n; i++) { if (lc->step_loss[i] < lo) lo = lc->step_loss[i]; if (lc->step_loss[i] > hi) hi = lc->step_loss[i]; if (lc->lr[i] > lrmax) lrmax = lc->lr[i]; }
+    for (int i = 0; i < lc->nval; i++) { if (lc->val_loss[i] < lo) lo = lc->val_loss[i]; if (lc->val_loss[i] > hi) hi = lc->val_loss[i]; }
+    if (!(lo <= hi)) { lo = 0; hi = 1; }
+    if (hi - lo < 1e-6) { lo -= 0.5; hi += 0.5; }
+    double ys = nice_step(hi - lo, 6);
+    lo = floor(lo / ys) * ys; hi = ceil(hi / ys) * ys;
+    int xmax = total_steps > 0 ? total_steps : 1;
+    double xs = nice_step(xmax, 8);
+    if (lrmax <= 0) lrmax = 1;
+    double ls = nice_step(lrmax, 5), lrtop = ceil(lrmax / ls) * ls;
+#define SX(v) (x0 + (x1 - x0) * (double)(v) / xmax)
+#define SY(v) (y1 - (y1 - y0) * ((v) - lo) / (hi - lo))
+#define SL(v) (y1 - (y1 - y0) * (v) / lrtop)
+    StrBuf b = { 0 };
+    sb_printf(&b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" font-family=\"sans-serif\" font-size=\"12\">\n", W, H, W, H);
+    sb_printf(&b, "<rect x=\"0\" y=\"0\" width=\"%.0f\" height=\"%.0f\" fill=\"#ffffff\"/>\n", W, H);
+    sb_puts(&b, "<text x=\"400\" y=\"24\" text-anchor=\"middle\" font-size=\"15\">");
+    for (const char *q = title; *q; q++) { if (*q == '<') sb_puts(&b, "&lt;"); else if (*q == '&') sb_puts(&b, "&amp;"); else if (*q == '>') sb_puts(&b, "&gt;"); else sb_putn(&b, q, 1); }
+    sb_puts(&b, "</text>\n");
+    for (double v = lo; v <= hi + ys * 1e-6; v += ys) { // loss grid and ticks (left)
+        sb_printf(&b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#e0e0e0\"/>\n", x0, SY(v), x1, SY(v));
+        sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%.4g</text>\n", x0 - 6, SY(v) + 4, v);
+    }
+    for (double v = 0; v <= xmax + xs * 1e-6; v += xs) {
+        sb_printf(&b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#e0e0e0\"/>\n", SX(v), y0, SX(v), y1);
+        sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%.0f</text>\n", SX(v), y1 + 18, v);
+    }
+    for (double v = 0; v <= lrtop + ls * 1e-6; v += ls) sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\" fill=\"#2ca02c\">%.2g</text>\n", x1 + 6, SL(v) + 4, v);
+    sb_printf(&b, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"none\" stroke=\"#333333\"/>\n", x0, y0, x1 - x0, y1 - y0);
+    sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">step</text>\n", (x0 + x1) / 2, H - 20);
+    sb_printf(&b, "<text x=\"18\" y=\"%.1f\" text-anchor=\"middle\" transform=\"rotate(-90 18 %.1f)\">loss</text>\n", (y0 + y1) / 2, (y0 + y1) / 2);
+    sb_printf(&b, "<text x=\"785\" y=\"%.1f\" text-anchor=\"middle\" fill=\"#2ca02c\" transform=\"rotate(90 785 %.1f)\">learning rate</text>\n", (y0 + y1) / 2, (y0 + y1) / 2);
+    // curves: at most ~1000 points each (means over buckets of steps)
+    int bucket = lc->n > 1000 ? (lc->n + 999) / 1000 : 1;
+    for (int curve = 0; curve < 2; curve++) {
+        sb_printf(&b, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"%s\" points=\"", curve ? "#2ca02c" : "#1f77b4", curve ? "1" : "1.5");
+        for (int i = 0; i < lc->n; i += bucket) {
+            double sum = 0, st = 0;
+            int k = 0;
+            for (; k < bucket && i + k < lc->n; k++) { sum += curve ? lc->lr[i + k] : lc->step_loss[i + k]; st += i + k + 1; }
+            sb_printf(&b, "%.1f,%.1f ", SX(st / k), curve ? SL(sum / k) : SY(sum / k));
+        }
+        sb_puts(&b, "\"/>\n");
+    }
+    if (lc->nval) {
+        sb_puts(&b, "<polyline fill=\"none\" stroke=\"#d62728\" stroke-width=\"2\" points=\"");
+        for (int i = 0; i < lc->nval; i++) sb_printf(&b, "%.1f,%.1f ", SX(lc->val_step[i]), SY(lc->val_loss[i]));
+        sb_puts(&b, "\"/>\n");
+        for (int i = 0; i < lc->nval; i++) sb_printf(&b, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"#d62728\"/>\n", SX(lc->val_step[i]), SY(lc->val_loss[i]));
+    }
+    // legend
+    const char *names[3] = { "train loss", "held-out loss", "learning rate (right axis)" }, *cols[3] = { "#1f77b4", "#d62728", "#2ca02c" };
+    for (int i = 0; i < 3; i++) {
+        double ly = y0 + 16 + 18 * i;
+        sb_printf(&b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" stroke-width=\"2\"/>\n", x1 - 190, ly, x1 - 165, ly, cols[i]);
+        sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\">%s</text>\n", x1 - 160, ly + 4, names[i]);
+    }
+    sb_puts(&b, "</svg>\n");
+#undef SX
+#undef SY
+#undef SL
+    AtomicFile af;
+    if (atomic_open(&af, path)) { free(b.s); return -1; }
+    atomic_write(&af, b.s, b.n);
+    free(b.s);
+    return atomic_commit(&af);
+}
+
+static void note_tokenizer(void); // CLI: names the tokenizer found beside the model
 static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
     Config *c = &m->config;
+    // data: instruction examples, or text
+    Examples ex, vex;
+    memset(&ex, 0, sizeof(ex)); memset(&vex, 0, sizeof(vex));
+    int is_ex = ta->format != DATA_TEXT;
+    if (is_ex && train_load_examples(ta, c, tok, &ex, &vex)) return -1;
     int B = ta->B, T = ta->T, N = B * T;
-    // data
-    int ntok;
-    int *tokens = tokenize_file(tok, ta->data_path, &ntok);
-    if (!tokens) return -1;
+    int ntok = 0;
+    int *tokens = NULL;
+    if (!is_ex) {
+        size_t dlen;
+        char *dtext = read_file(ta->data_path, &dlen, (size_t)1 << 31);
+        if (dtext) warn_if_not_utf8(ta->data_path, dtext, dlen);
+        free(dtext);
+        tokens = tokenize_file(tok, ta->data_path, &ntok);
+        if (!tokens) return -1;
+    }
     int *val = NULL, nval = 0, ntrain = ntok;
-    if (ta->val_path) {
+    if (is_ex) { ntrain = ex.n; nval = vex.n; }
+    else if (ta->val_path) {
         val = tokenize_file(tok, ta->val_path, &nval);
         if (!val) { free(tokens); return -1; }
     } else if (ta->val_frac > 0) {
@@ -5180,11 +6052,12 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
             if (ta->val_path) free(val);
             return set_error(ta->data_path, "token id %d from the tokenizer exceeds the model's vocabulary (%d): wrong tokenizer?", id, c->vocab_size);
         }
-    if (ntrain < T + 1) { free(tokens); if (ta->val_path) free(val); return set_error(ta->data_path, "data is shorter than one window: %d tokens, need at least T+1 = %d (lower -T)", ntrain, T + 1); }
+    if (!is_ex && ntrain < T + 1) { free(tokens); if (ta->val_path) free(val); return set_error(ta->data_path, "data is shorter than one window: %d tokens, need at least T+1 = %d (lower -T)", ntrain, T + 1); }
     int steps = ta->steps;
     if (steps <= 0) {
         double per_step = (double)N * ta->grad_accum;
         steps = (int)ceil(ta->epochs * ntrain / per_step);
+        if (is_ex) steps = (int)ceil(ta->epochs * ex.count / ((double)B * ta->grad_accum)); // epochs of examples
         if (steps < 1) steps = 1;
     }
     if (ta->warmup < 0) ta->warmup = steps / 20;                          // 5% of the steps
@@ -5217,6 +6090,7 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
         point_parameters(&g, gmem, m->param_sizes, c->tied);
         layer_from = ta->mode == TUNE_FULL ? 0 : c->n_layers - ta->freeze_layers;
     }
+    if (lo && lora_setup_mts(lo, m, ta->mts, ta->model_path)) return -1;
     Net net;
     net_init(&net, m, lo);
     if (lo && ta->lc.dora && !ta->resume_adapter) lora_init_dora(lo, m);
@@ -5231,6 +6105,8 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
 #endif
     Trainable tr;
     trainable_init(&tr, m, &g, lo, ta->mode, layer_from);
+    if (lo && lo->embed) trainable_add(&tr, lo->embed, lo->dembed, (size_t)c->vocab_size * c->dim);
+    if (lo && lo->lm_head) trainable_add(&tr, lo->lm_head, lo->dlm_head, (size_t)c->vocab_size * c->dim);
     Activations a;
     acts_alloc(&a, c, B, T, ta->checkpoint_acts);
     uint64_t data_rng = ta->seed * 0x9E3779B97F4A7C15ull + 12345;
@@ -5241,6 +6117,9 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
             if (lora_load(&l2, &lc2, c, ta->resume, 0)) return -1;
             if (l2.num_params != lora.num_params) return set_error(ta->resume, "checkpoint adapter does not match the requested LoRA setup");
             memcpy(lora.params, l2.params, lora.num_params * sizeof(floatX));
+            if ((l2.embed != NULL) != (lora.embed != NULL) || (l2.lm_head != NULL) != (lora.lm_head != NULL)) return set_error(ta->resume, "checkpoint's modules_to_save differ from the requested ones");
+            if (l2.embed) memcpy(lora.embed, l2.embed, (size_t)c->vocab_size * c->dim * sizeof(floatX));
+            if (l2.lm_head) memcpy(lora.lm_head, l2.lm_head, (size_t)c->vocab_size * c->dim * sizeof(floatX));
             lora_to_device(&lora);
             lora_free(&l2); free(lc2.layers);
         } else {
@@ -5273,26 +6152,36 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
         fmt_bytes(gr, sizeof(gr), (double)(ta->mode == TUNE_LORA ? lora.num_params : m->num_parameters) * sizeof(floatX));
         fmt_bytes(op, sizeof(op), (double)tr.total * 2 * sizeof(floatX));
         fmt_bytes(lw, sizeof(lw), lo ? (double)lora.num_params * sizeof(floatX) : 0);
+        note_tokenizer();
         fprintf(stderr, "model: %s (dim %d, %d layers, %d heads / %d kv, vocab %d), %.2fM parameters\n", ta->model_path, c->dim, c->n_layers, c->n_heads, c->n_kv_heads, c->vocab_size, m->num_parameters / 1e6);
         fprintf(stderr, "tuning: %s, %zu trainable parameters (%.3f%% of the model)\n", tune_names[ta->mode], tr.total, 100.0 * tr.total / (double)m->num_parameters);
-        fprintf(stderr, "data: %d train tokens, %d validation tokens; batch %d x %d x accum %d = %d tokens/step; %d steps\n", ntrain, nval, B, T, ta->grad_accum, N * ta->grad_accum, steps);
+        fprintf(stderr, "data: %d train tokens, %d validation tokens; batch %d x %d x accum %d = %d %s/step; %d steps\n", ntrain, nval, B, T, ta->grad_accum, is_ex ? B * ta->grad_accum : N * ta->grad_accum, is_ex ? "examples" : "tokens", steps);
         fprintf(stderr, "memory: weights %s, LoRA %s, activations %s%s, gradients %s, AdamW state %s\n", w, lw, ac, ta->checkpoint_acts ? " (checkpointed)" : "", gr, op);
     }
     signal(SIGINT, on_sigint);
     Activations eval_a;
-    int have_eval = val && nval >= 2;
+    int have_eval = is_ex ? vex.count > 0 : (val && nval >= 2);
     if (have_eval) acts_alloc(&eval_a, c, B, T, 0);
     int *inp = (int *)malloc_check((size_t)N * sizeof(int)), *tgt = (int *)malloc_check((size_t)N * sizeof(int));
     double t_start = time_sec(), first_loss = -1, last_loss = -1, last_val = -1, first_val = -1;
     if (have_eval && step0 == 0) { // where the held-out loss starts
         long cnt;
-        first_val = evaluate(&net, &eval_a, val, nval, ta->eval_batches * B, &cnt);
+        first_val = is_ex ? evaluate_examples(&net, &eval_a, &vex, ta->eval_batches * B, &cnt) : evaluate(&net, &eval_a, val, nval, ta->eval_batches * B, &cnt);
         fprintf(stderr, "step %5d/%d | val %.4f (before training, %ld tokens)\n", 0, steps, first_val, cnt);
         fprintf(log, "{\"step\": 0, \"loss\": null, \"val_loss\": %.6f, \"lr\": 0, \"grad_norm\": null, \"tokens_per_s\": null, \"elapsed_s\": 0}\n", first_val);
         t_start = time_sec();
     }
     long tokens_done = 0;
     int rc = 0, step;
+    LossCurve curve = { 0 };
+    curve.step_loss = (double *)calloc_check((size_t)steps + 1, sizeof(double));
+    curve.lr = (double *)calloc_check((size_t)steps + 1, sizeof(double));
+    curve.val_loss = (double *)calloc_check((size_t)steps + 2, sizeof(double));
+    curve.val_step = (int *)calloc_check((size_t)steps + 2, sizeof(int));
+    char svg_path[4096], svg_title[512];
+    path_join(svg_path, sizeof(svg_path), ta->outdir, "loss.svg");
+    snprintf(svg_title, sizeof(svg_title), "peft.c: %.200s on %.200s", ta->model_path, ta->data_path);
+    if (first_val >= 0) { curve.val_step[0] = 0; curve.val_loss[0] = first_val; curve.nval = 1; }
     double *step_s = (double *)calloc_check((size_t)(steps - step0) + 1, sizeof(double)), *step_mm_s = NULL, *step_mm_flops = NULL;
     if (ta->bench) {
         step_mm_s = (double *)calloc_check((size_t)(steps - step0) + 1, sizeof(double));
@@ -5304,7 +6193,8 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
         trainable_zero_grad(&tr);
         double loss = 0;
         for (int micro = 0; micro < ta->grad_accum; micro++) {
-            for (int b = 0; b < B; b++) { // a random window of T+1 tokens
+            for (int b = 0; b < B; b++) { // a random window of T+1 tokens, or a random example
+                if (is_ex) { examples_fill_row(&ex, (int)(random_u32(&data_rng) % (uint32_t)ex.count), inp + b * T, tgt + b * T, T); continue; }
                 int start = (int)(random_u32(&data_rng) % (uint32_t)(ntrain - T));
                 for (int t = 0; t < T; t++) { inp[b * T + t] = tokens[start + t]; tgt[b * T + t] = tokens[start + t + 1]; }
             }
@@ -5328,7 +6218,7 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
         double vloss = -1;
         if (have_eval && ta->eval_every > 0 && ((step + 1) % ta->eval_every == 0 || last)) {
             long cnt;
-            vloss = evaluate(&net, &eval_a, val, nval, ta->eval_batches * B, &cnt);
+            vloss = is_ex ? evaluate_examples(&net, &eval_a, &vex, ta->eval_batches * B, &cnt) : evaluate(&net, &eval_a, val, nval, ta->eval_batches * B, &cnt);
             last_val = vloss;
         }
         double elapsed = time_sec() - t_start, eta = elapsed / (step + 1 - step0) * (steps - step - 1);
@@ -5339,6 +6229,9 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
             if (vloss >= 0) fprintf(stderr, " | val %.4f", vloss);
             fprintf(stderr, " | lr %.2e | grad norm %.3f | %.0f tok/s | ETA %s\n", lr, gnorm, N * ta->grad_accum / dt, eta_s);
         }
+        curve.step_loss[curve.n] = loss; curve.lr[curve.n] = lr; curve.n++;
+        if (vloss >= 0) { curve.val_step[curve.nval] = step + 1; curve.val_loss[curve.nval++] = vloss; }
+        if ((vloss >= 0 || last) && write_loss_svg(svg_path, &curve, steps, svg_title)) { rc = -1; break; } // refreshed at each validation
         char vbuf[32];
         if (vloss >= 0) snprintf(vbuf, sizeof(vbuf), "%.6f", vloss); else snprintf(vbuf, sizeof(vbuf), "null");
         fprintf(log, "{\"step\": %d, \"loss\": %.6f, \"val_loss\": %s, \"lr\": %.6g, \"grad_norm\": %.6f, \"tokens_per_s\": %.1f, \"elapsed_s\": %.3f}\n",
@@ -5366,6 +6259,7 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
     }
     if (ta->bench && step - step0 >= 2) bench_report(step_s, step_mm_s, step_mm_flops, step - step0, N * ta->grad_accum);
     free(step_s); free(step_mm_s); free(step_mm_flops);
+    free(curve.step_loss); free(curve.lr); free(curve.val_loss); free(curve.val_step);
     fclose(log);
     free(inp); free(tgt);
     if (have_eval) acts_free(&eval_a);
@@ -5373,6 +6267,7 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
     if (lo) lora_free(lo);
     free(tokens);
     if (ta->val_path) free(val);
+    examples_free(&ex); examples_free(&vex);
     return rc;
 }
 
@@ -5439,17 +6334,38 @@ static void load_model_or_die(Model *m, const char *path) { if (model_load(m, pa
 
 
 
-// the tokenizer: -z PATH, else the model folder's tokenizer.json (or tokenizer.bin), else ./tokenizer.bin
+// The tokenizer: -z PATH; else beside the model: a folder's tokenizer.json (or tokenizer.bin), a .bin file's
+// neighbours tokenizer.bin, tokenizer.json or tok<vocab>.bin (llama2.c's name: tok512.bin for stories260K);
+// else ./tokenizer.bin. The one picked is named on stderr.
+static void find_tokenizer(char *path, size_t n, const char *zpath, const char *model_path, const Config *c) {
+    if (zpath) { snprintf(path, n, "%s", zpath); return; }
+    char dir[4096], name[64];
+    if (dir_exists(model_path)) snprintf(dir, sizeof(dir), "%s", model_path);
+    else {
+        snprintf(dir, sizeof(dir), "%s", model_path);
+        char *slash = strrchr(dir, '/');
+        if (slash) *slash = 0; else snprintf(dir, sizeof(dir), ".");
+    }
+    snprintf(name, sizeof(name), "tok%d.bin", c->vocab_size);
+    const char *names[3] = { "tokenizer.json", "tokenizer.bin", name };
+    if (!dir_exists(model_path)) { names[0] = "tokenizer.bin"; names[1] = "tokenizer.json"; }
+    for (int i = 0; i < 3; i++) {
+        path_join(path, n, dir, names[i]);
+        if (file_exists(path)) return;
+    }
+    snprintf(path, n, "tokenizer.bin");
+}
+static char tokenizer_picked[4096]; // the tokenizer found without -z, named once the command has loaded everything
 static void load_tokenizer_or_die(Tokenizer *tok, const char *zpath, const char *model_path, const Config *c) {
-    char path[4096] = "";
-    if (zpath) snprintf(path, sizeof(path), "%s", zpath);
-    else if (dir_exists(model_path)) {
-        path_join(path, sizeof(path), model_path, "tokenizer.json");
-        if (!file_exists(path)) path_join(path, sizeof(path), model_path, "tokenizer.bin");
-        if (!file_exists(path)) snprintf(path, sizeof(path), "tokenizer.bin");
-    } else snprintf(path, sizeof(path), "tokenizer.bin");
-    if (!file_exists(path)) fatal("%s: tokenizer not found (give one with -z; `make` builds ./tokenizer.bin from the Llama 2 tokenizer.model)", path);
+    char path[4096];
+    find_tokenizer(path, sizeof(path), zpath, model_path, c);
+    if (!file_exists(path)) fatal("%s: tokenizer not found (give one with -z, or put tokenizer.bin / tok%d.bin beside the model)", path, c->vocab_size);
     if (tokenizer_load(tok, path, c->vocab_size)) fatal_error();
+    if (!zpath) snprintf(tokenizer_picked, sizeof(tokenizer_picked), "%s", path);
+}
+static void note_tokenizer(void) {
+    if (tokenizer_picked[0]) fprintf(stderr, "tokenizer: %s%s\n", tokenizer_picked, strcmp(tokenizer_picked, "tokenizer.bin") ? " (beside the model)" : " (./tokenizer.bin)");
+    tokenizer_picked[0] = 0;
 }
 
 // the value after flag argv[*i]; a missing value is an error
@@ -5602,7 +6518,8 @@ static void error_usage_generate(void) {
     fprintf(stderr, "Usage: peft generate MODEL [options]\n"
                     "  Prints the prompt and its continuation on stdout; speed on stderr.\n"
                     "  MODEL         llama2.c .bin file or Hugging Face model folder\n"
-                    "  -z PATH       tokenizer.bin or tokenizer.json (default: the folder's tokenizer.json, else ./tokenizer.bin)\n"
+                    "  -z PATH       tokenizer.bin or tokenizer.json (default: beside the model: a folder's tokenizer.json,\n"
+                    "                a .bin's tokenizer.bin / tokenizer.json / tok<vocab>.bin; else ./tokenizer.bin)\n"
                     "  -a DIR[:W]    PEFT LoRA adapter to apply, weight W (default 1); repeat to sum several (default: none)\n"
                     "  -p TEXT       prompt (default: empty, start from BOS)\n"
                     "  -n N          tokens to generate (default 256, capped by the model's max positions)\n"
@@ -5650,6 +6567,7 @@ static int cmd_generate(int argc, char **argv) {
     if (na) { load_adapters_or_die(&lora, na, adapters, c); lo = &lora; require_float_base(&m, lo, model_path); lora_alloc_acts(lo, 1); }
     Net net;
     net_init(&net, &m, lo);
+    note_tokenizer();
     RunState s;
     size_t plen = strlen(prompt);
     int *ptoks = (int *)malloc_check((plen + 3) * sizeof(int));
@@ -5734,6 +6652,7 @@ static int cmd_eval(int argc, char **argv) {
     if (n < 2) fatal("%s: need at least 2 tokens to evaluate", data);
     Lora lora, *lo = NULL;
     if (na) { load_adapters_or_die(&lora, na, adapters, c); lo = &lora; require_float_base(&m, lo, model_path); lora_alloc_acts(lo, B * T); }
+    note_tokenizer();
     Net net;
     net_init(&net, &m, lo);
     Activations a;
@@ -5861,9 +6780,14 @@ static int cmd_dump(int argc, char **argv) {
 // ---- train
 static void error_usage_train(void) {
     fprintf(stderr, "Usage: peft train MODEL DATA [options]\n"
-                    "  Fine-tunes MODEL on DATA (UTF-8 text; blank lines separate documents, each gets BOS).\n"
+                    "  Fine-tunes MODEL on DATA (UTF-8 text; blank lines separate documents, each gets BOS; or --format).\n"
                     "  Writes OUTDIR/adapter_config.json + adapter_model.safetensors (PEFT's format), log.jsonl.\n"
                     "  -z PATH                   tokenizer (default as for generate)\n"
+                    "  --format F                text | alpaca | sharegpt (LLaMA-Factory's JSON / JSONL datasets) (default text)\n"
+                    "  --template NAME           chat template for alpaca/sharegpt data: alpaca | llama2 | llama3 | mistral | chatml |\n"
+                    "                            vicuna (default alpaca); prompts are masked out of the loss, one example per row\n"
+                    "  --train-on-prompt         instruction data: train on the prompt tokens too\n"
+                    "  --cutoff-len N            instruction data: truncate examples to N tokens as LLaMA-Factory does (default T+1)\n"
                     "  -o DIR                    output folder (default out)\n"
                     "  --finetuning-type T       lora | freeze | full (default lora)\n"
                     "  --freeze-trainable-layers N  freeze: train the last N layers (default 2)\n"
@@ -5872,11 +6796,14 @@ static void error_usage_train(void) {
                     "  --rslora                  scale = alpha/sqrt(r)\n"
                     "  --dora                    DoRA: learn a magnitude per output row too (PEFT's use_dora)\n"
                     "  --dropout P               LoRA dropout on the branch input (default 0)\n"
-                    "  --targets LIST            q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj or all-linear (default q_proj,v_proj)\n"
+                    "  --targets LIST            q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj or all-linear (default q_proj,v_proj),\n"
+                    "                            or a regex on whole module names as PEFT takes a string, e.g. '.*\\.(1|3)\\.self_attn\\.(q|v)_proj'\n"
                     "  --layers LIST             layers to adapt, e.g. 0,1,4-7 (default all)\n"
                     "  --init I                  kaiming | gaussian (default kaiming: PEFT's)\n"
+                    "  --modules-to-save LIST    embed_tokens,lm_head: also train full copies of these, saved in the adapter\n"
+                    "                            (PEFT's modules_to_save; LLaMA-Factory's --additional_target, also accepted)\n"
                     "  -b N                      batch size (default 8)\n"
-                    "  -T N                      sequence length (default min(256, max positions))\n"
+                    "  -T N                      sequence length (default min(256, max positions); instruction data: the longest example)\n"
                     "  --steps N                 optimizer steps (default: --epochs worth)\n"
                     "  --epochs E                passes over the training tokens (default 1)\n"
                     "  --lr LR                   peak learning rate (default 1e-3)\n"
@@ -5901,8 +6828,17 @@ static void error_usage_train(void) {
                     QUANT_HELP DEVICE_HELP);
     exit(1);
 }
-static unsigned parse_targets(const char *s) {
+// --targets: all-linear, a comma list of module names, or a regex on whole module names (PEFT's string form),
+// recognised by its regex characters; a regex goes to lc->target_regex and the mask is 0
+static unsigned parse_targets(const char *s, LoraConfig *lc) {
     if (!strcmp(s, "all-linear")) return (1u << NUM_TARGETS) - 1;
+    if (strpbrk(s, ".*+?[](){}|\\^$")) {
+        const char *err = NULL;
+        if (strlen(s) >= sizeof(lc->target_regex)) fatal("--targets: regex too long");
+        if (regex_fullmatch(s, "", &err) < 0) fatal("--targets: '%s' is not a regex peft.c reads: %s", s, err);
+        snprintf(lc->target_regex, sizeof(lc->target_regex), "%s", s);
+        return 0;
+    }
     unsigned mask = 0;
     char buf[512];
     snprintf(buf, sizeof(buf), "%s", s);
@@ -5937,7 +6873,7 @@ static int cmd_train(int argc, char **argv) {
     ta.val_frac = 0.05f; ta.eval_batches = 16; ta.schedule = SCHED_COSINE; ta.freeze_layers = 2; ta.seed = 1337;
     ta.lc.r = 8; ta.lc.alpha = 8; ta.lc.targets = (1u << TGT_Q) | (1u << TGT_V);
     const char *layers = NULL;
-    int alpha_set = 0;
+    int alpha_set = 0, template_set = 0;
     QuantOpts qo = { -1, 0, 0 };
     DeviceOpts dev = { -1, -1 };
     for (int i = 0; i < argc; i++) {
@@ -5950,6 +6886,27 @@ static int cmd_train(int argc, char **argv) {
         else if (!strcmp(f, "--dora")) ta.lc.dora = 1;
         else if (!strcmp(f, "--checkpoint-activations")) ta.checkpoint_acts = 1;
         else if (!strcmp(f, "--bench")) ta.bench = 1;
+        else if (!strcmp(f, "--train-on-prompt")) ta.train_on_prompt = 1;
+        else if (!strcmp(f, "--format")) {
+            const char *v = next_arg(argc, argv, &i);
+            if (!strcmp(v, "text")) ta.format = DATA_TEXT; else if (!strcmp(v, "alpaca")) ta.format = DATA_ALPACA; else if (!strcmp(v, "sharegpt")) ta.format = DATA_SHAREGPT;
+            else fatal("--format: '%s' is not text, alpaca or sharegpt", v);
+        }
+        else if (!strcmp(f, "--template")) {
+            const char *v = next_arg(argc, argv, &i);
+            ta.tpl = -1;
+            for (int k = 0; k < NUM_TEMPLATES; k++) if (!strcmp(v, template_names[k])) ta.tpl = k;
+            if (ta.tpl < 0) fatal("--template: '%s' is not alpaca, llama2, llama3, mistral, chatml or vicuna", v);
+            template_set = 1;
+        }
+        else if (!strcmp(f, "--cutoff-len")) ta.cutoff_len = parse_int(f, next_arg(argc, argv, &i), 2, 1 << 24);
+        else if (!strcmp(f, "--modules-to-save") || !strcmp(f, "--additional-target")) {
+            char buf[256];
+            snprintf(buf, sizeof(buf), "%s", next_arg(argc, argv, &i));
+            for (char *tkn = strtok(buf, ","); tkn; tkn = strtok(NULL, ","))
+                if (!strcmp(tkn, "embed_tokens")) ta.mts |= 1; else if (!strcmp(tkn, "lm_head")) ta.mts |= 2;
+                else fatal("%s: '%s' is not embed_tokens or lm_head", f, tkn);
+        }
         else if (!strcmp(f, "-z")) ta.tok_path = next_arg(argc, argv, &i);
         else if (!strcmp(f, "-o")) ta.outdir = next_arg(argc, argv, &i);
         else if (!strcmp(f, "--finetuning-type")) {
@@ -5961,7 +6918,7 @@ static int cmd_train(int argc, char **argv) {
         else if (!strcmp(f, "-r")) ta.lc.r = parse_int(f, next_arg(argc, argv, &i), 1, 1 << 20);
         else if (!strcmp(f, "--alpha")) { ta.lc.alpha = parse_float(f, next_arg(argc, argv, &i), 1e-6, 1e6); alpha_set = 1; }
         else if (!strcmp(f, "--dropout")) ta.lc.dropout = parse_float(f, next_arg(argc, argv, &i), 0, 0.999);
-        else if (!strcmp(f, "--targets")) ta.lc.targets = parse_targets(next_arg(argc, argv, &i));
+        else if (!strcmp(f, "--targets")) { ta.lc.target_regex[0] = 0; ta.lc.targets = parse_targets(next_arg(argc, argv, &i), &ta.lc); }
         else if (!strcmp(f, "--layers")) layers = next_arg(argc, argv, &i);
         else if (!strcmp(f, "--init")) {
             const char *v = next_arg(argc, argv, &i);
@@ -6001,9 +6958,14 @@ static int cmd_train(int argc, char **argv) {
     Config *c = &m.config;
     if (m.quant && ta.mode != TUNE_LORA) fatal("%s: a quantized base is frozen: --finetuning-type %s needs a float model (--quant none)", ta.model_path, ta.mode == TUNE_FULL ? "full" : "freeze");
     if (m.quant && ta.lc.dora) fatal("%s: --dora needs the float base weight (use --quant none)", ta.model_path);
+    if (ta.mts && ta.mode != TUNE_LORA) fatal("--modules-to-save applies to LoRA (--finetuning-type full trains the embeddings already)");
     fprintf(stderr, "%s", quant_desc(&m));
-    if (!ta.T) ta.T = c->seq_len < 256 ? c->seq_len : 256;
+    if (ta.format == DATA_TEXT && (template_set || ta.cutoff_len || ta.train_on_prompt)) fatal("--template, --cutoff-len and --train-on-prompt apply to --format alpaca or sharegpt");
+    if (ta.format == DATA_TEXT && !ta.T) ta.T = c->seq_len < 256 ? c->seq_len : 256;
     if (ta.T > c->seq_len) fatal("-T %d exceeds the model's %d positions", ta.T, c->seq_len);
+    // instruction data: one example per row of T positions, so an example holds at most T+1 tokens
+    if (ta.format != DATA_TEXT && ta.cutoff_len && ta.cutoff_len > (ta.T ? ta.T : c->seq_len) + 1)
+        fatal("--cutoff-len %d needs rows of %d positions, more than %s %d", ta.cutoff_len, ta.cutoff_len - 1, ta.T ? "-T" : "the model's", ta.T ? ta.T : c->seq_len);
     if (ta.mode == TUNE_FREEZE && ta.freeze_layers > c->n_layers) fatal("--freeze-trainable-layers %d exceeds the model's %d layers", ta.freeze_layers, c->n_layers);
     if (ta.mode == TUNE_LORA && !ta.resume_adapter) {
         for (int t = 0; t < NUM_TARGETS; t++) {
@@ -6013,6 +6975,12 @@ static int cmd_train(int argc, char **argv) {
                 fatal("-r %d is larger than the %s layer allows (%d x %d)", ta.lc.r, target_names[t], out, in);
         }
         if (layers) ta.lc.layers = parse_layers(layers, c->n_layers);
+        if (ta.lc.target_regex[0]) {
+            if (layers) fatal("--layers does not apply to a --targets regex (PEFT ignores layers_to_transform for one); put the layers in the regex");
+            int any = 0;
+            for (int l = 0; l < c->n_layers; l++) for (int t = 0; t < NUM_TARGETS; t++) if (lora_regex_selects(ta.lc.target_regex, l, t)) { any = 1; ta.lc.targets |= 1u << t; }
+            if (!any) fatal("--targets '%s' matches no module (names are like model.layers.0.self_attn.q_proj, model.layers.0.mlp.up_proj)", ta.lc.target_regex);
+        }
     }
     ta.lc.seed = ta.seed;
     Tokenizer tok;
@@ -6023,6 +6991,281 @@ static int cmd_train(int argc, char **argv) {
     tokenizer_free(&tok);
     model_free(&m);
     if (rc) fatal_error();
+    return 0;
+}
+
+// ---- tokenize
+static void error_usage_tokenize(void) {
+    fprintf(stderr, "Usage: peft tokenize [-z TOKENIZER | MODEL] [TEXT | -f FILE | -] [options]\n"
+                    "  Prints the token ids of TEXT (or of FILE, or of standard input with -), like llama.cpp's llama-tokenize.\n"
+                    "  -z PATH       tokenizer.bin or tokenizer.json (or give MODEL: its tokenizer is found as for generate)\n"
+                    "  -f FILE       read the text from FILE\n"
+                    "  --pieces      one line per token: id -> 'piece'\n"
+                    "  --json        print {\"ids\": [...]} (with --pieces: {\"ids\": [...], \"pieces\": [...]})\n"
+                    "  --bos, --eos  add the tokenizer's BOS / EOS id (default: neither)\n"
+                    "  --decode      the input is ids ([1, 2, 3], 1 2 3 or 1,2,3); prints the text they decode to\n");
+    exit(1);
+}
+// vocabulary size of a model from its header or config.json, without loading the weights; -1 if unknown
+static int model_vocab_probe(const char *path) {
+    if (dir_exists(path)) {
+        char file[4096];
+        path_join(file, sizeof(file), path, "config.json");
+        Json *j = json_load(file);
+        if (!j) return -1;
+        Json *tc = json_get(j, "text_config");
+        int v = (int)json_num_or(json_get(j, "vocab_size") ? j : (tc ? tc : j), "vocab_size", -1);
+        json_free(j);
+        return v;
+    }
+    FILE *f = fopen(path, "rb");
+    if (!f) return -1;
+    int32_t h[8];
+    size_t got = fread(h, sizeof(int32_t), 8, f);
+    fclose(f);
+    if (got != 8) return -1;
+    int v = (uint32_t)h[0] == BIN_MAGIC ? h[7] : h[5];
+    return v < 0 ? -v : v;
+}
+// a piece for display: printable bytes as they are, others as \xNN (and \n, \t, \r)
+static void print_escaped(FILE *f, const char *p, int n) {
+    for (int i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if (c == '\n') fputs("\\n", f); else if (c == '\t') fputs("\\t", f); else if (c == '\r') fputs("\\r", f);
+        else if (c == '\\') fputs("\\\\", f); else if (c < 0x20 || c == 0x7f) fprintf(f, "\\x%02x", c);
+        else fputc(c, f);
+    }
+}
+static int cmd_tokenize(int argc, char **argv) {
+    const char *zpath = NULL, *file = NULL, *pos[2] = { NULL, NULL };
+    int npos = 0, pieces = 0, json = 0, bos = 0, eos = 0, decode = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *f = argv[i];
+        if (!strcmp(f, "--help") || !strcmp(f, "-h")) error_usage_tokenize();
+        else if (!strcmp(f, "-z")) zpath = next_arg(argc, argv, &i);
+        else if (!strcmp(f, "-f")) file = next_arg(argc, argv, &i);
+        else if (!strcmp(f, "--pieces")) pieces = 1;
+        else if (!strcmp(f, "--json")) json = 1;
+        else if (!strcmp(f, "--bos")) bos = 1;
+        else if (!strcmp(f, "--eos")) eos = 1;
+        else if (!strcmp(f, "--decode")) decode = 1;
+        else if (f[0] != '-' || !strcmp(f, "-")) { if (npos == 2) fatal("unexpected argument '%s'", f); pos[npos++] = f; }
+        else fatal("unknown flag '%s' for tokenize (see peft tokenize --help)", f);
+    }
+    // -z TOK [TEXT] or MODEL [TEXT]
+    const char *model = NULL, *text_arg = NULL;
+    if (zpath) { if (npos > 1) fatal("unexpected argument '%s'", pos[1]); text_arg = pos[0]; }
+    else { model = pos[0]; text_arg = pos[1]; }
+    if (!zpath && !model) error_usage_tokenize();
+    if ((text_arg != NULL) + (file != NULL) != 1) fatal("tokenize needs exactly one of TEXT, -f FILE or - (standard input)");
+    Tokenizer tok;
+    if (zpath) { if (tokenizer_load(&tok, zpath, 0)) fatal_error(); }
+    else {
+        Config c;
+        memset(&c, 0, sizeof(c));
+        c.vocab_size = model_vocab_probe(model);
+        if (c.vocab_size <= 0) fatal("%s: cannot read the vocabulary size (not a llama2.c .bin or a folder with config.json)", model);
+        load_tokenizer_or_die(&tok, NULL, model, &c);
+    }
+    size_t len;
+    char *text;
+    if (file || !strcmp(text_arg, "-")) {
+        const char *path = file ? file : "/dev/stdin";
+        text = read_file(path, &len, TOK_MAX_TEXT);
+        if (!text) { tokenizer_free(&tok); fatal_error(); }
+    } else { len = strlen(text_arg); text = strdup_check(text_arg); }
+    int n, cap = 0, *ids = NULL;
+    if (decode) { // ids separated by spaces, commas, brackets
+        cap = 16; n = 0;
+        ids = (int *)malloc_check((size_t)cap * sizeof(int));
+        for (char *p = text; *p;) {
+            if (isspace((unsigned char)*p) || *p == ',' || *p == '[' || *p == ']') { p++; continue; }
+            char *end;
+            errno = 0;
+            long v = strtol(p, &end, 10);
+            if (end == p || errno || v < 0 || v >= tok.vocab_size) {
+                char bad[24];
+                snprintf(bad, sizeof(bad), "%.*s", (int)strcspn(p, " \t\r\n,[]"), p);
+                fatal("%s: '%s' is not a token id of this tokenizer (0..%d)", file ? file : "ids", bad, tok.vocab_size - 1);
+            }
+            if (n == cap) { cap *= 2; ids = (int *)realloc_check(ids, (size_t)cap * sizeof(int)); }
+            ids[n++] = (int)v;
+            p = end;
+        }
+    } else {
+        cap = (int)(len < (size_t)INT_MAX / 2 - 8 ? len + 3 : (size_t)INT_MAX / 2);
+        ids = (int *)malloc_check((size_t)cap * sizeof(int));
+        n = tokenizer_encode(&tok, text, len, bos, eos, ids, cap);
+        if (n < 0) { free(text); free(ids); tokenizer_free(&tok); fatal_error(); }
+    }
+    char buf[1024];
+    if (decode) {
+        for (int i = 0; i < n; i++) {
+            int k = tokenizer_decode(&tok, i ? ids[i - 1] : -1, ids[i], buf, sizeof(buf));
+            fwrite(buf, 1, (size_t)k, stdout);
+        }
+        if (n && !json) fputc('\n', stdout);
+    } else if (json) {
+        StrBuf b = { 0 };
+        sb_puts(&b, "{\"ids\": [");
+        for (int i = 0; i < n; i++) sb_printf(&b, "%s%d", i ? ", " : "", ids[i]);
+        sb_puts(&b, "]");
+        if (pieces) {
+            sb_puts(&b, ", \"pieces\": [");
+            for (int i = 0; i < n; i++) {
+                if (i) sb_puts(&b, ", ");
+                char *pc = strdup_check(tok.pieces[ids[i]] ? tok.pieces[ids[i]] : "");
+                sb_json_string(&b, pc);
+                free(pc);
+            }
+            sb_puts(&b, "]");
+        }
+        sb_puts(&b, "}\n");
+        fputs(b.s, stdout);
+        free(b.s);
+    } else if (pieces) {
+        for (int i = 0; i < n; i++) {
+            printf("%6d -> '", ids[i]);
+            if (tok.pieces[ids[i]]) print_escaped(stdout, tok.pieces[ids[i]], tok.piece_len[ids[i]]);
+            printf("'\n");
+        }
+    } else {
+        printf("[");
+        for (int i = 0; i < n; i++) printf("%s%d", i ? ", " : "", ids[i]);
+        printf("]\n");
+    }
+    free(text); free(ids);
+    tokenizer_free(&tok);
+    note_tokenizer();
+    return 0;
+}
+
+// ---- export-gguf
+// llama.cpp's LoRA adapter file, as its convert_lora_to_gguf.py writes it: GGUF v3 with general.architecture
+// "llama", general.type "adapter", adapter.type "lora", adapter.lora.alpha (float32) and the base model's llama.*
+// hyperparameters; per adapted weight the tensors blk.N.<attn_q|attn_k|attn_v|attn_output|ffn_gate|ffn_up|
+// ffn_down>.weight.lora_a (PEFT's A, [r, in]: ggml ne = {in, r}) and .lora_b (B, [out, r]: ne = {r, out}), F32.
+// llama.cpp keeps Meta's interleaved RoPE layout, so the rows of q/k's lora_b are permuted back from
+// rotate-half (its LlamaModel.permute; the inverse of transformers' conversion). llama.cpp scales by
+// alpha / r with one alpha per file: rsLoRA (alpha / sqrt(r)) and rank_pattern / alpha_pattern scales are
+// written as alpha = scale * r of the first module, and other modules' B are multiplied by their scale ratio.
+static const char *gguf_module_names[NUM_TARGETS] = { "attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down" };
+enum { GGUF_U32 = 4, GGUF_F32 = 6, GGUF_STRING = 8 };
+static void gguf_str(StrBuf *b, const char *s) { uint64_t n = strlen(s); sb_putn(b, (const char *)&n, 8); sb_putn(b, s, (size_t)n); }
+static void gguf_kv_str(StrBuf *b, const char *k, const char *v) { uint32_t t = GGUF_STRING; gguf_str(b, k); sb_putn(b, (const char *)&t, 4); gguf_str(b, v); }
+static void gguf_kv_u32(StrBuf *b, const char *k, uint32_t v) { uint32_t t = GGUF_U32; gguf_str(b, k); sb_putn(b, (const char *)&t, 4); sb_putn(b, (const char *)&v, 4); }
+static void gguf_kv_f32(StrBuf *b, const char *k, float v) { uint32_t t = GGUF_F32; gguf_str(b, k); sb_putn(b, (const char *)&t, 4); sb_putn(b, (const char *)&v, 4); }
+
+static int export_gguf(const Lora *lo, const LoraConfig *lc, const Config *c, const char *name, const char *out) {
+    if (lo->dora) return set_error(out, "DoRA adapters have no llama.cpp form (its LoRA is W + scale B A)");
+    if (lo->embed || lo->lm_head) return set_error(out, "modules_to_save (full embed_tokens / lm_head) have no llama.cpp LoRA form; merge them instead");
+    int L = c->n_layers, ntensors = 0;
+    double alpha = -1;
+    for (int i = 0; i < L * NUM_TARGETS; i++) if (lo->mods[i].r) { if (alpha < 0) alpha = (double)lo->mods[i].scale * lo->mods[i].r; ntensors += 2; }
+    if (!ntensors) return set_error(out, "the adapter has no LoRA modules");
+    (void)lc;
+    // header and key/values
+    StrBuf h = { 0 };
+    uint32_t version = 3;
+    uint64_t nt = (uint64_t)ntensors, nkv = 15;
+    sb_putn(&h, "GGUF", 4); sb_putn(&h, (const char *)&version, 4); sb_putn(&h, (const char *)&nt, 8); sb_putn(&h, (const char *)&nkv, 8);
+    gguf_kv_str(&h, "general.architecture", "llama");
+    gguf_kv_str(&h, "general.type", "adapter");
+    gguf_kv_str(&h, "general.name", name);
+    gguf_kv_u32(&h, "general.file_type", 0); // all F32
+    gguf_kv_str(&h, "adapter.type", "lora");
+    gguf_kv_f32(&h, "adapter.lora.alpha", (float)alpha);
+    gguf_kv_u32(&h, "llama.block_count", (uint32_t)L);
+    gguf_kv_u32(&h, "llama.context_length", (uint32_t)c->seq_len);
+    gguf_kv_u32(&h, "llama.embedding_length", (uint32_t)c->dim);
+    gguf_kv_u32(&h, "llama.feed_forward_length", (uint32_t)c->hidden_dim);
+    gguf_kv_u32(&h, "llama.attention.head_count", (uint32_t)c->n_heads);
+    gguf_kv_u32(&h, "llama.attention.head_count_kv", (uint32_t)c->n_kv_heads);
+    gguf_kv_f32(&h, "llama.rope.freq_base", c->rope_theta);
+    gguf_kv_f32(&h, "llama.attention.layer_norm_rms_epsilon", c->norm_eps);
+    gguf_kv_u32(&h, "llama.rope.dimension_count", (uint32_t)c->head_dim);
+    // tensor infos: offsets into the data section, each aligned to 32 bytes (general.alignment's default)
+    uint64_t off = 0;
+    for (int l = 0; l < L; l++) for (int t = 0; t < NUM_TARGETS; t++) {
+        const LoraModule *md = &lo->mods[l * NUM_TARGETS + t];
+        if (!md->r) continue;
+        for (int ab = 0; ab < 2; ab++) {
+            char tname[96];
+            snprintf(tname, sizeof(tname), "blk.%d.%s.weight.lora_%c", l, gguf_module_names[t], ab ? 'b' : 'a');
+            uint32_t nd = 2, type = 0;
+            uint64_t ne[2] = { (uint64_t)(ab ? md->r : md->in), (uint64_t)(ab ? md->out : md->r) };
+            gguf_str(&h, tname); sb_putn(&h, (const char *)&nd, 4); sb_putn(&h, (const char *)ne, 16); sb_putn(&h, (const char *)&type, 4); sb_putn(&h, (const char *)&off, 8);
+            off += (ne[0] * ne[1] * 4 + 31) / 32 * 32;
+        }
+    }
+    static const char zeros[32] = { 0 };
+    AtomicFile af;
+    if (atomic_open(&af, out)) { free(h.s); return -1; }
+    atomic_write(&af, h.s, h.n);
+    atomic_write(&af, zeros, (32 - h.n % 32) % 32);
+    free(h.s);
+    for (int l = 0; l < L; l++) for (int t = 0; t < NUM_TARGETS; t++) {
+        const LoraModule *md = &lo->mods[l * NUM_TARGETS + t];
+        if (!md->r) continue;
+        size_t na = (size_t)md->r * md->in, nb = (size_t)md->out * md->r;
+        float *buf = (float *)malloc_check((na > nb ? na : nb) * sizeof(float));
+        for (size_t i = 0; i < na; i++) buf[i] = (float)md->A[i];
+        atomic_write(&af, buf, na * 4);
+        atomic_write(&af, zeros, (32 - na * 4 % 32) % 32);
+        double ratio = (double)md->scale * md->r / alpha;  // 1 unless the scales differ between modules
+        floatX *Bp = (floatX *)malloc_check(nb * sizeof(floatX));
+        memcpy(Bp, md->B, nb * sizeof(floatX));
+        if (t == TGT_Q || t == TGT_K) permute_rope_rows(Bp, t == TGT_Q ? c->n_heads : c->n_kv_heads, c->head_dim, md->r, 0);
+        for (size_t i = 0; i < nb; i++) buf[i] = fabs(ratio - 1) < 1e-6 ? (float)Bp[i] : (float)(Bp[i] * ratio);
+        atomic_write(&af, buf, nb * 4);
+        atomic_write(&af, zeros, (32 - nb * 4 % 32) % 32);
+        free(Bp); free(buf);
+    }
+    return atomic_commit(&af);
+}
+
+static void error_usage_export_gguf(void) {
+    fprintf(stderr, "Usage: peft export-gguf ADAPTER -o OUT.gguf [-m MODEL]\n"
+                    "  Writes a PEFT LoRA adapter as a llama.cpp LoRA adapter (GGUF v3, as convert_lora_to_gguf.py does):\n"
+                    "  llama-cli -m model.gguf --lora OUT.gguf\n"
+                    "  -o FILE       output .gguf file; required\n"
+                    "  -m MODEL      the base model (.bin or folder), for its shapes (default: adapter_config.json's\n"
+                    "                base_model_name_or_path when that is a local path)\n");
+    exit(1);
+}
+static int cmd_export_gguf(int argc, char **argv) {
+    const char *adapter = NULL, *out = NULL, *model_path = NULL;
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) error_usage_export_gguf();
+        else if (!strcmp(argv[i], "-o")) out = next_arg(argc, argv, &i);
+        else if (!strcmp(argv[i], "-m")) model_path = next_arg(argc, argv, &i);
+        else if (argv[i][0] != '-' && !adapter) adapter = argv[i];
+        else fatal("unexpected argument '%s' for export-gguf (see peft export-gguf --help)", argv[i]);
+    }
+    if (!adapter || !out) error_usage_export_gguf();
+    char cpath[4096], base[4096] = "";
+    path_join(cpath, sizeof(cpath), adapter, "adapter_config.json");
+    if (!model_path) {
+        Json *j = json_load(cpath);
+        if (!j) fatal_error();
+        const char *b = json_str(json_get(j, "base_model_name_or_path"));
+        if (b) snprintf(base, sizeof(base), "%s", b);
+        json_free(j);
+        if (!base[0] || !(file_exists(base) || dir_exists(base))) fatal("%s: base model '%s' is not a local path; give the base model with -m", cpath, base);
+        model_path = base;
+    }
+    Model m;
+    load_model_or_die(&m, model_path);
+    Lora lo;
+    LoraConfig lc;
+    if (lora_load(&lo, &lc, &m.config, adapter, 0)) fatal_error();
+    const char *name = strrchr(adapter, '/');
+    name = name && name[1] ? name + 1 : adapter;
+    int rc = export_gguf(&lo, &lc, &m.config, name, out);
+    lora_free(&lo); free(lc.layers);
+    model_free(&m);
+    if (rc) fatal_error();
+    fprintf(stderr, "wrote %s (llama.cpp LoRA adapter, GGUF v3, F32)\n", out);
     return 0;
 }
 
@@ -6214,6 +7457,8 @@ static void error_usage(void) {
                     "  merge MODEL ADAPTER... -o OUT  merge adapters into the weights\n"
                     "  quantize MODEL -o OUT --quant T  write an int8 (llama2.c v2), int4 or nf4 model file\n"
                     "  info PATH                      what a model, adapter or .safetensors file holds\n"
+                    "  tokenize [-z TOK | MODEL] TEXT the token ids of a text (--pieces, --json, --decode)\n"
+                    "  export-gguf ADAPTER -o OUT     write a LoRA adapter for llama.cpp (GGUF)\n"
                     "MODEL is a llama2.c .bin file or a Hugging Face folder (config.json + safetensors).\n");
     exit(1);
 }
@@ -6234,6 +7479,8 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "merge")) return cmd_merge(argc - 2, argv + 2);
     if (!strcmp(cmd, "info")) return cmd_info(argc - 2, argv + 2);
     if (!strcmp(cmd, "quantize")) return cmd_quantize(argc - 2, argv + 2);
+    if (!strcmp(cmd, "tokenize")) return cmd_tokenize(argc - 2, argv + 2);
+    if (!strcmp(cmd, "export-gguf")) return cmd_export_gguf(argc - 2, argv + 2);
     if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h")) error_usage();
     fatal("unknown command '%s' (see peft --help)", cmd);
     return 1;

@@ -330,6 +330,35 @@ static void run_fd_tests(void) {
 
 #define SHARED "../shared"
 static char tmpdir[256];
+
+// Test data, by its path under ../shared. A fresh clone has no ../shared, so the project commits what the tests
+// need: the default model (models/stories260K/), data/tinyshakespeare.txt, ./tokenizer.bin (llama2.c's Llama 2
+// tokenizer), tests/reference/peft (PEFT's reference adapters) and tests/fixtures/llama2-tokenization-reference.json
+// (tests/make_llama2_tokenization.py). Those committed copies are used always. The Hugging Face folders
+// (models/stories260K-hf-*) are ../shared's, written by transformers, when present; otherwise
+// tests/make_hf_folders.py writes the same tensors from the committed .bin into the temporary folder.
+static int hf_folders_made = 0; // 0 not tried, 1 made, -1 failed
+static const char *SH(const char *rel) {
+    static char pool[64][600];
+    static int next = 0;
+    char *out = pool[next++ % 64];
+    if (!strncmp(rel, "models/stories260K-hf", 21)) {
+        snprintf(out, 600, "%s/%s", SHARED, rel);
+        if (dir_exists(SHARED "/models/stories260K-hf-f32")) return out;
+        if (hf_folders_made == 0) {
+            char cmd[1024];
+            snprintf(cmd, sizeof(cmd), "python3 tests/make_hf_folders.py models/stories260K/stories260K.bin '%s/hf' >/dev/null", tmpdir);
+            hf_folders_made = system(cmd) == 0 ? 1 : -1;
+            if (hf_folders_made < 0) printf("note: %s failed; tests of Hugging Face folders will fail\n", cmd);
+        }
+        snprintf(out, 600, "%s/hf/%s", tmpdir, rel + strlen("models/"));
+    } else if (!strncmp(rel, "models/stories260K/", 19) || !strncmp(rel, "data/", 5)) snprintf(out, 600, "%s", rel);
+    else if (!strcmp(rel, "tokenizers/llama2/tokenizer.bin")) snprintf(out, 600, "tokenizer.bin");
+    else if (!strcmp(rel, "tokenizers/llama2/llama2-tokenization-reference.json")) snprintf(out, 600, "tests/fixtures/llama2-tokenization-reference.json");
+    else if (!strncmp(rel, "reference/", 10)) snprintf(out, 600, "tests/%s", rel);
+    else snprintf(out, 600, "%s/%s", SHARED, rel);
+    return out;
+}
 static const char *peft_bin(void) { const char *b = getenv("PEFT_BIN"); return b ? b : "./peft"; }
 static void tmp_path(char *out, size_t n, const char *name) { snprintf(out, n, "%s/%s", tmpdir, name); }
 static int have(const char *path) { return file_exists(path) || dir_exists(path); }
@@ -678,8 +707,8 @@ static void expect_model_error(const char *label, const char *path, const char *
     check(rc == -1 && (!want || strstr(peft_errbuf, want)), "hostile model", "%s -> %s", label, rc ? peft_errbuf : "ACCEPTED");
 }
 static void test_hostile_models(void) {
-    const char *bin = SHARED "/models/stories260K/stories260K.bin";
-    if (!have(bin)) { skip("hostile model files", "needs " SHARED "/models/stories260K (run from the repo root beside ../shared)"); return; }
+    const char *bin = SH("models/stories260K/stories260K.bin");
+    if (!have(bin)) { skip("hostile model files", "needs models/stories260K (run from the repo root)"); return; }
     size_t n;
     char *bytes = read_file(bin, &n, 1 << 30);
     char path[512];
@@ -727,7 +756,7 @@ static void test_hostile_models(void) {
         { "config with NaN", "{\"architectures\":[\"LlamaForCausalLM\"],\"hidden_size\":NaN}", "invalid JSON" },
         { "shapes that do not match the config", "{\"architectures\":[\"LlamaForCausalLM\"],\"hidden_size\":64,\"intermediate_size\":170,\"num_hidden_layers\":5,\"num_attention_heads\":8,\"num_key_value_heads\":4,\"vocab_size\":512,\"tie_word_embeddings\":true}", "expected shape" },
     };
-    const char *weights = SHARED "/models/stories260K-hf-f32/model.safetensors";
+    const char *weights = SH("models/stories260K-hf-f32/model.safetensors");
     size_t wn;
     char *w = read_file(weights, &wn, 1 << 30);
     char wpath[600];
@@ -756,13 +785,13 @@ static float *dump_logits(Model *m, Lora *lo, const int *ids, int B, int T, doub
     return out;
 }
 static void test_reference_logits(void) {
-    const char *ref = SHARED "/reference/peft/qv_r4/reference.safetensors";
-    if (!have(ref)) { skip("reference logits", "needs " SHARED "/reference/peft/qv_r4/reference.safetensors"); return; }
+    const char *ref = SH("reference/peft/qv_r4/reference.safetensors");
+    if (!have(ref)) { skip("reference logits", "needs tests/reference/peft/qv_r4/reference.safetensors"); return; }
     int B, T;
     int *ids = load_ints(ref, "input_ids", &B, &T);
     size_t nref;
     float *base = load_f32(ref, "logits_base", &nref);
-    const char *variants[] = { SHARED "/models/stories260K/stories260K.bin", SHARED "/models/stories260K-hf-f32" };
+    const char *variants[] = { SH("models/stories260K/stories260K.bin"), SH("models/stories260K-hf-f32") };
     for (int v = 0; v < 2; v++) {
         Model m;
         if (model_load(&m, variants[v])) { check(0, "reference logits", "%s: %s", variants[v], peft_errbuf); continue; }
@@ -781,7 +810,7 @@ static void test_reference_logits(void) {
     int fb, ft;
     int *fids = load_ints(fx, "input_ids", &fb, &ft);
     float *prev = NULL;
-    const char *bf[] = { SHARED "/models/stories260K-hf-bf16", SHARED "/models/stories260K-hf-f32-sharded" };
+    const char *bf[] = { SH("models/stories260K-hf-bf16"), SH("models/stories260K-hf-f32-sharded") };
     for (int v = 0; v < 2 && bref && fids; v++) {
         Model m;
         if (model_load(&m, bf[v])) { check(0, "bf16 logits", "%s: %s", bf[v], peft_errbuf); continue; }
@@ -807,7 +836,7 @@ static void test_generation(void) {
     Json *j = json_load(fx);
     if (!j) { check(0, "greedy fixture", "%s", peft_errbuf); return; }
     Json *tk = json_get(j, "tokens");
-    const char *models[] = { SHARED "/models/stories260K/stories260K.bin", SHARED "/models/stories260K-hf-f32", SHARED "/models/stories260K-hf-f32-sharded" };
+    const char *models[] = { SH("models/stories260K/stories260K.bin"), SH("models/stories260K-hf-f32"), SH("models/stories260K-hf-f32-sharded") };
     for (int v = 0; v < 3; v++) {
         Model m;
         if (!have(models[v])) { skip("greedy generation", "needs ../shared models"); continue; }
@@ -846,11 +875,11 @@ static void test_generation(void) {
 // --- PEFT references: loss, every gradient, and 10 AdamW steps from the saved adapter
 static void test_peft_reference(const char *name) {
     char dir[512], ref[600];
-    snprintf(dir, sizeof(dir), SHARED "/reference/peft/%s", name);
+    snprintf(dir, sizeof(dir), "%s/%s", SH("reference/peft"), name);
     path_join(ref, sizeof(ref), dir, "reference.safetensors");
-    if (!have(ref)) { skip("PEFT reference", "needs " SHARED "/reference/peft"); return; }
+    if (!have(ref)) { skip("PEFT reference", "needs tests/reference/peft"); return; }
     Model m;
-    if (model_load(&m, SHARED "/models/stories260K-hf-f32")) { check(0, "PEFT reference", "%s", peft_errbuf); return; }
+    if (model_load(&m, SH("models/stories260K-hf-f32"))) { check(0, "PEFT reference", "%s", peft_errbuf); return; }
     Lora lo; LoraConfig lc;
     if (lora_load(&lo, &lc, &m.config, dir, 1)) { check(0, "PEFT adapter loads", "%s", peft_errbuf); model_free(&m); return; }
     int B, T;
@@ -921,7 +950,7 @@ static void test_peft_reference(const char *name) {
     }
     // merging: the merged model (HF folder and the llama2.c .bin of the same weights) gives logits_merged
     float *rmerged = load_f32(ref, "logits_merged", &n);
-    const char *bases[2] = { SHARED "/models/stories260K-hf-f32", SHARED "/models/stories260K/stories260K.bin" };
+    const char *bases[2] = { SH("models/stories260K-hf-f32"), SH("models/stories260K/stories260K.bin") };
     for (int v = 0; v < 2 && rmerged && !gpu_on; v++) { // merging is host code: the CPU run checks it
         Model mm;
         Lora lo2; LoraConfig lc2;
@@ -955,10 +984,10 @@ static void test_peft_reference(const char *name) {
 //   test_tokenizer_merge_naive        test_tokenizer_split_words        test_tokenizer_special_and_limits
 //   test_tokenizer_hostile            test_tokenizer_fuzz               test_tokenizer_speed
 
-#define TOKTEST_LLAMA2 "../shared/tokenizers/llama2/tokenizer.bin"
-#define TOKTEST_LLAMA2_REF "../shared/tokenizers/llama2/llama2-tokenization-reference.json"
-#define TOKTEST_TOK512 "../shared/models/stories260K/tok512.bin"
-#define TOKTEST_SHAKESPEARE "../shared/data/tinyshakespeare.txt"
+#define TOKTEST_LLAMA2 SH("tokenizers/llama2/tokenizer.bin")
+#define TOKTEST_LLAMA2_REF SH("tokenizers/llama2/llama2-tokenization-reference.json")
+#define TOKTEST_TOK512 SH("models/stories260K/tok512.bin")
+#define TOKTEST_SHAKESPEARE SH("data/tinyshakespeare.txt")
 
 // encode into a fresh array (room for any text: at most 3 tokens per byte, plus bos/eos/prefixes)
 static int *toktest_encode(const Tokenizer *t, const char *text, size_t len, int bos, int eos, int *n) {
@@ -1056,7 +1085,7 @@ static void test_tokenizer_gpt2bpe_reference(void) {
 
 static void test_tokenizer_tok512_roundtrip(void) {
     const char *name = "tokenizer_tok512_roundtrip";
-    if (!file_exists(TOKTEST_TOK512)) { skip(name, "needs " TOKTEST_TOK512); return; }
+    if (!file_exists(TOKTEST_TOK512)) { skip(name, "needs models/stories260K/tok512.bin"); return; }
     Tokenizer t;
     if (tokenizer_load(&t, TOKTEST_TOK512, 512)) { check(0, name, "%s", peft_errbuf); return; }
 #define TOKTEST_TEXT(s) { s, sizeof(s) - 1 }
@@ -1167,7 +1196,7 @@ static void test_tokenizer_split_words(void) {
     const char *name = "tokenizer_split_words";
     const char *paths[3] = { TOKTEST_LLAMA2, TOKTEST_TOK512, "tests/spbpe/tokenizer.json" };
     size_t shlen;
-    if (!file_exists(TOKTEST_SHAKESPEARE)) { skip(name, "needs " TOKTEST_SHAKESPEARE); return; }
+    if (!file_exists(TOKTEST_SHAKESPEARE)) { skip(name, "needs data/tinyshakespeare.txt"); return; }
     char *sh = read_file(TOKTEST_SHAKESPEARE, &shlen, (size_t)1 << 26);
     if (!sh) { check(0, name, "%s", peft_errbuf); return; }
     static const char *const pool[] = { "the", " ", "  ", "   ", "\n", "\t", "a", "\xC3\xA9", "\xE6\x9D\xB1", "\xF0\x9F\x98\x80", "\xFF", ".", "\xE2\x96\x81", "<s>" };
@@ -1431,7 +1460,7 @@ static void test_tokenizer_speed(void) {
     const char *name = "tokenizer_speed";
     const char *paths[4] = { TOKTEST_LLAMA2, "tests/spbpe/tokenizer.json", "tests/bytebpe/tokenizer.json", "tests/gpt2bpe/tokenizer.json" };
     size_t len;
-    if (!file_exists(TOKTEST_SHAKESPEARE)) { skip(name, "needs " TOKTEST_SHAKESPEARE); return; }
+    if (!file_exists(TOKTEST_SHAKESPEARE)) { skip(name, "needs data/tinyshakespeare.txt"); return; }
     char *text = read_file(TOKTEST_SHAKESPEARE, &len, (size_t)1 << 26);
     if (!text) { check(0, name, "%s", peft_errbuf); return; }
     int *ids = (int *)malloc_check((3 * len + 8) * sizeof(int));
@@ -1453,15 +1482,24 @@ static void test_tokenizer_speed(void) {
     free(text);
 }
 
-// make builds ./tokenizer.bin from the Llama 2 tokenizer.model with export.py: byte-identical to llama2.c's
+// ./tokenizer.bin is committed (llama2.c's Llama 2 tokenizer); `make` rebuilds it from tokenizer.model with export.py
+// where that is found and stops if they differ. Here: byte-identical to llama2.c's file in ../shared when present,
+// else the size and FNV-1a 64 of llama2.c's file (433869 bytes, 0x045eadbfca0657b3)
 static void test_tokenizer_bin_built(void) {
-    const char *ref = SHARED "/tokenizers/llama2/tokenizer.bin";
-    if (!have(ref)) { skip("tokenizer.bin built by make", "needs " SHARED "/tokenizers/llama2"); return; }
-    if (!have("tokenizer.bin")) { check(0, "tokenizer.bin built by make", "./tokenizer.bin missing although %s exists (run make)", SHARED "/tokenizers/llama2/tokenizer.model"); return; }
-    size_t n1, n2;
-    char *a = read_file("tokenizer.bin", &n1, 1 << 26), *b = read_file(ref, &n2, 1 << 26);
-    check(a && b && n1 == n2 && !memcmp(a, b, n1), "tokenizer.bin built by make == llama2.c's", "%zu bytes, byte-identical", n1);
-    free(a); free(b);
+    const char *name = "./tokenizer.bin == llama2.c's";
+    size_t n1, n2 = 0;
+    char *a = read_file("tokenizer.bin", &n1, 1 << 26);
+    if (!a) { check(0, name, "%s", peft_errbuf); return; }
+    if (have(SHARED "/tokenizers/llama2/tokenizer.bin")) {
+        char *b = read_file(SHARED "/tokenizers/llama2/tokenizer.bin", &n2, 1 << 26);
+        check(b && n1 == n2 && !memcmp(a, b, n1), name, "%zu bytes, byte-identical to " SHARED "/tokenizers/llama2/tokenizer.bin", n1);
+        free(b);
+    } else {
+        uint64_t h = 0xcbf29ce484222325ull;
+        for (size_t i = 0; i < n1; i++) h = (h ^ (unsigned char)a[i]) * 0x100000001b3ull;
+        check(n1 == 433869 && h == 0x045eadbfca0657b3ull, name, "%zu bytes, FNV-1a 0x%016llx (llama2.c's: 433869, 0x045eadbfca0657b3)", n1, (unsigned long long)h);
+    }
+    free(a);
 }
 
 // --- CLI: run ./peft, check exit status and output
@@ -1480,8 +1518,8 @@ static int run_cmd(const char *args, char *err, size_t errn, char *out, size_t o
 }
 static int count_lines(const char *s) { int n = 0; for (; *s; s++) n += *s == '\n'; return n; }
 
-#define STORIES SHARED "/models/stories260K/stories260K.bin"
-#define TOK512 SHARED "/models/stories260K/tok512.bin"
+#define STORIES SH("models/stories260K/stories260K.bin")
+#define TOK512 SH("models/stories260K/tok512.bin")
 
 // bad input: one line "peft: ...", non-zero exit, and no output folder left behind
 static void expect_cli_error(const char *label, const char *args, const char *want, const char *must_not_exist) {
@@ -1614,8 +1652,8 @@ static void test_cli(void) {
         model_free(&m);
     }
     // PEFT's own adapter: load -> save gives the same tensors and an equivalent config
-    const char *pdir = SHARED "/reference/peft/all_r8_rslora";
-    if (have(pdir) && !model_load(&m, SHARED "/models/stories260K-hf-f32")) {
+    const char *pdir = SH("reference/peft/all_r8_rslora");
+    if (have(pdir) && !model_load(&m, SH("models/stories260K-hf-f32"))) {
         Lora lo; LoraConfig lc;
         char re[700];
         tmp_path(re, sizeof(re), "peft_resaved");
@@ -1664,8 +1702,8 @@ static void test_cli(void) {
     else check(0, "freeze fine-tuning", "%s", err);
 #undef STORIES
 #undef TOK512
-#define STORIES SHARED "/models/stories260K/stories260K.bin"
-#define TOK512 SHARED "/models/stories260K/tok512.bin"
+#define STORIES SH("models/stories260K/stories260K.bin")
+#define TOK512 SH("models/stories260K/tok512.bin")
 }
 
 // --- adapters: hostile files, several adapters, merge/info CLI, training from an adapter
@@ -1674,7 +1712,7 @@ static void write_text(const char *path, const char *s) { write_bytes(path, s, s
 // copy the qv_r4 adapter into dir, with its config replaced (cfg != NULL) and tensors edited by `edit`
 typedef void (*TensorEdit)(STWrite *ts, int *n, floatX **bufs);
 static int make_adapter(const char *dir, const char *cfg, TensorEdit edit) {
-    const char *src = SHARED "/reference/peft/qv_r4";
+    const char *src = SH("reference/peft/qv_r4");
     char p[700];
     mkdir_p(dir);
     snprintf(p, sizeof(p), "%s/adapter_config.json", src);
@@ -1732,7 +1770,7 @@ static void expect_adapter_error(const char *label, const char *cfg, TensorEdit 
     char cmd[700]; snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir); if (system(cmd)) {}
     if (make_adapter(dir, cfg, edit)) { check(0, "hostile adapter", "%s: could not build the fixture: %s", label, peft_errbuf); return; }
     Model m;
-    if (model_load(&m, SHARED "/models/stories260K-hf-f32")) return;
+    if (model_load(&m, SH("models/stories260K-hf-f32"))) return;
     Lora lo; LoraConfig lc;
     int rc = lora_load(&lo, &lc, &m.config, dir, 0);
     if (!rc) { lora_free(&lo); free(lc.layers); }
@@ -1741,14 +1779,14 @@ static void expect_adapter_error(const char *label, const char *cfg, TensorEdit 
 }
 
 static void test_adapters(void) {
-    const char *qv = SHARED "/reference/peft/qv_r4", *all = SHARED "/reference/peft/all_r8_rslora";
-    if (!have(qv) || !have(all)) { skip("adapter tests", "need " SHARED "/reference/peft"); return; }
+    const char *qv = SH("reference/peft/qv_r4"), *all = SH("reference/peft/all_r8_rslora");
+    if (!have(qv) || !have(all)) { skip("adapter tests", "need tests/reference/peft"); return; }
     const char *cfg_ok = "{\"peft_type\":\"LORA\",\"r\":4,\"lora_alpha\":8,\"target_modules\":[\"q_proj\",\"v_proj\"],\"bias\":\"none\"}";
     {
         char dir[600]; tmp_path(dir, sizeof(dir), "good_adapter");
         make_adapter(dir, cfg_ok, NULL);
         Model m; Lora lo; LoraConfig lc;
-        int ok = !model_load(&m, SHARED "/models/stories260K-hf-f32") && !lora_load(&lo, &lc, &m.config, dir, 0);
+        int ok = !model_load(&m, SH("models/stories260K-hf-f32")) && !lora_load(&lo, &lc, &m.config, dir, 0);
         check(ok, "adapter rewritten from PEFT's loads (control for the hostile cases)", "%s", ok ? "loads" : peft_errbuf);
         if (ok) { lora_free(&lo); free(lc.layers); model_free(&m); }
     }
@@ -1770,7 +1808,7 @@ static void test_adapters(void) {
         char p[700]; snprintf(p, sizeof(p), "%s/adapter_config.json", dir); write_text(p, cfg_ok);
         snprintf(p, sizeof(p), "%s/adapter_model.bin", dir); write_text(p, "PK");
         Model m; Lora lo; LoraConfig lc;
-        if (!model_load(&m, SHARED "/models/stories260K-hf-f32")) {
+        if (!model_load(&m, SH("models/stories260K-hf-f32"))) {
             int rc = lora_load(&lo, &lc, &m.config, dir, 0);
             check(rc == -1 && strstr(peft_errbuf, "pickled"), "hostile adapter", "adapter_model.bin pickle -> %s", peft_errbuf);
             model_free(&m);
@@ -1779,14 +1817,14 @@ static void test_adapters(void) {
     // modules_to_save: an adapter carrying a full lm_head replaces the (tied) classifier, not the embedding
     {
         Model mt;
-        if (!model_load(&mt, SHARED "/models/stories260K-hf-f32")) {
+        if (!model_load(&mt, SH("models/stories260K-hf-f32"))) {
             uint64_t r = 9;
             mts_head = malloc_check(512 * 64 * sizeof(floatX));
             for (int i = 0; i < 512 * 64; i++) mts_head[i] = mt.params.embed[i] + (floatX)((random_f32(&r) - 0.5f) * 0.5f);
             char dir[600]; tmp_path(dir, sizeof(dir), "mts_adapter");
             make_adapter(dir, "{\"peft_type\":\"LORA\",\"r\":4,\"lora_alpha\":8,\"modules_to_save\":[\"lm_head\"]}", edit_add_head);
             Lora la, lq; LoraConfig ka, kq;
-            int ok = !lora_load(&la, &ka, &mt.config, dir, 0) && !lora_load(&lq, &kq, &mt.config, SHARED "/reference/peft/qv_r4", 0);
+            int ok = !lora_load(&la, &ka, &mt.config, dir, 0) && !lora_load(&lq, &kq, &mt.config, SH("reference/peft/qv_r4"), 0);
             if (ok) {
                 int ids2[32];
                 for (int i = 0; i < 32; i++) ids2[i] = (i * 37 + 5) % 512;
@@ -1818,7 +1856,7 @@ static void test_adapters(void) {
         int fb, ft;
         float *rl = load_f32("tests/mts/reference.safetensors", "logits", &nr);
         int *fid = load_ints("tests/mts/reference.safetensors", "input_ids", &fb, &ft);
-        if (rl && fid && !model_load(&mt, SHARED "/models/stories260K-hf-f32")) {
+        if (rl && fid && !model_load(&mt, SH("models/stories260K-hf-f32"))) {
             Model mu = mt; // the fixture's base: stories260K untied, lm_head a copy of the embedding
             mu.config.tied = 0;
             model_alloc(&mu);
@@ -1841,7 +1879,7 @@ static void test_adapters(void) {
         Model mt; Lora la; LoraConfig ka;
         char dir[600]; tmp_path(dir, sizeof(dir), "pattern_adapter");
         make_adapter(dir, "{\"peft_type\":\"LORA\",\"r\":4,\"lora_alpha\":8,\"alpha_pattern\":{\"model.layers.0.self_attn.q_proj\":16,\"v_proj\":2},\"rank_pattern\":{\"layers.1.self_attn.q_proj\":4}}", NULL);
-        int ok = !model_load(&mt, SHARED "/models/stories260K-hf-f32") && !lora_load(&la, &ka, &mt.config, dir, 0);
+        int ok = !model_load(&mt, SH("models/stories260K-hf-f32")) && !lora_load(&la, &ka, &mt.config, dir, 0);
         check(ok && la.mods[0 * NUM_TARGETS + TGT_Q].scale == 4 && la.mods[1 * NUM_TARGETS + TGT_Q].scale == 2 && la.mods[2 * NUM_TARGETS + TGT_V].scale == 0.5f,
               "alpha_pattern / rank_pattern", "layer 0 q_proj scale 16/4, layer 1 q_proj 8/4, v_proj 2/4%s", ok ? "" : peft_errbuf);
         if (ok) { lora_free(&la); free(ka.layers); model_free(&mt); }
@@ -1849,7 +1887,7 @@ static void test_adapters(void) {
     }
     // two adapters with weights 0.7 and 0.3 == the model with 0.7*s1*B1A1 + 0.3*s2*B2A2 added by plain arithmetic
     Model m, ref;
-    if (model_load(&m, SHARED "/models/stories260K-hf-f32") || model_load(&ref, SHARED "/models/stories260K-hf-f32")) return;
+    if (model_load(&m, SH("models/stories260K-hf-f32")) || model_load(&ref, SH("models/stories260K-hf-f32"))) return;
     Lora l1, l2, comb; LoraConfig c1, c2;
     if (lora_load(&l1, &c1, &m.config, qv, 0) || lora_load(&l2, &c2, &m.config, all, 0)) { check(0, "two adapters", "%s", peft_errbuf); return; }
     Lora *ins[2] = { &l1, &l2 };
@@ -1888,7 +1926,7 @@ static void test_adapters(void) {
     STWrite iw; memset(&iw, 0, sizeof(iw));
     snprintf(iw.name, sizeof(iw.name), "input_ids"); iw.dtype = DT_I32; iw.ndim = 2; iw.shape[0] = B; iw.shape[1] = T; iw.idata = ids;
     st_write(in, &iw, 1, NULL);
-    snprintf(args, sizeof(args), "merge %s/models/stories260K-hf-f32 %s:0.7 %s:0.3 -o %s --dtype bf16", SHARED, qv, all, mdir);
+    snprintf(args, sizeof(args), "merge %s %s:0.7 %s:0.3 -o %s --dtype bf16", SH("models/stories260K-hf-f32"), qv, all, mdir);
     int rc = run_cmd(args, err, sizeof(err), NULL, 0);
     Model mb;
     int ok = !rc && !model_load(&mb, mdir);
@@ -1897,7 +1935,7 @@ static void test_adapters(void) {
     snprintf(args, sizeof(args), "info %s", qv);
     rc = run_cmd(args, err, sizeof(err), o, sizeof(o));
     check(!rc && strstr(o, "r 4") && strstr(o, "q_proj") && strstr(o, "lora_B.weight") && strstr(o, "parameters:"), "info on an adapter", "%.120s...", o);
-    snprintf(args, sizeof(args), "info %s/models/stories260K/stories260K.bin", SHARED);
+    snprintf(args, sizeof(args), "info %s", SH("models/stories260K/stories260K.bin"));
     rc = run_cmd(args, err, sizeof(err), o, sizeof(o));
     check(!rc && strstr(o, "dim 64") && strstr(o, "parameters: 260032"), "info on a model", "%.160s...", o);
     // training from an existing PEFT adapter (is_trainable=True): same keys and config, new values
@@ -1905,7 +1943,7 @@ static void test_adapters(void) {
         char data[600], od[600];
         tmp_path(data, sizeof(data), "data.txt");
         tmp_path(od, sizeof(od), "from_adapter");
-        snprintf(args, sizeof(args), "train %s/models/stories260K-hf-f32 %s -z %s -o %s --resume-adapter %s --steps 3 -T 32 -b 2 --val-frac 0", SHARED, data, TOK512, od, qv);
+        snprintf(args, sizeof(args), "train %s %s -z %s -o %s --resume-adapter %s --steps 3 -T 32 -b 2 --val-frac 0", SH("models/stories260K-hf-f32"), data, TOK512, od, qv);
         rc = run_cmd(args, err, sizeof(err), NULL, 0);
         Model mm; Lora a0, a1; LoraConfig k0, k1;
         ok = !rc && !model_load(&mm, STORIES) && !lora_load(&a0, &k0, &mm.config, qv, 0) && !lora_load(&a1, &k1, &mm.config, od, 0);
@@ -1939,7 +1977,7 @@ static void q80_write(FILE *f, const floatX *w, size_t n, int gs, floatX *deq) {
     }
 }
 static void test_bin_v2(void) {
-    if (!have(STORIES)) { skip("llama2.c v2 (int8) checkpoint", "needs " STORIES); return; }
+    if (!have(STORIES)) { skip("llama2.c v2 (int8) checkpoint", "needs models/stories260K/stories260K.bin"); return; }
     Model m, d;
     if (model_load(&m, STORIES) || model_load(&d, STORIES)) return;
     Config *c = &m.config;
@@ -2143,7 +2181,7 @@ static void test_qmatmul(void) {
 
 // QLoRA: LoRA gradients on a quantized base == those on an fp32 model holding the dequantized weights
 static void test_qlora_grads(void) {
-    if (!have(STORIES)) { skip("qlora gradients", "no " STORIES); return; }
+    if (!have(STORIES)) { skip("qlora gradients", "no models/stories260K/stories260K.bin"); return; }
     for (int type = QT_INT8; type <= QT_NF4; type++) {
         QuantOpts qo = { type, 1, type == QT_NF4 }, fl = { QT_NONE, 0, 0 };
         Model mq, mf;
@@ -2185,7 +2223,7 @@ static void test_qlora_grads(void) {
 
 // files: quantize -> load gives the same weights; int8 is a llama2.c v2 file; hostile 4-bit files
 static void test_quant_files(void) {
-    if (!have(STORIES)) { skip("quantized files", "no " STORIES); return; }
+    if (!have(STORIES)) { skip("quantized files", "no models/stories260K/stories260K.bin"); return; }
     for (int type = QT_INT8; type <= QT_NF4; type++)
         for (int emb = 0; emb <= 1; emb++) {
             if (type == QT_INT8 && !emb) continue;
@@ -2329,6 +2367,518 @@ static void test_quant_cli(void) {
     expect_cli_error("--double-quant without nf4", args, "applies to --quant nf4", NULL);
 }
 
+// peft tokenize: the CLI reproduces the reference ids (sentencepiece's for Llama 2; HF tokenizers' for the
+// tokenizer.json fixtures) for every string, and --decode gives the text back
+static void test_tokenize_cli(void) {
+    // (the gpt2bpe fixture's normalizer is lossy, so its text does not decode back; as in tokenizer_gpt2bpe_reference)
+    struct { const char *tok, *ref, *key; int roundtrip; } cases[4] = {
+        { "tokenizer.bin", NULL, "sentencepiece_ids", 1 }, { "tests/spbpe/tokenizer.json", "tests/spbpe/reference.json", "ids", 1 },
+        { "tests/bytebpe/tokenizer.json", "tests/bytebpe/reference.json", "ids", 1 }, { "tests/gpt2bpe/tokenizer.json", "tests/gpt2bpe/reference.json", "ids", 0 } };
+    // the Llama 2 strings: ../shared's sentencepiece 0.2.2 reference when present, else the committed re-encoding
+    cases[0].ref = have(SHARED "/tokenizers/llama2/llama2-tokenization-reference.json") ? SHARED "/tokenizers/llama2/llama2-tokenization-reference.json" : TOKTEST_LLAMA2_REF;
+    char args[2048], err[4096], out[1 << 16], txt[600];
+    tmp_path(txt, sizeof(txt), "tokenize_input.txt");
+    for (int c = 0; c < 4; c++) {
+        Json *ref = json_load(cases[c].ref);
+        if (!ref || ref->type != JSON_ARRAY) { check(0, "peft tokenize", "%s: %s", cases[c].ref, peft_errbuf); json_free(ref); continue; }
+        int total = 0, same = 0, back = 0, tried = 0;
+        char why[300] = "";
+        for (int i = 0; i < ref->n; i++) {
+            const Json *e = &ref->items[i], *text = json_get(e, "text"), *want = json_get(e, cases[c].key);
+            if (!text || text->type != JSON_STRING || !want || want->type != JSON_ARRAY) continue;
+            total++;
+            write_bytes(txt, text->str, text->len);
+            snprintf(args, sizeof(args), "tokenize -z %s -f %s --json", cases[c].tok, txt);
+            int rc = run_cmd(args, err, sizeof(err), out, sizeof(out));
+            Json *got = rc == 0 ? json_parse(out, strlen(out), "stdout") : NULL;
+            const Json *ids = got ? json_get(got, "ids") : NULL;
+            int ok = ids && ids->type == JSON_ARRAY && ids->n == want->n;
+            for (int k = 0; ok && k < ids->n; k++) ok = ids->items[k].num == want->items[k].num;
+            same += ok;
+            if (!ok && !why[0]) snprintf(why, sizeof(why), "; string %d differs (exit %d)", i, rc);
+            if (ok && cases[c].roundtrip && !json_bool_or(e, "special", 0) && text->len > 0 && !strstr(text->str, "\xE2\x96\x81")) { // --decode back
+                StrBuf b = { 0 };
+                for (int k = 0; k < ids->n; k++) sb_printf(&b, "%d ", (int)ids->items[k].num);
+                write_bytes(txt, b.s ? b.s : "", b.n);
+                free(b.s);
+                snprintf(args, sizeof(args), "tokenize -z %s -f %s --decode --json", cases[c].tok, txt);
+                size_t olen = 0;
+                rc = run_cmd(args, err, sizeof(err), NULL, 0);
+                char of[600];
+                tmp_path(of, sizeof(of), "stdout.txt");
+                char *o = read_file(of, &olen, 1 << 20);
+                tried++;
+                back += rc == 0 && o && olen == text->len && !memcmp(o, text->str, olen);
+                free(o);
+            }
+            json_free(got);
+        }
+        check(total > 0 && same == total && back == tried, "peft tokenize == reference ids", "-z %s: %d/%d strings give %s's %s%s; --decode gives %d/%d texts back",
+              cases[c].tok, same, total, cases[c].ref, cases[c].key, why, back, tried);
+        json_free(ref);
+    }
+    // MODEL instead of -z: the tokenizer beside a .bin (tok512.bin), named on stderr; --pieces, --bos/--eos
+    snprintf(args, sizeof(args), "tokenize %s \"Once upon a time\" --pieces --bos --eos", SH("models/stories260K/stories260K.bin"));
+    int rc = run_cmd(args, err, sizeof(err), out, sizeof(out));
+    check(rc == 0 && strstr(err, "tok512.bin") && strstr(out, "     1 -> '") && strstr(out, "   403 -> ' Once'") && strstr(out, "     2 -> '") && count_lines(out) == 6,
+          "peft tokenize MODEL --pieces --bos --eos", "picks %s; %d lines", strstr(err, "tok512.bin") ? "tok512.bin beside the model" : err, count_lines(out));
+    rc = run_cmd("tokenize -z tokenizer.bin \"Hello world\"", err, sizeof(err), out, sizeof(out));
+    check(rc == 0 && !strcmp(out, "[15043, 3186]\n"), "peft tokenize prints ids like llama-tokenize --ids", "%s", out);
+    expect_cli_error("tokenize --decode with an id outside the vocabulary", "tokenize -z tokenizer.bin \"1 32000\" --decode", "'32000' is not a token id", NULL);
+    expect_cli_error("tokenize without text", "tokenize -z tokenizer.bin", "exactly one of TEXT", NULL);
+    expect_cli_error("tokenize with a missing tokenizer", "tokenize -z nowhere/tok.bin hi", "nowhere/tok.bin", NULL);
+}
+
+// --template: every render of tests/chat/renders.json (made by tests/make_chat_fixtures.py with the real template
+// strings, rendered the way transformers' apply_chat_template does) equals peft.c's, text and errors alike
+static void test_chat_templates(void) {
+    const char *path = "tests/chat/renders.json";
+    Json *root = json_load(path);
+    const Json *renders = root ? json_get(root, "renders") : NULL;
+    if (!renders || renders->type != JSON_ARRAY) { check(0, "chat templates", "%s", root ? "no renders" : peft_errbuf); json_free(root); return; }
+    int per[NUM_TEMPLATES] = { 0 }, ok[NUM_TEMPLATES] = { 0 }, errors = 0;
+    char why[NUM_TEMPLATES][400];
+    memset(why, 0, sizeof(why));
+    for (int i = 0; i < renders->n; i++) {
+        const Json *e = &renders->items[i], *msgs = json_get(e, "messages"), *text = json_get(e, "text"), *err = json_get(e, "error");
+        const char *name = json_str(json_get(e, "template")), *bos = json_str(json_get(e, "bos_token")), *eos = json_str(json_get(e, "eos_token"));
+        int tpl = -1;
+        for (int k = 0; k < NUM_TEMPLATES; k++) if (name && !strcmp(name, template_names[k])) tpl = k;
+        if (tpl < 0 || !msgs || msgs->type != JSON_ARRAY) continue;
+        per[tpl]++;
+        ChatMsg m[16];
+        int n = 0;
+        for (int k = 0; k < msgs->n && n < 16; k++) {
+            const char *role = json_str(json_get(&msgs->items[k], "role"));
+            const Json *c = json_get(&msgs->items[k], "content");
+            m[n].role = !strcmp(role, "system") ? ROLE_SYSTEM : !strcmp(role, "user") ? ROLE_USER : ROLE_ASSISTANT;
+            m[n].s = c->str; m[n].n = c->len; n++;
+        }
+        ChatRender r;
+        char msg[300] = "";
+        int rc = chat_render(&r, tpl, m, n, msg, sizeof(msg));
+        int same;
+        if (err) { same = rc != 0 && !strcmp(msg, err->str); errors += same; }
+        else same = rc == 0 && text && r.text.n == text->len && !memcmp(r.text.s, text->str, text->len) && !strcmp(bos, template_bos[tpl]) && (!strcmp(eos, template_eos[tpl]));
+        if (same) ok[tpl]++;
+        else if (!why[tpl][0]) snprintf(why[tpl], sizeof(why[tpl]), "; conversation %d: got \"%.120s\" (rc %d %.100s)", (int)json_num_or(e, "conversation", -1), rc ? msg : (r.text.s ? r.text.s : ""), rc, msg);
+        if (rc == 0) cr_free(&r);
+    }
+    for (int k = 0; k < NUM_TEMPLATES; k++)
+        check(per[k] > 0 && ok[k] == per[k], "chat template == transformers' render", "%s: %d/%d renders of %s equal%s", template_names[k], ok[k], per[k], path, why[k]);
+    check(errors >= 3, "chat template errors == raise_exception's", "%d renders raise the template's own message (alternation, mistral's system role)", errors);
+    json_free(root);
+}
+
+// instruction data: the trained targets are exactly the response tokens; prompt tokens contribute no gradient;
+// LLaMA-Factory's truncation; bad rows
+static void test_instruction_data(void) {
+    char path[600], args[4096], err[4096], out[4096];
+    Tokenizer t;
+    if (tokenizer_load(&t, SH("models/stories260K/tok512.bin"), 512)) { check(0, "instruction data", "%s", peft_errbuf); return; }
+    tmp_path(path, sizeof(path), "alpaca.json");
+    const char *rows = "[\n {\"instruction\": \"Say hello.\", \"input\": \"\", \"output\": \"Hello! How are you?\"},\n"
+                       " {\"instruction\": \"Add the numbers.\", \"input\": \"2 and 3\", \"output\": \"Five.\", \"system\": \"You are a calculator.\"},\n"
+                       " {\"instruction\": \"Name a colour.\", \"output\": \"Blue.\", \"history\": [[\"Hi\", \"Hello there.\"]]}\n]\n";
+    write_bytes(path, rows, strlen(rows));
+    for (int tpl = 0; tpl < NUM_TEMPLATES; tpl++) {
+        Examples ex;
+        int lrc = load_examples(&ex, path, DATA_ALPACA, tpl, &t, 0, 0);
+        if (tpl == TPL_MISTRAL) { // its template has no system role: row 3 (line 3) has a system message
+            check(lrc && strstr(peft_errbuf, "alpaca.json:3: template mistral: Conversation roles must alternate"), "instruction data: mistral has no system role", "%s", peft_errbuf);
+            if (!lrc) examples_free(&ex);
+            continue;
+        }
+        if (lrc) { check(0, "instruction data", "%s: %s", template_names[tpl], peft_errbuf); continue; }
+        // the trained tokens of each example decode to exactly its responses (with EOS counted, not printed)
+        const char *want[3][2] = { { "Hello! How are you?", NULL }, { "Five.", NULL }, { "Hello there.", "Blue." } };
+        int good = 1, eos_end = 1;
+        char got[600] = "", expect[600] = "";
+        for (int e = 0; e < ex.count && good; e++) {
+            StrBuf b = { 0 }, w = { 0 };
+            int s0 = ex.start[e], s1 = ex.start[e + 1], eos = 0;
+            for (int i = s0; i < s1; i++) if (ex.train[i]) {
+                if (ex.tokens[i] == t.eos_id) { eos++; continue; }
+                char buf[64];
+                // a text run after BOS/EOS starts afresh (sentencepiece's dummy prefix): decode it as a start
+                int prev = i > s0 && ex.tokens[i - 1] != t.eos_id && ex.tokens[i - 1] != t.bos_id ? ex.tokens[i - 1] : -1;
+                int k = tokenizer_decode(&t, prev, ex.tokens[i], buf, sizeof(buf));
+                sb_putn(&b, buf, (size_t)k);
+            }
+            for (int r = 0; r < 2 && want[e][r]; r++) { // the template's text around each response
+                if (tpl == TPL_LLAMA2) sb_puts(&w, " ");
+                sb_puts(&w, want[e][r]);
+                if (tpl == TPL_LLAMA2) sb_puts(&w, " ");
+                if (tpl == TPL_LLAMA3) sb_puts(&w, "<|eot_id|>");
+                if (tpl == TPL_CHATML) sb_puts(&w, "<|im_end|>\n");
+                if (tpl == TPL_ALPACA) sb_puts(&w, "\n\n");
+            }
+            int n_resp = (want[e][1] ? 2 : 1);
+            int want_eos = (tpl == TPL_LLAMA3 || tpl == TPL_CHATML) ? 0 : n_resp;
+            // llama2/tok512: the dummy prefix makes the leading space part of the first piece
+            good = b.s && w.s && !strcmp(b.s, w.s) && eos == want_eos;
+            if (!good) { snprintf(got, sizeof(got), "%.250s (%d EOS)", b.s ? b.s : "", eos); snprintf(expect, sizeof(expect), "%.250s (%d EOS)", w.s ? w.s : "", want_eos); }
+            if (tpl != TPL_ALPACA && tpl != TPL_LLAMA3 && tpl != TPL_CHATML) eos_end &= ex.tokens[s1 - 1] == t.eos_id && ex.train[s1 - 1];
+            free(b.s); free(w.s);
+        }
+        check(good && eos_end, "instruction data: trained tokens == the responses", "--template %s: %d examples, %d tokens%s%s%s%s", template_names[tpl], ex.count, ex.n,
+              good ? "" : "; trained ", got, good ? "" : " vs expected ", expect);
+        examples_free(&ex);
+    }
+    // prompt tokens contribute no gradient: LoRA gradients of the masked batch equal those of the same batch with
+    // every prompt position's target replaced by another token, and differ from --train-on-prompt's
+    {
+        Model m;
+        Examples ex, exp_;
+        if (!model_load(&m, SH("models/stories260K/stories260K.bin")) && !load_examples(&ex, path, DATA_ALPACA, TPL_LLAMA2, &t, 0, 0) &&
+            !load_examples(&exp_, path, DATA_ALPACA, TPL_LLAMA2, &t, 0, 1)) {
+            int B = ex.count, T = ex.max_len - 1;
+            LoraConfig lc; memset(&lc, 0, sizeof(lc));
+            lc.r = 4; lc.alpha = 8; lc.targets = (1u << NUM_TARGETS) - 1; lc.seed = 3; lc.init_gaussian = 1;
+            Lora lo; lora_create(&lo, &m.config, &lc, 1);
+            for (size_t i = 0; i < lo.num_params; i++) lo.params[i] = (floatX)(0.02 * sin(0.37 * (double)i)); // B != 0
+            lora_alloc_acts(&lo, B * T); lo.training = 1;
+            Net net; net_init(&net, &m, &lo);
+            Activations a; acts_alloc(&a, &m.config, B, T, 0);
+            int *inp = malloc_check((size_t)B * T * sizeof(int)), *tgt = malloc_check((size_t)B * T * sizeof(int)), *tgt2 = malloc_check((size_t)B * T * sizeof(int));
+            floatX *g[3];
+            int masked = 0;
+            for (int run = 0; run < 3; run++) {
+                for (int b = 0; b < B; b++) examples_fill_row(run == 2 ? &exp_ : &ex, b, inp + b * T, tgt + b * T, T);
+                if (run == 1) { // the prompt positions (next token is a prompt token) get the loss of a different target: ignored
+                    memcpy(tgt2, tgt, (size_t)B * T * sizeof(int));
+                    for (int b = 0; b < B; b++) for (int tt = 0; tt + 1 < ex.start[b + 1] - ex.start[b]; tt++)
+                        if (!ex.train[ex.start[b] + tt + 1]) { if (tgt[b * T + tt] != -100) masked = -1000000; masked++; }
+                }
+                memset(lo.grads, 0, lo.num_params * sizeof(floatX));
+                peft_forward(&net, &a, inp);
+                peft_loss(&a, &m.config, tgt);
+                peft_backward(&net, &a, NULL, m.config.n_layers, 0);
+                g[run] = malloc_check(lo.num_params * sizeof(floatX));
+                memcpy(g[run], lo.grads, lo.num_params * sizeof(floatX));
+            }
+            double d01 = 0, d02 = 0, nrm = 0;
+            for (size_t i = 0; i < lo.num_params; i++) { d01 += fabs((double)g[0][i] - g[1][i]); d02 += fabs((double)g[0][i] - g[2][i]); nrm += fabs((double)g[0][i]); }
+            check(masked > 0 && d01 == 0 && d02 > 1e-3 * nrm && nrm > 0, "prompt tokens contribute no gradient",
+                  "%d prompt positions have target -100; LoRA gradients identical run to run (sum |diff| %.3g), --train-on-prompt's differ by %.3g of %.3g", masked, d01, d02, nrm);
+            for (int k = 0; k < 3; k++) free(g[k]);
+            free(inp); free(tgt); free(tgt2);
+            acts_free(&a); net_free(&net); lora_free(&lo);
+            examples_free(&ex); examples_free(&exp_);
+            model_free(&m);
+        } else check(0, "prompt tokens contribute no gradient", "%s", peft_errbuf);
+    }
+    // LLaMA-Factory's infer_seqlen on its three branches, and a whole example truncated turn by turn
+    {
+        int s1 = 10, t1 = 3, s2 = 3, t2 = 20, s3 = 30, t3 = 20;
+        infer_seqlen(&s1, &t1, 8); infer_seqlen(&s2, &t2, 10); infer_seqlen(&s3, &t3, 10);
+        Examples ex;
+        int ok = !load_examples(&ex, path, DATA_ALPACA, TPL_LLAMA2, &t, 12, 0);
+        int maxlen = ok ? ex.max_len : -1, trunc = ok ? ex.truncated : -1;
+        if (ok) examples_free(&ex);
+        check(s1 == 5 && t1 == 3 && s2 == 3 && t2 == 7 && s3 == 6 && t3 == 4 && maxlen == 12 && trunc == 3, "--cutoff-len truncates like LLaMA-Factory",
+              "infer_seqlen (10,3,8)->(%d,%d) (3,20,10)->(%d,%d) (30,20,10)->(%d,%d); examples at cutoff 12: longest %d, %d truncated", s1, t1, s2, t2, s3, t3, maxlen, trunc);
+    }
+    // sharegpt (both variants) and JSONL train end to end with the prompt masked; bad rows are FILE:LINE errors
+    char sg[600], od[600];
+    tmp_path(sg, sizeof(sg), "sharegpt.jsonl");
+    const char *sgrows = "{\"conversations\": [{\"from\": \"human\", \"value\": \"Tell me a story.\"}, {\"from\": \"gpt\", \"value\": \"Once upon a time, there was a cat.\"}]}\n"
+                         "{\"messages\": [{\"role\": \"system\", \"content\": \"Be kind.\"}, {\"role\": \"user\", \"content\": \"Hi\"}, {\"role\": \"assistant\", \"content\": \"Hello, friend.\"}]}\n"
+                         "{\"conversations\": [{\"from\": \"human\", \"value\": \"Q1\"}, {\"from\": \"gpt\", \"value\": \"A1\"}, {\"from\": \"human\", \"value\": \"Q2\"}, {\"from\": \"gpt\", \"value\": \"A2\"}], \"system\": \"S\"}\n";
+    write_bytes(sg, sgrows, strlen(sgrows));
+    tmp_path(od, sizeof(od), "sg_out");
+    snprintf(args, sizeof(args), "train %s %s --format sharegpt --template chatml --steps 2 -b 2 --val-frac 0.34 -o %s", SH("models/stories260K/stories260K.bin"), sg, od);
+    int rc = run_cmd(args, err, sizeof(err), out, sizeof(out));
+    int sg_ok = rc == 0 && strstr(err, "2 training examples") && strstr(err, "1 held out") && strstr(err, "responses only");
+    char *sg_line = strstr(err, "data: sharegpt"); if (sg_line) { char *e2 = strchr(sg_line, '\n'); if (e2) *e2 = 0; }
+    check(sg_ok, "train --format sharegpt --template chatml", "exit %d: %.300s", rc, sg_line ? sg_line : err);
+    snprintf(args, sizeof(args), "train %s %s --format alpaca --template llama3 --train-on-prompt --steps 2 -b 2 --val-frac 0 -o %s", SH("models/stories260K/stories260K.bin"), path, od);
+    rc = run_cmd(args, err, sizeof(err), out, sizeof(out));
+    check(rc == 0 && strstr(err, "prompts included"), "train --format alpaca --train-on-prompt", "exit %d", rc);
+    struct { const char *label, *text, *want; } bad[] = {
+        { "alpaca row without output", "[\n {\"instruction\": \"a\", \"output\": \"b\"},\n\n {\"instruction\": \"c\"}\n]\n", ":4: alpaca row needs an \"output\"" },
+        { "alpaca row that is not an object", "[{\"instruction\": \"a\", \"output\": \"b\"},\n 42]\n", ":2: a row must be a JSON object" },
+        { "broken JSON", "[{\"instruction\": \"a\", \"output\": \"b\"},\n {\"instruction\": }]\n", ":2: invalid JSON" },
+        { "broken JSONL line", "{\"instruction\": \"a\", \"output\": \"b\"}\n{\"instruction\": \"a\" \"output\": \"b\"}\n", ":2: invalid JSON" },
+        { "sharegpt turns out of order", "{\"conversations\": [{\"from\": \"gpt\", \"value\": \"x\"}, {\"from\": \"human\", \"value\": \"y\"}]}\n", ":1: \"conversations\" item 0 is 'gpt'" },
+        { "sharegpt ending with the user", "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}]}\n", ":1: \"messages\" must end with an assistant turn" },
+        { "sharegpt unknown role", "{\"conversations\": [{\"from\": \"bot\", \"value\": \"x\"}]}\n", "role 'bot' is not human, gpt or system" },
+        { "mistral template with a system message", "[{\"instruction\": \"a\", \"output\": \"b\", \"system\": \"s\"}]\n", ":1: template mistral: Conversation roles must alternate" },
+    };
+    for (size_t k = 0; k < sizeof(bad) / sizeof(bad[0]); k++) {
+        char bp[600];
+        tmp_path(bp, sizeof(bp), "bad_rows.json");
+        write_bytes(bp, bad[k].text, strlen(bad[k].text));
+        int sharegpt = strstr(bad[k].label, "sharegpt") != NULL, mistral = strstr(bad[k].label, "mistral") != NULL;
+        char od2[600];
+        tmp_path(od2, sizeof(od2), "bad_out");
+        snprintf(args, sizeof(args), "train %s %s --format %s --template %s --steps 1 -o %s", SH("models/stories260K/stories260K.bin"), bp,
+                 sharegpt ? "sharegpt" : "alpaca", mistral ? "mistral" : "alpaca", od2);
+        expect_cli_error(bad[k].label, args, bad[k].want, od2);
+    }
+    snprintf(args, sizeof(args), "train %s %s --template llama2", SH("models/stories260K/stories260K.bin"), SH("data/tinyshakespeare.txt"));
+    expect_cli_error("--template with text data", args, "apply to --format alpaca or sharegpt", NULL);
+    tokenizer_free(&t);
+}
+
+// training data that is not valid UTF-8: a warning naming the first bad byte's offset
+static void test_utf8_warning(void) {
+    char path[600], args[2048], err[4096], od[600];
+    tmp_path(path, sizeof(path), "latin1.txt");
+    const char *text = "Once upon a time there was a caf\xE9 in a little town, and everybody loved it very much indeed.\n";
+    write_bytes(path, text, strlen(text));
+    tmp_path(od, sizeof(od), "utf8_out");
+    snprintf(args, sizeof(args), "train %s %s -T 8 -b 1 --steps 1 --val-frac 0 -o %s", SH("models/stories260K/stories260K.bin"), path, od);
+    int rc = run_cmd(args, err, sizeof(err), NULL, 0);
+    int u_ok = rc == 0 && strstr(err, "not valid UTF-8: first bad byte 0xE9 at offset 32");
+    char *u_nl = strchr(err, '\n'); if (u_nl) *u_nl = 0;
+    check(u_ok, "non-UTF-8 training data warns", "exit %d: %.200s", rc, err);
+    static const unsigned char cases[][5] = { { 0xC0, 0x80 }, { 0xED, 0xA0, 0x80 }, { 0xF4, 0x90, 0x80, 0x80 }, { 0xE2, 0x82 }, { 0xF0, 0x9F, 0x98, 0x80 } };
+    static const size_t lens[] = { 2, 3, 4, 2, 4 }, want[] = { 0, 0, 0, 0, 4 };
+    int ok = 1;
+    for (int k = 0; k < 5; k++) ok &= utf8_invalid_at(cases[k], lens[k]) == want[k];
+    check(ok, "UTF-8 validation", "overlong, surrogate, > U+10FFFF and truncated sequences rejected; an emoji accepted");
+}
+
+// peft export-gguf, read back by Hugging Face's GGUF reader (npm @huggingface/gguf, tests/gguf/read_gguf.mjs):
+// the metadata llama.cpp's loader reads, and every tensor equal to the adapter's after undoing llama.cpp's q/k
+// row permutation (written here from its LlamaModel.permute: reshape(n_head, 2, hd/2, r).swapaxes(1, 2))
+static void test_export_gguf(void) {
+    const char *name = "export-gguf read by @huggingface/gguf";
+    if (system("node --version >/dev/null 2>&1") != 0) { skip(name, "node is not installed (.ci/run installs nodejs)"); return; }
+    if (!have("tests/gguf/node_modules/@huggingface/gguf/package.json")) {
+        printf("note: installing @huggingface/gguf into tests/gguf/node_modules (npm ci)\n");
+        if (system("cd tests/gguf && npm ci --no-audit --no-fund >/dev/null 2>&1") != 0 || !have("tests/gguf/node_modules/@huggingface/gguf/package.json")) {
+            skip(name, "npm could not install @huggingface/gguf (cd tests/gguf && npm ci)"); return;
+        }
+    }
+    char ad[600], args[2048], err[4096], gg[600], js[600];
+    tmp_path(ad, sizeof(ad), "gguf_adapter");
+    // a peft.c adapter (q,k,v,o + MLP, r 4, layers 1-3) and PEFT's rsLoRA all-linear adapter
+    snprintf(args, sizeof(args), "train %s %s -o %s --steps 2 -b 2 -T 32 --val-frac 0 --targets all-linear -r 4 --alpha 16 --layers 1-3 --lr 1e-2",
+             SH("models/stories260K/stories260K.bin"), SH("data/tinyshakespeare.txt"), ad);
+    if (run_cmd(args, err, sizeof(err), NULL, 0)) { check(0, name, "train failed: %s", err); return; }
+    const char *adapters[2] = { ad, SH("reference/peft/all_r8_rslora") };
+    Model m;
+    if (model_load(&m, SH("models/stories260K/stories260K.bin"))) { check(0, name, "%s", peft_errbuf); return; }
+    const Config *c = &m.config;
+    for (int k = 0; k < 2; k++) {
+        tmp_path(gg, sizeof(gg), k ? "rslora.gguf" : "adapter.gguf");
+        tmp_path(js, sizeof(js), "gguf.json");
+        snprintf(args, sizeof(args), "export-gguf %s -o %s -m %s", adapters[k], gg, SH("models/stories260K/stories260K.bin"));
+        int rc = run_cmd(args, err, sizeof(err), NULL, 0);
+        char cmd[2048];
+        snprintf(cmd, sizeof(cmd), "node tests/gguf/read_gguf.mjs '%s' > '%s' 2>&1", gg, js);
+        Json *j = rc == 0 && system(cmd) == 0 ? json_load(js) : NULL;
+        Lora lo; LoraConfig lc;
+        if (!j || lora_load(&lo, &lc, c, adapters[k], 0)) { check(0, name, "%s: export exit %d, reader: %s", adapters[k], rc, j ? peft_errbuf : "failed (see output)"); json_free(j); continue; }
+        const Json *md = json_get(j, "metadata"), *ts = json_get(j, "tensors");
+        const char *arch = json_str(json_get(md, "general.architecture")), *type = json_str(json_get(md, "general.type")), *atype = json_str(json_get(md, "adapter.type"));
+        double alpha = json_num_or(md, "adapter.lora.alpha", -1);
+        int meta_ok = json_num_or(md, "version", 0) == 3 && arch && !strcmp(arch, "llama") && type && !strcmp(type, "adapter") && atype && !strcmp(atype, "lora");
+        int ntens = 0, tens_ok = 1, scale_ok = 1;
+        double maxdiff = 0;
+        for (int l = 0; l < c->n_layers; l++) for (int t = 0; t < NUM_TARGETS; t++) {
+            const LoraModule *mo = &lo.mods[l * NUM_TARGETS + t];
+            if (!mo->r) continue;
+            static const char *gn[NUM_TARGETS] = { "attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down" };
+            char na[128], nb[128];
+            snprintf(na, sizeof(na), "blk.%d.%s.weight.lora_a", l, gn[t]);
+            snprintf(nb, sizeof(nb), "blk.%d.%s.weight.lora_b", l, gn[t]);
+            const Json *ta = json_get(ts, na), *tb = json_get(ts, nb);
+            const Json *da = ta ? json_get(ta, "data") : NULL, *db = tb ? json_get(tb, "data") : NULL, *sa = ta ? json_get(ta, "shape") : NULL, *sb = tb ? json_get(tb, "shape") : NULL;
+            if (!da || !db || !sa || !sb || da->n != mo->r * mo->in || db->n != mo->out * mo->r || sa->n != 2 || sb->n != 2 ||
+                sa->items[0].num != mo->in || sa->items[1].num != mo->r || sb->items[0].num != mo->r || sb->items[1].num != mo->out) { tens_ok = 0; continue; }
+            ntens += 2;
+            scale_ok &= fabs(alpha / mo->r - mo->scale) <= 1e-6 * mo->scale; // llama.cpp's scale alpha / r
+            for (int i = 0; i < da->n; i++) { double d = fabs(da->items[i].num - (double)mo->A[i]); if (d > maxdiff) maxdiff = d; }
+            int heads = t == TGT_Q ? c->n_heads : t == TGT_K ? c->n_kv_heads : 0, hd = c->head_dim;
+            for (int row = 0; row < mo->out; row++) {
+                int src = row; // the GGUF row holding transformers' row `row`
+                if (heads) { int h = row / hd, w = row % hd, j = w / (hd / 2), i = w % (hd / 2); src = h * hd + 2 * i + j; }
+                for (int q = 0; q < mo->r; q++) { double d = fabs(db->items[src * mo->r + q].num - (double)mo->B[row * mo->r + q]); if (d > maxdiff) maxdiff = d; }
+            }
+        }
+        check(meta_ok && tens_ok && scale_ok && ntens > 0 && ntens == ts->n && maxdiff == 0, name, "%s: GGUF v%d, general.type %s, adapter.type %s, alpha %.4f; %d tensors, max |diff| %.3g after undoing the q/k permutation%s",
+              adapters[k], (int)json_num_or(md, "version", 0), type ? type : "?", atype ? atype : "?", alpha, ntens, maxdiff, scale_ok ? "; alpha / r == each module's scale" : "; scale mismatch");
+        lora_free(&lo); free(lc.layers); json_free(j);
+    }
+    model_free(&m);
+    snprintf(args, sizeof(args), "export-gguf %s -o %s/dora.gguf -m %s", SH("reference/peft/qkvo_r4_dora"), tmpdir, SH("models/stories260K/stories260K.bin"));
+    char dora_out[700]; snprintf(dora_out, sizeof(dora_out), "%s/dora.gguf", tmpdir);
+    expect_cli_error("export-gguf of a DoRA adapter", args, "DoRA adapters have no llama.cpp form", dora_out);
+}
+
+// OUT/loss.svg: one point per validation, rendered by a real SVG renderer (librsvg's rsvg-convert) to a PNG
+// that shows the three curves (tests/check_png.py decodes it)
+static void test_loss_svg(void) {
+    char od[600], args[2048], err[4096], svg[700], png[700], cmd[4096], out[1024];
+    tmp_path(od, sizeof(od), "svg_out");
+    snprintf(args, sizeof(args), "train %s %s -o %s --steps 6 -b 2 -T 32 --eval-every 2 --eval-batches 2 --lr 1e-2", SH("models/stories260K/stories260K.bin"), SH("data/tinyshakespeare.txt"), od);
+    int rc = run_cmd(args, err, sizeof(err), NULL, 0);
+    snprintf(svg, sizeof(svg), "%s/loss.svg", od);
+    size_t n = 0;
+    char *text = rc == 0 ? read_file(svg, &n, 1 << 24) : NULL;
+    int circles = 0;
+    for (const char *q = text; q && (q = strstr(q, "<circle")); q++) circles++;
+    check(text && strstr(text, "<svg") && strstr(text, "</svg>") && circles == 4 && strstr(text, "held-out loss"), "train writes OUT/loss.svg", "exit %d, %zu bytes, %d held-out points (before training + 3 validations)", rc, n, circles);
+    free(text);
+    if (system("rsvg-convert --version >/dev/null 2>&1") != 0) { skip("loss.svg renders", "rsvg-convert is not installed (apt-get install librsvg2-bin; .ci/run does)"); return; }
+    snprintf(png, sizeof(png), "%s/loss.png", od);
+    snprintf(cmd, sizeof(cmd), "rsvg-convert '%s' -o '%s' 2>&1 && python3 tests/check_png.py '%s' 2>&1", svg, png, png);
+    FILE *p = popen(cmd, "r");
+    out[0] = 0;
+    if (p) { if (!fgets(out, sizeof(out), p)) out[0] = 0; rc = pclose(p); } else rc = -1;
+    char *nl = strchr(out, '\n'); if (nl) *nl = 0;
+    check(rc == 0 && !strncmp(out, "ok ", 3), "loss.svg renders (rsvg-convert -> PNG)", "%s", out);
+}
+
+// target_modules as a regex: peft.c's matcher against Python's re.fullmatch (tests/fixtures/regex_cases.json,
+// tests/make_regex_cases.py); train --targets REGEX writes PEFT's string form and adapts exactly the matches
+static void test_target_regex(void) {
+    Json *cases = json_load("tests/fixtures/regex_cases.json");
+    if (!cases || cases->type != JSON_ARRAY) { check(0, "regex == Python re.fullmatch", "%s", peft_errbuf); json_free(cases); return; }
+    int same = 0, total = 0;
+    char why[300] = "";
+    for (int i = 0; i < cases->n; i++) {
+        const Json *e = &cases->items[i];
+        const char *pat = json_str(json_get(e, "pattern")), *text = json_str(json_get(e, "text"));
+        const char *err = NULL;
+        int got = regex_fullmatch(pat, text ? text : "", &err), want = json_bool_or(e, "error", 0) ? -1 : json_bool_or(e, "match", 0);
+        total++;
+        if (got == want) same++;
+        else if (!why[0]) snprintf(why, sizeof(why), "; /%s/ on '%s': %d, Python %d", pat, text ? text : "", got, want);
+    }
+    check(same == total && total > 1000, "regex == Python re.fullmatch", "%d/%d cases%s", same, total, why);
+    json_free(cases);
+    char od[600], args[2048], err[4096];
+    tmp_path(od, sizeof(od), "regex_adapter");
+    const char *re = "model\\.layers\\.[13]\\.(self_attn\\.(q|v)|mlp\\.down)_proj";
+    snprintf(args, sizeof(args), "train %s %s -o %s --steps 1 -b 1 -T 16 --val-frac 0 --targets '%s'", SH("models/stories260K/stories260K.bin"), SH("data/tinyshakespeare.txt"), od, re);
+    int rc = run_cmd(args, err, sizeof(err), NULL, 0);
+    char cfg[700];
+    snprintf(cfg, sizeof(cfg), "%s/adapter_config.json", od);
+    Json *j = rc == 0 ? json_load(cfg) : NULL;
+    const Json *tm = j ? json_get(j, "target_modules") : NULL;
+    Model m; Lora lo; LoraConfig lc;
+    int ok = tm && tm->type == JSON_STRING && !strcmp(tm->str, re) && json_get(j, "layers_to_transform") && json_get(j, "layers_to_transform")->type == JSON_NULL;
+    int nmods = 0, right = 1;
+    if (ok && !model_load(&m, SH("models/stories260K/stories260K.bin"))) {
+        if (!lora_load(&lo, &lc, &m.config, od, 0)) {
+            for (int l = 0; l < m.config.n_layers; l++) for (int t = 0; t < NUM_TARGETS; t++) {
+                int want = (l == 1 || l == 3) && (t == TGT_Q || t == TGT_V || t == TGT_DOWN);
+                nmods += lo.mods[l * NUM_TARGETS + t].r > 0;
+                right &= (lo.mods[l * NUM_TARGETS + t].r > 0) == want;
+            }
+            ok &= !strcmp(lc.target_regex, re);
+            lora_free(&lo); free(lc.layers);
+        } else ok = 0;
+        model_free(&m);
+    } else ok = 0;
+    check(ok && right && nmods == 6, "train --targets REGEX", "target_modules \"%s\" written as a string; %d modules adapted (layers 1, 3: q, v, down)", re, nmods);
+    json_free(j);
+    // a regex adapter whose weights include a module the regex does not match: an error naming it
+    char bad[600], path[700];
+    tmp_path(bad, sizeof(bad), "regex_bad");
+    snprintf(args, sizeof(args), "train %s %s -o %s --steps 1 -b 1 -T 16 --val-frac 0 --targets q_proj", SH("models/stories260K/stories260K.bin"), SH("data/tinyshakespeare.txt"), bad);
+    run_cmd(args, err, sizeof(err), NULL, 0);
+    snprintf(path, sizeof(path), "%s/adapter_config.json", bad);
+    size_t n;
+    char *txt = read_file(path, &n, 1 << 20);
+    if (txt) {
+        char *at = strstr(txt, "\"target_modules\": [\"q_proj\"]");
+        if (at) {
+            StrBuf b = { 0 };
+            sb_putn(&b, txt, (size_t)(at - txt));
+            sb_puts(&b, "\"target_modules\": \".*\\\\.[0-3]\\\\.self_attn\\\\.q_proj\"");
+            sb_puts(&b, at + strlen("\"target_modules\": [\"q_proj\"]"));
+            write_bytes(path, b.s, b.n);
+            free(b.s);
+        }
+        free(txt);
+    }
+    snprintf(args, sizeof(args), "generate %s -a %s -n 2", SH("models/stories260K/stories260K.bin"), bad);
+    expect_cli_error("adapter weights outside its target_modules regex", args, "does not match model.layers.4.self_attn.q_proj", NULL);
+    snprintf(args, sizeof(args), "train %s %s --targets 'model\\.layers\\.9\\..*'", SH("models/stories260K/stories260K.bin"), SH("data/tinyshakespeare.txt"));
+    expect_cli_error("--targets regex matching nothing", args, "matches no module", NULL);
+}
+
+// modules_to_save trained with LoRA: on the tied stories260K model the gradients of the embed_tokens and
+// lm_head copies add up to full fine-tuning's gradient of the tied embedding (LoRA's B = 0: the same model);
+// the trained copies are saved under PEFT's names and load back
+static void test_modules_to_save_training(void) {
+    Model m;
+    if (model_load(&m, SH("models/stories260K/stories260K.bin"))) { check(0, "modules_to_save gradients", "%s", peft_errbuf); return; }
+    const Config *c = &m.config;
+    int B = 2, T = 16, N = B * T;
+    int *inp = malloc_check(N * sizeof(int)), *tgt = malloc_check(N * sizeof(int));
+    uint64_t rng = 7;
+    for (int i = 0; i < N; i++) { inp[i] = (int)(random_u32(&rng) % 512); tgt[i] = (int)(random_u32(&rng) % 512); }
+    LoraConfig lc; memset(&lc, 0, sizeof(lc));
+    lc.r = 4; lc.alpha = 8; lc.targets = (1u << TGT_Q) | (1u << TGT_V); lc.seed = 1;
+    Lora lo; lora_create(&lo, c, &lc, 1);
+    lora_alloc_acts(&lo, N); lo.training = 1;
+    lora_setup_mts(&lo, &m, 3, "test");
+    Net net; net_init(&net, &m, &lo);
+    Activations a; acts_alloc(&a, c, B, T, 0);
+    size_t ne = (size_t)c->vocab_size * c->dim;
+    memset(lo.dembed, 0, ne * sizeof(floatX)); memset(lo.dlm_head, 0, ne * sizeof(floatX)); memset(lo.grads, 0, lo.num_params * sizeof(floatX));
+    peft_forward(&net, &a, inp);
+    double l1 = peft_loss(&a, c, tgt);
+    peft_backward(&net, &a, NULL, c->n_layers, 0);
+    // full fine-tuning of the same (tied) model
+    floatX *gmem = calloc_check(m.num_parameters, sizeof(floatX));
+    ParameterTensors g; point_parameters(&g, gmem, m.param_sizes, c->tied);
+    Net net2; net_init(&net2, &m, NULL);
+    Activations a2; acts_alloc(&a2, c, B, T, 0);
+    peft_forward(&net2, &a2, inp);
+    double l2 = peft_loss(&a2, c, tgt);
+    peft_backward(&net2, &a2, &g, 0, 1);
+    double num = 0, den = 0, ne_e = 0, ne_h = 0;
+    for (size_t i = 0; i < ne; i++) { double d = (double)lo.dembed[i] + lo.dlm_head[i] - g.embed[i]; num += d * d; den += (double)g.embed[i] * g.embed[i]; ne_e += fabs((double)lo.dembed[i]); ne_h += fabs((double)lo.dlm_head[i]); }
+    double rel = sqrt(num / den);
+    check(c->tied && fabs(l1 - l2) < 1e-6 && rel < 1e-5 && ne_e > 0 && ne_h > 0, "modules_to_save gradients", "tied model: d(embed copy) + d(lm_head copy) vs full fine-tuning's d(embedding): relative error %.2e; loss %.6f vs %.6f", rel, l1, l2);
+    free(gmem); free(inp); free(tgt); acts_free(&a); acts_free(&a2); net_free(&net); net_free(&net2); lora_free(&lo); model_free(&m);
+    // the CLI: trained copies saved under PEFT's names, listed in modules_to_save, loaded back, and they moved
+    char od[600], args[2048], err[4096], cfg[700];
+    tmp_path(od, sizeof(od), "mts_adapter");
+    snprintf(args, sizeof(args), "train %s %s -o %s --steps 3 -b 2 -T 32 --val-frac 0 --additional-target embed_tokens,lm_head --lr 1e-2", SH("models/stories260K/stories260K.bin"), SH("data/tinyshakespeare.txt"), od);
+    int rc = run_cmd(args, err, sizeof(err), NULL, 0);
+    snprintf(cfg, sizeof(cfg), "%s/adapter_config.json", od);
+    Json *j = rc == 0 ? json_load(cfg) : NULL;
+    const Json *mts = j ? json_get(j, "modules_to_save") : NULL;
+    int ok = mts && mts->type == JSON_ARRAY && mts->n == 2 && !strcmp(mts->items[0].str, "embed_tokens") && !strcmp(mts->items[1].str, "lm_head");
+    double moved = 0;
+    if (ok && !model_load(&m, SH("models/stories260K/stories260K.bin"))) {
+        LoraConfig lc2;
+        if (!lora_load(&lo, &lc2, &m.config, od, 0)) {
+            for (size_t i = 0; i < ne; i++) moved += fabs((double)lo.embed[i] - m.params.embed[i]) + fabs((double)lo.lm_head[i] - m.params.wcls[i]);
+            lora_free(&lo); free(lc2.layers);
+        } else ok = 0;
+        model_free(&m);
+    } else ok = 0;
+    check(ok && moved > 0, "train --modules-to-save / --additional-target", "adapter lists modules_to_save [embed_tokens, lm_head]; trained copies load back, sum |change| %.3g", moved);
+    json_free(j);
+}
+
+// floats written into configs are the shortest decimals that read back as the same float
+static void test_config_floats(void) {
+    char od[600], args[2048], err[4096], cfg[700];
+    tmp_path(od, sizeof(od), "float_adapter");
+    snprintf(args, sizeof(args), "train %s %s -o %s --steps 1 -b 1 -T 16 --val-frac 0 --dropout 0.1 --alpha 0.3", SH("models/stories260K/stories260K.bin"), SH("data/tinyshakespeare.txt"), od);
+    int rc = run_cmd(args, err, sizeof(err), NULL, 0);
+    snprintf(cfg, sizeof(cfg), "%s/adapter_config.json", od);
+    size_t n = 0;
+    char *txt = rc == 0 ? read_file(cfg, &n, 1 << 20) : NULL;
+    int ok = txt && strstr(txt, "\"lora_dropout\": 0.1,") && strstr(txt, "\"lora_alpha\": 0.3,");
+    float vals[6] = { 0.1f, 1e-5f, 1e-6f, 10000.0f, 500000.0f, 3.14159274f };
+    const char *want[6] = { "0.1", "1e-05", "1e-06", "10000", "500000", "3.1415927" };
+    for (int k = 0; k < 6; k++) ok &= !strcmp(json_float(vals[k]), want[k]);
+    for (uint32_t bits = 0x3f800000u, k = 0; k < 100000; k++, bits += 977) { float f; memcpy(&f, &bits, 4); ok &= (float)strtod(json_float(f), NULL) == f; }
+    check(ok, "shortest round-trip floats in configs", "lora_dropout 0.1 and lora_alpha 0.3 written as 0.1 / 0.3; rms_norm_eps 1e-5 as 1e-05; 100000 floats read back exactly");
+    free(txt);
+}
+
 static void run_fp32_tests(void) {
     test_kernels_matmul();
     test_kernels_attention();
@@ -2356,6 +2906,15 @@ static void run_fp32_tests(void) {
     test_peft_reference("all_r8_rslora");
     test_peft_reference("qkvo_r4_dora");
     test_cli();
+    test_tokenize_cli();
+    test_chat_templates();
+    test_instruction_data();
+    test_utf8_warning();
+    test_export_gguf();
+    test_loss_svg();
+    test_target_regex();
+    test_modules_to_save_training();
+    test_config_floats();
     test_adapters();
     test_nf4_bitsandbytes();
     test_quant_bounds();
@@ -2734,11 +3293,13 @@ static double val_loss_of(const char *err) { // "... val loss A -> B" on the don
     return atof(p + 3);
 }
 static void cuda_test_cli(void) {
-    if (!have(STORIES) || !have(TOKTEST_SHAKESPEARE)) { skip("cuda CLI", "needs " STORIES " and " TOKTEST_SHAKESPEARE); return; }
-    char args[4096], err[1 << 16], out[8192], o1[600], o2[600], o3[600];
+    char stories[600], tok[600], shk[600];
+    snprintf(stories, sizeof(stories), "%s", STORIES); snprintf(tok, sizeof(tok), "%s", TOK512); snprintf(shk, sizeof(shk), "%s", TOKTEST_SHAKESPEARE);
+    if (!have(stories) || !have(shk)) { skip("cuda CLI", "needs the stories260K model and tinyshakespeare"); return; }
+    char args[4096], err[1 << 16], out[8192], o1[600], o2[600], o3[600], common[2048], rcommon[2048];
     tmp_path(o1, sizeof(o1), "cuda_shk"); tmp_path(o2, sizeof(o2), "cpu_shk");
     // README's Shakespeare run: bf16 on the GPU against fp32 on the CPU
-    const char *common = STORIES " " TOKTEST_SHAKESPEARE " -z " TOK512 " --steps 300 --val-frac 0.1 --eval-batches 0 --targets all-linear -r 16 --alpha 32 --lr 3e-3";
+    snprintf(common, sizeof(common), "%s %s -z %s --steps 300 --val-frac 0.1 --eval-batches 0 --targets all-linear -r 16 --alpha 32 --lr 3e-3", stories, shk, tok);
     snprintf(args, sizeof(args), "train %s -o %s --device cuda", common, o1);
     double t0 = time_sec();
     int rc = run_cmd(args, err, sizeof(err), NULL, 0);
@@ -2751,7 +3312,7 @@ static void cuda_test_cli(void) {
           "held-out loss after 300 steps: GPU bf16 %.4f, CPU fp32 %.4f, difference %.2f%% <= 2%% (GPU %.1f s, CPU %.1f s)", vg, vc, 100 * fabs(vg - vc) / vc, tg, tc);
     // resume on the GPU is bit-exact: 6 steps at once, or 3 then --resume
     tmp_path(o1, sizeof(o1), "cuda_r6"); tmp_path(o2, sizeof(o2), "cuda_r3"); tmp_path(o3, sizeof(o3), "cuda_r3/checkpoint-3");
-    const char *rcommon = STORIES " " TOKTEST_SHAKESPEARE " -z " TOK512 " -b 4 -T 64 --targets all-linear --dropout 0.1 --lr 1e-2 --device cuda --val-frac 0";
+    snprintf(rcommon, sizeof(rcommon), "%s %s -z %s -b 4 -T 64 --targets all-linear --dropout 0.1 --lr 1e-2 --device cuda --val-frac 0", stories, shk, tok);
     snprintf(args, sizeof(args), "train %s -o %s --steps 6", rcommon, o1);
     int r1 = run_cmd(args, err, sizeof(err), NULL, 0);
     snprintf(args, sizeof(args), "train %s -o %s --steps 6 --save-every 3", rcommon, o2);
@@ -2767,9 +3328,9 @@ static void cuda_test_cli(void) {
           "6 steps (dropout 0.1, all-linear, bf16) == 3 steps + --resume checkpoint-3: adapters %zu and %zu bytes%s", n1, n2, b1 && b2 && n1 == n2 && !memcmp(b1, b2, n1) ? ", identical" : ", DIFFERENT");
     free(b1); free(b2);
     // greedy generation on the GPU in fp32 equals the CPU's (which the CPU suite checks against PyTorch)
-    snprintf(args, sizeof(args), "generate %s -z %s -t 0 -n 200 --device cuda --dtype fp32", STORIES, TOK512);
+    snprintf(args, sizeof(args), "generate %s -z %s -t 0 -n 200 --device cuda --dtype fp32", stories, tok);
     int rg = run_cmd(args, err, sizeof(err), out, sizeof(out));
-    snprintf(args, sizeof(args), "generate %s -z %s -t 0 -n 200 --device cpu", STORIES, TOK512);
+    snprintf(args, sizeof(args), "generate %s -z %s -t 0 -n 200 --device cpu", stories, tok);
     char out_cpu[8192];
     int rcpu = run_cmd(args, err, sizeof(err), out_cpu, sizeof(out_cpu));
     check(rg == 0 && rcpu == 0 && strlen(out) > 100 && !strcmp(out, out_cpu), "cuda fp32 greedy generation == CPU", "200 tokens from BOS: %s (%zu bytes of text)",

@@ -34,7 +34,7 @@ def main():
         logits = model(input_ids=ids.long()).logits.float()
     err = (logits - dump["logits"]).abs().max().item()
     cfg = model.peft_config["default"]
-    print(f"{a.adapter}: PEFT loaded r={cfg.r} alpha={cfg.lora_alpha} targets={sorted(cfg.target_modules)} "
+    print(f"{a.adapter}: PEFT loaded r={cfg.r} alpha={cfg.lora_alpha} targets={cfg.target_modules if isinstance(cfg.target_modules, str) else sorted(cfg.target_modules)} "
           f"rslora={cfg.use_rslora}; logits {list(logits.shape)} max abs diff vs peft dump {err:.3e} (tol {a.tol:g})")
     # the adapter must matter: compare with the base model's logits too
     with model.disable_adapter(), torch.no_grad():
