@@ -21,7 +21,7 @@ CFLAGS ?= $(OPT) -std=c99 -Wall -Wextra
 LDLIBS = -lm
 SAN = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 
-.PHONY: all test debug clean tokenizer bench
+.PHONY: all test debug clean tokenizer bench fuzz fuzz-build fuzz-replay fuzz-seeds
 all: peft tokenizer
 
 # rebuild when the flags change (e.g. after make PORTABLE=1)
@@ -64,5 +64,39 @@ debug: tokenizer
 bench: peft tokenizer
 	$(PYTHON) bench/bench.py
 
+# libFuzzer targets, one per parser (tests/fuzz/fuzz_*.c; clang with -fsanitize=fuzzer,address,undefined).
+# make fuzz: each target fuzzes for FUZZ_SECONDS over its committed corpus (+ tests/fuzz/seeds/ when
+# made by make fuzz-seeds); new inputs go to tests/fuzz/work/ (not committed). make fuzz-replay runs the
+# committed corpus and regression inputs through the sanitized targets once, without fuzzing (CI does).
+FUZZ_CC ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS = json safetensors hf_config hf_model tokenizer_json tokenizer_bin llama2c_bin adapter trainer_state text
+FUZZ_FLAGS = -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -std=c99 -Wall -Wextra -Wno-unused-function -Wno-unknown-pragmas
+FUZZ_BINS = $(addprefix tests/fuzz/bin/fuzz_,$(FUZZ_TARGETS))
+tests/fuzz/bin/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h peft.c
+	@mkdir -p tests/fuzz/bin
+	$(FUZZ_CC) $(FUZZ_FLAGS) $< -o $@ -lm
+fuzz-build: $(FUZZ_BINS)
+fuzz: fuzz-build
+	@for t in $(FUZZ_TARGETS); do \
+		mkdir -p tests/fuzz/work/$$t tests/fuzz/corpus/$$t; \
+		seeds=""; [ -d tests/fuzz/seeds/$$t ] && seeds=tests/fuzz/seeds/$$t; \
+		echo "== fuzz_$$t for $(FUZZ_SECONDS) s"; \
+		ASAN_OPTIONS=detect_leaks=1 ./tests/fuzz/bin/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -timeout=1 -rss_limit_mb=2048 -max_len=1048576 \
+			-print_final_stats=1 -artifact_prefix=tests/fuzz/work/$$t- tests/fuzz/work/$$t tests/fuzz/corpus/$$t $$seeds 2>&1 | \
+			grep -E "^#[0-9]+.*(INITED|DONE)|^stat::(number_of_executed_units|new_units_added)|ERROR|SUMMARY|Test unit written" || exit 1; \
+	done
+fuzz-replay: fuzz-build
+	@for t in $(FUZZ_TARGETS); do \
+		dirs=tests/fuzz/corpus/$$t; [ -d tests/fuzz/regressions/$$t ] && dirs="$$dirs tests/fuzz/regressions/$$t"; \
+		n=$$(ls $$dirs | wc -l); \
+		ASAN_OPTIONS=detect_leaks=1 ./tests/fuzz/bin/fuzz_$$t -runs=0 -timeout=1 -rss_limit_mb=2048 $$dirs > tests/fuzz/bin/replay_$$t.log 2>&1 \
+			&& echo "fuzz-replay $$t: $$n inputs clean" || { tail -30 tests/fuzz/bin/replay_$$t.log; echo "fuzz-replay $$t: FAILED"; exit 1; }; \
+	done
+# tests/fuzz/seeds/: real files of the project and ../shared, and tiny generated models and checkpoints
+fuzz-seeds: peft
+	$(PYTHON) tests/fuzz/make_seeds.py
+
 clean:
 	rm -f peft test_all test_all_fp64 peft_debug test_all_debug test_all_fp64_debug .cflags
+	rm -rf tests/fuzz/bin

@@ -155,7 +155,7 @@ static void path_join(char *out, size_t n, const char *dir, const char *name) {
 }
 
 // Atomic writes: write to "<path>.tmp.<pid>", fsync-free fclose, then rename over path.
-typedef struct { FILE *f; char tmp[4096]; char path[4096]; int failed; } AtomicFile;
+typedef struct { FILE *f; char tmp[4096]; char path[4096]; int failed, err; } AtomicFile;
 static int atomic_open(AtomicFile *af, const char *path) {
     memset(af, 0, sizeof(*af));
     snprintf(af->path, sizeof(af->path), "%s", path);
@@ -165,12 +165,12 @@ static int atomic_open(AtomicFile *af, const char *path) {
     return 0;
 }
 static void atomic_write(AtomicFile *af, const void *p, size_t n) {
-    if (!af->failed && n && fwrite(p, 1, n, af->f) != n) af->failed = 1;
+    if (!af->failed && n && fwrite(p, 1, n, af->f) != n) { af->failed = 1; af->err = errno; }
 }
 static int atomic_commit(AtomicFile *af) {
-    int bad = af->failed | ferror(af->f);
-    if (fclose(af->f) != 0) bad = 1;
-    if (bad) { remove(af->tmp); return set_error(af->path, "write failed (disk full?)"); }
+    int bad = af->failed | ferror(af->f), err = af->err;
+    if (fclose(af->f) != 0) { bad = 1; if (!err) err = errno; }
+    if (bad) { remove(af->tmp); return set_error(af->path, "write failed: %s (the previous file, if any, is left as it was)", err ? strerror(err) : "I/O error"); }
     if (rename(af->tmp, af->path) != 0) { remove(af->tmp); return set_error(af->path, "cannot rename into place: %s", strerror(errno)); }
     return 0;
 }
@@ -244,6 +244,56 @@ static uint16_t f32_to_f16(float f) {
     uint32_t half = sign | ((uint32_t)exp << 10) | (man >> 13), rem = man & 0x1fff;
     if (rem > 0x1000 || (rem == 0x1000 && (half & 1))) half++; // may carry into exponent: correct
     return (uint16_t)half;
+}
+
+// Memory: a model or a training setup that cannot fit is refused before anything is allocated.
+// The budget is the smaller of /proc/meminfo's MemAvailable and the cgroup's memory.max minus
+// memory.current (Linux), else the physical memory; PEFT_MEM_LIMIT=BYTES (suffix K, M or G) sets it.
+static double mem_available(void) {
+    const char *env = getenv("PEFT_MEM_LIMIT");
+    if (env && *env) {
+        char *end;
+        double v = strtod(env, &end);
+        if (*end == 'K' || *end == 'k') v *= 1024.0; else if (*end == 'M' || *end == 'm') v *= 1048576.0; else if (*end == 'G' || *end == 'g') v *= 1073741824.0;
+        if (v > 0) return v;
+    }
+    double have = -1;
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (f) {
+        char line[256];
+        unsigned long long kb;
+        while (fgets(line, sizeof(line), f)) if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) { have = kb * 1024.0; break; }
+        fclose(f);
+    }
+    f = fopen("/sys/fs/cgroup/memory.max", "r"); // cgroup v2 limit, "max" when there is none
+    if (f) {
+        unsigned long long lim, cur;
+        if (fscanf(f, "%llu", &lim) == 1) {
+            FILE *g = fopen("/sys/fs/cgroup/memory.current", "r");
+            if (g && fscanf(g, "%llu", &cur) == 1) { double room = lim > cur ? (double)(lim - cur) : 0; if (have < 0 || room < have) have = room; }
+            if (g) fclose(g);
+        }
+        fclose(f);
+    }
+#if defined(_SC_PHYS_PAGES) && defined(_SC_PAGESIZE)
+    if (have < 0) { long pages = sysconf(_SC_PHYS_PAGES), ps = sysconf(_SC_PAGESIZE); if (pages > 0 && ps > 0) have = (double)pages * ps; }
+#endif
+    return have; // < 0: unknown, no check
+}
+static void fmt_mem(char *buf, size_t n, double b) {
+    const char *unit[] = { "bytes", "KiB", "MiB", "GiB", "TiB", "PiB" };
+    int u = 0;
+    while (b >= 1024 && u < 5) { b /= 1024; u++; }
+    snprintf(buf, n, u ? "%.1f %s" : "%.0f %s", b, unit[u]);
+}
+// 0 if `need` bytes fit; else -1 and "<path>: <what> needs X of memory but only Y is available<hint>"
+static int mem_check(const char *path, const char *what, double need, const char *hint) {
+    double have = mem_available();
+    if (have < 0 || need <= have) return 0;
+    char n[32], h[32];
+    fmt_mem(n, sizeof(n), need); fmt_mem(h, sizeof(h), have);
+    const char *env = getenv("PEFT_MEM_LIMIT");
+    return set_error(path, "%s needs %s of memory but only %s is available%s%s", what, n, h, env && *env ? " (PEFT_MEM_LIMIT)" : "", hint ? hint : "");
 }
 
 // ----------------------------------------------------------------------------
@@ -1152,6 +1202,30 @@ static size_t model_quant_bytes(const Model *m) {
     return b;
 }
 
+// bytes the weights will take once loaded (float tensors, and the quantized ones in their blocks), for mem_check
+static double model_need_bytes(const Config *c, int quant, int quant_embed, int dq) {
+    size_t sz[NUM_PARAM_TENSORS];
+    fill_in_parameter_sizes(sz, c);
+    double b = 0;
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        int outer = i == 0 || i == 11;
+        if (quant && (outer ? quant_embed : param_target(i) >= 0)) {
+            QTensor q;
+            memset(&q, 0, sizeof(q));
+            q.type = quant; q.bs = qtype_block[quant]; q.n = sz[i]; q.nblocks = (q.n + q.bs - 1) / q.bs;
+            if (dq) q.qabsmax = (uint8_t *)&q; // only marks double quantization for qtensor_bytes
+            b += (double)qtensor_bytes(&q);
+        } else b += (double)sz[i] * sizeof(floatX);
+    }
+    return b;
+}
+static int model_mem_check(const Model *m, const char *path) {
+    const Config *c = &m->config;
+    char what[160];
+    snprintf(what, sizeof(what), "the model (dim %d, hidden %d, %d layers, vocab %d)", c->dim, c->hidden_dim, c->n_layers, c->vocab_size);
+    return mem_check(path, what, model_need_bytes(c, m->quant, m->quant_embed, m->quant_dq), m->quant ? NULL : "; a quantized base (--quant nf4) takes about a seventh");
+}
+
 // the base weight of a linear layer: a float (out, in) matrix or a quantized one
 typedef struct { const floatX *f; const QTensor *q; } Weight;
 static Weight layer_weight(const Model *m, int l, int t) {
@@ -1417,6 +1491,7 @@ static int load_bin(Model *m, const char *path, const QuantOpts *qo) {
         expect += weights * 4 + (version == 0 ? (size_t)c->seq_len * HS * 4 : 0); // legacy files carry freq_cis
     }
     if ((size_t)fsize != expect) { fclose(f); return set_error(path, "file is %ld bytes but its header (dim %d, layers %d, vocab %d) implies %zu", fsize, c->dim, c->n_layers, c->vocab_size, expect); }
+    if (model_mem_check(m, path)) { fclose(f); return -1; }
     model_alloc(m);
     ParameterTensors *p = &m->params;
     fseek(f, (long)header_size, SEEK_SET);
@@ -1624,6 +1699,7 @@ static int load_hf(Model *m, const char *dir, const QuantOpts *qo) {
     m->quant = qo && qo->type > 0 ? qo->type : QT_NONE;
     m->quant_embed = m->quant ? qo->embed : 0;
     m->quant_dq = m->quant == QT_NF4 ? qo->dq : 0;
+    if (!rc) rc = model_mem_check(m, dir);
     if (!rc) {
         model_alloc(m);
         size_t maxm = (size_t)c->dim * (size_t)(c->vocab_size > c->hidden_dim ? c->vocab_size : c->hidden_dim);
@@ -4815,6 +4891,57 @@ static int save_checkpoint(const TrainArgs *ta, Model *m, Lora *lo, Trainable *t
     return save_trainer_state(dir, ta, tr, step, data_rng, lo ? lo->rng : 0);
 }
 
+// A checkpoint folder appears whole or not at all, even under kill -9 or a full disk: it is written as
+// "<dir>.tmp.<pid>" and renamed into place; a failed write removes the temporary folder.
+static void remove_folder(const char *dir) { // the files in dir (checkpoints hold no subfolders), then dir
+    DIR *d = opendir(dir);
+    if (!d) { remove(dir); return; }
+    struct dirent *e;
+    char p[4096];
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
+        remove(p);
+    }
+    closedir(d);
+    rmdir(dir);
+}
+static int save_checkpoint_atomic(const TrainArgs *ta, Model *m, Lora *lo, Trainable *tr, const char *dir, int step, uint64_t data_rng) {
+    char tmp[4200], old[4200], err[1024];
+    snprintf(tmp, sizeof(tmp), "%s.tmp.%d", dir, (int)getpid());
+    snprintf(old, sizeof(old), "%s.old.%d", dir, (int)getpid());
+    remove_folder(tmp);
+    if (save_checkpoint(ta, m, lo, tr, tmp, step, data_rng)) {
+        snprintf(err, sizeof(err), "%s", peft_errbuf);
+        remove_folder(tmp);
+        snprintf(peft_errbuf, sizeof(peft_errbuf), "%s", err);
+        return -1;
+    }
+    int had = dir_exists(dir); // a checkpoint of the same step from an earlier run: replaced
+    if (had && rename(dir, old) != 0) { remove_folder(tmp); return set_error(dir, "cannot replace the existing checkpoint: %s", strerror(errno)); }
+    if (rename(tmp, dir) != 0) { int e = errno; remove_folder(tmp); if (had) rename(old, dir); return set_error(dir, "cannot rename the checkpoint into place: %s", strerror(e)); }
+    if (had) remove_folder(old);
+    return 0;
+}
+// Temporary files and folders ("<name>.tmp.<pid>", "<name>.old.<pid>") that a killed run left in dir
+static void remove_stale_temps(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    char p[4096];
+    while ((e = readdir(d))) {
+        const char *t = strstr(e->d_name, ".tmp.");
+        if (!t) t = strstr(e->d_name, ".old.");
+        if (!t || !t[5]) continue;
+        char *end;
+        long pid = strtol(t + 5, &end, 10);
+        if (*end || pid <= 0 || pid == (long)getpid() || kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue; // its writer still runs
+        snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
+        if (dir_exists(p)) remove_folder(p); else remove(p);
+    }
+    closedir(d);
+}
+
 static void fmt_time(char *buf, size_t n, double s) {
     if (s < 0 || s > 1e7) { snprintf(buf, n, "?"); return; }
     int t = (int)(s + 0.5);
@@ -4840,6 +4967,41 @@ static void bench_report(double *step_s, double *mm_s, double *mm_flops, int n, 
     fprintf(stderr, "bench: threads %d | steps %d after %d warm-up | median step %.4f s | %.1f tok/s | "
                     "matmul %.3f GFLOP/step in %.4f s = %.1f GFLOP/s (%.1f GFLOP/s over the whole step)\n",
             threads, k, warm, s, tokens_per_step / s, mf * 1e-9, ms, mf * 1e-9 / ms, mf * 1e-9 / s);
+}
+
+// What training will allocate beyond the loaded model: activations (acts_alloc's buffers, twice with a
+// validation set), the trainable parameters' gradients and AdamW moments, LoRA's per-row buffers.
+static double acts_need_bytes(const Config *c, int B, int T, int checkpoint) {
+    double N = (double)B * T, C = c->dim, H = c->hidden_dim, V = c->vocab_size, L = c->n_layers;
+    double QD = (double)c->n_heads * c->head_dim, KD = (double)c->n_kv_heads * c->head_dim;
+    size_t s[NUM_LAYER_ACTS];
+    double per = 0;
+    layer_act_sizes(s, c, B, T);
+    for (int i = 0; i < NUM_LAYER_ACTS; i++) per += (double)s[i];
+    double floats = (L + 1) * N * C + (checkpoint ? 1 : L) * per + N * C + N + N * V + N + 2 * N * C + 2 * N * QD + 2 * N * KD + 3 * N * H + (double)B * c->n_heads * T * T;
+    return floats * sizeof(floatX) + 2 * N * sizeof(int);
+}
+static int train_mem_check(const TrainArgs *ta, const Model *m, int with_eval) {
+    const Config *c = &m->config;
+    double N = (double)ta->B * ta->T, acts = acts_need_bytes(c, ta->B, ta->T, ta->checkpoint_acts) + (with_eval ? acts_need_bytes(c, ta->B, ta->T, 0) : 0), trainable = 0, extra = 0;
+    if (ta->mode == TUNE_LORA) { // params, grads, m, v; u (and the dropout mask) per row; the scratch rows
+        double maxdim = c->hidden_dim > c->dim ? c->hidden_dim : c->dim;
+        for (int t = 0; t < NUM_TARGETS; t++) {
+            if (!(ta->lc.targets >> t & 1)) continue;
+            int in, out;
+            target_dims(c, t, &in, &out);
+            double r = ta->resume_adapter ? 64 : ta->lc.r; // a resumed adapter's rank is known once loaded; 64 bounds the usual ones
+            trainable += c->n_layers * (r * (in + out) + (ta->lc.dora ? out : 0));
+            extra += c->n_layers * N * (r + (ta->lc.dropout > 0 ? in : 0));
+        }
+        extra += 5 * N * maxdim;
+        trainable *= 4;
+    } else trainable = (double)m->num_parameters * 3; // gradients of every weight, moments of the trained ones
+    char what[256], a[32], t[32];
+    fmt_mem(a, sizeof(a), acts);
+    fmt_mem(t, sizeof(t), (trainable + extra) * sizeof(floatX));
+    snprintf(what, sizeof(what), "training with batch %d x %d tokens (activations %s%s, trainable state %s)", ta->B, ta->T, a, with_eval ? " with validation" : "", t);
+    return mem_check(ta->model_path, what, acts + (trainable + extra) * sizeof(floatX), ta->checkpoint_acts ? "; lower -b or -T" : "; lower -b or -T, or add --checkpoint-activations");
 }
 
 static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
@@ -4876,6 +5038,7 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
     if (ta->warmup < 0) ta->warmup = steps / 20;                          // 5% of the steps
     if (ta->eval_every <= 0) ta->eval_every = steps >= 10 ? steps / 10 : 1; // about 10 validations
     if (ta->log_every <= 0) ta->log_every = steps <= 200 ? 1 : steps / 100;
+    if (train_mem_check(ta, m, val && nval >= 2)) { free(tokens); if (ta->val_path) free(val); return -1; }
     // model, adapter, trainable set
     Lora lora, *lo = NULL;
     floatX *gmem = NULL;
@@ -4937,6 +5100,7 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
     char path[4096];
     FILE *log = NULL;
     if (mkdir_p(ta->outdir)) return -1;
+    remove_stale_temps(ta->outdir);
     path_join(path, sizeof(path), ta->outdir, "log.jsonl");
     log = fopen(path, ta->resume ? "ab" : "wb");
     if (!log) return set_error(path, "cannot write: %s", strerror(errno));
@@ -5023,7 +5187,7 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
             char ck[4096], name[64];
             snprintf(name, sizeof(name), "checkpoint-%d", step + 1);
             path_join(ck, sizeof(ck), ta->outdir, name);
-            if (save_checkpoint(ta, m, lo, &tr, ck, step + 1, data_rng)) { rc = -1; break; }
+            if (save_checkpoint_atomic(ta, m, lo, &tr, ck, step + 1, data_rng)) { rc = -1; break; }
             fprintf(stderr, "saved checkpoint %s\n", ck);
             if (stop_requested) { fprintf(stderr, "interrupted: resume with --resume %s\n", ck); step++; break; }
         }
@@ -5847,6 +6011,9 @@ int peft_main(int argc, char **argv);
 int peft_main(int argc, char **argv) {
 #else
 int main(int argc, char **argv) {
+#endif
+#ifdef SIGXFSZ
+    signal(SIGXFSZ, SIG_IGN); // past a file size limit (ulimit -f) a write fails (EFBIG) and is reported, not fatal
 #endif
     if (argc < 2) error_usage();
     const char *cmd = argv[1];
