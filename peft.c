@@ -4469,6 +4469,49 @@ static int parse_lora_key(const char *key, int *l, int *t, char *ab) {
     return -1;
 }
 
+// adapter_config.json fields that older or newer PEFT versions write: unknown ones are ignored, as PEFT
+// ignores them (enable_lora of PEFT <= 0.2, fields of versions after 0.21); known ones that change the
+// model are refused unless they hold their default. target_modules naming no Llama module means an
+// adapter for another architecture (GPT-2's c_attn, ...), which PEFT refuses too.
+static int lora_config_check(const Json *j, const char *cpath) {
+    const char *base = json_str(json_get(j, "base_model_name_or_path"));
+    const Json *tm = json_get(j, "target_modules");
+    if (tm && tm->type == JSON_ARRAY) {
+        for (int i = 0; i < tm->n; i++) {
+            const char *s = json_str(&tm->items[i]);
+            int known = s && !strcmp(s, "all-linear");
+            for (int t = 0; s && t < NUM_TARGETS && !known; t++) known = !strcmp(s, target_names[t]);
+            if (known || (s && (!strcmp(s, "embed_tokens") || !strcmp(s, "lm_head")))) continue;
+            return set_error(cpath, "target_modules lists '%s', which Llama models do not have: an adapter for another architecture%s%s%s (Llama's are q_proj k_proj v_proj o_proj gate_proj up_proj down_proj)",
+                             s ? s : "(not a string)", base ? " (base_model_name_or_path \"" : "", base ? base : "", base ? "\")" : "");
+        }
+    } else if (tm && tm->type != JSON_STRING && tm->type != JSON_NULL) return set_error(cpath, "target_modules must be a list, a string or null");
+    // settings that change what the adapter computes: accepted at their defaults only
+    const char *nonnull[] = { "layer_replication", "trainable_token_indices", "target_parameters", "alora_invocation_tokens" };
+    const char *why[] = { "duplicates base layers (PEFT's layer_replication)", "trains single token embeddings", "adapts nn.Parameter weights (MoE experts)", "is an activated LoRA (aLoRA)" };
+    for (int i = 0; i < 4; i++) {
+        const Json *v = json_get(j, nonnull[i]);
+        if (v && v->type != JSON_NULL && !((v->type == JSON_ARRAY || v->type == JSON_OBJECT) && v->n == 0))
+            return set_error(cpath, "%s is set: the adapter %s, which peft.c does not support", nonnull[i], why[i]);
+    }
+    if (json_bool_or(j, "use_qalora", 0)) return set_error(cpath, "use_qalora is true: a QALoRA adapter for a GPTQ-quantized base, which peft.c does not support");
+    if (json_bool_or(j, "lora_bias", 0)) return set_error(cpath, "lora_bias is true: the adapter has a bias on lora_B, which peft.c does not support");
+    return 0;
+}
+
+// PEFT's key prefix for a LlamaForCausalLM: "base_model.model." (the PeftModel wrapper) + "model." (the
+// LlamaModel inside). 0 if key has it before "layers."; else -1 and an error naming what is wrong:
+// PEFT itself loads none of such weights (it warns "Found missing adapter keys") and runs the base model.
+static int lora_key_prefix_check(const char *key, const char *wpath) {
+    const char *want = "base_model.model.model.", *p = strstr(key, "layers.");
+    size_t n = p ? (size_t)(p - key) : 0, wl = strlen(want);
+    if (p && n == wl && !strncmp(key, want, wl)) return 0;
+    const char *what = p && n + 6 == wl && !strncmp(key, "base_model.model.", 17) ? "lacks the 'model.' segment (an adapter of a LlamaModel, or a tool that dropped it)"
+                     : p && n > wl && !strncmp(key, want, wl) ? "has an extra segment before 'layers.' (an adapter saved from a wrapped model)"
+                     : "does not start with 'base_model.model.model.layers.'";
+    return set_error(wpath, "tensor '%s' %s; a LlamaForCausalLM adapter's keys are 'base_model.model.model.layers.N...'. PEFT would load none of these weights (it warns \"Found missing adapter keys\") and run the base model unchanged", key, what);
+}
+
 // Load a PEFT LoRA adapter folder for model config c. lc receives the adapter's settings.
 static int lora_load(Lora *lo, LoraConfig *lc, const Config *c, const char *dir, int training) {
     char cpath[4096], wpath[4096];
@@ -4494,6 +4537,7 @@ static int lora_load(Lora *lo, LoraConfig *lc, const Config *c, const char *dir,
     if (!json_is_int(jr) || jr->num < 1 || jr->num > 65536) { rc = set_error(cpath, "'r' must be a positive integer"); goto done; }
     if (!json_is_num(ja)) { rc = set_error(cpath, "'lora_alpha' must be a number"); goto done; }
     if (bias && strcmp(bias, "none")) { rc = set_error(cpath, "bias '%s' is not supported (only \"none\")", bias); goto done; }
+    if ((rc = lora_config_check(j, cpath))) goto done;
     if (json_bool_or(j, "fan_in_fan_out", 0)) { rc = set_error(cpath, "fan_in_fan_out=true is not supported for Llama linear layers"); goto done; }
     lc->dora = json_bool_or(j, "use_dora", 0);
     int save_embed = 0, save_head = 0; // modules_to_save: full replacement weights
@@ -4530,12 +4574,19 @@ static int lora_load(Lora *lo, LoraConfig *lc, const Config *c, const char *dir,
         // ranks from the tensors themselves, checked against the config
         for (int i = 0; i < st.n && !rc; i++) {
             int l, t; char ab;
+            if (st.t[i].numel == 0) { // ZeRO-3 partitions each weight; a save without gathering writes shape [0]
+                char sh[160] = "";
+                for (int d = 0; d < st.t[i].ndim; d++) snprintf(sh + strlen(sh), sizeof(sh) - strlen(sh), "%s%lld", d ? ", " : "", (long long)st.t[i].shape[d]);
+                rc = set_error(wpath, "tensor '%s' is empty (shape [%s]): saved from a DeepSpeed ZeRO-3 run without gathering the weights (save with stage3_gather_16bit_weights_on_model_save, or gather them before save_pretrained)", st.t[i].name, sh);
+                break;
+            }
             int which = saved_module_key(st.t[i].name);
             if (which) {
                 if ((which == 1 && !save_embed) || (which == 2 && !save_head)) { rc = set_error(wpath, "tensor '%s' is not listed in modules_to_save", st.t[i].name); break; }
                 continue;
             }
             if (parse_lora_key(st.t[i].name, &l, &t, &ab)) { rc = set_error(wpath, "unexpected tensor '%s' (not a LoRA A/B weight of a Llama layer)", st.t[i].name); break; }
+            if ((rc = lora_key_prefix_check(st.t[i].name, wpath))) break;
             if (l >= c->n_layers) { rc = set_error(wpath, "tensor '%s' is for layer %d but the model has %d layers", st.t[i].name, l, c->n_layers); break; }
             int slot = (l * NUM_TARGETS + t) * 3 + (ab == 'A' ? 0 : ab == 'B' ? 1 : 2);
             if (seen[slot]++) { rc = set_error(wpath, "tensor '%s' appears twice (with and without an adapter name?)", st.t[i].name); break; }
@@ -4591,6 +4642,11 @@ static int lora_load(Lora *lo, LoraConfig *lc, const Config *c, const char *dir,
                 for (int k = 0; k < st.n && !tt; k++) if (saved_module_key(st.t[k].name) == which) tt = &st.t[k];
                 if (!tt) { rc = set_error(wpath, "modules_to_save lists %s but the file has no such weight", which == 1 ? "embed_tokens" : "lm_head"); break; }
                 int64_t shape[2] = { c->vocab_size, c->dim };
+                if (tt->ndim == 2 && tt->shape[1] == c->dim && tt->shape[0] != c->vocab_size) {
+                    rc = set_error(wpath, "'%s' is [%lld, %d]: the adapter was trained on a base whose vocabulary was resized to %lld tokens, but this model has %d "
+                                   "(resize the base's embeddings to %lld first, as PEFT needs too, or use the merged model)", tt->name, (long long)tt->shape[0], c->dim, (long long)tt->shape[0], c->vocab_size, (long long)tt->shape[0]);
+                    break;
+                }
                 floatX *w = (floatX *)malloc_check((size_t)c->vocab_size * c->dim * sizeof(floatX));
                 if (which == 1) lo->embed = w; else lo->lm_head = w;
                 if (st_check_shape(&st, tt, 2, shape) || st_read_floatX(&st, tt, w)) rc = -1;
@@ -4911,10 +4967,12 @@ static int save_checkpoint_atomic(const TrainArgs *ta, Model *m, Lora *lo, Train
     snprintf(tmp, sizeof(tmp), "%s.tmp.%d", dir, (int)getpid());
     snprintf(old, sizeof(old), "%s.old.%d", dir, (int)getpid());
     remove_folder(tmp);
-    if (save_checkpoint(ta, m, lo, tr, tmp, step, data_rng)) {
+    if (save_checkpoint(ta, m, lo, tr, tmp, step, data_rng)) { // the error names the checkpoint, not the temporary folder
+        size_t tl = strlen(tmp);
         snprintf(err, sizeof(err), "%s", peft_errbuf);
         remove_folder(tmp);
-        snprintf(peft_errbuf, sizeof(peft_errbuf), "%s", err);
+        if (!strncmp(err, tmp, tl)) set_error(dir, "%s", err + tl + (err[tl] == '/' || err[tl] == ':' ? 1 : 0) + (err[tl] == ':'));
+        else snprintf(peft_errbuf, sizeof(peft_errbuf), "%s", err);
         return -1;
     }
     int had = dir_exists(dir); // a checkpoint of the same step from an earlier run: replaced
