@@ -72,11 +72,12 @@ FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS = json safetensors hf_config hf_model tokenizer_json tokenizer_bin llama2c_bin adapter trainer_state text
 FUZZ_FLAGS = -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -std=c99 -Wall -Wextra -Wno-unused-function -Wno-unknown-pragmas
-FUZZ_BINS = $(addprefix tests/fuzz/bin/fuzz_,$(FUZZ_TARGETS))
-tests/fuzz/bin/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h peft.c
+# one binary holds every target (one build); tests/fuzz/bin/fuzz_<target> are links to it
+tests/fuzz/bin/fuzz_all: tests/fuzz/fuzz_all.c $(wildcard tests/fuzz/fuzz_*.c) tests/fuzz/fuzz.h peft.c
 	@mkdir -p tests/fuzz/bin
-	$(FUZZ_CC) $(FUZZ_FLAGS) $< -o $@ -lm
-fuzz-build: $(FUZZ_BINS)
+	$(FUZZ_CC) $(FUZZ_FLAGS) tests/fuzz/fuzz_all.c -o $@ -lm
+	@for t in $(FUZZ_TARGETS); do ln -sf fuzz_all tests/fuzz/bin/fuzz_$$t; done
+fuzz-build: tests/fuzz/bin/fuzz_all
 fuzz: fuzz-build
 	@for t in $(FUZZ_TARGETS); do \
 		mkdir -p tests/fuzz/work/$$t tests/fuzz/corpus/$$t; \

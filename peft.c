@@ -5745,6 +5745,9 @@ static void error_usage_train(void) {
                     "  --bench                   at the end, print the median step time and tokens/s after warm-up and\n"
                     "                            the FLOPs and time inside the matmuls (make bench uses it)\n"
                     "  -s SEED                   random seed (default 1337)\n"
+                    "  A setup that does not fit in the available memory is refused before it allocates\n"
+                    "  (environment PEFT_MEM_LIMIT=BYTES[K|M|G] sets the budget). Checkpoint folders appear whole\n"
+                    "  or not at all (written as CHECKPOINT.tmp.PID, then renamed), even under kill -9 or a full disk.\n"
                     "  QLoRA (LoRA on a quantized frozen base; LoRA weights, gradients and AdamW stay fp32):\n"
                     QUANT_HELP);
     exit(1);
