@@ -82,15 +82,16 @@ fuzz: fuzz-build
 	@for t in $(FUZZ_TARGETS); do \
 		mkdir -p tests/fuzz/work/$$t tests/fuzz/corpus/$$t; \
 		seeds=""; [ -d tests/fuzz/seeds/$$t ] && seeds=tests/fuzz/seeds/$$t; \
-		echo "== fuzz_$$t for $(FUZZ_SECONDS) s"; \
+		echo "== fuzz_$$t for $(FUZZ_SECONDS) s (log: tests/fuzz/work/$$t.log)"; \
 		ASAN_OPTIONS=detect_leaks=1 ./tests/fuzz/bin/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -timeout=1 -rss_limit_mb=2048 -max_len=1048576 \
-			-print_final_stats=1 -artifact_prefix=tests/fuzz/work/$$t- tests/fuzz/work/$$t tests/fuzz/corpus/$$t $$seeds 2>&1 | \
-			grep -E "^#[0-9]+.*(INITED|DONE)|^stat::(number_of_executed_units|new_units_added)|ERROR|SUMMARY|Test unit written" || exit 1; \
+			-print_final_stats=1 -artifact_prefix=tests/fuzz/work/$$t- tests/fuzz/work/$$t tests/fuzz/corpus/$$t $$seeds > tests/fuzz/work/$$t.log 2>&1; rc=$$?; \
+		grep -E "^#[0-9]+" tests/fuzz/work/$$t.log | tail -1; \
+		if [ $$rc -ne 0 ]; then grep -E "ERROR|SUMMARY|Test unit written" tests/fuzz/work/$$t.log | head -5; echo "fuzz_$$t: FAILED"; exit 1; fi; \
 	done
 fuzz-replay: fuzz-build
 	@for t in $(FUZZ_TARGETS); do \
 		dirs=tests/fuzz/corpus/$$t; [ -d tests/fuzz/regressions/$$t ] && dirs="$$dirs tests/fuzz/regressions/$$t"; \
-		n=$$(ls $$dirs | wc -l); \
+		n=$$(find $$dirs -type f | wc -l); \
 		ASAN_OPTIONS=detect_leaks=1 ./tests/fuzz/bin/fuzz_$$t -runs=0 -timeout=1 -rss_limit_mb=2048 $$dirs > tests/fuzz/bin/replay_$$t.log 2>&1 \
 			&& echo "fuzz-replay $$t: $$n inputs clean" || { tail -30 tests/fuzz/bin/replay_$$t.log; echo "fuzz-replay $$t: FAILED"; exit 1; }; \
 	done
