@@ -1267,7 +1267,7 @@ static int config_validate(const Config *c, const char *path) {
         return set_error(path, "config sizes are implausibly large");
     if (c->n_heads % c->n_kv_heads != 0) return set_error(path, "n_heads %d is not a multiple of n_kv_heads %d", c->n_heads, c->n_kv_heads);
     if (c->head_dim % 2) return set_error(path, "head_dim %d must be even for RoPE", c->head_dim);
-    if (!(c->norm_eps > 0) || !(c->rope_theta > 0)) return set_error(path, "rms_norm_eps and rope_theta must be positive");
+    if (!(c->norm_eps > 0) || !(c->rope_theta > 0) || !isfinite(c->norm_eps) || !isfinite(c->rope_theta)) return set_error(path, "rms_norm_eps and rope_theta must be positive and finite");
     return 0;
 }
 
@@ -1632,15 +1632,17 @@ static int config_from_hf(Config *c, const Json *j, const char *path) {
             c->rope_factor = (float)json_num_or(scaling, "factor", 8.0);
             c->rope_low_freq_factor = (float)json_num_or(scaling, "low_freq_factor", 1.0);
             c->rope_high_freq_factor = (float)json_num_or(scaling, "high_freq_factor", 4.0);
-            c->rope_orig_max_pos = (int)json_num_or(scaling, "original_max_position_embeddings", 8192);
-            if (!(c->rope_factor > 0) || !(c->rope_high_freq_factor > c->rope_low_freq_factor) || c->rope_orig_max_pos <= 0)
+            double omp = json_num_or(scaling, "original_max_position_embeddings", 8192); // checked before the cast: (int)1e300 is undefined
+            c->rope_orig_max_pos = omp >= 1 && omp <= INT_MAX ? (int)omp : 0;
+            if (!(c->rope_factor > 0) || !(c->rope_high_freq_factor > c->rope_low_freq_factor) || c->rope_orig_max_pos <= 0 ||
+                !isfinite(c->rope_factor) || !isfinite(c->rope_low_freq_factor) || !isfinite(c->rope_high_freq_factor))
                 return set_error(path, "bad llama3 rope_scaling values");
         } else return set_error(path, "unsupported rope scaling type '%s' (default and llama3 are supported)", type);
     }
     Json *b = json_get(j, "bos_token_id"), *e = json_get(j, "eos_token_id");
-    if (json_is_int(b)) c->bos_id = (int)b->num;
-    if (json_is_int(e)) c->eos_id = (int)e->num;
-    else if (e && e->type == JSON_ARRAY && e->n > 0 && json_is_int(&e->items[0])) c->eos_id = (int)e->items[0].num;
+    if (json_is_int(b) && fabs(b->num) <= INT_MAX) c->bos_id = (int)b->num;
+    if (json_is_int(e) && fabs(e->num) <= INT_MAX) c->eos_id = (int)e->num;
+    else if (e && e->type == JSON_ARRAY && e->n > 0 && json_is_int(&e->items[0]) && fabs(e->items[0].num) <= INT_MAX) c->eos_id = (int)e->items[0].num;
     return config_validate(c, path);
 }
 
@@ -4535,7 +4537,7 @@ static int lora_load(Lora *lo, LoraConfig *lc, const Config *c, const char *dir,
     if (j->type != JSON_OBJECT) { rc = set_error(cpath, "not a JSON object"); goto done; }
     if (!pt || strcmp(pt, "LORA")) { rc = set_error(cpath, "peft_type is %s, only LORA is supported", pt ? pt : "missing"); goto done; }
     if (!json_is_int(jr) || jr->num < 1 || jr->num > 65536) { rc = set_error(cpath, "'r' must be a positive integer"); goto done; }
-    if (!json_is_num(ja)) { rc = set_error(cpath, "'lora_alpha' must be a number"); goto done; }
+    if (!json_is_num(ja) || !isfinite((float)ja->num)) { rc = set_error(cpath, "'lora_alpha' must be a number (in float range)"); goto done; }
     if (bias && strcmp(bias, "none")) { rc = set_error(cpath, "bias '%s' is not supported (only \"none\")", bias); goto done; }
     if ((rc = lora_config_check(j, cpath))) goto done;
     if (json_bool_or(j, "fan_in_fan_out", 0)) { rc = set_error(cpath, "fan_in_fan_out=true is not supported for Llama linear layers"); goto done; }
@@ -4608,7 +4610,7 @@ static int lora_load(Lora *lo, LoraConfig *lc, const Config *c, const char *dir,
             snprintf(mname, sizeof(mname), "model.layers.%d.%s.%s", l, target_block(t), target_names[t]);
             int want_r = lc->r;
             float alpha = lc->alpha;
-            for (int k = 0; rp && rp->type == JSON_OBJECT && k < rp->n; k++) if (peft_key_matches(rp->keys[k], mname) && json_is_int(&rp->items[k])) want_r = (int)rp->items[k].num;
+            for (int k = 0; rp && rp->type == JSON_OBJECT && k < rp->n; k++) if (peft_key_matches(rp->keys[k], mname) && json_is_int(&rp->items[k])) want_r = fabs(rp->items[k].num) <= 65536 ? (int)rp->items[k].num : -1;
             for (int k = 0; ap && ap->type == JSON_OBJECT && k < ap->n; k++) if (peft_key_matches(ap->keys[k], mname) && json_is_num(&ap->items[k])) alpha = (float)ap->items[k].num;
             if (ranks[i] != want_r) { rc = set_error(wpath, "layer %d %s has rank %d but adapter_config.json says r=%d", l, target_names[t], ranks[i], want_r); break; }
             if (lc->dora && !seen[i * 3 + 2]) { rc = set_error(wpath, "layer %d %s has no lora_magnitude_vector but use_dora is true", l, target_names[t]); break; }
@@ -4910,11 +4912,11 @@ static int load_trainer_state(const char *dir, const TrainArgs *ta, Trainable *t
     int rc = 0;
     const char *dr = json_str(json_get(j, "data_rng")), *pr = json_str(json_get(j, "dropout_rng")), *mode = json_str(json_get(j, "mode"));
     Json *js = json_get(j, "step");
-    if (!json_is_int(js) || js->num < 0 || !dr || !pr || !mode) rc = set_error(path, "missing step, data_rng, dropout_rng or mode");
-    else if (strcmp(mode, tune_names[ta->mode]) || (int)json_num_or(j, "batch_size", -1) != ta->B || (int)json_num_or(j, "seq_len", -1) != ta->T ||
-             (int)json_num_or(j, "grad_accum", -1) != ta->grad_accum || (size_t)json_num_or(j, "trainable", -1) != tr->total)
-        rc = set_error(path, "checkpoint was made with different settings (mode %s, batch %d, seq_len %d, grad_accum %d); resume with the same ones",
-                       mode, (int)json_num_or(j, "batch_size", -1), (int)json_num_or(j, "seq_len", -1), (int)json_num_or(j, "grad_accum", -1));
+    if (!json_is_int(js) || js->num < 0 || js->num > INT_MAX || !dr || !pr || !mode) rc = set_error(path, "missing step, data_rng, dropout_rng or mode");
+    else if (strcmp(mode, tune_names[ta->mode]) || json_num_or(j, "batch_size", -1) != ta->B || json_num_or(j, "seq_len", -1) != ta->T ||
+             json_num_or(j, "grad_accum", -1) != ta->grad_accum || json_num_or(j, "trainable", -1) != (double)tr->total)
+        rc = set_error(path, "checkpoint was made with different settings (mode %s, batch %g, seq_len %g, grad_accum %g, %g trainable values); resume with the same ones",
+                       mode, json_num_or(j, "batch_size", -1), json_num_or(j, "seq_len", -1), json_num_or(j, "grad_accum", -1), json_num_or(j, "trainable", -1));
     else {
         *step = (int)js->num;
         *data_rng = strtoull(dr, NULL, 10);
