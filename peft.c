@@ -648,7 +648,7 @@ static int st_read_raw(SafeTensors *st, const STTensor *t, void *dst) {
 static int st_read_floatX(SafeTensors *st, const STTensor *t, floatX *dst) {
     if (t->dtype != DT_F32 && t->dtype != DT_F16 && t->dtype != DT_BF16 && t->dtype != DT_F64)
         return set_error(st->path, "tensor '%s': dtype %s is not a float type", t->name, dtype_names[t->dtype]);
-    size_t chunk = 1 << 16, es = dtype_sizes[t->dtype];
+    size_t chunk = t->numel < ((size_t)1 << 16) ? t->numel : (size_t)1 << 16, es = dtype_sizes[t->dtype]; // no 512 KiB buffer for a bias
     unsigned char *buf = (unsigned char *)malloc_check(chunk * es);
     if (fseek(st->f, (long)(st->data_start + t->begin), SEEK_SET) != 0) { free(buf); return set_error(st->path, "tensor '%s': seek failed", t->name); }
     for (size_t i = 0; i < t->numel; i += chunk) {
