@@ -93,7 +93,7 @@ fuzz-replay: fuzz-build
 		dirs=tests/fuzz/corpus/$$t; [ -d tests/fuzz/regressions/$$t ] && dirs="$$dirs tests/fuzz/regressions/$$t"; \
 		n=$$(find $$dirs -type f | wc -l); \
 		ASAN_OPTIONS=detect_leaks=1 ./tests/fuzz/bin/fuzz_$$t -runs=0 -timeout=1 -rss_limit_mb=2048 $$dirs > tests/fuzz/bin/replay_$$t.log 2>&1 \
-			&& echo "fuzz-replay $$t: $$n inputs clean" || { tail -30 tests/fuzz/bin/replay_$$t.log; echo "fuzz-replay $$t: FAILED"; exit 1; }; \
+			&& echo "fuzz-replay $$t: $$n inputs clean ($$(grep -oE 'cov: [0-9]+ ft: [0-9]+' tests/fuzz/bin/replay_$$t.log | tail -1))" || { tail -30 tests/fuzz/bin/replay_$$t.log; echo "fuzz-replay $$t: FAILED"; exit 1; }; \
 	done
 # tests/fuzz/seeds/: real files of the project and ../shared, and tiny generated models and checkpoints
 fuzz-seeds: peft
