@@ -33,7 +33,7 @@ ifeq ($(CUDA),1)
 endif
 SAN = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 
-.PHONY: all test test-cuda debug clean tokenizer bench bench-cuda
+.PHONY: all test test-cuda debug clean tokenizer bench bench-cuda fuzz fuzz-build fuzz-replay fuzz-seeds
 all: peft tokenizer
 
 # rebuild when the flags change (e.g. after make PORTABLE=1)
@@ -80,7 +80,7 @@ debug: tokenizer
 	$(CC) $(SAN) -std=c99 -Wall -Wextra -Wno-unknown-pragmas peft.c -o peft_debug $(LDLIBS)
 	$(CC) $(SAN) -std=c99 -Wall -Wextra -Wno-unknown-pragmas test_all.c -o test_all_debug $(LDLIBS)
 	$(CC) $(SAN) -std=c99 -Wall -Wextra -Wno-unknown-pragmas -DPEFT_FP64 test_all.c -o test_all_fp64_debug $(LDLIBS)
-	ASAN_OPTIONS=detect_leaks=1 PEFT_BIN=./peft_debug PEFT_FP64_TEST=./test_all_fp64_debug ./test_all_debug
+	ASAN_OPTIONS=detect_leaks=1 PEFT_BIN=./peft_debug PEFT_FP64_TEST=./test_all_fp64_debug PEFT_KILL9_TRIALS=6 ./test_all_debug
 
 # speed: peft.c vs PyTorch on the same LoRA step, matmul throughput vs the sgemm peak, generation
 # (random-weight models of llama2.c's shapes in bench/cache/; see bench/bench.py and PERF.md)
@@ -92,5 +92,41 @@ bench-cuda:
 	$(MAKE) CUDA=1 peft
 	$(PYTHON) bench/bench_cuda.py
 
+# libFuzzer targets, one per parser (tests/fuzz/fuzz_*.c; clang with -fsanitize=fuzzer,address,undefined).
+# make fuzz: each target fuzzes for FUZZ_SECONDS over its committed corpus (+ tests/fuzz/seeds/ when
+# made by make fuzz-seeds); new inputs go to tests/fuzz/work/ (not committed). make fuzz-replay runs the
+# committed corpus and regression inputs through the sanitized targets once, without fuzzing (CI does).
+FUZZ_CC ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS = json safetensors hf_config hf_model tokenizer_json tokenizer_bin llama2c_bin adapter trainer_state text
+FUZZ_FLAGS = -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -std=c99 -Wall -Wextra -Wno-unused-function -Wno-unknown-pragmas
+# one binary holds every target (one build); tests/fuzz/bin/fuzz_<target> are links to it
+tests/fuzz/bin/fuzz_all: tests/fuzz/fuzz_all.c $(wildcard tests/fuzz/fuzz_*.c) tests/fuzz/fuzz.h peft.c
+	@mkdir -p tests/fuzz/bin
+	$(FUZZ_CC) $(FUZZ_FLAGS) tests/fuzz/fuzz_all.c -o $@ -lm
+	@for t in $(FUZZ_TARGETS); do ln -sf fuzz_all tests/fuzz/bin/fuzz_$$t; done
+fuzz-build: tests/fuzz/bin/fuzz_all
+fuzz: fuzz-build
+	@for t in $(FUZZ_TARGETS); do \
+		mkdir -p tests/fuzz/work/$$t tests/fuzz/corpus/$$t; \
+		seeds=""; [ -d tests/fuzz/seeds/$$t ] && seeds=tests/fuzz/seeds/$$t; \
+		echo "== fuzz_$$t for $(FUZZ_SECONDS) s (log: tests/fuzz/work/$$t.log)"; \
+		ASAN_OPTIONS=detect_leaks=1 ./tests/fuzz/bin/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -timeout=1 -rss_limit_mb=2048 -max_len=1048576 \
+			-print_final_stats=1 -artifact_prefix=tests/fuzz/work/$$t- tests/fuzz/work/$$t tests/fuzz/corpus/$$t $$seeds > tests/fuzz/work/$$t.log 2>&1; rc=$$?; \
+		grep -E "^#[0-9]+" tests/fuzz/work/$$t.log | tail -1; \
+		if [ $$rc -ne 0 ]; then grep -E "ERROR|SUMMARY|Test unit written" tests/fuzz/work/$$t.log | head -5; echo "fuzz_$$t: FAILED"; exit 1; fi; \
+	done
+fuzz-replay: fuzz-build
+	@for t in $(FUZZ_TARGETS); do \
+		dirs=tests/fuzz/corpus/$$t; [ -d tests/fuzz/regressions/$$t ] && dirs="$$dirs tests/fuzz/regressions/$$t"; \
+		n=$$(find $$dirs -type f | wc -l); \
+		ASAN_OPTIONS=detect_leaks=1 ./tests/fuzz/bin/fuzz_$$t -runs=0 -timeout=1 -rss_limit_mb=2048 $$dirs > tests/fuzz/bin/replay_$$t.log 2>&1 \
+			&& echo "fuzz-replay $$t: $$n inputs clean ($$(grep -oE 'cov: [0-9]+ ft: [0-9]+' tests/fuzz/bin/replay_$$t.log | tail -1))" || { tail -30 tests/fuzz/bin/replay_$$t.log; echo "fuzz-replay $$t: FAILED"; exit 1; }; \
+	done
+# tests/fuzz/seeds/: real files of the project and ../shared, and tiny generated models and checkpoints
+fuzz-seeds: peft
+	$(PYTHON) tests/fuzz/make_seeds.py
+
 clean:
 	rm -f peft test_all test_all_fp64 peft_debug test_all_debug test_all_fp64_debug peft_cuda.o .cflags .tokenizer-checked
+	rm -rf tests/fuzz/bin

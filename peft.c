@@ -155,7 +155,7 @@ static void path_join(char *out, size_t n, const char *dir, const char *name) {
 }
 
 // Atomic writes: write to "<path>.tmp.<pid>", fsync-free fclose, then rename over path.
-typedef struct { FILE *f; char tmp[4096]; char path[4096]; int failed; } AtomicFile;
+typedef struct { FILE *f; char tmp[4096]; char path[4096]; int failed, err; } AtomicFile;
 static int atomic_open(AtomicFile *af, const char *path) {
     memset(af, 0, sizeof(*af));
     snprintf(af->path, sizeof(af->path), "%s", path);
@@ -165,12 +165,12 @@ static int atomic_open(AtomicFile *af, const char *path) {
     return 0;
 }
 static void atomic_write(AtomicFile *af, const void *p, size_t n) {
-    if (!af->failed && n && fwrite(p, 1, n, af->f) != n) af->failed = 1;
+    if (!af->failed && n && fwrite(p, 1, n, af->f) != n) { af->failed = 1; af->err = errno; }
 }
 static int atomic_commit(AtomicFile *af) {
-    int bad = af->failed | ferror(af->f);
-    if (fclose(af->f) != 0) bad = 1;
-    if (bad) { remove(af->tmp); return set_error(af->path, "write failed (disk full?)"); }
+    int bad = af->failed | ferror(af->f), err = af->err;
+    if (fclose(af->f) != 0) { bad = 1; if (!err) err = errno; }
+    if (bad) { remove(af->tmp); return set_error(af->path, "write failed: %s (the previous file, if any, is left as it was)", err ? strerror(err) : "I/O error"); }
     if (rename(af->tmp, af->path) != 0) { remove(af->tmp); return set_error(af->path, "cannot rename into place: %s", strerror(errno)); }
     return 0;
 }
@@ -244,6 +244,56 @@ static uint16_t f32_to_f16(float f) {
     uint32_t half = sign | ((uint32_t)exp << 10) | (man >> 13), rem = man & 0x1fff;
     if (rem > 0x1000 || (rem == 0x1000 && (half & 1))) half++; // may carry into exponent: correct
     return (uint16_t)half;
+}
+
+// Memory: a model or a training setup that cannot fit is refused before anything is allocated.
+// The budget is the smaller of /proc/meminfo's MemAvailable and the cgroup's memory.max minus
+// memory.current (Linux), else the physical memory; PEFT_MEM_LIMIT=BYTES (suffix K, M or G) sets it.
+static double mem_available(void) {
+    const char *env = getenv("PEFT_MEM_LIMIT");
+    if (env && *env) {
+        char *end;
+        double v = strtod(env, &end);
+        if (*end == 'K' || *end == 'k') v *= 1024.0; else if (*end == 'M' || *end == 'm') v *= 1048576.0; else if (*end == 'G' || *end == 'g') v *= 1073741824.0;
+        if (v > 0) return v;
+    }
+    double have = -1;
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (f) {
+        char line[256];
+        unsigned long long kb;
+        while (fgets(line, sizeof(line), f)) if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) { have = kb * 1024.0; break; }
+        fclose(f);
+    }
+    f = fopen("/sys/fs/cgroup/memory.max", "r"); // cgroup v2 limit, "max" when there is none
+    if (f) {
+        unsigned long long lim, cur;
+        if (fscanf(f, "%llu", &lim) == 1) {
+            FILE *g = fopen("/sys/fs/cgroup/memory.current", "r");
+            if (g && fscanf(g, "%llu", &cur) == 1) { double room = lim > cur ? (double)(lim - cur) : 0; if (have < 0 || room < have) have = room; }
+            if (g) fclose(g);
+        }
+        fclose(f);
+    }
+#if defined(_SC_PHYS_PAGES) && defined(_SC_PAGESIZE)
+    if (have < 0) { long pages = sysconf(_SC_PHYS_PAGES), ps = sysconf(_SC_PAGESIZE); if (pages > 0 && ps > 0) have = (double)pages * ps; }
+#endif
+    return have; // < 0: unknown, no check
+}
+static void fmt_mem(char *buf, size_t n, double b) {
+    const char *unit[] = { "bytes", "KiB", "MiB", "GiB", "TiB", "PiB" };
+    int u = 0;
+    while (b >= 1024 && u < 5) { b /= 1024; u++; }
+    snprintf(buf, n, u ? "%.1f %s" : "%.0f %s", b, unit[u]);
+}
+// 0 if `need` bytes fit; else -1 and "<path>: <what> needs X of memory but only Y is available<hint>"
+static int mem_check(const char *path, const char *what, double need, const char *hint) {
+    double have = mem_available();
+    if (have < 0 || need <= have) return 0;
+    char n[32], h[32];
+    fmt_mem(n, sizeof(n), need); fmt_mem(h, sizeof(h), have);
+    const char *env = getenv("PEFT_MEM_LIMIT");
+    return set_error(path, "%s needs %s of memory but only %s is available%s%s", what, n, h, env && *env ? " (PEFT_MEM_LIMIT)" : "", hint ? hint : "");
 }
 
 // ----------------------------------------------------------------------------
@@ -612,7 +662,7 @@ static int st_read_raw(SafeTensors *st, const STTensor *t, void *dst) {
 static int st_read_floatX(SafeTensors *st, const STTensor *t, floatX *dst) {
     if (t->dtype != DT_F32 && t->dtype != DT_F16 && t->dtype != DT_BF16 && t->dtype != DT_F64)
         return set_error(st->path, "tensor '%s': dtype %s is not a float type", t->name, dtype_names[t->dtype]);
-    size_t chunk = 1 << 16, es = dtype_sizes[t->dtype];
+    size_t chunk = t->numel < ((size_t)1 << 16) ? t->numel : (size_t)1 << 16, es = dtype_sizes[t->dtype]; // no 512 KiB buffer for a bias
     unsigned char *buf = (unsigned char *)malloc_check(chunk * es);
     if (fseek(st->f, (long)(st->data_start + t->begin), SEEK_SET) != 0) { free(buf); return set_error(st->path, "tensor '%s': seek failed", t->name); }
     for (size_t i = 0; i < t->numel; i += chunk) {
@@ -723,13 +773,15 @@ size_t gpu_free_bytes(void);
 void gpu_release(void);                                  // the GPU file's own scratch
 size_t gpu_peak_bytes(void);                             // the most device memory in use so far (context included)
 // the GPU twin of each kernel function (same arguments, in the same order; a quantized weight as its fields)
-#define GPU_QARGS int qtype, int bs, const uint8_t *q, const float *scale, const uint16_t *scale16, const uint8_t *qabsmax, const float *absmax2, float offset, const float *code256
+#define GPU_QARGS int qtype, int bs, const uint8_t *q, const float *scale, const uint16_t *scale16, const uint8_t *qabsmax, const float *absmax2, float offset, const float *code256, \
+                  const uint16_t *hscale, const uint16_t *hzero
 void gpu_matmul_forward(float *out, const float *inp, const float *weight, int N, int C, int OC);
 void gpu_matmul_backward(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight, int N, int C, int OC);
 void gpu_qmatmul_forward(float *out, const float *inp, GPU_QARGS, int N, int C, int OC);
 void gpu_qmatmul_backward(float *dinp, const float *dout, GPU_QARGS, int N, int C, int OC);
 void gpu_encoder_forward_q(float *out, const int *tokens, GPU_QARGS, int N, int C);
 void gpu_dora_weight_norm(float *wnorm, const float *W, const float *A, const float *B, float scale, int r, int in, int out);
+void gpu_dora_weight_norm_q(float *wnorm, GPU_QARGS, const float *A, const float *B, float scale, int r, int in, int out);
 void gpu_dropout_forward(float *xd, float *mask, const float *inp, size_t n, float p, uint64_t seed, int new_mask);
 void gpu_add_scaled(float *out, const float *x, float s, size_t n);
 void gpu_scale_copy(float *out, const float *x, float s, size_t n);
@@ -1121,7 +1173,7 @@ static floatX dot_int8(const floatX *x, const int8_t *q, const float *scale, siz
 // out = inp @ W^T with W quantized (OC,C): each thread dequantizes one row of W at a time.
 // Generation (N small) with int8 reads the int8 values directly.
 // a quantized tensor's fields for the GPU twins
-#define QT_FIELDS(w) (w)->type, (w)->bs, (w)->q, (w)->scale, (w)->scale16, (w)->qabsmax, (w)->absmax2, (w)->offset, dyn_code
+#define QT_FIELDS(w) (w)->type, (w)->bs, (w)->q, (w)->scale, (w)->scale16, (w)->qabsmax, (w)->absmax2, (w)->offset, dyn_code, NULL, NULL
 static void qmatmul_forward(floatX *out, const floatX *inp, const QTensor *w, int N, int C, int OC) {
     ON_GPU(gpu_qmatmul_forward(out, inp, QT_FIELDS(w), N, C, OC));
     if (w->type == QT_INT8 && w->bs % 8 == 0 && N <= 4) {
@@ -1297,6 +1349,30 @@ static size_t model_quant_bytes(const Model *m) {
     return b;
 }
 
+// bytes the weights will take once loaded (float tensors, and the quantized ones in their blocks), for mem_check
+static double model_need_bytes(const Config *c, int quant, int quant_embed, int dq) {
+    size_t sz[NUM_PARAM_TENSORS];
+    fill_in_parameter_sizes(sz, c);
+    double b = 0;
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        int outer = i == 0 || i == 11;
+        if (quant && (outer ? quant_embed : param_target(i) >= 0)) {
+            QTensor q;
+            memset(&q, 0, sizeof(q));
+            q.type = quant; q.bs = qtype_block[quant]; q.n = sz[i]; q.nblocks = (q.n + q.bs - 1) / q.bs;
+            if (dq) q.qabsmax = (uint8_t *)&q; // only marks double quantization for qtensor_bytes
+            b += (double)qtensor_bytes(&q);
+        } else b += (double)sz[i] * sizeof(floatX);
+    }
+    return b;
+}
+static int model_mem_check(const Model *m, const char *path) {
+    const Config *c = &m->config;
+    char what[160];
+    snprintf(what, sizeof(what), "the model (dim %d, hidden %d, %d layers, vocab %d)", c->dim, c->hidden_dim, c->n_layers, c->vocab_size);
+    return mem_check(path, what, model_need_bytes(c, m->quant, m->quant_embed, m->quant_dq), m->quant ? NULL : "; a quantized base (--quant nf4) takes about a seventh");
+}
+
 // the base weight of a linear layer: a float (out, in) matrix or a quantized one
 typedef struct { const floatX *f; const QTensor *q; } Weight;
 static Weight layer_weight(const Model *m, int l, int t) {
@@ -1327,7 +1403,7 @@ static int config_validate(const Config *c, const char *path) {
         return set_error(path, "config sizes are implausibly large");
     if (c->n_heads % c->n_kv_heads != 0) return set_error(path, "n_heads %d is not a multiple of n_kv_heads %d", c->n_heads, c->n_kv_heads);
     if (c->head_dim % 2) return set_error(path, "head_dim %d must be even for RoPE", c->head_dim);
-    if (!(c->norm_eps > 0) || !(c->rope_theta > 0)) return set_error(path, "rms_norm_eps and rope_theta must be positive");
+    if (!(c->norm_eps > 0) || !(c->rope_theta > 0) || !isfinite(c->norm_eps) || !isfinite(c->rope_theta)) return set_error(path, "rms_norm_eps and rope_theta must be positive and finite");
     return 0;
 }
 
@@ -1551,6 +1627,7 @@ static int load_bin(Model *m, const char *path, const QuantOpts *qo) {
         expect += weights * 4 + (version == 0 ? (size_t)c->seq_len * HS * 4 : 0); // legacy files carry freq_cis
     }
     if ((size_t)fsize != expect) { fclose(f); return set_error(path, "file is %ld bytes but its header (dim %d, layers %d, vocab %d) implies %zu", fsize, c->dim, c->n_layers, c->vocab_size, expect); }
+    if (model_mem_check(m, path)) { fclose(f); return -1; }
     model_alloc(m);
     ParameterTensors *p = &m->params;
     fseek(f, (long)header_size, SEEK_SET);
@@ -1691,15 +1768,17 @@ static int config_from_hf(Config *c, const Json *j, const char *path) {
             c->rope_factor = (float)json_num_or(scaling, "factor", 8.0);
             c->rope_low_freq_factor = (float)json_num_or(scaling, "low_freq_factor", 1.0);
             c->rope_high_freq_factor = (float)json_num_or(scaling, "high_freq_factor", 4.0);
-            c->rope_orig_max_pos = (int)json_num_or(scaling, "original_max_position_embeddings", 8192);
-            if (!(c->rope_factor > 0) || !(c->rope_high_freq_factor > c->rope_low_freq_factor) || c->rope_orig_max_pos <= 0)
+            double omp = json_num_or(scaling, "original_max_position_embeddings", 8192); // checked before the cast: (int)1e300 is undefined
+            c->rope_orig_max_pos = omp >= 1 && omp <= INT_MAX ? (int)omp : 0;
+            if (!(c->rope_factor > 0) || !(c->rope_high_freq_factor > c->rope_low_freq_factor) || c->rope_orig_max_pos <= 0 ||
+                !isfinite(c->rope_factor) || !isfinite(c->rope_low_freq_factor) || !isfinite(c->rope_high_freq_factor))
                 return set_error(path, "bad llama3 rope_scaling values");
         } else return set_error(path, "unsupported rope scaling type '%s' (default and llama3 are supported)", type);
     }
     Json *b = json_get(j, "bos_token_id"), *e = json_get(j, "eos_token_id");
-    if (json_is_int(b)) c->bos_id = (int)b->num;
-    if (json_is_int(e)) c->eos_id = (int)e->num;
-    else if (e && e->type == JSON_ARRAY && e->n > 0 && json_is_int(&e->items[0])) c->eos_id = (int)e->items[0].num;
+    if (json_is_int(b) && fabs(b->num) <= INT_MAX) c->bos_id = (int)b->num;
+    if (json_is_int(e) && fabs(e->num) <= INT_MAX) c->eos_id = (int)e->num;
+    else if (e && e->type == JSON_ARRAY && e->n > 0 && json_is_int(&e->items[0]) && fabs(e->items[0].num) <= INT_MAX) c->eos_id = (int)e->items[0].num;
     return config_validate(c, path);
 }
 
@@ -1758,6 +1837,7 @@ static int load_hf(Model *m, const char *dir, const QuantOpts *qo) {
     m->quant = qo && qo->type > 0 ? qo->type : QT_NONE;
     m->quant_embed = m->quant ? qo->embed : 0;
     m->quant_dq = m->quant == QT_NF4 ? qo->dq : 0;
+    if (!rc) rc = model_mem_check(m, dir);
     if (!rc) {
         model_alloc(m);
         size_t maxm = (size_t)c->dim * (size_t)(c->vocab_size > c->hidden_dim ? c->vocab_size : c->hidden_dim);
@@ -4141,15 +4221,6 @@ static void point_layer_acts(LayerActs *la, floatX *mem, const size_t *s) {
 
 static floatX *alloc_floats(size_t n, size_t *bytes) { *bytes += n * sizeof(floatX); return (floatX *)tensor_alloc(n * sizeof(floatX)); }
 
-// bytes acts_alloc will take
-MAYBE_UNUSED static size_t acts_bytes(const Config *c, int B, int T, int checkpoint) {
-    size_t N = (size_t)B * T, C = (size_t)c->dim, H = (size_t)c->hidden_dim, V = (size_t)c->vocab_size, L = (size_t)c->n_layers;
-    size_t QD = (size_t)c->n_heads * c->head_dim, KD = (size_t)c->n_kv_heads * c->head_dim, s[NUM_LAYER_ACTS], per = 0;
-    layer_act_sizes(s, c, B, T);
-    for (int i = 0; i < NUM_LAYER_ACTS; i++) per += s[i];
-    size_t n = (L + 1) * N * C + (checkpoint ? 1 : L) * per + N * C + N + N * V + N + 2 * N * C + 2 * N * QD + 2 * N * KD + 3 * N * H + s[5];
-    return n * sizeof(floatX) + 2 * N * sizeof(int);
-}
 static void acts_alloc(Activations *a, const Config *c, int B, int T, int checkpoint) {
     memset(a, 0, sizeof(*a));
     a->B = B; a->T = T; a->checkpoint = checkpoint;
@@ -4907,6 +4978,49 @@ static int parse_lora_key(const char *key, int *l, int *t, char *ab) {
     return -1;
 }
 
+// adapter_config.json fields that older or newer PEFT versions write: unknown ones are ignored, as PEFT
+// ignores them (enable_lora of PEFT <= 0.2, fields of versions after 0.21); known ones that change the
+// model are refused unless they hold their default. target_modules naming no Llama module means an
+// adapter for another architecture (GPT-2's c_attn, ...), which PEFT refuses too.
+static int lora_config_check(const Json *j, const char *cpath) {
+    const char *base = json_str(json_get(j, "base_model_name_or_path"));
+    const Json *tm = json_get(j, "target_modules");
+    if (tm && tm->type == JSON_ARRAY) {
+        for (int i = 0; i < tm->n; i++) {
+            const char *s = json_str(&tm->items[i]);
+            int known = s && !strcmp(s, "all-linear");
+            for (int t = 0; s && t < NUM_TARGETS && !known; t++) known = !strcmp(s, target_names[t]);
+            if (known || (s && (!strcmp(s, "embed_tokens") || !strcmp(s, "lm_head")))) continue;
+            return set_error(cpath, "target_modules lists '%s', which Llama models do not have: an adapter for another architecture%s%s%s (Llama's are q_proj k_proj v_proj o_proj gate_proj up_proj down_proj)",
+                             s ? s : "(not a string)", base ? " (base_model_name_or_path \"" : "", base ? base : "", base ? "\")" : "");
+        }
+    } else if (tm && tm->type != JSON_STRING && tm->type != JSON_NULL) return set_error(cpath, "target_modules must be a list, a string or null");
+    // settings that change what the adapter computes: accepted at their defaults only
+    const char *nonnull[] = { "layer_replication", "trainable_token_indices", "target_parameters", "alora_invocation_tokens" };
+    const char *why[] = { "duplicates base layers (PEFT's layer_replication)", "trains single token embeddings", "adapts nn.Parameter weights (MoE experts)", "is an activated LoRA (aLoRA)" };
+    for (int i = 0; i < 4; i++) {
+        const Json *v = json_get(j, nonnull[i]);
+        if (v && v->type != JSON_NULL && !((v->type == JSON_ARRAY || v->type == JSON_OBJECT) && v->n == 0))
+            return set_error(cpath, "%s is set: the adapter %s, which peft.c does not support", nonnull[i], why[i]);
+    }
+    if (json_bool_or(j, "use_qalora", 0)) return set_error(cpath, "use_qalora is true: a QALoRA adapter for a GPTQ-quantized base, which peft.c does not support");
+    if (json_bool_or(j, "lora_bias", 0)) return set_error(cpath, "lora_bias is true: the adapter has a bias on lora_B, which peft.c does not support");
+    return 0;
+}
+
+// PEFT's key prefix for a LlamaForCausalLM: "base_model.model." (the PeftModel wrapper) + "model." (the
+// LlamaModel inside). 0 if key has it before "layers."; else -1 and an error naming what is wrong:
+// PEFT itself loads none of such weights (it warns "Found missing adapter keys") and runs the base model.
+static int lora_key_prefix_check(const char *key, const char *wpath) {
+    const char *want = "base_model.model.model.", *p = strstr(key, "layers.");
+    size_t n = p ? (size_t)(p - key) : 0, wl = strlen(want);
+    if (p && n == wl && !strncmp(key, want, wl)) return 0;
+    const char *what = p && n + 6 == wl && !strncmp(key, "base_model.model.", 17) ? "lacks the 'model.' segment (an adapter of a LlamaModel, or a tool that dropped it)"
+                     : p && n > wl && !strncmp(key, want, wl) ? "has an extra segment before 'layers.' (an adapter saved from a wrapped model)"
+                     : "does not start with 'base_model.model.model.layers.'";
+    return set_error(wpath, "tensor '%s' %s; a LlamaForCausalLM adapter's keys are 'base_model.model.model.layers.N...'. PEFT would load none of these weights (it warns \"Found missing adapter keys\") and run the base model unchanged", key, what);
+}
+
 // Load a PEFT LoRA adapter folder for model config c. lc receives the adapter's settings.
 static int lora_load(Lora *lo, LoraConfig *lc, const Config *c, const char *dir, int training) {
     char cpath[4096], wpath[4096];
@@ -4930,8 +5044,9 @@ static int lora_load(Lora *lo, LoraConfig *lc, const Config *c, const char *dir,
     if (j->type != JSON_OBJECT) { rc = set_error(cpath, "not a JSON object"); goto done; }
     if (!pt || strcmp(pt, "LORA")) { rc = set_error(cpath, "peft_type is %s, only LORA is supported", pt ? pt : "missing"); goto done; }
     if (!json_is_int(jr) || jr->num < 1 || jr->num > 65536) { rc = set_error(cpath, "'r' must be a positive integer"); goto done; }
-    if (!json_is_num(ja)) { rc = set_error(cpath, "'lora_alpha' must be a number"); goto done; }
+    if (!json_is_num(ja) || !isfinite((float)ja->num)) { rc = set_error(cpath, "'lora_alpha' must be a number (in float range)"); goto done; }
     if (bias && strcmp(bias, "none")) { rc = set_error(cpath, "bias '%s' is not supported (only \"none\")", bias); goto done; }
+    if ((rc = lora_config_check(j, cpath))) goto done;
     if (json_bool_or(j, "fan_in_fan_out", 0)) { rc = set_error(cpath, "fan_in_fan_out=true is not supported for Llama linear layers"); goto done; }
     lc->dora = json_bool_or(j, "use_dora", 0);
     {   // target_modules as one string other than "all-linear": a regex on the whole module name (PEFT's re.fullmatch)
@@ -4977,12 +5092,19 @@ static int lora_load(Lora *lo, LoraConfig *lc, const Config *c, const char *dir,
         // ranks from the tensors themselves, checked against the config
         for (int i = 0; i < st.n && !rc; i++) {
             int l, t; char ab;
+            if (st.t[i].numel == 0) { // ZeRO-3 partitions each weight; a save without gathering writes shape [0]
+                char sh[160] = "";
+                for (int d = 0; d < st.t[i].ndim; d++) snprintf(sh + strlen(sh), sizeof(sh) - strlen(sh), "%s%lld", d ? ", " : "", (long long)st.t[i].shape[d]);
+                rc = set_error(wpath, "tensor '%s' is empty (shape [%s]): saved from a DeepSpeed ZeRO-3 run without gathering the weights (save with stage3_gather_16bit_weights_on_model_save, or gather them before save_pretrained)", st.t[i].name, sh);
+                break;
+            }
             int which = saved_module_key(st.t[i].name);
             if (which) {
                 if ((which == 1 && !save_embed) || (which == 2 && !save_head)) { rc = set_error(wpath, "tensor '%s' is not listed in modules_to_save", st.t[i].name); break; }
                 continue;
             }
             if (parse_lora_key(st.t[i].name, &l, &t, &ab)) { rc = set_error(wpath, "unexpected tensor '%s' (not a LoRA A/B weight of a Llama layer)", st.t[i].name); break; }
+            if ((rc = lora_key_prefix_check(st.t[i].name, wpath))) break;
             if (l >= c->n_layers) { rc = set_error(wpath, "tensor '%s' is for layer %d but the model has %d layers", st.t[i].name, l, c->n_layers); break; }
             if (lc->target_regex[0] && !lora_regex_selects(lc->target_regex, l, t)) {
                 rc = set_error(wpath, "tensor '%s': target_modules '%s' does not match model.layers.%d.%s.%s", st.t[i].name, lc->target_regex, l, target_block(t), target_names[t]); break;
@@ -5007,7 +5129,7 @@ static int lora_load(Lora *lo, LoraConfig *lc, const Config *c, const char *dir,
             snprintf(mname, sizeof(mname), "model.layers.%d.%s.%s", l, target_block(t), target_names[t]);
             int want_r = lc->r;
             float alpha = lc->alpha;
-            for (int k = 0; rp && rp->type == JSON_OBJECT && k < rp->n; k++) if (peft_key_matches(rp->keys[k], mname) && json_is_int(&rp->items[k])) want_r = (int)rp->items[k].num;
+            for (int k = 0; rp && rp->type == JSON_OBJECT && k < rp->n; k++) if (peft_key_matches(rp->keys[k], mname) && json_is_int(&rp->items[k])) want_r = fabs(rp->items[k].num) <= 65536 ? (int)rp->items[k].num : -1;
             for (int k = 0; ap && ap->type == JSON_OBJECT && k < ap->n; k++) if (peft_key_matches(ap->keys[k], mname) && json_is_num(&ap->items[k])) alpha = (float)ap->items[k].num;
             if (ranks[i] != want_r) { rc = set_error(wpath, "layer %d %s has rank %d but adapter_config.json says r=%d", l, target_names[t], ranks[i], want_r); break; }
             if (lc->dora && !seen[i * 3 + 2]) { rc = set_error(wpath, "layer %d %s has no lora_magnitude_vector but use_dora is true", l, target_names[t]); break; }
@@ -5041,6 +5163,11 @@ static int lora_load(Lora *lo, LoraConfig *lc, const Config *c, const char *dir,
                 for (int k = 0; k < st.n && !tt; k++) if (saved_module_key(st.t[k].name) == which) tt = &st.t[k];
                 if (!tt) { rc = set_error(wpath, "modules_to_save lists %s but the file has no such weight", which == 1 ? "embed_tokens" : "lm_head"); break; }
                 int64_t shape[2] = { c->vocab_size, c->dim };
+                if (tt->ndim == 2 && tt->shape[1] == c->dim && tt->shape[0] != c->vocab_size) {
+                    rc = set_error(wpath, "'%s' is [%lld, %d]: the adapter was trained on a base whose vocabulary was resized to %lld tokens, but this model has %d "
+                                   "(resize the base's embeddings to %lld first, as PEFT needs too, or use the merged model)", tt->name, (long long)tt->shape[0], c->dim, (long long)tt->shape[0], c->vocab_size, (long long)tt->shape[0]);
+                    break;
+                }
                 floatX *w = (floatX *)malloc_check((size_t)c->vocab_size * c->dim * sizeof(floatX));
                 if (which == 1) lo->embed = w; else lo->lm_head = w;
                 lo->mts_rows = c->vocab_size; lo->mts_cols = c->dim;
@@ -5859,11 +5986,11 @@ static int load_trainer_state(const char *dir, const TrainArgs *ta, Trainable *t
     int rc = 0;
     const char *dr = json_str(json_get(j, "data_rng")), *pr = json_str(json_get(j, "dropout_rng")), *mode = json_str(json_get(j, "mode"));
     Json *js = json_get(j, "step");
-    if (!json_is_int(js) || js->num < 0 || !dr || !pr || !mode) rc = set_error(path, "missing step, data_rng, dropout_rng or mode");
-    else if (strcmp(mode, tune_names[ta->mode]) || (int)json_num_or(j, "batch_size", -1) != ta->B || (int)json_num_or(j, "seq_len", -1) != ta->T ||
-             (int)json_num_or(j, "grad_accum", -1) != ta->grad_accum || (size_t)json_num_or(j, "trainable", -1) != tr->total)
-        rc = set_error(path, "checkpoint was made with different settings (mode %s, batch %d, seq_len %d, grad_accum %d); resume with the same ones",
-                       mode, (int)json_num_or(j, "batch_size", -1), (int)json_num_or(j, "seq_len", -1), (int)json_num_or(j, "grad_accum", -1));
+    if (!json_is_int(js) || js->num < 0 || js->num > INT_MAX || !dr || !pr || !mode) rc = set_error(path, "missing step, data_rng, dropout_rng or mode");
+    else if (strcmp(mode, tune_names[ta->mode]) || json_num_or(j, "batch_size", -1) != ta->B || json_num_or(j, "seq_len", -1) != ta->T ||
+             json_num_or(j, "grad_accum", -1) != ta->grad_accum || json_num_or(j, "trainable", -1) != (double)tr->total)
+        rc = set_error(path, "checkpoint was made with different settings (mode %s, batch %g, seq_len %g, grad_accum %g, %g trainable values); resume with the same ones",
+                       mode, json_num_or(j, "batch_size", -1), json_num_or(j, "seq_len", -1), json_num_or(j, "grad_accum", -1), json_num_or(j, "trainable", -1));
     else {
         *step = (int)js->num;
         *data_rng = strtoull(dr, NULL, 10);
@@ -5896,6 +6023,59 @@ static int save_result(const TrainArgs *ta, Model *m, Lora *lo, const char *dir)
 static int save_checkpoint(const TrainArgs *ta, Model *m, Lora *lo, Trainable *tr, const char *dir, int step, uint64_t data_rng) {
     if (save_result(ta, m, lo, dir)) return -1;
     return save_trainer_state(dir, ta, tr, step, data_rng, lo ? lo->rng : 0);
+}
+
+// A checkpoint folder appears whole or not at all, even under kill -9 or a full disk: it is written as
+// "<dir>.tmp.<pid>" and renamed into place; a failed write removes the temporary folder.
+static void remove_folder(const char *dir) { // the files in dir (checkpoints hold no subfolders), then dir
+    DIR *d = opendir(dir);
+    if (!d) { remove(dir); return; }
+    struct dirent *e;
+    char p[4096];
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
+        remove(p);
+    }
+    closedir(d);
+    rmdir(dir);
+}
+static int save_checkpoint_atomic(const TrainArgs *ta, Model *m, Lora *lo, Trainable *tr, const char *dir, int step, uint64_t data_rng) {
+    char tmp[4200], old[4200], err[1024];
+    snprintf(tmp, sizeof(tmp), "%s.tmp.%d", dir, (int)getpid());
+    snprintf(old, sizeof(old), "%s.old.%d", dir, (int)getpid());
+    remove_folder(tmp);
+    if (save_checkpoint(ta, m, lo, tr, tmp, step, data_rng)) { // the error names the checkpoint, not the temporary folder
+        size_t tl = strlen(tmp);
+        snprintf(err, sizeof(err), "%s", peft_errbuf);
+        remove_folder(tmp);
+        if (!strncmp(err, tmp, tl)) set_error(dir, "%s", err + tl + (err[tl] == '/' || err[tl] == ':' ? 1 : 0) + (err[tl] == ':'));
+        else snprintf(peft_errbuf, sizeof(peft_errbuf), "%s", err);
+        return -1;
+    }
+    int had = dir_exists(dir); // a checkpoint of the same step from an earlier run: replaced
+    if (had && rename(dir, old) != 0) { remove_folder(tmp); return set_error(dir, "cannot replace the existing checkpoint: %s", strerror(errno)); }
+    if (rename(tmp, dir) != 0) { int e = errno; remove_folder(tmp); if (had) rename(old, dir); return set_error(dir, "cannot rename the checkpoint into place: %s", strerror(e)); }
+    if (had) remove_folder(old);
+    return 0;
+}
+// Temporary files and folders ("<name>.tmp.<pid>", "<name>.old.<pid>") that a killed run left in dir
+static void remove_stale_temps(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    char p[4096];
+    while ((e = readdir(d))) {
+        const char *t = strstr(e->d_name, ".tmp.");
+        if (!t) t = strstr(e->d_name, ".old.");
+        if (!t || !t[5]) continue;
+        char *end;
+        long pid = strtol(t + 5, &end, 10);
+        if (*end || pid <= 0 || pid == (long)getpid() || kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue; // its writer still runs
+        snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
+        if (dir_exists(p)) remove_folder(p); else remove(p);
+    }
+    closedir(d);
 }
 
 static void fmt_time(char *buf, size_t n, double s) {
@@ -6016,6 +6196,42 @@ static int write_loss_svg(const char *path, const LossCurve *lc, int total_steps
 }
 
 static void note_tokenizer(void); // CLI: names the tokenizer found beside the model
+// What training will allocate beyond the loaded model: activations (acts_alloc's buffers, twice with a
+// validation set), the trainable parameters' gradients and AdamW moments, LoRA's per-row buffers.
+static double acts_need_bytes(const Config *c, int B, int T, int checkpoint) {
+    double N = (double)B * T, C = c->dim, H = c->hidden_dim, V = c->vocab_size, L = c->n_layers;
+    double QD = (double)c->n_heads * c->head_dim, KD = (double)c->n_kv_heads * c->head_dim;
+    size_t s[NUM_LAYER_ACTS];
+    double per = 0;
+    layer_act_sizes(s, c, B, T);
+    for (int i = 0; i < NUM_LAYER_ACTS; i++) per += (double)s[i];
+    double floats = (L + 1) * N * C + (checkpoint ? 1 : L) * per + N * C + N + N * V + N + 2 * N * C + 2 * N * QD + 2 * N * KD + 3 * N * H + (double)B * c->n_heads * T * (gpu_on ? 1 : T); // (on the GPU: one log-sum-exp per row)
+    return floats * sizeof(floatX) + 2 * N * sizeof(int);
+}
+static int train_mem_check(const TrainArgs *ta, const Model *m, int with_eval) {
+    const Config *c = &m->config;
+    double N = (double)ta->B * ta->T, acts = acts_need_bytes(c, ta->B, ta->T, ta->checkpoint_acts) + (with_eval ? acts_need_bytes(c, ta->B, ta->T, 0) : 0), trainable = 0, extra = 0;
+    if (gpu_on) acts = 0; // activations live in GPU memory (checked against the GPU's free memory in train)
+    if (ta->mode == TUNE_LORA) { // params, grads, m, v; u (and the dropout mask) per row; the scratch rows
+        double maxdim = c->hidden_dim > c->dim ? c->hidden_dim : c->dim;
+        for (int t = 0; t < NUM_TARGETS; t++) {
+            if (!(ta->lc.targets >> t & 1)) continue;
+            int in, out;
+            target_dims(c, t, &in, &out);
+            double r = ta->resume_adapter ? 64 : ta->lc.r; // a resumed adapter's rank is known once loaded; 64 bounds the usual ones
+            trainable += c->n_layers * (r * (in + out) + (ta->lc.dora ? out : 0));
+            extra += c->n_layers * N * (r + (ta->lc.dropout > 0 ? in : 0));
+        }
+        extra += 5 * N * maxdim;
+        trainable *= 4;
+    } else trainable = (double)m->num_parameters * 3; // gradients of every weight, moments of the trained ones
+    char what[256], a[32], t[32];
+    fmt_mem(a, sizeof(a), acts);
+    fmt_mem(t, sizeof(t), (trainable + extra) * sizeof(floatX));
+    snprintf(what, sizeof(what), "training with batch %d x %d tokens (activations %s%s, trainable state %s)", ta->B, ta->T, a, with_eval ? " with validation" : "", t);
+    return mem_check(ta->model_path, what, acts + (trainable + extra) * sizeof(floatX), ta->checkpoint_acts ? "; lower -b or -T" : "; lower -b or -T, or add --checkpoint-activations");
+}
+
 static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
     Config *c = &m->config;
     // data: instruction examples, or text
@@ -6063,6 +6279,7 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
     if (ta->warmup < 0) ta->warmup = steps / 20;                          // 5% of the steps
     if (ta->eval_every <= 0) ta->eval_every = steps >= 10 ? steps / 10 : 1; // about 10 validations
     if (ta->log_every <= 0) ta->log_every = steps <= 200 ? 1 : steps / 100;
+    if (train_mem_check(ta, m, val && nval >= 2)) { free(tokens); if (ta->val_path) free(val); return -1; }
     // model, adapter, trainable set
     Lora lora, *lo = NULL;
     floatX *gmem = NULL;
@@ -6096,7 +6313,7 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
     if (lo && ta->lc.dora && !ta->resume_adapter) lora_init_dora(lo, m);
 #ifdef PEFT_CUDA
     if (gpu_on) { // what the activations will need, against what is free, before taking any of it
-        double need = (double)acts_bytes(c, B, T, ta->checkpoint_acts) + (val_fits_eval(ta) ? (double)acts_bytes(c, B, T, 0) : 0) + 2.0 * tr_bytes(m, lo, ta->mode),
+        double need = acts_need_bytes(c, B, T, ta->checkpoint_acts) + (val_fits_eval(ta) ? acts_need_bytes(c, B, T, 0) : 0) + 2.0 * tr_bytes(m, lo, ta->mode),
                have = (double)gpu_free_bytes();
         if (need > have) fatal("out of GPU memory: training needs %.2f GiB more for activations and optimizer state (batch %d x %d%s), %.2f GiB are free; "
                                "lower -b or -T, or use --checkpoint-activations, --eval-batches or --quant nf4", need / 1073741824.0, B, T,
@@ -6141,6 +6358,7 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
     char path[4096];
     FILE *log = NULL;
     if (mkdir_p(ta->outdir)) return -1;
+    remove_stale_temps(ta->outdir);
     path_join(path, sizeof(path), ta->outdir, "log.jsonl");
     log = fopen(path, ta->resume ? "ab" : "wb");
     if (!log) return set_error(path, "cannot write: %s", strerror(errno));
@@ -6241,7 +6459,7 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
             char ck[4096], name[64];
             snprintf(name, sizeof(name), "checkpoint-%d", step + 1);
             path_join(ck, sizeof(ck), ta->outdir, name);
-            if (save_checkpoint(ta, m, lo, &tr, ck, step + 1, data_rng)) { rc = -1; break; }
+            if (save_checkpoint_atomic(ta, m, lo, &tr, ck, step + 1, data_rng)) { rc = -1; break; }
             fprintf(stderr, "saved checkpoint %s\n", ck);
             if (stop_requested) { fprintf(stderr, "interrupted: resume with --resume %s\n", ck); step++; break; }
         }
@@ -6824,6 +7042,9 @@ static void error_usage_train(void) {
                     "  --bench                   at the end, print the median step time and tokens/s after warm-up and\n"
                     "                            the FLOPs and time inside the matmuls (make bench uses it)\n"
                     "  -s SEED                   random seed (default 1337)\n"
+                    "  A setup that does not fit in the available memory is refused before it allocates\n"
+                    "  (environment PEFT_MEM_LIMIT=BYTES[K|M|G] sets the budget). Checkpoint folders appear whole\n"
+                    "  or not at all (written as CHECKPOINT.tmp.PID, then renamed), even under kill -9 or a full disk.\n"
                     "  QLoRA (LoRA on a quantized frozen base; LoRA weights, gradients and AdamW stay fp32):\n"
                     QUANT_HELP DEVICE_HELP);
     exit(1);
@@ -7469,6 +7690,9 @@ int peft_main(int argc, char **argv);
 int peft_main(int argc, char **argv) {
 #else
 int main(int argc, char **argv) {
+#endif
+#ifdef SIGXFSZ
+    signal(SIGXFSZ, SIG_IGN); // past a file size limit (ulimit -f) a write fails (EFBIG) and is reported, not fatal
 #endif
     if (argc < 2) error_usage();
     const char *cmd = argv[1];

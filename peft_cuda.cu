@@ -8,6 +8,7 @@
 // into the mirror. Activations are device allocations handed out by gpu_alloc, used as they are.
 #include <cuda_runtime.h>
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <mma.h>
 #include <type_traits>
 #include <stdint.h>
@@ -17,8 +18,10 @@
 #include <math.h>
 #include <time.h>
 
-#define GPU_QARGS int qtype, int bs, const uint8_t *q, const float *scale, const uint16_t *scale16, const uint8_t *qabsmax, const float *absmax2, float offset, const float *code256
-enum { QT_NONE, QT_INT8, QT_INT4, QT_NF4 }; // peft.c's QT_*
+#define GPU_QARGS int qtype, int bs, const uint8_t *q, const float *scale, const uint16_t *scale16, const uint8_t *qabsmax, const float *absmax2, float offset, const float *code256, \
+                  const uint16_t *hscale, const uint16_t *hzero
+enum { QT_NONE, QT_INT8, QT_INT4, QT_NF4, QT_HQQ4, QT_HQQ8 }; // peft.c's QT_*
+#define QARGS_NAMES qtype, bs, q, scale, scale16, qabsmax, absmax2, offset, code256, hscale, hzero
 #define DQ_BLOCK 256
 
 // ----------------------------------------------------------------------------
@@ -519,15 +522,20 @@ __constant__ float nf4_code_c[16] = {
 __constant__ float dyn_code_c[256]; // bitsandbytes' dynamic map, for double-quantized absmax
 static int dyn_code_loaded;
 
-typedef struct { int type, bs; const uint8_t *q; const float *scale; const uint16_t *scale16; const uint8_t *qabsmax; const float *absmax2; float offset; } QDev;
+typedef struct { int type, bs; const uint8_t *q; const float *scale; const uint16_t *scale16; const uint8_t *qabsmax; const float *absmax2; float offset; const uint16_t *hscale, *hzero; } QDev;
 static QDev qdev(GPU_QARGS) {
     if (qabsmax && !dyn_code_loaded) { CK(cudaMemcpyToSymbol(dyn_code_c, code256, 256 * sizeof(float))); dyn_code_loaded = 1; }
-    QDev t = { qtype, bs, D(q), D(scale), D(scale16), D(qabsmax), D(absmax2), offset };
+    QDev t = { qtype, bs, D(q), D(scale), D(scale16), D(qabsmax), D(absmax2), offset, D(hscale), D(hzero) };
     return t;
 }
 // element i of the flattened matrix
 __device__ __forceinline__ float qvalue(const QDev &t, size_t i) {
     size_t b = i / t.bs;
+    if (t.hscale) { // HQQ: (q - z) * s, fp16 scale and zero per group
+        float s = __half2float(__ushort_as_half(t.hscale[b])), z = __half2float(__ushort_as_half(t.hzero[b]));
+        float qv = t.type == QT_HQQ8 ? (float)t.q[i] : (float)((t.q[i >> 1] >> (i & 1 ? 0 : 4)) & 15);
+        return (qv - z) * s;
+    }
     float s;
     if (t.scale16) s = __uint_as_float((uint32_t)t.scale16[b] << 16);
     else if (t.qabsmax) s = dyn_code_c[t.qabsmax[b]] * t.absmax2[b / DQ_BLOCK] + t.offset;
@@ -550,11 +558,11 @@ static float *dequantize_matrix(const QDev &t, int C, int OC) {
     return w;
 }
 extern "C" void gpu_qmatmul_forward(float *out, const float *inp, GPU_QARGS, int N, int C, int OC) {
-    float *w = dequantize_matrix(qdev(qtype, bs, q, scale, scale16, qabsmax, absmax2, offset, code256), C, OC);
+    float *w = dequantize_matrix(qdev(QARGS_NAMES), C, OC);
     gemm(D(out), OC, D(inp), C, 1, w, 1, C, N, OC, C, 0);
 }
 extern "C" void gpu_qmatmul_backward(float *dinp, const float *dout, GPU_QARGS, int N, int C, int OC) {
-    float *w = dequantize_matrix(qdev(qtype, bs, q, scale, scale16, qabsmax, absmax2, offset, code256), C, OC);
+    float *w = dequantize_matrix(qdev(QARGS_NAMES), C, OC);
     gemm(D(dinp), C, D(dout), OC, 1, w, C, 1, N, C, OC, 1);
 }
 __global__ void encoder_q_kernel(float *out, const int *tokens, QDev t, int N, int C) {
@@ -563,7 +571,7 @@ __global__ void encoder_q_kernel(float *out, const int *tokens, QDev t, int N, i
         out[i] = qvalue(t, (size_t)tokens[i / C] * C + i % C);
 }
 extern "C" void gpu_encoder_forward_q(float *out, const int *tokens, GPU_QARGS, int N, int C) {
-    QDev t = qdev(qtype, bs, q, scale, scale16, qabsmax, absmax2, offset, code256);
+    QDev t = qdev(QARGS_NAMES);
     encoder_q_kernel<<<blocks_for((size_t)N * C, 256), 256>>>(D(out), D(tokens), t, N, C);
     LAUNCHED("encoder_q_kernel");
 }
@@ -1308,6 +1316,12 @@ __global__ void dora_weight_norm_kernel(float *wnorm, const float *W, const floa
 }
 extern "C" void gpu_dora_weight_norm(float *wnorm, const float *W, const float *A, const float *B, float scale, int r, int in, int out) {
     dora_weight_norm_kernel<<<out, 256>>>(D(wnorm), D(W), D(A), D(B), scale, r, in);
+    LAUNCHED("dora_weight_norm_kernel");
+}
+// QDoRA: the same norm with W dequantized (the whole matrix, in the quantized matmuls' scratch)
+extern "C" void gpu_dora_weight_norm_q(float *wnorm, GPU_QARGS, const float *A, const float *B, float scale, int r, int in, int out) {
+    float *w = dequantize_matrix(qdev(QARGS_NAMES), in, out);
+    dora_weight_norm_kernel<<<out, 256>>>(D(wnorm), w, D(A), D(B), scale, r, in);
     LAUNCHED("dora_weight_norm_kernel");
 }
 // out += (g - 1) * base + g * s * t, g = mag / wnorm per column

@@ -4,6 +4,8 @@
 // test_all_fp64 and folds its counts into the last line: "N passed, N failed, N skipped".
 #define PEFT_NO_MAIN
 #include "peft.c"
+#include <sys/wait.h>
+#include <fcntl.h>
 
 static int n_pass, n_fail, n_skip;
 static void check(int ok, const char *name, const char *fmt, ...) {
@@ -2879,6 +2881,10 @@ static void test_config_floats(void) {
     free(txt);
 }
 
+static void test_hostile_adapters(void);
+static void test_memory_refusal(void);
+static void test_disk_full(void);
+static void test_kill9(void);
 static void run_fp32_tests(void) {
     test_kernels_matmul();
     test_kernels_attention();
@@ -2923,6 +2929,331 @@ static void run_fp32_tests(void) {
     test_quant_files();
     test_quant_chunked_load();
     test_quant_cli();
+    test_hostile_adapters();
+    test_memory_refusal();
+    test_disk_full();
+    test_kill9();
+}
+
+// ----------------------------------------------------------------------------
+// hardening (issue 12): hostile adapters from real reports, memory refusal, full disk, kill -9 during training
+
+// a small random llama2.c model with the vocabulary of tests/spbpe/tokenizer.json (needs no ../shared)
+static int make_tiny_bin(const char *path) {
+    Tokenizer tk;
+    if (tokenizer_load(&tk, "tests/spbpe/tokenizer.json", 0)) return -1;
+    Model tm;
+    memset(&tm, 0, sizeof(tm));
+    config_defaults(&tm.config);
+    Config *c = &tm.config;
+    c->dim = 48; c->hidden_dim = 96; c->n_layers = 3; c->n_heads = 6; c->n_kv_heads = 3; c->head_dim = 8; c->vocab_size = tk.vocab_size; c->seq_len = 128; c->tied = 1;
+    tokenizer_free(&tk);
+    tm.format = FMT_BIN_V1;
+    model_alloc(&tm);
+    uint64_t r = 11;
+    for (size_t i = 0; i < tm.num_parameters; i++) tm.params_memory[i] = (floatX)((random_f32(&r) - 0.5f) * 0.2f);
+    for (int i = 0; i < c->n_layers * c->dim; i++) { tm.params.rms_att[i] = 1; tm.params.rms_ffn[i] = 1; }
+    for (int i = 0; i < c->dim; i++) tm.params.rms_final[i] = 1;
+    int rc = model_save_bin(&tm, path, 0);
+    model_free(&tm);
+    return rc;
+}
+static void write_story_data(const char *path, int copies) {
+    const char *text = "Once upon a time, there was a little girl named Lily. She loved to play outside in the sun.\n\n"
+                       "One day, a big dog came to the park. The dog was friendly and wanted to play with Lily.\n\n"
+                       "Tom had a red ball. He liked to throw it high in the sky. His mom said, \"Be careful, Tom!\"\n\n";
+    StrBuf b = { 0 };
+    for (int i = 0; i < copies; i++) sb_puts(&b, text);
+    write_bytes(path, b.s, b.n);
+    free(b.s);
+}
+// run a shell command line; its stderr into err; returns the exit status (-1 if it did not exit)
+static int run_sh(const char *cmdline, char *err, size_t errn) {
+    char cmd[8192], ef[600];
+    tmp_path(ef, sizeof(ef), "sh_stderr.txt");
+    snprintf(cmd, sizeof(cmd), "( %s ) >/dev/null 2>%s", cmdline, ef);
+    int rc = system(cmd);
+    size_t n;
+    char *e = read_file(ef, &n, 1 << 24);
+    if (err) snprintf(err, errn, "%s", e ? e : "");
+    free(e);
+    return rc == -1 || !WIFEXITED(rc) ? -1 : WEXITSTATUS(rc);
+}
+static char *slurp(const char *path, size_t *n) { return read_file(path, n, (size_t)1 << 28); }
+static int same_file(const char *a, const char *b) {
+    size_t na, nb;
+    char *x = slurp(a, &na), *y = slurp(b, &nb);
+    int same = x && y && na == nb && !memcmp(x, y, na);
+    free(x); free(y);
+    return same;
+}
+// entries of dir (recursively) whose name holds ".tmp." or ".old.": temporary files left behind
+static int count_temps(const char *dir, char *first, size_t n) {
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    int cnt = 0;
+    struct dirent *e;
+    char p[4096];
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
+        if (strstr(e->d_name, ".tmp.") || strstr(e->d_name, ".old.")) { if (!cnt && first) snprintf(first, n, "%s", p); cnt++; }
+        else if (dir_exists(p)) cnt += count_temps(p, cnt ? NULL : first, n);
+    }
+    closedir(d);
+    return cnt;
+}
+
+static void test_hostile_adapters(void) {
+    const char *base = "tests/hostile/base";
+    Model m;
+    if (model_load(&m, base)) { check(0, "hostile adapters", "%s (run python3 tests/hostile/make_hostile.py)", peft_errbuf); return; }
+    struct { const char *name, *want; } cases[] = {
+        { "rank_mismatch", "has rank 2 but adapter_config.json says r=4" },
+        { "vocab_resized", "vocabulary was resized to 40 tokens, but this model has 32" },
+        { "zero3_empty", "is empty (shape [0]): saved from a DeepSpeed ZeRO-3 run" },
+        { "key_without_model", "lacks the 'model.' segment" },
+        { "key_extra_model", "has an extra segment before 'layers.'" },
+        { "layer_replication", "layer_replication is set" },
+        { "use_qalora", "use_qalora is true" },
+        { "gpt2_c_attn", "target_modules lists 'c_attn', which Llama models do not have: an adapter for another architecture (base_model_name_or_path \"gpt2\")" },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char dir[256];
+        snprintf(dir, sizeof(dir), "tests/hostile/%s", cases[i].name);
+        Lora lo; LoraConfig lc;
+        int rc = lora_load(&lo, &lc, &m.config, dir, 0);
+        if (!rc) { lora_free(&lo); free(lc.layers); }
+        check(rc == -1 && strstr(peft_errbuf, cases[i].want), "hostile adapter (real report)", "%s -> %s", cases[i].name, rc ? peft_errbuf : "ACCEPTED");
+    }
+    // what PEFT accepts: configs of older and newer PEFT versions (unknown fields ignored, known ones at their
+    // defaults) give the same logits as the plain adapter with the same tensors, and the adapter changes them
+    Lora lg, lu; LoraConfig kg, ku;
+    int ok = !lora_load(&lg, &kg, &m.config, "tests/hostile/good", 0) && !lora_load(&lu, &ku, &m.config, "tests/hostile/unknown_fields", 0);
+    if (!ok) { check(0, "hostile adapter (real report)", "good / unknown_fields do not load: %s", peft_errbuf); model_free(&m); return; }
+    int ids[16];
+    for (int i = 0; i < 16; i++) ids[i] = (i * 7 + 3) % 32;
+    float *g = dump_logits(&m, &lg, ids, 2, 8, NULL, NULL), *u = dump_logits(&m, &lu, ids, 2, 8, NULL, NULL), *b0 = dump_logits(&m, NULL, ids, 2, 8, NULL, NULL);
+    size_t w;
+    double same = max_abs_diff(u, g, 2 * 8 * 32, &w), moved = max_abs_diff(g, b0, 2 * 8 * 32, &w);
+    check(same == 0 && moved > 1e-4, "hostile adapter (real report)", "unknown_fields (enable_lora, merge_weights, a future field; layer_replication/use_qalora at defaults) "
+          "loads as PEFT does: logits identical to the plain adapter's (max diff %.1e), which differ from the base by %.2e", same, moved);
+    free(g); free(u); free(b0);
+    lora_free(&lg); lora_free(&lu); free(kg.layers); free(ku.layers);
+    model_free(&m);
+}
+
+static void test_memory_refusal(void) {
+    char dir[600], p[700], err[4096], cmd[4096], tiny[600], data[600];
+    // a config.json of a 70B model beside an empty safetensors file: refused (by the memory check, which runs
+    // before model_alloc: a failed malloc would say "out of memory allocating" instead)
+    tmp_path(dir, sizeof(dir), "huge_hf");
+    mkdir_p(dir);
+    snprintf(p, sizeof(p), "%s/config.json", dir);
+    write_text(p, "{\"architectures\":[\"LlamaForCausalLM\"],\"hidden_size\":8192,\"intermediate_size\":28672,\"num_hidden_layers\":80,\"num_attention_heads\":64,"
+                  "\"num_key_value_heads\":8,\"vocab_size\":128256,\"max_position_embeddings\":8192,\"rms_norm_eps\":1e-5,\"rope_theta\":500000.0}");
+    snprintf(p, sizeof(p), "%s/model.safetensors", dir);
+    write_bytes(p, "\x08\0\0\0\0\0\0\0{}      ", 16);
+    snprintf(cmd, sizeof(cmd), "%s generate %s -n 2", peft_bin(), dir);
+    int rc = run_sh(cmd, err, sizeof(err));
+    char *nl = strchr(err, '\n'); int lines = count_lines(err); if (nl) *nl = 0;
+    check(rc == 1 && lines == 1 && strstr(err, "needs 262.8 GiB of memory but only") && strstr(err, "available"), "memory: a model that cannot fit is refused before it allocates", "exit %d, \"%s\"", rc, err);
+    // a training setup that cannot fit: the plan is refused with what it needs and has
+    tmp_path(tiny, sizeof(tiny), "mem_tiny.bin");
+    tmp_path(data, sizeof(data), "mem_data.txt");
+    make_tiny_bin(tiny);
+    write_story_data(data, 40);
+    tmp_path(dir, sizeof(dir), "mem_out");
+    snprintf(cmd, sizeof(cmd), "PEFT_MEM_LIMIT=64M %s train %s %s -z tests/spbpe/tokenizer.json -o %s -b 64 -T 128 --steps 1", peft_bin(), tiny, data, dir);
+    rc = run_sh(cmd, err, sizeof(err));
+    nl = strchr(err, '\n'); lines = count_lines(err); if (nl) *nl = 0;
+    // the model's lines come first; the refusal is the last line
+    char *last = err;
+    check(rc == 1 && strstr(last, "peft: ") && strstr(last, "training with batch 64 x 128 tokens") && strstr(last, "but only 64.0 MiB is available (PEFT_MEM_LIMIT); lower -b or -T, or add --checkpoint-activations") && !have(dir),
+          "memory: a training setup that cannot fit is refused before it allocates", "exit %d, \"%s\"", rc, last);
+    snprintf(cmd, sizeof(cmd), "PEFT_MEM_LIMIT=64M %s train %s %s -z tests/spbpe/tokenizer.json -o %s -b 2 -T 32 --steps 1", peft_bin(), tiny, data, dir);
+    rc = run_sh(cmd, err, sizeof(err));
+    check(rc == 0, "memory: a setup that fits the same limit trains", "exit %d", rc);
+}
+
+static void test_disk_full(void) {
+    char tiny[600], data[600], out[600], cmd[4096], err[4096], p[700], q[700], first[4096] = "";
+    const char *common = "-z tests/spbpe/tokenizer.json -b 2 -T 32 --targets q_proj,v_proj -r 8 --val-frac 0";
+    tmp_path(tiny, sizeof(tiny), "disk_tiny.bin");
+    tmp_path(data, sizeof(data), "disk_data.txt");
+    tmp_path(out, sizeof(out), "disk_out");
+    make_tiny_bin(tiny);
+    write_story_data(data, 20);
+    snprintf(cmd, sizeof(cmd), "%s train %s %s %s -o %s --steps 4 --save-every 2", peft_bin(), tiny, data, common, out);
+    if (run_sh(cmd, err, sizeof(err))) { check(0, "full disk", "first run failed: %s", err); return; }
+    // keep copies of what must survive
+    const char *keep[] = { "adapter_model.safetensors", "adapter_config.json", "checkpoint-2/adapter_model.safetensors", "checkpoint-2/optimizer.safetensors", "checkpoint-2/trainer_state.json" };
+    char saved[600];
+    tmp_path(saved, sizeof(saved), "disk_saved");
+    mkdir_p(saved);
+    for (int i = 0; i < 5; i++) {
+        snprintf(p, sizeof(p), "%s/%s", out, keep[i]);
+        snprintf(q, sizeof(q), "%s/%d", saved, i);
+        size_t n; char *x = slurp(p, &n); if (x) { write_bytes(q, x, n); free(x); }
+    }
+    // resume into the same folder with files limited to 8 KiB (the adapter is 16 KiB): the first checkpoint fails
+    snprintf(cmd, sizeof(cmd), "ulimit -f 8; %s train %s %s %s -o %s --steps 8 --save-every 1 --resume %s/checkpoint-2", peft_bin(), tiny, data, common, out, out);
+    int rc = run_sh(cmd, err, sizeof(err));
+    int intact = 1;
+    for (int i = 0; i < 5; i++) {
+        snprintf(p, sizeof(p), "%s/%s", out, keep[i]);
+        snprintf(q, sizeof(q), "%s/%d", saved, i);
+        intact &= same_file(p, q);
+    }
+    snprintf(p, sizeof(p), "%s/checkpoint-3", out);
+    int temps = count_temps(out, first, sizeof(first));
+    char *lastline = err, *s2;
+    for (s2 = err; *s2; s2++) if (*s2 == '\n' && s2[1]) lastline = s2 + 1;
+    int peft_lines = 0;
+    for (s2 = err; (s2 = strstr(s2, "peft: ")); s2++) peft_lines++;
+    char *nl = strchr(lastline, '\n'); if (nl) *nl = 0;
+    check(rc == 1 && peft_lines == 1 && strstr(lastline, "write failed: File too large") && intact && !have(p) && temps == 0,
+          "full disk (ulimit -f): one clear line, previous checkpoint and adapter intact, no temporary file", "exit %d, \"%s\"; previous files %s; checkpoint-3 %s; %d temporary files%s%s",
+          rc, lastline, intact ? "byte-identical" : "CHANGED", have(p) ? "EXISTS" : "absent", temps, temps ? " e.g. " : "", first);
+    // unwritable places: an output folder below a regular file, and /proc
+    snprintf(cmd, sizeof(cmd), "%s train %s %s %s -o %s/adapter_config.json/sub --steps 2", peft_bin(), tiny, data, common, out);
+    rc = run_sh(cmd, err, sizeof(err));
+    nl = strchr(err, '\n'); int lines = count_lines(err); if (nl) *nl = 0;
+    check(rc == 1 && lines == 1 && strstr(err, "cannot create directory: Not a directory"), "unwritable output folder (below a file)", "exit %d, \"%s\"", rc, err);
+}
+
+// kill -9 at random moments of `train --save-every 1` (half the trials exactly while a checkpoint folder is
+// being written); afterwards every checkpoint-N folder is complete, and --resume from the newest ends with
+// an adapter byte-identical to an uninterrupted run's
+static int checkpoint_complete(const char *ck, int step, const Config *c, char *why, size_t n) {
+    Lora lo; LoraConfig lc;
+    if (lora_load(&lo, &lc, c, ck, 0)) { snprintf(why, n, "%s", peft_errbuf); return 0; }
+    size_t total = lo.num_params;
+    lora_free(&lo); free(lc.layers);
+    char p[1200];
+    snprintf(p, sizeof(p), "%s/trainer_state.json", ck);
+    Json *j = json_load(p);
+    int ok = j && json_is_int(json_get(j, "step")) && (int)json_get(j, "step")->num == step && (size_t)json_num_or(j, "trainable", -1) == total;
+    if (!ok) snprintf(why, n, "%s: %s", p, j ? "step or trainable wrong" : peft_errbuf);
+    json_free(j);
+    if (!ok) return 0;
+    SafeTensors st;
+    snprintf(p, sizeof(p), "%s/optimizer.safetensors", ck);
+    if (st_open(&st, p)) { snprintf(why, n, "%s", peft_errbuf); return 0; }
+    STTensor *tm = st_find(&st, "adamw.m"), *tv = st_find(&st, "adamw.v");
+    ok = tm && tv && tm->numel == total && tv->numel == total;
+    if (!ok) snprintf(why, n, "%s: moments missing or of the wrong size", p);
+    st_close(&st);
+    return ok;
+}
+static pid_t spawn_peft(char *const *argv) {
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd = open("/dev/null", O_WRONLY);
+        if (fd >= 0) { dup2(fd, 1); dup2(fd, 2); }
+        setenv("OMP_NUM_THREADS", "1", 1); // a tiny model: threads only add waiting on a busy machine
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    return pid;
+}
+static int checkpoint_tmp_exists(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    struct dirent *e;
+    int found = 0;
+    while (!found && (e = readdir(d))) found = !strncmp(e->d_name, "checkpoint-", 11) && strstr(e->d_name, ".tmp.") != NULL;
+    closedir(d);
+    return found;
+}
+static void test_kill9(void) {
+    char tiny[600], data[600], ref[600], cmd[4096], err[4096];
+    tmp_path(tiny, sizeof(tiny), "k9_tiny.bin");
+    tmp_path(data, sizeof(data), "k9_data.txt");
+    tmp_path(ref, sizeof(ref), "k9_ref");
+    make_tiny_bin(tiny);
+    write_story_data(data, 20);
+    const int STEPS = 10;
+    int TRIALS = getenv("PEFT_KILL9_TRIALS") ? atoi(getenv("PEFT_KILL9_TRIALS")) : 24; // make debug: fewer (ASan is ~30x slower)
+    if (TRIALS < 2) TRIALS = 2;
+    char steps_s[16];
+    snprintf(steps_s, sizeof(steps_s), "%d", STEPS);
+    char bin[600];
+    snprintf(bin, sizeof(bin), "%s", peft_bin());
+    double t0 = time_sec();
+    snprintf(cmd, sizeof(cmd), "OMP_NUM_THREADS=1 %s train %s %s -z tests/spbpe/tokenizer.json -o %s --steps %d --save-every 1 -b 2 -T 32 --targets all-linear -r 4 --dropout 0.1 --val-frac 0.2 --eval-every 3 -s 7",
+             bin, tiny, data, ref, STEPS);
+    if (run_sh(cmd, err, sizeof(err))) { check(0, "kill -9", "uninterrupted run failed: %s", err); return; }
+    double run_s = time_sec() - t0;
+    Model m;
+    if (model_load(&m, tiny)) { check(0, "kill -9", "%s", peft_errbuf); return; }
+    char refad[700];
+    snprintf(refad, sizeof(refad), "%s/adapter_model.safetensors", ref);
+    uint64_t rng = 2024;
+    int bad = 0, during_write = 0, finished = 0, checked = 0, resumed_from_none = 0;
+    char why[8192] = "";
+    for (int trial = 0; trial < TRIALS && !bad; trial++) {
+        char out[600], name[64];
+        snprintf(name, sizeof(name), "k9_%d", trial);
+        tmp_path(out, sizeof(out), name);
+        char *argv[] = { bin, "train", tiny, data, "-z", "tests/spbpe/tokenizer.json", "-o", out, "--steps", steps_s, "--save-every", "1", "-b", "2", "-T", "32",
+                         "--targets", "all-linear", "-r", "4", "--dropout", "0.1", "--val-frac", "0.2", "--eval-every", "3", "-s", "7", NULL, NULL, NULL };
+        pid_t pid = spawn_peft(argv);
+        int status = 0, reaped = 0;
+        if (trial % 2) { // while a checkpoint folder is being written: stop the process at random moments
+            int skip = (int)(random_u32(&rng) % 3), hits = 0; // until it is caught writing one (the skip+1-th time)
+            for (;;) {
+                struct timespec ts = { 0, (long)(random_u32(&rng) % 2000000) };
+                nanosleep(&ts, NULL);
+                kill(pid, SIGSTOP);
+                if (waitpid(pid, &status, WUNTRACED) != pid || !WIFSTOPPED(status)) { reaped = 1; break; } // it finished
+                if (checkpoint_tmp_exists(out) && hits++ == skip) break;  // killed below, while stopped mid-write
+                kill(pid, SIGCONT);
+            }
+        } else { // a random moment of the run
+            struct timespec ts;
+            double d = random_f32(&rng) * run_s * 1.1;
+            ts.tv_sec = (time_t)d; ts.tv_nsec = (long)((d - (double)ts.tv_sec) * 1e9);
+            nanosleep(&ts, NULL);
+            if (waitpid(pid, &status, WNOHANG) == pid) reaped = 1;
+        }
+        int in_write = !reaped && checkpoint_tmp_exists(out);
+        if (!reaped) { kill(pid, SIGKILL); waitpid(pid, &status, 0); }
+        if (WIFEXITED(status)) finished++;
+        else during_write += in_write;
+        // every checkpoint-N folder must be complete; find the newest
+        int newest = 0;
+        DIR *d = opendir(out);
+        struct dirent *e;
+        while (d && (e = readdir(d)) && !bad) {
+            int step; char extra;
+            if (sscanf(e->d_name, "checkpoint-%d%c", &step, &extra) != 1) continue;
+            char ck[1024];
+            snprintf(ck, sizeof(ck), "%s/%s", out, e->d_name);
+            char w[4096];
+            if (!checkpoint_complete(ck, step, &m.config, w, sizeof(w))) { bad = 1; snprintf(why, sizeof(why), "trial %d: incomplete checkpoint %s: %s", trial, ck, w); }
+            checked++;
+            if (step > newest) newest = step;
+        }
+        if (d) closedir(d);
+        if (bad) break;
+        // resume from the newest (or start again without one) and finish
+        char resume[800];
+        snprintf(resume, sizeof(resume), "%s/checkpoint-%d", out, newest);
+        if (newest) { argv[28] = "--resume"; argv[29] = resume; } else resumed_from_none++;
+        pid = spawn_peft(argv);
+        waitpid(pid, &status, 0);
+        char ad[700], first[4096] = "";
+        snprintf(ad, sizeof(ad), "%s/adapter_model.safetensors", out);
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) { bad = 1; snprintf(why, sizeof(why), "trial %d: resume from checkpoint-%d failed (status %d)", trial, newest, status); }
+        else if (!same_file(ad, refad)) { bad = 1; snprintf(why, sizeof(why), "trial %d: adapter after resuming from checkpoint-%d differs from the uninterrupted run's", trial, newest); }
+        else if (count_temps(out, first, sizeof(first))) { bad = 1; snprintf(why, sizeof(why), "trial %d: temporary files left after the resumed run: %s", trial, first); }
+    }
+    model_free(&m);
+    check(!bad && during_write >= TRIALS / 4, "kill -9 during training",
+          "%d trials (uninterrupted run %.2f s): %d killed while a checkpoint was being written, %d finished before the kill, %d started over (no checkpoint yet); "
+          "%d checkpoint folders found, all complete; every resume from the newest gave the uninterrupted adapter byte for byte%s%s",
+          TRIALS, run_s, during_write, finished, resumed_from_none, checked, bad ? " -- FAILED: " : "", why);
 }
 
 // run the fp64 finite-difference binary and fold its counts into ours
@@ -3379,6 +3710,14 @@ int main(int argc, char **argv) {
     char tmpl[] = "/tmp/peft_test_XXXXXX";
     if (!mkdtemp(tmpl)) { perror("mkdtemp"); return 1; }
     snprintf(tmpdir, sizeof(tmpdir), "%s", tmpl);
+    if (argc > 1 && !strcmp(argv[1], "hardening")) { // ./test_all hardening: only the issue-12 tests (quick)
+        printf("== hardening tests (temporary files in %s)\n", tmpdir);
+        test_hostile_adapters(); test_memory_refusal(); test_disk_full(); test_kill9();
+        char rm[512]; snprintf(rm, sizeof(rm), "rm -rf '%s'", tmpdir);
+        if (system(rm) != 0) printf("note: could not remove %s\n", tmpdir);
+        printf("%d passed, %d failed, %d skipped\n", n_pass, n_fail, n_skip);
+        return n_fail ? 1 : 0;
+    }
     printf("== fp32 suite (temporary files in %s)\n", tmpdir);
     setenv("PEFT_DEVICE", "cpu", 1); // the CPU tests' ./peft runs stay on the CPU in a CUDA build
     run_fp32_tests();
