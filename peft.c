@@ -3382,9 +3382,39 @@ static void dora_weight_norm(floatX *wnorm, const floatX *W, const LoraModule *l
     }
 }
 
+// QDoRA: the same norm on a quantized base, each row of W dequantized in turn (no float copy of W)
+static void dora_weight_norm_q(floatX *wnorm, const QTensor *W, const LoraModule *lm) {
+    float *scratch = qrow_reserve((size_t)lm->in);
+    #pragma omp parallel for schedule(static)
+    for (int o = 0; o < lm->out; o++) {
+        float *row = scratch + (size_t)thread_id() * lm->in;
+        qtensor_dequant(row, W, (size_t)o * lm->in, (size_t)lm->in);
+        double ss = 0;
+        for (int x = 0; x < lm->in; x++) {
+            double v = row[x];
+            for (int k = 0; k < lm->r; k++) v += (double)lm->scale * lm->B[(size_t)o * lm->r + k] * lm->A[(size_t)k * lm->in + x];
+            ss += v * v;
+        }
+        wnorm[o] = (floatX)sqrt(ss);
+    }
+}
+static void dora_weight_norm_w(floatX *wnorm, Weight W, const LoraModule *lm) {
+    if (W.q) dora_weight_norm_q(wnorm, W.q, lm);
+    else dora_weight_norm(wnorm, W.f, lm);
+}
+// out = inp W^T and dinp += dout W for a float or quantized base weight (the DoRA terms)
+static void weight_matmul_forward(floatX *out, const floatX *inp, Weight W, int N, int C, int OC) {
+    if (W.q) qmatmul_forward(out, inp, W.q, N, C, OC);
+    else matmul_forward(out, inp, W.f, N, C, OC);
+}
+static void weight_matmul_backward_inp(floatX *dinp, const floatX *dout, Weight W, int N, int C, int OC) {
+    if (W.q) qmatmul_backward(dinp, dout, W.q, N, C, OC);
+    else matmul_backward(dinp, NULL, dout, NULL, W.f, N, C, OC);
+}
+
 // out (which holds x W^T) += the adapter's part. inp is (N,in), out is (N,out), W is (out,in).
 // new_mask: draw a fresh dropout mask (training); otherwise reuse lm->mask (recompute) when present.
-static void lora_forward(floatX *out, const floatX *inp, const floatX *W, LoraModule *lm, int N, float dropout, int new_mask, uint64_t *rng) {
+static void lora_forward(floatX *out, const floatX *inp, Weight W, LoraModule *lm, int N, float dropout, int new_mask, uint64_t *rng) {
     const floatX *x = inp;
     size_t nin = (size_t)N * lm->in;
     if (lm->mask) {
@@ -3400,9 +3430,9 @@ static void lora_forward(floatX *out, const floatX *inp, const floatX *W, LoraMo
         for (size_t i = 0, n = (size_t)N * lm->out; i < n; i++) out[i] += s * lora_scratch.t[i];
         return;
     }
-    if (!lm->wnorm_fixed) dora_weight_norm(lm->wnorm, W, lm);
+    if (!lm->wnorm_fixed) dora_weight_norm_w(lm->wnorm, W, lm);
     const floatX *base = out; // xd W^T: the base output itself without dropout
-    if (lm->mask) { matmul_forward(lora_scratch.z, x, W, N, lm->in, lm->out); base = lora_scratch.z; }
+    if (lm->mask) { weight_matmul_forward(lora_scratch.z, x, W, N, lm->in, lm->out); base = lora_scratch.z; }
     for (int n = 0; n < N; n++)
         for (int o = 0; o < lm->out; o++) {
             size_t i = (size_t)n * lm->out + o;
@@ -3413,13 +3443,13 @@ static void lora_forward(floatX *out, const floatX *inp, const floatX *W, LoraMo
 // LoRA: dB += scale * dout^T u; du = scale * dout B; dA += du^T xd; dinp += (du A) * mask.
 // DoRA: dmag += sum_n dout * (xd W^T + scale u B^T) / wnorm; the LoRA path sees dout * g, and
 // dinp also gets ((g - 1) * dout) W through the dropout mask.
-static void lora_backward(floatX *dinp, const floatX *dout, const floatX *inp, const floatX *W, LoraModule *lm, int N) {
+static void lora_backward(floatX *dinp, const floatX *dout, const floatX *inp, Weight W, LoraModule *lm, int N) {
     size_t nr = (size_t)N * lm->r, nin = (size_t)N * lm->in, nout = (size_t)N * lm->out;
     floatX s = (floatX)lm->scale;
     const floatX *x = inp, *dy = dout;
     if (lm->mask) { for (size_t i = 0; i < nin; i++) lora_scratch.xd[i] = inp[i] * lm->mask[i]; x = lora_scratch.xd; }
     if (lm->mag) {
-        matmul_forward(lora_scratch.z, x, W, N, lm->in, lm->out);        // z = xd W^T
+        weight_matmul_forward(lora_scratch.z, x, W, N, lm->in, lm->out); // z = xd W^T
         matmul_forward(lora_scratch.t, lm->u, lm->B, N, lm->r, lm->out); // t = u B^T
         if (lm->dmag) {
             #pragma omp parallel for schedule(static)
@@ -3449,21 +3479,21 @@ static void lora_backward(floatX *dinp, const floatX *dout, const floatX *inp, c
     floatX *dx = dinp;
     if (lm->mask) { dx = lora_scratch.dxd; memset(dx, 0, nin * sizeof(floatX)); }
     matmul_backward(dx, NULL, du, NULL, lm->A, N, lm->in, lm->r);          // dxd += du A
-    if (lm->mag) matmul_backward(dx, NULL, lora_scratch.z, NULL, W, N, lm->in, lm->out); // dxd += ((g-1) dy) W
+    if (lm->mag) weight_matmul_backward_inp(dx, lora_scratch.z, W, N, lm->in, lm->out); // dxd += ((g-1) dy) W
     if (lm->mask) for (size_t i = 0; i < nin; i++) dinp[i] += dx[i] * lm->mask[i];
 }
 
 // a linear layer with an optional LoRA: out = inp W^T (+ LoRA)
-// The base weight is float or quantized (then frozen: no dweight, and no DoRA, which needs W itself).
+// The base weight is float or quantized (then frozen: no dweight; QDoRA reads W a dequantized row at a time).
 static void linear_forward(floatX *out, const floatX *inp, Weight w, LoraModule *lm, int N, int C, int OC, float dropout, int new_mask, uint64_t *rng) {
     if (w.q) qmatmul_forward(out, inp, w.q, N, C, OC);
     else matmul_forward(out, inp, w.f, N, C, OC);
-    if (lm && lm->r) lora_forward(out, inp, w.f, lm, N, dropout, new_mask, rng);
+    if (lm && lm->r) lora_forward(out, inp, w, lm, N, dropout, new_mask, rng);
 }
 static void linear_backward(floatX *dinp, floatX *dweight, const floatX *dout, const floatX *inp, Weight w, LoraModule *lm, int N, int C, int OC) {
     if (w.q) { if (dinp) qmatmul_backward(dinp, dout, w.q, N, C, OC); }
     else matmul_backward(dinp, dweight, dout, inp, w.f, N, C, OC);
-    if (lm && lm->r) lora_backward(dinp, dout, inp, w.f, lm, N);
+    if (lm && lm->r) lora_backward(dinp, dout, inp, w, lm, N);
 }
 
 // out = embed[tokens]: out is (N,C)
@@ -4237,7 +4267,7 @@ static void lora_init_dora(Lora *lo, Model *model) {
     for (int i = 0; i < lo->n_layers * NUM_TARGETS; i++) {
         LoraModule *m = &lo->mods[i];
         if (!m->r || !m->mag) continue;
-        dora_weight_norm(m->mag, model_weight(model, i / NUM_TARGETS, i % NUM_TARGETS), m);
+        dora_weight_norm_w(m->mag, layer_weight(model, i / NUM_TARGETS, i % NUM_TARGETS), m);
     }
 }
 
@@ -4896,7 +4926,6 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
             if (ta->lc.dora) lora_init_dora(&lora, m);
         }
         lo = &lora;
-        if (m->quant && lo->dora) return set_error(ta->model_path, "DoRA needs the float base weight (use --quant none)");
         lora_alloc_acts(lo, N);
         lo->training = 1;
     } else {
@@ -5228,10 +5257,6 @@ static void push_adapter(char **adapters, int *na, const char *arg) {
     if (*na == MAX_ADAPTERS) fatal("at most %d adapters", MAX_ADAPTERS);
     adapters[(*na)++] = (char *)arg;
 }
-// DoRA's weight norm needs W itself, which a quantized base does not keep
-static void require_float_base(const Model *m, const Lora *lo, const char *path) {
-    if (m->quant && lo->dora) fatal("%s: DoRA adapters need the float base weight (use --quant none)", path);
-}
 
 // ---- generate
 static void error_usage_generate(void) {
@@ -5280,7 +5305,7 @@ static int cmd_generate(int argc, char **argv) {
     Tokenizer tok;
     load_tokenizer_or_die(&tok, zpath, model_path, c);
     Lora lora, *lo = NULL;
-    if (na) { load_adapters_or_die(&lora, na, adapters, c); lo = &lora; require_float_base(&m, lo, model_path); lora_alloc_acts(lo, 1); }
+    if (na) { load_adapters_or_die(&lora, na, adapters, c); lo = &lora; lora_alloc_acts(lo, 1); }
     Net net;
     net_init(&net, &m, lo);
     RunState s;
@@ -5363,7 +5388,7 @@ static int cmd_eval(int argc, char **argv) {
     for (int i = 0; i < n; i++) if (tokens[i] >= c->vocab_size) fatal("%s: token id %d exceeds the model's vocabulary (%d): wrong tokenizer?", data, tokens[i], c->vocab_size);
     if (n < 2) fatal("%s: need at least 2 tokens to evaluate", data);
     Lora lora, *lo = NULL;
-    if (na) { load_adapters_or_die(&lora, na, adapters, c); lo = &lora; require_float_base(&m, lo, model_path); lora_alloc_acts(lo, B * T); }
+    if (na) { load_adapters_or_die(&lora, na, adapters, c); lo = &lora; lora_alloc_acts(lo, B * T); }
     Net net;
     net_init(&net, &m, lo);
     Activations a;
@@ -5430,12 +5455,12 @@ static int cmd_dump(int argc, char **argv) {
     if (na == 1 && !strchr(adapters[0], ':')) { // one adapter: also its gradients
         if (lora_load(&lora, &lc, c, adapters[0], targets != NULL)) fatal_error();
         free(lc.layers);
-        lo = &lora; require_float_base(&m, lo, model_path);
+        lo = &lora;
         lo->dropout = 0; // dump is evaluation: no dropout
         lora_alloc_acts(lo, N);
     } else if (na) { // several (or weighted): their summed delta, no gradients
         load_adapters_or_die(&lora, na, adapters, c);
-        lo = &lora; require_float_base(&m, lo, model_path);
+        lo = &lora;
         lora_alloc_acts(lo, N);
     }
     Net net;
@@ -5623,7 +5648,6 @@ static int cmd_train(int argc, char **argv) {
     load_model_q_or_die(&m, ta.model_path, &qo);
     Config *c = &m.config;
     if (m.quant && ta.mode != TUNE_LORA) fatal("%s: a quantized base is frozen: --finetuning-type %s needs a float model (--quant none)", ta.model_path, ta.mode == TUNE_FULL ? "full" : "freeze");
-    if (m.quant && ta.lc.dora) fatal("%s: --dora needs the float base weight (use --quant none)", ta.model_path);
     fprintf(stderr, "%s", quant_desc(&m));
     if (!ta.T) ta.T = c->seq_len < 256 ? c->seq_len : 256;
     if (ta.T > c->seq_len) fatal("-T %d exceeds the model's %d positions", ta.T, c->seq_len);

@@ -164,7 +164,8 @@ typedef struct { floatX *out, *inp, *W; LoraModule *m; int N; } LoraCtx;
 static void fd_lora_fwd(void *p) {
     LoraCtx *c = (LoraCtx *)p;
     matmul_forward(c->out, c->inp, c->W, c->N, c->m->in, c->m->out); // DoRA reads the base output
-    lora_forward(c->out, c->inp, c->W, c->m, c->N, 0.3f, 0, NULL);
+    Weight w = { c->W, NULL };
+    lora_forward(c->out, c->inp, w, c->m, c->N, 0.3f, 0, NULL);
 }
 // LoRA (and DoRA with its weight norm held constant, as PEFT's backward treats it), with and without dropout
 static void test_fd_lora(int with_dropout, int dora) {
@@ -190,7 +191,8 @@ static void test_fd_lora(int with_dropout, int dora) {
     }
     fd_lora_fwd(&c);
     matmul_backward(dinp, NULL, R, c.inp, W, N, in, out); // the base path, as linear_backward does
-    lora_backward(dinp, R, c.inp, W, &m, N);
+    Weight w = { W, NULL };
+    lora_backward(dinp, R, c.inp, w, &m, N);
     FDObjective o = { c.out, (size_t)N * out, R };
     char name[128];
     const char *kind = dora ? "dora" : "lora";
@@ -2141,7 +2143,9 @@ static void test_qmatmul(void) {
 // QLoRA: LoRA gradients on a quantized base == those on an fp32 model holding the dequantized weights
 static void test_qlora_grads(void) {
     if (!have(STORIES)) { skip("qlora gradients", "no " STORIES); return; }
-    for (int type = QT_INT8; type <= QT_NF4; type++) {
+    for (int run = 0; run < 5; run++) {
+        int type = run < 3 ? QT_INT8 + run : QT_NF4, dora = run >= 3;
+        if (run == 4) type = QT_INT4;
         QuantOpts qo = { type, 1, type == QT_NF4 }, fl = { QT_NONE, 0, 0 };
         Model mq, mf;
         if (model_load_q(&mq, STORIES, &qo) || model_load_q(&mf, STORIES, &fl)) { check(0, "qlora gradients", "%s", peft_errbuf); return; }
@@ -2155,11 +2159,21 @@ static void test_qlora_grads(void) {
             for (int l = 0; l < (outer ? 1 : c->n_layers); l++) model_get_matrix(ptrs[i] + (size_t)l * rows * cols, &mq, i, l);
         }
         LoraConfig lc = { 0 };
-        lc.r = 4; lc.alpha = 8; lc.targets = (1u << NUM_TARGETS) - 1; lc.seed = 3;
+        lc.r = 4; lc.alpha = 8; lc.targets = (1u << NUM_TARGETS) - 1; lc.seed = 3; lc.dora = dora;
         Lora l1, l2;
         lora_create(&l1, c, &lc, 1); lora_create(&l2, c, &lc, 1);
         uint64_t r = 77;
         for (size_t i = 0; i < l1.num_params; i++) l1.params[i] = l2.params[i] = (floatX)((random_f32(&r) - 0.5f) * 0.1f);
+        double mag_diff = 0;
+        if (dora) { // QDoRA: magnitudes start as the row norms, from the dequantized rows (l1) and the fp32 copy (l2)
+            lora_init_dora(&l1, &mq); lora_init_dora(&l2, &mf);
+            for (int i = 0; i < c->n_layers * NUM_TARGETS; i++)
+                for (int o = 0; o < l1.mods[i].out; o++) {
+                    mag_diff = fmax(mag_diff, fabs((double)l1.mods[i].mag[o] - l2.mods[i].mag[o]) / fabs((double)l2.mods[i].mag[o]));
+                    floatX g = (floatX)(0.8 + 0.4 * random_f32(&r)); // then moved off g = 1, so the (g - 1) x W^T path counts
+                    l1.mods[i].mag[o] *= g; l2.mods[i].mag[o] *= g;
+                }
+        }
         int B = 2, T = 32, N = B * T;
         lora_alloc_acts(&l1, N); lora_alloc_acts(&l2, N);
         int *in = malloc_check((size_t)N * sizeof(int)), *tg = malloc_check((size_t)N * sizeof(int));
@@ -2173,8 +2187,9 @@ static void test_qlora_grads(void) {
         for (size_t i = 0; i < l1.num_params; i++) { double d = (double)l1.grads[i] - l2.grads[i]; num += d * d; den += (double)l2.grads[i] * l2.grads[i]; }
         double rel = sqrt(num / den);
         char name[64];
-        snprintf(name, sizeof(name), "qlora gradients (%s%s)", qtype_names[type], type == QT_NF4 ? "+dq" : "");
-        check(rel <= 1e-4 && fabs(L1 - L2) <= 1e-5 * fabs(L2), name, "loss %.7f vs %.7f on the dequantized fp32 model; LoRA gradients relative error %.2e over %zu (bar 1e-4)", L1, L2, rel, l1.num_params);
+        snprintf(name, sizeof(name), "%s gradients (%s%s)", dora ? "qdora" : "qlora", qtype_names[type], type == QT_NF4 ? "+dq" : "");
+        check(rel <= 1e-4 && fabs(L1 - L2) <= 1e-5 * fabs(L2) && mag_diff <= 1e-6, name, "loss %.7f vs %.7f on the dequantized fp32 model; %s gradients relative error %.2e over %zu (bar 1e-4); initial magnitudes max rel diff %.2e",
+              L1, L2, dora ? "DoRA (A, B, magnitude)" : "LoRA", rel, l1.num_params, mag_diff);
         free(in); free(tg);
         acts_free(&a1); acts_free(&a2); net_free(&n1); net_free(&n2); lora_free(&l1); lora_free(&l2); model_free(&mq); model_free(&mf);
     }
@@ -2310,6 +2325,19 @@ static void test_quant_cli(void) {
     snprintf(args, sizeof(args), "train %s %s -z %s -o %s --steps 2 -b 2 -T 32 --val-frac 0 --quant nf4", STORIES, data, TOK512, ad);
     rc = run_cmd(args, err, sizeof(err), NULL, 0);
     check(rc == 0 && strstr(err, "base: nf4"), "train --quant nf4 (QLoRA)", "exit %d", rc);
+    { // QDoRA from the CLI: train on the nf4 base, then eval the adapter on it
+        char qd[600];
+        tmp_path(qd, sizeof(qd), "qdora");
+        snprintf(args, sizeof(args), "train %s %s -z %s -o %s --steps 2 -b 2 -T 32 --val-frac 0 --quant nf4 --dora", STORIES, data, TOK512, qd);
+        rc = run_cmd(args, err, sizeof(err), NULL, 0);
+        double l = 0;
+        if (rc == 0) {
+            snprintf(args, sizeof(args), "eval %s %s -z %s -a %s --quant nf4", STORIES, data, TOK512, qd);
+            rc = run_cmd(args, err, sizeof(err), out, sizeof(out));
+            if (rc == 0) sscanf(out, "loss %lf", &l);
+        }
+        check(rc == 0 && l > 0 && l < 10, "train --quant nf4 --dora (QDoRA), eval -a on nf4", "exit %d, loss %.4f: %s", rc, l, err);
+    }
     snprintf(args, sizeof(args), "merge %s %s -o %s", q4, ad, merged);
     rc = run_cmd(args, err, sizeof(err), NULL, 0);
     Model mm;
