@@ -700,10 +700,16 @@ static int st_write(const char *path, STWrite *ts, int n, const char *metadata_j
 //   offset = mean(absmax); the values absmax - offset are quantized blockwise (blocks of 256) with
 //   bitsandbytes' signed 8-bit dynamic map (create_dynamic_map) and an fp32 absmax per block:
 //   absmax[b] ~ dyn_code[qabsmax[b]] * absmax2[b / 256] + offset.
+//   hqq4, hqq8 (bs 64, --group-size): HQQ (Badri & Shaji, "Half-Quadratic Quantization of Large
+//                 Machine Learning Models", 2023; mobiusml/hqq), calibration-free affine quantization
+//                 with a scale and a zero point per group: q = clamp(round(w / s + z), 0, 2^b - 1),
+//                 w ~ (q - z) * s, z fitted by a few half-quadratic proximal iterations (below);
+//                 q stored unsigned (4-bit: a nibble, 8-bit: a byte), s and z as fp16 (HQQ's meta dtype)
 // The matmuls below read these blocks directly, a row at a time; no float copy of a matrix exists.
-enum { QT_NONE, QT_INT8, QT_INT4, QT_NF4, NUM_QTYPES };
-static const char *qtype_names[NUM_QTYPES] = { "none", "int8", "int4", "nf4" };
-static const int qtype_block[NUM_QTYPES] = { 0, 64, 32, 64 };
+enum { QT_NONE, QT_INT8, QT_INT4, QT_NF4, QT_HQQ4, QT_HQQ8, NUM_QTYPES };
+static const char *qtype_names[NUM_QTYPES] = { "none", "int8", "int4", "nf4", "hqq4", "hqq8" };
+static const int qtype_block[NUM_QTYPES] = { 0, 64, 32, 64, 64, 64 };
+static int qtype_hqq(int type) { return type == QT_HQQ4 || type == QT_HQQ8; }
 #define DQ_BLOCK 256
 
 typedef struct {
@@ -714,6 +720,7 @@ typedef struct {
     uint8_t *q;          // int8: n bytes (as int8_t); int4/nf4: (n+1)/2 bytes
     float *scale;        // (nblocks) int8 scale, nf4 absmax; NULL for int4 and with double quantization
     uint16_t *scale16;   // (nblocks) int4: bf16 scale
+    uint16_t *hscale, *hzero; // (nblocks) hqq: fp16 scale s and zero point z
     uint8_t *qabsmax;    // (nblocks) nf4 double quantization: codes of absmax - offset
     float *absmax2;      // (ceil(nblocks/256)) their block absmax
     float offset;        // mean absmax
@@ -787,24 +794,26 @@ static int dyn_quantize_value(const float *code, float x) {
     return x < (lower + val) * 0.5f ? lower_pivot : pivot;
 }
 
-static size_t qtensor_qbytes(int type, size_t n) { return type == QT_INT8 ? n : (n + 1) / 2; }
+static size_t qtensor_qbytes(int type, size_t n) { return type == QT_INT8 || type == QT_HQQ8 ? n : (n + 1) / 2; }
 static int qtensor_dq(const QTensor *t) { return t->qabsmax != NULL; }
 
-// allocate a (rows, cols) tensor of the type; dq: nf4 with double-quantized absmax
-static void qtensor_alloc(QTensor *t, int type, int rows, int cols, int dq) {
+// allocate a (rows, cols) tensor of the type with blocks of bs; dq: nf4 with double-quantized absmax
+static void qtensor_alloc_bs(QTensor *t, int type, int rows, int cols, int dq, int bs) {
     memset(t, 0, sizeof(*t));
     if (dq && !dyn_code_ready) { dynamic_map(dyn_code); dyn_code_ready = 1; }
-    t->type = type; t->bs = qtype_block[type]; t->rows = rows; t->cols = cols;
+    t->type = type; t->bs = bs; t->rows = rows; t->cols = cols;
     t->n = (size_t)rows * cols;
     t->nblocks = (t->n + t->bs - 1) / t->bs;
     size_t qb = (qtensor_qbytes(type, t->n) + 3) & ~(size_t)3, n2 = (t->nblocks + DQ_BLOCK - 1) / DQ_BLOCK;
-    size_t sb = dq ? ((t->nblocks + 3) & ~(size_t)3) + n2 * sizeof(float) : t->nblocks * (type == QT_INT4 ? 2 : sizeof(float));
+    size_t sb = dq ? ((t->nblocks + 3) & ~(size_t)3) + n2 * sizeof(float) : t->nblocks * (type == QT_INT4 ? 2 : qtype_hqq(type) ? 4 : sizeof(float));
     t->memory = malloc_check(qb + sb);
     t->q = (uint8_t *)t->memory;
     if (dq) { t->qabsmax = t->q + qb; t->absmax2 = (float *)(t->qabsmax + ((t->nblocks + 3) & ~(size_t)3)); }
     else if (type == QT_INT4) t->scale16 = (uint16_t *)(t->q + qb);
+    else if (qtype_hqq(type)) { t->hscale = (uint16_t *)(t->q + qb); t->hzero = t->hscale + t->nblocks; }
     else t->scale = (float *)(t->q + qb);
 }
+static void qtensor_alloc(QTensor *t, int type, int rows, int cols, int dq) { qtensor_alloc_bs(t, type, rows, cols, dq, qtype_block[type]); }
 static void qtensor_free(QTensor *t) { free(t->memory); memset(t, 0, sizeof(*t)); }
 static size_t qtensor_bytes(const QTensor *t) {
     return qtensor_qbytes(t->type, t->n) + (qtensor_dq(t) ? t->nblocks + (t->nblocks + DQ_BLOCK - 1) / DQ_BLOCK * 4 + 4 : t->nblocks * (t->type == QT_INT4 ? 2 : 4));
@@ -823,7 +832,9 @@ static inline float qtensor_scale(const QTensor *t, size_t b) {
 // Quantize blocks [b0, b1) of t from w, which holds the values from element b0*bs on (finite; the
 // caller zeroed t->q); absmax[b] receives each block's max |w| (for double quantization).
 // Loading quantizes a large matrix this way in chunks, never holding all of it in float.
+static void qtensor_quantize_hqq(QTensor *t, const floatX *w, size_t b0, size_t b1);
 static void qtensor_quantize_blocks(QTensor *t, const floatX *w, size_t b0, size_t b1, float *absmax) {
+    if (qtype_hqq(t->type)) { qtensor_quantize_hqq(t, w, b0, b1); return; }
     w -= b0 * t->bs; // index w by the element number
     for (size_t b = b0; b < b1; b++) {
         size_t i0 = b * t->bs, i1 = i0 + t->bs < t->n ? i0 + t->bs : t->n;
@@ -858,6 +869,86 @@ static void qtensor_quantize_blocks(QTensor *t, const floatX *w, size_t b0, size
         }
     }
 }
+// HQQ: per group g, the inverse scale si = (2^b - 1) / (max - min) (at most 2e4) and zero z = -min * si
+// (the min-max fit), then HQQ's default optimiser (optimize_weights_proximal: lp_norm p = 0.7,
+// beta = 10, kappa = 1.01, 20 iterations, stopping at the first that does not lower the error):
+//   q  = clamp(round(w si + z), 0, 2^b - 1)           quantize with the current zero
+//   wr = (q - z) / si                                   dequantize
+//   we = shrink_p(w - wr, beta)                         sparse error, shrink_p(x) = sign(x) relu(|x| - |x|^(p-1) / beta)
+//   z  = mean_g(q - (w - we) si)                        closed-form zero update per group
+//   beta *= kappa; err = mean |w - wr| over all the blocks; stop when err does not improve
+// (as HQQ's code, the zero update of the last, non-improving iteration is kept). Then s = 1/si and z
+// are rounded to fp16 (HQQ keeps them in fp16) and q is computed with the rounded values.
+#define HQQ_LP_NORM 0.7f
+#define HQQ_BETA 10.0f
+#define HQQ_KAPPA 1.01f
+#define HQQ_ITERS 20
+#define HQQ_SCALE_MAX 2e4f
+static inline float hqq_shrink(float x, float beta) {
+    float a = fabsf(x);
+    if (a == 0) return 0;
+    float v = a - powf(a, HQQ_LP_NORM - 1.0f) / beta;
+    return v > 0 ? (x > 0 ? v : -v) : 0;
+}
+static void qtensor_quantize_hqq(QTensor *t, const floatX *w, size_t b0, size_t b1) {
+    float qmax = t->type == QT_HQQ4 ? 15.0f : 255.0f;
+    size_t nb = b1 - b0;
+    float *si = (float *)malloc_check(nb * sizeof(float)), *z = (float *)malloc_check(nb * sizeof(float));
+    w -= b0 * t->bs;
+    #pragma omp parallel for schedule(static)
+    for (long bl = 0; bl < (long)nb; bl++) { // min-max fit
+        size_t b = b0 + (size_t)bl, i0 = b * t->bs, i1 = i0 + t->bs < t->n ? i0 + t->bs : t->n;
+        float lo = (float)w[i0], hi = (float)w[i0];
+        for (size_t i = i0; i < i1; i++) { float v = (float)w[i]; lo = v < lo ? v : lo; hi = v > hi ? v : hi; }
+        float s = qmax / (hi - lo); // +inf for a constant group, clamped like HQQ's
+        si[bl] = s < HQQ_SCALE_MAX ? s : HQQ_SCALE_MAX;
+        z[bl] = -lo * si[bl];
+    }
+    double best = 1e4;
+    float beta = HQQ_BETA;
+    size_t n_el = (b1 * t->bs < t->n ? b1 * t->bs : t->n) - b0 * t->bs;
+    for (int it = 0; it < HQQ_ITERS; it++) {
+        double err = 0;
+        #pragma omp parallel for schedule(static) reduction(+:err)
+        for (long bl = 0; bl < (long)nb; bl++) {
+            size_t b = b0 + (size_t)bl, i0 = b * t->bs, i1 = i0 + t->bs < t->n ? i0 + t->bs : t->n;
+            double zsum = 0, e = 0;
+            for (size_t i = i0; i < i1; i++) {
+                float v = (float)w[i], q = rintf(v * si[bl] + z[bl]);
+                q = q < 0 ? 0 : q > qmax ? qmax : q;
+                float wr = (q - z[bl]) / si[bl];
+                float we = hqq_shrink(v - wr, beta);
+                zsum += q - (v - we) * si[bl];
+                e += fabsf(v - wr);
+            }
+            z[bl] = (float)(zsum / (double)(i1 - i0));
+            err += e;
+        }
+        beta *= HQQ_KAPPA;
+        err /= (double)n_el;
+        if (err < best) best = err; else break;
+    }
+    #pragma omp parallel for schedule(static)
+    for (long bl = 0; bl < (long)nb; bl++) { // fp16 scale and zero; q from the stored values
+        size_t b = b0 + (size_t)bl, i0 = b * t->bs, i1 = i0 + t->bs < t->n ? i0 + t->bs : t->n;
+        uint16_t hs = f32_to_f16(1.0f / si[bl]), hz = f32_to_f16(z[bl]);
+        float s = f16_to_f32(hs), zz = f16_to_f32(hz);
+        if (!(s > 0) || !isfinite(s) || !isfinite(zz)) { // out of fp16's range: the symmetric fit instead
+            float amax = 0;
+            for (size_t i = i0; i < i1; i++) { float a = fabsf((float)w[i]); amax = a > amax ? a : amax; }
+            hs = f32_to_f16(2.0f * amax / qmax); hz = f32_to_f16(qmax / 2); s = f16_to_f32(hs); zz = f16_to_f32(hz);
+        }
+        t->hscale[b] = hs; t->hzero[b] = hz;
+        for (size_t i = i0; i < i1; i++) {
+            float q = s > 0 ? rintf((float)w[i] / s + zz) : 0;
+            q = q < 0 ? 0 : q > qmax ? qmax : q;
+            if (t->type == QT_HQQ8) t->q[i] = (uint8_t)q;
+            else t->q[i >> 1] |= (uint8_t)((int)q << (i & 1 ? 0 : 4));
+        }
+    }
+    free(si); free(z);
+}
+
 // after all blocks: nf4 double quantization of the absmax values
 static void qtensor_quantize_absmax(QTensor *t, const float *absmax) {
     if (t->qabsmax) {
@@ -881,6 +972,8 @@ static void qtensor_quantize_absmax(QTensor *t, const float *absmax) {
 // quantize w (rows*cols values) into t (allocated). Non-finite input is an error naming what.
 static int qtensor_quantize(QTensor *t, const floatX *w, const char *path, const char *what) {
     for (size_t i = 0; i < t->n; i++) if (!isfinite((double)w[i])) return set_error(path, "cannot quantize %s: non-finite value at index %zu", what, i);
+    if (qtype_hqq(t->type)) // fp16 scales: a group's scale is at most its range / (2^b - 1)
+        for (size_t i = 0; i < t->n; i++) if (fabs((double)w[i]) > 65504.0 * 7.5 / 2) return set_error(path, "cannot quantize %s to %s: |w| = %g at index %zu is beyond the range of its fp16 scales", what, qtype_names[t->type], (double)w[i], i);
     float *absmax = (float *)malloc_check(t->nblocks * sizeof(float));
     memset(t->q, 0, qtensor_qbytes(t->type, t->n));
     qtensor_quantize_blocks(t, w, 0, t->nblocks, absmax);
@@ -894,6 +987,12 @@ static void qtensor_dequant(float *out, const QTensor *t, size_t start, size_t n
     size_t i = start, end = start + n;
     while (i < end) {
         size_t b = i / t->bs, bend = (b + 1) * t->bs < end ? (b + 1) * t->bs : end;
+        if (t->hscale) { // hqq: (q - z) * s
+            float s = f16_to_f32(t->hscale[b]), z = f16_to_f32(t->hzero[b]);
+            if (t->type == QT_HQQ8) { for (; i < bend; i++) *out++ = ((float)t->q[i] - z) * s; continue; }
+            for (; i < bend; i++) *out++ = ((float)((t->q[i >> 1] >> (i & 1 ? 0 : 4)) & 15) - z) * s;
+            continue;
+        }
         float s = qtensor_scale(t, b);
         if (t->type == QT_INT8) { for (; i < bend; i++) *out++ = (float)(int8_t)t->q[i] * s; continue; }
         // 4-bit: a code book of 16 values (int4: -8..7), two values per byte (element 2i high)
@@ -1114,12 +1213,13 @@ typedef struct {
     int quant;           // QT_* of the linear layers' weights; QT_NONE: all float
     int quant_embed;     // the embedding (and an untied classifier) quantized too
     int quant_dq;        // nf4 absmax double-quantized
+    int quant_bs;        // block (group) size of the quantized tensors
     QTensor *qw;         // (L, NUM_TARGETS) when quant
     QTensor qembed, qcls;
 } Model;
 
-// --quant, --quant-embeddings, --double-quant; type -1: as the file stores it
-typedef struct { int type, embed, dq; } QuantOpts;
+// --quant, --quant-embeddings, --double-quant, --group-size (hqq; 0: 64); type -1: as the file stores it
+typedef struct { int type, embed, dq, gs; } QuantOpts;
 
 // ParameterTensors index of each target's weight, and back
 static const int target_param[NUM_TARGETS] = { 2, 3, 4, 5, 7, 9, 8 };
@@ -1261,7 +1361,7 @@ static int model_put_matrix(Model *m, int i, int l, floatX *w, int interleaved) 
         memcpy(ptrs[i] + (size_t)l * rows * cols, w, (size_t)rows * cols * sizeof(floatX));
         return 0;
     }
-    qtensor_alloc(q, m->quant, rows, cols, m->quant_dq);
+    qtensor_alloc_bs(q, m->quant, rows, cols, m->quant_dq, m->quant_bs);
     char what[64];
     snprintf(what, sizeof(what), "%s of layer %d", param_names[i], l);
     return qtensor_quantize(q, w, m->path, what);
@@ -1315,6 +1415,9 @@ static int qtensor_read(QTensor *t, FILE *f, const char *path) {
             return set_error(path, "truncated quantized scales");
         for (size_t b = 0; b < n2; b++) if (!isfinite(t->absmax2[b])) return set_error(path, "non-finite quantization scale");
         if (!isfinite(t->offset)) return set_error(path, "non-finite quantization offset");
+    } else if (t->hscale) {
+        if (fread(t->hscale, 2, t->nblocks, f) != t->nblocks || fread(t->hzero, 2, t->nblocks, f) != t->nblocks) return set_error(path, "truncated quantized scales");
+        for (size_t b = 0; b < t->nblocks; b++) if (!isfinite(f16_to_f32(t->hscale[b])) || !isfinite(f16_to_f32(t->hzero[b]))) return set_error(path, "non-finite quantization scale or zero");
     } else if (t->scale16) {
         if (fread(t->scale16, 2, t->nblocks, f) != t->nblocks) return set_error(path, "truncated quantized scales");
         for (size_t b = 0; b < t->nblocks; b++) if (!isfinite(bf16_to_f32(t->scale16[b]))) return set_error(path, "non-finite quantization scale");
@@ -1337,6 +1440,10 @@ static int qtensor_read(QTensor *t, FILE *f, const char *path) {
 // scales (int4: max|w|/7; nf4: absmax), or with double quantization nblocks uint8 absmax codes,
 // ceil(nblocks/256) fp32 second-level absmax and one fp32 offset. Unlike v1/v2, the q/k rows of
 // versions 3 and 4 are stored in rotate-half order (as peft.c keeps them: no requantization on load).
+// Version 5 (HQQ): as version 3/4 with the group size at byte 37 (8..4096), flags at 41 (bit 1:
+// embeddings quantized) and the bits (4 or 8) at byte 42; each quantized tensor is its codes (4-bit:
+// (n+1)/2 bytes of nibbles, element 2i high; 8-bit: n bytes), then nblocks fp16 scales, then nblocks
+// fp16 zero points (w = (q - z) * s).
 static int load_bin(Model *m, const char *path, const QuantOpts *qo) {
     FILE *f = fopen(path, "rb");
     if (!f) return set_error(path, "cannot open: %s", strerror(errno));
@@ -1349,7 +1456,7 @@ static int load_bin(Model *m, const char *path, const QuantOpts *qo) {
     int32_t h[9] = { 0 };
     uint32_t magic = 0;
     if (fread(&magic, 4, 1, f) != 1) { fclose(f); return set_error(path, "truncated header"); }
-    int version = 0, gs = 0, flags = 0;
+    int version = 0, gs = 0, flags = 0, hqq_bits = 0;
     size_t header_size;
     if (magic == BIN_MAGIC) {
         unsigned char hdr[256];
@@ -1359,9 +1466,11 @@ static int load_bin(Model *m, const char *path, const QuantOpts *qo) {
         c->tied = hdr[36];
         if (version >= 2) memcpy(&gs, hdr + 37, 4);
         flags = hdr[41];
-        if (version < 1 || version > 4) { fclose(f); return set_error(path, "unsupported llama2.c checkpoint version %d (1 and 2 are supported, and peft.c's 3 and 4)", version); }
+        hqq_bits = hdr[42];
+        if (version < 1 || version > 5) { fclose(f); return set_error(path, "unsupported llama2.c checkpoint version %d (1 and 2 are supported, and peft.c's 3, 4 and 5)", version); }
         if (c->tied > 1) { fclose(f); return set_error(path, "bad shared_classifier flag %d", c->tied); }
-        if (version >= 3 && (gs != qtype_block[version == 3 ? QT_INT4 : QT_NF4] || flags > 3 || (version == 3 && (flags & 1)))) { fclose(f); return set_error(path, "bad block size %d or flags %d for version %d", gs, flags, version); }
+        if ((version == 3 || version == 4) && (gs != qtype_block[version == 3 ? QT_INT4 : QT_NF4] || flags > 3 || (version == 3 && (flags & 1)))) { fclose(f); return set_error(path, "bad block size %d or flags %d for version %d", gs, flags, version); }
+        if (version == 5 && (gs < 8 || gs > 4096 || (flags & ~2) || (hqq_bits != 4 && hqq_bits != 8))) { fclose(f); return set_error(path, "bad group size %d, flags %d or bits %d for version 5 (hqq)", gs, flags, hqq_bits); }
         header_size = 256;
     } else {
         memcpy(&h[0], &magic, 4);
@@ -1377,12 +1486,13 @@ static int load_bin(Model *m, const char *path, const QuantOpts *qo) {
     if (c->dim % c->n_heads) { fclose(f); return set_error(path, "dim %d is not a multiple of n_heads %d", c->dim, c->n_heads); }
     m->format = version == 0 ? FMT_BIN_LEGACY : version == 1 ? FMT_BIN_V1 : version == 2 ? FMT_BIN_V2 : FMT_BIN_Q4;
     // the stored quantization, and the one asked for
-    int st_type = version == 2 ? QT_INT8 : version == 3 ? QT_INT4 : version == 4 ? QT_NF4 : QT_NONE;
+    int st_type = version == 2 ? QT_INT8 : version == 3 ? QT_INT4 : version == 4 ? QT_NF4 : version == 5 ? (hqq_bits == 4 ? QT_HQQ4 : QT_HQQ8) : QT_NONE;
     int st_embed = version == 2 || (flags & 2), st_dq = flags & 1;
     int as_stored = !qo || qo->type < 0;
     m->quant = as_stored ? st_type : qo->type;
     m->quant_embed = m->quant ? (as_stored ? st_embed : qo->embed) : 0;
     m->quant_dq = m->quant == QT_NF4 ? (as_stored ? st_dq : qo->dq) : 0;
+    m->quant_bs = as_stored && version >= 3 ? gs : m->quant ? (qtype_hqq(m->quant) && qo && qo->gs ? qo->gs : qtype_block[m->quant]) : 0;
     size_t sz[NUM_PARAM_TENSORS];
     fill_in_parameter_sizes(sz, c);
     size_t L = (size_t)c->n_layers, HS = (size_t)c->head_dim;
@@ -1410,6 +1520,7 @@ static int load_bin(Model *m, const char *path, const QuantOpts *qo) {
             param_dims(c, i, &rows, &cols);
             QTensor t = { 0 };
             t.type = st_type; t.bs = gs; t.n = (size_t)rows * cols; t.nblocks = (t.n + gs - 1) / gs;
+            if (version == 5) t.hscale = (uint16_t *)&t; // only marks hqq for qtensor_bytes
             if (st_dq) t.qabsmax = (uint8_t *)&t; // only marks double quantization for qtensor_bytes
             expect += qtensor_bytes(&t) * (outer ? 1 : L);
         }
@@ -1441,7 +1552,8 @@ static int load_bin(Model *m, const char *path, const QuantOpts *qo) {
         for (size_t l = 0; l < count && !rc; l++) {
             QTensor *qd = outer ? (m->quant_embed ? (i == 0 ? &m->qembed : &m->qcls) : NULL) : (m->quant ? &m->qw[l * NUM_TARGETS + param_target(i)] : NULL);
             size_t chunk = (size_t)qtype_block[m->quant ? m->quant : 1] * 4096;
-            if (qd && i != 2 && i != 3 && per > chunk && (version <= 1 || (version >= 3 && outer && !st_embed))) {
+            // (not hqq: its optimiser stops on the error of the whole matrix, so it sees the whole matrix)
+            if (qd && i != 2 && i != 3 && per > chunk && !qtype_hqq(m->quant) && (version <= 1 || (version >= 3 && outer && !st_embed))) {
                 // a large fp32 matrix that needs no RoPE permutation: quantized in chunks of whole blocks
                 int rows, cols;
                 param_dims(c, i, &rows, &cols);
@@ -1480,14 +1592,14 @@ static int load_bin(Model *m, const char *path, const QuantOpts *qo) {
                 if (fread(q8, 1, per, f) != per) { rc = set_error(path, "truncated int8 weights"); break; }
                 if ((rc = fread_f32(s8, per / (size_t)gs, f, path, "int8 scales"))) break;
                 for (size_t j = 0; j < per; j++) tmp[j] = q8[j] * s8[j / (size_t)gs];
-            } else { // versions 3, 4: read the tensor; keep it when it is what was asked for
+            } else { // versions 3, 4, 5: read the tensor; keep it when it is what was asked for
                 int rows, cols;
                 param_dims(c, i, &rows, &cols);
                 QTensor t;
-                qtensor_alloc(&t, st_type, rows, cols, st_dq);
+                qtensor_alloc_bs(&t, st_type, rows, cols, st_dq, gs);
                 if ((rc = qtensor_read(&t, f, path))) { qtensor_free(&t); break; }
                 QTensor *dst = outer ? (m->quant_embed ? (i == 0 ? &m->qembed : &m->qcls) : NULL) : (m->quant ? &m->qw[l * NUM_TARGETS + param_target(i)] : NULL);
-                if (dst && m->quant == st_type && m->quant_dq == st_dq) { *dst = t; continue; }
+                if (dst && m->quant == st_type && m->quant_dq == st_dq && m->quant_bs == gs) { *dst = t; continue; }
                 float buf[4096];
                 for (size_t j = 0; j < per; j += 4096) {
                     size_t kk = per - j < 4096 ? per - j : 4096;
@@ -1624,6 +1736,7 @@ static int load_hf(Model *m, const char *dir, const QuantOpts *qo) {
     m->quant = qo && qo->type > 0 ? qo->type : QT_NONE;
     m->quant_embed = m->quant ? qo->embed : 0;
     m->quant_dq = m->quant == QT_NF4 ? qo->dq : 0;
+    m->quant_bs = m->quant ? (qtype_hqq(m->quant) && qo->gs ? qo->gs : qtype_block[m->quant]) : 0;
     if (!rc) {
         model_alloc(m);
         size_t maxm = (size_t)c->dim * (size_t)(c->vocab_size > c->hidden_dim ? c->vocab_size : c->hidden_dim);
@@ -1785,10 +1898,12 @@ static void qtensor_write(AtomicFile *af, const QTensor *t) {
         atomic_write(af, t->qabsmax, t->nblocks);
         atomic_write(af, t->absmax2, (t->nblocks + DQ_BLOCK - 1) / DQ_BLOCK * sizeof(float));
         atomic_write(af, &t->offset, sizeof(float));
-    } else if (t->scale16) atomic_write(af, t->scale16, t->nblocks * 2);
+    } else if (t->hscale) { atomic_write(af, t->hscale, t->nblocks * 2); atomic_write(af, t->hzero, t->nblocks * 2); }
+    else if (t->scale16) atomic_write(af, t->scale16, t->nblocks * 2);
     else atomic_write(af, t->scale, t->nblocks * sizeof(float));
 }
-static int model_save_quant(Model *m, const char *path, int type, int embed, int dq) {
+// bs: the hqq group size (0: 64); the other formats have fixed blocks
+static int model_save_quant(Model *m, const char *path, int type, int embed, int dq, int bs) {
     Config *c = &m->config;
     ParameterTensors *p = &m->params;
     size_t sz[NUM_PARAM_TENSORS];
@@ -1798,12 +1913,14 @@ static int model_save_quant(Model *m, const char *path, int type, int embed, int
     AtomicFile af;
     if (atomic_open(&af, path)) return -1;
     unsigned char hdr[256] = { 0 };
-    uint32_t magic = BIN_MAGIC; int32_t version = type == QT_INT8 ? 2 : type == QT_INT4 ? 3 : 4, gs = qtype_block[type];
+    if (!qtype_hqq(type) || bs <= 0) bs = qtype_block[type];
+    uint32_t magic = BIN_MAGIC; int32_t version = type == QT_INT8 ? 2 : type == QT_INT4 ? 3 : type == QT_NF4 ? 4 : 5, gs = bs;
     int32_t h[7] = { c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->vocab_size, c->seq_len };
     memcpy(hdr, &magic, 4); memcpy(hdr + 4, &version, 4); memcpy(hdr + 8, h, sizeof(h));
     hdr[36] = (unsigned char)c->tied;
     memcpy(hdr + 37, &gs, 4);
     if (type != QT_INT8) hdr[41] = (unsigned char)((dq ? 1 : 0) | (embed ? 2 : 0));
+    if (qtype_hqq(type)) hdr[42] = type == QT_HQQ4 ? 4 : 8;
     atomic_write(&af, hdr, 256);
     write_f32s(&af, p->rms_att, sz[1]);
     write_f32s(&af, p->rms_ffn, sz[6]);
@@ -1818,12 +1935,12 @@ static int model_save_quant(Model *m, const char *path, int type, int embed, int
         param_dims(c, i, &rows, &cols);
         for (int l = 0; l < (outer ? 1 : c->n_layers) && !rc; l++) {
             const QTensor *have = outer ? (m->quant_embed ? (i == 0 ? &m->qembed : &m->qcls) : NULL) : (m->quant ? &m->qw[l * NUM_TARGETS + param_target(i)] : NULL);
-            if (type != QT_INT8 && have && have->type == type && (have->qabsmax != NULL) == dq && (!outer || embed)) { qtensor_write(&af, have); continue; }
+            if (type != QT_INT8 && have && have->type == type && have->bs == bs && (have->qabsmax != NULL) == dq && (!outer || embed)) { qtensor_write(&af, have); continue; }
             model_get_matrix(tmp, m, i, l);
             if (outer && !embed) { write_f32s(&af, tmp, (size_t)rows * cols); continue; }
             if (type == QT_INT8 && (i == 2 || i == 3)) permute_rope_rows(tmp, i == 2 ? c->n_heads : c->n_kv_heads, c->head_dim, c->dim, 0);
             QTensor t;
-            qtensor_alloc(&t, type, rows, cols, dq);
+            qtensor_alloc_bs(&t, type, rows, cols, dq, bs);
             char what[64];
             snprintf(what, sizeof(what), "%s of layer %d", param_names[i], l);
             if (!(rc = qtensor_quantize(&t, tmp, path, what))) {
@@ -5163,29 +5280,35 @@ static const char *next_arg(int argc, char **argv, int *i) {
 }
 
 // --quant T, --quant-embeddings, --double-quant (generate, eval, dump, train, quantize)
-#define QUANT_HELP "  --quant T     quantize the frozen base while loading: int8 | int4 | nf4 | none (default: as the file stores it)\n" \
+#define QUANT_HELP "  --quant T     quantize the frozen base while loading: int8 | int4 | nf4 | hqq4 | hqq8 | none (default: as the file stores it)\n" \
                    "  --quant-embeddings  with --quant: quantize the embedding and classifier too (default: fp32)\n" \
-                   "  --double-quant      with --quant nf4: double-quantize the block absmax values (bitsandbytes')\n"
+                   "  --double-quant      with --quant nf4: double-quantize the block absmax values (bitsandbytes')\n" \
+                   "  --group-size N      with --quant hqq4|hqq8: weights per scale/zero group (default 64)\n"
+static int parse_int(const char *flag, const char *v, int lo, int hi);
 static int parse_quant_flag(int argc, char **argv, int *i, QuantOpts *qo) {
     if (!strcmp(argv[*i], "--quant-embeddings")) { qo->embed = 1; return 1; }
     if (!strcmp(argv[*i], "--double-quant")) { qo->dq = 1; return 1; }
+    if (!strcmp(argv[*i], "--group-size")) { qo->gs = parse_int("--group-size", next_arg(argc, argv, i), 8, 4096); return 1; }
     if (strcmp(argv[*i], "--quant")) return 0;
     const char *v = next_arg(argc, argv, i);
     qo->type = -2;
     for (int t = 0; t < NUM_QTYPES; t++) if (!strcmp(v, qtype_names[t])) qo->type = t;
-    if (qo->type == -2) fatal("--quant: '%s' is not int8, int4, nf4 or none", v);
+    if (qo->type == -2) fatal("--quant: '%s' is not int8, int4, nf4, hqq4, hqq8 or none", v);
     return 1;
 }
 static void load_model_q_or_die(Model *m, const char *path, const QuantOpts *qo) {
     if ((qo->embed || qo->dq) && qo->type < 0) fatal("--quant-embeddings and --double-quant need --quant");
     if (qo->dq && qo->type != QT_NF4) fatal("--double-quant applies to --quant nf4");
+    if (qo->gs && !qtype_hqq(qo->type)) fatal("--group-size applies to --quant hqq4 and hqq8 (the other formats have fixed blocks)");
     if (model_load_q(m, path, qo)) fatal_error();
 }
 // "base: nf4 weights (double-quantized absmax), embeddings fp32" for the stderr reports; "" for float models
 static const char *quant_desc(const Model *m) {
     static char buf[160];
     buf[0] = 0;
-    if (m->quant) snprintf(buf, sizeof(buf), "base: %s weights%s, embeddings %s\n", qtype_names[m->quant], m->quant_dq ? " (double-quantized absmax)" : "", m->quant_embed ? "quantized" : "fp32");
+    char grp[32] = "";
+    if (m->quant && qtype_hqq(m->quant)) snprintf(grp, sizeof(grp), " (group %d)", m->quant_bs);
+    if (m->quant) snprintf(buf, sizeof(buf), "base: %s weights%s%s, embeddings %s\n", qtype_names[m->quant], m->quant_dq ? " (double-quantized absmax)" : "", grp, m->quant_embed ? "quantized" : "fp32");
     return buf;
 }
 
@@ -5284,7 +5407,7 @@ static int cmd_generate(int argc, char **argv) {
     int na = 0, steps = 256;
     float temperature = 1.0f, topp = 0.9f;
     uint64_t seed = (uint64_t)time(NULL);
-    QuantOpts qo = { -1, 0, 0 };
+    QuantOpts qo = { -1, 0, 0, 0 };
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) error_usage_generate();
         else if (parse_quant_flag(argc, argv, &i, &qo)) {}
@@ -5363,7 +5486,7 @@ static int cmd_eval(int argc, char **argv) {
     const char *model_path = NULL, *data = NULL, *zpath = NULL;
     char *adapters[MAX_ADAPTERS];
     int na = 0, T = 0, B = 4;
-    QuantOpts qo = { -1, 0, 0 };
+    QuantOpts qo = { -1, 0, 0, 0 };
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) error_usage_eval();
         else if (parse_quant_flag(argc, argv, &i, &qo)) {}
@@ -5419,7 +5542,7 @@ static int cmd_dump(int argc, char **argv) {
     const char *model_path = NULL, *in = NULL, *out = NULL;
     char *adapters[MAX_ADAPTERS];
     int na = 0;
-    QuantOpts qo = { -1, 0, 0 };
+    QuantOpts qo = { -1, 0, 0, 0 };
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) error_usage_dump();
         else if (parse_quant_flag(argc, argv, &i, &qo)) {}
@@ -5589,7 +5712,7 @@ static int cmd_train(int argc, char **argv) {
     ta.lc.r = 8; ta.lc.alpha = 8; ta.lc.targets = (1u << TGT_Q) | (1u << TGT_V);
     const char *layers = NULL;
     int alpha_set = 0;
-    QuantOpts qo = { -1, 0, 0 };
+    QuantOpts qo = { -1, 0, 0, 0 };
     for (int i = 0; i < argc; i++) {
         const char *f = argv[i];
         if (!strcmp(f, "--help") || !strcmp(f, "-h")) error_usage_train();
@@ -5718,13 +5841,13 @@ static int cmd_merge(int argc, char **argv) {
     }
     if (!model_path || !out || !na) error_usage_merge();
     Model m;
-    QuantOpts as_float = { QT_NONE, 0, 0 };
+    QuantOpts as_float = { QT_NONE, 0, 0, 0 };
     if (model_load_q(&m, model_path, &as_float)) fatal_error(); // a quantized base is dequantized to merge
-    int requant = m.format == FMT_BIN_V2 || m.format == FMT_BIN_Q4 ? -1 : 0, rq_type = 0, rq_embed = 0, rq_dq = 0;
+    int requant = m.format == FMT_BIN_V2 || m.format == FMT_BIN_Q4 ? -1 : 0, rq_type = 0, rq_embed = 0, rq_dq = 0, rq_bs = 0;
     if (requant) { // the stored quantization, to write the merged model the same way
         Model q;
         if (model_load(&q, model_path)) fatal_error();
-        rq_type = q.quant; rq_embed = q.quant_embed; rq_dq = q.quant_dq;
+        rq_type = q.quant; rq_embed = q.quant_embed; rq_dq = q.quant_dq; rq_bs = q.quant_bs;
         model_free(&q);
         requant = dtype < 0;
         if (dtype >= 0) m.format = FMT_BIN_V1;
@@ -5744,7 +5867,7 @@ static int cmd_merge(int argc, char **argv) {
         rc = model_save_hf(&m, out, dtype >= 0 ? dtype : m.hf_dtype);
         const char *extra[] = { "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "generation_config.json" };
         if (!rc) for (size_t k = 0; k < sizeof(extra) / sizeof(extra[0]); k++) copy_file_if_exists(model_path, out, extra[k]);
-    } else if (requant) rc = model_save_quant(&m, out, rq_type, rq_embed, rq_dq);
+    } else if (requant) rc = model_save_quant(&m, out, rq_type, rq_embed, rq_dq, rq_bs);
     else rc = model_save_bin(&m, out, m.format == FMT_BIN_LEGACY);
     if (rc) fatal_error();
     if (requant) fprintf(stderr, "%s is %s-quantized: dequantized, merged and requantized to %s (--dtype f32 writes a float model)\n", model_path, qtype_names[rq_type], qtype_names[rq_type]);
@@ -5819,19 +5942,21 @@ static int cmd_info(int argc, char **argv) {
 
 // ---- quantize
 static void error_usage_quantize(void) {
-    fprintf(stderr, "Usage: peft quantize MODEL -o OUT --quant int8|int4|nf4 [options]\n"
+    fprintf(stderr, "Usage: peft quantize MODEL -o OUT --quant int8|int4|nf4|hqq4|hqq8 [options]\n"
                     "  Writes a quantized model file that every command loads directly: int8 as a llama2.c version 2\n"
-                    "  .bin (groups of 64, embeddings included), int4/nf4 as peft.c version 3/4 .bin. MODEL is read\n"
-                    "  and quantized one matrix at a time (a float copy of the model never exists).\n"
+                    "  .bin (groups of 64, embeddings included), int4/nf4 as peft.c version 3/4 .bin, hqq4/hqq8 as\n"
+                    "  peft.c version 5. MODEL is read and quantized one matrix at a time (a float copy of the model\n"
+                    "  never exists).\n"
                     "  -o OUT        output .bin (required)\n"
-                    "  --quant T     int8 | int4 | nf4 (required)\n"
-                    "  --quant-embeddings  int4/nf4: quantize the embedding and classifier too (default: fp32)\n"
-                    "  --double-quant      nf4: double-quantize the block absmax values (bitsandbytes')\n");
+                    "  --quant T     int8 | int4 | nf4 | hqq4 | hqq8 (required)\n"
+                    "  --quant-embeddings  int4/nf4/hqq: quantize the embedding and classifier too (default: fp32)\n"
+                    "  --double-quant      nf4: double-quantize the block absmax values (bitsandbytes')\n"
+                    "  --group-size N      hqq: weights per scale/zero group (default 64)\n");
     exit(1);
 }
 static int cmd_quantize(int argc, char **argv) {
     const char *model_path = NULL, *out = NULL;
-    QuantOpts qo = { -1, 0, 0 };
+    QuantOpts qo = { -1, 0, 0, 0 };
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) error_usage_quantize();
         else if (parse_quant_flag(argc, argv, &i, &qo)) {}
@@ -5843,10 +5968,16 @@ static int cmd_quantize(int argc, char **argv) {
     if (qo.type == QT_NONE) fatal("--quant none: nothing to quantize (merge --dtype f32 writes float models)");
     if (qo.type == QT_INT8) qo.embed = 1;
     Model m;
+    double t_load = time_sec();
     load_model_q_or_die(&m, model_path, &qo);
-    if (model_save_quant(&m, out, qo.type, qo.embed, qo.dq)) fatal_error();
-    fprintf(stderr, "wrote %s: %s%s, %s\n", out, qo.type == QT_INT8 ? "llama2.c v2 int8" : qo.type == QT_INT4 ? "peft.c v3 int4" : "peft.c v4 nf4",
+    t_load = time_sec() - t_load;
+    double t0 = time_sec();
+    if (model_save_quant(&m, out, qo.type, qo.embed, qo.dq, m.quant_bs)) fatal_error();
+    char hq[64] = "";
+    if (qtype_hqq(qo.type)) snprintf(hq, sizeof(hq), "peft.c v5 %s (group %d)", qtype_names[qo.type], m.quant_bs);
+    fprintf(stderr, "wrote %s: %s%s, %s\n", out, qo.type == QT_INT8 ? "llama2.c v2 int8" : qo.type == QT_INT4 ? "peft.c v3 int4" : qo.type == QT_NF4 ? "peft.c v4 nf4" : hq,
             qo.dq ? " (double-quantized absmax)" : "", qo.embed ? "embeddings quantized" : "embeddings fp32");
+    fprintf(stderr, "quantization time: load %.2f s, write %.2f s\n", t_load, time_sec() - t0);
     model_free(&m);
     return 0;
 }
@@ -5859,7 +5990,7 @@ static void error_usage(void) {
                     "  eval MODEL DATA                loss and perplexity over a text\n"
                     "  dump MODEL -i IN -o OUT        logits/loss/gradients for given ids (regression use)\n"
                     "  merge MODEL ADAPTER... -o OUT  merge adapters into the weights\n"
-                    "  quantize MODEL -o OUT --quant T  write an int8 (llama2.c v2), int4 or nf4 model file\n"
+                    "  quantize MODEL -o OUT --quant T  write an int8 (llama2.c v2), int4, nf4, hqq4 or hqq8 model file\n"
                     "  info PATH                      what a model, adapter or .safetensors file holds\n"
                     "MODEL is a llama2.c .bin file or a Hugging Face folder (config.json + safetensors).\n");
     exit(1);

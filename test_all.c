@@ -2092,7 +2092,7 @@ static void test_quant_bounds(void) {
                 qtensor_free(&t);
             }
     // non-finite input is an error naming the tensor
-    for (int type = QT_INT8; type <= QT_NF4; type++) {
+    for (int type = QT_INT8; type <= QT_HQQ8; type++) {
         QTensor t;
         qtensor_alloc(&t, type, 1, 64, 0);
         for (int i = 0; i < 64; i++) w[i] = 0.1f;
@@ -2107,6 +2107,43 @@ static void test_quant_bounds(void) {
     free(w); free(back);
 }
 
+// HQQ against an independent transcription of HQQ's quantizer and proximal solver
+// (tests/make_hqq_reference.py: Python, float32 arithmetic emulated, fp16 meta): the same fp16 scales
+// and zeros and the same codes, on 24 x 96 weights in groups of 64 (groups cross rows), with an outlier
+// and a constant group
+static void test_hqq_reference(void) {
+    const char *fx = "tests/fixtures/hqq_reference.json";
+    Json *j = json_load(fx);
+    if (!j) { check(0, "hqq reference", "%s", peft_errbuf); return; }
+    int rows = (int)json_num_or(j, "rows", 0), cols = (int)json_num_or(j, "cols", 0), gs = (int)json_num_or(j, "group_size", 0);
+    Json *jw = json_get(j, "w");
+    size_t n = (size_t)rows * cols;
+    if (!jw || jw->type != JSON_ARRAY || (size_t)jw->n != n) { check(0, "hqq reference", "%s: bad w", fx); json_free(j); return; }
+    floatX *w = malloc_check(n * sizeof(floatX));
+    for (size_t i = 0; i < n; i++) w[i] = (floatX)jw->items[i].num;
+    for (int type = QT_HQQ4; type <= QT_HQQ8; type++) {
+        Json *ref = json_get(j, qtype_names[type]);
+        Json *rs = json_get(ref, "scale_f16"), *rz = json_get(ref, "zero_f16"), *rq = json_get(ref, "q");
+        QTensor t;
+        qtensor_alloc_bs(&t, type, rows, cols, 0, gs);
+        int rc = qtensor_quantize(&t, w, "test", "w");
+        if (!rs || !rz || !rq || (size_t)rs->n != t.nblocks || (size_t)rq->n != n) { check(0, "hqq reference", "%s: bad %s", fx, qtype_names[type]); qtensor_free(&t); continue; }
+        size_t bad_s = 0, bad_z = 0, bad_q = 0;
+        for (size_t b = 0; b < t.nblocks; b++) { bad_s += t.hscale[b] != (uint16_t)rs->items[b].num; bad_z += t.hzero[b] != (uint16_t)rz->items[b].num; }
+        for (size_t i = 0; i < n; i++) {
+            int q = type == QT_HQQ8 ? t.q[i] : (t.q[i >> 1] >> (i & 1 ? 0 : 4)) & 15;
+            bad_q += q != (int)rq->items[i].num;
+        }
+        char name[64];
+        snprintf(name, sizeof(name), "%s equals the HQQ reference", qtype_names[type]);
+        check(!rc && bad_s == 0 && bad_z == 0 && bad_q == 0, name, "%zu groups (%d reference iterations): fp16 scales differ in %zu, zeros in %zu; codes differ in %zu of %zu",
+              t.nblocks, (int)json_num_or(ref, "iterations", 0), bad_s, bad_z, bad_q, n);
+        qtensor_free(&t);
+    }
+    free(w);
+    json_free(j);
+}
+
 // quantized matmuls == float matmuls on the dequantized matrix
 static void test_qmatmul(void) {
     int N = 5, C = 96, OC = 40; // C not a multiple of 64: blocks cross rows
@@ -2118,7 +2155,7 @@ static void test_qmatmul(void) {
     for (int i = 0; i < N * C; i++) x[i] = random_f32(&r) - 0.5f;
     for (int i = 0; i < OC * C; i++) w[i] = random_f32(&r) - 0.5f;
     for (int i = 0; i < N * OC; i++) dy[i] = random_f32(&r) - 0.5f;
-    for (int type = QT_INT8; type <= QT_NF4; type++) {
+    for (int type = QT_INT8; type <= QT_HQQ8; type++) {
         QTensor t;
         qtensor_alloc(&t, type, OC, C, type == QT_NF4);
         qtensor_quantize(&t, w, "test", "w");
@@ -2143,10 +2180,10 @@ static void test_qmatmul(void) {
 // QLoRA: LoRA gradients on a quantized base == those on an fp32 model holding the dequantized weights
 static void test_qlora_grads(void) {
     if (!have(STORIES)) { skip("qlora gradients", "no " STORIES); return; }
-    for (int run = 0; run < 5; run++) {
-        int type = run < 3 ? QT_INT8 + run : QT_NF4, dora = run >= 3;
-        if (run == 4) type = QT_INT4;
-        QuantOpts qo = { type, 1, type == QT_NF4 }, fl = { QT_NONE, 0, 0 };
+    for (int run = 0; run < 8; run++) { // int8, int4, nf4+dq, hqq4, hqq8 with LoRA; nf4+dq, int4, hqq4 with DoRA
+        const int types[8] = { QT_INT8, QT_INT4, QT_NF4, QT_HQQ4, QT_HQQ8, QT_NF4, QT_INT4, QT_HQQ4 };
+        int type = types[run], dora = run >= 5;
+        QuantOpts qo = { type, 1, type == QT_NF4, 0 }, fl = { QT_NONE, 0, 0, 0 };
         Model mq, mf;
         if (model_load_q(&mq, STORIES, &qo) || model_load_q(&mf, STORIES, &fl)) { check(0, "qlora gradients", "%s", peft_errbuf); return; }
         // the fp32 reference: every quantized matrix dequantized into the float model
@@ -2198,14 +2235,14 @@ static void test_qlora_grads(void) {
 // files: quantize -> load gives the same weights; int8 is a llama2.c v2 file; hostile 4-bit files
 static void test_quant_files(void) {
     if (!have(STORIES)) { skip("quantized files", "no " STORIES); return; }
-    for (int type = QT_INT8; type <= QT_NF4; type++)
+    for (int type = QT_INT8; type <= QT_HQQ8; type++)
         for (int emb = 0; emb <= 1; emb++) {
             if (type == QT_INT8 && !emb) continue;
-            QuantOpts qo = { type, emb, type == QT_NF4 && emb };
+            QuantOpts qo = { type, emb, type == QT_NF4 && emb, type == QT_HQQ4 && emb ? 128 : 0 };
             Model mq, mr;
             char path[600], name[96];
             tmp_path(path, sizeof(path), "q.bin");
-            if (model_load_q(&mq, STORIES, &qo) || model_save_quant(&mq, path, type, emb, qo.dq) || model_load(&mr, path)) { check(0, "quantized file", "%s", peft_errbuf); return; }
+            if (model_load_q(&mq, STORIES, &qo) || model_save_quant(&mq, path, type, emb, qo.dq, mq.quant_bs) || model_load(&mr, path)) { check(0, "quantized file", "%s", peft_errbuf); return; }
             Config *c = &mq.config;
             double worst = 0;
             floatX *a = malloc_check((size_t)c->vocab_size * c->dim * sizeof(floatX)), *b = malloc_check((size_t)c->vocab_size * c->dim * sizeof(floatX));
@@ -2218,10 +2255,10 @@ static void test_quant_files(void) {
                     for (int k = 0; k < rows * cols; k++) worst = fmax(worst, fabs((double)a[k] - b[k]) / (fabs((double)a[k]) + 1e-30));
                 }
             }
-            snprintf(name, sizeof(name), "%s file round trip%s", qtype_names[type], emb ? " (embeddings quantized)" : "");
-            check(mr.quant == type && mr.quant_embed == emb && worst <= 1e-6, name, "loaded as %s, weights max relative difference %.2e (int8: requantized through llama2.c's interleaved q/k order)", qtype_names[mr.quant], worst);
+            snprintf(name, sizeof(name), "%s file round trip%s%s", qtype_names[type], emb ? " (embeddings quantized)" : "", qo.gs ? " (group 128)" : "");
+            check(mr.quant == type && mr.quant_embed == emb && mr.quant_bs == mq.quant_bs && worst <= 1e-6, name, "loaded as %s, weights max relative difference %.2e (int8: requantized through llama2.c's interleaved q/k order)", qtype_names[mr.quant], worst);
             if (type == QT_INT8) { // llama2.c's reader: v2 dequantized on load (--quant none) == our int8 weights
-                QuantOpts fl = { QT_NONE, 0, 0 };
+                QuantOpts fl = { QT_NONE, 0, 0, 0 };
                 Model mf;
                 if (!model_load_q(&mf, path, &fl)) {
                     double e = 0;
@@ -2236,9 +2273,9 @@ static void test_quant_files(void) {
     // hostile 4-bit files: truncated, bad flags, bad block size, NaN scale
     char path[600];
     tmp_path(path, sizeof(path), "q4.bin");
-    QuantOpts qo = { QT_NF4, 0, 0 };
+    QuantOpts qo = { QT_NF4, 0, 0, 0 };
     Model mq;
-    if (model_load_q(&mq, STORIES, &qo) || model_save_quant(&mq, path, QT_NF4, 0, 0)) { check(0, "hostile 4-bit files", "%s", peft_errbuf); return; }
+    if (model_load_q(&mq, STORIES, &qo) || model_save_quant(&mq, path, QT_NF4, 0, 0, 0)) { check(0, "hostile 4-bit files", "%s", peft_errbuf); return; }
     model_free(&mq);
     size_t n;
     char *buf = read_file(path, &n, 1 << 26);
@@ -2275,7 +2312,7 @@ static void test_quant_chunked_load(void) {
     tmp_path(path, sizeof(path), "chunked.bin");
     if (model_save_bin(&fm, path, 0)) { check(0, "chunked quantization", "%s", peft_errbuf); model_free(&fm); return; }
     for (int type = QT_INT8; type <= QT_NF4; type++) {
-        QuantOpts qo = { type, 1, type == QT_NF4 };
+        QuantOpts qo = { type, 1, type == QT_NF4, 0 };
         Model mq;
         if (model_load_q(&mq, path, &qo)) { check(0, "chunked quantization", "%s", peft_errbuf); continue; }
         const floatX *src[3] = { fm.params.embed, fm.params.wcls, fm.params.w1 };
@@ -2347,6 +2384,36 @@ static void test_quant_cli(void) {
     snprintf(args, sizeof(args), "generate %s -z %s -n 8 -t 0 --quant int4", STORIES, TOK512);
     rc = run_cmd(args, err, sizeof(err), out, sizeof(out));
     check(rc == 0 && strlen(out) > 5, "generate --quant int4", "%s", out);
+    { // HQQ: quantize to a v5 file with a group size, eval it; 4-bit quality against nf4 and int4 on this text
+        char qh[600];
+        tmp_path(qh, sizeof(qh), "s_hqq4.bin");
+        snprintf(args, sizeof(args), "quantize %s -o %s --quant hqq4 --group-size 32", STORIES, qh);
+        rc = run_cmd(args, err, sizeof(err), NULL, 0);
+        check(rc == 0 && strstr(err, "v5 hqq4 (group 32)"), "quantize --quant hqq4 --group-size 32", "%s", err);
+        double lq[4] = { 0 };
+        const char *how[4] = { "", "--quant hqq4", "--quant nf4", "--quant int4" };
+        for (int k = 0; k < 4; k++) {
+            snprintf(args, sizeof(args), "eval %s %s -z %s %s", k ? STORIES : qh, data, TOK512, how[k]);
+            if (run_cmd(args, err, sizeof(err), out, sizeof(out)) == 0) sscanf(out, "loss %lf", &lq[k]);
+        }
+        check(lq[0] > 0 && lq[1] > 0 && lq[1] <= lq[2] && lq[1] < lq[3], "eval hqq4 file and --quant hqq4",
+              "loss hqq4 group-32 file %.4f; --quant hqq4 %.4f <= nf4 %.4f, < int4 %.4f (fp32 %.4f)", lq[0], lq[1], lq[2], lq[3], loss[0]);
+        snprintf(args, sizeof(args), "eval %s %s -z %s --quant nf4 --group-size 32", STORIES, data, TOK512);
+        expect_cli_error("--group-size without hqq", args, "applies to --quant hqq4", NULL);
+        snprintf(args, sizeof(args), "eval %s %s -z %s --quant hqq4 --group-size 3", STORIES, data, TOK512);
+        expect_cli_error("--group-size out of range", args, "is not an integer in [8, 4096]", NULL);
+        // hostile v5 files: bad bits, truncated
+        size_t n;
+        char *buf = read_file(qh, &n, 1 << 26), bad[600];
+        if (buf) {
+            tmp_path(bad, sizeof(bad), "bad_hqq.bin");
+            buf[42] = 5; write_bytes(bad, buf, n);
+            expect_model_error("hqq file with 5 bits", bad, "bits 5 for version 5");
+            buf[42] = 4; write_bytes(bad, buf, n - 2);
+            expect_model_error("truncated hqq file", bad, "implies");
+            free(buf);
+        }
+    }
     expect_cli_error("--quant bogus", "eval x y --quant int3", "is not int8", NULL);
     snprintf(args, sizeof(args), "train %s %s -z %s --quant int8 --finetuning-type full", STORIES, data, TOK512);
     expect_cli_error("--quant with full fine-tuning", args, "frozen", NULL);
@@ -2384,6 +2451,7 @@ static void run_fp32_tests(void) {
     test_adapters();
     test_nf4_bitsandbytes();
     test_quant_bounds();
+    test_hqq_reference();
     test_qmatmul();
     test_qlora_grads();
     test_quant_files();
