@@ -4728,6 +4728,49 @@ static void lora_merge(Model *model, const Lora *lo, int sign) {
 }
 
 // ----------------------------------------------------------------------------
+// LLaMA Pro block expansion (Wu et al. 2024; LLaMA-Factory's scripts/llama_pro.py): L layers and N new
+// blocks (L % N == 0, split = L / N): after every split-th original layer insert a copy of it whose
+// o_proj and down_proj are zero, so the new block adds nothing to the residual stream and the expanded
+// model computes the same logits. Layer ids in the expanded model: the new blocks are those l with
+// (l + 1) % (split + 1) == 0. Training then updates only them (--finetuning-type llama-pro).
+#define MAX_EXPAND 128
+static int llama_pro_is_new(int l, int L_expanded, int n_expand) {
+    int stride = L_expanded / n_expand;
+    return (l + 1) % stride == 0;
+}
+static int model_expand_llama_pro(Model *m, int n_expand) {
+    Config *c = &m->config;
+    int L = c->n_layers;
+    if (m->quant) return set_error(m->path, "LLaMA Pro needs a float model (--quant none)");
+    if (n_expand < 1 || n_expand > MAX_EXPAND || L % n_expand) return set_error(m->path, "--expand %d must divide the model's %d layers (at most %d)", n_expand, L, MAX_EXPAND);
+    Model e = *m;
+    e.config.n_layers = L + n_expand;
+    e.qw = NULL;
+    model_alloc(&e);
+    ParameterTensors *p = &m->params, *q = &e.params;
+    floatX *src[NUM_PARAM_TENSORS] = { p->embed, p->rms_att, p->wq, p->wk, p->wv, p->wo, p->rms_ffn, p->w1, p->w2, p->w3, p->rms_final, p->wcls };
+    floatX *dst[NUM_PARAM_TENSORS] = { q->embed, q->rms_att, q->wq, q->wk, q->wv, q->wo, q->rms_ffn, q->w1, q->w2, q->w3, q->rms_final, q->wcls };
+    int split = L / n_expand;
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        if (!m->param_sizes[i]) continue;
+        if (i < 1 || i > 9) { memcpy(dst[i], src[i], m->param_sizes[i] * sizeof(floatX)); continue; }
+        size_t per = m->param_sizes[i] / (size_t)L;
+        int k = 0;
+        for (int l = 0; l < L; l++) {
+            memcpy(dst[i] + per * k++, src[i] + per * l, per * sizeof(floatX));
+            if ((l + 1) % split == 0) { // the inserted copy; its output projections are zero
+                if (i == 5 || i == 8) memset(dst[i] + per * k, 0, per * sizeof(floatX));
+                else memcpy(dst[i] + per * k, src[i] + per * l, per * sizeof(floatX));
+                k++;
+            }
+        }
+    }
+    free(m->params_memory);
+    *m = e;
+    return 0;
+}
+
+// ----------------------------------------------------------------------------
 // data and training: tokenized text, AdamW, the training loop, checkpoints, evaluation
 
 // Tokenize a UTF-8 text file: documents are separated by blank lines, each starts with BOS.
@@ -4786,17 +4829,18 @@ static void adamw_update(floatX *params, const floatX *grads, floatX *m, floatX 
     }
 }
 
-// The trainable parameters as contiguous segments (param, grad): LoRA's one block, or model tensors.
+// The trainable parameters as contiguous segments (param, grad): LoRA's one block, or model tensors
+// (LLaMA Pro: the 9 per-layer tensors of each inserted block).
 typedef struct { floatX *p, *g; size_t n; } Segment;
 typedef struct {
-    Segment seg[NUM_PARAM_TENSORS + 1];
+    Segment seg[NUM_PARAM_TENSORS + 1 + 9 * MAX_EXPAND];
     int nseg;
     size_t total;
     floatX *m, *v;   // AdamW moments, (total) each, in segment order
 } Trainable;
 
-enum { TUNE_LORA, TUNE_FREEZE, TUNE_FULL };
-static const char *tune_names[] = { "lora", "freeze", "full" };
+enum { TUNE_LORA, TUNE_FREEZE, TUNE_FULL, TUNE_LLAMA_PRO };
+static const char *tune_names[] = { "lora", "freeze", "full", "llama-pro" };
 
 // freeze: the last n_train layers' weights; full: every weight.
 static void trainable_init(Trainable *tr, Model *m, ParameterTensors *g, Lora *lo, int mode, int layer_from) {
@@ -4814,6 +4858,25 @@ static void trainable_init(Trainable *tr, Model *m, ParameterTensors *g, Lora *l
             if (mode == TUNE_FREEZE && !per_layer) continue;
             size_t off = (mode == TUNE_FREEZE) ? n / (size_t)L * (size_t)layer_from : 0; // layers are the outer dimension
             tr->seg[tr->nseg].p = pp[i] + off; tr->seg[tr->nseg].g = gp[i] + off; tr->seg[tr->nseg].n = n - off;
+            tr->nseg++;
+        }
+    }
+    for (int i = 0; i < tr->nseg; i++) tr->total += tr->seg[i].n;
+    tr->m = (floatX *)calloc_check(tr->total, sizeof(floatX));
+    tr->v = (floatX *)calloc_check(tr->total, sizeof(floatX));
+}
+// LLaMA Pro: the per-layer tensors (norms and the seven matrices) of the layers with train[l] set
+static void trainable_init_layers(Trainable *tr, Model *m, ParameterTensors *g, const int *train) {
+    memset(tr, 0, sizeof(*tr));
+    floatX *pp[NUM_PARAM_TENSORS] = { m->params.embed, m->params.rms_att, m->params.wq, m->params.wk, m->params.wv, m->params.wo, m->params.rms_ffn, m->params.w1, m->params.w2, m->params.w3, m->params.rms_final, m->params.wcls };
+    floatX *gp[NUM_PARAM_TENSORS] = { g->embed, g->rms_att, g->wq, g->wk, g->wv, g->wo, g->rms_ffn, g->w1, g->w2, g->w3, g->rms_final, g->wcls };
+    int L = m->config.n_layers;
+    for (int l = 0; l < L; l++) {
+        if (!train[l]) continue;
+        for (int i = 1; i <= 9; i++) {
+            size_t per = m->param_sizes[i] / (size_t)L;
+            if (tr->nseg == (int)(sizeof(tr->seg) / sizeof(tr->seg[0]))) fatal("too many trainable layers");
+            tr->seg[tr->nseg].p = pp[i] + per * l; tr->seg[tr->nseg].g = gp[i] + per * l; tr->seg[tr->nseg].n = per;
             tr->nseg++;
         }
     }
@@ -4891,6 +4954,7 @@ static void on_sigint(int sig) { (void)sig; stop_requested = 1; }
 typedef struct {
     const char *model_path, *data_path, *tok_path, *outdir, *val_path, *resume, *resume_adapter;
     int mode, B, T, steps, warmup, grad_accum, eval_every, save_every, eval_batches, schedule, freeze_layers, checkpoint_acts, log_every, bench;
+    int expand;          // LLaMA Pro: blocks inserted (the model is already expanded when train() runs)
     float epochs, lr, wd, clip, val_frac;
     LoraConfig lc;
     uint64_t seed;
@@ -5051,7 +5115,13 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
         layer_from = ta->mode == TUNE_FULL ? 0 : c->n_layers - ta->freeze_layers;
     }
     Trainable tr;
-    trainable_init(&tr, m, &g, lo, ta->mode, layer_from);
+    if (ta->mode == TUNE_LLAMA_PRO) { // only the inserted blocks; gradients flow from the first of them up
+        int *train_l = (int *)calloc_check((size_t)c->n_layers, sizeof(int));
+        for (int l = 0; l < c->n_layers; l++) train_l[l] = llama_pro_is_new(l, c->n_layers, ta->expand);
+        layer_from = c->n_layers / ta->expand - 1;
+        trainable_init_layers(&tr, m, &g, train_l);
+        free(train_l);
+    } else trainable_init(&tr, m, &g, lo, ta->mode, layer_from);
     Net net;
     net_init(&net, m, lo);
     Activations a;
@@ -5639,8 +5709,10 @@ static void error_usage_train(void) {
                     "  Writes OUTDIR/adapter_config.json + adapter_model.safetensors (PEFT's format), log.jsonl.\n"
                     "  -z PATH                   tokenizer (default as for generate)\n"
                     "  -o DIR                    output folder (default out)\n"
-                    "  --finetuning-type T       lora | freeze | full (default lora)\n"
+                    "  --finetuning-type T       lora | freeze | full | llama-pro (default lora)\n"
                     "  --freeze-trainable-layers N  freeze: train the last N layers (default 2)\n"
+                    "  --expand N                llama-pro: insert N blocks (copies with zero o_proj/down_proj after every\n"
+                    "                            L/N-th layer, so the logits do not change), train only them, write the model\n"
                     "  -r N                      LoRA rank (default 8)\n"
                     "  --alpha A                 lora_alpha (default 8, PEFT's); scale = alpha/r\n"
                     "  --rslora                  scale = alpha/sqrt(r)\n"
@@ -5727,8 +5799,10 @@ static int cmd_train(int argc, char **argv) {
         else if (!strcmp(f, "--finetuning-type")) {
             const char *v = next_arg(argc, argv, &i);
             if (!strcmp(v, "lora")) ta.mode = TUNE_LORA; else if (!strcmp(v, "freeze")) ta.mode = TUNE_FREEZE; else if (!strcmp(v, "full")) ta.mode = TUNE_FULL;
-            else fatal("--finetuning-type: '%s' is not lora, freeze or full", v);
+            else if (!strcmp(v, "llama-pro")) ta.mode = TUNE_LLAMA_PRO;
+            else fatal("--finetuning-type: '%s' is not lora, freeze, full or llama-pro", v);
         }
+        else if (!strcmp(f, "--expand")) ta.expand = parse_int(f, next_arg(argc, argv, &i), 1, MAX_EXPAND);
         else if (!strcmp(f, "--freeze-trainable-layers")) ta.freeze_layers = parse_int(f, next_arg(argc, argv, &i), 1, 1 << 20);
         else if (!strcmp(f, "-r")) ta.lc.r = parse_int(f, next_arg(argc, argv, &i), 1, 1 << 20);
         else if (!strcmp(f, "--alpha")) { ta.lc.alpha = parse_float(f, next_arg(argc, argv, &i), 1e-6, 1e6); alpha_set = 1; }
@@ -5770,7 +5844,14 @@ static int cmd_train(int argc, char **argv) {
     Model m;
     load_model_q_or_die(&m, ta.model_path, &qo);
     Config *c = &m.config;
-    if (m.quant && ta.mode != TUNE_LORA) fatal("%s: a quantized base is frozen: --finetuning-type %s needs a float model (--quant none)", ta.model_path, ta.mode == TUNE_FULL ? "full" : "freeze");
+    if (m.quant && ta.mode != TUNE_LORA) fatal("%s: a quantized base is frozen: --finetuning-type %s needs a float model (--quant none)", ta.model_path, tune_names[ta.mode]);
+    if ((ta.mode == TUNE_LLAMA_PRO) != (ta.expand > 0)) fatal("--finetuning-type llama-pro and --expand N go together");
+    if (ta.mode == TUNE_LLAMA_PRO) {
+        if (ta.resume) fatal("--resume is not supported with --finetuning-type llama-pro (train from the expanded model written to -o with --finetuning-type freeze instead)");
+        int L0 = m.config.n_layers;
+        if (model_expand_llama_pro(&m, ta.expand)) fatal_error();
+        fprintf(stderr, "LLaMA Pro: %d layers + %d inserted blocks (o_proj, down_proj zero) = %d; training the inserted blocks only\n", L0, ta.expand, m.config.n_layers);
+    }
     fprintf(stderr, "%s", quant_desc(&m));
     if (!ta.T) ta.T = c->seq_len < 256 ? c->seq_len : 256;
     if (ta.T > c->seq_len) fatal("-T %d exceeds the model's %d positions", ta.T, c->seq_len);

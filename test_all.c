@@ -2421,6 +2421,100 @@ static void test_quant_cli(void) {
     expect_cli_error("--double-quant without nf4", args, "applies to --quant nf4", NULL);
 }
 
+// a random float model (vocabulary of tests/spbpe/tokenizer.json, so no ../shared is needed), saved as .bin
+static int rand_model_file(const char *path, int L, int tied, int hf) {
+    Tokenizer tk;
+    if (tokenizer_load(&tk, "tests/spbpe/tokenizer.json", 0)) return -1;
+    Model tm;
+    memset(&tm, 0, sizeof(tm));
+    config_defaults(&tm.config);
+    Config *c = &tm.config;
+    c->dim = 48; c->hidden_dim = 96; c->n_layers = L; c->n_heads = 6; c->n_kv_heads = 3; c->head_dim = 8; c->vocab_size = tk.vocab_size; c->seq_len = 128; c->tied = tied;
+    tokenizer_free(&tk);
+    tm.format = hf ? FMT_HF : FMT_BIN_V1;
+    model_alloc(&tm);
+    uint64_t r = 11 + (uint64_t)L;
+    for (size_t i = 0; i < tm.num_parameters; i++) tm.params_memory[i] = (floatX)((random_f32(&r) - 0.5f) * 0.2f);
+    for (int i = 0; i < c->n_layers * c->dim; i++) { tm.params.rms_att[i] = 1; tm.params.rms_ffn[i] = 1; }
+    for (int i = 0; i < c->dim; i++) tm.params.rms_final[i] = 1;
+    int rc = hf ? model_save_hf(&tm, path, DT_F32) : model_save_bin(&tm, path, 0);
+    model_free(&tm);
+    return rc;
+}
+
+// LLaMA Pro: the expanded model computes the same logits (bit for bit: the inserted blocks add exact
+// zeros); training updates the inserted blocks only
+static void test_llama_pro(void) {
+    char path[600], dir[600], data[600], args[4096], err[4096], mpath[700];
+    tmp_path(path, sizeof(path), "lp.bin");
+    if (rand_model_file(path, 4, 0, 0)) { check(0, "llama pro", "%s", peft_errbuf); return; }
+    int B = 2, T = 16, N = B * T;
+    int ids[32];
+    uint64_t r = 5;
+    Model m0;
+    if (model_load(&m0, path)) { check(0, "llama pro", "%s", peft_errbuf); return; }
+    for (int i = 0; i < N; i++) ids[i] = (int)(random_u32(&r) % (uint32_t)m0.config.vocab_size);
+    float *ref = dump_logits(&m0, NULL, ids, B, T, NULL, NULL);
+    size_t nl = (size_t)N * m0.config.vocab_size;
+    for (int n_exp = 1; n_exp <= 4; n_exp *= 2) {
+        Model me;
+        if (model_load(&me, path) || model_expand_llama_pro(&me, n_exp)) { check(0, "llama pro", "%s", peft_errbuf); continue; }
+        float *got = dump_logits(&me, NULL, ids, B, T, NULL, NULL);
+        size_t where;
+        double d = max_abs_diff(got, ref, nl, &where);
+        // the inserted blocks: zero o_proj/down_proj, copies otherwise; the original layers unchanged
+        int L = me.config.n_layers, same = 1, k = 0;
+        for (int l = 0; l < L; l++) {
+            int is_new = llama_pro_is_new(l, L, n_exp), src = is_new ? k - 1 : k;
+            if (!is_new) k++;
+            for (int i = 1; i <= 9; i++) {
+                floatX *pe[NUM_PARAM_TENSORS] = { 0, me.params.rms_att, me.params.wq, me.params.wk, me.params.wv, me.params.wo, me.params.rms_ffn, me.params.w1, me.params.w2, me.params.w3 };
+                floatX *p0[NUM_PARAM_TENSORS] = { 0, m0.params.rms_att, m0.params.wq, m0.params.wk, m0.params.wv, m0.params.wo, m0.params.rms_ffn, m0.params.w1, m0.params.w2, m0.params.w3 };
+                size_t per = me.param_sizes[i] / (size_t)L;
+                for (size_t x = 0; x < per; x++) same &= pe[i][per * l + x] == ((is_new && (i == 5 || i == 8)) ? 0 : p0[i][per * src + x]);
+            }
+        }
+        char name[64];
+        snprintf(name, sizeof(name), "llama pro --expand %d keeps the logits", n_exp);
+        check(d == 0 && same && L == 4 + n_exp, name, "%d -> %d layers, logits max diff %.1e over %zu (bar: 0), blocks as expected: %s", 4, L, d, nl, same ? "yes" : "no");
+        free(got); model_free(&me);
+    }
+    model_free(&m0); free(ref);
+    // the CLI: train the inserted blocks, write the expanded model; the original layers stay as they were
+    tmp_path(dir, sizeof(dir), "lp_out"); tmp_path(data, sizeof(data), "lp.txt");
+    const char *text = "the quick brown fox jumps over the lazy dog. the dog sleeps.\n\nA fox is quick and brown; the dog is lazy.\n";
+    write_bytes(data, text, strlen(text));
+    snprintf(args, sizeof(args), "train %s %s -z tests/spbpe/tokenizer.json -o %s --finetuning-type llama-pro --expand 2 --steps 3 -b 2 -T 16 --val-frac 0 --lr 1e-2", path, data, dir);
+    int rc = run_cmd(args, err, sizeof(err), NULL, 0);
+    snprintf(mpath, sizeof(mpath), "%s/model.bin", dir);
+    Model mt, mo;
+    int ok = rc == 0 && strstr(err, "LLaMA Pro: 4 layers + 2 inserted blocks") && !model_load(&mt, mpath);
+    if (ok && !model_load(&mo, path)) {
+        int L = mt.config.n_layers, k = 0;
+        double moved_new = 0, moved_old = 0;
+        for (int l = 0; l < L; l++) {
+            int is_new = llama_pro_is_new(l, L, 2), src = is_new ? k - 1 : k;
+            if (!is_new) k++;
+            size_t per = mt.param_sizes[5] / (size_t)L; // o_proj
+            for (size_t x = 0; x < per; x++) {
+                double d = fabs((double)mt.params.wo[per * l + x] - (is_new ? 0 : mo.params.wo[per * src + x]));
+                if (is_new) moved_new = fmax(moved_new, d); else moved_old = fmax(moved_old, d);
+            }
+            per = mt.param_sizes[7] / (size_t)L; // gate_proj
+            for (size_t x = 0; x < per && !is_new; x++) moved_old = fmax(moved_old, fabs((double)mt.params.w1[per * l + x] - mo.params.w1[per * src + x]));
+        }
+        size_t ne = mt.num_parameters;
+        check(L == 6 && moved_new > 0 && moved_old == 0 && mt.config.vocab_size == mo.config.vocab_size, "train --finetuning-type llama-pro --expand 2",
+              "wrote %d layers (%zu parameters); inserted o_proj moved by up to %.2e, original layers by %.1e (bar: 0)", L, ne, moved_new, moved_old);
+        model_free(&mo);
+    } else check(0, "train --finetuning-type llama-pro --expand 2", "exit %d: %s", rc, err);
+    if (ok) model_free(&mt);
+    snprintf(args, sizeof(args), "train %s %s -z tests/spbpe/tokenizer.json --finetuning-type llama-pro --expand 3 --steps 1", path, data);
+    expect_cli_error("--expand that does not divide the layers", args, "must divide the model's 4 layers", NULL);
+    snprintf(args, sizeof(args), "train %s %s -z tests/spbpe/tokenizer.json --expand 2 --steps 1", path, data);
+    expect_cli_error("--expand without llama-pro", args, "go together", NULL);
+}
+
 static void run_fp32_tests(void) {
     test_kernels_matmul();
     test_kernels_attention();
@@ -2457,6 +2551,7 @@ static void run_fp32_tests(void) {
     test_quant_files();
     test_quant_chunked_load();
     test_quant_cli();
+    test_llama_pro();
 }
 
 // run the fp64 finite-difference binary and fold its counts into ours
