@@ -5540,6 +5540,195 @@ static int cmd_generate(int argc, char **argv) {
     return 0;
 }
 
+// ---- chat
+static void error_usage_chat(void) {
+    fprintf(stderr, "Usage: peft chat MODEL [options] < script   (or interactively)\n"
+                    "  Reads one user turn per line from stdin, streams the reply to stdout (tok/s on stderr).\n"
+                    "  The base is loaded once; adapters are switched or mixed without reloading it, and the\n"
+                    "  conversation's KV cache is kept across turns (recomputed for the new adapter on a switch).\n"
+                    "  -a [NAME=]DIR PEFT adapter, repeatable (NAME: default the folder's name); the first is active\n"
+                    "  -z PATH       tokenizer (default as for generate)\n"
+                    "  -n N          at most N tokens per reply (default 256)\n"
+                    "  -t T          temperature, 0 = greedy (default 1.0)\n"
+                    "  --top-p P     nucleus sampling threshold (default 0.9)\n"
+                    "  -s SEED       random seed (default: time)\n"
+                    QUANT_HELP
+                    "Commands: /adapter NAME (or none), /adapters, /mix A:0.7,B:0.3, /reset, /quit\n"
+                    "No chat template yet: turns are plain text (a later turn starts on a new line), so the first\n"
+                    "reply equals `peft generate -a DIR -p TEXT` with the same seed.\n");
+    exit(1);
+}
+// The text a user turn adds to the conversation. Plain text (no template): the turn itself, on a new
+// line after the first. A chat template (--template, from the instruction-data work) goes here.
+static void chat_format_turn(StrBuf *out, const char *user, int first) {
+    out->n = 0;
+    if (!first) sb_puts(out, "\n");
+    sb_puts(out, user);
+}
+typedef struct { char name[128]; Lora lora; } ChatAdapter;
+static int cmd_chat(int argc, char **argv) {
+    const char *model_path = NULL, *zpath = NULL;
+    char *specs[MAX_ADAPTERS];
+    int na = 0, steps = 256;
+    float temperature = 1.0f, topp = 0.9f;
+    uint64_t seed = (uint64_t)time(NULL);
+    QuantOpts qo = { -1, 0, 0, 0 };
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) error_usage_chat();
+        else if (parse_quant_flag(argc, argv, &i, &qo)) {}
+        else if (argv[i][0] != '-') { if (model_path) fatal("unexpected argument '%s'", argv[i]); model_path = argv[i]; }
+        else if (!strcmp(argv[i], "-z")) zpath = next_arg(argc, argv, &i);
+        else if (!strcmp(argv[i], "-a")) push_adapter(specs, &na, next_arg(argc, argv, &i));
+        else if (!strcmp(argv[i], "-n")) steps = parse_int("-n", next_arg(argc, argv, &i), 1, 1 << 30);
+        else if (!strcmp(argv[i], "-t")) temperature = parse_float("-t", next_arg(argc, argv, &i), 0, 100);
+        else if (!strcmp(argv[i], "--top-p")) topp = parse_float("--top-p", next_arg(argc, argv, &i), 0, 1);
+        else if (!strcmp(argv[i], "-s")) seed = (uint64_t)parse_int("-s", next_arg(argc, argv, &i), 0, INT_MAX);
+        else fatal("unknown flag '%s' for chat (see peft chat --help)", argv[i]);
+    }
+    if (!model_path) error_usage_chat();
+    Model m;
+    load_model_q_or_die(&m, model_path, &qo);
+    Config *c = &m.config;
+    Tokenizer tok;
+    load_tokenizer_or_die(&tok, zpath, model_path, c);
+    ChatAdapter *ads = (ChatAdapter *)calloc_check((size_t)(na ? na : 1), sizeof(ChatAdapter));
+    for (int k = 0; k < na; k++) { // NAME=DIR or DIR (named after its last path component)
+        const char *eq = strchr(specs[k], '='), *dir = eq ? eq + 1 : specs[k];
+        if (eq) snprintf(ads[k].name, sizeof(ads[k].name), "%.*s", (int)(eq - specs[k]), specs[k]);
+        else {
+            char tmp[4096];
+            snprintf(tmp, sizeof(tmp), "%s", dir);
+            size_t n = strlen(tmp);
+            while (n > 1 && tmp[n - 1] == '/') tmp[--n] = 0;
+            const char *base = strrchr(tmp, '/');
+            snprintf(ads[k].name, sizeof(ads[k].name), "%s", base ? base + 1 : tmp);
+        }
+        if (!ads[k].name[0] || !strcmp(ads[k].name, "none")) fatal("-a %s: bad adapter name", specs[k]);
+        for (int j = 0; j < k; j++) if (!strcmp(ads[j].name, ads[k].name)) fatal("-a %s: adapter name '%s' given twice (use NAME=DIR)", specs[k], ads[k].name);
+        load_adapter_or_die(&ads[k].lora, dir, c);
+        lora_alloc_acts(&ads[k].lora, 1);
+    }
+    Lora mix;
+    int have_mix = 0;
+    Net net;
+    net_init(&net, &m, na ? &ads[0].lora : NULL);
+    char active[512];
+    snprintf(active, sizeof(active), "%s", na ? ads[0].name : "none");
+    RunState s;
+    runstate_alloc(&s, c, c->seq_len);
+    int npos = s.npos, ntok = 0, last = -1;                    // tokens fed (= next position); a sampled token not fed yet
+    int *hist = (int *)malloc_check((size_t)npos * sizeof(int)); // the tokens fed, to rebuild the cache on a switch
+    float *probs = (float *)malloc_check((size_t)c->vocab_size * sizeof(float));
+    ProbIndex *pi = (ProbIndex *)malloc_check((size_t)c->vocab_size * sizeof(ProbIndex));
+    int bos = tok.bos_id >= 0 ? tok.bos_id : c->bos_id, eos = tok.eos_id >= 0 ? tok.eos_id : c->eos_id;
+    uint64_t rng = seed ? seed : 1;
+    int tty = isatty(0);
+    fprintf(stderr, "%schat: %s, adapter %s; /adapter NAME, /adapters, /mix A:0.7,B:0.3, /reset, /quit\n", quant_desc(&m), model_path, active);
+    char *line = NULL;
+    size_t cap = 0;
+    StrBuf turn = { 0 };
+    char piece[256];
+    for (;;) {
+        if (tty) { fprintf(stderr, "> "); fflush(stderr); }
+        ssize_t len = getline(&line, &cap, stdin);
+        if (len < 0) break;
+        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
+        if (!len) continue;
+        if (line[0] == '/') {
+            char *arg = strchr(line, ' ');
+            if (arg) { *arg++ = 0; while (*arg == ' ') arg++; }
+            Lora *next = NULL;
+            int switched = 0;
+            if (!strcmp(line, "/quit") || !strcmp(line, "/exit")) break;
+            else if (!strcmp(line, "/reset")) { ntok = 0; last = -1; rng = seed ? seed : 1; fprintf(stderr, "[reset: conversation cleared, seed %llu]\n", (unsigned long long)seed); continue; }
+            else if (!strcmp(line, "/adapters")) {
+                fprintf(stderr, "[adapters:%s", na ? "" : " (none loaded)");
+                for (int k = 0; k < na; k++) fprintf(stderr, " %s%s", ads[k].name, !strcmp(active, ads[k].name) ? "*" : "");
+                fprintf(stderr, "; active: %s]\n", active);
+                continue;
+            } else if (!strcmp(line, "/adapter")) {
+                int k = -1;
+                for (int j = 0; j < na && arg; j++) if (!strcmp(ads[j].name, arg)) k = j;
+                if (!arg || (k < 0 && strcmp(arg, "none"))) { fprintf(stderr, "[no adapter '%s'; /adapters lists them]\n", arg ? arg : ""); continue; }
+                next = k >= 0 ? &ads[k].lora : NULL;
+                snprintf(active, sizeof(active), "%s", k >= 0 ? ads[k].name : "none");
+                switched = 1;
+            } else if (!strcmp(line, "/mix")) { // A:0.7,B:0.3: the exact weighted sum of the adapters' deltas
+                Lora *ins[MAX_ADAPTERS];
+                float ws[MAX_ADAPTERS];
+                int n = 0, bad = 0;
+                char spec[512];
+                snprintf(spec, sizeof(spec), "%s", arg ? arg : "");
+                for (char *t = strtok(spec, ","); t && !bad; t = strtok(NULL, ",")) {
+                    char *colon = strrchr(t, ':'), *end = NULL;
+                    double w = colon ? strtod(colon + 1, &end) : 1;
+                    if (colon) *colon = 0;
+                    int k = -1;
+                    for (int j = 0; j < na; j++) if (!strcmp(ads[j].name, t)) k = j;
+                    if (k < 0 || (colon && (end == colon + 1 || *end || !isfinite(w))) || n == MAX_ADAPTERS) { fprintf(stderr, "[/mix: bad entry '%s' (NAME:WEIGHT, names from /adapters)]\n", t); bad = 1; break; }
+                    if (ads[k].lora.dora || ads[k].lora.embed || ads[k].lora.lm_head) { fprintf(stderr, "[/mix: %s is DoRA or has modules_to_save; those cannot be mixed]\n", t); bad = 1; break; }
+                    ins[n] = &ads[k].lora; ws[n++] = (float)w;
+                }
+                if (bad || !n) { if (!n && !bad) fprintf(stderr, "[/mix A:0.7,B:0.3]\n"); continue; }
+                if (have_mix) lora_free(&mix);
+                lora_combine(&mix, ins, ws, n, c);
+                lora_alloc_acts(&mix, 1);
+                have_mix = 1;
+                next = &mix;
+                snprintf(active, sizeof(active), "mix %s", arg);
+                switched = 1;
+            } else { fprintf(stderr, "[unknown command %s: /adapter NAME, /adapters, /mix A:0.7,B:0.3, /reset, /quit]\n", line); continue; }
+            if (switched) { // same base, another delta: rebuild the cache of the conversation so far
+                net.lora = next;
+                for (int k = 0; k < ntok; k++) forward_token(&net, &s, hist[k], k);
+                fprintf(stderr, "[adapter: %s%s]\n", active, ntok ? " (conversation re-read)" : "");
+            }
+            continue;
+        }
+        // a user turn: feed the pending token and the turn's tokens, then sample the reply
+        chat_format_turn(&turn, line, ntok == 0 && last < 0);
+        int first = ntok == 0 && last < 0;
+        int *toks = (int *)malloc_check((turn.n + 4) * sizeof(int));
+        int nt = 0;
+        if (last >= 0) toks[nt++] = last;
+        int ne = tokenizer_encode(&tok, turn.s, turn.n, first, 0, toks + nt, (int)turn.n + 3);
+        if (ne < 0) fatal_error();
+        nt += ne;
+        if (nt == 0) { free(toks); continue; }
+        if (ntok + nt >= npos) { fprintf(stderr, "[context full (%d positions): /reset to start again]\n", npos); free(toks); continue; }
+        floatX *logits = NULL;
+        for (int k = 0; k < nt; k++) { hist[ntok] = toks[k]; logits = forward_token(&net, &s, toks[k], ntok); ntok++; }
+        int prev = toks[nt - 1], generated = 0;
+        last = -1;
+        free(toks);
+        double t0 = time_sec();
+        while (generated < steps && ntok < npos) {
+            int next = sample(logits, c->vocab_size, temperature, topp, random_f32(&rng), probs, pi);
+            generated++;
+            if (next == eos || next == bos) break;
+            int n = tokenizer_decode(&tok, prev, next, piece, (int)sizeof(piece));
+            print_piece(piece, n);
+            fflush(stdout);
+            if (generated == steps || ntok + 1 >= npos) { last = next; break; } // fed at the next turn
+            hist[ntok] = next;
+            logits = forward_token(&net, &s, next, ntok);
+            ntok++;
+            prev = next;
+        }
+        printf("\n");
+        fflush(stdout);
+        double dt = time_sec() - t0;
+        fprintf(stderr, "[%d tokens, %.1f tok/s, %d/%d positions]\n", generated, dt > 0 ? generated / dt : 0, ntok + (last >= 0), npos);
+    }
+    free(line); free(turn.s); free(hist); free(probs); free(pi);
+    runstate_free(&s); net_free(&net);
+    if (have_mix) lora_free(&mix);
+    for (int k = 0; k < na; k++) lora_free(&ads[k].lora);
+    free(ads);
+    tokenizer_free(&tok); model_free(&m);
+    return 0;
+}
+
 // ---- eval
 static void error_usage_eval(void) {
     fprintf(stderr, "Usage: peft eval MODEL DATA [options]\n"
@@ -6068,6 +6257,7 @@ static void error_usage(void) {
                     "Usage: peft <command> [args]   (peft <command> --help lists its flags)\n"
                     "  train MODEL DATA [-o OUT]      fine-tune (LoRA, DoRA, freeze, full); writes a PEFT adapter\n"
                     "  generate MODEL [-p PROMPT]     sample text (with -a ADAPTER[:W]...)\n"
+                    "  chat MODEL [-a NAME=DIR]...    interactive chat; /adapter, /adapters, /mix, /reset, /quit\n"
                     "  eval MODEL DATA                loss and perplexity over a text\n"
                     "  dump MODEL -i IN -o OUT        logits/loss/gradients for given ids (regression use)\n"
                     "  merge MODEL ADAPTER... -o OUT  merge adapters into the weights\n"
@@ -6088,6 +6278,7 @@ int main(int argc, char **argv) {
     const char *cmd = argv[1];
     if (!strcmp(cmd, "train")) return cmd_train(argc - 2, argv + 2);
     if (!strcmp(cmd, "generate")) return cmd_generate(argc - 2, argv + 2);
+    if (!strcmp(cmd, "chat")) return cmd_chat(argc - 2, argv + 2);
     if (!strcmp(cmd, "eval")) return cmd_eval(argc - 2, argv + 2);
     if (!strcmp(cmd, "dump")) return cmd_dump(argc - 2, argv + 2);
     if (!strcmp(cmd, "merge")) return cmd_merge(argc - 2, argv + 2);

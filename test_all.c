@@ -2515,6 +2515,59 @@ static void test_llama_pro(void) {
     expect_cli_error("--expand without llama-pro", args, "go together", NULL);
 }
 
+// peft chat through a pipe: two adapters in one process; with no template each first reply equals
+// `peft generate -a` for the same text, seed and adapter (generate prints the prompt, then the same text);
+// switching adapters re-reads the conversation into the KV cache: the same as having used the adapter all along
+static void test_chat(void) {
+    char model[600], data[600], a1[600], a2[600], script[600], args[8192], err[4096], out[8192], g1[4096], g2[4096], g0[4096];
+    tmp_path(model, sizeof(model), "chat.bin"); tmp_path(data, sizeof(data), "chat.txt");
+    tmp_path(a1, sizeof(a1), "chat_a1"); tmp_path(a2, sizeof(a2), "chat_a2"); tmp_path(script, sizeof(script), "chat_script.txt");
+    if (rand_model_file(model, 2, 1, 0)) { check(0, "chat", "%s", peft_errbuf); return; }
+    write_text(data, "the quick brown fox jumps over the lazy dog. the dog sleeps.\n\nA fox is quick and brown; the dog is lazy.\n");
+    const char *tk = "-z tests/spbpe/tokenizer.json";
+    snprintf(args, sizeof(args), "train %s %s %s -o %s --steps 3 -b 2 -T 16 --val-frac 0 --lr 0.05 -s 1", model, data, tk, a1);
+    int rc1 = run_cmd(args, err, sizeof(err), NULL, 0);
+    snprintf(args, sizeof(args), "train %s %s %s -o %s --steps 3 -b 2 -T 16 --val-frac 0 --lr 0.05 -s 2 --targets all-linear", model, data, tk, a2);
+    int rc2 = run_cmd(args, err, sizeof(err), NULL, 0);
+    if (rc1 || rc2) { check(0, "chat", "training the adapters failed: %s", err); return; }
+    const char *prompt = "the quick brown fox";
+    char *gens[3] = { g1, g2, g0 };
+    const char *ad[3] = { a1, a2, NULL };
+    for (int k = 0; k < 3; k++) {
+        char aa[700] = "";
+        if (ad[k]) snprintf(aa, sizeof(aa), "-a %s", ad[k]);
+        snprintf(args, sizeof(args), "generate %s %s %s -p \"%s\" -s 7 -n 24", model, tk, aa, prompt);
+        if (run_cmd(args, err, sizeof(err), gens[k], 4096)) { check(0, "chat", "generate: %s", err); return; }
+    }
+    // the script: adapter A (the first), /adapters, switch to B, back to the base, then a two-turn conversation
+    // with A, repeated with a switch to A (which re-reads the cache) before the second turn
+    char sc[2048];
+    snprintf(sc, sizeof(sc), "%s\n/adapters\n/reset\n/adapter B\n%s\n/reset\n/adapter none\n%s\n/reset\n/adapter A\n%s\nand then\n/reset\n%s\n/adapter A\nand then\n/bogus\n/quit\nnever read\n",
+             prompt, prompt, prompt, prompt, prompt);
+    write_text(script, sc);
+    snprintf(args, sizeof(args), "chat %s %s -a A=%s -a B=%s -s 7 -n 24 < %s", model, tk, a1, a2, script);
+    int rc = run_cmd(args, err, sizeof(err), out, sizeof(out));
+    char *lines[16] = { 0 };
+    int nl = 0;
+    for (char *p = out; *p && nl < 16;) { lines[nl++] = p; char *e = strchr(p, '\n'); if (!e) break; *e = 0; p = e + 1; }
+    // generate's output is the prompt's text, then the continuation, then a newline
+    int same[3] = { 0 };
+    for (int k = 0; k < 3; k++) {
+        char *g = gens[k];
+        size_t gl = strlen(g);
+        if (gl && g[gl - 1] == '\n') g[--gl] = 0;
+        size_t pl = strlen(prompt);
+        same[k] = nl > k && !strncmp(g, prompt, pl) && !strcmp(g + pl, lines[k]) && strlen(lines[k]) > 10;
+    }
+    check(rc == 0 && same[0] && same[1] && same[2] && strcmp(lines[0], lines[1]), "chat: replies == generate -a (A, then B, then the base) in one process",
+          "exit %d; A: '%s' vs generate '%s'; B: '%s'", rc, nl > 0 ? lines[0] : "", g1, nl > 1 ? lines[1] : "");
+    check(nl == 7 && !strcmp(lines[3], lines[5]) && !strcmp(lines[4], lines[6]) && strstr(err, "[adapters: A* B; active: A]") && strstr(err, "(conversation re-read)") && strstr(err, "unknown command /bogus"),
+          "chat: KV cache across turns; a switch re-reads the conversation",
+          "%d reply lines; second turn with the cache kept: '%s'; after re-reading it for A: '%s'", nl, nl > 4 ? lines[4] : "", nl > 6 ? lines[6] : "");
+    snprintf(args, sizeof(args), "chat %s %s -a A=%s -a A=%s", model, tk, a1, a2);
+    expect_cli_error("chat with a repeated adapter name", args, "given twice", NULL);
+}
+
 static void run_fp32_tests(void) {
     test_kernels_matmul();
     test_kernels_attention();
@@ -2552,6 +2605,7 @@ static void run_fp32_tests(void) {
     test_quant_chunked_load();
     test_quant_cli();
     test_llama_pro();
+    test_chat();
 }
 
 // run the fp64 finite-difference binary and fold its counts into ours
