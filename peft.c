@@ -2390,6 +2390,8 @@ static void tokenizer_free(Tokenizer *t) {
 // ----------------------------------------------------------------------------
 // tokenizer: loading llama2.c's tokenizer.bin
 
+#define TOK_ADDED_SCORE -1e30f
+static void tok_sort_added(Tokenizer *t);
 static int tokenizer_load_bin(Tokenizer *t, const char *path, int model_vocab_size) {
     size_t size;
     char *buf = read_file(path, &size, (size_t)1 << 30);
@@ -2432,6 +2434,16 @@ static int tokenizer_load_bin(Tokenizer *t, const char *path, int model_vocab_si
         tok_lookup_insert(t, id);
     }
     free(buf);
+    // special tokens added by peft.c (train --new-special-tokens) carry the score TOK_ADDED_SCORE: they are
+    // matched whole in the text, like a tokenizer.json's added special tokens, and never merged
+    t->added = (int *)malloc_check((size_t)count * sizeof(int));
+    for (int id = 0; id < count; id++)
+        if (scores[id] <= TOK_ADDED_SCORE && t->piece_len[id] > 0) {
+            t->attr[id] = PIECE_CONTROL;
+            t->added[t->n_added++] = id;
+            t->added_first[(unsigned char)t->pieces[id][0]] = 1;
+        }
+    tok_sort_added(t);
     tok_find_byte_pieces(t);
     t->unk_id = tok_lookup(t, "<unk>", 5);
     t->bos_id = tok_lookup(t, "\n<s>\n", 5);
@@ -2876,11 +2888,12 @@ static size_t tok_word_end(const Tokenizer *t, const char *s, size_t n, const ch
         if (!memcmp(s + i, space, sl) && !(i >= sl && !memcmp(s + i - sl, space, sl))) return i;
     return n;
 }
-static void encode_llama2c(const Tokenizer *t, const char *text, size_t len, TokWork *w, TokOut *o) {
+// first: the text starts the input (the dummy prefix space goes before it; not after an added token)
+static void encode_llama2c(const Tokenizer *t, const char *text, size_t len, int first, TokWork *w, TokOut *o) {
     for (size_t start = 0, end; start < len; start = end) {
         end = start + tok_word_end(t, text + start, len - start, " ", 1);
         tok_work_reserve(w, end - start + 1);
-        int n = bpe_merge(t, w, llama2c_symbols(t, text + start, end - start, start == 0, w->ids));
+        int n = bpe_merge(t, w, llama2c_symbols(t, text + start, end - start, start == 0 && first, w->ids));
         for (int i = 0; i < n; i++) tok_emit(o, w->ids[i]);
     }
 }
@@ -3040,8 +3053,18 @@ static int tokenizer_encode(const Tokenizer *t, const char *text, size_t len, in
     if (len > TOK_MAX_TEXT) return set_error(t->path, "text of %zu bytes is too long to encode at once (limit %zu)", len, TOK_MAX_TEXT);
     memset(&w, 0, sizeof(w));
     if (bos && t->bos_id >= 0) tok_emit(&o, t->bos_id);
-    if (t->kind == TOK_LLAMA2C) {
-        encode_llama2c(t, text, len, &w, &o);
+    if (t->kind == TOK_LLAMA2C && !t->n_added) {
+        encode_llama2c(t, text, len, 1, &w, &o);
+    } else if (t->kind == TOK_LLAMA2C) { // with added special tokens (train --new-special-tokens): matched whole
+        size_t start = 0;
+        for (size_t i = 0, k; i < len; i += k ? k : 1) {
+            int id;
+            if ((k = match_added(t, text, len, i, &id)) == 0) continue;
+            encode_llama2c(t, text + start, i - start, start == 0, &w, &o);
+            tok_emit(&o, id);
+            start = i + k;
+        }
+        encode_llama2c(t, text + start, len - start, start == 0, &w, &o);
     } else {
         size_t start = 0;
         for (size_t i = 0, k; i < len; i += k ? k : 1) {
@@ -3957,6 +3980,7 @@ typedef struct {
     floatX *wnorm_memory, *act_memory;
     floatX *embed;       // (V,C) modules_to_save: a full replacement of embed_tokens, or NULL
     floatX *lm_head;     // (V,C) modules_to_save: a full replacement of lm_head, or NULL
+    int save_vocab, save_dim; // V, C of embed/lm_head
 } Lora;
 static LoraModule *lora_mod(const Lora *lo, int l, int t) { return (lo && lo->mods && lo->mods[l * NUM_TARGETS + t].r) ? &lo->mods[l * NUM_TARGETS + t] : NULL; }
 // does any layer below l have an adapter with gradients? (if not, the backward can stop at layer l)
@@ -4440,8 +4464,8 @@ static char *lora_config_json(const Lora *lo, const LoraConfig *lc, const char *
         }
         sb_puts(&b, "],\n  \"layers_pattern\": \"layers\",\n");
     }
-    sb_printf(&b, "  \"lora_alpha\": %.9g,\n  \"lora_dropout\": %.9g,\n  \"modules_to_save\": null,\n  \"peft_type\": \"LORA\",\n  \"r\": %d,\n  \"rank_pattern\": {},\n  \"revision\": null,\n  \"target_modules\": [",
-              lc->alpha, lc->dropout, lc->r);
+    sb_printf(&b, "  \"lora_alpha\": %.9g,\n  \"lora_dropout\": %.9g,\n  \"modules_to_save\": %s,\n  \"peft_type\": \"LORA\",\n  \"r\": %d,\n  \"rank_pattern\": {},\n  \"revision\": null,\n  \"target_modules\": [",
+              lc->alpha, lc->dropout, lo->embed && lo->lm_head ? "[\"embed_tokens\", \"lm_head\"]" : lo->embed ? "[\"embed_tokens\"]" : lo->lm_head ? "[\"lm_head\"]" : "null", lc->r);
     int first = 1;
     for (int t = 0; t < NUM_TARGETS; t++) if (lc->targets >> t & 1) { sb_printf(&b, "%s\"%s\"", first ? "" : ", ", target_names[t]); first = 0; }
     sb_printf(&b, "],\n  \"task_type\": \"CAUSAL_LM\",\n  \"use_dora\": %s,\n  \"use_rslora\": %s\n}\n", lo->dora ? "true" : "false", lc->rslora ? "true" : "false");
@@ -4452,7 +4476,14 @@ static char *lora_config_json(const Lora *lo, const LoraConfig *lc, const char *
 static int lora_save(const Lora *lo, const LoraConfig *lc, const char *dir, const char *base_model) {
     if (mkdir_p(dir)) return -1;
     int n = 0;
-    STWrite *ts = (STWrite *)calloc_check((size_t)lo->n_layers * NUM_TARGETS * 3, sizeof(STWrite));
+    STWrite *ts = (STWrite *)calloc_check((size_t)lo->n_layers * NUM_TARGETS * 3 + 2, sizeof(STWrite));
+    for (int which = 0; which < 2; which++) { // modules_to_save: full (V, C) weights, as PEFT saves them
+        const floatX *w = which ? lo->lm_head : lo->embed;
+        if (!w) continue;
+        STWrite *mw = &ts[n++];
+        snprintf(mw->name, sizeof(mw->name), "%s", which ? "base_model.model.lm_head.weight" : "base_model.model.model.embed_tokens.weight");
+        mw->dtype = DT_F32; mw->ndim = 2; mw->shape[0] = lo->save_vocab; mw->shape[1] = lo->save_dim; mw->fdata = w;
+    }
     for (int l = 0; l < lo->n_layers; l++)
         for (int t = 0; t < NUM_TARGETS; t++) {
             LoraModule *m = &lo->mods[l * NUM_TARGETS + t];
@@ -4664,6 +4695,7 @@ static int lora_load(Lora *lo, LoraConfig *lc, const Config *c, const char *dir,
                 int64_t shape[2] = { c->vocab_size, c->dim };
                 floatX *w = (floatX *)malloc_check((size_t)c->vocab_size * c->dim * sizeof(floatX));
                 if (which == 1) lo->embed = w; else lo->lm_head = w;
+                lo->save_vocab = c->vocab_size; lo->save_dim = c->dim;
                 if (st_check_shape(&st, tt, 2, shape) || st_read_floatX(&st, tt, w)) rc = -1;
             }
             if (rc) lora_free(lo);
@@ -4725,6 +4757,129 @@ static void lora_merge(Model *model, const Lora *lo, int sign) {
             }
             free(norm);
         }
+}
+
+// ----------------------------------------------------------------------------
+// New special tokens (LLaMA-Factory's --new-special-tokens with resize_vocab): the tokens are added to
+// the tokenizer (ids from its size on), the embedding and classifier grow to the new vocabulary with
+// the new rows set to the mean of the existing rows, training updates those rows (besides the LoRA
+// weights), and the adapter saves the grown embed_tokens and lm_head as modules_to_save, which PEFT
+// loads onto a base resized with transformers' resize_token_embeddings.
+
+// grow the vocabulary to V2 rows; new rows of the embedding (and an untied classifier) = the mean row
+static int model_resize_vocab(Model *m, int V2) {
+    Config *c = &m->config;
+    int V = c->vocab_size;
+    if (V2 <= V) return 0;
+    if (m->quant && m->quant_embed) return set_error(m->path, "cannot grow quantized embeddings (load without --quant-embeddings)");
+    if (V2 > 4000000) return set_error(m->path, "vocabulary of %d is too large", V2);
+    Model e = *m;
+    e.config.vocab_size = V2;
+    e.qw = NULL;
+    model_alloc(&e);
+    if (m->quant) { free(e.qw); e.qw = m->qw; }
+    ParameterTensors *p = &m->params, *q = &e.params;
+    floatX *src[NUM_PARAM_TENSORS] = { p->embed, p->rms_att, p->wq, p->wk, p->wv, p->wo, p->rms_ffn, p->w1, p->w2, p->w3, p->rms_final, p->wcls };
+    floatX *dst[NUM_PARAM_TENSORS] = { q->embed, q->rms_att, q->wq, q->wk, q->wv, q->wo, q->rms_ffn, q->w1, q->w2, q->w3, q->rms_final, q->wcls };
+    size_t C = (size_t)c->dim;
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        if (!m->param_sizes[i]) continue;
+        memcpy(dst[i], src[i], m->param_sizes[i] * sizeof(floatX));
+        if (i == 0 || i == 11) {
+            for (size_t x = 0; x < C; x++) {
+                double mean = 0;
+                for (int v = 0; v < V; v++) mean += src[i][(size_t)v * C + x];
+                mean /= V;
+                for (int v = V; v < V2; v++) dst[i][(size_t)v * C + x] = (floatX)mean;
+            }
+        }
+    }
+    free(m->params_memory);
+    *m = e;
+    return 0;
+}
+
+// Write the tokenizer at src with n new special tokens (ids first_id...) into dir, in src's format:
+// a tokenizer.json gets them in "added_tokens" (special, not normalized); a llama2.c tokenizer.bin gets
+// them appended with the score TOK_ADDED_SCORE. out: the path written.
+static int tokenizer_write_added(const char *src, const char *dir, char **toks, int n, int first_id, char *out, size_t outn) {
+    size_t len;
+    char *text = read_file(src, &len, (size_t)1 << 30);
+    if (!text) return -1;
+    int is_json = len > 0 && text[0] != 0 && strstr(src, ".json") != NULL;
+    if (mkdir_p(dir)) { free(text); return -1; }
+    path_join(out, outn, dir, is_json ? "tokenizer.json" : "tokenizer.bin");
+    AtomicFile af;
+    if (atomic_open(&af, out)) { free(text); return -1; }
+    if (is_json) {
+        StrBuf add = { 0 };
+        for (int k = 0; k < n; k++) {
+            sb_printf(&add, "%s\n    {\"id\": %d, \"content\": ", k ? "," : "", first_id + k);
+            sb_json_string(&add, toks[k]);
+            sb_puts(&add, ", \"single_word\": false, \"lstrip\": false, \"rstrip\": false, \"normalized\": false, \"special\": true}");
+        }
+        // after the '[' of the top-level "added_tokens" (or a new key after the opening '{')
+        char *key = strstr(text, "\"added_tokens\"");
+        char *at = key ? key + 14 : NULL;
+        while (at && (*at == ' ' || *at == '\n' || *at == '\r' || *at == '\t' || *at == ':')) at++;
+        if (at && *at == '[') {
+            char *q = at + 1;
+            while (*q == ' ' || *q == '\n' || *q == '\r' || *q == '\t') q++;
+            atomic_write(&af, text, (size_t)(at + 1 - text));
+            atomic_write(&af, add.s, add.n);
+            if (*q != ']') atomic_write(&af, ",", 1);
+            atomic_write(&af, at + 1, len - (size_t)(at + 1 - text));
+        } else {
+            char *brace = strchr(text, '{');
+            if (!brace) { free(add.s); free(text); fclose(af.f); remove(af.tmp); return set_error(src, "not a JSON object"); }
+            atomic_write(&af, text, (size_t)(brace + 1 - text));
+            atomic_write(&af, "\n  \"added_tokens\": [", 19);
+            atomic_write(&af, add.s, add.n);
+            atomic_write(&af, "],", 2);
+            atomic_write(&af, brace + 1, len - (size_t)(brace + 1 - text));
+        }
+        free(add.s);
+    } else {
+        int32_t max_len;
+        memcpy(&max_len, text, 4);
+        for (int k = 0; k < n; k++) if ((int32_t)strlen(toks[k]) > max_len) max_len = (int32_t)strlen(toks[k]);
+        atomic_write(&af, &max_len, 4);
+        atomic_write(&af, text + 4, len - 4);
+        for (int k = 0; k < n; k++) {
+            float score = TOK_ADDED_SCORE;
+            int32_t l = (int32_t)strlen(toks[k]);
+            atomic_write(&af, &score, 4); atomic_write(&af, &l, 4); atomic_write(&af, toks[k], (size_t)l);
+        }
+    }
+    free(text);
+    return atomic_commit(&af);
+}
+
+// the vocabulary of an adapter's modules_to_save weights (rows of embed_tokens / lm_head), 0 if none
+static int adapter_vocab_size(const char *dir) {
+    char path[4096];
+    path_join(path, sizeof(path), dir, "adapter_model.safetensors");
+    SafeTensors st;
+    if (!file_exists(path) || st_open(&st, path)) return 0;
+    int v = 0;
+    for (int k = 0; k < st.n; k++) if (saved_module_key(st.t[k].name) && st.t[k].ndim == 2 && st.t[k].shape[0] > v && st.t[k].shape[0] <= 4000000) v = (int)st.t[k].shape[0];
+    st_close(&st);
+    return v;
+}
+// adapters trained with new tokens: grow the base to their vocabulary, and take their tokenizer
+// (tokenizer.json or tokenizer.bin beside the adapter) unless -z gave one. dirs: adapter folders.
+static void adapters_prepare_vocab(Model *m, const char *const *dirs, int n, const char **zpath, char *zbuf, size_t zn) {
+    for (int k = 0; k < n; k++) {
+        int v = adapter_vocab_size(dirs[k]);
+        if (v > m->config.vocab_size) {
+            fprintf(stderr, "%s: vocabulary %d (new tokens): the base grows from %d\n", dirs[k], v, m->config.vocab_size);
+            if (model_resize_vocab(m, v)) fatal_error();
+            if (!*zpath) {
+                const char *names[2] = { "tokenizer.json", "tokenizer.bin" };
+                for (int j = 0; j < 2 && !*zpath; j++) { path_join(zbuf, zn, dirs[k], names[j]); if (file_exists(zbuf)) *zpath = zbuf; }
+            }
+        }
+    }
 }
 
 // ----------------------------------------------------------------------------
@@ -4884,6 +5039,16 @@ static void trainable_init_layers(Trainable *tr, Model *m, ParameterTensors *g, 
     tr->m = (floatX *)calloc_check(tr->total, sizeof(floatX));
     tr->v = (floatX *)calloc_check(tr->total, sizeof(floatX));
 }
+// one more segment (new special tokens: the new rows of the embedding / classifier)
+static void trainable_add(Trainable *tr, floatX *p, floatX *g, size_t n) {
+    if (tr->nseg == (int)(sizeof(tr->seg) / sizeof(tr->seg[0]))) fatal("too many trainable segments");
+    tr->seg[tr->nseg].p = p; tr->seg[tr->nseg].g = g; tr->seg[tr->nseg].n = n;
+    tr->nseg++;
+    tr->m = (floatX *)realloc_check(tr->m, (tr->total + n) * sizeof(floatX));
+    tr->v = (floatX *)realloc_check(tr->v, (tr->total + n) * sizeof(floatX));
+    memset(tr->m + tr->total, 0, n * sizeof(floatX)); memset(tr->v + tr->total, 0, n * sizeof(floatX));
+    tr->total += n;
+}
 static void trainable_free(Trainable *tr) { free(tr->m); free(tr->v); }
 static void trainable_zero_grad(Trainable *tr) { for (int i = 0; i < tr->nseg; i++) memset(tr->seg[i].g, 0, tr->seg[i].n * sizeof(floatX)); }
 static double trainable_grad_norm(Trainable *tr) {
@@ -4955,6 +5120,9 @@ typedef struct {
     const char *model_path, *data_path, *tok_path, *outdir, *val_path, *resume, *resume_adapter;
     int mode, B, T, steps, warmup, grad_accum, eval_every, save_every, eval_batches, schedule, freeze_layers, checkpoint_acts, log_every, bench;
     int expand;          // LLaMA Pro: blocks inserted (the model is already expanded when train() runs)
+    const char *new_tokens; // --new-special-tokens "a,b": added before train() runs
+    int nst_first, nst_count; // their ids: nst_first .. nst_first + nst_count - 1 (rows trained)
+    char nst_tok[4096];  // the tokenizer with the new tokens, written into outdir
     float epochs, lr, wd, clip, val_frac;
     LoraConfig lc;
     uint64_t seed;
@@ -5014,6 +5182,24 @@ static int load_trainer_state(const char *dir, const TrainArgs *ta, Trainable *t
 
 // save the trained result: the adapter (lora) or the model (freeze/full), into dir
 static int save_result(const TrainArgs *ta, Model *m, Lora *lo, const char *dir) {
+    if (ta->mode == TUNE_LORA && ta->nst_count) { // the grown embedding and classifier as modules_to_save, the tokenizer beside
+        lo->embed = m->params.embed; lo->lm_head = m->config.tied ? m->params.embed : m->params.wcls;
+        lo->save_vocab = m->config.vocab_size; lo->save_dim = m->config.dim;
+        int rc = lora_save(lo, &ta->lc, dir, ta->model_path);
+        lo->embed = lo->lm_head = NULL;
+        char dst[4096];
+        const char *base = strrchr(ta->nst_tok, '/');
+        path_join(dst, sizeof(dst), dir, base ? base + 1 : ta->nst_tok);
+        if (!rc && strcmp(dst, ta->nst_tok)) {
+            size_t n;
+            char *data = read_file(ta->nst_tok, &n, (size_t)1 << 30);
+            AtomicFile af;
+            if (!data || atomic_open(&af, dst)) rc = -1;
+            else { atomic_write(&af, data, n); rc = atomic_commit(&af); }
+            free(data);
+        }
+        return rc;
+    }
     if (ta->mode == TUNE_LORA) return lora_save(lo, &ta->lc, dir, ta->model_path);
     if (mkdir_p(dir)) return -1;
     if (m->format == FMT_HF) return model_save(m, dir, -1);
@@ -5122,6 +5308,16 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
         trainable_init_layers(&tr, m, &g, train_l);
         free(train_l);
     } else trainable_init(&tr, m, &g, lo, ta->mode, layer_from);
+    ParameterTensors gn; // new special tokens: gradients of the embedding/classifier (only their new rows train)
+    memset(&gn, 0, sizeof(gn));
+    floatX *gn_mem = NULL;
+    if (ta->nst_count) {
+        size_t VC = (size_t)c->vocab_size * c->dim, C = (size_t)c->dim, R = (size_t)ta->nst_count * C, f = (size_t)ta->nst_first * C;
+        gn_mem = (floatX *)calloc_check(VC * (c->tied ? 1 : 2) + C, sizeof(floatX));
+        gn.embed = gn_mem; gn.wcls = c->tied ? gn_mem : gn_mem + VC; gn.rms_final = gn_mem + VC * (c->tied ? 1 : 2);
+        trainable_add(&tr, m->params.embed + f, gn.embed + f, R);
+        if (!c->tied) trainable_add(&tr, m->params.wcls + f, gn.wcls + f, R);
+    }
     Net net;
     net_init(&net, m, lo);
     Activations a;
@@ -5201,7 +5397,8 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
             }
             peft_forward(&net, &a, inp);
             loss += peft_loss(&a, c, tgt) / ta->grad_accum;
-            peft_backward(&net, &a, lo ? NULL : &g, layer_from, ta->mode == TUNE_FULL);
+            if (ta->nst_count) peft_backward(&net, &a, &gn, c->n_layers, 1); // LoRA + the embedding/classifier gradients
+            else peft_backward(&net, &a, lo ? NULL : &g, layer_from, ta->mode == TUNE_FULL);
         }
         if (ta->grad_accum > 1) trainable_scale_grad(&tr, 1.0 / ta->grad_accum);
         double gnorm = trainable_grad_norm(&tr);
@@ -5260,7 +5457,7 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
     fclose(log);
     free(inp); free(tgt);
     if (have_eval) acts_free(&eval_a);
-    acts_free(&a); net_free(&net); trainable_free(&tr); free(gmem);
+    acts_free(&a); net_free(&net); trainable_free(&tr); free(gmem); free(gn_mem);
     if (lo) lora_free(lo);
     free(tokens);
     if (ta->val_path) free(val);
@@ -5450,6 +5647,20 @@ static void push_adapter(char **adapters, int *na, const char *arg) {
     if (*na == MAX_ADAPTERS) fatal("at most %d adapters", MAX_ADAPTERS);
     adapters[(*na)++] = (char *)arg;
 }
+// adapters trained with --new-special-tokens: grow the base to their vocabulary and use their
+// tokenizer when -z is not given. args: "DIR[:W]" (named: "[NAME=]DIR")
+static void adapters_vocab_or_die(Model *m, char **args, int na, int named, const char **zpath, char *zbuf, size_t zn) {
+    char dirs[MAX_ADAPTERS][4096];
+    const char *ptrs[MAX_ADAPTERS];
+    for (int k = 0; k < na; k++) {
+        float w;
+        const char *eq = named ? strchr(args[k], '=') : NULL;
+        if (named) snprintf(dirs[k], sizeof(dirs[k]), "%s", eq ? eq + 1 : args[k]);
+        else split_adapter_weight(args[k], dirs[k], sizeof(dirs[k]), &w);
+        ptrs[k] = dirs[k];
+    }
+    adapters_prepare_vocab(m, ptrs, na, zpath, zbuf, zn);
+}
 
 // ---- generate
 static void error_usage_generate(void) {
@@ -5495,6 +5706,8 @@ static int cmd_generate(int argc, char **argv) {
     Model m;
     load_model_q_or_die(&m, model_path, &qo);
     Config *c = &m.config;
+    char zbuf[4096];
+    adapters_vocab_or_die(&m, adapters, na, 0, &zpath, zbuf, sizeof(zbuf));
     Tokenizer tok;
     load_tokenizer_or_die(&tok, zpath, model_path, c);
     Lora lora, *lo = NULL;
@@ -5589,6 +5802,8 @@ static int cmd_chat(int argc, char **argv) {
     Model m;
     load_model_q_or_die(&m, model_path, &qo);
     Config *c = &m.config;
+    char zbuf[4096];
+    adapters_vocab_or_die(&m, specs, na, 1, &zpath, zbuf, sizeof(zbuf));
     Tokenizer tok;
     load_tokenizer_or_die(&tok, zpath, model_path, c);
     ChatAdapter *ads = (ChatAdapter *)calloc_check((size_t)(na ? na : 1), sizeof(ChatAdapter));
@@ -5762,6 +5977,8 @@ static int cmd_eval(int argc, char **argv) {
     Config *c = &m.config;
     if (!T) T = c->seq_len < 256 ? c->seq_len : 256;
     if (T > c->seq_len) fatal("-T %d exceeds the model's %d positions", T, c->seq_len);
+    char zbuf[4096];
+    adapters_vocab_or_die(&m, adapters, na, 0, &zpath, zbuf, sizeof(zbuf));
     Tokenizer tok;
     load_tokenizer_or_die(&tok, zpath, model_path, c);
     int n;
@@ -5815,6 +6032,9 @@ static int cmd_dump(int argc, char **argv) {
     Model m;
     load_model_q_or_die(&m, model_path, &qo);
     Config *c = &m.config;
+    const char *znone = NULL;
+    char zbuf[4096];
+    adapters_vocab_or_die(&m, adapters, na, 0, &znone, zbuf, sizeof(zbuf));
     SafeTensors st;
     if (st_open(&st, in)) fatal_error();
     STTensor *ti = st_find(&st, "input_ids"), *tt = st_find(&st, "targets");
@@ -5900,6 +6120,9 @@ static void error_usage_train(void) {
                     "  -o DIR                    output folder (default out)\n"
                     "  --finetuning-type T       lora | freeze | full | llama-pro (default lora)\n"
                     "  --freeze-trainable-layers N  freeze: train the last N layers (default 2)\n"
+                    "  --new-special-tokens A,B  add special tokens: tokenizer written beside the adapter, embedding and\n"
+                    "                            classifier grown (new rows = mean row) and those rows trained (saved as\n"
+                    "                            modules_to_save embed_tokens/lm_head); LoRA only\n"
                     "  --expand N                llama-pro: insert N blocks (copies with zero o_proj/down_proj after every\n"
                     "                            L/N-th layer, so the logits do not change), train only them, write the model\n"
                     "  -r N                      LoRA rank (default 8)\n"
@@ -5992,6 +6215,7 @@ static int cmd_train(int argc, char **argv) {
             else fatal("--finetuning-type: '%s' is not lora, freeze, full or llama-pro", v);
         }
         else if (!strcmp(f, "--expand")) ta.expand = parse_int(f, next_arg(argc, argv, &i), 1, MAX_EXPAND);
+        else if (!strcmp(f, "--new-special-tokens")) ta.new_tokens = next_arg(argc, argv, &i);
         else if (!strcmp(f, "--freeze-trainable-layers")) ta.freeze_layers = parse_int(f, next_arg(argc, argv, &i), 1, 1 << 20);
         else if (!strcmp(f, "-r")) ta.lc.r = parse_int(f, next_arg(argc, argv, &i), 1, 1 << 20);
         else if (!strcmp(f, "--alpha")) { ta.lc.alpha = parse_float(f, next_arg(argc, argv, &i), 1e-6, 1e6); alpha_set = 1; }
@@ -6057,6 +6281,34 @@ static int cmd_train(int argc, char **argv) {
     ta.lc.seed = ta.seed;
     Tokenizer tok;
     load_tokenizer_or_die(&tok, ta.tok_path, ta.model_path, c);
+    if (ta.new_tokens) { // add the tokens, write the tokenizer beside the adapter, grow the embedding/classifier
+        if (ta.mode != TUNE_LORA) fatal("--new-special-tokens needs --finetuning-type lora (the adapter saves the grown embed_tokens and lm_head)");
+        if (ta.resume || ta.resume_adapter) fatal("--new-special-tokens cannot be combined with --resume/--resume-adapter");
+        char *list = strdup_check(ta.new_tokens), *toks[256];
+        int n = 0;
+        for (char *t = strtok(list, ","); t; t = strtok(NULL, ",")) {
+            while (*t == ' ') t++;
+            size_t l = strlen(t);
+            while (l && t[l - 1] == ' ') t[--l] = 0;
+            if (!l) continue;
+            if (n == 256) fatal("--new-special-tokens: at most 256 tokens");
+            int id = tok_lookup(&tok, t, l);
+            if (id < 0) id = tok_find_added(&tok, t);
+            if (id >= 0) fatal("--new-special-tokens: '%s' is already in %s (id %d)", t, tok.path, id);
+            for (int k = 0; k < n; k++) if (!strcmp(toks[k], t)) fatal("--new-special-tokens: '%s' given twice", t);
+            toks[n++] = t;
+        }
+        if (!n) fatal("--new-special-tokens: no tokens in '%s'", ta.new_tokens);
+        int first = tok.vocab_size, V0 = c->vocab_size;
+        if (tokenizer_write_added(tok.path, ta.outdir, toks, n, first, ta.nst_tok, sizeof(ta.nst_tok))) fatal_error();
+        if (first + n > c->vocab_size && model_resize_vocab(&m, first + n)) fatal_error();
+        tokenizer_free(&tok);
+        if (tokenizer_load(&tok, ta.nst_tok, c->vocab_size)) fatal_error();
+        for (int k = 0; k < n; k++) if (tok_find_added(&tok, toks[k]) != first + k) fatal("%s: new token '%s' did not load as id %d", ta.nst_tok, toks[k], first + k);
+        ta.nst_first = first; ta.nst_count = n;
+        fprintf(stderr, "new special tokens: %d (ids %d..%d), vocabulary %d -> %d (new rows = the mean row, trained); tokenizer: %s\n", n, first, first + n - 1, V0, c->vocab_size, ta.nst_tok);
+        free(list);
+    }
     // resolve the defaults that depend on the step count inside train() via steps; warmup/eval/log here
     int rc = train(&ta, &m, &tok);
     free(ta.lc.layers);
@@ -6123,11 +6375,17 @@ static int cmd_merge(int argc, char **argv) {
         if (dtype >= 0) m.format = FMT_BIN_V1;
     }
     if (m.format != FMT_HF && dtype >= 0 && dtype != DT_F32) fatal("--dtype %s applies to Hugging Face folders; .bin files are written in fp32", dtype_names[dtype]);
+    const char *ztok = NULL;
+    char zbuf[4096];
+    adapters_vocab_or_die(&m, adapters, na, 0, &ztok, zbuf, sizeof(zbuf));
     Lora lo;
     load_adapters_or_die(&lo, na, adapters, &m.config);
     lora_merge(&m, &lo, 1);
     if (lo.embed || lo.lm_head) { // modules_to_save: the adapter's full weights replace the model's
-        if (m.config.tied) fatal("%s: modules_to_save cannot be merged into a model with tied embeddings", adapters[0]);
+        size_t nb = (size_t)m.config.vocab_size * m.config.dim * sizeof(floatX);
+        int same = lo.embed && lo.lm_head && !memcmp(lo.embed, lo.lm_head, nb); // new tokens on a tied base: one matrix
+        if (m.config.tied && !same) fatal("%s: modules_to_save cannot be merged into a model with tied embeddings", adapters[0]);
+        if (same && m.config.tied) { free(lo.lm_head); lo.lm_head = NULL; }
         size_t n = (size_t)m.config.vocab_size * m.config.dim * sizeof(floatX);
         if (lo.embed) memcpy(m.params.embed, lo.embed, n);
         if (lo.lm_head) memcpy(m.params.wcls, lo.lm_head, n);
@@ -6137,6 +6395,12 @@ static int cmd_merge(int argc, char **argv) {
         rc = model_save_hf(&m, out, dtype >= 0 ? dtype : m.hf_dtype);
         const char *extra[] = { "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "generation_config.json" };
         if (!rc) for (size_t k = 0; k < sizeof(extra) / sizeof(extra[0]); k++) copy_file_if_exists(model_path, out, extra[k]);
+        if (!rc && ztok) { // new tokens: the adapter's tokenizer.json replaces the base's
+            char d[4096];
+            snprintf(d, sizeof(d), "%s", ztok);
+            char *slash = strrchr(d, '/');
+            if (slash) { *slash = 0; copy_file_if_exists(d, out, slash + 1); }
+        }
     } else if (requant) rc = model_save_quant(&m, out, rq_type, rq_embed, rq_dq, rq_bs);
     else rc = model_save_bin(&m, out, m.format == FMT_BIN_LEGACY);
     if (rc) fatal_error();
