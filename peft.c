@@ -4874,10 +4874,10 @@ static void adapters_prepare_vocab(Model *m, const char *const *dirs, int n, con
         if (v > m->config.vocab_size) {
             fprintf(stderr, "%s: vocabulary %d (new tokens): the base grows from %d\n", dirs[k], v, m->config.vocab_size);
             if (model_resize_vocab(m, v)) fatal_error();
-            if (!*zpath) {
-                const char *names[2] = { "tokenizer.json", "tokenizer.bin" };
-                for (int j = 0; j < 2 && !*zpath; j++) { path_join(zbuf, zn, dirs[k], names[j]); if (file_exists(zbuf)) *zpath = zbuf; }
-            }
+        }
+        if (v > 0 && !*zpath) { // an adapter with its own embeddings: the tokenizer saved beside it
+            const char *names[2] = { "tokenizer.json", "tokenizer.bin" };
+            for (int j = 0; j < 2 && !*zpath; j++) { path_join(zbuf, zn, dirs[k], names[j]); if (file_exists(zbuf)) *zpath = zbuf; }
         }
     }
 }

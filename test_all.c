@@ -2568,6 +2568,122 @@ static void test_chat(void) {
     expect_cli_error("chat with a repeated adapter name", args, "given twice", NULL);
 }
 
+// train --new-special-tokens: the tokenizer beside the adapter has the tokens (matched whole), the
+// adapter's embed_tokens/lm_head (modules_to_save) keep the old rows bit for bit and train the new rows
+// (which start at the mean row); generate/eval/dump take the adapter on the smaller base; merge writes
+// the grown model, whose logits equal base + adapter. Untied and tied bases, tokenizer.json and .bin.
+static void test_new_tokens(void) {
+    const char *toks[2] = { "<|im_start|>", "<|im_end|>" };
+    for (int cs = 0; cs < 3; cs++) { // untied + tokenizer.json, tied + tokenizer.json, untied + tokenizer.bin
+        int tied = cs == 1, bin = cs == 2;
+        char base[600], ad[600], data[600], args[8192], err[4096], out[4096], merged[600], tpath[700], name[96];
+        tmp_path(base, sizeof(base), bin ? "nst_base.bin" : tied ? "nst_base_t" : "nst_base_u");
+        tmp_path(ad, sizeof(ad), cs == 0 ? "nst_ad_u" : cs == 1 ? "nst_ad_t" : "nst_ad_b");
+        tmp_path(merged, sizeof(merged), cs == 0 ? "nst_m_u" : cs == 1 ? "nst_m_t" : "nst_m_b.bin");
+        tmp_path(data, sizeof(data), "nst.txt");
+        snprintf(name, sizeof(name), "new special tokens (%s, %s)", tied ? "tied" : "untied", bin ? "tokenizer.bin" : "tokenizer.json");
+        if (rand_model_file(base, 2, tied, !bin)) { check(0, name, "%s", peft_errbuf); return; }
+        char zflag[700] = "";
+        if (bin) { // a llama2.c tokenizer.bin: 256 byte pieces <0xNN>, then a few words (the model's vocab is larger: fine)
+            static const char *words[] = { "<unk>", "\n<s>\n", "\n</s>\n", " the", " dog", " fox", " quick" };
+            char zp[600];
+            tmp_path(zp, sizeof(zp), "nst_tok.bin");
+            FILE *f = fopen(zp, "wb");
+            int32_t ml = 16;
+            fwrite(&ml, 4, 1, f);
+            for (int k = 0; k < 7 + 256; k++) {
+                char piece[16];
+                if (k < 7) snprintf(piece, sizeof(piece), "%s", words[k]); else snprintf(piece, sizeof(piece), "<0x%02X>", k - 7);
+                float sc = k < 7 ? -(float)k : 0; int32_t l = (int32_t)strlen(piece);
+                fwrite(&sc, 4, 1, f); fwrite(&l, 4, 1, f); fwrite(piece, 1, (size_t)l, f);
+            }
+            fclose(f);
+            snprintf(zflag, sizeof(zflag), "-z %s", zp);
+        } else {
+            size_t n;
+            char *tj = read_file("tests/spbpe/tokenizer.json", &n, 1 << 24), dst[700];
+            snprintf(dst, sizeof(dst), "%s/tokenizer.json", base);
+            if (tj) write_bytes(dst, tj, n);
+            free(tj);
+        }
+        write_text(data, "<|im_start|>user the quick brown fox<|im_end|> <|im_start|>assistant jumps over the lazy dog<|im_end|>\n\n"
+                         "<|im_start|>user the dog<|im_end|> <|im_start|>assistant sleeps<|im_end|>\n");
+        snprintf(args, sizeof(args), "train %s %s %s -o %s --new-special-tokens \"%s, %s\" --steps 4 -b 2 -T 16 --val-frac 0 --lr 0.05 --targets all-linear -r 2",
+                 base, data, zflag, ad, toks[0], toks[1]);
+        int rc = run_cmd(args, err, sizeof(err), NULL, 0);
+        Model m0;
+        if (rc || model_load(&m0, base)) { check(0, name, "train exit %d: %s", rc, err); return; }
+        Config *c = &m0.config;
+        int V = c->vocab_size, C = c->dim, first = bin ? 7 + 256 : V;
+        // the tokenizer beside the adapter
+        snprintf(tpath, sizeof(tpath), "%s/%s", ad, bin ? "tokenizer.bin" : "tokenizer.json");
+        Tokenizer tk;
+        int ids[64], nids = 0, tok_ok = 0;
+        if (!tokenizer_load(&tk, tpath, 0)) {
+            const char *txt = "<|im_start|>user the dog<|im_end|>";
+            nids = tokenizer_encode(&tk, txt, strlen(txt), 0, 0, ids, 64);
+            tok_ok = nids >= 3 && ids[0] == first && ids[nids - 1] == first + 1 && tk.vocab_size == first + 2;
+            tokenizer_free(&tk);
+        }
+        // the adapter's modules_to_save, on the grown base
+        Model mg;
+        Lora lo;
+        LoraConfig lc;
+        double old_diff = -1, moved = 0;
+        int ok_load = !model_load(&mg, base) && !model_resize_vocab(&mg, V > first + 2 ? V : first + 2) && !lora_load(&lo, &lc, &mg.config, ad, 0);
+        if (ok_load) {
+            old_diff = 0;
+            const floatX *w0[2] = { m0.params.embed, m0.params.wcls }, *w1[2] = { lo.embed, lo.lm_head };
+            for (int k = 0; k < 2; k++) {
+                if (!w1[k]) { old_diff = 1e30; continue; }
+                for (size_t i = 0; i < (size_t)first * C; i++) old_diff = fmax(old_diff, fabs((double)w1[k][i] - w0[k][i]));
+                for (int x = 0; x < C; x++) { // the new rows moved away from the mean row they started at
+                    double mean = 0;
+                    for (int v = 0; v < V; v++) mean += w0[k][(size_t)v * C + x];
+                    mean /= V;
+                    for (int r = 0; r < 2; r++) moved = fmax(moved, fabs((double)w1[k][(size_t)(first + r) * C + x] - mean));
+                }
+            }
+            if (tied && lo.embed && lo.lm_head && memcmp(lo.embed, lo.lm_head, (size_t)mg.config.vocab_size * C * sizeof(floatX))) old_diff = 1e30;
+            free(lc.layers);
+        }
+        check(rc == 0 && tok_ok && ok_load && old_diff == 0 && moved > 1e-4, name,
+              "tokenizer beside the adapter: '<|im_start|>' -> %d, '<|im_end|>' -> %d (want %d, %d); modules_to_save old rows max diff %.1e (bar 0), new rows moved %.2e from the mean row",
+              nids ? ids[0] : -1, nids ? ids[nids - 1] : -1, first, first + 1, old_diff, moved);
+        // merge: the grown model's logits == base + adapter (ids with the new tokens)
+        int B = 1, T = 12, in[12];
+        for (int i = 0; i < T; i++) in[i] = (i * 37) % first;
+        in[2] = first; in[7] = first + 1;
+        snprintf(args, sizeof(args), "merge %s %s -o %s", base, ad, merged);
+        int mrc = run_cmd(args, err, sizeof(err), NULL, 0);
+        Model mm;
+        double d = -1;
+        if (ok_load && !mrc && !model_load(&mm, merged)) {
+            lora_alloc_acts(&lo, B * T);
+            float *l1 = dump_logits(&mg, &lo, in, B, T, NULL, NULL), *l2 = dump_logits(&mm, NULL, in, B, T, NULL, NULL);
+            size_t where;
+            d = mm.config.vocab_size == mg.config.vocab_size ? max_abs_diff(l1, l2, (size_t)T * mg.config.vocab_size, &where) : 1e30;
+            free(l1); free(l2); model_free(&mm);
+        }
+        snprintf(name, sizeof(name), "merge of a new-tokens adapter (%s, %s)", tied ? "tied" : "untied", bin ? "tokenizer.bin" : "tokenizer.json");
+        check(mrc == 0 && d >= 0 && d < 1e-4, name, "merged model (vocab %d) logits vs base + adapter: max diff %.2e; %s", mg.config.vocab_size, d, err);
+        // generate/eval with the adapter on the original base (it grows; the adapter's tokenizer is used)
+        snprintf(args, sizeof(args), "generate %s -a %s -p \"<|im_start|>user the dog<|im_end|>\" -n 6 -s 1", base, ad);
+        int grc = run_cmd(args, err, sizeof(err), out, sizeof(out));
+        snprintf(name, sizeof(name), "generate -a new-tokens adapter (%s)", bin ? "tokenizer.bin" : "tokenizer.json");
+        check(grc == 0 && (bin || strstr(err, "the base grows")) && !strstr(out, "<|im_start|>") && strlen(out) > 3, name, "exit %d: %s", grc, err);
+        if (ok_load) lora_free(&lo);
+        if (ok_load || mg.params_memory) model_free(&mg);
+        model_free(&m0);
+    }
+    char args[4096], base[600], data[600];
+    tmp_path(base, sizeof(base), "nst_base_u"); tmp_path(data, sizeof(data), "nst.txt");
+    snprintf(args, sizeof(args), "train %s %s --new-special-tokens \"<s>\" --steps 1", base, data);
+    expect_cli_error("--new-special-tokens with an existing token", args, "is already in", NULL);
+    snprintf(args, sizeof(args), "train %s %s --new-special-tokens \"<x>\" --finetuning-type full --steps 1", base, data);
+    expect_cli_error("--new-special-tokens with full fine-tuning", args, "needs --finetuning-type lora", NULL);
+}
+
 static void run_fp32_tests(void) {
     test_kernels_matmul();
     test_kernels_attention();
@@ -2606,6 +2722,7 @@ static void run_fp32_tests(void) {
     test_quant_cli();
     test_llama_pro();
     test_chat();
+    test_new_tokens();
 }
 
 // run the fp64 finite-difference binary and fold its counts into ours
