@@ -738,7 +738,17 @@ static const float int4_code[16] = { -8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3,
 
 // bitsandbytes' dQuantizeNF4 (csrc/kernels.cu): a decision tree on the midpoints between the codes;
 // x exactly on a midpoint gets the lower code (every test is '>').
-static int nf4_quantize_value(float x) {
+// The same decision without branches, for the quantization loop (random weights mispredict the tree):
+// the code is the number of midpoints x is above (the tree's '>' tests, so the same ties).
+static const float nf4_mid[15] = { -0.8480964004993439f, -0.6106329262256622f, -0.4599952697753906f, -0.33967943489551544f,
+    -0.23460740596055984f, -0.13791173323988914f, -0.045525018125772476f, 0.03979014977812767f, 0.1202552504837513f,
+    0.2035212516784668f, 0.2920137718319893f, 0.3893125355243683f, 0.5016634166240692f, 0.6427869200706482f, 0.8614784181118011f };
+static inline int nf4_quantize_count(float x) {
+    int q = 0;
+    for (int k = 0; k < 15; k++) q += x > nf4_mid[k];
+    return q;
+}
+MAYBE_UNUSED static int nf4_quantize_value(float x) {
     if (x > 0.03979014977812767f) {
         if (x > 0.3893125355243683f) {
             if (x > 0.6427869200706482f) return x > 0.8614784181118011f ? 15 : 14;
@@ -836,7 +846,10 @@ static void qtensor_quantize_hqq(QTensor *t, const floatX *w, size_t b0, size_t 
 static void qtensor_quantize_blocks(QTensor *t, const floatX *w, size_t b0, size_t b1, float *absmax) {
     if (qtype_hqq(t->type)) { qtensor_quantize_hqq(t, w, b0, b1); return; }
     w -= b0 * t->bs; // index w by the element number
-    for (size_t b = b0; b < b1; b++) {
+    // blocks are independent (an even bs keeps each block's nibbles in its own bytes): one thread each
+    #pragma omp parallel for schedule(static) if (b1 - b0 >= 256 && t->bs % 2 == 0)
+    for (long bl = (long)b0; bl < (long)b1; bl++) {
+        size_t b = (size_t)bl;
         size_t i0 = b * t->bs, i1 = i0 + t->bs < t->n ? i0 + t->bs : t->n;
         float amax = 0;
         for (size_t i = i0; i < i1; i++) { float a = fabsf((float)w[i]); if (a > amax) amax = a; }
@@ -864,7 +877,7 @@ static void qtensor_quantize_blocks(QTensor *t, const floatX *w, size_t b0, size
             if (t->scale) t->scale[b] = amax;
             for (size_t i = i0; i < i1; i++) {
                 float x = isfinite(inv) ? (float)w[i] * inv : (float)w[i] / amax;
-                t->q[i >> 1] |= (uint8_t)(nf4_quantize_value(amax > 0 ? x : 0) << (i & 1 ? 0 : 4));
+                t->q[i >> 1] |= (uint8_t)(nf4_quantize_count(amax > 0 ? x : 0) << (i & 1 ? 0 : 4));
             }
         }
     }
@@ -1693,6 +1706,74 @@ static int hf_read(Model *m, SafeTensors *st, int nfiles, const char *dir, const
     return 0;
 }
 
+// Low-memory loading: a matrix that is quantized is read and quantized in chunks of whole blocks
+// (1M values: a few MB of raw and float data), converted and quantized by all threads, so the
+// float matrix never exists; peak memory is the quantized model plus one chunk. (HQQ quantizes
+// whole matrices: its optimiser stops on the error of the whole matrix.)
+static int hf_read_quantized(Model *m, SafeTensors *st, int nfiles, const char *dir, const char *name, int pi, int l, int64_t d0, int64_t d1) {
+    STTensor *t = NULL;
+    int fi;
+    for (fi = 0; fi < nfiles && !(t = st_find(&st[fi], name)); fi++) {}
+    if (!t) return set_error(dir, "missing tensor '%s'", name);
+    int64_t shape[2] = { d0, d1 };
+    if (st_check_shape(&st[fi], t, 2, shape)) return -1;
+    if (m->hf_dtype < 0) m->hf_dtype = t->dtype;
+    if (qtype_hqq(m->quant) || (t->dtype != DT_F32 && t->dtype != DT_F16 && t->dtype != DT_BF16)) { // whole matrix
+        floatX *w = (floatX *)malloc_check((size_t)(d0 * d1) * sizeof(floatX));
+        int rc = st_read_floatX(&st[fi], t, w);
+        if (!rc) rc = model_put_matrix(m, pi, l, w, 0);
+        free(w);
+        return rc;
+    }
+    int target = param_target(pi);
+    QTensor *q = target >= 0 ? &m->qw[l * NUM_TARGETS + target] : (pi == 0 ? &m->qembed : &m->qcls);
+    qtensor_alloc_bs(q, m->quant, (int)d0, (int)d1, m->quant_dq, m->quant_bs);
+    memset(q->q, 0, qtensor_qbytes(q->type, q->n));
+    size_t es = dtype_sizes[t->dtype], chunk = (size_t)q->bs * 16384, n = q->n;
+    unsigned char *raw = (unsigned char *)malloc_check(chunk * es);
+    floatX *w = (floatX *)malloc_check(chunk * sizeof(floatX));
+    float *absmax = (float *)malloc_check(q->nblocks * sizeof(float));
+    int fd = fileno(st[fi].f), rc = 0;
+    for (size_t start = 0; start < n && !rc; start += chunk) {
+        size_t k = n - start < chunk ? n - start : chunk, want = k * es, got = 0;
+        off_t off = (off_t)(st[fi].data_start + t->begin + start * es);
+        while (got < want) {
+            ssize_t r = pread(fd, raw + got, want - got, off + (off_t)got);
+            if (r <= 0) { rc = set_error(st[fi].path, "tensor '%s': read failed", name); break; }
+            got += (size_t)r;
+        }
+        if (rc) break;
+        long bad = -1;
+        #pragma omp parallel for schedule(static) reduction(max:bad)
+        for (long i = 0; i < (long)k; i++) {
+            float v;
+            if (es == 4) memcpy(&v, raw + 4 * i, 4);
+            else { uint16_t h; memcpy(&h, raw + 2 * i, 2); v = t->dtype == DT_BF16 ? bf16_to_f32(h) : f16_to_f32(h); }
+            if (!isfinite(v)) bad = i; // (any one of them)
+            w[i] = (floatX)v;
+        }
+        if (bad >= 0) { rc = set_error(st[fi].path, "tensor '%s': non-finite value at index %zu", name, start + (size_t)bad); break; }
+        qtensor_quantize_blocks(q, w, start / q->bs, (start + k + q->bs - 1) / q->bs, absmax);
+    }
+    if (!rc) qtensor_quantize_absmax(q, absmax);
+    free(raw); free(w); free(absmax);
+    return rc;
+}
+
+// refuse, before allocating, a model whose weights do not fit in the memory the system has available
+// (Linux: MemAvailable in /proc/meminfo; elsewhere no check)
+static int memory_check(const char *path, double bytes, const char *what) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) return 0;
+    char line[256];
+    double avail = -1;
+    while (fgets(line, sizeof(line), f)) { long long kb; if (sscanf(line, "MemAvailable: %lld kB", &kb) == 1) avail = kb * 1024.0; }
+    fclose(f);
+    if (avail > 0 && bytes > avail)
+        return set_error(path, "needs %.1f GiB for its %s but %.1f GiB of memory are available (quantize it while loading: --quant nf4|int4|int8|hqq4)", bytes / 1073741824.0, what, avail / 1073741824.0);
+    return 0;
+}
+
 static int load_hf(Model *m, const char *dir, const QuantOpts *qo) {
     char path[4096], cpath[4096];
     path_join(cpath, sizeof(cpath), dir, "config.json");
@@ -1737,17 +1818,26 @@ static int load_hf(Model *m, const char *dir, const QuantOpts *qo) {
     m->quant_embed = m->quant ? qo->embed : 0;
     m->quant_dq = m->quant == QT_NF4 ? qo->dq : 0;
     m->quant_bs = m->quant ? (qtype_hqq(m->quant) && qo->gs ? qo->gs : qtype_block[m->quant]) : 0;
+    if (!rc) { // the memory the weights will take, checked before allocating
+        size_t sz[NUM_PARAM_TENSORS];
+        fill_in_parameter_sizes(sz, c);
+        double fbytes = 0, qbytes = 0;
+        for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+            int quantized = m->quant && (param_target(i) >= 0 || ((i == 0 || i == 11) && m->quant_embed));
+            if (quantized) qbytes += sz[i] * ((m->quant == QT_INT8 || m->quant == QT_HQQ8 ? 1.0 : 0.5) + (m->quant == QT_INT4 ? 2.0 : 4.0) / m->quant_bs);
+            else fbytes += sz[i] * (double)sizeof(floatX);
+        }
+        rc = memory_check(dir, fbytes + qbytes, m->quant ? "weights" : "fp32 weights");
+    }
     if (!rc) {
         model_alloc(m);
-        size_t maxm = (size_t)c->dim * (size_t)(c->vocab_size > c->hidden_dim ? c->vocab_size : c->hidden_dim);
-        if ((size_t)c->n_heads * c->head_dim * c->dim > maxm) maxm = (size_t)c->n_heads * c->head_dim * c->dim;
-        floatX *tmp = m->quant ? (floatX *)malloc_check(maxm * sizeof(floatX)) : NULL;
+        floatX *tmp = NULL;
         int qe = m->quant && m->quant_embed;
         ParameterTensors *p = &m->params;
         int64_t C = c->dim, H = c->hidden_dim, V = c->vocab_size, QD = (int64_t)c->n_heads * c->head_dim, KD = (int64_t)c->n_kv_heads * c->head_dim;
         m->hf_dtype = -1;
-        rc = hf_read(m, st, nfiles, dir, "model.embed_tokens.weight", qe ? tmp : p->embed, V, C);
-        if (!rc && qe) rc = model_put_matrix(m, 0, 0, tmp, 0);
+        if (qe) rc = hf_read_quantized(m, st, nfiles, dir, "model.embed_tokens.weight", 0, 0, V, C);
+        else rc = hf_read(m, st, nfiles, dir, "model.embed_tokens.weight", p->embed, V, C);
         for (int l = 0; l < c->n_layers && !rc; l++) {
             const char *sub[9] = { "input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "post_attention_layernorm", "mlp.gate_proj", "mlp.down_proj", "mlp.up_proj" };
             floatX *d[9] = { p->rms_att + l * C, p->wq + l * QD * C, p->wk + l * KD * C, p->wv + l * KD * C, p->wo + l * C * QD, p->rms_ffn + l * C, p->w1 + l * H * C, p->w2 + l * C * H, p->w3 + l * H * C };
@@ -1756,13 +1846,13 @@ static int load_hf(Model *m, const char *dir, const QuantOpts *qo) {
                 char name[128];
                 snprintf(name, sizeof(name), "model.layers.%d.%s.weight", l, sub[k]);
                 int pi = k + 1, q = m->quant && param_target(pi) >= 0; // ParameterTensors index k + 1
-                rc = hf_read(m, st, nfiles, dir, name, q ? tmp : d[k], sh[k][0], sh[k][1]);
-                if (!rc && q) rc = model_put_matrix(m, pi, l, tmp, 0);
+                if (q) rc = hf_read_quantized(m, st, nfiles, dir, name, pi, l, sh[k][0], sh[k][1]);
+                else rc = hf_read(m, st, nfiles, dir, name, d[k], sh[k][0], sh[k][1]);
             }
         }
         if (!rc) rc = hf_read(m, st, nfiles, dir, "model.norm.weight", p->rms_final, C, 0);
-        if (!rc && !c->tied) rc = hf_read(m, st, nfiles, dir, "lm_head.weight", qe ? tmp : p->wcls, V, C);
-        if (!rc && !c->tied && qe) rc = model_put_matrix(m, 11, 0, tmp, 0);
+        if (!rc && !c->tied && qe) rc = hf_read_quantized(m, st, nfiles, dir, "lm_head.weight", 11, 0, V, C);
+        else if (!rc && !c->tied) rc = hf_read(m, st, nfiles, dir, "lm_head.weight", p->wcls, V, C);
         free(tmp);
         if (rc) model_free(m);
     }
@@ -5571,11 +5661,12 @@ static void load_model_q_or_die(Model *m, const char *path, const QuantOpts *qo)
 }
 // "base: nf4 weights (double-quantized absmax), embeddings fp32" for the stderr reports; "" for float models
 static const char *quant_desc(const Model *m) {
-    static char buf[160];
+    static char buf[256];
     buf[0] = 0;
     char grp[32] = "";
     if (m->quant && qtype_hqq(m->quant)) snprintf(grp, sizeof(grp), " (group %d)", m->quant_bs);
-    if (m->quant) snprintf(buf, sizeof(buf), "base: %s weights%s%s, embeddings %s\n", qtype_names[m->quant], m->quant_dq ? " (double-quantized absmax)" : "", grp, m->quant_embed ? "quantized" : "fp32");
+    if (m->quant) snprintf(buf, sizeof(buf), "base: %s weights%s%s, embeddings %s; weights in memory %.1f MiB (%.1f MiB quantized + %.1f MiB float)\n", qtype_names[m->quant], m->quant_dq ? " (double-quantized absmax)" : "", grp, m->quant_embed ? "quantized" : "fp32",
+                           (model_quant_bytes(m) + m->num_parameters * sizeof(floatX)) / 1048576.0, model_quant_bytes(m) / 1048576.0, m->num_parameters * sizeof(floatX) / 1048576.0);
     return buf;
 }
 

@@ -2023,9 +2023,11 @@ static void test_nf4_bitsandbytes(void) {
         for (int j = 1; j < 16; j++) if (x > bnb_nf4_mid[j - 1]) best = j;
         float d = fabsf(x - bnb_nf4[best]);
         for (int j = 0; j < 16; j++) if (fabsf(x - bnb_nf4[j]) < d) wrong++; // nothing strictly nearer
-        if (nf4_quantize_value(x) != best) wrong++;
+        if (nf4_quantize_value(x) != best || nf4_quantize_count(x) != best) wrong++;
     }
-    check(!wrong, "nf4 nearest value", "200000 random values in [-1.1, 1.1]: %d disagree with brute force", wrong);
+    for (int i = 0; i < 15; i++) // the branch-free count used by the quantizer ties the same way
+        if (nf4_quantize_count(bnb_nf4_mid[i]) != i || nf4_quantize_count(nextafterf(bnb_nf4_mid[i], 2.0f)) != i + 1) wrong++;
+    check(!wrong, "nf4 nearest value", "200000 random values in [-1.1, 1.1] (tree and branch-free count) and the 15 midpoints: %d disagree with brute force", wrong);
     // block math: a block of 64 = 3 * code values: absmax 3, codes exact, element 2i in the high nibble
     QTensor t;
     qtensor_alloc(&t, QT_NF4, 1, 64, 0);
@@ -2335,6 +2337,63 @@ static void test_quant_chunked_load(void) {
         model_free(&mq);
     }
     model_free(&fm);
+}
+
+// Hugging Face folders (bf16) load with --quant in chunks of whole blocks over threads: the same bytes
+// as quantizing each whole float matrix; and a model too large for memory is refused before allocating
+static void test_quant_chunked_load_hf(void) {
+    Model fm;
+    memset(&fm, 0, sizeof(fm));
+    config_defaults(&fm.config);
+    Config *c = &fm.config;
+    c->dim = 64; c->hidden_dim = 4160; c->n_layers = 1; c->n_heads = 4; c->n_kv_heads = 4; c->head_dim = 16; c->vocab_size = 20000; c->seq_len = 16; c->tied = 0;
+    fm.format = FMT_HF;
+    model_alloc(&fm);
+    uint64_t r = 23;
+    for (size_t i = 0; i < fm.num_parameters; i++) fm.params_memory[i] = (floatX)((random_f32(&r) - 0.5f) * 0.2f);
+    char dir[600];
+    tmp_path(dir, sizeof(dir), "chunked_hf");
+    if (model_save_hf(&fm, dir, DT_BF16)) { check(0, "chunked quantization (HF)", "%s", peft_errbuf); model_free(&fm); return; }
+    model_free(&fm);
+    QuantOpts fl = { QT_NONE, 0, 0, 0 };
+    if (model_load_q(&fm, dir, &fl)) { check(0, "chunked quantization (HF)", "%s", peft_errbuf); return; } // the bf16 values as floats
+    for (int type = QT_INT8; type <= QT_NF4; type++) {
+        QuantOpts qo = { type, 1, type == QT_NF4, 0 };
+        Model mq;
+        if (model_load_q(&mq, dir, &qo)) { check(0, "chunked quantization (HF)", "%s", peft_errbuf); continue; }
+        const floatX *src[3] = { fm.params.embed, fm.params.wcls, fm.params.w1 };
+        const QTensor *got[3] = { &mq.qembed, &mq.qcls, &mq.qw[TGT_GATE] };
+        int same = 1;
+        for (int k = 0; k < 3; k++) {
+            QTensor ref;
+            qtensor_alloc(&ref, type, got[k]->rows, got[k]->cols, qo.dq);
+            qtensor_quantize(&ref, src[k], "ref", "ref");
+            const QTensor *g = got[k];
+            same &= !memcmp(ref.q, g->q, qtensor_qbytes(type, ref.n)) && ref.offset == g->offset;
+            if (qo.dq) same &= !memcmp(ref.qabsmax, g->qabsmax, ref.nblocks) && !memcmp(ref.absmax2, g->absmax2, (ref.nblocks + DQ_BLOCK - 1) / DQ_BLOCK * sizeof(float));
+            else if (ref.scale16) same &= !memcmp(ref.scale16, g->scale16, ref.nblocks * 2);
+            else same &= !memcmp(ref.scale, g->scale, ref.nblocks * sizeof(float));
+            qtensor_free(&ref);
+        }
+        char name[80];
+        snprintf(name, sizeof(name), "%s chunked quantization of a bf16 HF folder", qtype_names[type]);
+        check(same, name, "embedding and lm_head (1,280,000 values: 2-3 chunks) and w1 == each whole float matrix quantized%s", qo.dq ? " (double quantization)" : "");
+        model_free(&mq);
+    }
+    model_free(&fm);
+    // too large: refused with a clear error before allocating (a config of 2^40 fp32 weights)
+    char big[600], cfg[700];
+    tmp_path(big, sizeof(big), "huge_hf");
+    mkdir_p(big);
+    snprintf(cfg, sizeof(cfg), "%s/config.json", big);
+    write_text(cfg, "{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": 65536, \"intermediate_size\": 262144, \"num_hidden_layers\": 64, \"num_attention_heads\": 64, \"vocab_size\": 32000}");
+    snprintf(cfg, sizeof(cfg), "%s/model.safetensors", big);
+    write_bytes(cfg, "\x08\0\0\0\0\0\0\0{}      ", 16);
+    if (!file_exists("/proc/meminfo")) { skip("a model larger than memory is refused", "no /proc/meminfo (the check is Linux-only)"); return; }
+    Model mb;
+    int rc = model_load_q(&mb, big, &fl);
+    check(rc != 0 && strstr(peft_errbuf, "GiB for its fp32 weights") && strstr(peft_errbuf, "--quant"), "a model larger than memory is refused before allocating", "%s", peft_errbuf);
+    if (!rc) model_free(&mb);
 }
 
 // CLI: quantize, then eval/generate/merge on the file; --quant flags
@@ -2719,6 +2778,7 @@ static void run_fp32_tests(void) {
     test_qlora_grads();
     test_quant_files();
     test_quant_chunked_load();
+    test_quant_chunked_load_hf();
     test_quant_cli();
     test_llama_pro();
     test_chat();
