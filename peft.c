@@ -738,17 +738,7 @@ static const float int4_code[16] = { -8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3,
 
 // bitsandbytes' dQuantizeNF4 (csrc/kernels.cu): a decision tree on the midpoints between the codes;
 // x exactly on a midpoint gets the lower code (every test is '>').
-// The same decision without branches, for the quantization loop (random weights mispredict the tree):
-// the code is the number of midpoints x is above (the tree's '>' tests, so the same ties).
-static const float nf4_mid[15] = { -0.8480964004993439f, -0.6106329262256622f, -0.4599952697753906f, -0.33967943489551544f,
-    -0.23460740596055984f, -0.13791173323988914f, -0.045525018125772476f, 0.03979014977812767f, 0.1202552504837513f,
-    0.2035212516784668f, 0.2920137718319893f, 0.3893125355243683f, 0.5016634166240692f, 0.6427869200706482f, 0.8614784181118011f };
-static inline int nf4_quantize_count(float x) {
-    int q = 0;
-    for (int k = 0; k < 15; k++) q += x > nf4_mid[k];
-    return q;
-}
-MAYBE_UNUSED static int nf4_quantize_value(float x) {
+static int nf4_quantize_value(float x) {
     if (x > 0.03979014977812767f) {
         if (x > 0.3893125355243683f) {
             if (x > 0.6427869200706482f) return x > 0.8614784181118011f ? 15 : 14;
@@ -763,6 +753,18 @@ MAYBE_UNUSED static int nf4_quantize_value(float x) {
     }
     if (x > -0.6106329262256622f) return x > -0.4599952697753906f ? 3 : 2;
     return x > -0.8480964004993439f ? 1 : 0;
+}
+
+// The same decision without branches, for the quantization loop (random weights mispredict the tree):
+// the code is the number of midpoints x is above (the tree's '>' tests, so the same ties).
+static const float nf4_mid[15] = { -0.8480964004993439f, -0.6106329262256622f, -0.4599952697753906f, -0.33967943489551544f,
+    -0.23460740596055984f, -0.13791173323988914f, -0.045525018125772476f, 0.03979014977812767f, 0.1202552504837513f,
+    0.2035212516784668f, 0.2920137718319893f, 0.3893125355243683f, 0.5016634166240692f, 0.6427869200706482f, 0.8614784181118011f };
+static inline int nf4_quantize_count(float x) {
+    (void)nf4_quantize_value; // (the tree above is the reference the tests hold this to)
+    int q = 0;
+    for (int k = 0; k < 15; k++) q += x > nf4_mid[k];
+    return q;
 }
 
 // bitsandbytes' create_dynamic_map(signed=True, max_exponent_bits=7, total_bits=8) (functional.py):
