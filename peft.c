@@ -1420,6 +1420,32 @@ static void qtensor_permute_rope_rows(QTensor *t, int n_heads, int HS, int to_hf
     free(tq); free(ts);
 }
 
+// the bytes model_alloc and the quantized tensors will take (config, quant, quant_embed, quant_bs set)
+static double model_bytes_estimate(const Model *m) {
+    size_t sz[NUM_PARAM_TENSORS];
+    fill_in_parameter_sizes(sz, &m->config);
+    double b = 0;
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        int quantized = m->quant && (param_target(i) >= 0 || ((i == 0 || i == 11) && m->quant_embed));
+        if (quantized) b += sz[i] * ((m->quant == QT_INT8 || m->quant == QT_HQQ8 ? 1.0 : 0.5) + (m->quant == QT_INT4 ? 2.0 : 4.0) / m->quant_bs);
+        else b += sz[i] * (double)sizeof(floatX);
+    }
+    return b;
+}
+// refuse, before allocating, a model whose weights do not fit in the memory the system has available
+// (Linux: MemAvailable in /proc/meminfo; elsewhere no check)
+static int memory_check(const char *path, double bytes, const char *what) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) return 0;
+    char line[256];
+    double avail = -1;
+    while (fgets(line, sizeof(line), f)) { long long kb; if (sscanf(line, "MemAvailable: %lld kB", &kb) == 1) avail = kb * 1024.0; }
+    fclose(f);
+    if (avail > 0 && bytes > avail)
+        return set_error(path, "needs %.1f GiB for its %s but %.1f GiB of memory are available (quantize it while loading: --quant nf4|int4|int8|hqq4)", bytes / 1073741824.0, what, avail / 1073741824.0);
+    return 0;
+}
+
 // read a serialized quantized tensor (layout in the file-format comment of load_bin) into t (allocated)
 static int qtensor_read(QTensor *t, FILE *f, const char *path) {
     size_t qb = qtensor_qbytes(t->type, t->n);
@@ -1543,6 +1569,7 @@ static int load_bin(Model *m, const char *path, const QuantOpts *qo) {
         expect += weights * 4 + (version == 0 ? (size_t)c->seq_len * HS * 4 : 0); // legacy files carry freq_cis
     }
     if ((size_t)fsize != expect) { fclose(f); return set_error(path, "file is %ld bytes but its header (dim %d, layers %d, vocab %d) implies %zu", fsize, c->dim, c->n_layers, c->vocab_size, expect); }
+    if (memory_check(path, model_bytes_estimate(m), m->quant ? "weights" : "fp32 weights")) { fclose(f); return -1; }
     model_alloc(m);
     ParameterTensors *p = &m->params;
     fseek(f, (long)header_size, SEEK_SET);
@@ -1762,20 +1789,6 @@ static int hf_read_quantized(Model *m, SafeTensors *st, int nfiles, const char *
     return rc;
 }
 
-// refuse, before allocating, a model whose weights do not fit in the memory the system has available
-// (Linux: MemAvailable in /proc/meminfo; elsewhere no check)
-static int memory_check(const char *path, double bytes, const char *what) {
-    FILE *f = fopen("/proc/meminfo", "r");
-    if (!f) return 0;
-    char line[256];
-    double avail = -1;
-    while (fgets(line, sizeof(line), f)) { long long kb; if (sscanf(line, "MemAvailable: %lld kB", &kb) == 1) avail = kb * 1024.0; }
-    fclose(f);
-    if (avail > 0 && bytes > avail)
-        return set_error(path, "needs %.1f GiB for its %s but %.1f GiB of memory are available (quantize it while loading: --quant nf4|int4|int8|hqq4)", bytes / 1073741824.0, what, avail / 1073741824.0);
-    return 0;
-}
-
 static int load_hf(Model *m, const char *dir, const QuantOpts *qo) {
     char path[4096], cpath[4096];
     path_join(cpath, sizeof(cpath), dir, "config.json");
@@ -1820,17 +1833,7 @@ static int load_hf(Model *m, const char *dir, const QuantOpts *qo) {
     m->quant_embed = m->quant ? qo->embed : 0;
     m->quant_dq = m->quant == QT_NF4 ? qo->dq : 0;
     m->quant_bs = m->quant ? (qtype_hqq(m->quant) && qo->gs ? qo->gs : qtype_block[m->quant]) : 0;
-    if (!rc) { // the memory the weights will take, checked before allocating
-        size_t sz[NUM_PARAM_TENSORS];
-        fill_in_parameter_sizes(sz, c);
-        double fbytes = 0, qbytes = 0;
-        for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
-            int quantized = m->quant && (param_target(i) >= 0 || ((i == 0 || i == 11) && m->quant_embed));
-            if (quantized) qbytes += sz[i] * ((m->quant == QT_INT8 || m->quant == QT_HQQ8 ? 1.0 : 0.5) + (m->quant == QT_INT4 ? 2.0 : 4.0) / m->quant_bs);
-            else fbytes += sz[i] * (double)sizeof(floatX);
-        }
-        rc = memory_check(dir, fbytes + qbytes, m->quant ? "weights" : "fp32 weights");
-    }
+    if (!rc) rc = memory_check(dir, model_bytes_estimate(m), m->quant ? "weights" : "fp32 weights"); // before allocating
     if (!rc) {
         model_alloc(m);
         floatX *tmp = NULL;
