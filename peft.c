@@ -5905,14 +5905,14 @@ static int cmd_chat(int argc, char **argv) {
     ChatAdapter *ads = (ChatAdapter *)calloc_check((size_t)(na ? na : 1), sizeof(ChatAdapter));
     for (int k = 0; k < na; k++) { // NAME=DIR or DIR (named after its last path component)
         const char *eq = strchr(specs[k], '='), *dir = eq ? eq + 1 : specs[k];
-        if (eq) snprintf(ads[k].name, sizeof(ads[k].name), "%.*s", (int)(eq - specs[k]), specs[k]);
+        if (eq) snprintf(ads[k].name, sizeof(ads[k].name), "%.*s", (int)(eq - specs[k] < 127 ? eq - specs[k] : 127), specs[k]);
         else {
             char tmp[4096];
             snprintf(tmp, sizeof(tmp), "%s", dir);
             size_t n = strlen(tmp);
             while (n > 1 && tmp[n - 1] == '/') tmp[--n] = 0;
             const char *base = strrchr(tmp, '/');
-            snprintf(ads[k].name, sizeof(ads[k].name), "%s", base ? base + 1 : tmp);
+            snprintf(ads[k].name, sizeof(ads[k].name), "%.127s", base ? base + 1 : tmp);
         }
         if (!ads[k].name[0] || !strcmp(ads[k].name, "none")) fatal("-a %s: bad adapter name", specs[k]);
         for (int j = 0; j < k; j++) if (!strcmp(ads[j].name, ads[k].name)) fatal("-a %s: adapter name '%s' given twice (use NAME=DIR)", specs[k], ads[k].name);
