@@ -781,7 +781,7 @@ void gpu_qmatmul_forward(float *out, const float *inp, GPU_QARGS, int N, int C, 
 void gpu_qmatmul_backward(float *dinp, const float *dout, GPU_QARGS, int N, int C, int OC);
 void gpu_encoder_forward_q(float *out, const int *tokens, GPU_QARGS, int N, int C);
 void gpu_dora_weight_norm(float *wnorm, const float *W, const float *A, const float *B, float scale, int r, int in, int out);
-void gpu_dora_weight_norm_q(float *wnorm, GPU_QARGS, const float *A, const float *B, float scale, int r, int in, int out);
+void gpu_dora_weight_norm_q(float *wnorm, GPU_QARGS, const float *A, const float *B, float lora_scale, int r, int in, int out);
 void gpu_dropout_forward(float *xd, float *mask, const float *inp, size_t n, float p, uint64_t seed, int new_mask);
 void gpu_add_scaled(float *out, const float *x, float s, size_t n);
 void gpu_scale_copy(float *out, const float *x, float s, size_t n);
@@ -891,10 +891,16 @@ static void tensor_download(void *dst, const void *src, size_t bytes) {
 //   offset = mean(absmax); the values absmax - offset are quantized blockwise (blocks of 256) with
 //   bitsandbytes' signed 8-bit dynamic map (create_dynamic_map) and an fp32 absmax per block:
 //   absmax[b] ~ dyn_code[qabsmax[b]] * absmax2[b / 256] + offset.
+//   hqq4, hqq8 (bs 64, --group-size): HQQ (Badri & Shaji, "Half-Quadratic Quantization of Large
+//                 Machine Learning Models", 2023; mobiusml/hqq), calibration-free affine quantization
+//                 with a scale and a zero point per group: q = clamp(round(w / s + z), 0, 2^b - 1),
+//                 w ~ (q - z) * s, z fitted by a few half-quadratic proximal iterations (below);
+//                 q stored unsigned (4-bit: a nibble, 8-bit: a byte), s and z as fp16 (HQQ's meta dtype)
 // The matmuls below read these blocks directly, a row at a time; no float copy of a matrix exists.
-enum { QT_NONE, QT_INT8, QT_INT4, QT_NF4, NUM_QTYPES };
-static const char *qtype_names[NUM_QTYPES] = { "none", "int8", "int4", "nf4" };
-static const int qtype_block[NUM_QTYPES] = { 0, 64, 32, 64 };
+enum { QT_NONE, QT_INT8, QT_INT4, QT_NF4, QT_HQQ4, QT_HQQ8, NUM_QTYPES };
+static const char *qtype_names[NUM_QTYPES] = { "none", "int8", "int4", "nf4", "hqq4", "hqq8" };
+static const int qtype_block[NUM_QTYPES] = { 0, 64, 32, 64, 64, 64 };
+static int qtype_hqq(int type) { return type == QT_HQQ4 || type == QT_HQQ8; }
 #define DQ_BLOCK 256
 
 typedef struct {
@@ -905,6 +911,7 @@ typedef struct {
     uint8_t *q;          // int8: n bytes (as int8_t); int4/nf4: (n+1)/2 bytes
     float *scale;        // (nblocks) int8 scale, nf4 absmax; NULL for int4 and with double quantization
     uint16_t *scale16;   // (nblocks) int4: bf16 scale
+    uint16_t *hscale, *hzero; // (nblocks) hqq: fp16 scale s and zero point z
     uint8_t *qabsmax;    // (nblocks) nf4 double quantization: codes of absmax - offset
     float *absmax2;      // (ceil(nblocks/256)) their block absmax
     float offset;        // mean absmax
@@ -938,6 +945,18 @@ static int nf4_quantize_value(float x) {
     }
     if (x > -0.6106329262256622f) return x > -0.4599952697753906f ? 3 : 2;
     return x > -0.8480964004993439f ? 1 : 0;
+}
+
+// The same decision without branches, for the quantization loop (random weights mispredict the tree):
+// the code is the number of midpoints x is above (the tree's '>' tests, so the same ties).
+static const float nf4_mid[15] = { -0.8480964004993439f, -0.6106329262256622f, -0.4599952697753906f, -0.33967943489551544f,
+    -0.23460740596055984f, -0.13791173323988914f, -0.045525018125772476f, 0.03979014977812767f, 0.1202552504837513f,
+    0.2035212516784668f, 0.2920137718319893f, 0.3893125355243683f, 0.5016634166240692f, 0.6427869200706482f, 0.8614784181118011f };
+static inline int nf4_quantize_count(float x) {
+    (void)nf4_quantize_value; // (the tree above is the reference the tests hold this to)
+    int q = 0;
+    for (int k = 0; k < 15; k++) q += x > nf4_mid[k];
+    return q;
 }
 
 // bitsandbytes' create_dynamic_map(signed=True, max_exponent_bits=7, total_bits=8) (functional.py):
@@ -979,25 +998,27 @@ static int dyn_quantize_value(const float *code, float x) {
     return x < (lower + val) * 0.5f ? lower_pivot : pivot;
 }
 
-static size_t qtensor_qbytes(int type, size_t n) { return type == QT_INT8 ? n : (n + 1) / 2; }
+static size_t qtensor_qbytes(int type, size_t n) { return type == QT_INT8 || type == QT_HQQ8 ? n : (n + 1) / 2; }
 static int qtensor_dq(const QTensor *t) { return t->qabsmax != NULL; }
 
-// allocate a (rows, cols) tensor of the type; dq: nf4 with double-quantized absmax
-static void qtensor_alloc(QTensor *t, int type, int rows, int cols, int dq) {
+// allocate a (rows, cols) tensor of the type with blocks of bs; dq: nf4 with double-quantized absmax
+static void qtensor_alloc_bs(QTensor *t, int type, int rows, int cols, int dq, int bs) {
     memset(t, 0, sizeof(*t));
     if (dq && !dyn_code_ready) { dynamic_map(dyn_code); dyn_code_ready = 1; }
-    t->type = type; t->bs = qtype_block[type]; t->rows = rows; t->cols = cols;
+    t->type = type; t->bs = bs; t->rows = rows; t->cols = cols;
     t->n = (size_t)rows * cols;
     t->nblocks = (t->n + t->bs - 1) / t->bs;
     size_t qb = (qtensor_qbytes(type, t->n) + 3) & ~(size_t)3, n2 = (t->nblocks + DQ_BLOCK - 1) / DQ_BLOCK;
-    size_t sb = dq ? ((t->nblocks + 3) & ~(size_t)3) + n2 * sizeof(float) : t->nblocks * (type == QT_INT4 ? 2 : sizeof(float));
+    size_t sb = dq ? ((t->nblocks + 3) & ~(size_t)3) + n2 * sizeof(float) : t->nblocks * (type == QT_INT4 ? 2 : qtype_hqq(type) ? 4 : sizeof(float));
     t->memory = malloc_check(qb + sb);
     t->memory_bytes = qb + sb;
     t->q = (uint8_t *)t->memory;
     if (dq) { t->qabsmax = t->q + qb; t->absmax2 = (float *)(t->qabsmax + ((t->nblocks + 3) & ~(size_t)3)); }
     else if (type == QT_INT4) t->scale16 = (uint16_t *)(t->q + qb);
+    else if (qtype_hqq(type)) { t->hscale = (uint16_t *)(t->q + qb); t->hzero = t->hscale + t->nblocks; }
     else t->scale = (float *)(t->q + qb);
 }
+static void qtensor_alloc(QTensor *t, int type, int rows, int cols, int dq) { qtensor_alloc_bs(t, type, rows, cols, dq, qtype_block[type]); }
 static void qtensor_free(QTensor *t) { free(t->memory); memset(t, 0, sizeof(*t)); }
 static size_t qtensor_bytes(const QTensor *t) {
     return qtensor_qbytes(t->type, t->n) + (qtensor_dq(t) ? t->nblocks + (t->nblocks + DQ_BLOCK - 1) / DQ_BLOCK * 4 + 4 : t->nblocks * (t->type == QT_INT4 ? 2 : 4));
@@ -1016,9 +1037,14 @@ static inline float qtensor_scale(const QTensor *t, size_t b) {
 // Quantize blocks [b0, b1) of t from w, which holds the values from element b0*bs on (finite; the
 // caller zeroed t->q); absmax[b] receives each block's max |w| (for double quantization).
 // Loading quantizes a large matrix this way in chunks, never holding all of it in float.
+static void qtensor_quantize_hqq(QTensor *t, const floatX *w, size_t b0, size_t b1);
 static void qtensor_quantize_blocks(QTensor *t, const floatX *w, size_t b0, size_t b1, float *absmax) {
+    if (qtype_hqq(t->type)) { qtensor_quantize_hqq(t, w, b0, b1); return; }
     w -= b0 * t->bs; // index w by the element number
-    for (size_t b = b0; b < b1; b++) {
+    // blocks are independent (an even bs keeps each block's nibbles in its own bytes): one thread each
+    #pragma omp parallel for schedule(static) if (b1 - b0 >= 256 && t->bs % 2 == 0)
+    for (long bl = (long)b0; bl < (long)b1; bl++) {
+        size_t b = (size_t)bl;
         size_t i0 = b * t->bs, i1 = i0 + t->bs < t->n ? i0 + t->bs : t->n;
         float amax = 0;
         for (size_t i = i0; i < i1; i++) { float a = fabsf((float)w[i]); if (a > amax) amax = a; }
@@ -1046,11 +1072,91 @@ static void qtensor_quantize_blocks(QTensor *t, const floatX *w, size_t b0, size
             if (t->scale) t->scale[b] = amax;
             for (size_t i = i0; i < i1; i++) {
                 float x = isfinite(inv) ? (float)w[i] * inv : (float)w[i] / amax;
-                t->q[i >> 1] |= (uint8_t)(nf4_quantize_value(amax > 0 ? x : 0) << (i & 1 ? 0 : 4));
+                t->q[i >> 1] |= (uint8_t)(nf4_quantize_count(amax > 0 ? x : 0) << (i & 1 ? 0 : 4));
             }
         }
     }
 }
+// HQQ: per group g, the inverse scale si = (2^b - 1) / (max - min) (at most 2e4) and zero z = -min * si
+// (the min-max fit), then HQQ's default optimiser (optimize_weights_proximal: lp_norm p = 0.7,
+// beta = 10, kappa = 1.01, 20 iterations, stopping at the first that does not lower the error):
+//   q  = clamp(round(w si + z), 0, 2^b - 1)           quantize with the current zero
+//   wr = (q - z) / si                                   dequantize
+//   we = shrink_p(w - wr, beta)                         sparse error, shrink_p(x) = sign(x) relu(|x| - |x|^(p-1) / beta)
+//   z  = mean_g(q - (w - we) si)                        closed-form zero update per group
+//   beta *= kappa; err = mean |w - wr| over all the blocks; stop when err does not improve
+// (as HQQ's code, the zero update of the last, non-improving iteration is kept). Then s = 1/si and z
+// are rounded to fp16 (HQQ keeps them in fp16) and q is computed with the rounded values.
+#define HQQ_LP_NORM 0.7f
+#define HQQ_BETA 10.0f
+#define HQQ_KAPPA 1.01f
+#define HQQ_ITERS 20
+#define HQQ_SCALE_MAX 2e4f
+static inline float hqq_shrink(float x, float beta) {
+    float a = fabsf(x);
+    if (a == 0) return 0;
+    float v = a - powf(a, HQQ_LP_NORM - 1.0f) / beta;
+    return v > 0 ? (x > 0 ? v : -v) : 0;
+}
+static void qtensor_quantize_hqq(QTensor *t, const floatX *w, size_t b0, size_t b1) {
+    float qmax = t->type == QT_HQQ4 ? 15.0f : 255.0f;
+    size_t nb = b1 - b0;
+    float *si = (float *)malloc_check(nb * sizeof(float)), *z = (float *)malloc_check(nb * sizeof(float));
+    w -= b0 * t->bs;
+    #pragma omp parallel for schedule(static)
+    for (long bl = 0; bl < (long)nb; bl++) { // min-max fit
+        size_t b = b0 + (size_t)bl, i0 = b * t->bs, i1 = i0 + t->bs < t->n ? i0 + t->bs : t->n;
+        float lo = (float)w[i0], hi = (float)w[i0];
+        for (size_t i = i0; i < i1; i++) { float v = (float)w[i]; lo = v < lo ? v : lo; hi = v > hi ? v : hi; }
+        float s = qmax / (hi - lo); // +inf for a constant group, clamped like HQQ's
+        si[bl] = s < HQQ_SCALE_MAX ? s : HQQ_SCALE_MAX;
+        z[bl] = -lo * si[bl];
+    }
+    double best = 1e4;
+    float beta = HQQ_BETA;
+    size_t n_el = (b1 * t->bs < t->n ? b1 * t->bs : t->n) - b0 * t->bs;
+    for (int it = 0; it < HQQ_ITERS; it++) {
+        double err = 0;
+        #pragma omp parallel for schedule(static) reduction(+:err)
+        for (long bl = 0; bl < (long)nb; bl++) {
+            size_t b = b0 + (size_t)bl, i0 = b * t->bs, i1 = i0 + t->bs < t->n ? i0 + t->bs : t->n;
+            double zsum = 0, e = 0;
+            for (size_t i = i0; i < i1; i++) {
+                float v = (float)w[i], q = rintf(v * si[bl] + z[bl]);
+                q = q < 0 ? 0 : q > qmax ? qmax : q;
+                float wr = (q - z[bl]) / si[bl];
+                float we = hqq_shrink(v - wr, beta);
+                zsum += q - (v - we) * si[bl];
+                e += fabsf(v - wr);
+            }
+            z[bl] = (float)(zsum / (double)(i1 - i0));
+            err += e;
+        }
+        beta *= HQQ_KAPPA;
+        err /= (double)n_el;
+        if (err < best) best = err; else break;
+    }
+    #pragma omp parallel for schedule(static)
+    for (long bl = 0; bl < (long)nb; bl++) { // fp16 scale and zero; q from the stored values
+        size_t b = b0 + (size_t)bl, i0 = b * t->bs, i1 = i0 + t->bs < t->n ? i0 + t->bs : t->n;
+        uint16_t hs = f32_to_f16(1.0f / si[bl]), hz = f32_to_f16(z[bl]);
+        float s = f16_to_f32(hs), zz = f16_to_f32(hz);
+        if (!(s > 0) || !isfinite(s) || !isfinite(zz)) { // out of fp16's range: the symmetric fit instead
+            float amax = 0;
+            for (size_t i = i0; i < i1; i++) { float a = fabsf((float)w[i]); amax = a > amax ? a : amax; }
+            hs = f32_to_f16(2.0f * amax / qmax); hz = f32_to_f16(qmax / 2); s = f16_to_f32(hs); zz = f16_to_f32(hz);
+        }
+        t->hscale[b] = hs; t->hzero[b] = hz;
+        for (size_t i = i0; i < i1; i++) {
+            float q = s > 0 ? rintf((float)w[i] / s + zz) : 0;
+            q = q < 0 ? 0 : q > qmax ? qmax : q;
+            if (t->type == QT_HQQ8) t->q[i] = (uint8_t)q;
+            else t->q[i >> 1] |= (uint8_t)((int)q << (i & 1 ? 0 : 4));
+        }
+    }
+    free(si); free(z);
+}
+
 // after all blocks: nf4 double quantization of the absmax values
 static void qtensor_quantize_absmax(QTensor *t, const float *absmax) {
     if (t->qabsmax) {
@@ -1074,6 +1180,8 @@ static void qtensor_quantize_absmax(QTensor *t, const float *absmax) {
 // quantize w (rows*cols values) into t (allocated). Non-finite input is an error naming what.
 static int qtensor_quantize(QTensor *t, const floatX *w, const char *path, const char *what) {
     for (size_t i = 0; i < t->n; i++) if (!isfinite((double)w[i])) return set_error(path, "cannot quantize %s: non-finite value at index %zu", what, i);
+    if (qtype_hqq(t->type)) // fp16 scales: a group's scale is at most its range / (2^b - 1)
+        for (size_t i = 0; i < t->n; i++) if (fabs((double)w[i]) > 65504.0 * 7.5 / 2) return set_error(path, "cannot quantize %s to %s: |w| = %g at index %zu is beyond the range of its fp16 scales", what, qtype_names[t->type], (double)w[i], i);
     float *absmax = (float *)malloc_check(t->nblocks * sizeof(float));
     memset(t->q, 0, qtensor_qbytes(t->type, t->n));
     qtensor_quantize_blocks(t, w, 0, t->nblocks, absmax);
@@ -1087,6 +1195,12 @@ static void qtensor_dequant(float *out, const QTensor *t, size_t start, size_t n
     size_t i = start, end = start + n;
     while (i < end) {
         size_t b = i / t->bs, bend = (b + 1) * t->bs < end ? (b + 1) * t->bs : end;
+        if (t->hscale) { // hqq: (q - z) * s
+            float s = f16_to_f32(t->hscale[b]), z = f16_to_f32(t->hzero[b]);
+            if (t->type == QT_HQQ8) { for (; i < bend; i++) *out++ = ((float)t->q[i] - z) * s; continue; }
+            for (; i < bend; i++) *out++ = ((float)((t->q[i >> 1] >> (i & 1 ? 0 : 4)) & 15) - z) * s;
+            continue;
+        }
         float s = qtensor_scale(t, b);
         if (t->type == QT_INT8) { for (; i < bend; i++) *out++ = (float)(int8_t)t->q[i] * s; continue; }
         // 4-bit: a code book of 16 values (int4: -8..7), two values per byte (element 2i high)
@@ -1173,7 +1287,7 @@ static floatX dot_int8(const floatX *x, const int8_t *q, const float *scale, siz
 // out = inp @ W^T with W quantized (OC,C): each thread dequantizes one row of W at a time.
 // Generation (N small) with int8 reads the int8 values directly.
 // a quantized tensor's fields for the GPU twins
-#define QT_FIELDS(w) (w)->type, (w)->bs, (w)->q, (w)->scale, (w)->scale16, (w)->qabsmax, (w)->absmax2, (w)->offset, dyn_code, NULL, NULL
+#define QT_FIELDS(w) (w)->type, (w)->bs, (w)->q, (w)->scale, (w)->scale16, (w)->qabsmax, (w)->absmax2, (w)->offset, dyn_code, (w)->hscale, (w)->hzero
 static void qmatmul_forward(floatX *out, const floatX *inp, const QTensor *w, int N, int C, int OC) {
     ON_GPU(gpu_qmatmul_forward(out, inp, QT_FIELDS(w), N, C, OC));
     if (w->type == QT_INT8 && w->bs % 8 == 0 && N <= 4) {
@@ -1311,12 +1425,13 @@ typedef struct {
     int quant;           // QT_* of the linear layers' weights; QT_NONE: all float
     int quant_embed;     // the embedding (and an untied classifier) quantized too
     int quant_dq;        // nf4 absmax double-quantized
+    int quant_bs;        // block (group) size of the quantized tensors
     QTensor *qw;         // (L, NUM_TARGETS) when quant
     QTensor qembed, qcls;
 } Model;
 
-// --quant, --quant-embeddings, --double-quant; type -1: as the file stores it
-typedef struct { int type, embed, dq; } QuantOpts;
+// --quant, --quant-embeddings, --double-quant, --group-size (hqq; 0: 64); type -1: as the file stores it
+typedef struct { int type, embed, dq, gs; } QuantOpts;
 
 // ParameterTensors index of each target's weight, and back
 static const int target_param[NUM_TARGETS] = { 2, 3, 4, 5, 7, 9, 8 };
@@ -1471,7 +1586,7 @@ static int model_put_matrix(Model *m, int i, int l, floatX *w, int interleaved) 
         memcpy(ptrs[i] + (size_t)l * rows * cols, w, (size_t)rows * cols * sizeof(floatX));
         return 0;
     }
-    qtensor_alloc(q, m->quant, rows, cols, m->quant_dq);
+    qtensor_alloc_bs(q, m->quant, rows, cols, m->quant_dq, m->quant_bs);
     char what[64];
     snprintf(what, sizeof(what), "%s of layer %d", param_names[i], l);
     return qtensor_quantize(q, w, m->path, what);
@@ -1515,6 +1630,32 @@ static void qtensor_permute_rope_rows(QTensor *t, int n_heads, int HS, int to_hf
     free(tq); free(ts);
 }
 
+// the bytes model_alloc and the quantized tensors will take (config, quant, quant_embed, quant_bs set)
+static double model_bytes_estimate(const Model *m) {
+    size_t sz[NUM_PARAM_TENSORS];
+    fill_in_parameter_sizes(sz, &m->config);
+    double b = 0;
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        int quantized = m->quant && (param_target(i) >= 0 || ((i == 0 || i == 11) && m->quant_embed));
+        if (quantized) b += sz[i] * ((m->quant == QT_INT8 || m->quant == QT_HQQ8 ? 1.0 : 0.5) + (m->quant == QT_INT4 ? 2.0 : 4.0) / m->quant_bs);
+        else b += sz[i] * (double)sizeof(floatX);
+    }
+    return b;
+}
+// refuse, before allocating, a model whose weights do not fit in the memory the system has available
+// (Linux: MemAvailable in /proc/meminfo; elsewhere no check)
+static int memory_check(const char *path, double bytes, const char *what) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) return 0;
+    char line[256];
+    double avail = -1;
+    while (fgets(line, sizeof(line), f)) { long long kb; if (sscanf(line, "MemAvailable: %lld kB", &kb) == 1) avail = kb * 1024.0; }
+    fclose(f);
+    if (avail > 0 && bytes > avail)
+        return set_error(path, "needs %.1f GiB for its %s but %.1f GiB of memory are available (quantize it while loading: --quant nf4|int4|int8|hqq4)", bytes / 1073741824.0, what, avail / 1073741824.0);
+    return 0;
+}
+
 // read a serialized quantized tensor (layout in the file-format comment of load_bin) into t (allocated)
 static int qtensor_read(QTensor *t, FILE *f, const char *path) {
     size_t qb = qtensor_qbytes(t->type, t->n);
@@ -1525,6 +1666,9 @@ static int qtensor_read(QTensor *t, FILE *f, const char *path) {
             return set_error(path, "truncated quantized scales");
         for (size_t b = 0; b < n2; b++) if (!isfinite(t->absmax2[b])) return set_error(path, "non-finite quantization scale");
         if (!isfinite(t->offset)) return set_error(path, "non-finite quantization offset");
+    } else if (t->hscale) {
+        if (fread(t->hscale, 2, t->nblocks, f) != t->nblocks || fread(t->hzero, 2, t->nblocks, f) != t->nblocks) return set_error(path, "truncated quantized scales");
+        for (size_t b = 0; b < t->nblocks; b++) if (!isfinite(f16_to_f32(t->hscale[b])) || !isfinite(f16_to_f32(t->hzero[b]))) return set_error(path, "non-finite quantization scale or zero");
     } else if (t->scale16) {
         if (fread(t->scale16, 2, t->nblocks, f) != t->nblocks) return set_error(path, "truncated quantized scales");
         for (size_t b = 0; b < t->nblocks; b++) if (!isfinite(bf16_to_f32(t->scale16[b]))) return set_error(path, "non-finite quantization scale");
@@ -1547,6 +1691,10 @@ static int qtensor_read(QTensor *t, FILE *f, const char *path) {
 // scales (int4: max|w|/7; nf4: absmax), or with double quantization nblocks uint8 absmax codes,
 // ceil(nblocks/256) fp32 second-level absmax and one fp32 offset. Unlike v1/v2, the q/k rows of
 // versions 3 and 4 are stored in rotate-half order (as peft.c keeps them: no requantization on load).
+// Version 5 (HQQ): as version 3/4 with the group size at byte 37 (8..4096), flags at 41 (bit 1:
+// embeddings quantized) and the bits (4 or 8) at byte 42; each quantized tensor is its codes (4-bit:
+// (n+1)/2 bytes of nibbles, element 2i high; 8-bit: n bytes), then nblocks fp16 scales, then nblocks
+// fp16 zero points (w = (q - z) * s).
 static int load_bin(Model *m, const char *path, const QuantOpts *qo) {
     FILE *f = fopen(path, "rb");
     if (!f) return set_error(path, "cannot open: %s", strerror(errno));
@@ -1559,7 +1707,7 @@ static int load_bin(Model *m, const char *path, const QuantOpts *qo) {
     int32_t h[9] = { 0 };
     uint32_t magic = 0;
     if (fread(&magic, 4, 1, f) != 1) { fclose(f); return set_error(path, "truncated header"); }
-    int version = 0, gs = 0, flags = 0;
+    int version = 0, gs = 0, flags = 0, hqq_bits = 0;
     size_t header_size;
     if (magic == BIN_MAGIC) {
         unsigned char hdr[256];
@@ -1569,9 +1717,11 @@ static int load_bin(Model *m, const char *path, const QuantOpts *qo) {
         c->tied = hdr[36];
         if (version >= 2) memcpy(&gs, hdr + 37, 4);
         flags = hdr[41];
-        if (version < 1 || version > 4) { fclose(f); return set_error(path, "unsupported llama2.c checkpoint version %d (1 and 2 are supported, and peft.c's 3 and 4)", version); }
+        hqq_bits = hdr[42];
+        if (version < 1 || version > 5) { fclose(f); return set_error(path, "unsupported llama2.c checkpoint version %d (1 and 2 are supported, and peft.c's 3, 4 and 5)", version); }
         if (c->tied > 1) { fclose(f); return set_error(path, "bad shared_classifier flag %d", c->tied); }
-        if (version >= 3 && (gs != qtype_block[version == 3 ? QT_INT4 : QT_NF4] || flags > 3 || (version == 3 && (flags & 1)))) { fclose(f); return set_error(path, "bad block size %d or flags %d for version %d", gs, flags, version); }
+        if ((version == 3 || version == 4) && (gs != qtype_block[version == 3 ? QT_INT4 : QT_NF4] || flags > 3 || (version == 3 && (flags & 1)))) { fclose(f); return set_error(path, "bad block size %d or flags %d for version %d", gs, flags, version); }
+        if (version == 5 && (gs < 8 || gs > 4096 || (flags & ~2) || (hqq_bits != 4 && hqq_bits != 8))) { fclose(f); return set_error(path, "bad group size %d, flags %d or bits %d for version 5 (hqq)", gs, flags, hqq_bits); }
         header_size = 256;
     } else {
         memcpy(&h[0], &magic, 4);
@@ -1587,12 +1737,13 @@ static int load_bin(Model *m, const char *path, const QuantOpts *qo) {
     if (c->dim % c->n_heads) { fclose(f); return set_error(path, "dim %d is not a multiple of n_heads %d", c->dim, c->n_heads); }
     m->format = version == 0 ? FMT_BIN_LEGACY : version == 1 ? FMT_BIN_V1 : version == 2 ? FMT_BIN_V2 : FMT_BIN_Q4;
     // the stored quantization, and the one asked for
-    int st_type = version == 2 ? QT_INT8 : version == 3 ? QT_INT4 : version == 4 ? QT_NF4 : QT_NONE;
+    int st_type = version == 2 ? QT_INT8 : version == 3 ? QT_INT4 : version == 4 ? QT_NF4 : version == 5 ? (hqq_bits == 4 ? QT_HQQ4 : QT_HQQ8) : QT_NONE;
     int st_embed = version == 2 || (flags & 2), st_dq = flags & 1;
     int as_stored = !qo || qo->type < 0;
     m->quant = as_stored ? st_type : qo->type;
     m->quant_embed = m->quant ? (as_stored ? st_embed : qo->embed) : 0;
     m->quant_dq = m->quant == QT_NF4 ? (as_stored ? st_dq : qo->dq) : 0;
+    m->quant_bs = as_stored && version >= 3 ? gs : m->quant ? (qtype_hqq(m->quant) && qo && qo->gs ? qo->gs : qtype_block[m->quant]) : 0;
     size_t sz[NUM_PARAM_TENSORS];
     fill_in_parameter_sizes(sz, c);
     size_t L = (size_t)c->n_layers, HS = (size_t)c->head_dim;
@@ -1620,6 +1771,7 @@ static int load_bin(Model *m, const char *path, const QuantOpts *qo) {
             param_dims(c, i, &rows, &cols);
             QTensor t = { 0 };
             t.type = st_type; t.bs = gs; t.n = (size_t)rows * cols; t.nblocks = (t.n + gs - 1) / gs;
+            if (version == 5) t.hscale = (uint16_t *)&t; // only marks hqq for qtensor_bytes
             if (st_dq) t.qabsmax = (uint8_t *)&t; // only marks double quantization for qtensor_bytes
             expect += qtensor_bytes(&t) * (outer ? 1 : L);
         }
@@ -1628,6 +1780,7 @@ static int load_bin(Model *m, const char *path, const QuantOpts *qo) {
     }
     if ((size_t)fsize != expect) { fclose(f); return set_error(path, "file is %ld bytes but its header (dim %d, layers %d, vocab %d) implies %zu", fsize, c->dim, c->n_layers, c->vocab_size, expect); }
     if (model_mem_check(m, path)) { fclose(f); return -1; }
+    if (memory_check(path, model_bytes_estimate(m), m->quant ? "weights" : "fp32 weights")) { fclose(f); return -1; }
     model_alloc(m);
     ParameterTensors *p = &m->params;
     fseek(f, (long)header_size, SEEK_SET);
@@ -1652,7 +1805,8 @@ static int load_bin(Model *m, const char *path, const QuantOpts *qo) {
         for (size_t l = 0; l < count && !rc; l++) {
             QTensor *qd = outer ? (m->quant_embed ? (i == 0 ? &m->qembed : &m->qcls) : NULL) : (m->quant ? &m->qw[l * NUM_TARGETS + param_target(i)] : NULL);
             size_t chunk = (size_t)qtype_block[m->quant ? m->quant : 1] * 4096;
-            if (qd && i != 2 && i != 3 && per > chunk && (version <= 1 || (version >= 3 && outer && !st_embed))) {
+            // (not hqq: its optimiser stops on the error of the whole matrix, so it sees the whole matrix)
+            if (qd && i != 2 && i != 3 && per > chunk && !qtype_hqq(m->quant) && (version <= 1 || (version >= 3 && outer && !st_embed))) {
                 // a large fp32 matrix that needs no RoPE permutation: quantized in chunks of whole blocks
                 int rows, cols;
                 param_dims(c, i, &rows, &cols);
@@ -1691,14 +1845,14 @@ static int load_bin(Model *m, const char *path, const QuantOpts *qo) {
                 if (fread(q8, 1, per, f) != per) { rc = set_error(path, "truncated int8 weights"); break; }
                 if ((rc = fread_f32(s8, per / (size_t)gs, f, path, "int8 scales"))) break;
                 for (size_t j = 0; j < per; j++) tmp[j] = q8[j] * s8[j / (size_t)gs];
-            } else { // versions 3, 4: read the tensor; keep it when it is what was asked for
+            } else { // versions 3, 4, 5: read the tensor; keep it when it is what was asked for
                 int rows, cols;
                 param_dims(c, i, &rows, &cols);
                 QTensor t;
-                qtensor_alloc(&t, st_type, rows, cols, st_dq);
+                qtensor_alloc_bs(&t, st_type, rows, cols, st_dq, gs);
                 if ((rc = qtensor_read(&t, f, path))) { qtensor_free(&t); break; }
                 QTensor *dst = outer ? (m->quant_embed ? (i == 0 ? &m->qembed : &m->qcls) : NULL) : (m->quant ? &m->qw[l * NUM_TARGETS + param_target(i)] : NULL);
-                if (dst && m->quant == st_type && m->quant_dq == st_dq) { *dst = t; continue; }
+                if (dst && m->quant == st_type && m->quant_dq == st_dq && m->quant_bs == gs) { *dst = t; continue; }
                 float buf[4096];
                 for (size_t j = 0; j < per; j += 4096) {
                     size_t kk = per - j < 4096 ? per - j : 4096;
@@ -1794,6 +1948,60 @@ static int hf_read(Model *m, SafeTensors *st, int nfiles, const char *dir, const
     return 0;
 }
 
+// Low-memory loading: a matrix that is quantized is read and quantized in chunks of whole blocks
+// (1M values: a few MB of raw and float data), converted and quantized by all threads, so the
+// float matrix never exists; peak memory is the quantized model plus one chunk. (HQQ quantizes
+// whole matrices: its optimiser stops on the error of the whole matrix.)
+static int hf_read_quantized(Model *m, SafeTensors *st, int nfiles, const char *dir, const char *name, int pi, int l, int64_t d0, int64_t d1) {
+    STTensor *t = NULL;
+    int fi;
+    for (fi = 0; fi < nfiles && !(t = st_find(&st[fi], name)); fi++) {}
+    if (!t) return set_error(dir, "missing tensor '%s'", name);
+    int64_t shape[2] = { d0, d1 };
+    if (st_check_shape(&st[fi], t, 2, shape)) return -1;
+    if (m->hf_dtype < 0) m->hf_dtype = t->dtype;
+    if (qtype_hqq(m->quant) || (t->dtype != DT_F32 && t->dtype != DT_F16 && t->dtype != DT_BF16)) { // whole matrix
+        floatX *w = (floatX *)malloc_check((size_t)(d0 * d1) * sizeof(floatX));
+        int rc = st_read_floatX(&st[fi], t, w);
+        if (!rc) rc = model_put_matrix(m, pi, l, w, 0);
+        free(w);
+        return rc;
+    }
+    int target = param_target(pi);
+    QTensor *q = target >= 0 ? &m->qw[l * NUM_TARGETS + target] : (pi == 0 ? &m->qembed : &m->qcls);
+    qtensor_alloc_bs(q, m->quant, (int)d0, (int)d1, m->quant_dq, m->quant_bs);
+    memset(q->q, 0, qtensor_qbytes(q->type, q->n));
+    size_t es = dtype_sizes[t->dtype], chunk = (size_t)q->bs * 16384, n = q->n;
+    unsigned char *raw = (unsigned char *)malloc_check(chunk * es);
+    floatX *w = (floatX *)malloc_check(chunk * sizeof(floatX));
+    float *absmax = (float *)malloc_check(q->nblocks * sizeof(float));
+    int fd = fileno(st[fi].f), rc = 0;
+    for (size_t start = 0; start < n && !rc; start += chunk) {
+        size_t k = n - start < chunk ? n - start : chunk, want = k * es, got = 0;
+        off_t off = (off_t)(st[fi].data_start + t->begin + start * es);
+        while (got < want) {
+            ssize_t r = pread(fd, raw + got, want - got, off + (off_t)got);
+            if (r <= 0) { rc = set_error(st[fi].path, "tensor '%s': read failed", name); break; }
+            got += (size_t)r;
+        }
+        if (rc) break;
+        long bad = -1;
+        #pragma omp parallel for schedule(static) reduction(max:bad)
+        for (long i = 0; i < (long)k; i++) {
+            float v;
+            if (es == 4) memcpy(&v, raw + 4 * i, 4);
+            else { uint16_t h; memcpy(&h, raw + 2 * i, 2); v = t->dtype == DT_BF16 ? bf16_to_f32(h) : f16_to_f32(h); }
+            if (!isfinite(v)) bad = i; // (any one of them)
+            w[i] = (floatX)v;
+        }
+        if (bad >= 0) { rc = set_error(st[fi].path, "tensor '%s': non-finite value at index %zu", name, start + (size_t)bad); break; }
+        qtensor_quantize_blocks(q, w, start / q->bs, (start + k + q->bs - 1) / q->bs, absmax);
+    }
+    if (!rc) qtensor_quantize_absmax(q, absmax);
+    free(raw); free(w); free(absmax);
+    return rc;
+}
+
 static int load_hf(Model *m, const char *dir, const QuantOpts *qo) {
     char path[4096], cpath[4096];
     path_join(cpath, sizeof(cpath), dir, "config.json");
@@ -1837,18 +2045,17 @@ static int load_hf(Model *m, const char *dir, const QuantOpts *qo) {
     m->quant = qo && qo->type > 0 ? qo->type : QT_NONE;
     m->quant_embed = m->quant ? qo->embed : 0;
     m->quant_dq = m->quant == QT_NF4 ? qo->dq : 0;
-    if (!rc) rc = model_mem_check(m, dir);
+    m->quant_bs = m->quant ? (qtype_hqq(m->quant) && qo->gs ? qo->gs : qtype_block[m->quant]) : 0;
+    if (!rc) rc = model_mem_check(m, dir); // before allocating
     if (!rc) {
         model_alloc(m);
-        size_t maxm = (size_t)c->dim * (size_t)(c->vocab_size > c->hidden_dim ? c->vocab_size : c->hidden_dim);
-        if ((size_t)c->n_heads * c->head_dim * c->dim > maxm) maxm = (size_t)c->n_heads * c->head_dim * c->dim;
-        floatX *tmp = m->quant ? (floatX *)malloc_check(maxm * sizeof(floatX)) : NULL;
+        floatX *tmp = NULL;
         int qe = m->quant && m->quant_embed;
         ParameterTensors *p = &m->params;
         int64_t C = c->dim, H = c->hidden_dim, V = c->vocab_size, QD = (int64_t)c->n_heads * c->head_dim, KD = (int64_t)c->n_kv_heads * c->head_dim;
         m->hf_dtype = -1;
-        rc = hf_read(m, st, nfiles, dir, "model.embed_tokens.weight", qe ? tmp : p->embed, V, C);
-        if (!rc && qe) rc = model_put_matrix(m, 0, 0, tmp, 0);
+        if (qe) rc = hf_read_quantized(m, st, nfiles, dir, "model.embed_tokens.weight", 0, 0, V, C);
+        else rc = hf_read(m, st, nfiles, dir, "model.embed_tokens.weight", p->embed, V, C);
         for (int l = 0; l < c->n_layers && !rc; l++) {
             const char *sub[9] = { "input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "post_attention_layernorm", "mlp.gate_proj", "mlp.down_proj", "mlp.up_proj" };
             floatX *d[9] = { p->rms_att + l * C, p->wq + l * QD * C, p->wk + l * KD * C, p->wv + l * KD * C, p->wo + l * C * QD, p->rms_ffn + l * C, p->w1 + l * H * C, p->w2 + l * C * H, p->w3 + l * H * C };
@@ -1857,13 +2064,13 @@ static int load_hf(Model *m, const char *dir, const QuantOpts *qo) {
                 char name[128];
                 snprintf(name, sizeof(name), "model.layers.%d.%s.weight", l, sub[k]);
                 int pi = k + 1, q = m->quant && param_target(pi) >= 0; // ParameterTensors index k + 1
-                rc = hf_read(m, st, nfiles, dir, name, q ? tmp : d[k], sh[k][0], sh[k][1]);
-                if (!rc && q) rc = model_put_matrix(m, pi, l, tmp, 0);
+                if (q) rc = hf_read_quantized(m, st, nfiles, dir, name, pi, l, sh[k][0], sh[k][1]);
+                else rc = hf_read(m, st, nfiles, dir, name, d[k], sh[k][0], sh[k][1]);
             }
         }
         if (!rc) rc = hf_read(m, st, nfiles, dir, "model.norm.weight", p->rms_final, C, 0);
-        if (!rc && !c->tied) rc = hf_read(m, st, nfiles, dir, "lm_head.weight", qe ? tmp : p->wcls, V, C);
-        if (!rc && !c->tied && qe) rc = model_put_matrix(m, 11, 0, tmp, 0);
+        if (!rc && !c->tied && qe) rc = hf_read_quantized(m, st, nfiles, dir, "lm_head.weight", 11, 0, V, C);
+        else if (!rc && !c->tied) rc = hf_read(m, st, nfiles, dir, "lm_head.weight", p->wcls, V, C);
         free(tmp);
         if (rc) model_free(m);
     }
@@ -1999,10 +2206,12 @@ static void qtensor_write(AtomicFile *af, const QTensor *t) {
         atomic_write(af, t->qabsmax, t->nblocks);
         atomic_write(af, t->absmax2, (t->nblocks + DQ_BLOCK - 1) / DQ_BLOCK * sizeof(float));
         atomic_write(af, &t->offset, sizeof(float));
-    } else if (t->scale16) atomic_write(af, t->scale16, t->nblocks * 2);
+    } else if (t->hscale) { atomic_write(af, t->hscale, t->nblocks * 2); atomic_write(af, t->hzero, t->nblocks * 2); }
+    else if (t->scale16) atomic_write(af, t->scale16, t->nblocks * 2);
     else atomic_write(af, t->scale, t->nblocks * sizeof(float));
 }
-static int model_save_quant(Model *m, const char *path, int type, int embed, int dq) {
+// bs: the hqq group size (0: 64); the other formats have fixed blocks
+static int model_save_quant(Model *m, const char *path, int type, int embed, int dq, int bs) {
     Config *c = &m->config;
     ParameterTensors *p = &m->params;
     size_t sz[NUM_PARAM_TENSORS];
@@ -2012,12 +2221,14 @@ static int model_save_quant(Model *m, const char *path, int type, int embed, int
     AtomicFile af;
     if (atomic_open(&af, path)) return -1;
     unsigned char hdr[256] = { 0 };
-    uint32_t magic = BIN_MAGIC; int32_t version = type == QT_INT8 ? 2 : type == QT_INT4 ? 3 : 4, gs = qtype_block[type];
+    if (!qtype_hqq(type) || bs <= 0) bs = qtype_block[type];
+    uint32_t magic = BIN_MAGIC; int32_t version = type == QT_INT8 ? 2 : type == QT_INT4 ? 3 : type == QT_NF4 ? 4 : 5, gs = bs;
     int32_t h[7] = { c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->vocab_size, c->seq_len };
     memcpy(hdr, &magic, 4); memcpy(hdr + 4, &version, 4); memcpy(hdr + 8, h, sizeof(h));
     hdr[36] = (unsigned char)c->tied;
     memcpy(hdr + 37, &gs, 4);
     if (type != QT_INT8) hdr[41] = (unsigned char)((dq ? 1 : 0) | (embed ? 2 : 0));
+    if (qtype_hqq(type)) hdr[42] = type == QT_HQQ4 ? 4 : 8;
     atomic_write(&af, hdr, 256);
     write_f32s(&af, p->rms_att, sz[1]);
     write_f32s(&af, p->rms_ffn, sz[6]);
@@ -2032,12 +2243,12 @@ static int model_save_quant(Model *m, const char *path, int type, int embed, int
         param_dims(c, i, &rows, &cols);
         for (int l = 0; l < (outer ? 1 : c->n_layers) && !rc; l++) {
             const QTensor *have = outer ? (m->quant_embed ? (i == 0 ? &m->qembed : &m->qcls) : NULL) : (m->quant ? &m->qw[l * NUM_TARGETS + param_target(i)] : NULL);
-            if (type != QT_INT8 && have && have->type == type && (have->qabsmax != NULL) == dq && (!outer || embed)) { qtensor_write(&af, have); continue; }
+            if (type != QT_INT8 && have && have->type == type && have->bs == bs && (have->qabsmax != NULL) == dq && (!outer || embed)) { qtensor_write(&af, have); continue; }
             model_get_matrix(tmp, m, i, l);
             if (outer && !embed) { write_f32s(&af, tmp, (size_t)rows * cols); continue; }
             if (type == QT_INT8 && (i == 2 || i == 3)) permute_rope_rows(tmp, i == 2 ? c->n_heads : c->n_kv_heads, c->head_dim, c->dim, 0);
             QTensor t;
-            qtensor_alloc(&t, type, rows, cols, dq);
+            qtensor_alloc_bs(&t, type, rows, cols, dq, bs);
             char what[64];
             snprintf(what, sizeof(what), "%s of layer %d", param_names[i], l);
             if (!(rc = qtensor_quantize(&t, tmp, path, what))) {
@@ -2487,6 +2698,8 @@ static void tokenizer_free(Tokenizer *t) {
 // ----------------------------------------------------------------------------
 // tokenizer: loading llama2.c's tokenizer.bin
 
+#define TOK_ADDED_SCORE -1e30f
+static void tok_sort_added(Tokenizer *t);
 static int tokenizer_load_bin(Tokenizer *t, const char *path, int model_vocab_size) {
     size_t size;
     char *buf = read_file(path, &size, (size_t)1 << 30);
@@ -2529,6 +2742,16 @@ static int tokenizer_load_bin(Tokenizer *t, const char *path, int model_vocab_si
         tok_lookup_insert(t, id);
     }
     free(buf);
+    // special tokens added by peft.c (train --new-special-tokens) carry the score TOK_ADDED_SCORE: they are
+    // matched whole in the text, like a tokenizer.json's added special tokens, and never merged
+    t->added = (int *)malloc_check((size_t)count * sizeof(int));
+    for (int id = 0; id < count; id++)
+        if (scores[id] <= TOK_ADDED_SCORE && t->piece_len[id] > 0) {
+            t->attr[id] = PIECE_CONTROL;
+            t->added[t->n_added++] = id;
+            t->added_first[(unsigned char)t->pieces[id][0]] = 1;
+        }
+    tok_sort_added(t);
     tok_find_byte_pieces(t);
     t->unk_id = tok_lookup(t, "<unk>", 5);
     t->bos_id = tok_lookup(t, "\n<s>\n", 5);
@@ -2973,11 +3196,12 @@ static size_t tok_word_end(const Tokenizer *t, const char *s, size_t n, const ch
         if (!memcmp(s + i, space, sl) && !(i >= sl && !memcmp(s + i - sl, space, sl))) return i;
     return n;
 }
-static void encode_llama2c(const Tokenizer *t, const char *text, size_t len, TokWork *w, TokOut *o) {
+// first: the text starts the input (the dummy prefix space goes before it; not after an added token)
+static void encode_llama2c(const Tokenizer *t, const char *text, size_t len, int first, TokWork *w, TokOut *o) {
     for (size_t start = 0, end; start < len; start = end) {
         end = start + tok_word_end(t, text + start, len - start, " ", 1);
         tok_work_reserve(w, end - start + 1);
-        int n = bpe_merge(t, w, llama2c_symbols(t, text + start, end - start, start == 0, w->ids));
+        int n = bpe_merge(t, w, llama2c_symbols(t, text + start, end - start, start == 0 && first, w->ids));
         for (int i = 0; i < n; i++) tok_emit(o, w->ids[i]);
     }
 }
@@ -3137,8 +3361,18 @@ static int tokenizer_encode(const Tokenizer *t, const char *text, size_t len, in
     if (len > TOK_MAX_TEXT) return set_error(t->path, "text of %zu bytes is too long to encode at once (limit %zu)", len, TOK_MAX_TEXT);
     memset(&w, 0, sizeof(w));
     if (bos && t->bos_id >= 0) tok_emit(&o, t->bos_id);
-    if (t->kind == TOK_LLAMA2C) {
-        encode_llama2c(t, text, len, &w, &o);
+    if (t->kind == TOK_LLAMA2C && !t->n_added) {
+        encode_llama2c(t, text, len, 1, &w, &o);
+    } else if (t->kind == TOK_LLAMA2C) { // with added special tokens (train --new-special-tokens): matched whole
+        size_t start = 0;
+        for (size_t i = 0, k; i < len; i += k ? k : 1) {
+            int id;
+            if ((k = match_added(t, text, len, i, &id)) == 0) continue;
+            encode_llama2c(t, text + start, i - start, start == 0, &w, &o);
+            tok_emit(&o, id);
+            start = i + k;
+        }
+        encode_llama2c(t, text + start, len - start, start == 0, &w, &o);
     } else {
         size_t start = 0;
         for (size_t i = 0, k; i < len; i += k ? k : 1) {
@@ -3688,10 +3922,40 @@ static void dora_backward(floatX *dmag, floatX *t, floatX *z, const floatX *dout
         z[i] = dout[i] * (g - 1);
     }
 }
+// QDoRA: the same norm on a quantized base, each row of W dequantized in turn (no float copy of W)
+static void dora_weight_norm_q(floatX *wnorm, const QTensor *W, const LoraModule *lm) {
+    ON_GPU(gpu_dora_weight_norm_q(wnorm, QT_FIELDS(W), lm->A, lm->B, lm->scale, lm->r, lm->in, lm->out));
+    float *scratch = qrow_reserve((size_t)lm->in);
+    #pragma omp parallel for schedule(static)
+    for (int o = 0; o < lm->out; o++) {
+        float *row = scratch + (size_t)thread_id() * lm->in;
+        qtensor_dequant(row, W, (size_t)o * lm->in, (size_t)lm->in);
+        double ss = 0;
+        for (int x = 0; x < lm->in; x++) {
+            double v = row[x];
+            for (int k = 0; k < lm->r; k++) v += (double)lm->scale * lm->B[(size_t)o * lm->r + k] * lm->A[(size_t)k * lm->in + x];
+            ss += v * v;
+        }
+        wnorm[o] = (floatX)sqrt(ss);
+    }
+}
+static void dora_weight_norm_w(floatX *wnorm, Weight W, const LoraModule *lm) {
+    if (W.q) dora_weight_norm_q(wnorm, W.q, lm);
+    else dora_weight_norm(wnorm, W.f, lm);
+}
+// out = inp W^T and dinp += dout W for a float or quantized base weight (the DoRA terms)
+static void weight_matmul_forward(floatX *out, const floatX *inp, Weight W, int N, int C, int OC) {
+    if (W.q) qmatmul_forward(out, inp, W.q, N, C, OC);
+    else matmul_forward(out, inp, W.f, N, C, OC);
+}
+static void weight_matmul_backward_inp(floatX *dinp, const floatX *dout, Weight W, int N, int C, int OC) {
+    if (W.q) qmatmul_backward(dinp, dout, W.q, N, C, OC);
+    else matmul_backward(dinp, NULL, dout, NULL, W.f, N, C, OC);
+}
 
 // out (which holds x W^T) += the adapter's part. inp is (N,in), out is (N,out), W is (out,in).
 // new_mask: draw a fresh dropout mask (training); otherwise reuse lm->mask (recompute) when present.
-static void lora_forward(floatX *out, const floatX *inp, const floatX *W, LoraModule *lm, int N, float dropout, int new_mask, uint64_t *rng) {
+static void lora_forward(floatX *out, const floatX *inp, Weight W, LoraModule *lm, int N, float dropout, int new_mask, uint64_t *rng) {
     const floatX *x = inp;
     if (lm->mask) {
         uint64_t seed = 0;
@@ -3703,21 +3967,21 @@ static void lora_forward(floatX *out, const floatX *inp, const floatX *W, LoraMo
     matmul_forward(lora_scratch.t, lm->u, lm->B, N, lm->r, lm->out); // t = u B^T  (N, out)
     floatX s = (floatX)lm->scale;
     if (!lm->mag) { add_scaled(out, lora_scratch.t, s, (size_t)N * lm->out); return; }
-    if (!lm->wnorm_fixed) dora_weight_norm(lm->wnorm, W, lm);
+    if (!lm->wnorm_fixed) dora_weight_norm_w(lm->wnorm, W, lm);
     const floatX *base = out; // xd W^T: the base output itself without dropout
-    if (lm->mask) { matmul_forward(lora_scratch.z, x, W, N, lm->in, lm->out); base = lora_scratch.z; }
+    if (lm->mask) { weight_matmul_forward(lora_scratch.z, x, W, N, lm->in, lm->out); base = lora_scratch.z; }
     dora_forward(out, base, lora_scratch.t, lm->mag, lm->wnorm, s, N, lm->out);
 }
 // LoRA: dB += scale * dout^T u; du = scale * dout B; dA += du^T xd; dinp += (du A) * mask.
 // DoRA: dmag += sum_n dout * (xd W^T + scale u B^T) / wnorm; the LoRA path sees dout * g, and
 // dinp also gets ((g - 1) * dout) W through the dropout mask.
-static void lora_backward(floatX *dinp, const floatX *dout, const floatX *inp, const floatX *W, LoraModule *lm, int N) {
+static void lora_backward(floatX *dinp, const floatX *dout, const floatX *inp, Weight W, LoraModule *lm, int N) {
     size_t nr = (size_t)N * lm->r, nin = (size_t)N * lm->in;
     floatX s = (floatX)lm->scale;
     const floatX *x = inp, *dy = dout;
     if (lm->mask) { dropout_forward(lora_scratch.xd, lm->mask, inp, nin, 0, 0, 0); x = lora_scratch.xd; }
     if (lm->mag) {
-        matmul_forward(lora_scratch.z, x, W, N, lm->in, lm->out);        // z = xd W^T
+        weight_matmul_forward(lora_scratch.z, x, W, N, lm->in, lm->out); // z = xd W^T
         matmul_forward(lora_scratch.t, lm->u, lm->B, N, lm->r, lm->out); // t = u B^T
         dora_backward(lm->dmag, lora_scratch.t, lora_scratch.z, dout, lm->mag, lm->wnorm, s, N, lm->out);
         dy = lora_scratch.t;
@@ -3735,7 +3999,7 @@ static void lora_backward(floatX *dinp, const floatX *dout, const floatX *inp, c
     floatX *dx = dinp;
     if (lm->mask) { dx = lora_scratch.dxd; tensor_zero(dx, nin); }
     matmul_backward(dx, NULL, du, NULL, lm->A, N, lm->in, lm->r);          // dxd += du A
-    if (lm->mag) matmul_backward(dx, NULL, lora_scratch.z, NULL, W, N, lm->in, lm->out); // dxd += ((g-1) dy) W
+    if (lm->mag) weight_matmul_backward_inp(dx, lora_scratch.z, W, N, lm->in, lm->out); // dxd += ((g-1) dy) W
     if (lm->mask) add_masked(dinp, dx, lm->mask, nin);
 }
 
@@ -3754,16 +4018,16 @@ static int kernels_done(int rc) {
 }
 
 // a linear layer with an optional LoRA: out = inp W^T (+ LoRA)
-// The base weight is float or quantized (then frozen: no dweight, and no DoRA, which needs W itself).
+// The base weight is float or quantized (then frozen: no dweight; QDoRA reads W a dequantized row at a time).
 static void linear_forward(floatX *out, const floatX *inp, Weight w, LoraModule *lm, int N, int C, int OC, float dropout, int new_mask, uint64_t *rng) {
     if (w.q) qmatmul_forward(out, inp, w.q, N, C, OC);
     else matmul_forward(out, inp, w.f, N, C, OC);
-    if (lm && lm->r) lora_forward(out, inp, w.f, lm, N, dropout, new_mask, rng);
+    if (lm && lm->r) lora_forward(out, inp, w, lm, N, dropout, new_mask, rng);
 }
 static void linear_backward(floatX *dinp, floatX *dweight, const floatX *dout, const floatX *inp, Weight w, LoraModule *lm, int N, int C, int OC) {
     if (w.q) { if (dinp) qmatmul_backward(dinp, dout, w.q, N, C, OC); }
     else matmul_backward(dinp, dweight, dout, inp, w.f, N, C, OC);
-    if (lm && lm->r) lora_backward(dinp, dout, inp, w.f, lm, N);
+    if (lm && lm->r) lora_backward(dinp, dout, inp, w, lm, N);
 }
 
 // out = embed[tokens]: out is (N,C)
@@ -3774,7 +4038,13 @@ static void encoder_forward(floatX *out, const int *tokens, const floatX *embed,
 // out = the dequantized embedding rows of tokens, from a quantized (V,C) table: out is (N,C)
 static void encoder_forward_q(floatX *out, const int *tokens, const QTensor *embed, int N, int C) {
     ON_GPU(gpu_encoder_forward_q(out, tokens, QT_FIELDS(embed), N, C));
-    for (int n = 0; n < N; n++) qtensor_dequant(out + (size_t)n * C, embed, (size_t)tokens[n] * C, (size_t)C);
+    float buf[1024];
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < C; c += 1024) {
+            int k = C - c < 1024 ? C - c : 1024;
+            qtensor_dequant(buf, embed, (size_t)tokens[n] * C + c, (size_t)k);
+            for (int j = 0; j < k; j++) out[(size_t)n * C + c + j] = buf[j];
+        }
 }
 // dembed[token] += dout
 static void encoder_backward(floatX *dembed, const floatX *dout, const int *tokens, int N, int C) {
@@ -4808,7 +5078,7 @@ static void lora_init_dora(Lora *lo, Model *model) {
     for (int i = 0; i < lo->n_layers * NUM_TARGETS; i++) {
         LoraModule *m = &lo->mods[i];
         if (!m->r || !m->mag) continue;
-        dora_weight_norm(m->mag, model_weight(model, i / NUM_TARGETS, i % NUM_TARGETS), m);
+        dora_weight_norm_w(m->mag, layer_weight(model, i / NUM_TARGETS, i % NUM_TARGETS), m);
     }
 }
 
@@ -5683,6 +5953,172 @@ static void examples_fill_row(const Examples *ex, int e, int *inp, int *tgt, int
 }
 
 // ----------------------------------------------------------------------------
+// New special tokens (LLaMA-Factory's --new-special-tokens with resize_vocab): the tokens are added to
+// the tokenizer (ids from its size on), the embedding and classifier grow to the new vocabulary with
+// the new rows set to the mean of the existing rows, training updates those rows (besides the LoRA
+// weights), and the adapter saves the grown embed_tokens and lm_head as modules_to_save, which PEFT
+// loads onto a base resized with transformers' resize_token_embeddings.
+
+// grow the vocabulary to V2 rows; new rows of the embedding (and an untied classifier) = the mean row
+static int model_resize_vocab(Model *m, int V2) {
+    Config *c = &m->config;
+    int V = c->vocab_size;
+    if (V2 <= V) return 0;
+    if (m->quant && m->quant_embed) return set_error(m->path, "cannot grow quantized embeddings (load without --quant-embeddings)");
+    if (V2 > 4000000) return set_error(m->path, "vocabulary of %d is too large", V2);
+    Model e = *m;
+    e.config.vocab_size = V2;
+    e.qw = NULL;
+    model_alloc(&e);
+    if (m->quant) { free(e.qw); e.qw = m->qw; }
+    ParameterTensors *p = &m->params, *q = &e.params;
+    floatX *src[NUM_PARAM_TENSORS] = { p->embed, p->rms_att, p->wq, p->wk, p->wv, p->wo, p->rms_ffn, p->w1, p->w2, p->w3, p->rms_final, p->wcls };
+    floatX *dst[NUM_PARAM_TENSORS] = { q->embed, q->rms_att, q->wq, q->wk, q->wv, q->wo, q->rms_ffn, q->w1, q->w2, q->w3, q->rms_final, q->wcls };
+    size_t C = (size_t)c->dim;
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        if (!m->param_sizes[i]) continue;
+        memcpy(dst[i], src[i], m->param_sizes[i] * sizeof(floatX));
+        if (i == 0 || i == 11) {
+            for (size_t x = 0; x < C; x++) {
+                double mean = 0;
+                for (int v = 0; v < V; v++) mean += src[i][(size_t)v * C + x];
+                mean /= V;
+                for (int v = V; v < V2; v++) dst[i][(size_t)v * C + x] = (floatX)mean;
+            }
+        }
+    }
+    free(m->params_memory);
+    *m = e;
+    return 0;
+}
+
+// Write the tokenizer at src with n new special tokens (ids first_id...) into dir, in src's format:
+// a tokenizer.json gets them in "added_tokens" (special, not normalized); a llama2.c tokenizer.bin gets
+// them appended with the score TOK_ADDED_SCORE. out: the path written.
+static int tokenizer_write_added(const char *src, const char *dir, char **toks, int n, int first_id, char *out, size_t outn) {
+    size_t len;
+    char *text = read_file(src, &len, (size_t)1 << 30);
+    if (!text) return -1;
+    int is_json = len > 0 && text[0] != 0 && strstr(src, ".json") != NULL;
+    if (mkdir_p(dir)) { free(text); return -1; }
+    path_join(out, outn, dir, is_json ? "tokenizer.json" : "tokenizer.bin");
+    AtomicFile af;
+    if (atomic_open(&af, out)) { free(text); return -1; }
+    if (is_json) {
+        StrBuf add = { 0 };
+        for (int k = 0; k < n; k++) {
+            sb_printf(&add, "%s\n    {\"id\": %d, \"content\": ", k ? "," : "", first_id + k);
+            sb_json_string(&add, toks[k]);
+            sb_puts(&add, ", \"single_word\": false, \"lstrip\": false, \"rstrip\": false, \"normalized\": false, \"special\": true}");
+        }
+        // after the '[' of the top-level "added_tokens" (or a new key after the opening '{')
+        char *key = strstr(text, "\"added_tokens\"");
+        char *at = key ? key + 14 : NULL;
+        while (at && (*at == ' ' || *at == '\n' || *at == '\r' || *at == '\t' || *at == ':')) at++;
+        if (at && *at == '[') {
+            char *q = at + 1;
+            while (*q == ' ' || *q == '\n' || *q == '\r' || *q == '\t') q++;
+            atomic_write(&af, text, (size_t)(at + 1 - text));
+            atomic_write(&af, add.s, add.n);
+            if (*q != ']') atomic_write(&af, ",", 1);
+            atomic_write(&af, at + 1, len - (size_t)(at + 1 - text));
+        } else {
+            char *brace = strchr(text, '{');
+            if (!brace) { free(add.s); free(text); fclose(af.f); remove(af.tmp); return set_error(src, "not a JSON object"); }
+            atomic_write(&af, text, (size_t)(brace + 1 - text));
+            atomic_write(&af, "\n  \"added_tokens\": [", 19);
+            atomic_write(&af, add.s, add.n);
+            atomic_write(&af, "],", 2);
+            atomic_write(&af, brace + 1, len - (size_t)(brace + 1 - text));
+        }
+        free(add.s);
+    } else {
+        int32_t max_len;
+        memcpy(&max_len, text, 4);
+        for (int k = 0; k < n; k++) if ((int32_t)strlen(toks[k]) > max_len) max_len = (int32_t)strlen(toks[k]);
+        atomic_write(&af, &max_len, 4);
+        atomic_write(&af, text + 4, len - 4);
+        for (int k = 0; k < n; k++) {
+            float score = TOK_ADDED_SCORE;
+            int32_t l = (int32_t)strlen(toks[k]);
+            atomic_write(&af, &score, 4); atomic_write(&af, &l, 4); atomic_write(&af, toks[k], (size_t)l);
+        }
+    }
+    free(text);
+    return atomic_commit(&af);
+}
+
+// the vocabulary of an adapter's modules_to_save weights (rows of embed_tokens / lm_head), 0 if none
+static int adapter_vocab_size(const char *dir) {
+    char path[4096];
+    path_join(path, sizeof(path), dir, "adapter_model.safetensors");
+    SafeTensors st;
+    if (!file_exists(path) || st_open(&st, path)) return 0;
+    int v = 0;
+    for (int k = 0; k < st.n; k++) if (saved_module_key(st.t[k].name) && st.t[k].ndim == 2 && st.t[k].shape[0] > v && st.t[k].shape[0] <= 4000000) v = (int)st.t[k].shape[0];
+    st_close(&st);
+    return v;
+}
+// adapters trained with new tokens: grow the base to their vocabulary, and take their tokenizer
+// (tokenizer.json or tokenizer.bin beside the adapter) unless -z gave one. dirs: adapter folders.
+static void adapters_prepare_vocab(Model *m, const char *const *dirs, int n, const char **zpath, char *zbuf, size_t zn) {
+    for (int k = 0; k < n; k++) {
+        int v = adapter_vocab_size(dirs[k]);
+        if (v > m->config.vocab_size) {
+            fprintf(stderr, "%s: vocabulary %d (new tokens): the base grows from %d\n", dirs[k], v, m->config.vocab_size);
+            if (model_resize_vocab(m, v)) fatal_error();
+        }
+        if (v > 0 && !*zpath) { // an adapter with its own embeddings: the tokenizer saved beside it
+            const char *names[2] = { "tokenizer.json", "tokenizer.bin" };
+            for (int j = 0; j < 2 && !*zpath; j++) { path_join(zbuf, zn, dirs[k], names[j]); if (file_exists(zbuf)) *zpath = zbuf; }
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------
+// LLaMA Pro block expansion (Wu et al. 2024; LLaMA-Factory's scripts/llama_pro.py): L layers and N new
+// blocks (L % N == 0, split = L / N): after every split-th original layer insert a copy of it whose
+// o_proj and down_proj are zero, so the new block adds nothing to the residual stream and the expanded
+// model computes the same logits. Layer ids in the expanded model: the new blocks are those l with
+// (l + 1) % (split + 1) == 0. Training then updates only them (--finetuning-type llama-pro).
+#define MAX_EXPAND 128
+static int llama_pro_is_new(int l, int L_expanded, int n_expand) {
+    int stride = L_expanded / n_expand;
+    return (l + 1) % stride == 0;
+}
+static int model_expand_llama_pro(Model *m, int n_expand) {
+    Config *c = &m->config;
+    int L = c->n_layers;
+    if (m->quant) return set_error(m->path, "LLaMA Pro needs a float model (--quant none)");
+    if (n_expand < 1 || n_expand > MAX_EXPAND || L % n_expand) return set_error(m->path, "--expand %d must divide the model's %d layers (at most %d)", n_expand, L, MAX_EXPAND);
+    Model e = *m;
+    e.config.n_layers = L + n_expand;
+    e.qw = NULL;
+    model_alloc(&e);
+    ParameterTensors *p = &m->params, *q = &e.params;
+    floatX *src[NUM_PARAM_TENSORS] = { p->embed, p->rms_att, p->wq, p->wk, p->wv, p->wo, p->rms_ffn, p->w1, p->w2, p->w3, p->rms_final, p->wcls };
+    floatX *dst[NUM_PARAM_TENSORS] = { q->embed, q->rms_att, q->wq, q->wk, q->wv, q->wo, q->rms_ffn, q->w1, q->w2, q->w3, q->rms_final, q->wcls };
+    int split = L / n_expand;
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        if (!m->param_sizes[i]) continue;
+        if (i < 1 || i > 9) { memcpy(dst[i], src[i], m->param_sizes[i] * sizeof(floatX)); continue; }
+        size_t per = m->param_sizes[i] / (size_t)L;
+        int k = 0;
+        for (int l = 0; l < L; l++) {
+            memcpy(dst[i] + per * k++, src[i] + per * l, per * sizeof(floatX));
+            if ((l + 1) % split == 0) { // the inserted copy; its output projections are zero
+                if (i == 5 || i == 8) memset(dst[i] + per * k, 0, per * sizeof(floatX));
+                else memcpy(dst[i] + per * k, src[i] + per * l, per * sizeof(floatX));
+                k++;
+            }
+        }
+    }
+    free(m->params_memory);
+    *m = e;
+    return 0;
+}
+
+// ----------------------------------------------------------------------------
 // data and training: tokenized text, AdamW, the training loop, checkpoints, evaluation
 
 // Tokenize a UTF-8 text file: documents are separated by blank lines, each starts with BOS.
@@ -5742,17 +6178,18 @@ static void adamw_update(floatX *params, const floatX *grads, floatX *m, floatX 
     }
 }
 
-// The trainable parameters as contiguous segments (param, grad): LoRA's one block, or model tensors.
+// The trainable parameters as contiguous segments (param, grad): LoRA's one block, or model tensors
+// (LLaMA Pro: the 9 per-layer tensors of each inserted block).
 typedef struct { floatX *p, *g; size_t n; } Segment;
 typedef struct {
-    Segment seg[NUM_PARAM_TENSORS + 1];
+    Segment seg[NUM_PARAM_TENSORS + 1 + 9 * MAX_EXPAND];
     int nseg;
     size_t total;
     floatX *m, *v;   // AdamW moments, (total) each, in segment order
 } Trainable;
 
-enum { TUNE_LORA, TUNE_FREEZE, TUNE_FULL };
-static const char *tune_names[] = { "lora", "freeze", "full" };
+enum { TUNE_LORA, TUNE_FREEZE, TUNE_FULL, TUNE_LLAMA_PRO };
+static const char *tune_names[] = { "lora", "freeze", "full", "llama-pro" };
 
 // freeze: the last n_train layers' weights; full: every weight.
 static void trainable_init(Trainable *tr, Model *m, ParameterTensors *g, Lora *lo, int mode, int layer_from) {
@@ -5779,9 +6216,31 @@ static void trainable_init(Trainable *tr, Model *m, ParameterTensors *g, Lora *l
     tensor_mirror(tr->m, tr->total * sizeof(floatX)); // saved and restored by checkpoints
     tensor_mirror(tr->v, tr->total * sizeof(floatX));
 }
+// LLaMA Pro: the per-layer tensors (norms and the seven matrices) of the layers with train[l] set
+static void trainable_init_layers(Trainable *tr, Model *m, ParameterTensors *g, const int *train) {
+    memset(tr, 0, sizeof(*tr));
+    floatX *pp[NUM_PARAM_TENSORS] = { m->params.embed, m->params.rms_att, m->params.wq, m->params.wk, m->params.wv, m->params.wo, m->params.rms_ffn, m->params.w1, m->params.w2, m->params.w3, m->params.rms_final, m->params.wcls };
+    floatX *gp[NUM_PARAM_TENSORS] = { g->embed, g->rms_att, g->wq, g->wk, g->wv, g->wo, g->rms_ffn, g->w1, g->w2, g->w3, g->rms_final, g->wcls };
+    int L = m->config.n_layers;
+    for (int l = 0; l < L; l++) {
+        if (!train[l]) continue;
+        for (int i = 1; i <= 9; i++) {
+            size_t per = m->param_sizes[i] / (size_t)L;
+            if (tr->nseg == (int)(sizeof(tr->seg) / sizeof(tr->seg[0]))) fatal("too many trainable layers");
+            tr->seg[tr->nseg].p = pp[i] + per * l; tr->seg[tr->nseg].g = gp[i] + per * l; tr->seg[tr->nseg].n = per;
+            tr->nseg++;
+        }
+    }
+    for (int i = 0; i < tr->nseg; i++) tr->total += tr->seg[i].n;
+    tr->m = (floatX *)calloc_check(tr->total, sizeof(floatX));
+    tr->v = (floatX *)calloc_check(tr->total, sizeof(floatX));
+    tensor_mirror(tr->m, tr->total * sizeof(floatX));
+    tensor_mirror(tr->v, tr->total * sizeof(floatX));
+}
 static void trainable_free(Trainable *tr) { tensor_unmirror(tr->m); tensor_unmirror(tr->v); free(tr->m); free(tr->v); }
-// one more trainable tensor (LoRA's modules_to_save), with zeroed AdamW moments
+// one more trainable tensor (LoRA's modules_to_save; new special tokens' rows), with zeroed AdamW moments
 static void trainable_add(Trainable *tr, floatX *p, floatX *g, size_t n) {
+    if (tr->nseg == (int)(sizeof(tr->seg) / sizeof(tr->seg[0]))) fatal("too many trainable segments");
     tr->seg[tr->nseg].p = p; tr->seg[tr->nseg].g = g; tr->seg[tr->nseg].n = n; tr->nseg++;
     tensor_unmirror(tr->m); tensor_unmirror(tr->v);
     tr->m = (floatX *)realloc_check(tr->m, (tr->total + n) * sizeof(floatX));
@@ -5907,6 +6366,10 @@ typedef struct {
     int mode, B, T, steps, warmup, grad_accum, eval_every, save_every, eval_batches, schedule, freeze_layers, checkpoint_acts, log_every, bench;
     int format, tpl, cutoff_len, train_on_prompt;   // instruction data (DATA_ALPACA / DATA_SHAREGPT): template, truncation
     int mts;                                         // modules_to_save: bit 0 embed_tokens, bit 1 lm_head (fully trained)
+    int expand;          // LLaMA Pro: blocks inserted (the model is already expanded when train() runs)
+    const char *new_tokens; // --new-special-tokens "a,b": added before train() runs
+    int nst_first, nst_count; // their ids: nst_first .. nst_first + nst_count - 1 (rows trained)
+    char nst_tok[4096];  // the tokenizer with the new tokens, written into outdir
     float epochs, lr, wd, clip, val_frac;
     LoraConfig lc;
     uint64_t seed;
@@ -6012,6 +6475,26 @@ static int load_trainer_state(const char *dir, const TrainArgs *ta, Trainable *t
 
 // save the trained result: the adapter (lora) or the model (freeze/full), into dir
 static int save_result(const TrainArgs *ta, Model *m, Lora *lo, const char *dir) {
+    if (ta->mode == TUNE_LORA && ta->nst_count) { // the grown embedding and classifier as modules_to_save, the tokenizer beside
+        lora_to_host(lo);
+        tensor_to_host(m->params_memory);
+        lo->embed = m->params.embed; lo->lm_head = m->config.tied ? m->params.embed : m->params.wcls;
+        lo->mts_rows = m->config.vocab_size; lo->mts_cols = m->config.dim;
+        int rc = lora_save(lo, &ta->lc, dir, ta->model_path);
+        lo->embed = lo->lm_head = NULL;
+        char dst[4096];
+        const char *base = strrchr(ta->nst_tok, '/');
+        path_join(dst, sizeof(dst), dir, base ? base + 1 : ta->nst_tok);
+        if (!rc && strcmp(dst, ta->nst_tok)) {
+            size_t n;
+            char *data = read_file(ta->nst_tok, &n, (size_t)1 << 30);
+            AtomicFile af;
+            if (!data || atomic_open(&af, dst)) rc = -1;
+            else { atomic_write(&af, data, n); rc = atomic_commit(&af); }
+            free(data);
+        }
+        return rc;
+    }
     if (ta->mode == TUNE_LORA) { lora_to_host(lo); return lora_save(lo, &ta->lc, dir, ta->model_path); }
     if (mkdir_p(dir)) return -1;
     tensor_to_host(m->params_memory);
@@ -6299,7 +6782,6 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
             lora_create(&lora, c, &ta->lc, 1);
         }
         lo = &lora;
-        if (m->quant && lo->dora) return set_error(ta->model_path, "DoRA needs the float base weight (use --quant none)");
         lora_alloc_acts(lo, N);
         lo->training = 1;
     } else {
@@ -6321,9 +6803,25 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
     }
 #endif
     Trainable tr;
-    trainable_init(&tr, m, &g, lo, ta->mode, layer_from);
+    if (ta->mode == TUNE_LLAMA_PRO) { // only the inserted blocks; gradients flow from the first of them up
+        int *train_l = (int *)calloc_check((size_t)c->n_layers, sizeof(int));
+        for (int l = 0; l < c->n_layers; l++) train_l[l] = llama_pro_is_new(l, c->n_layers, ta->expand);
+        layer_from = c->n_layers / ta->expand - 1;
+        trainable_init_layers(&tr, m, &g, train_l);
+        free(train_l);
+    } else trainable_init(&tr, m, &g, lo, ta->mode, layer_from);
     if (lo && lo->embed) trainable_add(&tr, lo->embed, lo->dembed, (size_t)c->vocab_size * c->dim);
     if (lo && lo->lm_head) trainable_add(&tr, lo->lm_head, lo->dlm_head, (size_t)c->vocab_size * c->dim);
+    ParameterTensors gn; // new special tokens: gradients of the embedding/classifier (only their new rows train)
+    memset(&gn, 0, sizeof(gn));
+    floatX *gn_mem = NULL;
+    if (ta->nst_count) {
+        size_t VC = (size_t)c->vocab_size * c->dim, C = (size_t)c->dim, R = (size_t)ta->nst_count * C, f = (size_t)ta->nst_first * C;
+        gn_mem = (floatX *)tensor_alloc((VC * (c->tied ? 1 : 2) + C) * sizeof(floatX));
+        gn.embed = gn_mem; gn.wcls = c->tied ? gn_mem : gn_mem + VC; gn.rms_final = gn_mem + VC * (c->tied ? 1 : 2);
+        trainable_add(&tr, m->params.embed + f, gn.embed + f, R);
+        if (!c->tied) trainable_add(&tr, m->params.wcls + f, gn.wcls + f, R);
+    }
     Activations a;
     acts_alloc(&a, c, B, T, ta->checkpoint_acts);
     uint64_t data_rng = ta->seed * 0x9E3779B97F4A7C15ull + 12345;
@@ -6418,7 +6916,8 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
             }
             peft_forward(&net, &a, inp);
             loss += peft_loss(&a, c, tgt) / ta->grad_accum;
-            peft_backward(&net, &a, lo ? NULL : &g, layer_from, ta->mode == TUNE_FULL);
+            if (ta->nst_count) peft_backward(&net, &a, &gn, c->n_layers, 1); // LoRA + the embedding/classifier gradients
+            else peft_backward(&net, &a, lo ? NULL : &g, layer_from, ta->mode == TUNE_FULL);
         }
         if (ta->grad_accum > 1) trainable_scale_grad(&tr, 1.0 / ta->grad_accum);
         double gnorm = trainable_grad_norm(&tr);
@@ -6481,7 +6980,7 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
     fclose(log);
     free(inp); free(tgt);
     if (have_eval) acts_free(&eval_a);
-    acts_free(&a); trainable_free(&tr); net_free(&net); tensor_free(gmem);
+    acts_free(&a); trainable_free(&tr); net_free(&net); tensor_free(gmem); tensor_free(gn_mem);
     if (lo) lora_free(lo);
     free(tokens);
     if (ta->val_path) free(val);
@@ -6593,29 +7092,36 @@ static const char *next_arg(int argc, char **argv, int *i) {
 }
 
 // --quant T, --quant-embeddings, --double-quant (generate, eval, dump, train, quantize)
-#define QUANT_HELP "  --quant T     quantize the frozen base while loading: int8 | int4 | nf4 | none (default: as the file stores it)\n" \
+#define QUANT_HELP "  --quant T     quantize the frozen base while loading: int8 | int4 | nf4 | hqq4 | hqq8 | none (default: as the file stores it)\n" \
                    "  --quant-embeddings  with --quant: quantize the embedding and classifier too (default: fp32)\n" \
-                   "  --double-quant      with --quant nf4: double-quantize the block absmax values (bitsandbytes')\n"
+                   "  --double-quant      with --quant nf4: double-quantize the block absmax values (bitsandbytes')\n" \
+                   "  --group-size N      with --quant hqq4|hqq8: weights per scale/zero group (default 64)\n"
+static int parse_int(const char *flag, const char *v, int lo, int hi);
 static int parse_quant_flag(int argc, char **argv, int *i, QuantOpts *qo) {
     if (!strcmp(argv[*i], "--quant-embeddings")) { qo->embed = 1; return 1; }
     if (!strcmp(argv[*i], "--double-quant")) { qo->dq = 1; return 1; }
+    if (!strcmp(argv[*i], "--group-size")) { qo->gs = parse_int("--group-size", next_arg(argc, argv, i), 8, 4096); return 1; }
     if (strcmp(argv[*i], "--quant")) return 0;
     const char *v = next_arg(argc, argv, i);
     qo->type = -2;
     for (int t = 0; t < NUM_QTYPES; t++) if (!strcmp(v, qtype_names[t])) qo->type = t;
-    if (qo->type == -2) fatal("--quant: '%s' is not int8, int4, nf4 or none", v);
+    if (qo->type == -2) fatal("--quant: '%s' is not int8, int4, nf4, hqq4, hqq8 or none", v);
     return 1;
 }
 static void load_model_q_or_die(Model *m, const char *path, const QuantOpts *qo) {
     if ((qo->embed || qo->dq) && qo->type < 0) fatal("--quant-embeddings and --double-quant need --quant");
     if (qo->dq && qo->type != QT_NF4) fatal("--double-quant applies to --quant nf4");
+    if (qo->gs && !qtype_hqq(qo->type)) fatal("--group-size applies to --quant hqq4 and hqq8 (the other formats have fixed blocks)");
     if (model_load_q(m, path, qo)) fatal_error();
 }
 // "base: nf4 weights (double-quantized absmax), embeddings fp32" for the stderr reports; "" for float models
 static const char *quant_desc(const Model *m) {
-    static char buf[160];
+    static char buf[256];
     buf[0] = 0;
-    if (m->quant) snprintf(buf, sizeof(buf), "base: %s weights%s, embeddings %s\n", qtype_names[m->quant], m->quant_dq ? " (double-quantized absmax)" : "", m->quant_embed ? "quantized" : "fp32");
+    char grp[32] = "";
+    if (m->quant && qtype_hqq(m->quant)) snprintf(grp, sizeof(grp), " (group %d)", m->quant_bs);
+    if (m->quant) snprintf(buf, sizeof(buf), "base: %s weights%s%s, embeddings %s; weights in memory %.1f MiB (%.1f MiB quantized + %.1f MiB float)\n", qtype_names[m->quant], m->quant_dq ? " (double-quantized absmax)" : "", grp, m->quant_embed ? "quantized" : "fp32",
+                           (model_quant_bytes(m) + m->num_parameters * sizeof(floatX)) / 1048576.0, model_quant_bytes(m) / 1048576.0, m->num_parameters * sizeof(floatX) / 1048576.0);
     return buf;
 }
 
@@ -6726,9 +7232,19 @@ static void push_adapter(char **adapters, int *na, const char *arg) {
     if (*na == MAX_ADAPTERS) fatal("at most %d adapters", MAX_ADAPTERS);
     adapters[(*na)++] = (char *)arg;
 }
-// DoRA's weight norm needs W itself, which a quantized base does not keep
-static void require_float_base(const Model *m, const Lora *lo, const char *path) {
-    if (m->quant && lo->dora) fatal("%s: DoRA adapters need the float base weight (use --quant none)", path);
+// adapters trained with --new-special-tokens: grow the base to their vocabulary and use their
+// tokenizer when -z is not given. args: "DIR[:W]" (named: "[NAME=]DIR")
+static void adapters_vocab_or_die(Model *m, char **args, int na, int named, const char **zpath, char *zbuf, size_t zn) {
+    char dirs[MAX_ADAPTERS][4096];
+    const char *ptrs[MAX_ADAPTERS] = { 0 };
+    for (int k = 0; k < na; k++) {
+        float w;
+        const char *eq = named ? strchr(args[k], '=') : NULL;
+        if (named) snprintf(dirs[k], sizeof(dirs[k]), "%s", eq ? eq + 1 : args[k]);
+        else split_adapter_weight(args[k], dirs[k], sizeof(dirs[k]), &w);
+        ptrs[k] = dirs[k];
+    }
+    adapters_prepare_vocab(m, ptrs, na, zpath, zbuf, zn);
 }
 
 // ---- generate
@@ -6758,7 +7274,7 @@ static int cmd_generate(int argc, char **argv) {
     int na = 0, steps = 256;
     float temperature = 1.0f, topp = 0.9f;
     uint64_t seed = (uint64_t)time(NULL);
-    QuantOpts qo = { -1, 0, 0 };
+    QuantOpts qo = { -1, 0, 0, 0 };
     DeviceOpts dev = { -1, -1 };
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) error_usage_generate();
@@ -6779,10 +7295,12 @@ static int cmd_generate(int argc, char **argv) {
     device_start(&dev);
     load_model_q_or_die(&m, model_path, &qo);
     Config *c = &m.config;
+    char zbuf[4096];
+    adapters_vocab_or_die(&m, adapters, na, 0, &zpath, zbuf, sizeof(zbuf));
     Tokenizer tok;
     load_tokenizer_or_die(&tok, zpath, model_path, c);
     Lora lora, *lo = NULL;
-    if (na) { load_adapters_or_die(&lora, na, adapters, c); lo = &lora; require_float_base(&m, lo, model_path); lora_alloc_acts(lo, 1); }
+    if (na) { load_adapters_or_die(&lora, na, adapters, c); lo = &lora; lora_alloc_acts(lo, 1); }
     Net net;
     net_init(&net, &m, lo);
     note_tokenizer();
@@ -6825,6 +7343,197 @@ static int cmd_generate(int argc, char **argv) {
     return 0;
 }
 
+// ---- chat
+static void error_usage_chat(void) {
+    fprintf(stderr, "Usage: peft chat MODEL [options] < script   (or interactively)\n"
+                    "  Reads one user turn per line from stdin, streams the reply to stdout (tok/s on stderr).\n"
+                    "  The base is loaded once; adapters are switched or mixed without reloading it, and the\n"
+                    "  conversation's KV cache is kept across turns (recomputed for the new adapter on a switch).\n"
+                    "  -a [NAME=]DIR PEFT adapter, repeatable (NAME: default the folder's name); the first is active\n"
+                    "  -z PATH       tokenizer (default as for generate)\n"
+                    "  -n N          at most N tokens per reply (default 256)\n"
+                    "  -t T          temperature, 0 = greedy (default 1.0)\n"
+                    "  --top-p P     nucleus sampling threshold (default 0.9)\n"
+                    "  -s SEED       random seed (default: time)\n"
+                    QUANT_HELP
+                    "Commands: /adapter NAME (or none), /adapters, /mix A:0.7,B:0.3, /reset, /quit\n"
+                    "No chat template yet: turns are plain text (a later turn starts on a new line), so the first\n"
+                    "reply equals `peft generate -a DIR -p TEXT` with the same seed.\n");
+    exit(1);
+}
+// The text a user turn adds to the conversation. Plain text (no template): the turn itself, on a new
+// line after the first. A chat template (--template, from the instruction-data work) goes here.
+static void chat_format_turn(StrBuf *out, const char *user, int first) {
+    out->n = 0;
+    if (!first) sb_puts(out, "\n");
+    sb_puts(out, user);
+}
+typedef struct { char name[128]; Lora lora; } ChatAdapter;
+static int cmd_chat(int argc, char **argv) {
+    const char *model_path = NULL, *zpath = NULL;
+    char *specs[MAX_ADAPTERS];
+    int na = 0, steps = 256;
+    float temperature = 1.0f, topp = 0.9f;
+    uint64_t seed = (uint64_t)time(NULL);
+    QuantOpts qo = { -1, 0, 0, 0 };
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) error_usage_chat();
+        else if (parse_quant_flag(argc, argv, &i, &qo)) {}
+        else if (argv[i][0] != '-') { if (model_path) fatal("unexpected argument '%s'", argv[i]); model_path = argv[i]; }
+        else if (!strcmp(argv[i], "-z")) zpath = next_arg(argc, argv, &i);
+        else if (!strcmp(argv[i], "-a")) push_adapter(specs, &na, next_arg(argc, argv, &i));
+        else if (!strcmp(argv[i], "-n")) steps = parse_int("-n", next_arg(argc, argv, &i), 1, 1 << 30);
+        else if (!strcmp(argv[i], "-t")) temperature = parse_float("-t", next_arg(argc, argv, &i), 0, 100);
+        else if (!strcmp(argv[i], "--top-p")) topp = parse_float("--top-p", next_arg(argc, argv, &i), 0, 1);
+        else if (!strcmp(argv[i], "-s")) seed = (uint64_t)parse_int("-s", next_arg(argc, argv, &i), 0, INT_MAX);
+        else fatal("unknown flag '%s' for chat (see peft chat --help)", argv[i]);
+    }
+    if (!model_path) error_usage_chat();
+    Model m;
+    load_model_q_or_die(&m, model_path, &qo);
+    Config *c = &m.config;
+    char zbuf[4096];
+    adapters_vocab_or_die(&m, specs, na, 1, &zpath, zbuf, sizeof(zbuf));
+    Tokenizer tok;
+    load_tokenizer_or_die(&tok, zpath, model_path, c);
+    ChatAdapter *ads = (ChatAdapter *)calloc_check((size_t)(na ? na : 1), sizeof(ChatAdapter));
+    for (int k = 0; k < na; k++) { // NAME=DIR or DIR (named after its last path component)
+        const char *eq = strchr(specs[k], '='), *dir = eq ? eq + 1 : specs[k];
+        if (eq) snprintf(ads[k].name, sizeof(ads[k].name), "%.*s", (int)(eq - specs[k] < 127 ? eq - specs[k] : 127), specs[k]);
+        else {
+            char tmp[4096];
+            snprintf(tmp, sizeof(tmp), "%s", dir);
+            size_t n = strlen(tmp);
+            while (n > 1 && tmp[n - 1] == '/') tmp[--n] = 0;
+            const char *base = strrchr(tmp, '/');
+            snprintf(ads[k].name, sizeof(ads[k].name), "%.127s", base ? base + 1 : tmp);
+        }
+        if (!ads[k].name[0] || !strcmp(ads[k].name, "none")) fatal("-a %s: bad adapter name", specs[k]);
+        for (int j = 0; j < k; j++) if (!strcmp(ads[j].name, ads[k].name)) fatal("-a %s: adapter name '%s' given twice (use NAME=DIR)", specs[k], ads[k].name);
+        load_adapter_or_die(&ads[k].lora, dir, c);
+        lora_alloc_acts(&ads[k].lora, 1);
+    }
+    Lora mix;
+    int have_mix = 0;
+    Net net;
+    net_init(&net, &m, na ? &ads[0].lora : NULL);
+    char active[512];
+    snprintf(active, sizeof(active), "%s", na ? ads[0].name : "none");
+    RunState s;
+    runstate_alloc(&s, c, c->seq_len);
+    int npos = s.npos, ntok = 0, last = -1;                    // tokens fed (= next position); a sampled token not fed yet
+    int *hist = (int *)malloc_check((size_t)npos * sizeof(int)); // the tokens fed, to rebuild the cache on a switch
+    float *probs = (float *)malloc_check((size_t)c->vocab_size * sizeof(float));
+    ProbIndex *pi = (ProbIndex *)malloc_check((size_t)c->vocab_size * sizeof(ProbIndex));
+    int bos = tok.bos_id >= 0 ? tok.bos_id : c->bos_id, eos = tok.eos_id >= 0 ? tok.eos_id : c->eos_id;
+    uint64_t rng = seed ? seed : 1;
+    int tty = isatty(0);
+    fprintf(stderr, "%schat: %s, adapter %s; /adapter NAME, /adapters, /mix A:0.7,B:0.3, /reset, /quit\n", quant_desc(&m), model_path, active);
+    char *line = NULL;
+    size_t cap = 0;
+    StrBuf turn = { 0 };
+    char piece[256];
+    for (;;) {
+        if (tty) { fprintf(stderr, "> "); fflush(stderr); }
+        ssize_t len = getline(&line, &cap, stdin);
+        if (len < 0) break;
+        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
+        if (!len) continue;
+        if (line[0] == '/') {
+            char *arg = strchr(line, ' ');
+            if (arg) { *arg++ = 0; while (*arg == ' ') arg++; }
+            Lora *next = NULL;
+            int switched = 0;
+            if (!strcmp(line, "/quit") || !strcmp(line, "/exit")) break;
+            else if (!strcmp(line, "/reset")) { ntok = 0; last = -1; rng = seed ? seed : 1; fprintf(stderr, "[reset: conversation cleared, seed %llu]\n", (unsigned long long)seed); continue; }
+            else if (!strcmp(line, "/adapters")) {
+                fprintf(stderr, "[adapters:%s", na ? "" : " (none loaded)");
+                for (int k = 0; k < na; k++) fprintf(stderr, " %s%s", ads[k].name, !strcmp(active, ads[k].name) ? "*" : "");
+                fprintf(stderr, "; active: %s]\n", active);
+                continue;
+            } else if (!strcmp(line, "/adapter")) {
+                int k = -1;
+                for (int j = 0; j < na && arg; j++) if (!strcmp(ads[j].name, arg)) k = j;
+                if (!arg || (k < 0 && strcmp(arg, "none"))) { fprintf(stderr, "[no adapter '%s'; /adapters lists them]\n", arg ? arg : ""); continue; }
+                next = k >= 0 ? &ads[k].lora : NULL;
+                snprintf(active, sizeof(active), "%s", k >= 0 ? ads[k].name : "none");
+                switched = 1;
+            } else if (!strcmp(line, "/mix")) { // A:0.7,B:0.3: the exact weighted sum of the adapters' deltas
+                Lora *ins[MAX_ADAPTERS];
+                float ws[MAX_ADAPTERS];
+                int n = 0, bad = 0;
+                char spec[512];
+                snprintf(spec, sizeof(spec), "%s", arg ? arg : "");
+                for (char *t = strtok(spec, ","); t && !bad; t = strtok(NULL, ",")) {
+                    char *colon = strrchr(t, ':'), *end = NULL;
+                    double w = colon ? strtod(colon + 1, &end) : 1;
+                    if (colon) *colon = 0;
+                    int k = -1;
+                    for (int j = 0; j < na; j++) if (!strcmp(ads[j].name, t)) k = j;
+                    if (k < 0 || (colon && (end == colon + 1 || *end || !isfinite(w))) || n == MAX_ADAPTERS) { fprintf(stderr, "[/mix: bad entry '%s' (NAME:WEIGHT, names from /adapters)]\n", t); bad = 1; break; }
+                    if (ads[k].lora.dora || ads[k].lora.embed || ads[k].lora.lm_head) { fprintf(stderr, "[/mix: %s is DoRA or has modules_to_save; those cannot be mixed]\n", t); bad = 1; break; }
+                    ins[n] = &ads[k].lora; ws[n++] = (float)w;
+                }
+                if (bad || !n) { if (!n && !bad) fprintf(stderr, "[/mix A:0.7,B:0.3]\n"); continue; }
+                if (have_mix) lora_free(&mix);
+                lora_combine(&mix, ins, ws, n, c);
+                lora_alloc_acts(&mix, 1);
+                have_mix = 1;
+                next = &mix;
+                snprintf(active, sizeof(active), "mix %s", arg);
+                switched = 1;
+            } else { fprintf(stderr, "[unknown command %s: /adapter NAME, /adapters, /mix A:0.7,B:0.3, /reset, /quit]\n", line); continue; }
+            if (switched) { // same base, another delta: rebuild the cache of the conversation so far
+                net.lora = next;
+                for (int k = 0; k < ntok; k++) forward_token(&net, &s, hist[k], k);
+                fprintf(stderr, "[adapter: %s%s]\n", active, ntok ? " (conversation re-read)" : "");
+            }
+            continue;
+        }
+        // a user turn: feed the pending token and the turn's tokens, then sample the reply
+        chat_format_turn(&turn, line, ntok == 0 && last < 0);
+        int first = ntok == 0 && last < 0;
+        int *toks = (int *)malloc_check((turn.n + 4) * sizeof(int));
+        int nt = 0;
+        if (last >= 0) toks[nt++] = last;
+        int ne = tokenizer_encode(&tok, turn.s, turn.n, first, 0, toks + nt, (int)turn.n + 3);
+        if (ne < 0) fatal_error();
+        nt += ne;
+        if (nt == 0) { free(toks); continue; }
+        if (ntok + nt >= npos) { fprintf(stderr, "[context full (%d positions): /reset to start again]\n", npos); free(toks); continue; }
+        floatX *logits = NULL;
+        for (int k = 0; k < nt; k++) { hist[ntok] = toks[k]; logits = forward_token(&net, &s, toks[k], ntok); ntok++; }
+        int prev = toks[nt - 1], generated = 0;
+        last = -1;
+        free(toks);
+        double t0 = time_sec();
+        while (generated < steps && ntok < npos) {
+            int next = sample(logits, c->vocab_size, temperature, topp, random_f32(&rng), probs, pi);
+            generated++;
+            if (next == eos || next == bos) break;
+            int n = tokenizer_decode(&tok, prev, next, piece, (int)sizeof(piece));
+            print_piece(piece, n);
+            fflush(stdout);
+            if (generated == steps || ntok + 1 >= npos) { last = next; break; } // fed at the next turn
+            hist[ntok] = next;
+            logits = forward_token(&net, &s, next, ntok);
+            ntok++;
+            prev = next;
+        }
+        printf("\n");
+        fflush(stdout);
+        double dt = time_sec() - t0;
+        fprintf(stderr, "[%d tokens, %.1f tok/s, %d/%d positions]\n", generated, dt > 0 ? generated / dt : 0, ntok + (last >= 0), npos);
+    }
+    free(line); free(turn.s); free(hist); free(probs); free(pi);
+    runstate_free(&s); net_free(&net);
+    if (have_mix) lora_free(&mix);
+    for (int k = 0; k < na; k++) lora_free(&ads[k].lora);
+    free(ads);
+    tokenizer_free(&tok); model_free(&m);
+    return 0;
+}
+
 // ---- eval
 static void error_usage_eval(void) {
     fprintf(stderr, "Usage: peft eval MODEL DATA [options]\n"
@@ -6841,7 +7550,7 @@ static int cmd_eval(int argc, char **argv) {
     const char *model_path = NULL, *data = NULL, *zpath = NULL;
     char *adapters[MAX_ADAPTERS];
     int na = 0, T = 0, B = 4;
-    QuantOpts qo = { -1, 0, 0 };
+    QuantOpts qo = { -1, 0, 0, 0 };
     DeviceOpts dev = { -1, -1 };
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) error_usage_eval();
@@ -6861,6 +7570,8 @@ static int cmd_eval(int argc, char **argv) {
     Config *c = &m.config;
     if (!T) T = c->seq_len < 256 ? c->seq_len : 256;
     if (T > c->seq_len) fatal("-T %d exceeds the model's %d positions", T, c->seq_len);
+    char zbuf[4096];
+    adapters_vocab_or_die(&m, adapters, na, 0, &zpath, zbuf, sizeof(zbuf));
     Tokenizer tok;
     load_tokenizer_or_die(&tok, zpath, model_path, c);
     int n;
@@ -6869,7 +7580,7 @@ static int cmd_eval(int argc, char **argv) {
     for (int i = 0; i < n; i++) if (tokens[i] >= c->vocab_size) fatal("%s: token id %d exceeds the model's vocabulary (%d): wrong tokenizer?", data, tokens[i], c->vocab_size);
     if (n < 2) fatal("%s: need at least 2 tokens to evaluate", data);
     Lora lora, *lo = NULL;
-    if (na) { load_adapters_or_die(&lora, na, adapters, c); lo = &lora; require_float_base(&m, lo, model_path); lora_alloc_acts(lo, B * T); }
+    if (na) { load_adapters_or_die(&lora, na, adapters, c); lo = &lora; lora_alloc_acts(lo, B * T); }
     note_tokenizer();
     Net net;
     net_init(&net, &m, lo);
@@ -6901,7 +7612,7 @@ static int cmd_dump(int argc, char **argv) {
     const char *model_path = NULL, *in = NULL, *out = NULL;
     char *adapters[MAX_ADAPTERS];
     int na = 0;
-    QuantOpts qo = { -1, 0, 0 };
+    QuantOpts qo = { -1, 0, 0, 0 };
     DeviceOpts dev = { -1, -1 };
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) error_usage_dump();
@@ -6918,6 +7629,9 @@ static int cmd_dump(int argc, char **argv) {
     device_start(&dev);
     load_model_q_or_die(&m, model_path, &qo);
     Config *c = &m.config;
+    const char *znone = NULL;
+    char zbuf[4096];
+    adapters_vocab_or_die(&m, adapters, na, 0, &znone, zbuf, sizeof(zbuf));
     SafeTensors st;
     if (st_open(&st, in)) fatal_error();
     STTensor *ti = st_find(&st, "input_ids"), *tt = st_find(&st, "targets");
@@ -6940,12 +7654,12 @@ static int cmd_dump(int argc, char **argv) {
     if (na == 1 && !strchr(adapters[0], ':')) { // one adapter: also its gradients
         if (lora_load(&lora, &lc, c, adapters[0], targets != NULL)) fatal_error();
         free(lc.layers);
-        lo = &lora; require_float_base(&m, lo, model_path);
+        lo = &lora;
         lo->dropout = 0; // dump is evaluation: no dropout
         lora_alloc_acts(lo, N);
     } else if (na) { // several (or weighted): their summed delta, no gradients
         load_adapters_or_die(&lora, na, adapters, c);
-        lo = &lora; require_float_base(&m, lo, model_path);
+        lo = &lora;
         lora_alloc_acts(lo, N);
     }
     Net net;
@@ -7007,8 +7721,13 @@ static void error_usage_train(void) {
                     "  --train-on-prompt         instruction data: train on the prompt tokens too\n"
                     "  --cutoff-len N            instruction data: truncate examples to N tokens as LLaMA-Factory does (default T+1)\n"
                     "  -o DIR                    output folder (default out)\n"
-                    "  --finetuning-type T       lora | freeze | full (default lora)\n"
+                    "  --finetuning-type T       lora | freeze | full | llama-pro (default lora)\n"
                     "  --freeze-trainable-layers N  freeze: train the last N layers (default 2)\n"
+                    "  --new-special-tokens A,B  add special tokens: tokenizer written beside the adapter, embedding and\n"
+                    "                            classifier grown (new rows = mean row) and those rows trained (saved as\n"
+                    "                            modules_to_save embed_tokens/lm_head); LoRA only\n"
+                    "  --expand N                llama-pro: insert N blocks (copies with zero o_proj/down_proj after every\n"
+                    "                            L/N-th layer, so the logits do not change), train only them, write the model\n"
                     "  -r N                      LoRA rank (default 8)\n"
                     "  --alpha A                 lora_alpha (default 8, PEFT's); scale = alpha/r\n"
                     "  --rslora                  scale = alpha/sqrt(r)\n"
@@ -7095,7 +7814,7 @@ static int cmd_train(int argc, char **argv) {
     ta.lc.r = 8; ta.lc.alpha = 8; ta.lc.targets = (1u << TGT_Q) | (1u << TGT_V);
     const char *layers = NULL;
     int alpha_set = 0, template_set = 0;
-    QuantOpts qo = { -1, 0, 0 };
+    QuantOpts qo = { -1, 0, 0, 0 };
     DeviceOpts dev = { -1, -1 };
     for (int i = 0; i < argc; i++) {
         const char *f = argv[i];
@@ -7133,8 +7852,11 @@ static int cmd_train(int argc, char **argv) {
         else if (!strcmp(f, "--finetuning-type")) {
             const char *v = next_arg(argc, argv, &i);
             if (!strcmp(v, "lora")) ta.mode = TUNE_LORA; else if (!strcmp(v, "freeze")) ta.mode = TUNE_FREEZE; else if (!strcmp(v, "full")) ta.mode = TUNE_FULL;
-            else fatal("--finetuning-type: '%s' is not lora, freeze or full", v);
+            else if (!strcmp(v, "llama-pro")) ta.mode = TUNE_LLAMA_PRO;
+            else fatal("--finetuning-type: '%s' is not lora, freeze, full or llama-pro", v);
         }
+        else if (!strcmp(f, "--expand")) ta.expand = parse_int(f, next_arg(argc, argv, &i), 1, MAX_EXPAND);
+        else if (!strcmp(f, "--new-special-tokens")) ta.new_tokens = next_arg(argc, argv, &i);
         else if (!strcmp(f, "--freeze-trainable-layers")) ta.freeze_layers = parse_int(f, next_arg(argc, argv, &i), 1, 1 << 20);
         else if (!strcmp(f, "-r")) ta.lc.r = parse_int(f, next_arg(argc, argv, &i), 1, 1 << 20);
         else if (!strcmp(f, "--alpha")) { ta.lc.alpha = parse_float(f, next_arg(argc, argv, &i), 1e-6, 1e6); alpha_set = 1; }
@@ -7177,8 +7899,14 @@ static int cmd_train(int argc, char **argv) {
     device_start(&dev);
     load_model_q_or_die(&m, ta.model_path, &qo);
     Config *c = &m.config;
-    if (m.quant && ta.mode != TUNE_LORA) fatal("%s: a quantized base is frozen: --finetuning-type %s needs a float model (--quant none)", ta.model_path, ta.mode == TUNE_FULL ? "full" : "freeze");
-    if (m.quant && ta.lc.dora) fatal("%s: --dora needs the float base weight (use --quant none)", ta.model_path);
+    if (m.quant && ta.mode != TUNE_LORA) fatal("%s: a quantized base is frozen: --finetuning-type %s needs a float model (--quant none)", ta.model_path, tune_names[ta.mode]);
+    if ((ta.mode == TUNE_LLAMA_PRO) != (ta.expand > 0)) fatal("--finetuning-type llama-pro and --expand N go together");
+    if (ta.mode == TUNE_LLAMA_PRO) {
+        if (ta.resume) fatal("--resume is not supported with --finetuning-type llama-pro (train from the expanded model written to -o with --finetuning-type freeze instead)");
+        int L0 = m.config.n_layers;
+        if (model_expand_llama_pro(&m, ta.expand)) fatal_error();
+        fprintf(stderr, "LLaMA Pro: %d layers + %d inserted blocks (o_proj, down_proj zero) = %d; training the inserted blocks only\n", L0, ta.expand, m.config.n_layers);
+    }
     if (ta.mts && ta.mode != TUNE_LORA) fatal("--modules-to-save applies to LoRA (--finetuning-type full trains the embeddings already)");
     fprintf(stderr, "%s", quant_desc(&m));
     if (ta.format == DATA_TEXT && (template_set || ta.cutoff_len || ta.train_on_prompt)) fatal("--template, --cutoff-len and --train-on-prompt apply to --format alpaca or sharegpt");
@@ -7206,6 +7934,34 @@ static int cmd_train(int argc, char **argv) {
     ta.lc.seed = ta.seed;
     Tokenizer tok;
     load_tokenizer_or_die(&tok, ta.tok_path, ta.model_path, c);
+    if (ta.new_tokens) { // add the tokens, write the tokenizer beside the adapter, grow the embedding/classifier
+        if (ta.mode != TUNE_LORA) fatal("--new-special-tokens needs --finetuning-type lora (the adapter saves the grown embed_tokens and lm_head)");
+        if (ta.resume || ta.resume_adapter) fatal("--new-special-tokens cannot be combined with --resume/--resume-adapter");
+        char *list = strdup_check(ta.new_tokens), *toks[256];
+        int n = 0;
+        for (char *t = strtok(list, ","); t; t = strtok(NULL, ",")) {
+            while (*t == ' ') t++;
+            size_t l = strlen(t);
+            while (l && t[l - 1] == ' ') t[--l] = 0;
+            if (!l) continue;
+            if (n == 256) fatal("--new-special-tokens: at most 256 tokens");
+            int id = tok_lookup(&tok, t, l);
+            if (id < 0) id = tok_find_added(&tok, t);
+            if (id >= 0) fatal("--new-special-tokens: '%s' is already in %s (id %d)", t, tok.path, id);
+            for (int k = 0; k < n; k++) if (!strcmp(toks[k], t)) fatal("--new-special-tokens: '%s' given twice", t);
+            toks[n++] = t;
+        }
+        if (!n) fatal("--new-special-tokens: no tokens in '%s'", ta.new_tokens);
+        int first = tok.vocab_size, V0 = c->vocab_size;
+        if (tokenizer_write_added(tok.path, ta.outdir, toks, n, first, ta.nst_tok, sizeof(ta.nst_tok))) fatal_error();
+        if (first + n > c->vocab_size && model_resize_vocab(&m, first + n)) fatal_error();
+        tokenizer_free(&tok);
+        if (tokenizer_load(&tok, ta.nst_tok, c->vocab_size)) fatal_error();
+        for (int k = 0; k < n; k++) if (tok_find_added(&tok, toks[k]) != first + k) fatal("%s: new token '%s' did not load as id %d", ta.nst_tok, toks[k], first + k);
+        ta.nst_first = first; ta.nst_count = n;
+        fprintf(stderr, "new special tokens: %d (ids %d..%d), vocabulary %d -> %d (new rows = the mean row, trained); tokenizer: %s\n", n, first, first + n - 1, V0, c->vocab_size, ta.nst_tok);
+        free(list);
+    }
     // resolve the defaults that depend on the step count inside train() via steps; warmup/eval/log here
     int rc = train(&ta, &m, &tok);
     free(ta.lc.layers);
@@ -7535,23 +8291,29 @@ static int cmd_merge(int argc, char **argv) {
     }
     if (!model_path || !out || !na) error_usage_merge();
     Model m;
-    QuantOpts as_float = { QT_NONE, 0, 0 };
+    QuantOpts as_float = { QT_NONE, 0, 0, 0 };
     if (model_load_q(&m, model_path, &as_float)) fatal_error(); // a quantized base is dequantized to merge
-    int requant = m.format == FMT_BIN_V2 || m.format == FMT_BIN_Q4 ? -1 : 0, rq_type = 0, rq_embed = 0, rq_dq = 0;
+    int requant = m.format == FMT_BIN_V2 || m.format == FMT_BIN_Q4 ? -1 : 0, rq_type = 0, rq_embed = 0, rq_dq = 0, rq_bs = 0;
     if (requant) { // the stored quantization, to write the merged model the same way
         Model q;
         if (model_load(&q, model_path)) fatal_error();
-        rq_type = q.quant; rq_embed = q.quant_embed; rq_dq = q.quant_dq;
+        rq_type = q.quant; rq_embed = q.quant_embed; rq_dq = q.quant_dq; rq_bs = q.quant_bs;
         model_free(&q);
         requant = dtype < 0;
         if (dtype >= 0) m.format = FMT_BIN_V1;
     }
     if (m.format != FMT_HF && dtype >= 0 && dtype != DT_F32) fatal("--dtype %s applies to Hugging Face folders; .bin files are written in fp32", dtype_names[dtype]);
+    const char *ztok = NULL;
+    char zbuf[4096];
+    adapters_vocab_or_die(&m, adapters, na, 0, &ztok, zbuf, sizeof(zbuf));
     Lora lo;
     load_adapters_or_die(&lo, na, adapters, &m.config);
     lora_merge(&m, &lo, 1);
     if (lo.embed || lo.lm_head) { // modules_to_save: the adapter's full weights replace the model's
-        if (m.config.tied) fatal("%s: modules_to_save cannot be merged into a model with tied embeddings", adapters[0]);
+        size_t nb = (size_t)m.config.vocab_size * m.config.dim * sizeof(floatX);
+        int same = lo.embed && lo.lm_head && !memcmp(lo.embed, lo.lm_head, nb); // new tokens on a tied base: one matrix
+        if (m.config.tied && !same) fatal("%s: modules_to_save cannot be merged into a model with tied embeddings", adapters[0]);
+        if (same && m.config.tied) { free(lo.lm_head); lo.lm_head = NULL; }
         size_t n = (size_t)m.config.vocab_size * m.config.dim * sizeof(floatX);
         if (lo.embed) memcpy(m.params.embed, lo.embed, n);
         if (lo.lm_head) memcpy(m.params.wcls, lo.lm_head, n);
@@ -7561,7 +8323,13 @@ static int cmd_merge(int argc, char **argv) {
         rc = model_save_hf(&m, out, dtype >= 0 ? dtype : m.hf_dtype);
         const char *extra[] = { "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "generation_config.json" };
         if (!rc) for (size_t k = 0; k < sizeof(extra) / sizeof(extra[0]); k++) copy_file_if_exists(model_path, out, extra[k]);
-    } else if (requant) rc = model_save_quant(&m, out, rq_type, rq_embed, rq_dq);
+        if (!rc && ztok) { // new tokens: the adapter's tokenizer.json replaces the base's
+            char d[4096];
+            snprintf(d, sizeof(d), "%s", ztok);
+            char *slash = strrchr(d, '/');
+            if (slash) { *slash = 0; copy_file_if_exists(d, out, slash + 1); }
+        }
+    } else if (requant) rc = model_save_quant(&m, out, rq_type, rq_embed, rq_dq, rq_bs);
     else rc = model_save_bin(&m, out, m.format == FMT_BIN_LEGACY);
     if (rc) fatal_error();
     if (requant) fprintf(stderr, "%s is %s-quantized: dequantized, merged and requantized to %s (--dtype f32 writes a float model)\n", model_path, qtype_names[rq_type], qtype_names[rq_type]);
@@ -7636,19 +8404,21 @@ static int cmd_info(int argc, char **argv) {
 
 // ---- quantize
 static void error_usage_quantize(void) {
-    fprintf(stderr, "Usage: peft quantize MODEL -o OUT --quant int8|int4|nf4 [options]\n"
+    fprintf(stderr, "Usage: peft quantize MODEL -o OUT --quant int8|int4|nf4|hqq4|hqq8 [options]\n"
                     "  Writes a quantized model file that every command loads directly: int8 as a llama2.c version 2\n"
-                    "  .bin (groups of 64, embeddings included), int4/nf4 as peft.c version 3/4 .bin. MODEL is read\n"
-                    "  and quantized one matrix at a time (a float copy of the model never exists).\n"
+                    "  .bin (groups of 64, embeddings included), int4/nf4 as peft.c version 3/4 .bin, hqq4/hqq8 as\n"
+                    "  peft.c version 5. MODEL is read and quantized one matrix at a time (a float copy of the model\n"
+                    "  never exists).\n"
                     "  -o OUT        output .bin (required)\n"
-                    "  --quant T     int8 | int4 | nf4 (required)\n"
-                    "  --quant-embeddings  int4/nf4: quantize the embedding and classifier too (default: fp32)\n"
-                    "  --double-quant      nf4: double-quantize the block absmax values (bitsandbytes')\n");
+                    "  --quant T     int8 | int4 | nf4 | hqq4 | hqq8 (required)\n"
+                    "  --quant-embeddings  int4/nf4/hqq: quantize the embedding and classifier too (default: fp32)\n"
+                    "  --double-quant      nf4: double-quantize the block absmax values (bitsandbytes')\n"
+                    "  --group-size N      hqq: weights per scale/zero group (default 64)\n");
     exit(1);
 }
 static int cmd_quantize(int argc, char **argv) {
     const char *model_path = NULL, *out = NULL;
-    QuantOpts qo = { -1, 0, 0 };
+    QuantOpts qo = { -1, 0, 0, 0 };
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) error_usage_quantize();
         else if (parse_quant_flag(argc, argv, &i, &qo)) {}
@@ -7660,10 +8430,16 @@ static int cmd_quantize(int argc, char **argv) {
     if (qo.type == QT_NONE) fatal("--quant none: nothing to quantize (merge --dtype f32 writes float models)");
     if (qo.type == QT_INT8) qo.embed = 1;
     Model m;
+    double t_load = time_sec();
     load_model_q_or_die(&m, model_path, &qo);
-    if (model_save_quant(&m, out, qo.type, qo.embed, qo.dq)) fatal_error();
-    fprintf(stderr, "wrote %s: %s%s, %s\n", out, qo.type == QT_INT8 ? "llama2.c v2 int8" : qo.type == QT_INT4 ? "peft.c v3 int4" : "peft.c v4 nf4",
+    t_load = time_sec() - t_load;
+    double t0 = time_sec();
+    if (model_save_quant(&m, out, qo.type, qo.embed, qo.dq, m.quant_bs)) fatal_error();
+    char hq[64] = "";
+    if (qtype_hqq(qo.type)) snprintf(hq, sizeof(hq), "peft.c v5 %s (group %d)", qtype_names[qo.type], m.quant_bs);
+    fprintf(stderr, "wrote %s: %s%s, %s\n", out, qo.type == QT_INT8 ? "llama2.c v2 int8" : qo.type == QT_INT4 ? "peft.c v3 int4" : qo.type == QT_NF4 ? "peft.c v4 nf4" : hq,
             qo.dq ? " (double-quantized absmax)" : "", qo.embed ? "embeddings quantized" : "embeddings fp32");
+    fprintf(stderr, "quantization time: load %.2f s, write %.2f s\n", t_load, time_sec() - t0);
     model_free(&m);
     return 0;
 }
@@ -7673,10 +8449,11 @@ static void error_usage(void) {
                     "Usage: peft <command> [args]   (peft <command> --help lists its flags)\n"
                     "  train MODEL DATA [-o OUT]      fine-tune (LoRA, DoRA, freeze, full); writes a PEFT adapter\n"
                     "  generate MODEL [-p PROMPT]     sample text (with -a ADAPTER[:W]...)\n"
+                    "  chat MODEL [-a NAME=DIR]...    interactive chat; /adapter, /adapters, /mix, /reset, /quit\n"
                     "  eval MODEL DATA                loss and perplexity over a text\n"
                     "  dump MODEL -i IN -o OUT        logits/loss/gradients for given ids (regression use)\n"
                     "  merge MODEL ADAPTER... -o OUT  merge adapters into the weights\n"
-                    "  quantize MODEL -o OUT --quant T  write an int8 (llama2.c v2), int4 or nf4 model file\n"
+                    "  quantize MODEL -o OUT --quant T  write an int8 (llama2.c v2), int4, nf4, hqq4 or hqq8 model file\n"
                     "  info PATH                      what a model, adapter or .safetensors file holds\n"
                     "  tokenize [-z TOK | MODEL] TEXT the token ids of a text (--pieces, --json, --decode)\n"
                     "  export-gguf ADAPTER -o OUT     write a LoRA adapter for llama.cpp (GGUF)\n"
@@ -7698,6 +8475,7 @@ int main(int argc, char **argv) {
     const char *cmd = argv[1];
     if (!strcmp(cmd, "train")) return kernels_done(cmd_train(argc - 2, argv + 2));
     if (!strcmp(cmd, "generate")) return kernels_done(cmd_generate(argc - 2, argv + 2));
+    if (!strcmp(cmd, "chat")) return kernels_done(cmd_chat(argc - 2, argv + 2));
     if (!strcmp(cmd, "eval")) return kernels_done(cmd_eval(argc - 2, argv + 2));
     if (!strcmp(cmd, "dump")) return kernels_done(cmd_dump(argc - 2, argv + 2));
     if (!strcmp(cmd, "merge")) return cmd_merge(argc - 2, argv + 2);

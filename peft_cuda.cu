@@ -1319,9 +1319,9 @@ extern "C" void gpu_dora_weight_norm(float *wnorm, const float *W, const float *
     LAUNCHED("dora_weight_norm_kernel");
 }
 // QDoRA: the same norm with W dequantized (the whole matrix, in the quantized matmuls' scratch)
-extern "C" void gpu_dora_weight_norm_q(float *wnorm, GPU_QARGS, const float *A, const float *B, float scale, int r, int in, int out) {
+extern "C" void gpu_dora_weight_norm_q(float *wnorm, GPU_QARGS, const float *A, const float *B, float lora_scale, int r, int in, int out) {
     float *w = dequantize_matrix(qdev(QARGS_NAMES), in, out);
-    dora_weight_norm_kernel<<<out, 256>>>(D(wnorm), w, D(A), D(B), scale, r, in);
+    dora_weight_norm_kernel<<<out, 256>>>(D(wnorm), w, D(A), D(B), lora_scale, r, in);
     LAUNCHED("dora_weight_norm_kernel");
 }
 // out += (g - 1) * base + g * s * t, g = mag / wnorm per column

@@ -167,7 +167,8 @@ typedef struct { floatX *out, *inp, *W; LoraModule *m; int N; } LoraCtx;
 static void fd_lora_fwd(void *p) {
     LoraCtx *c = (LoraCtx *)p;
     matmul_forward(c->out, c->inp, c->W, c->N, c->m->in, c->m->out); // DoRA reads the base output
-    lora_forward(c->out, c->inp, c->W, c->m, c->N, 0.3f, 0, NULL);
+    Weight w = { c->W, NULL };
+    lora_forward(c->out, c->inp, w, c->m, c->N, 0.3f, 0, NULL);
 }
 // LoRA (and DoRA with its weight norm held constant, as PEFT's backward treats it), with and without dropout
 static void test_fd_lora(int with_dropout, int dora) {
@@ -193,7 +194,8 @@ static void test_fd_lora(int with_dropout, int dora) {
     }
     fd_lora_fwd(&c);
     matmul_backward(dinp, NULL, R, c.inp, W, N, in, out); // the base path, as linear_backward does
-    lora_backward(dinp, R, c.inp, W, &m, N);
+    Weight w = { W, NULL };
+    lora_backward(dinp, R, c.inp, w, &m, N);
     FDObjective o = { c.out, (size_t)N * out, R };
     char name[128];
     const char *kind = dora ? "dora" : "lora";
@@ -2064,9 +2066,11 @@ static void test_nf4_bitsandbytes(void) {
         for (int j = 1; j < 16; j++) if (x > bnb_nf4_mid[j - 1]) best = j;
         float d = fabsf(x - bnb_nf4[best]);
         for (int j = 0; j < 16; j++) if (fabsf(x - bnb_nf4[j]) < d) wrong++; // nothing strictly nearer
-        if (nf4_quantize_value(x) != best) wrong++;
+        if (nf4_quantize_value(x) != best || nf4_quantize_count(x) != best) wrong++;
     }
-    check(!wrong, "nf4 nearest value", "200000 random values in [-1.1, 1.1]: %d disagree with brute force", wrong);
+    for (int i = 0; i < 15; i++) // the branch-free count used by the quantizer ties the same way
+        if (nf4_quantize_count(bnb_nf4_mid[i]) != i || nf4_quantize_count(nextafterf(bnb_nf4_mid[i], 2.0f)) != i + 1) wrong++;
+    check(!wrong, "nf4 nearest value", "200000 random values in [-1.1, 1.1] (tree and branch-free count) and the 15 midpoints: %d disagree with brute force", wrong);
     // block math: a block of 64 = 3 * code values: absmax 3, codes exact, element 2i in the high nibble
     QTensor t;
     qtensor_alloc(&t, QT_NF4, 1, 64, 0);
@@ -2133,7 +2137,7 @@ static void test_quant_bounds(void) {
                 qtensor_free(&t);
             }
     // non-finite input is an error naming the tensor
-    for (int type = QT_INT8; type <= QT_NF4; type++) {
+    for (int type = QT_INT8; type <= QT_HQQ8; type++) {
         QTensor t;
         qtensor_alloc(&t, type, 1, 64, 0);
         for (int i = 0; i < 64; i++) w[i] = 0.1f;
@@ -2148,6 +2152,43 @@ static void test_quant_bounds(void) {
     free(w); free(back);
 }
 
+// HQQ against an independent transcription of HQQ's quantizer and proximal solver
+// (tests/make_hqq_reference.py: Python, float32 arithmetic emulated, fp16 meta): the same fp16 scales
+// and zeros and the same codes, on 24 x 96 weights in groups of 64 (groups cross rows), with an outlier
+// and a constant group
+static void test_hqq_reference(void) {
+    const char *fx = "tests/fixtures/hqq_reference.json";
+    Json *j = json_load(fx);
+    if (!j) { check(0, "hqq reference", "%s", peft_errbuf); return; }
+    int rows = (int)json_num_or(j, "rows", 0), cols = (int)json_num_or(j, "cols", 0), gs = (int)json_num_or(j, "group_size", 0);
+    Json *jw = json_get(j, "w");
+    size_t n = (size_t)rows * cols;
+    if (!jw || jw->type != JSON_ARRAY || (size_t)jw->n != n) { check(0, "hqq reference", "%s: bad w", fx); json_free(j); return; }
+    floatX *w = malloc_check(n * sizeof(floatX));
+    for (size_t i = 0; i < n; i++) w[i] = (floatX)jw->items[i].num;
+    for (int type = QT_HQQ4; type <= QT_HQQ8; type++) {
+        Json *ref = json_get(j, qtype_names[type]);
+        Json *rs = json_get(ref, "scale_f16"), *rz = json_get(ref, "zero_f16"), *rq = json_get(ref, "q");
+        QTensor t;
+        qtensor_alloc_bs(&t, type, rows, cols, 0, gs);
+        int rc = qtensor_quantize(&t, w, "test", "w");
+        if (!rs || !rz || !rq || (size_t)rs->n != t.nblocks || (size_t)rq->n != n) { check(0, "hqq reference", "%s: bad %s", fx, qtype_names[type]); qtensor_free(&t); continue; }
+        size_t bad_s = 0, bad_z = 0, bad_q = 0;
+        for (size_t b = 0; b < t.nblocks; b++) { bad_s += t.hscale[b] != (uint16_t)rs->items[b].num; bad_z += t.hzero[b] != (uint16_t)rz->items[b].num; }
+        for (size_t i = 0; i < n; i++) {
+            int q = type == QT_HQQ8 ? t.q[i] : (t.q[i >> 1] >> (i & 1 ? 0 : 4)) & 15;
+            bad_q += q != (int)rq->items[i].num;
+        }
+        char name[64];
+        snprintf(name, sizeof(name), "%s equals the HQQ reference", qtype_names[type]);
+        check(!rc && bad_s == 0 && bad_z == 0 && bad_q == 0, name, "%zu groups (%d reference iterations): fp16 scales differ in %zu, zeros in %zu; codes differ in %zu of %zu",
+              t.nblocks, (int)json_num_or(ref, "iterations", 0), bad_s, bad_z, bad_q, n);
+        qtensor_free(&t);
+    }
+    free(w);
+    json_free(j);
+}
+
 // quantized matmuls == float matmuls on the dequantized matrix
 static void test_qmatmul(void) {
     int N = 5, C = 96, OC = 40; // C not a multiple of 64: blocks cross rows
@@ -2159,7 +2200,7 @@ static void test_qmatmul(void) {
     for (int i = 0; i < N * C; i++) x[i] = random_f32(&r) - 0.5f;
     for (int i = 0; i < OC * C; i++) w[i] = random_f32(&r) - 0.5f;
     for (int i = 0; i < N * OC; i++) dy[i] = random_f32(&r) - 0.5f;
-    for (int type = QT_INT8; type <= QT_NF4; type++) {
+    for (int type = QT_INT8; type <= QT_HQQ8; type++) {
         QTensor t;
         qtensor_alloc(&t, type, OC, C, type == QT_NF4);
         qtensor_quantize(&t, w, "test", "w");
@@ -2184,8 +2225,10 @@ static void test_qmatmul(void) {
 // QLoRA: LoRA gradients on a quantized base == those on an fp32 model holding the dequantized weights
 static void test_qlora_grads(void) {
     if (!have(STORIES)) { skip("qlora gradients", "no models/stories260K/stories260K.bin"); return; }
-    for (int type = QT_INT8; type <= QT_NF4; type++) {
-        QuantOpts qo = { type, 1, type == QT_NF4 }, fl = { QT_NONE, 0, 0 };
+    for (int run = 0; run < 8; run++) { // int8, int4, nf4+dq, hqq4, hqq8 with LoRA; nf4+dq, int4, hqq4 with DoRA
+        const int types[8] = { QT_INT8, QT_INT4, QT_NF4, QT_HQQ4, QT_HQQ8, QT_NF4, QT_INT4, QT_HQQ4 };
+        int type = types[run], dora = run >= 5;
+        QuantOpts qo = { type, 1, type == QT_NF4, 0 }, fl = { QT_NONE, 0, 0, 0 };
         Model mq, mf;
         if (model_load_q(&mq, STORIES, &qo) || model_load_q(&mf, STORIES, &fl)) { check(0, "qlora gradients", "%s", peft_errbuf); return; }
         // the fp32 reference: every quantized matrix dequantized into the float model
@@ -2198,11 +2241,21 @@ static void test_qlora_grads(void) {
             for (int l = 0; l < (outer ? 1 : c->n_layers); l++) model_get_matrix(ptrs[i] + (size_t)l * rows * cols, &mq, i, l);
         }
         LoraConfig lc = { 0 };
-        lc.r = 4; lc.alpha = 8; lc.targets = (1u << NUM_TARGETS) - 1; lc.seed = 3;
+        lc.r = 4; lc.alpha = 8; lc.targets = (1u << NUM_TARGETS) - 1; lc.seed = 3; lc.dora = dora;
         Lora l1, l2;
         lora_create(&l1, c, &lc, 1); lora_create(&l2, c, &lc, 1);
         uint64_t r = 77;
         for (size_t i = 0; i < l1.num_params; i++) l1.params[i] = l2.params[i] = (floatX)((random_f32(&r) - 0.5f) * 0.1f);
+        double mag_diff = 0;
+        if (dora) { // QDoRA: magnitudes start as the row norms, from the dequantized rows (l1) and the fp32 copy (l2)
+            lora_init_dora(&l1, &mq); lora_init_dora(&l2, &mf);
+            for (int i = 0; i < c->n_layers * NUM_TARGETS; i++)
+                for (int o = 0; o < l1.mods[i].out; o++) {
+                    mag_diff = fmax(mag_diff, fabs((double)l1.mods[i].mag[o] - l2.mods[i].mag[o]) / fabs((double)l2.mods[i].mag[o]));
+                    floatX g = (floatX)(0.8 + 0.4 * random_f32(&r)); // then moved off g = 1, so the (g - 1) x W^T path counts
+                    l1.mods[i].mag[o] *= g; l2.mods[i].mag[o] *= g;
+                }
+        }
         int B = 2, T = 32, N = B * T;
         lora_alloc_acts(&l1, N); lora_alloc_acts(&l2, N);
         int *in = malloc_check((size_t)N * sizeof(int)), *tg = malloc_check((size_t)N * sizeof(int));
@@ -2216,8 +2269,9 @@ static void test_qlora_grads(void) {
         for (size_t i = 0; i < l1.num_params; i++) { double d = (double)l1.grads[i] - l2.grads[i]; num += d * d; den += (double)l2.grads[i] * l2.grads[i]; }
         double rel = sqrt(num / den);
         char name[64];
-        snprintf(name, sizeof(name), "qlora gradients (%s%s)", qtype_names[type], type == QT_NF4 ? "+dq" : "");
-        check(rel <= 1e-4 && fabs(L1 - L2) <= 1e-5 * fabs(L2), name, "loss %.7f vs %.7f on the dequantized fp32 model; LoRA gradients relative error %.2e over %zu (bar 1e-4)", L1, L2, rel, l1.num_params);
+        snprintf(name, sizeof(name), "%s gradients (%s%s)", dora ? "qdora" : "qlora", qtype_names[type], type == QT_NF4 ? "+dq" : "");
+        check(rel <= 1e-4 && fabs(L1 - L2) <= 1e-5 * fabs(L2) && mag_diff <= 1e-6, name, "loss %.7f vs %.7f on the dequantized fp32 model; %s gradients relative error %.2e over %zu (bar 1e-4); initial magnitudes max rel diff %.2e",
+              L1, L2, dora ? "DoRA (A, B, magnitude)" : "LoRA", rel, l1.num_params, mag_diff);
         free(in); free(tg);
         acts_free(&a1); acts_free(&a2); net_free(&n1); net_free(&n2); lora_free(&l1); lora_free(&l2); model_free(&mq); model_free(&mf);
     }
@@ -2226,14 +2280,14 @@ static void test_qlora_grads(void) {
 // files: quantize -> load gives the same weights; int8 is a llama2.c v2 file; hostile 4-bit files
 static void test_quant_files(void) {
     if (!have(STORIES)) { skip("quantized files", "no models/stories260K/stories260K.bin"); return; }
-    for (int type = QT_INT8; type <= QT_NF4; type++)
+    for (int type = QT_INT8; type <= QT_HQQ8; type++)
         for (int emb = 0; emb <= 1; emb++) {
             if (type == QT_INT8 && !emb) continue;
-            QuantOpts qo = { type, emb, type == QT_NF4 && emb };
+            QuantOpts qo = { type, emb, type == QT_NF4 && emb, type == QT_HQQ4 && emb ? 128 : 0 };
             Model mq, mr;
             char path[600], name[96];
             tmp_path(path, sizeof(path), "q.bin");
-            if (model_load_q(&mq, STORIES, &qo) || model_save_quant(&mq, path, type, emb, qo.dq) || model_load(&mr, path)) { check(0, "quantized file", "%s", peft_errbuf); return; }
+            if (model_load_q(&mq, STORIES, &qo) || model_save_quant(&mq, path, type, emb, qo.dq, mq.quant_bs) || model_load(&mr, path)) { check(0, "quantized file", "%s", peft_errbuf); return; }
             Config *c = &mq.config;
             double worst = 0;
             floatX *a = malloc_check((size_t)c->vocab_size * c->dim * sizeof(floatX)), *b = malloc_check((size_t)c->vocab_size * c->dim * sizeof(floatX));
@@ -2246,10 +2300,10 @@ static void test_quant_files(void) {
                     for (int k = 0; k < rows * cols; k++) worst = fmax(worst, fabs((double)a[k] - b[k]) / (fabs((double)a[k]) + 1e-30));
                 }
             }
-            snprintf(name, sizeof(name), "%s file round trip%s", qtype_names[type], emb ? " (embeddings quantized)" : "");
-            check(mr.quant == type && mr.quant_embed == emb && worst <= 1e-6, name, "loaded as %s, weights max relative difference %.2e (int8: requantized through llama2.c's interleaved q/k order)", qtype_names[mr.quant], worst);
+            snprintf(name, sizeof(name), "%s file round trip%s%s", qtype_names[type], emb ? " (embeddings quantized)" : "", qo.gs ? " (group 128)" : "");
+            check(mr.quant == type && mr.quant_embed == emb && mr.quant_bs == mq.quant_bs && worst <= 1e-6, name, "loaded as %s, weights max relative difference %.2e (int8: requantized through llama2.c's interleaved q/k order)", qtype_names[mr.quant], worst);
             if (type == QT_INT8) { // llama2.c's reader: v2 dequantized on load (--quant none) == our int8 weights
-                QuantOpts fl = { QT_NONE, 0, 0 };
+                QuantOpts fl = { QT_NONE, 0, 0, 0 };
                 Model mf;
                 if (!model_load_q(&mf, path, &fl)) {
                     double e = 0;
@@ -2264,9 +2318,9 @@ static void test_quant_files(void) {
     // hostile 4-bit files: truncated, bad flags, bad block size, NaN scale
     char path[600];
     tmp_path(path, sizeof(path), "q4.bin");
-    QuantOpts qo = { QT_NF4, 0, 0 };
+    QuantOpts qo = { QT_NF4, 0, 0, 0 };
     Model mq;
-    if (model_load_q(&mq, STORIES, &qo) || model_save_quant(&mq, path, QT_NF4, 0, 0)) { check(0, "hostile 4-bit files", "%s", peft_errbuf); return; }
+    if (model_load_q(&mq, STORIES, &qo) || model_save_quant(&mq, path, QT_NF4, 0, 0, 0)) { check(0, "hostile 4-bit files", "%s", peft_errbuf); return; }
     model_free(&mq);
     size_t n;
     char *buf = read_file(path, &n, 1 << 26);
@@ -2303,7 +2357,7 @@ static void test_quant_chunked_load(void) {
     tmp_path(path, sizeof(path), "chunked.bin");
     if (model_save_bin(&fm, path, 0)) { check(0, "chunked quantization", "%s", peft_errbuf); model_free(&fm); return; }
     for (int type = QT_INT8; type <= QT_NF4; type++) {
-        QuantOpts qo = { type, 1, type == QT_NF4 };
+        QuantOpts qo = { type, 1, type == QT_NF4, 0 };
         Model mq;
         if (model_load_q(&mq, path, &qo)) { check(0, "chunked quantization", "%s", peft_errbuf); continue; }
         const floatX *src[3] = { fm.params.embed, fm.params.wcls, fm.params.w1 };
@@ -2326,6 +2380,63 @@ static void test_quant_chunked_load(void) {
         model_free(&mq);
     }
     model_free(&fm);
+}
+
+// Hugging Face folders (bf16) load with --quant in chunks of whole blocks over threads: the same bytes
+// as quantizing each whole float matrix; and a model too large for memory is refused before allocating
+static void test_quant_chunked_load_hf(void) {
+    Model fm;
+    memset(&fm, 0, sizeof(fm));
+    config_defaults(&fm.config);
+    Config *c = &fm.config;
+    c->dim = 64; c->hidden_dim = 4160; c->n_layers = 1; c->n_heads = 4; c->n_kv_heads = 4; c->head_dim = 16; c->vocab_size = 20000; c->seq_len = 16; c->tied = 0;
+    fm.format = FMT_HF;
+    model_alloc(&fm);
+    uint64_t r = 23;
+    for (size_t i = 0; i < fm.num_parameters; i++) fm.params_memory[i] = (floatX)((random_f32(&r) - 0.5f) * 0.2f);
+    char dir[600];
+    tmp_path(dir, sizeof(dir), "chunked_hf");
+    if (model_save_hf(&fm, dir, DT_BF16)) { check(0, "chunked quantization (HF)", "%s", peft_errbuf); model_free(&fm); return; }
+    model_free(&fm);
+    QuantOpts fl = { QT_NONE, 0, 0, 0 };
+    if (model_load_q(&fm, dir, &fl)) { check(0, "chunked quantization (HF)", "%s", peft_errbuf); return; } // the bf16 values as floats
+    for (int type = QT_INT8; type <= QT_NF4; type++) {
+        QuantOpts qo = { type, 1, type == QT_NF4, 0 };
+        Model mq;
+        if (model_load_q(&mq, dir, &qo)) { check(0, "chunked quantization (HF)", "%s", peft_errbuf); continue; }
+        const floatX *src[3] = { fm.params.embed, fm.params.wcls, fm.params.w1 };
+        const QTensor *got[3] = { &mq.qembed, &mq.qcls, &mq.qw[TGT_GATE] };
+        int same = 1;
+        for (int k = 0; k < 3; k++) {
+            QTensor ref;
+            qtensor_alloc(&ref, type, got[k]->rows, got[k]->cols, qo.dq);
+            qtensor_quantize(&ref, src[k], "ref", "ref");
+            const QTensor *g = got[k];
+            same &= !memcmp(ref.q, g->q, qtensor_qbytes(type, ref.n)) && ref.offset == g->offset;
+            if (qo.dq) same &= !memcmp(ref.qabsmax, g->qabsmax, ref.nblocks) && !memcmp(ref.absmax2, g->absmax2, (ref.nblocks + DQ_BLOCK - 1) / DQ_BLOCK * sizeof(float));
+            else if (ref.scale16) same &= !memcmp(ref.scale16, g->scale16, ref.nblocks * 2);
+            else same &= !memcmp(ref.scale, g->scale, ref.nblocks * sizeof(float));
+            qtensor_free(&ref);
+        }
+        char name[80];
+        snprintf(name, sizeof(name), "%s chunked quantization of a bf16 HF folder", qtype_names[type]);
+        check(same, name, "embedding and lm_head (1,280,000 values: 2-3 chunks) and w1 == each whole float matrix quantized%s", qo.dq ? " (double quantization)" : "");
+        model_free(&mq);
+    }
+    model_free(&fm);
+    // too large: refused with a clear error before allocating (a config of 2^40 fp32 weights)
+    char big[600], cfg[700];
+    tmp_path(big, sizeof(big), "huge_hf");
+    mkdir_p(big);
+    snprintf(cfg, sizeof(cfg), "%s/config.json", big);
+    write_text(cfg, "{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": 65536, \"intermediate_size\": 262144, \"num_hidden_layers\": 64, \"num_attention_heads\": 64, \"vocab_size\": 32000}");
+    snprintf(cfg, sizeof(cfg), "%s/model.safetensors", big);
+    write_bytes(cfg, "\x08\0\0\0\0\0\0\0{}      ", 16);
+    if (!file_exists("/proc/meminfo")) { skip("a model larger than memory is refused", "no /proc/meminfo (the check is Linux-only)"); return; }
+    Model mb;
+    int rc = model_load_q(&mb, big, &fl);
+    check(rc != 0 && strstr(peft_errbuf, "of memory but only") && strstr(peft_errbuf, "--quant"), "a model larger than memory is refused before allocating", "%s", peft_errbuf);
+    if (!rc) model_free(&mb);
 }
 
 // CLI: quantize, then eval/generate/merge on the file; --quant flags
@@ -2353,6 +2464,19 @@ static void test_quant_cli(void) {
     snprintf(args, sizeof(args), "train %s %s -z %s -o %s --steps 2 -b 2 -T 32 --val-frac 0 --quant nf4", STORIES, data, TOK512, ad);
     rc = run_cmd(args, err, sizeof(err), NULL, 0);
     check(rc == 0 && strstr(err, "base: nf4"), "train --quant nf4 (QLoRA)", "exit %d", rc);
+    { // QDoRA from the CLI: train on the nf4 base, then eval the adapter on it
+        char qd[600];
+        tmp_path(qd, sizeof(qd), "qdora");
+        snprintf(args, sizeof(args), "train %s %s -z %s -o %s --steps 2 -b 2 -T 32 --val-frac 0 --quant nf4 --dora", STORIES, data, TOK512, qd);
+        rc = run_cmd(args, err, sizeof(err), NULL, 0);
+        double l = 0;
+        if (rc == 0) {
+            snprintf(args, sizeof(args), "eval %s %s -z %s -a %s --quant nf4", STORIES, data, TOK512, qd);
+            rc = run_cmd(args, err, sizeof(err), out, sizeof(out));
+            if (rc == 0) sscanf(out, "loss %lf", &l);
+        }
+        check(rc == 0 && l > 0 && l < 10, "train --quant nf4 --dora (QDoRA), eval -a on nf4", "exit %d, loss %.4f: %s", rc, l, err);
+    }
     snprintf(args, sizeof(args), "merge %s %s -o %s", q4, ad, merged);
     rc = run_cmd(args, err, sizeof(err), NULL, 0);
     Model mm;
@@ -2362,6 +2486,36 @@ static void test_quant_cli(void) {
     snprintf(args, sizeof(args), "generate %s -z %s -n 8 -t 0 --quant int4", STORIES, TOK512);
     rc = run_cmd(args, err, sizeof(err), out, sizeof(out));
     check(rc == 0 && strlen(out) > 5, "generate --quant int4", "%s", out);
+    { // HQQ: quantize to a v5 file with a group size, eval it; 4-bit quality against nf4 and int4 on this text
+        char qh[600];
+        tmp_path(qh, sizeof(qh), "s_hqq4.bin");
+        snprintf(args, sizeof(args), "quantize %s -o %s --quant hqq4 --group-size 32", STORIES, qh);
+        rc = run_cmd(args, err, sizeof(err), NULL, 0);
+        check(rc == 0 && strstr(err, "v5 hqq4 (group 32)"), "quantize --quant hqq4 --group-size 32", "%s", err);
+        double lq[4] = { 0 };
+        const char *how[4] = { "", "--quant hqq4", "--quant nf4", "--quant int4" };
+        for (int k = 0; k < 4; k++) {
+            snprintf(args, sizeof(args), "eval %s %s -z %s %s", k ? STORIES : qh, data, TOK512, how[k]);
+            if (run_cmd(args, err, sizeof(err), out, sizeof(out)) == 0) sscanf(out, "loss %lf", &lq[k]);
+        }
+        check(lq[0] > 0 && lq[1] > 0 && lq[1] <= lq[2] && lq[1] < lq[3], "eval hqq4 file and --quant hqq4",
+              "loss hqq4 group-32 file %.4f; --quant hqq4 %.4f <= nf4 %.4f, < int4 %.4f (fp32 %.4f)", lq[0], lq[1], lq[2], lq[3], loss[0]);
+        snprintf(args, sizeof(args), "eval %s %s -z %s --quant nf4 --group-size 32", STORIES, data, TOK512);
+        expect_cli_error("--group-size without hqq", args, "applies to --quant hqq4", NULL);
+        snprintf(args, sizeof(args), "eval %s %s -z %s --quant hqq4 --group-size 3", STORIES, data, TOK512);
+        expect_cli_error("--group-size out of range", args, "is not an integer in [8, 4096]", NULL);
+        // hostile v5 files: bad bits, truncated
+        size_t n;
+        char *buf = read_file(qh, &n, 1 << 26), bad[600];
+        if (buf) {
+            tmp_path(bad, sizeof(bad), "bad_hqq.bin");
+            buf[42] = 5; write_bytes(bad, buf, n);
+            expect_model_error("hqq file with 5 bits", bad, "bits 5 for version 5");
+            buf[42] = 4; write_bytes(bad, buf, n - 2);
+            expect_model_error("truncated hqq file", bad, "implies");
+            free(buf);
+        }
+    }
     expect_cli_error("--quant bogus", "eval x y --quant int3", "is not int8", NULL);
     snprintf(args, sizeof(args), "train %s %s -z %s --quant int8 --finetuning-type full", STORIES, data, TOK512);
     expect_cli_error("--quant with full fine-tuning", args, "frozen", NULL);
@@ -2885,6 +3039,269 @@ static void test_hostile_adapters(void);
 static void test_memory_refusal(void);
 static void test_disk_full(void);
 static void test_kill9(void);
+// a random float model (vocabulary of tests/spbpe/tokenizer.json, so no ../shared is needed), saved as .bin
+static int rand_model_file(const char *path, int L, int tied, int hf) {
+    Tokenizer tk;
+    if (tokenizer_load(&tk, "tests/spbpe/tokenizer.json", 0)) return -1;
+    Model tm;
+    memset(&tm, 0, sizeof(tm));
+    config_defaults(&tm.config);
+    Config *c = &tm.config;
+    c->dim = 48; c->hidden_dim = 96; c->n_layers = L; c->n_heads = 6; c->n_kv_heads = 3; c->head_dim = 8; c->vocab_size = tk.vocab_size; c->seq_len = 128; c->tied = tied;
+    tokenizer_free(&tk);
+    tm.format = hf ? FMT_HF : FMT_BIN_V1;
+    model_alloc(&tm);
+    uint64_t r = 11 + (uint64_t)L;
+    for (size_t i = 0; i < tm.num_parameters; i++) tm.params_memory[i] = (floatX)((random_f32(&r) - 0.5f) * 0.2f);
+    for (int i = 0; i < c->n_layers * c->dim; i++) { tm.params.rms_att[i] = 1; tm.params.rms_ffn[i] = 1; }
+    for (int i = 0; i < c->dim; i++) tm.params.rms_final[i] = 1;
+    int rc = hf ? model_save_hf(&tm, path, DT_F32) : model_save_bin(&tm, path, 0);
+    model_free(&tm);
+    return rc;
+}
+
+// LLaMA Pro: the expanded model computes the same logits (bit for bit: the inserted blocks add exact
+// zeros); training updates the inserted blocks only
+static void test_llama_pro(void) {
+    char path[600], dir[600], data[600], args[4096], err[4096], mpath[700];
+    tmp_path(path, sizeof(path), "lp.bin");
+    if (rand_model_file(path, 4, 0, 0)) { check(0, "llama pro", "%s", peft_errbuf); return; }
+    int B = 2, T = 16, N = B * T;
+    int ids[32];
+    uint64_t r = 5;
+    Model m0;
+    if (model_load(&m0, path)) { check(0, "llama pro", "%s", peft_errbuf); return; }
+    for (int i = 0; i < N; i++) ids[i] = (int)(random_u32(&r) % (uint32_t)m0.config.vocab_size);
+    float *ref = dump_logits(&m0, NULL, ids, B, T, NULL, NULL);
+    size_t nl = (size_t)N * m0.config.vocab_size;
+    for (int n_exp = 1; n_exp <= 4; n_exp *= 2) {
+        Model me;
+        if (model_load(&me, path) || model_expand_llama_pro(&me, n_exp)) { check(0, "llama pro", "%s", peft_errbuf); continue; }
+        float *got = dump_logits(&me, NULL, ids, B, T, NULL, NULL);
+        size_t where;
+        double d = max_abs_diff(got, ref, nl, &where);
+        // the inserted blocks: zero o_proj/down_proj, copies otherwise; the original layers unchanged
+        int L = me.config.n_layers, same = 1, k = 0;
+        for (int l = 0; l < L; l++) {
+            int is_new = llama_pro_is_new(l, L, n_exp), src = is_new ? k - 1 : k;
+            if (!is_new) k++;
+            for (int i = 1; i <= 9; i++) {
+                floatX *pe[NUM_PARAM_TENSORS] = { 0, me.params.rms_att, me.params.wq, me.params.wk, me.params.wv, me.params.wo, me.params.rms_ffn, me.params.w1, me.params.w2, me.params.w3 };
+                floatX *p0[NUM_PARAM_TENSORS] = { 0, m0.params.rms_att, m0.params.wq, m0.params.wk, m0.params.wv, m0.params.wo, m0.params.rms_ffn, m0.params.w1, m0.params.w2, m0.params.w3 };
+                size_t per = me.param_sizes[i] / (size_t)L;
+                for (size_t x = 0; x < per; x++) same &= pe[i][per * l + x] == ((is_new && (i == 5 || i == 8)) ? 0 : p0[i][per * src + x]);
+            }
+        }
+        char name[64];
+        snprintf(name, sizeof(name), "llama pro --expand %d keeps the logits", n_exp);
+        check(d == 0 && same && L == 4 + n_exp, name, "%d -> %d layers, logits max diff %.1e over %zu (bar: 0), blocks as expected: %s", 4, L, d, nl, same ? "yes" : "no");
+        free(got); model_free(&me);
+    }
+    model_free(&m0); free(ref);
+    // the CLI: train the inserted blocks, write the expanded model; the original layers stay as they were
+    tmp_path(dir, sizeof(dir), "lp_out"); tmp_path(data, sizeof(data), "lp.txt");
+    const char *text = "the quick brown fox jumps over the lazy dog. the dog sleeps.\n\nA fox is quick and brown; the dog is lazy.\n";
+    write_bytes(data, text, strlen(text));
+    snprintf(args, sizeof(args), "train %s %s -z tests/spbpe/tokenizer.json -o %s --finetuning-type llama-pro --expand 2 --steps 3 -b 2 -T 16 --val-frac 0 --lr 1e-2", path, data, dir);
+    int rc = run_cmd(args, err, sizeof(err), NULL, 0);
+    snprintf(mpath, sizeof(mpath), "%s/model.bin", dir);
+    Model mt, mo;
+    int ok = rc == 0 && strstr(err, "LLaMA Pro: 4 layers + 2 inserted blocks") && !model_load(&mt, mpath);
+    if (ok && !model_load(&mo, path)) {
+        int L = mt.config.n_layers, k = 0;
+        double moved_new = 0, moved_old = 0;
+        for (int l = 0; l < L; l++) {
+            int is_new = llama_pro_is_new(l, L, 2), src = is_new ? k - 1 : k;
+            if (!is_new) k++;
+            size_t per = mt.param_sizes[5] / (size_t)L; // o_proj
+            for (size_t x = 0; x < per; x++) {
+                double d = fabs((double)mt.params.wo[per * l + x] - (is_new ? 0 : mo.params.wo[per * src + x]));
+                if (is_new) moved_new = fmax(moved_new, d); else moved_old = fmax(moved_old, d);
+            }
+            per = mt.param_sizes[7] / (size_t)L; // gate_proj
+            for (size_t x = 0; x < per && !is_new; x++) moved_old = fmax(moved_old, fabs((double)mt.params.w1[per * l + x] - mo.params.w1[per * src + x]));
+        }
+        size_t ne = mt.num_parameters;
+        check(L == 6 && moved_new > 0 && moved_old == 0 && mt.config.vocab_size == mo.config.vocab_size, "train --finetuning-type llama-pro --expand 2",
+              "wrote %d layers (%zu parameters); inserted o_proj moved by up to %.2e, original layers by %.1e (bar: 0)", L, ne, moved_new, moved_old);
+        model_free(&mo);
+    } else check(0, "train --finetuning-type llama-pro --expand 2", "exit %d: %s", rc, err);
+    if (ok) model_free(&mt);
+    snprintf(args, sizeof(args), "train %s %s -z tests/spbpe/tokenizer.json --finetuning-type llama-pro --expand 3 --steps 1", path, data);
+    expect_cli_error("--expand that does not divide the layers", args, "must divide the model's 4 layers", NULL);
+    snprintf(args, sizeof(args), "train %s %s -z tests/spbpe/tokenizer.json --expand 2 --steps 1", path, data);
+    expect_cli_error("--expand without llama-pro", args, "go together", NULL);
+}
+
+// peft chat through a pipe: two adapters in one process; with no template each first reply equals
+// `peft generate -a` for the same text, seed and adapter (generate prints the prompt, then the same text);
+// switching adapters re-reads the conversation into the KV cache: the same as having used the adapter all along
+static void test_chat(void) {
+    char model[600], data[600], a1[600], a2[600], script[600], args[8192], err[4096], out[8192], g1[4096], g2[4096], g0[4096];
+    tmp_path(model, sizeof(model), "chat.bin"); tmp_path(data, sizeof(data), "chat.txt");
+    tmp_path(a1, sizeof(a1), "chat_a1"); tmp_path(a2, sizeof(a2), "chat_a2"); tmp_path(script, sizeof(script), "chat_script.txt");
+    if (rand_model_file(model, 2, 1, 0)) { check(0, "chat", "%s", peft_errbuf); return; }
+    write_text(data, "the quick brown fox jumps over the lazy dog. the dog sleeps.\n\nA fox is quick and brown; the dog is lazy.\n");
+    const char *tk = "-z tests/spbpe/tokenizer.json";
+    snprintf(args, sizeof(args), "train %s %s %s -o %s --steps 3 -b 2 -T 16 --val-frac 0 --lr 0.05 -s 1", model, data, tk, a1);
+    int rc1 = run_cmd(args, err, sizeof(err), NULL, 0);
+    snprintf(args, sizeof(args), "train %s %s %s -o %s --steps 3 -b 2 -T 16 --val-frac 0 --lr 0.05 -s 2 --targets all-linear", model, data, tk, a2);
+    int rc2 = run_cmd(args, err, sizeof(err), NULL, 0);
+    if (rc1 || rc2) { check(0, "chat", "training the adapters failed: %s", err); return; }
+    const char *prompt = "the quick brown fox";
+    char *gens[3] = { g1, g2, g0 };
+    const char *ad[3] = { a1, a2, NULL };
+    for (int k = 0; k < 3; k++) {
+        char aa[700] = "";
+        if (ad[k]) snprintf(aa, sizeof(aa), "-a %s", ad[k]);
+        snprintf(args, sizeof(args), "generate %s %s %s -p \"%s\" -s 7 -n 24", model, tk, aa, prompt);
+        if (run_cmd(args, err, sizeof(err), gens[k], 4096)) { check(0, "chat", "generate: %s", err); return; }
+    }
+    // the script: adapter A (the first), /adapters, switch to B, back to the base, then a two-turn conversation
+    // with A, repeated with a switch to A (which re-reads the cache) before the second turn
+    char sc[2048];
+    snprintf(sc, sizeof(sc), "%s\n/adapters\n/reset\n/adapter B\n%s\n/reset\n/adapter none\n%s\n/reset\n/adapter A\n%s\nand then\n/reset\n%s\n/adapter A\nand then\n/bogus\n/quit\nnever read\n",
+             prompt, prompt, prompt, prompt, prompt);
+    write_text(script, sc);
+    snprintf(args, sizeof(args), "chat %s %s -a A=%s -a B=%s -s 7 -n 24 < %s", model, tk, a1, a2, script);
+    int rc = run_cmd(args, err, sizeof(err), out, sizeof(out));
+    char *lines[16] = { 0 };
+    int nl = 0;
+    for (char *p = out; *p && nl < 16;) { lines[nl++] = p; char *e = strchr(p, '\n'); if (!e) break; *e = 0; p = e + 1; }
+    // generate's output is the prompt's text, then the continuation, then a newline
+    int same[3] = { 0 };
+    for (int k = 0; k < 3; k++) {
+        char *g = gens[k];
+        size_t gl = strlen(g);
+        if (gl && g[gl - 1] == '\n') g[--gl] = 0;
+        size_t pl = strlen(prompt);
+        same[k] = nl > k && !strncmp(g, prompt, pl) && !strcmp(g + pl, lines[k]) && strlen(lines[k]) > 10;
+    }
+    check(rc == 0 && same[0] && same[1] && same[2] && strcmp(lines[0], lines[1]), "chat: replies == generate -a (A, then B, then the base) in one process",
+          "exit %d; A: '%s' vs generate '%s'; B: '%s'", rc, nl > 0 ? lines[0] : "", g1, nl > 1 ? lines[1] : "");
+    check(nl == 7 && !strcmp(lines[3], lines[5]) && !strcmp(lines[4], lines[6]) && strstr(err, "[adapters: A* B; active: A]") && strstr(err, "(conversation re-read)") && strstr(err, "unknown command /bogus"),
+          "chat: KV cache across turns; a switch re-reads the conversation",
+          "%d reply lines; second turn with the cache kept: '%s'; after re-reading it for A: '%s'", nl, nl > 4 ? lines[4] : "", nl > 6 ? lines[6] : "");
+    snprintf(args, sizeof(args), "chat %s %s -a A=%s -a A=%s", model, tk, a1, a2);
+    expect_cli_error("chat with a repeated adapter name", args, "given twice", NULL);
+}
+
+// train --new-special-tokens: the tokenizer beside the adapter has the tokens (matched whole), the
+// adapter's embed_tokens/lm_head (modules_to_save) keep the old rows bit for bit and train the new rows
+// (which start at the mean row); generate/eval/dump take the adapter on the smaller base; merge writes
+// the grown model, whose logits equal base + adapter. Untied and tied bases, tokenizer.json and .bin.
+static void test_new_tokens(void) {
+    const char *toks[2] = { "<|im_start|>", "<|im_end|>" };
+    for (int cs = 0; cs < 3; cs++) { // untied + tokenizer.json, tied + tokenizer.json, untied + tokenizer.bin
+        int tied = cs == 1, bin = cs == 2;
+        char base[600], ad[600], data[600], args[8192], err[4096], out[4096], merged[600], tpath[700], name[96];
+        tmp_path(base, sizeof(base), bin ? "nst_base.bin" : tied ? "nst_base_t" : "nst_base_u");
+        tmp_path(ad, sizeof(ad), cs == 0 ? "nst_ad_u" : cs == 1 ? "nst_ad_t" : "nst_ad_b");
+        tmp_path(merged, sizeof(merged), cs == 0 ? "nst_m_u" : cs == 1 ? "nst_m_t" : "nst_m_b.bin");
+        tmp_path(data, sizeof(data), "nst.txt");
+        snprintf(name, sizeof(name), "new special tokens (%s, %s)", tied ? "tied" : "untied", bin ? "tokenizer.bin" : "tokenizer.json");
+        if (rand_model_file(base, 2, tied, !bin)) { check(0, name, "%s", peft_errbuf); return; }
+        char zflag[700] = "";
+        if (bin) { // a llama2.c tokenizer.bin: 256 byte pieces <0xNN>, then a few words (the model's vocab is larger: fine)
+            static const char *words[] = { "<unk>", "\n<s>\n", "\n</s>\n", " the", " dog", " fox", " quick" };
+            char zp[600];
+            tmp_path(zp, sizeof(zp), "nst_tok.bin");
+            FILE *f = fopen(zp, "wb");
+            int32_t ml = 16;
+            fwrite(&ml, 4, 1, f);
+            for (int k = 0; k < 7 + 256; k++) {
+                char piece[16];
+                if (k < 7) snprintf(piece, sizeof(piece), "%s", words[k]); else snprintf(piece, sizeof(piece), "<0x%02X>", k - 7);
+                float sc = k < 7 ? -(float)k : 0; int32_t l = (int32_t)strlen(piece);
+                fwrite(&sc, 4, 1, f); fwrite(&l, 4, 1, f); fwrite(piece, 1, (size_t)l, f);
+            }
+            fclose(f);
+            snprintf(zflag, sizeof(zflag), "-z %s", zp);
+        } else {
+            size_t n;
+            char *tj = read_file("tests/spbpe/tokenizer.json", &n, 1 << 24), dst[700];
+            snprintf(dst, sizeof(dst), "%s/tokenizer.json", base);
+            if (tj) write_bytes(dst, tj, n);
+            free(tj);
+        }
+        write_text(data, "<|im_start|>user the quick brown fox<|im_end|> <|im_start|>assistant jumps over the lazy dog<|im_end|>\n\n"
+                         "<|im_start|>user the dog<|im_end|> <|im_start|>assistant sleeps<|im_end|>\n");
+        snprintf(args, sizeof(args), "train %s %s %s -o %s --new-special-tokens \"%s, %s\" --steps 4 -b 2 -T 16 --val-frac 0 --lr 0.05 --targets all-linear -r 2",
+                 base, data, zflag, ad, toks[0], toks[1]);
+        int rc = run_cmd(args, err, sizeof(err), NULL, 0);
+        Model m0;
+        if (rc || model_load(&m0, base)) { check(0, name, "train exit %d: %s", rc, err); return; }
+        Config *c = &m0.config;
+        int V = c->vocab_size, C = c->dim, first = bin ? 7 + 256 : V;
+        // the tokenizer beside the adapter
+        snprintf(tpath, sizeof(tpath), "%s/%s", ad, bin ? "tokenizer.bin" : "tokenizer.json");
+        Tokenizer tk;
+        int ids[64], nids = 0, tok_ok = 0;
+        if (!tokenizer_load(&tk, tpath, 0)) {
+            const char *txt = "<|im_start|>user the dog<|im_end|>";
+            nids = tokenizer_encode(&tk, txt, strlen(txt), 0, 0, ids, 64);
+            tok_ok = nids >= 3 && ids[0] == first && ids[nids - 1] == first + 1 && tk.vocab_size == first + 2;
+            tokenizer_free(&tk);
+        }
+        // the adapter's modules_to_save, on the grown base
+        Model mg;
+        Lora lo;
+        LoraConfig lc;
+        double old_diff = -1, moved = 0;
+        int ok_load = !model_load(&mg, base) && !model_resize_vocab(&mg, V > first + 2 ? V : first + 2) && !lora_load(&lo, &lc, &mg.config, ad, 0);
+        if (ok_load) {
+            old_diff = 0;
+            const floatX *w0[2] = { m0.params.embed, m0.params.wcls }, *w1[2] = { lo.embed, lo.lm_head };
+            for (int k = 0; k < 2; k++) {
+                if (!w1[k]) { old_diff = 1e30; continue; }
+                for (size_t i = 0; i < (size_t)first * C; i++) old_diff = fmax(old_diff, fabs((double)w1[k][i] - w0[k][i]));
+                for (int x = 0; x < C; x++) { // the new rows moved away from the mean row they started at
+                    double mean = 0;
+                    for (int v = 0; v < V; v++) mean += w0[k][(size_t)v * C + x];
+                    mean /= V;
+                    for (int r = 0; r < 2; r++) moved = fmax(moved, fabs((double)w1[k][(size_t)(first + r) * C + x] - mean));
+                }
+            }
+            if (tied && lo.embed && lo.lm_head && memcmp(lo.embed, lo.lm_head, (size_t)mg.config.vocab_size * C * sizeof(floatX))) old_diff = 1e30;
+            free(lc.layers);
+        }
+        check(rc == 0 && tok_ok && ok_load && old_diff == 0 && moved > 1e-4, name,
+              "tokenizer beside the adapter: '<|im_start|>' -> %d, '<|im_end|>' -> %d (want %d, %d); modules_to_save old rows max diff %.1e (bar 0), new rows moved %.2e from the mean row",
+              nids ? ids[0] : -1, nids ? ids[nids - 1] : -1, first, first + 1, old_diff, moved);
+        // merge: the grown model's logits == base + adapter (ids with the new tokens)
+        int B = 1, T = 12, in[12];
+        for (int i = 0; i < T; i++) in[i] = (i * 37) % first;
+        in[2] = first; in[7] = first + 1;
+        snprintf(args, sizeof(args), "merge %s %s -o %s", base, ad, merged);
+        int mrc = run_cmd(args, err, sizeof(err), NULL, 0);
+        Model mm;
+        double d = -1;
+        if (ok_load && !mrc && !model_load(&mm, merged)) {
+            lora_alloc_acts(&lo, B * T);
+            float *l1 = dump_logits(&mg, &lo, in, B, T, NULL, NULL), *l2 = dump_logits(&mm, NULL, in, B, T, NULL, NULL);
+            size_t where;
+            d = mm.config.vocab_size == mg.config.vocab_size ? max_abs_diff(l1, l2, (size_t)T * mg.config.vocab_size, &where) : 1e30;
+            free(l1); free(l2); model_free(&mm);
+        }
+        snprintf(name, sizeof(name), "merge of a new-tokens adapter (%s, %s)", tied ? "tied" : "untied", bin ? "tokenizer.bin" : "tokenizer.json");
+        check(mrc == 0 && d >= 0 && d < 1e-4, name, "merged model (vocab %d) logits vs base + adapter: max diff %.2e; %s", mg.config.vocab_size, d, err);
+        // generate/eval with the adapter on the original base (it grows; the adapter's tokenizer is used)
+        snprintf(args, sizeof(args), "generate %s -a %s -p \"<|im_start|>user the dog<|im_end|>\" -n 6 -s 1", base, ad);
+        int grc = run_cmd(args, err, sizeof(err), out, sizeof(out));
+        snprintf(name, sizeof(name), "generate -a new-tokens adapter (%s)", bin ? "tokenizer.bin" : "tokenizer.json");
+        check(grc == 0 && (bin || strstr(err, "the base grows")) && !strstr(out, "<|im_start|>") && strlen(out) > 3, name, "exit %d: %s", grc, err);
+        if (ok_load) lora_free(&lo);
+        if (ok_load || mg.params_memory) model_free(&mg);
+        model_free(&m0);
+    }
+    char args[4096], base[600], data[600];
+    tmp_path(base, sizeof(base), "nst_base_u"); tmp_path(data, sizeof(data), "nst.txt");
+    snprintf(args, sizeof(args), "train %s %s --new-special-tokens \"<s>\" --steps 1", base, data);
+    expect_cli_error("--new-special-tokens with an existing token", args, "is already in", NULL);
+    snprintf(args, sizeof(args), "train %s %s --new-special-tokens \"<x>\" --finetuning-type full --steps 1", base, data);
+    expect_cli_error("--new-special-tokens with full fine-tuning", args, "needs --finetuning-type lora", NULL);
+}
+
 static void run_fp32_tests(void) {
     test_kernels_matmul();
     test_kernels_attention();
@@ -2924,15 +3341,20 @@ static void run_fp32_tests(void) {
     test_adapters();
     test_nf4_bitsandbytes();
     test_quant_bounds();
+    test_hqq_reference();
     test_qmatmul();
     test_qlora_grads();
     test_quant_files();
     test_quant_chunked_load();
+    test_quant_chunked_load_hf();
     test_quant_cli();
     test_hostile_adapters();
     test_memory_refusal();
     test_disk_full();
     test_kill9();
+    test_llama_pro();
+    test_chat();
+    test_new_tokens();
 }
 
 // ----------------------------------------------------------------------------
@@ -3687,7 +4109,7 @@ static void run_cuda_tests(void) {
     printf("== CLI on the GPU\n");
     cuda_test_cli();
 }
-#else
+#elif !defined(PEFT_FP64)
 static void run_cuda_tests(void) { skip("cuda tests", "this test_all was built without CUDA (make test-cuda builds with it)"); }
 #endif
 
