@@ -21,6 +21,7 @@ Only libc, libm and optionally OpenMP.
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L
 #endif
+#define _FILE_OFFSET_BITS 64 // 32-bit machines: files over 2 GiB, 64-bit off_t for fseeko/ftello
 #include <stdio.h>
 #include <stdlib.h>
 #include <stdint.h>
@@ -42,6 +43,9 @@ Only libc, libm and optionally OpenMP.
 #endif
 #if defined(__AVX2__) || defined(__AVX512F__)
 #include <immintrin.h>
+#endif
+#if defined(__aarch64__) && defined(__ARM_NEON)
+#include <arm_neon.h>
 #endif
 
 #ifdef PEFT_FP64
@@ -84,6 +88,12 @@ static void fatal(const char *fmt, ...) {
 // print the last loader error and exit
 static void fatal_error(void) { fatal("%s", peft_errbuf); }
 
+#if defined(__GNUC__)
+#define MAYBE_UNUSED __attribute__((unused)) // the reference kernels, when only the tests call them
+#else
+#define MAYBE_UNUSED
+#endif
+
 static void *malloc_check_(size_t size, const char *file, int line) {
     void *p = malloc(size ? size : 1);
     if (!p) fatal("out of memory allocating %zu bytes (%s:%d)", size, file, line);
@@ -115,6 +125,30 @@ static int mul_ok(size_t a, size_t b, size_t *out) {
     if (a != 0 && b > SIZE_MAX / a) return 0;
     *out = a * b;
     return 1;
+}
+// 32-bit machines: size_t holds 4 GiB and one object at most PTRDIFF_MAX (2 GiB) bytes, so a product
+// of model dimensions can wrap. Every size is planned first in double (exact to 2^53) and checked
+// here, at the entry points (model config, activations, KV cache, file offsets): after that, the
+// size_t products below them cannot overflow.
+static int bytes_fit(double bytes) { return bytes >= 0 && bytes <= (double)PTRDIFF_MAX; }
+static const char *machine_bits(void) { return sizeof(size_t) == 4 ? "32-bit" : sizeof(size_t) == 8 ? "64-bit" : "this"; }
+
+// Byte order. Every file format here is little-endian; on a big-endian host (s390x, PowerPC) the
+// readers and writers convert at the I/O point with these helpers, which do nothing on little-endian
+// hosts. In memory everything is in host order.
+static int host_big_endian(void) { const uint16_t one = 1; unsigned char b; memcpy(&b, &one, 1); return b == 0; }
+// reverse the bytes of each of n elements of es bytes (1, 2, 4 or 8) in place: little-endian <-> host
+static void le_swap(void *p, size_t es, size_t n) {
+    if (!host_big_endian() || es < 2) return;
+    unsigned char *b = (unsigned char *)p;
+    for (size_t i = 0; i < n; i++, b += es)
+        for (size_t j = 0; j < es / 2; j++) { unsigned char t = b[j]; b[j] = b[es - 1 - j]; b[es - 1 - j] = t; }
+}
+// fread of n little-endian elements of es bytes, converted to host order; returns how many were read
+static size_t fread_le(void *dst, size_t es, size_t n, FILE *f) {
+    size_t got = fread(dst, es, n, f);
+    le_swap(dst, es, got);
+    return got;
 }
 
 // Read a whole file into memory (NUL-terminated); pipes work too. Returns NULL and sets the error on failure.
@@ -166,6 +200,18 @@ static int atomic_open(AtomicFile *af, const char *path) {
 }
 static void atomic_write(AtomicFile *af, const void *p, size_t n) {
     if (!af->failed && n && fwrite(p, 1, n, af->f) != n) af->failed = 1;
+}
+// n host-order elements of es bytes, written little-endian (a converted copy on big-endian hosts)
+static void atomic_write_le(AtomicFile *af, const void *p, size_t es, size_t n) {
+    if (!host_big_endian() || es < 2) { atomic_write(af, p, es * n); return; }
+    unsigned char buf[4096];
+    const unsigned char *src = (const unsigned char *)p;
+    for (size_t i = 0, per = sizeof(buf) / es; i < n; i += per) {
+        size_t k = n - i < per ? n - i : per;
+        memcpy(buf, src + i * es, k * es);
+        le_swap(buf, es, k);
+        atomic_write(af, buf, k * es);
+    }
 }
 static int atomic_commit(AtomicFile *af) {
     int bad = af->failed | ferror(af->f);
@@ -518,15 +564,16 @@ static int st_open(SafeTensors *st, const char *path) {
     snprintf(st->path, sizeof(st->path), "%s", path);
     st->f = fopen(path, "rb");
     if (!st->f) return set_error(path, "cannot open: %s", strerror(errno));
-    if (fseek(st->f, 0, SEEK_END) != 0) { st_close(st); return set_error(path, "cannot seek"); }
-    long fsize = ftell(st->f);
+    if (fseeko(st->f, 0, SEEK_END) != 0) { st_close(st); return set_error(path, "cannot seek"); }
+    off_t fsize = ftello(st->f);
     rewind(st->f);
+    if (fsize < 0 || !bytes_fit((double)fsize)) { st_close(st); return set_error(path, "file of %.4g GB is too large for this %s machine", (double)fsize / 1e9, machine_bits()); }
     unsigned char lenbuf[8];
     if (fsize < 8 || fread(lenbuf, 1, 8, st->f) != 8) { st_close(st); return set_error(path, "truncated safetensors file (no header length)"); }
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | lenbuf[i];
     if (hlen > ST_MAX_HEADER) { st_close(st); return set_error(path, "safetensors header length %llu exceeds the %u byte limit", (unsigned long long)hlen, ST_MAX_HEADER); }
-    if (hlen > (uint64_t)fsize - 8) { st_close(st); return set_error(path, "safetensors header length %llu runs past the end of the file (%ld bytes)", (unsigned long long)hlen, fsize); }
+    if (hlen > (uint64_t)fsize - 8) { st_close(st); return set_error(path, "safetensors header length %llu runs past the end of the file (%lld bytes)", (unsigned long long)hlen, (long long)fsize); }
     char *hdr = (char *)malloc_check((size_t)hlen + 1);
     if (fread(hdr, 1, (size_t)hlen, st->f) != (size_t)hlen) { free(hdr); st_close(st); return set_error(path, "truncated safetensors header"); }
     hdr[hlen] = 0;
@@ -553,6 +600,7 @@ static int st_open(SafeTensors *st, const char *path) {
         for (int d = 0; d < shape->n; d++) {
             Json *s = &shape->items[d];
             if (!json_is_int(s) || s->num < 0) { rc = set_error(path, "tensor '%s': shape entries must be non-negative integers", name); goto done; }
+            if (s->num > (double)SIZE_MAX) { rc = set_error(path, "tensor '%s': shape overflows this %s machine's sizes", name, machine_bits()); goto done; }
             t->shape[d] = (int64_t)s->num;
             if (!mul_ok(numel, (size_t)t->shape[d], &numel)) { rc = set_error(path, "tensor '%s': shape overflows", name); goto done; }
         }
@@ -560,6 +608,7 @@ static int st_open(SafeTensors *st, const char *path) {
         if (off->type != JSON_ARRAY || off->n != 2 || !json_is_int(&off->items[0]) || !json_is_int(&off->items[1]) || off->items[0].num < 0 || off->items[1].num < off->items[0].num) {
             rc = set_error(path, "tensor '%s': data_offsets must be [begin, end] with 0 <= begin <= end", name); goto done;
         }
+        if (off->items[1].num > (double)st->data_size) { rc = set_error(path, "tensor '%s': data_offsets [%.17g, %.17g] run past the end of the file (data section is %zu bytes)", name, off->items[0].num, off->items[1].num, st->data_size); goto done; }
         t->begin = (size_t)off->items[0].num; t->end = (size_t)off->items[1].num;
         if (t->end > st->data_size) { rc = set_error(path, "tensor '%s': data_offsets [%zu, %zu] run past the end of the file (data section is %zu bytes)", name, t->begin, t->end, st->data_size); goto done; }
         size_t nbytes = 0;
@@ -589,7 +638,7 @@ static STTensor *st_find(const SafeTensors *st, const char *name) {
 
 static int st_read_raw(SafeTensors *st, const STTensor *t, void *dst) {
     if (t->end == t->begin) return 0;
-    if (fseek(st->f, (long)(st->data_start + t->begin), SEEK_SET) != 0 || fread(dst, 1, t->end - t->begin, st->f) != t->end - t->begin)
+    if (fseeko(st->f, (off_t)st->data_start + (off_t)t->begin, SEEK_SET) != 0 || fread(dst, 1, t->end - t->begin, st->f) != t->end - t->begin)
         return set_error(st->path, "tensor '%s': read failed", t->name);
     return 0;
 }
@@ -600,10 +649,10 @@ static int st_read_floatX(SafeTensors *st, const STTensor *t, floatX *dst) {
         return set_error(st->path, "tensor '%s': dtype %s is not a float type", t->name, dtype_names[t->dtype]);
     size_t chunk = 1 << 16, es = dtype_sizes[t->dtype];
     unsigned char *buf = (unsigned char *)malloc_check(chunk * es);
-    if (fseek(st->f, (long)(st->data_start + t->begin), SEEK_SET) != 0) { free(buf); return set_error(st->path, "tensor '%s': seek failed", t->name); }
+    if (fseeko(st->f, (off_t)st->data_start + (off_t)t->begin, SEEK_SET) != 0) { free(buf); return set_error(st->path, "tensor '%s': seek failed", t->name); }
     for (size_t i = 0; i < t->numel; i += chunk) {
         size_t n = t->numel - i < chunk ? t->numel - i : chunk;
-        if (fread(buf, es, n, st->f) != n) { free(buf); return set_error(st->path, "tensor '%s': read failed", t->name); }
+        if (fread_le(buf, es, n, st->f) != n) { free(buf); return set_error(st->path, "tensor '%s': read failed", t->name); }
         for (size_t k = 0; k < n; k++) {
             double v;
             if (t->dtype == DT_F32) { float f; memcpy(&f, buf + 4 * k, 4); v = f; }
@@ -678,6 +727,7 @@ static int st_write(const char *path, STWrite *ts, int n, const char *metadata_j
                 else if (ts[i].dtype == DT_F32) { float v = (float)ts[i].fdata[j + k]; memcpy(buf + 4 * k, &v, 4); }
                 else { uint16_t v = ts[i].dtype == DT_BF16 ? f32_to_bf16((float)ts[i].fdata[j + k]) : f32_to_f16((float)ts[i].fdata[j + k]); memcpy(buf + 2 * k, &v, 2); }
             }
+            le_swap(buf, es, m);
             atomic_write(&af, buf, m * es);
         }
     }
@@ -930,7 +980,26 @@ static float *qrow_reserve(size_t C) {
 // x . (one row of an int8 tensor): groups of bs run over the flattened tensor, so a row of C values
 // starting at flat index `start` may begin and end inside a group (e.g. C = 288, bs = 64).
 // sum over the row's pieces of scale[group] * sum(x * q). bs must be a multiple of 8 (llama2.c's is 64).
+// The plain loop is the reference; AVX2 and NEON versions follow (the tests compare them).
+MAYBE_UNUSED static floatX dot_int8_naive(const floatX *x, const int8_t *q, const float *scale, size_t start, int C, int bs) {
+    floatX val = 0;
+    for (int i = 0; i < C;) {
+        size_t g = (start + (size_t)i) / (size_t)bs;
+        int end = (int)((g + 1) * (size_t)bs - start);
+        if (end > C) end = C;
+        floatX acc[8] = { 0 };
+        int c = i;
+        for (; c + 8 <= end; c += 8)
+            for (int k = 0; k < 8; k++) acc[k] += x[c + k] * (floatX)q[c + k];
+        floatX s = (((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])));
+        for (; c < end; c++) s += x[c] * (floatX)q[c];
+        val += s * scale[g];
+        i = end;
+    }
+    return val;
+}
 #if !defined(PEFT_FP64) && defined(__AVX2__) && defined(__FMA__)
+#define PEFT_DOT_INT8_SIMD 1
 static float hsum256(__m256 v) {
     __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     h = _mm_add_ps(h, _mm_movehl_ps(h, h));
@@ -957,24 +1026,33 @@ static floatX dot_int8(const floatX *x, const int8_t *q, const float *scale, siz
     }
     return hsum256(total) + tail;
 }
-#else
+#elif !defined(PEFT_FP64) && defined(__aarch64__) && defined(__ARM_NEON)
+#define PEFT_DOT_INT8_SIMD 1
+// NEON: 8 int8 weights widened (int8 -> int16 -> int32 -> float) into two 4-float vectors per step
 static floatX dot_int8(const floatX *x, const int8_t *q, const float *scale, size_t start, int C, int bs) {
-    floatX val = 0;
+    float32x4_t total = vdupq_n_f32(0.0f);
+    float tail = 0;
     for (int i = 0; i < C;) {
         size_t g = (start + (size_t)i) / (size_t)bs;
         int end = (int)((g + 1) * (size_t)bs - start);
         if (end > C) end = C;
-        floatX acc[8] = { 0 };
+        float32x4_t acc0 = vdupq_n_f32(0.0f), acc1 = vdupq_n_f32(0.0f);
         int c = i;
-        for (; c + 8 <= end; c += 8)
-            for (int k = 0; k < 8; k++) acc[k] += x[c + k] * (floatX)q[c + k];
-        floatX s = (((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])));
-        for (; c < end; c++) s += x[c] * (floatX)q[c];
-        val += s * scale[g];
+        for (; c + 8 <= end; c += 8) {
+            int16x8_t q16 = vmovl_s8(vld1_s8(q + c));
+            acc0 = vfmaq_f32(acc0, vld1q_f32(x + c), vcvtq_f32_s32(vmovl_s16(vget_low_s16(q16))));
+            acc1 = vfmaq_f32(acc1, vld1q_f32(x + c + 4), vcvtq_f32_s32(vmovl_s16(vget_high_s16(q16))));
+        }
+        float t = 0;
+        for (; c < end; c++) t += x[c] * (float)q[c];
+        total = vfmaq_f32(total, vaddq_f32(acc0, acc1), vdupq_n_f32(scale[g]));
+        tail += t * scale[g];
         i = end;
     }
-    return val;
+    return vaddvq_f32(total) + tail;
 }
+#else
+#define dot_int8 dot_int8_naive
 #endif
 
 // out = inp @ W^T with W quantized (OC,C): each thread dequantizes one row of W at a time.
@@ -1194,6 +1272,14 @@ static int config_validate(const Config *c, const char *path) {
     if (c->n_heads % c->n_kv_heads != 0) return set_error(path, "n_heads %d is not a multiple of n_kv_heads %d", c->n_heads, c->n_kv_heads);
     if (c->head_dim % 2) return set_error(path, "head_dim %d must be even for RoPE", c->head_dim);
     if (!(c->norm_eps > 0) || !(c->rope_theta > 0)) return set_error(path, "rms_norm_eps and rope_theta must be positive");
+    // every tensor size (and a file's expected size) is a product of these: the whole fp32 model must
+    // fit in memory, so that none of them wraps on a 32-bit machine
+    double C = c->dim, H = c->hidden_dim, L = c->n_layers, V = c->vocab_size, QD = (double)c->n_heads * c->head_dim, KD = (double)c->n_kv_heads * c->head_dim;
+    double params = 2 * V * C + L * (2 * C + 2 * QD * C + 2 * KD * C + 3 * H * C) + C;
+    double bytes = params * (sizeof(floatX) > 4 ? sizeof(floatX) : 4) + (double)c->seq_len * c->head_dim * 4 + 4096;
+    if (!bytes_fit(bytes))
+        return set_error(path, "the model has %.4g parameters (%.4g GB as fp32): too large for this %s machine (at most %.4g GB in one piece)",
+                         params, params * 4 / 1e9, machine_bits(), (double)PTRDIFF_MAX / 1e9);
     return 0;
 }
 
@@ -1229,7 +1315,7 @@ static int fread_f32(floatX *dst, size_t n, FILE *f, const char *path, const cha
     float buf[4096];
     for (size_t i = 0; i < n; i += 4096) {
         size_t k = n - i < 4096 ? n - i : 4096;
-        if (fread(buf, sizeof(float), k, f) != k) return set_error(path, "truncated while reading %s", what);
+        if (fread_le(buf, sizeof(float), k, f) != k) return set_error(path, "truncated while reading %s", what);
         for (size_t j = 0; j < k; j++) {
             if (!isfinite(buf[j])) return set_error(path, "non-finite value in %s at index %zu", what, i + j);
             dst[i + j] = buf[j];
@@ -1311,15 +1397,15 @@ static int qtensor_read(QTensor *t, FILE *f, const char *path) {
     if (fread(t->q, 1, qb, f) != qb) return set_error(path, "truncated quantized weights");
     if (t->qabsmax) {
         size_t n2 = (t->nblocks + DQ_BLOCK - 1) / DQ_BLOCK;
-        if (fread(t->qabsmax, 1, t->nblocks, f) != t->nblocks || fread(t->absmax2, 4, n2, f) != n2 || fread(&t->offset, 4, 1, f) != 1)
+        if (fread(t->qabsmax, 1, t->nblocks, f) != t->nblocks || fread_le(t->absmax2, 4, n2, f) != n2 || fread_le(&t->offset, 4, 1, f) != 1)
             return set_error(path, "truncated quantized scales");
         for (size_t b = 0; b < n2; b++) if (!isfinite(t->absmax2[b])) return set_error(path, "non-finite quantization scale");
         if (!isfinite(t->offset)) return set_error(path, "non-finite quantization offset");
     } else if (t->scale16) {
-        if (fread(t->scale16, 2, t->nblocks, f) != t->nblocks) return set_error(path, "truncated quantized scales");
+        if (fread_le(t->scale16, 2, t->nblocks, f) != t->nblocks) return set_error(path, "truncated quantized scales");
         for (size_t b = 0; b < t->nblocks; b++) if (!isfinite(bf16_to_f32(t->scale16[b]))) return set_error(path, "non-finite quantization scale");
     } else {
-        if (fread(t->scale, 4, t->nblocks, f) != t->nblocks) return set_error(path, "truncated quantized scales");
+        if (fread_le(t->scale, 4, t->nblocks, f) != t->nblocks) return set_error(path, "truncated quantized scales");
         for (size_t b = 0; b < t->nblocks; b++) if (!isfinite(t->scale[b])) return set_error(path, "non-finite quantization scale");
     }
     return 0;
@@ -1340,24 +1426,25 @@ static int qtensor_read(QTensor *t, FILE *f, const char *path) {
 static int load_bin(Model *m, const char *path, const QuantOpts *qo) {
     FILE *f = fopen(path, "rb");
     if (!f) return set_error(path, "cannot open: %s", strerror(errno));
-    fseek(f, 0, SEEK_END);
-    long fsize = ftell(f);
+    fseeko(f, 0, SEEK_END);
+    off_t fsize = ftello(f);
     rewind(f);
+    if (fsize < 0 || !bytes_fit((double)fsize)) { fclose(f); return set_error(path, "file of %.4g GB is too large for this %s machine", (double)fsize / 1e9, machine_bits()); }
     Config *c = &m->config;
     memset(c, 0, sizeof(*c));
     config_defaults(c);
     int32_t h[9] = { 0 };
     uint32_t magic = 0;
-    if (fread(&magic, 4, 1, f) != 1) { fclose(f); return set_error(path, "truncated header"); }
+    if (fread_le(&magic, 4, 1, f) != 1) { fclose(f); return set_error(path, "truncated header"); }
     int version = 0, gs = 0, flags = 0;
     size_t header_size;
     if (magic == BIN_MAGIC) {
         unsigned char hdr[256];
         if (fsize < 256 || fread(hdr + 4, 1, 252, f) != 252) { fclose(f); return set_error(path, "truncated version header"); }
-        memcpy(&version, hdr + 4, 4);
-        memcpy(h, hdr + 8, 7 * 4);
+        memcpy(&version, hdr + 4, 4); le_swap(&version, 4, 1);
+        memcpy(h, hdr + 8, 7 * 4); le_swap(h, 4, 7);
         c->tied = hdr[36];
-        if (version >= 2) memcpy(&gs, hdr + 37, 4);
+        if (version >= 2) { memcpy(&gs, hdr + 37, 4); le_swap(&gs, 4, 1); }
         flags = hdr[41];
         if (version < 1 || version > 4) { fclose(f); return set_error(path, "unsupported llama2.c checkpoint version %d (1 and 2 are supported, and peft.c's 3 and 4)", version); }
         if (c->tied > 1) { fclose(f); return set_error(path, "bad shared_classifier flag %d", c->tied); }
@@ -1365,7 +1452,7 @@ static int load_bin(Model *m, const char *path, const QuantOpts *qo) {
         header_size = 256;
     } else {
         memcpy(&h[0], &magic, 4);
-        if (fread(h + 1, 4, 6, f) != 6) { fclose(f); return set_error(path, "truncated header"); }
+        if (fread_le(h + 1, 4, 6, f) != 6) { fclose(f); return set_error(path, "truncated header"); }
         header_size = 28;
         if (h[5] == INT32_MIN) { fclose(f); return set_error(path, "bad vocab_size in header"); }
         c->tied = h[5] > 0;
@@ -1416,10 +1503,10 @@ static int load_bin(Model *m, const char *path, const QuantOpts *qo) {
     } else {
         expect += weights * 4 + (version == 0 ? (size_t)c->seq_len * HS * 4 : 0); // legacy files carry freq_cis
     }
-    if ((size_t)fsize != expect) { fclose(f); return set_error(path, "file is %ld bytes but its header (dim %d, layers %d, vocab %d) implies %zu", fsize, c->dim, c->n_layers, c->vocab_size, expect); }
+    if ((size_t)fsize != expect) { fclose(f); return set_error(path, "file is %lld bytes but its header (dim %d, layers %d, vocab %d) implies %zu", (long long)fsize, c->dim, c->n_layers, c->vocab_size, expect); }
     model_alloc(m);
     ParameterTensors *p = &m->params;
-    fseek(f, (long)header_size, SEEK_SET);
+    fseeko(f, (off_t)header_size, SEEK_SET);
     int rc = 0;
     // the matrices, one layer at a time through tmp (the largest matrix)
     size_t maxm = 0;
@@ -1433,7 +1520,7 @@ static int load_bin(Model *m, const char *path, const QuantOpts *qo) {
     for (int k = 0; k < NUM_PARAM_TENSORS && !rc; k++) {
         int i = order[k];
         if (i == 11 && c->tied) continue;
-        if (version == 0 && i == 11) fseek(f, (long)((size_t)c->seq_len * HS * 4), SEEK_CUR); // skip freq_cis_real and freq_cis_imag
+        if (version == 0 && i == 11) fseeko(f, (off_t)c->seq_len * (off_t)HS * 4, SEEK_CUR); // skip freq_cis_real and freq_cis_imag
         floatX *ptrs[NUM_PARAM_TENSORS] = { p->embed, p->rms_att, p->wq, p->wk, p->wv, p->wo, p->rms_ffn, p->w1, p->w2, p->w3, p->rms_final, p->wcls };
         if (i == 1 || i == 6 || i == 10) { rc = fread_f32(ptrs[i], sz[i], f, path, param_names[i]); continue; }
         int outer = i == 0 || i == 11;
@@ -1470,7 +1557,7 @@ static int load_bin(Model *m, const char *path, const QuantOpts *qo) {
                 param_dims(c, i, &rows, &cols);
                 QTensor *t = outer ? (i == 0 ? &m->qembed : &m->qcls) : &m->qw[l * NUM_TARGETS + param_target(i)];
                 qtensor_alloc(t, QT_INT8, rows, cols, 0);
-                if (fread(t->q, 1, per, f) != per || fread(t->scale, 4, t->nblocks, f) != t->nblocks) { rc = set_error(path, "truncated int8 weights"); break; }
+                if (fread(t->q, 1, per, f) != per || fread_le(t->scale, 4, t->nblocks, f) != t->nblocks) { rc = set_error(path, "truncated int8 weights"); break; }
                 for (size_t b = 0; b < t->nblocks; b++) if (!isfinite(t->scale[b])) { rc = set_error(path, "non-finite value in int8 scales of %s", param_names[i]); break; }
                 if (!rc && (i == 2 || i == 3)) qtensor_permute_rope_rows(t, i == 2 ? c->n_heads : c->n_kv_heads, c->head_dim, 1);
                 continue;
@@ -1678,7 +1765,7 @@ static void write_f32s(AtomicFile *af, const floatX *x, size_t n) {
     for (size_t i = 0; i < n; i += 4096) {
         size_t k = n - i < 4096 ? n - i : 4096;
         for (size_t j = 0; j < k; j++) buf[j] = (float)x[i + j];
-        atomic_write(af, buf, k * sizeof(float));
+        atomic_write_le(af, buf, sizeof(float), k);
     }
 }
 static int model_save_bin(Model *m, const char *path, int legacy) {
@@ -1690,7 +1777,7 @@ static int model_save_bin(Model *m, const char *path, int legacy) {
     model_permute_qk(m, 0); // to llama2.c's interleaved RoPE layout for writing
     if (legacy) {
         int32_t h[7] = { c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->tied ? c->vocab_size : -c->vocab_size, c->seq_len };
-        atomic_write(&af, h, sizeof(h));
+        atomic_write_le(&af, h, 4, 7);
         floatX *order[10] = { p->embed, p->rms_att, p->wq, p->wk, p->wv, p->wo, p->rms_ffn, p->w1, p->w2, p->w3 };
         size_t osz[10] = { sz[0], sz[1], sz[2], sz[3], sz[4], sz[5], sz[6], sz[7], sz[8], sz[9] };
         for (int i = 0; i < 10; i++) write_f32s(&af, order[i], osz[i]);
@@ -1712,6 +1799,7 @@ static int model_save_bin(Model *m, const char *path, int legacy) {
         uint32_t magic = BIN_MAGIC; int32_t version = 1;
         int32_t h[7] = { c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->vocab_size, c->seq_len };
         memcpy(hdr, &magic, 4); memcpy(hdr + 4, &version, 4); memcpy(hdr + 8, h, sizeof(h));
+        le_swap(hdr, 4, 9); // magic, version, the 7 ints
         hdr[36] = (unsigned char)c->tied;
         atomic_write(&af, hdr, 256);
         floatX *order[11] = { p->rms_att, p->rms_ffn, p->rms_final, p->embed, p->wq, p->wk, p->wv, p->wo, p->w1, p->w2, p->w3 };
@@ -1783,10 +1871,10 @@ static void qtensor_write(AtomicFile *af, const QTensor *t) {
     atomic_write(af, t->q, qtensor_qbytes(t->type, t->n));
     if (t->qabsmax) {
         atomic_write(af, t->qabsmax, t->nblocks);
-        atomic_write(af, t->absmax2, (t->nblocks + DQ_BLOCK - 1) / DQ_BLOCK * sizeof(float));
-        atomic_write(af, &t->offset, sizeof(float));
-    } else if (t->scale16) atomic_write(af, t->scale16, t->nblocks * 2);
-    else atomic_write(af, t->scale, t->nblocks * sizeof(float));
+        atomic_write_le(af, t->absmax2, sizeof(float), (t->nblocks + DQ_BLOCK - 1) / DQ_BLOCK);
+        atomic_write_le(af, &t->offset, sizeof(float), 1);
+    } else if (t->scale16) atomic_write_le(af, t->scale16, 2, t->nblocks);
+    else atomic_write_le(af, t->scale, sizeof(float), t->nblocks);
 }
 static int model_save_quant(Model *m, const char *path, int type, int embed, int dq) {
     Config *c = &m->config;
@@ -1801,7 +1889,9 @@ static int model_save_quant(Model *m, const char *path, int type, int embed, int
     uint32_t magic = BIN_MAGIC; int32_t version = type == QT_INT8 ? 2 : type == QT_INT4 ? 3 : 4, gs = qtype_block[type];
     int32_t h[7] = { c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->vocab_size, c->seq_len };
     memcpy(hdr, &magic, 4); memcpy(hdr + 4, &version, 4); memcpy(hdr + 8, h, sizeof(h));
+    le_swap(hdr, 4, 9); // magic, version, the 7 ints
     hdr[36] = (unsigned char)c->tied;
+    le_swap(&gs, 4, 1);
     memcpy(hdr + 37, &gs, 4);
     if (type != QT_INT8) hdr[41] = (unsigned char)((dq ? 1 : 0) | (embed ? 2 : 0));
     atomic_write(&af, hdr, 256);
@@ -1827,7 +1917,7 @@ static int model_save_quant(Model *m, const char *path, int type, int embed, int
             char what[64];
             snprintf(what, sizeof(what), "%s of layer %d", param_names[i], l);
             if (!(rc = qtensor_quantize(&t, tmp, path, what))) {
-                if (type == QT_INT8) { atomic_write(&af, t.q, t.n); atomic_write(&af, t.scale, t.nblocks * sizeof(float)); }
+                if (type == QT_INT8) { atomic_write(&af, t.q, t.n); atomic_write_le(&af, t.scale, sizeof(float), t.nblocks); }
                 else qtensor_write(&af, &t);
             }
             qtensor_free(&t);
@@ -2279,7 +2369,7 @@ static int tokenizer_load_bin(Tokenizer *t, const char *path, int model_vocab_si
     if (!buf) return -1;
     int32_t max_len;
     if (size < 4) { free(buf); return set_error(path, "too short for a llama2.c tokenizer.bin (%zu bytes)", size); }
-    memcpy(&max_len, buf, 4);
+    memcpy(&max_len, buf, 4); le_swap(&max_len, 4, 1);
     if (max_len <= 0 || max_len > (1 << 20)) { free(buf); return set_error(path, "max_token_length %d is not in 1..%d", (int)max_len, 1 << 20); }
     // first pass: count and check the entries (float score, int32 length, bytes) up to the end of the file
     int count = 0;
@@ -2287,8 +2377,8 @@ static int tokenizer_load_bin(Tokenizer *t, const char *path, int model_vocab_si
         float score;
         int32_t len;
         if (size - off < 8) { free(buf); return set_error(path, "piece %d: truncated (%zu bytes left, need 8 for score and length)", count, size - off); }
-        memcpy(&score, buf + off, 4);
-        memcpy(&len, buf + off + 4, 4);
+        memcpy(&score, buf + off, 4); le_swap(&score, 4, 1);
+        memcpy(&len, buf + off + 4, 4); le_swap(&len, 4, 1);
         if (!isfinite(score)) { free(buf); return set_error(path, "piece %d: score is not finite", count); }
         if (len < 0 || len > max_len) { free(buf); return set_error(path, "piece %d: length %d is not in 0..max_token_length (%d)", count, (int)len, (int)max_len); }
         if ((size_t)len > size - off - 8) { free(buf); return set_error(path, "piece %d: its %d bytes run past the end of the file", count, (int)len); }
@@ -2306,8 +2396,8 @@ static int tokenizer_load_bin(Tokenizer *t, const char *path, int model_vocab_si
     size_t off = 4, used = 0;
     for (int id = 0; id < count; id++) {
         int32_t len;
-        memcpy(&scores[id], buf + off, 4);
-        memcpy(&len, buf + off + 4, 4);
+        memcpy(&scores[id], buf + off, 4); le_swap(&scores[id], 4, 1);
+        memcpy(&len, buf + off + 4, 4); le_swap(&len, 4, 1);
         tok_set_piece(t, id, buf + off + 8, (size_t)len, &used);
         off += 8 + (size_t)len;
         const char *p = t->pieces[id];
@@ -2987,7 +3077,7 @@ static int tokenizer_decode(const Tokenizer *t, int prev_token, int token, char 
 // layers: each *_forward is followed by its *_backward. N = B*T rows.
 // These few functions are the whole numerical core; a GPU file can replace them.
 
-// SIMD: fp32 vectors of VLEN floats (AVX-512: 16, AVX2+FMA: 8). Without either, or with PEFT_FP64,
+// SIMD: fp32 vectors of VLEN floats (AVX-512: 16, AVX2+FMA: 8, aarch64 NEON: 4). Without one, or with PEFT_FP64,
 // PEFT_SIMD stays undefined and every kernel below is its plain loop.
 #if !defined(PEFT_FP64) && defined(__AVX512F__)
 #define PEFT_SIMD 1
@@ -3055,6 +3145,36 @@ static inline vfloat v_exp(vfloat x) {
     p = v_fma(p, v_mul(r, r), v_add(r, v_set1(1.0f)));
     __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     return v_mul(p, _mm256_castsi256_ps(e));
+}
+#elif !defined(PEFT_FP64) && defined(__aarch64__) && defined(__ARM_NEON)
+// aarch64: NEON is part of the base architecture, 4 floats per vector (the GEMM tile is 6 x 8)
+#define PEFT_SIMD 1
+#define VLEN 4
+typedef float32x4_t vfloat;
+#define v_zero() vdupq_n_f32(0.0f)
+#define v_set1(x) vdupq_n_f32(x)
+#define v_load(p) vld1q_f32(p)
+#define v_store(p, v) vst1q_f32(p, v)
+#define v_fma(a, b, c) vfmaq_f32(c, a, b)   // a*b + c, one rounding
+#define v_add(a, b) vaddq_f32(a, b)
+#define v_sub(a, b) vsubq_f32(a, b)
+#define v_mul(a, b) vmulq_f32(a, b)
+#define v_div(a, b) vdivq_f32(a, b)
+#define v_max(a, b) vmaxq_f32(a, b)
+#define v_sum(v) vaddvq_f32(v)
+#define v_hmax(v) vmaxvq_f32(v)
+// e^x as in the AVX2 version (same clamp, reduction and polynomial; 2^n in the exponent bits)
+static inline vfloat v_exp(vfloat x) {
+    x = vmaxq_f32(vminq_f32(x, v_set1(88.3f)), v_set1(-87.3f));
+    vfloat n = vrndnq_f32(v_mul(x, v_set1(1.44269504f)));
+    vfloat r = vfmsq_f32(x, n, v_set1(0.693359375f));  // x - n*c, one rounding
+    r = vfmsq_f32(r, n, v_set1(-2.12194440e-4f));
+    vfloat p = v_fma(v_set1(1.9875691500e-4f), r, v_set1(1.3981999507e-3f));
+    p = v_fma(p, r, v_set1(8.3334519073e-3f)); p = v_fma(p, r, v_set1(4.1665795894e-2f));
+    p = v_fma(p, r, v_set1(1.6666665459e-1f)); p = v_fma(p, r, v_set1(5.0000001201e-1f));
+    p = v_fma(p, v_mul(r, r), v_add(r, v_set1(1.0f)));
+    int32x4_t e = vshlq_n_s32(vaddq_s32(vcvtnq_s32_f32(n), vdupq_n_s32(127)), 23);
+    return v_mul(p, vreinterpretq_f32_s32(e));
 }
 #endif
 
@@ -3861,7 +3981,17 @@ static void point_layer_acts(LayerActs *la, floatX *mem, const size_t *s) {
 
 static floatX *alloc_floats(size_t n, size_t *bytes) { *bytes += n * sizeof(floatX); return (floatX *)calloc_check(n, sizeof(floatX)); }
 
+// bytes acts_alloc will take for a batch of B x T (planned in double: see bytes_fit)
+static double acts_plan_bytes(const Config *c, int B, int T, int checkpoint) {
+    double N = (double)B * T, C = c->dim, H = c->hidden_dim, V = c->vocab_size, L = c->n_layers, NH = c->n_heads;
+    double QD = NH * c->head_dim, KD = (double)c->n_kv_heads * c->head_dim;
+    double per = N * (3 * C + 2 + 2 * QD + 2 * KD + 3 * H) + (double)B * NH * T * T;
+    double grads = N * (2 * C + 2 * QD + 2 * KD + 3 * H) + (double)B * NH * T * T;
+    return sizeof(floatX) * ((L + 1) * N * C + (checkpoint ? 1 : L) * per + N * (C + 2 + V) + grads) + 2 * N * sizeof(int);
+}
 static void acts_alloc(Activations *a, const Config *c, int B, int T, int checkpoint) {
+    double need = acts_plan_bytes(c, B, T, checkpoint);
+    if (!bytes_fit(need)) fatal("a batch of %d x %d tokens needs %.4g GB of activations: too large for this %s machine", B, T, need / 1e9, machine_bits());
     memset(a, 0, sizeof(*a));
     a->B = B; a->T = T; a->checkpoint = checkpoint;
     size_t N = (size_t)B * T, C = (size_t)c->dim, H = (size_t)c->hidden_dim, V = (size_t)c->vocab_size, L = (size_t)c->n_layers;
@@ -4055,6 +4185,8 @@ typedef struct {
 // npos: the positions generation will use (at most seq_len); the KV cache holds only those
 static void runstate_alloc(RunState *s, const Config *c, int npos) {
     s->npos = npos < c->seq_len ? (npos > 0 ? npos : 1) : c->seq_len;
+    double kv = 2.0 * c->n_layers * s->npos * c->n_kv_heads * c->head_dim * sizeof(floatX);
+    if (!bytes_fit(kv)) fatal("a KV cache of %d positions needs %.4g GB: too large for this %s machine", s->npos, kv / 1e9, machine_bits());
     size_t C = (size_t)c->dim, H = (size_t)c->hidden_dim, QD = (size_t)c->n_heads * c->head_dim, KD = (size_t)c->n_kv_heads * c->head_dim;
     size_t D = C > QD ? C : QD;
     s->x = (floatX *)calloc_check(C, sizeof(floatX));
@@ -5099,6 +5231,7 @@ static int st_read_ints(SafeTensors *st, const STTensor *t, int *dst) {
     if (t->dtype != DT_I32 && t->dtype != DT_I64) return set_error(st->path, "tensor '%s' must be I32 or I64, not %s", t->name, dtype_names[t->dtype]);
     unsigned char *raw = (unsigned char *)malloc_check(t->end - t->begin);
     if (st_read_raw(st, t, raw)) { free(raw); return -1; }
+    le_swap(raw, dtype_sizes[t->dtype], t->numel);
     for (size_t i = 0; i < t->numel; i++) {
         int64_t v;
         if (t->dtype == DT_I32) { int32_t x; memcpy(&x, raw + 4 * i, 4); v = x; } else memcpy(&v, raw + 8 * i, 8);
@@ -5355,6 +5488,7 @@ static int cmd_eval(int argc, char **argv) {
     Config *c = &m.config;
     if (!T) T = c->seq_len < 256 ? c->seq_len : 256;
     if (T > c->seq_len) fatal("-T %d exceeds the model's %d positions", T, c->seq_len);
+    if ((double)B * T > INT_MAX) fatal("-b %d x -T %d is too many tokens per batch", B, T);
     Tokenizer tok;
     load_tokenizer_or_die(&tok, zpath, model_path, c);
     int n;
@@ -5627,6 +5761,7 @@ static int cmd_train(int argc, char **argv) {
     fprintf(stderr, "%s", quant_desc(&m));
     if (!ta.T) ta.T = c->seq_len < 256 ? c->seq_len : 256;
     if (ta.T > c->seq_len) fatal("-T %d exceeds the model's %d positions", ta.T, c->seq_len);
+    if ((double)ta.B * ta.T * ta.grad_accum > INT_MAX) fatal("-b %d x -T %d (x %d accumulation steps) is too many tokens per step", ta.B, ta.T, ta.grad_accum);
     if (ta.mode == TUNE_FREEZE && ta.freeze_layers > c->n_layers) fatal("--freeze-trainable-layers %d exceeds the model's %d layers", ta.freeze_layers, c->n_layers);
     if (ta.mode == TUNE_LORA && !ta.resume_adapter) {
         for (int t = 0; t < NUM_TARGETS; t++) {
