@@ -47,6 +47,12 @@ Only libc, libm and optionally OpenMP.
 #if defined(__aarch64__) && defined(__ARM_NEON)
 #include <arm_neon.h>
 #endif
+// PEFT_INFER: the inference-only build (make PEFT_INFER=1, for embedded ports): loading, adapters
+// (applied or merged) and generation; no training, eval, dump or quantize, no OpenMP. The backward
+// functions stay in the source beside their forwards: nothing calls them, so the compiler drops them.
+#ifdef PEFT_INFER
+#pragma GCC diagnostic ignored "-Wunused-function"
+#endif
 
 #ifdef PEFT_FP64
 typedef double floatX;      // every parameter, activation and gradient
@@ -94,20 +100,112 @@ static void fatal_error(void) { fatal("%s", peft_errbuf); }
 #define MAYBE_UNUSED
 #endif
 
+static int mul_ok(size_t a, size_t b, size_t *out);
+
+// Memory: every allocation in this file goes through peft_realloc (realloc's contract: p NULL
+// allocates, size 0 frees), so a port can put peft.c on memory of its own. By default it is the C
+// library's heap. -DPEFT_ARENA=BYTES serves everything from one static array instead (no malloc at
+// all: first fit, a freed block merges with free neighbours); -DPEFT_HEAP_STATS counts the peak
+// (the inference-only build does, and `generate` reports it). With either, free() below is
+// peft_realloc(p, 0), so pointers from this file must not go to the C library's free.
+#if defined(PEFT_ARENA) || defined(PEFT_HEAP_STATS)
+#define PEFT_OWN_HEAP 1
+// a block: a header of 16 bytes (its size including the header, and whether it is in use), then
+// the payload, 16-byte aligned
+typedef struct { size_t size, used; } HeapBlock;
+#define HEAP_HDR ((sizeof(HeapBlock) + 15) & ~(size_t)15)
+static size_t heap_live, heap_peak; // payload bytes in use now and at most
+#ifdef PEFT_ARENA
+static union { long double ld; void *p; long long ll; unsigned char b[(PEFT_ARENA) + 16]; } heap_arena;
+static size_t heap_top, heap_top_peak; // bytes of the arena carved into blocks: now, at most
+static void *heap_alloc(size_t need) {
+    unsigned char *base = (unsigned char *)(((uintptr_t)heap_arena.b + 15) & ~(uintptr_t)15);
+    size_t cap = (PEFT_ARENA) - (size_t)(base - heap_arena.b) + 16;
+    for (size_t off = 0; off < heap_top;) { // first fit among freed blocks
+        HeapBlock *b = (HeapBlock *)(base + off);
+        if (!b->used && b->size >= need) {
+            if (b->size - need >= HEAP_HDR + 64) { // split
+                HeapBlock *rest = (HeapBlock *)(base + off + need);
+                rest->size = b->size - need; rest->used = 0;
+                b->size = need;
+            }
+            b->used = 1;
+            return b;
+        }
+        off += b->size;
+    }
+    if (need > cap - heap_top) return NULL;
+    HeapBlock *b = (HeapBlock *)(base + heap_top);
+    b->size = need; b->used = 1;
+    heap_top += need;
+    if (heap_top > heap_top_peak) heap_top_peak = heap_top;
+    return b;
+}
+static void heap_release(HeapBlock *b) {
+    unsigned char *base = (unsigned char *)(((uintptr_t)heap_arena.b + 15) & ~(uintptr_t)15);
+    b->used = 0;
+    // merge runs of free blocks, and give a free tail back to the top
+    size_t off = 0, last_used_end = 0;
+    while (off < heap_top) {
+        HeapBlock *x = (HeapBlock *)(base + off);
+        if (!x->used) while (off + x->size < heap_top && !((HeapBlock *)(base + off + x->size))->used) x->size += ((HeapBlock *)(base + off + x->size))->size;
+        else last_used_end = off + x->size;
+        off += x->size;
+    }
+    heap_top = last_used_end;
+}
+#else
+static void *heap_alloc(size_t need) {
+    HeapBlock *b = (HeapBlock *)malloc(need);
+    if (b) { b->size = need; b->used = 1; }
+    return b;
+}
+static void heap_release(HeapBlock *b) { free(b); }
+#endif
+static void *peft_realloc(void *p, size_t size) {
+    HeapBlock *old = p ? (HeapBlock *)((unsigned char *)p - HEAP_HDR) : NULL;
+    size_t have = old ? old->size - HEAP_HDR : 0;
+    if (size == 0) { if (old) { heap_live -= have; heap_release(old); } return NULL; }
+    if (size > SIZE_MAX - 2 * HEAP_HDR) return NULL;
+    size_t need = (size + HEAP_HDR + 15) & ~(size_t)15;
+    if (old && need <= old->size) return p;
+    HeapBlock *b = (HeapBlock *)heap_alloc(need); // (an arena block may be larger than asked: not split)
+    if (!b) return NULL;
+    heap_live += b->size - HEAP_HDR;
+    if (heap_live > heap_peak) heap_peak = heap_live;
+    void *q = (unsigned char *)b + HEAP_HDR;
+    if (old) { memcpy(q, p, have < size ? have : size); heap_live -= have; heap_release(old); }
+    return q;
+}
+#define free(p) peft_realloc((p), 0)
+#else
+static void *peft_realloc(void *p, size_t size) {
+    if (size == 0) { free(p); return NULL; }
+    return realloc(p, size);
+}
+#endif
+
 static void *malloc_check_(size_t size, const char *file, int line) {
-    void *p = malloc(size ? size : 1);
+    void *p = peft_realloc(NULL, size ? size : 1);
     if (!p) fatal("out of memory allocating %zu bytes (%s:%d)", size, file, line);
     return p;
 }
 static void *calloc_check_(size_t n, size_t size, const char *file, int line) {
-    void *p = calloc(n ? n : 1, size ? size : 1);
+    size_t bytes;
+    void *p = mul_ok(n ? n : 1, size ? size : 1, &bytes) ? peft_realloc(NULL, bytes) : NULL;
     if (!p) fatal("out of memory allocating %zu x %zu bytes (%s:%d)", n, size, file, line);
+    memset(p, 0, bytes);
     return p;
 }
 static void *realloc_check_(void *ptr, size_t size, const char *file, int line) {
-    void *p = realloc(ptr, size ? size : 1);
+    void *p = peft_realloc(ptr, size ? size : 1);
     if (!p) fatal("out of memory allocating %zu bytes (%s:%d)", size, file, line);
     return p;
+}
+// size bytes at a 64-byte boundary, never freed (buffers that live as long as the process)
+MAYBE_UNUSED static void *malloc_aligned64(size_t size) {
+    unsigned char *p = (unsigned char *)malloc_check_(size + 64, __FILE__, __LINE__);
+    return p + (64 - ((uintptr_t)p & 63));
 }
 #define malloc_check(size) malloc_check_(size, __FILE__, __LINE__)
 #define calloc_check(n, size) calloc_check_(n, size, __FILE__, __LINE__)
@@ -3315,9 +3413,10 @@ static void gemm_reserve(void) {
 #endif
     if (nthreads <= gemm_nbuf) return;
     gemm_buf = (GemmBuffers *)realloc_check(gemm_buf, (size_t)nthreads * sizeof(GemmBuffers));
-    for (int t = gemm_nbuf; t < nthreads; t++)
-        if (posix_memalign((void **)&gemm_buf[t].b, 64, (size_t)GEMM_KC * GEMM_NC * sizeof(float)) ||
-            posix_memalign((void **)&gemm_buf[t].a, 64, (size_t)GEMM_MB * GEMM_MR * GEMM_KC * sizeof(float))) fatal("out of memory for the matmul buffers");
+    for (int t = gemm_nbuf; t < nthreads; t++) {
+        gemm_buf[t].b = (float *)malloc_aligned64((size_t)GEMM_KC * GEMM_NC * sizeof(float));
+        gemm_buf[t].a = (float *)malloc_aligned64((size_t)GEMM_MB * GEMM_MR * GEMM_KC * sizeof(float));
+    }
     gemm_nbuf = nthreads;
 }
 static GemmBuffers *gemm_thread_buffers(void) {
@@ -4714,6 +4813,7 @@ static void lora_merge(Model *model, const Lora *lo, int sign) {
 
 // ----------------------------------------------------------------------------
 // data and training: tokenized text, AdamW, the training loop, checkpoints, evaluation
+#ifndef PEFT_INFER
 
 // Tokenize a UTF-8 text file: documents are separated by blank lines, each starts with BOS.
 static int *tokenize_file(const Tokenizer *tok, const char *path, int *n_out) {
@@ -5183,6 +5283,7 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
     return rc;
 }
 
+#endif // PEFT_INFER
 
 // ----------------------------------------------------------------------------
 // sampling and generation
@@ -5450,11 +5551,19 @@ static int cmd_generate(int argc, char **argv) {
     fflush(stdout);
     fprintf(stderr, "%s", quant_desc(&m));
     if (generated > 1) fprintf(stderr, "achieved tok/s: %.1f (%d tokens)\n", (generated - 1) / (time_sec() - t0), generated);
+#ifdef PEFT_OWN_HEAP
+    fprintf(stderr, "heap: peak %zu bytes (%.1f KiB) allocated at once", heap_peak, heap_peak / 1024.0);
+#ifdef PEFT_ARENA
+    fprintf(stderr, "; arena high-water mark %zu of %zu bytes", heap_top_peak, (size_t)(PEFT_ARENA));
+#endif
+    fprintf(stderr, "\n");
+#endif
     free(probs); free(pi); free(ptoks);
     runstate_free(&s); net_free(&net); lora_free(lo); tokenizer_free(&tok); model_free(&m);
     return 0;
 }
 
+#ifndef PEFT_INFER
 // ---- eval
 static void error_usage_eval(void) {
     fprintf(stderr, "Usage: peft eval MODEL DATA [options]\n"
@@ -5784,6 +5893,8 @@ static int cmd_train(int argc, char **argv) {
     return 0;
 }
 
+#endif // PEFT_INFER
+
 // ---- merge
 static void error_usage_merge(void) {
     fprintf(stderr, "Usage: peft merge MODEL ADAPTER[:WEIGHT]... -o OUT [--dtype f32|f16|bf16]\n"
@@ -5928,6 +6039,7 @@ static int cmd_info(int argc, char **argv) {
     return 0;
 }
 
+#ifndef PEFT_INFER
 // ---- quantize
 static void error_usage_quantize(void) {
     fprintf(stderr, "Usage: peft quantize MODEL -o OUT --quant int8|int4|nf4 [options]\n"
@@ -5962,7 +6074,17 @@ static int cmd_quantize(int argc, char **argv) {
     return 0;
 }
 
+#endif // PEFT_INFER
+
 static void error_usage(void) {
+#ifdef PEFT_INFER
+    fprintf(stderr, "peft.c (inference-only build): Llama-family models with PEFT LoRA adapters in one C file\n"
+                    "Usage: peft <command> [args]   (peft <command> --help lists its flags)\n"
+                    "  generate MODEL [-p PROMPT]     sample text (with -a ADAPTER[:W]...)\n"
+                    "  merge MODEL ADAPTER... -o OUT  merge adapters into the weights\n"
+                    "  info PATH                      what a model, adapter or .safetensors file holds\n"
+                    "MODEL is a llama2.c .bin file or a Hugging Face folder (config.json + safetensors).\n");
+#else
     fprintf(stderr, "peft.c: LoRA fine-tuning of Llama-family models in one C file\n"
                     "Usage: peft <command> [args]   (peft <command> --help lists its flags)\n"
                     "  train MODEL DATA [-o OUT]      fine-tune (LoRA, DoRA, freeze, full); writes a PEFT adapter\n"
@@ -5973,6 +6095,7 @@ static void error_usage(void) {
                     "  quantize MODEL -o OUT --quant T  write an int8 (llama2.c v2), int4 or nf4 model file\n"
                     "  info PATH                      what a model, adapter or .safetensors file holds\n"
                     "MODEL is a llama2.c .bin file or a Hugging Face folder (config.json + safetensors).\n");
+#endif
     exit(1);
 }
 
@@ -5985,13 +6108,18 @@ int main(int argc, char **argv) {
 #endif
     if (argc < 2) error_usage();
     const char *cmd = argv[1];
-    if (!strcmp(cmd, "train")) return cmd_train(argc - 2, argv + 2);
     if (!strcmp(cmd, "generate")) return cmd_generate(argc - 2, argv + 2);
-    if (!strcmp(cmd, "eval")) return cmd_eval(argc - 2, argv + 2);
-    if (!strcmp(cmd, "dump")) return cmd_dump(argc - 2, argv + 2);
     if (!strcmp(cmd, "merge")) return cmd_merge(argc - 2, argv + 2);
     if (!strcmp(cmd, "info")) return cmd_info(argc - 2, argv + 2);
+#ifndef PEFT_INFER
+    if (!strcmp(cmd, "train")) return cmd_train(argc - 2, argv + 2);
+    if (!strcmp(cmd, "eval")) return cmd_eval(argc - 2, argv + 2);
+    if (!strcmp(cmd, "dump")) return cmd_dump(argc - 2, argv + 2);
     if (!strcmp(cmd, "quantize")) return cmd_quantize(argc - 2, argv + 2);
+#else
+    if (!strcmp(cmd, "train") || !strcmp(cmd, "eval") || !strcmp(cmd, "dump") || !strcmp(cmd, "quantize"))
+        fatal("'%s' is not in this inference-only build (PEFT_INFER); build peft with plain make", cmd);
+#endif
     if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h")) error_usage();
     fatal("unknown command '%s' (see peft --help)", cmd);
     return 1;

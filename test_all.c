@@ -2474,6 +2474,31 @@ static void test_dot_int8(void) {
 #endif
 }
 
+
+// the inference-only build (-DPEFT_INFER) on a fixed arena (-DPEFT_ARENA): make test builds it as
+// ./peft_infer_arena (PEFT_INFER_BIN overrides). It generates the same text as ./peft with an adapter,
+// reports its peak heap, and refuses training with one line.
+static void test_infer_build(void) {
+    const char *bin = getenv("PEFT_INFER_BIN") ? getenv("PEFT_INFER_BIN") : "./peft_infer_arena";
+    if (!file_exists(bin)) { check(0, "inference-only build", "%s not built (make test builds it)", bin); return; }
+    if (!have(STORIES) || !have(TOK512) || !have(SHARED "/reference/peft/qv_r4")) { skip("inference-only build", "needs stories260K and " SHARED "/reference/peft/qv_r4"); return; }
+    char args[2048], err1[4096], err2[4096], out1[8192], out2[8192];
+    snprintf(args, sizeof(args), "generate %s -z %s -a %s -t 0 -n 120 -p \"Once upon a time\"", STORIES, TOK512, SHARED "/reference/peft/qv_r4");
+    int rc1 = run_cmd(args, err1, sizeof(err1), out1, sizeof(out1));
+    const char *saved = getenv("PEFT_BIN");
+    char keep[600]; snprintf(keep, sizeof(keep), "%s", saved ? saved : "");
+    setenv("PEFT_BIN", bin, 1);
+    int rc2 = run_cmd(args, err2, sizeof(err2), out2, sizeof(out2));
+    char terr[4096];
+    snprintf(args, sizeof(args), "train %s x.txt -z %s", STORIES, TOK512);
+    int rc3 = run_cmd(args, terr, sizeof(terr), NULL, 0);
+    if (saved) setenv("PEFT_BIN", keep, 1); else unsetenv("PEFT_BIN");
+    const char *peak = strstr(err2, "heap: peak ");
+    check(rc1 == 0 && rc2 == 0 && strlen(out1) > 100 && !strcmp(out1, out2) && peak, "inference-only build: generate with an adapter",
+          "%zu bytes of text, identical to ./peft: %s; %.*s", strlen(out2), !strcmp(out1, out2) ? "yes" : "NO", peak ? (int)strcspn(peak, "\n") : 7, peak ? peak : "no heap line");
+    check(rc3 != 0 && strstr(terr, "not in this inference-only build") && count_lines(terr) == 1, "inference-only build: no training", "exit %d, \"%.*s\"", rc3, (int)strcspn(terr, "\n"), terr);
+}
+
 static void run_fp32_tests(void) {
     test_kernels_matmul();
     test_kernels_attention();
@@ -2512,6 +2537,7 @@ static void run_fp32_tests(void) {
     test_byte_order();
     test_sizes_32bit();
     test_dot_int8();
+    test_infer_build();
 }
 
 // run the fp64 finite-difference binary and fold its counts into ours

@@ -35,22 +35,32 @@ for t in $targets; do
   t0=$(date +%s)
   if ! { $NICE $cc $flags peft.c -o "$out/peft" -lm &&
          $NICE $cc $flags test_all.c -o "$out/test_all" -lm &&
-         $NICE $cc $flags -DPEFT_FP64 test_all.c -o "$out/test_all_fp64" -lm; }; then
+         $NICE $cc $flags -DPEFT_FP64 test_all.c -o "$out/test_all_fp64" -lm &&
+         $NICE $cc ${flags/-fopenmp/-Wno-unknown-pragmas} -DPEFT_INFER -DPEFT_ARENA=16777216 peft.c -o "$out/peft_infer_arena" -lm; }; then
     summary="$summary$t: build failed\n"; status=1; continue
   fi
   t1=$(date +%s)
   # the suite runs from the repository root (it reads ./tokenizer.bin, tests/ and ../shared);
   # test_all starts peft and test_all_fp64 through PEFT_EXEC
   export QEMU_LD_PREFIX=/usr/$triple
-  PEFT_EXEC="$NICE $qemu" PEFT_BIN="$out/peft" PEFT_FP64_TEST="$out/test_all_fp64" \
-    $NICE $qemu "$out/test_all" > "$out/test.log" 2>&1
-  rc=$?
+  # CPU seconds of the suite and everything it starts (what it would take on one free core)
+  TIMEFORMAT="%U %S"
+  cpu=$( { time PEFT_EXEC="$NICE $qemu" PEFT_BIN="$out/peft" PEFT_FP64_TEST="$out/test_all_fp64" PEFT_INFER_BIN="$out/peft_infer_arena" \
+             $NICE $qemu "$out/test_all" > "$out/test.log" 2>&1; echo "rc $?" > "$out/rc"; } 2>&1 )
+  rc=$(sed 's/rc //' "$out/rc")
+  cpu=$(echo "$cpu" | awk '{printf "%.0f", $1 + $2}')
   unset QEMU_LD_PREFIX
   t2=$(date +%s)
   grep -E "^(FAIL|SKIP)" "$out/test.log"
   line=$(tail -n 1 "$out/test.log")
-  summary="$summary$t: $line (exit $rc; build $((t1 - t0)) s, suite $((t2 - t1)) s)\n"
+  summary="$summary$t: $line (exit $rc; build $((t1 - t0)) s, suite $((t2 - t1)) s wall, $cpu s CPU)\n"
   [ $rc -eq 0 ] || status=1
+  if [ $t = s390x ]; then # files written on big-endian s390x load on this machine and the reverse
+    tests/cross_endian.sh | tee cross/endian.log
+    [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+    line=$(tail -n 1 cross/endian.log)
+    summary="$summary$line\n"
+  fi
 done
 echo "== cross-test summary"
 printf "$summary"
