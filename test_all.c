@@ -22,7 +22,7 @@ static void skip(const char *name, const char *why) { printf("SKIP %s: %s\n", na
 
 // max(m, d) with NaN as the worst (fmax would drop a NaN difference; gcc 12 for aarch64 also crashes
 // vectorising fmax reductions)
-static double max_err(double m, double d) { return (d > m || d != d) ? d : m; }
+MAYBE_UNUSED static double max_err(double m, double d) { return (d > m || d != d) ? d : m; }
 static double rel_err(const double *a, const double *b, size_t n) { // ||a-b|| / ||b||
     double num = 0, den = 0;
     for (size_t i = 0; i < n; i++) { num += (a[i] - b[i]) * (a[i] - b[i]); den += b[i] * b[i]; }
