@@ -102,12 +102,13 @@ static void fatal_error(void) { fatal("%s", peft_errbuf); }
 
 static int mul_ok(size_t a, size_t b, size_t *out);
 
-// Memory: every allocation in this file goes through peft_realloc (realloc's contract: p NULL
-// allocates, size 0 frees), so a port can put peft.c on memory of its own. By default it is the C
+// Memory: every allocation in this file goes through peft_mem(p, size, zero) (realloc's contract: p
+// NULL allocates, size 0 frees; zero: a new block of zeros, as calloc gives, whose untouched pages
+// cost no memory), so a port can put peft.c on memory of its own. By default it is the C
 // library's heap. -DPEFT_ARENA=BYTES serves everything from one static array instead (no malloc at
 // all: first fit, a freed block merges with free neighbours); -DPEFT_HEAP_STATS counts the peak
 // (the inference-only build does, and `generate` reports it). With either, free() below is
-// peft_realloc(p, 0), so pointers from this file must not go to the C library's free.
+// peft_mem(p, 0, 0), so pointers from this file must not go to the C library's free.
 #if defined(PEFT_ARENA) || defined(PEFT_HEAP_STATS)
 #define PEFT_OWN_HEAP 1
 // a block: a header of 16 bytes (its size including the header, and whether it is in use), then
@@ -162,7 +163,7 @@ static void *heap_alloc(size_t need) {
 }
 static void heap_release(HeapBlock *b) { free(b); }
 #endif
-static void *peft_realloc(void *p, size_t size) {
+static void *peft_mem(void *p, size_t size, int zero) {
     HeapBlock *old = p ? (HeapBlock *)((unsigned char *)p - HEAP_HDR) : NULL;
     size_t have = old ? old->size - HEAP_HDR : 0;
     if (size == 0) { if (old) { heap_live -= have; heap_release(old); } return NULL; }
@@ -175,30 +176,30 @@ static void *peft_realloc(void *p, size_t size) {
     if (heap_live > heap_peak) heap_peak = heap_live;
     void *q = (unsigned char *)b + HEAP_HDR;
     if (old) { memcpy(q, p, have < size ? have : size); heap_live -= have; heap_release(old); }
+    else if (zero) memset(q, 0, size);
     return q;
 }
-#define free(p) peft_realloc((p), 0)
+#define free(p) peft_mem((p), 0, 0)
 #else
-static void *peft_realloc(void *p, size_t size) {
+static void *peft_mem(void *p, size_t size, int zero) {
     if (size == 0) { free(p); return NULL; }
-    return realloc(p, size);
+    return !p && zero ? calloc(1, size) : realloc(p, size);
 }
 #endif
 
 static void *malloc_check_(size_t size, const char *file, int line) {
-    void *p = peft_realloc(NULL, size ? size : 1);
+    void *p = peft_mem(NULL, size ? size : 1, 0);
     if (!p) fatal("out of memory allocating %zu bytes (%s:%d)", size, file, line);
     return p;
 }
 static void *calloc_check_(size_t n, size_t size, const char *file, int line) {
     size_t bytes;
-    void *p = mul_ok(n ? n : 1, size ? size : 1, &bytes) ? peft_realloc(NULL, bytes) : NULL;
+    void *p = mul_ok(n ? n : 1, size ? size : 1, &bytes) ? peft_mem(NULL, bytes, 1) : NULL;
     if (!p) fatal("out of memory allocating %zu x %zu bytes (%s:%d)", n, size, file, line);
-    memset(p, 0, bytes);
     return p;
 }
 static void *realloc_check_(void *ptr, size_t size, const char *file, int line) {
-    void *p = peft_realloc(ptr, size ? size : 1);
+    void *p = peft_mem(ptr, size ? size : 1, 0);
     if (!p) fatal("out of memory allocating %zu bytes (%s:%d)", size, file, line);
     return p;
 }
