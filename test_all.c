@@ -1450,8 +1450,12 @@ static void test_tokenizer_speed(void) {
         double t1 = time_sec();
         int n = tokenizer_encode(&t, text, len, 1, 0, ids, (int)(3 * len + 8));
         double t2 = time_sec();
-        check(n > 0 && t2 - t1 < 20.0, what, "%s: load %.3f s, encode %zu bytes -> %d tokens in %.3f s (%.1f MB/s)",
-              paths[f], t1 - t0, len, n, t2 - t1, len / 1e6 / (t2 - t1));
+        // make cross-test runs the suite under qemu (PEFT_EMULATED set): the time bound does not apply there
+        if (getenv("PEFT_EMULATED")) {
+            check(n > 0, what, "%s: encode %zu bytes -> %d tokens", paths[f], len, n);
+            skip(what, "time bound: running under an emulator (PEFT_EMULATED)");
+        } else check(n > 0 && t2 - t1 < 20.0, what, "%s: load %.3f s, encode %zu bytes -> %d tokens in %.3f s (%.1f MB/s)",
+                     paths[f], t1 - t0, len, n, t2 - t1, len / 1e6 / (t2 - t1));
         tokenizer_free(&t);
     }
     free(ids);
