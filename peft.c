@@ -4391,6 +4391,14 @@ static void lora_alloc(Lora *lo, const Config *c, const int *ranks, const float 
     lo->n_layers = c->n_layers;
     lo->dora = dora;
     lo->mods = (LoraModule *)calloc_check((size_t)c->n_layers * NUM_TARGETS, sizeof(LoraModule));
+    double plan = 0; // 32-bit machines: the sums below must not wrap (see bytes_fit)
+    for (int i = 0; i < c->n_layers * NUM_TARGETS; i++) {
+        int in, out;
+        target_dims(c, i % NUM_TARGETS, &in, &out);
+        plan += (double)ranks[i] * (in + out) + out;
+    }
+    if (!bytes_fit(plan * sizeof(floatX) * (training ? 4 : 1)))
+        fatal("the adapters need %.4g GB: too large for this %s machine", plan * sizeof(floatX) * (training ? 4 : 1) / 1e9, machine_bits());
     size_t total = 0, nout = 0;
     for (int i = 0; i < c->n_layers * NUM_TARGETS; i++) {
         LoraModule *m = &lo->mods[i];
