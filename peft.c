@@ -121,7 +121,7 @@ static union { long double ld; void *p; long long ll; unsigned char b[(PEFT_AREN
 static size_t heap_top, heap_top_peak; // bytes of the arena carved into blocks: now, at most
 static void *heap_alloc(size_t need) {
     unsigned char *base = (unsigned char *)(((uintptr_t)heap_arena.b + 15) & ~(uintptr_t)15);
-    size_t cap = (PEFT_ARENA) - (size_t)(base - heap_arena.b) + 16;
+    size_t cap = (PEFT_ARENA); // base is within 15 bytes of the array's start, which has 16 to spare
     for (size_t off = 0; off < heap_top;) { // first fit among freed blocks
         HeapBlock *b = (HeapBlock *)(base + off);
         if (!b->used && b->size >= need) {
