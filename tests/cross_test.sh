@@ -14,25 +14,29 @@ CFLAGS_CROSS=${CFLAGS_CROSS:--O2}
 summary=""
 status=0
 for t in $targets; do
+  omp=""
   case $t in
     aarch64) triple=aarch64-linux-gnu;   qemu=qemu-aarch64; extra="" ;;
     armhf)   triple=arm-linux-gnueabihf; qemu=qemu-arm;     extra="" ;;
     # SSE2 arithmetic, as every x86 CPU since 2003 and every 32-bit x86 distribution worth targeting
-    # has: x87 keeps floats in 80 bits, so the same C gives other roundings than every other target
-    i386)    triple=i686-linux-gnu;      qemu=qemu-i386;    extra="-msse2 -mfpmath=sse" ;;
+    # has: x87 keeps floats in 80 bits, so the same C gives other roundings than every other target.
+    # No OpenMP: qemu-i386 7.2 never exits a program that ran 2 threads (a 5-line OpenMP loop prints
+    # its result and hangs), so the thread-count checks run on the other three targets
+    i386)    triple=i686-linux-gnu;      qemu=qemu-i386;    extra="-msse2 -mfpmath=sse"; omp="-Wno-unknown-pragmas" ;;
     # float arithmetic in float: GCC for s390 in ISO C mode evaluates float expressions in double
     # (FLT_EVAL_METHOD 1, as glibc's float_t there), which rounds differently from every other target
     s390x)   triple=s390x-linux-gnu;     qemu=qemu-s390x;   extra="-fexcess-precision=fast" ;;
     *) echo "cross-test: unknown target $t (aarch64, armhf, i386, s390x)"; exit 2 ;;
   esac
   cc=$triple-gcc
+  omp=${omp:--fopenmp}
   if ! command -v "$cc" >/dev/null || ! command -v "$qemu" >/dev/null; then
     echo "cross-test: $t needs $cc and $qemu (apt-get install gcc-$triple qemu-user)"
     summary="$summary$t: not run ($cc or $qemu missing)\n"; status=1; continue
   fi
   out=cross/$t
   mkdir -p "$out"
-  flags="$CFLAGS_CROSS -std=c99 -Wall -Wextra -Werror -fopenmp $extra"
+  flags="$CFLAGS_CROSS -std=c99 -Wall -Wextra -Werror $omp $extra"
   echo "== $t: $cc $flags"
   t0=$(date +%s)
   if ! { $NICE $cc $flags peft.c -o "$out/peft" -lm &&
