@@ -49,6 +49,8 @@ for t in $targets; do
   # the suite runs from the repository root (it reads ./tokenizer.bin, tests/ and ../shared);
   # test_all starts peft and test_all_fp64 through PEFT_EXEC
   export QEMU_LD_PREFIX=/usr/$triple
+  # OpenMP threads that spin at barriers crawl under an emulator on a shared machine (README, "Busy machines")
+  export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
   # CPU seconds of the suite and everything it starts (what it would take on one free core)
   TIMEFORMAT="%U %S"
   cpu=$( { time PEFT_EMULATED=$qemu PEFT_EXEC="$NICE $qemu" PEFT_BIN="$out/peft" PEFT_FP64_TEST="$out/test_all_fp64" PEFT_INFER_BIN="$out/peft_infer_arena" \
