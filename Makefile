@@ -1,5 +1,7 @@
 # peft.c: `make` builds ./peft (optimised, OpenMP when the compiler has it) and checks tokenizer.bin;
 # `make test` runs the suite; `make debug` builds and runs it under ASan+UBSan; `make bench` measures speed.
+# `make PEFT_INFER=1` builds ./peft_infer, the inference-only build; `make cross-test` runs the suite
+# on aarch64, armhf, i386 and s390x under qemu (see tests/cross_test.sh).
 CC ?= cc
 PYTHON ?= python3
 TOKENIZER_MODEL ?= ../shared/tokenizers/llama2/tokenizer.model
@@ -33,8 +35,12 @@ ifeq ($(CUDA),1)
 endif
 SAN = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 
-.PHONY: all test test-cuda debug clean tokenizer bench bench-cuda fuzz fuzz-build fuzz-replay fuzz-seeds
+.PHONY: all test test-cuda debug clean tokenizer bench bench-cuda fuzz fuzz-build fuzz-replay fuzz-seeds infer cross-test
+ifeq ($(PEFT_INFER),1)
+all: peft_infer
+else
 all: peft tokenizer
+endif
 
 # rebuild when the flags change (e.g. after make PORTABLE=1)
 .cflags: FORCE
@@ -66,8 +72,12 @@ test_all: test_all.c peft.c $(GPU_OBJ) .cflags
 test_all_fp64: test_all.c peft.c .cflags
 	$(CC) $(CFLAGS) $(OMP) -DPEFT_FP64 test_all.c -o test_all_fp64 $(LDLIBS)
 
-# the suite: test_all runs ./test_all_fp64 (finite differences in double) and ./peft (CLI tests)
-test: peft tokenizer test_all test_all_fp64
+# the inference-only build on a fixed 16 MiB arena, for the suite
+peft_infer_arena: peft.c
+	$(CC) $(INFER_OPT) -std=c99 -Wall -Wextra -Wno-unknown-pragmas -DPEFT_INFER -DPEFT_ARENA=16777216 peft.c -o peft_infer_arena -lm
+
+# the suite: test_all runs ./test_all_fp64 (finite differences in double), ./peft (CLI tests) and ./peft_infer_arena
+test: peft tokenizer test_all test_all_fp64 peft_infer_arena
 	./test_all
 
 # the suite built with CUDA=1: every test above on the CPU, then the GPU's (SKIP without a GPU)
@@ -80,7 +90,8 @@ debug: tokenizer
 	$(CC) $(SAN) -std=c99 -Wall -Wextra -Wno-unknown-pragmas peft.c -o peft_debug $(LDLIBS)
 	$(CC) $(SAN) -std=c99 -Wall -Wextra -Wno-unknown-pragmas test_all.c -o test_all_debug $(LDLIBS)
 	$(CC) $(SAN) -std=c99 -Wall -Wextra -Wno-unknown-pragmas -DPEFT_FP64 test_all.c -o test_all_fp64_debug $(LDLIBS)
-	ASAN_OPTIONS=detect_leaks=1 PEFT_BIN=./peft_debug PEFT_FP64_TEST=./test_all_fp64_debug PEFT_KILL9_TRIALS=6 ./test_all_debug
+	$(CC) $(SAN) -std=c99 -Wall -Wextra -Wno-unknown-pragmas -DPEFT_INFER -DPEFT_ARENA=16777216 peft.c -o peft_infer_debug $(LDLIBS)
+	ASAN_OPTIONS=detect_leaks=1 PEFT_BIN=./peft_debug PEFT_FP64_TEST=./test_all_fp64_debug PEFT_INFER_BIN=./peft_infer_debug PEFT_KILL9_TRIALS=6 ./test_all_debug
 
 # speed: peft.c vs PyTorch on the same LoRA step, matmul throughput vs the sgemm peak, generation
 # (random-weight models of llama2.c's shapes in bench/cache/; see bench/bench.py and PERF.md)
@@ -127,6 +138,28 @@ fuzz-replay: fuzz-build
 fuzz-seeds: peft
 	$(PYTHON) tests/fuzz/make_seeds.py
 
+# inference-only build for embedded ports: loading, adapters (apply, merge), generation; no training,
+# no OpenMP, no -march=native. PEFT_ARENA=BYTES serves all memory from one static array (no malloc);
+# otherwise the heap is counted and `generate` prints its peak. Cross: make PEFT_INFER=1 CC=aarch64-linux-gnu-gcc
+INFER_OPT ?= -O2
+ifdef PEFT_ARENA
+  INFER_MEM = -DPEFT_ARENA=$(PEFT_ARENA)
+else
+  INFER_MEM = -DPEFT_HEAP_STATS
+endif
+INFER_FLAGS = $(INFER_OPT) -std=c99 -Wall -Wextra -Wno-unknown-pragmas -DPEFT_INFER $(INFER_MEM)
+infer: peft_infer
+.cflags_infer: FORCE
+	@echo '$(CC) $(INFER_FLAGS)' | cmp -s - $@ || echo '$(CC) $(INFER_FLAGS)' > $@
+peft_infer: peft.c .cflags_infer
+	$(CC) $(INFER_FLAGS) peft.c -o peft_infer -lm
+
+# cross builds with Debian's cross compilers and the suite under qemu-user, then the cross-endian
+# check (files written on s390x load on x86-64 and the reverse); CROSS_TARGETS="aarch64 s390x" for a subset
+CROSS_TARGETS ?= aarch64 armhf i386 s390x
+cross-test: peft tokenizer
+	tests/cross_test.sh $(CROSS_TARGETS)
+
 clean:
-	rm -f peft test_all test_all_fp64 peft_debug test_all_debug test_all_fp64_debug peft_cuda.o .cflags .tokenizer-checked
-	rm -rf tests/fuzz/bin
+	rm -f peft peft_infer peft_infer_arena peft_infer_debug test_all test_all_fp64 peft_debug test_all_debug test_all_fp64_debug peft_cuda.o .cflags .cflags_infer .tokenizer-checked
+	rm -rf cross tests/fuzz/bin

@@ -21,6 +21,7 @@ Only libc, libm and optionally OpenMP.
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L
 #endif
+#define _FILE_OFFSET_BITS 64 // 32-bit machines: files over 2 GiB, 64-bit off_t for fseeko/ftello
 #include <stdio.h>
 #include <stdlib.h>
 #include <stdint.h>
@@ -42,6 +43,15 @@ Only libc, libm and optionally OpenMP.
 #endif
 #if defined(__AVX2__) || defined(__AVX512F__)
 #include <immintrin.h>
+#endif
+#if defined(__aarch64__) && defined(__ARM_NEON)
+#include <arm_neon.h>
+#endif
+// PEFT_INFER: the inference-only build (make PEFT_INFER=1, for embedded ports): loading, adapters
+// (applied or merged) and generation; no training, eval, dump or quantize, no OpenMP. The backward
+// functions stay in the source beside their forwards: nothing calls them, so the compiler drops them.
+#ifdef PEFT_INFER
+#pragma GCC diagnostic ignored "-Wunused-function"
 #endif
 
 #ifdef PEFT_FP64
@@ -84,20 +94,119 @@ static void fatal(const char *fmt, ...) {
 // print the last loader error and exit
 static void fatal_error(void) { fatal("%s", peft_errbuf); }
 
+#if defined(__GNUC__)
+#define MAYBE_UNUSED __attribute__((unused)) // the reference kernels, when only the tests call them
+#else
+#define MAYBE_UNUSED
+#endif
+
+static int mul_ok(size_t a, size_t b, size_t *out);
+
+// Memory: every allocation in this file goes through peft_mem(p, size, zero) (realloc's contract: p
+// NULL allocates, size 0 frees; zero: a new block of zeros, as calloc gives, whose untouched pages
+// cost no memory), so a port can put peft.c on memory of its own. By default it is the C
+// library's heap. -DPEFT_ARENA=BYTES serves everything from one static array instead (no malloc at
+// all: first fit, a freed block merges with free neighbours); -DPEFT_HEAP_STATS counts the peak
+// (the inference-only build does, and `generate` reports it). With either, free() below is
+// peft_mem(p, 0, 0), so pointers from this file must not go to the C library's free.
+#if defined(PEFT_ARENA) || defined(PEFT_HEAP_STATS)
+#define PEFT_OWN_HEAP 1
+// a block: a header of 16 bytes (its size including the header, and whether it is in use), then
+// the payload, 16-byte aligned
+typedef struct { size_t size, used; } HeapBlock;
+#define HEAP_HDR ((sizeof(HeapBlock) + 15) & ~(size_t)15)
+static size_t heap_live, heap_peak; // payload bytes in use now and at most
+#ifdef PEFT_ARENA
+static union { long double ld; void *p; long long ll; unsigned char b[(PEFT_ARENA) + 16]; } heap_arena;
+static size_t heap_top, heap_top_peak; // bytes of the arena carved into blocks: now, at most
+static void *heap_alloc(size_t need) {
+    unsigned char *base = (unsigned char *)(((uintptr_t)heap_arena.b + 15) & ~(uintptr_t)15);
+    size_t cap = (PEFT_ARENA); // base is within 15 bytes of the array's start, which has 16 to spare
+    for (size_t off = 0; off < heap_top;) { // first fit among freed blocks
+        HeapBlock *b = (HeapBlock *)(base + off);
+        if (!b->used && b->size >= need) {
+            if (b->size - need >= HEAP_HDR + 64) { // split
+                HeapBlock *rest = (HeapBlock *)(base + off + need);
+                rest->size = b->size - need; rest->used = 0;
+                b->size = need;
+            }
+            b->used = 1;
+            return b;
+        }
+        off += b->size;
+    }
+    if (need > cap - heap_top) return NULL;
+    HeapBlock *b = (HeapBlock *)(base + heap_top);
+    b->size = need; b->used = 1;
+    heap_top += need;
+    if (heap_top > heap_top_peak) heap_top_peak = heap_top;
+    return b;
+}
+static void heap_release(HeapBlock *b) {
+    unsigned char *base = (unsigned char *)(((uintptr_t)heap_arena.b + 15) & ~(uintptr_t)15);
+    b->used = 0;
+    // merge runs of free blocks, and give a free tail back to the top
+    size_t off = 0, last_used_end = 0;
+    while (off < heap_top) {
+        HeapBlock *x = (HeapBlock *)(base + off);
+        if (!x->used) while (off + x->size < heap_top && !((HeapBlock *)(base + off + x->size))->used) x->size += ((HeapBlock *)(base + off + x->size))->size;
+        else last_used_end = off + x->size;
+        off += x->size;
+    }
+    heap_top = last_used_end;
+}
+#else
+static void *heap_alloc(size_t need) {
+    HeapBlock *b = (HeapBlock *)malloc(need);
+    if (b) { b->size = need; b->used = 1; }
+    return b;
+}
+static void heap_release(HeapBlock *b) { free(b); }
+#endif
+static void *peft_mem(void *p, size_t size, int zero) {
+    HeapBlock *old = p ? (HeapBlock *)((unsigned char *)p - HEAP_HDR) : NULL;
+    size_t have = old ? old->size - HEAP_HDR : 0;
+    if (size == 0) { if (old) { heap_live -= have; heap_release(old); } return NULL; }
+    if (size > SIZE_MAX - 2 * HEAP_HDR) return NULL;
+    size_t need = (size + HEAP_HDR + 15) & ~(size_t)15;
+    if (old && need <= old->size) return p;
+    HeapBlock *b = (HeapBlock *)heap_alloc(need); // (an arena block may be larger than asked: not split)
+    if (!b) return NULL;
+    heap_live += b->size - HEAP_HDR;
+    if (heap_live > heap_peak) heap_peak = heap_live;
+    void *q = (unsigned char *)b + HEAP_HDR;
+    if (old) { memcpy(q, p, have < size ? have : size); heap_live -= have; heap_release(old); }
+    else if (zero) memset(q, 0, size);
+    return q;
+}
+#define free(p) peft_mem((p), 0, 0)
+#else
+static void *peft_mem(void *p, size_t size, int zero) {
+    if (size == 0) { free(p); return NULL; }
+    return !p && zero ? calloc(1, size) : realloc(p, size);
+}
+#endif
+
 static void *malloc_check_(size_t size, const char *file, int line) {
-    void *p = malloc(size ? size : 1);
+    void *p = peft_mem(NULL, size ? size : 1, 0);
     if (!p) fatal("out of memory allocating %zu bytes (%s:%d)", size, file, line);
     return p;
 }
 static void *calloc_check_(size_t n, size_t size, const char *file, int line) {
-    void *p = calloc(n ? n : 1, size ? size : 1);
+    size_t bytes;
+    void *p = mul_ok(n ? n : 1, size ? size : 1, &bytes) ? peft_mem(NULL, bytes, 1) : NULL;
     if (!p) fatal("out of memory allocating %zu x %zu bytes (%s:%d)", n, size, file, line);
     return p;
 }
 static void *realloc_check_(void *ptr, size_t size, const char *file, int line) {
-    void *p = realloc(ptr, size ? size : 1);
+    void *p = peft_mem(ptr, size ? size : 1, 0);
     if (!p) fatal("out of memory allocating %zu bytes (%s:%d)", size, file, line);
     return p;
+}
+// size bytes at a 64-byte boundary, never freed (buffers that live as long as the process)
+MAYBE_UNUSED static void *malloc_aligned64(size_t size) {
+    unsigned char *p = (unsigned char *)malloc_check_(size + 64, __FILE__, __LINE__);
+    return p + (64 - ((uintptr_t)p & 63));
 }
 #define malloc_check(size) malloc_check_(size, __FILE__, __LINE__)
 #define calloc_check(n, size) calloc_check_(n, size, __FILE__, __LINE__)
@@ -115,6 +224,30 @@ static int mul_ok(size_t a, size_t b, size_t *out) {
     if (a != 0 && b > SIZE_MAX / a) return 0;
     *out = a * b;
     return 1;
+}
+// 32-bit machines: size_t holds 4 GiB and one object at most PTRDIFF_MAX (2 GiB) bytes, so a product
+// of model dimensions can wrap. Every size is planned first in double (exact to 2^53) and checked
+// here, at the entry points (model config, activations, KV cache, file offsets): after that, the
+// size_t products below them cannot overflow.
+static int bytes_fit(double bytes) { return bytes >= 0 && bytes <= (double)PTRDIFF_MAX; }
+static const char *machine_bits(void) { return sizeof(size_t) == 4 ? "32-bit" : sizeof(size_t) == 8 ? "64-bit" : "this"; }
+
+// Byte order. Every file format here is little-endian; on a big-endian host (s390x, PowerPC) the
+// readers and writers convert at the I/O point with these helpers, which do nothing on little-endian
+// hosts. In memory everything is in host order.
+static int host_big_endian(void) { const uint16_t one = 1; unsigned char b; memcpy(&b, &one, 1); return b == 0; }
+// reverse the bytes of each of n elements of es bytes (1, 2, 4 or 8) in place: little-endian <-> host
+static void le_swap(void *p, size_t es, size_t n) {
+    if (!host_big_endian() || es < 2) return;
+    unsigned char *b = (unsigned char *)p;
+    for (size_t i = 0; i < n; i++, b += es)
+        for (size_t j = 0; j < es / 2; j++) { unsigned char t = b[j]; b[j] = b[es - 1 - j]; b[es - 1 - j] = t; }
+}
+// fread of n little-endian elements of es bytes, converted to host order; returns how many were read
+static size_t fread_le(void *dst, size_t es, size_t n, FILE *f) {
+    size_t got = fread(dst, es, n, f);
+    le_swap(dst, es, got);
+    return got;
 }
 
 // Read a whole file into memory (NUL-terminated); pipes work too. Returns NULL and sets the error on failure.
@@ -166,6 +299,18 @@ static int atomic_open(AtomicFile *af, const char *path) {
 }
 static void atomic_write(AtomicFile *af, const void *p, size_t n) {
     if (!af->failed && n && fwrite(p, 1, n, af->f) != n) { af->failed = 1; af->err = errno; }
+}
+// n host-order elements of es bytes, written little-endian (a converted copy on big-endian hosts)
+static void atomic_write_le(AtomicFile *af, const void *p, size_t es, size_t n) {
+    if (!host_big_endian() || es < 2) { atomic_write(af, p, es * n); return; }
+    unsigned char buf[4096];
+    const unsigned char *src = (const unsigned char *)p;
+    for (size_t i = 0, per = sizeof(buf) / es; i < n; i += per) {
+        size_t k = n - i < per ? n - i : per;
+        memcpy(buf, src + i * es, k * es);
+        le_swap(buf, es, k);
+        atomic_write(af, buf, k * es);
+    }
 }
 static int atomic_commit(AtomicFile *af) {
     int bad = af->failed | ferror(af->f), err = af->err;
@@ -582,15 +727,16 @@ static int st_open(SafeTensors *st, const char *path) {
     snprintf(st->path, sizeof(st->path), "%s", path);
     st->f = fopen(path, "rb");
     if (!st->f) return set_error(path, "cannot open: %s", strerror(errno));
-    if (fseek(st->f, 0, SEEK_END) != 0) { st_close(st); return set_error(path, "cannot seek"); }
-    long fsize = ftell(st->f);
+    if (fseeko(st->f, 0, SEEK_END) != 0) { st_close(st); return set_error(path, "cannot seek"); }
+    off_t fsize = ftello(st->f);
     rewind(st->f);
+    if (fsize < 0 || !bytes_fit((double)fsize)) { st_close(st); return set_error(path, "file of %.4g GB is too large for this %s machine", (double)fsize / 1e9, machine_bits()); }
     unsigned char lenbuf[8];
     if (fsize < 8 || fread(lenbuf, 1, 8, st->f) != 8) { st_close(st); return set_error(path, "truncated safetensors file (no header length)"); }
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | lenbuf[i];
     if (hlen > ST_MAX_HEADER) { st_close(st); return set_error(path, "safetensors header length %llu exceeds the %u byte limit", (unsigned long long)hlen, ST_MAX_HEADER); }
-    if (hlen > (uint64_t)fsize - 8) { st_close(st); return set_error(path, "safetensors header length %llu runs past the end of the file (%ld bytes)", (unsigned long long)hlen, fsize); }
+    if (hlen > (uint64_t)fsize - 8) { st_close(st); return set_error(path, "safetensors header length %llu runs past the end of the file (%lld bytes)", (unsigned long long)hlen, (long long)fsize); }
     char *hdr = (char *)malloc_check((size_t)hlen + 1);
     if (fread(hdr, 1, (size_t)hlen, st->f) != (size_t)hlen) { free(hdr); st_close(st); return set_error(path, "truncated safetensors header"); }
     hdr[hlen] = 0;
@@ -617,6 +763,7 @@ static int st_open(SafeTensors *st, const char *path) {
         for (int d = 0; d < shape->n; d++) {
             Json *s = &shape->items[d];
             if (!json_is_int(s) || s->num < 0) { rc = set_error(path, "tensor '%s': shape entries must be non-negative integers", name); goto done; }
+            if (s->num > (double)SIZE_MAX) { rc = set_error(path, "tensor '%s': shape overflows this %s machine's sizes", name, machine_bits()); goto done; }
             t->shape[d] = (int64_t)s->num;
             if (!mul_ok(numel, (size_t)t->shape[d], &numel)) { rc = set_error(path, "tensor '%s': shape overflows", name); goto done; }
         }
@@ -624,6 +771,7 @@ static int st_open(SafeTensors *st, const char *path) {
         if (off->type != JSON_ARRAY || off->n != 2 || !json_is_int(&off->items[0]) || !json_is_int(&off->items[1]) || off->items[0].num < 0 || off->items[1].num < off->items[0].num) {
             rc = set_error(path, "tensor '%s': data_offsets must be [begin, end] with 0 <= begin <= end", name); goto done;
         }
+        if (off->items[1].num > (double)st->data_size) { rc = set_error(path, "tensor '%s': data_offsets [%.17g, %.17g] run past the end of the file (data section is %zu bytes)", name, off->items[0].num, off->items[1].num, st->data_size); goto done; }
         t->begin = (size_t)off->items[0].num; t->end = (size_t)off->items[1].num;
         if (t->end > st->data_size) { rc = set_error(path, "tensor '%s': data_offsets [%zu, %zu] run past the end of the file (data section is %zu bytes)", name, t->begin, t->end, st->data_size); goto done; }
         size_t nbytes = 0;
@@ -653,7 +801,7 @@ static STTensor *st_find(const SafeTensors *st, const char *name) {
 
 static int st_read_raw(SafeTensors *st, const STTensor *t, void *dst) {
     if (t->end == t->begin) return 0;
-    if (fseek(st->f, (long)(st->data_start + t->begin), SEEK_SET) != 0 || fread(dst, 1, t->end - t->begin, st->f) != t->end - t->begin)
+    if (fseeko(st->f, (off_t)st->data_start + (off_t)t->begin, SEEK_SET) != 0 || fread(dst, 1, t->end - t->begin, st->f) != t->end - t->begin)
         return set_error(st->path, "tensor '%s': read failed", t->name);
     return 0;
 }
@@ -664,10 +812,10 @@ static int st_read_floatX(SafeTensors *st, const STTensor *t, floatX *dst) {
         return set_error(st->path, "tensor '%s': dtype %s is not a float type", t->name, dtype_names[t->dtype]);
     size_t chunk = t->numel < ((size_t)1 << 16) ? t->numel : (size_t)1 << 16, es = dtype_sizes[t->dtype]; // no 512 KiB buffer for a bias
     unsigned char *buf = (unsigned char *)malloc_check(chunk * es);
-    if (fseek(st->f, (long)(st->data_start + t->begin), SEEK_SET) != 0) { free(buf); return set_error(st->path, "tensor '%s': seek failed", t->name); }
+    if (fseeko(st->f, (off_t)st->data_start + (off_t)t->begin, SEEK_SET) != 0) { free(buf); return set_error(st->path, "tensor '%s': seek failed", t->name); }
     for (size_t i = 0; i < t->numel; i += chunk) {
         size_t n = t->numel - i < chunk ? t->numel - i : chunk;
-        if (fread(buf, es, n, st->f) != n) { free(buf); return set_error(st->path, "tensor '%s': read failed", t->name); }
+        if (fread_le(buf, es, n, st->f) != n) { free(buf); return set_error(st->path, "tensor '%s': read failed", t->name); }
         for (size_t k = 0; k < n; k++) {
             double v;
             if (t->dtype == DT_F32) { float f; memcpy(&f, buf + 4 * k, 4); v = f; }
@@ -742,6 +890,7 @@ static int st_write(const char *path, STWrite *ts, int n, const char *metadata_j
                 else if (ts[i].dtype == DT_F32) { float v = (float)ts[i].fdata[j + k]; memcpy(buf + 4 * k, &v, 4); }
                 else { uint16_t v = ts[i].dtype == DT_BF16 ? f32_to_bf16((float)ts[i].fdata[j + k]) : f32_to_f16((float)ts[i].fdata[j + k]); memcpy(buf + 2 * k, &v, 2); }
             }
+            le_swap(buf, es, m);
             atomic_write(&af, buf, m * es);
         }
     }
@@ -1237,7 +1386,26 @@ static float *qrow_reserve(size_t C) {
 // x . (one row of an int8 tensor): groups of bs run over the flattened tensor, so a row of C values
 // starting at flat index `start` may begin and end inside a group (e.g. C = 288, bs = 64).
 // sum over the row's pieces of scale[group] * sum(x * q). bs must be a multiple of 8 (llama2.c's is 64).
+// The plain loop is the reference; AVX2 and NEON versions follow (the tests compare them).
+MAYBE_UNUSED static floatX dot_int8_naive(const floatX *x, const int8_t *q, const float *scale, size_t start, int C, int bs) {
+    floatX val = 0;
+    for (int i = 0; i < C;) {
+        size_t g = (start + (size_t)i) / (size_t)bs;
+        int end = (int)((g + 1) * (size_t)bs - start);
+        if (end > C) end = C;
+        floatX acc[8] = { 0 };
+        int c = i;
+        for (; c + 8 <= end; c += 8)
+            for (int k = 0; k < 8; k++) acc[k] += x[c + k] * (floatX)q[c + k];
+        floatX s = (((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])));
+        for (; c < end; c++) s += x[c] * (floatX)q[c];
+        val += s * scale[g];
+        i = end;
+    }
+    return val;
+}
 #if !defined(PEFT_FP64) && defined(__AVX2__) && defined(__FMA__)
+#define PEFT_DOT_INT8_SIMD 1
 static float hsum256(__m256 v) {
     __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     h = _mm_add_ps(h, _mm_movehl_ps(h, h));
@@ -1264,24 +1432,33 @@ static floatX dot_int8(const floatX *x, const int8_t *q, const float *scale, siz
     }
     return hsum256(total) + tail;
 }
-#else
+#elif !defined(PEFT_FP64) && defined(__aarch64__) && defined(__ARM_NEON)
+#define PEFT_DOT_INT8_SIMD 1
+// NEON: 8 int8 weights widened (int8 -> int16 -> int32 -> float) into two 4-float vectors per step
 static floatX dot_int8(const floatX *x, const int8_t *q, const float *scale, size_t start, int C, int bs) {
-    floatX val = 0;
+    float32x4_t total = vdupq_n_f32(0.0f);
+    float tail = 0;
     for (int i = 0; i < C;) {
         size_t g = (start + (size_t)i) / (size_t)bs;
         int end = (int)((g + 1) * (size_t)bs - start);
         if (end > C) end = C;
-        floatX acc[8] = { 0 };
+        float32x4_t acc0 = vdupq_n_f32(0.0f), acc1 = vdupq_n_f32(0.0f);
         int c = i;
-        for (; c + 8 <= end; c += 8)
-            for (int k = 0; k < 8; k++) acc[k] += x[c + k] * (floatX)q[c + k];
-        floatX s = (((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])));
-        for (; c < end; c++) s += x[c] * (floatX)q[c];
-        val += s * scale[g];
+        for (; c + 8 <= end; c += 8) {
+            int16x8_t q16 = vmovl_s8(vld1_s8(q + c));
+            acc0 = vfmaq_f32(acc0, vld1q_f32(x + c), vcvtq_f32_s32(vmovl_s16(vget_low_s16(q16))));
+            acc1 = vfmaq_f32(acc1, vld1q_f32(x + c + 4), vcvtq_f32_s32(vmovl_s16(vget_high_s16(q16))));
+        }
+        float t = 0;
+        for (; c < end; c++) t += x[c] * (float)q[c];
+        total = vfmaq_f32(total, vaddq_f32(acc0, acc1), vdupq_n_f32(scale[g]));
+        tail += t * scale[g];
         i = end;
     }
-    return val;
+    return vaddvq_f32(total) + tail;
 }
+#else
+#define dot_int8 dot_int8_naive
 #endif
 
 // out = inp @ W^T with W quantized (OC,C): each thread dequantizes one row of W at a time.
@@ -1519,6 +1696,14 @@ static int config_validate(const Config *c, const char *path) {
     if (c->n_heads % c->n_kv_heads != 0) return set_error(path, "n_heads %d is not a multiple of n_kv_heads %d", c->n_heads, c->n_kv_heads);
     if (c->head_dim % 2) return set_error(path, "head_dim %d must be even for RoPE", c->head_dim);
     if (!(c->norm_eps > 0) || !(c->rope_theta > 0) || !isfinite(c->norm_eps) || !isfinite(c->rope_theta)) return set_error(path, "rms_norm_eps and rope_theta must be positive and finite");
+    // every tensor size (and a file's expected size) is a product of these: the whole fp32 model must
+    // fit in memory, so that none of them wraps on a 32-bit machine
+    double C = c->dim, H = c->hidden_dim, L = c->n_layers, V = c->vocab_size, QD = (double)c->n_heads * c->head_dim, KD = (double)c->n_kv_heads * c->head_dim;
+    double params = 2 * V * C + L * (2 * C + 2 * QD * C + 2 * KD * C + 3 * H * C) + C;
+    double bytes = params * (sizeof(floatX) > 4 ? sizeof(floatX) : 4) + (double)c->seq_len * c->head_dim * 4 + 4096;
+    if (!bytes_fit(bytes))
+        return set_error(path, "the model has %.4g parameters (%.4g GB as fp32): too large for this %s machine (at most %.4g GB in one piece)",
+                         params, params * 4 / 1e9, machine_bits(), (double)PTRDIFF_MAX / 1e9);
     return 0;
 }
 
@@ -1554,7 +1739,7 @@ static int fread_f32(floatX *dst, size_t n, FILE *f, const char *path, const cha
     float buf[4096];
     for (size_t i = 0; i < n; i += 4096) {
         size_t k = n - i < 4096 ? n - i : 4096;
-        if (fread(buf, sizeof(float), k, f) != k) return set_error(path, "truncated while reading %s", what);
+        if (fread_le(buf, sizeof(float), k, f) != k) return set_error(path, "truncated while reading %s", what);
         for (size_t j = 0; j < k; j++) {
             if (!isfinite(buf[j])) return set_error(path, "non-finite value in %s at index %zu", what, i + j);
             dst[i + j] = buf[j];
@@ -1662,7 +1847,7 @@ static int qtensor_read(QTensor *t, FILE *f, const char *path) {
     if (fread(t->q, 1, qb, f) != qb) return set_error(path, "truncated quantized weights");
     if (t->qabsmax) {
         size_t n2 = (t->nblocks + DQ_BLOCK - 1) / DQ_BLOCK;
-        if (fread(t->qabsmax, 1, t->nblocks, f) != t->nblocks || fread(t->absmax2, 4, n2, f) != n2 || fread(&t->offset, 4, 1, f) != 1)
+        if (fread(t->qabsmax, 1, t->nblocks, f) != t->nblocks || fread_le(t->absmax2, 4, n2, f) != n2 || fread_le(&t->offset, 4, 1, f) != 1)
             return set_error(path, "truncated quantized scales");
         for (size_t b = 0; b < n2; b++) if (!isfinite(t->absmax2[b])) return set_error(path, "non-finite quantization scale");
         if (!isfinite(t->offset)) return set_error(path, "non-finite quantization offset");
@@ -1670,10 +1855,10 @@ static int qtensor_read(QTensor *t, FILE *f, const char *path) {
         if (fread(t->hscale, 2, t->nblocks, f) != t->nblocks || fread(t->hzero, 2, t->nblocks, f) != t->nblocks) return set_error(path, "truncated quantized scales");
         for (size_t b = 0; b < t->nblocks; b++) if (!isfinite(f16_to_f32(t->hscale[b])) || !isfinite(f16_to_f32(t->hzero[b]))) return set_error(path, "non-finite quantization scale or zero");
     } else if (t->scale16) {
-        if (fread(t->scale16, 2, t->nblocks, f) != t->nblocks) return set_error(path, "truncated quantized scales");
+        if (fread_le(t->scale16, 2, t->nblocks, f) != t->nblocks) return set_error(path, "truncated quantized scales");
         for (size_t b = 0; b < t->nblocks; b++) if (!isfinite(bf16_to_f32(t->scale16[b]))) return set_error(path, "non-finite quantization scale");
     } else {
-        if (fread(t->scale, 4, t->nblocks, f) != t->nblocks) return set_error(path, "truncated quantized scales");
+        if (fread_le(t->scale, 4, t->nblocks, f) != t->nblocks) return set_error(path, "truncated quantized scales");
         for (size_t b = 0; b < t->nblocks; b++) if (!isfinite(t->scale[b])) return set_error(path, "non-finite quantization scale");
     }
     return 0;
@@ -1698,24 +1883,25 @@ static int qtensor_read(QTensor *t, FILE *f, const char *path) {
 static int load_bin(Model *m, const char *path, const QuantOpts *qo) {
     FILE *f = fopen(path, "rb");
     if (!f) return set_error(path, "cannot open: %s", strerror(errno));
-    fseek(f, 0, SEEK_END);
-    long fsize = ftell(f);
+    fseeko(f, 0, SEEK_END);
+    off_t fsize = ftello(f);
     rewind(f);
+    if (fsize < 0 || !bytes_fit((double)fsize)) { fclose(f); return set_error(path, "file of %.4g GB is too large for this %s machine", (double)fsize / 1e9, machine_bits()); }
     Config *c = &m->config;
     memset(c, 0, sizeof(*c));
     config_defaults(c);
     int32_t h[9] = { 0 };
     uint32_t magic = 0;
-    if (fread(&magic, 4, 1, f) != 1) { fclose(f); return set_error(path, "truncated header"); }
+    if (fread_le(&magic, 4, 1, f) != 1) { fclose(f); return set_error(path, "truncated header"); }
     int version = 0, gs = 0, flags = 0, hqq_bits = 0;
     size_t header_size;
     if (magic == BIN_MAGIC) {
         unsigned char hdr[256];
         if (fsize < 256 || fread(hdr + 4, 1, 252, f) != 252) { fclose(f); return set_error(path, "truncated version header"); }
-        memcpy(&version, hdr + 4, 4);
-        memcpy(h, hdr + 8, 7 * 4);
+        memcpy(&version, hdr + 4, 4); le_swap(&version, 4, 1);
+        memcpy(h, hdr + 8, 7 * 4); le_swap(h, 4, 7);
         c->tied = hdr[36];
-        if (version >= 2) memcpy(&gs, hdr + 37, 4);
+        if (version >= 2) { memcpy(&gs, hdr + 37, 4); le_swap(&gs, 4, 1); }
         flags = hdr[41];
         hqq_bits = hdr[42];
         if (version < 1 || version > 5) { fclose(f); return set_error(path, "unsupported llama2.c checkpoint version %d (1 and 2 are supported, and peft.c's 3, 4 and 5)", version); }
@@ -1725,7 +1911,7 @@ static int load_bin(Model *m, const char *path, const QuantOpts *qo) {
         header_size = 256;
     } else {
         memcpy(&h[0], &magic, 4);
-        if (fread(h + 1, 4, 6, f) != 6) { fclose(f); return set_error(path, "truncated header"); }
+        if (fread_le(h + 1, 4, 6, f) != 6) { fclose(f); return set_error(path, "truncated header"); }
         header_size = 28;
         if (h[5] == INT32_MIN) { fclose(f); return set_error(path, "bad vocab_size in header"); }
         c->tied = h[5] > 0;
@@ -1778,12 +1964,12 @@ static int load_bin(Model *m, const char *path, const QuantOpts *qo) {
     } else {
         expect += weights * 4 + (version == 0 ? (size_t)c->seq_len * HS * 4 : 0); // legacy files carry freq_cis
     }
-    if ((size_t)fsize != expect) { fclose(f); return set_error(path, "file is %ld bytes but its header (dim %d, layers %d, vocab %d) implies %zu", fsize, c->dim, c->n_layers, c->vocab_size, expect); }
+    if ((size_t)fsize != expect) { fclose(f); return set_error(path, "file is %lld bytes but its header (dim %d, layers %d, vocab %d) implies %zu", (long long)fsize, c->dim, c->n_layers, c->vocab_size, expect); }
     if (model_mem_check(m, path)) { fclose(f); return -1; }
     if (memory_check(path, model_bytes_estimate(m), m->quant ? "weights" : "fp32 weights")) { fclose(f); return -1; }
     model_alloc(m);
     ParameterTensors *p = &m->params;
-    fseek(f, (long)header_size, SEEK_SET);
+    fseeko(f, (off_t)header_size, SEEK_SET);
     int rc = 0;
     // the matrices, one layer at a time through tmp (the largest matrix)
     size_t maxm = 0;
@@ -1797,7 +1983,7 @@ static int load_bin(Model *m, const char *path, const QuantOpts *qo) {
     for (int k = 0; k < NUM_PARAM_TENSORS && !rc; k++) {
         int i = order[k];
         if (i == 11 && c->tied) continue;
-        if (version == 0 && i == 11) fseek(f, (long)((size_t)c->seq_len * HS * 4), SEEK_CUR); // skip freq_cis_real and freq_cis_imag
+        if (version == 0 && i == 11) fseeko(f, (off_t)c->seq_len * (off_t)HS * 4, SEEK_CUR); // skip freq_cis_real and freq_cis_imag
         floatX *ptrs[NUM_PARAM_TENSORS] = { p->embed, p->rms_att, p->wq, p->wk, p->wv, p->wo, p->rms_ffn, p->w1, p->w2, p->w3, p->rms_final, p->wcls };
         if (i == 1 || i == 6 || i == 10) { rc = fread_f32(ptrs[i], sz[i], f, path, param_names[i]); continue; }
         int outer = i == 0 || i == 11;
@@ -1835,7 +2021,7 @@ static int load_bin(Model *m, const char *path, const QuantOpts *qo) {
                 param_dims(c, i, &rows, &cols);
                 QTensor *t = outer ? (i == 0 ? &m->qembed : &m->qcls) : &m->qw[l * NUM_TARGETS + param_target(i)];
                 qtensor_alloc(t, QT_INT8, rows, cols, 0);
-                if (fread(t->q, 1, per, f) != per || fread(t->scale, 4, t->nblocks, f) != t->nblocks) { rc = set_error(path, "truncated int8 weights"); break; }
+                if (fread(t->q, 1, per, f) != per || fread_le(t->scale, 4, t->nblocks, f) != t->nblocks) { rc = set_error(path, "truncated int8 weights"); break; }
                 for (size_t b = 0; b < t->nblocks; b++) if (!isfinite(t->scale[b])) { rc = set_error(path, "non-finite value in int8 scales of %s", param_names[i]); break; }
                 if (!rc && (i == 2 || i == 3)) qtensor_permute_rope_rows(t, i == 2 ? c->n_heads : c->n_kv_heads, c->head_dim, 1);
                 continue;
@@ -2099,7 +2285,7 @@ static void write_f32s(AtomicFile *af, const floatX *x, size_t n) {
     for (size_t i = 0; i < n; i += 4096) {
         size_t k = n - i < 4096 ? n - i : 4096;
         for (size_t j = 0; j < k; j++) buf[j] = (float)x[i + j];
-        atomic_write(af, buf, k * sizeof(float));
+        atomic_write_le(af, buf, sizeof(float), k);
     }
 }
 static int model_save_bin(Model *m, const char *path, int legacy) {
@@ -2111,7 +2297,7 @@ static int model_save_bin(Model *m, const char *path, int legacy) {
     model_permute_qk(m, 0); // to llama2.c's interleaved RoPE layout for writing
     if (legacy) {
         int32_t h[7] = { c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->tied ? c->vocab_size : -c->vocab_size, c->seq_len };
-        atomic_write(&af, h, sizeof(h));
+        atomic_write_le(&af, h, 4, 7);
         floatX *order[10] = { p->embed, p->rms_att, p->wq, p->wk, p->wv, p->wo, p->rms_ffn, p->w1, p->w2, p->w3 };
         size_t osz[10] = { sz[0], sz[1], sz[2], sz[3], sz[4], sz[5], sz[6], sz[7], sz[8], sz[9] };
         for (int i = 0; i < 10; i++) write_f32s(&af, order[i], osz[i]);
@@ -2133,6 +2319,7 @@ static int model_save_bin(Model *m, const char *path, int legacy) {
         uint32_t magic = BIN_MAGIC; int32_t version = 1;
         int32_t h[7] = { c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->vocab_size, c->seq_len };
         memcpy(hdr, &magic, 4); memcpy(hdr + 4, &version, 4); memcpy(hdr + 8, h, sizeof(h));
+        le_swap(hdr, 4, 9); // magic, version, the 7 ints
         hdr[36] = (unsigned char)c->tied;
         atomic_write(&af, hdr, 256);
         floatX *order[11] = { p->rms_att, p->rms_ffn, p->rms_final, p->embed, p->wq, p->wk, p->wv, p->wo, p->w1, p->w2, p->w3 };
@@ -2204,11 +2391,11 @@ static void qtensor_write(AtomicFile *af, const QTensor *t) {
     atomic_write(af, t->q, qtensor_qbytes(t->type, t->n));
     if (t->qabsmax) {
         atomic_write(af, t->qabsmax, t->nblocks);
-        atomic_write(af, t->absmax2, (t->nblocks + DQ_BLOCK - 1) / DQ_BLOCK * sizeof(float));
-        atomic_write(af, &t->offset, sizeof(float));
-    } else if (t->hscale) { atomic_write(af, t->hscale, t->nblocks * 2); atomic_write(af, t->hzero, t->nblocks * 2); }
-    else if (t->scale16) atomic_write(af, t->scale16, t->nblocks * 2);
-    else atomic_write(af, t->scale, t->nblocks * sizeof(float));
+        atomic_write_le(af, t->absmax2, sizeof(float), (t->nblocks + DQ_BLOCK - 1) / DQ_BLOCK);
+        atomic_write_le(af, &t->offset, sizeof(float), 1);
+    } else if (t->hscale) { atomic_write_le(af, t->hscale, 2, t->nblocks); atomic_write_le(af, t->hzero, 2, t->nblocks); }
+    else if (t->scale16) atomic_write_le(af, t->scale16, 2, t->nblocks);
+    else atomic_write_le(af, t->scale, sizeof(float), t->nblocks);
 }
 // bs: the hqq group size (0: 64); the other formats have fixed blocks
 static int model_save_quant(Model *m, const char *path, int type, int embed, int dq, int bs) {
@@ -2225,7 +2412,9 @@ static int model_save_quant(Model *m, const char *path, int type, int embed, int
     uint32_t magic = BIN_MAGIC; int32_t version = type == QT_INT8 ? 2 : type == QT_INT4 ? 3 : type == QT_NF4 ? 4 : 5, gs = bs;
     int32_t h[7] = { c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->vocab_size, c->seq_len };
     memcpy(hdr, &magic, 4); memcpy(hdr + 4, &version, 4); memcpy(hdr + 8, h, sizeof(h));
+    le_swap(hdr, 4, 9); // magic, version, the 7 ints
     hdr[36] = (unsigned char)c->tied;
+    le_swap(&gs, 4, 1);
     memcpy(hdr + 37, &gs, 4);
     if (type != QT_INT8) hdr[41] = (unsigned char)((dq ? 1 : 0) | (embed ? 2 : 0));
     if (qtype_hqq(type)) hdr[42] = type == QT_HQQ4 ? 4 : 8;
@@ -2252,7 +2441,7 @@ static int model_save_quant(Model *m, const char *path, int type, int embed, int
             char what[64];
             snprintf(what, sizeof(what), "%s of layer %d", param_names[i], l);
             if (!(rc = qtensor_quantize(&t, tmp, path, what))) {
-                if (type == QT_INT8) { atomic_write(&af, t.q, t.n); atomic_write(&af, t.scale, t.nblocks * sizeof(float)); }
+                if (type == QT_INT8) { atomic_write(&af, t.q, t.n); atomic_write_le(&af, t.scale, sizeof(float), t.nblocks); }
                 else qtensor_write(&af, &t);
             }
             qtensor_free(&t);
@@ -2706,7 +2895,7 @@ static int tokenizer_load_bin(Tokenizer *t, const char *path, int model_vocab_si
     if (!buf) return -1;
     int32_t max_len;
     if (size < 4) { free(buf); return set_error(path, "too short for a llama2.c tokenizer.bin (%zu bytes)", size); }
-    memcpy(&max_len, buf, 4);
+    memcpy(&max_len, buf, 4); le_swap(&max_len, 4, 1);
     if (max_len <= 0 || max_len > (1 << 20)) { free(buf); return set_error(path, "max_token_length %d is not in 1..%d", (int)max_len, 1 << 20); }
     // first pass: count and check the entries (float score, int32 length, bytes) up to the end of the file
     int count = 0;
@@ -2714,8 +2903,8 @@ static int tokenizer_load_bin(Tokenizer *t, const char *path, int model_vocab_si
         float score;
         int32_t len;
         if (size - off < 8) { free(buf); return set_error(path, "piece %d: truncated (%zu bytes left, need 8 for score and length)", count, size - off); }
-        memcpy(&score, buf + off, 4);
-        memcpy(&len, buf + off + 4, 4);
+        memcpy(&score, buf + off, 4); le_swap(&score, 4, 1);
+        memcpy(&len, buf + off + 4, 4); le_swap(&len, 4, 1);
         if (!isfinite(score)) { free(buf); return set_error(path, "piece %d: score is not finite", count); }
         if (len < 0 || len > max_len) { free(buf); return set_error(path, "piece %d: length %d is not in 0..max_token_length (%d)", count, (int)len, (int)max_len); }
         if ((size_t)len > size - off - 8) { free(buf); return set_error(path, "piece %d: its %d bytes run past the end of the file", count, (int)len); }
@@ -2733,8 +2922,8 @@ static int tokenizer_load_bin(Tokenizer *t, const char *path, int model_vocab_si
     size_t off = 4, used = 0;
     for (int id = 0; id < count; id++) {
         int32_t len;
-        memcpy(&scores[id], buf + off, 4);
-        memcpy(&len, buf + off + 4, 4);
+        memcpy(&scores[id], buf + off, 4); le_swap(&scores[id], 4, 1);
+        memcpy(&len, buf + off + 4, 4); le_swap(&len, 4, 1);
         tok_set_piece(t, id, buf + off + 8, (size_t)len, &used);
         off += 8 + (size_t)len;
         const char *p = t->pieces[id];
@@ -3435,7 +3624,7 @@ static int tokenizer_decode(const Tokenizer *t, int prev_token, int token, char 
 // layers: each *_forward is followed by its *_backward. N = B*T rows.
 // These few functions are the whole numerical core; a GPU file can replace them.
 
-// SIMD: fp32 vectors of VLEN floats (AVX-512: 16, AVX2+FMA: 8). Without either, or with PEFT_FP64,
+// SIMD: fp32 vectors of VLEN floats (AVX-512: 16, AVX2+FMA: 8, aarch64 NEON: 4). Without one, or with PEFT_FP64,
 // PEFT_SIMD stays undefined and every kernel below is its plain loop.
 #if !defined(PEFT_FP64) && defined(__AVX512F__)
 #define PEFT_SIMD 1
@@ -3503,6 +3692,36 @@ static inline vfloat v_exp(vfloat x) {
     p = v_fma(p, v_mul(r, r), v_add(r, v_set1(1.0f)));
     __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     return v_mul(p, _mm256_castsi256_ps(e));
+}
+#elif !defined(PEFT_FP64) && defined(__aarch64__) && defined(__ARM_NEON)
+// aarch64: NEON is part of the base architecture, 4 floats per vector (the GEMM tile is 6 x 8)
+#define PEFT_SIMD 1
+#define VLEN 4
+typedef float32x4_t vfloat;
+#define v_zero() vdupq_n_f32(0.0f)
+#define v_set1(x) vdupq_n_f32(x)
+#define v_load(p) vld1q_f32(p)
+#define v_store(p, v) vst1q_f32(p, v)
+#define v_fma(a, b, c) vfmaq_f32(c, a, b)   // a*b + c, one rounding
+#define v_add(a, b) vaddq_f32(a, b)
+#define v_sub(a, b) vsubq_f32(a, b)
+#define v_mul(a, b) vmulq_f32(a, b)
+#define v_div(a, b) vdivq_f32(a, b)
+#define v_max(a, b) vmaxq_f32(a, b)
+#define v_sum(v) vaddvq_f32(v)
+#define v_hmax(v) vmaxvq_f32(v)
+// e^x as in the AVX2 version (same clamp, reduction and polynomial; 2^n in the exponent bits)
+static inline vfloat v_exp(vfloat x) {
+    x = vmaxq_f32(vminq_f32(x, v_set1(88.3f)), v_set1(-87.3f));
+    vfloat n = vrndnq_f32(v_mul(x, v_set1(1.44269504f)));
+    vfloat r = vfmsq_f32(x, n, v_set1(0.693359375f));  // x - n*c, one rounding
+    r = vfmsq_f32(r, n, v_set1(-2.12194440e-4f));
+    vfloat p = v_fma(v_set1(1.9875691500e-4f), r, v_set1(1.3981999507e-3f));
+    p = v_fma(p, r, v_set1(8.3334519073e-3f)); p = v_fma(p, r, v_set1(4.1665795894e-2f));
+    p = v_fma(p, r, v_set1(1.6666665459e-1f)); p = v_fma(p, r, v_set1(5.0000001201e-1f));
+    p = v_fma(p, v_mul(r, r), v_add(r, v_set1(1.0f)));
+    int32x4_t e = vshlq_n_s32(vaddq_s32(vcvtnq_s32_f32(n), vdupq_n_s32(127)), 23);
+    return v_mul(p, vreinterpretq_f32_s32(e));
 }
 #endif
 
@@ -3669,9 +3888,10 @@ static void gemm_reserve(void) {
 #endif
     if (nthreads <= gemm_nbuf) return;
     gemm_buf = (GemmBuffers *)realloc_check(gemm_buf, (size_t)nthreads * sizeof(GemmBuffers));
-    for (int t = gemm_nbuf; t < nthreads; t++)
-        if (posix_memalign((void **)&gemm_buf[t].b, 64, (size_t)GEMM_KC * GEMM_NC * sizeof(float)) ||
-            posix_memalign((void **)&gemm_buf[t].a, 64, (size_t)GEMM_MB * GEMM_MR * GEMM_KC * sizeof(float))) fatal("out of memory for the matmul buffers");
+    for (int t = gemm_nbuf; t < nthreads; t++) {
+        gemm_buf[t].b = (float *)malloc_aligned64((size_t)GEMM_KC * GEMM_NC * sizeof(float));
+        gemm_buf[t].a = (float *)malloc_aligned64((size_t)GEMM_MB * GEMM_MR * GEMM_KC * sizeof(float));
+    }
     gemm_nbuf = nthreads;
 }
 static GemmBuffers *gemm_thread_buffers(void) {
@@ -4491,7 +4711,17 @@ static void point_layer_acts(LayerActs *la, floatX *mem, const size_t *s) {
 
 static floatX *alloc_floats(size_t n, size_t *bytes) { *bytes += n * sizeof(floatX); return (floatX *)tensor_alloc(n * sizeof(floatX)); }
 
+// bytes acts_alloc will take for a batch of B x T (planned in double: see bytes_fit)
+static double acts_plan_bytes(const Config *c, int B, int T, int checkpoint) {
+    double N = (double)B * T, C = c->dim, H = c->hidden_dim, V = c->vocab_size, L = c->n_layers, NH = c->n_heads;
+    double QD = NH * c->head_dim, KD = (double)c->n_kv_heads * c->head_dim;
+    double per = N * (3 * C + 2 + 2 * QD + 2 * KD + 3 * H) + (double)B * NH * T * T;
+    double grads = N * (2 * C + 2 * QD + 2 * KD + 3 * H) + (double)B * NH * T * T;
+    return sizeof(floatX) * ((L + 1) * N * C + (checkpoint ? 1 : L) * per + N * (C + 2 + V) + grads) + 2 * N * sizeof(int);
+}
 static void acts_alloc(Activations *a, const Config *c, int B, int T, int checkpoint) {
+    double need = acts_plan_bytes(c, B, T, checkpoint);
+    if (!bytes_fit(need)) fatal("a batch of %d x %d tokens needs %.4g GB of activations: too large for this %s machine", B, T, need / 1e9, machine_bits());
     memset(a, 0, sizeof(*a));
     a->B = B; a->T = T; a->checkpoint = checkpoint;
     size_t N = (size_t)B * T, C = (size_t)c->dim, H = (size_t)c->hidden_dim, V = (size_t)c->vocab_size, L = (size_t)c->n_layers;
@@ -4689,6 +4919,8 @@ typedef struct {
 // npos: the positions generation will use (at most seq_len); the KV cache holds only those
 static void runstate_alloc(RunState *s, const Config *c, int npos) {
     s->npos = npos < c->seq_len ? (npos > 0 ? npos : 1) : c->seq_len;
+    double kv = 2.0 * c->n_layers * s->npos * c->n_kv_heads * c->head_dim * sizeof(floatX);
+    if (!bytes_fit(kv)) fatal("a KV cache of %d positions needs %.4g GB: too large for this %s machine", s->npos, kv / 1e9, machine_bits());
     size_t C = (size_t)c->dim, H = (size_t)c->hidden_dim, QD = (size_t)c->n_heads * c->head_dim, KD = (size_t)c->n_kv_heads * c->head_dim;
     size_t D = C > QD ? C : QD, f = sizeof(floatX);
     s->x = (floatX *)tensor_alloc(C * f);
@@ -5000,6 +5232,14 @@ static void lora_alloc(Lora *lo, const Config *c, const int *ranks, const float 
     lo->n_layers = c->n_layers;
     lo->dora = dora;
     lo->mods = (LoraModule *)calloc_check((size_t)c->n_layers * NUM_TARGETS, sizeof(LoraModule));
+    double plan = 0; // 32-bit machines: the sums below must not wrap (see bytes_fit)
+    for (int i = 0; i < c->n_layers * NUM_TARGETS; i++) {
+        int in, out;
+        target_dims(c, i % NUM_TARGETS, &in, &out);
+        plan += (double)ranks[i] * (in + out) + out;
+    }
+    if (!bytes_fit(plan * sizeof(floatX) * (training ? 4 : 1)))
+        fatal("the adapters need %.4g GB: too large for this %s machine", plan * sizeof(floatX) * (training ? 4 : 1) / 1e9, machine_bits());
     size_t total = 0, nout = 0;
     for (int i = 0; i < c->n_layers * NUM_TARGETS; i++) {
         LoraModule *m = &lo->mods[i];
@@ -6120,6 +6360,7 @@ static int model_expand_llama_pro(Model *m, int n_expand) {
 
 // ----------------------------------------------------------------------------
 // data and training: tokenized text, AdamW, the training loop, checkpoints, evaluation
+#ifndef PEFT_INFER
 
 // Tokenize a UTF-8 text file: documents are separated by blank lines, each starts with BOS.
 static int *tokenize_file(const Tokenizer *tok, const char *path, int *n_out) {
@@ -6988,6 +7229,7 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
     return rc;
 }
 
+#endif // PEFT_INFER
 
 // ----------------------------------------------------------------------------
 // sampling and generation
@@ -7036,6 +7278,7 @@ static int st_read_ints(SafeTensors *st, const STTensor *t, int *dst) {
     if (t->dtype != DT_I32 && t->dtype != DT_I64) return set_error(st->path, "tensor '%s' must be I32 or I64, not %s", t->name, dtype_names[t->dtype]);
     unsigned char *raw = (unsigned char *)malloc_check(t->end - t->begin);
     if (st_read_raw(st, t, raw)) { free(raw); return -1; }
+    le_swap(raw, dtype_sizes[t->dtype], t->numel);
     for (size_t i = 0; i < t->numel; i++) {
         int64_t v;
         if (t->dtype == DT_I32) { int32_t x; memcpy(&x, raw + 4 * i, 4); v = x; } else memcpy(&v, raw + 8 * i, 8);
@@ -7338,6 +7581,13 @@ static int cmd_generate(int argc, char **argv) {
     fflush(stdout);
     fprintf(stderr, "%s", quant_desc(&m));
     if (generated > 1) fprintf(stderr, "achieved tok/s: %.1f (%d tokens)\n", (generated - 1) / (time_sec() - t0), generated);
+#ifdef PEFT_OWN_HEAP
+    fprintf(stderr, "heap: peak %zu bytes (%.1f KiB) allocated at once", heap_peak, heap_peak / 1024.0);
+#ifdef PEFT_ARENA
+    fprintf(stderr, "; arena high-water mark %zu of %zu bytes", heap_top_peak, (size_t)(PEFT_ARENA));
+#endif
+    fprintf(stderr, "\n");
+#endif
     free(probs); free(pi); free(ptoks);
     runstate_free(&s); net_free(&net); lora_free(lo); tokenizer_free(&tok); model_free(&m);
     return 0;
@@ -7534,6 +7784,7 @@ static int cmd_chat(int argc, char **argv) {
     return 0;
 }
 
+#ifndef PEFT_INFER
 // ---- eval
 static void error_usage_eval(void) {
     fprintf(stderr, "Usage: peft eval MODEL DATA [options]\n"
@@ -7572,6 +7823,7 @@ static int cmd_eval(int argc, char **argv) {
     if (T > c->seq_len) fatal("-T %d exceeds the model's %d positions", T, c->seq_len);
     char zbuf[4096];
     adapters_vocab_or_die(&m, adapters, na, 0, &zpath, zbuf, sizeof(zbuf));
+    if ((double)B * T > INT_MAX) fatal("-b %d x -T %d is too many tokens per batch", B, T);
     Tokenizer tok;
     load_tokenizer_or_die(&tok, zpath, model_path, c);
     int n;
@@ -7915,6 +8167,7 @@ static int cmd_train(int argc, char **argv) {
     // instruction data: one example per row of T positions, so an example holds at most T+1 tokens
     if (ta.format != DATA_TEXT && ta.cutoff_len && ta.cutoff_len > (ta.T ? ta.T : c->seq_len) + 1)
         fatal("--cutoff-len %d needs rows of %d positions, more than %s %d", ta.cutoff_len, ta.cutoff_len - 1, ta.T ? "-T" : "the model's", ta.T ? ta.T : c->seq_len);
+    if ((double)ta.B * ta.T * ta.grad_accum > INT_MAX) fatal("-b %d x -T %d (x %d accumulation steps) is too many tokens per step", ta.B, ta.T, ta.grad_accum);
     if (ta.mode == TUNE_FREEZE && ta.freeze_layers > c->n_layers) fatal("--freeze-trainable-layers %d exceeds the model's %d layers", ta.freeze_layers, c->n_layers);
     if (ta.mode == TUNE_LORA && !ta.resume_adapter) {
         for (int t = 0; t < NUM_TARGETS; t++) {
@@ -7971,6 +8224,7 @@ static int cmd_train(int argc, char **argv) {
     return 0;
 }
 
+#endif // PEFT_INFER
 // ---- tokenize
 static void error_usage_tokenize(void) {
     fprintf(stderr, "Usage: peft tokenize [-z TOKENIZER | MODEL] [TEXT | -f FILE | -] [options]\n"
@@ -8402,6 +8656,7 @@ static int cmd_info(int argc, char **argv) {
     return 0;
 }
 
+#ifndef PEFT_INFER
 // ---- quantize
 static void error_usage_quantize(void) {
     fprintf(stderr, "Usage: peft quantize MODEL -o OUT --quant int8|int4|nf4|hqq4|hqq8 [options]\n"
@@ -8444,7 +8699,17 @@ static int cmd_quantize(int argc, char **argv) {
     return 0;
 }
 
+#endif // PEFT_INFER
+
 static void error_usage(void) {
+#ifdef PEFT_INFER
+    fprintf(stderr, "peft.c (inference-only build): Llama-family models with PEFT LoRA adapters in one C file\n"
+                    "Usage: peft <command> [args]   (peft <command> --help lists its flags)\n"
+                    "  generate MODEL [-p PROMPT]     sample text (with -a ADAPTER[:W]...)\n"
+                    "  merge MODEL ADAPTER... -o OUT  merge adapters into the weights\n"
+                    "  info PATH                      what a model, adapter or .safetensors file holds\n"
+                    "MODEL is a llama2.c .bin file or a Hugging Face folder (config.json + safetensors).\n");
+#else
     fprintf(stderr, "peft.c: LoRA fine-tuning of Llama-family models in one C file\n"
                     "Usage: peft <command> [args]   (peft <command> --help lists its flags)\n"
                     "  train MODEL DATA [-o OUT]      fine-tune (LoRA, DoRA, freeze, full); writes a PEFT adapter\n"
@@ -8458,6 +8723,7 @@ static void error_usage(void) {
                     "  tokenize [-z TOK | MODEL] TEXT the token ids of a text (--pieces, --json, --decode)\n"
                     "  export-gguf ADAPTER -o OUT     write a LoRA adapter for llama.cpp (GGUF)\n"
                     "MODEL is a llama2.c .bin file or a Hugging Face folder (config.json + safetensors).\n");
+#endif
     exit(1);
 }
 
@@ -8473,16 +8739,21 @@ int main(int argc, char **argv) {
 #endif
     if (argc < 2) error_usage();
     const char *cmd = argv[1];
-    if (!strcmp(cmd, "train")) return kernels_done(cmd_train(argc - 2, argv + 2));
     if (!strcmp(cmd, "generate")) return kernels_done(cmd_generate(argc - 2, argv + 2));
     if (!strcmp(cmd, "chat")) return kernels_done(cmd_chat(argc - 2, argv + 2));
-    if (!strcmp(cmd, "eval")) return kernels_done(cmd_eval(argc - 2, argv + 2));
-    if (!strcmp(cmd, "dump")) return kernels_done(cmd_dump(argc - 2, argv + 2));
     if (!strcmp(cmd, "merge")) return cmd_merge(argc - 2, argv + 2);
     if (!strcmp(cmd, "info")) return cmd_info(argc - 2, argv + 2);
+#ifndef PEFT_INFER
+    if (!strcmp(cmd, "train")) return kernels_done(cmd_train(argc - 2, argv + 2));
+    if (!strcmp(cmd, "eval")) return kernels_done(cmd_eval(argc - 2, argv + 2));
+    if (!strcmp(cmd, "dump")) return kernels_done(cmd_dump(argc - 2, argv + 2));
     if (!strcmp(cmd, "quantize")) return cmd_quantize(argc - 2, argv + 2);
     if (!strcmp(cmd, "tokenize")) return cmd_tokenize(argc - 2, argv + 2);
     if (!strcmp(cmd, "export-gguf")) return cmd_export_gguf(argc - 2, argv + 2);
+#else
+    if (!strcmp(cmd, "train") || !strcmp(cmd, "eval") || !strcmp(cmd, "dump") || !strcmp(cmd, "quantize") || !strcmp(cmd, "tokenize") || !strcmp(cmd, "export-gguf"))
+        fatal("'%s' is not in this inference-only build (PEFT_INFER); build peft with plain make", cmd);
+#endif
     if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h")) error_usage();
     fatal("unknown command '%s' (see peft --help)", cmd);
     return 1;
