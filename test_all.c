@@ -3460,9 +3460,10 @@ static void test_dot_int8(void) {
 static void test_infer_build(void) {
     const char *bin = getenv("PEFT_INFER_BIN") ? getenv("PEFT_INFER_BIN") : "./peft_infer_arena";
     if (!file_exists(bin)) { check(0, "inference-only build", "%s not built (make test builds it)", bin); return; }
-    if (!have(STORIES) || !have(TOK512) || !have(SHARED "/reference/peft/qv_r4")) { skip("inference-only build", "needs stories260K and " SHARED "/reference/peft/qv_r4"); return; }
+    const char *qv = "tests/reference/peft/qv_r4"; // the committed copy of ../shared's PEFT adapter
+    if (!have(STORIES) || !have(TOK512) || !have(qv)) { skip("inference-only build", "needs models/stories260K and tests/reference/peft/qv_r4"); return; }
     char args[2048], err1[4096], err2[4096], out1[8192], out2[8192];
-    snprintf(args, sizeof(args), "generate %s -z %s -a %s -t 0 -n 120 -p \"Once upon a time\"", STORIES, TOK512, SHARED "/reference/peft/qv_r4");
+    snprintf(args, sizeof(args), "generate %s -z %s -a %s -t 0 -n 120 -p \"Once upon a time\"", STORIES, TOK512, qv);
     int rc1 = run_cmd(args, err1, sizeof(err1), out1, sizeof(out1));
     const char *saved = getenv("PEFT_BIN");
     char keep[600]; snprintf(keep, sizeof(keep), "%s", saved ? saved : "");
