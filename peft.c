@@ -7096,11 +7096,20 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
     // the output folder first, so that an unwritable one fails before any work
     char path[4096];
     FILE *log = NULL;
-    if (mkdir_p(ta->outdir)) return -1;
-    remove_stale_temps(ta->outdir);
-    path_join(path, sizeof(path), ta->outdir, "log.jsonl");
-    log = fopen(path, ta->resume ? "ab" : "wb");
-    if (!log) return set_error(path, "cannot write: %s", strerror(errno));
+    if (mkdir_p(ta->outdir) == 0) {
+        remove_stale_temps(ta->outdir);
+        path_join(path, sizeof(path), ta->outdir, "log.jsonl");
+        log = fopen(path, ta->resume ? "ab" : "wb");
+        if (!log) set_error(path, "cannot write: %s", strerror(errno));
+    }
+    if (!log) { // nothing was trained: free what was set up
+        acts_free(&a); trainable_free(&tr); net_free(&net); tensor_free(gmem); tensor_free(gn_mem);
+        if (lo) lora_free(lo);
+        free(tokens);
+        if (ta->val_path) free(val);
+        examples_free(&ex); examples_free(&vex);
+        return -1;
+    }
     // the memory plan
     {
         char w[32], ac[32], gr[32], op[32], lw[32];
