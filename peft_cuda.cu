@@ -791,6 +791,16 @@ template <int HST> __device__ __forceinline__ float dot_row(const float *x, cons
 }
 #define ATT_PAD(HS, HST) ((HST) && (HST) % 4 == 0 ? (HS) + 4 : (HS) + 1)
 
+// rows r0 .. r0 + ATT_TILE - 1 of two head slices, x[((b*T + t) * stride + off + i] (and y), into the
+// padded shared tiles xs, ys (rows of hp floats); zeros past T
+__device__ __forceinline__ void att_load_rows(float *xs, float *ys, const float *x, const float *y, int b, int T, int r0, size_t stride, size_t off, int HS, int hp) {
+    for (int e = threadIdx.x; e < ATT_TILE * HS; e += blockDim.x) {
+        int r = e / HS, i = e % HS, t = r0 + r;
+        size_t g = ((size_t)b * T + t) * stride + off + i;
+        xs[r * hp + i] = t < T ? x[g] : 0.0f;
+        ys[r * hp + i] = t < T ? y[g] : 0.0f;
+    }
+}
 template <int HST>
 __global__ void attention_forward_kernel(float *out, float *lse, const float *q, const float *k, const float *v, int T, int NH, int KVH, int hs, float scale) {
     extern __shared__ __align__(16) float sm[];
@@ -807,12 +817,7 @@ __global__ void attention_forward_kernel(float *out, float *lse, const float *q,
     for (int j = 0; j < ATT_MAXJ; j++) o[j] = 0;
     for (int s0 = 0; s0 <= t_last; s0 += ATT_TILE) {
         __syncthreads();
-        for (int e = threadIdx.x; e < ATT_TILE * HS; e += blockDim.x) {
-            int r = e / HS, i = e % HS, s = s0 + r;
-            size_t g = ((size_t)b * T + s) * ks + (size_t)kh * HS + i;
-            Ks[r * hp + i] = s < T ? k[g] : 0.0f;
-            Vs[r * hp + i] = s < T ? v[g] : 0.0f;
-        }
+        att_load_rows(Ks, Vs, k, v, b, T, s0, ks, (size_t)kh * HS, HS, hp);
         __syncthreads();
         if (t >= T || s0 > t) continue;
         int s = s0 + lane;
@@ -1155,12 +1160,7 @@ __global__ void attention_backward_dq_kernel(float *dq, const float *dout, const
     for (int j = 0; j < ATT_MAXJ; j++) acc[j] = 0;
     for (int s0 = 0; s0 <= t_last; s0 += ATT_TILE) {
         __syncthreads();
-        for (int e = threadIdx.x; e < ATT_TILE * HS; e += blockDim.x) {
-            int r = e / HS, i = e % HS, s = s0 + r;
-            size_t g = ((size_t)b * T + s) * ks + (size_t)kh * HS + i;
-            Ks[r * hp + i] = s < T ? k[g] : 0.0f;
-            Vs[r * hp + i] = s < T ? v[g] : 0.0f;
-        }
+        att_load_rows(Ks, Vs, k, v, b, T, s0, ks, (size_t)kh * HS, HS, hp);
         __syncthreads();
         if (t >= T || s0 > t) continue;
         int s = s0 + lane;
@@ -1197,12 +1197,7 @@ __global__ void attention_backward_dkv_kernel(float *dk, float *dv, const float 
     for (int h = kh * G; h < (kh + 1) * G; h++)
         for (int t0 = s_first; t0 < T; t0 += ATT_TILE) {
             __syncthreads();
-            for (int e = threadIdx.x; e < ATT_TILE * HS; e += blockDim.x) {
-                int r = e / HS, i = e % HS, t = t0 + r;
-                size_t g = ((size_t)b * T + t) * qs + (size_t)h * HS + i;
-                Qt[r * hp + i] = t < T ? q[g] : 0.0f;
-                dOt[r * hp + i] = t < T ? dout[g] : 0.0f;
-            }
+            att_load_rows(Qt, dOt, q, dout, b, T, t0, qs, (size_t)h * HS, HS, hp);
             for (int r = threadIdx.x; r < ATT_TILE; r += blockDim.x) {
                 int t = t0 + r;
                 Lt[r] = t < T ? lse[((size_t)b * NH + h) * T + t] : 0.0f;
