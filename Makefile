@@ -33,9 +33,17 @@ ifeq ($(CUDA),1)
   GPU_OBJ = peft_cuda.o
   LDLIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lstdc++
 endif
+# NCCL=1 (with CUDA=1): data-parallel training over several GPUs. NCCL_HOME holds include/nccl.h and
+# lib/libnccl.so*: a system NCCL (/usr), or the one PyTorch's pip wheels ship (found with python3).
+ifeq ($(NCCL),1)
+  NCCL_HOME ?= $(shell $(PYTHON) -c "import nvidia.nccl as n; print(list(n.__path__)[0])" 2>/dev/null || echo /usr)
+  GPU_DEFS += -DPEFT_NCCL
+  NCCL_INC = -I$(NCCL_HOME)/include
+  LDLIBS += -L$(NCCL_HOME)/lib -Wl,-rpath,$(NCCL_HOME)/lib $(if $(wildcard $(NCCL_HOME)/lib/libnccl.so),-lnccl,-l:libnccl.so.2) -lpthread
+endif
 SAN = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 
-.PHONY: all test test-cuda debug clean tokenizer bench bench-cuda fuzz fuzz-build fuzz-replay fuzz-seeds infer cross-test
+.PHONY: all test test-cuda test-multi-gpu bench-multi-gpu debug clean tokenizer bench bench-cuda fuzz fuzz-build fuzz-replay fuzz-seeds infer cross-test
 ifeq ($(PEFT_INFER),1)
 all: peft_infer
 else
@@ -51,7 +59,7 @@ peft: peft.c $(GPU_OBJ) .cflags
 	$(CC) $(CFLAGS) $(OMP) $(GPU_DEFS) peft.c $(GPU_OBJ) -o peft $(LDLIBS)
 
 peft_cuda.o: peft_cuda.cu .cflags
-	$(NVCC) $(NVCCFLAGS) -c peft_cuda.cu -o peft_cuda.o
+	$(NVCC) $(NVCCFLAGS) $(filter -DPEFT_NCCL,$(GPU_DEFS)) $(NCCL_INC) -c peft_cuda.cu -o peft_cuda.o
 
 # tokenizer.bin (llama2.c's Llama 2 tokenizer) is committed. Where the sentencepiece tokenizer.model is found,
 # make rebuilds it with export.py (standard library only) and stops if the result differs from the committed file.
@@ -102,6 +110,14 @@ bench: peft tokenizer
 bench-cuda:
 	$(MAKE) CUDA=1 peft
 	$(PYTHON) bench/bench_cuda.py
+
+# several GPUs on one host (make CUDA=1 NCCL=1): the data-parallel tests (tests/cuda/multi_gpu.sh: 2 GPUs
+# against 1, mpirun, torchrun, resume, kill -9) and the scaling benchmark against PyTorch DDP + PEFT
+test-multi-gpu:
+	bash tests/cuda/multi_gpu.sh
+bench-multi-gpu:
+	$(MAKE) CUDA=1 NCCL=1 peft
+	$(PYTHON) bench/bench_multi_gpu.py
 
 # libFuzzer targets, one per parser (tests/fuzz/fuzz_*.c; clang with -fsanitize=fuzzer,address,undefined).
 # make fuzz: each target fuzzes for FUZZ_SECONDS over its committed corpus (+ tests/fuzz/seeds/ when

@@ -82,13 +82,19 @@ static int set_error(const char *file, const char *fmt, ...) {
     return -1;
 }
 
+// error lines go to err_out: stderr, or (the ranks > 0 of a data-parallel run, whose stderr is
+// quiet) a copy of it, with the rank named
+static FILE *err_out;
+static int err_rank = -1;
 static void fatal(const char *fmt, ...) {
+    FILE *f = err_out ? err_out : stderr;
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "peft: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
+    if (err_rank > 0) fprintf(f, "peft: rank %d: ", err_rank); else fprintf(f, "peft: ");
+    vfprintf(f, fmt, ap);
+    fprintf(f, "\n");
     va_end(ap);
+    fflush(f);
     exit(1);
 }
 // print the last loader error and exit
@@ -906,12 +912,17 @@ static int st_write(const char *path, STWrite *ts, int n, const char *metadata_j
 // (tensor_to_device). Activations live on the device only (tensor_alloc). Above the kernels, code
 // never reads or writes tensor memory itself.
 static int gpu_on;   // the kernels run on the GPU (--device cuda)
+// data-parallel training: this process's rank among dist_world, and its GPU on this host (see train)
+static int dist_rank = 0, dist_world = 1, dist_local = 0;
+#if defined(PEFT_CUDA) && defined(PEFT_NCCL)
+static int dist_nccl; // the ranks have met and NCCL sums over them (the tests shard without it)
+#endif
 #ifdef PEFT_CUDA
 #ifdef PEFT_FP64
 #error "PEFT_CUDA works in fp32 (floatX float)"
 #endif
 // peft_cuda.cu: device memory, the mirrors, and one GPU kernel per kernel function below
-int gpu_init(int bf16, char *err, size_t errlen);        // 0 (and a "device:" line), or -1 with the reason in err
+int gpu_init(int bf16, int device, char *err, size_t errlen); // GPU number device: 0 (and a "device:" line), or -1 with the reason in err
 void *gpu_alloc(size_t bytes);                           // zeroed device memory; NULL when out of memory
 void gpu_free(void *p);
 int gpu_mirror(void *host, size_t bytes);                // device copy of host[0..bytes), uploaded; -1: out of memory
@@ -956,6 +967,11 @@ void gpu_zero(void *p, size_t bytes);
 double gpu_sum(const float *x, size_t n);
 double gpu_sumsq(const float *x, size_t n);
 void gpu_adamw(float *params, const float *grads, float *m, float *v, size_t n, float lr, float beta1, float beta2, float eps, float wd, float step, float rbc2);
+// several processes, one GPU each (make CUDA=1 NCCL=1): the rendezvous, and sums over the ranks
+int gpu_dist_init(int rank, int world, const char *addr, int port, FILE *errf, char *err, size_t errlen); // 0, or -1 with the reason
+void gpu_dist_sum(float *x, size_t n);       // x = the sum of x over the ranks (tensor memory), on every rank
+void gpu_dist_sum_host(double *v, int n);    // the same for n host numbers
+void gpu_dist_finish(int ok);                // this rank is done (ok) or failed; returns once every rank is done
 #define ON_GPU(call) do { if (gpu_on) { call; return; } } while (0)
 #else
 #define ON_GPU(call) do { } while (0)
@@ -4180,6 +4196,9 @@ static void lora_forward(floatX *out, const floatX *inp, Weight W, LoraModule *l
     if (lm->mask) {
         uint64_t seed = 0;
         if (new_mask) { seed = random_u32(rng); seed = seed << 32 | random_u32(rng); }
+        // data parallel: this rank's rows are rows dist_rank*N.. of the whole batch, so its mask is
+        // elements i + dist_rank*N*in of the whole batch's: hash_uniform(seed, i + o) = hash_uniform(seed + o*K, i)
+        seed += (uint64_t)dist_rank * N * lm->in * 0x9E3779B97F4A7C15ull;
         dropout_forward(lora_scratch.xd, lm->mask, inp, (size_t)N * lm->in, dropout, seed, new_mask);
         x = lora_scratch.xd;
     }
@@ -6362,6 +6381,81 @@ static int model_expand_llama_pro(Model *m, int n_expand) {
 // data and training: tokenized text, AdamW, the training loop, checkpoints, evaluation
 #ifndef PEFT_INFER
 
+// Data parallel: dist_world processes, one GPU each, started by mpirun (OpenMPI's OMPI_COMM_WORLD_*)
+// or with torchrun's variables (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT). Every rank
+// holds the whole model and draws the same seeded stream of batches; rank r trains rows [r*B, (r+1)*B)
+// of each batch of dist_world*B rows, and NCCL sums the gradients, so that dist_world GPUs with batch B
+// take the steps one GPU takes with batch dist_world*B. Rank 0 alone prints and writes.
+static int env_int(const char *name, int dflt, int lo, int hi) {
+    const char *v = getenv(name);
+    if (!v || !*v) return dflt;
+    char *end;
+    long x = strtol(v, &end, 10);
+    if (*end || x < lo || x > hi) fatal("%s=%s: not an integer in [%d, %d]", name, v, lo, hi);
+    return (int)x;
+}
+static void dist_from_env(void) {
+    int torch = getenv("WORLD_SIZE") != NULL;
+    dist_world = env_int(torch ? "WORLD_SIZE" : "OMPI_COMM_WORLD_SIZE", 1, 1, 65536);
+    dist_rank = env_int(torch ? "RANK" : "OMPI_COMM_WORLD_RANK", 0, 0, dist_world - 1);
+    dist_local = env_int(torch ? "LOCAL_RANK" : "OMPI_COMM_WORLD_LOCAL_RANK", dist_world > 1 ? -1 : 0, 0, 1023);
+    if (dist_local < 0) fatal("%s is set but not %s: each process needs its GPU", torch ? "WORLD_SIZE" : "OMPI_COMM_WORLD_SIZE", torch ? "LOCAL_RANK" : "OMPI_COMM_WORLD_LOCAL_RANK");
+    err_rank = dist_world > 1 ? dist_rank : -1;
+    if (dist_world > 1 && dist_rank > 0) { // ranks > 0 print their error lines only (err_out, a copy of stderr)
+        int fd = dup(2);
+        err_out = fd >= 0 ? fdopen(fd, "w") : NULL;
+        if (err_out && !freopen("/dev/null", "w", stderr)) fatal("cannot quiet rank %d's stderr", dist_rank);
+    }
+}
+// after device_start: meet the other ranks (rank 0 listens on MASTER_ADDR:MASTER_PORT)
+static void dist_connect(void) {
+    if (dist_world == 1) return;
+#if defined(PEFT_CUDA) && defined(PEFT_NCCL)
+    if (!gpu_on) fatal("%d processes (WORLD_SIZE): each trains on a GPU, and this one has none (no CUDA GPU, or --device cpu)", dist_world);
+    const char *addr = getenv("MASTER_ADDR");
+    int local_all = env_int("OMPI_COMM_WORLD_LOCAL_SIZE", 0, 0, 65536) == dist_world;
+    if (!addr || !*addr) {
+        if (getenv("WORLD_SIZE") && !local_all) fatal("WORLD_SIZE=%d needs MASTER_ADDR (the host of rank 0)", dist_world);
+        if (!getenv("WORLD_SIZE") && !local_all) fatal("mpirun over several hosts needs MASTER_ADDR (the host of rank 0), e.g. mpirun -x MASTER_ADDR=node0");
+        addr = "127.0.0.1";
+    }
+    // torchrun's agent keeps its own store on MASTER_PORT: peft meets on the next port
+    int port = env_int("MASTER_PORT", 29500, 1, 65535) + (getenv("TORCHELASTIC_RUN_ID") ? 1 : 0);
+    char err[512];
+    if (gpu_dist_init(dist_rank, dist_world, addr, port, err_out ? err_out : stderr, err, sizeof(err))) fatal("%s", err);
+    dist_nccl = 1;
+#else
+    fatal("WORLD_SIZE %d: this peft was built without NCCL; several processes need make CUDA=1 NCCL=1", dist_world);
+#endif
+}
+// x = the sum of x over the ranks (tensor memory; every rank gets the same sum)
+static void dist_sum(floatX *x, size_t n) {
+    if (dist_world == 1) return;
+#if defined(PEFT_CUDA) && defined(PEFT_NCCL)
+    if (dist_nccl) gpu_dist_sum(x, n);
+#else
+    (void)x; (void)n;
+#endif
+}
+// the same for a few numbers on the host
+static void dist_sum_host(double *v, int n) {
+    if (dist_world == 1) return;
+#if defined(PEFT_CUDA) && defined(PEFT_NCCL)
+    if (dist_nccl) gpu_dist_sum_host(v, n);
+#else
+    (void)v; (void)n;
+#endif
+}
+// the end of training on this rank: ok, or failed (its error is printed); returns once all are done
+static void dist_finish(int ok) {
+    if (dist_world == 1) return;
+#if defined(PEFT_CUDA) && defined(PEFT_NCCL)
+    if (dist_nccl) gpu_dist_finish(ok);
+#else
+    (void)ok;
+#endif
+}
+
 // Tokenize a UTF-8 text file: documents are separated by blank lines, each starts with BOS.
 static int *tokenize_file(const Tokenizer *tok, const char *path, int *n_out) {
     size_t len;
@@ -6547,15 +6641,16 @@ static double evaluate(Net *net, Activations *a, const int *tokens, int n, int m
         for (int i = 0; i < net->lora->n_layers * NUM_TARGETS; i++) { masks[i] = mods[i].mask; mods[i].mask = NULL; }
     }
     for (int pos = 0; pos + 1 < n && (max_windows <= 0 || windows < max_windows);) {
-        for (int b = 0; b < B; b++) {
-            for (int t = 0; t < T; t++) {
-                int i = pos + t;
-                inp[b * T + t] = i < n ? tokens[i] : 0;
-                tgt[b * T + t] = i + 1 < n ? tokens[i + 1] : -100;
+        for (int r = 0; r < dist_world; r++) // dist_world*B windows; this rank's are rows [dist_rank*B, +B)
+            for (int b = 0; b < B; b++) {
+                for (int t = 0; r == dist_rank && t < T; t++) {
+                    int i = pos + t;
+                    inp[b * T + t] = i < n ? tokens[i] : 0;
+                    tgt[b * T + t] = i + 1 < n ? tokens[i + 1] : -100;
+                }
+                if (pos + 1 < n) windows++;
+                pos += T;
             }
-            if (pos + 1 < n) windows++;
-            pos += T;
-        }
         peft_forward(net, a, inp);
         peft_loss(a, &net->model->config, tgt);
         sum += tensor_sum(a->losses, (size_t)B * T); // 0 where tgt < 0
@@ -6564,6 +6659,7 @@ static double evaluate(Net *net, Activations *a, const int *tokens, int n, int m
     if (mods) { for (int i = 0; i < net->lora->n_layers * NUM_TARGETS; i++) mods[i].mask = masks[i]; free(masks); }
     if (net->lora) net->lora->training = saved_training;
     free(inp); free(tgt);
+    if (dist_world > 1) { double v[2] = { sum, (double)count }; dist_sum_host(v, 2); sum = v[0]; count = (long)v[1]; }
     *count_out = count;
     return count ? sum / count : 0;
 }
@@ -6583,21 +6679,39 @@ static double evaluate_examples(Net *net, Activations *a, const Examples *ex, in
         for (int i = 0; i < net->lora->n_layers * NUM_TARGETS; i++) { masks[i] = mods[i].mask; mods[i].mask = NULL; }
     }
     int rows = max_rows > 0 && max_rows < ex->count ? max_rows : ex->count;
-    for (int e0 = 0; e0 < rows; e0 += B) {
+    for (int e0 = 0; e0 < rows; e0 += B * dist_world) { // this rank's rows: [e0 + dist_rank*B, +B)
         for (int b = 0; b < B; b++) {
-            if (e0 + b < rows) examples_fill_row(ex, e0 + b, inp + b * T, tgt + b * T, T);
+            int e = e0 + dist_rank * B + b;
+            if (e < rows) examples_fill_row(ex, e, inp + b * T, tgt + b * T, T);
             else for (int t = 0; t < T; t++) { inp[b * T + t] = 0; tgt[b * T + t] = -100; }
         }
         peft_forward(net, a, inp);
         peft_loss(a, &net->model->config, tgt);
-        for (int i = 0; i < B * T; i++) if (tgt[i] >= 0) { sum += a->losses[i]; count++; }
+        sum += tensor_sum(a->losses, (size_t)B * T); // 0 where tgt < 0 (losses are tensor memory: on the GPU too)
+        count += a->count;
     }
     if (mods) { for (int i = 0; i < net->lora->n_layers * NUM_TARGETS; i++) mods[i].mask = masks[i]; free(masks); }
     if (net->lora) net->lora->training = saved_training;
     free(inp); free(tgt);
+    if (dist_world > 1) { double v[2] = { sum, (double)count }; dist_sum_host(v, 2); sum = v[0]; count = (long)v[1]; }
     *count_out = count;
     return count ? sum / count : 0;
 }
+
+// a step's rows: dist_world*B draws from the seeded data stream (a random window of T+1 tokens, or a
+// random example), of which this rank keeps rows [dist_rank*B, (dist_rank+1)*B); ex NULL: text
+static void train_batch(int *inp, int *tgt, int B, int T, uint64_t *data_rng, const int *tokens, int ntrain, const Examples *ex) {
+    for (int r = 0; r < dist_world; r++)
+        for (int b = 0; b < B; b++) {
+            uint32_t x = random_u32(data_rng);
+            if (r != dist_rank) continue;
+            if (ex) { examples_fill_row(ex, (int)(x % (uint32_t)ex->count), inp + b * T, tgt + b * T, T); continue; }
+            int start = (int)(x % (uint32_t)(ntrain - T));
+            for (int t = 0; t < T; t++) { inp[b * T + t] = tokens[start + t]; tgt[b * T + t] = tokens[start + t + 1]; }
+        }
+}
+// the gradients summed over the ranks
+static void trainable_sum_ranks(Trainable *tr) { for (int i = 0; i < tr->nseg; i++) dist_sum(tr->seg[i].g, tr->seg[i].n); }
 
 static volatile sig_atomic_t stop_requested = 0;
 static void on_sigint(int sig) { (void)sig; stop_requested = 1; }
@@ -6672,8 +6786,10 @@ static int save_trainer_state(const char *dir, const TrainArgs *ta, Trainable *t
     path_join(path, sizeof(path), dir, "optimizer.safetensors");
     if (st_write(path, ts, 2, "{\"format\":\"pt\"}")) return -1;
     StrBuf b = { 0 };
-    sb_printf(&b, "{\n  \"step\": %d,\n  \"data_rng\": \"%llu\",\n  \"dropout_rng\": \"%llu\",\n  \"mode\": \"%s\",\n  \"batch_size\": %d,\n  \"seq_len\": %d,\n  \"grad_accum\": %d,\n  \"trainable\": %zu\n}\n",
+    sb_printf(&b, "{\n  \"step\": %d,\n  \"data_rng\": \"%llu\",\n  \"dropout_rng\": \"%llu\",\n  \"mode\": \"%s\",\n  \"batch_size\": %d,\n  \"seq_len\": %d,\n  \"grad_accum\": %d,\n  \"trainable\": %zu",
               step, (unsigned long long)data_rng, (unsigned long long)dropout_rng, tune_names[ta->mode], ta->B, ta->T, ta->grad_accum, tr->total);
+    if (dist_world > 1) sb_printf(&b, ",\n  \"world_size\": %d", dist_world); // data parallel: processes (batch_size is each one's)
+    sb_printf(&b, "\n}\n");
     path_join(path, sizeof(path), dir, "trainer_state.json");
     AtomicFile af;
     if (atomic_open(&af, path)) { free(b.s); return -1; }
@@ -6692,9 +6808,9 @@ static int load_trainer_state(const char *dir, const TrainArgs *ta, Trainable *t
     Json *js = json_get(j, "step");
     if (!json_is_int(js) || js->num < 0 || js->num > INT_MAX || !dr || !pr || !mode) rc = set_error(path, "missing step, data_rng, dropout_rng or mode");
     else if (strcmp(mode, tune_names[ta->mode]) || json_num_or(j, "batch_size", -1) != ta->B || json_num_or(j, "seq_len", -1) != ta->T ||
-             json_num_or(j, "grad_accum", -1) != ta->grad_accum || json_num_or(j, "trainable", -1) != (double)tr->total)
-        rc = set_error(path, "checkpoint was made with different settings (mode %s, batch %g, seq_len %g, grad_accum %g, %g trainable values); resume with the same ones",
-                       mode, json_num_or(j, "batch_size", -1), json_num_or(j, "seq_len", -1), json_num_or(j, "grad_accum", -1), json_num_or(j, "trainable", -1));
+             json_num_or(j, "grad_accum", -1) != ta->grad_accum || json_num_or(j, "trainable", -1) != (double)tr->total || json_num_or(j, "world_size", 1) != dist_world)
+        rc = set_error(path, "checkpoint was made with different settings (mode %s, batch %g, seq_len %g, grad_accum %g, %g trainable values, %g processes); resume with the same ones",
+                       mode, json_num_or(j, "batch_size", -1), json_num_or(j, "seq_len", -1), json_num_or(j, "grad_accum", -1), json_num_or(j, "trainable", -1), json_num_or(j, "world_size", 1));
     else {
         *step = (int)js->num;
         *data_rng = strtoull(dr, NULL, 10);
@@ -6995,9 +7111,9 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
     if (!is_ex && ntrain < T + 1) { free(tokens); if (ta->val_path) free(val); return set_error(ta->data_path, "data is shorter than one window: %d tokens, need at least T+1 = %d (lower -T)", ntrain, T + 1); }
     int steps = ta->steps;
     if (steps <= 0) {
-        double per_step = (double)N * ta->grad_accum;
+        double per_step = (double)N * ta->grad_accum * dist_world;
         steps = (int)ceil(ta->epochs * ntrain / per_step);
-        if (is_ex) steps = (int)ceil(ta->epochs * ex.count / ((double)B * ta->grad_accum)); // epochs of examples
+        if (is_ex) steps = (int)ceil(ta->epochs * ex.count / ((double)B * ta->grad_accum * dist_world)); // epochs of examples
         if (steps < 1) steps = 1;
     }
     if (ta->warmup < 0) ta->warmup = steps / 20;                          // 5% of the steps
@@ -7096,13 +7212,13 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
     // the output folder first, so that an unwritable one fails before any work
     char path[4096];
     FILE *log = NULL;
-    if (mkdir_p(ta->outdir) == 0) {
+    if (dist_rank == 0 && mkdir_p(ta->outdir) == 0) { // rank 0 alone writes
         remove_stale_temps(ta->outdir);
         path_join(path, sizeof(path), ta->outdir, "log.jsonl");
         log = fopen(path, ta->resume ? "ab" : "wb");
         if (!log) set_error(path, "cannot write: %s", strerror(errno));
     }
-    if (!log) { // nothing was trained: free what was set up
+    if (!log && dist_rank == 0) { // nothing was trained: free what was set up
         acts_free(&a); trainable_free(&tr); net_free(&net); tensor_free(gmem); tensor_free(gn_mem);
         if (lo) lora_free(lo);
         free(tokens);
@@ -7121,7 +7237,9 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
         note_tokenizer();
         fprintf(stderr, "model: %s (dim %d, %d layers, %d heads / %d kv, vocab %d), %.2fM parameters\n", ta->model_path, c->dim, c->n_layers, c->n_heads, c->n_kv_heads, c->vocab_size, m->num_parameters / 1e6);
         fprintf(stderr, "tuning: %s, %zu trainable parameters (%.3f%% of the model)\n", tune_names[ta->mode], tr.total, 100.0 * tr.total / (double)m->num_parameters);
-        fprintf(stderr, "data: %d train tokens, %d validation tokens; batch %d x %d x accum %d = %d %s/step; %d steps\n", ntrain, nval, B, T, ta->grad_accum, is_ex ? B * ta->grad_accum : N * ta->grad_accum, is_ex ? "examples" : "tokens", steps);
+        fprintf(stderr, "data: %d train tokens, %d validation tokens; batch %d x %d x accum %d", ntrain, nval, B, T, ta->grad_accum);
+        if (dist_world > 1) fprintf(stderr, " x %d GPUs", dist_world);
+        fprintf(stderr, " = %ld %s/step; %d steps\n", (long)(is_ex ? B : N) * ta->grad_accum * dist_world, is_ex ? "examples" : "tokens", steps);
         fprintf(stderr, "memory: weights %s, LoRA %s, activations %s%s, gradients %s, AdamW state %s\n", w, lw, ac, ta->checkpoint_acts ? " (checkpointed)" : "", gr, op);
     }
     signal(SIGINT, on_sigint);
@@ -7132,9 +7250,9 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
     double t_start = time_sec(), first_loss = -1, last_loss = -1, last_val = -1, first_val = -1;
     if (have_eval && step0 == 0) { // where the held-out loss starts
         long cnt;
-        first_val = is_ex ? evaluate_examples(&net, &eval_a, &vex, ta->eval_batches * B, &cnt) : evaluate(&net, &eval_a, val, nval, ta->eval_batches * B, &cnt);
+        first_val = is_ex ? evaluate_examples(&net, &eval_a, &vex, ta->eval_batches * B * dist_world, &cnt) : evaluate(&net, &eval_a, val, nval, ta->eval_batches * B * dist_world, &cnt);
         fprintf(stderr, "step %5d/%d | val %.4f (before training, %ld tokens)\n", 0, steps, first_val, cnt);
-        fprintf(log, "{\"step\": 0, \"loss\": null, \"val_loss\": %.6f, \"lr\": 0, \"grad_norm\": null, \"tokens_per_s\": null, \"elapsed_s\": 0}\n", first_val);
+        if (log) fprintf(log, "{\"step\": 0, \"loss\": null, \"val_loss\": %.6f, \"lr\": 0, \"grad_norm\": null, \"tokens_per_s\": null, \"elapsed_s\": 0}\n", first_val);
         t_start = time_sec();
     }
     long tokens_done = 0;
@@ -7159,16 +7277,20 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
         trainable_zero_grad(&tr);
         double loss = 0;
         for (int micro = 0; micro < ta->grad_accum; micro++) {
-            for (int b = 0; b < B; b++) { // a random window of T+1 tokens, or a random example
-                if (is_ex) { examples_fill_row(&ex, (int)(random_u32(&data_rng) % (uint32_t)ex.count), inp + b * T, tgt + b * T, T); continue; }
-                int start = (int)(random_u32(&data_rng) % (uint32_t)(ntrain - T));
-                for (int t = 0; t < T; t++) { inp[b * T + t] = tokens[start + t]; tgt[b * T + t] = tokens[start + t + 1]; }
-            }
+            train_batch(inp, tgt, B, T, &data_rng, tokens, ntrain, is_ex ? &ex : NULL);
             peft_forward(&net, &a, inp);
-            loss += peft_loss(&a, c, tgt) / ta->grad_accum;
+            double l = peft_loss(&a, c, tgt);
+            if (dist_world > 1) { // the mean over every rank's targets: each rank's backward then scales by 1/(their count)
+                double v[2] = { l * a.count, (double)a.count };
+                dist_sum_host(v, 2);
+                a.count = (int)v[1];
+                l = v[1] ? v[0] / v[1] : 0;
+            }
+            loss += l / ta->grad_accum;
             if (ta->nst_count) peft_backward(&net, &a, &gn, c->n_layers, 1); // LoRA + the embedding/classifier gradients
             else peft_backward(&net, &a, lo ? NULL : &g, layer_from, ta->mode == TUNE_FULL);
         }
+        trainable_sum_ranks(&tr); // NCCL: the whole batch's gradient on every rank
         if (ta->grad_accum > 1) trainable_scale_grad(&tr, 1.0 / ta->grad_accum);
         double gnorm = trainable_grad_norm(&tr);
         if (ta->clip > 0 && gnorm > ta->clip) trainable_scale_grad(&tr, ta->clip / gnorm);
@@ -7178,14 +7300,15 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
         mm_stats.on = 0;
         step_s[step - step0] = dt;
         if (ta->bench) { step_mm_s[step - step0] = mm_stats.secs; step_mm_flops[step - step0] = mm_stats.flops; }
-        tokens_done += (long)N * ta->grad_accum;
+        tokens_done += (long)N * ta->grad_accum * dist_world;
+        if (dist_world > 1) { double st = stop_requested; dist_sum_host(&st, 1); stop_requested = st > 0; } // all stop at the same step
         if (first_loss < 0) first_loss = loss;
         last_loss = loss;
         int last = step == steps - 1;
         double vloss = -1;
         if (have_eval && ta->eval_every > 0 && ((step + 1) % ta->eval_every == 0 || last)) {
             long cnt;
-            vloss = is_ex ? evaluate_examples(&net, &eval_a, &vex, ta->eval_batches * B, &cnt) : evaluate(&net, &eval_a, val, nval, ta->eval_batches * B, &cnt);
+            vloss = is_ex ? evaluate_examples(&net, &eval_a, &vex, ta->eval_batches * B * dist_world, &cnt) : evaluate(&net, &eval_a, val, nval, ta->eval_batches * B * dist_world, &cnt);
             last_val = vloss;
         }
         double elapsed = time_sec() - t_start, eta = elapsed / (step + 1 - step0) * (steps - step - 1);
@@ -7194,27 +7317,29 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
         if ((step + 1) % ta->log_every == 0 || last || vloss >= 0 || step == step0) {
             fprintf(stderr, "step %5d/%d | loss %.4f", step + 1, steps, loss);
             if (vloss >= 0) fprintf(stderr, " | val %.4f", vloss);
-            fprintf(stderr, " | lr %.2e | grad norm %.3f | %.0f tok/s | ETA %s\n", lr, gnorm, N * ta->grad_accum / dt, eta_s);
+            fprintf(stderr, " | lr %.2e | grad norm %.3f | %.0f tok/s | ETA %s\n", lr, gnorm, (double)N * ta->grad_accum * dist_world / dt, eta_s);
         }
         curve.step_loss[curve.n] = loss; curve.lr[curve.n] = lr; curve.n++;
         if (vloss >= 0) { curve.val_step[curve.nval] = step + 1; curve.val_loss[curve.nval++] = vloss; }
-        if ((vloss >= 0 || last) && write_loss_svg(svg_path, &curve, steps, svg_title)) { rc = -1; break; } // refreshed at each validation
+        if (log && (vloss >= 0 || last) && write_loss_svg(svg_path, &curve, steps, svg_title)) { rc = -1; break; } // refreshed at each validation
         char vbuf[32];
         if (vloss >= 0) snprintf(vbuf, sizeof(vbuf), "%.6f", vloss); else snprintf(vbuf, sizeof(vbuf), "null");
-        fprintf(log, "{\"step\": %d, \"loss\": %.6f, \"val_loss\": %s, \"lr\": %.6g, \"grad_norm\": %.6f, \"tokens_per_s\": %.1f, \"elapsed_s\": %.3f}\n",
-                step + 1, loss, vbuf, lr, gnorm, N * ta->grad_accum / dt, elapsed);
-        fflush(log);
+        if (log) {
+            fprintf(log, "{\"step\": %d, \"loss\": %.6f, \"val_loss\": %s, \"lr\": %.6g, \"grad_norm\": %.6f, \"tokens_per_s\": %.1f, \"elapsed_s\": %.3f}\n",
+                    step + 1, loss, vbuf, lr, gnorm, (double)N * ta->grad_accum * dist_world / dt, elapsed);
+            fflush(log);
+        }
         if ((ta->save_every > 0 && (step + 1) % ta->save_every == 0 && !last) || stop_requested) {
             char ck[4096], name[64];
             snprintf(name, sizeof(name), "checkpoint-%d", step + 1);
             path_join(ck, sizeof(ck), ta->outdir, name);
-            if (save_checkpoint_atomic(ta, m, lo, &tr, ck, step + 1, data_rng)) { rc = -1; break; }
+            if (log && save_checkpoint_atomic(ta, m, lo, &tr, ck, step + 1, data_rng)) { rc = -1; break; }
             fprintf(stderr, "saved checkpoint %s\n", ck);
             if (stop_requested) { fprintf(stderr, "interrupted: resume with --resume %s\n", ck); step++; break; }
         }
     }
     if (!rc) {
-        if (save_result(ta, m, lo, ta->outdir) || save_trainer_state(ta->outdir, ta, &tr, step, data_rng, lo ? lo->rng : 0)) rc = -1;
+        if (log && (save_result(ta, m, lo, ta->outdir) || save_trainer_state(ta->outdir, ta, &tr, step, data_rng, lo ? lo->rng : 0))) rc = -1;
         else {
             char el[32];
             fmt_time(el, sizeof(el), time_sec() - t_start);
@@ -7224,10 +7349,10 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
             fprintf(stderr, "\nwrote %s to %s\n", ta->mode == TUNE_LORA ? "adapter_config.json + adapter_model.safetensors" : "the trained model", ta->outdir);
         }
     }
-    if (ta->bench && step - step0 >= 2) bench_report(step_s, step_mm_s, step_mm_flops, step - step0, N * ta->grad_accum);
+    if (ta->bench && step - step0 >= 2) bench_report(step_s, step_mm_s, step_mm_flops, step - step0, N * ta->grad_accum * dist_world);
     free(step_s); free(step_mm_s); free(step_mm_flops);
     free(curve.step_loss); free(curve.lr); free(curve.val_loss); free(curve.val_step);
-    fclose(log);
+    if (log) fclose(log);
     free(inp); free(tgt);
     if (have_eval) acts_free(&eval_a);
     acts_free(&a); trainable_free(&tr); net_free(&net); tensor_free(gmem); tensor_free(gn_mem);
@@ -7235,6 +7360,7 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
     free(tokens);
     if (ta->val_path) free(val);
     examples_free(&ex); examples_free(&vex);
+    if (!rc) dist_finish(1); // rank 0 has written the adapter: the others may end
     return rc;
 }
 
@@ -7406,7 +7532,7 @@ static void device_start(const DeviceOpts *dopts) {
 #ifdef PEFT_CUDA
     if (d->device != 0) {
         char err[512];
-        if (gpu_init(d->dtype != 0, err, sizeof(err)) == 0) gpu_on = 1; // bf16 matmuls unless --dtype fp32
+        if (gpu_init(d->dtype != 0, dist_local, err, sizeof(err)) == 0) gpu_on = 1; // bf16 matmuls unless --dtype fp32
         else if (d->device == 1) fatal("--device cuda: %s (--device cpu runs on the CPU)", err);
         else fprintf(stderr, "note: %s; running on the CPU\n", err);
     }
@@ -8026,7 +8152,13 @@ static void error_usage_train(void) {
                     "  (environment PEFT_MEM_LIMIT=BYTES[K|M|G] sets the budget). Checkpoint folders appear whole\n"
                     "  or not at all (written as CHECKPOINT.tmp.PID, then renamed), even under kill -9 or a full disk.\n"
                     "  QLoRA (LoRA on a quantized frozen base; LoRA weights, gradients and AdamW stay fp32):\n"
-                    QUANT_HELP DEVICE_HELP);
+                    QUANT_HELP DEVICE_HELP
+                    "Several GPUs (a build with make CUDA=1 NCCL=1): one process per GPU, each with batch -b, the same as\n"
+                    "one GPU with batch -b x processes; NCCL sums the gradients; rank 0 prints and writes.\n"
+                    "  mpirun -np 2 ./peft train MODEL DATA ...             (OpenMPI; several hosts: -x MASTER_ADDR=HOST0)\n"
+                    "  torchrun --nproc-per-node 2 --no-python ./peft train MODEL DATA ...\n"
+                    "  or by hand: RANK, WORLD_SIZE, LOCAL_RANK (the GPU), MASTER_ADDR, MASTER_PORT (default 29500;\n"
+                    "  under torchrun peft meets on MASTER_PORT+1). PEFT_DIST_TIMEOUT=S: seconds to wait for the others (300).\n");
     exit(1);
 }
 // --targets: all-linear, a comma list of module names, or a regex on whole module names (PEFT's string form),
@@ -8157,7 +8289,9 @@ static int cmd_train(int argc, char **argv) {
     (void)alpha_set;
     if (!ta.model_path || !ta.data_path) error_usage_train();
     Model m;
+    dist_from_env();  // several processes: mpirun, or torchrun's variables
     device_start(&dev);
+    dist_connect();
     load_model_q_or_die(&m, ta.model_path, &qo);
     Config *c = &m.config;
     if (m.quant && ta.mode != TUNE_LORA) fatal("%s: a quantized base is frozen: --finetuning-type %s needs a float model (--quant none)", ta.model_path, tune_names[ta.mode]);

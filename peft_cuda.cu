@@ -82,14 +82,15 @@ template <typename T> static T *D(T *p) {
     return p;
 }
 
-extern "C" int gpu_init(int bf16, char *err, size_t errlen) {
+extern "C" int gpu_init(int bf16, int device, char *err, size_t errlen) {
     int n = 0;
     cudaError_t e = cudaGetDeviceCount(&n);
     if (e != cudaSuccess || n == 0) { snprintf(err, errlen, "no CUDA GPU found (%s)", e != cudaSuccess ? cudaGetErrorString(e) : "0 devices"); return -1; }
+    if (device >= n) { snprintf(err, errlen, "GPU %d (LOCAL_RANK) asked for, this host has %d", device, n); return -1; }
     cudaDeviceProp p;
-    CK(cudaGetDeviceProperties(&p, 0));
+    CK(cudaGetDeviceProperties(&p, device));
     if (p.major < 8) { snprintf(err, errlen, "GPU %s has compute capability %d.%d; peft's kernels need 8.0 (Ampere) or newer", p.name, p.major, p.minor); return -1; }
-    CK(cudaSetDevice(0));
+    CK(cudaSetDevice(device));
     num_sms = p.multiProcessorCount;
     bf16_matmuls = bf16;
     const char *s = getenv("PEFT_CUDA_SYNC");
@@ -1397,3 +1398,184 @@ extern "C" void gpu_release(void) {
     size_t *caps[4] = { &qscratch_cap, &sum_scratch_cap, &splitk_cap, NULL };
     for (int i = 0; bufs[i]; i++) { if (*bufs[i]) CK(cudaFree(*bufs[i])); *bufs[i] = NULL; *caps[i] = 0; }
 }
+
+// ----------------------------------------------------------------------------
+// several GPUs (make CUDA=1 NCCL=1): one process per GPU; NCCL sums over the ranks. Rank 0 listens on
+// MASTER_ADDR:MASTER_PORT, the others connect and are handed NCCL's id. The sockets then stay open as
+// a watch: a rank that fails sends 'E' (its error line is printed), one that finishes sends 'D'; a
+// socket that closes without either is a rank that died. Either way every rank ends, with one line
+// from the rank that saw it first, and exit status 1. Rank 0 relays: it holds a socket to each other.
+
+#ifdef PEFT_NCCL
+#include <nccl.h>
+#include <stdarg.h>
+#include <pthread.h>
+#include <poll.h>
+#include <unistd.h>
+#include <errno.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <netdb.h>
+
+static ncclComm_t nccl_comm;
+static int dist_me, dist_n;             // rank, world size
+static int *peer_fd;                    // rank 0: the socket of rank k at [k]; the others: rank 0's at [0]
+static FILE *dist_err;                  // where this rank's error lines go
+static volatile int local_done, all_done;
+static double *host_sum_buf;            // device room for gpu_dist_sum_host
+static pthread_t watcher;
+
+static void dist_die(const char *fmt, ...) { // an error of this rank: one line, then exit (the atexit hook tells the others)
+    va_list ap;
+    va_start(ap, fmt);
+    if (dist_me) fprintf(dist_err, "peft: rank %d: ", dist_me); else fprintf(dist_err, "peft: ");
+    vfprintf(dist_err, fmt, ap);
+    fprintf(dist_err, "\n");
+    va_end(ap);
+    fflush(dist_err);
+    exit(1);
+}
+#define NK(call) do { ncclResult_t r_ = (call); if (r_ != ncclSuccess) dist_die("NCCL: %s (%s)", ncclGetErrorString(r_), #call); } while (0)
+
+static int send_all(int fd, const void *buf, size_t n) {
+    const char *p = (const char *)buf;
+    while (n) { ssize_t k = send(fd, p, n, MSG_NOSIGNAL); if (k < 0 && errno == EINTR) continue; if (k <= 0) return -1; p += k; n -= (size_t)k; }
+    return 0;
+}
+static int recv_all(int fd, void *buf, size_t n, int timeout_ms) {
+    char *p = (char *)buf;
+    while (n) {
+        struct pollfd pf = { fd, POLLIN, 0 };
+        int r = poll(&pf, 1, timeout_ms);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return -1;
+        ssize_t k = recv(fd, p, n, 0);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) return -1;
+        p += k; n -= (size_t)k;
+    }
+    return 0;
+}
+static void tell(int fd, char msg) { if (fd >= 0) send_all(fd, &msg, 1); }
+static void tell_all(char msg) { for (int k = 0; k < (dist_me ? 1 : dist_n); k++) tell(peer_fd[k], msg); }
+// the watch, in its own thread: ends this process when another rank failed or died
+static void *watch(void *arg) {
+    (void)arg;
+    int n = dist_me ? 1 : dist_n;
+    int *done = (int *)calloc((size_t)n, sizeof(int));
+    struct pollfd *pf = (struct pollfd *)calloc((size_t)n, sizeof(struct pollfd));
+    for (;;) {
+        int open_fds = 0;
+        for (int k = 0; k < n; k++) { pf[k].fd = done[k] ? -1 : peer_fd[k]; pf[k].events = POLLIN; pf[k].revents = 0; open_fds += pf[k].fd >= 0; }
+        if (dist_me == 0 && local_done && !open_fds) { tell_all('A'); all_done = 1; break; } // everyone finished
+        if (poll(pf, (nfds_t)n, 100) <= 0) continue;
+        for (int k = 0; k < n; k++) {
+            if (pf[k].fd < 0 || !pf[k].revents) continue;
+            char msg = 0;
+            ssize_t got = recv(pf[k].fd, &msg, 1, 0);
+            if (got < 0 && errno == EINTR) continue;
+            if (got == 1 && msg == 'D') { done[k] = 1; continue; }             // rank k finished
+            if (got == 1 && msg == 'A') { all_done = 1; free(done); free(pf); return NULL; } // (ranks > 0) all finished
+            int from = dist_me ? 0 : k;
+            if (got != 1 || msg != 'E') { // a closed socket: that rank ended without a word
+                if (dist_me) fprintf(dist_err, "peft: rank %d: ", dist_me); else fprintf(dist_err, "peft: ");
+                fprintf(dist_err, "rank %d ended without finishing (killed, or its host went away); stopping all %d ranks\n", from, dist_n);
+                fflush(dist_err);
+            }
+            if (dist_me == 0) for (int j = 1; j < dist_n; j++) if (j != k) tell(peer_fd[j], 'E');
+            _exit(1);  // no atexit: the others are told already, and the main thread may be inside NCCL
+        }
+    }
+    free(done); free(pf);
+    return NULL;
+}
+static void dist_atexit(void) { if (!all_done) tell_all('E'); } // exit() before the end: an error line was printed
+
+extern "C" int gpu_dist_init(int rank, int world, const char *addr, int port, FILE *errf, char *err, size_t errlen) {
+    dist_me = rank; dist_n = world; dist_err = errf;
+    const char *ts = getenv("PEFT_DIST_TIMEOUT");
+    int timeout_ms = (ts && atoi(ts) > 0 ? atoi(ts) : 300) * 1000;
+    peer_fd = (int *)malloc((size_t)world * sizeof(int));
+    for (int k = 0; k < world; k++) peer_fd[k] = -1;
+    ncclUniqueId id;
+    char portstr[16];
+    snprintf(portstr, sizeof(portstr), "%d", port);
+    if (rank == 0) {
+        NK(ncclGetUniqueId(&id));
+        struct addrinfo hints, *ai = NULL;
+        memset(&hints, 0, sizeof(hints));
+        hints.ai_family = AF_INET; hints.ai_socktype = SOCK_STREAM; hints.ai_flags = AI_PASSIVE;
+        if (getaddrinfo(NULL, portstr, &hints, &ai)) { snprintf(err, errlen, "cannot listen on port %d", port); return -1; }
+        int ls = socket(ai->ai_family, ai->ai_socktype, 0), one = 1;
+        setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (ls < 0 || bind(ls, ai->ai_addr, ai->ai_addrlen) || listen(ls, world)) {
+            snprintf(err, errlen, "rank 0 cannot listen on port %d: %s (MASTER_PORT chooses another)", port, strerror(errno));
+            freeaddrinfo(ai); return -1;
+        }
+        freeaddrinfo(ai);
+        for (int got = 1; got < world;) {
+            struct pollfd pf = { ls, POLLIN, 0 };
+            if (poll(&pf, 1, timeout_ms) <= 0) { snprintf(err, errlen, "%d of %d ranks met on port %d within %d s (PEFT_DIST_TIMEOUT)", got, world, port, timeout_ms / 1000); close(ls); return -1; }
+            int fd = accept(ls, NULL, NULL);
+            if (fd < 0) continue;
+            int hello[3]; // 'peft', its rank, its world size
+            if (recv_all(fd, hello, sizeof(hello), timeout_ms) || hello[0] != 0x74666570) { close(fd); continue; } // not one of ours
+            if (hello[2] != world || hello[1] < 1 || hello[1] >= world || peer_fd[hello[1]] >= 0) {
+                snprintf(err, errlen, "a process came with rank %d of %d; this run has ranks 0..%d, each once", hello[1], hello[2], world - 1);
+                close(fd); close(ls); return -1;
+            }
+            peer_fd[hello[1]] = fd; got++;
+        }
+        close(ls);
+        for (int k = 1; k < world; k++) if (send_all(peer_fd[k], &id, sizeof(id))) { snprintf(err, errlen, "rank %d went away during the rendezvous", k); return -1; }
+    } else {
+        struct addrinfo hints, *ai = NULL;
+        memset(&hints, 0, sizeof(hints));
+        hints.ai_family = AF_INET; hints.ai_socktype = SOCK_STREAM;
+        if (getaddrinfo(addr, portstr, &hints, &ai)) { snprintf(err, errlen, "MASTER_ADDR %s: unknown host", addr); return -1; }
+        double t0 = now_sec();
+        int fd = -1;
+        while (fd < 0) { // rank 0 may not listen yet
+            fd = socket(ai->ai_family, ai->ai_socktype, 0);
+            if (fd >= 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) break;
+            if (fd >= 0) close(fd);
+            fd = -1;
+            if (now_sec() - t0 > timeout_ms / 1000.0) { snprintf(err, errlen, "rank 0 did not answer at %s:%d within %d s (PEFT_DIST_TIMEOUT)", addr, port, timeout_ms / 1000); freeaddrinfo(ai); return -1; }
+            usleep(100000);
+        }
+        freeaddrinfo(ai);
+        int hello[3] = { 0x74666570, rank, world };
+        if (send_all(fd, hello, sizeof(hello)) || recv_all(fd, &id, sizeof(id), timeout_ms)) { snprintf(err, errlen, "rank 0 at %s:%d closed the rendezvous (see its error)", addr, port); close(fd); return -1; }
+        peer_fd[0] = fd;
+    }
+    for (int k = 0; k < world; k++) if (peer_fd[k] >= 0) { int one = 1; setsockopt(peer_fd[k], IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)); }
+    atexit(dist_atexit);
+    if (pthread_create(&watcher, NULL, watch, NULL)) { snprintf(err, errlen, "cannot start the watch thread"); return -1; }
+    NK(ncclCommInitRank(&nccl_comm, world, id, rank));
+    CK(cudaMalloc(&host_sum_buf, 64 * sizeof(double)));
+    int v = 0;
+    ncclGetVersion(&v);
+    fprintf(stderr, "data parallel: %d ranks (one GPU each), NCCL %d.%d.%d; gradients summed every step\n", world, v / 10000, v / 100 % 100, v % 100);
+    return 0;
+}
+extern "C" void gpu_dist_sum(float *x, size_t n) {
+    if (!n) return;
+    NK(ncclAllReduce(D(x), D(x), n, ncclFloat32, ncclSum, nccl_comm, 0)); // on the stream of the kernels
+}
+extern "C" void gpu_dist_sum_host(double *v, int n) {
+    if (n > 64) dist_die("gpu_dist_sum_host: %d numbers (at most 64)", n);
+    CK(cudaMemcpy(host_sum_buf, v, (size_t)n * sizeof(double), cudaMemcpyHostToDevice));
+    NK(ncclAllReduce(host_sum_buf, host_sum_buf, (size_t)n, ncclFloat64, ncclSum, nccl_comm, 0));
+    CK(cudaMemcpy(v, host_sum_buf, (size_t)n * sizeof(double), cudaMemcpyDeviceToHost));
+}
+extern "C" void gpu_dist_finish(int ok) {
+    if (!ok) return; // the atexit hook says so
+    CK(cudaDeviceSynchronize());
+    if (dist_me) tell(peer_fd[0], 'D'); else local_done = 1;
+    while (!all_done) usleep(1000); // the watch sees everyone's 'D' (rank 0), or rank 0's 'A'
+    pthread_join(watcher, NULL);
+    ncclCommDestroy(nccl_comm);
+    for (int k = 0; k < dist_n; k++) if (peer_fd[k] >= 0) close(peer_fd[k]);
+}
+#endif

@@ -3051,6 +3051,7 @@ static void test_hostile_adapters(void);
 static void test_memory_refusal(void);
 static void test_disk_full(void);
 static void test_kill9(void);
+static void test_data_parallel(void);
 // a random float model (vocabulary of tests/spbpe/tokenizer.json, so no ../shared is needed), saved as .bin
 static int rand_model_file(const char *path, int L, int tied, int hf) {
     Tokenizer tk;
@@ -3514,6 +3515,7 @@ static void run_fp32_tests(void) {
     test_loss_svg();
     test_target_regex();
     test_modules_to_save_training();
+    test_data_parallel();
     test_config_floats();
     test_adapters();
     test_nf4_bitsandbytes();
@@ -3769,6 +3771,104 @@ static int checkpoint_tmp_exists(const char *dir) {
     closedir(d);
     return found;
 }
+// Data parallel without a second GPU: what each rank computes. dist_world = 2 with dist_rank 0 and 1
+// in turn (the sums over the ranks are then done here, by hand): the two ranks' rows are the rows of
+// one batch twice as large, their gradients (with the loss's count over both) add up to that batch's,
+// dropout masks included, and their held-out sums to its. Then the CLI with the launchers' variables.
+static void test_data_parallel(void) {
+    // rows: a batch of 4 = rank 0's 2 rows, then rank 1's; the data stream ends in the same state
+    int n = 500, T = 8;
+    int *tokens = malloc_check((size_t)n * sizeof(int)), ref_in[32], ref_tg[32], in[32], tg[32];
+    uint64_t r = 5;
+    for (int i = 0; i < n; i++) tokens[i] = (int)(random_u32(&r) % 512);
+    uint64_t s1 = 99, s2 = 99, s3 = 99;
+    train_batch(ref_in, ref_tg, 4, T, &s1, tokens, n, NULL);
+    dist_world = 2; dist_rank = 0;
+    train_batch(in, tg, 2, T, &s2, tokens, n, NULL);
+    dist_rank = 1;
+    train_batch(in + 2 * T, tg + 2 * T, 2, T, &s3, tokens, n, NULL);
+    dist_world = 1; dist_rank = 0;
+    check(!memcmp(in, ref_in, sizeof(in)) && !memcmp(tg, ref_tg, sizeof(tg)) && s1 == s2 && s2 == s3, "data parallel: batch rows",
+          "2 ranks x batch 2 = rows 0-1 and 2-3 of one batch of 4 from the same seeded stream; stream state equal after");
+    // gradients: LoRA (all modules, dropout 0.1) on stories260K, 4 rows with masked targets
+    Model m;
+    if (model_load(&m, STORIES)) { check(0, "data parallel: gradients", "%s", peft_errbuf); free(tokens); return; }
+    Config *c = &m.config;
+    int B = 4, Tm = 16, N = B * Tm;
+    int *inp = malloc_check((size_t)N * sizeof(int)), *tgt = malloc_check((size_t)N * sizeof(int));
+    for (int i = 0; i < N; i++) { inp[i] = (int)(random_u32(&r) % 512); tgt[i] = i % 5 == 3 || i < 6 ? -100 : (int)(random_u32(&r) % 512); }
+    LoraConfig lc; memset(&lc, 0, sizeof(lc));
+    lc.r = 4; lc.alpha = 8; lc.targets = (1u << NUM_TARGETS) - 1; lc.seed = 3; lc.dropout = 0.1f;
+    Lora l1, l2;
+    lora_create(&l1, c, &lc, 1); lora_create(&l2, c, &lc, 1);
+    for (size_t i = 0; i < l1.num_params; i++) l1.params[i] = l2.params[i] = (floatX)((random_f32(&r) - 0.5f) * 0.1f);
+    lora_alloc_acts(&l1, N); lora_alloc_acts(&l2, N / 2);
+    l1.training = l2.training = 1;
+    Net n1, n2; Activations a1, a2;
+    net_init(&n1, &m, &l1); net_init(&n2, &m, &l2);
+    acts_alloc(&a1, c, B, Tm, 0); acts_alloc(&a2, c, B / 2, Tm, 0);
+    uint64_t drop0 = l1.rng;
+    memset(l1.grads, 0, l1.num_params * sizeof(floatX)); memset(l2.grads, 0, l2.num_params * sizeof(floatX));
+    peft_forward(&n1, &a1, inp);
+    double L1 = peft_loss(&a1, c, tgt);
+    peft_backward(&n1, &a1, NULL, c->n_layers, 0);
+    double part[2][2];
+    int count = 0, cnt[2];
+    for (int k = 0; k < 2; k++) { int c2 = 0; for (int i = 0; i < N / 2; i++) c2 += tgt[k * N / 2 + i] >= 0; cnt[k] = c2; count += c2; }
+    dist_world = 2;
+    for (int k = 0; k < 2; k++) { // each rank: its rows, the same dropout stream, the loss's count over both ranks
+        dist_rank = k; l2.rng = drop0;
+        peft_forward(&n2, &a2, inp + k * N / 2);
+        part[k][0] = peft_loss(&a2, c, tgt + k * N / 2) * a2.count; part[k][1] = a2.count;
+        a2.count = count;
+        peft_backward(&n2, &a2, NULL, c->n_layers, 0); // the gradients add up, as NCCL's sum would
+    }
+    dist_world = 1; dist_rank = 0;
+    double L2 = (part[0][0] + part[1][0]) / (part[0][1] + part[1][1]);
+    double num = 0, den = 0;
+    for (size_t i = 0; i < l1.num_params; i++) { double d = (double)l1.grads[i] - l2.grads[i]; num += d * d; den += (double)l1.grads[i] * l1.grads[i]; }
+    check(sqrt(num / den) <= 1e-5 && fabs(L1 - L2) <= 1e-6 * fabs(L1) && l1.rng == l2.rng && cnt[0] != cnt[1], "data parallel: gradients",
+          "2 ranks x 2 rows (LoRA all modules, dropout 0.1; %d and %d counted targets) vs one batch of 4: gradients relative error %.2e (bar 1e-5), loss %.7f vs %.7f",
+          cnt[0], cnt[1], sqrt(num / den), L2, L1);
+    // held-out loss: each rank's windows; the sums and counts add up to one batch of 4's
+    long c1, cr[2];
+    double e1 = evaluate(&n1, &a1, tokens, n, 0, &c1), er[2];
+    dist_world = 2;
+    for (int k = 0; k < 2; k++) { dist_rank = k; er[k] = evaluate(&n2, &a2, tokens, n, 0, &cr[k]); }
+    dist_world = 1; dist_rank = 0;
+    double e2 = (er[0] * cr[0] + er[1] * cr[1]) / (double)(cr[0] + cr[1]);
+    check(c1 == cr[0] + cr[1] && fabs(e1 - e2) <= 1e-6 * e1, "data parallel: held-out loss", "2 ranks: %ld + %ld tokens, loss %.7f; one process: %ld tokens, %.7f", cr[0], cr[1], e2, c1, e1);
+    acts_free(&a1); acts_free(&a2); net_free(&n1); net_free(&n2); lora_free(&l1); lora_free(&l2);
+    free(inp); free(tgt); free(tokens); model_free(&m);
+    // the CLI: WORLD_SIZE=1 is one process (the same adapter); 2 without NCCL, or malformed, is refused
+    char o1[600], o2[600], args[2048], err[4096], f1[700], f2[700];
+    tmp_path(o1, sizeof(o1), "dp_plain"); tmp_path(o2, sizeof(o2), "dp_world1");
+    snprintf(args, sizeof(args), "train %s %s -o %s --steps 3 -b 2 -T 32 --val-frac 0.1 --eval-batches 2 --device cpu", STORIES, SH("data/tinyshakespeare.txt"), o1);
+    int rc1 = run_cmd(args, err, sizeof(err), NULL, 0);
+    setenv("WORLD_SIZE", "1", 1); setenv("RANK", "0", 1); setenv("LOCAL_RANK", "0", 1);
+    snprintf(args, sizeof(args), "train %s %s -o %s --steps 3 -b 2 -T 32 --val-frac 0.1 --eval-batches 2 --device cpu", STORIES, SH("data/tinyshakespeare.txt"), o2);
+    int rc2 = run_cmd(args, err, sizeof(err), NULL, 0);
+    snprintf(f1, sizeof(f1), "%s/adapter_model.safetensors", o1); snprintf(f2, sizeof(f2), "%s/adapter_model.safetensors", o2);
+    check(rc1 == 0 && rc2 == 0 && same_file(f1, f2), "data parallel: WORLD_SIZE=1", "torchrun's variables for one process give the same adapter as none (exit %d, %d)", rc1, rc2);
+    char od[600], cmd[2048];
+    tmp_path(od, sizeof(od), "dp_refused");
+    snprintf(cmd, sizeof(cmd), "train %s %s -o %s --steps 3 -b 2 -T 32", STORIES, SH("data/tinyshakespeare.txt"), od);
+    setenv("WORLD_SIZE", "2", 1); setenv("RANK", "1", 1); setenv("LOCAL_RANK", "0", 1);
+#if defined(PEFT_CUDA) && defined(PEFT_NCCL)
+    expect_cli_error("WORLD_SIZE=2 RANK=1 on the CPU", cmd, "peft: rank 1: 2 processes (WORLD_SIZE): each trains on a GPU", od);
+#else
+    expect_cli_error("WORLD_SIZE=2 RANK=1 without NCCL", cmd, "peft: rank 1: WORLD_SIZE 2: this peft was built without NCCL", od);
+#endif
+    setenv("RANK", "2", 1);
+    expect_cli_error("RANK=2 of WORLD_SIZE=2", cmd, "RANK=2: not an integer in [0, 1]", od);
+    setenv("RANK", "0", 1); unsetenv("LOCAL_RANK");
+    expect_cli_error("WORLD_SIZE=2 without LOCAL_RANK", cmd, "WORLD_SIZE is set but not LOCAL_RANK", od);
+    unsetenv("WORLD_SIZE"); unsetenv("RANK");
+    setenv("OMPI_COMM_WORLD_SIZE", "x", 1);
+    expect_cli_error("mpirun's OMPI_COMM_WORLD_SIZE=x", cmd, "OMPI_COMM_WORLD_SIZE=x: not an integer", od);
+    unsetenv("OMPI_COMM_WORLD_SIZE");
+}
+
 static void test_kill9(void) {
     char tiny[600], data[600], ref[600], cmd[4096], err[4096];
     tmp_path(tiny, sizeof(tiny), "k9_tiny.bin");
@@ -4273,7 +4373,7 @@ static void cuda_test_cli(void) {
 
 static void run_cuda_tests(void) {
     char err[512];
-    if (gpu_init(0, err, sizeof(err))) { skip("cuda tests", err); return; }
+    if (gpu_init(0, 0, err, sizeof(err))) { skip("cuda tests", err); return; }
     printf("== GPU kernels vs their CPU twins\n");
     cuda_test_matmul(0);
     cuda_test_matmul(1);
