@@ -34,30 +34,49 @@ static void cuda_check(cudaError_t e, const char *what, const char *file, int li
 }
 #define CK(call) cuda_check((call), #call, __FILE__, __LINE__)
 static int sync_each; // PEFT_CUDA_SYNC=1: wait for every kernel, so an error names the kernel that made it
-// PEFT_CUDA_PROFILE=1: wait for every kernel too, and add the time since the previous one to its name's
-// total (a rough breakdown: small kernels carry the launch and the wait); printed at the end of a command
+// PEFT_CUDA_PROFILE=1: a CUDA event after every kernel; each kernel is charged the GPU time between the
+// event before it and its own (its run, plus any time the GPU sat idle waiting for it), without waiting
+// for kernels one by one; printed at the end of a command
 static int profile;
 static struct { const char *name; double secs, flops; long calls; } prof[64];
 static int nprof;
-static double prof_last, prof_flops;
-static double now_sec(void) { struct timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts); return ts.tv_sec + ts.tv_nsec * 1e-9; }
+static double prof_flops;
+#define PROF_EVENTS 4096
+static cudaEvent_t prof_ev[PROF_EVENTS + 1]; // [0]: the last event of the previous batch
+static int prof_kind[PROF_EVENTS], prof_n, prof_started;
+static double prof_fl[PROF_EVENTS];
+static void prof_flush(void) { // add up the batch of events recorded so far
+    if (!prof_n) return;
+    cuda_check(cudaEventSynchronize(prof_ev[prof_n]), "profile", __FILE__, __LINE__);
+    for (int e = 0; e < prof_n; e++) {
+        float ms = 0;
+        if (prof_started || e > 0) cuda_check(cudaEventElapsedTime(&ms, prof_ev[e], prof_ev[e + 1]), "profile", __FILE__, __LINE__);
+        prof[prof_kind[e]].secs += ms * 1e-3; prof[prof_kind[e]].flops += prof_fl[e]; prof[prof_kind[e]].calls++;
+    }
+    cudaEvent_t t = prof_ev[0]; prof_ev[0] = prof_ev[prof_n]; prof_ev[prof_n] = t; // the last event starts the next batch
+    prof_started = 1; prof_n = 0;
+}
 static void launched(const char *name) {
     cuda_check(cudaGetLastError(), name, __FILE__, __LINE__);
-    if (sync_each || profile) cuda_check(cudaDeviceSynchronize(), name, __FILE__, __LINE__);
+    if (sync_each) cuda_check(cudaDeviceSynchronize(), name, __FILE__, __LINE__);
     if (!profile) return;
-    double t = now_sec();
+    if (!prof_ev[0]) for (int e = 0; e <= PROF_EVENTS; e++) cuda_check(cudaEventCreate(&prof_ev[e]), "profile", __FILE__, __LINE__);
     int i = 0;
     while (i < nprof && strcmp(prof[i].name, name)) i++;
-    if (i == nprof && nprof < 64) { prof[i].name = name; nprof++; }
-    if (i < 64 && prof_last > 0) { prof[i].secs += t - prof_last; prof[i].flops += prof_flops; prof[i].calls++; }
+    if (i == nprof && nprof < 63) { prof[i].name = name; nprof++; }
+    if (i == 63) prof[63].name = "(others)";
+    cuda_check(cudaEventRecord(prof_ev[prof_n + 1]), "profile", __FILE__, __LINE__);
+    prof_kind[prof_n] = i; prof_fl[prof_n] = prof_flops; prof_n++;
     prof_flops = 0;
-    prof_last = t;
+    if (prof_n == PROF_EVENTS) prof_flush();
 }
 #define LAUNCHED(name) launched(name)
 
 static int bf16_matmuls; // --dtype bf16
 static int large_gemm = 1; // PEFT_CUDA_GEMM=small: only the 64x64 tiles (for comparison)
 static int narrow_gemm = 1; // PEFT_CUDA_GEMM=small: no narrow kernels either
+static int tc_k = 64, tc_wn = 64; // the large GEMM's tile (below; 64,64 measured fastest of the four on TinyLlama's shapes)
+static int staged_gemm = 0; // PEFT_CUDA_GEMM=staged: the large GEMM on fp32 operands rounded while staged (the previous kernel)
 static int tc_attention = 1; // PEFT_CUDA_ATTN=cuda-cores: bf16 attention on the CUDA cores too (for comparison)
 static int num_sms = 132;
 
@@ -97,6 +116,10 @@ extern "C" int gpu_init(int bf16, int device, char *err, size_t errlen) {
     sync_each = s && *s && *s != '0';
     s = getenv("PEFT_CUDA_GEMM");
     large_gemm = narrow_gemm = !(s && !strcmp(s, "small"));
+    staged_gemm = s && !strcmp(s, "staged");
+    s = getenv("PEFT_CUDA_TC");
+    if (s && sscanf(s, "%d,%d", &tc_k, &tc_wn) == 2 && (tc_k != 32 && tc_k != 64)) tc_k = 64;
+    if (tc_wn != 32 && tc_wn != 64) tc_wn = 64;
     s = getenv("PEFT_CUDA_ATTN");
     tc_attention = !(s && !strcmp(s, "cuda-cores"));
     s = getenv("PEFT_CUDA_PROFILE");
@@ -407,6 +430,146 @@ __global__ void __launch_bounds__(256) gemm_bf16_large_kernel(float *c, long ldc
         }
 }
 
+// The large GEMM on bf16 operands in memory: each operand is first copied to bf16 (to_bf16_kernel: its
+// contiguous axis padded with zeros to a multiple of 8, so every 16-byte piece is whole and aligned),
+// then the tiles go from global to shared memory by cp.async (no registers on the way), TC_STAGES deep,
+// while the tensor cores work on the oldest. Tiles, warps and the epilogue as gemm_bf16_large_kernel.
+// q (no, ldq) = p (no, nc) rounded to bf16, p(o, c) = p[o*so + c]; zeros for c in [nc, ldq)
+__global__ void to_bf16_kernel(__nv_bfloat16 *q, long ldq, const float *p, long so, int no, int nc) {
+    FOR_EACH_(e, (size_t)no * (ldq / 8)) { // 8 values a thread: two float4 in, one uint4 out
+        int o = (int)(e / (ldq / 8)), c = (int)(e % (ldq / 8)) * 8;
+        const float *src = p + (long)o * so + c;
+        float t[8];
+        if (c + 7 < nc && ((uintptr_t)src & 15) == 0) { *(float4 *)t = *(const float4 *)src; *(float4 *)(t + 4) = *(const float4 *)(src + 4); }
+        else for (int k = 0; k < 8; k++) t[k] = c + k < nc ? src[k] : 0.0f;
+        __nv_bfloat162 h[4];
+        for (int k = 0; k < 4; k++) h[k] = __floats2bfloat162_rn(t[2 * k], t[2 * k + 1]);
+        *(uint4 *)(q + (long)o * ldq + c) = *(uint4 *)h;
+    }
+}
+// tiles: 128 rows x BN = 4 WN columns, K in steps of TK, STAGES deep (tc_shape picks them)
+// start copying one LO x LC slab (the operand's rows o0.., values c0.. of its contiguous axis) into s,
+// [LO][LC + 8]; rows past no and values past ld (the padded length) are zero-filled
+template <int LC, int LO>
+__device__ __forceinline__ void slab_async(__nv_bfloat16 *s, const __nv_bfloat16 *p, long ld, int o0, int c0, int no, int tid) {
+    #pragma unroll
+    for (int k = 0; k < LO * LC / 8 / 256; k++) {
+        int v = tid + 256 * k, oo = v / (LC / 8), cc = (v % (LC / 8)) * 8, go = o0 + oo, gc = c0 + cc;
+        bool ok = go < no && gc < ld;
+        const __nv_bfloat16 *src = ok ? p + (long)go * ld + gc : p;
+        unsigned dst = (unsigned)__cvta_generic_to_shared(s + oo * (LC + 8) + cc);
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(ok ? 16 : 0));
+    }
+}
+// A (M,K): AK ? a[i*lda + k] : a[k*lda + i];  B (K,N): BK ? b[j*ldb + k] : b[k*ldb + j]. 8 warps in 2 x 4,
+// each a 64 x WN piece of the 128 x 4WN tile
+template <bool AK, bool BK, int TC_K, int WN, int TC_STAGES>
+__global__ void __launch_bounds__(256) gemm_tc_kernel(float *c, long ldc, const __nv_bfloat16 *a, long lda, const __nv_bfloat16 *b, long ldb, int M, int N, int K, int accumulate) {
+    constexpr int BN = 4 * WN, NF = WN / 16;
+    constexpr int ALC = AK ? TC_K : BT, ALO = AK ? BT : TC_K, BLC = BK ? TC_K : BN, BLO = BK ? BN : TC_K;
+    constexpr int ASZ = ALO * (ALC + 8), BSZ = BLO * (BLC + 8);
+    extern __shared__ __align__(128) __nv_bfloat16 smem_tc[];
+    int tid = threadIdx.x, warp = tid / 32, wm = warp / 4, wn = warp % 4;
+    int i0 = blockIdx.y * BT, j0 = blockIdx.x * BN;
+    typedef typename std::conditional<AK, wmma::row_major, wmma::col_major>::type ALayout;
+    typedef typename std::conditional<BK, wmma::col_major, wmma::row_major>::type BLayout;
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[4][NF];
+    #pragma unroll
+    for (int x = 0; x < 4; x++) for (int y = 0; y < NF; y++) wmma::fill_fragment(acc[x][y], 0.0f);
+    int nt = (K + TC_K - 1) / TC_K;
+    #define TC_LOAD(stage, k0) do { __nv_bfloat16 *As_ = smem_tc + (stage) * (ASZ + BSZ), *Bs_ = As_ + ASZ; \
+        if (AK) slab_async<ALC, ALO>(As_, a, lda, i0, (k0), M, tid); else slab_async<ALC, ALO>(As_, a, lda, (k0), i0, K, tid); \
+        if (BK) slab_async<BLC, BLO>(Bs_, b, ldb, j0, (k0), N, tid); else slab_async<BLC, BLO>(Bs_, b, ldb, (k0), j0, K, tid); } while (0)
+    #pragma unroll
+    for (int st = 0; st < TC_STAGES - 1; st++) {
+        if (st < nt) TC_LOAD(st, st * TC_K);
+        asm volatile("cp.async.commit_group;\n" ::);
+    }
+    for (int t = 0; t < nt; t++) {
+        asm volatile("cp.async.wait_group %0;\n" ::"n"(TC_STAGES - 2)); // tile t is in
+        __syncthreads();                                                 // and every warp is done with tile t-1
+        if (t + TC_STAGES - 1 < nt) TC_LOAD((t + TC_STAGES - 1) % TC_STAGES, (t + TC_STAGES - 1) * TC_K);
+        asm volatile("cp.async.commit_group;\n" ::);
+        const __nv_bfloat16 *As = smem_tc + (t % TC_STAGES) * (ASZ + BSZ), *Bs = As + ASZ;
+        #pragma unroll
+        for (int kk = 0; kk < TC_K; kk += 16) {
+            wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, ALayout> fa[4];
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, BLayout> fb[NF];
+            #pragma unroll
+            for (int x = 0; x < 4; x++) {
+                int i = wm * 64 + x * 16;
+                if (AK) wmma::load_matrix_sync(fa[x], As + i * (ALC + 8) + kk, ALC + 8);
+                else wmma::load_matrix_sync(fa[x], As + kk * (ALC + 8) + i, ALC + 8);
+            }
+            #pragma unroll
+            for (int y = 0; y < NF; y++) {
+                int j = wn * WN + y * 16;
+                if (BK) wmma::load_matrix_sync(fb[y], Bs + j * (BLC + 8) + kk, BLC + 8);
+                else wmma::load_matrix_sync(fb[y], Bs + kk * (BLC + 8) + j, BLC + 8);
+            }
+            #pragma unroll
+            for (int x = 0; x < 4; x++)
+                #pragma unroll
+                for (int y = 0; y < NF; y++) wmma::mma_sync(acc[x][y], fa[x], fb[y], acc[x][y]);
+        }
+    }
+    #undef TC_LOAD
+    asm volatile("cp.async.wait_group 0;\n" ::);
+    __syncthreads();
+    float *cw = (float *)smem_tc + warp * 256; // the epilogue of gemm_bf16_large_kernel
+    #pragma unroll
+    for (int x = 0; x < 4; x++)
+        #pragma unroll
+        for (int y = 0; y < NF; y++) {
+            int i = i0 + wm * 64 + x * 16, j = j0 + wn * WN + y * 16;
+            if (i >= M || j >= N) continue;
+            float *cp = c + i * ldc + j;
+            if (i + 16 <= M && j + 16 <= N && ldc % 4 == 0 && ((uintptr_t)cp & 31) == 0) {
+                if (accumulate) {
+                    wmma::fragment<wmma::accumulator, 16, 16, 16, float> old;
+                    wmma::load_matrix_sync(old, cp, (unsigned)ldc, wmma::mem_row_major);
+                    for (int e = 0; e < old.num_elements; e++) acc[x][y].x[e] += old.x[e];
+                }
+                wmma::store_matrix_sync(cp, acc[x][y], (unsigned)ldc, wmma::mem_row_major);
+            } else {
+                wmma::store_matrix_sync(cw, acc[x][y], 16, wmma::mem_row_major);
+                __syncwarp();
+                for (int e = threadIdx.x % 32; e < 256; e += 32) {
+                    int ii = i + e / 16, jj = j + e % 16;
+                    if (ii < M && jj < N) c[ii * ldc + jj] = (accumulate ? c[ii * ldc + jj] : 0.0f) + cw[e];
+                }
+                __syncwarp();
+            }
+        }
+}
+static void *tc_scratch[2];
+static size_t tc_cap[2];
+// an operand (outer, inner) with inner contiguous, p(o, c) = p[o*so + c], as padded bf16 in scratch w
+static const __nv_bfloat16 *operand_bf16(int w, const float *p, long so, int outer, int inner, long *ld) {
+    *ld = (inner + 7) / 8 * 8;
+    __nv_bfloat16 *q = (__nv_bfloat16 *)scratch_reserve(&tc_scratch[w], &tc_cap[w], (size_t)outer * *ld * sizeof(__nv_bfloat16));
+    to_bf16_kernel<<<blocks_for((size_t)outer * (*ld / 8), 256), 256>>>(q, *ld, p, so, outer, inner);
+    LAUNCHED("to_bf16_kernel");
+    return q;
+}
+template <bool AK, bool BK, int TK, int WN, int ST>
+static void launch_tc(float *c, long ldc, const __nv_bfloat16 *a, long lda, const __nv_bfloat16 *b, long ldb, int M, int N, int K, int accumulate) {
+    constexpr int BN = 4 * WN, ASZ = (AK ? BT : TK) * ((AK ? TK : BT) + 8), BSZ = (BK ? BN : TK) * ((BK ? TK : BN) + 8);
+    constexpr int bytes = ST * (ASZ + BSZ) * 2;
+    static bool set = false;
+    if (!set) { CK(cudaFuncSetAttribute(gemm_tc_kernel<AK, BK, TK, WN, ST>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes)); set = true; }
+    dim3 g((N + BN - 1) / BN, (M + BT - 1) / BT);
+    gemm_tc_kernel<AK, BK, TK, WN, ST><<<g, 256, bytes>>>(c, ldc, a, lda, b, ldb, M, N, K, accumulate);
+}
+// the tile shape: PEFT_CUDA_TC=K,WN picks one (32,32 | 64,32 | 32,64 | 64,64) for measuring; default 64,64
+template <bool AK, bool BK>
+static void launch_tc_shape(float *c, long ldc, const __nv_bfloat16 *a, long lda, const __nv_bfloat16 *b, long ldb, int M, int N, int K, int accumulate) {
+    if (tc_k == 64 && tc_wn == 64) launch_tc<AK, BK, 64, 64, 3>(c, ldc, a, lda, b, ldb, M, N, K, accumulate);
+    else if (tc_k == 64) launch_tc<AK, BK, 64, 32, 3>(c, ldc, a, lda, b, ldb, M, N, K, accumulate);
+    else if (tc_wn == 64) launch_tc<AK, BK, 32, 64, 4>(c, ldc, a, lda, b, ldb, M, N, K, accumulate);
+    else launch_tc<AK, BK, 32, 32, 4>(c, ldc, a, lda, b, ldb, M, N, K, accumulate);
+}
+
 // c (M,N) (+)= the sum of the S partial products at partial (S, M, N), added in order s = 0..S-1
 __global__ void splitk_reduce_kernel(float *c, long ldc, const float *partial, int S, int M, int N, int accumulate) {
     FOR_EACH_(e, (size_t)M * N) {
@@ -429,26 +592,103 @@ __global__ void gemm_small_k_kernel(float *c, long ldc, const float *a, long rsa
         c[i * ldc + j] = (accumulate ? c[i * ldc + j] : 0.0f) + s;
     }
 }
-// N <= 16 with A's rows contiguous (u = x A^T, du = dy B): a warp per row of C; the lanes stride over k
-// (coalesced reads of A's row), keep N partial sums, and add them across the warp at the end
+// N <= 16 with A's rows contiguous (u = x A^T, du = dy B): a warp per 4 rows of C; the lanes stride over k
+// (coalesced reads of the 4 rows of A), load B's row k once for the 4 rows, keep 4 x N partial sums,
+// and add them across the warp at the end
 #define SMALL_N 16
+#define SN_ROWS 4
+template <int NN>
 __global__ void gemm_small_n_kernel(float *c, long ldc, const float *a, long rsa, const float *b, long rsb, long csb, int M, int N, int K, int accumulate) {
-    int i = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
-    if (i >= M) return;
-    float s[SMALL_N];
+    int i0 = (blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32) * SN_ROWS, lane = threadIdx.x % 32;
+    if (i0 >= M) return;
+    float s[SN_ROWS][NN];
     #pragma unroll
-    for (int j = 0; j < SMALL_N; j++) s[j] = 0;
-    const float *ar = a + i * rsa;
-    for (int k = lane; k < K; k += 32) {
-        float x = ar[k];
+    for (int r = 0; r < SN_ROWS; r++)
         #pragma unroll
-        for (int j = 0; j < SMALL_N; j++) if (j < N) s[j] += x * b[k * rsb + j * csb];
+        for (int j = 0; j < NN; j++) s[r][j] = 0;
+    for (int k = lane; k < K; k += 32) {
+        float x[SN_ROWS], bv[NN];
+        #pragma unroll
+        for (int r = 0; r < SN_ROWS; r++) x[r] = i0 + r < M ? a[(long)(i0 + r) * rsa + k] : 0.0f;
+        #pragma unroll
+        for (int j = 0; j < NN; j++) bv[j] = j < N ? b[(long)k * rsb + j * csb] : 0.0f;
+        #pragma unroll
+        for (int r = 0; r < SN_ROWS; r++)
+            #pragma unroll
+            for (int j = 0; j < NN; j++) s[r][j] = fmaf(x[r], bv[j], s[r][j]);
     }
     #pragma unroll
-    for (int j = 0; j < SMALL_N; j++) {
-        float v = warp_sum(s[j]);
-        if (j < N && lane == j) c[i * ldc + j] = (accumulate ? c[i * ldc + j] : 0.0f) + v;
+    for (int r = 0; r < SN_ROWS; r++)
+        #pragma unroll
+        for (int j = 0; j < NN; j++) {
+            float v = warp_sum(s[r][j]);
+            int i = i0 + r;
+            if (j < N && i < M && lane == j) c[i * ldc + j] = (accumulate ? c[i * ldc + j] : 0.0f) + v;
+        }
+}
+
+// M <= 16 with B's rows contiguous (dA = du^T x: r x in, summed over all tokens; and dB = dy^T u as its
+// transpose): a thread per column j of C reads B's row k coalesced and keeps M running sums; A's
+// values for a run of k sit in shared memory. K is split over blockIdx.y in chunks of kchunk, each
+// chunk's C written apart (c + blockIdx.y * zstride) and summed in order after. C(i,j) = c[i*rsc + j*csc].
+#define SMALL_M 16
+#define SM_KT 64
+template <int MM>
+__global__ void gemm_small_m_kernel(float *c, long rsc, long csc, const float *a, long rsa, long csa, const float *b, long rsb,
+                                    int M, int N, int K, int accumulate, int kchunk, long zstride) {
+    __shared__ float As[SM_KT][MM];
+    int k0 = blockIdx.y * kchunk, k1 = min(K, k0 + kchunk), j = blockIdx.x * blockDim.x + threadIdx.x;
+    c += blockIdx.y * zstride;
+    float s[MM];
+    #pragma unroll
+    for (int i = 0; i < MM; i++) s[i] = 0;
+    for (int kt = k0; kt < k1; kt += SM_KT) {
+        int kn = min(SM_KT, k1 - kt);
+        __syncthreads();
+        for (int e = threadIdx.x; e < SM_KT * MM; e += blockDim.x) {
+            int kk = e / MM, i = e % MM;
+            As[kk][i] = (kk < kn && i < M) ? a[i * rsa + (long)(kt + kk) * csa] : 0.0f;
+        }
+        __syncthreads();
+        if (j < N) {
+            #pragma unroll 4
+            for (int kk = 0; kk < kn; kk++) {
+                float bv = b[(long)(kt + kk) * rsb + j];
+                #pragma unroll
+                for (int i = 0; i < MM; i++) s[i] = fmaf(As[kk][i], bv, s[i]);
+            }
+        }
     }
+    if (j < N)
+        for (int i = 0; i < M; i++) { float *p = c + i * rsc + j * csc; *p = (accumulate ? *p : 0.0f) + s[i]; }
+}
+// c (M,N) at (rsc, csc) (+)= the S partial products at partial (S, M, N), added in order s = 0..S-1
+__global__ void splitk_reduce_strided_kernel(float *c, long rsc, long csc, const float *partial, int S, int M, int N, int accumulate) {
+    FOR_EACH_(e, (size_t)M * N) {
+        int i = (int)(e / N), j = (int)(e % N);
+        float s = 0;
+        for (int z = 0; z < S; z++) s += partial[(size_t)z * M * N + e];
+        float *p = c + i * rsc + j * csc;
+        *p = (accumulate ? *p : 0.0f) + s;
+    }
+}
+static void gemm_small_m(float *c, long rsc, long csc, const float *a, long rsa, long csa, const float *b, long rsb, int M, int N, int K, int accumulate) {
+    int bx = (N + 255) / 256, S = 2 * num_sms / bx;
+    if (S > K / 256) S = K / 256;
+    if (S < 1) S = 1;
+    int kchunk = (K + S - 1) / S;
+    kchunk = (kchunk + SM_KT - 1) / SM_KT * SM_KT;
+    S = (K + kchunk - 1) / kchunk;
+    float *cc = c;
+    long r = rsc, q = csc, zstride = 0;
+    if (S > 1) { cc = (float *)scratch_reserve(&splitk_scratch, &splitk_cap, (size_t)S * M * N * sizeof(float)); r = N; q = 1; zstride = (long)M * N; }
+    dim3 g(bx, S);
+    int acc = S > 1 ? 0 : accumulate;
+    if (M <= 4) gemm_small_m_kernel<4><<<g, 256>>>(cc, r, q, a, rsa, csa, b, rsb, M, N, K, acc, kchunk, zstride);
+    else if (M <= 8) gemm_small_m_kernel<8><<<g, 256>>>(cc, r, q, a, rsa, csa, b, rsb, M, N, K, acc, kchunk, zstride);
+    else gemm_small_m_kernel<16><<<g, 256>>>(cc, r, q, a, rsa, csa, b, rsb, M, N, K, acc, kchunk, zstride);
+    LAUNCHED("gemm_small_m_kernel");
+    if (S > 1) { splitk_reduce_strided_kernel<<<blocks_for((size_t)M * N, 256), 256>>>(c, rsc, csc, cc, S, M, N, accumulate); LAUNCHED("splitk_reduce_kernel"); }
 }
 
 static void gemm(float *c, long ldc, const float *a, long rsa, long csa, const float *b, long rsb, long csb, int M, int N, int K, int accumulate) {
@@ -460,6 +700,18 @@ static void gemm(float *c, long ldc, const float *a, long rsa, long csa, const f
     prof_flops = 2.0 * M * N * K;
     if (bf16_matmuls && M >= BT && N >= BT && (csa == 1 || rsa == 1) && (csb == 1 || rsb == 1) && large_gemm) {
         dim3 g((N + BT - 1) / BT, (M + BT - 1) / BT);
+        if (!staged_gemm) { // operands to bf16 first, then the cp.async kernel
+            long lda, ldb;
+            const __nv_bfloat16 *a16 = csa == 1 ? operand_bf16(0, a, rsa, M, K, &lda) : operand_bf16(0, a, csa, K, M, &lda);
+            const __nv_bfloat16 *b16 = rsb == 1 ? operand_bf16(1, b, csb, N, K, &ldb) : operand_bf16(1, b, rsb, K, N, &ldb);
+            prof_flops = 2.0 * M * N * K;
+            if (csa == 1 && rsb == 1) launch_tc_shape<true, true>(c, ldc, a16, lda, b16, ldb, M, N, K, accumulate);
+            else if (csa == 1) launch_tc_shape<true, false>(c, ldc, a16, lda, b16, ldb, M, N, K, accumulate);
+            else if (rsb == 1) launch_tc_shape<false, true>(c, ldc, a16, lda, b16, ldb, M, N, K, accumulate);
+            else launch_tc_shape<false, false>(c, ldc, a16, lda, b16, ldb, M, N, K, accumulate);
+            LAUNCHED("gemm_tc_kernel");
+            return;
+        }
         if (csa == 1 && rsb == 1) gemm_bf16_large_kernel<true, true><<<g, 256>>>(c, ldc, a, rsa, csa, b, rsb, csb, M, N, K, accumulate);
         else if (csa == 1) gemm_bf16_large_kernel<true, false><<<g, 256>>>(c, ldc, a, rsa, csa, b, rsb, csb, M, N, K, accumulate);
         else if (rsb == 1) gemm_bf16_large_kernel<false, true><<<g, 256>>>(c, ldc, a, rsa, csa, b, rsb, csb, M, N, K, accumulate);
@@ -473,10 +725,14 @@ static void gemm(float *c, long ldc, const float *a, long rsa, long csa, const f
         return;
     }
     if (N <= SMALL_N && csa == 1 && M >= 64 && narrow_gemm) {
-        gemm_small_n_kernel<<<(M + 7) / 8, 256>>>(c, ldc, a, rsa, b, rsb, csb, M, N, K, accumulate);
+        unsigned g = (unsigned)((M + 8 * SN_ROWS - 1) / (8 * SN_ROWS));
+        if (N <= 8) gemm_small_n_kernel<8><<<g, 256>>>(c, ldc, a, rsa, b, rsb, csb, M, N, K, accumulate);
+        else gemm_small_n_kernel<16><<<g, 256>>>(c, ldc, a, rsa, b, rsb, csb, M, N, K, accumulate);
         LAUNCHED("gemm_small_n_kernel");
         return;
     }
+    if (M <= SMALL_M && csb == 1 && narrow_gemm) { gemm_small_m(c, ldc, 1, a, rsa, csa, b, rsb, M, N, K, accumulate); return; } // dA
+    if (N <= SMALL_M && rsa == 1 && narrow_gemm) { gemm_small_m(c, 1, ldc, b, csb, rsb, a, csa, N, M, K, accumulate); return; } // dB: C^T = B^T A^T
     // few output tiles and a long K (LoRA's dA = du^T x, dB = dy^T u: r x in and out x r over all tokens):
     // split K over S blocks per tile so that the GPU is full; the partial products are summed in order
     int tiles = ((N + GM - 1) / GM) * ((M + GM - 1) / GM), S = 1;
@@ -1383,10 +1639,11 @@ extern "C" void gpu_crossentropy_backward(float *dlogits, const int *targets, fl
 
 // the scratch above, at the end of a command
 extern "C" void gpu_release(void) {
+    if (profile) prof_flush();
     if (profile && nprof) {
         double total = 0;
         for (int i = 0; i < nprof; i++) total += prof[i].secs;
-        fprintf(stderr, "GPU profile (PEFT_CUDA_PROFILE: every kernel waited for): %.3f s in kernels\n", total);
+        fprintf(stderr, "GPU profile (PEFT_CUDA_PROFILE: CUDA events between kernels): %.3f s\n", total);
         for (int i = 0; i < nprof; i++) {
             fprintf(stderr, "  %-32s %8ld calls %9.4f s %5.1f%%", prof[i].name, prof[i].calls, prof[i].secs, 100 * prof[i].secs / total);
             if (prof[i].flops > 0) fprintf(stderr, "  %.1f TFLOP/s", prof[i].flops / prof[i].secs * 1e-12);
@@ -1394,8 +1651,8 @@ extern "C" void gpu_release(void) {
         }
         nprof = 0;
     }
-    void **bufs[4] = { &qscratch, &sum_scratch, &splitk_scratch, NULL };
-    size_t *caps[4] = { &qscratch_cap, &sum_scratch_cap, &splitk_cap, NULL };
+    void **bufs[6] = { &qscratch, &sum_scratch, &splitk_scratch, &tc_scratch[0], &tc_scratch[1], NULL };
+    size_t *caps[6] = { &qscratch_cap, &sum_scratch_cap, &splitk_cap, &tc_cap[0], &tc_cap[1], NULL };
     for (int i = 0; bufs[i]; i++) { if (*bufs[i]) CK(cudaFree(*bufs[i])); *bufs[i] = NULL; *caps[i] = 0; }
 }
 
@@ -1418,6 +1675,7 @@ extern "C" void gpu_release(void) {
 #include <netinet/tcp.h>
 #include <netdb.h>
 
+static double now_sec(void) { struct timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts); return ts.tv_sec + ts.tv_nsec * 1e-9; }
 static ncclComm_t nccl_comm;
 static int dist_me, dist_n;             // rank, world size
 static int *peer_fd;                    // rank 0: the socket of rank k at [k]; the others: rank 0's at [0]

@@ -22,26 +22,50 @@ by_hand() {
   for p in "${pids[@]}"; do wait $p || rc=1; done
   return $rc
 }
+want() { [ -z "${SECTIONS:-}" ] || [[ " $SECTIONS " == *" $1 "* ]]; } # SECTIONS="1 1b ...": only those
 F32="--device cuda --dtype fp32 -T 128 --targets all-linear -r 8 --alpha 16 --lr 3e-3 --dropout 0.1 --val-frac 0.05 --eval-every 5 --eval-batches 4"
+if want 1; then
 echo "== 1. fp32: 2 GPUs x 8 vs 1 GPU x 16"
 CUDA_VISIBLE_DEVICES=0 ./peft train $M $D -o $W/one $F32 --steps 20 -b 16 > $W/one.log 2>&1; echo "1 GPU rc=$?"; grep -E "^step +20|^done" $W/one.log
 by_hand $W/two 29611 $F32 --steps 20 -b 8; echo "2 GPUs rc=$?"; grep -E "data parallel|^data:|^step +20|^done" $W/two.r0.log; echo "rank 1 stderr: $(wc -c < $W/two.r1.log) bytes"
 python3 tests/cuda/compare_runs.py adapter $W/two $W/one 1e-5; result $? "fp32 2 GPUs x 8 = 1 GPU x 16 (adapter after 20 steps)"
 python3 tests/cuda/compare_runs.py val $W/two $W/one 1e-5; result $? "fp32 held-out losses"
+fi
+if want 1b; then
+echo "== 1b. fp32 without dropout: 2 x 8 against 1 x 8 with 2 accumulation steps (the same sums) and 1 x 16"
+F0="--device cuda --dtype fp32 -T 128 --targets all-linear -r 8 --alpha 16 --lr 3e-3 --val-frac 0.05 --eval-every 5 --eval-batches 4 --steps 20"
+CUDA_VISIBLE_DEVICES=0 ./peft train $M $D -o $W/n16 $F0 -b 16 > $W/n16.log 2>&1
+CUDA_VISIBLE_DEVICES=0 ./peft train $M $D -o $W/n8a2 $F0 -b 8 --grad-accum 2 > $W/n8a2.log 2>&1
+by_hand $W/n2x8 29621 $F0 -b 8; echo "rc=$?"
+python3 tests/cuda/compare_runs.py adapter $W/n2x8 $W/n8a2 1e-5; result $? "fp32 2 GPUs x 8 = 1 GPU x 8 x accumulation 2"
+python3 tests/cuda/compare_runs.py adapter $W/n2x8 $W/n16 1e-5; result $? "fp32 2 GPUs x 8 = 1 GPU x 16 (no dropout)"
+python3 tests/cuda/compare_runs.py adapter $W/n8a2 $W/n16 1e-5; echo "(one GPU against itself: batch 16 vs 8 x accumulation 2, the floor of reordering the batch's sum)"
+echo "-- the defaults (q_proj,v_proj r 8 alpha 8, lr 1e-3, T 256)"
+CUDA_VISIBLE_DEVICES=0 ./peft train $M $D -o $W/d16 --device cuda --dtype fp32 --steps 20 -b 16 > $W/d16.log 2>&1
+by_hand $W/d2x8 29622 --device cuda --dtype fp32 --steps 20 -b 8; echo "rc=$?"
+python3 tests/cuda/compare_runs.py adapter $W/d2x8 $W/d16 1e-5; result $? "fp32 defaults: 2 GPUs x 8 = 1 GPU x 16"
+fi
+if want 2; then
 echo "== 2. launchers"
 mpirun --allow-run-as-root --bind-to none -np 2 ./peft train $M $D -o $W/mpi $F32 --steps 20 -b 8 > $W/mpi.log 2>&1; echo "mpirun rc=$?"; grep -E "data parallel|^done" $W/mpi.log
 cmp $W/mpi/adapter_model.safetensors $W/two/adapter_model.safetensors; result $? "mpirun -np 2: the same adapter as by hand"
 torchrun --nproc-per-node 2 --no-python ./peft train $M $D -o $W/trun $F32 --steps 20 -b 8 > $W/trun.log 2>&1; echo "torchrun rc=$?"; grep -E "data parallel|^done" $W/trun.log
 cmp $W/trun/adapter_model.safetensors $W/two/adapter_model.safetensors; result $? "torchrun --no-python: the same adapter as by hand"
+fi
+if want 3; then
 echo "== 3. bf16: held-out curve, 2 x 8 vs 1 x 16"
 BF="--device cuda -T 256 --targets all-linear -r 16 --alpha 32 --lr 2e-3 --val-frac 0.05 --eval-every 20 --eval-batches 8 --steps 200"
 CUDA_VISIBLE_DEVICES=0 ./peft train $M $D -o $W/bf1 $BF -b 16 > $W/bf1.log 2>&1; echo "1 GPU rc=$?"; grep "^done" $W/bf1.log
 by_hand $W/bf2 29612 $BF -b 8; echo "2 GPUs rc=$?"; grep "^done" $W/bf2.r0.log
 python3 tests/cuda/compare_runs.py val $W/bf2 $W/bf1 0.01; result $? "bf16 held-out loss curve within 1%"
+fi
+if want 4; then
 echo "== 4. resume on 2 GPUs"
 by_hand $W/full 29613 $F32 --steps 30 -b 8 --save-every 10; echo "rc=$?"
 by_hand $W/res 29614 $F32 --steps 30 -b 8 --resume $W/full/checkpoint-20; echo "rc=$?"; grep -E "resumed|^done" $W/res.r0.log
 cmp $W/res/adapter_model.safetensors $W/full/adapter_model.safetensors; result $? "--resume checkpoint-20 on 2 GPUs: byte-identical adapter"
+fi
+if want 5; then
 echo "== 5. faults"
 K="--device cuda --dtype fp32 -T 256 -b 32 --targets all-linear --val-frac 0 --schedule constant --warmup 0 --save-every 100"
 kill_run() { # kill_run VICTIM PORT: start 2 ranks, kill -9 VICTIM once checkpoint-200 exists
@@ -76,4 +100,5 @@ n=$(cat $W/err.r0.log $W/err.r1.log | grep -c '^peft:'); [ $rc0 -ne 0 ] && [ $rc
 # a rank that never comes: rank 0 gives up after PEFT_DIST_TIMEOUT
 PEFT_DIST_TIMEOUT=3 WORLD_SIZE=2 RANK=0 LOCAL_RANK=0 MASTER_ADDR=127.0.0.1 MASTER_PORT=29620 ./peft train $M $D -o $W/alone --device cuda --steps 5 > $W/alone.log 2>&1; rc=$?
 echo "rank 1 never came: exit $rc: $(grep '^peft:' $W/alone.log)"; [ $rc -ne 0 ] && [ ! -e $W/alone ]; result $? "a missing rank: rank 0 ends after PEFT_DIST_TIMEOUT, nothing written"
+fi
 echo "multi-GPU: $pass passed, $fail failed"
