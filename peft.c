@@ -7212,13 +7212,14 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
     // the output folder first, so that an unwritable one fails before any work
     char path[4096];
     FILE *log = NULL;
-    if (dist_rank == 0 && mkdir_p(ta->outdir) == 0) { // rank 0 alone writes
+    int writes = dist_rank == 0; // data parallel: rank 0 alone writes (and its log is the only one)
+    if (writes && mkdir_p(ta->outdir) == 0) {
         remove_stale_temps(ta->outdir);
         path_join(path, sizeof(path), ta->outdir, "log.jsonl");
         log = fopen(path, ta->resume ? "ab" : "wb");
         if (!log) set_error(path, "cannot write: %s", strerror(errno));
     }
-    if (!log && dist_rank == 0) { // nothing was trained: free what was set up
+    if (!log && writes) { // nothing was trained: free what was set up
         acts_free(&a); trainable_free(&tr); net_free(&net); tensor_free(gmem); tensor_free(gn_mem);
         if (lo) lora_free(lo);
         free(tokens);
@@ -7321,7 +7322,7 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
         }
         curve.step_loss[curve.n] = loss; curve.lr[curve.n] = lr; curve.n++;
         if (vloss >= 0) { curve.val_step[curve.nval] = step + 1; curve.val_loss[curve.nval++] = vloss; }
-        if (log && (vloss >= 0 || last) && write_loss_svg(svg_path, &curve, steps, svg_title)) { rc = -1; break; } // refreshed at each validation
+        if (writes && (vloss >= 0 || last) && write_loss_svg(svg_path, &curve, steps, svg_title)) { rc = -1; break; } // refreshed at each validation
         char vbuf[32];
         if (vloss >= 0) snprintf(vbuf, sizeof(vbuf), "%.6f", vloss); else snprintf(vbuf, sizeof(vbuf), "null");
         if (log) {
@@ -7333,13 +7334,13 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
             char ck[4096], name[64];
             snprintf(name, sizeof(name), "checkpoint-%d", step + 1);
             path_join(ck, sizeof(ck), ta->outdir, name);
-            if (log && save_checkpoint_atomic(ta, m, lo, &tr, ck, step + 1, data_rng)) { rc = -1; break; }
+            if (writes && save_checkpoint_atomic(ta, m, lo, &tr, ck, step + 1, data_rng)) { rc = -1; break; }
             fprintf(stderr, "saved checkpoint %s\n", ck);
             if (stop_requested) { fprintf(stderr, "interrupted: resume with --resume %s\n", ck); step++; break; }
         }
     }
     if (!rc) {
-        if (log && (save_result(ta, m, lo, ta->outdir) || save_trainer_state(ta->outdir, ta, &tr, step, data_rng, lo ? lo->rng : 0))) rc = -1;
+        if (writes && (save_result(ta, m, lo, ta->outdir) || save_trainer_state(ta->outdir, ta, &tr, step, data_rng, lo ? lo->rng : 0))) rc = -1;
         else {
             char el[32];
             fmt_time(el, sizeof(el), time_sec() - t_start);
