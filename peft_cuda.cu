@@ -76,7 +76,6 @@ static int bf16_matmuls; // --dtype bf16
 static int large_gemm = 1; // PEFT_CUDA_GEMM=small: only the 64x64 tiles (for comparison)
 static int narrow_gemm = 1; // PEFT_CUDA_GEMM=small: no narrow kernels either
 static int tc_k = 64, tc_wn = 64; // the large GEMM's tile (below; 64,64 measured fastest of the four on TinyLlama's shapes)
-static int staged_gemm = 0; // PEFT_CUDA_GEMM=staged: the large GEMM on fp32 operands rounded while staged (the previous kernel)
 static int tc_attention = 1; // PEFT_CUDA_ATTN=cuda-cores: bf16 attention on the CUDA cores too (for comparison)
 static int num_sms = 132;
 
@@ -116,7 +115,6 @@ extern "C" int gpu_init(int bf16, int device, char *err, size_t errlen) {
     sync_each = s && *s && *s != '0';
     s = getenv("PEFT_CUDA_GEMM");
     large_gemm = narrow_gemm = !(s && !strcmp(s, "small"));
-    staged_gemm = s && !strcmp(s, "staged");
     s = getenv("PEFT_CUDA_TC");
     if (s && sscanf(s, "%d,%d", &tc_k, &tc_wn) == 2 && (tc_k != 32 && tc_k != 64)) tc_k = 64;
     if (tc_wn != 32 && tc_wn != 64) tc_wn = 64;
@@ -314,126 +312,14 @@ __global__ void gemm_bf16_kernel(float *c, long ldc, const float *a, long rsa, l
     }
 }
 
-// The large bf16 GEMM: 128x128 tiles, K in steps of 32, 256 threads (8 warps in 2x4, each a 64x32 piece:
-// 4x2 wmma accumulators). Each operand is read along its contiguous axis in 16-byte vectors (AK: A's
-// rows are contiguous in k, else its columns in i; BK: B's columns contiguous in k, else its rows in
-// j) and kept in shared memory in that orientation, which the fragments then read as row- or
-// column-major. Two shared stages: the next tile's loads are in flight while the tensor cores work.
-#define BT 128
-#define BKK 32
-// one 128 x 32 (or 32 x 128) slab of an operand: 1024 vectors of 4, 4 per thread. The slab's rows
-// ("other" axis, LO of them) hold LC contiguous values each; element (o, c) of the slab is
-// p[(o0 + o) * so + (c0 + c)] (the contiguous axis has stride 1), inside extents (no, nc)
-template <int LC, int LO> struct Slab {
-    float4 r[4];
-    __device__ void load(const float *p, long so, int o0, int c0, int no, int nc, int tid) {
-        #pragma unroll
-        for (int k = 0; k < 4; k++) {
-            int v = tid + 256 * k, oo = v / (LC / 4), cc = (v % (LC / 4)) * 4, go = o0 + oo, gc = c0 + cc;
-            const float *src = p + go * so + gc;
-            if (go < no && gc + 3 < nc && ((uintptr_t)src & 15) == 0) r[k] = *(const float4 *)src;
-            else {
-                float t[4];
-                for (int e = 0; e < 4; e++) t[e] = (go < no && gc + e < nc) ? src[e] : 0.0f;
-                r[k] = make_float4(t[0], t[1], t[2], t[3]);
-            }
-        }
-    }
-    __device__ void store(__nv_bfloat16 *s, int tid) { // s is [LO][LC + 8]
-        #pragma unroll
-        for (int k = 0; k < 4; k++) {
-            int v = tid + 256 * k, oo = v / (LC / 4), cc = (v % (LC / 4)) * 4;
-            __nv_bfloat162 *d = (__nv_bfloat162 *)(s + oo * (LC + 8) + cc);
-            d[0] = __floats2bfloat162_rn(r[k].x, r[k].y);
-            d[1] = __floats2bfloat162_rn(r[k].z, r[k].w);
-        }
-    }
-};
-template <bool AK, bool BK>
-__global__ void __launch_bounds__(256) gemm_bf16_large_kernel(float *c, long ldc, const float *a, long rsa, long csa, const float *b, long rsb, long csb,
-                                                              int M, int N, int K, int accumulate) {
-    // A slab: AK ? [128 i][32 k] : [32 k][128 i];  B slab: BK ? [128 j][32 k] : [32 k][128 j]
-    constexpr int ALC = AK ? BKK : BT, ALO = AK ? BT : BKK, BLC = BK ? BKK : BT, BLO = BK ? BT : BKK;
-    constexpr int ASZ = ALO * (ALC + 8), BSZ = BLO * (BLC + 8);
-    __shared__ __align__(128) __nv_bfloat16 smem[2 * (ASZ + BSZ)];
-    int tid = threadIdx.x, warp = tid / 32, wm = warp / 4, wn = warp % 4;
-    int i0 = blockIdx.y * BT, j0 = blockIdx.x * BT;
-    Slab<ALC, ALO> sa;
-    Slab<BLC, BLO> sb;
-    typedef typename std::conditional<AK, wmma::row_major, wmma::col_major>::type ALayout;
-    typedef typename std::conditional<BK, wmma::col_major, wmma::row_major>::type BLayout;
-    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[4][2];
-    #pragma unroll
-    for (int x = 0; x < 4; x++) for (int y = 0; y < 2; y++) wmma::fill_fragment(acc[x][y], 0.0f);
-    // the slab of k0: A's other axis is i (AK) or k; its contiguous axis k (AK) or i
-    #define LOAD_SLABS(k0) do { \
-        if (AK) sa.load(a, rsa, i0, (k0), M, K, tid); else sa.load(a, csa, (k0), i0, K, M, tid); \
-        if (BK) sb.load(b, csb, j0, (k0), N, K, tid); else sb.load(b, rsb, (k0), j0, K, N, tid); } while (0)
-    int nt = (K + BKK - 1) / BKK;
-    LOAD_SLABS(0);
-    sa.store(smem, tid); sb.store(smem + ASZ, tid);
-    __syncthreads();
-    for (int t = 0; t < nt; t++) {
-        __nv_bfloat16 *As = smem + (t & 1) * (ASZ + BSZ), *Bs = As + ASZ;
-        if (t + 1 < nt) LOAD_SLABS((t + 1) * BKK);
-        #pragma unroll
-        for (int kk = 0; kk < BKK; kk += 16) {
-            wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, ALayout> fa[4];
-            wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, BLayout> fb[2];
-            #pragma unroll
-            for (int x = 0; x < 4; x++) {
-                int i = wm * 64 + x * 16;
-                if (AK) wmma::load_matrix_sync(fa[x], As + i * (ALC + 8) + kk, ALC + 8);
-                else wmma::load_matrix_sync(fa[x], As + kk * (ALC + 8) + i, ALC + 8);
-            }
-            #pragma unroll
-            for (int y = 0; y < 2; y++) {
-                int j = wn * 32 + y * 16;
-                if (BK) wmma::load_matrix_sync(fb[y], Bs + j * (BLC + 8) + kk, BLC + 8);
-                else wmma::load_matrix_sync(fb[y], Bs + kk * (BLC + 8) + j, BLC + 8);
-            }
-            #pragma unroll
-            for (int x = 0; x < 4; x++)
-                #pragma unroll
-                for (int y = 0; y < 2; y++) wmma::mma_sync(acc[x][y], fa[x], fb[y], acc[x][y]);
-        }
-        if (t + 1 < nt) { __nv_bfloat16 *An = smem + ((t + 1) & 1) * (ASZ + BSZ); sa.store(An, tid); sb.store(An + ASZ, tid); }
-        __syncthreads();
-    }
-    #undef LOAD_SLABS
-    // epilogue: a whole aligned 16x16 piece goes straight to C (added to it when accumulating); an edge
-    // piece goes through this warp's 16x16 of shared memory
-    float *cw = (float *)smem + warp * 256;
-    #pragma unroll
-    for (int x = 0; x < 4; x++)
-        #pragma unroll
-        for (int y = 0; y < 2; y++) {
-            int i = i0 + wm * 64 + x * 16, j = j0 + wn * 32 + y * 16;
-            if (i >= M || j >= N) continue;
-            float *cp = c + i * ldc + j;
-            if (i + 16 <= M && j + 16 <= N && ldc % 4 == 0 && ((uintptr_t)cp & 31) == 0) {
-                if (accumulate) {
-                    wmma::fragment<wmma::accumulator, 16, 16, 16, float> old;
-                    wmma::load_matrix_sync(old, cp, (unsigned)ldc, wmma::mem_row_major);
-                    for (int e = 0; e < old.num_elements; e++) acc[x][y].x[e] += old.x[e];
-                }
-                wmma::store_matrix_sync(cp, acc[x][y], (unsigned)ldc, wmma::mem_row_major);
-            } else {
-                wmma::store_matrix_sync(cw, acc[x][y], 16, wmma::mem_row_major);
-                __syncwarp();
-                for (int e = threadIdx.x % 32; e < 256; e += 32) {
-                    int ii = i + e / 16, jj = j + e % 16;
-                    if (ii < M && jj < N) c[ii * ldc + jj] = (accumulate ? c[ii * ldc + jj] : 0.0f) + cw[e];
-                }
-                __syncwarp();
-            }
-        }
-}
+#define BT 128 // rows of the large GEMM's tiles
 
 // The large GEMM on bf16 operands in memory: each operand is first copied to bf16 (to_bf16_kernel: its
 // contiguous axis padded with zeros to a multiple of 8, so every 16-byte piece is whole and aligned),
 // then the tiles go from global to shared memory by cp.async (no registers on the way), TC_STAGES deep,
-// while the tensor cores work on the oldest. Tiles, warps and the epilogue as gemm_bf16_large_kernel.
+// while the tensor cores (wmma 16x16x16, fp32 accumulation) work on the oldest. Each operand stays in
+// shared memory in its orientation in memory (AK: A's rows contiguous in k, else its columns in i; BK:
+// B's columns contiguous in k, else its rows in j), which the fragments read as row- or column-major.
 // q (no, ldq) = p (no, nc) rounded to bf16, p(o, c) = p[o*so + c]; zeros for c in [nc, ldq)
 __global__ void to_bf16_kernel(__nv_bfloat16 *q, long ldq, const float *p, long so, int no, int nc) {
     FOR_EACH_(e, (size_t)no * (ldq / 8)) { // 8 values a thread: two float4 in, one uint4 out
@@ -516,7 +402,9 @@ __global__ void __launch_bounds__(256) gemm_tc_kernel(float *c, long ldc, const 
     #undef TC_LOAD
     asm volatile("cp.async.wait_group 0;\n" ::);
     __syncthreads();
-    float *cw = (float *)smem_tc + warp * 256; // the epilogue of gemm_bf16_large_kernel
+    // epilogue: a whole aligned 16x16 piece goes straight to C (added to it when accumulating); an edge
+    // piece goes through this warp's 16x16 of shared memory
+    float *cw = (float *)smem_tc + warp * 256;
     #pragma unroll
     for (int x = 0; x < 4; x++)
         #pragma unroll
@@ -699,24 +587,16 @@ static void gemm(float *c, long ldc, const float *a, long rsa, long csa, const f
     }
     prof_flops = 2.0 * M * N * K;
     if (bf16_matmuls && M >= BT && N >= BT && (csa == 1 || rsa == 1) && (csb == 1 || rsb == 1) && large_gemm) {
-        dim3 g((N + BT - 1) / BT, (M + BT - 1) / BT);
-        if (!staged_gemm) { // operands to bf16 first, then the cp.async kernel
-            long lda, ldb;
-            const __nv_bfloat16 *a16 = csa == 1 ? operand_bf16(0, a, rsa, M, K, &lda) : operand_bf16(0, a, csa, K, M, &lda);
-            const __nv_bfloat16 *b16 = rsb == 1 ? operand_bf16(1, b, csb, N, K, &ldb) : operand_bf16(1, b, rsb, K, N, &ldb);
-            prof_flops = 2.0 * M * N * K;
-            if (csa == 1 && rsb == 1) launch_tc_shape<true, true>(c, ldc, a16, lda, b16, ldb, M, N, K, accumulate);
-            else if (csa == 1) launch_tc_shape<true, false>(c, ldc, a16, lda, b16, ldb, M, N, K, accumulate);
-            else if (rsb == 1) launch_tc_shape<false, true>(c, ldc, a16, lda, b16, ldb, M, N, K, accumulate);
-            else launch_tc_shape<false, false>(c, ldc, a16, lda, b16, ldb, M, N, K, accumulate);
-            LAUNCHED("gemm_tc_kernel");
-            return;
-        }
-        if (csa == 1 && rsb == 1) gemm_bf16_large_kernel<true, true><<<g, 256>>>(c, ldc, a, rsa, csa, b, rsb, csb, M, N, K, accumulate);
-        else if (csa == 1) gemm_bf16_large_kernel<true, false><<<g, 256>>>(c, ldc, a, rsa, csa, b, rsb, csb, M, N, K, accumulate);
-        else if (rsb == 1) gemm_bf16_large_kernel<false, true><<<g, 256>>>(c, ldc, a, rsa, csa, b, rsb, csb, M, N, K, accumulate);
-        else gemm_bf16_large_kernel<false, false><<<g, 256>>>(c, ldc, a, rsa, csa, b, rsb, csb, M, N, K, accumulate);
-        LAUNCHED("gemm_bf16_large_kernel");
+        // operands to bf16 first, then the cp.async kernel
+        long lda, ldb;
+        const __nv_bfloat16 *a16 = csa == 1 ? operand_bf16(0, a, rsa, M, K, &lda) : operand_bf16(0, a, csa, K, M, &lda);
+        const __nv_bfloat16 *b16 = rsb == 1 ? operand_bf16(1, b, csb, N, K, &ldb) : operand_bf16(1, b, rsb, K, N, &ldb);
+        prof_flops = 2.0 * M * N * K;
+        if (csa == 1 && rsb == 1) launch_tc_shape<true, true>(c, ldc, a16, lda, b16, ldb, M, N, K, accumulate);
+        else if (csa == 1) launch_tc_shape<true, false>(c, ldc, a16, lda, b16, ldb, M, N, K, accumulate);
+        else if (rsb == 1) launch_tc_shape<false, true>(c, ldc, a16, lda, b16, ldb, M, N, K, accumulate);
+        else launch_tc_shape<false, false>(c, ldc, a16, lda, b16, ldb, M, N, K, accumulate);
+        LAUNCHED("gemm_tc_kernel");
         return;
     }
     if (K <= 16 && narrow_gemm) {

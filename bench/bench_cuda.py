@@ -60,19 +60,10 @@ def bench_peft(path, B, T, targets, steps, data, tok):
     return float(m.group(2)), float(mem.group(1)) if mem else float("nan"), time.time() - t0
 
 
-def bench_torch(path, B, T, targets, steps, compile_):
+def median_step(fwd, opt, B, T, steps, warm, seed):
+    """Median seconds of a LoRA step (forward on random tokens, backward, AdamW) after warm steps, by CUDA events."""
     import torch
-    from transformers import AutoModelForCausalLM
-    from peft import LoraConfig, get_peft_model
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats()
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16, attn_implementation="sdpa").cuda()
-    tm = ALL_LINEAR if targets == "all-linear" else targets.split(",")
-    model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=tm, lora_dropout=0.0, task_type="CAUSAL_LM"))
-    model.train()
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    fwd = torch.compile(model) if compile_ else model
-    g = torch.Generator(device="cuda").manual_seed(0)
+    g = torch.Generator(device="cuda").manual_seed(seed)
     times = []
     for step in range(steps):
         ids = torch.randint(0, 32000, (B, T + 1), device="cuda", generator=g)
@@ -85,8 +76,22 @@ def bench_torch(path, B, T, targets, steps, compile_):
         end.record()
         torch.cuda.synchronize()
         times.append(start.elapsed_time(end) / 1000)
-    warm = 3 if compile_ else 2
-    med = statistics.median(times[warm:])
+    return statistics.median(times[warm:])
+
+
+def bench_torch(path, B, T, targets, steps, compile_):
+    import torch
+    from transformers import AutoModelForCausalLM
+    from peft import LoraConfig, get_peft_model
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16, attn_implementation="sdpa").cuda()
+    tm = ALL_LINEAR if targets == "all-linear" else targets.split(",")
+    model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=tm, lora_dropout=0.0, task_type="CAUSAL_LM"))
+    model.train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    fwd = torch.compile(model) if compile_ else model
+    med = median_step(fwd, opt, B, T, steps, 3 if compile_ else 2, seed=0)
     peak = torch.cuda.max_memory_allocated() / 2**30
     del model, opt, fwd
     torch.cuda.empty_cache()

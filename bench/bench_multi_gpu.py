@@ -11,12 +11,12 @@ tokens/s counts every GPU's tokens (N x B x T per step); scaling = tok/s on N GP
 peft.c: `peft train --bench` (median step after warm-up) under `torchrun --no-python`. DDP: the median
 of CUDA-event step times on rank 0 after warm-up, under torchrun (this file with --worker).
 """
-import argparse, os, re, statistics, subprocess, sys
+import argparse, os, re, subprocess, sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from bench_cuda import ROWS, ALL_LINEAR, model_folder  # noqa: E402
+from bench_cuda import ROWS, ALL_LINEAR, model_folder, median_step  # noqa: E402
 
 
 def torchrun(n, args, env=None):
@@ -58,20 +58,7 @@ def worker(name, steps):
     model.train()
     ddp = DDP(model, device_ids=[local])
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    g = torch.Generator(device="cuda").manual_seed(rank)
-    times = []
-    for step in range(steps):
-        ids = torch.randint(0, 32000, (B, T + 1), device="cuda", generator=g)
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        out = ddp(input_ids=ids[:, :-1], labels=ids[:, 1:].contiguous())
-        out.loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end) / 1000)
-    med = statistics.median(times[2:])
+    med = median_step(ddp, opt, B, T, steps, 2, seed=rank)
     if rank == 0:
         print(f"ddp: {world * B * T / med:.1f} tok/s, peak {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB", flush=True)
     dist.destroy_process_group()
