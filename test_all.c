@@ -3488,8 +3488,9 @@ static void test_dot_int8(void) {
 
 // generation's matvec_forward (several float weights in one pass) against the reference matmul, on
 // shapes that are no multiple of the vector width or of the 4-row and 16-row blocks; 1 and 2 threads
+// (enough rows for the parallel loop: PAR_MIN_WORK)
 static void test_matvec(void) {
-    int C = 37, OCs[3] = { 37, 5, 19 };
+    int C = 301, OCs[3] = { 301, 45, 155 };
     uint64_t r = 5;
     floatX *x = malloc_check((size_t)C * sizeof(floatX)), *w[3], *y[3], *ref[3], *y2[3];
     for (int i = 0; i < C; i++) x[i] = 2 * random_f32(&r) - 1;
@@ -3521,7 +3522,7 @@ static void test_matvec(void) {
 // (VNNI / AVX2 / plain loop) against the int8 weights. C = 96 is no multiple of the weights' block of 64,
 // so rows start inside blocks; OC = 37 is no multiple of the row blocks.
 static void test_qmatvec(void) {
-    int C = 96, OC = 37;
+    int C = 96, OC = 1061; // 1061 rows: enough for the parallel loop (PAR_MIN_WORK)
     uint64_t r = 21;
     floatX *x = malloc_check((size_t)C * sizeof(floatX)), *w = malloc_check((size_t)OC * C * sizeof(floatX));
     floatX *y = malloc_check((size_t)OC * sizeof(floatX)), *y2 = malloc_check((size_t)OC * sizeof(floatX)), *yn = malloc_check((size_t)OC * sizeof(floatX));
@@ -3538,12 +3539,13 @@ static void test_qmatvec(void) {
     double qerr = 0;
     for (int i = 0; i < C; i++) qerr = max_err(qerr, fabs((double)x[i] - (double)xq[i] * xs[i / QX_GS]) / (xs[i / QX_GS] / 2 * (1 + 1e-6)) + (abs(xq[i]) > 127));
     check(qerr <= 1, "int8 activations: round to nearest in groups of 32", "worst |x - xq*xs| / (xs/2) = %.3f <= 1", qerr);
-    // the integer dot products (SIMD or plain) against their plain twin: the same int32 sums, float combination order aside
+    // the integer dot products (SIMD or plain) against their plain twin: the same int32 sums, combined in
+    // another float order (the tolerance of every SIMD-vs-reference test here)
     qmatvec_rows(y, xq, xs, &t, C, 0, OC);
     qmatvec_rows_naive(yn, xq, xs, &t, C, 0, OC);
     double worst = 0;
     for (int o = 0; o < OC; o++) worst = max_err(worst, fabs((double)y[o] - yn[o]) / (fabs((double)yn[o]) > 1 ? fabs((double)yn[o]) : 1));
-    check(worst <= 1e-6, "int8 x int8 dot products vs plain loop", "%s, C %d (rows start inside blocks of 64), OC %d: worst relative difference %.2e <= 1e-6",
+    check(worst <= 1e-5, "int8 x int8 dot products vs plain loop", "%s, C %d (rows start inside blocks of 64), OC %d: worst relative difference %.2e <= 1e-5",
 #if defined(PEFT_QMATVEC_SIMD) && defined(__AVX512VNNI__) && defined(__AVX512VL__)
           "AVX-512 VNNI vpdpbusd",
 #elif defined(PEFT_QMATVEC_SIMD) && defined(__AVXVNNI__)
