@@ -4189,11 +4189,10 @@ static int8_t *qx_buf;
 static float *qx_scale;
 static int qx_cap;
 // out_j = x W_j^T for the nw (<= 4) weights W_j (OC_j, C) of one input x (C), in one parallel loop over
-// blocks of 16 rows of all of them. Threads take 4 blocks at a time as they come free (dynamic), so a
-// thread that another process slows down does not hold the others up at the end (the classifier is
-// most of the bytes); a row's result does not depend on the thread that computes it. Float weights,
-// int8 weights with int8 activations (when qmatvec_ok), or any other quantized weight through
-// qmatmul_forward, one by one.
+// blocks of 16 rows of all of them (static: each thread reads one contiguous stretch; a dynamic schedule
+// measured slower here, its loop end costs more when another process holds a core); a row's result does
+// not depend on the thread that computes it. Float weights, int8 weights with int8 activations (when
+// qmatvec_ok), or any other quantized weight through qmatmul_forward, one by one.
 static void matvec_forward(floatX *const *outs, const floatX *x, const Weight *ws, const int *OCs, int nw, int C) {
     enum { RB = 16 };
     int nb[4] = { 0 }, total = 0, quant = 0;
@@ -4205,7 +4204,7 @@ static void matvec_forward(floatX *const *outs, const floatX *x, const Weight *w
         if (C > qx_cap) { free(qx_buf); free(qx_scale); qx_buf = (int8_t *)malloc_check((size_t)C); qx_scale = (float *)malloc_check((size_t)C / QX_GS * sizeof(float)); qx_cap = C; }
         quantize_act(qx_buf, qx_scale, x, C);
     }
-    #pragma omp parallel for schedule(dynamic, 4) if ((long)total * RB * C >= PAR_MIN_WORK)
+    #pragma omp parallel for schedule(static) if ((long)total * RB * C >= PAR_MIN_WORK)
     for (int b = 0; b < total; b++) {
         int j = 0, r = b;
         while (r >= nb[j]) r -= nb[j++];
