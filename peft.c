@@ -4729,8 +4729,7 @@ static void attention_decode(floatX *out, floatX *att, const floatX *q, const fl
             a[t] = dot;
         }
         maxv = row_max(a, pos + 1);
-        sum = (float)row_exp(a, pos + 1, scale, scale * maxv);
-        (void)maxv;
+        sum = (float)row_exp(a, pos + 1, scale, scale * maxv); // a[t] = exp(scale * (a[t] - maxv))
 #else
         for (int t = 0; t <= pos; t++) {
             const floatX *kt = kc + (size_t)t * KD + (size_t)kh * HS;
