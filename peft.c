@@ -22,6 +22,9 @@ Only libc, libm and optionally OpenMP.
 #define _POSIX_C_SOURCE 200809L
 #endif
 #define _FILE_OFFSET_BITS 64 // 32-bit machines: files over 2 GiB, 64-bit off_t for fseeko/ftello
+#if defined(__linux__) && !defined(_DEFAULT_SOURCE)
+#define _DEFAULT_SOURCE      // Linux: madvise(MADV_HUGEPAGE) for the weights (advise_huge_pages)
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <stdint.h>
@@ -36,6 +39,9 @@ Only libc, libm and optionally OpenMP.
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 #include <unistd.h>
 #include <dirent.h>
 #ifdef _OPENMP
@@ -213,6 +219,17 @@ static void *realloc_check_(void *ptr, size_t size, const char *file, int line) 
 MAYBE_UNUSED static void *malloc_aligned64(size_t size) {
     unsigned char *p = (unsigned char *)malloc_check_(size + 64, __FILE__, __LINE__);
     return p + (64 - ((uintptr_t)p & 63));
+}
+// Weights that generation streams through once per token: on Linux, transparent huge pages (THP's
+// "madvise" mode) for the whole pages inside [p, p + bytes), so that reading them takes far fewer TLB
+// misses; a no-op elsewhere, for small buffers and on the counted heap of the inference-only build.
+static void advise_huge_pages(void *p, size_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE) && !defined(PEFT_OWN_HEAP)
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), a = ((uintptr_t)p + page - 1) & ~(page - 1), e = ((uintptr_t)p + bytes) & ~(page - 1);
+    if (bytes >= ((size_t)4 << 20) && e > a) madvise((void *)a, (size_t)(e - a), MADV_HUGEPAGE);
+#else
+    (void)p; (void)bytes;
+#endif
 }
 #define malloc_check(size) malloc_check_(size, __FILE__, __LINE__)
 #define calloc_check(n, size) calloc_check_(n, size, __FILE__, __LINE__)
@@ -1176,6 +1193,7 @@ static void qtensor_alloc_bs(QTensor *t, int type, int rows, int cols, int dq, i
     size_t qb = (qtensor_qbytes(type, t->n) + 3) & ~(size_t)3, n2 = (t->nblocks + DQ_BLOCK - 1) / DQ_BLOCK;
     size_t sb = dq ? ((t->nblocks + 3) & ~(size_t)3) + n2 * sizeof(float) : t->nblocks * (type == QT_INT4 ? 2 : qtype_hqq(type) ? 4 : sizeof(float));
     t->memory = malloc_check(qb + sb);
+    advise_huge_pages(t->memory, qb + sb);
     t->memory_bytes = qb + sb;
     t->q = (uint8_t *)t->memory;
     if (dq) { t->qabsmax = t->q + qb; t->absmax2 = (float *)(t->qabsmax + ((t->nblocks + 3) & ~(size_t)3)); }
@@ -1641,6 +1659,7 @@ static void model_alloc(Model *m) {
     m->num_parameters = 0;
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) m->num_parameters += m->param_sizes[i];
     m->params_memory = (floatX *)malloc_check(m->num_parameters * sizeof(floatX));
+    advise_huge_pages(m->params_memory, m->num_parameters * sizeof(floatX));
     point_parameters(&m->params, m->params_memory, m->param_sizes, m->config.tied);
 }
 static void model_free(Model *m) {
@@ -4053,6 +4072,164 @@ static void matmul_backward(floatX *dinp, floatX *dweight, const floatX *dout, c
     if (mm_stats.on) { mm_stats.secs += time_sec() - t0; mm_stats.flops += 2.0 * N * C * OC * ((dinp != NULL) + (dweight != NULL)); }
 }
 
+// Generation: one token (N = 1) reads every weight once, so memory bandwidth is the limit (int8 weights:
+// the integer dot products below). matvec_forward computes the outputs of several weights that read the
+// same input (q, k and v; gate and up) in one parallel loop over all their rows: one fork of the threads
+// serves them all and the threads split the rows evenly. CPU only: linears_forward (below the LoRA
+// layers) calls it when the kernels run on the CPU, and linear_forward per weight on the GPU.
+
+// out[o] = w[o,:] . x for rows o0 <= o < o1 of w (OC,C). The plain loop is the reference (8 partial sums
+// per row, like matmul_forward_naive); the SIMD version reads 4 rows at once against one load of x.
+MAYBE_UNUSED static void matvec_rows_naive(floatX *out, const floatX *x, const floatX *w, int C, int o0, int o1) {
+    for (int o = o0; o < o1; o++) {
+        const floatX *wr = w + (size_t)o * C;
+        floatX acc[8] = { 0 };
+        int c = 0;
+        for (; c + 8 <= C; c += 8)
+            for (int k = 0; k < 8; k++) acc[k] += x[c + k] * wr[c + k];
+        floatX val = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+        for (; c < C; c++) val += x[c] * wr[c];
+        out[o] = val;
+    }
+}
+// Software prefetch PREFETCH_AHEAD bytes ahead of the rows being read keeps more cache lines on their way
+// from memory than the hardware prefetchers do (the last rows of a matrix prefetch past its end, harmlessly:
+// a prefetch never faults).
+#define PREFETCH_AHEAD 16384
+#if defined(__GNUC__)
+#define PREFETCH(p) __builtin_prefetch((const void *)(p), 0, 3)
+#else
+#define PREFETCH(p) ((void)(p))
+#endif
+#ifdef PEFT_SIMD
+static void matvec_rows(float *out, const float *x, const float *w, int C, int o0, int o1) {
+    int o = o0;
+    for (; o + 4 <= o1; o += 4) {
+        const float *w0 = w + (size_t)o * C, *w1 = w0 + C, *w2 = w1 + C, *w3 = w2 + C;
+        vfloat a0 = v_zero(), a1 = v_zero(), a2 = v_zero(), a3 = v_zero();
+        int c = 0;
+        for (; c + VLEN <= C; c += VLEN) {
+            const char *ahead = (const char *)(w0 + c) + PREFETCH_AHEAD; // one cache line of each row per step
+            PREFETCH(ahead); PREFETCH(ahead + (size_t)C * 4); PREFETCH(ahead + (size_t)C * 8); PREFETCH(ahead + (size_t)C * 12);
+            vfloat xv = v_load(x + c);
+            a0 = v_fma(xv, v_load(w0 + c), a0); a1 = v_fma(xv, v_load(w1 + c), a1);
+            a2 = v_fma(xv, v_load(w2 + c), a2); a3 = v_fma(xv, v_load(w3 + c), a3);
+        }
+        float s0 = v_sum(a0), s1 = v_sum(a1), s2 = v_sum(a2), s3 = v_sum(a3);
+        for (; c < C; c++) { s0 += x[c] * w0[c]; s1 += x[c] * w1[c]; s2 += x[c] * w2[c]; s3 += x[c] * w3[c]; }
+        out[o] = s0; out[o + 1] = s1; out[o + 2] = s2; out[o + 3] = s3;
+    }
+    if (o < o1) matvec_rows_naive(out, x, w, C, o, o1);
+}
+#else
+#define matvec_rows matvec_rows_naive
+#endif
+
+// int8 activations for the int8 weights: x (C) is cut into groups of QX_GS and each group quantized as
+// llama2.c's runq.c does: xs = max|x| / 127, xq = round(x / xs) in [-127, 127]. A weight block (bs, a
+// multiple of QX_GS) then holds whole groups of every row when C is a multiple of QX_GS, and
+// w . x = sum over the groups s of scale[block of s] * xs[s] * (q . xq over s), the last factor in int32.
+#define QX_GS 32
+static void quantize_act(int8_t *xq, float *xs, const floatX *x, int C) {
+    for (int s = 0; s < C / QX_GS; s++) {
+        const floatX *v = x + (size_t)s * QX_GS;
+        float amax = 0;
+        for (int i = 0; i < QX_GS; i++) { float a = fabsf((float)v[i]); if (a > amax) amax = a; }
+        float scale = amax / 127.0f, inv = amax > 0 ? 127.0f / amax : 0;
+        xs[s] = scale;
+        for (int i = 0; i < QX_GS; i++) { // round half away from zero (roundf), without the libm call
+            float t = (float)v[i] * inv;
+            int q = (int)t;
+            q += (t - (float)q >= 0.5f) - ((float)q - t >= 0.5f);
+            xq[(size_t)s * QX_GS + i] = (int8_t)q;
+        }
+    }
+}
+// the int8 weights' rows that can take int8 activations
+static int qmatvec_ok(const QTensor *w, int C) { return w->type == QT_INT8 && w->scale && w->bs % QX_GS == 0 && C % QX_GS == 0; }
+
+// out[o] = w[o,:] . x for rows o0 <= o < o1 of the int8 tensor w (OC,C), x given as xq, xs (quantize_act).
+// The plain loop is the reference; the AVX2 version multiplies 32 bytes at a time.
+MAYBE_UNUSED static void qmatvec_rows_naive(floatX *out, const int8_t *xq, const float *xs, const QTensor *w, int C, int o0, int o1) {
+    const int8_t *q = (const int8_t *)w->q;
+    for (int o = o0; o < o1; o++) {
+        size_t start = (size_t)o * C;
+        floatX val = 0;
+        for (int s = 0; s < C / QX_GS; s++) {
+            const int8_t *qw = q + start + (size_t)s * QX_GS, *qx = xq + (size_t)s * QX_GS;
+            int32_t isum = 0;
+            for (int i = 0; i < QX_GS; i++) isum += (int32_t)qw[i] * qx[i];
+            val += (floatX)isum * (w->scale[(start + (size_t)s * QX_GS) / (size_t)w->bs] * xs[s]);
+        }
+        out[o] = val;
+    }
+}
+#if !defined(PEFT_FP64) && defined(__AVX2__) && defined(__FMA__)
+#define PEFT_QMATVEC_SIMD 1
+// acc (8 int32) += the sums of 4 neighbouring products of a and b (32 int8 each): the sign of a moves
+// to b so that |a| can be the unsigned operand. VNNI's vpdpbusd does it in one instruction (AVX-512 VNNI
+// or AVX-VNNI); AVX2's maddubs sums pairs in int16 (|2 * 128 * 127| fits) and madd the pairs of pairs.
+static inline __m256i dot_i8x32(__m256i acc, __m256i a, __m256i b) {
+    __m256i ua = _mm256_abs_epi8(a), sb = _mm256_sign_epi8(b, a);
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+    return _mm256_dpbusd_epi32(acc, ua, sb);
+#elif defined(__AVXVNNI__)
+    return _mm256_dpbusd_avx_epi32(acc, ua, sb);
+#else
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(ua, sb), _mm256_set1_epi16(1)));
+#endif
+}
+static void qmatvec_rows(floatX *out, const int8_t *xq, const float *xs, const QTensor *w, int C, int o0, int o1) {
+    const int8_t *q = (const int8_t *)w->q;
+    int per_block = w->bs / QX_GS, ns = C / QX_GS;
+    for (int o = o0; o < o1; o++) {
+        size_t start = (size_t)o * C, g = start / (size_t)w->bs;
+        int k = (int)(start % (size_t)w->bs) / QX_GS; // groups of this block already behind
+        __m256 acc = _mm256_setzero_ps();
+        for (int s = 0; s < ns; s++) {
+            PREFETCH(q + start + (size_t)s * QX_GS + PREFETCH_AHEAD);
+            __m256i d = dot_i8x32(_mm256_setzero_si256(), _mm256_loadu_si256((const __m256i *)(q + start + (size_t)s * QX_GS)),
+                                  _mm256_loadu_si256((const __m256i *)(xq + (size_t)s * QX_GS)));
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_set1_ps(w->scale[g] * xs[s]), acc);
+            if (++k == per_block) { k = 0; g++; }
+        }
+        out[o] = hsum256(acc);
+    }
+}
+#else
+#define qmatvec_rows qmatvec_rows_naive
+#endif
+
+// scratch for the int8 copy of an input
+static int8_t *qx_buf;
+static float *qx_scale;
+static int qx_cap;
+// out_j = x W_j^T for the nw (<= 4) weights W_j (OC_j, C) of one input x (C), in one parallel loop over
+// blocks of 16 rows of all of them (static: each thread reads one contiguous stretch; a dynamic schedule
+// measured slower here, its loop end costs more when another process holds a core); a row's result does
+// not depend on the thread that computes it. Float weights, int8 weights with int8 activations (when
+// qmatvec_ok), or any other quantized weight through qmatmul_forward, one by one.
+static void matvec_forward(floatX *const *outs, const floatX *x, const Weight *ws, const int *OCs, int nw, int C) {
+    enum { RB = 16 };
+    int nb[4] = { 0 }, total = 0, quant = 0;
+    for (int j = 0; j < nw; j++) {
+        if (ws[j].q && !qmatvec_ok(ws[j].q, C)) { qmatmul_forward(outs[j], x, ws[j].q, 1, C, OCs[j]); continue; }
+        nb[j] = (OCs[j] + RB - 1) / RB; total += nb[j]; quant |= ws[j].q != NULL;
+    }
+    if (quant) {
+        if (C > qx_cap) { free(qx_buf); free(qx_scale); qx_buf = (int8_t *)malloc_check((size_t)C); qx_scale = (float *)malloc_check((size_t)C / QX_GS * sizeof(float)); qx_cap = C; }
+        quantize_act(qx_buf, qx_scale, x, C);
+    }
+    #pragma omp parallel for schedule(static) if ((long)total * RB * C >= PAR_MIN_WORK)
+    for (int b = 0; b < total; b++) {
+        int j = 0, r = b;
+        while (r >= nb[j]) r -= nb[j++];
+        int o0 = r * RB, o1 = o0 + RB < OCs[j] ? o0 + RB : OCs[j];
+        if (ws[j].q) qmatvec_rows(outs[j], qx_buf, qx_scale, ws[j].q, C, o0, o1);
+        else matvec_rows(outs[j], x, ws[j].f, C, o0, o1);
+    }
+}
+
 // LoRA on a linear layer: y = x W^T + scale * dropout(x) A^T B^T.
 // DoRA (PEFT's use_dora): y = x W^T + (g - 1) * (xd W^T) + g * scale * xd A^T B^T, g = mag / ||W + scale B A||
 // per output row, with xd = dropout(x); the norm is treated as a constant in the backward, as PEFT does.
@@ -4267,6 +4444,17 @@ static void linear_backward(floatX *dinp, floatX *dweight, const floatX *dout, c
     if (w.q) { if (dinp) qmatmul_backward(dinp, dout, w.q, N, C, OC); }
     else matmul_backward(dinp, dweight, dout, inp, w.f, N, C, OC);
     if (lm && lm->r) lora_backward(dinp, dout, inp, w, lm, N);
+}
+
+// several linear layers that read the same input (q, k and v; gate and up): out_j = inp W_j^T (+ LoRA).
+// One token on the CPU goes through matvec_forward (one pass over all the base weights), then the adapters.
+static void linears_forward(floatX *const *outs, const floatX *inp, const Weight *ws, LoraModule *const *lms, const int *OCs, int nw, int N, int C) {
+    if (N == 1 && !gpu_on) {
+        matvec_forward(outs, inp, ws, OCs, nw, C);
+        for (int j = 0; j < nw; j++) if (lms[j] && lms[j]->r) lora_forward(outs[j], inp, ws[j], lms[j], N, 0, 0, NULL);
+        return;
+    }
+    for (int j = 0; j < nw; j++) linear_forward(outs[j], inp, ws[j], lms[j], N, C, OCs[j], 0, 0, NULL);
 }
 
 // out = embed[tokens]: out is (N,C)
@@ -4549,6 +4737,19 @@ static void attention_decode(floatX *out, floatX *att, const floatX *q, const fl
         const floatX *qh = q + (size_t)h * HS;
         floatX *a = att + (size_t)h * npos, maxv = -INFINITY, sum = 0;
         int kh = h / G;
+#ifdef PEFT_SIMD // the dot products in vectors, the softmax by the row helpers
+        for (int t = 0; t <= pos; t++) {
+            const float *kt = kc + (size_t)t * KD + (size_t)kh * HS;
+            vfloat acc = v_zero();
+            int i = 0;
+            for (; i + VLEN <= HS; i += VLEN) acc = v_fma(v_load(qh + i), v_load(kt + i), acc);
+            float dot = v_sum(acc);
+            for (; i < HS; i++) dot += qh[i] * kt[i];
+            a[t] = dot;
+        }
+        maxv = row_max(a, pos + 1);
+        sum = (float)row_exp(a, pos + 1, scale, scale * maxv); // a[t] = exp(scale * (a[t] - maxv))
+#else
         for (int t = 0; t <= pos; t++) {
             const floatX *kt = kc + (size_t)t * KD + (size_t)kh * HS;
             floatX dot = 0;
@@ -4557,6 +4758,7 @@ static void attention_decode(floatX *out, floatX *att, const floatX *q, const fl
             if (a[t] > maxv) maxv = a[t];
         }
         for (int t = 0; t <= pos; t++) { a[t] = EXPX(a[t] - maxv); sum += a[t]; }
+#endif
         floatX *o = out + (size_t)h * HS;
         for (int i = 0; i < HS; i++) o[i] = 0;
         for (int t = 0; t <= pos; t++) {
@@ -4979,23 +5181,32 @@ static floatX *forward_token(Net *net, RunState *s, int token, int pos) {
     for (int l = 0; l < c->n_layers; l++) {
         floatX *kc = s->key_cache + ((size_t)l * s->npos) * KD, *vc = s->value_cache + ((size_t)l * s->npos) * KD;
         rmsnorm_forward(s->xn, s->rstd, s->x, p->rms_att + (size_t)l * C, 1, C, c->norm_eps);
-        linear_forward(s->q, s->xn, layer_weight(net->model, l, TGT_Q), lora_mod(lo, l, TGT_Q), 1, C, QD, 0, 0, NULL);
-        linear_forward(kc + (size_t)pos * KD, s->xn, layer_weight(net->model, l, TGT_K), lora_mod(lo, l, TGT_K), 1, C, KD, 0, 0, NULL);
-        linear_forward(vc + (size_t)pos * KD, s->xn, layer_weight(net->model, l, TGT_V), lora_mod(lo, l, TGT_V), 1, C, KD, 0, 0, NULL);
+        floatX *qkv[3] = { s->q, kc + (size_t)pos * KD, vc + (size_t)pos * KD };
+        Weight wqkv[3] = { layer_weight(net->model, l, TGT_Q), layer_weight(net->model, l, TGT_K), layer_weight(net->model, l, TGT_V) };
+        LoraModule *lqkv[3] = { lora_mod(lo, l, TGT_Q), lora_mod(lo, l, TGT_K), lora_mod(lo, l, TGT_V) };
+        int oqkv[3] = { QD, KD, KD };
+        linears_forward(qkv, s->xn, wqkv, lqkv, oqkv, 3, 1, C);                 // q, k, v in one pass
         rope_forward(s->q, net->rope_cos, net->rope_sin, 1, 1, NH, HS, pos);
         rope_forward(kc + (size_t)pos * KD, net->rope_cos, net->rope_sin, 1, 1, KVH, HS, pos);
         attention_decode(s->ao, s->att, s->q, kc, vc, pos, s->npos, NH, KVH, HS);
-        linear_forward(s->xn, s->ao, layer_weight(net->model, l, TGT_O), lora_mod(lo, l, TGT_O), 1, QD, C, 0, 0, NULL);
+        Weight wo = layer_weight(net->model, l, TGT_O), wd = layer_weight(net->model, l, TGT_DOWN);
+        LoraModule *lmo = lora_mod(lo, l, TGT_O), *lmd = lora_mod(lo, l, TGT_DOWN);
+        linears_forward(&s->xn, s->ao, &wo, &lmo, &C, 1, 1, QD);
         residual_forward(s->x, s->x, s->xn, (size_t)C);
         rmsnorm_forward(s->xn, s->rstd, s->x, p->rms_ffn + (size_t)l * C, 1, C, c->norm_eps);
-        linear_forward(s->g, s->xn, layer_weight(net->model, l, TGT_GATE), lora_mod(lo, l, TGT_GATE), 1, C, H, 0, 0, NULL);
-        linear_forward(s->u, s->xn, layer_weight(net->model, l, TGT_UP), lora_mod(lo, l, TGT_UP), 1, C, H, 0, 0, NULL);
+        floatX *gu[2] = { s->g, s->u };
+        Weight wgu[2] = { layer_weight(net->model, l, TGT_GATE), layer_weight(net->model, l, TGT_UP) };
+        LoraModule *lgu[2] = { lora_mod(lo, l, TGT_GATE), lora_mod(lo, l, TGT_UP) };
+        int ogu[2] = { H, H };
+        linears_forward(gu, s->xn, wgu, lgu, ogu, 2, 1, C);                    // gate and up in one pass
         swiglu_forward(s->h, s->g, s->u, (size_t)H);
-        linear_forward(s->xn, s->h, layer_weight(net->model, l, TGT_DOWN), lora_mod(lo, l, TGT_DOWN), 1, H, C, 0, 0, NULL);
+        linears_forward(&s->xn, s->h, &wd, &lmd, &C, 1, 1, H);
         residual_forward(s->x, s->x, s->xn, (size_t)C);
     }
     rmsnorm_forward(s->xn, s->rstd, s->x, p->rms_final, 1, C, c->norm_eps);
-    linear_forward(s->logits, s->xn, net_cls(net), NULL, 1, C, c->vocab_size, 0, 0, NULL);
+    Weight wcls = net_cls(net);
+    LoraModule *none = NULL;
+    linears_forward(&s->logits, s->xn, &wcls, &none, &c->vocab_size, 1, 1, C);
     tensor_download(s->logits_host, s->logits, (size_t)c->vocab_size * sizeof(floatX));
     return s->logits_host;
 }
@@ -7695,12 +7906,13 @@ static int cmd_generate(int argc, char **argv) {
     float *probs = (float *)malloc_check((size_t)c->vocab_size * sizeof(float));
     ProbIndex *pi = (ProbIndex *)malloc_check((size_t)c->vocab_size * sizeof(ProbIndex));
     uint64_t rng = seed ? seed : 1;
-    int token = ptoks[0], next, generated = 0;
+    int token = ptoks[0], next, generated = 0, timed = 0;
     char piece[256];
     double t0 = 0;
     for (int pos = 0; pos < total - 1 || (pos == 0 && total == 1); pos++) {
         if (pos == total - 1) break;
         floatX *logits = forward_token(&net, &s, token, pos);
+        if (pos > 0) timed++; // the steps after the first, prompt included, are timed (as llama2.c counts)
         if (pos + 1 < np) next = ptoks[pos + 1]; // still reading the prompt
         else {
             next = sample(logits, c->vocab_size, temperature, topp, random_f32(&rng), probs, pi);
@@ -7716,7 +7928,7 @@ static int cmd_generate(int argc, char **argv) {
     printf("\n");
     fflush(stdout);
     fprintf(stderr, "%s", quant_desc(&m));
-    if (generated > 1) fprintf(stderr, "achieved tok/s: %.1f (%d tokens)\n", (generated - 1) / (time_sec() - t0), generated);
+    if (timed > 0 && generated > 0) fprintf(stderr, "achieved tok/s: %.1f (%d tokens)\n", timed / (time_sec() - t0), generated);
 #ifdef PEFT_OWN_HEAP
     fprintf(stderr, "heap: peak %zu bytes (%.1f KiB) allocated at once", heap_peak, heap_peak / 1024.0);
 #ifdef PEFT_ARENA

@@ -884,6 +884,39 @@ static void test_generation(void) {
     json_free(j);
 }
 
+// int8 generation (int8 activations, integer dot products) against the batch forward of the same int8
+// model (float activations): the loss over 64 positions within 1%, the bound the suite holds an int8 file
+// to against fp32 ("eval on quantized files")
+static void test_int8_generation(void) {
+    const char *path = SH("models/stories260K/stories260K.bin");
+    if (!have(path)) { skip("int8 generation", "needs ../shared models"); return; }
+    QuantOpts qo = { QT_INT8, 1, 0, 0 };
+    Model m;
+    if (model_load_q(&m, path, &qo)) { check(0, "int8 generation", "%s", peft_errbuf); return; }
+    Json *j = json_load("tests/fixtures/stories260K_greedy.json"), *tk = j ? json_get(j, "tokens") : NULL;
+    if (!tk || tk->n < 63) { check(0, "int8 generation", "tests/fixtures/stories260K_greedy.json: %s", peft_errbuf); json_free(j); model_free(&m); return; }
+    int T = 64, V = m.config.vocab_size, ids[64], tg[64];
+    ids[0] = 1; // BOS, then the fp32 model's greedy story (text the model predicts well: a low loss, a tight 1%)
+    for (int i = 1; i < T; i++) ids[i] = (int)tk->items[i - 1].num;
+    json_free(j);
+    for (int i = 0; i < T; i++) tg[i] = i + 1 < T ? ids[i + 1] : -1;
+    double lb = 0;
+    float *batch = dump_logits(&m, NULL, ids, 1, T, &lb, tg);
+    Net net; net_init(&net, &m, NULL);
+    RunState s; runstate_alloc(&s, &m.config, T);
+    double lg = 0, e = 0;
+    for (int pos = 0; pos + 1 < T; pos++) {
+        floatX *l = forward_token(&net, &s, ids[pos], pos);
+        double mx = l[0], sum = 0;
+        for (int i = 1; i < V; i++) if (l[i] > mx) mx = l[i];
+        for (int i = 0; i < V; i++) { sum += exp((double)l[i] - mx); e = max_err(e, fabs((double)l[i] - batch[(size_t)pos * V + i])); }
+        lg += (log(sum) + mx - l[tg[pos]]) / (T - 1);
+    }
+    check(fabs(lg - lb) <= 0.01 * lb && e > 0, "int8 generation (int8 activations) vs batch forward", "loss %.5f vs %.5f (|diff| %.2e <= 1%%); logits max abs diff %.3f",
+          lg, lb, fabs(lg - lb), e);
+    runstate_free(&s); net_free(&net); free(batch); model_free(&m);
+}
+
 // --- PEFT references: loss, every gradient, and 10 AdamW steps from the saved adapter
 static void test_peft_reference(const char *name) {
     char dir[512], ref[600];
@@ -3454,6 +3487,105 @@ static void test_dot_int8(void) {
 #endif
 }
 
+// generation's matvec_forward (several float weights in one pass) against the reference matmul, on
+// shapes that are no multiple of the vector width or of the 4-row and 16-row blocks; 1 and 2 threads
+// (enough rows for the parallel loop: PAR_MIN_WORK)
+static void test_matvec(void) {
+    int C = 301, OCs[3] = { 301, 45, 155 };
+    uint64_t r = 5;
+    floatX *x = malloc_check((size_t)C * sizeof(floatX)), *w[3], *y[3], *ref[3], *y2[3];
+    for (int i = 0; i < C; i++) x[i] = 2 * random_f32(&r) - 1;
+    Weight ws[3];
+    for (int j = 0; j < 3; j++) {
+        w[j] = malloc_check((size_t)OCs[j] * C * sizeof(floatX));
+        y[j] = malloc_check((size_t)OCs[j] * sizeof(floatX)); y2[j] = malloc_check((size_t)OCs[j] * sizeof(floatX)); ref[j] = malloc_check((size_t)OCs[j] * sizeof(floatX));
+        for (int i = 0; i < OCs[j] * C; i++) w[j][i] = 2 * random_f32(&r) - 1;
+        ws[j].f = w[j]; ws[j].q = NULL;
+        matmul_forward_naive(ref[j], x, w[j], 1, C, OCs[j]);
+    }
+    int saved = max_threads();
+    set_threads(1); matvec_forward(y, x, ws, OCs, 3, C);
+    set_threads(2); matvec_forward(y2, x, ws, OCs, 3, C);
+    set_threads(saved);
+    double worst = 0; int same = 1;
+    for (int j = 0; j < 3; j++)
+        for (int o = 0; o < OCs[j]; o++) {
+            worst = max_err(worst, fabs((double)y[j][o] - ref[j][o]) / (fabs((double)ref[j][o]) > 1 ? fabs((double)ref[j][o]) : 1));
+            same &= y[j][o] == y2[j][o];
+        }
+    check(worst <= 1e-5, "matvec_forward (q, k, v in one pass) vs reference matmul", "C %d, OC %d/%d/%d: worst relative difference %.2e <= 1e-5", C, OCs[0], OCs[1], OCs[2], worst);
+    check(same, "matvec_forward: 1 and 2 threads give the same bits", "C %d, three weights", C);
+    for (int j = 0; j < 3; j++) { free(w[j]); free(y[j]); free(y2[j]); free(ref[j]); }
+    free(x);
+}
+
+// int8 generation: activations quantized to int8 in groups of 32 (quantize_act), integer dot products
+// (VNNI / AVX2 / plain loop) against the int8 weights. C = 96 is no multiple of the weights' block of 64,
+// so rows start inside blocks; OC = 37 is no multiple of the row blocks.
+static void test_qmatvec(void) {
+    int C = 96, OC = 1061; // 1061 rows: enough for the parallel loop (PAR_MIN_WORK)
+    uint64_t r = 21;
+    floatX *x = malloc_check((size_t)C * sizeof(floatX)), *w = malloc_check((size_t)OC * C * sizeof(floatX));
+    floatX *y = malloc_check((size_t)OC * sizeof(floatX)), *y2 = malloc_check((size_t)OC * sizeof(floatX)), *yn = malloc_check((size_t)OC * sizeof(floatX));
+    float *wd = malloc_check((size_t)OC * C * sizeof(float)), xs[3];
+    int8_t xq[96];
+    for (int i = 0; i < C; i++) x[i] = (2 * random_f32(&r) - 1) * (i < 32 ? 0.01f : 3.0f); // groups of very different ranges
+    for (int i = 0; i < OC * C; i++) w[i] = 2 * random_f32(&r) - 1;
+    QTensor t;
+    qtensor_alloc(&t, QT_INT8, OC, C, 0);
+    qtensor_quantize(&t, w, "test", "w");
+    qtensor_dequant(wd, &t, 0, (size_t)OC * C);
+    // the activation quantization: |x - xq * xs| <= xs / 2 (round to nearest), |xq| <= 127
+    quantize_act(xq, xs, x, C);
+    double qerr = 0;
+    for (int i = 0; i < C; i++) qerr = max_err(qerr, fabs((double)x[i] - (double)xq[i] * xs[i / QX_GS]) / (xs[i / QX_GS] / 2 * (1 + 1e-6)) + (abs(xq[i]) > 127));
+    check(qerr <= 1, "int8 activations: round to nearest in groups of 32", "worst |x - xq*xs| / (xs/2) = %.3f <= 1", qerr);
+    // the integer dot products (SIMD or plain) against their plain twin: the same int32 sums, combined in
+    // another float order (the tolerance of every SIMD-vs-reference test here)
+    qmatvec_rows(y, xq, xs, &t, C, 0, OC);
+    qmatvec_rows_naive(yn, xq, xs, &t, C, 0, OC);
+    double worst = 0;
+    for (int o = 0; o < OC; o++) worst = max_err(worst, fabs((double)y[o] - yn[o]) / (fabs((double)yn[o]) > 1 ? fabs((double)yn[o]) : 1));
+    check(worst <= 1e-5, "int8 x int8 dot products vs plain loop", "%s, C %d (rows start inside blocks of 64), OC %d: worst relative difference %.2e <= 1e-5",
+#if defined(PEFT_QMATVEC_SIMD) && defined(__AVX512VNNI__) && defined(__AVX512VL__)
+          "AVX-512 VNNI vpdpbusd",
+#elif defined(PEFT_QMATVEC_SIMD) && defined(__AVXVNNI__)
+          "AVX-VNNI vpdpbusd",
+#elif defined(PEFT_QMATVEC_SIMD)
+          "AVX2 maddubs",
+#else
+          "plain loop (no SIMD in this build)",
+#endif
+          C, OC, worst);
+    // against the exact product with the float x: within the bound the activation rounding allows,
+    // |sum w (x - xq xs)| <= sum |w| xs / 2 per row (plus float rounding)
+    Weight wq = { NULL, &t };
+    int saved = max_threads();
+    set_threads(1); matvec_forward(&y, x, &wq, &OC, 1, C);
+    set_threads(2); matvec_forward(&y2, x, &wq, &OC, 1, C);
+    set_threads(saved);
+    double over = 0, num = 0, den = 0;
+    for (int o = 0; o < OC; o++) {
+        double exact = 0, bound = 0;
+        for (int i = 0; i < C; i++) { exact += (double)wd[(size_t)o * C + i] * x[i]; bound += fabs((double)wd[(size_t)o * C + i]) * xs[i / QX_GS] / 2; }
+        over = max_err(over, fabs((double)y[o] - exact) / (bound + 1e-5 * fabs(exact) + 1e-7));
+        num += ((double)y[o] - exact) * ((double)y[o] - exact); den += exact * exact;
+    }
+    check(over <= 1 && !memcmp(y, y2, (size_t)OC * sizeof(floatX)), "int8 generation matvec within the activation-rounding bound",
+          "worst error / (sum |w| xs/2) = %.3f <= 1 (relative L2 error %.2e); 1 and 2 threads give the same bits", over, sqrt(num / den));
+    // C not a multiple of 32: the int8 weights meet the float activations (qmatmul_forward), exactly as before
+    int C2 = 37, OC2 = 11;
+    QTensor t2;
+    qtensor_alloc(&t2, QT_INT8, OC2, C2, 0);
+    qtensor_quantize(&t2, w, "test", "w");
+    Weight wq2 = { NULL, &t2 };
+    matvec_forward(&y, x, &wq2, &OC2, 1, C2);
+    qmatmul_forward(y2, x, &t2, 1, C2, OC2);
+    check(!qmatvec_ok(&t2, C2) && !memcmp(y, y2, (size_t)OC2 * sizeof(floatX)), "int8 matvec: C 37 falls back to float activations", "same bits as qmatmul_forward");
+    qtensor_free(&t); qtensor_free(&t2);
+    free(x); free(w); free(y); free(y2); free(yn); free(wd);
+}
+
 
 // the inference-only build (-DPEFT_INFER) on a fixed arena (-DPEFT_ARENA): make test builds it as
 // ./peft_infer_arena (PEFT_INFER_BIN overrides). It generates the same text as ./peft with an adapter,
@@ -3503,6 +3635,7 @@ static void run_fp32_tests(void) {
     test_bin_v2();
     test_reference_logits();
     test_generation();
+    test_int8_generation();
     test_peft_reference("qv_r4");
     test_peft_reference("all_r8_rslora");
     test_peft_reference("qkvo_r4_dora");
@@ -3537,6 +3670,8 @@ static void run_fp32_tests(void) {
     test_byte_order();
     test_sizes_32bit();
     test_dot_int8();
+    test_matvec();
+    test_qmatvec();
     test_infer_build();
 }
 

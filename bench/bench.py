@@ -9,10 +9,23 @@ Workloads (random weights of llama2.c's shapes, written once by `export.py rando
 bench/cache/):
   - LoRA training, stories15M shape, B=4 T=256 r=8 on q_proj,v_proj, AdamW: 1 and 2 threads
   - the same with the stories110M shape: 2 threads
-  - generation, one stream, fp32, stories15M shape: tokens/s (plus int8 when peft has --quant)
+  - generation, one stream, stories15M shape, greedy, 256 positions from "Once upon a time": fp32 from
+    the model in llama2.c's legacy layout (what run.c reads) and int8 from `peft quantize --quant int8`
+    (a llama2.c version 2 file, what runq.c reads); 1 and 2 threads, median of GEN_REPS runs
 peft.c is timed by `peft train --bench` (median step time over >= 5 steps after 2 warm-up
 steps, and the FLOPs and seconds spent inside its matmuls); PyTorch by bench/torch_lora.py, the
 same model and step (PEFT-style LoRA, AdamW on the adapter), median over the same steps.
+
+Generation reads every weight once per token, so its limit is the memory bandwidth: bench/bandwidth.c
+(built here into bench/cache/) reads a buffer larger than the caches (1 GiB, or 4x the L3 when that is
+larger) on 1 and 2 threads, plain and with a software prefetch ahead (as peft.c reads its weights), and
+each generation row gives tokens/s as a share of the best of those / (bytes read per token: every
+weight, plus the KV cache at the average position). The int8 model (16 MB) can stay in a large L3, so its
+share may pass 100%; the bar is on fp32 (62 MB). llama2.c's run.c and runq.c are
+timed on the same files, same threads, interleaved with peft.c, when PEFT_BENCH_RUNC / PEFT_BENCH_RUNQC
+name their binaries (built with llama2.c's `make runomp`: gcc -Ofast -fopenmp -march=native; called as
+`run MODEL -z TOK -t 0 -n 256 -i "Once upon a time"`); without them the rows compare with the anchors
+measured on the reference machine (issue 14; the top of each range).
 
 The sgemm peak: numpy's matmul at Llama layer shapes when numpy runs on OpenBLAS, else torch.mm
 (either BLAS as installed, run with OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE unset for that command
@@ -93,6 +106,21 @@ def ensure_model(shape):
         os.replace(path + ".tmp", path)
     return path
 
+def ensure_gen_models(m15):
+    """ the fp32 model in llama2.c's legacy layout (run.c's) and its int8 version 2 file (runq.c's) """
+    legacy, q80 = os.path.join(CACHE, "stories15M_legacy.bin"), os.path.join(CACHE, "stories15M_q80.bin")
+    if not os.path.exists(legacy):
+        log(f"writing {legacy} (legacy layout)")
+        hf = os.path.join(CACHE, "stories15M_hf")
+        subprocess.run([sys.executable, os.path.join(ROOT, "export.py"), "bin2hf", m15, "-o", hf], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run([sys.executable, os.path.join(ROOT, "export.py"), "hf2bin", hf, "-o", legacy + ".tmp", "--version", "0"], check=True, stdout=subprocess.DEVNULL)
+        shutil.rmtree(hf, ignore_errors=True)
+        os.replace(legacy + ".tmp", legacy)
+    if not os.path.exists(q80) or os.path.getmtime(q80) < os.path.getmtime(os.path.join(ROOT, "peft")):
+        subprocess.run([os.path.join(ROOT, "peft"), "quantize", legacy, "-o", q80, "--quant", "int8"], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return legacy, q80
+
 def ensure_data():
     """ ~200 KB of text: tinyshakespeare from ../shared when present, else generated words """
     path = os.path.join(CACHE, "data.txt")
@@ -128,16 +156,80 @@ def peft_train(model, data, tok, threads, steps, warmup):
         return None
     return dict(tok_s=float(m[5]), step_s=float(m[4]), gflop=float(m[6]), mm_gflops=float(m[8]), step_gflops=float(m[9]), others=others)
 
-def peft_generate(model, tok, threads, extra, reps=3):
-    cmd = [os.path.join(ROOT, "peft"), "generate", model, "-z", tok, "-n", "255", "-t", "0", "-s", "1"] + extra
-    speeds, oth = [], []
+PROMPT, POSITIONS, GEN_REPS = "Once upon a time", 256, 5
+# llama2.c on the reference machine (AMD EPYC Zen 4, 2 cores), greedy 256 positions: issue 14's ranges
+ANCHORS = {("fp32", 1): (350, 367), ("fp32", 2): (525, 555), ("int8", 1): (450, 530), ("int8", 2): (1040, 1067)}
+
+def gen_commands(model, tok, ref_bin):
+    """ peft.c's and llama2.c's commands for greedy generation over POSITIONS positions from PROMPT """
+    out = subprocess.run([os.path.join(ROOT, "peft"), "tokenize", "-z", tok, "--bos", PROMPT], stdout=subprocess.PIPE).stdout.decode()
+    n_prompt = len(re.findall(r"\d+", out)) or 1
+    peft = [os.path.join(ROOT, "peft"), "generate", model, "-z", tok, "-p", PROMPT, "-n", str(POSITIONS - n_prompt), "-t", "0", "-s", "1"]
+    ref = [ref_bin, model, "-z", tok, "-t", "0", "-n", str(POSITIONS), "-i", PROMPT] if ref_bin else None
+    return peft, ref
+
+def tok_s(cmd, threads):
+    out, _, others = run(cmd, env_with(OMP_NUM_THREADS=threads))
+    m = out and re.search(r"achieved tok/s: ([\d.]+)", out)
+    return (float(m[1]) if m else None), others
+
+def generate_pair(model, tok, threads, ref_bin, reps=GEN_REPS):
+    """ median tok/s of peft.c and of llama2.c's binary (when given), runs interleaved """
+    peft, ref = gen_commands(model, tok, ref_bin)
+    p, r, oth = [], [], []
     for _ in range(reps):
-        out, _, others = run(cmd, env_with(OMP_NUM_THREADS=threads))
-        m = out and re.search(r"achieved tok/s: ([\d.]+)", out)
-        if not m:
-            return None
-        speeds.append(float(m[1])); oth.append(others)
-    return dict(tok_s=statistics.median(speeds), others=max(oth))
+        v, o = tok_s(peft, threads)
+        if v is None:
+            return None, None
+        p.append(v); oth.append(o)
+        if ref:
+            v, o = tok_s(ref, threads)
+            if v is not None:
+                r.append(v); oth.append(o)
+    return dict(tok_s=statistics.median(p), runs=p, others=max(oth)), (dict(tok_s=statistics.median(r), runs=r) if r else None)
+
+# --- memory bandwidth
+
+def bandwidth(threads):
+    """ best streaming read GB/s of bench/bandwidth.c on a buffer larger than the caches """
+    exe = os.path.join(CACHE, "bandwidth")
+    src = os.path.join(ROOT, "bench", "bandwidth.c")
+    if not os.path.exists(exe) or os.path.getmtime(exe) < os.path.getmtime(src):
+        cc = os.environ.get("CC", "cc")
+        for flags in (["-O3", "-march=native", "-fopenmp"], ["-O3", "-fopenmp"], ["-O3"]):
+            if subprocess.run([cc] + flags + ["-std=c99", src, "-o", exe], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0:
+                break
+        else:
+            return None, None
+    try:
+        l3 = os.sysconf("SC_LEVEL3_CACHE_SIZE")
+    except (ValueError, OSError):
+        l3 = 0
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    mib = int(min(max(1024, 4 * max(l3, 0) / 2**20), ram / 4 / 2**20))
+    out, _, others = run([exe, str(mib), "10"], env_with(OMP_NUM_THREADS=threads))
+    m = out and re.search(r"best ([\d.]+) GB/s, median ([\d.]+) GB/s .*best plain ([\d.]+), with prefetch ([\d.]+)", out)
+    return (dict(best=float(m[1]), median=float(m[2]), plain=float(m[3]), prefetch=float(m[4]), mib=mib, others=others) if m else None), out
+
+def gen_bytes_per_token(model):
+    """ bytes generation reads per token: every weight matrix (the classifier too), the norms, and the KV
+    cache at the average position; from a llama2.c .bin header (legacy fp32 or version 2 int8) """
+    import struct
+    with open(model, "rb") as f:
+        head = f.read(64)
+    magic, version = struct.unpack("<Ii", head[:8])
+    if magic == 0x616B3432:
+        dim, hidden, L, nh, nkv, vocab, seq = struct.unpack("<7i", head[8:36])
+        gs = struct.unpack("<i", head[37:41])[0] if version == 2 else 0
+    else:
+        dim, hidden, L, nh, nkv, vocab, seq = struct.unpack("<7i", head[:28])
+        version, gs = 0, 0
+    vocab = abs(vocab)
+    hs = dim // nh
+    weights = L * (dim * nh * hs + 2 * dim * nkv * hs + nh * hs * dim + 3 * dim * hidden) + vocab * dim
+    per = (1 + 4 / gs) if version == 2 else 4.0
+    kv = 2 * L * nkv * hs * 4 * (POSITIONS + 1) / 2
+    return weights * per + (2 * L + 1) * dim * 4 + kv
 
 # --- PyTorch and the sgemm peak
 
@@ -271,6 +363,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="3 steps after 1 warm-up, stories15M only (a smoke run)")
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch rows")
+    ap.add_argument("--gen-only", action="store_true", help="only the bandwidth and generation rows (no training, no PyTorch)")
     ap.add_argument("--steps", type=int, default=6, help="timed steps after warm-up (default 6)")
     a = ap.parse_args()
     steps, warmup = (3, 1) if a.quick else (max(a.steps, 5), 2)
@@ -278,11 +371,11 @@ def main():
         sys.exit("bench: build ./peft first (make)")
     tok, data = find_tokenizer(), ensure_data()
     m15 = ensure_model("stories15M")
-    m110 = None if a.quick else ensure_model("stories110M")
+    m110 = None if a.quick or a.gen_only else ensure_model("stories110M")
 
     # PyTorch and its BLAS
     py = torch_python()
-    info = None if a.no_torch else probe(py, blas_env(None))
+    info = None if a.no_torch or a.gen_only else probe(py, blas_env(None))
     have_torch = bool(info and info.get("torch"))
     have_numpy = bool(info and info.get("numpy"))
     openblas = None
@@ -316,7 +409,7 @@ def main():
                f"{REF_PEAK:.0f} GFLOP/s (no OpenBLAS here: OpenBLAS's 2-thread sgemm on the reference machine)"
 
     rows = []
-    work = [("LoRA train stories15M", "stories15M", m15, 1), ("LoRA train stories15M", "stories15M", m15, 2)]
+    work = [] if a.gen_only else [("LoRA train stories15M", "stories15M", m15, 1), ("LoRA train stories15M", "stories15M", m15, 2)]
     if m110:
         work.append(("LoRA train stories110M", "stories110M", m110, 2))
     for label, shape, model, t in work:
@@ -332,15 +425,19 @@ def main():
         else:
             tr = "SKIP (no torch)"
         rows.append((label, t, p, tr))
-    gen = [("generate stories15M fp32", [])]
-    helptext = subprocess.run([os.path.join(ROOT, "peft"), "generate", "--help"], stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT).stdout.decode("utf-8", "replace")
-    if "--quant" in helptext:
-        gen.append(("generate stories15M int8", ["--quant", "int8", "--quant-embeddings"]))  # as llama2.c v2 files
-    for label, extra in gen:
+    # generation: bandwidth, then peft.c against llama2.c (interleaved runs) or the anchors
+    bw = {}
+    for t in (1, 2):
+        log(f"read bandwidth, {t} thread(s) ...")
+        bw[t], _ = bandwidth(t)
+    legacy, q80 = ensure_gen_models(m15)
+    gen_rows = []
+    for kind, model, ref_bin, ref_name in (("fp32", legacy, os.environ.get("PEFT_BENCH_RUNC"), "run.c"),
+                                           ("int8", q80, os.environ.get("PEFT_BENCH_RUNQC"), "runq.c")):
         for t in (1, 2):
-            log(f"{label}, {t} thread(s) ...")
-            rows.append((label, t, peft_generate(m15, tok, t, extra), None))
+            log(f"generate stories15M {kind}, {t} thread(s) ...")
+            p, r = generate_pair(model, tok, t, ref_bin)
+            gen_rows.append((kind, t, model, ref_name, p, r))
 
     # print
     cc = subprocess.run(["sh", "-c", "${CC:-cc} --version | head -1"], stdout=subprocess.PIPE).stdout.decode().strip()
@@ -358,8 +455,9 @@ def main():
         print(f"sgemm peak ({peak_src}, best of Llama layer shapes): 1 thread {fmt(peak.get(1), '.1f')}, 2 threads {fmt(peak.get(2), '.1f')} GFLOP/s")
     print(f"matmul share is against {ref2_src}")
     print()
-    print("| workload | threads | peft.c tok/s | PyTorch tok/s | ratio | matmul GFLOP/s in matmuls (share) | whole step GFLOP/s | others |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    if rows:
+        print("| workload | threads | peft.c tok/s | PyTorch tok/s | ratio | matmul GFLOP/s in matmuls (share) | whole step GFLOP/s | others |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     verdicts = []
     for label, t, p, tr in rows:
         if p is None:
@@ -382,9 +480,37 @@ def main():
         else:
             print(f"| {label} | {t} | {ptok:.1f} | | | | | {oth:.2f} |")
     print()
+    for t in (1, 2):
+        b = bw.get(t)
+        print(f"read bandwidth, {t} thread(s): " + (f"best {b['best']:.1f} GB/s (plain reads {b['plain']:.1f}, with software prefetch {b['prefetch']:.1f}; "
+                                                   f"median {b['median']:.1f}) over 10 reads of {b['mib']} MiB (bench/bandwidth.c), others {b['others']:.2f}" if b else "failed"))
+    print(f"generation: greedy, {POSITIONS} positions from \"{PROMPT}\", median of {GEN_REPS} runs; llama2.c: "
+          + ("run.c/runq.c timed here, interleaved" if os.environ.get("PEFT_BENCH_RUNC") or os.environ.get("PEFT_BENCH_RUNQC")
+             else "the anchors of issue 14 (reference machine), compared with the top of each range"))
+    print()
+    print("| generation stories15M | threads | peft.c tok/s | llama2.c tok/s | ratio | MB read/token | bandwidth limit tok/s | share of limit | others |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for kind, t, model, ref_name, p, r in gen_rows:
+        if p is None:
+            print(f"| {kind} | {t} | failed | | | | | | |")
+            continue
+        ref = r["tok_s"] if r else ANCHORS[(kind, t)][1]
+        refs = f"{ref:.0f} ({ref_name})" if r else f"{ANCHORS[(kind, t)][0]}-{ANCHORS[(kind, t)][1]} ({ref_name}, anchor)"
+        need = 1.1 if kind == "fp32" else 1.2
+        nbytes = gen_bytes_per_token(model)
+        b = bw.get(t)
+        limit = b["best"] * 1e9 / nbytes if b else None
+        share = p["tok_s"] / limit if limit else None
+        print(f"| {kind} | {t} | {p['tok_s']:.0f} | {refs} | {p['tok_s'] / ref:.2f}x | {nbytes / 1e6:.1f} | "
+              f"{fmt(limit)} | {fmt(100 * share if share else None)}{'%' if share else ''} | {p['others']:.2f} |")
+        verdicts.append((f"generate {kind} {t} thread(s) >= {need}x {ref_name}", p["tok_s"] >= need * ref, f"{p['tok_s'] / ref:.2f}x"))
+        if kind == "fp32" and share:
+            verdicts.append((f"generate fp32 {t} thread(s) >= 90% of the bandwidth limit", share >= 0.9, f"{100 * share:.0f}%"))
+    print()
     for what, ok, val in verdicts:
         print(f"bar: {what}: {'met' if ok else 'NOT met'} ({val})")
-    worst = max([max(p["others"], tr["others"] if isinstance(tr, dict) else 0) for _, _, p, tr in rows if p] or [0])
+    worst = max([max(p["others"], tr["others"] if isinstance(tr, dict) else 0) for _, _, p, tr in rows if p] +
+                [p["others"] for _, _, _, _, p, _ in gen_rows if p] or [0])
     if worst > 0.2:
         print(f"note: other processes used up to {worst:.2f} cores during this run; the numbers (2 threads above all) are low. "
               "Run again on a quiet machine; OMP_WAIT_POLICY=passive limits the damage on a busy one.")
