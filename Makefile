@@ -125,7 +125,7 @@ bench-multi-gpu:
 # committed corpus and regression inputs through the sanitized targets once, without fuzzing (CI does).
 FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS = json safetensors hf_config hf_model tokenizer_json tokenizer_bin llama2c_bin adapter trainer_state text
+FUZZ_TARGETS = json safetensors hf_config hf_model tokenizer_json tokenizer_bin llama2c_bin adapter trainer_state text instruct
 FUZZ_FLAGS = -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -std=c99 -Wall -Wextra -Wno-unused-function -Wno-unknown-pragmas
 # one binary holds every target (one build); tests/fuzz/bin/fuzz_<target> are links to it
 tests/fuzz/bin/fuzz_all: tests/fuzz/fuzz_all.c $(wildcard tests/fuzz/fuzz_*.c) tests/fuzz/fuzz.h peft.c

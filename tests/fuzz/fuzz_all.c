@@ -1,4 +1,4 @@
-// tests/fuzz/fuzz_all.c: every target in one libFuzzer binary (one build instead of ten); the name it is
+// tests/fuzz/fuzz_all.c: every target in one libFuzzer binary (one build instead of eleven); the name it is
 // run as picks the target: tests/fuzz/bin/fuzz_json is a link to fuzz_all, and so on (or PEFT_FUZZ_TARGET=json).
 #include "fuzz.h"
 
@@ -82,6 +82,14 @@ int fuzz_text_one(const uint8_t *data, size_t size);
 #undef LLVMFuzzerInitialize
 #undef LLVMFuzzerTestOneInput
 
+#define LLVMFuzzerInitialize fuzz_instruct_init
+#define LLVMFuzzerTestOneInput fuzz_instruct_one
+int fuzz_instruct_init(int *argc, char ***argv);
+int fuzz_instruct_one(const uint8_t *data, size_t size);
+#include "fuzz_instruct.c"
+#undef LLVMFuzzerInitialize
+#undef LLVMFuzzerTestOneInput
+
 typedef struct { const char *name; int (*init)(int *, char ***); int (*one)(const uint8_t *, size_t); } FuzzTarget;
 static const FuzzTarget fuzz_targets[] = {
     { "json", fuzz_json_init, fuzz_json_one },
@@ -94,6 +102,7 @@ static const FuzzTarget fuzz_targets[] = {
     { "adapter", fuzz_adapter_init, fuzz_adapter_one },
     { "trainer_state", fuzz_trainer_state_init, fuzz_trainer_state_one },
     { "text", fuzz_text_init, fuzz_text_one },
+    { "instruct", fuzz_instruct_init, fuzz_instruct_one },
 };
 static const FuzzTarget *fuzz_target;
 

@@ -154,6 +154,53 @@ try:
     if os.path.exists(shakespeare):
         put("text", "tinyshakespeare_head.txt", b"\x00" + read(shakespeare)[:8192])
     put("text", "unicode.txt", b"\x01" + "héllo wörld 你好 🙂 \t tabs\n\n\n  spaces  \n\xe2\x96\x81".encode() + b"\x80\xff")
+    # instruction data (alpaca / sharegpt, JSON arrays and JSONL): two settings bytes (tests/fuzz/fuzz_instruct.c:
+    # byte 0 template, tokenizer, --train-on-prompt, row length; byte 1 --val-frac, vocabulary, --val), then the file.
+    # The rows of test_all.c's instruction-data tests, the conversations of tests/chat/renders.json in both formats,
+    # and any alpaca/sharegpt file of ../shared; each under a few settings so that every template and tokenizer is seen.
+    def settings(i):
+        return bytes([(i % 6) | ((i // 6 % 4) << 3) | ((i // 24 % 2) << 5) | ((i // 3 % 4) << 6), (i * 5 + i // 4) % 16])
+    inst = []
+    inst.append(("alpaca_rows.json", b'[\n {"instruction": "Say hello.", "input": "", "output": "Hello! How are you?"},\n'
+                 b' {"instruction": "Add the numbers.", "input": "2 and 3", "output": "Five.", "system": "You are a calculator."},\n'
+                 b' {"instruction": "Name a colour.", "output": "Blue.", "history": [["Hi", "Hello there."]]}\n]\n'))
+    inst.append(("sharegpt_rows.jsonl", b'{"conversations": [{"from": "human", "value": "Tell me a story."}, {"from": "gpt", "value": "Once upon a time, there was a cat."}]}\n'
+                 b'{"messages": [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello, friend."}]}\n'
+                 b'{"conversations": [{"from": "human", "value": "Q1"}, {"from": "gpt", "value": "A1"}, {"from": "human", "value": "Q2"}, {"from": "gpt", "value": "A2"}], "system": "S"}\n'))
+    for k, bad in enumerate([b'[\n {"instruction": "a", "output": "b"},\n\n {"instruction": "c"}\n]\n', b'[{"instruction": "a", "output": "b"},\n 42]\n',
+                             b'[{"instruction": "a", "output": "b"},\n {"instruction": }]\n', b'{"instruction": "a", "output": "b"}\n{"instruction": "a" "output": "b"}\n',
+                             b'{"conversations": [{"from": "gpt", "value": "x"}, {"from": "human", "value": "y"}]}\n', b'{"messages": [{"role": "user", "content": "x"}]}\n',
+                             b'{"conversations": [{"from": "bot", "value": "x"}]}\n', b'[{"instruction": "a", "output": "b", "system": "s"}]\n']):
+        inst.append(("bad_rows_%d.json" % k, bad))
+    convs = {}
+    for e in json.load(open("tests/chat/renders.json"))["renders"]:
+        convs.setdefault(e["conversation"], e["messages"])
+    msgs_rows, conv_rows, alpaca = [], [], []
+    for k in sorted(convs):
+        m = convs[k]
+        if [t["role"] for t in m if t["role"] != "system"][:1] != ["user"]:  # (a bad row fails the whole file: on its own)
+            inst.append(("bad_render_%d.jsonl" % k, (json.dumps({"messages": m}) + "\n").encode()))
+            continue
+        msgs_rows.append({"messages": m})
+        conv_rows.append({"conversations": [{"from": {"user": "human", "assistant": "gpt"}.get(t["role"], t["role"]), "value": t["content"]} for t in m]})
+        body = [t for t in m if t["role"] != "system"]
+        row = {"system": m[0]["content"]} if m[0]["role"] == "system" else {}
+        if len(body) >= 2 and body[-1]["role"] == "assistant":
+            row.update({"instruction": body[-2]["content"], "input": "", "output": body[-1]["content"],
+                        "history": [[body[i]["content"], body[i + 1]["content"]] for i in range(0, len(body) - 2, 2)]})
+            alpaca.append(row)
+    inst.append(("renders_messages.jsonl", "".join(json.dumps(r) + "\n" for r in msgs_rows).encode()))
+    inst.append(("renders_conversations.json", json.dumps(conv_rows, indent=1, ensure_ascii=False).encode()))
+    inst.append(("renders_alpaca.json", json.dumps(alpaca, indent=1).encode()))
+    inst.append(("renders_alpaca.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in alpaca).encode()))
+    for p in sorted(set(glob.glob(SHARED + "/**/*.jsonl", recursive=True) + glob.glob(SHARED + "/**/*alpaca*.json", recursive=True) +
+                        glob.glob(SHARED + "/**/*sharegpt*.json", recursive=True))):
+        inst.append((p, read(p)[:MAX - 2]))
+    i = 0
+    for name, data in inst:
+        for _ in range(4 if name.startswith("bad_") else 12):
+            put("instruct", "%s_%02x%02x" % (name, *settings(i)), settings(i) + data)
+            i += 1
     if have_peft:
         data = os.path.join(tmp, "data.txt")
         with open(data, "wb") as f:
