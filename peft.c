@@ -930,7 +930,8 @@ static int st_write(const char *path, STWrite *ts, int n, const char *metadata_j
 // never reads or writes tensor memory itself.
 static int gpu_on;   // the kernels run on the GPU (--device cuda)
 // data-parallel training: this process's rank among dist_world, and its GPU on this host (see train)
-static int dist_rank = 0, dist_world = 1, dist_local = 0;
+static int dist_rank = 0;
+MAYBE_UNUSED static int dist_world = 1, dist_local = 0; // (the inference-only build has no trainer to read them)
 #if defined(PEFT_CUDA) && defined(PEFT_NCCL)
 static int dist_nccl; // the ranks have met and NCCL sums over them (the tests shard without it)
 #endif
