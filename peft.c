@@ -7263,6 +7263,9 @@ static double acts_need_bytes(const Config *c, int B, int T, int checkpoint) {
 static int train_mem_check(const TrainArgs *ta, const Model *m, int with_eval) {
     const Config *c = &m->config;
     double N = (double)ta->B * ta->T, acts = acts_need_bytes(c, ta->B, ta->T, ta->checkpoint_acts) + (with_eval ? acts_need_bytes(c, ta->B, ta->T, 0) : 0), trainable = 0, extra = 0;
+    if (!bytes_fit(acts_need_bytes(c, ta->B, ta->T, ta->checkpoint_acts))) // first: the address space (32-bit machines)
+        return set_error(ta->model_path, "a batch of %d x %d tokens needs %.4g GB of activations: too large for this %s machine", ta->B, ta->T,
+                         acts_need_bytes(c, ta->B, ta->T, ta->checkpoint_acts) / 1e9, machine_bits());
     if (gpu_on) acts = 0; // activations live in GPU memory (checked against the GPU's free memory in train)
     if (ta->mode == TUNE_LORA) { // params, grads, m, v; u (and the dropout mask) per row; the scratch rows
         double maxdim = c->hidden_dim > c->dim ? c->hidden_dim : c->dim;
