@@ -1888,7 +1888,7 @@ static int qtensor_read(QTensor *t, FILE *f, const char *path) {
         for (size_t b = 0; b < n2; b++) if (!isfinite(t->absmax2[b])) return set_error(path, "non-finite quantization scale");
         if (!isfinite(t->offset)) return set_error(path, "non-finite quantization offset");
     } else if (t->hscale) {
-        if (fread(t->hscale, 2, t->nblocks, f) != t->nblocks || fread(t->hzero, 2, t->nblocks, f) != t->nblocks) return set_error(path, "truncated quantized scales");
+        if (fread_le(t->hscale, 2, t->nblocks, f) != t->nblocks || fread_le(t->hzero, 2, t->nblocks, f) != t->nblocks) return set_error(path, "truncated quantized scales");
         for (size_t b = 0; b < t->nblocks; b++) if (!isfinite(f16_to_f32(t->hscale[b])) || !isfinite(f16_to_f32(t->hzero[b]))) return set_error(path, "non-finite quantization scale or zero");
     } else if (t->scale16) {
         if (fread_le(t->scale16, 2, t->nblocks, f) != t->nblocks) return set_error(path, "truncated quantized scales");
@@ -2211,8 +2211,8 @@ static int hf_read_quantized(Model *m, SafeTensors *st, int nfiles, const char *
         #pragma omp parallel for schedule(static) reduction(max:bad)
         for (long i = 0; i < (long)k; i++) {
             float v;
-            if (es == 4) memcpy(&v, raw + 4 * i, 4);
-            else { uint16_t h; memcpy(&h, raw + 2 * i, 2); v = t->dtype == DT_BF16 ? bf16_to_f32(h) : f16_to_f32(h); }
+            if (es == 4) { memcpy(&v, raw + 4 * i, 4); le_swap(&v, 4, 1); } // little-endian in the file
+            else { uint16_t h; memcpy(&h, raw + 2 * i, 2); le_swap(&h, 2, 1); v = t->dtype == DT_BF16 ? bf16_to_f32(h) : f16_to_f32(h); }
             if (!isfinite(v)) bad = i; // (any one of them)
             w[i] = (floatX)v;
         }
@@ -6504,15 +6504,16 @@ static int tokenizer_write_added(const char *src, const char *dir, char **toks, 
         }
         free(add.s);
     } else {
-        int32_t max_len;
+        int32_t max_len; // little-endian in the file, as every number there (big-endian hosts swap)
         memcpy(&max_len, text, 4);
+        le_swap(&max_len, 4, 1);
         for (int k = 0; k < n; k++) if ((int32_t)strlen(toks[k]) > max_len) max_len = (int32_t)strlen(toks[k]);
-        atomic_write(&af, &max_len, 4);
+        atomic_write_le(&af, &max_len, 4, 1);
         atomic_write(&af, text + 4, len - 4);
         for (int k = 0; k < n; k++) {
             float score = TOK_ADDED_SCORE;
             int32_t l = (int32_t)strlen(toks[k]);
-            atomic_write(&af, &score, 4); atomic_write(&af, &l, 4); atomic_write(&af, toks[k], (size_t)l);
+            atomic_write_le(&af, &score, 4, 1); atomic_write_le(&af, &l, 4, 1); atomic_write(&af, toks[k], (size_t)l);
         }
     }
     free(text);
@@ -8612,7 +8613,7 @@ static int model_vocab_probe(const char *path) {
     FILE *f = fopen(path, "rb");
     if (!f) return -1;
     int32_t h[8];
-    size_t got = fread(h, sizeof(int32_t), 8, f);
+    size_t got = fread_le(h, sizeof(int32_t), 8, f); // little-endian in the file
     fclose(f);
     if (got != 8) return -1;
     int v = (uint32_t)h[0] == BIN_MAGIC ? h[7] : h[5];
@@ -8742,10 +8743,12 @@ static int cmd_tokenize(int argc, char **argv) {
 // written as alpha = scale * r of the first module, and other modules' B are multiplied by their scale ratio.
 static const char *gguf_module_names[NUM_TARGETS] = { "attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down" };
 enum { GGUF_U32 = 4, GGUF_F32 = 6, GGUF_STRING = 8 };
-static void gguf_str(StrBuf *b, const char *s) { uint64_t n = strlen(s); sb_putn(b, (const char *)&n, 8); sb_putn(b, s, (size_t)n); }
-static void gguf_kv_str(StrBuf *b, const char *k, const char *v) { uint32_t t = GGUF_STRING; gguf_str(b, k); sb_putn(b, (const char *)&t, 4); gguf_str(b, v); }
-static void gguf_kv_u32(StrBuf *b, const char *k, uint32_t v) { uint32_t t = GGUF_U32; gguf_str(b, k); sb_putn(b, (const char *)&t, 4); sb_putn(b, (const char *)&v, 4); }
-static void gguf_kv_f32(StrBuf *b, const char *k, float v) { uint32_t t = GGUF_F32; gguf_str(b, k); sb_putn(b, (const char *)&t, 4); sb_putn(b, (const char *)&v, 4); }
+// GGUF is little-endian: every number goes through gguf_num (a no-op on little-endian hosts)
+static void gguf_num(StrBuf *b, const void *p, size_t es) { unsigned char t[8]; memcpy(t, p, es); le_swap(t, es, 1); sb_putn(b, (const char *)t, es); }
+static void gguf_str(StrBuf *b, const char *s) { uint64_t n = strlen(s); gguf_num(b, &n, 8); sb_putn(b, s, (size_t)n); }
+static void gguf_kv_str(StrBuf *b, const char *k, const char *v) { uint32_t t = GGUF_STRING; gguf_str(b, k); gguf_num(b, &t, 4); gguf_str(b, v); }
+static void gguf_kv_u32(StrBuf *b, const char *k, uint32_t v) { uint32_t t = GGUF_U32; gguf_str(b, k); gguf_num(b, &t, 4); gguf_num(b, &v, 4); }
+static void gguf_kv_f32(StrBuf *b, const char *k, float v) { uint32_t t = GGUF_F32; gguf_str(b, k); gguf_num(b, &t, 4); gguf_num(b, &v, 4); }
 
 static int export_gguf(const Lora *lo, const LoraConfig *lc, const Config *c, const char *name, const char *out) {
     if (lo->dora) return set_error(out, "DoRA adapters have no llama.cpp form (its LoRA is W + scale B A)");
@@ -8759,7 +8762,7 @@ static int export_gguf(const Lora *lo, const LoraConfig *lc, const Config *c, co
     StrBuf h = { 0 };
     uint32_t version = 3;
     uint64_t nt = (uint64_t)ntensors, nkv = 15;
-    sb_putn(&h, "GGUF", 4); sb_putn(&h, (const char *)&version, 4); sb_putn(&h, (const char *)&nt, 8); sb_putn(&h, (const char *)&nkv, 8);
+    sb_putn(&h, "GGUF", 4); gguf_num(&h, &version, 4); gguf_num(&h, &nt, 8); gguf_num(&h, &nkv, 8);
     gguf_kv_str(&h, "general.architecture", "llama");
     gguf_kv_str(&h, "general.type", "adapter");
     gguf_kv_str(&h, "general.name", name);
@@ -8785,7 +8788,7 @@ static int export_gguf(const Lora *lo, const LoraConfig *lc, const Config *c, co
             snprintf(tname, sizeof(tname), "blk.%d.%s.weight.lora_%c", l, gguf_module_names[t], ab ? 'b' : 'a');
             uint32_t nd = 2, type = 0;
             uint64_t ne[2] = { (uint64_t)(ab ? md->r : md->in), (uint64_t)(ab ? md->out : md->r) };
-            gguf_str(&h, tname); sb_putn(&h, (const char *)&nd, 4); sb_putn(&h, (const char *)ne, 16); sb_putn(&h, (const char *)&type, 4); sb_putn(&h, (const char *)&off, 8);
+            gguf_str(&h, tname); gguf_num(&h, &nd, 4); gguf_num(&h, &ne[0], 8); gguf_num(&h, &ne[1], 8); gguf_num(&h, &type, 4); gguf_num(&h, &off, 8);
             off += (ne[0] * ne[1] * 4 + 31) / 32 * 32;
         }
     }
@@ -8801,14 +8804,14 @@ static int export_gguf(const Lora *lo, const LoraConfig *lc, const Config *c, co
         size_t na = (size_t)md->r * md->in, nb = (size_t)md->out * md->r;
         float *buf = (float *)malloc_check((na > nb ? na : nb) * sizeof(float));
         for (size_t i = 0; i < na; i++) buf[i] = (float)md->A[i];
-        atomic_write(&af, buf, na * 4);
+        atomic_write_le(&af, buf, 4, na);
         atomic_write(&af, zeros, (32 - na * 4 % 32) % 32);
         double ratio = (double)md->scale * md->r / alpha;  // 1 unless the scales differ between modules
         floatX *Bp = (floatX *)malloc_check(nb * sizeof(floatX));
         memcpy(Bp, md->B, nb * sizeof(floatX));
         if (t == TGT_Q || t == TGT_K) permute_rope_rows(Bp, t == TGT_Q ? c->n_heads : c->n_kv_heads, c->head_dim, md->r, 0);
         for (size_t i = 0; i < nb; i++) buf[i] = fabs(ratio - 1) < 1e-6 ? (float)Bp[i] : (float)(Bp[i] * ratio);
-        atomic_write(&af, buf, nb * 4);
+        atomic_write_le(&af, buf, 4, nb);
         atomic_write(&af, zeros, (32 - nb * 4 % 32) % 32);
         free(Bp); free(buf);
     }
