@@ -3255,13 +3255,15 @@ static void test_new_tokens(void) {
             char zp[600];
             tmp_path(zp, sizeof(zp), "nst_tok.bin");
             FILE *f = fopen(zp, "wb");
-            int32_t ml = 16;
+            int32_t ml = 16; // little-endian, as llama2.c writes it (le_swap: a no-op on little-endian hosts)
+            le_swap(&ml, 4, 1);
             fwrite(&ml, 4, 1, f);
             for (int k = 0; k < 7 + 256; k++) {
                 char piece[16];
                 if (k < 7) snprintf(piece, sizeof(piece), "%s", words[k]); else snprintf(piece, sizeof(piece), "<0x%02X>", k - 7);
-                float sc = k < 7 ? -(float)k : 0; int32_t l = (int32_t)strlen(piece);
-                fwrite(&sc, 4, 1, f); fwrite(&l, 4, 1, f); fwrite(piece, 1, (size_t)l, f);
+                float sc = k < 7 ? -(float)k : 0; int32_t l = (int32_t)strlen(piece), lw = l;
+                le_swap(&sc, 4, 1); le_swap(&lw, 4, 1);
+                fwrite(&sc, 4, 1, f); fwrite(&lw, 4, 1, f); fwrite(piece, 1, (size_t)l, f);
             }
             fclose(f);
             snprintf(zflag, sizeof(zflag), "-z %s", zp);
