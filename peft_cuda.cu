@@ -7,6 +7,8 @@
 // are host allocations with a device mirror: kernels are handed the host pointer and D() translates it
 // into the mirror. Activations are device allocations handed out by gpu_alloc, used as they are.
 #include <cuda_runtime.h>
+#include <cuda.h>          // CUtensorMap and its enums (types only: libcuda is not linked)
+#include <cudaTypedefs.h>  // PFN_cuTensorMapEncodeTiled
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <mma.h>
@@ -76,6 +78,7 @@ static int bf16_matmuls; // --dtype bf16
 static int large_gemm = 1; // PEFT_CUDA_GEMM=small: only the 64x64 tiles (for comparison)
 static int narrow_gemm = 1; // PEFT_CUDA_GEMM=small: no narrow kernels either
 static int tc_k = 64, tc_wn = 64; // the large GEMM's tile (below; 64,64 measured fastest of the four on TinyLlama's shapes)
+static int wgmma_gemm; // Hopper (sm_90): the large GEMM on wgmma; PEFT_CUDA_GEMM=mma keeps the cp.async kernel
 static int tc_attention = 1; // PEFT_CUDA_ATTN=cuda-cores: bf16 attention on the CUDA cores too (for comparison)
 static int num_sms = 132;
 
@@ -115,6 +118,7 @@ extern "C" int gpu_init(int bf16, int device, char *err, size_t errlen) {
     sync_each = s && *s && *s != '0';
     s = getenv("PEFT_CUDA_GEMM");
     large_gemm = narrow_gemm = !(s && !strcmp(s, "small"));
+    wgmma_gemm = p.major == 9 && large_gemm && !(s && !strcmp(s, "mma"));
     s = getenv("PEFT_CUDA_TC");
     if (s && sscanf(s, "%d,%d", &tc_k, &tc_wn) == 2 && (tc_k != 32 && tc_k != 64)) tc_k = 64;
     if (tc_wn != 32 && tc_wn != 64) tc_wn = 64;
@@ -333,6 +337,15 @@ __global__ void to_bf16_kernel(__nv_bfloat16 *q, long ldq, const float *p, long 
         *(uint4 *)(q + (long)o * ldq + c) = *(uint4 *)h;
     }
 }
+// q[o*ldq + c] = bf16(p[c*so + o]) for o < no, c < nc, zeros for nc <= c < ldq: the transposing copy,
+// in 32 x 32 tiles through shared memory (reads and writes coalesced)
+__global__ void to_bf16_t_kernel(__nv_bfloat16 *q, long ldq, const float *p, long so, int no, int nc) {
+    __shared__ float t[32][33];
+    int o0 = blockIdx.x * 32, c0 = blockIdx.y * 32, tx = threadIdx.x % 32, ty = threadIdx.x / 32;
+    for (int r = ty; r < 32; r += 8) { int c = c0 + r, o = o0 + tx; t[r][tx] = c < nc && o < no ? p[(long)c * so + o] : 0.0f; }
+    __syncthreads();
+    for (int r = ty; r < 32; r += 8) { int o = o0 + r, c = c0 + tx; if (o < no && c < ldq) q[(long)o * ldq + c] = __float2bfloat16(t[tx][r]); }
+}
 // tiles: 128 rows x BN = 4 WN columns, K in steps of TK, STAGES deep (tc_shape picks them)
 // start copying one LO x LC slab (the operand's rows o0.., values c0.. of its contiguous axis) into s,
 // [LO][LC + 8]; rows past no and values past ld (the padded length) are zero-filled
@@ -440,6 +453,15 @@ static const __nv_bfloat16 *operand_bf16(int w, const float *p, long so, int out
     LAUNCHED("to_bf16_kernel");
     return q;
 }
+// the same with the operand transposed: q[o*ld + c] = p[c*so + o]
+static const __nv_bfloat16 *operand_bf16_t(int w, const float *p, long so, int outer, int inner, long *ld) {
+    *ld = (inner + 7) / 8 * 8;
+    __nv_bfloat16 *q = (__nv_bfloat16 *)scratch_reserve(&tc_scratch[w], &tc_cap[w], (size_t)outer * *ld * sizeof(__nv_bfloat16));
+    dim3 g((outer + 31) / 32, (unsigned)((*ld + 31) / 32));
+    to_bf16_t_kernel<<<g, 256>>>(q, *ld, p, so, outer, inner);
+    LAUNCHED("to_bf16_t_kernel");
+    return q;
+}
 template <bool AK, bool BK, int TK, int WN, int ST>
 static void launch_tc(float *c, long ldc, const __nv_bfloat16 *a, long lda, const __nv_bfloat16 *b, long ldb, int M, int N, int K, int accumulate) {
     constexpr int BN = 4 * WN, ASZ = (AK ? BT : TK) * ((AK ? TK : BT) + 8), BSZ = (BK ? BN : TK) * ((BK ? TK : BN) + 8);
@@ -457,6 +479,415 @@ static void launch_tc_shape(float *c, long ldc, const __nv_bfloat16 *a, long lda
     else if (tc_wn == 64) launch_tc<AK, BK, 32, 64, 4>(c, ldc, a, lda, b, ldb, M, N, K, accumulate);
     else launch_tc<AK, BK, 32, 32, 4>(c, ldc, a, lda, b, ldb, M, N, K, accumulate);
 }
+
+// ----------------------------------------------------------------------------
+// the large GEMM on Hopper (sm_90a): wgmma with operands moved by the bulk tensor copy engine (TMA).
+// C (M,N) (+)= A B^T with A (M,K) and B (N,K) both bf16 with K contiguous. 384 threads: warpgroup 0's
+// first thread issues the TMA copies of 128 x 64 (A) and 256 x 64 (B) tiles, 128-byte swizzled, into a
+// ring of 4 stages (full/empty mbarriers); warpgroups 1 and 2 each multiply 64 rows of the 128 x 256
+// tile with wgmma m64n256k16 (fp32 accumulators in registers) and store C straight from registers.
+// A persistent grid (a block per SM) takes the tiles in groups of 16 tile rows (L2 reuse). The tensor
+// maps come from the driver's cuTensorMapEncodeTiled, reached through the runtime (no libcuda link).
+// PEFT_CUDA_GEMM=mma keeps the cp.async kernel above on Hopper too.
+namespace wgk {
+
+constexpr int BM = 128;          // rows of C per CTA tile (2 consumer warpgroups x 64)
+constexpr int BK = 64;           // K elements per stage = 128 bytes of bf16 = one 128B swizzle row
+constexpr int NTHREADS = 384;    // 3 warpgroups
+
+template <int BN, int STAGES>
+struct Cfg {
+    static_assert(BN == 128 || BN == 256, "BN must be 128 or 256 (TMA box rows <= 256)");
+    static constexpr int A_BYTES = BM * BK * 2;               // 16 KB
+    static constexpr int B_BYTES = BN * BK * 2;               // 16 or 32 KB
+    static constexpr int STAGE_BYTES = A_BYTES + B_BYTES;     // expect_tx per stage
+    static constexpr int BAR_BYTES = 2 * STAGES * 8;
+    static constexpr int SMEM_BYTES = 1024 /*alignment slack*/ + STAGES * STAGE_BYTES + BAR_BYTES;
+    static_assert(SMEM_BYTES <= 227 * 1024, "too much shared memory");
+};
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+constexpr int GROUP_M = 16;      // tile-order grouping (in M tiles) for L2 reuse
+constexpr int PRODUCER_REGS = 40;
+constexpr int CONSUMER_REGS = 232;   // 128*40 + 256*232 = 64512 <= 65536
+// ------------------------------------------------------------------------------------------------
+// PTX wrappers
+// ------------------------------------------------------------------------------------------------
+__device__ __forceinline__ uint32_t smem_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
+
+__device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive_expect_tx(uint32_t bar, uint32_t bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ uint32_t mbar_try_wait(uint32_t bar, uint32_t parity) {
+    uint32_t ok;
+    asm volatile(
+        "{\n"
+        ".reg .pred p;\n"
+        "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+        "selp.u32 %0, 1, 0, p;\n"
+        "}\n"
+        : "=r"(ok)
+        : "r"(bar), "r"(parity)
+        : "memory");
+    return ok;
+}
+
+
+
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+    while (!mbar_try_wait(bar, parity)) {}
+}
+
+// 2-D TMA tile load: box (BK x rows) at coordinates (k0 = inner/K, r0 = row) into smem, completing on mbarrier.
+__device__ __forceinline__ void tma_load_2d(uint32_t dst, const CUtensorMap *map, int k0, int r0, uint32_t bar) {
+    asm volatile(
+        "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];"
+        ::"r"(dst), "l"((uint64_t)map), "r"(k0), "r"(r0), "r"(bar)
+        : "memory");
+}
+__device__ __forceinline__ void prefetch_tmap(const CUtensorMap *map) {
+    asm volatile("prefetch.tensormap [%0];" ::"l"((uint64_t)map) : "memory");
+}
+
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void wgmma_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory"); }
+
+template <int R>
+__device__ __forceinline__ void setmaxnreg_inc() { asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" ::"n"(R)); }
+template <int R>
+__device__ __forceinline__ void setmaxnreg_dec() { asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" ::"n"(R)); }
+
+// Shared-memory matrix descriptor for a K-major operand tile written by TMA with 128B swizzle:
+//   bits  0-13: start address >> 4
+//   bits 16-29: leading byte offset >> 4  (unused for swizzled K-major layouts; set to 1 = 16 B by convention)
+//   bits 32-45: stride byte offset >> 4   (1024 B = 8 rows x 128 B between consecutive 8-row core-matrix groups)
+//   bits 49-51: base offset = 0 (tiles are 1024-byte aligned)
+//   bits 62-63: swizzle mode, 1 = 128B swizzle
+// Advancing K by 16 bf16 (32 bytes) inside the 128-byte swizzle row = adding 2 to the start-address field.
+__device__ __forceinline__ uint64_t make_desc_sw128(uint32_t saddr) {
+    uint64_t d = 0;
+    d |= (uint64_t)((saddr & 0x3FFFF) >> 4);
+    d |= (uint64_t)(16 >> 4) << 16;
+    d |= (uint64_t)(1024 >> 4) << 32;
+    d |= (uint64_t)1 << 62;
+    return d;
+}
+
+// wgmma m64n128k16, bf16 x bf16 -> fp32, A and B from shared memory (K-major both), D += A*B^T.
+__device__ __forceinline__ void wgmma_m64n128k16(float (&d)[64], uint64_t da, uint64_t db) {
+    asm volatile(
+        "{\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+        "{"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15,"
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31,"
+        "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47,"
+        "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+        "}, "
+        "%64, %65, 1, 1, 1, 0, 0;\n"
+        "}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        : "l"(da), "l"(db)
+        : "memory");
+}
+
+// wgmma m64n256k16, bf16 x bf16 -> fp32, A and B from shared memory (K-major both), D += A*B^T.
+__device__ __forceinline__ void wgmma_m64n256k16(float (&d)[128], uint64_t da, uint64_t db) {
+    asm volatile(
+        "{\n"
+        "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 "
+        "{"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15,"
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31,"
+        "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47,"
+        "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63,"
+        "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79,"
+        "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95,"
+        "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111,"
+        "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127"
+        "}, "
+        "%128, %129, 1, 1, 1, 0, 0;\n"
+        "}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]),
+          "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]),
+          "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]),
+          "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]),
+          "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]),
+          "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]),
+          "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]),
+          "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]),
+          "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
+        : "l"(da), "l"(db)
+        : "memory");
+}
+
+// Pin the accumulator registers at this point of the instruction stream: the compiler may not move their
+// definitions (zeroing) below, or their uses (epilogue) above, this statement. wgmma_fence / wgmma_wait do not name
+// the registers, so without this the zeroing could sink past wgmma.fence or epilogue reads rise above wait_group.
+template <int N>
+__device__ __forceinline__ void fence_operands(float (&d)[N]) {
+#pragma unroll
+    for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
+
+template <int BN>
+__device__ __forceinline__ void wgmma_tile(float (&d)[BN / 2], uint64_t da, uint64_t db);
+template <>
+__device__ __forceinline__ void wgmma_tile<128>(float (&d)[64], uint64_t da, uint64_t db) { wgmma_m64n128k16(d, da, db); }
+template <>
+__device__ __forceinline__ void wgmma_tile<256>(float (&d)[128], uint64_t da, uint64_t db) { wgmma_m64n256k16(d, da, db); }
+
+// Grouped tile order: GROUP_M consecutive M-tiles sweep all N-tiles before moving on, so the CTAs running at
+// the same time share A rows and B rows in L2.
+__device__ __forceinline__ void tile_coords(int t, int tiles_m, int tiles_n, int &tm, int &tn) {
+    const int per_group = GROUP_M * tiles_n;
+    const int g = t / per_group;
+    const int first_m = g * GROUP_M;
+    const int gs = min(tiles_m - first_m, GROUP_M);
+    const int r = t - g * per_group;
+    tm = first_m + r % gs;
+    tn = r / gs;
+}
+
+// Epilogue store of 2 adjacent columns (col, col+1) of one row.
+__device__ __forceinline__ void store2(float *__restrict__ C, long ldc, int M, int N, int row, int col, float v0, float v1,
+                                       int accumulate) {
+    if (row >= M || col >= N) return;
+    float *p = C + (long)row * ldc + col;
+    if (col + 1 < N && ((reinterpret_cast<uintptr_t>(p) & 7) == 0)) {
+        float2 v = make_float2(v0, v1);
+        if (accumulate) {
+            const float2 o = *reinterpret_cast<const float2 *>(p);
+            v.x += o.x;
+            v.y += o.y;
+        }
+        *reinterpret_cast<float2 *>(p) = v;
+    } else {
+        if (accumulate) v0 += p[0];
+        p[0] = v0;
+        if (col + 1 < N) {
+            if (accumulate) v1 += p[1];
+            p[1] = v1;
+        }
+    }
+}
+
+#endif
+
+template <int BN, int STAGES>
+__global__ void __launch_bounds__(NTHREADS, 1)
+gemm_wgmma_kernel(const __grid_constant__ CUtensorMap tmA, const __grid_constant__ CUtensorMap tmB, float *__restrict__ C,
+                  long ldc, int M, int N, int K, int accumulate) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    using cfg = Cfg<BN, STAGES>;
+    extern __shared__ __align__(1024) unsigned char smem_raw[];
+    // Align the tile area to 1024 bytes (128B-swizzle atom = 8 rows x 128 B; descriptor base offset stays 0).
+    const uint32_t raw = smem_u32(smem_raw);
+    const uint32_t base = (raw + 1023u) & ~1023u;
+    const uint32_t sA0 = base;                                  // STAGES x [128 rows x 128 B]
+    const uint32_t sB0 = base + STAGES * cfg::A_BYTES;          // STAGES x [BN rows x 128 B]
+    const uint32_t bar0 = base + STAGES * cfg::STAGE_BYTES;     // full[STAGES], then empty[STAGES]
+#define FULL_BAR(s) (bar0 + 8u * (uint32_t)(s))
+#define EMPTY_BAR(s) (bar0 + 8u * (uint32_t)(STAGES + (s)))
+
+    const int tiles_m = (M + BM - 1) / BM;
+    const int tiles_n = (N + BN - 1) / BN;
+    const int num_tiles = tiles_m * tiles_n;
+    const int k_tiles = (K + BK - 1) / BK;
+
+    if (threadIdx.x == 0) {
+        for (int s = 0; s < STAGES; ++s) {
+            mbar_init(FULL_BAR(s), 1);       // producer's arrive.expect_tx + TMA bytes
+            mbar_init(EMPTY_BAR(s), 8);      // lane 0 of each of the 8 consumer warps
+        }
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+        asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+    }
+    __syncthreads();
+
+    const int wg = threadIdx.x / 128;
+    if (wg == 0) {
+        // ---------------- producer warpgroup ----------------
+        setmaxnreg_dec<PRODUCER_REGS>();
+        if (threadIdx.x == 0) {
+            prefetch_tmap(&tmA);
+            prefetch_tmap(&tmB);
+            int stage = 0;
+            uint32_t phase = 0;
+            for (int t = blockIdx.x; t < num_tiles; t += gridDim.x) {
+                int tm, tn;
+                tile_coords(t, tiles_m, tiles_n, tm, tn);
+                for (int kt = 0; kt < k_tiles; ++kt) {
+                    // First pass over the ring: waiting on parity 1 of a fresh barrier returns at once.
+                    mbar_wait(EMPTY_BAR(stage), phase ^ 1u);
+                    mbar_arrive_expect_tx(FULL_BAR(stage), (uint32_t)cfg::STAGE_BYTES);
+                    // Full box bytes are always delivered (out-of-bounds parts are zero-filled and counted).
+                    tma_load_2d(sA0 + stage * cfg::A_BYTES, &tmA, kt * BK, tm * BM, FULL_BAR(stage));
+                    tma_load_2d(sB0 + stage * cfg::B_BYTES, &tmB, kt * BK, tn * BN, FULL_BAR(stage));
+                    if (++stage == STAGES) { stage = 0; phase ^= 1u; }
+                }
+            }
+        }
+    } else {
+        // ---------------- consumer warpgroups ----------------
+        setmaxnreg_inc<CONSUMER_REGS>();
+        const int cw = wg - 1;                    // 0: tile rows 0-63, 1: rows 64-127
+        const int warp = (threadIdx.x % 128) / 32;
+        const int lane = threadIdx.x % 32;
+        int stage = 0;
+        uint32_t phase = 0;
+        float d[BN / 2];
+        for (int t = blockIdx.x; t < num_tiles; t += gridDim.x) {
+            int tm, tn;
+            tile_coords(t, tiles_m, tiles_n, tm, tn);
+#pragma unroll
+            for (int i = 0; i < BN / 2; ++i) d[i] = 0.f;
+            fence_operands(d);
+            int prev_stage = 0;
+            for (int kt = 0; kt < k_tiles; ++kt) {
+                mbar_wait(FULL_BAR(stage), phase);
+                const uint64_t da = make_desc_sw128(sA0 + stage * cfg::A_BYTES + cw * 64 * 128);
+                const uint64_t db = make_desc_sw128(sB0 + stage * cfg::B_BYTES);
+                wgmma_fence();
+#pragma unroll
+                for (int kk = 0; kk < BK / 16; ++kk) wgmma_tile<BN>(d, da + 2 * kk, db + 2 * kk);  // +32 B per k16
+                wgmma_commit();
+                fence_operands(d);
+                // Keep one wgmma group in flight: this returns when the group of the previous stage is done,
+                // so that stage's smem may be overwritten.
+                wgmma_wait<1>();
+                if (kt > 0 && lane == 0) mbar_arrive(EMPTY_BAR(prev_stage));
+                prev_stage = stage;
+                if (++stage == STAGES) { stage = 0; phase ^= 1u; }
+            }
+            wgmma_wait<0>();
+            fence_operands(d);
+            if (k_tiles > 0 && lane == 0) mbar_arrive(EMPTY_BAR(prev_stage));
+
+            // Epilogue: accumulator fragment of m64nBNk16 -- warp w owns rows 16w..16w+15 of the warpgroup's 64;
+            // d[4j+0..1] -> row lane/4,     cols 8j + 2*(lane%4) + {0,1}
+            // d[4j+2..3] -> row lane/4 + 8, same cols
+            const int row0 = tm * BM + cw * 64 + warp * 16 + lane / 4;
+            const int col0 = tn * BN + 2 * (lane % 4);
+#pragma unroll
+            for (int j = 0; j < BN / 8; ++j) {
+                store2(C, ldc, M, N, row0, col0 + 8 * j, d[4 * j + 0], d[4 * j + 1], accumulate);
+                store2(C, ldc, M, N, row0 + 8, col0 + 8 * j, d[4 * j + 2], d[4 * j + 3], accumulate);
+            }
+        }
+    }
+#undef FULL_BAR
+#undef EMPTY_BAR
+#endif
+}
+
+// ------------------------------------------------------------------------------------------------
+// Host side
+// ------------------------------------------------------------------------------------------------
+static PFN_cuTensorMapEncodeTiled_v12000 get_encode_fn() {
+    static PFN_cuTensorMapEncodeTiled_v12000 fn = nullptr;
+    if (!fn) {
+        void *p = nullptr;
+        cudaDriverEntryPointQueryResult q;
+        // cudaGetDriverEntryPoint (no version) is deprecated in CUDA 13 (-Wdeprecated warning); the ByVersion
+        // form asks for the ABI of cuTensorMapEncodeTiled as introduced in CUDA 12.0.
+        cudaError_t e = cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q);
+        if (e != cudaSuccess || q != cudaDriverEntryPointSuccess || !p) {
+            fprintf(stderr, "gemm_wgmma: cannot get cuTensorMapEncodeTiled (err %s, query result %d)\n",
+                    cudaGetErrorString(e), (int)q);
+            return nullptr;
+        }
+        fn = (PFN_cuTensorMapEncodeTiled_v12000)p;
+    }
+    return fn;
+}
+
+// rows x K bf16 matrix, row stride ld elements; box = BK (K) x box_rows, 128B swizzle, OOB -> zero.
+static cudaError_t make_tmap(CUtensorMap *map, const __nv_bfloat16 *ptr, long ld, int rows, int K, int box_rows) {
+    PFN_cuTensorMapEncodeTiled_v12000 enc = get_encode_fn();
+    if (!enc) return cudaErrorNotSupported;
+    cuuint64_t gdim[2] = {(cuuint64_t)K, (cuuint64_t)rows};
+    cuuint64_t gstride[1] = {(cuuint64_t)ld * sizeof(__nv_bfloat16)};
+    cuuint32_t box[2] = {(cuuint32_t)BK, (cuuint32_t)box_rows};
+    cuuint32_t estride[2] = {1, 1};
+    CUresult r = enc(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, (void *)ptr, gdim, gstride, box, estride,
+                     CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                     CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    if (r != CUDA_SUCCESS) {
+        fprintf(stderr, "gemm_wgmma: cuTensorMapEncodeTiled failed (CUresult %d) rows=%d K=%d ld=%ld box_rows=%d ptr=%p\n",
+                (int)r, rows, K, ld, box_rows, (const void *)ptr);
+        return cudaErrorInvalidValue;
+    }
+    return cudaSuccess;
+}
+
+static int wgk_num_sms() {
+    static int n = 0;
+    if (!n) {
+        int dev = 0;
+        if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || n <= 0) n = 132;
+    }
+    return n;
+}
+
+// Returns cudaSuccess or the first error (argument check, tensor-map encode, attribute, launch).
+// max_ctas > 0 caps the persistent grid (testing the multi-tile-per-CTA path); 0 = one CTA per SM.
+template <int BN, int STAGES>
+cudaError_t gemm_wgmma_t(float *c, long ldc, const __nv_bfloat16 *a, long lda, const __nv_bfloat16 *b, long ldb, int M, int N,
+                         int K, int accumulate, cudaStream_t stream, int max_ctas = 0) {
+    using cfg = Cfg<BN, STAGES>;
+    if (M <= 0 || N <= 0) return cudaSuccess;
+    if (K <= 0) {  // empty sum: C = 0 (or unchanged when accumulating)
+        if (accumulate) return cudaSuccess;
+        return cudaMemset2DAsync(c, (size_t)ldc * sizeof(float), 0, (size_t)N * sizeof(float), (size_t)M, stream);
+    }
+    if (lda % 8 || ldb % 8 || lda < K || ldb < K || ldc < N || ((uintptr_t)a & 15) || ((uintptr_t)b & 15) ||
+        ((uintptr_t)c & 3)) {
+        fprintf(stderr, "gemm_wgmma: bad arguments (lda=%ld ldb=%ld ldc=%ld K=%d N=%d a=%p b=%p c=%p)\n", lda, ldb, ldc, K, N,
+                (const void *)a, (const void *)b, (void *)c);
+        return cudaErrorInvalidValue;
+    }
+    CUtensorMap ta, tb;
+    cudaError_t e = make_tmap(&ta, a, lda, M, K, BM);
+    if (e != cudaSuccess) return e;
+    e = make_tmap(&tb, b, ldb, N, K, BN);
+    if (e != cudaSuccess) return e;
+    static bool attr_set = false;  // one per template instance
+    if (!attr_set) {
+        e = cudaFuncSetAttribute(gemm_wgmma_kernel<BN, STAGES>, cudaFuncAttributeMaxDynamicSharedMemorySize, cfg::SMEM_BYTES);
+        if (e != cudaSuccess) return e;
+        attr_set = true;
+    }
+    const long tiles = (long)((M + BM - 1) / BM) * ((N + BN - 1) / BN);
+    int grid = wgk_num_sms();
+    if (max_ctas > 0 && max_ctas < grid) grid = max_ctas;
+    if (tiles < grid) grid = (int)tiles;
+    gemm_wgmma_kernel<BN, STAGES><<<grid, NTHREADS, cfg::SMEM_BYTES, stream>>>(ta, tb, c, ldc, M, N, K, accumulate);
+    return cudaGetLastError();
+}
+}  // namespace wgk
 
 // c (M,N) (+)= the sum of the S partial products at partial (S, M, N), added in order s = 0..S-1
 __global__ void splitk_reduce_kernel(float *c, long ldc, const float *partial, int S, int M, int N, int accumulate) {
@@ -586,6 +1017,16 @@ static void gemm(float *c, long ldc, const float *a, long rsa, long csa, const f
         return;
     }
     prof_flops = 2.0 * M * N * K;
+    if (bf16_matmuls && wgmma_gemm && M >= BT && N >= BT && (csa == 1 || rsa == 1) && (csb == 1 || rsb == 1) && large_gemm) {
+        long lda, ldb; // both operands with K contiguous: A (M,K) and B^T (N,K)
+        const __nv_bfloat16 *a16 = csa == 1 ? operand_bf16(0, a, rsa, M, K, &lda) : operand_bf16_t(0, a, csa, M, K, &lda);
+        const __nv_bfloat16 *b16 = rsb == 1 ? operand_bf16(1, b, csb, N, K, &ldb) : operand_bf16_t(1, b, rsb, N, K, &ldb);
+        prof_flops = 2.0 * M * N * K;
+        cudaError_t e = wgk::gemm_wgmma_t<256, 4>(c, ldc, a16, lda, b16, ldb, M, N, K, accumulate, 0);
+        CK(e);
+        LAUNCHED("gemm_wgmma_kernel");
+        return;
+    }
     if (bf16_matmuls && M >= BT && N >= BT && (csa == 1 || rsa == 1) && (csb == 1 || rsb == 1) && large_gemm) {
         // operands to bf16 first, then the cp.async kernel
         long lda, ldb;
@@ -978,231 +1419,302 @@ __global__ void attention_forward_kernel(float *out, float *lse, const float *q,
     if (lane == 0) lse[((size_t)b * NH + h) * T + t] = m + logf(l);
 }
 // ----------------------------------------------------------------------------
-// the same attention on the tensor cores (--dtype bf16, head sizes 64 and 128): Q, K, V, dO, P and dS
-// rounded to bf16; scores, the softmax state and every accumulation in fp32. A block takes 64 rows
-// (queries for the forward and dQ, keys for dK/dV) in 4 warps of 16; the other side comes in tiles
-// of 64 rows staged as bf16 in shared memory; each warp's 16 x 64 scores pass through shared memory
-// for the softmax (two lanes per row), and the output accumulates in shared memory (forward: it is
-// rescaled row by row) or in wmma fragments (backward). Deterministic like the kernels above.
+// the same attention on the tensor cores (--dtype bf16, head sizes 64 and 128), FlashAttention-2 style
+// with mma.sync m16n8k16: Q, K, V, dO, P and dS rounded to bf16; scores, the softmax state and every
+// accumulation in fp32. A block has 4 warps and 64 rows (queries for the forward and dQ, keys for
+// dK/dV), 16 per warp; the other side comes in tiles of 64 rows, staged as bf16 in shared memory
+// (rows padded by 16 bytes so that ldmatrix is free of bank conflicts). Scores, P and the outputs stay
+// in registers: a score fragment (C of one mma) is already the A operand of the next product once
+// rounded to bf16. Deterministic: no atomics; with GQA, dK and dV of each query head go to scratch and
+// are summed over the group in a fixed order.
 #define TCR 64 // rows per block and per tile
-template <int HS> struct TcLayout {
-    static constexpr int LD = HS + 8, SLD = TCR + 4, PLD = TCR + 8, OLD = HS + 4;
-    static constexpr size_t TILE = (size_t)TCR * LD * 2, SW = 16 * SLD * 4, PW = 16 * PLD * 2, OW = 16 * OLD * 4;
-};
-// rows [r0, r0 + 64) of a head slice, x[((b*T + t) * stride + off + d], into s[64][HS + 8] as bf16 (zeros past T)
-template <int HS> __device__ void tc_load_rows(__nv_bfloat16 *s, const float *x, int b, int T, int r0, long stride, long off) {
-    for (int e = threadIdx.x; e < TCR * HS / 4; e += blockDim.x) {
-        int r = e / (HS / 4), d = (e % (HS / 4)) * 4, t = r0 + r;
-        float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        if (t < T) v = *(const float4 *)(x + ((long)b * T + t) * stride + off + d);
-        __nv_bfloat162 *dst = (__nv_bfloat162 *)(s + r * (HS + 8) + d);
-        dst[0] = __floats2bfloat162_rn(v.x, v.y);
-        dst[1] = __floats2bfloat162_rn(v.z, v.w);
+// start copying rows [r0, r0 + 64) of a bf16 head slice, x[((b*T + t) * stride + off + d], into s[64][HS + 8]
+// by cp.async, 16 bytes a thread at a time (zeros past T)
+template <int HS> __device__ __forceinline__ void tc_copy_rows(__nv_bfloat16 *s, const __nv_bfloat16 *x, int b, int T, int r0, long stride, long off) {
+    for (int e = threadIdx.x; e < TCR * HS / 8; e += blockDim.x) {
+        int r = e / (HS / 8), d = (e % (HS / 8)) * 8, t = r0 + r;
+        bool ok = t < T;
+        const __nv_bfloat16 *src = ok ? x + ((long)b * T + t) * stride + off + d : x;
+        unsigned dst = (unsigned)__cvta_generic_to_shared(s + r * (HS + 8) + d);
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(ok ? 16 : 0));
     }
 }
-typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> AccFrag;
-// acc[0..4) (16 x 64) = A (16 rows of a [.][LD] tile, row-major) times B^T, B the 64 rows of a [.][LD] tile
-template <int HS> __device__ void tc_scores(AccFrag *acc, const __nv_bfloat16 *a, const __nv_bfloat16 *bt) {
+__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_wait_all_but_last() { asm volatile("cp.async.wait_group 1;\n" ::); }
+// d (16x8, fp32) += a (16x16, bf16, row-major) b (16x8, bf16, "col"): the fragment layouts are PTX's.
+// Lane l holds rows g = l/4 and g+8, columns 2(l%4) and 2(l%4)+1 of d (d[0..1] row g, d[2..3] row g+8)
+__device__ __forceinline__ void mma16816(float *d, const uint32_t *a, uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]) : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ void ldsm_x4(uint32_t *r, const __nv_bfloat16 *p) {
+    unsigned s = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n" : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(s));
+}
+__device__ __forceinline__ void ldsm_x4_t(uint32_t *r, const __nv_bfloat16 *p) {
+    unsigned s = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n" : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(s));
+}
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+    __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+    return *(uint32_t *)&h;
+}
+// s[NT][4] (16 x 8NT) = a b^T: a the warp's 16 rows of a [.][HS+8] tile, b NT*8 rows of another
+template <int HS, int NT> __device__ __forceinline__ void mma_scores(float (*s)[4], const __nv_bfloat16 *a, const __nv_bfloat16 *b) {
     constexpr int LD = HS + 8;
+    int lane = threadIdx.x % 32;
     #pragma unroll
-    for (int j = 0; j < 4; j++) wmma::fill_fragment(acc[j], 0.0f);
+    for (int j = 0; j < NT; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
     #pragma unroll
-    for (int d = 0; d < HS; d += 16) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> fa;
-        wmma::load_matrix_sync(fa, a + d, LD);
+    for (int kk = 0; kk < HS; kk += 16) {
+        uint32_t af[4];
+        ldsm_x4(af, a + (lane % 16) * LD + kk + (lane / 16) * 8);
         #pragma unroll
-        for (int j = 0; j < 4; j++) {
-            wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> fb;
-            wmma::load_matrix_sync(fb, bt + j * 16 * LD + d, LD); // B(d, row) = bt[row][d]
-            wmma::mma_sync(acc[j], fa, fb, acc[j]);
+        for (int j = 0; j < NT; j += 2) {
+            uint32_t bf[4]; // n-tiles j and j+1, k halves 0 and 1
+            ldsm_x4(bf, b + (j * 8 + (lane / 16) * 8 + lane % 8) * LD + kk + ((lane / 8) % 2) * 8);
+            mma16816(s[j], af, bf[0], bf[1]);
+            mma16816(s[j + 1], af, bf[2], bf[3]);
         }
     }
 }
-// acc[0..HS/16) (16 x HS) += P (16 x 64, row-major, ld PLD) times the 64 x HS tile v ([64][LD])
-template <int HS> __device__ void tc_mul_tile(AccFrag *acc, const __nv_bfloat16 *p, const __nv_bfloat16 *v) {
-    constexpr int LD = HS + 8, PLD = TCR + 8;
+// o[HS/8][4] (16 x HS) += p (16 x 16KC, as A fragments) times rows [0, 16KC) of a [.][HS+8] tile v
+template <int HS, int KC> __device__ __forceinline__ void mma_pv(float (*o)[4], const uint32_t (*p)[4], const __nv_bfloat16 *v) {
+    constexpr int LD = HS + 8;
+    int lane = threadIdx.x % 32;
     #pragma unroll
-    for (int c = 0; c < TCR; c += 16) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> fp;
-        wmma::load_matrix_sync(fp, p + c, PLD);
+    for (int c = 0; c < KC; c++)
         #pragma unroll
-        for (int d = 0; d < HS / 16; d++) {
-            wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> fv;
-            wmma::load_matrix_sync(fv, v + c * LD + d * 16, LD);
-            wmma::mma_sync(acc[d], fp, fv, acc[d]);
+        for (int d = 0; d < HS / 8; d += 2) {
+            uint32_t bf[4]; // rows (k) 16c.. of v, columns (n) 8d..8d+15: transposed
+            ldsm_x4_t(bf, v + (c * 16 + ((lane / 8) % 2) * 8 + lane % 8) * LD + d * 8 + (lane / 16) * 8);
+            mma16816(o[d], p[c], bf[0], bf[1]);
+            mma16816(o[d + 1], p[c], bf[2], bf[3]);
         }
-    }
 }
+// n-tiles 2c and 2c+1 of a score fragment, rounded, as the A fragment of k-chunk c
+__device__ __forceinline__ void frag_to_a(uint32_t *a, const float *s0, const float *s1) {
+    a[0] = pack_bf16(s0[0], s0[1]); a[1] = pack_bf16(s0[2], s0[3]);
+    a[2] = pack_bf16(s1[0], s1[1]); a[3] = pack_bf16(s1[2], s1[3]);
+}
+#define LOG2E 1.4426950408889634f
 
 template <int HS>
-__global__ void __launch_bounds__(128) attention_forward_tc_kernel(float *out, float *lse, const float *q, const float *k, const float *v, int T, int NH, int KVH, float scale) {
-    typedef TcLayout<HS> Lay;
+__global__ void __launch_bounds__(128) attention_forward_tc_kernel(float *out, float *lse, const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v,
+                                                                    int T, int NH, int KVH, float scale) {
+    constexpr int LD = HS + 8;
     extern __shared__ __align__(128) unsigned char sm8[];
-    __nv_bfloat16 *Qs = (__nv_bfloat16 *)sm8, *Ks = (__nv_bfloat16 *)(sm8 + Lay::TILE), *Vs = (__nv_bfloat16 *)(sm8 + 2 * Lay::TILE);
-    int b = blockIdx.z, h = blockIdx.y, qt = blockIdx.x, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    unsigned char *wbase = sm8 + 3 * Lay::TILE + warp * (Lay::SW + Lay::PW + Lay::OW + 64);
-    float *Sw = (float *)wbase, *Ow = (float *)(wbase + Lay::SW + Lay::PW), *cw = (float *)(wbase + Lay::SW + Lay::PW + Lay::OW);
-    __nv_bfloat16 *Pw = (__nv_bfloat16 *)(wbase + Lay::SW);
-    int kh = h / (NH / KVH), q0 = qt * TCR;
+    __nv_bfloat16 *Qs = (__nv_bfloat16 *)sm8; // then K, V tiles twice: [Q][K0][V0][K1][V1]
+    int nqt = (T + TCR - 1) / TCR, qt = nqt - 1 - blockIdx.x; // the longest rows first
+    int b = blockIdx.z, h = blockIdx.y, warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c2 = 2 * (lane % 4);
+    int kh = h / (NH / KVH), q0 = qt * TCR, row[2] = { q0 + warp * 16 + g, q0 + warp * 16 + g + 8 };
     long qs = (long)NH * HS, ks = (long)KVH * HS;
-    tc_load_rows<HS>(Qs, q, b, T, q0, qs, (long)h * HS);
-    for (int e = lane; e < 16 * Lay::OLD; e += 32) Ow[e] = 0;
-    int r = lane / 2, half = lane % 2, tq = q0 + warp * 16 + r; // lanes 2r, 2r+1 keep row r's softmax state
-    float m = -INFINITY, l = 0;
+    float sl2 = scale * LOG2E, m[2] = { -INFINITY, -INFINITY }, l[2] = { 0.0f, 0.0f }, o[HS / 8][4];
+    #pragma unroll
+    for (int d = 0; d < HS / 8; d++) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.0f;
+    tc_copy_rows<HS>(Qs, q, b, T, q0, qs, (long)h * HS);
+    tc_copy_rows<HS>(Qs + TCR * LD, k, b, T, 0, ks, (long)kh * HS);
+    tc_copy_rows<HS>(Qs + 2 * TCR * LD, v, b, T, 0, ks, (long)kh * HS);
+    cp_commit();
     for (int kt = 0; kt <= qt; kt++) {
         int k0 = kt * TCR;
-        __syncthreads();
-        tc_load_rows<HS>(Ks, k, b, T, k0, ks, (long)kh * HS);
-        tc_load_rows<HS>(Vs, v, b, T, k0, ks, (long)kh * HS);
-        __syncthreads();
-        AccFrag sf[4];
-        tc_scores<HS>(sf, Qs + warp * 16 * Lay::LD, Ks);
-        #pragma unroll
-        for (int j = 0; j < 4; j++) wmma::store_matrix_sync(Sw + j * 16, sf[j], Lay::SLD, wmma::mem_row_major);
-        __syncwarp();
-        float mx = -INFINITY;
-        for (int c = half * 32; c < half * 32 + 32; c++) {
-            float x = k0 + c <= tq ? Sw[r * Lay::SLD + c] * scale : -INFINITY;
-            Sw[r * Lay::SLD + c] = x;
-            mx = fmaxf(mx, x);
+        const __nv_bfloat16 *Ks = Qs + (1 + 2 * (kt & 1)) * TCR * LD, *Vs = Ks + TCR * LD;
+        if (kt < qt) { // the next tile's copy overlaps this one's work
+            __nv_bfloat16 *Kn = Qs + (1 + 2 * ((kt + 1) & 1)) * TCR * LD;
+            tc_copy_rows<HS>(Kn, k, b, T, k0 + TCR, ks, (long)kh * HS);
+            tc_copy_rows<HS>(Kn + TCR * LD, v, b, T, k0 + TCR, ks, (long)kh * HS);
         }
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-        float m_new = fmaxf(m, mx), sum = 0; // finite: key k0 <= tq in every tile of the loop
-        for (int c = half * 32; c < half * 32 + 32; c++) {
-            float p = expf(Sw[r * Lay::SLD + c] - m_new);
-            sum += p;
-            Pw[r * Lay::PLD + c] = __float2bfloat16(p);
+        cp_commit();
+        cp_wait_all_but_last();
+        __syncthreads();
+        float s[8][4];
+        mma_scores<HS, 8>(s, Qs + warp * 16 * LD, Ks);
+        float mx[2] = { m[0], m[1] };
+        #pragma unroll
+        for (int j = 0; j < 8; j++)
+            #pragma unroll
+            for (int e = 0; e < 4; e++) { // scores in log2 units, causal mask
+                int col = k0 + j * 8 + c2 + (e & 1);
+                s[j][e] = col <= row[e / 2] ? s[j][e] * sl2 : -INFINITY;
+                mx[e / 2] = fmaxf(mx[e / 2], s[j][e]);
+            }
+        uint32_t p[4][4];
+        #pragma unroll
+        for (int i = 0; i < 2; i++) { // finite: key k0 <= row in every tile of the loop
+            mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
+            mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
+            float cr = exp2f(m[i] - mx[i]);
+            l[i] *= cr;
+            m[i] = mx[i];
+            #pragma unroll
+            for (int d = 0; d < HS / 8; d++) { o[d][2 * i] *= cr; o[d][2 * i + 1] *= cr; }
         }
-        sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-        float cr = expf(m - m_new);
-        l = l * cr + sum;
-        m = m_new;
-        if (half == 0) cw[r] = cr;
-        __syncwarp();
-        for (int e = lane; e < 16 * HS; e += 32) Ow[(e / HS) * Lay::OLD + e % HS] *= cw[e / HS];
-        __syncwarp();
-        AccFrag of[HS / 16];
         #pragma unroll
-        for (int d = 0; d < HS / 16; d++) wmma::load_matrix_sync(of[d], Ow + d * 16, Lay::OLD, wmma::mem_row_major);
-        tc_mul_tile<HS>(of, Pw, Vs);
+        for (int j = 0; j < 8; j++)
+            #pragma unroll
+            for (int e = 0; e < 4; e++) { s[j][e] = exp2f(s[j][e] - m[e / 2]); l[e / 2] += s[j][e]; }
         #pragma unroll
-        for (int d = 0; d < HS / 16; d++) wmma::store_matrix_sync(Ow + d * 16, of[d], Lay::OLD, wmma::mem_row_major);
-        __syncwarp();
+        for (int c = 0; c < 4; c++) frag_to_a(p[c], s[2 * c], s[2 * c + 1]);
+        mma_pv<HS, 4>(o, p, Vs);
+        __syncthreads(); // every warp is done with this buffer before it is refilled
     }
-    if (tq < T) {
-        float inv = 1.0f / l;
-        for (int d = half * (HS / 2); d < (half + 1) * (HS / 2); d++) out[((long)b * T + tq) * qs + (long)h * HS + d] = Ow[r * Lay::OLD + d] * inv;
-        if (half == 0) lse[((long)b * NH + h) * T + tq] = m + logf(l);
+    #pragma unroll
+    for (int i = 0; i < 2; i++) {
+        l[i] += __shfl_xor_sync(0xffffffffu, l[i], 1);
+        l[i] += __shfl_xor_sync(0xffffffffu, l[i], 2);
+        if (row[i] >= T) continue;
+        float inv = 1.0f / l[i];
+        float *orow = out + ((long)b * T + row[i]) * qs + (long)h * HS + c2;
+        #pragma unroll
+        for (int d = 0; d < HS / 8; d++) *(float2 *)(orow + d * 8) = make_float2(o[d][2 * i] * inv, o[d][2 * i + 1] * inv);
+        if (c2 == 0) lse[((long)b * NH + h) * T + row[i]] = m[i] / LOG2E + logf(l[i]);
     }
 }
 
-// dQ = dS K over the key tiles up to the query block, dS = P (dP - D) scale, P = exp(S scale - lse), dP = dO V^T
+// dQ = dS K over the key tiles up to the query block, dS = P (dP - D) scale, P = exp(S scale - lse), dP = dO V^T;
+// keys in chunks of 32 (fewer registers)
 template <int HS>
-__global__ void __launch_bounds__(128) attention_backward_dq_tc_kernel(float *dq, const float *dout, const float *q, const float *k, const float *v, const float *lse, const float *Dt,
-                                                                       int T, int NH, int KVH, float scale) {
-    typedef TcLayout<HS> Lay;
+__global__ void __launch_bounds__(128) attention_backward_dq_tc_kernel(float *dq, const __nv_bfloat16 *dout, const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v,
+                                                                       const float *lse, const float *Dt, int T, int NH, int KVH, float scale) {
+    constexpr int LD = HS + 8;
     extern __shared__ __align__(128) unsigned char sm8[];
-    __nv_bfloat16 *Qs = (__nv_bfloat16 *)sm8, *dOs = (__nv_bfloat16 *)(sm8 + Lay::TILE), *Ks = (__nv_bfloat16 *)(sm8 + 2 * Lay::TILE), *Vs = (__nv_bfloat16 *)(sm8 + 3 * Lay::TILE);
-    int b = blockIdx.z, h = blockIdx.y, qt = blockIdx.x, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    unsigned char *wbase = sm8 + 4 * Lay::TILE + warp * (2 * Lay::SW + Lay::PW + Lay::OW);
-    float *Sw = (float *)wbase, *dPw = (float *)(wbase + Lay::SW), *Ow = (float *)(wbase + 2 * Lay::SW + Lay::PW);
-    __nv_bfloat16 *dSw = (__nv_bfloat16 *)(wbase + 2 * Lay::SW);
-    int kh = h / (NH / KVH), q0 = qt * TCR;
+    __nv_bfloat16 *Qs = (__nv_bfloat16 *)sm8, *dOs = Qs + TCR * LD; // then [K0][V0][K1][V1]
+    int nqt = (T + TCR - 1) / TCR, qt = nqt - 1 - blockIdx.x;
+    int b = blockIdx.z, h = blockIdx.y, warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c2 = 2 * (lane % 4);
+    int kh = h / (NH / KVH), q0 = qt * TCR, row[2] = { q0 + warp * 16 + g, q0 + warp * 16 + g + 8 };
     long qs = (long)NH * HS, ks = (long)KVH * HS;
-    tc_load_rows<HS>(Qs, q, b, T, q0, qs, (long)h * HS);
-    tc_load_rows<HS>(dOs, dout, b, T, q0, qs, (long)h * HS);
-    int r = lane / 2, half = lane % 2, tq = q0 + warp * 16 + r;
-    float L = tq < T ? lse[((long)b * NH + h) * T + tq] : 0.0f, Dr = tq < T ? Dt[((long)b * NH + h) * T + tq] : 0.0f;
-    AccFrag acc[HS / 16];
+    float sl2 = scale * LOG2E, L[2], Dr[2], acc[HS / 8][4];
+    for (int i = 0; i < 2; i++) {
+        L[i] = row[i] < T ? lse[((long)b * NH + h) * T + row[i]] * LOG2E : 0.0f;
+        Dr[i] = row[i] < T ? Dt[((long)b * NH + h) * T + row[i]] : 0.0f;
+    }
     #pragma unroll
-    for (int d = 0; d < HS / 16; d++) wmma::fill_fragment(acc[d], 0.0f);
+    for (int d = 0; d < HS / 8; d++) acc[d][0] = acc[d][1] = acc[d][2] = acc[d][3] = 0.0f;
+    tc_copy_rows<HS>(Qs, q, b, T, q0, qs, (long)h * HS);
+    tc_copy_rows<HS>(dOs, dout, b, T, q0, qs, (long)h * HS);
+    tc_copy_rows<HS>(Qs + 2 * TCR * LD, k, b, T, 0, ks, (long)kh * HS);
+    tc_copy_rows<HS>(Qs + 3 * TCR * LD, v, b, T, 0, ks, (long)kh * HS);
+    cp_commit();
     for (int kt = 0; kt <= qt; kt++) {
         int k0 = kt * TCR;
-        __syncthreads();
-        tc_load_rows<HS>(Ks, k, b, T, k0, ks, (long)kh * HS);
-        tc_load_rows<HS>(Vs, v, b, T, k0, ks, (long)kh * HS);
-        __syncthreads();
-        AccFrag sf[4];
-        tc_scores<HS>(sf, Qs + warp * 16 * Lay::LD, Ks);
-        #pragma unroll
-        for (int j = 0; j < 4; j++) wmma::store_matrix_sync(Sw + j * 16, sf[j], Lay::SLD, wmma::mem_row_major);
-        tc_scores<HS>(sf, dOs + warp * 16 * Lay::LD, Vs);
-        #pragma unroll
-        for (int j = 0; j < 4; j++) wmma::store_matrix_sync(dPw + j * 16, sf[j], Lay::SLD, wmma::mem_row_major);
-        __syncwarp();
-        for (int c = half * 32; c < half * 32 + 32; c++) {
-            float p = k0 + c <= tq ? expf(Sw[r * Lay::SLD + c] * scale - L) : 0.0f;
-            dSw[r * Lay::PLD + c] = __float2bfloat16(p * (dPw[r * Lay::SLD + c] - Dr) * scale);
+        const __nv_bfloat16 *Ks = Qs + (2 + 2 * (kt & 1)) * TCR * LD, *Vs = Ks + TCR * LD;
+        if (kt < qt) {
+            __nv_bfloat16 *Kn = Qs + (2 + 2 * ((kt + 1) & 1)) * TCR * LD;
+            tc_copy_rows<HS>(Kn, k, b, T, k0 + TCR, ks, (long)kh * HS);
+            tc_copy_rows<HS>(Kn + TCR * LD, v, b, T, k0 + TCR, ks, (long)kh * HS);
         }
-        __syncwarp();
-        tc_mul_tile<HS>(acc, dSw, Ks);
+        cp_commit();
+        cp_wait_all_but_last();
+        __syncthreads();
+        #pragma unroll
+        for (int kc = 0; kc < TCR; kc += 32) {
+            float s[4][4], dp[4][4];
+            mma_scores<HS, 4>(s, Qs + warp * 16 * LD, Ks + kc * LD);
+            mma_scores<HS, 4>(dp, dOs + warp * 16 * LD, Vs + kc * LD);
+            #pragma unroll
+            for (int j = 0; j < 4; j++)
+                #pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    int col = k0 + kc + j * 8 + c2 + (e & 1), i = e / 2;
+                    float pr = col <= row[i] ? exp2f(s[j][e] * sl2 - L[i]) : 0.0f;
+                    s[j][e] = pr * (dp[j][e] - Dr[i]) * scale;
+                }
+            uint32_t ds[2][4];
+            frag_to_a(ds[0], s[0], s[1]);
+            frag_to_a(ds[1], s[2], s[3]);
+            mma_pv<HS, 2>(acc, ds, Ks + kc * LD);
+        }
+        __syncthreads();
     }
     #pragma unroll
-    for (int d = 0; d < HS / 16; d++) wmma::store_matrix_sync(Ow + d * 16, acc[d], Lay::OLD, wmma::mem_row_major);
-    __syncwarp();
-    if (tq < T)
-        for (int d = half * (HS / 2); d < (half + 1) * (HS / 2); d++) dq[((long)b * T + tq) * qs + (long)h * HS + d] += Ow[r * Lay::OLD + d];
+    for (int i = 0; i < 2; i++) {
+        if (row[i] >= T) continue;
+        float *r = dq + ((long)b * T + row[i]) * qs + (long)h * HS + c2;
+        #pragma unroll
+        for (int d = 0; d < HS / 8; d++) { r[d * 8] += acc[d][2 * i]; r[d * 8 + 1] += acc[d][2 * i + 1]; }
+    }
 }
 
-// dV = P^T dO and dK = dS^T Q for a block of 64 key rows, over the heads of its group and the query tiles from it on
+// dV = P^T dO and dK = dS^T Q for a block of 64 key rows and one query head h, over the query tiles from
+// the keys' on (queries in chunks of 32). With G = NH/KVH = 1 the block adds to dk, dv; else it writes
+// its head's share to dkp, dvp (B,T,NH,HS), summed over the group by attention_group_sum_kernel
 template <int HS>
-__global__ void __launch_bounds__(128) attention_backward_dkv_tc_kernel(float *dk, float *dv, const float *dout, const float *q, const float *k, const float *v, const float *lse, const float *Dt,
-                                                                        int T, int NH, int KVH, float scale) {
-    typedef TcLayout<HS> Lay;
+__global__ void __launch_bounds__(128) attention_backward_dkv_tc_kernel(float *dk, float *dv, const __nv_bfloat16 *dout, const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v,
+                                                                        const float *lse, const float *Dt, int T, int NH, int KVH, float scale) {
+    constexpr int LD = HS + 8;
     extern __shared__ __align__(128) unsigned char sm8[];
-    __nv_bfloat16 *Ks = (__nv_bfloat16 *)sm8, *Vs = (__nv_bfloat16 *)(sm8 + Lay::TILE), *Qs = (__nv_bfloat16 *)(sm8 + 2 * Lay::TILE), *dOs = (__nv_bfloat16 *)(sm8 + 3 * Lay::TILE);
-    float *Ls = (float *)(sm8 + 4 * Lay::TILE), *Ds = Ls + TCR;
-    int b = blockIdx.z, kh = blockIdx.y, kt = blockIdx.x, warp = threadIdx.x / 32, lane = threadIdx.x % 32, G = NH / KVH;
-    unsigned char *wbase = sm8 + 4 * Lay::TILE + 2 * TCR * 4 + warp * (2 * Lay::SW + 2 * Lay::PW + Lay::OW);
-    float *St = (float *)wbase, *dPt = (float *)(wbase + Lay::SW), *Ow = (float *)(wbase + 2 * Lay::SW + 2 * Lay::PW);
-    __nv_bfloat16 *Pt = (__nv_bfloat16 *)(wbase + 2 * Lay::SW), *dSt = (__nv_bfloat16 *)(wbase + 2 * Lay::SW + Lay::PW);
-    int k0 = kt * TCR, nqt = (T + TCR - 1) / TCR;
+    __nv_bfloat16 *Ks = (__nv_bfloat16 *)sm8, *Vs = Ks + TCR * LD; // then [Q0][dO0][Q1][dO1], then lse and D of each
+    float *LD0 = (float *)(Ks + 6 * TCR * LD);
+    int b = blockIdx.z, h = blockIdx.y, kt = blockIdx.x, warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c2 = 2 * (lane % 4), G = NH / KVH;
+    int kh = h / G, k0 = kt * TCR, nqt = (T + TCR - 1) / TCR, key[2] = { k0 + warp * 16 + g, k0 + warp * 16 + g + 8 };
     long qs = (long)NH * HS, ks = (long)KVH * HS;
-    tc_load_rows<HS>(Ks, k, b, T, k0, ks, (long)kh * HS);
-    tc_load_rows<HS>(Vs, v, b, T, k0, ks, (long)kh * HS);
-    int r = lane / 2, half = lane % 2, s = k0 + warp * 16 + r;
-    AccFrag adk[HS / 16], adv[HS / 16];
+    float sl2 = scale * LOG2E, adk[HS / 8][4], adv[HS / 8][4];
     #pragma unroll
-    for (int d = 0; d < HS / 16; d++) { wmma::fill_fragment(adk[d], 0.0f); wmma::fill_fragment(adv[d], 0.0f); }
-    for (int h = kh * G; h < (kh + 1) * G; h++)
-        for (int qt = kt; qt < nqt; qt++) {
-            int q0 = qt * TCR;
-            __syncthreads();
-            tc_load_rows<HS>(Qs, q, b, T, q0, qs, (long)h * HS);
-            tc_load_rows<HS>(dOs, dout, b, T, q0, qs, (long)h * HS);
+    for (int d = 0; d < HS / 8; d++) adk[d][0] = adk[d][1] = adk[d][2] = adk[d][3] = adv[d][0] = adv[d][1] = adv[d][2] = adv[d][3] = 0.0f;
+    tc_copy_rows<HS>(Ks, k, b, T, k0, ks, (long)kh * HS);
+    tc_copy_rows<HS>(Vs, v, b, T, k0, ks, (long)kh * HS);
+    for (int qt = kt; qt < nqt; qt++) {
+        int q0 = qt * TCR, buf = (qt - kt) & 1;
+        for (int n = qt == kt ? 0 : 1; n < 2 && qt + n < nqt; n++) { // this tile (first pass only), then the next
+            int bn = (buf + n) & 1, t0 = q0 + n * TCR;
+            tc_copy_rows<HS>(Ks + (2 + 2 * bn) * TCR * LD, q, b, T, t0, qs, (long)h * HS);
+            tc_copy_rows<HS>(Ks + (3 + 2 * bn) * TCR * LD, dout, b, T, t0, qs, (long)h * HS);
             for (int e = threadIdx.x; e < TCR; e += blockDim.x) {
-                int t = q0 + e;
-                Ls[e] = t < T ? lse[((long)b * NH + h) * T + t] : 0.0f;
-                Ds[e] = t < T ? Dt[((long)b * NH + h) * T + t] : 0.0f;
+                int t = t0 + e;
+                LD0[bn * 2 * TCR + e] = t < T ? lse[((long)b * NH + h) * T + t] * LOG2E : 0.0f;
+                LD0[bn * 2 * TCR + TCR + e] = t < T ? Dt[((long)b * NH + h) * T + t] : 0.0f;
             }
-            __syncthreads();
-            AccFrag sf[4];
-            tc_scores<HS>(sf, Ks + warp * 16 * Lay::LD, Qs); // S^T (16 keys x 64 queries)
-            #pragma unroll
-            for (int j = 0; j < 4; j++) wmma::store_matrix_sync(St + j * 16, sf[j], Lay::SLD, wmma::mem_row_major);
-            tc_scores<HS>(sf, Vs + warp * 16 * Lay::LD, dOs); // dP^T
-            #pragma unroll
-            for (int j = 0; j < 4; j++) wmma::store_matrix_sync(dPt + j * 16, sf[j], Lay::SLD, wmma::mem_row_major);
-            __syncwarp();
-            for (int c = half * 32; c < half * 32 + 32; c++) {
-                int t = q0 + c;
-                float p = (t >= s && t < T) ? expf(St[r * Lay::SLD + c] * scale - Ls[c]) : 0.0f;
-                Pt[r * Lay::PLD + c] = __float2bfloat16(p);
-                dSt[r * Lay::PLD + c] = __float2bfloat16(p * (dPt[r * Lay::SLD + c] - Ds[c]) * scale);
-            }
-            __syncwarp();
-            tc_mul_tile<HS>(adv, Pt, dOs);
-            tc_mul_tile<HS>(adk, dSt, Qs);
+            cp_commit();
         }
+        if (qt + 1 < nqt) cp_wait_all_but_last(); else asm volatile("cp.async.wait_group 0;\n" ::);
+        __syncthreads();
+        const __nv_bfloat16 *Qs = Ks + (2 + 2 * buf) * TCR * LD, *dOs = Qs + TCR * LD;
+        const float *Ls = LD0 + buf * 2 * TCR, *Ds = Ls + TCR;
+        #pragma unroll
+        for (int qc = 0; qc < TCR; qc += 32) {
+            float s[4][4], dp[4][4]; // S^T and dP^T: 16 keys x 32 queries
+            mma_scores<HS, 4>(s, Ks + warp * 16 * LD, Qs + qc * LD);
+            mma_scores<HS, 4>(dp, Vs + warp * 16 * LD, dOs + qc * LD);
+            #pragma unroll
+            for (int j = 0; j < 4; j++)
+                #pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    int c = qc + j * 8 + c2 + (e & 1), t = q0 + c;
+                    float pr = (t >= key[e / 2] && t < T) ? exp2f(s[j][e] * sl2 - Ls[c]) : 0.0f;
+                    s[j][e] = pr;
+                    dp[j][e] = pr * (dp[j][e] - Ds[c]) * scale;
+                }
+            uint32_t pa[2][4], da[2][4];
+            frag_to_a(pa[0], s[0], s[1]); frag_to_a(pa[1], s[2], s[3]);
+            frag_to_a(da[0], dp[0], dp[1]); frag_to_a(da[1], dp[2], dp[3]);
+            mma_pv<HS, 2>(adv, pa, dOs + qc * LD);
+            mma_pv<HS, 2>(adk, da, Qs + qc * LD);
+        }
+        __syncthreads();
+    }
     #pragma unroll
-    for (int d = 0; d < HS / 16; d++) wmma::store_matrix_sync(Ow + d * 16, adk[d], Lay::OLD, wmma::mem_row_major);
-    __syncwarp();
-    if (s < T) for (int d = half * (HS / 2); d < (half + 1) * (HS / 2); d++) dk[((long)b * T + s) * ks + (long)kh * HS + d] += Ow[r * Lay::OLD + d];
-    __syncwarp();
-    #pragma unroll
-    for (int d = 0; d < HS / 16; d++) wmma::store_matrix_sync(Ow + d * 16, adv[d], Lay::OLD, wmma::mem_row_major);
-    __syncwarp();
-    if (s < T) for (int d = half * (HS / 2); d < (half + 1) * (HS / 2); d++) dv[((long)b * T + s) * ks + (long)kh * HS + d] += Ow[r * Lay::OLD + d];
+    for (int i = 0; i < 2; i++) {
+        if (key[i] >= T) continue;
+        if (G == 1) {
+            float *rk = dk + ((long)b * T + key[i]) * ks + (long)kh * HS + c2, *rv = dv + ((long)b * T + key[i]) * ks + (long)kh * HS + c2;
+            #pragma unroll
+            for (int d = 0; d < HS / 8; d++) { rk[d * 8] += adk[d][2 * i]; rk[d * 8 + 1] += adk[d][2 * i + 1]; rv[d * 8] += adv[d][2 * i]; rv[d * 8 + 1] += adv[d][2 * i + 1]; }
+        } else { // dk, dv are the scratch (B,T,NH,HS) here
+            float *rk = dk + ((long)b * T + key[i]) * qs + (long)h * HS + c2, *rv = dv + ((long)b * T + key[i]) * qs + (long)h * HS + c2;
+            #pragma unroll
+            for (int d = 0; d < HS / 8; d++) { *(float2 *)(rk + d * 8) = make_float2(adk[d][2 * i], adk[d][2 * i + 1]); *(float2 *)(rv + d * 8) = make_float2(adv[d][2 * i], adv[d][2 * i + 1]); }
+        }
+    }
+}
+// dk[b,t,kh,:] += sum over j < G of part[b,t,kh*G + j,:], in order (part (B,T,NH,HS): the heads of a group are adjacent)
+__global__ void attention_group_sum_kernel(float *dk, const float *part, size_t n, int G, int HS) {
+    FOR_EACH_(e, n) { // e = (b*T + t) * KVH*HS + kh*HS + d
+        size_t bt_kh = e / HS, d = e % HS;
+        const float *p = part + bt_kh * G * HS + d;
+        float s = 0;
+        for (int j = 0; j < G; j++) s += p[(size_t)j * HS];
+        dk[e] += s;
+    }
 }
 
 // the tensor-core path applies: bf16, HS 64 or 128, every operand 16-byte aligned
@@ -1211,28 +1723,52 @@ static int tc_attention_ok(int HS, const void *const *ptrs, int n) {
     for (int i = 0; i < n; i++) if ((uintptr_t)ptrs[i] & 15) return 0;
     return 1;
 }
+// the kernels read bf16 copies of q, k, v (and dO), made first (rows of n values, n a multiple of 8)
+static void *att16_scratch;
+static size_t att16_cap;
+static const __nv_bfloat16 *att_bf16(const float *x, size_t rows, int n, size_t at) {
+    __nv_bfloat16 *q = (__nv_bfloat16 *)att16_scratch + at;
+    to_bf16_kernel<<<blocks_for(rows * (n / 8), 256), 256>>>(q, n, x, n, (int)rows, n);
+    LAUNCHED("to_bf16_kernel");
+    return q;
+}
 template <int HS> static void attention_forward_tc(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T, int NH, int KVH) {
-    typedef TcLayout<HS> Lay;
-    size_t smem = 3 * Lay::TILE + 4 * (Lay::SW + Lay::PW + Lay::OW + 64);
+    size_t nq = (size_t)B * T * NH * HS, nk = (size_t)B * T * KVH * HS;
+    scratch_reserve(&att16_scratch, &att16_cap, (nq + 2 * nk) * sizeof(__nv_bfloat16));
+    const __nv_bfloat16 *q16 = att_bf16(q, (size_t)B * T, NH * HS, 0), *k16 = att_bf16(k, (size_t)B * T, KVH * HS, nq), *v16 = att_bf16(v, (size_t)B * T, KVH * HS, nq + nk);
+    size_t smem = 5 * (size_t)TCR * (HS + 8) * 2;
     CK(cudaFuncSetAttribute(attention_forward_tc_kernel<HS>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     dim3 grid((T + TCR - 1) / TCR, NH, B);
-    attention_forward_tc_kernel<HS><<<grid, 128, smem>>>(out, lse, q, k, v, T, NH, KVH, (float)(1.0 / sqrt((double)HS)));
+    attention_forward_tc_kernel<HS><<<grid, 128, smem>>>(out, lse, q16, k16, v16, T, NH, KVH, (float)(1.0 / sqrt((double)HS)));
     LAUNCHED("attention_forward_tc_kernel");
 }
+static void *att_scratch;
+static size_t att_scratch_cap;
 template <int HS> static void attention_backward_tc(float *dq, float *dk, float *dv, const float *Dt, const float *dout, const float *q, const float *k, const float *v,
                                                     const float *lse, int B, int T, int NH, int KVH) {
-    typedef TcLayout<HS> Lay;
     float scale = (float)(1.0 / sqrt((double)HS));
-    size_t smem_q = 4 * Lay::TILE + 4 * (2 * Lay::SW + Lay::PW + Lay::OW);
-    CK(cudaFuncSetAttribute(attention_backward_dq_tc_kernel<HS>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_q));
+    size_t tile = (size_t)TCR * (HS + 8) * 2;
+    int G = NH / KVH;
+    size_t nq = (size_t)B * T * NH * HS, nk = (size_t)B * T * KVH * HS;
+    scratch_reserve(&att16_scratch, &att16_cap, (2 * nq + 2 * nk) * sizeof(__nv_bfloat16));
+    const __nv_bfloat16 *q16 = att_bf16(q, (size_t)B * T, NH * HS, 0), *do16 = att_bf16(dout, (size_t)B * T, NH * HS, nq);
+    const __nv_bfloat16 *k16 = att_bf16(k, (size_t)B * T, KVH * HS, 2 * nq), *v16 = att_bf16(v, (size_t)B * T, KVH * HS, 2 * nq + nk);
+    CK(cudaFuncSetAttribute(attention_backward_dq_tc_kernel<HS>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)(6 * tile)));
     dim3 gq((T + TCR - 1) / TCR, NH, B);
-    attention_backward_dq_tc_kernel<HS><<<gq, 128, smem_q>>>(dq, dout, q, k, v, lse, Dt, T, NH, KVH, scale);
+    attention_backward_dq_tc_kernel<HS><<<gq, 128, 6 * tile>>>(dq, do16, q16, k16, v16, lse, Dt, T, NH, KVH, scale);
     LAUNCHED("attention_backward_dq_tc_kernel");
-    size_t smem_kv = 4 * Lay::TILE + 2 * TCR * 4 + 4 * (2 * Lay::SW + 2 * Lay::PW + Lay::OW);
+    float *pk = dk, *pv = dv;
+    if (G > 1) { pk = (float *)scratch_reserve(&att_scratch, &att_scratch_cap, 2 * nq * sizeof(float)); pv = pk + nq; }
+    size_t smem_kv = 6 * tile + 4 * TCR * sizeof(float);
     CK(cudaFuncSetAttribute(attention_backward_dkv_tc_kernel<HS>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_kv));
-    dim3 gkv((T + TCR - 1) / TCR, KVH, B);
-    attention_backward_dkv_tc_kernel<HS><<<gkv, 128, smem_kv>>>(dk, dv, dout, q, k, v, lse, Dt, T, NH, KVH, scale);
+    dim3 gkv((T + TCR - 1) / TCR, NH, B);
+    attention_backward_dkv_tc_kernel<HS><<<gkv, 128, smem_kv>>>(pk, pv, do16, q16, k16, v16, lse, Dt, T, NH, KVH, scale);
     LAUNCHED("attention_backward_dkv_tc_kernel");
+    if (G > 1) {
+        attention_group_sum_kernel<<<blocks_for(nk, 256), 256>>>(dk, pk, nk, G, HS);
+        attention_group_sum_kernel<<<blocks_for(nk, 256), 256>>>(dv, pv, nk, G, HS);
+        LAUNCHED("attention_group_sum_kernel");
+    }
 }
 
 template <int HST> static void attention_forward_launch(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T, int NH, int KVH, int HS) {
@@ -1531,8 +2067,8 @@ extern "C" void gpu_release(void) {
         }
         nprof = 0;
     }
-    void **bufs[6] = { &qscratch, &sum_scratch, &splitk_scratch, &tc_scratch[0], &tc_scratch[1], NULL };
-    size_t *caps[6] = { &qscratch_cap, &sum_scratch_cap, &splitk_cap, &tc_cap[0], &tc_cap[1], NULL };
+    void **bufs[8] = { &qscratch, &sum_scratch, &splitk_scratch, &tc_scratch[0], &tc_scratch[1], &att_scratch, &att16_scratch, NULL };
+    size_t *caps[8] = { &qscratch_cap, &sum_scratch_cap, &splitk_cap, &tc_cap[0], &tc_cap[1], &att_scratch_cap, &att16_cap, NULL };
     for (int i = 0; bufs[i]; i++) { if (*bufs[i]) CK(cudaFree(*bufs[i])); *bufs[i] = NULL; *caps[i] = 0; }
 }
 

@@ -32,7 +32,8 @@ static void fuzz_cleanup(void) { if (fuzz_dir[0]) fuzz_rm(fuzz_dir, 0); }
 // the folder (made once; removed at exit) and a file in it
 static const char *fuzz_path(char *buf, size_t n, const char *name) {
     if (!fuzz_dir[0]) {
-        snprintf(fuzz_dir, sizeof(fuzz_dir), "/tmp/peft_fuzz_%d", (int)getpid());
+        const char *tmp = getenv("TMPDIR"); // a tmpfs (TMPDIR=/dev/shm) keeps the file-reading targets off the disk
+        snprintf(fuzz_dir, sizeof(fuzz_dir), "%s/peft_fuzz_%d", tmp && *tmp ? tmp : "/tmp", (int)getpid());
         mkdir(fuzz_dir, 0700);
         atexit(fuzz_cleanup);
     }
