@@ -191,7 +191,8 @@ static unsigned blocks_for(size_t n, int threads) {
     return (unsigned)(b < 1 ? 1 : b > most ? most : b);
 }
 
-#define FOR_EACH_(i, n) for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (n); i += (size_t)gridDim.x * blockDim.x)
+// a grid-stride loop: i runs over [0, n) across the whole grid
+#define FOR_EACH(i, n) for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (n); i += (size_t)gridDim.x * blockDim.x)
 __device__ __forceinline__ float warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;
@@ -326,7 +327,7 @@ __global__ void gemm_bf16_kernel(float *c, long ldc, const float *a, long rsa, l
 // B's columns contiguous in k, else its rows in j), which the fragments read as row- or column-major.
 // q (no, ldq) = p (no, nc) rounded to bf16, p(o, c) = p[o*so + c]; zeros for c in [nc, ldq)
 __global__ void to_bf16_kernel(__nv_bfloat16 *q, long ldq, const float *p, long so, int no, int nc) {
-    FOR_EACH_(e, (size_t)no * (ldq / 8)) { // 8 values a thread: two float4 in, one uint4 out
+    FOR_EACH(e, (size_t)no * (ldq / 8)) { // 8 values a thread: two float4 in, one uint4 out
         int o = (int)(e / (ldq / 8)), c = (int)(e % (ldq / 8)) * 8;
         const float *src = p + (long)o * so + c;
         float t[8];
@@ -891,7 +892,7 @@ cudaError_t gemm_wgmma_t(float *c, long ldc, const __nv_bfloat16 *a, long lda, c
 
 // c (M,N) (+)= the sum of the S partial products at partial (S, M, N), added in order s = 0..S-1
 __global__ void splitk_reduce_kernel(float *c, long ldc, const float *partial, int S, int M, int N, int accumulate) {
-    FOR_EACH_(e, (size_t)M * N) {
+    FOR_EACH(e, (size_t)M * N) {
         int i = (int)(e / N), j = (int)(e % N);
         float s = 0;
         for (int z = 0; z < S; z++) s += partial[(size_t)z * M * N + e];
@@ -904,7 +905,7 @@ static size_t splitk_cap;
 // LoRA's narrow products, in fp32 on the CUDA cores (they move bytes, not FLOPs):
 // K <= 16 (t = u B^T, dx += du A: a rank-r update of a wide C): a thread per element of C, r FMAs
 __global__ void gemm_small_k_kernel(float *c, long ldc, const float *a, long rsa, long csa, const float *b, long rsb, long csb, int M, int N, int K, int accumulate) {
-    FOR_EACH_(e, (size_t)M * N) {
+    FOR_EACH(e, (size_t)M * N) {
         int i = (int)(e / N), j = (int)(e % N);
         float s = 0;
         for (int k = 0; k < K; k++) s += a[i * rsa + k * csa] * b[k * rsb + j * csb];
@@ -983,7 +984,7 @@ __global__ void gemm_small_m_kernel(float *c, long rsc, long csc, const float *a
 }
 // c (M,N) at (rsc, csc) (+)= the S partial products at partial (S, M, N), added in order s = 0..S-1
 __global__ void splitk_reduce_strided_kernel(float *c, long rsc, long csc, const float *partial, int S, int M, int N, int accumulate) {
-    FOR_EACH_(e, (size_t)M * N) {
+    FOR_EACH(e, (size_t)M * N) {
         int i = (int)(e / N), j = (int)(e % N);
         float s = 0;
         for (int z = 0; z < S; z++) s += partial[(size_t)z * M * N + e];
@@ -1157,7 +1158,6 @@ extern "C" void gpu_encoder_forward_q(float *out, const int *tokens, GPU_QARGS, 
 // ----------------------------------------------------------------------------
 // elementwise kernels (grid-stride loops)
 
-#define FOR_EACH(i, n) for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (n); i += (size_t)gridDim.x * blockDim.x)
 
 // peft.c's hash_uniform: the same dropout mask as the CPU draws
 __device__ __forceinline__ float hash_uniform(uint64_t seed, uint64_t i) {
@@ -1708,7 +1708,7 @@ __global__ void __launch_bounds__(128) attention_backward_dkv_tc_kernel(float *d
 }
 // dk[b,t,kh,:] += sum over j < G of part[b,t,kh*G + j,:], in order (part (B,T,NH,HS): the heads of a group are adjacent)
 __global__ void attention_group_sum_kernel(float *dk, const float *part, size_t n, int G, int HS) {
-    FOR_EACH_(e, n) { // e = (b*T + t) * KVH*HS + kh*HS + d
+    FOR_EACH(e, n) { // e = (b*T + t) * KVH*HS + kh*HS + d
         size_t bt_kh = e / HS, d = e % HS;
         const float *p = part + bt_kh * G * HS + d;
         float s = 0;
