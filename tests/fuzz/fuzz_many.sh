@@ -17,7 +17,8 @@
 # to WORK/<t>/ (default tests/fuzz/work), logs to WORK/<t>.log, crash files to WORK/artifacts/<t>-*.
 # -M: afterwards rebuild tests/fuzz/corpus/<t>/ minimized (-merge=1) from itself and WORK/<t>/, inputs cut to
 # 32 KiB (hf_model: 128 KiB) as the committed corpus is.
-# -n: nice level (default 19); -T: seconds per input that count as a hang (default 1). Needs bash 4.3 (wait -n).
+# -n: nice level (default 19); -T: seconds per input that count as a hang (default 1); a timeout input is
+# run again alone at the end and counts only if it still takes that long. Needs bash 4.3 (wait -n).
 set -u
 
 usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
@@ -135,4 +136,19 @@ if [ "$MERGE" = 1 ]; then
         fi
     done
 fi
-[ "$total_crash" -eq 0 ]
+# a timeout on a loaded machine may be the machine (nice 19 under other work): each timeout input is
+# run again alone, 3 times, with the same limit; only one that still takes over -T seconds counts
+real_bad=0
+for a in $(find "$WORK/artifacts" -maxdepth 1 -type f -newer "$WORK/.fuzz_many_start" | sort); do
+    t=$(basename "$a"); kind=${t#*-}; kind=${kind%%-*}; t=${t%%-*}
+    if [ "$kind" = timeout ]; then
+        ok=1 ms=""
+        for i in 1 2 3; do
+            out=$(PEFT_FUZZ_TARGET=$t ASAN_OPTIONS=detect_leaks=1 "$BIN" -timeout="$TIMEOUT" -rss_limit_mb="$RSS" "$a" 2>&1) || ok=0
+            ms="$ms $(printf '%s\n' "$out" | grep -oE 'in [0-9]+ ms' | grep -oE '[0-9]+')"
+        done
+        if [ "$ok" = 1 ]; then echo "fuzz_many: $a: not a hang alone (ms of 3 runs:$ms; the machine was busy)"; continue; fi
+    fi
+    echo "fuzz_many: $a: $kind, reproduced"; real_bad=$((real_bad + 1))
+done
+[ "$real_bad" -eq 0 ]
