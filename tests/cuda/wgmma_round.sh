@@ -10,7 +10,7 @@ FZ=""
 if [ -x tests/fuzz/bin/fuzz_all ] && [ "${FUZZ_S:-0}" -gt 0 ]; then
   TMPDIR=/dev/shm bash tests/fuzz/fuzz_many.sh -j ${FUZZ_J:-33} -s $FUZZ_S -w /dev/shm/fw -n 19 > "$OUT/fuzz.log" 2>&1 & FZ=$!
 fi
-echo "== wgmma standalone"; ( cd bench/gemm_wgmma && timeout 200 bash run.sh ) > "$OUT/wgmma.log" 2>&1; echo "rc $?"; sed -n '/FINAL SUMMARY/,$p' "$OUT/wgmma.log" | head -60
+echo "== wgmma standalone"; ( cd bench/gemm_wgmma && timeout 200 bash run.sh ) > "$OUT/wgmma.log" 2>&1; echo "rc $?"; grep -E 'SASS|correctness|^[0-9]+x' "$OUT/wgmma.log" | tail -12
 for g in mma wgmma; do
   PEFT_CUDA_GEMM=$g timeout 150 ./test_all --cuda > "$OUT/test_$g.log" 2>&1; echo "== test_all --cuda, PEFT_CUDA_GEMM=$g: $(tail -1 $OUT/test_$g.log)"; grep -v "^PASS" "$OUT/test_$g.log" | grep -v "^==" | cut -c1-400 | head -8; grep -E "cuda matmul" "$OUT/test_$g.log" | cut -c1-300
 done
