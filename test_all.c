@@ -2386,6 +2386,25 @@ static void test_quant_files(void) {
     expect_model_error("nf4 file with a NaN scale", bad, "non-finite");
     free(buf); free(b2);
 }
+// the embedding, classifier and first w1 of mq (quantized on load, in chunks) hold the same bytes as
+// each whole float matrix of fm quantized at once
+static int chunked_same_as_whole(const Model *mq, const Model *fm, int type, int dq) {
+    const floatX *src[3] = { fm->params.embed, fm->params.wcls, fm->params.w1 };
+    const QTensor *got[3] = { &mq->qembed, &mq->qcls, &mq->qw[TGT_GATE] };
+    int same = 1;
+    for (int k = 0; k < 3; k++) {
+        QTensor ref;
+        qtensor_alloc(&ref, type, got[k]->rows, got[k]->cols, dq);
+        qtensor_quantize(&ref, src[k], "ref", "ref");
+        const QTensor *g = got[k];
+        same &= !memcmp(ref.q, g->q, qtensor_qbytes(type, ref.n)) && ref.offset == g->offset;
+        if (dq) same &= !memcmp(ref.qabsmax, g->qabsmax, ref.nblocks) && !memcmp(ref.absmax2, g->absmax2, (ref.nblocks + DQ_BLOCK - 1) / DQ_BLOCK * sizeof(float));
+        else if (ref.scale16) same &= !memcmp(ref.scale16, g->scale16, ref.nblocks * 2);
+        else same &= !memcmp(ref.scale, g->scale, ref.nblocks * sizeof(float));
+        qtensor_free(&ref);
+    }
+    return same;
+}
 
 // loading an fp32 .bin quantizes large matrices in chunks: the same bytes as quantizing the whole matrix
 static void test_quant_chunked_load(void) {
@@ -2405,20 +2424,7 @@ static void test_quant_chunked_load(void) {
         QuantOpts qo = { type, 1, type == QT_NF4, 0 };
         Model mq;
         if (model_load_q(&mq, path, &qo)) { check(0, "chunked quantization", "%s", peft_errbuf); continue; }
-        const floatX *src[3] = { fm.params.embed, fm.params.wcls, fm.params.w1 };
-        const QTensor *got[3] = { &mq.qembed, &mq.qcls, &mq.qw[TGT_GATE] };
-        int same = 1;
-        for (int k = 0; k < 3; k++) {
-            QTensor ref;
-            qtensor_alloc(&ref, type, got[k]->rows, got[k]->cols, qo.dq);
-            qtensor_quantize(&ref, src[k], "ref", "ref");
-            const QTensor *g = got[k];
-            same &= !memcmp(ref.q, g->q, qtensor_qbytes(type, ref.n)) && ref.offset == g->offset;
-            if (qo.dq) same &= !memcmp(ref.qabsmax, g->qabsmax, ref.nblocks) && !memcmp(ref.absmax2, g->absmax2, (ref.nblocks + DQ_BLOCK - 1) / DQ_BLOCK * sizeof(float));
-            else if (ref.scale16) same &= !memcmp(ref.scale16, g->scale16, ref.nblocks * 2);
-            else same &= !memcmp(ref.scale, g->scale, ref.nblocks * sizeof(float));
-            qtensor_free(&ref);
-        }
+        int same = chunked_same_as_whole(&mq, &fm, type, qo.dq);
         char name[64];
         snprintf(name, sizeof(name), "%s chunked quantization on load", qtype_names[type]);
         check(same, name, "embedding (320000 values), classifier and a 266240-value w1 read in chunks == quantized whole%s", qo.dq ? " (with double quantization)" : "");
@@ -2449,20 +2455,7 @@ static void test_quant_chunked_load_hf(void) {
         QuantOpts qo = { type, 1, type == QT_NF4, 0 };
         Model mq;
         if (model_load_q(&mq, dir, &qo)) { check(0, "chunked quantization (HF)", "%s", peft_errbuf); continue; }
-        const floatX *src[3] = { fm.params.embed, fm.params.wcls, fm.params.w1 };
-        const QTensor *got[3] = { &mq.qembed, &mq.qcls, &mq.qw[TGT_GATE] };
-        int same = 1;
-        for (int k = 0; k < 3; k++) {
-            QTensor ref;
-            qtensor_alloc(&ref, type, got[k]->rows, got[k]->cols, qo.dq);
-            qtensor_quantize(&ref, src[k], "ref", "ref");
-            const QTensor *g = got[k];
-            same &= !memcmp(ref.q, g->q, qtensor_qbytes(type, ref.n)) && ref.offset == g->offset;
-            if (qo.dq) same &= !memcmp(ref.qabsmax, g->qabsmax, ref.nblocks) && !memcmp(ref.absmax2, g->absmax2, (ref.nblocks + DQ_BLOCK - 1) / DQ_BLOCK * sizeof(float));
-            else if (ref.scale16) same &= !memcmp(ref.scale16, g->scale16, ref.nblocks * 2);
-            else same &= !memcmp(ref.scale, g->scale, ref.nblocks * sizeof(float));
-            qtensor_free(&ref);
-        }
+        int same = chunked_same_as_whole(&mq, &fm, type, qo.dq);
         char name[80];
         snprintf(name, sizeof(name), "%s chunked quantization of a bf16 HF folder", qtype_names[type]);
         check(same, name, "embedding and lm_head (1,280,000 values: 2-3 chunks) and w1 == each whole float matrix quantized%s", qo.dq ? " (double quantization)" : "");
