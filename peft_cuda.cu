@@ -103,6 +103,7 @@ template <typename T> static T *D(T *p) {
     return p;
 }
 
+namespace wgk { static PFN_cuTensorMapEncodeTiled_v12000 get_encode_fn(); } // the Hopper GEMM's tensor maps (below)
 extern "C" int gpu_init(int bf16, int device, char *err, size_t errlen) {
     int n = 0;
     cudaError_t e = cudaGetDeviceCount(&n);
@@ -119,6 +120,10 @@ extern "C" int gpu_init(int bf16, int device, char *err, size_t errlen) {
     s = getenv("PEFT_CUDA_GEMM");
     large_gemm = narrow_gemm = !(s && !strcmp(s, "small"));
     wgmma_gemm = p.major == 9 && large_gemm && !(s && !strcmp(s, "mma"));
+    if (wgmma_gemm && !wgk::get_encode_fn()) { // a driver without cuTensorMapEncodeTiled: the sm_80 GEMM
+        fprintf(stderr, "peft: note: this CUDA driver has no cuTensorMapEncodeTiled; the GEMM runs without wgmma\n");
+        wgmma_gemm = 0;
+    }
     s = getenv("PEFT_CUDA_TC");
     if (s && sscanf(s, "%d,%d", &tc_k, &tc_wn) == 2 && (tc_k != 32 && tc_k != 64)) tc_k = 64;
     if (tc_wn != 32 && tc_wn != 64) tc_wn = 64;
@@ -812,11 +817,7 @@ static PFN_cuTensorMapEncodeTiled_v12000 get_encode_fn() {
         // cudaGetDriverEntryPoint (no version) is deprecated in CUDA 13 (-Wdeprecated warning); the ByVersion
         // form asks for the ABI of cuTensorMapEncodeTiled as introduced in CUDA 12.0.
         cudaError_t e = cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q);
-        if (e != cudaSuccess || q != cudaDriverEntryPointSuccess || !p) {
-            fprintf(stderr, "gemm_wgmma: cannot get cuTensorMapEncodeTiled (err %s, query result %d)\n",
-                    cudaGetErrorString(e), (int)q);
-            return nullptr;
-        }
+        if (e != cudaSuccess || q != cudaDriverEntryPointSuccess || !p) { cudaGetLastError(); return nullptr; } // gpu_init falls back
         fn = (PFN_cuTensorMapEncodeTiled_v12000)p;
     }
     return fn;
@@ -834,7 +835,7 @@ static cudaError_t make_tmap(CUtensorMap *map, const __nv_bfloat16 *ptr, long ld
                      CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
                      CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
     if (r != CUDA_SUCCESS) {
-        fprintf(stderr, "gemm_wgmma: cuTensorMapEncodeTiled failed (CUresult %d) rows=%d K=%d ld=%ld box_rows=%d ptr=%p\n",
+        fprintf(stderr, "peft: gemm_wgmma: cuTensorMapEncodeTiled failed (CUresult %d) rows=%d K=%d ld=%ld box_rows=%d ptr=%p\n",
                 (int)r, rows, K, ld, box_rows, (const void *)ptr);
         return cudaErrorInvalidValue;
     }
@@ -863,7 +864,7 @@ cudaError_t gemm_wgmma_t(float *c, long ldc, const __nv_bfloat16 *a, long lda, c
     }
     if (lda % 8 || ldb % 8 || lda < K || ldb < K || ldc < N || ((uintptr_t)a & 15) || ((uintptr_t)b & 15) ||
         ((uintptr_t)c & 3)) {
-        fprintf(stderr, "gemm_wgmma: bad arguments (lda=%ld ldb=%ld ldc=%ld K=%d N=%d a=%p b=%p c=%p)\n", lda, ldb, ldc, K, N,
+        fprintf(stderr, "peft: gemm_wgmma: bad arguments (lda=%ld ldb=%ld ldc=%ld K=%d N=%d a=%p b=%p c=%p)\n", lda, ldb, ldc, K, N,
                 (const void *)a, (const void *)b, (void *)c);
         return cudaErrorInvalidValue;
     }
