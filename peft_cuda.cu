@@ -1420,8 +1420,9 @@ __global__ void attention_forward_kernel(float *out, float *lse, const float *q,
 // the same attention on the tensor cores (--dtype bf16, head sizes 64 and 128), FlashAttention-2 style
 // with mma.sync m16n8k16: Q, K, V, dO, P and dS rounded to bf16; scores, the softmax state and every
 // accumulation in fp32. A block has 4 warps and 64 rows (queries for the forward and dQ, keys for
-// dK/dV), 16 per warp; the other side comes in tiles of 64 rows, staged as bf16 in shared memory
-// (rows padded by 16 bytes so that ldmatrix is free of bank conflicts). Scores, P and the outputs stay
+// dK/dV), 16 per warp; the other side comes in tiles of 64 rows, copied from bf16 copies of q, k, v
+// and dO (made first) into shared memory by cp.async, two buffers deep so that the next tile's copy
+// overlaps this one's math (rows padded by 16 bytes so that ldmatrix is free of bank conflicts). Scores, P and the outputs stay
 // in registers: a score fragment (C of one mma) is already the A operand of the next product once
 // rounded to bf16. Deterministic: no atomics; with GQA, dK and dV of each query head go to scratch and
 // are summed over the group in a fixed order.
