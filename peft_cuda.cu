@@ -842,14 +842,6 @@ static cudaError_t make_tmap(CUtensorMap *map, const __nv_bfloat16 *ptr, long ld
     return cudaSuccess;
 }
 
-static int wgk_num_sms() {
-    static int n = 0;
-    if (!n) {
-        int dev = 0;
-        if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || n <= 0) n = 132;
-    }
-    return n;
-}
 
 // Returns cudaSuccess or the first error (argument check, tensor-map encode, attribute, launch).
 // max_ctas > 0 caps the persistent grid (testing the multi-tile-per-CTA path); 0 = one CTA per SM.
@@ -880,7 +872,7 @@ cudaError_t gemm_wgmma_t(float *c, long ldc, const __nv_bfloat16 *a, long lda, c
         attr_set = true;
     }
     const long tiles = (long)((M + BM - 1) / BM) * ((N + BN - 1) / BN);
-    int grid = wgk_num_sms();
+    int grid = ::num_sms; // read off the device by gpu_init
     if (max_ctas > 0 && max_ctas < grid) grid = max_ctas;
     if (tiles < grid) grid = (int)tiles;
     gemm_wgmma_kernel<BN, STAGES><<<grid, NTHREADS, cfg::SMEM_BYTES, stream>>>(ta, tb, c, ldc, M, N, K, accumulate);
@@ -1736,7 +1728,8 @@ template <int HS> static void attention_forward_tc(float *out, float *lse, const
     scratch_reserve(&att16_scratch, &att16_cap, (nq + 2 * nk) * sizeof(__nv_bfloat16));
     const __nv_bfloat16 *q16 = att_bf16(q, (size_t)B * T, NH * HS, 0), *k16 = att_bf16(k, (size_t)B * T, KVH * HS, nq), *v16 = att_bf16(v, (size_t)B * T, KVH * HS, nq + nk);
     size_t smem = 5 * (size_t)TCR * (HS + 8) * 2;
-    CK(cudaFuncSetAttribute(attention_forward_tc_kernel<HS>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    static bool set = false; // the limit is the same every call: raise it once
+    if (!set) { CK(cudaFuncSetAttribute(attention_forward_tc_kernel<HS>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem)); set = true; }
     dim3 grid((T + TCR - 1) / TCR, NH, B);
     attention_forward_tc_kernel<HS><<<grid, 128, smem>>>(out, lse, q16, k16, v16, T, NH, KVH, (float)(1.0 / sqrt((double)HS)));
     LAUNCHED("attention_forward_tc_kernel");
@@ -1752,14 +1745,18 @@ template <int HS> static void attention_backward_tc(float *dq, float *dk, float 
     scratch_reserve(&att16_scratch, &att16_cap, (2 * nq + 2 * nk) * sizeof(__nv_bfloat16));
     const __nv_bfloat16 *q16 = att_bf16(q, (size_t)B * T, NH * HS, 0), *do16 = att_bf16(dout, (size_t)B * T, NH * HS, nq);
     const __nv_bfloat16 *k16 = att_bf16(k, (size_t)B * T, KVH * HS, 2 * nq), *v16 = att_bf16(v, (size_t)B * T, KVH * HS, 2 * nq + nk);
-    CK(cudaFuncSetAttribute(attention_backward_dq_tc_kernel<HS>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)(6 * tile)));
+    size_t smem_kv = 6 * tile + 4 * TCR * sizeof(float);
+    static bool set = false;
+    if (!set) {
+        CK(cudaFuncSetAttribute(attention_backward_dq_tc_kernel<HS>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)(6 * tile)));
+        CK(cudaFuncSetAttribute(attention_backward_dkv_tc_kernel<HS>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_kv));
+        set = true;
+    }
     dim3 gq((T + TCR - 1) / TCR, NH, B);
     attention_backward_dq_tc_kernel<HS><<<gq, 128, 6 * tile>>>(dq, do16, q16, k16, v16, lse, Dt, T, NH, KVH, scale);
     LAUNCHED("attention_backward_dq_tc_kernel");
     float *pk = dk, *pv = dv;
     if (G > 1) { pk = (float *)scratch_reserve(&att_scratch, &att_scratch_cap, 2 * nq * sizeof(float)); pv = pk + nq; }
-    size_t smem_kv = 6 * tile + 4 * TCR * sizeof(float);
-    CK(cudaFuncSetAttribute(attention_backward_dkv_tc_kernel<HS>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_kv));
     dim3 gkv((T + TCR - 1) / TCR, NH, B);
     attention_backward_dkv_tc_kernel<HS><<<gkv, 128, smem_kv>>>(pk, pv, do16, q16, k16, v16, lse, Dt, T, NH, KVH, scale);
     LAUNCHED("attention_backward_dkv_tc_kernel");

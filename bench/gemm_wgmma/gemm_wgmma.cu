@@ -417,6 +417,7 @@ int main(int argc, char **argv) {
     CKT(cudaSetDevice(dev));
     cudaDeviceProp p;
     CKT(cudaGetDeviceProperties(&p, dev));
+    num_sms = p.multiProcessorCount; // peft_cuda.cu's (gpu_init sets it in peft)
     int rt = 0, drv = 0;
     CKT(cudaRuntimeGetVersion(&rt));
     CKT(cudaDriverGetVersion(&drv));
