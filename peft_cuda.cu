@@ -40,7 +40,7 @@ static int sync_each; // PEFT_CUDA_SYNC=1: wait for every kernel, so an error na
 // event before it and its own (its run, plus any time the GPU sat idle waiting for it), without waiting
 // for kernels one by one; printed at the end of a command
 static int profile;
-static struct { const char *name; double secs, flops; long calls; } prof[64];
+static struct { const char *name; double secs, flops; long calls; } prof[128];
 static int nprof;
 static double prof_flops;
 #define PROF_EVENTS 4096
@@ -65,14 +65,25 @@ static void launched(const char *name) {
     if (!prof_ev[0]) for (int e = 0; e <= PROF_EVENTS; e++) cuda_check(cudaEventCreate(&prof_ev[e]), "profile", __FILE__, __LINE__);
     int i = 0;
     while (i < nprof && strcmp(prof[i].name, name)) i++;
-    if (i == nprof && nprof < 63) { prof[i].name = name; nprof++; }
-    if (i == 63) prof[63].name = "(others)";
+    if (i == nprof && nprof < 127) { prof[i].name = name; nprof++; }
+    if (i == 127) prof[127].name = "(others)";
     cuda_check(cudaEventRecord(prof_ev[prof_n + 1]), "profile", __FILE__, __LINE__);
     prof_kind[prof_n] = i; prof_fl[prof_n] = prof_flops; prof_n++;
     prof_flops = 0;
     if (prof_n == PROF_EVENTS) prof_flush();
 }
 #define LAUNCHED(name) launched(name)
+// the profile's name for a GEMM of one shape: "what MxNxK" (+= when it accumulates)
+static const char *shape_name(const char *what, int M, int N, int K, int acc) {
+    static char names[48][48];
+    static int n;
+    char b[48];
+    snprintf(b, sizeof b, "%s %dx%dx%d%s", what, M, N, K, acc ? " +=" : "");
+    for (int i = 0; i < n; i++) if (!strcmp(names[i], b)) return names[i];
+    if (n == 48) return what;
+    memcpy(names[n], b, sizeof b);
+    return names[n++];
+}
 
 static int bf16_matmuls; // --dtype bf16
 static int large_gemm = 1; // PEFT_CUDA_GEMM=small: only the 64x64 tiles (for comparison)
@@ -81,6 +92,7 @@ static int tc_k = 64, tc_wn = 64; // the large GEMM's tile (below; 64,64 measure
 static int wgmma_gemm; // Hopper (sm_90): the large GEMM on wgmma; PEFT_CUDA_GEMM=mma keeps the cp.async kernel
 static int tc_attention = 1; // PEFT_CUDA_ATTN=cuda-cores: bf16 attention on the CUDA cores too (for comparison)
 static int num_sms = 132;
+static int copies_on = 1, copies_check, copies_shadow = 1; // PEFT_CUDA_COPIES (the GEMM operands' bf16 copies, below)
 
 // ----------------------------------------------------------------------------
 // device memory and the mirrors of host tensors
@@ -129,6 +141,10 @@ extern "C" int gpu_init(int bf16, int device, char *err, size_t errlen) {
     if (tc_wn != 32 && tc_wn != 64) tc_wn = 64;
     s = getenv("PEFT_CUDA_ATTN");
     tc_attention = !(s && !strcmp(s, "cuda-cores"));
+    s = getenv("PEFT_CUDA_COPIES");
+    copies_on = !(s && !strcmp(s, "0"));
+    copies_check = s && !strcmp(s, "check");
+    copies_shadow = !(s && !strcmp(s, "noshadow"));
     s = getenv("PEFT_CUDA_PROFILE");
     profile = s && *s && *s != '0';
     size_t fr = 0, tot = 0;
@@ -141,18 +157,36 @@ extern "C" void gpu_set_bf16(int on) { bf16_matmuls = on; } // the tests switch 
 extern "C" size_t gpu_free_bytes(void) { size_t fr = 0, tot = 0; cudaMemGetInfo(&fr, &tot); return fr; }
 static size_t peak_used; // device memory in use (all of it, as cudaMemGetInfo sees it) after each allocation
 extern "C" size_t gpu_peak_bytes(void) { return peak_used; }
+static void wrote(const void *p, size_t bytes);  // the bf16 copies made from there are stale (below)
+static void forget(const void *p, size_t bytes); // the memory is freed: its copies go
+static struct { void *p; size_t bytes; } *allocs; // gpu_alloc's blocks, for forget
+static int nallocs, cap_allocs;
 extern "C" void *gpu_alloc(size_t bytes) {
     void *p = NULL;
     if (cudaMalloc(&p, bytes ? bytes : 1) != cudaSuccess) { cudaGetLastError(); return NULL; }
     CK(cudaMemset(p, 0, bytes ? bytes : 1));
     size_t fr = 0, tot = 0;
     if (cudaMemGetInfo(&fr, &tot) == cudaSuccess && tot - fr > peak_used) peak_used = tot - fr;
+    if (nallocs == cap_allocs) {
+        cap_allocs = cap_allocs ? 2 * cap_allocs : 256;
+        allocs = (decltype(allocs))realloc(allocs, (size_t)cap_allocs * sizeof *allocs);
+        if (!allocs) { fprintf(stderr, "peft: out of memory\n"); exit(1); }
+    }
+    allocs[nallocs].p = p; allocs[nallocs].bytes = bytes ? bytes : 1; nallocs++;
     return p;
 }
-extern "C" void gpu_free(void *p) { if (p) CK(cudaFree(p)); }
+static void free_block(void *p) { // gpu_alloc's block, copies or not
+    for (int i = nallocs - 1; i >= 0; i--) if (allocs[i].p == p) { allocs[i] = allocs[--nallocs]; break; }
+    CK(cudaFree(p));
+}
+extern "C" void gpu_free(void *p) {
+    if (!p) return;
+    for (int i = nallocs - 1; i >= 0; i--) if (allocs[i].p == p) { forget(p, allocs[i].bytes); break; }
+    free_block(p);
+}
 extern "C" int gpu_mirror(void *host, size_t bytes) {
     Mirror *m = find_mirror(host);
-    if (m && m->host == (char *)host && m->bytes == bytes) { CK(cudaMemcpy(m->dev, host, bytes, cudaMemcpyHostToDevice)); return 0; }
+    if (m && m->host == (char *)host && m->bytes == bytes) { wrote(m->dev, bytes); CK(cudaMemcpy(m->dev, host, bytes, cudaMemcpyHostToDevice)); return 0; }
     void *dev = gpu_alloc(bytes);
     if (!dev) return -1;
     if (bytes) CK(cudaMemcpy(dev, host, bytes, cudaMemcpyHostToDevice));
@@ -167,24 +201,24 @@ extern "C" int gpu_mirror(void *host, size_t bytes) {
 }
 extern "C" void gpu_unmirror(void *host) {
     for (int i = 0; i < nmirrors; i++)
-        if (mirrors[i].host == (char *)host) { CK(cudaFree(mirrors[i].dev)); mirrors[i] = mirrors[--nmirrors]; return; }
+        if (mirrors[i].host == (char *)host) { gpu_free(mirrors[i].dev); mirrors[i] = mirrors[--nmirrors]; return; }
 }
 extern "C" void gpu_sync_mirror(void *host, int to_device) {
     Mirror *m = find_mirror(host);
     if (!m || m->host != (char *)host) { fprintf(stderr, "peft: internal error: tensor %p has no GPU mirror\n", host); exit(1); }
-    if (to_device) CK(cudaMemcpy(m->dev, m->host, m->bytes, cudaMemcpyHostToDevice));
+    if (to_device) { wrote(m->dev, m->bytes); CK(cudaMemcpy(m->dev, m->host, m->bytes, cudaMemcpyHostToDevice)); }
     else CK(cudaMemcpy(m->host, m->dev, m->bytes, cudaMemcpyDeviceToHost));
 }
 extern "C" void gpu_copy(void *dst, const void *src, size_t bytes, int to_device) {
     if (!bytes) return;
-    if (to_device) CK(cudaMemcpy(D(dst), src, bytes, cudaMemcpyHostToDevice));
+    if (to_device) { wrote(D(dst), bytes); CK(cudaMemcpy(D(dst), src, bytes, cudaMemcpyHostToDevice)); }
     else CK(cudaMemcpy(dst, D(src), bytes, cudaMemcpyDeviceToHost));
 }
 
 // scratch that grows to the largest request (one user at a time)
 static void *scratch_reserve(void **buf, size_t *cap, size_t bytes) {
     if (bytes <= *cap) return *buf;
-    if (*buf) CK(cudaFree(*buf));
+    gpu_free(*buf);
     *buf = gpu_alloc(bytes);
     if (!*buf) { fprintf(stderr, "peft: out of GPU memory allocating %.1f MiB of scratch (%.1f MiB free)\n", bytes / 1048576.0, gpu_free_bytes() / 1048576.0); exit(1); }
     *cap = bytes;
@@ -230,6 +264,173 @@ __device__ float block_max(float v, float *shared32) {
     float m = -INFINITY;
     for (int w = 0; w < nw; w++) m = fmaxf(m, shared32[w]);
     return m;
+}
+
+// ----------------------------------------------------------------------------
+// bf16 copies of the large GEMM's operands, kept while their source is unchanged
+//
+// The large GEMM reads bf16 operands (to_bf16_kernel: the contiguous axis padded with zeros to a
+// multiple of 8, so every 16-byte piece is whole and aligned). The copy made for one call is kept for
+// the next calls that read the same operand, keyed by its source and layout: q, k and v read one input,
+// gate and up another, and a frozen weight is read by every step. Every entry point reports the memory
+// it writes (wrote), which drops the copies made from it. Copies of weights (sources inside a mirror)
+// have their own buffers, kept between steps while 2 GiB stay free; the others share NSLOTS buffers,
+// the least recently used taken first. Kernels whose output a large GEMM reads next (RMSNorm, SwiGLU,
+// RoPE, ...) write its copy beside it (shadow). PEFT_CUDA_COPIES=0: a fresh copy for every call (as
+// before the cache); =check: every copy found is compared with a fresh one, and a difference stops the
+// program (the test that no writer is missing); =noshadow: no kernel writes a copy beside its output.
+// q (no, ldq) = p (no, nc) rounded to bf16, p(o, c) = p[o*so + c]; zeros for c in [nc, ldq)
+__global__ void to_bf16_kernel(__nv_bfloat16 *q, long ldq, const float *p, long so, int no, int nc) {
+    FOR_EACH(e, (size_t)no * (ldq / 8)) { // 8 values a thread: two float4 in, one uint4 out
+        int o = (int)(e / (ldq / 8)), c = (int)(e % (ldq / 8)) * 8;
+        const float *src = p + (long)o * so + c;
+        float t[8];
+        if (c + 7 < nc && ((uintptr_t)src & 15) == 0) { *(float4 *)t = *(const float4 *)src; *(float4 *)(t + 4) = *(const float4 *)(src + 4); }
+        else for (int k = 0; k < 8; k++) t[k] = c + k < nc ? src[k] : 0.0f;
+        __nv_bfloat162 h[4];
+        for (int k = 0; k < 4; k++) h[k] = __floats2bfloat162_rn(t[2 * k], t[2 * k + 1]);
+        *(uint4 *)(q + (long)o * ldq + c) = *(uint4 *)h;
+    }
+}
+// q[o*ldq + c] = bf16(p[c*so + o]) for o < no, c < nc, zeros for nc <= c < ldq: the transposing copy,
+// in 32 x 32 tiles through shared memory (reads and writes coalesced)
+__global__ void to_bf16_t_kernel(__nv_bfloat16 *q, long ldq, const float *p, long so, int no, int nc) {
+    __shared__ float t[32][33];
+    int o0 = blockIdx.x * 32, c0 = blockIdx.y * 32, tx = threadIdx.x % 32, ty = threadIdx.x / 32;
+    for (int r = ty; r < 32; r += 8) { int c = c0 + r, o = o0 + tx; t[r][tx] = c < nc && o < no ? p[(long)c * so + o] : 0.0f; }
+    __syncthreads();
+    for (int r = ty; r < 32; r += 8) { int o = o0 + r, c = c0 + tx; if (o < no && c < ldq) q[(long)o * ldq + c] = __float2bfloat16(t[tx][r]); }
+}
+typedef struct {
+    const char *lo, *hi;                  // the source's bytes
+    const float *src; long so; int outer, inner, t; // q(o, c) = src[o*so + c] (t: src[c*so + o]), o < outer, c < inner
+    size_t flat;                          // outer*inner when the copy is the source's values in order (t = 0, so = inner, inner % 8 == 0)
+    __nv_bfloat16 *q; size_t cap;         // the copy, rows of ld = inner rounded up to 8
+    int valid, weight; unsigned long used;
+} Copy;
+#define NSLOTS 6
+#define BT 128 // rows of the large GEMM's tiles (the GEMM takes M, N >= BT)
+static Copy *copies;
+static int ncopies, cap_copies;
+static unsigned long copy_clock;
+static size_t copies_reserve = (size_t)2 << 30; // weights' copies leave this much device memory free
+// memory that gpu_zero cleared and nothing wrote since: a GEMM or SwiGLU's backward adding into it
+// need not read it
+static struct { const char *lo, *hi; } zeroed[16];
+static int nzeroed;
+static int known_zero(const void *p, size_t bytes) {
+    const char *lo = (const char *)p, *hi = lo + bytes;
+    for (int i = 0; i < nzeroed; i++) if (zeroed[i].lo <= lo && hi <= zeroed[i].hi) return 1;
+    return 0;
+}
+// an entry point wrote bytes at device address p: the copies made from there are stale
+static void wrote(const void *p, size_t bytes) {
+    const char *lo = (const char *)p, *hi = lo + bytes;
+    for (int i = 0; i < ncopies; i++) if (copies[i].valid && copies[i].lo < hi && lo < copies[i].hi) copies[i].valid = 0;
+    for (int i = 0; i < nzeroed; i++) if (zeroed[i].lo < hi && lo < zeroed[i].hi) zeroed[i--] = zeroed[--nzeroed];
+}
+// memory at p is freed: its copies go too (a later allocation may reuse the address)
+static void forget(const void *p, size_t bytes) {
+    const char *lo = (const char *)p, *hi = lo + bytes;
+    for (int i = 0; i < ncopies; i++)
+        if (copies[i].lo < hi && lo < copies[i].hi) { free_block(copies[i].q); copies[i--] = copies[--ncopies]; }
+    for (int i = 0; i < nzeroed; i++) if (zeroed[i].lo < hi && lo < zeroed[i].hi) zeroed[i--] = zeroed[--nzeroed];
+}
+static void forget_all(void) { for (int i = 0; i < ncopies; i++) free_block(copies[i].q); ncopies = 0; nzeroed = 0; }
+static int in_mirror(const void *dev) {
+    const char *c = (const char *)dev;
+    for (int i = 0; i < nmirrors; i++) if (c >= mirrors[i].dev && c < mirrors[i].dev + mirrors[i].bytes) return 1;
+    return 0;
+}
+static void convert(__nv_bfloat16 *q, long ld, const float *p, long so, int outer, int inner, int t) {
+    if (!t) { to_bf16_kernel<<<blocks_for((size_t)outer * (ld / 8), 256), 256>>>(q, ld, p, so, outer, inner); LAUNCHED("to_bf16_kernel"); return; }
+    dim3 g((outer + 31) / 32, (unsigned)((ld + 31) / 32));
+    to_bf16_t_kernel<<<g, 256>>>(q, ld, p, so, outer, inner);
+    LAUNCHED("to_bf16_t_kernel");
+}
+// the entry for a source and layout: the matching one, else a new one with room for bytes (NULL: no room)
+static Copy *copy_entry(const float *p, long so, int outer, int inner, int t, size_t flat, size_t bytes) {
+    Copy *c = NULL, *old = NULL;
+    int slots = 0;
+    for (int i = 0; i < ncopies; i++) {
+        Copy *e = &copies[i];
+        if (e->src == p && (flat ? e->flat == flat : !e->flat && e->so == so && e->outer == outer && e->inner == inner && e->t == t)) return e;
+        if (!e->weight) { slots++; if (!old || e->used < old->used) old = e; }
+    }
+    int weight = in_mirror(p);
+    if (!weight && slots == NSLOTS) c = old; // the least recently used slot, re-keyed
+    else {
+        if (weight && gpu_free_bytes() < bytes + copies_reserve) return NULL;
+        if (ncopies == cap_copies) {
+            cap_copies = cap_copies ? 2 * cap_copies : 64;
+            copies = (Copy *)realloc(copies, (size_t)cap_copies * sizeof(Copy));
+            if (!copies) { fprintf(stderr, "peft: out of memory\n"); exit(1); }
+        }
+        c = &copies[ncopies++];
+        memset(c, 0, sizeof *c);
+        c->weight = weight;
+    }
+    if (c->cap < bytes) {
+        if (c->q) free_block(c->q);
+        c->q = (__nv_bfloat16 *)gpu_alloc(bytes);
+        c->cap = c->q ? bytes : 0;
+        if (!c->q) { *c = copies[--ncopies]; return NULL; }
+    }
+    size_t last = t ? (size_t)(inner - 1) * so + outer : (size_t)(outer - 1) * so + inner;
+    c->lo = (const char *)p; c->hi = (const char *)(p + last);
+    c->src = p; c->so = so; c->outer = outer; c->inner = inner; c->t = t; c->flat = flat; c->valid = 0;
+    return c;
+}
+__global__ void count_differences_kernel(unsigned *n, const uint16_t *a, const uint16_t *b, size_t len) {
+    FOR_EACH(i, len) if (a[i] != b[i]) atomicAdd(n, 1u);
+}
+static void *tc_scratch[2];
+static size_t tc_cap[2];
+static unsigned *check_count;
+static void check_copy(const Copy *c, int w) { // the whole copy, in the layout it was made in
+    long ld = (c->inner + 7) / 8 * 8;
+    size_t len = (size_t)c->outer * ld;
+    __nv_bfloat16 *q = (__nv_bfloat16 *)scratch_reserve(&tc_scratch[w], &tc_cap[w], len * sizeof(__nv_bfloat16));
+    unsigned h = 0;
+    if (!check_count && !(check_count = (unsigned *)gpu_alloc(sizeof(unsigned)))) { fprintf(stderr, "peft: out of GPU memory\n"); exit(1); }
+    CK(cudaMemset(check_count, 0, sizeof(unsigned)));
+    convert(q, ld, c->src, c->so, c->outer, c->inner, c->t);
+    count_differences_kernel<<<blocks_for(len, 256), 256>>>(check_count, (const uint16_t *)q, (const uint16_t *)c->q, len);
+    CK(cudaMemcpy(&h, check_count, sizeof h, cudaMemcpyDeviceToHost));
+    if (h) {
+        fprintf(stderr, "peft: internal error: the bf16 copy of %p (%d x %d%s%s) is stale in %u of %zu values (PEFT_CUDA_COPIES=check)\n", (const void *)c->src, c->outer, c->inner,
+                c->t ? ", transposed" : "", c->weight ? ", a weight" : "", h, len);
+        exit(1);
+    }
+}
+// the large GEMM's operand (outer, inner) with inner contiguous in the copy: q(o, c) = p[o*so + c], or
+// p[c*so + o] when t; ld = inner rounded up to 8. w (0 or 1): the scratch used when nothing is kept.
+static const __nv_bfloat16 *operand_copy(int w, const float *p, long so, int outer, int inner, int t, long *ld) {
+    *ld = (inner + 7) / 8 * 8;
+    size_t bytes = (size_t)outer * *ld * sizeof(__nv_bfloat16);
+    Copy *c = NULL;
+    if (copies_on) {
+        size_t flat = !t && so == inner && inner % 8 == 0 ? (size_t)outer * inner : 0;
+        c = copy_entry(p, so, outer, inner, t, flat, bytes);
+    }
+    if (c && c->valid) {
+        if (copies_check) check_copy(c, w);
+        c->used = ++copy_clock;
+        return c->q;
+    }
+    __nv_bfloat16 *q = c ? c->q : (__nv_bfloat16 *)scratch_reserve(&tc_scratch[w], &tc_cap[w], bytes);
+    convert(q, *ld, p, so, outer, inner, t);
+    if (c) { c->valid = 1; c->used = ++copy_clock; }
+    return q;
+}
+// the bf16 copy that a kernel writes beside its output x (n values in order), or NULL when no large
+// GEMM would read one. Call after wrote(x).
+static __nv_bfloat16 *shadow(const float *x, size_t n) {
+    if (!copies_on || !copies_shadow || !bf16_matmuls || !large_gemm || n < (size_t)BT * BT || n % 8 || (n >> 31) || ((uintptr_t)x & 3)) return NULL;
+    Copy *c = copy_entry(x, (long)n, 1, (int)n, 0, n, n * sizeof(__nv_bfloat16));
+    if (!c) return NULL;
+    c->valid = 1; c->used = ++copy_clock;
+    return c->q;
 }
 
 // ----------------------------------------------------------------------------
@@ -322,36 +523,10 @@ __global__ void gemm_bf16_kernel(float *c, long ldc, const float *a, long rsa, l
     }
 }
 
-#define BT 128 // rows of the large GEMM's tiles
-
-// The large GEMM on bf16 operands in memory: each operand is first copied to bf16 (to_bf16_kernel: its
-// contiguous axis padded with zeros to a multiple of 8, so every 16-byte piece is whole and aligned),
-// then the tiles go from global to shared memory by cp.async (no registers on the way), TC_STAGES deep,
+// The large GEMM on bf16 operands in memory (their copies, above): the tiles go from global to shared memory by cp.async (no registers on the way), TC_STAGES deep,
 // while the tensor cores (wmma 16x16x16, fp32 accumulation) work on the oldest. Each operand stays in
 // shared memory in its orientation in memory (AK: A's rows contiguous in k, else its columns in i; BK:
 // B's columns contiguous in k, else its rows in j), which the fragments read as row- or column-major.
-// q (no, ldq) = p (no, nc) rounded to bf16, p(o, c) = p[o*so + c]; zeros for c in [nc, ldq)
-__global__ void to_bf16_kernel(__nv_bfloat16 *q, long ldq, const float *p, long so, int no, int nc) {
-    FOR_EACH(e, (size_t)no * (ldq / 8)) { // 8 values a thread: two float4 in, one uint4 out
-        int o = (int)(e / (ldq / 8)), c = (int)(e % (ldq / 8)) * 8;
-        const float *src = p + (long)o * so + c;
-        float t[8];
-        if (c + 7 < nc && ((uintptr_t)src & 15) == 0) { *(float4 *)t = *(const float4 *)src; *(float4 *)(t + 4) = *(const float4 *)(src + 4); }
-        else for (int k = 0; k < 8; k++) t[k] = c + k < nc ? src[k] : 0.0f;
-        __nv_bfloat162 h[4];
-        for (int k = 0; k < 4; k++) h[k] = __floats2bfloat162_rn(t[2 * k], t[2 * k + 1]);
-        *(uint4 *)(q + (long)o * ldq + c) = *(uint4 *)h;
-    }
-}
-// q[o*ldq + c] = bf16(p[c*so + o]) for o < no, c < nc, zeros for nc <= c < ldq: the transposing copy,
-// in 32 x 32 tiles through shared memory (reads and writes coalesced)
-__global__ void to_bf16_t_kernel(__nv_bfloat16 *q, long ldq, const float *p, long so, int no, int nc) {
-    __shared__ float t[32][33];
-    int o0 = blockIdx.x * 32, c0 = blockIdx.y * 32, tx = threadIdx.x % 32, ty = threadIdx.x / 32;
-    for (int r = ty; r < 32; r += 8) { int c = c0 + r, o = o0 + tx; t[r][tx] = c < nc && o < no ? p[(long)c * so + o] : 0.0f; }
-    __syncthreads();
-    for (int r = ty; r < 32; r += 8) { int o = o0 + r, c = c0 + tx; if (o < no && c < ldq) q[(long)o * ldq + c] = __float2bfloat16(t[tx][r]); }
-}
 // tiles: 128 rows x BN = 4 WN columns, K in steps of TK, STAGES deep (tc_shape picks them)
 // start copying one LO x LC slab (the operand's rows o0.., values c0.. of its contiguous axis) into s,
 // [LO][LC + 8]; rows past no and values past ld (the padded length) are zero-filled
@@ -448,25 +623,6 @@ __global__ void __launch_bounds__(256) gemm_tc_kernel(float *c, long ldc, const 
                 __syncwarp();
             }
         }
-}
-static void *tc_scratch[2];
-static size_t tc_cap[2];
-// an operand (outer, inner) with inner contiguous, p(o, c) = p[o*so + c], as padded bf16 in scratch w
-static const __nv_bfloat16 *operand_bf16(int w, const float *p, long so, int outer, int inner, long *ld) {
-    *ld = (inner + 7) / 8 * 8;
-    __nv_bfloat16 *q = (__nv_bfloat16 *)scratch_reserve(&tc_scratch[w], &tc_cap[w], (size_t)outer * *ld * sizeof(__nv_bfloat16));
-    to_bf16_kernel<<<blocks_for((size_t)outer * (*ld / 8), 256), 256>>>(q, *ld, p, so, outer, inner);
-    LAUNCHED("to_bf16_kernel");
-    return q;
-}
-// the same with the operand transposed: q[o*ld + c] = p[c*so + o]
-static const __nv_bfloat16 *operand_bf16_t(int w, const float *p, long so, int outer, int inner, long *ld) {
-    *ld = (inner + 7) / 8 * 8;
-    __nv_bfloat16 *q = (__nv_bfloat16 *)scratch_reserve(&tc_scratch[w], &tc_cap[w], (size_t)outer * *ld * sizeof(__nv_bfloat16));
-    dim3 g((outer + 31) / 32, (unsigned)((*ld + 31) / 32));
-    to_bf16_t_kernel<<<g, 256>>>(q, *ld, p, so, outer, inner);
-    LAUNCHED("to_bf16_t_kernel");
-    return q;
 }
 template <bool AK, bool BK, int TK, int WN, int ST>
 static void launch_tc(float *c, long ldc, const __nv_bfloat16 *a, long lda, const __nv_bfloat16 *b, long ldb, int M, int N, int K, int accumulate) {
@@ -675,25 +831,24 @@ __device__ __forceinline__ void tile_coords(int t, int tiles_m, int tiles_n, int
 }
 
 // Epilogue store of 2 adjacent columns (col, col+1) of one row.
-__device__ __forceinline__ void store2(float *__restrict__ C, long ldc, int M, int N, int row, int col, float v0, float v1,
-                                       int accumulate) {
+__device__ __forceinline__ void store2(float *__restrict__ C, long ldc, int M, int N, int row, int col, float v0, float v1) {
     if (row >= M || col >= N) return;
     float *p = C + (long)row * ldc + col;
-    if (col + 1 < N && ((reinterpret_cast<uintptr_t>(p) & 7) == 0)) {
-        float2 v = make_float2(v0, v1);
-        if (accumulate) {
-            const float2 o = *reinterpret_cast<const float2 *>(p);
-            v.x += o.x;
-            v.y += o.y;
-        }
-        *reinterpret_cast<float2 *>(p) = v;
-    } else {
-        if (accumulate) v0 += p[0];
+    if (col + 1 < N && ((reinterpret_cast<uintptr_t>(p) & 7) == 0)) *reinterpret_cast<float2 *>(p) = make_float2(v0, v1);
+    else {
         p[0] = v0;
-        if (col + 1 < N) {
-            if (accumulate) v1 += p[1];
-            p[1] = v1;
-        }
+        if (col + 1 < N) p[1] = v1;
+    }
+}
+// and the load of the old values when accumulating (0 outside C)
+__device__ __forceinline__ void load2(float *o, const float *__restrict__ C, long ldc, int M, int N, int row, int col) {
+    o[0] = o[1] = 0.0f;
+    if (row >= M || col >= N) return;
+    const float *p = C + (long)row * ldc + col;
+    if (col + 1 < N && ((reinterpret_cast<uintptr_t>(p) & 7) == 0)) { float2 v = *reinterpret_cast<const float2 *>(p); o[0] = v.x; o[1] = v.y; }
+    else {
+        o[0] = p[0];
+        if (col + 1 < N) o[1] = p[1];
     }
 }
 
@@ -794,10 +949,29 @@ gemm_wgmma_kernel(const __grid_constant__ CUtensorMap tmA, const __grid_constant
             // d[4j+2..3] -> row lane/4 + 8, same cols
             const int row0 = tm * BM + cw * 64 + warp * 16 + lane / 4;
             const int col0 = tn * BN + 2 * (lane % 4);
+            if (!accumulate) {
 #pragma unroll
-            for (int j = 0; j < BN / 8; ++j) {
-                store2(C, ldc, M, N, row0, col0 + 8 * j, d[4 * j + 0], d[4 * j + 1], accumulate);
-                store2(C, ldc, M, N, row0 + 8, col0 + 8 * j, d[4 * j + 2], d[4 * j + 3], accumulate);
+                for (int j = 0; j < BN / 8; ++j) {
+                    store2(C, ldc, M, N, row0, col0 + 8 * j, d[4 * j + 0], d[4 * j + 1]);
+                    store2(C, ldc, M, N, row0 + 8, col0 + 8 * j, d[4 * j + 2], d[4 * j + 3]);
+                }
+            } else { // C += d: 8 column groups' old values loaded first, then added and stored (a store may
+                     // alias a later load for all the compiler knows: one at a time, each would wait for DRAM)
+#pragma unroll
+                for (int j0 = 0; j0 < BN / 8; j0 += 8) {
+                    float o[32];
+#pragma unroll
+                    for (int j = 0; j < 8; ++j) {
+                        load2(o + 4 * j, C, ldc, M, N, row0, col0 + 8 * (j0 + j));
+                        load2(o + 4 * j + 2, C, ldc, M, N, row0 + 8, col0 + 8 * (j0 + j));
+                    }
+#pragma unroll
+                    for (int j = 0; j < 8; ++j) {
+                        const float *e = d + 4 * (j0 + j);
+                        store2(C, ldc, M, N, row0, col0 + 8 * (j0 + j), e[0] + o[4 * j], e[1] + o[4 * j + 1]);
+                        store2(C, ldc, M, N, row0 + 8, col0 + 8 * (j0 + j), e[2] + o[4 * j + 2], e[3] + o[4 * j + 3]);
+                    }
+                }
             }
         }
     }
@@ -1003,6 +1177,9 @@ static void gemm_small_m(float *c, long rsc, long csc, const float *a, long rsa,
 
 static void gemm(float *c, long ldc, const float *a, long rsa, long csa, const float *b, long rsb, long csb, int M, int N, int K, int accumulate) {
     if (M <= 0 || N <= 0) return;
+    size_t cbytes = ((size_t)(M - 1) * ldc + N) * sizeof(float);
+    if (accumulate && known_zero(c, cbytes)) accumulate = 0; // adding to zeros: no need to read them
+    wrote(c, cbytes);
     if (K <= 0) { // C = 0 (or unchanged)
         if (!accumulate) for (int i = 0; i < M; i++) CK(cudaMemset(c + i * ldc, 0, (size_t)N * sizeof(float)));
         return;
@@ -1010,19 +1187,19 @@ static void gemm(float *c, long ldc, const float *a, long rsa, long csa, const f
     prof_flops = 2.0 * M * N * K;
     if (bf16_matmuls && wgmma_gemm && M >= BT && N >= BT && (csa == 1 || rsa == 1) && (csb == 1 || rsb == 1) && large_gemm) {
         long lda, ldb; // both operands with K contiguous: A (M,K) and B^T (N,K)
-        const __nv_bfloat16 *a16 = csa == 1 ? operand_bf16(0, a, rsa, M, K, &lda) : operand_bf16_t(0, a, csa, M, K, &lda);
-        const __nv_bfloat16 *b16 = rsb == 1 ? operand_bf16(1, b, csb, N, K, &ldb) : operand_bf16_t(1, b, rsb, N, K, &ldb);
+        const __nv_bfloat16 *a16 = operand_copy(0, a, csa == 1 ? rsa : csa, M, K, csa != 1, &lda);
+        const __nv_bfloat16 *b16 = operand_copy(1, b, rsb == 1 ? csb : rsb, N, K, rsb != 1, &ldb);
         prof_flops = 2.0 * M * N * K;
         cudaError_t e = wgk::gemm_wgmma_t<256, 4>(c, ldc, a16, lda, b16, ldb, M, N, K, accumulate, 0);
         CK(e);
-        LAUNCHED("gemm_wgmma_kernel");
+        LAUNCHED(profile ? shape_name("gemm_wgmma", M, N, K, accumulate) : "gemm_wgmma_kernel");
         return;
     }
     if (bf16_matmuls && M >= BT && N >= BT && (csa == 1 || rsa == 1) && (csb == 1 || rsb == 1) && large_gemm) {
         // operands to bf16 first, then the cp.async kernel
         long lda, ldb;
-        const __nv_bfloat16 *a16 = csa == 1 ? operand_bf16(0, a, rsa, M, K, &lda) : operand_bf16(0, a, csa, K, M, &lda);
-        const __nv_bfloat16 *b16 = rsb == 1 ? operand_bf16(1, b, csb, N, K, &ldb) : operand_bf16(1, b, rsb, K, N, &ldb);
+        const __nv_bfloat16 *a16 = csa == 1 ? operand_copy(0, a, rsa, M, K, 0, &lda) : operand_copy(0, a, csa, K, M, 0, &lda);
+        const __nv_bfloat16 *b16 = rsb == 1 ? operand_copy(1, b, csb, N, K, 0, &ldb) : operand_copy(1, b, rsb, K, N, 0, &ldb);
         prof_flops = 2.0 * M * N * K;
         if (csa == 1 && rsb == 1) launch_tc_shape<true, true>(c, ldc, a16, lda, b16, ldb, M, N, K, accumulate);
         else if (csa == 1) launch_tc_shape<true, false>(c, ldc, a16, lda, b16, ldb, M, N, K, accumulate);
@@ -1122,6 +1299,7 @@ static size_t qscratch_cap;
 static float *dequantize_matrix(const QDev &t, int C, int OC) {
     size_t n = (size_t)C * OC;
     float *w = (float *)scratch_reserve(&qscratch, &qscratch_cap, n * sizeof(float));
+    wrote(w, n * sizeof(float));
     dequantize_kernel<<<blocks_for(n, 256), 256>>>(w, t, 0, n);
     LAUNCHED("dequantize_kernel");
     return w;
@@ -1141,6 +1319,7 @@ __global__ void encoder_q_kernel(float *out, const int *tokens, QDev t, int N, i
 }
 extern "C" void gpu_encoder_forward_q(float *out, const int *tokens, GPU_QARGS, int N, int C) {
     QDev t = qdev(QARGS_NAMES);
+    wrote(D(out), (size_t)N * C * sizeof(float));
     encoder_q_kernel<<<blocks_for((size_t)N * C, 256), 256>>>(D(out), D(tokens), t, N, C);
     LAUNCHED("encoder_q_kernel");
 }
@@ -1164,6 +1343,8 @@ __global__ void dropout_kernel(float *xd, float *mask, const float *inp, size_t 
     }
 }
 extern "C" void gpu_dropout_forward(float *xd, float *mask, const float *inp, size_t n, float p, uint64_t seed, int new_mask) {
+    wrote(D(xd), n * sizeof(float));
+    if (new_mask) wrote(D(mask), n * sizeof(float));
     dropout_kernel<<<blocks_for(n, 256), 256>>>(D(xd), D(mask), D(inp), n, p, (float)(1.0 / (1.0 - p)), seed, new_mask);
     LAUNCHED("dropout_kernel");
 }
@@ -1171,25 +1352,68 @@ __global__ void add_scaled_kernel(float *out, const float *x, float s, size_t n)
 __global__ void scale_copy_kernel(float *out, const float *x, float s, size_t n) { FOR_EACH(i, n) out[i] = s * x[i]; }
 __global__ void add_masked_kernel(float *out, const float *x, const float *mask, size_t n) { FOR_EACH(i, n) out[i] += x[i] * mask[i]; }
 __global__ void residual_kernel(float *out, const float *a, const float *b, size_t n) { FOR_EACH(i, n) out[i] = a[i] + b[i]; }
-extern "C" void gpu_add_scaled(float *out, const float *x, float s, size_t n) { add_scaled_kernel<<<blocks_for(n, 256), 256>>>(D(out), D(x), s, n); LAUNCHED("add_scaled_kernel"); }
-extern "C" void gpu_scale_copy(float *out, const float *x, float s, size_t n) { scale_copy_kernel<<<blocks_for(n, 256), 256>>>(D(out), D(x), s, n); LAUNCHED("scale_copy_kernel"); }
-extern "C" void gpu_add_masked(float *out, const float *x, const float *mask, size_t n) { add_masked_kernel<<<blocks_for(n, 256), 256>>>(D(out), D(x), D(mask), n); LAUNCHED("add_masked_kernel"); }
-extern "C" void gpu_residual_forward(float *out, const float *a, const float *b, size_t n) { residual_kernel<<<blocks_for(n, 256), 256>>>(D(out), D(a), D(b), n); LAUNCHED("residual_kernel"); }
+extern "C" void gpu_add_scaled(float *out, const float *x, float s, size_t n) { wrote(D(out), n * sizeof(float)); add_scaled_kernel<<<blocks_for(n, 256), 256>>>(D(out), D(x), s, n); LAUNCHED("add_scaled_kernel"); }
+extern "C" void gpu_scale_copy(float *out, const float *x, float s, size_t n) { wrote(D(out), n * sizeof(float)); scale_copy_kernel<<<blocks_for(n, 256), 256>>>(D(out), D(x), s, n); LAUNCHED("scale_copy_kernel"); }
+extern "C" void gpu_add_masked(float *out, const float *x, const float *mask, size_t n) { wrote(D(out), n * sizeof(float)); add_masked_kernel<<<blocks_for(n, 256), 256>>>(D(out), D(x), D(mask), n); LAUNCHED("add_masked_kernel"); }
+extern "C" void gpu_residual_forward(float *out, const float *a, const float *b, size_t n) { wrote(D(out), n * sizeof(float)); residual_kernel<<<blocks_for(n, 256), 256>>>(D(out), D(a), D(b), n); LAUNCHED("residual_kernel"); }
+
+// four values a thread: float4 loads and stores when every pointer is 16-byte aligned (vec)
+__device__ __forceinline__ void load4(float *v, const float *p, size_t i, size_t n, int vec) {
+    if (vec && i + 3 < n) { float4 t = *(const float4 *)(p + i); v[0] = t.x; v[1] = t.y; v[2] = t.z; v[3] = t.w; }
+    else for (int k = 0; k < 4; k++) v[k] = i + k < n ? p[i + k] : 0.0f;
+}
+__device__ __forceinline__ void store4(float *p, const float *v, size_t i, size_t n, int vec) {
+    if (vec && i + 3 < n) *(float4 *)(p + i) = make_float4(v[0], v[1], v[2], v[3]);
+    else for (int k = 0; k < 4; k++) if (i + k < n) p[i + k] = v[k];
+}
+// and the bf16 copy (shadow) when there is one (n a multiple of 8)
+__device__ __forceinline__ void store4_bf16(__nv_bfloat16 *q, const float *v, size_t i) {
+    if (!q) return;
+    __nv_bfloat162 h[2] = { __floats2bfloat162_rn(v[0], v[1]), __floats2bfloat162_rn(v[2], v[3]) };
+    *(uint2 *)(q + i) = *(uint2 *)h;
+}
+static int aligned16(const void *const *p, int n) { for (int i = 0; i < n; i++) if ((uintptr_t)p[i] & 15) return 0; return 1; }
 
 // SwiGLU: out = silu(g) * u;  dg += dout * u * sig(g) * (1 + g (1 - sig(g)));  du += dout * silu(g)
-__global__ void swiglu_forward_kernel(float *out, const float *g, const float *u, size_t n) {
-    FOR_EACH(i, n) { float sg = 1.0f / (1.0f + expf(-g[i])); out[i] = g[i] * sg * u[i]; }
-}
-__global__ void swiglu_backward_kernel(float *dg, float *du, const float *dout, const float *g, const float *u, size_t n) {
-    FOR_EACH(i, n) {
-        float sg = 1.0f / (1.0f + expf(-g[i]));
-        dg[i] += dout[i] * u[i] * sg * (1.0f + g[i] * (1.0f - sg));
-        du[i] += dout[i] * g[i] * sg;
+__global__ void swiglu_forward_kernel(float *out, __nv_bfloat16 *o16, const float *g, const float *u, size_t n, int vec) {
+    FOR_EACH(e, (n + 3) / 4) {
+        float gv[4], uv[4], ov[4];
+        load4(gv, g, 4 * e, n, vec); load4(uv, u, 4 * e, n, vec);
+        for (int k = 0; k < 4; k++) { float sg = 1.0f / (1.0f + expf(-gv[k])); ov[k] = gv[k] * sg * uv[k]; }
+        store4(out, ov, 4 * e, n, vec);
+        store4_bf16(o16, ov, 4 * e);
     }
 }
-extern "C" void gpu_swiglu_forward(float *out, const float *g, const float *u, size_t n) { swiglu_forward_kernel<<<blocks_for(n, 256), 256>>>(D(out), D(g), D(u), n); LAUNCHED("swiglu_forward_kernel"); }
+// zero: dg and du hold zeros (not read)
+__global__ void swiglu_backward_kernel(float *dg, float *du, __nv_bfloat16 *dg16, __nv_bfloat16 *du16, const float *dout, const float *g, const float *u, size_t n, int vec, int zero) {
+    FOR_EACH(e, (n + 3) / 4) {
+        size_t i = 4 * e;
+        float gv[4], uv[4], dv[4], dgv[4] = { 0, 0, 0, 0 }, duv[4] = { 0, 0, 0, 0 };
+        load4(gv, g, i, n, vec); load4(uv, u, i, n, vec); load4(dv, dout, i, n, vec);
+        if (!zero) { load4(dgv, dg, i, n, vec); load4(duv, du, i, n, vec); }
+        for (int k = 0; k < 4; k++) {
+            float sg = 1.0f / (1.0f + expf(-gv[k]));
+            dgv[k] += dv[k] * uv[k] * sg * (1.0f + gv[k] * (1.0f - sg));
+            duv[k] += dv[k] * gv[k] * sg;
+        }
+        store4(dg, dgv, i, n, vec); store4(du, duv, i, n, vec);
+        store4_bf16(dg16, dgv, i); store4_bf16(du16, duv, i);
+    }
+}
+extern "C" void gpu_swiglu_forward(float *out, const float *g, const float *u, size_t n) {
+    float *o = D(out);
+    wrote(o, n * sizeof(float));
+    const void *p[3] = { o, D(g), D(u) };
+    swiglu_forward_kernel<<<blocks_for((n + 3) / 4, 256), 256>>>(o, shadow(o, n), D(g), D(u), n, aligned16(p, 3));
+    LAUNCHED("swiglu_forward_kernel");
+}
 extern "C" void gpu_swiglu_backward(float *dg, float *du, const float *dout, const float *g, const float *u, size_t n) {
-    swiglu_backward_kernel<<<blocks_for(n, 256), 256>>>(D(dg), D(du), D(dout), D(g), D(u), n);
+    float *a = D(dg), *b = D(du);
+    int zero = known_zero(a, n * sizeof(float)) && known_zero(b, n * sizeof(float));
+    wrote(a, n * sizeof(float)); wrote(b, n * sizeof(float));
+    const void *p[5] = { a, b, D(dout), D(g), D(u) };
+    __nv_bfloat16 *a16 = shadow(a, n), *b16 = shadow(b, n);
+    swiglu_backward_kernel<<<blocks_for((n + 3) / 4, 256), 256>>>(a, b, a16, b16, D(dout), D(g), D(u), n, aligned16(p, 5), zero);
     LAUNCHED("swiglu_backward_kernel");
 }
 
@@ -1204,11 +1428,19 @@ __global__ void adamw_kernel(float *p, const float *g, float *m, float *v, size_
     }
 }
 extern "C" void gpu_adamw(float *params, const float *grads, float *m, float *v, size_t n, float lr, float beta1, float beta2, float eps, float wd, float step, float rbc2) {
+    wrote(D(params), n * sizeof(float)); wrote(D(m), n * sizeof(float)); wrote(D(v), n * sizeof(float));
     adamw_kernel<<<blocks_for(n, 256), 256>>>(D(params), D(grads), D(m), D(v), n, (float)(lr * wd), beta1, beta2, eps, step, rbc2);
     LAUNCHED("adamw_kernel");
 }
 
-extern "C" void gpu_zero(void *p, size_t bytes) { if (bytes) CK(cudaMemset(D(p), 0, bytes)); }
+extern "C" void gpu_zero(void *p, size_t bytes) {
+    if (!bytes) return;
+    char *d = (char *)D(p);
+    wrote(d, bytes);
+    CK(cudaMemset(d, 0, bytes));
+    if (nzeroed == 16) memmove(zeroed, zeroed + 1, 15 * sizeof zeroed[0]), nzeroed--; // the oldest goes
+    zeroed[nzeroed].lo = d; zeroed[nzeroed].hi = d + bytes; nzeroed++;
+}
 
 // sum of x (or of x^2) in double: 256 blocks of partial sums over fixed slices, then one block; the
 // same order every time
@@ -1255,37 +1487,61 @@ __global__ void encoder_backward_kernel(float *dembed, const float *dout, const 
     for (int n = 0; n < N; n++) dembed[(size_t)tokens[n] * C + c] += dout[(size_t)n * C + c];
 }
 extern "C" void gpu_encoder_forward(float *out, const int *tokens, const float *embed, int N, int C) {
+    wrote(D(out), (size_t)N * C * sizeof(float));
     encoder_forward_kernel<<<blocks_for((size_t)N * C, 256), 256>>>(D(out), D(tokens), D(embed), N, C);
     LAUNCHED("encoder_forward_kernel");
 }
 extern "C" void gpu_encoder_backward(float *dembed, const float *dout, const int *tokens, int N, int C) {
+    wrote(D(dembed), SIZE_MAX - (uintptr_t)D(dembed)); // rows up to the largest token id: everything from dembed on
     encoder_backward_kernel<<<(C + 127) / 128, 128>>>(D(dembed), D(dout), D(tokens), N, C);
     LAUNCHED("encoder_backward_kernel");
 }
 
-// RMSNorm, one block per row: y = x * rstd * w, rstd = 1/sqrt(mean(x^2) + eps)
-__global__ void rmsnorm_forward_kernel(float *out, float *rstd, const float *inp, const float *w, int C, float eps) {
-    __shared__ float sh[32];
-    const float *x = inp + (size_t)blockIdx.x * C;
-    float ss = 0;
-    for (int c = threadIdx.x; c < C; c += blockDim.x) ss += x[c] * x[c];
-    ss = block_sum(ss, sh);
-    float r = rsqrtf(ss / C + eps);
-    float *y = out + (size_t)blockIdx.x * C;
-    for (int c = threadIdx.x; c < C; c += blockDim.x) y[c] = x[c] * r * w[c];
-    if (rstd && threadIdx.x == 0) rstd[blockIdx.x] = r;
+// RMSNorm, a warp per row (float4 loads when vec: C a multiple of 4, rows 16-byte aligned):
+// y = x * rstd * w, rstd = 1/sqrt(mean(x^2) + eps); o16: y's bf16 copy, or NULL
+__global__ void rmsnorm_forward_kernel(float *out, __nv_bfloat16 *o16, float *rstd, const float *inp, const float *w, int N, int C, float eps, int vec) {
+    int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (row >= N) return;
+    const float *x = inp + (size_t)row * C;
+    float *y = out + (size_t)row * C, ss = 0;
+    if (vec) for (int c = 4 * lane; c < C; c += 128) { float4 v = *(const float4 *)(x + c); ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w; }
+    else for (int c = lane; c < C; c += 32) ss += x[c] * x[c];
+    float r = rsqrtf(warp_sum(ss) / C + eps);
+    if (vec) for (int c = 4 * lane; c < C; c += 128) {
+        float4 v = *(const float4 *)(x + c), g = *(const float4 *)(w + c);
+        float o[4] = { v.x * r * g.x, v.y * r * g.y, v.z * r * g.z, v.w * r * g.w };
+        *(float4 *)(y + c) = make_float4(o[0], o[1], o[2], o[3]);
+        if (o16) store4_bf16(o16 + (size_t)row * C, o, c);
+    }
+    else for (int c = lane; c < C; c += 32) {
+        y[c] = x[c] * r * w[c];
+        if (o16) o16[(size_t)row * C + c] = __float2bfloat16(y[c]);
+    }
+    if (rstd && lane == 0) rstd[row] = r;
 }
-// dx += rstd * (w*dy) - rstd^3/C * x * sum(w*dy*x), one block per row
-__global__ void rmsnorm_backward_dx_kernel(float *dinp, const float *dout, const float *inp, const float *w, const float *rstd, int C) {
-    __shared__ float sh[32];
-    size_t off = (size_t)blockIdx.x * C;
+// dx += rstd * (w*dy) - rstd^3/C * x * sum(w*dy*x), a warp per row; d16: dx's bf16 copy, or NULL
+__global__ void rmsnorm_backward_dx_kernel(float *dinp, __nv_bfloat16 *d16, const float *dout, const float *inp, const float *w, const float *rstd, int N, int C, int vec) {
+    int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (row >= N) return;
+    size_t off = (size_t)row * C;
     const float *x = inp + off, *dy = dout + off;
-    float *dx = dinp + off, r = rstd[blockIdx.x];
-    float dot = 0;
-    for (int c = threadIdx.x; c < C; c += blockDim.x) dot += w[c] * dy[c] * x[c];
-    dot = block_sum(dot, sh);
-    float k = dot * r * r * r / C;
-    for (int c = threadIdx.x; c < C; c += blockDim.x) dx[c] += r * w[c] * dy[c] - k * x[c];
+    float *dx = dinp + off, r = rstd[row], dot = 0;
+    if (vec) for (int c = 4 * lane; c < C; c += 128) {
+        float4 a = *(const float4 *)(w + c), b = *(const float4 *)(dy + c), v = *(const float4 *)(x + c);
+        dot += a.x * b.x * v.x + a.y * b.y * v.y + a.z * b.z * v.z + a.w * b.w * v.w;
+    }
+    else for (int c = lane; c < C; c += 32) dot += w[c] * dy[c] * x[c];
+    float k = warp_sum(dot) * r * r * r / C;
+    if (vec) for (int c = 4 * lane; c < C; c += 128) {
+        float4 a = *(const float4 *)(w + c), b = *(const float4 *)(dy + c), v = *(const float4 *)(x + c), o = *(const float4 *)(dx + c);
+        float e[4] = { o.x + r * a.x * b.x - k * v.x, o.y + r * a.y * b.y - k * v.y, o.z + r * a.z * b.z - k * v.z, o.w + r * a.w * b.w - k * v.w };
+        *(float4 *)(dx + c) = make_float4(e[0], e[1], e[2], e[3]);
+        if (d16) store4_bf16(d16 + off, e, c);
+    }
+    else for (int c = lane; c < C; c += 32) {
+        dx[c] += r * w[c] * dy[c] - k * x[c];
+        if (d16) d16[off + c] = __float2bfloat16(dx[c]);
+    }
 }
 // dw += sum_n dy * x * rstd: one thread per column, rows in order
 __global__ void rmsnorm_backward_dw_kernel(float *dw, const float *dout, const float *inp, const float *rstd, int N, int C) {
@@ -1295,19 +1551,26 @@ __global__ void rmsnorm_backward_dw_kernel(float *dw, const float *dout, const f
     for (int n = 0; n < N; n++) acc += dout[(size_t)n * C + c] * inp[(size_t)n * C + c] * rstd[n];
     dw[c] += acc;
 }
-static int row_threads(int C) { int t = 32; while (t < C && t < 1024) t *= 2; return t; }
 extern "C" void gpu_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int N, int C, float eps) {
-    rmsnorm_forward_kernel<<<N, row_threads(C)>>>(D(out), D(rstd), D(inp), D(weight), C, eps);
+    float *o = D(out);
+    wrote(o, (size_t)N * C * sizeof(float));
+    if (rstd) wrote(D(rstd), (size_t)N * sizeof(float));
+    const void *p[3] = { o, D(inp), D(weight) };
+    rmsnorm_forward_kernel<<<(N + 7) / 8, 256>>>(o, shadow(o, (size_t)N * C), D(rstd), D(inp), D(weight), N, C, eps, C % 4 == 0 && aligned16(p, 3));
     LAUNCHED("rmsnorm_forward_kernel");
 }
 extern "C" void gpu_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight, const float *rstd, int N, int C) {
-    rmsnorm_backward_dx_kernel<<<N, row_threads(C)>>>(D(dinp), D(dout), D(inp), D(weight), D(rstd), C);
+    float *dx = D(dinp);
+    wrote(dx, (size_t)N * C * sizeof(float));
+    const void *p[4] = { dx, D(dout), D(inp), D(weight) };
+    rmsnorm_backward_dx_kernel<<<(N + 7) / 8, 256>>>(dx, shadow(dx, (size_t)N * C), D(dout), D(inp), D(weight), D(rstd), N, C, C % 4 == 0 && aligned16(p, 4));
     LAUNCHED("rmsnorm_backward_dx_kernel");
-    if (dweight) { rmsnorm_backward_dw_kernel<<<(C + 127) / 128, 128>>>(D(dweight), D(dout), D(inp), D(rstd), N, C); LAUNCHED("rmsnorm_backward_dw_kernel"); }
+    if (dweight) {
+        wrote(D(dweight), (size_t)C * sizeof(float)); rmsnorm_backward_dw_kernel<<<(C + 127) / 128, 128>>>(D(dweight), D(dout), D(inp), D(rstd), N, C); LAUNCHED("rmsnorm_backward_dw_kernel"); }
 }
 
 // RoPE, rotate-half pairs (i, i + HS/2) of x (B,T,NH,HS) at positions pos0 + t; dir -1 rotates back (the backward)
-__global__ void rope_kernel(float *x, const float *cs, const float *sn, int B, int T, int NH, int HS, int pos0, float dir) {
+__global__ void rope_kernel(float *x, __nv_bfloat16 *x16, const float *cs, const float *sn, int B, int T, int NH, int HS, int pos0, float dir) {
     int half = HS / 2;
     FOR_EACH(e, (size_t)B * T * NH * half) {
         int i = (int)(e % half);
@@ -1318,14 +1581,21 @@ __global__ void rope_kernel(float *x, const float *cs, const float *sn, int B, i
         float a = v[i], b = v[i + half];
         v[i] = a * c - b * s;
         v[i + half] = b * c + a * s;
+        if (x16) { x16[row * HS + i] = __float2bfloat16(v[i]); x16[row * HS + i + half] = __float2bfloat16(v[i + half]); }
     }
 }
 extern "C" void gpu_rope_forward(float *x, const float *cos_t, const float *sin_t, int B, int T, int NH, int HS, int pos0) {
-    rope_kernel<<<blocks_for((size_t)B * T * NH * (HS / 2), 256), 256>>>(D(x), D(cos_t), D(sin_t), B, T, NH, HS, pos0, 1.0f);
+    size_t n = (size_t)B * T * NH * HS;
+    float *xd = D(x);
+    wrote(xd, n * sizeof(float));
+    rope_kernel<<<blocks_for(n / 2, 256), 256>>>(xd, shadow(xd, n), D(cos_t), D(sin_t), B, T, NH, HS, pos0, 1.0f);
     LAUNCHED("rope_kernel");
 }
 extern "C" void gpu_rope_backward(float *dx, const float *cos_t, const float *sin_t, int B, int T, int NH, int HS) {
-    rope_kernel<<<blocks_for((size_t)B * T * NH * (HS / 2), 256), 256>>>(D(dx), D(cos_t), D(sin_t), B, T, NH, HS, 0, -1.0f);
+    size_t n = (size_t)B * T * NH * HS;
+    float *xd = D(dx);
+    wrote(xd, n * sizeof(float));
+    rope_kernel<<<blocks_for(n / 2, 256), 256>>>(xd, shadow(xd, n), D(cos_t), D(sin_t), B, T, NH, HS, 0, -1.0f);
     LAUNCHED("rope_kernel");
 }
 
@@ -1714,10 +1984,13 @@ static int tc_attention_ok(int HS, const void *const *ptrs, int n) {
     for (int i = 0; i < n; i++) if ((uintptr_t)ptrs[i] & 15) return 0;
     return 1;
 }
-// the kernels read bf16 copies of q, k, v (and dO), made first (rows of n values, n a multiple of 8)
+// the kernels read bf16 copies of q, k, v (and dO), made first (rows of n values, n a multiple of 8):
+// the GEMM's copies (RoPE wrote q's and k's), or with PEFT_CUDA_COPIES=0 made here
 static void *att16_scratch;
 static size_t att16_cap;
 static const __nv_bfloat16 *att_bf16(const float *x, size_t rows, int n, size_t at) {
+    long ld;
+    if (copies_on) return operand_copy(0, x, n, (int)rows, n, 0, &ld);
     __nv_bfloat16 *q = (__nv_bfloat16 *)att16_scratch + at;
     to_bf16_kernel<<<blocks_for(rows * (n / 8), 256), 256>>>(q, n, x, n, (int)rows, n);
     LAUNCHED("to_bf16_kernel");
@@ -1725,7 +1998,7 @@ static const __nv_bfloat16 *att_bf16(const float *x, size_t rows, int n, size_t 
 }
 template <int HS> static void attention_forward_tc(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T, int NH, int KVH) {
     size_t nq = (size_t)B * T * NH * HS, nk = (size_t)B * T * KVH * HS;
-    scratch_reserve(&att16_scratch, &att16_cap, (nq + 2 * nk) * sizeof(__nv_bfloat16));
+    if (!copies_on) scratch_reserve(&att16_scratch, &att16_cap, (nq + 2 * nk) * sizeof(__nv_bfloat16));
     const __nv_bfloat16 *q16 = att_bf16(q, (size_t)B * T, NH * HS, 0), *k16 = att_bf16(k, (size_t)B * T, KVH * HS, nq), *v16 = att_bf16(v, (size_t)B * T, KVH * HS, nq + nk);
     size_t smem = 5 * (size_t)TCR * (HS + 8) * 2;
     static bool set = false; // the limit is the same every call: raise it once
@@ -1742,7 +2015,7 @@ template <int HS> static void attention_backward_tc(float *dq, float *dk, float 
     size_t tile = (size_t)TCR * (HS + 8) * 2;
     int G = NH / KVH;
     size_t nq = (size_t)B * T * NH * HS, nk = (size_t)B * T * KVH * HS;
-    scratch_reserve(&att16_scratch, &att16_cap, (2 * nq + 2 * nk) * sizeof(__nv_bfloat16));
+    if (!copies_on) scratch_reserve(&att16_scratch, &att16_cap, (2 * nq + 2 * nk) * sizeof(__nv_bfloat16));
     const __nv_bfloat16 *q16 = att_bf16(q, (size_t)B * T, NH * HS, 0), *do16 = att_bf16(dout, (size_t)B * T, NH * HS, nq);
     const __nv_bfloat16 *k16 = att_bf16(k, (size_t)B * T, KVH * HS, 2 * nq), *v16 = att_bf16(v, (size_t)B * T, KVH * HS, 2 * nq + nk);
     size_t smem_kv = 6 * tile + 4 * TCR * sizeof(float);
@@ -1778,6 +2051,7 @@ extern "C" void gpu_attention_forward(float *out, float *lse, const float *q, co
     if (HS > 32 * ATT_MAXJ) { fprintf(stderr, "peft: head_dim %d is over the GPU attention's limit of %d\n", HS, 32 * ATT_MAXJ); exit(1); }
     float *o = D(out), *l = D(lse);
     const float *qd = D(q), *kd = D(k), *vd = D(v);
+    wrote(o, (size_t)B * T * NH * HS * sizeof(float)); wrote(l, (size_t)B * NH * T * sizeof(float));
     const void *ptrs[5] = { o, l, qd, kd, vd };
     if (tc_attention_ok(HS, ptrs, 5)) {
         if (HS == 64) attention_forward_tc<64>(o, l, qd, kd, vd, B, T, NH, KVH); else attention_forward_tc<128>(o, l, qd, kd, vd, B, T, NH, KVH);
@@ -1914,6 +2188,8 @@ extern "C" void gpu_attention_backward(float *dq, float *dk, float *dv, float *s
                                        const float *lse, int B, int T, int NH, int KVH, int HS) {
     float scale = (float)(1.0 / sqrt((double)HS));
     size_t rows = (size_t)B * T * NH;
+    wrote(D(dq), rows * HS * sizeof(float)); wrote(D(dk), (size_t)B * T * KVH * HS * sizeof(float)); wrote(D(dv), (size_t)B * T * KVH * HS * sizeof(float));
+    wrote(D(scratch), rows * sizeof(float));
     attention_rowdot_kernel<<<(unsigned)((rows + 7) / 8), 256>>>(D(scratch), D(dout), D(out), B, T, NH, HS);
     LAUNCHED("attention_rowdot_kernel");
     const void *ptrs[9] = { D(dq), D(dk), D(dv), D(dout), D(q), D(k), D(v), D(lse), D(scratch) };
@@ -1958,6 +2234,7 @@ __global__ void attention_decode_kernel(float *out, float *att, const float *q, 
     }
 }
 extern "C" void gpu_attention_decode(float *out, float *att, const float *q, const float *kc, const float *vc, int pos, int NH, int KVH, int HS) {
+    wrote(D(out), (size_t)NH * HS * sizeof(float)); wrote(D(att), (size_t)NH * (pos + 1) * sizeof(float));
     attention_decode_kernel<<<NH, 128>>>(D(out), D(att), D(q), D(kc), D(vc), pos, NH, KVH, HS, (float)(1.0 / sqrt((double)HS)));
     LAUNCHED("attention_decode_kernel");
 }
@@ -1979,12 +2256,14 @@ __global__ void dora_weight_norm_kernel(float *wnorm, const float *W, const floa
     if (threadIdx.x == 0) wnorm[o] = (float)sqrt(ss);
 }
 extern "C" void gpu_dora_weight_norm(float *wnorm, const float *W, const float *A, const float *B, float scale, int r, int in, int out) {
+    wrote(D(wnorm), (size_t)out * sizeof(float));
     dora_weight_norm_kernel<<<out, 256>>>(D(wnorm), D(W), D(A), D(B), scale, r, in);
     LAUNCHED("dora_weight_norm_kernel");
 }
 // QDoRA: the same norm with W dequantized (the whole matrix, in the quantized matmuls' scratch)
 extern "C" void gpu_dora_weight_norm_q(float *wnorm, GPU_QARGS, const float *A, const float *B, float lora_scale, int r, int in, int out) {
     float *w = dequantize_matrix(qdev(QARGS_NAMES), in, out);
+    wrote(D(wnorm), (size_t)out * sizeof(float));
     dora_weight_norm_kernel<<<out, 256>>>(D(wnorm), w, D(A), D(B), lora_scale, r, in);
     LAUNCHED("dora_weight_norm_kernel");
 }
@@ -1993,6 +2272,7 @@ __global__ void dora_forward_kernel(float *out, const float *base, const float *
     FOR_EACH(i, (size_t)N * OC) { int o = (int)(i % OC); float g = mag[o] / wnorm[o]; out[i] += (g - 1) * base[i] + g * s * t[i]; }
 }
 extern "C" void gpu_dora_forward(float *out, const float *base, const float *t, const float *mag, const float *wnorm, float s, int N, int OC) {
+    wrote(D(out), (size_t)N * OC * sizeof(float));
     dora_forward_kernel<<<blocks_for((size_t)N * OC, 256), 256>>>(D(out), D(base), D(t), D(mag), D(wnorm), s, N, OC);
     LAUNCHED("dora_forward_kernel");
 }
@@ -2009,6 +2289,8 @@ __global__ void dora_split_kernel(float *t, float *z, const float *dout, const f
     FOR_EACH(i, (size_t)N * OC) { int o = (int)(i % OC); float g = mag[o] / wnorm[o]; t[i] = dout[i] * g; z[i] = dout[i] * (g - 1); }
 }
 extern "C" void gpu_dora_backward(float *dmag, float *t, float *z, const float *dout, const float *mag, const float *wnorm, float s, int N, int OC) {
+    if (dmag) wrote(D(dmag), (size_t)OC * sizeof(float));
+    wrote(D(t), (size_t)N * OC * sizeof(float)); wrote(D(z), (size_t)N * OC * sizeof(float));
     if (dmag) { dora_dmag_kernel<<<(OC + 127) / 128, 128>>>(D(dmag), D(dout), D(z), D(t), D(wnorm), s, N, OC); LAUNCHED("dora_dmag_kernel"); }
     dora_split_kernel<<<blocks_for((size_t)N * OC, 256), 256>>>(D(t), D(z), D(dout), D(mag), D(wnorm), N, OC);
     LAUNCHED("dora_split_kernel");
@@ -2028,6 +2310,7 @@ __global__ void crossentropy_forward_kernel(float *losses, float *probs, const i
     sum = block_sum(sum, sh);
     float inv = 1.0f / sum;
     for (int i = threadIdx.x; i < V; i += blockDim.x) p[i] *= inv;
+    __syncthreads(); // p[t] was normalized by another thread
     if (threadIdx.x == 0) {
         int t = targets[blockIdx.x];
         losses[blockIdx.x] = t >= 0 ? -(float)log(fmax((double)p[t], 1e-300)) : 0.0f;
@@ -2041,10 +2324,12 @@ __global__ void crossentropy_backward_kernel(float *d, const int *targets, float
     }
 }
 extern "C" void gpu_crossentropy_forward(float *losses, float *probs, const int *targets, int N, int V) {
+    wrote(D(losses), (size_t)N * sizeof(float)); wrote(D(probs), (size_t)N * V * sizeof(float));
     crossentropy_forward_kernel<<<N, 512>>>(D(losses), D(probs), D(targets), V);
     LAUNCHED("crossentropy_forward_kernel");
 }
 extern "C" void gpu_crossentropy_backward(float *dlogits, const int *targets, float dloss, int N, int V) {
+    wrote(D(dlogits), (size_t)N * V * sizeof(float));
     crossentropy_backward_kernel<<<blocks_for((size_t)N * V, 256), 256>>>(D(dlogits), D(targets), dloss, N, V);
     LAUNCHED("crossentropy_backward_kernel");
 }
@@ -2065,7 +2350,10 @@ extern "C" void gpu_release(void) {
     }
     void **bufs[8] = { &qscratch, &sum_scratch, &splitk_scratch, &tc_scratch[0], &tc_scratch[1], &att_scratch, &att16_scratch, NULL };
     size_t *caps[8] = { &qscratch_cap, &sum_scratch_cap, &splitk_cap, &tc_cap[0], &tc_cap[1], &att_scratch_cap, &att16_cap, NULL };
-    for (int i = 0; bufs[i]; i++) { if (*bufs[i]) CK(cudaFree(*bufs[i])); *bufs[i] = NULL; *caps[i] = 0; }
+    for (int i = 0; bufs[i]; i++) { gpu_free(*bufs[i]); *bufs[i] = NULL; *caps[i] = 0; }
+    forget_all();
+    gpu_free(check_count);
+    check_count = NULL;
 }
 
 // ----------------------------------------------------------------------------
@@ -2231,6 +2519,7 @@ extern "C" int gpu_dist_init(int rank, int world, const char *addr, int port, FI
 }
 extern "C" void gpu_dist_sum(float *x, size_t n) {
     if (!n) return;
+    wrote(D(x), n * sizeof(float));
     NK(ncclAllReduce(D(x), D(x), n, ncclFloat32, ncclSum, nccl_comm, 0)); // on the stream of the kernels
 }
 extern "C" void gpu_dist_sum_host(double *v, int n) {

@@ -4463,6 +4463,55 @@ static void cuda_test_qmatmul(void) {
     check(w.worst <= FP32_TOL, "cuda quantized matmuls and embedding vs CPU", "int8, int4, nf4, nf4 double-quantized, N 37 C 288 OC 97: worst relative L2 error %.2e (%s) <= %.0e", w.worst, w.where, FP32_TOL);
 }
 
+// The large GEMM's bf16 operand copies: peft_cuda.cu keeps them while their source is unchanged (a
+// frozen weight between steps, one input read by q, k and v), and RMSNorm writes its output's copy
+// itself. Each round changes a source in another way (a host write synced to the mirror, AdamW on the
+// GPU, a kernel writing an activation); a product that read a stale copy would be off by O(1).
+static void cuda_test_copies(void) {
+    int N = 256, C = 256, OC = 384;
+    size_t nx = (size_t)N * C, nw = (size_t)OC * C, ny = (size_t)N * OC;
+    float *w = rand_f32(nw, 1), *x = rand_f32(nx, 1), *dy = rand_f32(ny, 1), *rw = rand_f32(C, 1), *gr0 = rand_f32(nw, 1);
+    float *xn = malloc_check(nx * 4), *r = malloc_check(N * 4), *y = malloc_check(ny * 4), *dx = malloc_check(nx * 4);
+    Worst wy = { 0, "" }, wx = { 0, "" };
+    gpu_set_bf16(1);
+    gpu_on = 1;
+    tensor_mirror(w, nw * 4);
+    float *gx = dev_f32(x, nx), *gdy = dev_f32(dy, ny), *grw = dev_f32(rw, C), *gg = dev_f32(gr0, nw);
+    float *gn = (float *)tensor_alloc(nx * 4), *gr = (float *)tensor_alloc(N * 4), *gy = (float *)tensor_alloc(ny * 4), *gdx = (float *)tensor_alloc(nx * 4);
+    float *gm = (float *)tensor_alloc(nw * 4), *gv = (float *)tensor_alloc(nw * 4);
+    const char *what[4] = { "as uploaded", "W negated on the host and synced", "W moved by AdamW on the GPU", "x rewritten by a kernel" };
+    for (int round = 0; round < 4; round++) {
+        gpu_on = 1;
+        if (round == 1) { for (size_t i = 0; i < nw; i++) w[i] = -w[i]; tensor_to_device(w); }
+        if (round == 2) { adamw_update(w, gg, gm, gv, nw, 1, 0.5f, 0.9f, 0.999f, 1e-8f, 0.0f); tensor_to_host(w); }
+        if (round == 3) { add_scaled(gx, gx, -3.0f, nx); tensor_download(x, gx, nx * 4); } // x = -2x
+        for (int rep = 0; rep < 2; rep++) { // the second time from the copies
+            rmsnorm_forward(gn, gr, gx, grw, N, C, 1e-5f);
+            matmul_forward(gy, gn, w, N, C, OC);
+            tensor_zero(gdx, nx);
+            matmul_backward(gdx, NULL, gdy, NULL, w, N, C, OC);
+        }
+        float *hy = host_f32(gy, ny), *hdx = host_f32(gdx, nx);
+        gpu_on = 0;
+        rmsnorm_forward(xn, r, x, rw, N, C, 1e-5f);
+        matmul_forward_naive(y, xn, w, N, C, OC);
+        memset(dx, 0, nx * 4);
+        matmul_backward_naive(dx, NULL, dy, NULL, w, N, C, OC);
+        worst_of(&wy, rel_l2(hy, y, ny), "%s", what[round]);
+        worst_of(&wx, rel_l2(hdx, dx, nx), "%s", what[round]);
+        free(hy); free(hdx);
+    }
+    gpu_on = 1;
+    tensor_unmirror(w);
+    float *gs[] = { gx, gdy, grw, gg, gn, gr, gy, gdx, gm, gv };
+    for (int i = 0; i < 10; i++) tensor_free(gs[i]);
+    gpu_on = 0;
+    gpu_set_bf16(0);
+    free(w); free(x); free(dy); free(rw); free(gr0); free(xn); free(r); free(y); free(dx);
+    check(wy.worst <= BF16_TOL && wx.worst <= BF16_TOL, "cuda bf16 operand copies follow their sources", "4 rounds (%s, %s, %s, %s), each product twice: relative L2 error forward %.2e (%s), dinp %.2e (%s) <= %.0e",
+          what[0], what[1], what[2], what[3], wy.worst, wy.where, wx.worst, wx.where, BF16_TOL);
+}
+
 // train, resume and generate through the CLI on the GPU
 static double val_loss_of(const char *err) { // "... val loss A -> B" on the done line
     const char *p = strstr(err, "val loss ");
@@ -4524,6 +4573,7 @@ static void run_cuda_tests(void) {
     cuda_test_attention(1);
     cuda_test_small_kernels();
     cuda_test_qmatmul();
+    cuda_test_copies();
     printf("== whole model on the GPU (fp32) vs PEFT\n");
     gpu_on = 1;
     test_peft_reference("qv_r4");
