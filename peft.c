@@ -4907,11 +4907,12 @@ typedef struct {
 
 typedef struct {
     int B, T, checkpoint;  // checkpoint: keep only each layer's input, recompute the rest in the backward
+    int logit_rows;        // rows of logits kept: N, or LOSS_ROWS for evaluation (loss only, no backward)
     floatX *x;             // (L+1, N, C): input of every layer; x[L] feeds the final norm
     floatX *layer_memory;  // L (or 1 with checkpointing) sets of LayerActs
     LayerActs *layers;     // (L)
     floatX *xf, *rstdf;    // (N,C), (N) final norm
-    floatX *logits;        // (N,V); holds probabilities after the loss, then dlogits in the backward
+    floatX *logits;        // (logit_rows,V); holds probabilities after the loss, then dlogits in the backward
     floatX *losses;        // (N)
     int *inputs, *targets; // (N)
     int count;             // number of counted targets
@@ -4933,35 +4934,42 @@ static void point_layer_acts(LayerActs *la, floatX *mem, const size_t *s) {
 
 static floatX *alloc_floats(size_t n, size_t *bytes) { *bytes += n * sizeof(floatX); return (floatX *)tensor_alloc(n * sizeof(floatX)); }
 
+// Evaluation needs the loss only: the classifier and the cross-entropy run LOSS_ROWS rows at a time
+// (the N x V logits are never kept), one set of layer activations serves every layer, and there are
+// no gradient buffers.
+#define LOSS_ROWS 512
 // bytes acts_alloc will take for a batch of B x T (planned in double: see bytes_fit)
-static double acts_plan_bytes(const Config *c, int B, int T, int checkpoint) {
+static double acts_plan_bytes(const Config *c, int B, int T, int checkpoint, int loss_only) {
     double N = (double)B * T, C = c->dim, H = c->hidden_dim, V = c->vocab_size, L = c->n_layers, NH = c->n_heads;
     double QD = NH * c->head_dim, KD = (double)c->n_kv_heads * c->head_dim;
     double per = N * (3 * C + 2 + 2 * QD + 2 * KD + 3 * H) + (double)B * NH * T * T;
     double grads = N * (2 * C + 2 * QD + 2 * KD + 3 * H) + (double)B * NH * T * T;
+    if (loss_only) return sizeof(floatX) * ((L + 1) * N * C + per + N * (C + 2) + (N < LOSS_ROWS ? N : LOSS_ROWS) * V) + 2 * N * sizeof(int);
     return sizeof(floatX) * ((L + 1) * N * C + (checkpoint ? 1 : L) * per + N * (C + 2 + V) + grads) + 2 * N * sizeof(int);
 }
-static void acts_alloc(Activations *a, const Config *c, int B, int T, int checkpoint) {
-    double need = acts_plan_bytes(c, B, T, checkpoint);
+static void acts_alloc(Activations *a, const Config *c, int B, int T, int checkpoint, int loss_only) {
+    double need = acts_plan_bytes(c, B, T, checkpoint, loss_only);
     if (!bytes_fit(need)) fatal("a batch of %d x %d tokens needs %.4g GB of activations: too large for this %s machine", B, T, need / 1e9, machine_bits());
     memset(a, 0, sizeof(*a));
-    a->B = B; a->T = T; a->checkpoint = checkpoint;
+    a->B = B; a->T = T; a->checkpoint = checkpoint || loss_only;
     size_t N = (size_t)B * T, C = (size_t)c->dim, H = (size_t)c->hidden_dim, V = (size_t)c->vocab_size, L = (size_t)c->n_layers;
     size_t QD = (size_t)c->n_heads * c->head_dim, KD = (size_t)c->n_kv_heads * c->head_dim;
     size_t s[NUM_LAYER_ACTS], per = 0;
     layer_act_sizes(s, c, B, T);
     for (int i = 0; i < NUM_LAYER_ACTS; i++) per += s[i];
-    size_t nsets = checkpoint ? 1 : L;
+    size_t nsets = a->checkpoint ? 1 : L;
     a->x = alloc_floats((L + 1) * N * C, &a->bytes);
     a->layer_memory = alloc_floats(nsets * per, &a->bytes);
     a->layers = (LayerActs *)calloc_check(L, sizeof(LayerActs));
-    for (size_t l = 0; l < L; l++) point_layer_acts(&a->layers[l], a->layer_memory + (checkpoint ? 0 : l * per), s);
+    for (size_t l = 0; l < L; l++) point_layer_acts(&a->layers[l], a->layer_memory + (a->checkpoint ? 0 : l * per), s);
     a->xf = alloc_floats(N * C, &a->bytes);
     a->rstdf = alloc_floats(N, &a->bytes);
-    a->logits = alloc_floats(N * V, &a->bytes);
+    a->logit_rows = loss_only && N > LOSS_ROWS ? LOSS_ROWS : (int)N;
+    a->logits = alloc_floats((size_t)a->logit_rows * V, &a->bytes);
     a->losses = alloc_floats(N, &a->bytes);
     a->inputs = (int *)tensor_alloc(N * sizeof(int));
     a->targets = (int *)tensor_alloc(N * sizeof(int));
+    if (loss_only) return;
     a->dx = alloc_floats(N * C, &a->bytes);
     a->dxn = alloc_floats(N * C, &a->bytes);
     a->dq = alloc_floats(N * QD, &a->bytes);
@@ -5093,7 +5101,7 @@ static void peft_forward(Net *net, Activations *a, const int *inputs) {
     else encoder_forward(a->x, a->inputs, p->embed, N, C);
     for (int l = 0; l < c->n_layers; l++) layer_forward(net, a, l, a->x + (size_t)l * N * C, new_mask);
     rmsnorm_forward(a->xf, a->rstdf, a->x + (size_t)c->n_layers * N * C, p->rms_final, N, C, c->norm_eps);
-    linear_forward(a->logits, a->xf, net_cls(net), NULL, N, C, V, 0, 0, NULL);
+    if (a->logit_rows == N) linear_forward(a->logits, a->xf, net_cls(net), NULL, N, C, V, 0, 0, NULL); // (else: peft_eval_loss)
 }
 // Mean cross-entropy of the logits against targets (N); a->logits then holds the probabilities.
 static double peft_loss(Activations *a, const Config *c, const int *targets) {
@@ -5102,6 +5110,25 @@ static double peft_loss(Activations *a, const Config *c, const int *targets) {
     a->count = 0;
     for (int n = 0; n < N; n++) a->count += targets[n] >= 0;
     crossentropy_forward(a->losses, a->logits, a->targets, N, c->vocab_size);
+    double sum = tensor_sum(a->losses, (size_t)N);
+    return a->count ? sum / a->count : 0;
+}
+
+// The forward and the loss of an evaluation batch; with loss-only activations the classifier and the
+// cross-entropy take LOSS_ROWS rows at a time. The losses (N) are then in a->losses.
+static double peft_eval_loss(Net *net, Activations *a, const int *inputs, const int *targets) {
+    const Config *c = &net->model->config;
+    int N = a->B * a->T, C = c->dim, V = c->vocab_size;
+    peft_forward(net, a, inputs);
+    if (a->logit_rows == N) return peft_loss(a, c, targets);
+    tensor_upload(a->targets, targets, (size_t)N * sizeof(int));
+    a->count = 0;
+    for (int n = 0; n < N; n++) a->count += targets[n] >= 0;
+    for (int r0 = 0; r0 < N; r0 += a->logit_rows) {
+        int rows = N - r0 < a->logit_rows ? N - r0 : a->logit_rows;
+        linear_forward(a->logits, a->xf + (size_t)r0 * C, net_cls(net), NULL, rows, C, V, 0, 0, NULL);
+        crossentropy_forward(a->losses + r0, a->logits, a->targets + r0, rows, V);
+    }
     double sum = tensor_sum(a->losses, (size_t)N);
     return a->count ? sum / a->count : 0;
 }
@@ -6864,8 +6891,7 @@ static double evaluate(Net *net, Activations *a, const int *tokens, int n, int m
                 if (pos + 1 < n) windows++;
                 pos += T;
             }
-        peft_forward(net, a, inp);
-        peft_loss(a, &net->model->config, tgt);
+        peft_eval_loss(net, a, inp, tgt);
         sum += tensor_sum(a->losses, (size_t)B * T); // 0 where tgt < 0
         count += a->count;
     }
@@ -6898,8 +6924,7 @@ static double evaluate_examples(Net *net, Activations *a, const Examples *ex, in
             if (e < rows) examples_fill_row(ex, e, inp + b * T, tgt + b * T, T);
             else for (int t = 0; t < T; t++) { inp[b * T + t] = 0; tgt[b * T + t] = -100; }
         }
-        peft_forward(net, a, inp);
-        peft_loss(a, &net->model->config, tgt);
+        peft_eval_loss(net, a, inp, tgt);
         sum += tensor_sum(a->losses, (size_t)B * T); // 0 where tgt < 0 (losses are tensor memory: on the GPU too)
         count += a->count;
     }
@@ -7251,22 +7276,23 @@ static int write_loss_svg(const char *path, const LossCurve *lc, int total_steps
 static void note_tokenizer(void); // CLI: names the tokenizer found beside the model
 // What training will allocate beyond the loaded model: activations (acts_alloc's buffers, twice with a
 // validation set), the trainable parameters' gradients and AdamW moments, LoRA's per-row buffers.
-static double acts_need_bytes(const Config *c, int B, int T, int checkpoint) {
+static double acts_need_bytes(const Config *c, int B, int T, int checkpoint, int loss_only) {
     double N = (double)B * T, C = c->dim, H = c->hidden_dim, V = c->vocab_size, L = c->n_layers;
     double QD = (double)c->n_heads * c->head_dim, KD = (double)c->n_kv_heads * c->head_dim;
     size_t s[NUM_LAYER_ACTS];
     double per = 0;
     layer_act_sizes(s, c, B, T);
     for (int i = 0; i < NUM_LAYER_ACTS; i++) per += (double)s[i];
+    if (loss_only) return ((L + 1) * N * C + per + N * C + N + (N < LOSS_ROWS ? N : LOSS_ROWS) * V + N) * sizeof(floatX) + 2 * N * sizeof(int);
     double floats = (L + 1) * N * C + (checkpoint ? 1 : L) * per + N * C + N + N * V + N + 2 * N * C + 2 * N * QD + 2 * N * KD + 3 * N * H + (double)B * c->n_heads * T * (gpu_on ? 1 : T); // (on the GPU: one log-sum-exp per row)
     return floats * sizeof(floatX) + 2 * N * sizeof(int);
 }
 static int train_mem_check(const TrainArgs *ta, const Model *m, int with_eval) {
     const Config *c = &m->config;
-    double N = (double)ta->B * ta->T, acts = acts_need_bytes(c, ta->B, ta->T, ta->checkpoint_acts) + (with_eval ? acts_need_bytes(c, ta->B, ta->T, 0) : 0), trainable = 0, extra = 0;
-    if (!bytes_fit(acts_need_bytes(c, ta->B, ta->T, ta->checkpoint_acts))) // first: the address space (32-bit machines)
+    double N = (double)ta->B * ta->T, acts = acts_need_bytes(c, ta->B, ta->T, ta->checkpoint_acts, 0) + (with_eval ? acts_need_bytes(c, ta->B, ta->T, 0, 1) : 0), trainable = 0, extra = 0;
+    if (!bytes_fit(acts_need_bytes(c, ta->B, ta->T, ta->checkpoint_acts, 0))) // first: the address space (32-bit machines)
         return set_error(ta->model_path, "a batch of %d x %d tokens needs %.4g GB of activations: too large for this %s machine", ta->B, ta->T,
-                         acts_need_bytes(c, ta->B, ta->T, ta->checkpoint_acts) / 1e9, machine_bits());
+                         acts_need_bytes(c, ta->B, ta->T, ta->checkpoint_acts, 0) / 1e9, machine_bits());
     if (gpu_on) acts = 0; // activations live in GPU memory (checked against the GPU's free memory in train)
     if (ta->mode == TUNE_LORA) { // params, grads, m, v; u (and the dropout mask) per row; the scratch rows
         double maxdim = c->hidden_dim > c->dim ? c->hidden_dim : c->dim;
@@ -7368,7 +7394,7 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
     if (lo && ta->lc.dora && !ta->resume_adapter) lora_init_dora(lo, m);
 #ifdef PEFT_CUDA
     if (gpu_on) { // what the activations will need, against what is free, before taking any of it
-        double need = acts_need_bytes(c, B, T, ta->checkpoint_acts) + (val_fits_eval(ta) ? acts_need_bytes(c, B, T, 0) : 0) + 2.0 * tr_bytes(m, lo, ta->mode),
+        double need = acts_need_bytes(c, B, T, ta->checkpoint_acts, 0) + (val_fits_eval(ta) ? acts_need_bytes(c, B, T, 0, 1) : 0) + 2.0 * tr_bytes(m, lo, ta->mode),
                have = (double)gpu_free_bytes();
         if (need > have) fatal("out of GPU memory: training needs %.2f GiB more for activations and optimizer state (batch %d x %d%s), %.2f GiB are free; "
                                "lower -b or -T, or use --checkpoint-activations, --eval-batches or --quant nf4", need / 1073741824.0, B, T,
@@ -7396,7 +7422,7 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
         if (!c->tied) trainable_add(&tr, m->params.wcls + f, gn.wcls + f, R);
     }
     Activations a;
-    acts_alloc(&a, c, B, T, ta->checkpoint_acts);
+    acts_alloc(&a, c, B, T, ta->checkpoint_acts, 0);
     uint64_t data_rng = ta->seed * 0x9E3779B97F4A7C15ull + 12345;
     int step0 = 0;
     if (ta->resume) {
@@ -7462,7 +7488,7 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
     signal(SIGINT, on_sigint);
     Activations eval_a;
     int have_eval = is_ex ? vex.count > 0 : (val && nval >= 2);
-    if (have_eval) acts_alloc(&eval_a, c, B, T, 0);
+    if (have_eval) acts_alloc(&eval_a, c, B, T, 0, 1);
     int *inp = (int *)malloc_check((size_t)N * sizeof(int)), *tgt = (int *)malloc_check((size_t)N * sizeof(int));
     double t_start = time_sec(), first_loss = -1, last_loss = -1, last_val = -1, first_val = -1;
     if (have_eval && step0 == 0) { // where the held-out loss starts
@@ -8190,7 +8216,7 @@ static int cmd_eval(int argc, char **argv) {
     Net net;
     net_init(&net, &m, lo);
     Activations a;
-    acts_alloc(&a, c, B, T, 0);
+    acts_alloc(&a, c, B, T, 0, 1);
     long count;
     double t0 = time_sec();
     double loss = evaluate(&net, &a, tokens, n, 0, &count);
@@ -8270,7 +8296,7 @@ static int cmd_dump(int argc, char **argv) {
     Net net;
     net_init(&net, &m, lo);
     Activations a;
-    acts_alloc(&a, c, B, T, 0);
+    acts_alloc(&a, c, B, T, 0, 0);
     peft_forward(&net, &a, inputs);
     size_t nl = (size_t)N * c->vocab_size;
     floatX *logits = (floatX *)malloc_check(nl * sizeof(floatX));

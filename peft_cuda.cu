@@ -1175,7 +1175,9 @@ static void gemm_small_m(float *c, long rsc, long csc, const float *a, long rsa,
     if (S > 1) { splitk_reduce_strided_kernel<<<blocks_for((size_t)M * N, 256), 256>>>(c, rsc, csc, cc, S, M, N, accumulate); LAUNCHED("splitk_reduce_kernel"); }
 }
 
-static void gemm(float *c, long ldc, const float *a, long rsa, long csa, const float *b, long rsb, long csb, int M, int N, int K, int accumulate) {
+// b16: B given as bf16, B^T (N, K) with rows of ldb16 (the quantized weights, dequantized): only for M, N >= BT in bf16
+static void gemm(float *c, long ldc, const float *a, long rsa, long csa, const float *b, long rsb, long csb, int M, int N, int K, int accumulate,
+                 const __nv_bfloat16 *b16 = NULL, long ldb16 = 0) {
     if (M <= 0 || N <= 0) return;
     size_t cbytes = ((size_t)(M - 1) * ldc + N) * sizeof(float);
     if (accumulate && known_zero(c, cbytes)) accumulate = 0; // adding to zeros: no need to read them
@@ -1188,9 +1190,10 @@ static void gemm(float *c, long ldc, const float *a, long rsa, long csa, const f
     if (bf16_matmuls && wgmma_gemm && M >= BT && N >= BT && (csa == 1 || rsa == 1) && (csb == 1 || rsb == 1) && large_gemm) {
         long lda, ldb; // both operands with K contiguous: A (M,K) and B^T (N,K)
         const __nv_bfloat16 *a16 = operand_copy(0, a, csa == 1 ? rsa : csa, M, K, csa != 1, &lda);
-        const __nv_bfloat16 *b16 = operand_copy(1, b, rsb == 1 ? csb : rsb, N, K, rsb != 1, &ldb);
+        const __nv_bfloat16 *bb = b16 ? b16 : operand_copy(1, b, rsb == 1 ? csb : rsb, N, K, rsb != 1, &ldb);
+        if (b16) ldb = ldb16;
         prof_flops = 2.0 * M * N * K;
-        cudaError_t e = wgk::gemm_wgmma_t<256, 4>(c, ldc, a16, lda, b16, ldb, M, N, K, accumulate, 0);
+        cudaError_t e = wgk::gemm_wgmma_t<256, 4>(c, ldc, a16, lda, bb, ldb, M, N, K, accumulate, 0);
         CK(e);
         LAUNCHED(profile ? shape_name("gemm_wgmma", M, N, K, accumulate) : "gemm_wgmma_kernel");
         return;
@@ -1199,12 +1202,13 @@ static void gemm(float *c, long ldc, const float *a, long rsa, long csa, const f
         // operands to bf16 first, then the cp.async kernel
         long lda, ldb;
         const __nv_bfloat16 *a16 = csa == 1 ? operand_copy(0, a, rsa, M, K, 0, &lda) : operand_copy(0, a, csa, K, M, 0, &lda);
-        const __nv_bfloat16 *b16 = rsb == 1 ? operand_copy(1, b, csb, N, K, 0, &ldb) : operand_copy(1, b, rsb, K, N, 0, &ldb);
+        const __nv_bfloat16 *bb = b16 ? b16 : rsb == 1 ? operand_copy(1, b, csb, N, K, 0, &ldb) : operand_copy(1, b, rsb, K, N, 0, &ldb);
+        if (b16) { ldb = ldb16; rsb = 1; } // given K-major
         prof_flops = 2.0 * M * N * K;
-        if (csa == 1 && rsb == 1) launch_tc_shape<true, true>(c, ldc, a16, lda, b16, ldb, M, N, K, accumulate);
-        else if (csa == 1) launch_tc_shape<true, false>(c, ldc, a16, lda, b16, ldb, M, N, K, accumulate);
-        else if (rsb == 1) launch_tc_shape<false, true>(c, ldc, a16, lda, b16, ldb, M, N, K, accumulate);
-        else launch_tc_shape<false, false>(c, ldc, a16, lda, b16, ldb, M, N, K, accumulate);
+        if (csa == 1 && rsb == 1) launch_tc_shape<true, true>(c, ldc, a16, lda, bb, ldb, M, N, K, accumulate);
+        else if (csa == 1) launch_tc_shape<true, false>(c, ldc, a16, lda, bb, ldb, M, N, K, accumulate);
+        else if (rsb == 1) launch_tc_shape<false, true>(c, ldc, a16, lda, bb, ldb, M, N, K, accumulate);
+        else launch_tc_shape<false, false>(c, ldc, a16, lda, bb, ldb, M, N, K, accumulate);
         LAUNCHED("gemm_tc_kernel");
         return;
     }
@@ -1293,7 +1297,40 @@ __device__ __forceinline__ float qvalue(const QDev &t, size_t i) {
 __global__ void dequantize_kernel(float *out, QDev t, size_t i0, size_t n) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) out[i] = qvalue(t, i0 + i);
 }
-// the whole (OC,C) matrix in fp32 scratch, then the float GEMM
+// The quantized matmuls. A few rows of input (generation: N <= QDIRECT_N) read the blocks directly, a warp
+// per output; more rows dequantize the whole (OC,C) matrix and run the GEMM: into its bf16 operand (in
+// the layout the GEMM reads: W for out = x W^T, W^T for dinp += dout W) for the bf16 tensor-core GEMM,
+// into fp32 scratch otherwise.
+#define QDIRECT_N 8
+// out[n][o] = sum_c inp[n][c] W[o][c], W's values read from their blocks
+__global__ void qmatvec_kernel(float *out, const float *inp, QDev t, int N, int C, int OC) {
+    int o = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (o >= OC) return;
+    float acc[QDIRECT_N] = { 0 };
+    for (int c = lane; c < C; c += 32) {
+        float w = qvalue(t, (size_t)o * C + c);
+        for (int n = 0; n < N; n++) acc[n] += inp[(size_t)n * C + c] * w;
+    }
+    for (int n = 0; n < N; n++) {
+        float v = warp_sum(acc[n]);
+        if (lane == 0) out[(size_t)n * OC + o] = v;
+    }
+}
+// q (OC, ld) = W in bf16, zeros for c in [C, ld)
+__global__ void dequantize_bf16_kernel(__nv_bfloat16 *q, long ld, QDev t, int C, int OC) {
+    FOR_EACH(i, (size_t)OC * ld) {
+        int o = (int)(i / ld), c = (int)(i % ld);
+        q[i] = __float2bfloat16(c < C ? qvalue(t, (size_t)o * C + c) : 0.0f);
+    }
+}
+// q (C, ld) = W^T in bf16, zeros for o in [OC, ld): 32 x 32 tiles through shared memory
+__global__ void dequantize_bf16_t_kernel(__nv_bfloat16 *q, long ld, QDev t, int C, int OC) {
+    __shared__ float s[32][33];
+    int c0 = blockIdx.x * 32, o0 = blockIdx.y * 32, tx = threadIdx.x % 32, ty = threadIdx.x / 32;
+    for (int r = ty; r < 32; r += 8) { int o = o0 + r, c = c0 + tx; s[r][tx] = o < OC && c < C ? qvalue(t, (size_t)o * C + c) : 0.0f; }
+    __syncthreads();
+    for (int r = ty; r < 32; r += 8) { int c = c0 + r, o = o0 + tx; if (c < C && o < ld) q[(long)c * ld + o] = __float2bfloat16(s[tx][r]); }
+}
 static void *qscratch;
 static size_t qscratch_cap;
 static float *dequantize_matrix(const QDev &t, int C, int OC) {
@@ -1304,12 +1341,47 @@ static float *dequantize_matrix(const QDev &t, int C, int OC) {
     LAUNCHED("dequantize_kernel");
     return w;
 }
+// W (transposed: W^T) as the bf16 GEMM's B operand, rows of *ld
+static const __nv_bfloat16 *dequantize_operand(const QDev &t, int C, int OC, int transposed, long *ld) {
+    int rows = transposed ? C : OC, len = transposed ? OC : C;
+    *ld = (len + 7) / 8 * 8;
+    __nv_bfloat16 *q = (__nv_bfloat16 *)scratch_reserve(&qscratch, &qscratch_cap, (size_t)rows * *ld * sizeof(__nv_bfloat16));
+    wrote(q, (size_t)rows * *ld * sizeof(__nv_bfloat16));
+    if (!transposed) { dequantize_bf16_kernel<<<blocks_for((size_t)rows * *ld, 256), 256>>>(q, *ld, t, C, OC); LAUNCHED("dequantize_bf16_kernel"); }
+    else {
+        dim3 g((C + 31) / 32, (unsigned)((*ld + 31) / 32));
+        dequantize_bf16_t_kernel<<<g, 256>>>(q, *ld, t, C, OC);
+        LAUNCHED("dequantize_bf16_t_kernel");
+    }
+    return q;
+}
+static int large_bf16(int M, int N) { return bf16_matmuls && large_gemm && M >= BT && N >= BT; } // gemm's tensor-core path
 extern "C" void gpu_qmatmul_forward(float *out, const float *inp, GPU_QARGS, int N, int C, int OC) {
-    float *w = dequantize_matrix(qdev(QARGS_NAMES), C, OC);
+    QDev t = qdev(QARGS_NAMES);
+    if (N <= QDIRECT_N) {
+        wrote(D(out), (size_t)N * OC * sizeof(float));
+        qmatvec_kernel<<<(OC + 7) / 8, 256>>>(D(out), D(inp), t, N, C, OC);
+        LAUNCHED("qmatvec_kernel");
+        return;
+    }
+    if (large_bf16(N, OC)) {
+        long ld;
+        const __nv_bfloat16 *w16 = dequantize_operand(t, C, OC, 0, &ld);
+        gemm(D(out), OC, D(inp), C, 1, NULL, 1, C, N, OC, C, 0, w16, ld);
+        return;
+    }
+    float *w = dequantize_matrix(t, C, OC);
     gemm(D(out), OC, D(inp), C, 1, w, 1, C, N, OC, C, 0);
 }
 extern "C" void gpu_qmatmul_backward(float *dinp, const float *dout, GPU_QARGS, int N, int C, int OC) {
-    float *w = dequantize_matrix(qdev(QARGS_NAMES), C, OC);
+    QDev t = qdev(QARGS_NAMES);
+    if (large_bf16(N, C)) {
+        long ld;
+        const __nv_bfloat16 *w16 = dequantize_operand(t, C, OC, 1, &ld);
+        gemm(D(dinp), C, D(dout), OC, 1, NULL, C, 1, N, C, OC, 1, w16, ld);
+        return;
+    }
+    float *w = dequantize_matrix(t, C, OC);
     gemm(D(dinp), C, D(dout), OC, 1, w, C, 1, N, C, OC, 1);
 }
 __global__ void encoder_q_kernel(float *out, const int *tokens, QDev t, int N, int C) {

@@ -258,7 +258,7 @@ static void test_fd_model(const char *mode, int tied, int checkpoint) {
     Net net;
     net_init(&net, &m, lo);
     Activations a;
-    acts_alloc(&a, c, B, T, checkpoint);
+    acts_alloc(&a, c, B, T, checkpoint, 0);
     ModelCtx ctx = { &net, &a, inputs, targets, 0 };
     fd_model_fwd(&ctx);      // with dropout: draws the masks once
     if (lo) lo->training = 0; // later forwards reuse the same masks
@@ -786,7 +786,7 @@ static float *dump_logits(Model *m, Lora *lo, const int *ids, int B, int T, doub
     Net net;
     net_init(&net, m, lo);
     Activations a;
-    acts_alloc(&a, &m->config, B, T, 0);
+    acts_alloc(&a, &m->config, B, T, 0, 0);
     if (lo) lora_alloc_acts(lo, B * T);
     peft_forward(&net, &a, ids);
     size_t n = (size_t)B * T * m->config.vocab_size;
@@ -868,7 +868,7 @@ static void test_generation(void) {
         if (v < 2) check(first_bad < 0, name, first_bad < 0 ? "all %d tokens identical" : "first difference at step %d", first_bad < 0 ? n : first_bad);
         else printf("INFO %s (bf16-rounded weights): greedy %s\n", models[v], first_bad < 0 ? "identical too" : "diverges from the fp32 model, as expected");
         if (v == 0) { // the batch forward over the generated sequence gives the same logits as the KV-cache path
-            Activations a; acts_alloc(&a, &m.config, 1, 64, 0);
+            Activations a; acts_alloc(&a, &m.config, 1, 64, 0, 0);
             peft_forward(&net, &a, seq);
             RunState s2; runstate_alloc(&s2, &m.config, m.config.seq_len);
             double e = 0;
@@ -934,7 +934,7 @@ static void test_peft_reference(const char *name) {
     double loss;
     lora_alloc_acts(&lo, B * T);
     Net net; net_init(&net, &m, &lo);
-    Activations a; acts_alloc(&a, &m.config, B, T, 0);
+    Activations a; acts_alloc(&a, &m.config, B, T, 0, 0);
     peft_forward(&net, &a, ids);
     size_t where, nl = (size_t)B * T * m.config.vocab_size;
     float *got = malloc_check(nl * sizeof(float));
@@ -2307,7 +2307,7 @@ static void test_qlora_grads(void) {
         for (int i = 0; i < N; i++) { in[i] = (int)(random_u32(&r) % (uint32_t)c->vocab_size); tg[i] = (int)(random_u32(&r) % (uint32_t)c->vocab_size); }
         Net n1, n2; Activations a1, a2;
         net_init(&n1, &mq, &l1); net_init(&n2, &mf, &l2);
-        acts_alloc(&a1, c, B, T, 0); acts_alloc(&a2, c, B, T, 0);
+        acts_alloc(&a1, c, B, T, 0, 0); acts_alloc(&a2, c, B, T, 0, 0);
         peft_forward(&n1, &a1, in); double L1 = peft_loss(&a1, c, tg); peft_backward(&n1, &a1, NULL, c->n_layers, 0);
         peft_forward(&n2, &a2, in); double L2 = peft_loss(&a2, c, tg); peft_backward(&n2, &a2, NULL, c->n_layers, 0);
         double num = 0, den = 0;
@@ -2735,7 +2735,7 @@ static void test_instruction_data(void) {
             for (size_t i = 0; i < lo.num_params; i++) lo.params[i] = (floatX)(0.02 * sin(0.37 * (double)i)); // B != 0
             lora_alloc_acts(&lo, B * T); lo.training = 1;
             Net net; net_init(&net, &m, &lo);
-            Activations a; acts_alloc(&a, &m.config, B, T, 0);
+            Activations a; acts_alloc(&a, &m.config, B, T, 0, 0);
             int *inp = malloc_check((size_t)B * T * sizeof(int)), *tgt = malloc_check((size_t)B * T * sizeof(int)), *tgt2 = malloc_check((size_t)B * T * sizeof(int));
             floatX *g[3];
             int masked = 0;
@@ -3016,7 +3016,7 @@ static void test_modules_to_save_training(void) {
     lora_alloc_acts(&lo, N); lo.training = 1;
     lora_setup_mts(&lo, &m, 3, "test");
     Net net; net_init(&net, &m, &lo);
-    Activations a; acts_alloc(&a, c, B, T, 0);
+    Activations a; acts_alloc(&a, c, B, T, 0, 0);
     size_t ne = (size_t)c->vocab_size * c->dim;
     memset(lo.dembed, 0, ne * sizeof(floatX)); memset(lo.dlm_head, 0, ne * sizeof(floatX)); memset(lo.grads, 0, lo.num_params * sizeof(floatX));
     peft_forward(&net, &a, inp);
@@ -3026,7 +3026,7 @@ static void test_modules_to_save_training(void) {
     floatX *gmem = calloc_check(m.num_parameters, sizeof(floatX));
     ParameterTensors g; point_parameters(&g, gmem, m.param_sizes, c->tied);
     Net net2; net_init(&net2, &m, NULL);
-    Activations a2; acts_alloc(&a2, c, B, T, 0);
+    Activations a2; acts_alloc(&a2, c, B, T, 0, 0);
     peft_forward(&net2, &a2, inp);
     double l2 = peft_loss(&a2, c, tgt);
     peft_backward(&net2, &a2, &g, 0, 1);
@@ -3080,6 +3080,7 @@ static void test_memory_refusal(void);
 static void test_disk_full(void);
 static void test_kill9(void);
 static void test_data_parallel(void);
+static void test_eval_chunks(void);
 // a random float model (vocabulary of tests/spbpe/tokenizer.json, so no ../shared is needed), saved as .bin
 static int rand_model_file(const char *path, int L, int tied, int hf) {
     Tokenizer tk;
@@ -3429,10 +3430,10 @@ static void test_sizes_32bit(void) {
     config_defaults(&s);
     s.dim = 64; s.hidden_dim = 172; s.n_layers = 5; s.n_heads = 8; s.n_kv_heads = 4; s.head_dim = 8; s.vocab_size = 512; s.seq_len = 512; s.tied = 1;
     Activations a;
-    acts_alloc(&a, &s, 2, 33, 0);
-    double plan = acts_plan_bytes(&s, 2, 33, 0), got = (double)a.bytes;
+    acts_alloc(&a, &s, 2, 33, 0, 0);
+    double plan = acts_plan_bytes(&s, 2, 33, 0, 0), got = (double)a.bytes;
     acts_free(&a);
-    double huge = acts_plan_bytes(&s, 4096, 512, 0);
+    double huge = acts_plan_bytes(&s, 4096, 512, 0, 0);
     check(plan >= got && plan <= got * 1.05 + 1024 && huge > (double)INT32_MAX, "32-bit sizes: activation plan",
           "B 2 x T 33: plan %.0f bytes, acts_alloc %.0f; B 4096 x T 512: %.3g GB (> 2 GiB, so refused on 32-bit)", plan, got, huge / 1e9);
     if (is32 && have(STORIES) && have(TOK512)) { // the CLI refuses it with one line instead of a wrapped allocation
@@ -3646,6 +3647,7 @@ static void run_fp32_tests(void) {
     test_target_regex();
     test_modules_to_save_training();
     test_data_parallel();
+    test_eval_chunks();
     test_config_floats();
     test_adapters();
     test_nf4_bitsandbytes();
@@ -3948,7 +3950,7 @@ static void test_data_parallel(void) {
     l1.training = l2.training = 1;
     Net n1, n2; Activations a1, a2;
     net_init(&n1, &m, &l1); net_init(&n2, &m, &l2);
-    acts_alloc(&a1, c, B, Tm, 0); acts_alloc(&a2, c, B / 2, Tm, 0);
+    acts_alloc(&a1, c, B, Tm, 0, 0); acts_alloc(&a2, c, B / 2, Tm, 0, 0);
     uint64_t drop0 = l1.rng;
     memset(l1.grads, 0, l1.num_params * sizeof(floatX)); memset(l2.grads, 0, l2.num_params * sizeof(floatX));
     peft_forward(&n1, &a1, inp);
@@ -4011,6 +4013,26 @@ static void test_data_parallel(void) {
     unsetenv("OMPI_COMM_WORLD_SIZE");
 }
 
+// evaluation's loss-only activations: the classifier and the cross-entropy in chunks of LOSS_ROWS rows
+// give the loss of the whole N x V logits, with a fraction of the memory
+static void test_eval_chunks(void) {
+    Model m;
+    if (model_load(&m, STORIES)) { check(0, "eval loss in row chunks", "%s", peft_errbuf); return; }
+    Config *c = &m.config;
+    int n = 2000, B = 2, T = 300; // N = 600 rows: chunks of 512 and 88
+    int *tokens = malloc_check((size_t)n * sizeof(int));
+    uint64_t r = 11;
+    for (int i = 0; i < n; i++) tokens[i] = (int)(random_u32(&r) % c->vocab_size);
+    Net net; Activations full, chunked;
+    net_init(&net, &m, NULL);
+    acts_alloc(&full, c, B, T, 0, 0); acts_alloc(&chunked, c, B, T, 0, 1);
+    long cf, cc;
+    double lf = evaluate(&net, &full, tokens, n, 0, &cf), lc = evaluate(&net, &chunked, tokens, n, 0, &cc);
+    check(cf == cc && cc > 0 && fabs(lf - lc) <= 1e-6 * lf && chunked.logit_rows == LOSS_ROWS && chunked.bytes < full.bytes / 2, "eval loss in row chunks",
+          "B %d T %d (%d rows of logits at a time): loss %.7f vs %.7f over the whole logits (%ld tokens); activations %.2f vs %.2f MB",
+          B, T, chunked.logit_rows, lc, lf, cc, chunked.bytes / 1e6, full.bytes / 1e6);
+    acts_free(&full); acts_free(&chunked); net_free(&net); model_free(&m); free(tokens);
+}
 static void test_kill9(void) {
     char tiny[600], data[600], ref[600], cmd[4096], err[4096];
     tmp_path(tiny, sizeof(tiny), "k9_tiny.bin");
@@ -4428,23 +4450,28 @@ static void cuda_test_small_kernels(void) {
 }
 
 // quantized matmuls (int8, int4, nf4, nf4 with double quantization) and the quantized embedding
+// quantized matmuls: N <= 8 rows read the blocks directly (qmatvec), more dequantize the matrix (fp32
+// scratch, or in bf16 straight into the tensor-core GEMM's operand: the last shape, bf16 bound)
 static void cuda_test_qmatmul(void) {
-    int N = 37, C = 288, OC = 97;
-    Worst w = { 0, "" };
+    int dims[][4] = { {1, 288, 97, 0}, {3, 288, 97, 0}, {37, 288, 97, 0}, {256, 288, 384, 1} }; // N, C, OC, bf16
+    Worst w = { 0, "" }, wb = { 0, "" };
+    for (int d = 0; d < 4; d++)
     for (int type = QT_INT8; type <= QT_NF4 + 1; type++) {
+        int N = dims[d][0], C = dims[d][1], OC = dims[d][2], bf16 = dims[d][3];
         int qt = type > QT_NF4 ? QT_NF4 : type, dq = type > QT_NF4;
         size_t nw = (size_t)OC * C, nx = (size_t)N * C, ny = (size_t)N * OC;
         float *wf = rand_f32(nw, 1), *x = rand_f32(nx, 1), *dy = rand_f32(ny, 1), *y = malloc_check(ny * 4), *dx = calloc_check(nx, 4), *e = malloc_check(nx * 4);
         QTensor qw;
         qtensor_alloc(&qw, qt, OC, C, dq);
         if (qtensor_quantize(&qw, wf, "test", "w")) { check(0, "cuda qmatmul", "%s", peft_errbuf); return; }
-        int tok[37];
+        int *tok = malloc_check(N * sizeof(int));
         for (int i = 0; i < N; i++) tok[i] = (i * 31) % OC;
         gpu_on = 0;
         qmatmul_forward(y, x, &qw, N, C, OC);
         qmatmul_backward(dx, dy, &qw, N, C, OC);
         encoder_forward_q(e, tok, &qw, N, C);
         gpu_on = 1;
+        gpu_set_bf16(bf16);
         tensor_mirror(qw.memory, qw.memory_bytes);
         float *gx = dev_f32(x, nx), *gdy = dev_f32(dy, ny), *gy = (float *)tensor_alloc(ny * 4), *gdx = (float *)tensor_alloc(nx * 4), *ge = (float *)tensor_alloc(nx * 4);
         int *gt = dev_int(tok, N);
@@ -4452,15 +4479,18 @@ static void cuda_test_qmatmul(void) {
         qmatmul_backward(gdx, gdy, &qw, N, C, OC);
         encoder_forward_q(ge, gt, &qw, N, C);
         float *hy = host_f32(gy, ny), *hdx = host_f32(gdx, nx), *he = host_f32(ge, nx);
-        worst_of(&w, fmax(fmax(rel_l2(hy, y, ny), rel_l2(hdx, dx, nx)), rel_l2(he, e, nx)), "%s%s", qtype_names[qt], dq ? "+dq" : "");
+        worst_of(bf16 ? &wb : &w, fmax(fmax(rel_l2(hy, y, ny), rel_l2(hdx, dx, nx)), rel_l2(he, e, nx)), "%s%s N %d", qtype_names[qt], dq ? "+dq" : "", N);
         tensor_unmirror(qw.memory);
         void *gs[] = { gx, gdy, gy, gdx, ge, gt };
         for (int i = 0; i < 6; i++) tensor_free(gs[i]);
+        gpu_set_bf16(0);
         gpu_on = 0;
         qtensor_free(&qw);
-        free(wf); free(x); free(dy); free(y); free(dx); free(e); free(hy); free(hdx); free(he);
+        free(wf); free(x); free(dy); free(y); free(dx); free(e); free(hy); free(hdx); free(he); free(tok);
     }
-    check(w.worst <= FP32_TOL, "cuda quantized matmuls and embedding vs CPU", "int8, int4, nf4, nf4 double-quantized, N 37 C 288 OC 97: worst relative L2 error %.2e (%s) <= %.0e", w.worst, w.where, FP32_TOL);
+    check(w.worst <= FP32_TOL && wb.worst <= BF16_TOL, "cuda quantized matmuls and embedding vs CPU",
+          "int8, int4, nf4, nf4 double-quantized, C 288 OC 97, N 1 and 3 (blocks read directly), 37 (fp32): worst relative L2 error %.2e (%s) <= %.0e; "
+          "N 256 OC 384 (bf16 operand): %.2e (%s) <= %.0e", w.worst, w.where, FP32_TOL, wb.worst, wb.where, BF16_TOL);
 }
 
 // The large GEMM's bf16 operand copies: peft_cuda.cu keeps them while their source is unchanged (a
