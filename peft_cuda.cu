@@ -1116,6 +1116,38 @@ __global__ void gemm_small_n_kernel(float *c, long ldc, const float *a, long rsa
 // values for a run of k sit in shared memory. K is split over blockIdx.y in chunks of kchunk, each
 // chunk's C written apart (c + blockIdx.y * zstride) and summed in order after. C(i,j) = c[i*rsc + j*csc].
 #define SMALL_M 16
+// A few rows of A (generation: M <= GEMV_M) against B^T's rows (a weight W, rows contiguous in K):
+// C (M,N) (+)= A W^T, a warp per column j, W's row read once with 16-byte loads (float4, or 4 values of
+// its bf16 copy w16 in bf16: A's values rounded to bf16 too, as every bf16 product's)
+#define GEMV_M 8
+__device__ __forceinline__ float bf16r(float x) { return __bfloat162float(__float2bfloat16(x)); } // x rounded to bf16
+__global__ void gemv_kernel(float *c, long ldc, const float *a, long rsa, const float *w, const __nv_bfloat16 *w16, long ldw, int M, int N, int K, int accumulate, int vec) {
+    int j = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (j >= N) return;
+    float acc[GEMV_M] = { 0 };
+    int K4 = vec ? K / 4 * 4 : 0; // [0, K4) by 16-byte loads, the rest one value at a time
+    for (int k = 4 * lane; k < K4; k += 128) {
+        float v[4];
+        if (w16) {
+            uint2 u = *(const uint2 *)(w16 + (long)j * ldw + k);
+            __nv_bfloat162 h0 = *(__nv_bfloat162 *)&u.x, h1 = *(__nv_bfloat162 *)&u.y;
+            v[0] = __low2float(h0); v[1] = __high2float(h0); v[2] = __low2float(h1); v[3] = __high2float(h1);
+        } else { float4 t = *(const float4 *)(w + (long)j * ldw + k); v[0] = t.x; v[1] = t.y; v[2] = t.z; v[3] = t.w; }
+        for (int m = 0; m < M; m++) {
+            float4 x = *(const float4 *)(a + (long)m * rsa + k);
+            if (w16) x = make_float4(bf16r(x.x), bf16r(x.y), bf16r(x.z), bf16r(x.w));
+            acc[m] += x.x * v[0] + x.y * v[1] + x.z * v[2] + x.w * v[3];
+        }
+    }
+    for (int k = K4 + lane; k < K; k += 32) {
+        float v = w16 ? __bfloat162float(w16[(long)j * ldw + k]) : w[(long)j * ldw + k];
+        for (int m = 0; m < M; m++) acc[m] += (w16 ? bf16r(a[(long)m * rsa + k]) : a[(long)m * rsa + k]) * v;
+    }
+    for (int m = 0; m < M; m++) {
+        float v = warp_sum(acc[m]);
+        if (lane == 0) c[(long)m * ldc + j] = (accumulate ? c[(long)m * ldc + j] : 0.0f) + v;
+    }
+}
 #define SM_KT 64
 template <int MM>
 __global__ void gemm_small_m_kernel(float *c, long rsc, long csc, const float *a, long rsa, long csa, const float *b, long rsb,
@@ -1210,6 +1242,15 @@ static void gemm(float *c, long ldc, const float *a, long rsa, long csa, const f
         else if (rsb == 1) launch_tc_shape<false, true>(c, ldc, a16, lda, bb, ldb, M, N, K, accumulate);
         else launch_tc_shape<false, false>(c, ldc, a16, lda, bb, ldb, M, N, K, accumulate);
         LAUNCHED("gemm_tc_kernel");
+        return;
+    }
+    if (M <= GEMV_M && csa == 1 && rsb == 1 && narrow_gemm) { // generation: x W^T, a few rows
+        const __nv_bfloat16 *w16 = NULL;
+        long ldw = csb;
+        if (bf16_matmuls) w16 = operand_copy(1, b, csb, N, K, 0, &ldw); // the weight's bf16 copy (kept)
+        int vec = ((uintptr_t)a & 15) == 0 && rsa % 4 == 0 && (w16 ? ldw % 4 == 0 : ((uintptr_t)b & 15) == 0 && csb % 4 == 0);
+        gemv_kernel<<<(N + 7) / 8, 256>>>(c, ldc, a, rsa, b, w16, ldw, M, N, K, accumulate, vec);
+        LAUNCHED("gemv_kernel");
         return;
     }
     if (K <= 16 && narrow_gemm) {
