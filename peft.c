@@ -3826,7 +3826,10 @@ static void tensor_scale(floatX *x, floatX s, size_t n) {
 
 // Loops with less work than this (multiply-adds or elements) run on one thread: a parallel region
 // costs microseconds, and much more when another process holds a core (generation has many small ones).
+// SERIAL(work): such a loop runs outside OpenMP: a parallel region whose if() is false still costs ~1.2 us
+// (libgomp sets up a team of one), 30 of them per token in generation.
 #define PAR_MIN_WORK 100000L
+#define SERIAL(work) ((work) < PAR_MIN_WORK || num_threads() == 1)
 
 #if defined(__GNUC__)
 #define MAYBE_UNUSED __attribute__((unused)) // the reference kernels, when only the tests call them
@@ -4550,18 +4553,18 @@ static void encoder_backward(floatX *dembed, const floatX *dout, const int *toke
 }
 
 // RMSNorm: y = x * rstd * w, rstd = 1/sqrt(mean(x^2) + eps). inp, out (N,C); rstd (N)
+static void rmsnorm_row(floatX *y, floatX *rstd, const floatX *x, const floatX *weight, int C, float eps) {
+    double ss = 0;
+    for (int c = 0; c < C; c++) ss += (double)x[c] * x[c];
+    floatX r = (floatX)(1.0 / sqrt(ss / C + eps));
+    for (int c = 0; c < C; c++) y[c] = x[c] * r * weight[c];
+    if (rstd) *rstd = r;
+}
 static void rmsnorm_forward(floatX *out, floatX *rstd, const floatX *inp, const floatX *weight, int N, int C, float eps) {
     ON_GPU(gpu_rmsnorm_forward(out, rstd, inp, weight, N, C, eps));
-    #pragma omp parallel for schedule(static) if ((long)N * C >= PAR_MIN_WORK)
-    for (int n = 0; n < N; n++) {
-        const floatX *x = inp + (size_t)n * C;
-        double ss = 0;
-        for (int c = 0; c < C; c++) ss += (double)x[c] * x[c];
-        floatX r = (floatX)(1.0 / sqrt(ss / C + eps));
-        floatX *y = out + (size_t)n * C;
-        for (int c = 0; c < C; c++) y[c] = x[c] * r * weight[c];
-        if (rstd) rstd[n] = r;
-    }
+    if (SERIAL((long)N * C)) { for (int n = 0; n < N; n++) rmsnorm_row(out + (size_t)n * C, rstd ? rstd + n : NULL, inp + (size_t)n * C, weight, C, eps); return; }
+    #pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) rmsnorm_row(out + (size_t)n * C, rstd ? rstd + n : NULL, inp + (size_t)n * C, weight, C, eps);
 }
 // dx += rstd * (w*dy) - rstd^3/C * x * sum(w*dy*x);  dw += sum_n dy * x * rstd
 static void rmsnorm_backward(floatX *dinp, floatX *dweight, const floatX *dout, const floatX *inp, const floatX *weight, const floatX *rstd, int N, int C) {
@@ -4585,22 +4588,29 @@ static void rmsnorm_backward(floatX *dinp, floatX *dweight, const floatX *dout, 
 
 // RoPE, rotate-half pairing (i, i+HS/2): x' = x*cos + rotate_half(x)*sin, at positions t = 0..T-1 of each row.
 // x is (B,T,NH,HS), rotated in place; cos/sin are (max_pos, HS/2). pos0 offsets the positions.
+// one position's NH heads (NH*HS) at the angles cs, sn (HS/2)
+static void rope_row(floatX *x, const floatX *cs, const floatX *sn, int NH, int HS) {
+    int half = HS / 2;
+    for (int h = 0; h < NH; h++) {
+        floatX *v = x + (size_t)h * HS;
+        for (int i = 0; i < half; i++) {
+            floatX a = v[i], c = v[i + half];
+            v[i] = a * cs[i] - c * sn[i];
+            v[i + half] = c * cs[i] + a * sn[i];
+        }
+    }
+}
 static void rope_forward(floatX *x, const floatX *cos_t, const floatX *sin_t, int B, int T, int NH, int HS, int pos0) {
     ON_GPU(gpu_rope_forward(x, cos_t, sin_t, B, T, NH, HS, pos0));
-    int half = HS / 2;
-    #pragma omp parallel for collapse(2) schedule(static) if ((long)B * T * NH * HS >= PAR_MIN_WORK)
+    size_t half = (size_t)HS / 2, row = (size_t)NH * HS;
+    if (SERIAL((long)B * T * NH * HS)) {
+        for (int b = 0; b < B; b++)
+            for (int t = 0; t < T; t++) rope_row(x + ((size_t)b * T + t) * row, cos_t + (pos0 + t) * half, sin_t + (pos0 + t) * half, NH, HS);
+        return;
+    }
+    #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < B; b++)
-        for (int t = 0; t < T; t++) {
-            const floatX *cs = cos_t + (size_t)(pos0 + t) * half, *sn = sin_t + (size_t)(pos0 + t) * half;
-            for (int h = 0; h < NH; h++) {
-                floatX *v = x + (((size_t)b * T + t) * NH + h) * HS;
-                for (int i = 0; i < half; i++) {
-                    floatX a = v[i], c = v[i + half];
-                    v[i] = a * cs[i] - c * sn[i];
-                    v[i + half] = c * cs[i] + a * sn[i];
-                }
-            }
-        }
+        for (int t = 0; t < T; t++) rope_row(x + ((size_t)b * T + t) * row, cos_t + (pos0 + t) * half, sin_t + (pos0 + t) * half, NH, HS);
 }
 // the rotation is orthogonal, so the backward rotates the gradient by -angle, in place
 static void rope_backward(floatX *dx, const floatX *cos_t, const floatX *sin_t, int B, int T, int NH, int HS) {
@@ -4794,67 +4804,79 @@ static void attention_backward(floatX *dq, floatX *dk, floatX *dv, floatX *scrat
 #endif
 }
 // One query (generation at position pos) against the KV cache kc, vc (pos+1, KVH*HS): out (NH*HS);
-// att (NH, >= pos+1) scratch
-static void attention_decode(floatX *out, floatX *att, const floatX *q, const floatX *kc, const floatX *vc, int pos, int npos, int NH, int KVH, int HS) {
-    ON_GPU(gpu_attention_decode(out, att, q, kc, vc, pos, NH, KVH, HS));
+// att (NH, >= pos+1) scratch. attention_head: head h of it.
+static void attention_head(floatX *out, floatX *att, const floatX *q, const floatX *kc, const floatX *vc, int h, int pos, int npos, int NH, int KVH, int HS) {
     int G = NH / KVH, KD = KVH * HS;
     floatX scale = (floatX)(1.0 / sqrt((double)HS));
-    #pragma omp parallel for schedule(static) if ((long)NH * (pos + 1) * HS >= PAR_MIN_WORK / 10)
-    for (int h = 0; h < NH; h++) {
-        const floatX *qh = q + (size_t)h * HS;
-        floatX *a = att + (size_t)h * npos, maxv = -INFINITY, sum = 0;
-        int kh = h / G;
+    const floatX *qh = q + (size_t)h * HS;
+    floatX *a = att + (size_t)h * npos, maxv = -INFINITY, sum = 0;
+    int kh = h / G;
 #ifdef PEFT_SIMD // the dot products in vectors, the softmax by the row helpers
-        for (int t = 0; t <= pos; t++) {
-            const float *kt = kc + (size_t)t * KD + (size_t)kh * HS;
-            vfloat acc = v_zero();
-            int i = 0;
-            for (; i + VLEN <= HS; i += VLEN) acc = v_fma(v_load(qh + i), v_load(kt + i), acc);
-            float dot = v_sum(acc);
-            for (; i < HS; i++) dot += qh[i] * kt[i];
-            a[t] = dot;
-        }
-        maxv = row_max(a, pos + 1);
-        sum = (float)row_exp(a, pos + 1, scale, scale * maxv); // a[t] = exp(scale * (a[t] - maxv))
+    for (int t = 0; t <= pos; t++) {
+        const float *kt = kc + (size_t)t * KD + (size_t)kh * HS;
+        vfloat acc = v_zero();
+        int i = 0;
+        for (; i + VLEN <= HS; i += VLEN) acc = v_fma(v_load(qh + i), v_load(kt + i), acc);
+        float dot = v_sum(acc);
+        for (; i < HS; i++) dot += qh[i] * kt[i];
+        a[t] = dot;
+    }
+    maxv = row_max(a, pos + 1);
+    sum = (float)row_exp(a, pos + 1, scale, scale * maxv); // a[t] = exp(scale * (a[t] - maxv))
 #else
-        for (int t = 0; t <= pos; t++) {
-            const floatX *kt = kc + (size_t)t * KD + (size_t)kh * HS;
-            floatX dot = 0;
-            for (int i = 0; i < HS; i++) dot += qh[i] * kt[i];
-            a[t] = dot * scale;
-            if (a[t] > maxv) maxv = a[t];
-        }
-        for (int t = 0; t <= pos; t++) { a[t] = EXPX(a[t] - maxv); sum += a[t]; }
+    for (int t = 0; t <= pos; t++) {
+        const floatX *kt = kc + (size_t)t * KD + (size_t)kh * HS;
+        floatX dot = 0;
+        for (int i = 0; i < HS; i++) dot += qh[i] * kt[i];
+        a[t] = dot * scale;
+        if (a[t] > maxv) maxv = a[t];
+    }
+    for (int t = 0; t <= pos; t++) { a[t] = EXPX(a[t] - maxv); sum += a[t]; }
 #endif
-        floatX *o = out + (size_t)h * HS;
-        for (int i = 0; i < HS; i++) o[i] = 0;
-        for (int t = 0; t <= pos; t++) {
-            const floatX *vt = vc + (size_t)t * KD + (size_t)kh * HS;
-            floatX w = a[t] / sum;
-            for (int i = 0; i < HS; i++) o[i] += w * vt[i];
-        }
+    floatX *o = out + (size_t)h * HS;
+    for (int i = 0; i < HS; i++) o[i] = 0;
+    for (int t = 0; t <= pos; t++) {
+        const floatX *vt = vc + (size_t)t * KD + (size_t)kh * HS;
+        floatX w = a[t] / sum;
+        for (int i = 0; i < HS; i++) o[i] += w * vt[i];
     }
 }
+// The heads on the threads once the cache is long enough (it streams from memory: stories15M from ~35 positions)
+static void attention_decode(floatX *out, floatX *att, const floatX *q, const floatX *kc, const floatX *vc, int pos, int npos, int NH, int KVH, int HS) {
+    ON_GPU(gpu_attention_decode(out, att, q, kc, vc, pos, NH, KVH, HS));
+    if (SERIAL(10L * NH * (pos + 1) * HS)) { for (int h = 0; h < NH; h++) attention_head(out, att, q, kc, vc, h, pos, npos, NH, KVH, HS); return; }
+    #pragma omp parallel for schedule(static)
+    for (int h = 0; h < NH; h++) attention_head(out, att, q, kc, vc, h, pos, npos, NH, KVH, HS);
+}
 
-// SwiGLU: out = silu(g) * u, silu(g) = g * sigmoid(g). All (N,H).
-static void swiglu_forward(floatX *out, const floatX *g, const floatX *u, size_t n) {
-    ON_GPU(gpu_swiglu_forward(out, g, u, n));
+// SwiGLU: out = silu(g) * u, silu(g) = g * sigmoid(g). All (N,H). swiglu_span: n elements; the threads take
+// spans of SWIGLU_SPAN (a multiple of every VLEN), so each element takes the same path (vector or scalar tail)
+// on any number of threads.
+#define SWIGLU_SPAN 4096
+static void swiglu_span(floatX *out, const floatX *g, const floatX *u, size_t n) {
+    size_t i = 0;
 #ifdef PEFT_SIMD
-    long nv = (long)(n / VLEN);
-    #pragma omp parallel for schedule(static) if ((long)n >= PAR_MIN_WORK)
-    for (long j = 0; j < nv; j++) {
-        size_t i = (size_t)j * VLEN;
+    for (; i + VLEN <= n; i += VLEN) {
         vfloat gi = v_load(g + i), sg = v_div(v_set1(1.0f), v_add(v_set1(1.0f), v_exp(v_sub(v_zero(), gi))));
         v_store(out + i, v_mul(v_mul(gi, sg), v_load(u + i)));
     }
-    for (size_t i = (size_t)nv * VLEN; i < n; i++) out[i] = g[i] / (1 + EXPX(-g[i])) * u[i];
+    for (; i < n; i++) out[i] = g[i] / (1 + EXPX(-g[i])) * u[i];
 #else
-    #pragma omp parallel for schedule(static) if ((long)n >= PAR_MIN_WORK)
-    for (long i = 0; i < (long)n; i++) {
+    for (; i < n; i++) {
         floatX sg = 1 / (1 + EXPX(-g[i]));
         out[i] = g[i] * sg * u[i];
     }
 #endif
+}
+static void swiglu_forward(floatX *out, const floatX *g, const floatX *u, size_t n) {
+    ON_GPU(gpu_swiglu_forward(out, g, u, n));
+    if (SERIAL((long)n)) { swiglu_span(out, g, u, n); return; }
+    long spans = (long)((n + SWIGLU_SPAN - 1) / SWIGLU_SPAN);
+    #pragma omp parallel for schedule(static)
+    for (long j = 0; j < spans; j++) {
+        size_t i = (size_t)j * SWIGLU_SPAN;
+        swiglu_span(out + i, g + i, u + i, n - i < SWIGLU_SPAN ? n - i : SWIGLU_SPAN);
+    }
 }
 // dg += dout * u * sig(g) * (1 + g (1 - sig(g)));  du += dout * silu(g)
 static void swiglu_backward(floatX *dg, floatX *du, const floatX *dout, const floatX *g, const floatX *u, size_t n) {
@@ -7680,11 +7702,28 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
 
 // xorshift-based sampler state, llama2.c's
 typedef struct { int index; float prob; } ProbIndex;
-static int sample_argmax(const floatX *logits, int n) {
+MAYBE_UNUSED static int sample_argmax_naive(const floatX *logits, int n) {
     int best = 0;
     for (int i = 1; i < n; i++) if (logits[i] > logits[best]) best = i;
     return best;
 }
+#ifdef PEFT_SIMD
+// the largest value in vectors (x86's max keeps its second operand when the first is NaN: NaNs are skipped,
+// as the plain loop skips them), then the first index holding it; the plain loop decides when logits[0] or
+// the maximum is NaN (NEON's max keeps NaNs)
+static int sample_argmax(const floatX *logits, int n) {
+    vfloat mv = v_set1(-INFINITY);
+    int i = 0;
+    for (; i + VLEN <= n; i += VLEN) mv = v_max(v_load(logits + i), mv);
+    float m = v_hmax(mv);
+    for (; i < n; i++) if (logits[i] > m) m = logits[i];
+    if (m == m && logits[0] == logits[0])
+        for (i = 0; i < n; i++) if (logits[i] == m) return i;
+    return sample_argmax_naive(logits, n);
+}
+#else
+#define sample_argmax sample_argmax_naive
+#endif
 static int cmp_probindex(const void *a, const void *b) {
     float x = ((const ProbIndex *)a)->prob, y = ((const ProbIndex *)b)->prob;
     return x > y ? -1 : x < y;

@@ -3517,6 +3517,28 @@ static void test_matvec(void) {
     free(x);
 }
 
+// greedy sampling's argmax (vectors, then the first index of the maximum) against its plain loop: ties
+// (the first index wins), NaNs (skipped; one in logits[0] wins, as in the plain loop), -inf, +-0, odd lengths
+static void test_sample_argmax(void) {
+    uint64_t r = 77;
+    int n = 32003, same = 1, cases = 0;
+    float *l = malloc_check((size_t)n * sizeof(float));
+    for (int c = 0; c < 400; c++) {
+        int len = c < 8 ? c + 1 : n - (c % 37);
+        for (int i = 0; i < len; i++) l[i] = (float)(int)(random_f32(&r) * (c % 3 ? 1000 : 4)); // few values: many ties
+        if (c % 5 == 1) { int k = (c * 7919) % len; l[k] = NAN; if (k >= 64) l[k - 64] = 6000; } // the maximum, then a NaN in its vector lane
+        if (c % 7 == 2) l[0] = NAN;
+        if (c % 11 == 3) for (int i = 0; i < len; i++) l[i] = (i & 1) ? 0.0f : -0.0f;
+        if (c % 13 == 4) for (int i = 0; i < len; i++) l[i] = -INFINITY;
+        if (c % 17 == 5) l[len - 1] = 5000; // the maximum in the scalar tail
+        int a = sample_argmax(l, len), b = sample_argmax_naive(l, len);
+        if (a != b) { if (same) printf("  case %d, length %d: %d vs %d\n", c, len, a, b); same = 0; }
+        cases++;
+    }
+    check(same, "greedy argmax vs plain loop", "%d cases: ties, NaNs, -inf, +-0, lengths 1..8 and ~32000: the same index", cases);
+    free(l);
+}
+
 // int8 generation: activations quantized to int8 in groups of 32 (quantize_act), integer dot products
 // (VNNI / AVX2 / plain loop) against the int8 weights. C = 96 is no multiple of the weights' block of 64,
 // so rows start inside blocks; OC = 37 is no multiple of the row blocks.
@@ -3717,6 +3739,7 @@ static void run_fp32_tests(void) {
     test_dot_int8();
     test_matvec();
     test_qmatvec();
+    test_sample_argmax();
     test_infer_build();
 }
 
