@@ -3826,7 +3826,10 @@ static void tensor_scale(floatX *x, floatX s, size_t n) {
 
 // Loops with less work than this (multiply-adds or elements) run on one thread: a parallel region
 // costs microseconds, and much more when another process holds a core (generation has many small ones).
+// SERIAL(work): such a loop runs outside OpenMP: a parallel region whose if() is false still costs ~1.2 us
+// (libgomp sets up a team of one), 30 of them per token in generation.
 #define PAR_MIN_WORK 100000L
+#define SERIAL(work) ((work) < PAR_MIN_WORK || num_threads() == 1)
 
 #if defined(__GNUC__)
 #define MAYBE_UNUSED __attribute__((unused)) // the reference kernels, when only the tests call them
@@ -4149,62 +4152,131 @@ static void quantize_act(int8_t *xq, float *xs, const floatX *x, int C) {
 // the int8 weights' rows that can take int8 activations
 static int qmatvec_ok(const QTensor *w, int C) { return w->type == QT_INT8 && w->scale && w->bs % QX_GS == 0 && C % QX_GS == 0; }
 
-// out[o] = w[o,:] . x for rows o0 <= o < o1 of the int8 tensor w (OC,C), x given as xq, xs (quantize_act).
-// The plain loop is the reference; the AVX2 version multiplies 32 bytes at a time.
-MAYBE_UNUSED static void qmatvec_rows_naive(floatX *out, const int8_t *xq, const float *xs, const QTensor *w, int C, int o0, int o1) {
+// One input's int8 activations as the kernels read them: xq (C) and xs (C/QX_GS) from quantize_act, and per
+// lane of 4 values (one int32 of the dot product instructions, C/4 lanes) the group's scale ls and
+// lc = -128 * (the lane's sum of xq), the correction of VNNI's unsigned operand (see qmatvec_rows).
+typedef struct { int8_t *xq; float *xs, *ls; int32_t *lc; int cap; } QAct;
+static void qact_prepare(QAct *a, const floatX *x, int C) {
+    if (C > a->cap) {
+        free(a->xq); free(a->xs); free(a->ls); free(a->lc);
+        a->xq = (int8_t *)malloc_check((size_t)C);
+        a->xs = (float *)malloc_check((size_t)C / QX_GS * sizeof(float));
+        a->ls = (float *)malloc_check((size_t)C / 4 * sizeof(float));
+        a->lc = (int32_t *)malloc_check((size_t)C / 4 * sizeof(int32_t));
+        a->cap = C;
+    }
+    quantize_act(a->xq, a->xs, x, C);
+    for (int j = 0; j < C / 4; j++) {
+        a->ls[j] = a->xs[j * 4 / QX_GS];
+        a->lc[j] = -128 * (a->xq[4 * j] + a->xq[4 * j + 1] + a->xq[4 * j + 2] + a->xq[4 * j + 3]);
+    }
+}
+
+// out[o] = w[o,:] . x for rows o0 <= o < o1 of the int8 tensor w (OC,C), x given as its int8 activations.
+// The plain loop is the reference; the SIMD versions below compute the same int32 sums per group.
+MAYBE_UNUSED static void qmatvec_rows_naive(floatX *out, const QAct *a, const QTensor *w, int C, int o0, int o1) {
     const int8_t *q = (const int8_t *)w->q;
     for (int o = o0; o < o1; o++) {
         size_t start = (size_t)o * C;
         floatX val = 0;
         for (int s = 0; s < C / QX_GS; s++) {
-            const int8_t *qw = q + start + (size_t)s * QX_GS, *qx = xq + (size_t)s * QX_GS;
+            const int8_t *qw = q + start + (size_t)s * QX_GS, *qx = a->xq + (size_t)s * QX_GS;
             int32_t isum = 0;
             for (int i = 0; i < QX_GS; i++) isum += (int32_t)qw[i] * qx[i];
-            val += (floatX)isum * (w->scale[(start + (size_t)s * QX_GS) / (size_t)w->bs] * xs[s]);
+            val += (floatX)isum * (w->scale[(start + (size_t)s * QX_GS) / (size_t)w->bs] * a->xs[s]);
         }
         out[o] = val;
     }
 }
+// The SIMD versions: a group of 32 int8 products summed into 8 int32 lanes of 4, then each lane's sum times
+// its float scale (weight block scale * ls) added into float lanes, summed at the end of the row.
+// VNNI's vpdpbusd multiplies unsigned by signed bytes and adds 4 neighbouring products into an int32: the
+// weights become unsigned by q + 128 (a xor of the sign bit), and since (q + 128) . xq = q . xq + 128 * sum(xq),
+// the accumulator starts at lc = -128 * sum(xq) per lane (qact_prepare): the sum is exact, one instruction
+// per 32 (AVX-VNNI) or 64 (AVX-512 VNNI) bytes. AVX2 without VNNI: maddubs (unsigned x signed pairs into int16,
+// |q| * sign(xq, q) so that 2 * 127 * 127 fits) and madd the pairs of pairs; the same int32 lanes.
 #if !defined(PEFT_FP64) && defined(__AVX2__) && defined(__FMA__)
 #define PEFT_QMATVEC_SIMD 1
-// acc (8 int32) += the sums of 4 neighbouring products of a and b (32 int8 each): the sign of a moves
-// to b so that |a| can be the unsigned operand. VNNI's vpdpbusd does it in one instruction (AVX-512 VNNI
-// or AVX-VNNI); AVX2's maddubs sums pairs in int16 (|2 * 128 * 127| fits) and madd the pairs of pairs.
-static inline __m256i dot_i8x32(__m256i acc, __m256i a, __m256i b) {
-    __m256i ua = _mm256_abs_epi8(a), sb = _mm256_sign_epi8(b, a);
 #if defined(__AVX512VNNI__) && defined(__AVX512VL__)
-    return _mm256_dpbusd_epi32(acc, ua, sb);
-#elif defined(__AVXVNNI__)
-    return _mm256_dpbusd_avx_epi32(acc, ua, sb);
-#else
-    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(ua, sb), _mm256_set1_epi16(1)));
-#endif
+#define PEFT_QMATVEC_VNNI 1
+static inline __m256i dot_group(const int8_t *q, const int8_t *xq, const int32_t *lc) {
+    __m256i u = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)q), _mm256_set1_epi8((char)0x80));
+    return _mm256_dpbusd_epi32(_mm256_loadu_si256((const __m256i *)lc), u, _mm256_loadu_si256((const __m256i *)xq));
 }
-static void qmatvec_rows(floatX *out, const int8_t *xq, const float *xs, const QTensor *w, int C, int o0, int o1) {
-    const int8_t *q = (const int8_t *)w->q;
-    int per_block = w->bs / QX_GS, ns = C / QX_GS;
-    for (int o = o0; o < o1; o++) {
-        size_t start = (size_t)o * C, g = start / (size_t)w->bs;
-        int k = (int)(start % (size_t)w->bs) / QX_GS; // groups of this block already behind
-        __m256 acc = _mm256_setzero_ps();
-        for (int s = 0; s < ns; s++) {
-            PREFETCH(q + start + (size_t)s * QX_GS + PREFETCH_AHEAD);
-            __m256i d = dot_i8x32(_mm256_setzero_si256(), _mm256_loadu_si256((const __m256i *)(q + start + (size_t)s * QX_GS)),
-                                  _mm256_loadu_si256((const __m256i *)(xq + (size_t)s * QX_GS)));
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_set1_ps(w->scale[g] * xs[s]), acc);
-            if (++k == per_block) { k = 0; g++; }
+#elif defined(__AVXVNNI__)
+#define PEFT_QMATVEC_VNNI 1
+static inline __m256i dot_group(const int8_t *q, const int8_t *xq, const int32_t *lc) {
+    __m256i u = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)q), _mm256_set1_epi8((char)0x80));
+    return _mm256_dpbusd_avx_epi32(_mm256_loadu_si256((const __m256i *)lc), u, _mm256_loadu_si256((const __m256i *)xq));
+}
+#else
+static inline __m256i dot_group(const int8_t *q, const int8_t *xq, const int32_t *lc) {
+    __m256i w = _mm256_loadu_si256((const __m256i *)q), x = _mm256_loadu_si256((const __m256i *)xq);
+    (void)lc;
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(x, w)), _mm256_set1_epi16(1));
+}
+#endif
+#if defined(PEFT_QMATVEC_VNNI) && defined(__AVX512F__) && defined(__AVX512VNNI__)
+#define PEFT_QMATVEC_512 1
+// two groups of one weight block, 64 bytes, in one 512-bit vpdpbusd
+static inline __m512i dot_group2(const int8_t *q, const int8_t *xq, const int32_t *lc) {
+    __m512i u = _mm512_xor_si512(_mm512_loadu_si512((const void *)q), _mm512_set1_epi8((char)0x80));
+    return _mm512_dpbusd_epi32(_mm512_loadu_si512((const void *)lc), u, _mm512_loadu_si512((const void *)xq));
+}
+static inline __m512 scale2(const float *sa, const float *sb) { // [*sa x 8, *sb x 8]: the scales of two groups
+    return _mm512_mask_broadcastss_ps(_mm512_set1_ps(*sa), 0xFF00, _mm_load_ss(sb));
+}
+static inline __m256 add_halves(__m512 v) { return _mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))); }
+#endif
+// Four rows at a time against one load of the activations, in float lanes that are summed at the end;
+// the scale of each row's group s is scale[(G + s) >> shift], G the row's first group in the flattened
+// tensor (a block holds 2^shift groups; other block sizes take the plain loop, as do the last rows).
+static void qmatvec_rows(floatX *out, const QAct *a, const QTensor *w, int C, int o0, int o1) {
+    const int8_t *xq = a->xq;
+    const int32_t *lc = a->lc;
+    const float *ls = a->ls, *sc = w->scale;
+    int ns = C / QX_GS, shift = 0;
+    while ((QX_GS << shift) < w->bs) shift++;
+    if ((QX_GS << shift) != w->bs) { qmatvec_rows_naive(out, a, w, C, o0, o1); return; }
+    int o = o0;
+    for (; o + 4 <= o1; o += 4) {
+        const int8_t *q0 = (const int8_t *)w->q + (size_t)o * C, *q1 = q0 + C, *q2 = q1 + C, *q3 = q2 + C;
+        size_t G0 = (size_t)o * C / QX_GS, G1 = G0 + ns, G2 = G1 + ns, G3 = G2 + ns;
+        __m256 b0 = _mm256_setzero_ps(), b1 = b0, b2 = b0, b3 = b0;
+        int s = 0;
+#ifdef PEFT_QMATVEC_512
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (; s + 2 <= ns; s += 2) { // groups s and s+1: 64 bytes of each row
+            int i = s * QX_GS;
+            PREFETCH(q0 + i + PREFETCH_AHEAD); PREFETCH(q1 + i + PREFETCH_AHEAD); PREFETCH(q2 + i + PREFETCH_AHEAD); PREFETCH(q3 + i + PREFETCH_AHEAD);
+            __m512 lv = _mm512_loadu_ps(ls + i / 4);
+            a0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot_group2(q0 + i, xq + i, lc + i / 4)), _mm512_mul_ps(lv, scale2(sc + ((G0 + s) >> shift), sc + ((G0 + s + 1) >> shift))), a0);
+            a1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot_group2(q1 + i, xq + i, lc + i / 4)), _mm512_mul_ps(lv, scale2(sc + ((G1 + s) >> shift), sc + ((G1 + s + 1) >> shift))), a1);
+            a2 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot_group2(q2 + i, xq + i, lc + i / 4)), _mm512_mul_ps(lv, scale2(sc + ((G2 + s) >> shift), sc + ((G2 + s + 1) >> shift))), a2);
+            a3 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot_group2(q3 + i, xq + i, lc + i / 4)), _mm512_mul_ps(lv, scale2(sc + ((G3 + s) >> shift), sc + ((G3 + s + 1) >> shift))), a3);
         }
-        out[o] = hsum256(acc);
+        b0 = add_halves(a0); b1 = add_halves(a1); b2 = add_halves(a2); b3 = add_halves(a3);
+#endif
+        for (; s < ns; s++) { // one group: 32 bytes of each row
+            int i = s * QX_GS;
+            PREFETCH(q0 + i + PREFETCH_AHEAD); PREFETCH(q1 + i + PREFETCH_AHEAD); PREFETCH(q2 + i + PREFETCH_AHEAD); PREFETCH(q3 + i + PREFETCH_AHEAD);
+            __m256 lv = _mm256_loadu_ps(ls + i / 4);
+            b0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_group(q0 + i, xq + i, lc + i / 4)), _mm256_mul_ps(lv, _mm256_set1_ps(sc[(G0 + s) >> shift])), b0);
+            b1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_group(q1 + i, xq + i, lc + i / 4)), _mm256_mul_ps(lv, _mm256_set1_ps(sc[(G1 + s) >> shift])), b1);
+            b2 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_group(q2 + i, xq + i, lc + i / 4)), _mm256_mul_ps(lv, _mm256_set1_ps(sc[(G2 + s) >> shift])), b2);
+            b3 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_group(q3 + i, xq + i, lc + i / 4)), _mm256_mul_ps(lv, _mm256_set1_ps(sc[(G3 + s) >> shift])), b3);
+        }
+        __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(b0, b1), _mm256_hadd_ps(b2, b3)); // lanes 0-3 and 4-7: halves of the 4 sums
+        _mm_storeu_ps(out + o, _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
     }
+    if (o < o1) qmatvec_rows_naive(out, a, w, C, o, o1);
 }
 #else
 #define qmatvec_rows qmatvec_rows_naive
 #endif
 
-// scratch for the int8 copy of an input
-static int8_t *qx_buf;
-static float *qx_scale;
-static int qx_cap;
+// scratch for the int8 activations of an input
+static QAct qact;
 // out_j = x W_j^T for the nw (<= 4) weights W_j (OC_j, C) of one input x (C), in one parallel loop over
 // blocks of 16 rows of all of them (static: each thread reads one contiguous stretch; a dynamic schedule
 // measured slower here, its loop end costs more when another process holds a core); a row's result does
@@ -4217,16 +4289,13 @@ static void matvec_forward(floatX *const *outs, const floatX *x, const Weight *w
         if (ws[j].q && !qmatvec_ok(ws[j].q, C)) { qmatmul_forward(outs[j], x, ws[j].q, 1, C, OCs[j]); continue; }
         nb[j] = (OCs[j] + RB - 1) / RB; total += nb[j]; quant |= ws[j].q != NULL;
     }
-    if (quant) {
-        if (C > qx_cap) { free(qx_buf); free(qx_scale); qx_buf = (int8_t *)malloc_check((size_t)C); qx_scale = (float *)malloc_check((size_t)C / QX_GS * sizeof(float)); qx_cap = C; }
-        quantize_act(qx_buf, qx_scale, x, C);
-    }
+    if (quant) qact_prepare(&qact, x, C);
     #pragma omp parallel for schedule(static) if ((long)total * RB * C >= PAR_MIN_WORK)
     for (int b = 0; b < total; b++) {
         int j = 0, r = b;
         while (r >= nb[j]) r -= nb[j++];
         int o0 = r * RB, o1 = o0 + RB < OCs[j] ? o0 + RB : OCs[j];
-        if (ws[j].q) qmatvec_rows(outs[j], qx_buf, qx_scale, ws[j].q, C, o0, o1);
+        if (ws[j].q) qmatvec_rows(outs[j], &qact, ws[j].q, C, o0, o1);
         else matvec_rows(outs[j], x, ws[j].f, C, o0, o1);
     }
 }
@@ -4484,18 +4553,18 @@ static void encoder_backward(floatX *dembed, const floatX *dout, const int *toke
 }
 
 // RMSNorm: y = x * rstd * w, rstd = 1/sqrt(mean(x^2) + eps). inp, out (N,C); rstd (N)
+static void rmsnorm_row(floatX *y, floatX *rstd, const floatX *x, const floatX *weight, int C, float eps) {
+    double ss = 0;
+    for (int c = 0; c < C; c++) ss += (double)x[c] * x[c];
+    floatX r = (floatX)(1.0 / sqrt(ss / C + eps));
+    for (int c = 0; c < C; c++) y[c] = x[c] * r * weight[c];
+    if (rstd) *rstd = r;
+}
 static void rmsnorm_forward(floatX *out, floatX *rstd, const floatX *inp, const floatX *weight, int N, int C, float eps) {
     ON_GPU(gpu_rmsnorm_forward(out, rstd, inp, weight, N, C, eps));
-    #pragma omp parallel for schedule(static) if ((long)N * C >= PAR_MIN_WORK)
-    for (int n = 0; n < N; n++) {
-        const floatX *x = inp + (size_t)n * C;
-        double ss = 0;
-        for (int c = 0; c < C; c++) ss += (double)x[c] * x[c];
-        floatX r = (floatX)(1.0 / sqrt(ss / C + eps));
-        floatX *y = out + (size_t)n * C;
-        for (int c = 0; c < C; c++) y[c] = x[c] * r * weight[c];
-        if (rstd) rstd[n] = r;
-    }
+    if (SERIAL((long)N * C)) { for (int n = 0; n < N; n++) rmsnorm_row(out + (size_t)n * C, rstd ? rstd + n : NULL, inp + (size_t)n * C, weight, C, eps); return; }
+    #pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) rmsnorm_row(out + (size_t)n * C, rstd ? rstd + n : NULL, inp + (size_t)n * C, weight, C, eps);
 }
 // dx += rstd * (w*dy) - rstd^3/C * x * sum(w*dy*x);  dw += sum_n dy * x * rstd
 static void rmsnorm_backward(floatX *dinp, floatX *dweight, const floatX *dout, const floatX *inp, const floatX *weight, const floatX *rstd, int N, int C) {
@@ -4519,22 +4588,29 @@ static void rmsnorm_backward(floatX *dinp, floatX *dweight, const floatX *dout, 
 
 // RoPE, rotate-half pairing (i, i+HS/2): x' = x*cos + rotate_half(x)*sin, at positions t = 0..T-1 of each row.
 // x is (B,T,NH,HS), rotated in place; cos/sin are (max_pos, HS/2). pos0 offsets the positions.
+// one position's NH heads (NH*HS) at the angles cs, sn (HS/2)
+static void rope_row(floatX *x, const floatX *cs, const floatX *sn, int NH, int HS) {
+    int half = HS / 2;
+    for (int h = 0; h < NH; h++) {
+        floatX *v = x + (size_t)h * HS;
+        for (int i = 0; i < half; i++) {
+            floatX a = v[i], c = v[i + half];
+            v[i] = a * cs[i] - c * sn[i];
+            v[i + half] = c * cs[i] + a * sn[i];
+        }
+    }
+}
 static void rope_forward(floatX *x, const floatX *cos_t, const floatX *sin_t, int B, int T, int NH, int HS, int pos0) {
     ON_GPU(gpu_rope_forward(x, cos_t, sin_t, B, T, NH, HS, pos0));
-    int half = HS / 2;
-    #pragma omp parallel for collapse(2) schedule(static) if ((long)B * T * NH * HS >= PAR_MIN_WORK)
+    size_t half = (size_t)HS / 2, row = (size_t)NH * HS;
+    if (SERIAL((long)B * T * NH * HS)) {
+        for (int b = 0; b < B; b++)
+            for (int t = 0; t < T; t++) rope_row(x + ((size_t)b * T + t) * row, cos_t + (pos0 + t) * half, sin_t + (pos0 + t) * half, NH, HS);
+        return;
+    }
+    #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < B; b++)
-        for (int t = 0; t < T; t++) {
-            const floatX *cs = cos_t + (size_t)(pos0 + t) * half, *sn = sin_t + (size_t)(pos0 + t) * half;
-            for (int h = 0; h < NH; h++) {
-                floatX *v = x + (((size_t)b * T + t) * NH + h) * HS;
-                for (int i = 0; i < half; i++) {
-                    floatX a = v[i], c = v[i + half];
-                    v[i] = a * cs[i] - c * sn[i];
-                    v[i + half] = c * cs[i] + a * sn[i];
-                }
-            }
-        }
+        for (int t = 0; t < T; t++) rope_row(x + ((size_t)b * T + t) * row, cos_t + (pos0 + t) * half, sin_t + (pos0 + t) * half, NH, HS);
 }
 // the rotation is orthogonal, so the backward rotates the gradient by -angle, in place
 static void rope_backward(floatX *dx, const floatX *cos_t, const floatX *sin_t, int B, int T, int NH, int HS) {
@@ -4728,67 +4804,79 @@ static void attention_backward(floatX *dq, floatX *dk, floatX *dv, floatX *scrat
 #endif
 }
 // One query (generation at position pos) against the KV cache kc, vc (pos+1, KVH*HS): out (NH*HS);
-// att (NH, >= pos+1) scratch
-static void attention_decode(floatX *out, floatX *att, const floatX *q, const floatX *kc, const floatX *vc, int pos, int npos, int NH, int KVH, int HS) {
-    ON_GPU(gpu_attention_decode(out, att, q, kc, vc, pos, NH, KVH, HS));
+// att (NH, >= pos+1) scratch. attention_head: head h of it.
+static void attention_head(floatX *out, floatX *att, const floatX *q, const floatX *kc, const floatX *vc, int h, int pos, int npos, int NH, int KVH, int HS) {
     int G = NH / KVH, KD = KVH * HS;
     floatX scale = (floatX)(1.0 / sqrt((double)HS));
-    #pragma omp parallel for schedule(static) if ((long)NH * (pos + 1) * HS >= PAR_MIN_WORK)
-    for (int h = 0; h < NH; h++) {
-        const floatX *qh = q + (size_t)h * HS;
-        floatX *a = att + (size_t)h * npos, maxv = -INFINITY, sum = 0;
-        int kh = h / G;
+    const floatX *qh = q + (size_t)h * HS;
+    floatX *a = att + (size_t)h * npos, maxv = -INFINITY, sum = 0;
+    int kh = h / G;
 #ifdef PEFT_SIMD // the dot products in vectors, the softmax by the row helpers
-        for (int t = 0; t <= pos; t++) {
-            const float *kt = kc + (size_t)t * KD + (size_t)kh * HS;
-            vfloat acc = v_zero();
-            int i = 0;
-            for (; i + VLEN <= HS; i += VLEN) acc = v_fma(v_load(qh + i), v_load(kt + i), acc);
-            float dot = v_sum(acc);
-            for (; i < HS; i++) dot += qh[i] * kt[i];
-            a[t] = dot;
-        }
-        maxv = row_max(a, pos + 1);
-        sum = (float)row_exp(a, pos + 1, scale, scale * maxv); // a[t] = exp(scale * (a[t] - maxv))
+    for (int t = 0; t <= pos; t++) {
+        const float *kt = kc + (size_t)t * KD + (size_t)kh * HS;
+        vfloat acc = v_zero();
+        int i = 0;
+        for (; i + VLEN <= HS; i += VLEN) acc = v_fma(v_load(qh + i), v_load(kt + i), acc);
+        float dot = v_sum(acc);
+        for (; i < HS; i++) dot += qh[i] * kt[i];
+        a[t] = dot;
+    }
+    maxv = row_max(a, pos + 1);
+    sum = (float)row_exp(a, pos + 1, scale, scale * maxv); // a[t] = exp(scale * (a[t] - maxv))
 #else
-        for (int t = 0; t <= pos; t++) {
-            const floatX *kt = kc + (size_t)t * KD + (size_t)kh * HS;
-            floatX dot = 0;
-            for (int i = 0; i < HS; i++) dot += qh[i] * kt[i];
-            a[t] = dot * scale;
-            if (a[t] > maxv) maxv = a[t];
-        }
-        for (int t = 0; t <= pos; t++) { a[t] = EXPX(a[t] - maxv); sum += a[t]; }
+    for (int t = 0; t <= pos; t++) {
+        const floatX *kt = kc + (size_t)t * KD + (size_t)kh * HS;
+        floatX dot = 0;
+        for (int i = 0; i < HS; i++) dot += qh[i] * kt[i];
+        a[t] = dot * scale;
+        if (a[t] > maxv) maxv = a[t];
+    }
+    for (int t = 0; t <= pos; t++) { a[t] = EXPX(a[t] - maxv); sum += a[t]; }
 #endif
-        floatX *o = out + (size_t)h * HS;
-        for (int i = 0; i < HS; i++) o[i] = 0;
-        for (int t = 0; t <= pos; t++) {
-            const floatX *vt = vc + (size_t)t * KD + (size_t)kh * HS;
-            floatX w = a[t] / sum;
-            for (int i = 0; i < HS; i++) o[i] += w * vt[i];
-        }
+    floatX *o = out + (size_t)h * HS;
+    for (int i = 0; i < HS; i++) o[i] = 0;
+    for (int t = 0; t <= pos; t++) {
+        const floatX *vt = vc + (size_t)t * KD + (size_t)kh * HS;
+        floatX w = a[t] / sum;
+        for (int i = 0; i < HS; i++) o[i] += w * vt[i];
     }
 }
+// The heads on the threads once the cache is long enough (it streams from memory: stories15M from ~35 positions)
+static void attention_decode(floatX *out, floatX *att, const floatX *q, const floatX *kc, const floatX *vc, int pos, int npos, int NH, int KVH, int HS) {
+    ON_GPU(gpu_attention_decode(out, att, q, kc, vc, pos, NH, KVH, HS));
+    if (SERIAL(10L * NH * (pos + 1) * HS)) { for (int h = 0; h < NH; h++) attention_head(out, att, q, kc, vc, h, pos, npos, NH, KVH, HS); return; }
+    #pragma omp parallel for schedule(static)
+    for (int h = 0; h < NH; h++) attention_head(out, att, q, kc, vc, h, pos, npos, NH, KVH, HS);
+}
 
-// SwiGLU: out = silu(g) * u, silu(g) = g * sigmoid(g). All (N,H).
-static void swiglu_forward(floatX *out, const floatX *g, const floatX *u, size_t n) {
-    ON_GPU(gpu_swiglu_forward(out, g, u, n));
+// SwiGLU: out = silu(g) * u, silu(g) = g * sigmoid(g). All (N,H). swiglu_span: n elements; the threads take
+// spans of SWIGLU_SPAN (a multiple of every VLEN), so each element takes the same path (vector or scalar tail)
+// on any number of threads.
+#define SWIGLU_SPAN 4096
+static void swiglu_span(floatX *out, const floatX *g, const floatX *u, size_t n) {
+    size_t i = 0;
 #ifdef PEFT_SIMD
-    long nv = (long)(n / VLEN);
-    #pragma omp parallel for schedule(static) if ((long)n >= PAR_MIN_WORK)
-    for (long j = 0; j < nv; j++) {
-        size_t i = (size_t)j * VLEN;
+    for (; i + VLEN <= n; i += VLEN) {
         vfloat gi = v_load(g + i), sg = v_div(v_set1(1.0f), v_add(v_set1(1.0f), v_exp(v_sub(v_zero(), gi))));
         v_store(out + i, v_mul(v_mul(gi, sg), v_load(u + i)));
     }
-    for (size_t i = (size_t)nv * VLEN; i < n; i++) out[i] = g[i] / (1 + EXPX(-g[i])) * u[i];
+    for (; i < n; i++) out[i] = g[i] / (1 + EXPX(-g[i])) * u[i];
 #else
-    #pragma omp parallel for schedule(static) if ((long)n >= PAR_MIN_WORK)
-    for (long i = 0; i < (long)n; i++) {
+    for (; i < n; i++) {
         floatX sg = 1 / (1 + EXPX(-g[i]));
         out[i] = g[i] * sg * u[i];
     }
 #endif
+}
+static void swiglu_forward(floatX *out, const floatX *g, const floatX *u, size_t n) {
+    ON_GPU(gpu_swiglu_forward(out, g, u, n));
+    if (SERIAL((long)n)) { swiglu_span(out, g, u, n); return; }
+    long spans = (long)((n + SWIGLU_SPAN - 1) / SWIGLU_SPAN);
+    #pragma omp parallel for schedule(static)
+    for (long j = 0; j < spans; j++) {
+        size_t i = (size_t)j * SWIGLU_SPAN;
+        swiglu_span(out + i, g + i, u + i, n - i < SWIGLU_SPAN ? n - i : SWIGLU_SPAN);
+    }
 }
 // dg += dout * u * sig(g) * (1 + g (1 - sig(g)));  du += dout * silu(g)
 static void swiglu_backward(floatX *dg, floatX *du, const floatX *dout, const floatX *g, const floatX *u, size_t n) {
@@ -7614,11 +7702,28 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
 
 // xorshift-based sampler state, llama2.c's
 typedef struct { int index; float prob; } ProbIndex;
-static int sample_argmax(const floatX *logits, int n) {
+MAYBE_UNUSED static int sample_argmax_naive(const floatX *logits, int n) {
     int best = 0;
     for (int i = 1; i < n; i++) if (logits[i] > logits[best]) best = i;
     return best;
 }
+#ifdef PEFT_SIMD
+// the largest value in vectors (x86's max keeps its second operand when the first is NaN: NaNs are skipped,
+// as the plain loop skips them), then the first index holding it; the plain loop decides when logits[0] or
+// the maximum is NaN (NEON's max keeps NaNs)
+static int sample_argmax(const floatX *logits, int n) {
+    vfloat mv = v_set1(-INFINITY);
+    int i = 0;
+    for (; i + VLEN <= n; i += VLEN) mv = v_max(v_load(logits + i), mv);
+    float m = v_hmax(mv);
+    for (; i < n; i++) if (logits[i] > m) m = logits[i];
+    if (m == m && logits[0] == logits[0])
+        for (i = 0; i < n; i++) if (logits[i] == m) return i;
+    return sample_argmax_naive(logits, n);
+}
+#else
+#define sample_argmax sample_argmax_naive
+#endif
 static int cmp_probindex(const void *a, const void *b) {
     float x = ((const ProbIndex *)a)->prob, y = ((const ProbIndex *)b)->prob;
     return x > y ? -1 : x < y;

@@ -3517,6 +3517,28 @@ static void test_matvec(void) {
     free(x);
 }
 
+// greedy sampling's argmax (vectors, then the first index of the maximum) against its plain loop: ties
+// (the first index wins), NaNs (skipped; one in logits[0] wins, as in the plain loop), -inf, +-0, odd lengths
+static void test_sample_argmax(void) {
+    uint64_t r = 77;
+    int n = 32003, same = 1, cases = 0;
+    float *l = malloc_check((size_t)n * sizeof(float));
+    for (int c = 0; c < 400; c++) {
+        int len = c < 8 ? c + 1 : n - (c % 37);
+        for (int i = 0; i < len; i++) l[i] = (float)(int)(random_f32(&r) * (c % 3 ? 1000 : 4)); // few values: many ties
+        if (c % 5 == 1) { int k = (c * 7919) % len; l[k] = NAN; if (k >= 64) l[k - 64] = 6000; } // the maximum, then a NaN in its vector lane
+        if (c % 7 == 2) l[0] = NAN;
+        if (c % 11 == 3) for (int i = 0; i < len; i++) l[i] = (i & 1) ? 0.0f : -0.0f;
+        if (c % 13 == 4) for (int i = 0; i < len; i++) l[i] = -INFINITY;
+        if (c % 17 == 5) l[len - 1] = 5000; // the maximum in the scalar tail
+        int a = sample_argmax(l, len), b = sample_argmax_naive(l, len);
+        if (a != b) { if (same) printf("  case %d, length %d: %d vs %d\n", c, len, a, b); same = 0; }
+        cases++;
+    }
+    check(same, "greedy argmax vs plain loop", "%d cases: ties, NaNs, -inf, +-0, lengths 1..8 and ~32000: the same index", cases);
+    free(l);
+}
+
 // int8 generation: activations quantized to int8 in groups of 32 (quantize_act), integer dot products
 // (VNNI / AVX2 / plain loop) against the int8 weights. C = 96 is no multiple of the weights' block of 64,
 // so rows start inside blocks; OC = 37 is no multiple of the row blocks.
@@ -3538,23 +3560,69 @@ static void test_qmatvec(void) {
     double qerr = 0;
     for (int i = 0; i < C; i++) qerr = max_err(qerr, fabs((double)x[i] - (double)xq[i] * xs[i / QX_GS]) / (xs[i / QX_GS] / 2 * (1 + 1e-6)) + (abs(xq[i]) > 127));
     check(qerr <= 1, "int8 activations: round to nearest in groups of 32", "worst |x - xq*xs| / (xs/2) = %.3f <= 1", qerr);
+    // the kernels' view of the activations: the same xq and xs, and per lane of 4 values the group's scale
+    // and -128 * the lane's sum of xq (recomputed here from xq)
+    QAct qa = { 0 };
+    qact_prepare(&qa, x, C);
+    int lanes_ok = !memcmp(qa.xq, xq, (size_t)C) && !memcmp(qa.xs, xs, sizeof(xs));
+    for (int j = 0; j < C / 4; j++) {
+        int32_t sum = 0;
+        for (int i = 4 * j; i < 4 * j + 4; i++) sum += xq[i];
+        lanes_ok &= qa.ls[j] == xs[4 * j / QX_GS] && qa.lc[j] == -128 * sum;
+    }
+    check(lanes_ok, "int8 activations: lanes for the dot products", "C %d: xq, xs as quantize_act; per lane of 4 the group scale and -128 * sum(xq)", C);
     // the integer dot products (SIMD or plain) against their plain twin: the same int32 sums, combined in
     // another float order (the tolerance of every SIMD-vs-reference test here)
-    qmatvec_rows(y, xq, xs, &t, C, 0, OC);
-    qmatvec_rows_naive(yn, xq, xs, &t, C, 0, OC);
+    qmatvec_rows(y, &qa, &t, C, 0, OC);
+    qmatvec_rows_naive(yn, &qa, &t, C, 0, OC);
     double worst = 0;
     for (int o = 0; o < OC; o++) worst = max_err(worst, fabs((double)y[o] - yn[o]) / (fabs((double)yn[o]) > 1 ? fabs((double)yn[o]) : 1));
-    check(worst <= 1e-5, "int8 x int8 dot products vs plain loop", "%s, C %d (rows start inside blocks of 64), OC %d: worst relative difference %.2e <= 1e-5",
-#if defined(PEFT_QMATVEC_SIMD) && defined(__AVX512VNNI__) && defined(__AVX512VL__)
-          "AVX-512 VNNI vpdpbusd",
-#elif defined(PEFT_QMATVEC_SIMD) && defined(__AVXVNNI__)
-          "AVX-VNNI vpdpbusd",
+    const char *kernel =
+#if defined(PEFT_QMATVEC_512)
+          "AVX-512 VNNI vpdpbusd, 64 bytes a step";
+#elif defined(PEFT_QMATVEC_VNNI) && defined(__AVX512VNNI__)
+          "AVX-512 VNNI vpdpbusd (256-bit)";
+#elif defined(PEFT_QMATVEC_VNNI)
+          "AVX-VNNI vpdpbusd";
 #elif defined(PEFT_QMATVEC_SIMD)
-          "AVX2 maddubs",
+          "AVX2 maddubs";
 #else
-          "plain loop (no SIMD in this build)",
+          "plain loop (no SIMD in this build)";
 #endif
-          C, OC, worst);
+    check(worst <= 1e-5, "int8 x int8 dot products vs plain loop", "%s, C %d (rows start inside blocks of 64), OC %d: worst relative difference %.2e <= 1e-5",
+          kernel, C, OC, worst);
+    // the integer part exactly: block scales and activation scales of 1 and 2 make every float in both kernels
+    // an integer below 2^24, so any order of the float sums gives the same bits. Weights at the int8 extremes
+    // (-128 and 127: the +128 offset and maddubs' int16 pairs), activations at +-127; blocks of 32, 64 (rows
+    // inside blocks), 128 and 96 (not a power of two of groups: the plain loop)
+    int bss[4] = { 32, 64, 128, 96 }, exact = 1;
+    for (int b = 0; b < 4; b++) {
+        QTensor te;
+        qtensor_alloc_bs(&te, QT_INT8, OC, C, 0, bss[b]);
+        for (size_t i = 0; i < te.n; i++) { uint32_t v = (uint32_t)(random_f32(&r) * 256); te.q[i] = (uint8_t)(i % 7 == 0 ? 0x80 : i % 11 == 0 ? 0x7f : v); }
+        for (size_t g = 0; g < te.nblocks; g++) te.scale[g] = (g % 3) ? 1.0f : 2.0f;
+        for (int i = 0; i < C; i++) x[i] = (i % 5 == 0) ? 127.0f : (i % 13 == 0) ? -127.0f : (float)(int)(254 * random_f32(&r)) - 127.0f;
+        qact_prepare(&qa, x, C); // max |x| of every group is 127: xs = 1, xq = x
+        for (int s2 = 0; s2 < C / QX_GS; s2++) qa.xs[s2] = (s2 & 1) ? 2.0f : 1.0f;
+        for (int j = 0; j < C / 4; j++) qa.ls[j] = qa.xs[4 * j / QX_GS];
+        qmatvec_rows(y, &qa, &te, C, 0, OC);
+        qmatvec_rows_naive(yn, &qa, &te, C, 0, OC);
+        for (int o = 0; o < OC; o++) { // and against int64 sums here
+            int64_t ref = 0;
+            for (int s2 = 0; s2 < C / QX_GS; s2++) {
+                int64_t isum = 0;
+                for (int i = s2 * QX_GS; i < (s2 + 1) * QX_GS; i++) isum += (int64_t)(int8_t)te.q[(size_t)o * C + i] * qa.xq[i];
+                ref += isum * (int64_t)te.scale[((size_t)o * C + (size_t)s2 * QX_GS) / (size_t)bss[b]] * (int64_t)qa.xs[s2];
+            }
+            exact &= y[o] == yn[o] && (double)yn[o] == (double)ref;
+        }
+        qtensor_free(&te);
+    }
+    check(exact, "int8 x int8 dot products: exact integer sums", "%s, C %d, OC %d, blocks of 32, 64, 128, 96, weights -128..127, activations +-127: the same bits as the plain loop and as int64 sums",
+          kernel, C, OC);
+    for (int i = 0; i < C; i++) x[i] = (2 * random_f32(&r) - 1) * (i < 32 ? 0.01f : 3.0f); // the inputs of the tests below again
+    quantize_act(xq, xs, x, C);
+    free(qa.xq); free(qa.xs); free(qa.ls); free(qa.lc);
     // against the exact product with the float x: within the bound the activation rounding allows,
     // |sum w (x - xq xs)| <= sum |w| xs / 2 per row (plus float rounding)
     Weight wq = { NULL, &t };
@@ -3671,6 +3739,7 @@ static void run_fp32_tests(void) {
     test_dot_int8();
     test_matvec();
     test_qmatvec();
+    test_sample_argmax();
     test_infer_build();
 }
 
