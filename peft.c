@@ -5191,15 +5191,21 @@ static void peft_forward(Net *net, Activations *a, const int *inputs) {
     rmsnorm_forward(a->xf, a->rstdf, a->x + (size_t)c->n_layers * N * C, p->rms_final, N, C, c->norm_eps);
     if (a->logit_rows == N) linear_forward(a->logits, a->xf, net_cls(net), NULL, N, C, V, 0, 0, NULL); // (else: peft_eval_loss)
 }
-// Mean cross-entropy of the logits against targets (N); a->logits then holds the probabilities.
-static double peft_loss(Activations *a, const Config *c, const int *targets) {
+// the targets (N) to tensor memory, and a->count = the counted ones (target >= 0)
+static void loss_targets(Activations *a, const int *targets) {
     int N = a->B * a->T;
     tensor_upload(a->targets, targets, (size_t)N * sizeof(int));
     a->count = 0;
     for (int n = 0; n < N; n++) a->count += targets[n] >= 0;
+}
+// the mean of a->losses over the counted targets (the others hold 0)
+static double mean_loss(Activations *a) { return a->count ? tensor_sum(a->losses, (size_t)a->B * a->T) / a->count : 0; }
+// Mean cross-entropy of the logits against targets (N); a->logits then holds the probabilities.
+static double peft_loss(Activations *a, const Config *c, const int *targets) {
+    int N = a->B * a->T;
+    loss_targets(a, targets);
     crossentropy_forward(a->losses, a->logits, a->targets, N, c->vocab_size);
-    double sum = tensor_sum(a->losses, (size_t)N);
-    return a->count ? sum / a->count : 0;
+    return mean_loss(a);
 }
 
 // The forward and the loss of an evaluation batch; with loss-only activations the classifier and the
@@ -5209,16 +5215,13 @@ static double peft_eval_loss(Net *net, Activations *a, const int *inputs, const 
     int N = a->B * a->T, C = c->dim, V = c->vocab_size;
     peft_forward(net, a, inputs);
     if (a->logit_rows == N) return peft_loss(a, c, targets);
-    tensor_upload(a->targets, targets, (size_t)N * sizeof(int));
-    a->count = 0;
-    for (int n = 0; n < N; n++) a->count += targets[n] >= 0;
+    loss_targets(a, targets);
     for (int r0 = 0; r0 < N; r0 += a->logit_rows) {
         int rows = N - r0 < a->logit_rows ? N - r0 : a->logit_rows;
         linear_forward(a->logits, a->xf + (size_t)r0 * C, net_cls(net), NULL, rows, C, V, 0, 0, NULL);
         crossentropy_forward(a->losses + r0, a->logits, a->targets + r0, rows, V);
     }
-    double sum = tensor_sum(a->losses, (size_t)N);
-    return a->count ? sum / a->count : 0;
+    return mean_loss(a);
 }
 
 // Backward of the mean loss of the last peft_forward (which must have had targets).
