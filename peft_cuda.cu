@@ -12,6 +12,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <mma.h>
+#include <cooperative_groups.h>
 #include <type_traits>
 #include <stdint.h>
 #include <stdio.h>
@@ -92,6 +93,7 @@ static int tc_k = 64, tc_wn = 64; // the large GEMM's tile (below; 64,64 measure
 static int wgmma_gemm; // Hopper (sm_90): the large GEMM on wgmma; PEFT_CUDA_GEMM=mma keeps the cp.async kernel
 static int tc_attention = 1; // PEFT_CUDA_ATTN=cuda-cores: bf16 attention on the CUDA cores too (for comparison)
 static int num_sms = 132;
+static int cluster_ok; // Hopper: thread block clusters (distributed shared memory)
 static int copies_on = 1, copies_check, copies_shadow = 1; // PEFT_CUDA_COPIES (the GEMM operands' bf16 copies, below)
 
 // ----------------------------------------------------------------------------
@@ -126,6 +128,7 @@ extern "C" int gpu_init(int bf16, int device, char *err, size_t errlen) {
     if (p.major < 8) { snprintf(err, errlen, "GPU %s has compute capability %d.%d; peft's kernels need 8.0 (Ampere) or newer", p.name, p.major, p.minor); return -1; }
     CK(cudaSetDevice(device));
     num_sms = p.multiProcessorCount;
+    cluster_ok = p.major >= 9;
     bf16_matmuls = bf16;
     const char *s = getenv("PEFT_CUDA_SYNC");
     sync_each = s && *s && *s != '0';
@@ -1802,6 +1805,9 @@ __global__ void attention_forward_kernel(float *out, float *lse, const float *q,
 // rounded to bf16. Deterministic: no atomics; with GQA, dK and dV of each query head go to scratch and
 // are summed over the group in a fixed order.
 #define TCR 64 // rows per block and per tile
+#ifndef DKV_MIN_BLOCKS
+#define DKV_MIN_BLOCKS 4 // blocks per SM that attention_backward_dkv_tc_kernel<64> is built for (at most 128 registers: 0.467 -> 0.417 ms against 3)
+#endif
 // start copying rows [r0, r0 + 64) of a bf16 head slice, x[((b*T + t) * stride + off + d], into s[64][HS + 8]
 // by cp.async, 16 bytes a thread at a time (zeros past T)
 template <int HS> __device__ __forceinline__ void tc_copy_rows(__nv_bfloat16 *s, const __nv_bfloat16 *x, int b, int T, int r0, long stride, long off) {
@@ -1852,6 +1858,28 @@ template <int HS, int NT> __device__ __forceinline__ void mma_scores(float (*s)[
         }
     }
 }
+// the same with a's fragments loaded before (af[kk/16]: the warp's 16 rows, columns kk..kk+15)
+template <int HS, int NT> __device__ __forceinline__ void mma_scores_a(float (*s)[4], const uint32_t (*af)[4], const __nv_bfloat16 *b) {
+    constexpr int LD = HS + 8;
+    int lane = threadIdx.x % 32;
+    #pragma unroll
+    for (int j = 0; j < NT; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+    #pragma unroll
+    for (int kk = 0; kk < HS; kk += 16)
+        #pragma unroll
+        for (int j = 0; j < NT; j += 2) {
+            uint32_t bf[4];
+            ldsm_x4(bf, b + (j * 8 + (lane / 16) * 8 + lane % 8) * LD + kk + ((lane / 8) % 2) * 8);
+            mma16816(s[j], af[kk / 16], bf[0], bf[1]);
+            mma16816(s[j + 1], af[kk / 16], bf[2], bf[3]);
+        }
+}
+// a's fragments for mma_scores_a: the warp's 16 rows of a [.][HS+8] tile
+template <int HS> __device__ __forceinline__ void load_a(uint32_t (*af)[4], const __nv_bfloat16 *a) {
+    int lane = threadIdx.x % 32;
+    #pragma unroll
+    for (int kk = 0; kk < HS; kk += 16) ldsm_x4(af[kk / 16], a + (lane % 16) * (HS + 8) + kk + (lane / 16) * 8);
+}
 // o[HS/8][4] (16 x HS) += p (16 x 16KC, as A fragments) times rows [0, 16KC) of a [.][HS+8] tile v
 template <int HS, int KC> __device__ __forceinline__ void mma_pv(float (*o)[4], const uint32_t (*p)[4], const __nv_bfloat16 *v) {
     constexpr int LD = HS + 8;
@@ -1872,6 +1900,30 @@ __device__ __forceinline__ void frag_to_a(uint32_t *a, const float *s0, const fl
     a[2] = pack_bf16(s1[0], s1[1]); a[3] = pack_bf16(s1[2], s1[3]);
 }
 #define LOG2E 1.4426950408889634f
+// 2^x on the special-function unit in one instruction (exp2f adds a range fix for denormal results; P and its
+// products are rounded to bf16 anyway). 2^-inf = 0
+__device__ __forceinline__ float ex2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+// a score fragment of NT n-tiles, its column 0 at key c0 (lane's columns c0 + 8j + {0,1}) and its rows at
+// row[0], row[1]: -inf where the key comes after the row (causal)
+template <int NT> __device__ __forceinline__ void mask_after(float (*s)[4], int c0, const int *row) {
+    #pragma unroll
+    for (int j = 0; j < NT; j++)
+        #pragma unroll
+        for (int e = 0; e < 4; e++)
+            if (c0 + j * 8 + (e & 1) > row[e / 2]) s[j][e] = -INFINITY;
+}
+// the same for a transposed fragment (rows are keys, columns queries): -inf where the query comes before the key
+template <int NT> __device__ __forceinline__ void mask_before(float (*s)[4], int c0, const int *key) {
+    #pragma unroll
+    for (int j = 0; j < NT; j++)
+        #pragma unroll
+        for (int e = 0; e < 4; e++)
+            if (c0 + j * 8 + (e & 1) < key[e / 2]) s[j][e] = -INFINITY;
+}
 
 template <int HS>
 __global__ void __launch_bounds__(128) attention_forward_tc_kernel(float *out, float *lse, const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v,
@@ -1903,21 +1955,18 @@ __global__ void __launch_bounds__(128) attention_forward_tc_kernel(float *out, f
         __syncthreads();
         float s[8][4];
         mma_scores<HS, 8>(s, Qs + warp * 16 * LD, Ks);
-        float mx[2] = { m[0], m[1] };
+        if (kt == qt) mask_after<8>(s, k0 + c2, row); // only the diagonal tile has keys after the row (and past T)
+        float mx[2] = { -INFINITY, -INFINITY };
         #pragma unroll
         for (int j = 0; j < 8; j++)
             #pragma unroll
-            for (int e = 0; e < 4; e++) { // scores in log2 units, causal mask
-                int col = k0 + j * 8 + c2 + (e & 1);
-                s[j][e] = col <= row[e / 2] ? s[j][e] * sl2 : -INFINITY;
-                mx[e / 2] = fmaxf(mx[e / 2], s[j][e]);
-            }
+            for (int e = 0; e < 4; e++) mx[e / 2] = fmaxf(mx[e / 2], s[j][e]);
         uint32_t p[4][4];
         #pragma unroll
-        for (int i = 0; i < 2; i++) { // finite: key k0 <= row in every tile of the loop
+        for (int i = 0; i < 2; i++) { // the new running max in log2 units (finite: key k0 <= row in every tile of the loop)
             mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
-            mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
-            float cr = exp2f(m[i] - mx[i]);
+            mx[i] = fmaxf(m[i], fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2)) * sl2);
+            float cr = ex2(m[i] - mx[i]);
             l[i] *= cr;
             m[i] = mx[i];
             #pragma unroll
@@ -1926,7 +1975,7 @@ __global__ void __launch_bounds__(128) attention_forward_tc_kernel(float *out, f
         #pragma unroll
         for (int j = 0; j < 8; j++)
             #pragma unroll
-            for (int e = 0; e < 4; e++) { s[j][e] = exp2f(s[j][e] - m[e / 2]); l[e / 2] += s[j][e]; }
+            for (int e = 0; e < 4; e++) { s[j][e] = ex2(fmaf(s[j][e], sl2, -m[e / 2])); l[e / 2] += s[j][e]; } // P = 2^(S scale log2(e) - m)
         #pragma unroll
         for (int c = 0; c < 4; c++) frag_to_a(p[c], s[2 * c], s[2 * c + 1]);
         mma_pv<HS, 4>(o, p, Vs);
@@ -1945,30 +1994,49 @@ __global__ void __launch_bounds__(128) attention_forward_tc_kernel(float *out, f
     }
 }
 
-// dQ = dS K over the key tiles up to the query block, dS = P (dP - D) scale, P = exp(S scale - lse), dP = dO V^T;
-// keys in chunks of 32 (fewer registers)
+// dQ = scale dS' K over the key tiles up to the query block, dS' = P (dP - D), P = exp(S scale - lse), dP = dO V^T;
+// keys in chunks of 32 (fewer registers). First D = rowsum(dO o O) for the block's rows, from the fp32 dO
+// and O (two threads a row), written to Dt for attention_backward_dkv_tc_kernel
 template <int HS>
-__global__ void __launch_bounds__(128) attention_backward_dq_tc_kernel(float *dq, const __nv_bfloat16 *dout, const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v,
-                                                                       const float *lse, const float *Dt, int T, int NH, int KVH, float scale) {
+__global__ void __launch_bounds__(128) attention_backward_dq_tc_kernel(float *dq, float *Dt, const __nv_bfloat16 *dout, const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v,
+                                                                       const float *dout32, const float *out32, const float *lse, int T, int NH, int KVH, float scale) {
     constexpr int LD = HS + 8;
     extern __shared__ __align__(128) unsigned char sm8[];
-    __nv_bfloat16 *Qs = (__nv_bfloat16 *)sm8, *dOs = Qs + TCR * LD; // then [K0][V0][K1][V1]
+    __nv_bfloat16 *Qs = (__nv_bfloat16 *)sm8, *dOs = Qs + TCR * LD; // then [K0][V0][K1][V1], then D of the block's rows
+    float *Ds = (float *)(Qs + 6 * TCR * LD);
     int nqt = (T + TCR - 1) / TCR, qt = nqt - 1 - blockIdx.x;
     int b = blockIdx.z, h = blockIdx.y, warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c2 = 2 * (lane % 4);
     int kh = h / (NH / KVH), q0 = qt * TCR, row[2] = { q0 + warp * 16 + g, q0 + warp * 16 + g + 8 };
     long qs = (long)NH * HS, ks = (long)KVH * HS;
     float sl2 = scale * LOG2E, L[2], Dr[2], acc[HS / 8][4];
-    for (int i = 0; i < 2; i++) {
-        L[i] = row[i] < T ? lse[((long)b * NH + h) * T + row[i]] * LOG2E : 0.0f;
-        Dr[i] = row[i] < T ? Dt[((long)b * NH + h) * T + row[i]] : 0.0f;
-    }
-    #pragma unroll
-    for (int d = 0; d < HS / 8; d++) acc[d][0] = acc[d][1] = acc[d][2] = acc[d][3] = 0.0f;
+    uint32_t qf[HS == 64 ? 4 : 1][4], dof[HS == 64 ? 4 : 1][4];
     tc_copy_rows<HS>(Qs, q, b, T, q0, qs, (long)h * HS);
     tc_copy_rows<HS>(dOs, dout, b, T, q0, qs, (long)h * HS);
     tc_copy_rows<HS>(Qs + 2 * TCR * LD, k, b, T, 0, ks, (long)kh * HS);
     tc_copy_rows<HS>(Qs + 3 * TCR * LD, v, b, T, 0, ks, (long)kh * HS);
     cp_commit();
+    { // D while the copies fly: thread 2r + half sums half of row r
+        int r = threadIdx.x / 2, t = q0 + r;
+        float d = 0.0f;
+        if (t < T) {
+            const float4 *a4 = (const float4 *)(dout32 + ((long)b * T + t) * qs + (long)h * HS) + (threadIdx.x % 2) * (HS / 8);
+            const float4 *o4 = (const float4 *)(out32 + ((long)b * T + t) * qs + (long)h * HS) + (threadIdx.x % 2) * (HS / 8);
+            #pragma unroll
+            for (int i = 0; i < HS / 8; i++) { float4 x = a4[i], y = o4[i]; d += x.x * y.x + x.y * y.y + x.z * y.z + x.w * y.w; }
+        }
+        d += __shfl_xor_sync(0xffffffffu, d, 1);
+        if (threadIdx.x % 2 == 0) {
+            Ds[r] = d;
+            if (t < T) Dt[((long)b * NH + h) * T + t] = d;
+        }
+    }
+    __syncthreads();
+    for (int i = 0; i < 2; i++) { // rows past T: L = 0, D = 0 (their dO is zero, so dS' is too)
+        L[i] = row[i] < T ? lse[((long)b * NH + h) * T + row[i]] * LOG2E : 0.0f;
+        Dr[i] = Ds[warp * 16 + g + 8 * i];
+    }
+    #pragma unroll
+    for (int d = 0; d < HS / 8; d++) acc[d][0] = acc[d][1] = acc[d][2] = acc[d][3] = 0.0f;
     for (int kt = 0; kt <= qt; kt++) {
         int k0 = kt * TCR;
         const __nv_bfloat16 *Ks = Qs + (2 + 2 * (kt & 1)) * TCR * LD, *Vs = Ks + TCR * LD;
@@ -1980,19 +2048,22 @@ __global__ void __launch_bounds__(128) attention_backward_dq_tc_kernel(float *dq
         cp_commit();
         cp_wait_all_but_last();
         __syncthreads();
+        if (HS == 64 && kt == 0) { load_a<HS>(qf, Qs + warp * 16 * LD); load_a<HS>(dof, dOs + warp * 16 * LD); }
         #pragma unroll
         for (int kc = 0; kc < TCR; kc += 32) {
             float s[4][4], dp[4][4];
-            mma_scores<HS, 4>(s, Qs + warp * 16 * LD, Ks + kc * LD);
-            mma_scores<HS, 4>(dp, dOs + warp * 16 * LD, Vs + kc * LD);
+            if (HS == 64) { // the warp's rows of Q and dO stay in registers (at HS 128 they would take 64 of them)
+                mma_scores_a<HS, 4>(s, qf, Ks + kc * LD);
+                mma_scores_a<HS, 4>(dp, dof, Vs + kc * LD);
+            } else {
+                mma_scores<HS, 4>(s, Qs + warp * 16 * LD, Ks + kc * LD);
+                mma_scores<HS, 4>(dp, dOs + warp * 16 * LD, Vs + kc * LD);
+            }
+            if (kt == qt) mask_after<4>(s, k0 + kc + c2, row);
             #pragma unroll
             for (int j = 0; j < 4; j++)
                 #pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    int col = k0 + kc + j * 8 + c2 + (e & 1), i = e / 2;
-                    float pr = col <= row[i] ? exp2f(s[j][e] * sl2 - L[i]) : 0.0f;
-                    s[j][e] = pr * (dp[j][e] - Dr[i]) * scale;
-                }
+                for (int e = 0; e < 4; e++) s[j][e] = ex2(fmaf(s[j][e], sl2, -L[e / 2])) * (dp[j][e] - Dr[e / 2]);
             uint32_t ds[2][4];
             frag_to_a(ds[0], s[0], s[1]);
             frag_to_a(ds[1], s[2], s[3]);
@@ -2005,16 +2076,19 @@ __global__ void __launch_bounds__(128) attention_backward_dq_tc_kernel(float *dq
         if (row[i] >= T) continue;
         float *r = dq + ((long)b * T + row[i]) * qs + (long)h * HS + c2;
         #pragma unroll
-        for (int d = 0; d < HS / 8; d++) { r[d * 8] += acc[d][2 * i]; r[d * 8 + 1] += acc[d][2 * i + 1]; }
+        for (int d = 0; d < HS / 8; d++) { r[d * 8] += scale * acc[d][2 * i]; r[d * 8 + 1] += scale * acc[d][2 * i + 1]; }
     }
 }
 
-// dV = P^T dO and dK = dS^T Q for a block of 64 key rows and one query head h, over the query tiles from
-// the keys' on (queries in chunks of 32). With G = NH/KVH = 1 the block adds to dk, dv; else it writes
-// its head's share to dkp, dvp (B,T,NH,HS), summed over the group by attention_group_sum_kernel
+// dV = P^T dO and dK = scale dS'^T Q for a block of 64 key rows and one query head h, over the query tiles
+// from the keys' on (queries in chunks of 32). With G = NH/KVH = 1 the block adds to dk, dv. With GQA and
+// cluster = 1 (Hopper) the G blocks of the group's heads form a cluster: each leaves its dK, dV tile in its
+// shared memory, and block j of the cluster adds up rows [64j/G, 64(j+1)/G) of the G tiles, in head order,
+// reading the others' through distributed shared memory. Else (cluster = 0) the block writes its head's
+// share to dk, dv as scratch (B,T,NH,HS), summed over the group by attention_group_sum_kernel in the same order
 template <int HS>
-__global__ void __launch_bounds__(128) attention_backward_dkv_tc_kernel(float *dk, float *dv, const __nv_bfloat16 *dout, const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v,
-                                                                        const float *lse, const float *Dt, int T, int NH, int KVH, float scale) {
+__global__ void __launch_bounds__(128, HS == 64 ? DKV_MIN_BLOCKS : 1) attention_backward_dkv_tc_kernel(float *dk, float *dv, const __nv_bfloat16 *dout, const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v,
+                                                                        const float *lse, const float *Dt, int T, int NH, int KVH, float scale, int cluster) {
     constexpr int LD = HS + 8;
     extern __shared__ __align__(128) unsigned char sm8[];
     __nv_bfloat16 *Ks = (__nv_bfloat16 *)sm8, *Vs = Ks + TCR * LD; // then [Q0][dO0][Q1][dO1], then lse and D of each
@@ -2033,9 +2107,9 @@ __global__ void __launch_bounds__(128) attention_backward_dkv_tc_kernel(float *d
             int bn = (buf + n) & 1, t0 = q0 + n * TCR;
             tc_copy_rows<HS>(Ks + (2 + 2 * bn) * TCR * LD, q, b, T, t0, qs, (long)h * HS);
             tc_copy_rows<HS>(Ks + (3 + 2 * bn) * TCR * LD, dout, b, T, t0, qs, (long)h * HS);
-            for (int e = threadIdx.x; e < TCR; e += blockDim.x) {
+            for (int e = threadIdx.x; e < TCR; e += blockDim.x) { // queries past T: lse +inf (P = 0), D 0
                 int t = t0 + e;
-                LD0[bn * 2 * TCR + e] = t < T ? lse[((long)b * NH + h) * T + t] * LOG2E : 0.0f;
+                LD0[bn * 2 * TCR + e] = t < T ? lse[((long)b * NH + h) * T + t] * LOG2E : INFINITY;
                 LD0[bn * 2 * TCR + TCR + e] = t < T ? Dt[((long)b * NH + h) * T + t] : 0.0f;
             }
             cp_commit();
@@ -2049,14 +2123,14 @@ __global__ void __launch_bounds__(128) attention_backward_dkv_tc_kernel(float *d
             float s[4][4], dp[4][4]; // S^T and dP^T: 16 keys x 32 queries
             mma_scores<HS, 4>(s, Ks + warp * 16 * LD, Qs + qc * LD);
             mma_scores<HS, 4>(dp, Vs + warp * 16 * LD, dOs + qc * LD);
+            if (qt == kt) mask_before<4>(s, q0 + qc + c2, key); // the diagonal tile: queries before the key
             #pragma unroll
             for (int j = 0; j < 4; j++)
                 #pragma unroll
                 for (int e = 0; e < 4; e++) {
-                    int c = qc + j * 8 + c2 + (e & 1), t = q0 + c;
-                    float pr = (t >= key[e / 2] && t < T) ? exp2f(s[j][e] * sl2 - Ls[c]) : 0.0f;
-                    s[j][e] = pr;
-                    dp[j][e] = pr * (dp[j][e] - Ds[c]) * scale;
+                    int c = qc + j * 8 + c2 + (e & 1);
+                    s[j][e] = ex2(fmaf(s[j][e], sl2, -Ls[c]));
+                    dp[j][e] = s[j][e] * (dp[j][e] - Ds[c]);
                 }
             uint32_t pa[2][4], da[2][4];
             frag_to_a(pa[0], s[0], s[1]); frag_to_a(pa[1], s[2], s[3]);
@@ -2066,6 +2140,32 @@ __global__ void __launch_bounds__(128) attention_backward_dkv_tc_kernel(float *d
         }
         __syncthreads();
     }
+    #pragma unroll
+    for (int d = 0; d < HS / 8; d++) { adk[d][0] *= scale; adk[d][1] *= scale; adk[d][2] *= scale; adk[d][3] *= scale; }
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    if (cluster) {
+        cooperative_groups::cluster_group cl = cooperative_groups::this_cluster();
+        float *part = (float *)sm8; // [dK, dV][64 rows][HS]: the tiles are free (the loop ended with a barrier)
+        #pragma unroll
+        for (int i = 0; i < 2; i++)
+            #pragma unroll
+            for (int d = 0; d < HS / 8; d++) {
+                int r = warp * 16 + g + 8 * i;
+                *(float2 *)(part + r * HS + d * 8 + c2) = make_float2(adk[d][2 * i], adk[d][2 * i + 1]);
+                *(float2 *)(part + (TCR + r) * HS + d * 8 + c2) = make_float2(adv[d][2 * i], adv[d][2 * i + 1]);
+            }
+        cl.sync();
+        int n = (int)cl.num_blocks(), me = (int)cl.block_rank(), r0 = me * TCR / n, nr = (me + 1) * TCR / n - r0;
+        for (int e = threadIdx.x; e < 2 * nr * HS; e += blockDim.x) {
+            int w = e / (nr * HS), r = r0 + e % (nr * HS) / HS, d = e % HS, off = (w * TCR + r) * HS + d;
+            float sum = 0.0f;
+            for (int j = 0; j < n; j++) sum += cl.map_shared_rank(part, j)[off];
+            if (k0 + r < T) (w ? dv : dk)[((long)b * T + k0 + r) * ks + (long)kh * HS + d] += sum;
+        }
+        cl.sync(); // the others' tiles stay until every block has read them
+        return;
+    }
+#endif
     #pragma unroll
     for (int i = 0; i < 2; i++) {
         if (key[i] >= T) continue;
@@ -2122,31 +2222,41 @@ template <int HS> static void attention_forward_tc(float *out, float *lse, const
 }
 static void *att_scratch;
 static size_t att_scratch_cap;
-template <int HS> static void attention_backward_tc(float *dq, float *dk, float *dv, const float *Dt, const float *dout, const float *q, const float *k, const float *v,
-                                                    const float *lse, int B, int T, int NH, int KVH) {
+template <int HS> static void attention_backward_tc(float *dq, float *dk, float *dv, float *Dt, const float *dout, const float *q, const float *k, const float *v,
+                                                    const float *out, const float *lse, int B, int T, int NH, int KVH) {
     float scale = (float)(1.0 / sqrt((double)HS));
     size_t tile = (size_t)TCR * (HS + 8) * 2;
-    int G = NH / KVH;
+    int G = NH / KVH, cluster = G > 1 && G <= 8 && cluster_ok; // a group's heads in one cluster (at most 8: the portable size)
     size_t nq = (size_t)B * T * NH * HS, nk = (size_t)B * T * KVH * HS;
     if (!copies_on) scratch_reserve(&att16_scratch, &att16_cap, (2 * nq + 2 * nk) * sizeof(__nv_bfloat16));
     const __nv_bfloat16 *q16 = att_bf16(q, (size_t)B * T, NH * HS, 0), *do16 = att_bf16(dout, (size_t)B * T, NH * HS, nq);
     const __nv_bfloat16 *k16 = att_bf16(k, (size_t)B * T, KVH * HS, 2 * nq), *v16 = att_bf16(v, (size_t)B * T, KVH * HS, 2 * nq + nk);
-    size_t smem_kv = 6 * tile + 4 * TCR * sizeof(float);
+    size_t smem_q = 6 * tile + TCR * sizeof(float), smem_kv = 6 * tile + 4 * TCR * sizeof(float);
     static bool set = false;
     if (!set) {
-        CK(cudaFuncSetAttribute(attention_backward_dq_tc_kernel<HS>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)(6 * tile)));
+        CK(cudaFuncSetAttribute(attention_backward_dq_tc_kernel<HS>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_q));
         CK(cudaFuncSetAttribute(attention_backward_dkv_tc_kernel<HS>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_kv));
         set = true;
     }
     dim3 gq((T + TCR - 1) / TCR, NH, B);
-    attention_backward_dq_tc_kernel<HS><<<gq, 128, 6 * tile>>>(dq, do16, q16, k16, v16, lse, Dt, T, NH, KVH, scale);
+    attention_backward_dq_tc_kernel<HS><<<gq, 128, smem_q>>>(dq, Dt, do16, q16, k16, v16, dout, out, lse, T, NH, KVH, scale);
     LAUNCHED("attention_backward_dq_tc_kernel");
     float *pk = dk, *pv = dv;
-    if (G > 1) { pk = (float *)scratch_reserve(&att_scratch, &att_scratch_cap, 2 * nq * sizeof(float)); pv = pk + nq; }
-    dim3 gkv((T + TCR - 1) / TCR, NH, B);
-    attention_backward_dkv_tc_kernel<HS><<<gkv, 128, smem_kv>>>(pk, pv, do16, q16, k16, v16, lse, Dt, T, NH, KVH, scale);
+    if (G > 1 && !cluster) { pk = (float *)scratch_reserve(&att_scratch, &att_scratch_cap, 2 * nq * sizeof(float)); pv = pk + nq; }
+    cudaLaunchConfig_t cfg = {};
+    cudaLaunchAttribute at[1];
+    cfg.gridDim = dim3((T + TCR - 1) / TCR, NH, B);
+    cfg.blockDim = dim3(128);
+    cfg.dynamicSmemBytes = smem_kv;
+    if (cluster) {
+        at[0].id = cudaLaunchAttributeClusterDimension;
+        at[0].val.clusterDim.x = 1; at[0].val.clusterDim.y = G; at[0].val.clusterDim.z = 1;
+        cfg.attrs = at;
+        cfg.numAttrs = 1;
+    }
+    CK(cudaLaunchKernelEx(&cfg, attention_backward_dkv_tc_kernel<HS>, pk, pv, (const __nv_bfloat16 *)do16, q16, k16, v16, lse, (const float *)Dt, T, NH, KVH, scale, cluster));
     LAUNCHED("attention_backward_dkv_tc_kernel");
-    if (G > 1) {
+    if (G > 1 && !cluster) {
         attention_group_sum_kernel<<<blocks_for(nk, 256), 256>>>(dk, pk, nk, G, HS);
         attention_group_sum_kernel<<<blocks_for(nk, 256), 256>>>(dv, pv, nk, G, HS);
         LAUNCHED("attention_group_sum_kernel");
@@ -2303,14 +2413,14 @@ extern "C" void gpu_attention_backward(float *dq, float *dk, float *dv, float *s
     size_t rows = (size_t)B * T * NH;
     wrote(D(dq), rows * HS * sizeof(float)); wrote(D(dk), (size_t)B * T * KVH * HS * sizeof(float)); wrote(D(dv), (size_t)B * T * KVH * HS * sizeof(float));
     wrote(D(scratch), rows * sizeof(float));
-    attention_rowdot_kernel<<<(unsigned)((rows + 7) / 8), 256>>>(D(scratch), D(dout), D(out), B, T, NH, HS);
-    LAUNCHED("attention_rowdot_kernel");
-    const void *ptrs[9] = { D(dq), D(dk), D(dv), D(dout), D(q), D(k), D(v), D(lse), D(scratch) };
-    if (tc_attention_ok(HS, ptrs, 9)) {
-        if (HS == 64) attention_backward_tc<64>(D(dq), D(dk), D(dv), D(scratch), D(dout), D(q), D(k), D(v), D(lse), B, T, NH, KVH);
-        else attention_backward_tc<128>(D(dq), D(dk), D(dv), D(scratch), D(dout), D(q), D(k), D(v), D(lse), B, T, NH, KVH);
+    const void *ptrs[10] = { D(dq), D(dk), D(dv), D(dout), D(q), D(k), D(v), D(lse), D(scratch), D(out) };
+    if (tc_attention_ok(HS, ptrs, 10)) { // D = rowsum(dO o O) in the dQ kernel
+        if (HS == 64) attention_backward_tc<64>(D(dq), D(dk), D(dv), D(scratch), D(dout), D(q), D(k), D(v), D(out), D(lse), B, T, NH, KVH);
+        else attention_backward_tc<128>(D(dq), D(dk), D(dv), D(scratch), D(dout), D(q), D(k), D(v), D(out), D(lse), B, T, NH, KVH);
         return;
     }
+    attention_rowdot_kernel<<<(unsigned)((rows + 7) / 8), 256>>>(D(scratch), D(dout), D(out), B, T, NH, HS);
+    LAUNCHED("attention_rowdot_kernel");
     switch (HS) {
     case 8: attention_backward_launch<8>(dq, dk, dv, scratch, dout, q, k, v, lse, B, T, NH, KVH, HS, scale); break;
     case 16: attention_backward_launch<16>(dq, dk, dv, scratch, dout, q, k, v, lse, B, T, NH, KVH, HS, scale); break;

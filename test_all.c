@@ -4288,9 +4288,10 @@ static void cuda_test_matmul(int bf16) {
 // relative each), fp32 elsewhere; errors of a few 2^-9 in norm, bound 2e-2
 #define BF16_ATT_TOL 2e-2
 static void cuda_test_attention(int bf16) {
-    // T not a multiple of the tiles (8 or 64 rows, 32 or 64 keys); GQA ratios 1, 2, 8; head sizes 8 to 128
+    // T not a multiple of the tiles (8 or 64 rows, 32 or 64 keys); GQA ratios 1, 2, 8 (bf16: 4 and 16 too); head sizes 8 to 128
     int cfg32[][5] = { {2, 77, 8, 8, 64}, {1, 130, 8, 4, 8}, {2, 33, 8, 1, 128}, {1, 1, 4, 2, 16}, {3, 200, 4, 2, 64}, {1, 50, 6, 3, 96}, {2, 40, 4, 4, 32} };
-    int cfg16[][5] = { {2, 77, 8, 8, 64}, {2, 33, 8, 1, 128}, {1, 1, 4, 2, 64}, {3, 200, 4, 2, 64}, {1, 300, 8, 4, 128}, {2, 64, 4, 4, 64}, {1, 129, 16, 2, 64} };
+    int cfg16[][5] = { {2, 77, 8, 8, 64}, {2, 33, 8, 1, 128}, {1, 1, 4, 2, 64}, {3, 200, 4, 2, 64}, {1, 300, 8, 4, 128}, {2, 64, 4, 4, 64}, {1, 129, 16, 2, 64},
+                       {2, 100, 16, 4, 64}, {1, 70, 16, 1, 64} }; // GQA 4, and 16 (more than a cluster holds: the scratch and group sum)
     int (*cfg)[5] = bf16 ? cfg16 : cfg32;
     int nc = bf16 ? (int)(sizeof(cfg16) / sizeof(cfg16[0])) : (int)(sizeof(cfg32) / sizeof(cfg32[0]));
     gpu_set_bf16(bf16);
@@ -4324,8 +4325,8 @@ static void cuda_test_attention(int bf16) {
     gpu_set_bf16(0);
     double w = fmax(fmax(wo.worst, wq.worst), fmax(wk.worst, wv.worst)), tol = bf16 ? BF16_ATT_TOL : FP32_TOL;
     check(w <= tol, bf16 ? "cuda flash attention bf16 (tensor cores) forward + backward vs CPU" : "cuda flash attention fp32 forward + backward vs CPU",
-          "%d shapes (T 1..%d, GQA 1/2/8, HS %s): relative L2 error out %.2e (%s), dq %.2e, dk %.2e, dv %.2e <= %.0e",
-          nc, bf16 ? 300 : 200, bf16 ? "64 and 128" : "8..128 incl. 96", wo.worst, wo.where, wq.worst, wk.worst, wv.worst, tol);
+          "%d shapes (T 1..%d, GQA %s, HS %s): relative L2 error out %.2e (%s), dq %.2e, dk %.2e, dv %.2e <= %.0e",
+          nc, bf16 ? 300 : 200, bf16 ? "1/2/4/8/16" : "1/2/8", bf16 ? "64 and 128" : "8..128 incl. 96", wo.worst, wo.where, wq.worst, wk.worst, wv.worst, tol);
 }
 
 // the small kernels: one run each on odd sizes, GPU against the CPU twin

@@ -40,13 +40,15 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 
-def model_folder(name):
+def model_folder(name, layers=None):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
-    path = os.path.join(HERE, "cache", name + "-hf-bf16")
+    path = os.path.join(HERE, "cache", name + (f"-{layers}L" if layers else "") + "-hf-bf16")
     if os.path.exists(os.path.join(path, "config.json")):
         return path
-    cfg, _, _, _ = ROWS[name]
+    cfg = dict(ROWS[name][0])
+    if layers:
+        cfg["num_hidden_layers"] = layers
     config = LlamaConfig(**cfg, max_position_embeddings=2048, rms_norm_eps=1e-5, tie_word_embeddings=False)
     torch.manual_seed(0)
     with torch.device("cuda"):
@@ -71,6 +73,111 @@ def bench_peft(path, B, T, targets, steps, data, tok, extra=()):
     m = re.search(r"median step ([0-9.]+) s \| ([0-9.]+) tok/s", p.stderr)
     mem = re.search(r"GPU memory peak ([0-9.]+) GiB", p.stderr)
     return float(m.group(2)), float(mem.group(1)) if mem else float("nan"), time.time() - t0
+
+
+def flops_per_token(name, T):
+    """Model FLOPs of a LoRA step per token: 4 per frozen linear weight (forward, input gradient; the
+    classifier included), 6 per adapter weight, and causal attention 6 T dim per layer (QK^T and PV
+    forward, dV dP dQ dK backward, each 2 T^2 dim / 2 per sequence). No recomputation counted."""
+    cfg, _, _, targets = ROWS[name]
+    d, h, L, V = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"], cfg["vocab_size"]
+    kv = d * cfg["num_key_value_heads"] // cfg["num_attention_heads"]
+    shapes = {"q_proj": (d, d), "k_proj": (d, kv), "v_proj": (d, kv), "o_proj": (d, d), "gate_proj": (d, h), "up_proj": (d, h), "down_proj": (h, d)}
+    frozen = L * sum(i * o for i, o in shapes.values()) + d * V
+    tm = ALL_LINEAR if targets == "all-linear" else targets.split(",")
+    lora = L * sum(8 * (shapes[m][0] + shapes[m][1]) for m in tm)
+    return 4 * frozen + 6 * lora + 6 * T * d * L
+
+
+def bf16_peak():
+    """TFLOP/s of torch.mm on 8192^3 bf16 (cuBLAS), the best of 20 after warm-up."""
+    import torch
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    best = 0.0
+    for i in range(25):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        torch.mm(a, b)
+        e.record()
+        torch.cuda.synchronize()
+        if i >= 5:
+            best = max(best, 2 * 8192**3 / (s.elapsed_time(e) / 1000) * 1e-12)
+    del a, b
+    torch.cuda.empty_cache()
+    return best
+
+
+ATT_KERNELS = ("attention_forward_tc_kernel", "attention_backward_dq_tc_kernel", "attention_backward_dkv_tc_kernel",
+               "attention_group_sum_kernel", "attention_rowdot_kernel", "attention_backward_d_kernel")
+
+
+def attention_peft(name, data, tok):
+    """peft.c's attention, forward + backward, ms per layer: PEFT_CUDA_PROFILE's times of the attention kernels
+    in `peft train` on a 2-layer model of the row's shape (the bf16 copies of q, k, v and dO that the kernels
+    read are made by RoPE or the copy pass: not counted here, as sdpa's inputs are bf16 already)."""
+    cfg, B, T, targets = ROWS[name]
+    path = model_folder(name, layers=2)
+    cmd = [os.path.join(ROOT, "peft"), "train", path, data, "-z", tok, "-b", str(B), "-T", str(T), "--targets", "q_proj,v_proj",
+           "-r", "8", "--alpha", "16", "--steps", "6", "--val-frac", "0", "--device", "cuda", "-o", "/tmp/bench_cuda_att"]
+    p = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PEFT_CUDA_PROFILE="1"))
+    if p.returncode:
+        sys.exit("peft failed: " + p.stderr[-2000:])
+    secs, fwd_calls, parts = 0.0, 0, {}
+    for line in p.stderr.splitlines():
+        m = re.match(r"\s+(\S+)\s+(\d+) calls\s+([0-9.]+) s", line)
+        if m and m.group(1) in ATT_KERNELS:
+            secs += float(m.group(3))
+            parts[m.group(1)] = float(m.group(3))
+            if m.group(1) == "attention_forward_tc_kernel":
+                fwd_calls = int(m.group(2))
+    if not fwd_calls:
+        sys.exit("peft: no tensor-core attention in the profile:\n" + p.stderr[-2000:])
+    return secs / fwd_calls * 1e3, {k: v / fwd_calls * 1e3 for k, v in parts.items()}
+
+
+def attention_sdpa(name):
+    """PyTorch's sdpa (flash backend), causal, forward + backward, ms: median of 20 after 5 warm-up. With GQA both
+    ways PyTorch offers: enable_gqa, and K, V repeated to the query heads beforehand (not timed); the faster counts."""
+    import torch
+    import torch.nn.functional as F
+    from torch.nn.attention import sdpa_kernel, SDPBackend
+    cfg, B, T, _ = ROWS[name]
+    H, KV = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    D = cfg["hidden_size"] // H
+    q = torch.randn(B, H, T, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    do = torch.randn(B, H, T, D, device="cuda", dtype=torch.bfloat16)
+    results = []
+    for how in (["flash, enable_gqa", "flash, K V repeated"] if KV != H else ["flash"]):
+        heads = H if how == "flash, K V repeated" else KV
+        k = torch.randn(B, heads, T, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+        v = torch.randn(B, heads, T, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+
+        def run():
+            with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+                o = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=heads != H)
+            o.backward(do)
+        try:
+            run()
+        except RuntimeError as e:
+            print(f"sdpa {how}: {str(e)[:200]}", file=sys.stderr)
+            continue
+        times = []
+        for i in range(25):
+            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            s.record()
+            run()
+            e.record()
+            torch.cuda.synchronize()
+            if i >= 5:
+                times.append(s.elapsed_time(e))
+            q.grad = k.grad = v.grad = None
+        results.append((statistics.median(times), how))
+        del k, v
+    del q, do
+    torch.cuda.empty_cache()
+    ms, how = min(results)
+    return ms, f"B{B} H{H} KV{KV} T{T} D{D}", how + (f" ({', '.join(f'{h} {t:.3f}' for t, h in results)})" if len(results) > 1 else "")
 
 
 def gen_peft(path, tok):
@@ -145,6 +252,7 @@ def main():
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--compile", action="store_true", help="also transformers + PEFT with torch.compile")
     ap.add_argument("--gen-rows", default="stories110M,TinyLlama-1.1B", help="generation rows (empty: none)")
+    ap.add_argument("--att-rows", default="TinyLlama-1.1B,Llama-2-7B", help="attention forward + backward against sdpa on these rows' shapes (empty: none)")
     ap.add_argument("--qlora-7b", action="store_true", help="also QLoRA NF4 on the Llama-2-7B shape, B1 T1024, checkpointed activations")
     ap.add_argument("--data", default=os.path.join(ROOT, "..", "shared", "data", "tinyshakespeare.txt"))
     ap.add_argument("--tok", default=os.path.join(ROOT, "..", "shared", "tokenizers", "llama2", "tokenizer.bin"))
@@ -167,6 +275,27 @@ def main():
         print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, B, T, targets, tp, mp, te, me, tc in rows:
         print(f"| {name} | {B} x {T} | {targets} | {tp:.0f} | {te:.0f} | {tp / te:.2f} | {tc:.0f} | {tp / tc if tc == tc else float('nan'):.2f} | {mp:.2f} | {me:.2f} |")
+    if rows:
+        peak = bf16_peak()
+        sheet = 989.0 if ("H100" in gpu or "H200" in gpu) else float("nan")  # dense bf16, SXM datasheet
+        print(f"\nModel FLOPs utilisation on {gpu}: model FLOPs per token (4 per frozen weight, 6 per adapter weight, causal attention"
+              f" 6 T dim per layer) x tok/s, against the bf16 peak measured here (torch.mm 8192^3: {peak:.0f} TFLOP/s) and the datasheet's dense {sheet:.0f}")
+        print("| workload | GFLOP/token | peft.c TFLOP/s | MFU measured peak | MFU datasheet | eager MFU (datasheet) | compiled MFU (datasheet) |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for name, B, T, targets, tp, mp, te, me, tc in rows:
+            f = flops_per_token(name, T)
+            print(f"| {name} | {f * 1e-9:.2f} | {tp * f * 1e-12:.0f} | {100 * tp * f * 1e-12 / peak:.1f}% | {100 * tp * f * 1e-12 / sheet:.1f}% |"
+                  f" {100 * te * f * 1e-12 / sheet:.1f}% | {100 * tc * f * 1e-12 / sheet:.1f}% |")
+    atts = [r for r in a.att_rows.split(",") if r]
+    if atts:
+        print(f"\nAttention forward + backward on {gpu}, bf16, causal (peft.c: its attention kernels in a 2-layer model of the shape, ms per layer; PyTorch: sdpa)")
+        print("| shape | peft.c ms | sdpa ms | ratio (sdpa / peft.c) | sdpa backend | peft.c kernels (ms) |")
+        print("| --- | ---: | ---: | ---: | --- | --- |")
+        for name in atts:
+            mp_, parts = attention_peft(name, a.data, a.tok)
+            ms, shape, how = attention_sdpa(name)
+            detail = ", ".join(f"{k.replace('attention_', '').replace('_kernel', '')} {v:.3f}" for k, v in parts.items())
+            print(f"| {shape} | {mp_:.3f} | {ms:.3f} | {ms / mp_:.2f} | {how} | {detail} |", flush=True)
     if a.qlora_7b:
         path = model_folder("Llama-2-7B")
         tq, mq, wall = bench_peft(path, 1, 1024, "q_proj,v_proj", a.steps, a.data, a.tok, ("--quant", "nf4", "--checkpoint-activations"))
