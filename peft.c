@@ -962,6 +962,7 @@ void gpu_dora_weight_norm(float *wnorm, const float *W, const float *A, const fl
 void gpu_dora_weight_norm_q(float *wnorm, GPU_QARGS, const float *A, const float *B, float lora_scale, int r, int in, int out);
 void gpu_dropout_forward(float *xd, float *mask, const float *inp, size_t n, float p, uint64_t seed, int new_mask);
 void gpu_add_scaled(float *out, const float *x, float s, size_t n);
+void gpu_lora_up_add(float *out, const float *u, const float *B, float s, int N, int r, int OC);
 void gpu_scale_copy(float *out, const float *x, float s, size_t n);
 void gpu_add_masked(float *out, const float *x, const float *mask, size_t n);
 void gpu_dora_forward(float *out, const float *base, const float *t, const float *mag, const float *wnorm, float s, int N, int OC);
@@ -4436,6 +4437,13 @@ static void weight_matmul_backward_inp(floatX *dinp, const floatX *dout, Weight 
     else matmul_backward(dinp, NULL, dout, NULL, W.f, N, C, OC);
 }
 
+// out (N,OC) += s u B^T: LoRA's up-projection added to the base output (u (N,r), B (OC,r)). t (N,OC) is
+// scratch for u B^T on the CPU; the GPU does it in one pass over out, without t
+static void lora_up_add(floatX *out, floatX *t, const floatX *u, const floatX *B, floatX s, int N, int r, int OC) {
+    ON_GPU(gpu_lora_up_add(out, u, B, s, N, r, OC));
+    matmul_forward(t, u, B, N, r, OC);
+    add_scaled(out, t, s, (size_t)N * OC);
+}
 // out (which holds x W^T) += the adapter's part. inp is (N,in), out is (N,out), W is (out,in).
 // new_mask: draw a fresh dropout mask (training); otherwise reuse lm->mask (recompute) when present.
 static void lora_forward(floatX *out, const floatX *inp, Weight W, LoraModule *lm, int N, float dropout, int new_mask, uint64_t *rng) {
@@ -4450,9 +4458,9 @@ static void lora_forward(floatX *out, const floatX *inp, Weight W, LoraModule *l
         x = lora_scratch.xd;
     }
     matmul_forward(lm->u, x, lm->A, N, lm->in, lm->r);            // u = xd A^T    (N, r)
-    matmul_forward(lora_scratch.t, lm->u, lm->B, N, lm->r, lm->out); // t = u B^T  (N, out)
     floatX s = (floatX)lm->scale;
-    if (!lm->mag) { add_scaled(out, lora_scratch.t, s, (size_t)N * lm->out); return; }
+    if (!lm->mag) { lora_up_add(out, lora_scratch.t, lm->u, lm->B, s, N, lm->r, lm->out); return; } // out += s u B^T
+    matmul_forward(lora_scratch.t, lm->u, lm->B, N, lm->r, lm->out); // t = u B^T  (N, out)
     if (!lm->wnorm_fixed) dora_weight_norm_w(lm->wnorm, W, lm);
     const floatX *base = out; // xd W^T: the base output itself without dropout
     if (lm->mask) { weight_matmul_forward(lora_scratch.z, x, W, N, lm->in, lm->out); base = lora_scratch.z; }

@@ -1079,33 +1079,61 @@ __global__ void gemm_small_k_kernel(float *c, long ldc, const float *a, long rsa
         c[i * ldc + j] = (accumulate ? c[i * ldc + j] : 0.0f) + s;
     }
 }
-// N <= 16 with A's rows contiguous (u = x A^T, du = dy B): a warp per 4 rows of C; the lanes stride over k
-// (coalesced reads of the 4 rows of A), load B's row k once for the 4 rows, keep 4 x N partial sums,
-// and add them across the warp at the end
+// N <= 16 with A's rows contiguous (u = x A^T, du = dy B): a warp per RW rows of C. K goes in chunks of 128,
+// software-pipelined: while a chunk is multiplied, each lane's 4 consecutive k of its RW rows (16 bytes a
+// row) and its share of B's next chunk are already on their way into registers; B's chunk goes through
+// shared memory as Bs[j][k] (read back 16 bytes a lane, no bank conflicts). RW x N partial sums per lane,
+// added across the warp at the end.
 #define SMALL_N 16
-#define SN_ROWS 4
-template <int NN>
-__global__ void gemm_small_n_kernel(float *c, long ldc, const float *a, long rsa, const float *b, long rsb, long csb, int M, int N, int K, int accumulate) {
-    int i0 = (blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32) * SN_ROWS, lane = threadIdx.x % 32;
-    if (i0 >= M) return;
-    float s[SN_ROWS][NN];
+#define SN_KC 128
+template <int NN, int RW>
+__global__ void __launch_bounds__(256) gemm_small_n_kernel(float *__restrict__ c, long ldc, const float *__restrict__ a, long rsa, const float *__restrict__ b, long rsb, long csb,
+                                                           int M, int N, int K, int accumulate, int vec) {
+    __shared__ __align__(16) float Bs[NN][SN_KC];
+    constexpr int BE = NN * SN_KC / 256; // B's values per thread per chunk
+    int i0 = (blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32) * RW, lane = threadIdx.x % 32;
+    float s[RW][NN], x[RW][4], bn[BE];
     #pragma unroll
-    for (int r = 0; r < SN_ROWS; r++)
+    for (int r = 0; r < RW; r++)
         #pragma unroll
         for (int j = 0; j < NN; j++) s[r][j] = 0;
-    for (int k = lane; k < K; k += 32) {
-        float x[SN_ROWS], bv[NN];
+    auto load = [&](int k0) { // chunk k0's x (this lane's) and B (this thread's share) into registers
+        int k = k0 + 4 * lane;
         #pragma unroll
-        for (int r = 0; r < SN_ROWS; r++) x[r] = i0 + r < M ? a[(long)(i0 + r) * rsa + k] : 0.0f;
+        for (int r = 0; r < RW; r++) {
+            const float *ar = a + (long)(i0 + r) * rsa + k;
+            if (vec && i0 + r < M && k + 3 < K) { float4 t = __ldg((const float4 *)ar); x[r][0] = t.x; x[r][1] = t.y; x[r][2] = t.z; x[r][3] = t.w; }
+            else
+                #pragma unroll
+                for (int q = 0; q < 4; q++) x[r][q] = i0 + r < M && k + q < K ? ar[q] : 0.0f;
+        }
         #pragma unroll
-        for (int j = 0; j < NN; j++) bv[j] = j < N ? b[(long)k * rsb + j * csb] : 0.0f;
+        for (int q = 0; q < BE; q++) {
+            int e = threadIdx.x + 256 * q, j = e / SN_KC, kk = e % SN_KC;
+            bn[q] = j < N && k0 + kk < K ? __ldg(b + (long)(k0 + kk) * rsb + (long)j * csb) : 0.0f;
+        }
+    };
+    load(0);
+    for (int k0 = 0; k0 < K; k0 += SN_KC) {
+        __syncthreads(); // the previous chunk's Bs is read
         #pragma unroll
-        for (int r = 0; r < SN_ROWS; r++)
+        for (int q = 0; q < BE; q++) { int e = threadIdx.x + 256 * q; Bs[e / SN_KC][e % SN_KC] = bn[q]; }
+        float xc[RW][4];
+        #pragma unroll
+        for (int r = 0; r < RW; r++)
             #pragma unroll
-            for (int j = 0; j < NN; j++) s[r][j] = fmaf(x[r], bv[j], s[r][j]);
+            for (int q = 0; q < 4; q++) xc[r][q] = x[r][q];
+        if (k0 + SN_KC < K) load(k0 + SN_KC);
+        __syncthreads();
+        #pragma unroll
+        for (int j = 0; j < NN; j++) {
+            float4 bv = *(const float4 *)&Bs[j][4 * lane];
+            #pragma unroll
+            for (int r = 0; r < RW; r++) s[r][j] = fmaf(xc[r][3], bv.w, fmaf(xc[r][2], bv.z, fmaf(xc[r][1], bv.y, fmaf(xc[r][0], bv.x, s[r][j]))));
+        }
     }
     #pragma unroll
-    for (int r = 0; r < SN_ROWS; r++)
+    for (int r = 0; r < RW; r++)
         #pragma unroll
         for (int j = 0; j < NN; j++) {
             float v = warp_sum(s[r][j]);
@@ -1113,7 +1141,43 @@ __global__ void gemm_small_n_kernel(float *c, long ldc, const float *a, long rsa
             if (j < N && i < M && lane == j) c[i * ldc + j] = (accumulate ? c[i * ldc + j] : 0.0f) + v;
         }
 }
-
+// K <= 16 and M large (LoRA's t = u B^T, dx += du A): C (M,N) (+)= scale A B. A thread owns 4 consecutive columns
+// of C and keeps their 4 x K values of B in registers; a block takes a run of rows, each row's K values of A
+// read by all its threads at once (one broadcast load), C read and written 16 bytes at a time when it allows
+#define NARROW_K 16
+template <int KK>
+__global__ void __launch_bounds__(256) gemm_narrow_k_kernel(float *__restrict__ c, long ldc, const float *__restrict__ a, long rsa, long csa, const float *__restrict__ b, long rsb, long csb,
+                                                           int M, int N, int K, int accumulate, int rows, int vec, float scale) {
+    extern __shared__ float As[]; // the block's rows of A, [rows][KK]: one load for all, then broadcast reads
+    int j = 4 * (blockIdx.x * blockDim.x + threadIdx.x), i0 = blockIdx.y * rows, i1 = min(M, i0 + rows);
+    for (int e = threadIdx.x; e < rows * KK; e += blockDim.x) {
+        int i = i0 + e / KK, k = e % KK;
+        As[e] = i < M && k < K ? a[(long)i * rsa + (long)k * csa] : 0.0f;
+    }
+    __syncthreads();
+    if (j >= N) return;
+    float bv[KK][4];
+    #pragma unroll
+    for (int k = 0; k < KK; k++)
+        #pragma unroll
+        for (int q = 0; q < 4; q++) bv[k][q] = k < K && j + q < N ? b[(long)k * rsb + (long)(j + q) * csb] : 0.0f;
+    #pragma unroll 4
+    for (int i = i0; i < i1; i++) {
+        float o[4] = { 0, 0, 0, 0 };
+        const float *ar = As + (i - i0) * KK;
+        #pragma unroll
+        for (int k = 0; k < KK; k++)
+            #pragma unroll
+            for (int q = 0; q < 4; q++) o[q] = fmaf(ar[k], bv[k][q], o[q]); // zeros past K
+        float *cr = c + (long)i * ldc + j;
+        if (vec) {
+            float4 v = make_float4(scale * o[0], scale * o[1], scale * o[2], scale * o[3]);
+            if (accumulate) { float4 w = *(const float4 *)cr; v.x += w.x; v.y += w.y; v.z += w.z; v.w += w.w; }
+            *(float4 *)cr = v;
+        } else
+            for (int q = 0; q < 4 && j + q < N; q++) cr[q] = (accumulate ? cr[q] : 0.0f) + scale * o[q];
+    }
+}
 // M <= 16 with B's rows contiguous (dA = du^T x: r x in, summed over all tokens; and dB = dy^T u as its
 // transpose): a thread per column j of C reads B's row k coalesced and keeps M running sums; A's
 // values for a run of k sit in shared memory. K is split over blockIdx.y in chunks of kchunk, each
@@ -1152,15 +1216,16 @@ __global__ void gemv_kernel(float *c, long ldc, const float *a, long rsa, const 
     }
 }
 #define SM_KT 64
+// a thread owns 4 consecutive columns j (16-byte loads of B's rows when vec) and keeps M x 4 running sums
 template <int MM>
-__global__ void gemm_small_m_kernel(float *c, long rsc, long csc, const float *a, long rsa, long csa, const float *b, long rsb,
-                                    int M, int N, int K, int accumulate, int kchunk, long zstride) {
-    __shared__ float As[SM_KT][MM];
-    int k0 = blockIdx.y * kchunk, k1 = min(K, k0 + kchunk), j = blockIdx.x * blockDim.x + threadIdx.x;
+__global__ void __launch_bounds__(256) gemm_small_m_kernel(float *c, long rsc, long csc, const float *a, long rsa, long csa, const float *b, long rsb,
+                                                           int M, int N, int K, int accumulate, int kchunk, long zstride, int vec) {
+    __shared__ __align__(16) float As[SM_KT][MM];
+    int k0 = blockIdx.y * kchunk, k1 = min(K, k0 + kchunk), j = 4 * (blockIdx.x * blockDim.x + threadIdx.x);
     c += blockIdx.y * zstride;
-    float s[MM];
+    float s[MM][4];
     #pragma unroll
-    for (int i = 0; i < MM; i++) s[i] = 0;
+    for (int i = 0; i < MM; i++) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0;
     for (int kt = k0; kt < k1; kt += SM_KT) {
         int kn = min(SM_KT, k1 - kt);
         __syncthreads();
@@ -1172,14 +1237,28 @@ __global__ void gemm_small_m_kernel(float *c, long rsc, long csc, const float *a
         if (j < N) {
             #pragma unroll 4
             for (int kk = 0; kk < kn; kk++) {
-                float bv = b[(long)(kt + kk) * rsb + j];
+                const float *br = b + (long)(kt + kk) * rsb + j;
+                float4 bv;
+                if (vec) bv = __ldg((const float4 *)br);
+                else bv = make_float4(br[0], j + 1 < N ? br[1] : 0.0f, j + 2 < N ? br[2] : 0.0f, j + 3 < N ? br[3] : 0.0f);
                 #pragma unroll
-                for (int i = 0; i < MM; i++) s[i] = fmaf(As[kk][i], bv, s[i]);
+                for (int i = 0; i < MM; i += 4) {
+                    float4 av = *(const float4 *)&As[kk][i];
+                    float ai[4] = { av.x, av.y, av.z, av.w };
+                    #pragma unroll
+                    for (int u = 0; u < 4; u++) {
+                        s[i + u][0] = fmaf(ai[u], bv.x, s[i + u][0]); s[i + u][1] = fmaf(ai[u], bv.y, s[i + u][1]);
+                        s[i + u][2] = fmaf(ai[u], bv.z, s[i + u][2]); s[i + u][3] = fmaf(ai[u], bv.w, s[i + u][3]);
+                    }
+                }
             }
         }
     }
-    if (j < N)
-        for (int i = 0; i < M; i++) { float *p = c + i * rsc + j * csc; *p = (accumulate ? *p : 0.0f) + s[i]; }
+    #pragma unroll
+    for (int i = 0; i < MM; i++)
+        #pragma unroll
+        for (int q = 0; q < 4; q++)
+            if (i < M && j + q < N) { float *p = c + i * rsc + (long)(j + q) * csc; *p = (accumulate ? *p : 0.0f) + s[i][q]; }
 }
 // c (M,N) at (rsc, csc) (+)= the S partial products at partial (S, M, N), added in order s = 0..S-1
 __global__ void splitk_reduce_strided_kernel(float *c, long rsc, long csc, const float *partial, int S, int M, int N, int accumulate) {
@@ -1192,8 +1271,8 @@ __global__ void splitk_reduce_strided_kernel(float *c, long rsc, long csc, const
     }
 }
 static void gemm_small_m(float *c, long rsc, long csc, const float *a, long rsa, long csa, const float *b, long rsb, int M, int N, int K, int accumulate) {
-    int bx = (N + 255) / 256, S = 2 * num_sms / bx;
-    if (S > K / 256) S = K / 256;
+    int bx = (N + 1023) / 1024, S = 2 * num_sms / bx; // 256 threads of 4 columns
+    if (S > K / 64) S = K / 64;
     if (S < 1) S = 1;
     int kchunk = (K + S - 1) / S;
     kchunk = (kchunk + SM_KT - 1) / SM_KT * SM_KT;
@@ -1203,13 +1282,24 @@ static void gemm_small_m(float *c, long rsc, long csc, const float *a, long rsa,
     if (S > 1) { cc = (float *)scratch_reserve(&splitk_scratch, &splitk_cap, (size_t)S * M * N * sizeof(float)); r = N; q = 1; zstride = (long)M * N; }
     dim3 g(bx, S);
     int acc = S > 1 ? 0 : accumulate;
-    if (M <= 4) gemm_small_m_kernel<4><<<g, 256>>>(cc, r, q, a, rsa, csa, b, rsb, M, N, K, acc, kchunk, zstride);
-    else if (M <= 8) gemm_small_m_kernel<8><<<g, 256>>>(cc, r, q, a, rsa, csa, b, rsb, M, N, K, acc, kchunk, zstride);
-    else gemm_small_m_kernel<16><<<g, 256>>>(cc, r, q, a, rsa, csa, b, rsb, M, N, K, acc, kchunk, zstride);
+    int vec = ((uintptr_t)b & 15) == 0 && rsb % 4 == 0 && N % 4 == 0;
+    if (M <= 4) gemm_small_m_kernel<4><<<g, 256>>>(cc, r, q, a, rsa, csa, b, rsb, M, N, K, acc, kchunk, zstride, vec);
+    else if (M <= 8) gemm_small_m_kernel<8><<<g, 256>>>(cc, r, q, a, rsa, csa, b, rsb, M, N, K, acc, kchunk, zstride, vec);
+    else gemm_small_m_kernel<16><<<g, 256>>>(cc, r, q, a, rsa, csa, b, rsb, M, N, K, acc, kchunk, zstride, vec);
     LAUNCHED("gemm_small_m_kernel");
     if (S > 1) { splitk_reduce_strided_kernel<<<blocks_for((size_t)M * N, 256), 256>>>(c, rsc, csc, cc, S, M, N, accumulate); LAUNCHED("splitk_reduce_kernel"); }
 }
 
+// C (M,N) (+)= scale A B with K <= NARROW_K, M and N >= 64: gemm_narrow_k_kernel, about 4 blocks per SM
+static void narrow_k(float *c, long ldc, const float *a, long rsa, long csa, const float *b, long rsb, long csb, int M, int N, int K, int accumulate, float scale) {
+    int vec = ((uintptr_t)c & 15) == 0 && ldc % 4 == 0 && N % 4 == 0;
+    int bx = (N + 1023) / 1024, rows = (int)(((long)M * bx + 4L * num_sms - 1) / (4L * num_sms));
+    if (rows < 16) rows = 16;
+    dim3 g(bx, (M + rows - 1) / rows);
+    if (K <= 8) gemm_narrow_k_kernel<8><<<g, 256, rows * 8 * sizeof(float)>>>(c, ldc, a, rsa, csa, b, rsb, csb, M, N, K, accumulate, rows, vec, scale);
+    else gemm_narrow_k_kernel<16><<<g, 256, rows * 16 * sizeof(float)>>>(c, ldc, a, rsa, csa, b, rsb, csb, M, N, K, accumulate, rows, vec, scale);
+    LAUNCHED("gemm_narrow_k_kernel");
+}
 // b16: B given as bf16, B^T (N, K) with rows of ldb16 (the quantized weights, dequantized): only for M, N >= BT in bf16
 static void gemm(float *c, long ldc, const float *a, long rsa, long csa, const float *b, long rsb, long csb, int M, int N, int K, int accumulate,
                  const __nv_bfloat16 *b16 = NULL, long ldb16 = 0) {
@@ -1222,6 +1312,15 @@ static void gemm(float *c, long ldc, const float *a, long rsa, long csa, const f
         return;
     }
     prof_flops = 2.0 * M * N * K;
+    if (K <= NARROW_K && narrow_gemm) { // rank-r products (fp32: memory-bound, the tensor cores would not help)
+        if (M < 64 || N < 64) { // tiny: a thread per element
+            gemm_small_k_kernel<<<blocks_for((size_t)M * N, 256), 256>>>(c, ldc, a, rsa, csa, b, rsb, csb, M, N, K, accumulate);
+            LAUNCHED("gemm_small_k_kernel");
+            return;
+        }
+        narrow_k(c, ldc, a, rsa, csa, b, rsb, csb, M, N, K, accumulate, 1.0f);
+        return;
+    }
     if (bf16_matmuls && wgmma_gemm && M >= BT && N >= BT && (csa == 1 || rsa == 1) && (csb == 1 || rsb == 1) && large_gemm) {
         long lda, ldb; // both operands with K contiguous: A (M,K) and B^T (N,K)
         const __nv_bfloat16 *a16 = operand_copy(0, a, csa == 1 ? rsa : csa, M, K, csa != 1, &lda);
@@ -1256,15 +1355,10 @@ static void gemm(float *c, long ldc, const float *a, long rsa, long csa, const f
         LAUNCHED("gemv_kernel");
         return;
     }
-    if (K <= 16 && narrow_gemm) {
-        gemm_small_k_kernel<<<blocks_for((size_t)M * N, 256), 256>>>(c, ldc, a, rsa, csa, b, rsb, csb, M, N, K, accumulate);
-        LAUNCHED("gemm_small_k_kernel");
-        return;
-    }
     if (N <= SMALL_N && csa == 1 && M >= 64 && narrow_gemm) {
-        unsigned g = (unsigned)((M + 8 * SN_ROWS - 1) / (8 * SN_ROWS));
-        if (N <= 8) gemm_small_n_kernel<8><<<g, 256>>>(c, ldc, a, rsa, b, rsb, csb, M, N, K, accumulate);
-        else gemm_small_n_kernel<16><<<g, 256>>>(c, ldc, a, rsa, b, rsb, csb, M, N, K, accumulate);
+        int vec = ((uintptr_t)a & 15) == 0 && rsa % 4 == 0;
+        if (N <= 8) gemm_small_n_kernel<8, 4><<<(unsigned)((M + 31) / 32), 256>>>(c, ldc, a, rsa, b, rsb, csb, M, N, K, accumulate, vec);
+        else gemm_small_n_kernel<16, 2><<<(unsigned)((M + 15) / 16), 256>>>(c, ldc, a, rsa, b, rsb, csb, M, N, K, accumulate, vec);
         LAUNCHED("gemm_small_n_kernel");
         return;
     }
@@ -1469,6 +1563,21 @@ __global__ void scale_copy_kernel(float *out, const float *x, float s, size_t n)
 __global__ void add_masked_kernel(float *out, const float *x, const float *mask, size_t n) { FOR_EACH(i, n) out[i] += x[i] * mask[i]; }
 __global__ void residual_kernel(float *out, const float *a, const float *b, size_t n) { FOR_EACH(i, n) out[i] = a[i] + b[i]; }
 extern "C" void gpu_add_scaled(float *out, const float *x, float s, size_t n) { wrote(D(out), n * sizeof(float)); add_scaled_kernel<<<blocks_for(n, 256), 256>>>(D(out), D(x), s, n); LAUNCHED("add_scaled_kernel"); }
+// out (N,OC) += s u B^T in one pass over out (u (N,r), B (OC,r)); else the product into scratch, then the add
+static void *lora_scratch_t;
+static size_t lora_scratch_cap;
+extern "C" void gpu_lora_up_add(float *out, const float *u, const float *B, float s, int N, int r, int OC) {
+    float *o = D(out);
+    if (r <= NARROW_K && N >= 64 && OC >= 64 && narrow_gemm) {
+        wrote(o, (size_t)N * OC * sizeof(float));
+        prof_flops = 2.0 * N * OC * r;
+        narrow_k(o, OC, D(u), r, 1, D(B), 1, r, N, OC, r, 1, s);
+        return;
+    }
+    float *t = (float *)scratch_reserve(&lora_scratch_t, &lora_scratch_cap, (size_t)N * OC * sizeof(float));
+    gemm(t, OC, D(u), r, 1, D(B), 1, r, N, OC, r, 0);
+    gpu_add_scaled(out, t, s, (size_t)N * OC);
+}
 extern "C" void gpu_scale_copy(float *out, const float *x, float s, size_t n) { wrote(D(out), n * sizeof(float)); scale_copy_kernel<<<blocks_for(n, 256), 256>>>(D(out), D(x), s, n); LAUNCHED("scale_copy_kernel"); }
 extern "C" void gpu_add_masked(float *out, const float *x, const float *mask, size_t n) { wrote(D(out), n * sizeof(float)); add_masked_kernel<<<blocks_for(n, 256), 256>>>(D(out), D(x), D(mask), n); LAUNCHED("add_masked_kernel"); }
 extern "C" void gpu_residual_forward(float *out, const float *a, const float *b, size_t n) { wrote(D(out), n * sizeof(float)); residual_kernel<<<blocks_for(n, 256), 256>>>(D(out), D(a), D(b), n); LAUNCHED("residual_kernel"); }
@@ -2571,8 +2680,8 @@ extern "C" void gpu_release(void) {
         }
         nprof = 0;
     }
-    void **bufs[8] = { &qscratch, &sum_scratch, &splitk_scratch, &tc_scratch[0], &tc_scratch[1], &att_scratch, &att16_scratch, NULL };
-    size_t *caps[8] = { &qscratch_cap, &sum_scratch_cap, &splitk_cap, &tc_cap[0], &tc_cap[1], &att_scratch_cap, &att16_cap, NULL };
+    void **bufs[9] = { &qscratch, &sum_scratch, &splitk_scratch, &tc_scratch[0], &tc_scratch[1], &att_scratch, &att16_scratch, &lora_scratch_t, NULL };
+    size_t *caps[9] = { &qscratch_cap, &sum_scratch_cap, &splitk_cap, &tc_cap[0], &tc_cap[1], &att_scratch_cap, &att16_cap, &lora_scratch_cap, NULL };
     for (int i = 0; bufs[i]; i++) { gpu_free(*bufs[i]); *bufs[i] = NULL; *caps[i] = 0; }
     forget_all();
     gpu_free(check_count);

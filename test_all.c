@@ -4284,6 +4284,39 @@ static void cuda_test_matmul(int bf16) {
           nd, wf.worst, wf.where, wi.worst, ww.worst, tol, bf16 ? " (bf16 operands)" : "");
 }
 
+// LoRA's up-projection added to the base output, out += s u B^T: one pass on the GPU (gemm_narrow_k_kernel
+// with its scale, r <= 16 and N, OC >= 64) or the product into scratch and the add (the rest); CPU: the same
+// two steps through t. fp32 and bf16 mode alike (the narrow products stay in fp32)
+static void cuda_test_lora_up_add(void) {
+    int dims[][3] = { {5000, 8, 2048}, {300, 13, 70}, {129, 16, 768}, {37, 8, 100}, {200, 24, 96} }; // N, r, OC
+    int nd = (int)(sizeof(dims) / sizeof(dims[0]));
+    Worst w = { 0, "" };
+    for (int bf16 = 0; bf16 < 2; bf16++) {
+        gpu_set_bf16(bf16);
+        for (int d = 0; d < nd; d++) {
+            int N = dims[d][0], r = dims[d][1], OC = dims[d][2];
+            if (bf16 && r > 16) continue; // its fallback's product is a bf16 one (tested with the matmuls)
+            size_t no = (size_t)N * OC;
+            float *out = rand_f32(no, 1), *u = rand_f32((size_t)N * r, 1), *B = rand_f32((size_t)OC * r, 1), *t = malloc_check(no * sizeof(float)), *ref = copy_f32(out, no);
+            gpu_on = 0;
+            lora_up_add(ref, t, u, B, 0.75f, N, r, OC);
+            for (size_t i = 0; i < no; i++) ref[i] -= out[i]; // compare the increments
+            gpu_on = 1;
+            float *go = dev_f32(out, no), *gu = dev_f32(u, (size_t)N * r), *gB = dev_f32(B, (size_t)OC * r), *gt = (float *)tensor_alloc(no * 4);
+            lora_up_add(go, gt, gu, gB, 0.75f, N, r, OC);
+            float *h = host_f32(go, no);
+            for (size_t i = 0; i < no; i++) h[i] -= out[i];
+            worst_of(&w, rel_l2(h, ref, no), "%s N %d r %d OC %d", bf16 ? "bf16" : "fp32", N, r, OC);
+            tensor_free(go); tensor_free(gu); tensor_free(gB); tensor_free(gt);
+            gpu_on = 0;
+            free(out); free(u); free(B); free(t); free(ref); free(h);
+        }
+    }
+    gpu_set_bf16(0);
+    check(w.worst <= FP32_TOL, "cuda lora_up_add (out += s u B^T) vs CPU", "%d shapes in fp32 mode, the %d with r <= 16 in bf16 mode too (r 8..24, one pass and the fallback): relative L2 error of the increment %.2e (%s) <= %.0e",
+          nd, nd - 1, w.worst, w.where, FP32_TOL);
+}
+
 // bf16 (the tensor-core kernels, head sizes 64 and 128): Q, K, V, dO, P and dS rounded to bf16 (2^-9
 // relative each), fp32 elsewhere; errors of a few 2^-9 in norm, bound 2e-2
 #define BF16_ATT_TOL 2e-2
@@ -4669,6 +4702,7 @@ static void run_cuda_tests(void) {
     printf("== GPU kernels vs their CPU twins\n");
     cuda_test_matmul(0);
     cuda_test_matmul(1);
+    cuda_test_lora_up_add();
     cuda_test_attention(0);
     cuda_test_attention(1);
     cuda_test_small_kernels();
