@@ -950,6 +950,7 @@ void gpu_copy(void *dst, const void *src, size_t bytes, int to_device); // host 
 size_t gpu_free_bytes(void);
 void gpu_release(void);                                  // the GPU file's own scratch
 size_t gpu_peak_bytes(void);                             // the most device memory in use so far (context included)
+size_t gpu_peak_alloc_bytes(void);                       // the most bytes peft's own device allocations held at once
 // the GPU twin of each kernel function (same arguments, in the same order; a quantized weight as its fields)
 #define GPU_QARGS int qtype, int bs, const uint8_t *q, const float *scale, const uint16_t *scale16, const uint8_t *qabsmax, const float *absmax2, float offset, const float *code256, \
                   const uint16_t *hscale, const uint16_t *hzero
@@ -7279,8 +7280,8 @@ static void bench_report(double *step_s, double *mm_s, double *mm_flops, int n, 
     double s = median(step_s + warm, k), ms = median(mm_s + warm, k), mf = median(mm_flops + warm, k);
 #ifdef PEFT_CUDA
     if (gpu_on) { // the matmuls run asynchronously: only whole steps are timed
-        fprintf(stderr, "bench: cuda | steps %d after %d warm-up | median step %.4f s | %.1f tok/s | GPU memory peak %.2f GiB\n",
-                k, warm, s, tokens_per_step / s, gpu_peak_bytes() / 1073741824.0);
+        fprintf(stderr, "bench: cuda | steps %d after %d warm-up | median step %.4f s | %.1f tok/s | GPU memory peak %.2f GiB (allocations %.2f GiB)\n",
+                k, warm, s, tokens_per_step / s, gpu_peak_bytes() / 1073741824.0, gpu_peak_alloc_bytes() / 1073741824.0);
         return;
     }
 #endif

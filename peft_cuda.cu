@@ -159,7 +159,9 @@ extern "C" int gpu_init(int bf16, int device, char *err, size_t errlen) {
 extern "C" void gpu_set_bf16(int on) { bf16_matmuls = on; } // the tests switch between the two
 extern "C" size_t gpu_free_bytes(void) { size_t fr = 0, tot = 0; cudaMemGetInfo(&fr, &tot); return fr; }
 static size_t peak_used; // device memory in use (all of it, as cudaMemGetInfo sees it) after each allocation
+static size_t live_bytes, peak_live; // bytes of gpu_alloc's blocks now, and at most (as torch.cuda.max_memory_allocated counts)
 extern "C" size_t gpu_peak_bytes(void) { return peak_used; }
+extern "C" size_t gpu_peak_alloc_bytes(void) { return peak_live; }
 static void wrote(const void *p, size_t bytes);  // the bf16 copies made from there are stale (below)
 static void forget(const void *p, size_t bytes); // the memory is freed: its copies go
 static struct { void *p; size_t bytes; } *allocs; // gpu_alloc's blocks, for forget
@@ -176,10 +178,12 @@ extern "C" void *gpu_alloc(size_t bytes) {
         if (!allocs) { fprintf(stderr, "peft: out of memory\n"); exit(1); }
     }
     allocs[nallocs].p = p; allocs[nallocs].bytes = bytes ? bytes : 1; nallocs++;
+    live_bytes += bytes ? bytes : 1;
+    if (live_bytes > peak_live) peak_live = live_bytes;
     return p;
 }
 static void free_block(void *p) { // gpu_alloc's block, copies or not
-    for (int i = nallocs - 1; i >= 0; i--) if (allocs[i].p == p) { allocs[i] = allocs[--nallocs]; break; }
+    for (int i = nallocs - 1; i >= 0; i--) if (allocs[i].p == p) { live_bytes -= allocs[i].bytes; allocs[i] = allocs[--nallocs]; break; }
     CK(cudaFree(p));
 }
 extern "C" void gpu_free(void *p) {
@@ -353,15 +357,21 @@ static void convert(__nv_bfloat16 *q, long ld, const float *p, long so, int oute
 }
 // the entry for a source and layout: the matching one, else a new one with room for bytes (NULL: no room)
 static Copy *copy_entry(const float *p, long so, int outer, int inner, int t, size_t flat, size_t bytes) {
-    Copy *c = NULL, *old = NULL;
+    Copy *c = NULL, *old = NULL, *fit = NULL;
     int slots = 0;
     for (int i = 0; i < ncopies; i++) {
         Copy *e = &copies[i];
         if (e->src == p && (flat ? e->flat == flat : !e->flat && e->so == so && e->outer == outer && e->inner == inner && e->t == t)) return e;
-        if (!e->weight) { slots++; if (!old || e->used < old->used) old = e; }
+        if (!e->weight) {
+            slots++;
+            if (!old || e->used < old->used) old = e;
+            if (e->cap >= bytes && (!fit || e->used < fit->used)) fit = e;
+        }
     }
     int weight = in_mirror(p);
-    if (!weight && slots == NSLOTS) c = old; // the least recently used slot, re-keyed
+    // the least recently used slot with room, re-keyed; else the least recently used one, grown (so that a
+    // large copy, the logits' gradient, keeps coming back to one slot instead of growing one after another)
+    if (!weight && slots == NSLOTS) c = fit ? fit : old;
     else {
         if (weight && gpu_free_bytes() < bytes + copies_reserve) return NULL;
         if (ncopies == cap_copies) {
@@ -1218,7 +1228,7 @@ __global__ void gemv_kernel(float *c, long ldc, const float *a, long rsa, const 
 #define SM_KT 64
 // a thread owns 4 consecutive columns j (16-byte loads of B's rows when vec) and keeps M x 4 running sums
 template <int MM>
-__global__ void __launch_bounds__(256) gemm_small_m_kernel(float *c, long rsc, long csc, const float *a, long rsa, long csa, const float *b, long rsb,
+__global__ void __launch_bounds__(256) gemm_small_m_kernel(float *__restrict__ c, long rsc, long csc, const float *__restrict__ a, long rsa, long csa, const float *__restrict__ b, long rsb,
                                                            int M, int N, int K, int accumulate, int kchunk, long zstride, int vec) {
     __shared__ __align__(16) float As[SM_KT][MM];
     int k0 = blockIdx.y * kchunk, k1 = min(K, k0 + kchunk), j = 4 * (blockIdx.x * blockDim.x + threadIdx.x);
@@ -1235,8 +1245,8 @@ __global__ void __launch_bounds__(256) gemm_small_m_kernel(float *c, long rsc, l
         }
         __syncthreads();
         if (j < N) {
-            #pragma unroll 4
-            for (int kk = 0; kk < kn; kk++) {
+            #pragma unroll 8
+            for (int kk = 0; kk < kn; kk++) { // 8 rows of B in flight
                 const float *br = b + (long)(kt + kk) * rsb + j;
                 float4 bv;
                 if (vec) bv = __ldg((const float4 *)br);
@@ -2631,38 +2641,66 @@ extern "C" void gpu_dora_backward(float *dmag, float *t, float *z, const float *
 // ----------------------------------------------------------------------------
 // cross-entropy: probs = softmax(logits) in place, losses[n] = -log probs[n][target] (0 where target < 0);
 // a block per row
-__global__ void crossentropy_forward_kernel(float *losses, float *probs, const int *targets, int V) {
+// a block per row: one read for the max m and the sum s of exp(x - m) together (each thread keeps its own
+// pair, rescaling s when its max grows; the block combines the pairs), then one pass p = exp(x - m) / s;
+// 16-byte loads and stores when vec (V a multiple of 4, rows aligned)
+__global__ void crossentropy_forward_kernel(float *losses, float *probs, const int *targets, int V, int vec) {
     __shared__ float sh[32];
     float *p = probs + (size_t)blockIdx.x * V;
-    float mx = -INFINITY;
-    for (int i = threadIdx.x; i < V; i += blockDim.x) mx = fmaxf(mx, p[i]);
-    mx = block_max(mx, sh);
-    float sum = 0;
-    for (int i = threadIdx.x; i < V; i += blockDim.x) { float e = expf(p[i] - mx); p[i] = e; sum += e; }
-    sum = block_sum(sum, sh);
+    float m = -INFINITY, s = 0.0f;
+    if (vec)
+        for (int i = threadIdx.x; i < V / 4; i += blockDim.x) {
+            float4 x = ((const float4 *)p)[i];
+            float mx = fmaxf(fmaxf(x.x, x.y), fmaxf(x.z, x.w));
+            if (mx > m) { s *= expf(m - mx); m = mx; }
+            s += expf(x.x - m) + expf(x.y - m) + expf(x.z - m) + expf(x.w - m);
+        }
+    else
+        for (int i = threadIdx.x; i < V; i += blockDim.x) {
+            float x = p[i];
+            if (x > m) { s *= expf(m - x); m = x; }
+            s += expf(x - m);
+        }
+    float mx = block_max(m, sh);
+    float sum = block_sum(m == -INFINITY ? 0.0f : s * expf(m - mx), sh);
     float inv = 1.0f / sum;
-    for (int i = threadIdx.x; i < V; i += blockDim.x) p[i] *= inv;
+    if (vec)
+        for (int i = threadIdx.x; i < V / 4; i += blockDim.x) {
+            float4 x = ((const float4 *)p)[i];
+            ((float4 *)p)[i] = make_float4(expf(x.x - mx) * inv, expf(x.y - mx) * inv, expf(x.z - mx) * inv, expf(x.w - mx) * inv);
+        }
+    else
+        for (int i = threadIdx.x; i < V; i += blockDim.x) p[i] = expf(p[i] - mx) * inv;
     __syncthreads(); // p[t] was normalized by another thread
     if (threadIdx.x == 0) {
         int t = targets[blockIdx.x];
         losses[blockIdx.x] = t >= 0 ? -(float)log(fmax((double)p[t], 1e-300)) : 0.0f;
     }
 }
-// dlogits = (probs - onehot(target)) * dloss, in place; rows with target < 0 get 0
-__global__ void crossentropy_backward_kernel(float *d, const int *targets, float dloss, int N, int V) {
-    FOR_EACH(i, (size_t)N * V) {
-        int n = (int)(i / V), t = targets[n];
-        d[i] = t < 0 ? 0.0f : (d[i] * dloss - ((int)(i % V) == t ? dloss : 0.0f));
+// dlogits = (probs - onehot(target)) * dloss, in place; rows with target < 0 get 0. Blocks over rows, each
+// row scaled 16 bytes at a time when vec, then its target's entry less dloss
+__global__ void crossentropy_backward_kernel(float *d, const int *targets, float dloss, int N, int V, int vec) {
+    for (int n = blockIdx.x; n < N; n += gridDim.x) {
+        int t = targets[n];
+        float *r = d + (size_t)n * V, f = t < 0 ? 0.0f : dloss;
+        if (vec)
+            for (int i = threadIdx.x; i < V / 4; i += blockDim.x) { float4 x = ((float4 *)r)[i]; ((float4 *)r)[i] = make_float4(x.x * f, x.y * f, x.z * f, x.w * f); }
+        else
+            for (int i = threadIdx.x; i < V; i += blockDim.x) r[i] *= f;
+        __syncthreads(); // r[t] was scaled by another thread
+        if (threadIdx.x == 0 && t >= 0) r[t] -= dloss;
     }
 }
 extern "C" void gpu_crossentropy_forward(float *losses, float *probs, const int *targets, int N, int V) {
-    wrote(D(losses), (size_t)N * sizeof(float)); wrote(D(probs), (size_t)N * V * sizeof(float));
-    crossentropy_forward_kernel<<<N, 512>>>(D(losses), D(probs), D(targets), V);
+    float *p = D(probs);
+    wrote(D(losses), (size_t)N * sizeof(float)); wrote(p, (size_t)N * V * sizeof(float));
+    crossentropy_forward_kernel<<<N, 512>>>(D(losses), p, D(targets), V, V % 4 == 0 && ((uintptr_t)p & 15) == 0);
     LAUNCHED("crossentropy_forward_kernel");
 }
 extern "C" void gpu_crossentropy_backward(float *dlogits, const int *targets, float dloss, int N, int V) {
-    wrote(D(dlogits), (size_t)N * V * sizeof(float));
-    crossentropy_backward_kernel<<<blocks_for((size_t)N * V, 256), 256>>>(D(dlogits), D(targets), dloss, N, V);
+    float *d = D(dlogits);
+    wrote(d, (size_t)N * V * sizeof(float));
+    crossentropy_backward_kernel<<<N < 8 * num_sms ? N : 8 * num_sms, 256>>>(d, D(targets), dloss, N, V, V % 4 == 0 && ((uintptr_t)d & 15) == 0);
     LAUNCHED("crossentropy_backward_kernel");
 }
 

@@ -71,8 +71,8 @@ def bench_peft(path, B, T, targets, steps, data, tok, extra=()):
     if p.returncode:
         sys.exit("peft failed: " + p.stderr[-2000:])
     m = re.search(r"median step ([0-9.]+) s \| ([0-9.]+) tok/s", p.stderr)
-    mem = re.search(r"GPU memory peak ([0-9.]+) GiB", p.stderr)
-    return float(m.group(2)), float(mem.group(1)) if mem else float("nan"), time.time() - t0
+    mem = re.search(r"GPU memory peak ([0-9.]+) GiB \(allocations ([0-9.]+) GiB\)", p.stderr)
+    return float(m.group(2)), (float(mem.group(1)), float(mem.group(2))) if mem else (float("nan"), float("nan")), time.time() - t0
 
 
 def flops_per_token(name, T):
@@ -267,14 +267,16 @@ def main():
         te, me = bench_torch(path, B, T, targets, a.steps, False)
         tc = bench_torch(path, B, T, targets, a.steps + 2, True)[0] if a.compile else float("nan")
         rows.append((name, B, T, targets, tp, mp, te, me, tc))
-        print(f"{name}: peft.c {tp:.0f} tok/s (peak {mp:.2f} GiB, run {wall:.0f} s), transformers+PEFT eager {te:.0f} tok/s (peak {me:.2f} GiB)"
+        print(f"{name}: peft.c {tp:.0f} tok/s (peak {mp[0]:.2f} GiB in use, {mp[1]:.2f} GiB allocated, run {wall:.0f} s), transformers+PEFT eager {te:.0f} tok/s (peak {me:.2f} GiB)"
               + (f", compiled {tc:.0f}" if a.compile else ""), flush=True)
     if rows:
         print(f"\nLoRA training on {gpu}, bf16 (peft.c: bf16 matmul operands, fp32 accumulation and master weights), r 8 alpha 16, AdamW")
-        print("| workload | B x T | targets | peft.c tok/s | transformers+PEFT eager tok/s | ratio | compiled tok/s | ratio | peft.c GPU peak GiB | eager peak GiB |")
+        print("GPU memory: peft.c's peak of its own allocations (like torch.cuda.max_memory_allocated, which the eager column is) and,"
+              " in brackets, the device memory in use at its peak as cudaMemGetInfo sees it (CUDA context and other processes included)")
+        print("| workload | B x T | targets | peft.c tok/s | transformers+PEFT eager tok/s | ratio | compiled tok/s | ratio | peft.c peak GiB (in use) | eager peak GiB |")
         print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, B, T, targets, tp, mp, te, me, tc in rows:
-        print(f"| {name} | {B} x {T} | {targets} | {tp:.0f} | {te:.0f} | {tp / te:.2f} | {tc:.0f} | {tp / tc if tc == tc else float('nan'):.2f} | {mp:.2f} | {me:.2f} |")
+        print(f"| {name} | {B} x {T} | {targets} | {tp:.0f} | {te:.0f} | {tp / te:.2f} | {tc:.0f} | {tp / tc if tc == tc else float('nan'):.2f} | {mp[1]:.2f} ({mp[0]:.2f}) | {me:.2f} |")
     if rows:
         peak = bf16_peak()
         sheet = 989.0 if ("H100" in gpu or "H200" in gpu) else float("nan")  # dense bf16, SXM datasheet
@@ -300,7 +302,7 @@ def main():
         path = model_folder("Llama-2-7B")
         tq, mq, wall = bench_peft(path, 1, 1024, "q_proj,v_proj", a.steps, a.data, a.tok, ("--quant", "nf4", "--checkpoint-activations"))
         print(f"\nQLoRA NF4 on the Llama-2-7B shape, B 1 x T 1024, q,v r8, checkpointed activations, on {gpu}: peft.c {tq:.0f} tok/s, "
-              f"GPU memory peak {mq:.2f} GiB ({mq * 2**30 / 1e9:.2f} GB; bar <= 10 GB), run {wall:.0f} s")
+              f"GPU memory peak {mq[0]:.2f} GiB in use ({mq[0] * 2**30 / 1e9:.2f} GB; bar <= 10 GB), {mq[1]:.2f} GiB allocated, run {wall:.0f} s")
     gens = [g for g in a.gen_rows.split(",") if g]
     if gens:
         print(f"\nGeneration on {gpu}: one stream, greedy, {GEN_TOKENS} tokens from \"Once upon a time\" (peft.c bf16 matmuls; transformers bf16, sdpa)")
