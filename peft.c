@@ -1007,6 +1007,14 @@ static void *tensor_alloc(size_t bytes) {
 #endif
     return calloc_check(bytes, 1);
 }
+// Write every page of fresh host tensor memory now (a zero into its first byte, so it stays zeroed): the
+// kernel maps calloc's pages on their first write, a page fault each (costly in a VM), and generation
+// would otherwise take those faults inside its timed loop as the KV cache fills. No-op on the GPU.
+static void tensor_prefault(void *p, size_t bytes) {
+    if (gpu_on) return;
+    volatile unsigned char *b = (volatile unsigned char *)p; // volatile: the stores of zeros into calloc's zeros stay
+    for (size_t i = 0; i < bytes; i += 4096) b[i] = 0;
+}
 static void tensor_free(void *p) {
 #ifdef PEFT_CUDA
     if (gpu_on) { gpu_free(p); return; }
@@ -5277,6 +5285,8 @@ static void runstate_alloc(RunState *s, const Config *c, int npos) {
     s->rstd = (floatX *)tensor_alloc(f);
     s->key_cache = (floatX *)tensor_alloc((size_t)c->n_layers * s->npos * KD * f);
     s->value_cache = (floatX *)tensor_alloc((size_t)c->n_layers * s->npos * KD * f);
+    tensor_prefault(s->key_cache, (size_t)c->n_layers * s->npos * KD * f);
+    tensor_prefault(s->value_cache, (size_t)c->n_layers * s->npos * KD * f);
     s->token = (int *)tensor_alloc(sizeof(int));
     s->logits_host = (floatX *)calloc_check((size_t)c->vocab_size, f);
 }
