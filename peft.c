@@ -4285,27 +4285,38 @@ static void qmatvec_rows(floatX *out, const QAct *a, const QTensor *w, int C, in
 
 // scratch for the int8 activations of an input
 static QAct qact;
+// rows of 16 in matvec_forward's blocks; MATVEC_PAR_MIN: the multiply-adds (float weights: 4 bytes each,
+// read from memory) from which a matvec runs on the threads: 32K of them take ~4 us on one core,
+// where a parallel region costs 1-3 us (PAR_MIN_WORK, 100K, counts multiply-adds on cached data)
+#define MATVEC_RB 16
+#define MATVEC_PAR_MIN 32768L
+// block b of matvec_forward's blocks: nb[j] blocks of MATVEC_RB rows for weight j, one weight after another
+static void matvec_block(floatX *const *outs, const floatX *x, const Weight *ws, const int *OCs, const int *nb, int b, int C) {
+    int j = 0, r = b;
+    while (r >= nb[j]) r -= nb[j++];
+    int o0 = r * MATVEC_RB, o1 = o0 + MATVEC_RB < OCs[j] ? o0 + MATVEC_RB : OCs[j];
+    if (ws[j].q) qmatvec_rows(outs[j], &qact, ws[j].q, C, o0, o1);
+    else matvec_rows(outs[j], x, ws[j].f, C, o0, o1);
+}
 // out_j = x W_j^T for the nw (<= 4) weights W_j (OC_j, C) of one input x (C), in one parallel loop over
 // blocks of 16 rows of all of them (static: each thread reads one contiguous stretch; a dynamic schedule
 // measured slower here, its loop end costs more when another process holds a core); a row's result does
 // not depend on the thread that computes it. Float weights, int8 weights with int8 activations (when
-// qmatvec_ok), or any other quantized weight through qmatmul_forward, one by one.
+// qmatvec_ok), or any other quantized weight through qmatmul_forward, one by one. One thread, or less
+// work than MATVEC_PAR_MIN: a plain loop, outside OpenMP (whose region costs ~1.2 us even with one thread).
 static void matvec_forward(floatX *const *outs, const floatX *x, const Weight *ws, const int *OCs, int nw, int C) {
-    enum { RB = 16 };
     int nb[4] = { 0 }, total = 0, quant = 0;
     for (int j = 0; j < nw; j++) {
         if (ws[j].q && !qmatvec_ok(ws[j].q, C)) { qmatmul_forward(outs[j], x, ws[j].q, 1, C, OCs[j]); continue; }
-        nb[j] = (OCs[j] + RB - 1) / RB; total += nb[j]; quant |= ws[j].q != NULL;
+        nb[j] = (OCs[j] + MATVEC_RB - 1) / MATVEC_RB; total += nb[j]; quant |= ws[j].q != NULL;
     }
     if (quant) qact_prepare(&qact, x, C);
-    #pragma omp parallel for schedule(static) if ((long)total * RB * C >= PAR_MIN_WORK)
-    for (int b = 0; b < total; b++) {
-        int j = 0, r = b;
-        while (r >= nb[j]) r -= nb[j++];
-        int o0 = r * RB, o1 = o0 + RB < OCs[j] ? o0 + RB : OCs[j];
-        if (ws[j].q) qmatvec_rows(outs[j], &qact, ws[j].q, C, o0, o1);
-        else matvec_rows(outs[j], x, ws[j].f, C, o0, o1);
+    if ((long)total * MATVEC_RB * C < MATVEC_PAR_MIN || num_threads() == 1) {
+        for (int b = 0; b < total; b++) matvec_block(outs, x, ws, OCs, nb, b, C);
+        return;
     }
+    #pragma omp parallel for schedule(static)
+    for (int b = 0; b < total; b++) matvec_block(outs, x, ws, OCs, nb, b, C);
 }
 
 // LoRA on a linear layer: y = x W^T + scale * dropout(x) A^T B^T.
