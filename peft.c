@@ -4826,14 +4826,15 @@ static void attention_backward(floatX *dq, floatX *dk, floatX *dv, floatX *scrat
 // att (NH, >= pos+1) scratch. attention_heads: heads h0 <= h < h1 of it. The cache is read a position at
 // a time (the keys of all these heads at t sit side by side in one row of kc, and the values in vc), so
 // that it streams through contiguous memory: a head at a time would read HS floats out of every KVH*HS.
-// a[t] = softmax_t(scale * q_h . k_t) per head, then out_h = sum_t a[t] v_t.
+// a[t] = softmax_t(scale * q_h . k_t) per head, then out_h = sum_t a[t] v_t. The keys are prefetched
+// ATT_AHEAD positions ahead, the values of position t while its keys are read.
 #define ATT_AHEAD 8
 static void attention_heads(floatX *out, floatX *att, const floatX *q, const floatX *kc, const floatX *vc, int h0, int h1, int pos, int npos, int NH, int KVH, int HS) {
     int G = NH / KVH, KD = KVH * HS, g0 = h0 / G, g1 = (h1 - 1) / G + 1; // KV heads g0 <= g < g1, query heads g*G.. of each
     floatX scale = (floatX)(1.0 / sqrt((double)HS));
     for (int t = 0; t <= pos; t++) {
         const floatX *kt = kc + (size_t)t * KD;
-        for (size_t i = (size_t)g0 * HS; i < (size_t)g1 * HS; i += 64 / sizeof(floatX)) { // prefetch the keys ATT_AHEAD rows on, the values at t
+        for (size_t i = (size_t)g0 * HS; i < (size_t)g1 * HS; i += 64 / sizeof(floatX)) { // a cache line at a time
             PREFETCH(kt + (size_t)ATT_AHEAD * KD + i);
             PREFETCH(vc + (size_t)t * KD + i);
         }
