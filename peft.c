@@ -1009,6 +1009,14 @@ static void *tensor_alloc(size_t bytes) {
 #endif
     return calloc_check(bytes, 1);
 }
+// Write every page of fresh host tensor memory now (a zero into its first byte, so it stays zeroed): the
+// kernel maps calloc's pages on their first write, a page fault each (costly in a VM), and generation
+// would otherwise take those faults inside its timed loop as the KV cache fills. No-op on the GPU.
+static void tensor_prefault(void *p, size_t bytes) {
+    if (gpu_on) return;
+    volatile unsigned char *b = (volatile unsigned char *)p; // volatile: the stores of zeros into calloc's zeros stay
+    for (size_t i = 0; i < bytes; i += 4096) b[i] = 0;
+}
 static void tensor_free(void *p) {
 #ifdef PEFT_CUDA
     if (gpu_on) { gpu_free(p); return; }
@@ -4279,27 +4287,38 @@ static void qmatvec_rows(floatX *out, const QAct *a, const QTensor *w, int C, in
 
 // scratch for the int8 activations of an input
 static QAct qact;
+// rows of 16 in matvec_forward's blocks; MATVEC_PAR_MIN: the multiply-adds (float weights: 4 bytes each,
+// read from memory) from which a matvec runs on the threads: 32K of them take ~4 us on one core,
+// where a parallel region costs 1-3 us (PAR_MIN_WORK, 100K, counts multiply-adds on cached data)
+#define MATVEC_RB 16
+#define MATVEC_PAR_MIN 32768L
+// block b of matvec_forward's blocks: nb[j] blocks of MATVEC_RB rows for weight j, one weight after another
+static void matvec_block(floatX *const *outs, const floatX *x, const Weight *ws, const int *OCs, const int *nb, int b, int C) {
+    int j = 0, r = b;
+    while (r >= nb[j]) r -= nb[j++];
+    int o0 = r * MATVEC_RB, o1 = o0 + MATVEC_RB < OCs[j] ? o0 + MATVEC_RB : OCs[j];
+    if (ws[j].q) qmatvec_rows(outs[j], &qact, ws[j].q, C, o0, o1);
+    else matvec_rows(outs[j], x, ws[j].f, C, o0, o1);
+}
 // out_j = x W_j^T for the nw (<= 4) weights W_j (OC_j, C) of one input x (C), in one parallel loop over
 // blocks of 16 rows of all of them (static: each thread reads one contiguous stretch; a dynamic schedule
 // measured slower here, its loop end costs more when another process holds a core); a row's result does
 // not depend on the thread that computes it. Float weights, int8 weights with int8 activations (when
-// qmatvec_ok), or any other quantized weight through qmatmul_forward, one by one.
+// qmatvec_ok), or any other quantized weight through qmatmul_forward, one by one. One thread, or less
+// work than MATVEC_PAR_MIN: a plain loop, outside OpenMP (whose region costs ~1.2 us even with one thread).
 static void matvec_forward(floatX *const *outs, const floatX *x, const Weight *ws, const int *OCs, int nw, int C) {
-    enum { RB = 16 };
     int nb[4] = { 0 }, total = 0, quant = 0;
     for (int j = 0; j < nw; j++) {
         if (ws[j].q && !qmatvec_ok(ws[j].q, C)) { qmatmul_forward(outs[j], x, ws[j].q, 1, C, OCs[j]); continue; }
-        nb[j] = (OCs[j] + RB - 1) / RB; total += nb[j]; quant |= ws[j].q != NULL;
+        nb[j] = (OCs[j] + MATVEC_RB - 1) / MATVEC_RB; total += nb[j]; quant |= ws[j].q != NULL;
     }
     if (quant) qact_prepare(&qact, x, C);
-    #pragma omp parallel for schedule(static) if ((long)total * RB * C >= PAR_MIN_WORK)
-    for (int b = 0; b < total; b++) {
-        int j = 0, r = b;
-        while (r >= nb[j]) r -= nb[j++];
-        int o0 = r * RB, o1 = o0 + RB < OCs[j] ? o0 + RB : OCs[j];
-        if (ws[j].q) qmatvec_rows(outs[j], &qact, ws[j].q, C, o0, o1);
-        else matvec_rows(outs[j], x, ws[j].f, C, o0, o1);
+    if ((long)total * MATVEC_RB * C < MATVEC_PAR_MIN || num_threads() == 1) {
+        for (int b = 0; b < total; b++) matvec_block(outs, x, ws, OCs, nb, b, C);
+        return;
     }
+    #pragma omp parallel for schedule(static)
+    for (int b = 0; b < total; b++) matvec_block(outs, x, ws, OCs, nb, b, C);
 }
 
 // LoRA on a linear layer: y = x W^T + scale * dropout(x) A^T B^T.
@@ -4813,49 +4832,85 @@ static void attention_backward(floatX *dq, floatX *dk, floatX *dv, floatX *scrat
 #endif
 }
 // One query (generation at position pos) against the KV cache kc, vc (pos+1, KVH*HS): out (NH*HS);
-// att (NH, >= pos+1) scratch. attention_head: head h of it.
-static void attention_head(floatX *out, floatX *att, const floatX *q, const floatX *kc, const floatX *vc, int h, int pos, int npos, int NH, int KVH, int HS) {
-    int G = NH / KVH, KD = KVH * HS;
+// att (NH, >= pos+1) scratch. attention_heads: heads h0 <= h < h1 of it. The cache is read a position at
+// a time (the keys of all these heads at t sit side by side in one row of kc, and the values in vc), so
+// that it streams through contiguous memory: a head at a time would read HS floats out of every KVH*HS.
+// a[t] = softmax_t(scale * q_h . k_t) per head, then out_h = sum_t a[t] v_t. The keys are prefetched
+// ATT_AHEAD positions ahead, the values of position t while its keys are read.
+#define ATT_AHEAD 8
+static void attention_heads(floatX *out, floatX *att, const floatX *q, const floatX *kc, const floatX *vc, int h0, int h1, int pos, int npos, int NH, int KVH, int HS) {
+    int G = NH / KVH, KD = KVH * HS, g0 = h0 / G, g1 = (h1 - 1) / G + 1; // KV heads g0 <= g < g1, query heads g*G.. of each
     floatX scale = (floatX)(1.0 / sqrt((double)HS));
-    const floatX *qh = q + (size_t)h * HS;
-    floatX *a = att + (size_t)h * npos, maxv = -INFINITY, sum = 0;
-    int kh = h / G;
-#ifdef PEFT_SIMD // the dot products in vectors, the softmax by the row helpers
     for (int t = 0; t <= pos; t++) {
-        const float *kt = kc + (size_t)t * KD + (size_t)kh * HS;
-        vfloat acc = v_zero();
-        int i = 0;
-        for (; i + VLEN <= HS; i += VLEN) acc = v_fma(v_load(qh + i), v_load(kt + i), acc);
-        float dot = v_sum(acc);
-        for (; i < HS; i++) dot += qh[i] * kt[i];
-        a[t] = dot;
-    }
-    maxv = row_max(a, pos + 1);
-    sum = (float)row_exp(a, pos + 1, scale, scale * maxv); // a[t] = exp(scale * (a[t] - maxv))
+        const floatX *kt = kc + (size_t)t * KD;
+        for (size_t i = (size_t)g0 * HS; i < (size_t)g1 * HS; i += 64 / sizeof(floatX)) { // a cache line at a time
+            PREFETCH(kt + (size_t)ATT_AHEAD * KD + i);
+            PREFETCH(vc + (size_t)t * KD + i);
+        }
+        for (int g = g0; g < g1; g++)
+            for (int h = g * G > h0 ? g * G : h0; h < (g + 1) * G && h < h1; h++) {
+                const floatX *qh = q + (size_t)h * HS, *kh = kt + (size_t)g * HS;
+                floatX dot = 0;
+#ifdef PEFT_SIMD
+                vfloat acc = v_zero();
+                int i = 0;
+                for (; i + VLEN <= HS; i += VLEN) acc = v_fma(v_load(qh + i), v_load(kh + i), acc);
+                dot = v_sum(acc);
+                for (; i < HS; i++) dot += qh[i] * kh[i];
 #else
-    for (int t = 0; t <= pos; t++) {
-        const floatX *kt = kc + (size_t)t * KD + (size_t)kh * HS;
-        floatX dot = 0;
-        for (int i = 0; i < HS; i++) dot += qh[i] * kt[i];
-        a[t] = dot * scale;
-        if (a[t] > maxv) maxv = a[t];
-    }
-    for (int t = 0; t <= pos; t++) { a[t] = EXPX(a[t] - maxv); sum += a[t]; }
+                for (int i = 0; i < HS; i++) dot += qh[i] * kh[i];
 #endif
-    floatX *o = out + (size_t)h * HS;
-    for (int i = 0; i < HS; i++) o[i] = 0;
-    for (int t = 0; t <= pos; t++) {
-        const floatX *vt = vc + (size_t)t * KD + (size_t)kh * HS;
-        floatX w = a[t] / sum;
-        for (int i = 0; i < HS; i++) o[i] += w * vt[i];
+                att[(size_t)h * npos + t] = dot;
+            }
+    }
+    for (int h = h0; h < h1; h++) { // the softmax, each a[t] divided by the sum
+        floatX *a = att + (size_t)h * npos, sum = 0;
+#ifdef PEFT_SIMD
+        float maxv = row_max(a, pos + 1);
+        sum = (float)row_exp(a, pos + 1, scale, scale * maxv); // a[t] = exp(scale * (a[t] - maxv))
+#else
+        floatX maxv = -INFINITY;
+        for (int t = 0; t <= pos; t++) { a[t] *= scale; if (a[t] > maxv) maxv = a[t]; }
+        for (int t = 0; t <= pos; t++) { a[t] = EXPX(a[t] - maxv); sum += a[t]; }
+#endif
+        for (int t = 0; t <= pos; t++) a[t] /= sum;
+    }
+    // out_h = sum_t a[t] v_t, four positions per pass over out_h (one load and store of it per four)
+    for (size_t i = (size_t)h0 * HS; i < (size_t)h1 * HS; i++) out[i] = 0;
+    for (int t = 0; t <= pos; t += 4) {
+        int nt = pos + 1 - t < 4 ? pos + 1 - t : 4;
+        for (int g = g0; g < g1; g++) {
+            const floatX *v0 = vc + (size_t)t * KD + (size_t)g * HS, *v1 = v0 + KD, *v2 = v1 + KD, *v3 = v2 + KD;
+            for (int h = g * G > h0 ? g * G : h0; h < (g + 1) * G && h < h1; h++) {
+                const floatX *a = att + (size_t)h * npos + t;
+                floatX *o = out + (size_t)h * HS;
+                int i = 0;
+                if (nt < 4) { // the last positions, one at a time
+                    for (int j = 0; j < nt; j++)
+                        for (i = 0; i < HS; i++) o[i] += a[j] * v0[(size_t)j * KD + i];
+                    continue;
+                }
+#ifdef PEFT_SIMD
+                vfloat a0 = v_set1(a[0]), a1 = v_set1(a[1]), a2 = v_set1(a[2]), a3 = v_set1(a[3]);
+                for (; i + VLEN <= HS; i += VLEN) {
+                    vfloat acc = v_fma(a0, v_load(v0 + i), v_load(o + i));
+                    acc = v_fma(a1, v_load(v1 + i), acc);
+                    acc = v_fma(a2, v_load(v2 + i), acc);
+                    v_store(o + i, v_fma(a3, v_load(v3 + i), acc));
+                }
+#endif
+                for (; i < HS; i++) o[i] = (((o[i] + a[0] * v0[i]) + a[1] * v1[i]) + a[2] * v2[i]) + a[3] * v3[i];
+            }
+        }
     }
 }
-// The heads on the threads once the cache is long enough (it streams from memory: stories15M from ~35 positions)
+// The heads in one contiguous range per thread once the cache is long enough (stories15M from ~35
+// positions); a head's result does not depend on the range it falls in.
 static void attention_decode(floatX *out, floatX *att, const floatX *q, const floatX *kc, const floatX *vc, int pos, int npos, int NH, int KVH, int HS) {
     ON_GPU(gpu_attention_decode(out, att, q, kc, vc, pos, NH, KVH, HS));
-    if (SERIAL(10L * NH * (pos + 1) * HS)) { for (int h = 0; h < NH; h++) attention_head(out, att, q, kc, vc, h, pos, npos, NH, KVH, HS); return; }
-    #pragma omp parallel for schedule(static)
-    for (int h = 0; h < NH; h++) attention_head(out, att, q, kc, vc, h, pos, npos, NH, KVH, HS);
+    int parts = SERIAL(10L * NH * (pos + 1) * HS) ? 1 : (num_threads() < NH ? num_threads() : NH);
+    #pragma omp parallel for schedule(static) if (parts > 1)
+    for (int p = 0; p < parts; p++) attention_heads(out, att, q, kc, vc, NH * p / parts, NH * (p + 1) / parts, pos, npos, NH, KVH, HS);
 }
 
 // SwiGLU: out = silu(g) * u, silu(g) = g * sigmoid(g). All (N,H). swiglu_span: n elements; the threads take
@@ -5286,6 +5341,8 @@ static void runstate_alloc(RunState *s, const Config *c, int npos) {
     s->rstd = (floatX *)tensor_alloc(f);
     s->key_cache = (floatX *)tensor_alloc((size_t)c->n_layers * s->npos * KD * f);
     s->value_cache = (floatX *)tensor_alloc((size_t)c->n_layers * s->npos * KD * f);
+    tensor_prefault(s->key_cache, (size_t)c->n_layers * s->npos * KD * f);
+    tensor_prefault(s->value_cache, (size_t)c->n_layers * s->npos * KD * f);
     s->token = (int *)tensor_alloc(sizeof(int));
     s->logits_host = (floatX *)calloc_check((size_t)c->vocab_size, f);
 }

@@ -529,6 +529,50 @@ static void test_kernels_attention(void) {
 #endif
 }
 
+// generation's attention (one query against the KV cache, read a position at a time for all heads)
+// against a loop over one head at a time in double; positions 0 to 128 (not multiples of its 4-position
+// passes), grouped-query heads, head sizes that are no multiple of the vector width; 1 and 2 threads
+static void test_attention_decode(void) {
+    // NH, KVH, HS, pos, npos (npos > pos: the cache holds more positions than are used)
+    int dims[][5] = { {6, 6, 48, 128, 256}, {4, 2, 33, 97, 100}, {8, 2, 64, 40, 41}, {3, 1, 5, 0, 4}, {2, 2, 16, 6, 8}, {12, 3, 24, 61, 64} };
+    int nd = (int)(sizeof(dims) / sizeof(dims[0])), saved = max_threads(), same = 1;
+    double worst = 0;
+    for (int d = 0; d < nd; d++) {
+        int NH = dims[d][0], KVH = dims[d][1], HS = dims[d][2], pos = dims[d][3], npos = dims[d][4], G = NH / KVH, KD = KVH * HS;
+        float *q = rand_f32((size_t)NH * HS, 1), *kc = rand_f32((size_t)npos * KD, 1), *vc = rand_f32((size_t)npos * KD, 1);
+        float *o[2], *att = malloc_check((size_t)NH * npos * sizeof(float)), *ref = malloc_check((size_t)NH * HS * sizeof(float));
+        double *p = malloc_check((size_t)(pos + 1) * sizeof(double));
+        for (int h = 0; h < NH; h++) { // the reference: softmax(q k^T / sqrt(HS)) v for head h, in double
+            double mx = -INFINITY, sum = 0;
+            for (int t = 0; t <= pos; t++) {
+                double dot = 0;
+                for (int i = 0; i < HS; i++) dot += (double)q[h * HS + i] * kc[(size_t)t * KD + (h / G) * HS + i];
+                p[t] = dot / sqrt((double)HS);
+                if (p[t] > mx) mx = p[t];
+            }
+            for (int t = 0; t <= pos; t++) { p[t] = exp(p[t] - mx); sum += p[t]; }
+            for (int i = 0; i < HS; i++) {
+                double acc = 0;
+                for (int t = 0; t <= pos; t++) acc += p[t] / sum * vc[(size_t)t * KD + (h / G) * HS + i];
+                ref[h * HS + i] = (float)acc;
+            }
+        }
+        for (int t = 0; t < 2; t++) {
+            set_threads(t + 1);
+            o[t] = malloc_check((size_t)NH * HS * sizeof(float));
+            attention_decode(o[t], att, q, kc, vc, pos, npos, NH, KVH, HS);
+        }
+        double e = rel_max_diff(o[0], ref, (size_t)NH * HS);
+        if (e > worst || e != e) worst = e;
+        same &= !memcmp(o[0], o[1], (size_t)NH * HS * sizeof(float));
+        free(q); free(kc); free(vc); free(o[0]); free(o[1]); free(att); free(ref); free(p);
+    }
+    set_threads(saved);
+    check(worst < 1e-5, "attention_decode (KV cache, all heads a position at a time) vs one head at a time in double",
+          "%d shapes (positions 0 to 128, grouped-query, HS 5 to 64): worst relative difference %.2e < 1e-5", nd, worst);
+    check(same, "attention_decode: 1 and 2 threads give the same bits", "%d shapes", nd);
+}
+
 // the vectorised exp inside softmax, cross-entropy and SwiGLU, against exp() in double
 static void test_kernels_exp(void) {
 #ifndef PEFT_SIMD
@@ -3681,6 +3725,7 @@ static void test_infer_build(void) {
 static void run_fp32_tests(void) {
     test_kernels_matmul();
     test_kernels_attention();
+    test_attention_decode();
     test_kernels_exp();
     test_json();
     test_tokenizer_llama2_reference();
