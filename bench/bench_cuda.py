@@ -23,6 +23,18 @@ that both make the same number of tokens; wall time of one call after a warm-up 
 
 --qlora-7b: `peft train --quant nf4 --checkpoint-activations` on the Llama-2-7B shape, B1 T1024, q,v r8:
 tok/s and the GPU memory peak (the issue's bar: <= 10 GB).
+
+GPU memory: peft.c's peak of its own allocations (as torch.cuda.max_memory_allocated counts for the eager
+column), with the device memory in use at its peak (cudaMemGetInfo: CUDA context and other processes too,
+this script's included) in brackets.
+
+Model FLOPs utilisation (after the training rows): model FLOPs per token (4 per frozen weight, 6 per adapter
+weight, causal attention 6 T dim per layer) times tok/s, against torch.mm's bf16 rate on 8192^3 measured in
+the same run and against the datasheet's dense bf16 figure for H100/H200 (989 TFLOP/s).
+
+--att-rows (default the TinyLlama-1.1B and Llama-2-7B shapes): attention forward + backward, bf16, causal:
+peft.c's attention kernels (PEFT_CUDA_PROFILE's times in `peft train` on a 2-layer model of the shape, per
+layer) against PyTorch's sdpa on the flash backend (with GQA the faster of enable_gqa and K, V repeated).
 """
 import argparse, os, re, statistics, subprocess, sys, time
 
