@@ -2312,9 +2312,7 @@ __global__ void attention_group_sum_kernel(float *dk, const float *part, size_t 
 
 // the tensor-core path applies: bf16, HS 64 or 128, every operand 16-byte aligned
 static int tc_attention_ok(int HS, const void *const *ptrs, int n) {
-    if (!bf16_matmuls || !tc_attention || (HS != 64 && HS != 128)) return 0;
-    for (int i = 0; i < n; i++) if ((uintptr_t)ptrs[i] & 15) return 0;
-    return 1;
+    return bf16_matmuls && tc_attention && (HS == 64 || HS == 128) && aligned16(ptrs, n);
 }
 // the kernels read bf16 copies of q, k, v (and dO), made first (rows of n values, n a multiple of 8):
 // the GEMM's copies (RoPE wrote q's and k's), or with PEFT_CUDA_COPIES=0 made here
