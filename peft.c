@@ -942,8 +942,10 @@ static int dist_nccl; // the ranks have met and NCCL sums over them (the tests s
 // peft_cuda.cu: device memory, the mirrors, and one GPU kernel per kernel function below
 int gpu_init(int bf16, int device, char *err, size_t errlen); // GPU number device: 0 (and a "device:" line), or -1 with the reason in err
 void *gpu_alloc(size_t bytes);                           // zeroed device memory; NULL when out of memory
+void *gpu_alloc_act(size_t n);                           // n activations that only GEMMs write and SwiGLU reads (bf16 matmuls: kept in bf16), zeroed
 void gpu_free(void *p);
 int gpu_mirror(void *host, size_t bytes);                // device copy of host[0..bytes), uploaded; -1: out of memory
+void gpu_mirror_bf16(const void *host, size_t bytes);    // before gpu_mirror: these bytes are frozen weights only GEMMs read (bf16 matmuls: kept in bf16 only)
 void gpu_unmirror(void *host);
 void gpu_sync_mirror(void *host, int to_device);         // copy the whole mirror of host one way
 void gpu_copy(void *dst, const void *src, size_t bytes, int to_device); // host buffer <-> tensor
@@ -1008,6 +1010,19 @@ static void *tensor_alloc(size_t bytes) {
     }
 #endif
     return calloc_check(bytes, 1);
+}
+// n activations that only the matmuls write and SwiGLU reads (gate, up): on a GPU with bf16 matmuls they
+// are kept in bf16, half the memory (host code never reads tensor memory, so their type is the GPU's business)
+static floatX *tensor_alloc_act(size_t n) {
+#ifdef PEFT_CUDA
+    if (gpu_on) {
+        void *p = gpu_alloc_act(n);
+        if (!p) fatal("out of GPU memory allocating %.1f MiB (%.1f MiB free); lower -b or -T, or use --checkpoint-activations or --quant nf4",
+                      n * 2 / 1048576.0, gpu_free_bytes() / 1048576.0);
+        return (floatX *)p;
+    }
+#endif
+    return (floatX *)calloc_check(n, sizeof(floatX));
 }
 // Write every page of fresh host tensor memory now (a zero into its first byte, so it stays zeroed): the
 // kernel maps calloc's pages on their first write, a page fault each (costly in a VM), and generation
@@ -1650,6 +1665,7 @@ typedef struct {
     int quant_bs;        // block (group) size of the quantized tensors
     QTensor *qw;         // (L, NUM_TARGETS) when quant
     QTensor qembed, qcls;
+    unsigned trained;    // bit i: ParameterTensors tensor i is updated by the trainer (the GPU keeps those in fp32)
 } Model;
 
 // --quant, --quant-embeddings, --double-quant, --group-size (hqq; 0: 64); type -1: as the file stores it
@@ -5398,6 +5414,14 @@ static floatX *forward_token(Net *net, RunState *s, int token, int pos) {
 
 // the tensors of a model and its adapter that the kernels read, mirrored on the GPU (no-op on the CPU)
 static void model_mirror(Model *m, int on) {
+#ifdef PEFT_CUDA
+    // the linear layers' weights and an untied classifier are read only by matmuls: unless trained, the
+    // GPU may keep them in bf16 only (with bf16 matmuls, which round them to bf16 anyway)
+    floatX *ps[NUM_PARAM_TENSORS] = { m->params.embed, m->params.rms_att, m->params.wq, m->params.wk, m->params.wv, m->params.wo, m->params.rms_ffn,
+                                      m->params.w1, m->params.w2, m->params.w3, m->params.rms_final, m->params.wcls };
+    for (int i = 2; on && gpu_on && i < NUM_PARAM_TENSORS; i++)
+        if (i != 6 && i != 10 && !(m->trained >> i & 1) && m->param_sizes[i]) gpu_mirror_bf16(ps[i], m->param_sizes[i] * sizeof(floatX));
+#endif
     if (on) tensor_mirror(m->params_memory, m->num_parameters * sizeof(floatX)); else tensor_unmirror(m->params_memory);
     QTensor *qs[2] = { &m->qembed, &m->qcls };
     int nq = m->quant ? m->config.n_layers * NUM_TARGETS : 0;
@@ -7546,6 +7570,7 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
         layer_from = ta->mode == TUNE_FULL ? 0 : c->n_layers - ta->freeze_layers;
     }
     if (lo && lora_setup_mts(lo, m, ta->mts, ta->model_path)) return -1;
+    m->trained = ta->mode != TUNE_LORA ? ~0u : ta->nst_count ? (1u << 0 | 1u << 11) : 0; // new tokens: rows of embed and wcls
     Net net;
     net_init(&net, m, lo);
     if (lo && ta->lc.dora && !ta->resume_adapter) lora_init_dora(lo, m);

@@ -93,15 +93,34 @@ static int tc_k = 64, tc_wn = 64; // the large GEMM's tile (below; 64,64 measure
 static int wgmma_gemm; // Hopper (sm_90): the large GEMM on wgmma; PEFT_CUDA_GEMM=mma keeps the cp.async kernel
 static int tc_attention = 1; // PEFT_CUDA_ATTN=cuda-cores: bf16 attention on the CUDA cores too (for comparison)
 static int num_sms = 132;
+static int wgmma_tb = 1; // the Hopper GEMM reads an N-contiguous B as it is (MN-major)
 static int cluster_ok; // Hopper: thread block clusters (distributed shared memory)
 static int copies_on = 1, copies_check, copies_shadow = 1; // PEFT_CUDA_COPIES (the GEMM operands' bf16 copies, below)
 
+static unsigned blocks_for(size_t n, int threads) {
+    size_t b = (n + threads - 1) / threads, most = (size_t)num_sms * 32;
+    return (unsigned)(b < 1 ? 1 : b > most ? most : b);
+}
+
+// a grid-stride loop: i runs over [0, n) across the whole grid
+#define FOR_EACH(i, n) for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (n); i += (size_t)gridDim.x * blockDim.x)
+
 // ----------------------------------------------------------------------------
 // device memory and the mirrors of host tensors
+//
+// A mirrored host block is held as one or more pieces. A piece that peft.c named with gpu_mirror_bf16
+// before mirroring (frozen weights that only the GEMMs read, with bf16 matmuls) holds bf16 values only:
+// half the memory, and the GEMMs read it as their bf16 operand directly (the same rounding that the
+// operand copy of an fp32 mirror makes). Kernels that want fp32 from such a piece get a converted copy
+// (weight_f32, below); D() refuses it, so that no kernel reads bf16 bytes as floats.
 
-typedef struct { char *host, *dev; size_t bytes; } Mirror;
+typedef struct { char *host, *dev, *block; size_t bytes; int bf16; } Mirror; // block: the host block it is part of
 static Mirror *mirrors;
 static int nmirrors, cap_mirrors;
+static struct { const char *lo, *hi; } *bf16_plan; // ranges named by gpu_mirror_bf16, not yet mirrored
+static int nplan, cap_plan;
+static int npieces16;        // bf16 pieces now
+static int bf16_weights = 1; // PEFT_CUDA_WEIGHTS=fp32: keep every mirror in fp32 (as before)
 
 static Mirror *find_mirror(const void *p) {
     const char *c = (const char *)p;
@@ -109,13 +128,39 @@ static Mirror *find_mirror(const void *p) {
         if (c >= mirrors[i].host && (c < mirrors[i].host + mirrors[i].bytes || c == mirrors[i].host)) return &mirrors[i];
     return NULL;
 }
+// the bf16 piece that holds host address p, or NULL
+static const Mirror *bf16_piece(const void *p) {
+    if (!npieces16) return NULL;
+    const Mirror *m = find_mirror(p);
+    return m && m->bf16 ? m : NULL;
+}
+// the device address of p's value in its bf16 piece m (p points at a float of the host tensor)
+static const __nv_bfloat16 *piece16(const Mirror *m, const void *p) { return (const __nv_bfloat16 *)m->dev + ((const char *)p - m->host) / sizeof(float); }
+// Activations kept in bf16 (gpu_alloc_bf16, with bf16 matmuls): n values in 2n bytes that peft.c holds as a
+// float pointer, as it holds any tensor memory it never reads itself. The kernels that write or read them
+// (the GEMM's output, LoRA's and DoRA's adds into it, SwiGLU, the copies to and from the host) know it;
+// D() refuses them to every other kernel.
+static struct { char *p; size_t n; } *acts16;
+static int nacts16, cap_acts16;
+static int bf16_acts = 1; // PEFT_CUDA_ACTS=fp32: none
+static __nv_bfloat16 *act16(const void *p) { // p's bf16 values when p points into such a block, else NULL
+    const char *c = (const char *)p;
+    for (int i = 0; i < nacts16; i++) if (c >= acts16[i].p && c < acts16[i].p + 2 * acts16[i].n) return (__nv_bfloat16 *)c;
+    return NULL;
+}
 // the device address of a tensor pointer: a pointer into a mirrored host tensor, or a device pointer
 template <typename T> static T *D(T *p) {
     if (!p) return p;
     Mirror *m = find_mirror((const void *)p);
+    if (m && m->bf16) { fprintf(stderr, "peft: internal error: a kernel reads the bf16-only weight %p as floats\n", (const void *)p); exit(1); }
     if (m) return (T *)(m->dev + ((const char *)p - m->host));
+    if (act16((const void *)p)) { fprintf(stderr, "peft: internal error: a kernel reads the bf16 activations %p as floats\n", (const void *)p); exit(1); }
     return p;
 }
+// the same for a GEMM's weight operand: a pointer into a bf16 piece stays the host pointer (gemm resolves it)
+static const float *DW(const float *p) { return bf16_piece(p) ? p : D(p); }
+// and for an output that may be bf16 activations (the GEMM's): those stay as they are
+static float *DO(float *p) { return act16(p) ? p : D(p); }
 
 namespace wgk { static PFN_cuTensorMapEncodeTiled_v12000 get_encode_fn(); } // the Hopper GEMM's tensor maps (below)
 extern "C" int gpu_init(int bf16, int device, char *err, size_t errlen) {
@@ -139,11 +184,17 @@ extern "C" int gpu_init(int bf16, int device, char *err, size_t errlen) {
         fprintf(stderr, "peft: note: this CUDA driver has no cuTensorMapEncodeTiled; the GEMM runs without wgmma\n");
         wgmma_gemm = 0;
     }
+    s = getenv("PEFT_CUDA_TB"); // =0: the GEMM transposes an N-contiguous B into a copy instead of reading it MN-major
+    wgmma_tb = !(s && !strcmp(s, "0"));
     s = getenv("PEFT_CUDA_TC");
     if (s && sscanf(s, "%d,%d", &tc_k, &tc_wn) == 2 && (tc_k != 32 && tc_k != 64)) tc_k = 64;
     if (tc_wn != 32 && tc_wn != 64) tc_wn = 64;
     s = getenv("PEFT_CUDA_ATTN");
     tc_attention = !(s && !strcmp(s, "cuda-cores"));
+    s = getenv("PEFT_CUDA_ACTS");
+    bf16_acts = !(s && !strcmp(s, "fp32"));
+    s = getenv("PEFT_CUDA_WEIGHTS");
+    bf16_weights = !(s && !strcmp(s, "fp32"));
     s = getenv("PEFT_CUDA_COPIES");
     copies_on = !(s && !strcmp(s, "0"));
     copies_check = s && !strcmp(s, "check");
@@ -186,38 +237,122 @@ static void free_block(void *p) { // gpu_alloc's block, copies or not
     for (int i = nallocs - 1; i >= 0; i--) if (allocs[i].p == p) { live_bytes -= allocs[i].bytes; allocs[i] = allocs[--nallocs]; break; }
     CK(cudaFree(p));
 }
+// n activations that only the GEMMs write and SwiGLU reads, zeroed: in bf16 with bf16 matmuls (see act16),
+// else floats; NULL when out of memory. PEFT_CUDA_ACTS=fp32: floats always.
+extern "C" void *gpu_alloc_act(size_t n) {
+    if (!bf16_matmuls || !bf16_acts) return gpu_alloc(n * sizeof(float));
+    void *p = gpu_alloc(2 * n);
+    if (!p) return NULL;
+    if (nacts16 == cap_acts16) {
+        cap_acts16 = cap_acts16 ? 2 * cap_acts16 : 64;
+        acts16 = (decltype(acts16))realloc(acts16, (size_t)cap_acts16 * sizeof *acts16);
+        if (!acts16) { fprintf(stderr, "peft: out of memory\n"); exit(1); }
+    }
+    acts16[nacts16].p = (char *)p; acts16[nacts16].n = n; nacts16++;
+    return p;
+}
 extern "C" void gpu_free(void *p) {
     if (!p) return;
+    for (int i = 0; i < nacts16; i++) if (acts16[i].p == (char *)p) { acts16[i] = acts16[--nacts16]; break; }
     for (int i = nallocs - 1; i >= 0; i--) if (allocs[i].p == p) { forget(p, allocs[i].bytes); break; }
     free_block(p);
 }
-extern "C" int gpu_mirror(void *host, size_t bytes) {
-    Mirror *m = find_mirror(host);
-    if (m && m->host == (char *)host && m->bytes == bytes) { wrote(m->dev, bytes); CK(cudaMemcpy(m->dev, host, bytes, cudaMemcpyHostToDevice)); return 0; }
-    void *dev = gpu_alloc(bytes);
-    if (!dev) return -1;
-    if (bytes) CK(cudaMemcpy(dev, host, bytes, cudaMemcpyHostToDevice));
+// host[0..bytes) of a block about to be mirrored holds frozen weights that only the GEMMs read: keep them
+// in bf16 only (a no-op unless the matmuls are bf16)
+extern "C" void gpu_mirror_bf16(const void *host, size_t bytes) {
+    if (!bf16_matmuls || !bf16_weights || !bytes) return;
+    if (nplan == cap_plan) {
+        cap_plan = cap_plan ? 2 * cap_plan : 16;
+        bf16_plan = (decltype(bf16_plan))realloc(bf16_plan, (size_t)cap_plan * sizeof *bf16_plan);
+        if (!bf16_plan) { fprintf(stderr, "peft: out of memory\n"); exit(1); }
+    }
+    bf16_plan[nplan].lo = (const char *)host; bf16_plan[nplan].hi = (const char *)host + bytes; nplan++;
+}
+__global__ void round_bf16_kernel(__nv_bfloat16 *q, const float *p, size_t n) { FOR_EACH(i, n) q[i] = __float2bfloat16(p[i]); }
+// a piece's device values from its host floats (bf16 pieces: through fp32 staging, 64 MiB at a time)
+static void upload_piece(const Mirror *m) {
+    wrote(m->dev, m->bf16 ? m->bytes / 2 : m->bytes);
+    wrote(m->host, m->bytes); // the copies made from a bf16 piece are keyed by its host address
+    if (!m->bf16) { if (m->bytes) CK(cudaMemcpy(m->dev, m->host, m->bytes, cudaMemcpyHostToDevice)); return; }
+    size_t n = m->bytes / sizeof(float), chunk = (size_t)16 << 20;
+    float *stage = (float *)gpu_alloc((n < chunk ? n : chunk) * sizeof(float));
+    if (!stage) { fprintf(stderr, "peft: out of GPU memory uploading a weight\n"); exit(1); }
+    for (size_t i = 0; i < n; i += chunk) {
+        size_t k = n - i < chunk ? n - i : chunk;
+        CK(cudaMemcpy(stage, m->host + i * sizeof(float), k * sizeof(float), cudaMemcpyHostToDevice));
+        round_bf16_kernel<<<blocks_for(k, 256), 256>>>((__nv_bfloat16 *)m->dev + i, stage, k);
+        LAUNCHED("round_bf16_kernel");
+    }
+    gpu_free(stage);
+}
+static Mirror *add_mirror(char *host, size_t bytes, char *block, int bf16) {
+    void *dev = gpu_alloc(bf16 ? bytes / 2 : bytes);
+    if (!dev) return NULL;
     if (nmirrors == cap_mirrors) {
         cap_mirrors = cap_mirrors ? 2 * cap_mirrors : 64;
         mirrors = (Mirror *)realloc(mirrors, (size_t)cap_mirrors * sizeof(Mirror));
         if (!mirrors) { fprintf(stderr, "peft: out of memory\n"); exit(1); }
     }
-    mirrors[nmirrors].host = (char *)host; mirrors[nmirrors].dev = (char *)dev; mirrors[nmirrors].bytes = bytes;
-    nmirrors++;
-    return 0;
+    Mirror *m = &mirrors[nmirrors++];
+    m->host = host; m->dev = (char *)dev; m->block = block; m->bytes = bytes; m->bf16 = bf16;
+    npieces16 += bf16;
+    upload_piece(m);
+    return m;
 }
 extern "C" void gpu_unmirror(void *host) {
     for (int i = 0; i < nmirrors; i++)
-        if (mirrors[i].host == (char *)host) { gpu_free(mirrors[i].dev); mirrors[i] = mirrors[--nmirrors]; return; }
+        if (mirrors[i].block == (char *)host) { npieces16 -= mirrors[i].bf16; gpu_free(mirrors[i].dev); mirrors[i--] = mirrors[--nmirrors]; }
+}
+// a device mirror of host[0..bytes), uploaded: pieces split at the planned bf16 ranges inside it (in order)
+extern "C" int gpu_mirror(void *host, size_t bytes) {
+    int have = 0;
+    for (int i = 0; i < nmirrors; i++) if (mirrors[i].block == (char *)host) { upload_piece(&mirrors[i]); have = 1; }
+    if (have) return 0;
+    char *at = (char *)host, *end = at + bytes;
+    if (!bytes) return add_mirror(at, 0, at, 0) ? 0 : -1; // an empty tensor still has its (1-byte) mirror
+    while (1) {
+        int next = -1; // the first planned range at or after at, inside the block
+        for (int i = 0; i < nplan; i++)
+            if (bf16_plan[i].lo >= at && bf16_plan[i].hi <= end && (next < 0 || bf16_plan[i].lo < bf16_plan[next].lo)) next = i;
+        char *lo = next < 0 ? end : (char *)bf16_plan[next].lo;
+        if (lo > at && !add_mirror(at, (size_t)(lo - at), (char *)host, 0)) { gpu_unmirror(host); return -1; }
+        if (next < 0) break;
+        char *hi = (char *)bf16_plan[next].hi;
+        bf16_plan[next] = bf16_plan[--nplan];
+        if (!add_mirror(lo, (size_t)(hi - lo), (char *)host, 1)) { gpu_unmirror(host); return -1; }
+        at = hi;
+    }
+    return 0;
 }
 extern "C" void gpu_sync_mirror(void *host, int to_device) {
-    Mirror *m = find_mirror(host);
-    if (!m || m->host != (char *)host) { fprintf(stderr, "peft: internal error: tensor %p has no GPU mirror\n", host); exit(1); }
-    if (to_device) { wrote(m->dev, m->bytes); CK(cudaMemcpy(m->dev, m->host, m->bytes, cudaMemcpyHostToDevice)); }
-    else CK(cudaMemcpy(m->host, m->dev, m->bytes, cudaMemcpyDeviceToHost));
+    int have = 0;
+    for (int i = 0; i < nmirrors; i++) {
+        Mirror *m = &mirrors[i];
+        if (m->block != (char *)host) continue;
+        have = 1;
+        if (to_device) upload_piece(m);
+        else if (!m->bf16 && m->bytes) CK(cudaMemcpy(m->host, m->dev, m->bytes, cudaMemcpyDeviceToHost)); // a bf16 piece: no kernel writes it, the host copy stands
+    }
+    if (!have) { fprintf(stderr, "peft: internal error: tensor %p has no GPU mirror\n", host); exit(1); }
 }
 extern "C" void gpu_copy(void *dst, const void *src, size_t bytes, int to_device) {
     if (!bytes) return;
+    __nv_bfloat16 *a16 = act16(to_device ? dst : src);
+    if (a16) { // bf16 activations: the floats converted on the host
+        size_t n = bytes / sizeof(float);
+        __nv_bfloat16 *h = (__nv_bfloat16 *)malloc(n * sizeof *h);
+        if (!h) { fprintf(stderr, "peft: out of memory\n"); exit(1); }
+        if (to_device) {
+            for (size_t i = 0; i < n; i++) h[i] = __float2bfloat16(((const float *)src)[i]);
+            wrote(a16, n * sizeof *h);
+            CK(cudaMemcpy(a16, h, n * sizeof *h, cudaMemcpyHostToDevice));
+        } else {
+            CK(cudaMemcpy(h, a16, n * sizeof *h, cudaMemcpyDeviceToHost));
+            for (size_t i = 0; i < n; i++) ((float *)dst)[i] = __bfloat162float(h[i]);
+        }
+        free(h);
+        return;
+    }
     if (to_device) { wrote(D(dst), bytes); CK(cudaMemcpy(D(dst), src, bytes, cudaMemcpyHostToDevice)); }
     else CK(cudaMemcpy(dst, D(src), bytes, cudaMemcpyDeviceToHost));
 }
@@ -232,13 +367,6 @@ static void *scratch_reserve(void **buf, size_t *cap, size_t bytes) {
     return *buf;
 }
 
-static unsigned blocks_for(size_t n, int threads) {
-    size_t b = (n + threads - 1) / threads, most = (size_t)num_sms * 32;
-    return (unsigned)(b < 1 ? 1 : b > most ? most : b);
-}
-
-// a grid-stride loop: i runs over [0, n) across the whole grid
-#define FOR_EACH(i, n) for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (n); i += (size_t)gridDim.x * blockDim.x)
 __device__ __forceinline__ float warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;
@@ -286,14 +414,24 @@ __device__ float block_max(float v, float *shared32) {
 // RoPE, ...) write its copy beside it (shadow). PEFT_CUDA_COPIES=0: a fresh copy for every call (as
 // before the cache); =check: every copy found is compared with a fresh one, and a difference stops the
 // program (the test that no writer is missing); =noshadow: no kernel writes a copy beside its output.
-// q (no, ldq) = p (no, nc) rounded to bf16, p(o, c) = p[o*so + c]; zeros for c in [nc, ldq)
-__global__ void to_bf16_kernel(__nv_bfloat16 *q, long ldq, const float *p, long so, int no, int nc) {
-    FOR_EACH(e, (size_t)no * (ldq / 8)) { // 8 values a thread: two float4 in, one uint4 out
+// 8 values from p (float or bf16), 16-byte aligned, into t
+__device__ __forceinline__ void load8(float *t, const float *p) { *(float4 *)t = *(const float4 *)p; *(float4 *)(t + 4) = *(const float4 *)(p + 4); }
+__device__ __forceinline__ void load8(float *t, const __nv_bfloat16 *p) {
+    uint4 u = *(const uint4 *)p;
+    const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
+    for (int k = 0; k < 4; k++) { t[2 * k] = __low2float(h[k]); t[2 * k + 1] = __high2float(h[k]); }
+}
+__device__ __forceinline__ float to_f(float x) { return x; }
+__device__ __forceinline__ float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
+// q (no, ldq) = p (no, nc) rounded to bf16, p(o, c) = p[o*so + c]; zeros for c in [nc, ldq). p: float, or
+// bf16 (a bf16-only weight: the values as they are)
+template <typename S> __global__ void to_bf16_kernel(__nv_bfloat16 *q, long ldq, const S *p, long so, int no, int nc) {
+    FOR_EACH(e, (size_t)no * (ldq / 8)) { // 8 values a thread: 16 or 32 bytes in, one uint4 out
         int o = (int)(e / (ldq / 8)), c = (int)(e % (ldq / 8)) * 8;
-        const float *src = p + (long)o * so + c;
+        const S *src = p + (long)o * so + c;
         float t[8];
-        if (c + 7 < nc && ((uintptr_t)src & 15) == 0) { *(float4 *)t = *(const float4 *)src; *(float4 *)(t + 4) = *(const float4 *)(src + 4); }
-        else for (int k = 0; k < 8; k++) t[k] = c + k < nc ? src[k] : 0.0f;
+        if (c + 7 < nc && ((uintptr_t)src & 15) == 0) load8(t, src);
+        else for (int k = 0; k < 8; k++) t[k] = c + k < nc ? to_f(src[k]) : 0.0f;
         __nv_bfloat162 h[4];
         for (int k = 0; k < 4; k++) h[k] = __floats2bfloat162_rn(t[2 * k], t[2 * k + 1]);
         *(uint4 *)(q + (long)o * ldq + c) = *(uint4 *)h;
@@ -301,10 +439,10 @@ __global__ void to_bf16_kernel(__nv_bfloat16 *q, long ldq, const float *p, long 
 }
 // q[o*ldq + c] = bf16(p[c*so + o]) for o < no, c < nc, zeros for nc <= c < ldq: the transposing copy,
 // in 32 x 32 tiles through shared memory (reads and writes coalesced)
-__global__ void to_bf16_t_kernel(__nv_bfloat16 *q, long ldq, const float *p, long so, int no, int nc) {
+template <typename S> __global__ void to_bf16_t_kernel(__nv_bfloat16 *q, long ldq, const S *p, long so, int no, int nc) {
     __shared__ float t[32][33];
     int o0 = blockIdx.x * 32, c0 = blockIdx.y * 32, tx = threadIdx.x % 32, ty = threadIdx.x / 32;
-    for (int r = ty; r < 32; r += 8) { int c = c0 + r, o = o0 + tx; t[r][tx] = c < nc && o < no ? p[(long)c * so + o] : 0.0f; }
+    for (int r = ty; r < 32; r += 8) { int c = c0 + r, o = o0 + tx; t[r][tx] = c < nc && o < no ? to_f(p[(long)c * so + o]) : 0.0f; }
     __syncthreads();
     for (int r = ty; r < 32; r += 8) { int o = o0 + r, c = c0 + tx; if (o < no && c < ldq) q[(long)o * ldq + c] = __float2bfloat16(t[tx][r]); }
 }
@@ -349,11 +487,17 @@ static int in_mirror(const void *dev) {
     for (int i = 0; i < nmirrors; i++) if (c >= mirrors[i].dev && c < mirrors[i].dev + mirrors[i].bytes) return 1;
     return 0;
 }
-static void convert(__nv_bfloat16 *q, long ld, const float *p, long so, int outer, int inner, int t) {
-    if (!t) { to_bf16_kernel<<<blocks_for((size_t)outer * (ld / 8), 256), 256>>>(q, ld, p, so, outer, inner); LAUNCHED("to_bf16_kernel"); return; }
+template <typename S> static void convert_from(__nv_bfloat16 *q, long ld, const S *p, long so, int outer, int inner, int t) {
+    if (!t) { to_bf16_kernel<S><<<blocks_for((size_t)outer * (ld / 8), 256), 256>>>(q, ld, p, so, outer, inner); LAUNCHED("to_bf16_kernel"); return; }
     dim3 g((outer + 31) / 32, (unsigned)((ld + 31) / 32));
-    to_bf16_t_kernel<<<g, 256>>>(q, ld, p, so, outer, inner);
+    to_bf16_t_kernel<S><<<g, 256>>>(q, ld, p, so, outer, inner);
     LAUNCHED("to_bf16_t_kernel");
+}
+// p: a device address, or a host address inside a bf16 piece
+static void convert(__nv_bfloat16 *q, long ld, const float *p, long so, int outer, int inner, int t) {
+    const Mirror *m = bf16_piece(p);
+    if (m) convert_from(q, ld, piece16(m, p), so, outer, inner, t);
+    else convert_from(q, ld, p, so, outer, inner, t);
 }
 // the entry for a source and layout: the matching one, else a new one with room for bytes (NULL: no room)
 static Copy *copy_entry(const float *p, long so, int outer, int inner, int t, size_t flat, size_t bytes) {
@@ -421,6 +565,8 @@ static void check_copy(const Copy *c, int w) { // the whole copy, in the layout 
 static const __nv_bfloat16 *operand_copy(int w, const float *p, long so, int outer, int inner, int t, long *ld) {
     *ld = (inner + 7) / 8 * 8;
     size_t bytes = (size_t)outer * *ld * sizeof(__nv_bfloat16);
+    const Mirror *m = bf16_piece(p);
+    if (m && !t && so == inner && inner % 8 == 0 && ((uintptr_t)piece16(m, p) & 15) == 0) return piece16(m, p); // a bf16-only weight is its own copy
     Copy *c = NULL;
     if (copies_on) {
         size_t flat = !t && so == inner && inner % 8 == 0 ? (size_t)outer * inner : 0;
@@ -753,7 +899,23 @@ __device__ __forceinline__ uint64_t make_desc_sw128(uint32_t saddr) {
     return d;
 }
 
-// wgmma m64n128k16, bf16 x bf16 -> fp32, A and B from shared memory (K-major both), D += A*B^T.
+// The same for an MN-major B tile (B stored K x N with N contiguous, the transposed GEMM's weight W):
+// TMA boxes of 64 columns (128 B) x BK rows, 128B swizzle, one after another. In CUTLASS's terms the
+// canonical layout ((8,8,m),(8,k)):((1,8,LBO),(64,SBO)) in elements: a k row is 128 B, 8 k rows make a
+// 1024-byte swizzle atom (SBO), and the next 64 columns are the next box (LBO = 64 rows x 128 B = 8 KB).
+// Advancing K by 16 = 16 rows = 2048 bytes = adding 128 to the start-address field.
+__device__ __forceinline__ uint64_t make_desc_mn_sw128(uint32_t saddr) {
+    uint64_t d = 0;
+    d |= (uint64_t)((saddr & 0x3FFFF) >> 4);
+    d |= (uint64_t)((64 * 128) >> 4) << 16;
+    d |= (uint64_t)(1024 >> 4) << 32;
+    d |= (uint64_t)1 << 62;
+    return d;
+}
+
+// wgmma m64n128k16, bf16 x bf16 -> fp32, A and B from shared memory (A K-major; B K-major, or MN-major
+// when TB), D += A*B^T.
+template <int TB>
 __device__ __forceinline__ void wgmma_m64n128k16(float (&d)[64], uint64_t da, uint64_t db) {
     asm volatile(
         "{\n"
@@ -764,7 +926,7 @@ __device__ __forceinline__ void wgmma_m64n128k16(float (&d)[64], uint64_t da, ui
         "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47,"
         "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
         "}, "
-        "%64, %65, 1, 1, 1, 0, 0;\n"
+        "%64, %65, 1, 1, 1, 0, %66;\n"
         "}\n"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
           "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
@@ -774,11 +936,12 @@ __device__ __forceinline__ void wgmma_m64n128k16(float (&d)[64], uint64_t da, ui
           "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
           "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
           "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
-        : "l"(da), "l"(db)
+        : "l"(da), "l"(db), "n"(TB)
         : "memory");
 }
 
-// wgmma m64n256k16, bf16 x bf16 -> fp32, A and B from shared memory (K-major both), D += A*B^T.
+// wgmma m64n256k16, the same with N = 256
+template <int TB>
 __device__ __forceinline__ void wgmma_m64n256k16(float (&d)[128], uint64_t da, uint64_t db) {
     asm volatile(
         "{\n"
@@ -793,7 +956,7 @@ __device__ __forceinline__ void wgmma_m64n256k16(float (&d)[128], uint64_t da, u
         "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111,"
         "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127"
         "}, "
-        "%128, %129, 1, 1, 1, 0, 0;\n"
+        "%128, %129, 1, 1, 1, 0, %130;\n"
         "}\n"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
           "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
@@ -811,7 +974,7 @@ __device__ __forceinline__ void wgmma_m64n256k16(float (&d)[128], uint64_t da, u
           "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]),
           "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]),
           "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
-        : "l"(da), "l"(db)
+        : "l"(da), "l"(db), "n"(TB)
         : "memory");
 }
 
@@ -824,12 +987,11 @@ __device__ __forceinline__ void fence_operands(float (&d)[N]) {
     for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
 
-template <int BN>
-__device__ __forceinline__ void wgmma_tile(float (&d)[BN / 2], uint64_t da, uint64_t db);
-template <>
-__device__ __forceinline__ void wgmma_tile<128>(float (&d)[64], uint64_t da, uint64_t db) { wgmma_m64n128k16(d, da, db); }
-template <>
-__device__ __forceinline__ void wgmma_tile<256>(float (&d)[128], uint64_t da, uint64_t db) { wgmma_m64n256k16(d, da, db); }
+template <int BN, int TB>
+__device__ __forceinline__ void wgmma_tile(float (&d)[BN / 2], uint64_t da, uint64_t db) {
+    if constexpr (BN == 128) wgmma_m64n128k16<TB>(d, da, db);
+    else wgmma_m64n256k16<TB>(d, da, db);
+}
 
 // Grouped tile order: GROUP_M consecutive M-tiles sweep all N-tiles before moving on, so the CTAs running at
 // the same time share A rows and B rows in L2.
@@ -853,6 +1015,15 @@ __device__ __forceinline__ void store2(float *__restrict__ C, long ldc, int M, i
         if (col + 1 < N) p[1] = v1;
     }
 }
+__device__ __forceinline__ void store2_bf16(__nv_bfloat16 *__restrict__ C, long ldc, int M, int N, int row, int col, float v0, float v1) {
+    if (row >= M || col >= N) return;
+    __nv_bfloat16 *p = C + (long)row * ldc + col;
+    if (col + 1 < N && ((reinterpret_cast<uintptr_t>(p) & 3) == 0)) *reinterpret_cast<__nv_bfloat162 *>(p) = __floats2bfloat162_rn(v0, v1);
+    else {
+        p[0] = __float2bfloat16(v0);
+        if (col + 1 < N) p[1] = __float2bfloat16(v1);
+    }
+}
 // and the load of the old values when accumulating (0 outside C)
 __device__ __forceinline__ void load2(float *o, const float *__restrict__ C, long ldc, int M, int N, int row, int col) {
     o[0] = o[1] = 0.0f;
@@ -867,7 +1038,8 @@ __device__ __forceinline__ void load2(float *o, const float *__restrict__ C, lon
 
 #endif
 
-template <int BN, int STAGES>
+// TB: B is MN-major (stored K x N, N contiguous: W itself in dinp = dout W), loaded as BN/64 boxes of 64 columns
+template <int BN, int STAGES, int TB>
 __global__ void __launch_bounds__(NTHREADS, 1)
 gemm_wgmma_kernel(const __grid_constant__ CUtensorMap tmA, const __grid_constant__ CUtensorMap tmB, float *__restrict__ C,
                   long ldc, int M, int N, int K, int accumulate) {
@@ -916,7 +1088,9 @@ gemm_wgmma_kernel(const __grid_constant__ CUtensorMap tmA, const __grid_constant
                     mbar_arrive_expect_tx(FULL_BAR(stage), (uint32_t)cfg::STAGE_BYTES);
                     // Full box bytes are always delivered (out-of-bounds parts are zero-filled and counted).
                     tma_load_2d(sA0 + stage * cfg::A_BYTES, &tmA, kt * BK, tm * BM, FULL_BAR(stage));
-                    tma_load_2d(sB0 + stage * cfg::B_BYTES, &tmB, kt * BK, tn * BN, FULL_BAR(stage));
+                    if (TB)
+                        for (int i = 0; i < BN / 64; ++i) tma_load_2d(sB0 + stage * cfg::B_BYTES + i * 64 * BK * 2, &tmB, tn * BN + 64 * i, kt * BK, FULL_BAR(stage));
+                    else tma_load_2d(sB0 + stage * cfg::B_BYTES, &tmB, kt * BK, tn * BN, FULL_BAR(stage));
                     if (++stage == STAGES) { stage = 0; phase ^= 1u; }
                 }
             }
@@ -940,10 +1114,10 @@ gemm_wgmma_kernel(const __grid_constant__ CUtensorMap tmA, const __grid_constant
             for (int kt = 0; kt < k_tiles; ++kt) {
                 mbar_wait(FULL_BAR(stage), phase);
                 const uint64_t da = make_desc_sw128(sA0 + stage * cfg::A_BYTES + cw * 64 * 128);
-                const uint64_t db = make_desc_sw128(sB0 + stage * cfg::B_BYTES);
+                const uint64_t db = TB ? make_desc_mn_sw128(sB0 + stage * cfg::B_BYTES) : make_desc_sw128(sB0 + stage * cfg::B_BYTES);
                 wgmma_fence();
 #pragma unroll
-                for (int kk = 0; kk < BK / 16; ++kk) wgmma_tile<BN>(d, da + 2 * kk, db + 2 * kk);  // +32 B per k16
+                for (int kk = 0; kk < BK / 16; ++kk) wgmma_tile<BN, TB>(d, da + 2 * kk, db + (TB ? 128 : 2) * kk);  // +32 B (K-major) or +2048 B (MN-major) per k16
                 wgmma_commit();
                 fence_operands(d);
                 // Keep one wgmma group in flight: this returns when the group of the previous stage is done,
@@ -962,7 +1136,14 @@ gemm_wgmma_kernel(const __grid_constant__ CUtensorMap tmA, const __grid_constant
             // d[4j+2..3] -> row lane/4 + 8, same cols
             const int row0 = tm * BM + cw * 64 + warp * 16 + lane / 4;
             const int col0 = tn * BN + 2 * (lane % 4);
-            if (!accumulate) {
+            if (accumulate == 2) { // C holds bf16 (activations kept in bf16)
+                __nv_bfloat16 *C16 = reinterpret_cast<__nv_bfloat16 *>(C);
+#pragma unroll
+                for (int j = 0; j < BN / 8; ++j) {
+                    store2_bf16(C16, ldc, M, N, row0, col0 + 8 * j, d[4 * j + 0], d[4 * j + 1]);
+                    store2_bf16(C16, ldc, M, N, row0 + 8, col0 + 8 * j, d[4 * j + 2], d[4 * j + 3]);
+                }
+            } else if (!accumulate) {
 #pragma unroll
                 for (int j = 0; j < BN / 8; ++j) {
                     store2(C, ldc, M, N, row0, col0 + 8 * j, d[4 * j + 0], d[4 * j + 1]);
@@ -1032,37 +1213,40 @@ static cudaError_t make_tmap(CUtensorMap *map, const __nv_bfloat16 *ptr, long ld
 
 // Returns cudaSuccess or the first error (argument check, tensor-map encode, attribute, launch).
 // max_ctas > 0 caps the persistent grid (testing the multi-tile-per-CTA path); 0 = one CTA per SM.
+// tb: b is B itself (K x N, rows of ldb), MN-major; else B^T (N x K)
 template <int BN, int STAGES>
 cudaError_t gemm_wgmma_t(float *c, long ldc, const __nv_bfloat16 *a, long lda, const __nv_bfloat16 *b, long ldb, int M, int N,
-                         int K, int accumulate, cudaStream_t stream, int max_ctas = 0) {
+                         int K, int accumulate, cudaStream_t stream, int max_ctas = 0, int tb = 0) {
     using cfg = Cfg<BN, STAGES>;
     if (M <= 0 || N <= 0) return cudaSuccess;
     if (K <= 0) {  // empty sum: C = 0 (or unchanged when accumulating)
         if (accumulate) return cudaSuccess;
         return cudaMemset2DAsync(c, (size_t)ldc * sizeof(float), 0, (size_t)N * sizeof(float), (size_t)M, stream);
     }
-    if (lda % 8 || ldb % 8 || lda < K || ldb < K || ldc < N || ((uintptr_t)a & 15) || ((uintptr_t)b & 15) ||
+    if (lda % 8 || ldb % 8 || lda < K || ldb < (tb ? N : K) || ldc < N || ((uintptr_t)a & 15) || ((uintptr_t)b & 15) ||
         ((uintptr_t)c & 3)) {
         fprintf(stderr, "peft: gemm_wgmma: bad arguments (lda=%ld ldb=%ld ldc=%ld K=%d N=%d a=%p b=%p c=%p)\n", lda, ldb, ldc, K, N,
                 (const void *)a, (const void *)b, (void *)c);
         return cudaErrorInvalidValue;
     }
-    CUtensorMap ta, tb;
+    CUtensorMap ta, tmb;
     cudaError_t e = make_tmap(&ta, a, lda, M, K, BM);
     if (e != cudaSuccess) return e;
-    e = make_tmap(&tb, b, ldb, N, K, BN);
+    e = tb ? make_tmap(&tmb, b, ldb, K, N, BK) : make_tmap(&tmb, b, ldb, N, K, BN); // MN-major: boxes of 64 columns x BK rows
     if (e != cudaSuccess) return e;
-    static bool attr_set = false;  // one per template instance
-    if (!attr_set) {
-        e = cudaFuncSetAttribute(gemm_wgmma_kernel<BN, STAGES>, cudaFuncAttributeMaxDynamicSharedMemorySize, cfg::SMEM_BYTES);
+    static bool attr_set[2] = { false, false };  // one per kernel instance
+    if (!attr_set[tb]) {
+        e = tb ? cudaFuncSetAttribute(gemm_wgmma_kernel<BN, STAGES, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize, cfg::SMEM_BYTES)
+               : cudaFuncSetAttribute(gemm_wgmma_kernel<BN, STAGES, 0>, cudaFuncAttributeMaxDynamicSharedMemorySize, cfg::SMEM_BYTES);
         if (e != cudaSuccess) return e;
-        attr_set = true;
+        attr_set[tb] = true;
     }
     const long tiles = (long)((M + BM - 1) / BM) * ((N + BN - 1) / BN);
     int grid = ::num_sms; // read off the device by gpu_init
     if (max_ctas > 0 && max_ctas < grid) grid = max_ctas;
     if (tiles < grid) grid = (int)tiles;
-    gemm_wgmma_kernel<BN, STAGES><<<grid, NTHREADS, cfg::SMEM_BYTES, stream>>>(ta, tb, c, ldc, M, N, K, accumulate);
+    if (tb) gemm_wgmma_kernel<BN, STAGES, 1><<<grid, NTHREADS, cfg::SMEM_BYTES, stream>>>(ta, tmb, c, ldc, M, N, K, accumulate);
+    else gemm_wgmma_kernel<BN, STAGES, 0><<<grid, NTHREADS, cfg::SMEM_BYTES, stream>>>(ta, tmb, c, ldc, M, N, K, accumulate);
     return cudaGetLastError();
 }
 }  // namespace wgk
@@ -1155,8 +1339,23 @@ __global__ void __launch_bounds__(256) gemm_small_n_kernel(float *__restrict__ c
 // of C and keeps their 4 x K values of B in registers; a block takes a run of rows, each row's K values of A
 // read by all its threads at once (one broadcast load), C read and written 16 bytes at a time when it allows
 #define NARROW_K 16
-template <int KK>
-__global__ void __launch_bounds__(256) gemm_narrow_k_kernel(float *__restrict__ c, long ldc, const float *__restrict__ a, long rsa, long csa, const float *__restrict__ b, long rsb, long csb,
+// 4 values of C (float, or bf16 activations) at p, and back (vec: one 16- or 8-byte access)
+__device__ __forceinline__ void ld4(float *v, const float *p, int vec) {
+    if (vec) { float4 t = *(const float4 *)p; v[0] = t.x; v[1] = t.y; v[2] = t.z; v[3] = t.w; } else for (int q = 0; q < 4; q++) v[q] = p[q];
+}
+__device__ __forceinline__ void ld4(float *v, const __nv_bfloat16 *p, int vec) {
+    if (vec) { uint2 u = *(const uint2 *)p; __nv_bfloat162 h0 = *(__nv_bfloat162 *)&u.x, h1 = *(__nv_bfloat162 *)&u.y; v[0] = __low2float(h0); v[1] = __high2float(h0); v[2] = __low2float(h1); v[3] = __high2float(h1); }
+    else for (int q = 0; q < 4; q++) v[q] = __bfloat162float(p[q]);
+}
+__device__ __forceinline__ void st4(float *p, const float *v, int vec) {
+    if (vec) *(float4 *)p = make_float4(v[0], v[1], v[2], v[3]); else for (int q = 0; q < 4; q++) p[q] = v[q];
+}
+__device__ __forceinline__ void st4(__nv_bfloat16 *p, const float *v, int vec) {
+    if (vec) { __nv_bfloat162 h[2] = { __floats2bfloat162_rn(v[0], v[1]), __floats2bfloat162_rn(v[2], v[3]) }; *(uint2 *)p = *(uint2 *)h; }
+    else for (int q = 0; q < 4; q++) p[q] = __float2bfloat16(v[q]);
+}
+template <int KK, typename CT>
+__global__ void __launch_bounds__(256) gemm_narrow_k_kernel(CT *__restrict__ c, long ldc, const float *__restrict__ a, long rsa, long csa, const float *__restrict__ b, long rsb, long csb,
                                                            int M, int N, int K, int accumulate, int rows, int vec, float scale) {
     extern __shared__ float As[]; // the block's rows of A, [rows][KK]: one load for all, then broadcast reads
     int j = 4 * (blockIdx.x * blockDim.x + threadIdx.x), i0 = blockIdx.y * rows, i1 = min(M, i0 + rows);
@@ -1179,13 +1378,14 @@ __global__ void __launch_bounds__(256) gemm_narrow_k_kernel(float *__restrict__ 
         for (int k = 0; k < KK; k++)
             #pragma unroll
             for (int q = 0; q < 4; q++) o[q] = fmaf(ar[k], bv[k][q], o[q]); // zeros past K
-        float *cr = c + (long)i * ldc + j;
-        if (vec) {
-            float4 v = make_float4(scale * o[0], scale * o[1], scale * o[2], scale * o[3]);
-            if (accumulate) { float4 w = *(const float4 *)cr; v.x += w.x; v.y += w.y; v.z += w.z; v.w += w.w; }
-            *(float4 *)cr = v;
+        CT *cr = c + (long)i * ldc + j;
+        if (vec || j + 3 < N) {
+            float v[4] = { 0, 0, 0, 0 };
+            if (accumulate) ld4(v, cr, vec);
+            for (int q = 0; q < 4; q++) v[q] += scale * o[q];
+            st4(cr, v, vec);
         } else
-            for (int q = 0; q < 4 && j + q < N; q++) cr[q] = (accumulate ? cr[q] : 0.0f) + scale * o[q];
+            for (int q = 0; q < 4 && j + q < N; q++) cr[q] = (float)(accumulate ? (float)cr[q] : 0.0f) + scale * o[q];
     }
 }
 // M <= 16 with B's rows contiguous (dA = du^T x: r x in, summed over all tokens; and dB = dy^T u as its
@@ -1301,20 +1501,58 @@ static void gemm_small_m(float *c, long rsc, long csc, const float *a, long rsa,
 }
 
 // C (M,N) (+)= scale A B with K <= NARROW_K, M and N >= 64: gemm_narrow_k_kernel, about 4 blocks per SM
-static void narrow_k(float *c, long ldc, const float *a, long rsa, long csa, const float *b, long rsb, long csb, int M, int N, int K, int accumulate, float scale) {
-    int vec = ((uintptr_t)c & 15) == 0 && ldc % 4 == 0 && N % 4 == 0;
+// (CT: float, or bf16 activations)
+template <typename CT>
+static void narrow_k(CT *c, long ldc, const float *a, long rsa, long csa, const float *b, long rsb, long csb, int M, int N, int K, int accumulate, float scale) {
+    int vec = ((uintptr_t)c & (4 * sizeof(CT) - 1)) == 0 && ldc % 4 == 0 && N % 4 == 0;
     int bx = (N + 1023) / 1024, rows = (int)(((long)M * bx + 4L * num_sms - 1) / (4L * num_sms));
     if (rows < 16) rows = 16;
     dim3 g(bx, (M + rows - 1) / rows);
-    if (K <= 8) gemm_narrow_k_kernel<8><<<g, 256, rows * 8 * sizeof(float)>>>(c, ldc, a, rsa, csa, b, rsb, csb, M, N, K, accumulate, rows, vec, scale);
-    else gemm_narrow_k_kernel<16><<<g, 256, rows * 16 * sizeof(float)>>>(c, ldc, a, rsa, csa, b, rsb, csb, M, N, K, accumulate, rows, vec, scale);
+    if (K <= 8) gemm_narrow_k_kernel<8, CT><<<g, 256, rows * 8 * sizeof(float)>>>(c, ldc, a, rsa, csa, b, rsb, csb, M, N, K, accumulate, rows, vec, scale);
+    else gemm_narrow_k_kernel<16, CT><<<g, 256, rows * 16 * sizeof(float)>>>(c, ldc, a, rsa, csa, b, rsb, csb, M, N, K, accumulate, rows, vec, scale);
     LAUNCHED("gemm_narrow_k_kernel");
+}
+// C (M,N) between bf16 activations and fp32 scratch: o(i, j) = x(i, j) with rows of ldo and ldx
+__global__ void widen_kernel(float *o, long ldo, const __nv_bfloat16 *x, long ldx, int M, int N) {
+    FOR_EACH(e, (size_t)M * N) { size_t i = e / N, j = e % N; o[i * ldo + j] = __bfloat162float(x[i * ldx + j]); }
+}
+__global__ void round_rows_kernel(__nv_bfloat16 *o, long ldo, const float *x, long ldx, int M, int N) {
+    FOR_EACH(e, (size_t)M * N) { size_t i = e / N, j = e % N; o[i * ldo + j] = __float2bfloat16(x[i * ldx + j]); }
+}
+static void *c16_scratch;
+static size_t c16_cap;
+// fp32 values of a bf16-only weight for the kernels that read floats (the GEMM's rarer paths, DoRA's norm):
+// the n values from p, converted into scratch
+__global__ void bf16_to_f32_kernel(float *out, const __nv_bfloat16 *p, size_t n) { FOR_EACH(i, n) out[i] = __bfloat162float(p[i]); }
+static void *w32_scratch;
+static size_t w32_cap;
+static const float *weight_f32(const Mirror *m, const float *p, size_t n) {
+    float *f = (float *)scratch_reserve(&w32_scratch, &w32_cap, n * sizeof(float));
+    wrote(f, n * sizeof(float));
+    bf16_to_f32_kernel<<<blocks_for(n, 256), 256>>>(f, piece16(m, p), n);
+    LAUNCHED("bf16_to_f32_kernel");
+    return f;
 }
 // b16: B given as bf16, B^T (N, K) with rows of ldb16 (the quantized weights, dequantized): only for M, N >= BT in bf16
 static void gemm(float *c, long ldc, const float *a, long rsa, long csa, const float *b, long rsb, long csb, int M, int N, int K, int accumulate,
                  const __nv_bfloat16 *b16 = NULL, long ldb16 = 0) {
     if (M <= 0 || N <= 0) return;
-    size_t cbytes = ((size_t)(M - 1) * ldc + N) * sizeof(float);
+    // the path: rank-r products (fp32: memory-bound, the tensor cores would not help), the bf16 tensor-core
+    // GEMM, a few rows against a weight (generation), or the SIMT kernels below
+    int narrow = K <= NARROW_K && narrow_gemm;
+    int large = !narrow && bf16_matmuls && M >= BT && N >= BT && (csa == 1 || rsa == 1) && (csb == 1 || rsb == 1) && large_gemm;
+    int gemv = !narrow && !large && M <= GEMV_M && csa == 1 && rsb == 1 && narrow_gemm;
+    __nv_bfloat16 *c16 = act16(c); // C is bf16 activations: the Hopper GEMM stores them, the other paths go through fp32
+    if (c16 && !(large && wgmma_gemm && !accumulate)) {
+        float *cs = (float *)scratch_reserve(&c16_scratch, &c16_cap, (size_t)M * N * sizeof(float));
+        if (accumulate) { widen_kernel<<<blocks_for((size_t)M * N, 256), 256>>>(cs, N, c16, ldc, M, N); LAUNCHED("widen_kernel"); }
+        gemm(cs, N, a, rsa, csa, b, rsb, csb, M, N, K, accumulate, b16, ldb16);
+        wrote(c16, ((size_t)(M - 1) * ldc + N) * sizeof(__nv_bfloat16));
+        round_rows_kernel<<<blocks_for((size_t)M * N, 256), 256>>>(c16, ldc, cs, N, M, N);
+        LAUNCHED("round_rows_kernel");
+        return;
+    }
+    size_t cbytes = ((size_t)(M - 1) * ldc + N) * (c16 ? sizeof(__nv_bfloat16) : sizeof(float));
     if (accumulate && known_zero(c, cbytes)) accumulate = 0; // adding to zeros: no need to read them
     wrote(c, cbytes);
     if (K <= 0) { // C = 0 (or unchanged)
@@ -1322,7 +1560,9 @@ static void gemm(float *c, long ldc, const float *a, long rsa, long csa, const f
         return;
     }
     prof_flops = 2.0 * M * N * K;
-    if (K <= NARROW_K && narrow_gemm) { // rank-r products (fp32: memory-bound, the tensor cores would not help)
+    const Mirror *bm = bf16_piece(b); // a bf16-only weight: the bf16 GEMMs and the GEMV read it as it is, the others get floats
+    if (bm && !large && !gemv) b = weight_f32(bm, b, (size_t)(K - 1) * rsb + (size_t)(N - 1) * csb + 1);
+    if (narrow) {
         if (M < 64 || N < 64) { // tiny: a thread per element
             gemm_small_k_kernel<<<blocks_for((size_t)M * N, 256), 256>>>(c, ldc, a, rsa, csa, b, rsb, csb, M, N, K, accumulate);
             LAUNCHED("gemm_small_k_kernel");
@@ -1331,19 +1571,21 @@ static void gemm(float *c, long ldc, const float *a, long rsa, long csa, const f
         narrow_k(c, ldc, a, rsa, csa, b, rsb, csb, M, N, K, accumulate, 1.0f);
         return;
     }
-    if (bf16_matmuls && wgmma_gemm && M >= BT && N >= BT && (csa == 1 || rsa == 1) && (csb == 1 || rsb == 1) && large_gemm) {
-        long lda, ldb; // both operands with K contiguous: A (M,K) and B^T (N,K)
+    if (large && wgmma_gemm) {
+        // A with K contiguous (A (M,K)); B with K contiguous (B^T (N,K)), or with N contiguous read as it is
+        // (MN-major: B (K,N), the weight W of dinp = dout W, no transposed copy)
+        long lda, ldb;
+        int tb = !b16 && csb == 1 && rsb != 1 && wgmma_tb;
         const __nv_bfloat16 *a16 = operand_copy(0, a, csa == 1 ? rsa : csa, M, K, csa != 1, &lda);
-        const __nv_bfloat16 *bb = b16 ? b16 : operand_copy(1, b, rsb == 1 ? csb : rsb, N, K, rsb != 1, &ldb);
+        const __nv_bfloat16 *bb = b16 ? b16 : tb ? operand_copy(1, b, rsb, K, N, 0, &ldb) : operand_copy(1, b, rsb == 1 ? csb : rsb, N, K, rsb != 1, &ldb);
         if (b16) ldb = ldb16;
         prof_flops = 2.0 * M * N * K;
-        cudaError_t e = wgk::gemm_wgmma_t<256, 4>(c, ldc, a16, lda, bb, ldb, M, N, K, accumulate, 0);
+        cudaError_t e = wgk::gemm_wgmma_t<256, 4>(c, ldc, a16, lda, bb, ldb, M, N, K, c16 ? 2 : accumulate, 0, 0, tb);
         CK(e);
         LAUNCHED(profile ? shape_name("gemm_wgmma", M, N, K, accumulate) : "gemm_wgmma_kernel");
         return;
     }
-    if (bf16_matmuls && M >= BT && N >= BT && (csa == 1 || rsa == 1) && (csb == 1 || rsb == 1) && large_gemm) {
-        // operands to bf16 first, then the cp.async kernel
+    if (large) { // operands to bf16 first, then the cp.async kernel
         long lda, ldb;
         const __nv_bfloat16 *a16 = csa == 1 ? operand_copy(0, a, rsa, M, K, 0, &lda) : operand_copy(0, a, csa, K, M, 0, &lda);
         const __nv_bfloat16 *bb = b16 ? b16 : rsb == 1 ? operand_copy(1, b, csb, N, K, 0, &ldb) : operand_copy(1, b, rsb, K, N, 0, &ldb);
@@ -1356,10 +1598,10 @@ static void gemm(float *c, long ldc, const float *a, long rsa, long csa, const f
         LAUNCHED("gemm_tc_kernel");
         return;
     }
-    if (M <= GEMV_M && csa == 1 && rsb == 1 && narrow_gemm) { // generation: x W^T, a few rows
+    if (gemv) { // generation: x W^T, a few rows
         const __nv_bfloat16 *w16 = NULL;
         long ldw = csb;
-        if (bf16_matmuls) w16 = operand_copy(1, b, csb, N, K, 0, &ldw); // the weight's bf16 copy (kept)
+        if (bf16_matmuls || bm) w16 = operand_copy(1, b, csb, N, K, 0, &ldw); // the weight's bf16 copy (kept), or the bf16-only weight
         int vec = ((uintptr_t)a & 15) == 0 && rsa % 4 == 0 && (w16 ? ldw % 4 == 0 : ((uintptr_t)b & 15) == 0 && csb % 4 == 0);
         gemv_kernel<<<(N + 7) / 8, 256>>>(c, ldc, a, rsa, b, w16, ldw, M, N, K, accumulate, vec);
         LAUNCHED("gemv_kernel");
@@ -1401,11 +1643,11 @@ static void gemm(float *c, long ldc, const float *a, long rsa, long csa, const f
 
 // out (N,OC) = inp (N,C) W^T
 extern "C" void gpu_matmul_forward(float *out, const float *inp, const float *weight, int N, int C, int OC) {
-    gemm(D(out), OC, D(inp), C, 1, D(weight), 1, C, N, OC, C, 0);
+    gemm(DO(out), OC, D(inp), C, 1, DW(weight), 1, C, N, OC, C, 0);
 }
 // dinp (N,C) += dout (N,OC) W;  dweight (OC,C) += dout^T inp
 extern "C" void gpu_matmul_backward(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight, int N, int C, int OC) {
-    if (dinp) gemm(D(dinp), C, D(dout), OC, 1, D(weight), C, 1, N, C, OC, 1);
+    if (dinp) gemm(D(dinp), C, D(dout), OC, 1, DW(weight), C, 1, N, C, OC, 1);
     if (dweight) gemm(D(dweight), C, D(dout), 1, OC, D(inp), C, 1, OC, C, N, 1);
 }
 
@@ -1515,11 +1757,11 @@ extern "C" void gpu_qmatmul_forward(float *out, const float *inp, GPU_QARGS, int
     if (large_bf16(N, OC)) {
         long ld;
         const __nv_bfloat16 *w16 = dequantize_operand(t, C, OC, 0, &ld);
-        gemm(D(out), OC, D(inp), C, 1, NULL, 1, C, N, OC, C, 0, w16, ld);
+        gemm(DO(out), OC, D(inp), C, 1, NULL, 1, C, N, OC, C, 0, w16, ld);
         return;
     }
     float *w = dequantize_matrix(t, C, OC);
-    gemm(D(out), OC, D(inp), C, 1, w, 1, C, N, OC, C, 0);
+    gemm(DO(out), OC, D(inp), C, 1, w, 1, C, N, OC, C, 0);
 }
 extern "C" void gpu_qmatmul_backward(float *dinp, const float *dout, GPU_QARGS, int N, int C, int OC) {
     QDev t = qdev(QARGS_NAMES);
@@ -1576,17 +1818,23 @@ extern "C" void gpu_add_scaled(float *out, const float *x, float s, size_t n) { 
 // out (N,OC) += s u B^T in one pass over out (u (N,r), B (OC,r)); else the product into scratch, then the add
 static void *lora_scratch_t;
 static size_t lora_scratch_cap;
+__global__ void add_scaled_bf16_kernel(__nv_bfloat16 *out, const float *x, float s, size_t n) { FOR_EACH(i, n) out[i] = __float2bfloat16(__bfloat162float(out[i]) + s * x[i]); }
 extern "C" void gpu_lora_up_add(float *out, const float *u, const float *B, float s, int N, int r, int OC) {
-    float *o = D(out);
+    __nv_bfloat16 *o16 = act16(out); // out may be bf16 activations (gate, up)
     if (r <= NARROW_K && N >= 64 && OC >= 64 && narrow_gemm) {
-        wrote(o, (size_t)N * OC * sizeof(float));
         prof_flops = 2.0 * N * OC * r;
+        if (o16) { wrote(o16, (size_t)N * OC * sizeof(*o16)); narrow_k(o16, OC, D(u), r, 1, D(B), 1, r, N, OC, r, 1, s); return; }
+        float *o = D(out);
+        wrote(o, (size_t)N * OC * sizeof(float));
         narrow_k(o, OC, D(u), r, 1, D(B), 1, r, N, OC, r, 1, s);
         return;
     }
     float *t = (float *)scratch_reserve(&lora_scratch_t, &lora_scratch_cap, (size_t)N * OC * sizeof(float));
     gemm(t, OC, D(u), r, 1, D(B), 1, r, N, OC, r, 0);
-    gpu_add_scaled(out, t, s, (size_t)N * OC);
+    if (!o16) { gpu_add_scaled(out, t, s, (size_t)N * OC); return; }
+    wrote(o16, (size_t)N * OC * sizeof(*o16));
+    add_scaled_bf16_kernel<<<blocks_for((size_t)N * OC, 256), 256>>>(o16, t, s, (size_t)N * OC);
+    LAUNCHED("add_scaled_bf16_kernel");
 }
 extern "C" void gpu_scale_copy(float *out, const float *x, float s, size_t n) { wrote(D(out), n * sizeof(float)); scale_copy_kernel<<<blocks_for(n, 256), 256>>>(D(out), D(x), s, n); LAUNCHED("scale_copy_kernel"); }
 extern "C" void gpu_add_masked(float *out, const float *x, const float *mask, size_t n) { wrote(D(out), n * sizeof(float)); add_masked_kernel<<<blocks_for(n, 256), 256>>>(D(out), D(x), D(mask), n); LAUNCHED("add_masked_kernel"); }
@@ -1610,7 +1858,12 @@ __device__ __forceinline__ void store4_bf16(__nv_bfloat16 *q, const float *v, si
 static int aligned16(const void *const *p, int n) { for (int i = 0; i < n; i++) if ((uintptr_t)p[i] & 15) return 0; return 1; }
 
 // SwiGLU: out = silu(g) * u;  dg += dout * u * sig(g) * (1 + g (1 - sig(g)));  du += dout * silu(g)
-__global__ void swiglu_forward_kernel(float *out, __nv_bfloat16 *o16, const float *g, const float *u, size_t n, int vec) {
+__device__ __forceinline__ void load4(float *v, const __nv_bfloat16 *p, size_t i, size_t n, int vec) { // (bf16 activations)
+    if (vec && i + 3 < n) { uint2 t = *(const uint2 *)(p + i); __nv_bfloat162 h0 = *(__nv_bfloat162 *)&t.x, h1 = *(__nv_bfloat162 *)&t.y; v[0] = __low2float(h0); v[1] = __high2float(h0); v[2] = __low2float(h1); v[3] = __high2float(h1); }
+    else for (int k = 0; k < 4; k++) v[k] = i + k < n ? __bfloat162float(p[i + k]) : 0.0f;
+}
+template <typename GT> // g and u: float, or bf16 activations
+__global__ void swiglu_forward_kernel(float *out, __nv_bfloat16 *o16, const GT *g, const GT *u, size_t n, int vec) {
     FOR_EACH(e, (n + 3) / 4) {
         float gv[4], uv[4], ov[4];
         load4(gv, g, 4 * e, n, vec); load4(uv, u, 4 * e, n, vec);
@@ -1620,7 +1873,8 @@ __global__ void swiglu_forward_kernel(float *out, __nv_bfloat16 *o16, const floa
     }
 }
 // zero: dg and du hold zeros (not read)
-__global__ void swiglu_backward_kernel(float *dg, float *du, __nv_bfloat16 *dg16, __nv_bfloat16 *du16, const float *dout, const float *g, const float *u, size_t n, int vec, int zero) {
+template <typename GT>
+__global__ void swiglu_backward_kernel(float *dg, float *du, __nv_bfloat16 *dg16, __nv_bfloat16 *du16, const float *dout, const GT *g, const GT *u, size_t n, int vec, int zero) {
     FOR_EACH(e, (n + 3) / 4) {
         size_t i = 4 * e;
         float gv[4], uv[4], dv[4], dgv[4] = { 0, 0, 0, 0 }, duv[4] = { 0, 0, 0, 0 };
@@ -1635,20 +1889,36 @@ __global__ void swiglu_backward_kernel(float *dg, float *du, __nv_bfloat16 *dg16
         store4_bf16(dg16, dgv, i); store4_bf16(du16, duv, i);
     }
 }
+// g and u are both bf16 activations or both floats
+static int gu16(const float *g, const float *u) {
+    int a = act16(g) != NULL, b = act16(u) != NULL;
+    if (a != b) { fprintf(stderr, "peft: internal error: SwiGLU's g and u differ in type\n"); exit(1); }
+    return a;
+}
 extern "C" void gpu_swiglu_forward(float *out, const float *g, const float *u, size_t n) {
     float *o = D(out);
     wrote(o, n * sizeof(float));
-    const void *p[3] = { o, D(g), D(u) };
-    swiglu_forward_kernel<<<blocks_for((n + 3) / 4, 256), 256>>>(o, shadow(o, n), D(g), D(u), n, aligned16(p, 3));
+    if (gu16(g, u)) {
+        const void *p[3] = { o, g, u };
+        swiglu_forward_kernel<<<blocks_for((n + 3) / 4, 256), 256>>>(o, shadow(o, n), act16(g), act16(u), n, aligned16(p, 3));
+    } else {
+        const void *p[3] = { o, D(g), D(u) };
+        swiglu_forward_kernel<<<blocks_for((n + 3) / 4, 256), 256>>>(o, shadow(o, n), D(g), D(u), n, aligned16(p, 3));
+    }
     LAUNCHED("swiglu_forward_kernel");
 }
 extern "C" void gpu_swiglu_backward(float *dg, float *du, const float *dout, const float *g, const float *u, size_t n) {
     float *a = D(dg), *b = D(du);
     int zero = known_zero(a, n * sizeof(float)) && known_zero(b, n * sizeof(float));
     wrote(a, n * sizeof(float)); wrote(b, n * sizeof(float));
-    const void *p[5] = { a, b, D(dout), D(g), D(u) };
     __nv_bfloat16 *a16 = shadow(a, n), *b16 = shadow(b, n);
-    swiglu_backward_kernel<<<blocks_for((n + 3) / 4, 256), 256>>>(a, b, a16, b16, D(dout), D(g), D(u), n, aligned16(p, 5), zero);
+    if (gu16(g, u)) {
+        const void *p[5] = { a, b, D(dout), g, u };
+        swiglu_backward_kernel<<<blocks_for((n + 3) / 4, 256), 256>>>(a, b, a16, b16, D(dout), act16(g), act16(u), n, aligned16(p, 5), zero);
+    } else {
+        const void *p[5] = { a, b, D(dout), D(g), D(u) };
+        swiglu_backward_kernel<<<blocks_for((n + 3) / 4, 256), 256>>>(a, b, a16, b16, D(dout), D(g), D(u), n, aligned16(p, 5), zero);
+    }
     LAUNCHED("swiglu_backward_kernel");
 }
 
@@ -1805,22 +2075,31 @@ extern "C" void gpu_rmsnorm_backward(float *dinp, float *dweight, const float *d
 }
 
 // RoPE, rotate-half pairs (i, i + HS/2) of x (B,T,NH,HS) at positions pos0 + t; dir -1 rotates back (the backward)
-__global__ void rope_kernel(float *x, __nv_bfloat16 *x16, const float *cs, const float *sn, int B, int T, int NH, int HS, int pos0, float dir) {
+// x: floats (with the bf16 copy x16 when there is one), or bf16 activations (q, k) rotated in place
+template <typename XT>
+__global__ void rope_kernel(XT *x, __nv_bfloat16 *x16, const float *cs, const float *sn, int B, int T, int NH, int HS, int pos0, float dir) {
     int half = HS / 2;
     FOR_EACH(e, (size_t)B * T * NH * half) {
         int i = (int)(e % half);
         size_t row = e / half; // (b, t, h)
         int t = (int)(row / NH % T);
-        float *v = x + row * HS;
+        XT *v = x + row * HS;
         float c = cs[(size_t)(pos0 + t) * half + i], s = dir * sn[(size_t)(pos0 + t) * half + i];
-        float a = v[i], b = v[i + half];
-        v[i] = a * c - b * s;
-        v[i + half] = b * c + a * s;
-        if (x16) { x16[row * HS + i] = __float2bfloat16(v[i]); x16[row * HS + i + half] = __float2bfloat16(v[i + half]); }
+        float a = to_f(v[i]), b = to_f(v[i + half]), ra = a * c - b * s, rb = b * c + a * s;
+        v[i] = ra;
+        v[i + half] = rb;
+        if (x16) { x16[row * HS + i] = __float2bfloat16(ra); x16[row * HS + i + half] = __float2bfloat16(rb); }
     }
 }
 extern "C" void gpu_rope_forward(float *x, const float *cos_t, const float *sin_t, int B, int T, int NH, int HS, int pos0) {
     size_t n = (size_t)B * T * NH * HS;
+    __nv_bfloat16 *x16 = act16(x);
+    if (x16) {
+        wrote(x16, n * sizeof(*x16));
+        rope_kernel<<<blocks_for(n / 2, 256), 256>>>(x16, (__nv_bfloat16 *)NULL, D(cos_t), D(sin_t), B, T, NH, HS, pos0, 1.0f);
+        LAUNCHED("rope_kernel");
+        return;
+    }
     float *xd = D(x);
     wrote(xd, n * sizeof(float));
     rope_kernel<<<blocks_for(n / 2, 256), 256>>>(xd, shadow(xd, n), D(cos_t), D(sin_t), B, T, NH, HS, pos0, 1.0f);
@@ -2311,6 +2590,19 @@ __global__ void attention_group_sum_kernel(float *dk, const float *part, size_t 
 }
 
 // the tensor-core path applies: bf16, HS 64 or 128, every operand 16-byte aligned
+// q, k, v in bf16 (act16) for the fp32 attention kernels: widened into scratch (slot 0, 1, 2)
+static void *att_w32[3];
+static size_t att_w32_cap[3];
+static const float *att_f32(int slot, const float *x, size_t n) {
+    __nv_bfloat16 *x16 = act16(x);
+    if (!x16) return D(x);
+    float *f = (float *)scratch_reserve(&att_w32[slot], &att_w32_cap[slot], n * sizeof(float));
+    wrote(f, n * sizeof(float));
+    widen_kernel<<<blocks_for(n, 256), 256>>>(f, (long)n, x16, (long)n, 1, (int)n);
+    LAUNCHED("widen_kernel");
+    return f;
+}
+static const float *DA(const float *p) { return act16(p) ? p : D(p); } // q, k, v: bf16 activations stay as they are
 static int tc_attention_ok(int HS, const void *const *ptrs, int n) {
     return bf16_matmuls && tc_attention && (HS == 64 || HS == 128) && aligned16(ptrs, n);
 }
@@ -2320,6 +2612,7 @@ static void *att16_scratch;
 static size_t att16_cap;
 static const __nv_bfloat16 *att_bf16(const float *x, size_t rows, int n, size_t at) {
     long ld;
+    if (act16(x)) return act16(x); // q, k, v kept in bf16
     if (copies_on) return operand_copy(0, x, n, (int)rows, n, 0, &ld);
     __nv_bfloat16 *q = (__nv_bfloat16 *)att16_scratch + at;
     to_bf16_kernel<<<blocks_for(rows * (n / 8), 256), 256>>>(q, n, x, n, (int)rows, n);
@@ -2390,13 +2683,14 @@ template <int HST> static void attention_forward_launch(float *out, float *lse, 
 extern "C" void gpu_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T, int NH, int KVH, int HS) {
     if (HS > 32 * ATT_MAXJ) { fprintf(stderr, "peft: head_dim %d is over the GPU attention's limit of %d\n", HS, 32 * ATT_MAXJ); exit(1); }
     float *o = D(out), *l = D(lse);
-    const float *qd = D(q), *kd = D(k), *vd = D(v);
+    const float *qd = DA(q), *kd = DA(k), *vd = DA(v);
     wrote(o, (size_t)B * T * NH * HS * sizeof(float)); wrote(l, (size_t)B * NH * T * sizeof(float));
     const void *ptrs[5] = { o, l, qd, kd, vd };
     if (tc_attention_ok(HS, ptrs, 5)) {
         if (HS == 64) attention_forward_tc<64>(o, l, qd, kd, vd, B, T, NH, KVH); else attention_forward_tc<128>(o, l, qd, kd, vd, B, T, NH, KVH);
         return;
     }
+    qd = att_f32(0, q, (size_t)B * T * NH * HS); kd = att_f32(1, k, (size_t)B * T * KVH * HS); vd = att_f32(2, v, (size_t)B * T * KVH * HS);
     switch (HS) {
     case 8: attention_forward_launch<8>(o, l, qd, kd, vd, B, T, NH, KVH, HS); break;
     case 16: attention_forward_launch<16>(o, l, qd, kd, vd, B, T, NH, KVH, HS); break;
@@ -2530,12 +2824,13 @@ extern "C" void gpu_attention_backward(float *dq, float *dk, float *dv, float *s
     size_t rows = (size_t)B * T * NH;
     wrote(D(dq), rows * HS * sizeof(float)); wrote(D(dk), (size_t)B * T * KVH * HS * sizeof(float)); wrote(D(dv), (size_t)B * T * KVH * HS * sizeof(float));
     wrote(D(scratch), rows * sizeof(float));
-    const void *ptrs[10] = { D(dq), D(dk), D(dv), D(dout), D(q), D(k), D(v), D(lse), D(scratch), D(out) };
+    const void *ptrs[10] = { D(dq), D(dk), D(dv), D(dout), DA(q), DA(k), DA(v), D(lse), D(scratch), D(out) };
     if (tc_attention_ok(HS, ptrs, 10)) { // D = rowsum(dO o O) in the dQ kernel
-        if (HS == 64) attention_backward_tc<64>(D(dq), D(dk), D(dv), D(scratch), D(dout), D(q), D(k), D(v), D(out), D(lse), B, T, NH, KVH);
-        else attention_backward_tc<128>(D(dq), D(dk), D(dv), D(scratch), D(dout), D(q), D(k), D(v), D(out), D(lse), B, T, NH, KVH);
+        if (HS == 64) attention_backward_tc<64>(D(dq), D(dk), D(dv), D(scratch), D(dout), DA(q), DA(k), DA(v), D(out), D(lse), B, T, NH, KVH);
+        else attention_backward_tc<128>(D(dq), D(dk), D(dv), D(scratch), D(dout), DA(q), DA(k), DA(v), D(out), D(lse), B, T, NH, KVH);
         return;
     }
+    q = att_f32(0, q, rows * HS); k = att_f32(1, k, (size_t)B * T * KVH * HS); v = att_f32(2, v, (size_t)B * T * KVH * HS);
     attention_rowdot_kernel<<<(unsigned)((rows + 7) / 8), 256>>>(D(scratch), D(dout), D(out), B, T, NH, HS);
     LAUNCHED("attention_rowdot_kernel");
     switch (HS) {
@@ -2596,8 +2891,10 @@ __global__ void dora_weight_norm_kernel(float *wnorm, const float *W, const floa
     if (threadIdx.x == 0) wnorm[o] = (float)sqrt(ss);
 }
 extern "C" void gpu_dora_weight_norm(float *wnorm, const float *W, const float *A, const float *B, float scale, int r, int in, int out) {
+    const Mirror *m = bf16_piece(W);
+    const float *w = m ? weight_f32(m, W, (size_t)in * out) : D(W);
     wrote(D(wnorm), (size_t)out * sizeof(float));
-    dora_weight_norm_kernel<<<out, 256>>>(D(wnorm), D(W), D(A), D(B), scale, r, in);
+    dora_weight_norm_kernel<<<out, 256>>>(D(wnorm), w, D(A), D(B), scale, r, in);
     LAUNCHED("dora_weight_norm_kernel");
 }
 // QDoRA: the same norm with W dequantized (the whole matrix, in the quantized matmuls' scratch)
@@ -2612,6 +2909,18 @@ __global__ void dora_forward_kernel(float *out, const float *base, const float *
     FOR_EACH(i, (size_t)N * OC) { int o = (int)(i % OC); float g = mag[o] / wnorm[o]; out[i] += (g - 1) * base[i] + g * s * t[i]; }
 }
 extern "C" void gpu_dora_forward(float *out, const float *base, const float *t, const float *mag, const float *wnorm, float s, int N, int OC) {
+    __nv_bfloat16 *o16 = act16(out);
+    if (o16) { // bf16 activations (gate, up): through fp32 scratch
+        float *o = (float *)scratch_reserve(&c16_scratch, &c16_cap, (size_t)N * OC * sizeof(float));
+        widen_kernel<<<blocks_for((size_t)N * OC, 256), 256>>>(o, OC, o16, OC, N, OC);
+        LAUNCHED("widen_kernel");
+        dora_forward_kernel<<<blocks_for((size_t)N * OC, 256), 256>>>(o, base == out ? o : D(base), D(t), D(mag), D(wnorm), s, N, OC);
+        LAUNCHED("dora_forward_kernel");
+        wrote(o16, (size_t)N * OC * sizeof(*o16));
+        round_rows_kernel<<<blocks_for((size_t)N * OC, 256), 256>>>(o16, OC, o, OC, N, OC);
+        LAUNCHED("round_rows_kernel");
+        return;
+    }
     wrote(D(out), (size_t)N * OC * sizeof(float));
     dora_forward_kernel<<<blocks_for((size_t)N * OC, 256), 256>>>(D(out), D(base), D(t), D(mag), D(wnorm), s, N, OC);
     LAUNCHED("dora_forward_kernel");
@@ -2716,8 +3025,8 @@ extern "C" void gpu_release(void) {
         }
         nprof = 0;
     }
-    void **bufs[9] = { &qscratch, &sum_scratch, &splitk_scratch, &tc_scratch[0], &tc_scratch[1], &att_scratch, &att16_scratch, &lora_scratch_t, NULL };
-    size_t *caps[9] = { &qscratch_cap, &sum_scratch_cap, &splitk_cap, &tc_cap[0], &tc_cap[1], &att_scratch_cap, &att16_cap, &lora_scratch_cap, NULL };
+    void **bufs[11] = { &qscratch, &sum_scratch, &splitk_scratch, &tc_scratch[0], &tc_scratch[1], &att_scratch, &att16_scratch, &lora_scratch_t, &w32_scratch, &c16_scratch, NULL };
+    size_t *caps[11] = { &qscratch_cap, &sum_scratch_cap, &splitk_cap, &tc_cap[0], &tc_cap[1], &att_scratch_cap, &att16_cap, &lora_scratch_cap, &w32_cap, &c16_cap, NULL };
     for (int i = 0; bufs[i]; i++) { gpu_free(*bufs[i]); *bufs[i] = NULL; *caps[i] = 0; }
     forget_all();
     gpu_free(check_count);

@@ -4329,6 +4329,176 @@ static void cuda_test_matmul(int bf16) {
           nd, wf.worst, wf.where, wi.worst, ww.worst, tol, bf16 ? " (bf16 operands)" : "");
 }
 
+// frozen weights kept in bf16 only on the GPU (model_mirror's gpu_mirror_bf16, with bf16 matmuls): the
+// bf16 GEMMs (M, N >= 128) and the GEMV (M <= 8) read them as they read an fp32 weight's bf16 copy, so the
+// results are the same bits; the other paths (SIMT, rank-r, fp32 mode) and DoRA's norm get fp32 values
+// converted from the bf16 ones (within the bf16 bound of the CPU); a host write re-uploads them
+static void cuda_test_bf16_weights(void) {
+    int dims[][3] = { {1, 64, 33}, {5, 2048, 5632}, {256, 2048, 640}, {384, 288, 300}, {200, 1000, 130}, {77, 288, 288}, {64, 700, 37}, {300, 8, 200} };
+    int nd = (int)(sizeof(dims) / sizeof(dims[0])), same = 0, nsame = 0;
+    Worst wc = { 0, "" };
+    for (int d = 0; d < nd; d++) {
+        int N = dims[d][0], C = dims[d][1], OC = dims[d][2], exact = (N >= 128 && OC >= 128 && C > 16) || N <= 8;
+        size_t nx = (size_t)N * C, nw = (size_t)OC * C, ny = (size_t)N * OC;
+        float *x = rand_f32(nx, 1), *w = rand_f32(nw, 1), *dy = rand_f32(ny, 1), *y = malloc_check(ny * sizeof(float)), *dx = calloc_check(nx, sizeof(float));
+        gpu_on = 0;
+        matmul_forward_naive(y, x, w, N, C, OC);
+        matmul_backward_naive(dx, NULL, dy, x, w, N, C, OC);
+        gpu_on = 1;
+        gpu_set_bf16(1);
+        float *hw = copy_f32(w, nw); // the host tensor with a bf16-only mirror
+        gpu_mirror_bf16(hw, nw * sizeof(float));
+        tensor_mirror(hw, nw * sizeof(float));
+        float *gx = dev_f32(x, nx), *gw = dev_f32(w, nw), *gdy = dev_f32(dy, ny);
+        float *y1 = (float *)tensor_alloc(ny * 4), *y2 = (float *)tensor_alloc(ny * 4), *dx1 = (float *)tensor_alloc(nx * 4), *dx2 = (float *)tensor_alloc(nx * 4);
+        matmul_forward(y1, gx, gw, N, C, OC);        // the fp32 weight, through its bf16 copy
+        matmul_forward(y2, gx, hw, N, C, OC);        // the bf16-only weight
+        matmul_backward(dx1, NULL, gdy, gx, gw, N, C, OC);
+        matmul_backward(dx2, NULL, gdy, gx, hw, N, C, OC);
+        float *a1 = host_f32(y1, ny), *a2 = host_f32(y2, ny), *b1 = host_f32(dx1, nx), *b2 = host_f32(dx2, nx);
+        if (exact) { nsame++; same += !memcmp(a1, a2, ny * 4) && (N <= 8 || !memcmp(b1, b2, nx * 4)); }
+        worst_of(&wc, fmax(rel_l2(a2, y, ny), rel_l2(b2, dx, nx)), "bf16 N %d C %d OC %d", N, C, OC);
+        gpu_set_bf16(0); // fp32 mode: the converted values
+        matmul_forward(y2, gx, hw, N, C, OC);
+        float *a3 = host_f32(y2, ny);
+        worst_of(&wc, rel_l2(a3, y, ny), "fp32 mode N %d C %d OC %d", N, C, OC);
+        for (size_t i = 0; i < nw; i++) hw[i] *= 2; // a host write, then the upload: y doubles (exactly, in bf16)
+        tensor_to_device(hw);
+        gpu_set_bf16(1);
+        matmul_forward(y2, gx, hw, N, C, OC);
+        float *a4 = host_f32(y2, ny);
+        for (size_t i = 0; i < ny; i++) a4[i] *= 0.5f;
+        if (exact) { nsame++; same += !memcmp(a4, a1, ny * 4); }
+        gpu_set_bf16(0);
+        tensor_unmirror(hw);
+        float *gs[] = { gx, gw, gdy, y1, y2, dx1, dx2 };
+        for (int i = 0; i < 7; i++) tensor_free(gs[i]);
+        gpu_on = 0;
+        free(x); free(w); free(dy); free(y); free(dx); free(hw); free(a1); free(a2); free(a3); free(a4); free(b1); free(b2);
+    }
+    { // DoRA's weight norm reads the converted values: ||W + s B A|| per row within the bf16 bound
+        int in = 300, out = 200, r = 4;
+        float *w = rand_f32((size_t)out * in, 1), *A = rand_f32((size_t)r * in, 1), *B = rand_f32((size_t)out * r, 1), *ref = malloc_check(out * sizeof(float));
+        LoraModule lm; memset(&lm, 0, sizeof lm);
+        lm.A = A; lm.B = B; lm.r = r; lm.in = in; lm.out = out; lm.scale = 0.5f;
+        gpu_on = 0;
+        dora_weight_norm(ref, w, &lm);
+        gpu_on = 1;
+        gpu_set_bf16(1);
+        gpu_mirror_bf16(w, (size_t)out * in * sizeof(float));
+        tensor_mirror(w, (size_t)out * in * sizeof(float));
+        tensor_mirror(A, (size_t)r * in * sizeof(float)); tensor_mirror(B, (size_t)out * r * sizeof(float));
+        float *gn = (float *)tensor_alloc(out * sizeof(float));
+        dora_weight_norm(gn, w, &lm);
+        float *hn = host_f32(gn, out);
+        worst_of(&wc, rel_l2(hn, ref, out), "DoRA norm in %d out %d", in, out);
+        tensor_free(gn); tensor_unmirror(w); tensor_unmirror(A); tensor_unmirror(B);
+        gpu_set_bf16(0);
+        gpu_on = 0;
+        free(w); free(A); free(B); free(ref); free(hn);
+    }
+    check(same == nsame && wc.worst <= BF16_TOL, "cuda bf16-only frozen weights vs fp32 weights and CPU",
+          "%d shapes (N 1..384; the bf16 GEMM and the GEMV: %d of %d results the same bits as with the fp32 weight's copy, after a host write and upload too); "
+          "the rest, fp32 mode and DoRA's norm against the CPU: relative L2 error %.2e (%s) <= %.0e", nd, same, nsame, wc.worst, wc.where, BF16_TOL);
+}
+
+// activations kept in bf16 (tensor_alloc_act: gate and up, with bf16 matmuls): each kernel that writes or
+// reads them gives the same bits as its fp32 form on the same values, rounded to bf16 once at the store:
+// the GEMM into them (the Hopper GEMM's bf16 epilogue; small and rank-r shapes through fp32), LoRA's add
+// (one pass, and through scratch for r > 16), DoRA's output, SwiGLU forward and backward
+static float bf16_round(float x) { uint32_t u; memcpy(&u, &x, 4); u += 0x7fff + ((u >> 16) & 1); u &= 0xffff0000u; memcpy(&x, &u, 4); return x; } // RNE, finite x
+static void cuda_test_bf16_acts(void) {
+    int dims[][3] = { {384, 288, 300}, {2048, 2048, 640}, {77, 288, 288}, {300, 8, 200} }; // N, C, OC: Hopper GEMM (2), small M, rank-r K
+    int nd = (int)(sizeof(dims) / sizeof(dims[0])), same = 0, total = 0;
+    gpu_on = 1;
+    gpu_set_bf16(1);
+    for (int d = 0; d < nd; d++) {
+        int N = dims[d][0], C = dims[d][1], OC = dims[d][2];
+        size_t nx = (size_t)N * C, nw = (size_t)OC * C, ny = (size_t)N * OC;
+        float *x = rand_f32(nx, 1), *w = rand_f32(nw, 1);
+        float *gx = dev_f32(x, nx), *gw = dev_f32(w, nw), *y32 = (float *)tensor_alloc(ny * 4), *y16 = tensor_alloc_act(ny);
+        matmul_forward(y32, gx, gw, N, C, OC);
+        matmul_forward(y16, gx, gw, N, C, OC);
+        float *a = host_f32(y32, ny), *b = host_f32(y16, ny);
+        int ok = 1;
+        for (size_t i = 0; i < ny; i++) ok &= bf16_round(a[i]) == b[i];
+        same += ok; total++;
+        // LoRA's add into them: out += s u B^T, r 8 (one pass) and 24 (through scratch)
+        for (int r = 8; r <= 24; r += 16) {
+            float *u = rand_f32((size_t)N * r, 1), *B = rand_f32((size_t)OC * r, 1), *t = malloc_check(ny * sizeof(float));
+            float *now = host_f32(y16, ny), *gu = dev_f32(u, (size_t)N * r), *gB = dev_f32(B, (size_t)OC * r), *o32 = dev_f32(now, ny); // the bf16 values as floats
+            lora_up_add(o32, t, gu, gB, 0.75f, N, r, OC);
+            lora_up_add(y16, t, gu, gB, 0.75f, N, r, OC);
+            float *c32 = host_f32(o32, ny), *c16 = host_f32(y16, ny);
+            ok = 1;
+            for (size_t i = 0; i < ny; i++) ok &= bf16_round(c32[i]) == c16[i];
+            same += ok; total++;
+            tensor_free(gu); tensor_free(gB); tensor_free(o32);
+            free(now); free(u); free(B); free(t); free(c32); free(c16);
+        }
+        tensor_free(gx); tensor_free(gw); tensor_free(y32); tensor_free(y16);
+        free(x); free(w); free(a); free(b);
+    }
+    { // DoRA's output into them (base = out), and SwiGLU on them
+        int N = 300, OC = 264;
+        size_t n = (size_t)N * OC;
+        float *g = rand_f32(n, 2), *u = rand_f32(n, 2), *t = rand_f32(n, 1), *mag = rand_f32(OC, 1), *wn = rand_f32(OC, 1), *dout = rand_f32(n, 1);
+        for (size_t i = 0; i < n; i++) { g[i] = bf16_round(g[i]); u[i] = bf16_round(u[i]); }
+        for (int o = 0; o < OC; o++) wn[o] = 1.5f + fabsf(wn[o]);
+        float *g16 = tensor_alloc_act(n), *u16 = tensor_alloc_act(n), *g32 = dev_f32(g, n), *u32 = dev_f32(u, n);
+        tensor_upload(g16, g, n * 4); tensor_upload(u16, u, n * 4);
+        float *h1 = (float *)tensor_alloc(n * 4), *h2 = (float *)tensor_alloc(n * 4), *dg1 = (float *)tensor_alloc(n * 4), *du1 = (float *)tensor_alloc(n * 4), *dg2 = (float *)tensor_alloc(n * 4), *du2 = (float *)tensor_alloc(n * 4);
+        float *gdo = dev_f32(dout, n), *gt = dev_f32(t, n), *gm = dev_f32(mag, OC), *gn = dev_f32(wn, OC);
+        swiglu_forward(h1, g32, u32, n); swiglu_forward(h2, g16, u16, n);
+        swiglu_backward(dg1, du1, gdo, g32, u32, n); swiglu_backward(dg2, du2, gdo, g16, u16, n);
+        float *r[4] = { host_f32(h1, n), host_f32(h2, n), host_f32(dg1, n), host_f32(dg2, n) }, *s1 = host_f32(du1, n), *s2 = host_f32(du2, n);
+        same += !memcmp(r[0], r[1], n * 4) && !memcmp(r[2], r[3], n * 4) && !memcmp(s1, s2, n * 4); total++;
+        dora_forward(g32, g32, gt, gm, gn, 0.5f, N, OC); dora_forward(g16, g16, gt, gm, gn, 0.5f, N, OC);
+        float *e32 = host_f32(g32, n), *e16 = host_f32(g16, n);
+        int ok = 1;
+        for (size_t i = 0; i < n; i++) ok &= bf16_round(e32[i]) == e16[i];
+        same += ok; total++;
+        float *fs[] = { g16, u16, g32, u32, h1, h2, dg1, du1, dg2, du2, gdo, gt, gm, gn };
+        for (int i = 0; i < 14; i++) tensor_free(fs[i]);
+        for (int i = 0; i < 4; i++) free(r[i]);
+        free(s1); free(s2); free(e32); free(e16); free(g); free(u); free(t); free(mag); free(wn); free(dout);
+    }
+    for (int HS = 32; HS <= 64; HS += 32) { // q, k, v: RoPE in place, then attention reading them (HS 64: tensor cores, HS 32: the fp32 kernels)
+        int B = 2, T = 70, NH = 4, KVH = 2, half = HS / 2;
+        size_t nq = (size_t)B * T * NH * HS, nk = (size_t)B * T * KVH * HS, nl = (size_t)B * NH * T;
+        float *hq = rand_f32(nq, 1), *hk = rand_f32(nk, 1), *hv = rand_f32(nk, 1), *hd = rand_f32(nq, 1), *cs = rand_f32((size_t)T * half, 1), *sn = rand_f32((size_t)T * half, 1);
+        for (size_t i = 0; i < nq; i++) hq[i] = bf16_round(hq[i]);
+        for (size_t i = 0; i < nk; i++) { hk[i] = bf16_round(hk[i]); hv[i] = bf16_round(hv[i]); }
+        float *gc = dev_f32(cs, (size_t)T * half), *gs = dev_f32(sn, (size_t)T * half), *gdo = dev_f32(hd, nq);
+        float *q32 = dev_f32(hq, nq), *k32 = dev_f32(hk, nk), *v32 = dev_f32(hv, nk), *q16 = tensor_alloc_act(nq), *k16 = tensor_alloc_act(nk), *v16 = tensor_alloc_act(nk);
+        tensor_upload(q16, hq, nq * 4); tensor_upload(k16, hk, nk * 4); tensor_upload(v16, hv, nk * 4);
+        rope_forward(q32, gc, gs, B, T, NH, HS, 0); rope_forward(q16, gc, gs, B, T, NH, HS, 0);
+        rope_forward(k32, gc, gs, B, T, KVH, HS, 0); rope_forward(k16, gc, gs, B, T, KVH, HS, 0);
+        float *a = host_f32(q32, nq), *b = host_f32(q16, nq), *c = host_f32(k32, nk), *e = host_f32(k16, nk);
+        int ok = 1;
+        for (size_t i = 0; i < nq; i++) ok &= bf16_round(a[i]) == b[i];
+        for (size_t i = 0; i < nk; i++) ok &= bf16_round(c[i]) == e[i];
+        same += ok; total++;
+        tensor_upload(q32, b, nq * 4); tensor_upload(k32, e, nk * 4); // the same values in both
+        float *o1 = (float *)tensor_alloc(nq * 4), *o2 = (float *)tensor_alloc(nq * 4), *l1 = (float *)tensor_alloc(nl * 4), *l2 = (float *)tensor_alloc(nl * 4), *sc = (float *)tensor_alloc(nl * 4);
+        float *dq1 = (float *)tensor_alloc(nq * 4), *dk1 = (float *)tensor_alloc(nk * 4), *dv1 = (float *)tensor_alloc(nk * 4), *dq2 = (float *)tensor_alloc(nq * 4), *dk2 = (float *)tensor_alloc(nk * 4), *dv2 = (float *)tensor_alloc(nk * 4);
+        attention_forward(o1, l1, q32, k32, v32, B, T, NH, KVH, HS); attention_forward(o2, l2, q16, k16, v16, B, T, NH, KVH, HS);
+        attention_backward(dq1, dk1, dv1, sc, gdo, q32, k32, v32, o1, l1, B, T, NH, KVH, HS);
+        attention_backward(dq2, dk2, dv2, sc, gdo, q16, k16, v16, o1, l1, B, T, NH, KVH, HS);
+        float *r1[4] = { host_f32(o1, nq), host_f32(dq1, nq), host_f32(dk1, nk), host_f32(dv1, nk) }, *r2[4] = { host_f32(o2, nq), host_f32(dq2, nq), host_f32(dk2, nk), host_f32(dv2, nk) };
+        same += !memcmp(r1[0], r2[0], nq * 4) && !memcmp(r1[1], r2[1], nq * 4) && !memcmp(r1[2], r2[2], nk * 4) && !memcmp(r1[3], r2[3], nk * 4); total++;
+        float *fs[] = { gc, gs, gdo, q32, k32, v32, q16, k16, v16, o1, o2, l1, l2, sc, dq1, dk1, dv1, dq2, dk2, dv2 };
+        for (int i = 0; i < 20; i++) tensor_free(fs[i]);
+        for (int i = 0; i < 4; i++) { free(r1[i]); free(r2[i]); }
+        free(hq); free(hk); free(hv); free(hd); free(cs); free(sn); free(a); free(b); free(c); free(e);
+    }
+    gpu_set_bf16(0);
+    gpu_on = 0;
+    check(same == total, "cuda bf16 activations (q, k, v, gate, up) vs the fp32 kernels rounded once",
+          "%d of %d results the same bits: GEMM into them (%d shapes: Hopper epilogue, small M, rank-r K), LoRA's add (r 8 one pass, r 24 through scratch), DoRA's output, SwiGLU forward + backward, "
+          "RoPE in place and attention forward + backward reading them (HS 64 tensor cores, HS 32 fp32 kernels)", same, total, nd);
+}
+
 // LoRA's up-projection added to the base output, out += s u B^T: one pass on the GPU (gemm_narrow_k_kernel
 // with its scale, r <= 16 and N, OC >= 64) or the product into scratch and the add (the rest); CPU: the same
 // two steps through t. fp32 and bf16 mode alike (the narrow products stay in fp32)
@@ -4747,6 +4917,8 @@ static void run_cuda_tests(void) {
     printf("== GPU kernels vs their CPU twins\n");
     cuda_test_matmul(0);
     cuda_test_matmul(1);
+    cuda_test_bf16_weights();
+    cuda_test_bf16_acts();
     cuda_test_lora_up_add();
     cuda_test_attention(0);
     cuda_test_attention(1);
