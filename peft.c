@@ -5071,13 +5071,41 @@ typedef struct {
     floatX *xn2, *rstd2;   // (N,C), (N): MLP RMSNorm
     floatX *g, *u, *h;     // (N,H): gate, up, silu(gate)*up
 } LayerActs;
-#define NUM_LAYER_ACTS 13
+// LayerActs' buffers in memory order; bit ACT_x of a keep mask (acts_keep) stands for buffer x
+enum { ACT_XN1, ACT_RSTD1, ACT_Q, ACT_K, ACT_V, ACT_ATT, ACT_AO, ACT_XMID, ACT_XN2, ACT_RSTD2, ACT_G, ACT_U, ACT_H, NUM_LAYER_ACTS };
+enum { ACTS_KEEP_ALL = (1 << NUM_LAYER_ACTS) - 1 };
+
+// Which of a layer's activations the backward reads (a mask of ACT_ bits); the others are written by
+// every layer's forward into one shared buffer and never read after it. adapter_targets: the modules
+// (bits TGT_) that carry an adapter in some layer; weight_grads: some layer's weights have gradients.
+// A linear layer's backward reads its input only for the weight gradient (dW += dy^T x) and for its
+// adapter (dA += du^T xd, the dropout mask applied to x again, DoRA's xd W^T); dx += dy W needs no input.
+// So h (the input of down_proj), xn2 (of gate and up) and xn1 (of q, k and v) are needed only there; the
+// RMSNorms' backward reads their input (x, xmid) and rstd, not their output. Every other buffer is read
+// always: q, k, v and att by attention, g and u by SwiGLU, xmid by the MLP's RMSNorm, and ao (o_proj's
+// input) by the GPU's attention backward (rowsum(dO * O)). One mask serves every layer: a buffer one
+// layer needs is kept for all (full and freeze training, with weight gradients, keep everything).
+static unsigned acts_keep(unsigned adapter_targets, int weight_grads) {
+    if (weight_grads) return ACTS_KEEP_ALL;
+    unsigned keep = ACTS_KEEP_ALL & ~(1u << ACT_XN1 | 1u << ACT_XN2 | 1u << ACT_H);
+    if (adapter_targets & (1u << TGT_Q | 1u << TGT_K | 1u << TGT_V)) keep |= 1u << ACT_XN1;
+    if (adapter_targets & (1u << TGT_GATE | 1u << TGT_UP)) keep |= 1u << ACT_XN2;
+    if (adapter_targets & 1u << TGT_DOWN) keep |= 1u << ACT_H;
+    return keep;
+}
+// the modules (bits TGT_) that carry an adapter in some layer
+static unsigned lora_targets(const Lora *lo) {
+    unsigned t = 0;
+    for (int i = 0; lo && i < lo->n_layers * NUM_TARGETS; i++) if (lo->mods[i].r) t |= 1u << (i % NUM_TARGETS);
+    return t;
+}
 
 typedef struct {
     int B, T, checkpoint;  // checkpoint: keep only each layer's input, recompute the rest in the backward
     int logit_rows;        // rows of logits kept: N, or LOSS_ROWS for evaluation (loss only, no backward)
+    unsigned keep;         // the LayerActs each layer keeps for the backward (acts_keep; all with checkpoint)
     floatX *x;             // (L+1, N, C): input of every layer; x[L] feeds the final norm
-    floatX *layer_memory;  // L (or 1 with checkpointing) sets of LayerActs
+    floatX *layer_memory;  // L (or 1 with checkpointing) sets of the kept LayerActs, then one set of the others
     LayerActs *layers;     // (L)
     floatX *xf, *rstdf;    // (N,C), (N) final norm
     floatX *logits;        // (logit_rows,V); holds probabilities after the loss, then dlogits in the backward
@@ -5089,15 +5117,20 @@ typedef struct {
     size_t bytes;
 } Activations;
 
-static void layer_act_sizes(size_t *s, const Config *c, int B, int T) {
-    size_t N = (size_t)B * T, C = (size_t)c->dim, H = (size_t)c->hidden_dim, QD = (size_t)c->n_heads * c->head_dim, KD = (size_t)c->n_kv_heads * c->head_dim;
-    size_t att = (size_t)B * c->n_heads * T * (gpu_on ? 1 : T); // the GPU's flash attention keeps one log-sum-exp per row
-    size_t sz[NUM_LAYER_ACTS] = { N * C, N, N * QD, N * KD, N * KD, att, N * QD, N * C, N * C, N, N * H, N * H, N * H };
+// the elements of each LayerActs buffer, in double (the planner's sums must not wrap on 32-bit machines)
+static void layer_act_sizes(double *s, const Config *c, int B, int T) {
+    double N = (double)B * T, C = c->dim, H = c->hidden_dim, QD = (double)c->n_heads * c->head_dim, KD = (double)c->n_kv_heads * c->head_dim;
+    double att = (double)B * c->n_heads * T * (gpu_on ? 1 : T); // the GPU's flash attention keeps one log-sum-exp per row
+    double sz[NUM_LAYER_ACTS] = { N * C, N, N * QD, N * KD, N * KD, att, N * QD, N * C, N * C, N, N * H, N * H, N * H };
     memcpy(s, sz, sizeof(sz));
 }
-static void point_layer_acts(LayerActs *la, floatX *mem, const size_t *s) {
+// kept buffers from mem, the others from shared
+static void point_layer_acts(LayerActs *la, floatX *mem, floatX *shared, const size_t *s, unsigned keep) {
     floatX **p[NUM_LAYER_ACTS] = { &la->xn1, &la->rstd1, &la->q, &la->k, &la->v, &la->att, &la->ao, &la->xmid, &la->xn2, &la->rstd2, &la->g, &la->u, &la->h };
-    for (int i = 0; i < NUM_LAYER_ACTS; i++) { *p[i] = mem; mem += s[i]; }
+    for (int i = 0; i < NUM_LAYER_ACTS; i++) {
+        if (keep >> i & 1) { *p[i] = mem; mem += s[i]; }
+        else { *p[i] = shared; shared += s[i]; }
+    }
 }
 
 static floatX *alloc_floats(size_t n, size_t *bytes) { *bytes += n * sizeof(floatX); return (floatX *)tensor_alloc(n * sizeof(floatX)); }
@@ -5106,30 +5139,42 @@ static floatX *alloc_floats(size_t n, size_t *bytes) { *bytes += n * sizeof(floa
 // (the N x V logits are never kept), one set of layer activations serves every layer, and there are
 // no gradient buffers.
 #define LOSS_ROWS 512
-// bytes acts_alloc will take for a batch of B x T (planned in double: see bytes_fit)
-static double acts_plan_bytes(const Config *c, int B, int T, int checkpoint, int loss_only) {
-    double N = (double)B * T, C = c->dim, H = c->hidden_dim, V = c->vocab_size, L = c->n_layers, NH = c->n_heads;
-    double QD = NH * c->head_dim, KD = (double)c->n_kv_heads * c->head_dim;
-    double per = N * (3 * C + 2 + 2 * QD + 2 * KD + 3 * H) + (double)B * NH * T * T;
-    double grads = N * (2 * C + 2 * QD + 2 * KD + 3 * H) + (double)B * NH * T * T;
-    if (loss_only) return sizeof(floatX) * ((L + 1) * N * C + per + N * (C + 2) + (N < LOSS_ROWS ? N : LOSS_ROWS) * V) + 2 * N * sizeof(int);
-    return sizeof(floatX) * ((L + 1) * N * C + (checkpoint ? 1 : L) * per + N * (C + 2 + V) + grads) + 2 * N * sizeof(int);
+// bytes acts_alloc will take for a batch of B x T keeping the LayerActs of keep (acts_keep) per layer
+// (planned in double: see bytes_fit). The training memory checks use it too.
+static double acts_plan_bytes(const Config *c, int B, int T, int checkpoint, int loss_only, unsigned keep) {
+    double N = (double)B * T, C = c->dim, H = c->hidden_dim, V = c->vocab_size, L = c->n_layers;
+    double QD = (double)c->n_heads * c->head_dim, KD = (double)c->n_kv_heads * c->head_dim;
+    double s[NUM_LAYER_ACTS], kept = 0, shared = 0;
+    layer_act_sizes(s, c, B, T);
+    for (int i = 0; i < NUM_LAYER_ACTS; i++) { if (keep >> i & 1) kept += s[i]; else shared += s[i]; }
+    double floats = (L + 1) * N * C + (checkpoint || loss_only ? 1 : L) * kept + shared + N * C + N + N; // x, layers, xf, rstdf, losses
+    if (loss_only) floats += (N < LOSS_ROWS ? N : LOSS_ROWS) * V;
+    else floats += N * V + N * (2 * C + 2 * QD + 2 * KD + 3 * H) + s[ACT_ATT]; // logits; dx dxn dq dao dk dv dg du dh; dscratch
+    return floats * sizeof(floatX) + 2 * N * sizeof(int);
 }
-static void acts_alloc(Activations *a, const Config *c, int B, int T, int checkpoint, int loss_only) {
-    double need = acts_plan_bytes(c, B, T, checkpoint, loss_only);
+// keep: the LayerActs kept per layer for the backward (acts_keep; ACTS_KEEP_ALL keeps every one); the
+// others are one set shared by all layers. With checkpointing or loss_only there is one set anyway.
+static void acts_alloc(Activations *a, const Config *c, int B, int T, int checkpoint, int loss_only, unsigned keep) {
+    double need = acts_plan_bytes(c, B, T, checkpoint, loss_only, keep);
     if (!bytes_fit(need)) fatal("a batch of %d x %d tokens needs %.4g GB of activations: too large for this %s machine", B, T, need / 1e9, machine_bits());
     memset(a, 0, sizeof(*a));
     a->B = B; a->T = T; a->checkpoint = checkpoint || loss_only;
+    if (a->checkpoint) keep = ACTS_KEEP_ALL; // one set: the backward recomputes each layer's before reading them
+    a->keep = keep;
     size_t N = (size_t)B * T, C = (size_t)c->dim, H = (size_t)c->hidden_dim, V = (size_t)c->vocab_size, L = (size_t)c->n_layers;
     size_t QD = (size_t)c->n_heads * c->head_dim, KD = (size_t)c->n_kv_heads * c->head_dim;
-    size_t s[NUM_LAYER_ACTS], per = 0;
-    layer_act_sizes(s, c, B, T);
-    for (int i = 0; i < NUM_LAYER_ACTS; i++) per += s[i];
+    double sd[NUM_LAYER_ACTS];
+    size_t s[NUM_LAYER_ACTS], kept = 0, shared = 0;
+    layer_act_sizes(sd, c, B, T);
+    for (int i = 0; i < NUM_LAYER_ACTS; i++) {
+        s[i] = (size_t)sd[i];
+        if (keep >> i & 1) kept += s[i]; else shared += s[i];
+    }
     size_t nsets = a->checkpoint ? 1 : L;
     a->x = alloc_floats((L + 1) * N * C, &a->bytes);
-    a->layer_memory = alloc_floats(nsets * per, &a->bytes);
+    a->layer_memory = alloc_floats(nsets * kept + shared, &a->bytes);
     a->layers = (LayerActs *)calloc_check(L, sizeof(LayerActs));
-    for (size_t l = 0; l < L; l++) point_layer_acts(&a->layers[l], a->layer_memory + (a->checkpoint ? 0 : l * per), s);
+    for (size_t l = 0; l < L; l++) point_layer_acts(&a->layers[l], a->layer_memory + (a->checkpoint ? 0 : l * kept), a->layer_memory + nsets * kept, s, keep);
     a->xf = alloc_floats(N * C, &a->bytes);
     a->rstdf = alloc_floats(N, &a->bytes);
     a->logit_rows = loss_only && N > LOSS_ROWS ? LOSS_ROWS : (int)N;
@@ -5137,6 +5182,7 @@ static void acts_alloc(Activations *a, const Config *c, int B, int T, int checkp
     a->losses = alloc_floats(N, &a->bytes);
     a->inputs = (int *)tensor_alloc(N * sizeof(int));
     a->targets = (int *)tensor_alloc(N * sizeof(int));
+    a->bytes += 2 * N * sizeof(int);
     if (loss_only) return;
     a->dx = alloc_floats(N * C, &a->bytes);
     a->dxn = alloc_floats(N * C, &a->bytes);
@@ -5311,6 +5357,8 @@ static void peft_backward(Net *net, Activations *a, ParameterTensors *g, int g_l
     Config *c = &net->model->config;
     ParameterTensors *p = &net->model->params;
     int N = a->B * a->T, C = c->dim, V = c->vocab_size, L = c->n_layers;
+    unsigned need = acts_keep(lora_targets(net->lora), g && g_layer_from < L); // what the layers' backward reads
+    if (need & ~a->keep) fatal("peft_backward: the activations keep LayerActs 0x%x per layer, this backward reads 0x%x (acts_alloc's keep: acts_keep)", a->keep, need);
     floatX dloss = a->count ? (floatX)(1.0 / a->count) : 0;
     crossentropy_backward(a->logits, a->targets, dloss, N, V);                  // logits now hold dlogits
     tensor_zero(a->dxn, (size_t)N * C);
@@ -7455,25 +7503,23 @@ static int write_loss_svg(const char *path, const LossCurve *lc, int total_steps
 }
 
 static void note_tokenizer(void); // CLI: names the tokenizer found beside the model
+// The layer activations training keeps per layer (acts_keep): all with weight gradients (every mode but
+// LoRA); with LoRA those its modules read, from the adapter (lo) once it exists, before that from
+// --targets (a resumed adapter's modules are not known before it loads: all, an upper bound).
+static unsigned train_acts_keep(const TrainArgs *ta, const Lora *lo) {
+    if (ta->mode != TUNE_LORA) return acts_keep(0, 1);
+    if (lo) return acts_keep(lora_targets(lo), 0);
+    return ta->resume_adapter ? ACTS_KEEP_ALL : acts_keep(ta->lc.targets, 0);
+}
 // What training will allocate beyond the loaded model: activations (acts_alloc's buffers, twice with a
 // validation set), the trainable parameters' gradients and AdamW moments, LoRA's per-row buffers.
-static double acts_need_bytes(const Config *c, int B, int T, int checkpoint, int loss_only) {
-    double N = (double)B * T, C = c->dim, H = c->hidden_dim, V = c->vocab_size, L = c->n_layers;
-    double QD = (double)c->n_heads * c->head_dim, KD = (double)c->n_kv_heads * c->head_dim;
-    size_t s[NUM_LAYER_ACTS];
-    double per = 0;
-    layer_act_sizes(s, c, B, T);
-    for (int i = 0; i < NUM_LAYER_ACTS; i++) per += (double)s[i];
-    if (loss_only) return ((L + 1) * N * C + per + N * C + N + (N < LOSS_ROWS ? N : LOSS_ROWS) * V + N) * sizeof(floatX) + 2 * N * sizeof(int);
-    double floats = (L + 1) * N * C + (checkpoint ? 1 : L) * per + N * C + N + N * V + N + 2 * N * C + 2 * N * QD + 2 * N * KD + 3 * N * H + (double)B * c->n_heads * T * (gpu_on ? 1 : T); // (on the GPU: one log-sum-exp per row)
-    return floats * sizeof(floatX) + 2 * N * sizeof(int);
-}
 static int train_mem_check(const TrainArgs *ta, const Model *m, int with_eval) {
     const Config *c = &m->config;
-    double N = (double)ta->B * ta->T, acts = acts_need_bytes(c, ta->B, ta->T, ta->checkpoint_acts, 0) + (with_eval ? acts_need_bytes(c, ta->B, ta->T, 0, 1) : 0), trainable = 0, extra = 0;
-    if (!bytes_fit(acts_need_bytes(c, ta->B, ta->T, ta->checkpoint_acts, 0))) // first: the address space (32-bit machines)
+    double train_acts = acts_plan_bytes(c, ta->B, ta->T, ta->checkpoint_acts, 0, train_acts_keep(ta, NULL));
+    double N = (double)ta->B * ta->T, acts = train_acts + (with_eval ? acts_plan_bytes(c, ta->B, ta->T, 0, 1, ACTS_KEEP_ALL) : 0), trainable = 0, extra = 0;
+    if (!bytes_fit(train_acts)) // first: the address space (32-bit machines)
         return set_error(ta->model_path, "a batch of %d x %d tokens needs %.4g GB of activations: too large for this %s machine", ta->B, ta->T,
-                         acts_need_bytes(c, ta->B, ta->T, ta->checkpoint_acts, 0) / 1e9, machine_bits());
+                         train_acts / 1e9, machine_bits());
     if (gpu_on) acts = 0; // activations live in GPU memory (checked against the GPU's free memory in train)
     if (ta->mode == TUNE_LORA) { // params, grads, m, v; u (and the dropout mask) per row; the scratch rows
         double maxdim = c->hidden_dim > c->dim ? c->hidden_dim : c->dim;
@@ -7576,7 +7622,7 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
     if (lo && ta->lc.dora && !ta->resume_adapter) lora_init_dora(lo, m);
 #ifdef PEFT_CUDA
     if (gpu_on) { // what the activations will need, against what is free, before taking any of it
-        double need = acts_need_bytes(c, B, T, ta->checkpoint_acts, 0) + (val_fits_eval(ta) ? acts_need_bytes(c, B, T, 0, 1) : 0) + 2.0 * tr_bytes(m, lo, ta->mode),
+        double need = acts_plan_bytes(c, B, T, ta->checkpoint_acts, 0, train_acts_keep(ta, lo)) + (val_fits_eval(ta) ? acts_plan_bytes(c, B, T, 0, 1, ACTS_KEEP_ALL) : 0) + 2.0 * tr_bytes(m, lo, ta->mode),
                have = (double)gpu_free_bytes();
         if (need > have) fatal("out of GPU memory: training needs %.2f GiB more for activations and optimizer state (batch %d x %d%s), %.2f GiB are free; "
                                "lower -b or -T, or use --checkpoint-activations, --eval-batches or --quant nf4", need / 1073741824.0, B, T,
@@ -7604,7 +7650,7 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
         if (!c->tied) trainable_add(&tr, m->params.wcls + f, gn.wcls + f, R);
     }
     Activations a;
-    acts_alloc(&a, c, B, T, ta->checkpoint_acts, 0);
+    acts_alloc(&a, c, B, T, ta->checkpoint_acts, 0, train_acts_keep(ta, lo));
     uint64_t data_rng = ta->seed * 0x9E3779B97F4A7C15ull + 12345;
     int step0 = 0;
     if (ta->resume) {
@@ -7670,7 +7716,7 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
     signal(SIGINT, on_sigint);
     Activations eval_a;
     int have_eval = is_ex ? vex.count > 0 : (val && nval >= 2);
-    if (have_eval) acts_alloc(&eval_a, c, B, T, 0, 1);
+    if (have_eval) acts_alloc(&eval_a, c, B, T, 0, 1, ACTS_KEEP_ALL);
     int *inp = (int *)malloc_check((size_t)N * sizeof(int)), *tgt = (int *)malloc_check((size_t)N * sizeof(int));
     double t_start = time_sec(), first_loss = -1, last_loss = -1, last_val = -1, first_val = -1;
     if (have_eval && step0 == 0) { // where the held-out loss starts
@@ -8415,7 +8461,7 @@ static int cmd_eval(int argc, char **argv) {
     Net net;
     net_init(&net, &m, lo);
     Activations a;
-    acts_alloc(&a, c, B, T, 0, 1);
+    acts_alloc(&a, c, B, T, 0, 1, ACTS_KEEP_ALL);
     long count;
     double t0 = time_sec();
     double loss = evaluate(&net, &a, tokens, n, 0, &count);
@@ -8495,7 +8541,7 @@ static int cmd_dump(int argc, char **argv) {
     Net net;
     net_init(&net, &m, lo);
     Activations a;
-    acts_alloc(&a, c, B, T, 0, 0);
+    acts_alloc(&a, c, B, T, 0, 0, acts_keep(lora_targets(lo), 0)); // the adapter's gradients only
     peft_forward(&net, &a, inputs);
     size_t nl = (size_t)N * c->vocab_size;
     floatX *logits = (floatX *)malloc_check(nl * sizeof(floatX));

@@ -246,6 +246,8 @@ static void test_fd_model(const char *mode, int tied, int checkpoint) {
     if (is_lora) {
         LoraConfig lc = { 0 };
         lc.r = 2; lc.alpha = 3; lc.targets = (1u << NUM_TARGETS) - 1; lc.seed = 7;
+        if (strstr(mode, " qv")) lc.targets = 1u << TGT_Q | 1u << TGT_V;              // h and xn2 shared by the layers
+        if (strstr(mode, " mlp")) lc.targets = 1u << TGT_GATE | 1u << TGT_UP | 1u << TGT_DOWN; // xn1 shared
         lc.dropout = strstr(mode, "dropout") ? 0.25f : 0;
         lc.dora = strstr(mode, "dora") != NULL;
         lora_create(&lora, c, &lc, 1);
@@ -258,7 +260,7 @@ static void test_fd_model(const char *mode, int tied, int checkpoint) {
     Net net;
     net_init(&net, &m, lo);
     Activations a;
-    acts_alloc(&a, c, B, T, checkpoint, 0);
+    acts_alloc(&a, c, B, T, checkpoint, 0, acts_keep(lora_targets(lo), !is_lora)); // what training keeps
     ModelCtx ctx = { &net, &a, inputs, targets, 0 };
     fd_model_fwd(&ctx);      // with dropout: draws the masks once
     if (lo) lo->training = 0; // later forwards reuse the same masks
@@ -324,6 +326,8 @@ static void run_fd_tests(void) {
     test_fd_model("lora dropout", 0, 0);
     test_fd_model("lora dora", 0, 0);
     test_fd_model("lora dora dropout", 1, 0);
+    test_fd_model("lora qv dropout", 0, 0);
+    test_fd_model("lora mlp dora", 0, 0);
     test_fd_model("lora", 1, 1);
     test_fd_model("full", 0, 0);
     test_fd_model("full", 1, 0);
@@ -830,7 +834,7 @@ static float *dump_logits(Model *m, Lora *lo, const int *ids, int B, int T, doub
     Net net;
     net_init(&net, m, lo);
     Activations a;
-    acts_alloc(&a, &m->config, B, T, 0, 0);
+    acts_alloc(&a, &m->config, B, T, 0, 0, ACTS_KEEP_ALL);
     if (lo) lora_alloc_acts(lo, B * T);
     peft_forward(&net, &a, ids);
     size_t n = (size_t)B * T * m->config.vocab_size;
@@ -912,7 +916,7 @@ static void test_generation(void) {
         if (v < 2) check(first_bad < 0, name, first_bad < 0 ? "all %d tokens identical" : "first difference at step %d", first_bad < 0 ? n : first_bad);
         else printf("INFO %s (bf16-rounded weights): greedy %s\n", models[v], first_bad < 0 ? "identical too" : "diverges from the fp32 model, as expected");
         if (v == 0) { // the batch forward over the generated sequence gives the same logits as the KV-cache path
-            Activations a; acts_alloc(&a, &m.config, 1, 64, 0, 0);
+            Activations a; acts_alloc(&a, &m.config, 1, 64, 0, 0, ACTS_KEEP_ALL);
             peft_forward(&net, &a, seq);
             RunState s2; runstate_alloc(&s2, &m.config, m.config.seq_len);
             double e = 0;
@@ -978,7 +982,7 @@ static void test_peft_reference(const char *name) {
     double loss;
     lora_alloc_acts(&lo, B * T);
     Net net; net_init(&net, &m, &lo);
-    Activations a; acts_alloc(&a, &m.config, B, T, 0, 0);
+    Activations a; acts_alloc(&a, &m.config, B, T, 0, 0, acts_keep(lora_targets(&lo), 0)); // as training keeps them
     peft_forward(&net, &a, ids);
     size_t where, nl = (size_t)B * T * m.config.vocab_size;
     float *got = malloc_check(nl * sizeof(float));
@@ -2351,7 +2355,7 @@ static void test_qlora_grads(void) {
         for (int i = 0; i < N; i++) { in[i] = (int)(random_u32(&r) % (uint32_t)c->vocab_size); tg[i] = (int)(random_u32(&r) % (uint32_t)c->vocab_size); }
         Net n1, n2; Activations a1, a2;
         net_init(&n1, &mq, &l1); net_init(&n2, &mf, &l2);
-        acts_alloc(&a1, c, B, T, 0, 0); acts_alloc(&a2, c, B, T, 0, 0);
+        acts_alloc(&a1, c, B, T, 0, 0, ACTS_KEEP_ALL); acts_alloc(&a2, c, B, T, 0, 0, ACTS_KEEP_ALL);
         peft_forward(&n1, &a1, in); double L1 = peft_loss(&a1, c, tg); peft_backward(&n1, &a1, NULL, c->n_layers, 0);
         peft_forward(&n2, &a2, in); double L2 = peft_loss(&a2, c, tg); peft_backward(&n2, &a2, NULL, c->n_layers, 0);
         double num = 0, den = 0;
@@ -2779,7 +2783,7 @@ static void test_instruction_data(void) {
             for (size_t i = 0; i < lo.num_params; i++) lo.params[i] = (floatX)(0.02 * sin(0.37 * (double)i)); // B != 0
             lora_alloc_acts(&lo, B * T); lo.training = 1;
             Net net; net_init(&net, &m, &lo);
-            Activations a; acts_alloc(&a, &m.config, B, T, 0, 0);
+            Activations a; acts_alloc(&a, &m.config, B, T, 0, 0, ACTS_KEEP_ALL);
             int *inp = malloc_check((size_t)B * T * sizeof(int)), *tgt = malloc_check((size_t)B * T * sizeof(int)), *tgt2 = malloc_check((size_t)B * T * sizeof(int));
             floatX *g[3];
             int masked = 0;
@@ -3060,7 +3064,7 @@ static void test_modules_to_save_training(void) {
     lora_alloc_acts(&lo, N); lo.training = 1;
     lora_setup_mts(&lo, &m, 3, "test");
     Net net; net_init(&net, &m, &lo);
-    Activations a; acts_alloc(&a, c, B, T, 0, 0);
+    Activations a; acts_alloc(&a, c, B, T, 0, 0, acts_keep(lora_targets(&lo), 0)); // q, v: h and xn2 shared
     size_t ne = (size_t)c->vocab_size * c->dim;
     memset(lo.dembed, 0, ne * sizeof(floatX)); memset(lo.dlm_head, 0, ne * sizeof(floatX)); memset(lo.grads, 0, lo.num_params * sizeof(floatX));
     peft_forward(&net, &a, inp);
@@ -3070,7 +3074,7 @@ static void test_modules_to_save_training(void) {
     floatX *gmem = calloc_check(m.num_parameters, sizeof(floatX));
     ParameterTensors g; point_parameters(&g, gmem, m.param_sizes, c->tied);
     Net net2; net_init(&net2, &m, NULL);
-    Activations a2; acts_alloc(&a2, c, B, T, 0, 0);
+    Activations a2; acts_alloc(&a2, c, B, T, 0, 0, acts_keep(0, 1));
     peft_forward(&net2, &a2, inp);
     double l2 = peft_loss(&a2, c, tgt);
     peft_backward(&net2, &a2, &g, 0, 1);
@@ -3099,6 +3103,148 @@ static void test_modules_to_save_training(void) {
     } else ok = 0;
     check(ok && moved > 0, "train --modules-to-save / --additional-target", "adapter lists modules_to_save [embed_tokens, lm_head]; trained copies load back, sum |change| %.3g", moved);
     json_free(j);
+}
+
+// --- layer activations that the backward does not read are one set shared by the layers (acts_keep)
+// a small random model (the finite-difference tests' tiny_model is in the fp64 build)
+static void acts_test_model(Model *m) {
+    memset(m, 0, sizeof(*m));
+    config_defaults(&m->config);
+    Config *c = &m->config;
+    c->dim = 32; c->hidden_dim = 56; c->n_layers = 3; c->n_heads = 4; c->n_kv_heads = 2; c->head_dim = 8; c->vocab_size = 37; c->seq_len = 16; c->tied = 0;
+    model_alloc(m);
+    uint64_t r = 31;
+    for (size_t i = 0; i < m->num_parameters; i++) m->params_memory[i] = (floatX)((2 * random_f32(&r) - 1) * 0.5f);
+    for (int i = 0; i < c->n_layers * c->dim; i++) { m->params.rms_att[i] += 1; m->params.rms_ffn[i] += 1; }
+}
+// One step (forward, loss, backward) of a fresh adapter on targets (dora, dropout; targets 0: full
+// training) with activations that keep `keep` per layer (checkpoint: one set, recomputed); the gradients (adapter's, or every weight's)
+// go to *grads (n). force: skip peft_backward's check that keep holds what it reads (to show that a
+// shared buffer the backward does read changes the gradients). Returns the loss; *bytes: acts_alloc's.
+static double acts_test_step(Model *m, unsigned targets, int dora, float dropout, unsigned keep, int checkpoint, int force, floatX **grads, size_t *n, size_t *bytes) {
+    Config *c = &m->config;
+    int B = 2, T = 16, N = B * T;
+    int inp[32], tgt[32];
+    uint64_t r = 17;
+    for (int i = 0; i < N; i++) { inp[i] = (int)(random_u32(&r) % (uint32_t)c->vocab_size); tgt[i] = i % 7 == 3 ? -100 : (int)(random_u32(&r) % (uint32_t)c->vocab_size); }
+    Lora lo, *lp = NULL;
+    floatX *gmem = NULL;
+    ParameterTensors g;
+    if (targets) {
+        LoraConfig lc; memset(&lc, 0, sizeof(lc));
+        lc.r = 4; lc.alpha = 8; lc.targets = targets; lc.seed = 5; lc.dora = dora; lc.dropout = dropout;
+        lora_create(&lo, c, &lc, 1);
+        for (size_t i = 0; i < lo.num_params; i++) lo.params[i] = (floatX)((random_f32(&r) - 0.5f) * 0.2f); // B != 0
+        if (dora) { // magnitudes from the row norms, then off g = 1 so that the (g - 1) xd W^T path counts
+            lora_init_dora(&lo, m);
+            for (int i = 0; i < c->n_layers * NUM_TARGETS; i++)
+                for (int o = 0; lo.mods[i].r && o < lo.mods[i].out; o++) lo.mods[i].mag[o] *= (floatX)(0.8 + 0.4 * random_f32(&r));
+        }
+        lora_alloc_acts(&lo, N);
+        lo.training = 1; // dropout: the same seed draws the same masks in every run
+        lp = &lo;
+    } else {
+        gmem = calloc_check(m->num_parameters, sizeof(floatX));
+        point_parameters(&g, gmem, m->param_sizes, c->tied);
+    }
+    Net net; net_init(&net, m, lp);
+    Activations a; acts_alloc(&a, c, B, T, checkpoint, 0, keep);
+    if (force) a.keep = ACTS_KEEP_ALL;
+    peft_forward(&net, &a, inp);
+    double loss = peft_loss(&a, c, tgt);
+    peft_backward(&net, &a, targets ? NULL : &g, 0, !targets);
+    *n = targets ? lo.num_params : m->num_parameters;
+    *grads = malloc_check(*n * sizeof(floatX));
+    memcpy(*grads, targets ? lo.grads : gmem, *n * sizeof(floatX));
+    *bytes = a.bytes;
+    acts_free(&a); net_free(&net); free(gmem);
+    if (lp) lora_free(lp);
+    return loss;
+}
+// each case against every buffer kept per layer: the same loss and gradients, bit for bit
+static void test_acts_shared(void) {
+    struct { const char *name; unsigned targets; int dora; float dropout; unsigned shared; } cases[] = {
+        { "LoRA q,v", 1u << TGT_Q | 1u << TGT_V, 0, 0, 1u << ACT_XN2 | 1u << ACT_H },
+        { "LoRA gate,up,down", 1u << TGT_GATE | 1u << TGT_UP | 1u << TGT_DOWN, 0, 0, 1u << ACT_XN1 },
+        { "DoRA + dropout 0.1 on q,v,o", 1u << TGT_Q | 1u << TGT_V | 1u << TGT_O, 1, 0.1f, 1u << ACT_XN2 | 1u << ACT_H },
+        { "LoRA down + dropout 0.1", 1u << TGT_DOWN, 0, 0.1f, 1u << ACT_XN1 | 1u << ACT_XN2 },
+        { "full training", 0, 0, 0, 0 },
+    };
+    Model m;
+    acts_test_model(&m);
+    const Config *c = &m.config;
+    size_t s_elems[NUM_LAYER_ACTS];
+    double sd[NUM_LAYER_ACTS];
+    layer_act_sizes(sd, c, 2, 16);
+    for (int i = 0; i < NUM_LAYER_ACTS; i++) s_elems[i] = (size_t)sd[i];
+    for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+        unsigned keep = acts_keep(cases[k].targets, cases[k].targets == 0);
+        floatX *g0, *g1, *g2, *g3;
+        size_t n0, n1, n2, n3, b0, b1, b2, b3;
+        double l0 = acts_test_step(&m, cases[k].targets, cases[k].dora, cases[k].dropout, ACTS_KEEP_ALL, 0, 0, &g0, &n0, &b0);
+        double l1 = acts_test_step(&m, cases[k].targets, cases[k].dora, cases[k].dropout, keep, 0, 0, &g1, &n1, &b1);
+        // the buffers the backward reads, shared anyway (guard skipped): some gradient must change
+        double l2 = acts_test_step(&m, cases[k].targets, cases[k].dora, cases[k].dropout, acts_keep(0, 0), 0, 1, &g2, &n2, &b2);
+        double l3 = acts_test_step(&m, cases[k].targets, cases[k].dora, cases[k].dropout, keep, 1, 0, &g3, &n3, &b3); // checkpointed
+        size_t saved = 0;
+        for (int i = 0; i < NUM_LAYER_ACTS; i++) if (cases[k].shared >> i & 1) saved += (size_t)(c->n_layers - 1) * s_elems[i] * sizeof(floatX);
+        int same = n0 == n1 && l0 == l1 && !memcmp(g0, g1, n0 * sizeof(floatX));
+        int same_ckpt = n3 == n0 && l3 == l0 && !memcmp(g0, g3, n0 * sizeof(floatX));
+        int differ = n2 == n0 && l2 == l0 && memcmp(g0, g2, n0 * sizeof(floatX)) != 0;
+        double gn = 0;
+        for (size_t i = 0; i < n0; i++) gn += fabs((double)g0[i]);
+        char name[160];
+        snprintf(name, sizeof(name), "shared layer activations: %s", cases[k].name);
+        check(same && same_ckpt && differ && gn > 0 && (ACTS_KEEP_ALL & ~keep) == cases[k].shared && b0 - b1 == saved, name,
+              "keep 0x%04x: loss %.9f and %zu gradients identical to keeping every buffer per layer (bit for bit): %s, checkpointed: %s; activations %zu -> %zu bytes (-%zu); "
+              "with xn1, xn2, h shared regardless the gradients differ: %s", keep, l1, n1, same ? "yes" : "NO", same_ckpt ? "yes" : "NO", b0, b1, b0 - b1, differ ? "yes" : "NO");
+        free(g0); free(g1); free(g2); free(g3);
+    }
+    model_free(&m);
+}
+// acts_alloc takes the bytes acts_plan_bytes plans (which the memory checks use), for every keep set,
+// with checkpointing and for loss-only evaluation; sharing saves (L - 1) copies of each shared buffer
+static void test_acts_bytes(void) {
+    Model m;
+    acts_test_model(&m);
+    Config cs[2] = { m.config, m.config };
+    Config *s = &cs[1]; // stories260K's shape
+    s->dim = 64; s->hidden_dim = 172; s->n_layers = 5; s->n_heads = 8; s->n_kv_heads = 4; s->head_dim = 8; s->vocab_size = 512; s->seq_len = 512; s->tied = 1;
+    unsigned keeps[6] = { ACTS_KEEP_ALL, acts_keep(1u << TGT_Q | 1u << TGT_V, 0), acts_keep(1u << TGT_GATE | 1u << TGT_UP | 1u << TGT_DOWN, 0), acts_keep(1u << TGT_O, 0), acts_keep(0, 0), acts_keep(0, 1) };
+    int bad = 0, cases = 0, B = 3, T = 11;
+    char first_bad[200] = "";
+    for (int ci = 0; ci < 2; ci++) {
+        const Config *c = &cs[ci];
+        double N = (double)B * T, L = c->n_layers, C = c->dim, H = c->hidden_dim;
+        for (int k = 0; k < 6; k++)
+            for (int mode = 0; mode < 3; mode++) { // 0 every layer's set, 1 checkpointed, 2 loss only
+                Activations a, all;
+                acts_alloc(&a, c, B, T, mode == 1, mode == 2, keeps[k]);
+                acts_alloc(&all, c, B, T, mode == 1, mode == 2, ACTS_KEEP_ALL);
+                double plan = acts_plan_bytes(c, B, T, mode == 1, mode == 2, keeps[k]);
+                double saved = 0; // what each shared buffer saves: L - 1 of its L copies
+                if (mode == 0) saved = (L - 1) * N * ((keeps[k] >> ACT_XN1 & 1 ? 0 : C) + (keeps[k] >> ACT_XN2 & 1 ? 0 : C) + (keeps[k] >> ACT_H & 1 ? 0 : H)) * sizeof(floatX);
+                int shared_ptr = mode != 0 || ((a.layers[0].h == a.layers[1].h) == !(keeps[k] >> ACT_H & 1) && (a.layers[0].xn1 == a.layers[1].xn1) == !(keeps[k] >> ACT_XN1 & 1) &&
+                                               (a.layers[0].xn2 == a.layers[1].xn2) == !(keeps[k] >> ACT_XN2 & 1) && a.layers[0].q != a.layers[1].q);
+                int ok = plan == (double)a.bytes && (double)all.bytes - (double)a.bytes == saved && shared_ptr && a.keep == (mode ? (unsigned)ACTS_KEEP_ALL : keeps[k]);
+                if (!ok && !bad) snprintf(first_bad, sizeof(first_bad), "; first wrong: config %d keep 0x%x mode %d: plan %.0f, acts_alloc %zu, keep-all %zu, saving expected %.0f", ci, keeps[k], mode, plan, a.bytes, all.bytes, saved);
+                bad += !ok; cases++;
+                acts_free(&a); acts_free(&all);
+            }
+    }
+    // the trainer's sets: q,v (the default) shares xn2 and h; a resumed adapter's modules are unknown before it loads: all; freeze and full: all
+    TrainArgs ta; memset(&ta, 0, sizeof(ta));
+    ta.mode = TUNE_LORA; ta.lc.targets = 1u << TGT_Q | 1u << TGT_V;
+    unsigned k_qv = train_acts_keep(&ta, NULL);
+    ta.resume_adapter = "x";
+    unsigned k_res = train_acts_keep(&ta, NULL);
+    ta.mode = TUNE_FREEZE;
+    unsigned k_fr = train_acts_keep(&ta, NULL);
+    double b_all = acts_plan_bytes(s, 8, 256, 0, 0, ACTS_KEEP_ALL), b_qv = acts_plan_bytes(s, 8, 256, 0, 0, k_qv);
+    check(!bad && k_qv == (ACTS_KEEP_ALL & ~(1u << ACT_XN2 | 1u << ACT_H)) && k_res == ACTS_KEEP_ALL && k_fr == ACTS_KEEP_ALL, "shared layer activations: acts_alloc's bytes == the planner's",
+          "%d cases (2 shapes x 6 keep sets x every layer's set / checkpointed / loss only): acts_alloc == acts_plan_bytes, and sharing saves (L-1) N (C per xn1/xn2, H per h) floats%s; "
+          "stories260K B 8 x T 256, LoRA q,v: %.2f MiB instead of %.2f", cases, first_bad, b_qv / 1048576.0, b_all / 1048576.0);
+    model_free(&m);
 }
 
 // floats written into configs are the shortest decimals that read back as the same float
@@ -3468,17 +3614,17 @@ static void test_sizes_32bit(void) {
         expect_st_error(label, bytes, n, is32 ? cases[k].want32 : cases[k].want64);
         free(bytes);
     }
-    // activations: the plan is an upper bound of what acts_alloc takes (checked on a small batch), and
+    // activations: the plan is what acts_alloc takes (checked on a small batch), and
     // a batch of 4096 x 512 of stories260K's shape needs more than a 32-bit machine can hold
     Config s = { 0 };
     config_defaults(&s);
     s.dim = 64; s.hidden_dim = 172; s.n_layers = 5; s.n_heads = 8; s.n_kv_heads = 4; s.head_dim = 8; s.vocab_size = 512; s.seq_len = 512; s.tied = 1;
     Activations a;
-    acts_alloc(&a, &s, 2, 33, 0, 0);
-    double plan = acts_plan_bytes(&s, 2, 33, 0, 0), got = (double)a.bytes;
+    acts_alloc(&a, &s, 2, 33, 0, 0, ACTS_KEEP_ALL);
+    double plan = acts_plan_bytes(&s, 2, 33, 0, 0, ACTS_KEEP_ALL), got = (double)a.bytes;
     acts_free(&a);
-    double huge = acts_plan_bytes(&s, 4096, 512, 0, 0);
-    check(plan >= got && plan <= got * 1.05 + 1024 && huge > (double)INT32_MAX, "32-bit sizes: activation plan",
+    double huge = acts_plan_bytes(&s, 4096, 512, 0, 0, ACTS_KEEP_ALL);
+    check(plan == got && huge > (double)INT32_MAX, "32-bit sizes: activation plan",
           "B 2 x T 33: plan %.0f bytes, acts_alloc %.0f; B 4096 x T 512: %.3g GB (> 2 GiB, so refused on 32-bit)", plan, got, huge / 1e9);
     if (is32 && have(STORIES) && have(TOK512)) { // the CLI refuses it with one line instead of a wrapped allocation
         char err[2048], args[4096], data[600], out[600];
@@ -3761,6 +3907,8 @@ static void run_fp32_tests(void) {
     test_modules_to_save_training();
     test_data_parallel();
     test_eval_chunks();
+    test_acts_shared();
+    test_acts_bytes();
     test_config_floats();
     test_adapters();
     test_nf4_bitsandbytes();
@@ -4064,7 +4212,7 @@ static void test_data_parallel(void) {
     l1.training = l2.training = 1;
     Net n1, n2; Activations a1, a2;
     net_init(&n1, &m, &l1); net_init(&n2, &m, &l2);
-    acts_alloc(&a1, c, B, Tm, 0, 0); acts_alloc(&a2, c, B / 2, Tm, 0, 0);
+    acts_alloc(&a1, c, B, Tm, 0, 0, ACTS_KEEP_ALL); acts_alloc(&a2, c, B / 2, Tm, 0, 0, ACTS_KEEP_ALL);
     uint64_t drop0 = l1.rng;
     memset(l1.grads, 0, l1.num_params * sizeof(floatX)); memset(l2.grads, 0, l2.num_params * sizeof(floatX));
     peft_forward(&n1, &a1, inp);
@@ -4139,7 +4287,7 @@ static void test_eval_chunks(void) {
     for (int i = 0; i < n; i++) tokens[i] = (int)(random_u32(&r) % c->vocab_size);
     Net net; Activations full, chunked;
     net_init(&net, &m, NULL);
-    acts_alloc(&full, c, B, T, 0, 0); acts_alloc(&chunked, c, B, T, 0, 1);
+    acts_alloc(&full, c, B, T, 0, 0, ACTS_KEEP_ALL); acts_alloc(&chunked, c, B, T, 0, 1, ACTS_KEEP_ALL);
     long cf, cc;
     double lf = evaluate(&net, &full, tokens, n, 0, &cf), lc = evaluate(&net, &chunked, tokens, n, 0, &cc);
     check(cf == cc && cc > 0 && fabs(lf - lc) <= 1e-6 * lf && chunked.logit_rows == LOSS_ROWS && chunked.bytes < full.bytes / 2, "eval loss in row chunks",
