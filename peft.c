@@ -942,7 +942,8 @@ static int dist_nccl; // the ranks have met and NCCL sums over them (the tests s
 // peft_cuda.cu: device memory, the mirrors, and one GPU kernel per kernel function below
 int gpu_init(int bf16, int device, char *err, size_t errlen); // GPU number device: 0 (and a "device:" line), or -1 with the reason in err
 void *gpu_alloc(size_t bytes);                           // zeroed device memory; NULL when out of memory
-void *gpu_alloc_act(size_t n);                           // n activations that only GEMMs write and SwiGLU reads (bf16 matmuls: kept in bf16), zeroed
+void *gpu_alloc_act(size_t n);                           // n activations (q, k, v, gate, up; see tensor_alloc_act), in bf16 with bf16 matmuls, zeroed
+size_t gpu_act_size(void);                               // bytes one value of gpu_alloc_act takes: 2 or 4
 void gpu_free(void *p);
 int gpu_mirror(void *host, size_t bytes);                // device copy of host[0..bytes), uploaded; -1: out of memory
 void gpu_mirror_bf16(const void *host, size_t bytes);    // before gpu_mirror: these bytes are frozen weights only GEMMs read (bf16 matmuls: kept in bf16 only)
@@ -1011,8 +1012,9 @@ static void *tensor_alloc(size_t bytes) {
 #endif
     return calloc_check(bytes, 1);
 }
-// n activations that only the matmuls write and SwiGLU reads (gate, up): on a GPU with bf16 matmuls they
-// are kept in bf16, half the memory (host code never reads tensor memory, so their type is the GPU's business)
+// n activations that only the matmuls (and LoRA's adds) write and RoPE, attention and SwiGLU read (q, k, v,
+// gate, up): on a GPU with bf16 matmuls they are kept in bf16, half the memory (host code never reads
+// tensor memory, so how it stores them is the GPU's business)
 static floatX *tensor_alloc_act(size_t n) {
 #ifdef PEFT_CUDA
     if (gpu_on) {
@@ -5104,6 +5106,8 @@ typedef struct {
     int B, T, checkpoint;  // checkpoint: keep only each layer's input, recompute the rest in the backward
     int logit_rows;        // rows of logits kept: N, or LOSS_ROWS for evaluation (loss only, no backward)
     unsigned keep;         // the LayerActs each layer keeps for the backward (acts_keep; all with checkpoint)
+    unsigned own;          // the kept LayerActs with allocations of their own (tensor_alloc_act: bf16 on a GPU),
+    int own_sets;          // in layers 0 .. own_sets-1 (the others point at layer 0's with checkpointing)
     floatX *x;             // (L+1, N, C): input of every layer; x[L] feeds the final norm
     floatX *layer_memory;  // L (or 1 with checkpointing) sets of the kept LayerActs, then one set of the others
     LayerActs *layers;     // (L)
@@ -5124,13 +5128,28 @@ static void layer_act_sizes(double *s, const Config *c, int B, int T) {
     double sz[NUM_LAYER_ACTS] = { N * C, N, N * QD, N * KD, N * KD, att, N * QD, N * C, N * C, N, N * H, N * H, N * H };
     memcpy(s, sz, sizeof(sz));
 }
-// kept buffers from mem, the others from shared
-static void point_layer_acts(LayerActs *la, floatX *mem, floatX *shared, const size_t *s, unsigned keep) {
+static floatX **layer_act_ptr(LayerActs *la, int i) {
     floatX **p[NUM_LAYER_ACTS] = { &la->xn1, &la->rstd1, &la->q, &la->k, &la->v, &la->att, &la->ao, &la->xmid, &la->xn2, &la->rstd2, &la->g, &la->u, &la->h };
+    return p[i];
+}
+// kept buffers from mem, the others from shared (those in own are allocated apart)
+static void point_layer_acts(LayerActs *la, floatX *mem, floatX *shared, const size_t *s, unsigned keep, unsigned own) {
     for (int i = 0; i < NUM_LAYER_ACTS; i++) {
-        if (keep >> i & 1) { *p[i] = mem; mem += s[i]; }
-        else { *p[i] = shared; shared += s[i]; }
+        if (own >> i & 1) continue;
+        if (keep >> i & 1) { *layer_act_ptr(la, i) = mem; mem += s[i]; }
+        else { *layer_act_ptr(la, i) = shared; shared += s[i]; }
     }
+}
+// q, k, v, gate and up: only the matmuls (and LoRA's adds) write them, and RoPE, attention and SwiGLU read
+// them. On a GPU they take tensor_alloc_act's memory (bf16 with bf16 matmuls: half the bytes, as PyTorch's
+// bf16 activations); bytes_per: what one value takes there
+#define ACTS_LOWP (1u << ACT_Q | 1u << ACT_K | 1u << ACT_V | 1u << ACT_G | 1u << ACT_U)
+static unsigned acts_own(unsigned keep) { return gpu_on ? ACTS_LOWP & keep : 0; }
+static double act_value_bytes(void) {
+#ifdef PEFT_CUDA
+    if (gpu_on) return (double)gpu_act_size();
+#endif
+    return sizeof(floatX);
 }
 
 static floatX *alloc_floats(size_t n, size_t *bytes) { *bytes += n * sizeof(floatX); return (floatX *)tensor_alloc(n * sizeof(floatX)); }
@@ -5144,13 +5163,14 @@ static floatX *alloc_floats(size_t n, size_t *bytes) { *bytes += n * sizeof(floa
 static double acts_plan_bytes(const Config *c, int B, int T, int checkpoint, int loss_only, unsigned keep) {
     double N = (double)B * T, C = c->dim, H = c->hidden_dim, V = c->vocab_size, L = c->n_layers;
     double QD = (double)c->n_heads * c->head_dim, KD = (double)c->n_kv_heads * c->head_dim;
-    double s[NUM_LAYER_ACTS], kept = 0, shared = 0;
+    double s[NUM_LAYER_ACTS], kept = 0, shared = 0, own = 0, sets = checkpoint || loss_only ? 1 : L;
     layer_act_sizes(s, c, B, T);
-    for (int i = 0; i < NUM_LAYER_ACTS; i++) { if (keep >> i & 1) kept += s[i]; else shared += s[i]; }
-    double floats = (L + 1) * N * C + (checkpoint || loss_only ? 1 : L) * kept + shared + N * C + N + N; // x, layers, xf, rstdf, losses
+    unsigned o = acts_own(checkpoint || loss_only ? ACTS_KEEP_ALL : keep);
+    for (int i = 0; i < NUM_LAYER_ACTS; i++) { if (o >> i & 1) own += s[i]; else if (keep >> i & 1 || checkpoint || loss_only) kept += s[i]; else shared += s[i]; }
+    double floats = (L + 1) * N * C + sets * kept + shared + N * C + N + N; // x, layers, xf, rstdf, losses
     if (loss_only) floats += (N < LOSS_ROWS ? N : LOSS_ROWS) * V;
     else floats += N * V + N * (2 * C + 2 * QD + 2 * KD + 3 * H) + s[ACT_ATT]; // logits; dx dxn dq dao dk dv dg du dh; dscratch
-    return floats * sizeof(floatX) + 2 * N * sizeof(int);
+    return floats * sizeof(floatX) + sets * own * act_value_bytes() + 2 * N * sizeof(int);
 }
 // keep: the LayerActs kept per layer for the backward (acts_keep; ACTS_KEEP_ALL keeps every one); the
 // others are one set shared by all layers. With checkpointing or loss_only there is one set anyway.
@@ -5161,6 +5181,7 @@ static void acts_alloc(Activations *a, const Config *c, int B, int T, int checkp
     a->B = B; a->T = T; a->checkpoint = checkpoint || loss_only;
     if (a->checkpoint) keep = ACTS_KEEP_ALL; // one set: the backward recomputes each layer's before reading them
     a->keep = keep;
+    a->own = acts_own(keep);
     size_t N = (size_t)B * T, C = (size_t)c->dim, H = (size_t)c->hidden_dim, V = (size_t)c->vocab_size, L = (size_t)c->n_layers;
     size_t QD = (size_t)c->n_heads * c->head_dim, KD = (size_t)c->n_kv_heads * c->head_dim;
     double sd[NUM_LAYER_ACTS];
@@ -5168,13 +5189,22 @@ static void acts_alloc(Activations *a, const Config *c, int B, int T, int checkp
     layer_act_sizes(sd, c, B, T);
     for (int i = 0; i < NUM_LAYER_ACTS; i++) {
         s[i] = (size_t)sd[i];
+        if (a->own >> i & 1) continue;
         if (keep >> i & 1) kept += s[i]; else shared += s[i];
     }
     size_t nsets = a->checkpoint ? 1 : L;
     a->x = alloc_floats((L + 1) * N * C, &a->bytes);
     a->layer_memory = alloc_floats(nsets * kept + shared, &a->bytes);
     a->layers = (LayerActs *)calloc_check(L, sizeof(LayerActs));
-    for (size_t l = 0; l < L; l++) point_layer_acts(&a->layers[l], a->layer_memory + (a->checkpoint ? 0 : l * kept), a->layer_memory + nsets * kept, s, keep);
+    for (size_t l = 0; l < L; l++) {
+        LayerActs *la = &a->layers[l];
+        point_layer_acts(la, a->layer_memory + (a->checkpoint ? 0 : l * kept), a->layer_memory + nsets * kept, s, keep, a->own);
+        for (int i = 0; i < NUM_LAYER_ACTS; i++) {
+            if (!(a->own >> i & 1)) continue;
+            if (l < nsets) { *layer_act_ptr(la, i) = tensor_alloc_act(s[i]); a->bytes += (size_t)(s[i] * act_value_bytes()); a->own_sets = (int)l + 1; }
+            else *layer_act_ptr(la, i) = *layer_act_ptr(&a->layers[0], i); // one set (checkpointing)
+        }
+    }
     a->xf = alloc_floats(N * C, &a->bytes);
     a->rstdf = alloc_floats(N, &a->bytes);
     a->logit_rows = loss_only && N > LOSS_ROWS ? LOSS_ROWS : (int)N;
@@ -5198,6 +5228,8 @@ static void acts_alloc(Activations *a, const Config *c, int B, int T, int checkp
 static void acts_free(Activations *a) {
     floatX *ptrs[] = { a->x, a->layer_memory, a->xf, a->rstdf, a->logits, a->losses, a->dx, a->dxn, a->dq, a->dk, a->dv, a->dao, a->dg, a->du, a->dh, a->dscratch };
     for (size_t i = 0; i < sizeof(ptrs) / sizeof(ptrs[0]); i++) tensor_free(ptrs[i]);
+    for (int l = 0; l < a->own_sets; l++)
+        for (int i = 0; i < NUM_LAYER_ACTS; i++) if (a->own >> i & 1) tensor_free(*layer_act_ptr(&a->layers[l], i));
     free(a->layers); tensor_free(a->inputs); tensor_free(a->targets);
     memset(a, 0, sizeof(*a));
 }

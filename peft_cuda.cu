@@ -237,8 +237,10 @@ static void free_block(void *p) { // gpu_alloc's block, copies or not
     for (int i = nallocs - 1; i >= 0; i--) if (allocs[i].p == p) { live_bytes -= allocs[i].bytes; allocs[i] = allocs[--nallocs]; break; }
     CK(cudaFree(p));
 }
-// n activations that only the GEMMs write and SwiGLU reads, zeroed: in bf16 with bf16 matmuls (see act16),
-// else floats; NULL when out of memory. PEFT_CUDA_ACTS=fp32: floats always.
+// n activations that only the GEMMs (and LoRA's adds) write and RoPE, attention and SwiGLU read (q, k, v,
+// gate, up), zeroed: in bf16 with bf16 matmuls (see act16), else floats; NULL when out of memory.
+// PEFT_CUDA_ACTS=fp32: floats always.
+extern "C" size_t gpu_act_size(void) { return bf16_matmuls && bf16_acts ? 2 : 4; }
 extern "C" void *gpu_alloc_act(size_t n) {
     if (!bf16_matmuls || !bf16_acts) return gpu_alloc(n * sizeof(float));
     void *p = gpu_alloc(2 * n);

@@ -12,5 +12,12 @@ OMP_NUM_THREADS=8 timeout 200 ./test_all --cuda > "$OUT/test_cuda.log" 2>&1; ech
 grep -E "bf16-only|bf16 activations|copies follow|matmul bf16" "$OUT/test_cuda.log" | cut -c1-400
 variant() { run "110M $*" stories110M 16 all-linear "$@"; run "Tiny $*" TinyLlama-1.1B 8 q_proj,v_proj "$@"; }
 variant X=1
-variant PEFT_CUDA_TB=0
-variant PEFT_CUDA_WEIGHTS=fp32 PEFT_CUDA_TB=0
+variant PEFT_CUDA_ACTS=fp32
+variant PEFT_CUDA_WEIGHTS=fp32 PEFT_CUDA_TB=0 PEFT_CUDA_ACTS=fp32
+[ -n "${SAN:-}" ] || exit 0
+python3 -c "import sys; sys.path.insert(0, 'bench'); import bench_cuda as b; b.model_folder('TinyLlama-1.1B', layers=2)" > /dev/null 2>&1
+CS="compute-sanitizer --tool memcheck --leak-check full --error-exitcode 9"
+san() { local name=$1; shift; timeout 120 $CS ./peft "$@" > "$OUT/san_$name.log" 2>&1; echo "memcheck $name rc=$?: $(grep -E 'ERROR SUMMARY' $OUT/san_$name.log | tail -1) | $(grep -vE '^=|^$' $OUT/san_$name.log | tail -1 | cut -c1-100)"; }
+san gqa_bf16 train bench/cache/TinyLlama-1.1B-2L-hf-bf16 $D -z $TOK -b 1 -T 200 --targets q_proj,v_proj --steps 1 --val-frac 0 --device cuda --dtype bf16 -o /tmp/san_g
+san dora_bf16 train bench/cache/stories110M-hf-bf16 $D -z $TOK -b 2 -T 136 --targets all-linear --dora --dropout 0.1 --steps 1 --val-frac 0 --device cuda --dtype bf16 -o /tmp/san_l
+san ckpt_bf16 train bench/cache/TinyLlama-1.1B-2L-hf-bf16 $D -z $TOK -b 2 -T 130 --targets all-linear --checkpoint-activations --steps 1 --val-frac 0 --device cuda --dtype bf16 -o /tmp/san_c
