@@ -5106,8 +5106,10 @@ typedef struct {
     int B, T, checkpoint;  // checkpoint: keep only each layer's input, recompute the rest in the backward
     int logit_rows;        // rows of logits kept: N, or LOSS_ROWS for evaluation (loss only, no backward)
     unsigned keep;         // the LayerActs each layer keeps for the backward (acts_keep; all with checkpoint)
-    unsigned own;          // the kept LayerActs with allocations of their own (tensor_alloc_act: bf16 on a GPU),
-    int own_sets;          // in layers 0 .. own_sets-1 (the others point at layer 0's with checkpointing)
+    unsigned own;          // the LayerActs in allocations of their own (tensor_alloc_act: bf16 on a GPU): kept ones
+                           // per set, the others one shared by all layers
+    floatX **own_mem;      // those allocations (n_own of them)
+    int n_own;
     floatX *x;             // (L+1, N, C): input of every layer; x[L] feeds the final norm
     floatX *layer_memory;  // L (or 1 with checkpointing) sets of the kept LayerActs, then one set of the others
     LayerActs *layers;     // (L)
@@ -5140,11 +5142,15 @@ static void point_layer_acts(LayerActs *la, floatX *mem, floatX *shared, const s
         else { *layer_act_ptr(la, i) = shared; shared += s[i]; }
     }
 }
-// q, k, v, gate and up: only the matmuls (and LoRA's adds) write them, and RoPE, attention and SwiGLU read
-// them. On a GPU they take tensor_alloc_act's memory (bf16 with bf16 matmuls: half the bytes, as PyTorch's
-// bf16 activations); bytes_per: what one value takes there
-#define ACTS_LOWP (1u << ACT_Q | 1u << ACT_K | 1u << ACT_V | 1u << ACT_G | 1u << ACT_U)
-static unsigned acts_own(unsigned keep) { return gpu_on ? ACTS_LOWP & keep : 0; }
+// The activations that only the matmuls, LoRA's adds and the RMSNorm and SwiGLU forwards write, and that
+// only matmuls, RoPE, attention, SwiGLU and the dropout read: the norms' outputs, q, k, v, gate, up and h.
+// On a GPU they take tensor_alloc_act's memory (bf16 with bf16 matmuls: half the bytes, as PyTorch's bf16
+// activations). act_value_bytes: what one value takes there.
+#define ACTS_LOWP (1u << ACT_XN1 | 1u << ACT_Q | 1u << ACT_K | 1u << ACT_V | 1u << ACT_XN2 | 1u << ACT_G | 1u << ACT_U | 1u << ACT_H)
+static unsigned acts_own(unsigned keep) { (void)keep; return gpu_on ? ACTS_LOWP : 0; }
+// SwiGLU's gradients dg, du: into tensor_alloc_act's memory too when no adapter on gate or up reads them
+// (only the matmuls dxn += dg W1 + du W3 do; an adapter's backward reads them as floats)
+static int acts_dgu_own(unsigned keep) { return gpu_on && !(keep >> ACT_XN2 & 1); }
 static double act_value_bytes(void) {
 #ifdef PEFT_CUDA
     if (gpu_on) return (double)gpu_act_size();
@@ -5165,12 +5171,17 @@ static double acts_plan_bytes(const Config *c, int B, int T, int checkpoint, int
     double QD = (double)c->n_heads * c->head_dim, KD = (double)c->n_kv_heads * c->head_dim;
     double s[NUM_LAYER_ACTS], kept = 0, shared = 0, own = 0, sets = checkpoint || loss_only ? 1 : L;
     layer_act_sizes(s, c, B, T);
-    unsigned o = acts_own(checkpoint || loss_only ? ACTS_KEEP_ALL : keep);
-    for (int i = 0; i < NUM_LAYER_ACTS; i++) { if (o >> i & 1) own += s[i]; else if (keep >> i & 1 || checkpoint || loss_only) kept += s[i]; else shared += s[i]; }
+    unsigned o = acts_own(keep);
+    int all = checkpoint || loss_only;
+    for (int i = 0; i < NUM_LAYER_ACTS; i++) {
+        double n = keep >> i & 1 || all ? sets * s[i] : s[i]; // kept per set, or one shared
+        if (o >> i & 1) own += n; else if (keep >> i & 1 || all) kept += s[i]; else shared += s[i];
+    }
     double floats = (L + 1) * N * C + sets * kept + shared + N * C + N + N; // x, layers, xf, rstdf, losses
     if (loss_only) floats += (N < LOSS_ROWS ? N : LOSS_ROWS) * V;
-    else floats += N * V + N * (2 * C + 2 * QD + 2 * KD + 3 * H) + s[ACT_ATT]; // logits; dx dxn dq dao dk dv dg du dh; dscratch
-    return floats * sizeof(floatX) + sets * own * act_value_bytes() + 2 * N * sizeof(int);
+    else floats += N * V + N * (2 * C + 2 * QD + 2 * KD + H) + s[ACT_ATT]; // logits; dx dxn dq dao dk dv dh; dscratch
+    if (!loss_only) own += 2 * N * H * (acts_dgu_own(keep) ? 1 : 0), floats += 2 * N * H * (acts_dgu_own(keep) ? 0 : 1); // dg du
+    return floats * sizeof(floatX) + own * act_value_bytes() + 2 * N * sizeof(int);
 }
 // keep: the LayerActs kept per layer for the backward (acts_keep; ACTS_KEEP_ALL keeps every one); the
 // others are one set shared by all layers. With checkpointing or loss_only there is one set anyway.
@@ -5179,9 +5190,11 @@ static void acts_alloc(Activations *a, const Config *c, int B, int T, int checkp
     if (!bytes_fit(need)) fatal("a batch of %d x %d tokens needs %.4g GB of activations: too large for this %s machine", B, T, need / 1e9, machine_bits());
     memset(a, 0, sizeof(*a));
     a->B = B; a->T = T; a->checkpoint = checkpoint || loss_only;
+    unsigned keep_asked = keep;
     if (a->checkpoint) keep = ACTS_KEEP_ALL; // one set: the backward recomputes each layer's before reading them
     a->keep = keep;
     a->own = acts_own(keep);
+    floatX *own_shared[NUM_LAYER_ACTS] = { 0 };
     size_t N = (size_t)B * T, C = (size_t)c->dim, H = (size_t)c->hidden_dim, V = (size_t)c->vocab_size, L = (size_t)c->n_layers;
     size_t QD = (size_t)c->n_heads * c->head_dim, KD = (size_t)c->n_kv_heads * c->head_dim;
     double sd[NUM_LAYER_ACTS];
@@ -5196,13 +5209,20 @@ static void acts_alloc(Activations *a, const Config *c, int B, int T, int checkp
     a->x = alloc_floats((L + 1) * N * C, &a->bytes);
     a->layer_memory = alloc_floats(nsets * kept + shared, &a->bytes);
     a->layers = (LayerActs *)calloc_check(L, sizeof(LayerActs));
+    a->own_mem = (floatX **)calloc_check(L * NUM_LAYER_ACTS, sizeof(floatX *));
     for (size_t l = 0; l < L; l++) {
         LayerActs *la = &a->layers[l];
         point_layer_acts(la, a->layer_memory + (a->checkpoint ? 0 : l * kept), a->layer_memory + nsets * kept, s, keep, a->own);
         for (int i = 0; i < NUM_LAYER_ACTS; i++) {
             if (!(a->own >> i & 1)) continue;
-            if (l < nsets) { *layer_act_ptr(la, i) = tensor_alloc_act(s[i]); a->bytes += (size_t)(s[i] * act_value_bytes()); a->own_sets = (int)l + 1; }
-            else *layer_act_ptr(la, i) = *layer_act_ptr(&a->layers[0], i); // one set (checkpointing)
+            int per = (keep >> i & 1) && l < nsets; // a set of its own, or layer 0's / the shared one
+            if (!per && (keep >> i & 1)) { *layer_act_ptr(la, i) = *layer_act_ptr(&a->layers[0], i); continue; } // one set (checkpointing)
+            if (!per && own_shared[i]) { *layer_act_ptr(la, i) = own_shared[i]; continue; }
+            floatX *m = tensor_alloc_act(s[i]);
+            a->own_mem[a->n_own++] = m;
+            a->bytes += (size_t)(s[i] * act_value_bytes());
+            *layer_act_ptr(la, i) = m;
+            if (!per) own_shared[i] = m;
         }
     }
     a->xf = alloc_floats(N * C, &a->bytes);
@@ -5220,16 +5240,22 @@ static void acts_alloc(Activations *a, const Config *c, int B, int T, int checkp
     a->dk = alloc_floats(N * KD, &a->bytes);
     a->dv = alloc_floats(N * KD, &a->bytes);
     a->dao = alloc_floats(N * QD, &a->bytes);
-    a->dg = alloc_floats(N * H, &a->bytes);
-    a->du = alloc_floats(N * H, &a->bytes);
+    if (acts_dgu_own(keep_asked)) {
+        a->dg = tensor_alloc_act(N * H);
+        a->du = tensor_alloc_act(N * H);
+        a->bytes += (size_t)(2 * N * H * act_value_bytes());
+    } else {
+        a->dg = alloc_floats(N * H, &a->bytes);
+        a->du = alloc_floats(N * H, &a->bytes);
+    }
     a->dh = alloc_floats(N * H, &a->bytes);
     a->dscratch = alloc_floats((size_t)B * c->n_heads * T * (gpu_on ? 1 : T), &a->bytes); // attention_backward's dP / dS (GPU: rowsum(dO * O))
 }
 static void acts_free(Activations *a) {
     floatX *ptrs[] = { a->x, a->layer_memory, a->xf, a->rstdf, a->logits, a->losses, a->dx, a->dxn, a->dq, a->dk, a->dv, a->dao, a->dg, a->du, a->dh, a->dscratch };
     for (size_t i = 0; i < sizeof(ptrs) / sizeof(ptrs[0]); i++) tensor_free(ptrs[i]);
-    for (int l = 0; l < a->own_sets; l++)
-        for (int i = 0; i < NUM_LAYER_ACTS; i++) if (a->own >> i & 1) tensor_free(*layer_act_ptr(&a->layers[l], i));
+    for (int i = 0; i < a->n_own; i++) tensor_free(a->own_mem[i]);
+    free(a->own_mem);
     free(a->layers); tensor_free(a->inputs); tensor_free(a->targets);
     memset(a, 0, sizeof(*a));
 }

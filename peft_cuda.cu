@@ -159,8 +159,9 @@ template <typename T> static T *D(T *p) {
 }
 // the same for a GEMM's weight operand: a pointer into a bf16 piece stays the host pointer (gemm resolves it)
 static const float *DW(const float *p) { return bf16_piece(p) ? p : D(p); }
-// and for an output that may be bf16 activations (the GEMM's): those stay as they are
+// and for an output or an input that may be bf16 activations (the GEMM's, attention's): those stay as they are
 static float *DO(float *p) { return act16(p) ? p : D(p); }
+static const float *DA(const float *p) { return act16(p) ? p : D(p); }
 
 namespace wgk { static PFN_cuTensorMapEncodeTiled_v12000 get_encode_fn(); } // the Hopper GEMM's tensor maps (below)
 extern "C" int gpu_init(int bf16, int device, char *err, size_t errlen) {
@@ -499,6 +500,7 @@ template <typename S> static void convert_from(__nv_bfloat16 *q, long ld, const 
 static void convert(__nv_bfloat16 *q, long ld, const float *p, long so, int outer, int inner, int t) {
     const Mirror *m = bf16_piece(p);
     if (m) convert_from(q, ld, piece16(m, p), so, outer, inner, t);
+    else if (act16(p)) convert_from(q, ld, (const __nv_bfloat16 *)act16(p), so, outer, inner, t);
     else convert_from(q, ld, p, so, outer, inner, t);
 }
 // the entry for a source and layout: the matching one, else a new one with room for bytes (NULL: no room)
@@ -569,6 +571,7 @@ static const __nv_bfloat16 *operand_copy(int w, const float *p, long so, int out
     size_t bytes = (size_t)outer * *ld * sizeof(__nv_bfloat16);
     const Mirror *m = bf16_piece(p);
     if (m && !t && so == inner && inner % 8 == 0 && ((uintptr_t)piece16(m, p) & 15) == 0) return piece16(m, p); // a bf16-only weight is its own copy
+    if (act16(p) && !t && so == inner && inner % 8 == 0 && ((uintptr_t)p & 15) == 0) return act16(p);              // and bf16 activations theirs
     Copy *c = NULL;
     if (copies_on) {
         size_t flat = !t && so == inner && inner % 8 == 0 ? (size_t)outer * inner : 0;
@@ -1275,6 +1278,21 @@ __global__ void gemm_small_k_kernel(float *c, long ldc, const float *a, long rsa
         c[i * ldc + j] = (accumulate ? c[i * ldc + j] : 0.0f) + s;
     }
 }
+// 4 values of C (float, or bf16 activations) at p, and back (vec: one 16- or 8-byte access)
+__device__ __forceinline__ void ld4(float *v, const float *p, int vec) {
+    if (vec) { float4 t = *(const float4 *)p; v[0] = t.x; v[1] = t.y; v[2] = t.z; v[3] = t.w; } else for (int q = 0; q < 4; q++) v[q] = p[q];
+}
+__device__ __forceinline__ void ld4(float *v, const __nv_bfloat16 *p, int vec) {
+    if (vec) { uint2 u = *(const uint2 *)p; __nv_bfloat162 h0 = *(__nv_bfloat162 *)&u.x, h1 = *(__nv_bfloat162 *)&u.y; v[0] = __low2float(h0); v[1] = __high2float(h0); v[2] = __low2float(h1); v[3] = __high2float(h1); }
+    else for (int q = 0; q < 4; q++) v[q] = __bfloat162float(p[q]);
+}
+__device__ __forceinline__ void st4(float *p, const float *v, int vec) {
+    if (vec) *(float4 *)p = make_float4(v[0], v[1], v[2], v[3]); else for (int q = 0; q < 4; q++) p[q] = v[q];
+}
+__device__ __forceinline__ void st4(__nv_bfloat16 *p, const float *v, int vec) {
+    if (vec) { __nv_bfloat162 h[2] = { __floats2bfloat162_rn(v[0], v[1]), __floats2bfloat162_rn(v[2], v[3]) }; *(uint2 *)p = *(uint2 *)h; }
+    else for (int q = 0; q < 4; q++) p[q] = __float2bfloat16(v[q]);
+}
 // N <= 16 with A's rows contiguous (u = x A^T, du = dy B): a warp per RW rows of C. K goes in chunks of 128,
 // software-pipelined: while a chunk is multiplied, each lane's 4 consecutive k of its RW rows (16 bytes a
 // row) and its share of B's next chunk are already on their way into registers; B's chunk goes through
@@ -1282,8 +1300,8 @@ __global__ void gemm_small_k_kernel(float *c, long ldc, const float *a, long rsa
 // added across the warp at the end.
 #define SMALL_N 16
 #define SN_KC 128
-template <int NN, int RW>
-__global__ void __launch_bounds__(256) gemm_small_n_kernel(float *__restrict__ c, long ldc, const float *__restrict__ a, long rsa, const float *__restrict__ b, long rsb, long csb,
+template <int NN, int RW, typename AT> // A: floats, or bf16 activations (x)
+__global__ void __launch_bounds__(256) gemm_small_n_kernel(float *__restrict__ c, long ldc, const AT *__restrict__ a, long rsa, const float *__restrict__ b, long rsb, long csb,
                                                            int M, int N, int K, int accumulate, int vec) {
     __shared__ __align__(16) float Bs[NN][SN_KC];
     constexpr int BE = NN * SN_KC / 256; // B's values per thread per chunk
@@ -1297,11 +1315,11 @@ __global__ void __launch_bounds__(256) gemm_small_n_kernel(float *__restrict__ c
         int k = k0 + 4 * lane;
         #pragma unroll
         for (int r = 0; r < RW; r++) {
-            const float *ar = a + (long)(i0 + r) * rsa + k;
-            if (vec && i0 + r < M && k + 3 < K) { float4 t = __ldg((const float4 *)ar); x[r][0] = t.x; x[r][1] = t.y; x[r][2] = t.z; x[r][3] = t.w; }
+            const AT *ar = a + (long)(i0 + r) * rsa + k;
+            if (vec && i0 + r < M && k + 3 < K) ld4(x[r], ar, 1);
             else
                 #pragma unroll
-                for (int q = 0; q < 4; q++) x[r][q] = i0 + r < M && k + q < K ? ar[q] : 0.0f;
+                for (int q = 0; q < 4; q++) x[r][q] = i0 + r < M && k + q < K ? to_f(ar[q]) : 0.0f;
         }
         #pragma unroll
         for (int q = 0; q < BE; q++) {
@@ -1341,21 +1359,6 @@ __global__ void __launch_bounds__(256) gemm_small_n_kernel(float *__restrict__ c
 // of C and keeps their 4 x K values of B in registers; a block takes a run of rows, each row's K values of A
 // read by all its threads at once (one broadcast load), C read and written 16 bytes at a time when it allows
 #define NARROW_K 16
-// 4 values of C (float, or bf16 activations) at p, and back (vec: one 16- or 8-byte access)
-__device__ __forceinline__ void ld4(float *v, const float *p, int vec) {
-    if (vec) { float4 t = *(const float4 *)p; v[0] = t.x; v[1] = t.y; v[2] = t.z; v[3] = t.w; } else for (int q = 0; q < 4; q++) v[q] = p[q];
-}
-__device__ __forceinline__ void ld4(float *v, const __nv_bfloat16 *p, int vec) {
-    if (vec) { uint2 u = *(const uint2 *)p; __nv_bfloat162 h0 = *(__nv_bfloat162 *)&u.x, h1 = *(__nv_bfloat162 *)&u.y; v[0] = __low2float(h0); v[1] = __high2float(h0); v[2] = __low2float(h1); v[3] = __high2float(h1); }
-    else for (int q = 0; q < 4; q++) v[q] = __bfloat162float(p[q]);
-}
-__device__ __forceinline__ void st4(float *p, const float *v, int vec) {
-    if (vec) *(float4 *)p = make_float4(v[0], v[1], v[2], v[3]); else for (int q = 0; q < 4; q++) p[q] = v[q];
-}
-__device__ __forceinline__ void st4(__nv_bfloat16 *p, const float *v, int vec) {
-    if (vec) { __nv_bfloat162 h[2] = { __floats2bfloat162_rn(v[0], v[1]), __floats2bfloat162_rn(v[2], v[3]) }; *(uint2 *)p = *(uint2 *)h; }
-    else for (int q = 0; q < 4; q++) p[q] = __float2bfloat16(v[q]);
-}
 template <int KK, typename CT>
 __global__ void __launch_bounds__(256) gemm_narrow_k_kernel(CT *__restrict__ c, long ldc, const float *__restrict__ a, long rsa, long csa, const float *__restrict__ b, long rsb, long csb,
                                                            int M, int N, int K, int accumulate, int rows, int vec, float scale) {
@@ -1429,8 +1432,8 @@ __global__ void gemv_kernel(float *c, long ldc, const float *a, long rsa, const 
 }
 #define SM_KT 64
 // a thread owns 4 consecutive columns j (16-byte loads of B's rows when vec) and keeps M x 4 running sums
-template <int MM>
-__global__ void __launch_bounds__(256) gemm_small_m_kernel(float *__restrict__ c, long rsc, long csc, const float *__restrict__ a, long rsa, long csa, const float *__restrict__ b, long rsb,
+template <int MM, typename BE> // B: floats, or bf16 activations (x in dA = du^T x)
+__global__ void __launch_bounds__(256) gemm_small_m_kernel(float *__restrict__ c, long rsc, long csc, const float *__restrict__ a, long rsa, long csa, const BE *__restrict__ b, long rsb,
                                                            int M, int N, int K, int accumulate, int kchunk, long zstride, int vec) {
     __shared__ __align__(16) float As[SM_KT][MM];
     int k0 = blockIdx.y * kchunk, k1 = min(K, k0 + kchunk), j = 4 * (blockIdx.x * blockDim.x + threadIdx.x);
@@ -1449,10 +1452,11 @@ __global__ void __launch_bounds__(256) gemm_small_m_kernel(float *__restrict__ c
         if (j < N) {
             #pragma unroll 8
             for (int kk = 0; kk < kn; kk++) { // 8 rows of B in flight
-                const float *br = b + (long)(kt + kk) * rsb + j;
-                float4 bv;
-                if (vec) bv = __ldg((const float4 *)br);
-                else bv = make_float4(br[0], j + 1 < N ? br[1] : 0.0f, j + 2 < N ? br[2] : 0.0f, j + 3 < N ? br[3] : 0.0f);
+                const BE *br = b + (long)(kt + kk) * rsb + j;
+                float bt[4];
+                if (vec) ld4(bt, br, 1);
+                else for (int q = 0; q < 4; q++) bt[q] = j + q < N ? to_f(br[q]) : 0.0f;
+                float4 bv = make_float4(bt[0], bt[1], bt[2], bt[3]);
                 #pragma unroll
                 for (int i = 0; i < MM; i += 4) {
                     float4 av = *(const float4 *)&As[kk][i];
@@ -1482,7 +1486,8 @@ __global__ void splitk_reduce_strided_kernel(float *c, long rsc, long csc, const
         *p = (accumulate ? *p : 0.0f) + s;
     }
 }
-static void gemm_small_m(float *c, long rsc, long csc, const float *a, long rsa, long csa, const float *b, long rsb, int M, int N, int K, int accumulate) {
+template <typename BE>
+static void gemm_small_m(float *c, long rsc, long csc, const float *a, long rsa, long csa, const BE *b, long rsb, int M, int N, int K, int accumulate) {
     int bx = (N + 1023) / 1024, S = 2 * num_sms / bx; // 256 threads of 4 columns
     if (S > K / 64) S = K / 64;
     if (S < 1) S = 1;
@@ -1494,10 +1499,10 @@ static void gemm_small_m(float *c, long rsc, long csc, const float *a, long rsa,
     if (S > 1) { cc = (float *)scratch_reserve(&splitk_scratch, &splitk_cap, (size_t)S * M * N * sizeof(float)); r = N; q = 1; zstride = (long)M * N; }
     dim3 g(bx, S);
     int acc = S > 1 ? 0 : accumulate;
-    int vec = ((uintptr_t)b & 15) == 0 && rsb % 4 == 0 && N % 4 == 0;
-    if (M <= 4) gemm_small_m_kernel<4><<<g, 256>>>(cc, r, q, a, rsa, csa, b, rsb, M, N, K, acc, kchunk, zstride, vec);
-    else if (M <= 8) gemm_small_m_kernel<8><<<g, 256>>>(cc, r, q, a, rsa, csa, b, rsb, M, N, K, acc, kchunk, zstride, vec);
-    else gemm_small_m_kernel<16><<<g, 256>>>(cc, r, q, a, rsa, csa, b, rsb, M, N, K, acc, kchunk, zstride, vec);
+    int vec = ((uintptr_t)b & (4 * sizeof(BE) - 1)) == 0 && rsb % 4 == 0 && N % 4 == 0;
+    if (M <= 4) gemm_small_m_kernel<4, BE><<<g, 256>>>(cc, r, q, a, rsa, csa, b, rsb, M, N, K, acc, kchunk, zstride, vec);
+    else if (M <= 8) gemm_small_m_kernel<8, BE><<<g, 256>>>(cc, r, q, a, rsa, csa, b, rsb, M, N, K, acc, kchunk, zstride, vec);
+    else gemm_small_m_kernel<16, BE><<<g, 256>>>(cc, r, q, a, rsa, csa, b, rsb, M, N, K, acc, kchunk, zstride, vec);
     LAUNCHED("gemm_small_m_kernel");
     if (S > 1) { splitk_reduce_strided_kernel<<<blocks_for((size_t)M * N, 256), 256>>>(c, rsc, csc, cc, S, M, N, accumulate); LAUNCHED("splitk_reduce_kernel"); }
 }
@@ -1528,6 +1533,16 @@ static size_t c16_cap;
 __global__ void bf16_to_f32_kernel(float *out, const __nv_bfloat16 *p, size_t n) { FOR_EACH(i, n) out[i] = __bfloat162float(p[i]); }
 static void *w32_scratch;
 static size_t w32_cap;
+// and of bf16 activations for the kernels that read floats: n values from p into scratch slot s (0, 1)
+static void *a32_scratch[2];
+static size_t a32_cap[2];
+static const float *act_f32(int s, const float *p, size_t n) {
+    float *f = (float *)scratch_reserve(&a32_scratch[s], &a32_cap[s], n * sizeof(float));
+    wrote(f, n * sizeof(float));
+    widen_kernel<<<blocks_for(n, 256), 256>>>(f, (long)n, act16(p), (long)n, 1, (int)n);
+    LAUNCHED("widen_kernel");
+    return f;
+}
 static const float *weight_f32(const Mirror *m, const float *p, size_t n) {
     float *f = (float *)scratch_reserve(&w32_scratch, &w32_cap, n * sizeof(float));
     wrote(f, n * sizeof(float));
@@ -1564,6 +1579,10 @@ static void gemm(float *c, long ldc, const float *a, long rsa, long csa, const f
     prof_flops = 2.0 * M * N * K;
     const Mirror *bm = bf16_piece(b); // a bf16-only weight: the bf16 GEMMs and the GEMV read it as it is, the others get floats
     if (bm && !large && !gemv) b = weight_f32(bm, b, (size_t)(K - 1) * rsb + (size_t)(N - 1) * csb + 1);
+    if (narrow && (act16(a) || act16(b))) { // bf16 activations as rank-r operands: floats first
+        if (act16(a)) a = act_f32(0, a, (size_t)(M - 1) * rsa + (size_t)(K - 1) * csa + 1);
+        if (act16(b)) b = act_f32(1, b, (size_t)(K - 1) * rsb + (size_t)(N - 1) * csb + 1);
+    }
     if (narrow) {
         if (M < 64 || N < 64) { // tiny: a thread per element
             gemm_small_k_kernel<<<blocks_for((size_t)M * N, 256), 256>>>(c, ldc, a, rsa, csa, b, rsb, csb, M, N, K, accumulate);
@@ -1600,6 +1619,7 @@ static void gemm(float *c, long ldc, const float *a, long rsa, long csa, const f
         LAUNCHED("gemm_tc_kernel");
         return;
     }
+    if (gemv && act16(a)) a = act_f32(0, a, (size_t)(M - 1) * rsa + (size_t)(K - 1) * csa + 1);
     if (gemv) { // generation: x W^T, a few rows
         const __nv_bfloat16 *w16 = NULL;
         long ldw = csb;
@@ -1609,14 +1629,22 @@ static void gemm(float *c, long ldc, const float *a, long rsa, long csa, const f
         LAUNCHED("gemv_kernel");
         return;
     }
-    if (N <= SMALL_N && csa == 1 && M >= 64 && narrow_gemm) {
-        int vec = ((uintptr_t)a & 15) == 0 && rsa % 4 == 0;
-        if (N <= 8) gemm_small_n_kernel<8, 4><<<(unsigned)((M + 31) / 32), 256>>>(c, ldc, a, rsa, b, rsb, csb, M, N, K, accumulate, vec);
+    const __nv_bfloat16 *a16 = act16(a), *b16a = act16(b); // bf16 activations: gemm_small_n reads them as A, gemm_small_m as B, the rest get floats
+    if (N <= SMALL_N && csa == 1 && M >= 64 && narrow_gemm && !b16a) {
+        int vec = ((uintptr_t)a & (a16 ? 7 : 15)) == 0 && rsa % 4 == 0;
+        if (a16 && N <= 8) gemm_small_n_kernel<8, 4><<<(unsigned)((M + 31) / 32), 256>>>(c, ldc, a16, rsa, b, rsb, csb, M, N, K, accumulate, vec);
+        else if (a16) gemm_small_n_kernel<16, 2><<<(unsigned)((M + 15) / 16), 256>>>(c, ldc, a16, rsa, b, rsb, csb, M, N, K, accumulate, vec);
+        else if (N <= 8) gemm_small_n_kernel<8, 4><<<(unsigned)((M + 31) / 32), 256>>>(c, ldc, a, rsa, b, rsb, csb, M, N, K, accumulate, vec);
         else gemm_small_n_kernel<16, 2><<<(unsigned)((M + 15) / 16), 256>>>(c, ldc, a, rsa, b, rsb, csb, M, N, K, accumulate, vec);
         LAUNCHED("gemm_small_n_kernel");
         return;
     }
-    if (M <= SMALL_M && csb == 1 && narrow_gemm) { gemm_small_m(c, ldc, 1, a, rsa, csa, b, rsb, M, N, K, accumulate); return; } // dA
+    if (M <= SMALL_M && csb == 1 && narrow_gemm && !a16) { // dA
+        if (b16a) gemm_small_m(c, ldc, 1, a, rsa, csa, b16a, rsb, M, N, K, accumulate); else gemm_small_m(c, ldc, 1, a, rsa, csa, b, rsb, M, N, K, accumulate);
+        return;
+    }
+    if (a16) a = act_f32(0, a, (size_t)(M - 1) * rsa + (size_t)(K - 1) * csa + 1);
+    if (b16a) b = act_f32(1, b, (size_t)(K - 1) * rsb + (size_t)(N - 1) * csb + 1);
     if (N <= SMALL_M && rsa == 1 && narrow_gemm) { gemm_small_m(c, 1, ldc, b, csb, rsb, a, csa, N, M, K, accumulate); return; } // dB: C^T = B^T A^T
     // few output tiles and a long K (LoRA's dA = du^T x, dB = dy^T u: r x in and out x r over all tokens):
     // split K over S blocks per tile so that the GPU is full; the partial products are summed in order
@@ -1645,12 +1673,12 @@ static void gemm(float *c, long ldc, const float *a, long rsa, long csa, const f
 
 // out (N,OC) = inp (N,C) W^T
 extern "C" void gpu_matmul_forward(float *out, const float *inp, const float *weight, int N, int C, int OC) {
-    gemm(DO(out), OC, D(inp), C, 1, DW(weight), 1, C, N, OC, C, 0);
+    gemm(DO(out), OC, DA(inp), C, 1, DW(weight), 1, C, N, OC, C, 0);
 }
 // dinp (N,C) += dout (N,OC) W;  dweight (OC,C) += dout^T inp
 extern "C" void gpu_matmul_backward(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight, int N, int C, int OC) {
-    if (dinp) gemm(D(dinp), C, D(dout), OC, 1, DW(weight), C, 1, N, C, OC, 1);
-    if (dweight) gemm(D(dweight), C, D(dout), 1, OC, D(inp), C, 1, OC, C, N, 1);
+    if (dinp) gemm(D(dinp), C, DA(dout), OC, 1, DW(weight), C, 1, N, C, OC, 1);
+    if (dweight) gemm(D(dweight), C, DA(dout), 1, OC, DA(inp), C, 1, OC, C, N, 1);
 }
 
 // ----------------------------------------------------------------------------
@@ -1750,7 +1778,7 @@ static const __nv_bfloat16 *dequantize_operand(const QDev &t, int C, int OC, int
 static int large_bf16(int M, int N) { return bf16_matmuls && large_gemm && M >= BT && N >= BT; } // gemm's tensor-core path
 extern "C" void gpu_qmatmul_forward(float *out, const float *inp, GPU_QARGS, int N, int C, int OC) {
     QDev t = qdev(QARGS_NAMES);
-    if (N <= QDIRECT_N) {
+    if (N <= QDIRECT_N && !act16(out) && !act16(inp)) {
         wrote(D(out), (size_t)N * OC * sizeof(float));
         qmatvec_kernel<<<(OC + 7) / 8, 256>>>(D(out), D(inp), t, N, C, OC);
         LAUNCHED("qmatvec_kernel");
@@ -1759,22 +1787,22 @@ extern "C" void gpu_qmatmul_forward(float *out, const float *inp, GPU_QARGS, int
     if (large_bf16(N, OC)) {
         long ld;
         const __nv_bfloat16 *w16 = dequantize_operand(t, C, OC, 0, &ld);
-        gemm(DO(out), OC, D(inp), C, 1, NULL, 1, C, N, OC, C, 0, w16, ld);
+        gemm(DO(out), OC, DA(inp), C, 1, NULL, 1, C, N, OC, C, 0, w16, ld);
         return;
     }
     float *w = dequantize_matrix(t, C, OC);
-    gemm(DO(out), OC, D(inp), C, 1, w, 1, C, N, OC, C, 0);
+    gemm(DO(out), OC, DA(inp), C, 1, w, 1, C, N, OC, C, 0);
 }
 extern "C" void gpu_qmatmul_backward(float *dinp, const float *dout, GPU_QARGS, int N, int C, int OC) {
     QDev t = qdev(QARGS_NAMES);
     if (large_bf16(N, C)) {
         long ld;
         const __nv_bfloat16 *w16 = dequantize_operand(t, C, OC, 1, &ld);
-        gemm(D(dinp), C, D(dout), OC, 1, NULL, C, 1, N, C, OC, 1, w16, ld);
+        gemm(D(dinp), C, DA(dout), OC, 1, NULL, C, 1, N, C, OC, 1, w16, ld);
         return;
     }
     float *w = dequantize_matrix(t, C, OC);
-    gemm(D(dinp), C, D(dout), OC, 1, w, C, 1, N, C, OC, 1);
+    gemm(D(dinp), C, DA(dout), OC, 1, w, C, 1, N, C, OC, 1);
 }
 __global__ void encoder_q_kernel(float *out, const int *tokens, QDev t, int N, int C) {
     size_t n = (size_t)N * C;
@@ -1800,16 +1828,18 @@ __device__ __forceinline__ float hash_uniform(uint64_t seed, uint64_t i) {
     z ^= z >> 31;
     return (float)(z >> 40) * (1.0f / 16777216.0f);
 }
-__global__ void dropout_kernel(float *xd, float *mask, const float *inp, size_t n, float p, float keep, uint64_t seed, int new_mask) {
+template <typename IT> // inp: floats, or bf16 activations
+__global__ void dropout_kernel(float *xd, float *mask, const IT *inp, size_t n, float p, float keep, uint64_t seed, int new_mask) {
     FOR_EACH(i, n) {
         if (new_mask) mask[i] = hash_uniform(seed, i) < p ? 0.0f : keep;
-        xd[i] = inp[i] * mask[i];
+        xd[i] = to_f(inp[i]) * mask[i];
     }
 }
 extern "C" void gpu_dropout_forward(float *xd, float *mask, const float *inp, size_t n, float p, uint64_t seed, int new_mask) {
     wrote(D(xd), n * sizeof(float));
     if (new_mask) wrote(D(mask), n * sizeof(float));
-    dropout_kernel<<<blocks_for(n, 256), 256>>>(D(xd), D(mask), D(inp), n, p, (float)(1.0 / (1.0 - p)), seed, new_mask);
+    if (act16(inp)) dropout_kernel<<<blocks_for(n, 256), 256>>>(D(xd), D(mask), (const __nv_bfloat16 *)act16(inp), n, p, (float)(1.0 / (1.0 - p)), seed, new_mask);
+    else dropout_kernel<<<blocks_for(n, 256), 256>>>(D(xd), D(mask), D(inp), n, p, (float)(1.0 / (1.0 - p)), seed, new_mask);
     LAUNCHED("dropout_kernel");
 }
 __global__ void add_scaled_kernel(float *out, const float *x, float s, size_t n) { FOR_EACH(i, n) out[i] += s * x[i]; }
@@ -1852,8 +1882,9 @@ __device__ __forceinline__ void store4(float *p, const float *v, size_t i, size_
     else for (int k = 0; k < 4; k++) if (i + k < n) p[i + k] = v[k];
 }
 // and the bf16 copy (shadow) when there is one (n a multiple of 8)
-__device__ __forceinline__ void store4_bf16(__nv_bfloat16 *q, const float *v, size_t i) {
+__device__ __forceinline__ void store4_bf16(__nv_bfloat16 *q, const float *v, size_t i, size_t n = ~(size_t)0) {
     if (!q) return;
+    if (i + 3 >= n) { for (int k = 0; i + k < n; k++) q[i + k] = __float2bfloat16(v[k]); return; } // the tail (bf16 activations of any length)
     __nv_bfloat162 h[2] = { __floats2bfloat162_rn(v[0], v[1]), __floats2bfloat162_rn(v[2], v[3]) };
     *(uint2 *)(q + i) = *(uint2 *)h;
 }
@@ -1864,31 +1895,32 @@ __device__ __forceinline__ void load4(float *v, const __nv_bfloat16 *p, size_t i
     if (vec && i + 3 < n) { uint2 t = *(const uint2 *)(p + i); __nv_bfloat162 h0 = *(__nv_bfloat162 *)&t.x, h1 = *(__nv_bfloat162 *)&t.y; v[0] = __low2float(h0); v[1] = __high2float(h0); v[2] = __low2float(h1); v[3] = __high2float(h1); }
     else for (int k = 0; k < 4; k++) v[k] = i + k < n ? __bfloat162float(p[i + k]) : 0.0f;
 }
-template <typename GT> // g and u: float, or bf16 activations
+template <typename GT> // g and u: float, or bf16 activations; out NULL: the result in bf16 only (o16: h kept in bf16)
 __global__ void swiglu_forward_kernel(float *out, __nv_bfloat16 *o16, const GT *g, const GT *u, size_t n, int vec) {
     FOR_EACH(e, (n + 3) / 4) {
         float gv[4], uv[4], ov[4];
         load4(gv, g, 4 * e, n, vec); load4(uv, u, 4 * e, n, vec);
         for (int k = 0; k < 4; k++) { float sg = 1.0f / (1.0f + expf(-gv[k])); ov[k] = gv[k] * sg * uv[k]; }
-        store4(out, ov, 4 * e, n, vec);
-        store4_bf16(o16, ov, 4 * e);
+        if (out) store4(out, ov, 4 * e, n, vec);
+        store4_bf16(o16, ov, 4 * e, n);
     }
 }
-// zero: dg and du hold zeros (not read)
+// zero: dg and du hold zeros (not read); dg, du NULL: the results in bf16 only (dg16, du16: kept in bf16)
 template <typename GT>
 __global__ void swiglu_backward_kernel(float *dg, float *du, __nv_bfloat16 *dg16, __nv_bfloat16 *du16, const float *dout, const GT *g, const GT *u, size_t n, int vec, int zero) {
     FOR_EACH(e, (n + 3) / 4) {
         size_t i = 4 * e;
         float gv[4], uv[4], dv[4], dgv[4] = { 0, 0, 0, 0 }, duv[4] = { 0, 0, 0, 0 };
         load4(gv, g, i, n, vec); load4(uv, u, i, n, vec); load4(dv, dout, i, n, vec);
-        if (!zero) { load4(dgv, dg, i, n, vec); load4(duv, du, i, n, vec); }
+        if (!zero && dg) { load4(dgv, dg, i, n, vec); load4(duv, du, i, n, vec); }
+        else if (!zero) { load4(dgv, dg16, i, n, vec); load4(duv, du16, i, n, vec); }
         for (int k = 0; k < 4; k++) {
             float sg = 1.0f / (1.0f + expf(-gv[k]));
             dgv[k] += dv[k] * uv[k] * sg * (1.0f + gv[k] * (1.0f - sg));
             duv[k] += dv[k] * gv[k] * sg;
         }
-        store4(dg, dgv, i, n, vec); store4(du, duv, i, n, vec);
-        store4_bf16(dg16, dgv, i); store4_bf16(du16, duv, i);
+        if (dg) { store4(dg, dgv, i, n, vec); store4(du, duv, i, n, vec); }
+        store4_bf16(dg16, dgv, i, n); store4_bf16(du16, duv, i, n);
     }
 }
 // g and u are both bf16 activations or both floats
@@ -1898,28 +1930,34 @@ static int gu16(const float *g, const float *u) {
     return a;
 }
 extern "C" void gpu_swiglu_forward(float *out, const float *g, const float *u, size_t n) {
-    float *o = D(out);
-    wrote(o, n * sizeof(float));
+    __nv_bfloat16 *h16 = act16(out); // h kept in bf16
+    float *o = h16 ? NULL : D(out);
+    if (h16) wrote(h16, n * sizeof(*h16)); else wrote(o, n * sizeof(float));
+    __nv_bfloat16 *o16 = h16 ? h16 : shadow(o, n);
     if (gu16(g, u)) {
-        const void *p[3] = { o, g, u };
-        swiglu_forward_kernel<<<blocks_for((n + 3) / 4, 256), 256>>>(o, shadow(o, n), act16(g), act16(u), n, aligned16(p, 3));
+        const void *p[3] = { h16 ? (const void *)h16 : o, g, u };
+        swiglu_forward_kernel<<<blocks_for((n + 3) / 4, 256), 256>>>(o, o16, act16(g), act16(u), n, aligned16(p, 3) && n % 4 == 0);
     } else {
-        const void *p[3] = { o, D(g), D(u) };
-        swiglu_forward_kernel<<<blocks_for((n + 3) / 4, 256), 256>>>(o, shadow(o, n), D(g), D(u), n, aligned16(p, 3));
+        const void *p[3] = { h16 ? (const void *)h16 : o, D(g), D(u) };
+        swiglu_forward_kernel<<<blocks_for((n + 3) / 4, 256), 256>>>(o, o16, D(g), D(u), n, aligned16(p, 3) && n % 4 == 0);
     }
     LAUNCHED("swiglu_forward_kernel");
 }
 extern "C" void gpu_swiglu_backward(float *dg, float *du, const float *dout, const float *g, const float *u, size_t n) {
-    float *a = D(dg), *b = D(du);
-    int zero = known_zero(a, n * sizeof(float)) && known_zero(b, n * sizeof(float));
-    wrote(a, n * sizeof(float)); wrote(b, n * sizeof(float));
-    __nv_bfloat16 *a16 = shadow(a, n), *b16 = shadow(b, n);
+    if (!act16(dg) != !act16(du)) { fprintf(stderr, "peft: internal error: SwiGLU's dg and du differ in type\n"); exit(1); }
+    int out16 = act16(dg) != NULL; // dg, du kept in bf16
+    float *a = out16 ? NULL : D(dg), *b = out16 ? NULL : D(du);
+    size_t ob = n * (out16 ? 2 : 4);
+    int zero = known_zero(out16 ? (void *)dg : a, ob) && known_zero(out16 ? (void *)du : b, ob);
+    if (out16) { wrote(dg, ob); wrote(du, ob); } else { wrote(a, ob); wrote(b, ob); }
+    __nv_bfloat16 *a16 = out16 ? act16(dg) : shadow(a, n), *b16 = out16 ? act16(du) : shadow(b, n);
+    const void *pa = out16 ? (const void *)a16 : a, *pb = out16 ? (const void *)b16 : b;
     if (gu16(g, u)) {
-        const void *p[5] = { a, b, D(dout), g, u };
-        swiglu_backward_kernel<<<blocks_for((n + 3) / 4, 256), 256>>>(a, b, a16, b16, D(dout), act16(g), act16(u), n, aligned16(p, 5), zero);
+        const void *p[5] = { pa, pb, D(dout), g, u };
+        swiglu_backward_kernel<<<blocks_for((n + 3) / 4, 256), 256>>>(a, b, a16, b16, D(dout), act16(g), act16(u), n, aligned16(p, 5) && n % 4 == 0, zero);
     } else {
-        const void *p[5] = { a, b, D(dout), D(g), D(u) };
-        swiglu_backward_kernel<<<blocks_for((n + 3) / 4, 256), 256>>>(a, b, a16, b16, D(dout), D(g), D(u), n, aligned16(p, 5), zero);
+        const void *p[5] = { pa, pb, D(dout), D(g), D(u) };
+        swiglu_backward_kernel<<<blocks_for((n + 3) / 4, 256), 256>>>(a, b, a16, b16, D(dout), D(g), D(u), n, aligned16(p, 5) && n % 4 == 0, zero);
     }
     LAUNCHED("swiglu_backward_kernel");
 }
@@ -1942,7 +1980,8 @@ extern "C" void gpu_adamw(float *params, const float *grads, float *m, float *v,
 
 extern "C" void gpu_zero(void *p, size_t bytes) {
     if (!bytes) return;
-    char *d = (char *)D(p);
+    if (act16(p)) bytes /= 2; // bf16 activations: bytes / 4 values
+    char *d = act16(p) ? (char *)p : (char *)D(p);
     wrote(d, bytes);
     CK(cudaMemset(d, 0, bytes));
     if (nzeroed == 16) memmove(zeroed, zeroed + 1, 15 * sizeof zeroed[0]), nzeroed--; // the oldest goes
@@ -2006,23 +2045,25 @@ extern "C" void gpu_encoder_backward(float *dembed, const float *dout, const int
 
 // RMSNorm, a warp per row (float4 loads when vec: C a multiple of 4, rows 16-byte aligned):
 // y = x * rstd * w, rstd = 1/sqrt(mean(x^2) + eps); o16: y's bf16 copy, or NULL
+// (out NULL: y in bf16 only, into o16: the bf16 activations xn)
 __global__ void rmsnorm_forward_kernel(float *out, __nv_bfloat16 *o16, float *rstd, const float *inp, const float *w, int N, int C, float eps, int vec) {
     int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
     if (row >= N) return;
     const float *x = inp + (size_t)row * C;
-    float *y = out + (size_t)row * C, ss = 0;
+    float *y = out ? out + (size_t)row * C : NULL, ss = 0;
     if (vec) for (int c = 4 * lane; c < C; c += 128) { float4 v = *(const float4 *)(x + c); ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w; }
     else for (int c = lane; c < C; c += 32) ss += x[c] * x[c];
     float r = rsqrtf(warp_sum(ss) / C + eps);
     if (vec) for (int c = 4 * lane; c < C; c += 128) {
         float4 v = *(const float4 *)(x + c), g = *(const float4 *)(w + c);
         float o[4] = { v.x * r * g.x, v.y * r * g.y, v.z * r * g.z, v.w * r * g.w };
-        *(float4 *)(y + c) = make_float4(o[0], o[1], o[2], o[3]);
+        if (y) *(float4 *)(y + c) = make_float4(o[0], o[1], o[2], o[3]);
         if (o16) store4_bf16(o16 + (size_t)row * C, o, c);
     }
     else for (int c = lane; c < C; c += 32) {
-        y[c] = x[c] * r * w[c];
-        if (o16) o16[(size_t)row * C + c] = __float2bfloat16(y[c]);
+        float o = x[c] * r * w[c];
+        if (y) y[c] = o;
+        if (o16) o16[(size_t)row * C + c] = __float2bfloat16(o);
     }
     if (rstd && lane == 0) rstd[row] = r;
 }
@@ -2059,6 +2100,15 @@ __global__ void rmsnorm_backward_dw_kernel(float *dw, const float *dout, const f
     dw[c] += acc;
 }
 extern "C" void gpu_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int N, int C, float eps) {
+    __nv_bfloat16 *o16 = act16(out);
+    if (o16) { // the normed x kept in bf16 (xn)
+        wrote(o16, (size_t)N * C * sizeof(*o16));
+        if (rstd) wrote(D(rstd), (size_t)N * sizeof(float));
+        const void *p[3] = { o16, D(inp), D(weight) };
+        rmsnorm_forward_kernel<<<(N + 7) / 8, 256>>>(NULL, o16, D(rstd), D(inp), D(weight), N, C, eps, C % 4 == 0 && aligned16(p, 3));
+        LAUNCHED("rmsnorm_forward_kernel");
+        return;
+    }
     float *o = D(out);
     wrote(o, (size_t)N * C * sizeof(float));
     if (rstd) wrote(D(rstd), (size_t)N * sizeof(float));
@@ -2604,7 +2654,6 @@ static const float *att_f32(int slot, const float *x, size_t n) {
     LAUNCHED("widen_kernel");
     return f;
 }
-static const float *DA(const float *p) { return act16(p) ? p : D(p); } // q, k, v: bf16 activations stay as they are
 static int tc_attention_ok(int HS, const void *const *ptrs, int n) {
     return bf16_matmuls && tc_attention && (HS == 64 || HS == 128) && aligned16(ptrs, n);
 }
@@ -3027,8 +3076,10 @@ extern "C" void gpu_release(void) {
         }
         nprof = 0;
     }
-    void **bufs[11] = { &qscratch, &sum_scratch, &splitk_scratch, &tc_scratch[0], &tc_scratch[1], &att_scratch, &att16_scratch, &lora_scratch_t, &w32_scratch, &c16_scratch, NULL };
-    size_t *caps[11] = { &qscratch_cap, &sum_scratch_cap, &splitk_cap, &tc_cap[0], &tc_cap[1], &att_scratch_cap, &att16_cap, &lora_scratch_cap, &w32_cap, &c16_cap, NULL };
+    void **bufs[16] = { &qscratch, &sum_scratch, &splitk_scratch, &tc_scratch[0], &tc_scratch[1], &att_scratch, &att16_scratch, &lora_scratch_t, &w32_scratch, &c16_scratch,
+                        &a32_scratch[0], &a32_scratch[1], &att_w32[0], &att_w32[1], &att_w32[2], NULL };
+    size_t *caps[16] = { &qscratch_cap, &sum_scratch_cap, &splitk_cap, &tc_cap[0], &tc_cap[1], &att_scratch_cap, &att16_cap, &lora_scratch_cap, &w32_cap, &c16_cap,
+                         &a32_cap[0], &a32_cap[1], &att_w32_cap[0], &att_w32_cap[1], &att_w32_cap[2], NULL };
     for (int i = 0; bufs[i]; i++) { gpu_free(*bufs[i]); *bufs[i] = NULL; *caps[i] = 0; }
     forget_all();
     gpu_free(check_count);

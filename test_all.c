@@ -4640,11 +4640,54 @@ static void cuda_test_bf16_acts(void) {
         for (int i = 0; i < 4; i++) { free(r1[i]); free(r2[i]); }
         free(hq); free(hk); free(hv); free(hd); free(cs); free(sn); free(a); free(b); free(c); free(e);
     }
+    { // xn, h, dg, du in bf16 as the matmuls' input, and written by RMSNorm and SwiGLU
+        int N = 512, C = 264, r = 8, OC = 384, M = 77;
+        size_t n = (size_t)N * C;
+        float *hx = rand_f32(n, 1), *hw = rand_f32((size_t)OC * C, 1), *hA = rand_f32((size_t)r * C, 1), *hdu = rand_f32((size_t)N * r, 1), *hn = rand_f32(C, 1);
+        for (size_t i = 0; i < n; i++) hx[i] = bf16_round(hx[i]);
+        float *x32 = dev_f32(hx, n), *x16 = tensor_alloc_act(n), *gw = dev_f32(hw, (size_t)OC * C), *gA = dev_f32(hA, (size_t)r * C), *gdu = dev_f32(hdu, (size_t)N * r), *gn = dev_f32(hn, C);
+        tensor_upload(x16, hx, n * 4);
+        float *o[2][6];
+        for (int k = 0; k < 2; k++) {
+            const float *x = k ? x16 : x32;
+            float *y = (float *)tensor_alloc((size_t)N * OC * 4), *u = (float *)tensor_alloc((size_t)N * r * 4), *dA = (float *)tensor_alloc((size_t)r * C * 4), *z = (float *)tensor_alloc((size_t)M * OC * 4);
+            float *xd = (float *)tensor_alloc(n * 4), *mask = (float *)tensor_alloc(n * 4);
+            matmul_forward(y, x, gw, N, C, OC);                  // the Hopper GEMM's A
+            matmul_forward(u, x, gA, N, C, r);                   // gemm_small_n
+            matmul_backward(NULL, dA, gdu, x, NULL, N, C, r);    // gemm_small_m's B
+            matmul_forward(z, x, gw, M, C, OC);                  // small M: floats first
+            dropout_forward(xd, mask, x, n, 0.25f, 99, 1);
+            o[k][0] = host_f32(y, (size_t)N * OC); o[k][1] = host_f32(u, (size_t)N * r); o[k][2] = host_f32(dA, (size_t)r * C); o[k][3] = host_f32(z, (size_t)M * OC); o[k][4] = host_f32(xd, n);
+            float *fs[] = { y, u, dA, z, xd, mask };
+            for (int i = 0; i < 6; i++) tensor_free(fs[i]);
+        }
+        int ok = 1;
+        size_t len[5] = { (size_t)N * OC, (size_t)N * r, (size_t)r * C, (size_t)M * OC, n };
+        for (int i = 0; i < 5; i++) ok &= !memcmp(o[0][i], o[1][i], len[i] * 4);
+        same += ok; total++;
+        // RMSNorm into them; SwiGLU's h and its gradients dg, du into them
+        float *y32 = (float *)tensor_alloc(n * 4), *y16 = tensor_alloc_act(n), *rs = (float *)tensor_alloc(N * 4), *h16 = tensor_alloc_act(n), *h32 = (float *)tensor_alloc(n * 4);
+        float *dg32 = (float *)tensor_alloc(n * 4), *du32 = (float *)tensor_alloc(n * 4), *dg16 = tensor_alloc_act(n), *du16 = tensor_alloc_act(n);
+        rmsnorm_forward(y32, rs, x32, gn, N, C, 1e-5f); rmsnorm_forward(y16, rs, x32, gn, N, C, 1e-5f);
+        swiglu_forward(h32, x32, x32, n); swiglu_forward(h16, x32, x32, n);
+        tensor_zero(dg32, n); tensor_zero(du32, n); tensor_zero(dg16, n); tensor_zero(du16, n);
+        swiglu_backward(dg32, du32, x32, x32, x32, n); swiglu_backward(dg16, du16, x32, x32, x32, n);
+        float *p32[4] = { host_f32(y32, n), host_f32(h32, n), host_f32(dg32, n), host_f32(du32, n) }, *p16[4] = { host_f32(y16, n), host_f32(h16, n), host_f32(dg16, n), host_f32(du16, n) };
+        ok = 1;
+        for (int i = 0; i < 4; i++) for (size_t e = 0; e < n; e++) ok &= bf16_round(p32[i][e]) == p16[i][e];
+        same += ok; total++;
+        float *fs[] = { x32, x16, gw, gA, gdu, gn, y32, y16, rs, h16, h32, dg32, du32, dg16, du16 };
+        for (int i = 0; i < 15; i++) tensor_free(fs[i]);
+        for (int k = 0; k < 2; k++) for (int i = 0; i < 5; i++) free(o[k][i]);
+        for (int i = 0; i < 4; i++) { free(p32[i]); free(p16[i]); }
+        free(hx); free(hw); free(hA); free(hdu); free(hn);
+    }
     gpu_set_bf16(0);
     gpu_on = 0;
-    check(same == total, "cuda bf16 activations (q, k, v, gate, up) vs the fp32 kernels rounded once",
+    check(same == total, "cuda bf16 activations (xn, q, k, v, gate, up, h, dg, du) vs the fp32 kernels rounded once",
           "%d of %d results the same bits: GEMM into them (%d shapes: Hopper epilogue, small M, rank-r K), LoRA's add (r 8 one pass, r 24 through scratch), DoRA's output, SwiGLU forward + backward, "
-          "RoPE in place and attention forward + backward reading them (HS 64 tensor cores, HS 32 fp32 kernels)", same, total, nd);
+          "RoPE in place and attention forward + backward reading them (HS 64 tensor cores, HS 32 fp32 kernels), as the matmuls' input (Hopper GEMM, gemm_small_n, gemm_small_m, small M) "
+          "and the dropout's, RMSNorm and SwiGLU (h, dg, du) writing them", same, total, nd);
 }
 
 // LoRA's up-projection added to the base output, out += s u B^T: one pass on the GPU (gemm_narrow_k_kernel
