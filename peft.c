@@ -5142,11 +5142,12 @@ static void point_layer_acts(LayerActs *la, floatX *mem, floatX *shared, const s
         else { *layer_act_ptr(la, i) = shared; shared += s[i]; }
     }
 }
-// The activations that only the matmuls, LoRA's adds and the RMSNorm and SwiGLU forwards write, and that
-// only matmuls, RoPE, attention, SwiGLU and the dropout read: the norms' outputs, q, k, v, gate, up and h.
+// The activations that only the matmuls, LoRA's adds, attention and the RMSNorm and SwiGLU forwards write,
+// and that only matmuls, RoPE, attention, SwiGLU and the dropout read: the norms' outputs, q, k, v, the
+// attention output, gate, up and h.
 // On a GPU they take tensor_alloc_act's memory (bf16 with bf16 matmuls: half the bytes, as PyTorch's bf16
 // activations). act_value_bytes: what one value takes there.
-#define ACTS_LOWP (1u << ACT_XN1 | 1u << ACT_Q | 1u << ACT_K | 1u << ACT_V | 1u << ACT_XN2 | 1u << ACT_G | 1u << ACT_U | 1u << ACT_H)
+#define ACTS_LOWP (1u << ACT_XN1 | 1u << ACT_Q | 1u << ACT_K | 1u << ACT_V | 1u << ACT_AO | 1u << ACT_XN2 | 1u << ACT_G | 1u << ACT_U | 1u << ACT_H)
 static unsigned acts_own(unsigned keep) { (void)keep; return gpu_on ? ACTS_LOWP : 0; }
 // SwiGLU's gradients dg, du: into tensor_alloc_act's memory too when no adapter on gate or up reads them
 // (only the matmuls dxn += dg W1 + du W3 do; an adapter's backward reads them as floats)

@@ -2375,8 +2375,8 @@ template <int NT> __device__ __forceinline__ void mask_before(float (*s)[4], int
             if (c0 + j * 8 + (e & 1) < key[e / 2]) s[j][e] = -INFINITY;
 }
 
-template <int HS>
-__global__ void __launch_bounds__(128) attention_forward_tc_kernel(float *out, float *lse, const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v,
+template <int HS, typename OT> // out: floats, or bf16 activations (the attention output kept in bf16)
+__global__ void __launch_bounds__(128) attention_forward_tc_kernel(OT *out, float *lse, const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v,
                                                                     int T, int NH, int KVH, float scale) {
     constexpr int LD = HS + 8;
     extern __shared__ __align__(128) unsigned char sm8[];
@@ -2437,19 +2437,22 @@ __global__ void __launch_bounds__(128) attention_forward_tc_kernel(float *out, f
         l[i] += __shfl_xor_sync(0xffffffffu, l[i], 2);
         if (row[i] >= T) continue;
         float inv = 1.0f / l[i];
-        float *orow = out + ((long)b * T + row[i]) * qs + (long)h * HS + c2;
+        OT *orow = out + ((long)b * T + row[i]) * qs + (long)h * HS + c2;
         #pragma unroll
-        for (int d = 0; d < HS / 8; d++) *(float2 *)(orow + d * 8) = make_float2(o[d][2 * i] * inv, o[d][2 * i + 1] * inv);
+        for (int d = 0; d < HS / 8; d++) {
+            if constexpr (std::is_same<OT, float>::value) *(float2 *)(orow + d * 8) = make_float2(o[d][2 * i] * inv, o[d][2 * i + 1] * inv);
+            else *(__nv_bfloat162 *)(orow + d * 8) = __floats2bfloat162_rn(o[d][2 * i] * inv, o[d][2 * i + 1] * inv);
+        }
         if (c2 == 0) lse[((long)b * NH + h) * T + row[i]] = m[i] / LOG2E + logf(l[i]);
     }
 }
 
 // dQ = scale dS' K over the key tiles up to the query block, dS' = P (dP - D), P = exp(S scale - lse), dP = dO V^T;
 // keys in chunks of 32 (fewer registers). First D = rowsum(dO o O) for the block's rows, from the fp32 dO
-// and O (two threads a row), written to Dt for attention_backward_dkv_tc_kernel
-template <int HS>
+// and O (two threads a row), written to Dt for attention_backward_dkv_tc_kernel; O in fp32 or kept in bf16
+template <int HS, typename OT>
 __global__ void __launch_bounds__(128) attention_backward_dq_tc_kernel(float *dq, float *Dt, const __nv_bfloat16 *dout, const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v,
-                                                                       const float *dout32, const float *out32, const float *lse, int T, int NH, int KVH, float scale) {
+                                                                       const float *dout32, const OT *out32, const float *lse, int T, int NH, int KVH, float scale) {
     constexpr int LD = HS + 8;
     extern __shared__ __align__(128) unsigned char sm8[];
     __nv_bfloat16 *Qs = (__nv_bfloat16 *)sm8, *dOs = Qs + TCR * LD; // then [K0][V0][K1][V1], then D of the block's rows
@@ -2469,10 +2472,10 @@ __global__ void __launch_bounds__(128) attention_backward_dq_tc_kernel(float *dq
         int r = threadIdx.x / 2, t = q0 + r;
         float d = 0.0f;
         if (t < T) {
-            const float4 *a4 = (const float4 *)(dout32 + ((long)b * T + t) * qs + (long)h * HS) + (threadIdx.x % 2) * (HS / 8);
-            const float4 *o4 = (const float4 *)(out32 + ((long)b * T + t) * qs + (long)h * HS) + (threadIdx.x % 2) * (HS / 8);
+            const float *a4 = dout32 + ((long)b * T + t) * qs + (long)h * HS + (threadIdx.x % 2) * (HS / 2);
+            const OT *o4 = out32 + ((long)b * T + t) * qs + (long)h * HS + (threadIdx.x % 2) * (HS / 2);
             #pragma unroll
-            for (int i = 0; i < HS / 8; i++) { float4 x = a4[i], y = o4[i]; d += x.x * y.x + x.y * y.y + x.z * y.z + x.w * y.w; }
+            for (int i = 0; i < HS / 8; i++) { float x[4], y[4]; ld4(x, a4 + 4 * i, 1); ld4(y, o4 + 4 * i, 1); d += x[0] * y[0] + x[1] * y[1] + x[2] * y[2] + x[3] * y[3]; }
         }
         d += __shfl_xor_sync(0xffffffffu, d, 1);
         if (threadIdx.x % 2 == 0) {
@@ -2642,9 +2645,9 @@ __global__ void attention_group_sum_kernel(float *dk, const float *part, size_t 
 }
 
 // the tensor-core path applies: bf16, HS 64 or 128, every operand 16-byte aligned
-// q, k, v in bf16 (act16) for the fp32 attention kernels: widened into scratch (slot 0, 1, 2)
-static void *att_w32[3];
-static size_t att_w32_cap[3];
+// q, k, v (and the output) in bf16 (act16) for the fp32 attention kernels: widened into scratch (slots 0-3)
+static void *att_w32[4];
+static size_t att_w32_cap[4];
 static const float *att_f32(int slot, const float *x, size_t n) {
     __nv_bfloat16 *x16 = act16(x);
     if (!x16) return D(x);
@@ -2676,9 +2679,15 @@ template <int HS> static void attention_forward_tc(float *out, float *lse, const
     const __nv_bfloat16 *q16 = att_bf16(q, (size_t)B * T, NH * HS, 0), *k16 = att_bf16(k, (size_t)B * T, KVH * HS, nq), *v16 = att_bf16(v, (size_t)B * T, KVH * HS, nq + nk);
     size_t smem = 5 * (size_t)TCR * (HS + 8) * 2;
     static bool set = false; // the limit is the same every call: raise it once
-    if (!set) { CK(cudaFuncSetAttribute(attention_forward_tc_kernel<HS>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem)); set = true; }
+    if (!set) {
+        CK(cudaFuncSetAttribute(attention_forward_tc_kernel<HS, float>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        CK(cudaFuncSetAttribute(attention_forward_tc_kernel<HS, __nv_bfloat16>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        set = true;
+    }
     dim3 grid((T + TCR - 1) / TCR, NH, B);
-    attention_forward_tc_kernel<HS><<<grid, 128, smem>>>(out, lse, q16, k16, v16, T, NH, KVH, (float)(1.0 / sqrt((double)HS)));
+    float sc = (float)(1.0 / sqrt((double)HS));
+    if (act16(out)) attention_forward_tc_kernel<HS><<<grid, 128, smem>>>(act16(out), lse, q16, k16, v16, T, NH, KVH, sc); // the output kept in bf16
+    else attention_forward_tc_kernel<HS><<<grid, 128, smem>>>(out, lse, q16, k16, v16, T, NH, KVH, sc);
     LAUNCHED("attention_forward_tc_kernel");
 }
 static void *att_scratch;
@@ -2695,12 +2704,14 @@ template <int HS> static void attention_backward_tc(float *dq, float *dk, float 
     size_t smem_q = 6 * tile + TCR * sizeof(float), smem_kv = 6 * tile + 4 * TCR * sizeof(float);
     static bool set = false;
     if (!set) {
-        CK(cudaFuncSetAttribute(attention_backward_dq_tc_kernel<HS>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_q));
+        CK(cudaFuncSetAttribute(attention_backward_dq_tc_kernel<HS, float>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_q));
+        CK(cudaFuncSetAttribute(attention_backward_dq_tc_kernel<HS, __nv_bfloat16>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_q));
         CK(cudaFuncSetAttribute(attention_backward_dkv_tc_kernel<HS>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_kv));
         set = true;
     }
     dim3 gq((T + TCR - 1) / TCR, NH, B);
-    attention_backward_dq_tc_kernel<HS><<<gq, 128, smem_q>>>(dq, Dt, do16, q16, k16, v16, dout, out, lse, T, NH, KVH, scale);
+    if (act16(out)) attention_backward_dq_tc_kernel<HS><<<gq, 128, smem_q>>>(dq, Dt, do16, q16, k16, v16, dout, (const __nv_bfloat16 *)act16(out), lse, T, NH, KVH, scale);
+    else attention_backward_dq_tc_kernel<HS><<<gq, 128, smem_q>>>(dq, Dt, do16, q16, k16, v16, dout, out, lse, T, NH, KVH, scale);
     LAUNCHED("attention_backward_dq_tc_kernel");
     float *pk = dk, *pv = dv;
     if (G > 1 && !cluster) { pk = (float *)scratch_reserve(&att_scratch, &att_scratch_cap, 2 * nq * sizeof(float)); pv = pk + nq; }
@@ -2733,15 +2744,18 @@ template <int HST> static void attention_forward_launch(float *out, float *lse, 
 }
 extern "C" void gpu_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T, int NH, int KVH, int HS) {
     if (HS > 32 * ATT_MAXJ) { fprintf(stderr, "peft: head_dim %d is over the GPU attention's limit of %d\n", HS, 32 * ATT_MAXJ); exit(1); }
-    float *o = D(out), *l = D(lse);
+    size_t nq = (size_t)B * T * NH * HS;
+    float *o = DO(out), *l = D(lse); // out: floats, or kept in bf16
+    __nv_bfloat16 *o16 = act16(out);
     const float *qd = DA(q), *kd = DA(k), *vd = DA(v);
-    wrote(o, (size_t)B * T * NH * HS * sizeof(float)); wrote(l, (size_t)B * NH * T * sizeof(float));
+    wrote(o, nq * (o16 ? sizeof(*o16) : sizeof(float))); wrote(l, (size_t)B * NH * T * sizeof(float));
     const void *ptrs[5] = { o, l, qd, kd, vd };
     if (tc_attention_ok(HS, ptrs, 5)) {
         if (HS == 64) attention_forward_tc<64>(o, l, qd, kd, vd, B, T, NH, KVH); else attention_forward_tc<128>(o, l, qd, kd, vd, B, T, NH, KVH);
         return;
     }
-    qd = att_f32(0, q, (size_t)B * T * NH * HS); kd = att_f32(1, k, (size_t)B * T * KVH * HS); vd = att_f32(2, v, (size_t)B * T * KVH * HS);
+    qd = att_f32(0, q, nq); kd = att_f32(1, k, (size_t)B * T * KVH * HS); vd = att_f32(2, v, (size_t)B * T * KVH * HS);
+    if (o16) o = (float *)scratch_reserve(&att_w32[3], &att_w32_cap[3], nq * sizeof(float)); // the fp32 kernels' output, rounded after
     switch (HS) {
     case 8: attention_forward_launch<8>(o, l, qd, kd, vd, B, T, NH, KVH, HS); break;
     case 16: attention_forward_launch<16>(o, l, qd, kd, vd, B, T, NH, KVH, HS); break;
@@ -2750,6 +2764,7 @@ extern "C" void gpu_attention_forward(float *out, float *lse, const float *q, co
     case 128: attention_forward_launch<128>(o, l, qd, kd, vd, B, T, NH, KVH, HS); break;
     default: attention_forward_launch<0>(o, l, qd, kd, vd, B, T, NH, KVH, HS);
     }
+    if (o16) { round_rows_kernel<<<blocks_for(nq, 256), 256>>>(o16, (long)nq, o, (long)nq, 1, (int)nq); LAUNCHED("round_rows_kernel"); }
 }
 
 // D[b,h,t] = dO_t . O_t, a warp per row
@@ -2875,12 +2890,13 @@ extern "C" void gpu_attention_backward(float *dq, float *dk, float *dv, float *s
     size_t rows = (size_t)B * T * NH;
     wrote(D(dq), rows * HS * sizeof(float)); wrote(D(dk), (size_t)B * T * KVH * HS * sizeof(float)); wrote(D(dv), (size_t)B * T * KVH * HS * sizeof(float));
     wrote(D(scratch), rows * sizeof(float));
-    const void *ptrs[10] = { D(dq), D(dk), D(dv), D(dout), DA(q), DA(k), DA(v), D(lse), D(scratch), D(out) };
+    const void *ptrs[10] = { D(dq), D(dk), D(dv), D(dout), DA(q), DA(k), DA(v), D(lse), D(scratch), DA(out) };
     if (tc_attention_ok(HS, ptrs, 10)) { // D = rowsum(dO o O) in the dQ kernel
-        if (HS == 64) attention_backward_tc<64>(D(dq), D(dk), D(dv), D(scratch), D(dout), DA(q), DA(k), DA(v), D(out), D(lse), B, T, NH, KVH);
-        else attention_backward_tc<128>(D(dq), D(dk), D(dv), D(scratch), D(dout), DA(q), DA(k), DA(v), D(out), D(lse), B, T, NH, KVH);
+        if (HS == 64) attention_backward_tc<64>(D(dq), D(dk), D(dv), D(scratch), D(dout), DA(q), DA(k), DA(v), DA(out), D(lse), B, T, NH, KVH);
+        else attention_backward_tc<128>(D(dq), D(dk), D(dv), D(scratch), D(dout), DA(q), DA(k), DA(v), DA(out), D(lse), B, T, NH, KVH);
         return;
     }
+    out = att_f32(3, out, rows * HS);
     q = att_f32(0, q, rows * HS); k = att_f32(1, k, (size_t)B * T * KVH * HS); v = att_f32(2, v, (size_t)B * T * KVH * HS);
     attention_rowdot_kernel<<<(unsigned)((rows + 7) / 8), 256>>>(D(scratch), D(dout), D(out), B, T, NH, HS);
     LAUNCHED("attention_rowdot_kernel");
@@ -3076,10 +3092,10 @@ extern "C" void gpu_release(void) {
         }
         nprof = 0;
     }
-    void **bufs[16] = { &qscratch, &sum_scratch, &splitk_scratch, &tc_scratch[0], &tc_scratch[1], &att_scratch, &att16_scratch, &lora_scratch_t, &w32_scratch, &c16_scratch,
-                        &a32_scratch[0], &a32_scratch[1], &att_w32[0], &att_w32[1], &att_w32[2], NULL };
-    size_t *caps[16] = { &qscratch_cap, &sum_scratch_cap, &splitk_cap, &tc_cap[0], &tc_cap[1], &att_scratch_cap, &att16_cap, &lora_scratch_cap, &w32_cap, &c16_cap,
-                         &a32_cap[0], &a32_cap[1], &att_w32_cap[0], &att_w32_cap[1], &att_w32_cap[2], NULL };
+    void **bufs[17] = { &qscratch, &sum_scratch, &splitk_scratch, &tc_scratch[0], &tc_scratch[1], &att_scratch, &att16_scratch, &lora_scratch_t, &w32_scratch, &c16_scratch,
+                        &a32_scratch[0], &a32_scratch[1], &att_w32[0], &att_w32[1], &att_w32[2], &att_w32[3], NULL };
+    size_t *caps[17] = { &qscratch_cap, &sum_scratch_cap, &splitk_cap, &tc_cap[0], &tc_cap[1], &att_scratch_cap, &att16_cap, &lora_scratch_cap, &w32_cap, &c16_cap,
+                         &a32_cap[0], &a32_cap[1], &att_w32_cap[0], &att_w32_cap[1], &att_w32_cap[2], &att_w32_cap[3], NULL };
     for (int i = 0; bufs[i]; i++) { gpu_free(*bufs[i]); *bufs[i] = NULL; *caps[i] = 0; }
     forget_all();
     gpu_free(check_count);

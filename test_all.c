@@ -4630,11 +4630,18 @@ static void cuda_test_bf16_acts(void) {
         tensor_upload(q32, b, nq * 4); tensor_upload(k32, e, nk * 4); // the same values in both
         float *o1 = (float *)tensor_alloc(nq * 4), *o2 = (float *)tensor_alloc(nq * 4), *l1 = (float *)tensor_alloc(nl * 4), *l2 = (float *)tensor_alloc(nl * 4), *sc = (float *)tensor_alloc(nl * 4);
         float *dq1 = (float *)tensor_alloc(nq * 4), *dk1 = (float *)tensor_alloc(nk * 4), *dv1 = (float *)tensor_alloc(nk * 4), *dq2 = (float *)tensor_alloc(nq * 4), *dk2 = (float *)tensor_alloc(nk * 4), *dv2 = (float *)tensor_alloc(nk * 4);
-        attention_forward(o1, l1, q32, k32, v32, B, T, NH, KVH, HS); attention_forward(o2, l2, q16, k16, v16, B, T, NH, KVH, HS);
-        attention_backward(dq1, dk1, dv1, sc, gdo, q32, k32, v32, o1, l1, B, T, NH, KVH, HS);
-        attention_backward(dq2, dk2, dv2, sc, gdo, q16, k16, v16, o1, l1, B, T, NH, KVH, HS);
-        float *r1[4] = { host_f32(o1, nq), host_f32(dq1, nq), host_f32(dk1, nk), host_f32(dv1, nk) }, *r2[4] = { host_f32(o2, nq), host_f32(dq2, nq), host_f32(dk2, nk), host_f32(dv2, nk) };
-        same += !memcmp(r1[0], r2[0], nq * 4) && !memcmp(r1[1], r2[1], nq * 4) && !memcmp(r1[2], r2[2], nk * 4) && !memcmp(r1[3], r2[3], nk * 4); total++;
+        float *o16 = tensor_alloc_act(nq); // the attention output kept in bf16 too
+        attention_forward(o1, l1, q32, k32, v32, B, T, NH, KVH, HS); attention_forward(o16, l2, q16, k16, v16, B, T, NH, KVH, HS);
+        float *ho = host_f32(o1, nq), *ho16 = host_f32(o16, nq);
+        ok = 1;
+        for (size_t i = 0; i < nq; i++) ok &= bf16_round(ho[i]) == ho16[i];
+        same += ok; total++;
+        tensor_upload(o2, ho16, nq * 4); // the same output values in fp32
+        attention_backward(dq1, dk1, dv1, sc, gdo, q32, k32, v32, o2, l1, B, T, NH, KVH, HS);
+        attention_backward(dq2, dk2, dv2, sc, gdo, q16, k16, v16, o16, l1, B, T, NH, KVH, HS);
+        float *r1[4] = { host_f32(l1, nl), host_f32(dq1, nq), host_f32(dk1, nk), host_f32(dv1, nk) }, *r2[4] = { host_f32(l2, nl), host_f32(dq2, nq), host_f32(dk2, nk), host_f32(dv2, nk) };
+        same += !memcmp(r1[0], r2[0], nl * 4) && !memcmp(r1[1], r2[1], nq * 4) && !memcmp(r1[2], r2[2], nk * 4) && !memcmp(r1[3], r2[3], nk * 4); total++;
+        tensor_free(o16); free(ho); free(ho16);
         float *fs[] = { gc, gs, gdo, q32, k32, v32, q16, k16, v16, o1, o2, l1, l2, sc, dq1, dk1, dv1, dq2, dk2, dv2 };
         for (int i = 0; i < 20; i++) tensor_free(fs[i]);
         for (int i = 0; i < 4; i++) { free(r1[i]); free(r2[i]); }
@@ -4684,9 +4691,9 @@ static void cuda_test_bf16_acts(void) {
     }
     gpu_set_bf16(0);
     gpu_on = 0;
-    check(same == total, "cuda bf16 activations (xn, q, k, v, gate, up, h, dg, du) vs the fp32 kernels rounded once",
+    check(same == total, "cuda bf16 activations (xn, q, k, v, attention output, gate, up, h, dg, du) vs the fp32 kernels rounded once",
           "%d of %d results the same bits: GEMM into them (%d shapes: Hopper epilogue, small M, rank-r K), LoRA's add (r 8 one pass, r 24 through scratch), DoRA's output, SwiGLU forward + backward, "
-          "RoPE in place and attention forward + backward reading them (HS 64 tensor cores, HS 32 fp32 kernels), as the matmuls' input (Hopper GEMM, gemm_small_n, gemm_small_m, small M) "
+          "RoPE in place and attention forward + backward reading them and writing its output into them (HS 64 tensor cores, HS 32 fp32 kernels), as the matmuls' input (Hopper GEMM, gemm_small_n, gemm_small_m, small M) "
           "and the dropout's, RMSNorm and SwiGLU (h, dg, du) writing them", same, total, nd);
 }
 
