@@ -306,25 +306,27 @@ extern "C" void gpu_unmirror(void *host) {
     for (int i = 0; i < nmirrors; i++)
         if (mirrors[i].block == (char *)host) { npieces16 -= mirrors[i].bf16; gpu_free(mirrors[i].dev); mirrors[i--] = mirrors[--nmirrors]; }
 }
-// a device mirror of host[0..bytes), uploaded: pieces split at the planned bf16 ranges inside it (in order)
+// a device mirror of host[0..bytes), uploaded: pieces split at the planned bf16 ranges inside it (in order).
+// The plan is for this call only: what it did not use is dropped (it may name memory freed later).
 extern "C" int gpu_mirror(void *host, size_t bytes) {
     int have = 0;
     for (int i = 0; i < nmirrors; i++) if (mirrors[i].block == (char *)host) { upload_piece(&mirrors[i]); have = 1; }
-    if (have) return 0;
+    if (have) { nplan = 0; return 0; }
     char *at = (char *)host, *end = at + bytes;
-    if (!bytes) return add_mirror(at, 0, at, 0) ? 0 : -1; // an empty tensor still has its (1-byte) mirror
+    if (!bytes) { nplan = 0; return add_mirror(at, 0, at, 0) ? 0 : -1; } // an empty tensor still has its (1-byte) mirror
     while (1) {
         int next = -1; // the first planned range at or after at, inside the block
         for (int i = 0; i < nplan; i++)
             if (bf16_plan[i].lo >= at && bf16_plan[i].hi <= end && (next < 0 || bf16_plan[i].lo < bf16_plan[next].lo)) next = i;
         char *lo = next < 0 ? end : (char *)bf16_plan[next].lo;
-        if (lo > at && !add_mirror(at, (size_t)(lo - at), (char *)host, 0)) { gpu_unmirror(host); return -1; }
+        if (lo > at && !add_mirror(at, (size_t)(lo - at), (char *)host, 0)) { nplan = 0; gpu_unmirror(host); return -1; }
         if (next < 0) break;
         char *hi = (char *)bf16_plan[next].hi;
         bf16_plan[next] = bf16_plan[--nplan];
-        if (!add_mirror(lo, (size_t)(hi - lo), (char *)host, 1)) { gpu_unmirror(host); return -1; }
+        if (!add_mirror(lo, (size_t)(hi - lo), (char *)host, 1)) { nplan = 0; gpu_unmirror(host); return -1; }
         at = hi;
     }
+    nplan = 0;
     return 0;
 }
 extern "C" void gpu_sync_mirror(void *host, int to_device) {
