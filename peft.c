@@ -942,7 +942,7 @@ static int dist_nccl; // the ranks have met and NCCL sums over them (the tests s
 // peft_cuda.cu: device memory, the mirrors, and one GPU kernel per kernel function below
 int gpu_init(int bf16, int device, char *err, size_t errlen); // GPU number device: 0 (and a "device:" line), or -1 with the reason in err
 void *gpu_alloc(size_t bytes);                           // zeroed device memory; NULL when out of memory
-void *gpu_alloc_act(size_t n);                           // n activations (q, k, v, gate, up; see tensor_alloc_act), in bf16 with bf16 matmuls, zeroed
+void *gpu_alloc_act(size_t n);                           // n activations (see tensor_alloc_act), in bf16 with bf16 matmuls, zeroed
 size_t gpu_act_size(void);                               // bytes one value of gpu_alloc_act takes: 2 or 4
 void gpu_free(void *p);
 int gpu_mirror(void *host, size_t bytes);                // device copy of host[0..bytes), uploaded; -1: out of memory
@@ -1012,9 +1012,9 @@ static void *tensor_alloc(size_t bytes) {
 #endif
     return calloc_check(bytes, 1);
 }
-// n activations that only the matmuls (and LoRA's adds) write and RoPE, attention and SwiGLU read (q, k, v,
-// gate, up): on a GPU with bf16 matmuls they are kept in bf16, half the memory (host code never reads
-// tensor memory, so how it stores them is the GPU's business)
+// n activations that only kernels touch (acts_alloc's ACTS_LOWP: the norms' outputs, q, k, v, the attention
+// output, gate, up, h; SwiGLU's gradients): on a GPU with bf16 matmuls they are kept in bf16, half the
+// memory (host code never reads tensor memory, so how it stores them is the GPU's business)
 static floatX *tensor_alloc_act(size_t n) {
 #ifdef PEFT_CUDA
     if (gpu_on) {
@@ -5148,7 +5148,7 @@ static void point_layer_acts(LayerActs *la, floatX *mem, floatX *shared, const s
 // On a GPU they take tensor_alloc_act's memory (bf16 with bf16 matmuls: half the bytes, as PyTorch's bf16
 // activations). act_value_bytes: what one value takes there.
 #define ACTS_LOWP (1u << ACT_XN1 | 1u << ACT_Q | 1u << ACT_K | 1u << ACT_V | 1u << ACT_AO | 1u << ACT_XN2 | 1u << ACT_G | 1u << ACT_U | 1u << ACT_H)
-static unsigned acts_own(unsigned keep) { (void)keep; return gpu_on ? ACTS_LOWP : 0; }
+static unsigned acts_own(void) { return gpu_on ? ACTS_LOWP : 0; }
 // SwiGLU's gradients dg, du: into tensor_alloc_act's memory too when no adapter on gate or up reads them
 // (only the matmuls dxn += dg W1 + du W3 do; an adapter's backward reads them as floats)
 static int acts_dgu_own(unsigned keep) { return gpu_on && !(keep >> ACT_XN2 & 1); }
@@ -5172,7 +5172,7 @@ static double acts_plan_bytes(const Config *c, int B, int T, int checkpoint, int
     double QD = (double)c->n_heads * c->head_dim, KD = (double)c->n_kv_heads * c->head_dim;
     double s[NUM_LAYER_ACTS], kept = 0, shared = 0, own = 0, sets = checkpoint || loss_only ? 1 : L;
     layer_act_sizes(s, c, B, T);
-    unsigned o = acts_own(keep);
+    unsigned o = acts_own();
     int all = checkpoint || loss_only;
     for (int i = 0; i < NUM_LAYER_ACTS; i++) {
         double n = keep >> i & 1 || all ? sets * s[i] : s[i]; // kept per set, or one shared
@@ -5181,7 +5181,8 @@ static double acts_plan_bytes(const Config *c, int B, int T, int checkpoint, int
     double floats = (L + 1) * N * C + sets * kept + shared + N * C + N + N; // x, layers, xf, rstdf, losses
     if (loss_only) floats += (N < LOSS_ROWS ? N : LOSS_ROWS) * V;
     else floats += N * V + N * (2 * C + 2 * QD + 2 * KD + H) + s[ACT_ATT]; // logits; dx dxn dq dao dk dv dh; dscratch
-    if (!loss_only) own += 2 * N * H * (acts_dgu_own(keep) ? 1 : 0), floats += 2 * N * H * (acts_dgu_own(keep) ? 0 : 1); // dg du
+    if (!loss_only && acts_dgu_own(keep)) own += 2 * N * H; // dg, du
+    else if (!loss_only) floats += 2 * N * H;
     return floats * sizeof(floatX) + own * act_value_bytes() + 2 * N * sizeof(int);
 }
 // keep: the LayerActs kept per layer for the backward (acts_keep; ACTS_KEEP_ALL keeps every one); the
@@ -5194,7 +5195,7 @@ static void acts_alloc(Activations *a, const Config *c, int B, int T, int checkp
     unsigned keep_asked = keep;
     if (a->checkpoint) keep = ACTS_KEEP_ALL; // one set: the backward recomputes each layer's before reading them
     a->keep = keep;
-    a->own = acts_own(keep);
+    a->own = acts_own();
     floatX *own_shared[NUM_LAYER_ACTS] = { 0 };
     size_t N = (size_t)B * T, C = (size_t)c->dim, H = (size_t)c->hidden_dim, V = (size_t)c->vocab_size, L = (size_t)c->n_layers;
     size_t QD = (size_t)c->n_heads * c->head_dim, KD = (size_t)c->n_kv_heads * c->head_dim;

@@ -136,10 +136,10 @@ static const Mirror *bf16_piece(const void *p) {
 }
 // the device address of p's value in its bf16 piece m (p points at a float of the host tensor)
 static const __nv_bfloat16 *piece16(const Mirror *m, const void *p) { return (const __nv_bfloat16 *)m->dev + ((const char *)p - m->host) / sizeof(float); }
-// Activations kept in bf16 (gpu_alloc_bf16, with bf16 matmuls): n values in 2n bytes that peft.c holds as a
+// Activations kept in bf16 (gpu_alloc_act, with bf16 matmuls): n values in 2n bytes that peft.c holds as a
 // float pointer, as it holds any tensor memory it never reads itself. The kernels that write or read them
-// (the GEMM's output, LoRA's and DoRA's adds into it, SwiGLU, the copies to and from the host) know it;
-// D() refuses them to every other kernel.
+// (the GEMMs, LoRA's and DoRA's adds, RMSNorm, RoPE, attention, SwiGLU, the dropout, the copies to and
+// from the host) know it; D() refuses them to every other kernel.
 static struct { char *p; size_t n; } *acts16;
 static int nacts16, cap_acts16;
 static int bf16_acts = 1; // PEFT_CUDA_ACTS=fp32: none
@@ -238,8 +238,8 @@ static void free_block(void *p) { // gpu_alloc's block, copies or not
     for (int i = nallocs - 1; i >= 0; i--) if (allocs[i].p == p) { live_bytes -= allocs[i].bytes; allocs[i] = allocs[--nallocs]; break; }
     CK(cudaFree(p));
 }
-// n activations that only the GEMMs (and LoRA's adds) write and RoPE, attention and SwiGLU read (q, k, v,
-// gate, up), zeroed: in bf16 with bf16 matmuls (see act16), else floats; NULL when out of memory.
+// n activations that only the kernels above touch (peft.c's tensor_alloc_act: the norms' outputs, q, k, v,
+// the attention output, gate, up, h, and SwiGLU's gradients), zeroed: in bf16 with bf16 matmuls (see act16), else floats; NULL when out of memory.
 // PEFT_CUDA_ACTS=fp32: floats always.
 extern "C" size_t gpu_act_size(void) { return bf16_matmuls && bf16_acts ? 2 : 4; }
 extern "C" void *gpu_alloc_act(size_t n) {
