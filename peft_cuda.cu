@@ -94,6 +94,7 @@ static int wgmma_gemm; // Hopper (sm_90): the large GEMM on wgmma; PEFT_CUDA_GEM
 static int tc_attention = 1; // PEFT_CUDA_ATTN=cuda-cores: bf16 attention on the CUDA cores too (for comparison)
 static int num_sms = 132;
 static int wgmma_tb = 1; // the Hopper GEMM reads an N-contiguous B as it is (MN-major)
+static int wgmma_epi = 1; // its epilogue: 1 TMA stores from 16 KB slabs (4 stages), 2 from 32 KB (3 stages), 0 straight stores
 static int cluster_ok; // Hopper: thread block clusters (distributed shared memory)
 static int copies_on = 1, copies_check, copies_shadow = 1; // PEFT_CUDA_COPIES (the GEMM operands' bf16 copies, below)
 
@@ -187,6 +188,8 @@ extern "C" int gpu_init(int bf16, int device, char *err, size_t errlen) {
     }
     s = getenv("PEFT_CUDA_TB"); // =0: the GEMM transposes an N-contiguous B into a copy instead of reading it MN-major
     wgmma_tb = !(s && !strcmp(s, "0"));
+    s = getenv("PEFT_CUDA_EPI"); // =0: the GEMM stores C straight from registers; =2: 32 KB slabs, 3 stages
+    if (s && (*s == '0' || *s == '2')) wgmma_epi = *s - '0';
     s = getenv("PEFT_CUDA_TC");
     if (s && sscanf(s, "%d,%d", &tc_k, &tc_wn) == 2 && (tc_k != 32 && tc_k != 64)) tc_k = 64;
     if (tc_wn != 32 && tc_wn != 64) tc_wn = 64;
@@ -813,7 +816,11 @@ static void launch_tc_shape(float *c, long ldc, const __nv_bfloat16 *a, long lda
 // C (M,N) (+)= A B^T with A (M,K) and B (N,K) both bf16 with K contiguous. 384 threads: warpgroup 0's
 // first thread issues the TMA copies of 128 x 64 (A) and 256 x 64 (B) tiles, 128-byte swizzled, into a
 // ring of 4 stages (full/empty mbarriers); warpgroups 1 and 2 each multiply 64 rows of the 128 x 256
-// tile with wgmma m64n256k16 (fp32 accumulators in registers) and store C straight from registers.
+// tile with wgmma m64n256k16 (fp32 accumulators in registers). The epilogue writes each warpgroup's
+// 64 x 256 result into its own shared-memory staging buffer (SB bytes, 128-byte swizzled) a slab at a time
+// and hands each slab to a TMA store (C = d), a TMA reduce-add in L2 (C += d) or a bf16 store, then goes
+// on to the next tile's products while the copy engine drains the slab; SB = 0 (or C not 16-byte aligned)
+// stores straight from registers instead.
 // A persistent grid (a block per SM) takes the tiles in groups of 16 tile rows (L2 reuse). The tensor
 // maps come from the driver's cuTensorMapEncodeTiled, reached through the runtime (no libcuda link).
 // PEFT_CUDA_GEMM=mma keeps the cp.async kernel above on Hopper too.
@@ -823,14 +830,15 @@ constexpr int BM = 128;          // rows of C per CTA tile (2 consumer warpgroup
 constexpr int BK = 64;           // K elements per stage = 128 bytes of bf16 = one 128B swizzle row
 constexpr int NTHREADS = 384;    // 3 warpgroups
 
-template <int BN, int STAGES>
+template <int BN, int STAGES, int SB = 0>
 struct Cfg {
     static_assert(BN == 128 || BN == 256, "BN must be 128 or 256 (TMA box rows <= 256)");
+    static_assert(SB % 8192 == 0, "the staging buffer holds whole 8 KB boxes (64 rows x 128 B)");
     static constexpr int A_BYTES = BM * BK * 2;               // 16 KB
     static constexpr int B_BYTES = BN * BK * 2;               // 16 or 32 KB
     static constexpr int STAGE_BYTES = A_BYTES + B_BYTES;     // expect_tx per stage
     static constexpr int BAR_BYTES = 2 * STAGES * 8;
-    static constexpr int SMEM_BYTES = 1024 /*alignment slack*/ + STAGES * STAGE_BYTES + BAR_BYTES;
+    static constexpr int SMEM_BYTES = 1024 /*alignment slack*/ + STAGES * STAGE_BYTES + 2 * SB + BAR_BYTES;
     static_assert(SMEM_BYTES <= 227 * 1024, "too much shared memory");
 };
 
@@ -876,6 +884,27 @@ __device__ __forceinline__ void tma_load_2d(uint32_t dst, const CUtensorMap *map
         ::"r"(dst), "l"((uint64_t)map), "r"(k0), "r"(r0), "r"(bar)
         : "memory");
 }
+// 2-D TMA store of a box from smem to C at (c0 = column, r0 = row), and its reduce-add form (C += box, in
+// L2); both in a bulk group. Elements outside C are not written.
+__device__ __forceinline__ void tma_store_2d(const CUtensorMap *map, uint32_t src, int c0, int r0) {
+    asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%1, %2}], [%3];"
+                 ::"l"((uint64_t)map), "r"(c0), "r"(r0), "r"(src) : "memory");
+}
+__device__ __forceinline__ void tma_add_2d(const CUtensorMap *map, uint32_t src, int c0, int r0) {
+    asm volatile("cp.reduce.async.bulk.tensor.2d.global.shared::cta.add.tile.bulk_group [%0, {%1, %2}], [%3];"
+                 ::"l"((uint64_t)map), "r"(c0), "r"(r0), "r"(src) : "memory");
+}
+__device__ __forceinline__ void bulk_commit() { asm volatile("cp.async.bulk.commit_group;" ::: "memory"); }
+// the bulk groups have read their smem (it may be written again) / have finished
+__device__ __forceinline__ void bulk_wait_read() { asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory"); }
+__device__ __forceinline__ void bulk_wait() { asm volatile("cp.async.bulk.wait_group 0;" ::: "memory"); }
+// this thread's smem writes made visible to the copy engine (the async proxy)
+__device__ __forceinline__ void fence_async_smem() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
+// barrier among the `count` threads that name barrier `id` (0 is __syncthreads')
+__device__ __forceinline__ void named_sync(int id, int count) { asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(count) : "memory"); }
+__device__ __forceinline__ void st_shared_f2(uint32_t a, float x, float y) { asm volatile("st.shared.v2.f32 [%0], {%1, %2};" ::"r"(a), "f"(x), "f"(y) : "memory"); }
+__device__ __forceinline__ void st_shared_u32(uint32_t a, uint32_t x) { asm volatile("st.shared.u32 [%0], %1;" ::"r"(a), "r"(x) : "memory"); }
+
 __device__ __forceinline__ void prefetch_tmap(const CUtensorMap *map) {
     asm volatile("prefetch.tensormap [%0];" ::"l"((uint64_t)map) : "memory");
 }
@@ -1043,22 +1072,65 @@ __device__ __forceinline__ void load2(float *o, const float *__restrict__ C, lon
     }
 }
 
+// Epilogue through shared memory (SB bytes per warpgroup): the warpgroup's 64 rows x BN columns of d, a slab
+// of SB / (64 ESZ) columns at a time, written as 8 KB boxes of 64 rows x 128 B (32 fp32 or 64 bf16 columns),
+// 128-byte swizzled (16-byte chunk c of row r at chunk c ^ (r % 8): the 8 rows of a warp's store hit
+// different banks), then one thread hands the boxes to the copy engine: C = d (store, ESZ 4 or 2) or
+// C += d (reduce-add in L2, fp32). The slab's buffer is written again only after the engine has read it.
+template <int BN, int SB, int ESZ>
+__device__ __forceinline__ void store_tile_tma(const float (&d)[BN / 2], uint32_t sC, const CUtensorMap *tmC, int row, int col, int add) {
+    constexpr int RW = SB / (64 * ESZ);     // columns per slab
+    constexpr int BOXC = 128 / ESZ;         // columns per box
+    static_assert(BN % RW == 0 && RW % BOXC == 0, "slabs of whole boxes");
+    const int wt = threadIdx.x % 128, lane = wt % 32, r = (wt / 32) * 16 + lane / 4, bar = threadIdx.x / 128; // named barrier 1 or 2
+#pragma unroll
+    for (int c0 = 0; c0 < BN; c0 += RW) {
+        if (wt == 0) bulk_wait_read();
+        named_sync(bar, 128);
+#pragma unroll
+        for (int j = c0 / 8; j < (c0 + RW) / 8; ++j) { // d[4j..4j+1]: row r, columns 8j + 2 (lane % 4) + {0,1}; d[4j+2..3]: row r + 8
+            const int cc = 8 * j - c0 + 2 * (lane % 4), cb = (cc % BOXC) * ESZ;
+            const uint32_t p = sC + (cc / BOXC) * 8192 + r * 128 + ((((cb >> 4) ^ (r & 7)) << 4) | (cb & 15));
+            if (ESZ == 4) {
+                st_shared_f2(p, d[4 * j], d[4 * j + 1]);
+                st_shared_f2(p + 1024, d[4 * j + 2], d[4 * j + 3]);
+            } else {
+                __nv_bfloat162 h0 = __floats2bfloat162_rn(d[4 * j], d[4 * j + 1]), h1 = __floats2bfloat162_rn(d[4 * j + 2], d[4 * j + 3]);
+                st_shared_u32(p, *reinterpret_cast<uint32_t *>(&h0));
+                st_shared_u32(p + 1024, *reinterpret_cast<uint32_t *>(&h1));
+            }
+        }
+        fence_async_smem();
+        named_sync(bar, 128);
+        if (wt == 0) {
+#pragma unroll
+            for (int b = 0; b < RW / BOXC; ++b) {
+                if (add) tma_add_2d(tmC, sC + b * 8192, col + c0 + b * BOXC, row);
+                else tma_store_2d(tmC, sC + b * 8192, col + c0 + b * BOXC, row);
+            }
+            bulk_commit();
+        }
+    }
+}
+
 #endif
 
 // TB: B is MN-major (stored K x N, N contiguous: W itself in dinp = dout W), loaded as BN/64 boxes of 64 columns
-template <int BN, int STAGES, int TB>
+// SB > 0: the epilogue through shared memory and tmC (C's tensor map: fp32, or bf16 when accumulate == 2)
+template <int BN, int STAGES, int TB, int SB>
 __global__ void __launch_bounds__(NTHREADS, 1)
-gemm_wgmma_kernel(const __grid_constant__ CUtensorMap tmA, const __grid_constant__ CUtensorMap tmB, float *__restrict__ C,
-                  long ldc, int M, int N, int K, int accumulate) {
+gemm_wgmma_kernel(const __grid_constant__ CUtensorMap tmA, const __grid_constant__ CUtensorMap tmB, const __grid_constant__ CUtensorMap tmC,
+                  float *__restrict__ C, long ldc, int M, int N, int K, int accumulate) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    using cfg = Cfg<BN, STAGES>;
+    using cfg = Cfg<BN, STAGES, SB>;
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     // Align the tile area to 1024 bytes (128B-swizzle atom = 8 rows x 128 B; descriptor base offset stays 0).
     const uint32_t raw = smem_u32(smem_raw);
     const uint32_t base = (raw + 1023u) & ~1023u;
     const uint32_t sA0 = base;                                  // STAGES x [128 rows x 128 B]
     const uint32_t sB0 = base + STAGES * cfg::A_BYTES;          // STAGES x [BN rows x 128 B]
-    const uint32_t bar0 = base + STAGES * cfg::STAGE_BYTES;     // full[STAGES], then empty[STAGES]
+    const uint32_t sC0 = base + STAGES * cfg::STAGE_BYTES;      // 2 x SB: the consumers' staging buffers
+    const uint32_t bar0 = sC0 + 2 * SB;                         // full[STAGES], then empty[STAGES]
 #define FULL_BAR(s) (bar0 + 8u * (uint32_t)(s))
 #define EMPTY_BAR(s) (bar0 + 8u * (uint32_t)(STAGES + (s)))
 
@@ -1141,6 +1213,11 @@ gemm_wgmma_kernel(const __grid_constant__ CUtensorMap tmA, const __grid_constant
             // Epilogue: accumulator fragment of m64nBNk16 -- warp w owns rows 16w..16w+15 of the warpgroup's 64;
             // d[4j+0..1] -> row lane/4,     cols 8j + 2*(lane%4) + {0,1}
             // d[4j+2..3] -> row lane/4 + 8, same cols
+            if constexpr (SB > 0) {
+                if (accumulate == 2) store_tile_tma<BN, SB, 2>(d, sC0 + cw * SB, &tmC, tm * BM + cw * 64, tn * BN, 0);
+                else store_tile_tma<BN, SB, 4>(d, sC0 + cw * SB, &tmC, tm * BM + cw * 64, tn * BN, accumulate);
+                continue;
+            }
             const int row0 = tm * BM + cw * 64 + warp * 16 + lane / 4;
             const int col0 = tn * BN + 2 * (lane % 4);
             if (accumulate == 2) { // C holds bf16 (activations kept in bf16)
@@ -1175,6 +1252,7 @@ gemm_wgmma_kernel(const __grid_constant__ CUtensorMap tmA, const __grid_constant
                 }
             }
         }
+        if constexpr (SB > 0) if (threadIdx.x % 128 == 0) bulk_wait(); // the last slabs written before the block ends
     }
 #undef FULL_BAR
 #undef EMPTY_BAR
@@ -1218,17 +1296,52 @@ static cudaError_t make_tmap(CUtensorMap *map, const __nv_bfloat16 *ptr, long ld
 }
 
 
+// C's map for the epilogue's TMA stores: M x N of fp32 (esz 4) or bf16 (esz 2), rows of ldc, boxes of
+// 64 rows x 128 bytes, 128B swizzle (the layout store_tile_tma writes). Needs c 16-byte aligned, ldc esz a
+// multiple of 16.
+static cudaError_t make_tmap_c(CUtensorMap *map, void *c, long ldc, int M, int N, int esz) {
+    PFN_cuTensorMapEncodeTiled_v12000 enc = get_encode_fn();
+    if (!enc) return cudaErrorNotSupported;
+    cuuint64_t gdim[2] = {(cuuint64_t)N, (cuuint64_t)M};
+    cuuint64_t gstride[1] = {(cuuint64_t)ldc * esz};
+    cuuint32_t box[2] = {(cuuint32_t)(128 / esz), 64};
+    cuuint32_t estride[2] = {1, 1};
+    CUresult r = enc(map, esz == 4 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT32 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, c, gdim, gstride, box, estride,
+                     CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_NONE, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    if (r != CUDA_SUCCESS) {
+        fprintf(stderr, "peft: gemm_wgmma: cuTensorMapEncodeTiled failed for C (CUresult %d) M=%d N=%d ldc=%ld esz=%d ptr=%p\n", (int)r, M, N, ldc, esz, c);
+        return cudaErrorInvalidValue;
+    }
+    return cudaSuccess;
+}
+
+// one instance of the kernel: its shared-memory limit raised on the first launch
+template <int BN, int STAGES, int TB, int SB>
+static cudaError_t launch_wgmma(int grid, cudaStream_t stream, const CUtensorMap &ta, const CUtensorMap &tb, const CUtensorMap &tc, float *c,
+                                long ldc, int M, int N, int K, int accumulate) {
+    static bool attr_set = false;
+    if (!attr_set) {
+        cudaError_t e = cudaFuncSetAttribute(gemm_wgmma_kernel<BN, STAGES, TB, SB>, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg<BN, STAGES, SB>::SMEM_BYTES);
+        if (e != cudaSuccess) return e;
+        attr_set = true;
+    }
+    gemm_wgmma_kernel<BN, STAGES, TB, SB><<<grid, NTHREADS, Cfg<BN, STAGES, SB>::SMEM_BYTES, stream>>>(ta, tb, tc, c, ldc, M, N, K, accumulate);
+    return cudaGetLastError();
+}
+
 // Returns cudaSuccess or the first error (argument check, tensor-map encode, attribute, launch).
 // max_ctas > 0 caps the persistent grid (testing the multi-tile-per-CTA path); 0 = one CTA per SM.
-// tb: b is B itself (K x N, rows of ldb), MN-major; else B^T (N x K)
-template <int BN, int STAGES>
+// tb: b is B itself (K x N, rows of ldb), MN-major; else B^T (N x K). accumulate: 0 C = AB^T, 1 C += AB^T,
+// 2 C = AB^T with C bf16. SB > 0: the epilogue through SB bytes of shared memory per consumer warpgroup
+// and TMA stores, where C is 16-byte aligned with 16-byte rows (else straight stores)
+template <int BN, int STAGES, int SB = 0>
 cudaError_t gemm_wgmma_t(float *c, long ldc, const __nv_bfloat16 *a, long lda, const __nv_bfloat16 *b, long ldb, int M, int N,
                          int K, int accumulate, cudaStream_t stream, int max_ctas = 0, int tb = 0) {
-    using cfg = Cfg<BN, STAGES>;
     if (M <= 0 || N <= 0) return cudaSuccess;
     if (K <= 0) {  // empty sum: C = 0 (or unchanged when accumulating)
-        if (accumulate) return cudaSuccess;
-        return cudaMemset2DAsync(c, (size_t)ldc * sizeof(float), 0, (size_t)N * sizeof(float), (size_t)M, stream);
+        if (accumulate == 1) return cudaSuccess;
+        size_t esz = accumulate == 2 ? 2 : sizeof(float);
+        return cudaMemset2DAsync(c, (size_t)ldc * esz, 0, (size_t)N * esz, (size_t)M, stream);
     }
     if (lda % 8 || ldb % 8 || lda < K || ldb < (tb ? N : K) || ldc < N || ((uintptr_t)a & 15) || ((uintptr_t)b & 15) ||
         ((uintptr_t)c & 3)) {
@@ -1236,25 +1349,23 @@ cudaError_t gemm_wgmma_t(float *c, long ldc, const __nv_bfloat16 *a, long lda, c
                 (const void *)a, (const void *)b, (void *)c);
         return cudaErrorInvalidValue;
     }
-    CUtensorMap ta, tmb;
+    CUtensorMap ta, tmb, tmc;
     cudaError_t e = make_tmap(&ta, a, lda, M, K, BM);
     if (e != cudaSuccess) return e;
     e = tb ? make_tmap(&tmb, b, ldb, K, N, BK) : make_tmap(&tmb, b, ldb, N, K, BN); // MN-major: boxes of 64 columns x BK rows
     if (e != cudaSuccess) return e;
-    static bool attr_set[2] = { false, false };  // one per kernel instance
-    if (!attr_set[tb]) {
-        e = tb ? cudaFuncSetAttribute(gemm_wgmma_kernel<BN, STAGES, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize, cfg::SMEM_BYTES)
-               : cudaFuncSetAttribute(gemm_wgmma_kernel<BN, STAGES, 0>, cudaFuncAttributeMaxDynamicSharedMemorySize, cfg::SMEM_BYTES);
-        if (e != cudaSuccess) return e;
-        attr_set[tb] = true;
-    }
+    const int esz = accumulate == 2 ? 2 : 4;
+    const int staged = SB > 0 && ((uintptr_t)c & 15) == 0 && (ldc * esz) % 16 == 0;
+    if (staged && (e = make_tmap_c(&tmc, c, ldc, M, N, esz)) != cudaSuccess) return e;
+    if (!staged) memset(&tmc, 0, sizeof tmc);
     const long tiles = (long)((M + BM - 1) / BM) * ((N + BN - 1) / BN);
     int grid = ::num_sms; // read off the device by gpu_init
     if (max_ctas > 0 && max_ctas < grid) grid = max_ctas;
     if (tiles < grid) grid = (int)tiles;
-    if (tb) gemm_wgmma_kernel<BN, STAGES, 1><<<grid, NTHREADS, cfg::SMEM_BYTES, stream>>>(ta, tmb, c, ldc, M, N, K, accumulate);
-    else gemm_wgmma_kernel<BN, STAGES, 0><<<grid, NTHREADS, cfg::SMEM_BYTES, stream>>>(ta, tmb, c, ldc, M, N, K, accumulate);
-    return cudaGetLastError();
+    if (staged) return tb ? launch_wgmma<BN, STAGES, 1, SB>(grid, stream, ta, tmb, tmc, c, ldc, M, N, K, accumulate)
+                          : launch_wgmma<BN, STAGES, 0, SB>(grid, stream, ta, tmb, tmc, c, ldc, M, N, K, accumulate);
+    return tb ? launch_wgmma<BN, STAGES, 1, 0>(grid, stream, ta, tmb, tmc, c, ldc, M, N, K, accumulate)
+              : launch_wgmma<BN, STAGES, 0, 0>(grid, stream, ta, tmb, tmc, c, ldc, M, N, K, accumulate);
 }
 }  // namespace wgk
 
@@ -1299,13 +1410,16 @@ __device__ __forceinline__ void st4(__nv_bfloat16 *p, const float *v, int vec) {
 // software-pipelined: while a chunk is multiplied, each lane's 4 consecutive k of its RW rows (16 bytes a
 // row) and its share of B's next chunk are already on their way into registers; B's chunk goes through
 // shared memory as Bs[j][k] (read back 16 bytes a lane, no bank conflicts). RW x N partial sums per lane,
-// added across the warp at the end.
+// added across the warp at the end. Split over K when the rows alone give too few warps to keep enough loads
+// in flight: block row z = blockIdx.y takes k in [z kchunk, (z+1) kchunk) and writes its partial sums to
+// c + z zstride (summed after, in order, by splitk_reduce_strided_kernel).
 #define SMALL_N 16
 #define SN_KC 128
 template <int NN, int RW, typename AT> // A: floats, or bf16 activations (x)
 __global__ void __launch_bounds__(256) gemm_small_n_kernel(float *__restrict__ c, long ldc, const AT *__restrict__ a, long rsa, const float *__restrict__ b, long rsb, long csb,
-                                                           int M, int N, int K, int accumulate, int vec) {
+                                                           int M, int N, int K, int accumulate, int vec, int kchunk, long zstride) {
     __shared__ __align__(16) float Bs[NN][SN_KC];
+    { int k0 = blockIdx.y * kchunk; a += k0; b += (long)k0 * rsb; c += blockIdx.y * zstride; K = min(K - k0, kchunk); }
     constexpr int BE = NN * SN_KC / 256; // B's values per thread per chunk
     int i0 = (blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32) * RW, lane = threadIdx.x % 32;
     float s[RW][NN], x[RW][4], bn[BE];
@@ -1603,7 +1717,10 @@ static void gemm(float *c, long ldc, const float *a, long rsa, long csa, const f
         const __nv_bfloat16 *bb = b16 ? b16 : tb ? operand_copy(1, b, rsb, K, N, 0, &ldb) : operand_copy(1, b, rsb == 1 ? csb : rsb, N, K, rsb != 1, &ldb);
         if (b16) ldb = ldb16;
         prof_flops = 2.0 * M * N * K;
-        cudaError_t e = wgk::gemm_wgmma_t<256, 4>(c, ldc, a16, lda, bb, ldb, M, N, K, c16 ? 2 : accumulate, 0, 0, tb);
+        int acc = c16 ? 2 : accumulate;
+        cudaError_t e = wgmma_epi == 1 ? wgk::gemm_wgmma_t<256, 4, 16384>(c, ldc, a16, lda, bb, ldb, M, N, K, acc, 0, 0, tb)
+                      : wgmma_epi == 2 ? wgk::gemm_wgmma_t<256, 3, 32768>(c, ldc, a16, lda, bb, ldb, M, N, K, acc, 0, 0, tb)
+                                       : wgk::gemm_wgmma_t<256, 4>(c, ldc, a16, lda, bb, ldb, M, N, K, acc, 0, 0, tb);
         CK(e);
         LAUNCHED(profile ? shape_name("gemm_wgmma", M, N, K, accumulate) : "gemm_wgmma_kernel");
         return;
@@ -1633,12 +1750,22 @@ static void gemm(float *c, long ldc, const float *a, long rsa, long csa, const f
     }
     const __nv_bfloat16 *a16 = act16(a), *b16a = act16(b); // bf16 activations: gemm_small_n reads them as A, gemm_small_m as B, the rest get floats
     if (N <= SMALL_N && csa == 1 && M >= 64 && narrow_gemm && !b16a) {
-        int vec = ((uintptr_t)a & (a16 ? 7 : 15)) == 0 && rsa % 4 == 0;
-        if (a16 && N <= 8) gemm_small_n_kernel<8, 4><<<(unsigned)((M + 31) / 32), 256>>>(c, ldc, a16, rsa, b, rsb, csb, M, N, K, accumulate, vec);
-        else if (a16) gemm_small_n_kernel<16, 2><<<(unsigned)((M + 15) / 16), 256>>>(c, ldc, a16, rsa, b, rsb, csb, M, N, K, accumulate, vec);
-        else if (N <= 8) gemm_small_n_kernel<8, 4><<<(unsigned)((M + 31) / 32), 256>>>(c, ldc, a, rsa, b, rsb, csb, M, N, K, accumulate, vec);
-        else gemm_small_n_kernel<16, 2><<<(unsigned)((M + 15) / 16), 256>>>(c, ldc, a, rsa, b, rsb, csb, M, N, K, accumulate, vec);
+        int vec = ((uintptr_t)a & (a16 ? 7 : 15)) == 0 && rsa % 4 == 0, rows = N <= 8 ? 32 : 16, bm = (M + rows - 1) / rows;
+        // split over K up to about 4 blocks per SM (2 run at a time: 128 registers), in chunks of 2 x SN_KC or more
+        int S = bm >= 3 * num_sms ? 1 : (4 * num_sms + bm - 1) / bm, kchunk = K;
+        if (S > K / (2 * SN_KC)) S = K / (2 * SN_KC);
+        if (S > 1) { kchunk = ((K + S - 1) / S + SN_KC - 1) / SN_KC * SN_KC; S = (K + kchunk - 1) / kchunk; }
+        float *cc = c;
+        long ldcc = ldc, zs = 0;
+        int acc = accumulate;
+        if (S > 1) { cc = (float *)scratch_reserve(&splitk_scratch, &splitk_cap, (size_t)S * M * N * sizeof(float)); ldcc = N; zs = (long)M * N; acc = 0; }
+        dim3 g(bm, S);
+        if (a16 && N <= 8) gemm_small_n_kernel<8, 4><<<g, 256>>>(cc, ldcc, a16, rsa, b, rsb, csb, M, N, K, acc, vec, kchunk, zs);
+        else if (a16) gemm_small_n_kernel<16, 2><<<g, 256>>>(cc, ldcc, a16, rsa, b, rsb, csb, M, N, K, acc, vec, kchunk, zs);
+        else if (N <= 8) gemm_small_n_kernel<8, 4><<<g, 256>>>(cc, ldcc, a, rsa, b, rsb, csb, M, N, K, acc, vec, kchunk, zs);
+        else gemm_small_n_kernel<16, 2><<<g, 256>>>(cc, ldcc, a, rsa, b, rsb, csb, M, N, K, acc, vec, kchunk, zs);
         LAUNCHED("gemm_small_n_kernel");
+        if (S > 1) { splitk_reduce_strided_kernel<<<blocks_for((size_t)M * N, 256), 256>>>(c, ldc, 1, cc, S, M, N, accumulate); LAUNCHED("splitk_reduce_kernel"); }
         return;
     }
     if (M <= SMALL_M && csb == 1 && narrow_gemm && !a16) { // dA

@@ -71,19 +71,19 @@ __global__ void ref_gemm_kernel(float *c, long ldc, const __nv_bfloat16 *a, long
     __shared__ float sa[16][17], sb[16][17];
     const int tx = threadIdx.x, ty = threadIdx.y;
     const int row = blockIdx.y * 16 + ty, col = blockIdx.x * 16 + tx;
-    float acc = 0.f;
+    double acc = 0.0; // the sum in double: an fp32 sum over K = 11008 terms is itself off by up to 1e-3
     for (int k0 = 0; k0 < K; k0 += 16) {
         const int ar = blockIdx.y * 16 + ty, br = blockIdx.x * 16 + ty;
         sa[ty][tx] = (ar < M && k0 + tx < K) ? __bfloat162float(a[(long)ar * lda + k0 + tx]) : 0.f;
         sb[ty][tx] = (br < N && k0 + tx < K) ? __bfloat162float(b[(long)br * ldb + k0 + tx]) : 0.f;
         __syncthreads();
 #pragma unroll
-        for (int kk = 0; kk < 16; ++kk) acc = fmaf(sa[ty][kk], sb[tx][kk], acc);
+        for (int kk = 0; kk < 16; ++kk) acc = fma((double)sa[ty][kk], (double)sb[tx][kk], acc);
         __syncthreads();
     }
     if (row < M && col < N) {
         float *p = c + (long)row * ldc + col;
-        *p = accumulate ? *p + acc : acc;
+        *p = (float)(accumulate ? *p + acc : acc);
     }
 }
 static void ref_gemm(float *c, long ldc, const __nv_bfloat16 *a, long lda, const __nv_bfloat16 *b, long ldb, int M, int N, int K,
@@ -171,9 +171,17 @@ struct Variant {
     GemmFn fn;
     int bn;
 };
+// B given as B^T (N x K, K-major); the stores straight from registers (SB 0) or through SB bytes of smem
+template <int BN, int STAGES, int SB>
+static cudaError_t wgmma_fn(float *c, long ldc, const __nv_bfloat16 *a, long lda, const __nv_bfloat16 *b, long ldb, int M, int N, int K,
+                            int acc, cudaStream_t st, int max_ctas) {
+    return wgk::gemm_wgmma_t<BN, STAGES, SB>(c, ldc, a, lda, b, ldb, M, N, K, acc, st, max_ctas, 0);
+}
 static Variant variants[] = {
-    {"wgmma_bn256_s4", wgk::gemm_wgmma_t<256, 4>, 256},
-    {"wgmma_bn128_s6", wgk::gemm_wgmma_t<128, 6>, 128},
+    {"wgmma_bn256_s4", wgmma_fn<256, 4, 0>, 256},
+    {"bn256_s4_tma16k", wgmma_fn<256, 4, 16384>, 256},
+    {"bn256_s3_tma32k", wgmma_fn<256, 3, 32768>, 256},
+    {"wgmma_bn128_s6", wgmma_fn<128, 6, 0>, 128},
 };
 static const int NVAR = sizeof(variants) / sizeof(variants[0]);
 
@@ -341,13 +349,15 @@ static float time_ms(F &&launch, int warm = 5, int reps = 20) {
 
 static void speed() {
     printf("== speed (median of 20 after 5 warm-ups, cudaEvent per run; TFLOP/s = 2MNK/t) ==\n");
-    const int shapes[][3] = {{8192, 2048, 2048}, {8192, 5632, 2048}, {8192, 2048, 5632}, {8192, 32000, 2048},
-                             {4096, 4096, 4096}, {4096, 11008, 4096}, {4096, 4096, 11008}};
+    // M, N, K, accumulate (C += AB^T: timed only, C grows over the runs)
+    const int shapes[][4] = {{8192, 2048, 2048, 0}, {8192, 5632, 2048, 0}, {8192, 2048, 5632, 0}, {8192, 32000, 2048, 0},
+                             {4096, 4096, 4096, 0}, {4096, 11008, 4096, 0}, {4096, 4096, 11008, 0}, {8192, 2048, 2048, 1},
+                             {8192, 2048, 5632, 1}, {4096, 4096, 4096, 1}};
     const int NS = sizeof(shapes) / sizeof(shapes[0]);
     std::vector<std::vector<double>> tf(NS, std::vector<double>(NVAR + 1, 0));
     std::vector<double> chk(NS, 0);
     for (int si = 0; si < NS; ++si) {
-        const int M = shapes[si][0], N = shapes[si][1], K = shapes[si][2];
+        const int M = shapes[si][0], N = shapes[si][1], K = shapes[si][2], acc = shapes[si][3];
         char desc[128];
         snprintf(desc, sizeof desc, "speed M=%d N=%d K=%d", M, N, K);
         g_ctx = desc;
@@ -366,11 +376,15 @@ static void speed() {
         const double flops = 2.0 * M * N * (double)K;
         for (int v = 0; v < NVAR; ++v) {
             fill_f32(c, (long)M * N, 0, 1);
-            float ms = time_ms([&] { CKT(variants[v].fn(c, N, a, K, b, K, M, N, K, 0, 0, 0)); });
+            float ms = time_ms([&] { CKT(variants[v].fn(c, N, a, K, b, K, M, N, K, acc, 0, 0)); });
             CKT(cudaDeviceSynchronize());
+            tf[si][v] = flops / (ms * 1e-3) / 1e12;
+            if (acc) {
+                printf("%-16s M=%5d N=%5d K=%5d +=  %8.3f ms  %7.1f TFLOP/s\n", variants[v].name, M, N, K, ms, tf[si][v]);
+                continue;
+            }
             CKT(cudaMemcpy(hc.data(), c, hc.size() * 4, cudaMemcpyDeviceToHost));
             CmpResult cr = compare(variants[v].name, hc.data(), hr.data(), M, N, N, variants[v].bn, -1);
-            tf[si][v] = flops / (ms * 1e-3) / 1e12;
             printf("%-16s M=%5d N=%5d K=%5d  %8.3f ms  %7.1f TFLOP/s  check vs ref: %s (max_rel_err %.3g)\n", variants[v].name, M, N, K, ms,
                    tf[si][v], cr.pass ? "ok" : "WRONG", cr.max_err);
             if (!cr.pass) n_fail++;
@@ -378,7 +392,7 @@ static void speed() {
         }
 #ifdef WITH_CUBLAS
         {
-            float ms = time_ms([&] { cublas_gemm(c, N, a, K, b, K, M, N, K, 0); });
+            float ms = time_ms([&] { cublas_gemm(c, N, a, K, b, K, M, N, K, acc); });
             CKT(cudaDeviceSynchronize());
             tf[si][NVAR] = flops / (ms * 1e-3) / 1e12;
             printf("%-16s M=%5d N=%5d K=%5d  %8.3f ms  %7.1f TFLOP/s\n", "cublasGemmEx", M, N, K, ms, tf[si][NVAR]);
@@ -393,12 +407,12 @@ static void speed() {
     for (int v = 0; v < NVAR; ++v) printf(" %16s", variants[v].name);
 #ifdef WITH_CUBLAS
     printf(" %14s", "cublas");
-    for (int v = 0; v < NVAR; ++v) printf("  %s/cublas", variants[v].bn == 256 ? "bn256" : "bn128");
+    for (int v = 0; v < NVAR; ++v) printf("  v%d/cublas", v);
 #endif
     printf("\n");
     for (int si = 0; si < NS; ++si) {
         char sh[64];
-        snprintf(sh, sizeof sh, "%dx%dx%d", shapes[si][0], shapes[si][1], shapes[si][2]);
+        snprintf(sh, sizeof sh, "%dx%dx%d%s", shapes[si][0], shapes[si][1], shapes[si][2], shapes[si][3] ? " +=" : "");
         printf("%-20s", sh);
         for (int v = 0; v < NVAR; ++v) printf(" %16.1f", tf[si][v]);
 #ifdef WITH_CUBLAS
@@ -433,9 +447,11 @@ int main(int argc, char **argv) {
     if (p.major != 9) printf("WARNING: this kernel needs sm_90a (Hopper); the launches will fail on cc %d.%d\n", p.major, p.minor);
     {
         cudaFuncAttributes fa;
-        CKT(cudaFuncGetAttributes(&fa, wgk::gemm_wgmma_kernel<256, 4>));
+        CKT(cudaFuncGetAttributes(&fa, wgk::gemm_wgmma_kernel<256, 4, 0, 0>));
         printf("kernel bn256_s4: %d regs, %zu B local, dyn smem %d\n", fa.numRegs, fa.localSizeBytes, wgk::Cfg<256, 4>::SMEM_BYTES);
-        CKT(cudaFuncGetAttributes(&fa, wgk::gemm_wgmma_kernel<128, 6>));
+        CKT(cudaFuncGetAttributes(&fa, wgk::gemm_wgmma_kernel<256, 4, 0, 16384>));
+        printf("kernel bn256_s4_tma16k: %d regs, %zu B local, dyn smem %d\n", fa.numRegs, fa.localSizeBytes, wgk::Cfg<256, 4, 16384>::SMEM_BYTES);
+        CKT(cudaFuncGetAttributes(&fa, wgk::gemm_wgmma_kernel<128, 6, 0, 0>));
         printf("kernel bn128_s6: %d regs, %zu B local, dyn smem %d\n", fa.numRegs, fa.localSizeBytes, wgk::Cfg<128, 6>::SMEM_BYTES);
     }
 #ifdef WITH_CUBLAS
