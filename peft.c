@@ -967,6 +967,8 @@ void gpu_dora_weight_norm_q(float *wnorm, GPU_QARGS, const float *A, const float
 void gpu_dropout_forward(float *xd, float *mask, const float *inp, size_t n, float p, uint64_t seed, int new_mask);
 void gpu_add_scaled(float *out, const float *x, float s, size_t n);
 void gpu_lora_up_add(float *out, const float *u, const float *B, float s, int N, int r, int OC);
+void gpu_matmul_lora_forward(float *out, const float *inp, const float *weight, const float *u, const float *B, float s, int N, int C, int OC, int r);
+void gpu_matmul_lora_backward(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight, const float *du, const float *A, int N, int C, int OC, int r);
 void gpu_scale_copy(float *out, const float *x, float s, size_t n);
 void gpu_add_masked(float *out, const float *x, const float *mask, size_t n);
 void gpu_dora_forward(float *out, const float *base, const float *t, const float *mag, const float *wnorm, float s, int N, int OC);
@@ -4482,9 +4484,22 @@ static void lora_up_add(floatX *out, floatX *t, const floatX *u, const floatX *B
     matmul_forward(t, u, B, N, r, OC);
     add_scaled(out, t, s, (size_t)N * OC);
 }
-// out (which holds x W^T) += the adapter's part. inp is (N,in), out is (N,out), W is (out,in).
-// new_mask: draw a fresh dropout mask (training); otherwise reuse lm->mask (recompute) when present.
-static void lora_forward(floatX *out, const floatX *inp, Weight W, LoraModule *lm, int N, float dropout, int new_mask, uint64_t *rng) {
+// out = inp W^T + s u B^T: the base product and LoRA's up-projection (u (N,r), B (OC,r)); the GPU adds u B^T
+// as one more step over K of the base GEMM (no pass over out). t (N,OC) is scratch on the CPU
+static void matmul_lora_forward(floatX *out, floatX *t, const floatX *inp, const floatX *W, const floatX *u, const floatX *B, floatX s, int N, int C, int OC, int r) {
+    ON_GPU(gpu_matmul_lora_forward(out, inp, W, u, B, s, N, C, OC, r));
+    matmul_forward(out, inp, W, N, C, OC);
+    lora_up_add(out, t, u, B, s, N, r, OC);
+}
+// dinp += dout W + du A (du (N,r) holds scale * dout B, A (r,C)), dweight += dout^T inp: the GPU adds du A as
+// one more step over K of the base GEMM
+static void matmul_lora_backward(floatX *dinp, floatX *dweight, const floatX *dout, const floatX *inp, const floatX *W, const floatX *du, const floatX *A, int N, int C, int OC, int r) {
+    ON_GPU(gpu_matmul_lora_backward(dinp, dweight, dout, inp, W, du, A, N, C, OC, r));
+    matmul_backward(dinp, dweight, dout, inp, W, N, C, OC);
+    matmul_backward(dinp, NULL, du, NULL, A, N, C, r);
+}
+// LoRA's down-projection: u = xd A^T (N, r), xd = dropout(inp) (new_mask: a fresh mask, else lm->mask's)
+static const floatX *lora_down(LoraModule *lm, const floatX *inp, int N, float dropout, int new_mask, uint64_t *rng) {
     const floatX *x = inp;
     if (lm->mask) {
         uint64_t seed = 0;
@@ -4496,6 +4511,12 @@ static void lora_forward(floatX *out, const floatX *inp, Weight W, LoraModule *l
         x = lora_scratch.xd;
     }
     matmul_forward(lm->u, x, lm->A, N, lm->in, lm->r);            // u = xd A^T    (N, r)
+    return x;
+}
+// out (which holds x W^T) += the adapter's part. inp is (N,in), out is (N,out), W is (out,in).
+// new_mask: draw a fresh dropout mask (training); otherwise reuse lm->mask (recompute) when present.
+static void lora_forward(floatX *out, const floatX *inp, Weight W, LoraModule *lm, int N, float dropout, int new_mask, uint64_t *rng) {
+    const floatX *x = lora_down(lm, inp, N, dropout, new_mask, rng);
     floatX s = (floatX)lm->scale;
     if (!lm->mag) { lora_up_add(out, lora_scratch.t, lm->u, lm->B, s, N, lm->r, lm->out); return; } // out += s u B^T
     matmul_forward(lora_scratch.t, lm->u, lm->B, N, lm->r, lm->out); // t = u B^T  (N, out)
@@ -4552,11 +4573,21 @@ static int kernels_done(int rc) {
 // a linear layer with an optional LoRA: out = inp W^T (+ LoRA)
 // The base weight is float or quantized (then frozen: no dweight; QDoRA reads W a dequantized row at a time).
 static void linear_forward(floatX *out, const floatX *inp, Weight w, LoraModule *lm, int N, int C, int OC, float dropout, int new_mask, uint64_t *rng) {
+    if (lm && lm->r && !lm->mag && !w.q) { // LoRA on a float weight: u first, then both products in one (on the GPU)
+        lora_down(lm, inp, N, dropout, new_mask, rng);
+        matmul_lora_forward(out, lora_scratch.t, inp, w.f, lm->u, lm->B, (floatX)lm->scale, N, C, OC, lm->r);
+        return;
+    }
     if (w.q) qmatmul_forward(out, inp, w.q, N, C, OC);
     else matmul_forward(out, inp, w.f, N, C, OC);
     if (lm && lm->r) lora_forward(out, inp, w, lm, N, dropout, new_mask, rng);
 }
 static void linear_backward(floatX *dinp, floatX *dweight, const floatX *dout, const floatX *inp, Weight w, LoraModule *lm, int N, int C, int OC) {
+    if (dinp && lm && lm->r && !lm->mag && !lm->mask && !w.q) { // LoRA on a float weight without dropout: dB, du, dA
+        lora_backward(NULL, dout, inp, w, lm, N);                // first, then dinp += dout W + du A in one product
+        matmul_lora_backward(dinp, dweight, dout, inp, w.f, lora_scratch.du, lm->A, N, C, OC, lm->r);
+        return;
+    }
     if (w.q) { if (dinp) qmatmul_backward(dinp, dout, w.q, N, C, OC); }
     else matmul_backward(dinp, dweight, dout, inp, w.f, N, C, OC);
     if (lm && lm->r) lora_backward(dinp, dout, inp, w, lm, N);

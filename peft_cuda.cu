@@ -94,6 +94,7 @@ static int wgmma_gemm; // Hopper (sm_90): the large GEMM on wgmma; PEFT_CUDA_GEM
 static int tc_attention = 1; // PEFT_CUDA_ATTN=cuda-cores: bf16 attention on the CUDA cores too (for comparison)
 static int num_sms = 132;
 static int wgmma_tb = 1; // the Hopper GEMM reads an N-contiguous B as it is (MN-major)
+static int lora_fused = 1; // LoRA's up-projection and its dinp product as one more step of the Hopper GEMM (PEFT_CUDA_LORA=apart: not)
 static int wgmma_epi = 1; // its epilogue: 1 TMA stores from 16 KB slabs (4 stages), 2 from 32 KB (3 stages), 0 straight stores
 static int cluster_ok; // Hopper: thread block clusters (distributed shared memory)
 static int copies_on = 1, copies_check, copies_shadow = 1; // PEFT_CUDA_COPIES (the GEMM operands' bf16 copies, below)
@@ -188,6 +189,8 @@ extern "C" int gpu_init(int bf16, int device, char *err, size_t errlen) {
     }
     s = getenv("PEFT_CUDA_TB"); // =0: the GEMM transposes an N-contiguous B into a copy instead of reading it MN-major
     wgmma_tb = !(s && !strcmp(s, "0"));
+    s = getenv("PEFT_CUDA_LORA");
+    lora_fused = !(s && !strcmp(s, "apart"));
     s = getenv("PEFT_CUDA_EPI"); // =0: the GEMM stores C straight from registers; =2: 32 KB slabs, 3 stages
     if (s && (*s == '0' || *s == '2')) wgmma_epi = *s - '0';
     s = getenv("PEFT_CUDA_TC");
@@ -550,8 +553,8 @@ static Copy *copy_entry(const float *p, long so, int outer, int inner, int t, si
 __global__ void count_differences_kernel(unsigned *n, const uint16_t *a, const uint16_t *b, size_t len) {
     FOR_EACH(i, len) if (a[i] != b[i]) atomicAdd(n, 1u);
 }
-static void *tc_scratch[2];
-static size_t tc_cap[2];
+static void *tc_scratch[4]; // 0, 1: the GEMM's operands; 2, 3: LoRA's rank-r operands in the same GEMM
+static size_t tc_cap[4];
 static unsigned *check_count;
 static void check_copy(const Copy *c, int w) { // the whole copy, in the layout it was made in
     long ld = (c->inner + 7) / 8 * 8;
@@ -1116,11 +1119,14 @@ __device__ __forceinline__ void store_tile_tma(const float (&d)[BN / 2], uint32_
 #endif
 
 // TB: B is MN-major (stored K x N, N contiguous: W itself in dinp = dout W), loaded as BN/64 boxes of 64 columns
-// SB > 0: the epilogue through shared memory and tmC (C's tensor map: fp32, or bf16 when accumulate == 2)
+// SB > 0: the epilogue through shared memory and tmC (C's tensor map: fp32, or bf16 when accumulate == 2).
+// k2 = 1: one more step over K from tmA2, tmB2 (LoRA's rank-r product added in the same accumulators: A2
+// (M, r <= 64), B2 laid out as B)
 template <int BN, int STAGES, int TB, int SB>
 __global__ void __launch_bounds__(NTHREADS, 1)
 gemm_wgmma_kernel(const __grid_constant__ CUtensorMap tmA, const __grid_constant__ CUtensorMap tmB, const __grid_constant__ CUtensorMap tmC,
-                  float *__restrict__ C, long ldc, int M, int N, int K, int accumulate) {
+                  const __grid_constant__ CUtensorMap tmA2, const __grid_constant__ CUtensorMap tmB2,
+                  float *__restrict__ C, long ldc, int M, int N, int K, int accumulate, int k2) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     using cfg = Cfg<BN, STAGES, SB>;
     extern __shared__ __align__(1024) unsigned char smem_raw[];
@@ -1137,7 +1143,7 @@ gemm_wgmma_kernel(const __grid_constant__ CUtensorMap tmA, const __grid_constant
     const int tiles_m = (M + BM - 1) / BM;
     const int tiles_n = (N + BN - 1) / BN;
     const int num_tiles = tiles_m * tiles_n;
-    const int k_tiles = (K + BK - 1) / BK;
+    const int k_tiles = (K + BK - 1) / BK + k2; // the last one from tmA2, tmB2 when k2
 
     if (threadIdx.x == 0) {
         for (int s = 0; s < STAGES; ++s) {
@@ -1156,6 +1162,7 @@ gemm_wgmma_kernel(const __grid_constant__ CUtensorMap tmA, const __grid_constant
         if (threadIdx.x == 0) {
             prefetch_tmap(&tmA);
             prefetch_tmap(&tmB);
+            if (k2) { prefetch_tmap(&tmA2); prefetch_tmap(&tmB2); }
             int stage = 0;
             uint32_t phase = 0;
             for (int t = blockIdx.x; t < num_tiles; t += gridDim.x) {
@@ -1166,10 +1173,12 @@ gemm_wgmma_kernel(const __grid_constant__ CUtensorMap tmA, const __grid_constant
                     mbar_wait(EMPTY_BAR(stage), phase ^ 1u);
                     mbar_arrive_expect_tx(FULL_BAR(stage), (uint32_t)cfg::STAGE_BYTES);
                     // Full box bytes are always delivered (out-of-bounds parts are zero-filled and counted).
-                    tma_load_2d(sA0 + stage * cfg::A_BYTES, &tmA, kt * BK, tm * BM, FULL_BAR(stage));
+                    const int last = k2 && kt == k_tiles - 1, k0 = last ? 0 : kt * BK;
+                    const CUtensorMap *ma = last ? &tmA2 : &tmA, *mb = last ? &tmB2 : &tmB;
+                    tma_load_2d(sA0 + stage * cfg::A_BYTES, ma, k0, tm * BM, FULL_BAR(stage));
                     if (TB)
-                        for (int i = 0; i < BN / 64; ++i) tma_load_2d(sB0 + stage * cfg::B_BYTES + i * 64 * BK * 2, &tmB, tn * BN + 64 * i, kt * BK, FULL_BAR(stage));
-                    else tma_load_2d(sB0 + stage * cfg::B_BYTES, &tmB, kt * BK, tn * BN, FULL_BAR(stage));
+                        for (int i = 0; i < BN / 64; ++i) tma_load_2d(sB0 + stage * cfg::B_BYTES + i * 64 * BK * 2, mb, tn * BN + 64 * i, k0, FULL_BAR(stage));
+                    else tma_load_2d(sB0 + stage * cfg::B_BYTES, mb, k0, tn * BN, FULL_BAR(stage));
                     if (++stage == STAGES) { stage = 0; phase ^= 1u; }
                 }
             }
@@ -1317,15 +1326,15 @@ static cudaError_t make_tmap_c(CUtensorMap *map, void *c, long ldc, int M, int N
 
 // one instance of the kernel: its shared-memory limit raised on the first launch
 template <int BN, int STAGES, int TB, int SB>
-static cudaError_t launch_wgmma(int grid, cudaStream_t stream, const CUtensorMap &ta, const CUtensorMap &tb, const CUtensorMap &tc, float *c,
-                                long ldc, int M, int N, int K, int accumulate) {
+static cudaError_t launch_wgmma(int grid, cudaStream_t stream, const CUtensorMap &ta, const CUtensorMap &tb, const CUtensorMap &tc, const CUtensorMap &ta2,
+                                const CUtensorMap &tb2, float *c, long ldc, int M, int N, int K, int accumulate, int k2) {
     static bool attr_set = false;
     if (!attr_set) {
         cudaError_t e = cudaFuncSetAttribute(gemm_wgmma_kernel<BN, STAGES, TB, SB>, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg<BN, STAGES, SB>::SMEM_BYTES);
         if (e != cudaSuccess) return e;
         attr_set = true;
     }
-    gemm_wgmma_kernel<BN, STAGES, TB, SB><<<grid, NTHREADS, Cfg<BN, STAGES, SB>::SMEM_BYTES, stream>>>(ta, tb, tc, c, ldc, M, N, K, accumulate);
+    gemm_wgmma_kernel<BN, STAGES, TB, SB><<<grid, NTHREADS, Cfg<BN, STAGES, SB>::SMEM_BYTES, stream>>>(ta, tb, tc, ta2, tb2, c, ldc, M, N, K, accumulate, k2);
     return cudaGetLastError();
 }
 
@@ -1333,11 +1342,18 @@ static cudaError_t launch_wgmma(int grid, cudaStream_t stream, const CUtensorMap
 // max_ctas > 0 caps the persistent grid (testing the multi-tile-per-CTA path); 0 = one CTA per SM.
 // tb: b is B itself (K x N, rows of ldb), MN-major; else B^T (N x K). accumulate: 0 C = AB^T, 1 C += AB^T,
 // 2 C = AB^T with C bf16. SB > 0: the epilogue through SB bytes of shared memory per consumer warpgroup
-// and TMA stores, where C is 16-byte aligned with 16-byte rows (else straight stores)
+// and TMA stores, where C is 16-byte aligned with 16-byte rows (else straight stores). a2: C also gets
+// A2 B2^T (or A2 B2 when tb), A2 (M, K2 <= 64) and B2 bf16 like A and B, in one more step over K
 template <int BN, int STAGES, int SB = 0>
 cudaError_t gemm_wgmma_t(float *c, long ldc, const __nv_bfloat16 *a, long lda, const __nv_bfloat16 *b, long ldb, int M, int N,
-                         int K, int accumulate, cudaStream_t stream, int max_ctas = 0, int tb = 0) {
+                         int K, int accumulate, cudaStream_t stream, int max_ctas = 0, int tb = 0,
+                         const __nv_bfloat16 *a2 = nullptr, long lda2 = 0, const __nv_bfloat16 *b2 = nullptr, long ldb2 = 0, int K2 = 0) {
     if (M <= 0 || N <= 0) return cudaSuccess;
+    const int k2 = a2 && K2 > 0;
+    if (k2 && (K2 > BK || K <= 0 || lda2 % 8 || ldb2 % 8 || lda2 < K2 || ldb2 < (tb ? N : K2) || ((uintptr_t)a2 & 15) || ((uintptr_t)b2 & 15))) {
+        fprintf(stderr, "peft: gemm_wgmma: bad second product (K=%d K2=%d lda2=%ld ldb2=%ld a2=%p b2=%p)\n", K, K2, lda2, ldb2, (const void *)a2, (const void *)b2);
+        return cudaErrorInvalidValue;
+    }
     if (K <= 0) {  // empty sum: C = 0 (or unchanged when accumulating)
         if (accumulate == 1) return cudaSuccess;
         size_t esz = accumulate == 2 ? 2 : sizeof(float);
@@ -1349,11 +1365,18 @@ cudaError_t gemm_wgmma_t(float *c, long ldc, const __nv_bfloat16 *a, long lda, c
                 (const void *)a, (const void *)b, (void *)c);
         return cudaErrorInvalidValue;
     }
-    CUtensorMap ta, tmb, tmc;
+    CUtensorMap ta, tmb, tmc, ta2, tmb2;
     cudaError_t e = make_tmap(&ta, a, lda, M, K, BM);
     if (e != cudaSuccess) return e;
     e = tb ? make_tmap(&tmb, b, ldb, K, N, BK) : make_tmap(&tmb, b, ldb, N, K, BN); // MN-major: boxes of 64 columns x BK rows
     if (e != cudaSuccess) return e;
+    if (k2) {
+        if ((e = make_tmap(&ta2, a2, lda2, M, K2, BM)) != cudaSuccess) return e;
+        if ((e = tb ? make_tmap(&tmb2, b2, ldb2, K2, N, BK) : make_tmap(&tmb2, b2, ldb2, N, K2, BN)) != cudaSuccess) return e;
+    } else {
+        ta2 = ta;
+        tmb2 = tmb;
+    }
     const int esz = accumulate == 2 ? 2 : 4;
     const int staged = SB > 0 && ((uintptr_t)c & 15) == 0 && (ldc * esz) % 16 == 0;
     if (staged && (e = make_tmap_c(&tmc, c, ldc, M, N, esz)) != cudaSuccess) return e;
@@ -1362,10 +1385,10 @@ cudaError_t gemm_wgmma_t(float *c, long ldc, const __nv_bfloat16 *a, long lda, c
     int grid = ::num_sms; // read off the device by gpu_init
     if (max_ctas > 0 && max_ctas < grid) grid = max_ctas;
     if (tiles < grid) grid = (int)tiles;
-    if (staged) return tb ? launch_wgmma<BN, STAGES, 1, SB>(grid, stream, ta, tmb, tmc, c, ldc, M, N, K, accumulate)
-                          : launch_wgmma<BN, STAGES, 0, SB>(grid, stream, ta, tmb, tmc, c, ldc, M, N, K, accumulate);
-    return tb ? launch_wgmma<BN, STAGES, 1, 0>(grid, stream, ta, tmb, tmc, c, ldc, M, N, K, accumulate)
-              : launch_wgmma<BN, STAGES, 0, 0>(grid, stream, ta, tmb, tmc, c, ldc, M, N, K, accumulate);
+    if (staged) return tb ? launch_wgmma<BN, STAGES, 1, SB>(grid, stream, ta, tmb, tmc, ta2, tmb2, c, ldc, M, N, K, accumulate, k2)
+                          : launch_wgmma<BN, STAGES, 0, SB>(grid, stream, ta, tmb, tmc, ta2, tmb2, c, ldc, M, N, K, accumulate, k2);
+    return tb ? launch_wgmma<BN, STAGES, 1, 0>(grid, stream, ta, tmb, tmc, ta2, tmb2, c, ldc, M, N, K, accumulate, k2)
+              : launch_wgmma<BN, STAGES, 0, 0>(grid, stream, ta, tmb, tmc, ta2, tmb2, c, ldc, M, N, K, accumulate, k2);
 }
 }  // namespace wgk
 
@@ -1667,8 +1690,18 @@ static const float *weight_f32(const Mirror *m, const float *p, size_t n) {
     return f;
 }
 // b16: B given as bf16, B^T (N, K) with rows of ldb16 (the quantized weights, dequantized): only for M, N >= BT in bf16
+// a rank-r product added in the same GEMM (the Hopper path only): C += s A2 B2, A2 (M, K2 <= 64) with rows of
+// rsa (K2 contiguous), B2(k, j) = b[k rsb + j csb]: LoRA's u B^T in the forward, du A in dinp
+struct Extra { const float *a; long rsa; const float *b; long rsb, csb; int K; float s; };
+__global__ void scale_round_kernel(__nv_bfloat16 *q, long ldq, const float *a, long rsa, float s, int M, int K) {
+    FOR_EACH(e, (size_t)M * K) { size_t i = e / K, k = e % K; q[i * ldq + k] = __float2bfloat16(s * a[i * rsa + k]); }
+}
+// gemm() below takes the Hopper GEMM for C (M,N) (+)= A B (K) with rows-contiguous operands
+static int wgmma_takes(int M, int N, int K) {
+    return wgmma_gemm && large_gemm && bf16_matmuls && M >= BT && N >= BT && !(K <= NARROW_K && narrow_gemm);
+}
 static void gemm(float *c, long ldc, const float *a, long rsa, long csa, const float *b, long rsb, long csb, int M, int N, int K, int accumulate,
-                 const __nv_bfloat16 *b16 = NULL, long ldb16 = 0) {
+                 const __nv_bfloat16 *b16 = NULL, long ldb16 = 0, const Extra *x2 = NULL) {
     if (M <= 0 || N <= 0) return;
     // the path: rank-r products (fp32: memory-bound, the tensor cores would not help), the bf16 tensor-core
     // GEMM, a few rows against a weight (generation), or the SIMT kernels below
@@ -1679,7 +1712,7 @@ static void gemm(float *c, long ldc, const float *a, long rsa, long csa, const f
     if (c16 && !(large && wgmma_gemm && !accumulate)) {
         float *cs = (float *)scratch_reserve(&c16_scratch, &c16_cap, (size_t)M * N * sizeof(float));
         if (accumulate) { widen_kernel<<<blocks_for((size_t)M * N, 256), 256>>>(cs, N, c16, ldc, M, N); LAUNCHED("widen_kernel"); }
-        gemm(cs, N, a, rsa, csa, b, rsb, csb, M, N, K, accumulate, b16, ldb16);
+        gemm(cs, N, a, rsa, csa, b, rsb, csb, M, N, K, accumulate, b16, ldb16, x2);
         wrote(c16, ((size_t)(M - 1) * ldc + N) * sizeof(__nv_bfloat16));
         round_rows_kernel<<<blocks_for((size_t)M * N, 256), 256>>>(c16, ldc, cs, N, M, N);
         LAUNCHED("round_rows_kernel");
@@ -1688,6 +1721,7 @@ static void gemm(float *c, long ldc, const float *a, long rsa, long csa, const f
     size_t cbytes = ((size_t)(M - 1) * ldc + N) * (c16 ? sizeof(__nv_bfloat16) : sizeof(float));
     if (accumulate && known_zero(c, cbytes)) accumulate = 0; // adding to zeros: no need to read them
     wrote(c, cbytes);
+    if (x2 && !(large && wgmma_gemm && K > 0)) { fprintf(stderr, "peft: internal error: a rank-r product off the Hopper GEMM\n"); exit(1); }
     if (K <= 0) { // C = 0 (or unchanged)
         if (!accumulate) for (int i = 0; i < M; i++) CK(cudaMemset(c + i * ldc, 0, (size_t)N * sizeof(float)));
         return;
@@ -1716,13 +1750,24 @@ static void gemm(float *c, long ldc, const float *a, long rsa, long csa, const f
         const __nv_bfloat16 *a16 = operand_copy(0, a, csa == 1 ? rsa : csa, M, K, csa != 1, &lda);
         const __nv_bfloat16 *bb = b16 ? b16 : tb ? operand_copy(1, b, rsb, K, N, 0, &ldb) : operand_copy(1, b, rsb == 1 ? csb : rsb, N, K, rsb != 1, &ldb);
         if (b16) ldb = ldb16;
-        prof_flops = 2.0 * M * N * K;
+        const __nv_bfloat16 *a2 = NULL, *b2 = NULL;
+        long lda2 = 0, ldb2 = 0;
+        int K2 = x2 ? x2->K : 0;
+        if (x2) { // A2 rounded with its scale into slot 2, B2 copied (kept) like B
+            lda2 = (K2 + 7) / 8 * 8;
+            __nv_bfloat16 *q = (__nv_bfloat16 *)scratch_reserve(&tc_scratch[2], &tc_cap[2], (size_t)M * lda2 * sizeof(__nv_bfloat16));
+            scale_round_kernel<<<blocks_for((size_t)M * K2, 256), 256>>>(q, lda2, x2->a, x2->rsa, x2->s, M, K2);
+            LAUNCHED("scale_round_kernel");
+            a2 = q;
+            b2 = tb ? operand_copy(3, x2->b, x2->rsb, K2, N, 0, &ldb2) : operand_copy(3, x2->b, x2->rsb == 1 ? x2->csb : x2->rsb, N, K2, x2->rsb != 1, &ldb2);
+        }
+        prof_flops = 2.0 * M * N * (K + K2);
         int acc = c16 ? 2 : accumulate;
-        cudaError_t e = wgmma_epi == 1 ? wgk::gemm_wgmma_t<256, 4, 16384>(c, ldc, a16, lda, bb, ldb, M, N, K, acc, 0, 0, tb)
-                      : wgmma_epi == 2 ? wgk::gemm_wgmma_t<256, 3, 32768>(c, ldc, a16, lda, bb, ldb, M, N, K, acc, 0, 0, tb)
-                                       : wgk::gemm_wgmma_t<256, 4>(c, ldc, a16, lda, bb, ldb, M, N, K, acc, 0, 0, tb);
+        cudaError_t e = wgmma_epi == 1 ? wgk::gemm_wgmma_t<256, 4, 16384>(c, ldc, a16, lda, bb, ldb, M, N, K, acc, 0, 0, tb, a2, lda2, b2, ldb2, K2)
+                      : wgmma_epi == 2 ? wgk::gemm_wgmma_t<256, 3, 32768>(c, ldc, a16, lda, bb, ldb, M, N, K, acc, 0, 0, tb, a2, lda2, b2, ldb2, K2)
+                                       : wgk::gemm_wgmma_t<256, 4>(c, ldc, a16, lda, bb, ldb, M, N, K, acc, 0, 0, tb, a2, lda2, b2, ldb2, K2);
         CK(e);
-        LAUNCHED(profile ? shape_name("gemm_wgmma", M, N, K, accumulate) : "gemm_wgmma_kernel");
+        LAUNCHED(profile ? shape_name(x2 ? "gemm_wgmma+lora" : "gemm_wgmma", M, N, K, accumulate) : "gemm_wgmma_kernel");
         return;
     }
     if (large) { // operands to bf16 first, then the cp.async kernel
@@ -1807,6 +1852,25 @@ extern "C" void gpu_matmul_forward(float *out, const float *inp, const float *we
 // dinp (N,C) += dout (N,OC) W;  dweight (OC,C) += dout^T inp
 extern "C" void gpu_matmul_backward(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight, int N, int C, int OC) {
     if (dinp) gemm(D(dinp), C, DA(dout), OC, 1, DW(weight), C, 1, N, C, OC, 1);
+    if (dweight) gemm(D(dweight), C, DA(dout), 1, OC, DA(inp), C, 1, OC, C, N, 1);
+}
+// out = inp W^T + s u B^T (u (N,r), B (OC,r)): on the Hopper GEMM one product with u B^T as a last step over K
+// (PEFT_CUDA_LORA=apart: the product, then gpu_lora_up_add's pass over out, as on the other paths)
+extern "C" void gpu_lora_up_add(float *out, const float *u, const float *B, float s, int N, int r, int OC); // below
+extern "C" void gpu_matmul_lora_forward(float *out, const float *inp, const float *weight, const float *u, const float *B, float s, int N, int C, int OC, int r) {
+    if (!lora_fused || r > wgk::BK || !wgmma_takes(N, OC, C)) { gpu_matmul_forward(out, inp, weight, N, C, OC); gpu_lora_up_add(out, u, B, s, N, r, OC); return; }
+    Extra x2 = { D(u), r, D(B), 1, r, r, s };
+    gemm(DO(out), OC, DA(inp), C, 1, DW(weight), 1, C, N, OC, C, 0, NULL, 0, &x2);
+}
+// dinp += dout W + du A (du (N,r), A (r,C)), dweight += dout^T inp: du A a last step over K of dinp's GEMM
+extern "C" void gpu_matmul_lora_backward(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight, const float *du, const float *A, int N, int C, int OC, int r) {
+    if (!lora_fused || r > wgk::BK || !wgmma_takes(N, C, OC)) {
+        gpu_matmul_backward(dinp, dweight, dout, inp, weight, N, C, OC);
+        gpu_matmul_backward(dinp, NULL, du, NULL, A, N, C, r);
+        return;
+    }
+    Extra x2 = { D(du), r, D(A), C, 1, r, 1.0f };
+    gemm(D(dinp), C, DA(dout), OC, 1, DW(weight), C, 1, N, C, OC, 1, NULL, 0, &x2);
     if (dweight) gemm(D(dweight), C, DA(dout), 1, OC, DA(inp), C, 1, OC, C, N, 1);
 }
 

@@ -4731,6 +4731,49 @@ static void cuda_test_lora_up_add(void) {
           nd, nd - 1, w.worst, w.where, FP32_TOL);
 }
 
+// a linear layer with LoRA as the trainer runs it: out = x W^T + s u B^T, dinp += dout W + du A (dweight too in
+// one shape). With bf16 matmuls on Hopper the rank-r products ride in the base GEMM as one more step over K
+// (gpu_matmul_lora_*); elsewhere the products run apart. Against the CPU's two steps
+static void cuda_test_matmul_lora(void) {
+    int dims[][4] = { {300, 256, 384, 8}, {1000, 2048, 256, 16}, {200, 130, 700, 5}, {4096, 512, 512, 64}, {129, 768, 2048, 8}, {100, 64, 96, 8} }; // N, C, OC, r
+    int nd = (int)(sizeof(dims) / sizeof(dims[0]));
+    Worst wf[2] = { { 0, "" }, { 0, "" } }, wb[2] = { { 0, "" }, { 0, "" } };
+    for (int bf16 = 0; bf16 < 2; bf16++) {
+        gpu_set_bf16(bf16);
+        for (int d = 0; d < nd; d++) {
+            int N = dims[d][0], C = dims[d][1], OC = dims[d][2], r = dims[d][3], wgrad = d == 2;
+            size_t nx = (size_t)N * C, no = (size_t)N * OC, nw = (size_t)OC * C;
+            float *x = rand_f32(nx, 1), *W = rand_f32(nw, 1), *u = rand_f32((size_t)N * r, 1), *B = rand_f32((size_t)OC * r, 1), *dout = rand_f32(no, 1);
+            float *du = rand_f32((size_t)N * r, 1), *A = rand_f32((size_t)r * C, 1), *dx0 = rand_f32(nx, 1), *dw0 = rand_f32(nw, 1);
+            float *out = malloc_check(no * sizeof(float)), *t = malloc_check(no * sizeof(float)), *dx = copy_f32(dx0, nx), *dw = copy_f32(dw0, nw);
+            gpu_on = 0;
+            matmul_lora_forward(out, t, x, W, u, B, 0.5f, N, C, OC, r);
+            matmul_lora_backward(dx, wgrad ? dw : NULL, dout, x, W, du, A, N, C, OC, r);
+            for (size_t i = 0; i < nx; i++) dx[i] -= dx0[i];
+            for (size_t i = 0; i < nw; i++) dw[i] -= dw0[i];
+            gpu_on = 1;
+            float *gx = dev_f32(x, nx), *gW = dev_f32(W, nw), *gu = dev_f32(u, (size_t)N * r), *gB = dev_f32(B, (size_t)OC * r), *gdo = dev_f32(dout, no);
+            float *gdu = dev_f32(du, (size_t)N * r), *gA = dev_f32(A, (size_t)r * C), *gdx = dev_f32(dx0, nx), *gdw = dev_f32(dw0, nw), *go = (float *)tensor_alloc(no * 4), *gt = (float *)tensor_alloc(no * 4);
+            matmul_lora_forward(go, gt, gx, gW, gu, gB, 0.5f, N, C, OC, r);
+            matmul_lora_backward(gdx, wgrad ? gdw : NULL, gdo, gx, gW, gdu, gA, N, C, OC, r);
+            float *ho = host_f32(go, no), *hdx = host_f32(gdx, nx), *hdw = host_f32(gdw, nw);
+            for (size_t i = 0; i < nx; i++) hdx[i] -= dx0[i];
+            for (size_t i = 0; i < nw; i++) hdw[i] -= dw0[i];
+            worst_of(&wf[bf16], rel_l2(ho, out, no), "N %d C %d OC %d r %d", N, C, OC, r);
+            worst_of(&wb[bf16], rel_l2(hdx, dx, nx), "N %d C %d OC %d r %d", N, C, OC, r);
+            if (wgrad) worst_of(&wb[bf16], rel_l2(hdw, dw, nw), "dweight N %d C %d OC %d", N, C, OC);
+            float *gs[] = { gx, gW, gu, gB, gdo, gdu, gA, gdx, gdw, go, gt };
+            for (int i = 0; i < 11; i++) tensor_free(gs[i]);
+            gpu_on = 0;
+            free(x); free(W); free(u); free(B); free(dout); free(du); free(A); free(dx0); free(dw0); free(out); free(t); free(dx); free(dw); free(ho); free(hdx); free(hdw);
+        }
+    }
+    gpu_set_bf16(0);
+    check(wf[0].worst <= FP32_TOL && wb[0].worst <= FP32_TOL && wf[1].worst <= BF16_TOL && wb[1].worst <= BF16_TOL, "cuda linear + LoRA (out = x W^T + s u B^T, dinp += dout W + du A) vs CPU",
+          "%d shapes (r 5..64): fp32 mode forward %.2e, backward %.2e <= %.0e; bf16 (rank-r product in the base GEMM on Hopper) forward %.2e (%s), backward %.2e (%s) <= %.0e",
+          nd, wf[0].worst, wb[0].worst, FP32_TOL, wf[1].worst, wf[1].where, wb[1].worst, wb[1].where, BF16_TOL);
+}
+
 // bf16 (the tensor-core kernels, head sizes 64 and 128): Q, K, V, dO, P and dS rounded to bf16 (2^-9
 // relative each), fp32 elsewhere; errors of a few 2^-9 in norm, bound 2e-2
 #define BF16_ATT_TOL 2e-2
@@ -5119,6 +5162,7 @@ static void run_cuda_tests(void) {
     cuda_test_bf16_weights();
     cuda_test_bf16_acts();
     cuda_test_lora_up_add();
+    cuda_test_matmul_lora();
     cuda_test_attention(0);
     cuda_test_attention(1);
     cuda_test_small_kernels();

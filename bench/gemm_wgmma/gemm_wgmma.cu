@@ -166,10 +166,13 @@ static CmpResult compare(const char *label, const float *c, const float *r, int 
 // ---- variants ----
 typedef cudaError_t (*GemmFn)(float *, long, const __nv_bfloat16 *, long, const __nv_bfloat16 *, long, int, int, int, int,
                               cudaStream_t, int);
+typedef cudaError_t (*GemmK2Fn)(float *, long, const __nv_bfloat16 *, long, const __nv_bfloat16 *, long, int, int, int, int,
+                                const __nv_bfloat16 *, long, const __nv_bfloat16 *, long, int);
 struct Variant {
     const char *name;
     GemmFn fn;
     int bn;
+    GemmK2Fn k2;
 };
 // B given as B^T (N x K, K-major); the stores straight from registers (SB 0) or through SB bytes of smem
 template <int BN, int STAGES, int SB>
@@ -177,11 +180,16 @@ static cudaError_t wgmma_fn(float *c, long ldc, const __nv_bfloat16 *a, long lda
                             int acc, cudaStream_t st, int max_ctas) {
     return wgk::gemm_wgmma_t<BN, STAGES, SB>(c, ldc, a, lda, b, ldb, M, N, K, acc, st, max_ctas, 0);
 }
+template <int BN, int STAGES, int SB>
+static cudaError_t wgmma_k2_fn(float *c, long ldc, const __nv_bfloat16 *a, long lda, const __nv_bfloat16 *b, long ldb, int M, int N, int K,
+                               int acc, const __nv_bfloat16 *a2, long lda2, const __nv_bfloat16 *b2, long ldb2, int K2) {
+    return wgk::gemm_wgmma_t<BN, STAGES, SB>(c, ldc, a, lda, b, ldb, M, N, K, acc, 0, 0, 0, a2, lda2, b2, ldb2, K2);
+}
 static Variant variants[] = {
-    {"wgmma_bn256_s4", wgmma_fn<256, 4, 0>, 256},
-    {"bn256_s4_tma16k", wgmma_fn<256, 4, 16384>, 256},
-    {"bn256_s3_tma32k", wgmma_fn<256, 3, 32768>, 256},
-    {"wgmma_bn128_s6", wgmma_fn<128, 6, 0>, 128},
+    {"wgmma_bn256_s4", wgmma_fn<256, 4, 0>, 256, wgmma_k2_fn<256, 4, 0>},
+    {"bn256_s4_tma16k", wgmma_fn<256, 4, 16384>, 256, wgmma_k2_fn<256, 4, 16384>},
+    {"bn256_s3_tma32k", wgmma_fn<256, 3, 32768>, 256, wgmma_k2_fn<256, 3, 32768>},
+    {"wgmma_bn128_s6", wgmma_fn<128, 6, 0>, 128, wgmma_k2_fn<128, 6, 0>},
 };
 static const int NVAR = sizeof(variants) / sizeof(variants[0]);
 
@@ -318,6 +326,48 @@ static void correctness() {
     printf("cublas-vs-reference mismatches: %d (nonzero => suspect the reference kernel or the test, not only wgmma)\n", n_cub_fail);
 #endif
     fflush(stdout);
+}
+
+// C (+)= A B^T + A2 B2^T with A2 (M, K2), B2 (N, K2): the rank-r product (LoRA's) as one more step over K
+static void correctness_k2() {
+    printf("== correctness, a second product A2 B2^T in the same GEMM (K2 <= 64) ==\n");
+    const int shapes[][5] = {{1000, 3000, 200, 8, 0}, {1000, 3000, 200, 8, 1}, {300, 520, 1000, 5, 0}, {8192, 2048, 2048, 16, 1},
+                             {130, 250, 64, 64, 0}, {257, 129, 4096, 13, 1}};
+    for (const auto &sh : shapes) {
+        const int M = sh[0], N = sh[1], K = sh[2], K2 = sh[3], acc = sh[4];
+        const long lda = round8(K), ld2 = round8(K2);
+        char desc[128];
+        snprintf(desc, sizeof desc, "k2 M=%d N=%d K=%d K2=%d acc=%d", M, N, K, K2, acc);
+        g_ctx = desc;
+        __nv_bfloat16 *a, *b, *a2, *b2;
+        float *c, *r;
+        CKT(cudaMalloc(&a, (size_t)M * lda * 2));
+        CKT(cudaMalloc(&b, (size_t)N * lda * 2));
+        CKT(cudaMalloc(&a2, (size_t)M * ld2 * 2));
+        CKT(cudaMalloc(&b2, (size_t)N * ld2 * 2));
+        CKT(cudaMalloc(&c, (size_t)M * N * 4));
+        CKT(cudaMalloc(&r, (size_t)M * N * 4));
+        fill_bf16(a, M, K, lda, 11 + M);
+        fill_bf16(b, N, K, lda, 12 + N);
+        fill_bf16(a2, M, K2, ld2, 13 + K2); // pad columns of NaN garbage: the second product must not read them
+        fill_bf16(b2, N, K2, ld2, 14 + K2);
+        std::vector<float> hc((size_t)M * N), hr((size_t)M * N);
+        for (int v = 0; v < NVAR; ++v) {
+            fill_f32(r, (long)M * N, 99, !acc);
+            CKT(cudaMemcpy(c, r, (size_t)M * N * 4, cudaMemcpyDeviceToDevice));
+            ref_gemm(r, N, a, lda, b, lda, M, N, K, acc);
+            ref_gemm(r, N, a2, ld2, b2, ld2, M, N, K2, 1);
+            CKT(variants[v].k2(c, N, a, lda, b, lda, M, N, K, acc, a2, ld2, b2, ld2, K2));
+            CKT(cudaDeviceSynchronize());
+            CKT(cudaMemcpy(hc.data(), c, hc.size() * 4, cudaMemcpyDeviceToHost));
+            CKT(cudaMemcpy(hr.data(), r, hr.size() * 4, cudaMemcpyDeviceToHost));
+            CmpResult cr = compare(variants[v].name, hc.data(), hr.data(), M, N, N, variants[v].bn, -1);
+            printf("%s %-16s %s  max_rel_err=%.3g\n", cr.pass ? "PASS" : "FAIL", variants[v].name, desc, cr.max_err);
+            if (cr.pass) n_pass++; else n_fail++;
+        }
+        CKT(cudaFree(a)); CKT(cudaFree(b)); CKT(cudaFree(a2)); CKT(cudaFree(b2)); CKT(cudaFree(c)); CKT(cudaFree(r));
+    }
+    printf("wgmma k2 correctness: %d passed, %d failed (all checks so far)\n", n_pass, n_fail);
 }
 
 // ---- speed ----
@@ -457,7 +507,7 @@ int main(int argc, char **argv) {
 #ifdef WITH_CUBLAS
     CKB(cublasCreate(&g_cublas));
 #endif
-    if (mode == "all" || mode == "correct") correctness();
+    if (mode == "all" || mode == "correct") { correctness(); correctness_k2(); }
     if (mode == "all" || mode == "speed") speed();
     printf("RESULT: %s (%d wgmma checks failed)\n", n_fail ? "FAIL" : "OK", n_fail);
     return n_fail ? 1 : 0;
