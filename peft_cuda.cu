@@ -215,6 +215,7 @@ extern "C" int gpu_init(int bf16, int device, char *err, size_t errlen) {
     return 0;
 }
 extern "C" void gpu_set_bf16(int on) { bf16_matmuls = on; } // the tests switch between the two
+extern "C" int gpu_set_clusters(int on) { int was = cluster_ok; cluster_ok = on; return was; } // tests: GQA attention without clusters on Hopper too
 extern "C" size_t gpu_free_bytes(void) { size_t fr = 0, tot = 0; cudaMemGetInfo(&fr, &tot); return fr; }
 static size_t peak_used; // device memory in use (all of it, as cudaMemGetInfo sees it) after each allocation
 static size_t live_bytes, peak_live; // bytes of gpu_alloc's blocks now, and at most (as torch.cuda.max_memory_allocated counts)
@@ -2445,8 +2446,9 @@ __global__ void attention_forward_kernel(float *out, float *lse, const float *q,
 // and dO (made first) into shared memory by cp.async, two buffers deep so that the next tile's copy
 // overlaps this one's math (rows padded by 16 bytes so that ldmatrix is free of bank conflicts). Scores, P and the outputs stay
 // in registers: a score fragment (C of one mma) is already the A operand of the next product once
-// rounded to bf16. Deterministic: no atomics; with GQA, dK and dV of each query head go to scratch and
-// are summed over the group in a fixed order.
+// rounded to bf16. The backward: D = rowsum(dO o O); dK, dV (recomputing S, dP), which also store dS' in
+// bf16 (the causal tiles); then dQ = scale dS' K from the stored tiles. Deterministic: no atomics; with GQA,
+// dK and dV of each query head go to scratch and are summed over the group in a fixed order.
 #define TCR 64 // rows per block and per tile
 #ifndef DKV_MIN_BLOCKS
 #define DKV_MIN_BLOCKS 4 // blocks per SM that attention_backward_dkv_tc_kernel<64> is built for (at most 128 registers: 0.467 -> 0.417 ms against 3)
@@ -2500,28 +2502,6 @@ template <int HS, int NT> __device__ __forceinline__ void mma_scores(float (*s)[
             mma16816(s[j + 1], af, bf[2], bf[3]);
         }
     }
-}
-// the same with a's fragments loaded before (af[kk/16]: the warp's 16 rows, columns kk..kk+15)
-template <int HS, int NT> __device__ __forceinline__ void mma_scores_a(float (*s)[4], const uint32_t (*af)[4], const __nv_bfloat16 *b) {
-    constexpr int LD = HS + 8;
-    int lane = threadIdx.x % 32;
-    #pragma unroll
-    for (int j = 0; j < NT; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
-    #pragma unroll
-    for (int kk = 0; kk < HS; kk += 16)
-        #pragma unroll
-        for (int j = 0; j < NT; j += 2) {
-            uint32_t bf[4];
-            ldsm_x4(bf, b + (j * 8 + (lane / 16) * 8 + lane % 8) * LD + kk + ((lane / 8) % 2) * 8);
-            mma16816(s[j], af[kk / 16], bf[0], bf[1]);
-            mma16816(s[j + 1], af[kk / 16], bf[2], bf[3]);
-        }
-}
-// a's fragments for mma_scores_a: the warp's 16 rows of a [.][HS+8] tile
-template <int HS> __device__ __forceinline__ void load_a(uint32_t (*af)[4], const __nv_bfloat16 *a) {
-    int lane = threadIdx.x % 32;
-    #pragma unroll
-    for (int kk = 0; kk < HS; kk += 16) ldsm_x4(af[kk / 16], a + (lane % 16) * (HS + 8) + kk + (lane / 16) * 8);
 }
 // o[HS/8][4] (16 x HS) += p (16 x 16KC, as A fragments) times rows [0, 16KC) of a [.][HS+8] tile v
 template <int HS, int KC> __device__ __forceinline__ void mma_pv(float (*o)[4], const uint32_t (*p)[4], const __nv_bfloat16 *v) {
@@ -2640,100 +2620,40 @@ __global__ void __launch_bounds__(128) attention_forward_tc_kernel(OT *out, floa
     }
 }
 
-// dQ = scale dS' K over the key tiles up to the query block, dS' = P (dP - D), P = exp(S scale - lse), dP = dO V^T;
-// keys in chunks of 32 (fewer registers). First D = rowsum(dO o O) for the block's rows, from the fp32 dO
-// and O (two threads a row), written to Dt for attention_backward_dkv_tc_kernel; O in fp32 or kept in bf16
+// dS' tiles in memory (the scratch ds): one of 64 x 64 per batch row b, head h, query tile i and key tile j <= i
+// (the causal lower triangle), in that order; a tile is 16 blocks of 16 x 16, [query block][key block], and a
+// block is dS'^T's A fragment of m16n8k16 as the warp of attention_backward_dkv_tc_kernel holds it (lane l's four
+// registers, 16 bytes at 16l): 512 contiguous bytes a warp, out and back. ds_tile: the tile's first uint4
+__device__ __forceinline__ long ds_tile(int b, int h, int i, int j, int NH, int nqt) {
+    return (((long)b * NH + h) * (nqt * (nqt + 1) / 2) + i * (i + 1) / 2 + j) * (TCR * TCR / 8);
+}
+// D = rowsum(dO o O) into Dt (B,NH,T), from the fp32 dO and O (fp32 or kept in bf16): a block per 64 rows of a head,
+// two threads a row
 template <int HS, typename OT>
-__global__ void __launch_bounds__(128) attention_backward_dq_tc_kernel(float *dq, float *Dt, const __nv_bfloat16 *dout, const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v,
-                                                                       const float *dout32, const OT *out32, const float *lse, int T, int NH, int KVH, float scale) {
-    constexpr int LD = HS + 8;
-    extern __shared__ __align__(128) unsigned char sm8[];
-    __nv_bfloat16 *Qs = (__nv_bfloat16 *)sm8, *dOs = Qs + TCR * LD; // then [K0][V0][K1][V1], then D of the block's rows
-    float *Ds = (float *)(Qs + 6 * TCR * LD);
-    int nqt = (T + TCR - 1) / TCR, qt = nqt - 1 - blockIdx.x;
-    int b = blockIdx.z, h = blockIdx.y, warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c2 = 2 * (lane % 4);
-    int kh = h / (NH / KVH), q0 = qt * TCR, row[2] = { q0 + warp * 16 + g, q0 + warp * 16 + g + 8 };
-    long qs = (long)NH * HS, ks = (long)KVH * HS;
-    float sl2 = scale * LOG2E, L[2], Dr[2], acc[HS / 8][4];
-    uint32_t qf[HS == 64 ? 4 : 1][4], dof[HS == 64 ? 4 : 1][4];
-    tc_copy_rows<HS>(Qs, q, b, T, q0, qs, (long)h * HS);
-    tc_copy_rows<HS>(dOs, dout, b, T, q0, qs, (long)h * HS);
-    tc_copy_rows<HS>(Qs + 2 * TCR * LD, k, b, T, 0, ks, (long)kh * HS);
-    tc_copy_rows<HS>(Qs + 3 * TCR * LD, v, b, T, 0, ks, (long)kh * HS);
-    cp_commit();
-    { // D while the copies fly: thread 2r + half sums half of row r
-        int r = threadIdx.x / 2, t = q0 + r;
-        float d = 0.0f;
-        if (t < T) {
-            const float *a4 = dout32 + ((long)b * T + t) * qs + (long)h * HS + (threadIdx.x % 2) * (HS / 2);
-            const OT *o4 = out32 + ((long)b * T + t) * qs + (long)h * HS + (threadIdx.x % 2) * (HS / 2);
-            #pragma unroll
-            for (int i = 0; i < HS / 8; i++) { float x[4], y[4]; ld4(x, a4 + 4 * i, 1); ld4(y, o4 + 4 * i, 1); d += x[0] * y[0] + x[1] * y[1] + x[2] * y[2] + x[3] * y[3]; }
-        }
-        d += __shfl_xor_sync(0xffffffffu, d, 1);
-        if (threadIdx.x % 2 == 0) {
-            Ds[r] = d;
-            if (t < T) Dt[((long)b * NH + h) * T + t] = d;
-        }
-    }
-    __syncthreads();
-    for (int i = 0; i < 2; i++) { // rows past T: L = 0, D = 0 (their dO is zero, so dS' is too)
-        L[i] = row[i] < T ? lse[((long)b * NH + h) * T + row[i]] * LOG2E : 0.0f;
-        Dr[i] = Ds[warp * 16 + g + 8 * i];
-    }
-    #pragma unroll
-    for (int d = 0; d < HS / 8; d++) acc[d][0] = acc[d][1] = acc[d][2] = acc[d][3] = 0.0f;
-    for (int kt = 0; kt <= qt; kt++) {
-        int k0 = kt * TCR;
-        const __nv_bfloat16 *Ks = Qs + (2 + 2 * (kt & 1)) * TCR * LD, *Vs = Ks + TCR * LD;
-        if (kt < qt) {
-            __nv_bfloat16 *Kn = Qs + (2 + 2 * ((kt + 1) & 1)) * TCR * LD;
-            tc_copy_rows<HS>(Kn, k, b, T, k0 + TCR, ks, (long)kh * HS);
-            tc_copy_rows<HS>(Kn + TCR * LD, v, b, T, k0 + TCR, ks, (long)kh * HS);
-        }
-        cp_commit();
-        cp_wait_all_but_last();
-        __syncthreads();
-        if (HS == 64 && kt == 0) { load_a<HS>(qf, Qs + warp * 16 * LD); load_a<HS>(dof, dOs + warp * 16 * LD); }
+__global__ void __launch_bounds__(128) attention_backward_d_kernel(float *Dt, const float *dout32, const OT *out32, int T, int NH) {
+    int b = blockIdx.z, h = blockIdx.y, r = threadIdx.x / 2, t = blockIdx.x * TCR + r;
+    long qs = (long)NH * HS;
+    float d = 0.0f;
+    if (t < T) {
+        const float *a4 = dout32 + ((long)b * T + t) * qs + (long)h * HS + (threadIdx.x % 2) * (HS / 2);
+        const OT *o4 = out32 + ((long)b * T + t) * qs + (long)h * HS + (threadIdx.x % 2) * (HS / 2);
         #pragma unroll
-        for (int kc = 0; kc < TCR; kc += 32) {
-            float s[4][4], dp[4][4];
-            if (HS == 64) { // the warp's rows of Q and dO stay in registers (at HS 128 they would take 64 of them)
-                mma_scores_a<HS, 4>(s, qf, Ks + kc * LD);
-                mma_scores_a<HS, 4>(dp, dof, Vs + kc * LD);
-            } else {
-                mma_scores<HS, 4>(s, Qs + warp * 16 * LD, Ks + kc * LD);
-                mma_scores<HS, 4>(dp, dOs + warp * 16 * LD, Vs + kc * LD);
-            }
-            if (kt == qt) mask_after<4>(s, k0 + kc + c2, row);
-            #pragma unroll
-            for (int j = 0; j < 4; j++)
-                #pragma unroll
-                for (int e = 0; e < 4; e++) s[j][e] = ex2(fmaf(s[j][e], sl2, -L[e / 2])) * (dp[j][e] - Dr[e / 2]);
-            uint32_t ds[2][4];
-            frag_to_a(ds[0], s[0], s[1]);
-            frag_to_a(ds[1], s[2], s[3]);
-            mma_pv<HS, 2>(acc, ds, Ks + kc * LD);
-        }
-        __syncthreads();
+        for (int i = 0; i < HS / 8; i++) { float x[4], y[4]; ld4(x, a4 + 4 * i, 1); ld4(y, o4 + 4 * i, 1); d += x[0] * y[0] + x[1] * y[1] + x[2] * y[2] + x[3] * y[3]; }
     }
-    #pragma unroll
-    for (int i = 0; i < 2; i++) {
-        if (row[i] >= T) continue;
-        float *r = dq + ((long)b * T + row[i]) * qs + (long)h * HS + c2;
-        #pragma unroll
-        for (int d = 0; d < HS / 8; d++) { r[d * 8] += scale * acc[d][2 * i]; r[d * 8 + 1] += scale * acc[d][2 * i + 1]; }
-    }
+    d += __shfl_xor_sync(0xffffffffu, d, 1);
+    if (t < T && threadIdx.x % 2 == 0) Dt[((long)b * NH + h) * T + t] = d;
 }
 
 // dV = P^T dO and dK = scale dS'^T Q for a block of 64 key rows and one query head h, over the query tiles
-// from the keys' on (queries in chunks of 32). With G = NH/KVH = 1 the block adds to dk, dv. With GQA and
-// cluster = 1 (Hopper) the G blocks of the group's heads form a cluster: each leaves its dK, dV tile in its
-// shared memory, and block j of the cluster adds up rows [64j/G, 64(j+1)/G) of the G tiles, in head order,
-// reading the others' through distributed shared memory. Else (cluster = 0) the block writes its head's
-// share to dk, dv as scratch (B,T,NH,HS), summed over the group by attention_group_sum_kernel in the same order
+// from the keys' on (queries in chunks of 32), dS' = P (dP - D), P = exp(S scale - lse), dP = dO V^T.
+// dS', rounded to bf16 as dK's product takes it, is stored for attention_backward_dq_tc_kernel (see ds_tile).
+// With G = NH/KVH = 1 the block adds to dk, dv. With GQA and cluster = 1 (Hopper) the G blocks of the group's
+// heads form a cluster: each leaves its dK, dV tile in its shared memory, and block j of the cluster adds up
+// rows [64j/G, 64(j+1)/G) of the G tiles, in head order, reading the others' through distributed shared memory.
+// Else (cluster = 0) the block writes its head's share to dk, dv as scratch (B,T,NH,HS), summed over the group
+// by attention_group_sum_kernel in the same order
 template <int HS>
-__global__ void __launch_bounds__(128, HS == 64 ? DKV_MIN_BLOCKS : 1) attention_backward_dkv_tc_kernel(float *dk, float *dv, const __nv_bfloat16 *dout, const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v,
+__global__ void __launch_bounds__(128, HS == 64 ? DKV_MIN_BLOCKS : 1) attention_backward_dkv_tc_kernel(float *dk, float *dv, uint4 *ds, const __nv_bfloat16 *dout, const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v,
                                                                         const float *lse, const float *Dt, int T, int NH, int KVH, float scale, int cluster) {
     constexpr int LD = HS + 8;
     extern __shared__ __align__(128) unsigned char sm8[];
@@ -2764,6 +2684,7 @@ __global__ void __launch_bounds__(128, HS == 64 ? DKV_MIN_BLOCKS : 1) attention_
         __syncthreads();
         const __nv_bfloat16 *Qs = Ks + (2 + 2 * buf) * TCR * LD, *dOs = Qs + TCR * LD;
         const float *Ls = LD0 + buf * 2 * TCR, *Ds = Ls + TCR;
+        unsigned dst = (unsigned)ds_tile(b, h, qt, kt, NH, nqt) + warp * 32 + lane; // block (0, warp) of tile (qt, kt); 32 bits: fewer registers
         #pragma unroll
         for (int qc = 0; qc < TCR; qc += 32) {
             float s[4][4], dp[4][4]; // S^T and dP^T: 16 keys x 32 queries
@@ -2781,6 +2702,8 @@ __global__ void __launch_bounds__(128, HS == 64 ? DKV_MIN_BLOCKS : 1) attention_
             uint32_t pa[2][4], da[2][4];
             frag_to_a(pa[0], s[0], s[1]); frag_to_a(pa[1], s[2], s[3]);
             frag_to_a(da[0], dp[0], dp[1]); frag_to_a(da[1], dp[2], dp[3]);
+            ds[dst + qc / 16 * 128] = make_uint4(da[0][0], da[0][1], da[0][2], da[0][3]); // query blocks qc/16 and qc/16 + 1
+            ds[dst + qc / 16 * 128 + 128] = make_uint4(da[1][0], da[1][1], da[1][2], da[1][3]);
             mma_pv<HS, 2>(adv, pa, dOs + qc * LD);
             mma_pv<HS, 2>(adk, da, Qs + qc * LD);
         }
@@ -2836,6 +2759,65 @@ __global__ void attention_group_sum_kernel(float *dk, const float *part, size_t 
         dk[e] += s;
     }
 }
+// start copying a dS' tile (see ds_tile) into shared memory by cp.async
+__device__ __forceinline__ void copy_ds_tile(uint4 *s, const uint4 *src) {
+    for (int e = threadIdx.x; e < TCR * TCR / 8; e += blockDim.x) {
+        unsigned dst = (unsigned)__cvta_generic_to_shared(s + e);
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src + e));
+    }
+}
+// an 8 x 8 bf16 matrix of a warp's fragment (lane l: row l/4, columns 2(l%4) and 2(l%4)+1), transposed
+__device__ __forceinline__ uint32_t movm_t(uint32_t x) {
+    uint32_t y;
+    asm volatile("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;\n" : "=r"(y) : "r"(x));
+    return y;
+}
+// dQ = scale sum over the key tiles j <= i of dS'_ij K_j, in order, for a block of 64 query rows (tile i): the dS'
+// tiles that attention_backward_dkv_tc_kernel stored and the K tiles, copied by cp.async two tiles deep. A stored
+// block holds the fragment of dS'^T (keys x queries): its four 8 x 8 matrices transposed, the middle two swapped,
+// are the A fragment of dS' (queries x keys)
+template <int HS>
+__global__ void __launch_bounds__(128) attention_backward_dq_tc_kernel(float *dq, const uint4 *ds, const __nv_bfloat16 *k, int T, int NH, int KVH, float scale) {
+    constexpr int LD = HS + 8, TB = TCR * TCR / 8; // uint4s of a dS' tile
+    extern __shared__ __align__(128) unsigned char sm8[];
+    __nv_bfloat16 *Ks = (__nv_bfloat16 *)sm8; // [K0][K1], then [dS'0][dS'1]
+    uint4 *dSs = (uint4 *)(Ks + 2 * TCR * LD);
+    int nqt = (T + TCR - 1) / TCR, qt = nqt - 1 - blockIdx.x; // the longest rows first
+    int b = blockIdx.z, h = blockIdx.y, warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c2 = 2 * (lane % 4);
+    int kh = h / (NH / KVH), row[2] = { qt * TCR + warp * 16 + g, qt * TCR + warp * 16 + g + 8 };
+    long qs = (long)NH * HS, ks = (long)KVH * HS;
+    const uint4 *src = ds + ds_tile(b, h, qt, 0, NH, nqt); // tiles (qt, 0..qt) are adjacent
+    float acc[HS / 8][4];
+    #pragma unroll
+    for (int d = 0; d < HS / 8; d++) acc[d][0] = acc[d][1] = acc[d][2] = acc[d][3] = 0.0f;
+    tc_copy_rows<HS>(Ks, k, b, T, 0, ks, (long)kh * HS);
+    copy_ds_tile(dSs, src);
+    cp_commit();
+    for (int kt = 0; kt <= qt; kt++) {
+        if (kt < qt) { // the next tile's copy overlaps this one's work
+            tc_copy_rows<HS>(Ks + ((kt + 1) & 1) * TCR * LD, k, b, T, (kt + 1) * TCR, ks, (long)kh * HS);
+            copy_ds_tile(dSs + ((kt + 1) & 1) * TB, src + (long)(kt + 1) * TB);
+        }
+        cp_commit();
+        cp_wait_all_but_last();
+        __syncthreads();
+        uint32_t a[4][4]; // dS' of the warp's 16 queries, keys 16c..16c+15 of the tile
+        #pragma unroll
+        for (int c = 0; c < 4; c++) {
+            uint4 x = dSs[(kt & 1) * TB + (warp * 4 + c) * 32 + lane];
+            a[c][0] = movm_t(x.x); a[c][1] = movm_t(x.z); a[c][2] = movm_t(x.y); a[c][3] = movm_t(x.w);
+        }
+        mma_pv<HS, 4>(acc, a, Ks + (kt & 1) * TCR * LD);
+        __syncthreads(); // every warp is done with this buffer before it is refilled
+    }
+    #pragma unroll
+    for (int i = 0; i < 2; i++) {
+        if (row[i] >= T) continue;
+        float *r = dq + ((long)b * T + row[i]) * qs + (long)h * HS + c2;
+        #pragma unroll
+        for (int d = 0; d < HS / 8; d++) { r[d * 8] += scale * acc[d][2 * i]; r[d * 8 + 1] += scale * acc[d][2 * i + 1]; }
+    }
+}
 
 // the tensor-core path applies: bf16, HS 64 or 128, every operand 16-byte aligned
 // q, k, v (and the output) in bf16 (act16) for the fp32 attention kernels: widened into scratch (slots 0-3)
@@ -2883,34 +2865,38 @@ template <int HS> static void attention_forward_tc(float *out, float *lse, const
     else attention_forward_tc_kernel<HS><<<grid, 128, smem>>>(out, lse, q16, k16, v16, T, NH, KVH, sc);
     LAUNCHED("attention_forward_tc_kernel");
 }
-static void *att_scratch;
-static size_t att_scratch_cap;
+static void *att_scratch, *att_ds_scratch;
+static size_t att_scratch_cap, att_ds_cap;
+// D = rowsum(dO o O); dK, dV, storing dS'; then dQ from the stored dS'
 template <int HS> static void attention_backward_tc(float *dq, float *dk, float *dv, float *Dt, const float *dout, const float *q, const float *k, const float *v,
                                                     const float *out, const float *lse, int B, int T, int NH, int KVH) {
     float scale = (float)(1.0 / sqrt((double)HS));
-    size_t tile = (size_t)TCR * (HS + 8) * 2;
+    size_t tile = (size_t)TCR * (HS + 8) * 2, ds_bytes = (size_t)TCR * TCR * sizeof(__nv_bfloat16);
     int G = NH / KVH, cluster = G > 1 && G <= 8 && cluster_ok; // a group's heads in one cluster (at most 8: the portable size)
+    int nqt = (T + TCR - 1) / TCR;
     size_t nq = (size_t)B * T * NH * HS, nk = (size_t)B * T * KVH * HS;
     if (!copies_on) scratch_reserve(&att16_scratch, &att16_cap, (2 * nq + 2 * nk) * sizeof(__nv_bfloat16));
+    size_t ntiles = (size_t)B * NH * (nqt * (nqt + 1) / 2); // the causal tiles of dS'
+    if (ntiles * ds_bytes > ((size_t)1 << 36)) { fprintf(stderr, "peft: attention's dS' scratch of %.1f GiB is over its limit of 64 GiB (B*T too large)\n", ntiles * ds_bytes / 1073741824.0); exit(1); }
+    uint4 *ds = (uint4 *)scratch_reserve(&att_ds_scratch, &att_ds_cap, ntiles * ds_bytes);
     const __nv_bfloat16 *q16 = att_bf16(q, (size_t)B * T, NH * HS, 0), *do16 = att_bf16(dout, (size_t)B * T, NH * HS, nq);
     const __nv_bfloat16 *k16 = att_bf16(k, (size_t)B * T, KVH * HS, 2 * nq), *v16 = att_bf16(v, (size_t)B * T, KVH * HS, 2 * nq + nk);
-    size_t smem_q = 6 * tile + TCR * sizeof(float), smem_kv = 6 * tile + 4 * TCR * sizeof(float);
+    size_t smem_q = 2 * tile + 2 * ds_bytes, smem_kv = 6 * tile + 4 * TCR * sizeof(float);
     static bool set = false;
     if (!set) {
-        CK(cudaFuncSetAttribute(attention_backward_dq_tc_kernel<HS, float>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_q));
-        CK(cudaFuncSetAttribute(attention_backward_dq_tc_kernel<HS, __nv_bfloat16>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_q));
+        CK(cudaFuncSetAttribute(attention_backward_dq_tc_kernel<HS>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_q));
         CK(cudaFuncSetAttribute(attention_backward_dkv_tc_kernel<HS>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_kv));
         set = true;
     }
-    dim3 gq((T + TCR - 1) / TCR, NH, B);
-    if (act16(out)) attention_backward_dq_tc_kernel<HS><<<gq, 128, smem_q>>>(dq, Dt, do16, q16, k16, v16, dout, (const __nv_bfloat16 *)act16(out), lse, T, NH, KVH, scale);
-    else attention_backward_dq_tc_kernel<HS><<<gq, 128, smem_q>>>(dq, Dt, do16, q16, k16, v16, dout, out, lse, T, NH, KVH, scale);
-    LAUNCHED("attention_backward_dq_tc_kernel");
+    dim3 grid(nqt, NH, B);
+    if (act16(out)) attention_backward_d_kernel<HS><<<grid, 128>>>(Dt, dout, (const __nv_bfloat16 *)act16(out), T, NH);
+    else attention_backward_d_kernel<HS><<<grid, 128>>>(Dt, dout, out, T, NH);
+    LAUNCHED("attention_backward_d_kernel");
     float *pk = dk, *pv = dv;
     if (G > 1 && !cluster) { pk = (float *)scratch_reserve(&att_scratch, &att_scratch_cap, 2 * nq * sizeof(float)); pv = pk + nq; }
     cudaLaunchConfig_t cfg = {};
     cudaLaunchAttribute at[1];
-    cfg.gridDim = dim3((T + TCR - 1) / TCR, NH, B);
+    cfg.gridDim = grid;
     cfg.blockDim = dim3(128);
     cfg.dynamicSmemBytes = smem_kv;
     if (cluster) {
@@ -2919,13 +2905,15 @@ template <int HS> static void attention_backward_tc(float *dq, float *dk, float 
         cfg.attrs = at;
         cfg.numAttrs = 1;
     }
-    CK(cudaLaunchKernelEx(&cfg, attention_backward_dkv_tc_kernel<HS>, pk, pv, (const __nv_bfloat16 *)do16, q16, k16, v16, lse, (const float *)Dt, T, NH, KVH, scale, cluster));
+    CK(cudaLaunchKernelEx(&cfg, attention_backward_dkv_tc_kernel<HS>, pk, pv, ds, (const __nv_bfloat16 *)do16, q16, k16, v16, lse, (const float *)Dt, T, NH, KVH, scale, cluster));
     LAUNCHED("attention_backward_dkv_tc_kernel");
     if (G > 1 && !cluster) {
         attention_group_sum_kernel<<<blocks_for(nk, 256), 256>>>(dk, pk, nk, G, HS);
         attention_group_sum_kernel<<<blocks_for(nk, 256), 256>>>(dv, pv, nk, G, HS);
         LAUNCHED("attention_group_sum_kernel");
     }
+    attention_backward_dq_tc_kernel<HS><<<grid, 128, smem_q>>>(dq, (const uint4 *)ds, k16, T, NH, KVH, scale);
+    LAUNCHED("attention_backward_dq_tc_kernel");
 }
 
 template <int HST> static void attention_forward_launch(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T, int NH, int KVH, int HS) {
@@ -3084,7 +3072,7 @@ extern "C" void gpu_attention_backward(float *dq, float *dk, float *dv, float *s
     wrote(D(dq), rows * HS * sizeof(float)); wrote(D(dk), (size_t)B * T * KVH * HS * sizeof(float)); wrote(D(dv), (size_t)B * T * KVH * HS * sizeof(float));
     wrote(D(scratch), rows * sizeof(float));
     const void *ptrs[10] = { D(dq), D(dk), D(dv), D(dout), DA(q), DA(k), DA(v), D(lse), D(scratch), DA(out) };
-    if (tc_attention_ok(HS, ptrs, 10)) { // D = rowsum(dO o O) in the dQ kernel
+    if (tc_attention_ok(HS, ptrs, 10)) {
         if (HS == 64) attention_backward_tc<64>(D(dq), D(dk), D(dv), D(scratch), D(dout), DA(q), DA(k), DA(v), DA(out), D(lse), B, T, NH, KVH);
         else attention_backward_tc<128>(D(dq), D(dk), D(dv), D(scratch), D(dout), DA(q), DA(k), DA(v), DA(out), D(lse), B, T, NH, KVH);
         return;
@@ -3285,9 +3273,9 @@ extern "C" void gpu_release(void) {
         }
         nprof = 0;
     }
-    void **bufs[17] = { &qscratch, &sum_scratch, &splitk_scratch, &tc_scratch[0], &tc_scratch[1], &att_scratch, &att16_scratch, &lora_scratch_t, &w32_scratch, &c16_scratch,
+    void **bufs[18] = { &qscratch, &sum_scratch, &splitk_scratch, &tc_scratch[0], &tc_scratch[1], &att_scratch, &att_ds_scratch, &att16_scratch, &lora_scratch_t, &w32_scratch, &c16_scratch,
                         &a32_scratch[0], &a32_scratch[1], &att_w32[0], &att_w32[1], &att_w32[2], &att_w32[3], NULL };
-    size_t *caps[17] = { &qscratch_cap, &sum_scratch_cap, &splitk_cap, &tc_cap[0], &tc_cap[1], &att_scratch_cap, &att16_cap, &lora_scratch_cap, &w32_cap, &c16_cap,
+    size_t *caps[18] = { &qscratch_cap, &sum_scratch_cap, &splitk_cap, &tc_cap[0], &tc_cap[1], &att_scratch_cap, &att_ds_cap, &att16_cap, &lora_scratch_cap, &w32_cap, &c16_cap,
                          &a32_cap[0], &a32_cap[1], &att_w32_cap[0], &att_w32_cap[1], &att_w32_cap[2], &att_w32_cap[3], NULL };
     for (int i = 0; bufs[i]; i++) { gpu_free(*bufs[i]); *bufs[i] = NULL; *caps[i] = 0; }
     forget_all();

@@ -4414,6 +4414,7 @@ static void run_fp64_suite(void) {
 // A build without CUDA, or a machine without a GPU, prints SKIP lines instead.
 #ifdef PEFT_CUDA
 void gpu_set_bf16(int on); // peft_cuda.cu (tests only)
+int gpu_set_clusters(int on);
 
 // ||a - ref|| / ||ref||
 static double rel_l2(const float *a, const float *ref, size_t n) {
@@ -4781,13 +4782,17 @@ static void cuda_test_attention(int bf16) {
     // T not a multiple of the tiles (8 or 64 rows, 32 or 64 keys); GQA ratios 1, 2, 8 (bf16: 4 and 16 too); head sizes 8 to 128
     int cfg32[][5] = { {2, 77, 8, 8, 64}, {1, 130, 8, 4, 8}, {2, 33, 8, 1, 128}, {1, 1, 4, 2, 16}, {3, 200, 4, 2, 64}, {1, 50, 6, 3, 96}, {2, 40, 4, 4, 32} };
     int cfg16[][5] = { {2, 77, 8, 8, 64}, {2, 33, 8, 1, 128}, {1, 1, 4, 2, 64}, {3, 200, 4, 2, 64}, {1, 300, 8, 4, 128}, {2, 64, 4, 4, 64}, {1, 129, 16, 2, 64},
-                       {2, 100, 16, 4, 64}, {1, 70, 16, 1, 64} }; // GQA 4, and 16 (more than a cluster holds: the scratch and group sum)
+                       {2, 100, 16, 4, 64}, {1, 70, 16, 1, 64}, {2, 150, 16, 1, 128}, {2, 128, 4, 2, 128} }; // GQA 4, and 16 (more than a cluster holds: the scratch and group sum)
     int (*cfg)[5] = bf16 ? cfg16 : cfg32;
-    int nc = bf16 ? (int)(sizeof(cfg16) / sizeof(cfg16[0])) : (int)(sizeof(cfg32) / sizeof(cfg32[0]));
+    int nc = bf16 ? (int)(sizeof(cfg16) / sizeof(cfg16[0])) : (int)(sizeof(cfg32) / sizeof(cfg32[0])), runs = 0;
     gpu_set_bf16(bf16);
+    int clusters = gpu_set_clusters(0); // the device's (Hopper: on)
     Worst wo = { 0, "" }, wq = { 0, "" }, wk = { 0, "" }, wv = { 0, "" };
-    for (int ci = 0; ci < nc; ci++) {
-        int B = cfg[ci][0], T = cfg[ci][1], NH = cfg[ci][2], KVH = cfg[ci][3], HS = cfg[ci][4];
+    for (int ci = 0; ci < 2 * nc; ci++) { // bf16: the shapes with GQA 2..8 again without clusters (the scratch and group sum)
+        int B = cfg[ci % nc][0], T = cfg[ci % nc][1], NH = cfg[ci % nc][2], KVH = cfg[ci % nc][3], HS = cfg[ci % nc][4], G = NH / KVH, nocl = ci >= nc;
+        if (nocl && !(bf16 && G > 1 && G <= 8)) continue;
+        gpu_set_clusters(nocl ? 0 : clusters);
+        runs++;
         size_t nq = (size_t)B * T * NH * HS, nk = (size_t)B * T * KVH * HS, na = (size_t)B * NH * T * T;
         float *q = rand_f32(nq, 1), *k = rand_f32(nk, 1), *v = rand_f32(nk, 1), *dout = rand_f32(nq, 1);
         float *o = malloc_check(nq * sizeof(float)), *att = calloc_check(na, sizeof(float)), *scr = calloc_check(na, sizeof(float));
@@ -4803,20 +4808,23 @@ static void cuda_test_attention(int bf16) {
         attention_forward(go, glse, gq, gk, gv, B, T, NH, KVH, HS);
         attention_backward(gdq, gdk, gdv, gscr, gdo, gq, gk, gv, go, glse, B, T, NH, KVH, HS);
         float *ho = host_f32(go, nq), *hdq = host_f32(gdq, nq), *hdk = host_f32(gdk, nk), *hdv = host_f32(gdv, nk);
-        worst_of(&wo, rel_l2(ho, o, nq), "B %d T %d NH %d KVH %d HS %d", B, T, NH, KVH, HS);
-        worst_of(&wq, rel_l2(hdq, dq, nq), "B %d T %d NH %d KVH %d HS %d", B, T, NH, KVH, HS);
-        worst_of(&wk, rel_l2(hdk, dk, nk), "B %d T %d NH %d KVH %d HS %d", B, T, NH, KVH, HS);
-        worst_of(&wv, rel_l2(hdv, dv, nk), "B %d T %d NH %d KVH %d HS %d", B, T, NH, KVH, HS);
+        const char *how = nocl ? " no clusters" : "";
+        worst_of(&wo, rel_l2(ho, o, nq), "B %d T %d NH %d KVH %d HS %d%s", B, T, NH, KVH, HS, how);
+        worst_of(&wq, rel_l2(hdq, dq, nq), "B %d T %d NH %d KVH %d HS %d%s", B, T, NH, KVH, HS, how);
+        worst_of(&wk, rel_l2(hdk, dk, nk), "B %d T %d NH %d KVH %d HS %d%s", B, T, NH, KVH, HS, how);
+        worst_of(&wv, rel_l2(hdv, dv, nk), "B %d T %d NH %d KVH %d HS %d%s", B, T, NH, KVH, HS, how);
         float *gs[] = { gq, gk, gv, gdo, go, glse, gscr, gdq, gdk, gdv };
         for (int i = 0; i < 10; i++) tensor_free(gs[i]);
         gpu_on = 0;
         free(q); free(k); free(v); free(dout); free(o); free(att); free(scr); free(dq); free(dk); free(dv); free(ho); free(hdq); free(hdk); free(hdv);
     }
     gpu_set_bf16(0);
+    gpu_set_clusters(clusters);
     double w = fmax(fmax(wo.worst, wq.worst), fmax(wk.worst, wv.worst)), tol = bf16 ? BF16_ATT_TOL : FP32_TOL;
     check(w <= tol, bf16 ? "cuda flash attention bf16 (tensor cores) forward + backward vs CPU" : "cuda flash attention fp32 forward + backward vs CPU",
-          "%d shapes (T 1..%d, GQA %s, HS %s): relative L2 error out %.2e (%s), dq %.2e, dk %.2e, dv %.2e <= %.0e",
-          nc, bf16 ? 300 : 200, bf16 ? "1/2/4/8/16" : "1/2/8", bf16 ? "64 and 128" : "8..128 incl. 96", wo.worst, wo.where, wq.worst, wk.worst, wv.worst, tol);
+          "%d runs of %d shapes (T 1..%d, GQA %s, HS %s): relative L2 error out %.2e (%s), dq %.2e (%s), dk %.2e (%s), dv %.2e (%s) <= %.0e",
+          runs, nc, bf16 ? 300 : 200, bf16 ? "1/2/4/8/16, 2..8 with and without clusters" : "1/2/8", bf16 ? "64 and 128" : "8..128 incl. 96",
+          wo.worst, wo.where, wq.worst, wq.where, wk.worst, wk.where, wv.worst, wv.where, tol);
 }
 
 // the small kernels: one run each on odd sizes, GPU against the CPU twin
