@@ -5183,6 +5183,8 @@ static unsigned acts_own(void) { return gpu_on ? ACTS_LOWP : 0; }
 // SwiGLU's gradients dg, du: into tensor_alloc_act's memory too when no adapter on gate or up reads them
 // (only the matmuls dxn += dg W1 + du W3 do; an adapter's backward reads them as floats)
 static int acts_dgu_own(unsigned keep) { return gpu_on && !(keep >> ACT_XN2 & 1); }
+// and h's gradient dh when no adapter on down writes it (only down's dinp product does, SwiGLU's backward reads it)
+static int acts_dh_own(unsigned keep) { return gpu_on && !(keep >> ACT_H & 1); }
 static double act_value_bytes(void) {
 #ifdef PEFT_CUDA
     if (gpu_on) return (double)gpu_act_size();
@@ -5211,9 +5213,11 @@ static double acts_plan_bytes(const Config *c, int B, int T, int checkpoint, int
     }
     double floats = (L + 1) * N * C + sets * kept + shared + N * C + N + N; // x, layers, xf, rstdf, losses
     if (loss_only) floats += (N < LOSS_ROWS ? N : LOSS_ROWS) * V;
-    else floats += N * V + N * (2 * C + 2 * QD + 2 * KD + H) + s[ACT_ATT]; // logits; dx dxn dq dao dk dv dh; dscratch
+    else floats += N * V + N * (2 * C + 2 * QD + 2 * KD) + s[ACT_ATT]; // logits; dx dxn dq dao dk dv; dscratch
     if (!loss_only && acts_dgu_own(keep)) own += 2 * N * H; // dg, du
     else if (!loss_only) floats += 2 * N * H;
+    if (!loss_only && acts_dh_own(keep)) own += N * H; // dh
+    else if (!loss_only) floats += N * H;
     return floats * sizeof(floatX) + own * act_value_bytes() + 2 * N * sizeof(int);
 }
 // keep: the LayerActs kept per layer for the backward (acts_keep; ACTS_KEEP_ALL keeps every one); the
@@ -5281,7 +5285,10 @@ static void acts_alloc(Activations *a, const Config *c, int B, int T, int checkp
         a->dg = alloc_floats(N * H, &a->bytes);
         a->du = alloc_floats(N * H, &a->bytes);
     }
-    a->dh = alloc_floats(N * H, &a->bytes);
+    if (acts_dh_own(keep_asked)) {
+        a->dh = tensor_alloc_act(N * H);
+        a->bytes += (size_t)(N * H * act_value_bytes());
+    } else a->dh = alloc_floats(N * H, &a->bytes);
     a->dscratch = alloc_floats((size_t)B * c->n_heads * T * (gpu_on ? 1 : T), &a->bytes); // attention_backward's dP / dS (GPU: rowsum(dO * O))
 }
 static void acts_free(Activations *a) {

@@ -216,6 +216,8 @@ extern "C" int gpu_init(int bf16, int device, char *err, size_t errlen) {
 }
 extern "C" void gpu_set_bf16(int on) { bf16_matmuls = on; } // the tests switch between the two
 extern "C" int gpu_set_clusters(int on) { int was = cluster_ok; cluster_ok = on; return was; } // tests: GQA attention without clusters on Hopper too
+static int narrow_tiles = 1; // the Hopper GEMM may take tiles 128 wide (tests: 0, only 256)
+extern "C" void gpu_set_narrow_tiles(int on) { narrow_tiles = on; }
 extern "C" size_t gpu_free_bytes(void) { size_t fr = 0, tot = 0; cudaMemGetInfo(&fr, &tot); return fr; }
 static size_t peak_used; // device memory in use (all of it, as cudaMemGetInfo sees it) after each allocation
 static size_t live_bytes, peak_live; // bytes of gpu_alloc's blocks now, and at most (as torch.cuda.max_memory_allocated counts)
@@ -1764,7 +1766,10 @@ static void gemm(float *c, long ldc, const float *a, long rsa, long csa, const f
         }
         prof_flops = 2.0 * M * N * (K + K2);
         int acc = c16 ? 2 : accumulate;
-        cudaError_t e = wgmma_epi == 1 ? wgk::gemm_wgmma_t<256, 4, 16384>(c, ldc, a16, lda, bb, ldb, M, N, K, acc, 0, 0, tb, a2, lda2, b2, ldb2, K2)
+        // tiles 128 wide where 256 would leave SMs idle (the k and v projections of GQA: N = 256 is 64 tiles on 132 SMs)
+        int narrow_n = narrow_tiles && (long)((M + wgk::BM - 1) / wgk::BM) * ((N + 255) / 256) < num_sms;
+        cudaError_t e = wgmma_epi == 1 && narrow_n ? wgk::gemm_wgmma_t<128, 6, 16384>(c, ldc, a16, lda, bb, ldb, M, N, K, acc, 0, 0, tb, a2, lda2, b2, ldb2, K2)
+                      : wgmma_epi == 1 ? wgk::gemm_wgmma_t<256, 4, 16384>(c, ldc, a16, lda, bb, ldb, M, N, K, acc, 0, 0, tb, a2, lda2, b2, ldb2, K2)
                       : wgmma_epi == 2 ? wgk::gemm_wgmma_t<256, 3, 32768>(c, ldc, a16, lda, bb, ldb, M, N, K, acc, 0, 0, tb, a2, lda2, b2, ldb2, K2)
                                        : wgk::gemm_wgmma_t<256, 4>(c, ldc, a16, lda, bb, ldb, M, N, K, acc, 0, 0, tb, a2, lda2, b2, ldb2, K2);
         CK(e);
@@ -1800,6 +1805,7 @@ static void gemm(float *c, long ldc, const float *a, long rsa, long csa, const f
         // split over K up to about 4 blocks per SM (2 run at a time: 128 registers), in chunks of 2 x SN_KC or more
         int S = bm >= 3 * num_sms ? 1 : (4 * num_sms + bm - 1) / bm, kchunk = K;
         if (S > K / (2 * SN_KC)) S = K / (2 * SN_KC);
+        if (S < 1) S = 1;
         if (S > 1) { kchunk = ((K + S - 1) / S + SN_KC - 1) / SN_KC * SN_KC; S = (K + kchunk - 1) / kchunk; }
         float *cc = c;
         long ldcc = ldc, zs = 0;
@@ -1852,7 +1858,7 @@ extern "C" void gpu_matmul_forward(float *out, const float *inp, const float *we
 }
 // dinp (N,C) += dout (N,OC) W;  dweight (OC,C) += dout^T inp
 extern "C" void gpu_matmul_backward(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight, int N, int C, int OC) {
-    if (dinp) gemm(D(dinp), C, DA(dout), OC, 1, DW(weight), C, 1, N, C, OC, 1);
+    if (dinp) gemm(DO(dinp), C, DA(dout), OC, 1, DW(weight), C, 1, N, C, OC, 1); // dinp may be bf16 activations (dh)
     if (dweight) gemm(D(dweight), C, DA(dout), 1, OC, DA(inp), C, 1, OC, C, N, 1);
 }
 // out = inp W^T + s u B^T (u (N,r), B (OC,r)): on the Hopper GEMM one product with u B^T as a last step over K
@@ -1871,7 +1877,7 @@ extern "C" void gpu_matmul_lora_backward(float *dinp, float *dweight, const floa
         return;
     }
     Extra x2 = { D(du), r, D(A), C, 1, r, 1.0f };
-    gemm(D(dinp), C, DA(dout), OC, 1, DW(weight), C, 1, N, C, OC, 1, NULL, 0, &x2);
+    gemm(DO(dinp), C, DA(dout), OC, 1, DW(weight), C, 1, N, C, OC, 1, NULL, 0, &x2);
     if (dweight) gemm(D(dweight), C, DA(dout), 1, OC, DA(inp), C, 1, OC, C, N, 1);
 }
 
@@ -2099,9 +2105,10 @@ __global__ void swiglu_forward_kernel(float *out, __nv_bfloat16 *o16, const GT *
         store4_bf16(o16, ov, 4 * e, n);
     }
 }
-// zero: dg and du hold zeros (not read); dg, du NULL: the results in bf16 only (dg16, du16: kept in bf16)
-template <typename GT>
-__global__ void swiglu_backward_kernel(float *dg, float *du, __nv_bfloat16 *dg16, __nv_bfloat16 *du16, const float *dout, const GT *g, const GT *u, size_t n, int vec, int zero) {
+// zero: dg and du hold zeros (not read); dg, du NULL: the results in bf16 only (dg16, du16: kept in bf16);
+// dout (h's gradient) floats or kept in bf16
+template <typename GT, typename DT>
+__global__ void swiglu_backward_kernel(float *dg, float *du, __nv_bfloat16 *dg16, __nv_bfloat16 *du16, const DT *dout, const GT *g, const GT *u, size_t n, int vec, int zero) {
     FOR_EACH(e, (n + 3) / 4) {
         size_t i = 4 * e;
         float gv[4], uv[4], dv[4], dgv[4] = { 0, 0, 0, 0 }, duv[4] = { 0, 0, 0, 0 };
@@ -2146,13 +2153,14 @@ extern "C" void gpu_swiglu_backward(float *dg, float *du, const float *dout, con
     if (out16) { wrote(dg, ob); wrote(du, ob); } else { wrote(a, ob); wrote(b, ob); }
     __nv_bfloat16 *a16 = out16 ? act16(dg) : shadow(a, n), *b16 = out16 ? act16(du) : shadow(b, n);
     const void *pa = out16 ? (const void *)a16 : a, *pb = out16 ? (const void *)b16 : b;
-    if (gu16(g, u)) {
-        const void *p[5] = { pa, pb, D(dout), g, u };
-        swiglu_backward_kernel<<<blocks_for((n + 3) / 4, 256), 256>>>(a, b, a16, b16, D(dout), act16(g), act16(u), n, aligned16(p, 5) && n % 4 == 0, zero);
-    } else {
-        const void *p[5] = { pa, pb, D(dout), D(g), D(u) };
-        swiglu_backward_kernel<<<blocks_for((n + 3) / 4, 256), 256>>>(a, b, a16, b16, D(dout), D(g), D(u), n, aligned16(p, 5) && n % 4 == 0, zero);
-    }
+    const void *pd = act16(dout) ? (const void *)act16(dout) : (const void *)D(dout), *pg = act16(g) ? (const void *)g : (const void *)D(g), *pu = act16(u) ? (const void *)u : (const void *)D(u);
+    const void *p[5] = { pa, pb, pd, pg, pu };
+    int vec = aligned16(p, 5) && n % 4 == 0;
+    unsigned nb = blocks_for((n + 3) / 4, 256);
+    if (gu16(g, u) && act16(dout)) swiglu_backward_kernel<<<nb, 256>>>(a, b, a16, b16, act16(dout), act16(g), act16(u), n, vec, zero);
+    else if (gu16(g, u)) swiglu_backward_kernel<<<nb, 256>>>(a, b, a16, b16, D(dout), act16(g), act16(u), n, vec, zero);
+    else if (act16(dout)) swiglu_backward_kernel<<<nb, 256>>>(a, b, a16, b16, act16(dout), D(g), D(u), n, vec, zero);
+    else swiglu_backward_kernel<<<nb, 256>>>(a, b, a16, b16, D(dout), D(g), D(u), n, vec, zero);
     LAUNCHED("swiglu_backward_kernel");
 }
 
@@ -2285,6 +2293,67 @@ __global__ void rmsnorm_backward_dx_kernel(float *dinp, __nv_bfloat16 *d16, cons
         if (d16) d16[off + c] = __float2bfloat16(dx[c]);
     }
 }
+// The same two with a block per row and the row in registers, read once (the warp-per-row kernels read it
+// twice, the second time mostly from DRAM): thread t holds the float4 chunks t, t + 256, .. (NV of them;
+// C % 4 == 0, C <= 1024 NV, every pointer 16-byte aligned)
+template <int NV>
+__global__ void __launch_bounds__(256) rmsnorm_forward_row_kernel(float *out, __nv_bfloat16 *o16, float *rstd, const float *inp, const float *w, int N, int C, float eps) {
+    __shared__ float part[32];
+    size_t off = (size_t)blockIdx.x * C;
+    const float4 *x = (const float4 *)(inp + off);
+    float4 v[NV];
+    float ss = 0;
+    #pragma unroll
+    for (int j = 0; j < NV; j++) {
+        int c = threadIdx.x + 256 * j;
+        v[j] = 4 * c < C ? x[c] : make_float4(0, 0, 0, 0);
+        ss += v[j].x * v[j].x + v[j].y * v[j].y + v[j].z * v[j].z + v[j].w * v[j].w;
+    }
+    float r = rsqrtf(block_sum(ss, part) / C + eps);
+    #pragma unroll
+    for (int j = 0; j < NV; j++) {
+        int c = threadIdx.x + 256 * j;
+        if (4 * c >= C) break;
+        float4 g = ((const float4 *)w)[c];
+        float o[4] = { v[j].x * r * g.x, v[j].y * r * g.y, v[j].z * r * g.z, v[j].w * r * g.w };
+        if (out) ((float4 *)(out + off))[c] = make_float4(o[0], o[1], o[2], o[3]);
+        if (o16) store4_bf16(o16 + off, o, 4 * c);
+    }
+    if (rstd && threadIdx.x == 0) rstd[blockIdx.x] = r;
+}
+template <int NV>
+__global__ void __launch_bounds__(256) rmsnorm_backward_dx_row_kernel(float *dinp, __nv_bfloat16 *d16, const float *dout, const float *inp, const float *w, const float *rstd, int N, int C) {
+    __shared__ float part[32];
+    size_t off = (size_t)blockIdx.x * C;
+    const float4 *x = (const float4 *)(inp + off), *dy = (const float4 *)(dout + off), *w4 = (const float4 *)w;
+    float4 *dx = (float4 *)(dinp + off);
+    float4 v[NV], b[NV];
+    float r = rstd[blockIdx.x], dot = 0;
+    #pragma unroll
+    for (int j = 0; j < NV; j++) {
+        int c = threadIdx.x + 256 * j;
+        v[j] = b[j] = make_float4(0, 0, 0, 0);
+        if (4 * c >= C) continue;
+        float4 a = w4[c];
+        v[j] = x[c]; b[j] = dy[c];
+        b[j] = make_float4(a.x * b[j].x, a.y * b[j].y, a.z * b[j].z, a.w * b[j].w); // w*dy
+        dot += b[j].x * v[j].x + b[j].y * v[j].y + b[j].z * v[j].z + b[j].w * v[j].w;
+    }
+    float k = block_sum(dot, part) * r * r * r / C;
+    #pragma unroll
+    for (int j = 0; j < NV; j++) {
+        int c = threadIdx.x + 256 * j;
+        if (4 * c >= C) break;
+        float4 o = dx[c];
+        float e[4] = { o.x + r * b[j].x - k * v[j].x, o.y + r * b[j].y - k * v[j].y, o.z + r * b[j].z - k * v[j].z, o.w + r * b[j].w - k * v[j].w };
+        dx[c] = make_float4(e[0], e[1], e[2], e[3]);
+        if (d16) store4_bf16(d16 + off, e, 4 * c);
+    }
+}
+// the row kernels' NV for C (0: the warp-per-row kernels)
+static int rms_nv(int C, int vec) { return !vec ? 0 : C <= 1024 ? 1 : C <= 2048 ? 2 : C <= 4096 ? 4 : 0; }
+#define RMS_ROW(kernel, nv, N, ...) do { \
+    if (nv == 1) kernel<1><<<N, 256>>>(__VA_ARGS__); else if (nv == 2) kernel<2><<<N, 256>>>(__VA_ARGS__); else kernel<4><<<N, 256>>>(__VA_ARGS__); } while (0)
 // dw += sum_n dy * x * rstd: one thread per column, rows in order
 __global__ void rmsnorm_backward_dw_kernel(float *dw, const float *dout, const float *inp, const float *rstd, int N, int C) {
     int c = blockIdx.x * blockDim.x + threadIdx.x;
@@ -2299,7 +2368,9 @@ extern "C" void gpu_rmsnorm_forward(float *out, float *rstd, const float *inp, c
         wrote(o16, (size_t)N * C * sizeof(*o16));
         if (rstd) wrote(D(rstd), (size_t)N * sizeof(float));
         const void *p[3] = { o16, D(inp), D(weight) };
-        rmsnorm_forward_kernel<<<(N + 7) / 8, 256>>>(NULL, o16, D(rstd), D(inp), D(weight), N, C, eps, C % 4 == 0 && aligned16(p, 3));
+        int vec = C % 4 == 0 && aligned16(p, 3), nv = rms_nv(C, vec);
+        if (nv) { RMS_ROW(rmsnorm_forward_row_kernel, nv, N, NULL, o16, D(rstd), D(inp), D(weight), N, C, eps); LAUNCHED("rmsnorm_forward_row_kernel"); return; }
+        rmsnorm_forward_kernel<<<(N + 7) / 8, 256>>>(NULL, o16, D(rstd), D(inp), D(weight), N, C, eps, vec);
         LAUNCHED("rmsnorm_forward_kernel");
         return;
     }
@@ -2307,15 +2378,20 @@ extern "C" void gpu_rmsnorm_forward(float *out, float *rstd, const float *inp, c
     wrote(o, (size_t)N * C * sizeof(float));
     if (rstd) wrote(D(rstd), (size_t)N * sizeof(float));
     const void *p[3] = { o, D(inp), D(weight) };
-    rmsnorm_forward_kernel<<<(N + 7) / 8, 256>>>(o, shadow(o, (size_t)N * C), D(rstd), D(inp), D(weight), N, C, eps, C % 4 == 0 && aligned16(p, 3));
+    int vec = C % 4 == 0 && aligned16(p, 3), nv = rms_nv(C, vec);
+    __nv_bfloat16 *s16 = shadow(o, (size_t)N * C);
+    if (nv) { RMS_ROW(rmsnorm_forward_row_kernel, nv, N, o, s16, D(rstd), D(inp), D(weight), N, C, eps); LAUNCHED("rmsnorm_forward_row_kernel"); return; }
+    rmsnorm_forward_kernel<<<(N + 7) / 8, 256>>>(o, s16, D(rstd), D(inp), D(weight), N, C, eps, vec);
     LAUNCHED("rmsnorm_forward_kernel");
 }
 extern "C" void gpu_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight, const float *rstd, int N, int C) {
     float *dx = D(dinp);
     wrote(dx, (size_t)N * C * sizeof(float));
     const void *p[4] = { dx, D(dout), D(inp), D(weight) };
-    rmsnorm_backward_dx_kernel<<<(N + 7) / 8, 256>>>(dx, shadow(dx, (size_t)N * C), D(dout), D(inp), D(weight), D(rstd), N, C, C % 4 == 0 && aligned16(p, 4));
-    LAUNCHED("rmsnorm_backward_dx_kernel");
+    int vec = C % 4 == 0 && aligned16(p, 4), nv = rms_nv(C, vec);
+    __nv_bfloat16 *s16 = shadow(dx, (size_t)N * C);
+    if (nv) { RMS_ROW(rmsnorm_backward_dx_row_kernel, nv, N, dx, s16, D(dout), D(inp), D(weight), D(rstd), N, C); LAUNCHED("rmsnorm_backward_dx_row_kernel"); }
+    else { rmsnorm_backward_dx_kernel<<<(N + 7) / 8, 256>>>(dx, s16, D(dout), D(inp), D(weight), D(rstd), N, C, vec); LAUNCHED("rmsnorm_backward_dx_kernel"); }
     if (dweight) {
         wrote(D(dweight), (size_t)C * sizeof(float)); rmsnorm_backward_dw_kernel<<<(C + 127) / 128, 128>>>(D(dweight), D(dout), D(inp), D(rstd), N, C); LAUNCHED("rmsnorm_backward_dw_kernel"); }
 }

@@ -4415,6 +4415,7 @@ static void run_fp64_suite(void) {
 #ifdef PEFT_CUDA
 void gpu_set_bf16(int on); // peft_cuda.cu (tests only)
 int gpu_set_clusters(int on);
+void gpu_set_narrow_tiles(int on);
 
 // ||a - ref|| / ||ref||
 static double rel_l2(const float *a, const float *ref, size_t n) {
@@ -4440,13 +4441,15 @@ static void worst_of(Worst *w, double e, const char *fmt, ...) {
 // signs the output's relative error in norm stays well under 2 * 2^-8 = 7.8e-3
 #define BF16_TOL 1e-2
 
-static void cuda_test_matmul(int bf16) {
+// wide: the Hopper GEMM's tiles 256 wide only (else 128 where 256 leaves SMs idle, as on all but the largest here)
+static void cuda_test_matmul(int bf16, int wide) {
     int dims[][3] = { {1, 64, 33}, {37, 64, 97}, {77, 288, 288}, {33, 2048, 130}, {5, 2048, 5632}, {130, 8, 512}, {64, 700, 37}, {257, 288, 300}, {200, 1000, 130}, {384, 2048, 640}, {4096, 288, 8}, {3000, 64, 97},
                       {5000, 2048, 8}, {4100, 8, 300}, {3001, 300, 5}, {2999, 6, 260}, {1000, 40, 13}, {3000, 1000, 16} }; // the last six: LoRA's narrow products
                       // (u = x A^T split over K in {5000, 2048, 8} and, with a short last chunk, {3000, 1000, 16})
     int nd = (int)(sizeof(dims) / sizeof(dims[0]));
     Worst wf = { 0, "" }, wi = { 0, "" }, ww = { 0, "" };
     gpu_set_bf16(bf16);
+    gpu_set_narrow_tiles(!wide);
     for (int d = 0; d < nd; d++) {
         int N = dims[d][0], C = dims[d][1], OC = dims[d][2];
         size_t nx = (size_t)N * C, nw = (size_t)OC * C, ny = (size_t)N * OC;
@@ -4473,8 +4476,9 @@ static void cuda_test_matmul(int bf16) {
         free(x); free(w); free(dy); free(dx0); free(dw0); free(y); free(dx); free(dw); free(hy); free(hdx); free(hdw);
     }
     gpu_set_bf16(0);
+    gpu_set_narrow_tiles(1);
     double tol = bf16 ? BF16_TOL : FP32_TOL;
-    char name[64]; snprintf(name, sizeof(name), "cuda matmul %s vs CPU", bf16 ? "bf16" : "fp32");
+    char name[64]; snprintf(name, sizeof(name), "cuda matmul %s%s vs CPU", bf16 ? "bf16" : "fp32", wide ? " (Hopper tiles 256 wide)" : "");
     check(wf.worst <= tol && wi.worst <= tol && ww.worst <= tol, name, "%d shapes (N 1..5000, C 6..2048, OC 5..5632; split-K at N >= 3000, rank-r products r = 5..16), relative L2 error: forward %.2e (%s), dinp %.2e, dweight %.2e <= %.0e%s",
           nd, wf.worst, wf.where, wi.worst, ww.worst, tol, bf16 ? " (bf16 operands)" : "");
 }
@@ -4573,6 +4577,18 @@ static void cuda_test_bf16_acts(void) {
         int ok = 1;
         for (size_t i = 0; i < ny; i++) ok &= bf16_round(a[i]) == b[i];
         same += ok; total++;
+        { // the backward's dinp into them after a zero (h's gradient dh: dh = 0, dh += dy W)
+            float *dy = rand_f32(ny, 1), *gdy = dev_f32(dy, ny), *d32 = (float *)tensor_alloc(nx * 4), *d16 = tensor_alloc_act(nx);
+            tensor_zero(d32, nx); tensor_zero(d16, nx);
+            matmul_backward(d32, NULL, gdy, NULL, gw, N, C, OC);
+            matmul_backward(d16, NULL, gdy, NULL, gw, N, C, OC);
+            float *e32 = host_f32(d32, nx), *e16 = host_f32(d16, nx);
+            ok = 1;
+            for (size_t i = 0; i < nx; i++) ok &= bf16_round(e32[i]) == e16[i];
+            same += ok; total++;
+            tensor_free(gdy); tensor_free(d32); tensor_free(d16);
+            free(dy); free(e32); free(e16);
+        }
         // LoRA's add into them: out += s u B^T, r 8 (one pass) and 24 (through scratch)
         for (int r = 8; r <= 24; r += 16) {
             float *u = rand_f32((size_t)N * r, 1), *B = rand_f32((size_t)OC * r, 1), *t = malloc_check(ny * sizeof(float));
@@ -4685,6 +4701,15 @@ static void cuda_test_bf16_acts(void) {
         ok = 1;
         for (int i = 0; i < 4; i++) for (size_t e = 0; e < n; e++) ok &= bf16_round(p32[i][e]) == p16[i][e];
         same += ok; total++;
+        // SwiGLU's backward reading h's gradient dh from them (x16 and x32 hold the same values), g and u floats or bf16
+        for (int k = 0; k < 2; k++) {
+            float *gu = k ? x16 : x32;
+            tensor_zero(dg32, n); tensor_zero(du32, n); tensor_zero(h32, n); tensor_zero(y32, n);
+            swiglu_backward(dg32, du32, x32, gu, gu, n); swiglu_backward(h32, y32, x16, gu, gu, n);
+            float *r[4] = { host_f32(dg32, n), host_f32(du32, n), host_f32(h32, n), host_f32(y32, n) };
+            same += !memcmp(r[0], r[2], n * 4) && !memcmp(r[1], r[3], n * 4); total++;
+            for (int i = 0; i < 4; i++) free(r[i]);
+        }
         float *fs[] = { x32, x16, gw, gA, gdu, gn, y32, y16, rs, h16, h32, dg32, du32, dg16, du16 };
         for (int i = 0; i < 15; i++) tensor_free(fs[i]);
         for (int k = 0; k < 2; k++) for (int i = 0; i < 5; i++) free(o[k][i]);
@@ -4693,10 +4718,10 @@ static void cuda_test_bf16_acts(void) {
     }
     gpu_set_bf16(0);
     gpu_on = 0;
-    check(same == total, "cuda bf16 activations (xn, q, k, v, attention output, gate, up, h, dg, du) vs the fp32 kernels rounded once",
-          "%d of %d results the same bits: GEMM into them (%d shapes: Hopper epilogue, small M, rank-r K), LoRA's add (r 8 one pass, r 24 through scratch), DoRA's output, SwiGLU forward + backward, "
+    check(same == total, "cuda bf16 activations (xn, q, k, v, attention output, gate, up, h, dg, du, dh) vs the fp32 kernels rounded once",
+          "%d of %d results the same bits: GEMM into them (%d shapes: Hopper epilogue, small M, rank-r K; forward, and the backward's dinp after a zero), LoRA's add (r 8 one pass, r 24 through scratch), DoRA's output, SwiGLU forward + backward, "
           "RoPE in place and attention forward + backward reading them and writing its output into them (HS 64 tensor cores, HS 32 fp32 kernels), as the matmuls' input (Hopper GEMM, gemm_small_n, gemm_small_m, small M) "
-          "and the dropout's, RMSNorm and SwiGLU (h, dg, du) writing them", same, total, nd);
+          "and the dropout's, RMSNorm and SwiGLU (h, dg, du) writing them, SwiGLU's backward reading dh from them", same, total, nd);
 }
 
 // LoRA's up-projection added to the base output, out += s u B^T: one pass on the GPU (gemm_narrow_k_kernel
@@ -4830,8 +4855,8 @@ static void cuda_test_attention(int bf16) {
 // the small kernels: one run each on odd sizes, GPU against the CPU twin
 static void cuda_test_small_kernels(void) {
     Worst wn = { 0, "" }, wr = { 0, "" }, we = { 0, "" }, ws = { 0, "" }, wc = { 0, "" }, wd = { 0, "" }, wm = { 0, "" };
-    int Cs[3] = { 64, 288, 2048 };
-    for (int ci = 0; ci < 3; ci++) { // RMSNorm forward and backward
+    int Cs[6] = { 64, 288, 2048, 3000, 4096, 6 }; // a block a row, the row in registers (1, 2, 4 float4 a thread), and a warp a row (C % 4 != 0)
+    for (int ci = 0; ci < 6; ci++) { // RMSNorm forward and backward
         int N = 37, C = Cs[ci];
         size_t n = (size_t)N * C;
         float *x = rand_f32(n, 2), *w = rand_f32(C, 1), *dy = rand_f32(n, 1), *y = malloc_check(n * sizeof(float)), *r = malloc_check(N * sizeof(float));
@@ -4850,7 +4875,7 @@ static void cuda_test_small_kernels(void) {
         gpu_on = 0;
         free(x); free(w); free(dy); free(y); free(r); free(dx); free(dw); free(dx0); free(dw0); free(hy); free(hdx); free(hdw);
     }
-    check(wn.worst <= FP32_TOL, "cuda rmsnorm forward + backward vs CPU", "N 37, C 64/288/2048: worst relative L2 error %.2e (%s) <= %.0e", wn.worst, wn.where, FP32_TOL);
+    check(wn.worst <= FP32_TOL, "cuda rmsnorm forward + backward vs CPU", "N 37, C 6/64/288/2048/3000/4096: worst relative L2 error %.2e (%s) <= %.0e", wn.worst, wn.where, FP32_TOL);
     { // RoPE forward (at an offset) and backward
         Config cfg = { 0 };
         cfg.head_dim = 64; cfg.seq_len = 300; cfg.rope_theta = 10000;
@@ -5165,8 +5190,9 @@ static void run_cuda_tests(void) {
     char err[512];
     if (gpu_init(0, 0, err, sizeof(err))) { skip("cuda tests", err); return; }
     printf("== GPU kernels vs their CPU twins\n");
-    cuda_test_matmul(0);
-    cuda_test_matmul(1);
+    cuda_test_matmul(0, 0);
+    cuda_test_matmul(1, 0);
+    cuda_test_matmul(1, 1);
     cuda_test_bf16_weights();
     cuda_test_bf16_acts();
     cuda_test_lora_up_add();
