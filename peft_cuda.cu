@@ -1712,6 +1712,8 @@ static void gemm(float *c, long ldc, const float *a, long rsa, long csa, const f
     int large = !narrow && bf16_matmuls && M >= BT && N >= BT && (csa == 1 || rsa == 1) && (csb == 1 || rsb == 1) && large_gemm;
     int gemv = !narrow && !large && M <= GEMV_M && csa == 1 && rsb == 1 && narrow_gemm;
     __nv_bfloat16 *c16 = act16(c); // C is bf16 activations: the Hopper GEMM stores them, the other paths go through fp32
+    size_t cbytes = ((size_t)(M - 1) * ldc + N) * (c16 ? sizeof(__nv_bfloat16) : sizeof(float));
+    if (accumulate && known_zero(c, cbytes)) accumulate = 0; // adding to zeros: no need to read them
     if (c16 && !(large && wgmma_gemm && !accumulate)) {
         float *cs = (float *)scratch_reserve(&c16_scratch, &c16_cap, (size_t)M * N * sizeof(float));
         if (accumulate) { widen_kernel<<<blocks_for((size_t)M * N, 256), 256>>>(cs, N, c16, ldc, M, N); LAUNCHED("widen_kernel"); }
@@ -1721,8 +1723,6 @@ static void gemm(float *c, long ldc, const float *a, long rsa, long csa, const f
         LAUNCHED("round_rows_kernel");
         return;
     }
-    size_t cbytes = ((size_t)(M - 1) * ldc + N) * (c16 ? sizeof(__nv_bfloat16) : sizeof(float));
-    if (accumulate && known_zero(c, cbytes)) accumulate = 0; // adding to zeros: no need to read them
     wrote(c, cbytes);
     if (x2 && !(large && wgmma_gemm && K > 0)) { fprintf(stderr, "peft: internal error: a rank-r product off the Hopper GEMM\n"); exit(1); }
     if (K <= 0) { // C = 0 (or unchanged)
@@ -2560,6 +2560,18 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
     __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
     return *(uint32_t *)&h;
 }
+// s[NT][4] (16 x 8NT) += columns [kk, kk+16) of a times those of b^T: af a's A fragment, b NT*8 rows of a [.][HS+8] tile
+template <int HS, int NT> __device__ __forceinline__ void mma_scores_k(float (*s)[4], const uint32_t *af, const __nv_bfloat16 *b, int kk) {
+    constexpr int LD = HS + 8;
+    int lane = threadIdx.x % 32;
+    #pragma unroll
+    for (int j = 0; j < NT; j += 2) {
+        uint32_t bf[4]; // n-tiles j and j+1, k halves 0 and 1
+        ldsm_x4(bf, b + (j * 8 + (lane / 16) * 8 + lane % 8) * LD + kk + ((lane / 8) % 2) * 8);
+        mma16816(s[j], af, bf[0], bf[1]);
+        mma16816(s[j + 1], af, bf[2], bf[3]);
+    }
+}
 // s[NT][4] (16 x 8NT) = a b^T: a the warp's 16 rows of a [.][HS+8] tile, b NT*8 rows of another
 template <int HS, int NT> __device__ __forceinline__ void mma_scores(float (*s)[4], const __nv_bfloat16 *a, const __nv_bfloat16 *b) {
     constexpr int LD = HS + 8;
@@ -2570,14 +2582,15 @@ template <int HS, int NT> __device__ __forceinline__ void mma_scores(float (*s)[
     for (int kk = 0; kk < HS; kk += 16) {
         uint32_t af[4];
         ldsm_x4(af, a + (lane % 16) * LD + kk + (lane / 16) * 8);
-        #pragma unroll
-        for (int j = 0; j < NT; j += 2) {
-            uint32_t bf[4]; // n-tiles j and j+1, k halves 0 and 1
-            ldsm_x4(bf, b + (j * 8 + (lane / 16) * 8 + lane % 8) * LD + kk + ((lane / 8) % 2) * 8);
-            mma16816(s[j], af, bf[0], bf[1]);
-            mma16816(s[j + 1], af, bf[2], bf[3]);
-        }
+        mma_scores_k<HS, NT>(s, af, b, kk);
     }
+}
+// the same with a's fragments held in registers (a[kk / 16]: columns kk..kk+15)
+template <int HS, int NT> __device__ __forceinline__ void mma_scores_ra(float (*s)[4], const uint32_t (*a)[4], const __nv_bfloat16 *b) {
+    #pragma unroll
+    for (int j = 0; j < NT; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+    #pragma unroll
+    for (int kk = 0; kk < HS; kk += 16) mma_scores_k<HS, NT>(s, a[kk / 16], b, kk);
 }
 // o[HS/8][4] (16 x HS) += p (16 x 16KC, as A fragments) times rows [0, 16KC) of a [.][HS+8] tile v
 template <int HS, int KC> __device__ __forceinline__ void mma_pv(float (*o)[4], const uint32_t (*p)[4], const __nv_bfloat16 *v) {
@@ -2624,12 +2637,14 @@ template <int NT> __device__ __forceinline__ void mask_before(float (*s)[4], int
             if (c0 + j * 8 + (e & 1) < key[e / 2]) s[j][e] = -INFINITY;
 }
 
+// A warp's 16 query rows stay in registers as A fragments (Q passes through shared memory once, in the place
+// of the second K tile): 4 tiles of shared memory a block, 3 blocks an SM for HS 128 (at most 170 registers)
 template <int HS, typename OT> // out: floats, or bf16 activations (the attention output kept in bf16)
-__global__ void __launch_bounds__(128) attention_forward_tc_kernel(OT *out, float *lse, const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v,
+__global__ void __launch_bounds__(128, HS == 128 ? 3 : 4) attention_forward_tc_kernel(OT *out, float *lse, const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v,
                                                                     int T, int NH, int KVH, float scale) {
     constexpr int LD = HS + 8;
     extern __shared__ __align__(128) unsigned char sm8[];
-    __nv_bfloat16 *Qs = (__nv_bfloat16 *)sm8; // then K, V tiles twice: [Q][K0][V0][K1][V1]
+    __nv_bfloat16 *KV = (__nv_bfloat16 *)sm8; // K, V tiles twice: [K0][V0][K1][V1]
     int nqt = (T + TCR - 1) / TCR, qt = nqt - 1 - blockIdx.x; // the longest rows first
     int b = blockIdx.z, h = blockIdx.y, warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c2 = 2 * (lane % 4);
     int kh = h / (NH / KVH), q0 = qt * TCR, row[2] = { q0 + warp * 16 + g, q0 + warp * 16 + g + 8 };
@@ -2637,15 +2652,21 @@ __global__ void __launch_bounds__(128) attention_forward_tc_kernel(OT *out, floa
     float sl2 = scale * LOG2E, m[2] = { -INFINITY, -INFINITY }, l[2] = { 0.0f, 0.0f }, o[HS / 8][4];
     #pragma unroll
     for (int d = 0; d < HS / 8; d++) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.0f;
-    tc_copy_rows<HS>(Qs, q, b, T, q0, qs, (long)h * HS);
-    tc_copy_rows<HS>(Qs + TCR * LD, k, b, T, 0, ks, (long)kh * HS);
-    tc_copy_rows<HS>(Qs + 2 * TCR * LD, v, b, T, 0, ks, (long)kh * HS);
+    tc_copy_rows<HS>(KV + 2 * TCR * LD, q, b, T, q0, qs, (long)h * HS);
+    tc_copy_rows<HS>(KV, k, b, T, 0, ks, (long)kh * HS);
+    tc_copy_rows<HS>(KV + TCR * LD, v, b, T, 0, ks, (long)kh * HS);
     cp_commit();
+    asm volatile("cp.async.wait_group 0;\n" ::);
+    __syncthreads();
+    uint32_t qf[HS / 16][4]; // the warp's Q rows, columns 16c..16c+15 in qf[c]
+    #pragma unroll
+    for (int c = 0; c < HS / 16; c++) ldsm_x4(qf[c], KV + (2 * TCR + warp * 16 + lane % 16) * LD + c * 16 + (lane / 16) * 8);
+    __syncthreads(); // Q's place is free for the second K tile
     for (int kt = 0; kt <= qt; kt++) {
         int k0 = kt * TCR;
-        const __nv_bfloat16 *Ks = Qs + (1 + 2 * (kt & 1)) * TCR * LD, *Vs = Ks + TCR * LD;
+        const __nv_bfloat16 *Ks = KV + 2 * (kt & 1) * TCR * LD, *Vs = Ks + TCR * LD;
         if (kt < qt) { // the next tile's copy overlaps this one's work
-            __nv_bfloat16 *Kn = Qs + (1 + 2 * ((kt + 1) & 1)) * TCR * LD;
+            __nv_bfloat16 *Kn = KV + 2 * ((kt + 1) & 1) * TCR * LD;
             tc_copy_rows<HS>(Kn, k, b, T, k0 + TCR, ks, (long)kh * HS);
             tc_copy_rows<HS>(Kn + TCR * LD, v, b, T, k0 + TCR, ks, (long)kh * HS);
         }
@@ -2653,7 +2674,7 @@ __global__ void __launch_bounds__(128) attention_forward_tc_kernel(OT *out, floa
         cp_wait_all_but_last();
         __syncthreads();
         float s[8][4];
-        mma_scores<HS, 8>(s, Qs + warp * 16 * LD, Ks);
+        mma_scores_ra<HS, 8>(s, qf, Ks);
         if (kt == qt) mask_after<8>(s, k0 + c2, row); // only the diagonal tile has keys after the row (and past T)
         float mx[2] = { -INFINITY, -INFINITY };
         #pragma unroll
@@ -2730,7 +2751,7 @@ __global__ void __launch_bounds__(128) attention_backward_d_kernel(float *Dt, co
 // by attention_group_sum_kernel in the same order
 template <int HS>
 __global__ void __launch_bounds__(128, HS == 64 ? DKV_MIN_BLOCKS : 1) attention_backward_dkv_tc_kernel(float *dk, float *dv, uint4 *ds, const __nv_bfloat16 *dout, const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v,
-                                                                        const float *lse, const float *Dt, int T, int NH, int KVH, float scale, int cluster) {
+                                                                        const float *lse, const float *Dt, int T, int NH, int KVH, float scale, int cluster, int add) {
     constexpr int LD = HS + 8;
     extern __shared__ __align__(128) unsigned char sm8[];
     __nv_bfloat16 *Ks = (__nv_bfloat16 *)sm8, *Vs = Ks + TCR * LD; // then [Q0][dO0][Q1][dO1], then lse and D of each
@@ -2749,10 +2770,11 @@ __global__ void __launch_bounds__(128, HS == 64 ? DKV_MIN_BLOCKS : 1) attention_
             int bn = (buf + n) & 1, t0 = q0 + n * TCR;
             tc_copy_rows<HS>(Ks + (2 + 2 * bn) * TCR * LD, q, b, T, t0, qs, (long)h * HS);
             tc_copy_rows<HS>(Ks + (3 + 2 * bn) * TCR * LD, dout, b, T, t0, qs, (long)h * HS);
-            for (int e = threadIdx.x; e < TCR; e += blockDim.x) { // queries past T: lse +inf (P = 0), D 0
-                int t = t0 + e;
-                LD0[bn * 2 * TCR + e] = t < T ? lse[((long)b * NH + h) * T + t] * LOG2E : INFINITY;
-                LD0[bn * 2 * TCR + TCR + e] = t < T ? Dt[((long)b * NH + h) * T + t] : 0.0f;
+            for (int e = threadIdx.x; e < 2 * TCR; e += blockDim.x) { // lse, then D, by cp.async; queries past T: 0 (their Q and dO rows are 0 too: P^T dO and dS' add 0)
+                int t = t0 + e % TCR;
+                const float *src = (e < TCR ? lse : Dt) + ((long)b * NH + h) * T + (t < T ? t : 0);
+                unsigned dst = (unsigned)__cvta_generic_to_shared(LD0 + bn * 2 * TCR + e);
+                asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(t < T ? 4 : 0));
             }
             cp_commit();
         }
@@ -2763,16 +2785,18 @@ __global__ void __launch_bounds__(128, HS == 64 ? DKV_MIN_BLOCKS : 1) attention_
         unsigned dst = (unsigned)ds_tile(b, h, qt, kt, NH, nqt) + warp * 32 + lane; // block (0, warp) of tile (qt, kt); 32 bits: fewer registers
         #pragma unroll
         for (int qc = 0; qc < TCR; qc += 32) {
-            float s[4][4], dp[4][4]; // S^T and dP^T: 16 keys x 32 queries
+            float s[4][4], dp[4][4], l2[4][2]; // S^T and dP^T: 16 keys x 32 queries; lse in log2 units
             mma_scores<HS, 4>(s, Ks + warp * 16 * LD, Qs + qc * LD);
             mma_scores<HS, 4>(dp, Vs + warp * 16 * LD, dOs + qc * LD);
             if (qt == kt) mask_before<4>(s, q0 + qc + c2, key); // the diagonal tile: queries before the key
+            #pragma unroll
+            for (int j = 0; j < 4; j++) { l2[j][0] = Ls[qc + j * 8 + c2] * LOG2E; l2[j][1] = Ls[qc + j * 8 + c2 + 1] * LOG2E; }
             #pragma unroll
             for (int j = 0; j < 4; j++)
                 #pragma unroll
                 for (int e = 0; e < 4; e++) {
                     int c = qc + j * 8 + c2 + (e & 1);
-                    s[j][e] = ex2(fmaf(s[j][e], sl2, -Ls[c]));
+                    s[j][e] = ex2(fmaf(s[j][e], sl2, -l2[j][e & 1]));
                     dp[j][e] = s[j][e] * (dp[j][e] - Ds[c]);
                 }
             uint32_t pa[2][4], da[2][4];
@@ -2805,7 +2829,7 @@ __global__ void __launch_bounds__(128, HS == 64 ? DKV_MIN_BLOCKS : 1) attention_
             int w = e / (nr * HS), r = r0 + e % (nr * HS) / HS, d = e % HS, off = (w * TCR + r) * HS + d;
             float sum = 0.0f;
             for (int j = 0; j < n; j++) sum += cl.map_shared_rank(part, j)[off];
-            if (k0 + r < T) (w ? dv : dk)[((long)b * T + k0 + r) * ks + (long)kh * HS + d] += sum;
+            if (k0 + r < T) { float *o = (w ? dv : dk) + ((long)b * T + k0 + r) * ks + (long)kh * HS + d; *o = add ? *o + sum : sum; }
         }
         cl.sync(); // the others' tiles stay until every block has read them
         return;
@@ -2814,10 +2838,14 @@ __global__ void __launch_bounds__(128, HS == 64 ? DKV_MIN_BLOCKS : 1) attention_
     #pragma unroll
     for (int i = 0; i < 2; i++) {
         if (key[i] >= T) continue;
-        if (G == 1) {
+        if (G == 1) { // pairs of floats: 4 lanes fill a 32-byte sector
             float *rk = dk + ((long)b * T + key[i]) * ks + (long)kh * HS + c2, *rv = dv + ((long)b * T + key[i]) * ks + (long)kh * HS + c2;
             #pragma unroll
-            for (int d = 0; d < HS / 8; d++) { rk[d * 8] += adk[d][2 * i]; rk[d * 8 + 1] += adk[d][2 * i + 1]; rv[d * 8] += adv[d][2 * i]; rv[d * 8 + 1] += adv[d][2 * i + 1]; }
+            for (int d = 0; d < HS / 8; d++) {
+                float2 ok = make_float2(adk[d][2 * i], adk[d][2 * i + 1]), ov = make_float2(adv[d][2 * i], adv[d][2 * i + 1]);
+                if (add) { float2 x = *(float2 *)(rk + d * 8), y = *(float2 *)(rv + d * 8); ok.x += x.x; ok.y += x.y; ov.x += y.x; ov.y += y.y; }
+                *(float2 *)(rk + d * 8) = ok; *(float2 *)(rv + d * 8) = ov;
+            }
         } else { // dk, dv are the scratch (B,T,NH,HS) here
             float *rk = dk + ((long)b * T + key[i]) * qs + (long)h * HS + c2, *rv = dv + ((long)b * T + key[i]) * qs + (long)h * HS + c2;
             #pragma unroll
@@ -2853,7 +2881,7 @@ __device__ __forceinline__ uint32_t movm_t(uint32_t x) {
 // block holds the fragment of dS'^T (keys x queries): its four 8 x 8 matrices transposed, the middle two swapped,
 // are the A fragment of dS' (queries x keys)
 template <int HS>
-__global__ void __launch_bounds__(128) attention_backward_dq_tc_kernel(float *dq, const uint4 *ds, const __nv_bfloat16 *k, int T, int NH, int KVH, float scale) {
+__global__ void __launch_bounds__(128) attention_backward_dq_tc_kernel(float *dq, const uint4 *ds, const __nv_bfloat16 *k, int T, int NH, int KVH, float scale, int add) {
     constexpr int LD = HS + 8, TB = TCR * TCR / 8; // uint4s of a dS' tile
     extern __shared__ __align__(128) unsigned char sm8[];
     __nv_bfloat16 *Ks = (__nv_bfloat16 *)sm8; // [K0][K1], then [dS'0][dS'1]
@@ -2891,7 +2919,11 @@ __global__ void __launch_bounds__(128) attention_backward_dq_tc_kernel(float *dq
         if (row[i] >= T) continue;
         float *r = dq + ((long)b * T + row[i]) * qs + (long)h * HS + c2;
         #pragma unroll
-        for (int d = 0; d < HS / 8; d++) { r[d * 8] += scale * acc[d][2 * i]; r[d * 8 + 1] += scale * acc[d][2 * i + 1]; }
+        for (int d = 0; d < HS / 8; d++) {
+            float2 o = make_float2(scale * acc[d][2 * i], scale * acc[d][2 * i + 1]);
+            if (add) { float2 x = *(float2 *)(r + d * 8); o.x += x.x; o.y += x.y; }
+            *(float2 *)(r + d * 8) = o;
+        }
     }
 }
 
@@ -2928,7 +2960,7 @@ template <int HS> static void attention_forward_tc(float *out, float *lse, const
     size_t nq = (size_t)B * T * NH * HS, nk = (size_t)B * T * KVH * HS;
     if (!copies_on) scratch_reserve(&att16_scratch, &att16_cap, (nq + 2 * nk) * sizeof(__nv_bfloat16));
     const __nv_bfloat16 *q16 = att_bf16(q, (size_t)B * T, NH * HS, 0), *k16 = att_bf16(k, (size_t)B * T, KVH * HS, nq), *v16 = att_bf16(v, (size_t)B * T, KVH * HS, nq + nk);
-    size_t smem = 5 * (size_t)TCR * (HS + 8) * 2;
+    size_t smem = 4 * (size_t)TCR * (HS + 8) * 2;
     static bool set = false; // the limit is the same every call: raise it once
     if (!set) {
         CK(cudaFuncSetAttribute(attention_forward_tc_kernel<HS, float>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
@@ -2944,8 +2976,9 @@ template <int HS> static void attention_forward_tc(float *out, float *lse, const
 static void *att_scratch, *att_ds_scratch;
 static size_t att_scratch_cap, att_ds_cap;
 // D = rowsum(dO o O); dK, dV, storing dS'; then dQ from the stored dS'
+// add: dq, dk, dv += the gradients (else they are written: the memory held zeros)
 template <int HS> static void attention_backward_tc(float *dq, float *dk, float *dv, float *Dt, const float *dout, const float *q, const float *k, const float *v,
-                                                    const float *out, const float *lse, int B, int T, int NH, int KVH) {
+                                                    const float *out, const float *lse, int B, int T, int NH, int KVH, int add_q, int add_kv) {
     float scale = (float)(1.0 / sqrt((double)HS));
     size_t tile = (size_t)TCR * (HS + 8) * 2, ds_bytes = (size_t)TCR * TCR * sizeof(__nv_bfloat16);
     int G = NH / KVH, cluster = G > 1 && G <= 8 && cluster_ok; // a group's heads in one cluster (at most 8: the portable size)
@@ -2981,14 +3014,14 @@ template <int HS> static void attention_backward_tc(float *dq, float *dk, float 
         cfg.attrs = at;
         cfg.numAttrs = 1;
     }
-    CK(cudaLaunchKernelEx(&cfg, attention_backward_dkv_tc_kernel<HS>, pk, pv, ds, (const __nv_bfloat16 *)do16, q16, k16, v16, lse, (const float *)Dt, T, NH, KVH, scale, cluster));
+    CK(cudaLaunchKernelEx(&cfg, attention_backward_dkv_tc_kernel<HS>, pk, pv, ds, (const __nv_bfloat16 *)do16, q16, k16, v16, lse, (const float *)Dt, T, NH, KVH, scale, cluster, add_kv));
     LAUNCHED("attention_backward_dkv_tc_kernel");
     if (G > 1 && !cluster) {
-        attention_group_sum_kernel<<<blocks_for(nk, 256), 256>>>(dk, pk, nk, G, HS);
+        attention_group_sum_kernel<<<blocks_for(nk, 256), 256>>>(dk, pk, nk, G, HS); // (dk += : zeros or not)
         attention_group_sum_kernel<<<blocks_for(nk, 256), 256>>>(dv, pv, nk, G, HS);
         LAUNCHED("attention_group_sum_kernel");
     }
-    attention_backward_dq_tc_kernel<HS><<<grid, 128, smem_q>>>(dq, (const uint4 *)ds, k16, T, NH, KVH, scale);
+    attention_backward_dq_tc_kernel<HS><<<grid, 128, smem_q>>>(dq, (const uint4 *)ds, k16, T, NH, KVH, scale, add_q);
     LAUNCHED("attention_backward_dq_tc_kernel");
 }
 
@@ -3144,13 +3177,14 @@ template <int HST> static void attention_backward_launch(float *dq, float *dk, f
 extern "C" void gpu_attention_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout, const float *q, const float *k, const float *v, const float *out,
                                        const float *lse, int B, int T, int NH, int KVH, int HS) {
     float scale = (float)(1.0 / sqrt((double)HS));
-    size_t rows = (size_t)B * T * NH;
-    wrote(D(dq), rows * HS * sizeof(float)); wrote(D(dk), (size_t)B * T * KVH * HS * sizeof(float)); wrote(D(dv), (size_t)B * T * KVH * HS * sizeof(float));
+    size_t rows = (size_t)B * T * NH, kvb = (size_t)B * T * KVH * HS * sizeof(float);
+    int add_q = !known_zero(D(dq), rows * HS * sizeof(float)), add_kv = !known_zero(D(dk), kvb) || !known_zero(D(dv), kvb);
+    wrote(D(dq), rows * HS * sizeof(float)); wrote(D(dk), kvb); wrote(D(dv), kvb);
     wrote(D(scratch), rows * sizeof(float));
     const void *ptrs[10] = { D(dq), D(dk), D(dv), D(dout), DA(q), DA(k), DA(v), D(lse), D(scratch), DA(out) };
     if (tc_attention_ok(HS, ptrs, 10)) {
-        if (HS == 64) attention_backward_tc<64>(D(dq), D(dk), D(dv), D(scratch), D(dout), DA(q), DA(k), DA(v), DA(out), D(lse), B, T, NH, KVH);
-        else attention_backward_tc<128>(D(dq), D(dk), D(dv), D(scratch), D(dout), DA(q), DA(k), DA(v), DA(out), D(lse), B, T, NH, KVH);
+        if (HS == 64) attention_backward_tc<64>(D(dq), D(dk), D(dv), D(scratch), D(dout), DA(q), DA(k), DA(v), DA(out), D(lse), B, T, NH, KVH, add_q, add_kv);
+        else attention_backward_tc<128>(D(dq), D(dk), D(dv), D(scratch), D(dout), DA(q), DA(k), DA(v), DA(out), D(lse), B, T, NH, KVH, add_q, add_kv);
         return;
     }
     out = att_f32(3, out, rows * HS);

@@ -4821,7 +4821,10 @@ static void cuda_test_attention(int bf16) {
         size_t nq = (size_t)B * T * NH * HS, nk = (size_t)B * T * KVH * HS, na = (size_t)B * NH * T * T;
         float *q = rand_f32(nq, 1), *k = rand_f32(nk, 1), *v = rand_f32(nk, 1), *dout = rand_f32(nq, 1);
         float *o = malloc_check(nq * sizeof(float)), *att = calloc_check(na, sizeof(float)), *scr = calloc_check(na, sizeof(float));
-        float *dq = calloc_check(nq, sizeof(float)), *dk = calloc_check(nk, sizeof(float)), *dv = calloc_check(nk, sizeof(float));
+        // the gradients start from zeros (tensor_zero: the GPU writes them) or, every other run, from values (it adds)
+        int from = ci % 2;
+        float *dq = from ? rand_f32(nq, 1) : calloc_check(nq, sizeof(float)), *dk = from ? rand_f32(nk, 1) : calloc_check(nk, sizeof(float)), *dv = from ? rand_f32(nk, 1) : calloc_check(nk, sizeof(float));
+        float *dq0 = copy_f32(dq, nq), *dk0 = copy_f32(dk, nk), *dv0 = copy_f32(dv, nk);
         gpu_on = 0;
         attention_forward(o, att, q, k, v, B, T, NH, KVH, HS);
         attention_backward(dq, dk, dv, scr, dout, q, k, v, o, att, B, T, NH, KVH, HS);
@@ -4829,11 +4832,14 @@ static void cuda_test_attention(int bf16) {
         size_t nl = (size_t)B * NH * T;
         float *gq = dev_f32(q, nq), *gk = dev_f32(k, nk), *gv = dev_f32(v, nk), *gdo = dev_f32(dout, nq);
         float *go = (float *)tensor_alloc(nq * sizeof(float)), *glse = (float *)tensor_alloc(nl * sizeof(float)), *gscr = (float *)tensor_alloc(nl * sizeof(float));
-        float *gdq = (float *)tensor_alloc(nq * sizeof(float)), *gdk = (float *)tensor_alloc(nk * sizeof(float)), *gdv = (float *)tensor_alloc(nk * sizeof(float));
+        float *gdq = dev_f32(dq0, nq), *gdk = dev_f32(dk0, nk), *gdv = dev_f32(dv0, nk);
+        if (!from) { tensor_zero(gdq, nq); tensor_zero(gdk, nk); tensor_zero(gdv, nk); }
         attention_forward(go, glse, gq, gk, gv, B, T, NH, KVH, HS);
         attention_backward(gdq, gdk, gdv, gscr, gdo, gq, gk, gv, go, glse, B, T, NH, KVH, HS);
         float *ho = host_f32(go, nq), *hdq = host_f32(gdq, nq), *hdk = host_f32(gdk, nk), *hdv = host_f32(gdv, nk);
         const char *how = nocl ? " no clusters" : "";
+        for (size_t i = 0; from && i < nq; i++) { hdq[i] -= dq0[i]; dq[i] -= dq0[i]; } // compare what was added
+        for (size_t i = 0; from && i < nk; i++) { hdk[i] -= dk0[i]; dk[i] -= dk0[i]; hdv[i] -= dv0[i]; dv[i] -= dv0[i]; }
         worst_of(&wo, rel_l2(ho, o, nq), "B %d T %d NH %d KVH %d HS %d%s", B, T, NH, KVH, HS, how);
         worst_of(&wq, rel_l2(hdq, dq, nq), "B %d T %d NH %d KVH %d HS %d%s", B, T, NH, KVH, HS, how);
         worst_of(&wk, rel_l2(hdk, dk, nk), "B %d T %d NH %d KVH %d HS %d%s", B, T, NH, KVH, HS, how);
@@ -4841,13 +4847,13 @@ static void cuda_test_attention(int bf16) {
         float *gs[] = { gq, gk, gv, gdo, go, glse, gscr, gdq, gdk, gdv };
         for (int i = 0; i < 10; i++) tensor_free(gs[i]);
         gpu_on = 0;
-        free(q); free(k); free(v); free(dout); free(o); free(att); free(scr); free(dq); free(dk); free(dv); free(ho); free(hdq); free(hdk); free(hdv);
+        free(q); free(k); free(v); free(dout); free(o); free(att); free(scr); free(dq); free(dk); free(dv); free(dq0); free(dk0); free(dv0); free(ho); free(hdq); free(hdk); free(hdv);
     }
     gpu_set_bf16(0);
     gpu_set_clusters(clusters);
     double w = fmax(fmax(wo.worst, wq.worst), fmax(wk.worst, wv.worst)), tol = bf16 ? BF16_ATT_TOL : FP32_TOL;
     check(w <= tol, bf16 ? "cuda flash attention bf16 (tensor cores) forward + backward vs CPU" : "cuda flash attention fp32 forward + backward vs CPU",
-          "%d runs of %d shapes (T 1..%d, GQA %s, HS %s): relative L2 error out %.2e (%s), dq %.2e (%s), dk %.2e (%s), dv %.2e (%s) <= %.0e",
+          "%d runs of %d shapes (T 1..%d, GQA %s, HS %s; gradients from zeros and, every other run, added to values): relative L2 error out %.2e (%s), dq %.2e (%s), dk %.2e (%s), dv %.2e (%s) <= %.0e",
           runs, nc, bf16 ? 300 : 200, bf16 ? "1/2/4/8/16, 2..8 with and without clusters" : "1/2/8", bf16 ? "64 and 128" : "8..128 incl. 96",
           wo.worst, wo.where, wq.worst, wq.where, wk.worst, wk.where, wv.worst, wv.where, tol);
 }
