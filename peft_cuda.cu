@@ -1998,11 +1998,11 @@ extern "C" void gpu_qmatmul_backward(float *dinp, const float *dout, GPU_QARGS, 
     if (large_bf16(N, C)) {
         long ld;
         const __nv_bfloat16 *w16 = dequantize_operand(t, C, OC, 1, &ld);
-        gemm(D(dinp), C, DA(dout), OC, 1, NULL, C, 1, N, C, OC, 1, w16, ld);
+        gemm(DO(dinp), C, DA(dout), OC, 1, NULL, C, 1, N, C, OC, 1, w16, ld);
         return;
     }
     float *w = dequantize_matrix(t, C, OC);
-    gemm(D(dinp), C, DA(dout), OC, 1, w, C, 1, N, C, OC, 1);
+    gemm(DO(dinp), C, DA(dout), OC, 1, w, C, 1, N, C, OC, 1);
 }
 __global__ void encoder_q_kernel(float *out, const int *tokens, QDev t, int N, int C) {
     size_t n = (size_t)N * C;

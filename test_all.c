@@ -5054,6 +5054,7 @@ static void cuda_test_small_kernels(void) {
 static void cuda_test_qmatmul(void) {
     int dims[][4] = { {1, 288, 97, 0}, {3, 288, 97, 0}, {37, 288, 97, 0}, {256, 288, 384, 1} }; // N, C, OC, bf16
     Worst w = { 0, "" }, wb = { 0, "" };
+    int same = 0, nsame = 0;
     for (int d = 0; d < 4; d++)
     for (int type = QT_INT8; type <= QT_NF4 + 1; type++) {
         int N = dims[d][0], C = dims[d][1], OC = dims[d][2], bf16 = dims[d][3];
@@ -5078,6 +5079,16 @@ static void cuda_test_qmatmul(void) {
         qmatmul_backward(gdx, gdy, &qw, N, C, OC);
         encoder_forward_q(ge, gt, &qw, N, C);
         float *hy = host_f32(gy, ny), *hdx = host_f32(gdx, nx), *he = host_f32(ge, nx);
+        if (bf16) { // dinp into bf16 activations after a zero (QLoRA's dh): the fp32 result rounded once
+            float *d16 = tensor_alloc_act(nx);
+            tensor_zero(d16, nx);
+            qmatmul_backward(d16, gdy, &qw, N, C, OC);
+            float *h16 = host_f32(d16, nx);
+            int ok = 1;
+            for (size_t i = 0; i < nx; i++) ok &= bf16_round(hdx[i]) == h16[i];
+            same += ok; nsame++;
+            tensor_free(d16); free(h16);
+        }
         worst_of(bf16 ? &wb : &w, fmax(fmax(rel_l2(hy, y, ny), rel_l2(hdx, dx, nx)), rel_l2(he, e, nx)), "%s%s N %d", qtype_names[qt], dq ? "+dq" : "", N);
         tensor_unmirror(qw.memory);
         void *gs[] = { gx, gdy, gy, gdx, ge, gt };
@@ -5087,9 +5098,10 @@ static void cuda_test_qmatmul(void) {
         qtensor_free(&qw);
         free(wf); free(x); free(dy); free(y); free(dx); free(e); free(hy); free(hdx); free(he); free(tok);
     }
-    check(w.worst <= FP32_TOL && wb.worst <= BF16_TOL, "cuda quantized matmuls and embedding vs CPU",
+    check(w.worst <= FP32_TOL && wb.worst <= BF16_TOL && same == nsame, "cuda quantized matmuls and embedding vs CPU",
           "int8, int4, nf4, nf4 double-quantized, C 288 OC 97, N 1 and 3 (blocks read directly), 37 (fp32): worst relative L2 error %.2e (%s) <= %.0e; "
-          "N 256 OC 384 (bf16 operand): %.2e (%s) <= %.0e", w.worst, w.where, FP32_TOL, wb.worst, wb.where, BF16_TOL);
+          "N 256 OC 384 (bf16 operand): %.2e (%s) <= %.0e; its dinp into bf16 activations after a zero: %d of %d the fp32 result's bits rounded once",
+          w.worst, w.where, FP32_TOL, wb.worst, wb.where, BF16_TOL, same, nsame);
 }
 
 // The large GEMM's bf16 operand copies: peft_cuda.cu keeps them while their source is unchanged (a
