@@ -106,10 +106,13 @@ debug: tokenizer
 bench: peft tokenizer
 	$(PYTHON) bench/bench.py
 
-# GPU speed: peft.c (built with CUDA=1) vs transformers + PEFT on the same GPU (bench/bench_cuda.py)
+# GPU speed: peft.c (built with CUDA=1) vs transformers + PEFT eager and torch.compile on the same GPU
+# (bench/bench_cuda.py): the three training rows, MFU, attention, QLoRA NF4 7B and generation in one run
+# (the 7B rows want a GPU of 40 GB or more; BENCH_CUDA_ARGS="" for the two small rows, eager only)
+BENCH_CUDA_ARGS ?= --compile --rows stories110M,TinyLlama-1.1B,Llama-2-7B --qlora-7b
 bench-cuda:
 	$(MAKE) CUDA=1 peft
-	$(PYTHON) bench/bench_cuda.py
+	$(PYTHON) bench/bench_cuda.py $(BENCH_CUDA_ARGS)
 
 # several GPUs on one host (make CUDA=1 NCCL=1): the data-parallel tests (tests/cuda/multi_gpu.sh: 2 GPUs
 # against 1, mpirun, torchrun, resume, kill -9) and the scaling benchmark against PyTorch DDP + PEFT
