@@ -92,11 +92,13 @@ static int narrow_gemm = 1; // PEFT_CUDA_GEMM=small: no narrow kernels either
 static int tc_k = 64, tc_wn = 64; // the large GEMM's tile (below; 64,64 measured fastest of the four on TinyLlama's shapes)
 static int wgmma_gemm; // Hopper (sm_90): the large GEMM on wgmma; PEFT_CUDA_GEMM=mma keeps the cp.async kernel
 static int tc_attention = 1; // PEFT_CUDA_ATTN=cuda-cores: bf16 attention on the CUDA cores too (for comparison)
+static int att_rows = 128; // PEFT_CUDA_ATTN=64: the tensor-core attention forward with 64 query rows a block (a warp 16), not 128 (a warp 32)
 static int num_sms = 132;
 static int wgmma_tb = 1; // the Hopper GEMM reads an N-contiguous B as it is (MN-major)
 static int lora_fused = 1; // LoRA's up-projection and its dinp product as one more step of the Hopper GEMM (PEFT_CUDA_LORA=apart: not)
 static int wgmma_epi = 1; // its epilogue: 1 TMA stores from 16 KB slabs (4 stages), 2 from 32 KB (3 stages), 0 straight stores
 static int cluster_ok; // Hopper: thread block clusters (distributed shared memory)
+static size_t smem_optin; // the most shared memory a block may ask for (A100 163 KB, H100 227 KB, the consumer GPUs 99 KB)
 static int copies_on = 1, copies_check, copies_shadow = 1; // PEFT_CUDA_COPIES (the GEMM operands' bf16 copies, below)
 
 static unsigned blocks_for(size_t n, int threads) {
@@ -177,6 +179,7 @@ extern "C" int gpu_init(int bf16, int device, char *err, size_t errlen) {
     CK(cudaSetDevice(device));
     num_sms = p.multiProcessorCount;
     cluster_ok = p.major >= 9;
+    smem_optin = p.sharedMemPerBlockOptin;
     bf16_matmuls = bf16;
     const char *s = getenv("PEFT_CUDA_SYNC");
     sync_each = s && *s && *s != '0';
@@ -198,6 +201,7 @@ extern "C" int gpu_init(int bf16, int device, char *err, size_t errlen) {
     if (tc_wn != 32 && tc_wn != 64) tc_wn = 64;
     s = getenv("PEFT_CUDA_ATTN");
     tc_attention = !(s && !strcmp(s, "cuda-cores"));
+    if (s && !strcmp(s, "64")) att_rows = 64;
     s = getenv("PEFT_CUDA_ACTS");
     bf16_acts = !(s && !strcmp(s, "fp32"));
     s = getenv("PEFT_CUDA_WEIGHTS");
@@ -216,6 +220,7 @@ extern "C" int gpu_init(int bf16, int device, char *err, size_t errlen) {
 }
 extern "C" void gpu_set_bf16(int on) { bf16_matmuls = on; } // the tests switch between the two
 extern "C" int gpu_set_clusters(int on) { int was = cluster_ok; cluster_ok = on; return was; } // tests: GQA attention without clusters on Hopper too
+extern "C" int gpu_set_attention_rows(int r) { int was = att_rows; att_rows = r; return was; } // tests: both forwards (64 and 128 query rows a block)
 static int narrow_tiles = 1; // the Hopper GEMM may take tiles 128 wide (tests: 0, only 256)
 extern "C" void gpu_set_narrow_tiles(int on) { narrow_tiles = on; }
 extern "C" size_t gpu_free_bytes(void) { size_t fr = 0, tot = 0; cudaMemGetInfo(&fr, &tot); return fr; }
@@ -2585,13 +2590,6 @@ template <int HS, int NT> __device__ __forceinline__ void mma_scores(float (*s)[
         mma_scores_k<HS, NT>(s, af, b, kk);
     }
 }
-// the same with a's fragments held in registers (a[kk / 16]: columns kk..kk+15)
-template <int HS, int NT> __device__ __forceinline__ void mma_scores_ra(float (*s)[4], const uint32_t (*a)[4], const __nv_bfloat16 *b) {
-    #pragma unroll
-    for (int j = 0; j < NT; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
-    #pragma unroll
-    for (int kk = 0; kk < HS; kk += 16) mma_scores_k<HS, NT>(s, a[kk / 16], b, kk);
-}
 // o[HS/8][4] (16 x HS) += p (16 x 16KC, as A fragments) times rows [0, 16KC) of a [.][HS+8] tile v
 template <int HS, int KC> __device__ __forceinline__ void mma_pv(float (*o)[4], const uint32_t (*p)[4], const __nv_bfloat16 *v) {
     constexpr int LD = HS + 8;
@@ -2637,35 +2635,77 @@ template <int NT> __device__ __forceinline__ void mask_before(float (*s)[4], int
             if (c0 + j * 8 + (e & 1) < key[e / 2]) s[j][e] = -INFINITY;
 }
 
-// A warp's 16 query rows stay in registers as A fragments (Q passes through shared memory once, in the place
-// of the second K tile): 4 tiles of shared memory a block, 3 blocks an SM for HS 128 (at most 170 registers)
-template <int HS, typename OT> // out: floats, or bf16 activations (the attention output kept in bf16)
-__global__ void __launch_bounds__(128, HS == 128 ? 3 : 4) attention_forward_tc_kernel(OT *out, float *lse, const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v,
-                                                                    int T, int NH, int KVH, float scale) {
+// MB m-blocks a warp (rows, MB = 1: the 2 fragments of V and K a ldmatrix gives feed 2 products, MB = 2: 4):
+// s[MB][NT][4] += columns [kk, kk+16) of MB row blocks (A fragments af[mb]) times those of b^T, b NT*8 rows of a tile
+template <int HS, int NT, int MB> __device__ __forceinline__ void mma_scores_mk(float (*s)[NT][4], const uint32_t (*af)[4], const __nv_bfloat16 *b, int kk) {
     constexpr int LD = HS + 8;
-    extern __shared__ __align__(128) unsigned char sm8[];
-    __nv_bfloat16 *KV = (__nv_bfloat16 *)sm8; // K, V tiles twice: [K0][V0][K1][V1]
-    int nqt = (T + TCR - 1) / TCR, qt = nqt - 1 - blockIdx.x; // the longest rows first
-    int b = blockIdx.z, h = blockIdx.y, warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c2 = 2 * (lane % 4);
-    int kh = h / (NH / KVH), q0 = qt * TCR, row[2] = { q0 + warp * 16 + g, q0 + warp * 16 + g + 8 };
-    long qs = (long)NH * HS, ks = (long)KVH * HS;
-    float sl2 = scale * LOG2E, m[2] = { -INFINITY, -INFINITY }, l[2] = { 0.0f, 0.0f }, o[HS / 8][4];
+    int lane = threadIdx.x % 32;
     #pragma unroll
-    for (int d = 0; d < HS / 8; d++) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.0f;
-    tc_copy_rows<HS>(KV + 2 * TCR * LD, q, b, T, q0, qs, (long)h * HS);
+    for (int j = 0; j < NT; j += 2) {
+        uint32_t bf[4];
+        ldsm_x4(bf, b + (j * 8 + (lane / 16) * 8 + lane % 8) * LD + kk + ((lane / 8) % 2) * 8);
+        #pragma unroll
+        for (int mb = 0; mb < MB; mb++) { mma16816(s[mb][j], af[mb], bf[0], bf[1]); mma16816(s[mb][j + 1], af[mb], bf[2], bf[3]); }
+    }
+}
+// o[MB][HS/8][4] += p[MB] (16 x 16KC each, as A fragments) times rows [0, 16KC) of a [.][HS+8] tile v
+template <int HS, int KC, int MB> __device__ __forceinline__ void mma_pv_m(float (*o)[HS / 8][4], const uint32_t (*p)[KC][4], const __nv_bfloat16 *v) {
+    constexpr int LD = HS + 8;
+    int lane = threadIdx.x % 32;
+    #pragma unroll
+    for (int c = 0; c < KC; c++)
+        #pragma unroll
+        for (int d = 0; d < HS / 8; d += 2) {
+            uint32_t bf[4];
+            ldsm_x4_t(bf, v + (c * 16 + ((lane / 8) % 2) * 8 + lane % 8) * LD + d * 8 + (lane / 16) * 8);
+            #pragma unroll
+            for (int mb = 0; mb < MB; mb++) { mma16816(o[mb][d], p[mb][c], bf[0], bf[1]); mma16816(o[mb][d + 1], p[mb][c], bf[2], bf[3]); }
+        }
+}
+
+// A block has 4 warps and 64 MB query rows, a warp 16 MB of them (MB row blocks of 16: each fragment of K and V
+// read from shared memory feeds MB products). Keys come in tiles of 64 (K and V, two buffers deep). The warp's Q
+// rows stay in registers as A fragments when HS MB <= 128 (Q passes through shared memory once, in the place of
+// the second K, V tiles: 4 tiles of shared memory a block); else (HS 128, MB 2: 128 more registers would not fit)
+// Q stays in shared memory, read a fragment at a time (4 + MB tiles).
+#define QREGS(HS, MB) ((HS) * (MB) <= 128)
+template <int HS, int MB, typename OT> // out: floats, or bf16 activations (the attention output kept in bf16)
+__global__ void __launch_bounds__(128, MB == 1 ? (HS == 128 ? 3 : 4) : 2) attention_forward_tc_kernel(OT *out, float *lse, const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v,
+                                                                    int T, int NH, int KVH, float scale) {
+    constexpr int LD = HS + 8, R = TCR * MB, WR = 16 * MB; // rows a block, a warp
+    constexpr bool QR = QREGS(HS, MB);
+    extern __shared__ __align__(128) unsigned char sm8[];
+    __nv_bfloat16 *KV = (__nv_bfloat16 *)sm8, *Qs = KV + (QR ? 2 : 4) * TCR * LD; // K, V tiles twice: [K0][V0][K1][V1]; Q after them or at K1
+    int nqt = (T + R - 1) / R, qt = nqt - 1 - blockIdx.x; // the longest rows first
+    int b = blockIdx.z, h = blockIdx.y, warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c2 = 2 * (lane % 4);
+    int kh = h / (NH / KVH), q0 = qt * R, w0 = q0 + warp * WR, last = min(q0 + R, T) - 1, nkt = last / TCR + 1, row[MB][2];
+    long qs = (long)NH * HS, ks = (long)KVH * HS;
+    float sl2 = scale * LOG2E, m[MB][2], l[MB][2], o[MB][HS / 8][4];
+    #pragma unroll
+    for (int mb = 0; mb < MB; mb++) {
+        row[mb][0] = w0 + 16 * mb + g; row[mb][1] = row[mb][0] + 8;
+        m[mb][0] = m[mb][1] = -INFINITY; l[mb][0] = l[mb][1] = 0.0f;
+        #pragma unroll
+        for (int d = 0; d < HS / 8; d++) o[mb][d][0] = o[mb][d][1] = o[mb][d][2] = o[mb][d][3] = 0.0f;
+    }
+    for (int r = 0; r < MB; r++) tc_copy_rows<HS>(Qs + r * TCR * LD, q, b, T, q0 + r * TCR, qs, (long)h * HS);
     tc_copy_rows<HS>(KV, k, b, T, 0, ks, (long)kh * HS);
     tc_copy_rows<HS>(KV + TCR * LD, v, b, T, 0, ks, (long)kh * HS);
     cp_commit();
     asm volatile("cp.async.wait_group 0;\n" ::);
     __syncthreads();
-    uint32_t qf[HS / 16][4]; // the warp's Q rows, columns 16c..16c+15 in qf[c]
-    #pragma unroll
-    for (int c = 0; c < HS / 16; c++) ldsm_x4(qf[c], KV + (2 * TCR + warp * 16 + lane % 16) * LD + c * 16 + (lane / 16) * 8);
-    __syncthreads(); // Q's place is free for the second K tile
-    for (int kt = 0; kt <= qt; kt++) {
+    uint32_t qf[QR ? MB : 1][QR ? HS / 16 : 1][4]; // the warp's Q rows, row block mb's columns 16c..16c+15 in qf[mb][c]
+    if constexpr (QR) {
+        #pragma unroll
+        for (int mb = 0; mb < MB; mb++)
+            #pragma unroll
+            for (int c = 0; c < HS / 16; c++) ldsm_x4(qf[mb][c], Qs + (warp * WR + 16 * mb + lane % 16) * LD + c * 16 + (lane / 16) * 8);
+        __syncthreads(); // Q's place is free for the second K, V tiles
+    }
+    for (int kt = 0; kt < nkt; kt++) {
         int k0 = kt * TCR;
         const __nv_bfloat16 *Ks = KV + 2 * (kt & 1) * TCR * LD, *Vs = Ks + TCR * LD;
-        if (kt < qt) { // the next tile's copy overlaps this one's work
+        if (kt + 1 < nkt) { // the next tile's copy overlaps this one's work
             __nv_bfloat16 *Kn = KV + 2 * ((kt + 1) & 1) * TCR * LD;
             tc_copy_rows<HS>(Kn, k, b, T, k0 + TCR, ks, (long)kh * HS);
             tc_copy_rows<HS>(Kn + TCR * LD, v, b, T, k0 + TCR, ks, (long)kh * HS);
@@ -2673,48 +2713,74 @@ __global__ void __launch_bounds__(128, HS == 128 ? 3 : 4) attention_forward_tc_k
         cp_commit();
         cp_wait_all_but_last();
         __syncthreads();
-        float s[8][4];
-        mma_scores_ra<HS, 8>(s, qf, Ks);
-        if (kt == qt) mask_after<8>(s, k0 + c2, row); // only the diagonal tile has keys after the row (and past T)
-        float mx[2] = { -INFINITY, -INFINITY };
-        #pragma unroll
-        for (int j = 0; j < 8; j++)
+        if (k0 <= w0 + WR - 1) { // else every key of the tile comes after the warp's rows
+            float s[MB][8][4];
             #pragma unroll
-            for (int e = 0; e < 4; e++) mx[e / 2] = fmaxf(mx[e / 2], s[j][e]);
-        uint32_t p[4][4];
-        #pragma unroll
-        for (int i = 0; i < 2; i++) { // the new running max in log2 units (finite: key k0 <= row in every tile of the loop)
-            mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
-            mx[i] = fmaxf(m[i], fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2)) * sl2);
-            float cr = ex2(m[i] - mx[i]);
-            l[i] *= cr;
-            m[i] = mx[i];
+            for (int mb = 0; mb < MB; mb++)
+                #pragma unroll
+                for (int j = 0; j < 8; j++) s[mb][j][0] = s[mb][j][1] = s[mb][j][2] = s[mb][j][3] = 0.0f;
             #pragma unroll
-            for (int d = 0; d < HS / 8; d++) { o[d][2 * i] *= cr; o[d][2 * i + 1] *= cr; }
+            for (int kk = 0; kk < HS; kk += 16) {
+                if constexpr (QR) {
+                    uint32_t af[MB][4];
+                    #pragma unroll
+                    for (int mb = 0; mb < MB; mb++)
+                        #pragma unroll
+                        for (int e = 0; e < 4; e++) af[mb][e] = qf[mb][kk / 16][e];
+                    mma_scores_mk<HS, 8, MB>(s, af, Ks, kk);
+                } else {
+                    uint32_t af[MB][4];
+                    #pragma unroll
+                    for (int mb = 0; mb < MB; mb++) ldsm_x4(af[mb], Qs + (warp * WR + 16 * mb + lane % 16) * LD + kk + (lane / 16) * 8);
+                    mma_scores_mk<HS, 8, MB>(s, af, Ks, kk);
+                }
+            }
+            uint32_t p[MB][4][4];
+            #pragma unroll
+            for (int mb = 0; mb < MB; mb++) {
+                if (k0 + TCR > q0) mask_after<8>(s[mb], k0 + c2, row[mb]); // the tiles on the block's diagonal (and past T)
+                float mx[2] = { -INFINITY, -INFINITY };
+                #pragma unroll
+                for (int j = 0; j < 8; j++)
+                    #pragma unroll
+                    for (int e = 0; e < 4; e++) mx[e / 2] = fmaxf(mx[e / 2], s[mb][j][e]);
+                #pragma unroll
+                for (int i = 0; i < 2; i++) { // the new running max in log2 units (finite: tile 0 holds key 0 <= row, and it comes first)
+                    mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
+                    mx[i] = fmaxf(m[mb][i], fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2)) * sl2);
+                    float cr = ex2(m[mb][i] - mx[i]);
+                    l[mb][i] *= cr;
+                    m[mb][i] = mx[i];
+                    #pragma unroll
+                    for (int d = 0; d < HS / 8; d++) { o[mb][d][2 * i] *= cr; o[mb][d][2 * i + 1] *= cr; }
+                }
+                #pragma unroll
+                for (int j = 0; j < 8; j++)
+                    #pragma unroll
+                    for (int e = 0; e < 4; e++) { s[mb][j][e] = ex2(fmaf(s[mb][j][e], sl2, -m[mb][e / 2])); l[mb][e / 2] += s[mb][j][e]; } // P = 2^(S scale log2(e) - m)
+                #pragma unroll
+                for (int c = 0; c < 4; c++) frag_to_a(p[mb][c], s[mb][2 * c], s[mb][2 * c + 1]);
+            }
+            mma_pv_m<HS, 4, MB>(o, p, Vs);
         }
-        #pragma unroll
-        for (int j = 0; j < 8; j++)
-            #pragma unroll
-            for (int e = 0; e < 4; e++) { s[j][e] = ex2(fmaf(s[j][e], sl2, -m[e / 2])); l[e / 2] += s[j][e]; } // P = 2^(S scale log2(e) - m)
-        #pragma unroll
-        for (int c = 0; c < 4; c++) frag_to_a(p[c], s[2 * c], s[2 * c + 1]);
-        mma_pv<HS, 4>(o, p, Vs);
         __syncthreads(); // every warp is done with this buffer before it is refilled
     }
     #pragma unroll
-    for (int i = 0; i < 2; i++) {
-        l[i] += __shfl_xor_sync(0xffffffffu, l[i], 1);
-        l[i] += __shfl_xor_sync(0xffffffffu, l[i], 2);
-        if (row[i] >= T) continue;
-        float inv = 1.0f / l[i];
-        OT *orow = out + ((long)b * T + row[i]) * qs + (long)h * HS + c2;
+    for (int mb = 0; mb < MB; mb++)
         #pragma unroll
-        for (int d = 0; d < HS / 8; d++) {
-            if constexpr (std::is_same<OT, float>::value) *(float2 *)(orow + d * 8) = make_float2(o[d][2 * i] * inv, o[d][2 * i + 1] * inv);
-            else *(__nv_bfloat162 *)(orow + d * 8) = __floats2bfloat162_rn(o[d][2 * i] * inv, o[d][2 * i + 1] * inv);
+        for (int i = 0; i < 2; i++) {
+            l[mb][i] += __shfl_xor_sync(0xffffffffu, l[mb][i], 1);
+            l[mb][i] += __shfl_xor_sync(0xffffffffu, l[mb][i], 2);
+            if (row[mb][i] >= T) continue;
+            float inv = 1.0f / l[mb][i];
+            OT *orow = out + ((long)b * T + row[mb][i]) * qs + (long)h * HS + c2;
+            #pragma unroll
+            for (int d = 0; d < HS / 8; d++) {
+                if constexpr (std::is_same<OT, float>::value) *(float2 *)(orow + d * 8) = make_float2(o[mb][d][2 * i] * inv, o[mb][d][2 * i + 1] * inv);
+                else *(__nv_bfloat162 *)(orow + d * 8) = __floats2bfloat162_rn(o[mb][d][2 * i] * inv, o[mb][d][2 * i + 1] * inv);
+            }
+            if (c2 == 0) lse[((long)b * NH + h) * T + row[mb][i]] = m[mb][i] / LOG2E + logf(l[mb][i]);
         }
-        if (c2 == 0) lse[((long)b * NH + h) * T + row[i]] = m[i] / LOG2E + logf(l[i]);
-    }
 }
 
 // dS' tiles in memory (the scratch ds): one of 64 x 64 per batch row b, head h, query tile i and key tile j <= i
@@ -2724,21 +2790,41 @@ __global__ void __launch_bounds__(128, HS == 128 ? 3 : 4) attention_forward_tc_k
 __device__ __forceinline__ long ds_tile(int b, int h, int i, int j, int NH, int nqt) {
     return (((long)b * NH + h) * (nqt * (nqt + 1) / 2) + i * (i + 1) / 2 + j) * (TCR * TCR / 8);
 }
-// D = rowsum(dO o O) into Dt (B,NH,T), from the fp32 dO and O (fp32 or kept in bf16): a block per 64 rows of a head,
-// two threads a row
+// D = rowsum(dO o O) into Dt (B,NH,T), from the bf16 dO that dP = dO V^T takes (so that D = rowsum(P o dP), the
+// identity dS' = P (dP - D) rests on) and O (fp32 or kept in bf16). dO and O are rows of HS values, row
+// r = (b T + t) NH + h at r HS: a block reads 64 consecutive rows, HS/8 lanes a row (8 values each), a warp's
+// 16 rows loaded before any is summed
+__device__ __forceinline__ void ld8(float *v, const __nv_bfloat16 *p) {
+    uint4 u = *(const uint4 *)p;
+    const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
+    #pragma unroll
+    for (int i = 0; i < 4; i++) { v[2 * i] = __low2float(h[i]); v[2 * i + 1] = __high2float(h[i]); }
+}
+__device__ __forceinline__ void ld8(float *v, const float *p) { ld4(v, p, 1); ld4(v + 4, p + 4, 1); }
 template <int HS, typename OT>
-__global__ void __launch_bounds__(128) attention_backward_d_kernel(float *Dt, const float *dout32, const OT *out32, int T, int NH) {
-    int b = blockIdx.z, h = blockIdx.y, r = threadIdx.x / 2, t = blockIdx.x * TCR + r;
-    long qs = (long)NH * HS;
-    float d = 0.0f;
-    if (t < T) {
-        const float *a4 = dout32 + ((long)b * T + t) * qs + (long)h * HS + (threadIdx.x % 2) * (HS / 2);
-        const OT *o4 = out32 + ((long)b * T + t) * qs + (long)h * HS + (threadIdx.x % 2) * (HS / 2);
-        #pragma unroll
-        for (int i = 0; i < HS / 8; i++) { float x[4], y[4]; ld4(x, a4 + 4 * i, 1); ld4(y, o4 + 4 * i, 1); d += x[0] * y[0] + x[1] * y[1] + x[2] * y[2] + x[3] * y[3]; }
+__global__ void __launch_bounds__(128) attention_backward_d_kernel(float *Dt, const __nv_bfloat16 *dout, const OT *out, long rows, int T, int NH) {
+    constexpr int L = HS / 8, RP = 32 / L, P = 16 / RP; // lanes a row, rows a pass, passes
+    int lane = threadIdx.x % 32;
+    long r0 = (long)blockIdx.x * TCR + (threadIdx.x / 32) * 16 + lane / L, c = (lane % L) * 8;
+    float x[P][8], y[P][8];
+    #pragma unroll
+    for (int i = 0; i < P; i++) {
+        long r = r0 + i * RP;
+        if (r < rows) { ld8(x[i], dout + r * HS + c); ld8(y[i], out + r * HS + c); }
+        else for (int e = 0; e < 8; e++) x[i][e] = y[i][e] = 0.0f;
     }
-    d += __shfl_xor_sync(0xffffffffu, d, 1);
-    if (t < T && threadIdx.x % 2 == 0) Dt[((long)b * NH + h) * T + t] = d;
+    long bt = r0 / NH;
+    int h = (int)(r0 - bt * NH), b = (int)(bt / T), t = (int)(bt - (long)b * T); // row r0's head, position, batch row
+    #pragma unroll
+    for (int i = 0; i < P; i++) {
+        float d = 0.0f;
+        #pragma unroll
+        for (int e = 0; e < 8; e++) d = fmaf(x[i][e], y[i][e], d);
+        #pragma unroll
+        for (int o = L / 2; o > 0; o /= 2) d += __shfl_xor_sync(0xffffffffu, d, o);
+        if (r0 + i * RP < rows && lane % L == 0) Dt[((long)b * NH + h) * T + t] = d;
+        for (h += RP; h >= NH; h -= NH) if (++t == T) { t = 0; b++; } // the next pass's row
+    }
 }
 
 // dV = P^T dO and dK = scale dS'^T Q for a block of 64 key rows and one query head h, over the query tiles
@@ -2940,8 +3026,10 @@ static const float *att_f32(int slot, const float *x, size_t n) {
     LAUNCHED("widen_kernel");
     return f;
 }
+// the dK/dV kernel's shared memory (6 tiles, lse and D) is the largest the tensor-core attention asks for
+// (105 KB at HS 128: more than a consumer GPU's 99; those run the fp32 kernels)
 static int tc_attention_ok(int HS, const void *const *ptrs, int n) {
-    return bf16_matmuls && tc_attention && (HS == 64 || HS == 128) && aligned16(ptrs, n);
+    return bf16_matmuls && tc_attention && (HS == 64 || HS == 128) && aligned16(ptrs, n) && 6 * (size_t)TCR * (HS + 8) * 2 + 4 * TCR * sizeof(float) <= smem_optin;
 }
 // the kernels read bf16 copies of q, k, v (and dO), made first (rows of n values, n a multiple of 8):
 // the GEMM's copies (RoPE wrote q's and k's), or with PEFT_CUDA_COPIES=0 made here
@@ -2956,22 +3044,26 @@ static const __nv_bfloat16 *att_bf16(const float *x, size_t rows, int n, size_t 
     LAUNCHED("to_bf16_kernel");
     return q;
 }
+template <int HS, int MB, typename OT> static void attention_forward_tc_launch(OT *out, float *lse, const __nv_bfloat16 *q16, const __nv_bfloat16 *k16, const __nv_bfloat16 *v16,
+                                                                          int B, int T, int NH, int KVH) {
+    size_t smem = (QREGS(HS, MB) ? 4 : 4 + MB) * (size_t)TCR * (HS + 8) * 2;
+    static bool set = false; // the limit is the same every call: raise it once
+    if (!set) { CK(cudaFuncSetAttribute(attention_forward_tc_kernel<HS, MB, OT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem)); set = true; }
+    dim3 grid((T + TCR * MB - 1) / (TCR * MB), NH, B);
+    attention_forward_tc_kernel<HS, MB><<<grid, 128, smem>>>(out, lse, q16, k16, v16, T, NH, KVH, (float)(1.0 / sqrt((double)HS)));
+    LAUNCHED("attention_forward_tc_kernel");
+}
 template <int HS> static void attention_forward_tc(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T, int NH, int KVH) {
     size_t nq = (size_t)B * T * NH * HS, nk = (size_t)B * T * KVH * HS;
     if (!copies_on) scratch_reserve(&att16_scratch, &att16_cap, (nq + 2 * nk) * sizeof(__nv_bfloat16));
     const __nv_bfloat16 *q16 = att_bf16(q, (size_t)B * T, NH * HS, 0), *k16 = att_bf16(k, (size_t)B * T, KVH * HS, nq), *v16 = att_bf16(v, (size_t)B * T, KVH * HS, nq + nk);
-    size_t smem = 4 * (size_t)TCR * (HS + 8) * 2;
-    static bool set = false; // the limit is the same every call: raise it once
-    if (!set) {
-        CK(cudaFuncSetAttribute(attention_forward_tc_kernel<HS, float>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-        CK(cudaFuncSetAttribute(attention_forward_tc_kernel<HS, __nv_bfloat16>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-        set = true;
+    if (act16(out)) { // the output kept in bf16
+        if (att_rows == 128) attention_forward_tc_launch<HS, 2>(act16(out), lse, q16, k16, v16, B, T, NH, KVH);
+        else attention_forward_tc_launch<HS, 1>(act16(out), lse, q16, k16, v16, B, T, NH, KVH);
+    } else {
+        if (att_rows == 128) attention_forward_tc_launch<HS, 2>(out, lse, q16, k16, v16, B, T, NH, KVH);
+        else attention_forward_tc_launch<HS, 1>(out, lse, q16, k16, v16, B, T, NH, KVH);
     }
-    dim3 grid((T + TCR - 1) / TCR, NH, B);
-    float sc = (float)(1.0 / sqrt((double)HS));
-    if (act16(out)) attention_forward_tc_kernel<HS><<<grid, 128, smem>>>(act16(out), lse, q16, k16, v16, T, NH, KVH, sc); // the output kept in bf16
-    else attention_forward_tc_kernel<HS><<<grid, 128, smem>>>(out, lse, q16, k16, v16, T, NH, KVH, sc);
-    LAUNCHED("attention_forward_tc_kernel");
 }
 static void *att_scratch, *att_ds_scratch;
 static size_t att_scratch_cap, att_ds_cap;
@@ -2998,8 +3090,10 @@ template <int HS> static void attention_backward_tc(float *dq, float *dk, float 
         set = true;
     }
     dim3 grid(nqt, NH, B);
-    if (act16(out)) attention_backward_d_kernel<HS><<<grid, 128>>>(Dt, dout, (const __nv_bfloat16 *)act16(out), T, NH);
-    else attention_backward_d_kernel<HS><<<grid, 128>>>(Dt, dout, out, T, NH);
+    long rows = (long)B * T * NH;
+    unsigned dblocks = (unsigned)((rows + TCR - 1) / TCR);
+    if (act16(out)) attention_backward_d_kernel<HS><<<dblocks, 128>>>(Dt, do16, (const __nv_bfloat16 *)act16(out), rows, T, NH);
+    else attention_backward_d_kernel<HS><<<dblocks, 128>>>(Dt, do16, out, rows, T, NH);
     LAUNCHED("attention_backward_d_kernel");
     float *pk = dk, *pv = dv;
     if (G > 1 && !cluster) { pk = (float *)scratch_reserve(&att_scratch, &att_scratch_cap, 2 * nq * sizeof(float)); pv = pk + nq; }

@@ -4415,6 +4415,7 @@ static void run_fp64_suite(void) {
 #ifdef PEFT_CUDA
 void gpu_set_bf16(int on); // peft_cuda.cu (tests only)
 int gpu_set_clusters(int on);
+int gpu_set_attention_rows(int r);
 void gpu_set_narrow_tiles(int on);
 
 // ||a - ref|| / ||ref||
@@ -4803,7 +4804,7 @@ static void cuda_test_matmul_lora(void) {
 // bf16 (the tensor-core kernels, head sizes 64 and 128): Q, K, V, dO, P and dS rounded to bf16 (2^-9
 // relative each), fp32 elsewhere; errors of a few 2^-9 in norm, bound 2e-2
 #define BF16_ATT_TOL 2e-2
-static void cuda_test_attention(int bf16) {
+static void cuda_test_attention(int bf16, int rows) { // rows: query rows a block of the bf16 forward (64 or 128)
     // T not a multiple of the tiles (8 or 64 rows, 32 or 64 keys); GQA ratios 1, 2, 8 (bf16: 4 and 16 too); head sizes 8 to 128
     int cfg32[][5] = { {2, 77, 8, 8, 64}, {1, 130, 8, 4, 8}, {2, 33, 8, 1, 128}, {1, 1, 4, 2, 16}, {3, 200, 4, 2, 64}, {1, 50, 6, 3, 96}, {2, 40, 4, 4, 32} };
     int cfg16[][5] = { {2, 77, 8, 8, 64}, {2, 33, 8, 1, 128}, {1, 1, 4, 2, 64}, {3, 200, 4, 2, 64}, {1, 300, 8, 4, 128}, {2, 64, 4, 4, 64}, {1, 129, 16, 2, 64},
@@ -4811,6 +4812,7 @@ static void cuda_test_attention(int bf16) {
     int (*cfg)[5] = bf16 ? cfg16 : cfg32;
     int nc = bf16 ? (int)(sizeof(cfg16) / sizeof(cfg16[0])) : (int)(sizeof(cfg32) / sizeof(cfg32[0])), runs = 0;
     gpu_set_bf16(bf16);
+    int rows0 = gpu_set_attention_rows(rows);
     int clusters = gpu_set_clusters(0); // the device's (Hopper: on)
     Worst wo = { 0, "" }, wq = { 0, "" }, wk = { 0, "" }, wv = { 0, "" };
     for (int ci = 0; ci < 2 * nc; ci++) { // bf16: the shapes with GQA 2..8 again without clusters (the scratch and group sum)
@@ -4851,8 +4853,10 @@ static void cuda_test_attention(int bf16) {
     }
     gpu_set_bf16(0);
     gpu_set_clusters(clusters);
+    gpu_set_attention_rows(rows0);
     double w = fmax(fmax(wo.worst, wq.worst), fmax(wk.worst, wv.worst)), tol = bf16 ? BF16_ATT_TOL : FP32_TOL;
-    check(w <= tol, bf16 ? "cuda flash attention bf16 (tensor cores) forward + backward vs CPU" : "cuda flash attention fp32 forward + backward vs CPU",
+    check(w <= tol, !bf16 ? "cuda flash attention fp32 forward + backward vs CPU" : rows == 128 ? "cuda flash attention bf16 (tensor cores, forward 128 rows a block) forward + backward vs CPU"
+          : "cuda flash attention bf16 (tensor cores, forward 64 rows a block) forward + backward vs CPU",
           "%d runs of %d shapes (T 1..%d, GQA %s, HS %s; gradients from zeros and, every other run, added to values): relative L2 error out %.2e (%s), dq %.2e (%s), dk %.2e (%s), dv %.2e (%s) <= %.0e",
           runs, nc, bf16 ? 300 : 200, bf16 ? "1/2/4/8/16, 2..8 with and without clusters" : "1/2/8", bf16 ? "64 and 128" : "8..128 incl. 96",
           wo.worst, wo.where, wq.worst, wq.where, wk.worst, wk.where, wv.worst, wv.where, tol);
@@ -5215,8 +5219,9 @@ static void run_cuda_tests(void) {
     cuda_test_bf16_acts();
     cuda_test_lora_up_add();
     cuda_test_matmul_lora();
-    cuda_test_attention(0);
-    cuda_test_attention(1);
+    cuda_test_attention(0, 128);
+    cuda_test_attention(1, 128);
+    cuda_test_attention(1, 64);
     cuda_test_small_kernels();
     cuda_test_qmatmul();
     cuda_test_copies();
