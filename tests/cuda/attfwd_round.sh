@@ -36,6 +36,12 @@ if [ "${NCUD:-0}" = 1 ]; then
     ./peft train bench/cache/Llama-2-7B-2L-hf-bf16 $D -z $TOK -b 4 -T 1024 --targets q_proj,v_proj -r 8 --alpha 16 --steps 1 --val-frac 0 --device cuda -o /tmp/ncu_out > "$OUT/ncu_d.txt" 2>&1
   echo "rc $?"; grep -E "attention_backward_d|Duration|DRAM Throughput|Registers Per|Achieved Occ" "$OUT/ncu_d.txt" | cut -c1-140
 fi
+if [ "${NCUS:-0}" = 1 ]; then
+  echo "== ncu forward, dK/dV, dQ: elapsed against SM active cycles (the tail), Llama-2-7B shape (2 layers)"
+  timeout 150 ncu -k regex:"attention_(forward_tc|backward_dkv_tc|backward_dq_tc)" -c 4 --section SpeedOfLight --section Occupancy --section LaunchStats \
+    ./peft train bench/cache/Llama-2-7B-2L-hf-bf16 $D -z $TOK -b 4 -T 1024 --targets q_proj,v_proj -r 8 --alpha 16 --steps 1 --val-frac 0 --device cuda -o /tmp/ncu_out > "$OUT/ncu_s.txt" 2>&1
+  echo "rc $?"; grep -E "^  [a-z_]+.*\(|Duration|Elapsed Cycles|SM Active Cycles|Achieved Occ" "$OUT/ncu_s.txt" | cut -c1-100
+fi
 if [ "${NCU:-1}" = 1 ]; then
   for a in 128 64; do
     echo "== ncu forward (rows $a) and D, Llama-2-7B shape (2 layers)"
