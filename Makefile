@@ -108,11 +108,13 @@ bench: peft tokenizer
 
 # GPU speed: peft.c (built with CUDA=1) vs transformers + PEFT eager and torch.compile on the same GPU
 # (bench/bench_cuda.py): the three training rows, MFU, attention, QLoRA NF4 7B and generation in one run
-# (the 7B rows want a GPU of 40 GB or more; BENCH_CUDA_ARGS="" for the two small rows, eager only)
+# (the 7B rows want a GPU of 40 GB or more; BENCH_CUDA_ARGS="" for the two small rows, eager only),
+# then the Hopper GEMM against cuBLAS on the Llama layer shapes (bench/gemm_wgmma/run.sh; SKIP elsewhere)
 BENCH_CUDA_ARGS ?= --compile --rows stories110M,TinyLlama-1.1B,Llama-2-7B --qlora-7b
 bench-cuda:
 	$(MAKE) CUDA=1 peft
 	$(PYTHON) bench/bench_cuda.py $(BENCH_CUDA_ARGS)
+	bash bench/gemm_wgmma/run.sh
 
 # several GPUs on one host (make CUDA=1 NCCL=1): the data-parallel tests (tests/cuda/multi_gpu.sh: 2 GPUs
 # against 1, mpirun, torchrun, resume, kill -9) and the scaling benchmark against PyTorch DDP + PEFT

@@ -8,6 +8,8 @@ NVCC=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
 CUDA_LIB=$(dirname "$NVCC")/../lib64
 FLAGS="-O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -Xcompiler -Wall,-Wextra"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader 2>&1
+CC=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1)
+if [ "$CC" != "9.0" ]; then echo "SKIP the wgmma GEMM against cuBLAS: it needs a Hopper GPU (compute capability 9.0; found '${CC:-none}')"; exit 0; fi
 "$NVCC" $FLAGS -Xptxas -v -o gemm_wgmma gemm_wgmma.cu 2>&1 | grep -A2 "entry function.*gemm_wgmma_kernel" | grep -E "Used|spill"
 BIN=./gemm_wgmma
 if "$NVCC" $FLAGS -DWITH_CUBLAS -o gemm_wgmma_cublas gemm_wgmma.cu -L"$CUDA_LIB" -Xlinker -rpath -Xlinker "$CUDA_LIB" -lcublasLt -lcublas; then
