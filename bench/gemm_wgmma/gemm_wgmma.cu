@@ -424,6 +424,10 @@ static void speed() {
         std::vector<float> hr((size_t)M * N), hc((size_t)M * N);
         CKT(cudaMemcpy(hr.data(), r, hr.size() * 4, cudaMemcpyDeviceToHost));
         const double flops = 2.0 * M * N * (double)K;
+        // the tensor cores' fp32 accumulation is not the double sum of the reference: its error grows with K (at
+        // K = 11008 the wgmma variants and cuBLAS are off by up to ~1.2e-3 on a few of 16.7M outputs), so the
+        // tolerance is 1e-3 up to K = 4096 and grows in proportion beyond; cuBLAS is checked the same way below
+        const double tol_k = 1e-3 * std::max(1.0, K / 4096.0);
         for (int v = 0; v < NVAR; ++v) {
             fill_f32(c, (long)M * N, 0, 1);
             float ms = time_ms([&] { CKT(variants[v].fn(c, N, a, K, b, K, M, N, K, acc, 0, 0)); });
@@ -434,7 +438,7 @@ static void speed() {
                 continue;
             }
             CKT(cudaMemcpy(hc.data(), c, hc.size() * 4, cudaMemcpyDeviceToHost));
-            CmpResult cr = compare(variants[v].name, hc.data(), hr.data(), M, N, N, variants[v].bn, -1);
+            CmpResult cr = compare(variants[v].name, hc.data(), hr.data(), M, N, N, variants[v].bn, -1, tol_k);
             printf("%-16s M=%5d N=%5d K=%5d  %8.3f ms  %7.1f TFLOP/s  check vs ref: %s (max_rel_err %.3g)\n", variants[v].name, M, N, K, ms,
                    tf[si][v], cr.pass ? "ok" : "WRONG", cr.max_err);
             if (!cr.pass) n_fail++;
@@ -445,7 +449,13 @@ static void speed() {
             float ms = time_ms([&] { cublas_gemm(c, N, a, K, b, K, M, N, K, acc); });
             CKT(cudaDeviceSynchronize());
             tf[si][NVAR] = flops / (ms * 1e-3) / 1e12;
-            printf("%-16s M=%5d N=%5d K=%5d  %8.3f ms  %7.1f TFLOP/s\n", "cublasGemmEx", M, N, K, ms, tf[si][NVAR]);
+            if (acc) printf("%-16s M=%5d N=%5d K=%5d  %8.3f ms  %7.1f TFLOP/s\n", "cublasGemmEx", M, N, K, ms, tf[si][NVAR]);
+            else { // cuBLAS against the same reference and tolerance (the last call wrote C = A B^T)
+                CKT(cudaMemcpy(hc.data(), c, hc.size() * 4, cudaMemcpyDeviceToHost));
+                CmpResult cr = compare("cublasGemmEx", hc.data(), hr.data(), M, N, N, 256, -1, tol_k);
+                printf("%-16s M=%5d N=%5d K=%5d  %8.3f ms  %7.1f TFLOP/s  check vs ref: %s (max_rel_err %.3g; not counted)\n", "cublasGemmEx", M, N, K, ms,
+                       tf[si][NVAR], cr.pass ? "ok" : "WRONG", cr.max_err);
+            }
         }
 #endif
         CKT(cudaFree(a));
