@@ -5579,6 +5579,7 @@ static void forward_token_team(Net *net, RunState *s, int token, int pos, int nt
     int C = c->dim, H = c->hidden_dim, NH = c->n_heads, KVH = c->n_kv_heads, HS = c->head_dim, QD = NH * HS, KD = KVH * HS, G = NH / KVH;
     int D = C > QD ? C : QD, V = c->vocab_size;
     const floatX *cs = net->rope_cos + (size_t)pos * (HS / 2), *sn = net->rope_sin + (size_t)pos * (HS / 2);
+    (void)nt; // without OpenMP (team_ok is then false)
     #pragma omp parallel num_threads(nt)
     {
         int tid = thread_id(), parts = team_size() < KVH ? team_size() : KVH; // the team OpenMP gave (<= nt)

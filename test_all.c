@@ -3679,6 +3679,9 @@ static void test_dot_int8(void) {
 // thread, fp32 and int8, on a model it takes: grouped-query heads (6 query, 3 KV: 2 threads split the KV
 // heads 1 + 2), HS 32, wo 192 x 192 (over MATVEC_PAR_MIN), 80 positions of varied tokens
 static void test_generation_team(void) {
+#ifndef _OPENMP
+    skip("generation on a team of threads", "built without OpenMP");
+#else
     int saved = max_threads();
     Model fm;
     memset(&fm, 0, sizeof(fm));
@@ -3719,6 +3722,7 @@ static void test_generation_team(void) {
     }
     set_threads(saved);
     model_free(&fm);
+#endif
 }
 
 // generation's matvec_forward (several float weights in one pass) against the reference matmul, on
