@@ -1434,6 +1434,13 @@ static int num_threads(void) {
     return 1;
 #endif
 }
+static int team_size(void) { // threads of the enclosing parallel region
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
 static int thread_id(void) {
 #ifdef _OPENMP
     return omp_get_thread_num();
@@ -4313,11 +4320,12 @@ static QAct qact;
 #define MATVEC_RB 16
 #define MATVEC_PAR_MIN 32768L
 // block b of matvec_forward's blocks: nb[j] blocks of MATVEC_RB rows for weight j, one weight after another
-static void matvec_block(floatX *const *outs, const floatX *x, const Weight *ws, const int *OCs, const int *nb, int b, int C) {
+// (x's int8 activations in qa)
+static void matvec_block(floatX *const *outs, const floatX *x, const QAct *qa, const Weight *ws, const int *OCs, const int *nb, int b, int C) {
     int j = 0, r = b;
     while (r >= nb[j]) r -= nb[j++];
     int o0 = r * MATVEC_RB, o1 = o0 + MATVEC_RB < OCs[j] ? o0 + MATVEC_RB : OCs[j];
-    if (ws[j].q) qmatvec_rows(outs[j], &qact, ws[j].q, C, o0, o1);
+    if (ws[j].q) qmatvec_rows(outs[j], qa, ws[j].q, C, o0, o1);
     else matvec_rows(outs[j], x, ws[j].f, C, o0, o1);
 }
 // out_j = x W_j^T for the nw (<= 4) weights W_j (OC_j, C) of one input x (C), in one parallel loop over
@@ -4334,11 +4342,28 @@ static void matvec_forward(floatX *const *outs, const floatX *x, const Weight *w
     }
     if (quant) qact_prepare(&qact, x, C);
     if ((long)total * MATVEC_RB * C < MATVEC_PAR_MIN || num_threads() == 1) {
-        for (int b = 0; b < total; b++) matvec_block(outs, x, ws, OCs, nb, b, C);
+        for (int b = 0; b < total; b++) matvec_block(outs, x, &qact, ws, OCs, nb, b, C);
         return;
     }
     #pragma omp parallel for schedule(static)
-    for (int b = 0; b < total; b++) matvec_block(outs, x, ws, OCs, nb, b, C);
+    for (int b = 0; b < total; b++) matvec_block(outs, x, &qact, ws, OCs, nb, b, C);
+}
+// matvec_forward's loop inside a parallel region (forward_token_team): every thread calls it, with its own
+// copy of x and of its int8 activations qa (the same values); the weights are float or qmatvec_ok int8.
+// The loop's end is a barrier.
+static void matvec_team(floatX *const *outs, const floatX *x, const QAct *qa, const Weight *ws, const int *OCs, int nw, int C) {
+    int nb[4] = { 0 }, total = 0;
+    for (int j = 0; j < nw; j++) { nb[j] = (OCs[j] + MATVEC_RB - 1) / MATVEC_RB; total += nb[j]; }
+    #pragma omp for schedule(static)
+    for (int b = 0; b < total; b++) matvec_block(outs, x, qa, ws, OCs, nb, b, C);
+}
+// rows o0 <= o < o1 of out = x W^T, o0 a multiple of MATVEC_RB: matvec_forward's blocks, on this thread
+static void matvec_span(floatX *out, const floatX *x, const QAct *qa, Weight w, int C, int o0, int o1) {
+    for (int o = o0; o < o1; o += MATVEC_RB) {
+        int e = o + MATVEC_RB < o1 ? o + MATVEC_RB : o1;
+        if (w.q) qmatvec_rows(out, qa, w.q, C, o, e);
+        else matvec_rows(out, x, w.f, C, o, e);
+    }
 }
 
 // LoRA on a linear layer: y = x W^T + scale * dropout(x) A^T B^T.
@@ -5480,6 +5505,9 @@ typedef struct {
     int *token;                        // (1) the input token, in tensor memory
     floatX *logits_host;               // (V) the logits, copied out for sampling
     int npos;                          // positions the cache holds
+    int team;                          // forward_token_team's threads (0: none), and their own copies of
+    floatX *tx, *txn, *th;             // x (team, C), xn (team, max(C, QD)) and h (team, H), host memory
+    QAct *tqa;                         // (team) the int8 activations of each thread's xn or h
 } RunState;
 
 // npos: the positions generation will use (at most seq_len); the KV cache holds only those
@@ -5507,12 +5535,94 @@ static void runstate_alloc(RunState *s, const Config *c, int npos) {
     tensor_prefault(s->value_cache, (size_t)c->n_layers * s->npos * KD * f);
     s->token = (int *)tensor_alloc(sizeof(int));
     s->logits_host = (floatX *)calloc_check((size_t)c->vocab_size, f);
+    s->team = num_threads() > 1 ? num_threads() : 0;
+    s->tx = s->txn = s->th = NULL; s->tqa = NULL;
+    if (s->team) {
+        s->tx = (floatX *)calloc_check((size_t)s->team * C, f);
+        s->txn = (floatX *)calloc_check((size_t)s->team * D, f);
+        s->th = (floatX *)calloc_check((size_t)s->team * H, f);
+        s->tqa = (QAct *)calloc_check((size_t)s->team, sizeof(QAct));
+    }
 }
 static void runstate_free(RunState *s) {
     floatX *ptrs[] = { s->x, s->xn, s->q, s->k, s->v, s->ao, s->g, s->u, s->h, s->att, s->logits, s->rstd, s->key_cache, s->value_cache };
     for (size_t i = 0; i < sizeof(ptrs) / sizeof(ptrs[0]); i++) tensor_free(ptrs[i]);
     tensor_free(s->token);
     free(s->logits_host);
+    for (int t = 0; t < s->team; t++) { free(s->tqa[t].xq); free(s->tqa[t].xs); free(s->tqa[t].ls); free(s->tqa[t].lc); }
+    free(s->tx); free(s->txn); free(s->th); free(s->tqa);
+}
+
+// forward_token on nt threads in one parallel region (a fork and join per token, not five per layer). Each
+// thread keeps its own copy of x, of xn (RMSNorm), of h (SwiGLU) and of their int8 activations, computed
+// from the same values (a few hundred floats), so the threads meet only where a step reads every thread's
+// rows: after the attention, wo, gate/up and down (a barrier each, 4 per layer). Thread p < parts =
+// min(threads, KVH) takes the KV heads g0 <= g < g1 = KVH (p+1) / parts: their rows of q, k and v (whole blocks
+// of matvec_forward: HS % MATVEC_RB == 0), their RoPE, and the attention of their G query heads, none of
+// which reads another thread's rows (the cache of these heads was written by this thread or before a join).
+// Every output is computed by the same code on the same inputs as in forward_token: the same bits.
+static int team_ok(const Net *net, const RunState *s, int nt) {
+    const Config *c = &net->model->config;
+    int C = c->dim, QD = c->n_heads * c->head_dim, H = c->hidden_dim;
+    if (gpu_on || net->lora || nt < 2 || nt > s->team || c->head_dim % MATVEC_RB || (long)QD * C < MATVEC_PAR_MIN) return 0;
+    for (int l = 0; l < c->n_layers; l++)
+        for (int t = 0; t < NUM_TARGETS; t++) {
+            Weight w = layer_weight(net->model, l, t);
+            if (w.q && !qmatvec_ok(w.q, t == TGT_O ? QD : t == TGT_DOWN ? H : C)) return 0;
+        }
+    Weight w = net_cls(net);
+    return !w.q || qmatvec_ok(w.q, C);
+}
+static void forward_token_team(Net *net, RunState *s, int token, int pos, int nt) {
+    Config *c = &net->model->config;
+    ParameterTensors *p = &net->model->params;
+    int C = c->dim, H = c->hidden_dim, NH = c->n_heads, KVH = c->n_kv_heads, HS = c->head_dim, QD = NH * HS, KD = KVH * HS, G = NH / KVH;
+    int D = C > QD ? C : QD, V = c->vocab_size;
+    const floatX *cs = net->rope_cos + (size_t)pos * (HS / 2), *sn = net->rope_sin + (size_t)pos * (HS / 2);
+    (void)nt; // without OpenMP (team_ok is then false)
+    #pragma omp parallel num_threads(nt)
+    {
+        int tid = thread_id(), parts = team_size() < KVH ? team_size() : KVH; // the team OpenMP gave (<= nt)
+        floatX *x = s->tx + (size_t)tid * C, *xn = s->txn + (size_t)tid * D, *h = s->th + (size_t)tid * H;
+        QAct *qa = &s->tqa[tid];
+        int quant = net->model->quant != 0;
+        if (net->model->quant && net->model->quant_embed) encoder_forward_q(x, &token, &net->model->qembed, 1, C);
+        else encoder_forward(x, &token, p->embed, 1, C);
+        for (int l = 0; l < c->n_layers; l++) {
+            floatX *kc = s->key_cache + ((size_t)l * s->npos) * KD, *vc = s->value_cache + ((size_t)l * s->npos) * KD;
+            floatX *kp = kc + (size_t)pos * KD, *vp = vc + (size_t)pos * KD;
+            rmsnorm_row(xn, NULL, x, p->rms_att + (size_t)l * C, C, c->norm_eps);
+            if (quant) qact_prepare(qa, xn, C);
+            if (tid < parts) { // this thread's KV heads: q, k, v, RoPE, attention
+                int g0 = KVH * tid / parts, g1 = KVH * (tid + 1) / parts;
+                matvec_span(s->q, xn, qa, layer_weight(net->model, l, TGT_Q), C, g0 * G * HS, g1 * G * HS);
+                matvec_span(kp, xn, qa, layer_weight(net->model, l, TGT_K), C, g0 * HS, g1 * HS);
+                matvec_span(vp, xn, qa, layer_weight(net->model, l, TGT_V), C, g0 * HS, g1 * HS);
+                rope_row(s->q + (size_t)g0 * G * HS, cs, sn, (g1 - g0) * G, HS);
+                rope_row(kp + (size_t)g0 * HS, cs, sn, g1 - g0, HS);
+                attention_heads(s->ao, s->att, s->q, kc, vc, g0 * G, g1 * G, pos, s->npos, NH, KVH, HS);
+            }
+            #pragma omp barrier
+            Weight wo = layer_weight(net->model, l, TGT_O), wd = layer_weight(net->model, l, TGT_DOWN);
+            if (quant) qact_prepare(qa, s->ao, QD);
+            matvec_team(&s->xn, s->ao, qa, &wo, &C, 1, QD);                 // s->xn: the shared output
+            for (int i = 0; i < C; i++) x[i] += s->xn[i];                   // residual
+            rmsnorm_row(xn, NULL, x, p->rms_ffn + (size_t)l * C, C, c->norm_eps);
+            if (quant) qact_prepare(qa, xn, C);
+            floatX *gu[2] = { s->g, s->u };
+            Weight wgu[2] = { layer_weight(net->model, l, TGT_GATE), layer_weight(net->model, l, TGT_UP) };
+            int ogu[2] = { H, H };
+            matvec_team(gu, xn, qa, wgu, ogu, 2, C);
+            swiglu_span(h, s->g, s->u, (size_t)H);
+            if (quant) qact_prepare(qa, h, H);
+            matvec_team(&s->xn, h, qa, &wd, &C, 1, H);
+            for (int i = 0; i < C; i++) x[i] += s->xn[i];
+        }
+        rmsnorm_row(xn, NULL, x, p->rms_final, C, c->norm_eps);
+        Weight wcls = net_cls(net);
+        if (wcls.q) qact_prepare(qa, xn, C);
+        matvec_team(&s->logits, xn, qa, &wcls, &V, 1, C);
+    }
 }
 
 // the logits (host memory) of token at position pos
@@ -5521,6 +5631,10 @@ static floatX *forward_token(Net *net, RunState *s, int token, int pos) {
     ParameterTensors *p = &net->model->params;
     int C = c->dim, H = c->hidden_dim, NH = c->n_heads, KVH = c->n_kv_heads, HS = c->head_dim, QD = NH * HS, KD = KVH * HS;
     Lora *lo = net->lora;
+    if (team_ok(net, s, num_threads())) {
+        forward_token_team(net, s, token, pos, num_threads());
+        return memcpy(s->logits_host, s->logits, (size_t)c->vocab_size * sizeof(floatX));
+    }
     tensor_upload(s->token, &token, sizeof(int));
     if (net->lora && net->lora->embed) encoder_forward(s->x, s->token, net->lora->embed, 1, C);
     else if (net->model->quant && net->model->quant_embed) encoder_forward_q(s->x, s->token, &net->model->qembed, 1, C);

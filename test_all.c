@@ -3675,6 +3675,56 @@ static void test_dot_int8(void) {
 #endif
 }
 
+// forward_token_team (one parallel region per token) gives the same logits bits as forward_token on one
+// thread, fp32 and int8, on a model it takes: grouped-query heads (6 query, 3 KV: 2 threads split the KV
+// heads 1 + 2), HS 32, wo 192 x 192 (over MATVEC_PAR_MIN), 80 positions of varied tokens
+static void test_generation_team(void) {
+#ifndef _OPENMP
+    skip("generation on a team of threads", "built without OpenMP");
+#else
+    int saved = max_threads();
+    Model fm;
+    memset(&fm, 0, sizeof(fm));
+    config_defaults(&fm.config);
+    Config *c = &fm.config;
+    c->dim = 192; c->hidden_dim = 512; c->n_layers = 2; c->n_heads = 6; c->n_kv_heads = 3; c->head_dim = 32; c->vocab_size = 1000; c->seq_len = 96; c->tied = 0;
+    fm.format = FMT_BIN_V1;
+    model_alloc(&fm);
+    uint64_t r = 31;
+    for (size_t i = 0; i < fm.num_parameters; i++) fm.params_memory[i] = (floatX)((random_f32(&r) - 0.5f) * 0.2f);
+    for (int i = 0; i < c->n_layers * c->dim; i++) { fm.params.rms_att[i] = 1; fm.params.rms_ffn[i] = 1; }
+    for (int i = 0; i < c->dim; i++) fm.params.rms_final[i] = 1;
+    char path[600];
+    tmp_path(path, sizeof(path), "team.bin");
+    if (model_save_bin(&fm, path, 0)) { check(0, "generation on a team of threads", "%s", peft_errbuf); model_free(&fm); return; }
+    for (int v = 0; v < 2; v++) {
+        Model mq, *m = &fm;
+        QuantOpts qo = { QT_INT8, 1, 0, 0 };
+        if (v == 1) {
+            if (model_load_q(&mq, path, &qo)) { check(0, "generation on a team of threads (int8)", "%s", peft_errbuf); continue; }
+            m = &mq;
+        }
+        Net net; net_init(&net, m, NULL);
+        set_threads(2);
+        RunState s1, s2;
+        runstate_alloc(&s1, &m->config, 80); runstate_alloc(&s2, &m->config, 80);
+        int taken = team_ok(&net, &s2, 2), same = 1, V = m->config.vocab_size;
+        for (int pos = 0; pos < 80 && same; pos++) {
+            int token = (pos * 37 + 5) % V;
+            set_threads(1); floatX *l1 = forward_token(&net, &s1, token, pos);
+            set_threads(2); floatX *l2 = forward_token(&net, &s2, token, pos);
+            same = !memcmp(l1, l2, (size_t)V * sizeof(floatX));
+        }
+        check(taken && same, v ? "int8 generation: a team of 2 threads == 1 thread" : "fp32 generation: a team of 2 threads == 1 thread",
+              "team path %s; logits of 80 positions %s", taken ? "taken" : "NOT taken", same ? "the same bits" : "differ");
+        runstate_free(&s1); runstate_free(&s2); net_free(&net);
+        if (v == 1) model_free(&mq);
+    }
+    set_threads(saved);
+    model_free(&fm);
+#endif
+}
+
 // generation's matvec_forward (several float weights in one pass) against the reference matmul, on
 // shapes that are no multiple of the vector width or of the 4-row and 16-row blocks; 1 and 2 threads
 // (enough rows for the parallel loop: PAR_MIN_WORK)
@@ -3932,6 +3982,7 @@ static void run_fp32_tests(void) {
     test_dot_int8();
     test_matvec();
     test_qmatvec();
+    test_generation_team();
     test_sample_argmax();
     test_infer_build();
 }
