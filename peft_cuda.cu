@@ -2565,33 +2565,35 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
     __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
     return *(uint32_t *)&h;
 }
-// s[NT][4] (16 x 8NT) += columns [kk, kk+16) of a times those of b^T: af a's A fragment, b NT*8 rows of a [.][HS+8] tile
-template <int HS, int NT> __device__ __forceinline__ void mma_scores_k(float (*s)[4], const uint32_t *af, const __nv_bfloat16 *b, int kk) {
+// MB row blocks of 16 a warp (the forward: MB = 2, so each fragment ldmatrix gives feeds MB products):
+// s[MB][NT][4] (MB x 16 x 8NT) += columns [kk, kk+16) of the row blocks (A fragments af[mb]) times those of
+// b^T, b NT*8 rows of a [.][HS+8] tile
+template <int HS, int NT, int MB> __device__ __forceinline__ void mma_scores_k(float (*s)[NT][4], const uint32_t (*af)[4], const __nv_bfloat16 *b, int kk) {
     constexpr int LD = HS + 8;
     int lane = threadIdx.x % 32;
     #pragma unroll
     for (int j = 0; j < NT; j += 2) {
         uint32_t bf[4]; // n-tiles j and j+1, k halves 0 and 1
         ldsm_x4(bf, b + (j * 8 + (lane / 16) * 8 + lane % 8) * LD + kk + ((lane / 8) % 2) * 8);
-        mma16816(s[j], af, bf[0], bf[1]);
-        mma16816(s[j + 1], af, bf[2], bf[3]);
+        #pragma unroll
+        for (int mb = 0; mb < MB; mb++) { mma16816(s[mb][j], af[mb], bf[0], bf[1]); mma16816(s[mb][j + 1], af[mb], bf[2], bf[3]); }
     }
 }
 // s[NT][4] (16 x 8NT) = a b^T: a the warp's 16 rows of a [.][HS+8] tile, b NT*8 rows of another
-template <int HS, int NT> __device__ __forceinline__ void mma_scores(float (*s)[4], const __nv_bfloat16 *a, const __nv_bfloat16 *b) {
+template <int HS, int NT> __device__ __forceinline__ void mma_scores(float (*s)[NT][4], const __nv_bfloat16 *a, const __nv_bfloat16 *b) {
     constexpr int LD = HS + 8;
     int lane = threadIdx.x % 32;
     #pragma unroll
-    for (int j = 0; j < NT; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+    for (int j = 0; j < NT; j++) (*s)[j][0] = (*s)[j][1] = (*s)[j][2] = (*s)[j][3] = 0.0f;
     #pragma unroll
     for (int kk = 0; kk < HS; kk += 16) {
         uint32_t af[4];
         ldsm_x4(af, a + (lane % 16) * LD + kk + (lane / 16) * 8);
-        mma_scores_k<HS, NT>(s, af, b, kk);
+        mma_scores_k<HS, NT, 1>(s, &af, b, kk);
     }
 }
-// o[HS/8][4] (16 x HS) += p (16 x 16KC, as A fragments) times rows [0, 16KC) of a [.][HS+8] tile v
-template <int HS, int KC> __device__ __forceinline__ void mma_pv(float (*o)[4], const uint32_t (*p)[4], const __nv_bfloat16 *v) {
+// o[MB][HS/8][4] (MB x 16 x HS) += p[MB] (16 x 16KC each, as A fragments) times rows [0, 16KC) of a [.][HS+8] tile v
+template <int HS, int KC, int MB> __device__ __forceinline__ void mma_pv(float (*o)[HS / 8][4], const uint32_t (*p)[KC][4], const __nv_bfloat16 *v) {
     constexpr int LD = HS + 8;
     int lane = threadIdx.x % 32;
     #pragma unroll
@@ -2600,8 +2602,8 @@ template <int HS, int KC> __device__ __forceinline__ void mma_pv(float (*o)[4], 
         for (int d = 0; d < HS / 8; d += 2) {
             uint32_t bf[4]; // rows (k) 16c.. of v, columns (n) 8d..8d+15: transposed
             ldsm_x4_t(bf, v + (c * 16 + ((lane / 8) % 2) * 8 + lane % 8) * LD + d * 8 + (lane / 16) * 8);
-            mma16816(o[d], p[c], bf[0], bf[1]);
-            mma16816(o[d + 1], p[c], bf[2], bf[3]);
+            #pragma unroll
+            for (int mb = 0; mb < MB; mb++) { mma16816(o[mb][d], p[mb][c], bf[0], bf[1]); mma16816(o[mb][d + 1], p[mb][c], bf[2], bf[3]); }
         }
 }
 // n-tiles 2c and 2c+1 of a score fragment, rounded, as the A fragment of k-chunk c
@@ -2633,34 +2635,6 @@ template <int NT> __device__ __forceinline__ void mask_before(float (*s)[4], int
         #pragma unroll
         for (int e = 0; e < 4; e++)
             if (c0 + j * 8 + (e & 1) < key[e / 2]) s[j][e] = -INFINITY;
-}
-
-// MB m-blocks a warp (rows, MB = 1: the 2 fragments of V and K a ldmatrix gives feed 2 products, MB = 2: 4):
-// s[MB][NT][4] += columns [kk, kk+16) of MB row blocks (A fragments af[mb]) times those of b^T, b NT*8 rows of a tile
-template <int HS, int NT, int MB> __device__ __forceinline__ void mma_scores_mk(float (*s)[NT][4], const uint32_t (*af)[4], const __nv_bfloat16 *b, int kk) {
-    constexpr int LD = HS + 8;
-    int lane = threadIdx.x % 32;
-    #pragma unroll
-    for (int j = 0; j < NT; j += 2) {
-        uint32_t bf[4];
-        ldsm_x4(bf, b + (j * 8 + (lane / 16) * 8 + lane % 8) * LD + kk + ((lane / 8) % 2) * 8);
-        #pragma unroll
-        for (int mb = 0; mb < MB; mb++) { mma16816(s[mb][j], af[mb], bf[0], bf[1]); mma16816(s[mb][j + 1], af[mb], bf[2], bf[3]); }
-    }
-}
-// o[MB][HS/8][4] += p[MB] (16 x 16KC each, as A fragments) times rows [0, 16KC) of a [.][HS+8] tile v
-template <int HS, int KC, int MB> __device__ __forceinline__ void mma_pv_m(float (*o)[HS / 8][4], const uint32_t (*p)[KC][4], const __nv_bfloat16 *v) {
-    constexpr int LD = HS + 8;
-    int lane = threadIdx.x % 32;
-    #pragma unroll
-    for (int c = 0; c < KC; c++)
-        #pragma unroll
-        for (int d = 0; d < HS / 8; d += 2) {
-            uint32_t bf[4];
-            ldsm_x4_t(bf, v + (c * 16 + ((lane / 8) % 2) * 8 + lane % 8) * LD + d * 8 + (lane / 16) * 8);
-            #pragma unroll
-            for (int mb = 0; mb < MB; mb++) { mma16816(o[mb][d], p[mb][c], bf[0], bf[1]); mma16816(o[mb][d + 1], p[mb][c], bf[2], bf[3]); }
-        }
 }
 
 // A block has 4 warps and 64 MB query rows, a warp 16 MB of them (MB row blocks of 16: each fragment of K and V
@@ -2726,19 +2700,13 @@ __global__ void __launch_bounds__(128, MB == 1 ? (HS == 128 ? 3 : 4) : 2) attent
                 for (int j = 0; j < 8; j++) s[mb][j][0] = s[mb][j][1] = s[mb][j][2] = s[mb][j][3] = 0.0f;
             #pragma unroll
             for (int kk = 0; kk < HS; kk += 16) {
-                if constexpr (QR) {
-                    uint32_t af[MB][4];
-                    #pragma unroll
-                    for (int mb = 0; mb < MB; mb++)
-                        #pragma unroll
-                        for (int e = 0; e < 4; e++) af[mb][e] = qf[mb][kk / 16][e];
-                    mma_scores_mk<HS, 8, MB>(s, af, Ks, kk);
-                } else {
-                    uint32_t af[MB][4];
-                    #pragma unroll
-                    for (int mb = 0; mb < MB; mb++) ldsm_x4(af[mb], Qs + (warp * WR + 16 * mb + lane % 16) * LD + kk + (lane / 16) * 8);
-                    mma_scores_mk<HS, 8, MB>(s, af, Ks, kk);
+                uint32_t af[MB][4]; // the row blocks' columns kk..kk+15 of Q
+                #pragma unroll
+                for (int mb = 0; mb < MB; mb++) {
+                    if constexpr (QR) for (int e = 0; e < 4; e++) af[mb][e] = qf[mb][kk / 16][e];
+                    else ldsm_x4(af[mb], Qs + (warp * WR + 16 * mb + lane % 16) * LD + kk + (lane / 16) * 8);
                 }
+                mma_scores_k<HS, 8, MB>(s, af, Ks, kk);
             }
             uint32_t p[MB][4][4];
             #pragma unroll
@@ -2766,7 +2734,7 @@ __global__ void __launch_bounds__(128, MB == 1 ? (HS == 128 ? 3 : 4) : 2) attent
                 #pragma unroll
                 for (int c = 0; c < 4; c++) frag_to_a(p[mb][c], s[mb][2 * c], s[mb][2 * c + 1]);
             }
-            mma_pv_m<HS, 4, MB>(o, p, Vs);
+            mma_pv<HS, 4, MB>(o, p, Vs);
         }
         __syncthreads(); // every warp is done with this buffer before it is refilled
     }
@@ -2877,8 +2845,8 @@ __global__ void __launch_bounds__(128, HS == 64 ? DKV_MIN_BLOCKS : 1) attention_
         #pragma unroll
         for (int qc = 0; qc < TCR; qc += 32) {
             float s[4][4], dp[4][4], l2[4][2]; // S^T and dP^T: 16 keys x 32 queries; lse in log2 units
-            mma_scores<HS, 4>(s, Ks + warp * 16 * LD, Qs + qc * LD);
-            mma_scores<HS, 4>(dp, Vs + warp * 16 * LD, dOs + qc * LD);
+            mma_scores<HS, 4>(&s, Ks + warp * 16 * LD, Qs + qc * LD);
+            mma_scores<HS, 4>(&dp, Vs + warp * 16 * LD, dOs + qc * LD);
             if (qt == kt) mask_before<4>(s, q0 + qc + c2, key); // the diagonal tile: queries before the key
             #pragma unroll
             for (int j = 0; j < 4; j++) { l2[j][0] = Ls[qc + j * 8 + c2] * LOG2E; l2[j][1] = Ls[qc + j * 8 + c2 + 1] * LOG2E; }
@@ -2895,8 +2863,8 @@ __global__ void __launch_bounds__(128, HS == 64 ? DKV_MIN_BLOCKS : 1) attention_
             frag_to_a(da[0], dp[0], dp[1]); frag_to_a(da[1], dp[2], dp[3]);
             ds[dst + qc / 16 * 128] = make_uint4(da[0][0], da[0][1], da[0][2], da[0][3]); // query blocks qc/16 and qc/16 + 1
             ds[dst + qc / 16 * 128 + 128] = make_uint4(da[1][0], da[1][1], da[1][2], da[1][3]);
-            mma_pv<HS, 2>(adv, pa, dOs + qc * LD);
-            mma_pv<HS, 2>(adk, da, Qs + qc * LD);
+            mma_pv<HS, 2, 1>(&adv, &pa, dOs + qc * LD);
+            mma_pv<HS, 2, 1>(&adk, &da, Qs + qc * LD);
         }
         __syncthreads();
     }
@@ -3002,7 +2970,7 @@ __global__ void __launch_bounds__(128) attention_backward_dq_tc_kernel(float *dq
             uint4 x = dSs[(kt & 1) * TB + (warp * 4 + c) * 32 + lane];
             a[c][0] = movm_t(x.x); a[c][1] = movm_t(x.z); a[c][2] = movm_t(x.y); a[c][3] = movm_t(x.w);
         }
-        mma_pv<HS, 4>(acc, a, Ks + (kt & 1) * TCR * LD);
+        mma_pv<HS, 4, 1>(&acc, &a, Ks + (kt & 1) * TCR * LD);
         __syncthreads(); // every warp is done with this buffer before it is refilled
     }
     #pragma unroll
