@@ -61,16 +61,5 @@ if [ "${NCU:-1}" = 1 ]; then
   ncu -i "$OUT/att128.ncu-rep" --page details > "$OUT/ncu_att.txt" 2>&1
   grep -E "^  [a-z_]+.*\(|Duration|Compute \(SM\) Throughput|Memory Throughput|Registers Per|Achieved Occupancy|Theoretical Occupancy|Issue Slots Busy|Warp Cycles Per Issued|L1/TEX Hit|Shared Memory|Bank|Executed Ipc A|Block Limit" "$OUT/ncu_att.txt" | head -90
   ncu -i "$OUT/att128.ncu-rep" --page raw --csv 2>/dev/null > "$OUT/ncu_raw.csv"
-  python3 - "$OUT/ncu_raw.csv" <<'PY'
-import csv, sys
-rows = list(csv.reader(open(sys.argv[1])))
-hdr, data = rows[0], rows[2:]
-for r in data:
-    name = r[hdr.index("Kernel Name")][:60]
-    st = [(float(r[i].replace(",", "")), h) for i, h in enumerate(hdr) if h.startswith("smsp__average_warps_issue_stalled_") and h.endswith("_per_issue_active.ratio") and r[i] not in ("", "n/a")]
-    st.sort(reverse=True)
-    print(name, " | ".join(f"{h.replace('smsp__average_warps_issue_stalled_', '').replace('_per_issue_active.ratio', '')} {v:.2f}" for v, h in st[:9]))
-    for key in ("smsp__inst_executed.sum", "sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active", "l1tex__data_pipe_lsu_wavefronts_mem_shared.sum", "l1tex__data_bank_conflicts_pipe_lsu_mem_shared.sum", "smsp__inst_executed_op_ldsm.sum", "sm__inst_executed_pipe_lsu.avg.pct_of_peak_sustained_active", "smsp__issue_active.avg.pct_of_peak_sustained_active"):
-        if key in hdr: print("   ", key, r[hdr.index(key)])
-PY
+  python3 tests/cuda/ncu_stalls.py "$OUT/ncu_raw.csv" smsp__inst_executed.sum sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active l1tex__data_pipe_lsu_wavefronts_mem_shared.sum l1tex__data_bank_conflicts_pipe_lsu_mem_shared.sum smsp__inst_executed_op_ldsm.sum sm__inst_executed_pipe_lsu.avg.pct_of_peak_sustained_active smsp__issue_active.avg.pct_of_peak_sustained_active
 fi

@@ -51,17 +51,6 @@ if [ "${NCU:-1}" = 1 ]; then
     ncu -i "$OUT/fwd$a.ncu-rep" --page details > "$OUT/ncu_fwd$a.txt" 2>&1
     grep -E "^  [a-z_]+.*\(|Duration|Compute \(SM\) Throughput|Memory Throughput|Registers Per|Achieved Occupancy|Theoretical Occupancy|Issue Slots Busy|Warp Cycles Per Issued|Local" "$OUT/ncu_fwd$a.txt" | head -40
     ncu -i "$OUT/fwd$a.ncu-rep" --page raw --csv 2>/dev/null > "$OUT/ncu_raw$a.csv"
-    python3 - "$OUT/ncu_raw$a.csv" <<'PY'
-import csv, sys
-rows = list(csv.reader(open(sys.argv[1])))
-hdr, data = rows[0], rows[2:]
-for r in data:
-    name = r[hdr.index("Kernel Name")][:60]
-    st = [(float(r[i].replace(",", "")), h) for i, h in enumerate(hdr) if h.startswith("smsp__average_warps_issue_stalled_") and h.endswith("_per_issue_active.ratio") and r[i] not in ("", "n/a")]
-    st.sort(reverse=True)
-    print(name, " | ".join(f"{h.replace('smsp__average_warps_issue_stalled_', '').replace('_per_issue_active.ratio', '')} {v:.2f}" for v, h in st[:8]))
-    for key in ("sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active", "smsp__issue_active.avg.pct_of_peak_sustained_active", "l1tex__data_bank_conflicts_pipe_lsu_mem_shared.sum", "dram__throughput.avg.pct_of_peak_sustained_elapsed"):
-        if key in hdr: print("   ", key, r[hdr.index(key)])
-PY
+    python3 tests/cuda/ncu_stalls.py "$OUT/ncu_raw$a.csv"
   done
 fi
