@@ -2454,17 +2454,22 @@ static int chunked_same_as_whole(const Model *mq, const Model *fm, int type, int
     return same;
 }
 
+// a model of config c (defaults otherwise) in format fmt, its parameters uniform in [-0.1, 0.1) from seed
+static void model_random(Model *m, const Config *c, int fmt, uint64_t seed) {
+    memset(m, 0, sizeof(*m));
+    m->config = *c;
+    m->format = fmt;
+    model_alloc(m);
+    for (size_t i = 0; i < m->num_parameters; i++) m->params_memory[i] = (floatX)((random_f32(&seed) - 0.5f) * 0.2f);
+}
+
 // loading an fp32 .bin quantizes large matrices in chunks: the same bytes as quantizing the whole matrix
 static void test_quant_chunked_load(void) {
+    Config mc;
+    config_defaults(&mc);
+    mc.dim = 64; mc.hidden_dim = 4160; mc.n_layers = 1; mc.n_heads = 4; mc.n_kv_heads = 4; mc.head_dim = 16; mc.vocab_size = 5000; mc.seq_len = 16; mc.tied = 0;
     Model fm;
-    memset(&fm, 0, sizeof(fm));
-    config_defaults(&fm.config);
-    Config *c = &fm.config;
-    c->dim = 64; c->hidden_dim = 4160; c->n_layers = 1; c->n_heads = 4; c->n_kv_heads = 4; c->head_dim = 16; c->vocab_size = 5000; c->seq_len = 16; c->tied = 0;
-    fm.format = FMT_BIN_V1;
-    model_alloc(&fm);
-    uint64_t r = 21;
-    for (size_t i = 0; i < fm.num_parameters; i++) fm.params_memory[i] = (floatX)((random_f32(&r) - 0.5f) * 0.2f);
+    model_random(&fm, &mc, FMT_BIN_V1, 21);
     char path[600];
     tmp_path(path, sizeof(path), "chunked.bin");
     if (model_save_bin(&fm, path, 0)) { check(0, "chunked quantization", "%s", peft_errbuf); model_free(&fm); return; }
@@ -2484,15 +2489,11 @@ static void test_quant_chunked_load(void) {
 // Hugging Face folders (bf16) load with --quant in chunks of whole blocks over threads: the same bytes
 // as quantizing each whole float matrix; and a model too large for memory is refused before allocating
 static void test_quant_chunked_load_hf(void) {
+    Config mc;
+    config_defaults(&mc);
+    mc.dim = 64; mc.hidden_dim = 4160; mc.n_layers = 1; mc.n_heads = 4; mc.n_kv_heads = 4; mc.head_dim = 16; mc.vocab_size = 20000; mc.seq_len = 16; mc.tied = 0;
     Model fm;
-    memset(&fm, 0, sizeof(fm));
-    config_defaults(&fm.config);
-    Config *c = &fm.config;
-    c->dim = 64; c->hidden_dim = 4160; c->n_layers = 1; c->n_heads = 4; c->n_kv_heads = 4; c->head_dim = 16; c->vocab_size = 20000; c->seq_len = 16; c->tied = 0;
-    fm.format = FMT_HF;
-    model_alloc(&fm);
-    uint64_t r = 23;
-    for (size_t i = 0; i < fm.num_parameters; i++) fm.params_memory[i] = (floatX)((random_f32(&r) - 0.5f) * 0.2f);
+    model_random(&fm, &mc, FMT_HF, 23);
     char dir[600];
     tmp_path(dir, sizeof(dir), "chunked_hf");
     if (model_save_hf(&fm, dir, DT_BF16)) { check(0, "chunked quantization (HF)", "%s", peft_errbuf); model_free(&fm); return; }
@@ -3683,15 +3684,12 @@ static void test_generation_team(void) {
     skip("generation on a team of threads", "built without OpenMP");
 #else
     int saved = max_threads();
+    Config mc;
+    config_defaults(&mc);
+    mc.dim = 192; mc.hidden_dim = 512; mc.n_layers = 2; mc.n_heads = 6; mc.n_kv_heads = 3; mc.head_dim = 32; mc.vocab_size = 1000; mc.seq_len = 96; mc.tied = 0;
     Model fm;
-    memset(&fm, 0, sizeof(fm));
-    config_defaults(&fm.config);
+    model_random(&fm, &mc, FMT_BIN_V1, 31);
     Config *c = &fm.config;
-    c->dim = 192; c->hidden_dim = 512; c->n_layers = 2; c->n_heads = 6; c->n_kv_heads = 3; c->head_dim = 32; c->vocab_size = 1000; c->seq_len = 96; c->tied = 0;
-    fm.format = FMT_BIN_V1;
-    model_alloc(&fm);
-    uint64_t r = 31;
-    for (size_t i = 0; i < fm.num_parameters; i++) fm.params_memory[i] = (floatX)((random_f32(&r) - 0.5f) * 0.2f);
     for (int i = 0; i < c->n_layers * c->dim; i++) { fm.params.rms_att[i] = 1; fm.params.rms_ffn[i] = 1; }
     for (int i = 0; i < c->dim; i++) fm.params.rms_final[i] = 1;
     char path[600];
