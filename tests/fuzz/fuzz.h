@@ -63,7 +63,8 @@ static void fuzz_init_common(void) { setenv("PEFT_MEM_LIMIT", "256M", 1); }
 
 // tokenizer targets: encode and decode a few strings with a loaded tokenizer
 static const char *fuzz_texts[] = { "Hello world", "Once upon a time, there was a little girl named Lily.\n\n", "  x  123 4567 it's I'll ",
-                                    ("\xc3\xbcnic\xc3\xb6" "de \xf0\x9f\x99\x82 \xe2\x96\x81"), "<s> </s> <|endoftext|> <unk>", "\x80\xff\xc3\x28 \xed\xa0\x80", "" };
+                                    ("\xc3\xbcnic\xc3\xb6" "de \xf0\x9f\x99\x82 \xe2\x96\x81"), "<s> </s> <|endoftext|> <unk>", "\x80\xff\xc3\x28 \xed\xa0\x80",
+                                    ("C\xcc\xa7" "a e\xcc\x81\xcc\xa3 \xe1\x84\x92\xe1\x85\xa1\xe1\x86\xab \xea\xb0\x80\xcc\x88 the-final--countdown [CLS] my name  <start_of_turn>"), "" };
 static void fuzz_exercise_tokenizer(const Tokenizer *t) {
     int ids[512];
     char out[256];
