@@ -2585,7 +2585,8 @@ typedef struct {
     char **text;                  // (n) its text: the content, or for normalized tokens the content normalized
     int *slot;                    // hash table text -> index, -1 = empty slot
     size_t mask;
-    int *lens, n_lens;            // the distinct lengths, longest first
+    unsigned char *has_len;       // (max_len + 1) 1 where some token has this many bytes
+    int max_len;
     unsigned char first[256];     // 1 where some token starts with this byte
 } TokAddedSet;
 
@@ -3648,9 +3649,9 @@ static void added_set_add(TokAddedSet *a, int id, const char *s, size_t n, int f
     a->id[a->n] = id; a->len[a->n] = (int)n; a->flags[a->n] = flags;
     a->n++;
 }
-static int added_set_find(const TokAddedSet *a, const char *s, size_t n) { // index of the token s[0..n), or -1
+static int added_set_find(const TokAddedSet *a, const char *s, size_t n, uint32_t hash) { // index of the token s[0..n) (hash: its tok_hash), or -1
     if (!a->slot) return -1;
-    for (size_t i = tok_hash(s, n) & a->mask;; i = (i + 1) & a->mask) {
+    for (size_t i = hash & a->mask;; i = (i + 1) & a->mask) {
         int k = a->slot[i];
         if (k < 0) return -1;
         if ((size_t)a->len[k] == n && !memcmp(a->text[k], s, n)) return k;
@@ -3663,23 +3664,19 @@ static void added_set_index(TokAddedSet *a) {
     a->slot = (int *)malloc_check(size * sizeof(int));
     for (size_t i = 0; i < size; i++) a->slot[i] = -1;
     a->mask = size - 1;
-    a->lens = (int *)malloc_check((size_t)(a->n ? a->n : 1) * sizeof(int));
+    for (int k = 0; k < a->n; k++) if (a->len[k] > a->max_len) a->max_len = a->len[k];
+    a->has_len = (unsigned char *)calloc_check((size_t)a->max_len + 1, 1);
     for (int k = 0; k < a->n; k++) {
-        size_t n = (size_t)a->len[k], i = tok_hash(a->text[k], n) & a->mask;
+        size_t n = (size_t)a->len[k], i = tok_hash(a->text[k], n) & a->mask; // (the hash match_added computes)
         while (a->slot[i] >= 0 && !((size_t)a->len[a->slot[i]] == n && !memcmp(a->text[a->slot[i]], a->text[k], n))) i = (i + 1) & a->mask;
         a->slot[i] = k;
         a->first[(unsigned char)a->text[k][0]] = 1;
-        int j = a->n_lens;
-        for (int q = 0; q < a->n_lens && j == a->n_lens; q++) if (a->lens[q] == a->len[k]) j = -1;
-        if (j < 0) continue;
-        for (; j > 0 && a->lens[j - 1] < a->len[k]; j--) a->lens[j] = a->lens[j - 1]; // insert, longest first
-        a->lens[j] = a->len[k];
-        a->n_lens++;
+        a->has_len[a->len[k]] = 1;
     }
 }
 static void added_set_free(TokAddedSet *a) {
     for (int k = 0; k < a->n; k++) free(a->text[k]);
-    free(a->id); free(a->len); free(a->flags); free(a->text); free(a->slot); free(a->lens);
+    free(a->id); free(a->len); free(a->flags); free(a->text); free(a->slot); free(a->has_len);
     memset(a, 0, sizeof(*a));
 }
 
@@ -3847,8 +3844,11 @@ static void tok_normalize(const Tokenizer *t, const char *s, size_t n, StrBuf *o
         } else if (st->op == STEP_REPLACE) { // every occurrence, left to right
             size_t pl = strlen(st->a);
             for (size_t j = 0; j < out->n;) {
-                if (out->n - j >= pl && !memcmp(out->s + j, st->a, pl)) { sb_puts(tmp, st->b); j += pl; }
-                else sb_putn(tmp, out->s + j++, 1);
+                size_t k = j + 1; // (a stretch without the pattern's first byte at once)
+                if (out->n - j >= pl && !memcmp(out->s + j, st->a, pl)) { sb_puts(tmp, st->b); j += pl; continue; }
+                while (k < out->n && out->s[k] != st->a[0]) k++;
+                sb_putn(tmp, out->s + j, k - j);
+                j = k;
             }
         } else if (st->op == STEP_STRIP) { // White_Space off the left (x) and the right (y) end
             size_t b = 0, e = out->n, len;
@@ -4409,12 +4409,17 @@ static void encode_normalized(const Tokenizer *t, const char *s, size_t n, int a
     }
 }
 
-// the longest added token of set a at s[i..n): its index, or -1
+// the longest added token of set a at s[i..n): its index, or -1 (tok_hash of each prefix, one byte more at a time)
 static int match_added(const TokAddedSet *a, const char *s, size_t n, size_t i) {
     if (!a->first[(unsigned char)s[i]]) return -1;
-    for (int k = 0, j; k < a->n_lens; k++)
-        if ((size_t)a->lens[k] <= n - i && (j = added_set_find(a, s + i, (size_t)a->lens[k])) >= 0) return j;
-    return -1;
+    uint32_t h = 2166136261u;
+    int best = -1;
+    for (size_t len = 1; len <= (size_t)a->max_len && len <= n - i; len++) {
+        h = (h ^ (unsigned char)s[i + len - 1]) * 16777619u;
+        int j = a->has_len[len] ? added_set_find(a, s + i, len, h) : -1;
+        if (j >= 0) best = j;
+    }
+    return best;
 }
 // \w next to a single_word token: a letter, a number or '_' (Rust's \w also counts marks)
 static int is_word_char(uint32_t cp) { return cp == '_' || (unicode_class(cp) & (UC_LETTER | UC_NUMBER)); }
