@@ -1347,7 +1347,7 @@ static void test_tokenizer_added_flags(void) {
                 "{\"id\": 203, \"content\": \"[CLS]\", \"normalized\": false, \"special\": true},"
                 "{\"id\": 204, \"content\": \"[SEP]\", \"normalized\": false, \"special\": true}],"
                 "\"model\": {\"type\": \"BPE\", \"merges\": [], \"vocab\": {");
-    for (int c = 32; c < 127; c++) { char e[16]; snprintf(e, sizeof(e), "\"%s%c\": %d,", c == '"' || c == '\\' ? "\\" : "", c, c); sb_puts(&j, e); }
+    for (int c = 32; c < 127; c++) { char e[32]; snprintf(e, sizeof(e), "\"%s%c\": %d,", c == '"' || c == '\\' ? "\\" : "", c, c); sb_puts(&j, e); }
     j.n--; // the last comma
     sb_puts(&j, "}}}");
     FILE *f = fopen(path, "w");
