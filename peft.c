@@ -4417,7 +4417,8 @@ static int match_added(const TokAddedSet *a, const char *s, size_t n, size_t i) 
     }
     return best;
 }
-// \w next to a single_word token: a letter, a number or '_' (Rust's \w also counts marks)
+// \w next to a single_word token: a letter, a number or '_' (Rust's \w, which HF uses, also has the
+// marks, the other connector punctuation and the joiners, and of the numbers only Nd and Nl)
 static int is_word_char(uint32_t cp) { return cp == '_' || (unicode_class(cp) & (UC_LETTER | UC_NUMBER)); }
 
 typedef void (*TokTextFn)(const Tokenizer *t, const char *s, size_t n, int at_start, TokWork *w, TokOut *o);
