@@ -6593,7 +6593,8 @@ static void think_split(const char *s, size_t n, const char **c, size_t *cn, con
 }
 
 // Render msgs[0..n) with template tpl, as transformers' apply_chat_template(messages, add_generation_prompt=gen)
-// renders the model's own template. Returns 0, or -1 with the template's raise_exception message in err.
+// renders the model's own template (gen 2: and enable_thinking=False). Returns 0, or -1 with the template's
+// raise_exception message in err.
 static int chat_render(ChatRender *r, int tpl, const ChatMsg *msgs, int n, int gen, char *err, size_t errn) {
     const ChatTemplate *T = &templates[tpl];
     memset(r, 0, sizeof(*r));
@@ -6650,7 +6651,8 @@ static int chat_render(ChatRender *r, int tpl, const ChatMsg *msgs, int n, int g
         free(content.s);
     }
     if (gen) cr_text(r, 0, T->gen);
-    else if (T->eos_end) cr_add(r, PART_EOS, 0, T->eos, strlen(T->eos));
+    if (gen == 2 && T->think) cr_text(r, 0, "<think>\n\n</think>\n\n"); // Qwen3 with enable_thinking=False
+    if (!gen && T->eos_end) cr_add(r, PART_EOS, 0, T->eos, strlen(T->eos));
     return 0;
 }
 
@@ -8557,6 +8559,7 @@ static void error_usage_chat(void) {
                     "                none: turns are plain text (a later turn starts on a new line), so the first reply\n"
                     "                equals `peft generate -a DIR -p TEXT` with the same seed.\n"
                     "  --system TEXT the system message (default: the template's own, if it has one)\n"
+                    "  --no-think    qwen3: enable_thinking=False (an empty <think></think> opens each reply)\n"
                     "  --dry-run     run no model: stdin alternates user turns and canned replies, and each user turn\n"
                     "                prints the token ids the model would be fed by then (the whole conversation), one\n"
                     "                line of ids; MODEL may be left out when -z names the tokenizer\n"
@@ -8596,7 +8599,7 @@ typedef struct { char name[128]; Lora lora; } ChatAdapter;
 static int cmd_chat(int argc, char **argv) {
     const char *model_path = NULL, *zpath = NULL, *tname = NULL, *system = NULL;
     char *specs[MAX_ADAPTERS];
-    int na = 0, steps = 256, dry_run = 0;
+    int na = 0, steps = 256, dry_run = 0, no_think = 0;
     float temperature = 1.0f, topp = 0.9f;
     uint64_t seed = (uint64_t)time(NULL);
     QuantOpts qo = { -1, 0, 0, 0 };
@@ -8609,6 +8612,7 @@ static int cmd_chat(int argc, char **argv) {
         else if (!strcmp(argv[i], "--template")) tname = next_arg(argc, argv, &i);
         else if (!strcmp(argv[i], "--system")) system = next_arg(argc, argv, &i);
         else if (!strcmp(argv[i], "--dry-run")) dry_run = 1;
+        else if (!strcmp(argv[i], "--no-think")) no_think = 1;
         else if (!strcmp(argv[i], "-n")) steps = parse_int("-n", next_arg(argc, argv, &i), 1, 1 << 30);
         else if (!strcmp(argv[i], "-t")) temperature = parse_float("-t", next_arg(argc, argv, &i), 0, 100);
         else if (!strcmp(argv[i], "--top-p")) topp = parse_float("--top-p", next_arg(argc, argv, &i), 0, 1);
@@ -8629,6 +8633,7 @@ static int cmd_chat(int argc, char **argv) {
     const ChatTemplate *T = tpl >= 0 ? &templates[tpl] : NULL;
     if (system && !T) fatal("--system needs a chat template (--template NAME)");
     if (system && T->system == SYS_NONE) fatal("--system: the %s template has no system role", T->name);
+    if (no_think && (!T || !T->think)) fatal("--no-think applies to the qwen3 template");
     Model m;
     Config *c = NULL;
     Tokenizer tok;
@@ -8751,7 +8756,7 @@ static int cmd_chat(int argc, char **argv) {
             ChatRender cr;
             char err[300];
             unsigned char *resp = NULL;
-            if (chat_render(&cr, tpl, msgs, nmsg, 1, err, sizeof(err))) fatal("template %s: %s", T->name, err);
+            if (chat_render(&cr, tpl, msgs, nmsg, no_think ? 2 : 1, err, sizeof(err))) fatal("template %s: %s", T->name, err);
             nt = chat_tokenize(&tok, &cr, &toks, &resp);
             cr_free(&cr); free(resp);
             if (nt < 0) fatal_error();

@@ -2688,7 +2688,8 @@ static void test_chat_templates(void) {
         const Json *e = &renders->items[i], *msgs = json_get(e, "messages"), *text = json_get(e, "text"), *err = json_get(e, "error");
         const char *name = json_str(json_get(e, "template")), *bos = json_str(json_get(e, "bos_token")), *eos = json_str(json_get(e, "eos_token"));
         const Json *g = json_get(e, "add_generation_prompt");
-        int tpl = name ? template_find(name) : -1, gen = g && g->type == JSON_TRUE;
+        const Json *think = json_get(e, "enable_thinking");
+        int tpl = name ? template_find(name) : -1, gen = g && g->type == JSON_TRUE ? (think && think->type == JSON_FALSE ? 2 : 1) : 0;
         if (tpl < 0 || !msgs || msgs->type != JSON_ARRAY) continue;
         per[tpl]++;
         gens[tpl] += gen;
@@ -2803,7 +2804,8 @@ static void test_chat_ids(void) {
         StrBuf sb = { 0 }, cmd = { 0 };
         for (int k = 0; k < 3; k++) chat_script_turn(&sb, turns->items[k].str);
         write_text(script, sb.s);
-        sb_printf(&cmd, "chat --dry-run -z %s --template %s", tpath, name);
+        const Json *think = json_get(e, "enable_thinking");
+        sb_printf(&cmd, "chat --dry-run -z %s --template %s%s", tpath, name, think && think->type == JSON_FALSE ? " --no-think" : "");
         if (sys) { sb_puts(&cmd, " --system "); sh_quote(&cmd, sys); }
         snprintf(args, sizeof(args), "%s < %s", cmd.s, script);
         int rc = run_cmd(args, err, sizeof(err), out, sizeof(out));
@@ -2912,6 +2914,8 @@ static void test_chat_template_cli(void) {
     expect_cli_error("chat --template unknown", args, "'bogus' is not alpaca", NULL);
     snprintf(args, sizeof(args), "chat %s --template mistral --system hi", STORIES);
     expect_cli_error("chat --system with mistral", args, "the mistral template has no system role", NULL);
+    snprintf(args, sizeof(args), "chat %s --template chatml --no-think", STORIES);
+    expect_cli_error("chat --no-think with chatml", args, "--no-think applies to the qwen3 template", NULL);
     snprintf(args, sizeof(args), "chat %s --template none --system hi", STORIES);
     expect_cli_error("chat --system without a template", args, "--system needs a chat template", NULL);
     write_text(rec, "{\"template\": \"llama9\"}\n");

@@ -21,7 +21,7 @@ slot definitions, eos_token "</s>").
 Renders are made as transformers' apply_chat_template makes them: with transformers when it is importable (its own
 compiled jinja environment), else with jinja2 set up identically (ImmutableSandboxedEnvironment, trim_blocks=True,
 lstrip_blocks=True, raise_exception, bos_token/eos_token passed), each conversation with add_generation_prompt
-False and True. A template that raises gives {"error": message}.
+False and True (qwen3 also with enable_thinking=False). A template that raises gives {"error": message}.
 
 Token ids (--ids, needs transformers): AutoTokenizer.from_pretrained(folder).apply_chat_template(messages,
 chat_template=..., tokenize=True, add_generation_prompt=...) for a few conversations, with the tokenizers: llama3 the
@@ -32,7 +32,7 @@ special tokens, as Meta's chat code (sentencepiece encode of each turn) and the 
 Prepend normalizer give; transformers 5's default legacy=False leaves it out after <s>, and the script prints how
 many cases that changes). Per conversation: the ids of the first user turn and of a later one (after a reply), both
 with add_generation_prompt=True (what `peft chat` feeds), and of the whole conversation without it (what `peft
-train` trains on). Run from the repository root:
+train` trains on); qwen3 also with enable_thinking=False (`peft chat --no-think`). Run from the repository root:
 
     python3 tests/make_chat_fixtures.py            # writes tests/chat/renders.json
     python3 tests/make_chat_fixtures.py --check    # renders again and compares with the committed file (PASS/FAIL)
@@ -247,11 +247,14 @@ def render_all():
     for name, (source, bos, eos) in templates().items():
         tpl = compile_template(source)
         for k, conv in enumerate(CONVERSATIONS):
-            for gen in (False, True):
+            for gen, think in ((False, None), (True, None)) + (((True, False),) if name == "qwen3" else ()):
                 messages = [{"role": r, "content": c} for r, c in conv]
                 entry = {"template": name, "conversation": k, "add_generation_prompt": gen, "messages": messages, "bos_token": bos, "eos_token": eos}
+                kwargs = {} if think is None else {"enable_thinking": think}
+                if think is not None:
+                    entry["enable_thinking"] = think
                 try:
-                    entry["text"] = tpl.render(messages=messages, bos_token=bos, eos_token=eos, add_generation_prompt=gen)
+                    entry["text"] = tpl.render(messages=messages, bos_token=bos, eos_token=eos, add_generation_prompt=gen, **kwargs)
                 except Exception as e:  # raise_exception in the template
                     entry["error"] = str(e)
                 out.append(entry)
@@ -289,8 +292,8 @@ def llama2_folder(tmp, legacy):  # the Llama 2 sentencepiece model with a tokeni
     return folder
 
 
-def token_ids(tok, template, messages, gen):
-    r = tok.apply_chat_template(messages, chat_template=template, tokenize=True, add_generation_prompt=gen)
+def token_ids(tok, template, messages, gen, **kwargs):
+    r = tok.apply_chat_template(messages, chat_template=template, tokenize=True, add_generation_prompt=gen, **kwargs)
     if hasattr(r, "keys"):  # a BatchEncoding (transformers 5's default return_dict)
         r = r["input_ids"]
     if r and isinstance(r[0], list):
@@ -300,9 +303,15 @@ def token_ids(tok, template, messages, gen):
 
 def make_ids():
     import tempfile
-    import tokenizers
-    import transformers
-    from transformers import AutoTokenizer
+    try:
+        import tokenizers
+        import transformers
+        from transformers import AutoTokenizer
+    except ImportError as e:
+        sys.exit("FAIL: --ids needs transformers and tokenizers (%s)" % e)
+    for folder in [f for f, _ in ID_TOKENIZERS.values() if f] + [LLAMA2_SP]:
+        if not os.path.isdir(folder):
+            sys.exit("FAIL: %s is missing (npm ci in tests/hf_tokenizers; ../shared beside the repository)" % folder)
     tpls = templates()
     cases, legacy_differ = [], 0
     with tempfile.TemporaryDirectory() as tmp:
@@ -313,16 +322,18 @@ def make_ids():
                 if path not in loaded:
                     loaded[path] = AutoTokenizer.from_pretrained(path)
                 tok = loaded[path]
-                for k, (system, turns) in enumerate(ID_CONVERSATIONS):
+                for k, (system, turns) in enumerate(ID_CONVERSATIONS + ([ID_CONVERSATIONS[0]] if name == "qwen3" else [])):
+                    think = {"enable_thinking": False} if k == len(ID_CONVERSATIONS) else {}  # qwen3: once with thinking off
                     msgs = ([{"role": "system", "content": system}] if system is not None else [])
                     msgs += [{"role": U if i % 2 == 0 else A, "content": c} for i, c in enumerate(turns)]
                     nsys = 1 if system is not None else 0
                     try:
                         case = {"template": name, "conversation": k, "system": system, "turns": turns, "tokenizer": peft_tok,
                                 "hf_tokenizer": folder or LLAMA2_SP + " tokenizer.model (legacy=True)",
-                                "ids_first": token_ids(tok, tpls[name][0], msgs[:nsys + 1], True),
-                                "ids_later": token_ids(tok, tpls[name][0], msgs[:nsys + 3], True),
-                                "ids_train": token_ids(tok, tpls[name][0], msgs, False)}
+                                "ids_first": token_ids(tok, tpls[name][0], msgs[:nsys + 1], True, **think),
+                                "ids_later": token_ids(tok, tpls[name][0], msgs[:nsys + 3], True, **think),
+                                "ids_train": token_ids(tok, tpls[name][0], msgs, False, **think)}
+                        case.update(think)
                     except Exception as e:  # the template raises (mistral has no system role)
                         case = {"template": name, "conversation": k, "system": system, "turns": turns, "error": str(e)}
                     if legacy is False:  # transformers 5's default: how much the dummy prefix after <s> changes
@@ -350,8 +361,9 @@ def main():
         for a, b in zip(out, ref):
             same = a.get("text") == b.get("text") and ("error" in a) == ("error" in b) and a["messages"] == b["messages"]
             bad += not same
-            print("%s %s conversation %d%s (%s)" % ("PASS" if same else "FAIL", a["template"], a["conversation"],
-                                                    " +generation prompt" if a["add_generation_prompt"] else "", how))
+            print("%s %s conversation %d%s%s (%s)" % ("PASS" if same else "FAIL", a["template"], a["conversation"],
+                                                      " +generation prompt" if a["add_generation_prompt"] else "",
+                                                      " enable_thinking=False" if a.get("enable_thinking") is False else "", how))
         print("%s: %d renders, %d differ from %s" % ("PASS" if not bad and len(out) == len(ref) else "FAIL", len(out), bad, path))
         sys.exit(1 if bad or len(out) != len(ref) else 0)
     os.makedirs(os.path.dirname(path), exist_ok=True)
