@@ -2692,7 +2692,7 @@ static void test_chat_templates(void) {
         int tpl = name ? template_find(name) : -1, gen = g && g->type == JSON_TRUE ? (think && think->type == JSON_FALSE ? 2 : 1) : 0;
         if (tpl < 0 || !msgs || msgs->type != JSON_ARRAY) continue;
         per[tpl]++;
-        gens[tpl] += gen;
+        gens[tpl] += gen != 0;
         ChatMsg m[16];
         int n = 0;
         for (int k = 0; k < msgs->n && n < 16; k++) {
