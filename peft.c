@@ -7277,14 +7277,75 @@ static void lora_merge(Model *model, const Lora *lo, int sign) {
 
 enum { DATA_TEXT, DATA_ALPACA, DATA_SHAREGPT };
 enum { ROLE_SYSTEM, ROLE_USER, ROLE_ASSISTANT };
-static const char *role_names[] = { "system", "user", "assistant" };
 typedef struct { int role; const char *s; size_t n; } ChatMsg;
 
-enum { TPL_ALPACA, TPL_LLAMA2, TPL_LLAMA3, TPL_MISTRAL, TPL_CHATML, TPL_VICUNA, NUM_TEMPLATES };
-static const char *template_names[NUM_TEMPLATES] = { "alpaca", "llama2", "llama3", "mistral", "chatml", "vicuna" };
-// the strings the templates write for bos_token / eos_token (the models' own)
-static const char *template_bos[NUM_TEMPLATES] = { "<s>", "<s>", "<|begin_of_text|>", "<s>", "<s>", "<s>" }; // (chatml writes none)
-static const char *template_eos[NUM_TEMPLATES] = { "</s>", "</s>", "<|eot_id|>", "</s>", "<|im_end|>", "</s>" };
+// A chat template is one row of a table: what the model's jinja template writes around each message.
+// Per role (system, user, assistant): pre + content + post; a reply (assistant) is then closed by the EOS
+// token if eos_reply, then post2. tests/make_chat_fixtures.py renders the real templates (the models'
+// tokenizer_config.json) and test_all checks that every render of this table equals transformers'.
+enum { SYS_TURN, SYS_INST, SYS_PREFIX, SYS_BARE, SYS_NONE };  // ChatTemplate.system
+enum { BOS_NONE, BOS_START, BOS_USER };                        // ChatTemplate.bos_at
+typedef struct {
+    const char *name, *bos, *eos;   // bos_token / eos_token as the model's tokenizer names them (NULL: none)
+    const char *eot;                // the token that ends a reply: chat stops when the model writes it
+    int bos_at;                     // BOS once at the start, or before every user turn (Llama 2)
+    int system;                     // a turn of its own; Llama 2's <<SYS>> block inside the first user turn;
+                                    // prefixed to the first user turn (Gemma); bare text first (alpaca); none
+    const char *sys_default;        // the system text of a conversation that has none (NULL: nothing)
+    const char *pre[3], *post[3];   // per role (ROLE_*): the text before and after the content
+    const char *post2;              // a reply: after its EOS token
+    int eos_reply;                  // the EOS token closes each reply
+    int strip;                      // content.strip()'d (Llama 2: with the <<SYS>> block in front)
+    int alternate;                  // raise_exception unless the turns alternate user/assistant
+    const char *gen;                // the text add_generation_prompt appends
+    int eos_end;                    // eos_token closes a render without a generation prompt (Phi-3)
+    int think;                      // Qwen3: <think> blocks, kept only in the replies after the last user turn
+} ChatTemplate;
+
+enum { TPL_ALPACA, TPL_LLAMA2, TPL_LLAMA3, TPL_MISTRAL, TPL_CHATML, TPL_VICUNA, TPL_QWEN, TPL_QWEN3, TPL_GEMMA, TPL_PHI3, NUM_TEMPLATES };
+#define CHATML_ROLES { "<|im_start|>system\n", "<|im_start|>user\n", "<|im_start|>assistant\n" }, { "<|im_end|>\n", "<|im_end|>\n", "<|im_end|>\n" }
+#define L3_HEADER(role) "<|start_header_id|>" role "<|end_header_id|>\n\n"
+static const ChatTemplate templates[NUM_TEMPLATES] = {
+    // LLaMA-Factory's alpaca and vicuna, as its Template._get_jinja_template writes them for the tokenizer
+    { "alpaca", "<s>", "</s>", "</s>", BOS_NONE, SYS_BARE,
+      "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n",
+      { "", "### Instruction:\n", "" }, { "", "\n\n### Response:\n", "" }, "\n\n", 1, 0, 0, "", 0, 0 },
+    // Llama-2-chat: <s>[INST] <<SYS>>\nS\n<</SYS>>\n\nQ [/INST] A </s>
+    { "llama2", "<s>", "</s>", "</s>", BOS_USER, SYS_INST, NULL,
+      { "<<SYS>>\n", "[INST] ", " " }, { "\n<</SYS>>\n\n", " [/INST]", " " }, "", 1, 1, 1, "", 0, 0 },
+    // Meta-Llama-3-Instruct (and the Llama 3.1 tokenizer's file): a header per message, content trimmed
+    { "llama3", "<|begin_of_text|>", "<|eot_id|>", "<|eot_id|>", BOS_START, SYS_TURN, NULL,
+      { L3_HEADER("system"), L3_HEADER("user"), L3_HEADER("assistant") }, { "<|eot_id|>", "<|eot_id|>", "<|eot_id|>" }, "", 0, 1, 0,
+      L3_HEADER("assistant"), 0, 0 },
+    // Mistral-7B-Instruct-v0.1 / Mixtral-8x7B-Instruct-v0.1: no system role
+    { "mistral", "<s>", "</s>", "</s>", BOS_START, SYS_NONE, NULL,
+      { "", "[INST] ", "" }, { "", " [/INST]", "" }, "", 1, 0, 1, "", 0, 0 },
+    // ChatML (OpenHermes-2.5): <|im_start|>role\ncontent<|im_end|>\n
+    { "chatml", "<s>", "<|im_end|>", "<|im_end|>", BOS_NONE, SYS_TURN, NULL, CHATML_ROLES, "", 0, 0, 0, "<|im_start|>assistant\n", 0, 0 },
+    { "vicuna", "<s>", "</s>", "</s>", BOS_NONE, SYS_BARE,
+      "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, detailed, and polite answers to the user's questions.",
+      { "", "USER: ", "" }, { "", " ASSISTANT:", "" }, "", 1, 0, 0, "", 0, 0 },
+    // Qwen2.5-Instruct: ChatML with a default system line
+    { "qwen", NULL, "<|im_end|>", "<|im_end|>", BOS_NONE, SYS_TURN, "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.",
+      CHATML_ROLES, "", 0, 0, 0, "<|im_start|>assistant\n", 0, 0 },
+    // Qwen3: ChatML; the replies after the last user turn carry <think>reasoning</think> (empty if none)
+    { "qwen3", NULL, "<|im_end|>", "<|im_end|>", BOS_NONE, SYS_TURN, NULL, CHATML_ROLES, "", 0, 0, 0, "<|im_start|>assistant\n", 0, 1 },
+    // Gemma 3 (and 2, whose template refuses a system message): role "model", the system text before the first user turn's
+    { "gemma", "<bos>", "<end_of_turn>", "<end_of_turn>", BOS_START, SYS_PREFIX, NULL,
+      { "", "<start_of_turn>user\n", "<start_of_turn>model\n" }, { "\n\n", "<end_of_turn>\n", "<end_of_turn>\n" }, "", 0, 1, 1,
+      "<start_of_turn>model\n", 0, 0 },
+    // Phi-3-mini-instruct: <|user|>\nQ<|end|>\n<|assistant|>\nA<|end|>\n, then eos_token
+    { "phi3", "<s>", "<|endoftext|>", "<|end|>", BOS_NONE, SYS_TURN, NULL,
+      { "<|system|>\n", "<|user|>\n", "<|assistant|>\n" }, { "<|end|>\n", "<|end|>\n", "<|end|>\n" }, "", 0, 0, 0, "<|assistant|>\n", 1, 0 },
+};
+#undef CHATML_ROLES
+#undef L3_HEADER
+// the template named `name`, or -1
+static int template_find(const char *name) {
+    for (int k = 0; k < NUM_TEMPLATES; k++) if (!strcmp(name, templates[k].name)) return k;
+    return -1;
+}
+#define TEMPLATE_LIST "alpaca | llama2 | llama3 | mistral | chatml | vicuna | qwen | qwen3 | gemma | phi3"
 
 enum { PART_TEXT, PART_BOS, PART_EOS };
 typedef struct { int kind, response; size_t off, len; } ChatPart;  // text[off..off+len) (specials: their string)
@@ -7323,79 +7384,125 @@ static void py_strip(const char **s, size_t *n) {
     }
 }
 
-// Render msgs[0..n) with a template. Returns 0, or -1 with the template's own raise_exception message in err.
-static int chat_render(ChatRender *r, int tpl, const ChatMsg *msgs, int n, char *err, size_t errn) {
-    static const char *alternate = "Conversation roles must alternate user/assistant/user/assistant/...";
+// Qwen3's split of a reply "<think>R</think>C": C after the last </think> (leading newlines dropped), R
+// between the last <think> and the first </think> (newlines at both ends dropped). No </think>: C = all, R = "".
+static const char *find_bytes(const char *s, size_t n, const char *pat) { // the first pat in s[0..n), or NULL
+    size_t k = strlen(pat);
+    for (size_t i = 0; i + k <= n; i++) if (!memcmp(s + i, pat, k)) return s + i;
+    return NULL;
+}
+static void think_split(const char *s, size_t n, const char **c, size_t *cn, const char **r, size_t *rn) {
+    *c = s; *cn = n; *r = s; *rn = 0;
+    const char *first = find_bytes(s, n, "</think>");
+    if (!first) return;
+    const char *last = first;
+    for (const char *p; (p = find_bytes(last + 8, (size_t)(s + n - last - 8), "</think>")) != NULL;) last = p;
+    *c = last + 8; *cn = (size_t)(s + n - *c);
+    while (*cn && **c == '\n') { (*c)++; (*cn)--; }
+    size_t k = (size_t)(first - s);
+    while (k && s[k - 1] == '\n') k--;
+    const char *open = s;
+    for (const char *p = s; (p = find_bytes(p, (size_t)(s + k - p), "<think>")) != NULL; p += 7) open = p + 7;
+    *r = open; *rn = (size_t)(s + k - open);
+    while (*rn && **r == '\n') { (*r)++; (*rn)--; }
+    while (*rn && (*r)[*rn - 1] == '\n') (*rn)--;
+}
+
+// Render msgs[0..n) with template tpl, as transformers' apply_chat_template(messages, add_generation_prompt=gen)
+// renders the model's own template (gen 2: and enable_thinking=False). Returns 0, or -1 with the template's
+// raise_exception message in err.
+static int chat_render(ChatRender *r, int tpl, const ChatMsg *msgs, int n, int gen, char *err, size_t errn) {
+    const ChatTemplate *T = &templates[tpl];
     memset(r, 0, sizeof(*r));
-    if (tpl == TPL_LLAMA2) {
-        // Llama-2-chat: the system message goes inside the first user turn
-        int first = n > 0 && msgs[0].role == ROLE_SYSTEM ? 1 : 0;
-        for (int i = first; i < n; i++) {
-            const ChatMsg *m = &msgs[i];
-            if ((m->role == ROLE_USER) != ((i - first) % 2 == 0)) { snprintf(err, errn, "%s", alternate); cr_free(r); return -1; }
-            StrBuf content = { 0 };
-            if (i == first && first) { sb_puts(&content, "<<SYS>>\n"); sb_putn(&content, msgs[0].s, msgs[0].n); sb_puts(&content, "\n<</SYS>>\n\n"); }
-            sb_putn(&content, m->s, m->n);
-            const char *c = content.s ? content.s : "";
-            size_t cn = content.n;
-            py_strip(&c, &cn);
-            if (m->role == ROLE_USER) {
-                cr_add(r, PART_BOS, 0, template_bos[tpl], strlen(template_bos[tpl]));
-                cr_text(r, 0, "[INST] "); cr_add(r, PART_TEXT, 0, c, cn); cr_text(r, 0, " [/INST]");
-            } else if (m->role == ROLE_ASSISTANT) {
-                cr_text(r, 1, " "); cr_add(r, PART_TEXT, 1, c, cn); cr_text(r, 1, " ");
-                cr_add(r, PART_EOS, 1, template_eos[tpl], strlen(template_eos[tpl]));
-            }
-            free(content.s);
-        }
-    } else if (tpl == TPL_MISTRAL) {
-        // Mistral-7B-Instruct-v0.1 / Mixtral-8x7B-Instruct-v0.1: no system role
-        cr_add(r, PART_BOS, 0, template_bos[tpl], strlen(template_bos[tpl]));
-        for (int i = 0; i < n; i++) {
-            const ChatMsg *m = &msgs[i];
-            if ((m->role == ROLE_USER) != (i % 2 == 0)) { snprintf(err, errn, "%s", alternate); cr_free(r); return -1; }
-            if (m->role == ROLE_USER) { cr_text(r, 0, "[INST] "); cr_add(r, PART_TEXT, 0, m->s, m->n); cr_text(r, 0, " [/INST]"); }
-            else if (m->role == ROLE_ASSISTANT) { cr_add(r, PART_TEXT, 1, m->s, m->n); cr_add(r, PART_EOS, 1, template_eos[tpl], strlen(template_eos[tpl])); }
-            else { snprintf(err, errn, "Only user and assistant roles are supported!"); cr_free(r); return -1; }
-        }
-    } else if (tpl == TPL_LLAMA3) {
-        // Meta-Llama-3-Instruct: a header per message, content trimmed, <|eot_id|> after each
-        for (int i = 0; i < n; i++) {
-            const ChatMsg *m = &msgs[i];
-            const char *c = m->s;
-            size_t cn = m->n;
-            py_strip(&c, &cn);
-            if (i == 0) cr_add(r, PART_BOS, 0, template_bos[tpl], strlen(template_bos[tpl]));
-            cr_text(r, 0, "<|start_header_id|>"); cr_text(r, 0, role_names[m->role]); cr_text(r, 0, "<|end_header_id|>\n\n");
-            int resp = m->role == ROLE_ASSISTANT;
-            cr_add(r, PART_TEXT, resp, c, cn); cr_text(r, resp, "<|eot_id|>");
-        }
-    } else if (tpl == TPL_CHATML) {
-        // ChatML (OpenHermes-2.5, Qwen-style): <|im_start|>role\ncontent<|im_end|>\n
-        for (int i = 0; i < n; i++) {
-            const ChatMsg *m = &msgs[i];
-            int resp = m->role == ROLE_ASSISTANT;
-            cr_text(r, 0, "<|im_start|>"); cr_text(r, 0, role_names[m->role]); cr_text(r, 0, "\n");
-            cr_add(r, PART_TEXT, resp, m->s, m->n); cr_text(r, resp, "<|im_end|>\n");
-        }
-    } else { // alpaca, vicuna: LLaMA-Factory's templates, as its _get_jinja_template writes them for the tokenizer
-        const char *def_system = tpl == TPL_ALPACA
-            ? "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n"
-            : "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, detailed, and polite answers to the user's questions.";
-        const char *u1 = tpl == TPL_ALPACA ? "### Instruction:\n" : "USER: ", *u2 = tpl == TPL_ALPACA ? "\n\n### Response:\n" : " ASSISTANT:";
-        const char *a2 = tpl == TPL_ALPACA ? "\n\n" : "";
-        int first = 0;
-        if (n > 0 && msgs[0].role == ROLE_SYSTEM) { cr_add(r, PART_TEXT, 0, msgs[0].s, msgs[0].n); first = 1; }
-        else cr_text(r, 0, def_system);
-        for (int i = first; i < n; i++) {
-            const ChatMsg *m = &msgs[i];
-            if (m->role == ROLE_USER) { cr_text(r, 0, u1); cr_add(r, PART_TEXT, 0, m->s, m->n); cr_text(r, 0, u2); }
-            else if (m->role == ROLE_ASSISTANT) { cr_add(r, PART_TEXT, 1, m->s, m->n); cr_add(r, PART_EOS, 1, template_eos[tpl], strlen(template_eos[tpl])); cr_text(r, 1, a2); }
-        }
+    const char *sys = NULL;
+    size_t nsys = 0;
+    int first = 0;  // the first message of the turns (after a system message the template takes out)
+    if (n > 0 && msgs[0].role == ROLE_SYSTEM && T->system != SYS_NONE) { sys = msgs[0].s; nsys = msgs[0].n; first = 1; }
+    else if (T->sys_default) { sys = T->sys_default; nsys = strlen(sys); }
+    int last_query = n - 1;  // Qwen3: the last user turn (one that is not a <tool_response>)
+    for (int i = n - 1; i >= 0; i--) {
+        const ChatMsg *m = &msgs[i];
+        int tool = m->n >= 31 && !memcmp(m->s, "<tool_response>", 15) && !memcmp(m->s + m->n - 16, "</tool_response>", 16);
+        if (m->role == ROLE_USER && !tool) { last_query = i; break; }
     }
+    if (T->bos_at == BOS_START) cr_add(r, PART_BOS, 0, T->bos, strlen(T->bos));
+    if (sys && T->system == SYS_BARE) cr_add(r, PART_TEXT, 0, sys, nsys);
+    if (sys && T->system == SYS_TURN) {
+        const char *c = sys;
+        size_t cn = nsys;
+        if (T->strip) py_strip(&c, &cn);
+        cr_text(r, 0, T->pre[ROLE_SYSTEM]); cr_add(r, PART_TEXT, 0, c, cn); cr_text(r, 0, T->post[ROLE_SYSTEM]);
+    }
+    for (int i = first; i < n; i++) {
+        const ChatMsg *m = &msgs[i];
+        int resp = m->role == ROLE_ASSISTANT;
+        if (T->alternate && (m->role == ROLE_USER) != ((i - first) % 2 == 0)) {
+            snprintf(err, errn, "Conversation roles must alternate user/assistant/user/assistant/...");
+            cr_free(r); return -1;
+        }
+        if (m->role == ROLE_SYSTEM && T->system == SYS_NONE) { snprintf(err, errn, "Only user and assistant roles are supported!"); cr_free(r); return -1; }
+        if (m->role == ROLE_SYSTEM) continue; // (a system message only comes first)
+        StrBuf content = { 0 };  // Llama 2: the <<SYS>> block and the message, stripped together
+        if (i == first && sys && T->system == SYS_INST) { sb_puts(&content, T->pre[ROLE_SYSTEM]); sb_putn(&content, sys, nsys); sb_puts(&content, T->post[ROLE_SYSTEM]); }
+        sb_putn(&content, m->s, m->n);
+        const char *c = content.s ? content.s : "";
+        size_t cn = content.n;
+        if (T->strip) py_strip(&c, &cn);
+        if (m->role == ROLE_USER && T->bos_at == BOS_USER) cr_add(r, PART_BOS, 0, T->bos, strlen(T->bos));
+        cr_text(r, resp && strcmp(T->pre[m->role], T->gen), T->pre[m->role]); // a reply's opening is the model's to write
+                                                                                // unless the generation prompt writes it (Llama 2's " ")
+        if (i == first && sys && T->system == SYS_PREFIX) { cr_add(r, PART_TEXT, 0, sys, nsys); cr_text(r, 0, T->post[ROLE_SYSTEM]); }
+        if (T->think && resp) {
+            const char *rs;
+            size_t rn;
+            think_split(c, cn, &c, &cn, &rs, &rn);
+            if (i > last_query && (i == n - 1 || rn)) {
+                while (cn && *c == '\n') { c++; cn--; }
+                cr_text(r, 1, "<think>\n"); cr_add(r, PART_TEXT, 1, rs, rn); cr_text(r, 1, "\n</think>\n\n");
+            }
+        }
+        cr_add(r, PART_TEXT, resp, c, cn);
+        cr_text(r, resp, T->post[m->role]);
+        if (resp && T->eos_reply) { cr_add(r, PART_EOS, 1, T->eos, strlen(T->eos)); cr_text(r, 1, T->post2); }
+        free(content.s);
+    }
+    if (gen) cr_text(r, 0, T->gen);
+    if (gen == 2 && T->think) cr_text(r, 0, "<think>\n\n</think>\n\n"); // Qwen3 with enable_thinking=False
+    if (!gen && T->eos_end) cr_add(r, PART_EOS, 0, T->eos, strlen(T->eos));
     return 0;
 }
 
+// DIR/peft_chat.json {"template": NAME}: the chat template an adapter (or a trained model) was trained
+// with, so that chat uses it by default. peft.c's own file: PEFT reads adapter_config.json only.
+static int chat_template_save(const char *dir, int tpl) {
+    char path[4096], text[256];
+    path_join(path, sizeof(path), dir, "peft_chat.json");
+    snprintf(text, sizeof(text), "{\"template\": \"%s\"}\n", templates[tpl].name);
+    AtomicFile af;
+    if (atomic_open(&af, path)) return -1;
+    atomic_write(&af, text, strlen(text));
+    return atomic_commit(&af);
+}
+// the template recorded in dir, -1 if there is no peft_chat.json, -2 (error set) if it is bad
+static int chat_template_load(const char *dir) {
+    char path[4096];
+    path_join(path, sizeof(path), dir, "peft_chat.json");
+    if (!file_exists(path)) return -1;
+    Json *j = json_load(path);
+    if (!j) return -2;
+    const char *name = json_str(json_get(j, "template"));
+    int tpl = name ? template_find(name) : -1;
+    if (tpl < 0) set_error(path, "\"template\" must be one of " TEMPLATE_LIST);
+    json_free(j);
+    return tpl < 0 ? -2 : tpl;
+}
+
+// how many bytes of the encoded text token q of ids[] stands for: an added token (<|im_start|>, ...) its own
+// string, any other the bytes it decodes to (the first piece without the dummy prefix)
+static size_t chat_token_bytes(const Tokenizer *t, const int *ids, int q, char *buf, int bufn) {
+    for (int a = 0; a < t->n_added; a++) if (t->added[a] == ids[q]) return (size_t)t->piece_len[ids[q]];
+    return (size_t)tokenizer_decode(t, q ? ids[q - 1] : -1, ids[q], buf, bufn);
+}
 // Token ids of a render: text runs between BOS/EOS parts encoded as one string each; resp[i] = 1 for response tokens.
 // Returns the count, or -1 (error set).
 static int chat_tokenize(const Tokenizer *t, const ChatRender *r, int **ids_out, unsigned char **resp_out) {
@@ -7417,15 +7524,15 @@ static int chat_tokenize(const Tokenizer *t, const ChatRender *r, int **ids_out,
         size_t off = p->off, len = r->parts[j - 1].off + r->parts[j - 1].len - off;
         int k = tokenizer_encode(t, r->text.s + off, len, 0, 0, ids + n, (int)(cap - (size_t)n));
         if (k < 0) { free(ids); free(resp); return -1; }
-        // each token's first byte, from the bytes its piece decodes to (the first piece may carry the dummy prefix)
+        // each token's first byte, from the bytes its piece spells (the first piece may carry the dummy prefix)
         size_t pos = 0, total = 0;
-        for (int q = 0; q < k; q++) total += (size_t)tokenizer_decode(t, q ? ids[n + q - 1] : -1, ids[n + q], buf, sizeof(buf));
+        for (int q = 0; q < k; q++) total += chat_token_bytes(t, ids + n, q, buf, sizeof(buf));
         if (total == len) {
             int part = i;
             for (int q = 0; q < k; q++) {
                 while (part < j - 1 && pos >= r->parts[part].off + r->parts[part].len - off) part++;
                 resp[n + q] = (unsigned char)r->parts[part].response;
-                pos += (size_t)tokenizer_decode(t, q ? ids[n + q - 1] : -1, ids[n + q], buf, sizeof(buf));
+                pos += chat_token_bytes(t, ids + n, q, buf, sizeof(buf));
             }
             n += k;
         } else { // the pieces do not spell the text (unknown pieces, a lossy normalizer): encode part by part
@@ -7664,7 +7771,7 @@ static int load_examples(Examples *ex, const char *path, int format, int tpl, co
         unsigned char *resp = NULL;
         int n = -1;
         if (row_messages(row, format, &msgs, &nmsg, &scratch, err, sizeof(err))) rc = -1;
-        else if (chat_render(&cr, tpl, msgs, nmsg, err, sizeof(err))) { rc = -1; char m2[600]; snprintf(m2, sizeof(m2), "template %s: %.500s", template_names[tpl], err); snprintf(err, sizeof(err), "%s", m2); }
+        else if (chat_render(&cr, tpl, msgs, nmsg, 0, err, sizeof(err))) { rc = -1; char m2[600]; snprintf(m2, sizeof(m2), "template %s: %.500s", templates[tpl].name, err); snprintf(err, sizeof(err), "%s", m2); }
         else if ((n = chat_tokenize(t, &cr, &ids, &resp)) < 0) { rc = -1; snprintf(err, sizeof(err), "%.500s", peft_errbuf); }
         if (rc) { set_error_at(path, line, "%s", err); }
         else {
@@ -8264,7 +8371,7 @@ static int train_load_examples(TrainArgs *ta, const Config *c, const Tokenizer *
     for (int e = 0; e < ex->count; e++) for (int i = ex->start[e] + 1; i < ex->start[e + 1]; i++) trained += ex->train[i]; // targets
     fprintf(stderr, "data: %s, template %s: %d training examples (%d tokens, %ld trained on%s), %d held out; %d truncated to --cutoff-len %d; "
                     "one example per row, right-padded to T = %d\n",
-            ta->format == DATA_ALPACA ? "alpaca" : "sharegpt", template_names[ta->tpl], ex->count, ex->n, trained, ta->train_on_prompt ? ", prompts included" : ": responses only",
+            ta->format == DATA_ALPACA ? "alpaca" : "sharegpt", templates[ta->tpl].name, ex->count, ex->n, trained, ta->train_on_prompt ? ", prompts included" : ": responses only",
             vex->count, ex->truncated + vex->truncated, cutoff, ta->T);
     return 0;
 }
@@ -8326,7 +8433,7 @@ static int load_trainer_state(const char *dir, const TrainArgs *ta, Trainable *t
 }
 
 // save the trained result: the adapter (lora) or the model (freeze/full), into dir
-static int save_result(const TrainArgs *ta, Model *m, Lora *lo, const char *dir) {
+static int save_weights(const TrainArgs *ta, Model *m, Lora *lo, const char *dir) {
     if (ta->mode == TUNE_LORA && ta->nst_count) { // the grown embedding and classifier as modules_to_save, the tokenizer beside
         lora_to_host(lo);
         tensor_to_host(m->params_memory);
@@ -8354,6 +8461,11 @@ static int save_result(const TrainArgs *ta, Model *m, Lora *lo, const char *dir)
     char path[4096];
     path_join(path, sizeof(path), dir, "model.bin");
     return model_save(m, path, -1);
+}
+// ... with the chat template of instruction data beside it (peft_chat.json)
+static int save_result(const TrainArgs *ta, Model *m, Lora *lo, const char *dir) {
+    if (save_weights(ta, m, lo, dir)) return -1;
+    return ta->format != DATA_TEXT ? chat_template_save(dir, ta->tpl) : 0;
 }
 static int save_checkpoint(const TrainArgs *ta, Model *m, Lora *lo, Trainable *tr, const char *dir, int step, uint64_t data_rng) {
     if (save_result(ta, m, lo, dir)) return -1;
@@ -9248,33 +9360,62 @@ static int cmd_generate(int argc, char **argv) {
 // ---- chat
 static void error_usage_chat(void) {
     fprintf(stderr, "Usage: peft chat MODEL [options] < script   (or interactively)\n"
-                    "  Reads one user turn per line from stdin, streams the reply to stdout (tok/s on stderr).\n"
-                    "  The base is loaded once; adapters are switched or mixed without reloading it, and the\n"
-                    "  conversation's KV cache is kept across turns (recomputed for the new adapter on a switch).\n"
+                    "  Reads one user turn per line from stdin (a line ending in \\ goes on to the next: a newline in the\n"
+                    "  turn), streams the reply to stdout (tok/s on stderr). The base is loaded once; adapters are switched\n"
+                    "  or mixed without reloading it, and the conversation's KV cache is kept across turns (recomputed\n"
+                    "  from the first token that changed, and for the new adapter on a switch).\n"
                     "  -a [NAME=]DIR PEFT adapter, repeatable (NAME: default the folder's name); the first is active\n"
                     "  -z PATH       tokenizer (default as for generate)\n"
+                    "  --template NAME  chat template: " TEMPLATE_LIST " | none\n"
+                    "                (default: the template the adapter was trained with, which train --template records\n"
+                    "                in peft_chat.json: the first -a that has one, else MODEL's folder; else none).\n"
+                    "                Each turn the whole conversation is rendered as the model's tokenizer_config.json\n"
+                    "                renders it (transformers' apply_chat_template) with\n"
+                    "                add_generation_prompt, and a reply ends at the template's end-of-turn token.\n"
+                    "                none: turns are plain text (a later turn starts on a new line), so the first reply\n"
+                    "                equals `peft generate -a DIR -p TEXT` with the same seed.\n"
+                    "  --system TEXT the system message (default: the template's own, if it has one)\n"
+                    "  --no-think    qwen3: enable_thinking=False (an empty <think></think> opens each reply)\n"
+                    "  --dry-run     run no model: stdin alternates user turns and canned replies, and each user turn\n"
+                    "                prints the token ids the model would be fed by then (the whole conversation), one\n"
+                    "                line of ids; MODEL may be left out when -z names the tokenizer\n"
                     "  -n N          at most N tokens per reply (default 256)\n"
                     "  -t T          temperature, 0 = greedy (default 1.0)\n"
                     "  --top-p P     nucleus sampling threshold (default 0.9)\n"
                     "  -s SEED       random seed (default: time)\n"
                     QUANT_HELP
-                    "Commands: /adapter NAME (or none), /adapters, /mix A:0.7,B:0.3, /reset, /quit\n"
-                    "No chat template yet: turns are plain text (a later turn starts on a new line), so the first\n"
-                    "reply equals `peft generate -a DIR -p TEXT` with the same seed.\n");
+                    "Commands: /adapter NAME (or none), /adapters, /mix A:0.7,B:0.3, /reset, /quit\n");
     exit(1);
 }
-// The text a user turn adds to the conversation. Plain text (no template): the turn itself, on a new
-// line after the first. A chat template (--template, from the instruction-data work) goes here.
-static void chat_format_turn(StrBuf *out, const char *user, int first) {
-    out->n = 0;
-    if (!first) sb_puts(out, "\n");
-    sb_puts(out, user);
+// One turn from stdin: a line, and the next ones while a line ends in a backslash (joined by newlines).
+// Returns 0 at the end of the input.
+static int chat_read_turn(StrBuf *turn, char **line, size_t *cap) {
+    turn->n = 0;
+    for (;;) {
+        ssize_t len = getline(line, cap, stdin);
+        if (len < 0) return turn->n > 0;
+        while (len > 0 && ((*line)[len - 1] == '\n' || (*line)[len - 1] == '\r')) (*line)[--len] = 0;
+        int more = len > 0 && (*line)[len - 1] == '\\';
+        sb_putn(turn, *line, (size_t)(len - more));
+        if (!more) break;
+        sb_puts(turn, "\n");
+    }
+    if (!turn->s) sb_puts(turn, "");
+    return 1;
 }
+static void chat_push(ChatMsg **msgs, int *n, int *cap, int role, const char *s, size_t len) {
+    if (*n == *cap) { *cap = *cap ? 2 * *cap : 8; *msgs = (ChatMsg *)realloc_check(*msgs, (size_t)*cap * sizeof(ChatMsg)); }
+    char *copy = (char *)malloc_check(len + 1);
+    memcpy(copy, s, len); copy[len] = 0;
+    (*msgs)[*n].role = role; (*msgs)[*n].s = copy; (*msgs)[*n].n = len;
+    (*n)++;
+}
+static void chat_pop(ChatMsg *msgs, int *n, int keep) { while (*n > keep) free((char *)msgs[--*n].s); }
 typedef struct { char name[128]; Lora lora; } ChatAdapter;
 static int cmd_chat(int argc, char **argv) {
-    const char *model_path = NULL, *zpath = NULL;
+    const char *model_path = NULL, *zpath = NULL, *tname = NULL, *system = NULL;
     char *specs[MAX_ADAPTERS];
-    int na = 0, steps = 256;
+    int na = 0, steps = 256, dry_run = 0, no_think = 0;
     float temperature = 1.0f, topp = 0.9f;
     uint64_t seed = (uint64_t)time(NULL);
     QuantOpts qo = { -1, 0, 0, 0 };
@@ -9284,22 +9425,43 @@ static int cmd_chat(int argc, char **argv) {
         else if (argv[i][0] != '-') { if (model_path) fatal("unexpected argument '%s'", argv[i]); model_path = argv[i]; }
         else if (!strcmp(argv[i], "-z")) zpath = next_arg(argc, argv, &i);
         else if (!strcmp(argv[i], "-a")) push_adapter(specs, &na, next_arg(argc, argv, &i));
+        else if (!strcmp(argv[i], "--template")) tname = next_arg(argc, argv, &i);
+        else if (!strcmp(argv[i], "--system")) system = next_arg(argc, argv, &i);
+        else if (!strcmp(argv[i], "--dry-run")) dry_run = 1;
+        else if (!strcmp(argv[i], "--no-think")) no_think = 1;
         else if (!strcmp(argv[i], "-n")) steps = parse_int("-n", next_arg(argc, argv, &i), 1, 1 << 30);
         else if (!strcmp(argv[i], "-t")) temperature = parse_float("-t", next_arg(argc, argv, &i), 0, 100);
         else if (!strcmp(argv[i], "--top-p")) topp = parse_float("--top-p", next_arg(argc, argv, &i), 0, 1);
         else if (!strcmp(argv[i], "-s")) seed = (uint64_t)parse_int("-s", next_arg(argc, argv, &i), 0, INT_MAX);
         else fatal("unknown flag '%s' for chat (see peft chat --help)", argv[i]);
     }
-    if (!model_path) error_usage_chat();
+    if (!model_path && !(dry_run && zpath)) error_usage_chat();
+    // the template: --template, else the first adapter's (or the model folder's) peft_chat.json
+    int tpl = -1;
+    char tfrom[4200] = "--template";
+    if (tname && strcmp(tname, "none") && (tpl = template_find(tname)) < 0) fatal("--template: '%s' is not " TEMPLATE_LIST " or none", tname);
+    for (int k = 0; !tname && tpl < 0 && k <= na; k++) { // (k == na: the model's folder)
+        const char *dir = k == na ? model_path : strchr(specs[k], '=') ? strchr(specs[k], '=') + 1 : specs[k];
+        if (k == na && (!dir || !dir_exists(dir))) break;
+        if ((tpl = chat_template_load(dir)) == -2) fatal_error();
+        if (tpl >= 0) path_join(tfrom, sizeof(tfrom), dir, "peft_chat.json");
+    }
+    const ChatTemplate *T = tpl >= 0 ? &templates[tpl] : NULL;
+    if (system && !T) fatal("--system needs a chat template (--template NAME)");
+    if (system && T->system == SYS_NONE) fatal("--system: the %s template has no system role", T->name);
+    if (no_think && (!T || !T->think)) fatal("--no-think applies to the qwen3 template");
     Model m;
-    load_model_q_or_die(&m, model_path, &qo);
-    Config *c = &m.config;
-    char zbuf[4096];
-    adapters_vocab_or_die(&m, specs, na, 1, &zpath, zbuf, sizeof(zbuf));
+    Config *c = NULL;
     Tokenizer tok;
-    load_tokenizer_or_die(&tok, zpath, model_path, c);
     ChatAdapter *ads = (ChatAdapter *)calloc_check((size_t)(na ? na : 1), sizeof(ChatAdapter));
-    for (int k = 0; k < na; k++) { // NAME=DIR or DIR (named after its last path component)
+    if (model_path) {
+        load_model_q_or_die(&m, model_path, &qo);
+        c = &m.config;
+        char zbuf[4096];
+        adapters_vocab_or_die(&m, specs, na, 1, &zpath, zbuf, sizeof(zbuf));
+        load_tokenizer_or_die(&tok, zpath, model_path, c);
+    } else if (tokenizer_load(&tok, zpath, 0)) fatal_error();
+    for (int k = 0; k < na && model_path; k++) { // NAME=DIR or DIR (named after its last path component)
         const char *eq = strchr(specs[k], '='), *dir = eq ? eq + 1 : specs[k];
         if (eq) snprintf(ads[k].name, sizeof(ads[k].name), "%.*s", (int)(eq - specs[k] < 127 ? eq - specs[k] : 127), specs[k]);
         else {
@@ -9318,49 +9480,59 @@ static int cmd_chat(int argc, char **argv) {
     Lora mix;
     int have_mix = 0;
     Net net;
-    net_init(&net, &m, na ? &ads[0].lora : NULL);
+    RunState s;
+    int npos = 1 << 30, vocab = tok.vocab_size;
+    if (model_path) {
+        net_init(&net, &m, na ? &ads[0].lora : NULL);
+        runstate_alloc(&s, c, c->seq_len);
+        npos = s.npos; vocab = c->vocab_size;
+    }
     char active[512];
     snprintf(active, sizeof(active), "%s", na ? ads[0].name : "none");
-    RunState s;
-    runstate_alloc(&s, c, c->seq_len);
-    int npos = s.npos, ntok = 0, last = -1;                    // tokens fed (= next position); a sampled token not fed yet
-    int *hist = (int *)malloc_check((size_t)npos * sizeof(int)); // the tokens fed, to rebuild the cache on a switch
-    float *probs = (float *)malloc_check((size_t)c->vocab_size * sizeof(float));
-    ProbIndex *pi = (ProbIndex *)malloc_check((size_t)c->vocab_size * sizeof(ProbIndex));
-    int bos = tok.bos_id >= 0 ? tok.bos_id : c->bos_id, eos = tok.eos_id >= 0 ? tok.eos_id : c->eos_id;
+    int ntok = 0, last = -1, hcap = 1024;                          // tokens fed (= next position); a sampled token not fed yet
+    int *hist = (int *)malloc_check((size_t)hcap * sizeof(int));   // the tokens fed, to rebuild the cache on a switch
+    float *probs = (float *)malloc_check((size_t)vocab * sizeof(float));
+    ProbIndex *pi = (ProbIndex *)malloc_check((size_t)vocab * sizeof(ProbIndex));
+    int bos = tok.bos_id >= 0 ? tok.bos_id : c ? c->bos_id : -1, eos = tok.eos_id >= 0 ? tok.eos_id : c ? c->eos_id : -1;
+    int eot = T ? tok_find_added(&tok, T->eot) : -1;               // the end of a reply, besides EOS
+    if (T && eot < 0) eot = tok_lookup(&tok, T->eot, strlen(T->eot));
+    ChatMsg *msgs = NULL;                                          // the conversation (template mode)
+    int nmsg = 0, mcap = 0, nsys = 0;
+    if (system) chat_push(&msgs, &nmsg, &mcap, ROLE_SYSTEM, system, strlen(system));
+    nsys = nmsg;
     uint64_t rng = seed ? seed : 1;
     int tty = isatty(0);
-    fprintf(stderr, "%schat: %s, adapter %s; /adapter NAME, /adapters, /mix A:0.7,B:0.3, /reset, /quit\n", quant_desc(&m), model_path, active);
+    fprintf(stderr, "%schat: %s, adapter %s, template %s%s%s%s; /adapter NAME, /adapters, /mix A:0.7,B:0.3, /reset, /quit\n", model_path ? quant_desc(&m) : "",
+            model_path ? model_path : zpath, active, T ? T->name : "none", T ? " (" : "", T ? tfrom : "", T ? ")" : "");
+    if (dry_run) fprintf(stderr, "[dry run: no model; stdin alternates user turns and canned replies; each user turn prints the ids fed]\n");
     char *line = NULL;
     size_t cap = 0;
-    StrBuf turn = { 0 };
+    StrBuf turn = { 0 }, reply = { 0 }, text = { 0 };
     char piece[256];
     for (;;) {
         if (tty) { fprintf(stderr, "> "); fflush(stderr); }
-        ssize_t len = getline(&line, &cap, stdin);
-        if (len < 0) break;
-        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
-        if (!len) continue;
-        if (line[0] == '/') {
-            char *arg = strchr(line, ' ');
+        if (!chat_read_turn(&turn, &line, &cap)) break;
+        if (!turn.n) continue;
+        if (turn.s[0] == '/' && !dry_run) {
+            char *arg = strchr(turn.s, ' ');
             if (arg) { *arg++ = 0; while (*arg == ' ') arg++; }
             Lora *next = NULL;
             int switched = 0;
-            if (!strcmp(line, "/quit") || !strcmp(line, "/exit")) break;
-            else if (!strcmp(line, "/reset")) { ntok = 0; last = -1; rng = seed ? seed : 1; fprintf(stderr, "[reset: conversation cleared, seed %llu]\n", (unsigned long long)seed); continue; }
-            else if (!strcmp(line, "/adapters")) {
+            if (!strcmp(turn.s, "/quit") || !strcmp(turn.s, "/exit")) break;
+            else if (!strcmp(turn.s, "/reset")) { ntok = 0; last = -1; rng = seed ? seed : 1; chat_pop(msgs, &nmsg, nsys); fprintf(stderr, "[reset: conversation cleared, seed %llu]\n", (unsigned long long)seed); continue; }
+            else if (!strcmp(turn.s, "/adapters")) {
                 fprintf(stderr, "[adapters:%s", na ? "" : " (none loaded)");
                 for (int k = 0; k < na; k++) fprintf(stderr, " %s%s", ads[k].name, !strcmp(active, ads[k].name) ? "*" : "");
                 fprintf(stderr, "; active: %s]\n", active);
                 continue;
-            } else if (!strcmp(line, "/adapter")) {
+            } else if (!strcmp(turn.s, "/adapter")) {
                 int k = -1;
                 for (int j = 0; j < na && arg; j++) if (!strcmp(ads[j].name, arg)) k = j;
                 if (!arg || (k < 0 && strcmp(arg, "none"))) { fprintf(stderr, "[no adapter '%s'; /adapters lists them]\n", arg ? arg : ""); continue; }
                 next = k >= 0 ? &ads[k].lora : NULL;
                 snprintf(active, sizeof(active), "%s", k >= 0 ? ads[k].name : "none");
                 switched = 1;
-            } else if (!strcmp(line, "/mix")) { // A:0.7,B:0.3: the exact weighted sum of the adapters' deltas
+            } else if (!strcmp(turn.s, "/mix")) { // A:0.7,B:0.3: the exact weighted sum of the adapters' deltas
                 Lora *ins[MAX_ADAPTERS];
                 float ws[MAX_ADAPTERS];
                 int n = 0, bad = 0;
@@ -9384,7 +9556,7 @@ static int cmd_chat(int argc, char **argv) {
                 next = &mix;
                 snprintf(active, sizeof(active), "mix %s", arg);
                 switched = 1;
-            } else { fprintf(stderr, "[unknown command %s: /adapter NAME, /adapters, /mix A:0.7,B:0.3, /reset, /quit]\n", line); continue; }
+            } else { fprintf(stderr, "[unknown command %s: /adapter NAME, /adapters, /mix A:0.7,B:0.3, /reset, /quit]\n", turn.s); continue; }
             if (switched) { // same base, another delta: rebuild the cache of the conversation so far
                 net.lora = next;
                 for (int k = 0; k < ntok; k++) forward_token(&net, &s, hist[k], k);
@@ -9392,31 +9564,70 @@ static int cmd_chat(int argc, char **argv) {
             }
             continue;
         }
-        // a user turn: feed the pending token and the turn's tokens, then sample the reply
-        chat_format_turn(&turn, line, ntok == 0 && last < 0);
-        int first = ntok == 0 && last < 0;
-        int *toks = (int *)malloc_check((turn.n + 4) * sizeof(int));
-        int nt = 0;
-        if (last >= 0) toks[nt++] = last;
-        int ne = tokenizer_encode(&tok, turn.s, turn.n, first, 0, toks + nt, (int)turn.n + 3);
-        if (ne < 0) fatal_error();
-        nt += ne;
+        // a user turn: the tokens of the whole conversation (a template renders it afresh; plain text: the
+        // tokens fed so far, the pending token and the turn's), fed from the first one the cache lacks
+        int *toks = NULL, nt;
+        if (T) {
+            chat_push(&msgs, &nmsg, &mcap, ROLE_USER, turn.s, turn.n);
+            ChatRender cr;
+            char err[300];
+            unsigned char *resp = NULL;
+            if (chat_render(&cr, tpl, msgs, nmsg, no_think ? 2 : 1, err, sizeof(err))) fatal("template %s: %s", T->name, err);
+            nt = chat_tokenize(&tok, &cr, &toks, &resp);
+            cr_free(&cr); free(resp);
+            if (nt < 0) fatal_error();
+        } else {
+            int first = ntok == 0 && last < 0;
+            toks = (int *)malloc_check(((size_t)ntok + turn.n + 8) * sizeof(int));
+            memcpy(toks, hist, (size_t)ntok * sizeof(int));
+            nt = ntok;
+            if (last >= 0) toks[nt++] = last;
+            text.n = 0;  // the turn, on a new line after the first
+            if (!first) sb_puts(&text, "\n");
+            sb_putn(&text, turn.s, turn.n);
+            int ne = tokenizer_encode(&tok, text.s, text.n, first, 0, toks + nt, (int)turn.n + 7);
+            if (ne < 0) fatal_error();
+            nt += ne;
+        }
+        if (dry_run) {
+            for (int k = 0; k < nt; k++) printf("%s%d", k ? " " : "", toks[k]);
+            printf("\n");
+            fflush(stdout);
+            free(toks);
+            if (!chat_read_turn(&reply, &line, &cap)) break;  // the canned reply
+            if (T) chat_push(&msgs, &nmsg, &mcap, ROLE_ASSISTANT, reply.s, reply.n);
+            else { // plain text: its tokens as the tokenizer encodes them, fed after the turn
+                if (hcap < nt + (int)reply.n + 2) { hcap = nt + (int)reply.n + 2; hist = (int *)realloc_check(hist, (size_t)hcap * sizeof(int)); }
+                int ne = tokenizer_encode(&tok, reply.s, reply.n, 0, 0, hist + nt, (int)reply.n + 2);
+                if (ne < 0) fatal_error();
+                ntok = nt + ne; last = -1;
+            }
+            continue;
+        }
         if (nt == 0) { free(toks); continue; }
-        if (ntok + nt >= npos) { fprintf(stderr, "[context full (%d positions): /reset to start again]\n", npos); free(toks); continue; }
+        if (nt >= npos) { fprintf(stderr, "[context full (%d positions): /reset to start again]\n", npos); free(toks); if (T) chat_pop(msgs, &nmsg, nmsg - 1); continue; }
+        if (nt > hcap) { hcap = nt > 2 * hcap ? nt : 2 * hcap; hist = (int *)realloc_check(hist, (size_t)hcap * sizeof(int)); }
+        int same = 0;
+        while (same < ntok && same < nt && hist[same] == toks[same]) same++;
+        if (same == nt) same--;  // the last token is fed again for its logits
         floatX *logits = NULL;
-        for (int k = 0; k < nt; k++) { hist[ntok] = toks[k]; logits = forward_token(&net, &s, toks[k], ntok); ntok++; }
+        for (int k = same; k < nt; k++) { hist[k] = toks[k]; logits = forward_token(&net, &s, toks[k], k); }
+        ntok = nt;
         int prev = toks[nt - 1], generated = 0;
         last = -1;
         free(toks);
+        reply.n = 0;
         double t0 = time_sec();
         while (generated < steps && ntok < npos) {
             int next = sample(logits, c->vocab_size, temperature, topp, random_f32(&rng), probs, pi);
             generated++;
-            if (next == eos || next == bos) break;
+            if (next == eos || next == bos || next == eot) break;
             int n = tokenizer_decode(&tok, prev, next, piece, (int)sizeof(piece));
             print_piece(piece, n);
+            sb_putn(&reply, piece, (size_t)n);
             fflush(stdout);
             if (generated == steps || ntok + 1 >= npos) { last = next; break; } // fed at the next turn
+            if (ntok == hcap) { hcap *= 2; hist = (int *)realloc_check(hist, (size_t)hcap * sizeof(int)); }
             hist[ntok] = next;
             logits = forward_token(&net, &s, next, ntok);
             ntok++;
@@ -9424,15 +9635,18 @@ static int cmd_chat(int argc, char **argv) {
         }
         printf("\n");
         fflush(stdout);
+        if (T) { chat_push(&msgs, &nmsg, &mcap, ROLE_ASSISTANT, reply.s ? reply.s : "", reply.n); last = -1; }
         double dt = time_sec() - t0;
         fprintf(stderr, "[%d tokens, %.1f tok/s, %d/%d positions]\n", generated, dt > 0 ? generated / dt : 0, ntok + (last >= 0), npos);
     }
-    free(line); free(turn.s); free(hist); free(probs); free(pi);
-    runstate_free(&s); net_free(&net);
+    chat_pop(msgs, &nmsg, 0);
+    free(msgs); free(line); free(turn.s); free(reply.s); free(text.s); free(hist); free(probs); free(pi);
+    if (model_path) { runstate_free(&s); net_free(&net); }
     if (have_mix) lora_free(&mix);
-    for (int k = 0; k < na; k++) lora_free(&ads[k].lora);
+    for (int k = 0; k < na && model_path; k++) lora_free(&ads[k].lora);
     free(ads);
-    tokenizer_free(&tok); model_free(&m);
+    tokenizer_free(&tok);
+    if (model_path) model_free(&m);
     return 0;
 }
 
@@ -9620,8 +9834,9 @@ static void error_usage_train(void) {
                     "  Writes OUTDIR/adapter_config.json + adapter_model.safetensors (PEFT's format), log.jsonl.\n"
                     "  -z PATH                   tokenizer (default as for generate)\n"
                     "  --format F                text | alpaca | sharegpt (LLaMA-Factory's JSON / JSONL datasets) (default text)\n"
-                    "  --template NAME           chat template for alpaca/sharegpt data: alpaca | llama2 | llama3 | mistral | chatml |\n"
-                    "                            vicuna (default alpaca); prompts are masked out of the loss, one example per row\n"
+                    "  --template NAME           chat template for alpaca/sharegpt data (default alpaca): " TEMPLATE_LIST "\n"
+                    "                            (as the models' tokenizer_config.json render it); prompts are masked out of the\n"
+                    "                            loss, one example per row; the adapter folder records it (peft_chat.json) for chat\n"
                     "  --train-on-prompt         instruction data: train on the prompt tokens too\n"
                     "  --cutoff-len N            instruction data: truncate examples to N tokens as LLaMA-Factory does (default T+1)\n"
                     "  -o DIR                    output folder (default out)\n"
@@ -9744,9 +9959,7 @@ static int cmd_train(int argc, char **argv) {
         }
         else if (!strcmp(f, "--template")) {
             const char *v = next_arg(argc, argv, &i);
-            ta.tpl = -1;
-            for (int k = 0; k < NUM_TEMPLATES; k++) if (!strcmp(v, template_names[k])) ta.tpl = k;
-            if (ta.tpl < 0) fatal("--template: '%s' is not alpaca, llama2, llama3, mistral, chatml or vicuna", v);
+            if ((ta.tpl = template_find(v)) < 0) fatal("--template: '%s' is not " TEMPLATE_LIST, v);
             template_set = 1;
         }
         else if (!strcmp(f, "--cutoff-len")) ta.cutoff_len = parse_int(f, next_arg(argc, argv, &i), 2, 1 << 24);

@@ -2923,16 +2923,18 @@ static void test_chat_templates(void) {
     Json *root = json_load(path);
     const Json *renders = root ? json_get(root, "renders") : NULL;
     if (!renders || renders->type != JSON_ARRAY) { check(0, "chat templates", "%s", root ? "no renders" : peft_errbuf); json_free(root); return; }
-    int per[NUM_TEMPLATES] = { 0 }, ok[NUM_TEMPLATES] = { 0 }, errors = 0;
+    int per[NUM_TEMPLATES] = { 0 }, ok[NUM_TEMPLATES] = { 0 }, gens[NUM_TEMPLATES] = { 0 }, errors = 0;
     char why[NUM_TEMPLATES][400];
     memset(why, 0, sizeof(why));
     for (int i = 0; i < renders->n; i++) {
         const Json *e = &renders->items[i], *msgs = json_get(e, "messages"), *text = json_get(e, "text"), *err = json_get(e, "error");
         const char *name = json_str(json_get(e, "template")), *bos = json_str(json_get(e, "bos_token")), *eos = json_str(json_get(e, "eos_token"));
-        int tpl = -1;
-        for (int k = 0; k < NUM_TEMPLATES; k++) if (name && !strcmp(name, template_names[k])) tpl = k;
+        const Json *g = json_get(e, "add_generation_prompt");
+        const Json *think = json_get(e, "enable_thinking");
+        int tpl = name ? template_find(name) : -1, gen = g && g->type == JSON_TRUE ? (think && think->type == JSON_FALSE ? 2 : 1) : 0;
         if (tpl < 0 || !msgs || msgs->type != JSON_ARRAY) continue;
         per[tpl]++;
+        gens[tpl] += gen != 0;
         ChatMsg m[16];
         int n = 0;
         for (int k = 0; k < msgs->n && n < 16; k++) {
@@ -2943,18 +2945,227 @@ static void test_chat_templates(void) {
         }
         ChatRender r;
         char msg[300] = "";
-        int rc = chat_render(&r, tpl, m, n, msg, sizeof(msg));
+        int rc = chat_render(&r, tpl, m, n, gen, msg, sizeof(msg));
+        const ChatTemplate *T = &templates[tpl];
+        int same_tokens = (bos && T->bos ? !strcmp(bos, T->bos) : !bos == !T->bos) && eos && !strcmp(eos, T->eos);
         int same;
         if (err) { same = rc != 0 && !strcmp(msg, err->str); errors += same; }
-        else same = rc == 0 && text && r.text.n == text->len && !memcmp(r.text.s, text->str, text->len) && !strcmp(bos, template_bos[tpl]) && (!strcmp(eos, template_eos[tpl]));
+        else same = rc == 0 && text && r.text.n == text->len && !memcmp(r.text.s, text->str, text->len) && same_tokens;
         if (same) ok[tpl]++;
-        else if (!why[tpl][0]) snprintf(why[tpl], sizeof(why[tpl]), "; conversation %d: got \"%.120s\" (rc %d %.100s)", (int)json_num_or(e, "conversation", -1), rc ? msg : (r.text.s ? r.text.s : ""), rc, msg);
+        else if (!why[tpl][0]) snprintf(why[tpl], sizeof(why[tpl]), "; conversation %d%s: got \"%.120s\" (rc %d %.100s)", (int)json_num_or(e, "conversation", -1),
+                                        gen ? " (generation prompt)" : "", rc ? msg : (r.text.s ? r.text.s : ""), rc, msg);
         if (rc == 0) cr_free(&r);
     }
     for (int k = 0; k < NUM_TEMPLATES; k++)
-        check(per[k] > 0 && ok[k] == per[k], "chat template == transformers' render", "%s: %d/%d renders of %s equal%s", template_names[k], ok[k], per[k], path, why[k]);
+        check(per[k] > 0 && gens[k] > 0 && ok[k] == per[k], "chat template == transformers' render", "%s: %d/%d renders of %s equal (%d with the generation prompt)%s",
+              templates[k].name, ok[k], per[k], path, gens[k], why[k]);
     check(errors >= 3, "chat template errors == raise_exception's", "%d renders raise the template's own message (alternation, mistral's system role)", errors);
     json_free(root);
+}
+
+// a turn for peft chat's stdin: a newline in it continues the line with a backslash
+static void chat_script_turn(StrBuf *b, const char *s) {
+    for (; *s; s++) { if (*s == '\n') sb_puts(b, "\\"); sb_putn(b, s, 1); }
+    sb_puts(b, "\n");
+}
+// s in single quotes for sh
+static void sh_quote(StrBuf *b, const char *s) {
+    sb_puts(b, "'");
+    for (; *s; s++) { if (*s == '\'') sb_puts(b, "'\\''"); else sb_putn(b, s, 1); }
+    sb_puts(b, "'");
+}
+// the ids of a JSON array into ids (at most cap); returns the count, -1 if it is not an array of ints
+static int json_ids(const Json *a, int *ids, int cap) {
+    if (!a || a->type != JSON_ARRAY || a->n > cap) return -1;
+    for (int i = 0; i < a->n; i++) { if (!json_is_int(&a->items[i])) return -1; ids[i] = (int)a->items[i].num; }
+    return a->n;
+}
+// "3 1 4\n" lines of ids: line k into ids; returns the count or -1
+static int line_ids(const char *out, int k, int *ids, int cap) {
+    const char *p = out;
+    for (int i = 0; i < k; i++) { p = strchr(p, '\n'); if (!p) return -1; p++; }
+    int n = 0;
+    while (*p && *p != '\n') {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || n == cap) return -1;
+        ids[n++] = (int)v;
+        p = end;
+        while (*p == ' ') p++;
+    }
+    return n;
+}
+
+// peft chat --template: the ids `chat --dry-run` feeds for the first and a later turn, and the ids train trains on,
+// equal transformers' apply_chat_template(tokenize=True) (tests/chat/ids.json, made by tests/make_chat_fixtures.py
+// --ids on a machine with transformers)
+static void test_chat_ids(void) {
+    const char *path = "tests/chat/ids.json";
+    if (!file_exists(path)) {
+        skip("chat --template ids == transformers' apply_chat_template", "tests/chat/ids.json does not exist yet (made on a machine with transformers: "
+             "python3 tests/make_chat_fixtures.py --ids)");
+        return;
+    }
+    Json *root = json_load(path);
+    const Json *cases = root ? json_get(root, "cases") : NULL;
+    if (!cases || cases->type != JSON_ARRAY) { check(0, "chat ids", "%s", root ? "no cases" : peft_errbuf); json_free(root); return; }
+    int per[NUM_TEMPLATES] = { 0 }, ok_chat[NUM_TEMPLATES] = { 0 }, ok_train[NUM_TEMPLATES] = { 0 }, raised[NUM_TEMPLATES] = { 0 };
+    char why[NUM_TEMPLATES][600], skipped[NUM_TEMPLATES][600];
+    memset(why, 0, sizeof(why)); memset(skipped, 0, sizeof(skipped));
+    enum { CAP = 4096 };
+    int *want = malloc_check(CAP * sizeof(int)), *got = malloc_check(CAP * sizeof(int));
+    for (int i = 0; i < cases->n; i++) {
+        const Json *e = &cases->items[i], *turns = json_get(e, "turns");
+        const char *name = json_str(json_get(e, "template")), *tokf = json_str(json_get(e, "tokenizer")), *sys = json_str(json_get(e, "system"));
+        const char *error = json_str(json_get(e, "error"));
+        int tpl = name ? template_find(name) : -1;
+        if (tpl < 0 || !turns || turns->type != JSON_ARRAY || turns->n != 4) continue;
+        per[tpl]++;
+        ChatMsg m[5];
+        int n = 0;
+        if (sys) { m[n].role = ROLE_SYSTEM; m[n].s = sys; m[n++].n = strlen(sys); }
+        for (int k = 0; k < 4; k++) { m[n].role = k % 2 ? ROLE_ASSISTANT : ROLE_USER; m[n].s = turns->items[k].str; m[n++].n = turns->items[k].len; }
+        ChatRender r;
+        char msg[300] = "";
+        if (error) { // the template raises (mistral's system message): so does peft.c's
+            int rc = chat_render(&r, tpl, m, n, 0, msg, sizeof(msg));
+            if (rc == 0) cr_free(&r);
+            if (rc && strstr(error, msg)) raised[tpl]++;
+            else if (!why[tpl][0]) snprintf(why[tpl], sizeof(why[tpl]), "; conversation %d renders where transformers raises \"%.100s\"", (int)json_num_or(e, "conversation", -1), error);
+            continue;
+        }
+        char tpath[600];
+        snprintf(tpath, sizeof(tpath), "%s", !tokf ? "" : !strncmp(tokf, "../shared/", 10) ? SH(tokf + 10) : tokf);
+        Tokenizer t;
+        if (!file_exists(tpath)) { snprintf(skipped[tpl], sizeof(skipped[tpl]), "%.300s is missing%s", tpath, strstr(tpath, "node_modules") ? " (cd tests/hf_tokenizers && npm ci)" : ""); per[tpl]--; continue; }
+        if (tokenizer_load(&t, tpath, 0)) { snprintf(skipped[tpl], sizeof(skipped[tpl]), "the tokenizer does not load yet: %.400s", peft_errbuf); per[tpl]--; continue; }
+        // chat: the first and the later turn, through the CLI
+        char script[600], args[8192], err[4096];
+        static char out[1 << 16];
+        tmp_path(script, sizeof(script), "chat_ids.txt");
+        StrBuf sb = { 0 }, cmd = { 0 };
+        for (int k = 0; k < 3; k++) chat_script_turn(&sb, turns->items[k].str);
+        write_text(script, sb.s);
+        const Json *think = json_get(e, "enable_thinking");
+        sb_printf(&cmd, "chat --dry-run -z %s --template %s%s", tpath, name, think && think->type == JSON_FALSE ? " --no-think" : "");
+        if (sys) { sb_puts(&cmd, " --system "); sh_quote(&cmd, sys); }
+        snprintf(args, sizeof(args), "%s < %s", cmd.s, script);
+        int rc = run_cmd(args, err, sizeof(err), out, sizeof(out));
+        int same = rc == 0;
+        const char *fields[2] = { "ids_first", "ids_later" };
+        for (int k = 0; k < 2 && same; k++) {
+            int nw = json_ids(json_get(e, fields[k]), want, CAP), ng = line_ids(out, k, got, CAP);
+            same = nw > 0 && nw == ng && !memcmp(want, got, (size_t)nw * sizeof(int));
+            if (!same && !why[tpl][0]) {
+                int d = 0;
+                while (d < nw && d < ng && want[d] == got[d]) d++;
+                snprintf(why[tpl], sizeof(why[tpl]), "; conversation %d, %s: %d ids vs transformers' %d, first difference at %d (%d vs %d)",
+                         (int)json_num_or(e, "conversation", -1), fields[k], ng, nw, d, d < ng ? got[d] : -1, d < nw ? want[d] : -1);
+            }
+        }
+        if (rc && !why[tpl][0]) { char *nl = strchr(err, '\n'); if (nl) *nl = 0; snprintf(why[tpl], sizeof(why[tpl]), "; chat exit %d: %.300s", rc, err); }
+        ok_chat[tpl] += same;
+        // train: the whole conversation's ids
+        int *ids = NULL;
+        unsigned char *resp = NULL;
+        int nw = json_ids(json_get(e, "ids_train"), want, CAP), ng = -1;
+        if (chat_render(&r, tpl, m, n, 0, msg, sizeof(msg)) == 0) { ng = chat_tokenize(&t, &r, &ids, &resp); cr_free(&r); }
+        int tsame = nw > 0 && ng == nw && !memcmp(ids, want, (size_t)nw * sizeof(int));
+        if (!tsame && !why[tpl][0]) snprintf(why[tpl], sizeof(why[tpl]), "; conversation %d, ids_train: %d ids vs transformers' %d", (int)json_num_or(e, "conversation", -1), ng, nw);
+        ok_train[tpl] += tsame;
+        free(ids); free(resp); free(sb.s); free(cmd.s);
+        tokenizer_free(&t);
+    }
+    for (int k = 0; k < NUM_TEMPLATES; k++) {
+        char label[200];
+        snprintf(label, sizeof(label), "chat --template %s ids == transformers' apply_chat_template", templates[k].name);
+        if (skipped[k][0] && per[k] == 0) { skip(label, skipped[k]); continue; }
+        if (per[k] == 0) continue; // (no tokenizer for it in ids.json: alpaca, vicuna, phi3)
+        check(ok_chat[k] + raised[k] == per[k] && ok_train[k] + raised[k] == per[k], label,
+              "%d/%d conversations: chat --dry-run's first and later turns, %d/%d: train's ids of the whole conversation%s%s", ok_chat[k] + raised[k], per[k],
+              ok_train[k] + raised[k], per[k], raised[k] ? " (mistral: the system message raises in both)" : "", why[k]);
+    }
+    free(want); free(got);
+    json_free(root);
+}
+
+// chat --template plumbing: train --template writes peft_chat.json, chat -a DIR uses it (its first turn's ids are the
+// template's render, tokenized as train tokenizes it), --template none and --system; a reply ends at the template's
+// end of turn; bad flags and a bad peft_chat.json are one-line errors
+static void test_chat_template_cli(void) {
+    char data[600], od[600], args[8192], err[4096], out[8192], script[600];
+    tmp_path(data, sizeof(data), "chat_alpaca.json"); tmp_path(od, sizeof(od), "chat_tpl_adapter"); tmp_path(script, sizeof(script), "chat_tpl.txt");
+    write_text(data, "[{\"instruction\": \"Tell me a story.\", \"output\": \"Once upon a time, there was a cat.\"},\n"
+                     " {\"instruction\": \"Say hello.\", \"output\": \"Hello!\"}]\n");
+    snprintf(args, sizeof(args), "train %s %s --format alpaca --template llama3 --steps 2 -b 2 --val-frac 0 -o %s", STORIES, data, od);
+    int rc = run_cmd(args, err, sizeof(err), NULL, 0);
+    char rec[700];
+    path_join(rec, sizeof(rec), od, "peft_chat.json");
+    size_t n = 0;
+    char *recorded = read_file(rec, &n, 4096);
+    check(rc == 0 && recorded && !strcmp(recorded, "{\"template\": \"llama3\"}\n"), "train --template records it beside the adapter", "exit %d; %s: %.*s", rc, rec, recorded ? (int)strcspn(recorded, "\n") : 7, recorded ? recorded : "missing");
+    free(recorded);
+    // chat -a DIR --dry-run: the ids of the llama3 render of the first turn, with tok512
+    write_text(script, "Hi there\nHello.\nTwo\\\nlines\n");
+    snprintf(args, sizeof(args), "chat %s -a %s --dry-run < %s", STORIES, od, script);
+    rc = run_cmd(args, err, sizeof(err), out, sizeof(out));
+    Tokenizer t;
+    int ok = rc == 0 && strstr(err, "template llama3 (") && strstr(err, "peft_chat.json)") && !tokenizer_load(&t, TOK512, 512);
+    int want[2][512], got[512], nw[2] = { -1, -1 }, same = ok;
+    if (ok) {
+        ChatMsg m[3] = { { ROLE_USER, "Hi there", 8 }, { ROLE_ASSISTANT, "Hello.", 6 }, { ROLE_USER, "Two\nlines", 9 } };
+        for (int k = 0; k < 2; k++) {
+            ChatRender r;
+            char msg[300];
+            int *ids = NULL;
+            unsigned char *resp = NULL;
+            if (!chat_render(&r, TPL_LLAMA3, m, k ? 3 : 1, 1, msg, sizeof(msg))) { nw[k] = chat_tokenize(&t, &r, &ids, &resp); cr_free(&r); }
+            if (nw[k] > 0 && nw[k] <= 512) memcpy(want[k], ids, (size_t)nw[k] * sizeof(int));
+            free(ids); free(resp);
+            int ng = line_ids(out, k, got, 512);
+            same &= nw[k] > 0 && ng == nw[k] && !memcmp(got, want[k], (size_t)ng * sizeof(int));
+        }
+        tokenizer_free(&t);
+    }
+    check(same, "chat -a DIR uses the adapter's template", "exit %d; %d and %d ids: the llama3 renders of the first and the later turn tokenized as train does%s",
+          rc, nw[0], nw[1], same ? "" : err);
+    // --template none: plain text, BOS first; --system goes into the render
+    snprintf(args, sizeof(args), "chat %s -a %s --dry-run --template none < %s", STORIES, od, script);
+    rc = run_cmd(args, err, sizeof(err), out, sizeof(out));
+    int plain = rc == 0 && strstr(err, "template none") && !tokenizer_load(&t, TOK512, 512);
+    if (plain) {
+        int ids[64], k = tokenizer_encode(&t, "Hi there", 8, 1, 0, ids, 64), ng = line_ids(out, 0, got, 512);
+        plain = k > 0 && ng == k && !memcmp(got, ids, (size_t)k * sizeof(int));
+        tokenizer_free(&t);
+    }
+    check(plain, "chat --template none overrides the adapter's", "exit %d", rc);
+    snprintf(args, sizeof(args), "chat %s --dry-run --template chatml --system 'Be brief.' < %s", STORIES, script);
+    rc = run_cmd(args, err, sizeof(err), out, sizeof(out));
+    int nsys = line_ids(out, 0, got, 512), nplain;
+    snprintf(args, sizeof(args), "chat %s --dry-run --template chatml < %s", STORIES, script);
+    rc |= run_cmd(args, err, sizeof(err), out, sizeof(out));
+    nplain = line_ids(out, 0, got, 512);
+    check(rc == 0 && nsys > nplain && nplain > 0, "chat --system", "exit %d; first turn %d ids with the system message, %d without", rc, nsys, nplain);
+    // a real conversation with the template: two turns, each reply on its line; the second turn reuses the cache
+    write_text(script, "Hi there\nTell me more.\n");
+    snprintf(args, sizeof(args), "chat %s -a %s -s 3 -n 12 < %s", STORIES, od, script);
+    rc = run_cmd(args, err, sizeof(err), out, sizeof(out));
+    check(rc == 0 && count_lines(out) == 2 && strstr(err, "positions]"), "chat --template: a two-turn conversation", "exit %d, %d reply lines", rc, count_lines(out));
+    // bad input
+    snprintf(args, sizeof(args), "chat %s --template bogus", STORIES);
+    expect_cli_error("chat --template unknown", args, "'bogus' is not alpaca", NULL);
+    snprintf(args, sizeof(args), "chat %s --template mistral --system hi", STORIES);
+    expect_cli_error("chat --system with mistral", args, "the mistral template has no system role", NULL);
+    snprintf(args, sizeof(args), "chat %s --template chatml --no-think", STORIES);
+    expect_cli_error("chat --no-think with chatml", args, "--no-think applies to the qwen3 template", NULL);
+    snprintf(args, sizeof(args), "chat %s --template none --system hi", STORIES);
+    expect_cli_error("chat --system without a template", args, "--system needs a chat template", NULL);
+    write_text(rec, "{\"template\": \"llama9\"}\n");
+    snprintf(args, sizeof(args), "chat %s -a %s --dry-run < %s", STORIES, od, script);
+    expect_cli_error("chat -a DIR with a bad peft_chat.json", args, "peft_chat.json: \"template\" must be one of", NULL);
+    snprintf(args, sizeof(args), "chat --dry-run < %s", script);
+    rc = run_cmd(args, err, sizeof(err), NULL, 0);
+    check(rc != 0 && strstr(err, "Usage: peft chat"), "chat --dry-run without MODEL or -z", "exit %d", rc);
 }
 
 // instruction data: the trained targets are exactly the response tokens; prompt tokens contribute no gradient;
@@ -2976,7 +3187,7 @@ static void test_instruction_data(void) {
             if (!lrc) examples_free(&ex);
             continue;
         }
-        if (lrc) { check(0, "instruction data", "%s: %s", template_names[tpl], peft_errbuf); continue; }
+        if (lrc) { check(0, "instruction data", "%s: %s", templates[tpl].name, peft_errbuf); continue; }
         // the trained tokens of each example decode to exactly its responses (with EOS counted, not printed)
         const char *want[3][2] = { { "Hello! How are you?", NULL }, { "Five.", NULL }, { "Hello there.", "Blue." } };
         int good = 1, eos_end = 1;
@@ -2994,21 +3205,25 @@ static void test_instruction_data(void) {
             }
             for (int r = 0; r < 2 && want[e][r]; r++) { // the template's text around each response
                 if (tpl == TPL_LLAMA2) sb_puts(&w, " ");
+                if (tpl == TPL_QWEN3 && (r == 1 || !want[e][1])) sb_puts(&w, "<think>\n\n</think>\n\n"); // the last reply's
                 sb_puts(&w, want[e][r]);
                 if (tpl == TPL_LLAMA2) sb_puts(&w, " ");
                 if (tpl == TPL_LLAMA3) sb_puts(&w, "<|eot_id|>");
-                if (tpl == TPL_CHATML) sb_puts(&w, "<|im_end|>\n");
+                if (tpl == TPL_CHATML || tpl == TPL_QWEN || tpl == TPL_QWEN3) sb_puts(&w, "<|im_end|>\n");
+                if (tpl == TPL_GEMMA) sb_puts(&w, "<end_of_turn>\n");
+                if (tpl == TPL_PHI3) sb_puts(&w, "<|end|>\n");
                 if (tpl == TPL_ALPACA) sb_puts(&w, "\n\n");
             }
             int n_resp = (want[e][1] ? 2 : 1);
-            int want_eos = (tpl == TPL_LLAMA3 || tpl == TPL_CHATML) ? 0 : n_resp;
+            int want_eos = (tpl == TPL_ALPACA || tpl == TPL_LLAMA2 || tpl == TPL_VICUNA) ? n_resp : 0;
             // llama2/tok512: the dummy prefix makes the leading space part of the first piece
             good = b.s && w.s && !strcmp(b.s, w.s) && eos == want_eos;
             if (!good) { snprintf(got, sizeof(got), "%.250s (%d EOS)", b.s ? b.s : "", eos); snprintf(expect, sizeof(expect), "%.250s (%d EOS)", w.s ? w.s : "", want_eos); }
-            if (tpl != TPL_ALPACA && tpl != TPL_LLAMA3 && tpl != TPL_CHATML) eos_end &= ex.tokens[s1 - 1] == t.eos_id && ex.train[s1 - 1];
+            if (tpl == TPL_LLAMA2 || tpl == TPL_VICUNA) eos_end &= ex.tokens[s1 - 1] == t.eos_id && ex.train[s1 - 1];
+            if (tpl == TPL_PHI3) eos_end &= ex.tokens[s1 - 1] == t.eos_id && !ex.train[s1 - 1]; // eos_token after the last <|end|>: not a reply's
             free(b.s); free(w.s);
         }
-        check(good && eos_end, "instruction data: trained tokens == the responses", "--template %s: %d examples, %d tokens%s%s%s%s", template_names[tpl], ex.count, ex.n,
+        check(good && eos_end, "instruction data: trained tokens == the responses", "--template %s: %d examples, %d tokens%s%s%s%s", templates[tpl].name, ex.count, ex.n,
               good ? "" : "; trained ", got, good ? "" : " vs expected ", expect);
         examples_free(&ex);
     }
@@ -4224,6 +4439,8 @@ static void run_fp32_tests(void) {
     test_kill9();
     test_llama_pro();
     test_chat();
+    test_chat_template_cli();
+    test_chat_ids();
     test_new_tokens();
     test_byte_order();
     test_sizes_32bit();
@@ -5559,6 +5776,14 @@ int main(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "tokenizer")) { // ./test_all tokenizer: only the tokenizer tests (quick)
         printf("== tokenizer tests\n");
         run_tokenizer_tests();
+        printf("%d passed, %d failed, %d skipped\n", n_pass, n_fail, n_skip);
+        return n_fail ? 1 : 0;
+    }
+    if (argc > 1 && !strcmp(argv[1], "chat")) { // ./test_all chat: only the chat-template tests (quick)
+        printf("== chat template tests (temporary files in %s)\n", tmpdir);
+        test_chat_templates(); test_instruction_data(); test_chat(); test_chat_template_cli(); test_chat_ids();
+        char rm[512]; snprintf(rm, sizeof(rm), "rm -rf '%s'", tmpdir);
+        if (system(rm) != 0) printf("note: could not remove %s\n", tmpdir);
         printf("%d passed, %d failed, %d skipped\n", n_pass, n_fail, n_skip);
         return n_fail ? 1 : 0;
     }
