@@ -7500,7 +7500,7 @@ static int chat_template_load(const char *dir) {
 // how many bytes of the encoded text token q of ids[] stands for: an added token (<|im_start|>, ...) its own
 // string, any other the bytes it decodes to (the first piece without the dummy prefix)
 static size_t chat_token_bytes(const Tokenizer *t, const int *ids, int q, char *buf, int bufn) {
-    for (int a = 0; a < t->n_added; a++) if (t->added[a] == ids[q]) return (size_t)t->piece_len[ids[q]];
+    if (t->attr[ids[q]] == PIECE_CONTROL || t->attr[ids[q]] == PIECE_ADDED) return (size_t)t->piece_len[ids[q]]; // added tokens
     return (size_t)tokenizer_decode(t, q ? ids[q - 1] : -1, ids[q], buf, bufn);
 }
 // Token ids of a render: text runs between BOS/EOS parts encoded as one string each; resp[i] = 1 for response tokens.
