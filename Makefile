@@ -43,7 +43,7 @@ ifeq ($(NCCL),1)
 endif
 SAN = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 
-.PHONY: all test test-cuda test-multi-gpu bench-multi-gpu debug clean tokenizer bench bench-cuda fuzz fuzz-build fuzz-replay fuzz-seeds infer cross-test
+.PHONY: all test test-cuda check-cuda profile-cuda test-multi-gpu bench-multi-gpu debug clean tokenizer bench bench-cuda fuzz fuzz-build fuzz-replay fuzz-seeds infer cross-test
 ifeq ($(PEFT_INFER),1)
 all: peft_infer
 else
@@ -91,6 +91,17 @@ test: peft tokenizer test_all test_all_fp64 peft_infer_arena
 # the suite built with CUDA=1: every test above on the CPU, then the GPU's (SKIP without a GPU)
 test-cuda:
 	$(MAKE) CUDA=1 test
+
+# every GPU check (tests/cuda/check.sh: the build, the suite, compute-sanitizer memcheck and racecheck, the kept bf16
+# copies, GPU against CPU; CHECK_CUDA="sweep interop" for the other parts), and the profiles (tests/cuda/profile.sh
+# PART: kernels, rows VAR=VAL..., attention, ncu REGEX); docs/TESTING.md says what each checks
+CHECK_CUDA ?=
+PROFILE_CUDA ?= kernels
+check-cuda:
+	bash tests/cuda/check.sh $(CHECK_CUDA)
+profile-cuda:
+	$(MAKE) CUDA=1 peft
+	bash tests/cuda/profile.sh $(PROFILE_CUDA)
 
 # AddressSanitizer + UndefinedBehaviorSanitizer build of everything, then the suite
 # (separate binaries, so the fast ones stay as they are)
