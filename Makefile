@@ -110,7 +110,7 @@ debug: tokenizer
 	$(CC) $(SAN) -std=c99 -Wall -Wextra -Wno-unknown-pragmas test_all.c -o test_all_debug $(LDLIBS)
 	$(CC) $(SAN) -std=c99 -Wall -Wextra -Wno-unknown-pragmas -DPEFT_FP64 test_all.c -o test_all_fp64_debug $(LDLIBS)
 	$(CC) $(SAN) -std=c99 -Wall -Wextra -Wno-unknown-pragmas -DPEFT_INFER -DPEFT_ARENA=16777216 peft.c -o peft_infer_debug $(LDLIBS)
-	ASAN_OPTIONS=detect_leaks=1 PEFT_BIN=./peft_debug PEFT_FP64_TEST=./test_all_fp64_debug PEFT_INFER_BIN=./peft_infer_debug PEFT_KILL9_TRIALS=6 ./test_all_debug
+	ASAN_OPTIONS=detect_leaks=1 PEFT_README_BLOCKS=0 PEFT_BIN=./peft_debug PEFT_FP64_TEST=./test_all_fp64_debug PEFT_INFER_BIN=./peft_infer_debug PEFT_KILL9_TRIALS=6 ./test_all_debug
 
 # speed: peft.c vs PyTorch on the same LoRA step, matmul throughput vs the sgemm peak, generation
 # (random-weight models of llama2.c's shapes in bench/cache/; see bench/bench.py and PERF.md)
