@@ -3917,6 +3917,7 @@ static void test_readme_blocks(void) {
     fclose(w);
     chmod(path, 0755);
     int limit = getenv("PEFT_EMULATED") ? 3600 : 1200, blocks = 0, failed = 0, line = 1;
+    double t_all = time_sec();
     char *p = md;
     while (*p) {
         char *eol = strchr(p, '\n');
@@ -3950,7 +3951,7 @@ static void test_readme_blocks(void) {
         }
     }
     free(md);
-    if (!failed) check(blocks >= 5, name, "%d blocks of README.md marked <!-- runnable --> ran in %s, each exit 0", blocks, dir);
+    if (!failed) check(blocks >= 5, name, "%d blocks of README.md marked <!-- runnable --> ran in %s, each exit 0 (%.0f s)", blocks, dir, time_sec() - t_all);
 }
 
 // docs/READING.md: every `name()` it mentions is defined in peft.c, or in peft_cuda.cu where its line says
