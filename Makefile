@@ -113,7 +113,7 @@ debug: tokenizer
 	ASAN_OPTIONS=detect_leaks=1 PEFT_README_BLOCKS=0 PEFT_BIN=./peft_debug PEFT_FP64_TEST=./test_all_fp64_debug PEFT_INFER_BIN=./peft_infer_debug PEFT_KILL9_TRIALS=6 ./test_all_debug
 
 # speed: peft.c vs PyTorch on the same LoRA step, matmul throughput vs the sgemm peak, generation
-# (random-weight models of llama2.c's shapes in bench/cache/; see bench/bench.py and PERF.md)
+# (random-weight models of llama2.c's shapes in bench/cache/; see bench/bench.py and docs/PERFORMANCE.md)
 bench: peft tokenizer
 	$(PYTHON) bench/bench.py
 
