@@ -5,9 +5,10 @@
 #   build      make CUDA=1 peft test_all, warning-free
 #   suite      make test-cuda's suite (./test_all: CPU tests, GPU tests, fp64), then the GPU tests again with
 #              the sm_80 GEMM on Hopper (PEFT_CUDA_GEMM=mma)
-#   memcheck   compute-sanitizer memcheck with leak check on training steps that take every kernel path
-#              (LoRA bf16/fp32, DoRA + dropout, QLoRA nf4 and QDoRA hqq4, full, freeze, checkpointing, GQA at
-#              T 200), generation (fp32, nf4, with an adapter) and a chunked eval
+#   memcheck   compute-sanitizer memcheck with leak check: memcheck-train (one step each of LoRA bf16/fp32 with
+#              DoRA + dropout, QLoRA nf4, GQA at T 200, checkpointing, full, freeze, QDoRA nf4 on the bench
+#              shapes) then memcheck-small (stories260K: QDoRA hqq4 and generation with it, generation on fp32
+#              and nf4 bases, a chunked eval); each half can be run alone
 #   attention  compute-sanitizer memcheck (both tensor-core forwards) and racecheck on the attention kernels at
 #              T 200 (no multiple of the tiles), GQA at head size 64 and head size 128
 #   copies     PEFT_CUDA_COPIES=check (every reused bf16 copy compared with a fresh one) on 3-step runs, and the
@@ -48,10 +49,10 @@ part_suite() {
   PEFT_CUDA_GEMM=mma timeout 200 ./test_all --cuda > "$OUT/suite_mma.log" 2>&1; rc=$?
   result $rc "the GPU tests with PEFT_CUDA_GEMM=mma: $(tail -1 "$OUT/suite_mma.log")" "$OUT/suite_mma.log"
 }
-part_memcheck() {
+part_memcheck() { part_memcheck_train; part_memcheck_small; }
+part_memcheck_train() {
   models stories110M TinyLlama-1.1B:2
   local M110=bench/cache/stories110M-hf-bf16 M2=bench/cache/TinyLlama-1.1B-2L-hf-bf16 one="--steps 1 --val-frac 0 --device cuda"
-  head -c 30000 $D > "$OUT/eval30k.txt"
   san dora_bf16 train $M110 $D -z $TOK -b 2 -T 136 --targets all-linear --dora --dropout 0.1 $one --dtype bf16 -o /tmp/pc_dora_bf16
   san dora_fp32 train $M110 $D -z $TOK -b 2 -T 136 --targets all-linear --dora --dropout 0.1 $one --dtype fp32 -o /tmp/pc_dora_fp32
   san qlora_nf4dq train $M110 $D -z $TOK -b 2 -T 136 --quant nf4 --double-quant --targets all-linear $one -o /tmp/pc_q
@@ -60,6 +61,9 @@ part_memcheck() {
   san full_bf16 train $M2 $D -z $TOK -b 1 -T 200 --finetuning-type full $one -o /tmp/pc_full
   san freeze_bf16 train $M2 $D -z $TOK -b 1 -T 200 --finetuning-type freeze $one -o /tmp/pc_freeze
   san qdora_nf4 train $M2 $D -z $TOK -b 1 -T 200 --quant nf4 --double-quant --dora --dropout 0.1 --targets all-linear $one -o /tmp/pc_qdora
+}
+part_memcheck_small() {
+  head -c 30000 $D > "$OUT/eval30k.txt"
   san qdora_hqq4 train $M260 $DATA --steps 2 -b 2 -T 40 --quant hqq4 --dora --device cuda -o /tmp/pc_hqq
   san gen_hqq4_adapter generate $M260 --quant hqq4 -a /tmp/pc_hqq -n 16 -t 0 --device cuda
   san gen_fp32 generate $M260 -z $T512 -n 20 -t 0 --device cuda
@@ -147,8 +151,9 @@ part_interop() {
 parts=${*:-build suite memcheck attention copies devices}
 for p in $parts; do
   case $p in
-    build|suite|memcheck|attention|copies|devices|sweep|interop) echo "== $p"; T0=$(date +%s); part_$p; echo "($p: $(( $(date +%s) - T0 )) s)" ;;
-    *) echo "tests/cuda/check.sh: unknown part '$p' (build suite memcheck attention copies devices sweep interop)"; exit 2 ;;
+    build|suite|memcheck|memcheck-train|memcheck-small|attention|copies|devices|sweep|interop)
+      echo "== $p"; T0=$(date +%s); part_${p//-/_}; echo "($p: $(( $(date +%s) - T0 )) s)" ;;
+    *) echo "tests/cuda/check.sh: unknown part '$p' (build suite memcheck memcheck-train memcheck-small attention copies devices sweep interop)"; exit 2 ;;
   esac
 done
 echo "check.sh $parts: $pass passed, $fail failed"
