@@ -43,7 +43,7 @@ ifeq ($(NCCL),1)
 endif
 SAN = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 
-.PHONY: all test test-cuda test-multi-gpu bench-multi-gpu debug clean tokenizer bench bench-cuda fuzz fuzz-build fuzz-replay fuzz-seeds infer cross-test
+.PHONY: all test test-cuda check-cuda profile-cuda test-multi-gpu bench-multi-gpu debug clean tokenizer bench bench-cuda fuzz fuzz-build fuzz-replay fuzz-seeds infer cross-test
 ifeq ($(PEFT_INFER),1)
 all: peft_infer
 else
@@ -92,6 +92,17 @@ test: peft tokenizer test_all test_all_fp64 peft_infer_arena
 test-cuda:
 	$(MAKE) CUDA=1 test
 
+# every GPU check (tests/cuda/check.sh: the build, the suite, compute-sanitizer memcheck and racecheck, the kept bf16
+# copies, GPU against CPU; CHECK_CUDA="sweep interop" for the other parts), and the profiles (tests/cuda/profile.sh
+# PART: kernels, rows VAR=VAL..., attention, ncu REGEX); docs/TESTING.md says what each checks
+CHECK_CUDA ?=
+PROFILE_CUDA ?= kernels
+check-cuda:
+	bash tests/cuda/check.sh $(CHECK_CUDA)
+profile-cuda:
+	$(MAKE) CUDA=1 peft
+	bash tests/cuda/profile.sh $(PROFILE_CUDA)
+
 # AddressSanitizer + UndefinedBehaviorSanitizer build of everything, then the suite
 # (separate binaries, so the fast ones stay as they are)
 debug: tokenizer
@@ -99,10 +110,10 @@ debug: tokenizer
 	$(CC) $(SAN) -std=c99 -Wall -Wextra -Wno-unknown-pragmas test_all.c -o test_all_debug $(LDLIBS)
 	$(CC) $(SAN) -std=c99 -Wall -Wextra -Wno-unknown-pragmas -DPEFT_FP64 test_all.c -o test_all_fp64_debug $(LDLIBS)
 	$(CC) $(SAN) -std=c99 -Wall -Wextra -Wno-unknown-pragmas -DPEFT_INFER -DPEFT_ARENA=16777216 peft.c -o peft_infer_debug $(LDLIBS)
-	ASAN_OPTIONS=detect_leaks=1 PEFT_BIN=./peft_debug PEFT_FP64_TEST=./test_all_fp64_debug PEFT_INFER_BIN=./peft_infer_debug PEFT_KILL9_TRIALS=6 ./test_all_debug
+	ASAN_OPTIONS=detect_leaks=1 PEFT_README_BLOCKS=0 PEFT_BIN=./peft_debug PEFT_FP64_TEST=./test_all_fp64_debug PEFT_INFER_BIN=./peft_infer_debug PEFT_KILL9_TRIALS=6 ./test_all_debug
 
 # speed: peft.c vs PyTorch on the same LoRA step, matmul throughput vs the sgemm peak, generation
-# (random-weight models of llama2.c's shapes in bench/cache/; see bench/bench.py and PERF.md)
+# (random-weight models of llama2.c's shapes in bench/cache/; see bench/bench.py and docs/PERFORMANCE.md)
 bench: peft tokenizer
 	$(PYTHON) bench/bench.py
 

@@ -4348,6 +4348,117 @@ static void test_qmatvec(void) {
 }
 
 
+// ----------------------------------------------------------------------------
+// the docs: README's runnable shell blocks run, and docs/READING.md names functions that exist
+
+// README.md's fenced blocks that follow a line "<!-- runnable -->" are run in order, each by bash -e with a
+// time limit, in one fresh folder holding links to models/, data/ and tokenizer.bin and a ./peft that starts
+// PEFT_BIN (through PEFT_EXEC), so the commands read as a user types them and write only there. A block
+// that fails is named by its line in README.md, with the end of its output.
+static void test_readme_blocks(void) {
+    const char *name = "README runnable blocks";
+    if (getenv("PEFT_README_BLOCKS") && !strcmp(getenv("PEFT_README_BLOCKS"), "0")) { skip(name, "PEFT_README_BLOCKS=0 (make debug: the sanitizer build runs them too slowly; make test runs them)"); return; }
+    size_t n;
+    char *md = read_file("README.md", &n, 1 << 22);
+    if (!md) { check(0, name, "cannot read README.md"); return; }
+    char dir[600], cwd[1024], path[700], cmd[16384];
+    if (!getcwd(cwd, sizeof(cwd)) || strchr(cwd, '\'')) { check(0, name, "cannot use the working folder (getcwd failed, or its path holds a quote)"); free(md); return; }
+    tmp_path(dir, sizeof(dir), "readme");
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s' && mkdir -p '%s' && ln -s '%s/models' '%s/data' '%s/tokenizer.bin' '%s/'", dir, dir, cwd, cwd, cwd, dir);
+    if (system(cmd) != 0) { check(0, name, "cannot set up %s", dir); free(md); return; }
+    const char *bin = peft_bin();
+    snprintf(path, sizeof(path), "%s/peft", dir);
+    FILE *w = fopen(path, "w");
+    if (!w) { check(0, name, "cannot write %s", path); free(md); return; }
+    fprintf(w, "#!/bin/sh\nexec %s %s%s%s \"$@\"\n", exec_prefix(), bin[0] == '/' ? "" : cwd, bin[0] == '/' ? "" : "/", bin);
+    fclose(w);
+    chmod(path, 0755);
+    int limit = getenv("PEFT_EMULATED") ? 3600 : 1200, blocks = 0, failed = 0, line = 1;
+    double t_all = time_sec();
+    char *p = md;
+    while (*p) {
+        char *eol = strchr(p, '\n');
+        if (!eol) break;
+        int marked = !strncmp(p, "<!-- runnable -->", 17);
+        p = eol + 1; line++;
+        if (!marked) continue;
+        if (strncmp(p, "```", 3)) { check(0, name, "README.md:%d: <!-- runnable --> is not followed by a fenced block", line - 1); failed++; continue; }
+        int start = line;
+        p = strchr(p, '\n'); if (!p) break; p++; line++;
+        char *end = strstr(p, "\n```");
+        if (!end) { check(0, name, "README.md:%d: the runnable block has no closing fence", start); failed++; break; }
+        snprintf(path, sizeof(path), "%s/block%d.sh", dir, blocks);
+        write_bytes(path, p, (size_t)(end - p) + 1);
+        for (char *q = p; q <= end; q++) line += *q == '\n';
+        p = end + 1;
+        blocks++;
+        // OMP_WAIT_POLICY=passive (unless set): on a busy machine spinning OpenMP threads slow a block tenfold
+        snprintf(cmd, sizeof(cmd), "cd '%s' && OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive} timeout %d bash -e -o pipefail block%d.sh > block%d.log 2>&1", dir, limit, blocks - 1, blocks - 1);
+        double t0 = time_sec();
+        int rc = system(cmd);
+        if (rc != 0) {
+            failed++;
+            snprintf(path, sizeof(path), "%s/block%d.log", dir, blocks - 1);
+            size_t ln;
+            char *log = read_file(path, &ln, 1 << 24);
+            const char *tail = !log ? "" : ln > 800 ? log + ln - 800 : log;
+            check(0, name, "README.md:%d: the block exited %d%s after %.0f s; its output ends:\n%s", start, WIFEXITED(rc) ? WEXITSTATUS(rc) : rc,
+                  WIFEXITED(rc) && WEXITSTATUS(rc) == 124 ? " (time limit)" : "", time_sec() - t0, tail);
+            free(log);
+        }
+    }
+    free(md);
+    if (!failed) check(blocks >= 5, name, "%d blocks of README.md marked <!-- runnable --> ran in %s, each exit 0 (%.0f s)", blocks, dir, time_sec() - t_all);
+}
+
+// docs/READING.md: every `name()` it mentions is defined in peft.c, or in peft_cuda.cu where its line says
+// peft_cuda.cu. A definition: a line that starts with a type (column 0, no space) and whose first '('
+// follows the name, or a #define of it.
+static int defines(const char *src, const char *fn) {
+    size_t k = strlen(fn);
+    for (const char *l = src; l && *l; l = strchr(l, '\n'), l = l ? l + 1 : NULL) {
+        if (!strncmp(l, "#define ", 8) && !strncmp(l + 8, fn, k) && l[8 + k] == '(') return 1;
+        if (!isalpha((unsigned char)*l)) continue;
+        const char *paren = l;
+        while (*paren && *paren != '(' && *paren != '\n' && *paren != ';' && *paren != '=') paren++;
+        if (*paren != '(' || paren - l < (long)k + 1) continue;
+        if (!strncmp(paren - k, fn, k) && (paren[-(long)k - 1] == ' ' || paren[-(long)k - 1] == '*')) return 1;
+    }
+    return 0;
+}
+static void test_reading_names(void) {
+    const char *name = "docs/READING.md names functions that exist";
+    size_t n;
+    char *md = read_file("docs/READING.md", &n, 1 << 22), *c = read_file("peft.c", &n, 1 << 24), *cu = read_file("peft_cuda.cu", &n, 1 << 24);
+    if (!md || !c || !cu) { check(0, name, "cannot read docs/READING.md, peft.c or peft_cuda.cu"); free(md); free(c); free(cu); return; }
+    int names = 0, bad = 0, line = 1;
+    char missing[2048] = "";
+    int code = !strncmp(md, "    ", 4); // the line is an indented code block: its bare name() count too
+    for (char *p = md; *p; p++) {
+        if (*p == '\n') { line++; code = !strncmp(p + 1, "    ", 4); continue; }
+        int bare = code && (isalpha((unsigned char)*p) || *p == '_') && p > md && !isalnum((unsigned char)p[-1]) && p[-1] != '_';
+        if (*p != '`' && !bare) continue;
+        char *q = bare ? p : p + 1;
+        while (isalnum((unsigned char)*q) || *q == '_') q++;
+        if (bare ? strncmp(q, "()", 2) : (q == p + 1 || strncmp(q, "()`", 3))) { if (bare) p = q - 1; continue; }
+        char fn[128];
+        snprintf(fn, sizeof(fn), "%.*s", (int)(q - p - !bare), p + !bare);
+        const char *bol = p, *eol = strchr(p, '\n');
+        while (bol > md && bol[-1] != '\n') bol--;
+        int cuda_line = 0;
+        for (const char *s = bol; s && s < (eol ? eol : p + strlen(p)); s++) if (!strncmp(s, "peft_cuda.cu", 12)) { cuda_line = 1; break; }
+        names++;
+        if (!defines(c, fn) && !(cuda_line && defines(cu, fn))) {
+            bad++;
+            size_t m = strlen(missing);
+            snprintf(missing + m, sizeof(missing) - m, "%s%s() (line %d)", bad > 1 ? ", " : "", fn, line);
+        }
+        p = q + 1 + !bare;
+    }
+    check(names >= 40 && !bad, name, "%d names%s%s", names, bad ? "; not defined: " : ", each defined in peft.c (or peft_cuda.cu where the line says so)", missing);
+    free(md); free(c); free(cu);
+}
+
 // the inference-only build (-DPEFT_INFER) on a fixed arena (-DPEFT_ARENA): make test builds it as
 // ./peft_infer_arena (PEFT_INFER_BIN overrides). It generates the same text as ./peft with an adapter,
 // reports its peak heap, and refuses training with one line.
@@ -4450,6 +4561,8 @@ static void run_fp32_tests(void) {
     test_generation_team();
     test_sample_argmax();
     test_infer_build();
+    test_reading_names();
+    test_readme_blocks();
 }
 
 // ----------------------------------------------------------------------------
@@ -5790,6 +5903,14 @@ int main(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "hardening")) { // ./test_all hardening: only the issue-12 tests (quick)
         printf("== hardening tests (temporary files in %s)\n", tmpdir);
         test_hostile_adapters(); test_memory_refusal(); test_disk_full(); test_kill9();
+        char rm[512]; snprintf(rm, sizeof(rm), "rm -rf '%s'", tmpdir);
+        if (system(rm) != 0) printf("note: could not remove %s\n", tmpdir);
+        printf("%d passed, %d failed, %d skipped\n", n_pass, n_fail, n_skip);
+        return n_fail ? 1 : 0;
+    }
+    if (argc > 1 && !strcmp(argv[1], "docs")) { // ./test_all docs: README's runnable blocks and docs/READING.md's names
+        printf("== docs tests (temporary files in %s)\n", tmpdir);
+        test_reading_names(); test_readme_blocks();
         char rm[512]; snprintf(rm, sizeof(rm), "rm -rf '%s'", tmpdir);
         if (system(rm) != 0) printf("note: could not remove %s\n", tmpdir);
         printf("%d passed, %d failed, %d skipped\n", n_pass, n_fail, n_skip);

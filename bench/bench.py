@@ -325,7 +325,7 @@ def probe(py, env):
 
 def find_openblas():
     import glob
-    local = sorted(glob.glob(os.path.join(CACHE, "openblas", "usr", "lib", "*", "openblas-*")))  # dpkg -x'ed there, see PERF.md
+    local = sorted(glob.glob(os.path.join(CACHE, "openblas", "usr", "lib", "*", "openblas-*")))  # dpkg -x'ed there, see docs/PERFORMANCE.md
     cands = ([os.environ["PEFT_BENCH_OPENBLAS"]] if os.environ.get("PEFT_BENCH_OPENBLAS") else []) + OPENBLAS_DIRS + local
     for d in cands:
         if os.path.exists(os.path.join(d, "libblas.so.3")):
@@ -473,7 +473,7 @@ def main():
     else:
         print(f"PyTorch: not available under {py} ({(info or {}).get('torch_error', 'import failed')})")
     if have_torch and not torch_blas_fast:
-        print("note: PyTorch runs on the reference BLAS here; for a meaningful baseline get OpenBLAS (PERF.md: "
+        print("note: PyTorch runs on the reference BLAS here; for a meaningful baseline get OpenBLAS (docs/PERFORMANCE.md, PyTorch's BLAS: "
               "apt-get download libopenblas0-openmp; dpkg -x it into bench/cache/openblas) and run again")
     if peak_src:
         print(f"sgemm peak ({peak_src}, best of Llama layer shapes): 1 thread {fmt(peak.get(1), '.1f')}, 2 threads {fmt(peak.get(2), '.1f')} GFLOP/s")

@@ -52,7 +52,7 @@ for t in $targets; do
   # QEMU_SET_ENV puts the search path in the emulated programs' environment only (and the qemu
   # processes they start inherit it)
   export QEMU_SET_ENV=LD_LIBRARY_PATH=/usr/$triple/lib
-  # OpenMP threads that spin at barriers crawl under an emulator on a shared machine (README, "Busy machines")
+  # OpenMP threads that spin at barriers crawl under an emulator on a shared machine (docs/PERFORMANCE.md, "Busy machines")
   export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
   # CPU seconds of the suite and everything it starts (what it would take on one free core)
   TIMEFORMAT="%U %S"
