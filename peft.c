@@ -4518,6 +4518,7 @@ static int tokenizer_decode(const Tokenizer *t, int prev_token, int token, char 
 #if !defined(PEFT_FP64) && defined(__AVX512F__)
 #define PEFT_SIMD 1
 #define VLEN 16
+#define SIMD_NAME "AVX-512"
 typedef __m512 vfloat;
 #define v_zero() _mm512_setzero_ps()
 #define v_set1(x) _mm512_set1_ps(x)
@@ -4547,6 +4548,7 @@ static inline vfloat v_exp(vfloat x) {
 #elif !defined(PEFT_FP64) && defined(__AVX2__) && defined(__FMA__)
 #define PEFT_SIMD 1
 #define VLEN 8
+#define SIMD_NAME "AVX2+FMA"
 typedef __m256 vfloat;
 #define v_zero() _mm256_setzero_ps()
 #define v_set1(x) _mm256_set1_ps(x)
@@ -4586,6 +4588,7 @@ static inline vfloat v_exp(vfloat x) {
 // aarch64: NEON is part of the base architecture, 4 floats per vector (the GEMM tile is 6 x 8)
 #define PEFT_SIMD 1
 #define VLEN 4
+#define SIMD_NAME "NEON"
 typedef float32x4_t vfloat;
 #define v_zero() vdupq_n_f32(0.0f)
 #define v_set1(x) vdupq_n_f32(x)
@@ -4936,7 +4939,7 @@ static void matmul_backward(floatX *dinp, floatX *dweight, const floatX *dout, c
 // layers) calls it when the kernels run on the CPU, and linear_forward per weight on the GPU.
 
 // out[o] = w[o,:] . x for rows o0 <= o < o1 of w (OC,C). The plain loop is the reference (8 partial sums
-// per row, like matmul_forward_naive); the SIMD version reads 4 rows at once against one load of x.
+// per row, like matmul_forward_naive).
 MAYBE_UNUSED static void matvec_rows_naive(floatX *out, const floatX *x, const floatX *w, int C, int o0, int o1) {
     for (int o = o0; o < o1; o++) {
         const floatX *wr = w + (size_t)o * C;
@@ -4949,36 +4952,39 @@ MAYBE_UNUSED static void matvec_rows_naive(floatX *out, const floatX *x, const f
         out[o] = val;
     }
 }
-// Software prefetch PREFETCH_AHEAD bytes ahead of the rows being read keeps more cache lines on their way
-// from memory than the hardware prefetchers do (the last rows of a matrix prefetch past its end, harmlessly:
-// a prefetch never faults).
+// Software prefetch PREFETCH_AHEAD bytes ahead of the rows being read (the int8 kernel below; a prefetch
+// past the end of a matrix is harmless: a prefetch never faults).
 #define PREFETCH_AHEAD 16384
 #if defined(__GNUC__)
 #define PREFETCH(p) __builtin_prefetch((const void *)(p), 0, 3)
 #else
 #define PREFETCH(p) ((void)(p))
 #endif
+// The SIMD version: one row at a time, front to back, in 4 vector sums, and no software prefetch: each
+// thread reads its rows as one sequential stream, the pattern the hardware prefetchers follow best (and
+// bench/bandwidth.c's plain read). Reading 4 rows at once (4 interleaved streams 4*C bytes apart) or a
+// prefetch ahead of the rows measured 15-25% slower on Zen 2 (docs/PERFORMANCE_CPU.md).
 #ifdef PEFT_SIMD
+#define MATVEC_KERNEL SIMD_NAME ", one row at a time"
 static void matvec_rows(float *out, const float *x, const float *w, int C, int o0, int o1) {
-    int o = o0;
-    for (; o + 4 <= o1; o += 4) {
-        const float *w0 = w + (size_t)o * C, *w1 = w0 + C, *w2 = w1 + C, *w3 = w2 + C;
+    for (int o = o0; o < o1; o++) {
+        const float *wr = w + (size_t)o * C;
         vfloat a0 = v_zero(), a1 = v_zero(), a2 = v_zero(), a3 = v_zero();
         int c = 0;
-        for (; c + VLEN <= C; c += VLEN) {
-            const char *ahead = (const char *)(w0 + c) + PREFETCH_AHEAD; // one cache line of each row per step
-            PREFETCH(ahead); PREFETCH(ahead + (size_t)C * 4); PREFETCH(ahead + (size_t)C * 8); PREFETCH(ahead + (size_t)C * 12);
-            vfloat xv = v_load(x + c);
-            a0 = v_fma(xv, v_load(w0 + c), a0); a1 = v_fma(xv, v_load(w1 + c), a1);
-            a2 = v_fma(xv, v_load(w2 + c), a2); a3 = v_fma(xv, v_load(w3 + c), a3);
+        for (; c + 4 * VLEN <= C; c += 4 * VLEN) {
+            a0 = v_fma(v_load(x + c), v_load(wr + c), a0);
+            a1 = v_fma(v_load(x + c + VLEN), v_load(wr + c + VLEN), a1);
+            a2 = v_fma(v_load(x + c + 2 * VLEN), v_load(wr + c + 2 * VLEN), a2);
+            a3 = v_fma(v_load(x + c + 3 * VLEN), v_load(wr + c + 3 * VLEN), a3);
         }
-        float s0 = v_sum(a0), s1 = v_sum(a1), s2 = v_sum(a2), s3 = v_sum(a3);
-        for (; c < C; c++) { s0 += x[c] * w0[c]; s1 += x[c] * w1[c]; s2 += x[c] * w2[c]; s3 += x[c] * w3[c]; }
-        out[o] = s0; out[o + 1] = s1; out[o + 2] = s2; out[o + 3] = s3;
+        for (; c + VLEN <= C; c += VLEN) a0 = v_fma(v_load(x + c), v_load(wr + c), a0);
+        float val = v_sum(v_add(v_add(a0, a1), v_add(a2, a3)));
+        for (; c < C; c++) val += x[c] * wr[c];
+        out[o] = val;
     }
-    if (o < o1) matvec_rows_naive(out, x, w, C, o, o1);
 }
 #else
+#define MATVEC_KERNEL "plain loop"
 #define matvec_rows matvec_rows_naive
 #endif
 
@@ -5052,17 +5058,20 @@ MAYBE_UNUSED static void qmatvec_rows_naive(floatX *out, const QAct *a, const QT
 #define PEFT_QMATVEC_SIMD 1
 #if defined(__AVX512VNNI__) && defined(__AVX512VL__)
 #define PEFT_QMATVEC_VNNI 1
+#define QMATVEC_KERNEL "AVX-512 VNNI, 4 rows at a time"
 static inline __m256i dot_group(const int8_t *q, const int8_t *xq, const int32_t *lc) {
     __m256i u = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)q), _mm256_set1_epi8((char)0x80));
     return _mm256_dpbusd_epi32(_mm256_loadu_si256((const __m256i *)lc), u, _mm256_loadu_si256((const __m256i *)xq));
 }
 #elif defined(__AVXVNNI__)
 #define PEFT_QMATVEC_VNNI 1
+#define QMATVEC_KERNEL "AVX-VNNI, 4 rows at a time"
 static inline __m256i dot_group(const int8_t *q, const int8_t *xq, const int32_t *lc) {
     __m256i u = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)q), _mm256_set1_epi8((char)0x80));
     return _mm256_dpbusd_avx_epi32(_mm256_loadu_si256((const __m256i *)lc), u, _mm256_loadu_si256((const __m256i *)xq));
 }
 #else
+#define QMATVEC_KERNEL "AVX2 (maddubs), 4 rows at a time"
 static inline __m256i dot_group(const int8_t *q, const int8_t *xq, const int32_t *lc) {
     __m256i w = _mm256_loadu_si256((const __m256i *)q), x = _mm256_loadu_si256((const __m256i *)xq);
     (void)lc;
@@ -5125,6 +5134,7 @@ static void qmatvec_rows(floatX *out, const QAct *a, const QTensor *w, int C, in
     if (o < o1) qmatvec_rows_naive(out, a, w, C, o, o1);
 }
 #else
+#define QMATVEC_KERNEL "plain loop"
 #define qmatvec_rows qmatvec_rows_naive
 #endif
 
@@ -10472,7 +10482,8 @@ static int cmd_merge(int argc, char **argv) {
 // ---- info
 static int cmd_info(int argc, char **argv) {
     if (argc != 1 || !strcmp(argv[0], "--help") || !strcmp(argv[0], "-h")) {
-        fprintf(stderr, "Usage: peft info PATH\n  What a model (.bin or folder), adapter folder or .safetensors file holds.\n");
+        fprintf(stderr, "Usage: peft info PATH\n  What a model (.bin or folder), adapter folder or .safetensors file holds; for a model,\n"
+                        "  also the CPU kernels this build's generation uses (fp32 and int8 matvec).\n");
         exit(1);
     }
     const char *path = argv[0];
@@ -10512,6 +10523,7 @@ static int cmd_info(int argc, char **argv) {
             printf("quantized weights: %.2f MB\n", model_quant_bytes(&m) / 1e6);
         }
         printf("parameters: %zu (%.2fM)\n", m.num_parameters + nq, (m.num_parameters + nq) / 1e6);
+        printf("generation kernels (this build, CPU): fp32 matvec %s; int8 matvec %s\n", MATVEC_KERNEL, QMATVEC_KERNEL);
         model_free(&m);
         return 0;
     }

@@ -2230,7 +2230,7 @@ static void test_adapters(void) {
     check(!rc && strstr(o, "r 4") && strstr(o, "q_proj") && strstr(o, "lora_B.weight") && strstr(o, "parameters:"), "info on an adapter", "%.120s...", o);
     snprintf(args, sizeof(args), "info %s", SH("models/stories260K/stories260K.bin"));
     rc = run_cmd(args, err, sizeof(err), o, sizeof(o));
-    check(!rc && strstr(o, "dim 64") && strstr(o, "parameters: 260032"), "info on a model", "%.160s...", o);
+    check(!rc && strstr(o, "dim 64") && strstr(o, "parameters: 260032") && strstr(o, "generation kernels (this build, CPU): fp32 matvec "), "info on a model", "%.160s...", o);
     // training from an existing PEFT adapter (is_trainable=True): same keys and config, new values
     if (have(STORIES) && have(TOK512)) {
         char data[600], od[600];
@@ -4181,7 +4181,7 @@ static void test_generation_team(void) {
 }
 
 // generation's matvec_forward (several float weights in one pass) against the reference matmul, on
-// shapes that are no multiple of the vector width or of the 4-row and 16-row blocks; 1 and 2 threads
+// shapes that are no multiple of the vector width (nor of the kernel's 4 vectors) or of the 16-row blocks; 1 and 2 threads
 // (enough rows for the parallel loop: PAR_MIN_WORK)
 static void test_matvec(void) {
     int C = 301, OCs[3] = { 301, 45, 155 };
