@@ -1213,6 +1213,12 @@ static int dyn_quantize_value(const float *code, float x) {
 static size_t qtensor_qbytes(int type, size_t n) { return type == QT_INT8 || type == QT_HQQ8 ? n : (n + 1) / 2; }
 static int qtensor_dq(const QTensor *t) { return t->qabsmax != NULL; }
 
+// the one allocation of n values of the type in blocks of bs (memory_bytes): the codes, then the scales
+// (dq: the absmax codes and their fp32 absmax per DQ_BLOCK), each part from a 4-byte boundary
+static size_t qtensor_memory_bytes(int type, size_t n, int dq, int bs) {
+    size_t nb = (n + bs - 1) / bs, qb = (qtensor_qbytes(type, n) + 3) & ~(size_t)3, n2 = (nb + DQ_BLOCK - 1) / DQ_BLOCK;
+    return qb + (dq ? ((nb + 3) & ~(size_t)3) + n2 * sizeof(float) : nb * (type == QT_INT4 ? 2 : qtype_hqq(type) ? 4 : sizeof(float)));
+}
 // allocate a (rows, cols) tensor of the type with blocks of bs; dq: nf4 with double-quantized absmax
 static void qtensor_alloc_bs(QTensor *t, int type, int rows, int cols, int dq, int bs) {
     memset(t, 0, sizeof(*t));
@@ -1220,11 +1226,10 @@ static void qtensor_alloc_bs(QTensor *t, int type, int rows, int cols, int dq, i
     t->type = type; t->bs = bs; t->rows = rows; t->cols = cols;
     t->n = (size_t)rows * cols;
     t->nblocks = (t->n + t->bs - 1) / t->bs;
-    size_t qb = (qtensor_qbytes(type, t->n) + 3) & ~(size_t)3, n2 = (t->nblocks + DQ_BLOCK - 1) / DQ_BLOCK;
-    size_t sb = dq ? ((t->nblocks + 3) & ~(size_t)3) + n2 * sizeof(float) : t->nblocks * (type == QT_INT4 ? 2 : qtype_hqq(type) ? 4 : sizeof(float));
-    t->memory = malloc_check(qb + sb);
-    advise_huge_pages(t->memory, qb + sb);
-    t->memory_bytes = qb + sb;
+    size_t qb = (qtensor_qbytes(type, t->n) + 3) & ~(size_t)3;
+    t->memory_bytes = qtensor_memory_bytes(type, t->n, dq, bs);
+    t->memory = malloc_check(t->memory_bytes);
+    advise_huge_pages(t->memory, t->memory_bytes);
     t->q = (uint8_t *)t->memory;
     if (dq) { t->qabsmax = t->q + qb; t->absmax2 = (float *)(t->qabsmax + ((t->nblocks + 3) & ~(size_t)3)); }
     else if (type == QT_INT4) t->scale16 = (uint16_t *)(t->q + qb);
@@ -5180,9 +5185,10 @@ typedef struct {
 } Activations;
 
 // the elements of each LayerActs buffer, in double (the planner's sums must not wrap on 32-bit machines)
-static void layer_act_sizes(double *s, const Config *c, int B, int T) {
+// (gpu: as the GPU allocates them)
+static void layer_act_sizes(double *s, const Config *c, int B, int T, int gpu) {
     double N = (double)B * T, C = c->dim, H = c->hidden_dim, QD = (double)c->n_heads * c->head_dim, KD = (double)c->n_kv_heads * c->head_dim;
-    double att = (double)B * c->n_heads * T * (gpu_on ? 1 : T); // the GPU's flash attention keeps one log-sum-exp per row
+    double att = (double)B * c->n_heads * T * (gpu ? 1 : T); // the GPU's flash attention keeps one log-sum-exp per row
     double sz[NUM_LAYER_ACTS] = { N * C, N, N * QD, N * KD, N * KD, att, N * QD, N * C, N * C, N, N * H, N * H, N * H };
     memcpy(s, sz, sizeof(sz));
 }
@@ -5225,12 +5231,13 @@ static floatX *alloc_floats(size_t n, size_t *bytes) { *bytes += n * sizeof(floa
 #define LOSS_ROWS 512
 // bytes acts_alloc will take for a batch of B x T keeping the LayerActs of keep (acts_keep) per layer
 // (planned in double: see bytes_fit). The training memory checks use it too.
-static double acts_plan_bytes(const Config *c, int B, int T, int checkpoint, int loss_only, unsigned keep) {
+// acts_plan_bytes_on: the same for a GPU (gpu 1, vbytes: act_value_bytes there) or the CPU (gpu 0), whichever runs
+static double acts_plan_bytes_on(const Config *c, int B, int T, int checkpoint, int loss_only, unsigned keep, int gpu, double vbytes) {
     double N = (double)B * T, C = c->dim, H = c->hidden_dim, V = c->vocab_size, L = c->n_layers;
     double QD = (double)c->n_heads * c->head_dim, KD = (double)c->n_kv_heads * c->head_dim;
     double s[NUM_LAYER_ACTS], kept = 0, shared = 0, own = 0, sets = checkpoint || loss_only ? 1 : L;
-    layer_act_sizes(s, c, B, T);
-    unsigned o = acts_own();
+    layer_act_sizes(s, c, B, T, gpu);
+    unsigned o = gpu ? ACTS_LOWP : 0; // acts_own
     int all = checkpoint || loss_only;
     for (int i = 0; i < NUM_LAYER_ACTS; i++) {
         double n = keep >> i & 1 || all ? sets * s[i] : s[i]; // kept per set, or one shared
@@ -5239,11 +5246,14 @@ static double acts_plan_bytes(const Config *c, int B, int T, int checkpoint, int
     double floats = (L + 1) * N * C + sets * kept + shared + N * C + N + N; // x, layers, xf, rstdf, losses
     if (loss_only) floats += (N < LOSS_ROWS ? N : LOSS_ROWS) * V;
     else floats += N * V + N * (2 * C + 2 * QD + 2 * KD) + s[ACT_ATT]; // logits; dx dxn dq dao dk dv; dscratch
-    if (!loss_only && acts_dgu_own(keep)) own += 2 * N * H; // dg, du
+    if (!loss_only && gpu && !(keep >> ACT_XN2 & 1)) own += 2 * N * H; // dg, du (acts_dgu_own)
     else if (!loss_only) floats += 2 * N * H;
-    if (!loss_only && acts_dh_own(keep)) own += N * H; // dh
+    if (!loss_only && gpu && !(keep >> ACT_H & 1)) own += N * H; // dh (acts_dh_own)
     else if (!loss_only) floats += N * H;
-    return floats * sizeof(floatX) + own * act_value_bytes() + 2 * N * sizeof(int);
+    return floats * sizeof(floatX) + own * vbytes + 2 * N * sizeof(int);
+}
+static double acts_plan_bytes(const Config *c, int B, int T, int checkpoint, int loss_only, unsigned keep) {
+    return acts_plan_bytes_on(c, B, T, checkpoint, loss_only, keep, gpu_on, act_value_bytes());
 }
 // keep: the LayerActs kept per layer for the backward (acts_keep; ACTS_KEEP_ALL keeps every one); the
 // others are one set shared by all layers. With checkpointing or loss_only there is one set anyway.
@@ -5261,7 +5271,7 @@ static void acts_alloc(Activations *a, const Config *c, int B, int T, int checkp
     size_t QD = (size_t)c->n_heads * c->head_dim, KD = (size_t)c->n_kv_heads * c->head_dim;
     double sd[NUM_LAYER_ACTS];
     size_t s[NUM_LAYER_ACTS], kept = 0, shared = 0;
-    layer_act_sizes(sd, c, B, T);
+    layer_act_sizes(sd, c, B, T, gpu_on);
     for (int i = 0; i < NUM_LAYER_ACTS; i++) {
         s[i] = (size_t)sd[i];
         if (a->own >> i & 1) continue;
@@ -7398,6 +7408,9 @@ static void on_sigint(int sig) { (void)sig; stop_requested = 1; }
 typedef struct {
     const char *model_path, *data_path, *tok_path, *outdir, *val_path, *resume, *resume_adapter;
     int mode, B, T, steps, warmup, grad_accum, eval_every, save_every, eval_batches, schedule, freeze_layers, checkpoint_acts, log_every, bench;
+    double gpu_memory;   // --gpu-memory: the device budget in bytes the plan fits (0: none)
+    int plan_only;       // --plan-only: print the plan and stop
+    int offload;         // --offload: the frozen base in host memory, streamed to the GPU a layer ahead
     int format, tpl, cutoff_len, train_on_prompt;   // instruction data (DATA_ALPACA / DATA_SHAREGPT): template, truncation
     int mts;                                         // modules_to_save: bit 0 embed_tokens, bit 1 lm_head (fully trained)
     int expand;          // LLaMA Pro: blocks inserted (the model is already expanded when train() runs)
@@ -7723,6 +7736,103 @@ static unsigned train_acts_keep(const TrainArgs *ta, const Lora *lo) {
     if (lo) return acts_keep(lora_targets(lo), 0);
     return ta->resume_adapter ? ACTS_KEEP_ALL : acts_keep(ta->lc.targets, 0);
 }
+// ----------------------------------------------------------------------------
+// GPU memory plan (--gpu-memory SIZE): the fastest configuration whose device memory fits the budget.
+// From fastest to slowest: the frozen base resident and every layer's activations kept; resident with
+// checkpointed activations (only each layer's input kept, the layer recomputed in the backward); the
+// base in host memory, streamed into PLAN_SLOTS device buffers a layer ahead of its use (checkpointed);
+// and the checkpoints (the layer inputs) in host memory too, PLAN_SLOTS of them on the device.
+// A pure function of the shapes (no GPU needed), so that the CPU tests check its decisions.
+enum { PLAN_RESIDENT, PLAN_CHECKPOINT, PLAN_OFFLOAD, PLAN_OFFLOAD_ACTS, NUM_PLANS };
+static const char *plan_names[NUM_PLANS] = { "resident", "resident, checkpointed activations", "offloaded weights, checkpointed activations",
+                                             "offloaded weights and activations" };
+#define PLAN_SLOTS 3 // layers streamed at once: the one computing, the next (copied), the one after (queued)
+#define PLAN_WORK ((double)(1 << 30)) // the CUDA context and the kernels' own scratch (bf16 operand copies): an allowance
+typedef struct {
+    Config c;
+    int quant, quant_embed, quant_dq, quant_bs; // the base's storage (QT_NONE: float weights)
+    int weight_bytes;                           // a frozen float weight on the device: 2 (bf16 matmuls) or 4 (--dtype fp32)
+    int act_bytes;                              // a low-precision activation there (gpu_act_size): 2 or 4
+    int B, T, with_eval;                        // batch; with_eval: a validation set (evaluation's own activations)
+    unsigned targets;                           // LoRA: bit t adapts target t in lora_layers layers
+    int lora_layers, r, dora, dropout;          // dropout: p > 0 (a mask per row is kept)
+} PlanShape;
+// device bytes of one configuration: base (the streamed layers' weights: all, or PLAN_SLOTS of them),
+// other weights (embedding, norms, classifier, RoPE tables), activations, LoRA (weights, gradients, AdamW
+// moments, per-row buffers, scratch), work (PLAN_WORK and the dequantized operand of a quantized base)
+typedef struct { double base, other, acts, lora, work, total; } PlanBytes;
+typedef struct { PlanBytes p[NUM_PLANS]; int choice; double smallest; } GpuPlan; // choice -1: none fits
+// a frozen (rows x cols) matrix on the device
+static double plan_matrix_bytes(const PlanShape *ps, int quantized, double n) {
+    return quantized ? (double)qtensor_memory_bytes(ps->quant, (size_t)n, ps->quant == QT_NF4 && ps->quant_dq, ps->quant_bs) : n * ps->weight_bytes;
+}
+static void gpu_plan(GpuPlan *gp, const PlanShape *ps, double budget) {
+    const Config *c = &ps->c;
+    double N = (double)ps->B * ps->T, C = c->dim, V = c->vocab_size, L = c->n_layers, layer = 0, maxmat = 0, lora = 0, rows = 0, maxdim = 0;
+    for (int t = 0; t < NUM_TARGETS; t++) {
+        int in, out;
+        target_dims(c, t, &in, &out);
+        layer += plan_matrix_bytes(ps, ps->quant != QT_NONE, (double)in * out);
+        if ((double)in * out > maxmat) maxmat = (double)in * out;
+        if (!(ps->targets >> t & 1)) continue;
+        lora += (double)ps->r * (in + out) + (ps->dora ? out : 0);          // A, B (, magnitude)
+        rows += N * (ps->r + (ps->dropout ? in : 0)) + (ps->dora ? out : 0); // u (, mask) per row (, wnorm)
+        if (in > maxdim) maxdim = in;
+        if (out > maxdim) maxdim = out;
+    }
+    int qe = ps->quant != QT_NONE && ps->quant_embed;
+    double other = (qe ? plan_matrix_bytes(ps, 1, V * C) : V * C * sizeof(floatX))             // the embedding (fp32, gathered rows)
+                 + (c->tied ? 0 : plan_matrix_bytes(ps, qe, V * C))                              // an untied classifier
+                 + (2 * L * C + C) * sizeof(floatX) + 2.0 * c->seq_len * (c->head_dim / 2) * sizeof(floatX); // norms, RoPE
+    double lora_bytes = (ps->lora_layers * (4 * lora + rows) + 5 * N * maxdim) * sizeof(floatX); // params, grads, m, v; rows; scratch
+    double work = PLAN_WORK + (ps->quant != QT_NONE ? maxmat * ps->weight_bytes : 0);
+    unsigned keep = acts_keep(ps->targets, 0);
+    double eval = ps->with_eval ? acts_plan_bytes_on(c, ps->B, ps->T, 0, 1, ACTS_KEEP_ALL, 1, ps->act_bytes) : 0;
+    double full = acts_plan_bytes_on(c, ps->B, ps->T, 0, 0, keep, 1, ps->act_bytes) + eval;
+    double ckpt = acts_plan_bytes_on(c, ps->B, ps->T, 1, 0, keep, 1, ps->act_bytes) + eval;
+    double slots = L < PLAN_SLOTS ? L : PLAN_SLOTS, inputs = L + 1 < PLAN_SLOTS ? L + 1 : PLAN_SLOTS;
+    double acts[NUM_PLANS] = { full, ckpt, ckpt, ckpt - (L + 1 - inputs) * N * C * sizeof(floatX) }; // the L+1 layer inputs (N,C)
+    gp->choice = -1;
+    gp->smallest = INFINITY;
+    for (int k = 0; k < NUM_PLANS; k++) {
+        PlanBytes *p = &gp->p[k];
+        p->base = (k >= PLAN_OFFLOAD ? slots : L) * layer;
+        p->other = other; p->acts = acts[k]; p->lora = lora_bytes; p->work = work;
+        p->total = p->base + p->other + p->acts + p->lora + p->work;
+        if (gp->choice < 0 && p->total <= budget) gp->choice = k;
+        if (p->total < gp->smallest) gp->smallest = p->total;
+    }
+}
+// the plan's lines on stderr: each configuration's bytes, the choice and why
+static void gpu_plan_print(const GpuPlan *gp, double budget) {
+    char b[32], t[32];
+    fmt_bytes(b, sizeof(b), budget);
+    fprintf(stderr, "GPU memory plan for a budget of %s:\n", b);
+    for (int k = 0; k < NUM_PLANS; k++) {
+        const PlanBytes *p = &gp->p[k];
+        char w[32], o[32], a[32], l[32], x[32];
+        fmt_bytes(t, sizeof(t), p->total); fmt_bytes(w, sizeof(w), p->base); fmt_bytes(o, sizeof(o), p->other);
+        fmt_bytes(a, sizeof(a), p->acts); fmt_bytes(l, sizeof(l), p->lora); fmt_bytes(x, sizeof(x), p->work);
+        fprintf(stderr, "  %c %-44s %10s (layers %s, other weights %s, activations %s, LoRA %s, work %s)%s\n", k == gp->choice ? '*' : ' ', plan_names[k], t, w, o, a, l, x,
+                p->total <= budget ? "" : ": does not fit");
+    }
+    if (gp->choice >= 0) fprintf(stderr, "plan: %s, the fastest that fits%s\n", plan_names[gp->choice], gp->choice ? " (the faster ones do not)" : "");
+}
+// the budget's argument: bytes, or a number with K, M, G or T (powers of 1024; "22G", "22GiB", "22GB")
+static double parse_size(const char *flag, const char *v) {
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    const char *units = "KMGT", *u = *end ? strchr(units, toupper((unsigned char)*end)) : NULL;
+    if (u) {
+        x *= pow(1024.0, (double)(u - units + 1));
+        end++;
+        if (!strcmp(end, "iB") || !strcmp(end, "B")) end += strlen(end);
+    }
+    if (errno || end == v || *end || !(x >= 1 && x <= 1e18)) fatal("%s: '%s' is not a size (bytes, or a number with K, M, G or T, e.g. 22G)", flag, v);
+    return x;
+}
+
 // What training will allocate beyond the loaded model: activations (acts_alloc's buffers, twice with a
 // validation set), the trainable parameters' gradients and AdamW moments, LoRA's per-row buffers.
 static int train_mem_check(const TrainArgs *ta, const Model *m, int with_eval) {
@@ -8845,6 +8955,10 @@ static void error_usage_train(void) {
                     "  --resume DIR              continue from a checkpoint folder, bit-for-bit\n"
                     "  --resume-adapter DIR      start from an existing PEFT adapter (PEFT's is_trainable=True)\n"
                     "  --checkpoint-activations  recompute layer activations in the backward (less memory)\n"
+                    "  --gpu-memory SIZE         plan to a GPU memory budget (e.g. 22G, 6G): the fastest of resident; checkpointed\n"
+                    "                            activations; offloaded weights (--offload) that fits, printed with why; refused\n"
+                    "                            with the smallest budget that works when none does (LoRA)\n"
+                    "  --plan-only               print the --gpu-memory plan and stop (no GPU needed)\n"
                     "  --log-every N             print every N steps (default: about 100 lines per run)\n"
                     "  --bench                   at the end, print the median step time and tokens/s after warm-up and\n"
                     "                            the FLOPs and time inside the matmuls (make bench uses it)\n"
@@ -8900,6 +9014,36 @@ static unsigned char *parse_layers(const char *s, int L) {
     }
     return layers;
 }
+// --gpu-memory: plan the run to the budget; the choice sets --checkpoint-activations and --offload.
+// bf16: the GPU's bf16 matmuls (frozen float weights and low-precision activations in 2 bytes)
+static void train_plan(TrainArgs *ta, const Model *m, int bf16) {
+    PlanShape ps;
+    memset(&ps, 0, sizeof(ps));
+    ps.c = m->config;
+    ps.quant = m->quant; ps.quant_embed = m->quant_embed; ps.quant_dq = m->quant_dq; ps.quant_bs = m->quant_bs ? m->quant_bs : qtype_block[m->quant];
+    ps.weight_bytes = ps.act_bytes = bf16 ? 2 : 4;
+    ps.B = ta->B; ps.T = ta->T; ps.with_eval = ta->val_path || ta->val_frac > 0;
+    ps.targets = ta->lc.targets; ps.r = ta->resume_adapter ? 64 : ta->lc.r; ps.dora = ta->lc.dora; ps.dropout = ta->lc.dropout > 0;
+    if (ta->resume_adapter) ps.targets = (1u << NUM_TARGETS) - 1; // known once loaded: all modules at rank 64 bound the usual ones
+    for (int l = 0; l < m->config.n_layers; l++) ps.lora_layers += !ta->lc.layers || ta->lc.layers[l];
+    GpuPlan gp;
+    gpu_plan(&gp, &ps, ta->gpu_memory);
+    gpu_plan_print(&gp, ta->gpu_memory);
+    char b[32], need[32];
+    fmt_bytes(b, sizeof(b), ta->gpu_memory);
+    if (gp.choice < 0) {
+        fmt_bytes(need, sizeof(need), gp.smallest);
+        fatal("%s: --gpu-memory %s: no configuration fits (batch %d x %d); the smallest needs %s (--gpu-memory %.1fG), or lower -b or -T", ta->model_path, b, ta->B, ta->T, need,
+              ceil(gp.smallest / 107374182.4) / 10);
+    }
+    if (gp.choice >= PLAN_OFFLOAD_ACTS) { // not in this peft yet
+        fmt_bytes(need, sizeof(need), gp.p[PLAN_OFFLOAD].total);
+        fatal("%s: --gpu-memory %s fits only with the activations in host memory, which peft does not do yet; offloaded weights need %s (--gpu-memory %.1fG), or lower -b or -T",
+              ta->model_path, b, need, ceil(gp.p[PLAN_OFFLOAD].total / 107374182.4) / 10);
+    }
+    if (gp.choice >= PLAN_CHECKPOINT) ta->checkpoint_acts = 1;
+    if (gp.choice >= PLAN_OFFLOAD) ta->offload = 1;
+}
 static int cmd_train(int argc, char **argv) {
     TrainArgs ta;
     memset(&ta, 0, sizeof(ta));
@@ -8919,6 +9063,8 @@ static int cmd_train(int argc, char **argv) {
         else if (!strcmp(f, "--rslora")) ta.lc.rslora = 1;
         else if (!strcmp(f, "--dora")) ta.lc.dora = 1;
         else if (!strcmp(f, "--checkpoint-activations")) ta.checkpoint_acts = 1;
+        else if (!strcmp(f, "--gpu-memory")) ta.gpu_memory = parse_size(f, next_arg(argc, argv, &i));
+        else if (!strcmp(f, "--plan-only")) ta.plan_only = 1;
         else if (!strcmp(f, "--bench")) ta.bench = 1;
         else if (!strcmp(f, "--train-on-prompt")) ta.train_on_prompt = 1;
         else if (!strcmp(f, "--format")) {
@@ -8990,8 +9136,10 @@ static int cmd_train(int argc, char **argv) {
     (void)alpha_set;
     if (!ta.model_path || !ta.data_path) error_usage_train();
     Model m;
+    if (ta.plan_only && !ta.gpu_memory) fatal("--plan-only prints the plan for --gpu-memory SIZE: give the budget");
+    if (ta.gpu_memory && ta.mode != TUNE_LORA) fatal("--gpu-memory plans LoRA training (a frozen base); --finetuning-type %s trains the weights it would stream", tune_names[ta.mode]);
     dist_from_env();  // several processes: mpirun, or torchrun's variables
-    device_start(&dev);
+    if (!ta.plan_only) device_start(&dev); // the plan alone needs no GPU
     dist_connect();
     load_model_q_or_die(&m, ta.model_path, &qo);
     Config *c = &m.config;
@@ -9027,6 +9175,11 @@ static int cmd_train(int argc, char **argv) {
             for (int l = 0; l < c->n_layers; l++) for (int t = 0; t < NUM_TARGETS; t++) if (lora_regex_selects(ta.lc.target_regex, l, t)) { any = 1; ta.lc.targets |= 1u << t; }
             if (!any) fatal("--targets '%s' matches no module (names are like model.layers.0.self_attn.q_proj, model.layers.0.mlp.up_proj)", ta.lc.target_regex);
         }
+    }
+    if (ta.gpu_memory) {
+        if (!ta.T) fatal("--gpu-memory plans for the rows' length: give -T with --format %s", ta.format == DATA_ALPACA ? "alpaca" : "sharegpt");
+        train_plan(&ta, &m, dev.dtype != 0);
+        if (ta.plan_only) { model_free(&m); free(ta.lc.layers); return 0; }
     }
     ta.lc.seed = ta.seed;
     Tokenizer tok;

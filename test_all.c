@@ -3176,7 +3176,7 @@ static void test_acts_shared(void) {
     const Config *c = &m.config;
     size_t s_elems[NUM_LAYER_ACTS];
     double sd[NUM_LAYER_ACTS];
-    layer_act_sizes(sd, c, 2, 16);
+    layer_act_sizes(sd, c, 2, 16, gpu_on);
     for (int i = 0; i < NUM_LAYER_ACTS; i++) s_elems[i] = (size_t)sd[i];
     for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
         unsigned keep = acts_keep(cases[k].targets, cases[k].targets == 0);
@@ -3268,6 +3268,7 @@ static void test_config_floats(void) {
 
 static void test_hostile_adapters(void);
 static void test_memory_refusal(void);
+static void test_gpu_plan(void);
 static void test_disk_full(void);
 static void test_kill9(void);
 static void test_data_parallel(void);
@@ -3917,6 +3918,7 @@ static void test_infer_build(void) {
 }
 
 static void run_fp32_tests(void) {
+    test_gpu_plan();
     test_kernels_matmul();
     test_kernels_attention();
     test_attention_decode();
@@ -4126,6 +4128,92 @@ static void test_memory_refusal(void) {
     snprintf(cmd, sizeof(cmd), "PEFT_MEM_LIMIT=64M %s %s train %s %s -z tests/spbpe/tokenizer.json -o %s -b 2 -T 32 --steps 1", exec_prefix(), peft_bin(), tiny, data, dir);
     rc = run_sh(cmd, err, sizeof(err));
     check(rc == 0, "memory: a setup that fits the same limit trains", "exit %d", rc);
+}
+
+// --gpu-memory's plan: each configuration's device bytes, recomputed here from the shapes (Llama-2-7B and
+// -70B, NF4 and bf16, LoRA q,v r8), and the choice: the first of resident, checkpointed, offloaded weights,
+// offloaded activations that fits, or none with the smallest that would
+typedef struct { const char *name; int C, H, L, NH, KVH, V, quant, B, T, eval; double budget; int expect; } PlanCase;
+static double plan_nf4(double n) { // codes 4 bits, absmax codes a byte per 64, their fp32 absmax per 256 blocks, parts 4-byte aligned
+    double nb = ceil(n / 64);
+    return ceil(n / 2 / 4) * 4 + ceil(nb / 4) * 4 + ceil(nb / 256) * 4;
+}
+static void test_gpu_plan(void) {
+    const double G = 1073741824.0;
+    PlanCase cases[] = {
+        { "Llama-2-7B nf4, 1 x 4096, 80G", 4096, 11008, 32, 32, 32, 32000, QT_NF4, 1, 4096, 0, 80 * G, PLAN_RESIDENT },
+        { "Llama-2-7B nf4, 1 x 4096, 6G", 4096, 11008, 32, 32, 32, 32000, QT_NF4, 1, 4096, 0, 6 * G, -2 },
+        { "Llama-2-7B nf4, 1 x 4096, 1G", 4096, 11008, 32, 32, 32, 32000, QT_NF4, 1, 4096, 0, 1 * G, -1 },
+        { "Llama-2-7B bf16, 4 x 4096 with validation, 40G", 4096, 11008, 32, 32, 32, 32000, QT_NONE, 4, 4096, 1, 40 * G, -2 },
+        { "Llama-2-7B bf16, 1 x 4096, 24G", 4096, 11008, 32, 32, 32, 32000, QT_NONE, 1, 4096, 0, 24 * G, -2 },
+        { "Llama-2-70B nf4, 1 x 8192, 22G", 8192, 28672, 80, 64, 8, 32000, QT_NF4, 1, 8192, 0, 22 * G, PLAN_OFFLOAD_ACTS },
+        { "Llama-2-70B nf4, 1 x 8192, 80G", 8192, 28672, 80, 64, 8, 32000, QT_NF4, 1, 8192, 0, 80 * G, -2 },
+        { "Llama-2-70B bf16, 1 x 8192, 80G", 8192, 28672, 80, 64, 8, 32000, QT_NONE, 1, 8192, 0, 80 * G, PLAN_OFFLOAD },
+        { "Llama-2-70B nf4, 1 x 8192, 4G", 8192, 28672, 80, 64, 8, 32000, QT_NF4, 1, 8192, 0, 4 * G, -1 },
+    };
+    for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+        const PlanCase *pc = &cases[k];
+        PlanShape ps;
+        memset(&ps, 0, sizeof(ps));
+        config_defaults(&ps.c);
+        ps.c.dim = pc->C; ps.c.hidden_dim = pc->H; ps.c.n_layers = pc->L; ps.c.n_heads = pc->NH; ps.c.n_kv_heads = pc->KVH; ps.c.head_dim = pc->C / pc->NH;
+        ps.c.vocab_size = pc->V; ps.c.seq_len = 4096; ps.c.tied = 0;
+        ps.quant = pc->quant; ps.quant_dq = 1; ps.quant_bs = 64; ps.weight_bytes = ps.act_bytes = 2;
+        ps.B = pc->B; ps.T = pc->T; ps.with_eval = pc->eval;
+        ps.targets = 1u << TGT_Q | 1u << TGT_V; ps.lora_layers = pc->L; ps.r = 8;
+        GpuPlan gp;
+        gpu_plan(&gp, &ps, pc->budget);
+        // the same bytes from the shapes
+        double C = pc->C, H = pc->H, L = pc->L, V = pc->V, HS = C / pc->NH, QD = pc->NH * HS, KD = pc->KVH * HS, B = pc->B, T = pc->T, N = B * T, S = B * pc->NH * T;
+        double mats[7] = { QD * C, KD * C, KD * C, C * QD, H * C, H * C, C * H }, layer = 0;
+        for (int i = 0; i < 7; i++) layer += pc->quant ? plan_nf4(mats[i]) : 2 * mats[i];
+        double other = V * C * 4 + V * C * 2 + (2 * L * C + C) * 4 + 2 * 4096 * (HS / 2) * 4; // fp32 embedding, bf16 classifier, norms, RoPE
+        double lora = (L * (4 * 8 * (C + QD) + 4 * 8 * (C + KD) + 2 * N * 8) + 5 * N * (QD > C ? QD : C)) * 4;
+        double work = G + (pc->quant ? H * C * 2 : 0);
+        // activations (bf16: xn1, q, k, v, ao, xn2, g, u, h and the gradients dg, du, dh; the rest fp32):
+        // checkpointed, one set and the L+1 layer inputs; resident, L sets of what LoRA on q, v reads back
+        // (all but xn2 and h); evaluation's one set with 512 rows of logits
+        double grads = N * V + N * (2 * C + 2 * QD + 2 * KD) + S, ints = 2 * N * 4;
+        double ck = ((L + 1) * N * C + (2 * N + S + N * C) + N * C + 2 * N + grads) * 4 + (2 * N * C + 2 * N * QD + 2 * N * KD + 3 * N * H + 3 * N * H) * 2 + ints;
+        double full = ((L + 1) * N * C + L * (2 * N + S + N * C) + N * C + 2 * N + grads) * 4 + (L * (N * C + 2 * N * QD + 2 * N * KD + 2 * N * H) + N * C + N * H + 3 * N * H) * 2 + ints;
+        double ev = pc->eval ? ((L + 1) * N * C + (2 * N + S + N * C) + N * C + 2 * N + (N < 512 ? N : 512) * V) * 4 + (2 * N * C + 2 * N * QD + 2 * N * KD + 3 * N * H) * 2 + ints : 0;
+        double acts[4] = { full + ev, ck + ev, ck + ev, ck + ev - (L + 1 - 3) * N * C * 4 }, base[4] = { L * layer, L * layer, 3 * layer, 3 * layer };
+        double worst = 0, smallest = INFINITY;
+        int choice = -1;
+        for (int i = 0; i < 4; i++) {
+            double want[5] = { base[i], other, acts[i], lora, work }, got[5] = { gp.p[i].base, gp.p[i].other, gp.p[i].acts, gp.p[i].lora, gp.p[i].work }, total = 0;
+            for (int j = 0; j < 5; j++) { double e = fabs(got[j] - want[j]) / want[j]; if (e > worst) worst = e; total += want[j]; }
+            double e = fabs(gp.p[i].total - total) / total;
+            if (e > worst) worst = e;
+            if (choice < 0 && total <= pc->budget) choice = i;
+            if (total < smallest) smallest = total;
+        }
+        int named = pc->expect == -2 || pc->expect == choice; // the obvious cases named above
+        char name[160];
+        snprintf(name, sizeof(name), "gpu plan: %s", pc->name);
+        check(worst < 1e-12 && gp.choice == choice && named && (choice >= 0 || fabs(gp.smallest - smallest) / smallest < 1e-12), name,
+              "bytes off by %.2g (relative); choice %s (recomputed: %s); totals %.2f %.2f %.2f %.2f GiB; smallest %.2f GiB", worst,
+              gp.choice < 0 ? "none" : plan_names[gp.choice], choice < 0 ? "none" : plan_names[choice], gp.p[0].total / G, gp.p[1].total / G, gp.p[2].total / G, gp.p[3].total / G, gp.smallest / G);
+    }
+    // the CLI: --plan-only prints the plan without a GPU; a budget nothing fits is one peft: line naming the smallest
+    char tiny[600], data[600], cmd[4096], err[8192];
+    tmp_path(tiny, sizeof(tiny), "plan_tiny.bin");
+    tmp_path(data, sizeof(data), "plan_data.txt");
+    make_tiny_bin(tiny);
+    write_story_data(data, 40);
+    snprintf(cmd, sizeof(cmd), "%s %s train %s %s -z tests/spbpe/tokenizer.json -b 2 -T 32 --gpu-memory 8G --plan-only --device cpu", exec_prefix(), peft_bin(), tiny, data);
+    int rc = run_sh(cmd, err, sizeof(err));
+    check(rc == 0 && strstr(err, "GPU memory plan for a budget of 8.00 GiB") && strstr(err, "plan: resident, the fastest that fits"), "gpu plan: --plan-only prints the choice without a GPU",
+          "exit %d, \"%.300s\"", rc, err);
+    snprintf(cmd, sizeof(cmd), "%s %s train %s %s -z tests/spbpe/tokenizer.json -b 2 -T 32 --gpu-memory 512M --plan-only --device cpu", exec_prefix(), peft_bin(), tiny, data);
+    rc = run_sh(cmd, err, sizeof(err));
+    char *last = err, *p;
+    while ((p = strstr(last, "\npeft: "))) last = p + 1;
+    check(rc == 1 && !strncmp(last, "peft: ", 6) && strstr(last, "--gpu-memory 512.0 MiB: no configuration fits (batch 2 x 32); the smallest needs 1.0") && strstr(last, "(--gpu-memory 1.1G)"),
+          "gpu plan: a budget nothing fits is refused with the smallest that works", "exit %d, \"%.400s\"", rc, last);
+    snprintf(cmd, sizeof(cmd), "%s %s train %s %s -z tests/spbpe/tokenizer.json --gpu-memory 12Q --plan-only", exec_prefix(), peft_bin(), tiny, data);
+    rc = run_sh(cmd, err, sizeof(err));
+    check(rc == 1 && strstr(err, "peft: --gpu-memory: '12Q' is not a size"), "gpu plan: a malformed budget is refused", "exit %d, \"%.200s\"", rc, err);
 }
 
 static void test_disk_full(void) {
@@ -5306,6 +5394,13 @@ int main(int argc, char **argv) {
     char tmpl[] = "/tmp/peft_test_XXXXXX";
     if (!mkdtemp(tmpl)) { perror("mkdtemp"); return 1; }
     snprintf(tmpdir, sizeof(tmpdir), "%s", tmpl);
+    if (argc > 1 && !strcmp(argv[1], "plan")) { // ./test_all plan: only --gpu-memory's planner (quick)
+        test_gpu_plan();
+        char rm[512]; snprintf(rm, sizeof(rm), "rm -rf '%s'", tmpdir);
+        if (system(rm) != 0) printf("note: could not remove %s\n", tmpdir);
+        printf("%d passed, %d failed, %d skipped\n", n_pass, n_fail, n_skip);
+        return n_fail ? 1 : 0;
+    }
     if (argc > 1 && !strcmp(argv[1], "hardening")) { // ./test_all hardening: only the issue-12 tests (quick)
         printf("== hardening tests (temporary files in %s)\n", tmpdir);
         test_hostile_adapters(); test_memory_refusal(); test_disk_full(); test_kill9();
