@@ -929,6 +929,8 @@ static int st_write(const char *path, STWrite *ts, int n, const char *metadata_j
 // (tensor_to_device). Activations live on the device only (tensor_alloc). Above the kernels, code
 // never reads or writes tensor memory itself.
 static int gpu_on;   // the kernels run on the GPU (--device cuda)
+static int offload_on; // --offload: the frozen base in host memory, each layer streamed to the GPU ahead of its use
+#define PLAN_SLOTS 3   // --offload's layers on the GPU at once: the one computing, the one before it, the next (being copied)
 // data-parallel training: this process's rank among dist_world, and its GPU on this host (see train)
 static int dist_rank = 0;
 MAYBE_UNUSED static int dist_world = 1, dist_local = 0; // (the inference-only build has no trainer to read them)
@@ -948,6 +950,13 @@ void gpu_free(void *p);
 int gpu_mirror(void *host, size_t bytes);                // device copy of host[0..bytes), uploaded; -1: out of memory
 void gpu_mirror_bf16(const void *host, size_t bytes);    // before gpu_mirror: these bytes are frozen weights only GEMMs read (bf16 matmuls: kept in bf16 only)
 void gpu_unmirror(void *host);
+void gpu_mirror_skip(const void *host, size_t bytes);    // before gpu_mirror: these bytes are streamed (--offload), not mirrored
+int gpu_weights_bf16(void);                              // frozen float weights are kept (and streamed) in bf16
+// --offload: a layer's frozen tensors stay in host memory (pinned) and are streamed into device slots
+int gpu_offload_add(int layer, void *host, size_t bytes, const void *src, size_t dev_bytes, int bf16, char *err, size_t errlen);
+int gpu_offload_ready(int nslots, char *err, size_t errlen); // the slots; -1 with the reason when they do not fit
+void gpu_offload_use(int l, int next);                   // kernels from here on read layer l; next is copied meanwhile (-1: none)
+void gpu_offload_end(void);
 void gpu_sync_mirror(void *host, int to_device);         // copy the whole mirror of host one way
 void gpu_copy(void *dst, const void *src, size_t bytes, int to_device); // host buffer <-> tensor
 size_t gpu_free_bytes(void);
@@ -2475,8 +2484,21 @@ static void qtensor_write(AtomicFile *af, const QTensor *t) {
     else if (t->scale16) atomic_write_le(af, t->scale16, 2, t->nblocks);
     else atomic_write_le(af, t->scale, sizeof(float), t->nblocks);
 }
-// bs: the hqq group size (0: 64); the other formats have fixed blocks
-static int model_save_quant(Model *m, const char *path, int type, int embed, int dq, int bs) {
+// quantize --random: a matrix of a model that exists only as its shapes: values uniform in +-sqrt(3) 0.02
+// (std 0.02, Llama's initializer), each from a hash of (seed, tensor i, layer l, index): the threads fill
+// any part of it independently (splitmix64's finalizer)
+static void random_matrix(floatX *w, size_t n, uint64_t seed, int i, int l) {
+    uint64_t key = seed * 0xD1B54A32D192ED03ull + ((uint64_t)i << 48) + ((uint64_t)l << 32);
+    #pragma omp parallel for schedule(static) if (n >= 65536)
+    for (long k = 0; k < (long)n; k++) {
+        uint64_t z = key + (uint64_t)k * 0x9E3779B97F4A7C15ull;
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull; z = (z ^ (z >> 27)) * 0x94D049BB133111EBull; z ^= z >> 31;
+        w[k] = (floatX)(((double)(z >> 40) / 16777216.0 * 2 - 1) * 0.034641016151377546);
+    }
+}
+// bs: the hqq group size (0: 64); the other formats have fixed blocks. random_seed != 0: m holds only its
+// config, and the file gets random matrices (random_matrix) and norms of ones (quantize --random)
+static int model_save_quant(Model *m, const char *path, int type, int embed, int dq, int bs, uint64_t random_seed) {
     Config *c = &m->config;
     ParameterTensors *p = &m->params;
     size_t sz[NUM_PARAM_TENSORS];
@@ -2497,12 +2519,13 @@ static int model_save_quant(Model *m, const char *path, int type, int embed, int
     if (type != QT_INT8) hdr[41] = (unsigned char)((dq ? 1 : 0) | (embed ? 2 : 0));
     if (qtype_hqq(type)) hdr[42] = type == QT_HQQ4 ? 4 : 8;
     atomic_write(&af, hdr, 256);
-    write_f32s(&af, p->rms_att, sz[1]);
-    write_f32s(&af, p->rms_ffn, sz[6]);
-    write_f32s(&af, p->rms_final, sz[10]);
-    size_t maxm = 0;
+    size_t maxm = sz[1];
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) { size_t per = (i == 0 || i == 11) ? sz[i] : sz[i] / (size_t)c->n_layers; if (per > maxm) maxm = per; }
     floatX *tmp = (floatX *)malloc_check(maxm * sizeof(floatX));
+    if (random_seed) for (size_t k = 0; k < sz[1]; k++) tmp[k] = 1;
+    write_f32s(&af, random_seed ? tmp : p->rms_att, sz[1]);
+    write_f32s(&af, random_seed ? tmp : p->rms_ffn, sz[6]);
+    write_f32s(&af, random_seed ? tmp : p->rms_final, sz[10]);
     int order[9] = { 0, 2, 3, 4, 5, 7, 8, 9, 11 }, rc = 0;
     for (int k = 0; k < 9 && !rc; k++) {
         int i = order[k], outer = i == 0 || i == 11, rows, cols;
@@ -2511,7 +2534,7 @@ static int model_save_quant(Model *m, const char *path, int type, int embed, int
         for (int l = 0; l < (outer ? 1 : c->n_layers) && !rc; l++) {
             const QTensor *have = outer ? (m->quant_embed ? (i == 0 ? &m->qembed : &m->qcls) : NULL) : (m->quant ? &m->qw[l * NUM_TARGETS + param_target(i)] : NULL);
             if (type != QT_INT8 && have && have->type == type && have->bs == bs && (have->qabsmax != NULL) == dq && (!outer || embed)) { qtensor_write(&af, have); continue; }
-            model_get_matrix(tmp, m, i, l);
+            if (random_seed) random_matrix(tmp, (size_t)rows * cols, random_seed, i, l); else model_get_matrix(tmp, m, i, l);
             if (outer && !embed) { write_f32s(&af, tmp, (size_t)rows * cols); continue; }
             if (type == QT_INT8 && (i == 2 || i == 3)) permute_rope_rows(tmp, i == 2 ? c->n_heads : c->n_kv_heads, c->head_dim, c->dim, 0);
             QTensor t;
@@ -5363,7 +5386,16 @@ typedef struct {
     Model *model;
     Lora *lora;              // may be NULL
     floatX *rope_cos, *rope_sin;
+    uint16_t *stream16;      // --offload of a float base: its linear weights in bf16 (host), streamed from there
 } Net;
+// the kernels from here on read layer l's frozen weights; next's may be copied meanwhile (--offload; -1: none)
+static void layer_use(int l, int next) {
+#ifdef PEFT_CUDA
+    if (offload_on) gpu_offload_use(l, next);
+#else
+    (void)l; (void)next;
+#endif
+}
 
 // embeddings and classifier: the model's, or an adapter's modules_to_save replacement
 static Weight net_cls(const Net *net) {
@@ -5446,7 +5478,10 @@ static void peft_forward(Net *net, Activations *a, const int *inputs) {
     if (net->lora && net->lora->embed) encoder_forward(a->x, a->inputs, net->lora->embed, N, C); // modules_to_save
     else if (net->model->quant && net->model->quant_embed) encoder_forward_q(a->x, a->inputs, &net->model->qembed, N, C);
     else encoder_forward(a->x, a->inputs, p->embed, N, C);
-    for (int l = 0; l < c->n_layers; l++) layer_forward(net, a, l, a->x + (size_t)l * N * C, new_mask);
+    for (int l = 0; l < c->n_layers; l++) {
+        layer_use(l, l + 1 < c->n_layers ? l + 1 : -1);
+        layer_forward(net, a, l, a->x + (size_t)l * N * C, new_mask);
+    }
     rmsnorm_forward(a->xf, a->rstdf, a->x + (size_t)c->n_layers * N * C, p->rms_final, N, C, c->norm_eps);
     if (a->logit_rows == N) linear_forward(a->logits, a->xf, net_cls(net), NULL, N, C, V, 0, 0, NULL); // (else: peft_eval_loss)
 }
@@ -5500,6 +5535,7 @@ static void peft_backward(Net *net, Activations *a, ParameterTensors *g, int g_l
     rmsnorm_backward(a->dx, g && g_outer ? g->rms_final : NULL, a->dxn, a->x + (size_t)L * N * C, p->rms_final, a->rstdf, N, C);
     for (int l = L - 1; l >= 0; l--) {
         const floatX *x = a->x + (size_t)l * N * C;
+        layer_use(l, l - 1);
         if (a->checkpoint) layer_forward(net, a, l, x, 0); // recompute this layer's activations (same dropout masks)
         int below = (g && g_outer) || (g && l > g_layer_from) || (net->lora && lora_trainable_below(net->lora, l));
         layer_backward(net, a, l, x, (g && l >= g_layer_from) ? g : NULL, below);
@@ -5682,24 +5718,61 @@ static floatX *forward_token(Net *net, RunState *s, int token, int pos) {
     return s->logits_host;
 }
 
-// the tensors of a model and its adapter that the kernels read, mirrored on the GPU (no-op on the CPU)
+// the tensors of a model and its adapter that the kernels read, mirrored on the GPU (no-op on the CPU).
+// --offload: the linear layers' weights are streamed instead (net_offload), so they are left out here.
 static void model_mirror(Model *m, int on) {
 #ifdef PEFT_CUDA
     // the linear layers' weights and an untied classifier are read only by matmuls: unless trained, the
     // GPU may keep them in bf16 only (with bf16 matmuls, which round them to bf16 anyway)
     floatX *ps[NUM_PARAM_TENSORS] = { m->params.embed, m->params.rms_att, m->params.wq, m->params.wk, m->params.wv, m->params.wo, m->params.rms_ffn,
                                       m->params.w1, m->params.w2, m->params.w3, m->params.rms_final, m->params.wcls };
-    for (int i = 2; on && gpu_on && i < NUM_PARAM_TENSORS; i++)
-        if (i != 6 && i != 10 && !(m->trained >> i & 1) && m->param_sizes[i]) gpu_mirror_bf16(ps[i], m->param_sizes[i] * sizeof(floatX));
+    for (int i = 2; on && gpu_on && i < NUM_PARAM_TENSORS; i++) {
+        if (i == 6 || i == 10 || (m->trained >> i & 1) || !m->param_sizes[i]) continue;
+        if (offload_on && param_target(i) >= 0) gpu_mirror_skip(ps[i], m->param_sizes[i] * sizeof(floatX));
+        else gpu_mirror_bf16(ps[i], m->param_sizes[i] * sizeof(floatX));
+    }
 #endif
     if (on) tensor_mirror(m->params_memory, m->num_parameters * sizeof(floatX)); else tensor_unmirror(m->params_memory);
     QTensor *qs[2] = { &m->qembed, &m->qcls };
-    int nq = m->quant ? m->config.n_layers * NUM_TARGETS : 0;
+    int nq = m->quant && !offload_on ? m->config.n_layers * NUM_TARGETS : 0;
     for (int i = 0; i < nq + 2; i++) {
         QTensor *q = i < nq ? &m->qw[i] : qs[i - nq];
         if (!q->memory) continue;
         if (on) tensor_mirror(q->memory, q->memory_bytes); else tensor_unmirror(q->memory);
     }
+}
+// --offload: each layer's frozen linear weights registered for streaming (pinned in host memory), and
+// PLAN_SLOTS device slots; the quantized blocks as they are, float weights as the bf16 values the
+// resident run keeps (or fp32 with --dtype fp32). A failure: one line, before training starts.
+static void net_offload(Net *net) {
+#ifdef PEFT_CUDA
+    Model *m = net->model;
+    const Config *c = &m->config;
+    char err[256];
+    int bf16 = gpu_weights_bf16();
+    size_t per_layer = 0;
+    for (int t = 0; t < NUM_TARGETS; t++) { int in, out; target_dims(c, t, &in, &out); per_layer += (size_t)in * out; }
+    if (!m->quant && bf16) net->stream16 = (uint16_t *)malloc_check((size_t)c->n_layers * per_layer * sizeof(uint16_t));
+    for (int l = 0; l < c->n_layers; l++) {
+        uint16_t *h16 = net->stream16 ? net->stream16 + (size_t)l * per_layer : NULL;
+        for (int t = 0; t < NUM_TARGETS; t++) {
+            Weight w = layer_weight(m, l, t);
+            int in, out, rc;
+            target_dims(c, t, &in, &out);
+            size_t n = (size_t)in * out;
+            if (w.q) rc = gpu_offload_add(l, w.q->memory, w.q->memory_bytes, w.q->memory, w.q->memory_bytes, 0, err, sizeof(err));
+            else if (h16) {
+                for (size_t i = 0; i < n; i++) h16[i] = f32_to_bf16(w.f[i]); // round_bf16_kernel's rounding (nearest even)
+                rc = gpu_offload_add(l, (void *)w.f, n * sizeof(floatX), h16, n * sizeof(uint16_t), 1, err, sizeof(err));
+                h16 += n;
+            } else rc = gpu_offload_add(l, (void *)w.f, n * sizeof(floatX), w.f, n * sizeof(floatX), 0, err, sizeof(err));
+            if (rc) fatal("--offload: %s", err);
+        }
+    }
+    if (gpu_offload_ready(PLAN_SLOTS, err, sizeof(err))) fatal("--offload: %s; lower -b or -T, or a smaller --gpu-memory plan", err);
+#else
+    (void)net;
+#endif
 }
 static void lora_mirror(Lora *lo, const Config *c, int on) {
     if (!lo) return;
@@ -5715,14 +5788,19 @@ static void lora_to_device(Lora *lo) { if (lo) { tensor_to_device(lo->params); t
 static void lora_to_host(Lora *lo) { if (lo) { tensor_to_host(lo->params); tensor_to_host(lo->grads); tensor_to_host(lo->embed); tensor_to_host(lo->lm_head); } }
 
 static void net_init(Net *net, Model *m, Lora *lo) {
-    net->model = m; net->lora = lo;
+    net->model = m; net->lora = lo; net->stream16 = NULL;
     rope_tables(&net->rope_cos, &net->rope_sin, &m->config);
     size_t nrope = (size_t)m->config.seq_len * (m->config.head_dim / 2) * sizeof(floatX);
     tensor_mirror(net->rope_cos, nrope); tensor_mirror(net->rope_sin, nrope);
     model_mirror(m, 1);
+    if (offload_on) net_offload(net);
     lora_mirror(lo, &m->config, 1);
 }
 static void net_free(Net *net) {
+#ifdef PEFT_CUDA
+    if (offload_on) gpu_offload_end();
+#endif
+    free(net->stream16); net->stream16 = NULL;
     lora_mirror(net->lora, &net->model->config, 0);
     model_mirror(net->model, 0);
     tensor_unmirror(net->rope_cos); tensor_unmirror(net->rope_sin);
@@ -6027,6 +6105,7 @@ static void lora_init_dora(Lora *lo, Model *model) {
     for (int i = 0; i < lo->n_layers * NUM_TARGETS; i++) {
         LoraModule *m = &lo->mods[i];
         if (!m->r || !m->mag) continue;
+        layer_use(i / NUM_TARGETS, -1);
         dora_weight_norm_w(m->mag, layer_weight(model, i / NUM_TARGETS, i % NUM_TARGETS), m);
     }
 }
@@ -7746,7 +7825,6 @@ static unsigned train_acts_keep(const TrainArgs *ta, const Lora *lo) {
 enum { PLAN_RESIDENT, PLAN_CHECKPOINT, PLAN_OFFLOAD, PLAN_OFFLOAD_ACTS, NUM_PLANS };
 static const char *plan_names[NUM_PLANS] = { "resident", "resident, checkpointed activations", "offloaded weights, checkpointed activations",
                                              "offloaded weights and activations" };
-#define PLAN_SLOTS 3 // layers streamed at once: the one computing, the next (copied), the one after (queued)
 #define PLAN_WORK ((double)(1 << 30)) // the CUDA context and the kernels' own scratch (bf16 operand copies): an allowance
 typedef struct {
     Config c;
@@ -7940,6 +8018,11 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
     if (lo && lora_setup_mts(lo, m, ta->mts, ta->model_path)) return -1;
     m->trained = ta->mode != TUNE_LORA ? ~0u : ta->nst_count ? (1u << 0 | 1u << 11) : 0; // new tokens: rows of embed and wcls
     Net net;
+    if (ta->offload) {
+        if (!gpu_on) fatal("--offload streams the frozen base to a GPU; this run is on the CPU (--device cuda)");
+        if (ta->mode != TUNE_LORA || m->trained) fatal("--offload streams a frozen base: it needs LoRA training without --new-special-tokens");
+        offload_on = 1;
+    }
     net_init(&net, m, lo);
     if (lo && ta->lc.dora && !ta->resume_adapter) lora_init_dora(lo, m);
 #ifdef PEFT_CUDA
@@ -8959,6 +9042,9 @@ static void error_usage_train(void) {
                     "                            activations; offloaded weights (--offload) that fits, printed with why; refused\n"
                     "                            with the smallest budget that works when none does (LoRA)\n"
                     "  --plan-only               print the --gpu-memory plan and stop (no GPU needed)\n"
+                    "  --offload                 GPU: keep the frozen base in pinned host memory and stream each layer's weights\n"
+                    "                            to the GPU a layer ahead of its use (3 layers there at once): the resident run's\n"
+                    "                            arithmetic, bit for bit (LoRA; --gpu-memory chooses it when the base does not fit)\n"
                     "  --log-every N             print every N steps (default: about 100 lines per run)\n"
                     "  --bench                   at the end, print the median step time and tokens/s after warm-up and\n"
                     "                            the FLOPs and time inside the matmuls (make bench uses it)\n"
@@ -9065,6 +9151,7 @@ static int cmd_train(int argc, char **argv) {
         else if (!strcmp(f, "--checkpoint-activations")) ta.checkpoint_acts = 1;
         else if (!strcmp(f, "--gpu-memory")) ta.gpu_memory = parse_size(f, next_arg(argc, argv, &i));
         else if (!strcmp(f, "--plan-only")) ta.plan_only = 1;
+        else if (!strcmp(f, "--offload")) ta.offload = 1;
         else if (!strcmp(f, "--bench")) ta.bench = 1;
         else if (!strcmp(f, "--train-on-prompt")) ta.train_on_prompt = 1;
         else if (!strcmp(f, "--format")) {
@@ -9582,7 +9669,7 @@ static int cmd_merge(int argc, char **argv) {
             char *slash = strrchr(d, '/');
             if (slash) { *slash = 0; copy_file_if_exists(d, out, slash + 1); }
         }
-    } else if (requant) rc = model_save_quant(&m, out, rq_type, rq_embed, rq_dq, rq_bs);
+    } else if (requant) rc = model_save_quant(&m, out, rq_type, rq_embed, rq_dq, rq_bs, 0);
     else rc = model_save_bin(&m, out, m.format == FMT_BIN_LEGACY);
     if (rc) fatal_error();
     if (requant) fprintf(stderr, "%s is %s-quantized: dequantized, merged and requantized to %s (--dtype f32 writes a float model)\n", model_path, qtype_names[rq_type], qtype_names[rq_type]);
@@ -9659,6 +9746,7 @@ static int cmd_info(int argc, char **argv) {
 // ---- quantize
 static void error_usage_quantize(void) {
     fprintf(stderr, "Usage: peft quantize MODEL -o OUT --quant int8|int4|nf4|hqq4|hqq8 [options]\n"
+                    "       peft quantize --random SHAPE -o OUT --quant T [-s SEED]   (a random model, for benchmarks)\n"
                     "  Writes a quantized model file that every command loads directly: int8 as a llama2.c version 2\n"
                     "  .bin (groups of 64, embeddings included), int4/nf4 as peft.c version 3/4 .bin, hqq4/hqq8 as\n"
                     "  peft.c version 5. MODEL is read and quantized one matrix at a time (a float copy of the model\n"
@@ -9667,28 +9755,70 @@ static void error_usage_quantize(void) {
                     "  --quant T     int8 | int4 | nf4 | hqq4 | hqq8 (required)\n"
                     "  --quant-embeddings  int4/nf4/hqq: quantize the embedding and classifier too (default: fp32)\n"
                     "  --double-quant      nf4: double-quantize the block absmax values (bitsandbytes')\n"
-                    "  --group-size N      hqq: weights per scale/zero group (default 64)\n");
+                    "  --group-size N      hqq: weights per scale/zero group (default 64)\n"
+                    "  --random SHAPE      no MODEL: write a model of random weights (uniform, std 0.02; norms 1) straight into\n"
+                    "                      the quantized file, one matrix at a time: llama2-7b | llama2-13b | llama2-70b, or\n"
+                    "                      dim=D,hidden=H,layers=L,heads=NH[,kv_heads=KVH][,vocab=V][,seq_len=S] (untied)\n"
+                    "  -s SEED             --random's seed (default 1337)\n");
     exit(1);
 }
+// quantize --random: llama2-7b | llama2-13b | llama2-70b, or dim=,hidden=,layers=,heads=,kv_heads=,vocab=,seq_len=
+// (kv_heads defaults to heads, vocab to 32000, seq_len to 4096); head_dim = dim / heads; classifier untied
+static void parse_shape(Config *c, const char *s) {
+    memset(c, 0, sizeof(*c));
+    config_defaults(c);
+    c->vocab_size = 32000; c->seq_len = 4096;
+    if (!strcmp(s, "llama2-7b")) { c->dim = 4096; c->hidden_dim = 11008; c->n_layers = 32; c->n_heads = c->n_kv_heads = 32; }
+    else if (!strcmp(s, "llama2-13b")) { c->dim = 5120; c->hidden_dim = 13824; c->n_layers = 40; c->n_heads = c->n_kv_heads = 40; }
+    else if (!strcmp(s, "llama2-70b")) { c->dim = 8192; c->hidden_dim = 28672; c->n_layers = 80; c->n_heads = 64; c->n_kv_heads = 8; }
+    else {
+        char buf[512];
+        snprintf(buf, sizeof(buf), "%s", s);
+        for (char *t = strtok(buf, ","); t; t = strtok(NULL, ",")) {
+            char *eq = strchr(t, '=');
+            if (!eq) fatal("--random: '%s' is not name=value (or llama2-7b, llama2-13b, llama2-70b)", t);
+            *eq = 0;
+            const char *names[7] = { "dim", "hidden", "layers", "heads", "kv_heads", "vocab", "seq_len" };
+            int *vals[7] = { &c->dim, &c->hidden_dim, &c->n_layers, &c->n_heads, &c->n_kv_heads, &c->vocab_size, &c->seq_len }, k = 0;
+            while (k < 7 && strcmp(t, names[k])) k++;
+            if (k == 7) fatal("--random: unknown '%s' (dim, hidden, layers, heads, kv_heads, vocab, seq_len)", t);
+            *vals[k] = parse_int("--random", eq + 1, 1, 1 << 20);
+        }
+        if (!c->n_kv_heads) c->n_kv_heads = c->n_heads;
+    }
+    if (!c->dim || !c->hidden_dim || !c->n_layers || !c->n_heads || c->dim % c->n_heads || c->n_heads % c->n_kv_heads || (c->dim / c->n_heads) % 2)
+        fatal("--random '%s': needs dim, hidden, layers and heads, with dim a multiple of heads (an even head size) and heads of kv_heads", s);
+    c->head_dim = c->dim / c->n_heads;
+    c->tied = 0;
+}
 static int cmd_quantize(int argc, char **argv) {
-    const char *model_path = NULL, *out = NULL;
+    const char *model_path = NULL, *out = NULL, *random = NULL;
+    uint64_t seed = 1337;
     QuantOpts qo = { -1, 0, 0, 0 };
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) error_usage_quantize();
+        else if (!strcmp(argv[i], "--random")) random = next_arg(argc, argv, &i);
+        else if (!strcmp(argv[i], "-s")) seed = (uint64_t)parse_int("-s", next_arg(argc, argv, &i), 1, INT_MAX);
         else if (parse_quant_flag(argc, argv, &i, &qo)) {}
         else if (argv[i][0] != '-') { if (model_path) fatal("unexpected argument '%s'", argv[i]); model_path = argv[i]; }
         else if (!strcmp(argv[i], "-o")) out = next_arg(argc, argv, &i);
         else fatal("unknown flag '%s' for quantize (see peft quantize --help)", argv[i]);
     }
-    if (!model_path || !out || qo.type < 0) error_usage_quantize();
+    if ((!model_path == !random) || !out || qo.type < 0) error_usage_quantize();
     if (qo.type == QT_NONE) fatal("--quant none: nothing to quantize (merge --dtype f32 writes float models)");
     if (qo.type == QT_INT8) qo.embed = 1;
     Model m;
     double t_load = time_sec();
-    load_model_q_or_die(&m, model_path, &qo);
+    if (random) { // the shapes alone: nothing is loaded, each matrix is made, quantized and written in turn
+        memset(&m, 0, sizeof(m));
+        parse_shape(&m.config, random);
+        m.quant_bs = qo.gs > 0 ? qo.gs : qtype_block[qo.type];
+        fprintf(stderr, "random model: dim %d, hidden %d, %d layers, %d heads / %d kv, vocab %d, %d positions (seed %llu)\n", m.config.dim, m.config.hidden_dim, m.config.n_layers,
+                m.config.n_heads, m.config.n_kv_heads, m.config.vocab_size, m.config.seq_len, (unsigned long long)seed);
+    } else load_model_q_or_die(&m, model_path, &qo);
     t_load = time_sec() - t_load;
     double t0 = time_sec();
-    if (model_save_quant(&m, out, qo.type, qo.embed, qo.dq, m.quant_bs)) fatal_error();
+    if (model_save_quant(&m, out, qo.type, qo.embed, qo.dq, m.quant_bs, random ? seed : 0)) fatal_error();
     char hq[64] = "";
     if (qtype_hqq(qo.type)) snprintf(hq, sizeof(hq), "peft.c v5 %s (group %d)", qtype_names[qo.type], m.quant_bs);
     fprintf(stderr, "wrote %s: %s%s, %s\n", out, qo.type == QT_INT8 ? "llama2.c v2 int8" : qo.type == QT_INT4 ? "peft.c v3 int4" : qo.type == QT_NF4 ? "peft.c v4 nf4" : hq,

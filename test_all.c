@@ -2380,7 +2380,7 @@ static void test_quant_files(void) {
             Model mq, mr;
             char path[600], name[96];
             tmp_path(path, sizeof(path), "q.bin");
-            if (model_load_q(&mq, STORIES, &qo) || model_save_quant(&mq, path, type, emb, qo.dq, mq.quant_bs) || model_load(&mr, path)) { check(0, "quantized file", "%s", peft_errbuf); return; }
+            if (model_load_q(&mq, STORIES, &qo) || model_save_quant(&mq, path, type, emb, qo.dq, mq.quant_bs, 0) || model_load(&mr, path)) { check(0, "quantized file", "%s", peft_errbuf); return; }
             Config *c = &mq.config;
             double worst = 0;
             floatX *a = malloc_check((size_t)c->vocab_size * c->dim * sizeof(floatX)), *b = malloc_check((size_t)c->vocab_size * c->dim * sizeof(floatX));
@@ -2413,7 +2413,7 @@ static void test_quant_files(void) {
     tmp_path(path, sizeof(path), "q4.bin");
     QuantOpts qo = { QT_NF4, 0, 0, 0 };
     Model mq;
-    if (model_load_q(&mq, STORIES, &qo) || model_save_quant(&mq, path, QT_NF4, 0, 0, 0)) { check(0, "hostile 4-bit files", "%s", peft_errbuf); return; }
+    if (model_load_q(&mq, STORIES, &qo) || model_save_quant(&mq, path, QT_NF4, 0, 0, 0, 0)) { check(0, "hostile 4-bit files", "%s", peft_errbuf); return; }
     model_free(&mq);
     size_t n;
     char *buf = read_file(path, &n, 1 << 26);
@@ -5345,6 +5345,90 @@ static void cuda_test_cli(void) {
           !strcmp(out, out_cpu) ? "same text" : "texts DIFFER", strlen(out));
 }
 
+// --offload against the resident run, bit for bit: a random model (dim 256, so the large GEMMs run) of 5
+// layers (3 slots: every layer is copied in again each forward and backward), LoRA on a bf16 base, DoRA,
+// QLoRA nf4 with dropout, checkpointed activations, resume; and a copy that fails mid-run
+static int same_adapter(const char *a, const char *b, size_t *n) {
+    char fa[700], fb[700];
+    snprintf(fa, sizeof(fa), "%s/adapter_model.safetensors", a); snprintf(fb, sizeof(fb), "%s/adapter_model.safetensors", b);
+    size_t na = 0, nb = 0;
+    char *ba = read_file(fa, &na, 1 << 26), *bb = read_file(fb, &nb, 1 << 26);
+    int same = ba && bb && na == nb && !memcmp(ba, bb, na);
+    *n = na;
+    free(ba); free(bb);
+    return same;
+}
+static void cuda_test_offload(void) {
+    const char *tok = "models/stories260K/tok512.bin";
+    if (!have(tok)) { skip("cuda offload", "needs models/stories260K/tok512.bin"); return; }
+    Config mc;
+    config_defaults(&mc);
+    mc.dim = 256; mc.hidden_dim = 512; mc.n_layers = 5; mc.n_heads = 4; mc.n_kv_heads = 2; mc.head_dim = 64; mc.vocab_size = 512; mc.seq_len = 128; mc.tied = 0;
+    Model fm;
+    model_random(&fm, &mc, FMT_BIN_V1, 29);
+    char model[600], data[600], args[4096], err[1 << 16], a[600], b[600], c3[600];
+    tmp_path(model, sizeof(model), "offload_model.bin");
+    tmp_path(data, sizeof(data), "offload_data.txt");
+    write_story_data(data, 40);
+    int saved = model_save_bin(&fm, model, 0) == 0;
+    model_free(&fm);
+    if (!saved) { check(0, "cuda offload", "writing the model: %s", peft_errbuf); return; }
+    struct { const char *name, *flags; } cases[] = {
+        { "LoRA all-linear, bf16 base", "--targets all-linear -r 8" },
+        { "DoRA q,v,o, with validation", "--targets q_proj,v_proj,o_proj --dora -r 4 --val-frac 0.2 --eval-every 2" },
+        { "QLoRA nf4 (double-quantized), dropout 0.1", "--quant nf4 --double-quant --targets all-linear --dropout 0.1" },
+        { "QLoRA int8, checkpointed activations", "--quant int8 --targets q_proj,v_proj,down_proj --checkpoint-activations" },
+        { "LoRA, fp32 matmuls", "--targets q_proj,v_proj --dtype fp32" },
+    };
+    for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+        tmp_path(a, sizeof(a), "offload_res"); tmp_path(b, sizeof(b), "offload_ofl");
+        snprintf(args, sizeof(args), "train %s %s -z %s -b 4 -T 64 --steps 4 --lr 1e-2 --val-frac 0 --device cuda %s -o %s", model, data, tok, cases[k].flags, a);
+        int r1 = run_cmd(args, err, sizeof(err), NULL, 0);
+        snprintf(args, sizeof(args), "train %s %s -z %s -b 4 -T 64 --steps 4 --lr 1e-2 --val-frac 0 --device cuda %s --offload -o %s", model, data, tok, cases[k].flags, b);
+        int r2 = run_cmd(args, err, sizeof(err), NULL, 0);
+        size_t n = 0;
+        int same = r1 == 0 && r2 == 0 && same_adapter(a, b, &n);
+        char name[160];
+        snprintf(name, sizeof(name), "cuda --offload == resident: %s", cases[k].name);
+        check(same, name, "adapters after 4 steps (5 layers through 3 slots): %zu bytes, %s%s%.300s", n, same ? "identical" : "DIFFERENT", same ? "" : "; ", same ? "" : err);
+    }
+    // resume: 6 steps resident == 3 offloaded + --resume offloaded
+    tmp_path(a, sizeof(a), "offload_r6"); tmp_path(b, sizeof(b), "offload_r3"); tmp_path(c3, sizeof(c3), "offload_r3b");
+    const char *common = "-b 4 -T 64 --steps 6 --lr 1e-2 --val-frac 0 --device cuda --quant nf4 --targets all-linear --dropout 0.1";
+    snprintf(args, sizeof(args), "train %s %s -z %s %s -o %s", model, data, tok, common, a);
+    int r1 = run_cmd(args, err, sizeof(err), NULL, 0);
+    snprintf(args, sizeof(args), "train %s %s -z %s %s --offload --save-every 3 -o %s", model, data, tok, common, b);
+    int r2 = run_cmd(args, err, sizeof(err), NULL, 0);
+    snprintf(args, sizeof(args), "train %s %s -z %s %s --offload --resume %s/checkpoint-3 -o %s", model, data, tok, common, b, c3);
+    int r3 = run_cmd(args, err, sizeof(err), NULL, 0);
+    size_t n = 0;
+    int same = r1 == 0 && r2 == 0 && r3 == 0 && same_adapter(a, c3, &n);
+    check(same, "cuda --offload resume is bit-for-bit", "6 resident steps (nf4, dropout 0.1) == 3 offloaded + --resume offloaded: %zu bytes, %s", n, same ? "identical" : "DIFFERENT");
+    // a layer copy that fails mid-run (the 12th: step 1 copies 7 layers, each later step 4, so in step 3):
+    // one peft: line, exit 1, and checkpoint-2 as the resident run wrote it
+    char f[8192], e1[700];
+    tmp_path(a, sizeof(a), "offload_f_res"); tmp_path(b, sizeof(b), "offload_fail");
+    snprintf(args, sizeof(args), "train %s %s -z %s %s --save-every 2 -o %s", model, data, tok, common, a);
+    r1 = run_cmd(args, err, sizeof(err), NULL, 0);
+    snprintf(args, sizeof(args), "PEFT_CUDA_OFFLOAD_FAIL=12 %s %s train %s %s -z %s %s --offload --save-every 2 -o %s", exec_prefix(), peft_bin(), model, data, tok, common, b);
+    tmp_path(e1, sizeof(e1), "offload_fail.err");
+    snprintf(f, sizeof(f), "%s 2>%s", args, e1);
+    int st = system(f);
+    size_t ne = 0;
+    char *et = read_file(e1, &ne, 1 << 20);
+    char ca[700], cb[700];
+    snprintf(ca, sizeof(ca), "%s/checkpoint-2", a); snprintf(cb, sizeof(cb), "%s/checkpoint-2", b);
+    int peft_lines = 0;
+    for (char *p = et; p && (p = strstr(p, "peft: ")); p++) peft_lines += p == et || p[-1] == '\n';
+    char cb4[700];
+    snprintf(cb4, sizeof(cb4), "%s/checkpoint-4", b);
+    same = r1 == 0 && same_adapter(ca, cb, &n);
+    check(WIFEXITED(st) && WEXITSTATUS(st) == 1 && peft_lines == 1 && et && strstr(et, "copying layer") && same && !have(cb4),
+          "cuda --offload: a failed copy mid-run is one peft: line, the last checkpoint intact", "exit %d, %d peft: line(s), checkpoint-2 %s the resident run's, no checkpoint-4: %s",
+          WIFEXITED(st) ? WEXITSTATUS(st) : -1, peft_lines, same ? "==" : "!=", have(cb4) ? "no" : "yes");
+    free(et);
+}
+
 static void run_cuda_tests(void) {
     char err[512];
     if (gpu_init(0, 0, err, sizeof(err))) { skip("cuda tests", err); return; }
@@ -5370,6 +5454,7 @@ static void run_cuda_tests(void) {
     gpu_on = 0;
     printf("== CLI on the GPU\n");
     cuda_test_cli();
+    cuda_test_offload();
 }
 #elif !defined(PEFT_FP64)
 static void run_cuda_tests(void) { skip("cuda tests", "this test_all was built without CUDA (make test-cuda builds with it)"); }
@@ -5378,6 +5463,17 @@ static void run_cuda_tests(void) { skip("cuda tests", "this test_all was built w
 int main(int argc, char **argv) {
     (void)argc; (void)argv;
 #ifndef PEFT_FP64
+#ifdef PEFT_CUDA
+    if (argc > 2 && !strcmp(argv[1], "--cuda") && !strcmp(argv[2], "offload")) { // ./test_all --cuda offload: --offload's tests alone
+        char tmpl[] = "/tmp/peft_test_XXXXXX";
+        if (!mkdtemp(tmpl)) { perror("mkdtemp"); return 1; }
+        snprintf(tmpdir, sizeof(tmpdir), "%s", tmpl);
+        char err[512];
+        if (gpu_init(0, 0, err, sizeof(err))) skip("cuda offload", err); else cuda_test_offload();
+        printf("%d passed, %d failed, %d skipped\n", n_pass, n_fail, n_skip);
+        return n_fail ? 1 : 0;
+    }
+#endif
     if (argc > 1 && !strcmp(argv[1], "--cuda")) { // the GPU tests alone
         char tmpl[] = "/tmp/peft_test_XXXXXX";
         if (!mkdtemp(tmpl)) { perror("mkdtemp"); return 1; }
