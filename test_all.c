@@ -2463,6 +2463,64 @@ static void model_random(Model *m, const Config *c, int fmt, uint64_t seed) {
     for (size_t i = 0; i < m->num_parameters; i++) m->params_memory[i] = (floatX)((random_f32(&seed) - 0.5f) * 0.2f);
 }
 
+// quantize --random: the file of a model that exists only as its shapes is the file model_save_quant writes
+// for a float model holding the same values, made here from the documented hash (splitmix64 of seed, tensor,
+// layer, index; uniform +-sqrt(3) 0.02; norms 1); the same seed gives the same bytes, another seed others;
+// loaded back, its dequantized weights have std ~0.02
+static int run_sh(const char *cmdline, char *err, size_t errn); // below
+static double test_random_value(uint64_t seed, int i, int l, size_t k) {
+    uint64_t z = seed * 0xD1B54A32D192ED03ull + ((uint64_t)i << 48) + ((uint64_t)l << 32) + (uint64_t)k * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull; z = (z ^ (z >> 27)) * 0x94D049BB133111EBull; z ^= z >> 31;
+    return ((double)(z >> 40) / 16777216.0 * 2 - 1) * sqrt(3.0) * 0.02;
+}
+static void test_quantize_random(void) {
+    const char *shape = "dim=64,hidden=160,layers=3,heads=4,kv_heads=2,vocab=300,seq_len=32";
+    char a[600], b[600], c8[600], ref[600], cmd[4096], err[4096];
+    tmp_path(a, sizeof(a), "rand_a.bin"); tmp_path(b, sizeof(b), "rand_b.bin"); tmp_path(c8, sizeof(c8), "rand_c.bin"); tmp_path(ref, sizeof(ref), "rand_ref.bin");
+    const char *outs[3] = { a, b, c8 }, *seeds[3] = { "7", "7", "8" };
+    int rc = 0;
+    for (int k = 0; k < 3; k++) {
+        snprintf(cmd, sizeof(cmd), "%s %s quantize --random %s --quant nf4 --double-quant -s %s -o %s", exec_prefix(), peft_bin(), shape, seeds[k], outs[k]);
+        rc |= run_sh(cmd, err, sizeof(err));
+    }
+    Model fm;
+    memset(&fm, 0, sizeof(fm));
+    config_defaults(&fm.config);
+    fm.config.dim = 64; fm.config.hidden_dim = 160; fm.config.n_layers = 3; fm.config.n_heads = 4; fm.config.n_kv_heads = 2; fm.config.head_dim = 16;
+    fm.config.vocab_size = 300; fm.config.seq_len = 32; fm.config.tied = 0; fm.format = FMT_BIN_V1;
+    model_alloc(&fm);
+    floatX *ps[NUM_PARAM_TENSORS] = { fm.params.embed, fm.params.rms_att, fm.params.wq, fm.params.wk, fm.params.wv, fm.params.wo, fm.params.rms_ffn, fm.params.w1, fm.params.w2, fm.params.w3, fm.params.rms_final, fm.params.wcls };
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        int norm = i == 1 || i == 6 || i == 10, outer = i == 0 || i == 11;
+        size_t per = outer || i == 10 ? fm.param_sizes[i] : fm.param_sizes[i] / 3;
+        for (int l = 0; l < (outer || i == 10 ? 1 : 3); l++)
+            for (size_t k = 0; k < per; k++) ps[i][l * per + k] = norm ? 1.0f : (floatX)test_random_value(7, i, l, k);
+    }
+    int saved = model_save_quant(&fm, ref, QT_NF4, 0, 1, 64, 0) == 0;
+    model_free(&fm);
+    size_t na = 0, nb = 0, nc = 0, nr = 0;
+    char *ba = read_file(a, &na, 1 << 24), *bb = read_file(b, &nb, 1 << 24), *bc = read_file(c8, &nc, 1 << 24), *br = read_file(ref, &nr, 1 << 24);
+    int same_ref = saved && ba && br && na == nr && !memcmp(ba, br, na), same_seed = ba && bb && na == nb && !memcmp(ba, bb, na), other_seed = ba && bc && na == nc && memcmp(ba, bc, na);
+    free(ba); free(bb); free(bc); free(br);
+    Model m;
+    double sum = 0, sq = 0, n = 0;
+    int loaded = model_load(&m, a) == 0;
+    if (loaded) {
+        floatX *w = (floatX *)malloc((size_t)160 * 64 * sizeof(floatX));
+        for (int l = 0; l < 3; l++) { model_get_matrix(w, &m, 7, l); for (int k = 0; k < 160 * 64; k++) { sum += w[k]; sq += (double)w[k] * w[k]; n++; } }
+        free(w);
+        model_free(&m);
+    }
+    double mean = n ? sum / n : 0, sd = n ? sqrt(sq / n - mean * mean) : 0;
+    check(rc == 0 && same_ref && same_seed && other_seed && loaded && fabs(mean) < 1e-3 && fabs(sd - 0.02) < 0.002, "quantize --random writes the model its shapes and seed define",
+          "nf4 file == model_save_quant of the same values made here: %s; seed 7 twice: %s; seed 8: %s; w1 dequantized: mean %.2g, std %.4f (0.02)",
+          same_ref ? "identical" : "DIFFERENT", same_seed ? "identical" : "DIFFERENT", other_seed ? "differs" : "SAME", mean, sd);
+    snprintf(cmd, sizeof(cmd), "%s %s quantize --random dim=60,hidden=160,layers=3,heads=8 --quant nf4 -o %s", exec_prefix(), peft_bin(), c8);
+    rc = run_sh(cmd, err, sizeof(err));
+    check(rc == 1 && strstr(err, "peft: --random 'dim=60,hidden=160,layers=3,heads=8': needs dim, hidden, layers and heads") && count_lines(err) == 1,
+          "quantize --random: a shape it cannot make is refused in one line", "exit %d, \"%.200s\"", rc, err);
+}
+
 // loading an fp32 .bin quantizes large matrices in chunks: the same bytes as quantizing the whole matrix
 static void test_quant_chunked_load(void) {
     Config mc;
@@ -3968,6 +4026,7 @@ static void run_fp32_tests(void) {
     test_qlora_grads();
     test_quant_files();
     test_quant_chunked_load();
+    test_quantize_random();
     test_quant_chunked_load_hf();
     test_quant_cli();
     test_hostile_adapters();
@@ -5490,8 +5549,9 @@ int main(int argc, char **argv) {
     char tmpl[] = "/tmp/peft_test_XXXXXX";
     if (!mkdtemp(tmpl)) { perror("mkdtemp"); return 1; }
     snprintf(tmpdir, sizeof(tmpdir), "%s", tmpl);
-    if (argc > 1 && !strcmp(argv[1], "plan")) { // ./test_all plan: only --gpu-memory's planner (quick)
+    if (argc > 1 && !strcmp(argv[1], "plan")) { // ./test_all plan: only --gpu-memory's planner and quantize --random (quick)
         test_gpu_plan();
+        test_quantize_random();
         char rm[512]; snprintf(rm, sizeof(rm), "rm -rf '%s'", tmpdir);
         if (system(rm) != 0) printf("note: could not remove %s\n", tmpdir);
         printf("%d passed, %d failed, %d skipped\n", n_pass, n_fail, n_skip);
