@@ -957,6 +957,12 @@ int gpu_offload_add(int layer, void *host, size_t bytes, const void *src, size_t
 int gpu_offload_ready(int nslots, char *err, size_t errlen); // the slots; -1 with the reason when they do not fit
 void gpu_offload_use(int l, int next);                   // kernels from here on read layer l; next is copied meanwhile (-1: none)
 void gpu_offload_end(void);
+// --offload activations: count tensors of bytes each in host (pinned), slots of them at dev on the GPU
+int gpu_xring_init(void *host, void *dev, size_t bytes, int count, int slots, char *err, size_t errlen);
+void gpu_xring_write(int i);           // the kernels from here on write tensor i (its slot's last save done first)
+void gpu_xring_save(int i);            // the kernels so far wrote tensor i: copy it to the host
+void gpu_xring_read(int i, int next);  // the kernels from here on read tensor i (copied in if not there); next meanwhile
+void gpu_xring_end(void);
 void gpu_sync_mirror(void *host, int to_device);         // copy the whole mirror of host one way
 void gpu_copy(void *dst, const void *src, size_t bytes, int to_device); // host buffer <-> tensor
 size_t gpu_free_bytes(void);
@@ -5194,7 +5200,9 @@ typedef struct {
                            // per set, the others one shared by all layers
     floatX **own_mem;      // those allocations (n_own of them)
     int n_own;
-    floatX *x;             // (L+1, N, C): input of every layer; x[L] feeds the final norm
+    floatX *x;             // (L+1, N, C): input of every layer; x[L] feeds the final norm (act_x: the one of layer l)
+    int xslots;            // --offload activations: x holds xslots of them, the L+1 live in xhost (pinned)
+    floatX *xhost;         // (L+1, N, C) then
     floatX *layer_memory;  // L (or 1 with checkpointing) sets of the kept LayerActs, then one set of the others
     LayerActs *layers;     // (L)
     floatX *xf, *rstdf;    // (N,C), (N) final norm
@@ -5349,7 +5357,51 @@ static void acts_alloc(Activations *a, const Config *c, int B, int T, int checkp
     } else a->dh = alloc_floats(N * H, &a->bytes);
     a->dscratch = alloc_floats((size_t)B * c->n_heads * T * (gpu_on ? 1 : T), &a->bytes); // attention_backward's dP / dS (GPU: rowsum(dO * O))
 }
+// the input of layer l (N, C); with --offload activations in its slot (l mod xslots)
+static floatX *act_x(const Activations *a, int l, int C) { return a->x + (size_t)(a->xslots ? l % a->xslots : l) * a->B * a->T * C; }
+// --offload activations: the checkpoints (the layer inputs) in pinned host memory, PLAN_SLOTS on the GPU
+static void acts_offload_x(Activations *a, const Config *c) {
+#ifdef PEFT_CUDA
+    size_t NC = (size_t)a->B * a->T * c->dim, L = (size_t)c->n_layers;
+    char err[256];
+    if (!a->checkpoint) fatal("--offload activations keeps the checkpoints in host memory: it needs --checkpoint-activations");
+    tensor_free(a->x);
+    a->bytes -= (L + 1) * NC * sizeof(floatX);
+    a->xslots = L + 1 < PLAN_SLOTS ? (int)L + 1 : PLAN_SLOTS;
+    a->x = alloc_floats((size_t)a->xslots * NC, &a->bytes);
+    a->xhost = (floatX *)malloc_check((L + 1) * NC * sizeof(floatX));
+    if (gpu_xring_init(a->xhost, a->x, NC * sizeof(floatX), (int)L + 1, a->xslots, err, sizeof(err))) fatal("--offload activations: %s", err);
+#else
+    (void)a; (void)c;
+#endif
+}
+// --offload activations: around the kernels that write, and before those that read, layer input l
+static void act_x_write(const Activations *a, int l) {
+#ifdef PEFT_CUDA
+    if (a->xslots) gpu_xring_write(l);
+#else
+    (void)a; (void)l;
+#endif
+}
+static void act_x_save(const Activations *a, int l) {
+#ifdef PEFT_CUDA
+    if (a->xslots) gpu_xring_save(l);
+#else
+    (void)a; (void)l;
+#endif
+}
+static void act_x_read(const Activations *a, int l, int next) {
+#ifdef PEFT_CUDA
+    if (a->xslots) gpu_xring_read(l, next);
+#else
+    (void)a; (void)l; (void)next;
+#endif
+}
 static void acts_free(Activations *a) {
+#ifdef PEFT_CUDA
+    if (a->xslots) gpu_xring_end();
+#endif
+    free(a->xhost);
     floatX *ptrs[] = { a->x, a->layer_memory, a->xf, a->rstdf, a->logits, a->losses, a->dx, a->dxn, a->dq, a->dk, a->dv, a->dao, a->dg, a->du, a->dh, a->dscratch };
     for (size_t i = 0; i < sizeof(ptrs) / sizeof(ptrs[0]); i++) tensor_free(ptrs[i]);
     for (int i = 0; i < a->n_own; i++) tensor_free(a->own_mem[i]);
@@ -5425,7 +5477,7 @@ static void layer_forward(Net *net, Activations *a, int l, const floatX *x, int 
     linear_forward(la->g, la->xn2, layer_weight(net->model, l, TGT_GATE), lora_mod(lo, l, TGT_GATE), N, C, H, p_drop, new_mask, rng);
     linear_forward(la->u, la->xn2, layer_weight(net->model, l, TGT_UP), lora_mod(lo, l, TGT_UP), N, C, H, p_drop, new_mask, rng);
     swiglu_forward(la->h, la->g, la->u, (size_t)N * H);
-    floatX *xout = a->x + (size_t)(l + 1) * N * C;
+    floatX *xout = act_x(a, l + 1, C);
     linear_forward(xout, la->h, layer_weight(net->model, l, TGT_DOWN), lora_mod(lo, l, TGT_DOWN), N, H, C, p_drop, new_mask, rng);
     residual_forward(xout, xout, la->xmid, (size_t)N * C);                      // x' = xmid + mlp
 }
@@ -5475,14 +5527,18 @@ static void peft_forward(Net *net, Activations *a, const int *inputs) {
     int N = a->B * a->T, C = c->dim, V = c->vocab_size;
     tensor_upload(a->inputs, inputs, (size_t)N * sizeof(int));
     int new_mask = net->lora && net->lora->training && net->lora->dropout > 0;
+    act_x_write(a, 0);
     if (net->lora && net->lora->embed) encoder_forward(a->x, a->inputs, net->lora->embed, N, C); // modules_to_save
     else if (net->model->quant && net->model->quant_embed) encoder_forward_q(a->x, a->inputs, &net->model->qembed, N, C);
     else encoder_forward(a->x, a->inputs, p->embed, N, C);
+    act_x_save(a, 0);
     for (int l = 0; l < c->n_layers; l++) {
         layer_use(l, l + 1 < c->n_layers ? l + 1 : -1);
-        layer_forward(net, a, l, a->x + (size_t)l * N * C, new_mask);
+        act_x_write(a, l + 1);
+        layer_forward(net, a, l, act_x(a, l, C), new_mask);
+        act_x_save(a, l + 1);
     }
-    rmsnorm_forward(a->xf, a->rstdf, a->x + (size_t)c->n_layers * N * C, p->rms_final, N, C, c->norm_eps);
+    rmsnorm_forward(a->xf, a->rstdf, act_x(a, c->n_layers, C), p->rms_final, N, C, c->norm_eps);
     if (a->logit_rows == N) linear_forward(a->logits, a->xf, net_cls(net), NULL, N, C, V, 0, 0, NULL); // (else: peft_eval_loss)
 }
 // the targets (N) to tensor memory, and a->count = the counted ones (target >= 0)
@@ -5532,10 +5588,11 @@ static void peft_backward(Net *net, Activations *a, ParameterTensors *g, int g_l
     tensor_zero(a->dxn, (size_t)N * C);
     linear_backward(a->dxn, g && g_outer ? g->wcls : (net->lora ? net->lora->dlm_head : NULL), a->logits, a->xf, net_cls(net), NULL, N, C, V);
     tensor_zero(a->dx, (size_t)N * C);
-    rmsnorm_backward(a->dx, g && g_outer ? g->rms_final : NULL, a->dxn, a->x + (size_t)L * N * C, p->rms_final, a->rstdf, N, C);
+    rmsnorm_backward(a->dx, g && g_outer ? g->rms_final : NULL, a->dxn, act_x(a, L, C), p->rms_final, a->rstdf, N, C);
     for (int l = L - 1; l >= 0; l--) {
-        const floatX *x = a->x + (size_t)l * N * C;
+        const floatX *x = act_x(a, l, C);
         layer_use(l, l - 1);
+        act_x_read(a, l, l - 1);
         if (a->checkpoint) layer_forward(net, a, l, x, 0); // recompute this layer's activations (same dropout masks)
         int below = (g && g_outer) || (g && l > g_layer_from) || (net->lora && lora_trainable_below(net->lora, l));
         layer_backward(net, a, l, x, (g && l >= g_layer_from) ? g : NULL, below);
@@ -7489,7 +7546,7 @@ typedef struct {
     int mode, B, T, steps, warmup, grad_accum, eval_every, save_every, eval_batches, schedule, freeze_layers, checkpoint_acts, log_every, bench;
     double gpu_memory;   // --gpu-memory: the device budget in bytes the plan fits (0: none)
     int plan_only;       // --plan-only: print the plan and stop
-    int offload;         // --offload: the frozen base in host memory, streamed to the GPU a layer ahead
+    int offload;         // --offload: the frozen base in host memory, streamed to the GPU a layer ahead; 2: the checkpoints too
     int format, tpl, cutoff_len, train_on_prompt;   // instruction data (DATA_ALPACA / DATA_SHAREGPT): template, truncation
     int mts;                                         // modules_to_save: bit 0 embed_tokens, bit 1 lm_head (fully trained)
     int expand;          // LLaMA Pro: blocks inserted (the model is already expanded when train() runs)
@@ -8026,8 +8083,9 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
     net_init(&net, m, lo);
     if (lo && ta->lc.dora && !ta->resume_adapter) lora_init_dora(lo, m);
 #ifdef PEFT_CUDA
-    if (gpu_on) { // what the activations will need, against what is free, before taking any of it
-        double need = acts_plan_bytes(c, B, T, ta->checkpoint_acts, 0, train_acts_keep(ta, lo)) + (val_fits_eval(ta) ? acts_plan_bytes(c, B, T, 0, 1, ACTS_KEEP_ALL) : 0) + 2.0 * tr_bytes(m, lo, ta->mode),
+    if (gpu_on) { // what the activations will need, against what is free, before taking any of it (--offload activations: PLAN_SLOTS layer inputs)
+        double xs = ta->offload == 2 ? ((double)c->n_layers + 1 - PLAN_SLOTS) * N * c->dim * sizeof(floatX) : 0;
+        double need = acts_plan_bytes(c, B, T, ta->checkpoint_acts, 0, train_acts_keep(ta, lo)) - (xs > 0 ? xs : 0) + (val_fits_eval(ta) ? acts_plan_bytes(c, B, T, 0, 1, ACTS_KEEP_ALL) : 0) + 2.0 * tr_bytes(m, lo, ta->mode),
                have = (double)gpu_free_bytes();
         if (need > have) fatal("out of GPU memory: training needs %.2f GiB more for activations and optimizer state (batch %d x %d%s), %.2f GiB are free; "
                                "lower -b or -T, or use --checkpoint-activations, --eval-batches or --quant nf4", need / 1073741824.0, B, T,
@@ -8056,6 +8114,7 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
     }
     Activations a;
     acts_alloc(&a, c, B, T, ta->checkpoint_acts, 0, train_acts_keep(ta, lo));
+    if (ta->offload == 2) acts_offload_x(&a, c);
     uint64_t data_rng = ta->seed * 0x9E3779B97F4A7C15ull + 12345;
     int step0 = 0;
     if (ta->resume) {
@@ -9045,6 +9104,8 @@ static void error_usage_train(void) {
                     "  --offload                 GPU: keep the frozen base in pinned host memory and stream each layer's weights\n"
                     "                            to the GPU a layer ahead of its use (3 layers there at once): the resident run's\n"
                     "                            arithmetic, bit for bit (LoRA; --gpu-memory chooses it when the base does not fit)\n"
+                    "  --offload activations     also keep the checkpointed activations (each layer's input) in pinned host memory,\n"
+                    "                            3 on the GPU, copied out in the forward and back a layer ahead in the backward\n"
                     "  --log-every N             print every N steps (default: about 100 lines per run)\n"
                     "  --bench                   at the end, print the median step time and tokens/s after warm-up and\n"
                     "                            the FLOPs and time inside the matmuls (make bench uses it)\n"
@@ -9122,13 +9183,8 @@ static void train_plan(TrainArgs *ta, const Model *m, int bf16) {
         fatal("%s: --gpu-memory %s: no configuration fits (batch %d x %d); the smallest needs %s (--gpu-memory %.1fG), or lower -b or -T", ta->model_path, b, ta->B, ta->T, need,
               ceil(gp.smallest / 107374182.4) / 10);
     }
-    if (gp.choice >= PLAN_OFFLOAD_ACTS) { // not in this peft yet
-        fmt_bytes(need, sizeof(need), gp.p[PLAN_OFFLOAD].total);
-        fatal("%s: --gpu-memory %s fits only with the activations in host memory, which peft does not do yet; offloaded weights need %s (--gpu-memory %.1fG), or lower -b or -T",
-              ta->model_path, b, need, ceil(gp.p[PLAN_OFFLOAD].total / 107374182.4) / 10);
-    }
     if (gp.choice >= PLAN_CHECKPOINT) ta->checkpoint_acts = 1;
-    if (gp.choice >= PLAN_OFFLOAD) ta->offload = 1;
+    if (gp.choice >= PLAN_OFFLOAD) ta->offload = gp.choice == PLAN_OFFLOAD_ACTS ? 2 : 1;
 }
 static int cmd_train(int argc, char **argv) {
     TrainArgs ta;
@@ -9151,7 +9207,10 @@ static int cmd_train(int argc, char **argv) {
         else if (!strcmp(f, "--checkpoint-activations")) ta.checkpoint_acts = 1;
         else if (!strcmp(f, "--gpu-memory")) ta.gpu_memory = parse_size(f, next_arg(argc, argv, &i));
         else if (!strcmp(f, "--plan-only")) ta.plan_only = 1;
-        else if (!strcmp(f, "--offload")) ta.offload = 1;
+        else if (!strcmp(f, "--offload")) {
+            ta.offload = 1;
+            if (i + 1 < argc && !strcmp(argv[i + 1], "activations")) { ta.offload = 2; ta.checkpoint_acts = 1; i++; }
+        }
         else if (!strcmp(f, "--bench")) ta.bench = 1;
         else if (!strcmp(f, "--train-on-prompt")) ta.train_on_prompt = 1;
         else if (!strcmp(f, "--format")) {

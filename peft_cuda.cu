@@ -512,6 +512,74 @@ extern "C" void gpu_offload_end(void) {
     memset(&ofl, 0, sizeof(ofl));
 }
 
+// --offload activations: the checkpoints (each layer's input, count of them) live in pinned host memory and
+// slots of them on the GPU (tensor i in slot i % slots). The forward saves each one to the host once its
+// layer wrote it; the backward copies each back in a layer ahead. Copies run on their own stream, each after
+// an event recorded when it is queued (so after every kernel queued before that read or wrote the slot); the
+// kernels that write a slot wait for its last save, those that read one for its copy.
+static struct {
+    char *host, *dev;
+    size_t bytes;
+    int count, slots, holds[MAX_SLOTS], pending[MAX_SLOTS], pinned; // pending: a copy in the kernels have not waited for
+    cudaEvent_t saved[MAX_SLOTS], ready[MAX_SLOTS], now;
+    cudaStream_t copy;
+} xr;
+extern "C" int gpu_xring_init(void *host, void *dev, size_t bytes, int count, int slots, char *err, size_t errlen) {
+    if (slots > MAX_SLOTS) { snprintf(err, errlen, "at most %d slots", MAX_SLOTS); return -1; }
+    xr.host = (char *)host; xr.dev = (char *)dev; xr.bytes = bytes; xr.count = count; xr.slots = slots;
+    cudaError_t e = cudaHostRegister(host, bytes * count, cudaHostRegisterDefault);
+    xr.pinned = e == cudaSuccess;
+    if (!xr.pinned) { cudaGetLastError(); fprintf(stderr, "peft: note: pinning the host activations was refused (%s; ulimit -l?): copies from pageable memory, slower\n", cudaGetErrorString(e)); }
+    for (int s = 0; s < slots; s++) {
+        xr.holds[s] = -1; xr.pending[s] = 0;
+        CK(cudaEventCreateWithFlags(&xr.saved[s], cudaEventDisableTiming));
+        CK(cudaEventCreateWithFlags(&xr.ready[s], cudaEventDisableTiming));
+    }
+    CK(cudaEventCreateWithFlags(&xr.now, cudaEventDisableTiming));
+    CK(cudaStreamCreateWithFlags(&xr.copy, cudaStreamNonBlocking));
+    return 0;
+}
+static void xring_after_kernels(void) { CK(cudaEventRecord(xr.now, 0)); CK(cudaStreamWaitEvent(xr.copy, xr.now, 0)); } // the copy stream waits for the kernels queued so far
+extern "C" void gpu_xring_write(int i) {
+    int s = i % xr.slots;
+    CK(cudaStreamWaitEvent(0, xr.saved[s], 0)); // the slot's previous tensor is on the host
+    if (xr.pending[s]) { CK(cudaStreamWaitEvent(0, xr.ready[s], 0)); xr.pending[s] = 0; }
+    xr.holds[s] = i;
+}
+extern "C" void gpu_xring_save(int i) {
+    int s = i % xr.slots;
+    xring_after_kernels();
+    CK(cudaMemcpyAsync(xr.host + (size_t)i * xr.bytes, xr.dev + (size_t)s * xr.bytes, xr.bytes, cudaMemcpyDeviceToHost, xr.copy));
+    CK(cudaEventRecord(xr.saved[s], xr.copy));
+}
+static void xring_fetch(int i) {
+    int s = i % xr.slots;
+    if (xr.holds[s] == i) return;
+    if (ofl.fail_at && ++ofl.copies >= ofl.fail_at) { fprintf(stderr, "peft: CUDA error: copying layer %d's input to the GPU failed (PEFT_CUDA_OFFLOAD_FAIL)\n", i); exit(1); }
+    xring_after_kernels();
+    char *d = xr.dev + (size_t)s * xr.bytes;
+    CK(cudaMemcpyAsync(d, xr.host + (size_t)i * xr.bytes, xr.bytes, cudaMemcpyHostToDevice, xr.copy));
+    wrote(d, xr.bytes); // the bf16 copies made from the slot are stale
+    CK(cudaEventRecord(xr.ready[s], xr.copy));
+    xr.holds[s] = i;
+    xr.pending[s] = 1;
+}
+extern "C" void gpu_xring_read(int i, int next) {
+    int s = i % xr.slots;
+    xring_fetch(i);
+    if (xr.pending[s]) { CK(cudaStreamWaitEvent(0, xr.ready[s], 0)); xr.pending[s] = 0; }
+    if (next >= 0 && next % xr.slots != s) xring_fetch(next);
+}
+extern "C" void gpu_xring_end(void) {
+    if (!xr.slots) return;
+    CK(cudaDeviceSynchronize());
+    if (xr.pinned) cudaHostUnregister(xr.host);
+    for (int s = 0; s < xr.slots; s++) { cudaEventDestroy(xr.saved[s]); cudaEventDestroy(xr.ready[s]); }
+    cudaEventDestroy(xr.now);
+    cudaStreamDestroy(xr.copy);
+    memset(&xr, 0, sizeof(xr));
+}
+
 // scratch that grows to the largest request (one user at a time)
 static void *scratch_reserve(void **buf, size_t *cap, size_t bytes) {
     if (bytes <= *cap) return *buf;

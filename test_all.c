@@ -5432,18 +5432,20 @@ static void cuda_test_offload(void) {
     int saved = model_save_bin(&fm, model, 0) == 0;
     model_free(&fm);
     if (!saved) { check(0, "cuda offload", "writing the model: %s", peft_errbuf); return; }
-    struct { const char *name, *flags; } cases[] = {
-        { "LoRA all-linear, bf16 base", "--targets all-linear -r 8" },
-        { "DoRA q,v,o, with validation", "--targets q_proj,v_proj,o_proj --dora -r 4 --val-frac 0.2 --eval-every 2" },
-        { "QLoRA nf4 (double-quantized), dropout 0.1", "--quant nf4 --double-quant --targets all-linear --dropout 0.1" },
-        { "QLoRA int8, checkpointed activations", "--quant int8 --targets q_proj,v_proj,down_proj --checkpoint-activations" },
-        { "LoRA, fp32 matmuls", "--targets q_proj,v_proj --dtype fp32" },
+    struct { const char *name, *flags, *offload; } cases[] = {
+        { "LoRA all-linear, bf16 base", "--targets all-linear -r 8", "--offload" },
+        { "DoRA q,v,o, with validation", "--targets q_proj,v_proj,o_proj --dora -r 4 --val-frac 0.2 --eval-every 2", "--offload" },
+        { "QLoRA nf4 (double-quantized), dropout 0.1", "--quant nf4 --double-quant --targets all-linear --dropout 0.1", "--offload" },
+        { "QLoRA int8, checkpointed activations", "--quant int8 --targets q_proj,v_proj,down_proj --checkpoint-activations", "--offload" },
+        { "LoRA, fp32 matmuls", "--targets q_proj,v_proj --dtype fp32", "--offload" },
+        { "activations too: QLoRA nf4, dropout 0.1", "--quant nf4 --double-quant --targets all-linear --dropout 0.1 --checkpoint-activations", "--offload activations" },
+        { "activations too: DoRA on a bf16 base, with validation", "--targets q_proj,v_proj,o_proj --dora -r 4 --val-frac 0.2 --eval-every 2 --checkpoint-activations", "--offload activations" },
     };
     for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
         tmp_path(a, sizeof(a), "offload_res"); tmp_path(b, sizeof(b), "offload_ofl");
         snprintf(args, sizeof(args), "train %s %s -z %s -b 4 -T 64 --steps 4 --lr 1e-2 --val-frac 0 --device cuda %s -o %s", model, data, tok, cases[k].flags, a);
         int r1 = run_cmd(args, err, sizeof(err), NULL, 0);
-        snprintf(args, sizeof(args), "train %s %s -z %s -b 4 -T 64 --steps 4 --lr 1e-2 --val-frac 0 --device cuda %s --offload -o %s", model, data, tok, cases[k].flags, b);
+        snprintf(args, sizeof(args), "train %s %s -z %s -b 4 -T 64 --steps 4 --lr 1e-2 --val-frac 0 --device cuda %s %s -o %s", model, data, tok, cases[k].flags, cases[k].offload, b);
         int r2 = run_cmd(args, err, sizeof(err), NULL, 0);
         size_t n = 0;
         int same = r1 == 0 && r2 == 0 && same_adapter(a, b, &n);
@@ -5451,18 +5453,18 @@ static void cuda_test_offload(void) {
         snprintf(name, sizeof(name), "cuda --offload == resident: %s", cases[k].name);
         check(same, name, "adapters after 4 steps (5 layers through 3 slots): %zu bytes, %s%s%.300s", n, same ? "identical" : "DIFFERENT", same ? "" : "; ", same ? "" : err);
     }
-    // resume: 6 steps resident == 3 offloaded + --resume offloaded
+    // resume: 6 steps resident == 3 offloaded (weights and activations) + --resume offloaded
     tmp_path(a, sizeof(a), "offload_r6"); tmp_path(b, sizeof(b), "offload_r3"); tmp_path(c3, sizeof(c3), "offload_r3b");
-    const char *common = "-b 4 -T 64 --steps 6 --lr 1e-2 --val-frac 0 --device cuda --quant nf4 --targets all-linear --dropout 0.1";
+    const char *common = "-b 4 -T 64 --steps 6 --lr 1e-2 --val-frac 0 --device cuda --quant nf4 --targets all-linear --dropout 0.1 --checkpoint-activations";
     snprintf(args, sizeof(args), "train %s %s -z %s %s -o %s", model, data, tok, common, a);
     int r1 = run_cmd(args, err, sizeof(err), NULL, 0);
-    snprintf(args, sizeof(args), "train %s %s -z %s %s --offload --save-every 3 -o %s", model, data, tok, common, b);
+    snprintf(args, sizeof(args), "train %s %s -z %s %s --offload activations --save-every 3 -o %s", model, data, tok, common, b);
     int r2 = run_cmd(args, err, sizeof(err), NULL, 0);
-    snprintf(args, sizeof(args), "train %s %s -z %s %s --offload --resume %s/checkpoint-3 -o %s", model, data, tok, common, b, c3);
+    snprintf(args, sizeof(args), "train %s %s -z %s %s --offload activations --resume %s/checkpoint-3 -o %s", model, data, tok, common, b, c3);
     int r3 = run_cmd(args, err, sizeof(err), NULL, 0);
     size_t n = 0;
     int same = r1 == 0 && r2 == 0 && r3 == 0 && same_adapter(a, c3, &n);
-    check(same, "cuda --offload resume is bit-for-bit", "6 resident steps (nf4, dropout 0.1) == 3 offloaded + --resume offloaded: %zu bytes, %s", n, same ? "identical" : "DIFFERENT");
+    check(same, "cuda --offload resume is bit-for-bit", "6 resident steps (nf4, dropout 0.1, checkpointed) == 3 offloaded (--offload activations) + --resume offloaded: %zu bytes, %s", n, same ? "identical" : "DIFFERENT");
     // a layer copy that fails mid-run (the 12th: step 1 copies 7 layers, each later step 4, so in step 3):
     // one peft: line, exit 1, and checkpoint-2 as the resident run wrote it
     char f[8192], e1[700];

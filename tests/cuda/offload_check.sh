@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # --offload on the GPU: the offload tests of test_all (bit for bit against resident on small models), then
 # a Llama-2-7B-shape NF4 model (SHAPE=: another quantize --random shape) written by quantize --random and trained STEPS (5) steps resident and offloaded
-# (checkpointed activations both, B x T = 1 x T, default 4096): tokens/s, GPU memory peak, the adapters compared.
+# (checkpointed activations), offloaded (--offload), with the activations too (--offload activations) and, with
+# GPU_MEMORY=22G, as --gpu-memory plans it; B x T = 1 x T (default 4096): tokens/s, GPU memory peak, the adapters
+# compared with the resident run's. The 70B bar: SHAPE=llama2-70b T=8192 STEPS=3 GPU_MEMORY=22G RUN_T=1200.
 # Usage: tests/cuda/offload_check.sh [BIN_DIR] (where peft and test_all are; default .); logs under $OUT.
 set -u
 BIN=${1:-.}; OUT=${OUT:-/tmp/peft_offload}; mkdir -p "$OUT"
@@ -15,9 +17,9 @@ $BIN/peft quantize --random ${SHAPE:-llama2-7b} --quant nf4 --double-quant -o $M
 ls -la $M
 D=../shared/data/tinyshakespeare.txt
 COMMON="$M $D -z models/stories260K/tok512.bin -b 1 -T ${T:-4096} --steps ${STEPS:-5} --val-frac 0 --targets q_proj,v_proj -r 8 --checkpoint-activations --bench --device cuda"
-for mode in resident offload; do
-  F=""; [ $mode = offload ] && F="--offload"
-  timeout 150 $BIN/peft train $COMMON $F -o $OUT/7b_$mode > "$OUT/7b_$mode.log" 2>&1; echo "== 7B nf4 $mode (rc $?)"
-  grep -E "^device|^memory|^bench|^peft|^done" "$OUT/7b_$mode.log" | cut -c1-300
+for mode in resident offload offload-activations ${GPU_MEMORY:+plan}; do
+  case $mode in resident) F="";; offload) F="--offload";; offload-activations) F="--offload activations";; plan) F="--gpu-memory $GPU_MEMORY";; esac
+  timeout ${RUN_T:-150} $BIN/peft train $COMMON $F -o $OUT/big_$mode > "$OUT/big_$mode.log" 2>&1; echo "== ${SHAPE:-llama2-7b} nf4 $mode (rc $?)"
+  grep -E "^device|^memory|^bench|^peft|^done|^plan|^GPU memory plan|^  [ *] " "$OUT/big_$mode.log" | cut -c1-300
+  [ $mode = resident ] || { cmp $OUT/big_resident/adapter_model.safetensors $OUT/big_$mode/adapter_model.safetensors && echo "adapters after ${STEPS:-5} steps: $mode == resident"; }
 done
-cmp $OUT/7b_resident/adapter_model.safetensors $OUT/7b_offload/adapter_model.safetensors && echo "7B adapters after ${STEPS:-5} steps: identical"
