@@ -5288,11 +5288,13 @@ static double acts_plan_bytes(const Config *c, int B, int T, int checkpoint, int
 }
 // keep: the LayerActs kept per layer for the backward (acts_keep; ACTS_KEEP_ALL keeps every one); the
 // others are one set shared by all layers. With checkpointing or loss_only there is one set anyway.
-static void acts_alloc(Activations *a, const Config *c, int B, int T, int checkpoint, int loss_only, unsigned keep) {
+// xslots: --offload activations (acts_offload_x): x holds that many layer inputs, not L+1
+static void acts_alloc_x(Activations *a, const Config *c, int B, int T, int checkpoint, int loss_only, unsigned keep, int xslots) {
     double need = acts_plan_bytes(c, B, T, checkpoint, loss_only, keep);
     if (!bytes_fit(need)) fatal("a batch of %d x %d tokens needs %.4g GB of activations: too large for this %s machine", B, T, need / 1e9, machine_bits());
     memset(a, 0, sizeof(*a));
     a->B = B; a->T = T; a->checkpoint = checkpoint || loss_only;
+    a->xslots = xslots;
     unsigned keep_asked = keep;
     if (a->checkpoint) keep = ACTS_KEEP_ALL; // one set: the backward recomputes each layer's before reading them
     a->keep = keep;
@@ -5309,7 +5311,7 @@ static void acts_alloc(Activations *a, const Config *c, int B, int T, int checkp
         if (keep >> i & 1) kept += s[i]; else shared += s[i];
     }
     size_t nsets = a->checkpoint ? 1 : L;
-    a->x = alloc_floats((L + 1) * N * C, &a->bytes);
+    a->x = alloc_floats((xslots ? (size_t)xslots : L + 1) * N * C, &a->bytes);
     a->layer_memory = alloc_floats(nsets * kept + shared, &a->bytes);
     a->layers = (LayerActs *)calloc_check(L, sizeof(LayerActs));
     a->own_mem = (floatX **)calloc_check(L * NUM_LAYER_ACTS, sizeof(floatX *));
@@ -5357,18 +5359,16 @@ static void acts_alloc(Activations *a, const Config *c, int B, int T, int checkp
     } else a->dh = alloc_floats(N * H, &a->bytes);
     a->dscratch = alloc_floats((size_t)B * c->n_heads * T * (gpu_on ? 1 : T), &a->bytes); // attention_backward's dP / dS (GPU: rowsum(dO * O))
 }
+static void acts_alloc(Activations *a, const Config *c, int B, int T, int checkpoint, int loss_only, unsigned keep) { acts_alloc_x(a, c, B, T, checkpoint, loss_only, keep, 0); }
 // the input of layer l (N, C); with --offload activations in its slot (l mod xslots)
 static floatX *act_x(const Activations *a, int l, int C) { return a->x + (size_t)(a->xslots ? l % a->xslots : l) * a->B * a->T * C; }
-// --offload activations: the checkpoints (the layer inputs) in pinned host memory, PLAN_SLOTS on the GPU
+// --offload activations: the checkpoints (the layer inputs) in pinned host memory, a->xslots (acts_alloc_x's)
+// on the GPU
 static void acts_offload_x(Activations *a, const Config *c) {
 #ifdef PEFT_CUDA
     size_t NC = (size_t)a->B * a->T * c->dim, L = (size_t)c->n_layers;
     char err[256];
     if (!a->checkpoint) fatal("--offload activations keeps the checkpoints in host memory: it needs --checkpoint-activations");
-    tensor_free(a->x);
-    a->bytes -= (L + 1) * NC * sizeof(floatX);
-    a->xslots = L + 1 < PLAN_SLOTS ? (int)L + 1 : PLAN_SLOTS;
-    a->x = alloc_floats((size_t)a->xslots * NC, &a->bytes);
     a->xhost = (floatX *)malloc_check((L + 1) * NC * sizeof(floatX));
     if (gpu_xring_init(a->xhost, a->x, NC * sizeof(floatX), (int)L + 1, a->xslots, err, sizeof(err))) fatal("--offload activations: %s", err);
 #else
@@ -8113,7 +8113,7 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
         if (!c->tied) trainable_add(&tr, m->params.wcls + f, gn.wcls + f, R);
     }
     Activations a;
-    acts_alloc(&a, c, B, T, ta->checkpoint_acts, 0, train_acts_keep(ta, lo));
+    acts_alloc_x(&a, c, B, T, ta->checkpoint_acts, 0, train_acts_keep(ta, lo), ta->offload == 2 ? (c->n_layers + 1 < PLAN_SLOTS ? c->n_layers + 1 : PLAN_SLOTS) : 0);
     if (ta->offload == 2) acts_offload_x(&a, c);
     uint64_t data_rng = ta->seed * 0x9E3779B97F4A7C15ull + 12345;
     int step0 = 0;
