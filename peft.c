@@ -929,6 +929,8 @@ static int st_write(const char *path, STWrite *ts, int n, const char *metadata_j
 // (tensor_to_device). Activations live on the device only (tensor_alloc). Above the kernels, code
 // never reads or writes tensor memory itself.
 static int gpu_on;   // the kernels run on the GPU (--device cuda)
+static int offload_on; // --offload: the frozen base in host memory, each layer streamed to the GPU ahead of its use
+#define PLAN_SLOTS 3   // --offload's layers on the GPU at once: the one computing, the one before it, the next (being copied)
 // data-parallel training: this process's rank among dist_world, and its GPU on this host (see train)
 static int dist_rank = 0;
 MAYBE_UNUSED static int dist_world = 1, dist_local = 0; // (the inference-only build has no trainer to read them)
@@ -948,6 +950,19 @@ void gpu_free(void *p);
 int gpu_mirror(void *host, size_t bytes);                // device copy of host[0..bytes), uploaded; -1: out of memory
 void gpu_mirror_bf16(const void *host, size_t bytes);    // before gpu_mirror: these bytes are frozen weights only GEMMs read (bf16 matmuls: kept in bf16 only)
 void gpu_unmirror(void *host);
+void gpu_mirror_skip(const void *host, size_t bytes);    // before gpu_mirror: these bytes are streamed (--offload), not mirrored
+int gpu_weights_bf16(void);                              // frozen float weights are kept (and streamed) in bf16
+// --offload: a layer's frozen tensors stay in host memory (pinned) and are streamed into device slots
+int gpu_offload_add(int layer, void *host, size_t bytes, const void *src, size_t dev_bytes, int bf16, char *err, size_t errlen);
+int gpu_offload_ready(int nslots, char *err, size_t errlen); // the slots; -1 with the reason when they do not fit
+void gpu_offload_use(int l, int next);                   // kernels from here on read layer l; next is copied meanwhile (-1: none)
+void gpu_offload_end(void);
+// --offload activations: count tensors of bytes each in host (pinned), slots of them at dev on the GPU
+int gpu_xring_init(void *host, void *dev, size_t bytes, int count, int slots, char *err, size_t errlen);
+void gpu_xring_write(int i);           // the kernels from here on write tensor i (its slot's last save done first)
+void gpu_xring_save(int i);            // the kernels so far wrote tensor i: copy it to the host
+void gpu_xring_read(int i, int next);  // the kernels from here on read tensor i (copied in if not there); next meanwhile
+void gpu_xring_end(void);
 void gpu_sync_mirror(void *host, int to_device);         // copy the whole mirror of host one way
 void gpu_copy(void *dst, const void *src, size_t bytes, int to_device); // host buffer <-> tensor
 size_t gpu_free_bytes(void);
@@ -1213,6 +1228,12 @@ static int dyn_quantize_value(const float *code, float x) {
 static size_t qtensor_qbytes(int type, size_t n) { return type == QT_INT8 || type == QT_HQQ8 ? n : (n + 1) / 2; }
 static int qtensor_dq(const QTensor *t) { return t->qabsmax != NULL; }
 
+// the one allocation of n values of the type in blocks of bs (memory_bytes): the codes, then the scales
+// (dq: the absmax codes and their fp32 absmax per DQ_BLOCK), each part from a 4-byte boundary
+static size_t qtensor_memory_bytes(int type, size_t n, int dq, int bs) {
+    size_t nb = (n + bs - 1) / bs, qb = (qtensor_qbytes(type, n) + 3) & ~(size_t)3, n2 = (nb + DQ_BLOCK - 1) / DQ_BLOCK;
+    return qb + (dq ? ((nb + 3) & ~(size_t)3) + n2 * sizeof(float) : nb * (type == QT_INT4 ? 2 : qtype_hqq(type) ? 4 : sizeof(float)));
+}
 // allocate a (rows, cols) tensor of the type with blocks of bs; dq: nf4 with double-quantized absmax
 static void qtensor_alloc_bs(QTensor *t, int type, int rows, int cols, int dq, int bs) {
     memset(t, 0, sizeof(*t));
@@ -1220,11 +1241,10 @@ static void qtensor_alloc_bs(QTensor *t, int type, int rows, int cols, int dq, i
     t->type = type; t->bs = bs; t->rows = rows; t->cols = cols;
     t->n = (size_t)rows * cols;
     t->nblocks = (t->n + t->bs - 1) / t->bs;
-    size_t qb = (qtensor_qbytes(type, t->n) + 3) & ~(size_t)3, n2 = (t->nblocks + DQ_BLOCK - 1) / DQ_BLOCK;
-    size_t sb = dq ? ((t->nblocks + 3) & ~(size_t)3) + n2 * sizeof(float) : t->nblocks * (type == QT_INT4 ? 2 : qtype_hqq(type) ? 4 : sizeof(float));
-    t->memory = malloc_check(qb + sb);
-    advise_huge_pages(t->memory, qb + sb);
-    t->memory_bytes = qb + sb;
+    size_t qb = (qtensor_qbytes(type, t->n) + 3) & ~(size_t)3;
+    t->memory_bytes = qtensor_memory_bytes(type, t->n, dq, bs);
+    t->memory = malloc_check(t->memory_bytes);
+    advise_huge_pages(t->memory, t->memory_bytes);
     t->q = (uint8_t *)t->memory;
     if (dq) { t->qabsmax = t->q + qb; t->absmax2 = (float *)(t->qabsmax + ((t->nblocks + 3) & ~(size_t)3)); }
     else if (type == QT_INT4) t->scale16 = (uint16_t *)(t->q + qb);
@@ -2470,8 +2490,21 @@ static void qtensor_write(AtomicFile *af, const QTensor *t) {
     else if (t->scale16) atomic_write_le(af, t->scale16, 2, t->nblocks);
     else atomic_write_le(af, t->scale, sizeof(float), t->nblocks);
 }
-// bs: the hqq group size (0: 64); the other formats have fixed blocks
-static int model_save_quant(Model *m, const char *path, int type, int embed, int dq, int bs) {
+// quantize --random: a matrix of a model that exists only as its shapes: values uniform in +-sqrt(3) 0.02
+// (std 0.02, Llama's initializer), each from a hash of (seed, tensor i, layer l, index): the threads fill
+// any part of it independently (splitmix64's finalizer)
+static void random_matrix(floatX *w, size_t n, uint64_t seed, int i, int l) {
+    uint64_t key = seed * 0xD1B54A32D192ED03ull + ((uint64_t)i << 48) + ((uint64_t)l << 32);
+    #pragma omp parallel for schedule(static) if (n >= 65536)
+    for (long k = 0; k < (long)n; k++) {
+        uint64_t z = key + (uint64_t)k * 0x9E3779B97F4A7C15ull;
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull; z = (z ^ (z >> 27)) * 0x94D049BB133111EBull; z ^= z >> 31;
+        w[k] = (floatX)(((double)(z >> 40) / 16777216.0 * 2 - 1) * 0.034641016151377546);
+    }
+}
+// bs: the hqq group size (0: 64); the other formats have fixed blocks. random_seed != 0: m holds only its
+// config, and the file gets random matrices (random_matrix) and norms of ones (quantize --random)
+static int model_save_quant(Model *m, const char *path, int type, int embed, int dq, int bs, uint64_t random_seed) {
     Config *c = &m->config;
     ParameterTensors *p = &m->params;
     size_t sz[NUM_PARAM_TENSORS];
@@ -2492,12 +2525,13 @@ static int model_save_quant(Model *m, const char *path, int type, int embed, int
     if (type != QT_INT8) hdr[41] = (unsigned char)((dq ? 1 : 0) | (embed ? 2 : 0));
     if (qtype_hqq(type)) hdr[42] = type == QT_HQQ4 ? 4 : 8;
     atomic_write(&af, hdr, 256);
-    write_f32s(&af, p->rms_att, sz[1]);
-    write_f32s(&af, p->rms_ffn, sz[6]);
-    write_f32s(&af, p->rms_final, sz[10]);
-    size_t maxm = 0;
+    size_t maxm = sz[1];
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) { size_t per = (i == 0 || i == 11) ? sz[i] : sz[i] / (size_t)c->n_layers; if (per > maxm) maxm = per; }
     floatX *tmp = (floatX *)malloc_check(maxm * sizeof(floatX));
+    if (random_seed) for (size_t k = 0; k < sz[1]; k++) tmp[k] = 1;
+    write_f32s(&af, random_seed ? tmp : p->rms_att, sz[1]);
+    write_f32s(&af, random_seed ? tmp : p->rms_ffn, sz[6]);
+    write_f32s(&af, random_seed ? tmp : p->rms_final, sz[10]);
     int order[9] = { 0, 2, 3, 4, 5, 7, 8, 9, 11 }, rc = 0;
     for (int k = 0; k < 9 && !rc; k++) {
         int i = order[k], outer = i == 0 || i == 11, rows, cols;
@@ -2506,7 +2540,7 @@ static int model_save_quant(Model *m, const char *path, int type, int embed, int
         for (int l = 0; l < (outer ? 1 : c->n_layers) && !rc; l++) {
             const QTensor *have = outer ? (m->quant_embed ? (i == 0 ? &m->qembed : &m->qcls) : NULL) : (m->quant ? &m->qw[l * NUM_TARGETS + param_target(i)] : NULL);
             if (type != QT_INT8 && have && have->type == type && have->bs == bs && (have->qabsmax != NULL) == dq && (!outer || embed)) { qtensor_write(&af, have); continue; }
-            model_get_matrix(tmp, m, i, l);
+            if (random_seed) random_matrix(tmp, (size_t)rows * cols, random_seed, i, l); else model_get_matrix(tmp, m, i, l);
             if (outer && !embed) { write_f32s(&af, tmp, (size_t)rows * cols); continue; }
             if (type == QT_INT8 && (i == 2 || i == 3)) permute_rope_rows(tmp, i == 2 ? c->n_heads : c->n_kv_heads, c->head_dim, c->dim, 0);
             QTensor t;
@@ -5992,7 +6026,9 @@ typedef struct {
                            // per set, the others one shared by all layers
     floatX **own_mem;      // those allocations (n_own of them)
     int n_own;
-    floatX *x;             // (L+1, N, C): input of every layer; x[L] feeds the final norm
+    floatX *x;             // (L+1, N, C): input of every layer; x[L] feeds the final norm (act_x: the one of layer l)
+    int xslots;            // --offload activations: x holds xslots of them, the L+1 live in xhost (pinned)
+    floatX *xhost;         // (L+1, N, C) then
     floatX *layer_memory;  // L (or 1 with checkpointing) sets of the kept LayerActs, then one set of the others
     LayerActs *layers;     // (L)
     floatX *xf, *rstdf;    // (N,C), (N) final norm
@@ -6006,9 +6042,10 @@ typedef struct {
 } Activations;
 
 // the elements of each LayerActs buffer, in double (the planner's sums must not wrap on 32-bit machines)
-static void layer_act_sizes(double *s, const Config *c, int B, int T) {
+// (gpu: as the GPU allocates them)
+static void layer_act_sizes(double *s, const Config *c, int B, int T, int gpu) {
     double N = (double)B * T, C = c->dim, H = c->hidden_dim, QD = (double)c->n_heads * c->head_dim, KD = (double)c->n_kv_heads * c->head_dim;
-    double att = (double)B * c->n_heads * T * (gpu_on ? 1 : T); // the GPU's flash attention keeps one log-sum-exp per row
+    double att = (double)B * c->n_heads * T * (gpu ? 1 : T); // the GPU's flash attention keeps one log-sum-exp per row
     double sz[NUM_LAYER_ACTS] = { N * C, N, N * QD, N * KD, N * KD, att, N * QD, N * C, N * C, N, N * H, N * H, N * H };
     memcpy(s, sz, sizeof(sz));
 }
@@ -6051,12 +6088,13 @@ static floatX *alloc_floats(size_t n, size_t *bytes) { *bytes += n * sizeof(floa
 #define LOSS_ROWS 512
 // bytes acts_alloc will take for a batch of B x T keeping the LayerActs of keep (acts_keep) per layer
 // (planned in double: see bytes_fit). The training memory checks use it too.
-static double acts_plan_bytes(const Config *c, int B, int T, int checkpoint, int loss_only, unsigned keep) {
+// acts_plan_bytes_on: the same for a GPU (gpu 1, vbytes: act_value_bytes there) or the CPU (gpu 0), whichever runs
+static double acts_plan_bytes_on(const Config *c, int B, int T, int checkpoint, int loss_only, unsigned keep, int gpu, double vbytes) {
     double N = (double)B * T, C = c->dim, H = c->hidden_dim, V = c->vocab_size, L = c->n_layers;
     double QD = (double)c->n_heads * c->head_dim, KD = (double)c->n_kv_heads * c->head_dim;
     double s[NUM_LAYER_ACTS], kept = 0, shared = 0, own = 0, sets = checkpoint || loss_only ? 1 : L;
-    layer_act_sizes(s, c, B, T);
-    unsigned o = acts_own();
+    layer_act_sizes(s, c, B, T, gpu);
+    unsigned o = gpu ? ACTS_LOWP : 0; // acts_own
     int all = checkpoint || loss_only;
     for (int i = 0; i < NUM_LAYER_ACTS; i++) {
         double n = keep >> i & 1 || all ? sets * s[i] : s[i]; // kept per set, or one shared
@@ -6065,19 +6103,24 @@ static double acts_plan_bytes(const Config *c, int B, int T, int checkpoint, int
     double floats = (L + 1) * N * C + sets * kept + shared + N * C + N + N; // x, layers, xf, rstdf, losses
     if (loss_only) floats += (N < LOSS_ROWS ? N : LOSS_ROWS) * V;
     else floats += N * V + N * (2 * C + 2 * QD + 2 * KD) + s[ACT_ATT]; // logits; dx dxn dq dao dk dv; dscratch
-    if (!loss_only && acts_dgu_own(keep)) own += 2 * N * H; // dg, du
+    if (!loss_only && gpu && !(keep >> ACT_XN2 & 1)) own += 2 * N * H; // dg, du (acts_dgu_own)
     else if (!loss_only) floats += 2 * N * H;
-    if (!loss_only && acts_dh_own(keep)) own += N * H; // dh
+    if (!loss_only && gpu && !(keep >> ACT_H & 1)) own += N * H; // dh (acts_dh_own)
     else if (!loss_only) floats += N * H;
-    return floats * sizeof(floatX) + own * act_value_bytes() + 2 * N * sizeof(int);
+    return floats * sizeof(floatX) + own * vbytes + 2 * N * sizeof(int);
+}
+static double acts_plan_bytes(const Config *c, int B, int T, int checkpoint, int loss_only, unsigned keep) {
+    return acts_plan_bytes_on(c, B, T, checkpoint, loss_only, keep, gpu_on, act_value_bytes());
 }
 // keep: the LayerActs kept per layer for the backward (acts_keep; ACTS_KEEP_ALL keeps every one); the
 // others are one set shared by all layers. With checkpointing or loss_only there is one set anyway.
-static void acts_alloc(Activations *a, const Config *c, int B, int T, int checkpoint, int loss_only, unsigned keep) {
+// xslots: --offload activations (acts_offload_x): x holds that many layer inputs, not L+1
+static void acts_alloc_x(Activations *a, const Config *c, int B, int T, int checkpoint, int loss_only, unsigned keep, int xslots) {
     double need = acts_plan_bytes(c, B, T, checkpoint, loss_only, keep);
     if (!bytes_fit(need)) fatal("a batch of %d x %d tokens needs %.4g GB of activations: too large for this %s machine", B, T, need / 1e9, machine_bits());
     memset(a, 0, sizeof(*a));
     a->B = B; a->T = T; a->checkpoint = checkpoint || loss_only;
+    a->xslots = xslots;
     unsigned keep_asked = keep;
     if (a->checkpoint) keep = ACTS_KEEP_ALL; // one set: the backward recomputes each layer's before reading them
     a->keep = keep;
@@ -6087,14 +6130,14 @@ static void acts_alloc(Activations *a, const Config *c, int B, int T, int checkp
     size_t QD = (size_t)c->n_heads * c->head_dim, KD = (size_t)c->n_kv_heads * c->head_dim;
     double sd[NUM_LAYER_ACTS];
     size_t s[NUM_LAYER_ACTS], kept = 0, shared = 0;
-    layer_act_sizes(sd, c, B, T);
+    layer_act_sizes(sd, c, B, T, gpu_on);
     for (int i = 0; i < NUM_LAYER_ACTS; i++) {
         s[i] = (size_t)sd[i];
         if (a->own >> i & 1) continue;
         if (keep >> i & 1) kept += s[i]; else shared += s[i];
     }
     size_t nsets = a->checkpoint ? 1 : L;
-    a->x = alloc_floats((L + 1) * N * C, &a->bytes);
+    a->x = alloc_floats((xslots ? (size_t)xslots : L + 1) * N * C, &a->bytes);
     a->layer_memory = alloc_floats(nsets * kept + shared, &a->bytes);
     a->layers = (LayerActs *)calloc_check(L, sizeof(LayerActs));
     a->own_mem = (floatX **)calloc_check(L * NUM_LAYER_ACTS, sizeof(floatX *));
@@ -6142,7 +6185,49 @@ static void acts_alloc(Activations *a, const Config *c, int B, int T, int checkp
     } else a->dh = alloc_floats(N * H, &a->bytes);
     a->dscratch = alloc_floats((size_t)B * c->n_heads * T * (gpu_on ? 1 : T), &a->bytes); // attention_backward's dP / dS (GPU: rowsum(dO * O))
 }
+static void acts_alloc(Activations *a, const Config *c, int B, int T, int checkpoint, int loss_only, unsigned keep) { acts_alloc_x(a, c, B, T, checkpoint, loss_only, keep, 0); }
+// the input of layer l (N, C); with --offload activations in its slot (l mod xslots)
+static floatX *act_x(const Activations *a, int l, int C) { return a->x + (size_t)(a->xslots ? l % a->xslots : l) * a->B * a->T * C; }
+// --offload activations: the checkpoints (the layer inputs) in pinned host memory, a->xslots (acts_alloc_x's)
+// on the GPU
+static void acts_offload_x(Activations *a, const Config *c) {
+#ifdef PEFT_CUDA
+    size_t NC = (size_t)a->B * a->T * c->dim, L = (size_t)c->n_layers;
+    char err[256];
+    if (!a->checkpoint) fatal("--offload activations keeps the checkpoints in host memory: it needs --checkpoint-activations");
+    a->xhost = (floatX *)malloc_check((L + 1) * NC * sizeof(floatX));
+    if (gpu_xring_init(a->xhost, a->x, NC * sizeof(floatX), (int)L + 1, a->xslots, err, sizeof(err))) fatal("--offload activations: %s", err);
+#else
+    (void)a; (void)c;
+#endif
+}
+// --offload activations: around the kernels that write, and before those that read, layer input l
+static void act_x_write(const Activations *a, int l) {
+#ifdef PEFT_CUDA
+    if (a->xslots) gpu_xring_write(l);
+#else
+    (void)a; (void)l;
+#endif
+}
+static void act_x_save(const Activations *a, int l) {
+#ifdef PEFT_CUDA
+    if (a->xslots) gpu_xring_save(l);
+#else
+    (void)a; (void)l;
+#endif
+}
+static void act_x_read(const Activations *a, int l, int next) {
+#ifdef PEFT_CUDA
+    if (a->xslots) gpu_xring_read(l, next);
+#else
+    (void)a; (void)l; (void)next;
+#endif
+}
 static void acts_free(Activations *a) {
+#ifdef PEFT_CUDA
+    if (a->xslots) gpu_xring_end();
+#endif
+    free(a->xhost);
     floatX *ptrs[] = { a->x, a->layer_memory, a->xf, a->rstdf, a->logits, a->losses, a->dx, a->dxn, a->dq, a->dk, a->dv, a->dao, a->dg, a->du, a->dh, a->dscratch };
     for (size_t i = 0; i < sizeof(ptrs) / sizeof(ptrs[0]); i++) tensor_free(ptrs[i]);
     for (int i = 0; i < a->n_own; i++) tensor_free(a->own_mem[i]);
@@ -6179,7 +6264,16 @@ typedef struct {
     Model *model;
     Lora *lora;              // may be NULL
     floatX *rope_cos, *rope_sin;
+    uint16_t *stream16;      // --offload of a float base: its linear weights in bf16 (host), streamed from there
 } Net;
+// the kernels from here on read layer l's frozen weights; next's may be copied meanwhile (--offload; -1: none)
+static void layer_use(int l, int next) {
+#ifdef PEFT_CUDA
+    if (offload_on) gpu_offload_use(l, next);
+#else
+    (void)l; (void)next;
+#endif
+}
 
 // embeddings and classifier: the model's, or an adapter's modules_to_save replacement
 static Weight net_cls(const Net *net) {
@@ -6209,7 +6303,7 @@ static void layer_forward(Net *net, Activations *a, int l, const floatX *x, int 
     linear_forward(la->g, la->xn2, layer_weight(net->model, l, TGT_GATE), lora_mod(lo, l, TGT_GATE), N, C, H, p_drop, new_mask, rng);
     linear_forward(la->u, la->xn2, layer_weight(net->model, l, TGT_UP), lora_mod(lo, l, TGT_UP), N, C, H, p_drop, new_mask, rng);
     swiglu_forward(la->h, la->g, la->u, (size_t)N * H);
-    floatX *xout = a->x + (size_t)(l + 1) * N * C;
+    floatX *xout = act_x(a, l + 1, C);
     linear_forward(xout, la->h, layer_weight(net->model, l, TGT_DOWN), lora_mod(lo, l, TGT_DOWN), N, H, C, p_drop, new_mask, rng);
     residual_forward(xout, xout, la->xmid, (size_t)N * C);                      // x' = xmid + mlp
 }
@@ -6259,11 +6353,18 @@ static void peft_forward(Net *net, Activations *a, const int *inputs) {
     int N = a->B * a->T, C = c->dim, V = c->vocab_size;
     tensor_upload(a->inputs, inputs, (size_t)N * sizeof(int));
     int new_mask = net->lora && net->lora->training && net->lora->dropout > 0;
+    act_x_write(a, 0);
     if (net->lora && net->lora->embed) encoder_forward(a->x, a->inputs, net->lora->embed, N, C); // modules_to_save
     else if (net->model->quant && net->model->quant_embed) encoder_forward_q(a->x, a->inputs, &net->model->qembed, N, C);
     else encoder_forward(a->x, a->inputs, p->embed, N, C);
-    for (int l = 0; l < c->n_layers; l++) layer_forward(net, a, l, a->x + (size_t)l * N * C, new_mask);
-    rmsnorm_forward(a->xf, a->rstdf, a->x + (size_t)c->n_layers * N * C, p->rms_final, N, C, c->norm_eps);
+    act_x_save(a, 0);
+    for (int l = 0; l < c->n_layers; l++) {
+        layer_use(l, l + 1 < c->n_layers ? l + 1 : -1);
+        act_x_write(a, l + 1);
+        layer_forward(net, a, l, act_x(a, l, C), new_mask);
+        act_x_save(a, l + 1);
+    }
+    rmsnorm_forward(a->xf, a->rstdf, act_x(a, c->n_layers, C), p->rms_final, N, C, c->norm_eps);
     if (a->logit_rows == N) linear_forward(a->logits, a->xf, net_cls(net), NULL, N, C, V, 0, 0, NULL); // (else: peft_eval_loss)
 }
 // the targets (N) to tensor memory, and a->count = the counted ones (target >= 0)
@@ -6313,9 +6414,11 @@ static void peft_backward(Net *net, Activations *a, ParameterTensors *g, int g_l
     tensor_zero(a->dxn, (size_t)N * C);
     linear_backward(a->dxn, g && g_outer ? g->wcls : (net->lora ? net->lora->dlm_head : NULL), a->logits, a->xf, net_cls(net), NULL, N, C, V);
     tensor_zero(a->dx, (size_t)N * C);
-    rmsnorm_backward(a->dx, g && g_outer ? g->rms_final : NULL, a->dxn, a->x + (size_t)L * N * C, p->rms_final, a->rstdf, N, C);
+    rmsnorm_backward(a->dx, g && g_outer ? g->rms_final : NULL, a->dxn, act_x(a, L, C), p->rms_final, a->rstdf, N, C);
     for (int l = L - 1; l >= 0; l--) {
-        const floatX *x = a->x + (size_t)l * N * C;
+        const floatX *x = act_x(a, l, C);
+        layer_use(l, l - 1);
+        act_x_read(a, l, l - 1);
         if (a->checkpoint) layer_forward(net, a, l, x, 0); // recompute this layer's activations (same dropout masks)
         int below = (g && g_outer) || (g && l > g_layer_from) || (net->lora && lora_trainable_below(net->lora, l));
         layer_backward(net, a, l, x, (g && l >= g_layer_from) ? g : NULL, below);
@@ -6498,24 +6601,61 @@ static floatX *forward_token(Net *net, RunState *s, int token, int pos) {
     return s->logits_host;
 }
 
-// the tensors of a model and its adapter that the kernels read, mirrored on the GPU (no-op on the CPU)
+// the tensors of a model and its adapter that the kernels read, mirrored on the GPU (no-op on the CPU).
+// --offload: the linear layers' weights are streamed instead (net_offload), so they are left out here.
 static void model_mirror(Model *m, int on) {
 #ifdef PEFT_CUDA
     // the linear layers' weights and an untied classifier are read only by matmuls: unless trained, the
     // GPU may keep them in bf16 only (with bf16 matmuls, which round them to bf16 anyway)
     floatX *ps[NUM_PARAM_TENSORS] = { m->params.embed, m->params.rms_att, m->params.wq, m->params.wk, m->params.wv, m->params.wo, m->params.rms_ffn,
                                       m->params.w1, m->params.w2, m->params.w3, m->params.rms_final, m->params.wcls };
-    for (int i = 2; on && gpu_on && i < NUM_PARAM_TENSORS; i++)
-        if (i != 6 && i != 10 && !(m->trained >> i & 1) && m->param_sizes[i]) gpu_mirror_bf16(ps[i], m->param_sizes[i] * sizeof(floatX));
+    for (int i = 2; on && gpu_on && i < NUM_PARAM_TENSORS; i++) {
+        if (i == 6 || i == 10 || (m->trained >> i & 1) || !m->param_sizes[i]) continue;
+        if (offload_on && param_target(i) >= 0) gpu_mirror_skip(ps[i], m->param_sizes[i] * sizeof(floatX));
+        else gpu_mirror_bf16(ps[i], m->param_sizes[i] * sizeof(floatX));
+    }
 #endif
     if (on) tensor_mirror(m->params_memory, m->num_parameters * sizeof(floatX)); else tensor_unmirror(m->params_memory);
     QTensor *qs[2] = { &m->qembed, &m->qcls };
-    int nq = m->quant ? m->config.n_layers * NUM_TARGETS : 0;
+    int nq = m->quant && !offload_on ? m->config.n_layers * NUM_TARGETS : 0;
     for (int i = 0; i < nq + 2; i++) {
         QTensor *q = i < nq ? &m->qw[i] : qs[i - nq];
         if (!q->memory) continue;
         if (on) tensor_mirror(q->memory, q->memory_bytes); else tensor_unmirror(q->memory);
     }
+}
+// --offload: each layer's frozen linear weights registered for streaming (pinned in host memory), and
+// PLAN_SLOTS device slots; the quantized blocks as they are, float weights as the bf16 values the
+// resident run keeps (or fp32 with --dtype fp32). A failure: one line, before training starts.
+static void net_offload(Net *net) {
+#ifdef PEFT_CUDA
+    Model *m = net->model;
+    const Config *c = &m->config;
+    char err[256];
+    int bf16 = gpu_weights_bf16();
+    size_t per_layer = 0;
+    for (int t = 0; t < NUM_TARGETS; t++) { int in, out; target_dims(c, t, &in, &out); per_layer += (size_t)in * out; }
+    if (!m->quant && bf16) net->stream16 = (uint16_t *)malloc_check((size_t)c->n_layers * per_layer * sizeof(uint16_t));
+    for (int l = 0; l < c->n_layers; l++) {
+        uint16_t *h16 = net->stream16 ? net->stream16 + (size_t)l * per_layer : NULL;
+        for (int t = 0; t < NUM_TARGETS; t++) {
+            Weight w = layer_weight(m, l, t);
+            int in, out, rc;
+            target_dims(c, t, &in, &out);
+            size_t n = (size_t)in * out;
+            if (w.q) rc = gpu_offload_add(l, w.q->memory, w.q->memory_bytes, w.q->memory, w.q->memory_bytes, 0, err, sizeof(err));
+            else if (h16) {
+                for (size_t i = 0; i < n; i++) h16[i] = f32_to_bf16(w.f[i]); // round_bf16_kernel's rounding (nearest even)
+                rc = gpu_offload_add(l, (void *)w.f, n * sizeof(floatX), h16, n * sizeof(uint16_t), 1, err, sizeof(err));
+                h16 += n;
+            } else rc = gpu_offload_add(l, (void *)w.f, n * sizeof(floatX), w.f, n * sizeof(floatX), 0, err, sizeof(err));
+            if (rc) fatal("--offload: %s", err);
+        }
+    }
+    if (gpu_offload_ready(PLAN_SLOTS, err, sizeof(err))) fatal("--offload: %s; lower -b or -T, or a smaller --gpu-memory plan", err);
+#else
+    (void)net;
+#endif
 }
 static void lora_mirror(Lora *lo, const Config *c, int on) {
     if (!lo) return;
@@ -6531,14 +6671,19 @@ static void lora_to_device(Lora *lo) { if (lo) { tensor_to_device(lo->params); t
 static void lora_to_host(Lora *lo) { if (lo) { tensor_to_host(lo->params); tensor_to_host(lo->grads); tensor_to_host(lo->embed); tensor_to_host(lo->lm_head); } }
 
 static void net_init(Net *net, Model *m, Lora *lo) {
-    net->model = m; net->lora = lo;
+    net->model = m; net->lora = lo; net->stream16 = NULL;
     rope_tables(&net->rope_cos, &net->rope_sin, &m->config);
     size_t nrope = (size_t)m->config.seq_len * (m->config.head_dim / 2) * sizeof(floatX);
     tensor_mirror(net->rope_cos, nrope); tensor_mirror(net->rope_sin, nrope);
     model_mirror(m, 1);
+    if (offload_on) net_offload(net);
     lora_mirror(lo, &m->config, 1);
 }
 static void net_free(Net *net) {
+#ifdef PEFT_CUDA
+    if (offload_on) gpu_offload_end();
+#endif
+    free(net->stream16); net->stream16 = NULL;
     lora_mirror(net->lora, &net->model->config, 0);
     model_mirror(net->model, 0);
     tensor_unmirror(net->rope_cos); tensor_unmirror(net->rope_sin);
@@ -6843,6 +6988,7 @@ static void lora_init_dora(Lora *lo, Model *model) {
     for (int i = 0; i < lo->n_layers * NUM_TARGETS; i++) {
         LoraModule *m = &lo->mods[i];
         if (!m->r || !m->mag) continue;
+        layer_use(i / NUM_TARGETS, -1);
         dora_weight_norm_w(m->mag, layer_weight(model, i / NUM_TARGETS, i % NUM_TARGETS), m);
     }
 }
@@ -8331,6 +8477,9 @@ static void on_sigint(int sig) { (void)sig; stop_requested = 1; }
 typedef struct {
     const char *model_path, *data_path, *tok_path, *outdir, *val_path, *resume, *resume_adapter;
     int mode, B, T, steps, warmup, grad_accum, eval_every, save_every, eval_batches, schedule, freeze_layers, checkpoint_acts, log_every, bench;
+    double gpu_memory;   // --gpu-memory: the device budget in bytes the plan fits (0: none)
+    int plan_only;       // --plan-only: print the plan and stop
+    int offload;         // --offload: the frozen base in host memory, streamed to the GPU a layer ahead; 2: the checkpoints too
     int format, tpl, cutoff_len, train_on_prompt;   // instruction data (DATA_ALPACA / DATA_SHAREGPT): template, truncation
     int mts;                                         // modules_to_save: bit 0 embed_tokens, bit 1 lm_head (fully trained)
     int expand;          // LLaMA Pro: blocks inserted (the model is already expanded when train() runs)
@@ -8661,6 +8810,102 @@ static unsigned train_acts_keep(const TrainArgs *ta, const Lora *lo) {
     if (lo) return acts_keep(lora_targets(lo), 0);
     return ta->resume_adapter ? ACTS_KEEP_ALL : acts_keep(ta->lc.targets, 0);
 }
+// ----------------------------------------------------------------------------
+// GPU memory plan (--gpu-memory SIZE): the fastest configuration whose device memory fits the budget.
+// From fastest to slowest: the frozen base resident and every layer's activations kept; resident with
+// checkpointed activations (only each layer's input kept, the layer recomputed in the backward); the
+// base in host memory, streamed into PLAN_SLOTS device buffers a layer ahead of its use (checkpointed);
+// and the checkpoints (the layer inputs) in host memory too, PLAN_SLOTS of them on the device.
+// A pure function of the shapes (no GPU needed), so that the CPU tests check its decisions.
+enum { PLAN_RESIDENT, PLAN_CHECKPOINT, PLAN_OFFLOAD, PLAN_OFFLOAD_ACTS, NUM_PLANS };
+static const char *plan_names[NUM_PLANS] = { "resident", "resident, checkpointed activations", "offloaded weights, checkpointed activations",
+                                             "offloaded weights and activations" };
+#define PLAN_WORK ((double)(1 << 30)) // the CUDA context and the kernels' own scratch (bf16 operand copies): an allowance
+typedef struct {
+    Config c;
+    int quant, quant_embed, quant_dq, quant_bs; // the base's storage (QT_NONE: float weights)
+    int weight_bytes;                           // a frozen float weight on the device: 2 (bf16 matmuls) or 4 (--dtype fp32)
+    int act_bytes;                              // a low-precision activation there (gpu_act_size): 2 or 4
+    int B, T, with_eval;                        // batch; with_eval: a validation set (evaluation's own activations)
+    unsigned targets;                           // LoRA: bit t adapts target t in lora_layers layers
+    int lora_layers, r, dora, dropout;          // dropout: p > 0 (a mask per row is kept)
+} PlanShape;
+// device bytes of one configuration: base (the streamed layers' weights: all, or PLAN_SLOTS of them),
+// other weights (embedding, norms, classifier, RoPE tables), activations, LoRA (weights, gradients, AdamW
+// moments, per-row buffers, scratch), work (PLAN_WORK and the dequantized operand of a quantized base)
+typedef struct { double base, other, acts, lora, work, total; } PlanBytes;
+typedef struct { PlanBytes p[NUM_PLANS]; int choice; double smallest; } GpuPlan; // choice -1: none fits
+// a frozen (rows x cols) matrix on the device
+static double plan_matrix_bytes(const PlanShape *ps, int quantized, double n) {
+    return quantized ? (double)qtensor_memory_bytes(ps->quant, (size_t)n, ps->quant == QT_NF4 && ps->quant_dq, ps->quant_bs) : n * ps->weight_bytes;
+}
+static void gpu_plan(GpuPlan *gp, const PlanShape *ps, double budget) {
+    const Config *c = &ps->c;
+    double N = (double)ps->B * ps->T, C = c->dim, V = c->vocab_size, L = c->n_layers, layer = 0, maxmat = 0, lora = 0, rows = 0, maxdim = 0;
+    for (int t = 0; t < NUM_TARGETS; t++) {
+        int in, out;
+        target_dims(c, t, &in, &out);
+        layer += plan_matrix_bytes(ps, ps->quant != QT_NONE, (double)in * out);
+        if ((double)in * out > maxmat) maxmat = (double)in * out;
+        if (!(ps->targets >> t & 1)) continue;
+        lora += (double)ps->r * (in + out) + (ps->dora ? out : 0);          // A, B (, magnitude)
+        rows += N * (ps->r + (ps->dropout ? in : 0)) + (ps->dora ? out : 0); // u (, mask) per row (, wnorm)
+        if (in > maxdim) maxdim = in;
+        if (out > maxdim) maxdim = out;
+    }
+    int qe = ps->quant != QT_NONE && ps->quant_embed;
+    double other = (qe ? plan_matrix_bytes(ps, 1, V * C) : V * C * sizeof(floatX))             // the embedding (fp32, gathered rows)
+                 + (c->tied ? 0 : plan_matrix_bytes(ps, qe, V * C))                              // an untied classifier
+                 + (2 * L * C + C) * sizeof(floatX) + 2.0 * c->seq_len * (c->head_dim / 2) * sizeof(floatX); // norms, RoPE
+    double lora_bytes = (ps->lora_layers * (4 * lora + rows) + 5 * N * maxdim) * sizeof(floatX); // params, grads, m, v; rows; scratch
+    double work = PLAN_WORK + (ps->quant != QT_NONE ? maxmat * ps->weight_bytes : 0);
+    unsigned keep = acts_keep(ps->targets, 0);
+    double eval = ps->with_eval ? acts_plan_bytes_on(c, ps->B, ps->T, 0, 1, ACTS_KEEP_ALL, 1, ps->act_bytes) : 0;
+    double full = acts_plan_bytes_on(c, ps->B, ps->T, 0, 0, keep, 1, ps->act_bytes) + eval;
+    double ckpt = acts_plan_bytes_on(c, ps->B, ps->T, 1, 0, keep, 1, ps->act_bytes) + eval;
+    double slots = L < PLAN_SLOTS ? L : PLAN_SLOTS, inputs = L + 1 < PLAN_SLOTS ? L + 1 : PLAN_SLOTS;
+    double acts[NUM_PLANS] = { full, ckpt, ckpt, ckpt - (L + 1 - inputs) * N * C * sizeof(floatX) }; // the L+1 layer inputs (N,C)
+    gp->choice = -1;
+    gp->smallest = INFINITY;
+    for (int k = 0; k < NUM_PLANS; k++) {
+        PlanBytes *p = &gp->p[k];
+        p->base = (k >= PLAN_OFFLOAD ? slots : L) * layer;
+        p->other = other; p->acts = acts[k]; p->lora = lora_bytes; p->work = work;
+        p->total = p->base + p->other + p->acts + p->lora + p->work;
+        if (gp->choice < 0 && p->total <= budget) gp->choice = k;
+        if (p->total < gp->smallest) gp->smallest = p->total;
+    }
+}
+// the plan's lines on stderr: each configuration's bytes, the choice and why
+static void gpu_plan_print(const GpuPlan *gp, double budget) {
+    char b[32], t[32];
+    fmt_bytes(b, sizeof(b), budget);
+    fprintf(stderr, "GPU memory plan for a budget of %s:\n", b);
+    for (int k = 0; k < NUM_PLANS; k++) {
+        const PlanBytes *p = &gp->p[k];
+        char w[32], o[32], a[32], l[32], x[32];
+        fmt_bytes(t, sizeof(t), p->total); fmt_bytes(w, sizeof(w), p->base); fmt_bytes(o, sizeof(o), p->other);
+        fmt_bytes(a, sizeof(a), p->acts); fmt_bytes(l, sizeof(l), p->lora); fmt_bytes(x, sizeof(x), p->work);
+        fprintf(stderr, "  %c %-44s %10s (layers %s, other weights %s, activations %s, LoRA %s, work %s)%s\n", k == gp->choice ? '*' : ' ', plan_names[k], t, w, o, a, l, x,
+                p->total <= budget ? "" : ": does not fit");
+    }
+    if (gp->choice >= 0) fprintf(stderr, "plan: %s, the fastest that fits%s\n", plan_names[gp->choice], gp->choice ? " (the faster ones do not)" : "");
+}
+// the budget's argument: bytes, or a number with K, M, G or T (powers of 1024; "22G", "22GiB", "22GB")
+static double parse_size(const char *flag, const char *v) {
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    const char *units = "KMGT", *u = *end ? strchr(units, toupper((unsigned char)*end)) : NULL;
+    if (u) {
+        x *= pow(1024.0, (double)(u - units + 1));
+        end++;
+        if (!strcmp(end, "iB") || !strcmp(end, "B")) end += strlen(end);
+    }
+    if (errno || end == v || *end || !(x >= 1 && x <= 1e18)) fatal("%s: '%s' is not a size (bytes, or a number with K, M, G or T, e.g. 22G)", flag, v);
+    return x;
+}
+
 // What training will allocate beyond the loaded model: activations (acts_alloc's buffers, twice with a
 // validation set), the trainable parameters' gradients and AdamW moments, LoRA's per-row buffers.
 static int train_mem_check(const TrainArgs *ta, const Model *m, int with_eval) {
@@ -8768,11 +9013,17 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
     if (lo && lora_setup_mts(lo, m, ta->mts, ta->model_path)) return -1;
     m->trained = ta->mode != TUNE_LORA ? ~0u : ta->nst_count ? (1u << 0 | 1u << 11) : 0; // new tokens: rows of embed and wcls
     Net net;
+    if (ta->offload) {
+        if (!gpu_on) fatal("--offload streams the frozen base to a GPU; this run is on the CPU (--device cuda)");
+        if (ta->mode != TUNE_LORA || m->trained) fatal("--offload streams a frozen base: it needs LoRA training without --new-special-tokens");
+        offload_on = 1;
+    }
     net_init(&net, m, lo);
     if (lo && ta->lc.dora && !ta->resume_adapter) lora_init_dora(lo, m);
 #ifdef PEFT_CUDA
-    if (gpu_on) { // what the activations will need, against what is free, before taking any of it
-        double need = acts_plan_bytes(c, B, T, ta->checkpoint_acts, 0, train_acts_keep(ta, lo)) + (val_fits_eval(ta) ? acts_plan_bytes(c, B, T, 0, 1, ACTS_KEEP_ALL) : 0) + 2.0 * tr_bytes(m, lo, ta->mode),
+    if (gpu_on) { // what the activations will need, against what is free, before taking any of it (--offload activations: PLAN_SLOTS layer inputs)
+        double xs = ta->offload == 2 ? ((double)c->n_layers + 1 - PLAN_SLOTS) * N * c->dim * sizeof(floatX) : 0;
+        double need = acts_plan_bytes(c, B, T, ta->checkpoint_acts, 0, train_acts_keep(ta, lo)) - (xs > 0 ? xs : 0) + (val_fits_eval(ta) ? acts_plan_bytes(c, B, T, 0, 1, ACTS_KEEP_ALL) : 0) + 2.0 * tr_bytes(m, lo, ta->mode),
                have = (double)gpu_free_bytes();
         if (need > have) fatal("out of GPU memory: training needs %.2f GiB more for activations and optimizer state (batch %d x %d%s), %.2f GiB are free; "
                                "lower -b or -T, or use --checkpoint-activations, --eval-batches or --quant nf4", need / 1073741824.0, B, T,
@@ -8800,7 +9051,8 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
         if (!c->tied) trainable_add(&tr, m->params.wcls + f, gn.wcls + f, R);
     }
     Activations a;
-    acts_alloc(&a, c, B, T, ta->checkpoint_acts, 0, train_acts_keep(ta, lo));
+    acts_alloc_x(&a, c, B, T, ta->checkpoint_acts, 0, train_acts_keep(ta, lo), ta->offload == 2 ? (c->n_layers + 1 < PLAN_SLOTS ? c->n_layers + 1 : PLAN_SLOTS) : 0);
+    if (ta->offload == 2) acts_offload_x(&a, c);
     uint64_t data_rng = ta->seed * 0x9E3779B97F4A7C15ull + 12345;
     int step0 = 0;
     if (ta->resume) {
@@ -9886,6 +10138,15 @@ static void error_usage_train(void) {
                     "  --resume DIR              continue from a checkpoint folder, bit-for-bit\n"
                     "  --resume-adapter DIR      start from an existing PEFT adapter (PEFT's is_trainable=True)\n"
                     "  --checkpoint-activations  recompute layer activations in the backward (less memory)\n"
+                    "  --gpu-memory SIZE         plan to a GPU memory budget (e.g. 22G, 6G): the fastest of resident; checkpointed\n"
+                    "                            activations; offloaded weights (--offload) that fits, printed with why; refused\n"
+                    "                            with the smallest budget that works when none does (LoRA)\n"
+                    "  --plan-only               print the --gpu-memory plan and stop (no GPU needed)\n"
+                    "  --offload                 GPU: keep the frozen base in pinned host memory and stream each layer's weights\n"
+                    "                            to the GPU a layer ahead of its use (3 layers there at once): the resident run's\n"
+                    "                            arithmetic, bit for bit (LoRA; --gpu-memory chooses it when the base does not fit)\n"
+                    "  --offload activations     also keep the checkpointed activations (each layer's input) in pinned host memory,\n"
+                    "                            3 on the GPU, copied out in the forward and back a layer ahead in the backward\n"
                     "  --log-every N             print every N steps (default: about 100 lines per run)\n"
                     "  --bench                   at the end, print the median step time and tokens/s after warm-up and\n"
                     "                            the FLOPs and time inside the matmuls (make bench uses it)\n"
@@ -9941,6 +10202,31 @@ static unsigned char *parse_layers(const char *s, int L) {
     }
     return layers;
 }
+// --gpu-memory: plan the run to the budget; the choice sets --checkpoint-activations and --offload.
+// bf16: the GPU's bf16 matmuls (frozen float weights and low-precision activations in 2 bytes)
+static void train_plan(TrainArgs *ta, const Model *m, int bf16) {
+    PlanShape ps;
+    memset(&ps, 0, sizeof(ps));
+    ps.c = m->config;
+    ps.quant = m->quant; ps.quant_embed = m->quant_embed; ps.quant_dq = m->quant_dq; ps.quant_bs = m->quant_bs ? m->quant_bs : qtype_block[m->quant];
+    ps.weight_bytes = ps.act_bytes = bf16 ? 2 : 4;
+    ps.B = ta->B; ps.T = ta->T; ps.with_eval = ta->val_path || ta->val_frac > 0;
+    ps.targets = ta->lc.targets; ps.r = ta->resume_adapter ? 64 : ta->lc.r; ps.dora = ta->lc.dora; ps.dropout = ta->lc.dropout > 0;
+    if (ta->resume_adapter) ps.targets = (1u << NUM_TARGETS) - 1; // known once loaded: all modules at rank 64 bound the usual ones
+    for (int l = 0; l < m->config.n_layers; l++) ps.lora_layers += !ta->lc.layers || ta->lc.layers[l];
+    GpuPlan gp;
+    gpu_plan(&gp, &ps, ta->gpu_memory);
+    gpu_plan_print(&gp, ta->gpu_memory);
+    char b[32], need[32];
+    fmt_bytes(b, sizeof(b), ta->gpu_memory);
+    if (gp.choice < 0) {
+        fmt_bytes(need, sizeof(need), gp.smallest);
+        fatal("%s: --gpu-memory %s: no configuration fits (batch %d x %d); the smallest needs %s (--gpu-memory %.1fG), or lower -b or -T", ta->model_path, b, ta->B, ta->T, need,
+              ceil(gp.smallest / 107374182.4) / 10);
+    }
+    if (gp.choice >= PLAN_CHECKPOINT) ta->checkpoint_acts = 1;
+    if (gp.choice >= PLAN_OFFLOAD) ta->offload = gp.choice == PLAN_OFFLOAD_ACTS ? 2 : 1;
+}
 static int cmd_train(int argc, char **argv) {
     TrainArgs ta;
     memset(&ta, 0, sizeof(ta));
@@ -9960,6 +10246,12 @@ static int cmd_train(int argc, char **argv) {
         else if (!strcmp(f, "--rslora")) ta.lc.rslora = 1;
         else if (!strcmp(f, "--dora")) ta.lc.dora = 1;
         else if (!strcmp(f, "--checkpoint-activations")) ta.checkpoint_acts = 1;
+        else if (!strcmp(f, "--gpu-memory")) ta.gpu_memory = parse_size(f, next_arg(argc, argv, &i));
+        else if (!strcmp(f, "--plan-only")) ta.plan_only = 1;
+        else if (!strcmp(f, "--offload")) {
+            ta.offload = 1;
+            if (i + 1 < argc && !strcmp(argv[i + 1], "activations")) { ta.offload = 2; ta.checkpoint_acts = 1; i++; }
+        }
         else if (!strcmp(f, "--bench")) ta.bench = 1;
         else if (!strcmp(f, "--train-on-prompt")) ta.train_on_prompt = 1;
         else if (!strcmp(f, "--format")) {
@@ -10029,8 +10321,10 @@ static int cmd_train(int argc, char **argv) {
     (void)alpha_set;
     if (!ta.model_path || !ta.data_path) error_usage_train();
     Model m;
+    if (ta.plan_only && !ta.gpu_memory) fatal("--plan-only prints the plan for --gpu-memory SIZE: give the budget");
+    if (ta.gpu_memory && ta.mode != TUNE_LORA) fatal("--gpu-memory plans LoRA training (a frozen base); --finetuning-type %s trains the weights it would stream", tune_names[ta.mode]);
     dist_from_env();  // several processes: mpirun, or torchrun's variables
-    device_start(&dev);
+    if (!ta.plan_only) device_start(&dev); // the plan alone needs no GPU
     dist_connect();
     load_model_q_or_die(&m, ta.model_path, &qo);
     Config *c = &m.config;
@@ -10066,6 +10360,11 @@ static int cmd_train(int argc, char **argv) {
             for (int l = 0; l < c->n_layers; l++) for (int t = 0; t < NUM_TARGETS; t++) if (lora_regex_selects(ta.lc.target_regex, l, t)) { any = 1; ta.lc.targets |= 1u << t; }
             if (!any) fatal("--targets '%s' matches no module (names are like model.layers.0.self_attn.q_proj, model.layers.0.mlp.up_proj)", ta.lc.target_regex);
         }
+    }
+    if (ta.gpu_memory) {
+        if (!ta.T) fatal("--gpu-memory plans for the rows' length: give -T with --format %s", ta.format == DATA_ALPACA ? "alpaca" : "sharegpt");
+        train_plan(&ta, &m, dev.dtype != 0);
+        if (ta.plan_only) { model_free(&m); free(ta.lc.layers); return 0; }
     }
     ta.lc.seed = ta.seed;
     Tokenizer tok;
@@ -10468,7 +10767,7 @@ static int cmd_merge(int argc, char **argv) {
             char *slash = strrchr(d, '/');
             if (slash) { *slash = 0; copy_file_if_exists(d, out, slash + 1); }
         }
-    } else if (requant) rc = model_save_quant(&m, out, rq_type, rq_embed, rq_dq, rq_bs);
+    } else if (requant) rc = model_save_quant(&m, out, rq_type, rq_embed, rq_dq, rq_bs, 0);
     else rc = model_save_bin(&m, out, m.format == FMT_BIN_LEGACY);
     if (rc) fatal_error();
     if (requant) fprintf(stderr, "%s is %s-quantized: dequantized, merged and requantized to %s (--dtype f32 writes a float model)\n", model_path, qtype_names[rq_type], qtype_names[rq_type]);
@@ -10547,6 +10846,7 @@ static int cmd_info(int argc, char **argv) {
 // ---- quantize
 static void error_usage_quantize(void) {
     fprintf(stderr, "Usage: peft quantize MODEL -o OUT --quant int8|int4|nf4|hqq4|hqq8 [options]\n"
+                    "       peft quantize --random SHAPE -o OUT --quant T [-s SEED]   (a random model, for benchmarks)\n"
                     "  Writes a quantized model file that every command loads directly: int8 as a llama2.c version 2\n"
                     "  .bin (groups of 64, embeddings included), int4/nf4 as peft.c version 3/4 .bin, hqq4/hqq8 as\n"
                     "  peft.c version 5. MODEL is read and quantized one matrix at a time (a float copy of the model\n"
@@ -10555,28 +10855,70 @@ static void error_usage_quantize(void) {
                     "  --quant T     int8 | int4 | nf4 | hqq4 | hqq8 (required)\n"
                     "  --quant-embeddings  int4/nf4/hqq: quantize the embedding and classifier too (default: fp32)\n"
                     "  --double-quant      nf4: double-quantize the block absmax values (bitsandbytes')\n"
-                    "  --group-size N      hqq: weights per scale/zero group (default 64)\n");
+                    "  --group-size N      hqq: weights per scale/zero group (default 64)\n"
+                    "  --random SHAPE      no MODEL: write a model of random weights (uniform, std 0.02; norms 1) straight into\n"
+                    "                      the quantized file, one matrix at a time: llama2-7b | llama2-13b | llama2-70b, or\n"
+                    "                      dim=D,hidden=H,layers=L,heads=NH[,kv_heads=KVH][,vocab=V][,seq_len=S] (untied)\n"
+                    "  -s SEED             --random's seed (default 1337)\n");
     exit(1);
 }
+// quantize --random: llama2-7b | llama2-13b | llama2-70b, or dim=,hidden=,layers=,heads=,kv_heads=,vocab=,seq_len=
+// (kv_heads defaults to heads, vocab to 32000, seq_len to 4096); head_dim = dim / heads; classifier untied
+static void parse_shape(Config *c, const char *s) {
+    memset(c, 0, sizeof(*c));
+    config_defaults(c);
+    c->vocab_size = 32000; c->seq_len = 4096;
+    if (!strcmp(s, "llama2-7b")) { c->dim = 4096; c->hidden_dim = 11008; c->n_layers = 32; c->n_heads = c->n_kv_heads = 32; }
+    else if (!strcmp(s, "llama2-13b")) { c->dim = 5120; c->hidden_dim = 13824; c->n_layers = 40; c->n_heads = c->n_kv_heads = 40; }
+    else if (!strcmp(s, "llama2-70b")) { c->dim = 8192; c->hidden_dim = 28672; c->n_layers = 80; c->n_heads = 64; c->n_kv_heads = 8; }
+    else {
+        char buf[512];
+        snprintf(buf, sizeof(buf), "%s", s);
+        for (char *t = strtok(buf, ","); t; t = strtok(NULL, ",")) {
+            char *eq = strchr(t, '=');
+            if (!eq) fatal("--random: '%s' is not name=value (or llama2-7b, llama2-13b, llama2-70b)", t);
+            *eq = 0;
+            const char *names[7] = { "dim", "hidden", "layers", "heads", "kv_heads", "vocab", "seq_len" };
+            int *vals[7] = { &c->dim, &c->hidden_dim, &c->n_layers, &c->n_heads, &c->n_kv_heads, &c->vocab_size, &c->seq_len }, k = 0;
+            while (k < 7 && strcmp(t, names[k])) k++;
+            if (k == 7) fatal("--random: unknown '%s' (dim, hidden, layers, heads, kv_heads, vocab, seq_len)", t);
+            *vals[k] = parse_int("--random", eq + 1, 1, 1 << 20);
+        }
+        if (!c->n_kv_heads) c->n_kv_heads = c->n_heads;
+    }
+    if (!c->dim || !c->hidden_dim || !c->n_layers || !c->n_heads || c->dim % c->n_heads || c->n_heads % c->n_kv_heads || (c->dim / c->n_heads) % 2)
+        fatal("--random '%s': needs dim, hidden, layers and heads, with dim a multiple of heads (an even head size) and heads of kv_heads", s);
+    c->head_dim = c->dim / c->n_heads;
+    c->tied = 0;
+}
 static int cmd_quantize(int argc, char **argv) {
-    const char *model_path = NULL, *out = NULL;
+    const char *model_path = NULL, *out = NULL, *random = NULL;
+    uint64_t seed = 1337;
     QuantOpts qo = { -1, 0, 0, 0 };
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) error_usage_quantize();
+        else if (!strcmp(argv[i], "--random")) random = next_arg(argc, argv, &i);
+        else if (!strcmp(argv[i], "-s")) seed = (uint64_t)parse_int("-s", next_arg(argc, argv, &i), 1, INT_MAX);
         else if (parse_quant_flag(argc, argv, &i, &qo)) {}
         else if (argv[i][0] != '-') { if (model_path) fatal("unexpected argument '%s'", argv[i]); model_path = argv[i]; }
         else if (!strcmp(argv[i], "-o")) out = next_arg(argc, argv, &i);
         else fatal("unknown flag '%s' for quantize (see peft quantize --help)", argv[i]);
     }
-    if (!model_path || !out || qo.type < 0) error_usage_quantize();
+    if ((!model_path == !random) || !out || qo.type < 0) error_usage_quantize();
     if (qo.type == QT_NONE) fatal("--quant none: nothing to quantize (merge --dtype f32 writes float models)");
     if (qo.type == QT_INT8) qo.embed = 1;
     Model m;
     double t_load = time_sec();
-    load_model_q_or_die(&m, model_path, &qo);
+    if (random) { // the shapes alone: nothing is loaded, each matrix is made, quantized and written in turn
+        memset(&m, 0, sizeof(m));
+        parse_shape(&m.config, random);
+        m.quant_bs = qo.gs > 0 ? qo.gs : qtype_block[qo.type];
+        fprintf(stderr, "random model: dim %d, hidden %d, %d layers, %d heads / %d kv, vocab %d, %d positions (seed %llu)\n", m.config.dim, m.config.hidden_dim, m.config.n_layers,
+                m.config.n_heads, m.config.n_kv_heads, m.config.vocab_size, m.config.seq_len, (unsigned long long)seed);
+    } else load_model_q_or_die(&m, model_path, &qo);
     t_load = time_sec() - t_load;
     double t0 = time_sec();
-    if (model_save_quant(&m, out, qo.type, qo.embed, qo.dq, m.quant_bs)) fatal_error();
+    if (model_save_quant(&m, out, qo.type, qo.embed, qo.dq, m.quant_bs, random ? seed : 0)) fatal_error();
     char hq[64] = "";
     if (qtype_hqq(qo.type)) snprintf(hq, sizeof(hq), "peft.c v5 %s (group %d)", qtype_names[qo.type], m.quant_bs);
     fprintf(stderr, "wrote %s: %s%s, %s\n", out, qo.type == QT_INT8 ? "llama2.c v2 int8" : qo.type == QT_INT4 ? "peft.c v3 int4" : qo.type == QT_NF4 ? "peft.c v4 nf4" : hq,

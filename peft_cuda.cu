@@ -118,10 +118,10 @@ static unsigned blocks_for(size_t n, int threads) {
 // operand copy of an fp32 mirror makes). Kernels that want fp32 from such a piece get a converted copy
 // (weight_f32, below); D() refuses it, so that no kernel reads bf16 bytes as floats.
 
-typedef struct { char *host, *dev, *block; size_t bytes; int bf16; } Mirror; // block: the host block it is part of
+typedef struct { char *host, *dev, *block; size_t bytes; int bf16, layer; } Mirror; // block: the host block it is part of; layer: streamed (--offload, below), else -1
 static Mirror *mirrors;
 static int nmirrors, cap_mirrors;
-static struct { const char *lo, *hi; } *bf16_plan; // ranges named by gpu_mirror_bf16, not yet mirrored
+static struct { const char *lo, *hi; int skip; } *bf16_plan; // ranges named by gpu_mirror_bf16 (skip: by gpu_mirror_skip), not yet mirrored
 static int nplan, cap_plan;
 static int npieces16;        // bf16 pieces now
 static int bf16_weights = 1; // PEFT_CUDA_WEIGHTS=fp32: keep every mirror in fp32 (as before)
@@ -157,6 +157,7 @@ template <typename T> static T *D(T *p) {
     if (!p) return p;
     Mirror *m = find_mirror((const void *)p);
     if (m && m->bf16) { fprintf(stderr, "peft: internal error: a kernel reads the bf16-only weight %p as floats\n", (const void *)p); exit(1); }
+    if (m && !m->dev) { fprintf(stderr, "peft: internal error: a kernel reads layer %d's weights, which are not on the GPU now (--offload)\n", m->layer); exit(1); }
     if (m) return (T *)(m->dev + ((const char *)p - m->host));
     if (act16((const void *)p)) { fprintf(stderr, "peft: internal error: a kernel reads the bf16 activations %p as floats\n", (const void *)p); exit(1); }
     return p;
@@ -276,14 +277,23 @@ extern "C" void gpu_free(void *p) {
 }
 // host[0..bytes) of a block about to be mirrored holds frozen weights that only the GEMMs read: keep them
 // in bf16 only (a no-op unless the matmuls are bf16)
+extern "C" int gpu_weights_bf16(void) { return bf16_matmuls && bf16_weights; } // gpu_mirror_bf16's condition
+static int plan_skip; // the next gpu_mirror_bf16 names a range that gpu_mirror leaves out (streamed by --offload)
+extern "C" void gpu_mirror_bf16(const void *host, size_t bytes);
+extern "C" void gpu_mirror_skip(const void *host, size_t bytes) {
+    plan_skip = 1;
+    gpu_mirror_bf16(host, bytes);
+    plan_skip = 0;
+}
 extern "C" void gpu_mirror_bf16(const void *host, size_t bytes) {
-    if (!bf16_matmuls || !bf16_weights || !bytes) return;
+    if (!plan_skip && (!bf16_matmuls || !bf16_weights || !bytes)) return;
+    if (!bytes) return;
     if (nplan == cap_plan) {
         cap_plan = cap_plan ? 2 * cap_plan : 16;
         bf16_plan = (decltype(bf16_plan))realloc(bf16_plan, (size_t)cap_plan * sizeof *bf16_plan);
         if (!bf16_plan) { fprintf(stderr, "peft: out of memory\n"); exit(1); }
     }
-    bf16_plan[nplan].lo = (const char *)host; bf16_plan[nplan].hi = (const char *)host + bytes; nplan++;
+    bf16_plan[nplan].lo = (const char *)host; bf16_plan[nplan].hi = (const char *)host + bytes; bf16_plan[nplan].skip = plan_skip; nplan++;
 }
 __global__ void round_bf16_kernel(__nv_bfloat16 *q, const float *p, size_t n) { FOR_EACH(i, n) q[i] = __float2bfloat16(p[i]); }
 // a piece's device values from its host floats (bf16 pieces: through fp32 staging, 64 MiB at a time)
@@ -311,7 +321,7 @@ static Mirror *add_mirror(char *host, size_t bytes, char *block, int bf16) {
         if (!mirrors) { fprintf(stderr, "peft: out of memory\n"); exit(1); }
     }
     Mirror *m = &mirrors[nmirrors++];
-    m->host = host; m->dev = (char *)dev; m->block = block; m->bytes = bytes; m->bf16 = bf16;
+    m->host = host; m->dev = (char *)dev; m->block = block; m->bytes = bytes; m->bf16 = bf16; m->layer = -1;
     npieces16 += bf16;
     upload_piece(m);
     return m;
@@ -336,8 +346,9 @@ extern "C" int gpu_mirror(void *host, size_t bytes) {
         if (lo > at && !add_mirror(at, (size_t)(lo - at), (char *)host, 0)) { nplan = 0; gpu_unmirror(host); return -1; }
         if (next < 0) break;
         char *hi = (char *)bf16_plan[next].hi;
+        int skip = bf16_plan[next].skip;
         bf16_plan[next] = bf16_plan[--nplan];
-        if (!add_mirror(lo, (size_t)(hi - lo), (char *)host, 1)) { nplan = 0; gpu_unmirror(host); return -1; }
+        if (!skip && !add_mirror(lo, (size_t)(hi - lo), (char *)host, 1)) { nplan = 0; gpu_unmirror(host); return -1; }
         at = hi;
     }
     nplan = 0;
@@ -374,6 +385,199 @@ extern "C" void gpu_copy(void *dst, const void *src, size_t bytes, int to_device
     }
     if (to_device) { wrote(D(dst), bytes); CK(cudaMemcpy(D(dst), src, bytes, cudaMemcpyHostToDevice)); }
     else CK(cudaMemcpy(dst, D(src), bytes, cudaMemcpyDeviceToHost));
+}
+
+// --offload: the frozen base stays in host memory and is streamed in, a layer ahead of its use.
+// Each streamed tensor is a Mirror with its layer; its dev points into the slot that holds the layer
+// now (NULL while none does). Layer l goes to slot l % nslots, so that with 3 slots the layer in use,
+// the one before it and the next one (forward: l+1, backward: l-1) never share a slot. Copies run on
+// their own stream; an event per slot says when its copy is done (the kernels' stream waits for it)
+// and another when the kernels that read its previous layer are done (the copy waits for that).
+// The bytes copied are the ones the resident run mirrors (the quantized blocks as they are; a float
+// weight as its bf16 values, rounded on the host as round_bf16_kernel rounds), so the arithmetic is the same.
+#define MAX_SLOTS 8
+static struct {
+    int nslots, layers, cur;          // cur: the layer the kernels use now (-1: none)
+    size_t slot_bytes, *layer_bytes;  // a slot's bytes; each layer's (its tensors at 256-byte offsets)
+    char *slot[MAX_SLOTS];
+    int holds[MAX_SLOTS];             // the layer in each slot, -1: none
+    cudaEvent_t ready[MAX_SLOTS], free_[MAX_SLOTS];
+    int used[MAX_SLOTS];              // free_ was recorded
+    cudaStream_t copy;
+    struct { const char *host, *src; size_t bytes, off; int pinned; } *t; // the streamed tensors: host address (their Mirror's), source, slot offset
+    int nt, cap;
+    long copies, fail_at;             // PEFT_CUDA_OFFLOAD_FAIL=N: the Nth layer copy fails (tests)
+    int noted;
+} ofl;
+// layer's tensor: host[0..bytes) as the kernels name it; src: the bytes to stream (dev_bytes of them:
+// bytes, or bytes/2 for bf16). Pinned here (cudaHostRegister); refused: pageable copies, with a note.
+extern "C" int gpu_offload_add(int layer, void *host, size_t bytes, const void *src, size_t dev_bytes, int bf16, char *err, size_t errlen) {
+    if (layer >= ofl.layers) {
+        size_t *lb = (size_t *)realloc(ofl.layer_bytes, (size_t)(layer + 1) * sizeof(size_t));
+        if (!lb) { snprintf(err, errlen, "out of memory"); return -1; }
+        for (int l = ofl.layers; l <= layer; l++) lb[l] = 0;
+        ofl.layer_bytes = lb; ofl.layers = layer + 1;
+    }
+    if (ofl.nt == ofl.cap) {
+        ofl.cap = ofl.cap ? 2 * ofl.cap : 64;
+        ofl.t = (decltype(ofl.t))realloc(ofl.t, (size_t)ofl.cap * sizeof *ofl.t);
+        if (!ofl.t) { snprintf(err, errlen, "out of memory"); return -1; }
+    }
+    if (nmirrors == cap_mirrors) {
+        cap_mirrors = cap_mirrors ? 2 * cap_mirrors : 64;
+        mirrors = (Mirror *)realloc(mirrors, (size_t)cap_mirrors * sizeof(Mirror));
+        if (!mirrors) { snprintf(err, errlen, "out of memory"); return -1; }
+    }
+    Mirror *m = &mirrors[nmirrors];
+    m->host = (char *)host; m->dev = NULL; m->block = (char *)host; m->bytes = bytes; m->bf16 = bf16; m->layer = layer;
+    npieces16 += bf16;
+    cudaError_t e = cudaHostRegister((void *)src, dev_bytes, cudaHostRegisterDefault);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        if (!ofl.noted++) fprintf(stderr, "peft: note: pinning the host weights was refused (%s; ulimit -l?): copies from pageable memory, slower\n", cudaGetErrorString(e));
+    }
+    nmirrors++;
+    ofl.t[ofl.nt].host = (const char *)host; ofl.t[ofl.nt].src = (const char *)src; ofl.t[ofl.nt].bytes = dev_bytes;
+    ofl.t[ofl.nt].off = ofl.layer_bytes[layer]; ofl.t[ofl.nt].pinned = e == cudaSuccess;
+    ofl.layer_bytes[layer] += (dev_bytes + 255) / 256 * 256;
+    ofl.nt++;
+    return 0;
+}
+// after the adds: nslots device buffers of the largest layer; -1 (err) when they do not fit
+extern "C" int gpu_offload_ready(int nslots, char *err, size_t errlen) {
+    if (nslots > MAX_SLOTS) nslots = MAX_SLOTS;
+    if (nslots > ofl.layers) nslots = ofl.layers;
+    ofl.slot_bytes = 0;
+    for (int l = 0; l < ofl.layers; l++) if (ofl.layer_bytes[l] > ofl.slot_bytes) ofl.slot_bytes = ofl.layer_bytes[l];
+    for (int s = 0; s < nslots; s++) {
+        ofl.slot[s] = (char *)gpu_alloc(ofl.slot_bytes);
+        if (!ofl.slot[s]) { snprintf(err, errlen, "out of GPU memory for %d layer buffers of %.1f MiB (%.1f MiB free)", nslots, ofl.slot_bytes / 1048576.0, gpu_free_bytes() / 1048576.0); return -1; }
+        CK(cudaEventCreateWithFlags(&ofl.ready[s], cudaEventDisableTiming));
+        CK(cudaEventCreateWithFlags(&ofl.free_[s], cudaEventDisableTiming));
+        ofl.holds[s] = -1; ofl.used[s] = 0;
+    }
+    ofl.nslots = nslots;
+    ofl.cur = -1;
+    CK(cudaStreamCreateWithFlags(&ofl.copy, cudaStreamNonBlocking));
+    const char *f = getenv("PEFT_CUDA_OFFLOAD_FAIL");
+    ofl.fail_at = f && *f ? atol(f) : 0;
+    return 0;
+}
+static Mirror *streamed(const char *host) {
+    for (int i = 0; i < nmirrors; i++) if (mirrors[i].layer >= 0 && mirrors[i].host == host) return &mirrors[i];
+    fprintf(stderr, "peft: internal error: streamed tensor %p has no mirror\n", (const void *)host);
+    exit(1);
+}
+// layer l into its slot on the copy stream, after the kernels that read the slot's previous layer
+static void offload_fetch(int l) {
+    int s = l % ofl.nslots;
+    if (ofl.holds[s] == l) return;
+    if (ofl.fail_at && ++ofl.copies >= ofl.fail_at) { fprintf(stderr, "peft: CUDA error: copying layer %d's weights to the GPU failed (PEFT_CUDA_OFFLOAD_FAIL)\n", l); exit(1); }
+    if (ofl.holds[s] >= 0 && ofl.holds[s] == ofl.cur) { CK(cudaEventRecord(ofl.free_[s], 0)); ofl.used[s] = 1; }
+    if (ofl.used[s]) CK(cudaStreamWaitEvent(ofl.copy, ofl.free_[s], 0));
+    for (int i = 0; i < ofl.nt; i++) {
+        Mirror *m = streamed(ofl.t[i].host);
+        if (m->layer == ofl.holds[s]) m->dev = NULL;
+        if (m->layer != l) continue;
+        m->dev = ofl.slot[s] + ofl.t[i].off;
+        CK(cudaMemcpyAsync(m->dev, ofl.t[i].src, ofl.t[i].bytes, cudaMemcpyHostToDevice, ofl.copy));
+        wrote(m->dev, ofl.t[i].bytes);
+    }
+    CK(cudaEventRecord(ofl.ready[s], ofl.copy));
+    ofl.holds[s] = l;
+}
+// the kernels from here on read layer l (waiting for its copy); layer next (-1: none) is copied meanwhile
+extern "C" void gpu_offload_use(int l, int next) {
+    if (!ofl.nslots) return;
+    if (l == ofl.cur) { if (next >= 0 && next != l && next % ofl.nslots != l % ofl.nslots) offload_fetch(next); return; }
+    if (ofl.cur >= 0) { int s = ofl.cur % ofl.nslots; CK(cudaEventRecord(ofl.free_[s], 0)); ofl.used[s] = 1; } // its kernels are all queued
+    ofl.cur = l;
+    offload_fetch(l);
+    CK(cudaStreamWaitEvent(0, ofl.ready[l % ofl.nslots], 0));
+    if (next >= 0 && next != l && next % ofl.nslots != l % ofl.nslots) offload_fetch(next);
+}
+// the streamed tensors go (their pinning too), and the slots
+extern "C" void gpu_offload_end(void) {
+    if (!ofl.nt) return;
+    CK(cudaDeviceSynchronize());
+    for (int i = ofl.nt - 1; i >= 0; i--) {
+        if (ofl.t[i].pinned) cudaHostUnregister((void *)ofl.t[i].src);
+        Mirror *m = streamed(ofl.t[i].host);
+        npieces16 -= m->bf16;
+        *m = mirrors[--nmirrors];
+    }
+    for (int s = 0; s < ofl.nslots; s++) { gpu_free(ofl.slot[s]); cudaEventDestroy(ofl.ready[s]); cudaEventDestroy(ofl.free_[s]); }
+    if (ofl.nslots) cudaStreamDestroy(ofl.copy);
+    free(ofl.t); free(ofl.layer_bytes);
+    memset(&ofl, 0, sizeof(ofl));
+}
+
+// --offload activations: the checkpoints (each layer's input, count of them) live in pinned host memory and
+// slots of them on the GPU (tensor i in slot i % slots). The forward saves each one to the host once its
+// layer wrote it; the backward copies each back in a layer ahead. Copies run on their own stream, each after
+// an event recorded when it is queued (so after every kernel queued before that read or wrote the slot); the
+// kernels that write a slot wait for its last save, those that read one for its copy.
+static struct {
+    char *host, *dev;
+    size_t bytes;
+    int count, slots, holds[MAX_SLOTS], pending[MAX_SLOTS], pinned; // pending: a copy in the kernels have not waited for
+    cudaEvent_t saved[MAX_SLOTS], ready[MAX_SLOTS], now;
+    cudaStream_t copy;
+} xr;
+extern "C" int gpu_xring_init(void *host, void *dev, size_t bytes, int count, int slots, char *err, size_t errlen) {
+    if (slots > MAX_SLOTS) { snprintf(err, errlen, "at most %d slots", MAX_SLOTS); return -1; }
+    xr.host = (char *)host; xr.dev = (char *)dev; xr.bytes = bytes; xr.count = count; xr.slots = slots;
+    cudaError_t e = cudaHostRegister(host, bytes * count, cudaHostRegisterDefault);
+    xr.pinned = e == cudaSuccess;
+    if (!xr.pinned) { cudaGetLastError(); fprintf(stderr, "peft: note: pinning the host activations was refused (%s; ulimit -l?): copies from pageable memory, slower\n", cudaGetErrorString(e)); }
+    for (int s = 0; s < slots; s++) {
+        xr.holds[s] = -1; xr.pending[s] = 0;
+        CK(cudaEventCreateWithFlags(&xr.saved[s], cudaEventDisableTiming));
+        CK(cudaEventCreateWithFlags(&xr.ready[s], cudaEventDisableTiming));
+    }
+    CK(cudaEventCreateWithFlags(&xr.now, cudaEventDisableTiming));
+    CK(cudaStreamCreateWithFlags(&xr.copy, cudaStreamNonBlocking));
+    return 0;
+}
+static void xring_after_kernels(void) { CK(cudaEventRecord(xr.now, 0)); CK(cudaStreamWaitEvent(xr.copy, xr.now, 0)); } // the copy stream waits for the kernels queued so far
+extern "C" void gpu_xring_write(int i) {
+    int s = i % xr.slots;
+    CK(cudaStreamWaitEvent(0, xr.saved[s], 0)); // the slot's previous tensor is on the host
+    if (xr.pending[s]) { CK(cudaStreamWaitEvent(0, xr.ready[s], 0)); xr.pending[s] = 0; }
+    xr.holds[s] = i;
+}
+extern "C" void gpu_xring_save(int i) {
+    int s = i % xr.slots;
+    xring_after_kernels();
+    CK(cudaMemcpyAsync(xr.host + (size_t)i * xr.bytes, xr.dev + (size_t)s * xr.bytes, xr.bytes, cudaMemcpyDeviceToHost, xr.copy));
+    CK(cudaEventRecord(xr.saved[s], xr.copy));
+}
+static void xring_fetch(int i) {
+    int s = i % xr.slots;
+    if (xr.holds[s] == i) return;
+    if (ofl.fail_at && ++ofl.copies >= ofl.fail_at) { fprintf(stderr, "peft: CUDA error: copying layer %d's input to the GPU failed (PEFT_CUDA_OFFLOAD_FAIL)\n", i); exit(1); }
+    xring_after_kernels();
+    char *d = xr.dev + (size_t)s * xr.bytes;
+    CK(cudaMemcpyAsync(d, xr.host + (size_t)i * xr.bytes, xr.bytes, cudaMemcpyHostToDevice, xr.copy));
+    wrote(d, xr.bytes); // the bf16 copies made from the slot are stale
+    CK(cudaEventRecord(xr.ready[s], xr.copy));
+    xr.holds[s] = i;
+    xr.pending[s] = 1;
+}
+extern "C" void gpu_xring_read(int i, int next) {
+    int s = i % xr.slots;
+    xring_fetch(i);
+    if (xr.pending[s]) { CK(cudaStreamWaitEvent(0, xr.ready[s], 0)); xr.pending[s] = 0; }
+    if (next >= 0 && next % xr.slots != s) xring_fetch(next);
+}
+extern "C" void gpu_xring_end(void) {
+    if (!xr.slots) return;
+    CK(cudaDeviceSynchronize());
+    if (xr.pinned) cudaHostUnregister(xr.host);
+    for (int s = 0; s < xr.slots; s++) { cudaEventDestroy(xr.saved[s]); cudaEventDestroy(xr.ready[s]); }
+    cudaEventDestroy(xr.now);
+    cudaStreamDestroy(xr.copy);
+    memset(&xr, 0, sizeof(xr));
 }
 
 // scratch that grows to the largest request (one user at a time)

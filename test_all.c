@@ -2576,7 +2576,7 @@ static void test_quant_files(void) {
             Model mq, mr;
             char path[600], name[96];
             tmp_path(path, sizeof(path), "q.bin");
-            if (model_load_q(&mq, STORIES, &qo) || model_save_quant(&mq, path, type, emb, qo.dq, mq.quant_bs) || model_load(&mr, path)) { check(0, "quantized file", "%s", peft_errbuf); return; }
+            if (model_load_q(&mq, STORIES, &qo) || model_save_quant(&mq, path, type, emb, qo.dq, mq.quant_bs, 0) || model_load(&mr, path)) { check(0, "quantized file", "%s", peft_errbuf); return; }
             Config *c = &mq.config;
             double worst = 0;
             floatX *a = malloc_check((size_t)c->vocab_size * c->dim * sizeof(floatX)), *b = malloc_check((size_t)c->vocab_size * c->dim * sizeof(floatX));
@@ -2609,7 +2609,7 @@ static void test_quant_files(void) {
     tmp_path(path, sizeof(path), "q4.bin");
     QuantOpts qo = { QT_NF4, 0, 0, 0 };
     Model mq;
-    if (model_load_q(&mq, STORIES, &qo) || model_save_quant(&mq, path, QT_NF4, 0, 0, 0)) { check(0, "hostile 4-bit files", "%s", peft_errbuf); return; }
+    if (model_load_q(&mq, STORIES, &qo) || model_save_quant(&mq, path, QT_NF4, 0, 0, 0, 0)) { check(0, "hostile 4-bit files", "%s", peft_errbuf); return; }
     model_free(&mq);
     size_t n;
     char *buf = read_file(path, &n, 1 << 26);
@@ -2657,6 +2657,64 @@ static void model_random(Model *m, const Config *c, int fmt, uint64_t seed) {
     m->format = fmt;
     model_alloc(m);
     for (size_t i = 0; i < m->num_parameters; i++) m->params_memory[i] = (floatX)((random_f32(&seed) - 0.5f) * 0.2f);
+}
+
+// quantize --random: the file of a model that exists only as its shapes is the file model_save_quant writes
+// for a float model holding the same values, made here from the documented hash (splitmix64 of seed, tensor,
+// layer, index; uniform +-sqrt(3) 0.02; norms 1); the same seed gives the same bytes, another seed others;
+// loaded back, its dequantized weights have std ~0.02
+static int run_sh(const char *cmdline, char *err, size_t errn); // below
+static double test_random_value(uint64_t seed, int i, int l, size_t k) {
+    uint64_t z = seed * 0xD1B54A32D192ED03ull + ((uint64_t)i << 48) + ((uint64_t)l << 32) + (uint64_t)k * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull; z = (z ^ (z >> 27)) * 0x94D049BB133111EBull; z ^= z >> 31;
+    return ((double)(z >> 40) / 16777216.0 * 2 - 1) * sqrt(3.0) * 0.02;
+}
+static void test_quantize_random(void) {
+    const char *shape = "dim=64,hidden=160,layers=3,heads=4,kv_heads=2,vocab=300,seq_len=32";
+    char a[600], b[600], c8[600], ref[600], cmd[4096], err[4096];
+    tmp_path(a, sizeof(a), "rand_a.bin"); tmp_path(b, sizeof(b), "rand_b.bin"); tmp_path(c8, sizeof(c8), "rand_c.bin"); tmp_path(ref, sizeof(ref), "rand_ref.bin");
+    const char *outs[3] = { a, b, c8 }, *seeds[3] = { "7", "7", "8" };
+    int rc = 0;
+    for (int k = 0; k < 3; k++) {
+        snprintf(cmd, sizeof(cmd), "%s %s quantize --random %s --quant nf4 --double-quant -s %s -o %s", exec_prefix(), peft_bin(), shape, seeds[k], outs[k]);
+        rc |= run_sh(cmd, err, sizeof(err));
+    }
+    Model fm;
+    memset(&fm, 0, sizeof(fm));
+    config_defaults(&fm.config);
+    fm.config.dim = 64; fm.config.hidden_dim = 160; fm.config.n_layers = 3; fm.config.n_heads = 4; fm.config.n_kv_heads = 2; fm.config.head_dim = 16;
+    fm.config.vocab_size = 300; fm.config.seq_len = 32; fm.config.tied = 0; fm.format = FMT_BIN_V1;
+    model_alloc(&fm);
+    floatX *ps[NUM_PARAM_TENSORS] = { fm.params.embed, fm.params.rms_att, fm.params.wq, fm.params.wk, fm.params.wv, fm.params.wo, fm.params.rms_ffn, fm.params.w1, fm.params.w2, fm.params.w3, fm.params.rms_final, fm.params.wcls };
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        int norm = i == 1 || i == 6 || i == 10, outer = i == 0 || i == 11;
+        size_t per = outer || i == 10 ? fm.param_sizes[i] : fm.param_sizes[i] / 3;
+        for (int l = 0; l < (outer || i == 10 ? 1 : 3); l++)
+            for (size_t k = 0; k < per; k++) ps[i][l * per + k] = norm ? 1.0f : (floatX)test_random_value(7, i, l, k);
+    }
+    int saved = model_save_quant(&fm, ref, QT_NF4, 0, 1, 64, 0) == 0;
+    model_free(&fm);
+    size_t na = 0, nb = 0, nc = 0, nr = 0;
+    char *ba = read_file(a, &na, 1 << 24), *bb = read_file(b, &nb, 1 << 24), *bc = read_file(c8, &nc, 1 << 24), *br = read_file(ref, &nr, 1 << 24);
+    int same_ref = saved && ba && br && na == nr && !memcmp(ba, br, na), same_seed = ba && bb && na == nb && !memcmp(ba, bb, na), other_seed = ba && bc && na == nc && memcmp(ba, bc, na);
+    free(ba); free(bb); free(bc); free(br);
+    Model m;
+    double sum = 0, sq = 0, n = 0;
+    int loaded = model_load(&m, a) == 0;
+    if (loaded) {
+        floatX *w = (floatX *)malloc((size_t)160 * 64 * sizeof(floatX));
+        for (int l = 0; l < 3; l++) { model_get_matrix(w, &m, 7, l); for (int k = 0; k < 160 * 64; k++) { sum += w[k]; sq += (double)w[k] * w[k]; n++; } }
+        free(w);
+        model_free(&m);
+    }
+    double mean = n ? sum / n : 0, sd = n ? sqrt(sq / n - mean * mean) : 0;
+    check(rc == 0 && same_ref && same_seed && other_seed && loaded && fabs(mean) < 1e-3 && fabs(sd - 0.02) < 0.002, "quantize --random writes the model its shapes and seed define",
+          "nf4 file == model_save_quant of the same values made here: %s; seed 7 twice: %s; seed 8: %s; w1 dequantized: mean %.2g, std %.4f (0.02)",
+          same_ref ? "identical" : "DIFFERENT", same_seed ? "identical" : "DIFFERENT", other_seed ? "differs" : "SAME", mean, sd);
+    snprintf(cmd, sizeof(cmd), "%s %s quantize --random dim=60,hidden=160,layers=3,heads=8 --quant nf4 -o %s", exec_prefix(), peft_bin(), c8);
+    rc = run_sh(cmd, err, sizeof(err));
+    check(rc == 1 && strstr(err, "peft: --random 'dim=60,hidden=160,layers=3,heads=8': needs dim, hidden, layers and heads") && count_lines(err) == 1,
+          "quantize --random: a shape it cannot make is refused in one line", "exit %d, \"%.200s\"", rc, err);
 }
 
 // loading an fp32 .bin quantizes large matrices in chunks: the same bytes as quantizing the whole matrix
@@ -3633,7 +3691,7 @@ static void test_acts_shared(void) {
     const Config *c = &m.config;
     size_t s_elems[NUM_LAYER_ACTS];
     double sd[NUM_LAYER_ACTS];
-    layer_act_sizes(sd, c, 2, 16);
+    layer_act_sizes(sd, c, 2, 16, gpu_on);
     for (int i = 0; i < NUM_LAYER_ACTS; i++) s_elems[i] = (size_t)sd[i];
     for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
         unsigned keep = acts_keep(cases[k].targets, cases[k].targets == 0);
@@ -3725,6 +3783,7 @@ static void test_config_floats(void) {
 
 static void test_hostile_adapters(void);
 static void test_memory_refusal(void);
+static void test_gpu_plan(void);
 static void test_disk_full(void);
 static void test_kill9(void);
 static void test_data_parallel(void);
@@ -4505,6 +4564,7 @@ static void run_tokenizer_tests(void) {
     test_tokenizer_bin_built();
 }
 static void run_fp32_tests(void) {
+    test_gpu_plan();
     test_kernels_matmul();
     test_kernels_attention();
     test_attention_decode();
@@ -4542,6 +4602,7 @@ static void run_fp32_tests(void) {
     test_qlora_grads();
     test_quant_files();
     test_quant_chunked_load();
+    test_quantize_random();
     test_quant_chunked_load_hf();
     test_quant_cli();
     test_hostile_adapters();
@@ -4706,6 +4767,92 @@ static void test_memory_refusal(void) {
     snprintf(cmd, sizeof(cmd), "PEFT_MEM_LIMIT=64M %s %s train %s %s -z tests/spbpe/tokenizer.json -o %s -b 2 -T 32 --steps 1", exec_prefix(), peft_bin(), tiny, data, dir);
     rc = run_sh(cmd, err, sizeof(err));
     check(rc == 0, "memory: a setup that fits the same limit trains", "exit %d", rc);
+}
+
+// --gpu-memory's plan: each configuration's device bytes, recomputed here from the shapes (Llama-2-7B and
+// -70B, NF4 and bf16, LoRA q,v r8), and the choice: the first of resident, checkpointed, offloaded weights,
+// offloaded activations that fits, or none with the smallest that would
+typedef struct { const char *name; int C, H, L, NH, KVH, V, quant, B, T, eval; double budget; int expect; } PlanCase;
+static double plan_nf4(double n) { // codes 4 bits, absmax codes a byte per 64, their fp32 absmax per 256 blocks, parts 4-byte aligned
+    double nb = ceil(n / 64);
+    return ceil(n / 2 / 4) * 4 + ceil(nb / 4) * 4 + ceil(nb / 256) * 4;
+}
+static void test_gpu_plan(void) {
+    const double G = 1073741824.0;
+    PlanCase cases[] = {
+        { "Llama-2-7B nf4, 1 x 4096, 80G", 4096, 11008, 32, 32, 32, 32000, QT_NF4, 1, 4096, 0, 80 * G, PLAN_RESIDENT },
+        { "Llama-2-7B nf4, 1 x 4096, 6G", 4096, 11008, 32, 32, 32, 32000, QT_NF4, 1, 4096, 0, 6 * G, -2 },
+        { "Llama-2-7B nf4, 1 x 4096, 1G", 4096, 11008, 32, 32, 32, 32000, QT_NF4, 1, 4096, 0, 1 * G, -1 },
+        { "Llama-2-7B bf16, 4 x 4096 with validation, 40G", 4096, 11008, 32, 32, 32, 32000, QT_NONE, 4, 4096, 1, 40 * G, -2 },
+        { "Llama-2-7B bf16, 1 x 4096, 24G", 4096, 11008, 32, 32, 32, 32000, QT_NONE, 1, 4096, 0, 24 * G, -2 },
+        { "Llama-2-70B nf4, 1 x 8192, 22G", 8192, 28672, 80, 64, 8, 32000, QT_NF4, 1, 8192, 0, 22 * G, PLAN_OFFLOAD_ACTS },
+        { "Llama-2-70B nf4, 1 x 8192, 80G", 8192, 28672, 80, 64, 8, 32000, QT_NF4, 1, 8192, 0, 80 * G, -2 },
+        { "Llama-2-70B bf16, 1 x 8192, 80G", 8192, 28672, 80, 64, 8, 32000, QT_NONE, 1, 8192, 0, 80 * G, PLAN_OFFLOAD },
+        { "Llama-2-70B nf4, 1 x 8192, 4G", 8192, 28672, 80, 64, 8, 32000, QT_NF4, 1, 8192, 0, 4 * G, -1 },
+    };
+    for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+        const PlanCase *pc = &cases[k];
+        PlanShape ps;
+        memset(&ps, 0, sizeof(ps));
+        config_defaults(&ps.c);
+        ps.c.dim = pc->C; ps.c.hidden_dim = pc->H; ps.c.n_layers = pc->L; ps.c.n_heads = pc->NH; ps.c.n_kv_heads = pc->KVH; ps.c.head_dim = pc->C / pc->NH;
+        ps.c.vocab_size = pc->V; ps.c.seq_len = 4096; ps.c.tied = 0;
+        ps.quant = pc->quant; ps.quant_dq = 1; ps.quant_bs = 64; ps.weight_bytes = ps.act_bytes = 2;
+        ps.B = pc->B; ps.T = pc->T; ps.with_eval = pc->eval;
+        ps.targets = 1u << TGT_Q | 1u << TGT_V; ps.lora_layers = pc->L; ps.r = 8;
+        GpuPlan gp;
+        gpu_plan(&gp, &ps, pc->budget);
+        // the same bytes from the shapes
+        double C = pc->C, H = pc->H, L = pc->L, V = pc->V, HS = C / pc->NH, QD = pc->NH * HS, KD = pc->KVH * HS, B = pc->B, T = pc->T, N = B * T, S = B * pc->NH * T;
+        double mats[7] = { QD * C, KD * C, KD * C, C * QD, H * C, H * C, C * H }, layer = 0;
+        for (int i = 0; i < 7; i++) layer += pc->quant ? plan_nf4(mats[i]) : 2 * mats[i];
+        double other = V * C * 4 + V * C * 2 + (2 * L * C + C) * 4 + 2 * 4096 * (HS / 2) * 4; // fp32 embedding, bf16 classifier, norms, RoPE
+        double lora = (L * (4 * 8 * (C + QD) + 4 * 8 * (C + KD) + 2 * N * 8) + 5 * N * (QD > C ? QD : C)) * 4;
+        double work = G + (pc->quant ? H * C * 2 : 0);
+        // activations (bf16: xn1, q, k, v, ao, xn2, g, u, h and the gradients dg, du, dh; the rest fp32):
+        // checkpointed, one set and the L+1 layer inputs; resident, L sets of what LoRA on q, v reads back
+        // (all but xn2 and h); evaluation's one set with 512 rows of logits
+        double grads = N * V + N * (2 * C + 2 * QD + 2 * KD) + S, ints = 2 * N * 4;
+        double ck = ((L + 1) * N * C + (2 * N + S + N * C) + N * C + 2 * N + grads) * 4 + (2 * N * C + 2 * N * QD + 2 * N * KD + 3 * N * H + 3 * N * H) * 2 + ints;
+        double full = ((L + 1) * N * C + L * (2 * N + S + N * C) + N * C + 2 * N + grads) * 4 + (L * (N * C + 2 * N * QD + 2 * N * KD + 2 * N * H) + N * C + N * H + 3 * N * H) * 2 + ints;
+        double ev = pc->eval ? ((L + 1) * N * C + (2 * N + S + N * C) + N * C + 2 * N + (N < 512 ? N : 512) * V) * 4 + (2 * N * C + 2 * N * QD + 2 * N * KD + 3 * N * H) * 2 + ints : 0;
+        double acts[4] = { full + ev, ck + ev, ck + ev, ck + ev - (L + 1 - 3) * N * C * 4 }, base[4] = { L * layer, L * layer, 3 * layer, 3 * layer };
+        double worst = 0, smallest = INFINITY;
+        int choice = -1;
+        for (int i = 0; i < 4; i++) {
+            double want[5] = { base[i], other, acts[i], lora, work }, got[5] = { gp.p[i].base, gp.p[i].other, gp.p[i].acts, gp.p[i].lora, gp.p[i].work }, total = 0;
+            for (int j = 0; j < 5; j++) { double e = fabs(got[j] - want[j]) / want[j]; if (e > worst) worst = e; total += want[j]; }
+            double e = fabs(gp.p[i].total - total) / total;
+            if (e > worst) worst = e;
+            if (choice < 0 && total <= pc->budget) choice = i;
+            if (total < smallest) smallest = total;
+        }
+        int named = pc->expect == -2 || pc->expect == choice; // the obvious cases named above
+        char name[160];
+        snprintf(name, sizeof(name), "gpu plan: %s", pc->name);
+        check(worst < 1e-12 && gp.choice == choice && named && (choice >= 0 || fabs(gp.smallest - smallest) / smallest < 1e-12), name,
+              "bytes off by %.2g (relative); choice %s (recomputed: %s); totals %.2f %.2f %.2f %.2f GiB; smallest %.2f GiB", worst,
+              gp.choice < 0 ? "none" : plan_names[gp.choice], choice < 0 ? "none" : plan_names[choice], gp.p[0].total / G, gp.p[1].total / G, gp.p[2].total / G, gp.p[3].total / G, gp.smallest / G);
+    }
+    // the CLI: --plan-only prints the plan without a GPU; a budget nothing fits is one peft: line naming the smallest
+    char tiny[600], data[600], cmd[4096], err[8192];
+    tmp_path(tiny, sizeof(tiny), "plan_tiny.bin");
+    tmp_path(data, sizeof(data), "plan_data.txt");
+    make_tiny_bin(tiny);
+    write_story_data(data, 40);
+    snprintf(cmd, sizeof(cmd), "%s %s train %s %s -z tests/spbpe/tokenizer.json -b 2 -T 32 --gpu-memory 8G --plan-only --device cpu", exec_prefix(), peft_bin(), tiny, data);
+    int rc = run_sh(cmd, err, sizeof(err));
+    check(rc == 0 && strstr(err, "GPU memory plan for a budget of 8.00 GiB") && strstr(err, "plan: resident, the fastest that fits"), "gpu plan: --plan-only prints the choice without a GPU",
+          "exit %d, \"%.300s\"", rc, err);
+    snprintf(cmd, sizeof(cmd), "%s %s train %s %s -z tests/spbpe/tokenizer.json -b 2 -T 32 --gpu-memory 512M --plan-only --device cpu", exec_prefix(), peft_bin(), tiny, data);
+    rc = run_sh(cmd, err, sizeof(err));
+    char *last = err, *p;
+    while ((p = strstr(last, "\npeft: "))) last = p + 1;
+    check(rc == 1 && !strncmp(last, "peft: ", 6) && strstr(last, "--gpu-memory 512.0 MiB: no configuration fits (batch 2 x 32); the smallest needs 1.0") && strstr(last, "(--gpu-memory 1.1G)"),
+          "gpu plan: a budget nothing fits is refused with the smallest that works", "exit %d, \"%.400s\"", rc, last);
+    snprintf(cmd, sizeof(cmd), "%s %s train %s %s -z tests/spbpe/tokenizer.json --gpu-memory 12Q --plan-only", exec_prefix(), peft_bin(), tiny, data);
+    rc = run_sh(cmd, err, sizeof(err));
+    check(rc == 1 && strstr(err, "peft: --gpu-memory: '12Q' is not a size"), "gpu plan: a malformed budget is refused", "exit %d, \"%.200s\"", rc, err);
 }
 
 static void test_disk_full(void) {
@@ -5837,6 +5984,92 @@ static void cuda_test_cli(void) {
           !strcmp(out, out_cpu) ? "same text" : "texts DIFFER", strlen(out));
 }
 
+// --offload against the resident run, bit for bit: a random model (dim 256, so the large GEMMs run) of 5
+// layers (3 slots: every layer is copied in again each forward and backward), LoRA on a bf16 base, DoRA,
+// QLoRA nf4 with dropout, checkpointed activations, resume; and a copy that fails mid-run
+static int same_adapter(const char *a, const char *b, size_t *n) {
+    char fa[700], fb[700];
+    snprintf(fa, sizeof(fa), "%s/adapter_model.safetensors", a); snprintf(fb, sizeof(fb), "%s/adapter_model.safetensors", b);
+    size_t na = 0, nb = 0;
+    char *ba = read_file(fa, &na, 1 << 26), *bb = read_file(fb, &nb, 1 << 26);
+    int same = ba && bb && na == nb && !memcmp(ba, bb, na);
+    *n = na;
+    free(ba); free(bb);
+    return same;
+}
+static void cuda_test_offload(void) {
+    const char *tok = "models/stories260K/tok512.bin";
+    if (!have(tok)) { skip("cuda offload", "needs models/stories260K/tok512.bin"); return; }
+    Config mc;
+    config_defaults(&mc);
+    mc.dim = 256; mc.hidden_dim = 512; mc.n_layers = 5; mc.n_heads = 4; mc.n_kv_heads = 2; mc.head_dim = 64; mc.vocab_size = 512; mc.seq_len = 128; mc.tied = 0;
+    Model fm;
+    model_random(&fm, &mc, FMT_BIN_V1, 29);
+    char model[600], data[600], args[4096], err[1 << 16], a[600], b[600], c3[600];
+    tmp_path(model, sizeof(model), "offload_model.bin");
+    tmp_path(data, sizeof(data), "offload_data.txt");
+    write_story_data(data, 40);
+    int saved = model_save_bin(&fm, model, 0) == 0;
+    model_free(&fm);
+    if (!saved) { check(0, "cuda offload", "writing the model: %s", peft_errbuf); return; }
+    struct { const char *name, *flags, *offload; } cases[] = {
+        { "LoRA all-linear, bf16 base", "--targets all-linear -r 8", "--offload" },
+        { "DoRA q,v,o, with validation", "--targets q_proj,v_proj,o_proj --dora -r 4 --val-frac 0.2 --eval-every 2", "--offload" },
+        { "QLoRA nf4 (double-quantized), dropout 0.1", "--quant nf4 --double-quant --targets all-linear --dropout 0.1", "--offload" },
+        { "QLoRA int8, checkpointed activations", "--quant int8 --targets q_proj,v_proj,down_proj --checkpoint-activations", "--offload" },
+        { "LoRA, fp32 matmuls", "--targets q_proj,v_proj --dtype fp32", "--offload" },
+        { "activations too: QLoRA nf4, dropout 0.1", "--quant nf4 --double-quant --targets all-linear --dropout 0.1 --checkpoint-activations", "--offload activations" },
+        { "activations too: DoRA on a bf16 base, with validation", "--targets q_proj,v_proj,o_proj --dora -r 4 --val-frac 0.2 --eval-every 2 --checkpoint-activations", "--offload activations" },
+    };
+    for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+        tmp_path(a, sizeof(a), "offload_res"); tmp_path(b, sizeof(b), "offload_ofl");
+        snprintf(args, sizeof(args), "train %s %s -z %s -b 4 -T 64 --steps 4 --lr 1e-2 --val-frac 0 --device cuda %s -o %s", model, data, tok, cases[k].flags, a);
+        int r1 = run_cmd(args, err, sizeof(err), NULL, 0);
+        snprintf(args, sizeof(args), "train %s %s -z %s -b 4 -T 64 --steps 4 --lr 1e-2 --val-frac 0 --device cuda %s %s -o %s", model, data, tok, cases[k].flags, cases[k].offload, b);
+        int r2 = run_cmd(args, err, sizeof(err), NULL, 0);
+        size_t n = 0;
+        int same = r1 == 0 && r2 == 0 && same_adapter(a, b, &n);
+        char name[160];
+        snprintf(name, sizeof(name), "cuda --offload == resident: %s", cases[k].name);
+        check(same, name, "adapters after 4 steps (5 layers through 3 slots): %zu bytes, %s%s%.300s", n, same ? "identical" : "DIFFERENT", same ? "" : "; ", same ? "" : err);
+    }
+    // resume: 6 steps resident == 3 offloaded (weights and activations) + --resume offloaded
+    tmp_path(a, sizeof(a), "offload_r6"); tmp_path(b, sizeof(b), "offload_r3"); tmp_path(c3, sizeof(c3), "offload_r3b");
+    const char *common = "-b 4 -T 64 --steps 6 --lr 1e-2 --val-frac 0 --device cuda --quant nf4 --targets all-linear --dropout 0.1 --checkpoint-activations";
+    snprintf(args, sizeof(args), "train %s %s -z %s %s -o %s", model, data, tok, common, a);
+    int r1 = run_cmd(args, err, sizeof(err), NULL, 0);
+    snprintf(args, sizeof(args), "train %s %s -z %s %s --offload activations --save-every 3 -o %s", model, data, tok, common, b);
+    int r2 = run_cmd(args, err, sizeof(err), NULL, 0);
+    snprintf(args, sizeof(args), "train %s %s -z %s %s --offload activations --resume %s/checkpoint-3 -o %s", model, data, tok, common, b, c3);
+    int r3 = run_cmd(args, err, sizeof(err), NULL, 0);
+    size_t n = 0;
+    int same = r1 == 0 && r2 == 0 && r3 == 0 && same_adapter(a, c3, &n);
+    check(same, "cuda --offload resume is bit-for-bit", "6 resident steps (nf4, dropout 0.1, checkpointed) == 3 offloaded (--offload activations) + --resume offloaded: %zu bytes, %s", n, same ? "identical" : "DIFFERENT");
+    // a layer copy that fails mid-run (the 12th: step 1 copies 7 layers, each later step 4, so in step 3):
+    // one peft: line, exit 1, and checkpoint-2 as the resident run wrote it
+    char f[8192], e1[700];
+    tmp_path(a, sizeof(a), "offload_f_res"); tmp_path(b, sizeof(b), "offload_fail");
+    snprintf(args, sizeof(args), "train %s %s -z %s %s --save-every 2 -o %s", model, data, tok, common, a);
+    r1 = run_cmd(args, err, sizeof(err), NULL, 0);
+    snprintf(args, sizeof(args), "PEFT_CUDA_OFFLOAD_FAIL=12 %s %s train %s %s -z %s %s --offload --save-every 2 -o %s", exec_prefix(), peft_bin(), model, data, tok, common, b);
+    tmp_path(e1, sizeof(e1), "offload_fail.err");
+    snprintf(f, sizeof(f), "%s 2>%s", args, e1);
+    int st = system(f);
+    size_t ne = 0;
+    char *et = read_file(e1, &ne, 1 << 20);
+    char ca[700], cb[700];
+    snprintf(ca, sizeof(ca), "%s/checkpoint-2", a); snprintf(cb, sizeof(cb), "%s/checkpoint-2", b);
+    int peft_lines = 0;
+    for (char *p = et; p && (p = strstr(p, "peft: ")); p++) peft_lines += p == et || p[-1] == '\n';
+    char cb4[700];
+    snprintf(cb4, sizeof(cb4), "%s/checkpoint-4", b);
+    same = r1 == 0 && same_adapter(ca, cb, &n);
+    check(WIFEXITED(st) && WEXITSTATUS(st) == 1 && peft_lines == 1 && et && strstr(et, "copying layer") && same && !have(cb4),
+          "cuda --offload: a failed copy mid-run is one peft: line, the last checkpoint intact", "exit %d, %d peft: line(s), checkpoint-2 %s the resident run's, no checkpoint-4: %s",
+          WIFEXITED(st) ? WEXITSTATUS(st) : -1, peft_lines, same ? "==" : "!=", have(cb4) ? "no" : "yes");
+    free(et);
+}
+
 static void run_cuda_tests(void) {
     char err[512];
     if (gpu_init(0, 0, err, sizeof(err))) { skip("cuda tests", err); return; }
@@ -5862,6 +6095,7 @@ static void run_cuda_tests(void) {
     gpu_on = 0;
     printf("== CLI on the GPU\n");
     cuda_test_cli();
+    cuda_test_offload();
 }
 #elif !defined(PEFT_FP64)
 static void run_cuda_tests(void) { skip("cuda tests", "this test_all was built without CUDA (make test-cuda builds with it)"); }
@@ -5870,6 +6104,17 @@ static void run_cuda_tests(void) { skip("cuda tests", "this test_all was built w
 int main(int argc, char **argv) {
     (void)argc; (void)argv;
 #ifndef PEFT_FP64
+#ifdef PEFT_CUDA
+    if (argc > 2 && !strcmp(argv[1], "--cuda") && !strcmp(argv[2], "offload")) { // ./test_all --cuda offload: --offload's tests alone
+        char tmpl[] = "/tmp/peft_test_XXXXXX";
+        if (!mkdtemp(tmpl)) { perror("mkdtemp"); return 1; }
+        snprintf(tmpdir, sizeof(tmpdir), "%s", tmpl);
+        char err[512];
+        if (gpu_init(0, 0, err, sizeof(err))) skip("cuda offload", err); else cuda_test_offload();
+        printf("%d passed, %d failed, %d skipped\n", n_pass, n_fail, n_skip);
+        return n_fail ? 1 : 0;
+    }
+#endif
     if (argc > 1 && !strcmp(argv[1], "--cuda")) { // the GPU tests alone
         char tmpl[] = "/tmp/peft_test_XXXXXX";
         if (!mkdtemp(tmpl)) { perror("mkdtemp"); return 1; }
@@ -5895,6 +6140,14 @@ int main(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "chat")) { // ./test_all chat: only the chat-template tests (quick)
         printf("== chat template tests (temporary files in %s)\n", tmpdir);
         test_chat_templates(); test_instruction_data(); test_chat(); test_chat_template_cli(); test_chat_ids();
+        char rm[512]; snprintf(rm, sizeof(rm), "rm -rf '%s'", tmpdir);
+        if (system(rm) != 0) printf("note: could not remove %s\n", tmpdir);
+        printf("%d passed, %d failed, %d skipped\n", n_pass, n_fail, n_skip);
+        return n_fail ? 1 : 0;
+    }
+    if (argc > 1 && !strcmp(argv[1], "plan")) { // ./test_all plan: only --gpu-memory's planner and quantize --random (quick)
+        test_gpu_plan();
+        test_quantize_random();
         char rm[512]; snprintf(rm, sizeof(rm), "rm -rf '%s'", tmpdir);
         if (system(rm) != 0) printf("note: could not remove %s\n", tmpdir);
         printf("%d passed, %d failed, %d skipped\n", n_pass, n_fail, n_skip);
