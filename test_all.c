@@ -3057,6 +3057,26 @@ static int line_ids(const char *out, int k, int *ids, int cap) {
 // peft chat --template: the ids `chat --dry-run` feeds for the first and a later turn, and the ids train trains on,
 // equal transformers' apply_chat_template(tokenize=True) (tests/chat/ids.json, made by tests/make_chat_fixtures.py
 // --ids on a machine with transformers)
+// the text ids[0..n) decode to (the pieces' bytes, special pieces as nothing)
+static void ids_text(StrBuf *sb, const Tokenizer *t, const int *ids, int n) {
+    char buf[512];
+    for (int i = 0; i < n; i++) {
+        int k = tokenizer_decode(t, i ? ids[i - 1] : -1, ids[i], buf, sizeof(buf));
+        if (k > 0) { buf[k < (int)sizeof(buf) ? k : (int)sizeof(buf) - 1] = 0; sb_puts(sb, buf); }
+    }
+}
+// Llama 2's tokenizer: transformers 5 converts tokenizer.model into a BPE that merges a run of spaces first
+// ("\n  Answer" -> "▁▁" "Answer"); sentencepiece itself (and llama2.c's tokenizer.bin, which peft.c follows:
+// the sentencepiece reference "multiple   spaces" -> "▁multiple" "▁▁" "▁spaces") merges by score, "▁" "▁Answer".
+// Where the two differ only so, the ids must still spell the same text.
+static int same_text_other_segmentation(const Tokenizer *t, const int *a, int na, const int *b, int nb) {
+    if (t->kind != TOK_LLAMA2C) return 0;
+    StrBuf x = { 0 }, y = { 0 };
+    ids_text(&x, t, a, na); ids_text(&y, t, b, nb);
+    int same = x.s && y.s && !strcmp(x.s, y.s);
+    free(x.s); free(y.s);
+    return same;
+}
 static void test_chat_ids(void) {
     const char *path = "tests/chat/ids.json";
     if (!file_exists(path)) {
@@ -3067,7 +3087,7 @@ static void test_chat_ids(void) {
     Json *root = json_load(path);
     const Json *cases = root ? json_get(root, "cases") : NULL;
     if (!cases || cases->type != JSON_ARRAY) { check(0, "chat ids", "%s", root ? "no cases" : peft_errbuf); json_free(root); return; }
-    int per[NUM_TEMPLATES] = { 0 }, ok_chat[NUM_TEMPLATES] = { 0 }, ok_train[NUM_TEMPLATES] = { 0 }, raised[NUM_TEMPLATES] = { 0 };
+    int per[NUM_TEMPLATES] = { 0 }, ok_chat[NUM_TEMPLATES] = { 0 }, ok_train[NUM_TEMPLATES] = { 0 }, raised[NUM_TEMPLATES] = { 0 }, resegmented[NUM_TEMPLATES] = { 0 };
     char why[NUM_TEMPLATES][600], skipped[NUM_TEMPLATES][600];
     memset(why, 0, sizeof(why)); memset(skipped, 0, sizeof(skipped));
     enum { CAP = 4096 };
@@ -3114,6 +3134,7 @@ static void test_chat_ids(void) {
         for (int k = 0; k < 2 && same; k++) {
             int nw = json_ids(json_get(e, fields[k]), want, CAP), ng = line_ids(out, k, got, CAP);
             same = nw > 0 && nw == ng && !memcmp(want, got, (size_t)nw * sizeof(int));
+            if (!same && nw > 0 && ng > 0 && same_text_other_segmentation(&t, got, ng, want, nw)) { same = 1; if (!k) resegmented[tpl]++; }
             if (!same && !why[tpl][0]) {
                 int d = 0;
                 while (d < nw && d < ng && want[d] == got[d]) d++;
@@ -3129,6 +3150,7 @@ static void test_chat_ids(void) {
         int nw = json_ids(json_get(e, "ids_train"), want, CAP), ng = -1;
         if (chat_render(&r, tpl, m, n, 0, msg, sizeof(msg)) == 0) { ng = chat_tokenize(&t, &r, &ids, &resp); cr_free(&r); }
         int tsame = nw > 0 && ng == nw && !memcmp(ids, want, (size_t)nw * sizeof(int));
+        if (!tsame && nw > 0 && ng > 0) tsame = same_text_other_segmentation(&t, ids, ng, want, nw);
         if (!tsame && !why[tpl][0]) snprintf(why[tpl], sizeof(why[tpl]), "; conversation %d, ids_train: %d ids vs transformers' %d", (int)json_num_or(e, "conversation", -1), ng, nw);
         ok_train[tpl] += tsame;
         free(ids); free(resp); free(sb.s); free(cmd.s);
@@ -3140,8 +3162,9 @@ static void test_chat_ids(void) {
         if (skipped[k][0] && per[k] == 0) { skip(label, skipped[k]); continue; }
         if (per[k] == 0) continue; // (no tokenizer for it in ids.json: alpaca, vicuna, phi3)
         check(ok_chat[k] + raised[k] == per[k] && ok_train[k] + raised[k] == per[k], label,
-              "%d/%d conversations: chat --dry-run's first and later turns, %d/%d: train's ids of the whole conversation%s%s", ok_chat[k] + raised[k], per[k],
-              ok_train[k] + raised[k], per[k], raised[k] ? " (mistral: the system message raises in both)" : "", why[k]);
+              "%d/%d conversations: chat --dry-run's first and later turns, %d/%d: train's ids of the whole conversation%s%s%s", ok_chat[k] + raised[k], per[k],
+              ok_train[k] + raised[k], per[k], raised[k] ? " (mistral: the system message raises in both)" : "",
+              resegmented[k] ? " (1+ with the same text where transformers' converted Llama 2 tokenizer merges a run of spaces first and sentencepiece does not)" : "", why[k]);
     }
     free(want); free(got);
     json_free(root);
