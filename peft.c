@@ -5436,6 +5436,7 @@ typedef struct {
     floatX *lm_head;     // (V,C) modules_to_save: a full replacement of lm_head, or NULL
     floatX *dembed, *dlm_head; // their gradients when they are trained (train --modules-to-save), else NULL
     int mts_rows, mts_cols;    // (V, C) of embed / lm_head
+    int fused;           // Phi-3: k and v share q's A (PEFT's one qkv_proj LoRA), up shares gate's (gate_up_proj)
 } Lora;
 static LoraModule *lora_mod(const Lora *lo, int l, int t) { return (lo && lo->mods && lo->mods[l * NUM_TARGETS + t].r) ? &lo->mods[l * NUM_TARGETS + t] : NULL; }
 // does any layer below l have an adapter with gradients? (if not, the backward can stop at layer l)
@@ -6365,11 +6366,35 @@ typedef struct {
 
 static const char *target_block(int t) { return t <= TGT_O ? "self_attn" : "mlp"; }
 
+// Phi-3's fused modules: PEFT puts ONE LoRA on qkv_proj (A (r, C), B (QD+2KD, r) whose rows span q, k and v) and
+// one on gate_up_proj ([gate; up]). peft.c keeps q, k and v apart (and gate and up) as modules that share the
+// first one's A (and dA: the gradient of the one A sums the three parts') and whose B rows follow each other in
+// memory, so that [B_q; B_k; B_v] is PEFT's B as it is. fused_lead(t): the module whose A t uses.
+static int lora_fused(const Config *c) { return c->family == FAM_PHI3; }
+static int fused_lead(int fused, int t) { return !fused ? t : (t == TGT_K || t == TGT_V) ? TGT_Q : t == TGT_UP ? TGT_GATE : t; }
+// PEFT's name of module t (NULL: a part of a fused module, which has no name of its own)
+static const char *lora_name(int fused, int t) {
+    static const char *f[NUM_TARGETS] = { "qkv_proj", NULL, NULL, "o_proj", "gate_up_proj", NULL, "down_proj" };
+    return fused ? f[t] : target_names[t];
+}
+// the rows of B that module t's PEFT tensor holds: its own, or the whole fused module's
+static int lora_out_rows(const Lora *lo, int l, int t) {
+    int out = lo->mods[l * NUM_TARGETS + t].out;
+    for (int k = t + 1; lo->fused && k < NUM_TARGETS && fused_lead(1, k) == t && k != t; k++) out += lo->mods[l * NUM_TARGETS + k].out;
+    return out;
+}
+
 // Lay out the modules with ranks[l*NUM_TARGETS+t] (0 = none) and scales; allocate params (and grads if training).
 static void lora_alloc(Lora *lo, const Config *c, const int *ranks, const float *scales, int dora, int training) {
     memset(lo, 0, sizeof(*lo));
     lo->n_layers = c->n_layers;
     lo->dora = dora;
+    lo->fused = lora_fused(c);
+    if (lo->fused && dora) fatal("DoRA on Phi-3's fused qkv_proj / gate_up_proj is not supported yet");
+    for (int i = 0; lo->fused && i < c->n_layers * NUM_TARGETS; i++) {
+        int lead = i - i % NUM_TARGETS + fused_lead(1, i % NUM_TARGETS);
+        if (ranks[i] != ranks[lead]) fatal("internal: a part of a fused module has rank %d, its module %d", ranks[i], ranks[lead]);
+    }
     lo->mods = (LoraModule *)calloc_check((size_t)c->n_layers * NUM_TARGETS, sizeof(LoraModule));
     double plan = 0; // 32-bit machines: the sums below must not wrap (see bytes_fit)
     for (int i = 0; i < c->n_layers * NUM_TARGETS; i++) {
@@ -6386,7 +6411,8 @@ static void lora_alloc(Lora *lo, const Config *c, const int *ranks, const float 
         m->r = ranks[i];
         m->scale = scales[i];
         if (!m->r) continue;
-        total += (size_t)m->r * (m->in + m->out) + (dora ? (size_t)m->out : 0);
+        int shared = fused_lead(lo->fused, i % NUM_TARGETS) != i % NUM_TARGETS; // A is the lead's
+        total += (size_t)m->r * ((shared ? 0 : m->in) + m->out) + (dora ? (size_t)m->out : 0);
         nout += (size_t)m->out;
     }
     lo->num_params = total;
@@ -6397,9 +6423,13 @@ static void lora_alloc(Lora *lo, const Config *c, const int *ranks, const float 
     for (int i = 0; i < c->n_layers * NUM_TARGETS; i++) {
         LoraModule *m = &lo->mods[i];
         if (!m->r) continue;
-        m->A = lo->params + off;
-        if (training) m->dA = lo->grads + off;
-        off += (size_t)m->r * m->in;
+        int lead = i - i % NUM_TARGETS + fused_lead(lo->fused, i % NUM_TARGETS);
+        if (lead != i) { m->A = lo->mods[lead].A; m->dA = lo->mods[lead].dA; }
+        else {
+            m->A = lo->params + off;
+            if (training) m->dA = lo->grads + off;
+            off += (size_t)m->r * m->in;
+        }
         m->B = lo->params + off;
         if (training) m->dB = lo->grads + off;
         off += (size_t)m->r * m->out;
@@ -6415,6 +6445,7 @@ static void lora_alloc(Lora *lo, const Config *c, const int *ranks, const float 
 
 // activation buffers for N rows (u, and dropout masks when training with dropout)
 static void lora_alloc_acts(Lora *lo, int N) {
+    if (lo->fused && lo->dropout > 0) fatal("lora_dropout > 0 on Phi-3's fused qkv_proj / gate_up_proj is not supported yet (PEFT draws one mask for the fused module)");
     size_t total = 0, maxdim = 0;
     for (int i = 0; i < lo->n_layers * NUM_TARGETS; i++) {
         LoraModule *m = &lo->mods[i];
@@ -6463,9 +6494,9 @@ static void lora_init_dora(Lora *lo, Model *model) {
 
 // New adapter: A kaiming-uniform with a=sqrt(5), i.e. U(-1/sqrt(in), 1/sqrt(in)) (PEFT's default), B = 0.
 // target_modules as a regex: does it match the whole name of layer l's module t (as PEFT names it)?
-static int lora_regex_selects(const char *regex, int l, int t) {
+static int lora_regex_selects(const char *regex, int fused, int l, int t) {
     char name[128];
-    snprintf(name, sizeof(name), "model.layers.%d.%s.%s", l, target_block(t), target_names[t]);
+    snprintf(name, sizeof(name), "model.layers.%d.%s.%s", l, target_block(t), lora_name(fused, fused_lead(fused, t)));
     return regex_fullmatch(regex, name, NULL) == 1;
 }
 static int lora_create(Lora *lo, const Config *c, const LoraConfig *lc, int training) {
@@ -6474,7 +6505,7 @@ static int lora_create(Lora *lo, const Config *c, const LoraConfig *lc, int trai
     float *scales = (float *)calloc_check((size_t)n, sizeof(float));
     for (int l = 0; l < c->n_layers; l++)
         for (int t = 0; t < NUM_TARGETS; t++)
-            if (lc->target_regex[0] ? lora_regex_selects(lc->target_regex, l, t) : ((lc->targets >> t & 1) && (!lc->layers || lc->layers[l]))) {
+            if (lc->target_regex[0] ? lora_regex_selects(lc->target_regex, lora_fused(c), l, t) : ((lc->targets >> fused_lead(lora_fused(c), t) & 1) && (!lc->layers || lc->layers[l]))) {
                 ranks[l * NUM_TARGETS + t] = lc->r;
                 scales[l * NUM_TARGETS + t] = lora_scale(lc->alpha, lc->r, lc->rslora);
             }
@@ -6491,8 +6522,8 @@ static int lora_create(Lora *lo, const Config *c, const LoraConfig *lc, int trai
     return 0;
 }
 
-static void lora_key(char *buf, size_t n, int l, int t, const char *ab, const char *prefix) {
-    snprintf(buf, n, "%s%smodel.layers.%d.%s.%s.lora_%s.weight", prefix ? prefix : "", "base_model.model.", l, target_block(t), target_names[t], ab);
+static void lora_key(char *buf, size_t n, int fused, int l, int t, const char *ab, const char *prefix) {
+    snprintf(buf, n, "%s%smodel.layers.%d.%s.%s.lora_%s.weight", prefix ? prefix : "", "base_model.model.", l, target_block(t), lora_name(fused, t), ab);
 }
 
 // adapter_config.json as PEFT writes it (the fields PEFT 0.21 reads; the rest take PEFT's defaults)
@@ -6523,7 +6554,7 @@ static char *lora_config_json(const Lora *lo, const LoraConfig *lc, const char *
               json_float(lc->alpha), json_float(lc->dropout), lo->embed && lo->lm_head ? "[\"embed_tokens\", \"lm_head\"]" : lo->embed ? "[\"embed_tokens\"]" : lo->lm_head ? "[\"lm_head\"]" : "null", lc->r);
     int first = 1;
     if (lc->target_regex[0]) { b.n -= 1; b.s[b.n] = 0; sb_json_string(&b, lc->target_regex); } // a string: PEFT's regex form
-    else for (int t = 0; t < NUM_TARGETS; t++) if (lc->targets >> t & 1) { sb_printf(&b, "%s\"%s\"", first ? "" : ", ", target_names[t]); first = 0; }
+    else for (int t = 0; t < NUM_TARGETS; t++) if ((lc->targets >> t & 1) && lora_name(lo->fused, t)) { sb_printf(&b, "%s\"%s\"", first ? "" : ", ", lora_name(lo->fused, t)); first = 0; }
     sb_printf(&b, "%s,\n  \"task_type\": \"CAUSAL_LM\",\n  \"use_dora\": %s,\n  \"use_rslora\": %s\n}\n", lc->target_regex[0] ? "" : "]", lo->dora ? "true" : "false", lc->rslora ? "true" : "false");
     return b.s;
 }
@@ -6536,12 +6567,12 @@ static int lora_save(const Lora *lo, const LoraConfig *lc, const char *dir, cons
     for (int l = 0; l < lo->n_layers; l++)
         for (int t = 0; t < NUM_TARGETS; t++) {
             LoraModule *m = &lo->mods[l * NUM_TARGETS + t];
-            if (!m->r) continue;
+            if (!m->r || !lora_name(lo->fused, t)) continue; // (a fused module's parts are in its first's tensors)
             STWrite *a = &ts[n++], *bw = &ts[n++];
-            lora_key(a->name, sizeof(a->name), l, t, "A", NULL);
+            lora_key(a->name, sizeof(a->name), lo->fused, l, t, "A", NULL);
             a->dtype = DT_F32; a->ndim = 2; a->shape[0] = m->r; a->shape[1] = m->in; a->fdata = m->A;
-            lora_key(bw->name, sizeof(bw->name), l, t, "B", NULL);
-            bw->dtype = DT_F32; bw->ndim = 2; bw->shape[0] = m->out; bw->shape[1] = m->r; bw->fdata = m->B;
+            lora_key(bw->name, sizeof(bw->name), lo->fused, l, t, "B", NULL);
+            bw->dtype = DT_F32; bw->ndim = 2; bw->shape[0] = lora_out_rows(lo, l, t); bw->shape[1] = m->r; bw->fdata = m->B;
             if (m->mag) {
                 STWrite *mw = &ts[n++];
                 snprintf(mw->name, sizeof(mw->name), "base_model.model.model.layers.%d.%s.%s.lora_magnitude_vector", l, target_block(t), target_names[t]);
@@ -6594,7 +6625,7 @@ static int saved_module_key(const char *key) {
 
 // Parse "...layers.<l>.<block>.<target>.lora_<A|B>[.<adapter>].weight" (ab = A or B) or
 // "....lora_magnitude_vector[.<adapter>][.weight]" (ab = M, DoRA); returns 0 and fills l, t, ab.
-static int parse_lora_key(const char *key, int *l, int *t, char *ab) {
+static int parse_lora_key(const char *key, int fused, int *l, int *t, char *ab) {
     const char *p = strstr(key, "layers.");
     if (!p) return -1;
     p += 7;
@@ -6604,8 +6635,10 @@ static int parse_lora_key(const char *key, int *l, int *t, char *ab) {
     *l = (int)v;
     p = end + 1;
     for (int i = 0; i < NUM_TARGETS; i++) {
-        size_t bl = strlen(target_block(i)), tl = strlen(target_names[i]);
-        if (!strncmp(p, target_block(i), bl) && p[bl] == '.' && !strncmp(p + bl + 1, target_names[i], tl) && p[bl + 1 + tl] == '.') {
+        const char *nm = lora_name(fused, i);
+        if (!nm) continue;
+        size_t bl = strlen(target_block(i)), tl = strlen(nm);
+        if (!strncmp(p, target_block(i), bl) && p[bl] == '.' && !strncmp(p + bl + 1, nm, tl) && p[bl + 1 + tl] == '.') {
             const char *q = p + bl + 1 + tl + 1;
             if (!strncmp(q, "lora_magnitude_vector", 21) && (q[21] == 0 || q[21] == '.')) {
                 // DoRA magnitude: "...lora_magnitude_vector" [".<adapter>"] [".weight"]
@@ -6631,17 +6664,19 @@ static int parse_lora_key(const char *key, int *l, int *t, char *ab) {
 // ignores them (enable_lora of PEFT <= 0.2, fields of versions after 0.21); known ones that change the
 // model are refused unless they hold their default. target_modules naming no Llama module means an
 // adapter for another architecture (GPT-2's c_attn, ...), which PEFT refuses too.
-static int lora_config_check(const Json *j, const char *cpath) {
+static int lora_config_check(const Json *j, const Config *c, const char *cpath) {
     const char *base = json_str(json_get(j, "base_model_name_or_path"));
     const Json *tm = json_get(j, "target_modules");
+    int fused = lora_fused(c);
     if (tm && tm->type == JSON_ARRAY) {
         for (int i = 0; i < tm->n; i++) {
             const char *s = json_str(&tm->items[i]);
             int known = s && !strcmp(s, "all-linear");
-            for (int t = 0; s && t < NUM_TARGETS && !known; t++) known = !strcmp(s, target_names[t]);
+            for (int t = 0; s && t < NUM_TARGETS && !known; t++) known = lora_name(fused, t) && !strcmp(s, lora_name(fused, t));
             if (known || (s && (!strcmp(s, "embed_tokens") || !strcmp(s, "lm_head")))) continue;
-            return set_error(cpath, "target_modules lists '%s', which Llama models do not have: an adapter for another architecture%s%s%s (Llama's are q_proj k_proj v_proj o_proj gate_proj up_proj down_proj)",
-                             s ? s : "(not a string)", base ? " (base_model_name_or_path \"" : "", base ? base : "", base ? "\")" : "");
+            return set_error(cpath, "target_modules lists '%s', which %s models do not have: an adapter for another architecture%s%s%s (its modules are %s)",
+                             s ? s : "(not a string)", family_arch[c->family], base ? " (base_model_name_or_path \"" : "", base ? base : "", base ? "\")" : "",
+                             fused ? "qkv_proj o_proj gate_up_proj down_proj" : "q_proj k_proj v_proj o_proj gate_proj up_proj down_proj");
         }
     } else if (tm && tm->type != JSON_STRING && tm->type != JSON_NULL) return set_error(cpath, "target_modules must be a list, a string or null");
     // settings that change what the adapter computes: accepted at their defaults only
@@ -6695,7 +6730,7 @@ static int lora_load(Lora *lo, LoraConfig *lc, const Config *c, const char *dir,
     if (!json_is_int(jr) || jr->num < 1 || jr->num > 65536) { rc = set_error(cpath, "'r' must be a positive integer"); goto done; }
     if (!json_is_num(ja) || !isfinite((float)ja->num)) { rc = set_error(cpath, "'lora_alpha' must be a number (in float range)"); goto done; }
     if (bias && strcmp(bias, "none")) { rc = set_error(cpath, "bias '%s' is not supported (only \"none\")", bias); goto done; }
-    if ((rc = lora_config_check(j, cpath))) goto done;
+    if ((rc = lora_config_check(j, c, cpath))) goto done;
     if (json_bool_or(j, "fan_in_fan_out", 0)) { rc = set_error(cpath, "fan_in_fan_out=true is not supported for Llama linear layers"); goto done; }
     lc->dora = json_bool_or(j, "use_dora", 0);
     {   // target_modules as one string other than "all-linear": a regex on the whole module name (PEFT's re.fullmatch)
@@ -6752,11 +6787,18 @@ static int lora_load(Lora *lo, LoraConfig *lc, const Config *c, const char *dir,
                 if ((which == 1 && !save_embed) || (which == 2 && !save_head)) { rc = set_error(wpath, "tensor '%s' is not listed in modules_to_save", st.t[i].name); break; }
                 continue;
             }
-            if (parse_lora_key(st.t[i].name, &l, &t, &ab)) { rc = set_error(wpath, "unexpected tensor '%s' (not a LoRA A/B weight of a Llama layer)", st.t[i].name); break; }
+            if (parse_lora_key(st.t[i].name, lora_fused(c), &l, &t, &ab)) {
+                int l2, t2; char ab2;
+                if (!parse_lora_key(st.t[i].name, !lora_fused(c), &l2, &t2, &ab2)) // the other naming: an adapter of another family
+                    rc = set_error(wpath, "tensor '%s' adapts %s, which %s does not have (its modules are %s)", st.t[i].name, lora_name(!lora_fused(c), t2), family_arch[c->family],
+                                   lora_fused(c) ? "qkv_proj o_proj gate_up_proj down_proj" : "q_proj k_proj v_proj o_proj gate_proj up_proj down_proj");
+                else rc = set_error(wpath, "unexpected tensor '%s' (not a LoRA A/B weight of a %s layer)", st.t[i].name, family_arch[c->family]);
+                break;
+            }
             if ((rc = lora_key_prefix_check(st.t[i].name, wpath))) break;
             if (l >= c->n_layers) { rc = set_error(wpath, "tensor '%s' is for layer %d but the model has %d layers", st.t[i].name, l, c->n_layers); break; }
-            if (lc->target_regex[0] && !lora_regex_selects(lc->target_regex, l, t)) {
-                rc = set_error(wpath, "tensor '%s': target_modules '%s' does not match model.layers.%d.%s.%s", st.t[i].name, lc->target_regex, l, target_block(t), target_names[t]); break;
+            if (lc->target_regex[0] && !lora_regex_selects(lc->target_regex, lora_fused(c), l, t)) {
+                rc = set_error(wpath, "tensor '%s': target_modules '%s' does not match model.layers.%d.%s.%s", st.t[i].name, lc->target_regex, l, target_block(t), lora_name(lora_fused(c), t)); break;
             }
             int slot = (l * NUM_TARGETS + t) * 3 + (ab == 'A' ? 0 : ab == 'B' ? 1 : 2);
             if (seen[slot]++) { rc = set_error(wpath, "tensor '%s' appears twice (with and without an adapter name?)", st.t[i].name); break; }
@@ -6771,11 +6813,15 @@ static int lora_load(Lora *lo, LoraConfig *lc, const Config *c, const char *dir,
             ranks[l * NUM_TARGETS + t] = r;
             lc->targets |= 1u << t;
         }
+        for (int i = 0; lora_fused(c) && i < n; i++) { // a fused module's parts: its rank, its A
+            int lead = i - i % NUM_TARGETS + fused_lead(1, i % NUM_TARGETS);
+            if (lead != i) { ranks[i] = ranks[lead]; if (ranks[i]) lc->targets |= 1u << (i % NUM_TARGETS); }
+        }
         for (int i = 0; i < n && !rc; i++) {
             if (!ranks[i]) continue;
             int l = i / NUM_TARGETS, t = i % NUM_TARGETS;
             char mname[128];
-            snprintf(mname, sizeof(mname), "model.layers.%d.%s.%s", l, target_block(t), target_names[t]);
+            snprintf(mname, sizeof(mname), "model.layers.%d.%s.%s", l, target_block(t), lora_name(lora_fused(c), fused_lead(lora_fused(c), t)));
             int want_r = lc->r;
             float alpha = lc->alpha;
             for (int k = 0; rp && rp->type == JSON_OBJECT && k < rp->n; k++) if (peft_key_matches(rp->keys[k], mname) && json_is_int(&rp->items[k])) want_r = fabs(rp->items[k].num) <= 65536 ? (int)rp->items[k].num : -1;
@@ -6790,18 +6836,18 @@ static int lora_load(Lora *lo, LoraConfig *lc, const Config *c, const char *dir,
             lo->dropout = lc->dropout;
             for (int i = 0; i < n && !rc; i++) {
                 LoraModule *m = &lo->mods[i];
-                if (!m->r) continue;
                 int l = i / NUM_TARGETS, t = i % NUM_TARGETS;
+                if (!m->r || !lora_name(lo->fused, t)) continue; // (a fused module's parts are read with its first)
                 for (int ab = 0; ab < (lc->dora ? 3 : 2) && !rc; ab++) {
                     // the key with or without an adapter-name segment
                     const char want = "ABM"[ab];
                     STTensor *tt = NULL;
                     for (int k = 0; k < st.n && !tt; k++) {
                         int kl, kt; char kab;
-                        if (!parse_lora_key(st.t[k].name, &kl, &kt, &kab) && kl == l && kt == t && kab == want) tt = &st.t[k];
+                        if (!parse_lora_key(st.t[k].name, lo->fused, &kl, &kt, &kab) && kl == l && kt == t && kab == want) tt = &st.t[k];
                     }
                     if (!tt) { rc = set_error(wpath, "layer %d %s has lora_%c but no lora_%c", l, target_names[t], ab ? 'A' : 'B', ab ? 'B' : 'A'); break; }
-                    int64_t shape[2] = { ab == 0 ? m->r : m->out, ab == 0 ? m->in : m->r };
+                    int64_t shape[2] = { ab == 0 ? m->r : lora_out_rows(lo, l, t), ab == 0 ? m->in : m->r };
                     if (st_check_shape(&st, tt, ab == 2 ? 1 : 2, shape) || st_read_floatX(&st, tt, ab == 0 ? m->A : ab == 1 ? m->B : m->mag)) rc = -1;
                 }
             }
@@ -9211,13 +9257,13 @@ static int cmd_dump(int argc, char **argv) {
             for (int l = 0; l < lo->n_layers; l++)
                 for (int t = 0; t < NUM_TARGETS; t++) {
                     LoraModule *lm = &lo->mods[l * NUM_TARGETS + t];
-                    if (!lm->r) continue;
+                    if (!lm->r || !lora_name(lo->fused, t)) continue;
                     for (int ab = 0; ab < 2; ab++) {
                         char key[200];
-                        lora_key(key, sizeof(key), l, t, ab ? "B" : "A", NULL);
+                        lora_key(key, sizeof(key), lo->fused, l, t, ab ? "B" : "A", NULL);
                         snprintf(ts[nt].name, sizeof(ts[nt].name), "grad.%s", key);
                         ts[nt].dtype = DT_F32; ts[nt].ndim = 2;
-                        ts[nt].shape[0] = ab ? lm->out : lm->r; ts[nt].shape[1] = ab ? lm->r : lm->in;
+                        ts[nt].shape[0] = ab ? lora_out_rows(lo, l, t) : lm->r; ts[nt].shape[1] = ab ? lm->r : lm->in;
                         ts[nt].fdata = ab ? lm->dB : lm->dA; nt++;
                     }
                     if (lm->mag) { // PEFT names the magnitude's gradient after its nn.Parameter: ...lora_magnitude_vector.weight
@@ -9302,6 +9348,8 @@ static void error_usage_train(void) {
 }
 // --targets: all-linear, a comma list of module names, or a regex on whole module names (PEFT's string form),
 // recognised by its regex characters; a regex goes to lc->target_regex and the mask is 0
+#define TARGETS_FUSED (1u << 30) // --targets named qkv_proj or gate_up_proj
+#define TARGETS_SPLIT (1u << 29) // --targets named one of q/k/v/gate/up_proj
 static unsigned parse_targets(const char *s, LoraConfig *lc) {
     if (!strcmp(s, "all-linear")) return (1u << NUM_TARGETS) - 1;
     if (strpbrk(s, ".*+?[](){}|\\^$")) {
@@ -9317,8 +9365,11 @@ static unsigned parse_targets(const char *s, LoraConfig *lc) {
     for (char *tkn = strtok(buf, ","); tkn; tkn = strtok(NULL, ",")) {
         int found = -1;
         for (int t = 0; t < NUM_TARGETS; t++) if (!strcmp(tkn, target_names[t])) found = t;
-        if (found < 0) fatal("--targets: unknown module '%s' (known: q_proj k_proj v_proj o_proj gate_proj up_proj down_proj, or all-linear)", tkn);
-        mask |= 1u << found;
+        // Phi-3's fused modules: all their parts, marked (TARGETS_FUSED) so that the family can be checked once it is known
+        if (!strcmp(tkn, "qkv_proj")) { mask |= 1u << TGT_Q | 1u << TGT_K | 1u << TGT_V | TARGETS_FUSED; continue; }
+        if (!strcmp(tkn, "gate_up_proj")) { mask |= 1u << TGT_GATE | 1u << TGT_UP | TARGETS_FUSED; continue; }
+        if (found < 0) fatal("--targets: unknown module '%s' (known: q_proj k_proj v_proj o_proj gate_proj up_proj down_proj; Phi-3: qkv_proj o_proj gate_up_proj down_proj; or all-linear)", tkn);
+        mask |= 1u << found | TARGETS_SPLIT * (found == TGT_Q || found == TGT_K || found == TGT_V || found == TGT_GATE || found == TGT_UP);
     }
     if (!mask) fatal("--targets: empty list");
     return mask;
@@ -9452,6 +9503,9 @@ static int cmd_train(int argc, char **argv) {
     if ((double)ta.B * ta.T * ta.grad_accum > INT_MAX) fatal("-b %d x -T %d (x %d accumulation steps) is too many tokens per step", ta.B, ta.T, ta.grad_accum);
     if (ta.mode == TUNE_FREEZE && ta.freeze_layers > c->n_layers) fatal("--freeze-trainable-layers %d exceeds the model's %d layers", ta.freeze_layers, c->n_layers);
     if (ta.mode == TUNE_LORA && !ta.resume_adapter) {
+        if (ta.lc.targets & (lora_fused(c) ? TARGETS_SPLIT : TARGETS_FUSED))
+            fatal("--targets: %s's modules are %s", family_arch[c->family], lora_fused(c) ? "qkv_proj o_proj gate_up_proj down_proj" : "q_proj k_proj v_proj o_proj gate_proj up_proj down_proj");
+        ta.lc.targets &= (1u << NUM_TARGETS) - 1;
         for (int t = 0; t < NUM_TARGETS; t++) {
             int in, out;
             target_dims(c, t, &in, &out);
@@ -9462,7 +9516,7 @@ static int cmd_train(int argc, char **argv) {
         if (ta.lc.target_regex[0]) {
             if (layers) fatal("--layers does not apply to a --targets regex (PEFT ignores layers_to_transform for one); put the layers in the regex");
             int any = 0;
-            for (int l = 0; l < c->n_layers; l++) for (int t = 0; t < NUM_TARGETS; t++) if (lora_regex_selects(ta.lc.target_regex, l, t)) { any = 1; ta.lc.targets |= 1u << t; }
+            for (int l = 0; l < c->n_layers; l++) for (int t = 0; t < NUM_TARGETS; t++) if (lora_regex_selects(ta.lc.target_regex, lora_fused(c), l, t)) { any = 1; ta.lc.targets |= 1u << t; }
             if (!any) fatal("--targets '%s' matches no module (names are like model.layers.0.self_attn.q_proj, model.layers.0.mlp.up_proj)", ta.lc.target_regex);
         }
     }

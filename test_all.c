@@ -32,11 +32,56 @@ static double rel_err(const double *a, const double *b, size_t n) { // ||a-b|| /
 }
 
 // ----------------------------------------------------------------------------
-// finite-difference gradient checks (fp64 build)
-#ifdef PEFT_FP64
-
+// tiny random models (both builds)
 static uint64_t fd_rng = 1234;
 static void fill_random(floatX *x, size_t n, double scale) { for (size_t i = 0; i < n; i++) x[i] = (2 * random_f32(&fd_rng) - 1) * scale; }
+
+
+// --- whole-model checks on a tiny random model
+static void tiny_config(Config *c) {
+    memset(c, 0, sizeof(*c));
+    config_defaults(c);
+    c->dim = 16; c->hidden_dim = 24; c->n_layers = 2; c->n_heads = 4; c->n_kv_heads = 2; c->head_dim = 4;
+    c->vocab_size = 13; c->seq_len = 8; c->tied = 0;
+}
+MAYBE_UNUSED static void tiny_model(Model *m, int tied) {
+    memset(m, 0, sizeof(*m));
+    tiny_config(&m->config);
+    m->config.tied = tied;
+    model_alloc(m);
+    fill_random(m->params_memory, m->num_parameters, 0.5);
+    for (int i = 0; i < m->config.n_layers * m->config.dim; i++) { m->params.rms_att[i] += 1; m->params.rms_ffn[i] += 1; }
+}
+
+// a family's switches on the tiny model (mode names the family): windows of 3 are shorter than the checks' T = 6
+static void tiny_family(Config *c, const char *mode) {
+    if (strstr(mode, "phi3")) c->family = FAM_PHI3; // Llama's layer; LoRA on its fused modules shares A
+    if (strstr(mode, "qwen2")) { c->family = FAM_QWEN2; c->attn_bias = 1; }
+    if (strstr(mode, "qwen3")) { c->family = FAM_QWEN3; c->qk_norm = 1; c->head_dim = 6; } // NH*HS = 24 != C = 16
+    if (strstr(mode, "mistral")) { c->family = FAM_MISTRAL; c->sliding_window = 3; for (int l = 0; l < c->n_layers; l++) c->layer_sliding[l] = 1; }
+    if (strstr(mode, "gemma")) {
+        c->family = strstr(mode, "gemma3") ? FAM_GEMMA3 : FAM_GEMMA2;
+        c->norm_offset = 1; c->post_norms = 1; c->geglu = 1; c->embed_scale = 4; c->attn_scale = 0.4f;
+        c->sliding_window = 3; c->layer_sliding[0] = 1;
+        if (c->family == FAM_GEMMA2) { c->attn_softcap = 2; c->final_softcap = 3; }
+        else { c->qk_norm = 1; c->rope_local_theta = 100; c->rope_linear = 2; }
+    }
+}
+static void tiny_family_model(Model *m, int tied, const char *mode) {
+    memset(m, 0, sizeof(*m));
+    tiny_config(&m->config);
+    m->config.tied = tied;
+    tiny_family(&m->config, mode);
+    model_alloc(m);
+    fill_random(m->params_memory, m->num_parameters, 0.5);
+    if (!m->config.norm_offset) // norm weights around 1 ((1 + w) ones around 1 already)
+        for (int i = 0; i < NUM_PARAM_TENSORS; i++)
+            if (i == 1 || i == 6 || i == 10 || i >= 15) for (size_t k = 0; k < m->param_sizes[i]; k++) (*param_ptr(&m->params, i))[k] += 1;
+}
+
+// ----------------------------------------------------------------------------
+// finite-difference gradient checks (fp64 build)
+#ifdef PEFT_FP64
 
 // Checks d(sum(out * R))/d(param) of an op against central differences on every element of param.
 typedef void (*fd_fn)(void *ctx);
@@ -248,47 +293,6 @@ static void test_fd_lora(int with_dropout, int dora) {
     free(W); free(c.out); free(c.inp); free(R); free(dinp);
 }
 
-// --- whole-model checks on a tiny random model
-static void tiny_config(Config *c) {
-    memset(c, 0, sizeof(*c));
-    config_defaults(c);
-    c->dim = 16; c->hidden_dim = 24; c->n_layers = 2; c->n_heads = 4; c->n_kv_heads = 2; c->head_dim = 4;
-    c->vocab_size = 13; c->seq_len = 8; c->tied = 0;
-}
-MAYBE_UNUSED static void tiny_model(Model *m, int tied) {
-    memset(m, 0, sizeof(*m));
-    tiny_config(&m->config);
-    m->config.tied = tied;
-    model_alloc(m);
-    fill_random(m->params_memory, m->num_parameters, 0.5);
-    for (int i = 0; i < m->config.n_layers * m->config.dim; i++) { m->params.rms_att[i] += 1; m->params.rms_ffn[i] += 1; }
-}
-
-// a family's switches on the tiny model (mode names the family): windows of 3 are shorter than the checks' T = 6
-static void tiny_family(Config *c, const char *mode) {
-    if (strstr(mode, "qwen2")) { c->family = FAM_QWEN2; c->attn_bias = 1; }
-    if (strstr(mode, "qwen3")) { c->family = FAM_QWEN3; c->qk_norm = 1; c->head_dim = 6; } // NH*HS = 24 != C = 16
-    if (strstr(mode, "mistral")) { c->family = FAM_MISTRAL; c->sliding_window = 3; for (int l = 0; l < c->n_layers; l++) c->layer_sliding[l] = 1; }
-    if (strstr(mode, "gemma")) {
-        c->family = strstr(mode, "gemma3") ? FAM_GEMMA3 : FAM_GEMMA2;
-        c->norm_offset = 1; c->post_norms = 1; c->geglu = 1; c->embed_scale = 4; c->attn_scale = 0.4f;
-        c->sliding_window = 3; c->layer_sliding[0] = 1;
-        if (c->family == FAM_GEMMA2) { c->attn_softcap = 2; c->final_softcap = 3; }
-        else { c->qk_norm = 1; c->rope_local_theta = 100; c->rope_linear = 2; }
-    }
-}
-static void tiny_family_model(Model *m, int tied, const char *mode) {
-    memset(m, 0, sizeof(*m));
-    tiny_config(&m->config);
-    m->config.tied = tied;
-    tiny_family(&m->config, mode);
-    model_alloc(m);
-    fill_random(m->params_memory, m->num_parameters, 0.5);
-    if (!m->config.norm_offset) // norm weights around 1 ((1 + w) ones around 1 already)
-        for (int i = 0; i < NUM_PARAM_TENSORS; i++)
-            if (i == 1 || i == 6 || i == 10 || i >= 15) for (size_t k = 0; k < m->param_sizes[i]; k++) (*param_ptr(&m->params, i))[k] += 1;
-}
-
 typedef struct { Net *net; Activations *a; const int *inputs, *targets; double loss; } ModelCtx;
 static floatX *fd_loss_slot;
 static void fd_model_fwd(void *p) { ModelCtx *c = (ModelCtx *)p; peft_forward(c->net, c->a, c->inputs); c->loss = peft_loss(c->a, &c->net->model->config, c->targets); if (fd_loss_slot) *fd_loss_slot = (floatX)c->loss; }
@@ -398,6 +402,7 @@ static void run_fd_tests(void) {
     test_fd_model("freeze", 0, 0);
     // the families' switches in the whole model (issue 28): every LoRA A and B, and every weight in full mode
     const char *fams[] = { "qwen2", "qwen3", "gemma2", "gemma3", "mistral" };
+    test_fd_model("lora phi3", 0, 0); // k, v share q's A (and up gate's): the gradient of the one A sums the parts'
     for (int f = 0; f < 5; f++) {
         char mode[64];
         snprintf(mode, sizeof(mode), "lora %s", fams[f]);
@@ -909,6 +914,245 @@ static void test_hostile_models(void) {
     }
 }
 
+// --- model families (issue 28): a tiny random model of each family's switches written as a Hugging Face folder
+// and read back (the family's names and config.json fields; Phi-3's fused tensors fused and split again), the
+// single-token KV-cache path against the batch forward at every position (windows of 3 over 8 positions), and
+// Phi-3's fused LoRA through PEFT's file format and merge. The bad configs of these families are refused.
+static float *dump_logits(Model *m, Lora *lo, const int *ids, int B, int T, double *loss, const int *targets);
+static void test_family_references(void);
+static void test_families(void) {
+    const char *fams[] = { "qwen2", "qwen3", "gemma2", "gemma3", "mistral", "phi3" };
+    for (int f = 0; f < 6; f++) {
+        Model m, m2;
+        tiny_family_model(&m, f == 2 || f == 3, fams[f]);
+        m.format = FMT_HF;
+        char dir[512], label[160];
+        tmp_path(dir, sizeof(dir), fams[f]);
+        int rc = model_save_hf(&m, dir, DT_F32);
+        int lrc = rc ? -1 : model_load(&m2, dir);
+        snprintf(label, sizeof(label), "family %s: Hugging Face folder written and read back", fams[f]);
+        if (lrc) { check(0, label, "%s", peft_errbuf); model_free(&m); continue; }
+        Config *a = &m.config, *b = &m2.config;
+        int same = a->family == b->family && a->attn_bias == b->attn_bias && a->qk_norm == b->qk_norm && a->norm_offset == b->norm_offset && a->post_norms == b->post_norms &&
+                   a->geglu == b->geglu && a->embed_scale == b->embed_scale && a->attn_scale == b->attn_scale && a->attn_softcap == b->attn_softcap && a->final_softcap == b->final_softcap &&
+                   a->sliding_window == b->sliding_window && !memcmp(a->layer_sliding, b->layer_sliding, sizeof(a->layer_sliding)) && a->rope_local_theta == b->rope_local_theta &&
+                   a->rope_linear == b->rope_linear && a->head_dim == b->head_dim && a->tied == b->tied && m.num_parameters == m2.num_parameters;
+        int bits = same && !memcmp(m.params_memory, m2.params_memory, m.num_parameters * sizeof(floatX));
+        check(same && bits, label, "%s, %zu parameters, config switches %s, weights %s", family_arch[b->family], m2.num_parameters, same ? "equal" : "DIFFER", bits ? "bit-identical" : "DIFFER");
+        // the KV-cache path against the batch forward
+        int T = a->seq_len, ids[8];
+        for (int t = 0; t < T; t++) ids[t] = (int)(random_u32(&fd_rng) % a->vocab_size);
+        Net net;
+        net_init(&net, &m2, NULL);
+        Activations acts;
+        acts_alloc(&acts, b, 1, T, 0, 0, ACTS_KEEP_ALL);
+        peft_forward(&net, &acts, ids);
+        RunState rs;
+        runstate_alloc(&rs, b, T);
+        double worst = 0;
+        for (int t = 0; t < T; t++) {
+            floatX *lg = forward_token(&net, &rs, ids[t], t);
+            for (int v = 0; v < b->vocab_size; v++) worst = max_err(worst, fabs((double)lg[v] - acts.logits[(size_t)t * b->vocab_size + v]));
+        }
+        snprintf(label, sizeof(label), "family %s: KV-cache path = batch forward", fams[f]);
+        check(worst < 1e-5, label, "max |difference| %.2e over %d positions (window %d)", worst, T, b->sliding_window);
+        runstate_free(&rs);
+        acts_free(&acts); net_free(&net);
+        if (f == 5) { // Phi-3: PEFT's fused qkv_proj / gate_up_proj adapter
+            LoraConfig lc = { 0 };
+            lc.r = 2; lc.alpha = 4; lc.targets = (1u << NUM_TARGETS) - 1; lc.seed = 3;
+            Lora lo, lo2;
+            lora_create(&lo, b, &lc, 0);
+            fill_random(lo.params, lo.num_params, 0.3);
+            char adir[512];
+            tmp_path(adir, sizeof(adir), "phi3_adapter");
+            int sr = lora_save(&lo, &lc, adir, NULL);
+            LoraConfig lc2;
+            int ar = sr ? -1 : lora_load(&lo2, &lc2, b, adir, 0);
+            char wpath[600];
+            path_join(wpath, sizeof(wpath), adir, "adapter_model.safetensors");
+            SafeTensors st;
+            int keys = 0;
+            if (!st_open(&st, wpath)) {
+                STTensor *tq = st_find(&st, "base_model.model.model.layers.1.self_attn.qkv_proj.lora_B.weight");
+                STTensor *tg = st_find(&st, "base_model.model.model.layers.0.mlp.gate_up_proj.lora_A.weight");
+                int64_t QD = (int64_t)b->n_heads * b->head_dim, KD = (int64_t)b->n_kv_heads * b->head_dim;
+                keys = st.n == 4 * 2 * b->n_layers && tq && tq->shape[0] == QD + 2 * KD && tq->shape[1] == 2 && tg && tg->shape[0] == 2 && tg->shape[1] == b->dim
+                       && !st_find(&st, "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight");
+                st_close(&st);
+            }
+            int eq = !ar && lo.num_params == lo2.num_params && !memcmp(lo.params, lo2.params, lo.num_params * sizeof(floatX));
+            check(!sr && !ar && keys && eq, "family phi3: fused LoRA in PEFT's names", "qkv_proj.lora_B (QD+2KD, r), gate_up_proj.lora_A (r, C), no q_proj keys: %s; read back %s (%s)",
+                  keys ? "yes" : "NO", eq ? "bit-identical" : "DIFFERENT", ar ? peft_errbuf : "ok");
+            // merge: W + s B A for q, k, v with the one A equals the adapter's forward
+            int ids2[8];
+            memcpy(ids2, ids, sizeof(ids2));
+            float *with = dump_logits(&m2, &lo, ids2, 1, T, NULL, NULL);
+            lora_merge(&m2, &lo, 1);
+            float *merged = dump_logits(&m2, NULL, ids2, 1, T, NULL, NULL);
+            size_t where;
+            double d = max_abs_diff(with, merged, (size_t)T * b->vocab_size, &where);
+            check(d < 1e-5, "family phi3: merged fused adapter = adapter", "max |difference| %.2e", d);
+            free(with); free(merged);
+            if (!ar) lora_free(&lo2);
+            lora_free(&lo);
+        }
+        model_free(&m); model_free(&m2);
+    }
+    // refused: one line naming the file and the field
+    char dir[512], cfg[600];
+    tmp_path(dir, sizeof(dir), "fam_bad");
+    mkdir_p(dir);
+    path_join(cfg, sizeof(cfg), dir, "config.json");
+    #define DIMS "\"hidden_size\":16,\"intermediate_size\":24,\"num_hidden_layers\":2,\"num_attention_heads\":4,\"vocab_size\":13"
+    struct { const char *label, *json, *want; } cases[] = {
+        { "multimodal Gemma 3", "{\"architectures\":[\"Gemma3ForConditionalGeneration\"]," DIMS "}", "multimodal" },
+        { "Phi-3 longrope", "{\"architectures\":[\"Phi3ForCausalLM\"]," DIMS ",\"rope_scaling\":{\"type\":\"longrope\",\"short_factor\":[1],\"long_factor\":[1]}}", "longrope" },
+        { "Phi-3 partial RoPE", "{\"architectures\":[\"Phi3ForCausalLM\"]," DIMS ",\"partial_rotary_factor\":0.75}", "partial_rotary_factor" },
+        { "Gemma 2 exact gelu", "{\"architectures\":[\"Gemma2ForCausalLM\"]," DIMS ",\"hidden_activation\":\"gelu\"}", "hidden_activation" },
+        { "Qwen3 attention_bias", "{\"architectures\":[\"Qwen3ForCausalLM\"]," DIMS ",\"attention_bias\":true}", "attention_bias" },
+        { "Gemma 2 bad layer_types", "{\"architectures\":[\"Gemma2ForCausalLM\"]," DIMS ",\"sliding_window\":4,\"layer_types\":[\"sliding_attention\",\"chunked_attention\"]}", "layer_types[1]" },
+        { "Mistral with a soft-cap", "{\"architectures\":[\"MistralForCausalLM\"]," DIMS ",\"final_logit_softcapping\":30}", "final_logit_softcapping" },
+        { "Qwen2-MoE", "{\"architectures\":[\"Qwen2MoeForCausalLM\"]," DIMS "}", "unsupported architecture Qwen2MoeForCausalLM" },
+    };
+    #undef DIMS
+    for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+        write_bytes(cfg, cases[k].json, strlen(cases[k].json));
+        expect_model_error(cases[k].label, dir, cases[k].want);
+    }
+    // a Llama-named adapter on Phi-3, a Phi-3 adapter on Llama: refused, naming the module
+    Model ml, mp;
+    tiny_family_model(&ml, 0, "llama");
+    tiny_family_model(&mp, 0, "phi3");
+    LoraConfig lc = { 0 }, lc2;
+    lc.r = 2; lc.alpha = 4; lc.targets = 1u << TGT_Q | 1u << TGT_V; lc.seed = 1;
+    Lora lo, lo2;
+    char adir[512], bdir[512];
+    tmp_path(adir, sizeof(adir), "llama_adapter");
+    tmp_path(bdir, sizeof(bdir), "phi3_qkv_adapter");
+    lora_create(&lo, &ml.config, &lc, 0);
+    if (lora_save(&lo, &lc, adir, NULL)) fatal_error();
+    lora_free(&lo);
+    lora_create(&lo, &mp.config, &lc, 0);
+    if (lora_save(&lo, &lc, bdir, NULL)) fatal_error();
+    lora_free(&lo);
+    int r1 = lora_load(&lo2, &lc2, &mp.config, adir, 0);
+    check(r1 && strstr(peft_errbuf, "q_proj") && strstr(peft_errbuf, "Phi3ForCausalLM"), "family phi3: a q_proj adapter is refused", "%s", r1 ? peft_errbuf : "ACCEPTED");
+    if (!r1) lora_free(&lo2);
+    int r2 = lora_load(&lo2, &lc2, &ml.config, bdir, 0);
+    check(r2 && strstr(peft_errbuf, "qkv_proj"), "family llama: a qkv_proj adapter is refused", "%s", r2 ? peft_errbuf : "ACCEPTED");
+    if (!r2) lora_free(&lo2);
+    model_free(&ml); model_free(&mp);
+}
+
+// --- model families against transformers + PEFT (tests/reference/families, tests/make_family_fixtures.py): base
+// logits, the adapter's logits, loss and every LoRA gradient, 10 AdamW steps, and the merged model written as a
+// folder of the family and read back
+static void test_family_references(void) {
+    const char *names[] = { "qwen2", "qwen3", "gemma2", "gemma3", "phi3", "mistral_swa" };
+    for (int f = 0; f < 6; f++) {
+        char root[512], mdir[600], adir[600], ref[600], label[256];
+        snprintf(root, sizeof(root), "tests/reference/families/%s", names[f]);
+        path_join(mdir, sizeof(mdir), root, "model");
+        path_join(adir, sizeof(adir), root, "adapter");
+        path_join(ref, sizeof(ref), root, "reference.safetensors");
+        if (!have(ref)) { snprintf(label, sizeof(label), "family reference %s", names[f]); skip(label, "needs tests/reference/families (tests/make_family_fixtures.py)"); continue; }
+        Model m;
+        if (model_load(&m, mdir)) { snprintf(label, sizeof(label), "family %s: the folder loads", names[f]); check(0, label, "%s", peft_errbuf); continue; }
+        int B, T;
+        int *ids = load_ints(ref, "input_ids", &B, &T), *tg = load_ints(ref, "targets", &B, &T);
+        size_t n, nl = (size_t)B * T * m.config.vocab_size, where;
+        float *rbase = load_f32(ref, "logits_base", &n), *radp = load_f32(ref, "logits_adapter", &n), *rmerged = load_f32(ref, "logits_merged", &n), *rloss = load_f32(ref, "loss", &n);
+        float *base = dump_logits(&m, NULL, ids, B, T, NULL, NULL);
+        double e = max_abs_diff(base, rbase, nl, &where);
+        snprintf(label, sizeof(label), "family %s (%s, window %d of T %d): logits_base", names[f], family_arch[m.config.family], m.config.sliding_window, T);
+        check(e <= 1e-4, label, "max abs error %.2e <= 1e-4", e);
+        Lora lo; LoraConfig lc;
+        if (lora_load(&lo, &lc, &m.config, adir, 1)) { snprintf(label, sizeof(label), "family %s: the PEFT adapter loads", names[f]); check(0, label, "%s", peft_errbuf); goto next; }
+        {
+            lora_alloc_acts(&lo, B * T);
+            Net net; net_init(&net, &m, &lo);
+            Activations a; acts_alloc(&a, &m.config, B, T, 0, 0, acts_keep(lora_targets(&lo), 0));
+            peft_forward(&net, &a, ids);
+            float *got = malloc_check(nl * sizeof(float));
+            tensor_download(got, a.logits, nl * sizeof(float));
+            e = max_abs_diff(got, radp, nl, &where);
+            snprintf(label, sizeof(label), "family %s: logits_adapter", names[f]);
+            check(e <= 1e-4, label, "max abs error %.2e <= 1e-4", e);
+            double loss = peft_loss(&a, &m.config, tg);
+            snprintf(label, sizeof(label), "family %s: loss", names[f]);
+            check(fabs(loss - rloss[0]) / rloss[0] <= 1e-5, label, "peft.c %.7f, PEFT %.7f, relative error %.1e <= 1e-5", loss, rloss[0], fabs(loss - rloss[0]) / rloss[0]);
+            peft_backward(&net, &a, NULL, m.config.n_layers, 0);
+            double worst = 0; int ngrads = 0; char worst_name[320] = "";
+            for (int l = 0; l < lo.n_layers; l++)
+                for (int t = 0; t < NUM_TARGETS; t++) {
+                    LoraModule *lm = &lo.mods[l * NUM_TARGETS + t];
+                    if (!lm->r || !lora_name(lo.fused, t)) continue; // (a fused module's parts are in its first's tensors)
+                    for (int ab = 0; ab < 2; ab++) {
+                        char key[256], gk[300];
+                        lora_key(key, sizeof(key), lo.fused, l, t, ab ? "B" : "A", NULL);
+                        snprintf(gk, sizeof(gk), "grad.%s", key);
+                        size_t gn;
+                        float *rg = load_f32(ref, gk, &gn);
+                        if (!rg) { check(0, "PEFT gradient present", "%s missing in reference", gk); continue; }
+                        size_t want = ab ? (size_t)lora_out_rows(&lo, l, t) * lm->r : (size_t)lm->r * lm->in;
+                        if (gn != want) { check(0, "PEFT gradient shape", "%s has %zu values, peft.c %zu", gk, gn, want); free(rg); continue; }
+                        double *x = malloc_check(gn * sizeof(double)), *y = malloc_check(gn * sizeof(double));
+                        floatX *g = ab ? lm->dB : lm->dA;
+                        for (size_t i = 0; i < gn; i++) { x[i] = g[i]; y[i] = rg[i]; }
+                        double r = rel_err(x, y, gn);
+                        if (r > worst) { worst = r; snprintf(worst_name, sizeof(worst_name), "%s", gk); }
+                        ngrads++;
+                        free(x); free(y); free(rg);
+                    }
+                }
+            snprintf(label, sizeof(label), "family %s: every grad.* (%d tensors)", names[f], ngrads);
+            check(worst <= 1e-4 && ngrads > 0, label, "worst relative error %.2e <= 1e-4 (%s)", worst, worst_name);
+            float *rl = load_f32(ref, "adamw_losses", &n);
+            if (rl) { // 10 AdamW steps from the adapter on the same batch
+                LoraConfig lc3; Lora lo3;
+                if (!lora_load(&lo3, &lc3, &m.config, adir, 1)) {
+                    lora_alloc_acts(&lo3, B * T);
+                    Net net3; net_init(&net3, &m, &lo3);
+                    Trainable tr;
+                    trainable_init(&tr, &m, NULL, &lo3, TUNE_LORA, 0);
+                    double worst_l = 0;
+                    for (int step = 0; step < (int)n; step++) {
+                        trainable_zero_grad(&tr);
+                        peft_forward(&net3, &a, ids);
+                        double l = peft_loss(&a, &m.config, tg);
+                        peft_backward(&net3, &a, NULL, m.config.n_layers, 0);
+                        trainable_update(&tr, step + 1, 1e-3f, 0);
+                        worst_l = max_err(worst_l, fabs(l - rl[step]) / rl[step]);
+                    }
+                    snprintf(label, sizeof(label), "family %s: 10 AdamW steps reproduce adamw_losses", names[f]);
+                    check(worst_l <= 1e-4, label, "worst relative error %.2e <= 1e-4 (last %.6f)", worst_l, rl[n - 1]);
+                    trainable_free(&tr); net_free(&net3); lora_free(&lo3); free(lc3.layers);
+                }
+                free(rl);
+            }
+            acts_free(&a); net_free(&net); free(got);
+            // merged: into the weights, written as a folder of the family, read back
+            lora_merge(&m, &lo, 1);
+            char out[600];
+            snprintf(out, sizeof(out), "%s/merged_%s", tmpdir, names[f]);
+            Model mm;
+            if (model_save_hf(&m, out, DT_F32) || model_load(&mm, out)) { snprintf(label, sizeof(label), "family %s: merged folder", names[f]); check(0, label, "%s", peft_errbuf); }
+            else {
+                float *mg = dump_logits(&mm, NULL, ids, B, T, NULL, NULL);
+                e = max_abs_diff(mg, rmerged, nl, &where);
+                snprintf(label, sizeof(label), "family %s: merged folder (%s) gives logits_merged", names[f], family_arch[mm.config.family]);
+                check(e <= 1e-4 && mm.config.family == m.config.family, label, "max abs error %.2e <= 1e-4", e);
+                free(mg); model_free(&mm);
+            }
+            lora_free(&lo); free(lc.layers);
+        }
+    next:
+        free(base); free(ids); free(tg); free(rbase); free(radp); free(rmerged); free(rloss);
+        model_free(&m);
+    }
+}
+
 // --- reference logits: every stories260K variant against transformers' logits_base
 static float *dump_logits(Model *m, Lora *lo, const int *ids, int B, int T, double *loss, const int *targets) {
     Net net;
@@ -1083,7 +1327,7 @@ static void test_peft_reference(const char *name) {
             if (!lm->r) continue;
             for (int ab = 0; ab < (lm->mag ? 3 : 2); ab++) {
                 char key[256], gk[300];
-                lora_key(key, sizeof(key), l, t, ab ? "B" : "A", NULL);
+                lora_key(key, sizeof(key), lo.fused, l, t, ab ? "B" : "A", NULL);
                 snprintf(gk, sizeof(gk), "grad.%s", key);
                 if (ab == 2) snprintf(gk, sizeof(gk), "grad.base_model.model.model.layers.%d.%s.%s.lora_magnitude_vector.weight", l, target_block(t), target_names[t]);
                 size_t gn;
@@ -4017,6 +4261,8 @@ static void run_fp32_tests(void) {
     test_tokenizer_bin_built();
     test_safetensors();
     test_hostile_models();
+    test_families();
+    test_family_references();
     test_bin_v2();
     test_reference_logits();
     test_generation();
@@ -5386,6 +5632,15 @@ int main(int argc, char **argv) {
     char tmpl[] = "/tmp/peft_test_XXXXXX";
     if (!mkdtemp(tmpl)) { perror("mkdtemp"); return 1; }
     snprintf(tmpdir, sizeof(tmpdir), "%s", tmpl);
+    if (argc > 1 && !strcmp(argv[1], "families")) { // ./test_all families: only the model families' tests (issue 28)
+        printf("== model family tests (temporary files in %s)\n", tmpdir);
+        setenv("PEFT_DEVICE", "cpu", 1);
+        test_families(); test_family_references();
+        char rm[512]; snprintf(rm, sizeof(rm), "rm -rf '%s'", tmpdir);
+        if (system(rm) != 0) printf("note: could not remove %s\n", tmpdir);
+        printf("%d passed, %d failed, %d skipped\n", n_pass, n_fail, n_skip);
+        return n_fail ? 1 : 0;
+    }
     if (argc > 1 && !strcmp(argv[1], "hardening")) { // ./test_all hardening: only the issue-12 tests (quick)
         printf("== hardening tests (temporary files in %s)\n", tmpdir);
         test_hostile_adapters(); test_memory_refusal(); test_disk_full(); test_kill9();
