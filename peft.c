@@ -2292,6 +2292,7 @@ static int config_from_hf(Config *c, const Json *j, const char *path) {
         const char *gonly[] = { "query_pre_attn_scalar", "attn_logit_softcapping", "final_logit_softcapping" };
         for (int i = 0; i < 3; i++) { Json *gv = json_get(j, gonly[i]); if (gv && gv->type != JSON_NULL) return set_error(path, "%s is set, which %s does not have", gonly[i], family_arch[fam]); }
     }
+    if (json_bool_or(j, "use_bidirectional_attention", 0)) return set_error(path, "use_bidirectional_attention is true: attention that is not causal is not supported");
     if (fam == FAM_PHI3) {
         double prf = json_num_or(j, "partial_rotary_factor", 1.0);
         if (prf != 1.0) return set_error(path, "partial_rotary_factor %g: partial RoPE is not supported", prf);
@@ -9305,7 +9306,8 @@ static void error_usage_train(void) {
                     "  --rslora                  scale = alpha/sqrt(r)\n"
                     "  --dora                    DoRA: learn a magnitude per output row too (PEFT's use_dora)\n"
                     "  --dropout P               LoRA dropout on the branch input (default 0)\n"
-                    "  --targets LIST            q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj or all-linear (default q_proj,v_proj),\n"
+                    "  --targets LIST            q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj or all-linear (default q_proj,v_proj;\n"
+                    "                            Phi-3: qkv_proj,o_proj,gate_up_proj,down_proj, default qkv_proj),\n"
                     "                            or a regex on whole module names as PEFT takes a string, e.g. '.*\\.(1|3)\\.self_attn\\.(q|v)_proj'\n"
                     "  --layers LIST             layers to adapt, e.g. 0,1,4-7 (default all)\n"
                     "  --init I                  kaiming | gaussian (default kaiming: PEFT's)\n"
@@ -9970,10 +9972,23 @@ static int cmd_info(int argc, char **argv) {
         const char *fmt[] = { "llama2.c legacy .bin", "llama2.c v1 .bin (fp32)", "llama2.c v2 .bin (int8 groups of 64)", "Hugging Face folder", "peft.c 4-bit .bin" };
         printf("model %s: %s%s%s\n", path, fmt[m.format], m.format == FMT_HF ? ", weights " : "", m.format == FMT_HF ? dtype_names[m.hf_dtype] : "");
         if (m.quant) printf("quantized: %s linear weights%s, embeddings %s\n", qtype_names[m.quant], m.quant_dq ? " (double-quantized absmax)" : "", m.quant_embed ? qtype_names[m.quant] : "fp32");
+        printf("family %s%s%s%s%s%s%s%s\n", family_arch[c->family], c->attn_bias ? ", q/k/v biases" : "", c->qk_norm ? ", q/k norms" : "", c->norm_offset ? ", (1 + w) norms" : "",
+               c->post_norms ? ", post-attention/MLP norms" : "", c->geglu ? ", GeGLU" : "", c->attn_softcap > 0 || c->final_softcap > 0 ? ", soft-capping" : "", c->family == FAM_PHI3 ? ", fused qkv_proj/gate_up_proj" : "");
+        if (c->sliding_window) {
+            int ns = 0;
+            for (int l = 0; l < c->n_layers; l++) ns += c->layer_sliding[l];
+            printf("sliding window %d on %d of %d layers%s\n", c->sliding_window, ns, c->n_layers, c->rope_local_theta > 0 ? " (their RoPE base: rope_local_base_freq)" : "");
+        }
         printf("dim %d, hidden %d, layers %d, heads %d, kv heads %d, head_dim %d, vocab %d, max positions %d, rope_theta %g%s, rms_norm_eps %g, tied classifier %s\n",
-               c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, c->vocab_size, c->seq_len, c->rope_theta, c->rope_llama3 ? " (llama3 scaling)" : "", c->norm_eps, c->tied ? "yes" : "no");
-        const char *tn[NUM_PARAM_TENSORS] = { "embed_tokens", "input_layernorm", "q_proj", "k_proj", "v_proj", "o_proj", "post_attention_layernorm", "gate_proj", "down_proj", "up_proj", "norm", "lm_head" };
-        for (int i = 0; i < NUM_PARAM_TENSORS; i++) if (m.param_sizes[i]) printf("  %-26s %12zu\n", tn[i], m.param_sizes[i]);
+               c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, c->vocab_size, c->seq_len, c->rope_theta, c->rope_llama3 ? " (llama3 scaling)" : c->rope_linear > 0 ? " (linear scaling)" : "", c->norm_eps, c->tied ? "yes" : "no");
+        for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+            if (!m.param_sizes[i]) continue;
+            char tn[64];
+            const char *hn = param_per_layer(i) ? hf_layer_name(c, i) : i == 0 ? "embed_tokens.weight" : i == 10 ? "norm.weight" : "lm_head.weight";
+            snprintf(tn, sizeof(tn), "%s", hn);
+            if (strlen(tn) > 7 && !strcmp(tn + strlen(tn) - 7, ".weight")) tn[strlen(tn) - 7] = 0;
+            printf("  %-34s %12zu\n", tn, m.param_sizes[i]);
+        }
         size_t nq = 0;
         if (m.quant) {
             size_t per[NUM_TARGETS] = { 0 };
