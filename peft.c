@@ -2104,7 +2104,7 @@ static int load_bin(Model *m, const char *path, const QuantOpts *qo) {
     // file order of the tensors (norms are read straight into place)
     int order_legacy[12] = { 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11 }, order_v1[12] = { 1, 6, 10, 0, 2, 3, 4, 5, 7, 8, 9, 11 };
     const int *order = version == 0 ? order_legacy : order_v1;
-    for (int k = 0; k < NUM_PARAM_TENSORS && !rc; k++) {
+    for (int k = 0; k < 12 && !rc; k++) { // (llama2.c files hold the first 12 tensors only)
         int i = order[k];
         if (i == 11 && c->tied) continue;
         if (version == 0 && i == 11) fseeko(f, (off_t)c->seq_len * (off_t)HS * 4, SEEK_CUR); // skip freq_cis_real and freq_cis_imag
@@ -6676,7 +6676,7 @@ static int lora_config_check(const Json *j, const Config *c, const char *cpath) 
             for (int t = 0; s && t < NUM_TARGETS && !known; t++) known = lora_name(fused, t) && !strcmp(s, lora_name(fused, t));
             if (known || (s && (!strcmp(s, "embed_tokens") || !strcmp(s, "lm_head")))) continue;
             return set_error(cpath, "target_modules lists '%s', which %s models do not have: an adapter for another architecture%s%s%s (its modules are %s)",
-                             s ? s : "(not a string)", family_arch[c->family], base ? " (base_model_name_or_path \"" : "", base ? base : "", base ? "\")" : "",
+                             s ? s : "(not a string)", c->family == FAM_LLAMA ? "Llama" : family_arch[c->family], base ? " (base_model_name_or_path \"" : "", base ? base : "", base ? "\")" : "",
                              fused ? "qkv_proj o_proj gate_up_proj down_proj" : "q_proj k_proj v_proj o_proj gate_proj up_proj down_proj");
         }
     } else if (tm && tm->type != JSON_STRING && tm->type != JSON_NULL) return set_error(cpath, "target_modules must be a list, a string or null");
