@@ -1873,7 +1873,8 @@ static int fread_f32(floatX *dst, size_t n, FILE *f, const char *path, const cha
 }
 
 #define BIN_MAGIC 0x616b3432u  // "ak42" in little-endian
-static void config_defaults(Config *c) {
+static void config_defaults(Config *c) { // every other field 0 (the families' switches off)
+    memset(c, 0, sizeof(*c));
     c->rope_theta = 10000.0f; c->norm_eps = 1e-5f; c->bos_id = 1; c->eos_id = 2; c->rope_llama3 = 0;
 }
 
