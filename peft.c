@@ -2460,9 +2460,11 @@ static int load_hf(Model *m, const char *dir, const QuantOpts *qo) {
         m->hf_dtype = -1;
         if (qe) rc = hf_read_quantized(m, st, nfiles, dir, "model.embed_tokens.weight", 0, 0, V, C);
         else rc = hf_read(m, st, nfiles, dir, "model.embed_tokens.weight", p->embed, V, C);
+        size_t fsz[NUM_PARAM_TENSORS]; // the tensors the family has (a quantized model's matrices have no float storage)
+        fill_in_parameter_sizes(fsz, c);
         for (int l = 0; l < c->n_layers && !rc; l++) {
             for (int pi = 1; pi < NUM_PARAM_TENSORS && !rc; pi++) {
-                if (!param_per_layer(pi) || !m->param_sizes[pi]) continue;
+                if (!param_per_layer(pi) || !fsz[pi]) continue;
                 char name[160];
                 int rows, cols, t = param_target(pi);
                 if (t < 0) { // a vector: a norm or a bias
