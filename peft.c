@@ -1623,7 +1623,29 @@ typedef struct {
     float rope_factor, rope_low_freq_factor, rope_high_freq_factor;
     int rope_orig_max_pos;
     int bos_id, eos_id;
+    // model families beyond Llama: switches of the one layer (all 0 for Llama and Mistral)
+    int family;           // FAM_*: names, config.json and the tensor layout of the files
+    int attn_bias;        // q, k and v have a bias (Qwen2)
+    int qk_norm;          // per-head RMSNorm of q and k before RoPE (Qwen3, Gemma 3)
+    int norm_offset;      // every RMSNorm scales by (norm_offset + w): 1 for Gemma, 0 otherwise
+    int post_norms;       // RMSNorm of the attention and MLP outputs before each residual add (Gemma 2, 3)
+    int geglu;            // the MLP's activation is gelu_pytorch_tanh (GeGLU) instead of silu (SwiGLU)
+    float embed_scale;    // the embedding output times this (Gemma: sqrt(C) rounded to fp32); 0: none
+    float attn_scale;     // attention scores times this; 0: 1/sqrt(HS)
+    float attn_softcap;   // scores s -> c tanh(s/c) before the mask and softmax; 0: none
+    float final_softcap;  // logits z -> c tanh(z/c); 0: none
+    int sliding_window;   // W: a sliding layer's token i attends to j with i - W < j <= i; 0: none
+    float rope_local_theta; // RoPE base of the sliding layers (Gemma 3); 0: rope_theta
+    float rope_linear;    // rope_scaling "linear": positions divided by this (global layers only with a local base); 0: none
+    unsigned char layer_sliding[1024]; // (L) 1: the layer uses the sliding window
 } Config;
+
+// Families: each is Llama's layer with some of the switches above on
+enum { FAM_LLAMA, FAM_MISTRAL, FAM_QWEN2, FAM_QWEN3, FAM_GEMMA2, FAM_GEMMA3, FAM_PHI3, NUM_FAMILIES };
+static const char *family_arch[NUM_FAMILIES] = { "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM", "Phi3ForCausalLM" };
+static const char *family_type[NUM_FAMILIES] = { "llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "phi3" };
+// the window of layer l (0: full causal attention)
+static int layer_window(const Config *c, int l) { return c->sliding_window > 0 && c->layer_sliding[l] ? c->sliding_window : 0; }
 
 // where a model came from, so that a trained or merged model is written back the same way
 enum { FMT_BIN_LEGACY, FMT_BIN_V1, FMT_BIN_V2, FMT_HF, FMT_BIN_Q4 };
@@ -1637,7 +1659,7 @@ static void target_dims(const Config *c, int t, int *in, int *out) {
     *in = ins[t]; *out = outs[t];
 }
 
-#define NUM_PARAM_TENSORS 12
+#define NUM_PARAM_TENSORS 19
 typedef struct {
     floatX *embed;      // (V, C)
     floatX *rms_att;    // (L, C)
@@ -1651,7 +1673,32 @@ typedef struct {
     floatX *w3;         // (L, H, C) up_proj
     floatX *rms_final;  // (C)
     floatX *wcls;       // (V, C); points at embed when tied (no storage of its own)
+    // the families' extra tensors, size 0 where the family has none
+    floatX *bq;         // (L, NH*HS) attn_bias
+    floatX *bk;         // (L, KVH*HS)
+    floatX *bv;         // (L, KVH*HS)
+    floatX *q_norm;     // (L, HS) qk_norm, in rotate-half order like q's rows
+    floatX *k_norm;     // (L, HS)
+    floatX *rms_post_att; // (L, C) post_norms: the attention output's RMSNorm
+    floatX *rms_post_ffn; // (L, C) post_norms: the MLP output's RMSNorm
 } ParameterTensors;
+// tensor i of p (ParameterTensors order)
+static floatX **param_ptr(ParameterTensors *p, int i) {
+    floatX **ptrs[NUM_PARAM_TENSORS] = { &p->embed, &p->rms_att, &p->wq, &p->wk, &p->wv, &p->wo, &p->rms_ffn, &p->w1, &p->w2, &p->w3, &p->rms_final, &p->wcls,
+                                         &p->bq, &p->bk, &p->bv, &p->q_norm, &p->k_norm, &p->rms_post_att, &p->rms_post_ffn };
+    return ptrs[i];
+}
+// tensors with one slice per layer (layers the outer dimension)
+static int param_per_layer(int i) { return (i >= 1 && i <= 9) || i >= 12; }
+// the Hugging Face name of per-layer tensor i in "model.layers.N.<name>" (Phi-3's fused q/k/v and gate/up: see load_hf)
+static const char *hf_layer_name(const Config *c, int i) {
+    static const char *names[NUM_PARAM_TENSORS] = { NULL, "input_layernorm.weight", "self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
+        "self_attn.o_proj.weight", "post_attention_layernorm.weight", "mlp.gate_proj.weight", "mlp.down_proj.weight", "mlp.up_proj.weight", NULL, NULL,
+        "self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias", "self_attn.q_norm.weight", "self_attn.k_norm.weight",
+        "post_attention_layernorm.weight", "post_feedforward_layernorm.weight" };
+    if (i == 6 && c->post_norms) return "pre_feedforward_layernorm.weight"; // Gemma: post_attention_layernorm is the attention output's norm
+    return names[i];
+}
 
 static void fill_in_parameter_sizes(size_t *sizes, const Config *c) {
     size_t C = (size_t)c->dim, H = (size_t)c->hidden_dim, L = (size_t)c->n_layers, V = (size_t)c->vocab_size;
@@ -1668,13 +1715,16 @@ static void fill_in_parameter_sizes(size_t *sizes, const Config *c) {
     sizes[9] = L * H * C;
     sizes[10] = C;      // rms_final
     sizes[11] = c->tied ? 0 : V * C;
+    sizes[12] = c->attn_bias ? L * QD : 0;
+    sizes[13] = sizes[14] = c->attn_bias ? L * KD : 0;
+    sizes[15] = sizes[16] = c->qk_norm ? L * (size_t)c->head_dim : 0;
+    sizes[17] = sizes[18] = c->post_norms ? L * C : 0;
 }
 
 // carve one allocation into the named tensors
 static floatX *point_parameters(ParameterTensors *p, floatX *memory, const size_t *sizes, int tied) {
-    floatX **ptrs[NUM_PARAM_TENSORS] = { &p->embed, &p->rms_att, &p->wq, &p->wk, &p->wv, &p->wo, &p->rms_ffn, &p->w1, &p->w2, &p->w3, &p->rms_final, &p->wcls };
     floatX *it = memory;
-    for (int i = 0; i < NUM_PARAM_TENSORS; i++) { *(ptrs[i]) = it; it += sizes[i]; }
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) { *param_ptr(p, i) = it; it += sizes[i]; }
     if (tied) p->wcls = p->embed;
     return memory;
 }
@@ -1705,7 +1755,8 @@ typedef struct { int type, embed, dq, gs; } QuantOpts;
 // ParameterTensors index of each target's weight, and back
 static const int target_param[NUM_TARGETS] = { 2, 3, 4, 5, 7, 9, 8 };
 static int param_target(int i) { for (int t = 0; t < NUM_TARGETS; t++) if (target_param[t] == i) return t; return -1; }
-static const char *param_names[NUM_PARAM_TENSORS] = { "embed", "rms_att", "wq", "wk", "wv", "wo", "rms_ffn", "w1", "w2", "w3", "rms_final", "wcls" };
+static const char *param_names[NUM_PARAM_TENSORS] = { "embed", "rms_att", "wq", "wk", "wv", "wo", "rms_ffn", "w1", "w2", "w3", "rms_final", "wcls",
+                                                       "bq", "bk", "bv", "q_norm", "k_norm", "rms_post_att", "rms_post_ffn" };
 
 static void model_alloc(Model *m) {
     fill_in_parameter_sizes(m->param_sizes, &m->config);
@@ -1842,7 +1893,8 @@ static int fread_f32(floatX *dst, size_t n, FILE *f, const char *path, const cha
 }
 
 #define BIN_MAGIC 0x616b3432u  // "ak42" in little-endian
-static void config_defaults(Config *c) {
+static void config_defaults(Config *c) { // every other field 0 (the families' switches off)
+    memset(c, 0, sizeof(*c));
     c->rope_theta = 10000.0f; c->norm_eps = 1e-5f; c->bos_id = 1; c->eos_id = 2; c->rope_llama3 = 0;
 }
 
@@ -2073,7 +2125,7 @@ static int load_bin(Model *m, const char *path, const QuantOpts *qo) {
     // file order of the tensors (norms are read straight into place)
     int order_legacy[12] = { 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11 }, order_v1[12] = { 1, 6, 10, 0, 2, 3, 4, 5, 7, 8, 9, 11 };
     const int *order = version == 0 ? order_legacy : order_v1;
-    for (int k = 0; k < NUM_PARAM_TENSORS && !rc; k++) {
+    for (int k = 0; k < 12 && !rc; k++) { // (llama2.c files hold the first 12 tensors only)
         int i = order[k];
         if (i == 11 && c->tied) continue;
         if (version == 0 && i == 11) fseeko(f, (off_t)c->seq_len * (off_t)HS * 4, SEEK_CUR); // skip freq_cis_real and freq_cis_imag
@@ -2150,22 +2202,70 @@ static int load_bin(Model *m, const char *path, const QuantOpts *qo) {
 }
 
 // Hugging Face folder: config.json + model.safetensors or shards listed in model.safetensors.index.json
+// a rope_scaling / rope_parameters object: default, llama3 or linear; anything else is refused
+static int rope_scaling_from_hf(Config *c, const Json *scaling, const char *path) {
+    const char *type = json_str(json_get(scaling, "rope_type"));
+    if (!type) type = json_str(json_get(scaling, "type"));
+    if (!type || !strcmp(type, "default")) return 0; // plain RoPE
+    if (!strcmp(type, "llama3")) {
+        c->rope_llama3 = 1;
+        c->rope_factor = (float)json_num_or(scaling, "factor", 8.0);
+        c->rope_low_freq_factor = (float)json_num_or(scaling, "low_freq_factor", 1.0);
+        c->rope_high_freq_factor = (float)json_num_or(scaling, "high_freq_factor", 4.0);
+        double omp = json_num_or(scaling, "original_max_position_embeddings", 8192); // checked before the cast: (int)1e300 is undefined
+        c->rope_orig_max_pos = omp >= 1 && omp <= INT_MAX ? (int)omp : 0;
+        if (!(c->rope_factor > 0) || !(c->rope_high_freq_factor > c->rope_low_freq_factor) || c->rope_orig_max_pos <= 0 ||
+            !isfinite(c->rope_factor) || !isfinite(c->rope_low_freq_factor) || !isfinite(c->rope_high_freq_factor))
+            return set_error(path, "bad llama3 rope_scaling values");
+        return 0;
+    }
+    if (!strcmp(type, "linear")) {
+        double f = json_num_or(scaling, "factor", 0);
+        if (!(f >= 1) || !isfinite(f)) return set_error(path, "rope_scaling linear needs a factor >= 1");
+        c->rope_linear = (float)f;
+        return 0;
+    }
+    return set_error(path, "unsupported rope scaling type '%s' (default, linear and llama3 are supported)", type);
+}
+
+// layer_types (transformers 5, and 4.5x): "sliding_attention" / "full_attention" per layer into c->layer_sliding;
+// 1 if the field is there, 0 if not, -1 on a bad value
+static int layer_types_from_hf(Config *c, const Json *j, const char *path) {
+    const Json *lt = json_get(j, "layer_types");
+    if (!lt || lt->type == JSON_NULL) return 0;
+    if (lt->type != JSON_ARRAY || lt->n != c->n_layers) return set_error(path, "layer_types must list one type for each of the %d layers", c->n_layers);
+    for (int i = 0; i < lt->n; i++) {
+        const char *t = json_str(&lt->items[i]);
+        if (t && !strcmp(t, "sliding_attention")) c->layer_sliding[i] = 1;
+        else if (t && !strcmp(t, "full_attention")) c->layer_sliding[i] = 0;
+        else return set_error(path, "layer_types[%d] is '%s' (sliding_attention and full_attention are supported)", i, t ? t : "not a string");
+    }
+    return 1;
+}
+
+// Hugging Face config.json of a family (transformers 4.4x and 5.x field spellings) into c
 static int config_from_hf(Config *c, const Json *j, const char *path) {
     memset(c, 0, sizeof(*c));
     config_defaults(c);
     if (!j || j->type != JSON_OBJECT) return set_error(path, "config.json is not a JSON object");
     Json *arch = json_get(j, "architectures");
-    int known = 0;
+    int fam = -1;
     if (arch && arch->type == JSON_ARRAY) {
-        for (int i = 0; i < arch->n; i++) {
+        for (int i = 0; i < arch->n && fam < 0; i++) {
             const char *a = json_str(&arch->items[i]);
-            if (a && (!strcmp(a, "LlamaForCausalLM") || !strcmp(a, "MistralForCausalLM"))) known = 1;
+            for (int f = 0; a && f < NUM_FAMILIES; f++) if (!strcmp(a, family_arch[f])) fam = f;
         }
-        if (!known) return set_error(path, "unsupported architecture %s (LlamaForCausalLM and MistralForCausalLM are supported)", arch->n ? (json_str(&arch->items[0]) ? json_str(&arch->items[0]) : "?") : "[]");
+        const char *a0 = arch->n ? (json_str(&arch->items[0]) ? json_str(&arch->items[0]) : "?") : "[]";
+        if (fam < 0 && !strcmp(a0, "Gemma3ForConditionalGeneration"))
+            return set_error(path, "architecture Gemma3ForConditionalGeneration: the multimodal Gemma 3 (vision tower, text_config) is not supported; its text model Gemma3ForCausalLM is");
+        if (fam < 0) return set_error(path, "unsupported architecture %s (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Phi3ForCausalLM)", a0);
     } else {
         const char *mt = json_str(json_get(j, "model_type"));
-        if (!mt || (strcmp(mt, "llama") && strcmp(mt, "mistral"))) return set_error(path, "unsupported model: no LlamaForCausalLM/MistralForCausalLM architecture or llama/mistral model_type");
+        for (int f = 0; mt && f < NUM_FAMILIES; f++) if (!strcmp(mt, family_type[f])) fam = f;
+        if (fam < 0) return set_error(path, "unsupported model: no architectures list and model_type '%s' (supported: llama, mistral, qwen2, qwen3, gemma2, gemma3_text, phi3)", mt ? mt : "missing");
     }
+    c->family = fam;
+    int gemma = fam == FAM_GEMMA2 || fam == FAM_GEMMA3;
     const char *int_keys[] = { "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size" };
     int *int_dst[] = { &c->dim, &c->hidden_dim, &c->n_layers, &c->n_heads, &c->vocab_size };
     for (int i = 0; i < 5; i++) {
@@ -2173,6 +2273,7 @@ static int config_from_hf(Config *c, const Json *j, const char *path) {
         if (!json_is_int(v) || v->num <= 0 || v->num > INT_MAX) return set_error(path, "config needs a positive integer '%s'", int_keys[i]);
         *int_dst[i] = (int)v->num;
     }
+    if (c->n_layers > (int)sizeof(c->layer_sliding)) return set_error(path, "num_hidden_layers %d is more than %d", c->n_layers, (int)sizeof(c->layer_sliding));
     Json *v = json_get(j, "num_key_value_heads");
     c->n_kv_heads = (json_is_int(v) && v->num > 0 && v->num <= INT_MAX) ? (int)v->num : c->n_heads;
     if (v && v->type != JSON_NULL && !json_is_int(v)) return set_error(path, "num_key_value_heads must be an integer");
@@ -2180,38 +2281,82 @@ static int config_from_hf(Config *c, const Json *j, const char *path) {
     c->head_dim = (json_is_int(v) && v->num > 0 && v->num <= 4096) ? (int)v->num : c->dim / c->n_heads;
     v = json_get(j, "max_position_embeddings");
     c->seq_len = (json_is_int(v) && v->num > 0 && v->num <= 1048576) ? (int)v->num : 2048;
-    v = json_get(j, "sliding_window"); // Mistral: attention limited to a window; identical to full attention within it
-    if (json_is_int(v) && v->num > 0 && v->num < c->seq_len) c->seq_len = (int)v->num;
     c->norm_eps = (float)json_num_or(j, "rms_norm_eps", 1e-6);
-    c->tied = json_bool_or(j, "tie_word_embeddings", 0);
-    const char *act = json_str(json_get(j, "hidden_act"));
-    if (act && strcmp(act, "silu")) return set_error(path, "unsupported hidden_act '%s' (only silu)", act);
-    if (json_bool_or(j, "attention_bias", 0) || json_bool_or(j, "mlp_bias", 0)) return set_error(path, "attention_bias/mlp_bias are not supported");
-    // rope: transformers 4 writes rope_theta + rope_scaling; transformers 5 writes rope_parameters {rope_theta, rope_type, ...}
-    Json *rp = json_get(j, "rope_parameters"), *rs = json_get(j, "rope_scaling");
-    c->rope_theta = (float)json_num_or(j, "rope_theta", json_num_or(rp, "rope_theta", 10000.0));
-    Json *scaling = (rs && rs->type == JSON_OBJECT) ? rs : (rp && rp->type == JSON_OBJECT) ? rp : NULL;
-    if (rs && rs->type != JSON_OBJECT && rs->type != JSON_NULL) return set_error(path, "rope_scaling must be an object or null");
-    if (scaling) {
-        const char *type = json_str(json_get(scaling, "rope_type"));
-        if (!type) type = json_str(json_get(scaling, "type"));
-        if (!type || !strcmp(type, "default")) { /* plain RoPE */ }
-        else if (!strcmp(type, "llama3")) {
-            c->rope_llama3 = 1;
-            c->rope_factor = (float)json_num_or(scaling, "factor", 8.0);
-            c->rope_low_freq_factor = (float)json_num_or(scaling, "low_freq_factor", 1.0);
-            c->rope_high_freq_factor = (float)json_num_or(scaling, "high_freq_factor", 4.0);
-            double omp = json_num_or(scaling, "original_max_position_embeddings", 8192); // checked before the cast: (int)1e300 is undefined
-            c->rope_orig_max_pos = omp >= 1 && omp <= INT_MAX ? (int)omp : 0;
-            if (!(c->rope_factor > 0) || !(c->rope_high_freq_factor > c->rope_low_freq_factor) || c->rope_orig_max_pos <= 0 ||
-                !isfinite(c->rope_factor) || !isfinite(c->rope_low_freq_factor) || !isfinite(c->rope_high_freq_factor))
-                return set_error(path, "bad llama3 rope_scaling values");
-        } else return set_error(path, "unsupported rope scaling type '%s' (default and llama3 are supported)", type);
+    // transformers' defaults of tie_word_embeddings: True for Gemma, False for the others
+    c->tied = json_bool_or(j, "tie_word_embeddings", gemma);
+    // the MLP's activation: silu (SwiGLU), or gelu_pytorch_tanh (GeGLU) for Gemma (hidden_activation; older files hidden_act)
+    const char *act = json_str(json_get(j, gemma ? "hidden_activation" : "hidden_act"));
+    if (!act && gemma) act = json_str(json_get(j, "hidden_act"));
+    if (gemma) {
+        if (act && strcmp(act, "gelu_pytorch_tanh")) return set_error(path, "unsupported hidden_activation '%s' for %s (only gelu_pytorch_tanh)", act, family_arch[fam]);
+        c->geglu = 1;
+    } else if (act && strcmp(act, "silu")) return set_error(path, "unsupported hidden_act '%s' (only silu)", act);
+    // biases: Qwen2 has them on q, k and v always; elsewhere attention_bias (which also puts one on o_proj) is refused
+    c->attn_bias = fam == FAM_QWEN2;
+    if (json_bool_or(j, "attention_bias", 0) || json_bool_or(j, "mlp_bias", 0)) return set_error(path, "attention_bias/mlp_bias are not supported for %s", family_arch[fam]);
+    c->qk_norm = fam == FAM_QWEN3 || fam == FAM_GEMMA3;
+    if (gemma) {
+        c->norm_offset = 1; c->post_norms = 1;
+        c->embed_scale = (float)sqrt((double)c->dim); // transformers: torch.tensor(hidden_size ** 0.5, dtype)
+        double qs = json_num_or(j, "query_pre_attn_scalar", c->head_dim);
+        if (!(qs > 0) || !isfinite(qs)) return set_error(path, "query_pre_attn_scalar must be positive");
+        c->attn_scale = (float)pow(qs, -0.5);
+        const char *caps[2] = { "attn_logit_softcapping", "final_logit_softcapping" };
+        float *cdst[2] = { &c->attn_softcap, &c->final_softcap };
+        for (int i = 0; i < 2; i++) {
+            Json *cv = json_get(j, caps[i]);
+            if (!cv || cv->type == JSON_NULL) continue;
+            if (!json_is_num(cv) || !(cv->num > 0) || !isfinite((float)cv->num)) return set_error(path, "%s must be a positive number or null", caps[i]);
+            *cdst[i] = (float)cv->num;
+        }
+    } else {
+        const char *gonly[] = { "query_pre_attn_scalar", "attn_logit_softcapping", "final_logit_softcapping" };
+        for (int i = 0; i < 3; i++) { Json *gv = json_get(j, gonly[i]); if (gv && gv->type != JSON_NULL) return set_error(path, "%s is set, which %s does not have", gonly[i], family_arch[fam]); }
     }
+    if (json_bool_or(j, "use_bidirectional_attention", 0)) return set_error(path, "use_bidirectional_attention is true: attention that is not causal is not supported");
+    if (fam == FAM_PHI3) {
+        double prf = json_num_or(j, "partial_rotary_factor", 1.0);
+        if (prf != 1.0) return set_error(path, "partial_rotary_factor %g: partial RoPE is not supported", prf);
+    }
+    // sliding window: Mistral and Phi-3 on every layer; Qwen2/3 only with use_sliding_window (layers from max_window_layers);
+    // Gemma 2 on even layers, Gemma 3 all but every sliding_window_pattern-th, unless layer_types says
+    v = json_get(j, "sliding_window");
+    int window = json_is_int(v) && v->num > 0 ? (v->num < INT_MAX ? (int)v->num : INT_MAX) : 0;
+    if (v && v->type != JSON_NULL && !json_is_int(v)) return set_error(path, "sliding_window must be an integer or null");
+    if ((fam == FAM_QWEN2 || fam == FAM_QWEN3) && !json_bool_or(j, "use_sliding_window", 0)) window = 0;
+    if (fam == FAM_LLAMA) window = 0;
+    if (window) {
+        int lt = layer_types_from_hf(c, j, path);
+        if (lt < 0) return -1;
+        int pattern = (int)json_num_or(j, "sliding_window_pattern", 6), mwl = (int)json_num_or(j, "max_window_layers", 0);
+        if (fam == FAM_GEMMA3 && !lt && pattern < 1) return set_error(path, "sliding_window_pattern must be positive");
+        for (int l = 0; l < c->n_layers && !lt; l++)
+            c->layer_sliding[l] = fam == FAM_GEMMA2 ? l % 2 == 0 : fam == FAM_GEMMA3 ? (l + 1) % pattern != 0 : (fam == FAM_QWEN2 || fam == FAM_QWEN3) ? l >= mwl : 1;
+        c->sliding_window = window;
+    }
+    // rope: transformers 4 writes rope_theta + rope_scaling; transformers 5 writes rope_parameters {rope_theta, rope_type, ...},
+    // for Gemma 3 one per layer type {"full_attention": {...}, "sliding_attention": {...}}
+    Json *rp = json_get(j, "rope_parameters"), *rs = json_get(j, "rope_scaling");
+    if (rs && rs->type != JSON_OBJECT && rs->type != JSON_NULL) return set_error(path, "rope_scaling must be an object or null");
+    if (rp && rp->type != JSON_OBJECT && rp->type != JSON_NULL) return set_error(path, "rope_parameters must be an object or null");
+    Json *rp_full = json_get(rp, "full_attention"), *rp_slide = json_get(rp, "sliding_attention");
+    if (rp_full && rp_full->type == JSON_OBJECT) rp = rp_full;
+    c->rope_theta = (float)json_num_or(j, "rope_theta", json_num_or(rp, "rope_theta", fam == FAM_GEMMA3 ? 1e6 : 10000.0));
+    if (fam == FAM_GEMMA3) {
+        c->rope_local_theta = (float)json_num_or(j, "rope_local_base_freq", json_num_or(rp_slide, "rope_theta", 10000.0));
+        if (!(c->rope_local_theta > 0) || !isfinite(c->rope_local_theta)) return set_error(path, "rope_local_base_freq must be positive");
+        if (rp_slide && rp_slide->type == JSON_OBJECT) {
+            const char *st = json_str(json_get(rp_slide, "rope_type"));
+            if (st && strcmp(st, "default")) return set_error(path, "rope_parameters.sliding_attention has rope_type '%s' (only default is supported)", st);
+        }
+    } else if (json_get(j, "rope_local_base_freq")) return set_error(path, "rope_local_base_freq is set, which %s does not have", family_arch[fam]);
+    Json *scaling = (rs && rs->type == JSON_OBJECT) ? rs : (rp && rp->type == JSON_OBJECT) ? rp : NULL;
+    if (scaling && rope_scaling_from_hf(c, scaling, path)) return -1;
     Json *b = json_get(j, "bos_token_id"), *e = json_get(j, "eos_token_id");
     if (json_is_int(b) && fabs(b->num) <= INT_MAX) c->bos_id = (int)b->num;
     if (json_is_int(e) && fabs(e->num) <= INT_MAX) c->eos_id = (int)e->num;
     else if (e && e->type == JSON_ARRAY && e->n > 0 && json_is_int(&e->items[0]) && fabs(e->items[0].num) <= INT_MAX) c->eos_id = (int)e->items[0].num;
+    if (c->sliding_window >= c->seq_len) { c->sliding_window = 0; memset(c->layer_sliding, 0, sizeof(c->layer_sliding)); } // never shorter than the input
     return config_validate(c, path);
 }
 
@@ -2335,16 +2480,41 @@ static int load_hf(Model *m, const char *dir, const QuantOpts *qo) {
         m->hf_dtype = -1;
         if (qe) rc = hf_read_quantized(m, st, nfiles, dir, "model.embed_tokens.weight", 0, 0, V, C);
         else rc = hf_read(m, st, nfiles, dir, "model.embed_tokens.weight", p->embed, V, C);
+        size_t fsz[NUM_PARAM_TENSORS]; // the tensors the family has (a quantized model's matrices have no float storage)
+        fill_in_parameter_sizes(fsz, c);
         for (int l = 0; l < c->n_layers && !rc; l++) {
-            const char *sub[9] = { "input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "post_attention_layernorm", "mlp.gate_proj", "mlp.down_proj", "mlp.up_proj" };
-            floatX *d[9] = { p->rms_att + l * C, p->wq + l * QD * C, p->wk + l * KD * C, p->wv + l * KD * C, p->wo + l * C * QD, p->rms_ffn + l * C, p->w1 + l * H * C, p->w2 + l * C * H, p->w3 + l * H * C };
-            int64_t sh[9][2] = { { C, 0 }, { QD, C }, { KD, C }, { KD, C }, { C, QD }, { C, 0 }, { H, C }, { C, H }, { H, C } };
-            for (int k = 0; k < 9 && !rc; k++) {
-                char name[128];
-                snprintf(name, sizeof(name), "model.layers.%d.%s.weight", l, sub[k]);
-                int pi = k + 1, q = m->quant && param_target(pi) >= 0; // ParameterTensors index k + 1
-                if (q) rc = hf_read_quantized(m, st, nfiles, dir, name, pi, l, sh[k][0], sh[k][1]);
-                else rc = hf_read(m, st, nfiles, dir, name, d[k], sh[k][0], sh[k][1]);
+            for (int pi = 1; pi < NUM_PARAM_TENSORS && !rc; pi++) {
+                if (!param_per_layer(pi) || !fsz[pi]) continue;
+                char name[160];
+                int rows, cols, t = param_target(pi);
+                if (t < 0) { // a vector: a norm or a bias
+                    size_t per = m->param_sizes[pi] / (size_t)c->n_layers;
+                    snprintf(name, sizeof(name), "model.layers.%d.%s", l, hf_layer_name(c, pi));
+                    rc = hf_read(m, st, nfiles, dir, name, *param_ptr(p, pi) + l * per, (int64_t)per, 0);
+                    continue;
+                }
+                param_dims(c, pi, &rows, &cols);
+                if (c->family == FAM_PHI3 && (t == TGT_Q || t == TGT_K || t == TGT_V || t == TGT_GATE || t == TGT_UP)) {
+                    // Phi-3: qkv_proj (QD+2KD, C) = [q; k; v] and gate_up_proj (2H, C) = [gate; up], split here
+                    if (t != TGT_Q && t != TGT_GATE) continue;
+                    int qkv = t == TGT_Q, parts[3] = { qkv ? 2 : 7, qkv ? 3 : 9, 4 };
+                    int64_t fr = qkv ? QD + 2 * KD : 2 * H;
+                    snprintf(name, sizeof(name), "model.layers.%d.%s", l, qkv ? "self_attn.qkv_proj.weight" : "mlp.gate_up_proj.weight");
+                    floatX *fused = (floatX *)malloc_check((size_t)(fr * C) * sizeof(floatX));
+                    rc = hf_read(m, st, nfiles, dir, name, fused, fr, C);
+                    size_t off = 0;
+                    for (int k = 0; k < (qkv ? 3 : 2) && !rc; k++) {
+                        int r2, c2;
+                        param_dims(c, parts[k], &r2, &c2);
+                        rc = model_put_matrix(m, parts[k], l, fused + off, 0);
+                        off += (size_t)r2 * c2;
+                    }
+                    free(fused);
+                    continue;
+                }
+                snprintf(name, sizeof(name), "model.layers.%d.%s", l, hf_layer_name(c, pi));
+                if (m->quant) rc = hf_read_quantized(m, st, nfiles, dir, name, pi, l, rows, cols);
+                else rc = hf_read(m, st, nfiles, dir, name, *param_ptr(p, pi) + (size_t)l * rows * cols, rows, cols);
             }
         }
         if (!rc) rc = hf_read(m, st, nfiles, dir, "model.norm.weight", p->rms_final, C, 0);
@@ -2362,10 +2532,26 @@ static int load_hf(Model *m, const char *dir, const QuantOpts *qo) {
 
 // MODEL is a llama2.c .bin file or a Hugging Face folder
 // qo: quantize the base while loading (NULL or type -1: as stored; QT_NONE: float)
+// The GPU's kernels (peft_cuda.cu) cover Llama's layer: a family that needs an operation without a CUDA twin
+// is refused here, before anything runs (each such CPU kernel also stops if it is reached on the GPU). A
+// sliding window is allowed: attention within the window is full attention, and longer inputs stop at the
+// first windowed attention (GPU_PLAIN).
+static const char *family_gpu_missing(const Config *c) {
+    return c->attn_bias ? "q/k/v biases" : c->qk_norm ? "per-head q/k RMSNorm" : c->norm_offset ? "(1 + w) RMSNorm" : c->post_norms ? "post-attention/post-MLP norms"
+         : c->geglu ? "GeGLU (gelu_pytorch_tanh)" : c->embed_scale > 0 ? "the embedding scale" : c->attn_scale > 0 ? "query_pre_attn_scalar"
+         : c->attn_softcap > 0 || c->final_softcap > 0 ? "logit soft-capping" : c->rope_local_theta > 0 ? "a local RoPE base" : NULL;
+}
+static int load_hf_checked(Model *m, const char *path, const QuantOpts *qo) {
+    if (load_hf(m, path, qo)) return -1;
+    const char *missing = gpu_on ? family_gpu_missing(&m->config) : NULL;
+    if (!missing) return 0;
+    model_free(m);
+    return set_error(path, "%s needs %s, which has no CUDA kernel yet: run it with --device cpu", family_arch[m->config.family], missing);
+}
 static int model_load_q(Model *m, const char *path, const QuantOpts *qo) {
     memset(m, 0, sizeof(*m));
     snprintf(m->path, sizeof(m->path), "%s", path);
-    if (dir_exists(path)) return load_hf(m, path, qo);
+    if (dir_exists(path)) return load_hf_checked(m, path, qo);
     if (!file_exists(path)) return set_error(path, "no such file or folder");
     return load_bin(m, path, qo);
 }
@@ -2383,6 +2569,7 @@ static void write_f32s(AtomicFile *af, const floatX *x, size_t n) {
 }
 static int model_save_bin(Model *m, const char *path, int legacy) {
     Config *c = &m->config;
+    if (c->family > FAM_MISTRAL) return set_error(path, "llama2.c .bin files hold Llama models; a %s is written as a Hugging Face folder", family_arch[c->family]);
     ParameterTensors *p = &m->params;
     size_t *sz = m->param_sizes;
     AtomicFile af;
@@ -2429,19 +2616,36 @@ static int model_save_hf(Model *m, const char *dir, int dtype) {
     ParameterTensors *p = &m->params;
     if (mkdir_p(dir)) return -1;
     int64_t C = c->dim, H = c->hidden_dim, V = c->vocab_size, QD = (int64_t)c->n_heads * c->head_dim, KD = (int64_t)c->n_kv_heads * c->head_dim;
-    int n = 0, cap = 9 * c->n_layers + 3;
+    int n = 0, cap = NUM_PARAM_TENSORS * c->n_layers + 3, phi3 = c->family == FAM_PHI3;
     STWrite *ts = (STWrite *)calloc_check((size_t)cap, sizeof(STWrite));
+    // Phi-3's fused matrices, put together again: qkv_proj [q; k; v] and gate_up_proj [gate; up] of every layer
+    floatX *fqkv = phi3 ? (floatX *)malloc_check((size_t)(c->n_layers * (QD + 2 * KD) * C) * sizeof(floatX)) : NULL;
+    floatX *fgu = phi3 ? (floatX *)malloc_check((size_t)(c->n_layers * 2 * H * C) * sizeof(floatX)) : NULL;
     #define ADD_T(nm, ptr, d0, d1) do { STWrite *w_ = &ts[n++]; snprintf(w_->name, sizeof(w_->name), "%s", nm); w_->dtype = dtype; w_->fdata = ptr; \
         w_->ndim = (d1) ? 2 : 1; w_->shape[0] = d0; w_->shape[1] = d1; } while (0)
     ADD_T("model.embed_tokens.weight", p->embed, V, C);
     for (int l = 0; l < c->n_layers; l++) {
-        const char *sub[9] = { "input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "post_attention_layernorm", "mlp.gate_proj", "mlp.down_proj", "mlp.up_proj" };
-        const floatX *d[9] = { p->rms_att + l * C, p->wq + l * QD * C, p->wk + l * KD * C, p->wv + l * KD * C, p->wo + l * C * QD, p->rms_ffn + l * C, p->w1 + l * H * C, p->w2 + l * C * H, p->w3 + l * H * C };
-        int64_t sh[9][2] = { { C, 0 }, { QD, C }, { KD, C }, { KD, C }, { C, QD }, { C, 0 }, { H, C }, { C, H }, { H, C } };
-        for (int k = 0; k < 9; k++) {
-            char name[128];
-            snprintf(name, sizeof(name), "model.layers.%d.%s.weight", l, sub[k]);
-            ADD_T(name, d[k], sh[k][0], sh[k][1]);
+        for (int pi = 1; pi < NUM_PARAM_TENSORS; pi++) {
+            if (!param_per_layer(pi) || !m->param_sizes[pi]) continue;
+            char name[160];
+            int t = param_target(pi), rows, cols;
+            size_t per = m->param_sizes[pi] / (size_t)c->n_layers;
+            const floatX *src = *param_ptr(p, pi) + (size_t)l * per;
+            if (phi3 && (t == TGT_Q || t == TGT_K || t == TGT_V || t == TGT_GATE || t == TGT_UP)) {
+                int qkv = t == TGT_Q || t == TGT_K || t == TGT_V;
+                floatX *dst = qkv ? fqkv + (size_t)(l * (QD + 2 * KD) * C) + (t == TGT_Q ? 0 : t == TGT_K ? (size_t)(QD * C) : (size_t)((QD + KD) * C))
+                                  : fgu + (size_t)(l * 2 * H * C) + (t == TGT_GATE ? 0 : (size_t)(H * C));
+                memcpy(dst, src, per * sizeof(floatX));
+                if (t == TGT_Q || t == TGT_GATE) {
+                    snprintf(name, sizeof(name), "model.layers.%d.%s", l, qkv ? "self_attn.qkv_proj.weight" : "mlp.gate_up_proj.weight");
+                    ADD_T(name, qkv ? fqkv + (size_t)(l * (QD + 2 * KD) * C) : fgu + (size_t)(l * 2 * H * C), qkv ? QD + 2 * KD : 2 * H, C);
+                }
+                continue;
+            }
+            snprintf(name, sizeof(name), "model.layers.%d.%s", l, hf_layer_name(c, pi));
+            if (t < 0) { ADD_T(name, src, (int64_t)per, 0); continue; }
+            param_dims(c, pi, &rows, &cols);
+            ADD_T(name, src, rows, cols);
         }
     }
     ADD_T("model.norm.weight", p->rms_final, C, 0);
@@ -2450,18 +2654,41 @@ static int model_save_hf(Model *m, const char *dir, int dtype) {
     char path[4096];
     path_join(path, sizeof(path), dir, "model.safetensors");
     int rc = st_write(path, ts, n, "{\"format\":\"pt\"}");
-    free(ts);
+    free(ts); free(fqkv); free(fgu);
     if (rc) return -1;
     StrBuf b = { 0 };
-    sb_printf(&b, "{\n  \"architectures\": [\"LlamaForCausalLM\"],\n  \"model_type\": \"llama\",\n  \"hidden_act\": \"silu\",\n  \"hidden_size\": %d,\n  \"intermediate_size\": %d,\n"
+    int fam = c->family, gemma = fam == FAM_GEMMA2 || fam == FAM_GEMMA3;
+    sb_printf(&b, "{\n  \"architectures\": [\"%s\"],\n  \"model_type\": \"%s\",\n  \"%s\": \"%s\",\n  \"hidden_size\": %d,\n  \"intermediate_size\": %d,\n"
                   "  \"num_hidden_layers\": %d,\n  \"num_attention_heads\": %d,\n  \"num_key_value_heads\": %d,\n  \"head_dim\": %d,\n  \"vocab_size\": %d,\n"
                   "  \"max_position_embeddings\": %d,\n  \"rms_norm_eps\": %s,\n  \"rope_theta\": %s,\n  \"tie_word_embeddings\": %s,\n"
-                  "  \"attention_bias\": false,\n  \"mlp_bias\": false,\n  \"bos_token_id\": %d,\n  \"eos_token_id\": %d,\n  \"torch_dtype\": \"%s\"",
+                  "  \"bos_token_id\": %d,\n  \"eos_token_id\": %d,\n  \"torch_dtype\": \"%s\"",
+              family_arch[fam], family_type[fam], gemma ? "hidden_activation" : "hidden_act", c->geglu ? "gelu_pytorch_tanh" : "silu",
               c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, c->vocab_size, c->seq_len, json_float(c->norm_eps), json_float(c->rope_theta),
               c->tied ? "true" : "false", c->bos_id, c->eos_id, dtype == DT_BF16 ? "bfloat16" : dtype == DT_F16 ? "float16" : "float32");
+    if (fam != FAM_QWEN2 && fam != FAM_PHI3) sb_puts(&b, ",\n  \"attention_bias\": false");
+    if (fam == FAM_LLAMA || fam == FAM_MISTRAL) sb_puts(&b, ",\n  \"mlp_bias\": false");
+    if (gemma) {
+        double qs = 1.0 / ((double)c->attn_scale * c->attn_scale); // query_pre_attn_scalar, exact for the integers it holds
+        sb_printf(&b, ",\n  \"query_pre_attn_scalar\": %s", json_float((float)(fabs(qs - floor(qs + 0.5)) < 1e-3 ? floor(qs + 0.5) : qs)));
+        sb_printf(&b, ",\n  \"attn_logit_softcapping\": %s", c->attn_softcap > 0 ? json_float(c->attn_softcap) : "null");
+        sb_printf(&b, ",\n  \"final_logit_softcapping\": %s", c->final_softcap > 0 ? json_float(c->final_softcap) : "null");
+    }
+    if (fam == FAM_GEMMA3) sb_printf(&b, ",\n  \"rope_local_base_freq\": %s", json_float(c->rope_local_theta));
+    if (fam == FAM_QWEN2 || fam == FAM_QWEN3) sb_printf(&b, ",\n  \"use_sliding_window\": %s", c->sliding_window ? "true" : "false");
+    if (fam != FAM_LLAMA) {
+        if (c->sliding_window) sb_printf(&b, ",\n  \"sliding_window\": %d", c->sliding_window); else sb_puts(&b, ",\n  \"sliding_window\": null");
+    }
+    if (c->sliding_window) { // which layers, explicitly (transformers 4.5x and 5 read layer_types)
+        sb_puts(&b, ",\n  \"layer_types\": [");
+        for (int l = 0; l < c->n_layers; l++) sb_printf(&b, "%s\"%s\"", l ? ", " : "", c->layer_sliding[l] ? "sliding_attention" : "full_attention");
+        sb_puts(&b, "]");
+        if (fam == FAM_QWEN2 || fam == FAM_QWEN3) { int mwl = 0; while (mwl < c->n_layers && !c->layer_sliding[mwl]) mwl++; sb_printf(&b, ",\n  \"max_window_layers\": %d", mwl); }
+    }
     if (c->rope_llama3)
         sb_printf(&b, ",\n  \"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": %s, \"low_freq_factor\": %s, \"high_freq_factor\": %s, \"original_max_position_embeddings\": %d}",
                   json_float(c->rope_factor), json_float(c->rope_low_freq_factor), json_float(c->rope_high_freq_factor), c->rope_orig_max_pos);
+    else if (c->rope_linear > 0) sb_printf(&b, ",\n  \"rope_scaling\": {\"rope_type\": \"linear\", \"factor\": %s}", json_float(c->rope_linear));
+    else if (fam == FAM_PHI3) sb_puts(&b, ",\n  \"rope_scaling\": null");
     sb_puts(&b, "\n}\n");
     path_join(path, sizeof(path), dir, "config.json");
     AtomicFile af;
@@ -2506,6 +2733,7 @@ static void random_matrix(floatX *w, size_t n, uint64_t seed, int i, int l) {
 // config, and the file gets random matrices (random_matrix) and norms of ones (quantize --random)
 static int model_save_quant(Model *m, const char *path, int type, int embed, int dq, int bs, uint64_t random_seed) {
     Config *c = &m->config;
+    if (c->family > FAM_MISTRAL) return set_error(path, "quantized .bin files hold Llama models; quantize a %s while loading instead (--quant)", family_arch[c->family]);
     ParameterTensors *p = &m->params;
     size_t sz[NUM_PARAM_TENSORS];
     fill_in_parameter_sizes(sz, c);
@@ -5514,31 +5742,37 @@ static void encoder_backward(floatX *dembed, const floatX *dout, const int *toke
     }
 }
 
-// RMSNorm: y = x * rstd * w, rstd = 1/sqrt(mean(x^2) + eps). inp, out (N,C); rstd (N)
-static void rmsnorm_row(floatX *y, floatX *rstd, const floatX *x, const floatX *weight, int C, float eps) {
+// RMSNorm: y = x * rstd * (woff + w), rstd = 1/sqrt(mean(x^2) + eps). inp, out (N,C); rstd (N).
+// woff is the family's norm offset: 0 (Llama), 1 (Gemma's (1 + w), in fp32 as transformers computes it).
+static void rmsnorm_row(floatX *y, floatX *rstd, const floatX *x, const floatX *weight, int C, float eps, float woff) {
     double ss = 0;
     for (int c = 0; c < C; c++) ss += (double)x[c] * x[c];
     floatX r = (floatX)(1.0 / sqrt(ss / C + eps));
-    for (int c = 0; c < C; c++) y[c] = x[c] * r * weight[c];
+    if (woff != 0) for (int c = 0; c < C; c++) y[c] = x[c] * r * (woff + weight[c]);
+    else for (int c = 0; c < C; c++) y[c] = x[c] * r * weight[c];
     if (rstd) *rstd = r;
 }
-static void rmsnorm_forward(floatX *out, floatX *rstd, const floatX *inp, const floatX *weight, int N, int C, float eps) {
+// the GPU's kernels have no norm offset yet (gpu_refusal refuses such models before any kernel runs)
+#define GPU_PLAIN(cond, what) do { if (gpu_on && !(cond)) fatal("%s has no CUDA kernel yet", what); } while (0)
+static void rmsnorm_forward(floatX *out, floatX *rstd, const floatX *inp, const floatX *weight, int N, int C, float eps, float woff) {
+    GPU_PLAIN(woff == 0, "RMSNorm with (1 + w)");
     ON_GPU(gpu_rmsnorm_forward(out, rstd, inp, weight, N, C, eps));
-    if (SERIAL((long)N * C)) { for (int n = 0; n < N; n++) rmsnorm_row(out + (size_t)n * C, rstd ? rstd + n : NULL, inp + (size_t)n * C, weight, C, eps); return; }
+    if (SERIAL((long)N * C)) { for (int n = 0; n < N; n++) rmsnorm_row(out + (size_t)n * C, rstd ? rstd + n : NULL, inp + (size_t)n * C, weight, C, eps, woff); return; }
     #pragma omp parallel for schedule(static)
-    for (int n = 0; n < N; n++) rmsnorm_row(out + (size_t)n * C, rstd ? rstd + n : NULL, inp + (size_t)n * C, weight, C, eps);
+    for (int n = 0; n < N; n++) rmsnorm_row(out + (size_t)n * C, rstd ? rstd + n : NULL, inp + (size_t)n * C, weight, C, eps, woff);
 }
-// dx += rstd * (w*dy) - rstd^3/C * x * sum(w*dy*x);  dw += sum_n dy * x * rstd
-static void rmsnorm_backward(floatX *dinp, floatX *dweight, const floatX *dout, const floatX *inp, const floatX *weight, const floatX *rstd, int N, int C) {
+// with w' = woff + w: dx += rstd * (w'*dy) - rstd^3/C * x * sum(w'*dy*x);  dw += sum_n dy * x * rstd
+static void rmsnorm_backward(floatX *dinp, floatX *dweight, const floatX *dout, const floatX *inp, const floatX *weight, const floatX *rstd, int N, int C, float woff) {
+    GPU_PLAIN(woff == 0, "RMSNorm with (1 + w)");
     ON_GPU(gpu_rmsnorm_backward(dinp, dweight, dout, inp, weight, rstd, N, C));
     #pragma omp parallel for schedule(static) if ((long)N * C >= PAR_MIN_WORK)
     for (int n = 0; n < N; n++) {
         const floatX *x = inp + (size_t)n * C, *dy = dout + (size_t)n * C;
         floatX *dx = dinp + (size_t)n * C, r = rstd[n];
         double dot = 0;
-        for (int c = 0; c < C; c++) dot += (double)weight[c] * dy[c] * x[c];
+        for (int c = 0; c < C; c++) dot += (double)(woff + weight[c]) * dy[c] * x[c];
         floatX k = (floatX)(dot * r * r * r / C);
-        for (int c = 0; c < C; c++) dx[c] += r * weight[c] * dy[c] - k * x[c];
+        for (int c = 0; c < C; c++) dx[c] += r * (woff + weight[c]) * dy[c] - k * x[c];
     }
     if (dweight) {
         for (int n = 0; n < N; n++) {
@@ -5546,6 +5780,25 @@ static void rmsnorm_backward(floatX *dinp, floatX *dweight, const floatX *dout, 
             for (int c = 0; c < C; c++) dweight[c] += dy[c] * x[c] * rstd[n];
         }
     }
+}
+
+// bias: out (N,OC) += b (OC); db += sum_n dout (the backward of a bias)
+static void bias_forward(floatX *out, const floatX *b, int N, int OC) {
+    GPU_PLAIN(0, "a linear layer's bias");
+    for (int n = 0; n < N; n++) for (int o = 0; o < OC; o++) out[(size_t)n * OC + o] += b[o];
+}
+static void bias_backward(floatX *db, const floatX *dout, int N, int OC) {
+    for (int n = 0; n < N; n++) for (int o = 0; o < OC; o++) db[o] += dout[(size_t)n * OC + o];
+}
+
+// soft-capping (Gemma 2): out = c tanh(x / c), th keeps tanh(x / c) for the backward (may be NULL);
+// the backward scales the gradient in place: dx = dy (1 - th^2). n elements, out may be inp.
+static void softcap_forward(floatX *out, floatX *th, const floatX *inp, float cap, size_t n) {
+    GPU_PLAIN(0, "logit soft-capping");
+    for (size_t i = 0; i < n; i++) { floatX t = (floatX)tanh((double)(inp[i] / cap)); if (th) th[i] = t; out[i] = cap * t; }
+}
+static void softcap_backward(floatX *d, const floatX *th, size_t n) {
+    for (size_t i = 0; i < n; i++) d[i] *= 1 - th[i] * th[i];
 }
 
 // RoPE, rotate-half pairing (i, i+HS/2): x' = x*cos + rotate_half(x)*sin, at positions t = 0..T-1 of each row.
@@ -5593,13 +5846,28 @@ static void rope_backward(floatX *dx, const floatX *cos_t, const floatX *sin_t, 
         }
 }
 
+// What a layer's attention does beyond softmax(q k^T / sqrt(HS)) v under the causal mask: the score scale
+// (Gemma's query_pre_attn_scalar^-0.5), soft-capping s -> c tanh(s/c) of the scaled scores (Gemma 2), and a
+// sliding window: query t attends to keys s with t - window < s <= t (transformers' sliding_window_overlay).
+typedef struct { float scale, softcap; int window; } AttnMode;
+static AttnMode attn_default(int HS) { AttnMode m = { (float)(1.0 / sqrt((double)HS)), 0, 0 }; return m; }
+static int attn_plain(AttnMode m, int HS) { return m.scale == attn_default(HS).scale && m.softcap == 0 && m.window == 0; }
+// the first key that query t sees
+static inline int attn_first(AttnMode m, int t) { return m.window > 0 && t - m.window + 1 > 0 ? t - m.window + 1 : 0; }
+// the scaled (and capped) score of a raw dot product; th: tanh(s/c) for the backward, where capping
+static inline floatX attn_score(AttnMode m, floatX dot, floatX *th) {
+    floatX s = dot * (floatX)m.scale;
+    if (m.softcap > 0) { floatX t = (floatX)tanh((double)(s / (floatX)m.softcap)); if (th) *th = t; return (floatX)m.softcap * t; }
+    return s;
+}
+
 // Causal grouped-query attention. q is (B,T,NH,HS), k and v are (B,T,KVH,HS), out is (B,T,NH,HS),
-// att (B,NH,T,T) keeps the softmax probabilities for the backward (entries s > t stay unused).
+// att (B,NH,T,T) keeps the softmax probabilities for the backward (entries s > t stay unused, and those
+// outside the window are 0); attc (B,NH,T,T), only with soft-capping, keeps tanh(s/c) of each score.
 // Query head h reads key/value head h / (NH/KVH). The reference loops, one query row at a time;
 // the SIMD build uses the GEMM-based attention_forward/attention_backward below.
-MAYBE_UNUSED static void attention_forward_naive(floatX *out, floatX *att, const floatX *q, const floatX *k, const floatX *v, int B, int T, int NH, int KVH, int HS) {
+MAYBE_UNUSED static void attention_forward_naive(floatX *out, floatX *att, floatX *attc, const floatX *q, const floatX *k, const floatX *v, int B, int T, int NH, int KVH, int HS, AttnMode am) {
     int G = NH / KVH;
-    floatX scale = (floatX)(1.0 / sqrt((double)HS));
     size_t qs = (size_t)NH * HS, ks = (size_t)KVH * HS;
     #pragma omp parallel for collapse(3) schedule(static)
     for (int b = 0; b < B; b++)
@@ -5607,35 +5875,37 @@ MAYBE_UNUSED static void attention_forward_naive(floatX *out, floatX *att, const
             for (int t = 0; t < T; t++) {
                 const floatX *qt = q + ((size_t)b * T + t) * qs + (size_t)h * HS;
                 floatX *p = att + (((size_t)b * NH + h) * T + t) * T;
-                int kh = h / G;
+                floatX *pc = attc ? attc + (((size_t)b * NH + h) * T + t) * T : NULL;
+                int kh = h / G, s0 = attn_first(am, t);
                 floatX maxv = -INFINITY;
-                for (int s = 0; s <= t; s++) {
+                for (int s = 0; s < s0; s++) p[s] = 0;
+                for (int s = s0; s <= t; s++) {
                     const floatX *ks_ = k + ((size_t)b * T + s) * ks + (size_t)kh * HS;
                     floatX dot = 0;
                     for (int i = 0; i < HS; i++) dot += qt[i] * ks_[i];
-                    p[s] = dot * scale;
+                    p[s] = attn_score(am, dot, pc ? pc + s : NULL);
                     if (p[s] > maxv) maxv = p[s];
                 }
                 floatX sum = 0;
-                for (int s = 0; s <= t; s++) { p[s] = EXPX(p[s] - maxv); sum += p[s]; }
+                for (int s = s0; s <= t; s++) { p[s] = EXPX(p[s] - maxv); sum += p[s]; }
                 floatX inv = 1 / sum;
-                for (int s = 0; s <= t; s++) p[s] *= inv;
+                for (int s = s0; s <= t; s++) p[s] *= inv;
                 floatX *o = out + ((size_t)b * T + t) * qs + (size_t)h * HS;
                 for (int i = 0; i < HS; i++) o[i] = 0;
-                for (int s = 0; s <= t; s++) {
+                for (int s = s0; s <= t; s++) {
                     const floatX *vs = v + ((size_t)b * T + s) * ks + (size_t)kh * HS;
                     for (int i = 0; i < HS; i++) o[i] += p[s] * vs[i];
                 }
             }
 }
-// dp_s = dout_t . v_s;  dv_s += p_s dout_t;  dscore_s = p_s (dp_s - sum_j p_j dp_j);
-// dq_t += scale * sum_s dscore_s k_s;  dk_s += scale * dscore_s q_t.
+// dp_s = dout_t . v_s;  dv_s += p_s dout_t;  dscore_s = p_s (dp_s - sum_j p_j dp_j) (1 - th_s^2 with soft-capping);
+// dq_t += scale * sum_s dscore_s k_s;  dk_s += scale * dscore_s q_t. Keys outside the window have p_s = 0.
 // Parallel over (b, kv head) so that the heads sharing a k/v head never race. scratch is (B*NH*T) here,
 // (B*KVH*T*T) for the fast version.
 MAYBE_UNUSED static void attention_backward_naive(floatX *dq, floatX *dk, floatX *dv, floatX *scratch, const floatX *dout, const floatX *q, const floatX *k, const floatX *v, const floatX *att,
-                                     int B, int T, int NH, int KVH, int HS) {
+                                     const floatX *attc, int B, int T, int NH, int KVH, int HS, AttnMode am) {
     int G = NH / KVH;
-    floatX scale = (floatX)(1.0 / sqrt((double)HS));
+    floatX scale = (floatX)am.scale;
     size_t qs = (size_t)NH * HS, ks = (size_t)KVH * HS;
     #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < B; b++)
@@ -5644,6 +5914,7 @@ MAYBE_UNUSED static void attention_backward_naive(floatX *dq, floatX *dk, floatX
                 floatX *dp = scratch + ((size_t)b * NH + h) * T;
                 for (int t = 0; t < T; t++) {
                     const floatX *p = att + (((size_t)b * NH + h) * T + t) * T;
+                    const floatX *pc = attc ? attc + (((size_t)b * NH + h) * T + t) * T : NULL;
                     const floatX *dot = dout + ((size_t)b * T + t) * qs + (size_t)h * HS;
                     const floatX *qt = q + ((size_t)b * T + t) * qs + (size_t)h * HS;
                     floatX *dqt = dq + ((size_t)b * T + t) * qs + (size_t)h * HS;
@@ -5658,6 +5929,7 @@ MAYBE_UNUSED static void attention_backward_naive(floatX *dq, floatX *dk, floatX
                     }
                     for (int s = 0; s <= t; s++) {
                         floatX ds = p[s] * (dp[s] - sum) * scale;
+                        if (pc) ds *= 1 - pc[s] * pc[s];
                         const floatX *kss = k + ((size_t)b * T + s) * ks + (size_t)kh * HS;
                         floatX *dks = dk + ((size_t)b * T + s) * ks + (size_t)kh * HS;
                         for (int i = 0; i < HS; i++) { dqt[i] += ds * kss[i]; dks[i] += ds * qt[i]; }
@@ -5674,9 +5946,9 @@ MAYBE_UNUSED static void attention_backward_naive(floatX *dq, floatX *dk, floatX
 // (threads split the (b, h) pairs). Causal: query rows go in chunks of ATT_RC, and a chunk that
 // ends at row t1 needs keys 0..t1 only. P's upper triangle (s > t) is stored as zeros.
 #define ATT_RC 48
-static void attention_forward_gemm(floatX *out, floatX *att, const floatX *q, const floatX *k, const floatX *v, int B, int T, int NH, int KVH, int HS) {
-    int G = NH / KVH;
-    float scale = (float)(1.0 / sqrt((double)HS));
+static void attention_forward_gemm(floatX *out, floatX *att, floatX *attc, const floatX *q, const floatX *k, const floatX *v, int B, int T, int NH, int KVH, int HS, AttnMode am) {
+    int G = NH / KVH, plain = am.softcap == 0 && am.window == 0;
+    float scale = am.scale;
     size_t qs = (size_t)NH * HS, ks = (size_t)KVH * HS;
     gemm_reserve();
     #pragma omp parallel for collapse(2) schedule(static)
@@ -5690,9 +5962,19 @@ static void attention_forward_gemm(floatX *out, floatX *att, const floatX *q, co
                 gemm_serial(p + (size_t)t0 * T, (size_t)T, qb + (size_t)t0 * qs, qs, 1, kb, 1, ks, rows, keys, HS, 0); // S = Q K^T
                 for (int t = t0; t < keys; t++) {
                     float *pt = p + (size_t)t * T;
-                    float mx = row_max(pt, t + 1);
-                    double sum = row_exp(pt, t + 1, scale, scale * mx);
-                    row_scale(pt, t + 1, (float)(1.0 / sum));
+                    if (plain) {
+                        float mx = row_max(pt, t + 1);
+                        double sum = row_exp(pt, t + 1, scale, scale * mx);
+                        row_scale(pt, t + 1, (float)(1.0 / sum));
+                    } else { // the window's keys s0..t, their scores scaled and capped first
+                        int s0 = attn_first(am, t);
+                        float *pc = attc ? attc + ((size_t)b * NH + h) * T * T + (size_t)t * T : NULL;
+                        for (int s = s0; s <= t; s++) pt[s] = attn_score(am, pt[s], pc ? pc + s : NULL);
+                        float mx = row_max(pt + s0, t + 1 - s0);
+                        double sum = row_exp(pt + s0, t + 1 - s0, 1.0f, mx);
+                        row_scale(pt + s0, t + 1 - s0, (float)(1.0 / sum));
+                        memset(pt, 0, (size_t)s0 * sizeof(float));
+                    }
                     memset(pt + t + 1, 0, (size_t)(T - t - 1) * sizeof(float));
                 }
                 gemm_serial(ob + (size_t)t0 * qs, qs, p + (size_t)t0 * T, (size_t)T, 1, vb, ks, 1, rows, HS, keys, 0); // O = P V
@@ -5703,9 +5985,9 @@ static void attention_forward_gemm(floatX *out, floatX *att, const floatX *q, co
 // Threads split the (b, kv head) pairs so that heads sharing a k/v head never race. scratch holds
 // dP and then dS: (B*KVH*T*T) floats.
 static void attention_backward_gemm(floatX *dq, floatX *dk, floatX *dv, floatX *scratch, const floatX *dout, const floatX *q, const floatX *k, const floatX *v, const floatX *att,
-                                    int B, int T, int NH, int KVH, int HS) {
+                                    const floatX *attc, int B, int T, int NH, int KVH, int HS, AttnMode am) {
     int G = NH / KVH;
-    float scale = (float)(1.0 / sqrt((double)HS));
+    float scale = am.scale;
     size_t qs = (size_t)NH * HS, ks = (size_t)KVH * HS;
     gemm_reserve();
     #pragma omp parallel for collapse(2) schedule(static)
@@ -5732,6 +6014,10 @@ static void attention_backward_gemm(floatX *dq, floatX *dk, floatX *dv, floatX *
                         for (s = 0; s + VLEN <= t + 1; s += VLEN)
                             v_store(dt + s, v_mul(v_mul(v_load(pt + s), v_sub(v_load(dt + s), v_set1(sum))), v_set1(scale)));
                         for (; s <= t; s++) dt[s] = pt[s] * (dt[s] - sum) * scale;
+                        if (attc) { // soft-capping: times d(c tanh(s/c))/ds = 1 - tanh^2
+                            const float *pc = attc + ((size_t)b * NH + h) * T * T + (size_t)t * T;
+                            for (s = attn_first(am, t); s <= t; s++) dt[s] *= 1 - pc[s] * pc[s];
+                        }
                         memset(dt + t + 1, 0, (size_t)(T - t - 1) * sizeof(float));
                     }
                     gemm_serial(dqb + (size_t)t0 * qs, qs, ds + (size_t)t0 * T, (size_t)T, 1, kb, ks, 1, rows, HS, keys, 1); // dQ += dS K
@@ -5746,24 +6032,37 @@ static void attention_backward_gemm(floatX *dq, floatX *dk, floatX *dv, floatX *
         }
 }
 #endif
-static void attention_forward(floatX *out, floatX *att, const floatX *q, const floatX *k, const floatX *v, int B, int T, int NH, int KVH, int HS) {
+// attention_forward_m with the layer's AttnMode (attc: tanh of the capped scores, only with soft-capping);
+// attention_forward: Llama's plain causal attention
+static void attention_forward_m(floatX *out, floatX *att, floatX *attc, const floatX *q, const floatX *k, const floatX *v, int B, int T, int NH, int KVH, int HS, AttnMode am) {
+    GPU_PLAIN(attn_plain(am, HS), "attention with a score scale, soft-capping or a sliding window");
     ON_GPU(gpu_attention_forward(out, att, q, k, v, B, T, NH, KVH, HS));
+    if (am.softcap <= 0) attc = NULL;
 #ifdef PEFT_SIMD
-    attention_forward_gemm(out, att, q, k, v, B, T, NH, KVH, HS);
+    attention_forward_gemm(out, att, attc, q, k, v, B, T, NH, KVH, HS, am);
 #else
-    attention_forward_naive(out, att, q, k, v, B, T, NH, KVH, HS);
+    attention_forward_naive(out, att, attc, q, k, v, B, T, NH, KVH, HS, am);
 #endif
 }
+MAYBE_UNUSED static void attention_forward(floatX *out, floatX *att, const floatX *q, const floatX *k, const floatX *v, int B, int T, int NH, int KVH, int HS) {
+    attention_forward_m(out, att, NULL, q, k, v, B, T, NH, KVH, HS, attn_default(HS));
+}
 // out is the forward's output (the GPU's backward needs rowsum(dout * out))
-static void attention_backward(floatX *dq, floatX *dk, floatX *dv, floatX *scratch, const floatX *dout, const floatX *q, const floatX *k, const floatX *v,
-                               const floatX *out, const floatX *att, int B, int T, int NH, int KVH, int HS) {
+static void attention_backward_m(floatX *dq, floatX *dk, floatX *dv, floatX *scratch, const floatX *dout, const floatX *q, const floatX *k, const floatX *v,
+                                 const floatX *out, const floatX *att, const floatX *attc, int B, int T, int NH, int KVH, int HS, AttnMode am) {
+    GPU_PLAIN(attn_plain(am, HS), "attention with a score scale, soft-capping or a sliding window");
     ON_GPU(gpu_attention_backward(dq, dk, dv, scratch, dout, q, k, v, out, att, B, T, NH, KVH, HS));
     (void)out;
+    if (am.softcap <= 0) attc = NULL;
 #ifdef PEFT_SIMD
-    attention_backward_gemm(dq, dk, dv, scratch, dout, q, k, v, att, B, T, NH, KVH, HS);
+    attention_backward_gemm(dq, dk, dv, scratch, dout, q, k, v, att, attc, B, T, NH, KVH, HS, am);
 #else
-    attention_backward_naive(dq, dk, dv, scratch, dout, q, k, v, att, B, T, NH, KVH, HS);
+    attention_backward_naive(dq, dk, dv, scratch, dout, q, k, v, att, attc, B, T, NH, KVH, HS, am);
 #endif
+}
+MAYBE_UNUSED static void attention_backward(floatX *dq, floatX *dk, floatX *dv, floatX *scratch, const floatX *dout, const floatX *q, const floatX *k, const floatX *v,
+                               const floatX *out, const floatX *att, int B, int T, int NH, int KVH, int HS) {
+    attention_backward_m(dq, dk, dv, scratch, dout, q, k, v, out, att, NULL, B, T, NH, KVH, HS, attn_default(HS));
 }
 // One query (generation at position pos) against the KV cache kc, vc (pos+1, KVH*HS): out (NH*HS);
 // att (NH, >= pos+1) scratch. attention_heads: heads h0 <= h < h1 of it. The cache is read a position at
@@ -5772,10 +6071,12 @@ static void attention_backward(floatX *dq, floatX *dk, floatX *dv, floatX *scrat
 // a[t] = softmax_t(scale * q_h . k_t) per head, then out_h = sum_t a[t] v_t. The keys are prefetched
 // ATT_AHEAD positions ahead, the values of position t while its keys are read.
 #define ATT_AHEAD 8
-static void attention_heads(floatX *out, floatX *att, const floatX *q, const floatX *kc, const floatX *vc, int h0, int h1, int pos, int npos, int NH, int KVH, int HS) {
+// With a window only the positions t0..pos of the cache are read; with soft-capping the scores are capped first.
+static void attention_heads(floatX *out, floatX *att, const floatX *q, const floatX *kc, const floatX *vc, int h0, int h1, int pos, int npos, int NH, int KVH, int HS, AttnMode am) {
     int G = NH / KVH, KD = KVH * HS, g0 = h0 / G, g1 = (h1 - 1) / G + 1; // KV heads g0 <= g < g1, query heads g*G.. of each
-    floatX scale = (floatX)(1.0 / sqrt((double)HS));
-    for (int t = 0; t <= pos; t++) {
+    int t0 = attn_first(am, pos), n = pos + 1 - t0, plain = am.softcap == 0;
+    floatX scale = plain ? (floatX)am.scale : 1; // (capped scores are scaled as they are capped)
+    for (int t = t0; t <= pos; t++) {
         const floatX *kt = kc + (size_t)t * KD;
         for (size_t i = (size_t)g0 * HS; i < (size_t)g1 * HS; i += 64 / sizeof(floatX)) { // a cache line at a time
             PREFETCH(kt + (size_t)ATT_AHEAD * KD + i);
@@ -5794,24 +6095,24 @@ static void attention_heads(floatX *out, floatX *att, const floatX *q, const flo
 #else
                 for (int i = 0; i < HS; i++) dot += qh[i] * kh[i];
 #endif
-                att[(size_t)h * npos + t] = dot;
+                att[(size_t)h * npos + t] = plain ? dot : attn_score(am, dot, NULL);
             }
     }
     for (int h = h0; h < h1; h++) { // the softmax, each a[t] divided by the sum
-        floatX *a = att + (size_t)h * npos, sum = 0;
+        floatX *a = att + (size_t)h * npos + t0, sum = 0;
 #ifdef PEFT_SIMD
-        float maxv = row_max(a, pos + 1);
-        sum = (float)row_exp(a, pos + 1, scale, scale * maxv); // a[t] = exp(scale * (a[t] - maxv))
+        float maxv = row_max(a, n);
+        sum = (float)row_exp(a, n, scale, scale * maxv); // a[t] = exp(scale * (a[t] - maxv))
 #else
         floatX maxv = -INFINITY;
-        for (int t = 0; t <= pos; t++) { a[t] *= scale; if (a[t] > maxv) maxv = a[t]; }
-        for (int t = 0; t <= pos; t++) { a[t] = EXPX(a[t] - maxv); sum += a[t]; }
+        for (int t = 0; t < n; t++) { a[t] *= scale; if (a[t] > maxv) maxv = a[t]; }
+        for (int t = 0; t < n; t++) { a[t] = EXPX(a[t] - maxv); sum += a[t]; }
 #endif
-        for (int t = 0; t <= pos; t++) a[t] /= sum;
+        for (int t = 0; t < n; t++) a[t] /= sum;
     }
     // out_h = sum_t a[t] v_t, four positions per pass over out_h (one load and store of it per four)
     for (size_t i = (size_t)h0 * HS; i < (size_t)h1 * HS; i++) out[i] = 0;
-    for (int t = 0; t <= pos; t += 4) {
+    for (int t = t0; t <= pos; t += 4) {
         int nt = pos + 1 - t < 4 ? pos + 1 - t : 4;
         for (int g = g0; g < g1; g++) {
             const floatX *v0 = vc + (size_t)t * KD + (size_t)g * HS, *v1 = v0 + KD, *v2 = v1 + KD, *v3 = v2 + KD;
@@ -5840,11 +6141,15 @@ static void attention_heads(floatX *out, floatX *att, const floatX *q, const flo
 }
 // The heads in one contiguous range per thread once the cache is long enough (stories15M from ~35
 // positions); a head's result does not depend on the range it falls in.
-static void attention_decode(floatX *out, floatX *att, const floatX *q, const floatX *kc, const floatX *vc, int pos, int npos, int NH, int KVH, int HS) {
+static void attention_decode_m(floatX *out, floatX *att, const floatX *q, const floatX *kc, const floatX *vc, int pos, int npos, int NH, int KVH, int HS, AttnMode am) {
+    GPU_PLAIN(attn_plain(am, HS), "attention with a score scale, soft-capping or a sliding window");
     ON_GPU(gpu_attention_decode(out, att, q, kc, vc, pos, NH, KVH, HS));
     int parts = SERIAL(10L * NH * (pos + 1) * HS) ? 1 : (num_threads() < NH ? num_threads() : NH);
     #pragma omp parallel for schedule(static) if (parts > 1)
-    for (int p = 0; p < parts; p++) attention_heads(out, att, q, kc, vc, NH * p / parts, NH * (p + 1) / parts, pos, npos, NH, KVH, HS);
+    for (int p = 0; p < parts; p++) attention_heads(out, att, q, kc, vc, NH * p / parts, NH * (p + 1) / parts, pos, npos, NH, KVH, HS, am);
+}
+MAYBE_UNUSED static void attention_decode(floatX *out, floatX *att, const floatX *q, const floatX *kc, const floatX *vc, int pos, int npos, int NH, int KVH, int HS) {
+    attention_decode_m(out, att, q, kc, vc, pos, npos, NH, KVH, HS, attn_default(HS));
 }
 
 // SwiGLU: out = silu(g) * u, silu(g) = g * sigmoid(g). All (N,H). swiglu_span: n elements; the threads take
@@ -5902,6 +6207,35 @@ static void swiglu_backward(floatX *dg, floatX *du, const floatX *dout, const fl
         du[i] += dout[i] * g[i] * sg;
     }
 #endif
+}
+
+// GeGLU (Gemma): out = gelu_tanh(g) * u, gelu_tanh(g) = g/2 (1 + tanh(k (g + 0.044715 g^3))), k = sqrt(2/pi)
+// (PyTorch's gelu(approximate="tanh"), transformers' gelu_pytorch_tanh). All (N,H).
+#define GELU_K 0.7978845608028654
+static void geglu_forward(floatX *out, const floatX *g, const floatX *u, size_t n) {
+    GPU_PLAIN(0, "GeGLU (gelu_pytorch_tanh)");
+    #pragma omp parallel for schedule(static) if ((long)n >= PAR_MIN_WORK)
+    for (long i = 0; i < (long)n; i++) {
+        floatX x = g[i], th = (floatX)tanh((double)((floatX)GELU_K * (x + (floatX)0.044715 * x * x * x)));
+        out[i] = (floatX)0.5 * x * (1 + th) * u[i];
+    }
+}
+// gelu_tanh'(g) = (1 + th)/2 + g/2 (1 - th^2) k (1 + 3 * 0.044715 g^2);  dg += dout * u * gelu_tanh'(g);  du += dout * gelu_tanh(g)
+static void geglu_backward(floatX *dg, floatX *du, const floatX *dout, const floatX *g, const floatX *u, size_t n) {
+    #pragma omp parallel for schedule(static) if ((long)n >= PAR_MIN_WORK)
+    for (long i = 0; i < (long)n; i++) {
+        double x = g[i], th = tanh(GELU_K * (x + 0.044715 * x * x * x));
+        double d = 0.5 * (1 + th) + 0.5 * x * (1 - th * th) * GELU_K * (1 + 3 * 0.044715 * x * x);
+        dg[i] += (floatX)(dout[i] * u[i] * d);
+        du[i] += (floatX)(dout[i] * 0.5 * x * (1 + th));
+    }
+}
+// the MLP's gate activation times up: SwiGLU or GeGLU
+static void glu_forward(floatX *out, const floatX *g, const floatX *u, size_t n, int geglu) {
+    if (geglu) geglu_forward(out, g, u, n); else swiglu_forward(out, g, u, n);
+}
+static void glu_backward(floatX *dg, floatX *du, const floatX *dout, const floatX *g, const floatX *u, size_t n, int geglu) {
+    if (geglu) geglu_backward(dg, du, dout, g, u, n); else swiglu_backward(dg, du, dout, g, u, n);
 }
 
 // out = a + b (the backward of a residual is the identity: the gradient flows to both)
@@ -5966,6 +6300,7 @@ typedef struct {
     floatX *lm_head;     // (V,C) modules_to_save: a full replacement of lm_head, or NULL
     floatX *dembed, *dlm_head; // their gradients when they are trained (train --modules-to-save), else NULL
     int mts_rows, mts_cols;    // (V, C) of embed / lm_head
+    int fused;           // Phi-3: k and v share q's A (PEFT's one qkv_proj LoRA), up shares gate's (gate_up_proj)
 } Lora;
 static LoraModule *lora_mod(const Lora *lo, int l, int t) { return (lo && lo->mods && lo->mods[l * NUM_TARGETS + t].r) ? &lo->mods[l * NUM_TARGETS + t] : NULL; }
 // does any layer below l have an adapter with gradients? (if not, the backward can stop at layer l)
@@ -5988,9 +6323,16 @@ typedef struct {
     floatX *xmid;          // (N,C) residual stream after attention
     floatX *xn2, *rstd2;   // (N,C), (N): MLP RMSNorm
     floatX *g, *u, *h;     // (N,H): gate, up, silu(gate)*up
+    // the families' switches (size 0 where off)
+    floatX *qp, *kp;       // qk_norm: q and k before their per-head RMSNorm (N,NH*HS), (N,KVH*HS)
+    floatX *rstdq, *rstdk; // (N*NH), (N*KVH) their 1/rms
+    floatX *attc;          // attn_softcap: (B,NH,T,T) tanh(s/c) of the scores
+    floatX *ao2, *rstd3;   // post_norms: o_proj's output (N,C) and its norm's 1/rms (N)
+    floatX *fo, *rstd4;    // post_norms: down_proj's output (N,C) and its norm's 1/rms (N)
 } LayerActs;
 // LayerActs' buffers in memory order; bit ACT_x of a keep mask (acts_keep) stands for buffer x
-enum { ACT_XN1, ACT_RSTD1, ACT_Q, ACT_K, ACT_V, ACT_ATT, ACT_AO, ACT_XMID, ACT_XN2, ACT_RSTD2, ACT_G, ACT_U, ACT_H, NUM_LAYER_ACTS };
+enum { ACT_XN1, ACT_RSTD1, ACT_Q, ACT_K, ACT_V, ACT_ATT, ACT_AO, ACT_XMID, ACT_XN2, ACT_RSTD2, ACT_G, ACT_U, ACT_H,
+       ACT_QP, ACT_KP, ACT_RSTDQ, ACT_RSTDK, ACT_ATTC, ACT_AO2, ACT_RSTD3, ACT_FO, ACT_RSTD4, NUM_LAYER_ACTS };
 enum { ACTS_KEEP_ALL = (1 << NUM_LAYER_ACTS) - 1 };
 
 // Which of a layer's activations the backward reads (a mask of ACT_ bits); the others are written by
@@ -6038,6 +6380,8 @@ typedef struct {
     int count;             // number of counted targets
     // gradient buffers for activations, reused layer by layer
     floatX *dx, *dxn, *dq, *dk, *dv, *dao, *dg, *du, *dh, *dscratch;
+    floatX *dqp, *dkp;     // qk_norm: the gradients of q and k before their norms (N,NH*HS), (N,KVH*HS)
+    floatX *capf;          // final_softcap: (N,V) tanh(z/c) of the logits, for the backward
     size_t bytes;
 } Activations;
 
@@ -6046,11 +6390,14 @@ typedef struct {
 static void layer_act_sizes(double *s, const Config *c, int B, int T, int gpu) {
     double N = (double)B * T, C = c->dim, H = c->hidden_dim, QD = (double)c->n_heads * c->head_dim, KD = (double)c->n_kv_heads * c->head_dim;
     double att = (double)B * c->n_heads * T * (gpu ? 1 : T); // the GPU's flash attention keeps one log-sum-exp per row
-    double sz[NUM_LAYER_ACTS] = { N * C, N, N * QD, N * KD, N * KD, att, N * QD, N * C, N * C, N, N * H, N * H, N * H };
+    double qk = c->qk_norm, pn = c->post_norms, cap = c->attn_softcap > 0;
+    double sz[NUM_LAYER_ACTS] = { N * C, N, N * QD, N * KD, N * KD, att, N * QD, N * C, N * C, N, N * H, N * H, N * H,
+                                  qk * N * QD, qk * N * KD, qk * N * c->n_heads, qk * N * c->n_kv_heads, cap * att, pn * N * C, pn * N, pn * N * C, pn * N };
     memcpy(s, sz, sizeof(sz));
 }
 static floatX **layer_act_ptr(LayerActs *la, int i) {
-    floatX **p[NUM_LAYER_ACTS] = { &la->xn1, &la->rstd1, &la->q, &la->k, &la->v, &la->att, &la->ao, &la->xmid, &la->xn2, &la->rstd2, &la->g, &la->u, &la->h };
+    floatX **p[NUM_LAYER_ACTS] = { &la->xn1, &la->rstd1, &la->q, &la->k, &la->v, &la->att, &la->ao, &la->xmid, &la->xn2, &la->rstd2, &la->g, &la->u, &la->h,
+                                   &la->qp, &la->kp, &la->rstdq, &la->rstdk, &la->attc, &la->ao2, &la->rstd3, &la->fo, &la->rstd4 };
     return p[i];
 }
 // kept buffers from mem, the others from shared (those in own are allocated apart)
@@ -6103,6 +6450,7 @@ static double acts_plan_bytes_on(const Config *c, int B, int T, int checkpoint, 
     double floats = (L + 1) * N * C + sets * kept + shared + N * C + N + N; // x, layers, xf, rstdf, losses
     if (loss_only) floats += (N < LOSS_ROWS ? N : LOSS_ROWS) * V;
     else floats += N * V + N * (2 * C + 2 * QD + 2 * KD) + s[ACT_ATT]; // logits; dx dxn dq dao dk dv; dscratch
+    if (!loss_only) floats += (c->qk_norm ? N * (QD + KD) : 0) + (c->final_softcap > 0 ? N * V : 0); // dqp dkp; capf
     if (!loss_only && gpu && !(keep >> ACT_XN2 & 1)) own += 2 * N * H; // dg, du (acts_dgu_own)
     else if (!loss_only) floats += 2 * N * H;
     if (!loss_only && gpu && !(keep >> ACT_H & 1)) own += N * H; // dh (acts_dh_own)
@@ -6184,6 +6532,8 @@ static void acts_alloc_x(Activations *a, const Config *c, int B, int T, int chec
         a->bytes += (size_t)(N * H * act_value_bytes());
     } else a->dh = alloc_floats(N * H, &a->bytes);
     a->dscratch = alloc_floats((size_t)B * c->n_heads * T * (gpu_on ? 1 : T), &a->bytes); // attention_backward's dP / dS (GPU: rowsum(dO * O))
+    if (c->qk_norm) { a->dqp = alloc_floats(N * QD, &a->bytes); a->dkp = alloc_floats(N * KD, &a->bytes); }
+    if (c->final_softcap > 0) a->capf = alloc_floats(N * V, &a->bytes);
 }
 static void acts_alloc(Activations *a, const Config *c, int B, int T, int checkpoint, int loss_only, unsigned keep) { acts_alloc_x(a, c, B, T, checkpoint, loss_only, keep, 0); }
 // the input of layer l (N, C); with --offload activations in its slot (l mod xslots)
@@ -6228,7 +6578,7 @@ static void acts_free(Activations *a) {
     if (a->xslots) gpu_xring_end();
 #endif
     free(a->xhost);
-    floatX *ptrs[] = { a->x, a->layer_memory, a->xf, a->rstdf, a->logits, a->losses, a->dx, a->dxn, a->dq, a->dk, a->dv, a->dao, a->dg, a->du, a->dh, a->dscratch };
+    floatX *ptrs[] = { a->x, a->layer_memory, a->xf, a->rstdf, a->logits, a->losses, a->dx, a->dxn, a->dq, a->dk, a->dv, a->dao, a->dg, a->du, a->dh, a->dscratch, a->dqp, a->dkp, a->capf };
     for (size_t i = 0; i < sizeof(ptrs) / sizeof(ptrs[0]); i++) tensor_free(ptrs[i]);
     for (int i = 0; i < a->n_own; i++) tensor_free(a->own_mem[i]);
     free(a->own_mem);
@@ -6243,6 +6593,7 @@ static void rope_tables(floatX **cos_out, floatX **sin_out, const Config *c) {
     floatX *sn = (floatX *)malloc_check((size_t)c->seq_len * half * sizeof(floatX));
     for (int i = 0; i < half; i++) {
         double inv_freq = 1.0 / pow((double)c->rope_theta, (2.0 * i) / c->head_dim);
+        if (c->rope_linear > 0) inv_freq /= c->rope_linear; // rope_scaling "linear": position / factor
         if (c->rope_llama3) {
             double low_wl = c->rope_orig_max_pos / c->rope_low_freq_factor, high_wl = c->rope_orig_max_pos / c->rope_high_freq_factor;
             double wl = 2 * 3.14159265358979323846 / inv_freq;
@@ -6265,6 +6616,7 @@ typedef struct {
     Lora *lora;              // may be NULL
     floatX *rope_cos, *rope_sin;
     uint16_t *stream16;      // --offload of a float base: its linear weights in bf16 (host), streamed from there
+    floatX *rope_cos_local, *rope_sin_local; // rope_local_theta: the sliding layers' tables (Gemma 3), else NULL
 } Net;
 // the kernels from here on read layer l's frozen weights; next's may be copied meanwhile (--offload; -1: none)
 static void layer_use(int l, int next) {
@@ -6274,6 +6626,20 @@ static void layer_use(int l, int next) {
     (void)l; (void)next;
 #endif
 }
+// the RoPE tables of layer l
+static void net_rope(const Net *net, int l, const floatX **cs, const floatX **sn) {
+    int local = net->rope_cos_local && layer_window(&net->model->config, l);
+    *cs = local ? net->rope_cos_local : net->rope_cos;
+    *sn = local ? net->rope_sin_local : net->rope_sin;
+}
+// the attention of layer l over npos positions (a window that holds them all is full causal attention)
+static AttnMode layer_attn(const Config *c, int l, int npos) {
+    AttnMode m = attn_default(c->head_dim);
+    if (c->attn_scale > 0) m.scale = c->attn_scale;
+    m.softcap = c->attn_softcap;
+    m.window = layer_window(c, l) < npos ? layer_window(c, l) : 0;
+    return m;
+}
 
 // embeddings and classifier: the model's, or an adapter's modules_to_save replacement
 static Weight net_cls(const Net *net) {
@@ -6281,30 +6647,49 @@ static Weight net_cls(const Net *net) {
     return cls_weight(net->model);
 }
 
+// One decoder layer, every family: x' = xmid + post(MLP(norm(xmid))), xmid = x + post(attn(norm(x))), where
+// post is an RMSNorm with post_norms (Gemma) and the identity otherwise; q, k, v get their biases (attn_bias)
+// and q, k their per-head RMSNorm (qk_norm) before RoPE; the MLP is SwiGLU or GeGLU.
 static void layer_forward(Net *net, Activations *a, int l, const floatX *x, int new_mask) {
     Config *c = &net->model->config;
     ParameterTensors *p = &net->model->params;
     LayerActs *la = &a->layers[l];
     int B = a->B, T = a->T, N = B * T, C = c->dim, H = c->hidden_dim, NH = c->n_heads, KVH = c->n_kv_heads, HS = c->head_dim;
     int QD = NH * HS, KD = KVH * HS;
+    float wo = (float)c->norm_offset;
     Lora *lo = net->lora;
     float p_drop = lo ? lo->dropout : 0;
     uint64_t *rng = lo ? &lo->rng : NULL;
-    rmsnorm_forward(la->xn1, la->rstd1, x, p->rms_att + (size_t)l * C, N, C, c->norm_eps);
-    linear_forward(la->q, la->xn1, layer_weight(net->model, l, TGT_Q), lora_mod(lo, l, TGT_Q), N, C, QD, p_drop, new_mask, rng);
-    linear_forward(la->k, la->xn1, layer_weight(net->model, l, TGT_K), lora_mod(lo, l, TGT_K), N, C, KD, p_drop, new_mask, rng);
+    const floatX *cs, *sn;
+    net_rope(net, l, &cs, &sn);
+    rmsnorm_forward(la->xn1, la->rstd1, x, p->rms_att + (size_t)l * C, N, C, c->norm_eps, wo);
+    floatX *q = c->qk_norm ? la->qp : la->q, *k = c->qk_norm ? la->kp : la->k; // the projections' outputs
+    linear_forward(q, la->xn1, layer_weight(net->model, l, TGT_Q), lora_mod(lo, l, TGT_Q), N, C, QD, p_drop, new_mask, rng);
+    linear_forward(k, la->xn1, layer_weight(net->model, l, TGT_K), lora_mod(lo, l, TGT_K), N, C, KD, p_drop, new_mask, rng);
     linear_forward(la->v, la->xn1, layer_weight(net->model, l, TGT_V), lora_mod(lo, l, TGT_V), N, C, KD, p_drop, new_mask, rng);
-    rope_forward(la->q, net->rope_cos, net->rope_sin, B, T, NH, HS, 0);
-    rope_forward(la->k, net->rope_cos, net->rope_sin, B, T, KVH, HS, 0);
-    attention_forward(la->ao, la->att, la->q, la->k, la->v, B, T, NH, KVH, HS);
-    linear_forward(la->xmid, la->ao, layer_weight(net->model, l, TGT_O), lora_mod(lo, l, TGT_O), N, QD, C, p_drop, new_mask, rng);
+    if (c->attn_bias) {
+        bias_forward(q, p->bq + (size_t)l * QD, N, QD);
+        bias_forward(k, p->bk + (size_t)l * KD, N, KD);
+        bias_forward(la->v, p->bv + (size_t)l * KD, N, KD);
+    }
+    if (c->qk_norm) { // each head's HS values as a row
+        rmsnorm_forward(la->q, la->rstdq, la->qp, p->q_norm + (size_t)l * HS, N * NH, HS, c->norm_eps, wo);
+        rmsnorm_forward(la->k, la->rstdk, la->kp, p->k_norm + (size_t)l * HS, N * KVH, HS, c->norm_eps, wo);
+    }
+    rope_forward(la->q, cs, sn, B, T, NH, HS, 0);
+    rope_forward(la->k, cs, sn, B, T, KVH, HS, 0);
+    attention_forward_m(la->ao, la->att, la->attc, la->q, la->k, la->v, B, T, NH, KVH, HS, layer_attn(c, l, T));
+    floatX *ao = c->post_norms ? la->ao2 : la->xmid;
+    linear_forward(ao, la->ao, layer_weight(net->model, l, TGT_O), lora_mod(lo, l, TGT_O), N, QD, C, p_drop, new_mask, rng);
+    if (c->post_norms) rmsnorm_forward(la->xmid, la->rstd3, la->ao2, p->rms_post_att + (size_t)l * C, N, C, c->norm_eps, wo);
     residual_forward(la->xmid, la->xmid, x, (size_t)N * C);                     // xmid = x + attn
-    rmsnorm_forward(la->xn2, la->rstd2, la->xmid, p->rms_ffn + (size_t)l * C, N, C, c->norm_eps);
+    rmsnorm_forward(la->xn2, la->rstd2, la->xmid, p->rms_ffn + (size_t)l * C, N, C, c->norm_eps, wo);
     linear_forward(la->g, la->xn2, layer_weight(net->model, l, TGT_GATE), lora_mod(lo, l, TGT_GATE), N, C, H, p_drop, new_mask, rng);
     linear_forward(la->u, la->xn2, layer_weight(net->model, l, TGT_UP), lora_mod(lo, l, TGT_UP), N, C, H, p_drop, new_mask, rng);
-    swiglu_forward(la->h, la->g, la->u, (size_t)N * H);
-    floatX *xout = act_x(a, l + 1, C);
-    linear_forward(xout, la->h, layer_weight(net->model, l, TGT_DOWN), lora_mod(lo, l, TGT_DOWN), N, H, C, p_drop, new_mask, rng);
+    glu_forward(la->h, la->g, la->u, (size_t)N * H, c->geglu);
+    floatX *xout = act_x(a, l + 1, C), *fo = c->post_norms ? la->fo : xout;
+    linear_forward(fo, la->h, layer_weight(net->model, l, TGT_DOWN), lora_mod(lo, l, TGT_DOWN), N, H, C, p_drop, new_mask, rng);
+    if (c->post_norms) rmsnorm_forward(xout, la->rstd4, la->fo, p->rms_post_ffn + (size_t)l * C, N, C, c->norm_eps, wo);
     residual_forward(xout, xout, la->xmid, (size_t)N * C);                      // x' = xmid + mlp
 }
 
@@ -6317,33 +6702,61 @@ static void layer_backward(Net *net, Activations *a, int l, const floatX *x, Par
     LayerActs *la = &a->layers[l];
     int B = a->B, T = a->T, N = B * T, C = c->dim, H = c->hidden_dim, NH = c->n_heads, KVH = c->n_kv_heads, HS = c->head_dim;
     int QD = NH * HS, KD = KVH * HS;
+    float wo = (float)c->norm_offset;
     Lora *lo = net->lora;
     size_t lC = (size_t)l * C;
-    // x' = xmid + h W2^T
+    const floatX *cs, *sn;
+    net_rope(net, l, &cs, &sn);
+    // x' = xmid + post(h W2^T): with post_norms dL/d(h W2^T) goes through dxn first
+    const floatX *dfo = a->dx;
+    if (c->post_norms) {
+        tensor_zero(a->dxn, (size_t)N * C);
+        rmsnorm_backward(a->dxn, g ? g->rms_post_ffn + lC : NULL, a->dx, la->fo, p->rms_post_ffn + lC, la->rstd4, N, C, wo);
+        dfo = a->dxn;
+    }
     tensor_zero(a->dh, (size_t)N * H);
-    linear_backward(a->dh, g ? g->w2 + lC * H : NULL, a->dx, la->h, layer_weight(net->model, l, TGT_DOWN), lora_mod(lo, l, TGT_DOWN), N, H, C);
+    linear_backward(a->dh, g ? g->w2 + lC * H : NULL, dfo, la->h, layer_weight(net->model, l, TGT_DOWN), lora_mod(lo, l, TGT_DOWN), N, H, C);
     tensor_zero(a->dg, (size_t)N * H);
     tensor_zero(a->du, (size_t)N * H);
-    swiglu_backward(a->dg, a->du, a->dh, la->g, la->u, (size_t)N * H);
+    glu_backward(a->dg, a->du, a->dh, la->g, la->u, (size_t)N * H, c->geglu);
     tensor_zero(a->dxn, (size_t)N * C);
     linear_backward(a->dxn, g ? g->w1 + lC * H : NULL, a->dg, la->xn2, layer_weight(net->model, l, TGT_GATE), lora_mod(lo, l, TGT_GATE), N, C, H);
     linear_backward(a->dxn, g ? g->w3 + lC * H : NULL, a->du, la->xn2, layer_weight(net->model, l, TGT_UP), lora_mod(lo, l, TGT_UP), N, C, H);
-    rmsnorm_backward(a->dx, g ? g->rms_ffn + lC : NULL, a->dxn, la->xmid, p->rms_ffn + lC, la->rstd2, N, C); // dx is now dL/dxmid
-    // xmid = x + ao Wo^T
+    rmsnorm_backward(a->dx, g ? g->rms_ffn + lC : NULL, a->dxn, la->xmid, p->rms_ffn + lC, la->rstd2, N, C, wo); // dx is now dL/dxmid
+    // xmid = x + post(ao Wo^T)
+    const floatX *dao2 = a->dx;
+    if (c->post_norms) {
+        tensor_zero(a->dxn, (size_t)N * C);
+        rmsnorm_backward(a->dxn, g ? g->rms_post_att + lC : NULL, a->dx, la->ao2, p->rms_post_att + lC, la->rstd3, N, C, wo);
+        dao2 = a->dxn;
+    }
     tensor_zero(a->dao, (size_t)N * QD);
-    linear_backward(a->dao, g ? g->wo + lC * QD : NULL, a->dx, la->ao, layer_weight(net->model, l, TGT_O), lora_mod(lo, l, TGT_O), N, QD, C);
+    linear_backward(a->dao, g ? g->wo + lC * QD : NULL, dao2, la->ao, layer_weight(net->model, l, TGT_O), lora_mod(lo, l, TGT_O), N, QD, C);
     tensor_zero(a->dq, (size_t)N * QD);
     tensor_zero(a->dk, (size_t)N * KD);
     tensor_zero(a->dv, (size_t)N * KD);
-    attention_backward(a->dq, a->dk, a->dv, a->dscratch, a->dao, la->q, la->k, la->v, la->ao, la->att, B, T, NH, KVH, HS);
-    rope_backward(a->dq, net->rope_cos, net->rope_sin, B, T, NH, HS);
-    rope_backward(a->dk, net->rope_cos, net->rope_sin, B, T, KVH, HS);
+    attention_backward_m(a->dq, a->dk, a->dv, a->dscratch, a->dao, la->q, la->k, la->v, la->ao, la->att, la->attc, B, T, NH, KVH, HS, layer_attn(c, l, T));
+    rope_backward(a->dq, cs, sn, B, T, NH, HS);
+    rope_backward(a->dk, cs, sn, B, T, KVH, HS);
+    floatX *dq = a->dq, *dk = a->dk; // dL/d(the projections' outputs)
+    if (c->qk_norm) {
+        tensor_zero(a->dqp, (size_t)N * QD);
+        tensor_zero(a->dkp, (size_t)N * KD);
+        rmsnorm_backward(a->dqp, g ? g->q_norm + (size_t)l * HS : NULL, a->dq, la->qp, p->q_norm + (size_t)l * HS, la->rstdq, N * NH, HS, wo);
+        rmsnorm_backward(a->dkp, g ? g->k_norm + (size_t)l * HS : NULL, a->dk, la->kp, p->k_norm + (size_t)l * HS, la->rstdk, N * KVH, HS, wo);
+        dq = a->dqp; dk = a->dkp;
+    }
+    if (c->attn_bias && g) {
+        bias_backward(g->bq + (size_t)l * QD, dq, N, QD);
+        bias_backward(g->bk + (size_t)l * KD, dk, N, KD);
+        bias_backward(g->bv + (size_t)l * KD, a->dv, N, KD);
+    }
     floatX *dxn = need_dx || g ? a->dxn : NULL; // NULL: only the adapters' gradients (PyTorch's autograd prunes the same)
     if (dxn) tensor_zero(dxn, (size_t)N * C);
-    linear_backward(dxn, g ? g->wq + (size_t)l * QD * C : NULL, a->dq, la->xn1, layer_weight(net->model, l, TGT_Q), lora_mod(lo, l, TGT_Q), N, C, QD);
-    linear_backward(dxn, g ? g->wk + (size_t)l * KD * C : NULL, a->dk, la->xn1, layer_weight(net->model, l, TGT_K), lora_mod(lo, l, TGT_K), N, C, KD);
+    linear_backward(dxn, g ? g->wq + (size_t)l * QD * C : NULL, dq, la->xn1, layer_weight(net->model, l, TGT_Q), lora_mod(lo, l, TGT_Q), N, C, QD);
+    linear_backward(dxn, g ? g->wk + (size_t)l * KD * C : NULL, dk, la->xn1, layer_weight(net->model, l, TGT_K), lora_mod(lo, l, TGT_K), N, C, KD);
     linear_backward(dxn, g ? g->wv + (size_t)l * KD * C : NULL, a->dv, la->xn1, layer_weight(net->model, l, TGT_V), lora_mod(lo, l, TGT_V), N, C, KD);
-    if (dxn) rmsnorm_backward(a->dx, g ? g->rms_att + lC : NULL, dxn, x, p->rms_att + lC, la->rstd1, N, C); // dx is now dL/dx
+    if (dxn) rmsnorm_backward(a->dx, g ? g->rms_att + lC : NULL, dxn, x, p->rms_att + lC, la->rstd1, N, C, wo); // dx is now dL/dx
 }
 
 // Forward over inputs (B,T): a->logits holds the logits (N,V).
@@ -6357,6 +6770,7 @@ static void peft_forward(Net *net, Activations *a, const int *inputs) {
     if (net->lora && net->lora->embed) encoder_forward(a->x, a->inputs, net->lora->embed, N, C); // modules_to_save
     else if (net->model->quant && net->model->quant_embed) encoder_forward_q(a->x, a->inputs, &net->model->qembed, N, C);
     else encoder_forward(a->x, a->inputs, p->embed, N, C);
+    if (c->embed_scale > 0) tensor_scale(a->x, (floatX)c->embed_scale, (size_t)N * C); // Gemma: x * sqrt(C)
     act_x_save(a, 0);
     for (int l = 0; l < c->n_layers; l++) {
         layer_use(l, l + 1 < c->n_layers ? l + 1 : -1);
@@ -6364,8 +6778,11 @@ static void peft_forward(Net *net, Activations *a, const int *inputs) {
         layer_forward(net, a, l, act_x(a, l, C), new_mask);
         act_x_save(a, l + 1);
     }
-    rmsnorm_forward(a->xf, a->rstdf, act_x(a, c->n_layers, C), p->rms_final, N, C, c->norm_eps);
-    if (a->logit_rows == N) linear_forward(a->logits, a->xf, net_cls(net), NULL, N, C, V, 0, 0, NULL); // (else: peft_eval_loss)
+    rmsnorm_forward(a->xf, a->rstdf, act_x(a, c->n_layers, C), p->rms_final, N, C, c->norm_eps, (float)c->norm_offset);
+    if (a->logit_rows == N) { // (else: peft_eval_loss)
+        linear_forward(a->logits, a->xf, net_cls(net), NULL, N, C, V, 0, 0, NULL);
+        if (c->final_softcap > 0) softcap_forward(a->logits, a->capf, a->logits, c->final_softcap, (size_t)N * V);
+    }
 }
 // the targets (N) to tensor memory, and a->count = the counted ones (target >= 0)
 static void loss_targets(Activations *a, const int *targets) {
@@ -6395,6 +6812,7 @@ static double peft_eval_loss(Net *net, Activations *a, const int *inputs, const 
     for (int r0 = 0; r0 < N; r0 += a->logit_rows) {
         int rows = N - r0 < a->logit_rows ? N - r0 : a->logit_rows;
         linear_forward(a->logits, a->xf + (size_t)r0 * C, net_cls(net), NULL, rows, C, V, 0, 0, NULL);
+        if (c->final_softcap > 0) softcap_forward(a->logits, NULL, a->logits, c->final_softcap, (size_t)rows * V);
         crossentropy_forward(a->losses + r0, a->logits, a->targets + r0, rows, V);
     }
     return mean_loss(a);
@@ -6411,10 +6829,11 @@ static void peft_backward(Net *net, Activations *a, ParameterTensors *g, int g_l
     if (need & ~a->keep) fatal("peft_backward: the activations keep LayerActs 0x%x per layer, this backward reads 0x%x (acts_alloc's keep: acts_keep)", a->keep, need);
     floatX dloss = a->count ? (floatX)(1.0 / a->count) : 0;
     crossentropy_backward(a->logits, a->targets, dloss, N, V);                  // logits now hold dlogits
+    if (c->final_softcap > 0) softcap_backward(a->logits, a->capf, (size_t)N * V);
     tensor_zero(a->dxn, (size_t)N * C);
     linear_backward(a->dxn, g && g_outer ? g->wcls : (net->lora ? net->lora->dlm_head : NULL), a->logits, a->xf, net_cls(net), NULL, N, C, V);
     tensor_zero(a->dx, (size_t)N * C);
-    rmsnorm_backward(a->dx, g && g_outer ? g->rms_final : NULL, a->dxn, act_x(a, L, C), p->rms_final, a->rstdf, N, C);
+    rmsnorm_backward(a->dx, g && g_outer ? g->rms_final : NULL, a->dxn, act_x(a, L, C), p->rms_final, a->rstdf, N, C, (float)c->norm_offset);
     for (int l = L - 1; l >= 0; l--) {
         const floatX *x = act_x(a, l, C);
         layer_use(l, l - 1);
@@ -6423,6 +6842,7 @@ static void peft_backward(Net *net, Activations *a, ParameterTensors *g, int g_l
         int below = (g && g_outer) || (g && l > g_layer_from) || (net->lora && lora_trainable_below(net->lora, l));
         layer_backward(net, a, l, x, (g && l >= g_layer_from) ? g : NULL, below);
     }
+    if (c->embed_scale > 0 && ((g && g_outer) || (net->lora && net->lora->dembed))) tensor_scale(a->dx, (floatX)c->embed_scale, (size_t)N * C);
     if (g && g_outer) encoder_backward(g->embed, a->dx, a->inputs, N, C);
     if (net->lora && net->lora->dembed) encoder_backward(net->lora->dembed, a->dx, a->inputs, N, C); // modules_to_save
 }
@@ -6494,6 +6914,8 @@ static int team_ok(const Net *net, const RunState *s, int nt) {
     const Config *c = &net->model->config;
     int C = c->dim, QD = c->n_heads * c->head_dim, H = c->hidden_dim;
     if (gpu_on || net->lora || nt < 2 || nt > s->team || c->head_dim % MATVEC_RB || (long)QD * C < MATVEC_PAR_MIN) return 0;
+    if (c->attn_bias || c->qk_norm || c->norm_offset || c->post_norms || c->geglu || c->embed_scale > 0 || c->attn_scale > 0 ||
+        c->attn_softcap > 0 || c->final_softcap > 0 || c->rope_local_theta > 0) return 0; // the families' switches: forward_token (a window is fine)
     for (int l = 0; l < c->n_layers; l++)
         for (int t = 0; t < NUM_TARGETS; t++) {
             Weight w = layer_weight(net->model, l, t);
@@ -6507,7 +6929,6 @@ static void forward_token_team(Net *net, RunState *s, int token, int pos, int nt
     ParameterTensors *p = &net->model->params;
     int C = c->dim, H = c->hidden_dim, NH = c->n_heads, KVH = c->n_kv_heads, HS = c->head_dim, QD = NH * HS, KD = KVH * HS, G = NH / KVH;
     int D = C > QD ? C : QD, V = c->vocab_size;
-    const floatX *cs = net->rope_cos + (size_t)pos * (HS / 2), *sn = net->rope_sin + (size_t)pos * (HS / 2);
     (void)nt; // without OpenMP (team_ok is then false)
     #pragma omp parallel num_threads(nt)
     {
@@ -6520,7 +6941,8 @@ static void forward_token_team(Net *net, RunState *s, int token, int pos, int nt
         for (int l = 0; l < c->n_layers; l++) {
             floatX *kc = s->key_cache + ((size_t)l * s->npos) * KD, *vc = s->value_cache + ((size_t)l * s->npos) * KD;
             floatX *kp = kc + (size_t)pos * KD, *vp = vc + (size_t)pos * KD;
-            rmsnorm_row(xn, NULL, x, p->rms_att + (size_t)l * C, C, c->norm_eps);
+            const floatX *cs = net->rope_cos + (size_t)pos * (HS / 2), *sn = net->rope_sin + (size_t)pos * (HS / 2);
+            rmsnorm_row(xn, NULL, x, p->rms_att + (size_t)l * C, C, c->norm_eps, 0);
             if (quant) qact_prepare(qa, xn, C);
             if (tid < parts) { // this thread's KV heads: q, k, v, RoPE, attention
                 int g0 = KVH * tid / parts, g1 = KVH * (tid + 1) / parts;
@@ -6529,14 +6951,14 @@ static void forward_token_team(Net *net, RunState *s, int token, int pos, int nt
                 matvec_span(vp, xn, qa, layer_weight(net->model, l, TGT_V), C, g0 * HS, g1 * HS);
                 rope_row(s->q + (size_t)g0 * G * HS, cs, sn, (g1 - g0) * G, HS);
                 rope_row(kp + (size_t)g0 * HS, cs, sn, g1 - g0, HS);
-                attention_heads(s->ao, s->att, s->q, kc, vc, g0 * G, g1 * G, pos, s->npos, NH, KVH, HS);
+                attention_heads(s->ao, s->att, s->q, kc, vc, g0 * G, g1 * G, pos, s->npos, NH, KVH, HS, layer_attn(c, l, pos + 1));
             }
             #pragma omp barrier
             Weight wo = layer_weight(net->model, l, TGT_O), wd = layer_weight(net->model, l, TGT_DOWN);
             if (quant) qact_prepare(qa, s->ao, QD);
             matvec_team(&s->xn, s->ao, qa, &wo, &C, 1, QD);                 // s->xn: the shared output
             for (int i = 0; i < C; i++) x[i] += s->xn[i];                   // residual
-            rmsnorm_row(xn, NULL, x, p->rms_ffn + (size_t)l * C, C, c->norm_eps);
+            rmsnorm_row(xn, NULL, x, p->rms_ffn + (size_t)l * C, C, c->norm_eps, 0);
             if (quant) qact_prepare(qa, xn, C);
             floatX *gu[2] = { s->g, s->u };
             Weight wgu[2] = { layer_weight(net->model, l, TGT_GATE), layer_weight(net->model, l, TGT_UP) };
@@ -6547,7 +6969,7 @@ static void forward_token_team(Net *net, RunState *s, int token, int pos, int nt
             matvec_team(&s->xn, h, qa, &wd, &C, 1, H);
             for (int i = 0; i < C; i++) x[i] += s->xn[i];
         }
-        rmsnorm_row(xn, NULL, x, p->rms_final, C, c->norm_eps);
+        rmsnorm_row(xn, NULL, x, p->rms_final, C, c->norm_eps, 0);
         Weight wcls = net_cls(net);
         if (wcls.q) qact_prepare(qa, xn, C);
         matvec_team(&s->logits, xn, qa, &wcls, &V, 1, C);
@@ -6568,35 +6990,51 @@ static floatX *forward_token(Net *net, RunState *s, int token, int pos) {
     if (net->lora && net->lora->embed) encoder_forward(s->x, s->token, net->lora->embed, 1, C);
     else if (net->model->quant && net->model->quant_embed) encoder_forward_q(s->x, s->token, &net->model->qembed, 1, C);
     else encoder_forward(s->x, s->token, p->embed, 1, C);
+    if (c->embed_scale > 0) tensor_scale(s->x, (floatX)c->embed_scale, (size_t)C);
+    float wn = (float)c->norm_offset;
     for (int l = 0; l < c->n_layers; l++) {
-        floatX *kc = s->key_cache + ((size_t)l * s->npos) * KD, *vc = s->value_cache + ((size_t)l * s->npos) * KD;
-        rmsnorm_forward(s->xn, s->rstd, s->x, p->rms_att + (size_t)l * C, 1, C, c->norm_eps);
-        floatX *qkv[3] = { s->q, kc + (size_t)pos * KD, vc + (size_t)pos * KD };
+        floatX *kc = s->key_cache + ((size_t)l * s->npos) * KD, *vc = s->value_cache + ((size_t)l * s->npos) * KD, *kp = kc + (size_t)pos * KD, *vp = vc + (size_t)pos * KD;
+        const floatX *cs, *sn;
+        net_rope(net, l, &cs, &sn);
+        rmsnorm_forward(s->xn, s->rstd, s->x, p->rms_att + (size_t)l * C, 1, C, c->norm_eps, wn);
+        floatX *qkv[3] = { s->q, kp, vp };
         Weight wqkv[3] = { layer_weight(net->model, l, TGT_Q), layer_weight(net->model, l, TGT_K), layer_weight(net->model, l, TGT_V) };
         LoraModule *lqkv[3] = { lora_mod(lo, l, TGT_Q), lora_mod(lo, l, TGT_K), lora_mod(lo, l, TGT_V) };
         int oqkv[3] = { QD, KD, KD };
         linears_forward(qkv, s->xn, wqkv, lqkv, oqkv, 3, 1, C);                 // q, k, v in one pass
-        rope_forward(s->q, net->rope_cos, net->rope_sin, 1, 1, NH, HS, pos);
-        rope_forward(kc + (size_t)pos * KD, net->rope_cos, net->rope_sin, 1, 1, KVH, HS, pos);
-        attention_decode(s->ao, s->att, s->q, kc, vc, pos, s->npos, NH, KVH, HS);
+        if (c->attn_bias) {
+            bias_forward(s->q, p->bq + (size_t)l * QD, 1, QD);
+            bias_forward(kp, p->bk + (size_t)l * KD, 1, KD);
+            bias_forward(vp, p->bv + (size_t)l * KD, 1, KD);
+        }
+        if (c->qk_norm) { // in place, a head at a time
+            rmsnorm_forward(s->q, NULL, s->q, p->q_norm + (size_t)l * HS, NH, HS, c->norm_eps, wn);
+            rmsnorm_forward(kp, NULL, kp, p->k_norm + (size_t)l * HS, KVH, HS, c->norm_eps, wn);
+        }
+        rope_forward(s->q, cs, sn, 1, 1, NH, HS, pos);
+        rope_forward(kp, cs, sn, 1, 1, KVH, HS, pos);
+        attention_decode_m(s->ao, s->att, s->q, kc, vc, pos, s->npos, NH, KVH, HS, layer_attn(c, l, pos + 1));
         Weight wo = layer_weight(net->model, l, TGT_O), wd = layer_weight(net->model, l, TGT_DOWN);
         LoraModule *lmo = lora_mod(lo, l, TGT_O), *lmd = lora_mod(lo, l, TGT_DOWN);
         linears_forward(&s->xn, s->ao, &wo, &lmo, &C, 1, 1, QD);
+        if (c->post_norms) rmsnorm_forward(s->xn, NULL, s->xn, p->rms_post_att + (size_t)l * C, 1, C, c->norm_eps, wn);
         residual_forward(s->x, s->x, s->xn, (size_t)C);
-        rmsnorm_forward(s->xn, s->rstd, s->x, p->rms_ffn + (size_t)l * C, 1, C, c->norm_eps);
+        rmsnorm_forward(s->xn, s->rstd, s->x, p->rms_ffn + (size_t)l * C, 1, C, c->norm_eps, wn);
         floatX *gu[2] = { s->g, s->u };
         Weight wgu[2] = { layer_weight(net->model, l, TGT_GATE), layer_weight(net->model, l, TGT_UP) };
         LoraModule *lgu[2] = { lora_mod(lo, l, TGT_GATE), lora_mod(lo, l, TGT_UP) };
         int ogu[2] = { H, H };
         linears_forward(gu, s->xn, wgu, lgu, ogu, 2, 1, C);                    // gate and up in one pass
-        swiglu_forward(s->h, s->g, s->u, (size_t)H);
+        glu_forward(s->h, s->g, s->u, (size_t)H, c->geglu);
         linears_forward(&s->xn, s->h, &wd, &lmd, &C, 1, 1, H);
+        if (c->post_norms) rmsnorm_forward(s->xn, NULL, s->xn, p->rms_post_ffn + (size_t)l * C, 1, C, c->norm_eps, wn);
         residual_forward(s->x, s->x, s->xn, (size_t)C);
     }
-    rmsnorm_forward(s->xn, s->rstd, s->x, p->rms_final, 1, C, c->norm_eps);
+    rmsnorm_forward(s->xn, s->rstd, s->x, p->rms_final, 1, C, c->norm_eps, wn);
     Weight wcls = net_cls(net);
     LoraModule *none = NULL;
     linears_forward(&s->logits, s->xn, &wcls, &none, &c->vocab_size, 1, 1, C);
+    if (c->final_softcap > 0) softcap_forward(s->logits, NULL, s->logits, c->final_softcap, (size_t)c->vocab_size);
     tensor_download(s->logits_host, s->logits, (size_t)c->vocab_size * sizeof(floatX));
     return s->logits_host;
 }
@@ -6607,12 +7045,10 @@ static void model_mirror(Model *m, int on) {
 #ifdef PEFT_CUDA
     // the linear layers' weights and an untied classifier are read only by matmuls: unless trained, the
     // GPU may keep them in bf16 only (with bf16 matmuls, which round them to bf16 anyway)
-    floatX *ps[NUM_PARAM_TENSORS] = { m->params.embed, m->params.rms_att, m->params.wq, m->params.wk, m->params.wv, m->params.wo, m->params.rms_ffn,
-                                      m->params.w1, m->params.w2, m->params.w3, m->params.rms_final, m->params.wcls };
     for (int i = 2; on && gpu_on && i < NUM_PARAM_TENSORS; i++) {
-        if (i == 6 || i == 10 || (m->trained >> i & 1) || !m->param_sizes[i]) continue;
-        if (offload_on && param_target(i) >= 0) gpu_mirror_skip(ps[i], m->param_sizes[i] * sizeof(floatX));
-        else gpu_mirror_bf16(ps[i], m->param_sizes[i] * sizeof(floatX));
+        if (!(param_target(i) >= 0 || i == 11) || (m->trained >> i & 1) || !m->param_sizes[i]) continue;
+        if (offload_on && param_target(i) >= 0) gpu_mirror_skip(*param_ptr(&m->params, i), m->param_sizes[i] * sizeof(floatX));
+        else gpu_mirror_bf16(*param_ptr(&m->params, i), m->param_sizes[i] * sizeof(floatX));
     }
 #endif
     if (on) tensor_mirror(m->params_memory, m->num_parameters * sizeof(floatX)); else tensor_unmirror(m->params_memory);
@@ -6675,6 +7111,13 @@ static void net_init(Net *net, Model *m, Lora *lo) {
     rope_tables(&net->rope_cos, &net->rope_sin, &m->config);
     size_t nrope = (size_t)m->config.seq_len * (m->config.head_dim / 2) * sizeof(floatX);
     tensor_mirror(net->rope_cos, nrope); tensor_mirror(net->rope_sin, nrope);
+    net->rope_cos_local = net->rope_sin_local = NULL;
+    if (m->config.rope_local_theta > 0) { // plain RoPE at the local base
+        Config lc = m->config;
+        lc.rope_theta = lc.rope_local_theta; lc.rope_linear = 0; lc.rope_llama3 = 0;
+        rope_tables(&net->rope_cos_local, &net->rope_sin_local, &lc);
+        tensor_mirror(net->rope_cos_local, nrope); tensor_mirror(net->rope_sin_local, nrope);
+    }
     model_mirror(m, 1);
     if (offload_on) net_offload(net);
     lora_mirror(lo, &m->config, 1);
@@ -6688,6 +7131,8 @@ static void net_free(Net *net) {
     model_mirror(net->model, 0);
     tensor_unmirror(net->rope_cos); tensor_unmirror(net->rope_sin);
     free(net->rope_cos); free(net->rope_sin);
+    if (net->rope_cos_local) { tensor_unmirror(net->rope_cos_local); tensor_unmirror(net->rope_sin_local); }
+    free(net->rope_cos_local); free(net->rope_sin_local);
 }
 
 // ----------------------------------------------------------------------------
@@ -6896,11 +7341,35 @@ typedef struct {
 
 static const char *target_block(int t) { return t <= TGT_O ? "self_attn" : "mlp"; }
 
+// Phi-3's fused modules: PEFT puts ONE LoRA on qkv_proj (A (r, C), B (QD+2KD, r) whose rows span q, k and v) and
+// one on gate_up_proj ([gate; up]). peft.c keeps q, k and v apart (and gate and up) as modules that share the
+// first one's A (and dA: the gradient of the one A sums the three parts') and whose B rows follow each other in
+// memory, so that [B_q; B_k; B_v] is PEFT's B as it is. fused_lead(t): the module whose A t uses.
+static int lora_fused(const Config *c) { return c->family == FAM_PHI3; }
+static int fused_lead(int fused, int t) { return !fused ? t : (t == TGT_K || t == TGT_V) ? TGT_Q : t == TGT_UP ? TGT_GATE : t; }
+// PEFT's name of module t (NULL: a part of a fused module, which has no name of its own)
+static const char *lora_name(int fused, int t) {
+    static const char *f[NUM_TARGETS] = { "qkv_proj", NULL, NULL, "o_proj", "gate_up_proj", NULL, "down_proj" };
+    return fused ? f[t] : target_names[t];
+}
+// the rows of B that module t's PEFT tensor holds: its own, or the whole fused module's
+static int lora_out_rows(const Lora *lo, int l, int t) {
+    int out = lo->mods[l * NUM_TARGETS + t].out;
+    for (int k = t + 1; lo->fused && k < NUM_TARGETS && fused_lead(1, k) == t && k != t; k++) out += lo->mods[l * NUM_TARGETS + k].out;
+    return out;
+}
+
 // Lay out the modules with ranks[l*NUM_TARGETS+t] (0 = none) and scales; allocate params (and grads if training).
 static void lora_alloc(Lora *lo, const Config *c, const int *ranks, const float *scales, int dora, int training) {
     memset(lo, 0, sizeof(*lo));
     lo->n_layers = c->n_layers;
     lo->dora = dora;
+    lo->fused = lora_fused(c);
+    if (lo->fused && dora) fatal("DoRA on Phi-3's fused qkv_proj / gate_up_proj is not supported yet");
+    for (int i = 0; lo->fused && i < c->n_layers * NUM_TARGETS; i++) {
+        int lead = i - i % NUM_TARGETS + fused_lead(1, i % NUM_TARGETS);
+        if (ranks[i] != ranks[lead]) fatal("internal: a part of a fused module has rank %d, its module %d", ranks[i], ranks[lead]);
+    }
     lo->mods = (LoraModule *)calloc_check((size_t)c->n_layers * NUM_TARGETS, sizeof(LoraModule));
     double plan = 0; // 32-bit machines: the sums below must not wrap (see bytes_fit)
     for (int i = 0; i < c->n_layers * NUM_TARGETS; i++) {
@@ -6917,7 +7386,8 @@ static void lora_alloc(Lora *lo, const Config *c, const int *ranks, const float 
         m->r = ranks[i];
         m->scale = scales[i];
         if (!m->r) continue;
-        total += (size_t)m->r * (m->in + m->out) + (dora ? (size_t)m->out : 0);
+        int shared = fused_lead(lo->fused, i % NUM_TARGETS) != i % NUM_TARGETS; // A is the lead's
+        total += (size_t)m->r * ((shared ? 0 : m->in) + m->out) + (dora ? (size_t)m->out : 0);
         nout += (size_t)m->out;
     }
     lo->num_params = total;
@@ -6928,9 +7398,13 @@ static void lora_alloc(Lora *lo, const Config *c, const int *ranks, const float 
     for (int i = 0; i < c->n_layers * NUM_TARGETS; i++) {
         LoraModule *m = &lo->mods[i];
         if (!m->r) continue;
-        m->A = lo->params + off;
-        if (training) m->dA = lo->grads + off;
-        off += (size_t)m->r * m->in;
+        int lead = i - i % NUM_TARGETS + fused_lead(lo->fused, i % NUM_TARGETS);
+        if (lead != i) { m->A = lo->mods[lead].A; m->dA = lo->mods[lead].dA; }
+        else {
+            m->A = lo->params + off;
+            if (training) m->dA = lo->grads + off;
+            off += (size_t)m->r * m->in;
+        }
         m->B = lo->params + off;
         if (training) m->dB = lo->grads + off;
         off += (size_t)m->r * m->out;
@@ -6946,6 +7420,7 @@ static void lora_alloc(Lora *lo, const Config *c, const int *ranks, const float 
 
 // activation buffers for N rows (u, and dropout masks when training with dropout)
 static void lora_alloc_acts(Lora *lo, int N) {
+    if (lo->fused && lo->dropout > 0) fatal("lora_dropout > 0 on Phi-3's fused qkv_proj / gate_up_proj is not supported yet (PEFT draws one mask for the fused module)");
     size_t total = 0, maxdim = 0;
     for (int i = 0; i < lo->n_layers * NUM_TARGETS; i++) {
         LoraModule *m = &lo->mods[i];
@@ -6995,9 +7470,9 @@ static void lora_init_dora(Lora *lo, Model *model) {
 
 // New adapter: A kaiming-uniform with a=sqrt(5), i.e. U(-1/sqrt(in), 1/sqrt(in)) (PEFT's default), B = 0.
 // target_modules as a regex: does it match the whole name of layer l's module t (as PEFT names it)?
-static int lora_regex_selects(const char *regex, int l, int t) {
+static int lora_regex_selects(const char *regex, int fused, int l, int t) {
     char name[128];
-    snprintf(name, sizeof(name), "model.layers.%d.%s.%s", l, target_block(t), target_names[t]);
+    snprintf(name, sizeof(name), "model.layers.%d.%s.%s", l, target_block(t), lora_name(fused, fused_lead(fused, t)));
     return regex_fullmatch(regex, name, NULL) == 1;
 }
 static int lora_create(Lora *lo, const Config *c, const LoraConfig *lc, int training) {
@@ -7006,7 +7481,7 @@ static int lora_create(Lora *lo, const Config *c, const LoraConfig *lc, int trai
     float *scales = (float *)calloc_check((size_t)n, sizeof(float));
     for (int l = 0; l < c->n_layers; l++)
         for (int t = 0; t < NUM_TARGETS; t++)
-            if (lc->target_regex[0] ? lora_regex_selects(lc->target_regex, l, t) : ((lc->targets >> t & 1) && (!lc->layers || lc->layers[l]))) {
+            if (lc->target_regex[0] ? lora_regex_selects(lc->target_regex, lora_fused(c), l, t) : ((lc->targets >> fused_lead(lora_fused(c), t) & 1) && (!lc->layers || lc->layers[l]))) {
                 ranks[l * NUM_TARGETS + t] = lc->r;
                 scales[l * NUM_TARGETS + t] = lora_scale(lc->alpha, lc->r, lc->rslora);
             }
@@ -7023,8 +7498,8 @@ static int lora_create(Lora *lo, const Config *c, const LoraConfig *lc, int trai
     return 0;
 }
 
-static void lora_key(char *buf, size_t n, int l, int t, const char *ab, const char *prefix) {
-    snprintf(buf, n, "%s%smodel.layers.%d.%s.%s.lora_%s.weight", prefix ? prefix : "", "base_model.model.", l, target_block(t), target_names[t], ab);
+static void lora_key(char *buf, size_t n, int fused, int l, int t, const char *ab, const char *prefix) {
+    snprintf(buf, n, "%s%smodel.layers.%d.%s.%s.lora_%s.weight", prefix ? prefix : "", "base_model.model.", l, target_block(t), lora_name(fused, t), ab);
 }
 
 // adapter_config.json as PEFT writes it (the fields PEFT 0.21 reads; the rest take PEFT's defaults)
@@ -7055,7 +7530,7 @@ static char *lora_config_json(const Lora *lo, const LoraConfig *lc, const char *
               json_float(lc->alpha), json_float(lc->dropout), lo->embed && lo->lm_head ? "[\"embed_tokens\", \"lm_head\"]" : lo->embed ? "[\"embed_tokens\"]" : lo->lm_head ? "[\"lm_head\"]" : "null", lc->r);
     int first = 1;
     if (lc->target_regex[0]) { b.n -= 1; b.s[b.n] = 0; sb_json_string(&b, lc->target_regex); } // a string: PEFT's regex form
-    else for (int t = 0; t < NUM_TARGETS; t++) if (lc->targets >> t & 1) { sb_printf(&b, "%s\"%s\"", first ? "" : ", ", target_names[t]); first = 0; }
+    else for (int t = 0; t < NUM_TARGETS; t++) if ((lc->targets >> t & 1) && lora_name(lo->fused, t)) { sb_printf(&b, "%s\"%s\"", first ? "" : ", ", lora_name(lo->fused, t)); first = 0; }
     sb_printf(&b, "%s,\n  \"task_type\": \"CAUSAL_LM\",\n  \"use_dora\": %s,\n  \"use_rslora\": %s\n}\n", lc->target_regex[0] ? "" : "]", lo->dora ? "true" : "false", lc->rslora ? "true" : "false");
     return b.s;
 }
@@ -7068,12 +7543,12 @@ static int lora_save(const Lora *lo, const LoraConfig *lc, const char *dir, cons
     for (int l = 0; l < lo->n_layers; l++)
         for (int t = 0; t < NUM_TARGETS; t++) {
             LoraModule *m = &lo->mods[l * NUM_TARGETS + t];
-            if (!m->r) continue;
+            if (!m->r || !lora_name(lo->fused, t)) continue; // (a fused module's parts are in its first's tensors)
             STWrite *a = &ts[n++], *bw = &ts[n++];
-            lora_key(a->name, sizeof(a->name), l, t, "A", NULL);
+            lora_key(a->name, sizeof(a->name), lo->fused, l, t, "A", NULL);
             a->dtype = DT_F32; a->ndim = 2; a->shape[0] = m->r; a->shape[1] = m->in; a->fdata = m->A;
-            lora_key(bw->name, sizeof(bw->name), l, t, "B", NULL);
-            bw->dtype = DT_F32; bw->ndim = 2; bw->shape[0] = m->out; bw->shape[1] = m->r; bw->fdata = m->B;
+            lora_key(bw->name, sizeof(bw->name), lo->fused, l, t, "B", NULL);
+            bw->dtype = DT_F32; bw->ndim = 2; bw->shape[0] = lora_out_rows(lo, l, t); bw->shape[1] = m->r; bw->fdata = m->B;
             if (m->mag) {
                 STWrite *mw = &ts[n++];
                 snprintf(mw->name, sizeof(mw->name), "base_model.model.model.layers.%d.%s.%s.lora_magnitude_vector", l, target_block(t), target_names[t]);
@@ -7126,7 +7601,7 @@ static int saved_module_key(const char *key) {
 
 // Parse "...layers.<l>.<block>.<target>.lora_<A|B>[.<adapter>].weight" (ab = A or B) or
 // "....lora_magnitude_vector[.<adapter>][.weight]" (ab = M, DoRA); returns 0 and fills l, t, ab.
-static int parse_lora_key(const char *key, int *l, int *t, char *ab) {
+static int parse_lora_key(const char *key, int fused, int *l, int *t, char *ab) {
     const char *p = strstr(key, "layers.");
     if (!p) return -1;
     p += 7;
@@ -7136,8 +7611,10 @@ static int parse_lora_key(const char *key, int *l, int *t, char *ab) {
     *l = (int)v;
     p = end + 1;
     for (int i = 0; i < NUM_TARGETS; i++) {
-        size_t bl = strlen(target_block(i)), tl = strlen(target_names[i]);
-        if (!strncmp(p, target_block(i), bl) && p[bl] == '.' && !strncmp(p + bl + 1, target_names[i], tl) && p[bl + 1 + tl] == '.') {
+        const char *nm = lora_name(fused, i);
+        if (!nm) continue;
+        size_t bl = strlen(target_block(i)), tl = strlen(nm);
+        if (!strncmp(p, target_block(i), bl) && p[bl] == '.' && !strncmp(p + bl + 1, nm, tl) && p[bl + 1 + tl] == '.') {
             const char *q = p + bl + 1 + tl + 1;
             if (!strncmp(q, "lora_magnitude_vector", 21) && (q[21] == 0 || q[21] == '.')) {
                 // DoRA magnitude: "...lora_magnitude_vector" [".<adapter>"] [".weight"]
@@ -7163,17 +7640,19 @@ static int parse_lora_key(const char *key, int *l, int *t, char *ab) {
 // ignores them (enable_lora of PEFT <= 0.2, fields of versions after 0.21); known ones that change the
 // model are refused unless they hold their default. target_modules naming no Llama module means an
 // adapter for another architecture (GPT-2's c_attn, ...), which PEFT refuses too.
-static int lora_config_check(const Json *j, const char *cpath) {
+static int lora_config_check(const Json *j, const Config *c, const char *cpath) {
     const char *base = json_str(json_get(j, "base_model_name_or_path"));
     const Json *tm = json_get(j, "target_modules");
+    int fused = lora_fused(c);
     if (tm && tm->type == JSON_ARRAY) {
         for (int i = 0; i < tm->n; i++) {
             const char *s = json_str(&tm->items[i]);
             int known = s && !strcmp(s, "all-linear");
-            for (int t = 0; s && t < NUM_TARGETS && !known; t++) known = !strcmp(s, target_names[t]);
+            for (int t = 0; s && t < NUM_TARGETS && !known; t++) known = lora_name(fused, t) && !strcmp(s, lora_name(fused, t));
             if (known || (s && (!strcmp(s, "embed_tokens") || !strcmp(s, "lm_head")))) continue;
-            return set_error(cpath, "target_modules lists '%s', which Llama models do not have: an adapter for another architecture%s%s%s (Llama's are q_proj k_proj v_proj o_proj gate_proj up_proj down_proj)",
-                             s ? s : "(not a string)", base ? " (base_model_name_or_path \"" : "", base ? base : "", base ? "\")" : "");
+            return set_error(cpath, "target_modules lists '%s', which %s models do not have: an adapter for another architecture%s%s%s (its modules are %s)",
+                             s ? s : "(not a string)", c->family == FAM_LLAMA ? "Llama" : family_arch[c->family], base ? " (base_model_name_or_path \"" : "", base ? base : "", base ? "\")" : "",
+                             fused ? "qkv_proj o_proj gate_up_proj down_proj" : "q_proj k_proj v_proj o_proj gate_proj up_proj down_proj");
         }
     } else if (tm && tm->type != JSON_STRING && tm->type != JSON_NULL) return set_error(cpath, "target_modules must be a list, a string or null");
     // settings that change what the adapter computes: accepted at their defaults only
@@ -7227,7 +7706,7 @@ static int lora_load(Lora *lo, LoraConfig *lc, const Config *c, const char *dir,
     if (!json_is_int(jr) || jr->num < 1 || jr->num > 65536) { rc = set_error(cpath, "'r' must be a positive integer"); goto done; }
     if (!json_is_num(ja) || !isfinite((float)ja->num)) { rc = set_error(cpath, "'lora_alpha' must be a number (in float range)"); goto done; }
     if (bias && strcmp(bias, "none")) { rc = set_error(cpath, "bias '%s' is not supported (only \"none\")", bias); goto done; }
-    if ((rc = lora_config_check(j, cpath))) goto done;
+    if ((rc = lora_config_check(j, c, cpath))) goto done;
     if (json_bool_or(j, "fan_in_fan_out", 0)) { rc = set_error(cpath, "fan_in_fan_out=true is not supported for Llama linear layers"); goto done; }
     lc->dora = json_bool_or(j, "use_dora", 0);
     {   // target_modules as one string other than "all-linear": a regex on the whole module name (PEFT's re.fullmatch)
@@ -7284,11 +7763,18 @@ static int lora_load(Lora *lo, LoraConfig *lc, const Config *c, const char *dir,
                 if ((which == 1 && !save_embed) || (which == 2 && !save_head)) { rc = set_error(wpath, "tensor '%s' is not listed in modules_to_save", st.t[i].name); break; }
                 continue;
             }
-            if (parse_lora_key(st.t[i].name, &l, &t, &ab)) { rc = set_error(wpath, "unexpected tensor '%s' (not a LoRA A/B weight of a Llama layer)", st.t[i].name); break; }
+            if (parse_lora_key(st.t[i].name, lora_fused(c), &l, &t, &ab)) {
+                int l2, t2; char ab2;
+                if (!parse_lora_key(st.t[i].name, !lora_fused(c), &l2, &t2, &ab2)) // the other naming: an adapter of another family
+                    rc = set_error(wpath, "tensor '%s' adapts %s, which %s does not have (its modules are %s)", st.t[i].name, lora_name(!lora_fused(c), t2), family_arch[c->family],
+                                   lora_fused(c) ? "qkv_proj o_proj gate_up_proj down_proj" : "q_proj k_proj v_proj o_proj gate_proj up_proj down_proj");
+                else rc = set_error(wpath, "unexpected tensor '%s' (not a LoRA A/B weight of a %s layer)", st.t[i].name, family_arch[c->family]);
+                break;
+            }
             if ((rc = lora_key_prefix_check(st.t[i].name, wpath))) break;
             if (l >= c->n_layers) { rc = set_error(wpath, "tensor '%s' is for layer %d but the model has %d layers", st.t[i].name, l, c->n_layers); break; }
-            if (lc->target_regex[0] && !lora_regex_selects(lc->target_regex, l, t)) {
-                rc = set_error(wpath, "tensor '%s': target_modules '%s' does not match model.layers.%d.%s.%s", st.t[i].name, lc->target_regex, l, target_block(t), target_names[t]); break;
+            if (lc->target_regex[0] && !lora_regex_selects(lc->target_regex, lora_fused(c), l, t)) {
+                rc = set_error(wpath, "tensor '%s': target_modules '%s' does not match model.layers.%d.%s.%s", st.t[i].name, lc->target_regex, l, target_block(t), lora_name(lora_fused(c), t)); break;
             }
             int slot = (l * NUM_TARGETS + t) * 3 + (ab == 'A' ? 0 : ab == 'B' ? 1 : 2);
             if (seen[slot]++) { rc = set_error(wpath, "tensor '%s' appears twice (with and without an adapter name?)", st.t[i].name); break; }
@@ -7303,11 +7789,15 @@ static int lora_load(Lora *lo, LoraConfig *lc, const Config *c, const char *dir,
             ranks[l * NUM_TARGETS + t] = r;
             lc->targets |= 1u << t;
         }
+        for (int i = 0; lora_fused(c) && i < n; i++) { // a fused module's parts: its rank, its A
+            int lead = i - i % NUM_TARGETS + fused_lead(1, i % NUM_TARGETS);
+            if (lead != i) { ranks[i] = ranks[lead]; if (ranks[i]) lc->targets |= 1u << (i % NUM_TARGETS); }
+        }
         for (int i = 0; i < n && !rc; i++) {
             if (!ranks[i]) continue;
             int l = i / NUM_TARGETS, t = i % NUM_TARGETS;
             char mname[128];
-            snprintf(mname, sizeof(mname), "model.layers.%d.%s.%s", l, target_block(t), target_names[t]);
+            snprintf(mname, sizeof(mname), "model.layers.%d.%s.%s", l, target_block(t), lora_name(lora_fused(c), fused_lead(lora_fused(c), t)));
             int want_r = lc->r;
             float alpha = lc->alpha;
             for (int k = 0; rp && rp->type == JSON_OBJECT && k < rp->n; k++) if (peft_key_matches(rp->keys[k], mname) && json_is_int(&rp->items[k])) want_r = fabs(rp->items[k].num) <= 65536 ? (int)rp->items[k].num : -1;
@@ -7322,18 +7812,18 @@ static int lora_load(Lora *lo, LoraConfig *lc, const Config *c, const char *dir,
             lo->dropout = lc->dropout;
             for (int i = 0; i < n && !rc; i++) {
                 LoraModule *m = &lo->mods[i];
-                if (!m->r) continue;
                 int l = i / NUM_TARGETS, t = i % NUM_TARGETS;
+                if (!m->r || !lora_name(lo->fused, t)) continue; // (a fused module's parts are read with its first)
                 for (int ab = 0; ab < (lc->dora ? 3 : 2) && !rc; ab++) {
                     // the key with or without an adapter-name segment
                     const char want = "ABM"[ab];
                     STTensor *tt = NULL;
                     for (int k = 0; k < st.n && !tt; k++) {
                         int kl, kt; char kab;
-                        if (!parse_lora_key(st.t[k].name, &kl, &kt, &kab) && kl == l && kt == t && kab == want) tt = &st.t[k];
+                        if (!parse_lora_key(st.t[k].name, lo->fused, &kl, &kt, &kab) && kl == l && kt == t && kab == want) tt = &st.t[k];
                     }
                     if (!tt) { rc = set_error(wpath, "layer %d %s has lora_%c but no lora_%c", l, target_names[t], ab ? 'A' : 'B', ab ? 'B' : 'A'); break; }
-                    int64_t shape[2] = { ab == 0 ? m->r : m->out, ab == 0 ? m->in : m->r };
+                    int64_t shape[2] = { ab == 0 ? m->r : lora_out_rows(lo, l, t), ab == 0 ? m->in : m->r };
                     if (st_check_shape(&st, tt, ab == 2 ? 1 : 2, shape) || st_read_floatX(&st, tt, ab == 0 ? m->A : ab == 1 ? m->B : m->mag)) rc = -1;
                 }
             }
@@ -7990,18 +8480,18 @@ static int model_resize_vocab(Model *m, int V2) {
     model_alloc(&e);
     if (m->quant) { free(e.qw); e.qw = m->qw; }
     ParameterTensors *p = &m->params, *q = &e.params;
-    floatX *src[NUM_PARAM_TENSORS] = { p->embed, p->rms_att, p->wq, p->wk, p->wv, p->wo, p->rms_ffn, p->w1, p->w2, p->w3, p->rms_final, p->wcls };
-    floatX *dst[NUM_PARAM_TENSORS] = { q->embed, q->rms_att, q->wq, q->wk, q->wv, q->wo, q->rms_ffn, q->w1, q->w2, q->w3, q->rms_final, q->wcls };
     size_t C = (size_t)c->dim;
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
         if (!m->param_sizes[i]) continue;
-        memcpy(dst[i], src[i], m->param_sizes[i] * sizeof(floatX));
+        const floatX *src = *param_ptr(p, i);
+        floatX *dst = *param_ptr(q, i);
+        memcpy(dst, src, m->param_sizes[i] * sizeof(floatX));
         if (i == 0 || i == 11) {
             for (size_t x = 0; x < C; x++) {
                 double mean = 0;
-                for (int v = 0; v < V; v++) mean += src[i][(size_t)v * C + x];
+                for (int v = 0; v < V; v++) mean += src[(size_t)v * C + x];
                 mean /= V;
-                for (int v = V; v < V2; v++) dst[i][(size_t)v * C + x] = (floatX)mean;
+                for (int v = V; v < V2; v++) dst[(size_t)v * C + x] = (floatX)mean;
             }
         }
     }
@@ -8109,14 +8599,15 @@ static int model_expand_llama_pro(Model *m, int n_expand) {
     Config *c = &m->config;
     int L = c->n_layers;
     if (m->quant) return set_error(m->path, "LLaMA Pro needs a float model (--quant none)");
+    if (c->family > FAM_MISTRAL) return set_error(m->path, "LLaMA Pro block expansion is for Llama and Mistral models, not %s", family_arch[c->family]);
     if (n_expand < 1 || n_expand > MAX_EXPAND || L % n_expand) return set_error(m->path, "--expand %d must divide the model's %d layers (at most %d)", n_expand, L, MAX_EXPAND);
     Model e = *m;
     e.config.n_layers = L + n_expand;
     e.qw = NULL;
     model_alloc(&e);
     ParameterTensors *p = &m->params, *q = &e.params;
-    floatX *src[NUM_PARAM_TENSORS] = { p->embed, p->rms_att, p->wq, p->wk, p->wv, p->wo, p->rms_ffn, p->w1, p->w2, p->w3, p->rms_final, p->wcls };
-    floatX *dst[NUM_PARAM_TENSORS] = { q->embed, q->rms_att, q->wq, q->wk, q->wv, q->wo, q->rms_ffn, q->w1, q->w2, q->w3, q->rms_final, q->wcls };
+    floatX *src[NUM_PARAM_TENSORS], *dst[NUM_PARAM_TENSORS];
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) { src[i] = *param_ptr(p, i); dst[i] = *param_ptr(q, i); }
     int split = L / n_expand;
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
         if (!m->param_sizes[i]) continue;
@@ -8292,16 +8783,13 @@ static void trainable_init(Trainable *tr, Model *m, ParameterTensors *g, Lora *l
     if (mode == TUNE_LORA) {
         tr->seg[0].p = lo->params; tr->seg[0].g = lo->grads; tr->seg[0].n = lo->num_params; tr->nseg = 1;
     } else {
-        floatX *pp[NUM_PARAM_TENSORS] = { m->params.embed, m->params.rms_att, m->params.wq, m->params.wk, m->params.wv, m->params.wo, m->params.rms_ffn, m->params.w1, m->params.w2, m->params.w3, m->params.rms_final, m->params.wcls };
-        floatX *gp[NUM_PARAM_TENSORS] = { g->embed, g->rms_att, g->wq, g->wk, g->wv, g->wo, g->rms_ffn, g->w1, g->w2, g->w3, g->rms_final, g->wcls };
         int L = m->config.n_layers;
         for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
             size_t n = m->param_sizes[i];
             if (!n) continue;
-            int per_layer = i >= 1 && i <= 9;
-            if (mode == TUNE_FREEZE && !per_layer) continue;
+            if (mode == TUNE_FREEZE && !param_per_layer(i)) continue;
             size_t off = (mode == TUNE_FREEZE) ? n / (size_t)L * (size_t)layer_from : 0; // layers are the outer dimension
-            tr->seg[tr->nseg].p = pp[i] + off; tr->seg[tr->nseg].g = gp[i] + off; tr->seg[tr->nseg].n = n - off;
+            tr->seg[tr->nseg].p = *param_ptr(&m->params, i) + off; tr->seg[tr->nseg].g = *param_ptr(g, i) + off; tr->seg[tr->nseg].n = n - off;
             tr->nseg++;
         }
     }
@@ -10065,13 +10553,13 @@ static int cmd_dump(int argc, char **argv) {
             for (int l = 0; l < lo->n_layers; l++)
                 for (int t = 0; t < NUM_TARGETS; t++) {
                     LoraModule *lm = &lo->mods[l * NUM_TARGETS + t];
-                    if (!lm->r) continue;
+                    if (!lm->r || !lora_name(lo->fused, t)) continue;
                     for (int ab = 0; ab < 2; ab++) {
                         char key[200];
-                        lora_key(key, sizeof(key), l, t, ab ? "B" : "A", NULL);
+                        lora_key(key, sizeof(key), lo->fused, l, t, ab ? "B" : "A", NULL);
                         snprintf(ts[nt].name, sizeof(ts[nt].name), "grad.%s", key);
                         ts[nt].dtype = DT_F32; ts[nt].ndim = 2;
-                        ts[nt].shape[0] = ab ? lm->out : lm->r; ts[nt].shape[1] = ab ? lm->r : lm->in;
+                        ts[nt].shape[0] = ab ? lora_out_rows(lo, l, t) : lm->r; ts[nt].shape[1] = ab ? lm->r : lm->in;
                         ts[nt].fdata = ab ? lm->dB : lm->dA; nt++;
                     }
                     if (lm->mag) { // PEFT names the magnitude's gradient after its nn.Parameter: ...lora_magnitude_vector.weight
@@ -10114,7 +10602,8 @@ static void error_usage_train(void) {
                     "  --rslora                  scale = alpha/sqrt(r)\n"
                     "  --dora                    DoRA: learn a magnitude per output row too (PEFT's use_dora)\n"
                     "  --dropout P               LoRA dropout on the branch input (default 0)\n"
-                    "  --targets LIST            q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj or all-linear (default q_proj,v_proj),\n"
+                    "  --targets LIST            q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj or all-linear (default q_proj,v_proj;\n"
+                    "                            Phi-3: qkv_proj,o_proj,gate_up_proj,down_proj, default qkv_proj),\n"
                     "                            or a regex on whole module names as PEFT takes a string, e.g. '.*\\.(1|3)\\.self_attn\\.(q|v)_proj'\n"
                     "  --layers LIST             layers to adapt, e.g. 0,1,4-7 (default all)\n"
                     "  --init I                  kaiming | gaussian (default kaiming: PEFT's)\n"
@@ -10166,6 +10655,8 @@ static void error_usage_train(void) {
 }
 // --targets: all-linear, a comma list of module names, or a regex on whole module names (PEFT's string form),
 // recognised by its regex characters; a regex goes to lc->target_regex and the mask is 0
+#define TARGETS_FUSED (1u << 30) // --targets named qkv_proj or gate_up_proj
+#define TARGETS_SPLIT (1u << 29) // --targets named one of q/k/v/gate/up_proj
 static unsigned parse_targets(const char *s, LoraConfig *lc) {
     if (!strcmp(s, "all-linear")) return (1u << NUM_TARGETS) - 1;
     if (strpbrk(s, ".*+?[](){}|\\^$")) {
@@ -10181,8 +10672,11 @@ static unsigned parse_targets(const char *s, LoraConfig *lc) {
     for (char *tkn = strtok(buf, ","); tkn; tkn = strtok(NULL, ",")) {
         int found = -1;
         for (int t = 0; t < NUM_TARGETS; t++) if (!strcmp(tkn, target_names[t])) found = t;
-        if (found < 0) fatal("--targets: unknown module '%s' (known: q_proj k_proj v_proj o_proj gate_proj up_proj down_proj, or all-linear)", tkn);
-        mask |= 1u << found;
+        // Phi-3's fused modules: all their parts, marked (TARGETS_FUSED) so that the family can be checked once it is known
+        if (!strcmp(tkn, "qkv_proj")) { mask |= 1u << TGT_Q | 1u << TGT_K | 1u << TGT_V | TARGETS_FUSED; continue; }
+        if (!strcmp(tkn, "gate_up_proj")) { mask |= 1u << TGT_GATE | 1u << TGT_UP | TARGETS_FUSED; continue; }
+        if (found < 0) fatal("--targets: unknown module '%s' (known: q_proj k_proj v_proj o_proj gate_proj up_proj down_proj; Phi-3: qkv_proj o_proj gate_up_proj down_proj; or all-linear)", tkn);
+        mask |= 1u << found | TARGETS_SPLIT * (found == TGT_Q || found == TGT_K || found == TGT_V || found == TGT_GATE || found == TGT_UP);
     }
     if (!mask) fatal("--targets: empty list");
     return mask;
@@ -10347,6 +10841,9 @@ static int cmd_train(int argc, char **argv) {
     if ((double)ta.B * ta.T * ta.grad_accum > INT_MAX) fatal("-b %d x -T %d (x %d accumulation steps) is too many tokens per step", ta.B, ta.T, ta.grad_accum);
     if (ta.mode == TUNE_FREEZE && ta.freeze_layers > c->n_layers) fatal("--freeze-trainable-layers %d exceeds the model's %d layers", ta.freeze_layers, c->n_layers);
     if (ta.mode == TUNE_LORA && !ta.resume_adapter) {
+        if (ta.lc.targets & (lora_fused(c) ? TARGETS_SPLIT : TARGETS_FUSED))
+            fatal("--targets: %s's modules are %s", family_arch[c->family], lora_fused(c) ? "qkv_proj o_proj gate_up_proj down_proj" : "q_proj k_proj v_proj o_proj gate_proj up_proj down_proj");
+        ta.lc.targets &= (1u << NUM_TARGETS) - 1;
         for (int t = 0; t < NUM_TARGETS; t++) {
             int in, out;
             target_dims(c, t, &in, &out);
@@ -10357,7 +10854,7 @@ static int cmd_train(int argc, char **argv) {
         if (ta.lc.target_regex[0]) {
             if (layers) fatal("--layers does not apply to a --targets regex (PEFT ignores layers_to_transform for one); put the layers in the regex");
             int any = 0;
-            for (int l = 0; l < c->n_layers; l++) for (int t = 0; t < NUM_TARGETS; t++) if (lora_regex_selects(ta.lc.target_regex, l, t)) { any = 1; ta.lc.targets |= 1u << t; }
+            for (int l = 0; l < c->n_layers; l++) for (int t = 0; t < NUM_TARGETS; t++) if (lora_regex_selects(ta.lc.target_regex, lora_fused(c), l, t)) { any = 1; ta.lc.targets |= 1u << t; }
             if (!any) fatal("--targets '%s' matches no module (names are like model.layers.0.self_attn.q_proj, model.layers.0.mlp.up_proj)", ta.lc.target_regex);
         }
     }
@@ -10574,6 +11071,14 @@ static void gguf_kv_f32(StrBuf *b, const char *k, float v) { uint32_t t = GGUF_F
 static int export_gguf(const Lora *lo, const LoraConfig *lc, const Config *c, const char *name, const char *out) {
     if (lo->dora) return set_error(out, "DoRA adapters have no llama.cpp form (its LoRA is W + scale B A)");
     if (lo->embed || lo->lm_head) return set_error(out, "modules_to_save (full embed_tokens / lm_head) have no llama.cpp LoRA form; merge them instead");
+    if (c->family == FAM_PHI3) return set_error(out, "Phi-3 adapters are not exported to GGUF yet (llama.cpp fuses attn_qkv and ffn_up); merge the adapter instead");
+    // llama.cpp's architecture names; Llama and Mistral use its "llama" graph with interleaved RoPE rows,
+    // the others NEOX (rotate-half) RoPE, as peft.c and transformers keep them
+    const char *gguf_arch[NUM_FAMILIES] = { "llama", "llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3" };
+    const char *ga = gguf_arch[c->family];
+    int interleaved = c->family == FAM_LLAMA || c->family == FAM_MISTRAL;
+    char key[96];
+    #define GKEY(k) (snprintf(key, sizeof(key), "%s.%s", ga, k), key)
     int L = c->n_layers, ntensors = 0;
     double alpha = -1;
     for (int i = 0; i < L * NUM_TARGETS; i++) if (lo->mods[i].r) { if (alpha < 0) alpha = (double)lo->mods[i].scale * lo->mods[i].r; ntensors += 2; }
@@ -10584,21 +11089,22 @@ static int export_gguf(const Lora *lo, const LoraConfig *lc, const Config *c, co
     uint32_t version = 3;
     uint64_t nt = (uint64_t)ntensors, nkv = 15;
     sb_putn(&h, "GGUF", 4); gguf_num(&h, &version, 4); gguf_num(&h, &nt, 8); gguf_num(&h, &nkv, 8);
-    gguf_kv_str(&h, "general.architecture", "llama");
+    gguf_kv_str(&h, "general.architecture", ga);
     gguf_kv_str(&h, "general.type", "adapter");
     gguf_kv_str(&h, "general.name", name);
     gguf_kv_u32(&h, "general.file_type", 0); // all F32
     gguf_kv_str(&h, "adapter.type", "lora");
     gguf_kv_f32(&h, "adapter.lora.alpha", (float)alpha);
-    gguf_kv_u32(&h, "llama.block_count", (uint32_t)L);
-    gguf_kv_u32(&h, "llama.context_length", (uint32_t)c->seq_len);
-    gguf_kv_u32(&h, "llama.embedding_length", (uint32_t)c->dim);
-    gguf_kv_u32(&h, "llama.feed_forward_length", (uint32_t)c->hidden_dim);
-    gguf_kv_u32(&h, "llama.attention.head_count", (uint32_t)c->n_heads);
-    gguf_kv_u32(&h, "llama.attention.head_count_kv", (uint32_t)c->n_kv_heads);
-    gguf_kv_f32(&h, "llama.rope.freq_base", c->rope_theta);
-    gguf_kv_f32(&h, "llama.attention.layer_norm_rms_epsilon", c->norm_eps);
-    gguf_kv_u32(&h, "llama.rope.dimension_count", (uint32_t)c->head_dim);
+    gguf_kv_u32(&h, GKEY("block_count"), (uint32_t)L);
+    gguf_kv_u32(&h, GKEY("context_length"), (uint32_t)c->seq_len);
+    gguf_kv_u32(&h, GKEY("embedding_length"), (uint32_t)c->dim);
+    gguf_kv_u32(&h, GKEY("feed_forward_length"), (uint32_t)c->hidden_dim);
+    gguf_kv_u32(&h, GKEY("attention.head_count"), (uint32_t)c->n_heads);
+    gguf_kv_u32(&h, GKEY("attention.head_count_kv"), (uint32_t)c->n_kv_heads);
+    gguf_kv_f32(&h, GKEY("rope.freq_base"), c->rope_theta);
+    gguf_kv_f32(&h, GKEY("attention.layer_norm_rms_epsilon"), c->norm_eps);
+    gguf_kv_u32(&h, GKEY("rope.dimension_count"), (uint32_t)c->head_dim);
+    #undef GKEY
     // tensor infos: offsets into the data section, each aligned to 32 bytes (general.alignment's default)
     uint64_t off = 0;
     for (int l = 0; l < L; l++) for (int t = 0; t < NUM_TARGETS; t++) {
@@ -10630,7 +11136,7 @@ static int export_gguf(const Lora *lo, const LoraConfig *lc, const Config *c, co
         double ratio = (double)md->scale * md->r / alpha;  // 1 unless the scales differ between modules
         floatX *Bp = (floatX *)malloc_check(nb * sizeof(floatX));
         memcpy(Bp, md->B, nb * sizeof(floatX));
-        if (t == TGT_Q || t == TGT_K) permute_rope_rows(Bp, t == TGT_Q ? c->n_heads : c->n_kv_heads, c->head_dim, md->r, 0);
+        if (interleaved && (t == TGT_Q || t == TGT_K)) permute_rope_rows(Bp, t == TGT_Q ? c->n_heads : c->n_kv_heads, c->head_dim, md->r, 0);
         for (size_t i = 0; i < nb; i++) buf[i] = fabs(ratio - 1) < 1e-6 ? (float)Bp[i] : (float)(Bp[i] * ratio);
         atomic_write_le(&af, buf, 4, nb);
         atomic_write(&af, zeros, (32 - nb * 4 % 32) % 32);
@@ -10808,10 +11314,23 @@ static int cmd_info(int argc, char **argv) {
         const char *fmt[] = { "llama2.c legacy .bin", "llama2.c v1 .bin (fp32)", "llama2.c v2 .bin (int8 groups of 64)", "Hugging Face folder", "peft.c 4-bit .bin" };
         printf("model %s: %s%s%s\n", path, fmt[m.format], m.format == FMT_HF ? ", weights " : "", m.format == FMT_HF ? dtype_names[m.hf_dtype] : "");
         if (m.quant) printf("quantized: %s linear weights%s, embeddings %s\n", qtype_names[m.quant], m.quant_dq ? " (double-quantized absmax)" : "", m.quant_embed ? qtype_names[m.quant] : "fp32");
+        printf("family %s%s%s%s%s%s%s%s\n", family_arch[c->family], c->attn_bias ? ", q/k/v biases" : "", c->qk_norm ? ", q/k norms" : "", c->norm_offset ? ", (1 + w) norms" : "",
+               c->post_norms ? ", post-attention/MLP norms" : "", c->geglu ? ", GeGLU" : "", c->attn_softcap > 0 || c->final_softcap > 0 ? ", soft-capping" : "", c->family == FAM_PHI3 ? ", fused qkv_proj/gate_up_proj" : "");
+        if (c->sliding_window) {
+            int ns = 0;
+            for (int l = 0; l < c->n_layers; l++) ns += c->layer_sliding[l];
+            printf("sliding window %d on %d of %d layers%s\n", c->sliding_window, ns, c->n_layers, c->rope_local_theta > 0 ? " (their RoPE base: rope_local_base_freq)" : "");
+        }
         printf("dim %d, hidden %d, layers %d, heads %d, kv heads %d, head_dim %d, vocab %d, max positions %d, rope_theta %g%s, rms_norm_eps %g, tied classifier %s\n",
-               c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, c->vocab_size, c->seq_len, c->rope_theta, c->rope_llama3 ? " (llama3 scaling)" : "", c->norm_eps, c->tied ? "yes" : "no");
-        const char *tn[NUM_PARAM_TENSORS] = { "embed_tokens", "input_layernorm", "q_proj", "k_proj", "v_proj", "o_proj", "post_attention_layernorm", "gate_proj", "down_proj", "up_proj", "norm", "lm_head" };
-        for (int i = 0; i < NUM_PARAM_TENSORS; i++) if (m.param_sizes[i]) printf("  %-26s %12zu\n", tn[i], m.param_sizes[i]);
+               c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, c->vocab_size, c->seq_len, c->rope_theta, c->rope_llama3 ? " (llama3 scaling)" : c->rope_linear > 0 ? " (linear scaling)" : "", c->norm_eps, c->tied ? "yes" : "no");
+        for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+            if (!m.param_sizes[i]) continue;
+            char tn[64];
+            const char *hn = param_per_layer(i) ? hf_layer_name(c, i) : i == 0 ? "embed_tokens.weight" : i == 10 ? "norm.weight" : "lm_head.weight";
+            snprintf(tn, sizeof(tn), "%s", hn);
+            if (strlen(tn) > 7 && !strcmp(tn + strlen(tn) - 7, ".weight")) tn[strlen(tn) - 7] = 0;
+            printf("  %-34s %12zu\n", tn, m.param_sizes[i]);
+        }
         size_t nq = 0;
         if (m.quant) {
             size_t per[NUM_TARGETS] = { 0 };

@@ -32,11 +32,56 @@ static double rel_err(const double *a, const double *b, size_t n) { // ||a-b|| /
 }
 
 // ----------------------------------------------------------------------------
-// finite-difference gradient checks (fp64 build)
-#ifdef PEFT_FP64
-
+// tiny random models (both builds)
 static uint64_t fd_rng = 1234;
 static void fill_random(floatX *x, size_t n, double scale) { for (size_t i = 0; i < n; i++) x[i] = (2 * random_f32(&fd_rng) - 1) * scale; }
+
+
+// --- whole-model checks on a tiny random model
+static void tiny_config(Config *c) {
+    memset(c, 0, sizeof(*c));
+    config_defaults(c);
+    c->dim = 16; c->hidden_dim = 24; c->n_layers = 2; c->n_heads = 4; c->n_kv_heads = 2; c->head_dim = 4;
+    c->vocab_size = 13; c->seq_len = 8; c->tied = 0;
+}
+MAYBE_UNUSED static void tiny_model(Model *m, int tied) {
+    memset(m, 0, sizeof(*m));
+    tiny_config(&m->config);
+    m->config.tied = tied;
+    model_alloc(m);
+    fill_random(m->params_memory, m->num_parameters, 0.5);
+    for (int i = 0; i < m->config.n_layers * m->config.dim; i++) { m->params.rms_att[i] += 1; m->params.rms_ffn[i] += 1; }
+}
+
+// a family's switches on the tiny model (mode names the family): windows of 3 are shorter than the checks' T = 6
+static void tiny_family(Config *c, const char *mode) {
+    if (strstr(mode, "phi3")) c->family = FAM_PHI3; // Llama's layer; LoRA on its fused modules shares A
+    if (strstr(mode, "qwen2")) { c->family = FAM_QWEN2; c->attn_bias = 1; }
+    if (strstr(mode, "qwen3")) { c->family = FAM_QWEN3; c->qk_norm = 1; c->head_dim = 6; } // NH*HS = 24 != C = 16
+    if (strstr(mode, "mistral")) { c->family = FAM_MISTRAL; c->sliding_window = 3; for (int l = 0; l < c->n_layers; l++) c->layer_sliding[l] = 1; }
+    if (strstr(mode, "gemma")) {
+        c->family = strstr(mode, "gemma3") ? FAM_GEMMA3 : FAM_GEMMA2;
+        c->norm_offset = 1; c->post_norms = 1; c->geglu = 1; c->embed_scale = 4; c->attn_scale = 0.4f;
+        c->sliding_window = 3; c->layer_sliding[0] = 1;
+        if (c->family == FAM_GEMMA2) { c->attn_softcap = 2; c->final_softcap = 3; }
+        else { c->qk_norm = 1; c->rope_local_theta = 100; c->rope_linear = 2; }
+    }
+}
+static void tiny_family_model(Model *m, int tied, const char *mode) {
+    memset(m, 0, sizeof(*m));
+    tiny_config(&m->config);
+    m->config.tied = tied;
+    tiny_family(&m->config, mode);
+    model_alloc(m);
+    fill_random(m->params_memory, m->num_parameters, 0.5);
+    if (!m->config.norm_offset) // norm weights around 1 ((1 + w) ones around 1 already)
+        for (int i = 0; i < NUM_PARAM_TENSORS; i++)
+            if (i == 1 || i == 6 || i == 10 || i >= 15) for (size_t k = 0; k < m->param_sizes[i]; k++) (*param_ptr(&m->params, i))[k] += 1;
+}
+
+// ----------------------------------------------------------------------------
+// finite-difference gradient checks (fp64 build)
+#ifdef PEFT_FP64
 
 // Checks d(sum(out * R))/d(param) of an op against central differences on every element of param.
 typedef void (*fd_fn)(void *ctx);
@@ -75,18 +120,19 @@ static void test_fd_matmul(void) {
     free(c.out); free(c.inp); free(c.w); free(R); free(dinp); free(dw);
 }
 
-typedef struct { floatX *out, *rstd, *inp, *w; int N, C; } NormCtx;
-static void fd_norm_fwd(void *p) { NormCtx *c = (NormCtx *)p; rmsnorm_forward(c->out, c->rstd, c->inp, c->w, c->N, c->C, 1e-5f); }
-static void test_fd_rmsnorm(void) {
+typedef struct { floatX *out, *rstd, *inp, *w; int N, C; float woff; } NormCtx;
+static void fd_norm_fwd(void *p) { NormCtx *c = (NormCtx *)p; rmsnorm_forward(c->out, c->rstd, c->inp, c->w, c->N, c->C, 1e-5f, c->woff); }
+// woff 1: Gemma's (1 + w) RMSNorm
+static void test_fd_rmsnorm(float woff) {
     int N = 4, C = 9;
-    NormCtx c = { malloc_check(N * C * sizeof(floatX)), malloc_check(N * sizeof(floatX)), malloc_check(N * C * sizeof(floatX)), malloc_check(C * sizeof(floatX)), N, C };
+    NormCtx c = { malloc_check(N * C * sizeof(floatX)), malloc_check(N * sizeof(floatX)), malloc_check(N * C * sizeof(floatX)), malloc_check(C * sizeof(floatX)), N, C, woff };
     floatX *R = malloc_check(N * C * sizeof(floatX)), *dinp = calloc_check(N * C, sizeof(floatX)), *dw = calloc_check(C, sizeof(floatX));
     fill_random(c.inp, N * C, 1); fill_random(c.w, C, 1); fill_random(R, N * C, 1);
     FDObjective o = { c.out, (size_t)N * C, R };
     fd_norm_fwd(&c);
-    rmsnorm_backward(dinp, dw, R, c.inp, c.w, c.rstd, N, C);
-    fd_compare("fd rmsnorm dinp", c.inp, N * C, dinp, fd_norm_fwd, &c, &o);
-    fd_compare("fd rmsnorm dweight", c.w, C, dw, fd_norm_fwd, &c, &o);
+    rmsnorm_backward(dinp, dw, R, c.inp, c.w, c.rstd, N, C, woff);
+    fd_compare(woff ? "fd rmsnorm (1 + w) dinp" : "fd rmsnorm dinp", c.inp, N * C, dinp, fd_norm_fwd, &c, &o);
+    fd_compare(woff ? "fd rmsnorm (1 + w) dweight" : "fd rmsnorm dweight", c.w, C, dw, fd_norm_fwd, &c, &o);
     free(c.out); free(c.rstd); free(c.inp); free(c.w); free(R); free(dinp); free(dw);
 }
 
@@ -109,38 +155,72 @@ static void test_fd_rope(void) {
     free(c.out); free(c.inp); free(c.cs); free(c.sn); free(R); free(d);
 }
 
-typedef struct { floatX *out, *att, *q, *k, *v; int B, T, NH, KVH, HS; } AttCtx;
-static void fd_att_fwd(void *p) { AttCtx *c = (AttCtx *)p; attention_forward(c->out, c->att, c->q, c->k, c->v, c->B, c->T, c->NH, c->KVH, c->HS); }
-static void test_fd_attention(void) {
+typedef struct { floatX *out, *att, *attc, *q, *k, *v; int B, T, NH, KVH, HS; AttnMode am; } AttCtx;
+static void fd_att_fwd(void *p) { AttCtx *c = (AttCtx *)p; attention_forward_m(c->out, c->att, c->attc, c->q, c->k, c->v, c->B, c->T, c->NH, c->KVH, c->HS, c->am); }
+// mode 0: plain causal; 1: Gemma 2's scale, soft-capping and a window of 3 over T = 5
+static void test_fd_attention(int mode) {
     AttCtx c = { 0 };
     c.B = 2; c.T = 5; c.NH = 4; c.KVH = 2; c.HS = 3;
+    c.am = attn_default(c.HS);
+    if (mode) { c.am.scale = 0.8f; c.am.softcap = 1.5f; c.am.window = 3; }
     size_t nq = (size_t)c.B * c.T * c.NH * c.HS, nk = (size_t)c.B * c.T * c.KVH * c.HS;
     c.out = malloc_check(nq * sizeof(floatX)); c.att = calloc_check((size_t)c.B * c.NH * c.T * c.T, sizeof(floatX));
+    c.attc = mode ? calloc_check((size_t)c.B * c.NH * c.T * c.T, sizeof(floatX)) : NULL;
     c.q = malloc_check(nq * sizeof(floatX)); c.k = malloc_check(nk * sizeof(floatX)); c.v = malloc_check(nk * sizeof(floatX));
     floatX *R = malloc_check(nq * sizeof(floatX)), *dq = calloc_check(nq, sizeof(floatX)), *dk = calloc_check(nk, sizeof(floatX)), *dv = calloc_check(nk, sizeof(floatX));
     floatX *scratch = calloc_check((size_t)c.B * c.NH * c.T, sizeof(floatX));
-    fill_random(c.q, nq, 1); fill_random(c.k, nk, 1); fill_random(c.v, nk, 1); fill_random(R, nq, 1);
+    fill_random(c.q, nq, mode ? 2 : 1); fill_random(c.k, nk, mode ? 2 : 1); fill_random(c.v, nk, 1); fill_random(R, nq, 1);
     fd_att_fwd(&c);
-    attention_backward(dq, dk, dv, scratch, R, c.q, c.k, c.v, c.out, c.att, c.B, c.T, c.NH, c.KVH, c.HS);
+    attention_backward_m(dq, dk, dv, scratch, R, c.q, c.k, c.v, c.out, c.att, c.attc, c.B, c.T, c.NH, c.KVH, c.HS, c.am);
     FDObjective o = { c.out, nq, R };
-    fd_compare("fd attention dq", c.q, nq, dq, fd_att_fwd, &c, &o);
-    fd_compare("fd attention dk (grouped-query)", c.k, nk, dk, fd_att_fwd, &c, &o);
-    fd_compare("fd attention dv (grouped-query)", c.v, nk, dv, fd_att_fwd, &c, &o);
-    free(c.out); free(c.att); free(c.q); free(c.k); free(c.v); free(R); free(dq); free(dk); free(dv); free(scratch);
+    const char *tag = mode ? " (scale, soft-cap 1.5, window 3 of T 5)" : "";
+    char name[160];
+    snprintf(name, sizeof(name), "fd attention dq%s", tag); fd_compare(name, c.q, nq, dq, fd_att_fwd, &c, &o);
+    snprintf(name, sizeof(name), "fd attention dk (grouped-query)%s", tag); fd_compare(name, c.k, nk, dk, fd_att_fwd, &c, &o);
+    snprintf(name, sizeof(name), "fd attention dv (grouped-query)%s", tag); fd_compare(name, c.v, nk, dv, fd_att_fwd, &c, &o);
+    if (mode) { // the window: query t reads keys t-2..t only (transformers: kv_idx > q_idx - window)
+        int outside = 0, inside = 1;
+        for (int b = 0; b < c.B; b++) for (int h = 0; h < c.NH; h++) for (int t = 0; t < c.T; t++) for (int s2 = 0; s2 <= t; s2++) {
+            floatX pv = c.att[(((size_t)b * c.NH + h) * c.T + t) * c.T + s2];
+            if (s2 <= t - 3) outside |= pv != 0; else inside &= pv > 0;
+        }
+        check(!outside && inside, "attention window: keys s <= t - window get probability 0, the others > 0", "window 3, T 5");
+    }
+    free(c.out); free(c.att); free(c.attc); free(c.q); free(c.k); free(c.v); free(R); free(dq); free(dk); free(dv); free(scratch);
 }
 
-typedef struct { floatX *out, *g, *u; size_t n; } SwiCtx;
-static void fd_swiglu_fwd(void *p) { SwiCtx *c = (SwiCtx *)p; swiglu_forward(c->out, c->g, c->u, c->n); }
-static void test_fd_swiglu(void) {
+typedef struct { floatX *out, *g, *u; size_t n; int geglu; } SwiCtx;
+static void fd_swiglu_fwd(void *p) { SwiCtx *c = (SwiCtx *)p; glu_forward(c->out, c->g, c->u, c->n, c->geglu); }
+// geglu 1: Gemma's GeGLU (gelu_pytorch_tanh)
+static void test_fd_swiglu(int geglu) {
     size_t n = 20;
-    SwiCtx c = { malloc_check(n * sizeof(floatX)), malloc_check(n * sizeof(floatX)), malloc_check(n * sizeof(floatX)), n };
+    SwiCtx c = { malloc_check(n * sizeof(floatX)), malloc_check(n * sizeof(floatX)), malloc_check(n * sizeof(floatX)), n, geglu };
     floatX *R = malloc_check(n * sizeof(floatX)), *dg = calloc_check(n, sizeof(floatX)), *du = calloc_check(n, sizeof(floatX));
     fill_random(c.g, n, 3); fill_random(c.u, n, 1); fill_random(R, n, 1);
-    swiglu_backward(dg, du, R, c.g, c.u, n);
+    glu_backward(dg, du, R, c.g, c.u, n, geglu);
     FDObjective o = { c.out, n, R };
-    fd_compare("fd swiglu dgate", c.g, n, dg, fd_swiglu_fwd, &c, &o);
-    fd_compare("fd swiglu dup", c.u, n, du, fd_swiglu_fwd, &c, &o);
+    fd_compare(geglu ? "fd geglu dgate" : "fd swiglu dgate", c.g, n, dg, fd_swiglu_fwd, &c, &o);
+    fd_compare(geglu ? "fd geglu dup" : "fd swiglu dup", c.u, n, du, fd_swiglu_fwd, &c, &o);
     free(c.out); free(c.g); free(c.u); free(R); free(dg); free(du);
+}
+
+typedef struct { floatX *out, *th, *inp, *b; size_t n; int N, OC; float cap; } CapCtx;
+static void fd_cap_fwd(void *p) { CapCtx *c = (CapCtx *)p; softcap_forward(c->out, c->th, c->inp, c->cap, c->n); }
+static void fd_bias_fwd(void *p) { CapCtx *c = (CapCtx *)p; memcpy(c->out, c->inp, c->n * sizeof(floatX)); bias_forward(c->out, c->b, c->N, c->OC); }
+static void test_fd_softcap_bias(void) {
+    int N = 3, OC = 7;
+    size_t n = (size_t)N * OC;
+    CapCtx c = { malloc_check(n * sizeof(floatX)), malloc_check(n * sizeof(floatX)), malloc_check(n * sizeof(floatX)), malloc_check(OC * sizeof(floatX)), n, N, OC, 2.5f };
+    floatX *R = malloc_check(n * sizeof(floatX)), *d = malloc_check(n * sizeof(floatX)), *db = calloc_check(OC, sizeof(floatX));
+    fill_random(c.inp, n, 6); fill_random(c.b, OC, 1); fill_random(R, n, 1);
+    fd_cap_fwd(&c);
+    memcpy(d, R, n * sizeof(floatX));
+    softcap_backward(d, c.th, n);
+    FDObjective o = { c.out, n, R };
+    fd_compare("fd soft-cap c tanh(x/c)", c.inp, n, d, fd_cap_fwd, &c, &o);
+    bias_backward(db, R, N, OC);
+    fd_compare("fd bias dbias", c.b, OC, db, fd_bias_fwd, &c, &o);
+    free(c.out); free(c.th); free(c.inp); free(c.b); free(R); free(d); free(db);
 }
 
 typedef struct { floatX *logits, *probs, *losses, *meanloss; int *targets; int N, V; } CECtx;
@@ -213,29 +293,13 @@ static void test_fd_lora(int with_dropout, int dora) {
     free(W); free(c.out); free(c.inp); free(R); free(dinp);
 }
 
-// --- whole-model checks on a tiny random model
-static void tiny_config(Config *c) {
-    memset(c, 0, sizeof(*c));
-    config_defaults(c);
-    c->dim = 16; c->hidden_dim = 24; c->n_layers = 2; c->n_heads = 4; c->n_kv_heads = 2; c->head_dim = 4;
-    c->vocab_size = 13; c->seq_len = 8; c->tied = 0;
-}
-static void tiny_model(Model *m, int tied) {
-    memset(m, 0, sizeof(*m));
-    tiny_config(&m->config);
-    m->config.tied = tied;
-    model_alloc(m);
-    fill_random(m->params_memory, m->num_parameters, 0.5);
-    for (int i = 0; i < m->config.n_layers * m->config.dim; i++) { m->params.rms_att[i] += 1; m->params.rms_ffn[i] += 1; }
-}
-
 typedef struct { Net *net; Activations *a; const int *inputs, *targets; double loss; } ModelCtx;
 static floatX *fd_loss_slot;
 static void fd_model_fwd(void *p) { ModelCtx *c = (ModelCtx *)p; peft_forward(c->net, c->a, c->inputs); c->loss = peft_loss(c->a, &c->net->model->config, c->targets); if (fd_loss_slot) *fd_loss_slot = (floatX)c->loss; }
 
 static void test_fd_model(const char *mode, int tied, int checkpoint) {
     Model m;
-    tiny_model(&m, tied);
+    tiny_family_model(&m, tied, mode);
     Config *c = &m.config;
     int B = 2, T = 6, N = B * T;
     int inputs[12], targets[12];
@@ -273,7 +337,7 @@ static void test_fd_model(const char *mode, int tied, int checkpoint) {
     if (!is_lora) {
         gmem = calloc_check(m.num_parameters, sizeof(floatX));
         point_parameters(&g, gmem, m.param_sizes, c->tied);
-        if (!strcmp(mode, "full")) { layer_from = 0; outer = 1; } else layer_from = c->n_layers - 1; // freeze: last layer only
+        if (!strncmp(mode, "full", 4)) { layer_from = 0; outer = 1; } else layer_from = c->n_layers - 1; // freeze: last layer only
     }
     peft_backward(&net, &a, is_lora ? NULL : &g, layer_from, outer);
     floatX one = 1, lossx;
@@ -284,14 +348,14 @@ static void test_fd_model(const char *mode, int tied, int checkpoint) {
         snprintf(name, sizeof(name), "fd model %s%s: every LoRA A and B", mode, checkpoint ? " (checkpointed activations)" : "");
         fd_compare(name, lora.params, lora.num_params, lora.grads, fd_model_fwd, &ctx, &o);
     } else {
-        const char *tn[NUM_PARAM_TENSORS] = { "embed", "rms_att", "wq", "wk", "wv", "wo", "rms_ffn", "w1", "w2", "w3", "rms_final", "wcls" };
-        floatX *pp[NUM_PARAM_TENSORS] = { m.params.embed, m.params.rms_att, m.params.wq, m.params.wk, m.params.wv, m.params.wo, m.params.rms_ffn, m.params.w1, m.params.w2, m.params.w3, m.params.rms_final, m.params.wcls };
-        floatX *gp[NUM_PARAM_TENSORS] = { g.embed, g.rms_att, g.wq, g.wk, g.wv, g.wo, g.rms_ffn, g.w1, g.w2, g.w3, g.rms_final, g.wcls };
+        const char **tn = param_names;
+        floatX *pp[NUM_PARAM_TENSORS], *gp[NUM_PARAM_TENSORS];
+        for (int i = 0; i < NUM_PARAM_TENSORS; i++) { pp[i] = *param_ptr(&m.params, i); gp[i] = *param_ptr(&g, i); }
         for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
             if (!m.param_sizes[i]) continue;
             size_t n = m.param_sizes[i], off = 0;
-            int per_layer = i >= 1 && i <= 9;
-            if (!strcmp(mode, "freeze")) {
+            int per_layer = param_per_layer(i);
+            if (!strncmp(mode, "freeze", 6)) {
                 if (!per_layer) { // frozen outer tensors: the gradient must stay exactly zero
                     int zero = 1;
                     for (size_t k = 0; k < n; k++) zero &= gp[i][k] == 0;
@@ -313,10 +377,14 @@ static void test_fd_model(const char *mode, int tied, int checkpoint) {
 
 static void run_fd_tests(void) {
     test_fd_matmul();
-    test_fd_rmsnorm();
+    test_fd_rmsnorm(0);
+    test_fd_rmsnorm(1);
     test_fd_rope();
-    test_fd_attention();
-    test_fd_swiglu();
+    test_fd_attention(0);
+    test_fd_attention(1);
+    test_fd_swiglu(0);
+    test_fd_swiglu(1);
+    test_fd_softcap_bias();
     test_fd_crossentropy();
     test_fd_lora(0, 0);
     test_fd_lora(1, 0);
@@ -332,6 +400,18 @@ static void run_fd_tests(void) {
     test_fd_model("full", 0, 0);
     test_fd_model("full", 1, 0);
     test_fd_model("freeze", 0, 0);
+    // the families' switches in the whole model (issue 28): every LoRA A and B, and every weight in full mode
+    const char *fams[] = { "qwen2", "qwen3", "gemma2", "gemma3", "mistral" };
+    test_fd_model("lora phi3", 0, 0); // k, v share q's A (and up gate's): the gradient of the one A sums the parts'
+    for (int f = 0; f < 5; f++) {
+        char mode[64];
+        snprintf(mode, sizeof(mode), "lora %s", fams[f]);
+        test_fd_model(mode, f >= 2 && f <= 3, 0);
+        snprintf(mode, sizeof(mode), "full %s", fams[f]);
+        test_fd_model(mode, f >= 2 && f <= 3, 0);
+    }
+    test_fd_model("lora gemma2", 1, 1);   // checkpointed: the layer recomputed in the backward
+    test_fd_model("freeze qwen3", 0, 0);
 }
 #endif // PEFT_FP64
 
@@ -492,23 +572,27 @@ static void test_kernels_attention(void) {
     int dims[][5] = { {1, 1, 1, 1, 5}, {2, 7, 4, 2, 3}, {1, 50, 2, 1, 16}, {2, 100, 3, 3, 48}, {1, 97, 4, 2, 33} };
     int nd = (int)(sizeof(dims) / sizeof(dims[0])), saved = max_threads(), same = 1;
     double wo = 0, wp = 0, wq = 0, wk = 0, wv = 0;
-    for (int d = 0; d < nd; d++) {
+    for (int dm = 0; dm < 2 * nd; dm++) { // each shape plain, then with a scale, soft-capping and a window (Gemma 2's attention)
+        int d = dm / 2, md = dm % 2;
         int B = dims[d][0], T = dims[d][1], NH = dims[d][2], KVH = dims[d][3], HS = dims[d][4];
         size_t nq = (size_t)B * T * NH * HS, nk = (size_t)B * T * KVH * HS, na = (size_t)B * NH * T * T;
+        AttnMode am = attn_default(HS);
+        if (md) { am.scale = 0.3f; am.softcap = 1.7f; am.window = T / 3 + 1; }
+        float *attc_ref = md ? calloc_check(na, sizeof(float)) : NULL, *attc = md ? calloc_check(na, sizeof(float)) : NULL;
         float *q = rand_f32(nq, 1), *k = rand_f32(nk, 1), *v = rand_f32(nk, 1), *dout = rand_f32(nq, 1);
         float *dq0 = rand_f32(nq, 1), *dk0 = rand_f32(nk, 1), *dv0 = rand_f32(nk, 1);
         float *o_ref = malloc_check(nq * sizeof(float)), *att_ref = calloc_check(na, sizeof(float)), *scr_ref = calloc_check(na, sizeof(float));
         float *dq_ref = copy_f32(dq0, nq), *dk_ref = copy_f32(dk0, nk), *dv_ref = copy_f32(dv0, nk);
-        attention_forward_naive(o_ref, att_ref, q, k, v, B, T, NH, KVH, HS);
-        attention_backward_naive(dq_ref, dk_ref, dv_ref, scr_ref, dout, q, k, v, att_ref, B, T, NH, KVH, HS);
+        attention_forward_naive(o_ref, att_ref, attc_ref, q, k, v, B, T, NH, KVH, HS, am);
+        attention_backward_naive(dq_ref, dk_ref, dv_ref, scr_ref, dout, q, k, v, att_ref, attc_ref, B, T, NH, KVH, HS, am);
         float *o[2], *att[2], *dq[2], *dk[2], *dv[2];
         for (int t = 0; t < 2; t++) {
             set_threads(t + 1);
             float *scr = calloc_check(na, sizeof(float));
             o[t] = malloc_check(nq * sizeof(float)); att[t] = calloc_check(na, sizeof(float));
             dq[t] = copy_f32(dq0, nq); dk[t] = copy_f32(dk0, nk); dv[t] = copy_f32(dv0, nk);
-            attention_forward(o[t], att[t], q, k, v, B, T, NH, KVH, HS);
-            attention_backward(dq[t], dk[t], dv[t], scr, dout, q, k, v, o[t], att[t], B, T, NH, KVH, HS);
+            attention_forward_m(o[t], att[t], attc, q, k, v, B, T, NH, KVH, HS, am);
+            attention_backward_m(dq[t], dk[t], dv[t], scr, dout, q, k, v, o[t], att[t], attc, B, T, NH, KVH, HS, am);
             free(scr);
         }
         for (size_t r = 0; r < (size_t)B * NH; r++) // the reference leaves s > t unset: compare s <= t
@@ -523,12 +607,13 @@ static void test_kernels_attention(void) {
         same &= !memcmp(o[0], o[1], nq * sizeof(float)) && !memcmp(att[0], att[1], na * sizeof(float)) && !memcmp(dq[0], dq[1], nq * sizeof(float)) &&
                 !memcmp(dk[0], dk[1], nk * sizeof(float)) && !memcmp(dv[0], dv[1], nk * sizeof(float));
         for (int t = 0; t < 2; t++) { free(o[t]); free(att[t]); free(dq[t]); free(dk[t]); free(dv[t]); }
+        free(attc_ref); free(attc);
         free(q); free(k); free(v); free(dout); free(dq0); free(dk0); free(dv0);
         free(o_ref); free(att_ref); free(scr_ref); free(dq_ref); free(dk_ref); free(dv_ref);
     }
     set_threads(saved);
     check(wo < 1e-5 && wp < 1e-5 && wq < 1e-5 && wk < 1e-5 && wv < 1e-5, "fast attention vs reference loops",
-          "%d shapes (T 1 to 100, grouped-query), worst relative difference: out %.2e, probs %.2e, dq %.2e, dk %.2e, dv %.2e", nd, wo, wp, wq, wk, wv);
+          "%d shapes (T 1 to 100, grouped-query), each plain and with a scale, soft-cap and window; worst relative difference: out %.2e, probs %.2e, dq %.2e, dk %.2e, dv %.2e", nd, wo, wp, wq, wk, wv);
     check(same, "fast attention: 1 and 2 threads give the same bits", "out, probs, dq, dk, dv on %d shapes", nd);
 #endif
 }
@@ -829,6 +914,245 @@ static void test_hostile_models(void) {
     }
 }
 
+// --- model families (issue 28): a tiny random model of each family's switches written as a Hugging Face folder
+// and read back (the family's names and config.json fields; Phi-3's fused tensors fused and split again), the
+// single-token KV-cache path against the batch forward at every position (windows of 3 over 8 positions), and
+// Phi-3's fused LoRA through PEFT's file format and merge. The bad configs of these families are refused.
+static float *dump_logits(Model *m, Lora *lo, const int *ids, int B, int T, double *loss, const int *targets);
+static void test_family_references(void);
+static void test_families(void) {
+    const char *fams[] = { "qwen2", "qwen3", "gemma2", "gemma3", "mistral", "phi3" };
+    for (int f = 0; f < 6; f++) {
+        Model m, m2;
+        tiny_family_model(&m, f == 2 || f == 3, fams[f]);
+        m.format = FMT_HF;
+        char dir[512], label[160];
+        tmp_path(dir, sizeof(dir), fams[f]);
+        int rc = model_save_hf(&m, dir, DT_F32);
+        int lrc = rc ? -1 : model_load(&m2, dir);
+        snprintf(label, sizeof(label), "family %s: Hugging Face folder written and read back", fams[f]);
+        if (lrc) { check(0, label, "%s", peft_errbuf); model_free(&m); continue; }
+        Config *a = &m.config, *b = &m2.config;
+        int same = a->family == b->family && a->attn_bias == b->attn_bias && a->qk_norm == b->qk_norm && a->norm_offset == b->norm_offset && a->post_norms == b->post_norms &&
+                   a->geglu == b->geglu && a->embed_scale == b->embed_scale && a->attn_scale == b->attn_scale && a->attn_softcap == b->attn_softcap && a->final_softcap == b->final_softcap &&
+                   a->sliding_window == b->sliding_window && !memcmp(a->layer_sliding, b->layer_sliding, sizeof(a->layer_sliding)) && a->rope_local_theta == b->rope_local_theta &&
+                   a->rope_linear == b->rope_linear && a->head_dim == b->head_dim && a->tied == b->tied && m.num_parameters == m2.num_parameters;
+        int bits = same && !memcmp(m.params_memory, m2.params_memory, m.num_parameters * sizeof(floatX));
+        check(same && bits, label, "%s, %zu parameters, config switches %s, weights %s", family_arch[b->family], m2.num_parameters, same ? "equal" : "DIFFER", bits ? "bit-identical" : "DIFFER");
+        // the KV-cache path against the batch forward
+        int T = a->seq_len, ids[8];
+        for (int t = 0; t < T; t++) ids[t] = (int)(random_u32(&fd_rng) % a->vocab_size);
+        Net net;
+        net_init(&net, &m2, NULL);
+        Activations acts;
+        acts_alloc(&acts, b, 1, T, 0, 0, ACTS_KEEP_ALL);
+        peft_forward(&net, &acts, ids);
+        RunState rs;
+        runstate_alloc(&rs, b, T);
+        double worst = 0;
+        for (int t = 0; t < T; t++) {
+            floatX *lg = forward_token(&net, &rs, ids[t], t);
+            for (int v = 0; v < b->vocab_size; v++) worst = max_err(worst, fabs((double)lg[v] - acts.logits[(size_t)t * b->vocab_size + v]));
+        }
+        snprintf(label, sizeof(label), "family %s: KV-cache path = batch forward", fams[f]);
+        check(worst < 1e-5, label, "max |difference| %.2e over %d positions (window %d)", worst, T, b->sliding_window);
+        runstate_free(&rs);
+        acts_free(&acts); net_free(&net);
+        if (f == 5) { // Phi-3: PEFT's fused qkv_proj / gate_up_proj adapter
+            LoraConfig lc = { 0 };
+            lc.r = 2; lc.alpha = 4; lc.targets = (1u << NUM_TARGETS) - 1; lc.seed = 3;
+            Lora lo, lo2;
+            lora_create(&lo, b, &lc, 0);
+            fill_random(lo.params, lo.num_params, 0.3);
+            char adir[512];
+            tmp_path(adir, sizeof(adir), "phi3_adapter");
+            int sr = lora_save(&lo, &lc, adir, NULL);
+            LoraConfig lc2;
+            int ar = sr ? -1 : lora_load(&lo2, &lc2, b, adir, 0);
+            char wpath[600];
+            path_join(wpath, sizeof(wpath), adir, "adapter_model.safetensors");
+            SafeTensors st;
+            int keys = 0;
+            if (!st_open(&st, wpath)) {
+                STTensor *tq = st_find(&st, "base_model.model.model.layers.1.self_attn.qkv_proj.lora_B.weight");
+                STTensor *tg = st_find(&st, "base_model.model.model.layers.0.mlp.gate_up_proj.lora_A.weight");
+                int64_t QD = (int64_t)b->n_heads * b->head_dim, KD = (int64_t)b->n_kv_heads * b->head_dim;
+                keys = st.n == 4 * 2 * b->n_layers && tq && tq->shape[0] == QD + 2 * KD && tq->shape[1] == 2 && tg && tg->shape[0] == 2 && tg->shape[1] == b->dim
+                       && !st_find(&st, "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight");
+                st_close(&st);
+            }
+            int eq = !ar && lo.num_params == lo2.num_params && !memcmp(lo.params, lo2.params, lo.num_params * sizeof(floatX));
+            check(!sr && !ar && keys && eq, "family phi3: fused LoRA in PEFT's names", "qkv_proj.lora_B (QD+2KD, r), gate_up_proj.lora_A (r, C), no q_proj keys: %s; read back %s (%s)",
+                  keys ? "yes" : "NO", eq ? "bit-identical" : "DIFFERENT", ar ? peft_errbuf : "ok");
+            // merge: W + s B A for q, k, v with the one A equals the adapter's forward
+            int ids2[8];
+            memcpy(ids2, ids, sizeof(ids2));
+            float *with = dump_logits(&m2, &lo, ids2, 1, T, NULL, NULL);
+            lora_merge(&m2, &lo, 1);
+            float *merged = dump_logits(&m2, NULL, ids2, 1, T, NULL, NULL);
+            size_t where;
+            double d = max_abs_diff(with, merged, (size_t)T * b->vocab_size, &where);
+            check(d < 1e-5, "family phi3: merged fused adapter = adapter", "max |difference| %.2e", d);
+            free(with); free(merged);
+            if (!ar) lora_free(&lo2);
+            lora_free(&lo);
+        }
+        model_free(&m); model_free(&m2);
+    }
+    // refused: one line naming the file and the field
+    char dir[512], cfg[600];
+    tmp_path(dir, sizeof(dir), "fam_bad");
+    mkdir_p(dir);
+    path_join(cfg, sizeof(cfg), dir, "config.json");
+    #define DIMS "\"hidden_size\":16,\"intermediate_size\":24,\"num_hidden_layers\":2,\"num_attention_heads\":4,\"vocab_size\":13"
+    struct { const char *label, *json, *want; } cases[] = {
+        { "multimodal Gemma 3", "{\"architectures\":[\"Gemma3ForConditionalGeneration\"]," DIMS "}", "multimodal" },
+        { "Phi-3 longrope", "{\"architectures\":[\"Phi3ForCausalLM\"]," DIMS ",\"rope_scaling\":{\"type\":\"longrope\",\"short_factor\":[1],\"long_factor\":[1]}}", "longrope" },
+        { "Phi-3 partial RoPE", "{\"architectures\":[\"Phi3ForCausalLM\"]," DIMS ",\"partial_rotary_factor\":0.75}", "partial_rotary_factor" },
+        { "Gemma 2 exact gelu", "{\"architectures\":[\"Gemma2ForCausalLM\"]," DIMS ",\"hidden_activation\":\"gelu\"}", "hidden_activation" },
+        { "Qwen3 attention_bias", "{\"architectures\":[\"Qwen3ForCausalLM\"]," DIMS ",\"attention_bias\":true}", "attention_bias" },
+        { "Gemma 2 bad layer_types", "{\"architectures\":[\"Gemma2ForCausalLM\"]," DIMS ",\"sliding_window\":4,\"layer_types\":[\"sliding_attention\",\"chunked_attention\"]}", "layer_types[1]" },
+        { "Mistral with a soft-cap", "{\"architectures\":[\"MistralForCausalLM\"]," DIMS ",\"final_logit_softcapping\":30}", "final_logit_softcapping" },
+        { "Qwen2-MoE", "{\"architectures\":[\"Qwen2MoeForCausalLM\"]," DIMS "}", "unsupported architecture Qwen2MoeForCausalLM" },
+    };
+    #undef DIMS
+    for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+        write_bytes(cfg, cases[k].json, strlen(cases[k].json));
+        expect_model_error(cases[k].label, dir, cases[k].want);
+    }
+    // a Llama-named adapter on Phi-3, a Phi-3 adapter on Llama: refused, naming the module
+    Model ml, mp;
+    tiny_family_model(&ml, 0, "llama");
+    tiny_family_model(&mp, 0, "phi3");
+    LoraConfig lc = { 0 }, lc2;
+    lc.r = 2; lc.alpha = 4; lc.targets = 1u << TGT_Q | 1u << TGT_V; lc.seed = 1;
+    Lora lo, lo2;
+    char adir[512], bdir[512];
+    tmp_path(adir, sizeof(adir), "llama_adapter");
+    tmp_path(bdir, sizeof(bdir), "phi3_qkv_adapter");
+    lora_create(&lo, &ml.config, &lc, 0);
+    if (lora_save(&lo, &lc, adir, NULL)) fatal_error();
+    lora_free(&lo);
+    lora_create(&lo, &mp.config, &lc, 0);
+    if (lora_save(&lo, &lc, bdir, NULL)) fatal_error();
+    lora_free(&lo);
+    int r1 = lora_load(&lo2, &lc2, &mp.config, adir, 0);
+    check(r1 && strstr(peft_errbuf, "q_proj") && strstr(peft_errbuf, "Phi3ForCausalLM"), "family phi3: a q_proj adapter is refused", "%s", r1 ? peft_errbuf : "ACCEPTED");
+    if (!r1) lora_free(&lo2);
+    int r2 = lora_load(&lo2, &lc2, &ml.config, bdir, 0);
+    check(r2 && strstr(peft_errbuf, "qkv_proj"), "family llama: a qkv_proj adapter is refused", "%s", r2 ? peft_errbuf : "ACCEPTED");
+    if (!r2) lora_free(&lo2);
+    model_free(&ml); model_free(&mp);
+}
+
+// --- model families against transformers + PEFT (tests/reference/families, tests/make_family_fixtures.py): base
+// logits, the adapter's logits, loss and every LoRA gradient, 10 AdamW steps, and the merged model written as a
+// folder of the family and read back
+static void test_family_references(void) {
+    const char *names[] = { "qwen2", "qwen3", "gemma2", "gemma3", "phi3", "mistral_swa" };
+    for (int f = 0; f < 6; f++) {
+        char root[512], mdir[600], adir[600], ref[600], label[256];
+        snprintf(root, sizeof(root), "tests/reference/families/%s", names[f]);
+        path_join(mdir, sizeof(mdir), root, "model");
+        path_join(adir, sizeof(adir), root, "adapter");
+        path_join(ref, sizeof(ref), root, "reference.safetensors");
+        if (!have(ref)) { snprintf(label, sizeof(label), "family reference %s", names[f]); skip(label, "needs tests/reference/families (tests/make_family_fixtures.py)"); continue; }
+        Model m;
+        if (model_load(&m, mdir)) { snprintf(label, sizeof(label), "family %s: the folder loads", names[f]); check(0, label, "%s", peft_errbuf); continue; }
+        int B, T;
+        int *ids = load_ints(ref, "input_ids", &B, &T), *tg = load_ints(ref, "targets", &B, &T);
+        size_t n, nl = (size_t)B * T * m.config.vocab_size, where;
+        float *rbase = load_f32(ref, "logits_base", &n), *radp = load_f32(ref, "logits_adapter", &n), *rmerged = load_f32(ref, "logits_merged", &n), *rloss = load_f32(ref, "loss", &n);
+        float *base = dump_logits(&m, NULL, ids, B, T, NULL, NULL);
+        double e = max_abs_diff(base, rbase, nl, &where);
+        snprintf(label, sizeof(label), "family %s (%s, window %d of T %d): logits_base", names[f], family_arch[m.config.family], m.config.sliding_window, T);
+        check(e <= 1e-4, label, "max abs error %.2e <= 1e-4", e);
+        Lora lo; LoraConfig lc;
+        if (lora_load(&lo, &lc, &m.config, adir, 1)) { snprintf(label, sizeof(label), "family %s: the PEFT adapter loads", names[f]); check(0, label, "%s", peft_errbuf); goto next; }
+        {
+            lora_alloc_acts(&lo, B * T);
+            Net net; net_init(&net, &m, &lo);
+            Activations a; acts_alloc(&a, &m.config, B, T, 0, 0, acts_keep(lora_targets(&lo), 0));
+            peft_forward(&net, &a, ids);
+            float *got = malloc_check(nl * sizeof(float));
+            tensor_download(got, a.logits, nl * sizeof(float));
+            e = max_abs_diff(got, radp, nl, &where);
+            snprintf(label, sizeof(label), "family %s: logits_adapter", names[f]);
+            check(e <= 1e-4, label, "max abs error %.2e <= 1e-4", e);
+            double loss = peft_loss(&a, &m.config, tg);
+            snprintf(label, sizeof(label), "family %s: loss", names[f]);
+            check(fabs(loss - rloss[0]) / rloss[0] <= 1e-5, label, "peft.c %.7f, PEFT %.7f, relative error %.1e <= 1e-5", loss, rloss[0], fabs(loss - rloss[0]) / rloss[0]);
+            peft_backward(&net, &a, NULL, m.config.n_layers, 0);
+            double worst = 0; int ngrads = 0; char worst_name[320] = "";
+            for (int l = 0; l < lo.n_layers; l++)
+                for (int t = 0; t < NUM_TARGETS; t++) {
+                    LoraModule *lm = &lo.mods[l * NUM_TARGETS + t];
+                    if (!lm->r || !lora_name(lo.fused, t)) continue; // (a fused module's parts are in its first's tensors)
+                    for (int ab = 0; ab < 2; ab++) {
+                        char key[256], gk[300];
+                        lora_key(key, sizeof(key), lo.fused, l, t, ab ? "B" : "A", NULL);
+                        snprintf(gk, sizeof(gk), "grad.%s", key);
+                        size_t gn;
+                        float *rg = load_f32(ref, gk, &gn);
+                        if (!rg) { check(0, "PEFT gradient present", "%s missing in reference", gk); continue; }
+                        size_t want = ab ? (size_t)lora_out_rows(&lo, l, t) * lm->r : (size_t)lm->r * lm->in;
+                        if (gn != want) { check(0, "PEFT gradient shape", "%s has %zu values, peft.c %zu", gk, gn, want); free(rg); continue; }
+                        double *x = malloc_check(gn * sizeof(double)), *y = malloc_check(gn * sizeof(double));
+                        floatX *g = ab ? lm->dB : lm->dA;
+                        for (size_t i = 0; i < gn; i++) { x[i] = g[i]; y[i] = rg[i]; }
+                        double r = rel_err(x, y, gn);
+                        if (r > worst) { worst = r; snprintf(worst_name, sizeof(worst_name), "%s", gk); }
+                        ngrads++;
+                        free(x); free(y); free(rg);
+                    }
+                }
+            snprintf(label, sizeof(label), "family %s: every grad.* (%d tensors)", names[f], ngrads);
+            check(worst <= 1e-4 && ngrads > 0, label, "worst relative error %.2e <= 1e-4 (%s)", worst, worst_name);
+            float *rl = load_f32(ref, "adamw_losses", &n);
+            if (rl) { // 10 AdamW steps from the adapter on the same batch
+                LoraConfig lc3; Lora lo3;
+                if (!lora_load(&lo3, &lc3, &m.config, adir, 1)) {
+                    lora_alloc_acts(&lo3, B * T);
+                    Net net3; net_init(&net3, &m, &lo3);
+                    Trainable tr;
+                    trainable_init(&tr, &m, NULL, &lo3, TUNE_LORA, 0);
+                    double worst_l = 0;
+                    for (int step = 0; step < (int)n; step++) {
+                        trainable_zero_grad(&tr);
+                        peft_forward(&net3, &a, ids);
+                        double l = peft_loss(&a, &m.config, tg);
+                        peft_backward(&net3, &a, NULL, m.config.n_layers, 0);
+                        trainable_update(&tr, step + 1, 1e-3f, 0);
+                        worst_l = max_err(worst_l, fabs(l - rl[step]) / rl[step]);
+                    }
+                    snprintf(label, sizeof(label), "family %s: 10 AdamW steps reproduce adamw_losses", names[f]);
+                    check(worst_l <= 1e-4, label, "worst relative error %.2e <= 1e-4 (last %.6f)", worst_l, rl[n - 1]);
+                    trainable_free(&tr); net_free(&net3); lora_free(&lo3); free(lc3.layers);
+                }
+                free(rl);
+            }
+            acts_free(&a); net_free(&net); free(got);
+            // merged: into the weights, written as a folder of the family, read back
+            lora_merge(&m, &lo, 1);
+            char out[600];
+            snprintf(out, sizeof(out), "%s/merged_%s", tmpdir, names[f]);
+            Model mm;
+            if (model_save_hf(&m, out, DT_F32) || model_load(&mm, out)) { snprintf(label, sizeof(label), "family %s: merged folder", names[f]); check(0, label, "%s", peft_errbuf); }
+            else {
+                float *mg = dump_logits(&mm, NULL, ids, B, T, NULL, NULL);
+                e = max_abs_diff(mg, rmerged, nl, &where);
+                snprintf(label, sizeof(label), "family %s: merged folder (%s) gives logits_merged", names[f], family_arch[mm.config.family]);
+                check(e <= 1e-4 && mm.config.family == m.config.family, label, "max abs error %.2e <= 1e-4", e);
+                free(mg); model_free(&mm);
+            }
+            lora_free(&lo); free(lc.layers);
+        }
+    next:
+        free(base); free(ids); free(tg); free(rbase); free(radp); free(rmerged); free(rloss);
+        model_free(&m);
+    }
+}
+
 // --- reference logits: every stories260K variant against transformers' logits_base
 static float *dump_logits(Model *m, Lora *lo, const int *ids, int B, int T, double *loss, const int *targets) {
     Net net;
@@ -1003,7 +1327,7 @@ static void test_peft_reference(const char *name) {
             if (!lm->r) continue;
             for (int ab = 0; ab < (lm->mag ? 3 : 2); ab++) {
                 char key[256], gk[300];
-                lora_key(key, sizeof(key), l, t, ab ? "B" : "A", NULL);
+                lora_key(key, sizeof(key), lo.fused, l, t, ab ? "B" : "A", NULL);
                 snprintf(gk, sizeof(gk), "grad.%s", key);
                 if (ab == 2) snprintf(gk, sizeof(gk), "grad.base_model.model.model.layers.%d.%s.%s.lora_magnitude_vector.weight", l, target_block(t), target_names[t]);
                 size_t gn;
@@ -2522,7 +2846,7 @@ static void test_qlora_grads(void) {
         if (model_load_q(&mq, STORIES, &qo) || model_load_q(&mf, STORIES, &fl)) { check(0, "qlora gradients", "%s", peft_errbuf); return; }
         // the fp32 reference: every quantized matrix dequantized into the float model
         Config *c = &mf.config;
-        for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        for (int i = 0; i < 12; i++) { // (the matrices are among the first 12)
             if (i == 1 || i == 6 || i == 10 || (i == 11 && c->tied)) continue;
             floatX *ptrs[NUM_PARAM_TENSORS] = { mf.params.embed, mf.params.rms_att, mf.params.wq, mf.params.wk, mf.params.wv, mf.params.wo, mf.params.rms_ffn, mf.params.w1, mf.params.w2, mf.params.w3, mf.params.rms_final, mf.params.wcls };
             int outer = i == 0 || i == 11, rows, cols;
@@ -2580,7 +2904,7 @@ static void test_quant_files(void) {
             Config *c = &mq.config;
             double worst = 0;
             floatX *a = malloc_check((size_t)c->vocab_size * c->dim * sizeof(floatX)), *b = malloc_check((size_t)c->vocab_size * c->dim * sizeof(floatX));
-            for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+            for (int i = 0; i < 12; i++) { // (the matrices are among the first 12)
                 if (i == 1 || i == 6 || i == 10 || (i == 11 && c->tied)) continue;
                 int outer = i == 0 || i == 11, rows, cols;
                 param_dims(c, i, &rows, &cols);
@@ -4596,6 +4920,8 @@ static void run_fp32_tests(void) {
     run_tokenizer_tests();
     test_safetensors();
     test_hostile_models();
+    test_families();
+    test_family_references();
     test_bin_v2();
     test_reference_logits();
     test_generation();
@@ -5493,7 +5819,7 @@ static void cuda_test_bf16_acts(void) {
         // RMSNorm into them; SwiGLU's h and its gradients dg, du into them
         float *y32 = (float *)tensor_alloc(n * 4), *y16 = tensor_alloc_act(n), *rs = (float *)tensor_alloc(N * 4), *h16 = tensor_alloc_act(n), *h32 = (float *)tensor_alloc(n * 4);
         float *dg32 = (float *)tensor_alloc(n * 4), *du32 = (float *)tensor_alloc(n * 4), *dg16 = tensor_alloc_act(n), *du16 = tensor_alloc_act(n);
-        rmsnorm_forward(y32, rs, x32, gn, N, C, 1e-5f); rmsnorm_forward(y16, rs, x32, gn, N, C, 1e-5f);
+        rmsnorm_forward(y32, rs, x32, gn, N, C, 1e-5f, 0); rmsnorm_forward(y16, rs, x32, gn, N, C, 1e-5f, 0);
         swiglu_forward(h32, x32, x32, n); swiglu_forward(h16, x32, x32, n);
         tensor_zero(dg32, n); tensor_zero(du32, n); tensor_zero(dg16, n); tensor_zero(du16, n);
         swiglu_backward(dg32, du32, x32, x32, x32, n); swiglu_backward(dg16, du16, x32, x32, x32, n);
@@ -5671,12 +5997,12 @@ static void cuda_test_small_kernels(void) {
         float *x = rand_f32(n, 2), *w = rand_f32(C, 1), *dy = rand_f32(n, 1), *y = malloc_check(n * sizeof(float)), *r = malloc_check(N * sizeof(float));
         float *dx = rand_f32(n, 1), *dw = rand_f32(C, 1), *dx0 = copy_f32(dx, n), *dw0 = copy_f32(dw, C);
         gpu_on = 0;
-        rmsnorm_forward(y, r, x, w, N, C, 1e-5f);
-        rmsnorm_backward(dx, dw, dy, x, w, r, N, C);
+        rmsnorm_forward(y, r, x, w, N, C, 1e-5f, 0);
+        rmsnorm_backward(dx, dw, dy, x, w, r, N, C, 0);
         gpu_on = 1;
         float *gx = dev_f32(x, n), *gw = dev_f32(w, C), *gdy = dev_f32(dy, n), *gy = (float *)tensor_alloc(n * 4), *gr = (float *)tensor_alloc(N * 4), *gdx = dev_f32(dx0, n), *gdw = dev_f32(dw0, C);
-        rmsnorm_forward(gy, gr, gx, gw, N, C, 1e-5f);
-        rmsnorm_backward(gdx, gdw, gdy, gx, gw, gr, N, C);
+        rmsnorm_forward(gy, gr, gx, gw, N, C, 1e-5f, 0);
+        rmsnorm_backward(gdx, gdw, gdy, gx, gw, gr, N, C, 0);
         float *hy = host_f32(gy, n), *hdx = host_f32(gdx, n), *hdw = host_f32(gdw, C);
         worst_of(&wn, fmax(rel_l2(hy, y, n), fmax(rel_l2(hdx, dx, n), rel_l2(hdw, dw, C))), "C %d", C);
         float *gs[] = { gx, gw, gdy, gy, gr, gdx, gdw };
@@ -5930,14 +6256,14 @@ static void cuda_test_copies(void) {
         if (round == 2) { adamw_update(w, gg, gm, gv, nw, 1, 0.5f, 0.9f, 0.999f, 1e-8f, 0.0f); tensor_to_host(w); }
         if (round == 3) { add_scaled(gx, gx, -3.0f, nx); tensor_download(x, gx, nx * 4); } // x = -2x
         for (int rep = 0; rep < 2; rep++) { // the second time from the copies
-            rmsnorm_forward(gn, gr, gx, grw, N, C, 1e-5f);
+            rmsnorm_forward(gn, gr, gx, grw, N, C, 1e-5f, 0);
             matmul_forward(gy, gn, w, N, C, OC);
             tensor_zero(gdx, nx);
             matmul_backward(gdx, NULL, gdy, NULL, w, N, C, OC);
         }
         float *hy = host_f32(gy, ny), *hdx = host_f32(gdx, nx);
         gpu_on = 0;
-        rmsnorm_forward(xn, r, x, rw, N, C, 1e-5f);
+        rmsnorm_forward(xn, r, x, rw, N, C, 1e-5f, 0);
         matmul_forward_naive(y, xn, w, N, C, OC);
         memset(dx, 0, nx * 4);
         matmul_backward_naive(dx, NULL, dy, NULL, w, N, C, OC);
@@ -6171,6 +6497,15 @@ int main(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "plan")) { // ./test_all plan: only --gpu-memory's planner and quantize --random (quick)
         test_gpu_plan();
         test_quantize_random();
+        char rm[512]; snprintf(rm, sizeof(rm), "rm -rf '%s'", tmpdir);
+        if (system(rm) != 0) printf("note: could not remove %s\n", tmpdir);
+        printf("%d passed, %d failed, %d skipped\n", n_pass, n_fail, n_skip);
+        return n_fail ? 1 : 0;
+    }
+    if (argc > 1 && !strcmp(argv[1], "families")) { // ./test_all families: only the model families' tests (issue 28)
+        printf("== model family tests (temporary files in %s)\n", tmpdir);
+        setenv("PEFT_DEVICE", "cpu", 1);
+        test_families(); test_family_references();
         char rm[512]; snprintf(rm, sizeof(rm), "rm -rf '%s'", tmpdir);
         if (system(rm) != 0) printf("note: could not remove %s\n", tmpdir);
         printf("%d passed, %d failed, %d skipped\n", n_pass, n_fail, n_skip);
