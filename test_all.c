@@ -369,6 +369,7 @@ static void test_fd_model(const char *mode, int tied, int checkpoint) {
             fd_compare(name, pp[i] + off, n, gp[i] + off, fd_model_fwd, &ctx, &o);
         }
     }
+    fd_loss_slot = NULL; // lossx is this frame's: a later test's first forward must not write through it
     free(gmem);
     acts_free(&a); net_free(&net);
     if (lo) lora_free(lo);
