@@ -15,6 +15,7 @@
 #              same losses with the copies off and on
 #   devices    eval in 512-row chunks and greedy generation (fp32, int8, nf4 bases) on the GPU against the CPU
 #   sweep      2 steps of each of a matrix of training options on the TinyLlama shape: exit 0, finite losses
+#   offload    --offload against resident (test_all --cuda offload; a quantize --random 7B NF4 model, see part_offload)
 #   interop    needs transformers + peft: an adapter trained on the GPU loads in PEFT with peft dump's logits,
 #              tests/ecosystem_gpu_check.sh, tests/hostile/peft_check.py, tests/check_new_tokens_peft.py
 # The parts after build use the ./peft and ./test_all it makes (make CUDA=1). ../shared is linked from .carry/shared when it is not beside the checkout (the device tool's
@@ -148,12 +149,32 @@ part_interop() {
   PEFT_DEVICE=cpu python3 tests/check_new_tokens_peft.py > "$OUT/newtok.log" 2>&1; result $? "tests/check_new_tokens_peft.py: $(grep -v Warning "$OUT/newtok.log" | tail -1)" "$OUT/newtok.log"
 }
 
+# --offload: the offload tests of test_all (bit for bit against resident on small models), then a quantize --random
+# model (SHAPE, default llama2-7b, in NF4) trained STEPS (5) steps at 1 x T (4096) resident with checkpointed
+# activations, --offload, --offload activations and, with GPU_MEMORY set, as --gpu-memory plans it (MODES= picks the
+# runs): tokens/s, GPU memory peak, and each adapter compared with the resident run's. The 70B bar:
+# SHAPE=llama2-70b T=8192 STEPS=3 GPU_MEMORY=22G MODES="resident plan" RUN_T=250 tests/cuda/check.sh offload
+part_offload() {
+  timeout 240 ./test_all --cuda offload > "$OUT/test_offload.log" 2>&1
+  result $? "test_all --cuda offload: $(tail -1 "$OUT/test_offload.log")" "$OUT/test_offload.log"
+  local M=/tmp/${SHAPE:-llama2-7b}-nf4.bin
+  [ -f $M ] || ./peft quantize --random ${SHAPE:-llama2-7b} --quant nf4 --double-quant -o $M > "$OUT/offload_quantize.log" 2>&1
+  local common="$M $D -z $T512 -b 1 -T ${T:-4096} --steps ${STEPS:-5} --val-frac 0 --targets q_proj,v_proj -r 8 --checkpoint-activations --bench --device cuda"
+  for mode in ${MODES:-resident offload offload-activations ${GPU_MEMORY:+plan}}; do
+    case $mode in resident) F="";; offload) F="--offload";; offload-activations) F="--offload activations";; plan) F="--gpu-memory $GPU_MEMORY";; esac
+    timeout ${RUN_T:-150} ./peft train $common $F -o /tmp/pc_offload_$mode > "$OUT/offload_$mode.log" 2>&1; local rc=$?
+    grep -E "^device|^memory|^bench|^done|^GPU memory plan|^  [ *] " "$OUT/offload_$mode.log" | cut -c1-300
+    if [ $mode != resident ] && [ $rc = 0 ]; then cmp -s /tmp/pc_offload_resident/adapter_model.safetensors /tmp/pc_offload_$mode/adapter_model.safetensors; rc=$?; fi
+    result $rc "${SHAPE:-llama2-7b} nf4 $mode${F:+ ($F)}: trained$([ $mode != resident ] && echo ', adapter == resident')" "$OUT/offload_$mode.log"
+  done
+}
+
 parts=${*:-build suite memcheck attention copies devices}
 for p in $parts; do
   case $p in
-    build|suite|memcheck|memcheck-train|memcheck-small|attention|copies|devices|sweep|interop)
+    build|suite|memcheck|memcheck-train|memcheck-small|attention|copies|devices|sweep|interop|offload)
       echo "== $p"; T0=$(date +%s); part_${p//-/_}; echo "($p: $(( $(date +%s) - T0 )) s)" ;;
-    *) echo "tests/cuda/check.sh: unknown part '$p' (build suite memcheck memcheck-train memcheck-small attention copies devices sweep interop)"; exit 2 ;;
+    *) echo "tests/cuda/check.sh: unknown part '$p' (build suite memcheck memcheck-train memcheck-small attention copies devices sweep interop offload)"; exit 2 ;;
   esac
 done
 echo "check.sh $parts: $pass passed, $fail failed"
