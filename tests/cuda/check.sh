@@ -150,16 +150,17 @@ part_interop() {
 }
 
 # --offload: the offload tests of test_all (bit for bit against resident on small models), then a quantize --random
-# model (SHAPE, default llama2-7b, in NF4) trained STEPS (5) steps at 1 x T (4096) resident with checkpointed
+# model (SHAPE, default llama2-7b, in NF4) trained STEPS (5) steps at B x T (1 x 4096) resident with checkpointed
 # activations, --offload, --offload activations and, with GPU_MEMORY set, as --gpu-memory plans it (MODES= picks the
 # runs): tokens/s, GPU memory peak, and each adapter compared with the resident run's. The 70B bar:
-# SHAPE=llama2-70b T=8192 STEPS=3 GPU_MEMORY=22G MODES="resident plan" RUN_T=250 tests/cuda/check.sh offload
+# SHAPE=llama2-70b B=2 T=4096 STEPS=3 GPU_MEMORY=22G MODES="resident plan" RUN_T=250 tests/cuda/check.sh offload
+# (8192 tokens a step; Llama-2-70B has 4096 positions; quantize --random llama2-70b takes about 4.5 minutes)
 part_offload() {
   timeout 240 ./test_all --cuda offload > "$OUT/test_offload.log" 2>&1
   result $? "test_all --cuda offload: $(tail -1 "$OUT/test_offload.log")" "$OUT/test_offload.log"
   local M=/tmp/${SHAPE:-llama2-7b}-nf4.bin
   [ -f $M ] || ./peft quantize --random ${SHAPE:-llama2-7b} --quant nf4 --double-quant -o $M > "$OUT/offload_quantize.log" 2>&1
-  local common="$M $D -z $T512 -b 1 -T ${T:-4096} --steps ${STEPS:-5} --val-frac 0 --targets q_proj,v_proj -r 8 --checkpoint-activations --bench --device cuda"
+  local common="$M $D -z $T512 -b ${B:-1} -T ${T:-4096} --steps ${STEPS:-5} --val-frac 0 --targets q_proj,v_proj -r 8 --checkpoint-activations --bench --device cuda"
   for mode in ${MODES:-resident offload offload-activations ${GPU_MEMORY:+plan}}; do
     case $mode in resident) F="";; offload) F="--offload";; offload-activations) F="--offload activations";; plan) F="--gpu-memory $GPU_MEMORY";; esac
     timeout ${RUN_T:-150} ./peft train $common $F -o /tmp/pc_offload_$mode > "$OUT/offload_$mode.log" 2>&1; local rc=$?
