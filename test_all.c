@@ -6451,6 +6451,13 @@ static void run_cuda_tests(void) {
 static void run_cuda_tests(void) { skip("cuda tests", "this test_all was built without CUDA (make test-cuda builds with it)"); }
 #endif
 
+#ifndef PEFT_FP64
+static void run_chat_tests(void) { test_chat_templates(); test_instruction_data(); test_chat(); test_chat_template_cli(); test_chat_ids(); }
+static void run_plan_tests(void) { test_gpu_plan(); test_quantize_random(); }
+static void run_family_tests(void) { test_families(); test_family_references(); }
+static void run_hardening_tests(void) { test_hostile_adapters(); test_memory_refusal(); test_disk_full(); test_kill9(); }
+static void run_docs_tests(void) { test_reading_names(); test_readme_blocks(); }
+#endif
 int main(int argc, char **argv) {
     (void)argc; (void)argv;
 #ifndef PEFT_FP64
@@ -6481,48 +6488,20 @@ int main(int argc, char **argv) {
     char tmpl[] = "/tmp/peft_test_XXXXXX";
     if (!mkdtemp(tmpl)) { perror("mkdtemp"); return 1; }
     snprintf(tmpdir, sizeof(tmpdir), "%s", tmpl);
-    if (argc > 1 && !strcmp(argv[1], "tokenizer")) { // ./test_all tokenizer: only the tokenizer tests (quick)
-        printf("== tokenizer tests\n");
-        run_tokenizer_tests();
-        printf("%d passed, %d failed, %d skipped\n", n_pass, n_fail, n_skip);
-        return n_fail ? 1 : 0;
-    }
-    if (argc > 1 && !strcmp(argv[1], "chat")) { // ./test_all chat: only the chat-template tests (quick)
-        printf("== chat template tests (temporary files in %s)\n", tmpdir);
-        test_chat_templates(); test_instruction_data(); test_chat(); test_chat_template_cli(); test_chat_ids();
-        char rm[512]; snprintf(rm, sizeof(rm), "rm -rf '%s'", tmpdir);
-        if (system(rm) != 0) printf("note: could not remove %s\n", tmpdir);
-        printf("%d passed, %d failed, %d skipped\n", n_pass, n_fail, n_skip);
-        return n_fail ? 1 : 0;
-    }
-    if (argc > 1 && !strcmp(argv[1], "plan")) { // ./test_all plan: only --gpu-memory's planner and quantize --random (quick)
-        test_gpu_plan();
-        test_quantize_random();
-        char rm[512]; snprintf(rm, sizeof(rm), "rm -rf '%s'", tmpdir);
-        if (system(rm) != 0) printf("note: could not remove %s\n", tmpdir);
-        printf("%d passed, %d failed, %d skipped\n", n_pass, n_fail, n_skip);
-        return n_fail ? 1 : 0;
-    }
-    if (argc > 1 && !strcmp(argv[1], "families")) { // ./test_all families: only the model families' tests (issue 28)
-        printf("== model family tests (temporary files in %s)\n", tmpdir);
+    // ./test_all NAME: one group of tests alone (quick)
+    static const struct { const char *name, *title; void (*run)(void); } groups[] = {
+        { "tokenizer", "tokenizer tests", run_tokenizer_tests },
+        { "chat", "chat template tests", run_chat_tests },
+        { "plan", "--gpu-memory's planner and quantize --random", run_plan_tests },
+        { "families", "model family tests (issue 28)", run_family_tests },
+        { "hardening", "hardening tests (issue 12)", run_hardening_tests },
+        { "docs", "docs tests: README's runnable blocks and docs/READING.md's names", run_docs_tests },
+    };
+    for (size_t g = 0; argc > 1 && g < sizeof(groups) / sizeof(groups[0]); g++) {
+        if (strcmp(argv[1], groups[g].name)) continue;
+        printf("== %s (temporary files in %s)\n", groups[g].title, tmpdir);
         setenv("PEFT_DEVICE", "cpu", 1);
-        test_families(); test_family_references();
-        char rm[512]; snprintf(rm, sizeof(rm), "rm -rf '%s'", tmpdir);
-        if (system(rm) != 0) printf("note: could not remove %s\n", tmpdir);
-        printf("%d passed, %d failed, %d skipped\n", n_pass, n_fail, n_skip);
-        return n_fail ? 1 : 0;
-    }
-    if (argc > 1 && !strcmp(argv[1], "hardening")) { // ./test_all hardening: only the issue-12 tests (quick)
-        printf("== hardening tests (temporary files in %s)\n", tmpdir);
-        test_hostile_adapters(); test_memory_refusal(); test_disk_full(); test_kill9();
-        char rm[512]; snprintf(rm, sizeof(rm), "rm -rf '%s'", tmpdir);
-        if (system(rm) != 0) printf("note: could not remove %s\n", tmpdir);
-        printf("%d passed, %d failed, %d skipped\n", n_pass, n_fail, n_skip);
-        return n_fail ? 1 : 0;
-    }
-    if (argc > 1 && !strcmp(argv[1], "docs")) { // ./test_all docs: README's runnable blocks and docs/READING.md's names
-        printf("== docs tests (temporary files in %s)\n", tmpdir);
-        test_reading_names(); test_readme_blocks();
+        groups[g].run();
         char rm[512]; snprintf(rm, sizeof(rm), "rm -rf '%s'", tmpdir);
         if (system(rm) != 0) printf("note: could not remove %s\n", tmpdir);
         printf("%d passed, %d failed, %d skipped\n", n_pass, n_fail, n_skip);
