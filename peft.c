@@ -1011,6 +1011,7 @@ int gpu_mirror(void *host, size_t bytes);                // device copy of host[
 void gpu_mirror_bf16(const void *host, size_t bytes);    // before gpu_mirror: these bytes are frozen weights only GEMMs read (bf16 matmuls: kept in bf16 only)
 void gpu_unmirror(void *host);
 void gpu_mirror_skip(const void *host, size_t bytes);    // before gpu_mirror: these bytes are streamed (--offload), not mirrored
+void gpu_mirror_bf16_from(const void *host, size_t bytes, const void *src16); // gpu_mirror_bf16 with the values in bf16 already (src16)
 int gpu_weights_bf16(void);                              // frozen float weights are kept (and streamed) in bf16
 // --offload: a layer's frozen tensors stay in host memory (pinned) and are streamed into device slots
 int gpu_offload_add(int layer, void *host, size_t bytes, const void *src, size_t dev_bytes, int bf16, char *err, size_t errlen);
@@ -7144,13 +7145,24 @@ static void model_mirror(Model *m, int on) {
 #ifdef PEFT_CUDA
     // the linear layers' weights and an untied classifier are read only by matmuls: unless trained, the
     // GPU may keep them in bf16 only (with bf16 matmuls, which round them to bf16 anyway)
+    // (rounded to bf16 here by all threads, so that half the bytes cross the bus and no kernel converts them)
+    uint16_t *h16[NUM_PARAM_TENSORS] = { 0 };
     for (int i = 2; on && gpu_on && i < NUM_PARAM_TENSORS; i++) {
         if (!(param_target(i) >= 0 || i == 11) || (m->trained >> i & 1) || !m->param_sizes[i]) continue;
-        if (offload_on && param_target(i) >= 0) gpu_mirror_skip(*param_ptr(&m->params, i), m->param_sizes[i] * sizeof(floatX));
-        else gpu_mirror_bf16(*param_ptr(&m->params, i), m->param_sizes[i] * sizeof(floatX));
+        const floatX *w = *param_ptr(&m->params, i);
+        long n = (long)m->param_sizes[i];
+        if (offload_on && param_target(i) >= 0) { gpu_mirror_skip(w, (size_t)n * sizeof(floatX)); continue; }
+        if (!gpu_weights_bf16()) continue; // (gpu_mirror_bf16 would do nothing)
+        h16[i] = (uint16_t *)malloc_check((size_t)n * sizeof(uint16_t));
+        #pragma omp parallel for schedule(static)
+        for (long k = 0; k < n; k++) h16[i][k] = f32_to_bf16((float)w[k]); // round_bf16_kernel's rounding (nearest even)
+        gpu_mirror_bf16_from(w, (size_t)n * sizeof(floatX), h16[i]);
     }
 #endif
     if (on) tensor_mirror(m->params_memory, m->num_parameters * sizeof(floatX)); else tensor_unmirror(m->params_memory);
+#ifdef PEFT_CUDA
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) free(h16[i]);
+#endif
     QTensor *qs[2] = { &m->qembed, &m->qcls };
     int nq = m->quant && !offload_on ? m->config.n_layers * NUM_TARGETS : 0;
     for (int i = 0; i < nq + 2; i++) {

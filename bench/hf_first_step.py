@@ -23,10 +23,13 @@ def main():
     a = ap.parse_args()
     t0 = a.t0 if a.t0 else T_IMPORT
     import torch
+    import transformers
     from transformers import AutoModelForCausalLM
     from peft import LoraConfig, get_peft_model
     t1 = time.time()
-    model = AutoModelForCausalLM.from_pretrained(a.folder, torch_dtype=torch.bfloat16, device_map="cuda")
+    dt = {"dtype": torch.bfloat16} if int(transformers.__version__.split(".")[0]) >= 5 else {"torch_dtype": torch.bfloat16}
+    model = AutoModelForCausalLM.from_pretrained(a.folder, device_map="cuda", **dt)
+    assert next(model.parameters()).dtype == torch.bfloat16
     t_load = time.time() - t1
     model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], lora_dropout=0.0))
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
@@ -41,7 +44,7 @@ def main():
     t3 = time.time()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 2**30
     print(f"hf: first step done {t3 - t0:.2f} s after the start (from_pretrained {t_load:.2f} s, step {t3 - t2:.2f} s), "
-          f"host memory peak {peak:.3f} GiB (loss {loss.item():.4f}; torch {torch.__version__})", flush=True)
+          f"host memory peak {peak:.3f} GiB (loss {loss.item():.4f}; torch {torch.__version__}, transformers {transformers.__version__})", flush=True)
 
 
 if __name__ == "__main__":
