@@ -13,7 +13,8 @@
 #   70b    Llama-2-70B shape NF4 (37.4 GB), LoRA q,v r8, 2 x 4096 = 8192 tokens a step, 3 steps: resident with
 #          checkpointed activations (an 80 GB card) against --gpu-memory 22G. Bars: GPU peak <= 22 GiB, tokens/s
 #          >= 70% of resident's, adapters identical.
-# Disk: load 13.5 GB, 7b 4.4 GB, 70b 37.4 GB in bench/cache (BENCH_CACHE). Logs in $OUT (default /tmp/peft_bench_big).
+# Disk: load 13.5 GB, 7b 4.4 GB, 70b 37.4 GB in bench/cache (BENCH_CACHE; BENCH_BIG_CLEAN=1 removes each part's model
+# when the part is done). Logs in $OUT (default /tmp/peft_bench_big). df and the time of each part are printed.
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/peft_bench_big}; mkdir -p "$OUT"
@@ -50,10 +51,12 @@ part_load() {
   result $([ $r1 = 0 ] && [ $r3 = 0 ] && le "$(ratio "$pb" "$hf")" 0.5; echo $?) "time to the first step, 7B bf16: peft.c $pb s, transformers + PEFT $hf s: $(ratio "$pb" "$hf")x (bar <= 0.5x)"
   result $([ $r2 = 0 ] && [ $r3 = 0 ] && le "$(ratio "$pn" "$hf")" 1; echo $?) "time to the first step, 7B NF4 quantize-on-load: peft.c $pn s against transformers' bf16 $hf s: $(ratio "$pn" "$hf")x (bar <= 1x)"
   result $([ $r2 = 0 ] && le "$peak" "$bar"; echo $?) "host memory peak, 7B NF4 quantize-on-load: $peak GiB for $w MiB of weights in memory (bar: 1.1x + 2 GiB = $bar GiB)"
+  clean $F
 }
 # speed NAME BASELINE NAME2: tokens/s of two runs, their ratio, and whether the adapters are identical
-tps() { grep -oE "[0-9.]+ tok/s" "$OUT/$1.log" | tail -1 | awk '{print $1}'; }
-gpeak() { grep -oE "GPU memory peak [0-9.]+" "$OUT/$1.log" | tail -1 | awk '{print $NF}'; }
+tps() { grep "^bench" "$OUT/$1.log" | grep -oE "[0-9.]+ tok/s" | tail -1 | awk '{print $1}'; }
+gpeak() { grep "^bench" "$OUT/$1.log" | grep -oE "GPU memory peak [0-9.]+" | tail -1 | awk '{print $NF}'; }
+clean() { [ "${BENCH_BIG_CLEAN:-0}" = 1 ] && rm -rf "$@"; return 0; } # BENCH_BIG_CLEAN=1: each part removes its model when done
 same() { cmp -s "$OUT/$1/adapter_model.safetensors" "$OUT/$2/adapter_model.safetensors"; }
 part_7b() {
   local M; M=$(qmodel llama2-7b) || { result 1 "quantize --random llama2-7b"; return; }
@@ -65,6 +68,7 @@ part_7b() {
   same 7b_checkpointed 7b_plan6g; local s=$?
   result $([ $r1 = 0 ] && [ $r3 = 0 ] && le 0.5 "$(ratio "$b" "$a")"; echo $?) "7B NF4 --gpu-memory 6G: $b tok/s, GPU peak $(gpeak 7b_plan6g) GiB; resident $a tok/s (peak $(gpeak 7b_resident) GiB): $(ratio "$b" "$a")x (bar >= 0.5x)"
   result $([ $r2 = 0 ] && [ $s = 0 ]; echo $?) "7B NF4 --gpu-memory 6G: adapter after 5 steps == resident checkpointed's ($(same 7b_resident 7b_plan6g && echo '== resident too' || echo 'resident without checkpointing: differs'))"
+  clean $M
 }
 part_70b() {
   local M; M=$(qmodel llama2-70b) || { result 1 "quantize --random llama2-70b"; return; }
@@ -76,12 +80,13 @@ part_70b() {
   result $([ $r2 = 0 ] && le "$p" 22; echo $?) "70B NF4 --gpu-memory 22G at 2 x 4096 tokens: GPU peak $p GiB (bar <= 22)"
   result $([ $r1 = 0 ] && [ $r2 = 0 ] && le 0.7 "$(ratio "$b" "$a")"; echo $?) "70B NF4 --gpu-memory 22G: $b tok/s; resident checkpointed $a tok/s (peak $(gpeak 70b_resident) GiB): $(ratio "$b" "$a")x (bar >= 0.7x)"
   result $([ $r1 = 0 ] && [ $r2 = 0 ] && [ $s = 0 ]; echo $?) "70B NF4 --gpu-memory 22G: adapter after 3 steps == resident's"
+  clean $M
 }
 
 parts=${*:-load 7b 70b}
 for p in $parts; do
   case $p in
-    load|7b|70b) echo "== $p"; T0=$(date +%s); part_$p; echo "($p: $(( $(date +%s) - T0 )) s)" ;;
+    load|7b|70b) echo "== $p ($(df -h "$CACHE" | awk 'NR == 2 {print $4}') free)"; T0=$(date +%s); part_$p; echo "($p: $(( $(date +%s) - T0 )) s)" ;;
     *) echo "bench/bench_big.sh: unknown part '$p' (load 7b 70b)"; exit 2 ;;
   esac
 done
