@@ -6543,6 +6543,18 @@ static void test_parallel_load(void) {
     if (ok) model_free(&got);
     check(!ok && strstr(peft_errbuf, "non-finite value at index 700001"), "parallel load: of two NaNs in different pieces the first is reported", "%s", ok ? "ACCEPTED" : peft_errbuf);
     model_free(&fm);
+    // a quantized file whose gate matrix is 8 MiB of int8 blocks (read by the threads straight into its QTensor)
+    mc.dim = 1024; mc.hidden_dim = 8192; mc.n_layers = 1; mc.n_heads = 8; mc.n_kv_heads = 8; mc.head_dim = 128; mc.vocab_size = 256;
+    model_random(&fm, &mc, FMT_BIN_V1, 43);
+    QTensor want;
+    qtensor_alloc(&want, QT_INT8, mc.hidden_dim, mc.dim, 0);
+    ok = qtensor_quantize(&want, fm.params.w1, bin, "w1") == 0 && model_save_quant(&fm, bin, QT_INT8, 1, 0, 0, 0) == 0 && model_load(&got, bin) == 0;
+    const QTensor *q = ok ? layer_weight(&got, 0, TGT_GATE).q : NULL;
+    same = q && q->n == want.n && !memcmp(q->q, want.q, want.n) && !memcmp(q->scale, want.scale, want.nblocks * sizeof(float));
+    check(same, "parallel load: an int8 file's 8 MiB matrix (threaded pread into its blocks) loads the blocks written", "%s", ok ? (same ? "w1: 8 MiB of codes and its scales identical" : "DIFFERENT") : peft_errbuf);
+    if (ok) model_free(&got);
+    qtensor_free(&want);
+    model_free(&fm);
     // train's startup line; --offload without a GPU
     tmp_path(data, sizeof(data), "par_data.txt");
     write_story_data(data, 20);
