@@ -4911,6 +4911,7 @@ static void run_tokenizer_tests(void) {
     test_tokenizer_speed();
     test_tokenizer_bin_built();
 }
+static void test_parallel_load(void); // below, with the plan group
 static void run_fp32_tests(void) {
     test_gpu_plan();
     test_kernels_matmul();
@@ -4953,6 +4954,7 @@ static void run_fp32_tests(void) {
     test_quant_files();
     test_quant_chunked_load();
     test_quantize_random();
+    test_parallel_load();
     test_quant_chunked_load_hf();
     test_quant_cli();
     test_hostile_adapters();
