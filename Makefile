@@ -43,7 +43,7 @@ ifeq ($(NCCL),1)
 endif
 SAN = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 
-.PHONY: all test test-cuda check-cuda profile-cuda test-multi-gpu bench-multi-gpu debug clean tokenizer bench bench-cuda fuzz fuzz-build fuzz-replay fuzz-seeds infer cross-test
+.PHONY: all test test-cuda check-cuda profile-cuda test-multi-gpu bench-multi-gpu debug clean tokenizer bench bench-cuda bench-big fuzz fuzz-build fuzz-replay fuzz-seeds infer cross-test
 ifeq ($(PEFT_INFER),1)
 all: peft_infer
 else
@@ -126,6 +126,14 @@ bench-cuda:
 	$(MAKE) CUDA=1 peft
 	$(PYTHON) bench/bench_cuda.py $(BENCH_CUDA_ARGS)
 	bash bench/gemm_wgmma/run.sh
+
+# big models on small GPUs (issue 29; bench/bench_big.sh, docs/OFFLOAD.md): time to the first step of a 7B bf16
+# folder against transformers + PEFT, the 7B NF4 --gpu-memory 6G and 70B NF4 --gpu-memory 22G runs against resident;
+# BENCH_BIG_PARTS picks the parts (load 7b 70b), one device call each when time is short
+BENCH_BIG_PARTS ?= load 7b 70b
+bench-big:
+	$(MAKE) CUDA=1 peft
+	bash bench/bench_big.sh $(BENCH_BIG_PARTS)
 
 # several GPUs on one host (make CUDA=1 NCCL=1): the data-parallel tests (tests/cuda/multi_gpu.sh: 2 GPUs
 # against 1, mpirun, torchrun, resume, kill -9) and the scaling benchmark against PyTorch DDP + PEFT

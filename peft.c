@@ -39,6 +39,7 @@ Only libc, libm and optionally OpenMP.
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <sys/resource.h>
 #if defined(__linux__)
 #include <sys/mman.h>
 #endif
@@ -272,6 +273,30 @@ static size_t fread_le(void *dst, size_t es, size_t n, FILE *f) {
     le_swap(dst, es, got);
     return got;
 }
+// Loading reads many GB from the page cache, which one thread copies at a few GB/s: bytes at offset off
+// of fd into dst by all threads, in pieces of READ_PIECE (pread each; the file's position is untouched).
+// 0, or -1 when a read fails or the file ends first.
+#define READ_PIECE ((size_t)4 << 20)
+static int pread_all(int fd, void *dst, size_t bytes, off_t off) {
+    long n = (long)((bytes + READ_PIECE - 1) / READ_PIECE);
+    int bad = 0;
+    #pragma omp parallel for schedule(dynamic) reduction(|:bad) if (n > 1)
+    for (long i = 0; i < n; i++) {
+        size_t at = (size_t)i * READ_PIECE, want = bytes - at < READ_PIECE ? bytes - at : READ_PIECE, got = 0;
+        while (got < want && !bad) {
+            ssize_t r = pread(fd, (char *)dst + at + got, want - got, off + (off_t)(at + got));
+            if (r <= 0) bad = 1; else got += (size_t)r;
+        }
+    }
+    return bad ? -1 : 0;
+}
+// fread of bytes (0 when short): large reads through pread_all from f's position, which moves past them
+static int fread_all(void *dst, size_t bytes, FILE *f) {
+    if (bytes < 2 * READ_PIECE) return fread(dst, 1, bytes, f) == bytes ? 0 : -1;
+    off_t pos = ftello(f);
+    if (pos < 0 || pread_all(fileno(f), dst, bytes, pos) || fseeko(f, pos + (off_t)bytes, SEEK_SET)) return -1;
+    return 0;
+}
 
 // Read a whole file into memory (NUL-terminated); pipes work too. Returns NULL and sets the error on failure.
 static char *read_file(const char *path, size_t *len_out, size_t max_len) {
@@ -371,6 +396,17 @@ static double time_sec(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+static double start_sec, load_sec; // main's start; how long the last model load took (the startup line of train)
+// the most host memory the process has held (resident): Linux's VmHWM, as getrusage's ru_maxrss gives it
+static double host_peak_bytes(void) {
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru)) return 0;
+#ifdef __APPLE__
+    return (double)ru.ru_maxrss; // bytes there
+#else
+    return (double)ru.ru_maxrss * 1024.0;
+#endif
 }
 
 // half-precision conversions (round to nearest even when narrowing)
@@ -829,26 +865,50 @@ static int st_read_raw(SafeTensors *st, const STTensor *t, void *dst) {
     return 0;
 }
 
-// Read a floating tensor into floatX, converting from F32/F16/BF16/F64. Rejects NaN/Inf.
+// Read a floating tensor into floatX, converting from F32/F16/BF16/F64. Rejects NaN/Inf (the first).
+// The threads read and convert pieces of 64K values each (pread: the stream's position is untouched).
 static int st_read_floatX(SafeTensors *st, const STTensor *t, floatX *dst) {
     if (t->dtype != DT_F32 && t->dtype != DT_F16 && t->dtype != DT_BF16 && t->dtype != DT_F64)
         return set_error(st->path, "tensor '%s': dtype %s is not a float type", t->name, dtype_names[t->dtype]);
     size_t chunk = t->numel < ((size_t)1 << 16) ? t->numel : (size_t)1 << 16, es = dtype_sizes[t->dtype]; // no 512 KiB buffer for a bias
-    unsigned char *buf = (unsigned char *)malloc_check(chunk * es);
-    if (fseeko(st->f, (off_t)st->data_start + (off_t)t->begin, SEEK_SET) != 0) { free(buf); return set_error(st->path, "tensor '%s': seek failed", t->name); }
-    for (size_t i = 0; i < t->numel; i += chunk) {
-        size_t n = t->numel - i < chunk ? t->numel - i : chunk;
-        if (fread_le(buf, es, n, st->f) != n) { free(buf); return set_error(st->path, "tensor '%s': read failed", t->name); }
-        for (size_t k = 0; k < n; k++) {
-            double v;
-            if (t->dtype == DT_F32) { float f; memcpy(&f, buf + 4 * k, 4); v = f; }
-            else if (t->dtype == DT_F64) { memcpy(&v, buf + 8 * k, 8); }
-            else { uint16_t h; memcpy(&h, buf + 2 * k, 2); v = t->dtype == DT_BF16 ? bf16_to_f32(h) : f16_to_f32(h); }
-            if (!isfinite(v)) { free(buf); return set_error(st->path, "tensor '%s': non-finite value at index %zu", t->name, i + k); }
-            dst[i + k] = (floatX)v;
+    long npieces = chunk ? (long)((t->numel + chunk - 1) / chunk) : 0, bad_read = -1;
+    size_t first_bad = SIZE_MAX;
+    int fd = fileno(st->f);
+    #pragma omp parallel if (npieces > 1)
+    {
+        unsigned char *buf = (unsigned char *)malloc_check(chunk * es);
+        #pragma omp for schedule(dynamic)
+        for (long p = 0; p < npieces; p++) {
+            size_t i = (size_t)p * chunk, n = t->numel - i < chunk ? t->numel - i : chunk, want = n * es, got = 0;
+            off_t off = (off_t)(st->data_start + t->begin + i * es);
+            while (got < want) {
+                ssize_t r = pread(fd, buf + got, want - got, off + (off_t)got);
+                if (r <= 0) break;
+                got += (size_t)r;
+            }
+            if (got < want) {
+                #pragma omp critical(st_read_bad)
+                bad_read = p;
+                continue;
+            }
+            le_swap(buf, es, n);
+            for (size_t k = 0; k < n; k++) {
+                double v;
+                if (t->dtype == DT_F32) { float f; memcpy(&f, buf + 4 * k, 4); v = f; }
+                else if (t->dtype == DT_F64) { memcpy(&v, buf + 8 * k, 8); }
+                else { uint16_t h; memcpy(&h, buf + 2 * k, 2); v = t->dtype == DT_BF16 ? bf16_to_f32(h) : f16_to_f32(h); }
+                if (!isfinite(v)) {
+                    #pragma omp critical(st_read_bad)
+                    if (i + k < first_bad) first_bad = i + k;
+                    break;
+                }
+                dst[i + k] = (floatX)v;
+            }
         }
+        free(buf);
     }
-    free(buf);
+    if (bad_read >= 0) return set_error(st->path, "tensor '%s': read failed", t->name);
+    if (first_bad != SIZE_MAX) return set_error(st->path, "tensor '%s': non-finite value at index %zu", t->name, first_bad);
     return 0;
 }
 
@@ -951,6 +1011,7 @@ int gpu_mirror(void *host, size_t bytes);                // device copy of host[
 void gpu_mirror_bf16(const void *host, size_t bytes);    // before gpu_mirror: these bytes are frozen weights only GEMMs read (bf16 matmuls: kept in bf16 only)
 void gpu_unmirror(void *host);
 void gpu_mirror_skip(const void *host, size_t bytes);    // before gpu_mirror: these bytes are streamed (--offload), not mirrored
+void gpu_mirror_bf16_from(const void *host, size_t bytes, const void *src16); // gpu_mirror_bf16 with the values in bf16 already (src16)
 int gpu_weights_bf16(void);                              // frozen float weights are kept (and streamed) in bf16
 // --offload: a layer's frozen tensors stay in host memory (pinned) and are streamed into device slots
 int gpu_offload_add(int layer, void *host, size_t bytes, const void *src, size_t dev_bytes, int bf16, char *err, size_t errlen);
@@ -1267,7 +1328,7 @@ static inline float qtensor_scale(const QTensor *t, size_t b) {
 }
 
 // quantize w (rows*cols values) into t (allocated). Non-finite input is an error naming what.
-// Quantize blocks [b0, b1) of t from w, which holds the values from element b0*bs on (finite; the
+// Quantize blocks [b0, b1) of t from w, which holds the values from element b0*bs on (finite; hqq: the
 // caller zeroed t->q); absmax[b] receives each block's max |w| (for double quantization).
 // Loading quantizes a large matrix this way in chunks, never holding all of it in float.
 static void qtensor_quantize_hqq(QTensor *t, const floatX *w, size_t b0, size_t b1);
@@ -1282,6 +1343,7 @@ static void qtensor_quantize_blocks(QTensor *t, const floatX *w, size_t b0, size
         float amax = 0;
         for (size_t i = i0; i < i1; i++) { float a = fabsf((float)w[i]); if (a > amax) amax = a; }
         absmax[b] = amax;
+        if (t->type != QT_INT8) memset(t->q + (i0 + 1) / 2, 0, (i1 + 1) / 2 - (i0 + 1) / 2); // the bytes whose high nibble is in this block
         if (t->type == QT_INT8 || t->type == QT_INT4) {
             float qmax = t->type == QT_INT8 ? 127.0f : 7.0f, scale = amax / qmax;
             if (t->type == QT_INT8) t->scale[b] = scale;
@@ -1302,10 +1364,15 @@ static void qtensor_quantize_blocks(QTensor *t, const floatX *w, size_t b0, size
         } else {
             // bitsandbytes multiplies by the reciprocal; a denormal absmax (reciprocal overflows) divides
             float inv = amax > 0 ? 1.0f / amax : 0;
+            int fin = isfinite(inv);
             if (t->scale) t->scale[b] = amax;
-            for (size_t i = i0; i < i1; i++) {
-                float x = isfinite(inv) ? (float)w[i] * inv : (float)w[i] / amax;
-                t->q[i >> 1] |= (uint8_t)(nf4_quantize_count(amax > 0 ? x : 0) << (i & 1 ? 0 : 4));
+            for (size_t c0 = i0; c0 < i1; c0 += 64) { // the codes of 64 values (a loop the compiler vectorizes), then packed
+                size_t c1 = c0 + 64 < i1 ? c0 + 64 : i1;
+                unsigned char code[64];
+                if (fin) for (size_t i = c0; i < c1; i++) code[i - c0] = (unsigned char)nf4_quantize_count((float)w[i] * inv); // (amax 0: inv 0)
+                else for (size_t i = c0; i < c1; i++) code[i - c0] = (unsigned char)nf4_quantize_count((float)w[i] / amax);
+                if (c0 % 2 == 0 && c1 % 2 == 0) for (size_t i = c0; i < c1; i += 2) t->q[i >> 1] = (uint8_t)(code[i - c0] << 4 | code[i - c0 + 1]);
+                else for (size_t i = c0; i < c1; i++) t->q[i >> 1] |= (uint8_t)(code[i - c0] << (i & 1 ? 0 : 4));
             }
         }
     }
@@ -1411,12 +1478,19 @@ static void qtensor_quantize_absmax(QTensor *t, const float *absmax) {
     }
 }
 // quantize w (rows*cols values) into t (allocated). Non-finite input is an error naming what.
+// (the checks by all threads: quantize --random llama2-70b checks 69G values)
 static int qtensor_quantize(QTensor *t, const floatX *w, const char *path, const char *what) {
-    for (size_t i = 0; i < t->n; i++) if (!isfinite((double)w[i])) return set_error(path, "cannot quantize %s: non-finite value at index %zu", what, i);
-    if (qtype_hqq(t->type)) // fp16 scales: a group's scale is at most its range / (2^b - 1)
-        for (size_t i = 0; i < t->n; i++) if (fabs((double)w[i]) > 65504.0 * 7.5 / 2) return set_error(path, "cannot quantize %s to %s: |w| = %g at index %zu is beyond the range of its fp16 scales", what, qtype_names[t->type], (double)w[i], i);
+    long first = LONG_MAX, big = LONG_MAX, n = (long)t->n;
+    double lim = qtype_hqq(t->type) ? 65504.0 * 7.5 / 2 : INFINITY; // hqq's fp16 scales: a group's scale is at most its range / (2^b - 1)
+    #pragma omp parallel for schedule(static) reduction(min:first, big) if (n >= 65536)
+    for (long i = 0; i < n; i++) {
+        if (!isfinite((double)w[i])) { if (i < first) first = i; }
+        else if (fabs((double)w[i]) > lim && i < big) big = i;
+    }
+    if (first < n) return set_error(path, "cannot quantize %s: non-finite value at index %ld", what, first);
+    if (big < n) return set_error(path, "cannot quantize %s to %s: |w| = %g at index %ld is beyond the range of its fp16 scales", what, qtype_names[t->type], (double)w[big], big);
     float *absmax = (float *)malloc_check(t->nblocks * sizeof(float));
-    memset(t->q, 0, qtensor_qbytes(t->type, t->n));
+    if (qtype_hqq(t->type)) memset(t->q, 0, qtensor_qbytes(t->type, t->n));
     qtensor_quantize_blocks(t, w, 0, t->nblocks, absmax);
     qtensor_quantize_absmax(t, absmax);
     free(absmax);
@@ -1880,6 +1954,15 @@ static void model_permute_qk(Model *m, int to_hf) {
 
 // read n float32 values from f into dst (as floatX), rejecting NaN/Inf
 static int fread_f32(floatX *dst, size_t n, FILE *f, const char *path, const char *what) {
+    if (sizeof(floatX) == sizeof(float) && n * sizeof(float) >= 2 * READ_PIECE) { // large: straight into place by all threads
+        if (fread_all(dst, n * sizeof(float), f)) return set_error(path, "truncated while reading %s", what);
+        le_swap(dst, sizeof(float), n);
+        long bad = -1;
+        #pragma omp parallel for schedule(static) reduction(max:bad)
+        for (long i = 0; i < (long)n; i++) if (!isfinite(dst[i])) bad = i; // (any one of them)
+        if (bad >= 0) return set_error(path, "non-finite value in %s at index %ld", what, bad);
+        return 0;
+    }
     float buf[4096];
     for (size_t i = 0; i < n; i += 4096) {
         size_t k = n - i < 4096 ? n - i : 4096;
@@ -1989,7 +2072,7 @@ static int memory_check(const char *path, double bytes, const char *what) {
 // read a serialized quantized tensor (layout in the file-format comment of load_bin) into t (allocated)
 static int qtensor_read(QTensor *t, FILE *f, const char *path) {
     size_t qb = qtensor_qbytes(t->type, t->n);
-    if (fread(t->q, 1, qb, f) != qb) return set_error(path, "truncated quantized weights");
+    if (fread_all(t->q, qb, f)) return set_error(path, "truncated quantized weights");
     if (t->qabsmax) {
         size_t n2 = (t->nblocks + DQ_BLOCK - 1) / DQ_BLOCK;
         if (fread(t->qabsmax, 1, t->nblocks, f) != t->nblocks || fread_le(t->absmax2, 4, n2, f) != n2 || fread_le(&t->offset, 4, 1, f) != 1)
@@ -2166,7 +2249,7 @@ static int load_bin(Model *m, const char *path, const QuantOpts *qo) {
                 param_dims(c, i, &rows, &cols);
                 QTensor *t = outer ? (i == 0 ? &m->qembed : &m->qcls) : &m->qw[l * NUM_TARGETS + param_target(i)];
                 qtensor_alloc(t, QT_INT8, rows, cols, 0);
-                if (fread(t->q, 1, per, f) != per || fread_le(t->scale, 4, t->nblocks, f) != t->nblocks) { rc = set_error(path, "truncated int8 weights"); break; }
+                if (fread_all(t->q, per, f) || fread_le(t->scale, 4, t->nblocks, f) != t->nblocks) { rc = set_error(path, "truncated int8 weights"); break; }
                 for (size_t b = 0; b < t->nblocks; b++) if (!isfinite(t->scale[b])) { rc = set_error(path, "non-finite value in int8 scales of %s", param_names[i]); break; }
                 if (!rc && (i == 2 || i == 3)) qtensor_permute_rope_rows(t, i == 2 ? c->n_heads : c->n_kv_heads, c->head_dim, 1);
                 continue;
@@ -2394,35 +2477,51 @@ static int hf_read_quantized(Model *m, SafeTensors *st, int nfiles, const char *
     int target = param_target(pi);
     QTensor *q = target >= 0 ? &m->qw[l * NUM_TARGETS + target] : (pi == 0 ? &m->qembed : &m->qcls);
     qtensor_alloc_bs(q, m->quant, (int)d0, (int)d1, m->quant_dq, m->quant_bs);
-    memset(q->q, 0, qtensor_qbytes(q->type, q->n));
     size_t es = dtype_sizes[t->dtype], chunk = (size_t)q->bs * 16384, n = q->n;
-    unsigned char *raw = (unsigned char *)malloc_check(chunk * es);
-    floatX *w = (floatX *)malloc_check(chunk * sizeof(floatX));
     float *absmax = (float *)malloc_check(q->nblocks * sizeof(float));
-    int fd = fileno(st[fi].f), rc = 0;
-    for (size_t start = 0; start < n && !rc; start += chunk) {
-        size_t k = n - start < chunk ? n - start : chunk, want = k * es, got = 0;
-        off_t off = (off_t)(st[fi].data_start + t->begin + start * es);
-        while (got < want) {
-            ssize_t r = pread(fd, raw + got, want - got, off + (off_t)got);
-            if (r <= 0) { rc = set_error(st[fi].path, "tensor '%s': read failed", name); break; }
-            got += (size_t)r;
+    int fd = fileno(st[fi].f), rc = 0, bad_read = 0;
+    long nchunks = (long)((n + chunk - 1) / chunk);
+    size_t first_bad = SIZE_MAX;
+    // each thread reads, converts and quantizes whole chunks (qtensor_quantize_blocks' own loop runs on it alone)
+    #pragma omp parallel if (nchunks > 1)
+    {
+        unsigned char *raw = (unsigned char *)malloc_check(chunk * es);
+        floatX *w = (floatX *)malloc_check(chunk * sizeof(floatX));
+        #pragma omp for schedule(dynamic)
+        for (long ci = 0; ci < nchunks; ci++) {
+            size_t start = (size_t)ci * chunk, k = n - start < chunk ? n - start : chunk, want = k * es, got = 0;
+            off_t off = (off_t)(st[fi].data_start + t->begin + start * es);
+            while (got < want) {
+                ssize_t r = pread(fd, raw + got, want - got, off + (off_t)got);
+                if (r <= 0) break;
+                got += (size_t)r;
+            }
+            if (got < want) {
+                #pragma omp atomic write
+                bad_read = 1;
+                continue;
+            }
+            size_t bad = SIZE_MAX;
+            for (size_t i = 0; i < k; i++) {
+                float v;
+                if (es == 4) { memcpy(&v, raw + 4 * i, 4); le_swap(&v, 4, 1); } // little-endian in the file
+                else { uint16_t h; memcpy(&h, raw + 2 * i, 2); le_swap(&h, 2, 1); v = t->dtype == DT_BF16 ? bf16_to_f32(h) : f16_to_f32(h); }
+                if (!isfinite(v)) { bad = start + i; break; }
+                w[i] = (floatX)v;
+            }
+            if (bad != SIZE_MAX) {
+                #pragma omp critical(hf_read_bad)
+                if (bad < first_bad) first_bad = bad;
+                continue;
+            }
+            qtensor_quantize_blocks(q, w, start / q->bs, (start + k + q->bs - 1) / q->bs, absmax);
         }
-        if (rc) break;
-        long bad = -1;
-        #pragma omp parallel for schedule(static) reduction(max:bad)
-        for (long i = 0; i < (long)k; i++) {
-            float v;
-            if (es == 4) { memcpy(&v, raw + 4 * i, 4); le_swap(&v, 4, 1); } // little-endian in the file
-            else { uint16_t h; memcpy(&h, raw + 2 * i, 2); le_swap(&h, 2, 1); v = t->dtype == DT_BF16 ? bf16_to_f32(h) : f16_to_f32(h); }
-            if (!isfinite(v)) bad = i; // (any one of them)
-            w[i] = (floatX)v;
-        }
-        if (bad >= 0) { rc = set_error(st[fi].path, "tensor '%s': non-finite value at index %zu", name, start + (size_t)bad); break; }
-        qtensor_quantize_blocks(q, w, start / q->bs, (start + k + q->bs - 1) / q->bs, absmax);
+        free(raw); free(w);
     }
+    if (bad_read) rc = set_error(st[fi].path, "tensor '%s': read failed", name);
+    else if (first_bad != SIZE_MAX) rc = set_error(st[fi].path, "tensor '%s': non-finite value at index %zu", name, first_bad);
     if (!rc) qtensor_quantize_absmax(q, absmax);
-    free(raw); free(w); free(absmax);
+    free(absmax);
     return rc;
 }
 
@@ -6996,6 +7095,7 @@ static floatX *forward_token(Net *net, RunState *s, int token, int pos) {
         floatX *kc = s->key_cache + ((size_t)l * s->npos) * KD, *vc = s->value_cache + ((size_t)l * s->npos) * KD, *kp = kc + (size_t)pos * KD, *vp = vc + (size_t)pos * KD;
         const floatX *cs, *sn;
         net_rope(net, l, &cs, &sn);
+        layer_use(l, (l + 1) % c->n_layers); // --offload: after the last layer, the next token's first
         rmsnorm_forward(s->xn, s->rstd, s->x, p->rms_att + (size_t)l * C, 1, C, c->norm_eps, wn);
         floatX *qkv[3] = { s->q, kp, vp };
         Weight wqkv[3] = { layer_weight(net->model, l, TGT_Q), layer_weight(net->model, l, TGT_K), layer_weight(net->model, l, TGT_V) };
@@ -7045,13 +7145,24 @@ static void model_mirror(Model *m, int on) {
 #ifdef PEFT_CUDA
     // the linear layers' weights and an untied classifier are read only by matmuls: unless trained, the
     // GPU may keep them in bf16 only (with bf16 matmuls, which round them to bf16 anyway)
+    // (rounded to bf16 here by all threads, so that half the bytes cross the bus and no kernel converts them)
+    uint16_t *h16[NUM_PARAM_TENSORS] = { 0 };
     for (int i = 2; on && gpu_on && i < NUM_PARAM_TENSORS; i++) {
         if (!(param_target(i) >= 0 || i == 11) || (m->trained >> i & 1) || !m->param_sizes[i]) continue;
-        if (offload_on && param_target(i) >= 0) gpu_mirror_skip(*param_ptr(&m->params, i), m->param_sizes[i] * sizeof(floatX));
-        else gpu_mirror_bf16(*param_ptr(&m->params, i), m->param_sizes[i] * sizeof(floatX));
+        const floatX *w = *param_ptr(&m->params, i);
+        long n = (long)m->param_sizes[i];
+        if (offload_on && param_target(i) >= 0) { gpu_mirror_skip(w, (size_t)n * sizeof(floatX)); continue; }
+        if (!gpu_weights_bf16()) continue; // (gpu_mirror_bf16 would do nothing)
+        h16[i] = (uint16_t *)malloc_check((size_t)n * sizeof(uint16_t));
+        #pragma omp parallel for schedule(static)
+        for (long k = 0; k < n; k++) h16[i][k] = f32_to_bf16((float)w[k]); // round_bf16_kernel's rounding (nearest even)
+        gpu_mirror_bf16_from(w, (size_t)n * sizeof(floatX), h16[i]);
     }
 #endif
     if (on) tensor_mirror(m->params_memory, m->num_parameters * sizeof(floatX)); else tensor_unmirror(m->params_memory);
+#ifdef PEFT_CUDA
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) free(h16[i]);
+#endif
     QTensor *qs[2] = { &m->qembed, &m->qcls };
     int nq = m->quant && !offload_on ? m->config.n_layers * NUM_TARGETS : 0;
     for (int i = 0; i < nq + 2; i++) {
@@ -7081,7 +7192,8 @@ static void net_offload(Net *net) {
             size_t n = (size_t)in * out;
             if (w.q) rc = gpu_offload_add(l, w.q->memory, w.q->memory_bytes, w.q->memory, w.q->memory_bytes, 0, err, sizeof(err));
             else if (h16) {
-                for (size_t i = 0; i < n; i++) h16[i] = f32_to_bf16(w.f[i]); // round_bf16_kernel's rounding (nearest even)
+                #pragma omp parallel for schedule(static) if (n >= 65536)
+                for (long i = 0; i < (long)n; i++) h16[i] = f32_to_bf16(w.f[i]); // round_bf16_kernel's rounding (nearest even)
                 rc = gpu_offload_add(l, (void *)w.f, n * sizeof(floatX), h16, n * sizeof(uint16_t), 1, err, sizeof(err));
                 h16 += n;
             } else rc = gpu_offload_add(l, (void *)w.f, n * sizeof(floatX), w.f, n * sizeof(floatX), 0, err, sizeof(err));
@@ -9663,7 +9775,11 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
         if (ta->bench) { step_mm_s[step - step0] = mm_stats.secs; step_mm_flops[step - step0] = mm_stats.flops; }
         tokens_done += (long)N * ta->grad_accum * dist_world;
         if (dist_world > 1) { double st = stop_requested; dist_sum_host(&st, 1); stop_requested = st > 0; } // all stop at the same step
-        if (first_loss < 0) first_loss = loss;
+        if (first_loss < 0) { // one line for benches: start to the end of the first step, and the host memory peak so far
+            first_loss = loss;
+            fprintf(stderr, "startup: first step done %.2f s after the start (model load %.2f s, step %.2f s), host memory peak %.3f GiB\n",
+                    time_sec() - start_sec, load_sec, dt, host_peak_bytes() / 1073741824.0);
+        }
         last_loss = loss;
         int last = step == steps - 1;
         double vloss = -1;
@@ -9868,7 +9984,9 @@ static void load_model_q_or_die(Model *m, const char *path, const QuantOpts *qo)
     if ((qo->embed || qo->dq) && qo->type < 0) fatal("--quant-embeddings and --double-quant need --quant");
     if (qo->dq && qo->type != QT_NF4) fatal("--double-quant applies to --quant nf4");
     if (qo->gs && !qtype_hqq(qo->type)) fatal("--group-size applies to --quant hqq4 and hqq8 (the other formats have fixed blocks)");
+    double t0 = time_sec();
     if (model_load_q(m, path, qo)) fatal_error();
+    load_sec = time_sec() - t0;
 }
 // "base: nf4 weights (double-quantized absmax), embeddings fp32" for the stderr reports; "" for float models
 static const char *quant_desc(const Model *m) {
@@ -9884,7 +10002,10 @@ static const char *quant_desc(const Model *m) {
 // --device cpu|cuda and --dtype fp32|bf16 (train, generate, eval, dump)
 #define DEVICE_HELP "  --device D    cpu | cuda (default: $PEFT_DEVICE, else cuda when built with `make CUDA=1` and a GPU is present, else cpu)\n" \
                     "  --dtype T     GPU matmul precision: bf16 (operands rounded to bf16, fp32 accumulation; the GPU default) | fp32 (exact)\n"
-typedef struct { int device, dtype; } DeviceOpts; // device -1 default, 0 cpu, 1 cuda; dtype -1 default, 0 fp32, 1 bf16
+#define OFFLOAD_HELP "  --offload     GPU: keep the base's linear weights in pinned host memory and copy each layer to the GPU a\n" \
+                     "                layer ahead of its use, as train --offload does (3 layers on the GPU at once; same results)\n"
+// device -1 default, 0 cpu, 1 cuda; dtype -1 default, 0 fp32, 1 bf16; offload: --offload (not train's: it parses its own)
+typedef struct { int device, dtype, offload; } DeviceOpts;
 static int parse_device_flag(int argc, char **argv, int *i, DeviceOpts *d) {
     if (!strcmp(argv[*i], "--device")) {
         const char *v = next_arg(argc, argv, i);
@@ -9918,6 +10039,8 @@ static void device_start(const DeviceOpts *dopts) {
     if (d->device == 1) fatal("--device cuda: this peft was built without CUDA (build with make CUDA=1)");
 #endif
     if (!gpu_on && d->dtype == 1) fatal("--dtype bf16 needs the GPU (--device cuda); the CPU computes in fp32");
+    if (d->offload && !gpu_on) fatal("--offload streams the frozen base to a GPU; this run is on the CPU (--device cuda)");
+    offload_on = d->offload; // net_init registers the layers for streaming
 }
 
 static int parse_int(const char *flag, const char *v, int lo, int hi) {
@@ -10016,7 +10139,7 @@ static void error_usage_generate(void) {
                     "  -t T          temperature, 0 = greedy (default 1.0)\n"
                     "  --top-p P     nucleus sampling threshold (default 0.9; 1 = off)\n"
                     "  -s SEED       random seed (default: time)\n"
-                    QUANT_HELP DEVICE_HELP);
+                    QUANT_HELP DEVICE_HELP OFFLOAD_HELP);
     exit(1);
 }
 static void print_piece(const char *p, int n) {
@@ -10031,11 +10154,12 @@ static int cmd_generate(int argc, char **argv) {
     float temperature = 1.0f, topp = 0.9f;
     uint64_t seed = (uint64_t)time(NULL);
     QuantOpts qo = { -1, 0, 0, 0 };
-    DeviceOpts dev = { -1, -1 };
+    DeviceOpts dev = { -1, -1, 0 };
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) error_usage_generate();
         else if (parse_quant_flag(argc, argv, &i, &qo)) {}
         else if (parse_device_flag(argc, argv, &i, &dev)) {}
+        else if (!strcmp(argv[i], "--offload")) dev.offload = 1;
         else if (argv[i][0] != '-') { if (model_path) fatal("unexpected argument '%s'", argv[i]); model_path = argv[i]; }
         else if (!strcmp(argv[i], "-z")) zpath = next_arg(argc, argv, &i);
         else if (!strcmp(argv[i], "-a")) push_adapter(adapters, &na, next_arg(argc, argv, &i));
@@ -10410,7 +10534,7 @@ static void error_usage_eval(void) {
                     "  -a DIR[:W]    PEFT LoRA adapter, weight W; repeat to sum several (default: none)\n"
                     "  -T N          window length (default: min(256, the model's max positions))\n"
                     "  -b N          windows per batch (default 4)\n"
-                    QUANT_HELP DEVICE_HELP);
+                    QUANT_HELP DEVICE_HELP OFFLOAD_HELP);
     exit(1);
 }
 static int cmd_eval(int argc, char **argv) {
@@ -10418,11 +10542,12 @@ static int cmd_eval(int argc, char **argv) {
     char *adapters[MAX_ADAPTERS];
     int na = 0, T = 0, B = 4;
     QuantOpts qo = { -1, 0, 0, 0 };
-    DeviceOpts dev = { -1, -1 };
+    DeviceOpts dev = { -1, -1, 0 };
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) error_usage_eval();
         else if (parse_quant_flag(argc, argv, &i, &qo)) {}
         else if (parse_device_flag(argc, argv, &i, &dev)) {}
+        else if (!strcmp(argv[i], "--offload")) dev.offload = 1;
         else if (argv[i][0] != '-') { if (!model_path) model_path = argv[i]; else if (!data) data = argv[i]; else fatal("unexpected argument '%s'", argv[i]); }
         else if (!strcmp(argv[i], "-z")) zpath = next_arg(argc, argv, &i);
         else if (!strcmp(argv[i], "-a")) push_adapter(adapters, &na, next_arg(argc, argv, &i));
@@ -10472,7 +10597,7 @@ static void error_usage_dump(void) {
                     "  -o FILE      output safetensors (required)\n"
                     "  -a DIR[:W]   PEFT LoRA adapter folder to apply (default: none); repeat to sum several\n"
                     "               (gradients are written for a single unweighted adapter)\n"
-                    QUANT_HELP DEVICE_HELP);
+                    QUANT_HELP DEVICE_HELP OFFLOAD_HELP);
     exit(1);
 }
 
@@ -10481,11 +10606,12 @@ static int cmd_dump(int argc, char **argv) {
     char *adapters[MAX_ADAPTERS];
     int na = 0;
     QuantOpts qo = { -1, 0, 0, 0 };
-    DeviceOpts dev = { -1, -1 };
+    DeviceOpts dev = { -1, -1, 0 };
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) error_usage_dump();
         else if (parse_quant_flag(argc, argv, &i, &qo)) {}
         else if (parse_device_flag(argc, argv, &i, &dev)) {}
+        else if (!strcmp(argv[i], "--offload")) dev.offload = 1;
         else if (argv[i][0] != '-') { if (model_path) fatal("unexpected argument '%s'", argv[i]); model_path = argv[i]; }
         else if (!strcmp(argv[i], "-i")) in = next_arg(argc, argv, &i);
         else if (!strcmp(argv[i], "-o")) out = next_arg(argc, argv, &i);
@@ -10730,7 +10856,7 @@ static int cmd_train(int argc, char **argv) {
     const char *layers = NULL;
     int alpha_set = 0, template_set = 0;
     QuantOpts qo = { -1, 0, 0, 0 };
-    DeviceOpts dev = { -1, -1 };
+    DeviceOpts dev = { -1, -1, 0 };
     for (int i = 0; i < argc; i++) {
         const char *f = argv[i];
         if (!strcmp(f, "--help") || !strcmp(f, "-h")) error_usage_train();
@@ -11482,6 +11608,7 @@ int peft_main(int argc, char **argv) {
 #else
 int main(int argc, char **argv) {
 #endif
+    start_sec = time_sec();
 #ifdef SIGXFSZ
     signal(SIGXFSZ, SIG_IGN); // past a file size limit (ulimit -f) a write fails (EFBIG) and is reported, not fatal
 #endif

@@ -121,7 +121,7 @@ static unsigned blocks_for(size_t n, int threads) {
 typedef struct { char *host, *dev, *block; size_t bytes; int bf16, layer; } Mirror; // block: the host block it is part of; layer: streamed (--offload, below), else -1
 static Mirror *mirrors;
 static int nmirrors, cap_mirrors;
-static struct { const char *lo, *hi; int skip; } *bf16_plan; // ranges named by gpu_mirror_bf16 (skip: by gpu_mirror_skip), not yet mirrored
+static struct { const char *lo, *hi; int skip; const void *src16; } *bf16_plan; // ranges named by gpu_mirror_bf16 (skip: by gpu_mirror_skip; src16: their bf16 values, by gpu_mirror_bf16_from), not yet mirrored
 static int nplan, cap_plan;
 static int npieces16;        // bf16 pieces now
 static int bf16_weights = 1; // PEFT_CUDA_WEIGHTS=fp32: keep every mirror in fp32 (as before)
@@ -293,14 +293,23 @@ extern "C" void gpu_mirror_bf16(const void *host, size_t bytes) {
         bf16_plan = (decltype(bf16_plan))realloc(bf16_plan, (size_t)cap_plan * sizeof *bf16_plan);
         if (!bf16_plan) { fprintf(stderr, "peft: out of memory\n"); exit(1); }
     }
-    bf16_plan[nplan].lo = (const char *)host; bf16_plan[nplan].hi = (const char *)host + bytes; bf16_plan[nplan].skip = plan_skip; nplan++;
+    bf16_plan[nplan].lo = (const char *)host; bf16_plan[nplan].hi = (const char *)host + bytes; bf16_plan[nplan].skip = plan_skip; bf16_plan[nplan].src16 = NULL; nplan++;
+}
+// gpu_mirror_bf16, with the range's values already rounded to bf16 on the host (src16, round_bf16_kernel's
+// rounding; read by the gpu_mirror that follows): the first upload copies half the bytes and converts nothing
+extern "C" void gpu_mirror_bf16_from(const void *host, size_t bytes, const void *src16) {
+    int n0 = nplan;
+    gpu_mirror_bf16(host, bytes);
+    if (nplan > n0) bf16_plan[nplan - 1].src16 = src16;
 }
 __global__ void round_bf16_kernel(__nv_bfloat16 *q, const float *p, size_t n) { FOR_EACH(i, n) q[i] = __float2bfloat16(p[i]); }
-// a piece's device values from its host floats (bf16 pieces: through fp32 staging, 64 MiB at a time)
-static void upload_piece(const Mirror *m) {
+// a piece's device values from its host floats (bf16 pieces: through fp32 staging, 64 MiB at a time, or
+// copied from src16, their values rounded on the host)
+static void upload_piece(const Mirror *m, const void *src16) {
     wrote(m->dev, m->bf16 ? m->bytes / 2 : m->bytes);
     wrote(m->host, m->bytes); // the copies made from a bf16 piece are keyed by its host address
     if (!m->bf16) { if (m->bytes) CK(cudaMemcpy(m->dev, m->host, m->bytes, cudaMemcpyHostToDevice)); return; }
+    if (src16) { CK(cudaMemcpy(m->dev, src16, m->bytes / 2, cudaMemcpyHostToDevice)); return; }
     size_t n = m->bytes / sizeof(float), chunk = (size_t)16 << 20;
     float *stage = (float *)gpu_alloc((n < chunk ? n : chunk) * sizeof(float));
     if (!stage) { fprintf(stderr, "peft: out of GPU memory uploading a weight\n"); exit(1); }
@@ -312,7 +321,7 @@ static void upload_piece(const Mirror *m) {
     }
     gpu_free(stage);
 }
-static Mirror *add_mirror(char *host, size_t bytes, char *block, int bf16) {
+static Mirror *add_mirror(char *host, size_t bytes, char *block, int bf16, const void *src16) {
     void *dev = gpu_alloc(bf16 ? bytes / 2 : bytes);
     if (!dev) return NULL;
     if (nmirrors == cap_mirrors) {
@@ -323,7 +332,7 @@ static Mirror *add_mirror(char *host, size_t bytes, char *block, int bf16) {
     Mirror *m = &mirrors[nmirrors++];
     m->host = host; m->dev = (char *)dev; m->block = block; m->bytes = bytes; m->bf16 = bf16; m->layer = -1;
     npieces16 += bf16;
-    upload_piece(m);
+    upload_piece(m, src16);
     return m;
 }
 extern "C" void gpu_unmirror(void *host) {
@@ -334,21 +343,22 @@ extern "C" void gpu_unmirror(void *host) {
 // The plan is for this call only: what it did not use is dropped (it may name memory freed later).
 extern "C" int gpu_mirror(void *host, size_t bytes) {
     int have = 0;
-    for (int i = 0; i < nmirrors; i++) if (mirrors[i].block == (char *)host) { upload_piece(&mirrors[i]); have = 1; }
+    for (int i = 0; i < nmirrors; i++) if (mirrors[i].block == (char *)host) { upload_piece(&mirrors[i], NULL); have = 1; }
     if (have) { nplan = 0; return 0; }
     char *at = (char *)host, *end = at + bytes;
-    if (!bytes) { nplan = 0; return add_mirror(at, 0, at, 0) ? 0 : -1; } // an empty tensor still has its (1-byte) mirror
+    if (!bytes) { nplan = 0; return add_mirror(at, 0, at, 0, NULL) ? 0 : -1; } // an empty tensor still has its (1-byte) mirror
     while (1) {
         int next = -1; // the first planned range at or after at, inside the block
         for (int i = 0; i < nplan; i++)
             if (bf16_plan[i].lo >= at && bf16_plan[i].hi <= end && (next < 0 || bf16_plan[i].lo < bf16_plan[next].lo)) next = i;
         char *lo = next < 0 ? end : (char *)bf16_plan[next].lo;
-        if (lo > at && !add_mirror(at, (size_t)(lo - at), (char *)host, 0)) { nplan = 0; gpu_unmirror(host); return -1; }
+        if (lo > at && !add_mirror(at, (size_t)(lo - at), (char *)host, 0, NULL)) { nplan = 0; gpu_unmirror(host); return -1; }
         if (next < 0) break;
         char *hi = (char *)bf16_plan[next].hi;
         int skip = bf16_plan[next].skip;
+        const void *src16 = bf16_plan[next].src16;
         bf16_plan[next] = bf16_plan[--nplan];
-        if (!skip && !add_mirror(lo, (size_t)(hi - lo), (char *)host, 1)) { nplan = 0; gpu_unmirror(host); return -1; }
+        if (!skip && !add_mirror(lo, (size_t)(hi - lo), (char *)host, 1, src16)) { nplan = 0; gpu_unmirror(host); return -1; }
         at = hi;
     }
     nplan = 0;
@@ -360,7 +370,7 @@ extern "C" void gpu_sync_mirror(void *host, int to_device) {
         Mirror *m = &mirrors[i];
         if (m->block != (char *)host) continue;
         have = 1;
-        if (to_device) upload_piece(m);
+        if (to_device) upload_piece(m, NULL);
         else if (!m->bf16 && m->bytes) CK(cudaMemcpy(m->host, m->dev, m->bytes, cudaMemcpyDeviceToHost)); // a bf16 piece: no kernel writes it, the host copy stands
     }
     if (!have) { fprintf(stderr, "peft: internal error: tensor %p has no GPU mirror\n", host); exit(1); }

@@ -4911,6 +4911,7 @@ static void run_tokenizer_tests(void) {
     test_tokenizer_speed();
     test_tokenizer_bin_built();
 }
+static void test_parallel_load(void); // below, with the plan group
 static void run_fp32_tests(void) {
     test_gpu_plan();
     test_kernels_matmul();
@@ -4953,6 +4954,7 @@ static void run_fp32_tests(void) {
     test_quant_files();
     test_quant_chunked_load();
     test_quantize_random();
+    test_parallel_load();
     test_quant_chunked_load_hf();
     test_quant_cli();
     test_hostile_adapters();
@@ -6383,6 +6385,49 @@ static void cuda_test_offload(void) {
         snprintf(name, sizeof(name), "cuda --offload == resident: %s", cases[k].name);
         check(same, name, "adapters after 4 steps (5 layers through 3 slots): %zu bytes, %s%s%.300s", n, same ? "identical" : "DIFFERENT", same ? "" : "; ", same ? "" : err);
     }
+    // eval, dump and generate --offload against the resident run, bit for bit: the output files and stdout, with
+    // a trained adapter (LoRA all-linear; DoRA q,v,o) and without, on the bf16 base and in nf4. dump writes the
+    // logits, the loss and the adapter's gradients (a forward and a backward through the 3 slots); generate
+    // decodes greedily, each token streaming the 5 layers (the last layer fetches the next token's first).
+    char ad_lora[600], ad_dora[600], in[600];
+    tmp_path(ad_lora, sizeof(ad_lora), "offload_ad_lora"); tmp_path(ad_dora, sizeof(ad_dora), "offload_ad_dora");
+    snprintf(args, sizeof(args), "train %s %s -z %s -b 4 -T 64 --steps 3 --lr 1e-2 --val-frac 0 --device cuda --targets all-linear -r 8 -o %s", model, data, tok, ad_lora);
+    int ra = run_cmd(args, err, sizeof(err), NULL, 0);
+    snprintf(args, sizeof(args), "train %s %s -z %s -b 4 -T 64 --steps 3 --lr 1e-2 --val-frac 0 --device cuda --targets q_proj,v_proj,o_proj --dora -r 4 -o %s", model, data, tok, ad_dora);
+    int rd = run_cmd(args, err, sizeof(err), NULL, 0);
+    check(ra == 0 && rd == 0, "cuda --offload: the adapters for eval, dump and generate", "%.300s", ra == 0 && rd == 0 ? "LoRA all-linear and DoRA q,v,o trained (3 steps, resident)" : err);
+    tmp_path(in, sizeof(in), "offload_ids.safetensors");
+    int ids[2 * 48], tg[2 * 48];
+    for (int i = 0; i < 2 * 48; i++) { ids[i] = (i * 37 + 11) % 512; tg[i] = i % 48 == 47 ? -100 : (i * 53 + 5) % 512; }
+    STWrite iw[2]; memset(iw, 0, sizeof(iw));
+    snprintf(iw[0].name, sizeof(iw[0].name), "input_ids"); iw[0].dtype = DT_I32; iw[0].ndim = 2; iw[0].shape[0] = 2; iw[0].shape[1] = 48; iw[0].idata = ids;
+    snprintf(iw[1].name, sizeof(iw[1].name), "targets"); iw[1].dtype = DT_I32; iw[1].ndim = 2; iw[1].shape[0] = 2; iw[1].shape[1] = 48; iw[1].idata = tg;
+    int wrote_in = st_write(in, iw, 2, NULL) == 0;
+    struct { const char *name, *fmt; int file; } inf[] = { // fmt: model, data or input, tokenizer, adapter flag, output (dump)
+        { "eval, LoRA adapter", "eval %s %s -z %s %s -b 2 -T 64 --device cuda", 0 },
+        { "eval nf4, no adapter", "eval %s %s -z %s %s -b 2 -T 64 --quant nf4 --device cuda", 0 },
+        { "dump, LoRA adapter (logits, loss, gradients)", "dump %s -i %s %.0s%s --device cuda -o %s", 1 },
+        { "dump nf4, DoRA adapter (logits, loss, gradients)", "dump %s -i %s %.0s%s --quant nf4 --double-quant --device cuda -o %s", 1 },
+        { "dump int8, fp32 matmuls, no adapter", "dump %s -i %s %.0s%s --quant int8 --dtype fp32 --device cuda -o %s", 1 },
+        { "generate greedy, LoRA adapter", "generate %s -p 'Once upon a time' %.0s-z %s %s -t 0 -n 100 --device cuda", 0 },
+        { "generate greedy nf4, DoRA adapter", "generate %s -p 'Lily' %.0s-z %s %s -t 0 -n 100 --quant nf4 --device cuda", 0 },
+    };
+    const char *adflag[7] = { ad_lora, "", ad_lora, ad_dora, "", ad_lora, ad_dora };
+    for (size_t k = 0; k < sizeof(inf) / sizeof(inf[0]) && wrote_in; k++) {
+        char af[700] = "", o1[8192] = "", o2[8192] = "", f1[600], f2[600], e2[1 << 12] = "", cmd[3072];
+        if (adflag[k][0]) snprintf(af, sizeof(af), "-a %s", adflag[k]);
+        tmp_path(f1, sizeof(f1), "offload_dump_res.safetensors"); tmp_path(f2, sizeof(f2), "offload_dump_ofl.safetensors");
+        const char *src = inf[k].file ? in : data;
+        snprintf(cmd, sizeof(cmd), inf[k].fmt, model, src, tok, af, f1);
+        int r1 = run_cmd(cmd, err, sizeof(err), o1, sizeof(o1));
+        snprintf(args, sizeof(args), "%s --offload", cmd);
+        if (inf[k].file) { snprintf(cmd, sizeof(cmd), inf[k].fmt, model, src, tok, af, f2); snprintf(args, sizeof(args), "%s --offload", cmd); }
+        int r2 = run_cmd(args, e2, sizeof(e2), o2, sizeof(o2));
+        int same = r1 == 0 && r2 == 0 && (inf[k].file ? same_file(f1, f2) : strlen(o1) > 0 && !strcmp(o1, o2));
+        char name[160];
+        snprintf(name, sizeof(name), "cuda %s --offload == resident", inf[k].name);
+        check(same, name, "%s%s%.300s", inf[k].file ? "output file " : "stdout ", same ? "identical" : "DIFFERENT; ", same ? "" : r2 ? e2 : err);
+    }
     // resume: 6 steps resident == 3 offloaded (weights and activations) + --resume offloaded
     tmp_path(a, sizeof(a), "offload_r6"); tmp_path(b, sizeof(b), "offload_r3"); tmp_path(c3, sizeof(c3), "offload_r3b");
     const char *common = "-b 4 -T 64 --steps 6 --lr 1e-2 --val-frac 0 --device cuda --quant nf4 --targets all-linear --dropout 0.1 --checkpoint-activations";
@@ -6453,7 +6498,89 @@ static void run_cuda_tests(void) { skip("cuda tests", "this test_all was built w
 
 #ifndef PEFT_FP64
 static void run_chat_tests(void) { test_chat_templates(); test_instruction_data(); test_chat(); test_chat_template_cli(); test_chat_ids(); }
-static void run_plan_tests(void) { test_gpu_plan(); test_quantize_random(); }
+// Loading by several threads (pread_all, st_read_floatX, hf_read_quantized): a .bin whose embedding (8 MiB)
+// takes the threaded reader, and a bf16 folder whose tensors are read in 64K-value pieces by the threads, load
+// the values written; a NaN is reported at its index (the first of two in different pieces). The startup line
+// of train (time to the first step, host memory peak), and --offload on the CPU refused by eval, dump, generate.
+static void poke_bytes(const char *path, long off, const void *b, size_t n) {
+    FILE *f = fopen(path, "r+b");
+    if (f) { fseek(f, off, SEEK_SET); fwrite(b, 1, n, f); fclose(f); }
+}
+static void test_parallel_load(void) {
+    Config mc;
+    config_defaults(&mc);
+    mc.dim = 256; mc.hidden_dim = 512; mc.n_layers = 2; mc.n_heads = 4; mc.n_kv_heads = 4; mc.head_dim = 64; mc.vocab_size = 8192; mc.seq_len = 64; mc.tied = 0;
+    Model fm, got;
+    model_random(&fm, &mc, FMT_BIN_V1, 41);
+    char bin[600], hf[600], st[700], cmd[4096], err[8192], data[600];
+    tmp_path(bin, sizeof(bin), "par_load.bin"); tmp_path(hf, sizeof(hf), "par_load_hf");
+    int ok = model_save_bin(&fm, bin, 0) == 0 && model_load(&got, bin) == 0;
+    int same = ok && got.num_parameters == fm.num_parameters && !memcmp(got.params_memory, fm.params_memory, fm.num_parameters * sizeof(floatX));
+    if (ok) model_free(&got);
+    check(same, "parallel load: a .bin with an 8 MiB embedding (threaded pread) loads the values written", "%zu parameters %s", fm.num_parameters, same ? "identical" : "DIFFERENT");
+    long at = 256 + 4L * (2 * 2 * 256 + 256 + 1500000); // a v1 file: the 256-byte header, the norms, then the embedding's value 1,500,000 (its second 4 MiB piece)
+    float nan = NAN;
+    unsigned char nb[4];
+    memcpy(nb, &nan, 4); le_swap(nb, 4, 1);
+    poke_bytes(bin, at, nb, 4);
+    ok = model_load(&got, bin) == 0;
+    if (ok) model_free(&got);
+    check(!ok && strstr(peft_errbuf, "non-finite") && strstr(peft_errbuf, "1500000"), "parallel load: a NaN in the threaded read is reported at its index", "%s", ok ? "ACCEPTED" : peft_errbuf);
+    // a bf16 folder: the loaded values are the written ones rounded to bf16
+    fm.format = FMT_HF;
+    ok = model_save_hf(&fm, hf, DT_BF16) == 0 && model_load(&got, hf) == 0;
+    size_t bad = 0;
+    for (size_t i = 0; ok && i < fm.num_parameters; i++) bad += got.params_memory[i] != (floatX)bf16_to_f32(f32_to_bf16((float)fm.params_memory[i]));
+    if (ok) model_free(&got);
+    check(ok && !bad, "parallel load: a bf16 folder (64K-value pieces by the threads) loads the values written, rounded to bf16", "%zu of %zu values differ%s%s", bad, fm.num_parameters, ok ? "" : ": ", ok ? "" : peft_errbuf);
+    SafeTensors sf;
+    path_join(st, sizeof(st), hf, "model.safetensors");
+    if (st_open(&sf, st) == 0) {
+        STTensor *t = st_find(&sf, "model.embed_tokens.weight");
+        unsigned char h[2] = { 0xc0, 0x7f }; // bf16 NaN, little-endian
+        if (t) { poke_bytes(st, (long)(sf.data_start + t->begin) + 2 * 1900000, h, 2); poke_bytes(st, (long)(sf.data_start + t->begin) + 2 * 700001, h, 2); }
+        st_close(&sf);
+    }
+    ok = model_load(&got, hf) == 0;
+    if (ok) model_free(&got);
+    check(!ok && strstr(peft_errbuf, "non-finite value at index 700001"), "parallel load: of two NaNs in different pieces the first is reported", "%s", ok ? "ACCEPTED" : peft_errbuf);
+    model_free(&fm);
+    // a quantized file whose gate matrix is 8 MiB of int8 blocks (read by the threads straight into its QTensor)
+    mc.dim = 1024; mc.hidden_dim = 8192; mc.n_layers = 1; mc.n_heads = 8; mc.n_kv_heads = 8; mc.head_dim = 128; mc.vocab_size = 256;
+    model_random(&fm, &mc, FMT_BIN_V1, 43);
+    QTensor want;
+    qtensor_alloc(&want, QT_INT8, mc.hidden_dim, mc.dim, 0);
+    ok = qtensor_quantize(&want, fm.params.w1, bin, "w1") == 0 && model_save_quant(&fm, bin, QT_INT8, 1, 0, 0, 0) == 0 && model_load(&got, bin) == 0;
+    const QTensor *q = ok ? layer_weight(&got, 0, TGT_GATE).q : NULL;
+    same = q && q->n == want.n && !memcmp(q->q, want.q, want.n) && !memcmp(q->scale, want.scale, want.nblocks * sizeof(float));
+    check(same, "parallel load: an int8 file's 8 MiB matrix (threaded pread into its blocks) loads the blocks written", "%s", ok ? (same ? "w1: 8 MiB of codes and its scales identical" : "DIFFERENT") : peft_errbuf);
+    if (ok) model_free(&got);
+    qtensor_free(&want);
+    model_free(&fm);
+    // train's startup line; --offload without a GPU
+    tmp_path(data, sizeof(data), "par_data.txt");
+    write_story_data(data, 20);
+    make_tiny_bin(bin);
+    snprintf(cmd, sizeof(cmd), "%s %s train %s %s -z tests/spbpe/tokenizer.json -b 2 -T 32 --steps 2 --val-frac 0 --device cpu -o %s_out", exec_prefix(), peft_bin(), bin, data, bin);
+    int rc = run_sh(cmd, err, sizeof(err));
+    const char *sl = strstr(err, "startup: first step done ");
+    double t_first = -1, t_load = -1, t_step = -1, peak = -1;
+    int n = sl ? sscanf(sl, "startup: first step done %lf s after the start (model load %lf s, step %lf s), host memory peak %lf GiB", &t_first, &t_load, &t_step, &peak) : 0;
+    check(rc == 0 && n == 4 && t_first >= t_load + t_step - 1e-2 && t_load >= 0 && peak > 1.0 / 1024 && peak < 1024, "train prints the time to the first step and the host memory peak",
+          "exit %d: %.160s", rc, sl ? sl : err);
+    const char *cmds[3] = { "eval %s %s -z tests/spbpe/tokenizer.json --device cpu --offload", "generate %s -z tests/spbpe/tokenizer.json -n 4 --device cpu --offload%.0s",
+                            "dump %s -i %s -o /dev/null --device cpu --offload" };
+    int refused = 0;
+    for (int k = 0; k < 3; k++) {
+        char args[1024];
+        snprintf(args, sizeof(args), cmds[k], bin, data);
+        snprintf(cmd, sizeof(cmd), "%s %s %s", exec_prefix(), peft_bin(), args);
+        rc = run_sh(cmd, err, sizeof(err));
+        refused += rc == 1 && !strncmp(err, "peft: --offload streams the frozen base to a GPU; this run is on the CPU", 72);
+    }
+    check(refused == 3, "--offload on the CPU: eval, generate and dump refuse it in one peft: line", "%d of 3 refused; last: %.200s", refused, err);
+}
+static void run_plan_tests(void) { test_gpu_plan(); test_quantize_random(); test_parallel_load(); }
 static void run_family_tests(void) { test_families(); test_family_references(); }
 static void run_hardening_tests(void) { test_hostile_adapters(); test_memory_refusal(); test_disk_full(); test_kill9(); }
 static void run_docs_tests(void) { test_reading_names(); test_readme_blocks(); }
@@ -6492,7 +6619,7 @@ int main(int argc, char **argv) {
     static const struct { const char *name, *title; void (*run)(void); } groups[] = {
         { "tokenizer", "tokenizer tests", run_tokenizer_tests },
         { "chat", "chat template tests", run_chat_tests },
-        { "plan", "--gpu-memory's planner and quantize --random", run_plan_tests },
+        { "plan", "--gpu-memory's planner, quantize --random and parallel loading", run_plan_tests },
         { "families", "model family tests (issue 28)", run_family_tests },
         { "hardening", "hardening tests (issue 12)", run_hardening_tests },
         { "docs", "docs tests: README's runnable blocks and docs/READING.md's names", run_docs_tests },
