@@ -2950,9 +2950,11 @@ template <int NT> __device__ __forceinline__ void mask_before(float (*s)[4], int
 // the time with the tile fastest), while the row's K and V (16 MB at Llama-2-7B's shape) stay in L2
 static inline dim3 attention_grid(int NH, int ntiles, int B) { return dim3(NH, ntiles, B); }
 #define QREGS(HS, MB) ((HS) * (MB) <= 128)
-template <int HS, int MB, typename OT> // out: floats, or bf16 activations (the attention output kept in bf16)
+// AM: a soft-cap or a window may be on (else Llama's plain attention, compiled without them: no more registers)
+template <int HS, int MB, typename OT, bool AM> // out: floats, or bf16 activations (the attention output kept in bf16)
 __global__ void __launch_bounds__(128, MB == 1 ? (HS == 128 ? 3 : 4) : 2) attention_forward_tc_kernel(OT *out, float *lse, const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v,
                                                                     int T, int NH, int KVH, float scale, float cap, int window) {
+    if constexpr (!AM) { cap = 0; window = 0; }
     constexpr int LD = HS + 8, R = TCR * MB, WR = 16 * MB; // rows a block, a warp
     constexpr bool QR = QREGS(HS, MB);
     extern __shared__ __align__(128) unsigned char sm8[];
@@ -3023,10 +3025,11 @@ __global__ void __launch_bounds__(128, MB == 1 ? (HS == 128 ? 3 : 4) : 2) attent
                     #pragma unroll
                     for (int e = 0; e < 4; e++) mx[e / 2] = fmaxf(mx[e / 2], s[mb][j][e]);
                 #pragma unroll
-                for (int i = 0; i < 2; i++) { // the new running max in log2 units (-inf while a row has seen only keys outside its window)
+                for (int i = 0; i < 2; i++) { // the new running max in log2 units (finite without a window: tile 0 holds key 0 <= row, and it comes first;
+                                    // with one, -inf while a row has seen only keys before its window)
                     mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
                     mx[i] = fmaxf(m[mb][i], fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2)) * sl2);
-                    float cr = mx[i] == -INFINITY ? 1.0f : ex2(m[mb][i] - mx[i]);
+                    float cr = AM && mx[i] == -INFINITY ? 1.0f : ex2(m[mb][i] - mx[i]);
                     l[mb][i] *= cr;
                     m[mb][i] = mx[i];
                     #pragma unroll
@@ -3036,7 +3039,7 @@ __global__ void __launch_bounds__(128, MB == 1 ? (HS == 128 ? 3 : 4) : 2) attent
                 for (int j = 0; j < 8; j++)
                     #pragma unroll
                     for (int e = 0; e < 4; e++) { // P = 2^(S scale log2(e) - m) (0 where masked, also while m is -inf)
-                        float mu = m[mb][e / 2] == -INFINITY ? 0.0f : m[mb][e / 2];
+                        float mu = AM && m[mb][e / 2] == -INFINITY ? 0.0f : m[mb][e / 2];
                         s[mb][j][e] = ex2(fmaf(s[mb][j][e], sl2, -mu)); l[mb][e / 2] += s[mb][j][e];
                     }
                 #pragma unroll
@@ -3116,9 +3119,10 @@ __global__ void __launch_bounds__(128) attention_backward_d_kernel(float *Dt, co
 // rows [64j/G, 64(j+1)/G) of the G tiles, in head order, reading the others' through distributed shared memory.
 // Else (cluster = 0) the block writes its head's share to dk, dv as scratch (B,T,NH,HS), summed over the group
 // by attention_group_sum_kernel in the same order
-template <int HS>
+template <int HS, bool AM> // AM: as the forward's
 __global__ void __launch_bounds__(128, HS == 64 ? DKV_MIN_BLOCKS : 1) attention_backward_dkv_tc_kernel(float *dk, float *dv, uint4 *ds, const __nv_bfloat16 *dout, const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v,
                                                                         const float *lse, const float *Dt, int T, int NH, int KVH, float scale, float cap, int window, int cluster, int add) {
+    if constexpr (!AM) { cap = 0; window = 0; }
     constexpr int LD = HS + 8;
     extern __shared__ __align__(128) unsigned char sm8[];
     __nv_bfloat16 *Ks = (__nv_bfloat16 *)sm8, *Vs = Ks + TCR * LD; // then [Q0][dO0][Q1][dO1], then lse and D of each
@@ -3334,32 +3338,32 @@ static const __nv_bfloat16 *att_bf16(const float *x, size_t rows, int n, size_t 
 }
 // Mode: attention's score scale, soft-cap and window (see the fp32 kernels)
 struct Mode { float scale, cap; int window; };
-template <int HS, int MB, typename OT> static void attention_forward_tc_launch(OT *out, float *lse, const __nv_bfloat16 *q16, const __nv_bfloat16 *k16, const __nv_bfloat16 *v16,
-                                                                          int B, int T, int NH, int KVH, Mode md) {
+template <int HS, int MB, bool AM, typename OT> static void attention_forward_tc_launch(OT *out, float *lse, const __nv_bfloat16 *q16, const __nv_bfloat16 *k16, const __nv_bfloat16 *v16,
+                                                                                   int B, int T, int NH, int KVH, Mode md) {
     size_t smem = (QREGS(HS, MB) ? 4 : 4 + MB) * (size_t)TCR * (HS + 8) * 2;
     static bool set = false; // the limit is the same every call: raise it once
-    if (!set) { CK(cudaFuncSetAttribute(attention_forward_tc_kernel<HS, MB, OT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem)); set = true; }
+    if (!set) { CK(cudaFuncSetAttribute(attention_forward_tc_kernel<HS, MB, OT, AM>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem)); set = true; }
     dim3 grid = attention_grid(NH, (T + TCR * MB - 1) / (TCR * MB), B);
-    attention_forward_tc_kernel<HS, MB><<<grid, 128, smem>>>(out, lse, q16, k16, v16, T, NH, KVH, md.scale, md.cap, md.window);
+    attention_forward_tc_kernel<HS, MB, OT, AM><<<grid, 128, smem>>>(out, lse, q16, k16, v16, T, NH, KVH, md.scale, md.cap, md.window);
     LAUNCHED("attention_forward_tc_kernel");
 }
-template <int HS> static void attention_forward_tc(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T, int NH, int KVH, Mode md) {
+template <int HS, bool AM> static void attention_forward_tc(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T, int NH, int KVH, Mode md) {
     size_t nq = (size_t)B * T * NH * HS, nk = (size_t)B * T * KVH * HS;
     if (!copies_on) scratch_reserve(&att16_scratch, &att16_cap, (nq + 2 * nk) * sizeof(__nv_bfloat16));
     const __nv_bfloat16 *q16 = att_bf16(q, (size_t)B * T, NH * HS, 0), *k16 = att_bf16(k, (size_t)B * T, KVH * HS, nq), *v16 = att_bf16(v, (size_t)B * T, KVH * HS, nq + nk);
     if (act16(out)) { // the output kept in bf16
-        if (att_rows == 128) attention_forward_tc_launch<HS, 2>(act16(out), lse, q16, k16, v16, B, T, NH, KVH, md);
-        else attention_forward_tc_launch<HS, 1>(act16(out), lse, q16, k16, v16, B, T, NH, KVH, md);
+        if (att_rows == 128) attention_forward_tc_launch<HS, 2, AM>(act16(out), lse, q16, k16, v16, B, T, NH, KVH, md);
+        else attention_forward_tc_launch<HS, 1, AM>(act16(out), lse, q16, k16, v16, B, T, NH, KVH, md);
     } else {
-        if (att_rows == 128) attention_forward_tc_launch<HS, 2>(out, lse, q16, k16, v16, B, T, NH, KVH, md);
-        else attention_forward_tc_launch<HS, 1>(out, lse, q16, k16, v16, B, T, NH, KVH, md);
+        if (att_rows == 128) attention_forward_tc_launch<HS, 2, AM>(out, lse, q16, k16, v16, B, T, NH, KVH, md);
+        else attention_forward_tc_launch<HS, 1, AM>(out, lse, q16, k16, v16, B, T, NH, KVH, md);
     }
 }
 static void *att_scratch, *att_ds_scratch;
 static size_t att_scratch_cap, att_ds_cap;
 // D = rowsum(dO o O); dK, dV, storing dS'; then dQ from the stored dS'
 // add: dq, dk, dv += the gradients (else they are written: the memory held zeros)
-template <int HS> static void attention_backward_tc(float *dq, float *dk, float *dv, float *Dt, const float *dout, const float *q, const float *k, const float *v,
+template <int HS, bool AM> static void attention_backward_tc(float *dq, float *dk, float *dv, float *Dt, const float *dout, const float *q, const float *k, const float *v,
                                                     const float *out, const float *lse, int B, int T, int NH, int KVH, int add_q, int add_kv, Mode md) {
     float scale = md.scale;
     size_t tile = (size_t)TCR * (HS + 8) * 2, ds_bytes = (size_t)TCR * TCR * sizeof(__nv_bfloat16);
@@ -3376,7 +3380,7 @@ template <int HS> static void attention_backward_tc(float *dq, float *dk, float 
     static bool set = false;
     if (!set) {
         CK(cudaFuncSetAttribute(attention_backward_dq_tc_kernel<HS>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_q));
-        CK(cudaFuncSetAttribute(attention_backward_dkv_tc_kernel<HS>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_kv));
+        CK(cudaFuncSetAttribute(attention_backward_dkv_tc_kernel<HS, AM>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_kv));
         set = true;
     }
     dim3 grid = attention_grid(NH, nqt, B);
@@ -3398,7 +3402,7 @@ template <int HS> static void attention_backward_tc(float *dq, float *dk, float 
         cfg.attrs = at;
         cfg.numAttrs = 1;
     }
-    CK(cudaLaunchKernelEx(&cfg, attention_backward_dkv_tc_kernel<HS>, pk, pv, ds, (const __nv_bfloat16 *)do16, q16, k16, v16, lse, (const float *)Dt, T, NH, KVH, scale, md.cap, md.window, cluster, add_kv));
+    CK(cudaLaunchKernelEx(&cfg, attention_backward_dkv_tc_kernel<HS, AM>, pk, pv, ds, (const __nv_bfloat16 *)do16, q16, k16, v16, lse, (const float *)Dt, T, NH, KVH, scale, md.cap, md.window, cluster, add_kv));
     LAUNCHED("attention_backward_dkv_tc_kernel");
     if (G > 1 && !cluster) {
         attention_group_sum_kernel<<<blocks_for(nk, 256), 256>>>(dk, pk, nk, G, HS); // (dk += : zeros or not)
@@ -3428,7 +3432,11 @@ extern "C" void gpu_attention_forward(float *out, float *lse, const float *q, co
     wrote(o, nq * (o16 ? sizeof(*o16) : sizeof(float))); wrote(l, (size_t)B * NH * T * sizeof(float));
     const void *ptrs[5] = { o, l, qd, kd, vd };
     if (tc_attention_ok(HS, ptrs, 5)) {
-        if (HS == 64) attention_forward_tc<64>(o, l, qd, kd, vd, B, T, NH, KVH, md); else attention_forward_tc<128>(o, l, qd, kd, vd, B, T, NH, KVH, md);
+        int am = cap > 0 || window > 0;
+        if (HS == 64 && am) attention_forward_tc<64, true>(o, l, qd, kd, vd, B, T, NH, KVH, md);
+        else if (HS == 64) attention_forward_tc<64, false>(o, l, qd, kd, vd, B, T, NH, KVH, md);
+        else if (am) attention_forward_tc<128, true>(o, l, qd, kd, vd, B, T, NH, KVH, md);
+        else attention_forward_tc<128, false>(o, l, qd, kd, vd, B, T, NH, KVH, md);
         return;
     }
     qd = att_f32(0, q, nq); kd = att_f32(1, k, (size_t)B * T * KVH * HS); vd = att_f32(2, v, (size_t)B * T * KVH * HS);
@@ -3578,8 +3586,10 @@ extern "C" void gpu_attention_backward(float *dq, float *dk, float *dv, float *s
     wrote(D(scratch), rows * sizeof(float));
     const void *ptrs[10] = { D(dq), D(dk), D(dv), D(dout), DA(q), DA(k), DA(v), D(lse), D(scratch), DA(out) };
     if (tc_attention_ok(HS, ptrs, 10)) {
-        if (HS == 64) attention_backward_tc<64>(D(dq), D(dk), D(dv), D(scratch), D(dout), DA(q), DA(k), DA(v), DA(out), D(lse), B, T, NH, KVH, add_q, add_kv, md);
-        else attention_backward_tc<128>(D(dq), D(dk), D(dv), D(scratch), D(dout), DA(q), DA(k), DA(v), DA(out), D(lse), B, T, NH, KVH, add_q, add_kv, md);
+#define ATT_BWD_TC(hs, am) attention_backward_tc<hs, am>(D(dq), D(dk), D(dv), D(scratch), D(dout), DA(q), DA(k), DA(v), DA(out), D(lse), B, T, NH, KVH, add_q, add_kv, md)
+        int am = cap > 0 || window > 0;
+        if (HS == 64 && am) ATT_BWD_TC(64, true); else if (HS == 64) ATT_BWD_TC(64, false); else if (am) ATT_BWD_TC(128, true); else ATT_BWD_TC(128, false);
+#undef ATT_BWD_TC
         return;
     }
     out = att_f32(3, out, rows * HS);
