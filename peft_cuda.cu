@@ -2799,7 +2799,7 @@ __global__ void attention_forward_kernel(float *out, float *lse, const float *q,
     if (lane == 0) lse[((size_t)b * NH + h) * T + t] = m + logf(l);
 }
 // ----------------------------------------------------------------------------
-// the same attention on the tensor cores (--dtype bf16, head sizes 64 and 128), FlashAttention-2 style
+// the same attention on the tensor cores (--dtype bf16, head sizes 64, 96 (Phi-3) and 128), FlashAttention-2 style
 // with mma.sync m16n8k16: Q, K, V, dO, P and dS rounded to bf16; scores, the softmax state and every
 // accumulation in fp32. A block has 4 warps and 64 rows (queries for the forward and dQ, keys for
 // dK/dV), 16 per warp; the other side comes in tiles of 64 rows, copied from bf16 copies of q, k, v
@@ -2952,7 +2952,7 @@ static inline dim3 attention_grid(int NH, int ntiles, int B) { return dim3(NH, n
 #define QREGS(HS, MB) ((HS) * (MB) <= 128)
 // AM: a soft-cap or a window may be on (else Llama's plain attention, compiled without them: no more registers)
 template <int HS, int MB, typename OT, bool AM> // out: floats, or bf16 activations (the attention output kept in bf16)
-__global__ void __launch_bounds__(128, MB == 1 ? (HS == 128 ? 3 : 4) : 2) attention_forward_tc_kernel(OT *out, float *lse, const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v,
+__global__ void __launch_bounds__(128, MB == 1 ? (HS >= 96 ? 3 : 4) : 2) attention_forward_tc_kernel(OT *out, float *lse, const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v,
                                                                     int T, int NH, int KVH, float scale, float cap, int window) {
     if constexpr (!AM) { cap = 0; window = 0; }
     constexpr int LD = HS + 8, R = TCR * MB, WR = 16 * MB; // rows a block, a warp
@@ -3087,14 +3087,17 @@ __device__ __forceinline__ void ld8(float *v, const __nv_bfloat16 *p) {
 __device__ __forceinline__ void ld8(float *v, const float *p) { ld4(v, p, 1); ld4(v + 4, p + 4, 1); }
 template <int HS, typename OT>
 __global__ void __launch_bounds__(128) attention_backward_d_kernel(float *Dt, const __nv_bfloat16 *dout, const OT *out, long rows, int T, int NH) {
-    constexpr int L = HS / 8, RP = 32 / L, P = 16 / RP; // lanes a row, rows a pass, passes
+    // lanes with values (HS/8), lanes a row (a power of 2: HS 96 has 12 of 16 busy), rows a pass, passes
+    constexpr int L = HS / 8, LP = L <= 8 ? 8 : 16, RP = 32 / LP, P = 16 / RP;
+    static_assert(HS == 64 || HS == 96 || HS == 128, "attention_backward_d_kernel: HS 64, 96 or 128");
     int lane = threadIdx.x % 32;
-    long r0 = (long)blockIdx.x * TCR + (threadIdx.x / 32) * 16 + lane / L, c = (lane % L) * 8;
+    long r0 = (long)blockIdx.x * TCR + (threadIdx.x / 32) * 16 + lane / LP, c = (lane % LP) * 8;
+    bool busy = lane % LP < L;
     float x[P][8], y[P][8];
     #pragma unroll
     for (int i = 0; i < P; i++) {
         long r = r0 + i * RP;
-        if (r < rows) { ld8(x[i], dout + r * HS + c); ld8(y[i], out + r * HS + c); }
+        if (r < rows && busy) { ld8(x[i], dout + r * HS + c); ld8(y[i], out + r * HS + c); }
         else for (int e = 0; e < 8; e++) x[i][e] = y[i][e] = 0.0f;
     }
     long bt = r0 / NH;
@@ -3105,8 +3108,8 @@ __global__ void __launch_bounds__(128) attention_backward_d_kernel(float *Dt, co
         #pragma unroll
         for (int e = 0; e < 8; e++) d = fmaf(x[i][e], y[i][e], d);
         #pragma unroll
-        for (int o = L / 2; o > 0; o /= 2) d += __shfl_xor_sync(0xffffffffu, d, o);
-        if (r0 + i * RP < rows && lane % L == 0) Dt[((long)b * NH + h) * T + t] = d;
+        for (int o = LP / 2; o > 0; o /= 2) d += __shfl_xor_sync(0xffffffffu, d, o);
+        if (r0 + i * RP < rows && lane % LP == 0) Dt[((long)b * NH + h) * T + t] = d;
         for (h += RP; h >= NH; h -= NH) if (++t == T) { t = 0; b++; } // the next pass's row
     }
 }
@@ -3321,7 +3324,7 @@ static const float *att_f32(int slot, const float *x, size_t n) {
 // the dK/dV kernel's shared memory (6 tiles, lse and D) is the largest the tensor-core attention asks for
 // (105 KB at HS 128: more than a consumer GPU's 99; those run the fp32 kernels)
 static int tc_attention_ok(int HS, const void *const *ptrs, int n) {
-    return bf16_matmuls && tc_attention && (HS == 64 || HS == 128) && aligned16(ptrs, n) && 6 * (size_t)TCR * (HS + 8) * 2 + 4 * TCR * sizeof(float) <= smem_optin;
+    return bf16_matmuls && tc_attention && (HS == 64 || HS == 96 || HS == 128) && aligned16(ptrs, n) && 6 * (size_t)TCR * (HS + 8) * 2 + 4 * TCR * sizeof(float) <= smem_optin;
 }
 // the kernels read bf16 copies of q, k, v (and dO), made first (rows of n values, n a multiple of 8):
 // the GEMM's copies (RoPE wrote q's and k's), or with PEFT_CUDA_COPIES=0 made here
@@ -3420,7 +3423,7 @@ template <int HST> static void attention_forward_launch(float *out, float *lse, 
     attention_forward_kernel<HST><<<grid, 32 * ATT_ROWS, smem>>>(out, lse, q, k, v, T, NH, KVH, HS, md.scale, md.cap, md.window);
     LAUNCHED("attention_forward_kernel");
 }
-// head sizes: the tensor cores take 64 and 128 (bf16); every other size up to 256 (Phi-3's 96, Gemma's 256) runs the
+// head sizes: the tensor cores take 64, 96 and 128 (bf16); every other size up to 256 (Gemma's 256) runs the
 // fp32 kernels (unrolled for 8, 16, 32, 64, 96, 128 and 256), also in bf16 mode (q, k, v widened to fp32 first)
 extern "C" void gpu_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T, int NH, int KVH, int HS, float scale, float cap, int window) {
     if (HS > 32 * ATT_MAXJ) { fprintf(stderr, "peft: head_dim %d is over the GPU attention's limit of %d\n", HS, 32 * ATT_MAXJ); exit(1); }
@@ -3433,10 +3436,9 @@ extern "C" void gpu_attention_forward(float *out, float *lse, const float *q, co
     const void *ptrs[5] = { o, l, qd, kd, vd };
     if (tc_attention_ok(HS, ptrs, 5)) {
         int am = cap > 0 || window > 0;
-        if (HS == 64 && am) attention_forward_tc<64, true>(o, l, qd, kd, vd, B, T, NH, KVH, md);
-        else if (HS == 64) attention_forward_tc<64, false>(o, l, qd, kd, vd, B, T, NH, KVH, md);
-        else if (am) attention_forward_tc<128, true>(o, l, qd, kd, vd, B, T, NH, KVH, md);
-        else attention_forward_tc<128, false>(o, l, qd, kd, vd, B, T, NH, KVH, md);
+#define ATT_FWD_TC(hs) do { if (am) attention_forward_tc<hs, true>(o, l, qd, kd, vd, B, T, NH, KVH, md); else attention_forward_tc<hs, false>(o, l, qd, kd, vd, B, T, NH, KVH, md); } while (0)
+        if (HS == 64) ATT_FWD_TC(64); else if (HS == 96) ATT_FWD_TC(96); else ATT_FWD_TC(128);
+#undef ATT_FWD_TC
         return;
     }
     qd = att_f32(0, q, nq); kd = att_f32(1, k, (size_t)B * T * KVH * HS); vd = att_f32(2, v, (size_t)B * T * KVH * HS);
@@ -3588,7 +3590,8 @@ extern "C" void gpu_attention_backward(float *dq, float *dk, float *dv, float *s
     if (tc_attention_ok(HS, ptrs, 10)) {
 #define ATT_BWD_TC(hs, am) attention_backward_tc<hs, am>(D(dq), D(dk), D(dv), D(scratch), D(dout), DA(q), DA(k), DA(v), DA(out), D(lse), B, T, NH, KVH, add_q, add_kv, md)
         int am = cap > 0 || window > 0;
-        if (HS == 64 && am) ATT_BWD_TC(64, true); else if (HS == 64) ATT_BWD_TC(64, false); else if (am) ATT_BWD_TC(128, true); else ATT_BWD_TC(128, false);
+        if (HS == 64 && am) ATT_BWD_TC(64, true); else if (HS == 64) ATT_BWD_TC(64, false); else if (HS == 96 && am) ATT_BWD_TC(96, true);
+        else if (HS == 96) ATT_BWD_TC(96, false); else if (am) ATT_BWD_TC(128, true); else ATT_BWD_TC(128, false);
 #undef ATT_BWD_TC
         return;
     }

@@ -5942,14 +5942,15 @@ static void cuda_test_matmul_lora(void) {
           nd, wf[0].worst, wb[0].worst, FP32_TOL, wf[1].worst, wf[1].where, wb[1].worst, wb[1].where, BF16_TOL);
 }
 
-// bf16 (the tensor-core kernels, head sizes 64 and 128): Q, K, V, dO, P and dS rounded to bf16 (2^-9
+// bf16 (the tensor-core kernels, head sizes 64, 96 and 128): Q, K, V, dO, P and dS rounded to bf16 (2^-9
 // relative each), fp32 elsewhere; errors of a few 2^-9 in norm, bound 2e-2
 #define BF16_ATT_TOL 2e-2
 static void cuda_test_attention(int bf16, int rows) { // rows: query rows a block of the bf16 forward (64 or 128)
     // T not a multiple of the tiles (8 or 64 rows, 32 or 64 keys); GQA ratios 1, 2, 8 (bf16: 4 and 16 too); head sizes 8 to 128
     int cfg32[][5] = { {2, 77, 8, 8, 64}, {1, 130, 8, 4, 8}, {2, 33, 8, 1, 128}, {1, 1, 4, 2, 16}, {3, 200, 4, 2, 64}, {1, 50, 6, 3, 96}, {2, 40, 4, 4, 32} };
     int cfg16[][5] = { {2, 77, 8, 8, 64}, {2, 33, 8, 1, 128}, {1, 1, 4, 2, 64}, {3, 200, 4, 2, 64}, {1, 300, 8, 4, 128}, {2, 64, 4, 4, 64}, {1, 129, 16, 2, 64},
-                       {2, 100, 16, 4, 64}, {1, 70, 16, 1, 64}, {2, 150, 16, 1, 128}, {2, 128, 4, 2, 128} }; // GQA 4, and 16 (more than a cluster holds: the scratch and group sum)
+                       {2, 100, 16, 4, 64}, {1, 70, 16, 1, 64}, {2, 150, 16, 1, 128}, {2, 128, 4, 2, 128}, // GQA 4, and 16 (more than a cluster holds: the scratch and group sum)
+                       {2, 77, 8, 2, 96}, {1, 200, 4, 4, 96} }; // Phi-3's head size
     int (*cfg)[5] = bf16 ? cfg16 : cfg32;
     int nc = bf16 ? (int)(sizeof(cfg16) / sizeof(cfg16[0])) : (int)(sizeof(cfg32) / sizeof(cfg32[0])), runs = 0;
     gpu_set_bf16(bf16);
@@ -5999,7 +6000,7 @@ static void cuda_test_attention(int bf16, int rows) { // rows: query rows a bloc
     check(w <= tol, !bf16 ? "cuda flash attention fp32 forward + backward vs CPU" : rows == 128 ? "cuda flash attention bf16 (tensor cores, forward 128 rows a block) forward + backward vs CPU"
           : "cuda flash attention bf16 (tensor cores, forward 64 rows a block) forward + backward vs CPU",
           "%d runs of %d shapes (T 1..%d, GQA %s, HS %s; gradients from zeros and, every other run, added to values): relative L2 error out %.2e (%s), dq %.2e (%s), dk %.2e (%s), dv %.2e (%s) <= %.0e",
-          runs, nc, bf16 ? 300 : 200, bf16 ? "1/2/4/8/16, 2..8 with and without clusters" : "1/2/8", bf16 ? "64 and 128" : "8..128 incl. 96",
+          runs, nc, bf16 ? 300 : 200, bf16 ? "1/2/4/8/16, 2..8 with and without clusters" : "1/2/8", bf16 ? "64, 96 and 128" : "8..128 incl. 96",
           wo.worst, wo.where, wq.worst, wq.where, wk.worst, wk.where, wv.worst, wv.where, tol);
 }
 
@@ -6198,8 +6199,8 @@ static void cuda_test_small_kernels(void) {
 // than 1/sqrt(HS) (Gemma's query_pre_attn_scalar), soft-capping of the scores (cap 1.5: tanh well off its
 // linear part at these scores) and a sliding window shorter than T (1, the tile, across tiles), with GQA and
 // T no multiple of the tiles. fp32: head sizes 32 to 256 (Phi-3's 96, Qwen's 128, Gemma's 256) on the CUDA-core
-// kernels; bf16: the tensor-core kernels (64 and 128; both forwards; clusters on and off), and 96 and 256
-// there too (the fp32 kernels, which bf16 mode falls back to)
+// kernels; bf16: the tensor-core kernels (64, 96 and 128; both forwards; clusters on and off), and 256 there
+// too (the fp32 kernels, which bf16 mode falls back to)
 static void cuda_test_attention_modes(int bf16) {
     // B, T, NH, KVH, HS, window, cap x 10 (0: none), scale from HS * 7/8 (1) or 1/sqrt(HS) (0)
     int cfg32[][8] = { {2, 77, 8, 2, 96, 20, 0, 0}, {1, 100, 4, 2, 256, 50, 15, 1}, {2, 130, 8, 4, 128, 33, 0, 0}, {1, 100, 4, 1, 64, 0, 15, 1},
@@ -6260,7 +6261,7 @@ static void cuda_test_attention_modes(int bf16) {
     double w = fmax(fmax(wo.worst, wq.worst), fmax(wk.worst, wv.worst)), tol = bf16 ? BF16_ATT_TOL : FP32_TOL;
     check(w <= tol, bf16 ? "cuda attention with a mode (window, soft-cap, scale) bf16 forward + backward vs CPU" : "cuda attention with a mode (window, soft-cap, scale) fp32 forward + backward vs CPU",
           "%d runs of %d shapes (windows 1..130 < T, cap 1.5, HS %s): relative L2 error out %.2e (%s), dq %.2e (%s), dk %.2e (%s), dv %.2e (%s) <= %.0e",
-          runs, nc, bf16 ? "64/128 tensor cores, 96/256" : "32/64/96/128/256", wo.worst, wo.where, wq.worst, wq.where, wk.worst, wk.where, wv.worst, wv.where, tol);
+          runs, nc, bf16 ? "64/96/128 tensor cores, 256" : "32/64/96/128/256", wo.worst, wo.where, wq.worst, wq.where, wk.worst, wk.where, wv.worst, wv.where, tol);
 }
 
 // RMSNorm with (1 + w), the bias, soft-capping, GeGLU and generation's attention with a mode, each against its

@@ -36,8 +36,8 @@ the same run and against the datasheet's dense bf16 figure for H100/H200 (989 TF
 --families [NAMES]: the model families' real-size shapes (issue 28), each alone: Qwen2.5-7B, Qwen3-8B, Gemma-2-9B,
 Phi-3-mini (their configs' layers, dims, heads, head_dim, vocab, rope_theta, soft-caps, windows; random bf16
 weights written by transformers' own class), B1 T2048, all-linear r8, 5 steps, peft.c against transformers + PEFT
-eager and torch.compile; the table prints each side's attention (peft.c: tensor cores at head size 128, its fp32
-flash kernels at 96 and 256; transformers: sdpa, or eager for Gemma 2, whose soft-capping sdpa skips). Each
+eager and torch.compile; the table prints each side's attention (peft.c: tensor cores at head sizes 96 and 128,
+its fp32 flash kernels at 256; transformers: sdpa, or eager for Gemma 2, whose soft-capping sdpa skips). Each
 folder (8-19 GB) is written before its row and removed after it (--keep-models keeps them in bench/cache/).
   python3 bench/bench_cuda.py --families                 # the four rows (about 20 minutes on an H100)
   python3 bench/bench_cuda.py --families Gemma-2-9B      # one row (about 4-6 minutes: writing the folder, both
@@ -346,7 +346,7 @@ def bench_families(names, steps, compile_, data, tok, keep, gpu):
           " peft.c peak GiB (in use) | eager peak GiB | compiled peak GiB |")
     print("| --- | --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, arch, hd, attn, B, T, targets, tp, mp, te, me, tc, mc in rows:
-        pa = "tensor cores" if hd in (64, 128) else "fp32 flash kernels"
+        pa = "tensor cores" if hd in (64, 96, 128) else "fp32 flash kernels"
         print(f"| {name} | {arch}ForCausalLM | {hd} | {pa} | {attn} | {B} x {T} | {tp:.0f} | {te:.0f} | {tp / te:.2f} | {tc:.0f} | {tp / tc:.2f} |"
               f" {mp[1]:.2f} ({mp[0]:.2f}) | {me:.2f} | {mc:.2f} |", flush=True)
 
