@@ -39,9 +39,10 @@ weights written by transformers' own class), B1 T2048, all-linear r8, 5 steps, p
 eager and torch.compile; the table prints each side's attention (peft.c: tensor cores at head sizes 96 and 128,
 its fp32 flash kernels at 256; transformers: sdpa, or eager for Gemma 2, whose soft-capping sdpa skips). Each
 folder (8-19 GB) is written before its row and removed after it (--keep-models keeps them in bench/cache/).
-  python3 bench/bench_cuda.py --families                 # the four rows (about 20 minutes on an H100)
-  python3 bench/bench_cuda.py --families Gemma-2-9B      # one row (about 4-6 minutes: writing the folder, both
-                                                         # sides' loading, torch.compile's compilation)
+  python3 bench/bench_cuda.py --families                 # the four rows (an estimate: 20-25 minutes on an H100)
+  python3 bench/bench_cuda.py --families Gemma-2-9B      # one row (an estimate: 4-7 minutes, mostly writing the
+                                                         # folder, both sides' loading and torch.compile's compilation;
+                                                         # the device tool's 10-minute calls take one row each)
 
 --att-rows (default the TinyLlama-1.1B and Llama-2-7B shapes): attention forward + backward, bf16, causal:
 peft.c's attention kernels (PEFT_CUDA_PROFILE's times in `peft train` on a 2-layer model of the shape, per
