@@ -1049,6 +1049,42 @@ static void test_families(void) {
     model_free(&ml); model_free(&mp);
 }
 
+// generation (forward_token: the KV cache, attention_decode_m with the layer's mode) against transformers'
+// logits_base of tests/reference/families: the first sequence a position at a time (fp32; the windows of 8
+// shorter than its 32 positions in gemma2, gemma3 and mistral_swa). On the GPU when gpu_on (tag "cuda ")
+static void test_family_decode(const char *tag) {
+    const char *names[] = { "qwen2", "qwen3", "gemma2", "gemma3", "phi3", "mistral_swa" };
+    double worst = 0;
+    char where[160] = "", label[200];
+    int done = 0;
+    for (int f = 0; f < 6; f++) {
+        char root[512], mdir[600], ref[600];
+        snprintf(root, sizeof(root), "tests/reference/families/%s", names[f]);
+        path_join(mdir, sizeof(mdir), root, "model");
+        path_join(ref, sizeof(ref), root, "reference.safetensors");
+        if (!have(ref)) { snprintf(label, sizeof(label), "%sfamily generation %s", tag, names[f]); skip(label, "needs tests/reference/families"); continue; }
+        Model m;
+        if (model_load(&m, mdir)) { snprintf(label, sizeof(label), "%sfamily generation %s: the folder loads", tag, names[f]); check(0, label, "%s", peft_errbuf); continue; }
+        int B, T, V = m.config.vocab_size;
+        size_t n;
+        int *ids = load_ints(ref, "input_ids", &B, &T);
+        float *rbase = load_f32(ref, "logits_base", &n);
+        Net net; net_init(&net, &m, NULL);
+        RunState s; runstate_alloc(&s, &m.config, T);
+        double e = 0;
+        for (int pos = 0; pos < T; pos++) {
+            floatX *l = forward_token(&net, &s, ids[pos], pos);
+            for (int i = 0; i < V; i++) e = max_err(e, fabs((double)l[i] - rbase[(size_t)pos * V + i]));
+        }
+        if (!(e <= worst)) { worst = e == e ? e : INFINITY; snprintf(where, sizeof(where), "%s, window %d", names[f], m.config.sliding_window); }
+        done++;
+        runstate_free(&s); net_free(&net); model_free(&m);
+        free(ids); free(rbase);
+    }
+    snprintf(label, sizeof(label), "%sgeneration (KV cache) of every family vs transformers' logits_base", tag);
+    if (done) check(worst <= 1e-4, label, "%d families, T positions of the first sequence a token at a time: max abs error %.2e (%s) <= 1e-4", done, worst, where);
+}
+
 // --- model families against transformers + PEFT (tests/reference/families, tests/make_family_fixtures.py): base
 // logits, the adapter's logits, loss and every LoRA gradient, 10 AdamW steps, and the merged model written as a
 // folder of the family and read back (host code: the CPU run only). tol: fp32's bounds (logits max abs error,
@@ -4938,6 +4974,7 @@ static void run_fp32_tests(void) {
     test_hostile_models();
     test_families();
     test_family_references(fam_fp32);
+    test_family_decode("");
     test_bin_v2();
     test_reference_logits();
     test_generation();
@@ -6617,6 +6654,9 @@ static void run_cuda_family_tests(void) {
     cuda_test_attention_modes(0);
     cuda_test_attention_modes(1);
     printf("== the family references on the GPU (fp32, then bf16)\n");
+    gpu_on = 1;
+    test_family_decode("cuda ");
+    gpu_on = 0;
     FamTol f32 = fam_fp32, b16 = { "cuda bf16 ", BF16_ATT_TOL, 1e-2, 5e-2, 1 };
     f32.tag = "cuda fp32 ";
     gpu_on = 1;
@@ -6661,7 +6701,7 @@ static void run_cuda_tests(void) { skip("cuda tests", "this test_all was built w
 #ifndef PEFT_FP64
 static void run_chat_tests(void) { test_chat_templates(); test_instruction_data(); test_chat(); test_chat_template_cli(); test_chat_ids(); }
 static void run_plan_tests(void) { test_gpu_plan(); test_quantize_random(); }
-static void run_family_tests(void) { test_families(); test_family_references(fam_fp32); }
+static void run_family_tests(void) { test_families(); test_family_references(fam_fp32); test_family_decode(""); }
 static void run_hardening_tests(void) { test_hostile_adapters(); test_memory_refusal(); test_disk_full(); test_kill9(); }
 static void run_docs_tests(void) { test_reading_names(); test_readme_blocks(); }
 #endif
