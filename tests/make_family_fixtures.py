@@ -2,7 +2,7 @@
 """Reference fixtures for the model families beyond Llama, written by transformers + PEFT (run on a machine with
 torch, transformers and peft; made with torch 2.11, transformers 5.17, peft 0.21 on CPU in fp32):
 
-    python3 tests/make_family_fixtures.py [OUT_DIR] [--only qwen2,gemma2]   # default OUT_DIR tests/reference/families
+    python3 tests/make_family_fixtures.py [OUT_DIR] [--only qwen2,gemma2] [--bf16]   # default OUT_DIR tests/reference/families
 
 For each family, OUT_DIR/<name>/ holds:
   model/               a tiny random model of the family, save_pretrained (fp32 safetensors + config.json)
@@ -14,6 +14,12 @@ For each family, OUT_DIR/<name>/ holds:
       adamw_losses (10 AdamW steps, lr 1e-3, betas 0.9/0.999, eps 1e-8, wd 0, from the saved adapter, same batch),
       logits_merged (after merge_and_unload)
   README.json          the config, the LoRA config and the settings that matter
+
+With --bf16 (on a CUDA machine), from the folders above and reference.safetensors' input_ids and targets:
+  reference_bf16.safetensors
+      logits_adapter, loss and grad.<PEFT key> of transformers + PEFT run in bf16 on the GPU (model and adapter
+      in bf16, as peft.c's --dtype bf16 holds them), as fp32: what bf16 costs transformers itself, the yardstick
+      for peft.c's bf16 run (test_all --cuda families)
 
 The families take the settings that make them what they are (the features are on and shorter than T where they
 are windows), at a tiny size; norms, biases and q/k norms are randomised (transformers initialises them to
@@ -165,16 +171,47 @@ def make(name, spec, out_root, seed):
           f"adapter-vs-base max {d:.3e} adamw {losses[0]:.5f}->{losses[-1]:.5f} {notes}")
 
 
+def make_bf16(name, out_root):
+    from transformers import AutoModelForCausalLM
+    from peft import PeftModel
+    from safetensors.torch import load_file, save_file
+
+    out = os.path.join(out_root, name)
+    ref = load_file(os.path.join(out, "reference.safetensors"))
+    ids, tg = ref["input_ids"].long().cuda(), ref["targets"].long().cuda()
+    base = AutoModelForCausalLM.from_pretrained(os.path.join(out, "model"), attn_implementation="eager", dtype=torch.bfloat16).cuda()
+    pm = PeftModel.from_pretrained(base, os.path.join(out, "adapter"), is_trainable=True).to(torch.bfloat16)
+    pm.train()
+    logits = pm(input_ids=ids).logits
+    V = logits.shape[-1]
+    loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, V), tg.reshape(-1))
+    loss.backward()
+    r = {"logits_adapter": logits.detach().float().cpu().contiguous(), "loss": loss.detach().float().cpu().reshape(1)}
+    for n, p in pm.named_parameters():
+        if p.requires_grad:
+            r["grad." + peft_key(n)] = p.grad.detach().float().cpu().contiguous()
+    save_file(r, os.path.join(out, "reference_bf16.safetensors"))
+    def rel(a, b):
+        return float((a - b).norm() / b.norm())
+    worst = max((rel(v, ref[k]), k) for k, v in r.items() if k.startswith("grad."))
+    print(f"{name}: bf16 logits rel L2 {rel(r['logits_adapter'], ref['logits_adapter']):.2e}, loss {float(loss):.6f} "
+          f"(fp32 {float(ref['loss']):.6f}), worst grad rel L2 {worst[0]:.2e} ({worst[1]})")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out", nargs="?", default="tests/reference/families")
     ap.add_argument("--only", default="")
+    ap.add_argument("--bf16", action="store_true", help="write reference_bf16.safetensors beside each existing reference (CUDA)")
     a = ap.parse_args()
     names = [n for n in FAMILIES if not a.only or n in a.only.split(",")]
     failed = 0
     for n in names:
         try:
-            make(n, FAMILIES[n], a.out, seed=100 + list(FAMILIES).index(n))
+            if a.bf16:
+                make_bf16(n, a.out)
+            else:
+                make(n, FAMILIES[n], a.out, seed=100 + list(FAMILIES).index(n))
         except Exception as e:  # one family's failure must not hide the others'
             import traceback
             traceback.print_exc()

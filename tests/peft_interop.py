@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Check that adapters written by peft.c load in Hugging Face transformers + PEFT and give the
-same logits as `peft dump`.  Run on a machine with torch, transformers and peft:
+same logits as `peft dump`, or (ADAPTER_DIR `-`) that a folder written by `peft merge` loads in
+transformers with them.  Run on a machine with torch, transformers and peft:
 
-    python3 tests/peft_interop.py BASE_HF_FOLDER ADAPTER_DIR DUMP.safetensors [--tol 1e-4]
+    python3 tests/peft_interop.py BASE_HF_FOLDER ADAPTER_DIR DUMP.safetensors [--tol 1e-4] [--eager]
 
 DUMP.safetensors is `peft dump MODEL -a ADAPTER_DIR -i IN -o DUMP.safetensors`; its input_ids are
 read from IN, which must be given as the `input_ids` tensor inside DUMP or with --ids IN.
@@ -24,10 +25,19 @@ def main():
     p.add_argument("dump")
     p.add_argument("--ids", help="safetensors with input_ids (default: the dump file)")
     p.add_argument("--tol", type=float, default=1e-4)
+    p.add_argument("--eager", action="store_true", help="transformers' eager attention (soft-capping, windows as the model defines them)")
     a = p.parse_args()
     dump = load_file(a.dump)
     ids = load_file(a.ids)["input_ids"] if a.ids else dump["input_ids"]
-    model = AutoModelForCausalLM.from_pretrained(a.base, torch_dtype=torch.float32)
+    kw = dict(attn_implementation="eager") if a.eager else {}
+    model = AutoModelForCausalLM.from_pretrained(a.base, torch_dtype=torch.float32, **kw)
+    if a.adapter == "-":  # a merged folder: the model alone
+        model.eval()
+        with torch.no_grad():
+            logits = model(input_ids=ids.long()).logits.float()
+        err = (logits - dump["logits"]).abs().max().item()
+        print(f"{a.base}: {type(model).__name__} loaded; logits {list(logits.shape)} max abs diff vs peft dump {err:.3e} (tol {a.tol:g})")
+        sys.exit(0 if err <= a.tol else 1)
     model = PeftModel.from_pretrained(model, a.adapter)
     model.eval()
     with torch.no_grad():

@@ -21,6 +21,7 @@
 #              generation (100 tokens) with its adapter
 #   offload    --offload against resident (test_all --cuda offload; a quantize --random 7B NF4 model, see part_offload)
 #   interop    needs transformers + peft: an adapter trained on the GPU loads in PEFT with peft dump's logits,
+#              tests/family_interop.sh (every family: trained adapters in PEFT, merged folders in transformers),
 #              tests/ecosystem_gpu_check.sh, tests/hostile/peft_check.py, tests/check_new_tokens_peft.py
 # The parts after build use the ./peft and ./test_all it makes (make CUDA=1). ../shared is linked from .carry/shared when it is not beside the checkout (the device tool's
 # copy). Logs go to $OUT (default /tmp/peft_check); each check prints PASS or FAIL, the last line counts them.
@@ -147,6 +148,8 @@ part_interop() {
   ./peft dump $S/models/stories260K-hf-f32 -a /tmp/pc_gpu_ad -i $S/reference/peft/qv_r4/reference.safetensors -o /tmp/pc_gdump.safetensors --device cuda --dtype fp32 > "$OUT/interop_dump.log" 2>&1 &&
   python3 tests/peft_interop.py $S/models/stories260K-hf-f32 /tmp/pc_gpu_ad /tmp/pc_gdump.safetensors --ids $S/reference/peft/qv_r4/reference.safetensors > "$OUT/interop.log" 2>&1
   result $? "an adapter trained on the GPU (fp32) in transformers + PEFT: $(grep -v Warning "$OUT/interop.log" | tail -1)" "$OUT/interop.log"
+  DEVICES="cpu cuda" OUT="$OUT/family_interop" bash tests/family_interop.sh > "$OUT/family_interop.log" 2>&1; rc=$?; grep -E "^(PASS|FAIL)" "$OUT/family_interop.log"
+  result $rc "tests/family_interop.sh: $(tail -1 "$OUT/family_interop.log")" "$OUT/family_interop.log"
   PEFT_DEVICE=cpu bash tests/ecosystem_gpu_check.sh > "$OUT/ecosystem.log" 2>&1; rc=$?; grep -E "^(PASS|FAIL)" "$OUT/ecosystem.log"
   result $rc "tests/ecosystem_gpu_check.sh" "$OUT/ecosystem.log"
   PEFT_DEVICE=cpu python3 tests/hostile/peft_check.py > "$OUT/hostile.log" 2>&1; result $? "tests/hostile/peft_check.py: $(grep -v Warning "$OUT/hostile.log" | tail -1)" "$OUT/hostile.log"
