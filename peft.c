@@ -1051,16 +1051,23 @@ void gpu_dora_forward(float *out, const float *base, const float *t, const float
 void gpu_dora_backward(float *dmag, float *t, float *z, const float *dout, const float *mag, const float *wnorm, float s, int N, int OC);
 void gpu_encoder_forward(float *out, const int *tokens, const float *embed, int N, int C);
 void gpu_encoder_backward(float *dembed, const float *dout, const int *tokens, int N, int C);
-void gpu_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int N, int C, float eps);
-void gpu_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight, const float *rstd, int N, int C);
+void gpu_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int N, int C, float eps, float woff);
+void gpu_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight, const float *rstd, int N, int C, float woff);
+void gpu_bias_forward(float *out, const float *b, int N, int OC);
+void gpu_bias_backward(float *db, const float *dout, int N, int OC);
+void gpu_softcap_forward(float *out, float *th, const float *inp, float cap, size_t n);
+void gpu_softcap_backward(float *d, const float *th, size_t n);
 void gpu_rope_forward(float *x, const float *cos_t, const float *sin_t, int B, int T, int NH, int HS, int pos0);
 void gpu_rope_backward(float *dx, const float *cos_t, const float *sin_t, int B, int T, int NH, int HS);
-void gpu_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T, int NH, int KVH, int HS);
+// attention's mode (AttnMode below) as its three numbers: the score scale, the soft-cap (0: none), the window (0: none)
+void gpu_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T, int NH, int KVH, int HS, float scale, float softcap, int window);
 void gpu_attention_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout, const float *q, const float *k, const float *v, const float *out, const float *lse,
-                            int B, int T, int NH, int KVH, int HS);
-void gpu_attention_decode(float *out, float *att, const float *q, const float *kc, const float *vc, int pos, int NH, int KVH, int HS);
+                            int B, int T, int NH, int KVH, int HS, float scale, float softcap, int window);
+void gpu_attention_decode(float *out, float *att, const float *q, const float *kc, const float *vc, int pos, int NH, int KVH, int HS, float scale, float softcap, int window);
 void gpu_swiglu_forward(float *out, const float *g, const float *u, size_t n);
 void gpu_swiglu_backward(float *dg, float *du, const float *dout, const float *g, const float *u, size_t n);
+void gpu_geglu_forward(float *out, const float *g, const float *u, size_t n);
+void gpu_geglu_backward(float *dg, float *du, const float *dout, const float *g, const float *u, size_t n);
 void gpu_residual_forward(float *out, const float *a, const float *b, size_t n);
 void gpu_crossentropy_forward(float *losses, float *probs, const int *targets, int N, int V);
 void gpu_crossentropy_backward(float *dlogits, const int *targets, float dloss, int N, int V);
@@ -2631,26 +2638,10 @@ static int load_hf(Model *m, const char *dir, const QuantOpts *qo) {
 
 // MODEL is a llama2.c .bin file or a Hugging Face folder
 // qo: quantize the base while loading (NULL or type -1: as stored; QT_NONE: float)
-// The GPU's kernels (peft_cuda.cu) cover Llama's layer: a family that needs an operation without a CUDA twin
-// is refused here, before anything runs (each such CPU kernel also stops if it is reached on the GPU). A
-// sliding window is allowed: attention within the window is full attention, and longer inputs stop at the
-// first windowed attention (GPU_PLAIN).
-static const char *family_gpu_missing(const Config *c) {
-    return c->attn_bias ? "q/k/v biases" : c->qk_norm ? "per-head q/k RMSNorm" : c->norm_offset ? "(1 + w) RMSNorm" : c->post_norms ? "post-attention/post-MLP norms"
-         : c->geglu ? "GeGLU (gelu_pytorch_tanh)" : c->embed_scale > 0 ? "the embedding scale" : c->attn_scale > 0 ? "query_pre_attn_scalar"
-         : c->attn_softcap > 0 || c->final_softcap > 0 ? "logit soft-capping" : c->rope_local_theta > 0 ? "a local RoPE base" : NULL;
-}
-static int load_hf_checked(Model *m, const char *path, const QuantOpts *qo) {
-    if (load_hf(m, path, qo)) return -1;
-    const char *missing = gpu_on ? family_gpu_missing(&m->config) : NULL;
-    if (!missing) return 0;
-    model_free(m);
-    return set_error(path, "%s needs %s, which has no CUDA kernel yet: run it with --device cpu", family_arch[m->config.family], missing);
-}
 static int model_load_q(Model *m, const char *path, const QuantOpts *qo) {
     memset(m, 0, sizeof(*m));
     snprintf(m->path, sizeof(m->path), "%s", path);
-    if (dir_exists(path)) return load_hf_checked(m, path, qo);
+    if (dir_exists(path)) return load_hf(m, path, qo);
     if (!file_exists(path)) return set_error(path, "no such file or folder");
     return load_bin(m, path, qo);
 }
@@ -5851,19 +5842,15 @@ static void rmsnorm_row(floatX *y, floatX *rstd, const floatX *x, const floatX *
     else for (int c = 0; c < C; c++) y[c] = x[c] * r * weight[c];
     if (rstd) *rstd = r;
 }
-// the GPU's kernels have no norm offset yet (gpu_refusal refuses such models before any kernel runs)
-#define GPU_PLAIN(cond, what) do { if (gpu_on && !(cond)) fatal("%s has no CUDA kernel yet", what); } while (0)
 static void rmsnorm_forward(floatX *out, floatX *rstd, const floatX *inp, const floatX *weight, int N, int C, float eps, float woff) {
-    GPU_PLAIN(woff == 0, "RMSNorm with (1 + w)");
-    ON_GPU(gpu_rmsnorm_forward(out, rstd, inp, weight, N, C, eps));
+    ON_GPU(gpu_rmsnorm_forward(out, rstd, inp, weight, N, C, eps, woff));
     if (SERIAL((long)N * C)) { for (int n = 0; n < N; n++) rmsnorm_row(out + (size_t)n * C, rstd ? rstd + n : NULL, inp + (size_t)n * C, weight, C, eps, woff); return; }
     #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) rmsnorm_row(out + (size_t)n * C, rstd ? rstd + n : NULL, inp + (size_t)n * C, weight, C, eps, woff);
 }
 // with w' = woff + w: dx += rstd * (w'*dy) - rstd^3/C * x * sum(w'*dy*x);  dw += sum_n dy * x * rstd
 static void rmsnorm_backward(floatX *dinp, floatX *dweight, const floatX *dout, const floatX *inp, const floatX *weight, const floatX *rstd, int N, int C, float woff) {
-    GPU_PLAIN(woff == 0, "RMSNorm with (1 + w)");
-    ON_GPU(gpu_rmsnorm_backward(dinp, dweight, dout, inp, weight, rstd, N, C));
+    ON_GPU(gpu_rmsnorm_backward(dinp, dweight, dout, inp, weight, rstd, N, C, woff));
     #pragma omp parallel for schedule(static) if ((long)N * C >= PAR_MIN_WORK)
     for (int n = 0; n < N; n++) {
         const floatX *x = inp + (size_t)n * C, *dy = dout + (size_t)n * C;
@@ -5883,20 +5870,22 @@ static void rmsnorm_backward(floatX *dinp, floatX *dweight, const floatX *dout, 
 
 // bias: out (N,OC) += b (OC); db += sum_n dout (the backward of a bias)
 static void bias_forward(floatX *out, const floatX *b, int N, int OC) {
-    GPU_PLAIN(0, "a linear layer's bias");
+    ON_GPU(gpu_bias_forward(out, b, N, OC));
     for (int n = 0; n < N; n++) for (int o = 0; o < OC; o++) out[(size_t)n * OC + o] += b[o];
 }
 static void bias_backward(floatX *db, const floatX *dout, int N, int OC) {
+    ON_GPU(gpu_bias_backward(db, dout, N, OC));
     for (int n = 0; n < N; n++) for (int o = 0; o < OC; o++) db[o] += dout[(size_t)n * OC + o];
 }
 
 // soft-capping (Gemma 2): out = c tanh(x / c), th keeps tanh(x / c) for the backward (may be NULL);
 // the backward scales the gradient in place: dx = dy (1 - th^2). n elements, out may be inp.
 static void softcap_forward(floatX *out, floatX *th, const floatX *inp, float cap, size_t n) {
-    GPU_PLAIN(0, "logit soft-capping");
+    ON_GPU(gpu_softcap_forward(out, th, inp, cap, n));
     for (size_t i = 0; i < n; i++) { floatX t = (floatX)tanh((double)(inp[i] / cap)); if (th) th[i] = t; out[i] = cap * t; }
 }
 static void softcap_backward(floatX *d, const floatX *th, size_t n) {
+    ON_GPU(gpu_softcap_backward(d, th, n));
     for (size_t i = 0; i < n; i++) d[i] *= 1 - th[i] * th[i];
 }
 
@@ -5950,7 +5939,6 @@ static void rope_backward(floatX *dx, const floatX *cos_t, const floatX *sin_t, 
 // sliding window: query t attends to keys s with t - window < s <= t (transformers' sliding_window_overlay).
 typedef struct { float scale, softcap; int window; } AttnMode;
 static AttnMode attn_default(int HS) { AttnMode m = { (float)(1.0 / sqrt((double)HS)), 0, 0 }; return m; }
-static int attn_plain(AttnMode m, int HS) { return m.scale == attn_default(HS).scale && m.softcap == 0 && m.window == 0; }
 // the first key that query t sees
 static inline int attn_first(AttnMode m, int t) { return m.window > 0 && t - m.window + 1 > 0 ? t - m.window + 1 : 0; }
 // the scaled (and capped) score of a raw dot product; th: tanh(s/c) for the backward, where capping
@@ -6134,8 +6122,7 @@ static void attention_backward_gemm(floatX *dq, floatX *dk, floatX *dv, floatX *
 // attention_forward_m with the layer's AttnMode (attc: tanh of the capped scores, only with soft-capping);
 // attention_forward: Llama's plain causal attention
 static void attention_forward_m(floatX *out, floatX *att, floatX *attc, const floatX *q, const floatX *k, const floatX *v, int B, int T, int NH, int KVH, int HS, AttnMode am) {
-    GPU_PLAIN(attn_plain(am, HS), "attention with a score scale, soft-capping or a sliding window");
-    ON_GPU(gpu_attention_forward(out, att, q, k, v, B, T, NH, KVH, HS));
+    ON_GPU(gpu_attention_forward(out, att, q, k, v, B, T, NH, KVH, HS, am.scale, am.softcap, am.window));
     if (am.softcap <= 0) attc = NULL;
 #ifdef PEFT_SIMD
     attention_forward_gemm(out, att, attc, q, k, v, B, T, NH, KVH, HS, am);
@@ -6149,8 +6136,7 @@ MAYBE_UNUSED static void attention_forward(floatX *out, floatX *att, const float
 // out is the forward's output (the GPU's backward needs rowsum(dout * out))
 static void attention_backward_m(floatX *dq, floatX *dk, floatX *dv, floatX *scratch, const floatX *dout, const floatX *q, const floatX *k, const floatX *v,
                                  const floatX *out, const floatX *att, const floatX *attc, int B, int T, int NH, int KVH, int HS, AttnMode am) {
-    GPU_PLAIN(attn_plain(am, HS), "attention with a score scale, soft-capping or a sliding window");
-    ON_GPU(gpu_attention_backward(dq, dk, dv, scratch, dout, q, k, v, out, att, B, T, NH, KVH, HS));
+    ON_GPU(gpu_attention_backward(dq, dk, dv, scratch, dout, q, k, v, out, att, B, T, NH, KVH, HS, am.scale, am.softcap, am.window));
     (void)out;
     if (am.softcap <= 0) attc = NULL;
 #ifdef PEFT_SIMD
@@ -6241,8 +6227,7 @@ static void attention_heads(floatX *out, floatX *att, const floatX *q, const flo
 // The heads in one contiguous range per thread once the cache is long enough (stories15M from ~35
 // positions); a head's result does not depend on the range it falls in.
 static void attention_decode_m(floatX *out, floatX *att, const floatX *q, const floatX *kc, const floatX *vc, int pos, int npos, int NH, int KVH, int HS, AttnMode am) {
-    GPU_PLAIN(attn_plain(am, HS), "attention with a score scale, soft-capping or a sliding window");
-    ON_GPU(gpu_attention_decode(out, att, q, kc, vc, pos, NH, KVH, HS));
+    ON_GPU(gpu_attention_decode(out, att, q, kc, vc, pos, NH, KVH, HS, am.scale, am.softcap, am.window));
     int parts = SERIAL(10L * NH * (pos + 1) * HS) ? 1 : (num_threads() < NH ? num_threads() : NH);
     #pragma omp parallel for schedule(static) if (parts > 1)
     for (int p = 0; p < parts; p++) attention_heads(out, att, q, kc, vc, NH * p / parts, NH * (p + 1) / parts, pos, npos, NH, KVH, HS, am);
@@ -6312,7 +6297,7 @@ static void swiglu_backward(floatX *dg, floatX *du, const floatX *dout, const fl
 // (PyTorch's gelu(approximate="tanh"), transformers' gelu_pytorch_tanh). All (N,H).
 #define GELU_K 0.7978845608028654
 static void geglu_forward(floatX *out, const floatX *g, const floatX *u, size_t n) {
-    GPU_PLAIN(0, "GeGLU (gelu_pytorch_tanh)");
+    ON_GPU(gpu_geglu_forward(out, g, u, n));
     #pragma omp parallel for schedule(static) if ((long)n >= PAR_MIN_WORK)
     for (long i = 0; i < (long)n; i++) {
         floatX x = g[i], th = (floatX)tanh((double)((floatX)GELU_K * (x + (floatX)0.044715 * x * x * x)));
@@ -6321,6 +6306,7 @@ static void geglu_forward(floatX *out, const floatX *g, const floatX *u, size_t 
 }
 // gelu_tanh'(g) = (1 + th)/2 + g/2 (1 - th^2) k (1 + 3 * 0.044715 g^2);  dg += dout * u * gelu_tanh'(g);  du += dout * gelu_tanh(g)
 static void geglu_backward(floatX *dg, floatX *du, const floatX *dout, const floatX *g, const floatX *u, size_t n) {
+    ON_GPU(gpu_geglu_backward(dg, du, dout, g, u, n));
     #pragma omp parallel for schedule(static) if ((long)n >= PAR_MIN_WORK)
     for (long i = 0; i < (long)n; i++) {
         double x = g[i], th = tanh(GELU_K * (x + 0.044715 * x * x * x));
@@ -6425,7 +6411,7 @@ typedef struct {
     // the families' switches (size 0 where off)
     floatX *qp, *kp;       // qk_norm: q and k before their per-head RMSNorm (N,NH*HS), (N,KVH*HS)
     floatX *rstdq, *rstdk; // (N*NH), (N*KVH) their 1/rms
-    floatX *attc;          // attn_softcap: (B,NH,T,T) tanh(s/c) of the scores
+    floatX *attc;          // attn_softcap on the CPU: (B,NH,T,T) tanh(s/c) of the scores (the GPU recomputes them)
     floatX *ao2, *rstd3;   // post_norms: o_proj's output (N,C) and its norm's 1/rms (N)
     floatX *fo, *rstd4;    // post_norms: down_proj's output (N,C) and its norm's 1/rms (N)
 } LayerActs;
@@ -6489,7 +6475,7 @@ typedef struct {
 static void layer_act_sizes(double *s, const Config *c, int B, int T, int gpu) {
     double N = (double)B * T, C = c->dim, H = c->hidden_dim, QD = (double)c->n_heads * c->head_dim, KD = (double)c->n_kv_heads * c->head_dim;
     double att = (double)B * c->n_heads * T * (gpu ? 1 : T); // the GPU's flash attention keeps one log-sum-exp per row
-    double qk = c->qk_norm, pn = c->post_norms, cap = c->attn_softcap > 0;
+    double qk = c->qk_norm, pn = c->post_norms, cap = c->attn_softcap > 0 && !gpu; // (the GPU recomputes tanh(s/c) in the backward)
     double sz[NUM_LAYER_ACTS] = { N * C, N, N * QD, N * KD, N * KD, att, N * QD, N * C, N * C, N, N * H, N * H, N * H,
                                   qk * N * QD, qk * N * KD, qk * N * c->n_heads, qk * N * c->n_kv_heads, cap * att, pn * N * C, pn * N, pn * N * C, pn * N };
     memcpy(s, sz, sizeof(sz));

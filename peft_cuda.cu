@@ -2309,25 +2309,39 @@ __device__ __forceinline__ void store4_bf16(__nv_bfloat16 *q, const float *v, si
 }
 static int aligned16(const void *const *p, int n) { for (int i = 0; i < n; i++) if ((uintptr_t)p[i] & 15) return 0; return 1; }
 
-// SwiGLU: out = silu(g) * u;  dg += dout * u * sig(g) * (1 + g (1 - sig(g)));  du += dout * silu(g)
+// The MLP's gated activation, out = act(g) * u;  dg += dout * u * act'(g);  du += dout * act(g), with act
+// SwiGLU's silu(g) = g sig(g), act' = sig(g) (1 + g (1 - sig(g))), or GeGLU's gelu_tanh(g) = g/2 (1 + th),
+// th = tanh(k (g + 0.044715 g^3)), k = sqrt(2/pi), act' = (1 + th)/2 + g/2 (1 - th^2) k (1 + 3 * 0.044715 g^2)
 __device__ __forceinline__ void load4(float *v, const __nv_bfloat16 *p, size_t i, size_t n, int vec) { // (bf16 activations)
     if (vec && i + 3 < n) { uint2 t = *(const uint2 *)(p + i); __nv_bfloat162 h0 = *(__nv_bfloat162 *)&t.x, h1 = *(__nv_bfloat162 *)&t.y; v[0] = __low2float(h0); v[1] = __high2float(h0); v[2] = __low2float(h1); v[3] = __high2float(h1); }
     else for (int k = 0; k < 4; k++) v[k] = i + k < n ? __bfloat162float(p[i + k]) : 0.0f;
 }
-template <typename GT> // g and u: float, or bf16 activations; out NULL: the result in bf16 only (o16: h kept in bf16)
-__global__ void swiglu_forward_kernel(float *out, __nv_bfloat16 *o16, const GT *g, const GT *u, size_t n, int vec) {
+#define GELU_K 0.7978845608028654f
+// act(g) and, when d, act'(g) into *d (GELU: 0 silu, 1 gelu_tanh)
+template <int GELU> __device__ __forceinline__ float glu_act(float g, float *d) {
+    if (GELU) {
+        float th = tanhf(GELU_K * (g + 0.044715f * g * g * g));
+        if (d) *d = 0.5f * (1.0f + th) + 0.5f * g * (1.0f - th * th) * GELU_K * (1.0f + 3.0f * 0.044715f * g * g);
+        return 0.5f * g * (1.0f + th);
+    }
+    float sg = 1.0f / (1.0f + expf(-g));
+    if (d) *d = sg * (1.0f + g * (1.0f - sg));
+    return g * sg;
+}
+template <int GELU, typename GT> // g and u: float, or bf16 activations; out NULL: the result in bf16 only (o16: h kept in bf16)
+__global__ void glu_forward_kernel(float *out, __nv_bfloat16 *o16, const GT *g, const GT *u, size_t n, int vec) {
     FOR_EACH(e, (n + 3) / 4) {
         float gv[4], uv[4], ov[4];
         load4(gv, g, 4 * e, n, vec); load4(uv, u, 4 * e, n, vec);
-        for (int k = 0; k < 4; k++) { float sg = 1.0f / (1.0f + expf(-gv[k])); ov[k] = gv[k] * sg * uv[k]; }
+        for (int k = 0; k < 4; k++) ov[k] = glu_act<GELU>(gv[k], NULL) * uv[k];
         if (out) store4(out, ov, 4 * e, n, vec);
         store4_bf16(o16, ov, 4 * e, n);
     }
 }
 // zero: dg and du hold zeros (not read); dg, du NULL: the results in bf16 only (dg16, du16: kept in bf16);
 // dout (h's gradient) floats or kept in bf16
-template <typename GT, typename DT>
-__global__ void swiglu_backward_kernel(float *dg, float *du, __nv_bfloat16 *dg16, __nv_bfloat16 *du16, const DT *dout, const GT *g, const GT *u, size_t n, int vec, int zero) {
+template <int GELU, typename GT, typename DT>
+__global__ void glu_backward_kernel(float *dg, float *du, __nv_bfloat16 *dg16, __nv_bfloat16 *du16, const DT *dout, const GT *g, const GT *u, size_t n, int vec, int zero) {
     FOR_EACH(e, (n + 3) / 4) {
         size_t i = 4 * e;
         float gv[4], uv[4], dv[4], dgv[4] = { 0, 0, 0, 0 }, duv[4] = { 0, 0, 0, 0 };
@@ -2335,9 +2349,9 @@ __global__ void swiglu_backward_kernel(float *dg, float *du, __nv_bfloat16 *dg16
         if (!zero && dg) { load4(dgv, dg, i, n, vec); load4(duv, du, i, n, vec); }
         else if (!zero) { load4(dgv, dg16, i, n, vec); load4(duv, du16, i, n, vec); }
         for (int k = 0; k < 4; k++) {
-            float sg = 1.0f / (1.0f + expf(-gv[k]));
-            dgv[k] += dv[k] * uv[k] * sg * (1.0f + gv[k] * (1.0f - sg));
-            duv[k] += dv[k] * gv[k] * sg;
+            float d, a = glu_act<GELU>(gv[k], &d);
+            dgv[k] += dv[k] * uv[k] * d;
+            duv[k] += dv[k] * a;
         }
         if (dg) { store4(dg, dgv, i, n, vec); store4(du, duv, i, n, vec); }
         store4_bf16(dg16, dgv, i, n); store4_bf16(du16, duv, i, n);
@@ -2346,25 +2360,25 @@ __global__ void swiglu_backward_kernel(float *dg, float *du, __nv_bfloat16 *dg16
 // g and u are both bf16 activations or both floats
 static int gu16(const float *g, const float *u) {
     int a = act16(g) != NULL, b = act16(u) != NULL;
-    if (a != b) { fprintf(stderr, "peft: internal error: SwiGLU's g and u differ in type\n"); exit(1); }
+    if (a != b) { fprintf(stderr, "peft: internal error: the MLP's g and u differ in type\n"); exit(1); }
     return a;
 }
-extern "C" void gpu_swiglu_forward(float *out, const float *g, const float *u, size_t n) {
+template <int GELU> static void glu_forward(float *out, const float *g, const float *u, size_t n) {
     __nv_bfloat16 *h16 = act16(out); // h kept in bf16
     float *o = h16 ? NULL : D(out);
     if (h16) wrote(h16, n * sizeof(*h16)); else wrote(o, n * sizeof(float));
     __nv_bfloat16 *o16 = h16 ? h16 : shadow(o, n);
     if (gu16(g, u)) {
         const void *p[3] = { h16 ? (const void *)h16 : o, g, u };
-        swiglu_forward_kernel<<<blocks_for((n + 3) / 4, 256), 256>>>(o, o16, act16(g), act16(u), n, aligned16(p, 3) && n % 4 == 0);
+        glu_forward_kernel<GELU><<<blocks_for((n + 3) / 4, 256), 256>>>(o, o16, act16(g), act16(u), n, aligned16(p, 3) && n % 4 == 0);
     } else {
         const void *p[3] = { h16 ? (const void *)h16 : o, D(g), D(u) };
-        swiglu_forward_kernel<<<blocks_for((n + 3) / 4, 256), 256>>>(o, o16, D(g), D(u), n, aligned16(p, 3) && n % 4 == 0);
+        glu_forward_kernel<GELU><<<blocks_for((n + 3) / 4, 256), 256>>>(o, o16, D(g), D(u), n, aligned16(p, 3) && n % 4 == 0);
     }
-    LAUNCHED("swiglu_forward_kernel");
+    LAUNCHED(GELU ? "glu_forward_kernel (GeGLU)" : "glu_forward_kernel (SwiGLU)");
 }
-extern "C" void gpu_swiglu_backward(float *dg, float *du, const float *dout, const float *g, const float *u, size_t n) {
-    if (!act16(dg) != !act16(du)) { fprintf(stderr, "peft: internal error: SwiGLU's dg and du differ in type\n"); exit(1); }
+template <int GELU> static void glu_backward(float *dg, float *du, const float *dout, const float *g, const float *u, size_t n) {
+    if (!act16(dg) != !act16(du)) { fprintf(stderr, "peft: internal error: the MLP's dg and du differ in type\n"); exit(1); }
     int out16 = act16(dg) != NULL; // dg, du kept in bf16
     float *a = out16 ? NULL : D(dg), *b = out16 ? NULL : D(du);
     size_t ob = n * (out16 ? 2 : 4);
@@ -2376,11 +2390,62 @@ extern "C" void gpu_swiglu_backward(float *dg, float *du, const float *dout, con
     const void *p[5] = { pa, pb, pd, pg, pu };
     int vec = aligned16(p, 5) && n % 4 == 0;
     unsigned nb = blocks_for((n + 3) / 4, 256);
-    if (gu16(g, u) && act16(dout)) swiglu_backward_kernel<<<nb, 256>>>(a, b, a16, b16, act16(dout), act16(g), act16(u), n, vec, zero);
-    else if (gu16(g, u)) swiglu_backward_kernel<<<nb, 256>>>(a, b, a16, b16, D(dout), act16(g), act16(u), n, vec, zero);
-    else if (act16(dout)) swiglu_backward_kernel<<<nb, 256>>>(a, b, a16, b16, act16(dout), D(g), D(u), n, vec, zero);
-    else swiglu_backward_kernel<<<nb, 256>>>(a, b, a16, b16, D(dout), D(g), D(u), n, vec, zero);
-    LAUNCHED("swiglu_backward_kernel");
+    if (gu16(g, u) && act16(dout)) glu_backward_kernel<GELU><<<nb, 256>>>(a, b, a16, b16, act16(dout), act16(g), act16(u), n, vec, zero);
+    else if (gu16(g, u)) glu_backward_kernel<GELU><<<nb, 256>>>(a, b, a16, b16, D(dout), act16(g), act16(u), n, vec, zero);
+    else if (act16(dout)) glu_backward_kernel<GELU><<<nb, 256>>>(a, b, a16, b16, act16(dout), D(g), D(u), n, vec, zero);
+    else glu_backward_kernel<GELU><<<nb, 256>>>(a, b, a16, b16, D(dout), D(g), D(u), n, vec, zero);
+    LAUNCHED(GELU ? "glu_backward_kernel (GeGLU)" : "glu_backward_kernel (SwiGLU)");
+}
+extern "C" void gpu_swiglu_forward(float *out, const float *g, const float *u, size_t n) { glu_forward<0>(out, g, u, n); }
+extern "C" void gpu_swiglu_backward(float *dg, float *du, const float *dout, const float *g, const float *u, size_t n) { glu_backward<0>(dg, du, dout, g, u, n); }
+extern "C" void gpu_geglu_forward(float *out, const float *g, const float *u, size_t n) { glu_forward<1>(out, g, u, n); }
+extern "C" void gpu_geglu_backward(float *dg, float *du, const float *dout, const float *g, const float *u, size_t n) { glu_backward<1>(dg, du, dout, g, u, n); }
+
+// A linear layer's bias (Qwen2's q, k, v): out (N,OC) += b (OC); out floats or bf16 activations, each value
+// rounded once. db (OC) += the column sums of dout (N,OC): a thread per column, rows in order (as the CPU)
+template <typename OT> __global__ void bias_forward_kernel(OT *out, const float *b, int N, int OC) {
+    FOR_EACH(e, (size_t)N * OC) out[e] = to_f(out[e]) + b[e % OC];
+}
+__global__ void bias_backward_kernel(float *db, const float *dout, int N, int OC) {
+    int o = blockIdx.x * blockDim.x + threadIdx.x;
+    if (o >= OC) return;
+    float acc = 0;
+    for (int n = 0; n < N; n++) acc += dout[(size_t)n * OC + o];
+    db[o] += acc;
+}
+extern "C" void gpu_bias_forward(float *out, const float *b, int N, int OC) {
+    size_t n = (size_t)N * OC;
+    if (__nv_bfloat16 *o16 = act16(out)) { wrote(o16, n * sizeof(*o16)); bias_forward_kernel<<<blocks_for(n, 256), 256>>>(o16, D(b), N, OC); }
+    else {
+        float *o = D(out);
+        wrote(o, n * sizeof(float));
+        bias_forward_kernel<<<blocks_for(n, 256), 256>>>(o, D(b), N, OC);
+    }
+    LAUNCHED("bias_forward_kernel");
+}
+extern "C" void gpu_bias_backward(float *db, const float *dout, int N, int OC) {
+    wrote(D(db), (size_t)OC * sizeof(float));
+    if (act16(dout)) { fprintf(stderr, "peft: internal error: a bias gradient from bf16 activations\n"); exit(1); }
+    bias_backward_kernel<<<(OC + 127) / 128, 128>>>(D(db), D(dout), N, OC);
+    LAUNCHED("bias_backward_kernel");
+}
+
+// soft-capping (Gemma 2's final logits): out = c tanh(x / c), th = tanh(x / c) kept for the backward (or NULL);
+// the backward scales d in place: d *= 1 - th^2. out may be inp
+__global__ void softcap_forward_kernel(float *out, float *th, const float *inp, float cap, size_t n) {
+    FOR_EACH(i, n) { float t = tanhf(inp[i] / cap); if (th) th[i] = t; out[i] = cap * t; }
+}
+__global__ void softcap_backward_kernel(float *d, const float *th, size_t n) { FOR_EACH(i, n) d[i] *= 1.0f - th[i] * th[i]; }
+extern "C" void gpu_softcap_forward(float *out, float *th, const float *inp, float cap, size_t n) {
+    wrote(D(out), n * sizeof(float));
+    if (th) wrote(D(th), n * sizeof(float));
+    softcap_forward_kernel<<<blocks_for(n, 256), 256>>>(D(out), th ? D(th) : NULL, D(inp), cap, n);
+    LAUNCHED("softcap_forward_kernel");
+}
+extern "C" void gpu_softcap_backward(float *d, const float *th, size_t n) {
+    wrote(D(d), n * sizeof(float));
+    softcap_backward_kernel<<<blocks_for(n, 256), 256>>>(D(d), D(th), n);
+    LAUNCHED("softcap_backward_kernel");
 }
 
 // AdamW (PyTorch's): p -= lr*wd*p; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; p -= step * m / (sqrt(v) * rbc2 + eps)
@@ -2465,9 +2530,9 @@ extern "C" void gpu_encoder_backward(float *dembed, const float *dout, const int
 }
 
 // RMSNorm, a warp per row (float4 loads when vec: C a multiple of 4, rows 16-byte aligned):
-// y = x * rstd * w, rstd = 1/sqrt(mean(x^2) + eps); o16: y's bf16 copy, or NULL
+// y = x * rstd * (woff + w), rstd = 1/sqrt(mean(x^2) + eps); woff: 0, or Gemma's 1; o16: y's bf16 copy, or NULL
 // (out NULL: y in bf16 only, into o16: the bf16 activations xn)
-__global__ void rmsnorm_forward_kernel(float *out, __nv_bfloat16 *o16, float *rstd, const float *inp, const float *w, int N, int C, float eps, int vec) {
+__global__ void rmsnorm_forward_kernel(float *out, __nv_bfloat16 *o16, float *rstd, const float *inp, const float *w, int N, int C, float eps, float woff, int vec) {
     int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
     if (row >= N) return;
     const float *x = inp + (size_t)row * C;
@@ -2477,19 +2542,19 @@ __global__ void rmsnorm_forward_kernel(float *out, __nv_bfloat16 *o16, float *rs
     float r = rsqrtf(warp_sum(ss) / C + eps);
     if (vec) for (int c = 4 * lane; c < C; c += 128) {
         float4 v = *(const float4 *)(x + c), g = *(const float4 *)(w + c);
-        float o[4] = { v.x * r * g.x, v.y * r * g.y, v.z * r * g.z, v.w * r * g.w };
+        float o[4] = { v.x * r * (woff + g.x), v.y * r * (woff + g.y), v.z * r * (woff + g.z), v.w * r * (woff + g.w) };
         if (y) *(float4 *)(y + c) = make_float4(o[0], o[1], o[2], o[3]);
         if (o16) store4_bf16(o16 + (size_t)row * C, o, c);
     }
     else for (int c = lane; c < C; c += 32) {
-        float o = x[c] * r * w[c];
+        float o = x[c] * r * (woff + w[c]);
         if (y) y[c] = o;
         if (o16) o16[(size_t)row * C + c] = __float2bfloat16(o);
     }
     if (rstd && lane == 0) rstd[row] = r;
 }
-// dx += rstd * (w*dy) - rstd^3/C * x * sum(w*dy*x), a warp per row; d16: dx's bf16 copy, or NULL
-__global__ void rmsnorm_backward_dx_kernel(float *dinp, __nv_bfloat16 *d16, const float *dout, const float *inp, const float *w, const float *rstd, int N, int C, int vec) {
+// with w' = woff + w: dx += rstd * (w'*dy) - rstd^3/C * x * sum(w'*dy*x), a warp per row; d16: dx's bf16 copy, or NULL
+__global__ void rmsnorm_backward_dx_kernel(float *dinp, __nv_bfloat16 *d16, const float *dout, const float *inp, const float *w, const float *rstd, int N, int C, float woff, int vec) {
     int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
     if (row >= N) return;
     size_t off = (size_t)row * C;
@@ -2497,18 +2562,20 @@ __global__ void rmsnorm_backward_dx_kernel(float *dinp, __nv_bfloat16 *d16, cons
     float *dx = dinp + off, r = rstd[row], dot = 0;
     if (vec) for (int c = 4 * lane; c < C; c += 128) {
         float4 a = *(const float4 *)(w + c), b = *(const float4 *)(dy + c), v = *(const float4 *)(x + c);
+        a = make_float4(woff + a.x, woff + a.y, woff + a.z, woff + a.w);
         dot += a.x * b.x * v.x + a.y * b.y * v.y + a.z * b.z * v.z + a.w * b.w * v.w;
     }
-    else for (int c = lane; c < C; c += 32) dot += w[c] * dy[c] * x[c];
+    else for (int c = lane; c < C; c += 32) dot += (woff + w[c]) * dy[c] * x[c];
     float k = warp_sum(dot) * r * r * r / C;
     if (vec) for (int c = 4 * lane; c < C; c += 128) {
         float4 a = *(const float4 *)(w + c), b = *(const float4 *)(dy + c), v = *(const float4 *)(x + c), o = *(const float4 *)(dx + c);
+        a = make_float4(woff + a.x, woff + a.y, woff + a.z, woff + a.w);
         float e[4] = { o.x + r * a.x * b.x - k * v.x, o.y + r * a.y * b.y - k * v.y, o.z + r * a.z * b.z - k * v.z, o.w + r * a.w * b.w - k * v.w };
         *(float4 *)(dx + c) = make_float4(e[0], e[1], e[2], e[3]);
         if (d16) store4_bf16(d16 + off, e, c);
     }
     else for (int c = lane; c < C; c += 32) {
-        dx[c] += r * w[c] * dy[c] - k * x[c];
+        dx[c] += r * (woff + w[c]) * dy[c] - k * x[c];
         if (d16) d16[off + c] = __float2bfloat16(dx[c]);
     }
 }
@@ -2516,7 +2583,7 @@ __global__ void rmsnorm_backward_dx_kernel(float *dinp, __nv_bfloat16 *d16, cons
 // twice, the second time mostly from DRAM): thread t holds the float4 chunks t, t + 256, .. (NV of them;
 // C % 4 == 0, C <= 1024 NV, every pointer 16-byte aligned)
 template <int NV>
-__global__ void __launch_bounds__(256) rmsnorm_forward_row_kernel(float *out, __nv_bfloat16 *o16, float *rstd, const float *inp, const float *w, int N, int C, float eps) {
+__global__ void __launch_bounds__(256) rmsnorm_forward_row_kernel(float *out, __nv_bfloat16 *o16, float *rstd, const float *inp, const float *w, int N, int C, float eps, float woff) {
     __shared__ float part[32];
     size_t off = (size_t)blockIdx.x * C;
     const float4 *x = (const float4 *)(inp + off);
@@ -2534,14 +2601,14 @@ __global__ void __launch_bounds__(256) rmsnorm_forward_row_kernel(float *out, __
         int c = threadIdx.x + 256 * j;
         if (4 * c >= C) break;
         float4 g = ((const float4 *)w)[c];
-        float o[4] = { v[j].x * r * g.x, v[j].y * r * g.y, v[j].z * r * g.z, v[j].w * r * g.w };
+        float o[4] = { v[j].x * r * (woff + g.x), v[j].y * r * (woff + g.y), v[j].z * r * (woff + g.z), v[j].w * r * (woff + g.w) };
         if (out) ((float4 *)(out + off))[c] = make_float4(o[0], o[1], o[2], o[3]);
         if (o16) store4_bf16(o16 + off, o, 4 * c);
     }
     if (rstd && threadIdx.x == 0) rstd[blockIdx.x] = r;
 }
 template <int NV>
-__global__ void __launch_bounds__(256) rmsnorm_backward_dx_row_kernel(float *dinp, __nv_bfloat16 *d16, const float *dout, const float *inp, const float *w, const float *rstd, int N, int C) {
+__global__ void __launch_bounds__(256) rmsnorm_backward_dx_row_kernel(float *dinp, __nv_bfloat16 *d16, const float *dout, const float *inp, const float *w, const float *rstd, int N, int C, float woff) {
     __shared__ float part[32];
     size_t off = (size_t)blockIdx.x * C;
     const float4 *x = (const float4 *)(inp + off), *dy = (const float4 *)(dout + off), *w4 = (const float4 *)w;
@@ -2555,7 +2622,7 @@ __global__ void __launch_bounds__(256) rmsnorm_backward_dx_row_kernel(float *din
         if (4 * c >= C) continue;
         float4 a = w4[c];
         v[j] = x[c]; b[j] = dy[c];
-        b[j] = make_float4(a.x * b[j].x, a.y * b[j].y, a.z * b[j].z, a.w * b[j].w); // w*dy
+        b[j] = make_float4((woff + a.x) * b[j].x, (woff + a.y) * b[j].y, (woff + a.z) * b[j].z, (woff + a.w) * b[j].w); // w'*dy
         dot += b[j].x * v[j].x + b[j].y * v[j].y + b[j].z * v[j].z + b[j].w * v[j].w;
     }
     float k = block_sum(dot, part) * r * r * r / C;
@@ -2581,15 +2648,15 @@ __global__ void rmsnorm_backward_dw_kernel(float *dw, const float *dout, const f
     for (int n = 0; n < N; n++) acc += dout[(size_t)n * C + c] * inp[(size_t)n * C + c] * rstd[n];
     dw[c] += acc;
 }
-extern "C" void gpu_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int N, int C, float eps) {
+extern "C" void gpu_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int N, int C, float eps, float woff) {
     __nv_bfloat16 *o16 = act16(out);
     if (o16) { // the normed x kept in bf16 (xn)
         wrote(o16, (size_t)N * C * sizeof(*o16));
         if (rstd) wrote(D(rstd), (size_t)N * sizeof(float));
         const void *p[3] = { o16, D(inp), D(weight) };
         int vec = C % 4 == 0 && aligned16(p, 3), nv = rms_nv(C, vec);
-        if (nv) { RMS_ROW(rmsnorm_forward_row_kernel, nv, N, NULL, o16, D(rstd), D(inp), D(weight), N, C, eps); LAUNCHED("rmsnorm_forward_row_kernel"); return; }
-        rmsnorm_forward_kernel<<<(N + 7) / 8, 256>>>(NULL, o16, D(rstd), D(inp), D(weight), N, C, eps, vec);
+        if (nv) { RMS_ROW(rmsnorm_forward_row_kernel, nv, N, NULL, o16, D(rstd), D(inp), D(weight), N, C, eps, woff); LAUNCHED("rmsnorm_forward_row_kernel"); return; }
+        rmsnorm_forward_kernel<<<(N + 7) / 8, 256>>>(NULL, o16, D(rstd), D(inp), D(weight), N, C, eps, woff, vec);
         LAUNCHED("rmsnorm_forward_kernel");
         return;
     }
@@ -2599,18 +2666,18 @@ extern "C" void gpu_rmsnorm_forward(float *out, float *rstd, const float *inp, c
     const void *p[3] = { o, D(inp), D(weight) };
     int vec = C % 4 == 0 && aligned16(p, 3), nv = rms_nv(C, vec);
     __nv_bfloat16 *s16 = shadow(o, (size_t)N * C);
-    if (nv) { RMS_ROW(rmsnorm_forward_row_kernel, nv, N, o, s16, D(rstd), D(inp), D(weight), N, C, eps); LAUNCHED("rmsnorm_forward_row_kernel"); return; }
-    rmsnorm_forward_kernel<<<(N + 7) / 8, 256>>>(o, s16, D(rstd), D(inp), D(weight), N, C, eps, vec);
+    if (nv) { RMS_ROW(rmsnorm_forward_row_kernel, nv, N, o, s16, D(rstd), D(inp), D(weight), N, C, eps, woff); LAUNCHED("rmsnorm_forward_row_kernel"); return; }
+    rmsnorm_forward_kernel<<<(N + 7) / 8, 256>>>(o, s16, D(rstd), D(inp), D(weight), N, C, eps, woff, vec);
     LAUNCHED("rmsnorm_forward_kernel");
 }
-extern "C" void gpu_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight, const float *rstd, int N, int C) {
+extern "C" void gpu_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight, const float *rstd, int N, int C, float woff) {
     float *dx = D(dinp);
     wrote(dx, (size_t)N * C * sizeof(float));
     const void *p[4] = { dx, D(dout), D(inp), D(weight) };
     int vec = C % 4 == 0 && aligned16(p, 4), nv = rms_nv(C, vec);
     __nv_bfloat16 *s16 = shadow(dx, (size_t)N * C);
-    if (nv) { RMS_ROW(rmsnorm_backward_dx_row_kernel, nv, N, dx, s16, D(dout), D(inp), D(weight), D(rstd), N, C); LAUNCHED("rmsnorm_backward_dx_row_kernel"); }
-    else { rmsnorm_backward_dx_kernel<<<(N + 7) / 8, 256>>>(dx, s16, D(dout), D(inp), D(weight), D(rstd), N, C, vec); LAUNCHED("rmsnorm_backward_dx_kernel"); }
+    if (nv) { RMS_ROW(rmsnorm_backward_dx_row_kernel, nv, N, dx, s16, D(dout), D(inp), D(weight), D(rstd), N, C, woff); LAUNCHED("rmsnorm_backward_dx_row_kernel"); }
+    else { rmsnorm_backward_dx_kernel<<<(N + 7) / 8, 256>>>(dx, s16, D(dout), D(inp), D(weight), D(rstd), N, C, woff, vec); LAUNCHED("rmsnorm_backward_dx_kernel"); }
     if (dweight) {
         wrote(D(dweight), (size_t)C * sizeof(float)); rmsnorm_backward_dw_kernel<<<(C + 127) / 128, 128>>>(D(dweight), D(dout), D(inp), D(rstd), N, C); LAUNCHED("rmsnorm_backward_dw_kernel"); }
 }
@@ -2656,7 +2723,10 @@ extern "C" void gpu_rope_backward(float *dx, const float *cos_t, const float *si
 
 // ----------------------------------------------------------------------------
 // causal grouped-query attention, flash style: no T x T matrix in device memory. q, out (B,T,NH,HS),
-// k, v (B,T,KVH,HS); query head h reads k/v head h / (NH/KVH); scale = 1/sqrt(HS).
+// k, v (B,T,KVH,HS); query head h reads k/v head h / (NH/KVH). The mode (peft.c's AttnMode): the score
+// s = scale q.k (1/sqrt(HS), or Gemma's query_pre_attn_scalar^-0.5), soft-capped to cap tanh(s/cap) when
+// cap > 0 (Gemma 2: the backward multiplies dS by 1 - tanh^2), and a sliding window: query t sees keys
+// t - window < s <= t (window 0: all s <= t); tiles wholly outside it are skipped.
 // Forward: a warp per query row streams the keys in tiles of 32 (one key per lane for the scores,
 // the head dimensions spread over the lanes for the output), keeping the running max m and sum l of
 // the online softmax; it stores the row's log-sum-exp lse = m + log(l) for the backward.
@@ -2683,6 +2753,10 @@ template <int HST> __device__ __forceinline__ float dot_row(const float *x, cons
     return s;
 }
 #define ATT_PAD(HS, HST) ((HST) && (HST) % 4 == 0 ? (HS) + 4 : (HS) + 1)
+// the scaled score of a raw dot product, soft-capped when cap > 0
+__device__ __forceinline__ float att_score(float dot, float scale, float cap) { return cap > 0 ? cap * tanhf(dot * scale / cap) : dot * scale; }
+// the first key query t sees, and the first tile (of ATT_TILE keys) a block whose first row is t0 reads
+__device__ __forceinline__ int att_lo(int t, int window) { return window > 0 && t - window + 1 > 0 ? t - window + 1 : 0; }
 
 // rows r0 .. r0 + ATT_TILE - 1 of two head slices, x[((b*T + t) * stride + off + i] (and y), into the
 // padded shared tiles xs, ys (rows of hp floats); zeros past T
@@ -2695,7 +2769,7 @@ __device__ __forceinline__ void att_load_rows(float *xs, float *ys, const float 
     }
 }
 template <int HST>
-__global__ void attention_forward_kernel(float *out, float *lse, const float *q, const float *k, const float *v, int T, int NH, int KVH, int hs, float scale) {
+__global__ void attention_forward_kernel(float *out, float *lse, const float *q, const float *k, const float *v, int T, int NH, int KVH, int hs, float scale, float cap, int window) {
     extern __shared__ __align__(16) float sm[];
     const int HS = HST ? HST : hs, hp = ATT_PAD(HS, HST);
     float *Ks = sm, *Vs = Ks + ATT_TILE * hp, *Qs = Vs + ATT_TILE * hp;
@@ -2708,15 +2782,16 @@ __global__ void attention_forward_kernel(float *out, float *lse, const float *q,
     float m = -INFINITY, l = 0, o[ATT_MAXJ];
     #pragma unroll
     for (int j = 0; j < ATT_MAXJ; j++) o[j] = 0;
-    for (int s0 = 0; s0 <= t_last; s0 += ATT_TILE) {
+    int lo = att_lo(t, window); // (every tile read holds a key lo <= s <= t of the rows that use it: the max is finite)
+    for (int s0 = att_lo(blockIdx.x * ATT_ROWS, window) / ATT_TILE * ATT_TILE; s0 <= t_last; s0 += ATT_TILE) {
         __syncthreads();
         att_load_rows(Ks, Vs, k, v, b, T, s0, ks, (size_t)kh * HS, HS, hp);
         __syncthreads();
-        if (t >= T || s0 > t) continue;
+        if (t >= T || s0 > t || s0 + ATT_TILE <= lo) continue;
         int s = s0 + lane;
-        float sc = s <= t ? dot_row<HST>(qw, Ks + lane * hp, HS) * scale : -INFINITY;
+        float sc = s <= t && s >= lo ? att_score(dot_row<HST>(qw, Ks + lane * hp, HS), scale, cap) : -INFINITY;
         float m_new = fmaxf(m, warp_max(sc));
-        float p = s <= t ? expf(sc - m_new) : 0.0f, corr = expf(m - m_new);
+        float p = s <= t && s >= lo ? expf(sc - m_new) : 0.0f, corr = expf(m - m_new);
         l = l * corr + warp_sum(p);
         #pragma unroll
         for (int j = 0; j < ATT_MAXJ; j++) o[j] *= corr;
@@ -2734,7 +2809,7 @@ __global__ void attention_forward_kernel(float *out, float *lse, const float *q,
     if (lane == 0) lse[((size_t)b * NH + h) * T + t] = m + logf(l);
 }
 // ----------------------------------------------------------------------------
-// the same attention on the tensor cores (--dtype bf16, head sizes 64 and 128), FlashAttention-2 style
+// the same attention on the tensor cores (--dtype bf16, head sizes 64, 96 (Phi-3) and 128), FlashAttention-2 style
 // with mma.sync m16n8k16: Q, K, V, dO, P and dS rounded to bf16; scores, the softmax state and every
 // accumulation in fp32. A block has 4 warps and 64 rows (queries for the forward and dQ, keys for
 // dK/dV), 16 per warp; the other side comes in tiles of 64 rows, copied from bf16 copies of q, k, v
@@ -2842,6 +2917,29 @@ template <int NT> __device__ __forceinline__ void mask_after(float (*s)[4], int 
         for (int e = 0; e < 4; e++)
             if (c0 + j * 8 + (e & 1) > row[e / 2]) s[j][e] = -INFINITY;
 }
+// -inf where the key is at or before row - window (outside the sliding window)
+template <int NT> __device__ __forceinline__ void mask_window(float (*s)[4], int c0, const int *row, int window) {
+    #pragma unroll
+    for (int j = 0; j < NT; j++)
+        #pragma unroll
+        for (int e = 0; e < 4; e++)
+            if (c0 + j * 8 + (e & 1) <= row[e / 2] - window) s[j][e] = -INFINITY;
+}
+// the same for a transposed fragment (rows are keys, columns queries): -inf where the query comes window or more after the key
+template <int NT> __device__ __forceinline__ void mask_window_t(float (*s)[4], int c0, const int *key, int window) {
+    #pragma unroll
+    for (int j = 0; j < NT; j++)
+        #pragma unroll
+        for (int e = 0; e < 4; e++)
+            if (c0 + j * 8 + (e & 1) >= key[e / 2] + window) s[j][e] = -INFINITY;
+}
+// soft-capping of a fragment of raw dot products: s -> cap tanh(s scale / cap)
+template <int NT> __device__ __forceinline__ void cap_scores(float (*s)[4], float scale, float cap) {
+    #pragma unroll
+    for (int j = 0; j < NT; j++)
+        #pragma unroll
+        for (int e = 0; e < 4; e++) s[j][e] = cap * tanhf(s[j][e] * (scale / cap));
+}
 // the same for a transposed fragment (rows are keys, columns queries): -inf where the query comes before the key
 template <int NT> __device__ __forceinline__ void mask_before(float (*s)[4], int c0, const int *key) {
     #pragma unroll
@@ -2862,9 +2960,11 @@ template <int NT> __device__ __forceinline__ void mask_before(float (*s)[4], int
 // the time with the tile fastest), while the row's K and V (16 MB at Llama-2-7B's shape) stay in L2
 static inline dim3 attention_grid(int NH, int ntiles, int B) { return dim3(NH, ntiles, B); }
 #define QREGS(HS, MB) ((HS) * (MB) <= 128)
-template <int HS, int MB, typename OT> // out: floats, or bf16 activations (the attention output kept in bf16)
-__global__ void __launch_bounds__(128, MB == 1 ? (HS == 128 ? 3 : 4) : 2) attention_forward_tc_kernel(OT *out, float *lse, const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v,
-                                                                    int T, int NH, int KVH, float scale) {
+// AM: a soft-cap or a window may be on (else Llama's plain attention, compiled without them: no more registers)
+template <int HS, int MB, typename OT, bool AM> // out: floats, or bf16 activations (the attention output kept in bf16)
+__global__ void __launch_bounds__(128, MB == 1 ? (HS >= 96 ? 3 : 4) : 2) attention_forward_tc_kernel(OT *out, float *lse, const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v,
+                                                                    int T, int NH, int KVH, float scale, float cap, int window) {
+    if constexpr (!AM) { cap = 0; window = 0; }
     constexpr int LD = HS + 8, R = TCR * MB, WR = 16 * MB; // rows a block, a warp
     constexpr bool QR = QREGS(HS, MB);
     extern __shared__ __align__(128) unsigned char sm8[];
@@ -2872,8 +2972,9 @@ __global__ void __launch_bounds__(128, MB == 1 ? (HS == 128 ? 3 : 4) : 2) attent
     int nqt = (T + R - 1) / R, qt = nqt - 1 - blockIdx.y; // the longest rows first (see attention_grid)
     int b = blockIdx.z, h = blockIdx.x, warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c2 = 2 * (lane % 4);
     int kh = h / (NH / KVH), q0 = qt * R, w0 = q0 + warp * WR, last = min(q0 + R, T) - 1, nkt = last / TCR + 1, row[MB][2];
+    int kt0 = window > 0 && q0 - window + 1 > 0 ? (q0 - window + 1) / TCR : 0; // the first key tile inside the block's windows
     long qs = (long)NH * HS, ks = (long)KVH * HS;
-    float sl2 = scale * LOG2E, m[MB][2], l[MB][2], o[MB][HS / 8][4];
+    float sl2 = cap > 0 ? LOG2E : scale * LOG2E, m[MB][2], l[MB][2], o[MB][HS / 8][4]; // (capped scores come scaled)
     #pragma unroll
     for (int mb = 0; mb < MB; mb++) {
         row[mb][0] = w0 + 16 * mb + g; row[mb][1] = row[mb][0] + 8;
@@ -2882,8 +2983,8 @@ __global__ void __launch_bounds__(128, MB == 1 ? (HS == 128 ? 3 : 4) : 2) attent
         for (int d = 0; d < HS / 8; d++) o[mb][d][0] = o[mb][d][1] = o[mb][d][2] = o[mb][d][3] = 0.0f;
     }
     for (int r = 0; r < MB; r++) tc_copy_rows<HS>(Qs + r * TCR * LD, q, b, T, q0 + r * TCR, qs, (long)h * HS);
-    tc_copy_rows<HS>(KV, k, b, T, 0, ks, (long)kh * HS);
-    tc_copy_rows<HS>(KV + TCR * LD, v, b, T, 0, ks, (long)kh * HS);
+    tc_copy_rows<HS>(KV, k, b, T, kt0 * TCR, ks, (long)kh * HS);
+    tc_copy_rows<HS>(KV + TCR * LD, v, b, T, kt0 * TCR, ks, (long)kh * HS);
     cp_commit();
     asm volatile("cp.async.wait_group 0;\n" ::);
     __syncthreads();
@@ -2895,18 +2996,18 @@ __global__ void __launch_bounds__(128, MB == 1 ? (HS == 128 ? 3 : 4) : 2) attent
             for (int c = 0; c < HS / 16; c++) ldsm_x4(qf[mb][c], Qs + (warp * WR + 16 * mb + lane % 16) * LD + c * 16 + (lane / 16) * 8);
         __syncthreads(); // Q's place is free for the second K, V tiles
     }
-    for (int kt = 0; kt < nkt; kt++) {
+    for (int kt = kt0; kt < nkt; kt++) {
         int k0 = kt * TCR;
-        const __nv_bfloat16 *Ks = KV + 2 * (kt & 1) * TCR * LD, *Vs = Ks + TCR * LD;
+        const __nv_bfloat16 *Ks = KV + 2 * ((kt - kt0) & 1) * TCR * LD, *Vs = Ks + TCR * LD;
         if (kt + 1 < nkt) { // the next tile's copy overlaps this one's work
-            __nv_bfloat16 *Kn = KV + 2 * ((kt + 1) & 1) * TCR * LD;
+            __nv_bfloat16 *Kn = KV + 2 * ((kt + 1 - kt0) & 1) * TCR * LD;
             tc_copy_rows<HS>(Kn, k, b, T, k0 + TCR, ks, (long)kh * HS);
             tc_copy_rows<HS>(Kn + TCR * LD, v, b, T, k0 + TCR, ks, (long)kh * HS);
         }
         cp_commit();
         cp_wait_all_but_last();
         __syncthreads();
-        if (k0 <= w0 + WR - 1) { // else every key of the tile comes after the warp's rows
+        if (k0 <= w0 + WR - 1 && (window == 0 || k0 + TCR - 1 > w0 - window)) { // else every key of the tile comes after the warp's rows (or before their windows)
             float s[MB][8][4];
             #pragma unroll
             for (int mb = 0; mb < MB; mb++)
@@ -2925,17 +3026,20 @@ __global__ void __launch_bounds__(128, MB == 1 ? (HS == 128 ? 3 : 4) : 2) attent
             uint32_t p[MB][4][4];
             #pragma unroll
             for (int mb = 0; mb < MB; mb++) {
+                if (cap > 0) cap_scores<8>(s[mb], scale, cap);
                 if (k0 + TCR > q0) mask_after<8>(s[mb], k0 + c2, row[mb]); // the tiles on the block's diagonal (and past T)
+                if (window > 0 && k0 < q0 + R - window) mask_window<8>(s[mb], k0 + c2, row[mb], window); // the tiles at the windows' start
                 float mx[2] = { -INFINITY, -INFINITY };
                 #pragma unroll
                 for (int j = 0; j < 8; j++)
                     #pragma unroll
                     for (int e = 0; e < 4; e++) mx[e / 2] = fmaxf(mx[e / 2], s[mb][j][e]);
                 #pragma unroll
-                for (int i = 0; i < 2; i++) { // the new running max in log2 units (finite: tile 0 holds key 0 <= row, and it comes first)
+                for (int i = 0; i < 2; i++) { // the new running max in log2 units (finite without a window: tile 0 holds key 0 <= row, and it comes first;
+                                    // with one, -inf while a row has seen only keys before its window)
                     mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
                     mx[i] = fmaxf(m[mb][i], fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2)) * sl2);
-                    float cr = ex2(m[mb][i] - mx[i]);
+                    float cr = AM && mx[i] == -INFINITY ? 1.0f : ex2(m[mb][i] - mx[i]);
                     l[mb][i] *= cr;
                     m[mb][i] = mx[i];
                     #pragma unroll
@@ -2944,7 +3048,10 @@ __global__ void __launch_bounds__(128, MB == 1 ? (HS == 128 ? 3 : 4) : 2) attent
                 #pragma unroll
                 for (int j = 0; j < 8; j++)
                     #pragma unroll
-                    for (int e = 0; e < 4; e++) { s[mb][j][e] = ex2(fmaf(s[mb][j][e], sl2, -m[mb][e / 2])); l[mb][e / 2] += s[mb][j][e]; } // P = 2^(S scale log2(e) - m)
+                    for (int e = 0; e < 4; e++) { // P = 2^(S scale log2(e) - m) (0 where masked, also while m is -inf)
+                        float mu = AM && m[mb][e / 2] == -INFINITY ? 0.0f : m[mb][e / 2];
+                        s[mb][j][e] = ex2(fmaf(s[mb][j][e], sl2, -mu)); l[mb][e / 2] += s[mb][j][e];
+                    }
                 #pragma unroll
                 for (int c = 0; c < 4; c++) frag_to_a(p[mb][c], s[mb][2 * c], s[mb][2 * c + 1]);
             }
@@ -2990,14 +3097,17 @@ __device__ __forceinline__ void ld8(float *v, const __nv_bfloat16 *p) {
 __device__ __forceinline__ void ld8(float *v, const float *p) { ld4(v, p, 1); ld4(v + 4, p + 4, 1); }
 template <int HS, typename OT>
 __global__ void __launch_bounds__(128) attention_backward_d_kernel(float *Dt, const __nv_bfloat16 *dout, const OT *out, long rows, int T, int NH) {
-    constexpr int L = HS / 8, RP = 32 / L, P = 16 / RP; // lanes a row, rows a pass, passes
+    // lanes with values (HS/8), lanes a row (a power of 2: HS 96 has 12 of 16 busy), rows a pass, passes
+    constexpr int L = HS / 8, LP = L <= 8 ? 8 : 16, RP = 32 / LP, P = 16 / RP;
+    static_assert(HS == 64 || HS == 96 || HS == 128, "attention_backward_d_kernel: HS 64, 96 or 128");
     int lane = threadIdx.x % 32;
-    long r0 = (long)blockIdx.x * TCR + (threadIdx.x / 32) * 16 + lane / L, c = (lane % L) * 8;
+    long r0 = (long)blockIdx.x * TCR + (threadIdx.x / 32) * 16 + lane / LP, c = (lane % LP) * 8;
+    bool busy = lane % LP < L;
     float x[P][8], y[P][8];
     #pragma unroll
     for (int i = 0; i < P; i++) {
         long r = r0 + i * RP;
-        if (r < rows) { ld8(x[i], dout + r * HS + c); ld8(y[i], out + r * HS + c); }
+        if (r < rows && busy) { ld8(x[i], dout + r * HS + c); ld8(y[i], out + r * HS + c); }
         else for (int e = 0; e < 8; e++) x[i][e] = y[i][e] = 0.0f;
     }
     long bt = r0 / NH;
@@ -3008,8 +3118,8 @@ __global__ void __launch_bounds__(128) attention_backward_d_kernel(float *Dt, co
         #pragma unroll
         for (int e = 0; e < 8; e++) d = fmaf(x[i][e], y[i][e], d);
         #pragma unroll
-        for (int o = L / 2; o > 0; o /= 2) d += __shfl_xor_sync(0xffffffffu, d, o);
-        if (r0 + i * RP < rows && lane % L == 0) Dt[((long)b * NH + h) * T + t] = d;
+        for (int o = LP / 2; o > 0; o /= 2) d += __shfl_xor_sync(0xffffffffu, d, o);
+        if (r0 + i * RP < rows && lane % LP == 0) Dt[((long)b * NH + h) * T + t] = d;
         for (h += RP; h >= NH; h -= NH) if (++t == T) { t = 0; b++; } // the next pass's row
     }
 }
@@ -3022,24 +3132,26 @@ __global__ void __launch_bounds__(128) attention_backward_d_kernel(float *Dt, co
 // rows [64j/G, 64(j+1)/G) of the G tiles, in head order, reading the others' through distributed shared memory.
 // Else (cluster = 0) the block writes its head's share to dk, dv as scratch (B,T,NH,HS), summed over the group
 // by attention_group_sum_kernel in the same order
-template <int HS>
+template <int HS, bool AM> // AM: as the forward's
 __global__ void __launch_bounds__(128, HS == 64 ? DKV_MIN_BLOCKS : 1) attention_backward_dkv_tc_kernel(float *dk, float *dv, uint4 *ds, const __nv_bfloat16 *dout, const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v,
-                                                                        const float *lse, const float *Dt, int T, int NH, int KVH, float scale, int cluster, int add) {
+                                                                        const float *lse, const float *Dt, int T, int NH, int KVH, float scale, float cap, int window, int cluster, int add) {
+    if constexpr (!AM) { cap = 0; window = 0; }
     constexpr int LD = HS + 8;
     extern __shared__ __align__(128) unsigned char sm8[];
     __nv_bfloat16 *Ks = (__nv_bfloat16 *)sm8, *Vs = Ks + TCR * LD; // then [Q0][dO0][Q1][dO1], then lse and D of each
     float *LD0 = (float *)(Ks + 6 * TCR * LD);
     int b = blockIdx.z, h = blockIdx.x, kt = blockIdx.y, warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c2 = 2 * (lane % 4), G = NH / KVH;
     int kh = h / G, k0 = kt * TCR, nqt = (T + TCR - 1) / TCR, key[2] = { k0 + warp * 16 + g, k0 + warp * 16 + g + 8 };
+    int qend = window > 0 ? min(nqt, (k0 + TCR + window - 2) / TCR + 1) : nqt; // the query tiles that see a key of this tile: kt..qend-1
     long qs = (long)NH * HS, ks = (long)KVH * HS;
-    float sl2 = scale * LOG2E, adk[HS / 8][4], adv[HS / 8][4];
+    float sl2 = cap > 0 ? LOG2E : scale * LOG2E, adk[HS / 8][4], adv[HS / 8][4];
     #pragma unroll
     for (int d = 0; d < HS / 8; d++) adk[d][0] = adk[d][1] = adk[d][2] = adk[d][3] = adv[d][0] = adv[d][1] = adv[d][2] = adv[d][3] = 0.0f;
     tc_copy_rows<HS>(Ks, k, b, T, k0, ks, (long)kh * HS);
     tc_copy_rows<HS>(Vs, v, b, T, k0, ks, (long)kh * HS);
-    for (int qt = kt; qt < nqt; qt++) {
+    for (int qt = kt; qt < qend; qt++) {
         int q0 = qt * TCR, buf = (qt - kt) & 1;
-        for (int n = qt == kt ? 0 : 1; n < 2 && qt + n < nqt; n++) { // this tile (first pass only), then the next
+        for (int n = qt == kt ? 0 : 1; n < 2 && qt + n < qend; n++) { // this tile (first pass only), then the next
             int bn = (buf + n) & 1, t0 = q0 + n * TCR;
             tc_copy_rows<HS>(Ks + (2 + 2 * bn) * TCR * LD, q, b, T, t0, qs, (long)h * HS);
             tc_copy_rows<HS>(Ks + (3 + 2 * bn) * TCR * LD, dout, b, T, t0, qs, (long)h * HS);
@@ -3051,7 +3163,7 @@ __global__ void __launch_bounds__(128, HS == 64 ? DKV_MIN_BLOCKS : 1) attention_
             }
             cp_commit();
         }
-        if (qt + 1 < nqt) cp_wait_all_but_last(); else asm volatile("cp.async.wait_group 0;\n" ::);
+        if (qt + 1 < qend) cp_wait_all_but_last(); else asm volatile("cp.async.wait_group 0;\n" ::);
         __syncthreads();
         const __nv_bfloat16 *Qs = Ks + (2 + 2 * buf) * TCR * LD, *dOs = Qs + TCR * LD;
         const float *Ls = LD0 + buf * 2 * TCR, *Ds = Ls + TCR;
@@ -3061,7 +3173,9 @@ __global__ void __launch_bounds__(128, HS == 64 ? DKV_MIN_BLOCKS : 1) attention_
             float s[4][4], dp[4][4], l2[4][2]; // S^T and dP^T: 16 keys x 32 queries; lse in log2 units
             mma_scores<HS, 4>(&s, Ks + warp * 16 * LD, Qs + qc * LD);
             mma_scores<HS, 4>(&dp, Vs + warp * 16 * LD, dOs + qc * LD);
+            if (cap > 0) cap_scores<4>(s, scale, cap);
             if (qt == kt) mask_before<4>(s, q0 + qc + c2, key); // the diagonal tile: queries before the key
+            if (window > 0 && q0 + qc + 31 >= k0 + window) mask_window_t<4>(s, q0 + qc + c2, key, window); // queries past the keys' windows
             #pragma unroll
             for (int j = 0; j < 4; j++) { l2[j][0] = Ls[qc + j * 8 + c2] * LOG2E; l2[j][1] = Ls[qc + j * 8 + c2 + 1] * LOG2E; }
             #pragma unroll
@@ -3069,8 +3183,10 @@ __global__ void __launch_bounds__(128, HS == 64 ? DKV_MIN_BLOCKS : 1) attention_
                 #pragma unroll
                 for (int e = 0; e < 4; e++) {
                     int c = qc + j * 8 + c2 + (e & 1);
-                    s[j][e] = ex2(fmaf(s[j][e], sl2, -l2[j][e & 1]));
+                    float sc = s[j][e];
+                    s[j][e] = ex2(fmaf(sc, sl2, -l2[j][e & 1]));
                     dp[j][e] = s[j][e] * (dp[j][e] - Ds[c]);
+                    if (cap > 0 && s[j][e] > 0.0f) dp[j][e] *= 1.0f - (sc / cap) * (sc / cap); // through cap tanh(s/cap): dS' times 1 - tanh^2
                 }
             uint32_t pa[2][4], da[2][4];
             frag_to_a(pa[0], s[0], s[1]); frag_to_a(pa[1], s[2], s[3]);
@@ -3154,7 +3270,7 @@ __device__ __forceinline__ uint32_t movm_t(uint32_t x) {
 // block holds the fragment of dS'^T (keys x queries): its four 8 x 8 matrices transposed, the middle two swapped,
 // are the A fragment of dS' (queries x keys)
 template <int HS>
-__global__ void __launch_bounds__(128) attention_backward_dq_tc_kernel(float *dq, const uint4 *ds, const __nv_bfloat16 *k, int T, int NH, int KVH, float scale, int add) {
+__global__ void __launch_bounds__(128) attention_backward_dq_tc_kernel(float *dq, const uint4 *ds, const __nv_bfloat16 *k, int T, int NH, int KVH, float scale, int window, int add) {
     constexpr int LD = HS + 8, TB = TCR * TCR / 8; // uint4s of a dS' tile
     extern __shared__ __align__(128) unsigned char sm8[];
     __nv_bfloat16 *Ks = (__nv_bfloat16 *)sm8; // [K0][K1], then [dS'0][dS'1]
@@ -3167,13 +3283,15 @@ __global__ void __launch_bounds__(128) attention_backward_dq_tc_kernel(float *dq
     float acc[HS / 8][4];
     #pragma unroll
     for (int d = 0; d < HS / 8; d++) acc[d][0] = acc[d][1] = acc[d][2] = acc[d][3] = 0.0f;
-    tc_copy_rows<HS>(Ks, k, b, T, 0, ks, (long)kh * HS);
-    copy_ds_tile(dSs, src);
+    int kt0 = window > 0 && qt * TCR - window + 1 > 0 ? (qt * TCR - window + 1) / TCR : 0; // the first key tile inside the windows (the same tile pairs as attention_backward_dkv_tc_kernel's)
+    tc_copy_rows<HS>(Ks, k, b, T, kt0 * TCR, ks, (long)kh * HS);
+    copy_ds_tile(dSs, src + (long)kt0 * TB);
     cp_commit();
-    for (int kt = 0; kt <= qt; kt++) {
+    for (int kt = kt0; kt <= qt; kt++) {
+        int buf = (kt - kt0) & 1;
         if (kt < qt) { // the next tile's copy overlaps this one's work
-            tc_copy_rows<HS>(Ks + ((kt + 1) & 1) * TCR * LD, k, b, T, (kt + 1) * TCR, ks, (long)kh * HS);
-            copy_ds_tile(dSs + ((kt + 1) & 1) * TB, src + (long)(kt + 1) * TB);
+            tc_copy_rows<HS>(Ks + (buf ^ 1) * TCR * LD, k, b, T, (kt + 1) * TCR, ks, (long)kh * HS);
+            copy_ds_tile(dSs + (buf ^ 1) * TB, src + (long)(kt + 1) * TB);
         }
         cp_commit();
         cp_wait_all_but_last();
@@ -3181,10 +3299,10 @@ __global__ void __launch_bounds__(128) attention_backward_dq_tc_kernel(float *dq
         uint32_t a[4][4]; // dS' of the warp's 16 queries, keys 16c..16c+15 of the tile
         #pragma unroll
         for (int c = 0; c < 4; c++) {
-            uint4 x = dSs[(kt & 1) * TB + (warp * 4 + c) * 32 + lane];
+            uint4 x = dSs[buf * TB + (warp * 4 + c) * 32 + lane];
             a[c][0] = movm_t(x.x); a[c][1] = movm_t(x.z); a[c][2] = movm_t(x.y); a[c][3] = movm_t(x.w);
         }
-        mma_pv<HS, 4, 1>(&acc, &a, Ks + (kt & 1) * TCR * LD);
+        mma_pv<HS, 4, 1>(&acc, &a, Ks + buf * TCR * LD);
         __syncthreads(); // every warp is done with this buffer before it is refilled
     }
     #pragma unroll
@@ -3216,7 +3334,7 @@ static const float *att_f32(int slot, const float *x, size_t n) {
 // the dK/dV kernel's shared memory (6 tiles, lse and D) is the largest the tensor-core attention asks for
 // (105 KB at HS 128: more than a consumer GPU's 99; those run the fp32 kernels)
 static int tc_attention_ok(int HS, const void *const *ptrs, int n) {
-    return bf16_matmuls && tc_attention && (HS == 64 || HS == 128) && aligned16(ptrs, n) && 6 * (size_t)TCR * (HS + 8) * 2 + 4 * TCR * sizeof(float) <= smem_optin;
+    return bf16_matmuls && tc_attention && (HS == 64 || HS == 96 || HS == 128) && aligned16(ptrs, n) && 6 * (size_t)TCR * (HS + 8) * 2 + 4 * TCR * sizeof(float) <= smem_optin;
 }
 // the kernels read bf16 copies of q, k, v (and dO), made first (rows of n values, n a multiple of 8):
 // the GEMM's copies (RoPE wrote q's and k's), or with PEFT_CUDA_COPIES=0 made here
@@ -3231,34 +3349,36 @@ static const __nv_bfloat16 *att_bf16(const float *x, size_t rows, int n, size_t 
     LAUNCHED("to_bf16_kernel");
     return q;
 }
-template <int HS, int MB, typename OT> static void attention_forward_tc_launch(OT *out, float *lse, const __nv_bfloat16 *q16, const __nv_bfloat16 *k16, const __nv_bfloat16 *v16,
-                                                                          int B, int T, int NH, int KVH) {
+// Mode: attention's score scale, soft-cap and window (see the fp32 kernels)
+struct Mode { float scale, cap; int window; };
+template <int HS, int MB, bool AM, typename OT> static void attention_forward_tc_launch(OT *out, float *lse, const __nv_bfloat16 *q16, const __nv_bfloat16 *k16, const __nv_bfloat16 *v16,
+                                                                                   int B, int T, int NH, int KVH, Mode md) {
     size_t smem = (QREGS(HS, MB) ? 4 : 4 + MB) * (size_t)TCR * (HS + 8) * 2;
     static bool set = false; // the limit is the same every call: raise it once
-    if (!set) { CK(cudaFuncSetAttribute(attention_forward_tc_kernel<HS, MB, OT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem)); set = true; }
+    if (!set) { CK(cudaFuncSetAttribute(attention_forward_tc_kernel<HS, MB, OT, AM>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem)); set = true; }
     dim3 grid = attention_grid(NH, (T + TCR * MB - 1) / (TCR * MB), B);
-    attention_forward_tc_kernel<HS, MB><<<grid, 128, smem>>>(out, lse, q16, k16, v16, T, NH, KVH, (float)(1.0 / sqrt((double)HS)));
+    attention_forward_tc_kernel<HS, MB, OT, AM><<<grid, 128, smem>>>(out, lse, q16, k16, v16, T, NH, KVH, md.scale, md.cap, md.window);
     LAUNCHED("attention_forward_tc_kernel");
 }
-template <int HS> static void attention_forward_tc(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T, int NH, int KVH) {
+template <int HS, bool AM> static void attention_forward_tc(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T, int NH, int KVH, Mode md) {
     size_t nq = (size_t)B * T * NH * HS, nk = (size_t)B * T * KVH * HS;
     if (!copies_on) scratch_reserve(&att16_scratch, &att16_cap, (nq + 2 * nk) * sizeof(__nv_bfloat16));
     const __nv_bfloat16 *q16 = att_bf16(q, (size_t)B * T, NH * HS, 0), *k16 = att_bf16(k, (size_t)B * T, KVH * HS, nq), *v16 = att_bf16(v, (size_t)B * T, KVH * HS, nq + nk);
     if (act16(out)) { // the output kept in bf16
-        if (att_rows == 128) attention_forward_tc_launch<HS, 2>(act16(out), lse, q16, k16, v16, B, T, NH, KVH);
-        else attention_forward_tc_launch<HS, 1>(act16(out), lse, q16, k16, v16, B, T, NH, KVH);
+        if (att_rows == 128) attention_forward_tc_launch<HS, 2, AM>(act16(out), lse, q16, k16, v16, B, T, NH, KVH, md);
+        else attention_forward_tc_launch<HS, 1, AM>(act16(out), lse, q16, k16, v16, B, T, NH, KVH, md);
     } else {
-        if (att_rows == 128) attention_forward_tc_launch<HS, 2>(out, lse, q16, k16, v16, B, T, NH, KVH);
-        else attention_forward_tc_launch<HS, 1>(out, lse, q16, k16, v16, B, T, NH, KVH);
+        if (att_rows == 128) attention_forward_tc_launch<HS, 2, AM>(out, lse, q16, k16, v16, B, T, NH, KVH, md);
+        else attention_forward_tc_launch<HS, 1, AM>(out, lse, q16, k16, v16, B, T, NH, KVH, md);
     }
 }
 static void *att_scratch, *att_ds_scratch;
 static size_t att_scratch_cap, att_ds_cap;
 // D = rowsum(dO o O); dK, dV, storing dS'; then dQ from the stored dS'
 // add: dq, dk, dv += the gradients (else they are written: the memory held zeros)
-template <int HS> static void attention_backward_tc(float *dq, float *dk, float *dv, float *Dt, const float *dout, const float *q, const float *k, const float *v,
-                                                    const float *out, const float *lse, int B, int T, int NH, int KVH, int add_q, int add_kv) {
-    float scale = (float)(1.0 / sqrt((double)HS));
+template <int HS, bool AM> static void attention_backward_tc(float *dq, float *dk, float *dv, float *Dt, const float *dout, const float *q, const float *k, const float *v,
+                                                    const float *out, const float *lse, int B, int T, int NH, int KVH, int add_q, int add_kv, Mode md) {
+    float scale = md.scale;
     size_t tile = (size_t)TCR * (HS + 8) * 2, ds_bytes = (size_t)TCR * TCR * sizeof(__nv_bfloat16);
     int G = NH / KVH, cluster = G > 1 && G <= 8 && cluster_ok; // a group's heads in one cluster (at most 8: the portable size)
     int nqt = (T + TCR - 1) / TCR;
@@ -3273,7 +3393,7 @@ template <int HS> static void attention_backward_tc(float *dq, float *dk, float 
     static bool set = false;
     if (!set) {
         CK(cudaFuncSetAttribute(attention_backward_dq_tc_kernel<HS>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_q));
-        CK(cudaFuncSetAttribute(attention_backward_dkv_tc_kernel<HS>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_kv));
+        CK(cudaFuncSetAttribute(attention_backward_dkv_tc_kernel<HS, AM>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_kv));
         set = true;
     }
     dim3 grid = attention_grid(NH, nqt, B);
@@ -3295,26 +3415,29 @@ template <int HS> static void attention_backward_tc(float *dq, float *dk, float 
         cfg.attrs = at;
         cfg.numAttrs = 1;
     }
-    CK(cudaLaunchKernelEx(&cfg, attention_backward_dkv_tc_kernel<HS>, pk, pv, ds, (const __nv_bfloat16 *)do16, q16, k16, v16, lse, (const float *)Dt, T, NH, KVH, scale, cluster, add_kv));
+    CK(cudaLaunchKernelEx(&cfg, attention_backward_dkv_tc_kernel<HS, AM>, pk, pv, ds, (const __nv_bfloat16 *)do16, q16, k16, v16, lse, (const float *)Dt, T, NH, KVH, scale, md.cap, md.window, cluster, add_kv));
     LAUNCHED("attention_backward_dkv_tc_kernel");
     if (G > 1 && !cluster) {
         attention_group_sum_kernel<<<blocks_for(nk, 256), 256>>>(dk, pk, nk, G, HS); // (dk += : zeros or not)
         attention_group_sum_kernel<<<blocks_for(nk, 256), 256>>>(dv, pv, nk, G, HS);
         LAUNCHED("attention_group_sum_kernel");
     }
-    attention_backward_dq_tc_kernel<HS><<<grid, 128, smem_q>>>(dq, (const uint4 *)ds, k16, T, NH, KVH, scale, add_q);
+    attention_backward_dq_tc_kernel<HS><<<grid, 128, smem_q>>>(dq, (const uint4 *)ds, k16, T, NH, KVH, scale, md.window, add_q);
     LAUNCHED("attention_backward_dq_tc_kernel");
 }
 
-template <int HST> static void attention_forward_launch(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T, int NH, int KVH, int HS) {
+template <int HST> static void attention_forward_launch(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T, int NH, int KVH, int HS, Mode md) {
     size_t smem = (size_t)(2 * ATT_TILE * ATT_PAD(HS, HST) + ATT_ROWS * HS) * sizeof(float);
     CK(cudaFuncSetAttribute(attention_forward_kernel<HST>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     dim3 grid((T + ATT_ROWS - 1) / ATT_ROWS, NH, B);
-    attention_forward_kernel<HST><<<grid, 32 * ATT_ROWS, smem>>>(out, lse, q, k, v, T, NH, KVH, HS, (float)(1.0 / sqrt((double)HS)));
+    attention_forward_kernel<HST><<<grid, 32 * ATT_ROWS, smem>>>(out, lse, q, k, v, T, NH, KVH, HS, md.scale, md.cap, md.window);
     LAUNCHED("attention_forward_kernel");
 }
-extern "C" void gpu_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T, int NH, int KVH, int HS) {
+// head sizes: the tensor cores take 64, 96 and 128 (bf16); every other size up to 256 (Gemma's 256) runs the
+// fp32 kernels (unrolled for 8, 16, 32, 64, 96, 128 and 256), also in bf16 mode (q, k, v widened to fp32 first)
+extern "C" void gpu_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T, int NH, int KVH, int HS, float scale, float cap, int window) {
     if (HS > 32 * ATT_MAXJ) { fprintf(stderr, "peft: head_dim %d is over the GPU attention's limit of %d\n", HS, 32 * ATT_MAXJ); exit(1); }
+    Mode md = { scale, cap, window };
     size_t nq = (size_t)B * T * NH * HS;
     float *o = DO(out), *l = D(lse); // out: floats, or kept in bf16
     __nv_bfloat16 *o16 = act16(out);
@@ -3322,18 +3445,23 @@ extern "C" void gpu_attention_forward(float *out, float *lse, const float *q, co
     wrote(o, nq * (o16 ? sizeof(*o16) : sizeof(float))); wrote(l, (size_t)B * NH * T * sizeof(float));
     const void *ptrs[5] = { o, l, qd, kd, vd };
     if (tc_attention_ok(HS, ptrs, 5)) {
-        if (HS == 64) attention_forward_tc<64>(o, l, qd, kd, vd, B, T, NH, KVH); else attention_forward_tc<128>(o, l, qd, kd, vd, B, T, NH, KVH);
+        int am = cap > 0 || window > 0;
+#define ATT_FWD_TC(hs) do { if (am) attention_forward_tc<hs, true>(o, l, qd, kd, vd, B, T, NH, KVH, md); else attention_forward_tc<hs, false>(o, l, qd, kd, vd, B, T, NH, KVH, md); } while (0)
+        if (HS == 64) ATT_FWD_TC(64); else if (HS == 96) ATT_FWD_TC(96); else ATT_FWD_TC(128);
+#undef ATT_FWD_TC
         return;
     }
     qd = att_f32(0, q, nq); kd = att_f32(1, k, (size_t)B * T * KVH * HS); vd = att_f32(2, v, (size_t)B * T * KVH * HS);
     if (o16) o = (float *)scratch_reserve(&att_w32[3], &att_w32_cap[3], nq * sizeof(float)); // the fp32 kernels' output, rounded after
     switch (HS) {
-    case 8: attention_forward_launch<8>(o, l, qd, kd, vd, B, T, NH, KVH, HS); break;
-    case 16: attention_forward_launch<16>(o, l, qd, kd, vd, B, T, NH, KVH, HS); break;
-    case 32: attention_forward_launch<32>(o, l, qd, kd, vd, B, T, NH, KVH, HS); break;
-    case 64: attention_forward_launch<64>(o, l, qd, kd, vd, B, T, NH, KVH, HS); break;
-    case 128: attention_forward_launch<128>(o, l, qd, kd, vd, B, T, NH, KVH, HS); break;
-    default: attention_forward_launch<0>(o, l, qd, kd, vd, B, T, NH, KVH, HS);
+    case 8: attention_forward_launch<8>(o, l, qd, kd, vd, B, T, NH, KVH, HS, md); break;
+    case 16: attention_forward_launch<16>(o, l, qd, kd, vd, B, T, NH, KVH, HS, md); break;
+    case 32: attention_forward_launch<32>(o, l, qd, kd, vd, B, T, NH, KVH, HS, md); break;
+    case 64: attention_forward_launch<64>(o, l, qd, kd, vd, B, T, NH, KVH, HS, md); break;
+    case 96: attention_forward_launch<96>(o, l, qd, kd, vd, B, T, NH, KVH, HS, md); break;
+    case 128: attention_forward_launch<128>(o, l, qd, kd, vd, B, T, NH, KVH, HS, md); break;
+    case 256: attention_forward_launch<256>(o, l, qd, kd, vd, B, T, NH, KVH, HS, md); break;
+    default: attention_forward_launch<0>(o, l, qd, kd, vd, B, T, NH, KVH, HS, md);
     }
     if (o16) { round_rows_kernel<<<blocks_for(nq, 256), 256>>>(o16, (long)nq, o, (long)nq, 1, (int)nq); LAUNCHED("round_rows_kernel"); }
 }
@@ -3352,7 +3480,7 @@ __global__ void attention_rowdot_kernel(float *Dt, const float *dout, const floa
 // dQ: a warp per query row t of head h; lane r of a tile takes key s0 + r
 template <int HST>
 __global__ void attention_backward_dq_kernel(float *dq, const float *dout, const float *q, const float *k, const float *v, const float *lse, const float *Dt,
-                                             int T, int NH, int KVH, int hs, float scale) {
+                                             int T, int NH, int KVH, int hs, float scale, float cap, int window) {
     extern __shared__ __align__(16) float sm[];
     const int HS = HST ? HST : hs, hp = ATT_PAD(HS, HST);
     float *Ks = sm, *Vs = Ks + ATT_TILE * hp, *Qs = Vs + ATT_TILE * hp, *dOs = Qs + ATT_ROWS * HS;
@@ -3372,16 +3500,18 @@ __global__ void attention_backward_dq_kernel(float *dq, const float *dout, const
     float acc[ATT_MAXJ];
     #pragma unroll
     for (int j = 0; j < ATT_MAXJ; j++) acc[j] = 0;
-    for (int s0 = 0; s0 <= t_last; s0 += ATT_TILE) {
+    int lo = att_lo(t, window);
+    for (int s0 = att_lo(blockIdx.x * ATT_ROWS, window) / ATT_TILE * ATT_TILE; s0 <= t_last; s0 += ATT_TILE) {
         __syncthreads();
         att_load_rows(Ks, Vs, k, v, b, T, s0, ks, (size_t)kh * HS, HS, hp);
         __syncthreads();
-        if (t >= T || s0 > t) continue;
+        if (t >= T || s0 > t || s0 + ATT_TILE <= lo) continue;
         int s = s0 + lane;
         float ds = 0;
-        if (s <= t) {
-            float p = expf(dot_row<HST>(qw, Ks + lane * hp, HS) * scale - L);
+        if (s <= t && s >= lo) { // dS = P (dP - D) scale, times 1 - tanh^2 through the cap
+            float sc = att_score(dot_row<HST>(qw, Ks + lane * hp, HS), scale, cap), p = expf(sc - L);
             ds = p * (dot_row<HST>(dow, Vs + lane * hp, HS) - Dr) * scale;
+            if (cap > 0) ds *= 1.0f - (sc / cap) * (sc / cap);
         }
         for (int r = 0; r < ATT_TILE && s0 + r <= t; r++) {
             float dr = __shfl_sync(0xffffffffu, ds, r);
@@ -3396,7 +3526,7 @@ __global__ void attention_backward_dq_kernel(float *dq, const float *dout, const
 // dK, dV: a warp per key row s of k/v head kh; over the heads of its group and the query tiles from s on
 template <int HST>
 __global__ void attention_backward_dkv_kernel(float *dk, float *dv, const float *dout, const float *q, const float *k, const float *v, const float *lse, const float *Dt,
-                                              int T, int NH, int KVH, int hs, float scale) {
+                                              int T, int NH, int KVH, int hs, float scale, float cap, int window) {
     extern __shared__ __align__(16) float sm[];
     const int HS = HST ? HST : hs, hp = ATT_PAD(HS, HST);
     float *Qt = sm, *dOt = Qt + ATT_TILE * hp, *Kw = dOt + ATT_TILE * hp, *Vw = Kw + ATT_ROWS * HS, *Lt = Vw + ATT_ROWS * HS, *Dtt = Lt + ATT_TILE;
@@ -3408,8 +3538,9 @@ __global__ void attention_backward_dkv_kernel(float *dk, float *dv, const float 
     float ak[ATT_MAXJ], av[ATT_MAXJ];
     #pragma unroll
     for (int j = 0; j < ATT_MAXJ; j++) ak[j] = av[j] = 0;
+    int t_end = window > 0 ? min(T, s_first + ATT_ROWS - 1 + window) : T; // (the last query the block's keys are seen by) + 1
     for (int h = kh * G; h < (kh + 1) * G; h++)
-        for (int t0 = s_first; t0 < T; t0 += ATT_TILE) {
+        for (int t0 = s_first; t0 < t_end; t0 += ATT_TILE) {
             __syncthreads();
             att_load_rows(Qt, dOt, q, dout, b, T, t0, qs, (size_t)h * HS, HS, hp);
             for (int r = threadIdx.x; r < ATT_TILE; r += blockDim.x) {
@@ -3418,12 +3549,14 @@ __global__ void attention_backward_dkv_kernel(float *dk, float *dv, const float 
                 Dtt[r] = t < T ? Dt[((size_t)b * NH + h) * T + t] : 0.0f;
             }
             __syncthreads();
-            if (s >= T || t0 + ATT_TILE - 1 < s) continue;
+            if (s >= T || t0 + ATT_TILE - 1 < s || (window > 0 && t0 >= s + window)) continue;
             int t = t0 + lane;
             float p = 0, ds = 0;
-            if (t >= s && t < T) {
-                p = expf(dot_row<HST>(Qt + lane * hp, kw, HS) * scale - Lt[lane]);
+            if (t >= s && t < T && (window == 0 || t < s + window)) {
+                float sc = att_score(dot_row<HST>(Qt + lane * hp, kw, HS), scale, cap);
+                p = expf(sc - Lt[lane]);
                 ds = p * (dot_row<HST>(dOt + lane * hp, vw, HS) - Dtt[lane]) * scale;
+                if (cap > 0) ds *= 1.0f - (sc / cap) * (sc / cap);
             }
             for (int r = 0; r < ATT_TILE && t0 + r < T; r++) {
                 float pr = __shfl_sync(0xffffffffu, p, r), dr = __shfl_sync(0xffffffffu, ds, r);
@@ -3442,30 +3575,34 @@ __global__ void attention_backward_dkv_kernel(float *dk, float *dv, const float 
     }
 }
 template <int HST> static void attention_backward_launch(float *dq, float *dk, float *dv, float *scratch, const float *dout, const float *q, const float *k, const float *v,
-                                                         const float *lse, int B, int T, int NH, int KVH, int HS, float scale) {
+                                                         const float *lse, int B, int T, int NH, int KVH, int HS, Mode md) {
     int hp = ATT_PAD(HS, HST);
     size_t smem_q = (size_t)(2 * ATT_TILE * hp + 2 * ATT_ROWS * HS) * sizeof(float);
     CK(cudaFuncSetAttribute(attention_backward_dq_kernel<HST>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_q));
     dim3 gq((T + ATT_ROWS - 1) / ATT_ROWS, NH, B);
-    attention_backward_dq_kernel<HST><<<gq, 32 * ATT_ROWS, smem_q>>>(D(dq), D(dout), D(q), D(k), D(v), D(lse), D(scratch), T, NH, KVH, HS, scale);
+    attention_backward_dq_kernel<HST><<<gq, 32 * ATT_ROWS, smem_q>>>(D(dq), D(dout), D(q), D(k), D(v), D(lse), D(scratch), T, NH, KVH, HS, md.scale, md.cap, md.window);
     LAUNCHED("attention_backward_dq_kernel");
     size_t smem_kv = (size_t)(2 * ATT_TILE * hp + 2 * ATT_ROWS * HS + 2 * ATT_TILE) * sizeof(float);
     CK(cudaFuncSetAttribute(attention_backward_dkv_kernel<HST>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_kv));
     dim3 gkv((T + ATT_ROWS - 1) / ATT_ROWS, KVH, B);
-    attention_backward_dkv_kernel<HST><<<gkv, 32 * ATT_ROWS, smem_kv>>>(D(dk), D(dv), D(dout), D(q), D(k), D(v), D(lse), D(scratch), T, NH, KVH, HS, scale);
+    attention_backward_dkv_kernel<HST><<<gkv, 32 * ATT_ROWS, smem_kv>>>(D(dk), D(dv), D(dout), D(q), D(k), D(v), D(lse), D(scratch), T, NH, KVH, HS, md.scale, md.cap, md.window);
     LAUNCHED("attention_backward_dkv_kernel");
 }
 extern "C" void gpu_attention_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout, const float *q, const float *k, const float *v, const float *out,
-                                       const float *lse, int B, int T, int NH, int KVH, int HS) {
-    float scale = (float)(1.0 / sqrt((double)HS));
+                                       const float *lse, int B, int T, int NH, int KVH, int HS, float scale, float cap, int window) {
+    if (HS > 32 * ATT_MAXJ) { fprintf(stderr, "peft: head_dim %d is over the GPU attention's limit of %d\n", HS, 32 * ATT_MAXJ); exit(1); }
+    Mode md = { scale, cap, window };
     size_t rows = (size_t)B * T * NH, kvb = (size_t)B * T * KVH * HS * sizeof(float);
     int add_q = !known_zero(D(dq), rows * HS * sizeof(float)), add_kv = !known_zero(D(dk), kvb) || !known_zero(D(dv), kvb);
     wrote(D(dq), rows * HS * sizeof(float)); wrote(D(dk), kvb); wrote(D(dv), kvb);
     wrote(D(scratch), rows * sizeof(float));
     const void *ptrs[10] = { D(dq), D(dk), D(dv), D(dout), DA(q), DA(k), DA(v), D(lse), D(scratch), DA(out) };
     if (tc_attention_ok(HS, ptrs, 10)) {
-        if (HS == 64) attention_backward_tc<64>(D(dq), D(dk), D(dv), D(scratch), D(dout), DA(q), DA(k), DA(v), DA(out), D(lse), B, T, NH, KVH, add_q, add_kv);
-        else attention_backward_tc<128>(D(dq), D(dk), D(dv), D(scratch), D(dout), DA(q), DA(k), DA(v), DA(out), D(lse), B, T, NH, KVH, add_q, add_kv);
+#define ATT_BWD_TC(hs, am) attention_backward_tc<hs, am>(D(dq), D(dk), D(dv), D(scratch), D(dout), DA(q), DA(k), DA(v), DA(out), D(lse), B, T, NH, KVH, add_q, add_kv, md)
+        int am = cap > 0 || window > 0;
+        if (HS == 64 && am) ATT_BWD_TC(64, true); else if (HS == 64) ATT_BWD_TC(64, false); else if (HS == 96 && am) ATT_BWD_TC(96, true);
+        else if (HS == 96) ATT_BWD_TC(96, false); else if (am) ATT_BWD_TC(128, true); else ATT_BWD_TC(128, false);
+#undef ATT_BWD_TC
         return;
     }
     out = att_f32(3, out, rows * HS);
@@ -3473,27 +3610,31 @@ extern "C" void gpu_attention_backward(float *dq, float *dk, float *dv, float *s
     attention_rowdot_kernel<<<(unsigned)((rows + 7) / 8), 256>>>(D(scratch), D(dout), D(out), B, T, NH, HS);
     LAUNCHED("attention_rowdot_kernel");
     switch (HS) {
-    case 8: attention_backward_launch<8>(dq, dk, dv, scratch, dout, q, k, v, lse, B, T, NH, KVH, HS, scale); break;
-    case 16: attention_backward_launch<16>(dq, dk, dv, scratch, dout, q, k, v, lse, B, T, NH, KVH, HS, scale); break;
-    case 32: attention_backward_launch<32>(dq, dk, dv, scratch, dout, q, k, v, lse, B, T, NH, KVH, HS, scale); break;
-    case 64: attention_backward_launch<64>(dq, dk, dv, scratch, dout, q, k, v, lse, B, T, NH, KVH, HS, scale); break;
-    case 128: attention_backward_launch<128>(dq, dk, dv, scratch, dout, q, k, v, lse, B, T, NH, KVH, HS, scale); break;
-    default: attention_backward_launch<0>(dq, dk, dv, scratch, dout, q, k, v, lse, B, T, NH, KVH, HS, scale);
+    case 8: attention_backward_launch<8>(dq, dk, dv, scratch, dout, q, k, v, lse, B, T, NH, KVH, HS, md); break;
+    case 16: attention_backward_launch<16>(dq, dk, dv, scratch, dout, q, k, v, lse, B, T, NH, KVH, HS, md); break;
+    case 32: attention_backward_launch<32>(dq, dk, dv, scratch, dout, q, k, v, lse, B, T, NH, KVH, HS, md); break;
+    case 64: attention_backward_launch<64>(dq, dk, dv, scratch, dout, q, k, v, lse, B, T, NH, KVH, HS, md); break;
+    case 96: attention_backward_launch<96>(dq, dk, dv, scratch, dout, q, k, v, lse, B, T, NH, KVH, HS, md); break;
+    case 128: attention_backward_launch<128>(dq, dk, dv, scratch, dout, q, k, v, lse, B, T, NH, KVH, HS, md); break;
+    case 256: attention_backward_launch<256>(dq, dk, dv, scratch, dout, q, k, v, lse, B, T, NH, KVH, HS, md); break;
+    default: attention_backward_launch<0>(dq, dk, dv, scratch, dout, q, k, v, lse, B, T, NH, KVH, HS, md);
     }
 }
 
-// generation: one query per head against the KV cache (pos+1 rows); a block per head
-__global__ void attention_decode_kernel(float *out, float *att, const float *q, const float *kc, const float *vc, int pos, int NH, int KVH, int HS, float scale) {
+// generation: one query per head against the KV cache (pos+1 rows; with a window only the last window of
+// them, from t0); a block per head; att (NH, pos+1) scratch
+__global__ void attention_decode_kernel(float *out, float *att, const float *q, const float *kc, const float *vc, int pos, int NH, int KVH, int HS, float scale, float cap, int window) {
     __shared__ float sh[32];
-    int h = blockIdx.x, kh = h / (NH / KVH), KD = KVH * HS, n = pos + 1;
-    float *a = att + (size_t)h * n;
+    int h = blockIdx.x, kh = h / (NH / KVH), KD = KVH * HS, t0 = att_lo(pos, window), n = pos + 1 - t0;
+    float *a = att + (size_t)h * (pos + 1);
     const float *qh = q + (size_t)h * HS;
+    kc += (size_t)t0 * KD; vc += (size_t)t0 * KD; // a[t]: position t0 + t
     float mx = -INFINITY;
     for (int t = threadIdx.x; t < n; t += blockDim.x) {
         const float *kt = kc + (size_t)t * KD + (size_t)kh * HS;
         float d = 0;
         for (int i = 0; i < HS; i++) d += qh[i] * kt[i];
-        a[t] = d * scale;
+        a[t] = att_score(d, scale, cap);
         mx = fmaxf(mx, a[t]);
     }
     mx = block_max(mx, sh);
@@ -3507,9 +3648,9 @@ __global__ void attention_decode_kernel(float *out, float *att, const float *q, 
         out[(size_t)h * HS + i] = o / sum;
     }
 }
-extern "C" void gpu_attention_decode(float *out, float *att, const float *q, const float *kc, const float *vc, int pos, int NH, int KVH, int HS) {
+extern "C" void gpu_attention_decode(float *out, float *att, const float *q, const float *kc, const float *vc, int pos, int NH, int KVH, int HS, float scale, float cap, int window) {
     wrote(D(out), (size_t)NH * HS * sizeof(float)); wrote(D(att), (size_t)NH * (pos + 1) * sizeof(float));
-    attention_decode_kernel<<<NH, 128>>>(D(out), D(att), D(q), D(kc), D(vc), pos, NH, KVH, HS, (float)(1.0 / sqrt((double)HS)));
+    attention_decode_kernel<<<NH, 128>>>(D(out), D(att), D(q), D(kc), D(vc), pos, NH, KVH, HS, scale, cap, window);
     LAUNCHED("attention_decode_kernel");
 }
 

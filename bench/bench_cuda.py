@@ -33,6 +33,17 @@ Model FLOPs utilisation (after the training rows): model FLOPs per token (4 per 
 weight, causal attention 6 T dim per layer) times tok/s, against torch.mm's bf16 rate on 8192^3 measured in
 the same run and against the datasheet's dense bf16 figure for H100/H200 (989 TFLOP/s).
 
+--families [NAMES]: the model families' real-size shapes (issue 28), each alone: Qwen2.5-7B, Qwen3-8B, Gemma-2-9B,
+Phi-3-mini (their configs' layers, dims, heads, head_dim, vocab, rope_theta, soft-caps, windows; random bf16
+weights written by transformers' own class), B1 T2048, all-linear r8, 5 steps, peft.c against transformers + PEFT
+eager and torch.compile; the table prints each side's attention (peft.c: tensor cores at head sizes 96 and 128,
+its fp32 flash kernels at 256; transformers: sdpa, or eager for Gemma 2, whose soft-capping sdpa skips). Each
+folder (8-19 GB) is written before its row and removed after it (--keep-models keeps them in bench/cache/).
+  python3 bench/bench_cuda.py --families                 # the four rows (an estimate: 20-25 minutes on an H100)
+  python3 bench/bench_cuda.py --families Gemma-2-9B      # one row (an estimate: 4-7 minutes, mostly writing the
+                                                         # folder, both sides' loading and torch.compile's compilation;
+                                                         # the device tool's 10-minute calls take one row each)
+
 --att-rows (default the TinyLlama-1.1B and Llama-2-7B shapes): attention forward + backward, bf16, causal:
 peft.c's attention kernels (PEFT_CUDA_PROFILE's times in `peft train` on a 2-layer model of the shape, per
 layer) against PyTorch's sdpa on the flash backend (with GQA the faster of enable_gqa and K, V repeated).
@@ -48,6 +59,38 @@ ROWS = {
     "Llama-2-7B": (dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32, vocab_size=32000),
                    4, 1024, "q_proj,v_proj"),
 }
+# the families' real-size shapes (config.json values of Qwen/Qwen2.5-7B, Qwen/Qwen3-8B, google/gemma-2-9b,
+# microsoft/Phi-3-mini-4k-instruct): B1 T2048, all-linear (Phi-3: its fused qkv_proj and gate_up_proj)
+FAMILIES = {
+    # name: (transformers class prefix, attention implementation on the transformers side)
+    "Qwen2.5-7B": ("Qwen2", "sdpa"),
+    "Qwen3-8B": ("Qwen3", "sdpa"),
+    "Gemma-2-9B": ("Gemma2", "eager"),  # sdpa would skip attn_logit_softcapping
+    "Phi-3-mini": ("Phi3", "sdpa"),
+}
+FAMILY_ROWS = list(FAMILIES)  # --families' default
+# a small Gemma 2 for tests/cuda/check.sh families (compute-sanitizer): the tensor-core attention (head_dim 128) with
+# soft-capping, the score scale and a window of 64 on layer 0 (layer 1 global)
+FAMILIES["Gemma-2-tiny"] = ("Gemma2", "eager")
+ROWS.update({
+    "Qwen2.5-7B": (dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4, head_dim=128,
+                        vocab_size=152064, rope_theta=1e6, rms_norm_eps=1e-6, max_position_embeddings=32768, tie_word_embeddings=False,
+                        use_sliding_window=False), 1, 2048, "all-linear"),
+    "Qwen3-8B": (dict(hidden_size=4096, intermediate_size=12288, num_hidden_layers=36, num_attention_heads=32, num_key_value_heads=8, head_dim=128,
+                      vocab_size=151936, rope_theta=1e6, rms_norm_eps=1e-6, max_position_embeddings=40960, tie_word_embeddings=False,
+                      use_sliding_window=False), 1, 2048, "all-linear"),
+    "Gemma-2-9B": (dict(hidden_size=3584, intermediate_size=14336, num_hidden_layers=42, num_attention_heads=16, num_key_value_heads=8, head_dim=256,
+                        vocab_size=256000, rope_theta=10000.0, rms_norm_eps=1e-6, max_position_embeddings=8192, tie_word_embeddings=True,
+                        query_pre_attn_scalar=256, attn_logit_softcapping=50.0, final_logit_softcapping=30.0, sliding_window=4096,
+                        hidden_activation="gelu_pytorch_tanh"), 1, 2048, "all-linear"),
+    "Phi-3-mini": (dict(hidden_size=3072, intermediate_size=8192, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32,
+                        vocab_size=32064, rope_theta=10000.0, rms_norm_eps=1e-5, max_position_embeddings=4096, tie_word_embeddings=False,
+                        sliding_window=2047), 1, 2048, "all-linear"),
+    "Gemma-2-tiny": (dict(hidden_size=512, intermediate_size=1024, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=128,
+                          vocab_size=32000, rope_theta=10000.0, rms_norm_eps=1e-6, max_position_embeddings=512, tie_word_embeddings=True,
+                          query_pre_attn_scalar=96, attn_logit_softcapping=50.0, final_logit_softcapping=30.0, sliding_window=64,
+                          hidden_activation="gelu_pytorch_tanh"), 2, 200, "all-linear"),
+})
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -55,17 +98,27 @@ ROOT = os.path.dirname(HERE)
 
 def model_folder(name, layers=None):
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    import transformers
     path = os.path.join(HERE, "cache", name + (f"-{layers}L" if layers else "") + "-hf-bf16")
     if os.path.exists(os.path.join(path, "config.json")):
         return path
     cfg = dict(ROWS[name][0])
     if layers:
         cfg["num_hidden_layers"] = layers
-    config = LlamaConfig(**cfg, max_position_embeddings=2048, rms_norm_eps=1e-5, tie_word_embeddings=False)
     torch.manual_seed(0)
-    with torch.device("cuda"):
-        model = LlamaForCausalLM(config).to(torch.bfloat16)
+    if name in FAMILIES:  # the family's own classes, made in bf16 (a 9B model in fp32 would take 37 GB)
+        arch = FAMILIES[name][0]
+        config = getattr(transformers, arch + "Config")(**cfg)
+        torch.set_default_dtype(torch.bfloat16)
+        try:
+            with torch.device("cuda"):
+                model = getattr(transformers, arch + "ForCausalLM")(config)
+        finally:
+            torch.set_default_dtype(torch.float32)
+    else:
+        config = transformers.LlamaConfig(**cfg, max_position_embeddings=2048, rms_norm_eps=1e-5, tie_word_embeddings=False)
+        with torch.device("cuda"):
+            model = transformers.LlamaForCausalLM(config).to(torch.bfloat16)
     model.save_pretrained(path, safe_serialization=True)
     del model
     torch.cuda.empty_cache()
@@ -94,12 +147,13 @@ def flops_per_token(name, T):
     forward, dV dP dQ dK backward, each 2 T^2 dim / 2 per sequence). No recomputation counted."""
     cfg, _, _, targets = ROWS[name]
     d, h, L, V = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"], cfg["vocab_size"]
-    kv = d * cfg["num_key_value_heads"] // cfg["num_attention_heads"]
-    shapes = {"q_proj": (d, d), "k_proj": (d, kv), "v_proj": (d, kv), "o_proj": (d, d), "gate_proj": (d, h), "up_proj": (d, h), "down_proj": (h, d)}
+    hd = cfg.get("head_dim", d // cfg["num_attention_heads"])
+    qd, kv = cfg["num_attention_heads"] * hd, cfg["num_key_value_heads"] * hd
+    shapes = {"q_proj": (d, qd), "k_proj": (d, kv), "v_proj": (d, kv), "o_proj": (qd, d), "gate_proj": (d, h), "up_proj": (d, h), "down_proj": (h, d)}
     frozen = L * sum(i * o for i, o in shapes.values()) + d * V
-    tm = ALL_LINEAR if targets == "all-linear" else targets.split(",")
+    tm = ALL_LINEAR if targets == "all-linear" else targets.split(",")  # (Phi-3's fused modules: the same products)
     lora = L * sum(8 * (shapes[m][0] + shapes[m][1]) for m in tm)
-    return 4 * frozen + 6 * lora + 6 * T * d * L
+    return 4 * frozen + 6 * lora + 6 * T * qd * L
 
 
 def bf16_peak():
@@ -227,7 +281,7 @@ def median_step(fwd, opt, B, T, steps, warm, seed):
     g = torch.Generator(device="cuda").manual_seed(seed)
     times = []
     for step in range(steps):
-        ids = torch.randint(0, 32000, (B, T + 1), device="cuda", generator=g)
+        ids = torch.randint(0, 32000, (B, T + 1), device="cuda", generator=g)  # (the Llama 2 tokenizer's ids, as peft.c's data)
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
         out = fwd(input_ids=ids[:, :-1], labels=ids[:, 1:].contiguous())  # (HF shifts labels itself; same work)
@@ -240,14 +294,15 @@ def median_step(fwd, opt, B, T, steps, warm, seed):
     return statistics.median(times[warm:])
 
 
-def bench_torch(path, B, T, targets, steps, compile_):
+def bench_torch(path, B, T, targets, steps, compile_, attn="sdpa", family=False):
     import torch
     from transformers import AutoModelForCausalLM
     from peft import LoraConfig, get_peft_model
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16, attn_implementation="sdpa").cuda()
-    tm = ALL_LINEAR if targets == "all-linear" else targets.split(",")
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16, attn_implementation=attn).cuda()
+    # all-linear: PEFT's own rule for a family (every linear layer but the classifier: Phi-3's fused ones)
+    tm = ("all-linear" if family else ALL_LINEAR) if targets == "all-linear" else targets.split(",")
     model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=tm, lora_dropout=0.0, task_type="CAUSAL_LM"))
     model.train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
@@ -259,6 +314,44 @@ def bench_torch(path, B, T, targets, steps, compile_):
     return B * T / med, peak
 
 
+def bench_families(names, steps, compile_, data, tok, keep, gpu):
+    """The families' real-size rows: each folder written, peft.c and transformers + PEFT (eager, compiled) trained on
+    it, the folder removed (unless keep). A side that runs out of memory prints OOM in its column."""
+    import shutil
+    import torch
+    rows = []
+    for name in names:
+        cfg, B, T, targets = ROWS[name]
+        arch, attn = FAMILIES[name]
+        t0 = time.time()
+        path = model_folder(name)
+        made = time.time() - t0
+        tp, mp, wall = bench_peft(path, B, T, targets, steps, data, tok)
+        res = []
+        for comp in (False, True) if compile_ else (False,):
+            try:
+                res.append(bench_torch(path, B, T, targets, steps + (2 if comp else 0), comp, attn=attn, family=True))
+            except torch.cuda.OutOfMemoryError:
+                res.append((float("nan"), float("nan")))
+                torch.cuda.empty_cache()
+        (te, me), (tc, mc) = res[0], res[1] if len(res) > 1 else (float("nan"), float("nan"))
+        hd = cfg.get("head_dim", cfg["hidden_size"] // cfg["num_attention_heads"])
+        rows.append((name, arch, hd, attn, B, T, targets, tp, mp, te, me, tc, mc))
+        print(f"{name}: folder {made:.0f} s; peft.c {tp:.0f} tok/s (peak {mp[1]:.2f} GiB allocated, run {wall:.0f} s), transformers+PEFT eager {te:.0f} tok/s (peak {me:.2f} GiB),"
+              f" compiled {tc:.0f} tok/s (peak {mc:.2f} GiB); {time.time() - t0:.0f} s in all", flush=True)
+        if not keep:
+            shutil.rmtree(path, ignore_errors=True)
+    print(f"\nThe families' real-size shapes (random weights, bf16) on {gpu}: LoRA all-linear r 8 alpha 16, AdamW, {steps} steps (median after warm-up);"
+          " transformers+PEFT with target_modules=\"all-linear\"")
+    print("| shape | class | head_dim | peft.c attention | transformers attention | B x T | peft.c tok/s | eager tok/s | ratio | compiled tok/s | ratio |"
+          " peft.c peak GiB (in use) | eager peak GiB | compiled peak GiB |")
+    print("| --- | --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name, arch, hd, attn, B, T, targets, tp, mp, te, me, tc, mc in rows:
+        pa = "tensor cores" if hd in (64, 96, 128) else "fp32 flash kernels"
+        print(f"| {name} | {arch}ForCausalLM | {hd} | {pa} | {attn} | {B} x {T} | {tp:.0f} | {te:.0f} | {tp / te:.2f} | {tc:.0f} | {tp / tc:.2f} |"
+              f" {mp[1]:.2f} ({mp[0]:.2f}) | {me:.2f} | {mc:.2f} |", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", default="stories110M,TinyLlama-1.1B", help="comma-separated: " + ", ".join(ROWS))
@@ -267,11 +360,21 @@ def main():
     ap.add_argument("--gen-rows", default="stories110M,TinyLlama-1.1B", help="generation rows (empty: none)")
     ap.add_argument("--att-rows", default="TinyLlama-1.1B,Llama-2-7B", help="attention forward + backward against sdpa on these rows' shapes (empty: none)")
     ap.add_argument("--qlora-7b", action="store_true", help="also QLoRA NF4 on the Llama-2-7B shape, B1 T1024, checkpointed activations")
+    ap.add_argument("--families", nargs="?", const=",".join(FAMILY_ROWS), default=None,
+                    help="only the families' real-size rows (default all: " + ", ".join(FAMILY_ROWS) + "), 5 steps unless --steps")
+    ap.add_argument("--keep-models", action="store_true", help="--families: keep the written folders in bench/cache/ (else removed after each row)")
     ap.add_argument("--data", default=os.path.join(ROOT, "..", "shared", "data", "tinyshakespeare.txt"))
     ap.add_argument("--tok", default=os.path.join(ROOT, "..", "shared", "tokenizers", "llama2", "tokenizer.bin"))
     a = ap.parse_args()
     import torch
     gpu = torch.cuda.get_device_name(0)
+    if a.families is not None:
+        families = [f for f in a.families.split(",") if f]
+        bad = [f for f in families if f not in FAMILIES]
+        if bad:
+            sys.exit("bench_cuda.py: unknown family row %s (known: %s)" % (", ".join(bad), ", ".join(FAMILIES)))
+        bench_families(families, 5 if "--steps" not in sys.argv else a.steps, True, a.data, a.tok, a.keep_models, gpu)  # (torch.compile always: the issue asks for both columns)
+        return
     rows = []
     for name in [r for r in a.rows.split(",") if r]:
         cfg, B, T, targets = ROWS[name]

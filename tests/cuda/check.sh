@@ -15,6 +15,10 @@
 #              same losses with the copies off and on
 #   devices    eval in 512-row chunks and greedy generation (fp32, int8, nf4 bases) on the GPU against the CPU
 #   sweep      2 steps of each of a matrix of training options on the TinyLlama shape: exit 0, finite losses
+#   families   the model families (issue 28): test_all --cuda families (their kernels against the CPU twins, the
+#              family references in fp32 and bf16), then compute-sanitizer memcheck (leak check) of a training step
+#              of a small Gemma 2 (head_dim 128, soft-caps, window 64 < T 200) in bf16 and fp32 and of a windowed
+#              generation (100 tokens) with its adapter
 #   offload    --offload against resident (test_all --cuda offload; a quantize --random 7B NF4 model, see part_offload)
 #   interop    needs transformers + peft: an adapter trained on the GPU loads in PEFT with peft dump's logits,
 #              tests/family_interop.sh (every family: trained adapters in PEFT, merged folders in transformers),
@@ -173,12 +177,22 @@ part_offload() {
   done
 }
 
+part_families() {
+  timeout 400 ./test_all --cuda families > "$OUT/test_families.log" 2>&1
+  result $? "test_all --cuda families: $(tail -1 "$OUT/test_families.log")" "$OUT/test_families.log"; grep -E "^(FAIL|SKIP)" "$OUT/test_families.log" | cut -c1-300 | head -10
+  models Gemma-2-tiny
+  local MG=bench/cache/Gemma-2-tiny-hf-bf16 one="--steps 1 --val-frac 0 --device cuda"
+  san gemma2_bf16 train $MG $D -z $TOK -b 2 -T 200 --targets all-linear $one -o /tmp/pc_gemma2
+  san gemma2_fp32 train $MG $D -z $TOK -b 2 -T 200 --targets all-linear $one --dtype fp32 -o /tmp/pc_gemma2_fp32
+  san gemma2_generate_window generate $MG -z $TOK -a /tmp/pc_gemma2 -n 100 -t 0 --device cuda
+}
+
 parts=${*:-build suite memcheck attention copies devices}
 for p in $parts; do
   case $p in
-    build|suite|memcheck|memcheck-train|memcheck-small|attention|copies|devices|sweep|interop|offload)
+    build|suite|memcheck|memcheck-train|memcheck-small|attention|copies|devices|sweep|interop|offload|families)
       echo "== $p"; T0=$(date +%s); part_${p//-/_}; echo "($p: $(( $(date +%s) - T0 )) s)" ;;
-    *) echo "tests/cuda/check.sh: unknown part '$p' (build suite memcheck memcheck-train memcheck-small attention copies devices sweep interop offload)"; exit 2 ;;
+    *) echo "tests/cuda/check.sh: unknown part '$p' (build suite memcheck memcheck-train memcheck-small attention copies devices sweep interop offload families)"; exit 2 ;;
   esac
 done
 echo "check.sh $parts: $pass passed, $fail failed"
