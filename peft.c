@@ -10099,7 +10099,7 @@ static void error_usage_generate(void) {
                     "                optionally \"max_tokens\" (default -n) and \"id\" (a string or integer, copied to the output).\n"
                     "                Writes a JSON line per prompt, in input order: {\"index\", \"id\", \"completion\", \"tokens\",\n"
                     "                \"finish\": \"stop\" | \"length\"}. Each prompt's output is the one it gets alone (greedy: generate -p\n"
-                    "                TEXT -t 0; sampled: its own random stream, -s SEED + index * 0x9E3779B97F4A7C15)\n"
+                    "                TEXT -t 0; sampled: generate -p TEXT -s SEED+index)\n"
                     "  --batch N     with -f: decode N sequences together, each weight read once per step for all (default 8)\n"
                     "  -o FILE       with -f: write the lines to FILE (atomically, once all are done; default: stdout)\n"
                     "  --template NAME  with -f: the chat template of \"messages\": " TEMPLATE_LIST " | none (default: the\n"
@@ -10228,9 +10228,9 @@ static void gen_piece(StrBuf *text, const char *p, int n) {
 // Decode the prompts ps[0..count) batch at a time: each step feeds every running sequence one token at
 // its own position (a prompt's tokens one by one, as generate reads -p, then the sampled ones); a sequence
 // ends at EOS (or the template's end of turn), at its max_tokens or at the model's last position, and its
-// slot takes the next prompt. Each prompt samples from its own random stream (seed, then index), so the
-// output does not depend on the batch: greedy or sampled, prompt i's tokens are those generate -p gives
-// it alone (with -s seed + i * 0x9E3779B97F4A7C15). out[i] gets the line of prompt i.
+// slot takes the next prompt. Each prompt samples from its own random stream, so the output does not
+// depend on the batch: greedy or sampled, prompt i's tokens are those generate -p gives it alone (with
+// -s seed + i). out[i] gets the line of prompt i.
 static void gen_batch(StrBuf *out, Net *net, const Tokenizer *tok, GenPrompt *ps, int count, int batch, float temperature, float topp, uint64_t seed, int eot) {
     const Config *c = &net->model->config;
     int V = c->vocab_size, npos = 1;
@@ -10262,7 +10262,7 @@ static void gen_batch(StrBuf *out, Net *net, const Tokenizer *tok, GenPrompt *ps
                 q->index = next_prompt++;
                 q->token = p->toks[0];
                 q->limit = p->np + p->max_tokens < c->seq_len ? p->np + p->max_tokens : c->seq_len;
-                q->rng = (seed ? seed : 1) + (uint64_t)q->index * 0x9E3779B97F4A7C15ull;
+                q->rng = seed + (uint64_t)q->index; // generate -p's with -s seed + index
                 if (!q->rng) q->rng = 1;
                 if (p->max_tokens == 0) { // nothing to generate: its line now
                     sb_printf(&out[q->index], "{\"index\": %d%s%s, \"completion\": \"\", \"tokens\": 0, \"finish\": \"length\"}\n", q->index, p->id ? ", \"id\": " : "", p->id ? p->id : "");
