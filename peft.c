@@ -6396,7 +6396,7 @@ static unsigned lora_targets(const Lora *lo) {
 
 typedef struct {
     int B, T, checkpoint;  // checkpoint: keep only each layer's input, recompute the rest in the backward
-    int logit_rows;        // rows of logits kept: N, or LOSS_ROWS for evaluation (loss only, no backward)
+    int logit_rows;        // rows of logits at a time: N, or logit_chunk_rows (the classifier in row chunks)
     unsigned keep;         // the LayerActs each layer keeps for the backward (acts_keep; all with checkpoint)
     unsigned own;          // the LayerActs in allocations of their own (tensor_alloc_act: bf16 on a GPU): kept ones
                            // per set, the others one shared by all layers
@@ -6415,8 +6415,9 @@ typedef struct {
     // gradient buffers for activations, reused layer by layer
     floatX *dx, *dxn, *dq, *dk, *dv, *dao, *dg, *du, *dh, *dscratch;
     floatX *dqp, *dkp;     // qk_norm: the gradients of q and k before their norms (N,NH*HS), (N,KVH*HS)
-    floatX *capf;          // final_softcap: (N,V) tanh(z/c) of the logits, for the backward
+    floatX *capf;          // final_softcap: (logit_rows,V) tanh(z/c) of the logits, for the backward
     size_t bytes;
+    struct Net *net;       // the last peft_forward's (the chunked classifier computes its logits from xf)
 } Activations;
 
 // the elements of each LayerActs buffer, in double (the planner's sums must not wrap on 32-bit machines)
@@ -6463,10 +6464,14 @@ static double act_value_bytes(void) {
 
 static floatX *alloc_floats(size_t n, size_t *bytes) { *bytes += n * sizeof(floatX); return (floatX *)tensor_alloc(n * sizeof(floatX)); }
 
-// Evaluation needs the loss only: the classifier and the cross-entropy run LOSS_ROWS rows at a time
-// (the N x V logits are never kept), one set of layer activations serves every layer, and there are
-// no gradient buffers.
+// The classifier and the cross-entropy run logit_chunk_rows (LOSS_ROWS) rows at a time when a batch has
+// more rows: the N x V logits are never held (a 128K vocabulary makes them the largest activation: 2 GB
+// at B 2, T 2048). Training's backward computes each chunk's logits again (one more classifier product),
+// then its dlogits, dX and dW. Evaluation needs the loss only: one set of layer activations serves
+// every layer, and there are no gradient buffers.
 #define LOSS_ROWS 512
+static int logit_chunk_rows = LOSS_ROWS; // (the tests lower it to compare chunks with the whole logits)
+static int logit_rows_of(double N) { return N > logit_chunk_rows ? logit_chunk_rows : (int)N; }
 // bytes acts_alloc will take for a batch of B x T keeping the LayerActs of keep (acts_keep) per layer
 // (planned in double: see bytes_fit). The training memory checks use it too.
 // acts_plan_bytes_on: the same for a GPU (gpu 1, vbytes: act_value_bytes there) or the CPU (gpu 0), whichever runs
@@ -6482,9 +6487,9 @@ static double acts_plan_bytes_on(const Config *c, int B, int T, int checkpoint, 
         if (o >> i & 1) own += n; else if (keep >> i & 1 || all) kept += s[i]; else shared += s[i];
     }
     double floats = (L + 1) * N * C + sets * kept + shared + N * C + N + N; // x, layers, xf, rstdf, losses
-    if (loss_only) floats += (N < LOSS_ROWS ? N : LOSS_ROWS) * V;
-    else floats += N * V + N * (2 * C + 2 * QD + 2 * KD) + s[ACT_ATT]; // logits; dx dxn dq dao dk dv; dscratch
-    if (!loss_only) floats += (c->qk_norm ? N * (QD + KD) : 0) + (c->final_softcap > 0 ? N * V : 0); // dqp dkp; capf
+    floats += logit_rows_of(N) * V; // the logits of a chunk of rows
+    if (!loss_only) floats += N * (2 * C + 2 * QD + 2 * KD) + s[ACT_ATT]; // dx dxn dq dao dk dv; dscratch
+    if (!loss_only) floats += (c->qk_norm ? N * (QD + KD) : 0) + (c->final_softcap > 0 ? logit_rows_of(N) * V : 0); // dqp dkp; capf
     if (!loss_only && gpu && !(keep >> ACT_XN2 & 1)) own += 2 * N * H; // dg, du (acts_dgu_own)
     else if (!loss_only) floats += 2 * N * H;
     if (!loss_only && gpu && !(keep >> ACT_H & 1)) own += N * H; // dh (acts_dh_own)
@@ -6540,7 +6545,7 @@ static void acts_alloc_x(Activations *a, const Config *c, int B, int T, int chec
     }
     a->xf = alloc_floats(N * C, &a->bytes);
     a->rstdf = alloc_floats(N, &a->bytes);
-    a->logit_rows = loss_only && N > LOSS_ROWS ? LOSS_ROWS : (int)N;
+    a->logit_rows = logit_rows_of((double)N);
     a->logits = alloc_floats((size_t)a->logit_rows * V, &a->bytes);
     a->losses = alloc_floats(N, &a->bytes);
     a->inputs = (int *)tensor_alloc(N * sizeof(int));
@@ -6567,7 +6572,7 @@ static void acts_alloc_x(Activations *a, const Config *c, int B, int T, int chec
     } else a->dh = alloc_floats(N * H, &a->bytes);
     a->dscratch = alloc_floats((size_t)B * c->n_heads * T * (gpu_on ? 1 : T), &a->bytes); // attention_backward's dP / dS (GPU: rowsum(dO * O))
     if (c->qk_norm) { a->dqp = alloc_floats(N * QD, &a->bytes); a->dkp = alloc_floats(N * KD, &a->bytes); }
-    if (c->final_softcap > 0) a->capf = alloc_floats(N * V, &a->bytes);
+    if (c->final_softcap > 0) a->capf = alloc_floats((size_t)a->logit_rows * V, &a->bytes);
 }
 static void acts_alloc(Activations *a, const Config *c, int B, int T, int checkpoint, int loss_only, unsigned keep) { acts_alloc_x(a, c, B, T, checkpoint, loss_only, keep, 0); }
 // the input of layer l (N, C); with --offload activations in its slot (l mod xslots)
@@ -6645,7 +6650,7 @@ static void rope_tables(floatX **cos_out, floatX **sin_out, const Config *c) {
     *cos_out = cs; *sin_out = sn;
 }
 
-typedef struct {
+typedef struct Net {
     Model *model;
     Lora *lora;              // may be NULL
     floatX *rope_cos, *rope_sin;
@@ -6793,11 +6798,21 @@ static void layer_backward(Net *net, Activations *a, int l, const floatX *x, Par
     if (dxn) rmsnorm_backward(a->dx, g ? g->rms_att + lC : NULL, dxn, x, p->rms_att + lC, la->rstd1, N, C, wo); // dx is now dL/dx
 }
 
-// Forward over inputs (B,T): a->logits holds the logits (N,V).
+// the classifier on rows r0 <= n < r0 + rows (<= a->logit_rows) of the final norm's output: a->logits
+// (rows,V); capf: soft-capping's tanh kept for the backward (NULL: not kept)
+static void classifier_forward(Net *net, Activations *a, floatX *capf, int r0, int rows) {
+    const Config *c = &net->model->config;
+    int C = c->dim, V = c->vocab_size;
+    linear_forward(a->logits, a->xf + (size_t)r0 * C, net_cls(net), NULL, rows, C, V, 0, 0, NULL);
+    if (c->final_softcap > 0) softcap_forward(a->logits, capf, a->logits, c->final_softcap, (size_t)rows * V);
+}
+// Forward over inputs (B,T): a->logits holds the logits (N,V) when they fit at once (a->logit_rows == N);
+// else the loss computes them a chunk of rows at a time.
 static void peft_forward(Net *net, Activations *a, const int *inputs) {
     Config *c = &net->model->config;
     ParameterTensors *p = &net->model->params;
-    int N = a->B * a->T, C = c->dim, V = c->vocab_size;
+    int N = a->B * a->T, C = c->dim;
+    a->net = net;
     tensor_upload(a->inputs, inputs, (size_t)N * sizeof(int));
     int new_mask = net->lora && net->lora->training && net->lora->dropout > 0;
     act_x_write(a, 0);
@@ -6813,10 +6828,7 @@ static void peft_forward(Net *net, Activations *a, const int *inputs) {
         act_x_save(a, l + 1);
     }
     rmsnorm_forward(a->xf, a->rstdf, act_x(a, c->n_layers, C), p->rms_final, N, C, c->norm_eps, (float)c->norm_offset);
-    if (a->logit_rows == N) { // (else: peft_eval_loss)
-        linear_forward(a->logits, a->xf, net_cls(net), NULL, N, C, V, 0, 0, NULL);
-        if (c->final_softcap > 0) softcap_forward(a->logits, a->capf, a->logits, c->final_softcap, (size_t)N * V);
-    }
+    if (a->logit_rows == N) classifier_forward(net, a, a->capf, 0, N); // (else: peft_loss, peft_backward)
 }
 // the targets (N) to tensor memory, and a->count = the counted ones (target >= 0)
 static void loss_targets(Activations *a, const int *targets) {
@@ -6827,29 +6839,23 @@ static void loss_targets(Activations *a, const int *targets) {
 }
 // the mean of a->losses over the counted targets (the others hold 0)
 static double mean_loss(Activations *a) { return a->count ? tensor_sum(a->losses, (size_t)a->B * a->T) / a->count : 0; }
-// Mean cross-entropy of the logits against targets (N); a->logits then holds the probabilities.
+// Mean cross-entropy of the last forward's logits against targets (N), the losses (N) in a->losses;
+// a->logits then holds the probabilities (of the last chunk of rows, when the classifier runs in chunks).
 static double peft_loss(Activations *a, const Config *c, const int *targets) {
-    int N = a->B * a->T;
-    loss_targets(a, targets);
-    crossentropy_forward(a->losses, a->logits, a->targets, N, c->vocab_size);
-    return mean_loss(a);
-}
-
-// The forward and the loss of an evaluation batch; with loss-only activations the classifier and the
-// cross-entropy take LOSS_ROWS rows at a time. The losses (N) are then in a->losses.
-static double peft_eval_loss(Net *net, Activations *a, const int *inputs, const int *targets) {
-    const Config *c = &net->model->config;
-    int N = a->B * a->T, C = c->dim, V = c->vocab_size;
-    peft_forward(net, a, inputs);
-    if (a->logit_rows == N) return peft_loss(a, c, targets);
+    int N = a->B * a->T, V = c->vocab_size;
     loss_targets(a, targets);
     for (int r0 = 0; r0 < N; r0 += a->logit_rows) {
         int rows = N - r0 < a->logit_rows ? N - r0 : a->logit_rows;
-        linear_forward(a->logits, a->xf + (size_t)r0 * C, net_cls(net), NULL, rows, C, V, 0, 0, NULL);
-        if (c->final_softcap > 0) softcap_forward(a->logits, NULL, a->logits, c->final_softcap, (size_t)rows * V);
+        if (a->logit_rows < N) classifier_forward(a->net, a, NULL, r0, rows);
         crossentropy_forward(a->losses + r0, a->logits, a->targets + r0, rows, V);
     }
     return mean_loss(a);
+}
+
+// The forward and the loss of an evaluation batch. The losses (N) are then in a->losses.
+static double peft_eval_loss(Net *net, Activations *a, const int *inputs, const int *targets) {
+    peft_forward(net, a, inputs);
+    return peft_loss(a, &net->model->config, targets);
 }
 
 // Backward of the mean loss of the last peft_forward (which must have had targets).
@@ -6862,10 +6868,17 @@ static void peft_backward(Net *net, Activations *a, ParameterTensors *g, int g_l
     unsigned need = acts_keep(lora_targets(net->lora), g && g_layer_from < L); // what the layers' backward reads
     if (need & ~a->keep) fatal("peft_backward: the activations keep LayerActs 0x%x per layer, this backward reads 0x%x (acts_alloc's keep: acts_keep)", a->keep, need);
     floatX dloss = a->count ? (floatX)(1.0 / a->count) : 0;
-    crossentropy_backward(a->logits, a->targets, dloss, N, V);                  // logits now hold dlogits
-    if (c->final_softcap > 0) softcap_backward(a->logits, a->capf, (size_t)N * V);
     tensor_zero(a->dxn, (size_t)N * C);
-    linear_backward(a->dxn, g && g_outer ? g->wcls : (net->lora ? net->lora->dlm_head : NULL), a->logits, a->xf, net_cls(net), NULL, N, C, V);
+    for (int r0 = 0; r0 < N; r0 += a->logit_rows) { // the classifier a chunk of rows at a time (or all N at once)
+        int rows = N - r0 < a->logit_rows ? N - r0 : a->logit_rows;
+        if (a->logit_rows < N) { // this chunk's probabilities again (the losses are the same values)
+            classifier_forward(net, a, a->capf, r0, rows);
+            crossentropy_forward(a->losses + r0, a->logits, a->targets + r0, rows, V);
+        }
+        crossentropy_backward(a->logits, a->targets + r0, dloss, rows, V);   // logits now hold dlogits
+        if (c->final_softcap > 0) softcap_backward(a->logits, a->capf, (size_t)rows * V);
+        linear_backward(a->dxn + (size_t)r0 * C, g && g_outer ? g->wcls : (net->lora ? net->lora->dlm_head : NULL), a->logits, a->xf + (size_t)r0 * C, net_cls(net), NULL, rows, C, V);
+    }
     tensor_zero(a->dx, (size_t)N * C);
     rmsnorm_backward(a->dx, g && g_outer ? g->rms_final : NULL, a->dxn, act_x(a, L, C), p->rms_final, a->rstdf, N, C, (float)c->norm_offset);
     for (int l = L - 1; l >= 0; l--) {
@@ -10857,7 +10870,11 @@ static int cmd_dump(int argc, char **argv) {
     peft_forward(&net, &a, inputs);
     size_t nl = (size_t)N * c->vocab_size;
     floatX *logits = (floatX *)malloc_check(nl * sizeof(floatX));
-    tensor_download(logits, a.logits, nl * sizeof(floatX));
+    for (int r0 = 0; r0 < N; r0 += a.logit_rows) { // (a chunk of rows at a time when they do not fit at once)
+        int rows = N - r0 < a.logit_rows ? N - r0 : a.logit_rows;
+        if (a.logit_rows < N) classifier_forward(&net, &a, NULL, r0, rows);
+        tensor_download(logits + (size_t)r0 * c->vocab_size, a.logits, (size_t)rows * c->vocab_size * sizeof(floatX));
+    }
     floatX loss = 0;
     int nt = 0;
     STWrite *ts = (STWrite *)calloc_check(2 + (lo ? (size_t)lo->n_layers * NUM_TARGETS * 3 : 0), sizeof(STWrite));

@@ -4164,6 +4164,7 @@ static void test_disk_full(void);
 static void test_kill9(void);
 static void test_data_parallel(void);
 static void test_eval_chunks(void);
+static void test_logit_chunks(void);
 // a random float model (vocabulary of tests/spbpe/tokenizer.json, so no ../shared is needed), saved as .bin
 static int rand_model_file(const char *path, int L, int tied, int hf) {
     Tokenizer tk;
@@ -5102,6 +5103,7 @@ static void run_fp32_tests(void) {
     test_modules_to_save_training();
     test_data_parallel();
     test_eval_chunks();
+    test_logit_chunks();
     test_acts_shared();
     test_acts_bytes();
     test_config_floats();
@@ -5323,8 +5325,8 @@ static void test_gpu_plan(void) {
         double work = G + (pc->quant ? H * C * 2 : 0);
         // activations (bf16: xn1, q, k, v, ao, xn2, g, u, h and the gradients dg, du, dh; the rest fp32):
         // checkpointed, one set and the L+1 layer inputs; resident, L sets of what LoRA on q, v reads back
-        // (all but xn2 and h); evaluation's one set with 512 rows of logits
-        double grads = N * V + N * (2 * C + 2 * QD + 2 * KD) + S, ints = 2 * N * 4;
+        // (all but xn2 and h); training's and evaluation's classifier 512 rows of logits at a time
+        double grads = (N < 512 ? N : 512) * V + N * (2 * C + 2 * QD + 2 * KD) + S, ints = 2 * N * 4;
         double ck = ((L + 1) * N * C + (2 * N + S + N * C) + N * C + 2 * N + grads) * 4 + (2 * N * C + 2 * N * QD + 2 * N * KD + 3 * N * H + 3 * N * H) * 2 + ints;
         double full = ((L + 1) * N * C + L * (2 * N + S + N * C) + N * C + 2 * N + grads) * 4 + (L * (N * C + 2 * N * QD + 2 * N * KD + 2 * N * H) + N * C + N * H + 3 * N * H) * 2 + ints;
         double ev = pc->eval ? ((L + 1) * N * C + (2 * N + S + N * C) + N * C + 2 * N + (N < 512 ? N : 512) * V) * 4 + (2 * N * C + 2 * N * QD + 2 * N * KD + 3 * N * H) * 2 + ints : 0;
@@ -5575,13 +5577,50 @@ static void test_eval_chunks(void) {
     for (int i = 0; i < n; i++) tokens[i] = (int)(random_u32(&r) % c->vocab_size);
     Net net; Activations full, chunked;
     net_init(&net, &m, NULL);
-    acts_alloc(&full, c, B, T, 0, 0, ACTS_KEEP_ALL); acts_alloc(&chunked, c, B, T, 0, 1, ACTS_KEEP_ALL);
+    logit_chunk_rows = INT_MAX; acts_alloc(&full, c, B, T, 0, 0, ACTS_KEEP_ALL); // (the whole logits at once)
+    logit_chunk_rows = LOSS_ROWS; acts_alloc(&chunked, c, B, T, 0, 1, ACTS_KEEP_ALL);
     long cf, cc;
     double lf = evaluate(&net, &full, tokens, n, 0, &cf), lc = evaluate(&net, &chunked, tokens, n, 0, &cc);
     check(cf == cc && cc > 0 && fabs(lf - lc) <= 1e-6 * lf && chunked.logit_rows == LOSS_ROWS && chunked.bytes < full.bytes / 2, "eval loss in row chunks",
           "B %d T %d (%d rows of logits at a time): loss %.7f vs %.7f over the whole logits (%ld tokens); activations %.2f vs %.2f MB",
           B, T, chunked.logit_rows, lc, lf, cc, chunked.bytes / 1e6, full.bytes / 1e6);
     acts_free(&full); acts_free(&chunked); net_free(&net); model_free(&m); free(tokens);
+}
+// training's classifier and cross-entropy in chunks of rows (logit_chunk_rows; the backward computes each
+// chunk's logits again): the loss and every gradient as with the whole N x V logits at once, for LoRA,
+// DoRA with dropout and full training (the classifier's gradient too), on a Llama model and on a Gemma 2
+// one (the logits soft-capped); chunks of 5 rows of N = 32 (the last of 2: the CPU's small-row product)
+static void test_logit_chunks(void) {
+    const char *models[2] = { "llama", "gemma2" };
+    for (int mk = 0; mk < 2; mk++) {
+        Model m;
+        if (mk == 0) acts_test_model(&m); else { tiny_family_model(&m, 0, "gemma2"); m.config.seq_len = 16; } // (T 16: the RoPE tables of 16 positions)
+        struct { const char *name; unsigned targets; int dora; float dropout; } cases[] = {
+            { "LoRA all-linear", (1u << NUM_TARGETS) - 1, 0, 0 }, { "DoRA + dropout 0.1 on q,v", 1u << TGT_Q | 1u << TGT_V, 1, 0.1f }, { "full training", 0, 0, 0 } };
+        for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+            floatX *g0, *g1;
+            size_t n0, n1, b0, b1;
+            logit_chunk_rows = INT_MAX;
+            double l0 = acts_test_step(&m, cases[k].targets, cases[k].dora, cases[k].dropout, ACTS_KEEP_ALL, 0, 0, &g0, &n0, &b0);
+            logit_chunk_rows = 5;
+            double l1 = acts_test_step(&m, cases[k].targets, cases[k].dora, cases[k].dropout, ACTS_KEEP_ALL, 0, 0, &g1, &n1, &b1);
+            logit_chunk_rows = LOSS_ROWS;
+            double num = 0, den = 0, worst = 0;
+            for (size_t i = 0; n0 == n1 && i < n0; i++) {
+                double d = (double)g1[i] - g0[i];
+                num += d * d; den += (double)g0[i] * g0[i];
+                if (fabs(d) > worst) worst = fabs(d);
+            }
+            double rel = den > 0 ? sqrt(num / den) : INFINITY, dl = fabs(l1 - l0) / l0;
+            size_t V = (size_t)m.config.vocab_size, saved = (32 - 5) * V * sizeof(floatX) * (m.config.final_softcap > 0 ? 2 : 1);
+            char name[160];
+            snprintf(name, sizeof(name), "classifier in row chunks == whole logits: %s, %s", models[mk], cases[k].name);
+            check(n0 == n1 && rel <= 1e-6 && dl <= 1e-7 && b0 - b1 == saved, name, "N 32 in chunks of 5: loss %.9f vs %.9f; %zu gradients: relative L2 difference %.2e <= 1e-6 (worst %.2e); activations %zu -> %zu bytes",
+                  l1, l0, n1, rel, worst, b0, b1);
+            free(g0); free(g1);
+        }
+        model_free(&m);
+    }
 }
 static void test_kill9(void) {
     char tiny[600], data[600], ref[600], cmd[4096], err[4096];
@@ -6512,8 +6551,9 @@ static void cuda_test_cli(void) {
         size_t tl;
         for (int v = 0; v < 3; v++) {
             tmp_path(ob[v], sizeof(ob[v]), v == 0 ? "cuda_b1.jsonl" : v == 1 ? "cuda_b12.jsonl" : "cuda_b5.jsonl");
-            snprintf(args, sizeof(args), "generate %s -z %s %s %s -t 0 -f %s --batch %d -o %s", gc[k].model, tok, gc[k].flags, k == 2 ? ad : "", pf, bs[v], ob[v]);
-            rcs |= run_cmd(args, err, sizeof(err), NULL, 0);
+            char gargs[8192];
+            snprintf(gargs, sizeof(gargs), "generate %s -z %s %s %s -t 0 -f %s --batch %d -o %s", gc[k].model, tok, gc[k].flags, k == 2 ? ad : "", pf, bs[v], ob[v]);
+            rcs |= run_cmd(gargs, err, sizeof(err), NULL, 0);
             txt[v] = read_file(ob[v], &tl, 1 << 24);
         }
         int cpu_same = 1;
@@ -6652,6 +6692,7 @@ static void run_cuda_tests(void) { skip("cuda tests", "this test_all was built w
 #ifndef PEFT_FP64
 static void run_chat_tests(void) { test_chat_templates(); test_instruction_data(); test_chat(); test_chat_template_cli(); test_chat_ids(); }
 static void run_plan_tests(void) { test_gpu_plan(); test_quantize_random(); }
+static void run_classifier_tests(void) { test_eval_chunks(); test_logit_chunks(); }
 static void run_family_tests(void) { test_families(); test_family_references(); }
 static void run_hardening_tests(void) { test_hostile_adapters(); test_memory_refusal(); test_disk_full(); test_kill9(); }
 static void run_docs_tests(void) { test_reading_names(); test_readme_blocks(); }
@@ -6691,6 +6732,7 @@ int main(int argc, char **argv) {
         { "tokenizer", "tokenizer tests", run_tokenizer_tests },
         { "chat", "chat template tests", run_chat_tests },
         { "generate", "generate -f --batch", test_generate_file },
+        { "classifier", "the classifier and cross-entropy in row chunks", run_classifier_tests },
         { "plan", "--gpu-memory's planner and quantize --random", run_plan_tests },
         { "families", "model family tests (issue 28)", run_family_tests },
         { "hardening", "hardening tests (issue 12)", run_hardening_tests },
