@@ -7075,7 +7075,14 @@ static floatX *forward_tokens(Net *net, RunState *s, const int *tokens, const in
                 scale_copy(kc + (size_t)pos[n] * KD, kp + (size_t)n * KD, 1, (size_t)KD);
                 scale_copy(vc + (size_t)pos[n] * KD, vp + (size_t)n * KD, 1, (size_t)KD);
             }
-            attention_decode_m(s->ao + (size_t)n * QD, s->att + (size_t)n * NH * s->npos, s->q + (size_t)n * QD, kc, vc, pos[n], s->npos, NH, KVH, HS, layer_attn(c, l, pos[n] + 1));
+            if (N == 1 || gpu_on) attention_decode_m(s->ao + (size_t)n * QD, s->att + (size_t)n * NH * s->npos, s->q + (size_t)n * QD, kc, vc, pos[n], s->npos, NH, KVH, HS, layer_attn(c, l, pos[n] + 1));
+        }
+        if (N > 1 && !gpu_on) { // the CPU: a thread per sequence's heads (a head's result does not depend on the range it falls in)
+            #pragma omp parallel for schedule(dynamic)
+            for (int n = 0; n < N; n++) {
+                size_t at = (size_t)slots[n] * per_slot + (size_t)l * s->npos * KD;
+                attention_heads(s->ao + (size_t)n * QD, s->att + (size_t)n * NH * s->npos, s->q + (size_t)n * QD, s->key_cache + at, s->value_cache + at, 0, NH, pos[n], s->npos, NH, KVH, HS, layer_attn(c, l, pos[n] + 1));
+            }
         }
         Weight wo = layer_weight(net->model, l, TGT_O), wd = layer_weight(net->model, l, TGT_DOWN);
         LoraModule *lmo = lora_mod(lo, l, TGT_O), *lmd = lora_mod(lo, l, TGT_DOWN);

@@ -4045,6 +4045,7 @@ static double acts_test_step(Model *m, unsigned targets, int dora, float dropout
     peft_forward(&net, &a, inp);
     double loss = peft_loss(&a, c, tgt);
     peft_backward(&net, &a, targets ? NULL : &g, 0, !targets);
+    lora_to_host(lp); // (the GPU's gradients; on the CPU nothing to do)
     *n = targets ? lo.num_params : m->num_parameters;
     *grads = malloc_check(*n * sizeof(floatX));
     memcpy(*grads, targets ? lo.grads : gmem, *n * sizeof(floatX));
@@ -5589,15 +5590,17 @@ static void test_eval_chunks(void) {
 // training's classifier and cross-entropy in chunks of rows (logit_chunk_rows; the backward computes each
 // chunk's logits again): the loss and every gradient as with the whole N x V logits at once, for LoRA,
 // DoRA with dropout and full training (the classifier's gradient too), on a Llama model and on a Gemma 2
-// one (the logits soft-capped); chunks of 5 rows of N = 32 (the last of 2: the CPU's small-row product)
+// one (the logits soft-capped); chunks of 5 rows of N = 32 (the last of 2: the CPU's small-row product).
+// With gpu_on (test_all --cuda, fp32): the same on the GPU's kernels, the Llama model (no soft-cap kernel yet)
 static void test_logit_chunks(void) {
     const char *models[2] = { "llama", "gemma2" };
-    for (int mk = 0; mk < 2; mk++) {
+    double tol = gpu_on ? 1e-5 : 1e-6;
+    for (int mk = 0; mk < (gpu_on ? 1 : 2); mk++) {
         Model m;
         if (mk == 0) acts_test_model(&m); else { tiny_family_model(&m, 0, "gemma2"); m.config.seq_len = 16; } // (T 16: the RoPE tables of 16 positions)
         struct { const char *name; unsigned targets; int dora; float dropout; } cases[] = {
             { "LoRA all-linear", (1u << NUM_TARGETS) - 1, 0, 0 }, { "DoRA + dropout 0.1 on q,v", 1u << TGT_Q | 1u << TGT_V, 1, 0.1f }, { "full training", 0, 0, 0 } };
-        for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+        for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]) - gpu_on; k++) { // (GPU: the LoRA cases; full training's gradients are host memory here)
             floatX *g0, *g1;
             size_t n0, n1, b0, b1;
             logit_chunk_rows = INT_MAX;
@@ -5614,9 +5617,9 @@ static void test_logit_chunks(void) {
             double rel = den > 0 ? sqrt(num / den) : INFINITY, dl = fabs(l1 - l0) / l0;
             size_t V = (size_t)m.config.vocab_size, saved = (32 - 5) * V * sizeof(floatX) * (m.config.final_softcap > 0 ? 2 : 1);
             char name[160];
-            snprintf(name, sizeof(name), "classifier in row chunks == whole logits: %s, %s", models[mk], cases[k].name);
-            check(n0 == n1 && rel <= 1e-6 && dl <= 1e-7 && b0 - b1 == saved, name, "N 32 in chunks of 5: loss %.9f vs %.9f; %zu gradients: relative L2 difference %.2e <= 1e-6 (worst %.2e); activations %zu -> %zu bytes",
-                  l1, l0, n1, rel, worst, b0, b1);
+            snprintf(name, sizeof(name), "%sclassifier in row chunks == whole logits: %s, %s", gpu_on ? "cuda " : "", models[mk], cases[k].name);
+            check(n0 == n1 && rel <= tol && dl <= tol / 10 && b0 - b1 == saved, name, "N 32 in chunks of 5: loss %.9f vs %.9f; %zu gradients: relative L2 difference %.2e <= %.0e (worst %.2e); activations %zu -> %zu bytes",
+                  l1, l0, n1, rel, tol, worst, b0, b1);
             free(g0); free(g1);
         }
         model_free(&m);
@@ -6680,6 +6683,7 @@ static void run_cuda_tests(void) {
     test_peft_reference("qv_r4");
     test_peft_reference("all_r8_rslora");
     test_peft_reference("qkvo_r4_dora");
+    test_logit_chunks();
     gpu_on = 0;
     printf("== CLI on the GPU\n");
     cuda_test_cli();
