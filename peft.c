@@ -5490,8 +5490,9 @@ static void qmatvec_rows(floatX *out, const QAct *a, const QTensor *w, int C, in
 #define qmatvec_rows qmatvec_rows_naive
 #endif
 
-// scratch for the int8 activations of an input
-static QAct qact;
+// scratch for the int8 activations of the inputs (a row each)
+static QAct *qacts;
+static int nqacts;
 // rows of 16 in matvec_forward's blocks; MATVEC_PAR_MIN: the multiply-adds (float weights: 4 bytes each,
 // read from memory) from which a matvec runs on the threads: 32K of them take ~4 us on one core,
 // where a parallel region costs 1-3 us (PAR_MIN_WORK, 100K, counts multiply-adds on cached data)
@@ -5506,26 +5507,43 @@ static void matvec_block(floatX *const *outs, const floatX *x, const QAct *qa, c
     if (ws[j].q) qmatvec_rows(outs[j], qa, ws[j].q, C, o0, o1);
     else matvec_rows(outs[j], x, ws[j].f, C, o0, o1);
 }
-// out_j = x W_j^T for the nw (<= 4) weights W_j (OC_j, C) of one input x (C), in one parallel loop over
-// blocks of 16 rows of all of them (static: each thread reads one contiguous stretch; a dynamic schedule
-// measured slower here, its loop end costs more when another process holds a core); a row's result does
-// not depend on the thread that computes it. Float weights, int8 weights with int8 activations (when
-// qmatvec_ok), or any other quantized weight through qmatmul_forward, one by one. One thread, or less
-// work than MATVEC_PAR_MIN: a plain loop, outside OpenMP (whose region costs ~1.2 us even with one thread).
-static void matvec_forward(floatX *const *outs, const floatX *x, const Weight *ws, const int *OCs, int nw, int C) {
+// block b for each of the N inputs x (N,C) in turn (outs[j] (N,OC_j)): the block's weights are read from
+// memory once and from the cache N-1 times; each input's outputs are the ones it gets alone
+static void matvec_block_rows(floatX *const *outs, const floatX *x, const Weight *ws, const int *OCs, const int *nb, int nw, int b, int N, int C) {
+    for (int n = 0; n < N; n++) {
+        floatX *o[4];
+        for (int j = 0; j < nw; j++) o[j] = outs[j] + (size_t)n * OCs[j];
+        matvec_block(o, x + (size_t)n * C, &qacts[n], ws, OCs, nb, b, C);
+    }
+}
+// out_j = x W_j^T for the nw (<= 4) weights W_j (OC_j, C) of N inputs x (N, C) (generation: N = 1, or the
+// sequences of a batch), in one parallel loop over blocks of 16 rows of all of them (static: each thread
+// reads one contiguous stretch; a dynamic schedule measured slower here, its loop end costs more when
+// another process holds a core); a row's result depends neither on the thread that computes it nor on N.
+// Float weights, int8 weights with int8 activations (when qmatvec_ok), or any other quantized weight
+// through qmatmul_forward (whose rows do not depend on N either; int8 in runs of 4, its dot_int8 path). One
+// thread, or less work than MATVEC_PAR_MIN: a plain loop, outside OpenMP (whose region costs ~1.2 us even
+// with one thread).
+static void matvec_forward_n(floatX *const *outs, const floatX *x, const Weight *ws, const int *OCs, int nw, int N, int C) {
     int nb[4] = { 0 }, total = 0, quant = 0;
     for (int j = 0; j < nw; j++) {
-        if (ws[j].q && !qmatvec_ok(ws[j].q, C)) { qmatmul_forward(outs[j], x, ws[j].q, 1, C, OCs[j]); continue; }
+        if (ws[j].q && !qmatvec_ok(ws[j].q, C)) {
+            int run = ws[j].q->type == QT_INT8 && ws[j].q->bs % 8 == 0 ? 4 : N;
+            for (int n = 0; n < N; n += run) qmatmul_forward(outs[j] + (size_t)n * OCs[j], x + (size_t)n * C, ws[j].q, N - n < run ? N - n : run, C, OCs[j]);
+            continue;
+        }
         nb[j] = (OCs[j] + MATVEC_RB - 1) / MATVEC_RB; total += nb[j]; quant |= ws[j].q != NULL;
     }
-    if (quant) qact_prepare(&qact, x, C);
-    if ((long)total * MATVEC_RB * C < MATVEC_PAR_MIN || num_threads() == 1) {
-        for (int b = 0; b < total; b++) matvec_block(outs, x, &qact, ws, OCs, nb, b, C);
+    if (N > nqacts) { qacts = (QAct *)realloc_check(qacts, (size_t)N * sizeof(QAct)); memset(qacts + nqacts, 0, (size_t)(N - nqacts) * sizeof(QAct)); nqacts = N; }
+    if (quant) for (int n = 0; n < N; n++) qact_prepare(&qacts[n], x + (size_t)n * C, C);
+    if ((long)total * MATVEC_RB * C * N < MATVEC_PAR_MIN || num_threads() == 1) {
+        for (int b = 0; b < total; b++) matvec_block_rows(outs, x, ws, OCs, nb, nw, b, N, C);
         return;
     }
     #pragma omp parallel for schedule(static)
-    for (int b = 0; b < total; b++) matvec_block(outs, x, &qact, ws, OCs, nb, b, C);
+    for (int b = 0; b < total; b++) matvec_block_rows(outs, x, ws, OCs, nb, nw, b, N, C);
 }
+MAYBE_UNUSED static void matvec_forward(floatX *const *outs, const floatX *x, const Weight *ws, const int *OCs, int nw, int C) { matvec_forward_n(outs, x, ws, OCs, nw, 1, C); }
 // matvec_forward's loop inside a parallel region (forward_token_team): every thread calls it, with its own
 // copy of x and of its int8 activations qa (the same values); the weights are float or qmatvec_ok int8.
 // The loop's end is a barrier.
@@ -5796,15 +5814,31 @@ static void linear_backward(floatX *dinp, floatX *dweight, const floatX *dout, c
     if (lm && lm->r) lora_backward(dinp, dout, inp, w, lm, N);
 }
 
-// several linear layers that read the same input (q, k and v; gate and up): out_j = inp W_j^T (+ LoRA).
-// One token on the CPU goes through matvec_forward (one pass over all the base weights), then the adapters.
+// several linear layers that read the same input (q, k and v; gate and up): out_j = inp W_j^T (+ LoRA), for
+// N independent tokens (generation: one token, or one of each sequence of a batch), each row computed
+// exactly as alone (N = 1). CPU: matvec_forward over all N rows (each weight read once a step),
+// then each adapter a row at a time (a DoRA norm computed once: it depends on the weights only). GPU: the
+// products in runs of DECODE_GPU_ROWS rows, the count up to which the GEMV and the quantized matvec
+// (peft_cuda.cu's GEMV_M and QDIRECT_N) compute each row by itself.
+#define DECODE_GPU_ROWS 8
 static void linears_forward(floatX *const *outs, const floatX *inp, const Weight *ws, LoraModule *const *lms, const int *OCs, int nw, int N, int C) {
-    if (N == 1 && !gpu_on) {
-        matvec_forward(outs, inp, ws, OCs, nw, C);
-        for (int j = 0; j < nw; j++) if (lms[j] && lms[j]->r) lora_forward(outs[j], inp, ws[j], lms[j], N, 0, 0, NULL);
+    if (gpu_on) {
+        for (int n0 = 0; n0 < N; n0 += DECODE_GPU_ROWS)
+            for (int j = 0; j < nw; j++)
+                linear_forward(outs[j] + (size_t)n0 * OCs[j], inp + (size_t)n0 * C, ws[j], lms[j], N - n0 < DECODE_GPU_ROWS ? N - n0 : DECODE_GPU_ROWS, C, OCs[j], 0, 0, NULL);
         return;
     }
-    for (int j = 0; j < nw; j++) linear_forward(outs[j], inp, ws[j], lms[j], N, C, OCs[j], 0, 0, NULL);
+    matvec_forward_n(outs, inp, ws, OCs, nw, N, C);
+    for (int j = 0; j < nw; j++) {
+        LoraModule *lm = lms[j];
+        if (!lm || !lm->r) continue;
+        int fixed = lm->wnorm_fixed;
+        for (int n = 0; n < N; n++) {
+            lora_forward(outs[j] + (size_t)n * OCs[j], inp + (size_t)n * C, ws[j], lm, 1, 0, 0, NULL);
+            if (lm->mag) lm->wnorm_fixed = 1;
+        }
+        lm->wnorm_fixed = fixed;
+    }
 }
 
 // out = embed[tokens]: out is (N,C)
@@ -6447,7 +6481,7 @@ static unsigned lora_targets(const Lora *lo) {
 
 typedef struct {
     int B, T, checkpoint;  // checkpoint: keep only each layer's input, recompute the rest in the backward
-    int logit_rows;        // rows of logits kept: N, or LOSS_ROWS for evaluation (loss only, no backward)
+    int logit_rows;        // rows of logits at a time: N, or logit_chunk_rows (the classifier in row chunks)
     unsigned keep;         // the LayerActs each layer keeps for the backward (acts_keep; all with checkpoint)
     unsigned own;          // the LayerActs in allocations of their own (tensor_alloc_act: bf16 on a GPU): kept ones
                            // per set, the others one shared by all layers
@@ -6466,8 +6500,9 @@ typedef struct {
     // gradient buffers for activations, reused layer by layer
     floatX *dx, *dxn, *dq, *dk, *dv, *dao, *dg, *du, *dh, *dscratch;
     floatX *dqp, *dkp;     // qk_norm: the gradients of q and k before their norms (N,NH*HS), (N,KVH*HS)
-    floatX *capf;          // final_softcap: (N,V) tanh(z/c) of the logits, for the backward
+    floatX *capf;          // final_softcap: (logit_rows,V) tanh(z/c) of the logits, for the backward
     size_t bytes;
+    struct Net *net;       // the last peft_forward's (the chunked classifier computes its logits from xf)
 } Activations;
 
 // the elements of each LayerActs buffer, in double (the planner's sums must not wrap on 32-bit machines)
@@ -6514,10 +6549,14 @@ static double act_value_bytes(void) {
 
 static floatX *alloc_floats(size_t n, size_t *bytes) { *bytes += n * sizeof(floatX); return (floatX *)tensor_alloc(n * sizeof(floatX)); }
 
-// Evaluation needs the loss only: the classifier and the cross-entropy run LOSS_ROWS rows at a time
-// (the N x V logits are never kept), one set of layer activations serves every layer, and there are
-// no gradient buffers.
+// The classifier and the cross-entropy run logit_chunk_rows (LOSS_ROWS) rows at a time when a batch has
+// more rows: the N x V logits are never held (a 128K vocabulary makes them the largest activation: 2 GB
+// at B 2, T 2048). Training's backward computes each chunk's logits again (one more classifier product),
+// then its dlogits, dX and dW. Evaluation needs the loss only: one set of layer activations serves
+// every layer, and there are no gradient buffers.
 #define LOSS_ROWS 512
+static int logit_chunk_rows = LOSS_ROWS; // (the tests lower it to compare chunks with the whole logits)
+static int logit_rows_of(double N) { return N > logit_chunk_rows ? logit_chunk_rows : (int)N; }
 // bytes acts_alloc will take for a batch of B x T keeping the LayerActs of keep (acts_keep) per layer
 // (planned in double: see bytes_fit). The training memory checks use it too.
 // acts_plan_bytes_on: the same for a GPU (gpu 1, vbytes: act_value_bytes there) or the CPU (gpu 0), whichever runs
@@ -6533,9 +6572,9 @@ static double acts_plan_bytes_on(const Config *c, int B, int T, int checkpoint, 
         if (o >> i & 1) own += n; else if (keep >> i & 1 || all) kept += s[i]; else shared += s[i];
     }
     double floats = (L + 1) * N * C + sets * kept + shared + N * C + N + N; // x, layers, xf, rstdf, losses
-    if (loss_only) floats += (N < LOSS_ROWS ? N : LOSS_ROWS) * V;
-    else floats += N * V + N * (2 * C + 2 * QD + 2 * KD) + s[ACT_ATT]; // logits; dx dxn dq dao dk dv; dscratch
-    if (!loss_only) floats += (c->qk_norm ? N * (QD + KD) : 0) + (c->final_softcap > 0 ? N * V : 0); // dqp dkp; capf
+    floats += logit_rows_of(N) * V; // the logits of a chunk of rows
+    if (!loss_only) floats += N * (2 * C + 2 * QD + 2 * KD) + s[ACT_ATT]; // dx dxn dq dao dk dv; dscratch
+    if (!loss_only) floats += (c->qk_norm ? N * (QD + KD) : 0) + (c->final_softcap > 0 ? logit_rows_of(N) * V : 0); // dqp dkp; capf
     if (!loss_only && gpu && !(keep >> ACT_XN2 & 1)) own += 2 * N * H; // dg, du (acts_dgu_own)
     else if (!loss_only) floats += 2 * N * H;
     if (!loss_only && gpu && !(keep >> ACT_H & 1)) own += N * H; // dh (acts_dh_own)
@@ -6591,7 +6630,7 @@ static void acts_alloc_x(Activations *a, const Config *c, int B, int T, int chec
     }
     a->xf = alloc_floats(N * C, &a->bytes);
     a->rstdf = alloc_floats(N, &a->bytes);
-    a->logit_rows = loss_only && N > LOSS_ROWS ? LOSS_ROWS : (int)N;
+    a->logit_rows = logit_rows_of((double)N);
     a->logits = alloc_floats((size_t)a->logit_rows * V, &a->bytes);
     a->losses = alloc_floats(N, &a->bytes);
     a->inputs = (int *)tensor_alloc(N * sizeof(int));
@@ -6618,7 +6657,7 @@ static void acts_alloc_x(Activations *a, const Config *c, int B, int T, int chec
     } else a->dh = alloc_floats(N * H, &a->bytes);
     a->dscratch = alloc_floats((size_t)B * c->n_heads * T * (gpu_on ? 1 : T), &a->bytes); // attention_backward's dP / dS (GPU: rowsum(dO * O))
     if (c->qk_norm) { a->dqp = alloc_floats(N * QD, &a->bytes); a->dkp = alloc_floats(N * KD, &a->bytes); }
-    if (c->final_softcap > 0) a->capf = alloc_floats(N * V, &a->bytes);
+    if (c->final_softcap > 0) a->capf = alloc_floats((size_t)a->logit_rows * V, &a->bytes);
 }
 static void acts_alloc(Activations *a, const Config *c, int B, int T, int checkpoint, int loss_only, unsigned keep) { acts_alloc_x(a, c, B, T, checkpoint, loss_only, keep, 0); }
 // the input of layer l (N, C); with --offload activations in its slot (l mod xslots)
@@ -6696,7 +6735,7 @@ static void rope_tables(floatX **cos_out, floatX **sin_out, const Config *c) {
     *cos_out = cs; *sin_out = sn;
 }
 
-typedef struct {
+typedef struct Net {
     Model *model;
     Lora *lora;              // may be NULL
     floatX *rope_cos, *rope_sin;
@@ -6844,11 +6883,21 @@ static void layer_backward(Net *net, Activations *a, int l, const floatX *x, Par
     if (dxn) rmsnorm_backward(a->dx, g ? g->rms_att + lC : NULL, dxn, x, p->rms_att + lC, la->rstd1, N, C, wo); // dx is now dL/dx
 }
 
-// Forward over inputs (B,T): a->logits holds the logits (N,V).
+// the classifier on rows r0 <= n < r0 + rows (<= a->logit_rows) of the final norm's output: a->logits
+// (rows,V); capf: soft-capping's tanh kept for the backward (NULL: not kept)
+static void classifier_forward(Net *net, Activations *a, floatX *capf, int r0, int rows) {
+    const Config *c = &net->model->config;
+    int C = c->dim, V = c->vocab_size;
+    linear_forward(a->logits, a->xf + (size_t)r0 * C, net_cls(net), NULL, rows, C, V, 0, 0, NULL);
+    if (c->final_softcap > 0) softcap_forward(a->logits, capf, a->logits, c->final_softcap, (size_t)rows * V);
+}
+// Forward over inputs (B,T): a->logits holds the logits (N,V) when they fit at once (a->logit_rows == N);
+// else the loss computes them a chunk of rows at a time.
 static void peft_forward(Net *net, Activations *a, const int *inputs) {
     Config *c = &net->model->config;
     ParameterTensors *p = &net->model->params;
-    int N = a->B * a->T, C = c->dim, V = c->vocab_size;
+    int N = a->B * a->T, C = c->dim;
+    a->net = net;
     tensor_upload(a->inputs, inputs, (size_t)N * sizeof(int));
     int new_mask = net->lora && net->lora->training && net->lora->dropout > 0;
     act_x_write(a, 0);
@@ -6864,10 +6913,7 @@ static void peft_forward(Net *net, Activations *a, const int *inputs) {
         act_x_save(a, l + 1);
     }
     rmsnorm_forward(a->xf, a->rstdf, act_x(a, c->n_layers, C), p->rms_final, N, C, c->norm_eps, (float)c->norm_offset);
-    if (a->logit_rows == N) { // (else: peft_eval_loss)
-        linear_forward(a->logits, a->xf, net_cls(net), NULL, N, C, V, 0, 0, NULL);
-        if (c->final_softcap > 0) softcap_forward(a->logits, a->capf, a->logits, c->final_softcap, (size_t)N * V);
-    }
+    if (a->logit_rows == N) classifier_forward(net, a, a->capf, 0, N); // (else: peft_loss, peft_backward)
 }
 // the targets (N) to tensor memory, and a->count = the counted ones (target >= 0)
 static void loss_targets(Activations *a, const int *targets) {
@@ -6878,29 +6924,23 @@ static void loss_targets(Activations *a, const int *targets) {
 }
 // the mean of a->losses over the counted targets (the others hold 0)
 static double mean_loss(Activations *a) { return a->count ? tensor_sum(a->losses, (size_t)a->B * a->T) / a->count : 0; }
-// Mean cross-entropy of the logits against targets (N); a->logits then holds the probabilities.
+// Mean cross-entropy of the last forward's logits against targets (N), the losses (N) in a->losses;
+// a->logits then holds the probabilities (of the last chunk of rows, when the classifier runs in chunks).
 static double peft_loss(Activations *a, const Config *c, const int *targets) {
-    int N = a->B * a->T;
-    loss_targets(a, targets);
-    crossentropy_forward(a->losses, a->logits, a->targets, N, c->vocab_size);
-    return mean_loss(a);
-}
-
-// The forward and the loss of an evaluation batch; with loss-only activations the classifier and the
-// cross-entropy take LOSS_ROWS rows at a time. The losses (N) are then in a->losses.
-static double peft_eval_loss(Net *net, Activations *a, const int *inputs, const int *targets) {
-    const Config *c = &net->model->config;
-    int N = a->B * a->T, C = c->dim, V = c->vocab_size;
-    peft_forward(net, a, inputs);
-    if (a->logit_rows == N) return peft_loss(a, c, targets);
+    int N = a->B * a->T, V = c->vocab_size;
     loss_targets(a, targets);
     for (int r0 = 0; r0 < N; r0 += a->logit_rows) {
         int rows = N - r0 < a->logit_rows ? N - r0 : a->logit_rows;
-        linear_forward(a->logits, a->xf + (size_t)r0 * C, net_cls(net), NULL, rows, C, V, 0, 0, NULL);
-        if (c->final_softcap > 0) softcap_forward(a->logits, NULL, a->logits, c->final_softcap, (size_t)rows * V);
+        if (a->logit_rows < N) classifier_forward(a->net, a, NULL, r0, rows);
         crossentropy_forward(a->losses + r0, a->logits, a->targets + r0, rows, V);
     }
     return mean_loss(a);
+}
+
+// The forward and the loss of an evaluation batch. The losses (N) are then in a->losses.
+static double peft_eval_loss(Net *net, Activations *a, const int *inputs, const int *targets) {
+    peft_forward(net, a, inputs);
+    return peft_loss(a, &net->model->config, targets);
 }
 
 // Backward of the mean loss of the last peft_forward (which must have had targets).
@@ -6913,10 +6953,17 @@ static void peft_backward(Net *net, Activations *a, ParameterTensors *g, int g_l
     unsigned need = acts_keep(lora_targets(net->lora), g && g_layer_from < L); // what the layers' backward reads
     if (need & ~a->keep) fatal("peft_backward: the activations keep LayerActs 0x%x per layer, this backward reads 0x%x (acts_alloc's keep: acts_keep)", a->keep, need);
     floatX dloss = a->count ? (floatX)(1.0 / a->count) : 0;
-    crossentropy_backward(a->logits, a->targets, dloss, N, V);                  // logits now hold dlogits
-    if (c->final_softcap > 0) softcap_backward(a->logits, a->capf, (size_t)N * V);
     tensor_zero(a->dxn, (size_t)N * C);
-    linear_backward(a->dxn, g && g_outer ? g->wcls : (net->lora ? net->lora->dlm_head : NULL), a->logits, a->xf, net_cls(net), NULL, N, C, V);
+    for (int r0 = 0; r0 < N; r0 += a->logit_rows) { // the classifier a chunk of rows at a time (or all N at once)
+        int rows = N - r0 < a->logit_rows ? N - r0 : a->logit_rows;
+        if (a->logit_rows < N) { // this chunk's probabilities again (the losses are the same values)
+            classifier_forward(net, a, a->capf, r0, rows);
+            crossentropy_forward(a->losses + r0, a->logits, a->targets + r0, rows, V);
+        }
+        crossentropy_backward(a->logits, a->targets + r0, dloss, rows, V);   // logits now hold dlogits
+        if (c->final_softcap > 0) softcap_backward(a->logits, a->capf, (size_t)rows * V);
+        linear_backward(a->dxn + (size_t)r0 * C, g && g_outer ? g->wcls : (net->lora ? net->lora->dlm_head : NULL), a->logits, a->xf + (size_t)r0 * C, net_cls(net), NULL, rows, C, V);
+    }
     tensor_zero(a->dx, (size_t)N * C);
     rmsnorm_backward(a->dx, g && g_outer ? g->rms_final : NULL, a->dxn, act_x(a, L, C), p->rms_final, a->rstdf, N, C, (float)c->norm_offset);
     for (int l = L - 1; l >= 0; l--) {
@@ -6932,43 +6979,46 @@ static void peft_backward(Net *net, Activations *a, ParameterTensors *g, int g_l
     if (net->lora && net->lora->dembed) encoder_backward(net->lora->dembed, a->dx, a->inputs, N, C); // modules_to_save
 }
 
-// Generation: one token at position pos, with a KV cache. Uses the same layers with N = 1.
+// Generation: one token at position pos, with a KV cache. Uses the same layers with N = 1. Batched
+// generation (generate -f --batch): nb slots, each a sequence with its own KV cache and position; a step
+// feeds N <= nb of them one token each, and every row's arithmetic is the one-token path's (forward_tokens).
 typedef struct {
-    floatX *x, *xn, *q, *k, *v, *ao, *g, *u, *h, *att, *logits, *rstd;
-    floatX *key_cache, *value_cache;   // (L, npos, KVH*HS)
-    int *token;                        // (1) the input token, in tensor memory
-    floatX *logits_host;               // (V) the logits, copied out for sampling
-    int npos;                          // positions the cache holds
+    floatX *x, *xn, *q, *k, *v, *ao, *g, *u, *h, *att, *logits, *rstd; // (nb, ...) a row per token of a step
+    floatX *key_cache, *value_cache;   // (nb, L, npos, KVH*HS): slot b's cache at b * L * npos * KVH*HS
+    int *token;                        // (nb) the input tokens, in tensor memory
+    floatX *logits_host;               // (nb, V) the logits, copied out for sampling
+    int npos, nb;                      // positions each cache holds; slots
     int team;                          // forward_token_team's threads (0: none), and their own copies of
     floatX *tx, *txn, *th;             // x (team, C), xn (team, max(C, QD)) and h (team, H), host memory
     QAct *tqa;                         // (team) the int8 activations of each thread's xn or h
 } RunState;
 
-// npos: the positions generation will use (at most seq_len); the KV cache holds only those
-static void runstate_alloc(RunState *s, const Config *c, int npos) {
+// npos: the positions generation will use (at most seq_len); the KV caches hold only those. nb: slots.
+static void runstate_alloc_n(RunState *s, const Config *c, int npos, int nb) {
     s->npos = npos < c->seq_len ? (npos > 0 ? npos : 1) : c->seq_len;
-    double kv = 2.0 * c->n_layers * s->npos * c->n_kv_heads * c->head_dim * sizeof(floatX);
-    if (!bytes_fit(kv)) fatal("a KV cache of %d positions needs %.4g GB: too large for this %s machine", s->npos, kv / 1e9, machine_bits());
+    s->nb = nb;
+    double kv = 2.0 * nb * c->n_layers * s->npos * c->n_kv_heads * c->head_dim * sizeof(floatX);
+    if (!bytes_fit(kv)) fatal("%d KV caches of %d positions need %.4g GB: too large for this %s machine", nb, s->npos, kv / 1e9, machine_bits());
     size_t C = (size_t)c->dim, H = (size_t)c->hidden_dim, QD = (size_t)c->n_heads * c->head_dim, KD = (size_t)c->n_kv_heads * c->head_dim;
-    size_t D = C > QD ? C : QD, f = sizeof(floatX);
-    s->x = (floatX *)tensor_alloc(C * f);
-    s->xn = (floatX *)tensor_alloc(D * f);
-    s->q = (floatX *)tensor_alloc(QD * f);
-    s->k = (floatX *)tensor_alloc(KD * f);
-    s->v = (floatX *)tensor_alloc(KD * f);
-    s->ao = (floatX *)tensor_alloc(QD * f);
-    s->g = (floatX *)tensor_alloc(H * f);
-    s->u = (floatX *)tensor_alloc(H * f);
-    s->h = (floatX *)tensor_alloc(H * f);
-    s->att = (floatX *)tensor_alloc((size_t)c->n_heads * s->npos * f);
-    s->logits = (floatX *)tensor_alloc((size_t)c->vocab_size * f);
-    s->rstd = (floatX *)tensor_alloc(f);
-    s->key_cache = (floatX *)tensor_alloc((size_t)c->n_layers * s->npos * KD * f);
-    s->value_cache = (floatX *)tensor_alloc((size_t)c->n_layers * s->npos * KD * f);
-    tensor_prefault(s->key_cache, (size_t)c->n_layers * s->npos * KD * f);
-    tensor_prefault(s->value_cache, (size_t)c->n_layers * s->npos * KD * f);
-    s->token = (int *)tensor_alloc(sizeof(int));
-    s->logits_host = (floatX *)calloc_check((size_t)c->vocab_size, f);
+    size_t D = C > QD ? C : QD, f = sizeof(floatX), B = (size_t)nb, cache = B * c->n_layers * s->npos * KD * f;
+    s->x = (floatX *)tensor_alloc(B * C * f);
+    s->xn = (floatX *)tensor_alloc(B * D * f);
+    s->q = (floatX *)tensor_alloc(B * QD * f);
+    s->k = (floatX *)tensor_alloc(B * KD * f);
+    s->v = (floatX *)tensor_alloc(B * KD * f);
+    s->ao = (floatX *)tensor_alloc(B * QD * f);
+    s->g = (floatX *)tensor_alloc(B * H * f);
+    s->u = (floatX *)tensor_alloc(B * H * f);
+    s->h = (floatX *)tensor_alloc(B * H * f);
+    s->att = (floatX *)tensor_alloc(B * c->n_heads * s->npos * f);
+    s->logits = (floatX *)tensor_alloc(B * c->vocab_size * f);
+    s->rstd = (floatX *)tensor_alloc(B * f);
+    s->key_cache = (floatX *)tensor_alloc(cache);
+    s->value_cache = (floatX *)tensor_alloc(cache);
+    tensor_prefault(s->key_cache, cache);
+    tensor_prefault(s->value_cache, cache);
+    s->token = (int *)tensor_alloc(B * sizeof(int));
+    s->logits_host = (floatX *)calloc_check(B * c->vocab_size, f);
     s->team = num_threads() > 1 ? num_threads() : 0;
     s->tx = s->txn = s->th = NULL; s->tqa = NULL;
     if (s->team) {
@@ -6978,6 +7028,7 @@ static void runstate_alloc(RunState *s, const Config *c, int npos) {
         s->tqa = (QAct *)calloc_check((size_t)s->team, sizeof(QAct));
     }
 }
+static void runstate_alloc(RunState *s, const Config *c, int npos) { runstate_alloc_n(s, c, npos, 1); }
 static void runstate_free(RunState *s) {
     floatX *ptrs[] = { s->x, s->xn, s->q, s->k, s->v, s->ao, s->g, s->u, s->h, s->att, s->logits, s->rstd, s->key_cache, s->value_cache };
     for (size_t i = 0; i < sizeof(ptrs) / sizeof(ptrs[0]); i++) tensor_free(ptrs[i]);
@@ -7061,68 +7112,92 @@ static void forward_token_team(Net *net, RunState *s, int token, int pos, int nt
     }
 }
 
-// the logits (host memory) of token at position pos
-static floatX *forward_token(Net *net, RunState *s, int token, int pos) {
+// The logits (host memory, (N, V)) of N tokens, row n: tokens[n] at position pos[n] of the sequence in
+// slot slots[n] (its KV cache). Each row is computed exactly as it would be alone (N = 1): the linear layers
+// through linears_forward, the position-dependent steps (RoPE, the cache, attention) a row at a time.
+static floatX *forward_tokens(Net *net, RunState *s, const int *tokens, const int *slots, const int *pos, int N) {
     Config *c = &net->model->config;
     ParameterTensors *p = &net->model->params;
-    int C = c->dim, H = c->hidden_dim, NH = c->n_heads, KVH = c->n_kv_heads, HS = c->head_dim, QD = NH * HS, KD = KVH * HS;
+    int C = c->dim, H = c->hidden_dim, NH = c->n_heads, KVH = c->n_kv_heads, HS = c->head_dim, QD = NH * HS, KD = KVH * HS, V = c->vocab_size;
     Lora *lo = net->lora;
-    if (team_ok(net, s, num_threads())) {
-        forward_token_team(net, s, token, pos, num_threads());
-        return memcpy(s->logits_host, s->logits, (size_t)c->vocab_size * sizeof(floatX));
+    if (N == 1 && slots[0] == 0 && team_ok(net, s, num_threads())) {
+        forward_token_team(net, s, tokens[0], pos[0], num_threads());
+        return memcpy(s->logits_host, s->logits, (size_t)V * sizeof(floatX));
     }
-    tensor_upload(s->token, &token, sizeof(int));
-    if (net->lora && net->lora->embed) encoder_forward(s->x, s->token, net->lora->embed, 1, C);
-    else if (net->model->quant && net->model->quant_embed) encoder_forward_q(s->x, s->token, &net->model->qembed, 1, C);
-    else encoder_forward(s->x, s->token, p->embed, 1, C);
-    if (c->embed_scale > 0) tensor_scale(s->x, (floatX)c->embed_scale, (size_t)C);
+    size_t per_slot = (size_t)c->n_layers * s->npos * KD; // a slot's cache
+    tensor_upload(s->token, tokens, (size_t)N * sizeof(int));
+    if (net->lora && net->lora->embed) encoder_forward(s->x, s->token, net->lora->embed, N, C);
+    else if (net->model->quant && net->model->quant_embed) encoder_forward_q(s->x, s->token, &net->model->qembed, N, C);
+    else encoder_forward(s->x, s->token, p->embed, N, C);
+    if (c->embed_scale > 0) tensor_scale(s->x, (floatX)c->embed_scale, (size_t)N * C);
     float wn = (float)c->norm_offset;
     for (int l = 0; l < c->n_layers; l++) {
-        floatX *kc = s->key_cache + ((size_t)l * s->npos) * KD, *vc = s->value_cache + ((size_t)l * s->npos) * KD, *kp = kc + (size_t)pos * KD, *vp = vc + (size_t)pos * KD;
         const floatX *cs, *sn;
         net_rope(net, l, &cs, &sn);
         layer_use(l, (l + 1) % c->n_layers); // --offload: after the last layer, the next token's first
-        rmsnorm_forward(s->xn, s->rstd, s->x, p->rms_att + (size_t)l * C, 1, C, c->norm_eps, wn);
+        // one token: k and v straight into its cache; several: into s->k, s->v, then a row into each cache
+        floatX *kc0 = s->key_cache + (size_t)slots[0] * per_slot + (size_t)l * s->npos * KD, *vc0 = s->value_cache + (size_t)slots[0] * per_slot + (size_t)l * s->npos * KD;
+        floatX *kp = N == 1 ? kc0 + (size_t)pos[0] * KD : s->k, *vp = N == 1 ? vc0 + (size_t)pos[0] * KD : s->v;
+        rmsnorm_forward(s->xn, s->rstd, s->x, p->rms_att + (size_t)l * C, N, C, c->norm_eps, wn);
         floatX *qkv[3] = { s->q, kp, vp };
         Weight wqkv[3] = { layer_weight(net->model, l, TGT_Q), layer_weight(net->model, l, TGT_K), layer_weight(net->model, l, TGT_V) };
         LoraModule *lqkv[3] = { lora_mod(lo, l, TGT_Q), lora_mod(lo, l, TGT_K), lora_mod(lo, l, TGT_V) };
         int oqkv[3] = { QD, KD, KD };
-        linears_forward(qkv, s->xn, wqkv, lqkv, oqkv, 3, 1, C);                 // q, k, v in one pass
+        linears_forward(qkv, s->xn, wqkv, lqkv, oqkv, 3, N, C);                    // q, k, v in one pass
         if (c->attn_bias) {
-            bias_forward(s->q, p->bq + (size_t)l * QD, 1, QD);
-            bias_forward(kp, p->bk + (size_t)l * KD, 1, KD);
-            bias_forward(vp, p->bv + (size_t)l * KD, 1, KD);
+            bias_forward(s->q, p->bq + (size_t)l * QD, N, QD);
+            bias_forward(kp, p->bk + (size_t)l * KD, N, KD);
+            bias_forward(vp, p->bv + (size_t)l * KD, N, KD);
         }
         if (c->qk_norm) { // in place, a head at a time
-            rmsnorm_forward(s->q, NULL, s->q, p->q_norm + (size_t)l * HS, NH, HS, c->norm_eps, wn);
-            rmsnorm_forward(kp, NULL, kp, p->k_norm + (size_t)l * HS, KVH, HS, c->norm_eps, wn);
+            rmsnorm_forward(s->q, NULL, s->q, p->q_norm + (size_t)l * HS, N * NH, HS, c->norm_eps, wn);
+            rmsnorm_forward(kp, NULL, kp, p->k_norm + (size_t)l * HS, N * KVH, HS, c->norm_eps, wn);
         }
-        rope_forward(s->q, cs, sn, 1, 1, NH, HS, pos);
-        rope_forward(kp, cs, sn, 1, 1, KVH, HS, pos);
-        attention_decode_m(s->ao, s->att, s->q, kc, vc, pos, s->npos, NH, KVH, HS, layer_attn(c, l, pos + 1));
+        for (int n = 0; n < N; n++) {
+            floatX *kc = s->key_cache + (size_t)slots[n] * per_slot + (size_t)l * s->npos * KD, *vc = s->value_cache + (size_t)slots[n] * per_slot + (size_t)l * s->npos * KD;
+            rope_forward(s->q + (size_t)n * QD, cs, sn, 1, 1, NH, HS, pos[n]);
+            rope_forward(kp + (size_t)n * KD, cs, sn, 1, 1, KVH, HS, pos[n]);
+            if (N > 1) { // the row into its cache (x * 1: the same values)
+                scale_copy(kc + (size_t)pos[n] * KD, kp + (size_t)n * KD, 1, (size_t)KD);
+                scale_copy(vc + (size_t)pos[n] * KD, vp + (size_t)n * KD, 1, (size_t)KD);
+            }
+            if (N == 1 || gpu_on) attention_decode_m(s->ao + (size_t)n * QD, s->att + (size_t)n * NH * s->npos, s->q + (size_t)n * QD, kc, vc, pos[n], s->npos, NH, KVH, HS, layer_attn(c, l, pos[n] + 1));
+        }
+        if (N > 1 && !gpu_on) { // the CPU: a thread per sequence's heads (a head's result does not depend on the range it falls in)
+            #pragma omp parallel for schedule(dynamic)
+            for (int n = 0; n < N; n++) {
+                size_t at = (size_t)slots[n] * per_slot + (size_t)l * s->npos * KD;
+                attention_heads(s->ao + (size_t)n * QD, s->att + (size_t)n * NH * s->npos, s->q + (size_t)n * QD, s->key_cache + at, s->value_cache + at, 0, NH, pos[n], s->npos, NH, KVH, HS, layer_attn(c, l, pos[n] + 1));
+            }
+        }
         Weight wo = layer_weight(net->model, l, TGT_O), wd = layer_weight(net->model, l, TGT_DOWN);
         LoraModule *lmo = lora_mod(lo, l, TGT_O), *lmd = lora_mod(lo, l, TGT_DOWN);
-        linears_forward(&s->xn, s->ao, &wo, &lmo, &C, 1, 1, QD);
-        if (c->post_norms) rmsnorm_forward(s->xn, NULL, s->xn, p->rms_post_att + (size_t)l * C, 1, C, c->norm_eps, wn);
-        residual_forward(s->x, s->x, s->xn, (size_t)C);
-        rmsnorm_forward(s->xn, s->rstd, s->x, p->rms_ffn + (size_t)l * C, 1, C, c->norm_eps, wn);
+        linears_forward(&s->xn, s->ao, &wo, &lmo, &C, 1, N, QD);
+        if (c->post_norms) rmsnorm_forward(s->xn, NULL, s->xn, p->rms_post_att + (size_t)l * C, N, C, c->norm_eps, wn);
+        residual_forward(s->x, s->x, s->xn, (size_t)N * C);
+        rmsnorm_forward(s->xn, s->rstd, s->x, p->rms_ffn + (size_t)l * C, N, C, c->norm_eps, wn);
         floatX *gu[2] = { s->g, s->u };
         Weight wgu[2] = { layer_weight(net->model, l, TGT_GATE), layer_weight(net->model, l, TGT_UP) };
         LoraModule *lgu[2] = { lora_mod(lo, l, TGT_GATE), lora_mod(lo, l, TGT_UP) };
         int ogu[2] = { H, H };
-        linears_forward(gu, s->xn, wgu, lgu, ogu, 2, 1, C);                    // gate and up in one pass
-        glu_forward(s->h, s->g, s->u, (size_t)H, c->geglu);
-        linears_forward(&s->xn, s->h, &wd, &lmd, &C, 1, 1, H);
-        if (c->post_norms) rmsnorm_forward(s->xn, NULL, s->xn, p->rms_post_ffn + (size_t)l * C, 1, C, c->norm_eps, wn);
-        residual_forward(s->x, s->x, s->xn, (size_t)C);
+        linears_forward(gu, s->xn, wgu, lgu, ogu, 2, N, C);                       // gate and up in one pass
+        glu_forward(s->h, s->g, s->u, (size_t)N * H, c->geglu);
+        linears_forward(&s->xn, s->h, &wd, &lmd, &C, 1, N, H);
+        if (c->post_norms) rmsnorm_forward(s->xn, NULL, s->xn, p->rms_post_ffn + (size_t)l * C, N, C, c->norm_eps, wn);
+        residual_forward(s->x, s->x, s->xn, (size_t)N * C);
     }
-    rmsnorm_forward(s->xn, s->rstd, s->x, p->rms_final, 1, C, c->norm_eps, wn);
+    rmsnorm_forward(s->xn, s->rstd, s->x, p->rms_final, N, C, c->norm_eps, wn);
     Weight wcls = net_cls(net);
     LoraModule *none = NULL;
-    linears_forward(&s->logits, s->xn, &wcls, &none, &c->vocab_size, 1, 1, C);
-    if (c->final_softcap > 0) softcap_forward(s->logits, NULL, s->logits, c->final_softcap, (size_t)c->vocab_size);
-    tensor_download(s->logits_host, s->logits, (size_t)c->vocab_size * sizeof(floatX));
+    linears_forward(&s->logits, s->xn, &wcls, &none, &V, 1, N, C);
+    if (c->final_softcap > 0) softcap_forward(s->logits, NULL, s->logits, c->final_softcap, (size_t)N * V);
+    tensor_download(s->logits_host, s->logits, (size_t)N * V * sizeof(floatX));
     return s->logits_host;
+}
+// the logits (host memory) of token at position pos (the sequence of slot 0)
+static floatX *forward_token(Net *net, RunState *s, int token, int pos) {
+    int slot = 0;
+    return forward_tokens(net, s, &token, &slot, &pos, 1);
 }
 
 // the tensors of a model and its adapter that the kernels read, mirrored on the GPU (no-op on the CPU).
@@ -10112,6 +10187,28 @@ static void adapters_vocab_or_die(Model *m, char **args, int na, int named, cons
     adapters_prepare_vocab(m, ptrs, na, zpath, zbuf, zn);
 }
 
+// The chat template: --template NAME (tname; "none": no template), else the peft_chat.json that train
+// --template wrote beside the first of dirs[0..nd) that has one, else in the model's folder; -1: none.
+// tfrom: where it came from.
+static int find_chat_template(const char *tname, const char *const *dirs, int nd, const char *model_path, char *tfrom, size_t tn) {
+    int tpl = -1;
+    snprintf(tfrom, tn, "--template");
+    if (tname && strcmp(tname, "none") && (tpl = template_find(tname)) < 0) fatal("--template: '%s' is not " TEMPLATE_LIST " or none", tname);
+    for (int k = 0; !tname && tpl < 0 && k <= nd; k++) { // (k == nd: the model's folder)
+        const char *dir = k == nd ? model_path : dirs[k];
+        if (k == nd && (!dir || !dir_exists(dir))) break;
+        if ((tpl = chat_template_load(dir)) == -2) fatal_error();
+        if (tpl >= 0) path_join(tfrom, tn, dir, "peft_chat.json");
+    }
+    return tpl;
+}
+// the token that ends a reply in template T (besides EOS), or -1
+static int template_eot(const Tokenizer *tok, const ChatTemplate *T) {
+    if (!T) return -1;
+    int eot = tok_find_added(tok, T->eot);
+    return eot >= 0 ? eot : tok_lookup(tok, T->eot, strlen(T->eot));
+}
+
 // ---- generate
 static void error_usage_generate(void) {
     fprintf(stderr, "Usage: peft generate MODEL [options]\n"
@@ -10125,6 +10222,17 @@ static void error_usage_generate(void) {
                     "  -t T          temperature, 0 = greedy (default 1.0)\n"
                     "  --top-p P     nucleus sampling threshold (default 0.9; 1 = off)\n"
                     "  -s SEED       random seed (default: time)\n"
+                    "  -f FILE       generate for every prompt of FILE (JSONL, a line each): {\"prompt\": TEXT} (raw text, as -p)\n"
+                    "                or {\"messages\": [{\"role\": \"user\", \"content\": TEXT}, ...]} (rendered with the chat template\n"
+                    "                and its generation prompt, as peft chat renders it; the reply ends at its end of turn), and\n"
+                    "                optionally \"max_tokens\" (default -n) and \"id\" (a string or integer, copied to the output).\n"
+                    "                Writes a JSON line per prompt, in input order: {\"index\", \"id\", \"completion\", \"tokens\",\n"
+                    "                \"finish\": \"stop\" | \"length\"}. Each prompt's output is the one it gets alone (greedy: generate -p\n"
+                    "                TEXT -t 0; sampled: generate -p TEXT -s SEED+index)\n"
+                    "  --batch N     with -f: decode N sequences together, each weight read once per step for all (default 8)\n"
+                    "  -o FILE       with -f: write the lines to FILE (atomically, once all are done; default: stdout)\n"
+                    "  --template NAME  with -f: the chat template of \"messages\": " TEMPLATE_LIST " | none (default: the\n"
+                    "                first adapter's peft_chat.json, else MODEL's folder's, as peft chat)\n"
                     QUANT_HELP DEVICE_HELP OFFLOAD_HELP);
     exit(1);
 }
@@ -10133,10 +10241,213 @@ static void print_piece(const char *p, int n) {
     if (n == 1 && !(isprint((unsigned char)p[0]) || isspace((unsigned char)p[0]))) return;
     fwrite(p, 1, (size_t)n, stdout);
 }
+// ---- generate -f: a file of prompts, decoded --batch N sequences at a time
+// A prompt of the file: its token ids (np), its budget of new tokens, whether a chat template rendered it
+// (then the template's end of turn ends the reply too), and its "id" as JSON text (NULL: none)
+typedef struct { int *toks, np, max_tokens, chat; char *id; } GenPrompt;
+typedef struct { int index, pos, token, generated, limit, done; uint64_t rng; StrBuf text; } GenSeq; // a slot's sequence
+
+// "messages": [{"role": "system" | "user" | "assistant", "content": TEXT}, ...] -> msgs (pointing into j)
+static int gen_messages(const Json *j, ChatMsg **msgs, int *n, char *err, size_t errn) {
+    static const char *roles[3] = { "system", "user", "assistant" };
+    if (j->type != JSON_ARRAY || !j->n) { snprintf(err, errn, "\"messages\" must be a non-empty list of {\"role\", \"content\"} objects"); return -1; }
+    *msgs = (ChatMsg *)malloc_check((size_t)j->n * sizeof(ChatMsg));
+    *n = j->n;
+    for (int i = 0; i < j->n; i++) {
+        const Json *m = &j->items[i], *role = json_get(m, "role"), *content = json_get(m, "content");
+        int r = -1;
+        for (int k = 0; k < 3 && json_str(role); k++) if (!strcmp(role->str, roles[k])) r = k;
+        if (m->type != JSON_OBJECT || m->n != 2 || r < 0 || !json_str(content)) {
+            snprintf(err, errn, "\"messages\" item %d must be {\"role\": \"system\" | \"user\" | \"assistant\", \"content\": TEXT}", i);
+            free(*msgs); *msgs = NULL;
+            return -1;
+        }
+        (*msgs)[i].role = r; (*msgs)[i].s = content->str; (*msgs)[i].n = content->len;
+    }
+    return 0;
+}
+// one line (a JSON object) -> p; -1 with the problem in err
+static int gen_prompt_line(GenPrompt *p, const char *line, size_t len, const Tokenizer *tok, int tpl, int steps, int seq_len, char *err, size_t errn) {
+    memset(p, 0, sizeof(*p));
+    Json *j = json_parse(line, len, "");
+    if (!j) { snprintf(err, errn, "%s", peft_errbuf + 2); return -1; } // (json_parse's "<file>: " prefix, file "")
+#define BAD(...) do { snprintf(err, errn, __VA_ARGS__); json_free(j); free(p->toks); free(p->id); return -1; } while (0)
+    if (j->type != JSON_OBJECT) BAD("a line must be a JSON object with \"prompt\" or \"messages\"");
+    for (int i = 0; i < j->n; i++)
+        if (strcmp(j->keys[i], "prompt") && strcmp(j->keys[i], "messages") && strcmp(j->keys[i], "max_tokens") && strcmp(j->keys[i], "id"))
+            BAD("unknown key \"%s\" (the keys are prompt, messages, max_tokens, id)", j->keys[i]);
+    const Json *pr = json_get(j, "prompt"), *msgs = json_get(j, "messages"), *mt = json_get(j, "max_tokens"), *id = json_get(j, "id");
+    if (!pr == !msgs) BAD("a line needs one of \"prompt\" (text) and \"messages\" (a chat), not %s", pr ? "both" : "neither");
+    p->max_tokens = steps;
+    if (mt) {
+        if (!json_is_int(mt) || mt->num < 0 || mt->num > (1 << 30)) BAD("\"max_tokens\" must be an integer >= 0");
+        p->max_tokens = (int)mt->num;
+    }
+    if (id) {
+        StrBuf b = { 0 };
+        if (json_str(id) && strlen(id->str) == id->len) sb_json_string(&b, id->str);
+        else if (json_is_int(id)) sb_printf(&b, "%.0f", id->num);
+        else BAD("\"id\" must be a string or an integer");
+        p->id = b.s;
+    }
+    if (pr) {
+        if (!json_str(pr)) BAD("\"prompt\" must be a string");
+        p->toks = (int *)malloc_check((pr->len + 3) * sizeof(int));
+        p->np = tokenizer_encode(tok, pr->str, pr->len, 1, 0, p->toks, (int)pr->len + 3); // as generate -p
+        if (p->np < 1) BAD("%s", peft_errbuf);
+    } else {
+        if (tpl < 0) BAD("\"messages\" needs a chat template (--template NAME, or an adapter trained with --template)");
+        ChatMsg *m = NULL;
+        int nm = 0;
+        if (gen_messages(msgs, &m, &nm, err, errn)) { json_free(j); free(p->id); return -1; }
+        ChatRender cr;
+        char terr[300];
+        unsigned char *resp = NULL;
+        int rc = chat_render(&cr, tpl, m, nm, 1, terr, sizeof(terr)); // with the generation prompt
+        free(m);
+        if (rc) BAD("template %s: %s", templates[tpl].name, terr);
+        p->np = chat_tokenize(tok, &cr, &p->toks, &resp);
+        cr_free(&cr); free(resp);
+        if (p->np < 0) BAD("%s", peft_errbuf);
+        if (p->np == 0) BAD("the chat renders to no tokens");
+        p->chat = 1;
+    }
+    if (p->np >= seq_len) BAD("the prompt is %d tokens but the model allows %d positions", p->np, seq_len);
+#undef BAD
+    json_free(j);
+    return 0;
+}
+// Every line of path (blank lines skipped), all read before any is generated: a bad line is one error
+// "FILE:LINE: problem"
+static int gen_read_prompts(GenPrompt **out, int *count, const char *path, const Tokenizer *tok, int tpl, int steps, int seq_len) {
+    size_t len;
+    char *text = read_file(path, &len, (size_t)1 << 31);
+    if (!text) return -1;
+    int n = 0, cap = 16;
+    GenPrompt *ps = (GenPrompt *)malloc_check((size_t)cap * sizeof(GenPrompt));
+    size_t line = 0;
+    char err[sizeof(peft_errbuf) + 64];
+    for (size_t i = 0; i < len;) {
+        size_t e = i;
+        while (e < len && text[e] != '\n') e++;
+        line++;
+        size_t b = i, t = e;
+        while (b < t && isspace((unsigned char)text[b])) b++;
+        while (t > b && isspace((unsigned char)text[t - 1])) t--;
+        i = e + 1;
+        if (b == t) continue;
+        if (n == cap) { cap *= 2; ps = (GenPrompt *)realloc_check(ps, (size_t)cap * sizeof(GenPrompt)); }
+        if (gen_prompt_line(&ps[n], text + b, t - b, tok, tpl, steps, seq_len, err, sizeof(err))) {
+            for (int k = 0; k < n; k++) { free(ps[k].toks); free(ps[k].id); }
+            free(ps); free(text);
+            return set_error_at(path, line, "%s", err);
+        }
+        n++;
+    }
+    free(text);
+    if (!n) { free(ps); return set_error(path, "no prompts (one JSON object a line: {\"prompt\": TEXT} or {\"messages\": [...]})"); }
+    *out = ps; *count = n;
+    return 0;
+}
+// text += the decoded piece as generate prints it (print_piece: a lone byte only if printable or space)
+static void gen_piece(StrBuf *text, const char *p, int n) {
+    if (n == 1 && !(isprint((unsigned char)p[0]) || isspace((unsigned char)p[0]))) return;
+    sb_putn(text, p, (size_t)n);
+}
+// Decode the prompts ps[0..count) batch at a time: each step feeds every running sequence one token at
+// its own position (a prompt's tokens one by one, as generate reads -p, then the sampled ones); a sequence
+// ends at EOS (or the template's end of turn), at its max_tokens or at the model's last position, and its
+// slot takes the next prompt. Each prompt samples from its own random stream, so the output does not
+// depend on the batch: greedy or sampled, prompt i's tokens are those generate -p gives it alone (with
+// -s seed + i). out[i] gets the line of prompt i.
+static void gen_batch(StrBuf *out, Net *net, const Tokenizer *tok, GenPrompt *ps, int count, int batch, float temperature, float topp, uint64_t seed, int eot) {
+    const Config *c = &net->model->config;
+    int V = c->vocab_size, npos = 1;
+    for (int i = 0; i < count; i++) {
+        long need = (long)ps[i].np + ps[i].max_tokens;
+        if (need > npos) npos = need < c->seq_len ? (int)need : c->seq_len;
+    }
+    if (batch > count) batch = count;
+    RunState s;
+    runstate_alloc_n(&s, c, npos, batch);
+    GenSeq *seq = (GenSeq *)calloc_check((size_t)batch, sizeof(GenSeq));
+    int *tokens = (int *)malloc_check((size_t)batch * sizeof(int)), *slots = (int *)malloc_check((size_t)batch * sizeof(int)), *pos = (int *)malloc_check((size_t)batch * sizeof(int));
+    float *probs = (float *)malloc_check((size_t)V * sizeof(float));
+    ProbIndex *pi = (ProbIndex *)malloc_check((size_t)V * sizeof(ProbIndex));
+    int bos = tok->bos_id >= 0 ? tok->bos_id : c->bos_id, eos = tok->eos_id >= 0 ? tok->eos_id : c->eos_id;
+    int next_prompt = 0, finished = 0;
+    long fed = 0, generated = 0;
+    char piece[256];
+    for (int b = 0; b < batch; b++) seq[b].done = 1;
+    double t0 = time_sec();
+    while (finished < count) {
+        int N = 0;
+        for (int b = 0; b < batch; b++) {
+            GenSeq *q = &seq[b];
+            while (q->done && next_prompt < count) { // the slot's next prompt
+                GenPrompt *p = &ps[next_prompt];
+                free(q->text.s);
+                memset(q, 0, sizeof(*q));
+                q->index = next_prompt++;
+                q->token = p->toks[0];
+                q->limit = p->np + p->max_tokens < c->seq_len ? p->np + p->max_tokens : c->seq_len;
+                q->rng = seed + (uint64_t)q->index; // generate -p's with -s seed + index
+                if (!q->rng) q->rng = 1;
+                if (p->max_tokens == 0) { // nothing to generate: its line now
+                    sb_printf(&out[q->index], "{\"index\": %d%s%s, \"completion\": \"\", \"tokens\": 0, \"finish\": \"length\"}\n", q->index, p->id ? ", \"id\": " : "", p->id ? p->id : "");
+                    q->done = 1;
+                    finished++;
+                }
+            }
+            if (seq[b].done) continue;
+            tokens[N] = seq[b].token; slots[N] = b; pos[N] = seq[b].pos; N++;
+        }
+        if (!N) break;
+        floatX *logits = forward_tokens(net, &s, tokens, slots, pos, N);
+        fed += N;
+        for (int n = 0; n < N; n++) {
+            GenSeq *q = &seq[slots[n]];
+            GenPrompt *p = &ps[q->index];
+            int next, stop = 0;
+            if (q->pos + 1 < p->np) next = p->toks[q->pos + 1]; // still reading the prompt
+            else {
+                next = sample(logits + (size_t)n * V, V, temperature, topp, random_f32(&q->rng), probs, pi);
+                q->generated++; generated++;
+                stop = next == eos || next == bos || (p->chat && next == eot);
+                if (!stop) gen_piece(&q->text, piece, tokenizer_decode(tok, q->token, next, piece, (int)sizeof(piece)));
+            }
+            q->token = next;
+            q->pos++;
+            if (!stop && q->pos < q->limit - 1) continue;
+            // the line: index, id, the completion (invalid UTF-8 as U+FFFD), tokens sampled, why it ended
+            StrBuf *o = &out[q->index], fixed = { 0 };
+            const unsigned char *t = (const unsigned char *)(q->text.s ? q->text.s : "");
+            size_t tn = q->text.n;
+            for (size_t k = 0; k < tn;) {
+                size_t bad = k + utf8_invalid_at(t + k, tn - k);
+                sb_putn(&fixed, (const char *)t + k, bad - k);
+                if (bad < tn) sb_puts(&fixed, "\xEF\xBF\xBD");
+                k = bad + 1;
+            }
+            sb_printf(o, "{\"index\": %d%s%s, \"completion\": ", q->index, p->id ? ", \"id\": " : "", p->id ? p->id : "");
+            sb_json_string(o, fixed.s ? fixed.s : "");
+            sb_printf(o, ", \"tokens\": %d, \"finish\": \"%s\"}\n", q->generated, stop ? "stop" : "length");
+            free(fixed.s);
+            q->done = 1;
+            finished++;
+        }
+    }
+    double dt = time_sec() - t0;
+    fprintf(stderr, "generated %d completions, batch %d: %ld tokens sampled, %ld fed (prompts included) in %.2f s: %.1f tok/s sampled, %.1f tok/s fed\n",
+            count, batch, generated, fed, dt, dt > 0 ? generated / dt : 0, dt > 0 ? fed / dt : 0);
+    for (int b = 0; b < batch; b++) free(seq[b].text.s);
+    free(seq); free(tokens); free(slots); free(pos); free(probs); free(pi);
+    runstate_free(&s);
+}
 static int cmd_generate(int argc, char **argv) {
-    const char *model_path = NULL, *zpath = NULL, *prompt = "";
+    const char *model_path = NULL, *zpath = NULL, *prompt = "", *file = NULL, *out_path = NULL, *tname = NULL;
     char *adapters[MAX_ADAPTERS];
-    int na = 0, steps = 256;
+    int na = 0, steps = 256, batch = 0, have_prompt = 0;
     float temperature = 1.0f, topp = 0.9f;
     uint64_t seed = (uint64_t)time(NULL);
     QuantOpts qo = { -1, 0, 0, 0 };
@@ -10149,14 +10460,20 @@ static int cmd_generate(int argc, char **argv) {
         else if (argv[i][0] != '-') { if (model_path) fatal("unexpected argument '%s'", argv[i]); model_path = argv[i]; }
         else if (!strcmp(argv[i], "-z")) zpath = next_arg(argc, argv, &i);
         else if (!strcmp(argv[i], "-a")) push_adapter(adapters, &na, next_arg(argc, argv, &i));
-        else if (!strcmp(argv[i], "-p")) prompt = next_arg(argc, argv, &i);
+        else if (!strcmp(argv[i], "-p")) { prompt = next_arg(argc, argv, &i); have_prompt = 1; }
         else if (!strcmp(argv[i], "-n")) steps = parse_int("-n", next_arg(argc, argv, &i), 0, 1 << 30);
         else if (!strcmp(argv[i], "-t")) temperature = parse_float("-t", next_arg(argc, argv, &i), 0, 100);
         else if (!strcmp(argv[i], "--top-p")) topp = parse_float("--top-p", next_arg(argc, argv, &i), 0, 1);
         else if (!strcmp(argv[i], "-s")) seed = (uint64_t)parse_int("-s", next_arg(argc, argv, &i), 0, INT_MAX);
+        else if (!strcmp(argv[i], "-f")) file = next_arg(argc, argv, &i);
+        else if (!strcmp(argv[i], "-o")) out_path = next_arg(argc, argv, &i);
+        else if (!strcmp(argv[i], "--template")) tname = next_arg(argc, argv, &i);
+        else if (!strcmp(argv[i], "--batch")) batch = parse_int("--batch", next_arg(argc, argv, &i), 1, 4096);
         else fatal("unknown flag '%s' for generate (see peft generate --help)", argv[i]);
     }
     if (!model_path) error_usage_generate();
+    if (file && have_prompt) fatal("-p and -f: give one (a prompt, or a file of them)");
+    if (!file && (out_path || tname || batch)) fatal("-o, --batch and --template go with -f FILE");
     Model m;
     device_start(&dev);
     load_model_q_or_die(&m, model_path, &qo);
@@ -10166,7 +10483,36 @@ static int cmd_generate(int argc, char **argv) {
     Tokenizer tok;
     load_tokenizer_or_die(&tok, zpath, model_path, c);
     Lora lora, *lo = NULL;
-    if (na) { load_adapters_or_die(&lora, na, adapters, c); lo = &lora; lora_alloc_acts(lo, 1); }
+    if (!batch) batch = 8;
+    if (na) { load_adapters_or_die(&lora, na, adapters, c); lo = &lora; lora_alloc_acts(lo, file ? batch : 1); }
+    if (file) { // the prompts first (every line checked), then the model's work; the output once all are done
+        char tfrom[4200], dirs[MAX_ADAPTERS][4096];
+        const char *dp[MAX_ADAPTERS];
+        for (int k = 0; k < na; k++) { float w; dp[k] = split_adapter_weight(adapters[k], dirs[k], sizeof(dirs[k]), &w); }
+        int tpl = find_chat_template(tname, dp, na, model_path, tfrom, sizeof(tfrom)), count = 0;
+        GenPrompt *ps = NULL;
+        if (gen_read_prompts(&ps, &count, file, &tok, tpl, steps, c->seq_len)) fatal_error();
+        Net net;
+        net_init(&net, &m, lo);
+        note_tokenizer();
+        fprintf(stderr, "%s%d prompts from %s%s%s%s\n", quant_desc(&m), count, file, tpl >= 0 ? ", template " : "", tpl >= 0 ? templates[tpl].name : "", tpl >= 0 ? (tname ? "" : " (from peft_chat.json)") : "");
+        StrBuf *lines = (StrBuf *)calloc_check((size_t)count, sizeof(StrBuf));
+        gen_batch(lines, &net, &tok, ps, count, batch, temperature, topp, seed, template_eot(&tok, tpl >= 0 ? &templates[tpl] : NULL));
+        int rc = 0;
+        if (out_path) {
+            AtomicFile af;
+            if (atomic_open(&af, out_path)) rc = -1;
+            for (int i = 0; !rc && i < count; i++) atomic_write(&af, lines[i].s, lines[i].n);
+            if (!rc && atomic_commit(&af)) rc = -1;
+        } else
+            for (int i = 0; i < count; i++) fwrite(lines[i].s, 1, lines[i].n, stdout);
+        for (int i = 0; i < count; i++) { free(lines[i].s); free(ps[i].toks); free(ps[i].id); }
+        free(lines); free(ps);
+        net_free(&net); lora_free(lo); tokenizer_free(&tok); model_free(&m);
+        if (rc) fatal_error();
+        if (out_path) fprintf(stderr, "wrote %s\n", out_path);
+        return 0;
+    }
     Net net;
     net_init(&net, &m, lo);
     note_tokenizer();
@@ -10297,15 +10643,10 @@ static int cmd_chat(int argc, char **argv) {
     }
     if (!model_path && !(dry_run && zpath)) error_usage_chat();
     // the template: --template, else the first adapter's (or the model folder's) peft_chat.json
-    int tpl = -1;
-    char tfrom[4200] = "--template";
-    if (tname && strcmp(tname, "none") && (tpl = template_find(tname)) < 0) fatal("--template: '%s' is not " TEMPLATE_LIST " or none", tname);
-    for (int k = 0; !tname && tpl < 0 && k <= na; k++) { // (k == na: the model's folder)
-        const char *dir = k == na ? model_path : strchr(specs[k], '=') ? strchr(specs[k], '=') + 1 : specs[k];
-        if (k == na && (!dir || !dir_exists(dir))) break;
-        if ((tpl = chat_template_load(dir)) == -2) fatal_error();
-        if (tpl >= 0) path_join(tfrom, sizeof(tfrom), dir, "peft_chat.json");
-    }
+    char tfrom[4200];
+    const char *tdirs[MAX_ADAPTERS];
+    for (int k = 0; k < na; k++) tdirs[k] = strchr(specs[k], '=') ? strchr(specs[k], '=') + 1 : specs[k];
+    int tpl = find_chat_template(tname, tdirs, na, model_path, tfrom, sizeof(tfrom));
     const ChatTemplate *T = tpl >= 0 ? &templates[tpl] : NULL;
     if (system && !T) fatal("--system needs a chat template (--template NAME)");
     if (system && T->system == SYS_NONE) fatal("--system: the %s template has no system role", T->name);
@@ -10354,8 +10695,7 @@ static int cmd_chat(int argc, char **argv) {
     float *probs = (float *)malloc_check((size_t)vocab * sizeof(float));
     ProbIndex *pi = (ProbIndex *)malloc_check((size_t)vocab * sizeof(ProbIndex));
     int bos = tok.bos_id >= 0 ? tok.bos_id : c ? c->bos_id : -1, eos = tok.eos_id >= 0 ? tok.eos_id : c ? c->eos_id : -1;
-    int eot = T ? tok_find_added(&tok, T->eot) : -1;               // the end of a reply, besides EOS
-    if (T && eot < 0) eot = tok_lookup(&tok, T->eot, strlen(T->eot));
+    int eot = template_eot(&tok, T);                               // the end of a reply, besides EOS
     ChatMsg *msgs = NULL;                                          // the conversation (template mode)
     int nmsg = 0, mcap = 0, nsys = 0;
     if (system) chat_push(&msgs, &nmsg, &mcap, ROLE_SYSTEM, system, strlen(system));
@@ -10649,7 +10989,11 @@ static int cmd_dump(int argc, char **argv) {
     peft_forward(&net, &a, inputs);
     size_t nl = (size_t)N * c->vocab_size;
     floatX *logits = (floatX *)malloc_check(nl * sizeof(floatX));
-    tensor_download(logits, a.logits, nl * sizeof(floatX));
+    for (int r0 = 0; r0 < N; r0 += a.logit_rows) { // (a chunk of rows at a time when they do not fit at once)
+        int rows = N - r0 < a.logit_rows ? N - r0 : a.logit_rows;
+        if (a.logit_rows < N) classifier_forward(&net, &a, NULL, r0, rows);
+        tensor_download(logits + (size_t)r0 * c->vocab_size, a.logits, (size_t)rows * c->vocab_size * sizeof(floatX));
+    }
     floatX loss = 0;
     int nt = 0;
     STWrite *ts = (STWrite *)calloc_check(2 + (lo ? (size_t)lo->n_layers * NUM_TARGETS * 3 : 0), sizeof(STWrite));

@@ -961,6 +961,34 @@ static void test_families(void) {
         snprintf(label, sizeof(label), "family %s: KV-cache path = batch forward", fams[f]);
         check(worst < 1e-5, label, "max |difference| %.2e over %d positions (window %d)", worst, T, b->sliding_window);
         runstate_free(&rs);
+        { // generate --batch's path: 3 sequences in 3 slots, started a step apart, rows in slot order 2, 0, 1 == each alone
+            RunState rb, r1[3];
+            runstate_alloc_n(&rb, b, T, 3);
+            int seqs[3][8], rows = 0, same = 1;
+            for (int t = 0; t < T; t++) { seqs[0][t] = ids[t]; seqs[1][t] = ids[T - 1 - t]; seqs[2][t] = ids[(t + 3) % T]; }
+            for (int j = 0; j < 3; j++) runstate_alloc(&r1[j], b, T);
+            for (int k = 0; k < T + 2; k++) {
+                int tok[3], slot[3], pos[3], N = 0;
+                for (int jj = 0; jj < 3; jj++) {
+                    int j = (jj + 2) % 3, p = k - j;
+                    if (p < 0 || p >= T) continue;
+                    tok[N] = seqs[j][p]; slot[N] = j; pos[N] = p; N++;
+                }
+                floatX *lb = forward_tokens(&net, &rb, tok, slot, pos, N);
+                floatX *copy = malloc_check((size_t)N * b->vocab_size * sizeof(floatX));
+                memcpy(copy, lb, (size_t)N * b->vocab_size * sizeof(floatX));
+                for (int n = 0; n < N; n++) {
+                    floatX *l1 = forward_token(&net, &r1[slot[n]], tok[n], pos[n]);
+                    same &= !memcmp(l1, copy + (size_t)n * b->vocab_size, (size_t)b->vocab_size * sizeof(floatX));
+                    rows++;
+                }
+                free(copy);
+            }
+            snprintf(label, sizeof(label), "family %s: batched decode rows == each sequence alone", fams[f]);
+            check(same, label, "%d rows of 3 sequences at different positions: logits %s", rows, same ? "the same bits" : "DIFFER");
+            for (int j = 0; j < 3; j++) runstate_free(&r1[j]);
+            runstate_free(&rb);
+        }
         acts_free(&acts); net_free(&net);
         if (f == 5) { // Phi-3: PEFT's fused qkv_proj / gate_up_proj adapter
             LoraConfig lc = { 0 };
@@ -4094,6 +4122,7 @@ static double acts_test_step(Model *m, unsigned targets, int dora, float dropout
     peft_forward(&net, &a, inp);
     double loss = peft_loss(&a, c, tgt);
     peft_backward(&net, &a, targets ? NULL : &g, 0, !targets);
+    lora_to_host(lp); // (the GPU's gradients; on the CPU nothing to do)
     *n = targets ? lo.num_params : m->num_parameters;
     *grads = malloc_check(*n * sizeof(floatX));
     memcpy(*grads, targets ? lo.grads : gmem, *n * sizeof(floatX));
@@ -4213,6 +4242,7 @@ static void test_disk_full(void);
 static void test_kill9(void);
 static void test_data_parallel(void);
 static void test_eval_chunks(void);
+static void test_logit_chunks(void);
 // a random float model (vocabulary of tests/spbpe/tokenizer.json, so no ../shared is needed), saved as .bin
 static int rand_model_file(const char *path, int L, int tied, int hf) {
     Tokenizer tk;
@@ -4358,6 +4388,139 @@ static void test_chat(void) {
           "%d reply lines; second turn with the cache kept: '%s'; after re-reading it for A: '%s'", nl, nl > 4 ? lines[4] : "", nl > 6 ? lines[6] : "");
     snprintf(args, sizeof(args), "chat %s %s -a A=%s -a A=%s", model, tk, a1, a2);
     expect_cli_error("chat with a repeated adapter name", args, "given twice", NULL);
+}
+
+// generate -f FILE --batch N: every prompt's output is the one it gets alone, whatever the batch: greedy and
+// sampled, on a float base, with LoRA and DoRA adapters (PEFT's), on int8/int4/nf4 bases, raw prompts of
+// different lengths and budgets, chat messages rendered with a template (== peft chat's first reply); bad
+// input is one line FILE:LINE and writes nothing
+static Json *gen_lines(const char *path, int *n) { // the output lines, parsed
+    size_t len;
+    char *t = read_file(path, &len, 1 << 24);
+    *n = 0;
+    if (!t) return NULL;
+    Json *arr = (Json *)calloc_check(64, sizeof(Json));
+    for (char *p = t; *p && *n < 64;) {
+        char *e = strchr(p, '\n');
+        size_t l = e ? (size_t)(e - p) : strlen(p);
+        Json *j = json_parse(p, l, path);
+        if (j) { arr[(*n)++] = *j; free(j); }
+        p += l + (e != NULL);
+    }
+    free(t);
+    return arr;
+}
+static void gen_lines_free(Json *a, int n) { for (int i = 0; i < n; i++) json_free_items(&a[i]); free(a); }
+static void test_generate_file(void) {
+    if (!have(STORIES) || !have(SH("reference/peft/qkvo_r4_dora"))) { skip("generate -f", "needs ../shared's stories260K and PEFT adapters"); return; }
+    static const char *prompts[5] = { "Once upon a time", "The dog", "Lily and Tom went to the park. They saw a big", "", "One day a little bird" };
+    char pf[600], of[600], o1[600], args[8192], err[4096], out[8192];
+    tmp_path(pf, sizeof(pf), "gen_prompts.jsonl"); tmp_path(of, sizeof(of), "gen_out.jsonl"); tmp_path(o1, sizeof(o1), "gen_out1.jsonl");
+    StrBuf b = { 0 };
+    for (int i = 0; i < 5; i++) sb_printf(&b, "{\"prompt\": \"%s\"%s%s}\n%s", prompts[i], i == 1 ? ", \"max_tokens\": 7" : "", i == 2 ? ", \"id\": \"third\"" : "", i == 3 ? "\n" : "");
+    sb_puts(&b, "{\"prompt\": \"Tom\", \"max_tokens\": 0, \"id\": 42}\n");
+    write_text(pf, b.s);
+    free(b.s);
+    const char *hf = SH("models/stories260K-hf-f32");
+    char fl[3][700];
+    snprintf(fl[0], sizeof(fl[0]), "-a %s", SH("reference/peft/qv_r4"));
+    snprintf(fl[1], sizeof(fl[1]), "-a %s", SH("reference/peft/qkvo_r4_dora"));
+    snprintf(fl[2], sizeof(fl[2]), "--quant nf4 -a %s", SH("reference/peft/all_r8_rslora"));
+    struct { const char *name, *model, *flags; } cfgs[] = {
+        { "fp32", STORIES, "" },
+        { "LoRA q,v (PEFT's)", hf, fl[0] },
+        { "DoRA (PEFT's)", hf, fl[1] },
+        { "int8 base", STORIES, "--quant int8" },
+        { "nf4 base + LoRA", hf, fl[2] },
+        { "int4 base", STORIES, "--quant int4" },
+        { "sampled (t 0.9, top-p 0.9)", STORIES, "-t 0.9 -s 11" }, // (-s last: prompt i alone takes -s 11 + i)
+    };
+    for (size_t k = 0; k < sizeof(cfgs) / sizeof(cfgs[0]); k++) {
+        const char *t0 = strstr(cfgs[k].flags, "-t ") ? "" : "-t 0";
+        int rc[3], n[3] = { 0 }, batches[3] = { 1, 3, 8 };
+        Json *res[3];
+        for (int v = 0; v < 3; v++) {
+            snprintf(args, sizeof(args), "generate %s -z %s %s %s -n 40 -f %s --batch %d -o %s", cfgs[k].model, TOK512, cfgs[k].flags, t0, pf, batches[v], v ? of : o1);
+            rc[v] = run_cmd(args, err, sizeof(err), NULL, 0);
+            if (rc[v]) printf("  %s: %s", cfgs[k].name, err);
+            res[v] = gen_lines(v ? of : o1, &n[v]);
+        }
+        // against generate -p alone (its stdout: the prompt, the continuation, a newline), for 3 of the prompts
+        int same_batch = !rc[0] && !rc[1] && !rc[2] && n[0] == 6 && n[1] == 6 && n[2] == 6, alone = 0, tokens = 0;
+        char where[300] = "";
+        for (int i = 0; same_batch && i < 6; i++) {
+            const char *c0 = json_str(json_get(&res[0][i], "completion"));
+            tokens += (int)json_num_or(&res[0][i], "tokens", 0);
+            for (int v = 1; v < 3; v++) {
+                const char *cv = json_str(json_get(&res[v][i], "completion"));
+                if (!c0 || !cv || strcmp(c0, cv) || json_num_or(&res[v][i], "index", -1) != i) { same_batch = 0; snprintf(where, sizeof(where), "prompt %d, batch %d", i, batches[v]); }
+            }
+            if (i != 0 && i != 2 && i != 4) continue;
+            char seed[32] = ""; // sampled: prompt i's random stream is generate's with -s SEED + i
+            if (!*t0) snprintf(seed, sizeof(seed), "-s %d", 11 + i);
+            snprintf(args, sizeof(args), "generate %s -z %s %s %s %s -n 40 -p \"%s\"", cfgs[k].model, TOK512, cfgs[k].flags, t0, seed, prompts[i]);
+            if (run_cmd(args, err, sizeof(err), out, sizeof(out))) continue;
+            size_t ol = strlen(out), pl = strlen(prompts[i]);
+            if (ol && out[ol - 1] == '\n') out[--ol] = 0;
+            if (c0 && !strncmp(out, prompts[i], pl) && !strcmp(out + pl, c0)) alone++;
+            else if (!where[0]) snprintf(where, sizeof(where), "prompt %d alone: '%.80s' vs -f '%.80s'", i, out + (ol >= pl ? pl : 0), c0 ? c0 : "");
+        }
+        int meta = same_batch && !strcmp(json_str(json_get(&res[1][2], "id")) ? json_str(json_get(&res[1][2], "id")) : "", "third") && json_num_or(&res[1][5], "id", 0) == 42 &&
+                   json_num_or(&res[1][5], "tokens", -1) == 0 && json_num_or(&res[1][1], "tokens", -1) <= 7 && json_num_or(&res[1][0], "tokens", -1) <= 40;
+        char name[200];
+        snprintf(name, sizeof(name), "generate -f --batch 1/3/8 == each prompt alone (%s)", cfgs[k].name);
+        check(same_batch && alone == 3 && meta, name, "6 prompts of 1-12 tokens, budgets 0/7/40: %d tokens, batches %s; 3 of them == generate -p: %d/3; ids, budgets %s%s%s",
+              tokens, same_batch ? "identical" : "DIFFER", alone, meta ? "kept" : "WRONG", where[0] ? "; first problem: " : "", where);
+        for (int v = 0; v < 3; v++) gen_lines_free(res[v], n[v]);
+    }
+    // chat messages through a template: the completion is peft chat's first reply to the same user turn
+    char cf[600], sc[600];
+    tmp_path(cf, sizeof(cf), "gen_chat.jsonl"); tmp_path(sc, sizeof(sc), "gen_chat_script.txt");
+    write_text(cf, "{\"messages\": [{\"role\": \"user\", \"content\": \"Tell me a story about a cat\"}]}\n"
+                   "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}, {\"role\": \"assistant\", \"content\": \"Hello.\"}, {\"role\": \"user\", \"content\": \"Once upon a time\"}], \"id\": 2}\n");
+    write_text(sc, "Tell me a story about a cat\n");
+    snprintf(args, sizeof(args), "chat %s -z %s --template alpaca -t 0 -n 40 < %s", STORIES, TOK512, sc);
+    int rcc = run_cmd(args, err, sizeof(err), out, sizeof(out));
+    char *nl = strchr(out, '\n'); if (nl) *nl = 0;
+    int nn[2] = { 0 }, rcs[2];
+    Json *cr[2];
+    for (int v = 0; v < 2; v++) {
+        snprintf(args, sizeof(args), "generate %s -z %s --template alpaca -t 0 -n 40 -f %s --batch %d -o %s", STORIES, TOK512, cf, v ? 2 : 1, v ? of : o1);
+        rcs[v] = run_cmd(args, err, sizeof(err), NULL, 0);
+        cr[v] = gen_lines(v ? of : o1, &nn[v]);
+    }
+    const char *c0 = nn[0] == 2 ? json_str(json_get(&cr[0][0], "completion")) : NULL, *c1 = nn[1] == 2 ? json_str(json_get(&cr[1][0], "completion")) : NULL;
+    const char *d0 = nn[0] == 2 ? json_str(json_get(&cr[0][1], "completion")) : NULL, *d1 = nn[1] == 2 ? json_str(json_get(&cr[1][1], "completion")) : NULL;
+    check(!rcc && !rcs[0] && !rcs[1] && c0 && c1 && d0 && d1 && !strcmp(c0, out) && !strcmp(c0, c1) && !strcmp(d0, d1) && strlen(out) > 10, "generate -f messages (alpaca template) == peft chat's reply",
+          "chat: '%.60s'; -f: '%.60s'; batch 2 %s", out, c0 ? c0 : "", c0 && c1 && d0 && d1 && !strcmp(c0, c1) && !strcmp(d0, d1) ? "identical" : "DIFFERS");
+    gen_lines_free(cr[0], nn[0]); gen_lines_free(cr[1], nn[1]);
+    // bad input: FILE:LINE, nothing written
+    char bad[600], nof[600], want[700];
+    tmp_path(bad, sizeof(bad), "gen_bad.jsonl"); tmp_path(nof, sizeof(nof), "gen_never.jsonl");
+    struct { const char *text, *want, *label; int line; } cases[] = {
+        { "{\"prompt\": \"a\"}\n{\"prompt\": \"b\"\n", "invalid JSON", "a malformed line", 2 },
+        { "{\"prompt\": \"a\"}\n\n{\"prompt\": \"b\", \"temperature\": 1}\n", "unknown key \"temperature\"", "an unknown key", 3 },
+        { "", "no prompts", "an empty file", 0 },
+        { "{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}]}\n", "\"messages\" needs a chat template", "messages without a template", 1 },
+        { "{\"prompt\": \"a\", \"messages\": []}\n", "a line needs one of \"prompt\" (text) and \"messages\" (a chat), not both", "prompt and messages", 1 },
+        { "{\"prompt\": \"a\", \"max_tokens\": -1}\n", "\"max_tokens\" must be an integer >= 0", "a negative max_tokens", 1 },
+        { "[1, 2]\n", "a line must be a JSON object", "a line that is not an object", 1 },
+    };
+    for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+        write_text(bad, cases[k].text);
+        snprintf(args, sizeof(args), "generate %s -z %s -f %s -o %s", STORIES, TOK512, bad, nof);
+        if (cases[k].line) snprintf(want, sizeof(want), "%s:%d: %s", bad, cases[k].line, cases[k].want); else snprintf(want, sizeof(want), "%s: %s", bad, cases[k].want);
+        char label[200]; snprintf(label, sizeof(label), "generate -f with %s", cases[k].label);
+        expect_cli_error(label, args, want, nof);
+    }
+    snprintf(args, sizeof(args), "generate %s -z %s --template alpaca -f %s -o %s", STORIES, TOK512, cf, nof);
+    write_text(bad, "{\"messages\": [{\"role\": \"robot\", \"content\": \"a\"}]}\n");
+    snprintf(args, sizeof(args), "generate %s -z %s --template alpaca -f %s -o %s", STORIES, TOK512, bad, nof);
+    expect_cli_error("generate -f with an unknown role", args, ":1: \"messages\" item 0", nof);
+    snprintf(args, sizeof(args), "generate %s -z %s -f %s -p hi", STORIES, TOK512, pf);
+    expect_cli_error("generate with -f and -p", args, "give one", NULL);
+    snprintf(args, sizeof(args), "generate %s -z %s --batch 4", STORIES, TOK512);
+    expect_cli_error("generate --batch without -f", args, "go with -f", NULL);
 }
 
 // train --new-special-tokens: the tokenizer beside the adapter has the tokens (matched whole), the
@@ -5020,6 +5183,7 @@ static void run_fp32_tests(void) {
     test_modules_to_save_training();
     test_data_parallel();
     test_eval_chunks();
+    test_logit_chunks();
     test_acts_shared();
     test_acts_bytes();
     test_config_floats();
@@ -5041,6 +5205,7 @@ static void run_fp32_tests(void) {
     test_kill9();
     test_llama_pro();
     test_chat();
+    test_generate_file();
     test_chat_template_cli();
     test_chat_ids();
     test_new_tokens();
@@ -5241,8 +5406,8 @@ static void test_gpu_plan(void) {
         double work = G + (pc->quant ? H * C * 2 : 0);
         // activations (bf16: xn1, q, k, v, ao, xn2, g, u, h and the gradients dg, du, dh; the rest fp32):
         // checkpointed, one set and the L+1 layer inputs; resident, L sets of what LoRA on q, v reads back
-        // (all but xn2 and h); evaluation's one set with 512 rows of logits
-        double grads = N * V + N * (2 * C + 2 * QD + 2 * KD) + S, ints = 2 * N * 4;
+        // (all but xn2 and h); training's and evaluation's classifier 512 rows of logits at a time
+        double grads = (N < 512 ? N : 512) * V + N * (2 * C + 2 * QD + 2 * KD) + S, ints = 2 * N * 4;
         double ck = ((L + 1) * N * C + (2 * N + S + N * C) + N * C + 2 * N + grads) * 4 + (2 * N * C + 2 * N * QD + 2 * N * KD + 3 * N * H + 3 * N * H) * 2 + ints;
         double full = ((L + 1) * N * C + L * (2 * N + S + N * C) + N * C + 2 * N + grads) * 4 + (L * (N * C + 2 * N * QD + 2 * N * KD + 2 * N * H) + N * C + N * H + 3 * N * H) * 2 + ints;
         double ev = pc->eval ? ((L + 1) * N * C + (2 * N + S + N * C) + N * C + 2 * N + (N < 512 ? N : 512) * V) * 4 + (2 * N * C + 2 * N * QD + 2 * N * KD + 3 * N * H) * 2 + ints : 0;
@@ -5493,13 +5658,52 @@ static void test_eval_chunks(void) {
     for (int i = 0; i < n; i++) tokens[i] = (int)(random_u32(&r) % c->vocab_size);
     Net net; Activations full, chunked;
     net_init(&net, &m, NULL);
-    acts_alloc(&full, c, B, T, 0, 0, ACTS_KEEP_ALL); acts_alloc(&chunked, c, B, T, 0, 1, ACTS_KEEP_ALL);
+    logit_chunk_rows = INT_MAX; acts_alloc(&full, c, B, T, 0, 0, ACTS_KEEP_ALL); // (the whole logits at once)
+    logit_chunk_rows = LOSS_ROWS; acts_alloc(&chunked, c, B, T, 0, 1, ACTS_KEEP_ALL);
     long cf, cc;
     double lf = evaluate(&net, &full, tokens, n, 0, &cf), lc = evaluate(&net, &chunked, tokens, n, 0, &cc);
     check(cf == cc && cc > 0 && fabs(lf - lc) <= 1e-6 * lf && chunked.logit_rows == LOSS_ROWS && chunked.bytes < full.bytes / 2, "eval loss in row chunks",
           "B %d T %d (%d rows of logits at a time): loss %.7f vs %.7f over the whole logits (%ld tokens); activations %.2f vs %.2f MB",
           B, T, chunked.logit_rows, lc, lf, cc, chunked.bytes / 1e6, full.bytes / 1e6);
     acts_free(&full); acts_free(&chunked); net_free(&net); model_free(&m); free(tokens);
+}
+// training's classifier and cross-entropy in chunks of rows (logit_chunk_rows; the backward computes each
+// chunk's logits again): the loss and every gradient as with the whole N x V logits at once, for LoRA,
+// DoRA with dropout and full training (the classifier's gradient too), on a Llama model and on a Gemma 2
+// one (the logits soft-capped); chunks of 5 rows of N = 32 (the last of 2: the CPU's small-row product).
+// With gpu_on (test_all --cuda, fp32): the same on the GPU's kernels, the Llama model (no soft-cap kernel yet)
+static void test_logit_chunks(void) {
+    const char *models[2] = { "llama", "gemma2" };
+    double tol = gpu_on ? 1e-5 : 1e-6;
+    for (int mk = 0; mk < (gpu_on ? 1 : 2); mk++) {
+        Model m;
+        if (mk == 0) acts_test_model(&m); else { tiny_family_model(&m, 0, "gemma2"); m.config.seq_len = 16; } // (T 16: the RoPE tables of 16 positions)
+        struct { const char *name; unsigned targets; int dora; float dropout; } cases[] = {
+            { "LoRA all-linear", (1u << NUM_TARGETS) - 1, 0, 0 }, { "DoRA + dropout 0.1 on q,v", 1u << TGT_Q | 1u << TGT_V, 1, 0.1f }, { "full training", 0, 0, 0 } };
+        for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]) - gpu_on; k++) { // (GPU: the LoRA cases; full training's gradients are host memory here)
+            floatX *g0, *g1;
+            size_t n0, n1, b0, b1;
+            logit_chunk_rows = INT_MAX;
+            double l0 = acts_test_step(&m, cases[k].targets, cases[k].dora, cases[k].dropout, ACTS_KEEP_ALL, 0, 0, &g0, &n0, &b0);
+            logit_chunk_rows = 5;
+            double l1 = acts_test_step(&m, cases[k].targets, cases[k].dora, cases[k].dropout, ACTS_KEEP_ALL, 0, 0, &g1, &n1, &b1);
+            logit_chunk_rows = LOSS_ROWS;
+            double num = 0, den = 0, worst = 0;
+            for (size_t i = 0; n0 == n1 && i < n0; i++) {
+                double d = (double)g1[i] - g0[i];
+                num += d * d; den += (double)g0[i] * g0[i];
+                if (fabs(d) > worst) worst = fabs(d);
+            }
+            double rel = den > 0 ? sqrt(num / den) : INFINITY, dl = fabs(l1 - l0) / l0;
+            size_t V = (size_t)m.config.vocab_size, saved = (32 - 5) * V * sizeof(floatX) * (m.config.final_softcap > 0 ? 2 : 1);
+            char name[160];
+            snprintf(name, sizeof(name), "%sclassifier in row chunks == whole logits: %s, %s", gpu_on ? "cuda " : "", models[mk], cases[k].name);
+            check(n0 == n1 && rel <= tol && dl <= tol / 10 && b0 - b1 == saved, name, "N 32 in chunks of 5: loss %.9f vs %.9f; %zu gradients: relative L2 difference %.2e <= %.0e (worst %.2e); activations %zu -> %zu bytes",
+                  l1, l0, n1, rel, tol, worst, b0, b1);
+            free(g0); free(g1);
+        }
+        model_free(&m);
+    }
 }
 static void test_kill9(void) {
     char tiny[600], data[600], ref[600], cmd[4096], err[4096];
@@ -6585,6 +6789,43 @@ static void cuda_test_cli(void) {
     int rcpu = run_cmd(args, err, sizeof(err), out_cpu, sizeof(out_cpu));
     check(rg == 0 && rcpu == 0 && strlen(out) > 100 && !strcmp(out, out_cpu), "cuda fp32 greedy generation == CPU", "200 tokens from BOS: %s (%zu bytes of text)",
           !strcmp(out, out_cpu) ? "same text" : "texts DIFFER", strlen(out));
+    // generate -f --batch on the GPU: 12 prompts of different lengths and budgets, --batch 12 (rows in runs of 8 and 4)
+    // and 5 (slots reused) == --batch 1, in bf16 and fp32, with an adapter on an nf4 base; fp32 == the CPU's
+    char pf[600], ob[4][600];
+    tmp_path(pf, sizeof(pf), "cuda_prompts.jsonl");
+    StrBuf pb = { 0 };
+    static const char *starts[4] = { "Once upon a time", "The dog", "Lily and Tom went to the park. They saw a big", "" };
+    for (int i = 0; i < 12; i++) sb_printf(&pb, "{\"prompt\": \"%s\", \"max_tokens\": %d}\n", starts[i % 4], 20 + 15 * (i % 5));
+    write_text(pf, pb.s);
+    free(pb.s);
+    char ad[600];
+    snprintf(ad, sizeof(ad), "%s", SH("reference/peft/all_r8_rslora"));
+    struct { const char *name, *model, *flags; } gc[3] = { { "bf16", stories, "--device cuda" }, { "fp32", stories, "--device cuda --dtype fp32" }, { "nf4 + LoRA, bf16", SH("models/stories260K-hf-f32"), "--device cuda --quant nf4 -a" } };
+    for (int k = 0; k < 3; k++) {
+        int bs[3] = { 1, 12, 5 }, rcs = 0;
+        char *txt[4] = { 0 };
+        size_t tl;
+        for (int v = 0; v < 3; v++) {
+            tmp_path(ob[v], sizeof(ob[v]), v == 0 ? "cuda_b1.jsonl" : v == 1 ? "cuda_b12.jsonl" : "cuda_b5.jsonl");
+            char gargs[8192];
+            snprintf(gargs, sizeof(gargs), "generate %s -z %s %s %s -t 0 -f %s --batch %d -o %s", gc[k].model, tok, gc[k].flags, k == 2 ? ad : "", pf, bs[v], ob[v]);
+            rcs |= run_cmd(gargs, err, sizeof(err), NULL, 0);
+            txt[v] = read_file(ob[v], &tl, 1 << 24);
+        }
+        int cpu_same = 1;
+        if (k == 1) { // fp32 on the GPU == the CPU
+            tmp_path(ob[3], sizeof(ob[3]), "cpu_b4.jsonl");
+            snprintf(args, sizeof(args), "generate %s -z %s --device cpu -t 0 -f %s --batch 4 -o %s", stories, tok, pf, ob[3]);
+            rcs |= run_cmd(args, err, sizeof(err), NULL, 0);
+            txt[3] = read_file(ob[3], &tl, 1 << 24);
+            cpu_same = txt[0] && txt[3] && !strcmp(txt[0], txt[3]);
+        }
+        int same = !rcs && txt[0] && txt[1] && txt[2] && !strcmp(txt[0], txt[1]) && !strcmp(txt[0], txt[2]) && count_lines(txt[0]) == 12;
+        char name[160];
+        snprintf(name, sizeof(name), "cuda generate -f --batch 12 and 5 == --batch 1 (%s)", gc[k].name);
+        check(same && cpu_same, name, "12 prompts, greedy: outputs %s%s (exit %d)", same ? "identical" : "DIFFER", k == 1 ? (cpu_same ? "; == the CPU's" : "; NOT the CPU's") : "", rcs);
+        for (int v = 0; v < 4; v++) free(txt[v]);
+    }
 }
 
 // --offload against the resident run, bit for bit: a random model (dim 256, so the large GEMMs run) of 5
@@ -6760,6 +7001,7 @@ static void run_cuda_tests(void) {
     test_peft_reference("qv_r4");
     test_peft_reference("all_r8_rslora");
     test_peft_reference("qkvo_r4_dora");
+    test_logit_chunks();
     gpu_on = 0;
     run_cuda_family_tests();
     printf("== CLI on the GPU\n");
@@ -6855,6 +7097,7 @@ static void test_parallel_load(void) {
     check(refused == 3, "--offload on the CPU: eval, generate and dump refuse it in one peft: line", "%d of 3 refused; last: %.200s", refused, err);
 }
 static void run_plan_tests(void) { test_gpu_plan(); test_quantize_random(); test_parallel_load(); }
+static void run_classifier_tests(void) { test_eval_chunks(); test_logit_chunks(); }
 static void run_family_tests(void) { test_families(); test_family_references(fam_fp32); test_family_decode(""); }
 static void run_hardening_tests(void) { test_hostile_adapters(); test_memory_refusal(); test_disk_full(); test_kill9(); }
 static void run_docs_tests(void) { test_reading_names(); test_readme_blocks(); }
@@ -6899,6 +7142,8 @@ int main(int argc, char **argv) {
     static const struct { const char *name, *title; void (*run)(void); } groups[] = {
         { "tokenizer", "tokenizer tests", run_tokenizer_tests },
         { "chat", "chat template tests", run_chat_tests },
+        { "generate", "generate -f --batch", test_generate_file },
+        { "classifier", "the classifier and cross-entropy in row chunks", run_classifier_tests },
         { "plan", "--gpu-memory's planner, quantize --random and parallel loading", run_plan_tests },
         { "families", "model family tests (issue 28)", run_family_tests },
         { "hardening", "hardening tests (issue 12)", run_hardening_tests },
