@@ -5671,11 +5671,11 @@ static void test_eval_chunks(void) {
 // chunk's logits again): the loss and every gradient as with the whole N x V logits at once, for LoRA,
 // DoRA with dropout and full training (the classifier's gradient too), on a Llama model and on a Gemma 2
 // one (the logits soft-capped); chunks of 5 rows of N = 32 (the last of 2: the CPU's small-row product).
-// With gpu_on (test_all --cuda, fp32): the same on the GPU's kernels, the Llama model (no soft-cap kernel yet)
+// With gpu_on (test_all --cuda, fp32): the same on the GPU's kernels (the LoRA cases)
 static void test_logit_chunks(void) {
     const char *models[2] = { "llama", "gemma2" };
     double tol = gpu_on ? 1e-5 : 1e-6;
-    for (int mk = 0; mk < (gpu_on ? 1 : 2); mk++) {
+    for (int mk = 0; mk < 2; mk++) {
         Model m;
         if (mk == 0) acts_test_model(&m); else { tiny_family_model(&m, 0, "gemma2"); m.config.seq_len = 16; } // (T 16: the RoPE tables of 16 positions)
         struct { const char *name; unsigned targets; int dora; float dropout; } cases[] = {
