@@ -3907,6 +3907,58 @@ static void test_export_gguf(void) {
     expect_cli_error("export-gguf of a DoRA adapter", args, "DoRA adapters have no llama.cpp form", dora_out);
 }
 
+// Phi-3's adapter in llama.cpp's "phi3" names: blk.N.attn_qkv (one A, B over q, k, v rows) and blk.N.ffn_up
+// ([gate; up]), rows as transformers has them (NEOX RoPE: no permutation), and the longrope keys
+static void test_export_gguf_phi3(void) {
+    const char *name = "export-gguf phi3 read by @huggingface/gguf";
+    if (system("node --version >/dev/null 2>&1") != 0 || !have("tests/gguf/node_modules/@huggingface/gguf/package.json")) { skip(name, "needs node and tests/gguf/node_modules (test_export_gguf installs it)"); return; }
+    Model m;
+    tiny_family_model(&m, 0, "phi3 longrope");
+    m.format = FMT_HF;
+    Config *c = &m.config;
+    char md[600], ad[600], gg[600], js[600], args[2048], err[4096], cmd[2048];
+    tmp_path(md, sizeof(md), "gguf_phi3_model"); tmp_path(ad, sizeof(ad), "gguf_phi3_adapter");
+    tmp_path(gg, sizeof(gg), "phi3.gguf"); tmp_path(js, sizeof(js), "phi3_gguf.json");
+    LoraConfig lc = { 0 };
+    lc.r = 2; lc.alpha = 4; lc.targets = (1u << NUM_TARGETS) - 1; lc.seed = 5;
+    Lora lo;
+    lora_create(&lo, c, &lc, 0);
+    fill_random(lo.params, lo.num_params, 0.3);
+    if (model_save_hf(&m, md, DT_F32) || lora_save(&lo, &lc, ad, NULL)) { check(0, name, "%s", peft_errbuf); lora_free(&lo); model_free(&m); return; }
+    snprintf(args, sizeof(args), "export-gguf %s -o %s -m %s", ad, gg, md);
+    int rc = run_cmd(args, err, sizeof(err), NULL, 0);
+    snprintf(cmd, sizeof(cmd), "node tests/gguf/read_gguf.mjs '%s' > '%s' 2>&1", gg, js);
+    Json *j = rc == 0 && system(cmd) == 0 ? json_load(js) : NULL;
+    if (!j) { check(0, name, "export exit %d (%s), or the reader failed", rc, err); lora_free(&lo); model_free(&m); return; }
+    const Json *mdj = json_get(j, "metadata"), *ts = json_get(j, "tensors");
+    const char *arch = json_str(json_get(mdj, "general.architecture"));
+    int meta_ok = arch && !strcmp(arch, "phi3") && json_num_or(mdj, "phi3.rope.dimension_count", 0) == c->head_dim &&
+                  json_num_or(mdj, "phi3.block_count", 0) == c->n_layers && json_num_or(mdj, "phi3.rope.scaling.original_context_length", 0) == c->rope_orig_max_pos &&
+                  fabs(json_num_or(mdj, "phi3.rope.scaling.attn_factor", 0) - c->rope_attn_factor) < 1e-6;
+    int ntens = 0, shapes = 1, QD = c->n_heads * c->head_dim, KD = c->n_kv_heads * c->head_dim;
+    double maxdiff = 0;
+    for (int l = 0; l < c->n_layers; l++) for (int t = 0; t < NUM_TARGETS; t++) {
+        const LoraModule *mo = &lo.mods[l * NUM_TARGETS + t];
+        if (!lora_name(1, t)) continue;
+        const char *gn = t == TGT_Q ? "attn_qkv" : t == TGT_O ? "attn_output" : t == TGT_GATE ? "ffn_up" : "ffn_down";
+        int rows = t == TGT_Q ? QD + 2 * KD : t == TGT_GATE ? 2 * c->hidden_dim : mo->out; // the fused B's rows
+        char na[128], nb[128];
+        snprintf(na, sizeof(na), "blk.%d.%s.weight.lora_a", l, gn); snprintf(nb, sizeof(nb), "blk.%d.%s.weight.lora_b", l, gn);
+        const Json *ta = json_get(ts, na), *tb = json_get(ts, nb);
+        const Json *da = ta ? json_get(ta, "data") : NULL, *db = tb ? json_get(tb, "data") : NULL, *sa = ta ? json_get(ta, "shape") : NULL, *sb = tb ? json_get(tb, "shape") : NULL;
+        if (!da || !db || !sa || !sb || sa->n != 2 || sb->n != 2 || sa->items[0].num != mo->in || sa->items[1].num != mo->r || sb->items[0].num != mo->r || sb->items[1].num != rows ||
+            da->n != mo->r * mo->in || db->n != rows * mo->r) { shapes = 0; continue; }
+        ntens += 2;
+        for (int i = 0; i < da->n; i++) maxdiff = max_err(maxdiff, fabs(da->items[i].num - (double)mo->A[i]));
+        for (int i = 0; i < db->n; i++) maxdiff = max_err(maxdiff, fabs(db->items[i].num - (double)mo->B[i])); // the parts' B rows follow q's
+    }
+    check(meta_ok && shapes && ntens == 4 * 2 * c->n_layers && ntens == ts->n && maxdiff == 0, name,
+          "general.architecture %s, phi3.rope.dimension_count %d, longrope original context %d, attn_factor %.6f: %s; %d tensors (attn_qkv B %d rows, ffn_up B %d rows) %s, max |diff| %.3g",
+          arch ? arch : "?", (int)json_num_or(mdj, "phi3.rope.dimension_count", 0), (int)json_num_or(mdj, "phi3.rope.scaling.original_context_length", 0),
+          json_num_or(mdj, "phi3.rope.scaling.attn_factor", 0), meta_ok ? "ok" : "WRONG", ntens, QD + 2 * KD, 2 * c->hidden_dim, shapes ? "shaped as llama.cpp's" : "MISSHAPED", maxdiff);
+    json_free(j); lora_free(&lo); model_free(&m);
+}
+
 // OUT/loss.svg: one point per validation, rendered by a real SVG renderer (librsvg's rsvg-convert) to a PNG
 // that shows the three curves (tests/check_png.py decodes it)
 static void test_loss_svg(void) {
@@ -5026,6 +5078,7 @@ static void run_fp32_tests(void) {
     test_instruction_data();
     test_utf8_warning();
     test_export_gguf();
+    test_export_gguf_phi3();
     test_loss_svg();
     test_target_regex();
     test_modules_to_save_training();
@@ -6544,7 +6597,7 @@ static void run_cuda_tests(void) { skip("cuda tests", "this test_all was built w
 #ifndef PEFT_FP64
 static void run_chat_tests(void) { test_chat_templates(); test_instruction_data(); test_chat(); test_chat_template_cli(); test_chat_ids(); }
 static void run_plan_tests(void) { test_gpu_plan(); test_quantize_random(); }
-static void run_family_tests(void) { test_families(); test_family_references(); }
+static void run_family_tests(void) { test_families(); test_family_references(); test_export_gguf_phi3(); }
 static void run_hardening_tests(void) { test_hostile_adapters(); test_memory_refusal(); test_disk_full(); test_kill9(); }
 static void run_docs_tests(void) { test_reading_names(); test_readme_blocks(); }
 #endif
