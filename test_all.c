@@ -3959,6 +3959,47 @@ static void test_export_gguf_phi3(void) {
     json_free(j); lora_free(&lo); model_free(&m);
 }
 
+// Phi-3 trained through the CLI with DoRA and dropout on the fused modules and T 6 > original 4 (longrope's long
+// table): stopped at step 3 of 6 and resumed, the adapter is byte-identical to the uninterrupted run's
+static void test_phi3_train_resume(void) {
+    const char *name = "family phi3: train --dora --dropout (fused modules, longrope) resumes bit-for-bit", *tok = SH("models/stories260K/tok512.bin");
+    if (!have(tok)) { skip(name, "needs ../shared/models/stories260K/tok512.bin"); return; }
+    Model m;
+    memset(&m, 0, sizeof(m));
+    tiny_config(&m.config);
+    m.config.vocab_size = 512; // tok512's
+    tiny_family(&m.config, "phi3 longrope");
+    model_alloc(&m);
+    fill_random(m.params_memory, m.num_parameters, 0.5);
+    for (int i = 0; i < m.config.n_layers * m.config.dim; i++) { m.params.rms_att[i] += 1; m.params.rms_ffn[i] += 1; }
+    m.format = FMT_HF;
+    char md[600], data[600], a[600], b[600], fa[700], fb[700], args[4096], err[4096];
+    tmp_path(md, sizeof(md), "phi3_train_model"); tmp_path(data, sizeof(data), "phi3_data.txt");
+    tmp_path(a, sizeof(a), "phi3_run_a"); tmp_path(b, sizeof(b), "phi3_run_b");
+    int src = model_save_hf(&m, md, DT_F32);
+    model_free(&m);
+    if (src) { check(0, name, "%s", peft_errbuf); return; }
+    const char *text = "Once upon a time, there was a little girl named Lily. She loved to play outside in the sun.\n\n"
+                       "One day, a big dog came to the park. The dog was friendly and wanted to play with Lily.\n\n";
+    write_bytes(data, text, strlen(text));
+    const char *common = "--steps 6 -T 6 -b 2 --dropout 0.1 --dora --targets all-linear --val-frac 0 -s 5";
+    snprintf(args, sizeof(args), "train %s %s -z %s -o %s %s --save-every 3", md, data, tok, a, common);
+    int rc1 = run_cmd(args, err, sizeof(err), NULL, 0);
+    snprintf(args, sizeof(args), "train %s %s -z %s -o %s %s --resume %s/checkpoint-3", md, data, tok, b, common, a);
+    int rc2 = rc1 ? -1 : run_cmd(args, err, sizeof(err), NULL, 0);
+    snprintf(fa, sizeof(fa), "%s/adapter_model.safetensors", a);
+    snprintf(fb, sizeof(fb), "%s/adapter_model.safetensors", b);
+    size_t na = 0, nb = 0;
+    char *ba = read_file(fa, &na, 1 << 26), *bb = read_file(fb, &nb, 1 << 26);
+    int same = ba && bb && na == nb && !memcmp(ba, bb, na);
+    int fused = 0, kproj = 0; // in the file's JSON header
+    for (size_t i = 0; ba && i + 40 <= na; i++) { fused |= !memcmp(ba + i, "self_attn.qkv_proj.lora_magnitude_vector", 40); kproj |= !memcmp(ba + i, "k_proj", 6); }
+    fused &= !kproj;
+    check(rc1 == 0 && rc2 == 0 && same && fused, name, "uninterrupted vs resumed at step 3: %s; qkv_proj.lora_magnitude_vector in the file, no k_proj: %s%s%s",
+          same ? "identical" : "DIFFERENT", fused ? "yes" : "NO", rc1 || rc2 ? "; " : "", rc1 || rc2 ? err : "");
+    free(ba); free(bb);
+}
+
 // OUT/loss.svg: one point per validation, rendered by a real SVG renderer (librsvg's rsvg-convert) to a PNG
 // that shows the three curves (tests/check_png.py decodes it)
 static void test_loss_svg(void) {
@@ -5079,6 +5120,7 @@ static void run_fp32_tests(void) {
     test_utf8_warning();
     test_export_gguf();
     test_export_gguf_phi3();
+    test_phi3_train_resume();
     test_loss_svg();
     test_target_regex();
     test_modules_to_save_training();
@@ -6597,7 +6639,7 @@ static void run_cuda_tests(void) { skip("cuda tests", "this test_all was built w
 #ifndef PEFT_FP64
 static void run_chat_tests(void) { test_chat_templates(); test_instruction_data(); test_chat(); test_chat_template_cli(); test_chat_ids(); }
 static void run_plan_tests(void) { test_gpu_plan(); test_quantize_random(); }
-static void run_family_tests(void) { test_families(); test_family_references(); test_export_gguf_phi3(); }
+static void run_family_tests(void) { test_families(); test_family_references(); test_export_gguf_phi3(); test_phi3_train_resume(); }
 static void run_hardening_tests(void) { test_hostile_adapters(); test_memory_refusal(); test_disk_full(); test_kill9(); }
 static void run_docs_tests(void) { test_reading_names(); test_readme_blocks(); }
 #endif
