@@ -1718,6 +1718,12 @@ typedef struct {
     int sliding_window;   // W: a sliding layer's token i attends to j with i - W < j <= i; 0: none
     float rope_local_theta; // RoPE base of the sliding layers (Gemma 3); 0: rope_theta
     float rope_linear;    // rope_scaling "linear": positions divided by this (global layers only with a local base); 0: none
+    int rope_longrope;    // rope_scaling "longrope" (Phi-3 128k, Phi-3.5): inv_freq_i / factor_i with the short factors while the
+                          // input has at most rope_orig_max_pos positions, the long ones beyond; cos and sin times rope_attn_factor
+    float rope_attn_factor;       // longrope: attention_factor, or sqrt(1 + ln(factor) / ln(original_max_position_embeddings))
+    float rope_factor_given;      // longrope: rope_scaling's "factor" when it has one (else factor = max_pos / original), 0: none
+    int rope_attn_given;          // longrope: rope_scaling gave attention_factor (written back as given)
+    float rope_short[256], rope_long[256]; // longrope: (HS/2) short_factor and long_factor
     unsigned char layer_sliding[1024]; // (L) 1: the layer uses the sliding window
 } Config;
 
@@ -2292,10 +2298,13 @@ static int load_bin(Model *m, const char *path, const QuantOpts *qo) {
 }
 
 // Hugging Face folder: config.json + model.safetensors or shards listed in model.safetensors.index.json
-// a rope_scaling / rope_parameters object: default, llama3 or linear; anything else is refused
-static int rope_scaling_from_hf(Config *c, const Json *scaling, const char *path) {
+// a rope_scaling / rope_parameters object: default, llama3, linear or (Phi-3) longrope; anything else is refused.
+// j: the whole config (longrope's original_max_position_embeddings is there in transformers 4 files)
+static int rope_scaling_from_hf(Config *c, const Json *scaling, const Json *j, const char *path) {
     const char *type = json_str(json_get(scaling, "rope_type"));
     if (!type) type = json_str(json_get(scaling, "type"));
+    double prf = json_num_or(scaling, "partial_rotary_factor", 1.0); // (transformers 5 keeps it in rope_parameters)
+    if (prf != 1.0) return set_error(path, "partial_rotary_factor %g: partial RoPE is not supported", prf);
     if (!type || !strcmp(type, "default")) return 0; // plain RoPE
     if (!strcmp(type, "llama3")) {
         c->rope_llama3 = 1;
@@ -2315,7 +2324,35 @@ static int rope_scaling_from_hf(Config *c, const Json *scaling, const char *path
         c->rope_linear = (float)f;
         return 0;
     }
-    return set_error(path, "unsupported rope scaling type '%s' (default, linear and llama3 are supported)", type);
+    if (!strcmp(type, "longrope")) { // transformers' _compute_longrope_parameters
+        if (c->family != FAM_PHI3) return set_error(path, "rope_scaling longrope is supported for Phi3ForCausalLM only, not %s", family_arch[c->family]);
+        int half = c->head_dim / 2;
+        if (half > 256) return set_error(path, "rope_scaling longrope: head_dim %d is more than 512", c->head_dim);
+        const char *names[2] = { "short_factor", "long_factor" };
+        float *dst[2] = { c->rope_short, c->rope_long };
+        for (int k = 0; k < 2; k++) {
+            const Json *f = json_get(scaling, names[k]);
+            if (!f || f->type != JSON_ARRAY || f->n != half) return set_error(path, "rope_scaling longrope: %s must list head_dim / 2 = %d numbers", names[k], half);
+            for (int i = 0; i < half; i++) {
+                if (!json_is_num(&f->items[i]) || !(f->items[i].num > 0) || !isfinite((float)f->items[i].num)) return set_error(path, "rope_scaling longrope: %s[%d] must be a positive number", names[k], i);
+                dst[k][i] = (float)f->items[i].num; // transformers: a float32 tensor
+            }
+        }
+        double omp = json_num_or(scaling, "original_max_position_embeddings", json_num_or(j, "original_max_position_embeddings", 0));
+        if (!(omp >= 2 && omp <= INT_MAX)) return set_error(path, "rope_scaling longrope needs original_max_position_embeddings (an integer >= 2)");
+        c->rope_orig_max_pos = (int)omp;
+        double factor = json_num_or(scaling, "factor", 0), af = json_num_or(scaling, "attention_factor", 0);
+        if (json_get(scaling, "factor") && json_get(scaling, "factor")->type != JSON_NULL && !(factor > 0 && isfinite(factor))) return set_error(path, "rope_scaling longrope: factor must be positive");
+        if (json_get(scaling, "attention_factor") && json_get(scaling, "attention_factor")->type != JSON_NULL && !(af > 0 && isfinite(af))) return set_error(path, "rope_scaling longrope: attention_factor must be positive");
+        c->rope_factor_given = (float)factor;
+        if (!(factor > 0)) factor = (double)c->seq_len / c->rope_orig_max_pos; // Phi-3: max_position_embeddings / original
+        c->rope_attn_given = af > 0;
+        if (!(af > 0)) af = factor <= 1 ? 1.0 : sqrt(1 + log(factor) / log((double)c->rope_orig_max_pos));
+        c->rope_attn_factor = (float)af;
+        c->rope_longrope = 1;
+        return 0;
+    }
+    return set_error(path, "unsupported rope scaling type '%s' (default, linear, llama3 and, for Phi-3, longrope are supported)", type);
 }
 
 // layer_types (transformers 5, and 4.5x): "sliding_attention" / "full_attention" per layer into c->layer_sliding;
@@ -2441,7 +2478,7 @@ static int config_from_hf(Config *c, const Json *j, const char *path) {
         }
     } else if (json_get(j, "rope_local_base_freq")) return set_error(path, "rope_local_base_freq is set, which %s does not have", family_arch[fam]);
     Json *scaling = (rs && rs->type == JSON_OBJECT) ? rs : (rp && rp->type == JSON_OBJECT) ? rp : NULL;
-    if (scaling && rope_scaling_from_hf(c, scaling, path)) return -1;
+    if (scaling && rope_scaling_from_hf(c, scaling, j, path)) return -1;
     Json *b = json_get(j, "bos_token_id"), *e = json_get(j, "eos_token_id");
     if (json_is_int(b) && fabs(b->num) <= INT_MAX) c->bos_id = (int)b->num;
     if (json_is_int(e) && fabs(e->num) <= INT_MAX) c->eos_id = (int)e->num;
@@ -2778,6 +2815,17 @@ static int model_save_hf(Model *m, const char *dir, int dtype) {
         sb_printf(&b, ",\n  \"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": %s, \"low_freq_factor\": %s, \"high_freq_factor\": %s, \"original_max_position_embeddings\": %d}",
                   json_float(c->rope_factor), json_float(c->rope_low_freq_factor), json_float(c->rope_high_freq_factor), c->rope_orig_max_pos);
     else if (c->rope_linear > 0) sb_printf(&b, ",\n  \"rope_scaling\": {\"rope_type\": \"linear\", \"factor\": %s}", json_float(c->rope_linear));
+    else if (c->rope_longrope) { // as Phi-3's files have it (transformers 4.4x's Phi3Config wants exactly these three fields)
+        sb_printf(&b, ",\n  \"original_max_position_embeddings\": %d,\n  \"rope_scaling\": {\"type\": \"longrope\"", c->rope_orig_max_pos);
+        for (int k = 0; k < 2; k++) {
+            sb_printf(&b, ", \"%s\": [", k ? "long_factor" : "short_factor");
+            for (int i = 0; i < c->head_dim / 2; i++) sb_printf(&b, "%s%s", i ? ", " : "", json_float(k ? c->rope_long[i] : c->rope_short[i]));
+            sb_puts(&b, "]");
+        }
+        if (c->rope_factor_given > 0) sb_printf(&b, ", \"factor\": %s", json_float(c->rope_factor_given));
+        if (c->rope_attn_given) sb_printf(&b, ", \"attention_factor\": %s", json_float(c->rope_attn_factor));
+        sb_puts(&b, "}");
+    }
     else if (fam == FAM_PHI3) sb_puts(&b, ",\n  \"rope_scaling\": null");
     sb_puts(&b, "\n}\n");
     path_join(path, sizeof(path), dir, "config.json");
@@ -5577,6 +5625,7 @@ typedef struct {
     int wnorm_fixed;  // tests: keep wnorm as it is (to check the gradient that treats it as constant)
     floatX *u;        // (N, r) = dropout(x) A^T, kept for the backward
     floatX *mask;     // (N, in) dropout mask, 0 or 1/(1-p); NULL without dropout
+    int mask_shared;  // a fused module's part: mask is the lead's, drawn when the lead ran (never drawn here)
 } LoraModule;
 
 // scratch shared by all LoRA modules (the ops run one after another), each (N * largest dim)
@@ -5724,6 +5773,7 @@ static const floatX *lora_down(LoraModule *lm, const floatX *inp, int N, float d
     const floatX *x = inp;
     if (lm->mask) {
         uint64_t seed = 0;
+        if (lm->mask_shared) new_mask = 0; // the lead drew it for this same input
         if (new_mask) { seed = random_u32(rng); seed = seed << 32 | random_u32(rng); }
         // data parallel: this rank's rows are rows dist_rank*N.. of the whole batch, so its mask is
         // elements i + dist_rank*N*in of the whole batch's: hash_uniform(seed, i + o) = hash_uniform(seed + o*K, i)
@@ -6710,8 +6760,9 @@ static void acts_free(Activations *a) {
     memset(a, 0, sizeof(*a));
 }
 
-// RoPE tables (max_pos, HS/2), computed in double. Llama 3 scaling stretches the low frequencies.
-static void rope_tables(floatX **cos_out, floatX **sin_out, const Config *c) {
+// RoPE tables (max_pos, HS/2), computed in double. Llama 3 scaling stretches the low frequencies; longrope
+// divides frequency i by its short (or, long_table, long) factor and scales cos and sin by the attention factor.
+static void rope_tables(floatX **cos_out, floatX **sin_out, const Config *c, int long_table) {
     int half = c->head_dim / 2;
     floatX *cs = (floatX *)malloc_check((size_t)c->seq_len * half * sizeof(floatX));
     floatX *sn = (floatX *)malloc_check((size_t)c->seq_len * half * sizeof(floatX));
@@ -6727,9 +6778,11 @@ static void rope_tables(floatX **cos_out, floatX **sin_out, const Config *c) {
                 inv_freq = (1 - smooth) * inv_freq / c->rope_factor + smooth * inv_freq;
             }
         }
+        double mscale = 1;
+        if (c->rope_longrope) { inv_freq /= long_table ? c->rope_long[i] : c->rope_short[i]; mscale = c->rope_attn_factor; }
         for (int p = 0; p < c->seq_len; p++) {
-            cs[(size_t)p * half + i] = (floatX)cos(p * inv_freq);
-            sn[(size_t)p * half + i] = (floatX)sin(p * inv_freq);
+            cs[(size_t)p * half + i] = (floatX)(cos(p * inv_freq) * mscale);
+            sn[(size_t)p * half + i] = (floatX)(sin(p * inv_freq) * mscale);
         }
     }
     *cos_out = cs; *sin_out = sn;
@@ -6741,6 +6794,7 @@ typedef struct Net {
     floatX *rope_cos, *rope_sin;
     uint16_t *stream16;      // --offload of a float base: its linear weights in bf16 (host), streamed from there
     floatX *rope_cos_local, *rope_sin_local; // rope_local_theta: the sliding layers' tables (Gemma 3), else NULL
+    floatX *rope_cos_long, *rope_sin_long;   // longrope: the long factors' tables (rope_cos/sin hold the short ones), else NULL
 } Net;
 // the kernels from here on read layer l's frozen weights; next's may be copied meanwhile (--offload; -1: none)
 static void layer_use(int l, int next) {
@@ -6750,11 +6804,14 @@ static void layer_use(int l, int next) {
     (void)l; (void)next;
 #endif
 }
-// the RoPE tables of layer l
-static void net_rope(const Net *net, int l, const floatX **cs, const floatX **sn) {
+// longrope: a sequence of npos positions uses the long factors when npos > original_max_position_embeddings, at
+// every position (transformers: max(position_ids) + 1 > original picks long_inv_freq for the whole forward)
+static int rope_long(const Config *c, int npos) { return c->rope_longrope && npos > c->rope_orig_max_pos; }
+// the RoPE tables of layer l (long_table: rope_long's choice)
+static void net_rope(const Net *net, int l, int long_table, const floatX **cs, const floatX **sn) {
     int local = net->rope_cos_local && layer_window(&net->model->config, l);
-    *cs = local ? net->rope_cos_local : net->rope_cos;
-    *sn = local ? net->rope_sin_local : net->rope_sin;
+    *cs = local ? net->rope_cos_local : long_table && net->rope_cos_long ? net->rope_cos_long : net->rope_cos;
+    *sn = local ? net->rope_sin_local : long_table && net->rope_sin_long ? net->rope_sin_long : net->rope_sin;
 }
 // the attention of layer l over npos positions (a window that holds them all is full causal attention)
 static AttnMode layer_attn(const Config *c, int l, int npos) {
@@ -6785,7 +6842,7 @@ static void layer_forward(Net *net, Activations *a, int l, const floatX *x, int 
     float p_drop = lo ? lo->dropout : 0;
     uint64_t *rng = lo ? &lo->rng : NULL;
     const floatX *cs, *sn;
-    net_rope(net, l, &cs, &sn);
+    net_rope(net, l, rope_long(c, T), &cs, &sn);
     rmsnorm_forward(la->xn1, la->rstd1, x, p->rms_att + (size_t)l * C, N, C, c->norm_eps, wo);
     floatX *q = c->qk_norm ? la->qp : la->q, *k = c->qk_norm ? la->kp : la->k; // the projections' outputs
     linear_forward(q, la->xn1, layer_weight(net->model, l, TGT_Q), lora_mod(lo, l, TGT_Q), N, C, QD, p_drop, new_mask, rng);
@@ -6830,7 +6887,7 @@ static void layer_backward(Net *net, Activations *a, int l, const floatX *x, Par
     Lora *lo = net->lora;
     size_t lC = (size_t)l * C;
     const floatX *cs, *sn;
-    net_rope(net, l, &cs, &sn);
+    net_rope(net, l, rope_long(c, T), &cs, &sn);
     // x' = xmid + post(h W2^T): with post_norms dL/d(h W2^T) goes through dxn first
     const floatX *dfo = a->dx;
     if (c->post_norms) {
@@ -6991,6 +7048,9 @@ typedef struct {
     int team;                          // forward_token_team's threads (0: none), and their own copies of
     floatX *tx, *txn, *th;             // x (team, C), xn (team, max(C, QD)) and h (team, H), host memory
     QAct *tqa;                         // (team) the int8 activations of each thread's xn or h
+    int *hist;                         // (nb, npos) each slot's token at each position (longrope: its cache is recomputed from them)
+    int *rope_long;                    // (nb) longrope: the slot's cache holds keys rotated with the long factors
+    int refilling;                     // longrope: forward_token is recomputing the cache with the other table
 } RunState;
 
 // npos: the positions generation will use (at most seq_len); the KV caches hold only those. nb: slots.
@@ -7018,6 +7078,9 @@ static void runstate_alloc_n(RunState *s, const Config *c, int npos, int nb) {
     tensor_prefault(s->key_cache, cache);
     tensor_prefault(s->value_cache, cache);
     s->token = (int *)tensor_alloc(B * sizeof(int));
+    s->hist = (int *)calloc_check(B * s->npos, sizeof(int));
+    s->rope_long = (int *)calloc_check(B, sizeof(int));
+    s->refilling = 0;
     s->logits_host = (floatX *)calloc_check(B * c->vocab_size, f);
     s->team = num_threads() > 1 ? num_threads() : 0;
     s->tx = s->txn = s->th = NULL; s->tqa = NULL;
@@ -7033,6 +7096,7 @@ static void runstate_free(RunState *s) {
     floatX *ptrs[] = { s->x, s->xn, s->q, s->k, s->v, s->ao, s->g, s->u, s->h, s->att, s->logits, s->rstd, s->key_cache, s->value_cache };
     for (size_t i = 0; i < sizeof(ptrs) / sizeof(ptrs[0]); i++) tensor_free(ptrs[i]);
     tensor_free(s->token);
+    free(s->hist); free(s->rope_long);
     free(s->logits_host);
     for (int t = 0; t < s->team; t++) { free(s->tqa[t].xq); free(s->tqa[t].xs); free(s->tqa[t].ls); free(s->tqa[t].lc); }
     free(s->tx); free(s->txn); free(s->th); free(s->tqa);
@@ -7077,7 +7141,9 @@ static void forward_token_team(Net *net, RunState *s, int token, int pos, int nt
         for (int l = 0; l < c->n_layers; l++) {
             floatX *kc = s->key_cache + ((size_t)l * s->npos) * KD, *vc = s->value_cache + ((size_t)l * s->npos) * KD;
             floatX *kp = kc + (size_t)pos * KD, *vp = vc + (size_t)pos * KD;
-            const floatX *cs = net->rope_cos + (size_t)pos * (HS / 2), *sn = net->rope_sin + (size_t)pos * (HS / 2);
+            const floatX *cs, *sn;
+            net_rope(net, l, s->rope_long[0], &cs, &sn);
+            cs += (size_t)pos * (HS / 2); sn += (size_t)pos * (HS / 2);
             rmsnorm_row(xn, NULL, x, p->rms_att + (size_t)l * C, C, c->norm_eps, 0);
             if (quant) qact_prepare(qa, xn, C);
             if (tid < parts) { // this thread's KV heads: q, k, v, RoPE, attention
@@ -7120,6 +7186,15 @@ static floatX *forward_tokens(Net *net, RunState *s, const int *tokens, const in
     ParameterTensors *p = &net->model->params;
     int C = c->dim, H = c->hidden_dim, NH = c->n_heads, KVH = c->n_kv_heads, HS = c->head_dim, QD = NH * HS, KD = KVH * HS, V = c->vocab_size;
     Lora *lo = net->lora;
+    for (int n = 0; n < N; n++) { // longrope: pos + 1 positions switch a sequence's table for all of them, so the cache of
+        int *hist = s->hist + (size_t)slots[n] * s->npos, want = rope_long(c, pos[n] + 1); // its positions < pos is
+        hist[pos[n]] = tokens[n];                                                            // recomputed with it
+        if (s->refilling || want == s->rope_long[slots[n]]) continue;                     // (transformers' Phi-3
+        s->rope_long[slots[n]] = want;                                                      // generate drops its cache there)
+        s->refilling = 1;
+        for (int k = 0; k < pos[n]; k++) forward_tokens(net, s, hist + k, slots + n, &k, 1);
+        s->refilling = 0;
+    }
     if (N == 1 && slots[0] == 0 && team_ok(net, s, num_threads())) {
         forward_token_team(net, s, tokens[0], pos[0], num_threads());
         return memcpy(s->logits_host, s->logits, (size_t)V * sizeof(floatX));
@@ -7133,7 +7208,6 @@ static floatX *forward_tokens(Net *net, RunState *s, const int *tokens, const in
     float wn = (float)c->norm_offset;
     for (int l = 0; l < c->n_layers; l++) {
         const floatX *cs, *sn;
-        net_rope(net, l, &cs, &sn);
         layer_use(l, (l + 1) % c->n_layers); // --offload: after the last layer, the next token's first
         // one token: k and v straight into its cache; several: into s->k, s->v, then a row into each cache
         floatX *kc0 = s->key_cache + (size_t)slots[0] * per_slot + (size_t)l * s->npos * KD, *vc0 = s->value_cache + (size_t)slots[0] * per_slot + (size_t)l * s->npos * KD;
@@ -7155,6 +7229,7 @@ static floatX *forward_tokens(Net *net, RunState *s, const int *tokens, const in
         }
         for (int n = 0; n < N; n++) {
             floatX *kc = s->key_cache + (size_t)slots[n] * per_slot + (size_t)l * s->npos * KD, *vc = s->value_cache + (size_t)slots[n] * per_slot + (size_t)l * s->npos * KD;
+            net_rope(net, l, s->rope_long[slots[n]], &cs, &sn);
             rope_forward(s->q + (size_t)n * QD, cs, sn, 1, 1, NH, HS, pos[n]);
             rope_forward(kp + (size_t)n * KD, cs, sn, 1, 1, KVH, HS, pos[n]);
             if (N > 1) { // the row into its cache (x * 1: the same values)
@@ -7281,14 +7356,18 @@ static void lora_to_host(Lora *lo) { if (lo) { tensor_to_host(lo->params); tenso
 
 static void net_init(Net *net, Model *m, Lora *lo) {
     net->model = m; net->lora = lo; net->stream16 = NULL;
-    rope_tables(&net->rope_cos, &net->rope_sin, &m->config);
+    rope_tables(&net->rope_cos, &net->rope_sin, &m->config, 0);
     size_t nrope = (size_t)m->config.seq_len * (m->config.head_dim / 2) * sizeof(floatX);
     tensor_mirror(net->rope_cos, nrope); tensor_mirror(net->rope_sin, nrope);
-    net->rope_cos_local = net->rope_sin_local = NULL;
+    net->rope_cos_local = net->rope_sin_local = net->rope_cos_long = net->rope_sin_long = NULL;
+    if (m->config.rope_longrope) {
+        rope_tables(&net->rope_cos_long, &net->rope_sin_long, &m->config, 1);
+        tensor_mirror(net->rope_cos_long, nrope); tensor_mirror(net->rope_sin_long, nrope);
+    }
     if (m->config.rope_local_theta > 0) { // plain RoPE at the local base
         Config lc = m->config;
         lc.rope_theta = lc.rope_local_theta; lc.rope_linear = 0; lc.rope_llama3 = 0;
-        rope_tables(&net->rope_cos_local, &net->rope_sin_local, &lc);
+        rope_tables(&net->rope_cos_local, &net->rope_sin_local, &lc, 0);
         tensor_mirror(net->rope_cos_local, nrope); tensor_mirror(net->rope_sin_local, nrope);
     }
     model_mirror(m, 1);
@@ -7306,6 +7385,8 @@ static void net_free(Net *net) {
     free(net->rope_cos); free(net->rope_sin);
     if (net->rope_cos_local) { tensor_unmirror(net->rope_cos_local); tensor_unmirror(net->rope_sin_local); }
     free(net->rope_cos_local); free(net->rope_sin_local);
+    if (net->rope_cos_long) { tensor_unmirror(net->rope_cos_long); tensor_unmirror(net->rope_sin_long); }
+    free(net->rope_cos_long); free(net->rope_sin_long);
 }
 
 // ----------------------------------------------------------------------------
@@ -7538,7 +7619,6 @@ static void lora_alloc(Lora *lo, const Config *c, const int *ranks, const float 
     lo->n_layers = c->n_layers;
     lo->dora = dora;
     lo->fused = lora_fused(c);
-    if (lo->fused && dora) fatal("DoRA on Phi-3's fused qkv_proj / gate_up_proj is not supported yet");
     for (int i = 0; lo->fused && i < c->n_layers * NUM_TARGETS; i++) {
         int lead = i - i % NUM_TARGETS + fused_lead(1, i % NUM_TARGETS);
         if (ranks[i] != ranks[lead]) fatal("internal: a part of a fused module has rank %d, its module %d", ranks[i], ranks[lead]);
@@ -7567,38 +7647,43 @@ static void lora_alloc(Lora *lo, const Config *c, const int *ranks, const float 
     lo->params = (floatX *)calloc_check(total, sizeof(floatX));
     if (training) lo->grads = (floatX *)calloc_check(total, sizeof(floatX));
     if (dora) lo->wnorm_memory = (floatX *)tensor_alloc(nout * sizeof(floatX));
+    // per module A, B, magnitude; a fused module's parts after its lead: one A, then every part's B, then every
+    // part's magnitude, so that PEFT's fused B [B_q; B_k; B_v] and magnitude [m_q; m_k; m_v] lie as the file has them
     size_t off = 0, woff = 0;
     for (int i = 0; i < c->n_layers * NUM_TARGETS; i++) {
         LoraModule *m = &lo->mods[i];
-        if (!m->r) continue;
-        int lead = i - i % NUM_TARGETS + fused_lead(lo->fused, i % NUM_TARGETS);
-        if (lead != i) { m->A = lo->mods[lead].A; m->dA = lo->mods[lead].dA; }
-        else {
-            m->A = lo->params + off;
-            if (training) m->dA = lo->grads + off;
-            off += (size_t)m->r * m->in;
+        int t = i % NUM_TARGETS, parts = 1;
+        if (!m->r || fused_lead(lo->fused, t) != t) continue; // (a part: laid out with its lead)
+        while (lo->fused && t + parts < NUM_TARGETS && fused_lead(1, t + parts) == t) parts++;
+        m->A = lo->params + off;
+        if (training) m->dA = lo->grads + off;
+        off += (size_t)m->r * m->in;
+        for (int k = 0; k < parts; k++) {
+            LoraModule *pm = m + k;
+            pm->A = m->A; pm->dA = m->dA;
+            pm->B = lo->params + off;
+            if (training) pm->dB = lo->grads + off;
+            off += (size_t)pm->r * pm->out;
         }
-        m->B = lo->params + off;
-        if (training) m->dB = lo->grads + off;
-        off += (size_t)m->r * m->out;
-        if (dora) {
-            m->mag = lo->params + off;
-            if (training) m->dmag = lo->grads + off;
-            off += (size_t)m->out;
-            m->wnorm = lo->wnorm_memory + woff;
-            woff += (size_t)m->out;
+        for (int k = 0; dora && k < parts; k++) {
+            LoraModule *pm = m + k;
+            pm->mag = lo->params + off;
+            if (training) pm->dmag = lo->grads + off;
+            off += (size_t)pm->out;
+            pm->wnorm = lo->wnorm_memory + woff;
+            woff += (size_t)pm->out;
         }
     }
 }
 
 // activation buffers for N rows (u, and dropout masks when training with dropout)
 static void lora_alloc_acts(Lora *lo, int N) {
-    if (lo->fused && lo->dropout > 0) fatal("lora_dropout > 0 on Phi-3's fused qkv_proj / gate_up_proj is not supported yet (PEFT draws one mask for the fused module)");
     size_t total = 0, maxdim = 0;
     for (int i = 0; i < lo->n_layers * NUM_TARGETS; i++) {
         LoraModule *m = &lo->mods[i];
         if (!m->r) continue;
-        total += (size_t)N * m->r + (lo->dropout > 0 ? (size_t)N * m->in : 0);
+        int shared = fused_lead(lo->fused, i % NUM_TARGETS) != i % NUM_TARGETS; // its mask is the lead's
+        total += (size_t)N * m->r + (lo->dropout > 0 && !shared ? (size_t)N * m->in : 0);
         size_t d = (size_t)(m->in > m->out ? m->in : m->out);
         if (d > maxdim) maxdim = d;
     }
@@ -7608,8 +7693,11 @@ static void lora_alloc_acts(Lora *lo, int N) {
     for (int i = 0; i < lo->n_layers * NUM_TARGETS; i++) {
         LoraModule *m = &lo->mods[i];
         if (!m->r) continue;
+        int lead = i - i % NUM_TARGETS + fused_lead(lo->fused, i % NUM_TARGETS);
         m->u = lo->act_memory + off; off += (size_t)N * m->r;
-        if (lo->dropout > 0) { m->mask = lo->act_memory + off; off += (size_t)N * m->in; }
+        m->mask_shared = lead != i; // PEFT drops the fused module's input once: the parts use the lead's mask
+        if (lo->dropout > 0 && lead != i) m->mask = lo->mods[lead].mask;
+        else if (lo->dropout > 0) { m->mask = lo->act_memory + off; off += (size_t)N * m->in; }
         else m->mask = NULL;
     }
     lora_scratch_reserve((size_t)N * maxdim);
@@ -7724,8 +7812,8 @@ static int lora_save(const Lora *lo, const LoraConfig *lc, const char *dir, cons
             bw->dtype = DT_F32; bw->ndim = 2; bw->shape[0] = lora_out_rows(lo, l, t); bw->shape[1] = m->r; bw->fdata = m->B;
             if (m->mag) {
                 STWrite *mw = &ts[n++];
-                snprintf(mw->name, sizeof(mw->name), "base_model.model.model.layers.%d.%s.%s.lora_magnitude_vector", l, target_block(t), target_names[t]);
-                mw->dtype = DT_F32; mw->ndim = 1; mw->shape[0] = m->out; mw->fdata = m->mag;
+                snprintf(mw->name, sizeof(mw->name), "base_model.model.model.layers.%d.%s.%s.lora_magnitude_vector", l, target_block(t), lora_name(lo->fused, t));
+                mw->dtype = DT_F32; mw->ndim = 1; mw->shape[0] = lora_out_rows(lo, l, t); mw->fdata = m->mag;
             }
         }
     for (int which = 0; which < 2; which++) { // modules_to_save: full weights under PEFT's saved names
@@ -7976,7 +8064,7 @@ static int lora_load(Lora *lo, LoraConfig *lc, const Config *c, const char *dir,
             for (int k = 0; rp && rp->type == JSON_OBJECT && k < rp->n; k++) if (peft_key_matches(rp->keys[k], mname) && json_is_int(&rp->items[k])) want_r = fabs(rp->items[k].num) <= 65536 ? (int)rp->items[k].num : -1;
             for (int k = 0; ap && ap->type == JSON_OBJECT && k < ap->n; k++) if (peft_key_matches(ap->keys[k], mname) && json_is_num(&ap->items[k])) alpha = (float)ap->items[k].num;
             if (ranks[i] != want_r) { rc = set_error(wpath, "layer %d %s has rank %d but adapter_config.json says r=%d", l, target_names[t], ranks[i], want_r); break; }
-            if (lc->dora && !seen[i * 3 + 2]) { rc = set_error(wpath, "layer %d %s has no lora_magnitude_vector but use_dora is true", l, target_names[t]); break; }
+            if (lc->dora && !seen[(i - t + fused_lead(lora_fused(c), t)) * 3 + 2]) { rc = set_error(wpath, "layer %d %s has no lora_magnitude_vector but use_dora is true", l, target_names[t]); break; }
             if (lc->layers && !lc->layers[l]) { rc = set_error(wpath, "layer %d has LoRA weights but is not in layers_to_transform", l); break; }
             scales[i] = lora_scale(alpha, ranks[i], lc->rslora);
         }
@@ -11019,8 +11107,8 @@ static int cmd_dump(int argc, char **argv) {
                         ts[nt].fdata = ab ? lm->dB : lm->dA; nt++;
                     }
                     if (lm->mag) { // PEFT names the magnitude's gradient after its nn.Parameter: ...lora_magnitude_vector.weight
-                        snprintf(ts[nt].name, sizeof(ts[nt].name), "grad.base_model.model.model.layers.%d.%s.%s.lora_magnitude_vector.weight", l, target_block(t), target_names[t]);
-                        ts[nt].dtype = DT_F32; ts[nt].ndim = 1; ts[nt].shape[0] = lm->out; ts[nt].fdata = lm->dmag; nt++;
+                        snprintf(ts[nt].name, sizeof(ts[nt].name), "grad.base_model.model.model.layers.%d.%s.%s.lora_magnitude_vector.weight", l, target_block(t), lora_name(lo->fused, t));
+                        ts[nt].dtype = DT_F32; ts[nt].ndim = 1; ts[nt].shape[0] = lora_out_rows(lo, l, t); ts[nt].fdata = lm->dmag; nt++;
                     }
                 }
         }
@@ -11515,7 +11603,12 @@ static int cmd_tokenize(int argc, char **argv) {
 // rotate-half (its LlamaModel.permute; the inverse of transformers' conversion). llama.cpp scales by
 // alpha / r with one alpha per file: rsLoRA (alpha / sqrt(r)) and rank_pattern / alpha_pattern scales are
 // written as alpha = scale * r of the first module, and other modules' B are multiplied by their scale ratio.
+// Phi-3 (llama.cpp's "phi3", tensor_mapping.py): qkv_proj is blk.N.attn_qkv and gate_up_proj is blk.N.ffn_up
+// ([gate; up], which llama.cpp's SwiGLU splits in halves), each one A and the fused B as PEFT has them. The
+// longrope factors stay out: llama.cpp reads them from the base model's file (rope_factors_long/short), and its
+// adapter loader refuses any tensor but .lora_a / .lora_b / *_norm.weight.
 static const char *gguf_module_names[NUM_TARGETS] = { "attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down" };
+static const char *gguf_module_name(int fused, int t) { return fused && t == TGT_Q ? "attn_qkv" : fused && t == TGT_GATE ? "ffn_up" : gguf_module_names[t]; }
 enum { GGUF_U32 = 4, GGUF_F32 = 6, GGUF_STRING = 8 };
 // GGUF is little-endian: every number goes through gguf_num (a no-op on little-endian hosts)
 static void gguf_num(StrBuf *b, const void *p, size_t es) { unsigned char t[8]; memcpy(t, p, es); le_swap(t, es, 1); sb_putn(b, (const char *)t, es); }
@@ -11527,7 +11620,6 @@ static void gguf_kv_f32(StrBuf *b, const char *k, float v) { uint32_t t = GGUF_F
 static int export_gguf(const Lora *lo, const LoraConfig *lc, const Config *c, const char *name, const char *out) {
     if (lo->dora) return set_error(out, "DoRA adapters have no llama.cpp form (its LoRA is W + scale B A)");
     if (lo->embed || lo->lm_head) return set_error(out, "modules_to_save (full embed_tokens / lm_head) have no llama.cpp LoRA form; merge them instead");
-    if (c->family == FAM_PHI3) return set_error(out, "Phi-3 adapters are not exported to GGUF yet (llama.cpp fuses attn_qkv and ffn_up); merge the adapter instead");
     // llama.cpp's architecture names; Llama and Mistral use its "llama" graph with interleaved RoPE rows,
     // the others NEOX (rotate-half) RoPE, as peft.c and transformers keep them
     const char *gguf_arch[NUM_FAMILIES] = { "llama", "llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3" };
@@ -11537,13 +11629,14 @@ static int export_gguf(const Lora *lo, const LoraConfig *lc, const Config *c, co
     #define GKEY(k) (snprintf(key, sizeof(key), "%s.%s", ga, k), key)
     int L = c->n_layers, ntensors = 0;
     double alpha = -1;
-    for (int i = 0; i < L * NUM_TARGETS; i++) if (lo->mods[i].r) { if (alpha < 0) alpha = (double)lo->mods[i].scale * lo->mods[i].r; ntensors += 2; }
+    for (int i = 0; i < L * NUM_TARGETS; i++)
+        if (lo->mods[i].r && lora_name(lo->fused, i % NUM_TARGETS)) { if (alpha < 0) alpha = (double)lo->mods[i].scale * lo->mods[i].r; ntensors += 2; }
     if (!ntensors) return set_error(out, "the adapter has no LoRA modules");
     (void)lc;
     // header and key/values
     StrBuf h = { 0 };
     uint32_t version = 3;
-    uint64_t nt = (uint64_t)ntensors, nkv = 15;
+    uint64_t nt = (uint64_t)ntensors, nkv = 15 + (c->rope_longrope ? 2 : 0);
     sb_putn(&h, "GGUF", 4); gguf_num(&h, &version, 4); gguf_num(&h, &nt, 8); gguf_num(&h, &nkv, 8);
     gguf_kv_str(&h, "general.architecture", ga);
     gguf_kv_str(&h, "general.type", "adapter");
@@ -11560,17 +11653,21 @@ static int export_gguf(const Lora *lo, const LoraConfig *lc, const Config *c, co
     gguf_kv_f32(&h, GKEY("rope.freq_base"), c->rope_theta);
     gguf_kv_f32(&h, GKEY("attention.layer_norm_rms_epsilon"), c->norm_eps);
     gguf_kv_u32(&h, GKEY("rope.dimension_count"), (uint32_t)c->head_dim);
+    if (c->rope_longrope) { // as convert_hf_to_gguf.py's Phi3MiniModel writes them
+        gguf_kv_u32(&h, GKEY("rope.scaling.original_context_length"), (uint32_t)c->rope_orig_max_pos);
+        gguf_kv_f32(&h, GKEY("rope.scaling.attn_factor"), c->rope_attn_factor);
+    }
     #undef GKEY
     // tensor infos: offsets into the data section, each aligned to 32 bytes (general.alignment's default)
     uint64_t off = 0;
     for (int l = 0; l < L; l++) for (int t = 0; t < NUM_TARGETS; t++) {
         const LoraModule *md = &lo->mods[l * NUM_TARGETS + t];
-        if (!md->r) continue;
+        if (!md->r || !lora_name(lo->fused, t)) continue; // (a fused module's parts are in its first's B)
         for (int ab = 0; ab < 2; ab++) {
             char tname[96];
-            snprintf(tname, sizeof(tname), "blk.%d.%s.weight.lora_%c", l, gguf_module_names[t], ab ? 'b' : 'a');
+            snprintf(tname, sizeof(tname), "blk.%d.%s.weight.lora_%c", l, gguf_module_name(lo->fused, t), ab ? 'b' : 'a');
             uint32_t nd = 2, type = 0;
-            uint64_t ne[2] = { (uint64_t)(ab ? md->r : md->in), (uint64_t)(ab ? md->out : md->r) };
+            uint64_t ne[2] = { (uint64_t)(ab ? md->r : md->in), (uint64_t)(ab ? lora_out_rows(lo, l, t) : md->r) };
             gguf_str(&h, tname); gguf_num(&h, &nd, 4); gguf_num(&h, &ne[0], 8); gguf_num(&h, &ne[1], 8); gguf_num(&h, &type, 4); gguf_num(&h, &off, 8);
             off += (ne[0] * ne[1] * 4 + 31) / 32 * 32;
         }
@@ -11583,8 +11680,8 @@ static int export_gguf(const Lora *lo, const LoraConfig *lc, const Config *c, co
     free(h.s);
     for (int l = 0; l < L; l++) for (int t = 0; t < NUM_TARGETS; t++) {
         const LoraModule *md = &lo->mods[l * NUM_TARGETS + t];
-        if (!md->r) continue;
-        size_t na = (size_t)md->r * md->in, nb = (size_t)md->out * md->r;
+        if (!md->r || !lora_name(lo->fused, t)) continue;
+        size_t na = (size_t)md->r * md->in, nb = (size_t)lora_out_rows(lo, l, t) * md->r; // (fused: every part's B rows)
         float *buf = (float *)malloc_check((na > nb ? na : nb) * sizeof(float));
         for (size_t i = 0; i < na; i++) buf[i] = (float)md->A[i];
         atomic_write_le(&af, buf, 4, na);
@@ -11778,7 +11875,7 @@ static int cmd_info(int argc, char **argv) {
             printf("sliding window %d on %d of %d layers%s\n", c->sliding_window, ns, c->n_layers, c->rope_local_theta > 0 ? " (their RoPE base: rope_local_base_freq)" : "");
         }
         printf("dim %d, hidden %d, layers %d, heads %d, kv heads %d, head_dim %d, vocab %d, max positions %d, rope_theta %g%s, rms_norm_eps %g, tied classifier %s\n",
-               c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, c->vocab_size, c->seq_len, c->rope_theta, c->rope_llama3 ? " (llama3 scaling)" : c->rope_linear > 0 ? " (linear scaling)" : "", c->norm_eps, c->tied ? "yes" : "no");
+               c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, c->vocab_size, c->seq_len, c->rope_theta, c->rope_llama3 ? " (llama3 scaling)" : c->rope_linear > 0 ? " (linear scaling)" : c->rope_longrope ? " (longrope scaling)" : "", c->norm_eps, c->tied ? "yes" : "no");
         for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
             if (!m.param_sizes[i]) continue;
             char tn[64];

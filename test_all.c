@@ -56,6 +56,11 @@ MAYBE_UNUSED static void tiny_model(Model *m, int tied) {
 // a family's switches on the tiny model (mode names the family): windows of 3 are shorter than the checks' T = 6
 static void tiny_family(Config *c, const char *mode) {
     if (strstr(mode, "phi3")) c->family = FAM_PHI3; // Llama's layer; LoRA on its fused modules shares A
+    if (strstr(mode, "longrope")) { // Phi-3's longrope: T = 6 > original 4 uses the long factors
+        c->rope_longrope = 1; c->rope_orig_max_pos = 4;
+        c->rope_attn_factor = (float)sqrt(1 + log((double)c->seq_len / 4) / log(4.0));
+        for (int i = 0; i < c->head_dim / 2; i++) { c->rope_short[i] = 1 + 0.25f * i; c->rope_long[i] = 2 + 3.0f * i; }
+    }
     if (strstr(mode, "qwen2")) { c->family = FAM_QWEN2; c->attn_bias = 1; }
     if (strstr(mode, "qwen3")) { c->family = FAM_QWEN3; c->qk_norm = 1; c->head_dim = 6; } // NH*HS = 24 != C = 16
     if (strstr(mode, "mistral")) { c->family = FAM_MISTRAL; c->sliding_window = 3; for (int l = 0; l < c->n_layers; l++) c->layer_sliding[l] = 1; }
@@ -144,7 +149,7 @@ static void test_fd_rope(void) {
     RopeCtx c = { 0 };
     c.B = 2; c.T = 5; c.NH = 3; c.HS = 6;
     size_t n = (size_t)c.B * c.T * c.NH * c.HS;
-    rope_tables(&c.cs, &c.sn, &cfg);
+    rope_tables(&c.cs, &c.sn, &cfg, 0);
     c.out = malloc_check(n * sizeof(floatX)); c.inp = malloc_check(n * sizeof(floatX));
     floatX *R = malloc_check(n * sizeof(floatX)), *d = malloc_check(n * sizeof(floatX));
     fill_random(c.inp, n, 1); fill_random(R, n, 1);
@@ -404,6 +409,11 @@ static void run_fd_tests(void) {
     // the families' switches in the whole model (issue 28): every LoRA A and B, and every weight in full mode
     const char *fams[] = { "qwen2", "qwen3", "gemma2", "gemma3", "mistral" };
     test_fd_model("lora phi3", 0, 0); // k, v share q's A (and up gate's): the gradient of the one A sums the parts'
+    test_fd_model("lora phi3 dora dropout", 0, 0); // one magnitude over the fused rows; one dropout mask for q, k, v
+    test_fd_model("lora phi3 dropout", 0, 1);      // checkpointed: the recompute reuses the shared mask
+    test_fd_model("lora phi3 dora", 0, 0);
+    test_fd_model("lora phi3 longrope", 0, 0);     // the long factors' tables with the attention factor
+    test_fd_model("full phi3 longrope", 0, 0);
     for (int f = 0; f < 5; f++) {
         char mode[64];
         snprintf(mode, sizeof(mode), "lora %s", fams[f]);
@@ -925,8 +935,8 @@ typedef struct { const char *tag; double logits, loss, grads; int bf16; } FamTol
 static const FamTol fam_fp32 = { "", 1e-4, 1e-5, 1e-4, 0 };
 static void test_family_references(FamTol tol);
 static void test_families(void) {
-    const char *fams[] = { "qwen2", "qwen3", "gemma2", "gemma3", "mistral", "phi3" };
-    for (int f = 0; f < 6; f++) {
+    const char *fams[] = { "qwen2", "qwen3", "gemma2", "gemma3", "mistral", "phi3", "phi3 longrope" };
+    for (int f = 0; f < 7; f++) {
         Model m, m2;
         tiny_family_model(&m, f == 2 || f == 3, fams[f]);
         m.format = FMT_HF;
@@ -940,7 +950,9 @@ static void test_families(void) {
         int same = a->family == b->family && a->attn_bias == b->attn_bias && a->qk_norm == b->qk_norm && a->norm_offset == b->norm_offset && a->post_norms == b->post_norms &&
                    a->geglu == b->geglu && a->embed_scale == b->embed_scale && a->attn_scale == b->attn_scale && a->attn_softcap == b->attn_softcap && a->final_softcap == b->final_softcap &&
                    a->sliding_window == b->sliding_window && !memcmp(a->layer_sliding, b->layer_sliding, sizeof(a->layer_sliding)) && a->rope_local_theta == b->rope_local_theta &&
-                   a->rope_linear == b->rope_linear && a->head_dim == b->head_dim && a->tied == b->tied && m.num_parameters == m2.num_parameters;
+                   a->rope_linear == b->rope_linear && a->head_dim == b->head_dim && a->tied == b->tied && m.num_parameters == m2.num_parameters &&
+                   a->rope_longrope == b->rope_longrope && a->rope_orig_max_pos == b->rope_orig_max_pos && fabsf(a->rope_attn_factor - b->rope_attn_factor) <= 1e-6f * a->rope_attn_factor &&
+                   !memcmp(a->rope_short, b->rope_short, sizeof(a->rope_short)) && !memcmp(a->rope_long, b->rope_long, sizeof(a->rope_long));
         int bits = same && !memcmp(m.params_memory, m2.params_memory, m.num_parameters * sizeof(floatX));
         check(same && bits, label, "%s, %zu parameters, config switches %s, weights %s", family_arch[b->family], m2.num_parameters, same ? "equal" : "DIFFER", bits ? "bit-identical" : "DIFFER");
         // the KV-cache path against the batch forward
@@ -956,10 +968,21 @@ static void test_families(void) {
         double worst = 0;
         for (int t = 0; t < T; t++) {
             floatX *lg = forward_token(&net, &rs, ids[t], t);
-            for (int v = 0; v < b->vocab_size; v++) worst = max_err(worst, fabs((double)lg[v] - acts.logits[(size_t)t * b->vocab_size + v]));
+            const floatX *want = acts.logits + (size_t)t * b->vocab_size;
+            Activations pa; // longrope: position t of a sequence of t + 1 tokens (its table: short up to original, then long)
+            if (b->rope_longrope) { acts_alloc(&pa, b, 1, t + 1, 0, 0, ACTS_KEEP_ALL); peft_forward(&net, &pa, ids); want = pa.logits + (size_t)t * b->vocab_size; }
+            for (int v = 0; v < b->vocab_size; v++) worst = max_err(worst, fabs((double)lg[v] - want[v]));
+            if (b->rope_longrope) acts_free(&pa);
         }
         snprintf(label, sizeof(label), "family %s: KV-cache path = batch forward", fams[f]);
-        check(worst < 1e-5, label, "max |difference| %.2e over %d positions (window %d)", worst, T, b->sliding_window);
+        check(worst < 1e-5, label, "max |difference| %.2e over %d positions (window %d%s)", worst, T, b->sliding_window,
+              b->rope_longrope ? "; longrope: each position against the batch forward of its prefix, the cache recomputed with the long factors past the original 4" : "");
+        if (b->rope_longrope) { // the tables differ where they must: long != short, and both carry the attention factor
+            floatX *cs0 = net.rope_cos + 7 * (b->head_dim / 2), *cl0 = net.rope_cos_long + 7 * (b->head_dim / 2);
+            double es = b->rope_attn_factor * cos(7 / b->rope_short[0]), el = b->rope_attn_factor * cos(7 / b->rope_long[0]); // frequency 0: theta^0 = 1
+            check(fabs(cs0[0] - es) < 1e-6 && fabs(cl0[0] - el) < 1e-6 && fabs(es - el) > 1e-2, "family phi3 longrope: cos tables at position 7, frequency 0",
+                  "short %.6f (want %.6f), long %.6f (want %.6f), attention factor %.6f", (double)cs0[0], es, (double)cl0[0], el, b->rope_attn_factor);
+        }
         runstate_free(&rs);
         { // generate --batch's path: 3 sequences in 3 slots, started a step apart, rows in slot order 2, 0, 1 == each alone
             RunState rb, r1[3];
@@ -1026,6 +1049,62 @@ static void test_families(void) {
             double d = max_abs_diff(with, merged, (size_t)T * b->vocab_size, &where);
             check(d < 1e-5, "family phi3: merged fused adapter = adapter", "max |difference| %.2e", d);
             free(with); free(merged);
+            { // DoRA on the fused modules: one magnitude over the fused rows ([m_q; m_k; m_v]) in PEFT's names; merge = adapter
+                LoraConfig dc = lc, dc2;
+                dc.dora = 1;
+                Lora dl, dl2;
+                lora_create(&dl, b, &dc, 0);
+                fill_random(dl.params, dl.num_params, 0.3);
+                for (int i = 0; i < b->n_layers * NUM_TARGETS; i++) { LoraModule *dm = &dl.mods[i]; for (int o = 0; dm->mag && o < dm->out; o++) dm->mag[o] = (floatX)(fabs((double)dm->mag[o]) + 1); }
+                char ddir[512];
+                tmp_path(ddir, sizeof(ddir), "phi3_dora_adapter");
+                int dsr = lora_save(&dl, &dc, ddir, NULL), dar = dsr ? -1 : lora_load(&dl2, &dc2, b, ddir, 0), dkeys = 0;
+                path_join(wpath, sizeof(wpath), ddir, "adapter_model.safetensors");
+                if (!dsr && !st_open(&st, wpath)) {
+                    STTensor *mq = st_find(&st, "base_model.model.model.layers.1.self_attn.qkv_proj.lora_magnitude_vector");
+                    STTensor *mg = st_find(&st, "base_model.model.model.layers.0.mlp.gate_up_proj.lora_magnitude_vector");
+                    int64_t QD = (int64_t)b->n_heads * b->head_dim, KD = (int64_t)b->n_kv_heads * b->head_dim;
+                    dkeys = st.n == 4 * 3 * b->n_layers && mq && mq->ndim == 1 && mq->shape[0] == QD + 2 * KD && mg && mg->shape[0] == 2 * b->hidden_dim;
+                    st_close(&st);
+                }
+                int deq = !dar && dl.num_params == dl2.num_params && !memcmp(dl.params, dl2.params, dl.num_params * sizeof(floatX));
+                float *dw = dump_logits(&m2, &dl, ids2, 1, T, NULL, NULL);
+                lora_merge(&m2, &dl, 1);
+                float *dm2 = dump_logits(&m2, NULL, ids2, 1, T, NULL, NULL);
+                double dd = max_abs_diff(dw, dm2, (size_t)T * b->vocab_size, &where);
+                check(!dsr && !dar && dkeys && deq && dd < 1e-5, "family phi3: DoRA on the fused modules (PEFT's names, merge)",
+                      "qkv_proj.lora_magnitude_vector (QD+2KD), gate_up_proj's (2H): %s; read back %s (%s); merged = adapter: max |difference| %.2e",
+                      dkeys ? "yes" : "NO", deq ? "bit-identical" : "DIFFERENT", dar ? peft_errbuf : "ok", dd);
+                free(dw); free(dm2);
+                if (!dar) { lora_free(&dl2); free(dc2.layers); }
+                lora_free(&dl);
+            }
+            { // dropout: PEFT drops the fused module's input once, so q, k and v (gate and up) see one mask
+                LoraConfig pc = lc;
+                pc.dropout = 0.3f;
+                Lora pl;
+                lora_create(&pl, b, &pc, 1);
+                fill_random(pl.params, pl.num_params, 0.3);
+                pl.dropout = 0.3f;
+                lora_alloc_acts(&pl, T);
+                pl.training = 1;
+                Net pn; net_init(&pn, &m2, &pl);
+                Activations pa; acts_alloc(&pa, b, 1, T, 0, 0, ACTS_KEEP_ALL);
+                peft_forward(&pn, &pa, ids2);
+                int shared = 1, same_u = 1, own = 1, dropped = 0, kept = 0;
+                for (int l = 0; l < b->n_layers; l++) {
+                    LoraModule *q = &pl.mods[l * NUM_TARGETS + TGT_Q], *g = &pl.mods[l * NUM_TARGETS + TGT_GATE];
+                    shared &= pl.mods[l * NUM_TARGETS + TGT_K].mask == q->mask && pl.mods[l * NUM_TARGETS + TGT_V].mask == q->mask && pl.mods[l * NUM_TARGETS + TGT_UP].mask == g->mask;
+                    own &= q->mask != g->mask && pl.mods[l * NUM_TARGETS + TGT_O].mask != q->mask;
+                    for (int k = TGT_K; k <= TGT_V; k++) same_u &= !memcmp(pl.mods[l * NUM_TARGETS + k].u, q->u, (size_t)T * q->r * sizeof(floatX)); // u = xd A^T: the same xd
+                    same_u &= !memcmp(pl.mods[l * NUM_TARGETS + TGT_UP].u, g->u, (size_t)T * g->r * sizeof(floatX));
+                    for (int i = 0; i < T * q->in; i++) { dropped += q->mask[i] == 0; kept += q->mask[i] != 0; }
+                }
+                check(shared && same_u && own && dropped > 0 && kept > 0, "family phi3: lora_dropout draws one mask per fused module",
+                      "k, v use q's mask and up gate's: %s; their u = dropout(x) A^T bit-identical: %s; o/gate masks their own: %s; %d dropped, %d kept",
+                      shared ? "yes" : "NO", same_u ? "yes" : "NO", own ? "yes" : "NO", dropped, kept);
+                acts_free(&pa); net_free(&pn); lora_free(&pl);
+            }
             if (!ar) lora_free(&lo2);
             lora_free(&lo);
         }
@@ -1039,7 +1118,10 @@ static void test_families(void) {
     #define DIMS "\"hidden_size\":16,\"intermediate_size\":24,\"num_hidden_layers\":2,\"num_attention_heads\":4,\"vocab_size\":13"
     struct { const char *label, *json, *want; } cases[] = {
         { "multimodal Gemma 3", "{\"architectures\":[\"Gemma3ForConditionalGeneration\"]," DIMS "}", "multimodal" },
-        { "Phi-3 longrope", "{\"architectures\":[\"Phi3ForCausalLM\"]," DIMS ",\"rope_scaling\":{\"type\":\"longrope\",\"short_factor\":[1],\"long_factor\":[1]}}", "longrope" },
+        { "Phi-3 longrope with a short_factor of the wrong length", "{\"architectures\":[\"Phi3ForCausalLM\"]," DIMS ",\"rope_scaling\":{\"type\":\"longrope\",\"short_factor\":[1],\"long_factor\":[1]}}", "short_factor must list head_dim / 2 = 2" },
+        { "Phi-3 longrope without original_max_position_embeddings", "{\"architectures\":[\"Phi3ForCausalLM\"]," DIMS ",\"rope_scaling\":{\"type\":\"longrope\",\"short_factor\":[1,1],\"long_factor\":[1,2]}}", "original_max_position_embeddings" },
+        { "longrope on Llama", "{\"architectures\":[\"LlamaForCausalLM\"]," DIMS ",\"original_max_position_embeddings\":4,\"rope_scaling\":{\"type\":\"longrope\",\"short_factor\":[1,1],\"long_factor\":[1,2]}}", "longrope is supported for Phi3ForCausalLM only" },
+        { "Phi-3 yarn", "{\"architectures\":[\"Phi3ForCausalLM\"]," DIMS ",\"rope_scaling\":{\"type\":\"yarn\",\"factor\":4}}", "unsupported rope scaling type 'yarn'" },
         { "Phi-3 partial RoPE", "{\"architectures\":[\"Phi3ForCausalLM\"]," DIMS ",\"partial_rotary_factor\":0.75}", "partial_rotary_factor" },
         { "Gemma 2 exact gelu", "{\"architectures\":[\"Gemma2ForCausalLM\"]," DIMS ",\"hidden_activation\":\"gelu\"}", "hidden_activation" },
         { "Qwen3 attention_bias", "{\"architectures\":[\"Qwen3ForCausalLM\"]," DIMS ",\"attention_bias\":true}", "attention_bias" },
@@ -1132,14 +1214,21 @@ static double fam_bf16_bound(double theirs) { return fmax(2 * theirs, BF16_FLOOR
 static double fam_rel_l2(const float *a, const float *ref, size_t n) { return fam_logit_err(a, ref, n, 1); }
 static void test_family_references(FamTol tol) {
     const char *what = tol.bf16 ? "relative L2 error" : "max abs error";
-    const char *names[] = { "qwen2", "qwen3", "gemma2", "gemma3", "phi3", "mistral_swa" };
-    for (int f = 0; f < 6; f++) {
+    // phi3_dora: DoRA on the fused modules; phi3_longrope(_short): T above (below) original_max_position_embeddings
+    const char *names[] = { "qwen2", "qwen3", "gemma2", "gemma3", "phi3", "mistral_swa", "phi3_dora", "phi3_longrope", "phi3_longrope_short" };
+    for (int f = 0; f < 9; f++) {
         char root[512], mdir[600], adir[600], ref[600], label[256];
         snprintf(root, sizeof(root), "tests/reference/families/%s", names[f]);
         path_join(mdir, sizeof(mdir), root, "model");
         path_join(adir, sizeof(adir), root, "adapter");
         path_join(ref, sizeof(ref), root, "reference.safetensors");
-        if (!have(ref)) { snprintf(label, sizeof(label), "family reference %s", names[f]); skip(label, "needs tests/reference/families (tests/make_family_fixtures.py)"); continue; }
+        if (!have(ref)) {
+            snprintf(label, sizeof(label), "family reference %s", names[f]);
+            char why[900];
+            snprintf(why, sizeof(why), "needs %s (python3 tests/make_family_fixtures.py --only %s, on a machine with torch, transformers 5, peft)", root, names[f]);
+            skip(label, why);
+            continue;
+        }
         Model m;
         if (model_load(&m, mdir)) { snprintf(label, sizeof(label), "family %s: the folder loads", names[f]); check(0, label, "%s", peft_errbuf); continue; }
         int B, T;
@@ -1185,17 +1274,18 @@ static void test_family_references(FamTol tol) {
                 for (int t = 0; t < NUM_TARGETS; t++) {
                     LoraModule *lm = &lo.mods[l * NUM_TARGETS + t];
                     if (!lm->r || !lora_name(lo.fused, t)) continue; // (a fused module's parts are in its first's tensors)
-                    for (int ab = 0; ab < 2; ab++) {
+                    for (int ab = 0; ab < (lm->mag ? 3 : 2); ab++) { // A, B and (DoRA) the magnitude, over the fused rows
                         char key[256], gk[300];
-                        lora_key(key, sizeof(key), lo.fused, l, t, ab ? "B" : "A", NULL);
+                        if (ab < 2) lora_key(key, sizeof(key), lo.fused, l, t, ab ? "B" : "A", NULL);
+                        else snprintf(key, sizeof(key), "base_model.model.model.layers.%d.%s.%s.lora_magnitude_vector.weight", l, target_block(t), lora_name(lo.fused, t));
                         snprintf(gk, sizeof(gk), "grad.%s", key);
                         size_t gn;
                         float *rg = load_f32(ref, gk, &gn);
                         if (!rg) { check(0, "PEFT gradient present", "%s missing in reference", gk); continue; }
-                        size_t want = ab ? (size_t)lora_out_rows(&lo, l, t) * lm->r : (size_t)lm->r * lm->in;
+                        size_t want = ab == 2 ? (size_t)lora_out_rows(&lo, l, t) : ab ? (size_t)lora_out_rows(&lo, l, t) * lm->r : (size_t)lm->r * lm->in;
                         if (gn != want) { check(0, "PEFT gradient shape", "%s has %zu values, peft.c %zu", gk, gn, want); free(rg); continue; }
                         double *x = malloc_check(gn * sizeof(double)), *y = malloc_check(gn * sizeof(double));
-                        floatX *g = ab ? lm->dB : lm->dA;
+                        floatX *g = ab == 2 ? lm->dmag : ab ? lm->dB : lm->dA;
                         for (size_t i = 0; i < gn; i++) { x[i] = g[i]; y[i] = rg[i]; }
                         double r = rel_err(x, y, gn), bound = tol.grads;
                         if (y16) { // twice transformers' own bf16 error of this gradient
@@ -3922,6 +4012,99 @@ static void test_export_gguf(void) {
     expect_cli_error("export-gguf of a DoRA adapter", args, "DoRA adapters have no llama.cpp form", dora_out);
 }
 
+// Phi-3's adapter in llama.cpp's "phi3" names: blk.N.attn_qkv (one A, B over q, k, v rows) and blk.N.ffn_up
+// ([gate; up]), rows as transformers has them (NEOX RoPE: no permutation), and the longrope keys
+static void test_export_gguf_phi3(void) {
+    const char *name = "export-gguf phi3 read by @huggingface/gguf";
+    if (system("node --version >/dev/null 2>&1") != 0 || !have("tests/gguf/node_modules/@huggingface/gguf/package.json")) { skip(name, "needs node and tests/gguf/node_modules (test_export_gguf installs it)"); return; }
+    Model m;
+    tiny_family_model(&m, 0, "phi3 longrope");
+    m.format = FMT_HF;
+    Config *c = &m.config;
+    char md[600], ad[600], gg[600], js[600], args[2048], err[4096], cmd[2048];
+    tmp_path(md, sizeof(md), "gguf_phi3_model"); tmp_path(ad, sizeof(ad), "gguf_phi3_adapter");
+    tmp_path(gg, sizeof(gg), "phi3.gguf"); tmp_path(js, sizeof(js), "phi3_gguf.json");
+    LoraConfig lc = { 0 };
+    lc.r = 2; lc.alpha = 4; lc.targets = (1u << NUM_TARGETS) - 1; lc.seed = 5;
+    Lora lo;
+    lora_create(&lo, c, &lc, 0);
+    fill_random(lo.params, lo.num_params, 0.3);
+    if (model_save_hf(&m, md, DT_F32) || lora_save(&lo, &lc, ad, NULL)) { check(0, name, "%s", peft_errbuf); lora_free(&lo); model_free(&m); return; }
+    snprintf(args, sizeof(args), "export-gguf %s -o %s -m %s", ad, gg, md);
+    int rc = run_cmd(args, err, sizeof(err), NULL, 0);
+    snprintf(cmd, sizeof(cmd), "node tests/gguf/read_gguf.mjs '%s' > '%s' 2>&1", gg, js);
+    Json *j = rc == 0 && system(cmd) == 0 ? json_load(js) : NULL;
+    if (!j) { check(0, name, "export exit %d (%s), or the reader failed", rc, err); lora_free(&lo); model_free(&m); return; }
+    const Json *mdj = json_get(j, "metadata"), *ts = json_get(j, "tensors");
+    const char *arch = json_str(json_get(mdj, "general.architecture"));
+    int meta_ok = arch && !strcmp(arch, "phi3") && json_num_or(mdj, "phi3.rope.dimension_count", 0) == c->head_dim &&
+                  json_num_or(mdj, "phi3.block_count", 0) == c->n_layers && json_num_or(mdj, "phi3.rope.scaling.original_context_length", 0) == c->rope_orig_max_pos &&
+                  fabs(json_num_or(mdj, "phi3.rope.scaling.attn_factor", 0) - c->rope_attn_factor) < 1e-6;
+    int ntens = 0, shapes = 1, QD = c->n_heads * c->head_dim, KD = c->n_kv_heads * c->head_dim;
+    double maxdiff = 0;
+    for (int l = 0; l < c->n_layers; l++) for (int t = 0; t < NUM_TARGETS; t++) {
+        const LoraModule *mo = &lo.mods[l * NUM_TARGETS + t];
+        if (!lora_name(1, t)) continue;
+        const char *gn = t == TGT_Q ? "attn_qkv" : t == TGT_O ? "attn_output" : t == TGT_GATE ? "ffn_up" : "ffn_down";
+        int rows = t == TGT_Q ? QD + 2 * KD : t == TGT_GATE ? 2 * c->hidden_dim : mo->out; // the fused B's rows
+        char na[128], nb[128];
+        snprintf(na, sizeof(na), "blk.%d.%s.weight.lora_a", l, gn); snprintf(nb, sizeof(nb), "blk.%d.%s.weight.lora_b", l, gn);
+        const Json *ta = json_get(ts, na), *tb = json_get(ts, nb);
+        const Json *da = ta ? json_get(ta, "data") : NULL, *db = tb ? json_get(tb, "data") : NULL, *sa = ta ? json_get(ta, "shape") : NULL, *sb = tb ? json_get(tb, "shape") : NULL;
+        if (!da || !db || !sa || !sb || sa->n != 2 || sb->n != 2 || sa->items[0].num != mo->in || sa->items[1].num != mo->r || sb->items[0].num != mo->r || sb->items[1].num != rows ||
+            da->n != mo->r * mo->in || db->n != rows * mo->r) { shapes = 0; continue; }
+        ntens += 2;
+        for (int i = 0; i < da->n; i++) maxdiff = max_err(maxdiff, fabs(da->items[i].num - (double)mo->A[i]));
+        for (int i = 0; i < db->n; i++) maxdiff = max_err(maxdiff, fabs(db->items[i].num - (double)mo->B[i])); // the parts' B rows follow q's
+    }
+    check(meta_ok && shapes && ntens == 4 * 2 * c->n_layers && ntens == ts->n && maxdiff == 0, name,
+          "general.architecture %s, phi3.rope.dimension_count %d, longrope original context %d, attn_factor %.6f: %s; %d tensors (attn_qkv B %d rows, ffn_up B %d rows) %s, max |diff| %.3g",
+          arch ? arch : "?", (int)json_num_or(mdj, "phi3.rope.dimension_count", 0), (int)json_num_or(mdj, "phi3.rope.scaling.original_context_length", 0),
+          json_num_or(mdj, "phi3.rope.scaling.attn_factor", 0), meta_ok ? "ok" : "WRONG", ntens, QD + 2 * KD, 2 * c->hidden_dim, shapes ? "shaped as llama.cpp's" : "MISSHAPED", maxdiff);
+    json_free(j); lora_free(&lo); model_free(&m);
+}
+
+// Phi-3 trained through the CLI with DoRA and dropout on the fused modules and T 6 > original 4 (longrope's long
+// table): stopped at step 3 of 6 and resumed, the adapter is byte-identical to the uninterrupted run's
+static void test_phi3_train_resume(void) {
+    const char *name = "family phi3: train --dora --dropout (fused modules, longrope) resumes bit-for-bit", *tok = SH("models/stories260K/tok512.bin");
+    if (!have(tok)) { skip(name, "needs ../shared/models/stories260K/tok512.bin"); return; }
+    Model m;
+    memset(&m, 0, sizeof(m));
+    tiny_config(&m.config);
+    m.config.vocab_size = 512; // tok512's
+    tiny_family(&m.config, "phi3 longrope");
+    model_alloc(&m);
+    fill_random(m.params_memory, m.num_parameters, 0.5);
+    for (int i = 0; i < m.config.n_layers * m.config.dim; i++) { m.params.rms_att[i] += 1; m.params.rms_ffn[i] += 1; }
+    m.format = FMT_HF;
+    char md[600], data[600], a[600], b[600], fa[700], fb[700], args[4096], err[4096];
+    tmp_path(md, sizeof(md), "phi3_train_model"); tmp_path(data, sizeof(data), "phi3_data.txt");
+    tmp_path(a, sizeof(a), "phi3_run_a"); tmp_path(b, sizeof(b), "phi3_run_b");
+    int src = model_save_hf(&m, md, DT_F32);
+    model_free(&m);
+    if (src) { check(0, name, "%s", peft_errbuf); return; }
+    const char *text = "Once upon a time, there was a little girl named Lily. She loved to play outside in the sun.\n\n"
+                       "One day, a big dog came to the park. The dog was friendly and wanted to play with Lily.\n\n";
+    write_bytes(data, text, strlen(text));
+    const char *common = "--steps 6 -T 6 -b 2 --dropout 0.1 --dora --targets all-linear --val-frac 0 -s 5";
+    snprintf(args, sizeof(args), "train %s %s -z %s -o %s %s --save-every 3", md, data, tok, a, common);
+    int rc1 = run_cmd(args, err, sizeof(err), NULL, 0);
+    snprintf(args, sizeof(args), "train %s %s -z %s -o %s %s --resume %s/checkpoint-3", md, data, tok, b, common, a);
+    int rc2 = rc1 ? -1 : run_cmd(args, err, sizeof(err), NULL, 0);
+    snprintf(fa, sizeof(fa), "%s/adapter_model.safetensors", a);
+    snprintf(fb, sizeof(fb), "%s/adapter_model.safetensors", b);
+    size_t na = 0, nb = 0;
+    char *ba = read_file(fa, &na, 1 << 26), *bb = read_file(fb, &nb, 1 << 26);
+    int same = ba && bb && na == nb && !memcmp(ba, bb, na);
+    int fused = 0, kproj = 0; // in the file's JSON header
+    for (size_t i = 0; ba && i + 40 <= na; i++) { fused |= !memcmp(ba + i, "self_attn.qkv_proj.lora_magnitude_vector", 40); kproj |= !memcmp(ba + i, "k_proj", 6); }
+    fused &= !kproj;
+    check(rc1 == 0 && rc2 == 0 && same && fused, name, "uninterrupted vs resumed at step 3: %s; qkv_proj.lora_magnitude_vector in the file, no k_proj: %s%s%s",
+          same ? "identical" : "DIFFERENT", fused ? "yes" : "NO", rc1 || rc2 ? "; " : "", rc1 || rc2 ? err : "");
+    free(ba); free(bb);
+}
+
 // OUT/loss.svg: one point per validation, rendered by a real SVG renderer (librsvg's rsvg-convert) to a PNG
 // that shows the three curves (tests/check_png.py decodes it)
 static void test_loss_svg(void) {
@@ -5178,6 +5361,8 @@ static void run_fp32_tests(void) {
     test_instruction_data();
     test_utf8_warning();
     test_export_gguf();
+    test_export_gguf_phi3();
+    test_phi3_train_resume();
     test_loss_svg();
     test_target_regex();
     test_modules_to_save_training();
@@ -6301,7 +6486,7 @@ static void cuda_test_small_kernels(void) {
         Config cfg = { 0 };
         cfg.head_dim = 64; cfg.seq_len = 300; cfg.rope_theta = 10000;
         floatX *cs, *sn;
-        rope_tables(&cs, &sn, &cfg);
+        rope_tables(&cs, &sn, &cfg, 0);
         int B = 2, T = 77, NH = 6, HS = 64;
         size_t n = (size_t)B * T * NH * HS, nt = (size_t)cfg.seq_len * HS / 2;
         float *x = rand_f32(n, 1), *xf = copy_f32(x, n), *xb = copy_f32(x, n);
@@ -7098,7 +7283,7 @@ static void test_parallel_load(void) {
 }
 static void run_plan_tests(void) { test_gpu_plan(); test_quantize_random(); test_parallel_load(); }
 static void run_classifier_tests(void) { test_eval_chunks(); test_logit_chunks(); }
-static void run_family_tests(void) { test_families(); test_family_references(fam_fp32); test_family_decode(""); }
+static void run_family_tests(void) { test_families(); test_family_references(fam_fp32); test_family_decode(""); test_export_gguf_phi3(); test_phi3_train_resume(); }
 static void run_hardening_tests(void) { test_hostile_adapters(); test_memory_refusal(); test_disk_full(); test_kill9(); }
 static void run_docs_tests(void) { test_reading_names(); test_readme_blocks(); }
 #endif

@@ -4,6 +4,11 @@ torch, transformers and peft; made with torch 2.11, transformers 5.17, peft 0.21
 
     python3 tests/make_family_fixtures.py [OUT_DIR] [--only qwen2,gemma2] [--bf16]   # default OUT_DIR tests/reference/families
 
+Cases beyond the families' defaults: phi3_dora (use_dora on the fused qkv_proj and gate_up_proj: one magnitude
+over the fused rows; grad.<...>.lora_magnitude_vector.weight too), phi3_longrope (rope_scaling longrope with
+T = 32 > original_max_position_embeddings = 16: the long factors at every position) and phi3_longrope_short
+(the same factors with original 48 >= T: the short ones).
+
 For each family, OUT_DIR/<name>/ holds:
   model/               a tiny random model of the family, save_pretrained (fp32 safetensors + config.json)
   adapter/             a PEFT LoRA adapter (init_lora_weights=False: A and B random) on the family's module names
@@ -68,6 +73,20 @@ FAMILIES = {
     # Mistral with a window shorter than T
     "mistral_swa": dict(model_type="mistral", num_hidden_layers=3, sliding_window=WINDOW, tie_word_embeddings=False,
                         targets=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]),
+    # (cases added after the families keep the families' seeds: seed = 100 + the case's index)
+    # Phi-3 with DoRA on every module (PEFT's use_dora on the fused qkv_proj / gate_up_proj)
+    "phi3_dora": dict(model_type="phi3", num_hidden_layers=3, tie_word_embeddings=False, rope_scaling=None,
+                      original_max_position_embeddings=128, sliding_window=None, use_dora=True,
+                      targets=["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]),
+    # Phi-3 128k / 3.5's longrope at a tiny size: head_dim 16 (8 factors each), max_position_embeddings 128 over
+    # original 16 (factor 8: attention factor sqrt(1 + ln 8 / ln 16)); T = 32 > 16 takes the long factors
+    "phi3_longrope": dict(model_type="phi3", num_hidden_layers=3, tie_word_embeddings=False, sliding_window=None,
+                          original_max_position_embeddings=16, longrope=True,
+                          targets=["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]),
+    # the same factors with original 48 >= T = 32: the short factors (factor 128/48, its attention factor)
+    "phi3_longrope_short": dict(model_type="phi3", num_hidden_layers=3, tie_word_embeddings=False, sliding_window=None,
+                                original_max_position_embeddings=48, longrope=True,
+                                targets=["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]),
 }
 
 
@@ -91,11 +110,27 @@ def make(name, spec, out_root, seed):
     spec = dict(spec)
     targets = spec.pop("targets")
     model_type = spec.pop("model_type")
+    use_dora = spec.pop("use_dora", False)
+    longrope = spec.pop("longrope", False)
     kw = dict(COMMON)
     kw.update(spec)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
+    if longrope:  # factors far from 1 and from each other, so that the wrong table (or none) shows in the logits
+        half = kw["hidden_size"] // kw["num_attention_heads"] // 2
+        short = [round(1.0 + 0.15 * i, 4) for i in range(half)]
+        long = [round(1.0 + 1.7 * i + 0.3 * i * i, 4) for i in range(half)]
+        rs = {"rope_type": "longrope", "short_factor": short, "long_factor": long,
+              "original_max_position_embeddings": kw["original_max_position_embeddings"]}
+        if int(__import__("transformers").__version__.split(".")[0]) >= 5:
+            kw["rope_parameters"] = dict(rs, rope_theta=10000.0)  # transformers 5's spelling
+            kw.pop("rope_scaling", None)
+        else:
+            kw["rope_scaling"] = {"type": "longrope", "short_factor": short, "long_factor": long}
     cfg = AutoConfig.for_model(model_type, **kw)
+    if longrope:  # the config must carry longrope, not silently drop it
+        rp = getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None)
+        assert rp and rp.get("rope_type", rp.get("type")) == "longrope", rp
     cfg._attn_implementation = "eager"
     model = AutoModelForCausalLM.from_config(cfg, attn_implementation="eager", dtype=torch.float32).float()
     randomise_constants(model, gen)
@@ -110,13 +145,15 @@ def make(name, spec, out_root, seed):
         logits_base = model(input_ids=ids).logits.float()
 
     lcfg = LoraConfig(r=4, lora_alpha=8, target_modules=targets, lora_dropout=0.0, init_lora_weights=False,
-                      task_type="CAUSAL_LM")
+                      use_dora=use_dora, task_type="CAUSAL_LM")
     pm = get_peft_model(model, lcfg)
     torch.manual_seed(seed + 1)
     with torch.no_grad():  # B random too (init_lora_weights=False does that; make sure it is not zero)
         for n, p in pm.named_parameters():
             if "lora_B" in n and float(p.abs().max()) == 0:
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+            if "lora_magnitude_vector" in n:  # DoRA: magnitude away from ||W + s B A|| so that g != 1 per row
+                p.mul_(1 + 0.2 * torch.rand(p.shape, generator=gen))
     pm.save_pretrained(os.path.join(out, "adapter"))
     pm.train()  # dropout is 0: train() only turns autograd bookkeeping on, the maths is eval's
     logits = pm(input_ids=ids).logits.float()
@@ -158,8 +195,12 @@ def make(name, spec, out_root, seed):
         notes["final_softcap_share_above_half_cap"] = float((logits_base.abs() > 0.5 * c).float().mean())
     with torch.no_grad():
         d = (logits - logits_base).abs().max().item()
+    if longrope:  # which table this T takes (transformers: long when max(position_ids) + 1 > original)
+        notes["longrope_table"] = "long" if T > kw["original_max_position_embeddings"] else "short"
+        rot = model.model.rotary_emb
+        notes["attention_scaling"] = float(getattr(rot, "attention_scaling", float("nan")))
     readme = {"family": name, "transformers_config": json.loads(cfg.to_json_string()), "lora": {"r": 4, "lora_alpha": 8,
-              "target_modules": targets, "init_lora_weights": False}, "B": B, "T": T, "seed": seed,
+              "target_modules": targets, "init_lora_weights": False, "use_dora": use_dora}, "B": B, "T": T, "seed": seed,
               "n_grads": n_grads, "max_abs_adapter_minus_base_logits": d, **notes,
               "versions": {"torch": torch.__version__, "transformers": __import__("transformers").__version__,
                            "peft": __import__("peft").__version__}}
