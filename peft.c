@@ -714,18 +714,24 @@ static void sb_printf(StrBuf *b, const char *fmt, ...) {
     sb_putn(b, big, (size_t)n); free(big);
 }
 // The shortest decimal that reads back as the same float (what Python's repr does for its doubles), for
-// numbers written into JSON configs: 0.1f is "0.1", not "0.100000001"; 1e-5f is "1e-05". Up to 8 at once.
+// numbers written into JSON configs: 0.1f is "0.1", not "0.100000001"; 1e-5f is "1e-05"; 3.0f is "3.0". Up to 8 at once.
 static const char *json_float(float v) {
     static char pool[8][32];
     static int next = 0;
     char *buf = pool[next++ % 8];
     if (!isfinite(v)) { snprintf(buf, 32, "null"); return buf; }
-    if (v == floorf(v) && fabsf(v) < 1e15f) { snprintf(buf, 32, "%.0f", (double)v); return buf; } // 10000, not 1e+04
+    if (v == floorf(v) && fabsf(v) < 1e15f) { snprintf(buf, 32, "%.1f", (double)v); return buf; } // 10000.0, not 1e+04 (and a float: transformers 5 refuses 3 for a float field)
     for (int p = 1; p <= 9; p++) {
         snprintf(buf, 32, "%.*g", p, (double)v);
         if ((float)strtod(buf, NULL) == v) break;
     }
     return buf;
+}
+// a number whose field the libraries type as an int when it is one (PEFT's lora_alpha, Gemma's query_pre_attn_scalar): 8, or 0.5
+static const char *json_intish(float v) {
+    const char *f = json_float(v);
+    size_t n = strlen(f);
+    return n > 2 && !strcmp(f + n - 2, ".0") ? (((char *)f)[n - 2] = 0, f) : f;
 }
 static void sb_json_string(StrBuf *b, const char *s) {
     sb_puts(b, "\"");
@@ -2796,7 +2802,7 @@ static int model_save_hf(Model *m, const char *dir, int dtype) {
     if (fam == FAM_LLAMA || fam == FAM_MISTRAL) sb_puts(&b, ",\n  \"mlp_bias\": false");
     if (gemma) {
         double qs = 1.0 / ((double)c->attn_scale * c->attn_scale); // query_pre_attn_scalar, exact for the integers it holds
-        sb_printf(&b, ",\n  \"query_pre_attn_scalar\": %s", json_float((float)(fabs(qs - floor(qs + 0.5)) < 1e-3 ? floor(qs + 0.5) : qs)));
+        sb_printf(&b, ",\n  \"query_pre_attn_scalar\": %s", json_intish((float)(fabs(qs - floor(qs + 0.5)) < 1e-3 ? floor(qs + 0.5) : qs)));
         sb_printf(&b, ",\n  \"attn_logit_softcapping\": %s", c->attn_softcap > 0 ? json_float(c->attn_softcap) : "null");
         sb_printf(&b, ",\n  \"final_logit_softcapping\": %s", c->final_softcap > 0 ? json_float(c->final_softcap) : "null");
     }
@@ -7788,7 +7794,7 @@ static char *lora_config_json(const Lora *lo, const LoraConfig *lc, const char *
         sb_puts(&b, "],\n  \"layers_pattern\": \"layers\",\n");
     }
     sb_printf(&b, "  \"lora_alpha\": %s,\n  \"lora_dropout\": %s,\n  \"modules_to_save\": %s,\n  \"peft_type\": \"LORA\",\n  \"r\": %d,\n  \"rank_pattern\": {},\n  \"revision\": null,\n  \"target_modules\": [",
-              json_float(lc->alpha), json_float(lc->dropout), lo->embed && lo->lm_head ? "[\"embed_tokens\", \"lm_head\"]" : lo->embed ? "[\"embed_tokens\"]" : lo->lm_head ? "[\"lm_head\"]" : "null", lc->r);
+              json_intish(lc->alpha), json_float(lc->dropout), lo->embed && lo->lm_head ? "[\"embed_tokens\", \"lm_head\"]" : lo->embed ? "[\"embed_tokens\"]" : lo->lm_head ? "[\"lm_head\"]" : "null", lc->r);
     int first = 1;
     if (lc->target_regex[0]) { b.n -= 1; b.s[b.n] = 0; sb_json_string(&b, lc->target_regex); } // a string: PEFT's regex form
     else for (int t = 0; t < NUM_TARGETS; t++) if ((lc->targets >> t & 1) && lora_name(lo->fused, t)) { sb_printf(&b, "%s\"%s\"", first ? "" : ", ", lora_name(lo->fused, t)); first = 0; }

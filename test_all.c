@@ -4288,7 +4288,10 @@ static double acts_test_step(Model *m, unsigned targets, int dora, float dropout
         lora_create(&lo, c, &lc, 1);
         for (size_t i = 0; i < lo.num_params; i++) lo.params[i] = (floatX)((random_f32(&r) - 0.5f) * 0.2f); // B != 0
         if (dora) { // magnitudes from the row norms, then off g = 1 so that the (g - 1) xd W^T path counts
+            int on = gpu_on; // (in host memory, before net_init mirrors the model and the adapter: the CPU's kernels)
+            gpu_on = 0;
             lora_init_dora(&lo, m);
+            gpu_on = on;
             for (int i = 0; i < c->n_layers * NUM_TARGETS; i++)
                 for (int o = 0; lo.mods[i].r && o < lo.mods[i].out; o++) lo.mods[i].mag[o] *= (floatX)(0.8 + 0.4 * random_f32(&r));
         }
