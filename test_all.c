@@ -4414,10 +4414,10 @@ static void test_config_floats(void) {
     char *txt = rc == 0 ? read_file(cfg, &n, 1 << 20) : NULL;
     int ok = txt && strstr(txt, "\"lora_dropout\": 0.1,") && strstr(txt, "\"lora_alpha\": 0.3,");
     float vals[6] = { 0.1f, 1e-5f, 1e-6f, 10000.0f, 500000.0f, 3.14159274f };
-    const char *want[6] = { "0.1", "1e-05", "1e-06", "10000", "500000", "3.1415927" };
+    const char *want[6] = { "0.1", "1e-05", "1e-06", "10000.0", "500000.0", "3.1415927" }; // Python's json.dumps of these floats
     for (int k = 0; k < 6; k++) ok &= !strcmp(json_float(vals[k]), want[k]);
     for (uint32_t bits = 0x3f800000u, k = 0; k < 100000; k++, bits += 977) { float f; memcpy(&f, &bits, 4); ok &= (float)strtod(json_float(f), NULL) == f; }
-    check(ok, "shortest round-trip floats in configs", "lora_dropout 0.1 and lora_alpha 0.3 written as 0.1 / 0.3; rms_norm_eps 1e-5 as 1e-05; 100000 floats read back exactly");
+    check(ok, "shortest round-trip floats in configs", "lora_dropout 0.1 and lora_alpha 0.3 written as 0.1 / 0.3; rms_norm_eps 1e-5 as 1e-05, rope_theta 10000 as 10000.0 (as Python writes them); 100000 floats read back exactly");
     free(txt);
 }
 
