@@ -6461,29 +6461,31 @@ static void cuda_test_attention(int bf16, int rows) { // rows: query rows a bloc
           wo.worst, wo.where, wq.worst, wq.where, wk.worst, wk.where, wv.worst, wv.where, tol);
 }
 
+// RMSNorm forward and backward (norm offset woff) of N rows of C on the GPU against the CPU, into *wn
+static void cuda_rmsnorm_case(Worst *wn, int N, int C, float wscale, float eps, float woff) {
+    size_t n = (size_t)N * C;
+    float *x = rand_f32(n, 2), *w = rand_f32(C, wscale), *dy = rand_f32(n, 1), *y = malloc_check(n * sizeof(float)), *r = malloc_check(N * sizeof(float));
+    float *dx = rand_f32(n, 1), *dw = rand_f32(C, 1), *dx0 = copy_f32(dx, n), *dw0 = copy_f32(dw, C);
+    gpu_on = 0;
+    rmsnorm_forward(y, r, x, w, N, C, eps, woff);
+    rmsnorm_backward(dx, dw, dy, x, w, r, N, C, woff);
+    gpu_on = 1;
+    float *gx = dev_f32(x, n), *gw = dev_f32(w, C), *gdy = dev_f32(dy, n), *gy = (float *)tensor_alloc(n * 4), *gr = (float *)tensor_alloc(N * 4), *gdx = dev_f32(dx0, n), *gdw = dev_f32(dw0, C);
+    rmsnorm_forward(gy, gr, gx, gw, N, C, eps, woff);
+    rmsnorm_backward(gdx, gdw, gdy, gx, gw, gr, N, C, woff);
+    float *hy = host_f32(gy, n), *hdx = host_f32(gdx, n), *hdw = host_f32(gdw, C);
+    worst_of(wn, fmax(rel_l2(hy, y, n), fmax(rel_l2(hdx, dx, n), rel_l2(hdw, dw, C))), "N %d C %d", N, C);
+    float *gs[] = { gx, gw, gdy, gy, gr, gdx, gdw };
+    for (int i = 0; i < 7; i++) tensor_free(gs[i]);
+    gpu_on = 0;
+    float *fs[] = { x, w, dy, y, r, dx, dw, dx0, dw0, hy, hdx, hdw };
+    for (int i = 0; i < 12; i++) free(fs[i]);
+}
 // the small kernels: one run each on odd sizes, GPU against the CPU twin
 static void cuda_test_small_kernels(void) {
     Worst wn = { 0, "" }, wr = { 0, "" }, we = { 0, "" }, ws = { 0, "" }, wc = { 0, "" }, wd = { 0, "" }, wm = { 0, "" };
     int Cs[6] = { 64, 288, 2048, 3000, 4096, 6 }; // a block a row, the row in registers (1, 2, 4 float4 a thread), and a warp a row (C % 4 != 0)
-    for (int ci = 0; ci < 6; ci++) { // RMSNorm forward and backward
-        int N = 37, C = Cs[ci];
-        size_t n = (size_t)N * C;
-        float *x = rand_f32(n, 2), *w = rand_f32(C, 1), *dy = rand_f32(n, 1), *y = malloc_check(n * sizeof(float)), *r = malloc_check(N * sizeof(float));
-        float *dx = rand_f32(n, 1), *dw = rand_f32(C, 1), *dx0 = copy_f32(dx, n), *dw0 = copy_f32(dw, C);
-        gpu_on = 0;
-        rmsnorm_forward(y, r, x, w, N, C, 1e-5f, 0);
-        rmsnorm_backward(dx, dw, dy, x, w, r, N, C, 0);
-        gpu_on = 1;
-        float *gx = dev_f32(x, n), *gw = dev_f32(w, C), *gdy = dev_f32(dy, n), *gy = (float *)tensor_alloc(n * 4), *gr = (float *)tensor_alloc(N * 4), *gdx = dev_f32(dx0, n), *gdw = dev_f32(dw0, C);
-        rmsnorm_forward(gy, gr, gx, gw, N, C, 1e-5f, 0);
-        rmsnorm_backward(gdx, gdw, gdy, gx, gw, gr, N, C, 0);
-        float *hy = host_f32(gy, n), *hdx = host_f32(gdx, n), *hdw = host_f32(gdw, C);
-        worst_of(&wn, fmax(rel_l2(hy, y, n), fmax(rel_l2(hdx, dx, n), rel_l2(hdw, dw, C))), "C %d", C);
-        float *gs[] = { gx, gw, gdy, gy, gr, gdx, gdw };
-        for (int i = 0; i < 7; i++) tensor_free(gs[i]);
-        gpu_on = 0;
-        free(x); free(w); free(dy); free(y); free(r); free(dx); free(dw); free(dx0); free(dw0); free(hy); free(hdx); free(hdw);
-    }
+    for (int ci = 0; ci < 6; ci++) cuda_rmsnorm_case(&wn, 37, Cs[ci], 1, 1e-5f, 0); // RMSNorm forward and backward
     check(wn.worst <= FP32_TOL, "cuda rmsnorm forward + backward vs CPU", "N 37, C 6/64/288/2048/3000/4096: worst relative L2 error %.2e (%s) <= %.0e", wn.worst, wn.where, FP32_TOL);
     { // RoPE forward (at an offset) and backward
         Config cfg = { 0 };
@@ -6726,26 +6728,7 @@ static void cuda_test_attention_modes(int bf16) {
 static void cuda_test_family_kernels(void) {
     Worst wn = { 0, "" }, wb = { 0, "" }, wc = { 0, "" }, wg = { 0, "" }, wd = { 0, "" };
     int Cs[5] = { 6000, 288, 3000, 256, 6 }; // a warp a row (float4 loads and not), the row kernels (1, 4 float4 a thread); 256: Gemma's q/k norm rows
-    for (int ci = 0; ci < 5; ci++) {
-        int N = ci == 3 ? 370 : 37, C = Cs[ci];
-        size_t n = (size_t)N * C;
-        float *x = rand_f32(n, 2), *w = rand_f32(C, 0.3f), *dy = rand_f32(n, 1), *y = malloc_check(n * 4), *r = malloc_check(N * 4);
-        float *dx = rand_f32(n, 1), *dw = rand_f32(C, 1), *dx0 = copy_f32(dx, n), *dw0 = copy_f32(dw, C);
-        gpu_on = 0;
-        rmsnorm_forward(y, r, x, w, N, C, 1e-6f, 1);
-        rmsnorm_backward(dx, dw, dy, x, w, r, N, C, 1);
-        gpu_on = 1;
-        float *gx = dev_f32(x, n), *gw = dev_f32(w, C), *gdy = dev_f32(dy, n), *gy = (float *)tensor_alloc(n * 4), *gr = (float *)tensor_alloc(N * 4), *gdx = dev_f32(dx0, n), *gdw = dev_f32(dw0, C);
-        rmsnorm_forward(gy, gr, gx, gw, N, C, 1e-6f, 1);
-        rmsnorm_backward(gdx, gdw, gdy, gx, gw, gr, N, C, 1);
-        float *hy = host_f32(gy, n), *hdx = host_f32(gdx, n), *hdw = host_f32(gdw, C);
-        worst_of(&wn, fmax(rel_l2(hy, y, n), fmax(rel_l2(hdx, dx, n), rel_l2(hdw, dw, C))), "N %d C %d", N, C);
-        float *gs[] = { gx, gw, gdy, gy, gr, gdx, gdw };
-        for (int i = 0; i < 7; i++) tensor_free(gs[i]);
-        gpu_on = 0;
-        float *fs[] = { x, w, dy, y, r, dx, dw, dx0, dw0, hy, hdx, hdw };
-        for (int i = 0; i < 12; i++) free(fs[i]);
-    }
+    for (int ci = 0; ci < 5; ci++) cuda_rmsnorm_case(&wn, ci == 3 ? 370 : 37, Cs[ci], 0.3f, 1e-6f, 1);
     check(wn.worst <= FP32_TOL, "cuda rmsnorm with (1 + w) forward + backward vs CPU", "C 6/256/288/3000/6000: worst relative L2 error %.2e (%s) <= %.0e", wn.worst, wn.where, FP32_TOL);
     { // bias (N 300: the column sums over many rows), soft-cap (in place, as the classifier's), GeGLU
         int N = 300, OC = 97;
