@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 28's interop bar for every model family in tests/reference/families: an adapter trained by peft.c
-# (all-linear LoRA, 20 steps) loads in transformers + PEFT with `peft dump`'s logits, and the folder `peft merge`
-# writes from it loads in transformers with the same logits. Needs torch, transformers and peft (the GPU
+# (all-linear LoRA, DoRA where the fixture's adapter is one, 20 steps) loads in transformers + PEFT with `peft dump`'s
+# logits, and the folder `peft merge` writes from it loads in transformers with the same logits; all the checks run
+# in one python process (tests/peft_interop.py --cases). Needs torch, transformers and peft (the GPU
 # machine). DEVICES="cpu cuda" trains on each (cuda in fp32); the dumps run on the CPU.
 #   tests/family_interop.sh [FAMILY...]        (default: every folder of tests/reference/families)
 set -u
@@ -23,20 +24,28 @@ PY
 pass=0; fail=0
 result() { if [ "$1" = 0 ]; then pass=$((pass+1)); echo "PASS $2"; else fail=$((fail+1)); echo "FAIL $2 (log: $3)"; fi; }
 fams=${*:-$(ls tests/reference/families)}
+: > "$OUT/cases.txt"
 for f in $fams; do
   R=tests/reference/families/$f
+  # the fixture's adapter kind (DoRA) is what peft.c trains here too
+  kind=""; grep -q '"use_dora": true' $R/adapter/adapter_config.json 2>/dev/null && kind="--dora"
   for dev in ${DEVICES:-cpu}; do
     A=$OUT/$f-$dev; rm -rf "$A" "$A-merged"; log=$OUT/$f-$dev.log
     dt=""; [ "$dev" = cuda ] && dt="--dtype fp32"
-    OMP_NUM_THREADS=1 ./peft train $R/model "$OUT/data.txt" -z "$OUT/bytes256.json" --steps 20 -b 2 -T 32 --targets all-linear -r 4 --alpha 8 \
+    OMP_NUM_THREADS=1 ./peft train $R/model "$OUT/data.txt" -z "$OUT/bytes256.json" --steps 20 -b 2 -T 32 --targets all-linear -r 4 --alpha 8 $kind \
       --lr 1e-2 --init gaussian --val-frac 0 --device $dev $dt -o "$A" > "$log" 2>&1 &&
     ./peft dump $R/model -a "$A" -i $R/reference.safetensors -o "$A/dump.safetensors" --device cpu >> "$log" 2>&1 &&
-    python3 tests/peft_interop.py $R/model "$A" "$A/dump.safetensors" --ids $R/reference.safetensors --eager >> "$log" 2>&1
-    result $? "$f: an adapter trained by peft.c ($dev) in transformers + PEFT: $(grep 'max abs diff' "$log" | tail -1 | sed 's/.*logits/logits/')" "$log"
-    ./peft merge $R/model "$A" -o "$A-merged" >> "$log" 2>&1 &&
-    python3 tests/peft_interop.py "$A-merged" - "$A/dump.safetensors" --ids $R/reference.safetensors --eager >> "$log" 2>&1
-    result $? "$f: peft merge's folder ($dev adapter) in transformers: $(grep 'max abs diff' "$log" | tail -1 | sed 's/.*logits/logits/')" "$log"
+    ./peft merge $R/model "$A" -o "$A-merged" >> "$log" 2>&1
+    rc=$?; result $rc "$f: peft.c trains ($dev${kind:+, ${kind#--}}), dumps and merges" "$log"; [ $rc = 0 ] || continue
+    echo "$f-$dev-adapter $R/model $A $A/dump.safetensors $R/reference.safetensors" >> "$OUT/cases.txt"
+    echo "$f-$dev-merged $A-merged - $A/dump.safetensors $R/reference.safetensors" >> "$OUT/cases.txt"
   done
 done
+# transformers + PEFT load every adapter and merged folder in one process (one torch start)
+python3 tests/peft_interop.py --cases "$OUT/cases.txt" --eager > "$OUT/interop.log" 2>&1
+grep -E "^(PASS|FAIL) " "$OUT/interop.log" | sed -E 's/ \(the adapter changes/\n    (the adapter changes/' | cut -c1-400
+pass=$((pass + $(grep -c "^PASS " "$OUT/interop.log"))); fail=$((fail + $(grep -c "^FAIL " "$OUT/interop.log")))
+n=$(wc -l < "$OUT/cases.txt"); got=$(grep -cE "^(PASS|FAIL) " "$OUT/interop.log")
+[ "$got" = "$n" ] || { fail=$((fail+1)); echo "FAIL transformers + PEFT checked $got of $n cases (log: $OUT/interop.log): $(tail -1 "$OUT/interop.log")"; }
 echo "family_interop: $pass passed, $fail failed"
 [ $fail = 0 ]
