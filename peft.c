@@ -7713,6 +7713,8 @@ static void lora_free(Lora *lo) {
     free(lo->mods); free(lo->params); free(lo->grads); tensor_free(lo->wnorm_memory); tensor_free(lo->act_memory); free(lo->embed); free(lo->lm_head); free(lo->dembed); free(lo->dlm_head);
     memset(lo, 0, sizeof(*lo));
 }
+// an adapter freed: its GPU mirror first (a later allocation may reuse the host address the mirror is keyed by)
+static void lora_release(Lora *lo, const Config *c) { lora_mirror(lo, c, 0); lora_free(lo); }
 
 static float lora_scale(float alpha, int r, int rslora) { return rslora ? alpha / sqrtf((float)r) : alpha / (float)r; }
 
@@ -10850,7 +10852,7 @@ static int cmd_chat(int argc, char **argv) {
                     ins[n] = &ads[k].lora; ws[n++] = (float)w;
                 }
                 if (bad || !n) { if (!n && !bad) fprintf(stderr, "[/mix A:0.7,B:0.3]\n"); continue; }
-                if (have_mix) { lora_mirror(&mix, c, 0); lora_free(&mix); } // (its host memory may come back for the next mix)
+                if (have_mix) lora_release(&mix, c);
                 lora_combine(&mix, ins, ws, n, c);
                 lora_alloc_acts(&mix, 1);
                 lora_mirror(&mix, c, 1);
@@ -10944,8 +10946,8 @@ static int cmd_chat(int argc, char **argv) {
     chat_pop(msgs, &nmsg, 0);
     free(msgs); free(line); free(turn.s); free(reply.s); free(text.s); free(hist); free(probs); free(pi);
     if (model_path) { runstate_free(&s); net_free(&net); }
-    if (have_mix) { lora_mirror(&mix, c, 0); lora_free(&mix); }
-    for (int k = 0; k < na && model_path; k++) { lora_mirror(&ads[k].lora, c, 0); lora_free(&ads[k].lora); }
+    if (have_mix) lora_release(&mix, c);
+    for (int k = 0; k < na && model_path; k++) lora_release(&ads[k].lora, c);
     free(ads);
     tokenizer_free(&tok);
     if (model_path) model_free(&m);
