@@ -7713,6 +7713,8 @@ static void lora_free(Lora *lo) {
     free(lo->mods); free(lo->params); free(lo->grads); tensor_free(lo->wnorm_memory); tensor_free(lo->act_memory); free(lo->embed); free(lo->lm_head); free(lo->dembed); free(lo->dlm_head);
     memset(lo, 0, sizeof(*lo));
 }
+// an adapter freed: its GPU mirror first (a later allocation may reuse the host address the mirror is keyed by)
+static void lora_release(Lora *lo, const Config *c) { lora_mirror(lo, c, 0); lora_free(lo); }
 
 static float lora_scale(float alpha, int r, int rslora) { return rslora ? alpha / sqrtf((float)r) : alpha / (float)r; }
 
@@ -10154,7 +10156,7 @@ static const char *quant_desc(const Model *m) {
     return buf;
 }
 
-// --device cpu|cuda and --dtype fp32|bf16 (train, generate, eval, dump)
+// --device cpu|cuda and --dtype fp32|bf16 (train, generate, chat, eval, dump)
 #define DEVICE_HELP "  --device D    cpu | cuda (default: $PEFT_DEVICE, else cuda when built with `make CUDA=1` and a GPU is present, else cpu)\n" \
                     "  --dtype T     GPU matmul precision: bf16 (operands rounded to bf16, fp32 accumulation; the GPU default) | fp32 (exact)\n"
 #define OFFLOAD_HELP "  --offload     GPU: keep the base's linear weights in pinned host memory and copy each layer to the GPU a\n" \
@@ -10683,7 +10685,9 @@ static void error_usage_chat(void) {
                     "  -t T          temperature, 0 = greedy (default 1.0)\n"
                     "  --top-p P     nucleus sampling threshold (default 0.9)\n"
                     "  -s SEED       random seed (default: time)\n"
-                    QUANT_HELP
+                    QUANT_HELP DEVICE_HELP OFFLOAD_HELP
+                    "  On the GPU every -a adapter is kept there (a switch uploads nothing); a /mix is built on the host\n"
+                    "  and uploaded once.\n"
                     "Commands: /adapter NAME (or none), /adapters, /mix A:0.7,B:0.3, /reset, /quit\n");
     exit(1);
 }
@@ -10719,9 +10723,12 @@ static int cmd_chat(int argc, char **argv) {
     float temperature = 1.0f, topp = 0.9f;
     uint64_t seed = (uint64_t)time(NULL);
     QuantOpts qo = { -1, 0, 0, 0 };
+    DeviceOpts dev = { -1, -1, 0 };
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) error_usage_chat();
         else if (parse_quant_flag(argc, argv, &i, &qo)) {}
+        else if (parse_device_flag(argc, argv, &i, &dev)) {}
+        else if (!strcmp(argv[i], "--offload")) dev.offload = 1;
         else if (argv[i][0] != '-') { if (model_path) fatal("unexpected argument '%s'", argv[i]); model_path = argv[i]; }
         else if (!strcmp(argv[i], "-z")) zpath = next_arg(argc, argv, &i);
         else if (!strcmp(argv[i], "-a")) push_adapter(specs, &na, next_arg(argc, argv, &i));
@@ -10749,6 +10756,7 @@ static int cmd_chat(int argc, char **argv) {
     Config *c = NULL;
     Tokenizer tok;
     ChatAdapter *ads = (ChatAdapter *)calloc_check((size_t)(na ? na : 1), sizeof(ChatAdapter));
+    device_start(&dev);
     if (model_path) {
         load_model_q_or_die(&m, model_path, &qo);
         c = &m.config;
@@ -10779,6 +10787,7 @@ static int cmd_chat(int argc, char **argv) {
     int npos = 1 << 30, vocab = tok.vocab_size;
     if (model_path) {
         net_init(&net, &m, na ? &ads[0].lora : NULL);
+        for (int k = 1; k < na; k++) lora_mirror(&ads[k].lora, c, 1); // every adapter on the GPU: a switch moves a pointer
         runstate_alloc(&s, c, c->seq_len);
         npos = s.npos; vocab = c->vocab_size;
     }
@@ -10843,9 +10852,10 @@ static int cmd_chat(int argc, char **argv) {
                     ins[n] = &ads[k].lora; ws[n++] = (float)w;
                 }
                 if (bad || !n) { if (!n && !bad) fprintf(stderr, "[/mix A:0.7,B:0.3]\n"); continue; }
-                if (have_mix) lora_free(&mix);
+                if (have_mix) lora_release(&mix, c);
                 lora_combine(&mix, ins, ws, n, c);
                 lora_alloc_acts(&mix, 1);
+                lora_mirror(&mix, c, 1);
                 have_mix = 1;
                 next = &mix;
                 snprintf(active, sizeof(active), "mix %s", arg);
@@ -10936,8 +10946,8 @@ static int cmd_chat(int argc, char **argv) {
     chat_pop(msgs, &nmsg, 0);
     free(msgs); free(line); free(turn.s); free(reply.s); free(text.s); free(hist); free(probs); free(pi);
     if (model_path) { runstate_free(&s); net_free(&net); }
-    if (have_mix) lora_free(&mix);
-    for (int k = 0; k < na && model_path; k++) lora_free(&ads[k].lora);
+    if (have_mix) lora_release(&mix, c);
+    for (int k = 0; k < na && model_path; k++) lora_release(&ads[k].lora, c);
     free(ads);
     tokenizer_free(&tok);
     if (model_path) model_free(&m);

@@ -7127,6 +7127,52 @@ static void cuda_test_offload(void) {
           WIFEXITED(st) ? WEXITSTATUS(st) : -1, peft_lines, same ? "==" : "!=", have(cb4) ? "no" : "yes");
     free(et);
 }
+// peft chat on the GPU: a greedy conversation (stdin) with three of PEFT's adapters (LoRA q,v; rsLoRA all-linear;
+// DoRA q,k,v,o), switches that re-read the KV cache, two /mix (the second replacing the first while it is active:
+// the first's mirror must go before its memory is freed), a switch away from the mix and /reset. In fp32 the
+// replies equal the CPU's (which test_chat checks against generate -a), and --offload equals the resident run bit
+// for bit in fp32, in bf16 and on an nf4 base (5 layers through 3 slots, a layer copy per layer per token)
+static void transcript_diff(char *msg, size_t n, const char *a, const char *b) { // "identical", or where they part
+    int line = 1;
+    while (*a && *a == *b) { line += *a == '\n'; a++; b++; }
+    if (*a || *b) snprintf(msg, n, "DIFFER at line %d: '%.40s' vs '%.40s'", line, a, b); else snprintf(msg, n, "identical");
+}
+static void cuda_test_chat(void) {
+    const char *hf = SH("models/stories260K-hf-f32");
+    char ad[3][600];
+    snprintf(ad[0], sizeof(ad[0]), "%s", SH("reference/peft/qv_r4"));
+    snprintf(ad[1], sizeof(ad[1]), "%s", SH("reference/peft/all_r8_rslora"));
+    snprintf(ad[2], sizeof(ad[2]), "%s", SH("reference/peft/qkvo_r4_dora"));
+    if (!have(hf) || !have(TOK512) || !have(ad[0]) || !have(ad[1]) || !have(ad[2])) { skip("cuda chat", "needs ../shared's stories260K-hf-f32, tok512.bin and PEFT's adapters"); return; }
+    char script[600], args[8192], err[1 << 14], out[7][8192];
+    tmp_path(script, sizeof(script), "cuda_chat.txt");
+    write_text(script, "Once upon a time\n/adapter B\nand then\n/adapter D\nThe dog\n/mix A:0.7,B:0.3\nLily went\n/mix A:0.2,B:1.3\nThe end\n"
+                       "/adapter B\nThe cat\n/reset\n/adapter none\nOnce upon a time\n/adapter A\nOnce upon a time\n/quit\n");
+    struct { const char *name, *flags; } runs[7] = {
+        { "CPU", "--device cpu" }, { "fp32", "--device cuda --dtype fp32" }, { "fp32 --offload", "--device cuda --dtype fp32 --offload" },
+        { "bf16", "--device cuda" }, { "bf16 --offload", "--device cuda --offload" },
+        { "nf4 bf16", "--device cuda --quant nf4" }, { "nf4 bf16 --offload", "--device cuda --quant nf4 --offload" },
+    };
+    int ok[7];
+    for (int k = 0; k < 7; k++) {
+        snprintf(args, sizeof(args), "chat %s -z %s -a A=%s -a B=%s -a D=%s -t 0 -n 24 %s < %s", hf, TOK512, ad[0], ad[1], ad[2], runs[k].flags, script);
+        int rc = run_cmd(args, err, sizeof(err), out[k], sizeof(out[k]));
+        int reread = 0, replies = 0; // (a reply may hold newlines: they are counted on stderr)
+        for (const char *p = err; (p = strstr(p, "(conversation re-read)")); p++) reread++;
+        for (const char *p = err; (p = strstr(p, " tok/s, ")); p++) replies++;
+        ok[k] = rc == 0 && replies == 8 && reread == 6 && strlen(out[k]) > 100; // 6 switches with a conversation to re-read
+        if (!ok[k]) printf("  chat %s: exit %d, %d replies, %d re-reads: %.300s\n", runs[k].name, rc, replies, reread, err);
+    }
+    char diff[200];
+    transcript_diff(diff, sizeof(diff), out[0], out[1]);
+    check(ok[0] && ok[1] && !strcmp(out[0], out[1]), "cuda fp32 chat == CPU (adapter switches, /mix, /reset)", "8 greedy replies of 24 tokens, 3 adapters, 2 mixes: %s", diff);
+    for (int k = 2; k < 7; k += 2) {
+        char name[160];
+        snprintf(name, sizeof(name), "cuda chat --offload == resident (%s)", runs[k - 1].name);
+        transcript_diff(diff, sizeof(diff), out[k - 1], out[k]);
+        check(ok[k - 1] && ok[k] && !strcmp(out[k - 1], out[k]), name, "8 greedy replies, switches and mixes: %s", diff);
+    }
+}
 
 // the families on the GPU: their kernels against the CPU, generation against transformers, and the family
 // references (transformers + PEFT) in fp32 within the CPU's bounds, and in bf16 (--dtype bf16: bf16 weights,
@@ -7178,6 +7224,7 @@ static void run_cuda_tests(void) {
     printf("== CLI on the GPU\n");
     cuda_test_cli();
     cuda_test_offload();
+    cuda_test_chat();
 }
 #elif !defined(PEFT_FP64)
 static void run_cuda_tests(void) { skip("cuda tests", "this test_all was built without CUDA (make test-cuda builds with it)"); }
@@ -7188,7 +7235,8 @@ static void run_chat_tests(void) { test_chat_templates(); test_instruction_data(
 // Loading by several threads (pread_all, st_read_floatX, hf_read_quantized): a .bin whose embedding (8 MiB)
 // takes the threaded reader, and a bf16 folder whose tensors are read in 64K-value pieces by the threads, load
 // the values written; a NaN is reported at its index (the first of two in different pieces). The startup line
-// of train (time to the first step, host memory peak), and --offload on the CPU refused by eval, dump, generate.
+// of train (time to the first step, host memory peak), --offload on the CPU refused by eval, dump, generate and chat,
+// and --device cuda refused by a build without CUDA.
 static void poke_bytes(const char *path, long off, const void *b, size_t n) {
     FILE *f = fopen(path, "r+b");
     if (f) { fseek(f, off, SEEK_SET); fwrite(b, 1, n, f); fclose(f); }
@@ -7255,17 +7303,29 @@ static void test_parallel_load(void) {
     int n = sl ? sscanf(sl, "startup: first step done %lf s after the start (model load %lf s, step %lf s), host memory peak %lf GiB", &t_first, &t_load, &t_step, &peak) : 0;
     check(rc == 0 && n == 4 && t_first >= t_load + t_step - 1e-2 && t_load >= 0 && peak > 1.0 / 1024 && peak < 1024, "train prints the time to the first step and the host memory peak",
           "exit %d: %.160s", rc, sl ? sl : err);
-    const char *cmds[3] = { "eval %s %s -z tests/spbpe/tokenizer.json --device cpu --offload", "generate %s -z tests/spbpe/tokenizer.json -n 4 --device cpu --offload%.0s",
-                            "dump %s -i %s -o /dev/null --device cpu --offload" };
+    const char *cmds[4] = { "eval %s %s -z tests/spbpe/tokenizer.json --device cpu --offload", "generate %s -z tests/spbpe/tokenizer.json -n 4 --device cpu --offload%.0s",
+                            "dump %s -i %s -o /dev/null --device cpu --offload", "chat %s -z tests/spbpe/tokenizer.json --device cpu --offload%.0s < /dev/null" };
     int refused = 0;
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < 4; k++) {
         char args[1024];
         snprintf(args, sizeof(args), cmds[k], bin, data);
         snprintf(cmd, sizeof(cmd), "%s %s %s", exec_prefix(), peft_bin(), args);
         rc = run_sh(cmd, err, sizeof(err));
         refused += rc == 1 && !strncmp(err, "peft: --offload streams the frozen base to a GPU; this run is on the CPU", 72);
     }
-    check(refused == 3, "--offload on the CPU: eval, generate and dump refuse it in one peft: line", "%d of 3 refused; last: %.200s", refused, err);
+    check(refused == 4, "--offload on the CPU: eval, generate, dump and chat refuse it in one peft: line", "%d of 4 refused; last: %.200s", refused, err);
+#ifndef PEFT_CUDA
+    // --device cuda from a CPU-only build: generate's and chat's one line
+    int nocuda = 0;
+    for (int k = 0; k < 2; k++) {
+        snprintf(cmd, sizeof(cmd), "%s %s %s %s -z tests/spbpe/tokenizer.json -n 4 --device cuda < /dev/null", exec_prefix(), peft_bin(), k ? "chat" : "generate", bin);
+        rc = run_sh(cmd, err, sizeof(err));
+        nocuda += rc == 1 && count_lines(err) == 1 && !strcmp(err, "peft: --device cuda: this peft was built without CUDA (build with make CUDA=1)\n");
+    }
+    check(nocuda == 2, "--device cuda without CUDA: generate and chat refuse it in one peft: line", "%d of 2 refused; last: %.200s", nocuda, err);
+#else
+    skip("--device cuda without CUDA", "this build has CUDA (./test_all --cuda chat runs chat on the GPU)");
+#endif
 }
 static void run_plan_tests(void) { test_gpu_plan(); test_quantize_random(); test_parallel_load(); }
 static void run_classifier_tests(void) { test_eval_chunks(); test_logit_chunks(); }
@@ -7283,6 +7343,15 @@ int main(int argc, char **argv) {
         snprintf(tmpdir, sizeof(tmpdir), "%s", tmpl);
         char err[512];
         if (gpu_init(0, 0, err, sizeof(err))) skip("cuda offload", err); else cuda_test_offload();
+        printf("%d passed, %d failed, %d skipped\n", n_pass, n_fail, n_skip);
+        return n_fail ? 1 : 0;
+    }
+    if (argc > 2 && !strcmp(argv[1], "--cuda") && !strcmp(argv[2], "chat")) { // ./test_all --cuda chat: peft chat on the GPU alone
+        char tmpl[] = "/tmp/peft_test_XXXXXX";
+        if (!mkdtemp(tmpl)) { perror("mkdtemp"); return 1; }
+        snprintf(tmpdir, sizeof(tmpdir), "%s", tmpl);
+        char err[512];
+        if (gpu_init(0, 0, err, sizeof(err))) skip("cuda chat", err); else cuda_test_chat();
         printf("%d passed, %d failed, %d skipped\n", n_pass, n_fail, n_skip);
         return n_fail ? 1 : 0;
     }

@@ -8,7 +8,7 @@
 #   memcheck   compute-sanitizer memcheck with leak check: memcheck-train (one step each of LoRA bf16/fp32 with
 #              DoRA + dropout, QLoRA nf4, GQA at T 200, checkpointing, full, freeze, QDoRA nf4 on the bench
 #              shapes) then memcheck-small (stories260K: QDoRA hqq4 and generation with it, generation on fp32
-#              and nf4 bases, a chunked eval); each half can be run alone
+#              and nf4 bases, a chunked eval, chat --offload with adapter switches and two /mix); each half can be run alone
 #   attention  compute-sanitizer memcheck (both tensor-core forwards) and racecheck on the attention kernels at
 #              T 200 (no multiple of the tiles), GQA at head size 64 and head size 128
 #   copies     PEFT_CUDA_COPIES=check (every reused bf16 copy compared with a fresh one) on 3-step runs, and the
@@ -19,7 +19,8 @@
 #              family references in fp32 and bf16), then compute-sanitizer memcheck (leak check) of a training step
 #              of a small Gemma 2 (head_dim 128, soft-caps, window 64 < T 200) in bf16 and fp32 and of a windowed
 #              generation (100 tokens) with its adapter
-#   offload    --offload against resident (test_all --cuda offload; a quantize --random 7B NF4 model, see part_offload)
+#   offload    --offload against resident (test_all --cuda offload, test_all --cuda chat; a quantize --random 7B NF4 model,
+#              see part_offload)
 #   interop    needs transformers + peft: an adapter trained on the GPU loads in PEFT with peft dump's logits,
 #              tests/family_interop.sh (every family: trained adapters in PEFT, merged folders in transformers),
 #              tests/ecosystem_gpu_check.sh, tests/hostile/peft_check.py, tests/check_new_tokens_peft.py
@@ -75,6 +76,9 @@ part_memcheck_small() {
   san gen_fp32 generate $M260 -z $T512 -n 20 -t 0 --device cuda
   san gen_nf4 generate $M260 -z $T512 --quant nf4 -n 20 -t 0 --device cuda
   san eval_chunks eval $M260 "$OUT/eval30k.txt" -z $T512 -b 2 -T 300 --device cuda
+  printf 'Once upon a time\n/adapter B\nThe dog\n/mix A:0.7,B:0.3\nLily went\n/mix A:0.2,B:1.3\nThe end\n/reset\n/adapter A\nThe cat\n' > "$OUT/chat_script.txt"
+  san chat_offload chat $S/models/stories260K-hf-f32 -z $T512 -a A=$S/reference/peft/qv_r4 -a B=$S/reference/peft/all_r8_rslora \
+    -t 0 -n 16 --device cuda --offload < "$OUT/chat_script.txt"
 }
 part_attention() {
   models TinyLlama-1.1B:2 Llama-2-7B:2
@@ -165,6 +169,8 @@ part_interop() {
 part_offload() {
   timeout 240 ./test_all --cuda offload > "$OUT/test_offload.log" 2>&1
   result $? "test_all --cuda offload: $(tail -1 "$OUT/test_offload.log")" "$OUT/test_offload.log"
+  timeout 120 ./test_all --cuda chat > "$OUT/test_chat.log" 2>&1
+  result $? "test_all --cuda chat: $(tail -1 "$OUT/test_chat.log")" "$OUT/test_chat.log"
   local M=/tmp/${SHAPE:-llama2-7b}-nf4.bin
   [ -f $M ] || ./peft quantize --random ${SHAPE:-llama2-7b} --quant nf4 --double-quant -o $M > "$OUT/offload_quantize.log" 2>&1
   local common="$M $D -z $T512 -b ${B:-1} -T ${T:-4096} --steps ${STEPS:-5} --val-frac 0 --targets q_proj,v_proj -r 8 --checkpoint-activations --bench --device cuda"
