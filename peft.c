@@ -996,7 +996,7 @@ static int st_write(const char *path, STWrite *ts, int n, const char *metadata_j
 // never reads or writes tensor memory itself.
 static int gpu_on;   // the kernels run on the GPU (--device cuda)
 static int offload_on; // --offload (or --shard): the frozen base's layers streamed into device slots, each ahead of its use
-static int shard_on, shard_host; // --shard: each rank keeps 1/dist_world of each layer, gathered into the slot; shard_host: that chunk in pinned host memory (--offload too)
+MAYBE_UNUSED static int shard_on, shard_host; // --shard: each rank keeps 1/dist_world of each layer, gathered into the slot; shard_host: that chunk in pinned host memory (--offload too)
 #define PLAN_SLOTS 3   // --offload's layers on the GPU at once: the one computing, the one before it, the next (being copied)
 // data-parallel training: this process's rank among dist_world, and its GPU on this host (see train)
 static int dist_rank = 0;
@@ -7407,6 +7407,8 @@ static void net_offload(Net *net) {
         shard_fill(mine, chunk, src, off, bytes, NUM_TARGETS, dist_rank);
         if (gpu_offload_shard(l, mine, chunk, dist_rank, world, shard_host, err, sizeof(err))) fatal("--shard: %s; lower -b or -T, or a smaller --gpu-memory plan", err);
     }
+    if (shard_on) fprintf(stderr, "shard: rank %d of %d keeps %.2f MiB of each layer's frozen weights (a chunk of its %d-way split) in %s memory; "
+                          "each layer is gathered into one of %d buffers before it runs\n", dist_rank, world, chunk / 1048576.0, world, shard_host ? "pinned host" : "GPU", PLAN_SLOTS);
     if (shard_on && !shard_host) { free(net->shard); net->shard = NULL; } // uploaded: the device holds them
     if (gpu_offload_ready(PLAN_SLOTS, err, sizeof(err))) fatal("%s: %s; lower -b or -T, or a smaller --gpu-memory plan", flag, err);
 #else
@@ -11262,14 +11264,21 @@ static void error_usage_train(void) {
                     "  --resume-adapter DIR      start from an existing PEFT adapter (PEFT's is_trainable=True)\n"
                     "  --checkpoint-activations  recompute layer activations in the backward (less memory)\n"
                     "  --gpu-memory SIZE         plan to a GPU memory budget (e.g. 22G, 6G): the fastest of resident; checkpointed\n"
-                    "                            activations; offloaded weights (--offload) that fits, printed with why; refused\n"
-                    "                            with the smallest budget that works when none does (LoRA)\n"
+                    "                            activations; (several processes) sharded weights (--shard); offloaded weights\n"
+                    "                            (--offload) that fits, printed with why; refused with the smallest budget that works\n"
+                    "                            when none does (LoRA; the budget is per GPU)\n"
                     "  --plan-only               print the --gpu-memory plan and stop (no GPU needed)\n"
                     "  --offload                 GPU: keep the frozen base in pinned host memory and stream each layer's weights\n"
                     "                            to the GPU a layer ahead of its use (3 layers there at once): the resident run's\n"
                     "                            arithmetic, bit for bit (LoRA; --gpu-memory chooses it when the base does not fit)\n"
                     "  --offload activations     also keep the checkpointed activations (each layer's input) in pinned host memory,\n"
                     "                            3 on the GPU, copied out in the forward and back a layer ahead in the backward\n"
+                    "  --offload activations-only  the checkpointed activations in host memory, the base where it is (resident, --shard)\n"
+                    "  --shard                   GPU, several processes: each keeps 1/N of every layer's frozen weights (quantized blocks\n"
+                    "                            or bf16) and all-gathers a layer into one of 3 buffers a layer ahead of its use; with\n"
+                    "                            --offload its 1/N stays in pinned host memory. LoRA stays replicated; the same results\n"
+                    "                            as without it, bit for bit (one process: a copy of its one chunk). --gpu-memory plans it\n"
+                    "  --world N                 with --plan-only: plan for N processes (the sharded configurations; default WORLD_SIZE)\n"
                     "  --log-every N             print every N steps (default: about 100 lines per run)\n"
                     "  --bench                   at the end, print the median step time and tokens/s after warm-up and\n"
                     "                            the FLOPs and time inside the matmuls (make bench uses it)\n"

@@ -7121,21 +7121,26 @@ static int same_adapter(const char *a, const char *b, size_t *n) {
     free(ba); free(bb);
     return same;
 }
-static void cuda_test_offload(void) {
-    const char *tok = "models/stories260K/tok512.bin";
-    if (!have(tok)) { skip("cuda offload", "needs models/stories260K/tok512.bin"); return; }
+// the streaming tests' model (5 random layers of dim 256, vocabulary 512) and data; 0, or -1 (reported)
+static int offload_fixture(char *model, char *data, const char *name) {
     Config mc;
     config_defaults(&mc);
     mc.dim = 256; mc.hidden_dim = 512; mc.n_layers = 5; mc.n_heads = 4; mc.n_kv_heads = 2; mc.head_dim = 64; mc.vocab_size = 512; mc.seq_len = 128; mc.tied = 0;
     Model fm;
     model_random(&fm, &mc, FMT_BIN_V1, 29);
-    char model[600], data[600], args[4096], err[1 << 16], a[600], b[600], c3[600];
-    tmp_path(model, sizeof(model), "offload_model.bin");
-    tmp_path(data, sizeof(data), "offload_data.txt");
+    tmp_path(model, 600, "offload_model.bin");
+    tmp_path(data, 600, "offload_data.txt");
     write_story_data(data, 40);
     int saved = model_save_bin(&fm, model, 0) == 0;
     model_free(&fm);
-    if (!saved) { check(0, "cuda offload", "writing the model: %s", peft_errbuf); return; }
+    if (!saved) check(0, name, "writing the model: %s", peft_errbuf);
+    return saved ? 0 : -1;
+}
+static void cuda_test_offload(void) {
+    const char *tok = "models/stories260K/tok512.bin";
+    if (!have(tok)) { skip("cuda offload", "needs models/stories260K/tok512.bin"); return; }
+    char model[600], data[600], args[4096], err[1 << 16], a[600], b[600], c3[600];
+    if (offload_fixture(model, data, "cuda offload")) return;
     struct { const char *name, *flags, *offload; } cases[] = {
         { "LoRA all-linear, bf16 base", "--targets all-linear -r 8", "--offload" },
         { "DoRA q,v,o, with validation", "--targets q_proj,v_proj,o_proj --dora -r 4 --val-frac 0.2 --eval-every 2", "--offload" },
@@ -7237,6 +7242,54 @@ static void cuda_test_offload(void) {
     free(et);
 }
 
+// --shard at world size 1 against the resident run, bit for bit: the same model, each layer kept as its one
+// chunk (in device memory, or pinned host memory with --offload) and put together into its slot by the gather's
+// one-rank form (a copy of the chunk); LoRA on the bf16 base and fp32, QLoRA nf4, with --offload and
+// --offload activations, sharded weights with the activations in host memory, and a resume
+static void cuda_test_shard(void) {
+    const char *tok = "models/stories260K/tok512.bin";
+    if (!have(tok)) { skip("cuda shard", "needs models/stories260K/tok512.bin"); return; }
+    char model[600], data[600], args[4096], err[1 << 16], a[600], b[600], c3[600];
+    if (offload_fixture(model, data, "cuda shard")) return;
+    struct { const char *name, *flags, *shard; } cases[] = {
+        { "LoRA all-linear, bf16 base", "--targets all-linear -r 8", "--shard" },
+        { "LoRA q,v, fp32 matmuls", "--targets q_proj,v_proj --dtype fp32", "--shard" },
+        { "QLoRA nf4 (double-quantized), dropout 0.1", "--quant nf4 --double-quant --targets all-linear --dropout 0.1", "--shard" },
+        { "LoRA all-linear, bf16 base, chunks in host memory", "--targets all-linear -r 8", "--shard --offload" },
+        { "QLoRA nf4, dropout 0.1, chunks in host memory", "--quant nf4 --double-quant --targets all-linear --dropout 0.1", "--shard --offload" },
+        { "QLoRA nf4, chunks and activations in host memory", "--quant nf4 --double-quant --targets all-linear --dropout 0.1 --checkpoint-activations", "--shard --offload activations" },
+        { "QLoRA nf4, activations in host memory", "--quant nf4 --double-quant --targets all-linear --dropout 0.1 --checkpoint-activations", "--shard --offload activations-only" },
+        { "DoRA q,v,o on a bf16 base, with validation", "--targets q_proj,v_proj,o_proj --dora -r 4 --val-frac 0.2 --eval-every 2", "--shard" },
+        { "activations in host memory alone, QLoRA nf4", "--quant nf4 --double-quant --targets all-linear --dropout 0.1 --checkpoint-activations", "--offload activations-only" },
+    };
+    for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+        tmp_path(a, sizeof(a), "shard_res"); tmp_path(b, sizeof(b), "shard_sh");
+        snprintf(args, sizeof(args), "train %s %s -z %s -b 4 -T 64 --steps 4 --lr 1e-2 --val-frac 0 --device cuda %s -o %s", model, data, tok, cases[k].flags, a);
+        int r1 = run_cmd(args, err, sizeof(err), NULL, 0);
+        snprintf(args, sizeof(args), "train %s %s -z %s -b 4 -T 64 --steps 4 --lr 1e-2 --val-frac 0 --device cuda %s %s -o %s", model, data, tok, cases[k].flags, cases[k].shard, b);
+        int r2 = run_cmd(args, err, sizeof(err), NULL, 0);
+        size_t n = 0;
+        int sharded = !strstr(cases[k].shard, "--shard") || strstr(err, "shard: rank 0 of 1 keeps") != NULL; // the layers came from their chunks
+        int same = r1 == 0 && r2 == 0 && sharded && same_adapter(a, b, &n);
+        char name[200];
+        snprintf(name, sizeof(name), "cuda %s == resident: %s", cases[k].shard, cases[k].name);
+        check(same, name, "adapters after 4 steps (5 layers through 3 slots): %zu bytes, %s%s%s%.300s", n, same ? "identical" : "DIFFERENT", sharded ? "" : " (no shard: line)", same ? "" : "; ", same ? "" : err);
+    }
+    // resume: 6 steps resident == 3 sharded + --resume sharded (nf4, dropout, checkpointed)
+    tmp_path(a, sizeof(a), "shard_r6"); tmp_path(b, sizeof(b), "shard_r3"); tmp_path(c3, sizeof(c3), "shard_r3b");
+    const char *common = "-b 4 -T 64 --steps 6 --lr 1e-2 --val-frac 0 --device cuda --quant nf4 --targets all-linear --dropout 0.1 --checkpoint-activations";
+    snprintf(args, sizeof(args), "train %s %s -z %s %s -o %s", model, data, tok, common, a);
+    int r1 = run_cmd(args, err, sizeof(err), NULL, 0);
+    snprintf(args, sizeof(args), "train %s %s -z %s %s --shard --save-every 3 -o %s", model, data, tok, common, b);
+    int r2 = run_cmd(args, err, sizeof(err), NULL, 0);
+    snprintf(args, sizeof(args), "train %s %s -z %s %s --shard --resume %s/checkpoint-3 -o %s", model, data, tok, common, b, c3);
+    int r3 = run_cmd(args, err, sizeof(err), NULL, 0);
+    size_t n = 0;
+    int same = r1 == 0 && r2 == 0 && r3 == 0 && same_adapter(a, c3, &n);
+    check(same, "cuda --shard resume is bit-for-bit", "6 resident steps (nf4, dropout 0.1, checkpointed) == 3 with --shard + --resume --shard: %zu bytes, %s%s%.300s", n, same ? "identical" : "DIFFERENT",
+          same ? "" : "; ", same ? "" : err);
+}
+
 // the families on the GPU: their kernels against the CPU, generation against transformers, and the family
 // references (transformers + PEFT) in fp32 within the CPU's bounds, and in bf16 (--dtype bf16: bf16 weights,
 // activations and matmuls) within twice transformers' own bf16 errors (test_family_references), or without
@@ -7287,6 +7340,7 @@ static void run_cuda_tests(void) {
     printf("== CLI on the GPU\n");
     cuda_test_cli();
     cuda_test_offload();
+    cuda_test_shard();
 }
 #elif !defined(PEFT_FP64)
 static void run_cuda_tests(void) { skip("cuda tests", "this test_all was built without CUDA (make test-cuda builds with it)"); }
@@ -7392,6 +7446,15 @@ int main(int argc, char **argv) {
         snprintf(tmpdir, sizeof(tmpdir), "%s", tmpl);
         char err[512];
         if (gpu_init(0, 0, err, sizeof(err))) skip("cuda offload", err); else cuda_test_offload();
+        printf("%d passed, %d failed, %d skipped\n", n_pass, n_fail, n_skip);
+        return n_fail ? 1 : 0;
+    }
+    if (argc > 2 && !strcmp(argv[1], "--cuda") && !strcmp(argv[2], "shard")) { // ./test_all --cuda shard: --shard's tests alone (world size 1)
+        char tmpl[] = "/tmp/peft_test_XXXXXX";
+        if (!mkdtemp(tmpl)) { perror("mkdtemp"); return 1; }
+        snprintf(tmpdir, sizeof(tmpdir), "%s", tmpl);
+        char err[512];
+        if (gpu_init(0, 0, err, sizeof(err))) skip("cuda shard", err); else cuda_test_shard();
         printf("%d passed, %d failed, %d skipped\n", n_pass, n_fail, n_skip);
         return n_fail ? 1 : 0;
     }
