@@ -4033,8 +4033,7 @@ extern "C" void gpu_dist_sum_host(double *v, int n) {
     CK(cudaMemcpy(v, host_sum_buf, (size_t)n * sizeof(double), cudaMemcpyDeviceToHost));
 }
 // --shard: slot = the ranks' chunks side by side, rank r's from mine (in place when mine is slot + r*chunk), on stream s.
-// The gathers and the gradients' all-reduce share the one communicator, so NCCL runs them in the order they are
-// issued, which is the same on every rank.
+// The gathers and the gradients' all-reduce share the one communicator; every rank issues them in the same order.
 static int shard_gather(void *slot, const void *mine, size_t chunk, cudaStream_t s) {
     if (dist_n < 2) return 0;
     NK(ncclAllGather(mine, slot, chunk, ncclUint8, nccl_comm, s));
