@@ -7370,12 +7370,12 @@ static void net_offload(Net *net) {
             Weight w = layer_weight(m, l, t);
             int in, out;
             target_dims(c, t, &in, &out);
-            bytes[t] = w.q ? w.q->memory_bytes : (size_t)in * out * (bf16 ? sizeof(uint16_t) : sizeof(floatX));
+            bytes[t] = w.q ? w.q->memory_bytes : (size_t)in * out * (!m->quant && bf16 ? sizeof(uint16_t) : sizeof(floatX)); // (as below)
         }
         size_t ch = shard_chunk_bytes(layer_layout(off, bytes, NUM_TARGETS), world);
         if (ch > chunk) chunk = ch;
     }
-    if (shard_on) net->shard = (uint8_t *)malloc_check((size_t)c->n_layers * chunk);
+    if (shard_on) net->shard = (uint8_t *)malloc_check((shard_host ? (size_t)c->n_layers : 1) * chunk); // each layer's (kept in host memory), or one at a time (uploaded)
     // a float base's bf16 values: every layer's (--offload streams from them), or one layer's at a time (--shard keeps chunks)
     if (!m->quant && bf16) net->stream16 = (uint16_t *)malloc_check((shard_on ? 1 : (size_t)c->n_layers) * per_layer * sizeof(uint16_t));
     for (int l = 0; l < c->n_layers; l++) {
@@ -7403,7 +7403,7 @@ static void net_offload(Net *net) {
         for (int t = 0; t < NUM_TARGETS; t++)
             if (gpu_offload_add(l, host[t], hbytes[t], shard_on ? NULL : src[t], bytes[t], off[t], is16[t], err, sizeof(err))) fatal("%s: %s", flag, err);
         if (!shard_on) continue;
-        uint8_t *mine = net->shard + (size_t)l * chunk;
+        uint8_t *mine = net->shard + (shard_host ? (size_t)l * chunk : 0);
         shard_fill(mine, chunk, src, off, bytes, NUM_TARGETS, dist_rank);
         if (gpu_offload_shard(l, mine, chunk, dist_rank, world, shard_host, err, sizeof(err))) fatal("--shard: %s; lower -b or -T, or a smaller --gpu-memory plan", err);
     }
