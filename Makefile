@@ -136,12 +136,15 @@ bench-big:
 	bash bench/bench_big.sh $(BENCH_BIG_PARTS)
 
 # several GPUs on one host (make CUDA=1 NCCL=1): the data-parallel tests (tests/cuda/multi_gpu.sh: 2 GPUs
-# against 1, mpirun, torchrun, resume, kill -9) and the scaling benchmark against PyTorch DDP + PEFT
+# against 1, mpirun, torchrun, resume, kill -9, --shard) and the scaling benchmark against PyTorch DDP + PEFT,
+# then the 70B NF4 --shard run on 2 GPUs against 1 GPU offloaded (bench/bench_big.sh 70b-shard; BENCH_SHARD=0 skips it)
+BENCH_SHARD ?= 1
 test-multi-gpu:
 	bash tests/cuda/multi_gpu.sh
 bench-multi-gpu:
 	$(MAKE) CUDA=1 NCCL=1 peft
 	$(PYTHON) bench/bench_multi_gpu.py
+	if [ "$(BENCH_SHARD)" = 1 ]; then bash bench/bench_big.sh 70b-shard; fi
 
 # libFuzzer targets, one per parser (tests/fuzz/fuzz_*.c; clang with -fsanitize=fuzzer,address,undefined).
 # make fuzz: each target fuzzes for FUZZ_SECONDS over its committed corpus (+ tests/fuzz/seeds/ when

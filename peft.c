@@ -995,7 +995,8 @@ static int st_write(const char *path, STWrite *ts, int n, const char *metadata_j
 // (tensor_to_device). Activations live on the device only (tensor_alloc). Above the kernels, code
 // never reads or writes tensor memory itself.
 static int gpu_on;   // the kernels run on the GPU (--device cuda)
-static int offload_on; // --offload: the frozen base in host memory, each layer streamed to the GPU ahead of its use
+static int offload_on; // --offload (or --shard): the frozen base's layers streamed into device slots, each ahead of its use
+MAYBE_UNUSED static int shard_on, shard_host; // --shard: each rank keeps 1/dist_world of each layer, gathered into the slot; shard_host: that chunk in pinned host memory (--offload too)
 #define PLAN_SLOTS 3   // --offload's layers on the GPU at once: the one computing, the one before it, the next (being copied)
 // data-parallel training: this process's rank among dist_world, and its GPU on this host (see train)
 static int dist_rank = 0;
@@ -1020,7 +1021,11 @@ void gpu_mirror_skip(const void *host, size_t bytes);    // before gpu_mirror: t
 void gpu_mirror_bf16_from(const void *host, size_t bytes, const void *src16); // gpu_mirror_bf16 with the values in bf16 already (src16)
 int gpu_weights_bf16(void);                              // frozen float weights are kept (and streamed) in bf16
 // --offload: a layer's frozen tensors stay in host memory (pinned) and are streamed into device slots
-int gpu_offload_add(int layer, void *host, size_t bytes, const void *src, size_t dev_bytes, int bf16, char *err, size_t errlen);
+// (at byte off of the layer's slot; src NULL: --shard, the layer comes from its chunks)
+int gpu_offload_add(int layer, void *host, size_t bytes, const void *src, size_t dev_bytes, size_t off, int bf16, char *err, size_t errlen);
+// --shard: this rank's chunk of layer (chunk_bytes, the same on every rank), kept in device memory (uploaded now) or,
+// on_host, at chunk (pinned); the slot is filled by gathering the world ranks' chunks side by side
+int gpu_offload_shard(int layer, void *chunk, size_t chunk_bytes, int rank, int world, int on_host, char *err, size_t errlen);
 int gpu_offload_ready(int nslots, char *err, size_t errlen); // the slots; -1 with the reason when they do not fit
 void gpu_offload_use(int l, int next);                   // kernels from here on read layer l; next is copied meanwhile (-1: none)
 void gpu_offload_end(void);
@@ -6799,6 +6804,7 @@ typedef struct Net {
     Lora *lora;              // may be NULL
     floatX *rope_cos, *rope_sin;
     uint16_t *stream16;      // --offload of a float base: its linear weights in bf16 (host), streamed from there
+    uint8_t *shard;          // --shard --offload: this rank's chunk of each layer (host, pinned), copied up and gathered
     floatX *rope_cos_local, *rope_sin_local; // rope_local_theta: the sliding layers' tables (Gemma 3), else NULL
     floatX *rope_cos_long, *rope_sin_long;   // longrope: the long factors' tables (rope_cos/sin hold the short ones), else NULL
 } Net;
@@ -7313,36 +7319,98 @@ static void model_mirror(Model *m, int on) {
         if (on) tensor_mirror(q->memory, q->memory_bytes); else tensor_unmirror(q->memory);
     }
 }
+// A layer's frozen weights as a device slot holds them (--offload, --shard): tensor i of bytes[i] at off[i], each
+// at a 256-byte boundary; returns the layer's bytes (the last tensor's end)
+#define SLOT_ALIGN 256
+MAYBE_UNUSED static size_t layer_layout(size_t *off, const size_t *bytes, int n) {
+    size_t at = 0, end = 0;
+    for (int i = 0; i < n; i++) { off[i] = at; end = at + bytes[i]; at = (end + SLOT_ALIGN - 1) / SLOT_ALIGN * SLOT_ALIGN; }
+    return end;
+}
+// --shard: rank r of world keeps bytes [r*chunk, (r+1)*chunk) of each layer's slot image, chunk = the layer's
+// bytes / world rounded up to SLOT_ALIGN (so the world chunks side by side hold the layer; the last ones padded)
+MAYBE_UNUSED static size_t shard_chunk_bytes(size_t layer_bytes, int world) {
+    size_t ch = (layer_bytes + (size_t)world - 1) / (size_t)world;
+    return (ch + SLOT_ALIGN - 1) / SLOT_ALIGN * SLOT_ALIGN;
+}
+// the part of a tensor (bytes at off in the layer) that rank's chunk holds: its length (0: none), from: where it
+// starts in the tensor, at: where in the chunk. A loader reads only these byte ranges of its tensors.
+MAYBE_UNUSED static size_t shard_piece(size_t *from, size_t *at, size_t off, size_t bytes, size_t chunk, int rank) {
+    size_t b = (size_t)rank * chunk, e = b + chunk, lo = off > b ? off : b, hi = off + bytes < e ? off + bytes : e;
+    if (lo >= hi) return 0;
+    *from = lo - off; *at = lo - b;
+    return hi - lo;
+}
+// chunk = rank's chunk_bytes of a layer of n tensors src[i] (bytes[i] at off[i]); the padding zero
+MAYBE_UNUSED static void shard_fill(uint8_t *chunk, size_t chunk_bytes, const void *const *src, const size_t *off, const size_t *bytes, int n, int rank) {
+    memset(chunk, 0, chunk_bytes);
+    for (int i = 0; i < n; i++) {
+        size_t from, at, len = shard_piece(&from, &at, off[i], bytes[i], chunk_bytes, rank);
+        if (len) memcpy(chunk + at, (const uint8_t *)src[i] + from, len);
+    }
+}
 // --offload: each layer's frozen linear weights registered for streaming (pinned in host memory), and
 // PLAN_SLOTS device slots; the quantized blocks as they are, float weights as the bf16 values the
-// resident run keeps (or fp32 with --dtype fp32). A failure: one line, before training starts.
+// resident run keeps (or fp32 with --dtype fp32). --shard: the same bytes, of which this rank keeps its
+// chunk of each layer (in device memory, or pinned host memory with --offload; net->shard holds them on
+// the host) and the slot is filled by gathering every rank's. A failure: one line, before training starts.
 static void net_offload(Net *net) {
 #ifdef PEFT_CUDA
     Model *m = net->model;
     const Config *c = &m->config;
     char err[256];
-    int bf16 = gpu_weights_bf16();
-    size_t per_layer = 0;
+    int bf16 = gpu_weights_bf16(), world = shard_on ? dist_world : 1;
+    const char *flag = shard_on ? "--shard" : "--offload";
+    size_t per_layer = 0, chunk = 0;
     for (int t = 0; t < NUM_TARGETS; t++) { int in, out; target_dims(c, t, &in, &out); per_layer += (size_t)in * out; }
-    if (!m->quant && bf16) net->stream16 = (uint16_t *)malloc_check((size_t)c->n_layers * per_layer * sizeof(uint16_t));
-    for (int l = 0; l < c->n_layers; l++) {
-        uint16_t *h16 = net->stream16 ? net->stream16 + (size_t)l * per_layer : NULL;
+    // the bytes each tensor streams (the device's), and with --shard one chunk size for every layer (the largest's)
+    for (int l = 0; shard_on && l < c->n_layers; l++) {
+        size_t off[NUM_TARGETS], bytes[NUM_TARGETS];
         for (int t = 0; t < NUM_TARGETS; t++) {
             Weight w = layer_weight(m, l, t);
-            int in, out, rc;
+            int in, out;
+            target_dims(c, t, &in, &out);
+            bytes[t] = w.q ? w.q->memory_bytes : (size_t)in * out * (!m->quant && bf16 ? sizeof(uint16_t) : sizeof(floatX)); // (as below)
+        }
+        size_t ch = shard_chunk_bytes(layer_layout(off, bytes, NUM_TARGETS), world);
+        if (ch > chunk) chunk = ch;
+    }
+    if (shard_on) net->shard = (uint8_t *)malloc_check((shard_host ? (size_t)c->n_layers : 1) * chunk); // each layer's (kept in host memory), or one at a time (uploaded)
+    // a float base's bf16 values: every layer's (--offload streams from them), or one layer's at a time (--shard keeps chunks)
+    if (!m->quant && bf16) net->stream16 = (uint16_t *)malloc_check((shard_on ? 1 : (size_t)c->n_layers) * per_layer * sizeof(uint16_t));
+    for (int l = 0; l < c->n_layers; l++) {
+        uint16_t *h16 = net->stream16 ? net->stream16 + (shard_on ? 0 : (size_t)l * per_layer) : NULL;
+        const void *src[NUM_TARGETS];
+        void *host[NUM_TARGETS];
+        size_t off[NUM_TARGETS], bytes[NUM_TARGETS], hbytes[NUM_TARGETS];
+        int is16[NUM_TARGETS];
+        for (int t = 0; t < NUM_TARGETS; t++) {
+            Weight w = layer_weight(m, l, t);
+            int in, out;
             target_dims(c, t, &in, &out);
             size_t n = (size_t)in * out;
-            if (w.q) rc = gpu_offload_add(l, w.q->memory, w.q->memory_bytes, w.q->memory, w.q->memory_bytes, 0, err, sizeof(err));
-            else if (h16) {
+            is16[t] = !w.q && h16;
+            if (w.q) { host[t] = w.q->memory; hbytes[t] = bytes[t] = w.q->memory_bytes; src[t] = w.q->memory; continue; }
+            host[t] = (void *)w.f; hbytes[t] = n * sizeof(floatX);
+            if (h16) {
                 #pragma omp parallel for schedule(static) if (n >= 65536)
                 for (long i = 0; i < (long)n; i++) h16[i] = f32_to_bf16(w.f[i]); // round_bf16_kernel's rounding (nearest even)
-                rc = gpu_offload_add(l, (void *)w.f, n * sizeof(floatX), h16, n * sizeof(uint16_t), 1, err, sizeof(err));
+                src[t] = h16; bytes[t] = n * sizeof(uint16_t);
                 h16 += n;
-            } else rc = gpu_offload_add(l, (void *)w.f, n * sizeof(floatX), w.f, n * sizeof(floatX), 0, err, sizeof(err));
-            if (rc) fatal("--offload: %s", err);
+            } else { src[t] = w.f; bytes[t] = n * sizeof(floatX); }
         }
+        layer_layout(off, bytes, NUM_TARGETS);
+        for (int t = 0; t < NUM_TARGETS; t++)
+            if (gpu_offload_add(l, host[t], hbytes[t], shard_on ? NULL : src[t], bytes[t], off[t], is16[t], err, sizeof(err))) fatal("%s: %s", flag, err);
+        if (!shard_on) continue;
+        uint8_t *mine = net->shard + (shard_host ? (size_t)l * chunk : 0);
+        shard_fill(mine, chunk, src, off, bytes, NUM_TARGETS, dist_rank);
+        if (gpu_offload_shard(l, mine, chunk, dist_rank, world, shard_host, err, sizeof(err))) fatal("--shard: %s; lower -b or -T, or a smaller --gpu-memory plan", err);
     }
-    if (gpu_offload_ready(PLAN_SLOTS, err, sizeof(err))) fatal("--offload: %s; lower -b or -T, or a smaller --gpu-memory plan", err);
+    if (shard_on) fprintf(stderr, "shard: rank %d of %d keeps %.2f MiB of each layer's frozen weights (a chunk of its %d-way split) in %s memory; "
+                          "each layer is gathered into one of %d buffers before it runs\n", dist_rank, world, chunk / 1048576.0, world, shard_host ? "pinned host" : "GPU", PLAN_SLOTS);
+    if (shard_on && !shard_host) { free(net->shard); net->shard = NULL; } // uploaded: the device holds them
+    if (gpu_offload_ready(PLAN_SLOTS, err, sizeof(err))) fatal("%s: %s; lower -b or -T, or a smaller --gpu-memory plan", flag, err);
 #else
     (void)net;
 #endif
@@ -7361,7 +7429,7 @@ static void lora_to_device(Lora *lo) { if (lo) { tensor_to_device(lo->params); t
 static void lora_to_host(Lora *lo) { if (lo) { tensor_to_host(lo->params); tensor_to_host(lo->grads); tensor_to_host(lo->embed); tensor_to_host(lo->lm_head); } }
 
 static void net_init(Net *net, Model *m, Lora *lo) {
-    net->model = m; net->lora = lo; net->stream16 = NULL;
+    net->model = m; net->lora = lo; net->stream16 = NULL; net->shard = NULL;
     rope_tables(&net->rope_cos, &net->rope_sin, &m->config, 0);
     size_t nrope = (size_t)m->config.seq_len * (m->config.head_dim / 2) * sizeof(floatX);
     tensor_mirror(net->rope_cos, nrope); tensor_mirror(net->rope_sin, nrope);
@@ -7385,6 +7453,7 @@ static void net_free(Net *net) {
     if (offload_on) gpu_offload_end();
 #endif
     free(net->stream16); net->stream16 = NULL;
+    free(net->shard); net->shard = NULL;
     lora_mirror(net->lora, &net->model->config, 0);
     model_mirror(net->model, 0);
     tensor_unmirror(net->rope_cos); tensor_unmirror(net->rope_sin);
@@ -9231,12 +9300,15 @@ static void trainable_sum_ranks(Trainable *tr) { for (int i = 0; i < tr->nseg; i
 static volatile sig_atomic_t stop_requested = 0;
 static void on_sigint(int sig) { (void)sig; stop_requested = 1; }
 
+enum { OFFLOAD_WEIGHTS = 1, OFFLOAD_ACTS = 2 }; // TrainArgs.offload's bits: --offload, --offload activations-only, both: --offload activations
 typedef struct {
     const char *model_path, *data_path, *tok_path, *outdir, *val_path, *resume, *resume_adapter;
     int mode, B, T, steps, warmup, grad_accum, eval_every, save_every, eval_batches, schedule, freeze_layers, checkpoint_acts, log_every, bench;
     double gpu_memory;   // --gpu-memory: the device budget in bytes the plan fits (0: none)
     int plan_only;       // --plan-only: print the plan and stop
-    int offload;         // --offload: the frozen base in host memory, streamed to the GPU a layer ahead; 2: the checkpoints too
+    int offload;         // OFFLOAD_WEIGHTS: the frozen base in host memory, streamed to the GPU a layer ahead; OFFLOAD_ACTS: the checkpoints
+    int shard;           // --shard: each rank keeps 1/world of every layer's frozen weights, gathered before the layer runs
+    int plan_world;      // --world N (with --plan-only): plan for N processes (0: WORLD_SIZE's)
     int format, tpl, cutoff_len, train_on_prompt;   // instruction data (DATA_ALPACA / DATA_SHAREGPT): template, truncation
     int mts;                                         // modules_to_save: bit 0 embed_tokens, bit 1 lm_head (fully trained)
     int expand;          // LLaMA Pro: blocks inserted (the model is already expanded when train() runs)
@@ -9573,10 +9645,17 @@ static unsigned train_acts_keep(const TrainArgs *ta, const Lora *lo) {
 // checkpointed activations (only each layer's input kept, the layer recomputed in the backward); the
 // base in host memory, streamed into PLAN_SLOTS device buffers a layer ahead of its use (checkpointed);
 // and the checkpoints (the layer inputs) in host memory too, PLAN_SLOTS of them on the device.
-// A pure function of the shapes (no GPU needed), so that the CPU tests check its decisions.
-enum { PLAN_RESIDENT, PLAN_CHECKPOINT, PLAN_OFFLOAD, PLAN_OFFLOAD_ACTS, NUM_PLANS };
-static const char *plan_names[NUM_PLANS] = { "resident", "resident, checkpointed activations", "offloaded weights, checkpointed activations",
-                                             "offloaded weights and activations" };
+// With N processes (WORLD_SIZE, or --world N with --plan-only) three sharded configurations come between
+// (--shard: a GPU keeps 1/N of each layer and PLAN_SLOTS whole layers gathered): activations kept,
+// checkpointed, and checkpointed in host memory; and the offloaded ones shard too (a rank's host memory
+// holds its 1/N: the same device bytes). A pure function of the shapes (no GPU needed), so that the CPU
+// tests check its decisions.
+enum { PLAN_RESIDENT, PLAN_CHECKPOINT, PLAN_SHARD, PLAN_SHARD_CKPT, PLAN_SHARD_ACTS, PLAN_OFFLOAD, PLAN_OFFLOAD_ACTS, NUM_PLANS };
+static const char *plan_names[NUM_PLANS] = { "resident", "resident, checkpointed activations", "sharded weights",
+                                             "sharded weights, checkpointed activations", "sharded weights, offloaded activations",
+                                             "offloaded weights, checkpointed activations", "offloaded weights and activations" };
+// each configuration's flags: base (0 resident, 1 sharded, 2 offloaded), activations (0 kept, 1 checkpointed, 2 in host memory)
+static const struct { int base, acts; } plan_modes[NUM_PLANS] = { { 0, 0 }, { 0, 1 }, { 1, 0 }, { 1, 1 }, { 1, 2 }, { 2, 1 }, { 2, 2 } };
 #define PLAN_WORK ((double)(1 << 30)) // the CUDA context and the kernels' own scratch (bf16 operand copies): an allowance
 typedef struct {
     Config c;
@@ -9584,14 +9663,15 @@ typedef struct {
     int weight_bytes;                           // a frozen float weight on the device: 2 (bf16 matmuls) or 4 (--dtype fp32)
     int act_bytes;                              // a low-precision activation there (gpu_act_size): 2 or 4
     int B, T, with_eval;                        // batch; with_eval: a validation set (evaluation's own activations)
+    int world;                                  // processes (GPUs): the sharded configurations split the base over them
     unsigned targets;                           // LoRA: bit t adapts target t in lora_layers layers
     int lora_layers, r, dora, dropout;          // dropout: p > 0 (a mask per row is kept)
 } PlanShape;
-// device bytes of one configuration: base (the streamed layers' weights: all, or PLAN_SLOTS of them),
+// device bytes of one configuration: base (the layers' weights: all; 1/world of them and PLAN_SLOTS whole; PLAN_SLOTS),
 // other weights (embedding, norms, classifier, RoPE tables), activations, LoRA (weights, gradients, AdamW
 // moments, per-row buffers, scratch), work (PLAN_WORK and the dequantized operand of a quantized base)
 typedef struct { double base, other, acts, lora, work, total; } PlanBytes;
-typedef struct { PlanBytes p[NUM_PLANS]; int choice; double smallest; } GpuPlan; // choice -1: none fits
+typedef struct { PlanBytes p[NUM_PLANS]; int choice; double smallest; } GpuPlan; // choice -1: none fits; total INFINITY: not a configuration (one process: no sharding)
 // a frozen (rows x cols) matrix on the device
 static double plan_matrix_bytes(const PlanShape *ps, int quantized, double n) {
     return quantized ? (double)qtensor_memory_bytes(ps->quant, (size_t)n, ps->quant == QT_NF4 && ps->quant_dq, ps->quant_bs) : n * ps->weight_bytes;
@@ -9621,32 +9701,36 @@ static void gpu_plan(GpuPlan *gp, const PlanShape *ps, double budget) {
     double full = acts_plan_bytes_on(c, ps->B, ps->T, 0, 0, keep, 1, ps->act_bytes) + eval;
     double ckpt = acts_plan_bytes_on(c, ps->B, ps->T, 1, 0, keep, 1, ps->act_bytes) + eval;
     double slots = L < PLAN_SLOTS ? L : PLAN_SLOTS, inputs = L + 1 < PLAN_SLOTS ? L + 1 : PLAN_SLOTS;
-    double acts[NUM_PLANS] = { full, ckpt, ckpt, ckpt - (L + 1 - inputs) * N * C * sizeof(floatX) }; // the L+1 layer inputs (N,C)
+    double acts[3] = { full, ckpt, ckpt - (L + 1 - inputs) * N * C * sizeof(floatX) }; // kept, checkpointed, in host memory (the L+1 layer inputs (N,C))
+    double world = ps->world > 1 ? ps->world : 1, base[3] = { L * layer, L * layer / world + slots * layer, slots * layer }; // resident, sharded, offloaded
     gp->choice = -1;
     gp->smallest = INFINITY;
     for (int k = 0; k < NUM_PLANS; k++) {
         PlanBytes *p = &gp->p[k];
-        p->base = (k >= PLAN_OFFLOAD ? slots : L) * layer;
-        p->other = other; p->acts = acts[k]; p->lora = lora_bytes; p->work = work;
-        p->total = p->base + p->other + p->acts + p->lora + p->work;
+        p->base = base[plan_modes[k].base];
+        p->other = other; p->acts = acts[plan_modes[k].acts]; p->lora = lora_bytes; p->work = work;
+        p->total = plan_modes[k].base == 1 && world < 2 ? INFINITY : p->base + p->other + p->acts + p->lora + p->work;
         if (gp->choice < 0 && p->total <= budget) gp->choice = k;
         if (p->total < gp->smallest) gp->smallest = p->total;
     }
 }
 // the plan's lines on stderr: each configuration's bytes, the choice and why
-static void gpu_plan_print(const GpuPlan *gp, double budget) {
+static void gpu_plan_print(const GpuPlan *gp, double budget, int world) {
     char b[32], t[32];
     fmt_bytes(b, sizeof(b), budget);
-    fprintf(stderr, "GPU memory plan for a budget of %s:\n", b);
+    fprintf(stderr, "GPU memory plan for a budget of %s%s:\n", b, world > 1 ? " per GPU" : "");
     for (int k = 0; k < NUM_PLANS; k++) {
         const PlanBytes *p = &gp->p[k];
+        if (isinf(p->total)) continue; // (sharding, with one process)
         char w[32], o[32], a[32], l[32], x[32];
         fmt_bytes(t, sizeof(t), p->total); fmt_bytes(w, sizeof(w), p->base); fmt_bytes(o, sizeof(o), p->other);
         fmt_bytes(a, sizeof(a), p->acts); fmt_bytes(l, sizeof(l), p->lora); fmt_bytes(x, sizeof(x), p->work);
         fprintf(stderr, "  %c %-44s %10s (layers %s, other weights %s, activations %s, LoRA %s, work %s)%s\n", k == gp->choice ? '*' : ' ', plan_names[k], t, w, o, a, l, x,
                 p->total <= budget ? "" : ": does not fit");
     }
-    if (gp->choice >= 0) fprintf(stderr, "plan: %s, the fastest that fits%s\n", plan_names[gp->choice], gp->choice ? " (the faster ones do not)" : "");
+    if (gp->choice >= 0) fprintf(stderr, "plan: %s%s, the fastest that fits%s\n", plan_names[gp->choice], world > 1 && plan_modes[gp->choice].base ? (plan_modes[gp->choice].base == 1 ? " (--shard)" : " (--shard --offload: each rank's host memory holds its 1/N)") : "",
+                                 gp->choice ? " (the faster ones do not)" : "");
+    if (world > 1) fprintf(stderr, "plan: for %d processes (1/%d of the frozen base a GPU where sharded)\n", world, world);
 }
 // the budget's argument: bytes, or a number with K, M, G or T (powers of 1024; "22G", "22GiB", "22GB")
 static double parse_size(const char *flag, const char *v) {
@@ -9770,16 +9854,18 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
     if (lo && lora_setup_mts(lo, m, ta->mts, ta->model_path)) return -1;
     m->trained = ta->mode != TUNE_LORA ? ~0u : ta->nst_count ? (1u << 0 | 1u << 11) : 0; // new tokens: rows of embed and wcls
     Net net;
-    if (ta->offload) {
-        if (!gpu_on) fatal("--offload streams the frozen base to a GPU; this run is on the CPU (--device cuda)");
-        if (ta->mode != TUNE_LORA || m->trained) fatal("--offload streams a frozen base: it needs LoRA training without --new-special-tokens");
-        offload_on = 1;
+    if (ta->offload || ta->shard) {
+        const char *flag = ta->shard ? "--shard" : "--offload";
+        if (!gpu_on) fatal("%s streams the frozen base to a GPU; this run is on the CPU (--device cuda)", flag);
+        if (ta->mode != TUNE_LORA || m->trained) fatal("%s streams a frozen base: it needs LoRA training without --new-special-tokens", flag);
+        offload_on = ta->shard || (ta->offload & OFFLOAD_WEIGHTS);
+        shard_on = ta->shard; shard_host = ta->shard && (ta->offload & OFFLOAD_WEIGHTS);
     }
     net_init(&net, m, lo);
     if (lo && ta->lc.dora && !ta->resume_adapter) lora_init_dora(lo, m);
 #ifdef PEFT_CUDA
     if (gpu_on) { // what the activations will need, against what is free, before taking any of it (--offload activations: PLAN_SLOTS layer inputs)
-        double xs = ta->offload == 2 ? ((double)c->n_layers + 1 - PLAN_SLOTS) * N * c->dim * sizeof(floatX) : 0;
+        double xs = ta->offload & OFFLOAD_ACTS ? ((double)c->n_layers + 1 - PLAN_SLOTS) * N * c->dim * sizeof(floatX) : 0;
         double need = acts_plan_bytes(c, B, T, ta->checkpoint_acts, 0, train_acts_keep(ta, lo)) - (xs > 0 ? xs : 0) + (val_fits_eval(ta) ? acts_plan_bytes(c, B, T, 0, 1, ACTS_KEEP_ALL) : 0) + 2.0 * tr_bytes(m, lo, ta->mode),
                have = (double)gpu_free_bytes();
         if (need > have) fatal("out of GPU memory: training needs %.2f GiB more for activations and optimizer state (batch %d x %d%s), %.2f GiB are free; "
@@ -9808,8 +9894,8 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
         if (!c->tied) trainable_add(&tr, m->params.wcls + f, gn.wcls + f, R);
     }
     Activations a;
-    acts_alloc_x(&a, c, B, T, ta->checkpoint_acts, 0, train_acts_keep(ta, lo), ta->offload == 2 ? (c->n_layers + 1 < PLAN_SLOTS ? c->n_layers + 1 : PLAN_SLOTS) : 0);
-    if (ta->offload == 2) acts_offload_x(&a, c);
+    acts_alloc_x(&a, c, B, T, ta->checkpoint_acts, 0, train_acts_keep(ta, lo), ta->offload & OFFLOAD_ACTS ? (c->n_layers + 1 < PLAN_SLOTS ? c->n_layers + 1 : PLAN_SLOTS) : 0);
+    if (ta->offload & OFFLOAD_ACTS) acts_offload_x(&a, c);
     uint64_t data_rng = ta->seed * 0x9E3779B97F4A7C15ull + 12345;
     int step0 = 0;
     if (ta->resume) {
@@ -11188,14 +11274,21 @@ static void error_usage_train(void) {
                     "  --resume-adapter DIR      start from an existing PEFT adapter (PEFT's is_trainable=True)\n"
                     "  --checkpoint-activations  recompute layer activations in the backward (less memory)\n"
                     "  --gpu-memory SIZE         plan to a GPU memory budget (e.g. 22G, 6G): the fastest of resident; checkpointed\n"
-                    "                            activations; offloaded weights (--offload) that fits, printed with why; refused\n"
-                    "                            with the smallest budget that works when none does (LoRA)\n"
+                    "                            activations; (several processes) sharded weights (--shard); offloaded weights\n"
+                    "                            (--offload) that fits, printed with why; refused with the smallest budget that works\n"
+                    "                            when none does (LoRA; the budget is per GPU)\n"
                     "  --plan-only               print the --gpu-memory plan and stop (no GPU needed)\n"
                     "  --offload                 GPU: keep the frozen base in pinned host memory and stream each layer's weights\n"
                     "                            to the GPU a layer ahead of its use (3 layers there at once): the resident run's\n"
                     "                            arithmetic, bit for bit (LoRA; --gpu-memory chooses it when the base does not fit)\n"
                     "  --offload activations     also keep the checkpointed activations (each layer's input) in pinned host memory,\n"
                     "                            3 on the GPU, copied out in the forward and back a layer ahead in the backward\n"
+                    "  --offload activations-only  the checkpointed activations in host memory, the base where it is (resident, --shard)\n"
+                    "  --shard                   GPU, several processes: each keeps 1/N of every layer's frozen weights (quantized blocks\n"
+                    "                            or bf16) and all-gathers a layer into one of 3 buffers a layer ahead of its use; with\n"
+                    "                            --offload its 1/N stays in pinned host memory. LoRA stays replicated; the same results\n"
+                    "                            as without it, bit for bit (one process: a copy of its one chunk). --gpu-memory plans it\n"
+                    "  --world N                 with --plan-only: plan for N processes (the sharded configurations; default WORLD_SIZE)\n"
                     "  --log-every N             print every N steps (default: about 100 lines per run)\n"
                     "  --bench                   at the end, print the median step time and tokens/s after warm-up and\n"
                     "                            the FLOPs and time inside the matmuls (make bench uses it)\n"
@@ -11265,12 +11358,13 @@ static void train_plan(TrainArgs *ta, const Model *m, int bf16) {
     ps.quant = m->quant; ps.quant_embed = m->quant_embed; ps.quant_dq = m->quant_dq; ps.quant_bs = m->quant_bs ? m->quant_bs : qtype_block[m->quant];
     ps.weight_bytes = ps.act_bytes = bf16 ? 2 : 4;
     ps.B = ta->B; ps.T = ta->T; ps.with_eval = ta->val_path || ta->val_frac > 0;
+    ps.world = ta->plan_world ? ta->plan_world : dist_world;
     ps.targets = ta->lc.targets; ps.r = ta->resume_adapter ? 64 : ta->lc.r; ps.dora = ta->lc.dora; ps.dropout = ta->lc.dropout > 0;
     if (ta->resume_adapter) ps.targets = (1u << NUM_TARGETS) - 1; // known once loaded: all modules at rank 64 bound the usual ones
     for (int l = 0; l < m->config.n_layers; l++) ps.lora_layers += !ta->lc.layers || ta->lc.layers[l];
     GpuPlan gp;
     gpu_plan(&gp, &ps, ta->gpu_memory);
-    gpu_plan_print(&gp, ta->gpu_memory);
+    gpu_plan_print(&gp, ta->gpu_memory, ps.world);
     char b[32], need[32];
     fmt_bytes(b, sizeof(b), ta->gpu_memory);
     if (gp.choice < 0) {
@@ -11278,8 +11372,10 @@ static void train_plan(TrainArgs *ta, const Model *m, int bf16) {
         fatal("%s: --gpu-memory %s: no configuration fits (batch %d x %d); the smallest needs %s (--gpu-memory %.1fG), or lower -b or -T", ta->model_path, b, ta->B, ta->T, need,
               ceil(gp.smallest / 107374182.4) / 10);
     }
-    if (gp.choice >= PLAN_CHECKPOINT) ta->checkpoint_acts = 1;
-    if (gp.choice >= PLAN_OFFLOAD) ta->offload = gp.choice == PLAN_OFFLOAD_ACTS ? 2 : 1;
+    int base = plan_modes[gp.choice].base, acts = plan_modes[gp.choice].acts;
+    if (acts) ta->checkpoint_acts = 1;
+    ta->offload |= (base == 2 ? OFFLOAD_WEIGHTS : 0) | (acts == 2 ? OFFLOAD_ACTS : 0);
+    ta->shard |= base == 1 || (base == 2 && ps.world > 1); // several processes: offloaded weights sharded too (a rank's host holds 1/N)
 }
 static int cmd_train(int argc, char **argv) {
     TrainArgs ta;
@@ -11303,9 +11399,12 @@ static int cmd_train(int argc, char **argv) {
         else if (!strcmp(f, "--gpu-memory")) ta.gpu_memory = parse_size(f, next_arg(argc, argv, &i));
         else if (!strcmp(f, "--plan-only")) ta.plan_only = 1;
         else if (!strcmp(f, "--offload")) {
-            ta.offload = 1;
-            if (i + 1 < argc && !strcmp(argv[i + 1], "activations")) { ta.offload = 2; ta.checkpoint_acts = 1; i++; }
+            ta.offload = OFFLOAD_WEIGHTS;
+            if (i + 1 < argc && !strcmp(argv[i + 1], "activations")) { ta.offload = OFFLOAD_WEIGHTS | OFFLOAD_ACTS; ta.checkpoint_acts = 1; i++; }
+            else if (i + 1 < argc && !strcmp(argv[i + 1], "activations-only")) { ta.offload = OFFLOAD_ACTS; ta.checkpoint_acts = 1; i++; }
         }
+        else if (!strcmp(f, "--shard")) ta.shard = 1;
+        else if (!strcmp(f, "--world")) ta.plan_world = parse_int(f, next_arg(argc, argv, &i), 1, 65536);
         else if (!strcmp(f, "--bench")) ta.bench = 1;
         else if (!strcmp(f, "--train-on-prompt")) ta.train_on_prompt = 1;
         else if (!strcmp(f, "--format")) {
@@ -11376,6 +11475,7 @@ static int cmd_train(int argc, char **argv) {
     if (!ta.model_path || !ta.data_path) error_usage_train();
     Model m;
     if (ta.plan_only && !ta.gpu_memory) fatal("--plan-only prints the plan for --gpu-memory SIZE: give the budget");
+    if (ta.plan_world && !ta.plan_only) fatal("--world N plans for N processes with --plan-only; a run has the processes its launcher started (WORLD_SIZE)");
     if (ta.gpu_memory && ta.mode != TUNE_LORA) fatal("--gpu-memory plans LoRA training (a frozen base); --finetuning-type %s trains the weights it would stream", tune_names[ta.mode]);
     dist_from_env();  // several processes: mpirun, or torchrun's variables
     if (!ta.plan_only) device_start(&dev); // the plan alone needs no GPU

@@ -405,10 +405,17 @@ extern "C" void gpu_copy(void *dst, const void *src, size_t bytes, int to_device
 // and another when the kernels that read its previous layer are done (the copy waits for that).
 // The bytes copied are the ones the resident run mirrors (the quantized blocks as they are; a float
 // weight as its bf16 values, rounded on the host as round_bf16_kernel rounds), so the arithmetic is the same.
+// --shard: the slot's bytes are not copied from the tensors but gathered from the ranks' chunks of the layer
+// (rank r's is bytes [r*chunk, (r+1)*chunk) of the slot): an all-gather on the copy stream (NCCL, several
+// ranks), or on one rank a device copy of its chunk; with --offload too the chunk is in pinned host memory and
+// is copied into its place in the slot first (the all-gather then runs in place). Same events, same order.
 #define MAX_SLOTS 8
+static int shard_gather(void *slot, const void *mine, size_t chunk, cudaStream_t s); // several ranks: NCCL's all-gather (1), else 0
 static struct {
     int nslots, layers, cur;          // cur: the layer the kernels use now (-1: none)
     size_t slot_bytes, *layer_bytes;  // a slot's bytes; each layer's (its tensors at 256-byte offsets)
+    struct { char *host, *dev; size_t bytes; int pinned; } *shard; // --shard: this rank's chunk of each layer (host or device)
+    int rank, world;                  // --shard: this rank, of world
     char *slot[MAX_SLOTS];
     int holds[MAX_SLOTS];             // the layer in each slot, -1: none
     cudaEvent_t ready[MAX_SLOTS], free_[MAX_SLOTS];
@@ -419,15 +426,31 @@ static struct {
     long copies, fail_at;             // PEFT_CUDA_OFFLOAD_FAIL=N: the Nth layer copy fails (tests)
     int noted;
 } ofl;
+// host memory pinned for the copies (cudaHostRegister): 1, or 0 (refused: pageable copies, with a note once)
+static int pin_host(const void *p, size_t bytes, const char *what) {
+    cudaError_t e = cudaHostRegister((void *)p, bytes, cudaHostRegisterDefault);
+    if (e == cudaSuccess) return 1;
+    cudaGetLastError();
+    if (!ofl.noted++) fprintf(stderr, "peft: note: pinning the host %s was refused (%s; ulimit -l?): copies from pageable memory, slower\n", what, cudaGetErrorString(e));
+    return 0;
+}
 // layer's tensor: host[0..bytes) as the kernels name it; src: the bytes to stream (dev_bytes of them:
 // bytes, or bytes/2 for bf16). Pinned here (cudaHostRegister); refused: pageable copies, with a note.
-extern "C" int gpu_offload_add(int layer, void *host, size_t bytes, const void *src, size_t dev_bytes, int bf16, char *err, size_t errlen) {
-    if (layer >= ofl.layers) {
-        size_t *lb = (size_t *)realloc(ofl.layer_bytes, (size_t)(layer + 1) * sizeof(size_t));
-        if (!lb) { snprintf(err, errlen, "out of memory"); return -1; }
-        for (int l = ofl.layers; l <= layer; l++) lb[l] = 0;
-        ofl.layer_bytes = lb; ofl.layers = layer + 1;
-    }
+// off: its offset in the layer's slot (layer_layout's); src NULL (--shard): gathered, not copied from the tensor.
+static int offload_layers(int layer, char *err, size_t errlen) { // room for layer's entries
+    if (layer < ofl.layers) return 0;
+    size_t *lb = (size_t *)realloc(ofl.layer_bytes, (size_t)(layer + 1) * sizeof(size_t));
+    if (!lb) { snprintf(err, errlen, "out of memory"); return -1; }
+    ofl.layer_bytes = lb;
+    decltype(ofl.shard) sh = (decltype(ofl.shard))realloc(ofl.shard, (size_t)(layer + 1) * sizeof *ofl.shard);
+    if (!sh) { snprintf(err, errlen, "out of memory"); return -1; }
+    ofl.shard = sh;
+    for (int l = ofl.layers; l <= layer; l++) { lb[l] = 0; memset(&sh[l], 0, sizeof sh[l]); }
+    ofl.layers = layer + 1;
+    return 0;
+}
+extern "C" int gpu_offload_add(int layer, void *host, size_t bytes, const void *src, size_t dev_bytes, size_t off, int bf16, char *err, size_t errlen) {
+    if (offload_layers(layer, err, errlen)) return -1;
     if (ofl.nt == ofl.cap) {
         ofl.cap = ofl.cap ? 2 * ofl.cap : 64;
         ofl.t = (decltype(ofl.t))realloc(ofl.t, (size_t)ofl.cap * sizeof *ofl.t);
@@ -441,16 +464,23 @@ extern "C" int gpu_offload_add(int layer, void *host, size_t bytes, const void *
     Mirror *m = &mirrors[nmirrors];
     m->host = (char *)host; m->dev = NULL; m->block = (char *)host; m->bytes = bytes; m->bf16 = bf16; m->layer = layer;
     npieces16 += bf16;
-    cudaError_t e = cudaHostRegister((void *)src, dev_bytes, cudaHostRegisterDefault);
-    if (e != cudaSuccess) {
-        cudaGetLastError();
-        if (!ofl.noted++) fprintf(stderr, "peft: note: pinning the host weights was refused (%s; ulimit -l?): copies from pageable memory, slower\n", cudaGetErrorString(e));
-    }
+    int pinned = src && pin_host(src, dev_bytes, "weights");
     nmirrors++;
     ofl.t[ofl.nt].host = (const char *)host; ofl.t[ofl.nt].src = (const char *)src; ofl.t[ofl.nt].bytes = dev_bytes;
-    ofl.t[ofl.nt].off = ofl.layer_bytes[layer]; ofl.t[ofl.nt].pinned = e == cudaSuccess;
-    ofl.layer_bytes[layer] += (dev_bytes + 255) / 256 * 256;
+    ofl.t[ofl.nt].off = off; ofl.t[ofl.nt].pinned = pinned;
+    if (off + dev_bytes > ofl.layer_bytes[layer]) ofl.layer_bytes[layer] = off + dev_bytes;
     ofl.nt++;
+    return 0;
+}
+// --shard: this rank's chunk of layer; on_host: it stays at chunk (pinned), else it is uploaded to device memory now
+extern "C" int gpu_offload_shard(int layer, void *chunk, size_t chunk_bytes, int rank, int world, int on_host, char *err, size_t errlen) {
+    if (offload_layers(layer, err, errlen)) return -1;
+    ofl.rank = rank; ofl.world = world;
+    ofl.shard[layer].bytes = chunk_bytes;
+    if (on_host) { ofl.shard[layer].host = (char *)chunk; ofl.shard[layer].pinned = pin_host(chunk, chunk_bytes, "weights"); return 0; }
+    ofl.shard[layer].dev = (char *)gpu_alloc(chunk_bytes);
+    if (!ofl.shard[layer].dev) { snprintf(err, errlen, "out of GPU memory for layer %d's chunk of %.1f MiB (%.1f MiB free)", layer, chunk_bytes / 1048576.0, gpu_free_bytes() / 1048576.0); return -1; }
+    CK(cudaMemcpy(ofl.shard[layer].dev, chunk, chunk_bytes, cudaMemcpyHostToDevice));
     return 0;
 }
 // after the adds: nslots device buffers of the largest layer; -1 (err) when they do not fit
@@ -458,7 +488,10 @@ extern "C" int gpu_offload_ready(int nslots, char *err, size_t errlen) {
     if (nslots > MAX_SLOTS) nslots = MAX_SLOTS;
     if (nslots > ofl.layers) nslots = ofl.layers;
     ofl.slot_bytes = 0;
-    for (int l = 0; l < ofl.layers; l++) if (ofl.layer_bytes[l] > ofl.slot_bytes) ofl.slot_bytes = ofl.layer_bytes[l];
+    for (int l = 0; l < ofl.layers; l++) {
+        size_t b = ofl.shard[l].bytes ? (size_t)ofl.world * ofl.shard[l].bytes : ofl.layer_bytes[l]; // --shard: the gathered chunks
+        if (b > ofl.slot_bytes) ofl.slot_bytes = b;
+    }
     for (int s = 0; s < nslots; s++) {
         ofl.slot[s] = (char *)gpu_alloc(ofl.slot_bytes);
         if (!ofl.slot[s]) { snprintf(err, errlen, "out of GPU memory for %d layer buffers of %.1f MiB (%.1f MiB free)", nslots, ofl.slot_bytes / 1048576.0, gpu_free_bytes() / 1048576.0); return -1; }
@@ -490,8 +523,16 @@ static void offload_fetch(int l) {
         if (m->layer == ofl.holds[s]) m->dev = NULL;
         if (m->layer != l) continue;
         m->dev = ofl.slot[s] + ofl.t[i].off;
-        CK(cudaMemcpyAsync(m->dev, ofl.t[i].src, ofl.t[i].bytes, cudaMemcpyHostToDevice, ofl.copy));
+        if (ofl.t[i].src) CK(cudaMemcpyAsync(m->dev, ofl.t[i].src, ofl.t[i].bytes, cudaMemcpyHostToDevice, ofl.copy));
         wrote(m->dev, ofl.t[i].bytes);
+    }
+    if (ofl.shard[l].bytes) { // --shard: the ranks' chunks side by side; this rank's at rank*chunk
+        size_t ch = ofl.shard[l].bytes;
+        char *mine = ofl.slot[s] + (size_t)ofl.rank * ch;
+        if (ofl.shard[l].host) CK(cudaMemcpyAsync(mine, ofl.shard[l].host, ch, cudaMemcpyHostToDevice, ofl.copy));
+        const char *from = ofl.shard[l].host ? mine : ofl.shard[l].dev;
+        if (!shard_gather(ofl.slot[s], from, ch, ofl.copy) && from != mine) CK(cudaMemcpyAsync(mine, from, ch, cudaMemcpyDeviceToDevice, ofl.copy));
+        wrote(ofl.slot[s], (size_t)ofl.world * ch);
     }
     CK(cudaEventRecord(ofl.ready[s], ofl.copy));
     ofl.holds[s] = l;
@@ -516,9 +557,13 @@ extern "C" void gpu_offload_end(void) {
         npieces16 -= m->bf16;
         *m = mirrors[--nmirrors];
     }
+    for (int l = 0; l < ofl.layers; l++) {
+        if (ofl.shard[l].pinned) cudaHostUnregister(ofl.shard[l].host);
+        if (ofl.shard[l].dev) gpu_free(ofl.shard[l].dev);
+    }
     for (int s = 0; s < ofl.nslots; s++) { gpu_free(ofl.slot[s]); cudaEventDestroy(ofl.ready[s]); cudaEventDestroy(ofl.free_[s]); }
     if (ofl.nslots) cudaStreamDestroy(ofl.copy);
-    free(ofl.t); free(ofl.layer_bytes);
+    free(ofl.t); free(ofl.layer_bytes); free(ofl.shard);
     memset(&ofl, 0, sizeof(ofl));
 }
 
@@ -3987,6 +4032,13 @@ extern "C" void gpu_dist_sum_host(double *v, int n) {
     NK(ncclAllReduce(host_sum_buf, host_sum_buf, (size_t)n, ncclFloat64, ncclSum, nccl_comm, 0));
     CK(cudaMemcpy(v, host_sum_buf, (size_t)n * sizeof(double), cudaMemcpyDeviceToHost));
 }
+// --shard: slot = the ranks' chunks side by side, rank r's from mine (in place when mine is slot + r*chunk), on stream s.
+// The gathers and the gradients' all-reduce share the one communicator; every rank issues them in the same order.
+static int shard_gather(void *slot, const void *mine, size_t chunk, cudaStream_t s) {
+    if (dist_n < 2) return 0;
+    NK(ncclAllGather(mine, slot, chunk, ncclUint8, nccl_comm, s));
+    return 1;
+}
 extern "C" void gpu_dist_finish(int ok) {
     if (!ok) return; // the atexit hook says so
     CK(cudaDeviceSynchronize());
@@ -3996,4 +4048,7 @@ extern "C" void gpu_dist_finish(int ok) {
     ncclCommDestroy(nccl_comm);
     for (int k = 0; k < dist_n; k++) if (peer_fd[k] >= 0) close(peer_fd[k]);
 }
+#endif
+#ifndef PEFT_NCCL
+static int shard_gather(void *slot, const void *mine, size_t chunk, cudaStream_t s) { (void)slot; (void)mine; (void)chunk; (void)s; return 0; } // one rank: its chunk is the layer
 #endif

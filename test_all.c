@@ -5338,8 +5338,11 @@ static void run_tokenizer_tests(void) {
     test_tokenizer_bin_built();
 }
 static void test_parallel_load(void); // below, with the plan group
+static void test_shard_chunks(void), test_shard_resume_world(void);
 static void run_fp32_tests(void) {
     test_gpu_plan();
+    test_shard_chunks();
+    test_shard_resume_world();
     test_kernels_matmul();
     test_kernels_attention();
     test_attention_decode();
@@ -5553,9 +5556,10 @@ static void test_memory_refusal(void) {
 }
 
 // --gpu-memory's plan: each configuration's device bytes, recomputed here from the shapes (Llama-2-7B and
-// -70B, NF4 and bf16, LoRA q,v r8), and the choice: the first of resident, checkpointed, offloaded weights,
-// offloaded activations that fits, or none with the smallest that would
-typedef struct { const char *name; int C, H, L, NH, KVH, V, quant, B, T, eval; double budget; int expect; } PlanCase;
+// -70B, NF4 and bf16, LoRA q,v r8), and the choice: the first of resident, checkpointed, (with several
+// processes) sharded with activations kept, checkpointed or in host memory, offloaded weights, offloaded
+// activations that fits, or none with the smallest that would
+typedef struct { const char *name; int C, H, L, NH, KVH, V, quant, B, T, eval, world; double budget; int expect; } PlanCase;
 static double plan_nf4(double n) { // codes 4 bits, absmax codes a byte per 64, their fp32 absmax per 256 blocks, parts 4-byte aligned
     double nb = ceil(n / 64);
     return ceil(n / 2 / 4) * 4 + ceil(nb / 4) * 4 + ceil(nb / 256) * 4;
@@ -5563,15 +5567,24 @@ static double plan_nf4(double n) { // codes 4 bits, absmax codes a byte per 64, 
 static void test_gpu_plan(void) {
     const double G = 1073741824.0;
     PlanCase cases[] = {
-        { "Llama-2-7B nf4, 1 x 4096, 80G", 4096, 11008, 32, 32, 32, 32000, QT_NF4, 1, 4096, 0, 80 * G, PLAN_RESIDENT },
-        { "Llama-2-7B nf4, 1 x 4096, 6G", 4096, 11008, 32, 32, 32, 32000, QT_NF4, 1, 4096, 0, 6 * G, -2 },
-        { "Llama-2-7B nf4, 1 x 4096, 1G", 4096, 11008, 32, 32, 32, 32000, QT_NF4, 1, 4096, 0, 1 * G, -1 },
-        { "Llama-2-7B bf16, 4 x 4096 with validation, 40G", 4096, 11008, 32, 32, 32, 32000, QT_NONE, 4, 4096, 1, 40 * G, -2 },
-        { "Llama-2-7B bf16, 1 x 4096, 24G", 4096, 11008, 32, 32, 32, 32000, QT_NONE, 1, 4096, 0, 24 * G, -2 },
-        { "Llama-2-70B nf4, 1 x 8192, 22G", 8192, 28672, 80, 64, 8, 32000, QT_NF4, 1, 8192, 0, 22 * G, PLAN_OFFLOAD_ACTS },
-        { "Llama-2-70B nf4, 1 x 8192, 80G", 8192, 28672, 80, 64, 8, 32000, QT_NF4, 1, 8192, 0, 80 * G, -2 },
-        { "Llama-2-70B bf16, 1 x 8192, 80G", 8192, 28672, 80, 64, 8, 32000, QT_NONE, 1, 8192, 0, 80 * G, PLAN_OFFLOAD },
-        { "Llama-2-70B nf4, 1 x 8192, 4G", 8192, 28672, 80, 64, 8, 32000, QT_NF4, 1, 8192, 0, 4 * G, -1 },
+        { "Llama-2-7B nf4, 1 x 4096, 80G", 4096, 11008, 32, 32, 32, 32000, QT_NF4, 1, 4096, 0, 1, 80 * G, PLAN_RESIDENT },
+        { "Llama-2-7B nf4, 1 x 4096, 6G", 4096, 11008, 32, 32, 32, 32000, QT_NF4, 1, 4096, 0, 1, 6 * G, -2 },
+        { "Llama-2-7B nf4, 1 x 4096, 1G", 4096, 11008, 32, 32, 32, 32000, QT_NF4, 1, 4096, 0, 1, 1 * G, -1 },
+        { "Llama-2-7B bf16, 4 x 4096 with validation, 40G", 4096, 11008, 32, 32, 32, 32000, QT_NONE, 4, 4096, 1, 1, 40 * G, -2 },
+        { "Llama-2-7B bf16, 1 x 4096, 24G", 4096, 11008, 32, 32, 32, 32000, QT_NONE, 1, 4096, 0, 1, 24 * G, -2 },
+        { "Llama-2-70B nf4, 1 x 8192, 22G", 8192, 28672, 80, 64, 8, 32000, QT_NF4, 1, 8192, 0, 1, 22 * G, PLAN_OFFLOAD_ACTS },
+        { "Llama-2-70B nf4, 1 x 8192, 80G", 8192, 28672, 80, 64, 8, 32000, QT_NF4, 1, 8192, 0, 1, 80 * G, -2 },
+        { "Llama-2-70B bf16, 1 x 8192, 80G", 8192, 28672, 80, 64, 8, 32000, QT_NONE, 1, 8192, 0, 1, 80 * G, PLAN_OFFLOAD },
+        { "Llama-2-70B nf4, 1 x 8192, 4G", 8192, 28672, 80, 64, 8, 32000, QT_NF4, 1, 8192, 0, 1, 4 * G, -1 },
+        // several processes (--shard): 1/N of the base a GPU and 3 layers gathered
+        { "Llama-2-7B nf4, 2 GPUs, 1 x 4096, 80G", 4096, 11008, 32, 32, 32, 32000, QT_NF4, 1, 4096, 0, 2, 80 * G, PLAN_RESIDENT },
+        { "Llama-2-70B nf4, 2 GPUs, 1 x 8192, 22G", 8192, 28672, 80, 64, 8, 32000, QT_NF4, 1, 8192, 0, 2, 22 * G, PLAN_OFFLOAD_ACTS },
+        { "Llama-2-70B nf4, 2 GPUs, 1 x 1024, 22G", 8192, 28672, 80, 64, 8, 32000, QT_NF4, 1, 1024, 0, 2, 22 * G, PLAN_SHARD_ACTS },
+        { "Llama-2-70B nf4, 2 GPUs, 1 x 2048, 40G", 8192, 28672, 80, 64, 8, 32000, QT_NF4, 1, 2048, 0, 2, 40 * G, PLAN_SHARD_CKPT },
+        { "Llama-2-70B nf4, 8 GPUs, 1 x 8192, 22G", 8192, 28672, 80, 64, 8, 32000, QT_NF4, 1, 8192, 0, 8, 22 * G, -2 },
+        { "Llama-2-70B bf16, 8 GPUs, 1 x 4096, 80G", 8192, 28672, 80, 64, 8, 32000, QT_NONE, 1, 4096, 0, 8, 80 * G, PLAN_SHARD_CKPT },
+        { "Llama-2-70B bf16, 8 GPUs, 1 x 512, 80G", 8192, 28672, 80, 64, 8, 32000, QT_NONE, 1, 512, 0, 8, 80 * G, PLAN_SHARD },
+        { "Llama-2-70B bf16, 3 GPUs, 1 x 8192, 24G", 8192, 28672, 80, 64, 8, 32000, QT_NONE, 1, 8192, 0, 3, 24 * G, -2 },
     };
     for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
         const PlanCase *pc = &cases[k];
@@ -5581,7 +5594,7 @@ static void test_gpu_plan(void) {
         ps.c.dim = pc->C; ps.c.hidden_dim = pc->H; ps.c.n_layers = pc->L; ps.c.n_heads = pc->NH; ps.c.n_kv_heads = pc->KVH; ps.c.head_dim = pc->C / pc->NH;
         ps.c.vocab_size = pc->V; ps.c.seq_len = 4096; ps.c.tied = 0;
         ps.quant = pc->quant; ps.quant_dq = 1; ps.quant_bs = 64; ps.weight_bytes = ps.act_bytes = 2;
-        ps.B = pc->B; ps.T = pc->T; ps.with_eval = pc->eval;
+        ps.B = pc->B; ps.T = pc->T; ps.with_eval = pc->eval; ps.world = pc->world;
         ps.targets = 1u << TGT_Q | 1u << TGT_V; ps.lora_layers = pc->L; ps.r = 8;
         GpuPlan gp;
         gpu_plan(&gp, &ps, pc->budget);
@@ -5599,10 +5612,13 @@ static void test_gpu_plan(void) {
         double ck = ((L + 1) * N * C + (2 * N + S + N * C) + N * C + 2 * N + grads) * 4 + (2 * N * C + 2 * N * QD + 2 * N * KD + 3 * N * H + 3 * N * H) * 2 + ints;
         double full = ((L + 1) * N * C + L * (2 * N + S + N * C) + N * C + 2 * N + grads) * 4 + (L * (N * C + 2 * N * QD + 2 * N * KD + 2 * N * H) + N * C + N * H + 3 * N * H) * 2 + ints;
         double ev = pc->eval ? ((L + 1) * N * C + (2 * N + S + N * C) + N * C + 2 * N + (N < 512 ? N : 512) * V) * 4 + (2 * N * C + 2 * N * QD + 2 * N * KD + 3 * N * H) * 2 + ints : 0;
-        double acts[4] = { full + ev, ck + ev, ck + ev, ck + ev - (L + 1 - 3) * N * C * 4 }, base[4] = { L * layer, L * layer, 3 * layer, 3 * layer };
+        // in the order of the plans: resident, checkpointed, sharded (kept, checkpointed, in host memory), offloaded (checkpointed, in host memory)
+        double kept = full + ev, ckpt = ck + ev, host = ck + ev - (L + 1 - 3) * N * C * 4, W = pc->world, shard = L * layer / W + 3 * layer;
+        double acts[7] = { kept, ckpt, kept, ckpt, host, ckpt, host }, base[7] = { L * layer, L * layer, shard, shard, shard, 3 * layer, 3 * layer };
         double worst = 0, smallest = INFINITY;
         int choice = -1;
-        for (int i = 0; i < 4; i++) {
+        for (int i = 0; i < 7; i++) {
+            if (pc->world == 1 && i >= 2 && i <= 4) { if (!isinf(gp.p[i].total)) worst = INFINITY; continue; } // one process: no sharding
             double want[5] = { base[i], other, acts[i], lora, work }, got[5] = { gp.p[i].base, gp.p[i].other, gp.p[i].acts, gp.p[i].lora, gp.p[i].work }, total = 0;
             for (int j = 0; j < 5; j++) { double e = fabs(got[j] - want[j]) / want[j]; if (e > worst) worst = e; total += want[j]; }
             double e = fabs(gp.p[i].total - total) / total;
@@ -5614,8 +5630,9 @@ static void test_gpu_plan(void) {
         char name[160];
         snprintf(name, sizeof(name), "gpu plan: %s", pc->name);
         check(worst < 1e-12 && gp.choice == choice && named && (choice >= 0 || fabs(gp.smallest - smallest) / smallest < 1e-12), name,
-              "bytes off by %.2g (relative); choice %s (recomputed: %s); totals %.2f %.2f %.2f %.2f GiB; smallest %.2f GiB", worst,
-              gp.choice < 0 ? "none" : plan_names[gp.choice], choice < 0 ? "none" : plan_names[choice], gp.p[0].total / G, gp.p[1].total / G, gp.p[2].total / G, gp.p[3].total / G, gp.smallest / G);
+              "bytes off by %.2g (relative); choice %s (recomputed: %s); totals %.2f %.2f | %.2f %.2f %.2f | %.2f %.2f GiB; smallest %.2f GiB", worst,
+              gp.choice < 0 ? "none" : plan_names[gp.choice], choice < 0 ? "none" : plan_names[choice], gp.p[0].total / G, gp.p[1].total / G, gp.p[2].total / G, gp.p[3].total / G,
+              gp.p[4].total / G, gp.p[5].total / G, gp.p[6].total / G, gp.smallest / G);
     }
     // the CLI: --plan-only prints the plan without a GPU; a budget nothing fits is one peft: line naming the smallest
     char tiny[600], data[600], cmd[4096], err[8192];
@@ -5636,6 +5653,98 @@ static void test_gpu_plan(void) {
     snprintf(cmd, sizeof(cmd), "%s %s train %s %s -z tests/spbpe/tokenizer.json --gpu-memory 12Q --plan-only", exec_prefix(), peft_bin(), tiny, data);
     rc = run_sh(cmd, err, sizeof(err));
     check(rc == 1 && strstr(err, "peft: --gpu-memory: '12Q' is not a size"), "gpu plan: a malformed budget is refused", "exit %d, \"%.200s\"", rc, err);
+    // --world N: the plan for N processes (the sharded configurations listed), without launching them; alone, refused
+    snprintf(cmd, sizeof(cmd), "%s %s train %s %s -z tests/spbpe/tokenizer.json -b 2 -T 32 --gpu-memory 8G --plan-only --world 4 --device cpu", exec_prefix(), peft_bin(), tiny, data);
+    rc = run_sh(cmd, err, sizeof(err));
+    check(rc == 0 && strstr(err, "budget of 8.00 GiB per GPU") && strstr(err, "sharded weights, offloaded activations") && strstr(err, "plan: for 4 processes"),
+          "gpu plan: --plan-only --world 4 lists the sharded configurations", "exit %d, \"%.600s\"", rc, err);
+    snprintf(cmd, sizeof(cmd), "%s %s train %s %s -z tests/spbpe/tokenizer.json -b 2 -T 32 --gpu-memory 8G --plan-only --device cpu", exec_prefix(), peft_bin(), tiny, data);
+    rc = run_sh(cmd, err, sizeof(err));
+    check(rc == 0 && !strstr(err, "sharded"), "gpu plan: one process lists no sharded configuration", "exit %d", rc);
+    snprintf(cmd, sizeof(cmd), "%s %s train %s %s -z tests/spbpe/tokenizer.json --world 2 --device cpu", exec_prefix(), peft_bin(), tiny, data);
+    rc = run_sh(cmd, err, sizeof(err));
+    check(rc == 1 && !strncmp(err, "peft: --world N plans for N processes with --plan-only", 54) && count_lines(err) == 1, "gpu plan: --world without --plan-only is refused in one line", "exit %d, \"%.200s\"", rc, err);
+    snprintf(cmd, sizeof(cmd), "%s %s train %s %s -z tests/spbpe/tokenizer.json -b 2 -T 32 --steps 1 --shard --device cpu -o %s_shard", exec_prefix(), peft_bin(), tiny, data, tiny);
+    rc = run_sh(cmd, err, sizeof(err));
+    check(rc == 1 && !strncmp(err, "peft: --shard streams the frozen base to a GPU; this run is on the CPU", 70) && count_lines(err) == 1, "--shard on the CPU is refused in one line", "exit %d, \"%.200s\"", rc, err);
+}
+// --shard's chunks: rank r of N keeps bytes [r*chunk, (r+1)*chunk) of a layer's slot image (layer_layout's tensors
+// at 256-byte boundaries). For N = 1..8 and layers of tensors of odd sizes (and an NF4 model's real layer), the
+// N chunks shard_fill makes, side by side, are the image built here tensor by tensor (zeros between and after),
+// and the pieces shard_piece names cover each tensor's bytes once.
+static void test_shard_chunks(void) {
+    size_t sizes[3][7] = { { 1, 255, 257, 1000, 3, 4097, 77 }, { 256, 256, 512, 1, 1, 1, 65537 }, { 7, 0, 13, 0, 511, 100003, 9 } };
+    int bad = 0, cases = 0;
+    char first[256] = "";
+    // an NF4 model's layer 0: its tensors' blocks as --offload and --shard stream them
+    Config mc;
+    config_defaults(&mc);
+    mc.dim = 96; mc.hidden_dim = 200; mc.n_layers = 1; mc.n_heads = 3; mc.n_kv_heads = 1; mc.head_dim = 32; mc.vocab_size = 64; mc.seq_len = 16; mc.tied = 0;
+    Model m;
+    model_random(&m, &mc, FMT_BIN_V1, 7);
+    QTensor q[NUM_TARGETS];
+    const void *qsrc[NUM_TARGETS];
+    size_t qbytes[NUM_TARGETS];
+    for (int t = 0; t < NUM_TARGETS; t++) {
+        int in, out;
+        target_dims(&mc, t, &in, &out);
+        qtensor_alloc(&q[t], QT_NF4, out, in, 1);
+        qtensor_quantize(&q[t], layer_weight(&m, 0, t).f, "shard", "w");
+        qsrc[t] = q[t].memory; qbytes[t] = q[t].memory_bytes;
+    }
+    for (int k = 0; k < 4; k++) {
+        const size_t *bytes = k < 3 ? sizes[k] : qbytes;
+        uint8_t *src[NUM_TARGETS];
+        for (int i = 0; i < 7; i++) { // the tensors' bytes: distinct values (the real layer's blocks as they are)
+            src[i] = malloc_check(bytes[i] + 1);
+            for (size_t j = 0; j < bytes[i]; j++) src[i][j] = k < 3 ? (uint8_t)(j * 131 + i * 17 + 1) : ((const uint8_t *)qsrc[i])[j];
+        }
+        size_t off[7], total = layer_layout(off, bytes, 7), img_bytes = 0;
+        for (int i = 0; i < 7; i++) if (off[i] % 256 || (i && off[i] < off[i - 1] + bytes[i - 1])) bad++;
+        for (int N = 1; N <= 8; N++) {
+            size_t ch = shard_chunk_bytes(total, N);
+            img_bytes = ch * (size_t)N;
+            uint8_t *img = calloc_check(img_bytes + 1, 1), *cat = malloc_check(img_bytes + 1);
+            for (int i = 0; i < 7; i++) memcpy(img + off[i], src[i], bytes[i]);
+            for (int r = 0; r < N; r++) shard_fill(cat + (size_t)r * ch, ch, (const void *const *)src, off, bytes, 7, r);
+            size_t covered = 0, want = 0;
+            for (int i = 0; i < 7; i++) {
+                want += bytes[i];
+                for (int r = 0; r < N; r++) { size_t from, at; covered += shard_piece(&from, &at, off[i], bytes[i], ch, r); }
+            }
+            int ok = ch % 256 == 0 && img_bytes >= total && img_bytes - total < 256 * (size_t)N && !memcmp(img, cat, img_bytes) && covered == want;
+            if (!ok && !bad) snprintf(first, sizeof(first), "; first wrong: layer %d, N %d (chunk %zu, layer %zu bytes)", k, N, ch, total);
+            bad += !ok;
+            cases++;
+            free(img); free(cat);
+        }
+        for (int i = 0; i < 7; i++) free(src[i]);
+    }
+    for (int t = 0; t < NUM_TARGETS; t++) qtensor_free(&q[t]);
+    model_free(&m);
+    check(!bad, "--shard: the N chunks of a layer side by side are the layer", "%d cases (N = 1..8; 3 layers of odd tensor sizes and an NF4 model's layer 0): the chunks concatenated == the slot image, each tensor's bytes covered once%s", cases, first);
+}
+// --resume across the same number of processes; another is refused (trainer_state.json's world_size)
+static void test_shard_resume_world(void) {
+    char dir[600];
+    tmp_path(dir, sizeof(dir), "world_ckpt");
+    floatX mv[4] = { 1, 2, 3, 4 };
+    Trainable tr;
+    memset(&tr, 0, sizeof(tr));
+    tr.total = 2; tr.m = mv; tr.v = mv + 2;
+    TrainArgs ta;
+    memset(&ta, 0, sizeof(ta));
+    ta.mode = TUNE_LORA; ta.B = 2; ta.T = 8; ta.grad_accum = 1;
+    int step = 0, ok = 1;
+    uint64_t d = 0, p = 0;
+    for (int w = 1; w <= 2; w++) {
+        dist_world = w;
+        ok &= save_trainer_state(dir, &ta, &tr, 3, 11, 12) == 0;
+        dist_world = w; ok &= load_trainer_state(dir, &ta, &tr, &step, &d, &p) == 0 && step == 3 && d == 11 && p == 12;  // the same N
+        dist_world = 3 - w; ok &= load_trainer_state(dir, &ta, &tr, &step, &d, &p) != 0 && strstr(peft_errbuf, "processes") != NULL; // another N
+    }
+    dist_world = 1;
+    check(ok, "--resume: the same number of processes resumes, another is refused", "checkpoints of 1 and 2 processes: each resumes with its own N; with the other: \"%.160s\"", peft_errbuf);
 }
 
 static void test_disk_full(void) {
@@ -7012,21 +7121,26 @@ static int same_adapter(const char *a, const char *b, size_t *n) {
     free(ba); free(bb);
     return same;
 }
-static void cuda_test_offload(void) {
-    const char *tok = "models/stories260K/tok512.bin";
-    if (!have(tok)) { skip("cuda offload", "needs models/stories260K/tok512.bin"); return; }
+// the streaming tests' model (5 random layers of dim 256, vocabulary 512) and data; 0, or -1 (reported)
+static int offload_fixture(char *model, char *data, const char *name) {
     Config mc;
     config_defaults(&mc);
     mc.dim = 256; mc.hidden_dim = 512; mc.n_layers = 5; mc.n_heads = 4; mc.n_kv_heads = 2; mc.head_dim = 64; mc.vocab_size = 512; mc.seq_len = 128; mc.tied = 0;
     Model fm;
     model_random(&fm, &mc, FMT_BIN_V1, 29);
-    char model[600], data[600], args[4096], err[1 << 16], a[600], b[600], c3[600];
-    tmp_path(model, sizeof(model), "offload_model.bin");
-    tmp_path(data, sizeof(data), "offload_data.txt");
+    tmp_path(model, 600, "offload_model.bin");
+    tmp_path(data, 600, "offload_data.txt");
     write_story_data(data, 40);
     int saved = model_save_bin(&fm, model, 0) == 0;
     model_free(&fm);
-    if (!saved) { check(0, "cuda offload", "writing the model: %s", peft_errbuf); return; }
+    if (!saved) check(0, name, "writing the model: %s", peft_errbuf);
+    return saved ? 0 : -1;
+}
+static void cuda_test_offload(void) {
+    const char *tok = "models/stories260K/tok512.bin";
+    if (!have(tok)) { skip("cuda offload", "needs models/stories260K/tok512.bin"); return; }
+    char model[600], data[600], args[4096], err[1 << 16], a[600], b[600], c3[600];
+    if (offload_fixture(model, data, "cuda offload")) return;
     struct { const char *name, *flags, *offload; } cases[] = {
         { "LoRA all-linear, bf16 base", "--targets all-linear -r 8", "--offload" },
         { "DoRA q,v,o, with validation", "--targets q_proj,v_proj,o_proj --dora -r 4 --val-frac 0.2 --eval-every 2", "--offload" },
@@ -7174,6 +7288,54 @@ static void cuda_test_chat(void) {
     }
 }
 
+// --shard at world size 1 against the resident run, bit for bit: the same model, each layer kept as its one
+// chunk (in device memory, or pinned host memory with --offload) and put together into its slot by the gather's
+// one-rank form (a copy of the chunk); LoRA on the bf16 base and fp32, QLoRA nf4, with --offload and
+// --offload activations, sharded weights with the activations in host memory, and a resume
+static void cuda_test_shard(void) {
+    const char *tok = "models/stories260K/tok512.bin";
+    if (!have(tok)) { skip("cuda shard", "needs models/stories260K/tok512.bin"); return; }
+    char model[600], data[600], args[4096], err[1 << 16], a[600], b[600], c3[600];
+    if (offload_fixture(model, data, "cuda shard")) return;
+    struct { const char *name, *flags, *shard; } cases[] = {
+        { "LoRA all-linear, bf16 base", "--targets all-linear -r 8", "--shard" },
+        { "LoRA q,v, fp32 matmuls", "--targets q_proj,v_proj --dtype fp32", "--shard" },
+        { "QLoRA nf4 (double-quantized), dropout 0.1", "--quant nf4 --double-quant --targets all-linear --dropout 0.1", "--shard" },
+        { "LoRA all-linear, bf16 base, chunks in host memory", "--targets all-linear -r 8", "--shard --offload" },
+        { "QLoRA nf4, dropout 0.1, chunks in host memory", "--quant nf4 --double-quant --targets all-linear --dropout 0.1", "--shard --offload" },
+        { "QLoRA nf4, chunks and activations in host memory", "--quant nf4 --double-quant --targets all-linear --dropout 0.1 --checkpoint-activations", "--shard --offload activations" },
+        { "QLoRA nf4, activations in host memory", "--quant nf4 --double-quant --targets all-linear --dropout 0.1 --checkpoint-activations", "--shard --offload activations-only" },
+        { "DoRA q,v,o on a bf16 base, with validation", "--targets q_proj,v_proj,o_proj --dora -r 4 --val-frac 0.2 --eval-every 2", "--shard" },
+        { "activations in host memory alone, QLoRA nf4", "--quant nf4 --double-quant --targets all-linear --dropout 0.1 --checkpoint-activations", "--offload activations-only" },
+    };
+    for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+        tmp_path(a, sizeof(a), "shard_res"); tmp_path(b, sizeof(b), "shard_sh");
+        snprintf(args, sizeof(args), "train %s %s -z %s -b 4 -T 64 --steps 4 --lr 1e-2 --val-frac 0 --device cuda %s -o %s", model, data, tok, cases[k].flags, a);
+        int r1 = run_cmd(args, err, sizeof(err), NULL, 0);
+        snprintf(args, sizeof(args), "train %s %s -z %s -b 4 -T 64 --steps 4 --lr 1e-2 --val-frac 0 --device cuda %s %s -o %s", model, data, tok, cases[k].flags, cases[k].shard, b);
+        int r2 = run_cmd(args, err, sizeof(err), NULL, 0);
+        size_t n = 0;
+        int sharded = !strstr(cases[k].shard, "--shard") || strstr(err, "shard: rank 0 of 1 keeps") != NULL; // the layers came from their chunks
+        int same = r1 == 0 && r2 == 0 && sharded && same_adapter(a, b, &n);
+        char name[200];
+        snprintf(name, sizeof(name), "cuda %s == resident: %s", cases[k].shard, cases[k].name);
+        check(same, name, "adapters after 4 steps (5 layers through 3 slots): %zu bytes, %s%s%s%.300s", n, same ? "identical" : "DIFFERENT", sharded ? "" : " (no shard: line)", same ? "" : "; ", same ? "" : err);
+    }
+    // resume: 6 steps resident == 3 sharded + --resume sharded (nf4, dropout, checkpointed)
+    tmp_path(a, sizeof(a), "shard_r6"); tmp_path(b, sizeof(b), "shard_r3"); tmp_path(c3, sizeof(c3), "shard_r3b");
+    const char *common = "-b 4 -T 64 --steps 6 --lr 1e-2 --val-frac 0 --device cuda --quant nf4 --targets all-linear --dropout 0.1 --checkpoint-activations";
+    snprintf(args, sizeof(args), "train %s %s -z %s %s -o %s", model, data, tok, common, a);
+    int r1 = run_cmd(args, err, sizeof(err), NULL, 0);
+    snprintf(args, sizeof(args), "train %s %s -z %s %s --shard --save-every 3 -o %s", model, data, tok, common, b);
+    int r2 = run_cmd(args, err, sizeof(err), NULL, 0);
+    snprintf(args, sizeof(args), "train %s %s -z %s %s --shard --resume %s/checkpoint-3 -o %s", model, data, tok, common, b, c3);
+    int r3 = run_cmd(args, err, sizeof(err), NULL, 0);
+    size_t n = 0;
+    int same = r1 == 0 && r2 == 0 && r3 == 0 && same_adapter(a, c3, &n);
+    check(same, "cuda --shard resume is bit-for-bit", "6 resident steps (nf4, dropout 0.1, checkpointed) == 3 with --shard + --resume --shard: %zu bytes, %s%s%.300s", n, same ? "identical" : "DIFFERENT",
+          same ? "" : "; ", same ? "" : err);
+}
+
 // the families on the GPU: their kernels against the CPU, generation against transformers, and the family
 // references (transformers + PEFT) in fp32 within the CPU's bounds, and in bf16 (--dtype bf16: bf16 weights,
 // activations and matmuls) within twice transformers' own bf16 errors (test_family_references), or without
@@ -7225,6 +7387,7 @@ static void run_cuda_tests(void) {
     cuda_test_cli();
     cuda_test_offload();
     cuda_test_chat();
+    cuda_test_shard();
 }
 #elif !defined(PEFT_FP64)
 static void run_cuda_tests(void) { skip("cuda tests", "this test_all was built without CUDA (make test-cuda builds with it)"); }
@@ -7327,7 +7490,7 @@ static void test_parallel_load(void) {
     skip("--device cuda without CUDA", "this build has CUDA (./test_all --cuda chat runs chat on the GPU)");
 #endif
 }
-static void run_plan_tests(void) { test_gpu_plan(); test_quantize_random(); test_parallel_load(); }
+static void run_plan_tests(void) { test_gpu_plan(); test_shard_chunks(); test_shard_resume_world(); test_quantize_random(); test_parallel_load(); }
 static void run_classifier_tests(void) { test_eval_chunks(); test_logit_chunks(); }
 static void run_family_tests(void) { test_families(); test_family_references(fam_fp32); test_family_decode(""); test_export_gguf_phi3(); test_phi3_train_resume(); }
 static void run_hardening_tests(void) { test_hostile_adapters(); test_memory_refusal(); test_disk_full(); test_kill9(); }
@@ -7346,12 +7509,18 @@ int main(int argc, char **argv) {
         printf("%d passed, %d failed, %d skipped\n", n_pass, n_fail, n_skip);
         return n_fail ? 1 : 0;
     }
-    if (argc > 2 && !strcmp(argv[1], "--cuda") && !strcmp(argv[2], "chat")) { // ./test_all --cuda chat: peft chat on the GPU alone
+    static const struct { const char *name; void (*run)(void); } gpu_groups[] = { // ./test_all --cuda chat | shard: those GPU tests alone
+        { "chat", cuda_test_chat },   // peft chat on the GPU
+        { "shard", cuda_test_shard }, // --shard's tests (world size 1)
+    };
+    for (size_t g = 0; argc > 2 && !strcmp(argv[1], "--cuda") && g < sizeof(gpu_groups) / sizeof(gpu_groups[0]); g++) {
+        if (strcmp(argv[2], gpu_groups[g].name)) continue;
         char tmpl[] = "/tmp/peft_test_XXXXXX";
         if (!mkdtemp(tmpl)) { perror("mkdtemp"); return 1; }
         snprintf(tmpdir, sizeof(tmpdir), "%s", tmpl);
-        char err[512];
-        if (gpu_init(0, 0, err, sizeof(err))) skip("cuda chat", err); else cuda_test_chat();
+        char err[512], what[64];
+        snprintf(what, sizeof(what), "cuda %s", gpu_groups[g].name);
+        if (gpu_init(0, 0, err, sizeof(err))) skip(what, err); else gpu_groups[g].run();
         printf("%d passed, %d failed, %d skipped\n", n_pass, n_fail, n_skip);
         return n_fail ? 1 : 0;
     }

@@ -13,6 +13,11 @@
 #   70b    Llama-2-70B shape NF4 (37.4 GB), LoRA q,v r8, 2 x 4096 = 8192 tokens a step, 3 steps: resident with
 #          checkpointed activations (an 80 GB card) against --gpu-memory 22G. Bars: GPU peak <= 22 GiB, tokens/s
 #          >= 70% of resident's, adapters identical.
+#   70b-shard  (issue 32; 2 GPUs, ./peft from make CUDA=1 NCCL=1: make bench-multi-gpu runs it) Llama-2-70B shape NF4,
+#          LoRA q,v r8, SHARD_T (1024) tokens a GPU a step, 3 steps: 1 GPU with 2 rows and --gpu-memory 22G (offloaded)
+#          against 2 GPUs (WORLD_SIZE=2 by hand) with 1 row each and --shard --gpu-memory 22G. Bars: rank 0's GPU peak
+#          <= 22 GiB with the base not in host memory (the plan says sharded weights); tokens/s >= 1.6x the 1-GPU run;
+#          adapters within 1e-6 (tests/cuda/compare_runs.py: ||a-b|| / ||b|| over the whole adapter).
 # Disk: load 13.5 GB, 7b 4.4 GB, 70b 37.4 GB in bench/cache (BENCH_CACHE; BENCH_BIG_CLEAN=1 removes each part's model
 # when the part is done). Logs in $OUT (default /tmp/peft_bench_big). df and the time of each part are printed.
 set -u
@@ -82,12 +87,29 @@ part_70b() {
   result $([ $r1 = 0 ] && [ $r2 = 0 ] && [ $s = 0 ]; echo $?) "70B NF4 --gpu-memory 22G: adapter after 3 steps == resident's"
   clean $M
 }
+part_70b_shard() {
+  local M; M=$(qmodel llama2-70b) || { result 1 "quantize --random llama2-70b"; return; }
+  local T=${SHARD_T:-1024} common="$M $DATA -z $TOK --steps 3 --val-frac 0 --targets q_proj,v_proj -r 8 --bench --device cuda --gpu-memory 22G"
+  CUDA_VISIBLE_DEVICES=0 train 70b_1gpu $common -b 2 -T $T; local r1=$?
+  local pids=() r2=0
+  for r in 0 1; do WORLD_SIZE=2 RANK=$r LOCAL_RANK=$r MASTER_ADDR=127.0.0.1 MASTER_PORT=29660 timeout ${RUN_T:-300} ./peft train $common -b 1 -T $T --shard \
+      -o "$OUT/70b_2gpu" > "$OUT/70b_2gpu.r$r.log" 2>&1 & pids+=($!); done
+  for p in "${pids[@]}"; do wait $p || r2=1; done
+  cp "$OUT/70b_2gpu.r0.log" "$OUT/70b_2gpu.log"
+  grep -E "^startup|^bench|^plan:|^peft:|^data parallel" "$OUT/70b_2gpu.log" | sed "s/^/  70b_2gpu: /" | cut -c1-300; grep "^peft:" "$OUT/70b_2gpu.r1.log" | sed "s/^/  rank 1: /"
+  local a=$(tps 70b_1gpu) b=$(tps 70b_2gpu) p=$(gpeak 70b_2gpu)
+  result $([ $r2 = 0 ] && le "$p" 22 && grep -q "^plan: sharded weights" "$OUT/70b_2gpu.log"; echo $?) "70B NF4 on 2 GPUs, --shard --gpu-memory 22G at 1 x $T tokens a GPU: rank 0's GPU peak $p GiB (bar <= 22), plan: $(grep -oE '^plan: [a-z ,]+' "$OUT/70b_2gpu.log" | head -1 | cut -c7-) (bar: sharded weights)"
+  result $([ $r1 = 0 ] && [ $r2 = 0 ] && le 1.6 "$(ratio "$b" "$a")"; echo $?) "70B NF4 --shard on 2 GPUs: $b tok/s; 1 GPU --gpu-memory 22G (plan: $(grep -oE '^plan: [a-z ,]+' "$OUT/70b_1gpu.log" | head -1 | cut -c7-)) $a tok/s: $(ratio "$b" "$a")x (bar >= 1.6x)"
+  python3 tests/cuda/compare_runs.py adapter "$OUT/70b_2gpu" "$OUT/70b_1gpu" 1e-6 | sed 's/^/  /'; local s=${PIPESTATUS[0]}
+  result $([ $r1 = 0 ] && [ $r2 = 0 ] && [ $s = 0 ]; echo $?) "70B NF4 --shard on 2 GPUs x 1 row: adapter after 3 steps within 1e-6 of 1 GPU x 2 rows"
+  clean $M
+}
 
 parts=${*:-load 7b 70b}
 for p in $parts; do
   case $p in
-    load|7b|70b) echo "== $p ($(df -h "$CACHE" | awk 'NR == 2 {print $4}') free)"; T0=$(date +%s); part_$p; echo "($p: $(( $(date +%s) - T0 )) s)" ;;
-    *) echo "bench/bench_big.sh: unknown part '$p' (load 7b 70b)"; exit 2 ;;
+    load|7b|70b|70b-shard) echo "== $p ($(df -h "$CACHE" | awk 'NR == 2 {print $4}') free)"; T0=$(date +%s); part_${p//-/_}; echo "($p: $(( $(date +%s) - T0 )) s)" ;;
+    *) echo "bench/bench_big.sh: unknown part '$p' (load 7b 70b 70b-shard)"; exit 2 ;;
   esac
 done
 echo "bench_big $parts: $pass passed, $fail failed"

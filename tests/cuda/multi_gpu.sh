@@ -7,6 +7,9 @@
 #   4. --save-every, then --resume on 2 GPUs: byte-identical to the uninterrupted run
 #   5. faults: kill -9 of rank 1, of rank 0, and an error on rank 1: every rank ends, one line, no
 #      adapter written; the newest checkpoint resumes to the uninterrupted run's adapter
+#   6. --shard on 2 GPUs (each keeps half of every layer, all-gathered before use): the same adapter, byte for
+#      byte, as the 2-GPU run without it (fp32, and QLoRA nf4 with --offload activations: chunks in host memory),
+#      --resume with --shard, and a checkpoint of 2 processes refused by 1
 set -u
 OUT=${OUT:-/tmp/peft_mgpu}; mkdir -p "$OUT"
 [ -e ../shared ] || ln -sfn "$PWD/.carry/shared" ../shared
@@ -100,5 +103,21 @@ n=$(cat $W/err.r0.log $W/err.r1.log | grep -c '^peft:'); [ $rc0 -ne 0 ] && [ $rc
 # a rank that never comes: rank 0 gives up after PEFT_DIST_TIMEOUT
 PEFT_DIST_TIMEOUT=3 WORLD_SIZE=2 RANK=0 LOCAL_RANK=0 MASTER_ADDR=127.0.0.1 MASTER_PORT=29620 ./peft train $M $D -o $W/alone --device cuda --steps 5 > $W/alone.log 2>&1; rc=$?
 echo "rank 1 never came: exit $rc: $(grep '^peft:' $W/alone.log)"; [ $rc -ne 0 ] && [ ! -e $W/alone ]; result $? "a missing rank: rank 0 ends after PEFT_DIST_TIMEOUT, nothing written"
+fi
+if want 6; then
+echo "== 6. --shard: 2 GPUs, each with half of every layer"
+by_hand $W/sh0 29631 $F32 --steps 20 -b 8; echo "rc=$?"
+by_hand $W/sh1 29632 $F32 --steps 20 -b 8 --shard; echo "rc=$?"; grep -E "data parallel|^done" $W/sh1.r0.log
+cmp $W/sh1/adapter_model.safetensors $W/sh0/adapter_model.safetensors; result $? "fp32 --shard on 2 GPUs: the adapter of the unsharded 2-GPU run, byte for byte"
+Q="--device cuda -T 128 --quant nf4 --double-quant --targets all-linear -r 8 --lr 3e-3 --dropout 0.1 --val-frac 0 --checkpoint-activations --steps 12 -b 4"
+by_hand $W/shq0 29633 $Q; echo "rc=$?"
+by_hand $W/shq1 29634 $Q --shard --offload activations; echo "rc=$?"
+cmp $W/shq1/adapter_model.safetensors $W/shq0/adapter_model.safetensors; result $? "QLoRA nf4 --shard --offload activations on 2 GPUs (chunks and activations in host memory): the unsharded adapter, byte for byte"
+by_hand $W/shr 29635 $Q --shard --save-every 6; echo "rc=$?"
+by_hand $W/shr2 29636 $Q --shard --resume $W/shr/checkpoint-6; echo "rc=$?"
+cmp $W/shr2/adapter_model.safetensors $W/shq0/adapter_model.safetensors; result $? "--shard --resume checkpoint-6 on 2 GPUs: the uninterrupted adapter"
+CUDA_VISIBLE_DEVICES=0 ./peft train $M $D -o $W/shr1 $Q --shard --resume $W/shr/checkpoint-6 > $W/shr1.log 2>&1; rc=$?
+echo "1 process resuming 2's checkpoint: exit $rc: $(grep '^peft:' $W/shr1.log)"
+[ $rc -ne 0 ] && [ "$(grep -c '^peft:' $W/shr1.log)" = 1 ]; result $? "a checkpoint of 2 processes is refused by 1 in one line"
 fi
 echo "multi-GPU: $pass passed, $fail failed"
