@@ -43,7 +43,7 @@ ifeq ($(NCCL),1)
 endif
 SAN = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 
-.PHONY: all test test-cuda check-cuda profile-cuda test-multi-gpu bench-multi-gpu debug clean tokenizer bench bench-cuda bench-big fuzz fuzz-build fuzz-replay fuzz-seeds infer cross-test
+.PHONY: all test test-cuda check-cuda profile-cuda test-multi-gpu bench-multi-gpu debug debug-build clean tokenizer bench bench-cuda bench-big fuzz fuzz-build fuzz-replay fuzz-seeds infer cross-test
 ifeq ($(PEFT_INFER),1)
 all: peft_infer
 else
@@ -104,12 +104,20 @@ profile-cuda:
 	bash tests/cuda/profile.sh $(PROFILE_CUDA)
 
 # AddressSanitizer + UndefinedBehaviorSanitizer build of everything, then the suite
-# (separate binaries, so the fast ones stay as they are)
-debug: tokenizer
-	$(CC) $(SAN) -std=c99 -Wall -Wextra -Wno-unknown-pragmas peft.c -o peft_debug $(LDLIBS)
-	$(CC) $(SAN) -std=c99 -Wall -Wextra -Wno-unknown-pragmas test_all.c -o test_all_debug $(LDLIBS)
-	$(CC) $(SAN) -std=c99 -Wall -Wextra -Wno-unknown-pragmas -DPEFT_FP64 test_all.c -o test_all_fp64_debug $(LDLIBS)
-	$(CC) $(SAN) -std=c99 -Wall -Wextra -Wno-unknown-pragmas -DPEFT_INFER -DPEFT_ARENA=16777216 peft.c -o peft_infer_debug $(LDLIBS)
+# (separate binaries, so the fast ones stay as they are; one target each, so make -j builds them side by side)
+SAN_CC = $(CC) $(SAN) -std=c99 -Wall -Wextra -Wno-unknown-pragmas
+.cflags_debug: FORCE
+	@echo '$(SAN_CC) $(LDLIBS)' | cmp -s - $@ || echo '$(SAN_CC) $(LDLIBS)' > $@
+peft_debug: peft.c .cflags_debug
+	$(SAN_CC) peft.c -o peft_debug $(LDLIBS)
+test_all_debug: test_all.c peft.c .cflags_debug
+	$(SAN_CC) test_all.c -o test_all_debug $(LDLIBS)
+test_all_fp64_debug: test_all.c peft.c .cflags_debug
+	$(SAN_CC) -DPEFT_FP64 test_all.c -o test_all_fp64_debug $(LDLIBS)
+peft_infer_debug: peft.c .cflags_debug
+	$(SAN_CC) -DPEFT_INFER -DPEFT_ARENA=16777216 peft.c -o peft_infer_debug $(LDLIBS)
+debug-build: peft_debug test_all_debug test_all_fp64_debug peft_infer_debug
+debug: tokenizer debug-build
 	ASAN_OPTIONS=detect_leaks=1 PEFT_README_BLOCKS=0 PEFT_BIN=./peft_debug PEFT_FP64_TEST=./test_all_fp64_debug PEFT_INFER_BIN=./peft_infer_debug PEFT_KILL9_TRIALS=6 ./test_all_debug
 
 # speed: peft.c vs PyTorch on the same LoRA step, matmul throughput vs the sgemm peak, generation
@@ -204,5 +212,5 @@ cross-test: peft tokenizer
 	tests/cross_test.sh $(CROSS_TARGETS)
 
 clean:
-	rm -f peft peft_infer peft_infer_arena peft_infer_debug test_all test_all_fp64 peft_debug test_all_debug test_all_fp64_debug peft_cuda.o .cflags .cflags_infer .tokenizer-checked
+	rm -f peft peft_infer peft_infer_arena peft_infer_debug test_all test_all_fp64 peft_debug test_all_debug test_all_fp64_debug peft_cuda.o .cflags .cflags_infer .cflags_debug .tokenizer-checked
 	rm -rf cross tests/fuzz/bin
