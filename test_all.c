@@ -7136,6 +7136,17 @@ static int offload_fixture(char *model, char *data, const char *name) {
     if (!saved) check(0, name, "writing the model: %s", peft_errbuf);
     return saved ? 0 : -1;
 }
+// two 4-step trainings of offload_fixture's model: flags alone (resident, into a), then flags and extra (into b);
+// 1 when both ran and the adapters are identical (n: the bytes compared; err: the second run's output)
+static int cuda_same_as_resident(const char *model, const char *data, const char *tok, const char *flags, const char *extra, const char *a, const char *b,
+                                 char *err, size_t errlen, size_t *n) {
+    char args[4096];
+    snprintf(args, sizeof(args), "train %s %s -z %s -b 4 -T 64 --steps 4 --lr 1e-2 --val-frac 0 --device cuda %s -o %s", model, data, tok, flags, a);
+    int r1 = run_cmd(args, err, errlen, NULL, 0);
+    snprintf(args, sizeof(args), "train %s %s -z %s -b 4 -T 64 --steps 4 --lr 1e-2 --val-frac 0 --device cuda %s %s -o %s", model, data, tok, flags, extra, b);
+    int r2 = run_cmd(args, err, errlen, NULL, 0);
+    return r1 == 0 && r2 == 0 && same_adapter(a, b, n);
+}
 static void cuda_test_offload(void) {
     const char *tok = "models/stories260K/tok512.bin";
     if (!have(tok)) { skip("cuda offload", "needs models/stories260K/tok512.bin"); return; }
@@ -7152,12 +7163,8 @@ static void cuda_test_offload(void) {
     };
     for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
         tmp_path(a, sizeof(a), "offload_res"); tmp_path(b, sizeof(b), "offload_ofl");
-        snprintf(args, sizeof(args), "train %s %s -z %s -b 4 -T 64 --steps 4 --lr 1e-2 --val-frac 0 --device cuda %s -o %s", model, data, tok, cases[k].flags, a);
-        int r1 = run_cmd(args, err, sizeof(err), NULL, 0);
-        snprintf(args, sizeof(args), "train %s %s -z %s -b 4 -T 64 --steps 4 --lr 1e-2 --val-frac 0 --device cuda %s %s -o %s", model, data, tok, cases[k].flags, cases[k].offload, b);
-        int r2 = run_cmd(args, err, sizeof(err), NULL, 0);
         size_t n = 0;
-        int same = r1 == 0 && r2 == 0 && same_adapter(a, b, &n);
+        int same = cuda_same_as_resident(model, data, tok, cases[k].flags, cases[k].offload, a, b, err, sizeof(err), &n);
         char name[160];
         snprintf(name, sizeof(name), "cuda --offload == resident: %s", cases[k].name);
         check(same, name, "adapters after 4 steps (5 layers through 3 slots): %zu bytes, %s%s%.300s", n, same ? "identical" : "DIFFERENT", same ? "" : "; ", same ? "" : err);
@@ -7310,13 +7317,10 @@ static void cuda_test_shard(void) {
     };
     for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
         tmp_path(a, sizeof(a), "shard_res"); tmp_path(b, sizeof(b), "shard_sh");
-        snprintf(args, sizeof(args), "train %s %s -z %s -b 4 -T 64 --steps 4 --lr 1e-2 --val-frac 0 --device cuda %s -o %s", model, data, tok, cases[k].flags, a);
-        int r1 = run_cmd(args, err, sizeof(err), NULL, 0);
-        snprintf(args, sizeof(args), "train %s %s -z %s -b 4 -T 64 --steps 4 --lr 1e-2 --val-frac 0 --device cuda %s %s -o %s", model, data, tok, cases[k].flags, cases[k].shard, b);
-        int r2 = run_cmd(args, err, sizeof(err), NULL, 0);
         size_t n = 0;
+        int same = cuda_same_as_resident(model, data, tok, cases[k].flags, cases[k].shard, a, b, err, sizeof(err), &n);
         int sharded = !strstr(cases[k].shard, "--shard") || strstr(err, "shard: rank 0 of 1 keeps") != NULL; // the layers came from their chunks
-        int same = r1 == 0 && r2 == 0 && sharded && same_adapter(a, b, &n);
+        same = same && sharded;
         char name[200];
         snprintf(name, sizeof(name), "cuda %s == resident: %s", cases[k].shard, cases[k].name);
         check(same, name, "adapters after 4 steps (5 layers through 3 slots): %zu bytes, %s%s%s%.300s", n, same ? "identical" : "DIFFERENT", sharded ? "" : " (no shard: line)", same ? "" : "; ", same ? "" : err);
