@@ -1715,6 +1715,7 @@ typedef struct {
     float rope_factor, rope_low_freq_factor, rope_high_freq_factor;
     int rope_orig_max_pos;
     int bos_id, eos_id;
+    int pad_id;       // config.json's pad_token_id, written back by merge (-1: none; Phi3Config's default, 32000, would not fit a small vocabulary)
     // model families beyond Llama: switches of the one layer (all 0 for Llama and Mistral)
     int family;           // FAM_*: names, config.json and the tensor layout of the files
     int attn_bias;        // q, k and v have a bias (Qwen2)
@@ -2002,7 +2003,7 @@ static int fread_f32(floatX *dst, size_t n, FILE *f, const char *path, const cha
 #define BIN_MAGIC 0x616b3432u  // "ak42" in little-endian
 static void config_defaults(Config *c) { // every other field 0 (the families' switches off)
     memset(c, 0, sizeof(*c));
-    c->rope_theta = 10000.0f; c->norm_eps = 1e-5f; c->bos_id = 1; c->eos_id = 2; c->rope_llama3 = 0;
+    c->rope_theta = 10000.0f; c->norm_eps = 1e-5f; c->bos_id = 1; c->eos_id = 2; c->pad_id = -1; c->rope_llama3 = 0;
 }
 
 // one matrix as read from a file: tensor i (ParameterTensors order) of layer l (0 for embed/classifier),
@@ -2493,6 +2494,8 @@ static int config_from_hf(Config *c, const Json *j, const char *path) {
     Json *b = json_get(j, "bos_token_id"), *e = json_get(j, "eos_token_id");
     if (json_is_int(b) && fabs(b->num) <= INT_MAX) c->bos_id = (int)b->num;
     if (json_is_int(e) && fabs(e->num) <= INT_MAX) c->eos_id = (int)e->num;
+    Json *pad = json_get(j, "pad_token_id");
+    if (json_is_int(pad) && pad->num >= 0 && pad->num < c->vocab_size) c->pad_id = (int)pad->num;
     else if (e && e->type == JSON_ARRAY && e->n > 0 && json_is_int(&e->items[0]) && fabs(e->items[0].num) <= INT_MAX) c->eos_id = (int)e->items[0].num;
     if (c->sliding_window >= c->seq_len) { c->sliding_window = 0; memset(c->layer_sliding, 0, sizeof(c->layer_sliding)); } // never shorter than the input
     return config_validate(c, path);
@@ -2803,6 +2806,7 @@ static int model_save_hf(Model *m, const char *dir, int dtype) {
               family_arch[fam], family_type[fam], gemma ? "hidden_activation" : "hidden_act", c->geglu ? "gelu_pytorch_tanh" : "silu",
               c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, c->vocab_size, c->seq_len, json_float(c->norm_eps), json_float(c->rope_theta),
               c->tied ? "true" : "false", c->bos_id, c->eos_id, dtype == DT_BF16 ? "bfloat16" : dtype == DT_F16 ? "float16" : "float32");
+    if (c->pad_id >= 0) sb_printf(&b, ",\n  \"pad_token_id\": %d", c->pad_id);
     if (fam != FAM_QWEN2 && fam != FAM_PHI3) sb_puts(&b, ",\n  \"attention_bias\": false");
     if (fam == FAM_LLAMA || fam == FAM_MISTRAL) sb_puts(&b, ",\n  \"mlp_bias\": false");
     if (gemma) {
