@@ -398,6 +398,7 @@ static double time_sec(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 static double start_sec, load_sec; // main's start; how long the last model load took (the startup line of train)
+static double gpu_start_sec, mirror_sec; // how long device_start's GPU start and the last net_init (the weights' upload) took
 // the most host memory the process has held (resident): Linux's VmHWM, as getrusage's ru_maxrss gives it
 static double host_peak_bytes(void) {
     struct rusage ru;
@@ -9880,7 +9881,9 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
         offload_on = ta->shard || (ta->offload & OFFLOAD_WEIGHTS);
         shard_on = ta->shard; shard_host = ta->shard && (ta->offload & OFFLOAD_WEIGHTS);
     }
+    double t_mirror = time_sec();
     net_init(&net, m, lo);
+    mirror_sec = time_sec() - t_mirror;
     if (lo && ta->lc.dora && !ta->resume_adapter) lora_init_dora(lo, m);
 #ifdef PEFT_CUDA
     if (gpu_on) { // what the activations will need, against what is free, before taking any of it (--offload activations: PLAN_SLOTS layer inputs)
@@ -10039,8 +10042,9 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
         if (dist_world > 1) { double st = stop_requested; dist_sum_host(&st, 1); stop_requested = st > 0; } // all stop at the same step
         if (first_loss < 0) { // one line for benches: start to the end of the first step, and the host memory peak so far
             first_loss = loss;
-            fprintf(stderr, "startup: first step done %.2f s after the start (model load %.2f s, step %.2f s), host memory peak %.3f GiB\n",
-                    time_sec() - start_sec, load_sec, dt, host_peak_bytes() / 1073741824.0);
+            fprintf(stderr, "startup: first step done %.2f s after the start (model load %.2f s, step %.2f s), host memory peak %.3f GiB", time_sec() - start_sec, load_sec, dt, host_peak_bytes() / 1073741824.0);
+            if (gpu_on) fprintf(stderr, "; GPU start %.2f s, weights to the GPU %.2f s", gpu_start_sec, mirror_sec);
+            fprintf(stderr, "\n");
         }
         last_loss = loss;
         int last = step == steps - 1;
@@ -10293,7 +10297,9 @@ static void device_start(const DeviceOpts *dopts) {
 #ifdef PEFT_CUDA
     if (d->device != 0) {
         char err[512];
+        double t0 = time_sec();
         if (gpu_init(d->dtype != 0, dist_local, err, sizeof(err)) == 0) gpu_on = 1; // bf16 matmuls unless --dtype fp32
+        gpu_start_sec = time_sec() - t0;
         else if (d->device == 1) fatal("--device cuda: %s (--device cpu runs on the CPU)", err);
         else fprintf(stderr, "note: %s; running on the CPU\n", err);
     }
