@@ -2642,7 +2642,10 @@ static int load_hf(Model *m, const char *dir, const QuantOpts *qo) {
     if (!rc) {
         model_alloc(m);
         for (int i = 0; i < NUM_PARAM_TENSORS && qo && !m->quant; i++) // bf16 only (written by the reading threads)
-            if ((qo->keep16 >> i & 1) && param_target(i) >= 0 && m->param_sizes[i]) m->w16[i] = (uint16_t *)malloc_check(m->param_sizes[i] * sizeof(uint16_t));
+            if ((qo->keep16 >> i & 1) && param_target(i) >= 0 && m->param_sizes[i]) {
+                m->w16[i] = (uint16_t *)malloc_check(m->param_sizes[i] * sizeof(uint16_t));
+                advise_huge_pages(m->w16[i], m->param_sizes[i] * sizeof(uint16_t));
+            }
         floatX *tmp = NULL;
         int qe = m->quant && m->quant_embed;
         ParameterTensors *p = &m->params;
