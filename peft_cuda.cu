@@ -694,11 +694,11 @@ __device__ float block_max(float v, float *shared32) {
 // program (the test that no writer is missing); =noshadow: no kernel writes a copy beside its output.
 // 8 values from p (float or bf16), 16-byte aligned, into t
 __device__ __forceinline__ void load8(float *t, const float *p) { *(float4 *)t = *(const float4 *)p; *(float4 *)(t + 4) = *(const float4 *)(p + 4); }
-__device__ __forceinline__ void load8(float *t, const __nv_bfloat16 *p) {
-    uint4 u = *(const uint4 *)p;
+__device__ __forceinline__ void widen8(float *t, uint4 u) { // 8 bf16 values (16 bytes) to floats
     const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
     for (int k = 0; k < 4; k++) { t[2 * k] = __low2float(h[k]); t[2 * k + 1] = __high2float(h[k]); }
 }
+__device__ __forceinline__ void load8(float *t, const __nv_bfloat16 *p) { widen8(t, *(const uint4 *)p); }
 __device__ __forceinline__ float to_f(float x) { return x; }
 __device__ __forceinline__ float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
 // q (no, ldq) = p (no, nc) rounded to bf16, p(o, c) = p[o*so + c]; zeros for c in [nc, ldq). p: float, or
@@ -1805,36 +1805,99 @@ __global__ void __launch_bounds__(256) gemm_narrow_k_kernel(CT *__restrict__ c, 
 // chunk's C written apart (c + blockIdx.y * zstride) and summed in order after. C(i,j) = c[i*rsc + j*csc].
 #define SMALL_M 16
 // A few rows of A (generation: M <= GEMV_M) against B^T's rows (a weight W, rows contiguous in K):
-// C (M,N) (+)= A W^T, a warp per column j, W's row read once with 16-byte loads (float4, or 4 values of
-// its bf16 copy w16 in bf16: A's values rounded to bf16 too, as every bf16 product's)
+// C (M,N) (+)= A W^T. A block of 8 warps takes 8/S rows j of W, S warps a row (S = 1..8: more warps for
+// small N), their S*32 lanes r taking 8 consecutive k at a time, k = 8 r + 256 S u: W streamed past L1
+// in 16-byte loads (8 values of its bf16 copy w16, or two float4), GEMV_U of them in flight a lane before
+// the first is used; A's rows read through L1 (in bf16 mode rounded to bf16, as every bf16 product's).
+// K's last K % 8 (or all of it when rows are not 16-byte aligned: vec 0) one value at a time. Each warp's
+// sums are reduced with shuffles, the S warps of a row through shared memory in order.
 #define GEMV_M 8
+#define GEMV_U 4
 __device__ __forceinline__ float bf16r(float x) { return __bfloat162float(__float2bfloat16(x)); } // x rounded to bf16
-__global__ void gemv_kernel(float *c, long ldc, const float *a, long rsa, const float *w, const __nv_bfloat16 *w16, long ldw, int M, int N, int K, int accumulate, int vec) {
-    int j = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
-    if (j >= N) return;
-    float acc[GEMV_M] = { 0 };
-    int K4 = vec ? K / 4 * 4 : 0; // [0, K4) by 16-byte loads, the rest one value at a time
-    for (int k = 4 * lane; k < K4; k += 128) {
-        float v[4];
-        if (w16) {
-            uint2 u = *(const uint2 *)(w16 + (long)j * ldw + k);
-            __nv_bfloat162 h0 = *(__nv_bfloat162 *)&u.x, h1 = *(__nv_bfloat162 *)&u.y;
-            v[0] = __low2float(h0); v[1] = __high2float(h0); v[2] = __low2float(h1); v[3] = __high2float(h1);
-        } else { float4 t = *(const float4 *)(w + (long)j * ldw + k); v[0] = t.x; v[1] = t.y; v[2] = t.z; v[3] = t.w; }
-        for (int m = 0; m < M; m++) {
-            float4 x = *(const float4 *)(a + (long)m * rsa + k);
-            if (w16) x = make_float4(bf16r(x.x), bf16r(x.y), bf16r(x.z), bf16r(x.w));
-            acc[m] += x.x * v[0] + x.y * v[1] + x.z * v[2] + x.w * v[3];
+// 8 weights at p (16-byte aligned), loaded past L1 (load) and widened to floats later (get), so that
+// several loads are in flight before the first value is needed
+template <typename WT> struct W8;
+template <> struct W8<__nv_bfloat16> {
+    uint4 u;
+    __device__ __forceinline__ void load(const __nv_bfloat16 *p) { u = __ldcs((const uint4 *)p); }
+    __device__ __forceinline__ void get(float *t) const { widen8(t, u); }
+};
+template <> struct W8<float> {
+    float4 a, b;
+    __device__ __forceinline__ void load(const float *p) { a = __ldcs((const float4 *)p); b = __ldcs((const float4 *)p + 1); }
+    __device__ __forceinline__ void get(float *t) const { t[0] = a.x; t[1] = a.y; t[2] = a.z; t[3] = a.w; t[4] = b.x; t[5] = b.y; t[6] = b.z; t[7] = b.w; }
+};
+// 8 floats at p (16-byte aligned) through the read-only cache
+__device__ __forceinline__ void ldg8(float *t, const float *p) {
+    float4 a = __ldg((const float4 *)p), b = __ldg((const float4 *)p + 1);
+    t[0] = a.x; t[1] = a.y; t[2] = a.z; t[3] = a.w; t[4] = b.x; t[5] = b.y; t[6] = b.z; t[7] = b.w;
+}
+__device__ __forceinline__ float dot8(const float *x, const float *y) {
+    return ((x[0] * y[0] + x[1] * y[1]) + (x[2] * y[2] + x[3] * y[3])) + ((x[4] * y[4] + x[5] * y[5]) + (x[6] * y[6] + x[7] * y[7]));
+}
+template <int M, typename WT>
+__global__ void __launch_bounds__(256) gemv_kernel(float *c, long ldc, const float *a, long rsa, const WT *w, long ldw, int N, int K, int S, int accumulate, int vec) {
+    constexpr bool b16 = std::is_same<WT, __nv_bfloat16>::value;
+    __shared__ float part[8][M];
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, j = blockIdx.x * (8 / S) + warp / S, r = (warp % S) * 32 + lane, step = 256 * S;
+    float acc[M];
+    #pragma unroll
+    for (int m = 0; m < M; m++) acc[m] = 0;
+    if (j < N) {
+        const WT *wr = w + (long)j * ldw;
+        int K8 = vec ? K / 8 * 8 : 0; // [0, K8) by 16-byte loads
+        for (int k0 = 8 * r; k0 < K8; k0 += GEMV_U * step) {
+            W8<WT> v[GEMV_U];
+            #pragma unroll
+            for (int u = 0; u < GEMV_U; u++) if (k0 + u * step < K8) v[u].load(wr + k0 + u * step);
+            #pragma unroll
+            for (int u = 0; u < GEMV_U; u++) {
+                int k = k0 + u * step;
+                if (k < K8) {
+                    float t[8], x[8];
+                    v[u].get(t);
+                    #pragma unroll
+                    for (int m = 0; m < M; m++) {
+                        ldg8(x, a + (long)m * rsa + k);
+                        if (b16) for (int e = 0; e < 8; e++) x[e] = bf16r(x[e]);
+                        acc[m] += dot8(x, t);
+                    }
+                }
+            }
+        }
+        for (int k = K8 + r; k < K; k += 32 * S) {
+            float v = to_f(wr[k]);
+            #pragma unroll
+            for (int m = 0; m < M; m++) acc[m] += (b16 ? bf16r(a[(long)m * rsa + k]) : a[(long)m * rsa + k]) * v;
         }
     }
-    for (int k = K4 + lane; k < K; k += 32) {
-        float v = w16 ? __bfloat162float(w16[(long)j * ldw + k]) : w[(long)j * ldw + k];
-        for (int m = 0; m < M; m++) acc[m] += (w16 ? bf16r(a[(long)m * rsa + k]) : a[(long)m * rsa + k]) * v;
-    }
+    #pragma unroll
     for (int m = 0; m < M; m++) {
         float v = warp_sum(acc[m]);
-        if (lane == 0) c[(long)m * ldc + j] = (accumulate ? c[(long)m * ldc + j] : 0.0f) + v;
+        if (lane == 0) part[warp][m] = v;
     }
+    __syncthreads();
+    if (j < N && warp % S == 0 && lane < M) {
+        float v = 0;
+        for (int s = 0; s < S; s++) v += part[warp + s][lane];
+        c[(long)lane * ldc + j] = (accumulate ? c[(long)lane * ldc + j] : 0.0f) + v;
+    }
+}
+// M from 1 to 8 as a template argument F(M) (the rows' sums in registers)
+#define SWITCH_1_8(n, F) switch (n) { case 1: F(1); break; case 2: F(2); break; case 3: F(3); break; case 4: F(4); break; \
+                                      case 5: F(5); break; case 6: F(6); break; case 7: F(7); break; default: F(8); }
+// S warps a row: the fewest (1, 2, 4, 8) that make 2 blocks an SM, each warp still a full pass over K or more
+static int warps_per_row(int N, int K, int per_pass) {
+    int S = 1;
+    while (S < 8 && (long)N * S < 16L * num_sms && (long)per_pass * 2 * S <= K) S *= 2;
+    return S;
+}
+template <typename WT> static void gemv_launch(float *c, long ldc, const float *a, long rsa, const WT *w, long ldw, int M, int N, int K, int accumulate, int vec) {
+    int S = warps_per_row(N, K, 256);
+#define GEMV(m) gemv_kernel<m, WT><<<(unsigned)((N + 8 / S - 1) / (8 / S)), 256>>>(c, ldc, a, rsa, w, ldw, N, K, S, accumulate, vec)
+    SWITCH_1_8(M, GEMV);
+#undef GEMV
+    LAUNCHED("gemv_kernel");
 }
 #define SM_KT 64
 // a thread owns 4 consecutive columns j (16-byte loads of B's rows when vec) and keeps M x 4 running sums
@@ -2058,9 +2121,9 @@ static void gemm(float *c, long ldc, const float *a, long rsa, long csa, const f
         const __nv_bfloat16 *w16 = NULL;
         long ldw = csb;
         if (bf16_matmuls || bm) w16 = operand_copy(1, b, csb, N, K, 0, &ldw); // the weight's bf16 copy (kept), or the bf16-only weight
-        int vec = ((uintptr_t)a & 15) == 0 && rsa % 4 == 0 && (w16 ? ldw % 4 == 0 : ((uintptr_t)b & 15) == 0 && csb % 4 == 0);
-        gemv_kernel<<<(N + 7) / 8, 256>>>(c, ldc, a, rsa, b, w16, ldw, M, N, K, accumulate, vec);
-        LAUNCHED("gemv_kernel");
+        int vec = ((uintptr_t)a & 15) == 0 && rsa % 4 == 0 && (w16 ? ((uintptr_t)w16 & 15) == 0 && ldw % 8 == 0 : ((uintptr_t)b & 15) == 0 && csb % 4 == 0);
+        if (w16) gemv_launch(c, ldc, a, rsa, w16, ldw, M, N, K, accumulate, vec);
+        else gemv_launch(c, ldc, a, rsa, b, csb, M, N, K, accumulate, vec);
         return;
     }
     const __nv_bfloat16 *a16 = act16(a), *b16a = act16(b); // bf16 activations: gemm_small_n reads them as A, gemm_small_m as B, the rest get floats
