@@ -2225,21 +2225,40 @@ static QDev qdev(GPU_QARGS) {
     QDev t = { qtype, bs, D(q), D(scale), D(scale16), D(qabsmax), D(absmax2), offset, D(hscale), D(hzero) };
     return t;
 }
-// element i of the flattened matrix
-__device__ __forceinline__ float qvalue(const QDev &t, size_t i) {
-    size_t b = i / t.bs;
-    if (t.hscale) { // HQQ: (q - z) * s, fp16 scale and zero per group
-        float s = __half2float(__ushort_as_half(t.hscale[b])), z = __half2float(__ushort_as_half(t.hzero[b]));
-        float qv = t.type == QT_HQQ8 ? (float)t.q[i] : (float)((t.q[i >> 1] >> (i & 1 ? 0 : 4)) & 15);
-        return (qv - z) * s;
+// the scale of block b, and for HQQ its zero z
+__device__ __forceinline__ float qscale(const QDev &t, size_t b, float *z) {
+    *z = 0;
+    if (t.hscale) { *z = __half2float(__ushort_as_half(t.hzero[b])); return __half2float(__ushort_as_half(t.hscale[b])); } // HQQ: fp16 scale and zero per group
+    if (t.scale16) return __uint_as_float((uint32_t)t.scale16[b] << 16);
+    if (t.qabsmax) return dyn_code_c[t.qabsmax[b]] * t.absmax2[b / DQ_BLOCK] + t.offset;
+    return t.scale[b];
+}
+// the weight of code q (a byte, or a nibble of the 4-bit types) with its block's scale s and zero z
+__device__ __forceinline__ float qcode(int type, uint32_t q, float s, float z, const float *nf4) {
+    switch (type) {
+    case QT_INT8: return (float)(int8_t)q * s;
+    case QT_INT4: return ((float)q - 8.0f) * s;
+    case QT_NF4: return nf4[q] * s;
+    default: return ((float)q - z) * s; // HQQ: (q - z) * s
     }
-    float s;
-    if (t.scale16) s = __uint_as_float((uint32_t)t.scale16[b] << 16);
-    else if (t.qabsmax) s = dyn_code_c[t.qabsmax[b]] * t.absmax2[b / DQ_BLOCK] + t.offset;
-    else s = t.scale[b];
-    if (t.type == QT_INT8) return (float)(int8_t)t.q[i] * s;
-    uint8_t byte = t.q[i >> 1], nib = (i & 1) ? (byte & 15) : (byte >> 4);
-    return (t.type == QT_INT4 ? (float)nib - 8.0f : nf4_code_c[nib]) * s;
+}
+__host__ __device__ __forceinline__ int qbits8(int type) { return type == QT_INT8 || type == QT_HQQ8; }
+// the 8 weights of one block in 4 bytes of nibbles (lo) or 8 bytes (lo, hi): the type's switch taken once
+__device__ __forceinline__ void qdecode8(float *w, uint32_t lo, uint32_t hi, int type, float s, float z, const float *nf4) {
+#define QDEC(T) for (int e = 0; e < 8; e++) w[e] = qcode(T, qbits8(T) ? ((e < 4 ? lo : hi) >> 8 * (e % 4)) & 255 : (lo >> (8 * (e / 2) + (e & 1 ? 0 : 4))) & 15, s, z, nf4)
+    switch (type) {
+    case QT_INT8: QDEC(QT_INT8); break;
+    case QT_INT4: QDEC(QT_INT4); break;
+    case QT_NF4: QDEC(QT_NF4); break;
+    case QT_HQQ8: QDEC(QT_HQQ8); break;
+    default: QDEC(QT_HQQ4);
+    }
+#undef QDEC
+}
+// element i of the flattened matrix (4-bit types: element 2j in byte j's high nibble)
+__device__ __forceinline__ float qvalue(const QDev &t, size_t i) {
+    float z, s = qscale(t, i / t.bs, &z);
+    return qcode(t.type, qbits8(t.type) ? t.q[i] : (t.q[i >> 1] >> (i & 1 ? 0 : 4)) & 15, s, z, nf4_code_c);
 }
 __global__ void dequantize_kernel(float *out, QDev t, size_t i0, size_t n) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) out[i] = qvalue(t, i0 + i);
@@ -2249,19 +2268,91 @@ __global__ void dequantize_kernel(float *out, QDev t, size_t i0, size_t n) {
 // the layout the GEMM reads: W for out = x W^T, W^T for dinp += dout W) for the bf16 tensor-core GEMM,
 // into fp32 scratch otherwise.
 #define QDIRECT_N 8
-// out[n][o] = sum_c inp[n][c] W[o][c], W's values read from their blocks
-__global__ void qmatvec_kernel(float *out, const float *inp, QDev t, int N, int C, int OC) {
+// out[n][o] = sum_c inp[n][c] W[o][c], W's values read from their blocks one at a time: a warp per output
+// (the plain form, for rows and blocks that qmatvec16_kernel cannot take)
+template <int N> __global__ void qmatvec_kernel(float *out, const float *inp, QDev t, int C, int OC) {
     int o = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
     if (o >= OC) return;
-    float acc[QDIRECT_N] = { 0 };
+    float acc[N];
+    #pragma unroll
+    for (int n = 0; n < N; n++) acc[n] = 0;
     for (int c = lane; c < C; c += 32) {
         float w = qvalue(t, (size_t)o * C + c);
+        #pragma unroll
         for (int n = 0; n < N; n++) acc[n] += inp[(size_t)n * C + c] * w;
     }
+    #pragma unroll
     for (int n = 0; n < N; n++) {
         float v = warp_sum(acc[n]);
         if (lane == 0) out[(size_t)n * OC + o] = v;
     }
+}
+// The same with 16 bytes of codes a lane at a time (32 weights of the 4-bit types, 16 of the 8-bit ones;
+// C a multiple of that), QMV_U loads in flight a lane, streamed past L1, and one scale per 8 weights
+// (blocks of a multiple of 8). S warps an output as in gemv_kernel, lanes r of a row at c = E r + 32 E S u.
+#define QMV_U 2
+template <int N, bool B8> __global__ void __launch_bounds__(256) qmatvec16_kernel(float *out, const float *inp, QDev t, int C, int OC, int S) {
+    __shared__ float nf4[16], part[8][N];
+    if (threadIdx.x < 16) nf4[threadIdx.x] = nf4_code_c[threadIdx.x];
+    __syncthreads();
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, o = blockIdx.x * (8 / S) + warp / S, r = (warp % S) * 32 + lane;
+    constexpr int E = B8 ? 16 : 32;
+    int step = 32 * E * S;
+    float acc[N];
+    #pragma unroll
+    for (int n = 0; n < N; n++) acc[n] = 0;
+    if (o < OC) {
+        for (int c0 = E * r; c0 < C; c0 += QMV_U * step) {
+            uint4 v[QMV_U];
+            #pragma unroll
+            for (int u = 0; u < QMV_U; u++) {
+                size_t i = (size_t)o * C + c0 + u * step;
+                if (c0 + u * step < C) v[u] = __ldcs((const uint4 *)(t.q + (B8 ? i : i / 2)));
+            }
+            #pragma unroll
+            for (int u = 0; u < QMV_U; u++) {
+                int c = c0 + u * step;
+                if (c >= C) continue;
+                uint32_t word[4] = { v[u].x, v[u].y, v[u].z, v[u].w };
+                size_t i = (size_t)o * C + c, b = i / t.bs;
+                int ib = (int)(i - b * t.bs); // the chunk's offset in its block
+                #pragma unroll
+                for (int g = 0; g < E / 8; g++) { // 8 weights: 4 bytes of nibbles, or 8 bytes
+                    float z, s = qscale(t, b + (ib + 8 * g) / t.bs, &z), wv[8], x[8];
+                    qdecode8(wv, B8 ? word[(2 * g) & 3] : word[g & 3], word[(2 * g + 1) & 3], t.type, s, z, nf4);
+                    #pragma unroll
+                    for (int n = 0; n < N; n++) { ldg8(x, inp + (size_t)n * C + c + 8 * g); acc[n] += dot8(x, wv); }
+                }
+            }
+        }
+    }
+    #pragma unroll
+    for (int n = 0; n < N; n++) {
+        float v = warp_sum(acc[n]);
+        if (lane == 0) part[warp][n] = v;
+    }
+    __syncthreads();
+    if (o < OC && warp % S == 0 && lane < N) {
+        float v = 0;
+        for (int s = 0; s < S; s++) v += part[warp + s][lane];
+        out[(size_t)lane * OC + o] = v;
+    }
+}
+static void qmatvec(float *out, const float *inp, const QDev &t, int N, int C, int OC) {
+    int E = qbits8(t.type) ? 16 : 32;
+    if (C % E == 0 && t.bs % 8 == 0 && ((uintptr_t)t.q & 15) == 0 && ((uintptr_t)inp & 15) == 0) {
+        int S = warps_per_row(OC, C, 32 * E);
+#define QMV(n) if (E == 16) qmatvec16_kernel<n, true><<<(unsigned)((OC + 8 / S - 1) / (8 / S)), 256>>>(out, inp, t, C, OC, S); \
+               else qmatvec16_kernel<n, false><<<(unsigned)((OC + 8 / S - 1) / (8 / S)), 256>>>(out, inp, t, C, OC, S)
+        SWITCH_1_8(N, QMV);
+#undef QMV
+        LAUNCHED("qmatvec16_kernel");
+        return;
+    }
+#define QMV(n) qmatvec_kernel<n><<<(OC + 7) / 8, 256>>>(out, inp, t, C, OC)
+    SWITCH_1_8(N, QMV);
+#undef QMV
+    LAUNCHED("qmatvec_kernel");
 }
 // q (OC, ld) = W in bf16, zeros for c in [C, ld)
 __global__ void dequantize_bf16_kernel(__nv_bfloat16 *q, long ld, QDev t, int C, int OC) {
@@ -2307,8 +2398,7 @@ extern "C" void gpu_qmatmul_forward(float *out, const float *inp, GPU_QARGS, int
     QDev t = qdev(QARGS_NAMES);
     if (N <= QDIRECT_N && !act16(out) && !act16(inp)) {
         wrote(D(out), (size_t)N * OC * sizeof(float));
-        qmatvec_kernel<<<(OC + 7) / 8, 256>>>(D(out), D(inp), t, N, C, OC);
-        LAUNCHED("qmatvec_kernel");
+        qmatvec(D(out), D(inp), t, N, C, OC);
         return;
     }
     if (large_bf16(N, OC)) {
