@@ -2954,7 +2954,7 @@ template <int HST> __device__ __forceinline__ float dot_row(const float *x, cons
 // the scaled score of a raw dot product, soft-capped when cap > 0
 __device__ __forceinline__ float att_score(float dot, float scale, float cap) { return cap > 0 ? cap * tanhf(dot * scale / cap) : dot * scale; }
 // the first key query t sees, and the first tile (of ATT_TILE keys) a block whose first row is t0 reads
-__device__ __forceinline__ int att_lo(int t, int window) { return window > 0 && t - window + 1 > 0 ? t - window + 1 : 0; }
+__host__ __device__ __forceinline__ int att_lo(int t, int window) { return window > 0 && t - window + 1 > 0 ? t - window + 1 : 0; }
 
 // rows r0 .. r0 + ATT_TILE - 1 of two head slices, x[((b*T + t) * stride + off + i] (and y), into the
 // padded shared tiles xs, ys (rows of hp floats); zeros past T
@@ -3894,37 +3894,102 @@ extern "C" void gpu_attention_backward(float *dq, float *dk, float *dv, float *s
     }
 }
 
-// generation: one query per head against the KV cache (pos+1 rows; with a window only the last window of
-// them, from t0); a block per head; att (NH, pos+1) scratch
-__global__ void attention_decode_kernel(float *out, float *att, const float *q, const float *kc, const float *vc, int pos, int NH, int KVH, int HS, float scale, float cap, int window) {
+// generation: one query per head against the KV cache (positions t0..pos; t0 > 0 with a window), the n
+// positions in S runs of `run`: block (h, s) takes head h's s-th run. The scores a warp per 4 positions,
+// lanes across HS (coalesced), into att; softmax's max m and sum l over the run; then o = sum_t e^(a_t - m) v_t
+// with the warps over positions and lanes across HS (AD_HS at a time), the warps' sums added through
+// shared memory. S = 1: out = o / l; else (m, l, o) go to part (NH, S, HS + 2) for the combine below
+// (flash-decoding). att (NH, pos+1): scratch, left holding e^(a_t - m) of each run.
+// Shared memory: q (HS), then each warp's o (nw, HS).
+#define AD_THREADS 256
+#define AD_HS 256
+__global__ void __launch_bounds__(AD_THREADS) attention_decode_kernel(float *out, float *part, float *att, const float *q, const float *kc, const float *vc, int pos, int NH, int KVH, int HS,
+                                                                      float scale, float cap, int window, int run) {
+    extern __shared__ float qo[];
     __shared__ float sh[32];
-    int h = blockIdx.x, kh = h / (NH / KVH), KD = KVH * HS, t0 = att_lo(pos, window), n = pos + 1 - t0;
-    float *a = att + (size_t)h * (pos + 1);
-    const float *qh = q + (size_t)h * HS;
-    kc += (size_t)t0 * KD; vc += (size_t)t0 * KD; // a[t]: position t0 + t
-    float mx = -INFINITY;
-    for (int t = threadIdx.x; t < n; t += blockDim.x) {
-        const float *kt = kc + (size_t)t * KD + (size_t)kh * HS;
-        float d = 0;
-        for (int i = 0; i < HS; i++) d += qh[i] * kt[i];
-        a[t] = att_score(d, scale, cap);
-        mx = fmaxf(mx, a[t]);
+    int h = blockIdx.x, s = blockIdx.y, S = gridDim.y, KD = KVH * HS, t0 = att_lo(pos, window), n = pos + 1 - t0;
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nw = blockDim.x / 32, b0 = s * run, b1 = min(n, b0 + run);
+    float *a = att + (size_t)h * (pos + 1), *qs = qo, *os = qo + HS; // a[t]: position t0 + t
+    const float *kh = kc + (size_t)t0 * KD + (size_t)(h / (NH / KVH)) * HS, *vh = vc + (size_t)t0 * KD + (size_t)(h / (NH / KVH)) * HS;
+    for (int i = threadIdx.x; i < HS; i += blockDim.x) qs[i] = q[(size_t)h * HS + i];
+    __syncthreads();
+    for (int t = b0 + 4 * warp; t < b1; t += 4 * nw) { // a_t = score(q . k_t)
+        float d[4] = { 0, 0, 0, 0 };
+        for (int i = lane; i < HS; i += 32) {
+            float qi = qs[i];
+            #pragma unroll
+            for (int p = 0; p < 4; p++) if (t + p < b1) d[p] += qi * kh[(size_t)(t + p) * KD + i];
+        }
+        #pragma unroll
+        for (int p = 0; p < 4; p++) {
+            float v = warp_sum(d[p]);
+            if (lane == 0 && t + p < b1) a[t + p] = att_score(v, scale, cap);
+        }
     }
+    __syncthreads();
+    float mx = -INFINITY;
+    for (int t = b0 + threadIdx.x; t < b1; t += blockDim.x) mx = fmaxf(mx, a[t]);
     mx = block_max(mx, sh);
     float sum = 0;
-    for (int t = threadIdx.x; t < n; t += blockDim.x) { a[t] = expf(a[t] - mx); sum += a[t]; }
+    for (int t = b0 + threadIdx.x; t < b1; t += blockDim.x) { float e = expf(a[t] - mx); a[t] = e; sum += e; }
     sum = block_sum(sum, sh);
     __syncthreads(); // every a[t] written
+    for (int i0 = 0; i0 < HS; i0 += AD_HS) { // o (this warp's positions) = sum_t a[t] v_t
+        float o[AD_HS / 32];
+        #pragma unroll
+        for (int k = 0; k < AD_HS / 32; k++) o[k] = 0;
+        #pragma unroll 2
+        for (int t = b0 + warp; t < b1; t += nw) {
+            float p = a[t];
+            const float *vt = vh + (size_t)t * KD + i0 + lane;
+            #pragma unroll
+            for (int k = 0; k < AD_HS / 32; k++) if (i0 + lane + 32 * k < HS) o[k] += p * vt[32 * k];
+        }
+        #pragma unroll
+        for (int k = 0; k < AD_HS / 32; k++) if (i0 + lane + 32 * k < HS) os[warp * HS + i0 + lane + 32 * k] = o[k];
+    }
+    __syncthreads();
+    float *ps = part + ((size_t)h * S + s) * (HS + 2);
     for (int i = threadIdx.x; i < HS; i += blockDim.x) {
-        float o = 0;
-        for (int t = 0; t < n; t++) o += a[t] * vc[(size_t)t * KD + (size_t)kh * HS + i];
-        out[(size_t)h * HS + i] = o / sum;
+        float v = 0;
+        for (int w = 0; w < nw; w++) v += os[w * HS + i];
+        if (S == 1) out[(size_t)h * HS + i] = v / sum;
+        else ps[2 + i] = v;
+    }
+    if (S > 1 && threadIdx.x == 0) { ps[0] = mx; ps[1] = sum; }
+}
+// out_h = sum_s e^(m_s - M) o_s / sum_s e^(m_s - M) l_s, M = max_s m_s: the runs put together, a block per head
+__global__ void attention_decode_combine_kernel(float *out, const float *part, int HS, int S) {
+    const float *p = part + (size_t)blockIdx.x * S * (HS + 2);
+    float M = -INFINITY, l = 0;
+    for (int s = 0; s < S; s++) M = fmaxf(M, p[(size_t)s * (HS + 2)]);
+    for (int s = 0; s < S; s++) l += expf(p[(size_t)s * (HS + 2)] - M) * p[(size_t)s * (HS + 2) + 1];
+    for (int i = threadIdx.x; i < HS; i += blockDim.x) {
+        float v = 0;
+        for (int s = 0; s < S; s++) v += expf(p[(size_t)s * (HS + 2)] - M) * p[(size_t)s * (HS + 2) + 2 + i];
+        out[(size_t)blockIdx.x * HS + i] = v / l;
     }
 }
+static void *ad_scratch;
+static size_t ad_cap;
 extern "C" void gpu_attention_decode(float *out, float *att, const float *q, const float *kc, const float *vc, int pos, int NH, int KVH, int HS, float scale, float cap, int window) {
     wrote(D(out), (size_t)NH * HS * sizeof(float)); wrote(D(att), (size_t)NH * (pos + 1) * sizeof(float));
-    attention_decode_kernel<<<NH, 128>>>(D(out), D(att), D(q), D(kc), D(vc), pos, NH, KVH, HS, scale, cap, window);
+    // runs of 256 positions or more, at most about 2 blocks an SM
+    int n = pos + 1 - att_lo(pos, window), S = (n + 255) / 256, most = (2 * num_sms + NH - 1) / NH;
+    if (S > most) S = most;
+    int run = (n + S - 1) / S;
+    S = (n + run - 1) / run;
+    float *part = NULL;
+    if (S > 1) {
+        part = (float *)scratch_reserve(&ad_scratch, &ad_cap, (size_t)NH * S * (HS + 2) * sizeof(float));
+        wrote(part, (size_t)NH * S * (HS + 2) * sizeof(float));
+    }
+    size_t smem = (size_t)(1 + AD_THREADS / 32) * HS * sizeof(float);
+    attention_decode_kernel<<<dim3(NH, S), AD_THREADS, smem>>>(D(out), part, D(att), D(q), D(kc), D(vc), pos, NH, KVH, HS, scale, cap, window, run);
     LAUNCHED("attention_decode_kernel");
+    if (S == 1) return;
+    attention_decode_combine_kernel<<<NH, 128>>>(D(out), part, HS, S);
+    LAUNCHED("attention_decode_combine_kernel");
 }
 
 // ----------------------------------------------------------------------------

@@ -6916,8 +6916,11 @@ static void cuda_test_family_kernels(void) {
     }
     check(wg.worst <= FP32_TOL, "cuda GeGLU (gelu_pytorch_tanh) forward + backward vs CPU", "|g| up to 4: worst relative L2 error %.2e (%s) <= %.0e", wg.worst, wg.where, FP32_TOL);
     // generation's attention: window (inside and shorter than the cache), soft-cap, scale, head sizes 96 and 256
-    int dc[][6] = { {8, 2, 96, 40, 16, 0}, {8, 4, 256, 40, 16, 15}, {4, 1, 128, 70, 0, 15}, {4, 2, 64, 9, 1, 0}, {4, 2, 256, 5, 30, 15} }; // NH KVH HS pos window cap x 10
-    for (int di = 0; di < 5; di++) {
+    // and long caches, split over blocks (3000 positions; a window of 1000 at position 2500)
+    int dc[][6] = { {8, 2, 96, 40, 16, 0}, {8, 4, 256, 40, 16, 15}, {4, 1, 128, 70, 0, 15}, {4, 2, 64, 9, 1, 0}, {4, 2, 256, 5, 30, 15},
+                    {32, 4, 64, 3000, 0, 0}, {4, 1, 128, 2500, 1000, 15} }; // NH KVH HS pos window cap x 10
+    int ndc = (int)(sizeof(dc) / sizeof(dc[0]));
+    for (int di = 0; di < ndc; di++) {
         int NH = dc[di][0], KVH = dc[di][1], HS = dc[di][2], pos = dc[di][3], npos = pos + 10, KD = KVH * HS;
         AttnMode am = attn_default(HS);
         am.window = dc[di][4]; am.softcap = dc[di][5] / 10.0f;
@@ -6934,7 +6937,7 @@ static void cuda_test_family_kernels(void) {
         worst_of(&wd, rel_l2(ho, o, (size_t)NH * HS), "NH %d KVH %d HS %d pos %d window %d cap %.1f", NH, KVH, HS, pos, am.window, am.softcap);
         free(q); free(kc); free(vc); free(o); free(att); free(ho);
     }
-    check(wd.worst <= FP32_TOL, "cuda attention_decode with a mode (window, soft-cap, scale) vs CPU", "5 shapes, HS 64..256: worst relative L2 error %.2e (%s) <= %.0e", wd.worst, wd.where, FP32_TOL);
+    check(wd.worst <= FP32_TOL, "cuda attention_decode with a mode (window, soft-cap, scale) vs CPU", "%d shapes, HS 64..256, positions 5..3000: worst relative L2 error %.2e (%s) <= %.0e", ndc, wd.worst, wd.where, FP32_TOL);
 }
 
 // quantized matmuls (int8, int4, nf4, nf4 with double quantization) and the quantized embedding
