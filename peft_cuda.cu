@@ -3938,7 +3938,7 @@ __global__ void __launch_bounds__(AD_THREADS) attention_decode_kernel(float *out
         float o[AD_HS / 32];
         #pragma unroll
         for (int k = 0; k < AD_HS / 32; k++) o[k] = 0;
-        #pragma unroll 2
+        #pragma unroll 4
         for (int t = b0 + warp; t < b1; t += nw) {
             float p = a[t];
             const float *vt = vh + (size_t)t * KD + i0 + lane;
@@ -3974,8 +3974,8 @@ static void *ad_scratch;
 static size_t ad_cap;
 extern "C" void gpu_attention_decode(float *out, float *att, const float *q, const float *kc, const float *vc, int pos, int NH, int KVH, int HS, float scale, float cap, int window) {
     wrote(D(out), (size_t)NH * HS * sizeof(float)); wrote(D(att), (size_t)NH * (pos + 1) * sizeof(float));
-    // runs of 256 positions or more, at most about 2 blocks an SM
-    int n = pos + 1 - att_lo(pos, window), S = (n + 255) / 256, most = (2 * num_sms + NH - 1) / NH;
+    // runs of 64 positions or more (a head's few blocks would leave most SMs idle), at most about 2 blocks an SM
+    int n = pos + 1 - att_lo(pos, window), S = (n + 63) / 64, most = (2 * num_sms + NH - 1) / NH;
     if (S > most) S = most;
     int run = (n + S - 1) / S;
     S = (n + run - 1) / run;
