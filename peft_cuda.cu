@@ -2225,12 +2225,12 @@ static QDev qdev(GPU_QARGS) {
     QDev t = { qtype, bs, D(q), D(scale), D(scale16), D(qabsmax), D(absmax2), offset, D(hscale), D(hzero) };
     return t;
 }
-// the scale of block b, and for HQQ its zero z
-__device__ __forceinline__ float qscale(const QDev &t, size_t b, float *z) {
+// the scale of block b, and for HQQ its zero z (code: bitsandbytes' dynamic map, for double-quantized absmax)
+__device__ __forceinline__ float qscale(const QDev &t, size_t b, float *z, const float *code) {
     *z = 0;
     if (t.hscale) { *z = __half2float(__ushort_as_half(t.hzero[b])); return __half2float(__ushort_as_half(t.hscale[b])); } // HQQ: fp16 scale and zero per group
     if (t.scale16) return __uint_as_float((uint32_t)t.scale16[b] << 16);
-    if (t.qabsmax) return dyn_code_c[t.qabsmax[b]] * t.absmax2[b / DQ_BLOCK] + t.offset;
+    if (t.qabsmax) return code[t.qabsmax[b]] * t.absmax2[b / DQ_BLOCK] + t.offset;
     return t.scale[b];
 }
 // the weight of code q (a byte, or a nibble of the 4-bit types) with its block's scale s and zero z
@@ -2257,7 +2257,7 @@ __device__ __forceinline__ void qdecode8(float *w, uint32_t lo, uint32_t hi, int
 }
 // element i of the flattened matrix (4-bit types: element 2j in byte j's high nibble)
 __device__ __forceinline__ float qvalue(const QDev &t, size_t i) {
-    float z, s = qscale(t, i / t.bs, &z);
+    float z, s = qscale(t, i / t.bs, &z, dyn_code_c);
     return qcode(t.type, qbits8(t.type) ? t.q[i] : (t.q[i >> 1] >> (i & 1 ? 0 : 4)) & 15, s, z, nf4_code_c);
 }
 __global__ void dequantize_kernel(float *out, QDev t, size_t i0, size_t n) {
@@ -2289,11 +2289,14 @@ template <int N> __global__ void qmatvec_kernel(float *out, const float *inp, QD
 }
 // The same with 16 bytes of codes a lane at a time (32 weights of the 4-bit types, 16 of the 8-bit ones;
 // C a multiple of that), QMV_U loads in flight a lane, streamed past L1, and one scale per 8 weights
-// (blocks of a multiple of 8). S warps an output as in gemv_kernel, lanes r of a row at c = E r + 32 E S u.
+// (blocks of a multiple of 8; bsh = log2 of a power-of-two block size, else -1). S warps an output as in
+// gemv_kernel, lanes r of a row at c = E r + 32 E S u. The code tables in shared memory (lanes look up
+// different entries, which constant memory would serialize).
 #define QMV_U 2
-template <int N, bool B8> __global__ void __launch_bounds__(256) qmatvec16_kernel(float *out, const float *inp, QDev t, int C, int OC, int S) {
-    __shared__ float nf4[16], part[8][N];
+template <int N, bool B8> __global__ void __launch_bounds__(256) qmatvec16_kernel(float *out, const float *inp, QDev t, int C, int OC, int S, int bsh) {
+    __shared__ float nf4[16], code[256], part[8][N];
     if (threadIdx.x < 16) nf4[threadIdx.x] = nf4_code_c[threadIdx.x];
+    if (t.qabsmax) code[threadIdx.x] = dyn_code_c[threadIdx.x]; // blockDim.x = 256
     __syncthreads();
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32, o = blockIdx.x * (8 / S) + warp / S, r = (warp % S) * 32 + lane;
     constexpr int E = B8 ? 16 : 32;
@@ -2314,11 +2317,11 @@ template <int N, bool B8> __global__ void __launch_bounds__(256) qmatvec16_kerne
                 int c = c0 + u * step;
                 if (c >= C) continue;
                 uint32_t word[4] = { v[u].x, v[u].y, v[u].z, v[u].w };
-                size_t i = (size_t)o * C + c, b = i / t.bs;
+                size_t i = (size_t)o * C + c, b = bsh >= 0 ? i >> bsh : i / t.bs;
                 int ib = (int)(i - b * t.bs); // the chunk's offset in its block
                 #pragma unroll
                 for (int g = 0; g < E / 8; g++) { // 8 weights: 4 bytes of nibbles, or 8 bytes
-                    float z, s = qscale(t, b + (ib + 8 * g) / t.bs, &z), wv[8], x[8];
+                    float z, s = qscale(t, b + (bsh >= 0 ? (ib + 8 * g) >> bsh : (ib + 8 * g) / t.bs), &z, code), wv[8], x[8];
                     qdecode8(wv, B8 ? word[(2 * g) & 3] : word[g & 3], word[(2 * g + 1) & 3], t.type, s, z, nf4);
                     #pragma unroll
                     for (int n = 0; n < N; n++) { ldg8(x, inp + (size_t)n * C + c + 8 * g); acc[n] += dot8(x, wv); }
@@ -2341,9 +2344,10 @@ template <int N, bool B8> __global__ void __launch_bounds__(256) qmatvec16_kerne
 static void qmatvec(float *out, const float *inp, const QDev &t, int N, int C, int OC) {
     int E = qbits8(t.type) ? 16 : 32;
     if (C % E == 0 && t.bs % 8 == 0 && ((uintptr_t)t.q & 15) == 0 && ((uintptr_t)inp & 15) == 0) {
-        int S = warps_per_row(OC, C, 32 * E);
-#define QMV(n) if (E == 16) qmatvec16_kernel<n, true><<<(unsigned)((OC + 8 / S - 1) / (8 / S)), 256>>>(out, inp, t, C, OC, S); \
-               else qmatvec16_kernel<n, false><<<(unsigned)((OC + 8 / S - 1) / (8 / S)), 256>>>(out, inp, t, C, OC, S)
+        int S = warps_per_row(OC, C, 32 * E), bsh = -1;
+        for (int l = 3; l < 31; l++) if (t.bs == 1 << l) bsh = l;
+#define QMV(n) if (E == 16) qmatvec16_kernel<n, true><<<(unsigned)((OC + 8 / S - 1) / (8 / S)), 256>>>(out, inp, t, C, OC, S, bsh); \
+               else qmatvec16_kernel<n, false><<<(unsigned)((OC + 8 / S - 1) / (8 / S)), 256>>>(out, inp, t, C, OC, S, bsh)
         SWITCH_1_8(N, QMV);
 #undef QMV
         LAUNCHED("qmatvec16_kernel");
