@@ -10301,8 +10301,9 @@ static void device_start(const DeviceOpts *dopts) {
     if (d->device != 0) {
         char err[512];
         double t0 = time_sec();
-        if (gpu_init(d->dtype != 0, dist_local, err, sizeof(err)) == 0) gpu_on = 1; // bf16 matmuls unless --dtype fp32
+        int rc = gpu_init(d->dtype != 0, dist_local, err, sizeof(err));
         gpu_start_sec = time_sec() - t0;
+        if (rc == 0) gpu_on = 1; // bf16 matmuls unless --dtype fp32
         else if (d->device == 1) fatal("--device cuda: %s (--device cpu runs on the CPU)", err);
         else fprintf(stderr, "note: %s; running on the CPU\n", err);
     }
