@@ -6916,11 +6916,8 @@ static void cuda_test_family_kernels(void) {
     }
     check(wg.worst <= FP32_TOL, "cuda GeGLU (gelu_pytorch_tanh) forward + backward vs CPU", "|g| up to 4: worst relative L2 error %.2e (%s) <= %.0e", wg.worst, wg.where, FP32_TOL);
     // generation's attention: window (inside and shorter than the cache), soft-cap, scale, head sizes 96 and 256
-    // and long caches, split over blocks (3000 positions; a window of 1000 at position 2500)
-    int dc[][6] = { {8, 2, 96, 40, 16, 0}, {8, 4, 256, 40, 16, 15}, {4, 1, 128, 70, 0, 15}, {4, 2, 64, 9, 1, 0}, {4, 2, 256, 5, 30, 15},
-                    {32, 4, 64, 3000, 0, 0}, {4, 1, 128, 2500, 1000, 15} }; // NH KVH HS pos window cap x 10
-    int ndc = (int)(sizeof(dc) / sizeof(dc[0]));
-    for (int di = 0; di < ndc; di++) {
+    int dc[][6] = { {8, 2, 96, 40, 16, 0}, {8, 4, 256, 40, 16, 15}, {4, 1, 128, 70, 0, 15}, {4, 2, 64, 9, 1, 0}, {4, 2, 256, 5, 30, 15} }; // NH KVH HS pos window cap x 10
+    for (int di = 0; di < 5; di++) {
         int NH = dc[di][0], KVH = dc[di][1], HS = dc[di][2], pos = dc[di][3], npos = pos + 10, KD = KVH * HS;
         AttnMode am = attn_default(HS);
         am.window = dc[di][4]; am.softcap = dc[di][5] / 10.0f;
@@ -6937,7 +6934,7 @@ static void cuda_test_family_kernels(void) {
         worst_of(&wd, rel_l2(ho, o, (size_t)NH * HS), "NH %d KVH %d HS %d pos %d window %d cap %.1f", NH, KVH, HS, pos, am.window, am.softcap);
         free(q); free(kc); free(vc); free(o); free(att); free(ho);
     }
-    check(wd.worst <= FP32_TOL, "cuda attention_decode with a mode (window, soft-cap, scale) vs CPU", "%d shapes, HS 64..256, positions 5..3000: worst relative L2 error %.2e (%s) <= %.0e", ndc, wd.worst, wd.where, FP32_TOL);
+    check(wd.worst <= FP32_TOL, "cuda attention_decode with a mode (window, soft-cap, scale) vs CPU", "5 shapes, HS 64..256: worst relative L2 error %.2e (%s) <= %.0e", wd.worst, wd.where, FP32_TOL);
 }
 
 // quantized matmuls (int8, int4, nf4, nf4 with double quantization) and the quantized embedding
@@ -6994,82 +6991,6 @@ static void cuda_test_qmatmul(void) {
           "int8, int4, nf4, nf4 double-quantized, C 288 OC 97, N 1 and 3 (blocks read directly), 37 (fp32): worst relative L2 error %.2e (%s) <= %.0e; "
           "N 256 OC 384 (bf16 operand): %.2e (%s) <= %.0e; its dinp into bf16 activations after a zero: %d of %d the fp32 result's bits rounded once",
           w.worst, w.where, FP32_TOL, wb.worst, wb.where, BF16_TOL, same, nsame);
-}
-
-// generation's products (gemv_kernel: M <= 8 rows against a weight's rows, fp32 or bf16): every M from 1 to
-// 8 (its template argument), K a multiple of 8 (16-byte loads only), of 4 (a scalar tail) and odd (the
-// weight's rows unaligned in fp32: scalar only), N that takes 1, 2 and 8 warps a row, x's rows unaligned
-// (one float off), and the += form (dinp += dout W with C 1: a row of W^T contiguous in K)
-static void cuda_test_gemv(void) {
-    int dims[][3] = { {2048, 256, 0}, {1000, 600, 0}, {300, 97, 0}, {37, 50, 0}, {1000, 600, 1}, {300, 1, 2} }; // K, N, 1: x one float off, 2: dinp += dout W
-    int nd = (int)(sizeof(dims) / sizeof(dims[0]));
-    Worst wf = { 0, "" }, wb = { 0, "" };
-    for (int bf16 = 0; bf16 < 2; bf16++)
-    for (int d = 0; d < nd; d++)
-    for (int M = 1; M <= 8; M++) {
-        int K = dims[d][0], N = dims[d][1], off = dims[d][2] == 1, acc = dims[d][2] == 2;
-        size_t nx = (size_t)M * K + off, nw = (size_t)N * K, ny = (size_t)M * N;
-        float *x = rand_f32(nx, 1), *w = rand_f32(nw, 1), *y = rand_f32(ny, 1), *y0 = copy_f32(y, ny);
-        gpu_on = 1;
-        gpu_set_bf16(bf16);
-        float *gx = dev_f32(x, nx), *gw = dev_f32(w, nw), *gy = dev_f32(y, ny);
-        if (acc) matmul_backward(gy, NULL, gx, NULL, gw, M, 1, K); // y (M,1) += x (M,K) W (K,1)
-        else matmul_forward(gy, gx + off, gw, M, K, N);
-        float *hy = host_f32(gy, ny);
-        gpu_set_bf16(0);
-        tensor_free(gx); tensor_free(gw); tensor_free(gy);
-        gpu_on = 0;
-        if (acc) { matmul_backward_naive(y, NULL, x, NULL, w, M, 1, K); for (size_t i = 0; i < ny; i++) { y[i] -= y0[i]; hy[i] -= y0[i]; } } // compare the increments
-        else matmul_forward_naive(y, x + off, w, M, K, N);
-        worst_of(bf16 ? &wb : &wf, rel_l2(hy, y, ny), "M %d K %d N %d%s", M, K, N, off ? " x unaligned" : acc ? " +=" : "");
-        free(x); free(w); free(y); free(y0); free(hy);
-    }
-    check(wf.worst <= FP32_TOL && wb.worst <= BF16_TOL, "cuda gemv (generation: M 1..8 rows against a weight) vs CPU",
-          "%d shapes x M 1..8 (K 37..2048, N 1..600, x unaligned, +=): fp32 worst relative L2 error %.2e (%s) <= %.0e; bf16 %.2e (%s) <= %.0e",
-          nd, wf.worst, wf.where, FP32_TOL, wb.worst, wb.where, BF16_TOL);
-}
-
-// the quantized matvec (qmatvec16_kernel: 16 bytes of codes a lane, one scale per 8 weights; qmatvec_kernel
-// where C or the blocks do not allow it) for every type at N 1..8 against the float product on the
-// dequantized matrix: blocks of 24 (a lane's 32 nibbles across blocks), 36 (no multiple of 8: the plain
-// kernel), C 40 (no multiple of 16 or 32: the plain kernel), and a shape with S > 1 warps an output
-static void cuda_test_qmatvec(void) {
-    int dims[][3] = { {2048, 256, 0}, {288, 97, 0}, {288, 97, 24}, {288, 50, 36}, {40, 30, 0} }; // C, OC, block size (0: the type's)
-    int nd = (int)(sizeof(dims) / sizeof(dims[0]));
-    Worst w = { 0, "" };
-    for (int d = 0; d < nd; d++)
-    for (int type = QT_INT8; type <= QT_HQQ8 + 1; type++) { // the last: nf4 double-quantized
-        int qt = type > QT_HQQ8 ? QT_NF4 : type, dq = type > QT_HQQ8, C = dims[d][0], OC = dims[d][1], bs = dims[d][2] ? dims[d][2] : qtype_block[qt];
-        size_t nw = (size_t)OC * C;
-        float *wf = rand_f32(nw, 1), *wd = malloc_check(nw * 4);
-        QTensor qw;
-        qtensor_alloc_bs(&qw, qt, OC, C, dq, bs);
-        if (qtensor_quantize(&qw, wf, "test", "w")) { check(0, "cuda qmatvec", "%s", peft_errbuf); return; }
-        qtensor_dequant(wd, &qw, 0, nw);
-        gpu_on = 1;
-        tensor_mirror(qw.memory, qw.memory_bytes);
-        gpu_on = 0;
-        for (int N = 1; N <= 8; N++) {
-            size_t nx = (size_t)N * C, ny = (size_t)N * OC;
-            float *x = rand_f32(nx, 1), *y = malloc_check(ny * 4);
-            matmul_forward_naive(y, x, wd, N, C, OC);
-            gpu_on = 1;
-            float *gx = dev_f32(x, nx), *gy = (float *)tensor_alloc(ny * 4);
-            qmatmul_forward(gy, gx, &qw, N, C, OC);
-            float *hy = host_f32(gy, ny);
-            tensor_free(gx); tensor_free(gy);
-            gpu_on = 0;
-            worst_of(&w, rel_l2(hy, y, ny), "%s%s C %d OC %d bs %d N %d", qtype_names[qt], dq ? "+dq" : "", C, OC, bs, N);
-            free(x); free(y); free(hy);
-        }
-        gpu_on = 1;
-        tensor_unmirror(qw.memory);
-        gpu_on = 0;
-        qtensor_free(&qw);
-        free(wf); free(wd);
-    }
-    check(w.worst <= FP32_TOL, "cuda qmatvec (every quantized type, N 1..8) vs the float product on the dequantized matrix",
-          "int8, int4, nf4, hqq4, hqq8, nf4 double-quantized; %d shapes (C 40..2048, blocks 24 and 36 too): worst relative L2 error %.2e (%s) <= %.0e", nd, w.worst, w.where, FP32_TOL);
 }
 
 // The large GEMM's bf16 operand copies: peft_cuda.cu keeps them while their source is unchanged (a
@@ -7479,8 +7400,6 @@ static void run_cuda_tests(void) {
     cuda_test_attention(1, 64);
     cuda_test_small_kernels();
     cuda_test_qmatmul();
-    cuda_test_gemv();
-    cuda_test_qmatvec();
     cuda_test_copies();
     printf("== whole model on the GPU (fp32) vs PEFT\n");
     gpu_on = 1;
