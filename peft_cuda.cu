@@ -3925,10 +3925,10 @@ extern "C" void gpu_release(void) {
         }
         nprof = 0;
     }
-    void **bufs[22] = { &qscratch, &sum_scratch, &splitk_scratch, &tc_scratch[0], &tc_scratch[1], &tc_scratch[2], &tc_scratch[3], &att_scratch, &att_ds_scratch, &att16_scratch, &lora_scratch_t, &w32_scratch, &c16_scratch,
-                        &a32_scratch[0], &a32_scratch[1], &att_w32[0], &att_w32[1], &att_w32[2], &att_w32[3], &attg_s, &attg_dp, NULL };
-    size_t *caps[22] = { &qscratch_cap, &sum_scratch_cap, &splitk_cap, &tc_cap[0], &tc_cap[1], &tc_cap[2], &tc_cap[3], &att_scratch_cap, &att_ds_cap, &att16_cap, &lora_scratch_cap, &w32_cap, &c16_cap,
-                         &a32_cap[0], &a32_cap[1], &att_w32_cap[0], &att_w32_cap[1], &att_w32_cap[2], &att_w32_cap[3], &attg_s_cap, &attg_dp_cap, NULL };
+    void **bufs[20] = { &qscratch, &sum_scratch, &splitk_scratch, &tc_scratch[0], &tc_scratch[1], &tc_scratch[2], &tc_scratch[3], &att_scratch, &att_ds_scratch, &att16_scratch, &lora_scratch_t, &w32_scratch, &c16_scratch,
+                        &a32_scratch[0], &a32_scratch[1], &att_w32[0], &att_w32[1], &att_w32[2], &att_w32[3], NULL };
+    size_t *caps[20] = { &qscratch_cap, &sum_scratch_cap, &splitk_cap, &tc_cap[0], &tc_cap[1], &tc_cap[2], &tc_cap[3], &att_scratch_cap, &att_ds_cap, &att16_cap, &lora_scratch_cap, &w32_cap, &c16_cap,
+                         &a32_cap[0], &a32_cap[1], &att_w32_cap[0], &att_w32_cap[1], &att_w32_cap[2], &att_w32_cap[3], NULL };
     for (int i = 0; bufs[i]; i++) { gpu_free(*bufs[i]); *bufs[i] = NULL; *caps[i] = 0; }
     forget_all();
     gpu_free(check_count);
