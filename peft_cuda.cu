@@ -3478,81 +3478,8 @@ template <int HST> static void attention_forward_launch(float *out, float *lse, 
     attention_forward_kernel<HST><<<grid, 32 * ATT_ROWS, smem>>>(out, lse, q, k, v, T, NH, KVH, HS, md.scale, md.cap, md.window);
     LAUNCHED("attention_forward_kernel");
 }
-// Attention through the GEMMs, for head sizes over the tensor-core kernels' 128 (Gemma's 256) with bf16
-// matmuls: a batch row and head at a time, S = Q K^T (T x T, fp32 scratch), P = softmax(score(S)) in its
-// place, O = P V; the backward recomputes S, then dP = dO V^T, P and dS = P o (dP - D) score'(S) in place of
-// S and dP, dV += P^T dO, dQ += dS K, dK += dS^T Q. Every product on the tensor cores (twice the causal
-// FLOPs: the masked half is computed too), the T x T scratch once.
-static int gemm_attention_ok(int HS) { return bf16_matmuls && tc_attention && large_gemm && HS > 128 && HS % 8 == 0; }
-// row t of S (one head): keys s in [att_lo(t), t] get P = exp(x - m) / l, x = score(S), m = max x, l = sum
-// exp(x - m), the rest 0; lse[t] = m + log l (as the flash kernels store it)
-__global__ void attention_softmax_rows_kernel(float *s, float *lse, int T, float scale, float cap, int window) {
-    __shared__ float sh[32];
-    int t = blockIdx.x, lo = att_lo(t, window);
-    float *row = s + (size_t)t * T, mx = -INFINITY, sum = 0;
-    for (int j = lo + threadIdx.x; j <= t; j += blockDim.x) mx = fmaxf(mx, att_score(row[j], scale, cap));
-    mx = block_max(mx, sh);
-    for (int j = lo + threadIdx.x; j <= t; j += blockDim.x) sum += expf(att_score(row[j], scale, cap) - mx);
-    sum = block_sum(sum, sh);
-    for (int j = threadIdx.x; j < T; j += blockDim.x) row[j] = j >= lo && j <= t ? expf(att_score(row[j], scale, cap) - mx) / sum : 0.0f;
-    if (threadIdx.x == 0) lse[t] = mx + logf(sum);
-}
-// the backward's row t in place: S -> P = exp(score(S) - lse), dP -> dS = P (dP - D) dscore/ddot, where
-// dscore/ddot = scale (1 - (x / cap)^2) with a soft-cap x = cap tanh(dot scale / cap), else scale
-__global__ void attention_probs_grad_kernel(float *s, float *dp, const float *lse, const float *Dt, int T, float scale, float cap, int window) {
-    int t = blockIdx.x, lo = att_lo(t, window);
-    float L = lse[t], Dr = Dt[t], *srow = s + (size_t)t * T, *drow = dp + (size_t)t * T;
-    for (int j = threadIdx.x; j < T; j += blockDim.x) {
-        float p = 0, ds = 0;
-        if (j >= lo && j <= t) {
-            float x = att_score(srow[j], scale, cap);
-            p = expf(x - L);
-            ds = p * (drow[j] - Dr) * (cap > 0 ? scale * (1 - (x / cap) * (x / cap)) : scale);
-        }
-        srow[j] = p; drow[j] = ds;
-    }
-}
-static void *attg_s, *attg_dp;
-static size_t attg_s_cap, attg_dp_cap;
-// o (fp32, B T NH HS), lse (B NH T) from fp32 q, k, v
-static void attention_forward_gemm(float *o, float *lse, const float *q, const float *k, const float *v, int B, int T, int NH, int KVH, int HS, Mode md) {
-    float *S = (float *)scratch_reserve(&attg_s, &attg_s_cap, (size_t)T * T * sizeof(float));
-    long qs = (long)NH * HS, ks = (long)KVH * HS;
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < NH; h++) {
-            const float *qh = q + (size_t)b * T * qs + (size_t)h * HS, *kh = k + (size_t)b * T * ks + (size_t)(h / (NH / KVH)) * HS, *vh = v + (kh - k);
-            gemm(S, T, qh, qs, 1, kh, 1, ks, T, T, HS, 0); // S = Q K^T
-            wrote(S, (size_t)T * T * sizeof(float));
-            attention_softmax_rows_kernel<<<T, 256>>>(S, lse + ((size_t)b * NH + h) * T, T, md.scale, md.cap, md.window);
-            LAUNCHED("attention_softmax_rows_kernel");
-            gemm(o + (size_t)b * T * qs + (size_t)h * HS, qs, S, T, 1, vh, ks, 1, T, HS, T, 0); // O = P V
-        }
-}
-// dq (+)= (add_q), dk, dv (+)= (add_kv); Dt = rowsum(dO o O) (B NH T), fp32 operands
-static void attention_backward_gemm(float *dq, float *dk, float *dv, const float *Dt, const float *dout, const float *q, const float *k, const float *v,
-                                    const float *lse, int B, int T, int NH, int KVH, int HS, int add_q, int add_kv, Mode md) {
-    float *S = (float *)scratch_reserve(&attg_s, &attg_s_cap, (size_t)T * T * sizeof(float)), *dP = (float *)scratch_reserve(&attg_dp, &attg_dp_cap, (size_t)T * T * sizeof(float));
-    long qs = (long)NH * HS, ks = (long)KVH * HS;
-    int G = NH / KVH;
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < NH; h++) {
-            size_t qo = (size_t)b * T * qs + (size_t)h * HS, ko = (size_t)b * T * ks + (size_t)(h / G) * HS;
-            int acc_kv = h % G ? 1 : add_kv; // a group's first head writes (or adds to) dK and dV, the others add
-            gemm(S, T, q + qo, qs, 1, k + ko, 1, ks, T, T, HS, 0);     // S = Q K^T
-            gemm(dP, T, dout + qo, qs, 1, v + ko, 1, ks, T, T, HS, 0); // dP = dO V^T
-            wrote(S, (size_t)T * T * sizeof(float)); wrote(dP, (size_t)T * T * sizeof(float));
-            size_t r = ((size_t)b * NH + h) * T;
-            attention_probs_grad_kernel<<<T, 256>>>(S, dP, lse + r, Dt + r, T, md.scale, md.cap, md.window);
-            LAUNCHED("attention_probs_grad_kernel");
-            gemm(dv + ko, ks, S, 1, T, dout + qo, qs, 1, T, HS, T, acc_kv); // dV += P^T dO
-            gemm(dq + qo, qs, dP, T, 1, k + ko, ks, 1, T, HS, T, add_q);   // dQ += dS K
-            gemm(dk + ko, ks, dP, 1, T, q + qo, qs, 1, T, HS, T, acc_kv);  // dK += dS^T Q
-        }
-}
-
-// head sizes: the tensor cores take 64, 96 and 128 (bf16), and over 128 (Gemma's 256) through the GEMMs; every
-// other size up to 256 runs the fp32 kernels (unrolled for 8, 16, 32, 64, 96, 128 and 256), also in bf16 mode
-// (q, k, v widened to fp32 first)
+// head sizes: the tensor cores take 64, 96 and 128 (bf16); every other size up to 256 (Gemma's 256) runs the
+// fp32 kernels (unrolled for 8, 16, 32, 64, 96, 128 and 256), also in bf16 mode (q, k, v widened to fp32 first)
 extern "C" void gpu_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T, int NH, int KVH, int HS, float scale, float cap, int window) {
     if (HS > 32 * ATT_MAXJ) { fprintf(stderr, "peft: head_dim %d is over the GPU attention's limit of %d\n", HS, 32 * ATT_MAXJ); exit(1); }
     Mode md = { scale, cap, window };
@@ -3571,8 +3498,7 @@ extern "C" void gpu_attention_forward(float *out, float *lse, const float *q, co
     }
     qd = att_f32(0, q, nq); kd = att_f32(1, k, (size_t)B * T * KVH * HS); vd = att_f32(2, v, (size_t)B * T * KVH * HS);
     if (o16) o = (float *)scratch_reserve(&att_w32[3], &att_w32_cap[3], nq * sizeof(float)); // the fp32 kernels' output, rounded after
-    if (gemm_attention_ok(HS)) attention_forward_gemm(o, l, qd, kd, vd, B, T, NH, KVH, HS, md);
-    else switch (HS) {
+    switch (HS) {
     case 8: attention_forward_launch<8>(o, l, qd, kd, vd, B, T, NH, KVH, HS, md); break;
     case 16: attention_forward_launch<16>(o, l, qd, kd, vd, B, T, NH, KVH, HS, md); break;
     case 32: attention_forward_launch<32>(o, l, qd, kd, vd, B, T, NH, KVH, HS, md); break;
@@ -3728,7 +3654,6 @@ extern "C" void gpu_attention_backward(float *dq, float *dk, float *dv, float *s
     q = att_f32(0, q, rows * HS); k = att_f32(1, k, (size_t)B * T * KVH * HS); v = att_f32(2, v, (size_t)B * T * KVH * HS);
     attention_rowdot_kernel<<<(unsigned)((rows + 7) / 8), 256>>>(D(scratch), D(dout), D(out), B, T, NH, HS);
     LAUNCHED("attention_rowdot_kernel");
-    if (gemm_attention_ok(HS)) { attention_backward_gemm(D(dq), D(dk), D(dv), D(scratch), D(dout), q, k, v, D(lse), B, T, NH, KVH, HS, add_q, add_kv, md); return; }
     switch (HS) {
     case 8: attention_backward_launch<8>(dq, dk, dv, scratch, dout, q, k, v, lse, B, T, NH, KVH, HS, md); break;
     case 16: attention_backward_launch<16>(dq, dk, dv, scratch, dout, q, k, v, lse, B, T, NH, KVH, HS, md); break;
