@@ -479,7 +479,7 @@ static float *load_f32(const char *path, const char *name, size_t *n) {
     float *out = NULL;
     if (t) {
         floatX *tmp = malloc_check(t->numel * sizeof(floatX));
-        if (!st_read_floatX(&st, t, tmp, NULL)) { out = malloc_check(t->numel * sizeof(float)); for (size_t i = 0; i < t->numel; i++) out[i] = (float)tmp[i]; *n = t->numel; }
+        if (!st_read_floatX(&st, t, tmp)) { out = malloc_check(t->numel * sizeof(float)); for (size_t i = 0; i < t->numel; i++) out[i] = (float)tmp[i]; *n = t->numel; }
         free(tmp);
     }
     st_close(&st);
@@ -775,7 +775,7 @@ static void expect_st_error(const char *label, const unsigned char *bytes, size_
     int rc = st_open(&st, path);
     floatX buf[64];
     if (!rc) { // header accepted: reading the tensor must then fail cleanly (e.g. NaN data)
-        rc = st.n > 0 && st.t[0].numel <= 64 ? st_read_floatX(&st, &st.t[0], buf, NULL) : 0;
+        rc = st.n > 0 && st.t[0].numel <= 64 ? st_read_floatX(&st, &st.t[0], buf) : 0;
         st_close(&st);
     }
     check(rc == -1 && strstr(peft_errbuf, path) && (!want || strstr(peft_errbuf, want)), "hostile safetensors", "%s -> %s", label, rc ? peft_errbuf : "ACCEPTED");
@@ -791,7 +791,7 @@ static void test_safetensors(void) {
     SafeTensors st;
     int ok = !st_open(&st, path) && st.n == 2;
     floatX got[4] = { 0 };
-    if (ok) { STTensor *t = st_find(&st, "a"); ok = t && !st_read_floatX(&st, t, got, NULL) && got[3] == 4; st_close(&st); }
+    if (ok) { STTensor *t = st_find(&st, "a"); ok = t && !st_read_floatX(&st, t, got) && got[3] == 4; st_close(&st); }
     check(ok, "safetensors reads a valid file", "2 tensors, a[3] = %g", (double)got[3]);
     // truncations at many points
     uint64_t rng = 99;
@@ -955,27 +955,6 @@ static void test_families(void) {
                    !memcmp(a->rope_short, b->rope_short, sizeof(a->rope_short)) && !memcmp(a->rope_long, b->rope_long, sizeof(a->rope_long));
         int bits = same && !memcmp(m.params_memory, m2.params_memory, m.num_parameters * sizeof(floatX));
         check(same && bits, label, "%s, %zu parameters, config switches %s, weights %s", family_arch[b->family], m2.num_parameters, same ? "equal" : "DIFFER", bits ? "bit-identical" : "DIFFER");
-        { // a GPU run's bf16-only load (QuantOpts.keep16): the folder in bf16, read as floats and read straight into bf16
-            Model mf, mh;
-            char d16[512], n16[64];
-            snprintf(n16, sizeof(n16), "%s-bf16", fams[f]);
-            tmp_path(d16, sizeof(d16), n16);
-            QuantOpts qk = { -1, 0, 0, 0, 0 };
-            for (int t = 0; t < NUM_TARGETS; t++) qk.keep16 |= 1u << target_param[t];
-            int r16 = model_save_hf(&m2, d16, DT_BF16) || model_load(&mf, d16) ? -1 : model_load_q(&mh, d16, &qk) ? -2 : 0;
-            size_t nk = 0, diff = 0, fdiff = 0;
-            for (int i = 0; !r16 && i < NUM_PARAM_TENSORS; i++) {
-                const floatX *w = *param_ptr(&mf.params, i), *wh = *param_ptr(&mh.params, i);
-                if (!mf.param_sizes[i]) continue;
-                if (param_target(i) < 0) { fdiff += memcmp(w, wh, mf.param_sizes[i] * sizeof(floatX)) != 0; continue; } // the rest: floats as before
-                if (!mh.w16[i]) { diff++; continue; }
-                for (size_t k = 0; k < mf.param_sizes[i]; k++, nk++) diff += mh.w16[i][k] != f32_to_bf16((float)w[k]);
-            }
-            snprintf(label, sizeof(label), "family %s: a bf16 folder loaded into bf16 only (a GPU run's linear layers) == its floats rounded", fams[f]);
-            check(!r16 && nk > 0 && !diff && !fdiff, label, "%s%zu linear weights, %zu differ; the other tensors %s", r16 ? peft_errbuf : "", nk, diff, fdiff ? "DIFFER" : "as a float load's");
-            if (r16 != -1) model_free(&mf);
-            if (!r16) model_free(&mh);
-        }
         // the KV-cache path against the batch forward
         int T = a->seq_len, ids[8];
         for (int t = 0; t < T; t++) ids[t] = (int)(random_u32(&fd_rng) % a->vocab_size);
@@ -1480,7 +1459,7 @@ static void test_generation(void) {
 static void test_int8_generation(void) {
     const char *path = SH("models/stories260K/stories260K.bin");
     if (!have(path)) { skip("int8 generation", "needs ../shared models"); return; }
-    QuantOpts qo = { QT_INT8, 1, 0, 0, 0 };
+    QuantOpts qo = { QT_INT8, 1, 0, 0 };
     Model m;
     if (model_load_q(&m, path, &qo)) { check(0, "int8 generation", "%s", peft_errbuf); return; }
     Json *j = json_load("tests/fixtures/stories260K_greedy.json"), *tk = j ? json_get(j, "tokens") : NULL;
@@ -2570,7 +2549,7 @@ static int make_adapter(const char *dir, const char *cfg, TensorEdit edit) {
         ts[nt].dtype = DT_F32; ts[nt].ndim = t->ndim;
         for (int d = 0; d < t->ndim; d++) ts[nt].shape[d] = t->shape[d];
         bufs[nt] = malloc_check((t->numel + 64) * sizeof(floatX));
-        st_read_floatX(&st, t, bufs[nt], NULL);
+        st_read_floatX(&st, t, bufs[nt]);
         ts[nt].fdata = bufs[nt];
         nt++;
     }
@@ -3059,7 +3038,7 @@ static void test_qlora_grads(void) {
     for (int run = 0; run < 8; run++) { // int8, int4, nf4+dq, hqq4, hqq8 with LoRA; nf4+dq, int4, hqq4 with DoRA
         const int types[8] = { QT_INT8, QT_INT4, QT_NF4, QT_HQQ4, QT_HQQ8, QT_NF4, QT_INT4, QT_HQQ4 };
         int type = types[run], dora = run >= 5;
-        QuantOpts qo = { type, 1, type == QT_NF4, 0, 0 }, fl = { QT_NONE, 0, 0, 0, 0 };
+        QuantOpts qo = { type, 1, type == QT_NF4, 0 }, fl = { QT_NONE, 0, 0, 0 };
         Model mq, mf;
         if (model_load_q(&mq, STORIES, &qo) || model_load_q(&mf, STORIES, &fl)) { check(0, "qlora gradients", "%s", peft_errbuf); return; }
         // the fp32 reference: every quantized matrix dequantized into the float model
@@ -3114,7 +3093,7 @@ static void test_quant_files(void) {
     for (int type = QT_INT8; type <= QT_HQQ8; type++)
         for (int emb = 0; emb <= 1; emb++) {
             if (type == QT_INT8 && !emb) continue;
-            QuantOpts qo = { type, emb, type == QT_NF4 && emb, type == QT_HQQ4 && emb ? 128 : 0, 0 };
+            QuantOpts qo = { type, emb, type == QT_NF4 && emb, type == QT_HQQ4 && emb ? 128 : 0 };
             Model mq, mr;
             char path[600], name[96];
             tmp_path(path, sizeof(path), "q.bin");
@@ -3134,7 +3113,7 @@ static void test_quant_files(void) {
             snprintf(name, sizeof(name), "%s file round trip%s%s", qtype_names[type], emb ? " (embeddings quantized)" : "", qo.gs ? " (group 128)" : "");
             check(mr.quant == type && mr.quant_embed == emb && mr.quant_bs == mq.quant_bs && worst <= 1e-6, name, "loaded as %s, weights max relative difference %.2e (int8: requantized through llama2.c's interleaved q/k order)", qtype_names[mr.quant], worst);
             if (type == QT_INT8) { // llama2.c's reader: v2 dequantized on load (--quant none) == our int8 weights
-                QuantOpts fl = { QT_NONE, 0, 0, 0, 0 };
+                QuantOpts fl = { QT_NONE, 0, 0, 0 };
                 Model mf;
                 if (!model_load_q(&mf, path, &fl)) {
                     double e = 0;
@@ -3149,7 +3128,7 @@ static void test_quant_files(void) {
     // hostile 4-bit files: truncated, bad flags, bad block size, NaN scale
     char path[600];
     tmp_path(path, sizeof(path), "q4.bin");
-    QuantOpts qo = { QT_NF4, 0, 0, 0, 0 };
+    QuantOpts qo = { QT_NF4, 0, 0, 0 };
     Model mq;
     if (model_load_q(&mq, STORIES, &qo) || model_save_quant(&mq, path, QT_NF4, 0, 0, 0, 0)) { check(0, "hostile 4-bit files", "%s", peft_errbuf); return; }
     model_free(&mq);
@@ -3270,7 +3249,7 @@ static void test_quant_chunked_load(void) {
     tmp_path(path, sizeof(path), "chunked.bin");
     if (model_save_bin(&fm, path, 0)) { check(0, "chunked quantization", "%s", peft_errbuf); model_free(&fm); return; }
     for (int type = QT_INT8; type <= QT_NF4; type++) {
-        QuantOpts qo = { type, 1, type == QT_NF4, 0, 0 };
+        QuantOpts qo = { type, 1, type == QT_NF4, 0 };
         Model mq;
         if (model_load_q(&mq, path, &qo)) { check(0, "chunked quantization", "%s", peft_errbuf); continue; }
         int same = chunked_same_as_whole(&mq, &fm, type, qo.dq);
@@ -3294,10 +3273,10 @@ static void test_quant_chunked_load_hf(void) {
     tmp_path(dir, sizeof(dir), "chunked_hf");
     if (model_save_hf(&fm, dir, DT_BF16)) { check(0, "chunked quantization (HF)", "%s", peft_errbuf); model_free(&fm); return; }
     model_free(&fm);
-    QuantOpts fl = { QT_NONE, 0, 0, 0, 0 };
+    QuantOpts fl = { QT_NONE, 0, 0, 0 };
     if (model_load_q(&fm, dir, &fl)) { check(0, "chunked quantization (HF)", "%s", peft_errbuf); return; } // the bf16 values as floats
     for (int type = QT_INT8; type <= QT_NF4; type++) {
-        QuantOpts qo = { type, 1, type == QT_NF4, 0, 0 };
+        QuantOpts qo = { type, 1, type == QT_NF4, 0 };
         Model mq;
         if (model_load_q(&mq, dir, &qo)) { check(0, "chunked quantization (HF)", "%s", peft_errbuf); continue; }
         int same = chunked_same_as_whole(&mq, &fm, type, qo.dq);
@@ -5009,7 +4988,7 @@ static void test_generation_team(void) {
     if (model_save_bin(&fm, path, 0)) { check(0, "generation on a team of threads", "%s", peft_errbuf); model_free(&fm); return; }
     for (int v = 0; v < 2; v++) {
         Model mq, *m = &fm;
-        QuantOpts qo = { QT_INT8, 1, 0, 0, 0 };
+        QuantOpts qo = { QT_INT8, 1, 0, 0 };
         if (v == 1) {
             if (model_load_q(&mq, path, &qo)) { check(0, "generation on a team of threads (int8)", "%s", peft_errbuf); continue; }
             m = &mq;
