@@ -129,7 +129,7 @@ bench: peft tokenizer
 # (bench/bench_cuda.py): the three training rows, MFU, attention, QLoRA NF4 7B and generation in one run
 # (the 7B rows want a GPU of 40 GB or more; BENCH_CUDA_ARGS="" for the two small rows, eager only),
 # then the Hopper GEMM against cuBLAS on the Llama layer shapes (bench/gemm_wgmma/run.sh; SKIP elsewhere)
-BENCH_CUDA_ARGS ?= --compile --rows stories110M,TinyLlama-1.1B,Llama-2-7B --qlora-7b
+BENCH_CUDA_ARGS ?= --compile --rows stories110M,TinyLlama-1.1B,Llama-2-7B --qlora-7b --gen-rows TinyLlama-1.1B,Llama-2-7B
 bench-cuda:
 	$(MAKE) CUDA=1 peft
 	$(PYTHON) bench/bench_cuda.py $(BENCH_CUDA_ARGS)

@@ -19,8 +19,12 @@ Prints one table; ratio = peft.c tok/s / transformers tok/s.
 
 Generation (--gen-rows, default the stories110M and TinyLlama shapes): one stream, greedy, from "Once upon a
 time", GEN_TOKENS tokens: `peft generate --device cuda` (its "achieved tok/s", timed from the first step as
-llama2.c does) against transformers' `generate` (bf16, sdpa, KV cache; min_new_tokens = max_new_tokens so
-that both make the same number of tokens; wall time of one call after a warm-up call).
+llama2.c does), in bf16 and with --quant nf4, against transformers' `generate` (bf16, sdpa, KV cache;
+min_new_tokens = max_new_tokens so that both make the same number of tokens; wall time of one call after a
+warm-up call), once with its default cache and once with cache_implementation="static" (compiled by transformers),
+and against the HBM limit: the weight bytes one token reads over the device-copy bandwidth measured in the same
+run. --gen-batch N (default 32): N copies of the prompt decoded together, `peft generate -f --batch N` against
+transformers' generate on the batch.
 
 --qlora-7b: `peft train --quant nf4 --checkpoint-activations` on the Llama-2-7B shape, B1 T1024, q,v r8:
 tok/s and the GPU memory peak (the issue's bar: <= 10 GB).
@@ -247,8 +251,8 @@ def attention_sdpa(name):
     return ms, f"B{B} H{H} KV{KV} T{T} D{D}", how + (f" ({', '.join(f'{h} {t:.3f}' for t, h in results)})" if len(results) > 1 else "")
 
 
-def gen_peft(path, tok):
-    cmd = [os.path.join(ROOT, "peft"), "generate", path, "-z", tok, "-n", str(GEN_TOKENS), "-t", "0", "-p", "Once upon a time", "--device", "cuda"]
+def gen_peft(path, tok, extra=()):
+    cmd = [os.path.join(ROOT, "peft"), "generate", path, "-z", tok, "-n", str(GEN_TOKENS), "-t", "0", "-p", "Once upon a time", "--device", "cuda"] + list(extra)
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode:
         sys.exit("peft generate failed: " + p.stderr[-2000:])
@@ -256,23 +260,70 @@ def gen_peft(path, tok):
     return float(m.group(1)), int(m.group(2))
 
 
-def gen_torch(path):
+def gen_peft_batch(path, tok, batch):
+    """`peft generate -f` with `batch` copies of the prompt decoded together: tok/s sampled, tokens sampled."""
+    prompts = os.path.join(HERE, "cache", "gen_prompts.jsonl")
+    with open(prompts, "w") as f:
+        f.write('{"prompt": "Once upon a time"}\n' * batch)
+    cmd = [os.path.join(ROOT, "peft"), "generate", path, "-z", tok, "-n", str(GEN_TOKENS), "-t", "0", "-f", prompts, "--batch", str(batch),
+           "--device", "cuda", "-o", os.path.join(HERE, "cache", "gen_out.jsonl")]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode:
+        sys.exit("peft generate -f failed: " + p.stderr[-2000:])
+    m = re.search(r"([0-9]+) tokens sampled, .* ([0-9.]+) tok/s sampled", p.stderr)
+    return float(m.group(2)), int(m.group(1))
+
+
+def gen_torch(path, batch=1, static=False):
+    """transformers' generate, greedy, GEN_TOKENS new tokens for each of `batch` copies of the prompt; static: with
+    cache_implementation="static" (transformers compiles the decoding step itself; two warm-up calls of the full
+    length, so that the timed one runs compiled). Returns tok/s over all sequences, tokens."""
     import torch
     from transformers import AutoModelForCausalLM
     torch.cuda.empty_cache()
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16, attn_implementation="sdpa").cuda().eval()
-    ids = torch.tensor([PROMPT_IDS], device="cuda")
+    ids = torch.tensor([PROMPT_IDS] * batch, device="cuda")
+    kw = dict(do_sample=False, cache_implementation="static") if static else dict(do_sample=False)
     with torch.no_grad():
-        model.generate(ids, max_new_tokens=16, min_new_tokens=16, do_sample=False)  # warm-up
+        for _ in range(2 if static else 1):  # warm-up
+            model.generate(ids, max_new_tokens=GEN_TOKENS if static else 16, min_new_tokens=GEN_TOKENS if static else 16, **kw)
         torch.cuda.synchronize()
         t0 = time.time()
-        out = model.generate(ids, max_new_tokens=GEN_TOKENS, min_new_tokens=GEN_TOKENS, do_sample=False)
+        out = model.generate(ids, max_new_tokens=GEN_TOKENS, min_new_tokens=GEN_TOKENS, **kw)
         torch.cuda.synchronize()
         dt = time.time() - t0
-    n = out.shape[1] - ids.shape[1]
+    n = (out.shape[1] - ids.shape[1]) * batch
     del model
     torch.cuda.empty_cache()
     return n / dt, n
+
+
+def copy_bandwidth():
+    """The device-copy bandwidth (bytes read + written per second) of a 2 GiB copy, median of 10, by CUDA events."""
+    import torch
+    src = torch.empty(2**30, dtype=torch.uint8, device="cuda")
+    dst = torch.empty_like(src)
+    times = []
+    for _ in range(12):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        dst.copy_(src)
+        e.record()
+        torch.cuda.synchronize()
+        times.append(s.elapsed_time(e) / 1000)
+    del src, dst
+    torch.cuda.empty_cache()
+    return 2 * 2**30 / statistics.median(times[2:])
+
+
+def gen_weight_bytes(name, nf4=False):
+    """Bytes of weights one decoding step reads: every linear layer and the classifier (bf16; with nf4 the linear
+    layers' 4-bit codes and one fp32 absmax a block of 64), the embedding's one row and the norms left out."""
+    cfg = ROWS[name][0]
+    d, h, L, V = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"], cfg["vocab_size"]
+    kv = d // cfg["num_attention_heads"] * cfg["num_key_value_heads"]
+    linear = L * (2 * d * d + 2 * d * kv + 3 * d * h)
+    return linear * (0.5 + 4 / 64 if nf4 else 2) + 2 * V * d
 
 
 def median_step(fwd, opt, B, T, steps, warm, seed):
@@ -358,6 +409,7 @@ def main():
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--compile", action="store_true", help="also transformers + PEFT with torch.compile")
     ap.add_argument("--gen-rows", default="stories110M,TinyLlama-1.1B", help="generation rows (empty: none)")
+    ap.add_argument("--gen-batch", type=int, default=32, help="batched generation: this many sequences decoded together (0: none)")
     ap.add_argument("--att-rows", default="TinyLlama-1.1B,Llama-2-7B", help="attention forward + backward against sdpa on these rows' shapes (empty: none)")
     ap.add_argument("--qlora-7b", action="store_true", help="also QLoRA NF4 on the Llama-2-7B shape, B1 T1024, checkpointed activations")
     ap.add_argument("--families", nargs="?", const=",".join(FAMILY_ROWS), default=None,
@@ -421,14 +473,32 @@ def main():
               f"GPU memory peak {mq[0]:.2f} GiB in use ({mq[0] * 2**30 / 1e9:.2f} GB; bar <= 10 GB), {mq[1]:.2f} GiB allocated, run {wall:.0f} s")
     gens = [g for g in a.gen_rows.split(",") if g]
     if gens:
-        print(f"\nGeneration on {gpu}: one stream, greedy, {GEN_TOKENS} tokens from \"Once upon a time\" (peft.c bf16 matmuls; transformers bf16, sdpa)")
-        print("| model shape | peft.c tok/s | transformers generate tok/s | ratio |")
-        print("| --- | ---: | ---: | ---: |")
+        bw = copy_bandwidth()
+        print(f"\nGeneration on {gpu}: one stream, greedy, {GEN_TOKENS} tokens from \"Once upon a time\" (peft.c bf16 matmuls; transformers bf16, sdpa,"
+              f" its default cache and cache_implementation=\"static\"). HBM limit: the weight bytes a token reads / the device-copy bandwidth"
+              f" measured here ({bw / 1e12:.2f} TB/s, 2 GiB copied: read + written)")
+        print("| model shape | peft.c tok/s | HBM limit tok/s | share of limit | transformers generate | ratio | transformers static cache | ratio |"
+              " peft.c nf4 tok/s | nf4 / bf16 | share of nf4's limit |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for name in gens:
             path = model_folder(name)
             gp, np_ = gen_peft(path, a.tok)
+            gq, _ = gen_peft(path, a.tok, ("--quant", "nf4"))
             gt, nt = gen_torch(path)
-            print(f"| {name} | {gp:.1f} ({np_} tokens) | {gt:.1f} ({nt} tokens) | {gp / gt:.2f} |", flush=True)
+            gs, _ = gen_torch(path, static=True)
+            lim, limq = bw / gen_weight_bytes(name), bw / gen_weight_bytes(name, nf4=True)
+            print(f"| {name} | {gp:.1f} ({np_} tokens) | {lim:.0f} | {100 * gp / lim:.0f}% | {gt:.1f} ({nt} tokens) | {gp / gt:.2f} | {gs:.1f} | {gp / gs:.2f} |"
+                  f" {gq:.1f} | {gq / gp:.2f} | {100 * gq / limq:.0f}% |", flush=True)
+        if a.gen_batch:
+            print(f"\nBatched generation on {gpu}: {a.gen_batch} copies of the prompt, greedy, {GEN_TOKENS} tokens each (peft.c: generate -f --batch {a.gen_batch};"
+                  " transformers: generate on the batch, its default cache); tok/s over all sequences")
+            print("| model shape | peft.c tok/s | transformers tok/s | ratio |")
+            print("| --- | ---: | ---: | ---: |")
+            for name in gens:
+                path = model_folder(name)
+                bp, nb = gen_peft_batch(path, a.tok, a.gen_batch)
+                bt, ntb = gen_torch(path, batch=a.gen_batch)
+                print(f"| {name} | {bp:.1f} ({nb} tokens) | {bt:.1f} ({ntb} tokens) | {bp / bt:.2f} |", flush=True)
 
 
 if __name__ == "__main__":
