@@ -8,7 +8,7 @@ machine has them) and ./peft built with `make CUDA=1`.
   python3 bench/bench_cuda.py --rows stories110M   # one row
   python3 bench/bench_cuda.py --compile            # transformers + PEFT with torch.compile too
   python3 bench/bench_cuda.py --rows Llama-2-7B --qlora-7b --gen-rows ""   # the 7B row, and QLoRA NF4 on it
-  make bench-cuda: --compile --rows stories110M,TinyLlama-1.1B,Llama-2-7B --qlora-7b (every bar in one run)
+  make bench-cuda: --compile --rows stories110M,TinyLlama-1.1B,Llama-2-7B --qlora-7b --gen-rows TinyLlama-1.1B,Llama-2-7B (every bar in one run)
 
 Each workload writes a random LlamaForCausalLM of that shape once (bf16 safetensors, bench/cache/),
 which both sides load. peft.c: `peft train --bench` on tinyshakespeare tokenized with the Llama 2
