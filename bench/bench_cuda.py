@@ -145,15 +145,22 @@ def bench_peft(path, B, T, targets, steps, data, tok, extra=()):
     return float(m.group(2)), (float(mem.group(1)), float(mem.group(2))) if mem else (float("nan"), float("nan")), time.time() - t0
 
 
+def linear_shapes(cfg):
+    """(in, out) of each linear layer of a block, by PEFT's module names"""
+    d, h = cfg["hidden_size"], cfg["intermediate_size"]
+    hd = cfg.get("head_dim", d // cfg["num_attention_heads"])
+    qd, kv = cfg["num_attention_heads"] * hd, cfg["num_key_value_heads"] * hd
+    return {"q_proj": (d, qd), "k_proj": (d, kv), "v_proj": (d, kv), "o_proj": (qd, d), "gate_proj": (d, h), "up_proj": (d, h), "down_proj": (h, d)}
+
+
 def flops_per_token(name, T):
     """Model FLOPs of a LoRA step per token: 4 per frozen linear weight (forward, input gradient; the
     classifier included), 6 per adapter weight, and causal attention 6 T dim per layer (QK^T and PV
     forward, dV dP dQ dK backward, each 2 T^2 dim / 2 per sequence). No recomputation counted."""
     cfg, _, _, targets = ROWS[name]
-    d, h, L, V = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"], cfg["vocab_size"]
-    hd = cfg.get("head_dim", d // cfg["num_attention_heads"])
-    qd, kv = cfg["num_attention_heads"] * hd, cfg["num_key_value_heads"] * hd
-    shapes = {"q_proj": (d, qd), "k_proj": (d, kv), "v_proj": (d, kv), "o_proj": (qd, d), "gate_proj": (d, h), "up_proj": (d, h), "down_proj": (h, d)}
+    d, L, V = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["vocab_size"]
+    shapes = linear_shapes(cfg)
+    qd = shapes["q_proj"][1]
     frozen = L * sum(i * o for i, o in shapes.values()) + d * V
     tm = ALL_LINEAR if targets == "all-linear" else targets.split(",")  # (Phi-3's fused modules: the same products)
     lora = L * sum(8 * (shapes[m][0] + shapes[m][1]) for m in tm)
@@ -320,9 +327,8 @@ def gen_weight_bytes(name, nf4=False):
     """Bytes of weights one decoding step reads: every linear layer and the classifier (bf16; with nf4 the linear
     layers' 4-bit codes and one fp32 absmax a block of 64), the embedding's one row and the norms left out."""
     cfg = ROWS[name][0]
-    d, h, L, V = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"], cfg["vocab_size"]
-    kv = d // cfg["num_attention_heads"] * cfg["num_key_value_heads"]
-    linear = L * (2 * d * d + 2 * d * kv + 3 * d * h)
+    d, L, V = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["vocab_size"]
+    linear = L * sum(i * o for i, o in linear_shapes(cfg).values())
     return linear * (0.5 + 4 / 64 if nf4 else 2) + 2 * V * d
 
 
