@@ -398,6 +398,7 @@ static double time_sec(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 static double start_sec, load_sec; // main's start; how long the last model load took (the startup line of train)
+static double gpu_start_sec, mirror_sec; // how long device_start's GPU start and the last net_init (the weights' upload) took
 // the most host memory the process has held (resident): Linux's VmHWM, as getrusage's ru_maxrss gives it
 static double host_peak_bytes(void) {
     struct rusage ru;
@@ -871,9 +872,10 @@ static int st_read_raw(SafeTensors *st, const STTensor *t, void *dst) {
     return 0;
 }
 
-// Read a floating tensor into floatX, converting from F32/F16/BF16/F64. Rejects NaN/Inf (the first).
+// Read a floating tensor into floatX (or, dst16 given, into bf16 instead: f32_to_bf16 of the float value,
+// the GPU's rounding), converting from F32/F16/BF16/F64. Rejects NaN/Inf (the first).
 // The threads read and convert pieces of 64K values each (pread: the stream's position is untouched).
-static int st_read_floatX(SafeTensors *st, const STTensor *t, floatX *dst) {
+static int st_read_floatX(SafeTensors *st, const STTensor *t, floatX *dst, uint16_t *dst16) {
     if (t->dtype != DT_F32 && t->dtype != DT_F16 && t->dtype != DT_BF16 && t->dtype != DT_F64)
         return set_error(st->path, "tensor '%s': dtype %s is not a float type", t->name, dtype_names[t->dtype]);
     size_t chunk = t->numel < ((size_t)1 << 16) ? t->numel : (size_t)1 << 16, es = dtype_sizes[t->dtype]; // no 512 KiB buffer for a bias
@@ -908,7 +910,7 @@ static int st_read_floatX(SafeTensors *st, const STTensor *t, floatX *dst) {
                     if (i + k < first_bad) first_bad = i + k;
                     break;
                 }
-                dst[i + k] = (floatX)v;
+                if (dst16) dst16[i + k] = f32_to_bf16((float)v); else dst[i + k] = (floatX)v;
             }
         }
         free(buf);
@@ -1846,10 +1848,13 @@ typedef struct {
     QTensor *qw;         // (L, NUM_TARGETS) when quant
     QTensor qembed, qcls;
     unsigned trained;    // bit i: ParameterTensors tensor i is updated by the trainer (the GPU keeps those in fp32)
+    uint16_t *w16[NUM_PARAM_TENSORS]; // QuantOpts.keep16: the tensor's values in bf16 as loaded (a Hugging Face folder),
+                         // for a GPU that keeps it in bf16 only; its float storage is then never written (nor paged in)
 } Model;
 
-// --quant, --quant-embeddings, --double-quant, --group-size (hqq; 0: 64); type -1: as the file stores it
-typedef struct { int type, embed, dq, gs; } QuantOpts;
+// --quant, --quant-embeddings, --double-quant, --group-size (hqq; 0: 64); type -1: as the file stores it;
+// keep16: bit i, float tensor i is loaded into Model.w16 in bf16 only (see gpu_keep16)
+typedef struct { int type, embed, dq, gs; unsigned keep16; } QuantOpts;
 
 // ParameterTensors index of each target's weight, and back
 static const int target_param[NUM_TARGETS] = { 2, 3, 4, 5, 7, 9, 8 };
@@ -1872,6 +1877,7 @@ static void model_alloc(Model *m) {
 }
 static void model_free(Model *m) {
     free(m->params_memory); m->params_memory = NULL;
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) { free(m->w16[i]); m->w16[i] = NULL; }
     if (m->qw) for (int i = 0; i < m->config.n_layers * NUM_TARGETS; i++) qtensor_free(&m->qw[i]);
     free(m->qw); m->qw = NULL;
     qtensor_free(&m->qembed); qtensor_free(&m->qcls);
@@ -2019,6 +2025,11 @@ static int model_put_matrix(Model *m, int i, int l, floatX *w, int interleaved) 
     param_dims(c, i, &rows, &cols);
     if (interleaved && (i == 2 || i == 3)) permute_rope_rows(w, i == 2 ? c->n_heads : c->n_kv_heads, c->head_dim, c->dim, 1);
     QTensor *q = t >= 0 ? (m->quant ? &m->qw[l * NUM_TARGETS + t] : NULL) : (m->quant && m->quant_embed ? (i == 0 ? &m->qembed : &m->qcls) : NULL);
+    if (!q && m->w16[i]) { // kept in bf16 only (QuantOpts.keep16)
+        uint16_t *d = m->w16[i] + (size_t)l * rows * cols;
+        for (size_t k = 0; k < (size_t)rows * cols; k++) d[k] = f32_to_bf16((float)w[k]);
+        return 0;
+    }
     if (!q) {
         floatX *ptrs[NUM_PARAM_TENSORS] = { m->params.embed, m->params.rms_att, m->params.wq, m->params.wk, m->params.wv, m->params.wo, m->params.rms_ffn, m->params.w1, m->params.w2, m->params.w3, m->params.rms_final, m->params.wcls };
         memcpy(ptrs[i] + (size_t)l * rows * cols, w, (size_t)rows * cols * sizeof(floatX));
@@ -2502,13 +2513,13 @@ static int config_from_hf(Config *c, const Json *j, const char *path) {
 }
 
 // find a tensor among the shards, check its shape (d1 == 0: a vector) and read it
-static int hf_read(Model *m, SafeTensors *st, int nfiles, const char *dir, const char *name, floatX *dst, int64_t d0, int64_t d1) {
+static int hf_read(Model *m, SafeTensors *st, int nfiles, const char *dir, const char *name, floatX *dst, uint16_t *dst16, int64_t d0, int64_t d1) {
     STTensor *t = NULL;
     int i;
     for (i = 0; i < nfiles && !(t = st_find(&st[i], name)); i++) {}
     if (!t) return set_error(dir, "missing tensor '%s'", name);
     int64_t shape[2] = { d0, d1 };
-    if (st_check_shape(&st[i], t, d1 ? 2 : 1, shape) || st_read_floatX(&st[i], t, dst)) return -1;
+    if (st_check_shape(&st[i], t, d1 ? 2 : 1, shape) || st_read_floatX(&st[i], t, dst, dst16)) return -1;
     if (m->hf_dtype < 0 && d1) m->hf_dtype = t->dtype; // the folder's dtype, for writing it back alike
     return 0;
 }
@@ -2527,7 +2538,7 @@ static int hf_read_quantized(Model *m, SafeTensors *st, int nfiles, const char *
     if (m->hf_dtype < 0) m->hf_dtype = t->dtype;
     if (qtype_hqq(m->quant) || (t->dtype != DT_F32 && t->dtype != DT_F16 && t->dtype != DT_BF16)) { // whole matrix
         floatX *w = (floatX *)malloc_check((size_t)(d0 * d1) * sizeof(floatX));
-        int rc = st_read_floatX(&st[fi], t, w);
+        int rc = st_read_floatX(&st[fi], t, w, NULL);
         if (!rc) rc = model_put_matrix(m, pi, l, w, 0);
         free(w);
         return rc;
@@ -2630,13 +2641,18 @@ static int load_hf(Model *m, const char *dir, const QuantOpts *qo) {
     if (!rc) rc = model_mem_check(m, dir); // before allocating
     if (!rc) {
         model_alloc(m);
+        for (int i = 0; i < NUM_PARAM_TENSORS && qo && !m->quant; i++) // bf16 only (written by the reading threads)
+            if ((qo->keep16 >> i & 1) && param_target(i) >= 0 && m->param_sizes[i]) {
+                m->w16[i] = (uint16_t *)malloc_check(m->param_sizes[i] * sizeof(uint16_t));
+                advise_huge_pages(m->w16[i], m->param_sizes[i] * sizeof(uint16_t));
+            }
         floatX *tmp = NULL;
         int qe = m->quant && m->quant_embed;
         ParameterTensors *p = &m->params;
         int64_t C = c->dim, H = c->hidden_dim, V = c->vocab_size, QD = (int64_t)c->n_heads * c->head_dim, KD = (int64_t)c->n_kv_heads * c->head_dim;
         m->hf_dtype = -1;
         if (qe) rc = hf_read_quantized(m, st, nfiles, dir, "model.embed_tokens.weight", 0, 0, V, C);
-        else rc = hf_read(m, st, nfiles, dir, "model.embed_tokens.weight", p->embed, V, C);
+        else rc = hf_read(m, st, nfiles, dir, "model.embed_tokens.weight", p->embed, NULL, V, C);
         size_t fsz[NUM_PARAM_TENSORS]; // the tensors the family has (a quantized model's matrices have no float storage)
         fill_in_parameter_sizes(fsz, c);
         for (int l = 0; l < c->n_layers && !rc; l++) {
@@ -2647,7 +2663,7 @@ static int load_hf(Model *m, const char *dir, const QuantOpts *qo) {
                 if (t < 0) { // a vector: a norm or a bias
                     size_t per = m->param_sizes[pi] / (size_t)c->n_layers;
                     snprintf(name, sizeof(name), "model.layers.%d.%s", l, hf_layer_name(c, pi));
-                    rc = hf_read(m, st, nfiles, dir, name, *param_ptr(p, pi) + l * per, (int64_t)per, 0);
+                    rc = hf_read(m, st, nfiles, dir, name, *param_ptr(p, pi) + l * per, NULL, (int64_t)per, 0);
                     continue;
                 }
                 param_dims(c, pi, &rows, &cols);
@@ -2658,7 +2674,7 @@ static int load_hf(Model *m, const char *dir, const QuantOpts *qo) {
                     int64_t fr = qkv ? QD + 2 * KD : 2 * H;
                     snprintf(name, sizeof(name), "model.layers.%d.%s", l, qkv ? "self_attn.qkv_proj.weight" : "mlp.gate_up_proj.weight");
                     floatX *fused = (floatX *)malloc_check((size_t)(fr * C) * sizeof(floatX));
-                    rc = hf_read(m, st, nfiles, dir, name, fused, fr, C);
+                    rc = hf_read(m, st, nfiles, dir, name, fused, NULL, fr, C);
                     size_t off = 0;
                     for (int k = 0; k < (qkv ? 3 : 2) && !rc; k++) {
                         int r2, c2;
@@ -2671,12 +2687,12 @@ static int load_hf(Model *m, const char *dir, const QuantOpts *qo) {
                 }
                 snprintf(name, sizeof(name), "model.layers.%d.%s", l, hf_layer_name(c, pi));
                 if (m->quant) rc = hf_read_quantized(m, st, nfiles, dir, name, pi, l, rows, cols);
-                else rc = hf_read(m, st, nfiles, dir, name, *param_ptr(p, pi) + (size_t)l * rows * cols, rows, cols);
+                else rc = hf_read(m, st, nfiles, dir, name, *param_ptr(p, pi) + (size_t)l * rows * cols, m->w16[pi] ? m->w16[pi] + (size_t)l * rows * cols : NULL, rows, cols);
             }
         }
-        if (!rc) rc = hf_read(m, st, nfiles, dir, "model.norm.weight", p->rms_final, C, 0);
+        if (!rc) rc = hf_read(m, st, nfiles, dir, "model.norm.weight", p->rms_final, NULL, C, 0);
         if (!rc && !c->tied && qe) rc = hf_read_quantized(m, st, nfiles, dir, "lm_head.weight", 11, 0, V, C);
-        else if (!rc && !c->tied) rc = hf_read(m, st, nfiles, dir, "lm_head.weight", p->wcls, V, C);
+        else if (!rc && !c->tied) rc = hf_read(m, st, nfiles, dir, "lm_head.weight", p->wcls, NULL, V, C);
         free(tmp);
         if (rc) model_free(m);
     }
@@ -7300,11 +7316,14 @@ static void model_mirror(Model *m, int on) {
     // (rounded to bf16 here by all threads, so that half the bytes cross the bus and no kernel converts them)
     uint16_t *h16[NUM_PARAM_TENSORS] = { 0 };
     for (int i = 2; on && gpu_on && i < NUM_PARAM_TENSORS; i++) {
+        if (m->w16[i] && (m->trained >> i & 1)) fatal("internal error: %s was loaded in bf16 only (gpu_keep16) but is trained", param_names[i]);
         if (!(param_target(i) >= 0 || i == 11) || (m->trained >> i & 1) || !m->param_sizes[i]) continue;
         const floatX *w = *param_ptr(&m->params, i);
         long n = (long)m->param_sizes[i];
+        if (m->w16[i] && (offload_on || !gpu_weights_bf16())) fatal("internal error: %s was loaded in bf16 only (gpu_keep16) for a run that reads its floats", param_names[i]);
         if (offload_on && param_target(i) >= 0) { gpu_mirror_skip(w, (size_t)n * sizeof(floatX)); continue; }
         if (!gpu_weights_bf16()) continue; // (gpu_mirror_bf16 would do nothing)
+        if (m->w16[i]) { gpu_mirror_bf16_from(w, (size_t)n * sizeof(floatX), m->w16[i]); continue; } // loaded in bf16
         h16[i] = (uint16_t *)malloc_check((size_t)n * sizeof(uint16_t));
         #pragma omp parallel for schedule(static)
         for (long k = 0; k < n; k++) h16[i][k] = f32_to_bf16((float)w[k]); // round_bf16_kernel's rounding (nearest even)
@@ -8166,7 +8185,7 @@ static int lora_load(Lora *lo, LoraConfig *lc, const Config *c, const char *dir,
                     }
                     if (!tt) { rc = set_error(wpath, "layer %d %s has lora_%c but no lora_%c", l, target_names[t], ab ? 'A' : 'B', ab ? 'B' : 'A'); break; }
                     int64_t shape[2] = { ab == 0 ? m->r : lora_out_rows(lo, l, t), ab == 0 ? m->in : m->r };
-                    if (st_check_shape(&st, tt, ab == 2 ? 1 : 2, shape) || st_read_floatX(&st, tt, ab == 0 ? m->A : ab == 1 ? m->B : m->mag)) rc = -1;
+                    if (st_check_shape(&st, tt, ab == 2 ? 1 : 2, shape) || st_read_floatX(&st, tt, ab == 0 ? m->A : ab == 1 ? m->B : m->mag, NULL)) rc = -1;
                 }
             }
             // modules_to_save: the replacement weights, (V, C) each
@@ -8184,7 +8203,7 @@ static int lora_load(Lora *lo, LoraConfig *lc, const Config *c, const char *dir,
                 floatX *w = (floatX *)malloc_check((size_t)c->vocab_size * c->dim * sizeof(floatX));
                 if (which == 1) lo->embed = w; else lo->lm_head = w;
                 lo->mts_rows = c->vocab_size; lo->mts_cols = c->dim;
-                if (st_check_shape(&st, tt, 2, shape) || st_read_floatX(&st, tt, w)) rc = -1;
+                if (st_check_shape(&st, tt, 2, shape) || st_read_floatX(&st, tt, w, NULL)) rc = -1;
             }
             if (rc) lora_free(lo);
         }
@@ -9418,7 +9437,7 @@ static int load_trainer_state(const char *dir, const TrainArgs *ta, Trainable *t
     STTensor *tm = st_find(&st, "adamw.m"), *tv = st_find(&st, "adamw.v");
     int64_t shape[1] = { (int64_t)tr->total };
     if (!tm || !tv) rc = set_error(path, "missing adamw.m / adamw.v");
-    else if (st_check_shape(&st, tm, 1, shape) || st_check_shape(&st, tv, 1, shape) || st_read_floatX(&st, tm, tr->m) || st_read_floatX(&st, tv, tr->v)) rc = -1;
+    else if (st_check_shape(&st, tm, 1, shape) || st_check_shape(&st, tv, 1, shape) || st_read_floatX(&st, tm, tr->m, NULL) || st_read_floatX(&st, tv, tr->v, NULL)) rc = -1;
     st_close(&st);
     tensor_to_device(tr->m); tensor_to_device(tr->v);
     return rc;
@@ -9865,7 +9884,9 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
         offload_on = ta->shard || (ta->offload & OFFLOAD_WEIGHTS);
         shard_on = ta->shard; shard_host = ta->shard && (ta->offload & OFFLOAD_WEIGHTS);
     }
+    double t_mirror = time_sec();
     net_init(&net, m, lo);
+    mirror_sec = time_sec() - t_mirror;
     if (lo && ta->lc.dora && !ta->resume_adapter) lora_init_dora(lo, m);
 #ifdef PEFT_CUDA
     if (gpu_on) { // what the activations will need, against what is free, before taking any of it (--offload activations: PLAN_SLOTS layer inputs)
@@ -10024,8 +10045,9 @@ static int train(TrainArgs *ta, Model *m, Tokenizer *tok) {
         if (dist_world > 1) { double st = stop_requested; dist_sum_host(&st, 1); stop_requested = st > 0; } // all stop at the same step
         if (first_loss < 0) { // one line for benches: start to the end of the first step, and the host memory peak so far
             first_loss = loss;
-            fprintf(stderr, "startup: first step done %.2f s after the start (model load %.2f s, step %.2f s), host memory peak %.3f GiB\n",
-                    time_sec() - start_sec, load_sec, dt, host_peak_bytes() / 1073741824.0);
+            fprintf(stderr, "startup: first step done %.2f s after the start (model load %.2f s, step %.2f s), host memory peak %.3f GiB", time_sec() - start_sec, load_sec, dt, host_peak_bytes() / 1073741824.0);
+            if (gpu_on) fprintf(stderr, "; GPU start %.2f s, weights to the GPU %.2f s", gpu_start_sec, mirror_sec);
+            fprintf(stderr, "\n");
         }
         last_loss = loss;
         int last = step == steps - 1;
@@ -10278,7 +10300,10 @@ static void device_start(const DeviceOpts *dopts) {
 #ifdef PEFT_CUDA
     if (d->device != 0) {
         char err[512];
-        if (gpu_init(d->dtype != 0, dist_local, err, sizeof(err)) == 0) gpu_on = 1; // bf16 matmuls unless --dtype fp32
+        double t0 = time_sec();
+        int rc = gpu_init(d->dtype != 0, dist_local, err, sizeof(err));
+        gpu_start_sec = time_sec() - t0;
+        if (rc == 0) gpu_on = 1; // bf16 matmuls unless --dtype fp32
         else if (d->device == 1) fatal("--device cuda: %s (--device cpu runs on the CPU)", err);
         else fprintf(stderr, "note: %s; running on the CPU\n", err);
     }
@@ -10288,6 +10313,18 @@ static void device_start(const DeviceOpts *dopts) {
     if (!gpu_on && d->dtype == 1) fatal("--dtype bf16 needs the GPU (--device cuda); the CPU computes in fp32");
     if (d->offload && !gpu_on) fatal("--offload streams the frozen base to a GPU; this run is on the CPU (--device cuda)");
     offload_on = d->offload; // net_init registers the layers for streaming
+}
+// QuantOpts.keep16 for a run whose linear layers stay frozen and resident (not streamed): on a GPU with bf16
+// matmuls they are loaded straight into bf16 (Model.w16) and uploaded from there; their floats are never made
+// (a 7B bf16 folder: 13.5 GB of host memory, not 25 + 13.5, and no rounding pass). 0 on the CPU.
+static unsigned gpu_keep16(int frozen_resident) {
+    unsigned mask = 0;
+#ifdef PEFT_CUDA
+    for (int t = 0; t < NUM_TARGETS && gpu_on && gpu_weights_bf16() && frozen_resident; t++) mask |= 1u << target_param[t];
+#else
+    (void)frozen_resident;
+#endif
+    return mask;
 }
 
 static int parse_int(const char *flag, const char *v, int lo, int hi) {
@@ -10636,7 +10673,7 @@ static int cmd_generate(int argc, char **argv) {
     int na = 0, steps = 256, batch = 0, have_prompt = 0;
     float temperature = 1.0f, topp = 0.9f;
     uint64_t seed = (uint64_t)time(NULL);
-    QuantOpts qo = { -1, 0, 0, 0 };
+    QuantOpts qo = { -1, 0, 0, 0, 0 };
     DeviceOpts dev = { -1, -1, 0 };
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) error_usage_generate();
@@ -10662,6 +10699,7 @@ static int cmd_generate(int argc, char **argv) {
     if (!file && (out_path || tname || batch)) fatal("-o, --batch and --template go with -f FILE");
     Model m;
     device_start(&dev);
+    qo.keep16 = gpu_keep16(!offload_on);
     load_model_q_or_die(&m, model_path, &qo);
     Config *c = &m.config;
     char zbuf[4096];
@@ -10812,7 +10850,7 @@ static int cmd_chat(int argc, char **argv) {
     int na = 0, steps = 256, dry_run = 0, no_think = 0;
     float temperature = 1.0f, topp = 0.9f;
     uint64_t seed = (uint64_t)time(NULL);
-    QuantOpts qo = { -1, 0, 0, 0 };
+    QuantOpts qo = { -1, 0, 0, 0, 0 };
     DeviceOpts dev = { -1, -1, 0 };
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) error_usage_chat();
@@ -10847,6 +10885,7 @@ static int cmd_chat(int argc, char **argv) {
     Tokenizer tok;
     ChatAdapter *ads = (ChatAdapter *)calloc_check((size_t)(na ? na : 1), sizeof(ChatAdapter));
     device_start(&dev);
+    qo.keep16 = gpu_keep16(!offload_on);
     if (model_path) {
         load_model_q_or_die(&m, model_path, &qo);
         c = &m.config;
@@ -11061,7 +11100,7 @@ static int cmd_eval(int argc, char **argv) {
     const char *model_path = NULL, *data = NULL, *zpath = NULL;
     char *adapters[MAX_ADAPTERS];
     int na = 0, T = 0, B = 4;
-    QuantOpts qo = { -1, 0, 0, 0 };
+    QuantOpts qo = { -1, 0, 0, 0, 0 };
     DeviceOpts dev = { -1, -1, 0 };
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) error_usage_eval();
@@ -11078,6 +11117,7 @@ static int cmd_eval(int argc, char **argv) {
     if (!model_path || !data) error_usage_eval();
     Model m;
     device_start(&dev);
+    qo.keep16 = gpu_keep16(!offload_on);
     load_model_q_or_die(&m, model_path, &qo);
     Config *c = &m.config;
     if (!T) T = c->seq_len < 256 ? c->seq_len : 256;
@@ -11125,7 +11165,7 @@ static int cmd_dump(int argc, char **argv) {
     const char *model_path = NULL, *in = NULL, *out = NULL;
     char *adapters[MAX_ADAPTERS];
     int na = 0;
-    QuantOpts qo = { -1, 0, 0, 0 };
+    QuantOpts qo = { -1, 0, 0, 0, 0 };
     DeviceOpts dev = { -1, -1, 0 };
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) error_usage_dump();
@@ -11141,6 +11181,7 @@ static int cmd_dump(int argc, char **argv) {
     if (!model_path || !in || !out) error_usage_dump();
     Model m;
     device_start(&dev);
+    qo.keep16 = gpu_keep16(!offload_on);
     load_model_q_or_die(&m, model_path, &qo);
     Config *c = &m.config;
     const char *znone = NULL;
@@ -11389,7 +11430,7 @@ static int cmd_train(int argc, char **argv) {
     ta.lc.r = 8; ta.lc.alpha = 8; ta.lc.targets = (1u << TGT_Q) | (1u << TGT_V);
     const char *layers = NULL;
     int alpha_set = 0, template_set = 0;
-    QuantOpts qo = { -1, 0, 0, 0 };
+    QuantOpts qo = { -1, 0, 0, 0, 0 };
     DeviceOpts dev = { -1, -1, 0 };
     for (int i = 0; i < argc; i++) {
         const char *f = argv[i];
@@ -11484,6 +11525,7 @@ static int cmd_train(int argc, char **argv) {
     dist_from_env();  // several processes: mpirun, or torchrun's variables
     if (!ta.plan_only) device_start(&dev); // the plan alone needs no GPU
     dist_connect();
+    qo.keep16 = gpu_keep16(ta.mode == TUNE_LORA && !ta.gpu_memory && !ta.shard && !(ta.offload & OFFLOAD_WEIGHTS)); // (a --gpu-memory plan may stream them)
     load_model_q_or_die(&m, ta.model_path, &qo);
     Config *c = &m.config;
     if (m.quant && ta.mode != TUNE_LORA) fatal("%s: a quantized base is frozen: --finetuning-type %s needs a float model (--quant none)", ta.model_path, tune_names[ta.mode]);
@@ -11908,7 +11950,7 @@ static int cmd_merge(int argc, char **argv) {
     }
     if (!model_path || !out || !na) error_usage_merge();
     Model m;
-    QuantOpts as_float = { QT_NONE, 0, 0, 0 };
+    QuantOpts as_float = { QT_NONE, 0, 0, 0, 0 };
     if (model_load_q(&m, model_path, &as_float)) fatal_error(); // a quantized base is dequantized to merge
     int requant = m.format == FMT_BIN_V2 || m.format == FMT_BIN_Q4 ? -1 : 0, rq_type = 0, rq_embed = 0, rq_dq = 0, rq_bs = 0;
     if (requant) { // the stored quantization, to write the merged model the same way
@@ -12086,7 +12128,7 @@ static void parse_shape(Config *c, const char *s) {
 static int cmd_quantize(int argc, char **argv) {
     const char *model_path = NULL, *out = NULL, *random = NULL;
     uint64_t seed = 1337;
-    QuantOpts qo = { -1, 0, 0, 0 };
+    QuantOpts qo = { -1, 0, 0, 0, 0 };
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) error_usage_quantize();
         else if (!strcmp(argv[i], "--random")) random = next_arg(argc, argv, &i);

@@ -694,11 +694,11 @@ __device__ float block_max(float v, float *shared32) {
 // program (the test that no writer is missing); =noshadow: no kernel writes a copy beside its output.
 // 8 values from p (float or bf16), 16-byte aligned, into t
 __device__ __forceinline__ void load8(float *t, const float *p) { *(float4 *)t = *(const float4 *)p; *(float4 *)(t + 4) = *(const float4 *)(p + 4); }
-__device__ __forceinline__ void load8(float *t, const __nv_bfloat16 *p) {
-    uint4 u = *(const uint4 *)p;
+__device__ __forceinline__ void widen8(float *t, uint4 u) { // 8 bf16 values (16 bytes) to floats
     const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
     for (int k = 0; k < 4; k++) { t[2 * k] = __low2float(h[k]); t[2 * k + 1] = __high2float(h[k]); }
 }
+__device__ __forceinline__ void load8(float *t, const __nv_bfloat16 *p) { widen8(t, *(const uint4 *)p); }
 __device__ __forceinline__ float to_f(float x) { return x; }
 __device__ __forceinline__ float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
 // q (no, ldq) = p (no, nc) rounded to bf16, p(o, c) = p[o*so + c]; zeros for c in [nc, ldq). p: float, or
@@ -1805,36 +1805,99 @@ __global__ void __launch_bounds__(256) gemm_narrow_k_kernel(CT *__restrict__ c, 
 // chunk's C written apart (c + blockIdx.y * zstride) and summed in order after. C(i,j) = c[i*rsc + j*csc].
 #define SMALL_M 16
 // A few rows of A (generation: M <= GEMV_M) against B^T's rows (a weight W, rows contiguous in K):
-// C (M,N) (+)= A W^T, a warp per column j, W's row read once with 16-byte loads (float4, or 4 values of
-// its bf16 copy w16 in bf16: A's values rounded to bf16 too, as every bf16 product's)
+// C (M,N) (+)= A W^T. A block of 8 warps takes 8/S rows j of W, S warps a row (S = 1..8: more warps for
+// small N), their S*32 lanes r taking 8 consecutive k at a time, k = 8 r + 256 S u: W streamed past L1
+// in 16-byte loads (8 values of its bf16 copy w16, or two float4), GEMV_U of them in flight a lane before
+// the first is used; A's rows read through L1 (in bf16 mode rounded to bf16, as every bf16 product's).
+// K's last K % 8 (or all of it when rows are not 16-byte aligned: vec 0) one value at a time. Each warp's
+// sums are reduced with shuffles, the S warps of a row through shared memory in order.
 #define GEMV_M 8
+#define GEMV_U 4
 __device__ __forceinline__ float bf16r(float x) { return __bfloat162float(__float2bfloat16(x)); } // x rounded to bf16
-__global__ void gemv_kernel(float *c, long ldc, const float *a, long rsa, const float *w, const __nv_bfloat16 *w16, long ldw, int M, int N, int K, int accumulate, int vec) {
-    int j = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
-    if (j >= N) return;
-    float acc[GEMV_M] = { 0 };
-    int K4 = vec ? K / 4 * 4 : 0; // [0, K4) by 16-byte loads, the rest one value at a time
-    for (int k = 4 * lane; k < K4; k += 128) {
-        float v[4];
-        if (w16) {
-            uint2 u = *(const uint2 *)(w16 + (long)j * ldw + k);
-            __nv_bfloat162 h0 = *(__nv_bfloat162 *)&u.x, h1 = *(__nv_bfloat162 *)&u.y;
-            v[0] = __low2float(h0); v[1] = __high2float(h0); v[2] = __low2float(h1); v[3] = __high2float(h1);
-        } else { float4 t = *(const float4 *)(w + (long)j * ldw + k); v[0] = t.x; v[1] = t.y; v[2] = t.z; v[3] = t.w; }
-        for (int m = 0; m < M; m++) {
-            float4 x = *(const float4 *)(a + (long)m * rsa + k);
-            if (w16) x = make_float4(bf16r(x.x), bf16r(x.y), bf16r(x.z), bf16r(x.w));
-            acc[m] += x.x * v[0] + x.y * v[1] + x.z * v[2] + x.w * v[3];
+// 8 weights at p (16-byte aligned), loaded past L1 (load) and widened to floats later (get), so that
+// several loads are in flight before the first value is needed
+template <typename WT> struct W8;
+template <> struct W8<__nv_bfloat16> {
+    uint4 u;
+    __device__ __forceinline__ void load(const __nv_bfloat16 *p) { u = __ldcs((const uint4 *)p); }
+    __device__ __forceinline__ void get(float *t) const { widen8(t, u); }
+};
+template <> struct W8<float> {
+    float4 a, b;
+    __device__ __forceinline__ void load(const float *p) { a = __ldcs((const float4 *)p); b = __ldcs((const float4 *)p + 1); }
+    __device__ __forceinline__ void get(float *t) const { t[0] = a.x; t[1] = a.y; t[2] = a.z; t[3] = a.w; t[4] = b.x; t[5] = b.y; t[6] = b.z; t[7] = b.w; }
+};
+// 8 floats at p (16-byte aligned) through the read-only cache
+__device__ __forceinline__ void ldg8(float *t, const float *p) {
+    float4 a = __ldg((const float4 *)p), b = __ldg((const float4 *)p + 1);
+    t[0] = a.x; t[1] = a.y; t[2] = a.z; t[3] = a.w; t[4] = b.x; t[5] = b.y; t[6] = b.z; t[7] = b.w;
+}
+__device__ __forceinline__ float dot8(const float *x, const float *y) {
+    return ((x[0] * y[0] + x[1] * y[1]) + (x[2] * y[2] + x[3] * y[3])) + ((x[4] * y[4] + x[5] * y[5]) + (x[6] * y[6] + x[7] * y[7]));
+}
+template <int M, typename WT>
+__global__ void __launch_bounds__(256) gemv_kernel(float *c, long ldc, const float *a, long rsa, const WT *w, long ldw, int N, int K, int S, int accumulate, int vec) {
+    constexpr bool b16 = std::is_same<WT, __nv_bfloat16>::value;
+    __shared__ float part[8][M];
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, j = blockIdx.x * (8 / S) + warp / S, r = (warp % S) * 32 + lane, step = 256 * S;
+    float acc[M];
+    #pragma unroll
+    for (int m = 0; m < M; m++) acc[m] = 0;
+    if (j < N) {
+        const WT *wr = w + (long)j * ldw;
+        int K8 = vec ? K / 8 * 8 : 0; // [0, K8) by 16-byte loads
+        for (int k0 = 8 * r; k0 < K8; k0 += GEMV_U * step) {
+            W8<WT> v[GEMV_U];
+            #pragma unroll
+            for (int u = 0; u < GEMV_U; u++) if (k0 + u * step < K8) v[u].load(wr + k0 + u * step);
+            #pragma unroll
+            for (int u = 0; u < GEMV_U; u++) {
+                int k = k0 + u * step;
+                if (k < K8) {
+                    float t[8], x[8];
+                    v[u].get(t);
+                    #pragma unroll
+                    for (int m = 0; m < M; m++) {
+                        ldg8(x, a + (long)m * rsa + k);
+                        if (b16) for (int e = 0; e < 8; e++) x[e] = bf16r(x[e]);
+                        acc[m] += dot8(x, t);
+                    }
+                }
+            }
+        }
+        for (int k = K8 + r; k < K; k += 32 * S) {
+            float v = to_f(wr[k]);
+            #pragma unroll
+            for (int m = 0; m < M; m++) acc[m] += (b16 ? bf16r(a[(long)m * rsa + k]) : a[(long)m * rsa + k]) * v;
         }
     }
-    for (int k = K4 + lane; k < K; k += 32) {
-        float v = w16 ? __bfloat162float(w16[(long)j * ldw + k]) : w[(long)j * ldw + k];
-        for (int m = 0; m < M; m++) acc[m] += (w16 ? bf16r(a[(long)m * rsa + k]) : a[(long)m * rsa + k]) * v;
-    }
+    #pragma unroll
     for (int m = 0; m < M; m++) {
         float v = warp_sum(acc[m]);
-        if (lane == 0) c[(long)m * ldc + j] = (accumulate ? c[(long)m * ldc + j] : 0.0f) + v;
+        if (lane == 0) part[warp][m] = v;
     }
+    __syncthreads();
+    if (j < N && warp % S == 0 && lane < M) {
+        float v = 0;
+        for (int s = 0; s < S; s++) v += part[warp + s][lane];
+        c[(long)lane * ldc + j] = (accumulate ? c[(long)lane * ldc + j] : 0.0f) + v;
+    }
+}
+// M from 1 to 8 as a template argument F(M) (the rows' sums in registers)
+#define SWITCH_1_8(n, F) switch (n) { case 1: F(1); break; case 2: F(2); break; case 3: F(3); break; case 4: F(4); break; \
+                                      case 5: F(5); break; case 6: F(6); break; case 7: F(7); break; default: F(8); }
+// S warps a row: the fewest (1, 2, 4, 8) that make 2 blocks an SM, each warp still a full pass over K or more
+static int warps_per_row(int N, int K, int per_pass) {
+    int S = 1;
+    while (S < 8 && (long)N * S < 16L * num_sms && (long)per_pass * 2 * S <= K) S *= 2;
+    return S;
+}
+template <typename WT> static void gemv_launch(float *c, long ldc, const float *a, long rsa, const WT *w, long ldw, int M, int N, int K, int accumulate, int vec) {
+    int S = warps_per_row(N, K, 256);
+#define GEMV(m) gemv_kernel<m, WT><<<(unsigned)((N + 8 / S - 1) / (8 / S)), 256>>>(c, ldc, a, rsa, w, ldw, N, K, S, accumulate, vec)
+    SWITCH_1_8(M, GEMV);
+#undef GEMV
+    LAUNCHED("gemv_kernel");
 }
 #define SM_KT 64
 // a thread owns 4 consecutive columns j (16-byte loads of B's rows when vec) and keeps M x 4 running sums
@@ -2058,9 +2121,9 @@ static void gemm(float *c, long ldc, const float *a, long rsa, long csa, const f
         const __nv_bfloat16 *w16 = NULL;
         long ldw = csb;
         if (bf16_matmuls || bm) w16 = operand_copy(1, b, csb, N, K, 0, &ldw); // the weight's bf16 copy (kept), or the bf16-only weight
-        int vec = ((uintptr_t)a & 15) == 0 && rsa % 4 == 0 && (w16 ? ldw % 4 == 0 : ((uintptr_t)b & 15) == 0 && csb % 4 == 0);
-        gemv_kernel<<<(N + 7) / 8, 256>>>(c, ldc, a, rsa, b, w16, ldw, M, N, K, accumulate, vec);
-        LAUNCHED("gemv_kernel");
+        int vec = ((uintptr_t)a & 15) == 0 && rsa % 4 == 0 && (w16 ? ((uintptr_t)w16 & 15) == 0 && ldw % 8 == 0 : ((uintptr_t)b & 15) == 0 && csb % 4 == 0);
+        if (w16) gemv_launch(c, ldc, a, rsa, w16, ldw, M, N, K, accumulate, vec);
+        else gemv_launch(c, ldc, a, rsa, b, csb, M, N, K, accumulate, vec);
         return;
     }
     const __nv_bfloat16 *a16 = act16(a), *b16a = act16(b); // bf16 activations: gemm_small_n reads them as A, gemm_small_m as B, the rest get floats
@@ -2162,21 +2225,40 @@ static QDev qdev(GPU_QARGS) {
     QDev t = { qtype, bs, D(q), D(scale), D(scale16), D(qabsmax), D(absmax2), offset, D(hscale), D(hzero) };
     return t;
 }
-// element i of the flattened matrix
-__device__ __forceinline__ float qvalue(const QDev &t, size_t i) {
-    size_t b = i / t.bs;
-    if (t.hscale) { // HQQ: (q - z) * s, fp16 scale and zero per group
-        float s = __half2float(__ushort_as_half(t.hscale[b])), z = __half2float(__ushort_as_half(t.hzero[b]));
-        float qv = t.type == QT_HQQ8 ? (float)t.q[i] : (float)((t.q[i >> 1] >> (i & 1 ? 0 : 4)) & 15);
-        return (qv - z) * s;
+// the scale of block b, and for HQQ its zero z (code: bitsandbytes' dynamic map, for double-quantized absmax)
+__device__ __forceinline__ float qscale(const QDev &t, size_t b, float *z, const float *code) {
+    *z = 0;
+    if (t.hscale) { *z = __half2float(__ushort_as_half(t.hzero[b])); return __half2float(__ushort_as_half(t.hscale[b])); } // HQQ: fp16 scale and zero per group
+    if (t.scale16) return __uint_as_float((uint32_t)t.scale16[b] << 16);
+    if (t.qabsmax) return code[t.qabsmax[b]] * t.absmax2[b / DQ_BLOCK] + t.offset;
+    return t.scale[b];
+}
+// the weight of code q (a byte, or a nibble of the 4-bit types) with its block's scale s and zero z
+__device__ __forceinline__ float qcode(int type, uint32_t q, float s, float z, const float *nf4) {
+    switch (type) {
+    case QT_INT8: return (float)(int8_t)q * s;
+    case QT_INT4: return ((float)q - 8.0f) * s;
+    case QT_NF4: return nf4[q] * s;
+    default: return ((float)q - z) * s; // HQQ: (q - z) * s
     }
-    float s;
-    if (t.scale16) s = __uint_as_float((uint32_t)t.scale16[b] << 16);
-    else if (t.qabsmax) s = dyn_code_c[t.qabsmax[b]] * t.absmax2[b / DQ_BLOCK] + t.offset;
-    else s = t.scale[b];
-    if (t.type == QT_INT8) return (float)(int8_t)t.q[i] * s;
-    uint8_t byte = t.q[i >> 1], nib = (i & 1) ? (byte & 15) : (byte >> 4);
-    return (t.type == QT_INT4 ? (float)nib - 8.0f : nf4_code_c[nib]) * s;
+}
+__host__ __device__ __forceinline__ int qbits8(int type) { return type == QT_INT8 || type == QT_HQQ8; }
+// the 8 weights of one block in 4 bytes of nibbles (lo) or 8 bytes (lo, hi): the type's switch taken once
+__device__ __forceinline__ void qdecode8(float *w, uint32_t lo, uint32_t hi, int type, float s, float z, const float *nf4) {
+#define QDEC(T) for (int e = 0; e < 8; e++) w[e] = qcode(T, qbits8(T) ? ((e < 4 ? lo : hi) >> 8 * (e % 4)) & 255 : (lo >> (8 * (e / 2) + (e & 1 ? 0 : 4))) & 15, s, z, nf4)
+    switch (type) {
+    case QT_INT8: QDEC(QT_INT8); break;
+    case QT_INT4: QDEC(QT_INT4); break;
+    case QT_NF4: QDEC(QT_NF4); break;
+    case QT_HQQ8: QDEC(QT_HQQ8); break;
+    default: QDEC(QT_HQQ4);
+    }
+#undef QDEC
+}
+// element i of the flattened matrix (4-bit types: element 2j in byte j's high nibble)
+__device__ __forceinline__ float qvalue(const QDev &t, size_t i) {
+    float z, s = qscale(t, i / t.bs, &z, dyn_code_c);
+    return qcode(t.type, qbits8(t.type) ? t.q[i] : (t.q[i >> 1] >> (i & 1 ? 0 : 4)) & 15, s, z, nf4_code_c);
 }
 __global__ void dequantize_kernel(float *out, QDev t, size_t i0, size_t n) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) out[i] = qvalue(t, i0 + i);
@@ -2186,19 +2268,95 @@ __global__ void dequantize_kernel(float *out, QDev t, size_t i0, size_t n) {
 // the layout the GEMM reads: W for out = x W^T, W^T for dinp += dout W) for the bf16 tensor-core GEMM,
 // into fp32 scratch otherwise.
 #define QDIRECT_N 8
-// out[n][o] = sum_c inp[n][c] W[o][c], W's values read from their blocks
-__global__ void qmatvec_kernel(float *out, const float *inp, QDev t, int N, int C, int OC) {
+// out[n][o] = sum_c inp[n][c] W[o][c], W's values read from their blocks one at a time: a warp per output
+// (the plain form, for rows and blocks that qmatvec16_kernel cannot take)
+template <int N> __global__ void qmatvec_kernel(float *out, const float *inp, QDev t, int C, int OC) {
     int o = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
     if (o >= OC) return;
-    float acc[QDIRECT_N] = { 0 };
+    float acc[N];
+    #pragma unroll
+    for (int n = 0; n < N; n++) acc[n] = 0;
     for (int c = lane; c < C; c += 32) {
         float w = qvalue(t, (size_t)o * C + c);
+        #pragma unroll
         for (int n = 0; n < N; n++) acc[n] += inp[(size_t)n * C + c] * w;
     }
+    #pragma unroll
     for (int n = 0; n < N; n++) {
         float v = warp_sum(acc[n]);
         if (lane == 0) out[(size_t)n * OC + o] = v;
     }
+}
+// The same with 16 bytes of codes a lane at a time (32 weights of the 4-bit types, 16 of the 8-bit ones;
+// C a multiple of that), QMV_U loads in flight a lane, streamed past L1, and one scale per 8 weights
+// (blocks of a multiple of 8; bsh = log2 of a power-of-two block size, else -1). S warps an output as in
+// gemv_kernel, lanes r of a row at c = E r + 32 E S u. The code tables in shared memory (lanes look up
+// different entries, which constant memory would serialize).
+#define QMV_U 2
+template <int N, bool B8> __global__ void __launch_bounds__(256) qmatvec16_kernel(float *out, const float *inp, QDev t, int C, int OC, int S, int bsh) {
+    __shared__ float nf4[16], code[256], part[8][N];
+    if (threadIdx.x < 16) nf4[threadIdx.x] = nf4_code_c[threadIdx.x];
+    if (t.qabsmax) code[threadIdx.x] = dyn_code_c[threadIdx.x]; // blockDim.x = 256
+    __syncthreads();
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, o = blockIdx.x * (8 / S) + warp / S, r = (warp % S) * 32 + lane;
+    constexpr int E = B8 ? 16 : 32;
+    int step = 32 * E * S;
+    float acc[N];
+    #pragma unroll
+    for (int n = 0; n < N; n++) acc[n] = 0;
+    if (o < OC) {
+        for (int c0 = E * r; c0 < C; c0 += QMV_U * step) {
+            uint4 v[QMV_U];
+            #pragma unroll
+            for (int u = 0; u < QMV_U; u++) {
+                size_t i = (size_t)o * C + c0 + u * step;
+                if (c0 + u * step < C) v[u] = __ldcs((const uint4 *)(t.q + (B8 ? i : i / 2)));
+            }
+            #pragma unroll
+            for (int u = 0; u < QMV_U; u++) {
+                int c = c0 + u * step;
+                if (c >= C) continue;
+                uint32_t word[4] = { v[u].x, v[u].y, v[u].z, v[u].w };
+                size_t i = (size_t)o * C + c, b = bsh >= 0 ? i >> bsh : i / t.bs;
+                int ib = (int)(i - b * t.bs); // the chunk's offset in its block
+                #pragma unroll
+                for (int g = 0; g < E / 8; g++) { // 8 weights: 4 bytes of nibbles, or 8 bytes
+                    float z, s = qscale(t, b + (bsh >= 0 ? (ib + 8 * g) >> bsh : (ib + 8 * g) / t.bs), &z, code), wv[8], x[8];
+                    qdecode8(wv, B8 ? word[(2 * g) & 3] : word[g & 3], word[(2 * g + 1) & 3], t.type, s, z, nf4);
+                    #pragma unroll
+                    for (int n = 0; n < N; n++) { ldg8(x, inp + (size_t)n * C + c + 8 * g); acc[n] += dot8(x, wv); }
+                }
+            }
+        }
+    }
+    #pragma unroll
+    for (int n = 0; n < N; n++) {
+        float v = warp_sum(acc[n]);
+        if (lane == 0) part[warp][n] = v;
+    }
+    __syncthreads();
+    if (o < OC && warp % S == 0 && lane < N) {
+        float v = 0;
+        for (int s = 0; s < S; s++) v += part[warp + s][lane];
+        out[(size_t)lane * OC + o] = v;
+    }
+}
+static void qmatvec(float *out, const float *inp, const QDev &t, int N, int C, int OC) {
+    int E = qbits8(t.type) ? 16 : 32;
+    if (C % E == 0 && t.bs % 8 == 0 && ((uintptr_t)t.q & 15) == 0 && ((uintptr_t)inp & 15) == 0) {
+        int S = warps_per_row(OC, C, 32 * E), bsh = -1;
+        for (int l = 3; l < 31; l++) if (t.bs == 1 << l) bsh = l;
+#define QMV(n) if (E == 16) qmatvec16_kernel<n, true><<<(unsigned)((OC + 8 / S - 1) / (8 / S)), 256>>>(out, inp, t, C, OC, S, bsh); \
+               else qmatvec16_kernel<n, false><<<(unsigned)((OC + 8 / S - 1) / (8 / S)), 256>>>(out, inp, t, C, OC, S, bsh)
+        SWITCH_1_8(N, QMV);
+#undef QMV
+        LAUNCHED("qmatvec16_kernel");
+        return;
+    }
+#define QMV(n) qmatvec_kernel<n><<<(OC + 7) / 8, 256>>>(out, inp, t, C, OC)
+    SWITCH_1_8(N, QMV);
+#undef QMV
+    LAUNCHED("qmatvec_kernel");
 }
 // q (OC, ld) = W in bf16, zeros for c in [C, ld)
 __global__ void dequantize_bf16_kernel(__nv_bfloat16 *q, long ld, QDev t, int C, int OC) {
@@ -2244,8 +2402,7 @@ extern "C" void gpu_qmatmul_forward(float *out, const float *inp, GPU_QARGS, int
     QDev t = qdev(QARGS_NAMES);
     if (N <= QDIRECT_N && !act16(out) && !act16(inp)) {
         wrote(D(out), (size_t)N * OC * sizeof(float));
-        qmatvec_kernel<<<(OC + 7) / 8, 256>>>(D(out), D(inp), t, N, C, OC);
-        LAUNCHED("qmatvec_kernel");
+        qmatvec(D(out), D(inp), t, N, C, OC);
         return;
     }
     if (large_bf16(N, OC)) {
@@ -2801,7 +2958,7 @@ template <int HST> __device__ __forceinline__ float dot_row(const float *x, cons
 // the scaled score of a raw dot product, soft-capped when cap > 0
 __device__ __forceinline__ float att_score(float dot, float scale, float cap) { return cap > 0 ? cap * tanhf(dot * scale / cap) : dot * scale; }
 // the first key query t sees, and the first tile (of ATT_TILE keys) a block whose first row is t0 reads
-__device__ __forceinline__ int att_lo(int t, int window) { return window > 0 && t - window + 1 > 0 ? t - window + 1 : 0; }
+__host__ __device__ __forceinline__ int att_lo(int t, int window) { return window > 0 && t - window + 1 > 0 ? t - window + 1 : 0; }
 
 // rows r0 .. r0 + ATT_TILE - 1 of two head slices, x[((b*T + t) * stride + off + i] (and y), into the
 // padded shared tiles xs, ys (rows of hp floats); zeros past T
@@ -3478,8 +3635,81 @@ template <int HST> static void attention_forward_launch(float *out, float *lse, 
     attention_forward_kernel<HST><<<grid, 32 * ATT_ROWS, smem>>>(out, lse, q, k, v, T, NH, KVH, HS, md.scale, md.cap, md.window);
     LAUNCHED("attention_forward_kernel");
 }
-// head sizes: the tensor cores take 64, 96 and 128 (bf16); every other size up to 256 (Gemma's 256) runs the
-// fp32 kernels (unrolled for 8, 16, 32, 64, 96, 128 and 256), also in bf16 mode (q, k, v widened to fp32 first)
+// Attention through the GEMMs, for head sizes over the tensor-core kernels' 128 (Gemma's 256) with bf16
+// matmuls: a batch row and head at a time, S = Q K^T (T x T, fp32 scratch), P = softmax(score(S)) in its
+// place, O = P V; the backward recomputes S, then dP = dO V^T, P and dS = P o (dP - D) score'(S) in place of
+// S and dP, dV += P^T dO, dQ += dS K, dK += dS^T Q. Every product on the tensor cores (twice the causal
+// FLOPs: the masked half is computed too), the T x T scratch once.
+static int gemm_attention_ok(int HS) { return bf16_matmuls && tc_attention && large_gemm && HS > 128 && HS % 8 == 0; }
+// row t of S (one head): keys s in [att_lo(t), t] get P = exp(x - m) / l, x = score(S), m = max x, l = sum
+// exp(x - m), the rest 0; lse[t] = m + log l (as the flash kernels store it)
+__global__ void attention_softmax_rows_kernel(float *s, float *lse, int T, float scale, float cap, int window) {
+    __shared__ float sh[32];
+    int t = blockIdx.x, lo = att_lo(t, window);
+    float *row = s + (size_t)t * T, mx = -INFINITY, sum = 0;
+    for (int j = lo + threadIdx.x; j <= t; j += blockDim.x) mx = fmaxf(mx, att_score(row[j], scale, cap));
+    mx = block_max(mx, sh);
+    for (int j = lo + threadIdx.x; j <= t; j += blockDim.x) sum += expf(att_score(row[j], scale, cap) - mx);
+    sum = block_sum(sum, sh);
+    for (int j = threadIdx.x; j < T; j += blockDim.x) row[j] = j >= lo && j <= t ? expf(att_score(row[j], scale, cap) - mx) / sum : 0.0f;
+    if (threadIdx.x == 0) lse[t] = mx + logf(sum);
+}
+// the backward's row t in place: S -> P = exp(score(S) - lse), dP -> dS = P (dP - D) dscore/ddot, where
+// dscore/ddot = scale (1 - (x / cap)^2) with a soft-cap x = cap tanh(dot scale / cap), else scale
+__global__ void attention_probs_grad_kernel(float *s, float *dp, const float *lse, const float *Dt, int T, float scale, float cap, int window) {
+    int t = blockIdx.x, lo = att_lo(t, window);
+    float L = lse[t], Dr = Dt[t], *srow = s + (size_t)t * T, *drow = dp + (size_t)t * T;
+    for (int j = threadIdx.x; j < T; j += blockDim.x) {
+        float p = 0, ds = 0;
+        if (j >= lo && j <= t) {
+            float x = att_score(srow[j], scale, cap);
+            p = expf(x - L);
+            ds = p * (drow[j] - Dr) * (cap > 0 ? scale * (1 - (x / cap) * (x / cap)) : scale);
+        }
+        srow[j] = p; drow[j] = ds;
+    }
+}
+static void *attg_s, *attg_dp;
+static size_t attg_s_cap, attg_dp_cap;
+// o (fp32, B T NH HS), lse (B NH T) from fp32 q, k, v
+static void attention_forward_gemm(float *o, float *lse, const float *q, const float *k, const float *v, int B, int T, int NH, int KVH, int HS, Mode md) {
+    float *S = (float *)scratch_reserve(&attg_s, &attg_s_cap, (size_t)T * T * sizeof(float));
+    long qs = (long)NH * HS, ks = (long)KVH * HS;
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++) {
+            const float *qh = q + (size_t)b * T * qs + (size_t)h * HS, *kh = k + (size_t)b * T * ks + (size_t)(h / (NH / KVH)) * HS, *vh = v + (kh - k);
+            gemm(S, T, qh, qs, 1, kh, 1, ks, T, T, HS, 0); // S = Q K^T
+            wrote(S, (size_t)T * T * sizeof(float));
+            attention_softmax_rows_kernel<<<T, 256>>>(S, lse + ((size_t)b * NH + h) * T, T, md.scale, md.cap, md.window);
+            LAUNCHED("attention_softmax_rows_kernel");
+            gemm(o + (size_t)b * T * qs + (size_t)h * HS, qs, S, T, 1, vh, ks, 1, T, HS, T, 0); // O = P V
+        }
+}
+// dq (+)= (add_q), dk, dv (+)= (add_kv); Dt = rowsum(dO o O) (B NH T), fp32 operands
+static void attention_backward_gemm(float *dq, float *dk, float *dv, const float *Dt, const float *dout, const float *q, const float *k, const float *v,
+                                    const float *lse, int B, int T, int NH, int KVH, int HS, int add_q, int add_kv, Mode md) {
+    float *S = (float *)scratch_reserve(&attg_s, &attg_s_cap, (size_t)T * T * sizeof(float)), *dP = (float *)scratch_reserve(&attg_dp, &attg_dp_cap, (size_t)T * T * sizeof(float));
+    long qs = (long)NH * HS, ks = (long)KVH * HS;
+    int G = NH / KVH;
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++) {
+            size_t qo = (size_t)b * T * qs + (size_t)h * HS, ko = (size_t)b * T * ks + (size_t)(h / G) * HS;
+            int acc_kv = h % G ? 1 : add_kv; // a group's first head writes (or adds to) dK and dV, the others add
+            gemm(S, T, q + qo, qs, 1, k + ko, 1, ks, T, T, HS, 0);     // S = Q K^T
+            gemm(dP, T, dout + qo, qs, 1, v + ko, 1, ks, T, T, HS, 0); // dP = dO V^T
+            wrote(S, (size_t)T * T * sizeof(float)); wrote(dP, (size_t)T * T * sizeof(float));
+            size_t r = ((size_t)b * NH + h) * T;
+            attention_probs_grad_kernel<<<T, 256>>>(S, dP, lse + r, Dt + r, T, md.scale, md.cap, md.window);
+            LAUNCHED("attention_probs_grad_kernel");
+            gemm(dv + ko, ks, S, 1, T, dout + qo, qs, 1, T, HS, T, acc_kv); // dV += P^T dO
+            gemm(dq + qo, qs, dP, T, 1, k + ko, ks, 1, T, HS, T, add_q);   // dQ += dS K
+            gemm(dk + ko, ks, dP, 1, T, q + qo, qs, 1, T, HS, T, acc_kv);  // dK += dS^T Q
+        }
+}
+
+// head sizes: the tensor cores take 64, 96 and 128 (bf16), and over 128 (Gemma's 256) through the GEMMs; every
+// other size up to 256 runs the fp32 kernels (unrolled for 8, 16, 32, 64, 96, 128 and 256), also in bf16 mode
+// (q, k, v widened to fp32 first)
 extern "C" void gpu_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T, int NH, int KVH, int HS, float scale, float cap, int window) {
     if (HS > 32 * ATT_MAXJ) { fprintf(stderr, "peft: head_dim %d is over the GPU attention's limit of %d\n", HS, 32 * ATT_MAXJ); exit(1); }
     Mode md = { scale, cap, window };
@@ -3498,7 +3728,8 @@ extern "C" void gpu_attention_forward(float *out, float *lse, const float *q, co
     }
     qd = att_f32(0, q, nq); kd = att_f32(1, k, (size_t)B * T * KVH * HS); vd = att_f32(2, v, (size_t)B * T * KVH * HS);
     if (o16) o = (float *)scratch_reserve(&att_w32[3], &att_w32_cap[3], nq * sizeof(float)); // the fp32 kernels' output, rounded after
-    switch (HS) {
+    if (gemm_attention_ok(HS)) attention_forward_gemm(o, l, qd, kd, vd, B, T, NH, KVH, HS, md);
+    else switch (HS) {
     case 8: attention_forward_launch<8>(o, l, qd, kd, vd, B, T, NH, KVH, HS, md); break;
     case 16: attention_forward_launch<16>(o, l, qd, kd, vd, B, T, NH, KVH, HS, md); break;
     case 32: attention_forward_launch<32>(o, l, qd, kd, vd, B, T, NH, KVH, HS, md); break;
@@ -3654,6 +3885,7 @@ extern "C" void gpu_attention_backward(float *dq, float *dk, float *dv, float *s
     q = att_f32(0, q, rows * HS); k = att_f32(1, k, (size_t)B * T * KVH * HS); v = att_f32(2, v, (size_t)B * T * KVH * HS);
     attention_rowdot_kernel<<<(unsigned)((rows + 7) / 8), 256>>>(D(scratch), D(dout), D(out), B, T, NH, HS);
     LAUNCHED("attention_rowdot_kernel");
+    if (gemm_attention_ok(HS)) { attention_backward_gemm(D(dq), D(dk), D(dv), D(scratch), D(dout), q, k, v, D(lse), B, T, NH, KVH, HS, add_q, add_kv, md); return; }
     switch (HS) {
     case 8: attention_backward_launch<8>(dq, dk, dv, scratch, dout, q, k, v, lse, B, T, NH, KVH, HS, md); break;
     case 16: attention_backward_launch<16>(dq, dk, dv, scratch, dout, q, k, v, lse, B, T, NH, KVH, HS, md); break;
@@ -3666,37 +3898,102 @@ extern "C" void gpu_attention_backward(float *dq, float *dk, float *dv, float *s
     }
 }
 
-// generation: one query per head against the KV cache (pos+1 rows; with a window only the last window of
-// them, from t0); a block per head; att (NH, pos+1) scratch
-__global__ void attention_decode_kernel(float *out, float *att, const float *q, const float *kc, const float *vc, int pos, int NH, int KVH, int HS, float scale, float cap, int window) {
+// generation: one query per head against the KV cache (positions t0..pos; t0 > 0 with a window), the n
+// positions in S runs of `run`: block (h, s) takes head h's s-th run. The scores a warp per 4 positions,
+// lanes across HS (coalesced), into att; softmax's max m and sum l over the run; then o = sum_t e^(a_t - m) v_t
+// with the warps over positions and lanes across HS (AD_HS at a time), the warps' sums added through
+// shared memory. S = 1: out = o / l; else (m, l, o) go to part (NH, S, HS + 2) for the combine below
+// (flash-decoding). att (NH, pos+1): scratch, left holding e^(a_t - m) of each run.
+// Shared memory: q (HS), then each warp's o (nw, HS).
+#define AD_THREADS 256
+#define AD_HS 256
+__global__ void __launch_bounds__(AD_THREADS) attention_decode_kernel(float *out, float *part, float *att, const float *q, const float *kc, const float *vc, int pos, int NH, int KVH, int HS,
+                                                                      float scale, float cap, int window, int run) {
+    extern __shared__ float qo[];
     __shared__ float sh[32];
-    int h = blockIdx.x, kh = h / (NH / KVH), KD = KVH * HS, t0 = att_lo(pos, window), n = pos + 1 - t0;
-    float *a = att + (size_t)h * (pos + 1);
-    const float *qh = q + (size_t)h * HS;
-    kc += (size_t)t0 * KD; vc += (size_t)t0 * KD; // a[t]: position t0 + t
-    float mx = -INFINITY;
-    for (int t = threadIdx.x; t < n; t += blockDim.x) {
-        const float *kt = kc + (size_t)t * KD + (size_t)kh * HS;
-        float d = 0;
-        for (int i = 0; i < HS; i++) d += qh[i] * kt[i];
-        a[t] = att_score(d, scale, cap);
-        mx = fmaxf(mx, a[t]);
+    int h = blockIdx.x, s = blockIdx.y, S = gridDim.y, KD = KVH * HS, t0 = att_lo(pos, window), n = pos + 1 - t0;
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nw = blockDim.x / 32, b0 = s * run, b1 = min(n, b0 + run);
+    float *a = att + (size_t)h * (pos + 1), *qs = qo, *os = qo + HS; // a[t]: position t0 + t
+    const float *kh = kc + (size_t)t0 * KD + (size_t)(h / (NH / KVH)) * HS, *vh = vc + (size_t)t0 * KD + (size_t)(h / (NH / KVH)) * HS;
+    for (int i = threadIdx.x; i < HS; i += blockDim.x) qs[i] = q[(size_t)h * HS + i];
+    __syncthreads();
+    for (int t = b0 + 4 * warp; t < b1; t += 4 * nw) { // a_t = score(q . k_t)
+        float d[4] = { 0, 0, 0, 0 };
+        for (int i = lane; i < HS; i += 32) {
+            float qi = qs[i];
+            #pragma unroll
+            for (int p = 0; p < 4; p++) if (t + p < b1) d[p] += qi * kh[(size_t)(t + p) * KD + i];
+        }
+        #pragma unroll
+        for (int p = 0; p < 4; p++) {
+            float v = warp_sum(d[p]);
+            if (lane == 0 && t + p < b1) a[t + p] = att_score(v, scale, cap);
+        }
     }
+    __syncthreads();
+    float mx = -INFINITY;
+    for (int t = b0 + threadIdx.x; t < b1; t += blockDim.x) mx = fmaxf(mx, a[t]);
     mx = block_max(mx, sh);
     float sum = 0;
-    for (int t = threadIdx.x; t < n; t += blockDim.x) { a[t] = expf(a[t] - mx); sum += a[t]; }
+    for (int t = b0 + threadIdx.x; t < b1; t += blockDim.x) { float e = expf(a[t] - mx); a[t] = e; sum += e; }
     sum = block_sum(sum, sh);
     __syncthreads(); // every a[t] written
+    for (int i0 = 0; i0 < HS; i0 += AD_HS) { // o (this warp's positions) = sum_t a[t] v_t
+        float o[AD_HS / 32];
+        #pragma unroll
+        for (int k = 0; k < AD_HS / 32; k++) o[k] = 0;
+        #pragma unroll 4
+        for (int t = b0 + warp; t < b1; t += nw) {
+            float p = a[t];
+            const float *vt = vh + (size_t)t * KD + i0 + lane;
+            #pragma unroll
+            for (int k = 0; k < AD_HS / 32; k++) if (i0 + lane + 32 * k < HS) o[k] += p * vt[32 * k];
+        }
+        #pragma unroll
+        for (int k = 0; k < AD_HS / 32; k++) if (i0 + lane + 32 * k < HS) os[warp * HS + i0 + lane + 32 * k] = o[k];
+    }
+    __syncthreads();
+    float *ps = part + ((size_t)h * S + s) * (HS + 2);
     for (int i = threadIdx.x; i < HS; i += blockDim.x) {
-        float o = 0;
-        for (int t = 0; t < n; t++) o += a[t] * vc[(size_t)t * KD + (size_t)kh * HS + i];
-        out[(size_t)h * HS + i] = o / sum;
+        float v = 0;
+        for (int w = 0; w < nw; w++) v += os[w * HS + i];
+        if (S == 1) out[(size_t)h * HS + i] = v / sum;
+        else ps[2 + i] = v;
+    }
+    if (S > 1 && threadIdx.x == 0) { ps[0] = mx; ps[1] = sum; }
+}
+// out_h = sum_s e^(m_s - M) o_s / sum_s e^(m_s - M) l_s, M = max_s m_s: the runs put together, a block per head
+__global__ void attention_decode_combine_kernel(float *out, const float *part, int HS, int S) {
+    const float *p = part + (size_t)blockIdx.x * S * (HS + 2);
+    float M = -INFINITY, l = 0;
+    for (int s = 0; s < S; s++) M = fmaxf(M, p[(size_t)s * (HS + 2)]);
+    for (int s = 0; s < S; s++) l += expf(p[(size_t)s * (HS + 2)] - M) * p[(size_t)s * (HS + 2) + 1];
+    for (int i = threadIdx.x; i < HS; i += blockDim.x) {
+        float v = 0;
+        for (int s = 0; s < S; s++) v += expf(p[(size_t)s * (HS + 2)] - M) * p[(size_t)s * (HS + 2) + 2 + i];
+        out[(size_t)blockIdx.x * HS + i] = v / l;
     }
 }
+static void *ad_scratch;
+static size_t ad_cap;
 extern "C" void gpu_attention_decode(float *out, float *att, const float *q, const float *kc, const float *vc, int pos, int NH, int KVH, int HS, float scale, float cap, int window) {
     wrote(D(out), (size_t)NH * HS * sizeof(float)); wrote(D(att), (size_t)NH * (pos + 1) * sizeof(float));
-    attention_decode_kernel<<<NH, 128>>>(D(out), D(att), D(q), D(kc), D(vc), pos, NH, KVH, HS, scale, cap, window);
+    // runs of 64 positions or more (a head's few blocks would leave most SMs idle), at most about 2 blocks an SM
+    int n = pos + 1 - att_lo(pos, window), S = (n + 63) / 64, most = (2 * num_sms + NH - 1) / NH;
+    if (S > most) S = most;
+    int run = (n + S - 1) / S;
+    S = (n + run - 1) / run;
+    float *part = NULL;
+    if (S > 1) {
+        part = (float *)scratch_reserve(&ad_scratch, &ad_cap, (size_t)NH * S * (HS + 2) * sizeof(float));
+        wrote(part, (size_t)NH * S * (HS + 2) * sizeof(float));
+    }
+    size_t smem = (size_t)(1 + AD_THREADS / 32) * HS * sizeof(float);
+    attention_decode_kernel<<<dim3(NH, S), AD_THREADS, smem>>>(D(out), part, D(att), D(q), D(kc), D(vc), pos, NH, KVH, HS, scale, cap, window, run);
     LAUNCHED("attention_decode_kernel");
+    if (S == 1) return;
+    attention_decode_combine_kernel<<<NH, 128>>>(D(out), part, HS, S);
+    LAUNCHED("attention_decode_combine_kernel");
 }
 
 // ----------------------------------------------------------------------------
@@ -3850,10 +4147,10 @@ extern "C" void gpu_release(void) {
         }
         nprof = 0;
     }
-    void **bufs[20] = { &qscratch, &sum_scratch, &splitk_scratch, &tc_scratch[0], &tc_scratch[1], &tc_scratch[2], &tc_scratch[3], &att_scratch, &att_ds_scratch, &att16_scratch, &lora_scratch_t, &w32_scratch, &c16_scratch,
-                        &a32_scratch[0], &a32_scratch[1], &att_w32[0], &att_w32[1], &att_w32[2], &att_w32[3], NULL };
-    size_t *caps[20] = { &qscratch_cap, &sum_scratch_cap, &splitk_cap, &tc_cap[0], &tc_cap[1], &tc_cap[2], &tc_cap[3], &att_scratch_cap, &att_ds_cap, &att16_cap, &lora_scratch_cap, &w32_cap, &c16_cap,
-                         &a32_cap[0], &a32_cap[1], &att_w32_cap[0], &att_w32_cap[1], &att_w32_cap[2], &att_w32_cap[3], NULL };
+    void **bufs[22] = { &qscratch, &sum_scratch, &splitk_scratch, &tc_scratch[0], &tc_scratch[1], &tc_scratch[2], &tc_scratch[3], &att_scratch, &att_ds_scratch, &att16_scratch, &lora_scratch_t, &w32_scratch, &c16_scratch,
+                        &a32_scratch[0], &a32_scratch[1], &att_w32[0], &att_w32[1], &att_w32[2], &att_w32[3], &attg_s, &attg_dp, NULL };
+    size_t *caps[22] = { &qscratch_cap, &sum_scratch_cap, &splitk_cap, &tc_cap[0], &tc_cap[1], &tc_cap[2], &tc_cap[3], &att_scratch_cap, &att_ds_cap, &att16_cap, &lora_scratch_cap, &w32_cap, &c16_cap,
+                         &a32_cap[0], &a32_cap[1], &att_w32_cap[0], &att_w32_cap[1], &att_w32_cap[2], &att_w32_cap[3], &attg_s_cap, &attg_dp_cap, NULL };
     for (int i = 0; bufs[i]; i++) { gpu_free(*bufs[i]); *bufs[i] = NULL; *caps[i] = 0; }
     forget_all();
     gpu_free(check_count);

@@ -479,7 +479,7 @@ static float *load_f32(const char *path, const char *name, size_t *n) {
     float *out = NULL;
     if (t) {
         floatX *tmp = malloc_check(t->numel * sizeof(floatX));
-        if (!st_read_floatX(&st, t, tmp)) { out = malloc_check(t->numel * sizeof(float)); for (size_t i = 0; i < t->numel; i++) out[i] = (float)tmp[i]; *n = t->numel; }
+        if (!st_read_floatX(&st, t, tmp, NULL)) { out = malloc_check(t->numel * sizeof(float)); for (size_t i = 0; i < t->numel; i++) out[i] = (float)tmp[i]; *n = t->numel; }
         free(tmp);
     }
     st_close(&st);
@@ -775,7 +775,7 @@ static void expect_st_error(const char *label, const unsigned char *bytes, size_
     int rc = st_open(&st, path);
     floatX buf[64];
     if (!rc) { // header accepted: reading the tensor must then fail cleanly (e.g. NaN data)
-        rc = st.n > 0 && st.t[0].numel <= 64 ? st_read_floatX(&st, &st.t[0], buf) : 0;
+        rc = st.n > 0 && st.t[0].numel <= 64 ? st_read_floatX(&st, &st.t[0], buf, NULL) : 0;
         st_close(&st);
     }
     check(rc == -1 && strstr(peft_errbuf, path) && (!want || strstr(peft_errbuf, want)), "hostile safetensors", "%s -> %s", label, rc ? peft_errbuf : "ACCEPTED");
@@ -791,7 +791,7 @@ static void test_safetensors(void) {
     SafeTensors st;
     int ok = !st_open(&st, path) && st.n == 2;
     floatX got[4] = { 0 };
-    if (ok) { STTensor *t = st_find(&st, "a"); ok = t && !st_read_floatX(&st, t, got) && got[3] == 4; st_close(&st); }
+    if (ok) { STTensor *t = st_find(&st, "a"); ok = t && !st_read_floatX(&st, t, got, NULL) && got[3] == 4; st_close(&st); }
     check(ok, "safetensors reads a valid file", "2 tensors, a[3] = %g", (double)got[3]);
     // truncations at many points
     uint64_t rng = 99;
@@ -955,6 +955,27 @@ static void test_families(void) {
                    !memcmp(a->rope_short, b->rope_short, sizeof(a->rope_short)) && !memcmp(a->rope_long, b->rope_long, sizeof(a->rope_long));
         int bits = same && !memcmp(m.params_memory, m2.params_memory, m.num_parameters * sizeof(floatX));
         check(same && bits, label, "%s, %zu parameters, config switches %s, weights %s", family_arch[b->family], m2.num_parameters, same ? "equal" : "DIFFER", bits ? "bit-identical" : "DIFFER");
+        { // a GPU run's bf16-only load (QuantOpts.keep16): the folder in bf16, read as floats and read straight into bf16
+            Model mf, mh;
+            char d16[512], n16[64];
+            snprintf(n16, sizeof(n16), "%s-bf16", fams[f]);
+            tmp_path(d16, sizeof(d16), n16);
+            QuantOpts qk = { -1, 0, 0, 0, 0 };
+            for (int t = 0; t < NUM_TARGETS; t++) qk.keep16 |= 1u << target_param[t];
+            int r16 = model_save_hf(&m2, d16, DT_BF16) || model_load(&mf, d16) ? -1 : model_load_q(&mh, d16, &qk) ? -2 : 0;
+            size_t nk = 0, diff = 0, fdiff = 0;
+            for (int i = 0; !r16 && i < NUM_PARAM_TENSORS; i++) {
+                const floatX *w = *param_ptr(&mf.params, i), *wh = *param_ptr(&mh.params, i);
+                if (!mf.param_sizes[i]) continue;
+                if (param_target(i) < 0) { fdiff += memcmp(w, wh, mf.param_sizes[i] * sizeof(floatX)) != 0; continue; } // the rest: floats as before
+                if (!mh.w16[i]) { diff++; continue; }
+                for (size_t k = 0; k < mf.param_sizes[i]; k++, nk++) diff += mh.w16[i][k] != f32_to_bf16((float)w[k]);
+            }
+            snprintf(label, sizeof(label), "family %s: a bf16 folder loaded into bf16 only (a GPU run's linear layers) == its floats rounded", fams[f]);
+            check(!r16 && nk > 0 && !diff && !fdiff, label, "%s%zu linear weights, %zu differ; the other tensors %s", r16 ? peft_errbuf : "", nk, diff, fdiff ? "DIFFER" : "as a float load's");
+            if (r16 != -1) model_free(&mf);
+            if (!r16) model_free(&mh);
+        }
         // the KV-cache path against the batch forward
         int T = a->seq_len, ids[8];
         for (int t = 0; t < T; t++) ids[t] = (int)(random_u32(&fd_rng) % a->vocab_size);
@@ -1459,7 +1480,7 @@ static void test_generation(void) {
 static void test_int8_generation(void) {
     const char *path = SH("models/stories260K/stories260K.bin");
     if (!have(path)) { skip("int8 generation", "needs ../shared models"); return; }
-    QuantOpts qo = { QT_INT8, 1, 0, 0 };
+    QuantOpts qo = { QT_INT8, 1, 0, 0, 0 };
     Model m;
     if (model_load_q(&m, path, &qo)) { check(0, "int8 generation", "%s", peft_errbuf); return; }
     Json *j = json_load("tests/fixtures/stories260K_greedy.json"), *tk = j ? json_get(j, "tokens") : NULL;
@@ -2549,7 +2570,7 @@ static int make_adapter(const char *dir, const char *cfg, TensorEdit edit) {
         ts[nt].dtype = DT_F32; ts[nt].ndim = t->ndim;
         for (int d = 0; d < t->ndim; d++) ts[nt].shape[d] = t->shape[d];
         bufs[nt] = malloc_check((t->numel + 64) * sizeof(floatX));
-        st_read_floatX(&st, t, bufs[nt]);
+        st_read_floatX(&st, t, bufs[nt], NULL);
         ts[nt].fdata = bufs[nt];
         nt++;
     }
@@ -3038,7 +3059,7 @@ static void test_qlora_grads(void) {
     for (int run = 0; run < 8; run++) { // int8, int4, nf4+dq, hqq4, hqq8 with LoRA; nf4+dq, int4, hqq4 with DoRA
         const int types[8] = { QT_INT8, QT_INT4, QT_NF4, QT_HQQ4, QT_HQQ8, QT_NF4, QT_INT4, QT_HQQ4 };
         int type = types[run], dora = run >= 5;
-        QuantOpts qo = { type, 1, type == QT_NF4, 0 }, fl = { QT_NONE, 0, 0, 0 };
+        QuantOpts qo = { type, 1, type == QT_NF4, 0, 0 }, fl = { QT_NONE, 0, 0, 0, 0 };
         Model mq, mf;
         if (model_load_q(&mq, STORIES, &qo) || model_load_q(&mf, STORIES, &fl)) { check(0, "qlora gradients", "%s", peft_errbuf); return; }
         // the fp32 reference: every quantized matrix dequantized into the float model
@@ -3093,7 +3114,7 @@ static void test_quant_files(void) {
     for (int type = QT_INT8; type <= QT_HQQ8; type++)
         for (int emb = 0; emb <= 1; emb++) {
             if (type == QT_INT8 && !emb) continue;
-            QuantOpts qo = { type, emb, type == QT_NF4 && emb, type == QT_HQQ4 && emb ? 128 : 0 };
+            QuantOpts qo = { type, emb, type == QT_NF4 && emb, type == QT_HQQ4 && emb ? 128 : 0, 0 };
             Model mq, mr;
             char path[600], name[96];
             tmp_path(path, sizeof(path), "q.bin");
@@ -3113,7 +3134,7 @@ static void test_quant_files(void) {
             snprintf(name, sizeof(name), "%s file round trip%s%s", qtype_names[type], emb ? " (embeddings quantized)" : "", qo.gs ? " (group 128)" : "");
             check(mr.quant == type && mr.quant_embed == emb && mr.quant_bs == mq.quant_bs && worst <= 1e-6, name, "loaded as %s, weights max relative difference %.2e (int8: requantized through llama2.c's interleaved q/k order)", qtype_names[mr.quant], worst);
             if (type == QT_INT8) { // llama2.c's reader: v2 dequantized on load (--quant none) == our int8 weights
-                QuantOpts fl = { QT_NONE, 0, 0, 0 };
+                QuantOpts fl = { QT_NONE, 0, 0, 0, 0 };
                 Model mf;
                 if (!model_load_q(&mf, path, &fl)) {
                     double e = 0;
@@ -3128,7 +3149,7 @@ static void test_quant_files(void) {
     // hostile 4-bit files: truncated, bad flags, bad block size, NaN scale
     char path[600];
     tmp_path(path, sizeof(path), "q4.bin");
-    QuantOpts qo = { QT_NF4, 0, 0, 0 };
+    QuantOpts qo = { QT_NF4, 0, 0, 0, 0 };
     Model mq;
     if (model_load_q(&mq, STORIES, &qo) || model_save_quant(&mq, path, QT_NF4, 0, 0, 0, 0)) { check(0, "hostile 4-bit files", "%s", peft_errbuf); return; }
     model_free(&mq);
@@ -3249,7 +3270,7 @@ static void test_quant_chunked_load(void) {
     tmp_path(path, sizeof(path), "chunked.bin");
     if (model_save_bin(&fm, path, 0)) { check(0, "chunked quantization", "%s", peft_errbuf); model_free(&fm); return; }
     for (int type = QT_INT8; type <= QT_NF4; type++) {
-        QuantOpts qo = { type, 1, type == QT_NF4, 0 };
+        QuantOpts qo = { type, 1, type == QT_NF4, 0, 0 };
         Model mq;
         if (model_load_q(&mq, path, &qo)) { check(0, "chunked quantization", "%s", peft_errbuf); continue; }
         int same = chunked_same_as_whole(&mq, &fm, type, qo.dq);
@@ -3273,10 +3294,10 @@ static void test_quant_chunked_load_hf(void) {
     tmp_path(dir, sizeof(dir), "chunked_hf");
     if (model_save_hf(&fm, dir, DT_BF16)) { check(0, "chunked quantization (HF)", "%s", peft_errbuf); model_free(&fm); return; }
     model_free(&fm);
-    QuantOpts fl = { QT_NONE, 0, 0, 0 };
+    QuantOpts fl = { QT_NONE, 0, 0, 0, 0 };
     if (model_load_q(&fm, dir, &fl)) { check(0, "chunked quantization (HF)", "%s", peft_errbuf); return; } // the bf16 values as floats
     for (int type = QT_INT8; type <= QT_NF4; type++) {
-        QuantOpts qo = { type, 1, type == QT_NF4, 0 };
+        QuantOpts qo = { type, 1, type == QT_NF4, 0, 0 };
         Model mq;
         if (model_load_q(&mq, dir, &qo)) { check(0, "chunked quantization (HF)", "%s", peft_errbuf); continue; }
         int same = chunked_same_as_whole(&mq, &fm, type, qo.dq);
@@ -4988,7 +5009,7 @@ static void test_generation_team(void) {
     if (model_save_bin(&fm, path, 0)) { check(0, "generation on a team of threads", "%s", peft_errbuf); model_free(&fm); return; }
     for (int v = 0; v < 2; v++) {
         Model mq, *m = &fm;
-        QuantOpts qo = { QT_INT8, 1, 0, 0 };
+        QuantOpts qo = { QT_INT8, 1, 0, 0, 0 };
         if (v == 1) {
             if (model_load_q(&mq, path, &qo)) { check(0, "generation on a team of threads (int8)", "%s", peft_errbuf); continue; }
             m = &mq;
@@ -6768,15 +6789,15 @@ static void cuda_test_small_kernels(void) {
 // than 1/sqrt(HS) (Gemma's query_pre_attn_scalar), soft-capping of the scores (cap 1.5: tanh well off its
 // linear part at these scores) and a sliding window shorter than T (1, the tile, across tiles), with GQA and
 // T no multiple of the tiles. fp32: head sizes 32 to 256 (Phi-3's 96, Qwen's 128, Gemma's 256) on the CUDA-core
-// kernels; bf16: the tensor-core kernels (64, 96 and 128; both forwards; clusters on and off), and 256 there
-// too (the fp32 kernels, which bf16 mode falls back to)
+// kernels; bf16: the tensor-core kernels (64, 96 and 128; both forwards; clusters on and off), and 256 through
+// the GEMMs (attention_forward_gemm: T x T scores a head; T 90 on the SIMT GEMMs, 200 and 257 on the tensor cores)
 static void cuda_test_attention_modes(int bf16) {
     // B, T, NH, KVH, HS, window, cap x 10 (0: none), scale from HS * 7/8 (1) or 1/sqrt(HS) (0)
     int cfg32[][8] = { {2, 77, 8, 2, 96, 20, 0, 0}, {1, 100, 4, 2, 256, 50, 15, 1}, {2, 130, 8, 4, 128, 33, 0, 0}, {1, 100, 4, 1, 64, 0, 15, 1},
                        {2, 45, 6, 3, 32, 7, 15, 0}, {1, 150, 4, 4, 96, 1, 0, 1}, {1, 70, 4, 2, 256, 0, 0, 1} };
     int cfg16[][8] = { {2, 200, 8, 4, 128, 100, 0, 0}, {1, 300, 8, 2, 64, 70, 15, 1}, {2, 129, 4, 4, 64, 64, 0, 0}, {1, 257, 16, 2, 128, 1, 0, 0},
                        {1, 190, 4, 1, 64, 0, 15, 1}, {2, 150, 16, 1, 128, 130, 15, 0}, {1, 200, 8, 8, 64, 129, 0, 1}, {1, 100, 4, 2, 96, 30, 15, 1},
-                       {1, 90, 4, 2, 256, 40, 15, 1} };
+                       {1, 90, 4, 2, 256, 40, 15, 1}, {2, 200, 8, 4, 256, 70, 15, 1}, {1, 257, 4, 1, 256, 0, 0, 0} };
     int (*cfg)[8] = bf16 ? cfg16 : cfg32;
     int nc = bf16 ? (int)(sizeof(cfg16) / sizeof(cfg16[0])) : (int)(sizeof(cfg32) / sizeof(cfg32[0])), runs = 0;
     gpu_set_bf16(bf16);
@@ -6830,7 +6851,7 @@ static void cuda_test_attention_modes(int bf16) {
     double w = fmax(fmax(wo.worst, wq.worst), fmax(wk.worst, wv.worst)), tol = bf16 ? BF16_ATT_TOL : FP32_TOL;
     check(w <= tol, bf16 ? "cuda attention with a mode (window, soft-cap, scale) bf16 forward + backward vs CPU" : "cuda attention with a mode (window, soft-cap, scale) fp32 forward + backward vs CPU",
           "%d runs of %d shapes (windows 1..130 < T, cap 1.5, HS %s): relative L2 error out %.2e (%s), dq %.2e (%s), dk %.2e (%s), dv %.2e (%s) <= %.0e",
-          runs, nc, bf16 ? "64/96/128 tensor cores, 256" : "32/64/96/128/256", wo.worst, wo.where, wq.worst, wq.where, wk.worst, wk.where, wv.worst, wv.where, tol);
+          runs, nc, bf16 ? "64/96/128 tensor cores, 256 through the GEMMs" : "32/64/96/128/256", wo.worst, wo.where, wq.worst, wq.where, wk.worst, wk.where, wv.worst, wv.where, tol);
 }
 
 // RMSNorm with (1 + w), the bias, soft-capping, GeGLU and generation's attention with a mode, each against its
@@ -6895,8 +6916,11 @@ static void cuda_test_family_kernels(void) {
     }
     check(wg.worst <= FP32_TOL, "cuda GeGLU (gelu_pytorch_tanh) forward + backward vs CPU", "|g| up to 4: worst relative L2 error %.2e (%s) <= %.0e", wg.worst, wg.where, FP32_TOL);
     // generation's attention: window (inside and shorter than the cache), soft-cap, scale, head sizes 96 and 256
-    int dc[][6] = { {8, 2, 96, 40, 16, 0}, {8, 4, 256, 40, 16, 15}, {4, 1, 128, 70, 0, 15}, {4, 2, 64, 9, 1, 0}, {4, 2, 256, 5, 30, 15} }; // NH KVH HS pos window cap x 10
-    for (int di = 0; di < 5; di++) {
+    // and long caches, split over blocks (3000 positions; a window of 1000 at position 2500)
+    int dc[][6] = { {8, 2, 96, 40, 16, 0}, {8, 4, 256, 40, 16, 15}, {4, 1, 128, 70, 0, 15}, {4, 2, 64, 9, 1, 0}, {4, 2, 256, 5, 30, 15},
+                    {32, 4, 64, 3000, 0, 0}, {4, 1, 128, 2500, 1000, 15} }; // NH KVH HS pos window cap x 10
+    int ndc = (int)(sizeof(dc) / sizeof(dc[0]));
+    for (int di = 0; di < ndc; di++) {
         int NH = dc[di][0], KVH = dc[di][1], HS = dc[di][2], pos = dc[di][3], npos = pos + 10, KD = KVH * HS;
         AttnMode am = attn_default(HS);
         am.window = dc[di][4]; am.softcap = dc[di][5] / 10.0f;
@@ -6913,7 +6937,7 @@ static void cuda_test_family_kernels(void) {
         worst_of(&wd, rel_l2(ho, o, (size_t)NH * HS), "NH %d KVH %d HS %d pos %d window %d cap %.1f", NH, KVH, HS, pos, am.window, am.softcap);
         free(q); free(kc); free(vc); free(o); free(att); free(ho);
     }
-    check(wd.worst <= FP32_TOL, "cuda attention_decode with a mode (window, soft-cap, scale) vs CPU", "5 shapes, HS 64..256: worst relative L2 error %.2e (%s) <= %.0e", wd.worst, wd.where, FP32_TOL);
+    check(wd.worst <= FP32_TOL, "cuda attention_decode with a mode (window, soft-cap, scale) vs CPU", "%d shapes, HS 64..256, positions 5..3000: worst relative L2 error %.2e (%s) <= %.0e", ndc, wd.worst, wd.where, FP32_TOL);
 }
 
 // quantized matmuls (int8, int4, nf4, nf4 with double quantization) and the quantized embedding
@@ -6970,6 +6994,82 @@ static void cuda_test_qmatmul(void) {
           "int8, int4, nf4, nf4 double-quantized, C 288 OC 97, N 1 and 3 (blocks read directly), 37 (fp32): worst relative L2 error %.2e (%s) <= %.0e; "
           "N 256 OC 384 (bf16 operand): %.2e (%s) <= %.0e; its dinp into bf16 activations after a zero: %d of %d the fp32 result's bits rounded once",
           w.worst, w.where, FP32_TOL, wb.worst, wb.where, BF16_TOL, same, nsame);
+}
+
+// generation's products (gemv_kernel: M <= 8 rows against a weight's rows, fp32 or bf16): every M from 1 to
+// 8 (its template argument), K a multiple of 8 (16-byte loads only), of 4 (a scalar tail) and odd (the
+// weight's rows unaligned in fp32: scalar only), N that takes 1, 2 and 8 warps a row, x's rows unaligned
+// (one float off), and the += form (dinp += dout W with C 1: a row of W^T contiguous in K)
+static void cuda_test_gemv(void) {
+    int dims[][3] = { {2048, 256, 0}, {1000, 600, 0}, {300, 97, 0}, {37, 50, 0}, {1000, 600, 1}, {300, 1, 2} }; // K, N, 1: x one float off, 2: dinp += dout W
+    int nd = (int)(sizeof(dims) / sizeof(dims[0]));
+    Worst wf = { 0, "" }, wb = { 0, "" };
+    for (int bf16 = 0; bf16 < 2; bf16++)
+    for (int d = 0; d < nd; d++)
+    for (int M = 1; M <= 8; M++) {
+        int K = dims[d][0], N = dims[d][1], off = dims[d][2] == 1, acc = dims[d][2] == 2;
+        size_t nx = (size_t)M * K + off, nw = (size_t)N * K, ny = (size_t)M * N;
+        float *x = rand_f32(nx, 1), *w = rand_f32(nw, 1), *y = rand_f32(ny, 1), *y0 = copy_f32(y, ny);
+        gpu_on = 1;
+        gpu_set_bf16(bf16);
+        float *gx = dev_f32(x, nx), *gw = dev_f32(w, nw), *gy = dev_f32(y, ny);
+        if (acc) matmul_backward(gy, NULL, gx, NULL, gw, M, 1, K); // y (M,1) += x (M,K) W (K,1)
+        else matmul_forward(gy, gx + off, gw, M, K, N);
+        float *hy = host_f32(gy, ny);
+        gpu_set_bf16(0);
+        tensor_free(gx); tensor_free(gw); tensor_free(gy);
+        gpu_on = 0;
+        if (acc) { matmul_backward_naive(y, NULL, x, NULL, w, M, 1, K); for (size_t i = 0; i < ny; i++) { y[i] -= y0[i]; hy[i] -= y0[i]; } } // compare the increments
+        else matmul_forward_naive(y, x + off, w, M, K, N);
+        worst_of(bf16 ? &wb : &wf, rel_l2(hy, y, ny), "M %d K %d N %d%s", M, K, N, off ? " x unaligned" : acc ? " +=" : "");
+        free(x); free(w); free(y); free(y0); free(hy);
+    }
+    check(wf.worst <= FP32_TOL && wb.worst <= BF16_TOL, "cuda gemv (generation: M 1..8 rows against a weight) vs CPU",
+          "%d shapes x M 1..8 (K 37..2048, N 1..600, x unaligned, +=): fp32 worst relative L2 error %.2e (%s) <= %.0e; bf16 %.2e (%s) <= %.0e",
+          nd, wf.worst, wf.where, FP32_TOL, wb.worst, wb.where, BF16_TOL);
+}
+
+// the quantized matvec (qmatvec16_kernel: 16 bytes of codes a lane, one scale per 8 weights; qmatvec_kernel
+// where C or the blocks do not allow it) for every type at N 1..8 against the float product on the
+// dequantized matrix: blocks of 24 (a lane's 32 nibbles across blocks), 36 (no multiple of 8: the plain
+// kernel), C 40 (no multiple of 16 or 32: the plain kernel), and a shape with S > 1 warps an output
+static void cuda_test_qmatvec(void) {
+    int dims[][3] = { {2048, 256, 0}, {288, 97, 0}, {288, 97, 24}, {288, 50, 36}, {40, 30, 0} }; // C, OC, block size (0: the type's)
+    int nd = (int)(sizeof(dims) / sizeof(dims[0]));
+    Worst w = { 0, "" };
+    for (int d = 0; d < nd; d++)
+    for (int type = QT_INT8; type <= QT_HQQ8 + 1; type++) { // the last: nf4 double-quantized
+        int qt = type > QT_HQQ8 ? QT_NF4 : type, dq = type > QT_HQQ8, C = dims[d][0], OC = dims[d][1], bs = dims[d][2] ? dims[d][2] : qtype_block[qt];
+        size_t nw = (size_t)OC * C;
+        float *wf = rand_f32(nw, 1), *wd = malloc_check(nw * 4);
+        QTensor qw;
+        qtensor_alloc_bs(&qw, qt, OC, C, dq, bs);
+        if (qtensor_quantize(&qw, wf, "test", "w")) { check(0, "cuda qmatvec", "%s", peft_errbuf); return; }
+        qtensor_dequant(wd, &qw, 0, nw);
+        gpu_on = 1;
+        tensor_mirror(qw.memory, qw.memory_bytes);
+        gpu_on = 0;
+        for (int N = 1; N <= 8; N++) {
+            size_t nx = (size_t)N * C, ny = (size_t)N * OC;
+            float *x = rand_f32(nx, 1), *y = malloc_check(ny * 4);
+            matmul_forward_naive(y, x, wd, N, C, OC);
+            gpu_on = 1;
+            float *gx = dev_f32(x, nx), *gy = (float *)tensor_alloc(ny * 4);
+            qmatmul_forward(gy, gx, &qw, N, C, OC);
+            float *hy = host_f32(gy, ny);
+            tensor_free(gx); tensor_free(gy);
+            gpu_on = 0;
+            worst_of(&w, rel_l2(hy, y, ny), "%s%s C %d OC %d bs %d N %d", qtype_names[qt], dq ? "+dq" : "", C, OC, bs, N);
+            free(x); free(y); free(hy);
+        }
+        gpu_on = 1;
+        tensor_unmirror(qw.memory);
+        gpu_on = 0;
+        qtensor_free(&qw);
+        free(wf); free(wd);
+    }
+    check(w.worst <= FP32_TOL, "cuda qmatvec (every quantized type, N 1..8) vs the float product on the dequantized matrix",
+          "int8, int4, nf4, hqq4, hqq8, nf4 double-quantized; %d shapes (C 40..2048, blocks 24 and 36 too): worst relative L2 error %.2e (%s) <= %.0e", nd, w.worst, w.where, FP32_TOL);
 }
 
 // The large GEMM's bf16 operand copies: peft_cuda.cu keeps them while their source is unchanged (a
@@ -7379,6 +7479,8 @@ static void run_cuda_tests(void) {
     cuda_test_attention(1, 64);
     cuda_test_small_kernels();
     cuda_test_qmatmul();
+    cuda_test_gemv();
+    cuda_test_qmatvec();
     cuda_test_copies();
     printf("== whole model on the GPU (fp32) vs PEFT\n");
     gpu_on = 1;

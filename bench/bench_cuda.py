@@ -404,7 +404,7 @@ def bench_families(names, steps, compile_, data, tok, keep, gpu):
           " peft.c peak GiB (in use) | eager peak GiB | compiled peak GiB |")
     print("| --- | --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, arch, hd, attn, B, T, targets, tp, mp, te, me, tc, mc in rows:
-        pa = "tensor cores" if hd in (64, 96, 128) else "fp32 flash kernels"
+        pa = "tensor cores" if hd in (64, 96, 128) else "tensor-core GEMMs (T x T scores a head)" if hd > 128 and hd % 8 == 0 else "fp32 flash kernels"
         print(f"| {name} | {arch}ForCausalLM | {hd} | {pa} | {attn} | {B} x {T} | {tp:.0f} | {te:.0f} | {tp / te:.2f} | {tc:.0f} | {tp / tc:.2f} |"
               f" {mp[1]:.2f} ({mp[0]:.2f}) | {me:.2f} | {mc:.2f} |", flush=True)
 
