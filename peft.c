@@ -8843,7 +8843,7 @@ static int model_resize_vocab(Model *m, int V2) {
     ParameterTensors *p = &m->params, *q = &e.params;
     size_t C = (size_t)c->dim;
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
-        if (!m->param_sizes[i]) continue;
+        if (!m->param_sizes[i] || m->w16[i]) continue; // (a bf16-only tensor's floats were never written: none to copy)
         const floatX *src = *param_ptr(p, i);
         floatX *dst = *param_ptr(q, i);
         memcpy(dst, src, m->param_sizes[i] * sizeof(floatX));
