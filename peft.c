@@ -1891,7 +1891,8 @@ static size_t model_quant_bytes(const Model *m) {
 }
 
 // bytes the weights will take once loaded (float tensors, and the quantized ones in their blocks), for mem_check
-static double model_need_bytes(const Config *c, int quant, int quant_embed, int dq) {
+// (keep16: QuantOpts.keep16's tensors are held in bf16 only: 2 bytes a value)
+static double model_need_bytes(const Config *c, int quant, int quant_embed, int dq, unsigned keep16) {
     size_t sz[NUM_PARAM_TENSORS];
     fill_in_parameter_sizes(sz, c);
     double b = 0;
@@ -1903,15 +1904,15 @@ static double model_need_bytes(const Config *c, int quant, int quant_embed, int 
             q.type = quant; q.bs = qtype_block[quant]; q.n = sz[i]; q.nblocks = (q.n + q.bs - 1) / q.bs;
             if (dq) q.qabsmax = (uint8_t *)&q; // only marks double quantization for qtensor_bytes
             b += (double)qtensor_bytes(&q);
-        } else b += (double)sz[i] * sizeof(floatX);
+        } else b += (double)sz[i] * (keep16 >> i & 1 ? sizeof(uint16_t) : sizeof(floatX));
     }
     return b;
 }
-static int model_mem_check(const Model *m, const char *path) {
+static int model_mem_check(const Model *m, const char *path, unsigned keep16) {
     const Config *c = &m->config;
     char what[160];
     snprintf(what, sizeof(what), "the model (dim %d, hidden %d, %d layers, vocab %d)", c->dim, c->hidden_dim, c->n_layers, c->vocab_size);
-    return mem_check(path, what, model_need_bytes(c, m->quant, m->quant_embed, m->quant_dq), m->quant ? NULL : "; a quantized base (--quant nf4) takes about a seventh");
+    return mem_check(path, what, model_need_bytes(c, m->quant, m->quant_embed, m->quant_dq, m->quant ? 0 : keep16), m->quant ? NULL : "; a quantized base (--quant nf4) takes about a seventh");
 }
 
 // the base weight of a linear layer: a float (out, in) matrix or a quantized one
@@ -2229,7 +2230,7 @@ static int load_bin(Model *m, const char *path, const QuantOpts *qo) {
         expect += weights * 4 + (version == 0 ? (size_t)c->seq_len * HS * 4 : 0); // legacy files carry freq_cis
     }
     if ((size_t)fsize != expect) { fclose(f); return set_error(path, "file is %lld bytes but its header (dim %d, layers %d, vocab %d) implies %zu", (long long)fsize, c->dim, c->n_layers, c->vocab_size, expect); }
-    if (model_mem_check(m, path)) { fclose(f); return -1; }
+    if (model_mem_check(m, path, 0)) { fclose(f); return -1; }
     if (memory_check(path, model_bytes_estimate(m), m->quant ? "weights" : "fp32 weights")) { fclose(f); return -1; }
     model_alloc(m);
     ParameterTensors *p = &m->params;
@@ -2638,7 +2639,7 @@ static int load_hf(Model *m, const char *dir, const QuantOpts *qo) {
     m->quant_embed = m->quant ? qo->embed : 0;
     m->quant_dq = m->quant == QT_NF4 ? qo->dq : 0;
     m->quant_bs = m->quant ? (qtype_hqq(m->quant) && qo->gs ? qo->gs : qtype_block[m->quant]) : 0;
-    if (!rc) rc = model_mem_check(m, dir); // before allocating
+    if (!rc) rc = model_mem_check(m, dir, qo ? qo->keep16 : 0); // before allocating
     if (!rc) {
         model_alloc(m);
         for (int i = 0; i < NUM_PARAM_TENSORS && qo && !m->quant; i++) // bf16 only (written by the reading threads)

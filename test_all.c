@@ -971,8 +971,20 @@ static void test_families(void) {
                 if (!mh.w16[i]) { diff++; continue; }
                 for (size_t k = 0; k < mf.param_sizes[i]; k++, nk++) diff += mh.w16[i][k] != f32_to_bf16((float)w[k]);
             }
+            // the memory check counts the bf16-only tensors at 2 bytes: a limit between the two needs takes the bf16-only load only
+            double need_f = model_need_bytes(&m2.config, 0, 0, 0, 0), need_h = model_need_bytes(&m2.config, 0, 0, 0, qk.keep16);
+            char lim[64];
+            snprintf(lim, sizeof(lim), "%.0f", (need_f + need_h) / 2);
+            setenv("PEFT_MEM_LIMIT", lim, 1);
+            Model ml;
+            int lf = model_load(&ml, d16), refused = lf && strstr(peft_errbuf, "is available (PEFT_MEM_LIMIT)") != NULL;
+            int lh = lf ? model_load_q(&ml, d16, &qk) : -3;
+            if (!lf || !lh) model_free(&ml);
+            unsetenv("PEFT_MEM_LIMIT");
             snprintf(label, sizeof(label), "family %s: a bf16 folder loaded into bf16 only (a GPU run's linear layers) == its floats rounded", fams[f]);
-            check(!r16 && nk > 0 && !diff && !fdiff, label, "%s%zu linear weights, %zu differ; the other tensors %s", r16 ? peft_errbuf : "", nk, diff, fdiff ? "DIFFER" : "as a float load's");
+            check(!r16 && nk > 0 && !diff && !fdiff && need_h < need_f && refused && lh == 0, label,
+                  "%s%zu linear weights, %zu differ; the other tensors %s; with PEFT_MEM_LIMIT=%s (needs: floats %.0f, bf16-only %.0f bytes) the float load %s, the bf16-only load %s",
+                  r16 ? peft_errbuf : "", nk, diff, fdiff ? "DIFFER" : "as a float load's", lim, need_f, need_h, refused ? "is refused" : "is NOT refused", lh == 0 ? "loads" : "FAILS");
             if (r16 != -1) model_free(&mf);
             if (!r16) model_free(&mh);
         }
