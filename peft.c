@@ -232,6 +232,16 @@ static void advise_huge_pages(void *p, size_t bytes) {
     (void)p; (void)bytes;
 #endif
 }
+// the whole pages inside [p, p + bytes) go back to the system (read again: zeros), their address range
+// stays (--shard's loading keeps only a rank's part of each tensor); a no-op off Linux
+static void release_pages(void *p, size_t bytes) {
+#if defined(__linux__) && defined(MADV_DONTNEED) && !defined(PEFT_OWN_HEAP)
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), a = ((uintptr_t)p + page - 1) & ~(page - 1), e = ((uintptr_t)p + bytes) & ~(page - 1);
+    if (e > a) madvise((void *)a, (size_t)(e - a), MADV_DONTNEED);
+#else
+    (void)p; (void)bytes;
+#endif
+}
 #define malloc_check(size) malloc_check_(size, __FILE__, __LINE__)
 #define calloc_check(n, size) calloc_check_(n, size, __FILE__, __LINE__)
 #define realloc_check(p, size) realloc_check_(p, size, __FILE__, __LINE__)
@@ -875,11 +885,13 @@ static int st_read_raw(SafeTensors *st, const STTensor *t, void *dst) {
 // Read a floating tensor into floatX (or, dst16 given, into bf16 instead: f32_to_bf16 of the float value,
 // the GPU's rounding), converting from F32/F16/BF16/F64. Rejects NaN/Inf (the first).
 // The threads read and convert pieces of 64K values each (pread: the stream's position is untouched).
-static int st_read_floatX(SafeTensors *st, const STTensor *t, floatX *dst, uint16_t *dst16) {
+// Values [e0, e1) only, to dst[e0..e1) (--shard's loading reads a rank's part).
+static int st_read_floatX_part(SafeTensors *st, const STTensor *t, floatX *dst, uint16_t *dst16, size_t e0, size_t e1) {
     if (t->dtype != DT_F32 && t->dtype != DT_F16 && t->dtype != DT_BF16 && t->dtype != DT_F64)
         return set_error(st->path, "tensor '%s': dtype %s is not a float type", t->name, dtype_names[t->dtype]);
-    size_t chunk = t->numel < ((size_t)1 << 16) ? t->numel : (size_t)1 << 16, es = dtype_sizes[t->dtype]; // no 512 KiB buffer for a bias
-    long npieces = chunk ? (long)((t->numel + chunk - 1) / chunk) : 0, bad_read = -1;
+    if (e1 > t->numel) e1 = t->numel;
+    size_t numel = e1 > e0 ? e1 - e0 : 0, chunk = numel < ((size_t)1 << 16) ? numel : (size_t)1 << 16, es = dtype_sizes[t->dtype]; // no 512 KiB buffer for a bias
+    long npieces = chunk ? (long)((numel + chunk - 1) / chunk) : 0, bad_read = -1;
     size_t first_bad = SIZE_MAX;
     int fd = fileno(st->f);
     #pragma omp parallel if (npieces > 1)
@@ -887,7 +899,7 @@ static int st_read_floatX(SafeTensors *st, const STTensor *t, floatX *dst, uint1
         unsigned char *buf = (unsigned char *)malloc_check(chunk * es);
         #pragma omp for schedule(dynamic)
         for (long p = 0; p < npieces; p++) {
-            size_t i = (size_t)p * chunk, n = t->numel - i < chunk ? t->numel - i : chunk, want = n * es, got = 0;
+            size_t i = e0 + (size_t)p * chunk, n = e1 - i < chunk ? e1 - i : chunk, want = n * es, got = 0;
             off_t off = (off_t)(st->data_start + t->begin + i * es);
             while (got < want) {
                 ssize_t r = pread(fd, buf + got, want - got, off + (off_t)got);
@@ -919,6 +931,7 @@ static int st_read_floatX(SafeTensors *st, const STTensor *t, floatX *dst, uint1
     if (first_bad != SIZE_MAX) return set_error(st->path, "tensor '%s': non-finite value at index %zu", t->name, first_bad);
     return 0;
 }
+static int st_read_floatX(SafeTensors *st, const STTensor *t, floatX *dst, uint16_t *dst16) { return st_read_floatX_part(st, t, dst, dst16, 0, t->numel); }
 
 // check a tensor's shape against what the model expects; ndim dims given as int64
 static int st_check_shape(const SafeTensors *st, const STTensor *t, int ndim, const int64_t *shape) {
@@ -1852,6 +1865,8 @@ typedef struct {
                          // for a GPU that keeps it in bf16 only; its float storage is then never written (nor paged in)
 } Model;
 
+// --shard's loading (set before the model loads; world 0: every rank loads everything): see shard_part
+static struct { int rank, world; size_t el; } shard_load; // el: a float weight's bytes a value on the device
 // --quant, --quant-embeddings, --double-quant, --group-size (hqq; 0: 64); type -1: as the file stores it;
 // keep16: bit i, float tensor i is loaded into Model.w16 in bf16 only (see gpu_keep16)
 typedef struct { int type, embed, dq, gs; unsigned keep16; } QuantOpts;
@@ -1891,13 +1906,15 @@ static size_t model_quant_bytes(const Model *m) {
 }
 
 // bytes the weights will take once loaded (float tensors, and the quantized ones in their blocks), for mem_check
-// (keep16: QuantOpts.keep16's tensors are held in bf16 only: 2 bytes a value)
+// (keep16: QuantOpts.keep16's tensors are held in bf16 only: 2 bytes a value; with --shard's loading,
+// shard_load, a rank holds 1/world of the layers' linear weights)
 static double model_need_bytes(const Config *c, int quant, int quant_embed, int dq, unsigned keep16) {
     size_t sz[NUM_PARAM_TENSORS];
     fill_in_parameter_sizes(sz, c);
     double b = 0;
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
         int outer = i == 0 || i == 11;
+        if (shard_load.world > 1 && param_target(i) >= 0) sz[i] = (sz[i] + (size_t)shard_load.world - 1) / (size_t)shard_load.world;
         if (quant && (outer ? quant_embed : param_target(i) >= 0)) {
             QTensor q;
             memset(&q, 0, sizeof(q));
@@ -1933,6 +1950,79 @@ static Weight cls_weight(const Model *m) {
     if (m->quant && m->quant_embed) w.q = m->config.tied ? &m->qembed : &m->qcls;
     else w.f = m->params.wcls;
     return w;
+}
+
+// ----------------------------------------------------------------------------
+// a layer's frozen weights as a device slot holds them, and --shard's chunks of it
+
+// A layer's frozen weights as a device slot holds them (--offload, --shard): tensor i of bytes[i] at off[i], each
+// at a 256-byte boundary; returns the layer's bytes (the last tensor's end)
+#define SLOT_ALIGN 256
+static size_t layer_layout(size_t *off, const size_t *bytes, int n) {
+    size_t at = 0, end = 0;
+    for (int i = 0; i < n; i++) { off[i] = at; end = at + bytes[i]; at = (end + SLOT_ALIGN - 1) / SLOT_ALIGN * SLOT_ALIGN; }
+    return end;
+}
+// --shard: rank r of world keeps bytes [r*chunk, (r+1)*chunk) of each layer's slot image, chunk = the layer's
+// bytes / world rounded up to SLOT_ALIGN (so the world chunks side by side hold the layer; the last ones padded)
+static size_t shard_chunk_bytes(size_t layer_bytes, int world) {
+    size_t ch = (layer_bytes + (size_t)world - 1) / (size_t)world;
+    return (ch + SLOT_ALIGN - 1) / SLOT_ALIGN * SLOT_ALIGN;
+}
+// the part of a tensor (bytes at off in the layer) that rank's chunk holds: its length (0: none), from: where it
+// starts in the tensor, at: where in the chunk. A loader reads only these byte ranges of its tensors.
+static size_t shard_piece(size_t *from, size_t *at, size_t off, size_t bytes, size_t chunk, int rank) {
+    size_t b = (size_t)rank * chunk, e = b + chunk, lo = off > b ? off : b, hi = off + bytes < e ? off + bytes : e;
+    if (lo >= hi) return 0;
+    *from = lo - off; *at = lo - b;
+    return hi - lo;
+}
+// chunk = rank's chunk_bytes of a layer of n tensors src[i] (bytes[i] at off[i]); the padding zero
+MAYBE_UNUSED static void shard_fill(uint8_t *chunk, size_t chunk_bytes, const void *const *src, const size_t *off, const size_t *bytes, int n, int rank) {
+    memset(chunk, 0, chunk_bytes);
+    for (int i = 0; i < n; i++) {
+        size_t from, at, len = shard_piece(&from, &at, off[i], bytes[i], chunk_bytes, rank);
+        if (len) memcpy(chunk + at, (const uint8_t *)src[i] + from, len);
+    }
+}
+// the device bytes of each of a layer's frozen linear weights (the quantized blocks as they are; a float
+// weight at el bytes a value: bf16 2, or fp32) and their offsets in the slot; returns the layer's bytes
+static size_t layer_image(size_t *off, size_t *bytes, const Model *m, size_t el) {
+    for (int t = 0; t < NUM_TARGETS; t++) {
+        int in, out;
+        target_dims(&m->config, t, &in, &out);
+        size_t n = (size_t)in * out;
+        bytes[t] = m->quant ? qtensor_memory_bytes(m->quant, n, m->quant_dq, m->quant_bs) : n * el;
+    }
+    return layer_layout(off, bytes, NUM_TARGETS);
+}
+// --shard's loading (set before the model loads; world 0: load everything): rank of world keeps its chunk
+// of each layer. Every tensor still gets its whole address range (the streaming names a tensor by its host
+// address), but only the part of it that the rank's chunk holds is resident: float weights read just that
+// range of values from a safetensors file; quantized ones (and llama2.c files) are read or quantized whole,
+// one at a time (NF4's double quantization takes every block's absmax), and the pages outside the part go
+// back to the system. So a rank holds about 1/world of the frozen base in host memory, plus one tensor.
+// the host bytes [*a, *a + return) of layer weight t that this rank keeps (0: none of it)
+static size_t shard_part(size_t *a, const Model *m, int t) {
+    size_t off[NUM_TARGETS], bytes[NUM_TARGETS], from = 0, at;
+    size_t chunk = shard_chunk_bytes(layer_image(off, bytes, m, shard_load.el), shard_load.world);
+    size_t len = shard_piece(&from, &at, off[t], bytes[t], chunk, shard_load.rank);
+    size_t host = m->quant ? 1 : sizeof(floatX), dev = m->quant ? 1 : shard_load.el; // a float's host bytes for its device bytes
+    *a = from / dev * host;
+    return len / dev * host;
+}
+// weight pi of layer l is in place: with --shard, the pages of it outside this rank's part go back
+static void shard_release(Model *m, int pi, int l) {
+    int t = param_target(pi);
+    if (!shard_load.world || t < 0) return;
+    Weight w = layer_weight(m, l, t);
+    int in, out;
+    target_dims(&m->config, t, &in, &out);
+    uint8_t *p = w.q ? (uint8_t *)w.q->memory : (uint8_t *)w.f;
+    size_t n = w.q ? w.q->memory_bytes : (size_t)in * out * sizeof(floatX), a, len = shard_part(&a, m, t);
+    if (!len) { release_pages(p, n); return; }
+    release_pages(p, a);
+    release_pages(p + a + len, n - a - len);
 }
 
 
@@ -2034,12 +2124,15 @@ static int model_put_matrix(Model *m, int i, int l, floatX *w, int interleaved) 
     if (!q) {
         floatX *ptrs[NUM_PARAM_TENSORS] = { m->params.embed, m->params.rms_att, m->params.wq, m->params.wk, m->params.wv, m->params.wo, m->params.rms_ffn, m->params.w1, m->params.w2, m->params.w3, m->params.rms_final, m->params.wcls };
         memcpy(ptrs[i] + (size_t)l * rows * cols, w, (size_t)rows * cols * sizeof(floatX));
+        shard_release(m, i, l);
         return 0;
     }
     qtensor_alloc_bs(q, m->quant, rows, cols, m->quant_dq, m->quant_bs);
     char what[64];
     snprintf(what, sizeof(what), "%s of layer %d", param_names[i], l);
-    return qtensor_quantize(q, w, m->path, what);
+    int rc = qtensor_quantize(q, w, m->path, what);
+    if (!rc && t >= 0) shard_release(m, i, l);
+    return rc;
 }
 // tmp (rows, cols) = matrix i of layer l, float or dequantized, in rotate-half order
 static void model_get_matrix(floatX *tmp, const Model *m, int i, int l) {
@@ -2107,25 +2200,40 @@ static int memory_check(const char *path, double bytes, const char *what) {
 }
 
 // read a serialized quantized tensor (layout in the file-format comment of load_bin) into t (allocated)
-static int qtensor_read(QTensor *t, FILE *f, const char *path) {
-    size_t qb = qtensor_qbytes(t->type, t->n);
-    if (fread_all(t->q, qb, f)) return set_error(path, "truncated quantized weights");
-    if (t->qabsmax) {
-        size_t n2 = (t->nblocks + DQ_BLOCK - 1) / DQ_BLOCK;
-        if (fread(t->qabsmax, 1, t->nblocks, f) != t->nblocks || fread_le(t->absmax2, 4, n2, f) != n2 || fread_le(&t->offset, 4, 1, f) != 1)
-            return set_error(path, "truncated quantized scales");
-        for (size_t b = 0; b < n2; b++) if (!isfinite(t->absmax2[b])) return set_error(path, "non-finite quantization scale");
-        if (!isfinite(t->offset)) return set_error(path, "non-finite quantization offset");
-    } else if (t->hscale) {
-        if (fread_le(t->hscale, 2, t->nblocks, f) != t->nblocks || fread_le(t->hzero, 2, t->nblocks, f) != t->nblocks) return set_error(path, "truncated quantized scales");
-        for (size_t b = 0; b < t->nblocks; b++) if (!isfinite(f16_to_f32(t->hscale[b])) || !isfinite(f16_to_f32(t->hzero[b]))) return set_error(path, "non-finite quantization scale or zero");
-    } else if (t->scale16) {
-        if (fread_le(t->scale16, 2, t->nblocks, f) != t->nblocks) return set_error(path, "truncated quantized scales");
-        for (size_t b = 0; b < t->nblocks; b++) if (!isfinite(bf16_to_f32(t->scale16[b]))) return set_error(path, "non-finite quantization scale");
-    } else {
-        if (fread_le(t->scale, 4, t->nblocks, f) != t->nblocks) return set_error(path, "truncated quantized scales");
-        for (size_t b = 0; b < t->nblocks; b++) if (!isfinite(t->scale[b])) return set_error(path, "non-finite quantization scale");
+// a quantized tensor as the file stores it: its codes, then its scales (see load_bin's formats); the bytes
+// [a, b) of its memory only (--shard's loading keeps a rank's part: a whole tensor is [0, SIZE_MAX)), read
+// by the threads (pread), the stream left past the tensor. Scales read are checked finite.
+static int qtensor_read_part(QTensor *t, FILE *f, const char *path, size_t a, size_t b) {
+    enum { CODES, F32, F16, BF16 };
+    typedef struct { void *dst; size_t bytes; int kind; } QPart;
+    size_t nb = t->nblocks, n2 = (nb + DQ_BLOCK - 1) / DQ_BLOCK;
+    QPart part[4] = { { t->q, qtensor_qbytes(t->type, t->n), CODES } };
+    int np = 1;
+    if (t->qabsmax) { part[np++] = (QPart){ t->qabsmax, nb, CODES }; part[np++] = (QPart){ t->absmax2, n2 * 4, F32 }; part[np++] = (QPart){ &t->offset, 4, F32 }; }
+    else if (t->hscale) { part[np++] = (QPart){ t->hscale, nb * 2, F16 }; part[np++] = (QPart){ t->hzero, nb * 2, F16 }; }
+    else if (t->scale16) part[np++] = (QPart){ t->scale16, nb * 2, BF16 };
+    else part[np++] = (QPart){ t->scale, nb * 4, F32 };
+    off_t at = ftello(f);
+    for (int i = 0; i < np; i++) {
+        uint8_t *dst = (uint8_t *)part[i].dst;
+        int in_memory = dst != (uint8_t *)&t->offset; // (the offset is a field: always read)
+        size_t mo = in_memory ? (size_t)(dst - (uint8_t *)t->memory) : 0; // [lo, hi) of this part is in [a, b)
+        size_t lo = in_memory && a > mo ? a - mo : 0, hi = !in_memory ? part[i].bytes : b > mo ? b - mo : 0;
+        if (hi > part[i].bytes) hi = part[i].bytes;
+        if (lo < hi) {
+            size_t es = part[i].kind == CODES ? 1 : part[i].kind == F32 ? 4 : 2;
+            if (pread_all(fileno(f), dst + lo, hi - lo, at + (off_t)lo)) return set_error(path, i ? "truncated quantized scales" : "truncated quantized weights");
+            le_swap(dst + lo, es, (hi - lo) / es);
+            for (size_t k = lo; k < hi && part[i].kind != CODES; k += es) {
+                float v;
+                if (part[i].kind == F32) memcpy(&v, dst + k, 4);
+                else { uint16_t h; memcpy(&h, dst + k, 2); v = part[i].kind == F16 ? f16_to_f32(h) : bf16_to_f32(h); }
+                if (!isfinite(v)) return set_error(path, "non-finite quantization %s", in_memory ? (t->hscale ? "scale or zero" : "scale") : "offset");
+            }
+        }
+        at += (off_t)part[i].bytes;
     }
+    if (fseeko(f, at, SEEK_SET)) return set_error(path, "truncated quantized scales");
     return 0;
 }
 
@@ -2253,7 +2361,7 @@ static int load_bin(Model *m, const char *path, const QuantOpts *qo) {
         if (i == 1 || i == 6 || i == 10) { rc = fread_f32(ptrs[i], sz[i], f, path, param_names[i]); continue; }
         int outer = i == 0 || i == 11;
         size_t count = outer ? 1 : L, per = sz[i] / count;
-        for (size_t l = 0; l < count && !rc; l++) {
+        for (size_t l = 0; l < count && !rc; shard_release(m, i, (int)l++)) { // (--shard: each layer's tensor, once in place, keeps its part)
             QTensor *qd = outer ? (m->quant_embed ? (i == 0 ? &m->qembed : &m->qcls) : NULL) : (m->quant ? &m->qw[l * NUM_TARGETS + param_target(i)] : NULL);
             size_t chunk = (size_t)qtype_block[m->quant ? m->quant : 1] * 4096;
             // (not hqq: its optimiser stops on the error of the whole matrix, so it sees the whole matrix)
@@ -2301,9 +2409,12 @@ static int load_bin(Model *m, const char *path, const QuantOpts *qo) {
                 param_dims(c, i, &rows, &cols);
                 QTensor t;
                 qtensor_alloc_bs(&t, st_type, rows, cols, st_dq, gs);
-                if ((rc = qtensor_read(&t, f, path))) { qtensor_free(&t); break; }
                 QTensor *dst = outer ? (m->quant_embed ? (i == 0 ? &m->qembed : &m->qcls) : NULL) : (m->quant ? &m->qw[l * NUM_TARGETS + param_target(i)] : NULL);
-                if (dst && m->quant == st_type && m->quant_dq == st_dq && m->quant_bs == gs) { *dst = t; continue; }
+                int as_stored = dst && m->quant == st_type && m->quant_dq == st_dq && m->quant_bs == gs;
+                size_t a = 0, len = SIZE_MAX - 1; // (--shard: a layer's tensor kept as stored reads only this rank's part)
+                if (as_stored && !outer && shard_load.world) len = shard_part(&a, m, param_target(i));
+                if ((rc = qtensor_read_part(&t, f, path, a, a + len))) { qtensor_free(&t); break; }
+                if (as_stored) { *dst = t; continue; }
                 float buf[4096];
                 for (size_t j = 0; j < per; j += 4096) {
                     size_t kk = per - j < 4096 ? per - j : 4096;
@@ -2513,16 +2624,19 @@ static int config_from_hf(Config *c, const Json *j, const char *path) {
     return config_validate(c, path);
 }
 
-// find a tensor among the shards, check its shape (d1 == 0: a vector) and read it
-static int hf_read(Model *m, SafeTensors *st, int nfiles, const char *dir, const char *name, floatX *dst, uint16_t *dst16, int64_t d0, int64_t d1) {
+// find a tensor among the shards, check its shape (d1 == 0: a vector) and read values [e0, e1) of it
+static int hf_read_part(Model *m, SafeTensors *st, int nfiles, const char *dir, const char *name, floatX *dst, uint16_t *dst16, int64_t d0, int64_t d1, size_t e0, size_t e1) {
     STTensor *t = NULL;
     int i;
     for (i = 0; i < nfiles && !(t = st_find(&st[i], name)); i++) {}
     if (!t) return set_error(dir, "missing tensor '%s'", name);
     int64_t shape[2] = { d0, d1 };
-    if (st_check_shape(&st[i], t, d1 ? 2 : 1, shape) || st_read_floatX(&st[i], t, dst, dst16)) return -1;
+    if (st_check_shape(&st[i], t, d1 ? 2 : 1, shape) || st_read_floatX_part(&st[i], t, dst, dst16, e0, e1)) return -1;
     if (m->hf_dtype < 0 && d1) m->hf_dtype = t->dtype; // the folder's dtype, for writing it back alike
     return 0;
+}
+static int hf_read(Model *m, SafeTensors *st, int nfiles, const char *dir, const char *name, floatX *dst, uint16_t *dst16, int64_t d0, int64_t d1) {
+    return hf_read_part(m, st, nfiles, dir, name, dst, dst16, d0, d1, 0, SIZE_MAX);
 }
 
 // Low-memory loading: a matrix that is quantized is read and quantized in chunks of whole blocks
@@ -2687,8 +2801,11 @@ static int load_hf(Model *m, const char *dir, const QuantOpts *qo) {
                     continue;
                 }
                 snprintf(name, sizeof(name), "model.layers.%d.%s", l, hf_layer_name(c, pi));
+                size_t a = 0, n = (size_t)rows * cols; // (--shard: only this rank's part of a float weight, [a, a + n) values)
+                if (!m->quant && shard_load.world) { n = shard_part(&a, m, t) / sizeof(floatX); a /= sizeof(floatX); }
                 if (m->quant) rc = hf_read_quantized(m, st, nfiles, dir, name, pi, l, rows, cols);
-                else rc = hf_read(m, st, nfiles, dir, name, *param_ptr(p, pi) + (size_t)l * rows * cols, m->w16[pi] ? m->w16[pi] + (size_t)l * rows * cols : NULL, rows, cols);
+                else rc = hf_read_part(m, st, nfiles, dir, name, *param_ptr(p, pi) + (size_t)l * rows * cols, m->w16[pi] ? m->w16[pi] + (size_t)l * rows * cols : NULL, rows, cols, a, a + n);
+                if (!rc) shard_release(m, pi, l); // (the rest of a huge page the part touched)
             }
         }
         if (!rc) rc = hf_read(m, st, nfiles, dir, "model.norm.weight", p->rms_final, NULL, C, 0);
@@ -7343,41 +7460,13 @@ static void model_mirror(Model *m, int on) {
         if (on) tensor_mirror(q->memory, q->memory_bytes); else tensor_unmirror(q->memory);
     }
 }
-// A layer's frozen weights as a device slot holds them (--offload, --shard): tensor i of bytes[i] at off[i], each
-// at a 256-byte boundary; returns the layer's bytes (the last tensor's end)
-#define SLOT_ALIGN 256
-MAYBE_UNUSED static size_t layer_layout(size_t *off, const size_t *bytes, int n) {
-    size_t at = 0, end = 0;
-    for (int i = 0; i < n; i++) { off[i] = at; end = at + bytes[i]; at = (end + SLOT_ALIGN - 1) / SLOT_ALIGN * SLOT_ALIGN; }
-    return end;
-}
-// --shard: rank r of world keeps bytes [r*chunk, (r+1)*chunk) of each layer's slot image, chunk = the layer's
-// bytes / world rounded up to SLOT_ALIGN (so the world chunks side by side hold the layer; the last ones padded)
-MAYBE_UNUSED static size_t shard_chunk_bytes(size_t layer_bytes, int world) {
-    size_t ch = (layer_bytes + (size_t)world - 1) / (size_t)world;
-    return (ch + SLOT_ALIGN - 1) / SLOT_ALIGN * SLOT_ALIGN;
-}
-// the part of a tensor (bytes at off in the layer) that rank's chunk holds: its length (0: none), from: where it
-// starts in the tensor, at: where in the chunk. A loader reads only these byte ranges of its tensors.
-MAYBE_UNUSED static size_t shard_piece(size_t *from, size_t *at, size_t off, size_t bytes, size_t chunk, int rank) {
-    size_t b = (size_t)rank * chunk, e = b + chunk, lo = off > b ? off : b, hi = off + bytes < e ? off + bytes : e;
-    if (lo >= hi) return 0;
-    *from = lo - off; *at = lo - b;
-    return hi - lo;
-}
-// chunk = rank's chunk_bytes of a layer of n tensors src[i] (bytes[i] at off[i]); the padding zero
-MAYBE_UNUSED static void shard_fill(uint8_t *chunk, size_t chunk_bytes, const void *const *src, const size_t *off, const size_t *bytes, int n, int rank) {
-    memset(chunk, 0, chunk_bytes);
-    for (int i = 0; i < n; i++) {
-        size_t from, at, len = shard_piece(&from, &at, off[i], bytes[i], chunk_bytes, rank);
-        if (len) memcpy(chunk + at, (const uint8_t *)src[i] + from, len);
-    }
-}
 // --offload: each layer's frozen linear weights registered for streaming (pinned in host memory), and
 // PLAN_SLOTS device slots; the quantized blocks as they are, float weights as the bf16 values the
-// resident run keeps (or fp32 with --dtype fp32). --shard: the same bytes, of which this rank keeps its
-// chunk of each layer (in device memory, or pinned host memory with --offload; net->shard holds them on
-// the host) and the slot is filled by gathering every rank's. A failure: one line, before training starts.
+// resident run keeps (or fp32 with --dtype fp32). --shard: the same bytes (layer_image's), of which this
+// rank keeps its chunk of each layer (in device memory, or pinned host memory with --offload; net->shard
+// holds them on the host) and the slot is filled by gathering every rank's; the host tensors' pages go
+// back once the chunk holds their part (nothing on the host reads them after). A failure: one line,
+// before training starts.
 static void net_offload(Net *net) {
 #ifdef PEFT_CUDA
     Model *m = net->model;
@@ -7385,19 +7474,12 @@ static void net_offload(Net *net) {
     char err[256];
     int bf16 = gpu_weights_bf16(), world = shard_on ? dist_world : 1;
     const char *flag = shard_on ? "--shard" : "--offload";
-    size_t per_layer = 0, chunk = 0;
+    size_t per_layer = 0, chunk = 0, image_off[NUM_TARGETS], image[NUM_TARGETS];
     for (int t = 0; t < NUM_TARGETS; t++) { int in, out; target_dims(c, t, &in, &out); per_layer += (size_t)in * out; }
-    // the bytes each tensor streams (the device's), and with --shard one chunk size for every layer (the largest's)
-    for (int l = 0; shard_on && l < c->n_layers; l++) {
-        size_t off[NUM_TARGETS], bytes[NUM_TARGETS];
-        for (int t = 0; t < NUM_TARGETS; t++) {
-            Weight w = layer_weight(m, l, t);
-            int in, out;
-            target_dims(c, t, &in, &out);
-            bytes[t] = w.q ? w.q->memory_bytes : (size_t)in * out * (!m->quant && bf16 ? sizeof(uint16_t) : sizeof(floatX)); // (as below)
-        }
-        size_t ch = shard_chunk_bytes(layer_layout(off, bytes, NUM_TARGETS), world);
-        if (ch > chunk) chunk = ch;
+    // the bytes each tensor streams (the device's), and with --shard the chunk of every layer (the loader's, if it sharded)
+    if (shard_on) {
+        shard_load.rank = dist_rank; shard_load.world = world; shard_load.el = bf16 ? sizeof(uint16_t) : sizeof(floatX);
+        chunk = shard_chunk_bytes(layer_image(image_off, image, m, shard_load.el), world);
     }
     if (shard_on) net->shard = (uint8_t *)malloc_check((shard_host ? (size_t)c->n_layers : 1) * chunk); // each layer's (kept in host memory), or one at a time (uploaded)
     // a float base's bf16 values: every layer's (--offload streams from them), or one layer's at a time (--shard keeps chunks)
@@ -7416,9 +7498,11 @@ static void net_offload(Net *net) {
             is16[t] = !w.q && h16;
             if (w.q) { host[t] = w.q->memory; hbytes[t] = bytes[t] = w.q->memory_bytes; src[t] = w.q->memory; continue; }
             host[t] = (void *)w.f; hbytes[t] = n * sizeof(floatX);
-            if (h16) {
-                #pragma omp parallel for schedule(static) if (n >= 65536)
-                for (long i = 0; i < (long)n; i++) h16[i] = f32_to_bf16(w.f[i]); // round_bf16_kernel's rounding (nearest even)
+            if (h16) { // (--shard: only this rank's part of it, [a, a + k))
+                size_t a = 0, k = n;
+                if (shard_on) { k = shard_part(&a, m, t) / sizeof(floatX); a /= sizeof(floatX); }
+                #pragma omp parallel for schedule(static) if (k >= 65536)
+                for (long i = (long)a; i < (long)(a + k); i++) h16[i] = f32_to_bf16(w.f[i]); // round_bf16_kernel's rounding (nearest even)
                 src[t] = h16; bytes[t] = n * sizeof(uint16_t);
                 h16 += n;
             } else { src[t] = w.f; bytes[t] = n * sizeof(floatX); }
@@ -7427,8 +7511,10 @@ static void net_offload(Net *net) {
         for (int t = 0; t < NUM_TARGETS; t++)
             if (gpu_offload_add(l, host[t], hbytes[t], shard_on ? NULL : src[t], bytes[t], off[t], is16[t], err, sizeof(err))) fatal("%s: %s", flag, err);
         if (!shard_on) continue;
+        if (memcmp(off, image_off, sizeof(off)) || memcmp(bytes, image, sizeof(bytes))) fatal("internal error: layer %d's tensors are not the layout --shard's chunks assume", l);
         uint8_t *mine = net->shard + (shard_host ? (size_t)l * chunk : 0);
         shard_fill(mine, chunk, src, off, bytes, NUM_TARGETS, dist_rank);
+        for (int t = 0; t < NUM_TARGETS; t++) release_pages(host[t], hbytes[t]); // the chunk holds this rank's part now
         if (gpu_offload_shard(l, mine, chunk, dist_rank, world, shard_host, err, sizeof(err))) fatal("--shard: %s; lower -b or -T, or a smaller --gpu-memory plan", err);
     }
     if (shard_on) fprintf(stderr, "shard: rank %d of %d keeps %.2f MiB of each layer's frozen weights (a chunk of its %d-way split) in %s memory; "
@@ -10318,6 +10404,15 @@ static void device_start(const DeviceOpts *dopts) {
 // QuantOpts.keep16 for a run whose linear layers stay frozen and resident (not streamed): on a GPU with bf16
 // matmuls they are loaded straight into bf16 (Model.w16) and uploaded from there; their floats are never made
 // (a 7B bf16 folder: 13.5 GB of host memory, not 25 + 13.5, and no rounding pass). 0 on the CPU.
+// --shard (LoRA on the GPU): the loader keeps only this rank's chunk of each layer's frozen weights (shard_load)
+static void shard_load_set(int shard) {
+#ifdef PEFT_CUDA
+    if (!shard || !gpu_on) return;
+    shard_load.rank = dist_rank; shard_load.world = dist_world; shard_load.el = gpu_weights_bf16() ? sizeof(uint16_t) : sizeof(floatX);
+#else
+    (void)shard;
+#endif
+}
 static unsigned gpu_keep16(int frozen_resident) {
     unsigned mask = 0;
 #ifdef PEFT_CUDA
@@ -11527,6 +11622,7 @@ static int cmd_train(int argc, char **argv) {
     if (!ta.plan_only) device_start(&dev); // the plan alone needs no GPU
     dist_connect();
     qo.keep16 = gpu_keep16(ta.mode == TUNE_LORA && !ta.gpu_memory && !ta.shard && !(ta.offload & OFFLOAD_WEIGHTS)); // (a --gpu-memory plan may stream them)
+    shard_load_set(ta.shard && ta.mode == TUNE_LORA); // (a plan's --shard, chosen after the load, shards once the model is in)
     load_model_q_or_die(&m, ta.model_path, &qo);
     Config *c = &m.config;
     if (m.quant && ta.mode != TUNE_LORA) fatal("%s: a quantized base is frozen: --finetuning-type %s needs a float model (--quant none)", ta.model_path, tune_names[ta.mode]);

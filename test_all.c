@@ -5372,10 +5372,11 @@ static void run_tokenizer_tests(void) {
     test_tokenizer_bin_built();
 }
 static void test_parallel_load(void); // below, with the plan group
-static void test_shard_chunks(void), test_shard_resume_world(void);
+static void test_shard_chunks(void), test_shard_load(void), test_shard_resume_world(void);
 static void run_fp32_tests(void) {
     test_gpu_plan();
     test_shard_chunks();
+    test_shard_load();
     test_shard_resume_world();
     test_kernels_matmul();
     test_kernels_attention();
@@ -5757,6 +5758,132 @@ static void test_shard_chunks(void) {
     for (int t = 0; t < NUM_TARGETS; t++) qtensor_free(&q[t]);
     model_free(&m);
     check(!bad, "--shard: the N chunks of a layer side by side are the layer", "%d cases (N = 1..8; 3 layers of odd tensor sizes and an NF4 model's layer 0): the chunks concatenated == the slot image, each tensor's bytes covered once%s", cases, first);
+}
+// rank r of N's chunk of layer l of m as net_offload makes it (float weights as el-byte values: bf16 rounded as
+// it rounds them, or as they are); chunk_bytes: its size
+static uint8_t *shard_chunk_of(size_t *chunk_bytes, const Model *m, int l, int r, int N, size_t el) {
+    size_t off[NUM_TARGETS], bytes[NUM_TARGETS], ch = shard_chunk_bytes(layer_image(off, bytes, m, el), N);
+    const void *src[NUM_TARGETS];
+    uint16_t *h16[NUM_TARGETS] = { NULL };
+    for (int t = 0; t < NUM_TARGETS; t++) {
+        Weight w = layer_weight(m, l, t);
+        int in, out;
+        target_dims(&m->config, t, &in, &out);
+        if (w.q) { src[t] = w.q->memory; continue; }
+        if (el == sizeof(floatX)) { src[t] = w.f; continue; }
+        h16[t] = malloc_check((size_t)in * out * sizeof(uint16_t));
+        for (size_t k = 0; k < (size_t)in * out; k++) h16[t][k] = f32_to_bf16((float)w.f[k]);
+        src[t] = h16[t];
+    }
+    uint8_t *chunk = malloc_check(ch);
+    shard_fill(chunk, ch, src, off, bytes, NUM_TARGETS, r);
+    for (int t = 0; t < NUM_TARGETS; t++) free(h16[t]);
+    *chunk_bytes = ch;
+    return chunk;
+}
+#ifdef __linux__
+// bytes this process has read so far (/proc/self/io's rchar: read and pread calls, page cache included); 0: unknown
+static double bytes_read_so_far(void) {
+    FILE *f = fopen("/proc/self/io", "r");
+    double v = 0;
+    char line[128];
+    while (f && fgets(line, sizeof(line), f)) if (sscanf(line, "rchar: %lf", &v) == 1) break;
+    if (f) fclose(f);
+    return v;
+}
+// the whole pages inside [p, p + bytes) that are resident (mincore); *pages += how many whole pages there are
+static size_t resident_pages(const void *p, size_t bytes, size_t *pages) {
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), a = ((uintptr_t)p + page - 1) & ~(page - 1), e = ((uintptr_t)p + bytes) & ~(page - 1);
+    if (e <= a) return 0;
+    size_t n = (e - a) / page, k = 0;
+    *pages += n;
+    unsigned char *vec = malloc_check(n);
+    if (mincore((void *)a, e - a, vec)) { free(vec); return SIZE_MAX; }
+    for (size_t i = 0; i < n; i++) k += vec[i] & 1;
+    free(vec);
+    return k;
+}
+#endif
+// --shard's loading (shard_load): rank r of N keeps only its part of each layer's frozen weights. For each way a
+// rank loads (a llama2.c float file, whose q/k rows are permuted on load, as it is and quantized to NF4; a bf16
+// folder read in parts; the folder quantized on load to NF4 with double quantization and to int8; a peft.c NF4
+// file), the device's float width (bf16 or fp32), N = 1, 2, 3, 5 and every rank r: r's chunk of every layer,
+// made from its load as net_offload makes it, == the chunk of the whole model's; and no page wholly outside
+// r's part of a tensor is resident (mincore) while those inside it are, so a rank holds its 1/N of the base. Where
+// parts are read (the bf16 folder, the peft.c file), a rank of 5 reads at most 1.05x the bytes of the other
+// tensors and a fifth of the layers' linear weights (as stored in the file).
+static void test_shard_load(void) {
+#ifndef __linux__
+    skip("--shard's loading", "mincore (the resident pages) is checked on Linux");
+#else
+    Config mc;
+    config_defaults(&mc);
+    mc.dim = 256; mc.hidden_dim = 688; mc.n_layers = 3; mc.n_heads = 4; mc.n_kv_heads = 2; mc.head_dim = 64; mc.vocab_size = 96; mc.seq_len = 32; mc.tied = 0;
+    Model fm, qm;
+    model_random(&fm, &mc, FMT_BIN_V1, 11);
+    char bin[512], hf[512], qbin[512];
+    tmp_path(bin, sizeof(bin), "shard-load.bin"); tmp_path(hf, sizeof(hf), "shard-load-hf"); tmp_path(qbin, sizeof(qbin), "shard-load-nf4.bin");
+    QuantOpts nf4dq = { QT_NF4, 0, 1, 0, 0 }, nf4 = { QT_NF4, 0, 0, 0, 0 }, int8 = { QT_INT8, 0, 0, 0, 0 }, none = { QT_NONE, 0, 0, 0, 0 }, stored = { -1, 0, 0, 0, 0 };
+    int saved = !model_save_bin(&fm, bin, 0) && !model_save_hf(&fm, hf, DT_BF16) && !model_load_q(&qm, hf, &nf4dq);
+    if (saved) { saved = !model_save_quant(&qm, qbin, QT_NF4, 0, 1, qm.quant_bs, 0); model_free(&qm); }
+    model_free(&fm);
+    if (!saved) { check(0, "--shard's loading", "%s", peft_errbuf); return; }
+    struct { const char *path, *what; QuantOpts *qo; int reads_part; } ways[] = {
+        { bin, "llama2.c float file", &none, 0 }, { bin, "llama2.c float file quantized to NF4", &nf4, 0 }, { hf, "bf16 folder", &none, 1 },
+        { hf, "bf16 folder quantized to NF4 (double-quantized)", &nf4dq, 0 }, { hf, "bf16 folder quantized to int8", &int8, 0 }, { qbin, "peft.c NF4 file", &stored, 1 } };
+    const int Ns[] = { 1, 2, 3, 5 };
+    size_t els[2] = { sizeof(uint16_t), sizeof(floatX) };
+    for (int w = 0; w < (int)(sizeof(ways) / sizeof(ways[0])); w++) {
+        Model whole, part;
+        memset(&shard_load, 0, sizeof(shard_load));
+        double read0 = bytes_read_so_far(), read_whole, read_rank = 0; // (the reads of a rank of 5)
+        if (model_load_q(&whole, ways[w].path, ways[w].qo)) { check(0, "--shard's loading", "%s: %s", ways[w].what, peft_errbuf); continue; }
+        read_whole = bytes_read_so_far() - read0;
+        double layers = 0; // the layers' linear weights as the file stores them
+        for (int l = 0; l < mc.n_layers; l++)
+            for (int t = 0; t < NUM_TARGETS; t++) { Weight wt = layer_weight(&whole, l, t); int in, out; target_dims(&mc, t, &in, &out); layers += wt.q ? qtensor_bytes(wt.q) : 2.0 * in * out; }
+        double want_read = read_whole - layers + layers / 5;
+        int cases = 0, diff = 0, loaded = 1;
+        size_t outside = 0, inside = 0, inside_pages = 0, outside_pages = 0, kept = 0, total = 0;
+        for (int e = 0; e < (whole.quant ? 1 : 2); e++)
+            for (int ni = 0; ni < 4; ni++)
+                for (int r = 0; r < Ns[ni] && loaded; r++) {
+                    shard_load.rank = r; shard_load.world = Ns[ni]; shard_load.el = els[e];
+                    read0 = bytes_read_so_far();
+                    if (model_load_q(&part, ways[w].path, ways[w].qo)) { loaded = 0; break; }
+                    if (Ns[ni] == 5 && bytes_read_so_far() - read0 > read_rank) read_rank = bytes_read_so_far() - read0;
+                    for (int l = 0; l < mc.n_layers; l++)
+                        for (int t = 0; t < NUM_TARGETS; t++) {
+                            Weight wt = layer_weight(&part, l, t);
+                            int in, out;
+                            target_dims(&mc, t, &in, &out);
+                            const uint8_t *p = wt.q ? (const uint8_t *)wt.q->memory : (const uint8_t *)wt.f;
+                            size_t n = wt.q ? wt.q->memory_bytes : (size_t)in * out * sizeof(floatX), a = 0, len = shard_part(&a, &part, t);
+                            outside += resident_pages(p, len ? a : n, &outside_pages) + (len ? resident_pages(p + a + len, n - a - len, &outside_pages) : 0);
+                            inside += len ? resident_pages(p + a, len, &inside_pages) : 0;
+                            kept += len; total += n;
+                        }
+                    for (int l = 0; l < mc.n_layers; l++) {
+                        size_t cw, cp;
+                        uint8_t *a = shard_chunk_of(&cw, &whole, l, r, Ns[ni], els[e]), *b = shard_chunk_of(&cp, &part, l, r, Ns[ni], els[e]);
+                        diff += cw != cp || memcmp(a, b, cw) != 0;
+                        free(a); free(b);
+                        cases++;
+                    }
+                    model_free(&part);
+                }
+        memset(&shard_load, 0, sizeof(shard_load));
+        model_free(&whole);
+        char name[160];
+        snprintf(name, sizeof(name), "--shard's loading, %s: each rank's chunks == the whole model's, only its part resident", ways[w].what);
+        int reads_ok = !ways[w].reads_part || (read_whole > 0 && read_rank <= 1.05 * want_read);
+        check(loaded && cases > 0 && !diff && !outside && outside_pages > 0 && inside == inside_pages && inside_pages > 0 && reads_ok, name,
+              "%s%d chunks (N = 1, 2, 3, 5, every rank, %s), %d differ; whole pages resident outside the ranks' parts: %zu of %zu, inside: %zu of %zu; a rank kept %.3f of the tensors' bytes on average; "
+              "a rank of 5 read at most %.3f of the whole load's %.0f bytes (%s%.3f)",
+              loaded ? "" : peft_errbuf, cases, whole.quant ? "the quantized blocks" : "bf16 and fp32 on the device", diff, outside, outside_pages, inside, inside_pages, total ? (double)kept / total : 0.0,
+              read_whole > 0 ? read_rank / read_whole : 0.0, read_whole, ways[w].reads_part ? "the other tensors and a fifth of the layers': " : "whole tensors read, then released: ", ways[w].reads_part ? want_read / read_whole : 1.0);
+    }
+#endif
 }
 // --resume across the same number of processes; another is refused (trainer_state.json's world_size)
 static void test_shard_resume_world(void) {
