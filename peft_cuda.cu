@@ -426,9 +426,12 @@ static struct {
     long copies, fail_at;             // PEFT_CUDA_OFFLOAD_FAIL=N: the Nth layer copy fails (tests)
     int noted;
 } ofl;
-// host memory pinned for the copies (cudaHostRegister): 1, or 0 (refused: pageable copies, with a note once)
+// host memory pinned for the copies (cudaHostRegister): 1, or 0 (refused: pageable copies, with one note a run).
+// PEFT_CUDA_PIN_FAIL=1 refuses every pinning, as a low `ulimit -l` does (tests)
 static int pin_host(const void *p, size_t bytes, const char *what) {
-    cudaError_t e = cudaHostRegister((void *)p, bytes, cudaHostRegisterDefault);
+    static int refuse = -1;
+    if (refuse < 0) { const char *f = getenv("PEFT_CUDA_PIN_FAIL"); refuse = f && !strcmp(f, "1"); }
+    cudaError_t e = refuse ? cudaErrorMemoryAllocation : cudaHostRegister((void *)p, bytes, cudaHostRegisterDefault);
     if (e == cudaSuccess) return 1;
     cudaGetLastError();
     if (!ofl.noted++) fprintf(stderr, "peft: note: pinning the host %s was refused (%s; ulimit -l?): copies from pageable memory, slower\n", what, cudaGetErrorString(e));
@@ -582,9 +585,7 @@ static struct {
 extern "C" int gpu_xring_init(void *host, void *dev, size_t bytes, int count, int slots, char *err, size_t errlen) {
     if (slots > MAX_SLOTS) { snprintf(err, errlen, "at most %d slots", MAX_SLOTS); return -1; }
     xr.host = (char *)host; xr.dev = (char *)dev; xr.bytes = bytes; xr.count = count; xr.slots = slots;
-    cudaError_t e = cudaHostRegister(host, bytes * count, cudaHostRegisterDefault);
-    xr.pinned = e == cudaSuccess;
-    if (!xr.pinned) { cudaGetLastError(); fprintf(stderr, "peft: note: pinning the host activations was refused (%s; ulimit -l?): copies from pageable memory, slower\n", cudaGetErrorString(e)); }
+    xr.pinned = pin_host(host, bytes * count, "activations");
     for (int s = 0; s < slots; s++) {
         xr.holds[s] = -1; xr.pending[s] = 0;
         CK(cudaEventCreateWithFlags(&xr.saved[s], cudaEventDisableTiming));

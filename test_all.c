@@ -7409,6 +7409,19 @@ static void cuda_test_offload(void) {
         snprintf(name, sizeof(name), "cuda --offload == resident: %s", cases[k].name);
         check(same, name, "adapters after 4 steps (5 layers through 3 slots): %zu bytes, %s%s%.300s", n, same ? "identical" : "DIFFERENT", same ? "" : "; ", same ? "" : err);
     }
+    // pinned memory refused (as a low ulimit -l refuses it; PEFT_CUDA_PIN_FAIL=1): the weights and the activations
+    // are copied from pageable memory, with one note line, and the adapter is the resident run's
+    {
+        tmp_path(a, sizeof(a), "offload_pin_res"); tmp_path(b, sizeof(b), "offload_pin_ofl");
+        size_t n = 0;
+        setenv("PEFT_CUDA_PIN_FAIL", "1", 1);
+        int same = cuda_same_as_resident(model, data, tok, "--quant nf4 --targets all-linear --checkpoint-activations", "--offload activations", a, b, err, sizeof(err), &n);
+        unsetenv("PEFT_CUDA_PIN_FAIL");
+        int notes = 0, peft_lines = 0;
+        for (char *p = err; (p = strstr(p, "peft: ")); p++) if (p == err || p[-1] == '\n') { peft_lines++; notes += !strncmp(p, "peft: note: pinning the host", 28); }
+        check(same && notes == 1 && peft_lines == 1, "cuda --offload activations with pinning refused: pageable copies, one note line, the resident adapter",
+              "adapters after 4 steps: %zu bytes, %s; %d note line(s), %d peft: line(s)%s%.300s", n, same ? "identical" : "DIFFERENT", notes, peft_lines, same && notes == 1 ? "" : "; ", same && notes == 1 ? "" : err);
+    }
     // eval, dump and generate --offload against the resident run, bit for bit: the output files and stdout, with
     // a trained adapter (LoRA all-linear; DoRA q,v,o) and without, on the bf16 base and in nf4. dump writes the
     // logits, the loss and the adapter's gradients (a forward and a backward through the 3 slots); generate
