@@ -4196,7 +4196,11 @@ static void dist_die(const char *fmt, ...) { // an error of this rank: one line,
     fflush(dist_err);
     exit(1);
 }
-#define NK(call) do { ncclResult_t r_ = (call); if (r_ != ncclSuccess) dist_die("NCCL: %s (%s)", ncclGetErrorString(r_), #call); } while (0)
+// PEFT_NCCL_FAIL=R:N: rank R's Nth NCCL call fails as a lost peer would make it fail (tests)
+static long nk_calls, nk_fail_at;
+static ncclResult_t nk_injected(void) { return nk_fail_at && ++nk_calls == nk_fail_at ? ncclSystemError : ncclSuccess; }
+#define NK(call) do { ncclResult_t r_ = nk_injected(); if (r_ == ncclSuccess) r_ = (call); \
+    if (r_ != ncclSuccess) dist_die("NCCL: %s (%s)%s", ncclGetErrorString(r_), #call, nk_fail_at && nk_calls == nk_fail_at ? ", injected by PEFT_NCCL_FAIL" : ""); } while (0)
 
 static int send_all(int fd, const void *buf, size_t n) {
     const char *p = (const char *)buf;
@@ -4312,6 +4316,10 @@ extern "C" int gpu_dist_init(int rank, int world, const char *addr, int port, FI
     for (int k = 0; k < world; k++) if (peer_fd[k] >= 0) { int one = 1; setsockopt(peer_fd[k], IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)); }
     atexit(dist_atexit);
     if (pthread_create(&watcher, NULL, watch, NULL)) { snprintf(err, errlen, "cannot start the watch thread"); return -1; }
+    const char *inject = getenv("PEFT_NCCL_FAIL");
+    int fail_rank;
+    long fail_n;
+    if (inject && sscanf(inject, "%d:%ld", &fail_rank, &fail_n) == 2 && fail_rank == rank && fail_n > 0) nk_fail_at = fail_n;
     NK(ncclCommInitRank(&nccl_comm, world, id, rank));
     CK(cudaMalloc(&host_sum_buf, 64 * sizeof(double)));
     int v = 0;

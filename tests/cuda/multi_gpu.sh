@@ -5,8 +5,8 @@
 #   2. the same 2-GPU run under mpirun and under torchrun: the same adapter, byte for byte
 #   3. bf16: 2 x 8 vs 1 x 16, 200 steps: held-out losses within 1%
 #   4. --save-every, then --resume on 2 GPUs: byte-identical to the uninterrupted run
-#   5. faults: kill -9 of rank 1, of rank 0, and an error on rank 1: every rank ends, one line, no
-#      adapter written; the newest checkpoint resumes to the uninterrupted run's adapter
+#   5. faults: kill -9 of rank 1, of rank 0, an error on rank 1 and an NCCL error injected on rank 1: every
+#      rank ends, one line, no adapter written; the newest checkpoint resumes to the uninterrupted run's adapter
 #   6. --shard on 2 GPUs (each keeps half of every layer, all-gathered before use): the same adapter, byte for
 #      byte, as the 2-GPU run without it (fp32, and QLoRA nf4 with --offload activations: chunks in host memory),
 #      --resume with --shard, and a checkpoint of 2 processes refused by 1
@@ -100,6 +100,14 @@ pids=(); for r in 0 1; do data=$D; [ $r = 1 ] && data=/nonexistent.txt
 wait ${pids[0]}; rc0=$?; wait ${pids[1]}; rc1=$?
 echo "error on rank 1: exits $rc0 $rc1; lines: $(cat $W/err.r0.log $W/err.r1.log | grep '^peft:')"
 n=$(cat $W/err.r0.log $W/err.r1.log | grep -c '^peft:'); [ $rc0 -ne 0 ] && [ $rc1 -ne 0 ] && [ "$n" = 1 ] && [ ! -e $W/err/adapter_model.safetensors ]; result $? "an error on rank 1: both end, one line"
+# an NCCL error on rank 1 mid-run (PEFT_NCCL_FAIL=1:600: its 600th NCCL call, a few hundred steps in)
+o=$W/nccl; rm -rf $o; pids=()
+for r in 0 1; do PEFT_NCCL_FAIL=1:600 WORLD_SIZE=2 RANK=$r LOCAL_RANK=$r MASTER_ADDR=127.0.0.1 MASTER_PORT=29621 ./peft train $M $D -o $o $K --steps 100000 > $o.r$r.log 2>&1 & pids+=($!); done
+wait ${pids[0]}; rc0=$?; wait ${pids[1]}; rc1=$?
+n=$(cat $o.r0.log $o.r1.log | grep -c '^peft:'); echo "NCCL error on rank 1: exits $rc0 $rc1; lines: $(cat $o.r0.log $o.r1.log | grep '^peft:'); left: $(ls $o | tr '\n' ' ')"
+bad=0; [ $rc0 -ne 0 ] && [ $rc1 -ne 0 ] && [ "$n" = 1 ] && grep -q "injected by PEFT_NCCL_FAIL" $o.r1.log && [ ! -e $o/adapter_model.safetensors ] && [ -d $o/checkpoint-100 ] || bad=1
+for c in $o/checkpoint-*; do [ -f $c/adapter_model.safetensors ] && [ -f $c/trainer_state.json ] && [ -f $c/optimizer.safetensors ] || { echo "  incomplete $c"; bad=1; }; done
+result $bad "an NCCL error on rank 1 (injected): both end, one line, no adapter, only whole checkpoints"
 # a rank that never comes: rank 0 gives up after PEFT_DIST_TIMEOUT
 PEFT_DIST_TIMEOUT=3 WORLD_SIZE=2 RANK=0 LOCAL_RANK=0 MASTER_ADDR=127.0.0.1 MASTER_PORT=29620 ./peft train $M $D -o $W/alone --device cuda --steps 5 > $W/alone.log 2>&1; rc=$?
 echo "rank 1 never came: exit $rc: $(grep '^peft:' $W/alone.log)"; [ $rc -ne 0 ] && [ ! -e $W/alone ]; result $? "a missing rank: rank 0 ends after PEFT_DIST_TIMEOUT, nothing written"
