@@ -233,11 +233,12 @@ static void advise_huge_pages(void *p, size_t bytes) {
 #endif
 }
 // the whole pages inside [p, p + bytes) go back to the system (read again: zeros), their address range
-// stays (--shard's loading keeps only a rank's part of each tensor); a no-op off Linux
+// stays (--shard's loading keeps only a rank's part of each tensor); and no huge pages there, or khugepaged
+// would refill them around a part's pages; a no-op off Linux
 static void release_pages(void *p, size_t bytes) {
-#if defined(__linux__) && defined(MADV_DONTNEED) && !defined(PEFT_OWN_HEAP)
+#if defined(__linux__) && defined(MADV_DONTNEED) && defined(MADV_NOHUGEPAGE) && !defined(PEFT_OWN_HEAP)
     uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), a = ((uintptr_t)p + page - 1) & ~(page - 1), e = ((uintptr_t)p + bytes) & ~(page - 1);
-    if (e > a) madvise((void *)a, (size_t)(e - a), MADV_DONTNEED);
+    if (e > a) { madvise((void *)a, (size_t)(e - a), MADV_NOHUGEPAGE); madvise((void *)a, (size_t)(e - a), MADV_DONTNEED); }
 #else
     (void)p; (void)bytes;
 #endif
