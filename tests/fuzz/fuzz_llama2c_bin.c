@@ -7,7 +7,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) { (void)argc; (void)argv; fuzz
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char path[512];
     fuzz_write(fuzz_path(path, sizeof(path), "model.bin"), data, size);
-    QuantOpts opts[4] = { { -1, 0, 0, 0 }, { QT_NONE, 0, 0, 0 }, { QT_INT4, 0, 0, 0 }, { QT_NF4, 1, 1, 0 } };
+    QuantOpts opts[4] = { { -1, 0, 0, 0, 0 }, { QT_NONE, 0, 0, 0, 0 }, { QT_INT4, 0, 0, 0, 0 }, { QT_NF4, 1, 1, 0, 0 } };
     Model m;
     if (!model_load_q(&m, path, &opts[size % 4])) model_free(&m);
     return 0;

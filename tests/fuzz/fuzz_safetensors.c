@@ -13,7 +13,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (t->numel > (1u << 20)) continue;
         if (t->dtype == DT_F32 || t->dtype == DT_F16 || t->dtype == DT_BF16 || t->dtype == DT_F64) {
             floatX *x = (floatX *)malloc_check(t->numel * sizeof(floatX));
-            st_read_floatX(&st, t, x);
+            st_read_floatX(&st, t, x, NULL);
             free(x);
         } else {
             void *raw = malloc_check(t->end - t->begin);
