@@ -2012,6 +2012,28 @@ static size_t shard_part(size_t *a, const Model *m, int t) {
     *a = from / dev * host;
     return len / dev * host;
 }
+// layer l's frozen linear weights as a slot streams them: src[t], bytes[t] of them at off[t] in the slot (the
+// quantized blocks as they are; a float weight as its bf16 values, rounded as round_bf16_kernel rounds, into
+// h16 when given, else as it is; with --shard's loading only this rank's part of it is rounded), and the host
+// tensors the kernels name, host[t] of hbytes[t]; returns the layer's bytes
+MAYBE_UNUSED static size_t layer_sources(const void **src, size_t *off, size_t *bytes, void **host, size_t *hbytes, const Model *m, int l, uint16_t *h16) {
+    for (int t = 0; t < NUM_TARGETS; t++) {
+        Weight w = layer_weight(m, l, t);
+        int in, out;
+        target_dims(&m->config, t, &in, &out);
+        size_t n = (size_t)in * out;
+        if (w.q) { host[t] = w.q->memory; hbytes[t] = bytes[t] = w.q->memory_bytes; src[t] = w.q->memory; continue; }
+        host[t] = (void *)w.f; hbytes[t] = n * sizeof(floatX);
+        if (!h16) { src[t] = w.f; bytes[t] = n * sizeof(floatX); continue; }
+        size_t a = 0, k = n; // (--shard: [a, a + k))
+        if (shard_load.world) { k = shard_part(&a, m, t) / sizeof(floatX); a /= sizeof(floatX); }
+        #pragma omp parallel for schedule(static) if (k >= 65536)
+        for (long i = (long)a; i < (long)(a + k); i++) h16[i] = f32_to_bf16((float)w.f[i]); // nearest even
+        src[t] = h16; bytes[t] = n * sizeof(uint16_t);
+        h16 += n;
+    }
+    return layer_layout(off, bytes, NUM_TARGETS);
+}
 // weight pi of layer l is in place: with --shard, the pages of it outside this rank's part go back
 static void shard_release(Model *m, int pi, int l) {
     int t = param_target(pi);
@@ -2180,6 +2202,7 @@ static double model_bytes_estimate(const Model *m) {
     fill_in_parameter_sizes(sz, &m->config);
     double b = 0;
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        if (shard_load.world > 1 && param_target(i) >= 0) sz[i] = (sz[i] + (size_t)shard_load.world - 1) / (size_t)shard_load.world; // (a rank's part)
         int quantized = m->quant && (param_target(i) >= 0 || ((i == 0 || i == 11) && m->quant_embed));
         if (quantized) b += sz[i] * ((m->quant == QT_INT8 || m->quant == QT_HQQ8 ? 1.0 : 0.5) + (m->quant == QT_INT4 ? 2.0 : 4.0) / m->quant_bs);
         else b += sz[i] * (double)sizeof(floatX);
@@ -7478,7 +7501,7 @@ static void net_offload(Net *net) {
     size_t per_layer = 0, chunk = 0, image_off[NUM_TARGETS], image[NUM_TARGETS];
     for (int t = 0; t < NUM_TARGETS; t++) { int in, out; target_dims(c, t, &in, &out); per_layer += (size_t)in * out; }
     // the bytes each tensor streams (the device's), and with --shard the chunk of every layer (the loader's, if it sharded)
-    if (shard_on) {
+    if (shard_on) { // (the model keeps only these parts from here on, however it was loaded)
         shard_load.rank = dist_rank; shard_load.world = world; shard_load.el = bf16 ? sizeof(uint16_t) : sizeof(floatX);
         chunk = shard_chunk_bytes(layer_image(image_off, image, m, shard_load.el), world);
     }
@@ -7490,27 +7513,9 @@ static void net_offload(Net *net) {
         const void *src[NUM_TARGETS];
         void *host[NUM_TARGETS];
         size_t off[NUM_TARGETS], bytes[NUM_TARGETS], hbytes[NUM_TARGETS];
-        int is16[NUM_TARGETS];
-        for (int t = 0; t < NUM_TARGETS; t++) {
-            Weight w = layer_weight(m, l, t);
-            int in, out;
-            target_dims(c, t, &in, &out);
-            size_t n = (size_t)in * out;
-            is16[t] = !w.q && h16;
-            if (w.q) { host[t] = w.q->memory; hbytes[t] = bytes[t] = w.q->memory_bytes; src[t] = w.q->memory; continue; }
-            host[t] = (void *)w.f; hbytes[t] = n * sizeof(floatX);
-            if (h16) { // (--shard: only this rank's part of it, [a, a + k))
-                size_t a = 0, k = n;
-                if (shard_on) { k = shard_part(&a, m, t) / sizeof(floatX); a /= sizeof(floatX); }
-                #pragma omp parallel for schedule(static) if (k >= 65536)
-                for (long i = (long)a; i < (long)(a + k); i++) h16[i] = f32_to_bf16(w.f[i]); // round_bf16_kernel's rounding (nearest even)
-                src[t] = h16; bytes[t] = n * sizeof(uint16_t);
-                h16 += n;
-            } else { src[t] = w.f; bytes[t] = n * sizeof(floatX); }
-        }
-        layer_layout(off, bytes, NUM_TARGETS);
+        layer_sources(src, off, bytes, host, hbytes, m, l, h16);
         for (int t = 0; t < NUM_TARGETS; t++)
-            if (gpu_offload_add(l, host[t], hbytes[t], shard_on ? NULL : src[t], bytes[t], off[t], is16[t], err, sizeof(err))) fatal("%s: %s", flag, err);
+            if (gpu_offload_add(l, host[t], hbytes[t], shard_on ? NULL : src[t], bytes[t], off[t], !m->quant && h16, err, sizeof(err))) fatal("%s: %s", flag, err);
         if (!shard_on) continue;
         if (memcmp(off, image_off, sizeof(off)) || memcmp(bytes, image, sizeof(bytes))) fatal("internal error: layer %d's tensors are not the layout --shard's chunks assume", l);
         uint8_t *mine = net->shard + (shard_host ? (size_t)l * chunk : 0);

@@ -5759,25 +5759,23 @@ static void test_shard_chunks(void) {
     model_free(&m);
     check(!bad, "--shard: the N chunks of a layer side by side are the layer", "%d cases (N = 1..8; 3 layers of odd tensor sizes and an NF4 model's layer 0): the chunks concatenated == the slot image, each tensor's bytes covered once%s", cases, first);
 }
-// rank r of N's chunk of layer l of m as net_offload makes it (float weights as el-byte values: bf16 rounded as
-// it rounds them, or as they are); chunk_bytes: its size
-static uint8_t *shard_chunk_of(size_t *chunk_bytes, const Model *m, int l, int r, int N, size_t el) {
-    size_t off[NUM_TARGETS], bytes[NUM_TARGETS], ch = shard_chunk_bytes(layer_image(off, bytes, m, el), N);
+// this rank's chunk of layer l of m as net_offload makes it (layer_sources, then shard_fill: float weights as
+// shard_load.el-byte values, bf16 rounded or as they are); whole: every float weight rounded, not only the
+// rank's part (the reference); chunk_bytes: its size
+static uint8_t *shard_chunk_of(size_t *chunk_bytes, const Model *m, int l, int whole) {
     const void *src[NUM_TARGETS];
-    uint16_t *h16[NUM_TARGETS] = { NULL };
-    for (int t = 0; t < NUM_TARGETS; t++) {
-        Weight w = layer_weight(m, l, t);
-        int in, out;
-        target_dims(&m->config, t, &in, &out);
-        if (w.q) { src[t] = w.q->memory; continue; }
-        if (el == sizeof(floatX)) { src[t] = w.f; continue; }
-        h16[t] = malloc_check((size_t)in * out * sizeof(uint16_t));
-        for (size_t k = 0; k < (size_t)in * out; k++) h16[t][k] = f32_to_bf16((float)w.f[k]);
-        src[t] = h16[t];
-    }
+    void *host[NUM_TARGETS];
+    size_t off[NUM_TARGETS], bytes[NUM_TARGETS], hbytes[NUM_TARGETS], per_layer = 0;
+    for (int t = 0; t < NUM_TARGETS; t++) { int in, out; target_dims(&m->config, t, &in, &out); per_layer += (size_t)in * out; }
+    uint16_t *h16 = !m->quant && shard_load.el == sizeof(uint16_t) ? malloc_check(per_layer * sizeof(uint16_t)) : NULL;
+    if (h16) memset(h16, 0xff, per_layer * sizeof(uint16_t)); // (NaNs where nothing is rounded)
+    int world = shard_load.world;
+    if (whole) shard_load.world = 0;
+    size_t ch = shard_chunk_bytes(layer_sources(src, off, bytes, host, hbytes, m, l, h16), world);
+    shard_load.world = world;
     uint8_t *chunk = malloc_check(ch);
-    shard_fill(chunk, ch, src, off, bytes, NUM_TARGETS, r);
-    for (int t = 0; t < NUM_TARGETS; t++) free(h16[t]);
+    shard_fill(chunk, ch, src, off, bytes, NUM_TARGETS, shard_load.rank);
+    free(h16);
     *chunk_bytes = ch;
     return chunk;
 }
@@ -5808,7 +5806,8 @@ static size_t resident_pages(const void *p, size_t bytes, size_t *pages) {
 // rank loads (a llama2.c float file, whose q/k rows are permuted on load, as it is and quantized to NF4; a bf16
 // folder read in parts; the folder quantized on load to NF4 with double quantization and to int8; a peft.c NF4
 // file), the device's float width (bf16 or fp32), N = 1, 2, 3, 5 and every rank r: r's chunk of every layer,
-// made from its load as net_offload makes it, == the chunk of the whole model's; and no page wholly outside
+// made from its load as net_offload makes it (layer_sources rounding only r's part to bf16), == the chunk of the
+// whole model's (every value rounded); and no page wholly outside
 // r's part of a tensor is resident (mincore) while those inside it are, so a rank holds its 1/N of the base. Where
 // parts are read (the bf16 folder, the peft.c file), a rank of 5 reads at most 1.05x the bytes of the other
 // tensors and a fifth of the layers' linear weights (as stored in the file).
@@ -5865,7 +5864,7 @@ static void test_shard_load(void) {
                         }
                     for (int l = 0; l < mc.n_layers; l++) {
                         size_t cw, cp;
-                        uint8_t *a = shard_chunk_of(&cw, &whole, l, r, Ns[ni], els[e]), *b = shard_chunk_of(&cp, &part, l, r, Ns[ni], els[e]);
+                        uint8_t *a = shard_chunk_of(&cw, &whole, l, 1), *b = shard_chunk_of(&cp, &part, l, 0); // (with shard_load as the part was loaded)
                         diff += cw != cp || memcmp(a, b, cw) != 0;
                         free(a); free(b);
                         cases++;
