@@ -409,7 +409,7 @@ static double time_sec(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 static double start_sec, load_sec; // main's start; how long the last model load took (the startup line of train)
-static double gpu_start_sec, mirror_sec; // how long device_start's GPU start and the last net_init (the weights' upload) took
+MAYBE_UNUSED static double gpu_start_sec, mirror_sec; // how long device_start's GPU start and the last net_init (the weights' upload) took
 // the most host memory the process has held (resident): Linux's VmHWM, as getrusage's ru_maxrss gives it
 static double host_peak_bytes(void) {
     struct rusage ru;
