@@ -5802,6 +5802,17 @@ static size_t resident_pages(const void *p, size_t bytes, size_t *pages) {
     return k;
 }
 #endif
+// does this system give released pages back (release_pages, then mincore)? Not under qemu-user, which takes
+// madvise as a hint it may ignore
+static int pages_go_back(void) {
+    size_t page = (size_t)sysconf(_SC_PAGESIZE), n = 64 * page, pages = 0;
+    char *p = malloc_check(n + page);
+    memset(p, 1, n + page);
+    release_pages(p, n + page);
+    size_t left = resident_pages(p, n + page, &pages);
+    free(p);
+    return pages > 0 && left == 0;
+}
 // --shard's loading (shard_load): rank r of N keeps only its part of each layer's frozen weights. For each way a
 // rank loads (a llama2.c float file, whose q/k rows are permuted on load, as it is and quantized to NF4; a bf16
 // folder read in parts; the folder quantized on load to NF4 with double quantization and to int8; a peft.c NF4
@@ -5832,6 +5843,8 @@ static void test_shard_load(void) {
         { hf, "bf16 folder quantized to NF4 (double-quantized)", &nf4dq, 0 }, { hf, "bf16 folder quantized to int8", &int8, 0 }, { qbin, "peft.c NF4 file", &stored, 1 } };
     const int Ns[] = { 1, 2, 3, 5 };
     size_t els[2] = { sizeof(uint16_t), sizeof(floatX) };
+    int released = pages_go_back();
+    if (!released) skip("--shard's loading: the resident pages", "this system keeps released pages (madvise ignored: an emulator?); the chunks and the bytes read are still checked");
     for (int w = 0; w < (int)(sizeof(ways) / sizeof(ways[0])); w++) {
         Model whole, part;
         memset(&shard_load, 0, sizeof(shard_load));
@@ -5874,9 +5887,10 @@ static void test_shard_load(void) {
         memset(&shard_load, 0, sizeof(shard_load));
         model_free(&whole);
         char name[160];
-        snprintf(name, sizeof(name), "--shard's loading, %s: each rank's chunks == the whole model's, only its part resident", ways[w].what);
+        snprintf(name, sizeof(name), "--shard's loading, %s: each rank's chunks == the whole model's%s", ways[w].what, released ? ", only its part resident" : "");
         int reads_ok = !ways[w].reads_part || (read_whole > 0 && read_rank <= 1.05 * want_read);
-        check(loaded && cases > 0 && !diff && !outside && outside_pages > 0 && inside == inside_pages && inside_pages > 0 && reads_ok, name,
+        int resident_ok = !released || (!outside && outside_pages > 0 && inside == inside_pages && inside_pages > 0);
+        check(loaded && cases > 0 && !diff && resident_ok && reads_ok, name,
               "%s%d chunks (N = 1, 2, 3, 5, every rank, %s), %d differ; whole pages resident outside the ranks' parts: %zu of %zu, inside: %zu of %zu; a rank kept %.3f of the tensors' bytes on average; "
               "a rank of 5 read at most %.3f of the whole load's %.0f bytes (%s%.3f)",
               loaded ? "" : peft_errbuf, cases, whole.quant ? "the quantized blocks" : "bf16 and fp32 on the device", diff, outside, outside_pages, inside, inside_pages, total ? (double)kept / total : 0.0,
@@ -7748,7 +7762,7 @@ static void test_parallel_load(void) {
     skip("--device cuda without CUDA", "this build has CUDA (./test_all --cuda chat runs chat on the GPU)");
 #endif
 }
-static void run_plan_tests(void) { test_gpu_plan(); test_shard_chunks(); test_shard_resume_world(); test_quantize_random(); test_parallel_load(); }
+static void run_plan_tests(void) { test_gpu_plan(); test_shard_chunks(); test_shard_load(); test_shard_resume_world(); test_quantize_random(); test_parallel_load(); }
 static void run_classifier_tests(void) { test_eval_chunks(); test_logit_chunks(); }
 static void run_family_tests(void) { test_families(); test_family_references(fam_fp32); test_family_decode(""); test_export_gguf_phi3(); test_phi3_train_resume(); }
 static void run_hardening_tests(void) { test_hostile_adapters(); test_memory_refusal(); test_disk_full(); test_kill9(); }
@@ -7811,7 +7825,7 @@ int main(int argc, char **argv) {
         { "chat", "chat template tests", run_chat_tests },
         { "generate", "generate -f --batch", test_generate_file },
         { "classifier", "the classifier and cross-entropy in row chunks", run_classifier_tests },
-        { "plan", "--gpu-memory's planner, quantize --random and parallel loading", run_plan_tests },
+        { "plan", "--gpu-memory's planner, --shard's chunks and loading, quantize --random and parallel loading", run_plan_tests },
         { "families", "model family tests (issue 28)", run_family_tests },
         { "hardening", "hardening tests (issue 12)", run_hardening_tests },
         { "docs", "docs tests: README's runnable blocks and docs/READING.md's names", run_docs_tests },
