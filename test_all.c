@@ -5888,7 +5888,8 @@ static void test_shard_load(void) {
         model_free(&whole);
         char name[160];
         snprintf(name, sizeof(name), "--shard's loading, %s: each rank's chunks == the whole model's%s", ways[w].what, released ? ", only its part resident" : "");
-        int reads_ok = !ways[w].reads_part || (read_whole > 0 && read_rank <= 1.05 * want_read);
+        if (read_whole <= 0 && ways[w].reads_part) skip("--shard's loading: the bytes read", "/proc/self/io gives no rchar here");
+        int reads_ok = !ways[w].reads_part || read_whole <= 0 || read_rank <= 1.05 * want_read;
         int resident_ok = !released || (!outside && outside_pages > 0 && inside == inside_pages && inside_pages > 0);
         check(loaded && cases > 0 && !diff && resident_ok && reads_ok, name,
               "%s%d chunks (N = 1, 2, 3, 5, every rank, %s), %d differ; whole pages resident outside the ranks' parts: %zu of %zu, inside: %zu of %zu; a rank kept %.3f of the tensors' bytes on average; "
