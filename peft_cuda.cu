@@ -689,8 +689,8 @@ __device__ float block_max(float v, float *shared32) {
 // gate and up another, and a frozen weight is read by every step. Every entry point reports the memory
 // it writes (wrote), which drops the copies made from it. Copies of weights (sources inside a mirror)
 // have their own buffers, kept between steps while 2 GiB stay free; the others share NSLOTS buffers,
-// the least recently used taken first. Kernels whose output a large GEMM reads next (RMSNorm, SwiGLU,
-// RoPE, ...) write its copy beside it (shadow). PEFT_CUDA_COPIES=0: a fresh copy for every call (as
+// the least recently used taken first, never one holding another operand of the same kernel. Kernels
+// whose output a large GEMM reads next (RMSNorm, SwiGLU, RoPE, ...) write its copy beside it (shadow). PEFT_CUDA_COPIES=0: a fresh copy for every call (as
 // before the cache); =check: every copy found is compared with a fresh one, and a difference stops the
 // program (the test that no writer is missing); =noshadow: no kernel writes a copy beside its output.
 // 8 values from p (float or bf16), 16-byte aligned, into t
@@ -737,6 +737,9 @@ typedef struct {
 static Copy *copies;
 static int ncopies, cap_copies;
 static unsigned long copy_clock;
+static unsigned long copy_hold; // slots used at or after this clock hold operands of the kernel being set up
+// a kernel's operands are gathered from here on: the slots handed out next are not taken for one another
+static void copies_next_kernel(void) { copy_hold = copy_clock + 1; }
 static size_t copies_reserve = (size_t)2 << 30; // weights' copies leave this much device memory free
 // memory that gpu_zero cleared and nothing wrote since: a GEMM or SwiGLU's backward adding into it
 // need not read it
@@ -788,6 +791,7 @@ static Copy *copy_entry(const float *p, long so, int outer, int inner, int t, si
         if (e->src == p && (flat ? e->flat == flat : !e->flat && e->so == so && e->outer == outer && e->inner == inner && e->t == t)) return e;
         if (!e->weight) {
             slots++;
+            if (e->used >= copy_hold) continue; // another operand of the same kernel
             if (!old || e->used < old->used) old = e;
             if (e->cap >= bytes && (!fit || e->used < fit->used)) fit = e;
         }
@@ -795,7 +799,7 @@ static Copy *copy_entry(const float *p, long so, int outer, int inner, int t, si
     int weight = in_mirror(p);
     // the least recently used slot with room, re-keyed; else the least recently used one, grown (so that a
     // large copy, the logits' gradient, keeps coming back to one slot instead of growing one after another)
-    if (!weight && slots == NSLOTS) c = fit ? fit : old;
+    if (!weight && slots >= NSLOTS && old) c = fit ? fit : old;
     else {
         if (weight && gpu_free_bytes() < bytes + copies_reserve) return NULL;
         if (ncopies == cap_copies) {
@@ -2034,6 +2038,7 @@ static int wgmma_takes(int M, int N, int K) {
 static void gemm(float *c, long ldc, const float *a, long rsa, long csa, const float *b, long rsb, long csb, int M, int N, int K, int accumulate,
                  const __nv_bfloat16 *b16 = NULL, long ldb16 = 0, const Extra *x2 = NULL) {
     if (M <= 0 || N <= 0) return;
+    copies_next_kernel();
     // the path: rank-r products (fp32: memory-bound, the tensor cores would not help), the bf16 tensor-core
     // GEMM, a few rows against a weight (generation), or the SIMT kernels below
     int narrow = K <= NARROW_K && narrow_gemm;
@@ -3565,6 +3570,7 @@ template <int HS, int MB, bool AM, typename OT> static void attention_forward_tc
 }
 template <int HS, bool AM> static void attention_forward_tc(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T, int NH, int KVH, Mode md) {
     size_t nq = (size_t)B * T * NH * HS, nk = (size_t)B * T * KVH * HS;
+    copies_next_kernel();
     if (!copies_on) scratch_reserve(&att16_scratch, &att16_cap, (nq + 2 * nk) * sizeof(__nv_bfloat16));
     const __nv_bfloat16 *q16 = att_bf16(q, (size_t)B * T, NH * HS, 0), *k16 = att_bf16(k, (size_t)B * T, KVH * HS, nq), *v16 = att_bf16(v, (size_t)B * T, KVH * HS, nq + nk);
     if (act16(out)) { // the output kept in bf16
@@ -3586,6 +3592,7 @@ template <int HS, bool AM> static void attention_backward_tc(float *dq, float *d
     int G = NH / KVH, cluster = G > 1 && G <= 8 && cluster_ok; // a group's heads in one cluster (at most 8: the portable size)
     int nqt = (T + TCR - 1) / TCR;
     size_t nq = (size_t)B * T * NH * HS, nk = (size_t)B * T * KVH * HS;
+    copies_next_kernel();
     if (!copies_on) scratch_reserve(&att16_scratch, &att16_cap, (2 * nq + 2 * nk) * sizeof(__nv_bfloat16));
     size_t ntiles = (size_t)B * NH * (nqt * (nqt + 1) / 2); // the causal tiles of dS'
     if (ntiles * ds_bytes > ((size_t)1 << 36)) { fprintf(stderr, "peft: attention's dS' scratch of %.1f GiB is over its limit of 64 GiB (B*T too large)\n", ntiles * ds_bytes / 1073741824.0); exit(1); }

@@ -7274,6 +7274,42 @@ static void cuda_test_copies(void) {
           what[0], what[1], what[2], what[3], wy.worst, wy.where, wx.worst, wx.where, BF16_TOL);
 }
 
+// the shared slots of the operand copies: a kernel's two operands never get one buffer. Six products of
+// fresh 128 x 128 sources fill the six slots with 32 KiB each; a 512-row input grows one to 128 KiB; then
+// x and W of 64 KiB each both fit only that slot: the second must take (and grow) another, not the one x
+// was just copied into (it did, once: y = W W^T then, and attention read k's copy as q's)
+static void cuda_test_copy_slots(void) {
+    int shapes[][3] = { {128, 128, 128}, {128, 128, 128}, {128, 128, 128}, {512, 128, 128}, {256, 128, 256} }; // N, C, OC
+    int ns = (int)(sizeof(shapes) / sizeof(shapes[0]));
+    float *keep[10];
+    Worst wy = { 0, "" };
+    gpu_on = 1;
+    gpu_set_bf16(1);
+    gpu_release(); // no copies kept from the tests before
+    for (int i = 0; i < ns; i++) {
+        int N = shapes[i][0], C = shapes[i][1], OC = shapes[i][2];
+        size_t nx = (size_t)N * C, nw = (size_t)OC * C, ny = (size_t)N * OC;
+        float *x = rand_f32(nx, 1), *w = rand_f32(nw, 1), *y = malloc_check(ny * 4);
+        keep[2 * i] = dev_f32(x, nx); keep[2 * i + 1] = dev_f32(w, nw); // kept to the end: freeing drops their slots
+        float *gy = (float *)tensor_alloc(ny * 4);
+        matmul_forward(gy, keep[2 * i], keep[2 * i + 1], N, C, OC);
+        float *hy = host_f32(gy, ny);
+        tensor_free(gy);
+        gpu_on = 0;
+        matmul_forward_naive(y, x, w, N, C, OC);
+        worst_of(&wy, rel_l2(hy, y, ny), "product %d, N %d C %d OC %d", i + 1, N, C, OC);
+        gpu_on = 1;
+        free(x); free(w); free(y); free(hy);
+    }
+    for (int i = 0; i < 2 * ns; i++) tensor_free(keep[i]);
+    gpu_set_bf16(0);
+    gpu_on = 0;
+    check(wy.worst <= BF16_TOL, "cuda bf16 operand copies: a product's two operands never share a slot", "%d products, the last with both operands fitting only one slot: worst relative L2 error %.2e (%s) <= %.0e",
+          ns, wy.worst, wy.where, BF16_TOL);
+}
+
+static void cuda_test_operand_copies(void) { cuda_test_copies(); cuda_test_copy_slots(); }
+
 // train, resume and generate through the CLI on the GPU
 static double val_loss_of(const char *err) { // "... val loss A -> B" on the done line
     const char *p = strstr(err, "val loss ");
@@ -7647,7 +7683,7 @@ static void run_cuda_tests(void) {
     cuda_test_qmatmul();
     cuda_test_gemv();
     cuda_test_qmatvec();
-    cuda_test_copies();
+    cuda_test_operand_copies();
     printf("== whole model on the GPU (fp32) vs PEFT\n");
     gpu_on = 1;
     test_peft_reference("qv_r4");
@@ -7782,9 +7818,10 @@ int main(int argc, char **argv) {
         printf("%d passed, %d failed, %d skipped\n", n_pass, n_fail, n_skip);
         return n_fail ? 1 : 0;
     }
-    static const struct { const char *name; void (*run)(void); } gpu_groups[] = { // ./test_all --cuda chat | shard: those GPU tests alone
+    static const struct { const char *name; void (*run)(void); } gpu_groups[] = { // ./test_all --cuda chat | shard | copies: those GPU tests alone
         { "chat", cuda_test_chat },   // peft chat on the GPU
         { "shard", cuda_test_shard }, // --shard's tests (world size 1)
+        { "copies", cuda_test_operand_copies }, // the GEMM operands' bf16 copies
     };
     for (size_t g = 0; argc > 2 && !strcmp(argv[1], "--cuda") && g < sizeof(gpu_groups) / sizeof(gpu_groups[0]); g++) {
         if (strcmp(argv[2], gpu_groups[g].name)) continue;
