@@ -690,9 +690,10 @@ __device__ float block_max(float v, float *shared32) {
 // it writes (wrote), which drops the copies made from it. Copies of weights (sources inside a mirror)
 // have their own buffers, kept between steps while 2 GiB stay free; the others share NSLOTS buffers,
 // the least recently used taken first, never one holding another operand of the same kernel. Kernels
-// whose output a large GEMM reads next (RMSNorm, SwiGLU, RoPE, ...) write its copy beside it (shadow). PEFT_CUDA_COPIES=0: a fresh copy for every call (as
-// before the cache); =check: every copy found is compared with a fresh one, and a difference stops the
-// program (the test that no writer is missing); =noshadow: no kernel writes a copy beside its output.
+// whose output a large GEMM reads next (RMSNorm, SwiGLU, RoPE, ...) write its copy beside it (shadow).
+// PEFT_CUDA_COPIES=0: a fresh copy for every call (as before the cache); =check: every copy found is
+// compared with a fresh one, and a difference stops the program (the test that no writer is missing);
+// =noshadow: no kernel writes a copy beside its output.
 // 8 values from p (float or bf16), 16-byte aligned, into t
 __device__ __forceinline__ void load8(float *t, const float *p) { *(float4 *)t = *(const float4 *)p; *(float4 *)(t + 4) = *(const float4 *)(p + 4); }
 __device__ __forceinline__ void widen8(float *t, uint4 u) { // 8 bf16 values (16 bytes) to floats
